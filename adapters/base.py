@@ -1,0 +1,490 @@
+"""The adapter interface and the shared machinery that keeps each broker module small.
+
+``BrokerAdapter`` is the interface (ccxt's unified verbs) plus the checks every broker needs
+before an order leaves (asset class against account type, order types, time in force,
+fractional quantities, brackets). ``HttpBrokerAdapter`` adds what every REST broker shares:
+auth header and token refresh on 401, timeouts, rate limiters, retries for reads only,
+a circuit breaker, logging without secrets, and error translation through one narrow hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+
+from adapters import symbols
+from adapters.errors import (
+    AssetClassNotSupported,
+    AuthorizationExpired,
+    BrokerError,
+    BrokerUnavailable,
+    InvalidOrder,
+    OrderNotFound,
+    RateLimited,
+)
+from adapters.models import (
+    Account,
+    AccountRef,
+    AccountType,
+    AssetClass,
+    Balance,
+    Environment,
+    Order,
+    OrderRequest,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    TimeInForce,
+)
+
+log = logging.getLogger("tradecord.adapters")
+
+ASSET_WORDS = {
+    AssetClass.EQUITY: "stocks and ETFs",
+    AssetClass.CRYPTO: "crypto",
+    AssetClass.FUTURE: "futures",
+    AssetClass.OPTION: "options",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``requests`` per ``seconds`` for one bucket, per account (member token) or per app."""
+
+    bucket: str
+    requests: int
+    seconds: float
+    scope: str = "account"  # "account" | "app"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    asset_classes: Mapping[AccountType, frozenset[AssetClass]]
+    order_types: frozenset[OrderType] = frozenset(OrderType)
+    time_in_force: Mapping[AssetClass, frozenset[TimeInForce]] = field(default_factory=dict)
+    fractional: frozenset[AssetClass] = frozenset({AssetClass.CRYPTO})
+    brackets: bool = False
+    environments: frozenset[Environment] = frozenset(Environment)
+    quotes: bool = True
+    order_stream: bool = False
+    rate_limits: tuple[RateLimit, ...] = ()
+
+    def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
+        return asset_class in self.asset_classes.get(account_type, frozenset())
+
+    def account_types_for(self, asset_class: AssetClass) -> list[AccountType]:
+        return [t for t, classes in self.asset_classes.items() if asset_class in classes]
+
+
+class TokenProvider(Protocol):
+    """Gives the adapter a current access token; ``refresh`` is single-flight per connection
+    (across processes) and raises ``AuthorizationExpired`` when the broker refuses it."""
+
+    async def access_token(self) -> str: ...
+
+    async def refresh(self, rejected_token: str) -> str: ...
+
+
+class StaticToken:
+    """A token that cannot be refreshed (Alpaca's never expire; tests)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def access_token(self) -> str:
+        return self._token
+
+    async def refresh(self, rejected_token: str) -> str:
+        raise AuthorizationExpired()
+
+
+class LimiterRegistry:
+    """Process-wide limiters keyed by broker, bucket and owner. Shared by all adapters so that
+    many connections of one app together stay under the app's published limit."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[tuple[str, str, str], AsyncLimiter] = {}
+
+    def get(self, broker: str, rule: RateLimit, owner: str) -> AsyncLimiter:
+        key = (broker, rule.bucket, owner if rule.scope == "account" else "*app*")
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = AsyncLimiter(rule.requests, rule.seconds)
+        return limiter
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` consecutive failures; new orders then fail fast for
+    ``cooldown`` seconds while reads (and the reconciler) keep probing."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 30.0) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def open(self) -> bool:
+        if self.opened_at is None:
+            return False
+        if time.monotonic() - self.opened_at >= self.cooldown:
+            return False  # half-open: let the next call probe
+        return True
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            self.failures, self.opened_at = 0, None
+            return
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+
+
+@dataclass
+class AdapterContext:
+    """Everything an adapter instance needs, built by the connections service."""
+
+    session: aiohttp.ClientSession | None = None
+    # Base URL per environment; a connection's token may serve one or both.
+    api_urls: Mapping[Environment, str] = field(default_factory=dict)
+    tokens: TokenProvider | None = None
+    limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    owner: str = "anonymous"  # limiter key for per-account limits (the connection id)
+    timeout: float = 10.0
+    read_retries: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BrokerAdapter(ABC):
+    """The interface. Public verbs validate, then call the narrow ``_hooks`` subclasses write."""
+
+    key: ClassVar[str]
+    display_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, context: AdapterContext) -> None:
+        self.ctx = context
+
+    # -- reads --------------------------------------------------------------------------
+
+    @abstractmethod
+    async def fetch_accounts(self) -> list[Account]: ...
+
+    @abstractmethod
+    async def fetch_balance(self, account: AccountRef) -> Balance: ...
+
+    @abstractmethod
+    async def fetch_positions(self, account: AccountRef) -> list[Position]: ...
+
+    @abstractmethod
+    async def fetch_open_orders(self, account: AccountRef) -> list[Order]: ...
+
+    @abstractmethod
+    async def fetch_orders(
+        self, account: AccountRef, *, since: datetime | None = None, limit: int = 50
+    ) -> list[Order]:
+        """Order history (closed orders), newest first."""
+
+    async def fetch_order(
+        self, account: AccountRef, *, order_id: str | None = None,
+        client_order_id: str | None = None,
+    ) -> Order:
+        """By broker id or by our client order id; ``OrderNotFound`` proves absence."""
+        if (order_id is None) == (client_order_id is None):
+            raise ValueError("give exactly one of order_id and client_order_id")
+        if order_id is not None:
+            return await self._fetch_order_by_id(account, order_id)
+        assert client_order_id is not None
+        return await self._fetch_order_by_client_id(account, client_order_id)
+
+    @abstractmethod
+    async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order: ...
+
+    @abstractmethod
+    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order: ...
+
+    @abstractmethod
+    async def fetch_quote(self, symbol: str) -> Quote: ...
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        """Place an order. Never retried here: on ``BrokerUnavailable(maybe_sent=True)`` the
+        caller looks the order up by client order id before anything else."""
+        self.check_order(account, request)
+        return await self._create_order(account, request)
+
+    @abstractmethod
+    async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order: ...
+
+    @abstractmethod
+    async def cancel_order(self, account: AccountRef, order_id: str) -> None:
+        """Ask the broker to cancel; ``OrderNotCancelable`` when it has already ended."""
+
+    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
+        """The vendor's order stream, where ``capabilities.order_stream`` says there is one."""
+        raise BrokerError(f"{self.display_name} has no order stream; poll fetch_open_orders.")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def close(self) -> None:
+        """Release what the adapter holds (the shared HTTP session is not the adapter's)."""
+
+    # -- checks every broker shares -----------------------------------------------------
+
+    def check_order(self, account: AccountRef, request: OrderRequest) -> None:
+        caps = self.capabilities
+        asset = request.asset_class or symbols.asset_class_of(request.symbol)
+        request.asset_class = asset
+        if account.environment not in caps.environments:
+            raise InvalidOrder(f"{self.display_name} has no {account.environment} environment.")
+        if not caps.can_trade(account.type, asset):
+            raise AssetClassNotSupported(self.wrong_account_message(account, asset, request.symbol))
+        if request.order_type not in caps.order_types:
+            allowed = ", ".join(sorted(t.value for t in caps.order_types))
+            raise InvalidOrder(
+                f"{self.display_name} does not take {request.order_type} orders here "
+                f"(allowed: {allowed})."
+            )
+        tifs = caps.time_in_force.get(asset)
+        if tifs is not None and request.time_in_force not in tifs:
+            allowed = ", ".join(sorted(t.value for t in tifs))
+            raise InvalidOrder(
+                f"{ASSET_WORDS[asset].capitalize()} at {self.display_name} take time in force "
+                f"{allowed}, not {request.time_in_force}."
+            )
+        if request.quantity != request.quantity.to_integral_value() and asset not in caps.fractional:
+            raise InvalidOrder(
+                f"{self.display_name} takes whole quantities for {ASSET_WORDS[asset]}; "
+                f"{request.quantity} has a fraction."
+            )
+        if request.bracket and not caps.brackets:
+            raise InvalidOrder(f"{self.display_name} does not support take-profit/stop-loss brackets.")
+
+    def wrong_account_message(self, account: AccountRef, asset: AssetClass, symbol: str) -> str:
+        kinds = caps_list(self.capabilities.account_types_for(asset))
+        base = (
+            f"{symbols.normalize(symbol)} is {_article(ASSET_WORDS[asset])}, and the {account.type} "
+            f"account chosen for this connection cannot trade {ASSET_WORDS[asset]}."
+        )
+        if not kinds:
+            return base + f" {self.display_name} does not offer {ASSET_WORDS[asset]} trading."
+        return (
+            base + f" At {self.display_name}, {ASSET_WORDS[asset]} trade in a {kinds} account: "
+            f"choose that account for this connection in /accounts."
+        )
+
+
+def caps_list(types: list[AccountType]) -> str:
+    names = [t.value for t in types]
+    return " or ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _article(words: str) -> str:
+    return {
+        "futures": "a futures contract",
+        "crypto": "a crypto pair",
+        "options": "an option",
+        "stocks and ETFs": "a stock or ETF",
+    }[words]
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: Any  # parsed JSON, or text when the vendor did not send JSON
+    method: str = "GET"
+    path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class HttpBrokerAdapter(BrokerAdapter):
+    """REST brokers. Subclasses set ``key``, ``display_name``, ``capabilities``, implement the
+    verbs with ``self.request(...)``, and translate vendor error bodies in ``vendor_error``."""
+
+    accept: ClassVar[str] = "application/json"
+
+    def vendor_error(self, resp: HttpResponse) -> BrokerError | None:
+        """Map a vendor error response to our hierarchy; ``None`` falls back to the status."""
+        return None
+
+    def auth_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def environments(self) -> list[Environment]:
+        """The environments this connection can reach, live first."""
+        return [e for e in (Environment.LIVE, Environment.PAPER) if e in self.ctx.api_urls]
+
+    def breaker(self, environment: Environment) -> CircuitBreaker:
+        name = f"{self.key}:{environment}"
+        breaker = self.ctx.breakers.get(name)
+        if breaker is None:
+            breaker = self.ctx.breakers[name] = CircuitBreaker()
+        return breaker
+
+    async def _acquire(self, bucket: str) -> None:
+        for rule in self.capabilities.rate_limits:
+            if rule.bucket == bucket:
+                await self.ctx.limiters.get(self.key, rule, self.ctx.owner).acquire()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        environment: Environment,
+        bucket: str,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        form: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        write: bool = False,
+        allow: tuple[int, ...] = (),
+    ) -> HttpResponse:
+        """One logical call. Reads retry on 5xx, timeouts and 429 with capped backoff and jitter
+        (honouring ``Retry-After``); writes never retry, except once after a token refresh on
+        401 (the broker refused it before acting). Statuses in ``allow`` come back unraised."""
+        base = self.ctx.api_urls.get(environment)
+        if self.ctx.session is None or base is None:
+            raise BrokerUnavailable(
+                f"{self.display_name} {environment} is not available to this connection."
+            )
+        breaker = self.breaker(environment)
+        if write and breaker.open:
+            raise BrokerUnavailable(
+                f"{self.display_name} has been failing; new orders are paused for a moment. "
+                "Try again in about a minute."
+            )
+        url = base.rstrip("/") + path
+        attempts = 1 if write else max(1, self.ctx.read_retries)
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._acquire(bucket)
+            hdrs = {"Accept": self.accept, "User-Agent": "Tradecord/0.1"}
+            token = None
+            if self.ctx.tokens is not None:
+                token = await self.ctx.tokens.access_token()
+                hdrs.update(self.auth_headers(token))
+            if headers:
+                hdrs.update(headers)
+            started = time.perf_counter()
+            try:
+                resp = await self._send(method, url, params, json_body, form, hdrs, path)
+            except (TimeoutError, aiohttp.ClientError) as e:
+                breaker.record(False)
+                log.warning("%s %s %s failed: %s", self.key, method, path, type(e).__name__)
+                if attempt < attempts:
+                    await asyncio.sleep(_backoff(attempt))
+                    continue
+                # A write whose connection broke may have been received and acted on.
+                raise BrokerUnavailable(maybe_sent=write) from e
+            log.debug(
+                "%s %s %s -> %s in %.1f ms", self.key, method, path, resp.status,
+                (time.perf_counter() - started) * 1000,
+            )
+            if resp.status == 401 and token is not None and not refreshed:
+                assert self.ctx.tokens is not None
+                refreshed = True
+                await self.ctx.tokens.refresh(token)
+                attempt -= 1
+                continue
+            if resp.status >= 500:
+                breaker.record(False)
+            else:
+                breaker.record(True)
+            if resp.ok or resp.status in allow:
+                return resp
+            retryable = resp.status == 429 or resp.status >= 500
+            if retryable and attempt < attempts:
+                await asyncio.sleep(_retry_delay(resp, attempt))
+                continue
+            raise self._error_for(resp, write)
+
+    async def _send(
+        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Any,
+        form: Mapping[str, Any] | None, headers: dict[str, str], path: str,
+    ) -> HttpResponse:
+        assert self.ctx.session is not None
+        timeout = aiohttp.ClientTimeout(total=self.ctx.timeout)
+        async with self.ctx.session.request(
+            method, url, params=params, json=json_body, data=form, headers=headers,
+            timeout=timeout, allow_redirects=False,
+        ) as r:
+            raw = await r.read()
+            ctype = r.headers.get("Content-Type", "")
+            body: Any
+            if "json" in ctype and raw:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+            else:
+                body = raw.decode(errors="replace")
+            return HttpResponse(r.status, r.headers, body, method, path)
+
+    def _error_for(self, resp: HttpResponse, write: bool) -> BrokerError:
+        err = self.vendor_error(resp)
+        if err is not None:
+            return err
+        if resp.status == 401:
+            return AuthorizationExpired()
+        if resp.status == 403:
+            return AuthorizationExpired(
+                f"{self.display_name} refused access. Re-link the connection with /connect, "
+                "making sure to grant trading access."
+            )
+        if resp.status == 404:
+            return OrderNotFound()
+        if resp.status == 429:
+            return RateLimited(retry_after=_retry_after(resp))
+        if resp.status >= 500:
+            return BrokerUnavailable(maybe_sent=write)
+        return InvalidOrder()
+
+
+def _retry_after(resp: HttpResponse) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return min(4.0, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random())
+
+
+def _retry_delay(resp: HttpResponse, attempt: int) -> float:
+    after = _retry_after(resp)
+    # A 429 never causes a tight loop, and never a long sleep inside a member's command.
+    return min(10.0, after) if after is not None else _backoff(attempt)
+
+
+def dec(value: Any, default: Decimal | None = None) -> Decimal | None:
+    """Vendor number (string, int, float or null) to Decimal without float noise."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return Decimal(str(value))

@@ -1,0 +1,206 @@
+"""The common vocabulary every broker adapter speaks (ccxt-style, Decimal money).
+
+Every result keeps the vendor's raw payload in ``info`` so nothing is lost in mapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class AssetClass(StrEnum):
+    EQUITY = "equity"  # stocks and ETFs
+    CRYPTO = "crypto"
+    FUTURE = "future"
+    OPTION = "option"
+
+
+class AccountType(StrEnum):
+    CASH = "cash"
+    MARGIN = "margin"
+    FUTURES = "futures"
+    CRYPTO = "crypto"
+
+
+class Environment(StrEnum):
+    LIVE = "live"
+    PAPER = "paper"
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+
+
+class TimeInForce(StrEnum):
+    DAY = "day"
+    GTC = "gtc"
+    IOC = "ioc"
+    FOK = "fok"
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"  # received by the broker, not yet working
+    OPEN = "open"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """Which account a call is for; the type lets adapters refuse a wrong asset class early."""
+
+    id: str
+    type: AccountType
+    environment: Environment
+
+
+@dataclass(slots=True)
+class Account:
+    id: str
+    type: AccountType
+    environment: Environment
+    currency: str = "USD"
+    status: str = "active"
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def masked(self) -> str:
+        return mask_account(self.id)
+
+    def ref(self) -> AccountRef:
+        return AccountRef(self.id, self.type, self.environment)
+
+
+def mask_account(account_id: str) -> str:
+    """Show only the last four characters: enough to recognise, useless to an onlooker."""
+    tail = account_id[-4:] if len(account_id) > 4 else account_id[-2:]
+    return f"••••{tail}"
+
+
+@dataclass(slots=True)
+class Balance:
+    account_id: str
+    currency: str
+    cash: Decimal
+    buying_power: Decimal
+    equity: Decimal
+    market_value: Decimal = Decimal(0)
+    unrealized_pnl: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(slots=True)
+class Position:
+    symbol: str
+    asset_class: AssetClass
+    quantity: Decimal  # negative when short
+    average_price: Decimal
+    market_price: Decimal | None = None
+    market_value: Decimal | None = None
+    cost_basis: Decimal | None = None
+    unrealized_pnl: Decimal | None = None
+    multiplier: Decimal = Decimal(1)
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def side(self) -> str:
+        return "long" if self.quantity > 0 else "short"
+
+
+@dataclass(slots=True)
+class Bracket:
+    take_profit: Decimal | None = None  # limit price
+    stop_loss: Decimal | None = None  # stop price
+    stop_loss_limit: Decimal | None = None
+
+
+@dataclass(slots=True)
+class OrderRequest:
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    time_in_force: TimeInForce = TimeInForce.DAY
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    client_order_id: str | None = None
+    asset_class: AssetClass | None = None
+    bracket: Bracket | None = None
+
+
+@dataclass(slots=True)
+class Order:
+    id: str
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    time_in_force: TimeInForce
+    status: OrderStatus
+    client_order_id: str | None = None
+    asset_class: AssetClass = AssetClass.EQUITY
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    filled_quantity: Decimal = Decimal(0)
+    average_fill_price: Decimal | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    reject_reason: str | None = None
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def remaining_quantity(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+
+@dataclass(slots=True)
+class Quote:
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    time: datetime
+    simulated: bool = False
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+@dataclass(slots=True)
+class OrderUpdate:
+    """One change to an order as the broker reports it (stream or poll)."""
+
+    order: Order
+    event: str  # new, fill, partial_fill, canceled, rejected, expired, ...
+    execution_id: str | None = None
+    fill_quantity: Decimal | None = None
+    fill_price: Decimal | None = None
+    at: datetime | None = None

@@ -1,0 +1,201 @@
+"""Database models (SQLAlchemy 2.0 typed declarative).
+
+Nothing here is SQLite-only: the same models run on PostgreSQL with several processes.
+Secrets live only in ``credentials`` and only as vault envelopes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from bot.db_types import BigIntPK, Money, UTCDateTime, utcnow
+
+# Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money(), dict[str, Any]: JSON()}
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Member(Base):
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    discord_user_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    plan: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    connections: Mapped[list[Connection]] = relationship(
+        back_populates="member", cascade="all, delete-orphan", order_by="Connection.id"
+    )
+
+
+class ConnectionStatus:
+    ACTIVE = "active"  # linked and at least one account chosen
+    NEEDS_ACCOUNT = "needs_account"  # linked; trading is off until an account is chosen
+    NEEDS_REAUTH = "needs_reauth"  # the broker refused our refresh token
+
+
+class Connection(Base):
+    """One account relationship at one broker (TradersPost's "broker connection")."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("member_id", "name_key"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(50))
+    # casefolded name: uniqueness "ignoring case" enforced by the database, not by a race.
+    name_key: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20), default=ConnectionStatus.NEEDS_ACCOUNT)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Broker-side identity of the login (e.g. user id), to refuse linking it to two members.
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    member: Mapped[Member] = relationship(back_populates="connections")
+    accounts: Mapped[list[ConnectionAccount]] = relationship(
+        back_populates="connection", cascade="all, delete-orphan", order_by="ConnectionAccount.mode"
+    )
+    credential: Mapped[Credential | None] = relationship(
+        back_populates="connection", cascade="all, delete-orphan", uselist=False
+    )
+
+    def account(self, mode: str) -> ConnectionAccount | None:
+        return next((a for a in self.accounts if a.mode == mode), None)
+
+
+class ConnectionAccount(Base):
+    """The live or paper account chosen for a connection (at most one of each)."""
+
+    __tablename__ = "connection_accounts"
+    __table_args__ = (UniqueConstraint("connection_id", "mode"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(8))  # "live" | "paper"
+    account_id: Mapped[str] = mapped_column(String(64))
+    account_type: Mapped[str] = mapped_column(String(16))  # cash | margin | futures | crypto
+    label: Mapped[str] = mapped_column(String(100))  # masked, safe to show
+    chosen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    connection: Mapped[Connection] = relationship(back_populates="accounts")
+
+
+class Credential(Base):
+    """OAuth tokens of a connection, as vault envelopes bound to this row."""
+
+    __tablename__ = "credentials"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    token_type: Mapped[str] = mapped_column(String(20), default="Bearer")
+    scope: Mapped[str | None] = mapped_column(String(200))
+    environment: Mapped[str | None] = mapped_column(String(16))
+    expires_at: Mapped[datetime | None] = mapped_column()
+    refresh_expires_at: Mapped[datetime | None] = mapped_column()
+    refresh_reminded_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    connection: Mapped[Connection] = relationship(back_populates="credential")
+
+
+class IntentStatus:
+    PENDING = "pending"  # stored, broker not called yet
+    SUBMITTED = "submitted"  # broker call in flight or answered without a final state
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # we cannot prove whether the broker has it: the reconciler decides
+
+    FINAL = frozenset({FILLED, CANCELLED, REJECTED, EXPIRED})
+    OPEN = frozenset({ACCEPTED, PARTIALLY_FILLED})
+
+
+class OrderIntent(Base):
+    """An order we mean to place, stored before the broker is called."""
+
+    __tablename__ = "order_intents"
+    __table_args__ = (Index("ix_order_intents_status", "status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # Same key twice (a double click, a repeated signal) means the same intent.
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="SET NULL"), index=True
+    )
+    broker: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))
+    account_id: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="discord")
+    symbol: Mapped[str] = mapped_column(String(32))
+    asset_class: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[Decimal] = mapped_column()
+    order_type: Mapped[str] = mapped_column(String(16))
+    limit_price: Mapped[Decimal | None] = mapped_column()
+    stop_price: Mapped[Decimal | None] = mapped_column()
+    time_in_force: Mapped[str] = mapped_column(String(8))
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default=IntentStatus.PENDING)
+    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    filled_quantity: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    average_fill_price: Mapped[Decimal | None] = mapped_column()
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    notified_status: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(Base):
+    """Append-only trail. No foreign keys: the trail outlives deleted connections."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    member_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    connection_id: Mapped[int | None] = mapped_column(BigInteger)
+    intent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

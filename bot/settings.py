@@ -1,0 +1,228 @@
+"""Settings from the environment and ``.env``, validated once at start-up.
+
+The environment variable names are a contract with deployments and tests. A malformed value
+stops the start with one line naming the variable and what is expected (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigurationError
+
+KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class SettingsError(ConfigurationError):
+    """One line: ``NAME: what is expected``."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    key_id: str
+    key: bytes
+
+    def __repr__(self) -> str:  # never print key material
+        return f"KeySpec(key_id={self.key_id!r})"
+
+
+def parse_keys(raw: str) -> list[KeySpec]:
+    """Parse ``id:base64key[,id:base64key...]``; each key must be 32 bytes (AES-256)."""
+    specs: list[KeySpec] = []
+    seen: set[str] = set()
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key_id, sep, b64 = part.partition(":")
+        if not sep or not KEY_ID_RE.match(key_id):
+            raise ValueError("entries must look like key_id:base64key (key id: letters, digits, _ -)")
+        if key_id in seen:
+            raise ValueError(f"key id {key_id!r} appears twice")
+        try:
+            key = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not valid base64") from None
+        if len(key) != 32:
+            raise ValueError(f"key {key_id!r} must decode to 32 bytes, got {len(key)}")
+        seen.add(key_id)
+        specs.append(KeySpec(key_id, key))
+    if not specs:
+        raise ValueError("no keys given")
+    return specs
+
+
+def _parse_plan_limits(raw: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition(":")
+        name = name.strip().lower()
+        if not sep or not name or not value.strip().isdigit():
+            raise ValueError("expected plan:limit pairs, e.g. free:1,starter:5,pro:25")
+        limits[name] = int(value)
+    if not limits:
+        raise ValueError("expected at least one plan, e.g. free:1")
+    return limits
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ValueError(f"expected an absolute {' or '.join(schemes)} URL")
+    return value.rstrip("/") if parts.path not in ("", "/") else value
+
+
+EXPECTATIONS: dict[str, str] = {
+    "web_port": "a TCP port number between 1 and 65535 (0 picks a free port)",
+    "discord_dev_guild_id": "a Discord guild id (a number)",
+    "paper_starting_cash": "a positive amount such as 100000",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    discord_token: SecretStr | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    discord_dev_guild_id: int | None = None
+
+    tradecord_data_dir: Path = Path("./data")
+    database_url: str | None = None
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    database_max_overflow: int = Field(default=10, ge=0, le=100)
+
+    tradecord_keys: SecretStr | None = None
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+
+    log_level: str = "INFO"
+
+    paper_starting_cash: Decimal = Decimal("100000")
+    paper_fill_hours: str = "24/7"
+    plan_limits: str = "free:1,starter:5,pro:25"
+    plan_default: str = "free"
+
+    @field_validator("discord_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("discord_dev_guild_id", mode="before")
+    @classmethod
+    def _blank_guild_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("discord_api_base", "public_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        return _check_url(v, ("http", "https"))
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _ws_url(cls, v: str) -> str:
+        _check_url(v, ("ws", "wss"))
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError(
+                "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+            )
+        return v
+
+    @field_validator("tradecord_keys")
+    @classmethod
+    def _keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        parse_keys(v.get_secret_value())
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        level = v.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @field_validator("paper_starting_cash", mode="before")
+    @classmethod
+    def _cash(cls, v: Any) -> Any:
+        try:
+            amount = Decimal(str(v))
+        except InvalidOperation:
+            raise ValueError(EXPECTATIONS["paper_starting_cash"]) from None
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError(EXPECTATIONS["paper_starting_cash"])
+        return amount
+
+    @field_validator("paper_fill_hours")
+    @classmethod
+    def _fill_hours(cls, v: str) -> str:
+        if v not in ("24/7", "exchange"):
+            raise ValueError("expected 24/7 (fill any time) or exchange (only in exchange hours)")
+        return v
+
+    @field_validator("plan_limits")
+    @classmethod
+    def _plans(cls, v: str) -> str:
+        _parse_plan_limits(v)
+        return v
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def local_mode(self) -> bool:
+        """No Discord token: run against the built-in local Discord."""
+        return self.discord_token is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.tradecord_data_dir.resolve() / 'tradecord.db'}"
+
+    @property
+    def key_specs(self) -> list[KeySpec]:
+        return parse_keys(self.tradecord_keys.get_secret_value()) if self.tradecord_keys else []
+
+    @property
+    def plans(self) -> dict[str, int]:
+        return _parse_plan_limits(self.plan_limits)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings or raise ``SettingsError`` with one line for the first bad variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        msg = EXPECTATIONS.get(field) or str(err["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{field.upper()}: {msg}") from None
+    if settings.plan_default not in settings.plans:
+        raise SettingsError(
+            f"PLAN_DEFAULT: expected one of the plans in PLAN_LIMITS ({', '.join(settings.plans)})"
+        )
+    return settings

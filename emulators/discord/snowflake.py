@@ -1,0 +1,52 @@
+"""Discord snowflakes and timestamps."""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+DISCORD_EPOCH_MS = 1420070400000
+
+
+class SnowflakeGenerator:
+    """Monotonic snowflakes with Discord's layout (ms since 2015 << 22 | worker | process | inc).
+
+    Ids must be strictly increasing: discord.py sorts and compares them, and the embedded
+    timestamp is what ``created_at`` (and an interaction's expiry) is computed from.
+    """
+
+    def __init__(self, worker: int = 1, process: int = 0) -> None:
+        self._prefix = ((worker & 0x1F) << 17) | ((process & 0x1F) << 12)
+        self._last_ms = 0
+        self._inc = 0
+
+    def next(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        if ms <= self._last_ms:
+            ms = self._last_ms
+            self._inc += 1
+            if self._inc > 0xFFF:
+                ms += 1
+                self._inc = 0
+        else:
+            self._inc = 0
+        self._last_ms = ms
+        return (ms << 22) | self._prefix | self._inc
+
+
+def snowflake_time(snowflake: int) -> datetime.datetime:
+    ms = (snowflake >> 22) + DISCORD_EPOCH_MS
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+
+
+def iso(dt: datetime.datetime | None = None) -> str:
+    """Discord's timestamp format: ``2024-05-01T12:00:00.123000+00:00``."""
+    return (dt or datetime.datetime.now(datetime.UTC)).isoformat(timespec="microseconds")
+
+
+def is_snowflake(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 <= value < 1 << 64
+    return isinstance(value, str) and value.isdigit() and len(value) <= 20
