@@ -89,6 +89,26 @@ class Capabilities:
         return [t for t, classes in self.asset_classes.items() if asset_class in classes]
 
 
+@dataclass(frozen=True)
+class OAuthSpec:
+    """How a broker does OAuth 2.0; the connections service drives it with authlib.
+
+    URLs here are the vendor's real ones; settings (``TRADECORD_<BROKER>_*_URL``) override them.
+    """
+
+    authorize_url: str
+    token_url: str
+    scopes: tuple[str, ...]  # the smallest set that reads and trades; never money movement
+    refresh_url: str | None = None  # where it differs from token_url (Tradier)
+    revoke_url: str | None = None
+    scope_separator: str = " "
+    pkce: bool = False
+    client_auth: str = "client_secret_post"  # or "client_secret_basic"
+    extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
+    issuer: str | None = None  # RFC 9207 ``iss`` expected on the callback, when sent
+    refresh_token_lifetime: float | None = None  # seconds, when fixed (member is reminded)
+
+
 class TokenProvider(Protocol):
     """Gives the adapter a current access token; ``refresh`` is single-flight per connection
     (across processes) and raises ``AuthorizationExpired`` when the broker refuses it."""
@@ -175,6 +195,9 @@ class BrokerAdapter(ABC):
     key: ClassVar[str]
     display_name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    oauth: ClassVar[OAuthSpec | None] = None
+    # The vendor's real API base URL per environment; settings may point them elsewhere.
+    default_api_urls: ClassVar[Mapping[Environment, str]] = {}
 
     def __init__(self, context: AdapterContext) -> None:
         self.ctx = context

@@ -54,7 +54,8 @@ class Member(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     connections: Mapped[list[Connection]] = relationship(
-        back_populates="member", cascade="all, delete-orphan", order_by="Connection.id"
+        back_populates="member", cascade="all, delete-orphan", order_by="Connection.id",
+        lazy="raise_on_sql",
     )
 
 
@@ -84,12 +85,14 @@ class Connection(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    member: Mapped[Member] = relationship(back_populates="connections")
+    member: Mapped[Member] = relationship(back_populates="connections", lazy="raise_on_sql")
     accounts: Mapped[list[ConnectionAccount]] = relationship(
-        back_populates="connection", cascade="all, delete-orphan", order_by="ConnectionAccount.mode"
+        back_populates="connection", cascade="all, delete-orphan", order_by="ConnectionAccount.mode",
+        lazy="raise_on_sql",
     )
     credential: Mapped[Credential | None] = relationship(
-        back_populates="connection", cascade="all, delete-orphan", uselist=False
+        back_populates="connection", cascade="all, delete-orphan", uselist=False,
+        lazy="raise_on_sql",
     )
 
     def account(self, mode: str) -> ConnectionAccount | None:
@@ -110,7 +113,7 @@ class ConnectionAccount(Base):
     label: Mapped[str] = mapped_column(String(100))  # masked, safe to show
     chosen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    connection: Mapped[Connection] = relationship(back_populates="accounts")
+    connection: Mapped[Connection] = relationship(back_populates="accounts", lazy="raise_on_sql")
 
 
 class Credential(Base):
@@ -131,7 +134,7 @@ class Credential(Base):
     refresh_reminded_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    connection: Mapped[Connection] = relationship(back_populates="credential")
+    connection: Mapped[Connection] = relationship(back_populates="credential", lazy="raise_on_sql")
 
 
 class IntentStatus:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field as PydField, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigurationError
@@ -90,6 +90,22 @@ EXPECTATIONS: dict[str, str] = {
 }
 
 
+BROKERS = ("tradestation", "alpaca", "tradier")
+BROKER_URLS = ("authorize_url", "token_url", "revoke_url", "api_url", "paper_api_url")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Per-broker settings; a ``None`` URL means the vendor's real one."""
+
+    client_id: str | None
+    client_secret: str | None = field(repr=False, default=None)
+    urls: dict[str, str | None] = field(default_factory=dict)
+
+    def url(self, name: str, default: str | None) -> str | None:
+        return self.urls.get(name) or default
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
@@ -102,13 +118,13 @@ class Settings(BaseSettings):
 
     tradecord_data_dir: Path = Path("./data")
     database_url: str | None = None
-    database_pool_size: int = Field(default=5, ge=1, le=100)
-    database_max_overflow: int = Field(default=10, ge=0, le=100)
+    database_pool_size: int = PydField(default=5, ge=1, le=100)
+    database_max_overflow: int = PydField(default=10, ge=0, le=100)
 
     tradecord_keys: SecretStr | None = None
 
     web_host: str = "127.0.0.1"
-    web_port: int = Field(default=8080, ge=0, le=65535)
+    web_port: int = PydField(default=8080, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8080"
 
     log_level: str = "INFO"
@@ -118,6 +134,30 @@ class Settings(BaseSettings):
     plan_limits: str = "free:1,starter:5,pro:25"
     plan_default: str = "free"
 
+    # Brokers: a client id turns the broker on; URLs default to the vendor's real ones.
+    tradecord_tradestation_client_id: str | None = None
+    tradecord_tradestation_client_secret: SecretStr | None = None
+    tradecord_tradestation_authorize_url: str | None = None
+    tradecord_tradestation_token_url: str | None = None
+    tradecord_tradestation_revoke_url: str | None = None
+    tradecord_tradestation_api_url: str | None = None
+    tradecord_tradestation_paper_api_url: str | None = None
+    tradecord_alpaca_client_id: str | None = None
+    tradecord_alpaca_client_secret: SecretStr | None = None
+    tradecord_alpaca_authorize_url: str | None = None
+    tradecord_alpaca_token_url: str | None = None
+    tradecord_alpaca_revoke_url: str | None = None
+    tradecord_alpaca_api_url: str | None = None
+    tradecord_alpaca_paper_api_url: str | None = None
+    tradecord_tradier_client_id: str | None = None
+    tradecord_tradier_client_secret: SecretStr | None = None
+    tradecord_tradier_authorize_url: str | None = None
+    tradecord_tradier_token_url: str | None = None
+    tradecord_tradier_revoke_url: str | None = None
+    tradecord_tradier_api_url: str | None = None
+    tradecord_tradier_paper_api_url: str | None = None
+    tradecord_alpaca_data_url: str | None = None
+
     @field_validator("discord_token", mode="before")
     @classmethod
     def _blank_token_is_none(cls, v: Any) -> Any:
@@ -126,6 +166,20 @@ class Settings(BaseSettings):
     @field_validator("discord_dev_guild_id", mode="before")
     @classmethod
     def _blank_guild_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator(
+        *[f"tradecord_{b}_{u}" for b in BROKERS for u in BROKER_URLS], "tradecord_alpaca_data_url"
+    )
+    @classmethod
+    def _broker_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        return _check_url(v, ("http", "https"))
+
+    @field_validator(*[f"tradecord_{b}_client_id" for b in BROKERS], mode="before")
+    @classmethod
+    def _blank_client_id(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("discord_api_base", "public_url")
@@ -210,6 +264,22 @@ class Settings(BaseSettings):
     @property
     def plans(self) -> dict[str, int]:
         return _parse_plan_limits(self.plan_limits)
+
+    def broker(self, key: str) -> BrokerConfig:
+        if key not in BROKERS:
+            return BrokerConfig(client_id=None)
+        secret = getattr(self, f"tradecord_{key}_client_secret")
+        urls = {u: getattr(self, f"tradecord_{key}_{u}") for u in BROKER_URLS}
+        if key == "alpaca":
+            urls["data_url"] = self.tradecord_alpaca_data_url
+        return BrokerConfig(
+            client_id=getattr(self, f"tradecord_{key}_client_id"),
+            client_secret=secret.get_secret_value() if secret else None,
+            urls=urls,
+        )
+
+    def broker_client_id(self, key: str) -> str | None:
+        return self.broker(key).client_id
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,174 @@
+"""The ``tradecord`` command: run, db upgrade, keys generate|rotate, sync."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import discord
+
+from bot.core import Core, resolve_keys
+from bot.db import Database
+from bot.errors import ConfigurationError
+from bot.settings import Settings, load_settings
+from bot.vault import Vault, generate_key_spec
+
+log = logging.getLogger("tradecord")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # authlib's framework integrations log PKCE verifiers at DEBUG; never let them through.
+    logging.getLogger("authlib").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradecord", description="Trade from Discord.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start Tradecord (local mode when DISCORD_TOKEN is unset)")
+    run.add_argument("--script", type=Path, help="local mode: read chat lines from FILE (- = stdin)")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations up to the newest")
+
+    keys = sub.add_parser("keys", help="encryption keys for stored broker tokens")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="print a new key line for TRADECORD_KEYS")
+    gen.add_argument("--id", dest="key_id", help="key id (default: random)")
+    keys_sub.add_parser("rotate", help="re-encrypt every stored token under the first key")
+
+    sync = sub.add_parser("sync", help="push slash commands to Discord, on purpose")
+    target = sync.add_mutually_exclusive_group(required=True)
+    target.add_argument("--guild", type=int, help="one guild (instant)")
+    target.add_argument("--global", dest="global_", action="store_true",
+                        help="every guild (Discord may take up to an hour to show them)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as e:
+        print(f"tradecord: {e.user_message}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        if args.command == "keys" and args.keys_command == "generate":
+            print(generate_key_spec(args.key_id))
+            return 0
+        if args.command == "db":
+            return asyncio.run(_db_upgrade(settings))
+        if args.command == "keys":
+            return asyncio.run(_keys_rotate(settings))
+        if args.command == "sync":
+            return asyncio.run(_sync(settings, args.guild, args.global_))
+        if settings.local_mode:
+            from bot.local import run_local
+
+            return asyncio.run(run_local(settings, script=args.script))
+        return asyncio.run(run_bot(settings))
+    except ConfigurationError as e:
+        print(f"tradecord: {e.user_message}", file=sys.stderr)
+        return 2
+    except discord.LoginFailure:
+        print(
+            "tradecord: DISCORD_TOKEN: Discord refused this token. Copy the bot token again from "
+            "the Developer Portal (Bot → Reset Token) into .env.", file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _db_upgrade(settings: Settings) -> int:
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.upgrade()
+        print(f"Database is at revision {await db.current_revision()}.")
+    finally:
+        await db.close()
+    return 0
+
+
+async def _keys_rotate(settings: Settings) -> int:
+    from bot.services.credentials import rotate_keys
+
+    vault = Vault(resolve_keys(settings))
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.upgrade()
+        report = await rotate_keys(db, vault)
+    finally:
+        await db.close()
+    print(f"Re-encrypted {report.rows} credential rows under key {vault.primary_key_id!r}.")
+    for key_id in sorted(set(report.before) | set(report.after)):
+        print(f"  {key_id}: {report.before[key_id]} ciphertexts before, {report.after[key_id]} after")
+    if report.unused_keys:
+        print("No ciphertext uses these keys any more; they are safe to remove from "
+              f"TRADECORD_KEYS: {', '.join(report.unused_keys)}")
+    if report.unknown_keys:
+        print("Ciphertexts use keys that are not configured (add them back to rotate those rows): "
+              f"{', '.join(report.unknown_keys)}")
+        return 1
+    return 0
+
+
+async def _sync(settings: Settings, guild_id: int | None, global_: bool) -> int:
+    from bot.client import create_bot
+
+    if settings.discord_token is None:
+        raise ConfigurationError("DISCORD_TOKEN: sync needs the bot token of a real application")
+    bot = create_bot(settings, sync_only=True)
+    async with bot:
+        await bot.login(settings.discord_token.get_secret_value())
+        if global_:
+            synced = await bot.tree.sync()
+            print(f"Synced {len(synced)} commands globally (Discord may take up to an hour).")
+        else:
+            assert guild_id is not None
+            guild = discord.Object(guild_id)
+            bot.tree.copy_global_to(guild=guild)
+            synced = await bot.tree.sync(guild=guild)
+            print(f"Synced {len(synced)} commands to guild {guild_id}.")
+    return 0
+
+
+async def run_bot(settings: Settings, **options: object) -> int:
+    """Connect to Discord with the token and run until SIGINT/SIGTERM."""
+    from bot.client import create_bot
+
+    assert settings.discord_token is not None
+    resolve_keys(settings)  # refuse before connecting anywhere when no key is configured
+    bot = create_bot(settings, **options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with bot:
+        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            stopper.cancel()
+            runner.result()  # re-raise LoginFailure and friends
+        else:
+            log.info("Shutting down")
+            await bot.close()
+            await runner
+    return 0
+
+
+__all__ = ["Core", "main"]

@@ -1,0 +1,127 @@
+"""The Discord client: one typed bot object that owns the core, the web server and the cogs."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import discord
+import yarl
+from aiohttp import web
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core import Core
+from bot.errors import TradecordError
+from bot.settings import Settings
+
+log = logging.getLogger("tradecord.bot")
+
+COGS = ("cogs.general", "cogs.accounts")
+
+
+def point_at_discord(settings: Settings) -> None:
+    """Aim discord.py's REST and gateway at ``DISCORD_API_BASE`` / ``DISCORD_GATEWAY_URL``.
+
+    discord.py reads both from class attributes, so this is process-wide by design.
+    """
+    discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+class Tradecord(commands.Bot):
+    """The bot. ``core`` is opened in ``setup_hook`` unless one is passed in (tests, workers)."""
+
+    def __init__(
+        self, settings: Settings, *, core: Core | None = None, sync_only: bool = False,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", discord.Intents(guilds=True))
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
+        self.settings = settings
+        self._core = core
+        self._owns_core = core is None
+        self.sync_only = sync_only
+        self.web_runner: web.AppRunner | None = None
+        self.web_port: int | None = None
+        self.tree.on_error = self.on_app_command_error
+
+    @property
+    def core(self) -> Core:
+        if self._core is None:
+            raise RuntimeError("the core is not open yet")
+        return self._core
+
+    async def setup_hook(self) -> None:
+        for ext in COGS:
+            await self.load_extension(ext)
+        if self.sync_only:
+            return
+        if self._core is None:
+            self._core = await Core.open(self.settings)
+        await self.start_web()
+        if self.settings.discord_dev_guild_id:
+            guild = discord.Object(self.settings.discord_dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("Synced %d commands to dev guild %s", len(synced), guild.id)
+
+    async def start_web(self) -> None:
+        from web.app import create_app
+
+        self.web_runner = web.AppRunner(create_app(self.core), access_log=None)
+        await self.web_runner.setup()
+        site = web.TCPSite(self.web_runner, self.settings.web_host, self.settings.web_port)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.web_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        log.info("Web server on http://%s:%s", self.settings.web_host, self.web_port)
+
+    async def close(self) -> None:
+        # Reverse order of start: stop taking requests, then Discord, then the core.
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+            self.web_runner = None
+        await super().close()
+        if self._core is not None and self._owns_core:
+            await self._core.close()
+            self._core = None
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        await report_error(interaction, original)
+
+
+async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """The one place errors meet members: domain errors as their own message, privately;
+    anything else logged with an incident id, and only the id shown."""
+    if isinstance(error, TradecordError):
+        text = error.user_message
+    elif isinstance(error, app_commands.CheckFailure):
+        text = str(error) or "You cannot use this command here."
+    else:
+        incident = secrets.token_hex(4).upper()
+        command = interaction.command.qualified_name if interaction.command else "component"
+        log.error("Incident %s in %s", incident, command, exc_info=error)
+        text = (
+            f"Something went wrong on our side (incident {incident}). Nothing was changed; "
+            "try again, and give this id to the server admin if it keeps happening."
+        )
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("Could not deliver an error message for interaction %s", interaction.id)
+
+
+def create_bot(settings: Settings, **options: Any) -> Tradecord:
+    """Build the bot; ``options`` go to ``commands.Bot`` (connector, intents, shard ids...)."""
+    point_at_discord(settings)
+    return Tradecord(settings, **options)

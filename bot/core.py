@@ -1,0 +1,78 @@
+"""The application core: everything a bot, web or worker process shares, with no Discord in it.
+
+One ``Core`` per process owns the database, the vault, the outbound HTTP session and the
+services. The Discord client and the web app are front ends that call its services.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from bot.db import Database
+from bot.errors import ConfigurationError
+from bot.services.members import MemberService
+from bot.settings import KeySpec, Settings
+from bot.vault import Vault, load_or_create_local_key
+
+log = logging.getLogger("tradecord.core")
+
+
+class MissingKeyError(ConfigurationError):
+    pass
+
+
+def resolve_keys(settings: Settings) -> list[KeySpec]:
+    """Keys from ``TRADECORD_KEYS``; in local mode a key file is made on first start."""
+    if settings.key_specs:
+        return settings.key_specs
+    if not settings.local_mode:
+        raise MissingKeyError(
+            "TRADECORD_KEYS: no encryption key is set, and Tradecord will not store broker tokens "
+            "without one. Run `tradecord keys generate` and add the printed line to .env as "
+            "TRADECORD_KEYS=<that line>."
+        )
+    keys, created = load_or_create_local_key(settings.tradecord_data_dir)
+    if created:
+        log.warning(
+            "Local mode: created encryption key file %s (mode 0600). For a real deployment set "
+            "TRADECORD_KEYS instead.", settings.tradecord_data_dir / "tradecord.key",
+        )
+    return keys
+
+
+@dataclass
+class Core:
+    settings: Settings
+    db: Database
+    vault: Vault
+    http: aiohttp.ClientSession
+    members: MemberService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.members = MemberService(self.db)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:
+        vault = Vault(resolve_keys(settings))
+        db = Database(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+        try:
+            if migrate:
+                await db.upgrade()
+        except Exception:
+            await db.close()
+            raise
+        # One pooled session for every broker call; a limit keeps bursts from opening a
+        # socket per request.
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+        return cls(settings=settings, db=db, vault=vault, http=http)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.db.close()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.db import Database
+from bot.models import Connection, Credential, Member
+from bot.services.credentials import binding, rotate_keys
+from bot.services.members import MemberService
+from bot.settings import parse_keys
+from bot.vault import Vault, envelope_key_id, generate_key_spec
+
+PLANTED = "PLANTED-ACCESS-TOKEN-4f1c2b9e77d0"
+PLANTED_REFRESH = "PLANTED-REFRESH-TOKEN-a81d0c33f5e2"
+
+
+async def _store(db: Database, vault: Vault, discord_id: int, broker: str = "alpaca") -> int:
+    member_id = await MemberService(db).ensure(discord_id)
+    async with db.transaction() as s:
+        member = await s.get(Member, member_id)
+        assert member is not None
+        conn = Connection(member_id=member_id, broker=broker, name=f"{broker} {discord_id}",
+                          name_key=f"{broker} {discord_id}")
+        s.add(conn)
+        await s.flush()
+        s.add(Credential(
+            connection_id=conn.id,
+            access_token=vault.encrypt(PLANTED, binding(conn, member, "access_token")),
+            refresh_token=vault.encrypt(PLANTED_REFRESH, binding(conn, member, "refresh_token")),
+        ))
+        return conn.id
+
+
+async def test_no_plaintext_token_in_database_file(db: Database, vault: Vault, tmp_path: Path) -> None:
+    await _store(db, vault, 1)
+    await db.close()  # checkpoint the WAL so everything is in files we scan
+    blobs = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("tradecord.db"))
+    assert blobs, "database file not found"
+    assert PLANTED.encode() not in blobs
+    assert PLANTED_REFRESH.encode() not in blobs
+    assert b"tc1.test." in blobs  # the envelopes are there
+
+
+async def test_row_swap_fails_to_decrypt(db: Database, vault: Vault) -> None:
+    a = await _store(db, vault, 1)
+    b = await _store(db, vault, 2)
+    async with db.transaction() as s:
+        ca, cb = await s.get(Credential, a), await s.get(Credential, b)
+        assert ca and cb
+        ca.access_token, cb.access_token = cb.access_token, ca.access_token
+    async with db.session() as s:
+        conn = await s.get(Connection, a)
+        member = await s.get(Member, conn.member_id) if conn else None
+        cred = await s.get(Credential, a)
+        assert conn and member and cred
+        try:
+            vault.decrypt(cred.access_token, binding(conn, member, "access_token"))
+        except Exception as e:
+            assert "does not belong" in str(e)
+        else:
+            raise AssertionError("a swapped ciphertext decrypted")
+        # Column swap within a row fails too.
+        try:
+            vault.decrypt(cred.refresh_token or "", binding(conn, member, "access_token"))
+        except Exception as e:
+            assert "does not belong" in str(e)
+        else:
+            raise AssertionError("a ciphertext from another column decrypted")
+
+
+async def test_rotation_rewraps_everything_and_reports_unused_keys(db: Database) -> None:
+    old = parse_keys(generate_key_spec("old"))
+    new = parse_keys(generate_key_spec("new"))
+    ids = [await _store(db, Vault(old), i) for i in range(1, 4)]
+    ring = Vault(new + old)
+    report = await rotate_keys(db, ring, batch=2)  # several batches
+    assert report.rows == 3
+    assert report.before == {"old": 6}
+    assert report.after == {"new": 6}
+    assert report.unused_keys == ["old"]
+    async with db.session() as s:
+        for cid in ids:
+            cred = await s.get(Credential, cid)
+            conn = await s.get(Connection, cid)
+            assert cred and conn
+            member = await s.scalar(select(Member).where(Member.id == conn.member_id))
+            assert member
+            assert envelope_key_id(cred.access_token) == "new"
+            assert Vault(new).decrypt(cred.access_token, binding(conn, member, "access_token")) == PLANTED
+    again = await rotate_keys(db, ring)
+    assert again.before == {"new": 6} and again.unused_keys == ["old"]
+
+
+async def test_rotation_reports_keys_it_does_not_hold(db: Database) -> None:
+    lost = parse_keys(generate_key_spec("lost"))
+    await _store(db, Vault(lost), 1)
+    report = await rotate_keys(db, Vault(parse_keys(generate_key_spec("new"))))
+    assert report.unknown_keys == ["lost"]
+    assert report.after == {"lost": 2}

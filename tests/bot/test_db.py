@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select
+
+from bot.db import Database, head_revision
+from bot.models import Base, Connection, ConnectionAccount, Member
+from bot.services.members import MemberService
+
+
+async def test_migrations_from_empty_reach_head_and_match_models(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        assert await db.current_revision() is None
+        await db.upgrade()
+        assert await db.current_revision() == head_revision()
+        await db.upgrade()  # idempotent
+        async with db.engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+            )
+        for table in ("members", "connections", "credentials", "connection_accounts",
+                      "order_intents", "audit_events"):
+            assert table in tables
+        assert diff == [], f"models and migrations differ: {diff}"
+    finally:
+        await db.close()
+
+
+async def test_first_contact_creates_member_with_paper_connection(db: Database) -> None:
+    members = MemberService(db)
+    member = await members.get_with_connections(42)
+    assert member.discord_user_id == 42
+    [paper] = member.connections
+    assert (paper.broker, paper.name, paper.builtin, paper.status) == (
+        "paper", "Tradecord Paper", True, "active"
+    )
+    assert paper.account("paper") is not None and paper.account("live") is None
+
+
+async def test_concurrent_first_contact_makes_one_member(db: Database) -> None:
+    # Separate services model separate processes: no shared in-memory cache.
+    ids = await asyncio.gather(*(MemberService(db).ensure(7) for _ in range(8)))
+    assert len(set(ids)) == 1
+    async with db.session() as s:
+        assert len((await s.scalars(select(Member))).all()) == 1
+        assert len((await s.scalars(select(Connection))).all()) == 1
+        assert len((await s.scalars(select(ConnectionAccount))).all()) == 1
+
+
+async def test_connection_names_unique_per_member_ignoring_case(db: Database) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    member_id = await MemberService(db).ensure(5)
+    async with db.session() as s:
+        s.add(Connection(member_id=member_id, broker="alpaca", name="TRADECORD paper",
+                         name_key="tradecord paper"))
+        try:
+            await s.commit()
+        except IntegrityError:
+            await s.rollback()
+        else:
+            raise AssertionError("duplicate name accepted")
+
+
+def test_database_file_created_in_data_dir(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'x.db'}")
+    assert (tmp_path / "nested").is_dir()
+    asyncio.run(db.close())

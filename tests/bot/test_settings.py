@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.settings import SettingsError, load_settings
+from bot.vault import generate_key_spec
+
+
+def test_defaults(tmp_path) -> None:
+    s = load_settings()
+    assert s.discord_api_base == "https://discord.com/api/v10"
+    assert s.discord_gateway_url == "wss://gateway.discord.gg/"
+    assert s.web_host == "127.0.0.1" and s.web_port == 8080
+    assert s.public_url == "http://127.0.0.1:8080"
+    assert s.local_mode
+    assert s.resolved_database_url.startswith("sqlite+aiosqlite:///")
+    assert s.resolved_database_url.endswith("data/tradecord.db")
+
+
+def test_dotenv_is_read(tmp_path) -> None:
+    (tmp_path / ".env").write_text("WEB_PORT=9090\nPUBLIC_URL=https://trade.example.org\n")
+    s = load_settings()
+    assert s.web_port == 9090 and s.public_url == "https://trade.example.org"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("WEB_PORT", "eighty", "WEB_PORT: a TCP port number"),
+        ("WEB_PORT", "70000", "WEB_PORT: a TCP port number"),
+        ("PUBLIC_URL", "trade.example.org", "PUBLIC_URL: expected an absolute http or https URL"),
+        ("DISCORD_GATEWAY_URL", "https://x", "DISCORD_GATEWAY_URL: expected an absolute ws or wss"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: expected sqlite+aiosqlite"),
+        ("TRADECORD_KEYS", "k1:not-base64!", "TRADECORD_KEYS: key 'k1' is not valid base64"),
+        ("TRADECORD_KEYS", "k1:AAAA", "TRADECORD_KEYS: key 'k1' must decode to 32 bytes"),
+        ("TRADECORD_KEYS", "nocolon", "TRADECORD_KEYS: entries must look like key_id:base64key"),
+        ("DISCORD_DEV_GUILD_ID", "general", "DISCORD_DEV_GUILD_ID: a Discord guild id"),
+        ("PLAN_LIMITS", "free=1", "PLAN_LIMITS: expected plan:limit pairs"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL: expected one of"),
+    ],
+)
+def test_malformed_setting_names_itself_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert e.value.user_message.startswith(expected)
+    assert "\n" not in e.value.user_message
+
+
+def test_duplicate_key_ids_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    line = generate_key_spec("a")
+    monkeypatch.setenv("TRADECORD_KEYS", f"{line},{line}")
+    with pytest.raises(SettingsError, match="appears twice"):
+        load_settings()
+
+
+def test_plan_default_must_be_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAN_DEFAULT", "gold")
+    with pytest.raises(SettingsError, match="PLAN_DEFAULT"):
+        load_settings()
+
+
+def test_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADECORD_TRADIER_CLIENT_ID", "abc")
+    monkeypatch.setenv("TRADECORD_TRADIER_CLIENT_SECRET", "shh")
+    monkeypatch.setenv("TRADECORD_TRADIER_API_URL", "http://127.0.0.1:9/v1")
+    s = load_settings()
+    cfg = s.broker("tradier")
+    assert cfg.client_id == "abc" and cfg.client_secret == "shh"
+    assert cfg.url("api_url", "https://api.tradier.com/v1") == "http://127.0.0.1:9/v1"
+    assert cfg.url("token_url", "https://real") == "https://real"
+    assert "shh" not in repr(cfg)
+    assert s.broker_client_id("alpaca") is None

@@ -1,0 +1,69 @@
+"""Fixtures shared by the whole suite.
+
+Databases: each test gets a fresh, migrated database. SQLite by default; the same tests run on
+PostgreSQL when ``TRADECORD_TEST_DB=postgresql`` (see tests/pg.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.db import Database
+from bot.settings import Settings, load_settings
+from bot.vault import Vault, generate_key_spec
+
+SETTING_NAMES = (
+    "DISCORD_TOKEN", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_DEV_GUILD_ID",
+    "TRADECORD_DATA_DIR", "DATABASE_URL", "TRADECORD_KEYS", "WEB_HOST", "WEB_PORT", "PUBLIC_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's .env or environment settings."""
+    monkeypatch.chdir(tmp_path)
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def key_line() -> str:
+    return generate_key_spec("test")
+
+
+@pytest.fixture
+def vault(key_line: str) -> Vault:
+    from bot.settings import parse_keys
+
+    return Vault(parse_keys(key_line))
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'tradecord.db'}"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    await database.upgrade()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, key_line: str) -> Settings:
+    return load_settings(
+        tradecord_data_dir=tmp_path / "data", database_url=database_url,
+        tradecord_keys=key_line, web_port=0, discord_token=None,
+    )
+
+
+@pytest.fixture
+def caplog_all(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
