@@ -7,6 +7,7 @@ PostgreSQL when ``TRADECORD_TEST_DB=postgresql`` (see tests/pg.py).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -42,9 +43,27 @@ def vault(key_line: str) -> Vault:
     return Vault(parse_keys(key_line))
 
 
+TEST_DB = os.environ.get("TRADECORD_TEST_DB", "sqlite")
+requires_sqlite = pytest.mark.skipif(TEST_DB != "sqlite", reason="inspects the SQLite file itself")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    from tests.pg import postgres_cluster
+
+    with postgres_cluster() as executor:
+        yield executor
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'tradecord.db'}"
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if TEST_DB == "postgresql":
+        from tests.pg import fresh_database
+
+        with fresh_database(request.getfixturevalue("postgres")) as url:
+            yield url
+    else:
+        yield f"sqlite+aiosqlite:///{tmp_path / 'tradecord.db'}"
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from bot.services.credentials import binding, rotate_keys
 from bot.services.members import MemberService
 from bot.settings import parse_keys
 from bot.vault import Vault, envelope_key_id, generate_key_spec
+from tests.conftest import requires_sqlite
 
 PLANTED = "PLANTED-ACCESS-TOKEN-4f1c2b9e77d0"
 PLANTED_REFRESH = "PLANTED-REFRESH-TOKEN-a81d0c33f5e2"
@@ -32,6 +33,7 @@ async def _store(db: Database, vault: Vault, discord_id: int, broker: str = "alp
         return conn.id
 
 
+@requires_sqlite
 async def test_no_plaintext_token_in_database_file(db: Database, vault: Vault, tmp_path: Path) -> None:
     await _store(db, vault, 1)
     await db.close()  # checkpoint the WAL so everything is in files we scan

@@ -1,0 +1,75 @@
+"""A throw-away PostgreSQL cluster for the suite's PostgreSQL run, via pytest-postgresql.
+
+The cluster lives in a directory the server user can reach (``scripts/pg_ctl`` runs the server
+as ``postgres`` when the suite runs as root), listens on 127.0.0.1 only, trusts local logins,
+and is removed at the end of the session. Each test gets a fresh database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pytest_postgresql.executors.proc import PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+PG_CTL = str(Path(__file__).resolve().parent.parent / "scripts" / "pg_ctl")
+USER = "postgres"
+_counter = itertools.count()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgreSQLExecutor]:
+    base = Path(tempfile.mkdtemp(prefix="tradecord-pg-"))
+    base.chmod(0o755)
+    if os.getuid() == 0:
+        server = pwd.getpwnam("postgres")
+        os.chown(base, server.pw_uid, server.pw_gid)
+    executor = PostgreSQLExecutor(
+        executable=PG_CTL,
+        host="127.0.0.1",
+        port=_free_port(),
+        datadir=str(base / "data"),
+        unixsocketdir=str(base),
+        logfile=str(base / "server.log"),
+        startparams="-w",
+        dbname="tradecord",
+        user=USER,
+        # Tests create hundreds of short-lived databases; durability buys nothing here.
+        postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        "-c max_connections=300",
+    )
+    try:
+        executor.start()
+        executor.wait_for_postgres()
+        yield executor
+    finally:
+        try:
+            executor.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def fresh_database(executor: PostgreSQLExecutor) -> Iterator[str]:
+    """A new empty database; yields its SQLAlchemy URL and drops it afterwards."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    janitor = DatabaseJanitor(user=USER, host=executor.host, port=executor.port, dbname=name)
+    janitor.init()
+    try:
+        yield f"postgresql+asyncpg://{USER}@{executor.host}:{executor.port}/{name}"
+    finally:
+        janitor.drop()
