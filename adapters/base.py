@@ -74,6 +74,8 @@ class RateLimit:
 class Capabilities:
     asset_classes: Mapping[AccountType, frozenset[AssetClass]]
     order_types: frozenset[OrderType] = frozenset(OrderType)
+    # Narrower order types for some asset classes (Alpaca crypto: market, limit, stop_limit).
+    order_types_by_asset: Mapping[AssetClass, frozenset[OrderType]] = field(default_factory=dict)
     time_in_force: Mapping[AssetClass, frozenset[TimeInForce]] = field(default_factory=dict)
     fractional: frozenset[AssetClass] = frozenset({AssetClass.CRYPTO})
     brackets: bool = False
@@ -87,6 +89,9 @@ class Capabilities:
 
     def account_types_for(self, asset_class: AssetClass) -> list[AccountType]:
         return [t for t, classes in self.asset_classes.items() if asset_class in classes]
+
+    def order_types_for(self, asset_class: AssetClass) -> frozenset[OrderType]:
+        return self.order_types_by_asset.get(asset_class, self.order_types)
 
 
 @dataclass(frozen=True)
@@ -223,7 +228,10 @@ class BrokerAdapter(ABC):
         """Order history (closed orders), newest first."""
 
     async def fetch_order(
-        self, account: AccountRef, *, order_id: str | None = None,
+        self,
+        account: AccountRef,
+        *,
+        order_id: str | None = None,
         client_order_id: str | None = None,
     ) -> Order:
         """By broker id or by our client order id; ``OrderNotFound`` proves absence."""
@@ -238,7 +246,9 @@ class BrokerAdapter(ABC):
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order: ...
 
     @abstractmethod
-    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order: ...
+    async def _fetch_order_by_client_id(
+        self, account: AccountRef, client_order_id: str
+    ) -> Order: ...
 
     @abstractmethod
     async def fetch_quote(self, symbol: str) -> Quote: ...
@@ -263,7 +273,7 @@ class BrokerAdapter(ABC):
         raise BrokerError(f"{self.display_name} has no order stream; poll fetch_open_orders.")
         yield  # pragma: no cover - makes this an async generator
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most adapters hold nothing of their own
         """Release what the adapter holds (the shared HTTP session is not the adapter's)."""
 
     # -- checks every broker shares -----------------------------------------------------
@@ -276,11 +286,12 @@ class BrokerAdapter(ABC):
             raise InvalidOrder(f"{self.display_name} has no {account.environment} environment.")
         if not caps.can_trade(account.type, asset):
             raise AssetClassNotSupported(self.wrong_account_message(account, asset, request.symbol))
-        if request.order_type not in caps.order_types:
-            allowed = ", ".join(sorted(t.value for t in caps.order_types))
+        order_types = caps.order_types_for(asset)
+        if request.order_type not in order_types:
+            allowed = ", ".join(sorted(t.value for t in order_types))
             raise InvalidOrder(
-                f"{self.display_name} does not take {request.order_type} orders here "
-                f"(allowed: {allowed})."
+                f"{self.display_name} does not take {request.order_type} orders for "
+                f"{ASSET_WORDS[asset]} (allowed: {allowed})."
             )
         tifs = caps.time_in_force.get(asset)
         if tifs is not None and request.time_in_force not in tifs:
@@ -289,19 +300,24 @@ class BrokerAdapter(ABC):
                 f"{ASSET_WORDS[asset].capitalize()} at {self.display_name} take time in force "
                 f"{allowed}, not {request.time_in_force}."
             )
-        if request.quantity != request.quantity.to_integral_value() and asset not in caps.fractional:
+        if (
+            request.quantity != request.quantity.to_integral_value()
+            and asset not in caps.fractional
+        ):
             raise InvalidOrder(
                 f"{self.display_name} takes whole quantities for {ASSET_WORDS[asset]}; "
                 f"{request.quantity} has a fraction."
             )
         if request.bracket and not caps.brackets:
-            raise InvalidOrder(f"{self.display_name} does not support take-profit/stop-loss brackets.")
+            raise InvalidOrder(
+                f"{self.display_name} does not support take-profit/stop-loss brackets."
+            )
 
     def wrong_account_message(self, account: AccountRef, asset: AssetClass, symbol: str) -> str:
         kinds = caps_list(self.capabilities.account_types_for(asset))
         base = (
-            f"{symbols.normalize(symbol)} is {_article(ASSET_WORDS[asset])}, and the {account.type} "
-            f"account chosen for this connection cannot trade {ASSET_WORDS[asset]}."
+            f"{symbols.normalize(symbol)} is {_article(ASSET_WORDS[asset])}, and the "
+            f"{account.type} account chosen for this connection cannot trade {ASSET_WORDS[asset]}."
         )
         if not kinds:
             return base + f" {self.display_name} does not offer {ASSET_WORDS[asset]} trading."
@@ -380,11 +396,14 @@ class HttpBrokerAdapter(BrokerAdapter):
         headers: Mapping[str, str] | None = None,
         write: bool = False,
         allow: tuple[int, ...] = (),
+        base_url: str | None = None,
     ) -> HttpResponse:
         """One logical call. Reads retry on 5xx, timeouts and 429 with capped backoff and jitter
         (honouring ``Retry-After``); writes never retry, except once after a token refresh on
-        401 (the broker refused it before acting). Statuses in ``allow`` come back unraised."""
-        base = self.ctx.api_urls.get(environment)
+        401 (the broker refused it before acting). Statuses in ``allow`` come back unraised.
+        ``base_url`` sends to another host of the same vendor (Alpaca's data API) with this
+        environment's token, limiter and breaker."""
+        base = base_url or self.ctx.api_urls.get(environment)
         if self.ctx.session is None or base is None:
             raise BrokerUnavailable(
                 f"{self.display_name} {environment} is not available to this connection."
@@ -421,7 +440,11 @@ class HttpBrokerAdapter(BrokerAdapter):
                 # A write whose connection broke may have been received and acted on.
                 raise BrokerUnavailable(maybe_sent=write) from e
             log.debug(
-                "%s %s %s -> %s in %.1f ms", self.key, method, path, resp.status,
+                "%s %s %s -> %s in %.1f ms",
+                self.key,
+                method,
+                path,
+                resp.status,
                 (time.perf_counter() - started) * 1000,
             )
             if resp.status == 401 and token is not None and not refreshed:
@@ -443,14 +466,26 @@ class HttpBrokerAdapter(BrokerAdapter):
             raise self._error_for(resp, write)
 
     async def _send(
-        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Any,
-        form: Mapping[str, Any] | None, headers: dict[str, str], path: str,
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        form: Mapping[str, Any] | None,
+        headers: dict[str, str],
+        path: str,
     ) -> HttpResponse:
         assert self.ctx.session is not None
         timeout = aiohttp.ClientTimeout(total=self.ctx.timeout)
         async with self.ctx.session.request(
-            method, url, params=params, json=json_body, data=form, headers=headers,
-            timeout=timeout, allow_redirects=False,
+            method,
+            url,
+            params=params,
+            json=json_body,
+            data=form,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
         ) as r:
             raw = await r.read()
             ctype = r.headers.get("Content-Type", "")
@@ -487,7 +522,15 @@ class HttpBrokerAdapter(BrokerAdapter):
 def _retry_after(resp: HttpResponse) -> float | None:
     value = resp.headers.get("Retry-After")
     if value is None:
-        return None
+        # Alpaca sends no Retry-After, only when its window resets (Unix seconds).
+        reset = resp.headers.get("X-RateLimit-Reset")
+        if reset is None:
+            return None
+        try:
+            at = float(reset)
+        except ValueError:
+            return None
+        return max(0.0, at - time.time()) if at > 1e9 else max(0.0, at)
     try:
         return max(0.0, float(value))
     except ValueError:

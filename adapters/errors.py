@@ -55,7 +55,9 @@ class SymbolNotFound(InvalidOrder):
 
 class OrderNotFound(BrokerError):
     code = "order-not-found"
-    default_message = "The broker has no such order. It may have filled or been cancelled; see /orders."
+    default_message = (
+        "The broker has no such order. It may have filled or been cancelled; see /orders."
+    )
 
 
 class OrderNotCancelable(BrokerError):
@@ -65,10 +67,15 @@ class OrderNotCancelable(BrokerError):
 
 class RateLimited(BrokerError):
     code = "rate-limited"
-    default_message = "The broker is limiting how fast we can call it. Wait a few seconds and try again."
+    default_message = (
+        "The broker is limiting how fast we can call it. Wait a few seconds and try again."
+    )
 
     def __init__(
-        self, user_message: str | None = None, *, retry_after: float | None = None,
+        self,
+        user_message: str | None = None,
+        *,
+        retry_after: float | None = None,
         vendor_code: str | None = None,
     ) -> None:
         super().__init__(user_message, vendor_code=vendor_code)
@@ -86,7 +93,10 @@ class BrokerUnavailable(BrokerError):
     default_message = "The broker is not answering right now. Try again in a minute."
 
     def __init__(
-        self, user_message: str | None = None, *, maybe_sent: bool = False,
+        self,
+        user_message: str | None = None,
+        *,
+        maybe_sent: bool = False,
         vendor_code: str | None = None,
     ) -> None:
         super().__init__(user_message, vendor_code=vendor_code)

@@ -11,7 +11,12 @@ T = TypeVar("T", bound=type[BrokerAdapter])
 
 _ADAPTERS: dict[str, type[BrokerAdapter]] = {}
 # Modules that define adapters, imported on first use.
-BROKER_MODULES: tuple[str, ...] = ("adapters.paper",)
+BROKER_MODULES: tuple[str, ...] = (
+    "adapters.paper",
+    "adapters.tradier",
+    "adapters.alpaca",
+    "adapters.tradestation",
+)
 
 
 def register(cls: T) -> T:

@@ -47,7 +47,9 @@ FUTURES: dict[str, FutureSpec] = {
 }
 
 MONTH_CODES = "FGHJKMNQUVXZ"
-_FUTURE_RE = re.compile(rf"^[/@]?(?P<root>[A-Z0-9]{{1,4}}?)(?:(?P<month>[{MONTH_CODES}])(?P<year>\d{{1,2}}))?$")
+_FUTURE_RE = re.compile(
+    rf"^[/@]?(?P<root>[A-Z0-9]{{1,4}}?)(?:(?P<month>[{MONTH_CODES}])(?P<year>\d{{1,2}}))?$"
+)
 CRYPTO_BASES = frozenset(
     {"BTC", "ETH", "SOL", "LTC", "DOGE", "AVAX", "LINK", "XRP", "ADA", "DOT", "UNI", "BCH", "SHIB"}
 )

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start Tradecord (local mode when DISCORD_TOKEN is unset)")
-    run.add_argument("--script", type=Path, help="local mode: read chat lines from FILE (- = stdin)")
+    run.add_argument(
+        "--script", type=Path, help="local mode: read chat lines from FILE (- = stdin)"
+    )
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -51,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="push slash commands to Discord, on purpose")
     target = sync.add_mutually_exclusive_group(required=True)
     target.add_argument("--guild", type=int, help="one guild (instant)")
-    target.add_argument("--global", dest="global_", action="store_true",
-                        help="every guild (Discord may take up to an hour to show them)")
+    target.add_argument(
+        "--global",
+        dest="global_",
+        action="store_true",
+        help="every guild (Discord may take up to an hour to show them)",
+    )
     return p
 
 
@@ -85,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except discord.LoginFailure:
         print(
             "tradecord: DISCORD_TOKEN: Discord refused this token. Copy the bot token again from "
-            "the Developer Portal (Bot → Reset Token) into .env.", file=sys.stderr,
+            "the Developer Portal (Bot → Reset Token) into .env.",
+            file=sys.stderr,
         )
         return 2
     except KeyboardInterrupt:
@@ -114,13 +121,19 @@ async def _keys_rotate(settings: Settings) -> int:
         await db.close()
     print(f"Re-encrypted {report.rows} credential rows under key {vault.primary_key_id!r}.")
     for key_id in sorted(set(report.before) | set(report.after)):
-        print(f"  {key_id}: {report.before[key_id]} ciphertexts before, {report.after[key_id]} after")
+        print(
+            f"  {key_id}: {report.before[key_id]} ciphertexts before, {report.after[key_id]} after"
+        )
     if report.unused_keys:
-        print("No ciphertext uses these keys any more; they are safe to remove from "
-              f"TRADECORD_KEYS: {', '.join(report.unused_keys)}")
+        print(
+            "No ciphertext uses these keys any more; they are safe to remove from "
+            f"TRADECORD_KEYS: {', '.join(report.unused_keys)}"
+        )
     if report.unknown_keys:
-        print("Ciphertexts use keys that are not configured (add them back to rotate those rows): "
-              f"{', '.join(report.unknown_keys)}")
+        print(
+            "Ciphertexts use keys that are not configured (add them back to rotate those rows): "
+            f"{', '.join(report.unknown_keys)}"
+        )
         return 1
     return 0
 

@@ -34,7 +34,11 @@ class Tradecord(commands.Bot):
     """The bot. ``core`` is opened in ``setup_hook`` unless one is passed in (tests, workers)."""
 
     def __init__(
-        self, settings: Settings, *, core: Core | None = None, sync_only: bool = False,
+        self,
+        settings: Settings,
+        *,
+        core: Core | None = None,
+        sync_only: bool = False,
         **options: Any,
     ) -> None:
         options.setdefault("intents", discord.Intents(guilds=True))

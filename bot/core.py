@@ -38,7 +38,8 @@ def resolve_keys(settings: Settings) -> list[KeySpec]:
     if created:
         log.warning(
             "Local mode: created encryption key file %s (mode 0600). For a real deployment set "
-            "TRADECORD_KEYS instead.", settings.tradecord_data_dir / "tradecord.key",
+            "TRADECORD_KEYS instead.",
+            settings.tradecord_data_dir / "tradecord.key",
         )
     return keys
 

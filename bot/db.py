@@ -96,3 +96,20 @@ def _upgrade(conn: Connection, url: str) -> None:
     cfg = alembic_config(url)
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
+
+
+async def lock_row(session: AsyncSession, table: Any, where: Any) -> None:
+    """Take the write lock for the rows matching ``where`` until the transaction ends.
+
+    PostgreSQL locks just those rows (``SELECT ... FOR UPDATE``). SQLite has one writer per
+    database: a no-op UPDATE makes this transaction that writer, so a second process waits on
+    ``busy_timeout`` exactly where a PostgreSQL one would wait on the row lock.
+    """
+    from sqlalchemy import select, update
+
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        pk = next(iter(table.__table__.primary_key.columns))
+        await session.execute(update(table).where(where).values({pk.name: pk}))
+    else:
+        await session.execute(select(table).where(where).with_for_update())

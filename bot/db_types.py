@@ -37,7 +37,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """Exact decimals: NUMERIC on PostgreSQL, canonical text on SQLite (whose NUMERIC is a float)."""
+    """Exact decimals: NUMERIC on PostgreSQL, canonical text on SQLite (its NUMERIC is a float)."""
 
     impl = String(48)
     cache_ok = True

@@ -54,7 +54,9 @@ class Member(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     connections: Mapped[list[Connection]] = relationship(
-        back_populates="member", cascade="all, delete-orphan", order_by="Connection.id",
+        back_populates="member",
+        cascade="all, delete-orphan",
+        order_by="Connection.id",
         lazy="raise_on_sql",
     )
 
@@ -87,11 +89,15 @@ class Connection(Base):
 
     member: Mapped[Member] = relationship(back_populates="connections", lazy="raise_on_sql")
     accounts: Mapped[list[ConnectionAccount]] = relationship(
-        back_populates="connection", cascade="all, delete-orphan", order_by="ConnectionAccount.mode",
+        back_populates="connection",
+        cascade="all, delete-orphan",
+        order_by="ConnectionAccount.mode",
         lazy="raise_on_sql",
     )
     credential: Mapped[Credential | None] = relationship(
-        back_populates="connection", cascade="all, delete-orphan", uselist=False,
+        back_populates="connection",
+        cascade="all, delete-orphan",
+        uselist=False,
         lazy="raise_on_sql",
     )
 
@@ -138,7 +144,9 @@ class Credential(Base):
 
 
 class IntentStatus:
-    PENDING = "pending"  # stored, broker not called yet
+    DRAFT = "draft"  # previewed, waiting for the member's Confirm
+    DISCARDED = "discarded"  # preview cancelled or expired; never sent
+    PENDING = "pending"  # confirmed and stored, broker not called yet
     SUBMITTED = "submitted"  # broker call in flight or answered without a final state
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
@@ -147,8 +155,9 @@ class IntentStatus:
     REJECTED = "rejected"
     EXPIRED = "expired"
     UNKNOWN = "unknown"  # we cannot prove whether the broker has it: the reconciler decides
+    FAILED = "failed"  # proven never placed (refused before sending, or lookup proved absence)
 
-    FINAL = frozenset({FILLED, CANCELLED, REJECTED, EXPIRED})
+    FINAL = frozenset({FILLED, CANCELLED, REJECTED, EXPIRED, FAILED, DISCARDED})
     OPEN = frozenset({ACCEPTED, PARTIALLY_FILLED})
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field as PydField, SecretStr, ValidationError, field_validator
+from pydantic import Field as PydField
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigurationError
@@ -45,7 +46,9 @@ def parse_keys(raw: str) -> list[KeySpec]:
             continue
         key_id, sep, b64 = part.partition(":")
         if not sep or not KEY_ID_RE.match(key_id):
-            raise ValueError("entries must look like key_id:base64key (key id: letters, digits, _ -)")
+            raise ValueError(
+                "entries must look like key_id:base64key (key id: letters, digits, _ -)"
+            )
         if key_id in seen:
             raise ValueError(f"key id {key_id!r} appears twice")
         try:

@@ -41,8 +41,14 @@ class Binding:
 
     def aad(self) -> bytes:
         return "|".join(
-            (ENVELOPE_VERSION, self.table, self.column, str(self.row_id),
-             str(self.discord_user_id), self.broker)
+            (
+                ENVELOPE_VERSION,
+                self.table,
+                self.column,
+                str(self.row_id),
+                str(self.discord_user_id),
+                self.broker,
+            )
         ).encode()
 
 

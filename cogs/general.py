@@ -37,7 +37,8 @@ class General(commands.Cog):
         if self._help is None:
             embed = discord.Embed(title="Tradecord", description=ABOUT, colour=0x5865F2)
             cmds = [
-                c for c in self.bot.tree.get_commands()
+                c
+                for c in self.bot.tree.get_commands()
                 if isinstance(c, app_commands.Command | app_commands.Group)
             ]
             text = "\n".join(_walk(cmds))

@@ -26,7 +26,8 @@ class OwnedView(discord.ui.View):
             return True
         await interaction.response.send_message(
             "These buttons belong to someone else's command. Run the command yourself to get "
-            "your own.", ephemeral=True,
+            "your own.",
+            ephemeral=True,
         )
         return False
 

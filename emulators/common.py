@@ -125,7 +125,8 @@ class BaseEmulator(ABC):
 
     def requests_to(self, path_regex: str, method: str | None = None) -> list[RecordedRequest]:
         return [
-            r for r in self.requests
+            r
+            for r in self.requests
             if re.search(path_regex, r.path) and (method is None or r.method == method.upper())
         ]
 
@@ -133,8 +134,14 @@ class BaseEmulator(ABC):
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = await request.read() if request.can_read_body else b""
         self.requests.append(
-            RecordedRequest(request.method, request.path, dict(request.query),
-                            dict(request.headers), body, time.time())
+            RecordedRequest(
+                request.method,
+                request.path,
+                dict(request.query),
+                dict(request.headers),
+                body,
+                time.time(),
+            )
         )
         return await handler(request)
 
@@ -244,16 +251,24 @@ class OAuthCore:
         return c
 
     def issue_code(
-        self, client_id: str, redirect_uri: str | None, user_id: str, scope: str,
+        self,
+        client_id: str,
+        redirect_uri: str | None,
+        user_id: str,
+        scope: str,
         code_challenge: str | None = None,
     ) -> str:
         code = secrets.token_urlsafe(24)
-        self.codes[code] = AuthCode(code, client_id, redirect_uri, user_id, scope, self.clock(),
-                                    code_challenge)
+        self.codes[code] = AuthCode(
+            code, client_id, redirect_uri, user_id, scope, self.clock(), code_challenge
+        )
         return code
 
     def exchange_code(
-        self, client: OAuthClient, code: str | None, redirect_uri: str | None,
+        self,
+        client: OAuthClient,
+        code: str | None,
+        redirect_uri: str | None,
         code_verifier: str | None = None,
     ) -> dict[str, Any]:
         self.token_requests += 1
@@ -273,7 +288,9 @@ class OAuthCore:
             if not code_verifier or s256(code_verifier) != record.code_challenge:
                 raise OAuthError("invalid_grant", "PKCE verification failed")
         family = secrets.token_hex(8)
-        return self._issue(client.client_id, record.user_id, record.scope, family, with_refresh=True)
+        return self._issue(
+            client.client_id, record.user_id, record.scope, family, with_refresh=True
+        )
 
     def refresh(self, client: OAuthClient, refresh_token: str | None) -> dict[str, Any]:
         self.refresh_requests += 1
@@ -291,20 +308,36 @@ class OAuthCore:
             raise OAuthError("invalid_grant", "Refresh token expired")
         if self.policy.rotate_refresh:
             rec.revoked = True
-        return self._issue(client.client_id, rec.user_id, rec.scope, rec.family,
-                           with_refresh=self.policy.rotate_refresh,
-                           absolute=rec.absolute_expires_at)
+        return self._issue(
+            client.client_id,
+            rec.user_id,
+            rec.scope,
+            rec.family,
+            with_refresh=self.policy.rotate_refresh,
+            absolute=rec.absolute_expires_at,
+        )
 
     def _issue(
-        self, client_id: str, user_id: str, scope: str, family: str, *, with_refresh: bool,
+        self,
+        client_id: str,
+        user_id: str,
+        scope: str,
+        family: str,
+        *,
+        with_refresh: bool,
         absolute: float | None = None,
     ) -> dict[str, Any]:
         now = self.clock()
         p = self.policy
         access = secrets.token_urlsafe(32)
         self.tokens[access] = TokenRecord(
-            access, client_id, user_id, scope, now + p.access_ttl if p.access_ttl else None,
-            "access", family,
+            access,
+            client_id,
+            user_id,
+            scope,
+            now + p.access_ttl if p.access_ttl else None,
+            "access",
+            family,
         )
         out: dict[str, Any] = {"access_token": access, "scope": scope}
         if p.access_ttl:
@@ -314,8 +347,14 @@ class OAuthCore:
             if absolute is None and p.refresh_absolute_ttl:
                 absolute = now + p.refresh_absolute_ttl
             self.tokens[refresh] = TokenRecord(
-                refresh, client_id, user_id, scope,
-                now + p.refresh_ttl if p.refresh_ttl else None, "refresh", family, absolute,
+                refresh,
+                client_id,
+                user_id,
+                scope,
+                now + p.refresh_ttl if p.refresh_ttl else None,
+                "refresh",
+                family,
+                absolute,
             )
             out["refresh_token"] = refresh
         return out
@@ -352,7 +391,9 @@ class OAuthCore:
 
 
 def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
 
 
 def basic_auth(request: web.Request) -> tuple[str | None, str | None]:
@@ -375,8 +416,13 @@ PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action *; frame-
 
 
 def consent_page(
-    *, broker: str, app_name: str, scopes: list[str], users: list[tuple[str, str]],
-    hidden: dict[str, str], action: str,
+    *,
+    broker: str,
+    app_name: str,
+    scopes: list[str],
+    users: list[tuple[str, str]],
+    hidden: dict[str, str],
+    action: str,
 ) -> web.Response:
     """The broker's sign-in and consent page: pick a user, then Approve or Deny.
 
@@ -398,5 +444,8 @@ def consent_page(
 <label for="user">Sign in as</label> <select id="user" name="user_id">{options}</select>
 <p><button id="approve" name="decision" value="approve" type="submit">Approve</button>
 <button id="deny" name="decision" value="deny" type="submit">Deny</button></p></form></body></html>"""
-    return web.Response(text=body, content_type="text/html",
-                        headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"})
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"},
+    )

@@ -18,8 +18,16 @@ from bot.settings import Settings, load_settings
 from bot.vault import Vault, generate_key_spec
 
 SETTING_NAMES = (
-    "DISCORD_TOKEN", "DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "DISCORD_DEV_GUILD_ID",
-    "TRADECORD_DATA_DIR", "DATABASE_URL", "TRADECORD_KEYS", "WEB_HOST", "WEB_PORT", "PUBLIC_URL",
+    "DISCORD_TOKEN",
+    "DISCORD_API_BASE",
+    "DISCORD_GATEWAY_URL",
+    "DISCORD_DEV_GUILD_ID",
+    "TRADECORD_DATA_DIR",
+    "DATABASE_URL",
+    "TRADECORD_KEYS",
+    "WEB_HOST",
+    "WEB_PORT",
+    "PUBLIC_URL",
 )
 
 
@@ -77,8 +85,11 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str, key_line: str) -> Settings:
     return load_settings(
-        tradecord_data_dir=tmp_path / "data", database_url=database_url,
-        tradecord_keys=key_line, web_port=0, discord_token=None,
+        tradecord_data_dir=tmp_path / "data",
+        database_url=database_url,
+        tradecord_keys=key_line,
+        web_port=0,
+        discord_token=None,
     )
 
 

@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import adapters.paper.models  # noqa: F401  (the paper broker's tables)
 from bot.models import Base
 
 config = context.config

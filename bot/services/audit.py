@@ -20,7 +20,10 @@ def record(
 ) -> AuditEvent:
     """Add an event to the caller's unit of work (it commits with the change it describes)."""
     event = AuditEvent(
-        kind=kind, member_id=member_id, connection_id=connection_id, intent_id=intent_id,
+        kind=kind,
+        member_id=member_id,
+        connection_id=connection_id,
+        intent_id=intent_id,
         detail={k: _jsonable(v) for k, v in detail.items()},
     )
     session.add(event)

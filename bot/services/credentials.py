@@ -16,8 +16,11 @@ ENCRYPTED_COLUMNS = ("access_token", "refresh_token")
 
 def binding(credential_connection: Connection, member: Member, column: str) -> Binding:
     return Binding(
-        table="credentials", column=column, row_id=credential_connection.id,
-        discord_user_id=member.discord_user_id, broker=credential_connection.broker,
+        table="credentials",
+        column=column,
+        row_id=credential_connection.id,
+        discord_user_id=member.discord_user_id,
+        broker=credential_connection.broker,
     )
 
 

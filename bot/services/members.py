@@ -45,14 +45,18 @@ class MemberService:
 
     async def _find(self, discord_user_id: int) -> int | None:
         async with self.db.session() as s:
-            return await s.scalar(select(Member.id).where(Member.discord_user_id == discord_user_id))
+            return await s.scalar(
+                select(Member.id).where(Member.discord_user_id == discord_user_id)
+            )
 
     async def _create(self, discord_user_id: int) -> int:
         async with self.db.transaction() as s:
             member = Member(discord_user_id=discord_user_id)
             paper = Connection(
-                broker=PAPER_BROKER, name=PAPER_CONNECTION_NAME,
-                name_key=PAPER_CONNECTION_NAME.casefold(), status=ConnectionStatus.ACTIVE,
+                broker=PAPER_BROKER,
+                name=PAPER_CONNECTION_NAME,
+                name_key=PAPER_CONNECTION_NAME.casefold(),
+                status=ConnectionStatus.ACTIVE,
                 builtin=True,
             )
             member.connections.append(paper)
@@ -60,8 +64,11 @@ class MemberService:
             await s.flush()
             s.add(
                 ConnectionAccount(
-                    connection_id=paper.id, mode="paper", account_id=paper_account_id(paper.id),
-                    account_type="margin", label=PAPER_CONNECTION_NAME,
+                    connection_id=paper.id,
+                    mode="paper",
+                    account_id=paper_account_id(paper.id),
+                    account_type="margin",
+                    label=PAPER_CONNECTION_NAME,
                 )
             )
             audit.record(s, "member.created", member_id=member.id)

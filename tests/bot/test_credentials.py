@@ -21,23 +21,34 @@ async def _store(db: Database, vault: Vault, discord_id: int, broker: str = "alp
     async with db.transaction() as s:
         member = await s.get(Member, member_id)
         assert member is not None
-        conn = Connection(member_id=member_id, broker=broker, name=f"{broker} {discord_id}",
-                          name_key=f"{broker} {discord_id}")
+        conn = Connection(
+            member_id=member_id,
+            broker=broker,
+            name=f"{broker} {discord_id}",
+            name_key=f"{broker} {discord_id}",
+        )
         s.add(conn)
         await s.flush()
-        s.add(Credential(
-            connection_id=conn.id,
-            access_token=vault.encrypt(PLANTED, binding(conn, member, "access_token")),
-            refresh_token=vault.encrypt(PLANTED_REFRESH, binding(conn, member, "refresh_token")),
-        ))
+        s.add(
+            Credential(
+                connection_id=conn.id,
+                access_token=vault.encrypt(PLANTED, binding(conn, member, "access_token")),
+                refresh_token=vault.encrypt(
+                    PLANTED_REFRESH, binding(conn, member, "refresh_token")
+                ),
+            )
+        )
         return conn.id
 
 
 @requires_sqlite
-async def test_no_plaintext_token_in_database_file(db: Database, vault: Vault, tmp_path: Path) -> None:
+async def test_no_plaintext_token_in_database_file(
+    db: Database, vault: Vault, tmp_path: Path
+) -> None:
     await _store(db, vault, 1)
     await db.close()  # checkpoint the WAL so everything is in files we scan
-    blobs = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("tradecord.db"))
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("tradecord.db")]  # noqa: ASYNC240
+    blobs = b"".join(p.read_bytes() for p in files)
     assert blobs, "database file not found"
     assert PLANTED.encode() not in blobs
     assert PLANTED_REFRESH.encode() not in blobs
@@ -89,7 +100,10 @@ async def test_rotation_rewraps_everything_and_reports_unused_keys(db: Database)
             member = await s.scalar(select(Member).where(Member.id == conn.member_id))
             assert member
             assert envelope_key_id(cred.access_token) == "new"
-            assert Vault(new).decrypt(cred.access_token, binding(conn, member, "access_token")) == PLANTED
+            assert (
+                Vault(new).decrypt(cred.access_token, binding(conn, member, "access_token"))
+                == PLANTED
+            )
     again = await rotate_keys(db, ring)
     assert again.before == {"new": 6} and again.unused_keys == ["old"]
 

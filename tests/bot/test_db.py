@@ -24,8 +24,14 @@ async def test_migrations_from_empty_reach_head_and_match_models(database_url: s
             diff = await conn.run_sync(
                 lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
             )
-        for table in ("members", "connections", "credentials", "connection_accounts",
-                      "order_intents", "audit_events"):
+        for table in (
+            "members",
+            "connections",
+            "credentials",
+            "connection_accounts",
+            "order_intents",
+            "audit_events",
+        ):
             assert table in tables
         assert diff == [], f"models and migrations differ: {diff}"
     finally:
@@ -38,7 +44,10 @@ async def test_first_contact_creates_member_with_paper_connection(db: Database) 
     assert member.discord_user_id == 42
     [paper] = member.connections
     assert (paper.broker, paper.name, paper.builtin, paper.status) == (
-        "paper", "Tradecord Paper", True, "active"
+        "paper",
+        "Tradecord Paper",
+        True,
+        "active",
     )
     assert paper.account("paper") is not None and paper.account("live") is None
 
@@ -58,8 +67,14 @@ async def test_connection_names_unique_per_member_ignoring_case(db: Database) ->
 
     member_id = await MemberService(db).ensure(5)
     async with db.session() as s:
-        s.add(Connection(member_id=member_id, broker="alpaca", name="TRADECORD paper",
-                         name_key="tradecord paper"))
+        s.add(
+            Connection(
+                member_id=member_id,
+                broker="alpaca",
+                name="TRADECORD paper",
+                name_key="tradecord paper",
+            )
+        )
         try:
             await s.commit()
         except IntegrityError:

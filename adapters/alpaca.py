@@ -1,0 +1,788 @@
+"""Alpaca: Trading API v2 through Alpaca Connect (OAuth 2.0).
+
+What shapes this module:
+- The host selects the environment (api.alpaca.markets live, paper-api.alpaca.markets paper);
+  one token may reach the live account, the paper account, or both. There is no account
+  list: ``GET /v2/account`` on each host the connection has is the list.
+- Tokens never expire and come without a refresh token, so a 401 means the member must re-link
+  (``TokenProvider.refresh`` raises ``AuthorizationExpired``; ``StaticToken`` already does).
+- Quotes come from a third host, the market data API. Its base URL is
+  ``AdapterContext.extra["data_url"]`` when set (settings / local mode), else
+  ``default_data_url``.
+- Stocks, ETFs and crypto trade in the same account; cash vs margin is the ``multiplier``.
+  No futures at all.
+- Errors are ``{"code": 8 digits, "message": ...}``; the message is what tells cases apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import aiohttp
+
+from adapters import symbols
+from adapters.base import (
+    Capabilities,
+    HttpBrokerAdapter,
+    HttpResponse,
+    OAuthSpec,
+    RateLimit,
+    _retry_after,
+    dec,
+)
+from adapters.errors import (
+    AssetClassNotSupported,
+    AuthorizationExpired,
+    BrokerError,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    InvalidOrder,
+    OrderNotCancelable,
+    OrderNotFound,
+    RateLimited,
+    SymbolNotFound,
+)
+from adapters.models import (
+    Account,
+    AccountRef,
+    AccountType,
+    AssetClass,
+    Balance,
+    Environment,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    Side,
+    TimeInForce,
+    mask_account,
+)
+from adapters.registry import register
+
+log = logging.getLogger("tradecord.adapters.alpaca")
+
+ALL_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT})
+
+ORDER_TYPES = {
+    "market": OrderType.MARKET,
+    "limit": OrderType.LIMIT,
+    "stop": OrderType.STOP,
+    "stop_limit": OrderType.STOP_LIMIT,
+    "trailing_stop": OrderType.STOP,  # placed elsewhere (Alpaca's site); a moving stop
+}
+TIME_IN_FORCE = {
+    "day": TimeInForce.DAY,
+    "gtc": TimeInForce.GTC,
+    "ioc": TimeInForce.IOC,
+    "fok": TimeInForce.FOK,
+    # Opening / closing auction orders: they live for one session, like day orders.
+    "opg": TimeInForce.DAY,
+    "cls": TimeInForce.DAY,
+}
+ASSET_CLASSES = {
+    "us_equity": AssetClass.EQUITY,
+    "crypto": AssetClass.CRYPTO,
+    "us_option": AssetClass.OPTION,
+}
+# Alpaca status -> ours; open-ish statuses become PARTIALLY_FILLED once anything filled.
+STATUSES = {
+    "new": OrderStatus.OPEN,
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "done_for_day": OrderStatus.OPEN,  # resumes next session
+    "canceled": OrderStatus.CANCELLED,
+    "expired": OrderStatus.EXPIRED,
+    "replaced": OrderStatus.CANCELLED,  # superseded by the replacing order
+    "pending_cancel": OrderStatus.OPEN,  # still working until the cancel lands
+    "pending_replace": OrderStatus.OPEN,
+    "accepted": OrderStatus.PENDING,  # received, not routed (e.g. market closed)
+    "pending_new": OrderStatus.PENDING,
+    "accepted_for_bidding": OrderStatus.OPEN,
+    "stopped": OrderStatus.OPEN,
+    "rejected": OrderStatus.REJECTED,
+    "suspended": OrderStatus.PENDING,
+    "calculated": OrderStatus.FILLED,
+    "held": OrderStatus.PENDING,  # a bracket exit waiting for its entry to fill
+}
+_WORKING = {OrderStatus.OPEN, OrderStatus.PENDING}
+_ASSET_RE = re.compile(r'asset "?([^"]+?)"? (?:not found|is not tradable|is not fractionable)')
+_QTY_RE = re.compile(r"requested: ([\d.]+), available: ([\d.]+)")
+_STATE_RE = re.compile(r'already in "?(\w+)"? state')
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Alpaca timestamps: RFC 3339 with up to nine fraction digits, ``Z`` or an offset."""
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", text)
+    if m and m.group(2) and len(m.group(2)) > 7:
+        text = m.group(1) + m.group(2)[:7] + m.group(3)  # Python keeps microseconds
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def vendor_number(value: Decimal) -> str:
+    """Decimal as Alpaca's string numbers: plain notation, no trailing zeros."""
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def our_symbol(symbol: str, asset_class: AssetClass) -> str:
+    """Crypto as ``BASE/QUOTE`` everywhere (Alpaca's positions drop the slash)."""
+    if asset_class is AssetClass.CRYPTO:
+        pair = symbols.crypto_pair(symbol)
+        if pair:
+            return f"{pair[0]}/{pair[1]}"
+    return symbol.upper()
+
+
+def _words(order_type: OrderType) -> str:
+    return order_type.value.replace("_", "-")
+
+
+def _ws_url(http_url: str) -> str:
+    if http_url.startswith("https://"):
+        return "wss://" + http_url[len("https://"):]
+    if http_url.startswith("http://"):
+        return "ws://" + http_url[len("http://"):]
+    return http_url
+
+
+@register
+class AlpacaAdapter(HttpBrokerAdapter):
+    key = "alpaca"
+    display_name = "Alpaca"
+    capabilities = Capabilities(
+        # One account per environment trades stocks, ETFs and crypto; multiplier "1" is cash.
+        asset_classes={
+            AccountType.CASH: frozenset({AssetClass.EQUITY, AssetClass.CRYPTO}),
+            AccountType.MARGIN: frozenset({AssetClass.EQUITY, AssetClass.CRYPTO}),
+        },
+        order_types=ALL_TYPES,
+        order_types_by_asset={
+            AssetClass.EQUITY: ALL_TYPES,
+            AssetClass.CRYPTO: frozenset({OrderType.MARKET, OrderType.LIMIT,
+                                          OrderType.STOP_LIMIT}),
+        },
+        time_in_force={
+            AssetClass.EQUITY: frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC,
+                                          TimeInForce.FOK}),
+            AssetClass.CRYPTO: frozenset({TimeInForce.GTC, TimeInForce.IOC}),
+        },
+        # Fractional shares: day orders only, no brackets (checked in check_order).
+        fractional=frozenset({AssetClass.EQUITY, AssetClass.CRYPTO}),
+        brackets=True,
+        environments=frozenset({Environment.LIVE, Environment.PAPER}),
+        quotes=True,
+        order_stream=True,
+        rate_limits=(
+            RateLimit("trading", 200, 60.0, "account"),
+            RateLimit("data", 200, 60.0, "account"),
+        ),
+    )
+    oauth = OAuthSpec(
+        authorize_url="https://app.alpaca.markets/oauth/authorize",
+        token_url="https://api.alpaca.markets/oauth/token",  # noqa: S106 - a URL
+        # Reading needs no scope; "trading" places and cancels, "data" reads quotes.
+        # Never "account:write" (account settings and watchlists: not ours to change).
+        scopes=("trading", "data"),
+        revoke_url=None,  # none documented for Trading API OAuth
+        pkce=False,  # not supported by Alpaca
+        client_auth="client_secret_post",  # client_id and client_secret in the form
+    )
+    default_api_urls: ClassVar[Mapping[Environment, str]] = {
+        Environment.LIVE: "https://api.alpaca.markets",
+        Environment.PAPER: "https://paper-api.alpaca.markets",
+    }
+    default_data_url: ClassVar[str] = "https://data.alpaca.markets"
+
+    @property
+    def data_url(self) -> str:
+        return str(self.ctx.extra.get("data_url") or self.default_data_url)
+
+    # -- checks Alpaca adds to the shared ones -------------------------------------------------
+
+    def check_order(self, account: AccountRef, request: OrderRequest) -> None:
+        super().check_order(account, request)
+        asset = request.asset_class
+        if request.quantity <= 0:
+            raise InvalidOrder("The quantity must be more than zero.")
+        if -int(request.quantity.normalize().as_tuple().exponent) > 9:
+            raise InvalidOrder("Alpaca takes at most 9 decimals in a quantity; round it.")
+        b = request.bracket
+        prices = (request.limit_price, request.stop_price,
+                  *((b.take_profit, b.stop_loss, b.stop_loss_limit) if b else ()))
+        if any(p is not None and p <= 0 for p in prices):
+            raise InvalidOrder("Prices must be more than zero.")
+        if request.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and (
+            request.limit_price is None
+        ):
+            raise InvalidOrder(f"A {_words(request.order_type)} order needs a limit price.")
+        if request.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and (
+            request.stop_price is None
+        ):
+            raise InvalidOrder(f"A {_words(request.order_type)} order needs a stop price.")
+        if request.client_order_id is not None and not re.fullmatch(
+            r"[A-Za-z0-9_\-]{1,128}", request.client_order_id
+        ):
+            raise InvalidOrder("The client order id must be 1-128 letters, digits, - or _.")
+        fractional = request.quantity != request.quantity.to_integral_value()
+        if asset is AssetClass.EQUITY and fractional:
+            if request.time_in_force is not TimeInForce.DAY:
+                raise InvalidOrder(
+                    "Alpaca takes fractional share orders as day orders only: use time in "
+                    "force day, or a whole number of shares."
+                )
+            if request.bracket:
+                raise InvalidOrder(
+                    "Alpaca cannot attach take-profit/stop-loss to a fractional share order: "
+                    "use a whole number of shares for a bracket."
+                )
+        if b is not None:
+            if asset is AssetClass.CRYPTO:
+                raise InvalidOrder(
+                    "Alpaca has no take-profit/stop-loss brackets for crypto: place the exit "
+                    "orders separately."
+                )
+            if b.take_profit is None and b.stop_loss is None:
+                raise InvalidOrder(
+                    "A bracket needs a take-profit price, a stop-loss price, or both."
+                )
+            if request.time_in_force not in (TimeInForce.DAY, TimeInForce.GTC):
+                raise InvalidOrder("Alpaca brackets take time in force day or gtc.")
+            if b.stop_loss_limit is not None and b.stop_loss is None:
+                raise InvalidOrder("A stop-loss limit price needs a stop-loss price too.")
+
+    # -- mapping -------------------------------------------------------------------------------
+
+    def map_account(self, body: Mapping[str, Any], environment: Environment) -> Account:
+        multiplier = str(body.get("multiplier") or "1")
+        blocked = body.get("trading_blocked") or body.get("account_blocked")
+        status = "blocked" if blocked else str(body.get("status") or "unknown").lower()
+        return Account(
+            id=str(body.get("account_number") or body["id"]),
+            # "1" is Alpaca's limited margin account with 1x buying power: no leverage, no
+            # shorting, so it behaves as cash. "2" (RegT) and "4" (PDT) are margin.
+            type=AccountType.MARGIN if multiplier in ("2", "4") else AccountType.CASH,
+            environment=environment,
+            currency=str(body.get("currency") or "USD"),
+            status=status,
+            info=dict(body),
+        )
+
+    def map_balance(self, body: Mapping[str, Any], account_id: str) -> Balance:
+        zero = Decimal(0)
+        long_mv = dec(body.get("long_market_value"), zero) or zero
+        short_mv = dec(body.get("short_market_value"), zero) or zero
+        return Balance(
+            account_id=account_id,
+            currency=str(body.get("currency") or "USD"),
+            cash=dec(body.get("cash"), zero) or zero,
+            buying_power=dec(body.get("buying_power"), zero) or zero,
+            equity=dec(body.get("equity"), zero) or zero,
+            market_value=long_mv + short_mv,
+            info=dict(body),
+        )
+
+    def map_position(self, body: Mapping[str, Any]) -> Position:
+        asset = ASSET_CLASSES.get(str(body.get("asset_class")), AssetClass.EQUITY)
+        qty = dec(body.get("qty"), Decimal(0)) or Decimal(0)
+        if body.get("side") == "short" and qty > 0:
+            qty = -qty
+        return Position(
+            symbol=our_symbol(str(body["symbol"]), asset),
+            asset_class=asset,
+            quantity=qty,
+            average_price=dec(body.get("avg_entry_price"), Decimal(0)) or Decimal(0),
+            market_price=dec(body.get("current_price")),
+            market_value=dec(body.get("market_value")),
+            cost_basis=dec(body.get("cost_basis")),
+            unrealized_pnl=dec(body.get("unrealized_pl")),
+            info=dict(body),
+        )
+
+    def map_order(self, body: Mapping[str, Any], account_id: str) -> Order:
+        asset = ASSET_CLASSES.get(str(body.get("asset_class")), AssetClass.EQUITY)
+        filled = dec(body.get("filled_qty"), Decimal(0)) or Decimal(0)
+        qty = dec(body.get("qty"))
+        if qty is None:  # a notional (dollar) order: the quantity is what filled
+            qty = filled
+        vendor_status = str(body.get("status"))
+        status = STATUSES.get(vendor_status)
+        if status is None:
+            log.warning("alpaca: unknown order status %r", vendor_status)
+            status = OrderStatus.PENDING
+        if status in _WORKING and filled > 0:
+            status = OrderStatus.PARTIALLY_FILLED
+        if vendor_status == "calculated" and filled < qty:
+            status = OrderStatus.PARTIALLY_FILLED
+        return Order(
+            id=str(body["id"]),
+            account_id=account_id,
+            symbol=our_symbol(str(body["symbol"]), asset),
+            side=Side(str(body["side"])),
+            quantity=qty,
+            order_type=ORDER_TYPES.get(str(body.get("type") or body.get("order_type")),
+                                       OrderType.MARKET),
+            time_in_force=TIME_IN_FORCE.get(str(body.get("time_in_force")), TimeInForce.DAY),
+            status=status,
+            client_order_id=body.get("client_order_id"),
+            asset_class=asset,
+            limit_price=dec(body.get("limit_price")),
+            stop_price=dec(body.get("stop_price")),
+            filled_quantity=filled,
+            average_fill_price=dec(body.get("filled_avg_price")),
+            created_at=parse_time(body.get("created_at")),
+            updated_at=parse_time(body.get("updated_at")),
+            info=dict(body),
+        )
+
+    def map_update(self, data: Mapping[str, Any], account: AccountRef) -> OrderUpdate:
+        order = self.map_order(data["order"], account.id)
+        return OrderUpdate(
+            order=order,
+            event=str(data.get("event")),
+            execution_id=data.get("execution_id"),
+            fill_quantity=dec(data.get("qty")),
+            fill_price=dec(data.get("price")),
+            at=parse_time(data.get("timestamp")) or order.updated_at,
+        )
+
+    def vendor_symbol(self, symbol: str, asset: AssetClass) -> str:
+        if asset is AssetClass.CRYPTO:
+            return our_symbol(symbol, asset)  # Alpaca's order symbol for crypto is BTC/USD
+        return symbols.normalize(symbol)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def vendor_error(self, resp: HttpResponse) -> BrokerError | None:
+        body = resp.body if isinstance(resp.body, dict) else {}
+        code = body.get("code")
+        vcode = str(code) if code is not None else None
+        message = str(body.get("message") or "")
+        low = message.lower()
+        status = resp.status
+        data_call = not resp.path.startswith("/v2/") or resp.path.startswith("/v2/stocks")
+
+        if status == 401:
+            return AuthorizationExpired(
+                "Alpaca no longer accepts Tradecord's access for this connection (the app was "
+                "removed or the link was reset). Alpaca links do not renew on their own: run "
+                "/connect again to re-link."
+            )
+        if status == 429:
+            return RateLimited(
+                "Alpaca is limiting how fast Tradecord may call it (200 requests a minute per "
+                "account). Wait a few seconds and try again.",
+                retry_after=_retry_after(resp), vendor_code=vcode,
+            )
+        if status == 403 and code is None:
+            if data_call:
+                return AuthorizationExpired(
+                    "Alpaca refused market data for this connection. Run /connect again and "
+                    "allow market data access."
+                )
+            return AuthorizationExpired(
+                "Alpaca refused this request: the connection lacks trading permission. Run "
+                "/connect again and approve trading access."
+            )
+        if resp.method == "DELETE" and status == 422:
+            m = _STATE_RE.search(message)
+            state = f" (it is {m.group(1)})" if m else ""
+            return OrderNotCancelable(
+                f"That order can no longer be cancelled at Alpaca{state}. See /orders.",
+                vendor_code=vcode,
+            )
+        if "insufficient buying power" in low:
+            cost, power = dec(body.get("cost_basis")), dec(body.get("buying_power"))
+            detail = (f" This order needs about ${cost:,.2f}; the account has ${power:,.2f}."
+                      if cost is not None and power is not None else "")
+            return InsufficientBuyingPower(
+                f"Not enough buying power at Alpaca.{detail} Lower the quantity, or check "
+                "/balances.", vendor_code=vcode,
+            )
+        if low.startswith("insufficient qty available") or low.startswith("insufficient balance"):
+            m = _QTY_RE.search(message)
+            what = body.get("symbol") or "of this symbol"
+            detail = f" You asked to sell {m.group(1)}; {m.group(2)} {what} can be sold now." \
+                if m else ""
+            return InvalidOrder(
+                f"Not enough to sell at Alpaca.{detail} Quantities held by other open orders "
+                "do not count: lower the quantity, or cancel those orders in /orders.",
+                vendor_code=vcode,
+            )
+        if "wash trade" in low:
+            reason = body.get("reject_reason") or "an opposite-side order exists"
+            return InvalidOrder(
+                f"Alpaca blocked this as a potential wash trade ({reason}). Cancel the "
+                "opposite-side order in this symbol first (see /orders), or use a bracket.",
+                vendor_code=vcode,
+            )
+        if "pattern day trading" in low:
+            return BrokerError(
+                "Alpaca refused this trade under pattern day trading protection: accounts under "
+                "$25,000 may make at most 3 day trades in 5 business days. Hold the position "
+                "until the next session, or trade from another account.", vendor_code=vcode,
+            )
+        if "not allowed to short" in low:
+            return InvalidOrder(
+                "This Alpaca account cannot sell short (cash accounts never can). Sell only what "
+                "you hold; see /positions.", vendor_code=vcode,
+            )
+        if "fractional orders cannot be sold short" in low:
+            return InvalidOrder(
+                "Alpaca cannot sell short a fractional quantity, and you hold none of this "
+                "symbol. Use a whole number of shares, or check /positions.", vendor_code=vcode,
+            )
+        if "cannot be sold short" in low:
+            return InvalidOrder(
+                "Alpaca has no shares of this symbol to borrow, so it cannot be sold short. "
+                "Sell only what you hold; see /positions.", vendor_code=vcode,
+            )
+        if "client_order_id must be unique" in low:
+            return InvalidOrder(
+                "Alpaca already has an order with this client order id, so it was not placed "
+                "a second time. See /orders for the existing order.", vendor_code=vcode,
+            )
+        if m := _ASSET_RE.search(message):
+            symbol = m.group(1)
+            if "not fractionable" in low:
+                return InvalidOrder(
+                    f"Alpaca does not take fractional quantities of {symbol}. Use a whole "
+                    "number of shares.", vendor_code=vcode,
+                )
+            if "not tradable" in low:
+                return InvalidOrder(
+                    f"Alpaca does not allow trading {symbol} at the moment. Check the symbol "
+                    "on Alpaca's site.", vendor_code=vcode,
+                )
+            return SymbolNotFound(
+                f"Alpaca does not know {symbol}. Check the ticker: Alpaca trades US stocks, "
+                "ETFs and crypto (no futures).", vendor_code=vcode,
+            )
+        if "fractional orders must be day" in low:
+            return InvalidOrder(
+                "Alpaca takes fractional share orders as day orders only: use time in force "
+                "day, or a whole number of shares.", vendor_code=vcode,
+            )
+        if "fractional orders must be simple" in low:
+            return InvalidOrder(
+                "Alpaca cannot attach take-profit/stop-loss to a fractional share order: use a "
+                "whole number of shares for a bracket.", vendor_code=vcode,
+            )
+        if "crypto time_in_force" in low or "crypto order type" in low:
+            return InvalidOrder(
+                "Crypto at Alpaca takes market, limit or stop-limit orders with time in force "
+                "gtc or ioc. Change the order and try again.", vendor_code=vcode,
+            )
+        if "stop price must be" in low:
+            market, stop = body.get("market_price"), body.get("stop_price")
+            where = f" (stop {stop}, market {market})" if market and stop else ""
+            return InvalidOrder(
+                f"The stop price is on the wrong side of the market{where}: a buy stop must be "
+                "above the current price, a sell stop below. Adjust the stop price.",
+                vendor_code=vcode,
+            )
+        if "take_profit" in low or "stop_loss" in low:
+            return InvalidOrder(
+                f"Alpaca rejected the bracket ({message}). For a buy, the take-profit must be "
+                "above the entry price and the stop-loss below it; the reverse for a sell.",
+                vendor_code=vcode,
+            )
+        if "sub-penny" in low:
+            return InvalidOrder(
+                "Alpaca takes prices in whole cents for stocks of $1 or more (4 decimals below "
+                "$1). Round the price and try again.", vendor_code=vcode,
+            )
+        if "not authorized to trade" in low or "trading is not enabled" in low or (
+            "not allowed to trade" in low
+        ):
+            return BrokerError(
+                f"Alpaca does not let this account trade right now ({message}). Check the "
+                "account in Alpaca's dashboard or contact Alpaca support.", vendor_code=vcode,
+            )
+        if status == 404:
+            if data_call:
+                return SymbolNotFound(
+                    "Alpaca has no market data for that symbol. Check the ticker.",
+                    vendor_code=vcode,
+                )
+            return OrderNotFound(vendor_code=vcode)
+        if status == 403:
+            return BrokerError(
+                f"Alpaca refused the request: {message or 'forbidden'}. Check the account in "
+                "Alpaca's dashboard.", vendor_code=vcode,
+            )
+        if status in (400, 422):
+            return InvalidOrder(
+                f"Alpaca rejected the order: {message or 'invalid request'}. Check the symbol, "
+                "quantity and prices.", vendor_code=vcode,
+            )
+        return None
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def fetch_accounts(self) -> list[Account]:
+        accounts: list[Account] = []
+        refused: AuthorizationExpired | None = None
+        for env in self.environments():
+            try:
+                resp = await self.request("GET", "/v2/account", environment=env, bucket="trading")
+            except AuthorizationExpired as e:
+                # A token authorized for one environment only is refused on the other host.
+                refused = e
+                continue
+            accounts.append(self.map_account(resp.body, env))
+        if not accounts and refused is not None:
+            raise refused
+        return accounts
+
+    async def fetch_balance(self, account: AccountRef) -> Balance:
+        resp = await self.request("GET", "/v2/account", environment=account.environment,
+                                  bucket="trading")
+        body = resp.body
+        number = str(body.get("account_number") or body.get("id"))
+        if number != account.id:
+            raise BrokerError(
+                f"This Alpaca connection now reaches account {mask_account(number)}, not "
+                f"{mask_account(account.id)}. Run /accounts to choose the account again."
+            )
+        return self.map_balance(body, account.id)
+
+    async def fetch_positions(self, account: AccountRef) -> list[Position]:
+        resp = await self.request("GET", "/v2/positions", environment=account.environment,
+                                  bucket="trading")
+        return [self.map_position(p) for p in resp.body]
+
+    async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
+        # Flat (not nested): the working exits of a bracket are listed as orders of their own.
+        resp = await self.request(
+            "GET", "/v2/orders", environment=account.environment, bucket="trading",
+            params={"status": "open", "limit": "500", "direction": "desc"},
+        )
+        return [self.map_order(o, account.id) for o in resp.body]
+
+    async def fetch_orders(
+        self, account: AccountRef, *, since: datetime | None = None, limit: int = 50
+    ) -> list[Order]:
+        params = {"status": "closed", "limit": str(max(1, min(limit, 500))),
+                  "direction": "desc"}
+        if since is not None:
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
+            params["after"] = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        resp = await self.request("GET", "/v2/orders", environment=account.environment,
+                                  bucket="trading", params=params)
+        return [self.map_order(o, account.id) for o in resp.body]
+
+    async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
+        if not _UUID_RE.match(order_id):
+            raise OrderNotFound("Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
+                                "one. Copy the id from /orders.")
+        resp = await self.request("GET", f"/v2/orders/{order_id}",
+                                  environment=account.environment, bucket="trading")
+        return self.map_order(resp.body, account.id)
+
+    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+        if not client_order_id or len(client_order_id) > 128:
+            raise OrderNotFound()  # Alpaca cannot hold such a client order id
+        resp = await self.request(
+            "GET", "/v2/orders:by_client_order_id", environment=account.environment,
+            bucket="trading", params={"client_order_id": client_order_id},
+        )
+        return self.map_order(resp.body, account.id)
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        asset = symbols.asset_class_of(symbol)
+        if asset is AssetClass.FUTURE:
+            raise AssetClassNotSupported(
+                f"Alpaca has no futures, so it has no quote for {symbols.normalize(symbol)}. "
+                "Use a futures broker connection for futures."
+            )
+        envs = self.environments()
+        if not envs:
+            raise BrokerUnavailable("Alpaca is not available to this connection.")
+        name = self.vendor_symbol(symbol, asset)
+        if asset is AssetClass.CRYPTO:
+            resp = await self.request(
+                "GET", "/v1beta3/crypto/us/snapshots", environment=envs[0], bucket="data",
+                params={"symbols": name}, base_url=self.data_url,
+            )
+            snap = (resp.body.get("snapshots") or {}).get(name)
+        else:
+            resp = await self.request(
+                "GET", "/v2/stocks/snapshots", environment=envs[0], bucket="data",
+                params={"symbols": name}, base_url=self.data_url,
+            )
+            snap = resp.body.get(name)
+        if not snap:
+            raise SymbolNotFound(
+                f"Alpaca has no market data for {name}. Check the ticker: Alpaca covers US "
+                "stocks, ETFs and crypto."
+            )
+        q = snap.get("latestQuote") or {}
+        t = snap.get("latestTrade") or {}
+        bid = dec(q.get("bp"), Decimal(0)) or Decimal(0)
+        ask = dec(q.get("ap"), Decimal(0)) or Decimal(0)
+        last = dec(t.get("p")) or (bid + ask) / 2
+        times = [x for x in (parse_time(q.get("t")), parse_time(t.get("t"))) if x]
+        return Quote(symbol=name, bid=bid, ask=ask, last=last,
+                     time=max(times) if times else datetime.now(UTC), info=dict(snap))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def order_body(self, request: OrderRequest) -> dict[str, Any]:
+        asset = request.asset_class or symbols.asset_class_of(request.symbol)
+        body: dict[str, Any] = {
+            "symbol": self.vendor_symbol(request.symbol, asset),
+            "qty": vendor_number(request.quantity),
+            "side": request.side.value,
+            "type": request.order_type.value,
+            "time_in_force": request.time_in_force.value,
+            "client_order_id": request.client_order_id,
+        }
+        if request.limit_price is not None:
+            body["limit_price"] = vendor_number(request.limit_price)
+        if request.stop_price is not None:
+            body["stop_price"] = vendor_number(request.stop_price)
+        b = request.bracket
+        if b is not None:
+            # Both exits: a bracket; one exit: one-triggers-other.
+            both = b.take_profit is not None and b.stop_loss is not None
+            body["order_class"] = "bracket" if both else "oto"
+            if b.take_profit is not None:
+                body["take_profit"] = {"limit_price": vendor_number(b.take_profit)}
+            if b.stop_loss is not None:
+                stop_loss = {"stop_price": vendor_number(b.stop_loss)}
+                if b.stop_loss_limit is not None:
+                    stop_loss["limit_price"] = vendor_number(b.stop_loss_limit)
+                body["stop_loss"] = stop_loss
+        return body
+
+    async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        if request.client_order_id is None:
+            # Always send an idempotency key, so a lost response can be looked up.
+            request.client_order_id = secrets.token_hex(11)
+        resp = await self.request(
+            "POST", "/v2/orders", environment=account.environment, bucket="trading",
+            json_body=self.order_body(request), write=True,
+        )
+        return self.map_order(resp.body, account.id)
+
+    async def cancel_order(self, account: AccountRef, order_id: str) -> None:
+        if not _UUID_RE.match(order_id):
+            raise OrderNotFound("Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
+                                "one. Copy the id from /orders.")
+        # DELETE is idempotent at Alpaca, so it may be retried like a read (security item 17).
+        await self.request("DELETE", f"/v2/orders/{order_id}", environment=account.environment,
+                           bucket="trading")
+
+    # -- the trade_updates stream ------------------------------------------------------------
+
+    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
+        """One websocket per environment, merged. Ends when any of them closes; the caller
+        reconnects and reconciles."""
+        by_env: dict[Environment, AccountRef] = {}
+        for a in accounts:
+            if a.environment in self.ctx.api_urls:
+                by_env.setdefault(a.environment, a)
+        refs = list(by_env.values())
+        if len(refs) <= 1:
+            for ref in refs:
+                async for update in self._stream(ref):
+                    yield update
+            return
+        queue: asyncio.Queue[OrderUpdate | BaseException | None] = asyncio.Queue()
+
+        async def pump(ref: AccountRef) -> None:
+            try:
+                async for update in self._stream(ref):
+                    await queue.put(update)
+                await queue.put(None)
+            except Exception as e:  # handed to the consumer, which re-raises it
+                await queue.put(e)
+
+        tasks = [asyncio.create_task(pump(ref)) for ref in refs]
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _stream(self, account: AccountRef) -> AsyncIterator[OrderUpdate]:
+        if self.ctx.session is None or self.ctx.tokens is None:
+            raise BrokerUnavailable("Alpaca's order stream is not available to this connection.")
+        url = _ws_url(self.ctx.api_urls[account.environment].rstrip("/")) + "/stream"
+        token = await self.ctx.tokens.access_token()
+        try:
+            async with self.ctx.session.ws_connect(url, heartbeat=30.0,
+                                                   timeout=aiohttp.ClientWSTimeout(
+                                                       ws_close=self.ctx.timeout)) as ws:
+                await ws.send_str(json.dumps(
+                    {"action": "authenticate", "data": {"oauth_token": token}}))
+                reply = await _receive(ws)
+                if reply is None:
+                    return
+                if reply.get("stream") != "authorization" or (
+                    (reply.get("data") or {}).get("status") != "authorized"
+                ):
+                    # Alpaca tokens cannot be refreshed; the provider says AuthorizationExpired.
+                    await self.ctx.tokens.refresh(token)
+                    raise AuthorizationExpired()
+                await ws.send_str(json.dumps(
+                    {"action": "listen", "data": {"streams": ["trade_updates"]}}))
+                while True:
+                    message = await _receive(ws)
+                    if message is None:
+                        log.info("alpaca %s stream closed", account.environment)
+                        return
+                    if message.get("stream") == "trade_updates" and message.get("data"):
+                        yield self.map_update(message["data"], account)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise BrokerUnavailable(
+                "Alpaca's order stream is not reachable right now; fills are still checked "
+                "by polling."
+            ) from e
+
+
+async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:
+    """The next JSON message; the paper stream sends binary frames, live sends text.
+    ``None`` when the connection closed."""
+    while True:
+        msg = await ws.receive()
+        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            raw = msg.data if isinstance(msg.data, str) else msg.data.decode("utf-8")
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                log.warning("alpaca stream: a frame that is not JSON was skipped")
+                continue
+            if isinstance(parsed, dict):
+                return parsed
+            continue
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return None

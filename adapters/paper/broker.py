@@ -1,0 +1,473 @@
+"""Tradecord Paper: the built-in paper broker every member has from the start.
+
+One paper account per paper connection (``TCP`` + the connection id in 8 digits, type margin,
+environment paper) trades US stocks and ETFs, crypto and futures. Accounting and matching
+rules are in ``engine`` (buying power, shorts, futures margin, liquidity), fill hours and day
+order expiry in ``hours``, prices in ``feed``, storage and locking in ``store``.
+
+Built from ``AdapterContext.extra``:
+    ``db`` (``bot.db.Database``, required), ``connection_id`` (int, required),
+    ``quote_source`` (a ``QuoteSource``, e.g. a connected broker's adapter; default the
+    simulated feed), ``market_price_type`` (mid | bid_ask | ask | bid | last; default mid),
+    ``starting_cash`` (default 100,000 USD), ``fill_hours`` ("24/7" default, or "exchange"),
+    ``clock`` (a callable returning an aware datetime; default the system clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from adapters.base import AdapterContext, BrokerAdapter, Capabilities
+from adapters.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotFound,
+)
+from adapters.models import (
+    Account,
+    AccountRef,
+    AccountType,
+    AssetClass,
+    Balance,
+    Environment,
+    Order,
+    OrderRequest,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    TimeInForce,
+    mask_account,
+)
+from adapters.paper import engine, store
+from adapters.paper.engine import PriceType
+from adapters.paper.feed import QuoteSource, SimulatedFeed, utcnow
+from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
+from adapters.paper.models import PaperAccount, PaperOrder
+from adapters.paper.universe import Instrument, resolve
+from adapters.registry import register
+from bot.db import Database
+from bot.db_types import plain
+
+ALL_TIF = frozenset(TimeInForce)
+CENT = Decimal("0.01")
+MAX_HISTORY = 500
+
+
+@dataclass
+class PaperTestHooks:
+    """Faults for tests and the contract suite; production code never sets these.
+
+    ``refuse_next`` makes the next matching verb raise before doing anything (a 429 or a 5xx
+    at a real broker). ``lose_next_create_response`` makes the next ``create_order`` commit the
+    order and then raise ``BrokerUnavailable(maybe_sent=True)``, as a lost HTTP response would.
+    """
+
+    lost_create_responses: int = 0
+    refusals: list[tuple[frozenset[str] | None, BrokerError]] = field(default_factory=list)
+
+    def refuse_next(self, error: BrokerError, verbs: frozenset[str] | None = None) -> None:
+        """``verbs``: "read", "create_order", "cancel_order"; None for any."""
+        self.refusals.append((verbs, error))
+
+    def lose_next_create_response(self, times: int = 1) -> None:
+        self.lost_create_responses += times
+
+    def before(self, verb: str) -> None:
+        for i, (verbs, error) in enumerate(self.refusals):
+            if verbs is None or verb in verbs:
+                del self.refusals[i]
+                raise error
+
+    def take_lost_response(self) -> bool:
+        if self.lost_create_responses > 0:
+            self.lost_create_responses -= 1
+            return True
+        return False
+
+
+@register
+class PaperBroker(BrokerAdapter):
+    key: ClassVar[str] = "paper"
+    display_name: ClassVar[str] = "Tradecord Paper"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        asset_classes={
+            AccountType.MARGIN: frozenset({AssetClass.EQUITY, AssetClass.CRYPTO, AssetClass.FUTURE})
+        },
+        order_types=frozenset(OrderType),
+        time_in_force={
+            AssetClass.EQUITY: ALL_TIF,
+            AssetClass.FUTURE: ALL_TIF,
+            # Crypto has no trading day to end, so no day orders.
+            AssetClass.CRYPTO: frozenset({TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK}),
+        },
+        fractional=frozenset({AssetClass.CRYPTO}),
+        brackets=False,
+        environments=frozenset({Environment.PAPER}),
+        quotes=True,
+        order_stream=False,
+    )
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        extra = context.extra
+        for name in ("db", "connection_id"):
+            if extra.get(name) is None:
+                raise ValueError(f"PaperBroker needs AdapterContext.extra[{name!r}]")
+        self.db: Database = extra["db"]
+        self.connection_id = int(extra["connection_id"])
+        self.account_id = store.paper_account_id(self.connection_id)
+        try:
+            price_type = PriceType(extra.get("market_price_type") or PriceType.MID)
+        except ValueError:
+            raise ValueError(
+                f"market_price_type {extra['market_price_type']!r} is not one of "
+                f"{', '.join(p.value for p in PriceType)}"
+            ) from None
+        try:
+            hours = FillHours(extra.get("fill_hours") or FillHours.ALWAYS)
+        except ValueError:
+            raise ValueError(
+                f"fill_hours {extra['fill_hours']!r} is not 24/7 or exchange"
+            ) from None
+        self.market = store.Market(price_type, hours, extra.get("clock") or utcnow)
+        cash = extra.get("starting_cash") or store.DEFAULT_STARTING_CASH
+        self.starting_cash = Decimal(str(cash))
+        self.quote_source: QuoteSource = extra.get("quote_source") or SimulatedFeed(
+            self.market.clock
+        )
+        self.test_hooks = PaperTestHooks()
+        self._ensured = False
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return store.now_utc(self.market.clock)
+
+    async def _ensure(self) -> PaperAccount:
+        row = await store.ensure_account(self.db, self.connection_id, self.starting_cash,
+                                         self._now())
+        self._ensured = True
+        return row
+
+    def _check_account(self, account: AccountRef) -> None:
+        if account.id != self.account_id:
+            raise BrokerError(
+                f"Account {mask_account(account.id)} is not the paper account of this connection "
+                f"({mask_account(self.account_id)}). Choose the paper account again in /accounts."
+            )
+
+    async def _ready(self, verb: str, account: AccountRef | None = None) -> None:
+        self.test_hooks.before(verb)
+        if account is not None:
+            self._check_account(account)
+        if not self._ensured:
+            await self._ensure()
+
+    @property
+    def simulated_prices(self) -> bool:
+        """Whether this connection's prices are made up (another paper broker's count too)."""
+        source = self.quote_source
+        nested = getattr(source, "simulated_prices", False) is True
+        return isinstance(source, SimulatedFeed) or nested
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def fetch_accounts(self) -> list[Account]:
+        self.test_hooks.before("read")
+        row = await self._ensure()
+        return [
+            Account(
+                row.id, AccountType.MARGIN, Environment.PAPER, row.currency, "active",
+                info={
+                    "broker": "paper", "starting_cash": str(row.starting_cash),
+                    "simulated": self.simulated_prices,
+                    "reset_at": row.reset_at.isoformat() if row.reset_at else None,
+                },
+            )
+        ]
+
+    async def fetch_balance(self, account: AccountRef) -> Balance:
+        await self._ready("read", account)
+        async with self.db.session() as s:
+            row = await s.get(PaperAccount, self.account_id)
+            positions = await store.positions_of(s, self.account_id)
+            working = await store.open_orders_of(s, self.account_id)
+        if row is None:
+            raise store.AccountMissing()
+        quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in positions])
+        v = engine.value_account(
+            store.account_state(row), [store.position_state(p) for p in positions],
+            store.marks_from(quotes), [store.reservation(o) for o in working],
+        )
+        return Balance(
+            account_id=row.id,
+            currency=row.currency,
+            cash=_cents(v.cash),
+            buying_power=_cents(max(v.buying_power, Decimal(0))),
+            equity=_cents(v.equity),
+            market_value=_cents(v.long_market_value - v.short_market_value),
+            unrealized_pnl=_cents(v.unrealized_pnl),
+            realized_pnl=_cents(row.realized_pnl),
+            info={
+                "simulated": self._simulated(quotes.values()),
+                "starting_cash": str(row.starting_cash),
+                "long_market_value": str(_cents(v.long_market_value)),
+                "short_market_value": str(_cents(v.short_market_value)),
+                "futures_unrealized_pnl": str(_cents(v.futures_unrealized_pnl)),
+                "futures_initial_margin": str(_cents(v.futures_margin)),
+                "reserved_for_open_orders": str(_cents(v.reserved)),
+                "buying_power_deficit": str(_cents(-v.buying_power)) if v.buying_power < 0
+                else None,
+                "unpriced": list(v.unpriced),
+            },
+        )
+
+    def _simulated(self, quotes: Iterable[Quote]) -> bool:
+        """Whether the figures were priced by simulated quotes (no quotes: by the source)."""
+        seen = list(quotes)
+        return any(q.simulated for q in seen) if seen else self.simulated_prices
+
+    async def fetch_positions(self, account: AccountRef) -> list[Position]:
+        await self._ready("read", account)
+        async with self.db.session() as s:
+            rows = await store.positions_of(s, self.account_id)
+        quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in rows])
+        out: list[Position] = []
+        for row in rows:
+            p = store.position_state(row)
+            quote = quotes.get(row.symbol)
+            mark = engine.mark_price(quote)
+            priced = mark if mark is not None else p.average_price
+            value = p.quantity * priced * p.multiplier
+            basis = p.cost_basis * p.multiplier
+            out.append(
+                Position(
+                    symbol=row.symbol,
+                    asset_class=p.asset_class,
+                    quantity=p.quantity,
+                    average_price=plain(p.average_price),
+                    market_price=plain(mark) if mark is not None else None,
+                    market_value=_cents(value),
+                    cost_basis=_cents(basis),
+                    unrealized_pnl=_cents(value - basis) if mark is not None else None,
+                    multiplier=p.multiplier,
+                    info={
+                        "simulated": quote.simulated if quote else self.simulated_prices,
+                        "realized_pnl": str(_cents(row.realized_pnl)),
+                        "opened_at": row.opened_at.isoformat(),
+                        "priced_at_average": mark is None,
+                    },
+                )
+            )
+        return out
+
+    async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
+        await self._ready("read", account)
+        async with self.db.session() as s:
+            rows = await store.open_orders_of(s, self.account_id)
+        return [store.to_order(r) for r in reversed(rows)]
+
+    async def fetch_orders(
+        self, account: AccountRef, *, since: datetime | None = None, limit: int = 50
+    ) -> list[Order]:
+        await self._ready("read", account)
+        if limit < 1:
+            raise InvalidOrder("Ask for at least one order.")
+        async with self.db.session() as s:
+            rows = await store.order_history(s, self.account_id, since, min(limit, MAX_HISTORY))
+        return [store.to_order(r) for r in rows]
+
+    async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
+        await self._ready("read", account)
+        async with self.db.session() as s:
+            row = await s.scalar(
+                select(PaperOrder).where(
+                    PaperOrder.id == order_id, PaperOrder.account_id == self.account_id
+                )
+            )
+        if row is None:
+            raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
+        return store.to_order(row)
+
+    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+        await self._ready("read", account)
+        async with self.db.session() as s:
+            row = await store.order_by_client_id(s, self.account_id, client_order_id)
+        if row is None:
+            raise OrderNotFound(
+                f"Tradecord Paper has no order with client order id {client_order_id} in this "
+                "account."
+            )
+        return store.to_order(row)
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        self.test_hooks.before("read")
+        return await self.quote_source.fetch_quote(resolve(symbol).symbol)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        self.test_hooks.before("create_order")
+        self._check_account(account)
+        return await super().create_order(account, request)
+
+    async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        if not self._ensured:
+            await self._ensure()
+        inst = resolve(request.symbol)
+        validate(request, inst)
+        if request.client_order_id is not None:
+            async with self.db.session() as s:
+                existing = await store.order_by_client_id(
+                    s, self.account_id, request.client_order_id
+                )
+            if existing is not None:
+                return store.to_order(existing)
+        now = self._now()
+        hours = self.market.fill_hours
+        immediate = request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+        if immediate and not is_open(inst.asset_class, now, hours):
+            opens = next_open(inst.asset_class, now, hours)
+            raise MarketClosed(
+                f"The market for {inst.symbol} is closed, and this paper account fills only in "
+                f"exchange hours (next open {opens:%a %d %b %H:%M} UTC). "
+                f"{request.time_in_force.upper()} orders cannot wait for the open: use a day or "
+                "GTC order, which rests until the open."
+            )
+        # The order's own quote must be had; marks for other positions are best effort.
+        quote = await self.quote_source.fetch_quote(inst.symbol)
+        async with self.db.session() as s:
+            held = [p.symbol for p in await store.positions_of(s, self.account_id)]
+        quotes = await store.fetch_quotes(
+            self.quote_source, [sym for sym in held if sym != inst.symbol]
+        )
+        quotes[inst.symbol] = quote
+        new = store.NewOrder(
+            instrument=inst,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            time_in_force=request.time_in_force,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            client_order_id=request.client_order_id,
+            reference_price=self._reference_price(request, inst, quote),
+            expires_at=(
+                day_order_expiry(inst.asset_class, now, hours)
+                if request.time_in_force is TimeInForce.DAY else None
+            ),
+        )
+        try:
+            order = await store.place_order(
+                self.db, self.account_id, new, quote, store.marks_from(quotes), self.market, now
+            )
+        except IntegrityError:
+            # Same client order id placed concurrently by another process: that one stands.
+            if request.client_order_id is None:
+                raise
+            async with self.db.session() as s:
+                existing = await store.order_by_client_id(
+                    s, self.account_id, request.client_order_id
+                )
+            if existing is None:
+                raise
+            return store.to_order(existing)
+        if self.test_hooks.take_lost_response():
+            raise BrokerUnavailable(maybe_sent=True)
+        return order
+
+    def _reference_price(self, request: OrderRequest, inst: Instrument, quote: Quote) -> Decimal:
+        if request.limit_price is not None:
+            return request.limit_price
+        if request.stop_price is not None:
+            return request.stop_price
+        price = engine.executable_price(quote, request.side, self.market.price_type)
+        price = price or engine.mark_price(quote)
+        if price is None:
+            raise BrokerUnavailable(
+                f"No price is available for {inst.symbol} right now. Try again in a moment."
+            )
+        return price
+
+    async def cancel_order(self, account: AccountRef, order_id: str) -> None:
+        await self._ready("cancel_order", account)
+        await store.cancel(self.db, self.account_id, order_id, self._now())
+
+    # -- paper-only verbs ----------------------------------------------------------------------
+
+    async def sweep(self, account: AccountRef | None = None) -> list[OrderUpdate]:
+        """Re-check this account's working orders at current quotes (see ``store.sweep_account``).
+        Returns the fills and expiries it made, for the caller to announce."""
+        if account is not None:
+            self._check_account(account)
+        if not self._ensured:
+            await self._ensure()
+        return await store.sweep_account(self.db, self.account_id, self.quote_source, self.market)
+
+    async def reset(self, starting_cash: Decimal | None = None) -> None:
+        """Back to the starting state (``store.reset``)."""
+        await store.reset(self.db, self.connection_id, starting_cash=starting_cash,
+                          now=self._now())
+        self._ensured = True
+
+
+def _cents(value: Decimal) -> Decimal:
+    return plain(value.quantize(CENT))
+
+
+def validate(request: OrderRequest, inst: Instrument) -> None:
+    """Paper's own checks after the shared ones in ``BrokerAdapter.check_order``."""
+    qty = request.quantity
+    if not qty.is_finite() or qty <= 0:
+        raise InvalidOrder(f"The quantity must be more than zero, not {qty}.")
+    if _decimals(qty) > engine.PRICE_PLACES:
+        raise InvalidOrder(
+            f"Quantities take at most {engine.PRICE_PLACES} decimals; {qty} has more."
+        )
+    needs_limit = request.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+    needs_stop = request.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+    for label, price, needed in (
+        ("limit", request.limit_price, needs_limit), ("stop", request.stop_price, needs_stop)
+    ):
+        kind = request.order_type.value.replace("_", "-")
+        if needed and price is None:
+            raise InvalidOrder(f"A {kind} order needs a {label} price.")
+        if not needed and price is not None:
+            raise InvalidOrder(f"A {kind} order takes no {label} price; remove it or change "
+                               "the order type.")
+        if price is None:
+            continue
+        if not price.is_finite() or price <= 0:
+            raise InvalidOrder(f"The {label} price must be more than zero, not {price}.")
+        if _decimals(price) > engine.PRICE_PLACES:
+            raise InvalidOrder(
+                f"Prices take at most {engine.PRICE_PLACES} decimals; {price} has more."
+            )
+        if inst.tick is not None and price % inst.tick != 0:
+            raise InvalidOrder(
+                f"{inst.symbol} trades in ticks of {inst.tick}; {price} is not a multiple. "
+                f"Use for example {(price // inst.tick) * inst.tick}."
+            )
+    if request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) and needs_stop:
+        raise InvalidOrder(
+            f"{request.time_in_force.upper()} works with market and limit orders only; a stop "
+            "has to wait for its price, so use day or GTC."
+        )
+    cid = request.client_order_id
+    if cid is not None and not (0 < len(cid) <= 64):
+        raise InvalidOrder("Client order ids are 1 to 64 characters.")
+
+
+def _decimals(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0

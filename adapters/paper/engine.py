@@ -1,0 +1,412 @@
+"""The accounting and matching rules of Tradecord Paper, as pure functions on plain dataclasses.
+
+Nothing here does I/O: the persistence layer loads rows into these dataclasses, calls the
+functions, and writes the results back in one transaction. That keeps the money rules
+property-testable on their own.
+
+Cash and positions
+    Stocks, ETFs and crypto move cash on every fill: a buy pays ``quantity × price``, a sell
+    receives it. Selling more than is held opens a short: the proceeds are credited to cash and
+    the short is a liability, so ``equity = cash + long market value − short market value``.
+    Futures move no cash when opened (they are margined); closing or reducing a futures
+    position credits or debits its realized P&L, ``(exit − entry) × multiplier × contracts``.
+    There are no commissions or fees.
+
+Cost basis, average price, realized P&L
+    A position keeps ``cost_basis`` = Σ signed quantity × price of what is still open (negative
+    for a short, price units, no multiplier), so ``average_price = cost_basis / quantity``.
+    Reducing a position removes the closed share of the basis and realizes
+    ``(closed value − removed basis) × multiplier``. A fill that crosses zero closes the old
+    position in full and opens the rest at the fill price: the average price resets on a flip.
+
+Conservation (checked by property tests): for every account, at every moment,
+    ``cash + Σ cost_basis of stock/ETF/crypto positions − realized P&L == starting cash``.
+    Futures appear only through realized P&L, which is exactly what they moved in cash.
+
+Buying power (no leverage)
+    ``buying power = equity − Σ |market value| of stock/ETF/crypto positions
+    − futures initial margin − reserved for open orders``.
+    For an account holding only long stock that is simply its cash; a short needs buying power
+    equal to its value (cash − 2 × short market value). Futures initial margin is
+    ``FUTURES_INITIAL_MARGIN`` (10 %) of notional, ``|contracts| × price × multiplier``, at
+    the mark. An order needs buying power for the quantity that opens or increases a position
+    (closing quantity needs none): value at its reference price for stocks and crypto,
+    initial margin for futures. The reference price is the limit price (limit, stop-limit),
+    the stop price (stop) or the executable price when placed (market). Open orders keep that
+    amount reserved until they end. A resting order is not checked again when it fills, so a
+    gap can leave buying power negative (as at a real broker); new orders that open exposure
+    are then refused, orders that reduce it are always accepted.
+
+Marks
+    Positions are valued at the quote's bid/ask midpoint (the last price when a side is
+    missing); when no quote can be had, at their average price.
+
+Matching
+    The connection's market price type sets the executable price per side: ``mid``
+    (midpoint), ``bid_ask`` (ask for buys, bid for sells), ``ask``, ``bid``, ``last``. A market
+    order fills at it. A limit order fills only when it is marketable, i.e. the executable price
+    is at or better than the limit (buy ≤ limit, sell ≥ limit), and then at that price, so never
+    through the limit. A stop triggers when the trigger price reaches the stop (buys: ≥ stop;
+    sells: ≤ stop); the trigger price is the last price for the ``last`` price type and the side
+    (ask for buys, bid for sells) otherwise. A triggered stop then behaves as a market order, a
+    triggered stop-limit as a limit order.
+
+Liquidity
+    Infinite at the quote: a marketable order fills in full, at one price, in one fill. So ioc
+    and fok both fill completely at once or are cancelled, and fok's all-or-nothing always
+    holds; resting orders never partially fill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from enum import StrEnum
+
+from adapters.models import AssetClass, OrderType, Quote, Side, TimeInForce
+from bot.db_types import plain
+
+ZERO = Decimal(0)
+PRICE_PLACES = 8  # prices and quantities carry at most 8 decimals
+PRICE_Q = Decimal(1).scaleb(-PRICE_PLACES)
+# Basis shares and P&L: fine enough to be invisible, coarse enough for NUMERIC(38, 18).
+MONEY_Q = Decimal(1).scaleb(-16)
+FUTURES_INITIAL_MARGIN = Decimal("0.10")
+# Enough digits that no product of a quantity and a price is ever rounded.
+_EXACT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+
+
+class PriceType(StrEnum):
+    """Which quote price a market order (and a marketable limit) executes at."""
+
+    MID = "mid"
+    BID_ASK = "bid_ask"
+    ASK = "ask"
+    BID = "bid"
+    LAST = "last"
+
+
+# -- accounting ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AccountState:
+    starting_cash: Decimal
+    cash: Decimal
+    realized_pnl: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class PositionState:
+    symbol: str
+    asset_class: AssetClass
+    multiplier: Decimal = Decimal(1)
+    quantity: Decimal = ZERO  # negative when short
+    cost_basis: Decimal = ZERO  # Σ signed quantity × price of the open quantity
+    realized_pnl: Decimal = ZERO
+
+    @property
+    def average_price(self) -> Decimal:
+        if self.quantity == 0:
+            return ZERO
+        with localcontext(_EXACT):
+            return plain((self.cost_basis / self.quantity).quantize(PRICE_Q))
+
+    @property
+    def moves_cash(self) -> bool:
+        return self.asset_class is not AssetClass.FUTURE
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What one fill did to the account."""
+
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    realized_pnl: Decimal
+    cash_change: Decimal
+
+
+def signed(side: Side, quantity: Decimal) -> Decimal:
+    return quantity if side is Side.BUY else -quantity
+
+
+def apply_fill(
+    account: AccountState, position: PositionState, side: Side, quantity: Decimal, price: Decimal
+) -> Execution:
+    """Book one fill into ``account`` and ``position`` (both updated in place)."""
+    if quantity <= 0 or price <= 0:
+        raise ValueError("a fill needs a positive quantity and price")
+    with localcontext(_EXACT):
+        delta = signed(side, quantity)
+        held = position.quantity
+        realized = ZERO
+        if held != 0 and (held > 0) != (delta > 0):
+            closed = min(quantity, abs(held))
+            direction = Decimal(1) if held > 0 else Decimal(-1)
+            if closed == abs(held):
+                removed = position.cost_basis
+            else:
+                removed = (position.cost_basis * closed / abs(held)).quantize(MONEY_Q)
+            realized = ((direction * closed * price - removed) * position.multiplier).quantize(
+                MONEY_Q
+            )
+            position.cost_basis -= removed
+            position.quantity -= direction * closed
+            opened = quantity - closed
+        else:
+            opened = quantity
+        if opened:
+            position.cost_basis += signed(side, opened) * price
+            position.quantity += signed(side, opened)
+        if position.quantity == 0:
+            position.cost_basis = ZERO
+        cash_change = -delta * price if position.moves_cash else realized
+        account.cash += cash_change
+        account.realized_pnl += realized
+        position.realized_pnl += realized
+    return Execution(side, quantity, price, realized, cash_change)
+
+
+def conservation_residual(account: AccountState, positions: Iterable[PositionState]) -> Decimal:
+    """``cash + Σ cost basis (cash-moving positions) − realized − starting``: always zero."""
+    with localcontext(_EXACT):
+        basis = sum((p.cost_basis for p in positions if p.moves_cash), ZERO)
+        return account.cash + basis - account.realized_pnl - account.starting_cash
+
+
+def opening_quantity(held: Decimal, side: Side, quantity: Decimal) -> Decimal:
+    """The part of an order that opens or increases exposure (the rest closes ``held``)."""
+    delta = signed(side, quantity)
+    if held == 0 or (held > 0) == (delta > 0):
+        return quantity
+    return max(ZERO, quantity - abs(held))
+
+
+def order_requirement(
+    asset_class: AssetClass, multiplier: Decimal, held: Decimal, side: Side,
+    quantity: Decimal, reference_price: Decimal,
+) -> Decimal:
+    """Buying power an order needs (see the module docstring)."""
+    with localcontext(_EXACT):
+        opening = opening_quantity(held, side, quantity)
+        if asset_class is AssetClass.FUTURE:
+            return opening * reference_price * multiplier * FUTURES_INITIAL_MARGIN
+        return opening * reference_price
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An open order as buying power sees it."""
+
+    symbol: str
+    asset_class: AssetClass
+    multiplier: Decimal
+    side: Side
+    remaining: Decimal
+    reference_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    cash: Decimal
+    long_market_value: Decimal
+    short_market_value: Decimal
+    futures_unrealized_pnl: Decimal
+    futures_margin: Decimal
+    reserved: Decimal
+    equity: Decimal
+    buying_power: Decimal
+    unrealized_pnl: Decimal
+    unpriced: tuple[str, ...]  # symbols marked at their average price for want of a quote
+
+
+def mark_price(quote: Quote | None) -> Decimal | None:
+    if quote is None:
+        return None
+    if quote.bid > 0 and quote.ask > 0:
+        with localcontext(_EXACT):
+            return plain(((quote.bid + quote.ask) / 2).quantize(PRICE_Q))
+    return quote.last if quote.last > 0 else None
+
+
+def value_account(
+    account: AccountState,
+    positions: Iterable[PositionState],
+    marks: Mapping[str, Decimal],
+    reservations: Iterable[Reservation] = (),
+) -> Valuation:
+    """Equity and buying power at the given marks (see the module docstring)."""
+    with localcontext(_EXACT):
+        long_mv = short_mv = fut_upnl = fut_margin = upnl = ZERO
+        unpriced: list[str] = []
+        held: dict[str, Decimal] = {}
+        for p in positions:
+            if p.quantity == 0:
+                continue
+            held[p.symbol] = p.quantity
+            mark = marks.get(p.symbol)
+            if mark is None:
+                mark = p.average_price
+                unpriced.append(p.symbol)
+            pnl = (p.quantity * mark - p.cost_basis) * p.multiplier
+            upnl += pnl
+            if p.moves_cash:
+                value = p.quantity * mark
+                if value > 0:
+                    long_mv += value
+                else:
+                    short_mv -= value
+            else:
+                fut_upnl += pnl
+                fut_margin += abs(p.quantity) * mark * p.multiplier * FUTURES_INITIAL_MARGIN
+        reserved = sum(
+            (
+                order_requirement(
+                    r.asset_class, r.multiplier, held.get(r.symbol, ZERO), r.side, r.remaining,
+                    r.reference_price,
+                )
+                for r in reservations
+            ),
+            ZERO,
+        )
+        equity = account.cash + long_mv - short_mv + fut_upnl
+        buying_power = equity - long_mv - short_mv - fut_margin - reserved
+        return Valuation(
+            cash=account.cash,
+            long_market_value=long_mv,
+            short_market_value=short_mv,
+            futures_unrealized_pnl=fut_upnl,
+            futures_margin=fut_margin,
+            reserved=reserved,
+            equity=equity,
+            buying_power=buying_power,
+            unrealized_pnl=upnl,
+            unpriced=tuple(sorted(unpriced)),
+        )
+
+
+# -- matching --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OrderState:
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    time_in_force: TimeInForce
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    filled_quantity: Decimal = ZERO
+    triggered: bool = False
+    expires_at: datetime | None = None
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def has_stop(self) -> bool:
+        return self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+
+    @property
+    def has_limit(self) -> bool:
+        return self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+
+    @property
+    def immediate(self) -> bool:
+        return self.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+
+
+class Action(StrEnum):
+    WAIT = "wait"  # nothing changes
+    TRIGGER = "trigger"  # the stop triggered; the order keeps working as market/limit
+    FILL = "fill"
+    CANCEL = "cancel"  # ioc/fok that could not fill at once
+    EXPIRE = "expire"  # a day order past the end of its trading day
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    price: Decimal | None = None
+    quantity: Decimal | None = None
+    triggered_now: bool = False
+    reason: str | None = None
+
+
+def executable_price(quote: Quote, side: Side, price_type: PriceType) -> Decimal | None:
+    """The price an order on ``side`` executes at, or None when the quote lacks it."""
+    match price_type:
+        case PriceType.MID:
+            if quote.bid <= 0 or quote.ask <= 0:
+                return None
+            with localcontext(_EXACT):
+                price = plain(((quote.bid + quote.ask) / 2).quantize(PRICE_Q))
+        case PriceType.BID_ASK:
+            price = quote.ask if side is Side.BUY else quote.bid
+        case PriceType.ASK:
+            price = quote.ask
+        case PriceType.BID:
+            price = quote.bid
+        case PriceType.LAST:
+            price = quote.last
+    return price if price > 0 else None
+
+
+def trigger_price(quote: Quote, side: Side, price_type: PriceType) -> Decimal | None:
+    if price_type is PriceType.LAST:
+        price = quote.last
+    else:
+        price = quote.ask if side is Side.BUY else quote.bid
+    return price if price > 0 else None
+
+
+def stop_reached(order: OrderState, quote: Quote, price_type: PriceType) -> bool:
+    assert order.stop_price is not None
+    price = trigger_price(quote, order.side, price_type)
+    if price is None:
+        return False
+    return price >= order.stop_price if order.side is Side.BUY else price <= order.stop_price
+
+
+def marketable(order: OrderState, price: Decimal) -> bool:
+    if not order.has_limit:
+        return True
+    assert order.limit_price is not None
+    return price <= order.limit_price if order.side is Side.BUY else price >= order.limit_price
+
+
+def decide(
+    order: OrderState, quote: Quote | None, price_type: PriceType, *, now: datetime,
+    market_open: bool,
+) -> Decision:
+    """What happens to a working order at this quote and moment."""
+    if order.expires_at is not None and now >= order.expires_at:
+        return Decision(Action.EXPIRE, reason="the trading day ended")
+
+    def stay(reason: str, triggered_now: bool = False) -> Decision:
+        if order.immediate:
+            return Decision(Action.CANCEL, reason=reason)
+        if triggered_now:
+            return Decision(Action.TRIGGER, triggered_now=True)
+        return Decision(Action.WAIT, reason=reason)
+
+    if not market_open:
+        return stay("the market is closed")
+    if quote is None:
+        return stay("no quote was available")
+    triggered_now = False
+    if order.has_stop and not order.triggered:
+        if not stop_reached(order, quote, price_type):
+            return stay("the stop price was not reached")
+        triggered_now = True
+    price = executable_price(quote, order.side, price_type)
+    if price is None:
+        return stay(f"the quote had no {price_type} price", triggered_now)
+    if not marketable(order, price):
+        return stay(f"the limit price was not reached ({price_type} price {price})", triggered_now)
+    return Decision(Action.FILL, price=price, quantity=order.remaining, triggered_now=triggered_now)

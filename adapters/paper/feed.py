@@ -1,0 +1,161 @@
+"""Where Tradecord Paper gets prices.
+
+``QuoteSource`` is anything with ``async fetch_quote(symbol) -> Quote``; every
+``BrokerAdapter`` fits, so a paper connection can price from a connected broker. Without one
+it uses ``SimulatedFeed``: made-up but plausible quotes, with ``simulated=True`` on each so
+every message priced by it can say "simulated prices".
+
+The simulated feed is a pure function of (symbol, minute): the same symbol in the same UTC
+minute always gives the same quote, in any process, with no network. Prices wander within a
+few percent of a reference level: the bundled table of well-known tickers, the futures table
+of ``adapters.symbols``, the crypto table below, else a stable level derived from a hash of
+the symbol. Spreads per asset class: stocks 2 bp and ETFs 1 bp (at least one cent), crypto
+4 bp, futures one tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import Protocol, runtime_checkable
+
+from adapters import symbols
+from adapters.models import AssetClass, Quote
+from adapters.paper.engine import PRICE_Q
+from adapters.paper.universe import Instrument, equity_list, resolve
+
+Clock = Callable[[], datetime]
+
+# Approximate levels to wander around, not market data.
+CRYPTO_REFERENCE: dict[str, Decimal] = {
+    "BTC": Decimal(95000), "ETH": Decimal(3400), "SOL": Decimal(190), "LTC": Decimal(95),
+    "DOGE": Decimal("0.18"), "AVAX": Decimal(28), "LINK": Decimal(18), "XRP": Decimal("2.2"),
+    "ADA": Decimal("0.7"), "DOT": Decimal("5.5"), "UNI": Decimal(9), "BCH": Decimal(480),
+    "SHIB": Decimal("0.000014"),
+}
+# Relative amplitude of the daily swing, the hourly swing and the minute-to-minute noise.
+AMPLITUDES = {
+    AssetClass.EQUITY: (Decimal("0.04"), Decimal("0.01"), Decimal("0.0005")),
+    AssetClass.FUTURE: (Decimal("0.04"), Decimal("0.01"), Decimal("0.0005")),
+    AssetClass.CRYPTO: (Decimal("0.08"), Decimal("0.02"), Decimal("0.001")),
+}
+HALF_SPREAD = {"stock": Decimal("0.0001"), "etf": Decimal("0.00005"), "crypto": Decimal("0.0002")}
+CENT = Decimal("0.01")
+
+
+@runtime_checkable
+class QuoteSource(Protocol):
+    async def fetch_quote(self, symbol: str) -> Quote: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _unit(*parts: object) -> Decimal:
+    """A stable pseudo-random number in [-1, 1] for ``parts`` (six decimals)."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return Decimal(int.from_bytes(digest, "big") % 2_000_001 - 1_000_000).scaleb(-6)
+
+
+def _swing(symbol: str, scale: str, minute: int, period: int) -> Decimal:
+    """Linear interpolation between per-period random anchors: a smooth wander."""
+    step, offset = divmod(minute, period)
+    a, b = _unit(symbol, scale, step), _unit(symbol, scale, step + 1)
+    return a + (b - a) * Decimal(offset) / Decimal(period)
+
+
+def reference_price(instrument: Instrument) -> Decimal:
+    if instrument.asset_class is AssetClass.FUTURE:
+        spec = symbols.future_spec(instrument.symbol)
+        assert spec is not None
+        return spec.reference_price
+    if instrument.asset_class is AssetClass.CRYPTO:
+        pair = symbols.crypto_pair(instrument.symbol)
+        assert pair is not None
+        return CRYPTO_REFERENCE[pair[0]]
+    known = equity_list().reference_prices.get(instrument.symbol)
+    if known is not None:
+        return known
+    # Between $10 and $400, the same for a ticker forever.
+    return Decimal(10) + (_unit(instrument.symbol, "level") + 1) * Decimal(195)
+
+
+def _crypto_tick(price: Decimal) -> Decimal:
+    if price >= 1000:
+        return CENT
+    if price >= 1:
+        return Decimal("0.0001")
+    return PRICE_Q
+
+
+class SimulatedFeed:
+    """Deterministic simulated quotes, plus overrides that tests and local mode can set."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or utcnow
+        # Test/local-mode control only (``set_quote``); real prices never live here.
+        self._overrides: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+
+    def set_quote(
+        self, symbol: str, bid: Decimal, ask: Decimal, last: Decimal | None = None
+    ) -> None:
+        """Pin ``symbol`` to this quote until ``clear_quote``."""
+        if bid <= 0 or ask <= 0 or ask < bid:
+            raise ValueError("need 0 < bid <= ask")
+        canonical = resolve(symbol).symbol
+        if last is None:
+            last = ((bid + ask) / 2).quantize(PRICE_Q, ROUND_HALF_EVEN)
+        self._overrides[canonical] = (Decimal(bid), Decimal(ask), Decimal(last))
+
+    def clear_quote(self, symbol: str | None = None) -> None:
+        if symbol is None:
+            self._overrides.clear()
+        else:
+            self._overrides.pop(resolve(symbol).symbol, None)
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        return self.quote_at(symbol, self.clock())
+
+    def quote_at(self, symbol: str, at: datetime) -> Quote:
+        instrument = resolve(symbol)
+        pinned = self._overrides.get(instrument.symbol)
+        if pinned is not None:
+            bid, ask, last = pinned
+            return Quote(instrument.symbol, bid, ask, last, at, simulated=True,
+                         info={"source": "simulated", "override": True})
+        minute = int(at.timestamp()) // 60
+        ref = reference_price(instrument)
+        day_amp, hour_amp, noise_amp = AMPLITUDES[instrument.asset_class]
+        s = instrument.symbol
+        factor = (
+            1
+            + day_amp * _swing(s, "day", minute, 1440)
+            + hour_amp * _swing(s, "hour", minute, 60)
+            + noise_amp * _unit(s, "minute", minute)
+        )
+        mid = ref * factor
+        bid, ask = self._spread(instrument, mid)
+        last = bid if _unit(s, "last", minute) < 0 else ask
+        minute_start = datetime.fromtimestamp(minute * 60, UTC)
+        return Quote(s, bid, ask, last, minute_start, simulated=True,
+                     info={"source": "simulated", "reference_price": str(ref)})
+
+    @staticmethod
+    def _spread(instrument: Instrument, mid: Decimal) -> tuple[Decimal, Decimal]:
+        if instrument.asset_class is AssetClass.FUTURE:
+            assert instrument.tick is not None
+            tick = instrument.tick
+            bid = (mid / tick).to_integral_value(ROUND_FLOOR) * tick
+            return bid, bid + tick
+        tick = _crypto_tick(mid) if instrument.asset_class is AssetClass.CRYPTO else CENT
+        half = mid * HALF_SPREAD[instrument.kind]
+        bid = ((mid - half) / tick).to_integral_value(ROUND_FLOOR) * tick
+        ask = ((mid + half) / tick).to_integral_value(ROUND_CEILING) * tick
+        if ask - bid < tick:
+            ask = bid + tick
+        if bid <= 0:
+            bid, ask = tick, ask + tick
+        return bid, ask

@@ -1,0 +1,86 @@
+"""When Tradecord Paper fills, and when a day order's trading day ends.
+
+The ``PAPER_FILL_HOURS`` setting chooses between:
+
+``24/7`` (default)
+    Orders fill whenever a quote is available. A day order's trading day ends at the next
+    16:00 America/New_York after it was placed (stocks, ETFs and futures alike).
+
+``exchange``
+    Stocks and ETFs fill only in New York Stock Exchange sessions (exchange_calendars
+    ``XNYS``: 09:30–16:00 New York, holidays and early closes included). Futures fill only in
+    CME Globex sessions (``CMES``: 17:00 Chicago on the previous day to 17:00 Chicago; the
+    calendar has no daily 16:00–17:00 maintenance break, so neither does Tradecord Paper).
+    A day order lives until the close of the session that is open when it is placed, or of
+    the next session when it is placed while the market is closed.
+
+Crypto trades around the clock in both modes and takes no day orders (gtc, ioc, fok only).
+Outside hours, market and limit orders with day or gtc rest until the open; ioc and fok are
+refused with ``MarketClosed`` before anything is recorded, since they cannot wait.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from adapters.models import AssetClass
+
+if TYPE_CHECKING:
+    from exchange_calendars import ExchangeCalendar
+
+NEW_YORK = ZoneInfo("America/New_York")
+DAY_END = time(16, 0)
+CALENDARS = {AssetClass.EQUITY: "XNYS", AssetClass.FUTURE: "CMES"}
+
+
+class FillHours(StrEnum):
+    ALWAYS = "24/7"
+    EXCHANGE = "exchange"
+
+
+@lru_cache(maxsize=16)
+def _calendar(name: str, year: int) -> ExchangeCalendar:
+    # Imported here: pandas is heavy, and the default 24/7 mode never needs a calendar.
+    import exchange_calendars
+
+    # A calendar spanning the year around ``year``: building one is slow, bounds are strict.
+    return exchange_calendars.get_calendar(name, start=f"{year - 1}-01-01", end=f"{year + 1}-12-31")
+
+
+def calendar_for(asset_class: AssetClass, at: datetime) -> ExchangeCalendar | None:
+    name = CALENDARS.get(asset_class)
+    return _calendar(name, at.astimezone(UTC).year) if name else None
+
+
+def is_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> bool:
+    cal = calendar_for(asset_class, at) if hours is FillHours.EXCHANGE else None
+    if cal is None:
+        return True
+    return bool(cal.is_open_on_minute(at.astimezone(UTC)))
+
+
+def next_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> datetime | None:
+    """When the market next opens, or None when it is open now (or never closes)."""
+    if is_open(asset_class, at, hours):
+        return None
+    cal = calendar_for(asset_class, at)
+    assert cal is not None
+    return cal.next_open(at.astimezone(UTC)).to_pydatetime()
+
+
+def day_order_expiry(asset_class: AssetClass, placed_at: datetime, hours: FillHours) -> datetime:
+    """The end of the trading day a day order placed at ``placed_at`` belongs to."""
+    cal = calendar_for(asset_class, placed_at) if hours is FillHours.EXCHANGE else None
+    if cal is not None:
+        session = cal.minute_to_session(placed_at.astimezone(UTC), direction="next")
+        return cal.session_close(session).to_pydatetime()
+    local = placed_at.astimezone(NEW_YORK)
+    end = datetime.combine(local.date(), DAY_END, tzinfo=NEW_YORK)
+    if local >= end:
+        # Combine again rather than add 24 h so a DST change keeps the end at 16:00 local.
+        end = datetime.combine(local.date() + timedelta(days=1), DAY_END, tzinfo=NEW_YORK)
+    return end.astimezone(UTC)

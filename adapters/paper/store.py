@@ -1,0 +1,591 @@
+"""Persistence for Tradecord Paper: rows in, engine decisions, rows out.
+
+Concurrency (several processes on PostgreSQL, or several sweepers): every change to an
+account happens in one transaction that first locks the account row (``lock_account``). Each
+order transition (placement, fill, trigger, cancel, expiry) is its own transaction that
+re-reads the order under that lock and decides again, so an order another process already
+moved is left alone; fill execution ids are unique as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.errors import BrokerError, InsufficientBuyingPower, OrderNotCancelable, OrderNotFound
+from adapters.models import (
+    AssetClass,
+    Order,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Quote,
+    Side,
+    TimeInForce,
+)
+from adapters.paper import engine
+from adapters.paper.engine import Action, Decision, PriceType
+from adapters.paper.feed import Clock, QuoteSource, SimulatedFeed, utcnow
+from adapters.paper.hours import FillHours, is_open
+from adapters.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
+from adapters.paper.universe import Instrument
+from bot.db import Database
+from bot.db_types import plain
+from bot.models import Connection
+
+log = logging.getLogger("tradecord.adapters.paper")
+
+DEFAULT_STARTING_CASH = Decimal(100000)
+OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+PRICE_TYPE_SETTING = "market_price_type"  # key in Connection.settings read by sweep_all
+
+QuoteSourceFactory = Callable[[int], QuoteSource | Awaitable[QuoteSource | None] | None]
+
+
+def paper_account_id(connection_id: int) -> str:
+    """The paper account of a connection: "TCP" + the connection id in 8 digits."""
+    return f"TCP{connection_id:08d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """How one paper connection executes: its price type, the fill hours and the clock."""
+
+    price_type: PriceType = PriceType.MID
+    fill_hours: FillHours = FillHours.ALWAYS
+    clock: Clock = utcnow
+
+
+class AccountMissing(BrokerError):
+    code = "paper-account-missing"
+    default_message = (
+        "This paper connection no longer exists. Run /accounts to see your connections."
+    )
+
+
+# -- rows ↔ engine -------------------------------------------------------------------------
+
+
+def account_state(row: PaperAccount) -> engine.AccountState:
+    return engine.AccountState(row.starting_cash, row.cash, row.realized_pnl)
+
+
+def position_state(row: PaperPosition) -> engine.PositionState:
+    return engine.PositionState(
+        row.symbol, AssetClass(row.asset_class), row.multiplier, row.quantity, row.cost_basis,
+        row.realized_pnl,
+    )
+
+
+def order_state(row: PaperOrder) -> engine.OrderState:
+    return engine.OrderState(
+        Side(row.side), row.quantity, OrderType(row.order_type), TimeInForce(row.time_in_force),
+        row.limit_price, row.stop_price, row.filled_quantity, row.triggered_at is not None,
+        row.expires_at,
+    )
+
+
+def reservation(row: PaperOrder) -> engine.Reservation:
+    return engine.Reservation(
+        row.symbol, AssetClass(row.asset_class), row.multiplier, Side(row.side),
+        row.quantity - row.filled_quantity, row.reference_price,
+    )
+
+
+def to_order(row: PaperOrder) -> Order:
+    return Order(
+        id=row.id,
+        account_id=row.account_id,
+        symbol=row.symbol,
+        side=Side(row.side),
+        quantity=row.quantity,
+        order_type=OrderType(row.order_type),
+        time_in_force=TimeInForce(row.time_in_force),
+        status=OrderStatus(row.status),
+        client_order_id=row.client_order_id,
+        asset_class=AssetClass(row.asset_class),
+        limit_price=row.limit_price,
+        stop_price=row.stop_price,
+        filled_quantity=row.filled_quantity,
+        average_fill_price=row.average_fill_price,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        reject_reason=row.reject_reason,
+        info={
+            "broker": "paper",
+            "simulated": row.simulated,
+            "multiplier": str(row.multiplier),
+            "reference_price": str(row.reference_price),
+            "triggered_at": _iso(row.triggered_at),
+            "expires_at": _iso(row.expires_at),
+            "closed_at": _iso(row.closed_at),
+        },
+    )
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+# -- accounts --------------------------------------------------------------------------------
+
+
+async def ensure_account(
+    db: Database, connection_id: int, starting_cash: Decimal = DEFAULT_STARTING_CASH,
+    now: datetime | None = None,
+) -> PaperAccount:
+    """The connection's paper account, created with ``starting_cash`` on first use."""
+    by_connection = select(PaperAccount).where(PaperAccount.connection_id == connection_id)
+    async with db.session() as s:
+        row = await s.scalar(by_connection)
+    if row is not None:
+        return row
+    now = now or utcnow()
+    try:
+        async with db.transaction() as s:
+            row = PaperAccount(
+                id=paper_account_id(connection_id), connection_id=connection_id,
+                currency="USD", starting_cash=starting_cash, cash=starting_cash,
+                realized_pnl=Decimal(0), order_seq=0, revision=0, created_at=now, updated_at=now,
+            )
+            s.add(row)
+        return row
+    except IntegrityError:
+        # Another process created it first, or the connection is gone.
+        async with db.session() as s:
+            row = await s.scalar(by_connection)
+        if row is None:
+            raise AccountMissing() from None
+        return row
+
+
+async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
+    """Lock the account row for the rest of the transaction and return it fresh.
+
+    The UPDATE comes first on purpose: pysqlite opens a transaction only at the first write,
+    so on SQLite this is what takes the database write lock before anything is read (reads
+    before it could be stale). On PostgreSQL the row lock serializes processes per account.
+    """
+    await s.execute(
+        update(PaperAccount)
+        .where(PaperAccount.id == account_id)
+        .values(revision=PaperAccount.revision + 1)
+        .execution_options(synchronize_session=False)
+    )
+    row = await s.scalar(
+        select(PaperAccount)
+        .where(PaperAccount.id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if row is None:
+        raise AccountMissing()
+    return row
+
+
+async def positions_of(s: AsyncSession, account_id: str) -> list[PaperPosition]:
+    rows = await s.scalars(
+        select(PaperPosition).where(PaperPosition.account_id == account_id)
+        .order_by(PaperPosition.symbol)
+    )
+    return list(rows)
+
+
+async def open_orders_of(s: AsyncSession, account_id: str) -> list[PaperOrder]:
+    rows = await s.scalars(
+        select(PaperOrder)
+        .where(PaperOrder.account_id == account_id, PaperOrder.status.in_(OPEN_STATUSES))
+        .order_by(PaperOrder.seq)
+    )
+    return list(rows)
+
+
+async def order_by_client_id(
+    s: AsyncSession, account_id: str, client_order_id: str
+) -> PaperOrder | None:
+    return await s.scalar(
+        select(PaperOrder).where(
+            PaperOrder.account_id == account_id, PaperOrder.client_order_id == client_order_id
+        )
+    )
+
+
+async def order_history(
+    s: AsyncSession, account_id: str, since: datetime | None, limit: int
+) -> list[PaperOrder]:
+    query = select(PaperOrder).where(
+        PaperOrder.account_id == account_id, PaperOrder.status.not_in(OPEN_STATUSES)
+    )
+    if since is not None:
+        query = query.where(PaperOrder.created_at >= since)
+    rows = await s.scalars(query.order_by(PaperOrder.seq.desc()).limit(limit))
+    return list(rows)
+
+
+async def reset(
+    db: Database, connection_id: int, *, starting_cash: Decimal | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Back to the starting state in one transaction: no orders, positions or fills, cash at
+    the starting cash (``starting_cash`` replaces it when given). Returns the account id."""
+    now = now or utcnow()
+    account = await ensure_account(db, connection_id, starting_cash or DEFAULT_STARTING_CASH, now)
+    async with db.transaction() as s:
+        row = await lock_account(s, account.id)
+        for table in (PaperFill, PaperOrder, PaperPosition):
+            await s.execute(delete(table).where(table.account_id == row.id))
+        if starting_cash is not None:
+            row.starting_cash = starting_cash
+        row.cash = row.starting_cash
+        row.realized_pnl = Decimal(0)
+        row.reset_at = row.updated_at = now
+    return account.id
+
+
+# -- quotes ----------------------------------------------------------------------------------
+
+
+async def fetch_quotes(source: QuoteSource, symbols: Iterable[str]) -> dict[str, Quote]:
+    """Quotes for ``symbols``; a symbol whose quote fails (broker down, rate limited) is left
+    out and the caller treats it as unpriced."""
+    wanted = sorted(set(symbols))
+    results = await asyncio.gather(
+        *(source.fetch_quote(sym) for sym in wanted), return_exceptions=True
+    )
+    quotes: dict[str, Quote] = {}
+    for sym, result in zip(wanted, results, strict=True):
+        if isinstance(result, BrokerError):
+            log.info("paper: no quote for %s: %s", sym, type(result).__name__)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            quotes[sym] = result
+    return quotes
+
+
+def marks_from(quotes: Mapping[str, Quote]) -> dict[str, Decimal]:
+    marks = {sym: engine.mark_price(q) for sym, q in quotes.items()}
+    return {sym: m for sym, m in marks.items() if m is not None}
+
+
+# -- transitions -----------------------------------------------------------------------------
+
+
+async def book_fill(
+    s: AsyncSession, account: PaperAccount, order: PaperOrder, quantity: Decimal, price: Decimal,
+    simulated: bool, now: datetime,
+) -> PaperFill:
+    """Apply one fill of ``order`` to the account, its position and the order itself."""
+    pos_row = await s.scalar(
+        select(PaperPosition).where(
+            PaperPosition.account_id == account.id, PaperPosition.symbol == order.symbol
+        )
+    )
+    position = (
+        position_state(pos_row) if pos_row is not None
+        else engine.PositionState(order.symbol, AssetClass(order.asset_class), order.multiplier)
+    )
+    before = position.quantity
+    acct = account_state(account)
+    execution = engine.apply_fill(acct, position, Side(order.side), quantity, price)
+    account.cash, account.realized_pnl, account.updated_at = acct.cash, acct.realized_pnl, now
+
+    if position.quantity == 0:
+        if pos_row is not None:
+            await s.delete(pos_row)
+    else:
+        if pos_row is None:
+            pos_row = PaperPosition(
+                account_id=account.id, symbol=order.symbol, asset_class=order.asset_class,
+                multiplier=order.multiplier, opened_at=now,
+            )
+            s.add(pos_row)
+        elif (before > 0) != (position.quantity > 0):
+            pos_row.opened_at = now  # flipped: a new position at a new average price
+        pos_row.quantity, pos_row.cost_basis = position.quantity, position.cost_basis
+        pos_row.realized_pnl, pos_row.updated_at = position.realized_pnl, now
+
+    previous = await s.scalar(
+        select(func.count()).select_from(PaperFill).where(PaperFill.order_id == order.id)
+    )
+    fill = PaperFill(
+        execution_id=f"{order.id}-F{(previous or 0) + 1}", order_id=order.id,
+        account_id=account.id, symbol=order.symbol, side=order.side, quantity=quantity,
+        price=price, multiplier=order.multiplier, realized_pnl=execution.realized_pnl,
+        cash_change=execution.cash_change, simulated=simulated, at=now,
+    )
+    s.add(fill)
+
+    filled_before = order.filled_quantity
+    order.filled_quantity = filled_before + quantity
+    with_prior = (order.average_fill_price or Decimal(0)) * filled_before
+    order.average_fill_price = plain(
+        ((with_prior + quantity * price) / order.filled_quantity).quantize(engine.PRICE_Q)
+    )
+    order.simulated = order.simulated or simulated
+    order.updated_at = now
+    if order.filled_quantity >= order.quantity:
+        order.status, order.closed_at = OrderStatus.FILLED, now
+    else:
+        order.status = OrderStatus.PARTIALLY_FILLED
+    return fill
+
+
+async def apply_decision(
+    s: AsyncSession, account: PaperAccount, order: PaperOrder, decision: Decision,
+    quote: Quote | None, now: datetime,
+) -> OrderUpdate | None:
+    """Write what ``decision`` says into the rows; the update to report, if any."""
+    if decision.triggered_now:
+        order.triggered_at, order.updated_at = now, now
+    match decision.action:
+        case Action.FILL:
+            assert decision.price is not None and decision.quantity is not None
+            assert quote is not None
+            fill = await book_fill(
+                s, account, order, decision.quantity, decision.price, quote.simulated, now
+            )
+            await s.flush()
+            event = "fill" if order.status == OrderStatus.FILLED else "partial_fill"
+            return OrderUpdate(to_order(order), event, fill.execution_id, fill.quantity,
+                               fill.price, now)
+        case Action.CANCEL | Action.EXPIRE:
+            expired = decision.action is Action.EXPIRE
+            order.status = OrderStatus.EXPIRED if expired else OrderStatus.CANCELLED
+            order.reject_reason = _reason(order, decision)
+            order.closed_at = order.updated_at = now
+            await s.flush()
+            return OrderUpdate(to_order(order), "expired" if expired else "canceled", at=now)
+        case _:
+            return None
+
+
+def _reason(order: PaperOrder, decision: Decision) -> str:
+    if decision.action is Action.EXPIRE:
+        return "Expired: the trading day of this day order ended."
+    tif = order.time_in_force.upper()
+    return f"Cancelled: {tif} orders fill immediately or not at all, and {decision.reason}."
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """A validated order request, in canonical form, with what it was priced at."""
+
+    instrument: Instrument
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    time_in_force: TimeInForce
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    client_order_id: str | None
+    reference_price: Decimal
+    expires_at: datetime | None
+
+
+async def place_order(
+    db: Database, account_id: str, new: NewOrder, quote: Quote, marks: Mapping[str, Decimal],
+    market: Market, now: datetime,
+) -> Order:
+    """Check buying power, record the order and execute what can execute now: one transaction.
+
+    An existing order with the same client order id is returned unchanged instead.
+    """
+    async with db.transaction() as s:
+        account = await lock_account(s, account_id)
+        if new.client_order_id is not None:
+            existing = await order_by_client_id(s, account_id, new.client_order_id)
+            if existing is not None:
+                return to_order(existing)
+        positions = await positions_of(s, account_id)
+        working = await open_orders_of(s, account_id)
+        valuation = engine.value_account(
+            account_state(account), [position_state(p) for p in positions], marks,
+            [reservation(o) for o in working],
+        )
+        inst = new.instrument
+        held = next((p.quantity for p in positions if p.symbol == inst.symbol), Decimal(0))
+        need = engine.order_requirement(
+            inst.asset_class, inst.multiplier, held, new.side, new.quantity, new.reference_price
+        )
+        if need > 0 and need > valuation.buying_power:
+            raise InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power))
+
+        account.order_seq += 1
+        order = PaperOrder(
+            id=f"{account_id}-{account.order_seq}", account_id=account_id, seq=account.order_seq,
+            client_order_id=new.client_order_id, symbol=inst.symbol,
+            asset_class=inst.asset_class.value, multiplier=inst.multiplier, side=new.side.value,
+            quantity=new.quantity, order_type=new.order_type.value,
+            time_in_force=new.time_in_force.value, limit_price=new.limit_price,
+            stop_price=new.stop_price, reference_price=new.reference_price,
+            status=OrderStatus.OPEN.value, filled_quantity=Decimal(0), simulated=quote.simulated,
+            expires_at=new.expires_at, created_at=now, updated_at=now,
+        )
+        s.add(order)
+        await s.flush()
+        open_now = is_open(inst.asset_class, now, market.fill_hours)
+        decision = engine.decide(
+            order_state(order), quote, market.price_type, now=now, market_open=open_now
+        )
+        await apply_decision(s, account, order, decision, quote, now)
+        return to_order(order)
+
+
+def _bp_message(inst: Instrument, need: Decimal, available: Decimal) -> str:
+    what = (
+        f"${need:,.2f} of initial margin ({engine.FUTURES_INITIAL_MARGIN:.0%} of the contracts' "
+        "value)" if inst.asset_class is AssetClass.FUTURE else f"${need:,.2f} of buying power"
+    )
+    return (
+        f"Not enough buying power: this {inst.symbol} order needs {what}, and the paper account "
+        f"has ${max(available, Decimal(0)):,.2f} available. Lower the quantity, cancel open "
+        "orders, or close positions first."
+    )
+
+
+async def cancel(db: Database, account_id: str, order_id: str, now: datetime) -> Order:
+    async with db.transaction() as s:
+        await lock_account(s, account_id)
+        order = await s.scalar(
+            select(PaperOrder)
+            .where(PaperOrder.id == order_id, PaperOrder.account_id == account_id)
+            .with_for_update()
+        )
+        if order is None:
+            raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
+        if OrderStatus(order.status).is_final:
+            raise OrderNotCancelable(
+                f"Order {order_id} has already ended ({order.status}); there is nothing to cancel."
+            )
+        order.status = OrderStatus.CANCELLED.value
+        order.reject_reason = "Cancelled at your request."
+        order.closed_at = order.updated_at = now
+        return to_order(order)
+
+
+# -- sweeping ------------------------------------------------------------------------------
+
+
+async def sweep_account(
+    db: Database, account_id: str, source: QuoteSource, market: Market
+) -> list[OrderUpdate]:
+    """Re-check every working order of one account at current quotes: trigger stops, fill
+    what is marketable, expire finished day orders. Returns the fills and expiries made."""
+    now = now_utc(market.clock)
+    async with db.session() as s:
+        working = await open_orders_of(s, account_id)
+    if not working:
+        return []
+    needs_quote = {
+        o.symbol for o in working
+        if not (o.expires_at is not None and now >= o.expires_at)
+        and is_open(AssetClass(o.asset_class), now, market.fill_hours)
+    }
+    quotes = await fetch_quotes(source, needs_quote)
+    updates: list[OrderUpdate] = []
+    for seen in working:
+        quote = quotes.get(seen.symbol)
+        open_now = is_open(AssetClass(seen.asset_class), now, market.fill_hours)
+        first_look = engine.decide(
+            order_state(seen), quote, market.price_type, now=now, market_open=open_now
+        )
+        if first_look.action is Action.WAIT:
+            continue
+        try:
+            update_ = await _transition(db, account_id, seen.id, quote, market, open_now, now)
+        except IntegrityError:
+            # The unique execution id refused a second booking of a fill: already done.
+            log.info("paper: order %s was filled by another sweeper", seen.id)
+            continue
+        if update_ is not None:
+            updates.append(update_)
+    return updates
+
+
+async def _transition(
+    db: Database, account_id: str, order_id: str, quote: Quote | None, market: Market,
+    open_now: bool, now: datetime,
+) -> OrderUpdate | None:
+    async with db.transaction() as s:
+        account = await lock_account(s, account_id)
+        order = await s.scalar(
+            select(PaperOrder).where(PaperOrder.id == order_id).with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        if order is None or OrderStatus(order.status).is_final:
+            return None  # cancelled, or moved by another process meanwhile
+        decision = engine.decide(
+            order_state(order), quote, market.price_type, now=now, market_open=open_now
+        )
+        return await apply_decision(s, account, order, decision, quote, now)
+
+
+async def sweep_all(
+    db: Database,
+    quote_source_factory: QuoteSourceFactory | None = None,
+    *,
+    fill_hours: FillHours | str = FillHours.ALWAYS,
+    clock: Clock | None = None,
+) -> list[OrderUpdate]:
+    """Sweep every paper account that has working orders.
+
+    ``quote_source_factory(connection_id)`` gives the quote source of that paper connection
+    (a connected broker adapter; may be async); ``None`` from it, or no factory, means the
+    simulated feed. The price type comes from the connection's settings
+    (``market_price_type``, default mid). One account's failure is logged and skipped.
+    """
+    clock = clock or utcnow
+    hours = FillHours(fill_hours)
+    async with db.session() as s:
+        rows = (
+            await s.execute(
+                select(PaperAccount.id, PaperAccount.connection_id, Connection.settings)
+                .join(Connection, Connection.id == PaperAccount.connection_id)
+                .where(
+                    exists().where(
+                        PaperOrder.account_id == PaperAccount.id,
+                        PaperOrder.status.in_(OPEN_STATUSES),
+                    )
+                )
+                .order_by(PaperAccount.id)
+            )
+        ).all()
+    simulated = SimulatedFeed(clock)
+    updates: list[OrderUpdate] = []
+    for account_id, connection_id, settings in rows:
+        try:
+            source = await _source_for(quote_source_factory, connection_id) or simulated
+            price_type = PriceType((settings or {}).get(PRICE_TYPE_SETTING, PriceType.MID))
+            market = Market(price_type, hours, clock)
+            updates.extend(await sweep_account(db, account_id, source, market))
+        except (BrokerError, ValueError) as e:
+            log.warning("paper: sweep of %s skipped: %s", account_id, type(e).__name__)
+    return updates
+
+
+async def _source_for(
+    factory: QuoteSourceFactory | None, connection_id: int
+) -> QuoteSource | None:
+    if factory is None:
+        return None
+    made = factory(connection_id)
+    if inspect.isawaitable(made):
+        made = await made
+    return made
+
+
+def now_utc(clock: Clock) -> datetime:
+    at = clock()
+    if at.tzinfo is None:
+        raise ValueError("the paper clock must return timezone-aware datetimes")
+    return at.astimezone(UTC)

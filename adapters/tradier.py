@@ -1,0 +1,643 @@
+"""Tradier Brokerage API v1 (stocks and ETFs in cash, margin and PDT accounts).
+
+Tradier facts that shape this module (see emulators/specs/tradier/ and the research notes):
+- Responses are XML unless ``Accept: application/json`` (the base class sends it).
+- JSON quirks: a collection with one item is an object, with several an array, and an empty
+  collection is the string ``"null"``; numbers are JSON numbers (parsed with ``dec``).
+- Orders are form-encoded; opening/closing sides (``sell_short``, ``buy_to_cover``) are
+  decided here from the current position.
+- There is no idempotency key. Our client order id goes into ``tag``; after an unknown
+  outcome the caller looks the order up by tag (``includeTags=true``) before any resubmission.
+- Live and sandbox are different hosts with different tokens and accounts, so one connection
+  reaches one environment and ``api_urls`` has one entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import aiohttp
+
+from adapters import symbols
+from adapters.base import (
+    ASSET_WORDS,
+    AdapterContext,
+    Capabilities,
+    HttpBrokerAdapter,
+    HttpResponse,
+    OAuthSpec,
+    RateLimit,
+    dec,
+)
+from adapters.errors import (
+    AssetClassNotSupported,
+    AuthorizationExpired,
+    BrokerError,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotCancelable,
+    OrderNotFound,
+    RateLimited,
+    SymbolNotFound,
+)
+from adapters.models import (
+    Account,
+    AccountRef,
+    AccountType,
+    AssetClass,
+    Balance,
+    Environment,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Position,
+    Quote,
+    Side,
+    TimeInForce,
+)
+from adapters.registry import register
+
+log = logging.getLogger("tradecord.adapters.tradier")
+
+ZERO = Decimal(0)
+ACCOUNT_TYPES = {"cash": AccountType.CASH, "margin": AccountType.MARGIN, "pdt": AccountType.MARGIN}
+STATUSES = {
+    "open": OrderStatus.OPEN,
+    "partially_filled": OrderStatus.PARTIALLY_FILLED,
+    "filled": OrderStatus.FILLED,
+    "expired": OrderStatus.EXPIRED,
+    "canceled": OrderStatus.CANCELLED,
+    "pending": OrderStatus.PENDING,
+    "rejected": OrderStatus.REJECTED,
+    "error": OrderStatus.REJECTED,
+    # Stream-only statuses: received and not yet working.
+    "calculated": OrderStatus.PENDING,
+    "accepted_for_bidding": OrderStatus.PENDING,
+    "held": OrderStatus.PENDING,
+}
+ORDER_TYPES = {
+    "market": OrderType.MARKET,
+    "limit": OrderType.LIMIT,
+    "stop": OrderType.STOP,
+    "stop_limit": OrderType.STOP_LIMIT,
+    # Multi-leg net orders (placed elsewhere, seen in history).
+    "debit": OrderType.LIMIT,
+    "credit": OrderType.LIMIT,
+    "even": OrderType.LIMIT,
+}
+EVENTS = {
+    OrderStatus.OPEN: "new",
+    OrderStatus.PENDING: "pending",
+    OrderStatus.CANCELLED: "canceled",
+    OrderStatus.REJECTED: "rejected",
+    OrderStatus.EXPIRED: "expired",
+    OrderStatus.FILLED: "fill",
+    OrderStatus.PARTIALLY_FILLED: "partial_fill",
+}
+WORKING = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING})
+OCC_RE = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")
+PAGE = 100  # orders per page when listing
+
+
+def items(container: Any, key: str) -> list[dict[str, Any]]:
+    """``{"order": {...}}`` / ``{"order": [...]}`` / ``"null"`` → a list."""
+    if not isinstance(container, dict):
+        return []  # "null": Tradier's empty collection
+    value = container.get(key)
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    return []
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def quantity(value: Any) -> Decimal:
+    """Tradier prints shares as 10.0; show them as 10."""
+    d = dec(value, ZERO)
+    assert d is not None
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def error_messages(body: Any) -> list[str]:
+    """``{"errors": {"error": "msg"}}`` or ``{"errors": {"error": ["msg", ...]}}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), dict):
+        return []
+    raw = body["errors"].get("error")
+    values = raw if isinstance(raw, list) else [raw]
+    return [str(v) for v in values if v]
+
+
+def order_from(raw: dict[str, Any], account_id: str) -> Order:
+    kind = str(raw.get("type", "market"))
+    order_type = ORDER_TYPES.get(kind, OrderType.MARKET)
+    is_option = raw.get("class") == "option"
+    filled = quantity(raw.get("exec_quantity"))
+    remaining = raw.get("remaining_quantity")
+    qty = quantity(raw["quantity"]) if "quantity" in raw else filled + quantity(remaining)
+    return Order(
+        id=str(raw["id"]),
+        account_id=account_id,
+        symbol=str(raw.get("option_symbol") if is_option else raw.get("symbol", "")),
+        side=Side.BUY if str(raw.get("side", "buy")).startswith("buy") else Side.SELL,
+        quantity=qty,
+        order_type=order_type,
+        time_in_force=TimeInForce.GTC if raw.get("duration") == "gtc" else TimeInForce.DAY,
+        status=STATUSES.get(str(raw.get("status")), OrderStatus.PENDING),
+        client_order_id=raw.get("tag") or None,
+        asset_class=AssetClass.OPTION if is_option else AssetClass.EQUITY,
+        limit_price=dec(raw.get("price"))
+        if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None,
+        stop_price=dec(raw.get("stop_price"))
+        if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None,
+        filled_quantity=filled,
+        average_fill_price=dec(raw.get("avg_fill_price")) if filled > 0 else None,
+        created_at=parse_time(raw.get("create_date")),
+        updated_at=parse_time(raw.get("transaction_date")),
+        reject_reason=raw.get("reason_description") or None,
+        info=raw,
+    )
+
+
+@register
+class TradierAdapter(HttpBrokerAdapter):
+    key = "tradier"
+    display_name = "Tradier"
+    capabilities = Capabilities(
+        # pdt accounts are margin accounts; Tradier has no futures or crypto.
+        asset_classes={
+            AccountType.CASH: frozenset({AssetClass.EQUITY}),
+            AccountType.MARGIN: frozenset({AssetClass.EQUITY}),
+        },
+        order_types=frozenset(OrderType),
+        # Tradier durations are day, gtc, pre and post: no IOC or FOK.
+        time_in_force={AssetClass.EQUITY: frozenset({TimeInForce.DAY, TimeInForce.GTC})},
+        fractional=frozenset(),
+        brackets=False,
+        environments=frozenset(Environment),
+        quotes=True,
+        order_stream=True,
+        # Per access token per minute, and different on the sandbox host.
+        rate_limits=(
+            RateLimit("standard:live", 120, 60.0),
+            RateLimit("standard:paper", 60, 60.0),
+            RateLimit("market:live", 120, 60.0),
+            RateLimit("market:paper", 60, 60.0),
+            RateLimit("trading:live", 60, 60.0),
+            RateLimit("trading:paper", 60, 60.0),
+        ),
+    )
+    oauth = OAuthSpec(
+        authorize_url="https://api.tradier.com/v1/oauth/authorize",
+        token_url="https://api.tradier.com/v1/oauth/accesstoken",  # noqa: S106 - a URL
+        refresh_url="https://api.tradier.com/v1/oauth/refreshtoken",
+        # read: accounts; market: quotes; trade: orders; stream: the fills websocket.
+        # Never "write" (watchlists and account settings), which Tradecord does not need.
+        scopes=("read", "market", "trade", "stream"),
+        scope_separator=",",
+        pkce=False,  # confidential client, HTTP Basic; Tradier has no PKCE
+        client_auth="client_secret_basic",
+    )
+    default_api_urls = {
+        Environment.LIVE: "https://api.tradier.com/v1",
+        Environment.PAPER: "https://sandbox.tradier.com/v1",
+    }
+    # Tradier sends heartbeats on the account stream; this long without any message means
+    # the stream is dead even if the socket looks open.
+    stream_idle_timeout: ClassVar[float] = 90.0
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        # Fields an order event does not carry (symbol, side, quantity, tag), by order id.
+        self._order_details: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def vendor_error(self, resp: HttpResponse) -> BrokerError | None:
+        text = resp.body if isinstance(resp.body, str) else ""
+        if resp.status == 401:
+            if text.startswith("Unauthorized Account"):
+                return AuthorizationExpired(
+                    "This Tradier authorization cannot reach that account (live and sandbox "
+                    "accounts need separate connections). Run /connect again and pick the "
+                    "account you mean."
+                )
+            return AuthorizationExpired()
+        if resp.status == 429:
+            return RateLimited(retry_after=_reset_after(resp))
+        if resp.status >= 500:
+            return None
+        messages = error_messages(resp.body)
+        if not messages:
+            return None
+        detail = " ".join(m if m.endswith(".") else m + "." for m in messages)
+        low = detail.lower()
+        code = messages[0][:100]
+        if "buying power" in low:
+            return InsufficientBuyingPower(
+                f"Tradier: {detail} Lower the quantity, or check /balances.", vendor_code=code)
+        if "symbol not found" in low:
+            return SymbolNotFound(
+                f"Tradier does not know this symbol ({detail}) Check the ticker: Tradier "
+                "trades US-listed stocks and ETFs.", vendor_code=code)
+        if "not found" in low and "/orders/" in resp.path:
+            return OrderNotFound(vendor_code=code)
+        if resp.method == "DELETE":
+            return OrderNotCancelable(
+                f"Tradier cannot cancel this order: {detail} See /orders.", vendor_code=code)
+        if "market" in low and "closed" in low:
+            return MarketClosed(f"Tradier: {detail}", vendor_code=code)
+        if resp.method == "POST" and resp.path.endswith("/orders"):
+            return InvalidOrder(f"Tradier rejected the order: {detail}", vendor_code=code)
+        return BrokerError(f"Tradier refused the request: {detail}", vendor_code=code)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def fetch_accounts(self) -> list[Account]:
+        accounts: list[Account] = []
+        for env in self.environments():
+            resp = await self.request("GET", "/user/profile", environment=env,
+                                      bucket=f"standard:{env}")
+            profile = resp.body.get("profile") if isinstance(resp.body, dict) else None
+            for raw in items(profile, "account"):
+                kind = ACCOUNT_TYPES.get(str(raw.get("type")))
+                if kind is None:
+                    log.warning("tradier account of unknown type %r skipped", raw.get("type"))
+                    continue
+                accounts.append(Account(
+                    id=str(raw["account_number"]), type=kind, environment=env,
+                    status=str(raw.get("status", "active")), info=raw,
+                ))
+        return accounts
+
+    async def fetch_balance(self, account: AccountRef) -> Balance:
+        resp = await self._get(account, f"/accounts/{account.id}/balances")
+        raw = resp.body.get("balances", {}) if isinstance(resp.body, dict) else {}
+        if not isinstance(raw, dict):
+            raise BrokerError("Tradier returned no balances for this account.")
+        kind = str(raw.get("account_type", "margin"))
+        block = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
+        power = block.get("cash_available") if kind == "cash" else block.get("stock_buying_power")
+        return Balance(
+            account_id=account.id,
+            currency="USD",
+            cash=dec(raw.get("total_cash"), ZERO) or ZERO,
+            buying_power=dec(power, ZERO) or ZERO,
+            equity=dec(raw.get("total_equity"), ZERO) or ZERO,
+            market_value=dec(raw.get("market_value"), ZERO) or ZERO,
+            unrealized_pnl=dec(raw.get("open_pl")),
+            realized_pnl=dec(raw.get("close_pl")),
+            info=raw,
+        )
+
+    async def fetch_positions(self, account: AccountRef) -> list[Position]:
+        resp = await self._get(account, f"/accounts/{account.id}/positions")
+        raw = resp.body.get("positions") if isinstance(resp.body, dict) else None
+        out = []
+        for p in items(raw, "position"):
+            qty = quantity(p.get("quantity"))
+            cost = dec(p.get("cost_basis"), ZERO) or ZERO
+            symbol = str(p.get("symbol", ""))
+            is_option = bool(OCC_RE.match(symbol))
+            multiplier = Decimal(100) if is_option else Decimal(1)
+            out.append(Position(
+                symbol=symbol,
+                asset_class=AssetClass.OPTION if is_option else AssetClass.EQUITY,
+                quantity=qty,
+                # Tradier's cost basis is negative for shorts, so the ratio stays positive.
+                average_price=cost / (qty * multiplier) if qty else ZERO,
+                cost_basis=cost,
+                multiplier=multiplier,
+                info=p,
+            ))
+        return out
+
+    async def _all_orders(self, account: AccountRef) -> list[Order]:
+        """Every order Tradier lists for the account, tags included, paging through."""
+        orders: list[Order] = []
+        page = 1
+        while True:
+            resp = await self._get(
+                account, f"/accounts/{account.id}/orders",
+                params={"includeTags": "true", "page": str(page), "limit": str(PAGE)},
+            )
+            raw = resp.body.get("orders") if isinstance(resp.body, dict) else None
+            batch = items(raw, "order")
+            orders.extend(order_from(o, account.id) for o in batch)
+            if len(batch) < PAGE:
+                return orders
+            page += 1
+
+    async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
+        return [o for o in await self._all_orders(account) if o.status in WORKING]
+
+    async def fetch_orders(
+        self, account: AccountRef, *, since: datetime | None = None, limit: int = 50
+    ) -> list[Order]:
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        done = [
+            o for o in await self._all_orders(account)
+            if o.status.is_final and (since is None or (o.created_at and o.created_at >= since))
+        ]
+        epoch = datetime.min.replace(tzinfo=UTC)
+        done.sort(key=lambda o: (o.created_at or epoch, int(o.id) if o.id.isdigit() else 0),
+                  reverse=True)
+        return done[:limit]
+
+    async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
+        if not order_id.isdigit():
+            raise OrderNotFound(f"{order_id!r} is not a Tradier order id.")
+        resp = await self._get(account, f"/accounts/{account.id}/orders/{order_id}",
+                               params={"includeTags": "true"})
+        raw = resp.body.get("order") if isinstance(resp.body, dict) else None
+        if not isinstance(raw, dict) or "id" not in raw:
+            raise OrderNotFound()
+        return order_from(raw, account.id)
+
+    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+        # Tradier has no lookup by tag: list with tags and match. Absence here is proof the
+        # order was never created, because the list holds every order of the account.
+        matches = [o for o in await self._all_orders(account)
+                   if o.client_order_id == client_order_id]
+        if not matches:
+            raise OrderNotFound(f"Tradier has no order tagged {client_order_id}.")
+        if len(matches) > 1:
+            log.warning("tradier: %d orders share tag %s", len(matches), client_order_id)
+        return min(matches, key=lambda o: int(o.id) if o.id.isdigit() else 0)
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        sym = symbols.normalize(symbol)
+        asset = symbols.asset_class_of(sym)
+        if asset is not AssetClass.EQUITY:
+            raise AssetClassNotSupported(
+                f"{sym} is not a stock or ETF, and Tradier does not offer {ASSET_WORDS[asset]} "
+                "trading.")
+        envs = self.environments()
+        if not envs:
+            raise BrokerUnavailable("Tradier is not available to this connection.")
+        env = envs[0]
+        resp = await self.request("GET", "/markets/quotes", environment=env,
+                                  bucket=f"market:{env}", params={"symbols": sym})
+        body = resp.body.get("quotes") if isinstance(resp.body, dict) else None
+        found = [q for q in items(body, "quote") if str(q.get("symbol", "")).upper() == sym]
+        if not found:
+            raise SymbolNotFound(f"Tradier has no quote for {sym}. Check the ticker.")
+        q = found[0]
+        stamp = q.get("trade_date") or q.get("bid_date")
+        at = datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else datetime.now(UTC)
+        last = dec(q.get("last")) or dec(q.get("prevclose"), ZERO) or ZERO
+        return Quote(symbol=sym, bid=dec(q.get("bid"), ZERO) or ZERO,
+                     ask=dec(q.get("ask"), ZERO) or ZERO, last=last, time=at, info=q)
+
+    async def fetch_market_state(self) -> str:
+        """Tradier's market clock: ``premarket``, ``open``, ``postmarket`` or ``closed``."""
+        envs = self.environments()
+        if not envs:
+            raise BrokerUnavailable("Tradier is not available to this connection.")
+        resp = await self.request("GET", "/markets/clock", environment=envs[0],
+                                  bucket=f"market:{envs[0]}")
+        clock = resp.body.get("clock") if isinstance(resp.body, dict) else None
+        return str(clock.get("state", "closed")) if isinstance(clock, dict) else "closed"
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        sym = symbols.normalize(request.symbol)
+        side = await self._vendor_side(account, sym, request.side, request.quantity)
+        form: dict[str, str] = {
+            "class": "equity",
+            "symbol": sym,
+            "side": side,
+            "quantity": str(request.quantity.quantize(Decimal(1))),
+            "type": request.order_type.value,
+            "duration": request.time_in_force.value,
+        }
+        if request.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            if request.limit_price is None:
+                raise InvalidOrder("A limit order needs a limit price.")
+            form["price"] = _plain(request.limit_price)
+        if request.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
+            if request.stop_price is None:
+                raise InvalidOrder("A stop order needs a stop price.")
+            form["stop"] = _plain(request.stop_price)
+        if request.client_order_id:
+            form["tag"] = request.client_order_id
+        resp = await self.request("POST", f"/accounts/{account.id}/orders",
+                                  environment=account.environment,
+                                  bucket=f"trading:{account.environment}", form=form, write=True)
+        raw = resp.body.get("order") if isinstance(resp.body, dict) else None
+        if not isinstance(raw, dict) or "id" not in raw:
+            problems = error_messages(resp.body)
+            raise InvalidOrder("Tradier did not accept the order" +
+                               (f": {' '.join(problems)}" if problems else "."))
+        order_id = str(raw["id"])
+        try:
+            # The placement answer holds only the id; the order itself tells the status
+            # (a market order is often already filled).
+            return await self._fetch_order_by_id(account, order_id)
+        except BrokerError as e:
+            log.info("tradier: order %s placed; details not read back (%s)", order_id, e.code)
+        return Order(
+            id=order_id, account_id=account.id, symbol=sym, side=request.side,
+            quantity=request.quantity, order_type=request.order_type,
+            time_in_force=request.time_in_force, status=OrderStatus.PENDING,
+            client_order_id=request.client_order_id, limit_price=request.limit_price,
+            stop_price=request.stop_price, info=raw,
+        )
+
+    async def _vendor_side(self, account: AccountRef, symbol: str, side: Side,
+                           qty: Decimal) -> str:
+        """Tradier wants opening and closing actions; a crossing order must be split."""
+        held = ZERO
+        for p in await self.fetch_positions(account):
+            if p.symbol == symbol:
+                held = p.quantity
+        if side is Side.BUY:
+            if held >= 0:
+                return "buy"
+            if qty > -held:
+                raise InvalidOrder(
+                    f"You are short {-held} {symbol}; Tradier cannot cover and go long in one "
+                    f"order. Buy {-held} to cover first, then buy the rest.")
+            return "buy_to_cover"
+        if held > 0:
+            if qty > held:
+                raise InvalidOrder(
+                    f"You hold {held} {symbol}; Tradier cannot sell and go short in one order. "
+                    f"Sell {held} first, then sell short the rest.")
+            return "sell"
+        if account.type is AccountType.CASH:
+            raise InvalidOrder(
+                f"You hold no {symbol} in this cash account, so this sell would be a short "
+                "sale, and Tradier does not allow short selling in cash accounts.")
+        return "sell_short"
+
+    async def cancel_order(self, account: AccountRef, order_id: str) -> None:
+        if not order_id.isdigit():
+            raise OrderNotFound(f"{order_id!r} is not a Tradier order id.")
+        # A cancel is a write: never resent blindly, and a lost answer may have acted.
+        await self.request("DELETE", f"/accounts/{account.id}/orders/{order_id}",
+                           environment=account.environment,
+                           bucket=f"trading:{account.environment}", write=True)
+
+    # -- the account-events stream ---------------------------------------------------------
+
+    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
+        if not accounts:
+            return
+        env = accounts[0].environment
+        if any(a.environment is not env for a in accounts):
+            raise ValueError("one Tradier stream serves one environment")
+        wanted = {a.id: a for a in accounts}
+        resp = await self.request("POST", "/accounts/events/session", environment=env,
+                                  bucket=f"standard:{env}")
+        stream = resp.body.get("stream") if isinstance(resp.body, dict) else None
+        if not isinstance(stream, dict) or not stream.get("url") or not stream.get("sessionid"):
+            raise BrokerUnavailable("Tradier did not open an account-events session.")
+        url = str(stream["url"])
+        if not url.startswith(("wss://", "ws://")):
+            raise BrokerUnavailable("Tradier returned an unexpected stream address.")
+        assert self.ctx.session is not None
+        try:
+            ws = await self.ctx.session.ws_connect(
+                url, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                autoping=True, headers={"User-Agent": "Tradecord/0.1"},
+            )
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise BrokerUnavailable("Could not connect to Tradier's account stream.") from e
+        # Per order: (exec_quantity, avg_fill_price) last seen, to derive each fill.
+        seen: dict[str, tuple[Decimal, Decimal]] = {}
+        async with ws:
+            await ws.send_str(json.dumps({"events": ["order"], "sessionid": stream["sessionid"],
+                                          "excludeAccounts": []}))
+            while True:
+                try:
+                    msg = await ws.receive(timeout=self.stream_idle_timeout)
+                except TimeoutError as e:
+                    raise BrokerUnavailable("Tradier's account stream went silent.") from e
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                                aiohttp.WSMsgType.CLOSED):
+                    return
+                if msg.type == aiohttp.WSMsgType.ERROR:
+                    raise BrokerUnavailable("Tradier's account stream failed.")
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    log.warning("tradier stream: unreadable message skipped")
+                    continue
+                if not isinstance(data, dict) or data.get("event") == "heartbeat":
+                    continue
+                if "error" in data:
+                    raise BrokerUnavailable(
+                        f"Tradier's account stream refused the session ({data['error']}).")
+                ref = wanted.get(str(data.get("account", "")))
+                if data.get("event") != "order" or ref is None or "id" not in data:
+                    continue
+                yield await self._update_from_event(ref, data, seen)
+
+    async def _update_from_event(
+        self, account: AccountRef, event: dict[str, Any],
+        seen: dict[str, tuple[Decimal, Decimal]],
+    ) -> OrderUpdate:
+        order_id = str(event["id"])
+        key = (account.id, order_id)
+        details = self._order_details.get(key)
+        if details is None:
+            # Events carry no symbol, side, quantity or tag: read them once per order.
+            fetched = await self._fetch_order_by_id(account, order_id)
+            details = {k: v for k, v in fetched.info.items()
+                       if k in ("symbol", "side", "quantity", "duration", "tag", "class",
+                                "option_symbol")}
+            if len(self._order_details) > 5000:
+                self._order_details.clear()
+            self._order_details[key] = details
+        order = order_from({**details, **event}, account.id)
+        if order.status is OrderStatus.REJECTED and not order.reject_reason:
+            # Events do not say why; the order does, and a rejection is worth one read.
+            try:
+                order.reject_reason = (await self._fetch_order_by_id(account, order_id)
+                                       ).reject_reason
+            except BrokerError as e:
+                log.info("tradier: reason for rejected order %s not read (%s)", order_id, e.code)
+        exec_qty = order.filled_quantity
+        avg = dec(event.get("avg_fill_price"), ZERO) or ZERO
+        last_qty = dec(event.get("last_fill_quantity"), ZERO) or ZERO
+        prev = seen.get(order_id)
+        if prev is not None:
+            fill_qty = exec_qty - prev[0]
+        else:
+            fill_qty = last_qty if last_qty > 0 else exec_qty
+        seen[order_id] = (exec_qty, avg)
+        fill_price: Decimal | None = None
+        if fill_qty > 0:
+            last_px = dec(event.get("last_fill_price"), ZERO) or ZERO
+            if last_px > 0:
+                fill_price = last_px
+            elif prev is not None:
+                fill_price = _round_price((avg * exec_qty - prev[1] * prev[0]) / fill_qty)
+            else:
+                fill_price = avg
+        return OrderUpdate(
+            order=order,
+            event=EVENTS.get(order.status, order.status.value),
+            execution_id=f"{order_id}-{exec_qty}" if fill_qty > 0 else None,
+            fill_quantity=fill_qty if fill_qty > 0 else None,
+            fill_price=fill_price,
+            at=order.updated_at,
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _get(self, account: AccountRef, path: str,
+                   params: dict[str, str] | None = None) -> HttpResponse:
+        return await self.request("GET", path, environment=account.environment,
+                                  bucket=f"standard:{account.environment}", params=params)
+
+
+def _plain(value: Decimal) -> str:
+    """A price as Tradier's form expects it: plain digits, no exponent."""
+    return format(value, "f")
+
+
+def _round_price(value: Decimal) -> Decimal:
+    """A price derived from average fill prices, without division noise or exponents."""
+    q = value.quantize(Decimal("0.000001"))
+    return q.quantize(Decimal(1)) if q == q.to_integral_value() else q.normalize()
+
+
+def _reset_after(resp: HttpResponse) -> float | None:
+    """Seconds until the rate window resets: ``Retry-After`` if sent, else
+    ``X-Ratelimit-Expiry`` (epoch milliseconds)."""
+    after = resp.headers.get("Retry-After")
+    if after is not None:
+        try:
+            return max(0.0, float(after))
+        except ValueError:
+            pass
+    expiry = resp.headers.get("X-Ratelimit-Expiry")
+    if expiry is not None and expiry.isdigit():
+        return max(0.0, int(expiry) / 1000 - time.time())
+    return None

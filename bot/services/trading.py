@@ -1,0 +1,713 @@
+"""Trading: previews, order intents, submission that never duplicates, reconciliation.
+
+No Discord here: slash commands and the webhook both call this service.
+
+Life of an order:
+  draft (preview shown) → pending (member confirmed; claimed atomically, so a double click or
+  a second process cannot submit twice) → submitted (stored before the broker is called) →
+  accepted / filled / rejected / failed, or unknown when the broker's answer was lost and a
+  lookup by client order id could not settle it; the reconciler settles unknowns later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from adapters import symbols
+from adapters.base import BrokerAdapter
+from adapters.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    OrderNotFound,
+    RateLimited,
+)
+from adapters.models import (
+    AssetClass,
+    Balance,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Quote,
+    Side,
+    TimeInForce,
+)
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from bot.models import Connection, IntentStatus, Member, OrderIntent, new_uuid
+from bot.services import audit
+from bot.services.connections import Target
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+log = logging.getLogger("tradecord.trading")
+
+PREVIEW_TTL = timedelta(seconds=60)
+STATUS_FROM_ORDER = {
+    OrderStatus.PENDING: IntentStatus.ACCEPTED,
+    OrderStatus.OPEN: IntentStatus.ACCEPTED,
+    OrderStatus.PARTIALLY_FILLED: IntentStatus.PARTIALLY_FILLED,
+    OrderStatus.FILLED: IntentStatus.FILLED,
+    OrderStatus.CANCELLED: IntentStatus.CANCELLED,
+    OrderStatus.REJECTED: IntentStatus.REJECTED,
+    OrderStatus.EXPIRED: IntentStatus.EXPIRED,
+}
+NEEDS_LIMIT = {OrderType.LIMIT, OrderType.STOP_LIMIT}
+NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
+
+# (intent, text) → delivered to the member; set by the front end (Discord DM, tests).
+Notify = Callable[[OrderIntent, str], Awaitable[None]]
+
+
+def client_order_id(intent_id: str) -> str:
+    """Deterministic and short enough for every broker (TradeStation allows 22 characters)."""
+    return "tc" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
+
+
+@dataclass(slots=True)
+class OrderInput:
+    """What a member or a signal asks for, as text, before validation."""
+
+    symbol: str
+    side: str
+    quantity: str
+    order_type: str = "market"
+    limit_price: str | None = None
+    stop_price: str | None = None
+    time_in_force: str | None = None
+    connection: str | None = None
+    mode: str | None = None
+
+
+@dataclass(slots=True)
+class Preview:
+    intent_id: str
+    target: Target
+    request: OrderRequest
+    asset_class: AssetClass
+    quote: Quote
+    estimated_price: Decimal
+    estimated_cost: Decimal  # notional: quantity × price × multiplier
+    buying_power: Decimal
+    buying_power_after: Decimal
+    position_quantity: Decimal
+    broker_name: str
+    expires_at: datetime
+
+    @property
+    def simulated(self) -> bool:
+        return self.quote.simulated
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a confirmed intent, for the member."""
+
+    intent: OrderIntent
+    order: Order | None
+    message: str
+    ok: bool
+    simulated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_decimal(text: str | None, what: str) -> Decimal | None:
+    if text is None or str(text).strip() == "":
+        return None
+    raw = str(text).strip().replace(",", "").removeprefix("$")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise InvalidInput(f"{what} must be a number, like 10 or 2.5 — “{text}” is not.") from None
+    if not value.is_finite():
+        raise InvalidInput(f"{what} must be a finite number.")
+    return value
+
+
+def _enum(enum: Any, text: str | None, what: str, default: Any = None) -> Any:
+    if text is None or text == "":
+        return default
+    try:
+        return enum(text.strip().lower().replace("-", "_").replace(" ", "_"))
+    except ValueError:
+        options = ", ".join(e.value for e in enum)
+        raise InvalidInput(f"{what} must be one of: {options}.") from None
+
+
+class TradingService:
+    def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.core = core
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.notify: Notify | None = None
+
+    # -- validation and preview ---------------------------------------------------------
+
+    def build_request(self, order: OrderInput, adapter: BrokerAdapter) -> OrderRequest:
+        """Turn text into an order request, refusing anything a broker would misread."""
+        symbol = symbols.normalize(order.symbol or "")
+        if not symbols.TICKER_RE.match(symbol):
+            raise InvalidInput(
+                f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like ESZ25, "
+                "or a crypto pair like BTCUSD."
+            )
+        side = _enum(Side, order.side, "Side")
+        if side is None:
+            raise InvalidInput("Side must be buy or sell.")
+        quantity = parse_decimal(order.quantity, "Quantity")
+        if quantity is None:
+            raise InvalidInput("Quantity is required.")
+        if quantity <= 0:
+            raise InvalidInput("Quantity must be more than zero. To sell, use side:sell.")
+        asset = symbols.asset_class_of(symbol)
+        caps = adapter.capabilities
+        max_decimals = 8 if asset in caps.fractional else 0
+        decimals = max(0, -int(quantity.as_tuple().exponent))
+        if decimals > max_decimals:
+            if max_decimals == 0:
+                raise InvalidInput(
+                    f"{symbol} trades in whole units at {adapter.display_name}: "
+                    f"use a whole number, not {quantity}."
+                )
+            raise InvalidInput(f"Quantity can have at most {max_decimals} decimals for {symbol}.")
+        order_type = _enum(OrderType, order.order_type, "Order type", OrderType.MARKET)
+        limit = parse_decimal(order.limit_price, "Limit price")
+        stop = parse_decimal(order.stop_price, "Stop price")
+        if order_type in NEEDS_LIMIT and limit is None:
+            raise InvalidInput(f"A {order_type.value.replace('_', '-')} order needs limit_price.")
+        if order_type not in NEEDS_LIMIT and limit is not None:
+            raise InvalidInput(
+                f"limit_price only applies to limit and stop-limit orders; remove it or "
+                f"use order_type:limit (this is a {order_type.value.replace('_', '-')} order)."
+            )
+        if order_type in NEEDS_STOP and stop is None:
+            raise InvalidInput(f"A {order_type.value.replace('_', '-')} order needs stop_price.")
+        if order_type not in NEEDS_STOP and stop is not None:
+            raise InvalidInput(
+                "stop_price only applies to stop and stop-limit orders; remove it or use "
+                "order_type:stop."
+            )
+        for price, name in ((limit, "limit_price"), (stop, "stop_price")):
+            if price is not None and price <= 0:
+                raise InvalidInput(f"{name} must be more than zero.")
+        default_tif = TimeInForce.GTC if asset is AssetClass.CRYPTO else TimeInForce.DAY
+        tif = _enum(TimeInForce, order.time_in_force, "Time in force", default_tif)
+        return OrderRequest(
+            symbol=symbol,
+            side=side,
+            quantity=quantity,
+            order_type=order_type,
+            time_in_force=tif,
+            limit_price=limit,
+            stop_price=stop,
+            asset_class=asset,
+        )
+
+    async def preview(
+        self,
+        discord_user_id: int,
+        order: OrderInput,
+        *,
+        source: str = "discord",
+        idempotency_key: str | None = None,
+    ) -> Preview:
+        """Validate, price, and store a draft intent the member can confirm for 60 seconds."""
+        target = await self.core.connections.resolve(discord_user_id, order.connection, order.mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            request = self.build_request(order, adapter)
+            adapter.check_order(target.ref, request)
+            quote = await adapter.fetch_quote(request.symbol)
+            balance = await adapter.fetch_balance(target.ref)
+            positions = await adapter.fetch_positions(target.ref)
+        finally:
+            await adapter.close()
+        assert request.asset_class is not None
+        held = next((p.quantity for p in positions if p.symbol == request.symbol), Decimal(0))
+        price = estimate_price(request, quote)
+        mult = symbols.multiplier(request.symbol)
+        cost = request.quantity * price * mult
+        after = buying_power_after(balance, request, held, cost)
+        if after < 0:
+            raise InsufficientBuyingPower(
+                f"Not enough buying power: this order needs about {money(cost)} and "
+                f"{target.connection.name} has {money(balance.buying_power)}. "
+                "Lower the quantity or check /balances."
+            )
+        now = self.clock()
+        intent_id = new_uuid()
+        intent = OrderIntent(
+            id=intent_id,
+            client_order_id=client_order_id(intent_id),
+            member_id=target.connection.member_id,
+            connection_id=target.connection.id,
+            broker=target.connection.broker,
+            mode=target.mode,
+            account_id=target.account.account_id,
+            source=source,
+            symbol=request.symbol,
+            asset_class=request.asset_class.value,
+            side=request.side.value,
+            quantity=request.quantity,
+            order_type=request.order_type.value,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            time_in_force=request.time_in_force.value,
+            status=IntentStatus.DRAFT,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+            extra={
+                "estimated_price": str(price),
+                "estimated_cost": str(cost),
+                "simulated": quote.simulated,
+            },
+        )
+        async with self.core.db.transaction() as s:
+            s.add(intent)
+            await s.flush()
+            audit.record(
+                s,
+                "order.validated",
+                member_id=intent.member_id,
+                connection_id=intent.connection_id,
+                intent_id=intent.id,
+                symbol=intent.symbol,
+                side=intent.side,
+                quantity=intent.quantity,
+                order_type=intent.order_type,
+                mode=intent.mode,
+            )
+        return Preview(
+            intent_id=intent.id,
+            target=target,
+            request=request,
+            asset_class=request.asset_class,
+            quote=quote,
+            estimated_price=price,
+            estimated_cost=cost,
+            buying_power=balance.buying_power,
+            buying_power_after=after,
+            position_quantity=held,
+            broker_name=adapter.display_name,
+            expires_at=now + PREVIEW_TTL,
+        )
+
+    # -- confirm and submit -------------------------------------------------------------
+
+    async def discard(self, intent_id: str, discord_user_id: int) -> OrderIntent:
+        intent = await self._owned_intent(intent_id, discord_user_id)
+        claimed = await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.DISCARDED)
+        if not claimed:
+            raise Conflict(self._already(intent))
+        intent.status = IntentStatus.DISCARDED
+        return intent
+
+    async def confirm(self, intent_id: str, discord_user_id: int) -> Outcome:
+        """The member pressed Confirm. Exactly one press wins, in any process."""
+        intent = await self._owned_intent(intent_id, discord_user_id)
+        if intent.status == IntentStatus.DRAFT and self.clock() - intent.created_at > PREVIEW_TTL:
+            await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.DISCARDED)
+            raise Conflict(
+                "This preview expired after 60 seconds; nothing was sent. Run /trade again."
+            )
+        if not await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.PENDING):
+            raise Conflict(self._already(await self.get_intent(intent_id)))
+        intent.status = IntentStatus.PENDING
+        return await self.submit(intent)
+
+    async def submit(self, intent: OrderIntent) -> Outcome:
+        """Send a pending intent to its broker. Never resends blindly (see module docstring)."""
+        target = await self._target_of(intent)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        request = OrderRequest(
+            symbol=intent.symbol,
+            side=Side(intent.side),
+            quantity=intent.quantity,
+            order_type=OrderType(intent.order_type),
+            time_in_force=TimeInForce(intent.time_in_force),
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
+            client_order_id=intent.client_order_id,
+            asset_class=AssetClass(intent.asset_class),
+        )
+        simulated = bool(intent.extra.get("simulated"))
+        await self._set(intent, IntentStatus.SUBMITTED, phase="order.submitted")
+        try:
+            order = await adapter.create_order(target.ref, request)
+        except (BrokerUnavailable, TimeoutError) as e:
+            maybe_sent = not isinstance(e, BrokerUnavailable) or e.maybe_sent
+            if not maybe_sent:
+                await self._set(
+                    intent,
+                    IntentStatus.FAILED,
+                    phase="order.failed",
+                    error=e if isinstance(e, BrokerError) else None,
+                )
+                return Outcome(intent, None, _not_sent(e), False, simulated)
+            return await self._settle_after_doubt(intent, adapter, target, simulated)
+        except RateLimited as e:
+            await self._set(intent, IntentStatus.FAILED, phase="order.failed", error=e)
+            return Outcome(intent, None, f"Nothing was placed: {e.user_message}", False, simulated)
+        except BrokerError as e:
+            await self._set(intent, IntentStatus.REJECTED, phase="order.rejected", error=e)
+            return Outcome(
+                intent, None, f"The broker rejected the order: {e.user_message}", False, simulated
+            )
+        finally:
+            await adapter.close()
+        await self._apply_order(intent, order)
+        return Outcome(intent, order, describe(intent, order), True, simulated)
+
+    async def _settle_after_doubt(
+        self, intent: OrderIntent, adapter: BrokerAdapter, target: Target, simulated: bool
+    ) -> Outcome:
+        """The broker may have the order. Look it up by client order id; never resend."""
+        try:
+            order = await adapter.fetch_order(target.ref, client_order_id=intent.client_order_id)
+        except OrderNotFound:
+            await self._set(
+                intent,
+                IntentStatus.FAILED,
+                phase="order.failed",
+                reason="the broker did not receive it",
+            )
+            return Outcome(
+                intent,
+                None,
+                "The broker did not receive the order (we checked), so nothing was placed. "
+                "Try again when the broker is answering.",
+                False,
+                simulated,
+            )
+        except BrokerError:
+            await self._set(intent, IntentStatus.UNKNOWN, phase="order.unknown")
+            return Outcome(
+                intent,
+                None,
+                "We could not confirm whether the broker received this order. We will not "
+                "resend it; we keep checking and will message you the outcome. See /orders "
+                "meanwhile.",
+                False,
+                simulated,
+            )
+        await self._apply_order(intent, order)
+        return Outcome(intent, order, describe(intent, order), True, simulated)
+
+    async def _apply_order(self, intent: OrderIntent, order: Order) -> None:
+        status = STATUS_FROM_ORDER[order.status]
+        phase = {
+            IntentStatus.FILLED: "order.filled",
+            IntentStatus.REJECTED: "order.rejected",
+            IntentStatus.CANCELLED: "order.cancelled",
+            IntentStatus.EXPIRED: "order.expired",
+            IntentStatus.PARTIALLY_FILLED: "order.partially_filled",
+        }.get(status, "order.accepted")
+        async with self.core.db.transaction() as s:
+            row = await s.get(OrderIntent, intent.id, with_for_update=True)
+            assert row is not None
+            if row.status in IntentStatus.FINAL and row.status != IntentStatus.FAILED:
+                return  # a later update already settled it
+            if status != IntentStatus.ACCEPTED and row.status in (
+                IntentStatus.SUBMITTED,
+                IntentStatus.UNKNOWN,
+                IntentStatus.PENDING,
+            ):
+                # An order that filled at once was also accepted: keep both phases.
+                audit.record(
+                    s,
+                    "order.accepted",
+                    member_id=row.member_id,
+                    connection_id=row.connection_id,
+                    intent_id=row.id,
+                    broker_order_id=order.id,
+                )
+            row.status = status
+            row.broker_order_id = order.id
+            row.filled_quantity = order.filled_quantity
+            row.average_fill_price = order.average_fill_price
+            row.error_message = order.reject_reason
+            row.updated_at = self.clock()
+            audit.record(
+                s,
+                phase,
+                member_id=row.member_id,
+                connection_id=row.connection_id,
+                intent_id=row.id,
+                broker_order_id=order.id,
+                filled_quantity=order.filled_quantity,
+                average_fill_price=order.average_fill_price,
+                reason=order.reject_reason,
+            )
+        intent.status, intent.broker_order_id = status, order.id
+        intent.filled_quantity, intent.average_fill_price = (
+            order.filled_quantity,
+            order.average_fill_price,
+        )
+
+    async def _set(
+        self,
+        intent: OrderIntent,
+        status: str,
+        *,
+        phase: str,
+        error: BrokerError | None = None,
+        reason: str | None = None,
+    ) -> None:
+        async with self.core.db.transaction() as s:
+            values: dict[str, Any] = {"status": status, "updated_at": self.clock()}
+            if error is not None:
+                values.update(error_code=error.code, error_message=error.user_message[:500])
+            await s.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(values))
+            audit.record(
+                s,
+                phase,
+                member_id=intent.member_id,
+                connection_id=intent.connection_id,
+                intent_id=intent.id,
+                error=error.code if error else None,
+                reason=reason,
+            )
+        intent.status = status
+        if error is not None:
+            intent.error_code, intent.error_message = error.code, error.user_message
+
+    async def _transition(self, intent_id: str, frm: str, to: str) -> bool:
+        async with self.core.db.transaction() as s:
+            result = await s.execute(
+                update(OrderIntent)
+                .where(OrderIntent.id == intent_id, OrderIntent.status == frm)
+                .values(status=to, updated_at=self.clock())
+            )
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    # -- reconciliation -----------------------------------------------------------------
+
+    async def reconcile(
+        self, *, older_than: timedelta = timedelta(seconds=30)
+    ) -> list[OrderIntent]:
+        """Settle intents whose broker state we do not know, and follow open orders.
+
+        Runs at start and periodically. Returns the intents whose status changed.
+        """
+        cutoff = self.clock() - older_than
+        async with self.core.db.session() as s:
+            rows = list(
+                await s.scalars(
+                    select(OrderIntent)
+                    .where(
+                        OrderIntent.status.in_(
+                            [
+                                IntentStatus.UNKNOWN,
+                                IntentStatus.SUBMITTED,
+                                IntentStatus.PENDING,
+                                IntentStatus.ACCEPTED,
+                                IntentStatus.PARTIALLY_FILLED,
+                            ]
+                        ),
+                        OrderIntent.updated_at <= cutoff,
+                        OrderIntent.connection_id.is_not(None),
+                    )
+                    .order_by(OrderIntent.created_at)
+                    .limit(500)
+                )
+            )
+        changed: list[OrderIntent] = []
+        for intent in rows:
+            before = intent.status
+            try:
+                await self._reconcile_one(intent)
+            except BrokerError as e:
+                log.info("Reconcile of %s deferred: %s", intent.id, e.code)
+                continue
+            if intent.status != before:
+                changed.append(intent)
+                await self._tell(intent)
+        return changed
+
+    async def _reconcile_one(self, intent: OrderIntent) -> None:
+        target = await self._target_of(intent)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            if intent.status == IntentStatus.PENDING:
+                # Confirmed but the process died before the broker call: send it now (the
+                # client order id makes a second copy impossible where the broker dedupes, and
+                # the lookup first makes it impossible elsewhere).
+                try:
+                    order = await adapter.fetch_order(
+                        target.ref, client_order_id=intent.client_order_id
+                    )
+                except OrderNotFound:
+                    await adapter.close()
+                    await self.submit(intent)
+                    return
+            else:
+                order = await adapter.fetch_order(
+                    target.ref, client_order_id=intent.client_order_id
+                )
+        except OrderNotFound:
+            if intent.status in (IntentStatus.UNKNOWN, IntentStatus.SUBMITTED):
+                await self._set(
+                    intent,
+                    IntentStatus.FAILED,
+                    phase="order.failed",
+                    reason="the broker has no such order",
+                )
+            return
+        finally:
+            await adapter.close()
+        await self._apply_order(intent, order)
+
+    async def _tell(self, intent: OrderIntent) -> None:
+        """Tell the member once per status (the compare-and-set makes it once across processes)."""
+        if self.notify is None:
+            return
+        async with self.core.db.transaction() as s:
+            result = await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.id == intent.id,
+                    (OrderIntent.notified_status.is_(None))
+                    | (OrderIntent.notified_status != intent.status),
+                )
+                .values(notified_status=intent.status)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return
+        await self.notify(intent, describe_intent(intent))
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get_intent(self, intent_id: str) -> OrderIntent:
+        async with self.core.db.session() as s:
+            intent = await s.get(OrderIntent, intent_id)
+        if intent is None:
+            raise NotFound("That order preview no longer exists. Run /trade again.")
+        return intent
+
+    async def _owned_intent(self, intent_id: str, discord_user_id: int) -> OrderIntent:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(OrderIntent, Member.discord_user_id)
+                    .join(Member, Member.id == OrderIntent.member_id)
+                    .where(OrderIntent.id == intent_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("That order preview no longer exists. Run /trade again.")
+        intent, owner = row
+        if owner != discord_user_id:
+            raise PermissionDenied(
+                "This order belongs to someone else. Run /trade yourself to get your own."
+            )
+        return intent
+
+    async def _target_of(self, intent: OrderIntent) -> Target:
+        from sqlalchemy.orm import selectinload
+
+        async with self.core.db.session() as s:
+            conn = await s.scalar(
+                select(Connection)
+                .where(Connection.id == intent.connection_id)
+                .options(selectinload(Connection.accounts))
+            )
+        if conn is None:
+            raise NotFound("The connection for this order was removed.")
+        account = conn.account(intent.mode)
+        if account is None or account.account_id != intent.account_id:
+            raise InvalidInput(
+                f"The {intent.mode} account of “{conn.name}” changed since this order was "
+                "prepared; nothing was sent. Run /trade again."
+            )
+        return Target(conn, account, intent.mode)
+
+    @staticmethod
+    def _already(intent: OrderIntent) -> str:
+        if intent.status == IntentStatus.DISCARDED:
+            return "This preview was cancelled or expired; nothing was sent. Run /trade again."
+        return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
+
+    async def create_intent_direct(self, intent: OrderIntent) -> OrderIntent | None:
+        """Store a pending intent for automated sources; ``None`` when its key already exists."""
+        async with self.core.db.session() as s:
+            s.add(intent)
+            try:
+                await s.commit()
+            except IntegrityError:
+                await s.rollback()
+                return None
+        return intent
+
+
+def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
+    if request.order_type in NEEDS_LIMIT and request.limit_price is not None:
+        return request.limit_price
+    if request.order_type is OrderType.STOP and request.stop_price is not None:
+        return request.stop_price
+    return quote.ask if request.side is Side.BUY else quote.bid
+
+
+def buying_power_after(
+    balance: Balance, request: OrderRequest, held: Decimal, cost: Decimal
+) -> Decimal:
+    """Closing a position frees buying power; opening one (long or short) uses it."""
+    closing = (request.side is Side.SELL and held > 0) or (request.side is Side.BUY and held < 0)
+    if closing and request.quantity <= abs(held):
+        return balance.buying_power + cost
+    return balance.buying_power - cost
+
+
+def money(value: Decimal, currency: str = "USD") -> str:
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{value:,.2f} {currency}"
+
+
+def qty(value: Decimal) -> str:
+    text = format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
+    return text
+
+
+def describe(intent: OrderIntent, order: Order) -> str:
+    what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+    if order.status is OrderStatus.FILLED:
+        price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+        return f"Filled: {what}{price}."
+    if order.status is OrderStatus.PARTIALLY_FILLED:
+        return f"Partly filled: {qty(order.filled_quantity)} of {what}."
+    if order.status is OrderStatus.REJECTED:
+        return f"Rejected: {what}. {order.reject_reason or ''}".strip()
+    if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+        return f"{order.status.value.capitalize()}: {what}."
+    return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, working)."
+
+
+def describe_intent(intent: OrderIntent) -> str:
+    what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+    text = {
+        IntentStatus.FILLED: f"Filled: {what}"
+        + (f" at {money(intent.average_fill_price)}" if intent.average_fill_price else "")
+        + ".",
+        IntentStatus.PARTIALLY_FILLED: f"Partly filled: {qty(intent.filled_quantity)} of {what}.",
+        IntentStatus.ACCEPTED: f"Accepted by the broker: {what}.",
+        IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
+        IntentStatus.CANCELLED: f"Cancelled: {what}.",
+        IntentStatus.EXPIRED: f"Expired: {what}.",
+        IntentStatus.FAILED: f"Not placed: {what}. The broker never received it; nothing happened.",
+        IntentStatus.UNKNOWN: f"Still checking with the broker: {what}.",
+    }.get(intent.status, f"{what}: {intent.status}.")
+    return text
+
+
+def _not_sent(e: BaseException) -> str:
+    msg = e.user_message if isinstance(e, BrokerError) else "The broker did not answer."
+    return f"Nothing was placed: {msg}"

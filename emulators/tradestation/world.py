@@ -1,0 +1,840 @@
+"""TradeStation's brokerage as the emulator holds it: users, accounts (LIVE and SIM), positions,
+orders, quotes, and a fill engine that behaves like the SIM environment ("instant fills").
+
+Payloads are rendered in the vendor's shapes: every money and quantity value is a string,
+timestamps are RFC 3339 with a ``Z``, order statuses are the three-letter codes.
+
+Rejection texts: TradeStation documents the envelope (``{"Error": "FAILED", "Message":
+"Order failed. Reason: ..."}`` in a 200) but not the reasons for buying power, closed markets or
+the wrong account type, so those sentences are ours; the ``REASON_*`` constants collect them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from adapters import symbols
+
+ET = ZoneInfo("America/New_York")
+ZERO = Decimal(0)
+
+# Status codes and their StatusDescription, as the v3 spec lists them.
+STATUS_TEXT = {
+    "ACK": "Received", "ASS": "Option Assignment", "BRC": "Bracket Canceled",
+    "BRF": "Bracket Filled", "BRO": "Broken", "CHG": "Change", "CND": "Condition Met",
+    "COR": "Fill Corrected", "DIS": "Dispatched", "DOA": "Dead", "DON": "Queued",
+    "ECN": "Expiration Cancel Request", "EXE": "Option Exercise", "FPR": "Partial Fill (Alive)",
+    "LAT": "Too Late to Cancel", "OPN": "Sent", "OSO": "OSO Order",
+    "OTHER": "OrderStatus not mapped", "PLA": "Sending", "REC": "Big Brother Recall Request",
+    "RJC": "Cancel Request Rejected", "RPD": "Replace Pending", "RSN": "Replace Sent",
+    "STP": "Stop Hit", "STT": "OrderStatus Message",
+    "SUS": "Suspended", "UCN": "Cancel Sent", "CAN": "Canceled", "EXP": "Expired", "OUT": "UROut",
+    "RJR": "Change Request Rejected", "SCN": "Big Brother Recall", "TSC": "Trade Server Canceled",
+    "UCH": "Replaced", "REJ": "Rejected", "FLL": "Filled", "FLP": "Partial Fill (UROut)",
+}
+CLOSED_STATUSES = frozenset({"CAN", "EXP", "OUT", "RJR", "SCN", "TSC", "UCH", "REJ", "FLL", "FLP"})
+
+REASON_BUYING_POWER = "Insufficient buying power. Available: {available}, required: {required}."
+REASON_MARKET_CLOSED = (
+    "Market is closed for {symbol}. Market orders are not accepted outside trading hours."
+)
+REASON_WRONG_ACCOUNT = "{kind} orders are not supported for account type {account_type}."
+REASON_INVALID_SYMBOL = "Invalid symbol {symbol}."
+REASON_ACCOUNT_TYPE = "Request not supported for account type."
+REASON_DUPLICATE = (
+    "Duplicate OrderConfirmID. An order with this OrderConfirmID was already submitted."
+)
+REASON_BAD_ACTION = "TradeAction {action} is not valid for {kind} orders."
+REASON_SELL_EXCEEDS = (
+    "Sell quantity {qty} exceeds the long position of {held}. "
+    "Use SellShort to open a short position."
+)
+REASON_COVER_EXCEEDS = "BuyToCover quantity {qty} exceeds the short position of {held}."
+REASON_USE_COVER = "The account is short {symbol}. Use BuyToCover to close a short position."
+REASON_CLOSE_LONG_FIRST = (
+    "The account is long {symbol}. Close the long position with Sell before selling short."
+)
+REASON_NO_SHORT_IN_CASH = "Short selling is not allowed in a Cash account."
+REASON_INVALID_ACCOUNT = "Invalid AccountID {account_id}."
+
+OPENING_ACTIONS = frozenset({"BUY", "SELLSHORT"})
+BUY_ACTIONS = frozenset({"BUY", "BUYTOCOVER"})
+EQUITY_ACTIONS = frozenset({"BUY", "SELL", "SELLSHORT", "BUYTOCOVER"})
+FUTURE_ACTIONS = frozenset({"BUY", "SELL"})
+ORDER_TYPES = frozenset({"Market", "Limit", "StopMarket", "StopLimit"})
+# Initial margin as a share of one contract's notional: realistic orders of magnitude
+# (ES about $15k) without a per-exchange table.
+FUTURES_MARGIN_RATE = Decimal("0.05")
+MAINTENANCE_SHARE = Decimal("0.9")
+
+# Sensible prices for a newcomer in local mode; ``set_quote`` adds or moves any symbol.
+DEFAULT_EQUITY_QUOTES: dict[str, Decimal] = {
+    "AAPL": Decimal("228.50"), "MSFT": Decimal("415.20"), "SPY": Decimal("590.10"),
+    "QQQ": Decimal("505.30"), "TSLA": Decimal("340.00"), "NVDA": Decimal("145.00"),
+    "AMZN": Decimal("205.00"), "AMD": Decimal("138.00"), "META": Decimal("560.00"),
+    "GOOGL": Decimal("170.00"),
+}
+
+
+class OrderRejected(Exception):
+    """A business rejection: the vendor answers 200 with ``Errors[{Error: FAILED}]``."""
+
+    def __init__(self, reason: str, order_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.order_id = order_id
+
+
+class BadRequest(Exception):
+    """A malformed request: the vendor answers 400 ``{"Error": "BadRequest"}``."""
+
+
+def s(value: Decimal | int) -> str:
+    """A vendor number string: no exponent, no trailing zeros beyond what the value needs."""
+    d = Decimal(value).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize()
+    text = format(d, "f")
+    return "0" if text in ("-0", "") else text
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def et_date(ts: float) -> date:
+    return datetime.fromtimestamp(ts, ET).date()
+
+
+def parse_decimal(value: Any, name: str) -> Decimal:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise BadRequest(f"{name} must be a number, not {value!r}.") from None
+    if not d.is_finite():
+        raise BadRequest(f"{name} must be a finite number.")
+    return d
+
+
+@dataclass
+class QuoteState:
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    last: Decimal
+    previous_close: Decimal
+    updated: float
+    volume: int = 0
+
+    def payload(self) -> dict[str, Any]:
+        change = self.last - self.previous_close
+        pct = (change / self.previous_close * 100) if self.previous_close else ZERO
+        out: dict[str, Any] = {
+            "Symbol": self.symbol, "Open": s(self.previous_close),
+            "High": s(max(self.last, self.previous_close)),
+            "Low": s(min(self.last, self.previous_close)), "PreviousClose": s(self.previous_close),
+            "Last": s(self.last), "Ask": s(self.ask), "AskSize": "100", "Bid": s(self.bid),
+            "BidSize": "100", "NetChange": s(change), "NetChangePct": s(pct),
+            "Volume": str(self.volume), "PreviousVolume": "0", "Close": s(self.last),
+            "DailyOpenInterest": "0", "TradeTime": iso(self.updated), "TickSizeTier": "0",
+            "MarketFlags": {"IsDelayed": False, "IsHardToBorrow": False, "IsBats": False,
+                            "IsHalted": False},
+            "LastSize": "100", "LastVenue": "ARCX",
+        }
+        spec = symbols.future_spec(self.symbol)
+        if spec is not None:
+            out["LastVenue"] = "CME"
+            out["MinPrice"] = s(self.last * Decimal("0.9"))
+            out["MaxPrice"] = s(self.last * Decimal("1.1"))
+        return out
+
+
+@dataclass
+class PositionState:
+    symbol: str
+    quantity: Decimal  # negative when short
+    average_price: Decimal
+    opened: float
+    position_id: str
+
+
+@dataclass
+class User:
+    id: str
+    name: str
+
+
+@dataclass
+class AccountState:
+    id: str
+    user_id: str
+    type: str  # Cash | Margin | Futures | Crypto
+    live: bool
+    cash: Decimal
+    alias: str | None = None
+    status: str = "Active"
+    positions: dict[str, PositionState] = field(default_factory=dict)
+    realized: Decimal = ZERO
+
+    @property
+    def brokerage(self) -> bool:
+        """Crypto accounts answer "Request not supported for account type." on brokerage reads."""
+        return self.type in ("Cash", "Margin", "Futures", "DVP")
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"AccountID": self.id, "Currency": "USD", "Status": self.status,
+                               "AccountType": self.type}
+        if self.alias:
+            out["Alias"] = self.alias
+        if self.type in ("Cash", "Margin"):
+            out["AccountDetail"] = {
+                "IsStockLocateEligible": False, "EnrolledInRegTProgram": self.type == "Margin",
+                "RequiresBuyingPowerWarning": self.type == "Margin", "DayTradingQualified": True,
+                "OptionApprovalLevel": 0, "PatternDayTrader": False,
+            }
+        return out
+
+
+@dataclass
+class OrderState:
+    id: str
+    account: AccountState
+    symbol: str
+    asset_type: str  # STOCK | FUTURE
+    action: str  # BUY | SELL | SELLSHORT | BUYTOCOVER
+    quantity: Decimal
+    order_type: str
+    duration: str
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    confirm_id: str | None
+    client_id: str | None
+    opened: float
+    route: str = "Intelligent"
+    status: str = "ACK"
+    closed: float | None = None
+    filled: Decimal = ZERO
+    filled_value: Decimal = ZERO
+    reject_reason: str | None = None
+    stop_triggered: bool = False
+    parent_id: str | None = None
+    children: list[str] = field(default_factory=list)
+    group_type: str | None = None  # BRK | OCO | NORMAL, for orders that belong to a group
+    group_name: str | None = None
+    siblings: list[str] = field(default_factory=list)
+    price_for_bp: Decimal = ZERO
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in CLOSED_STATUSES
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled
+
+    @property
+    def is_buy(self) -> bool:
+        return self.action in BUY_ACTIONS
+
+    @property
+    def average_fill(self) -> Decimal | None:
+        return self.filled_value / self.filled if self.filled else None
+
+    def summary(self) -> str:
+        verb = {
+            "BUY": "Buy", "SELL": "Sell", "SELLSHORT": "Sell Short", "BUYTOCOVER": "Buy to Cover",
+        }[self.action]
+        qty = s(self.quantity)
+        if self.order_type == "Market":
+            return f"{verb} {qty} {self.symbol} @ Market"
+        if self.order_type == "Limit":
+            return f"{verb} {qty} {self.symbol} @ {s(self.limit_price or ZERO)} Limit"
+        if self.order_type == "StopMarket":
+            return f"{verb} {qty} {self.symbol} @ {s(self.stop_price or ZERO)} Stop Market"
+        return (f"{verb} {qty} {self.symbol} @ {s(self.stop_price or ZERO)} Stop Limit "
+                f"{s(self.limit_price or ZERO)}")
+
+    def payload(self) -> dict[str, Any]:
+        avg = self.average_fill
+        buy_or_sell = "Buy" if self.is_buy else "Sell"
+        open_close = "Open" if self.action in OPENING_ACTIONS else "Close"
+        leg: dict[str, Any] = {
+            "AssetType": self.asset_type, "BuyOrSell": buy_or_sell, "ExecQuantity": s(self.filled),
+            "OpenOrClose": open_close, "QuantityOrdered": s(self.quantity),
+            "QuantityRemaining": s(self.remaining if self.is_open else ZERO), "Symbol": self.symbol,
+        }
+        if avg is not None:
+            leg["ExecutionPrice"] = s(avg)
+        out: dict[str, Any] = {
+            "AccountID": self.account.id, "CommissionFee": "0", "Currency": "USD",
+            "Duration": self.duration, "Legs": [leg], "OrderID": self.id,
+            "OpenedDateTime": iso(self.opened), "OrderType": self.order_type,
+            "PriceUsedForBuyingPower": s(self.price_for_bp), "Routing": self.route,
+            "Status": self.status, "StatusDescription": STATUS_TEXT[self.status],
+            "UnbundledRouteFee": "0",
+        }
+        if avg is not None:
+            out["FilledPrice"] = s(avg)
+        if self.limit_price is not None:
+            out["LimitPrice"] = s(self.limit_price)
+        if self.stop_price is not None:
+            out["StopPrice"] = s(self.stop_price)
+        if self.closed is not None:
+            out["ClosedDateTime"] = iso(self.closed)
+        if self.reject_reason:
+            out["RejectReason"] = self.reject_reason
+        if self.duration in ("GTC", "GCP"):
+            out["GoodTillDate"] = iso(self.opened + 90 * 86400)[:10] + "T00:00:00Z"
+        related = [{"Relationship": "OSO", "OrderID": c} for c in self.children]
+        related += [{"Relationship": self.group_type or "OCO", "OrderID": o} for o in self.siblings]
+        if related:
+            out["ConditionalOrders"] = related
+        if self.group_name:
+            out["GroupName"] = self.group_name
+        return out
+
+
+Listener = Callable[[OrderState], None]
+
+
+class World:
+    """All brokerage state, mutated only through these methods so that every change reaches
+    the order streams."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.users: dict[str, User] = {}
+        self.accounts: dict[str, AccountState] = {}
+        self.orders: dict[str, OrderState] = {}
+        self.quotes: dict[str, QuoteState] = {}
+        self.confirm_ids: dict[tuple[str, str, str], str] = {}  # (api key, user, id) -> order
+        self.listeners: list[Listener] = []
+        self.market_open = True
+        self.auto_fill = True  # the SIM's instant fills; False leaves orders for ``fill``
+        # Vendor order ids are globally unique; a random start keeps two emulators apart.
+        self._order_ids = itertools.count(286_000_000 + secrets.randbelow(10_000_000) * 10)
+        self._position_ids = itertools.count(64_630_792)
+        self._groups = itertools.count(2_706_452_145)
+
+    # -- seeding -------------------------------------------------------------------------
+
+    def add_user(self, user_id: str, name: str | None = None) -> User:
+        user = self.users[user_id] = User(user_id, name or user_id)
+        return user
+
+    def add_account(
+        self, user_id: str, account_id: str, account_type: str, *, live: bool = True,
+        cash: Decimal | int | str = 0, alias: str | None = None,
+    ) -> AccountState:
+        if user_id not in self.users:
+            self.add_user(user_id)
+        if account_type not in ("Cash", "Margin", "Futures", "DVP", "Crypto"):
+            raise ValueError(f"unknown TradeStation account type {account_type!r}")
+        acct = AccountState(account_id, user_id, account_type, live, Decimal(str(cash)), alias)
+        self.accounts[account_id] = acct
+        return acct
+
+    def set_position(
+        self, account_id: str, symbol: str, quantity: Decimal | int | str,
+        average_price: Decimal | int | str,
+    ) -> None:
+        acct = self.accounts[account_id]
+        qty = Decimal(str(quantity))
+        if qty == 0:
+            acct.positions.pop(symbol, None)
+            return
+        acct.positions[symbol] = PositionState(
+            symbol, qty, Decimal(str(average_price)), self.clock(), str(next(self._position_ids))
+        )
+        self.quote(symbol)  # positions need a price
+
+    def set_quote(
+        self, symbol: str, bid: Decimal | int | str, ask: Decimal | int | str,
+        last: Decimal | int | str | None = None,
+    ) -> None:
+        sym = symbol.upper()
+        b, a = Decimal(str(bid)), Decimal(str(ask))
+        px = Decimal(str(last)) if last is not None else (b + a) / 2
+        q = self.quotes.get(sym)
+        if q is None:
+            self.quotes[sym] = QuoteState(sym, b, a, px, px, self.clock())
+        else:
+            q.bid, q.ask, q.last, q.updated = b, a, px, self.clock()
+            q.volume += 100
+        self.check_resting(sym)
+
+    def quote(self, symbol: str) -> QuoteState | None:
+        """The quote, creating futures quotes on demand from the contract table."""
+        sym = symbol.upper()
+        q = self.quotes.get(sym)
+        if q is not None:
+            return q
+        spec = symbols.future_spec(sym)
+        if spec is None or sym.startswith("/"):
+            return None
+        px = spec.reference_price
+        q = self.quotes[sym] = QuoteState(sym, px - spec.tick, px + spec.tick, px, px, self.clock())
+        return q
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def user_accounts(self, user_id: str, live: bool) -> list[AccountState]:
+        return [a for a in self.accounts.values() if a.user_id == user_id and a.live == live]
+
+    def account_orders(self, account_id: str) -> list[OrderState]:
+        return [o for o in self.orders.values() if o.account.id == account_id]
+
+    def todays_orders(self, account_id: str) -> list[OrderState]:
+        """Open orders and orders closed today (US Eastern), newest first."""
+        today = et_date(self.clock())
+        out = [o for o in self.account_orders(account_id)
+               if o.is_open or (o.closed is not None and et_date(o.closed) == today)]
+        return sorted(out, key=lambda o: (o.closed or o.opened), reverse=True)
+
+    def historical_orders(self, account_id: str, since: date) -> list[OrderState]:
+        """Orders closed from ``since`` up to yesterday, newest close first: the vendor serves
+        open and today's orders only from ``/orders`` ("prior to current date")."""
+        today = et_date(self.clock())
+        out = [o for o in self.account_orders(account_id)
+               if not o.is_open and o.closed is not None and since <= et_date(o.closed) < today]
+        return sorted(out, key=lambda o: o.closed or 0, reverse=True)
+
+    def position_payload(self, acct: AccountState, pos: PositionState) -> dict[str, Any]:
+        q = self.quote(pos.symbol)
+        last = q.last if q else pos.average_price
+        mult = symbols.multiplier(pos.symbol)
+        is_future = symbols.future_spec(pos.symbol) is not None
+        market_value = pos.quantity * last * mult
+        cost = pos.quantity * pos.average_price * mult
+        pnl = market_value - cost
+        pct = (pnl / abs(cost) * 100) if cost else ZERO
+        margin = self._initial_margin(pos.symbol) * abs(pos.quantity) if is_future else ZERO
+        return {
+            "AccountID": acct.id, "AveragePrice": s(pos.average_price),
+            "AssetType": "FUTURE" if is_future else "STOCK",
+            "Last": s(last), "Bid": s(q.bid if q else last), "Ask": s(q.ask if q else last),
+            "ConversionRate": "1", "DayTradeRequirement": s(margin / 2) if is_future else "0",
+            "InitialRequirement": s(margin), "MaintenanceMargin": s(margin * MAINTENANCE_SHARE),
+            "LongShort": "Long" if pos.quantity > 0 else "Short",
+            "MarkToMarketPrice": s(pos.average_price), "MarketValue": s(market_value),
+            "PositionID": pos.position_id, "Quantity": s(pos.quantity), "Symbol": pos.symbol,
+            "Timestamp": iso(pos.opened), "TodaysProfitLoss": s(pnl), "TotalCost": s(cost),
+            "UnrealizedProfitLoss": s(pnl), "UnrealizedProfitLossPercent": s(pct),
+            "UnrealizedProfitLossQty": s((last - pos.average_price) * mult),
+        }
+
+    def _marks(self, acct: AccountState) -> tuple[Decimal, Decimal, Decimal]:
+        """(signed market value, gross market value, unrealized P/L) of the positions."""
+        mv = gross = pnl = ZERO
+        for pos in acct.positions.values():
+            q = self.quote(pos.symbol)
+            last = q.last if q else pos.average_price
+            mult = symbols.multiplier(pos.symbol)
+            mv += pos.quantity * last * mult
+            gross += abs(pos.quantity) * last * mult
+            pnl += pos.quantity * (last - pos.average_price) * mult
+        return mv, gross, pnl
+
+    def _initial_margin(self, symbol: str) -> Decimal:
+        spec = symbols.future_spec(symbol)
+        if spec is None:
+            return ZERO
+        q = self.quote(symbol)
+        price = q.last if q else spec.reference_price
+        return (price * spec.multiplier * FUTURES_MARGIN_RATE).quantize(Decimal(1))
+
+    def _reserved(self, acct: AccountState) -> Decimal:
+        """Buying power held by working orders that open or add to positions."""
+        total = ZERO
+        for o in self.account_orders(acct.id):
+            if o.is_open and o.status != "DON":
+                total += self._order_cost(acct, o.symbol, self._opening_quantity(o), o.price_for_bp)
+        return total
+
+    def _order_cost(self, acct: AccountState, symbol: str, qty: Decimal, price: Decimal) -> Decimal:
+        if acct.type == "Futures":
+            return self._initial_margin(symbol) * qty
+        return qty * price
+
+    def buying_power(self, acct: AccountState) -> Decimal:
+        mv, gross, pnl = self._marks(acct)
+        reserved = self._reserved(acct)
+        if acct.type == "Futures":
+            used = sum((self._initial_margin(p.symbol) * abs(p.quantity)
+                        for p in acct.positions.values()), ZERO)
+            return max(ZERO, acct.cash + pnl - used - reserved)
+        if acct.type == "Margin":
+            # Reg T overnight: twice the equity not already used by positions.
+            return max(ZERO, 2 * (acct.cash + mv) - gross - reserved)
+        return max(ZERO, acct.cash - reserved)
+
+    def balance_payload(self, acct: AccountState) -> dict[str, Any]:
+        mv, gross, pnl = self._marks(acct)
+        bp = self.buying_power(acct)
+        out: dict[str, Any] = {
+            "AccountID": acct.id, "AccountType": acct.type, "BuyingPower": s(bp),
+            "Commission": "0", "TodaysProfitLoss": s(pnl + acct.realized), "UnclearedDeposit": "0",
+        }
+        if acct.type == "Futures":
+            initial = sum((self._initial_margin(p.symbol) * abs(p.quantity)
+                           for p in acct.positions.values()), ZERO)
+            open_margin = self._reserved(acct)
+            equity = acct.cash + pnl
+            out.update({
+                "CashBalance": s(acct.cash), "Equity": s(equity), "MarketValue": s(gross),
+                "BalanceDetail": {
+                    "DayTradeExcess": s(bp), "RealizedProfitLoss": s(acct.realized),
+                    "UnrealizedProfitLoss": s(pnl), "DayTradeOpenOrderMargin": s(open_margin / 2),
+                    "OpenOrderMargin": s(open_margin), "DayTradeMargin": s(initial / 2),
+                    "InitialMargin": s(initial),
+                    "MaintenanceMargin": s(initial * MAINTENANCE_SHARE),
+                    "TradeEquity": s(pnl), "SecurityOnDeposit": "0",
+                    "TodayRealTimeTradeEquity": s(pnl),
+                },
+                "CurrencyDetails": [{
+                    "Currency": "USD", "Commission": "0", "CashBalance": s(acct.cash),
+                    "RealizedProfitLoss": s(acct.realized), "UnrealizedProfitLoss": s(pnl),
+                    "InitialMargin": s(initial),
+                    "MaintenanceMargin": s(initial * MAINTENANCE_SHARE),
+                    "AccountConversionRate": "1",
+                }],
+            })
+            return out
+        cost = sum((p.quantity * p.average_price for p in acct.positions.values()), ZERO)
+        out.update({
+            "CashBalance": s(acct.cash), "Equity": s(acct.cash + mv), "MarketValue": s(mv),
+            "BalanceDetail": {
+                "CostOfPositions": s(cost), "DayTrades": "0",
+                "MaintenanceRate": s(gross * Decimal("0.25")), "OptionBuyingPower": s(bp),
+                "OptionsMarketValue": "0", "OvernightBuyingPower": s(bp),
+                "RequiredMargin": s(gross / 2 if acct.type == "Margin" else gross),
+                "RealizedProfitLoss": s(acct.realized), "UnrealizedProfitLoss": s(pnl),
+            },
+        })
+        return out
+
+    # -- order entry ---------------------------------------------------------------------
+
+    def _emit(self, order: OrderState) -> None:
+        for listener in list(self.listeners):
+            listener(order)
+
+    def place(
+        self, user_id: str, client_id: str, body: dict[str, Any], *, live: bool,
+        parent: OrderState | None = None, work: bool = True,
+    ) -> OrderState:
+        """Validate and enter one order (with its OSO children); raises ``OrderRejected`` or
+        ``BadRequest``. Business rejections found after entry (buying power, closed market)
+        leave a REJ order behind, as the vendor's Errors entries carry an OrderID."""
+        acct = self.accounts.get(str(body.get("AccountID", "")))
+        if acct is None or acct.user_id != user_id or acct.live != live:
+            raise OrderRejected(REASON_INVALID_ACCOUNT.format(account_id=body.get("AccountID")))
+        confirm = body.get("OrderConfirmID")
+        if confirm is not None:
+            existing = self.confirm_ids.get((client_id, user_id, confirm))
+            if existing is not None:
+                raise OrderRejected(REASON_DUPLICATE, existing)
+        if not acct.brokerage:
+            raise OrderRejected(REASON_ACCOUNT_TYPE)
+        sym = str(body.get("Symbol", "")).upper()
+        q = self.quote(sym)
+        if q is None:
+            raise OrderRejected(REASON_INVALID_SYMBOL.format(symbol=sym))
+        is_future = symbols.future_spec(sym) is not None
+        kind = "Futures" if is_future else "Equity"
+        if is_future != (acct.type == "Futures"):
+            raise OrderRejected(REASON_WRONG_ACCOUNT.format(kind=kind, account_type=acct.type))
+        action = str(body.get("TradeAction", "")).upper()
+        if action not in (FUTURE_ACTIONS if is_future else EQUITY_ACTIONS):
+            raise OrderRejected(REASON_BAD_ACTION.format(action=action, kind=kind.lower()))
+        qty = parse_decimal(body.get("Quantity"), "Quantity")
+        if qty <= 0 or qty != qty.to_integral_value():
+            raise BadRequest("Quantity must be a positive whole number.")
+        order_type = str(body.get("OrderType"))
+        limit = stop = None
+        if order_type in ("Limit", "StopLimit"):
+            if body.get("LimitPrice") in (None, ""):
+                raise BadRequest(f"LimitPrice is required for {order_type} orders.")
+            limit = parse_decimal(body["LimitPrice"], "LimitPrice")
+        if order_type in ("StopMarket", "StopLimit"):
+            if body.get("StopPrice") in (None, ""):
+                raise BadRequest(f"StopPrice is required for {order_type} orders.")
+            stop = parse_decimal(body["StopPrice"], "StopPrice")
+        for name, price in (("LimitPrice", limit), ("StopPrice", stop)):
+            if price is not None and price <= 0:
+                raise BadRequest(f"{name} must be greater than zero.")
+        duration = str(body.get("TimeInForce", {}).get("Duration", "DAY")).upper()
+        if parent is None:
+            self._check_position(acct, sym, action, qty)
+        order = OrderState(
+            id=str(next(self._order_ids)), account=acct, symbol=sym,
+            asset_type="FUTURE" if is_future else "STOCK", action=action, quantity=qty,
+            order_type=order_type, duration=duration, limit_price=limit, stop_price=stop,
+            confirm_id=confirm, client_id=client_id, opened=self.clock(),
+            route=str(body.get("Route") or "Intelligent"),
+            parent_id=parent.id if parent else None,
+        )
+        order.price_for_bp = limit or stop or (q.ask if order.is_buy else q.bid) or q.last
+        if parent is not None:
+            order.status = "DON"  # queued until the parent fills
+            self._register(order, user_id)
+            return order
+        try:
+            self._risk_checks(order)  # before registering: the order must not reserve for itself
+        except OrderRejected as e:
+            self._register(order, user_id)
+            self._close(order, "REJ", reason=e.reason)
+            raise OrderRejected(e.reason, order.id) from None
+        order.status = "OPN"
+        self._register(order, user_id)
+        children: list[OrderState] = []
+        for oso in body.get("OSOs") or []:
+            placed, errors = self.place_group(
+                user_id, client_id, str(oso.get("Type", "NORMAL")), list(oso.get("Orders") or []),
+                live=live, parent=order,
+            )
+            children.extend(placed)
+            if errors:
+                # The vendor refuses the whole request when one of its orders is invalid.
+                self._discard([order, *children], user_id)
+                raise errors[0]
+        if work:
+            self.activate(order)
+        return order
+
+    def activate(self, order: OrderState) -> None:
+        """Announce a newly entered order (and its queued children), then work it."""
+        self._emit(order)
+        for child_id in order.children:
+            self._emit(self.orders[child_id])
+        self._work(order)
+
+    def _register(self, order: OrderState, user_id: str) -> None:
+        self.orders[order.id] = order
+        if order.confirm_id is not None and order.client_id is not None:
+            self.confirm_ids[(order.client_id, user_id, order.confirm_id)] = order.id
+
+    def _discard(self, orders: list[OrderState], user_id: str) -> None:
+        for o in orders:
+            self.orders.pop(o.id, None)
+            if o.confirm_id is not None and o.client_id is not None:
+                self.confirm_ids.pop((o.client_id, user_id, o.confirm_id), None)
+
+    def _check_position(self, acct: AccountState, sym: str, action: str, qty: Decimal) -> None:
+        if acct.type == "Futures":
+            return
+        held = acct.positions[sym].quantity if sym in acct.positions else ZERO
+        if action == "SELL" and qty > max(held, ZERO):
+            raise OrderRejected(REASON_SELL_EXCEEDS.format(qty=s(qty), held=s(max(held, ZERO))))
+        if action == "BUYTOCOVER" and qty > max(-held, ZERO):
+            raise OrderRejected(REASON_COVER_EXCEEDS.format(qty=s(qty), held=s(max(-held, ZERO))))
+        if action == "SELLSHORT":
+            if acct.type == "Cash":
+                raise OrderRejected(REASON_NO_SHORT_IN_CASH)
+            if held > 0:
+                raise OrderRejected(REASON_CLOSE_LONG_FIRST.format(symbol=sym))
+        if action == "BUY" and held < 0:
+            raise OrderRejected(REASON_USE_COVER.format(symbol=sym))
+
+    def _opening_quantity(self, order: OrderState) -> Decimal:
+        """The part of the order's remaining quantity that opens or adds to a position."""
+        acct = order.account
+        if acct.type != "Futures":
+            return order.remaining if order.action in OPENING_ACTIONS else ZERO
+        held = acct.positions[order.symbol].quantity if order.symbol in acct.positions else ZERO
+        signed = order.remaining if order.is_buy else -order.remaining
+        return max(ZERO, abs(held + signed) - abs(held))
+
+    def _risk_checks(self, order: OrderState) -> None:
+        if not self.market_open and order.order_type == "Market":
+            raise OrderRejected(REASON_MARKET_CLOSED.format(symbol=order.symbol))
+        opening = self._opening_quantity(order)
+        if opening == 0:
+            return
+        acct = order.account
+        required = self._order_cost(acct, order.symbol, opening, order.price_for_bp)
+        available = self.buying_power(acct)
+        if required > available:
+            raise OrderRejected(REASON_BUYING_POWER.format(
+                available=f"{available:.2f}", required=f"{required:.2f}"))
+
+    def place_group(
+        self, user_id: str, client_id: str, group_type: str, bodies: list[dict[str, Any]], *,
+        live: bool, parent: OrderState | None = None,
+    ) -> tuple[list[OrderState], list[OrderRejected]]:
+        """Enter siblings (OCO/BRK/NORMAL); each is its own order, as the vendor notes. They
+        are linked before any is worked, so a sibling that fills at once cancels the others."""
+        placed: list[OrderState] = []
+        errors: list[OrderRejected] = []
+        for body in bodies:
+            try:
+                placed.append(self.place(user_id, client_id, body, live=live, parent=parent,
+                                         work=False))
+            except OrderRejected as e:
+                errors.append(e)
+        kind = group_type.upper()
+        if kind in ("BRK", "OCO") and len(placed) > 1:
+            name = f"{kind} {next(self._groups)}"
+            for o in placed:
+                o.group_type, o.group_name = kind, name
+                o.siblings = [p.id for p in placed if p is not o]
+        if parent is not None:
+            parent.children.extend(o.id for o in placed)
+        else:
+            for o in placed:
+                if o.is_open:
+                    self.activate(o)
+        return placed, errors
+
+    # -- order life ----------------------------------------------------------------------
+
+    def _close(self, order: OrderState, status: str, *, reason: str | None = None) -> None:
+        order.status = status
+        order.closed = self.clock()
+        if reason:
+            order.reject_reason = reason
+        self._emit(order)
+        if status in ("CAN", "EXP", "REJ", "OUT", "TSC"):
+            for child_id in order.children:
+                child = self.orders[child_id]
+                if child.is_open:
+                    self._close(child, "CAN")
+
+    def cancel(self, order_id: str) -> OrderState:
+        order = self.orders[order_id]
+        if not order.is_open:
+            raise BadRequest(
+                f"Order {order_id} cannot be canceled: it is {STATUS_TEXT[order.status]}."
+            )
+        self._close(order, "CAN")
+        return order
+
+    def reject(self, order_id: str, reason: str) -> OrderState:
+        """Test control: the exchange rejects a working order."""
+        order = self.orders[order_id]
+        self._close(order, "REJ", reason=reason)
+        return order
+
+    def expire_day_orders(self) -> list[OrderState]:
+        """Test control: the session ends; DAY orders expire."""
+        out = []
+        for order in list(self.orders.values()):
+            if order.is_open and order.duration in ("DAY", "DYP") and order.status != "DON":
+                self._close(order, "EXP")
+                out.append(order)
+        return out
+
+    def fill(
+        self, order_id: str, quantity: Decimal | int | str, price: Decimal | int | str,
+    ) -> OrderState:
+        """Test control: execute part or all of an order at ``price``."""
+        order = self.orders[order_id]
+        qty = Decimal(str(quantity))
+        if not order.is_open or order.status == "DON":
+            raise ValueError(f"order {order_id} is not working ({order.status})")
+        if qty <= 0 or qty > order.remaining:
+            raise ValueError(f"fill quantity {qty} must be within the remaining {order.remaining}")
+        self._execute(order, qty, Decimal(str(price)))
+        return order
+
+    def _execute(self, order: OrderState, qty: Decimal, price: Decimal) -> None:
+        acct = order.account
+        signed = qty if order.is_buy else -qty
+        mult = symbols.multiplier(order.symbol)
+        pos = acct.positions.get(order.symbol)
+        held = pos.quantity if pos else ZERO
+        new_qty = held + signed
+        if held == 0 or (held > 0) == (signed > 0):
+            avg = ((abs(held) * (pos.average_price if pos else ZERO)) + qty * price) / abs(new_qty)
+        else:
+            closed_qty = min(abs(signed), abs(held))
+            assert pos is not None
+            realized = (price - pos.average_price) * closed_qty * mult * (1 if held > 0 else -1)
+            acct.realized += realized
+            if acct.type == "Futures":
+                acct.cash += realized
+            avg = pos.average_price if abs(signed) <= abs(held) else price
+        if acct.type != "Futures":
+            acct.cash -= signed * price
+        if new_qty == 0:
+            acct.positions.pop(order.symbol, None)
+        elif pos is None or (held > 0) != (new_qty > 0):
+            acct.positions[order.symbol] = PositionState(
+                order.symbol, new_qty, avg, self.clock(), str(next(self._position_ids)))
+        else:
+            pos.quantity, pos.average_price = new_qty, avg
+        order.filled += qty
+        order.filled_value += qty * price
+        if order.remaining == 0:
+            self._close(order, "FLL")
+            self._on_filled(order)
+        else:
+            order.status = "FPR"
+            self._emit(order)
+            self._cancel_siblings(order)
+
+    def _on_filled(self, order: OrderState) -> None:
+        self._cancel_siblings(order)
+        for child_id in order.children:
+            child = self.orders[child_id]
+            if child.status != "DON":
+                continue
+            try:
+                self._check_position(child.account, child.symbol, child.action, child.quantity)
+            except OrderRejected as e:
+                self._close(child, "REJ", reason=e.reason)
+                continue
+            child.status = "OPN"
+            self._emit(child)
+            self._work(child)
+
+    def _cancel_siblings(self, order: OrderState) -> None:
+        if order.group_type not in ("BRK", "OCO"):
+            return
+        for sib_id in order.siblings:
+            sib = self.orders[sib_id]
+            if sib.is_open:
+                self._close(sib, "CAN")
+
+    def _work(self, order: OrderState) -> None:
+        """Fill what the current quote allows; IOC/FOK leftovers are cancelled (UROut)."""
+        if not order.is_open or order.status == "DON":
+            return
+        q = self.quote(order.symbol)
+        if q is not None and self.auto_fill:
+            price = self._executable_price(order, q)
+            if price is not None:
+                self._execute(order, order.remaining, price)
+        if order.is_open and order.duration in ("IOC", "FOK") and self.auto_fill:
+            self._close(order, "OUT")
+
+    def _executable_price(self, order: OrderState, q: QuoteState) -> Decimal | None:
+        touch = (q.ask if order.is_buy else q.bid) or q.last
+        if order.order_type in ("StopMarket", "StopLimit") and not order.stop_triggered:
+            assert order.stop_price is not None
+            hit = q.last >= order.stop_price if order.is_buy else q.last <= order.stop_price
+            if not hit:
+                return None
+            order.stop_triggered = True
+        if order.order_type in ("Market", "StopMarket"):
+            return touch
+        assert order.limit_price is not None
+        if order.is_buy and touch <= order.limit_price:
+            return touch
+        if not order.is_buy and touch >= order.limit_price:
+            return touch
+        return None
+
+    def check_resting(self, symbol: str) -> None:
+        for order in list(self.orders.values()):
+            if order.symbol == symbol and order.is_open:
+                self._work(order)
+
+    def orders_payload(self, orders: Iterable[OrderState]) -> list[dict[str, Any]]:
+        return [o.payload() for o in orders]

@@ -1,0 +1,621 @@
+"""Tradecord Paper through its adapter, on a real migrated database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from adapters.base import AdapterContext
+from adapters.errors import (
+    AssetClassNotSupported,
+    BrokerError,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotCancelable,
+    OrderNotFound,
+    RateLimited,
+    SymbolNotFound,
+)
+from adapters.models import (
+    AccountRef,
+    AccountType,
+    Environment,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Quote,
+    Side,
+    TimeInForce,
+)
+from adapters.paper import PaperBroker, SimulatedFeed, reset, sweep_all
+from adapters.paper.models import PaperFill, PaperOrder, PaperPosition
+from adapters.registry import get_adapter_class
+from bot.db import Database
+from bot.models import Connection, ConnectionAccount
+
+from .conftest import SATURDAY, BrokerFactory, FakeClock, new_paper_connection, stored_residual
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*drops timezone information:DeprecationWarning")
+D = Decimal
+MKT, LMT, STP, STPLMT = OrderType.MARKET, OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT
+DAY, GTC, IOC, FOK = TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
+BUY, SELL = Side.BUY, Side.SELL
+
+
+def req(symbol: str, side: Side, qty: str | int, order_type: OrderType = MKT,
+        tif: TimeInForce = DAY, *, limit: str | None = None, stop: str | None = None,
+        cid: str | None = None) -> OrderRequest:
+    return OrderRequest(symbol, side, D(qty), order_type, tif,
+                        D(limit) if limit is not None else None,
+                        D(stop) if stop is not None else None, cid)
+
+
+async def count(db: Database, model: Any, **where: Any) -> int:
+    async with db.session() as s:
+        query = select(func.count()).select_from(model)
+        for name, value in where.items():
+            query = query.where(getattr(model, name) == value)
+        return int(await s.scalar(query) or 0)
+
+
+# -- accounts and registration --------------------------------------------------------------
+
+
+async def test_registered_and_account_matches_the_member_connection(
+    db: Database, broker: PaperBroker, connection_id: int
+) -> None:
+    assert get_adapter_class("paper") is PaperBroker
+    assert PaperBroker.oauth is None  # built in: nothing to authorize
+    [account] = await broker.fetch_accounts()
+    assert (account.type, account.environment, account.currency) == (
+        AccountType.MARGIN, Environment.PAPER, "USD"
+    )
+    async with db.session() as s:
+        chosen = await s.scalar(
+            select(ConnectionAccount.account_id).where(
+                ConnectionAccount.connection_id == connection_id
+            )
+        )
+    assert chosen == account.id == f"TCP{connection_id:08d}"
+    balance = await broker.fetch_balance(account.ref())
+    assert (balance.cash, balance.equity, balance.buying_power) == (D(100000),) * 3
+    assert balance.info["simulated"] is True
+
+
+async def test_starting_cash_setting(make_broker: BrokerFactory) -> None:
+    broker = make_broker(starting_cash=D(25000))
+    [account] = await broker.fetch_accounts()
+    assert (await broker.fetch_balance(account.ref())).cash == D(25000)
+
+
+def test_bad_settings_are_refused(db: Database) -> None:
+    with pytest.raises(ValueError, match="market_price_type 'close'"):
+        PaperBroker(AdapterContext(extra={"db": db, "connection_id": 1,
+                                          "market_price_type": "close"}))
+    with pytest.raises(ValueError, match="fill_hours"):
+        PaperBroker(AdapterContext(extra={"db": db, "connection_id": 1, "fill_hours": "9-5"}))
+    with pytest.raises(ValueError, match="connection_id"):
+        PaperBroker(AdapterContext(extra={"db": db}))
+
+
+async def test_another_accounts_ref_is_refused(broker: PaperBroker, ref: AccountRef) -> None:
+    other = AccountRef("TCP99999999", AccountType.MARGIN, Environment.PAPER)
+    with pytest.raises(BrokerError, match="not the paper account of this connection"):
+        await broker.fetch_positions(other)
+    with pytest.raises(AssetClassNotSupported):
+        cash = AccountRef(ref.id, AccountType.CASH, Environment.PAPER)
+        await broker.create_order(cash, req("AAPL", BUY, 1))
+
+
+# -- market orders and price types ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("price_type", "buy_at", "sell_at"),
+    [("mid", "100.05", "100.05"), ("bid_ask", "100.10", "100.00"), ("ask", "100.10", "100.10"),
+     ("bid", "100.00", "100.00"), ("last", "100.07", "100.07")],
+)
+async def test_market_orders_fill_at_the_price_type(
+    make_broker: BrokerFactory, feed: SimulatedFeed, price_type: str, buy_at: str, sell_at: str
+) -> None:
+    broker = make_broker(market_price_type=price_type)
+    [account] = await broker.fetch_accounts()
+    feed.set_quote("AAPL", D("100.00"), D("100.10"), D("100.07"))
+    bought = await broker.create_order(account.ref(), req("AAPL", BUY, 10))
+    assert (bought.status, bought.filled_quantity, bought.average_fill_price) == (
+        OrderStatus.FILLED, D(10), D(buy_at)
+    )
+    assert bought.info["simulated"] is True
+    sold = await broker.create_order(account.ref(), req("AAPL", SELL, 10))
+    assert sold.average_fill_price == D(sell_at)
+    balance = await broker.fetch_balance(account.ref())
+    assert balance.cash == D(100000) + (D(sell_at) - D(buy_at)) * 10
+    assert balance.realized_pnl == (D(sell_at) - D(buy_at)) * 10
+
+
+# -- limits and stops -----------------------------------------------------------------------
+
+
+async def test_limit_buy_rests_then_fills_never_above_its_limit(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("MSFT", D("500.00"), D("500.20"))
+    order = await broker.create_order(ref, req("MSFT", BUY, 5, LMT, GTC, limit="499.00"))
+    assert order.status is OrderStatus.OPEN and order.filled_quantity == 0
+    assert await broker.sweep() == []
+    feed.set_quote("MSFT", D("499.50"), D("499.60"))  # mid 499.55: not yet
+    assert await broker.sweep() == []
+    feed.set_quote("MSFT", D("498.40"), D("498.60"))
+    [update] = await broker.sweep()
+    assert (update.event, update.fill_quantity, update.fill_price) == ("fill", D(5), D("498.5"))
+    assert update.execution_id == f"{order.id}-F1"
+    assert update.order.status is OrderStatus.FILLED
+    assert await broker.sweep() == []
+    [position] = await broker.fetch_positions(ref)
+    assert (position.quantity, position.average_price) == (D(5), D("498.5"))
+
+
+async def test_marketable_limit_sell_fills_at_the_better_price(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("SPY", D("680.00"), D("680.02"))
+    order = await broker.create_order(ref, req("SPY", SELL, 3, LMT, DAY, limit="675"))
+    assert (order.status, order.average_fill_price) == (OrderStatus.FILLED, D("680.01"))
+
+
+async def test_buy_stop_triggers_at_the_ask_and_fills_as_market(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("NVDA", D("189.00"), D("189.10"))
+    order = await broker.create_order(ref, req("NVDA", BUY, 10, STP, GTC, stop="190"))
+    assert order.status is OrderStatus.OPEN
+    feed.set_quote("NVDA", D("189.80"), D("189.99"))
+    assert await broker.sweep() == []
+    feed.set_quote("NVDA", D("190.00"), D("190.10"))
+    [update] = await broker.sweep()
+    assert update.fill_price == D("190.05")
+    assert update.order.info["triggered_at"] is not None
+
+
+async def test_sell_stop_limit_triggers_then_waits_for_its_limit(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AMD", D("100.00"), D("100.10"))
+    await broker.create_order(ref, req("AMD", BUY, 10))
+    order = await broker.create_order(ref, req("AMD", SELL, 10, STPLMT, GTC, stop="95",
+                                               limit="94.50"))
+    feed.set_quote("AMD", D("94.00"), D("94.20"))  # gap through the stop and the limit
+    assert await broker.sweep() == []
+    [working] = await broker.fetch_open_orders(ref)
+    assert working.id == order.id and working.info["triggered_at"] is not None
+    feed.set_quote("AMD", D("96.00"), D("96.20"))  # back above the stop: still a working limit
+    [update] = await broker.sweep()
+    assert update.fill_price == D("96.10") and update.fill_price >= D("94.50")
+    assert await broker.fetch_positions(ref) == []
+
+
+# -- ioc / fok ------------------------------------------------------------------------------
+
+
+async def test_ioc_and_fok_fill_at_once_or_cancel(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("KO", D("70.00"), D("70.02"))
+    missed = await broker.create_order(ref, req("KO", BUY, 100, LMT, IOC, limit="69"))
+    assert missed.status is OrderStatus.CANCELLED and missed.filled_quantity == 0
+    assert missed.reject_reason is not None and "IOC" in missed.reject_reason
+    fok_miss = await broker.create_order(ref, req("KO", BUY, 100, LMT, FOK, limit="69.99"))
+    assert fok_miss.status is OrderStatus.CANCELLED
+    assert await count(db, PaperFill) == 0 and await broker.fetch_positions(ref) == []
+    fok = await broker.create_order(ref, req("KO", BUY, 100, MKT, FOK))
+    assert (fok.status, fok.filled_quantity) == (OrderStatus.FILLED, D(100))
+    assert await broker.fetch_open_orders(ref) == []
+    with pytest.raises(InvalidOrder, match="IOC works with market and limit orders only"):
+        await broker.create_order(ref, req("KO", SELL, 1, STP, IOC, stop="60"))
+
+
+# -- day expiry and exchange hours ----------------------------------------------------------
+
+
+async def test_day_orders_expire_at_the_end_of_the_trading_day(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    feed.set_quote("JPM", D("310.00"), D("310.10"))
+    day = await broker.create_order(ref, req("JPM", BUY, 1, LMT, DAY, limit="300"))
+    gtc = await broker.create_order(ref, req("JPM", BUY, 1, LMT, GTC, limit="300"))
+    assert day.info["expires_at"] == "2026-12-01T21:00:00+00:00"  # 16:00 New York
+    assert gtc.info["expires_at"] is None
+    clock.advance(hours=5, minutes=59)
+    assert await broker.sweep() == []
+    clock.advance(minutes=1)
+    [update] = await broker.sweep()
+    assert (update.event, update.order.id, update.order.status) == (
+        "expired", day.id, OrderStatus.EXPIRED
+    )
+    assert [o.id for o in await broker.fetch_open_orders(ref)] == [gtc.id]
+    assert (await broker.fetch_balance(ref)).buying_power == D(100000) - 300
+
+
+async def test_exchange_hours_closed_on_saturday_then_fill_at_the_open(
+    make_broker: BrokerFactory, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    clock.at = SATURDAY
+    broker = make_broker(fill_hours="exchange")
+    [account] = await broker.fetch_accounts()
+    ref = account.ref()
+    feed.set_quote("AAPL", D("265.00"), D("265.10"))
+    resting = await broker.create_order(ref, req("AAPL", BUY, 2))
+    assert resting.status is OrderStatus.OPEN and resting.filled_quantity == 0
+    assert resting.info["expires_at"] == "2026-11-30T21:00:00+00:00"  # Monday's close
+    with pytest.raises(MarketClosed, match=r"IOC orders cannot wait for the open"):
+        await broker.create_order(ref, req("AAPL", BUY, 2, LMT, IOC, limit="266"))
+    futures = await broker.create_order(ref, req("/ES", BUY, 1, MKT, GTC))
+    assert futures.status is OrderStatus.OPEN  # CME is shut on Saturday too
+    crypto = await broker.create_order(ref, req("BTCUSD", BUY, "0.01", MKT, GTC))
+    assert crypto.status is OrderStatus.FILLED  # crypto never closes
+    assert await broker.sweep() == []
+    clock.at = SATURDAY.replace(day=30, hour=14, minute=31)  # Monday 09:31 New York
+    updates = await broker.sweep()
+    assert sorted(u.order.symbol for u in updates) == ["/ES", "AAPL"]
+    assert all(u.event == "fill" for u in updates)
+
+
+async def test_exchange_hours_weekday_session_fills_at_once(make_broker: BrokerFactory) -> None:
+    broker = make_broker(fill_hours="exchange")
+    [account] = await broker.fetch_accounts()
+    order = await broker.create_order(account.ref(), req("XOM", BUY, 1, MKT, IOC))
+    assert order.status is OrderStatus.FILLED
+
+
+# -- shorts, futures, crypto ----------------------------------------------------------------
+
+
+async def test_short_cover_and_flip_keep_cash_and_pnl_right(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("TSLA", D("400.00"), D("400.00"))
+    await broker.create_order(ref, req("TSLA", SELL, 10))
+    [short] = await broker.fetch_positions(ref)
+    assert (short.quantity, short.average_price, short.side) == (D(-10), D(400), "short")
+    balance = await broker.fetch_balance(ref)
+    assert balance.cash == D(104000) and balance.equity == D(100000)
+    assert balance.buying_power == D(96000)  # the short holds its value
+    assert balance.info["short_market_value"] == "4000"
+    feed.set_quote("TSLA", D("380.00"), D("380.00"))
+    [short] = await broker.fetch_positions(ref)
+    assert short.unrealized_pnl == D(200) and short.market_value == D(-3800)
+    await broker.create_order(ref, req("TSLA", BUY, 15))
+    [long_] = await broker.fetch_positions(ref)
+    assert (long_.quantity, long_.average_price) == (D(5), D(380))  # reset on the flip
+    balance = await broker.fetch_balance(ref)
+    assert balance.realized_pnl == D(200)
+    assert balance.cash == D(104000) - 15 * D(380)
+    assert balance.equity == D(100200)
+    assert await stored_residual(db, ref.id) == 0
+
+
+async def test_futures_multiplier_margin_and_pnl(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("ESZ6", D("5899.75"), D("5900.25"))
+    await broker.create_order(ref, req("ESZ6", BUY, 2))
+    [pos] = await broker.fetch_positions(ref)
+    assert (pos.quantity, pos.average_price, pos.multiplier) == (D(2), D(5900), D(50))
+    balance = await broker.fetch_balance(ref)
+    assert balance.cash == D(100000)  # futures move no cash on open
+    assert balance.buying_power == D(100000) - D(59000)  # 10 % of 2 × 5900 × 50
+    feed.set_quote("ESZ6", D("5909.75"), D("5910.25"))
+    [pos] = await broker.fetch_positions(ref)
+    assert pos.unrealized_pnl == D(1000) and pos.market_value == D(591000)
+    await broker.create_order(ref, req("ESZ6", SELL, 2))
+    balance = await broker.fetch_balance(ref)
+    assert (balance.cash, balance.realized_pnl) == (D(101000), D(1000))
+    assert await stored_residual(db, ref.id) == 0
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("ESZ6", BUY, 4))
+    assert "$118,200.00 of initial margin" in str(e.value) and "$101,000.00" in str(e.value)
+    with pytest.raises(InvalidOrder, match=r"ticks of 0.25"):
+        await broker.create_order(ref, req("ESZ6", BUY, 1, LMT, GTC, limit="5900.10"))
+
+
+async def test_crypto_trades_in_fractions(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("BTCUSD", D("95000.00"), D("95010.00"))
+    order = await broker.create_order(ref, req("btc/usd", BUY, "0.12345678", MKT, GTC))
+    assert order.symbol == "BTCUSD" and order.average_fill_price == D(95005)
+    balance = await broker.fetch_balance(ref)
+    assert balance.cash == D(100000) - (D("0.12345678") * D(95005)).quantize(D("0.01"))
+    await broker.create_order(ref, req("BTC-USD", SELL, "0.00000001", MKT, IOC))
+    [pos] = await broker.fetch_positions(ref)
+    assert pos.quantity == D("0.12345677")
+    assert await stored_residual(db, ref.id) == 0
+    with pytest.raises(InvalidOrder, match="at most 8 decimals"):
+        await broker.create_order(ref, req("BTCUSD", BUY, "0.123456789", MKT, GTC))
+    with pytest.raises(InvalidOrder, match="day"):
+        await broker.create_order(ref, req("BTCUSD", BUY, "1", MKT, DAY))
+    with pytest.raises(InvalidOrder, match="whole quantities"):
+        await broker.create_order(ref, req("AAPL", BUY, "0.5"))
+
+
+# -- buying power and validation ------------------------------------------------------------
+
+
+async def test_buying_power_is_checked_and_reserved_by_open_orders(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("AAPL", BUY, 401))
+    assert "needs $100,250.00" in str(e.value) and "has $100,000.00 available" in str(e.value)
+    await broker.create_order(ref, req("AAPL", BUY, 300, LMT, GTC, limit="200"))  # 60,000 held
+    assert (await broker.fetch_balance(ref)).buying_power == D(40000)
+    with pytest.raises(InsufficientBuyingPower):
+        await broker.create_order(ref, req("MSFT", SELL, 100, LMT, GTC, limit="500"))  # short
+    await broker.create_order(ref, req("AAPL", BUY, 160))  # exactly the rest
+    assert (await broker.fetch_balance(ref)).buying_power == 0
+    # Closing needs no buying power even when there is none.
+    closing = await broker.create_order(ref, req("AAPL", SELL, 160))
+    assert closing.status is OrderStatus.FILLED
+    assert await count(db, PaperOrder) == 3
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (req("AAPL", BUY, 1, LMT), "needs a limit price"),
+        (req("AAPL", BUY, 1, MKT, limit="10"), "takes no limit price"),
+        (req("AAPL", BUY, 1, STPLMT, limit="10"), "needs a stop price"),
+        (req("AAPL", BUY, 0), "more than zero"),
+        (req("AAPL", BUY, 1, LMT, limit="-1"), "more than zero"),
+        (req("AAPL", BUY, 1, LMT, limit="1.000000001"), "at most 8 decimals"),
+    ],
+)
+async def test_invalid_orders_say_what_to_fix(
+    db: Database, broker: PaperBroker, ref: AccountRef, request_: OrderRequest, message: str
+) -> None:
+    with pytest.raises(InvalidOrder, match=message):
+        await broker.create_order(ref, request_)
+    assert await count(db, PaperOrder) == 0
+
+
+async def test_unknown_symbols(broker: PaperBroker, ref: AccountRef) -> None:
+    with pytest.raises(SymbolNotFound, match="does not know the symbol QQQQX"):
+        await broker.create_order(ref, req("QQQQX", BUY, 1))
+    with pytest.raises(SymbolNotFound):
+        await broker.fetch_quote("QQQQX")
+
+
+# -- orders: lookups, cancel, history -------------------------------------------------------
+
+
+async def test_cancel_lookup_and_history(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    feed.set_quote("HD", D("380.00"), D("380.10"))
+    first = await broker.create_order(ref, req("HD", BUY, 1, cid="first1"))
+    clock.advance(minutes=1)
+    working = await broker.create_order(ref, req("HD", BUY, 1, LMT, GTC, limit="300", cid="w1"))
+    assert (await broker.fetch_order(ref, client_order_id="w1")).id == working.id
+    assert (await broker.fetch_order(ref, order_id=first.id)).status is OrderStatus.FILLED
+    with pytest.raises(OrderNotFound):
+        await broker.fetch_order(ref, client_order_id="never")
+    with pytest.raises(OrderNotFound):
+        await broker.fetch_order(ref, order_id="TCP00000000-9")
+    await broker.cancel_order(ref, working.id)
+    cancelled = await broker.fetch_order(ref, order_id=working.id)
+    assert cancelled.status is OrderStatus.CANCELLED
+    with pytest.raises(OrderNotCancelable):
+        await broker.cancel_order(ref, working.id)
+    with pytest.raises(OrderNotCancelable):
+        await broker.cancel_order(ref, first.id)
+    with pytest.raises(OrderNotFound):
+        await broker.cancel_order(ref, "nope")
+    history = await broker.fetch_orders(ref)
+    assert [o.id for o in history] == [working.id, first.id]  # newest first
+    assert [o.id for o in await broker.fetch_orders(ref, limit=1)] == [working.id]
+    since = await broker.fetch_orders(ref, since=first.created_at + timedelta(seconds=30))
+    assert [o.id for o in since] == [working.id]
+
+
+# -- idempotency, persistence, concurrency --------------------------------------------------
+
+
+async def test_same_client_order_id_returns_the_existing_order(
+    db: Database, broker: PaperBroker, ref: AccountRef
+) -> None:
+    a = await broker.create_order(ref, req("PG", BUY, 3, cid="abc123"))
+    b = await broker.create_order(ref, req("PG", BUY, 7, cid="abc123"))
+    assert a.id == b.id and b.quantity == D(3)
+    assert await count(db, PaperOrder) == 1 and await count(db, PaperFill) == 1
+
+
+async def test_concurrent_creates_with_one_client_order_id_make_one_order(
+    database_url: str, db: Database, connection_id: int, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    # Separate engines stand in for separate processes.
+    dbs = [Database(database_url) for _ in range(4)]
+    try:
+        brokers = [PaperBroker(AdapterContext(extra={
+            "db": d, "connection_id": connection_id, "quote_source": feed, "clock": clock,
+        })) for d in dbs]
+        [account] = await brokers[0].fetch_accounts()
+        orders = await asyncio.gather(
+            *(b.create_order(account.ref(), req("WMT", BUY, 1, cid="same1")) for b in brokers)
+        )
+        assert len({o.id for o in orders}) == 1
+        assert await count(db, PaperOrder) == 1 and await count(db, PaperFill) == 1
+    finally:
+        for d in dbs:
+            await d.close()
+
+
+async def test_state_survives_a_new_adapter_and_engine(
+    database_url: str, db: Database, connection_id: int, clock: FakeClock
+) -> None:
+    feed = SimulatedFeed(clock)
+    feed.set_quote("COST", D("920.00"), D("920.20"))
+    first = PaperBroker(AdapterContext(extra={
+        "db": db, "connection_id": connection_id, "quote_source": feed, "clock": clock}))
+    [account] = await first.fetch_accounts()
+    await first.create_order(account.ref(), req("COST", BUY, 10))
+    resting = await first.create_order(account.ref(), req("COST", SELL, 4, LMT, GTC,
+                                                          limit="950"))
+    before = await first.fetch_balance(account.ref())
+    await db.close()
+
+    # A restarted process: new engine, new feed, new adapter, same database.
+    again = Database(database_url)
+    try:
+        feed2 = SimulatedFeed(clock)
+        feed2.set_quote("COST", D("920.00"), D("920.20"))
+        second = PaperBroker(AdapterContext(extra={
+            "db": again, "connection_id": connection_id, "quote_source": feed2, "clock": clock}))
+        [same] = await second.fetch_accounts()
+        assert same.id == account.id
+        assert await second.fetch_balance(same.ref()) == before
+        [pos] = await second.fetch_positions(same.ref())
+        assert (pos.quantity, pos.average_price) == (D(10), D("920.1"))
+        assert [o.id for o in await second.fetch_open_orders(same.ref())] == [resting.id]
+        feed2.set_quote("COST", D("951.00"), D("951.20"))
+        [update] = await second.sweep()
+        assert update.order.id == resting.id and update.fill_price == D("951.1")
+    finally:
+        await again.close()
+
+
+async def test_two_sweepers_fill_an_order_once(
+    database_url: str, db: Database, broker: PaperBroker, ref: AccountRef,
+    connection_id: int, feed: SimulatedFeed, clock: FakeClock,
+) -> None:
+    feed.set_quote("GOOGL", D("290.00"), D("290.10"))
+    order = await broker.create_order(ref, req("GOOGL", BUY, 10, LMT, GTC, limit="280"))
+    feed.set_quote("GOOGL", D("279.00"), D("279.10"))
+    dbs = [Database(database_url) for _ in range(3)]
+    try:
+        sweepers = [PaperBroker(AdapterContext(extra={
+            "db": d, "connection_id": connection_id, "quote_source": feed, "clock": clock,
+        })) for d in dbs]
+        results = await asyncio.gather(*(s.sweep() for s in sweepers))
+    finally:
+        for d in dbs:
+            await d.close()
+    updates = [u for batch in results for u in batch]
+    assert [u.order.id for u in updates] == [order.id]
+    assert await count(db, PaperFill, order_id=order.id) == 1
+    [pos] = await broker.fetch_positions(ref)
+    assert pos.quantity == D(10)
+    assert (await broker.fetch_balance(ref)).cash == D(100000) - D("2790.5")
+
+
+# -- reset, sweep_all, quote sources --------------------------------------------------------
+
+
+async def test_reset_restores_the_starting_state(
+    db: Database, broker: PaperBroker, ref: AccountRef, connection_id: int
+) -> None:
+    await broker.create_order(ref, req("V", BUY, 10, cid="r1"))
+    await broker.create_order(ref, req("V", BUY, 1, LMT, GTC, limit="1"))
+    await reset(db, connection_id)
+    balance = await broker.fetch_balance(ref)
+    assert (balance.cash, balance.realized_pnl, balance.buying_power) == (D(100000), 0, D(100000))
+    assert await broker.fetch_positions(ref) == []
+    assert await broker.fetch_open_orders(ref) == [] and await broker.fetch_orders(ref) == []
+    assert await count(db, PaperFill) == 0 and await count(db, PaperPosition) == 0
+    again = await broker.create_order(ref, req("V", BUY, 1, cid="r1"))
+    assert again.id.endswith("-3")  # order ids are never reused
+    await reset(db, connection_id, starting_cash=D(5000))
+    assert (await broker.fetch_balance(ref)).cash == D(5000)
+
+
+async def test_sweep_all_uses_each_connections_source_and_price_type(
+    db: Database, connection_id: int, make_broker: BrokerFactory, feed: SimulatedFeed,
+    clock: FakeClock,
+) -> None:
+    other_id = await new_paper_connection(db, 2002)
+    async with db.transaction() as s:
+        other = await s.get(Connection, other_id)
+        assert other is not None
+        other.settings = {"market_price_type": "bid_ask"}
+    other_feed = SimulatedFeed(clock)
+    sources = {connection_id: feed, other_id: other_feed}
+    brokers = [make_broker(), make_broker(connection_id=other_id, quote_source=other_feed)]
+    for b, f in zip(brokers, (feed, other_feed), strict=True):
+        [account] = await b.fetch_accounts()
+        f.set_quote("MA", D("580.00"), D("580.40"))
+        await b.create_order(account.ref(), req("MA", BUY, 1, LMT, GTC, limit="570"))
+        f.set_quote("MA", D("569.00"), D("569.40"))
+    await brokers[1].fetch_accounts()
+    updates = await sweep_all(db, sources.get, clock=clock)
+    prices = {u.order.account_id: u.fill_price for u in updates}
+    assert prices == {brokers[0].account_id: D("569.2"), brokers[1].account_id: D("569.40")}
+    assert await sweep_all(db, sources.get, clock=clock) == []
+
+
+class BrokerQuotes:
+    """A connected broker as the price source: real (not simulated) quotes."""
+
+    def __init__(self, bid: str, ask: str) -> None:
+        self.bid, self.ask = D(bid), D(ask)
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        from datetime import UTC, datetime
+
+        return Quote(symbol, self.bid, self.ask, self.bid, datetime.now(UTC))
+
+
+async def test_a_connected_broker_can_price_paper(make_broker: BrokerFactory) -> None:
+    broker = make_broker(quote_source=BrokerQuotes("50.00", "50.02"))
+    [account] = await broker.fetch_accounts()
+    order = await broker.create_order(account.ref(), req("PFE", BUY, 10))
+    assert order.average_fill_price == D("50.01") and order.info["simulated"] is False
+    [pos] = await broker.fetch_positions(account.ref())
+    assert pos.info["simulated"] is False
+    assert (await broker.fetch_balance(account.ref())).info["simulated"] is False
+
+
+async def test_another_paper_broker_fits_as_a_quote_source(
+    db: Database, make_broker: BrokerFactory, feed: SimulatedFeed
+) -> None:
+    source = make_broker(connection_id=await new_paper_connection(db, 3003))
+    broker = make_broker(quote_source=source)
+    [account] = await broker.fetch_accounts()
+    feed.set_quote("T", D("27.00"), D("27.02"))
+    order = await broker.create_order(account.ref(), req("T", BUY, 1))
+    assert order.average_fill_price == D("27.01") and order.info["simulated"] is True
+
+
+# -- test hooks used by the contract harness ------------------------------------------------
+
+
+async def test_lost_response_commits_then_raises(
+    db: Database, broker: PaperBroker, ref: AccountRef
+) -> None:
+    broker.test_hooks.lose_next_create_response()
+    with pytest.raises(BrokerUnavailable) as e:
+        await broker.create_order(ref, req("IBM", BUY, 1, cid="lost1"))
+    assert e.value.maybe_sent is True
+    found = await broker.fetch_order(ref, client_order_id="lost1")
+    assert found.status is OrderStatus.FILLED
+    assert await count(db, PaperOrder) == 1
+    # The retry with the same id is answered with that order, not a second one.
+    assert (await broker.create_order(ref, req("IBM", BUY, 1, cid="lost1"))).id == found.id
+
+
+async def test_refusal_happens_before_anything(
+    db: Database, broker: PaperBroker, ref: AccountRef
+) -> None:
+    broker.test_hooks.refuse_next(RateLimited(retry_after=2), frozenset({"create_order"}))
+    await broker.fetch_balance(ref)  # reads are not affected
+    with pytest.raises(RateLimited) as e:
+        await broker.create_order(ref, req("IBM", BUY, 1))
+    assert e.value.retry_after == 2
+    assert await count(db, PaperOrder) == 0
+    assert (await broker.create_order(ref, req("IBM", BUY, 1))).status is OrderStatus.FILLED

@@ -1,0 +1,181 @@
+"""The simulated feed, the symbol universe and the fill-hours rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from adapters.errors import SymbolNotFound
+from adapters.models import AssetClass
+from adapters.paper.feed import QuoteSource, SimulatedFeed, reference_price
+from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
+from adapters.paper.universe import equity_list, resolve
+from adapters.symbols import FUTURES
+
+from .conftest import SATURDAY, WEEKDAY_SESSION
+
+# exchange_calendars trips a pandas 3.1 deprecation inside its own code; nothing to act on here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*drops timezone information:DeprecationWarning")
+D = Decimal
+EXCHANGE, ALWAYS = FillHours.EXCHANGE, FillHours.ALWAYS
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+# -- universe -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical", "asset_class", "kind"),
+    [
+        ("aapl", "AAPL", AssetClass.EQUITY, "stock"),
+        ("BRK-B", "BRK.B", AssetClass.EQUITY, "stock"),
+        ("spy", "SPY", AssetClass.EQUITY, "etf"),
+        ("BTC/USD", "BTCUSD", AssetClass.CRYPTO, "crypto"),
+        ("eth-usdt", "ETHUSDT", AssetClass.CRYPTO, "crypto"),
+        ("@ES", "/ES", AssetClass.FUTURE, "future"),
+        ("mesh7", "MESH7", AssetClass.FUTURE, "future"),
+    ],
+)
+def test_symbols_resolve_to_one_canonical_instrument(
+    written: str, canonical: str, asset_class: AssetClass, kind: str
+) -> None:
+    inst = resolve(written)
+    assert (inst.symbol, inst.asset_class, inst.kind) == (canonical, asset_class, kind)
+
+
+def test_futures_carry_multiplier_and_tick() -> None:
+    inst = resolve("NQZ6")
+    assert (inst.multiplier, inst.tick) == (FUTURES["NQ"].multiplier, FUTURES["NQ"].tick)
+
+
+def test_unknown_symbols_say_what_paper_trades() -> None:
+    with pytest.raises(SymbolNotFound) as e:
+        resolve("ZZZQX")
+    assert "does not know the symbol ZZZQX" in str(e.value)
+    assert "BTCUSD" in str(e.value) and "/ES" in str(e.value)
+    with pytest.raises(SymbolNotFound, match=r"write /NQ or a contract like NQZ6"):
+        resolve("NQ")  # a bare root is no contract
+    assert resolve("ES").asset_class is AssetClass.EQUITY  # Eversource, as at any broker
+
+
+def test_bundled_list_is_large_and_sane() -> None:
+    known = equity_list()
+    assert len(known.stocks) > 400 and len(known.etfs) > 50
+    for ticker in ("AAPL", "MSFT", "NVDA", "JPM", "XOM"):
+        assert ticker in known.stocks
+    for etf in ("SPY", "QQQ", "IWM", "GLD", "TLT"):
+        assert etf in known.etfs
+    assert set(known.reference_prices) <= known.stocks | known.etfs
+
+
+# -- simulated feed -------------------------------------------------------------------------
+
+
+async def test_same_symbol_and_minute_give_the_same_quote_anywhere() -> None:
+    at = WEEKDAY_SESSION + timedelta(seconds=5)
+    a = SimulatedFeed(lambda: at)
+    b = SimulatedFeed(lambda: at + timedelta(seconds=50))  # another process, same minute
+    qa, qb = await a.fetch_quote("AAPL"), await b.fetch_quote("aapl")
+    assert (qa.bid, qa.ask, qa.last, qa.time) == (qb.bid, qb.ask, qb.last, qb.time)
+    assert qa.simulated and qa.info["source"] == "simulated"
+    later = a.quote_at("AAPL", at + timedelta(minutes=1))
+    assert (later.bid, later.ask) != (qa.bid, qa.ask) or later.time != qa.time
+
+
+def test_quotes_are_plausible_for_each_asset_class() -> None:
+    feed = SimulatedFeed()
+    for minute in range(0, 3 * 1440, 97):
+        at = WEEKDAY_SESSION + timedelta(minutes=minute)
+        for symbol in ("AAPL", "SPY", "MMM", "BTCUSD", "SHIBUSD", "/ES", "ZNH7", "6EM7"):
+            q = feed.quote_at(symbol, at)
+            inst = resolve(symbol)
+            ref = reference_price(inst)
+            assert 0 < q.bid < q.ask and q.bid <= q.last <= q.ask
+            assert abs(q.bid / ref - 1) < D("0.12"), (symbol, q.bid, ref)
+            if inst.asset_class is AssetClass.FUTURE:
+                assert inst.tick is not None
+                assert q.ask - q.bid == inst.tick and q.bid % inst.tick == 0
+            elif inst.asset_class is AssetClass.EQUITY:
+                assert q.bid == q.bid.quantize(D("0.01"))
+                assert (q.ask - q.bid) / q.bid < D("0.0015")
+            else:
+                assert (q.ask - q.bid) / q.bid < D("0.002")
+
+
+def test_reference_prices_come_from_the_tables_or_a_stable_hash() -> None:
+    assert reference_price(resolve("AAPL")) == equity_list().reference_prices["AAPL"]
+    assert reference_price(resolve("/CL")) == FUTURES["CL"].reference_price
+    assert reference_price(resolve("BTCUSD")) == D(95000)
+    unlisted_price = reference_price(resolve("MMM"))
+    assert D(10) <= unlisted_price <= D(400)
+    assert unlisted_price == reference_price(resolve("MMM"))
+
+
+async def test_overrides_pin_a_quote_until_cleared() -> None:
+    feed = SimulatedFeed(lambda: WEEKDAY_SESSION)
+    feed.set_quote("btc/usd", D(100), D(101))
+    q = await feed.fetch_quote("BTCUSD")
+    assert (q.bid, q.ask, q.last, q.simulated) == (D(100), D(101), D("100.5"), True)
+    feed.clear_quote("BTC-USD")
+    assert (await feed.fetch_quote("BTCUSD")).bid != D(100)
+    with pytest.raises(ValueError):
+        feed.set_quote("AAPL", D(101), D(100))
+    with pytest.raises(SymbolNotFound):
+        await feed.fetch_quote("NOPE1")
+    assert isinstance(feed, QuoteSource)
+
+
+# -- hours ----------------------------------------------------------------------------------
+
+
+def test_24_7_is_always_open_and_day_ends_at_4pm_new_york() -> None:
+    for asset in AssetClass:
+        assert is_open(asset, SATURDAY, ALWAYS)
+    # 10:00 New York → 16:00 the same day (EST: 21:00 UTC).
+    assert day_order_expiry(AssetClass.EQUITY, WEEKDAY_SESSION, ALWAYS) == utc(2026, 12, 1, 21)
+    # After 16:00 the order belongs to the next day.
+    assert day_order_expiry(AssetClass.FUTURE, utc(2026, 12, 1, 21), ALWAYS) == utc(2026, 12, 2, 21)
+    # Summer time: 16:00 EDT is 20:00 UTC.
+    assert day_order_expiry(AssetClass.EQUITY, utc(2026, 7, 1, 12), ALWAYS) == utc(2026, 7, 1, 20)
+    # Across the November DST change the end stays at 16:00 local.
+    before_dst_change = utc(2026, 10, 31, 21)
+    assert day_order_expiry(AssetClass.EQUITY, before_dst_change, ALWAYS) == utc(2026, 11, 1, 21)
+
+
+def test_exchange_hours_follow_the_calendars() -> None:
+    assert not is_open(AssetClass.EQUITY, SATURDAY, EXCHANGE)
+    assert not is_open(AssetClass.FUTURE, SATURDAY, EXCHANGE)
+    assert is_open(AssetClass.CRYPTO, SATURDAY, EXCHANGE)
+    assert is_open(AssetClass.EQUITY, WEEKDAY_SESSION, EXCHANGE)
+    assert not is_open(AssetClass.EQUITY, utc(2026, 12, 1, 22), EXCHANGE)
+    # CME Globex reopens Sunday 17:00 Chicago (23:00 UTC in winter); the NYSE does not.
+    sunday_evening = utc(2026, 11, 29, 23, 30)
+    assert is_open(AssetClass.FUTURE, sunday_evening, EXCHANGE)
+    assert not is_open(AssetClass.EQUITY, sunday_evening, EXCHANGE)
+    # Thanksgiving is closed; the day after closes early at 13:00 New York.
+    assert not is_open(AssetClass.EQUITY, utc(2026, 11, 26, 16), EXCHANGE)
+    assert not is_open(AssetClass.EQUITY, utc(2026, 11, 27, 18, 30), EXCHANGE)
+    assert next_open(AssetClass.EQUITY, SATURDAY, EXCHANGE) == utc(2026, 11, 30, 14, 30)
+    assert next_open(AssetClass.EQUITY, WEEKDAY_SESSION, EXCHANGE) is None
+
+
+def test_exchange_day_orders_live_until_the_session_close() -> None:
+    assert day_order_expiry(AssetClass.EQUITY, WEEKDAY_SESSION, EXCHANGE) == utc(2026, 12, 1, 21)
+    # Placed on a Saturday: the Monday session's close.
+    assert day_order_expiry(AssetClass.EQUITY, SATURDAY, EXCHANGE) == utc(2026, 11, 30, 21)
+    # Early close after Thanksgiving.
+    assert day_order_expiry(AssetClass.EQUITY, utc(2026, 11, 27, 15), EXCHANGE) == utc(
+        2026, 11, 27, 18
+    )
+    # Futures: the Globex session ends 17:00 Chicago.
+    assert day_order_expiry(AssetClass.FUTURE, WEEKDAY_SESSION, EXCHANGE) == utc(2026, 12, 1, 23)
+
+
+def test_calendars_outside_the_default_range_work() -> None:
+    assert is_open(AssetClass.EQUITY, utc(2031, 3, 4, 15), EXCHANGE)
+    assert not is_open(AssetClass.EQUITY, utc(2031, 3, 8, 15), EXCHANGE)  # a Saturday

@@ -1,0 +1,771 @@
+"""The TradeStation adapter against the TradeStation emulator (127.0.0.1 only).
+
+Every test runs with the emulator validating requests against the vendor's OpenAPI file and
+its own answers too; the autouse fixture fails any test whose traffic did not conform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.base import AdapterContext, HttpResponse
+from adapters.errors import (
+    AssetClassNotSupported,
+    AuthorizationExpired,
+    BrokerError,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotCancelable,
+    OrderNotFound,
+    OrderStateUnknown,
+    RateLimited,
+    SymbolNotFound,
+)
+from adapters.models import (
+    AccountRef,
+    AccountType,
+    AssetClass,
+    Bracket,
+    Environment,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Side,
+    TimeInForce,
+)
+from adapters.registry import get_adapter_class
+from adapters.tradestation import (
+    JOURNAL,
+    STATUS_MAP,
+    TradeStationAdapter,
+    map_status,
+    rejection_error,
+    vendor_symbol,
+)
+from emulators.common import Fault
+from emulators.tradestation import TradeStationEmulator
+from emulators.tradestation.testing import EmulatorTokens, sign_in
+
+LIVE, PAPER = Environment.LIVE, Environment.PAPER
+CASH = AccountRef("11827341", AccountType.CASH, LIVE)
+MARGIN = AccountRef("11827342", AccountType.MARGIN, LIVE)
+FUTURES = AccountRef("11827343", AccountType.FUTURES, LIVE)
+CRYPTO = AccountRef("11827344C", AccountType.CRYPTO, LIVE)
+SIM_MARGIN = AccountRef("SIM1182734M", AccountType.MARGIN, PAPER)
+SIM_FUTURES = AccountRef("SIM1182734F", AccountType.FUTURES, PAPER)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def emu(request: pytest.FixtureRequest) -> AsyncIterator[TradeStationEmulator]:
+    kwargs: dict[str, Any] = {"validate_responses": True, "heartbeat_interval": 3600}
+    if "clock" in request.fixturenames:
+        kwargs["clock"] = request.getfixturevalue("clock")
+    emulator = TradeStationEmulator(**kwargs)
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+    # Every request the adapter sent, and every answer, conformed to the vendor's spec.
+    assert emulator.spec_violations == []
+    assert emulator.response_violations == []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_journal() -> None:
+    JOURNAL.clear()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def tokens(emu: TradeStationEmulator, session: aiohttp.ClientSession) -> EmulatorTokens:
+    return EmulatorTokens(session, emu.token_url, await sign_in(session, emu))
+
+
+def make_adapter(emu: TradeStationEmulator, session: aiohttp.ClientSession,
+                 tokens: EmulatorTokens, **ctx: Any) -> TradeStationAdapter:
+    return TradeStationAdapter(AdapterContext(session=session, api_urls=emu.api_urls,
+                                              tokens=tokens, **ctx))
+
+
+@pytest.fixture
+def adapter(emu: TradeStationEmulator, session: aiohttp.ClientSession,
+            tokens: EmulatorTokens) -> TradeStationAdapter:
+    return make_adapter(emu, session, tokens)
+
+
+def buy(symbol: str, qty: int | str, **kw: Any) -> OrderRequest:
+    return OrderRequest(symbol=symbol, side=Side.BUY, quantity=Decimal(str(qty)), **kw)
+
+
+def sell(symbol: str, qty: int | str, **kw: Any) -> OrderRequest:
+    return OrderRequest(symbol=symbol, side=Side.SELL, quantity=Decimal(str(qty)), **kw)
+
+
+def posted(emu: TradeStationEmulator) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in emu.requests_to(r"/orderexecution/orders$", "POST")]
+
+
+# -- declarations ------------------------------------------------------------------------
+
+
+def test_declarations() -> None:
+    assert get_adapter_class("tradestation") is TradeStationAdapter
+    oauth = TradeStationAdapter.oauth
+    assert oauth is not None
+    assert oauth.authorize_url == "https://signin.tradestation.com/authorize"
+    assert oauth.token_url == "https://signin.tradestation.com/oauth/token"
+    assert oauth.revoke_url == "https://signin.tradestation.com/oauth/revoke"
+    assert oauth.extra_authorize_params == {"audience": "https://api.tradestation.com"}
+    assert set(oauth.scopes) == {"openid", "offline_access", "ReadAccount", "MarketData", "Trade"}
+    assert oauth.pkce is False and oauth.client_auth == "client_secret_post"
+    assert TradeStationAdapter.default_api_urls == {
+        LIVE: "https://api.tradestation.com", PAPER: "https://sim-api.tradestation.com"}
+    caps = TradeStationAdapter.capabilities
+    assert caps.account_types_for(AssetClass.FUTURE) == [AccountType.FUTURES]
+    assert caps.account_types_for(AssetClass.EQUITY) == [AccountType.CASH, AccountType.MARGIN]
+    assert caps.order_stream and caps.brackets and not caps.fractional
+    limits = {r.bucket: (r.requests, r.seconds) for r in caps.rate_limits}
+    assert limits == {"accounts": (250, 300.0), "balances": (250, 300.0),
+                      "positions": (250, 300.0), "orders": (250, 300.0), "quotes": (30, 60.0)}
+
+
+def test_status_table_maps_every_vendor_code() -> None:
+    open_codes = ["ACK", "ASS", "BRC", "BRF", "BRO", "CHG", "CND", "COR", "DIS", "DOA", "DON",
+                  "ECN", "EXE", "LAT", "OPN", "OSO", "OTHER", "PLA", "REC", "RJC", "RPD", "RSN",
+                  "STP", "STT", "SUS", "UCN"]
+    assert all(map_status(c) is OrderStatus.OPEN for c in open_codes)
+    assert map_status("FPR") is OrderStatus.PARTIALLY_FILLED
+    assert all(map_status(c) is OrderStatus.CANCELLED
+               for c in ["CAN", "OUT", "RJR", "SCN", "TSC", "UCH"])
+    assert map_status("EXP") is OrderStatus.EXPIRED
+    assert map_status("REJ") is OrderStatus.REJECTED
+    assert map_status("FLL") is map_status("FLP") is OrderStatus.FILLED
+    assert len(STATUS_MAP) == 37
+
+
+def test_rejection_texts_map_to_our_errors() -> None:
+    assert isinstance(rejection_error("Order failed. Reason: Insufficient buying power."),
+                      InsufficientBuyingPower)
+    assert isinstance(rejection_error("Order failed. Reason: Market is closed for AAPL."),
+                      MarketClosed)
+    assert isinstance(rejection_error(
+        "Order failed. Reason: Futures orders are not supported for account type Margin."),
+        AssetClassNotSupported)
+    assert isinstance(rejection_error("Order failed. Reason: Invalid symbol XYZ."),
+                      SymbolNotFound)
+    err = rejection_error(
+        "Order failed. Reason: Type = LMT has invalid Price greater than absolute maximum")
+    assert type(err) is InvalidOrder
+    assert "absolute maximum" in err.user_message
+
+
+def test_vendor_symbols() -> None:
+    assert vendor_symbol("/es") == "@ES"
+    assert vendor_symbol("esz25") == "ESZ25"
+    assert vendor_symbol("AAPL") == "AAPL"
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+async def test_fetch_accounts_lists_live_and_sim(adapter: TradeStationAdapter) -> None:
+    accounts = {a.id: a for a in await adapter.fetch_accounts()}
+    assert {a: (x.type, x.environment) for a, x in accounts.items()} == {
+        "11827341": (AccountType.CASH, LIVE), "11827342": (AccountType.MARGIN, LIVE),
+        "11827343": (AccountType.FUTURES, LIVE), "11827344C": (AccountType.CRYPTO, LIVE),
+        "SIM1182734M": (AccountType.MARGIN, PAPER), "SIM1182734F": (AccountType.FUTURES, PAPER),
+    }
+    assert accounts["11827342"].status == "active"
+    assert accounts["11827342"].info["AccountDetail"]["EnrolledInRegTProgram"] is True
+
+
+async def test_balance_strings_become_decimals(adapter: TradeStationAdapter,
+                                               emu: TradeStationEmulator) -> None:
+    bal = await adapter.fetch_balance(MARGIN)
+    assert bal.cash == Decimal(50_000)
+    assert bal.equity == Decimal(50_000) + 10 * Decimal("228.5")
+    assert bal.market_value == Decimal("2285")
+    assert bal.unrealized_pnl == Decimal("285")
+    assert bal.buying_power == 2 * bal.equity - Decimal("2285")
+    assert isinstance(bal.info["CashBalance"], str)
+    fut = await adapter.fetch_balance(FUTURES)
+    assert fut.buying_power == Decimal(100_000)
+    assert "InitialMargin" in fut.info["BalanceDetail"]
+
+
+async def test_crypto_account_is_not_served(adapter: TradeStationAdapter) -> None:
+    with pytest.raises(BrokerError, match="Request not supported for account type"):
+        await adapter.fetch_balance(CRYPTO)
+    with pytest.raises(BrokerError, match="/accounts"):
+        await adapter.fetch_positions(CRYPTO)
+    assert await adapter.fetch_open_orders(CRYPTO) == []
+
+
+async def test_positions_long_short_and_futures(adapter: TradeStationAdapter,
+                                                emu: TradeStationEmulator) -> None:
+    emu.set_position("11827342", "TSLA", -5, "350")
+    emu.set_position("11827343", "ESZ25", 2, "5890")
+    positions = {p.symbol: p for p in await adapter.fetch_positions(MARGIN)}
+    assert positions["AAPL"].quantity == 10 and positions["AAPL"].side == "long"
+    assert positions["AAPL"].average_price == Decimal(200)
+    assert positions["TSLA"].quantity == -5 and positions["TSLA"].side == "short"
+    assert positions["TSLA"].unrealized_pnl == Decimal(50)
+    (es,) = await adapter.fetch_positions(FUTURES)
+    assert es.asset_class is AssetClass.FUTURE and es.multiplier == 50
+    assert es.unrealized_pnl == (Decimal(5900) - Decimal(5890)) * 2 * 50
+
+
+async def test_quote_and_unknown_symbol(adapter: TradeStationAdapter,
+                                        emu: TradeStationEmulator) -> None:
+    emu.set_quote("AAPL", "230.10", "230.14", "230.12")
+    q = await adapter.fetch_quote("aapl")
+    assert (q.bid, q.ask, q.last) == (Decimal("230.1"), Decimal("230.14"), Decimal("230.12"))
+    assert q.time.tzinfo is not None
+    es = await adapter.fetch_quote("/ES")
+    assert es.symbol == "@ES" and es.last == Decimal(5900)
+    with pytest.raises(SymbolNotFound, match="ZZZZ"):
+        await adapter.fetch_quote("ZZZZ")
+
+
+# -- orders ------------------------------------------------------------------------------
+
+
+async def test_market_order_fills_at_the_ask(adapter: TradeStationAdapter,
+                                             emu: TradeStationEmulator) -> None:
+    order = await adapter.create_order(MARGIN, buy("MSFT", 10, client_order_id="abc123XYZ"))
+    assert order.status is OrderStatus.FILLED
+    assert order.filled_quantity == 10 and order.average_fill_price == Decimal("415.22")
+    assert order.client_order_id == "abc123XYZ" and order.symbol == "MSFT"
+    assert order.side is Side.BUY and order.time_in_force is TimeInForce.DAY
+    (body,) = posted(emu)
+    assert body == {"AccountID": "11827342", "Symbol": "MSFT", "Quantity": "10",
+                    "OrderType": "Market", "TradeAction": "BUY",
+                    "TimeInForce": {"Duration": "DAY"}, "Route": "Intelligent",
+                    "OrderConfirmID": "abc123XYZ"}
+    again = await adapter.fetch_order(MARGIN, client_order_id="abc123XYZ")
+    assert again.id == order.id
+
+
+async def test_limit_and_stop_orders_carry_string_prices(adapter: TradeStationAdapter,
+                                                         emu: TradeStationEmulator) -> None:
+    lim = await adapter.create_order(MARGIN, buy("NVDA", 3, order_type=OrderType.LIMIT,
+                                                 limit_price=Decimal("140.50"),
+                                                 time_in_force=TimeInForce.GTC))
+    assert lim.status is OrderStatus.OPEN and lim.limit_price == Decimal("140.5")
+    stp = await adapter.create_order(MARGIN, sell("AAPL", 5, order_type=OrderType.STOP_LIMIT,
+                                                  stop_price=Decimal("220"),
+                                                  limit_price=Decimal("219.5")))
+    assert stp.status is OrderStatus.OPEN and stp.order_type is OrderType.STOP_LIMIT
+    bodies = posted(emu)
+    assert bodies[0]["LimitPrice"] == "140.5" and bodies[0]["TimeInForce"] == {"Duration": "GTC"}
+    assert bodies[1]["OrderType"] == "StopLimit" and bodies[1]["StopPrice"] == "220"
+    assert bodies[1]["TradeAction"] == "SELL"
+    emu.set_quote("NVDA", "139.90", "140.00")
+    filled = await adapter.fetch_order(MARGIN, order_id=lim.id)
+    assert filled.status is OrderStatus.FILLED and filled.average_fill_price == Decimal(140)
+    with pytest.raises(InvalidOrder, match="limit price"):
+        await adapter.create_order(MARGIN, buy("NVDA", 1, order_type=OrderType.LIMIT))
+
+
+async def test_trade_action_follows_the_position(adapter: TradeStationAdapter,
+                                                 emu: TradeStationEmulator) -> None:
+    await adapter.create_order(MARGIN, sell("AAPL", 10))  # closes the seeded long
+    await adapter.create_order(MARGIN, sell("TSLA", 2))  # flat: opens a short
+    await adapter.create_order(MARGIN, buy("TSLA", 2))  # short: covers
+    await adapter.create_order(FUTURES, sell("MESZ25", 1))  # futures: plain SELL
+    actions = [b["TradeAction"] for b in posted(emu)]
+    assert actions == ["SELL", "SELLSHORT", "BUYTOCOVER", "SELL"]
+    assert await adapter.fetch_positions(MARGIN) == []
+
+
+async def test_reversal_and_cash_short_are_refused_before_sending(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    with pytest.raises(InvalidOrder, match="two orders"):
+        await adapter.create_order(MARGIN, sell("AAPL", 15))
+    emu.set_position("11827342", "TSLA", -3, "340")
+    with pytest.raises(InvalidOrder, match="Buy 3 to cover first"):
+        await adapter.create_order(MARGIN, buy("TSLA", 5))
+    with pytest.raises(InvalidOrder, match="cannot sell short"):
+        await adapter.create_order(CASH, sell("MSFT", 1))
+    assert posted(emu) == []
+
+
+async def test_futures_on_margin_refused_before_sending(adapter: TradeStationAdapter,
+                                                        emu: TradeStationEmulator) -> None:
+    with pytest.raises(AssetClassNotSupported, match="futures trade in a futures account"):
+        await adapter.create_order(MARGIN, buy("ESZ25", 1))
+    with pytest.raises(AssetClassNotSupported):
+        await adapter.create_order(FUTURES, buy("AAPL", 1))
+    assert posted(emu) == []
+
+
+async def test_futures_on_margin_rejected_by_the_broker_when_bypassed(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    request = buy("ESZ25", 1, asset_class=AssetClass.FUTURE)
+    with pytest.raises(AssetClassNotSupported, match="account type Margin"):
+        await adapter._create_order(MARGIN, request)  # skips the capability check on purpose
+    assert len(posted(emu)) == 1 and emu.orders_for("11827342") == []
+
+
+async def test_futures_trade_in_the_futures_account(adapter: TradeStationAdapter) -> None:
+    order = await adapter.create_order(FUTURES, buy("MESZ25", 2, client_order_id="fut1"))
+    assert order.status is OrderStatus.FILLED and order.asset_class is AssetClass.FUTURE
+    (pos,) = await adapter.fetch_positions(FUTURES)
+    assert pos.symbol == "MESZ25" and pos.quantity == 2 and pos.multiplier == 5
+    sim = await adapter.create_order(SIM_FUTURES, sell("ESH6", 1))
+    assert sim.status is OrderStatus.FILLED and sim.account_id == "SIM1182734F"
+
+
+async def test_business_rejections(adapter: TradeStationAdapter,
+                                   emu: TradeStationEmulator) -> None:
+    with pytest.raises(InsufficientBuyingPower, match="/balances"):
+        await adapter.create_order(CASH, buy("SPY", 100, client_order_id="bp1"))
+    rejected = await adapter.fetch_order(CASH, client_order_id="bp1")
+    assert rejected.status is OrderStatus.REJECTED
+    assert "buying power" in (rejected.reject_reason or "")
+    emu.market_open = False
+    with pytest.raises(MarketClosed):
+        await adapter.create_order(MARGIN, buy("MSFT", 1))
+    emu.market_open = True
+    with pytest.raises(SymbolNotFound):
+        await adapter.create_order(MARGIN, buy("NOSUCH", 1))
+    with pytest.raises(InvalidOrder, match="LimitPrice must be greater than zero"):
+        await adapter.create_order(MARGIN, buy("MSFT", 1, order_type=OrderType.LIMIT,
+                                               limit_price=Decimal("-1")))
+
+
+async def test_open_orders_cancel_and_not_cancelable(adapter: TradeStationAdapter,
+                                                     emu: TradeStationEmulator) -> None:
+    o = await adapter.create_order(MARGIN, buy("AMD", 4, order_type=OrderType.LIMIT,
+                                               limit_price=Decimal("100")))
+    filled = await adapter.create_order(MARGIN, buy("AMD", 1))
+    open_ids = [x.id for x in await adapter.fetch_open_orders(MARGIN)]
+    assert open_ids == [o.id]
+    await adapter.cancel_order(MARGIN, o.id)
+    assert (await adapter.fetch_order(MARGIN, order_id=o.id)).status is OrderStatus.CANCELLED
+    await adapter.cancel_order(MARGIN, o.id)  # a repeated cancel is not an error
+    with pytest.raises(OrderNotCancelable):
+        await adapter.cancel_order(MARGIN, filled.id)
+    with pytest.raises(OrderNotFound):
+        await adapter.cancel_order(MARGIN, "999")
+    assert await adapter.fetch_open_orders(MARGIN) == []
+
+
+async def test_history_spans_today_and_earlier_days(
+        clock: Clock, emu: TradeStationEmulator, session: aiohttp.ClientSession,
+        tokens: EmulatorTokens) -> None:
+    adapter = make_adapter(emu, session, tokens)
+    clock.advance(-3 * 86400)
+    old = await adapter.create_order(MARGIN, buy("MSFT", 1))
+    clock.advance(86400)
+    mid = await adapter.create_order(MARGIN, buy("MSFT", 2))
+    clock.advance(2 * 86400)
+    await adapter.create_order(MARGIN, buy("MSFT", 3, order_type=OrderType.LIMIT,
+                                           limit_price=Decimal(1)))  # open: not history
+    new = await adapter.create_order(MARGIN, buy("MSFT", 4))
+    history = await adapter.fetch_orders(MARGIN)
+    assert [o.id for o in history] == [new.id, mid.id, old.id]
+    assert [o.id for o in await adapter.fetch_orders(MARGIN, limit=2)] == [new.id, mid.id]
+    since = datetime.fromtimestamp(clock.now, UTC) - timedelta(days=2, hours=12)
+    assert [o.id for o in await adapter.fetch_orders(MARGIN, since=since)] == [new.id, mid.id]
+    assert (await adapter.fetch_order(MARGIN, order_id=old.id)).quantity == 1
+    history_calls = emu.requests_to(r"/historicalorders")
+    assert history_calls and all("since" in r.query for r in history_calls)
+    with pytest.raises(OrderNotFound):
+        await adapter.fetch_order(MARGIN, order_id="123")
+
+
+async def test_history_pages_with_next_token(adapter: TradeStationAdapter,
+                                             emu: TradeStationEmulator, clock: Clock) -> None:
+    clock.advance(-86400)
+    ids = [(await adapter.create_order(MARGIN, buy("AMD", 1))).id for _ in range(5)]
+    clock.advance(86400)
+    since = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
+    history = await adapter._paged(MARGIN, "/v3/brokerage/accounts/11827342/historicalorders",
+                                   {"since": since}, 5, page_size=2)
+    assert sorted(o["OrderID"] for o in history) == sorted(ids)
+    assert any("nextToken" in r.query for r in emu.requests_to(r"/historicalorders"))
+
+
+# -- idempotency and lookup by client order id -------------------------------------------
+
+
+async def test_lost_response_then_lookup_finds_exactly_one(adapter: TradeStationAdapter,
+                                                           emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
+                         times=1))
+    with pytest.raises(BrokerUnavailable) as info:
+        await adapter.create_order(MARGIN, buy("MSFT", 7, client_order_id="lost1"))
+    assert info.value.maybe_sent is True
+    found = await adapter.fetch_order(MARGIN, client_order_id="lost1")
+    assert found.quantity == 7 and found.status is OrderStatus.FILLED
+    assert found.client_order_id == "lost1"
+    assert len(emu.orders_for("11827342")) == 1
+    assert emu.order_by_confirm_id("lost1").id == found.id  # type: ignore[union-attr]
+    assert len(posted(emu)) == 1
+
+
+async def test_dropped_request_lookup_proves_absence(adapter: TradeStationAdapter,
+                                                     emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="drop", path=r"/orderexecution/orders$", method="POST", times=1))
+    with pytest.raises(BrokerUnavailable) as info:
+        await adapter.create_order(MARGIN, buy("MSFT", 7, client_order_id="gone1"))
+    assert info.value.maybe_sent is True
+    with pytest.raises(OrderNotFound):
+        await adapter.fetch_order(MARGIN, client_order_id="gone1")
+    assert emu.orders_for("11827342") == []
+
+
+async def test_duplicate_confirm_id_returns_the_existing_order(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    first = await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup1"))
+    second = await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup1"))
+    assert second.id == first.id and second.client_order_id == "dup1"
+    assert len(emu.orders_for("11827342")) == 1 and len(posted(emu)) == 2
+
+
+async def test_duplicate_after_lost_response_and_lost_journal(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
+                         times=1))
+    with pytest.raises(BrokerUnavailable):
+        await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup2"))
+    JOURNAL.clear()  # as after a restart
+    again = await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup2"))
+    assert len(emu.orders_for("11827342")) == 1
+    assert again.id == emu.orders_for("11827342")[0].id
+
+
+async def test_lookup_without_a_record_is_unknown_until_told(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
+                         times=1))
+    request = buy("MSFT", 3, order_type=OrderType.LIMIT, limit_price=Decimal("400"),
+                  client_order_id="restart1")
+    sent_at = datetime.now(UTC)
+    with pytest.raises(BrokerUnavailable):
+        await adapter.create_order(MARGIN, request)
+    JOURNAL.clear()
+    with pytest.raises(OrderStateUnknown):
+        await adapter.fetch_order(MARGIN, client_order_id="restart1")
+    adapter.remember_submission(MARGIN, request, sent_at)
+    found = await adapter.fetch_order(MARGIN, client_order_id="restart1")
+    assert found.limit_price == Decimal(400) and found.quantity == 3
+
+
+async def test_identical_orders_are_ambiguous_not_absent(adapter: TradeStationAdapter,
+                                                         emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
+                         times=2))
+    for cid in ("twin1", "twin2"):
+        with pytest.raises(BrokerUnavailable):
+            await adapter.create_order(MARGIN, buy("MSFT", 1, client_order_id=cid))
+    with pytest.raises(OrderStateUnknown):
+        await adapter.fetch_order(MARGIN, client_order_id="twin1")
+
+
+# -- tokens, limits, failures ------------------------------------------------------------
+
+
+async def test_expired_token_is_refreshed_mid_call(adapter: TradeStationAdapter,
+                                                   emu: TradeStationEmulator,
+                                                   tokens: EmulatorTokens) -> None:
+    await adapter.fetch_balance(MARGIN)
+    emu.expire_access_tokens()
+    assert (await adapter.fetch_balance(MARGIN)).cash == 50_000
+    assert tokens.refreshes == 1 and emu.oauth.refresh_requests == 1
+    emu.expire_access_tokens()
+    order = await adapter.create_order(MARGIN, buy("AMD", 1, client_order_id="afterexp"))
+    assert order.status is OrderStatus.FILLED and tokens.refreshes == 2
+    assert len(emu.orders_for("11827342")) == 1
+
+
+async def test_revoked_grant_becomes_authorization_expired(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator, tokens: EmulatorTokens,
+        session: aiohttp.ClientSession) -> None:
+    async with session.post(emu.revoke_url, data={
+            "client_id": tokens.client_id, "client_secret": tokens.client_secret,
+            "token": tokens.refresh_token}) as r:
+        assert r.status == 200
+    assert (await adapter.fetch_accounts())  # the access token lives on until it expires
+    emu.expire_access_tokens()
+    with pytest.raises(AuthorizationExpired):
+        await adapter.fetch_accounts()
+
+
+async def test_429_retry_after_is_honoured(emu: TradeStationEmulator,
+                                           session: aiohttp.ClientSession,
+                                           tokens: EmulatorTokens) -> None:
+    emu.rate_limits["quotes"] = (1, 1.0)
+    adapter = make_adapter(emu, session, tokens)
+    await adapter.fetch_quote("AAPL")
+    assert (await adapter.fetch_quote("MSFT")).symbol == "MSFT"
+    assert len(emu.requests_to(r"/marketdata/quotes/")) == 3  # one 429, then the retry
+
+
+async def test_429_surfaces_as_rate_limited(emu: TradeStationEmulator,
+                                            session: aiohttp.ClientSession,
+                                            tokens: EmulatorTokens) -> None:
+    emu.rate_limits["balances"] = (1, 300.0)
+    adapter = make_adapter(emu, session, tokens, read_retries=1)
+    await adapter.fetch_balance(MARGIN)
+    with pytest.raises(RateLimited) as info:
+        await adapter.fetch_balance(MARGIN)
+    assert info.value.retry_after is not None and 0 < info.value.retry_after <= 300
+
+
+async def test_5xx_on_read_is_retried(adapter: TradeStationAdapter,
+                                      emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="status", path=r"/brokerage/accounts$", status=503, times=1,
+                         body={"Error": "ServiceUnavailable", "Message": "Try again."}))
+    assert len(await adapter.fetch_accounts()) == 6
+    assert len(emu.requests_to(r"/live/v3/brokerage/accounts$")) == 2
+
+
+async def test_5xx_on_create_is_not_retried(adapter: TradeStationAdapter,
+                                            emu: TradeStationEmulator) -> None:
+    emu.faults.add(Fault(kind="status", path=r"/orderexecution/orders$", method="POST",
+                         status=503, times=1,
+                         body={"Error": "ServiceUnavailable", "Message": "Try again."}))
+    with pytest.raises(BrokerUnavailable) as info:
+        await adapter.create_order(MARGIN, buy("AMD", 1, client_order_id="fivexx"))
+    assert info.value.maybe_sent is True
+    assert len(emu.requests_to(r"/orderexecution/orders$", "POST")) == 1
+    with pytest.raises(OrderNotFound):  # the fault answered before the broker acted
+        await adapter.fetch_order(MARGIN, client_order_id="fivexx")
+
+
+async def test_forbidden_and_bad_request_bodies(adapter: TradeStationAdapter) -> None:
+    forbidden = adapter.vendor_error(HttpResponse(403, {}, {"Error": "Forbidden",
+                                                            "Message": "Insufficient scope"}))
+    assert isinstance(forbidden, AuthorizationExpired) and "/connect" in forbidden.user_message
+    bad = adapter.vendor_error(HttpResponse(400, {}, {"Error": "BadRequest",
+                                                      "Message": "Invalid Quantity"}))
+    assert isinstance(bad, InvalidOrder) and "Invalid Quantity" in bad.user_message
+    assert adapter.vendor_error(HttpResponse(503, {}, {"Error": "ServiceUnavailable"})) is None
+
+
+async def test_missing_trade_scope_is_authorization_expired(
+        emu: TradeStationEmulator, session: aiohttp.ClientSession) -> None:
+    grant = await sign_in(session, emu, scope="openid offline_access ReadAccount MarketData")
+    adapter = make_adapter(emu, session, EmulatorTokens(session, emu.token_url, grant))
+    assert await adapter.fetch_positions(MARGIN)
+    with pytest.raises(AuthorizationExpired, match="trading"):
+        await adapter.create_order(MARGIN, buy("AMD", 1))
+
+
+# -- brackets ----------------------------------------------------------------------------
+
+
+async def test_bracket_is_an_oso_with_a_brk_group(adapter: TradeStationAdapter,
+                                                  emu: TradeStationEmulator) -> None:
+    request = buy("AMD", 10, client_order_id="brk1",
+                  bracket=Bracket(take_profit=Decimal("150"), stop_loss=Decimal("130")))
+    entry = await adapter.create_order(MARGIN, request)
+    assert entry.status is OrderStatus.FILLED
+    (body,) = posted(emu)
+    (oso,) = body["OSOs"]
+    assert oso["Type"] == "BRK"
+    assert [(o["OrderType"], o["TradeAction"], o.get("LimitPrice"), o.get("StopPrice"))
+            for o in oso["Orders"]] == [("Limit", "SELL", "150", None),
+                                        ("StopMarket", "SELL", None, "130")]
+    open_orders = await adapter.fetch_open_orders(MARGIN)
+    assert {o.order_type for o in open_orders} == {OrderType.LIMIT, OrderType.STOP}
+    emu.set_quote("AMD", "150.10", "150.20")
+    assert await adapter.fetch_open_orders(MARGIN) == []
+    statuses = sorted(o.status for o in emu.orders_for("11827342"))
+    assert statuses == ["CAN", "FLL", "FLL"]
+    assert [p.symbol for p in await adapter.fetch_positions(MARGIN)] == ["AAPL"]
+
+
+async def test_short_bracket_covers(adapter: TradeStationAdapter,
+                                    emu: TradeStationEmulator) -> None:
+    await adapter.create_order(MARGIN, sell("TSLA", 1, bracket=Bracket(
+        take_profit=Decimal("300"), stop_loss=Decimal("360"), stop_loss_limit=Decimal("362"))))
+    (body,) = posted(emu)
+    assert body["TradeAction"] == "SELLSHORT"
+    assert [(o["OrderType"], o["TradeAction"]) for o in body["OSOs"][0]["Orders"]] == [
+        ("Limit", "BUYTOCOVER"), ("StopLimit", "BUYTOCOVER")]
+    with pytest.raises(InvalidOrder, match="opens a position"):
+        await adapter.create_order(MARGIN, sell("AAPL", 1, bracket=Bracket(
+            take_profit=Decimal("100"))))
+
+
+# -- the order stream --------------------------------------------------------------------
+
+
+async def collect(stream: AsyncIterator[OrderUpdate], until: int) -> list[OrderUpdate]:
+    out: list[OrderUpdate] = []
+    async for update in stream:
+        out.append(update)
+        if len(out) >= until:
+            break
+    return out
+
+
+async def wait_for_streams(emu: TradeStationEmulator, count: int) -> None:
+    for _ in range(500):
+        if emu.open_streams >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the stream did not open")
+
+
+async def test_stream_snapshot_fills_partials_cancels_rejects_and_expiry(
+        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    done = await adapter.create_order(MARGIN, buy("AMD", 1))
+    stream = adapter.stream_order_updates([MARGIN])
+    first = await stream.__anext__()  # the snapshot replays today's orders
+    assert first.order.id == done.id and first.event == "fill"
+    assert first.execution_id == f"{done.id}:1"
+    emu.auto_fill = False
+    resting = await adapter.create_order(MARGIN, buy("MSFT", 10))
+    assert (await stream.__anext__()).event == "new"
+    emu.fill(resting.id, 4, "415")
+    emu.fill(resting.id, 6, "416")
+    part, full = await stream.__anext__(), await stream.__anext__()
+    assert (part.event, part.fill_quantity, part.fill_price) == ("partial_fill", 4, Decimal(415))
+    assert part.order.status is OrderStatus.PARTIALLY_FILLED
+    assert (full.event, full.fill_quantity, full.fill_price) == ("fill", 6, Decimal(416))
+    assert full.order.average_fill_price == Decimal("415.6")
+    to_cancel = await adapter.create_order(MARGIN, buy("NVDA", 1, order_type=OrderType.LIMIT,
+                                                       limit_price=Decimal(1)))
+    to_reject = await adapter.create_order(MARGIN, buy("NVDA", 2, order_type=OrderType.LIMIT,
+                                                       limit_price=Decimal(1)))
+    to_expire = await adapter.create_order(MARGIN, buy("NVDA", 3, order_type=OrderType.LIMIT,
+                                                       limit_price=Decimal(1)))
+    await adapter.cancel_order(MARGIN, to_cancel.id)
+    emu.reject(to_reject.id, "Exchange rejected the order.")
+    emu.expire_day_orders()
+    events = [(u.order.id, u.event) for u in await collect(stream, 6)]
+    assert events == [(to_cancel.id, "new"), (to_reject.id, "new"), (to_expire.id, "new"),
+                      (to_cancel.id, "canceled"), (to_reject.id, "rejected"),
+                      (to_expire.id, "expired")]
+    await stream.aclose()
+
+
+async def test_stream_goaway_ends_the_iterator(adapter: TradeStationAdapter,
+                                               emu: TradeStationEmulator) -> None:
+    async def run() -> list[OrderUpdate]:
+        return [u async for u in adapter.stream_order_updates([MARGIN, SIM_MARGIN])]
+
+    task = asyncio.create_task(run())
+    await wait_for_streams(emu, 2)
+    emu.go_away()
+    assert await asyncio.wait_for(task, 10) == []
+    for _ in range(500):
+        if emu.open_streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert emu.open_streams == 0
+
+
+async def test_stream_merges_live_and_sim(adapter: TradeStationAdapter,
+                                          emu: TradeStationEmulator) -> None:
+    stream = adapter.stream_order_updates([MARGIN, SIM_MARGIN])
+    task = asyncio.ensure_future(collect(stream, 4))
+    await wait_for_streams(emu, 2)
+    live = await adapter.create_order(MARGIN, buy("AMD", 1))
+    sim = await adapter.create_order(SIM_MARGIN, buy("AMD", 1))
+    updates = await asyncio.wait_for(task, 10)
+    assert {(u.order.id, u.event) for u in updates} == {
+        (live.id, "new"), (live.id, "fill"), (sim.id, "new"), (sim.id, "fill")}
+    await stream.aclose()
+
+
+async def test_stream_drop_raises_broker_unavailable(adapter: TradeStationAdapter,
+                                                     emu: TradeStationEmulator) -> None:
+    stream = adapter.stream_order_updates([MARGIN])
+    task = asyncio.ensure_future(collect(stream, 1))
+    await wait_for_streams(emu, 1)
+    emu.drop_streams()
+    with pytest.raises(BrokerUnavailable):
+        await asyncio.wait_for(task, 10)
+
+
+async def test_stream_refreshes_an_expired_token(adapter: TradeStationAdapter,
+                                                 emu: TradeStationEmulator,
+                                                 tokens: EmulatorTokens) -> None:
+    emu.expire_access_tokens()
+    stream = adapter.stream_order_updates([MARGIN])
+    task = asyncio.ensure_future(collect(stream, 1))
+    await wait_for_streams(emu, 1)
+    assert tokens.refreshes == 1
+    emu.go_away()
+    assert await asyncio.wait_for(task, 10) == []
+
+
+async def test_stream_heartbeats_are_silent(emu: TradeStationEmulator,
+                                            adapter: TradeStationAdapter) -> None:
+    emu.heartbeat_interval = 0.01
+    stream = adapter.stream_order_updates([MARGIN])
+    task = asyncio.ensure_future(collect(stream, 1))
+    await wait_for_streams(emu, 1)
+    await asyncio.sleep(0.05)
+    order = await adapter.create_order(MARGIN, buy("AMD", 1))
+    (update,) = await asyncio.wait_for(task, 10)
+    assert update.order.id == order.id and update.event == "new"
+
+
+# -- spec conformance --------------------------------------------------------------------
+
+
+async def test_every_adapter_request_conforms_to_the_spec(adapter: TradeStationAdapter,
+                                                          emu: TradeStationEmulator) -> None:
+    await adapter.fetch_accounts()
+    for account in (CASH, MARGIN, FUTURES, SIM_MARGIN):
+        await adapter.fetch_balance(account)
+        await adapter.fetch_positions(account)
+        await adapter.fetch_open_orders(account)
+        await adapter.fetch_orders(account, limit=5)
+    order = await adapter.create_order(MARGIN, buy("AMD", 2, order_type=OrderType.STOP_LIMIT,
+                                                   stop_price=Decimal(150),
+                                                   limit_price=Decimal(151),
+                                                   time_in_force=TimeInForce.GTC,
+                                                   client_order_id="spec1"))
+    await adapter.fetch_order(MARGIN, order_id=order.id)
+    await adapter.fetch_order(MARGIN, client_order_id="spec1")
+    await adapter.cancel_order(MARGIN, order.id)
+    await adapter.create_order(FUTURES, buy("ESZ25", 1, time_in_force=TimeInForce.IOC,
+                                            bracket=Bracket(take_profit=Decimal(6000),
+                                                            stop_loss=Decimal(5800))))
+    await adapter.fetch_quote("AAPL")
+    stream = adapter.stream_order_updates([MARGIN, FUTURES, SIM_MARGIN])
+    await collect(stream, 1)
+    await stream.aclose()
+    paths = {r.path for r in emu.requests}
+    assert any("/historicalorders" in p for p in paths)
+    assert any("/stream/" in p for p in paths)
+    assert emu.spec_violations == [] and emu.response_violations == []

@@ -1,0 +1,707 @@
+"""The Tradier adapter against the Tradier emulator (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+import pytest
+
+from adapters.base import AdapterContext, HttpResponse, StaticToken
+from adapters.errors import (
+    AssetClassNotSupported,
+    AuthorizationExpired,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    InvalidOrder,
+    OrderNotCancelable,
+    OrderNotFound,
+    RateLimited,
+    SymbolNotFound,
+)
+from adapters.models import (
+    AccountRef,
+    AccountType,
+    AssetClass,
+    Environment,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Side,
+    TimeInForce,
+)
+from adapters.registry import get_adapter_class
+from adapters.tradier import TradierAdapter, error_messages, items, order_from
+from emulators.common import Fault
+from emulators.tradier import EmulatorTokenProvider, TradierEmulator
+
+LIVE, PAPER = Environment.LIVE, Environment.PAPER
+SPEC = json.loads(
+    (Path(__file__).parents[2] / "emulators/specs/tradier/documented-examples.json").read_text()
+)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[TradierEmulator]:
+    emulator = TradierEmulator(heartbeat_interval=3600)
+    await emulator.start()
+    yield emulator
+    await emulator.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def connect(emu: TradierEmulator, session: aiohttp.ClientSession, env: Environment = LIVE,
+            user: str = "id-demo") -> tuple[TradierAdapter, EmulatorTokenProvider]:
+    grant = emu.issue_tokens(user, env)
+    tokens = EmulatorTokenProvider(session, emu.refresh_url_for(env), emu.client_id,
+                                   emu.client_secret, grant["access_token"],
+                                   grant.get("refresh_token"))
+    ctx = AdapterContext(session=session, api_urls={env: emu.api_url(env)}, tokens=tokens)
+    return TradierAdapter(ctx), tokens
+
+
+@pytest.fixture
+def adapter(emu: TradierEmulator, session: aiohttp.ClientSession) -> TradierAdapter:
+    return connect(emu, session)[0]
+
+
+def ref(emu: TradierEmulator, kind: str, env: Environment = LIVE,
+        user: str = "id-demo") -> AccountRef:
+    acct = next(a for a in emu.accounts.values()
+                if a.environment is env and a.type == kind and a.user_id == user)
+    mapped = AccountType.CASH if kind == "cash" else AccountType.MARGIN
+    return AccountRef(acct.number, mapped, env)
+
+
+def order_posts(emu: TradierEmulator) -> list[dict[str, list[str]]]:
+    return [parse_qs(r.body.decode()) for r in emu.requests_to(r"/orders$", "POST")]
+
+
+# -- declarations -------------------------------------------------------------------------------
+
+
+def test_declarations() -> None:
+    assert get_adapter_class("tradier") is TradierAdapter
+    spec = TradierAdapter.oauth
+    assert spec is not None
+    assert spec.authorize_url == "https://api.tradier.com/v1/oauth/authorize"
+    assert spec.token_url == "https://api.tradier.com/v1/oauth/accesstoken"
+    assert spec.refresh_url == "https://api.tradier.com/v1/oauth/refreshtoken"
+    assert spec.revoke_url is None
+    assert spec.scopes == ("read", "market", "trade", "stream") and "write" not in spec.scopes
+    assert spec.scope_separator == ","
+    assert spec.pkce is False and spec.client_auth == "client_secret_basic"
+    assert TradierAdapter.default_api_urls == {
+        LIVE: "https://api.tradier.com/v1", PAPER: "https://sandbox.tradier.com/v1"}
+    caps = TradierAdapter.capabilities
+    assert caps.order_stream and caps.quotes and not caps.brackets
+    assert caps.account_types_for(AssetClass.FUTURE) == []
+    assert caps.account_types_for(AssetClass.CRYPTO) == []
+    assert caps.time_in_force[AssetClass.EQUITY] == {TimeInForce.DAY, TimeInForce.GTC}
+    limits = {r.bucket: r.requests for r in caps.rate_limits}
+    assert limits["standard:live"] == 120 and limits["standard:paper"] == 60
+    assert limits["trading:live"] == limits["trading:paper"] == 60
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+async def test_every_request_asks_for_json(emu: TradierEmulator, adapter: TradierAdapter):
+    await adapter.fetch_accounts()
+    await adapter.fetch_quote("AAPL")
+    assert emu.requests and all(r.headers.get("Accept") == "application/json"
+                                for r in emu.requests)
+
+
+async def test_fetch_accounts_maps_types_and_environment(
+    emu: TradierEmulator, session: aiohttp.ClientSession, adapter: TradierAdapter,
+):
+    accounts = await adapter.fetch_accounts()
+    assert [(a.id, a.type, a.environment) for a in accounts] == [
+        (ref(emu, "margin").id, AccountType.MARGIN, LIVE),
+        (ref(emu, "cash").id, AccountType.CASH, LIVE),
+    ]
+    assert accounts[0].info["classification"] == "individual"
+    # A single account arrives as an object, and pdt is a margin account.
+    pat, _ = connect(emu, session, user="id-pat")
+    (only,) = await pat.fetch_accounts()
+    assert only.type is AccountType.MARGIN and only.info["type"] == "pdt"
+    # The sandbox is another host with another token: its own accounts only.
+    paper, _ = connect(emu, session, env=PAPER)
+    assert {a.environment for a in await paper.fetch_accounts()} == {PAPER}
+    assert [r.path for r in emu.requests_to("profile")] == [
+        "/api/v1/user/profile", "/api/v1/user/profile", "/sandbox/v1/user/profile"]
+
+
+async def test_fetch_balance_reads_the_account_type_block(
+    emu: TradierEmulator, session: aiohttp.ClientSession, adapter: TradierAdapter,
+):
+    margin = await adapter.fetch_balance(ref(emu, "margin"))
+    assert margin.cash == Decimal("100000") and margin.equity == Decimal("101900")
+    assert margin.buying_power == Decimal("201900") and margin.market_value == Decimal("1900")
+    assert margin.unrealized_pnl == Decimal("400") and margin.realized_pnl == 0
+    cash = await adapter.fetch_balance(ref(emu, "cash"))
+    assert cash.buying_power == Decimal("25000") and cash.info["cash"]["cash_available"] == 25000
+    pat, _ = connect(emu, session, user="id-pat")
+    pdt = await pat.fetch_balance(ref(emu, "pdt", user="id-pat"))
+    assert pdt.buying_power == Decimal("100000")
+
+
+async def test_fetch_positions_object_array_null_and_shorts(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin, cash = ref(emu, "margin"), ref(emu, "cash")
+    (aapl,) = await adapter.fetch_positions(margin)
+    assert (aapl.symbol, aapl.quantity, aapl.average_price, aapl.cost_basis) == (
+        "AAPL", Decimal(10), Decimal(150), Decimal(1500))
+    assert str(aapl.quantity) == "10"  # Tradier's 10.0 shows as whole shares
+    assert await adapter.fetch_positions(cash) == []  # {"positions": "null"}
+    emu.add_position(margin.id, "F", Decimal(-100), Decimal("10.99"))
+    positions = {p.symbol: p for p in await adapter.fetch_positions(margin)}
+    assert positions["F"].quantity == -100 and positions["F"].side == "short"
+    assert positions["F"].average_price == Decimal("10.99")
+
+
+async def test_fetch_quote(emu: TradierEmulator, adapter: TradierAdapter):
+    quote = await adapter.fetch_quote("aapl")
+    assert (quote.symbol, quote.bid, quote.ask, quote.last) == (
+        "AAPL", Decimal("189.95"), Decimal("190.05"), Decimal("190"))
+    assert quote.time.tzinfo is not None
+    emu.set_quote("AAPL", "191.01", "191.03", "191.02")
+    assert (await adapter.fetch_quote("AAPL")).mid == Decimal("191.02")
+    with pytest.raises(SymbolNotFound):
+        await adapter.fetch_quote("ZZZZ")
+    before = len(emu.requests)
+    with pytest.raises(AssetClassNotSupported, match="futures"):
+        await adapter.fetch_quote("ESZ25")
+    assert len(emu.requests) == before
+
+
+async def test_fetch_market_state(emu: TradierEmulator, adapter: TradierAdapter):
+    assert await adapter.fetch_market_state() == "open"
+    emu.set_market_open(False)
+    assert await adapter.fetch_market_state() == "closed"
+
+
+# -- orders -------------------------------------------------------------------------------------
+
+
+async def test_market_order_is_form_encoded_tagged_and_read_back(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    order = await adapter.create_order(margin, OrderRequest(
+        "msft", Side.BUY, Decimal(5), client_order_id="TC0000000000000000001"))
+    assert order.status is OrderStatus.FILLED
+    assert (order.symbol, order.side, order.quantity, order.filled_quantity) == (
+        "MSFT", Side.BUY, Decimal(5), Decimal(5))
+    assert order.average_fill_price == Decimal("420.05")
+    assert order.client_order_id == "TC0000000000000000001"
+    (post,) = emu.requests_to(r"/orders$", "POST")
+    assert post.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert parse_qs(post.body.decode()) == {
+        "class": ["equity"], "symbol": ["MSFT"], "side": ["buy"], "quantity": ["5"],
+        "type": ["market"], "duration": ["day"], "tag": ["TC0000000000000000001"]}
+
+
+async def test_limit_stop_and_stop_limit_orders(emu: TradierEmulator, adapter: TradierAdapter):
+    margin = ref(emu, "margin")
+    limit = await adapter.create_order(margin, OrderRequest(
+        "TSLA", Side.BUY, Decimal(2), OrderType.LIMIT, TimeInForce.GTC,
+        limit_price=Decimal("240.10"), client_order_id="L1"))
+    stop = await adapter.create_order(margin, OrderRequest(
+        "AAPL", Side.SELL, Decimal(10), OrderType.STOP, stop_price=Decimal("180"),
+        client_order_id="S1"))
+    stop_limit = await adapter.create_order(margin, OrderRequest(
+        "NVDA", Side.BUY, Decimal(3), OrderType.STOP_LIMIT, limit_price=Decimal("146"),
+        stop_price=Decimal("145.5"), client_order_id="SL1"))
+    assert [o.status for o in (limit, stop, stop_limit)] == [OrderStatus.OPEN] * 3
+    assert limit.limit_price == Decimal("240.10") and limit.time_in_force is TimeInForce.GTC
+    assert stop.stop_price == Decimal(180) and stop.limit_price is None
+    assert (stop_limit.limit_price, stop_limit.stop_price) == (Decimal(146), Decimal("145.5"))
+    posts = order_posts(emu)
+    assert posts[0]["price"] == ["240.10"] and "stop" not in posts[0]
+    assert posts[1]["stop"] == ["180"] and posts[1]["side"] == ["sell"]
+    assert (posts[2]["price"], posts[2]["stop"]) == (["146"], ["145.5"])
+    opened = await adapter.fetch_open_orders(margin)
+    assert {o.client_order_id for o in opened} == {"L1", "S1", "SL1"}
+    emu.set_quote("TSLA", "239.90", "240.00")
+    assert (await adapter.fetch_order(margin, order_id=limit.id)).status is OrderStatus.FILLED
+
+
+async def test_sides_are_decided_from_the_position(emu: TradierEmulator, adapter: TradierAdapter):
+    margin = ref(emu, "margin")
+    await adapter.create_order(margin, OrderRequest("AAPL", Side.SELL, Decimal(4)))
+    await adapter.create_order(margin, OrderRequest("F", Side.SELL, Decimal(10)))
+    await adapter.create_order(margin, OrderRequest("F", Side.SELL, Decimal(5)))
+    await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(15)))
+    await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
+    assert [p["side"][0] for p in order_posts(emu)] == [
+        "sell", "sell_short", "sell_short", "buy_to_cover", "buy"]
+    assert emu.accounts[margin.id].positions["F"].quantity == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "held", "request_", "message"),
+    [
+        ("margin", 10, OrderRequest("AAPL", Side.SELL, Decimal(15)), "Sell 10 first"),
+        ("margin", -5, OrderRequest("AAPL", Side.BUY, Decimal(8)), "Buy 5 to cover first"),
+        ("cash", 0, OrderRequest("F", Side.SELL, Decimal(1)), "short selling in cash accounts"),
+    ],
+)
+async def test_orders_tradier_cannot_take_are_refused_before_sending(
+    emu: TradierEmulator, adapter: TradierAdapter, kind: str, held: int,
+    request_: OrderRequest, message: str,
+):
+    account = ref(emu, kind)
+    emu.accounts[account.id].positions.clear()
+    if held:
+        emu.add_position(account.id, request_.symbol, Decimal(held), Decimal(100))
+    with pytest.raises(InvalidOrder, match=message):
+        await adapter.create_order(account, request_)
+    assert order_posts(emu) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        (OrderRequest("ESZ25", Side.BUY, Decimal(1)), AssetClassNotSupported,
+         "Tradier does not offer futures trading"),
+        (OrderRequest("BTCUSD", Side.BUY, Decimal(1)), AssetClassNotSupported, "crypto"),
+        (OrderRequest("F", Side.BUY, Decimal(1), time_in_force=TimeInForce.IOC), InvalidOrder,
+         "take time in force day, gtc, not ioc"),
+        (OrderRequest("F", Side.BUY, Decimal(1), time_in_force=TimeInForce.FOK), InvalidOrder,
+         "not fok"),
+        (OrderRequest("F", Side.BUY, Decimal("0.5")), InvalidOrder, "whole quantities"),
+    ],
+)
+async def test_shared_checks_refuse_before_sending(
+    emu: TradierEmulator, adapter: TradierAdapter, request_: OrderRequest,
+    error: type[Exception], message: str,
+):
+    with pytest.raises(error, match=message):
+        await adapter.create_order(ref(emu, "margin"), request_)
+    assert emu.requests == []
+
+
+async def test_vendor_rejections_become_our_errors(emu: TradierEmulator, adapter: TradierAdapter):
+    margin = ref(emu, "margin")
+    with pytest.raises(InsufficientBuyingPower, match=r"enough buying power.*check /balances"):
+        await adapter.create_order(margin, OrderRequest("NVDA", Side.BUY, Decimal(5000)))
+    with pytest.raises(SymbolNotFound, match="ZZZZ: symbol not found"):
+        await adapter.create_order(margin, OrderRequest("ZZZZ", Side.BUY, Decimal(1)))
+    with pytest.raises(InvalidOrder, match="Tradier rejected the order: Extended hours"):
+        await adapter.request("POST", f"/accounts/{margin.id}/orders", environment=LIVE,
+                              bucket="trading:live", write=True, form={
+                                  "class": "equity", "symbol": "F", "side": "buy",
+                                  "quantity": "1", "type": "market", "duration": "pre"})
+
+
+def test_error_body_shapes() -> None:
+    for example in SPEC["error_shape_observed"]["examples"]:
+        assert error_messages(example)
+    assert error_messages({"errors": {"error": ["a", "b"]}}) == ["a", "b"]
+    assert error_messages("Invalid Access Token") == []
+    adapter = TradierAdapter(AdapterContext())
+    closed = adapter.vendor_error(HttpResponse(
+        400, {}, {"errors": {"error": "Market is closed."}}, "POST", "/accounts/X/orders"))
+    assert closed is not None and closed.code == "market-closed"
+    other = adapter.vendor_error(HttpResponse(
+        400, {}, {"errors": {"error": ["Invalid date"]}}, "GET", "/accounts/X/history"))
+    assert other is not None and "Invalid date" in other.user_message
+
+
+async def test_cancel(emu: TradierEmulator, adapter: TradierAdapter):
+    margin = ref(emu, "margin")
+    order = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")))
+    await adapter.cancel_order(margin, order.id)
+    assert (await adapter.fetch_order(margin, order_id=order.id)).status is OrderStatus.CANCELLED
+    with pytest.raises(OrderNotCancelable, match="it is canceled"):
+        await adapter.cancel_order(margin, order.id)
+    with pytest.raises(OrderNotFound):
+        await adapter.cancel_order(margin, "987654")
+    assert len(emu.requests_to(r"/orders/", "DELETE")) == 3
+
+
+async def test_fetch_order_by_id_and_by_client_id(emu: TradierEmulator, adapter: TradierAdapter):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(1), client_order_id="abcDEF123"))
+    assert (await adapter.fetch_order(margin, order_id=placed.id)).client_order_id == "abcDEF123"
+    found = await adapter.fetch_order(margin, client_order_id="abcDEF123")
+    assert found.id == placed.id
+    listing = emu.requests_to(r"/orders$", "GET")[-1]
+    assert listing.query["includeTags"] == "true"  # tags are hidden otherwise
+    with pytest.raises(OrderNotFound):
+        await adapter.fetch_order(margin, client_order_id="nope")
+    with pytest.raises(OrderNotFound):
+        await adapter.fetch_order(margin, order_id="999999")
+    with pytest.raises(OrderNotFound):
+        await adapter.fetch_order(margin, order_id="not-a-number")
+
+
+async def test_client_id_lookup_pages_through_every_order(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    emu.accounts[margin.id].cash = Decimal(10_000_000)
+    emu.set_rate_limit("trading", 1000)
+    for i in range(101):
+        # An unthrottled bucket: this is set-up, not the adapter under test.
+        await adapter.request("POST", f"/accounts/{margin.id}/orders", environment=LIVE,
+                              bucket="setup", write=True, form={
+                                  "class": "equity", "symbol": "F", "side": "buy",
+                                  "quantity": "1", "type": "market", "duration": "day",
+                                  "tag": f"T{i}"})
+    assert (await adapter.fetch_order(margin, client_order_id="T100")).client_order_id == "T100"
+    pages = [r.query["page"] for r in emu.requests_to(r"/orders$", "GET")]
+    assert pages == ["1", "2"]
+
+
+async def test_fetch_orders_is_closed_history_newest_first(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    ids = []
+    for qty in (1, 2, 3):
+        ids.append((await adapter.create_order(
+            margin, OrderRequest("F", Side.BUY, Decimal(qty)))).id)
+    working = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5)))
+    history = await adapter.fetch_orders(margin)
+    assert [o.id for o in history] == ids[::-1]
+    assert working.id not in {o.id for o in history}
+    assert [o.id for o in await adapter.fetch_orders(margin, limit=2)] == ids[:0:-1]
+    future = datetime.now(UTC) + timedelta(days=1)
+    assert await adapter.fetch_orders(margin, since=future) == []
+
+
+async def test_order_created_while_reading_back_fails_is_still_returned(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    emu.faults.add(Fault(kind="status", path=r"/orders/\d+$", method="GET", status=503))
+    order = await adapter.create_order(ref(emu, "margin"), OrderRequest(
+        "F", Side.BUY, Decimal(1), client_order_id="RB1"))
+    assert order.status is OrderStatus.PENDING and order.client_order_id == "RB1"
+    assert len(emu.orders) == 1
+
+
+# -- no idempotency: the tag lookup is what prevents duplicates -----------------------------
+
+
+async def test_lost_create_response_then_lookup_finds_exactly_one(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    emu.faults.add(Fault(kind="lose_response", path=r"/orders$", method="POST", times=1))
+    request = OrderRequest("F", Side.BUY, Decimal(3), client_order_id="LOST0001")
+    with pytest.raises(BrokerUnavailable) as info:
+        await adapter.create_order(margin, request)
+    assert info.value.maybe_sent is True
+    assert len(emu.requests_to(r"/orders$", "POST")) == 1  # never resent by the adapter
+    found = await adapter.fetch_order(margin, client_order_id="LOST0001")
+    assert found.quantity == 3 and found.status is OrderStatus.FILLED
+    assert len(emu.orders_for(margin.id)) == 1
+
+
+async def test_tradier_does_not_deduplicate_tags_so_the_lookup_must_come_first(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    request = OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT,
+                           limit_price=Decimal(5), client_order_id="DUP00001")
+    emu.faults.add(Fault(kind="lose_response", path=r"/orders$", method="POST", times=1))
+    with pytest.raises(BrokerUnavailable):
+        await adapter.create_order(margin, request)
+    # The caller's rule: look up by client order id before any resubmission.
+    first = await adapter.fetch_order(margin, client_order_id="DUP00001")
+    assert len(emu.orders_for(margin.id)) == 1
+    # Resending blindly would have made a second order: the broker does not stop it.
+    await adapter.create_order(margin, request)
+    assert len(emu.orders_for(margin.id)) == 2
+    assert (await adapter.fetch_order(margin, client_order_id="DUP00001")).id == first.id
+
+
+# -- auth, limits, retries ------------------------------------------------------------------
+
+
+async def test_expired_token_is_refreshed_mid_call(
+    emu: TradierEmulator, session: aiohttp.ClientSession,
+):
+    adapter, tokens = connect(emu, session)
+    before = await tokens.access_token()
+    emu.expire_access_tokens()
+    balance = await adapter.fetch_balance(ref(emu, "margin"))
+    assert balance.equity == Decimal(101900)
+    assert tokens.refreshes == 1 and emu.oauth[LIVE].refresh_requests == 1
+    assert await tokens.access_token() != before
+    assert len(emu.requests_to("/oauth/refreshtoken", "POST")) == 1
+    assert emu.requests_to("/oauth/accesstoken") == []
+
+
+async def test_an_order_is_resent_once_after_a_refresh(
+    emu: TradierEmulator, session: aiohttp.ClientSession,
+):
+    adapter, tokens = connect(emu, session)
+    margin = ref(emu, "margin")
+    emu.expire_access_tokens()
+    order = await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
+    assert order.status is OrderStatus.FILLED and tokens.refreshes == 1
+    assert len(emu.orders_for(margin.id)) == 1  # the 401 attempt created nothing
+
+
+async def test_unrefreshable_token_means_reconnect(emu: TradierEmulator,
+                                                   session: aiohttp.ClientSession):
+    ctx = AdapterContext(session=session, api_urls={LIVE: emu.api_url(LIVE)},
+                         tokens=StaticToken("not-a-token"))
+    with pytest.raises(AuthorizationExpired, match="/connect"):
+        await TradierAdapter(ctx).fetch_accounts()
+
+
+async def test_partner_without_refresh_tokens_gets_authorization_expired(
+    session: aiohttp.ClientSession,
+):
+    async with TradierEmulator(refresh_tokens=False) as emu:
+        assert isinstance(emu, TradierEmulator)
+        adapter, _ = connect(emu, session)
+        emu.expire_access_tokens()
+        with pytest.raises(AuthorizationExpired):
+            await adapter.fetch_accounts()
+
+
+async def test_account_of_the_other_environment(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    sandbox = ref(emu, "margin", env=PAPER)
+    live_url = {LIVE: emu.api_url(LIVE)}
+    assert adapter.ctx.api_urls == live_url
+    with pytest.raises(BrokerUnavailable, match="paper is not available"):
+        await adapter.fetch_balance(sandbox)
+    wrong = AccountRef(sandbox.id, sandbox.type, LIVE)
+    with pytest.raises(AuthorizationExpired, match="live and sandbox"):
+        await adapter.fetch_balance(wrong)
+
+
+async def test_429_with_retry_after_is_retried_on_reads(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    emu.faults.add(Fault(kind="status", path="/balances$", status=429, times=1,
+                         headers={"Retry-After": "0"}, body={"fault": "rate"}))
+    assert (await adapter.fetch_balance(ref(emu, "margin"))).cash == 100000
+    assert len(emu.requests_to("/balances$")) == 2
+
+
+async def test_tradier_429_becomes_rate_limited_with_reset_time(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    emu.set_rate_limit("trading", 1)
+    await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
+    with pytest.raises(RateLimited) as info:
+        await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
+    assert info.value.retry_after is not None and 0 < info.value.retry_after <= 60
+    assert len(emu.requests_to(r"/orders$", "POST")) == 2  # the write was not retried
+    emu.set_rate_limit("standard", 1)
+    with pytest.raises(RateLimited):
+        await adapter.fetch_balance(margin)
+    assert len(emu.requests_to("/balances$")) == adapter.ctx.read_retries
+
+
+async def test_5xx_on_read_is_retried_and_on_write_is_not(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    emu.faults.add(Fault(kind="status", path="/positions$", status=502, times=2))
+    assert len(await adapter.fetch_positions(margin)) == 1
+    assert len(emu.requests_to("/positions$")) == 3
+    emu.faults.add(Fault(kind="status", path=r"/orders$", method="POST", status=503, times=1))
+    with pytest.raises(BrokerUnavailable) as info:
+        await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
+    assert info.value.maybe_sent is True
+    assert len(emu.requests_to(r"/orders$", "POST")) == 1
+
+
+# -- the account-events stream ------------------------------------------------------------------
+
+
+class Stream:
+    """Runs ``stream_order_updates`` in a task and hands out updates as they arrive."""
+
+    def __init__(self, adapter: TradierAdapter, accounts: list[AccountRef]) -> None:
+        self.updates: asyncio.Queue[OrderUpdate] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(adapter, accounts))
+
+    async def _run(self, adapter: TradierAdapter, accounts: list[AccountRef]) -> None:
+        async for update in adapter.stream_order_updates(accounts):
+            self.updates.put_nowait(update)
+
+    async def next(self) -> OrderUpdate:
+        return await asyncio.wait_for(self.updates.get(), 5)
+
+
+async def start_stream(emu: TradierEmulator, adapter: TradierAdapter,
+                       accounts: list[AccountRef]) -> Stream:
+    stream = Stream(adapter, accounts)
+    for _ in range(500):
+        if emu.stream_count:
+            return stream
+        await asyncio.sleep(0.01)
+    raise AssertionError("the stream did not subscribe")
+
+
+async def test_stream_fill_partial_cancel_reject_and_clean_end(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin = ref(emu, "margin")
+    stream = await start_stream(emu, adapter, [margin])
+    market = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(5), client_order_id="M1"))
+    new, fill = await stream.next(), await stream.next()
+    assert (new.event, new.order.id, new.order.status) == ("new", market.id, OrderStatus.OPEN)
+    assert (fill.event, fill.fill_quantity, fill.fill_price) == ("fill", 5, Decimal("11.01"))
+    assert (fill.order.symbol, fill.order.client_order_id, fill.order.side) == (
+        "F", "M1", Side.BUY)
+    assert fill.execution_id == f"{market.id}-5"
+    limit = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")))
+    assert (await stream.next()).event == "new"
+    emu.send_heartbeat()  # ignored
+    emu.fill(limit.id, 4, "10.40")
+    partial = await stream.next()
+    assert (partial.event, partial.fill_quantity, partial.fill_price) == (
+        "partial_fill", 4, Decimal("10.40"))
+    assert partial.order.status is OrderStatus.PARTIALLY_FILLED
+    assert partial.order.remaining_quantity == 6
+    emu.fill(limit.id, 6, "10.45")
+    rest = await stream.next()
+    assert (rest.event, rest.fill_quantity, rest.fill_price) == ("fill", 6, Decimal("10.45"))
+    assert rest.order.average_fill_price == Decimal("10.43")
+    to_cancel = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5)))
+    await stream.next()
+    await adapter.cancel_order(margin, to_cancel.id)
+    canceled = await stream.next()
+    assert (canceled.event, canceled.order.status) == ("canceled", OrderStatus.CANCELLED)
+    assert canceled.fill_quantity is None
+    to_reject = await adapter.create_order(margin, OrderRequest(
+        "F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5)))
+    await stream.next()
+    emu.reject(to_reject.id, "Order rejected by risk")
+    rejected = await stream.next()
+    assert rejected.event == "rejected"
+    assert rejected.order.reject_reason == "Order rejected by risk"  # read from the order
+    await emu.drop_streams()
+    await asyncio.wait_for(stream.task, 5)  # ends cleanly; reconnecting is the caller's job
+    assert stream.updates.empty()
+    # Per order: one read-back after placing, one read of the fields events lack; plus one
+    # read for the rejection reason. Not one read per event.
+    assert len(emu.requests_to(r"/orders/\d+$", "GET")) == 4 + 4 + 1
+    assert emu.spec_violations == []
+
+
+async def test_stream_reports_only_the_accounts_asked_for(
+    emu: TradierEmulator, adapter: TradierAdapter,
+):
+    margin, cash = ref(emu, "margin"), ref(emu, "cash")
+    stream = await start_stream(emu, adapter, [cash])
+    await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
+    order = await adapter.create_order(cash, OrderRequest("F", Side.BUY, Decimal(1)))
+    update = await stream.next()
+    assert update.order.id == order.id and update.order.account_id == cash.id
+    stream.task.cancel()
+
+
+async def test_stream_refused_session_raises(emu: TradierEmulator, adapter: TradierAdapter):
+    ticks = itertools.count(start=time.time(), step=301)
+    emu.clock = lambda: next(ticks)  # every session is older than five minutes at connect time
+    adapter.stream_idle_timeout = 5  # fail fast if the refusal were missed
+    with pytest.raises(BrokerUnavailable, match="refused the session"):
+        async for _ in adapter.stream_order_updates([ref(emu, "margin")]):
+            pass
+
+
+async def test_documented_events_map_without_fill_details(adapter: TradierAdapter):
+    """The documented events carry no symbol, side or last fill price, and last_fill_quantity
+    0.0 even on the fill: the adapter reads the order once and derives the fill."""
+    margin = AccountRef("6YA", AccountType.MARGIN, LIVE)
+    adapter._order_details[("6YA", "1107075")] = {
+        "symbol": "SPY", "side": "buy", "quantity": 2.0, "duration": "day", "tag": "X1"}
+    seen: dict[str, tuple[Decimal, Decimal]] = {}
+    events = SPEC["account_events_ws"]["order_events"]
+    updates = [await adapter._update_from_event(margin, e, seen) for e in events]
+    assert [u.event for u in updates] == ["new", "pending", "fill"]
+    fill = updates[-1]
+    assert (fill.fill_quantity, fill.fill_price) == (Decimal(2), Decimal(10))
+    assert fill.order.symbol == "SPY" and fill.order.client_order_id == "X1"
+    assert fill.order.limit_price == Decimal(10) and fill.order.stop_price is None
+    assert fill.at == datetime(2021, 8, 9, 20, 5, 35, 277000, tzinfo=UTC)
+
+
+def test_order_mapping_quirks() -> None:
+    assert items("null", "order") == []
+    assert items({"order": {"id": 1}}, "order") == [{"id": 1}]
+    raw: dict[str, Any] = {
+        "id": 228175, "type": "limit", "symbol": "AAPL", "side": "sell_short",
+        "quantity": 50.0, "status": "expired", "duration": "pre", "price": 22.0,
+        "avg_fill_price": 0.0, "exec_quantity": 0.0, "last_fill_price": 0.0,
+        "last_fill_quantity": 0.0, "remaining_quantity": 0.0,
+        "create_date": "2018-06-01T12:02:29.682Z", "transaction_date": "2018-06-01T12:30:02.385Z",
+        "class": "equity",
+    }
+    order = order_from(raw, "VA1")
+    assert (order.side, order.status, order.time_in_force) == (
+        Side.SELL, OrderStatus.EXPIRED, TimeInForce.DAY)
+    assert order.average_fill_price is None and order.limit_price == Decimal(22)
+    assert order_from({**raw, "status": "error"}, "VA1").status is OrderStatus.REJECTED
+    option = order_from({**raw, "class": "option", "option_symbol": "AAPL250117C00150000",
+                         "side": "buy_to_open"}, "VA1")
+    assert option.asset_class is AssetClass.OPTION and option.symbol == "AAPL250117C00150000"
+    assert option.side is Side.BUY
+
+
+# -- spec conformance ---------------------------------------------------------------------------
+
+
+async def test_every_adapter_request_conforms(emu: TradierEmulator, adapter: TradierAdapter):
+    margin, cash = ref(emu, "margin"), ref(emu, "cash")
+    stream = await start_stream(emu, adapter, [margin, cash])
+    await adapter.fetch_accounts()
+    await adapter.fetch_balance(margin)
+    await adapter.fetch_balance(cash)
+    await adapter.fetch_positions(margin)
+    await adapter.fetch_quote("SPY")
+    await adapter.fetch_market_state()
+    for req in (
+        OrderRequest("F", Side.BUY, Decimal(2), client_order_id="C1"),
+        OrderRequest("F", Side.SELL, Decimal(2), OrderType.LIMIT, TimeInForce.GTC,
+                     limit_price=Decimal("10.99")),
+        OrderRequest("F", Side.SELL, Decimal(2), OrderType.STOP, stop_price=Decimal("9.5")),
+        OrderRequest("F", Side.BUY, Decimal(2), OrderType.STOP_LIMIT,
+                     limit_price=Decimal("12.25"), stop_price=Decimal("12")),
+    ):
+        await adapter.create_order(margin, req)
+    open_orders = await adapter.fetch_open_orders(margin)
+    await adapter.cancel_order(margin, open_orders[0].id)
+    await adapter.fetch_orders(margin, since=datetime.now(UTC) - timedelta(hours=1))
+    await adapter.fetch_order(margin, client_order_id="C1")
+    await adapter.fetch_order(margin, order_id=open_orders[-1].id)
+    await stream.next()
+    await emu.drop_streams()
+    await asyncio.wait_for(stream.task, 5)
+    assert emu.spec_violations == []
