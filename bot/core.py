@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from adapters.paper import SimulatedFeed
 from bot.db import Database
 from bot.errors import ConfigurationError
+from bot.services.connections import ConnectionService
 from bot.services.members import MemberService
+from bot.services.trading import TradingService
 from bot.settings import KeySpec, Settings
 from bot.vault import Vault, load_or_create_local_key
 
@@ -51,9 +54,15 @@ class Core:
     vault: Vault
     http: aiohttp.ClientSession
     members: MemberService = field(init=False)
+    connections: ConnectionService = field(init=False)
+    trading: TradingService = field(init=False)
+    simulated_feed: SimulatedFeed = field(init=False)
 
     def __post_init__(self) -> None:
+        self.simulated_feed = SimulatedFeed()
         self.members = MemberService(self.db)
+        self.connections = ConnectionService(self)
+        self.trading = TradingService(self)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:

@@ -156,8 +156,6 @@ class ConnectionService:
         ctx.extra["broker_config"] = cfg
 
     async def _paper_extra(self, connection: Connection) -> dict[str, Any]:
-        from adapters.paper import SimulatedFeed
-
         settings = connection.settings or {}
         source: Any = None
         source_id = settings.get("quote_source_connection_id")
@@ -174,7 +172,6 @@ class ConnectionService:
             "starting_cash": Decimal(str(self.core.settings.paper_starting_cash)),
             "fill_hours": self.core.settings.paper_fill_hours,
             "clock": self.clock,
-            "simulated_feed_type": SimulatedFeed,
         }
 
     async def member_of(self, connection: Connection) -> Member:

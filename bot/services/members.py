@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from adapters.paper import paper_account_id
 from bot.db import Database
 from bot.models import Connection, ConnectionAccount, ConnectionStatus, Member
 from bot.services import audit
@@ -14,8 +15,6 @@ PAPER_BROKER = "paper"
 PAPER_CONNECTION_NAME = "Tradecord Paper"
 
 
-def paper_account_id(connection_id: int) -> str:
-    return f"TCP{connection_id:08d}"
 
 
 class MemberService:

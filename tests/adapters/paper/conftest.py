@@ -4,7 +4,7 @@ a simulated feed the tests can pin, and a factory for adapters on the same datab
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,22 +19,10 @@ from adapters.paper.models import PaperAccount, PaperPosition
 from bot.db import Database
 from bot.models import Connection
 from bot.services.members import MemberService
+from tests.support import WEEKDAY_SESSION, FakeClock
 
-# Tuesday 1 December 2026, 10:00 in New York: the NYSE and CME are open.
-WEEKDAY_SESSION = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 # Saturday 28 November 2026: both closed.
 SATURDAY = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta: float) -> None:
-        self.at += timedelta(**delta)
 
 
 @pytest.fixture

@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from adapters.errors import (
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    RateLimited,
+    SymbolNotFound,
+)
+from adapters.paper.models import PaperOrder
+from bot.core import Core
+from bot.db import Database
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.services.trading import OrderInput
+from bot.settings import Settings
+from tests.support import FakeClock
+
+ALICE, BOB = 1001, 1002
+
+
+@pytest.fixture
+async def core(settings: Settings, db: Database) -> AsyncIterator[Core]:
+    c = await Core.open(settings, migrate=False)
+    clock = FakeClock()
+    c.trading.clock = c.connections.clock = c.simulated_feed.clock = clock
+    c.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    yield c
+    await c.close()
+
+
+async def order_count(core: Core, client_order_id: str | None = None) -> int:
+    async with core.db.session() as s:
+        q = select(func.count()).select_from(PaperOrder)
+        if client_order_id:
+            q = q.where(PaperOrder.client_order_id == client_order_id)
+        return int(await s.scalar(q) or 0)
+
+
+async def phases(core: Core, intent_id: str) -> list[str]:
+    async with core.db.session() as s:
+        rows = await s.scalars(
+            select(AuditEvent.kind).where(AuditEvent.intent_id == intent_id).order_by(AuditEvent.id)
+        )
+        return list(rows)
+
+
+async def test_preview_stores_a_draft_and_prices_it(core: Core) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("aapl", "buy", "10"))
+    assert p.request.symbol == "AAPL"
+    assert p.estimated_price == Decimal("200.10")  # a market buy pays the ask
+    assert p.estimated_cost == Decimal("2001.00")
+    assert p.buying_power == Decimal("100000")
+    assert p.buying_power_after == Decimal("97999.00")
+    assert p.simulated and p.target.mode == "paper"
+    intent = await core.trading.get_intent(p.intent_id)
+    assert intent.status == IntentStatus.DRAFT
+    assert len(intent.client_order_id) <= 22 and intent.client_order_id.isalnum()
+    assert await order_count(core) == 0  # nothing reaches the broker before Confirm
+
+
+async def test_confirm_fills_and_records_every_phase(core: Core) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "10"))
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.ok and out.intent.status == IntentStatus.FILLED
+    assert "Filled: buy 10 AAPL at $200.00" in out.message  # paper fills at the mid by default
+    assert await phases(core, p.intent_id) == [
+        "order.validated", "order.submitted", "order.accepted", "order.filled",
+    ]
+
+
+async def test_double_confirm_places_one_order(core: Core) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    results = await asyncio.gather(
+        core.trading.confirm(p.intent_id, ALICE), core.trading.confirm(p.intent_id, ALICE),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, Conflict) for r in results) == 1
+    assert await order_count(core) == 1
+
+
+async def test_someone_else_cannot_confirm(core: Core) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    with pytest.raises(PermissionDenied):
+        await core.trading.confirm(p.intent_id, BOB)
+    assert await order_count(core) == 0
+    assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.DRAFT
+
+
+async def test_expired_preview_sends_nothing(core: Core) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    core.trading.clock.advance(seconds=61)  # type: ignore[attr-defined]
+    with pytest.raises(Conflict, match="expired"):
+        await core.trading.confirm(p.intent_id, ALICE)
+    assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.DISCARDED
+    assert await order_count(core) == 0
+
+
+async def test_discarded_preview_cannot_be_confirmed(core: Core) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    await core.trading.discard(p.intent_id, ALICE)
+    with pytest.raises(Conflict, match="cancelled or expired"):
+        await core.trading.confirm(p.intent_id, ALICE)
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (OrderInput("AAPL", "buy", "0"), "more than zero"),
+        (OrderInput("AAPL", "buy", "-5"), "more than zero"),
+        (OrderInput("AAPL", "buy", "ten"), "must be a number"),
+        (OrderInput("AAPL", "buy", "1.5"), "whole number"),
+        (OrderInput("BTCUSD", "buy", "0.123456789"), "at most 8 decimals"),
+        (OrderInput("AAPL", "hold", "1"), "Side must be"),
+        (OrderInput("AAPL", "buy", "1", "limit"), "needs limit_price"),
+        (OrderInput("AAPL", "buy", "1", "market", limit_price="10"), "limit_price only applies"),
+        (OrderInput("AAPL", "buy", "1", "limit", limit_price="10", stop_price="9"),
+         "stop_price only applies"),
+        (OrderInput("AAPL", "buy", "1", "stop"), "needs stop_price"),
+        (OrderInput("AAPL", "buy", "1", "stop_limit", stop_price="9"), "needs limit_price"),
+        (OrderInput("AAPL", "buy", "1", "limit", limit_price="-1"), "more than zero"),
+        (OrderInput("AAPL", "buy", "1", "trailing"), "Order type must be"),
+        (OrderInput("AAPL", "buy", "1", time_in_force="forever"), "Time in force must be"),
+        (OrderInput("$$$", "buy", "1"), "is not a symbol"),
+        (OrderInput("AAPL", "buy", "1", mode="margin"), "Mode must be paper or live"),
+    ],
+)
+async def test_bad_input_is_refused_with_advice_and_stores_nothing(
+    core: Core, order: OrderInput, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await core.trading.preview(ALICE, order)
+    async with core.db.session() as s:
+        assert await s.scalar(select(func.count()).select_from(OrderIntent)) == 0
+
+
+async def test_unknown_symbol(core: Core) -> None:
+    with pytest.raises(SymbolNotFound):
+        await core.trading.preview(ALICE, OrderInput("ZZZQX", "buy", "1"))
+
+
+async def test_insufficient_buying_power(core: Core) -> None:
+    with pytest.raises(InsufficientBuyingPower, match=r"needs about \$200,100.00"):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1000"))
+
+
+async def test_connection_must_be_the_members(core: Core) -> None:
+    await core.members.ensure(BOB)
+    with pytest.raises(NotFound, match="no connection named “Bob's Alpaca”"):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1", connection="Bob's Alpaca"))
+
+
+async def test_live_mode_needs_a_live_account(core: Core) -> None:
+    with pytest.raises(NotFound, match="no connection with a live account"):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1", mode="live"))
+
+
+# -- faults: at most one broker order per intent, whatever fails ---------------------------
+
+FAULTS = st.sampled_from(["ok", "refuse", "rate", "lose", "timeout_after"])
+
+
+class FaultyAdapter:
+    """Wraps an adapter and makes each broker call fail in a drawn way.
+
+    refuse: fails before the broker acts (5xx, not sent); rate: 429; lose: the broker acts and
+    the answer is lost; timeout_after: the broker acts and the call times out.
+    """
+
+    def __init__(self, inner: Any, plan: list[str], core: Core, resends: list[str]) -> None:
+        self._inner = inner
+        self._plan = plan
+        self._core = core
+        self._resends = resends
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name not in ("create_order", "fetch_order", "fetch_quote", "fetch_balance",
+                        "fetch_positions"):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            fault = self._plan.pop(0) if self._plan else "ok"
+            if fault == "refuse":
+                raise BrokerUnavailable(maybe_sent=False)
+            if fault == "rate":
+                raise RateLimited(retry_after=1)
+            if name == "create_order":
+                # Paper dedupes client order ids, so count resends ourselves: a create for an
+                # order the broker already holds is exactly the blind retry we forbid.
+                cid = args[1].client_order_id
+                if await order_count(self._core, cid):
+                    self._resends.append(cid)
+            result = await attr(*args, **kwargs)
+            if fault == "lose":
+                raise BrokerUnavailable(maybe_sent=True)
+            if fault == "timeout_after":
+                raise TimeoutError
+            return result
+
+        return call
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(FAULTS, min_size=0, max_size=8))
+async def test_any_failure_sequence_places_at_most_one_order(core: Core, plan: list[str]) -> None:
+    original = core.connections.adapter_for
+    remaining = list(plan)
+    resends: list[str] = []
+
+    async def faulty(connection: Any) -> Any:
+        return FaultyAdapter(await original(connection), remaining, core, resends)
+
+    core.connections.adapter_for = faulty  # type: ignore[method-assign]
+    try:
+        try:
+            p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+        except (BrokerUnavailable, RateLimited, TimeoutError):
+            return  # refused before any intent: nothing to place
+        intent_id = p.intent_id
+        client_id = (await core.trading.get_intent(intent_id)).client_order_id
+        try:
+            await core.trading.confirm(intent_id, ALICE)
+        except Conflict:
+            pass
+        for _ in range(3):  # the reconciler runs while faults may still happen
+            core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+            await core.trading.reconcile()
+        assert await order_count(core, client_id) <= 1
+        assert resends == []
+        remaining.clear()
+        core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+        await core.trading.reconcile()
+        intent = await core.trading.get_intent(intent_id)
+        placed = await order_count(core, client_id)
+        assert placed <= 1 and resends == []
+        # Once the broker answers again, our record agrees with the broker.
+        if placed:
+            assert intent.status in (IntentStatus.FILLED, IntentStatus.ACCEPTED)
+        else:
+            assert intent.status in (IntentStatus.FAILED, IntentStatus.REJECTED)
+    finally:
+        core.connections.adapter_for = original  # type: ignore[method-assign]
