@@ -302,6 +302,58 @@ class TradingService:
             expires_at=now + PREVIEW_TTL,
         )
 
+    async def place(
+        self,
+        target: Target,
+        request: OrderRequest,
+        *,
+        source: str,
+        idempotency_key: str,
+        extra: dict[str, Any] | None = None,
+        submit: bool = True,
+    ) -> Outcome:
+        """Store and submit an order for an automated source (a signal), once per key.
+
+        The key (e.g. signal id + subscription id) makes a redelivered job or a racing worker
+        find the existing intent instead of placing a second order. With ``submit=False`` the
+        intent waits as a draft for the member's approval.
+        """
+        now = self.clock()
+        intent_id = new_uuid()
+        assert request.asset_class is not None
+        intent = OrderIntent(
+            id=intent_id, client_order_id=client_order_id(intent_id),
+            idempotency_key=idempotency_key, member_id=target.connection.member_id,
+            connection_id=target.connection.id, broker=target.connection.broker,
+            mode=target.mode, account_id=target.account.account_id, source=source,
+            symbol=request.symbol, asset_class=request.asset_class.value,
+            side=request.side.value, quantity=request.quantity,
+            order_type=request.order_type.value, limit_price=request.limit_price,
+            stop_price=request.stop_price, time_in_force=request.time_in_force.value,
+            status=IntentStatus.PENDING if submit else IntentStatus.DRAFT,
+            created_at=now, updated_at=now, extra=dict(extra or {}),
+        )
+        try:
+            async with self.core.db.transaction() as s:
+                s.add(intent)
+                await s.flush()
+                audit.record(s, "order.validated", member_id=intent.member_id,
+                             connection_id=intent.connection_id, intent_id=intent.id,
+                             symbol=intent.symbol, side=intent.side, quantity=intent.quantity,
+                             order_type=intent.order_type, mode=intent.mode, source=source)
+        except IntegrityError:
+            async with self.core.db.session() as s:
+                existing = await s.scalar(
+                    select(OrderIntent).where(OrderIntent.idempotency_key == idempotency_key)
+                )
+            assert existing is not None
+            return Outcome(existing, None, "Already handled (same signal and subscription).",
+                           existing.status not in (IntentStatus.FAILED, IntentStatus.REJECTED),
+                           extra={"duplicate": True})
+        if not submit:
+            return Outcome(intent, None, "Waiting for approval.", True)
+        return await self.submit(intent)
+
     # -- confirm and submit -------------------------------------------------------------
 
     async def discard(self, intent_id: str, discord_user_id: int) -> OrderIntent:
@@ -636,17 +688,6 @@ class TradingService:
         if intent.status == IntentStatus.DISCARDED:
             return "This preview was cancelled or expired; nothing was sent. Run /trade again."
         return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
-
-    async def create_intent_direct(self, intent: OrderIntent) -> OrderIntent | None:
-        """Store a pending intent for automated sources; ``None`` when its key already exists."""
-        async with self.core.db.session() as s:
-            s.add(intent)
-            try:
-                await s.commit()
-            except IntegrityError:
-                await s.rollback()
-                return None
-        return intent
 
 
 def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:

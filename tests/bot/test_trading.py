@@ -250,3 +250,20 @@ async def test_any_failure_sequence_places_at_most_one_order(core: Core, plan: l
             assert intent.status in (IntentStatus.FAILED, IntentStatus.REJECTED)
     finally:
         core.connections.adapter_for = original  # type: ignore[method-assign]
+
+
+async def test_place_is_once_per_idempotency_key(core: Core) -> None:
+    from adapters.models import OrderRequest, Side
+    from adapters.symbols import asset_class_of
+
+    target = await core.connections.resolve(ALICE, None, "paper")
+    req = OrderRequest("AAPL", Side.BUY, Decimal(2))
+    req.asset_class = asset_class_of("AAPL")
+    first, second = await asyncio.gather(
+        core.trading.place(target, req, source="signal", idempotency_key="sig1:sub1"),
+        core.trading.place(target, req, source="signal", idempotency_key="sig1:sub1"),
+    )
+    assert sorted([bool(first.extra.get("duplicate")), bool(second.extra.get("duplicate"))]) == [
+        False, True,
+    ]
+    assert await order_count(core) == 1
