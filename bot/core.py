@@ -16,6 +16,7 @@ from bot.db import Database
 from bot.errors import ConfigurationError
 from bot.services.connections import ConnectionService
 from bot.services.members import MemberService
+from bot.services.notify import Notifier
 from bot.services.trading import TradingService
 from bot.settings import KeySpec, Settings
 from bot.vault import Vault, load_or_create_local_key
@@ -57,6 +58,8 @@ class Core:
     connections: ConnectionService = field(init=False)
     trading: TradingService = field(init=False)
     simulated_feed: SimulatedFeed = field(init=False)
+    # Set by the front end that can reach Discord (bot process, or a REST-only client).
+    notifier: Notifier | None = None
 
     def __post_init__(self) -> None:
         self.simulated_feed = SimulatedFeed()

@@ -94,7 +94,9 @@ EXPECTATIONS: dict[str, str] = {
 
 
 BROKERS = ("tradestation", "alpaca", "tradier")
-BROKER_URLS = ("authorize_url", "token_url", "revoke_url", "api_url", "paper_api_url")
+BROKER_URLS = (
+    "authorize_url", "token_url", "refresh_url", "revoke_url", "api_url", "paper_api_url",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,7 @@ class Settings(BaseSettings):
     tradecord_tradestation_client_secret: SecretStr | None = None
     tradecord_tradestation_authorize_url: str | None = None
     tradecord_tradestation_token_url: str | None = None
+    tradecord_tradestation_refresh_url: str | None = None
     tradecord_tradestation_revoke_url: str | None = None
     tradecord_tradestation_api_url: str | None = None
     tradecord_tradestation_paper_api_url: str | None = None
@@ -149,6 +152,7 @@ class Settings(BaseSettings):
     tradecord_alpaca_client_secret: SecretStr | None = None
     tradecord_alpaca_authorize_url: str | None = None
     tradecord_alpaca_token_url: str | None = None
+    tradecord_alpaca_refresh_url: str | None = None
     tradecord_alpaca_revoke_url: str | None = None
     tradecord_alpaca_api_url: str | None = None
     tradecord_alpaca_paper_api_url: str | None = None
@@ -156,6 +160,7 @@ class Settings(BaseSettings):
     tradecord_tradier_client_secret: SecretStr | None = None
     tradecord_tradier_authorize_url: str | None = None
     tradecord_tradier_token_url: str | None = None
+    tradecord_tradier_refresh_url: str | None = None
     tradecord_tradier_revoke_url: str | None = None
     tradecord_tradier_api_url: str | None = None
     tradecord_tradier_paper_api_url: str | None = None

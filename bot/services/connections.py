@@ -174,6 +174,12 @@ class ConnectionService:
             "clock": self.clock,
         }
 
+    def refresh_lock(self, connection_id: int) -> asyncio.Lock:
+        lock = self._refresh_locks.get(connection_id)
+        if lock is None:
+            lock = self._refresh_locks[connection_id] = asyncio.Lock()
+        return lock
+
     async def member_of(self, connection: Connection) -> Member:
         async with self.core.db.session() as s:
             member = await s.get(Member, connection.member_id)

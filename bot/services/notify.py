@@ -1,0 +1,40 @@
+"""How services reach members and channels without knowing Discord.
+
+Services hand an ``Outgoing`` message to the ``Notifier`` the process was given: the bot
+process posts through its own REST client; web and worker processes through Discord's REST
+API as well, never through another process's memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class Outgoing:
+    content: str | None = None
+    embeds: list[dict[str, Any]] = field(default_factory=list)  # Discord embed JSON
+    # Discord component JSON (action rows). Buttons carry ``tc:`` custom ids that the bot's
+    # dynamic items handle, so a click works whichever bot process receives it.
+    components: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Notifier(Protocol):
+    async def dm(self, discord_user_id: int, message: Outgoing) -> None: ...
+
+    async def post(self, channel_id: int, message: Outgoing) -> None: ...
+
+
+class RecordingNotifier:
+    """Keeps what would have been sent; for processes with no Discord and for tests."""
+
+    def __init__(self) -> None:
+        self.dms: list[tuple[int, Outgoing]] = []
+        self.posts: list[tuple[int, Outgoing]] = []
+
+    async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+        self.dms.append((discord_user_id, message))
+
+    async def post(self, channel_id: int, message: Outgoing) -> None:
+        self.posts.append((channel_id, message))

@@ -1,0 +1,207 @@
+"""OAuth 2.0 client work for brokers, through authlib: authorization URLs, code exchange,
+refresh and revocation. The protocol is authlib's; this module only supplies each broker's
+endpoints, client authentication and scopes, and turns failures into our errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from authlib.common.security import generate_token
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from adapters.base import BrokerAdapter, OAuthSpec
+from adapters.errors import AuthorizationExpired, BrokerUnavailable
+from bot.settings import BrokerConfig, Settings
+
+log = logging.getLogger("tradecord.oauth")
+TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """A broker's OAuth endpoints after settings overrides."""
+
+    spec: OAuthSpec
+    client_id: str
+    client_secret: str
+    authorize_url: str
+    token_url: str
+    refresh_url: str
+    revoke_url: str | None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"Endpoints(client_id={self.client_id!r}, token_url={self.token_url!r})"
+
+
+@dataclass(slots=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime | None
+    scope: str | None
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
+    raw: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenSet(expires_at={self.expires_at}, scope={self.scope!r})"
+
+
+class ReauthorizationNeeded(AuthorizationExpired):
+    """The broker refused our refresh token (``invalid_grant``): only a new /connect helps."""
+
+
+def endpoints(cls: type[BrokerAdapter], settings: Settings) -> Endpoints:
+    spec = cls.oauth
+    if spec is None:
+        raise ValueError(f"{cls.key} has no OAuth")
+    cfg: BrokerConfig = settings.broker(cls.key)
+    if not cfg.client_id:
+        raise ValueError(f"{cls.key} is not configured")
+    token_url = cfg.url("token_url", spec.token_url) or spec.token_url
+    return Endpoints(
+        spec=spec,
+        client_id=cfg.client_id,
+        client_secret=cfg.client_secret or "",
+        authorize_url=cfg.url("authorize_url", spec.authorize_url) or spec.authorize_url,
+        token_url=token_url,
+        refresh_url=cfg.url("refresh_url", spec.refresh_url) or spec.refresh_url or token_url,
+        revoke_url=cfg.url("revoke_url", spec.revoke_url),
+    )
+
+
+def _client(
+    ep: Endpoints,
+    *,
+    redirect_uri: str | None = None,
+    scope: str | None = None,
+    code_challenge_method: str | None = None,
+) -> AsyncOAuth2Client:
+    return AsyncOAuth2Client(
+        client_id=ep.client_id,
+        client_secret=ep.client_secret,
+        token_endpoint_auth_method=ep.spec.client_auth,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        code_challenge_method=code_challenge_method,
+        timeout=TIMEOUT,
+    )
+
+
+def scope_of(spec: OAuthSpec) -> str:
+    return spec.scope_separator.join(spec.scopes)
+
+
+def authorization_url(
+    ep: Endpoints,
+    *,
+    redirect_uri: str,
+    state: str,
+    code_verifier: str | None,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """The broker's authorization URL; PKCE S256 whenever the broker accepts it."""
+    pkce = ep.spec.pkce and code_verifier is not None
+    client = _client(
+        ep,
+        redirect_uri=redirect_uri,
+        scope=scope_of(ep.spec),
+        code_challenge_method="S256" if pkce else None,
+    )
+    params = {**ep.spec.extra_authorize_params, **(extra or {})}
+    url, _ = client.create_authorization_url(
+        ep.authorize_url, state=state, code_verifier=code_verifier if pkce else None, **params
+    )
+    if pkce and "code_challenge_method=S256" not in url:
+        # authlib silently leaves PKCE out when misconfigured; never send a flow without it.
+        raise RuntimeError("PKCE missing from the authorization URL")
+    return url
+
+
+def new_code_verifier() -> str:
+    return generate_token(64)  # 64 chars of [A-Za-z0-9]: ~380 bits, inside RFC 7636's 43-128
+
+
+def _token_set(token: dict[str, Any], now: datetime) -> TokenSet:
+    expires_at = None
+    if token.get("expires_in"):
+        expires_at = now + timedelta(seconds=int(token["expires_in"]))
+    elif token.get("expires_at"):
+        expires_at = datetime.fromtimestamp(int(token["expires_at"]), UTC)
+    return TokenSet(
+        access_token=token["access_token"],
+        refresh_token=token.get("refresh_token"),
+        expires_at=expires_at,
+        scope=token.get("scope"),
+        token_type=str(token.get("token_type") or "Bearer").capitalize(),
+        raw={
+            k: v for k, v in token.items() if k not in ("access_token", "refresh_token", "id_token")
+        },
+    )
+
+
+async def exchange_code(
+    ep: Endpoints, *, code: str, redirect_uri: str, code_verifier: str | None
+) -> TokenSet:
+    client = _client(ep, redirect_uri=redirect_uri)
+    kwargs: dict[str, Any] = {"code": code, "grant_type": "authorization_code"}
+    if ep.spec.client_auth == "client_secret_post" or ep.spec.pkce:
+        kwargs["redirect_uri"] = redirect_uri
+    if ep.spec.pkce and code_verifier:
+        kwargs["code_verifier"] = code_verifier
+    try:
+        async with client:
+            token = await client.fetch_token(ep.token_url, **kwargs)
+    except OAuthError as e:
+        log.warning("Code exchange refused by %s: %s", ep.token_url, e.error)
+        raise AuthorizationExpired(
+            "The broker refused to complete the link (the sign-in may have taken too long). "
+            "Run /connect again."
+        ) from None
+    except Exception as e:
+        log.warning("Code exchange with %s failed: %s", ep.token_url, type(e).__name__)
+        raise BrokerUnavailable(
+            "The broker did not answer while finishing the link. Run /connect again in a minute."
+        ) from None
+    return _token_set(dict(token), datetime.now(UTC))
+
+
+async def refresh(ep: Endpoints, refresh_token: str) -> TokenSet:
+    client = _client(ep)
+    try:
+        async with client:
+            token = await client.refresh_token(ep.refresh_url, refresh_token=refresh_token)
+    except OAuthError as e:
+        if e.error in ("invalid_grant", "access_denied", "unauthorized_client"):
+            raise ReauthorizationNeeded() from None
+        log.warning("Refresh refused by %s: %s", ep.refresh_url, e.error)
+        raise BrokerUnavailable(
+            "The broker did not renew our authorization just now. Try again in a minute."
+        ) from None
+    except Exception as e:
+        log.warning("Refresh at %s failed: %s", ep.refresh_url, type(e).__name__)
+        raise BrokerUnavailable(
+            "The broker did not answer while renewing our authorization. Try again in a minute."
+        ) from None
+    out = _token_set(dict(token), datetime.now(UTC))
+    if out.refresh_token is None:
+        out.refresh_token = refresh_token  # brokers that do not rotate keep the old one valid
+    return out
+
+
+async def revoke(ep: Endpoints, token: str, hint: str = "refresh_token") -> bool:
+    """RFC 7009 revocation; ``False`` when the broker has none or refused."""
+    if not ep.revoke_url:
+        return False
+    client = _client(ep)
+    try:
+        async with client:
+            resp = await client.revoke_token(ep.revoke_url, token=token, token_type_hint=hint)
+        return 200 <= resp.status_code < 300
+    except Exception as e:
+        log.warning("Revocation at %s failed: %s", ep.revoke_url, type(e).__name__)
+        return False

@@ -1,0 +1,147 @@
+"""Broker access tokens for adapters: read through the vault, refreshed once per connection.
+
+Refresh is single-flight across coroutines (an asyncio lock) and across processes (the
+credential row is locked for the refresh, and the token re-read under the lock: whoever waited
+finds the new token and uses it). The new refresh token is committed before the new access
+token is handed out, so a crash can never lose a rotated refresh token.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from adapters.errors import AuthorizationExpired
+from adapters.registry import get_adapter_class
+from bot.db import lock_row
+from bot.models import Connection, ConnectionStatus, Credential, Member
+from bot.services import audit, oauth
+from bot.services.credentials import binding
+from bot.services.notify import Outgoing
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from bot.core import Core
+
+log = logging.getLogger("tradecord.tokens")
+LEEWAY = timedelta(seconds=60)
+
+
+class DbTokenProvider:
+    def __init__(self, core: Core, connection_id: int) -> None:
+        self.core = core
+        self.connection_id = connection_id
+
+    async def _load(self, s: AsyncSession) -> tuple[Credential, Connection, Member]:
+        row = (
+            await s.execute(
+                select(Credential, Connection, Member)
+                .join(Connection, Connection.id == Credential.connection_id)
+                .join(Member, Member.id == Connection.member_id)
+                .where(Credential.connection_id == self.connection_id)
+                .execution_options(populate_existing=True)
+            )
+        ).first()
+        if row is None:
+            raise AuthorizationExpired(
+                "This connection has no stored authorization. Run /connect to link it again."
+            )
+        cred, conn, member = row
+        if conn.status == ConnectionStatus.NEEDS_REAUTH:
+            raise AuthorizationExpired(
+                f"“{conn.name}” needs to be re-linked. Run /connect {conn.broker} again."
+            )
+        return cred, conn, member
+
+    def _open(self, cred: Credential, conn: Connection, member: Member, column: str) -> str | None:
+        envelope = getattr(cred, column)
+        if envelope is None:
+            return None
+        return self.core.vault.decrypt(envelope, binding(conn, member, column))
+
+    async def access_token(self) -> str:
+        async with self.core.db.session() as s:
+            cred, conn, member = await self._load(s)
+        token = self._open(cred, conn, member, "access_token")
+        assert token is not None
+        now = self.core.connections.clock()
+        if cred.expires_at is not None and cred.refresh_token and cred.expires_at - now < LEEWAY:
+            return await self.refresh(token)
+        return token
+
+    async def refresh(self, rejected_token: str) -> str:
+        lock = self.core.connections.refresh_lock(self.connection_id)
+        async with lock:
+            reauth = False
+            async with self.core.db.transaction() as s:
+                await lock_row(s, Credential, Credential.connection_id == self.connection_id)
+                cred, conn, member = await self._load(s)
+                current = self._open(cred, conn, member, "access_token")
+                now = self.core.connections.clock()
+                fresh = cred.expires_at is None or cred.expires_at - now >= LEEWAY
+                if current is not None and current != rejected_token and fresh:
+                    return current  # another caller (or process) refreshed while we waited
+                refresh_token = self._open(cred, conn, member, "refresh_token")
+                if refresh_token is None:
+                    reauth = True
+                else:
+                    ep = oauth.endpoints(get_adapter_class(conn.broker), self.core.settings)
+                    try:
+                        tokens = await oauth.refresh(ep, refresh_token)
+                    except oauth.ReauthorizationNeeded:
+                        reauth = True
+                    else:
+                        # Saved (and committed on leaving this block) before anyone uses it.
+                        self.store(cred, conn, member, tokens)
+                        audit.record(
+                            s,
+                            "connection.token_refreshed",
+                            member_id=member.id,
+                            connection_id=conn.id,
+                        )
+                        return tokens.access_token
+                if reauth:
+                    conn.status = ConnectionStatus.NEEDS_REAUTH
+                    audit.record(
+                        s, "connection.needs_reauth", member_id=member.id, connection_id=conn.id
+                    )
+            await self._tell_reauth(conn, member)
+            raise AuthorizationExpired(
+                f"{conn.name}: the broker no longer accepts our authorization. "
+                f"Run /connect {conn.broker} to link it again."
+            )
+
+    def store(
+        self, cred: Credential, conn: Connection, member: Member, tokens: oauth.TokenSet
+    ) -> None:
+        vault = self.core.vault
+        cred.access_token = vault.encrypt(
+            tokens.access_token, binding(conn, member, "access_token")
+        )
+        if tokens.refresh_token:
+            cred.refresh_token = vault.encrypt(
+                tokens.refresh_token, binding(conn, member, "refresh_token")
+            )
+        cred.expires_at = tokens.expires_at
+        if tokens.scope:
+            cred.scope = tokens.scope[:200]
+
+    async def _tell_reauth(self, conn: Connection, member: Member) -> None:
+        notifier = self.core.notifier
+        if notifier is None:
+            return
+        try:
+            await notifier.dm(
+                member.discord_user_id,
+                Outgoing(
+                    content=f"⛔ **{conn.name}** was disconnected by the broker: our authorization "
+                    f"expired or was revoked. Run `/connect {conn.broker}` to link it again. "
+                    "Nothing will be retried until you do."
+                ),
+            )
+        except Exception:
+            log.warning("Could not tell member about re-authorization of connection %s", conn.id)
