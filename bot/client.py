@@ -18,7 +18,7 @@ from bot.settings import Settings
 
 log = logging.getLogger("tradecord.bot")
 
-COGS = ("cogs.general", "cogs.accounts")
+COGS = ("cogs.general", "cogs.accounts", "cogs.trading")
 
 
 def point_at_discord(settings: Settings) -> None:

@@ -97,3 +97,12 @@ def settings(tmp_path: Path, database_url: str, key_line: str) -> Settings:
 def caplog_all(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     caplog.set_level(logging.DEBUG)
     yield caplog
+
+
+@pytest.fixture
+async def tradecord(settings: Settings, db: Database) -> AsyncIterator[object]:
+    """The real bot on the local Discord, over the test database."""
+    from tests.discord_harness import running_tradecord
+
+    async with running_tradecord(settings) as harness:
+        yield harness

@@ -38,6 +38,7 @@ from adapters.models import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    Position,
     Quote,
     Side,
     TimeInForce,
@@ -107,6 +108,15 @@ class Preview:
     @property
     def simulated(self) -> bool:
         return self.quote.simulated
+
+
+@dataclass(slots=True)
+class Portfolio:
+    target: Target
+    broker_name: str
+    balance: Balance
+    positions: list[Position]
+    simulated: bool
 
 
 @dataclass(slots=True)
@@ -322,34 +332,58 @@ class TradingService:
         intent_id = new_uuid()
         assert request.asset_class is not None
         intent = OrderIntent(
-            id=intent_id, client_order_id=client_order_id(intent_id),
-            idempotency_key=idempotency_key, member_id=target.connection.member_id,
-            connection_id=target.connection.id, broker=target.connection.broker,
-            mode=target.mode, account_id=target.account.account_id, source=source,
-            symbol=request.symbol, asset_class=request.asset_class.value,
-            side=request.side.value, quantity=request.quantity,
-            order_type=request.order_type.value, limit_price=request.limit_price,
-            stop_price=request.stop_price, time_in_force=request.time_in_force.value,
+            id=intent_id,
+            client_order_id=client_order_id(intent_id),
+            idempotency_key=idempotency_key,
+            member_id=target.connection.member_id,
+            connection_id=target.connection.id,
+            broker=target.connection.broker,
+            mode=target.mode,
+            account_id=target.account.account_id,
+            source=source,
+            symbol=request.symbol,
+            asset_class=request.asset_class.value,
+            side=request.side.value,
+            quantity=request.quantity,
+            order_type=request.order_type.value,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            time_in_force=request.time_in_force.value,
             status=IntentStatus.PENDING if submit else IntentStatus.DRAFT,
-            created_at=now, updated_at=now, extra=dict(extra or {}),
+            created_at=now,
+            updated_at=now,
+            extra=dict(extra or {}),
         )
         try:
             async with self.core.db.transaction() as s:
                 s.add(intent)
                 await s.flush()
-                audit.record(s, "order.validated", member_id=intent.member_id,
-                             connection_id=intent.connection_id, intent_id=intent.id,
-                             symbol=intent.symbol, side=intent.side, quantity=intent.quantity,
-                             order_type=intent.order_type, mode=intent.mode, source=source)
+                audit.record(
+                    s,
+                    "order.validated",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    symbol=intent.symbol,
+                    side=intent.side,
+                    quantity=intent.quantity,
+                    order_type=intent.order_type,
+                    mode=intent.mode,
+                    source=source,
+                )
         except IntegrityError:
             async with self.core.db.session() as s:
                 existing = await s.scalar(
                     select(OrderIntent).where(OrderIntent.idempotency_key == idempotency_key)
                 )
             assert existing is not None
-            return Outcome(existing, None, "Already handled (same signal and subscription).",
-                           existing.status not in (IntentStatus.FAILED, IntentStatus.REJECTED),
-                           extra={"duplicate": True})
+            return Outcome(
+                existing,
+                None,
+                "Already handled (same signal and subscription).",
+                existing.status not in (IntentStatus.FAILED, IntentStatus.REJECTED),
+                extra={"duplicate": True},
+            )
         if not submit:
             return Outcome(intent, None, "Waiting for approval.", True)
         return await self.submit(intent)
@@ -364,8 +398,16 @@ class TradingService:
         intent.status = IntentStatus.DISCARDED
         return intent
 
+    async def check_owner(self, intent_id: str, discord_user_id: int) -> OrderIntent:
+        """The intent if ``discord_user_id`` owns it; ``PermissionDenied`` otherwise."""
+        return await self._owned_intent(intent_id, discord_user_id)
+
     async def confirm(self, intent_id: str, discord_user_id: int) -> Outcome:
         """The member pressed Confirm. Exactly one press wins, in any process."""
+        return await self.submit(await self.claim(intent_id, discord_user_id))
+
+    async def claim(self, intent_id: str, discord_user_id: int) -> OrderIntent:
+        """Move a draft to pending for its owner, once; ``Conflict`` for every later press."""
         intent = await self._owned_intent(intent_id, discord_user_id)
         if intent.status == IntentStatus.DRAFT and self.clock() - intent.created_at > PREVIEW_TTL:
             await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.DISCARDED)
@@ -375,7 +417,7 @@ class TradingService:
         if not await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.PENDING):
             raise Conflict(self._already(await self.get_intent(intent_id)))
         intent.status = IntentStatus.PENDING
-        return await self.submit(intent)
+        return intent
 
     async def submit(self, intent: OrderIntent) -> Outcome:
         """Send a pending intent to its broker. Never resends blindly (see module docstring)."""
@@ -637,7 +679,118 @@ class TradingService:
                 return
         await self.notify(intent, describe_intent(intent))
 
-    # -- reads --------------------------------------------------------------------------
+    # -- reads and cancels ----------------------------------------------------------------
+
+    async def portfolio(
+        self, discord_user_id: int, connection: str | None, mode: str | None
+    ) -> Portfolio:
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            balance = await adapter.fetch_balance(target.ref)
+            positions = await adapter.fetch_positions(target.ref)
+        finally:
+            await adapter.close()
+        simulated = bool(balance.info.get("simulated")) or any(
+            p.info.get("simulated") for p in positions
+        )
+        return Portfolio(target, adapter.display_name, balance, positions, simulated)
+
+    async def open_orders(
+        self, discord_user_id: int, connection: str | None, mode: str | None
+    ) -> tuple[Target, str, list[Order]]:
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            orders = await adapter.fetch_open_orders(target.ref)
+        finally:
+            await adapter.close()
+        return target, adapter.display_name, orders
+
+    async def history(
+        self, discord_user_id: int, connection: str | None, mode: str | None, days: int
+    ) -> tuple[Target, str, list[Order]]:
+        if not 1 <= days <= 90:
+            raise InvalidInput("days must be between 1 and 90.")
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            orders = await adapter.fetch_orders(
+                target.ref, since=self.clock() - timedelta(days=days), limit=200
+            )
+        finally:
+            await adapter.close()
+        return target, adapter.display_name, orders
+
+    async def cancel(
+        self,
+        discord_user_id: int,
+        connection: str | None,
+        mode: str | None,
+        order_ids: list[str] | None = None,
+    ) -> tuple[Target, list[Order]]:
+        """Cancel the given open orders (all open orders when ``order_ids`` is None).
+
+        Returns the orders as the broker reports them afterwards.
+        """
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            open_orders = {o.id: o for o in await adapter.fetch_open_orders(target.ref)}
+            wanted = list(open_orders) if order_ids is None else order_ids
+            for oid in wanted:
+                if oid not in open_orders:
+                    raise NotFound(
+                        f"Order {oid} is not open on “{target.connection.name}” ({target.mode}). "
+                        "See /orders for the open ones."
+                    )
+            results = []
+            for oid in wanted:
+                await adapter.cancel_order(target.ref, oid)
+                order = await adapter.fetch_order(target.ref, order_id=oid)
+                results.append(order)
+                await self._apply_broker_order(target, order)
+        finally:
+            await adapter.close()
+        return target, results
+
+    async def _apply_broker_order(self, target: Target, order: Order) -> None:
+        async with self.core.db.session() as s:
+            intent = await s.scalar(
+                select(OrderIntent).where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.broker_order_id == order.id,
+                )
+            )
+        if intent is not None:
+            await self._apply_order(intent, order)
+
+    async def reset_paper(self, discord_user_id: int) -> Target:
+        """Back to the starting cash; open paper intents end as cancelled."""
+        from adapters.paper import reset
+
+        target = await self.core.connections.resolve(discord_user_id, None, "paper")
+        await reset(
+            self.core.db,
+            target.connection.id,
+            starting_cash=Decimal(str(self.core.settings.paper_starting_cash)),
+        )
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.status.in_(list(IntentStatus.OPEN)),
+                )
+                .values(status=IntentStatus.CANCELLED, updated_at=self.clock())
+            )
+            audit.record(
+                s,
+                "paper.reset",
+                member_id=target.connection.member_id,
+                connection_id=target.connection.id,
+            )
+        return target
 
     async def get_intent(self, intent_id: str) -> OrderIntent:
         async with self.core.db.session() as s:

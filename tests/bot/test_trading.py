@@ -74,14 +74,18 @@ async def test_confirm_fills_and_records_every_phase(core: Core) -> None:
     assert out.ok and out.intent.status == IntentStatus.FILLED
     assert "Filled: buy 10 AAPL at $200.00" in out.message  # paper fills at the mid by default
     assert await phases(core, p.intent_id) == [
-        "order.validated", "order.submitted", "order.accepted", "order.filled",
+        "order.validated",
+        "order.submitted",
+        "order.accepted",
+        "order.filled",
     ]
 
 
 async def test_double_confirm_places_one_order(core: Core) -> None:
     p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
     results = await asyncio.gather(
-        core.trading.confirm(p.intent_id, ALICE), core.trading.confirm(p.intent_id, ALICE),
+        core.trading.confirm(p.intent_id, ALICE),
+        core.trading.confirm(p.intent_id, ALICE),
         return_exceptions=True,
     )
     assert sum(isinstance(r, Conflict) for r in results) == 1
@@ -123,8 +127,10 @@ async def test_discarded_preview_cannot_be_confirmed(core: Core) -> None:
         (OrderInput("AAPL", "hold", "1"), "Side must be"),
         (OrderInput("AAPL", "buy", "1", "limit"), "needs limit_price"),
         (OrderInput("AAPL", "buy", "1", "market", limit_price="10"), "limit_price only applies"),
-        (OrderInput("AAPL", "buy", "1", "limit", limit_price="10", stop_price="9"),
-         "stop_price only applies"),
+        (
+            OrderInput("AAPL", "buy", "1", "limit", limit_price="10", stop_price="9"),
+            "stop_price only applies",
+        ),
         (OrderInput("AAPL", "buy", "1", "stop"), "needs stop_price"),
         (OrderInput("AAPL", "buy", "1", "stop_limit", stop_price="9"), "needs limit_price"),
         (OrderInput("AAPL", "buy", "1", "limit", limit_price="-1"), "more than zero"),
@@ -184,8 +190,13 @@ class FaultyAdapter:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
-        if name not in ("create_order", "fetch_order", "fetch_quote", "fetch_balance",
-                        "fetch_positions"):
+        if name not in (
+            "create_order",
+            "fetch_order",
+            "fetch_quote",
+            "fetch_balance",
+            "fetch_positions",
+        ):
             return attr
 
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -210,7 +221,9 @@ class FaultyAdapter:
         return call
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=st.lists(FAULTS, min_size=0, max_size=8))
 async def test_any_failure_sequence_places_at_most_one_order(core: Core, plan: list[str]) -> None:
     original = core.connections.adapter_for
@@ -264,6 +277,7 @@ async def test_place_is_once_per_idempotency_key(core: Core) -> None:
         core.trading.place(target, req, source="signal", idempotency_key="sig1:sub1"),
     )
     assert sorted([bool(first.extra.get("duplicate")), bool(second.extra.get("duplicate"))]) == [
-        False, True,
+        False,
+        True,
     ]
     assert await order_count(core) == 1

@@ -1,0 +1,133 @@
+"""Rendering trading data for Discord: money, quantities, tables, and paged embeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import discord
+
+from adapters.models import Order, Position
+from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
+
+PAGE_ROWS = 15
+SIMULATED = "simulated prices"
+
+
+def money(value: Decimal | None, currency: str = "USD") -> str:
+    if value is None:
+        return "—"
+    sign = "-" if value < 0 else ""
+    if currency == "USD":
+        return f"{sign}${abs(value):,.2f}"
+    return f"{sign}{abs(value):,.2f} {currency}"
+
+
+def signed_money(value: Decimal | None) -> str:
+    if value is None:
+        return "—"
+    return ("+" if value > 0 else "") + money(value)
+
+
+def qty(value: Decimal) -> str:
+    if value == value.to_integral_value():
+        return f"{int(value):,}"
+    return format(value.normalize(), "f")
+
+
+def price(value: Decimal | None) -> str:
+    if value is None:
+        return "—"
+    places = 2 if abs(value) >= 1 else 6
+    return f"{value:,.{places}f}"
+
+
+def pct(numerator: Decimal | None, denominator: Decimal | None) -> str:
+    if numerator is None or not denominator:
+        return "—"
+    return f"{numerator / abs(denominator) * 100:+.2f}%"
+
+
+def mode_colour(mode: str) -> discord.Colour:
+    return LIVE_COLOUR if mode == "live" else PAPER_COLOUR
+
+
+def mode_tag(mode: str) -> str:
+    return "🔴 LIVE" if mode == "live" else "📝 PAPER"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """A monospace table in a code block; numbers right-aligned."""
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
+
+    return "```\n" + "\n".join([line(headers), *(line(r) for r in rows)]) + "\n```"
+
+
+def position_rows(positions: Sequence[Position]) -> list[list[str]]:
+    return [
+        [
+            p.symbol,
+            p.side,
+            qty(abs(p.quantity)),
+            price(p.average_price),
+            price(p.market_price),
+            signed_money(p.unrealized_pnl),
+            pct(p.unrealized_pnl, p.cost_basis),
+        ]
+        for p in positions
+    ]
+
+
+def order_rows(orders: Sequence[Order]) -> list[list[str]]:
+    rows = []
+    for o in orders:
+        limit = price(o.limit_price) if o.limit_price is not None else ""
+        stop = price(o.stop_price) if o.stop_price is not None else ""
+        at = " / ".join(x for x in (limit, stop) if x) or "mkt"
+        filled = f"{qty(o.filled_quantity)}/{qty(o.quantity)}"
+        rows.append(
+            [
+                o.id[-8:],
+                o.side.value,
+                o.symbol,
+                filled,
+                o.order_type.value,
+                at,
+                o.time_in_force.value,
+                o.status.value.replace("_", " "),
+            ]
+        )
+    return rows
+
+
+ORDER_HEADERS = ["Id", "Side", "Symbol", "Filled", "Type", "Price", "TIF", "Status"]
+
+
+def paged(
+    title: str,
+    mode: str,
+    header: str,
+    rows: list[list[str]],
+    headers: list[str],
+    right: set[int],
+    footer: str,
+) -> list[discord.Embed]:
+    """Embeds of at most ``PAGE_ROWS`` rows each, numbered in the footer."""
+    chunks = [rows[i : i + PAGE_ROWS] for i in range(0, len(rows), PAGE_ROWS)] or [[]]
+    pages = []
+    for n, chunk in enumerate(chunks, 1):
+        body = table(headers, chunk, right) if chunk else "Nothing here."
+        embed = discord.Embed(
+            title=title, description=f"{header}\n{body}", colour=mode_colour(mode)
+        )
+        page = f"Page {n}/{len(chunks)} · " if len(chunks) > 1 else ""
+        embed.set_footer(text=f"{page}{footer}")
+        pages.append(embed)
+    return pages

@@ -1,0 +1,575 @@
+"""Trading commands: /trade, /positions, /balances, /orders, /history, /cancel, /paper reset.
+
+Thin by design: check input, defer when a broker is involved, call the trading service, render.
+Confirm/Cancel on a trade card are dynamic items keyed by the order intent, so a click works in
+whichever bot process receives it, and the database decides (once) what it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import Tradecord, report_error
+from bot.errors import Conflict, PermissionDenied, TradecordError
+from bot.services.trading import OrderInput, Outcome, Portfolio, Preview
+from cogs import format as fmt
+from cogs.ui import OK_COLOUR, OwnedView
+
+Mode = Literal["paper", "live"]
+CARD_TTL = 60.0
+
+
+def _footer(*parts: str | None) -> str:
+    return " · ".join(p for p in parts if p)
+
+
+class Pager(OwnedView):
+    """◀ ▶ through pages of one embed list; only for the member who asked."""
+
+    def __init__(self, owner_id: int, pages: list[discord.Embed]) -> None:
+        super().__init__(owner_id, timeout=300)
+        self.pages = pages
+        self.index = 0
+        self._sync()
+
+    def _sync(self) -> None:
+        self.previous.disabled = self.index == 0
+        self.next.disabled = self.index >= len(self.pages) - 1
+
+    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
+    async def previous(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.index -= 1
+        self._sync()
+        await interaction.response.edit_message(embed=self.pages[self.index], view=self)
+
+    @discord.ui.button(label="Next ▶", style=discord.ButtonStyle.secondary)
+    async def next(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.index += 1
+        self._sync()
+        await interaction.response.edit_message(embed=self.pages[self.index], view=self)
+
+
+async def send_pages(interaction: discord.Interaction, pages: list[discord.Embed]) -> None:
+    if len(pages) == 1:
+        await interaction.followup.send(embed=pages[0], ephemeral=True)
+        return
+    view = Pager(interaction.user.id, pages)
+    view.message = await interaction.followup.send(
+        embed=pages[0], view=view, ephemeral=True, wait=True
+    )
+
+
+class TradeButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"tc:trade:(?P<action>confirm|cancel):(?P<intent>[0-9a-f-]{36})",
+):
+    def __init__(self, action: str, intent_id: str) -> None:
+        confirm = action == "confirm"
+        super().__init__(
+            discord.ui.Button(
+                label="Confirm" if confirm else "Cancel",
+                style=discord.ButtonStyle.success if confirm else discord.ButtonStyle.secondary,
+                custom_id=f"tc:trade:{action}:{intent_id}",
+            )
+        )
+        self.action = action
+        self.intent_id = intent_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
+    ) -> TradeButton:
+        return cls(match["action"], match["intent"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: Tradecord = interaction.client  # type: ignore[assignment]
+        trading = bot.core.trading
+        try:
+            await trading.check_owner(self.intent_id, interaction.user.id)
+        except PermissionDenied:
+            await interaction.response.send_message(
+                "These buttons belong to someone else's order. Run /trade yourself to get your "
+                "own.",
+                ephemeral=True,
+            )
+            return
+        except TradecordError as e:
+            await report_error(interaction, e)
+            return
+        try:
+            if self.action == "cancel":
+                await trading.discard(self.intent_id, interaction.user.id)
+                await interaction.response.edit_message(
+                    content="Cancelled: nothing was sent.", embed=None, view=None
+                )
+                return
+            intent = await trading.claim(self.intent_id, interaction.user.id)
+        except Conflict as e:
+            if "expired" in e.user_message:
+                await interaction.response.edit_message(
+                    content=e.user_message, embed=None, view=None
+                )
+            else:  # a second press: the first one owns the card
+                await interaction.response.send_message(e.user_message, ephemeral=True)
+            return
+        except Exception as e:
+            await report_error(interaction, e)
+            return
+        await interaction.response.defer()
+        try:
+            outcome = await trading.submit(intent)
+        except Exception as e:
+            await report_error(interaction, e)
+            return
+        await interaction.edit_original_response(
+            content=None, embed=result_embed(outcome), view=None
+        )
+
+
+def preview_embed(p: Preview) -> discord.Embed:
+    r = p.request
+    kind = r.order_type.value.replace("_", " ")
+    prices = []
+    if r.limit_price is not None:
+        prices.append(f"limit {fmt.price(r.limit_price)}")
+    if r.stop_price is not None:
+        prices.append(f"stop {fmt.price(r.stop_price)}")
+    live = p.target.mode == "live"
+    embed = discord.Embed(
+        title=f"{fmt.mode_tag(p.target.mode)} order preview",
+        description=(
+            f"**{r.side.value.upper()} {fmt.qty(r.quantity)} {r.symbol}** · {kind}"
+            + (f" ({', '.join(prices)})" if prices else "")
+            + f" · {r.time_in_force.value.upper()}"
+            + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
+        ),
+        colour=fmt.mode_colour(p.target.mode),
+    )
+    embed.add_field(name="Connection", value=f"{p.target.connection.name} ({p.broker_name})")
+    embed.add_field(name="Account", value=fmt_account(p))
+    embed.add_field(name="Estimated price", value=fmt.price(p.estimated_price))
+    embed.add_field(name="Estimated cost", value=fmt.money(p.estimated_cost))
+    embed.add_field(name="Buying power", value=fmt.money(p.buying_power))
+    embed.add_field(name="Buying power after", value=fmt.money(p.buying_power_after))
+    embed.set_footer(
+        text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
+    )
+    return embed
+
+
+def fmt_account(p: Preview) -> str:
+    from adapters.models import mask_account
+
+    return f"{mask_account(p.target.account.account_id)} ({p.target.account.account_type})"
+
+
+def result_embed(outcome: Outcome) -> discord.Embed:
+    intent = outcome.intent
+    ok = outcome.ok
+    embed = discord.Embed(
+        title=("✅ " if ok else "❌ ") + f"{fmt.mode_tag(intent.mode)} order",
+        description=outcome.message,
+        colour=OK_COLOUR if ok else discord.Colour.dark_grey(),
+    )
+    if outcome.order is not None:
+        embed.add_field(name="Broker order id", value=outcome.order.id)
+    embed.set_footer(
+        text=_footer(f"Intent {intent.id[:8]}", fmt.SIMULATED if outcome.simulated else None)
+    )
+    return embed
+
+
+class ConfirmCancelAll(OwnedView):
+    def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
+        super().__init__(owner_id, timeout=CARD_TTL)
+        self.bot, self.connection, self.mode = bot, connection, mode
+
+    @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
+    async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.defer()
+        target, orders = await self.bot.core.trading.cancel(
+            interaction.user.id, self.connection, self.mode
+        )
+        await interaction.edit_original_response(
+            content=f"Cancelled {len(orders)} open order(s) on {target.connection.name}.",
+            view=None,
+        )
+
+    @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
+    async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Nothing was cancelled.", view=None)
+
+
+class ConfirmPaperReset(OwnedView):
+    def __init__(self, owner_id: int, bot: Tradecord) -> None:
+        super().__init__(owner_id, timeout=CARD_TTL)
+        self.bot = bot
+
+    @discord.ui.button(label="Reset my paper account", style=discord.ButtonStyle.danger)
+    async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.defer()
+        await self.bot.core.trading.reset_paper(interaction.user.id)
+        cash = fmt.money(self.bot.settings.paper_starting_cash)
+        await interaction.edit_original_response(
+            content=f"Your paper account is back to {cash} cash, with no positions or orders.",
+            view=None,
+        )
+
+    @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
+    async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Nothing was reset.", view=None)
+
+
+class Trading(commands.Cog):
+    def __init__(self, bot: Tradecord) -> None:
+        self.bot = bot
+        self._expiries: set[asyncio.Task[None]] = set()
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(TradeButton)
+
+    async def cog_unload(self) -> None:
+        for task in self._expiries:
+            task.cancel()
+
+    async def connection_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        conns = await self.bot.core.connections.list_for(interaction.user.id)
+        cur = current.casefold()
+        return [app_commands.Choice(name=c.name, value=c.name) for c in conns if cur in c.name_key][
+            :25
+        ]
+
+    # -- reads --------------------------------------------------------------------------
+
+    @app_commands.command(name="positions", description="Your open positions")
+    @app_commands.describe(
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live",
+        share="Post a summary in the channel",
+        show_amounts="With share: include quantities and money amounts",
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def positions(
+        self,
+        interaction: discord.Interaction,
+        connection: str | None = None,
+        mode: Mode = "paper",
+        share: bool = False,
+        show_amounts: bool = False,
+    ) -> None:
+        await interaction.response.defer(ephemeral=not share, thinking=True)
+        pf = await self.bot.core.trading.portfolio(interaction.user.id, connection, mode)
+        if share:
+            await interaction.followup.send(embed=shared_positions(interaction, pf, show_amounts))
+            return
+        headers = ["Symbol", "Side", "Qty", "Avg", "Last", "P&L", "P&L %"]
+        pages = fmt.paged(
+            f"Positions · {pf.target.connection.name}",
+            pf.target.mode,
+            f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}",
+            fmt.position_rows(pf.positions),
+            headers,
+            {2, 3, 4, 5, 6},
+            _footer(f"{len(pf.positions)} position(s)", fmt.SIMULATED if pf.simulated else None),
+        )
+        await send_pages(interaction, pages)
+
+    @app_commands.command(name="balances", description="Cash, buying power and equity")
+    @app_commands.describe(
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live",
+        share="Post a summary in the channel",
+        show_amounts="With share: include money amounts",
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def balances(
+        self,
+        interaction: discord.Interaction,
+        connection: str | None = None,
+        mode: Mode = "paper",
+        share: bool = False,
+        show_amounts: bool = False,
+    ) -> None:
+        await interaction.response.defer(ephemeral=not share, thinking=True)
+        pf = await self.bot.core.trading.portfolio(interaction.user.id, connection, mode)
+        b = pf.balance
+        embed = discord.Embed(
+            title=f"Balances · {pf.target.connection.name}",
+            description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}",
+            colour=fmt.mode_colour(pf.target.mode),
+        )
+        if share and not show_amounts:
+            embed.add_field(name="Open positions", value=str(len(pf.positions)))
+            if b.unrealized_pnl is not None and b.equity:
+                embed.add_field(name="Unrealized P&L", value=fmt.pct(b.unrealized_pnl, b.equity))
+        else:
+            embed.add_field(name="Equity", value=fmt.money(b.equity, b.currency))
+            embed.add_field(name="Cash", value=fmt.money(b.cash, b.currency))
+            embed.add_field(name="Buying power", value=fmt.money(b.buying_power, b.currency))
+            embed.add_field(name="Market value", value=fmt.money(b.market_value, b.currency))
+            if b.unrealized_pnl is not None:
+                embed.add_field(name="Unrealized P&L", value=fmt.signed_money(b.unrealized_pnl))
+            if b.realized_pnl is not None:
+                embed.add_field(name="Realized P&L", value=fmt.signed_money(b.realized_pnl))
+        if not share:
+            from adapters.models import mask_account
+
+            embed.add_field(name="Account", value=mask_account(pf.target.account.account_id))
+        if share:
+            embed.set_author(name=interaction.user.display_name)
+        embed.set_footer(text=_footer(fmt.SIMULATED if pf.simulated else None) or "\u200b")
+        await interaction.followup.send(embed=embed)
+
+    @app_commands.command(name="orders", description="Your open orders")
+    @app_commands.describe(
+        connection="Which connection (default: Tradecord Paper)", mode="paper (default) or live"
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def orders(
+        self, interaction: discord.Interaction, connection: str | None = None, mode: Mode = "paper"
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        target, broker, orders = await self.bot.core.trading.open_orders(
+            interaction.user.id, connection, mode
+        )
+        pages = fmt.paged(
+            f"Open orders · {target.connection.name}",
+            target.mode,
+            f"{fmt.mode_tag(target.mode)} · {broker}",
+            fmt.order_rows(orders),
+            fmt.ORDER_HEADERS,
+            {3},
+            f"{len(orders)} open order(s) · cancel with /cancel order",
+        )
+        await send_pages(interaction, pages)
+
+    @app_commands.command(name="history", description="Your recent orders that ended")
+    @app_commands.describe(
+        days="How many days back (1-90, default 7)",
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live",
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def history(
+        self,
+        interaction: discord.Interaction,
+        days: app_commands.Range[int, 1, 90] = 7,
+        connection: str | None = None,
+        mode: Mode = "paper",
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        target, broker, orders = await self.bot.core.trading.history(
+            interaction.user.id, connection, mode, days
+        )
+        pages = fmt.paged(
+            f"Order history · {target.connection.name}",
+            target.mode,
+            f"{fmt.mode_tag(target.mode)} · {broker} · last {days} day(s)",
+            fmt.order_rows(orders),
+            fmt.ORDER_HEADERS,
+            {3},
+            f"{len(orders)} order(s)",
+        )
+        await send_pages(interaction, pages)
+
+    # -- trading ------------------------------------------------------------------------
+
+    @app_commands.command(name="trade", description="Place an order (you confirm a preview first)")
+    @app_commands.describe(
+        symbol="Ticker (AAPL), future (ESZ25) or crypto pair (BTCUSD)",
+        side="buy or sell",
+        quantity="How many shares, contracts or coins",
+        order_type="market (default), limit, stop or stop_limit",
+        limit_price="For limit and stop-limit orders",
+        stop_price="For stop and stop-limit orders",
+        time_in_force="day (default; gtc for crypto), gtc, ioc or fok",
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live — live trades real money",
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def trade(
+        self,
+        interaction: discord.Interaction,
+        symbol: str,
+        side: Literal["buy", "sell"],
+        quantity: str,
+        order_type: Literal["market", "limit", "stop", "stop_limit"] = "market",
+        limit_price: str | None = None,
+        stop_price: str | None = None,
+        time_in_force: Literal["day", "gtc", "ioc", "fok"] | None = None,
+        connection: str | None = None,
+        mode: Mode = "paper",
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        preview = await self.bot.core.trading.preview(
+            interaction.user.id,
+            OrderInput(
+                symbol,
+                side,
+                quantity,
+                order_type,
+                limit_price,
+                stop_price,
+                time_in_force,
+                connection,
+                mode,
+            ),
+        )
+        view = discord.ui.View(timeout=None)
+        view.add_item(TradeButton("confirm", preview.intent_id))
+        view.add_item(TradeButton("cancel", preview.intent_id))
+        await interaction.followup.send(embed=preview_embed(preview), view=view, ephemeral=True)
+        task = asyncio.create_task(self._expire_card(interaction, preview.intent_id))
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+    async def _expire_card(self, interaction: discord.Interaction, intent_id: str) -> None:
+        """Grey out an unanswered card when it expires (the database refuses it anyway)."""
+        await asyncio.sleep(CARD_TTL)
+        from bot.models import IntentStatus
+
+        intent = await self.bot.core.trading.get_intent(intent_id)
+        if intent.status == IntentStatus.DRAFT:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(
+                    content="This preview expired; nothing was sent. Run /trade again.",
+                    embed=None,
+                    view=None,
+                )
+
+    cancel = app_commands.Group(name="cancel", description="Cancel open orders")
+
+    async def open_order_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        ns = interaction.namespace
+        try:
+            _, _, orders = await self.bot.core.trading.open_orders(
+                interaction.user.id, getattr(ns, "connection", None), getattr(ns, "mode", None)
+            )
+        except TradecordError:
+            return []
+        cur = current.casefold()
+        out = []
+        for o in orders:
+            at = (
+                f" @ {fmt.price(o.limit_price or o.stop_price)}"
+                if (o.limit_price or o.stop_price)
+                else ""
+            )
+            label = (
+                f"{o.side.value} {fmt.qty(o.quantity)} {o.symbol} "
+                f"{o.order_type.value}{at} · {o.id[-8:]}"
+            )
+            if cur in label.casefold():
+                out.append(app_commands.Choice(name=label[:100], value=o.id))
+        return out[:25]
+
+    @cancel.command(name="order", description="Cancel one open order")
+    @app_commands.describe(
+        order="The order (start typing to search)",
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live",
+    )
+    @app_commands.autocomplete(order=open_order_choices, connection=connection_names)
+    async def cancel_order(
+        self,
+        interaction: discord.Interaction,
+        order: str,
+        connection: str | None = None,
+        mode: Mode = "paper",
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        target, [result] = await self.bot.core.trading.cancel(
+            interaction.user.id, connection, mode, [order]
+        )
+        await interaction.followup.send(
+            f"Order {result.id[-8:]} ({result.side.value} {fmt.qty(result.quantity)} "
+            f"{result.symbol}) on {target.connection.name} is now "
+            f"{result.status.value.replace('_', ' ')}.",
+            ephemeral=True,
+        )
+
+    @cancel.command(name="all", description="Cancel every open order on a connection")
+    @app_commands.describe(
+        connection="Which connection (default: Tradecord Paper)", mode="paper (default) or live"
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def cancel_all(
+        self, interaction: discord.Interaction, connection: str | None = None, mode: Mode = "paper"
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        target, _, orders = await self.bot.core.trading.open_orders(
+            interaction.user.id, connection, mode
+        )
+        if not orders:
+            await interaction.followup.send(
+                f"{target.connection.name} has no open {target.mode} orders.", ephemeral=True
+            )
+            return
+        view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode)
+        view.message = await interaction.followup.send(
+            f"Cancel all {len(orders)} open {target.mode} order(s) on {target.connection.name}?",
+            view=view,
+            ephemeral=True,
+            wait=True,
+        )
+
+    paper = app_commands.Group(name="paper", description="Your Tradecord Paper account")
+
+    @paper.command(name="reset", description="Start your paper account over")
+    async def paper_reset(self, interaction: discord.Interaction) -> None:
+        cash = fmt.money(self.bot.settings.paper_starting_cash)
+        view = ConfirmPaperReset(interaction.user.id, self.bot)
+        await interaction.response.send_message(
+            f"Reset your paper account to {cash} cash? Every paper position, order and the "
+            "history of fills will be removed.",
+            view=view,
+            ephemeral=True,
+        )
+        view.message = await interaction.original_response()
+
+
+def shared_positions(
+    interaction: discord.Interaction, pf: Portfolio, amounts: bool
+) -> discord.Embed:
+    """A public summary: no account numbers; quantities and money only when asked for."""
+    if amounts:
+        headers = ["Symbol", "Side", "Qty", "Avg", "Last", "P&L", "P&L %"]
+        rows = fmt.position_rows(pf.positions)
+        right = {2, 3, 4, 5, 6}
+    else:
+        headers = ["Symbol", "Side", "P&L %"]
+        rows = [[p.symbol, p.side, fmt.pct(p.unrealized_pnl, p.cost_basis)] for p in pf.positions]
+        right = {2}
+    embed = discord.Embed(
+        title=f"{interaction.user.display_name}'s positions",
+        description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}\n"
+        + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else "No open positions."),
+        colour=fmt.mode_colour(pf.target.mode),
+    )
+    more = len(rows) - fmt.PAGE_ROWS
+    embed.set_footer(
+        text=_footer(
+            f"and {more} more" if more > 0 else None, fmt.SIMULATED if pf.simulated else None
+        )
+        or "\u200b"
+    )
+    return embed
+
+
+async def setup(bot: Tradecord) -> None:
+    await bot.add_cog(Trading(bot))

@@ -1,0 +1,211 @@
+"""Trading commands end to end through the local Discord, on Tradecord Paper."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import discord
+from sqlalchemy import func, select
+
+from adapters.paper.models import PaperOrder
+from cogs.trading import TradeButton
+from emulators.discord import Message
+from tests.discord_harness import Harness
+from tests.support import FakeClock
+
+
+def pin(h: Harness, symbol: str, bid: str, ask: str) -> None:
+    h.core.simulated_feed.set_quote(symbol, Decimal(bid), Decimal(ask))
+
+
+async def paper_orders(h: Harness) -> int:
+    async with h.core.db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(PaperOrder)) or 0)
+
+
+async def preview(h: Harness, user: str, **options: object) -> Message:
+    options.setdefault("side", "buy")
+    card = await h.reply(user, "trade", **options)
+    assert card.ephemeral
+    return card
+
+
+async def test_trade_preview_confirm_fills(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="10")
+    text = card.text()
+    assert "PAPER order preview" in text and "BUY 10 AAPL" in text
+    assert "Tradecord Paper" in text and "$2,001.00" in text  # estimated cost at the ask
+    assert "simulated prices" in text
+    assert "TCP" not in text  # the account number is masked
+    assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+    alice = h.user("alice")
+    done = await h.emu.click(alice, card, label="Confirm")
+    result = await done.message(timeout=10)
+    assert "Filled: buy 10 AAPL at $200.00" in result.text()
+    assert result.buttons() == []  # the card cannot be pressed again
+    positions = await h.reply("alice", "positions")
+    assert "AAPL" in positions.text() and "long" in positions.text()
+
+
+async def test_cancel_on_the_card_sends_nothing(tradecord: Harness) -> None:
+    h = tradecord
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    done = await h.emu.click(h.user("alice"), card, label="Cancel")
+    assert "nothing was sent" in (await done.message()).text()
+    assert await paper_orders(h) == 0
+
+
+async def test_someone_elses_confirm_is_refused(tradecord: Harness) -> None:
+    h = tradecord
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    confirm_id = card.buttons()[0].custom_id
+    assert confirm_id
+    intent_id = confirm_id.rsplit(":", 1)[1]
+    # A card that others can see (here: posted to the channel) must still refuse them.
+    view = discord.ui.View(timeout=None)
+    view.add_item(TradeButton("confirm", intent_id))
+    channel = h.bot.get_channel(h.emu.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    public = await channel.send("card", view=view)
+    stored = h.emu.message(public.id)
+    bob = await h.emu.click(h.user("bob"), stored, label="Confirm")
+    answer = await bob.message()
+    assert answer.ephemeral and "someone else's order" in answer.text()
+    assert await paper_orders(h) == 0
+
+
+async def test_double_press_places_one_order(tradecord: Harness) -> None:
+    h = tradecord
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    alice = h.user("alice")
+    first, second = await asyncio.gather(
+        h.emu.click(alice, card, label="Confirm"), h.emu.click(alice, card, label="Confirm")
+    )
+    texts = [(await r.message(timeout=10)).text() for r in (first, second)]
+    assert await paper_orders(h) == 1
+    assert any("Filled" in t for t in texts)
+
+
+async def test_expired_card(tradecord: Harness) -> None:
+    h = tradecord
+    clock = FakeClock()
+    h.core.trading.clock = clock
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    clock.advance(seconds=61)
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "expired" in (await done.message()).text()
+    assert await paper_orders(h) == 0
+
+
+async def test_bad_input_gets_advice(tradecord: Harness) -> None:
+    h = tradecord
+    for options, expected in [
+        ({"symbol": "AAPL", "quantity": "ten"}, "must be a number"),
+        ({"symbol": "AAPL", "quantity": "0"}, "more than zero"),
+        ({"symbol": "AAPL", "quantity": "2.5"}, "whole number"),
+        ({"symbol": "AAPL", "quantity": "1", "order_type": "limit"}, "needs limit_price"),
+        ({"symbol": "ZZZQX", "quantity": "1"}, "ZZZQX"),
+        ({"symbol": "AAPL", "quantity": "100000"}, "Not enough buying power"),
+        ({"symbol": "AAPL", "quantity": "1", "connection": "Nope"}, "no connection named"),
+    ]:
+        msg = await h.reply("alice", "trade", side="buy", **options)
+        assert msg.ephemeral and expected in msg.text(), (options, msg.text())
+    assert await paper_orders(h) == 0
+
+
+async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "MSFT", "399.90", "400.10")
+    alice = h.user("alice")
+    for limit in ("350", "360"):
+        card = await preview(
+            h,
+            "alice",
+            symbol="MSFT",
+            quantity="1",
+            order_type="limit",
+            limit_price=limit,
+            time_in_force="gtc",
+        )
+        await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    orders = await h.reply("alice", "orders")
+    assert orders.text().count("MSFT") == 2
+    choices = await h.emu.autocomplete(
+        alice, "cancel order", options={"order": "360"}, focused="order", guild_id=h.guild_id
+    )
+    assert len(choices) == 1 and "360.00" in choices[0]["name"]
+    done = await h.reply("alice", "cancel order", order=choices[0]["value"])
+    assert "cancelled" in done.text()
+    ask = await h.reply("alice", "cancel all")
+    assert "Cancel all 1 open paper order" in ask.text()
+    confirmed = await h.emu.click(alice, ask, label="Cancel them all")
+    assert "Cancelled 1 open order" in (await confirmed.message(timeout=10)).text()
+    assert "Nothing here" in (await h.reply("alice", "orders")).text()
+    history = await h.reply("alice", "history")
+    assert history.text().count("cancelled") == 2
+
+
+async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="3")
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    shared = await h.reply("alice", "positions", share=True)
+    assert not shared.ephemeral
+    text = shared.text()
+    assert "AAPL" in text and "TCP" not in text and "$" not in text
+    with_amounts = await h.reply("alice", "balances", share=True, show_amounts=True)
+    assert "$" in with_amounts.text() and "TCP" not in with_amounts.text()
+    private = await h.reply("alice", "balances")
+    assert private.ephemeral and "Buying power" in private.text()
+
+
+async def test_long_positions_page_with_buttons(tradecord: Harness) -> None:
+    h = tradecord
+    symbols = [
+        "AAPL",
+        "MSFT",
+        "NVDA",
+        "AMZN",
+        "GOOGL",
+        "META",
+        "TSLA",
+        "JPM",
+        "V",
+        "WMT",
+        "KO",
+        "PEP",
+        "DIS",
+        "NFLX",
+        "INTC",
+        "AMD",
+        "CSCO",
+        "ORCL",
+    ]
+    from adapters.models import OrderRequest, Side
+    from adapters.symbols import asset_class_of
+
+    target = await h.core.connections.resolve(h.user("alice"), None, "paper")
+    for i, sym in enumerate(symbols):
+        req = OrderRequest(sym, Side.BUY, Decimal(1), asset_class=asset_class_of(sym))
+        out = await h.core.trading.place(target, req, source="test", idempotency_key=f"k{i}")
+        assert out.ok, out.message
+    page1 = await h.reply("alice", "positions")
+    assert "Page 1/2" in page1.text()
+    nxt = await h.emu.click(h.user("alice"), page1, label="Next ▶")
+    page2 = await nxt.message()
+    assert "Page 2/2" in page2.text()
+
+
+async def test_paper_reset_with_confirmation(tradecord: Harness) -> None:
+    h = tradecord
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    ask = await h.reply("alice", "paper reset")
+    assert "Reset your paper account to $100,000.00" in ask.text()
+    done = await h.emu.click(h.user("alice"), ask, label="Reset my paper account")
+    assert "back to $100,000.00" in (await done.message(timeout=10)).text()
+    assert "Nothing here" in (await h.reply("alice", "positions")).text()
