@@ -184,4 +184,5 @@ async def run_bot(settings: Settings, **options: object) -> int:
     return 0
 
 
-__all__ = ["Core", "main"]
+if __name__ == "__main__":
+    sys.exit(main())

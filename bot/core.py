@@ -68,8 +68,10 @@ class Core:
         self.trading = TradingService(self)
 
     @classmethod
-    async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:
-        vault = Vault(resolve_keys(settings))
+    async def open(
+        cls, settings: Settings, *, migrate: bool = True, keys: list[KeySpec] | None = None
+    ) -> Core:
+        vault = Vault(keys or resolve_keys(settings))
         db = Database(
             settings.resolved_database_url,
             pool_size=settings.database_pool_size,

@@ -1,0 +1,304 @@
+"""Local mode: the real bot against the built-in Discord (and sandbox brokers), with a chat in
+the terminal. Anyone can try Tradecord without a Discord application.
+
+Lines are slash commands as typed in Discord (``/trade symbol:AAPL side:buy quantity:10``;
+quote values with spaces: ``name:"My Stocks"``), ``press N`` / ``select N[,M]`` for the
+components of the last message, ``help`` and ``quit``. ``--script FILE`` plays a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.client import create_bot
+from bot.core import Core, resolve_keys
+from bot.settings import Settings, load_settings
+from emulators.discord import (
+    DiscordEmulator,
+    EmulatorError,
+    InteractionResult,
+    InteractionTimeout,
+    Message,
+    components_index,
+    render_message,
+)
+
+# Not a secret: it only opens the emulator that this process starts on 127.0.0.1.
+LOCAL_TOKEN = "TG9jYWxNb2Rl.local.tradecord-local-mode"  # noqa: S105
+BANNER = (
+    "Tradecord local mode: no DISCORD_TOKEN is set, so Tradecord runs against a built-in "
+    "Discord on this machine. To run on real Discord, put your bot token in .env as "
+    "DISCORD_TOKEN=... (see README)."
+)
+USAGE = """Type slash commands as in Discord, for example:
+  /help
+  /accounts
+  /trade symbol:AAPL side:buy quantity:10
+  /connect broker:tradestation      (sandbox brokers run locally too)
+Then:  press N        press button N of the last message
+       select N[,M]   choose options of the last message's menu
+       help           this text          quit   leave"""
+OPTION_TYPES = {
+    3: "string",
+    4: "integer",
+    5: "boolean",
+    6: "user",
+    7: "channel",
+    8: "role",
+    10: "number",
+}
+
+
+class ChatError(Exception):
+    """A line the chat cannot run; printed, never fatal."""
+
+
+class Chat:
+    def __init__(self, emu: DiscordEmulator, user_id: int, out: TextIO) -> None:
+        self.emu = emu
+        self.user_id = user_id
+        self.out = out
+        self.last: Message | None = None
+        self._shown: set[tuple[int, int]] = set()  # (message id, edit count) already printed
+        self._ours: set[int] = set()  # messages that answer our own interactions
+        emu.world.subscribe(self._on_message)
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _on_message(self, event: str, message: Message) -> None:
+        """DMs to us and public posts (fills, alerts) appear as they arrive."""
+        if event == "delete" or message.id in self._ours or message.loading:
+            return
+        if message.author_id == self.user_id:
+            return
+        channel = self.emu.world.channels.get(message.channel_id)
+        is_dm = channel is not None and channel.type == 1
+        if message.ephemeral or (channel is None) or (is_dm and not self._dm_with_us(channel)):
+            return
+        key = (message.id, len(message.edits))
+        if key in self._shown:
+            return
+        self._shown.add(key)
+        where = "DM" if is_dm else f"#{channel.name}"
+        self.say(f"[{where}]\n{render_message(message)}")
+        if message.components:
+            self.last = message
+
+    def _dm_with_us(self, channel: Any) -> bool:
+        return bool(channel.recipient_id == self.user_id)
+
+    async def handle(self, line: str) -> bool:
+        """Run one line; ``False`` means quit."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        word = line.split()[0].lower()
+        try:
+            if word in ("quit", "exit"):
+                return False
+            if word in ("help", "?"):
+                self.say(USAGE)
+            elif word == "press":
+                await self._press(line)
+            elif word == "select":
+                await self._select(line)
+            elif line.startswith("/"):
+                await self._slash(line[1:])
+            else:
+                self.say("Commands start with / (try /help), or type help.")
+        except (ChatError, EmulatorError) as e:
+            self.say(f"! {e}")
+        except InteractionTimeout:
+            self.say("! Tradecord did not answer in time.")
+        return True
+
+    async def _slash(self, text: str) -> None:
+        try:
+            tokens = shlex.split(text)
+        except ValueError as e:
+            raise ChatError(f"could not read that line: {e}") from None
+        words = [t for t in tokens if ":" not in t]
+        raw = dict(t.split(":", 1) for t in tokens if ":" in t)
+        definitions = self._definitions(words)
+        options = {name: self._convert(name, value, definitions) for name, value in raw.items()}
+        result = await self.emu.slash(
+            self.user_id,
+            " ".join(words),
+            options=options,
+            guild_id=self.emu.guild.id,
+            channel_id=self.emu.general.id,
+        )
+        await self._show(result)
+
+    def _definitions(self, words: list[str]) -> dict[str, dict[str, Any]]:
+        if not words:
+            raise ChatError("which command? try /help")
+        stored = self.emu.world.commands.find_chat_input(words[0], self.emu.guild.id)
+        if stored is None:
+            raise ChatError(f"/{words[0]} is not a Tradecord command; try /help")
+        node = stored.data
+        for word in words[1:]:
+            node = next((o for o in node.get("options", []) if o["name"] == word), node)
+        return {o["name"]: o for o in node.get("options", []) if o["type"] in OPTION_TYPES}
+
+    def _convert(self, name: str, value: str, defs: dict[str, dict[str, Any]]) -> Any:
+        d = defs.get(name)
+        if d is None:
+            raise ChatError(f"unknown option {name}; options: {', '.join(defs) or 'none'}")
+        kind = OPTION_TYPES[d["type"]]
+        try:
+            if kind == "integer":
+                return int(value)
+            if kind == "number":
+                return float(value)
+        except ValueError:
+            raise ChatError(f"{name} must be a {kind}") from None
+        if kind == "boolean":
+            return value.lower() in ("true", "yes", "1", "on")
+        if kind == "channel":
+            wanted = value.lstrip("#")
+            for ch in self.emu.world.channels.values():
+                if ch.guild_id == self.emu.guild.id and ch.name == wanted:
+                    return ch.id
+            raise ChatError(f"no channel #{wanted}")
+        if kind == "user":
+            wanted = value.lstrip("@")
+            for user in self.emu.world.users.values():
+                if user.username == wanted:
+                    return user.id
+            raise ChatError(f"no member @{wanted}")
+        return value
+
+    def _components(self) -> list[Any]:
+        if self.last is None or not components_index(self.last):
+            raise ChatError("the last message has no buttons or menus")
+        return components_index(self.last)
+
+    async def _press(self, line: str) -> None:
+        parts = line.split()
+        index = self._components()
+        try:
+            item = index[int(parts[1]) - 1]
+        except (IndexError, ValueError):
+            raise ChatError(f"press a number from 1 to {len(index)}") from None
+        if item.kind == "link":
+            url = item.component.get("url")
+            self.say(f"Open this link in your browser: {url}")
+            return
+        if item.kind != "button":
+            raise ChatError(f"{item.number} is a menu: use select")
+        assert self.last is not None
+        await self._show(await self.emu.click(self.user_id, self.last, item.custom_id))
+
+    async def _select(self, line: str) -> None:
+        menus = [c for c in self._components() if c.kind == "select"]
+        if not menus:
+            raise ChatError("the last message has no menu")
+        menu = menus[0]
+        options = menu.component.get("options", [])
+        try:
+            picks = [options[int(n) - 1]["value"] for n in line.split(None, 1)[1].split(",")]
+        except (IndexError, ValueError):
+            raise ChatError(f"select numbers from 1 to {len(options)}, e.g. select 1") from None
+        assert self.last is not None
+        await self._show(await self.emu.select(self.user_id, self.last, picks, menu.custom_id))
+
+    async def _show(self, result: InteractionResult) -> None:
+        response = await result.response(timeout=30)
+        if response.modal is not None:
+            raise ChatError("this step opens a form, which the terminal chat cannot fill")
+        if response.choices is not None:
+            return
+        message = await result.message(timeout=30)
+        self._ours.add(message.id)
+        self._shown.add((message.id, len(message.edits)))
+        self.say(render_message(message, author="Tradecord"))
+        self.last = message if message.components else self.last
+
+
+async def _lines(script: Path | None, out: TextIO) -> AsyncIterator[str]:
+    if script is not None and str(script) != "-":
+        for line in script.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                print(f"you> {line}", file=out, flush=True)
+            yield line
+        return
+    interactive = script is None and sys.stdin.isatty()
+    loop = asyncio.get_running_loop()
+    while True:
+        if interactive:
+            print("you> ", end="", file=out, flush=True)
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        if not interactive:
+            print(f"you> {line.rstrip()}", file=out, flush=True)
+        yield line
+
+
+async def run_local(
+    settings: Settings, *, script: Path | None = None, out: TextIO = sys.stdout
+) -> int:
+    print(BANNER, file=out, flush=True)
+    keys = resolve_keys(settings)  # creates the local key file on first start
+    emu = DiscordEmulator(bot_token=LOCAL_TOKEN)
+    await emu.start()
+    stack = contextlib.AsyncExitStack()
+    try:
+        overrides: dict[str, Any] = {}
+        try:
+            from emulators.sandbox import start_sandbox_brokers
+        except ImportError:
+            start_sandbox_brokers = None  # type: ignore[assignment]
+        if start_sandbox_brokers is not None:
+            sandbox = await start_sandbox_brokers(settings.public_url)
+            stack.push_async_callback(sandbox.stop)
+            overrides.update(sandbox.settings_overrides)
+        values = {k: v for k, v in settings.model_dump().items() if v is not None}
+        values.update(overrides)
+        values.update(
+            discord_token=LOCAL_TOKEN,
+            discord_api_base=emu.api_base,
+            discord_gateway_url=emu.gateway_url,
+            discord_dev_guild_id=emu.guild.id,
+        )
+        local = load_settings(**values)
+        core = await Core.open(local, keys=keys)
+        stack.push_async_callback(core.close)
+        bot = create_bot(local, core=core, guild_ready_timeout=0.05)
+        runner = asyncio.create_task(bot.start(LOCAL_TOKEN))
+
+        async def stop_bot() -> None:
+            await bot.close()
+            if not runner.done():
+                runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+        stack.push_async_callback(stop_bot)
+        ready = asyncio.create_task(bot.wait_until_ready())
+        await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            ready.cancel()
+            runner.result()  # the reason the bot stopped
+        chat = Chat(emu, emu.owner.id, out)
+        print(
+            f"Signed in as {emu.owner.username} on the server “{emu.guild.name}”. "
+            "Type help for how this works.",
+            file=out,
+            flush=True,
+        )
+        async for line in _lines(script, out):
+            if not await chat.handle(line):
+                break
+    finally:
+        await stack.aclose()
+        await emu.stop()
+    return 0

@@ -1,0 +1,133 @@
+"""Start-up: local mode driven by a script, and the refusals that stop a bad start."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import sys
+from pathlib import Path
+
+import discord
+import pytest
+import yarl
+
+from bot.local import BANNER, run_local
+from bot.settings import Settings
+from bot.vault import generate_key_spec
+from emulators.discord import DiscordEmulator
+
+
+async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        *args,
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "TRADECORD_"))}
+    env.update(
+        TRADECORD_DATA_DIR=str(tmp_path / "data"),
+        WEB_PORT="0",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    return env
+
+
+async def test_malformed_setting_stops_with_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path) | {"WEB_PORT": "eighty"}
+    code, out, err = await run_cli("run", env=env, cwd=tmp_path)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "tradecord: WEB_PORT: a TCP port number between 1 and 65535 (0 picks a free port)"
+    ]
+
+
+async def test_real_token_without_key_refuses_before_connecting(tmp_path: Path) -> None:
+    async with DiscordEmulator(bot_token="real-token") as emu:
+        emu.record_requests(True)
+        env = base_env(tmp_path) | {
+            "DISCORD_TOKEN": "real-token",
+            "DISCORD_API_BASE": emu.api_base,
+            "DISCORD_GATEWAY_URL": emu.gateway_url,
+        }
+        code, _, err = await run_cli("run", env=env, cwd=tmp_path)
+        assert emu.record_requests(True) == []  # refused before any call to Discord
+    assert code == 2
+    assert "TRADECORD_KEYS" in err and "tradecord keys generate" in err
+    assert not (tmp_path / "data" / "tradecord.key").exists()
+
+
+async def test_bad_token_is_refused_with_advice(tmp_path: Path) -> None:
+    async with DiscordEmulator(bot_token="the-right-token") as emu:
+        env = base_env(tmp_path) | {
+            "DISCORD_TOKEN": "a-wrong-token",
+            "TRADECORD_KEYS": generate_key_spec("k1"),
+            "DISCORD_API_BASE": emu.api_base,
+            "DISCORD_GATEWAY_URL": emu.gateway_url,
+        }
+        code, _, err = await run_cli("run", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "DISCORD_TOKEN: Discord refused this token" in err
+    assert "a-wrong-token" not in err
+
+
+async def test_keys_generate_prints_a_usable_key(tmp_path: Path) -> None:
+    code, out, _ = await run_cli(
+        "keys", "generate", "--id", "prod1", env=base_env(tmp_path), cwd=tmp_path
+    )
+    assert code == 0 and out.startswith("prod1:")
+    from bot.settings import parse_keys
+
+    assert len(parse_keys(out.strip())[0].key) == 32
+
+
+async def test_db_upgrade_command(tmp_path: Path) -> None:
+    code, out, err = await run_cli("db", "upgrade", env=base_env(tmp_path), cwd=tmp_path)
+    assert code == 0, err
+    assert "Database is at revision" in out
+    assert (tmp_path / "data" / "tradecord.db").exists()
+
+
+@pytest.fixture
+def restore_discord_urls() -> object:
+    old = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    yield
+    discord.http.Route.BASE = old[0]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(str(old[1]))
+
+
+async def test_local_mode_driven_by_a_script(
+    settings: Settings, tmp_path: Path, restore_discord_urls: object
+) -> None:
+    script = tmp_path / "demo.txt"
+    script.write_text(
+        "# a demo\n/help\n/accounts\n/trade symbol:AAPL side:buy quantity:10\npress 1\n"
+        "/positions\n/trade symbol:AAPL side:buy quantity:abc\n/nope\npress 9\nquit\n"
+        "/never-run\n"
+    )
+    local = settings.model_copy(update={"tradecord_keys": None, "discord_token": None})
+    out = io.StringIO()
+    assert await run_local(local, script=script, out=out) == 0
+    text = out.getvalue()
+    assert text.splitlines()[0] == BANNER
+    assert "you> /help" in text and "Tradecord connects your brokerage accounts" in text
+    assert "Paper account:" in text
+    assert "PAPER ORDER PREVIEW" in text and "[1] Confirm  [2] Cancel" in text
+    assert "Filled: buy 10 AAPL" in text
+    assert "AAPL    long" in text
+    assert "must be a number" in text
+    assert "! /nope is not a Tradecord command" in text
+    assert "! the last message has no buttons or menus" in text or "! press a number" in text
+    assert "/never-run" not in text.split("you> quit")[1]
+    assert (settings.tradecord_data_dir / "tradecord.key").exists()
