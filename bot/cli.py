@@ -13,7 +13,7 @@ from pathlib import Path
 
 import discord
 
-from bot.core import Core, resolve_keys
+from bot.core import resolve_keys
 from bot.db import Database
 from bot.errors import ConfigurationError
 from bot.settings import Settings, load_settings

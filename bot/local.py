@@ -206,7 +206,8 @@ class Chat:
         try:
             picks = [options[int(n) - 1]["value"] for n in line.split(None, 1)[1].split(",")]
         except (IndexError, ValueError):
-            raise ChatError(f"select numbers from 1 to {len(options)}, e.g. select 1") from None
+            hint = f"choose numbers from 1 to {len(options)}, e.g. select 1"
+            raise ChatError(hint) from None
         assert self.last is not None
         await self._show(await self.emu.select(self.user_id, self.last, picks, menu.custom_id))
 
@@ -225,7 +226,7 @@ class Chat:
 
 async def _lines(script: Path | None, out: TextIO) -> AsyncIterator[str]:
     if script is not None and str(script) != "-":
-        for line in script.read_text().splitlines():
+        for line in script.read_text().splitlines():  # noqa: ASYNC240 - a small local file
             if line.strip() and not line.startswith("#"):
                 print(f"you> {line}", file=out, flush=True)
             yield line

@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import adapters.paper.models  # noqa: F401  (the paper broker's tables)
+import bot.automation_models  # noqa: F401
 from bot.models import Base
 
 config = context.config

@@ -46,7 +46,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 
 async def test_malformed_setting_stops_with_one_line(tmp_path: Path) -> None:
     env = base_env(tmp_path) | {"WEB_PORT": "eighty"}
-    code, out, err = await run_cli("run", env=env, cwd=tmp_path)
+    code, _, err = await run_cli("run", env=env, cwd=tmp_path)
     assert code == 2
     assert err.strip().splitlines() == [
         "tradecord: WEB_PORT: a TCP port number between 1 and 65535 (0 picks a free port)"
