@@ -25,7 +25,7 @@ from bot.settings import load_settings
 from bot.vault import generate_key_spec
 from emulators.discord import DiscordEmulator
 
-TOKEN = "YmVuY2htYXJr.bench.token"  # noqa: S105 - the emulator's, not a secret
+TOKEN = "YmVuY2htYXJr.bench.token"
 
 RoundTrip = Callable[[], Awaitable[None]]
 

@@ -98,6 +98,9 @@ class SimulatedFeed:
         self.clock = clock or utcnow
         # Test/local-mode control only (``set_quote``); real prices never live here.
         self._overrides: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+        # Quotes are a pure function of (symbol, minute): computing one costs ~0.1 ms of
+        # hashing and Decimal work, and a portfolio asks for dozens at once.
+        self._minute_cache: dict[tuple[str, int], Quote] = {}
 
     def set_quote(
         self, symbol: str, bid: Decimal, ask: Decimal, last: Decimal | None = None
@@ -127,6 +130,16 @@ class SimulatedFeed:
             return Quote(instrument.symbol, bid, ask, last, at, simulated=True,
                          info={"source": "simulated", "override": True})
         minute = int(at.timestamp()) // 60
+        cached = self._minute_cache.get((instrument.symbol, minute))
+        if cached is not None:
+            return cached
+        quote = self._compute(instrument, minute)
+        if len(self._minute_cache) >= 4096:
+            self._minute_cache.clear()
+        self._minute_cache[(instrument.symbol, minute)] = quote
+        return quote
+
+    def _compute(self, instrument: Instrument, minute: int) -> Quote:
         ref = reference_price(instrument)
         day_amp, hour_amp, noise_amp = AMPLITUDES[instrument.asset_class]
         s = instrument.symbol

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from adapters import symbols
@@ -46,6 +46,7 @@ def equity_list() -> EquityList:
     )
 
 
+@lru_cache(maxsize=4096)
 def resolve(symbol: str) -> Instrument:
     """The instrument ``symbol`` names, or ``SymbolNotFound`` saying what Paper does trade."""
     s = symbols.normalize(symbol)
