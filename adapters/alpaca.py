@@ -65,6 +65,7 @@ from adapters.models import (
     Position,
     Quote,
     Side,
+    SubmissionHint,
     TimeInForce,
     mask_account,
 )
@@ -599,7 +600,10 @@ class AlpacaAdapter(HttpBrokerAdapter):
                                   environment=account.environment, bucket="trading")
         return self.map_order(resp.body, account.id)
 
-    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+    async def _fetch_order_by_client_id(
+        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None,
+    ) -> Order:
+        # Alpaca looks orders up by client_order_id itself: the hint is not needed.
         if not client_order_id or len(client_order_id) > 128:
             raise OrderNotFound()  # Alpaca cannot hold such a client order id
         resp = await self.request(

@@ -47,6 +47,7 @@ from adapters.models import (
     OrderUpdate,
     Position,
     Quote,
+    SubmissionHint,
     TimeInForce,
 )
 
@@ -111,6 +112,7 @@ class OAuthSpec:
     client_auth: str = "client_secret_post"  # or "client_secret_basic"
     extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
     issuer: str | None = None  # RFC 9207 ``iss`` expected on the callback, when sent
+    issuer_required: bool = False  # the broker advertises authorization_response_iss_parameter
     refresh_token_lifetime: float | None = None  # seconds, when fixed (member is reminded)
 
 
@@ -207,6 +209,11 @@ class BrokerAdapter(ABC):
     def __init__(self, context: AdapterContext) -> None:
         self.ctx = context
 
+    @classmethod
+    def authorize_params(cls, environment: str | None) -> dict[str, str]:
+        """Extra authorization-request parameters for the environment a member asked for."""
+        return {}
+
     # -- reads --------------------------------------------------------------------------
 
     @abstractmethod
@@ -233,21 +240,27 @@ class BrokerAdapter(ABC):
         *,
         order_id: str | None = None,
         client_order_id: str | None = None,
+        hint: SubmissionHint | None = None,
     ) -> Order:
-        """By broker id or by our client order id; ``OrderNotFound`` proves absence."""
+        """By broker id or by our client order id; ``OrderNotFound`` proves absence.
+
+        ``hint`` (what was sent under ``client_order_id``, and when) lets a lookup in a process
+        that did not send the order recognise it where the broker does not keep our id."""
         if (order_id is None) == (client_order_id is None):
             raise ValueError("give exactly one of order_id and client_order_id")
         if order_id is not None:
             return await self._fetch_order_by_id(account, order_id)
         assert client_order_id is not None
-        return await self._fetch_order_by_client_id(account, client_order_id)
+        if hint is not None and hint.request.client_order_id not in (None, client_order_id):
+            raise ValueError("the hint describes another client order id")
+        return await self._fetch_order_by_client_id(account, client_order_id, hint)
 
     @abstractmethod
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order: ...
 
     @abstractmethod
     async def _fetch_order_by_client_id(
-        self, account: AccountRef, client_order_id: str
+        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None
     ) -> Order: ...
 
     @abstractmethod

@@ -153,6 +153,16 @@ class OrderRequest:
     bracket: Bracket | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SubmissionHint:
+    """What was sent under a client order id, and when. The caller keeps it (in the database)
+    so that a later process can still recognise the order at a broker whose order payloads do
+    not carry our client order id."""
+
+    request: OrderRequest
+    sent_at: datetime  # timezone-aware
+
+
 @dataclass(slots=True)
 class Order:
     id: str

@@ -12,7 +12,8 @@ Vendor traits this module handles:
 - ``OrderConfirmID`` (<= 22 chars) is the vendor's idempotency key: a second order with the same
   id is refused. Orders returned by the API do NOT carry it, so finding an order by our client
   order id matches the order's content (account, symbol, side, quantity, type, prices) within
-  a time window after the submission, using a journal of what this process sent.
+  a time window after the submission, using a journal of what this process sent or, in a
+  process that did not send it (after a restart), the ``SubmissionHint`` the caller kept.
 - Order history is two endpoints: today's and open orders (``/orders``) and earlier closed
   orders (``/historicalorders``, ``since`` at most 90 days back).
 """
@@ -70,6 +71,7 @@ from adapters.models import (
     Position,
     Quote,
     Side,
+    SubmissionHint,
     TimeInForce,
     mask_account,
 )
@@ -249,6 +251,13 @@ class SubmissionJournal:
 
 
 JOURNAL = SubmissionJournal()
+
+
+def _submission(account: AccountRef, request: OrderRequest, sent_at: datetime) -> Submission:
+    return Submission(
+        account.id, vendor_symbol(request.symbol), request.side, request.quantity,
+        VENDOR_ORDER_TYPE[request.order_type], request.limit_price, request.stop_price,
+        sent_at.astimezone(UTC))
 
 
 def _leg_side(leg: dict[str, Any]) -> Side:
@@ -530,8 +539,14 @@ class TradeStationAdapter(HttpBrokerAdapter):
             f"TradeStation has no order {order_id} in account {mask_account(account.id)} "
             "in the last 90 days.")
 
-    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+    async def _fetch_order_by_client_id(
+        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None,
+    ) -> Order:
         sub = JOURNAL.get(account.id, client_order_id)
+        if sub is None and hint is not None:
+            # Sent by another process (e.g. before a restart): recognise it by what was sent.
+            sub = _submission(account, hint.request, hint.sent_at)
+            JOURNAL.record(account.id, client_order_id, sub)
         if sub is None:
             raise OrderStateUnknown(
                 "TradeStation orders do not carry our order reference, and this process has no "
@@ -570,10 +585,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
         so ``fetch_order(client_order_id=...)`` can recognise it by content."""
         if not request.client_order_id:
             raise ValueError("the request has no client order id")
-        JOURNAL.record(account.id, request.client_order_id, Submission(
-            account.id, vendor_symbol(request.symbol), request.side, request.quantity,
-            VENDOR_ORDER_TYPE[request.order_type], request.limit_price, request.stop_price,
-            sent_at.astimezone(UTC)))
+        JOURNAL.record(account.id, request.client_order_id,
+                       _submission(account, request, sent_at))
 
     async def fetch_quote(self, symbol: str) -> Quote:
         env = Environment.LIVE if Environment.LIVE in self.ctx.api_urls else Environment.PAPER
@@ -683,9 +696,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         if request.bracket is not None:
             body["OSOs"] = [self._exits(account, request, symbol, action)]
         if cid is not None:
-            JOURNAL.record(account.id, cid, Submission(
-                account.id, symbol, request.side, request.quantity, body["OrderType"],
-                request.limit_price, request.stop_price, datetime.now(UTC)))
+            JOURNAL.record(account.id, cid, _submission(account, request, datetime.now(UTC)))
         resp = await self.request("POST", "/v3/orderexecution/orders",
                                   environment=account.environment, bucket="orderexecution",
                                   json_body=body, write=True)

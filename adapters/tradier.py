@@ -64,6 +64,7 @@ from adapters.models import (
     Position,
     Quote,
     Side,
+    SubmissionHint,
     TimeInForce,
 )
 from adapters.registry import register
@@ -375,9 +376,12 @@ class TradierAdapter(HttpBrokerAdapter):
             raise OrderNotFound()
         return order_from(raw, account.id)
 
-    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+    async def _fetch_order_by_client_id(
+        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None,
+    ) -> Order:
         # Tradier has no lookup by tag: list with tags and match. Absence here is proof the
-        # order was never created, because the list holds every order of the account.
+        # order was never created, because the list holds every order of the account; the
+        # tag is stored with the order, so the hint is not needed.
         matches = [o for o in await self._all_orders(account)
                    if o.client_order_id == client_order_id]
         if not matches:

@@ -45,6 +45,7 @@ from adapters.models import (
     OrderUpdate,
     Position,
     Quote,
+    SubmissionHint,
     TimeInForce,
     mask_account,
 )
@@ -299,7 +300,10 @@ class PaperBroker(BrokerAdapter):
             raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
         return store.to_order(row)
 
-    async def _fetch_order_by_client_id(self, account: AccountRef, client_order_id: str) -> Order:
+    async def _fetch_order_by_client_id(
+        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None
+    ) -> Order:
+        # Paper stores the client order id with the order: the hint is not needed.
         await self._ready("read", account)
         async with self.db.session() as s:
             row = await store.order_by_client_id(s, self.account_id, client_order_id)

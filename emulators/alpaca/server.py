@@ -9,7 +9,8 @@ The host selects the environment, as at Alpaca: one token may reach the live acc
 paper account, or both, depending on what the user authorized (``env`` on the authorize URL).
 Every Trading API and OAuth request is validated against Alpaca's OpenAPI files (defects fixed
 in memory, see ``spec.py``); a non-conforming one is answered 400 and recorded in
-``spec_violations`` so tests fail.
+``spec_violations`` so tests fail. Validation needs openapi-core (a test extra) and is on by
+default where it is installed; ``validate_requests=False`` turns it off.
 """
 
 from __future__ import annotations
@@ -85,9 +86,17 @@ class AlpacaEmulator(BaseEmulator):
         client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
         redirect_uris: tuple[str, ...] = (DEFAULT_REDIRECT,),
         rate_limit: int = 200, rate_window: float = 60.0,
-        clock: Callable[[], float] = time.time, validate_responses: bool = True,
+        clock: Callable[[], float] = time.time, validate_requests: bool | None = None,
+        validate_responses: bool = True,
     ) -> None:
         self.clock = clock
+        # None: validate when openapi-core and PyYAML (test extras) are installed, as in tests;
+        # local mode may run without them.
+        if validate_requests is None:
+            validate_requests = spec.available()
+        elif validate_requests and not spec.available():
+            raise RuntimeError("validate_requests needs openapi-core (pip install -e .[test])")
+        self.validate_requests = validate_requests
         self.broker = Broker(clock)
         # Alpaca tokens never expire and come without a refresh token; no PKCE.
         self.oauth = OAuthCore(OAuthPolicy(access_ttl=None, issue_refresh=False, pkce=False),
@@ -97,7 +106,8 @@ class AlpacaEmulator(BaseEmulator):
         self.grants: dict[str, dict[str, str]] = {}  # access token -> environment -> account id
         self._code_grants: dict[str, dict[str, str]] = {}
         self.spec_violations: list[str] = []
-        self.validate_responses = validate_responses
+        # Answers are checked against the same files, so only when requests are.
+        self.validate_responses = validate_responses and validate_requests
         self.rate_limit, self.rate_window = rate_limit, rate_window
         self.rate_limited = 0  # 429s answered, for tests
         self._windows: dict[str, tuple[float, int]] = {}
@@ -291,9 +301,11 @@ class AlpacaEmulator(BaseEmulator):
                 binding[e] = accounts[0].id
         return binding
 
-    def _oauth_violations(self, api: Any, host: str, request: web.Request, path: str,
-                          body: bytes) -> list[str]:
-        errors = spec.request_errors(api, host, request.method, path, dict(request.query),
+    def _oauth_violations(self, api: Callable[[], Any], host: str, request: web.Request,
+                          path: str, body: bytes) -> list[str]:
+        if not self.validate_requests:
+            return []
+        errors = spec.request_errors(api(), host, request.method, path, dict(request.query),
                                      dict(request.headers), body,
                                      request.content_type or "application/json")
         for e in errors:
@@ -313,7 +325,7 @@ class AlpacaEmulator(BaseEmulator):
         return redirect_uri if redirect_uri in client.redirect_uris else None
 
     async def _authorize_page(self, request: web.Request) -> web.Response:
-        if self._oauth_violations(spec.authorize_api(), "https://app.alpaca.markets", request,
+        if self._oauth_violations(spec.authorize_api, "https://app.alpaca.markets", request,
                                   "/oauth/authorize", b""):
             return self._page_error("The authorization request is not valid.")
         q = request.query
@@ -363,7 +375,7 @@ class AlpacaEmulator(BaseEmulator):
 
     async def _token(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if self._oauth_violations(spec.token_api(), HOSTS["live"], request, "/oauth/token", body):
+        if self._oauth_violations(spec.token_api, HOSTS["live"], request, "/oauth/token", body):
             return _oauth_error(OAuthError("invalid_request", "missing or malformed parameters"))
         form = await request.post()
         get = {k: str(v) for k, v in form.items()}
@@ -419,7 +431,8 @@ class AlpacaEmulator(BaseEmulator):
             path = request.path[len(env) + 1:]
             errors = spec.request_errors(
                 spec.trading_api(), HOSTS[env], request.method, path, dict(request.query),
-                dict(request.headers), body, request.content_type or "application/json")
+                dict(request.headers), body, request.content_type or "application/json",
+            ) if self.validate_requests else []
             if errors:
                 self.spec_violations += [f"{request.method} {request.path}: {e}" for e in errors]
                 return web.json_response(

@@ -11,20 +11,38 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
+# openapi-core and PyYAML are test extras: local mode runs the emulator without them, so they
+# are imported only when validation is on.
+if TYPE_CHECKING:
+    from openapi_core import OpenAPI
 
+log = logging.getLogger("tradecord.emulators.alpaca")
 SPEC_DIR = Path(__file__).resolve().parent.parent / "specs" / "alpaca"
 TRADING_HOSTS = ("https://api.alpaca.markets", "https://paper-api.alpaca.markets")
 SCOPE_PATTERN = r"^(account:write|trading|data)( (account:write|trading|data))*$"
 
 
+@cache
+def available() -> bool:
+    """Whether the validators can be built here; says so once per process when they cannot."""
+    try:
+        import openapi_core  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError:
+        log.info("openapi-core or PyYAML is not installed: the Alpaca emulator will not "
+                 "validate requests against the OpenAPI files")
+        return False
+    return True
+
+
 def _load(name: str) -> dict[str, Any]:
+    import yaml
+
     with (SPEC_DIR / name).open(encoding="utf-8") as f:
         data: dict[str, Any] = yaml.safe_load(f)
     return data
@@ -132,16 +150,22 @@ def authorize_spec() -> dict[str, Any]:
 
 @cache
 def trading_api() -> OpenAPI:
+    from openapi_core import OpenAPI
+
     return OpenAPI.from_dict(trading_spec())
 
 
 @cache
 def token_api() -> OpenAPI:
+    from openapi_core import OpenAPI
+
     return OpenAPI.from_dict(token_spec())
 
 
 @cache
 def authorize_api() -> OpenAPI:
+    from openapi_core import OpenAPI
+
     return OpenAPI.from_dict(authorize_spec())
 
 
@@ -162,6 +186,8 @@ def request_errors(
     api: OpenAPI, host: str, method: str, path: str, query: dict[str, str],
     headers: dict[str, str], body: bytes, content_type: str,
 ) -> list[str]:
+    from openapi_core.testing import MockRequest
+
     req = MockRequest(host, method.lower(), path, args=query, headers=headers,
                       data=body or None, content_type=content_type)
     return [_describe(e) for e in api.iter_request_errors(req)]
@@ -171,6 +197,8 @@ def response_errors(
     api: OpenAPI, host: str, method: str, path: str, query: dict[str, str],
     headers: dict[str, str], status: int, body: Any,
 ) -> list[str]:
+    from openapi_core.testing import MockRequest, MockResponse
+
     req = MockRequest(host, method.lower(), path, args=query, headers=headers)
     data = json.dumps(body).encode() if body is not None else b""
     resp = MockResponse(data, status_code=status)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openapi_core import OpenAPI
-from openapi_core.datatypes import RequestParameters
-from werkzeug.datastructures import Headers, ImmutableMultiDict
+# openapi-core (and werkzeug with it) is a test extra: local mode runs the emulator without
+# it, so it is imported only when validation is on.
+if TYPE_CHECKING:
+    from openapi_core import OpenAPI
+
+log = logging.getLogger("tradecord.emulators.tradestation")
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "specs" / "tradestation" / (
     "tradestation-webapi-v3-openapi.json"
@@ -80,8 +84,23 @@ def patched_spec() -> dict[str, Any]:
 
 
 @cache
+def available() -> bool:
+    """Whether the validator can be built here; says so once per process when it cannot."""
+    try:
+        import openapi_core  # noqa: F401
+        import werkzeug  # noqa: F401
+    except ImportError:
+        log.info("openapi-core is not installed: the TradeStation emulator will not validate "
+                 "requests against the OpenAPI file")
+        return False
+    return True
+
+
+@cache
 def openapi() -> OpenAPI:
     """Parsed once per process: building the validator takes most of a second."""
+    from openapi_core import OpenAPI
+
     return OpenAPI.from_dict(patched_spec())
 
 
@@ -99,6 +118,9 @@ class SpecRequest:
     host_url: str = SERVER
 
     def __post_init__(self) -> None:
+        from openapi_core.datatypes import RequestParameters
+        from werkzeug.datastructures import Headers, ImmutableMultiDict
+
         self.method = self.method.lower()
         self.parameters = RequestParameters(
             query=ImmutableMultiDict([(k, v) for k, vs in self.query.items() for v in vs]),
@@ -116,7 +138,7 @@ class SpecResponse:
 
 
 def _describe(errors: list[Exception]) -> list[str]:
-    out = []
+    out: list[str] = []
     for err in errors:
         detail = err.__cause__ or err
         nested = getattr(detail, "schema_errors", None)

@@ -10,13 +10,13 @@ expire and cannot be refreshed: after ``expire_token`` every call raises
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import aiohttp
 
 from adapters.alpaca import AlpacaAdapter
-from adapters.base import AdapterContext, StaticToken
+from adapters.base import AdapterContext, LimiterRegistry, StaticToken
 from adapters.models import AccountRef, AccountType, Environment, OrderType
 from emulators.alpaca import AlpacaEmulator
 from emulators.common import Fault
@@ -30,10 +30,16 @@ class Harness:
     emulator: AlpacaEmulator
     accounts: dict[str, AccountRef]
     order_types: frozenset[OrderType] = field(default_factory=lambda: frozenset(OrderType))
+    supports_tokens: bool = True
     token_refreshable: bool = False
+    retries_reads: bool = True  # a 429 on a read is retried (honouring Retry-After)
 
     async def expire_token(self) -> None:
         self.emulator.oauth.expire_access_tokens()
+
+    async def fresh_adapter(self) -> AlpacaAdapter:
+        """A new adapter as a new process builds it (Alpaca keeps our client_order_id)."""
+        return AlpacaAdapter(replace(self.adapter.ctx, limiters=LimiterRegistry(), breakers={}))
 
     def inject(self, fault: Fault) -> Fault:
         return self.emulator.faults.add(fault)

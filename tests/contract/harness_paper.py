@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from adapters.base import AdapterContext
+from adapters.base import AdapterContext, LimiterRegistry
 from adapters.errors import BrokerError, BrokerUnavailable, RateLimited
 from adapters.models import AccountRef, OrderType
 from adapters.paper import PaperBroker, SimulatedFeed
@@ -54,9 +54,16 @@ class Harness:
     order_types: frozenset[OrderType] = field(default_factory=lambda: frozenset(OrderType))
     # Paper has no OAuth tokens: the suite skips its token scenarios for this harness.
     supports_tokens: bool = False
+    token_refreshable: bool = False
+    # A refusal surfaces as RateLimited at once: there is no HTTP layer to retry a read.
+    retries_reads: bool = False
 
     async def expire_token(self) -> None:
         pytest.skip("Tradecord Paper has no access tokens to expire")
+
+    async def fresh_adapter(self) -> PaperBroker:
+        """A new adapter as a new process builds it: everything it needs is in the database."""
+        return PaperBroker(replace(self.adapter.ctx, limiters=LimiterRegistry(), breakers={}))
 
     def inject(self, fault: Fault) -> Fault:
         times = fault.times or 1

@@ -3,19 +3,20 @@
 One TradeStation grant reaches both hosts (LIVE and SIM), so the adapter gets both URLs; the
 contract accounts are the LIVE Cash, Margin and Futures accounts of the emulator's ``demo``
 login. Tokens come from a real code flow against the emulator and refresh at its token
-endpoint.
+endpoint. TradeStation orders do not carry our client order id: a lookup by it matches content
+through the adapter's in-process journal, which ``fresh_adapter`` clears as a restart would.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import aiohttp
 
-from adapters.base import AdapterContext
+from adapters.base import AdapterContext, LimiterRegistry
 from adapters.models import AccountRef, AccountType, Environment, OrderType
-from adapters.tradestation import TradeStationAdapter
+from adapters.tradestation import JOURNAL, TradeStationAdapter
 from emulators.common import Fault
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradestation.testing import EmulatorTokens, sign_in
@@ -27,9 +28,18 @@ class Harness:
     emulator: TradeStationEmulator
     accounts: dict[str, AccountRef]
     order_types: frozenset[OrderType] = field(default_factory=lambda: frozenset(OrderType))
+    supports_tokens: bool = True
+    token_refreshable: bool = True
+    retries_reads: bool = True  # a 429 on a read is retried (honouring Retry-After)
 
     async def expire_token(self) -> None:
         self.emulator.expire_access_tokens()
+
+    async def fresh_adapter(self) -> TradeStationAdapter:
+        """A new adapter as a new process builds it: no journal of what was sent."""
+        JOURNAL.clear()
+        return TradeStationAdapter(
+            replace(self.adapter.ctx, limiters=LimiterRegistry(), breakers={}))
 
     def inject(self, fault: Fault) -> Fault:
         return self.emulator.faults.add(fault)

@@ -7,12 +7,12 @@ Tradier has no futures accounts, so ``accounts`` has no "futures" key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import aiohttp
 
-from adapters.base import AdapterContext
+from adapters.base import AdapterContext, LimiterRegistry
 from adapters.models import AccountRef, AccountType, Environment, OrderType
 from adapters.tradier import TradierAdapter
 from emulators.common import Fault
@@ -28,9 +28,16 @@ class Harness:
     emulator: TradierEmulator
     accounts: dict[str, AccountRef]
     order_types: frozenset[OrderType] = field(default_factory=lambda: frozenset(OrderType))
+    supports_tokens: bool = True
+    token_refreshable: bool = True
+    retries_reads: bool = True  # a 429 on a read is retried (honouring Retry-After)
 
     async def expire_token(self) -> None:
         self.emulator.expire_access_tokens()
+
+    async def fresh_adapter(self) -> TradierAdapter:
+        """A new adapter as a new process builds it (Tradier keeps our tag with the order)."""
+        return TradierAdapter(replace(self.adapter.ctx, limiters=LimiterRegistry(), breakers={}))
 
     def inject(self, fault: Fault) -> Fault:
         return self.emulator.faults.add(fault)

@@ -1,0 +1,117 @@
+"""Sandbox brokers for local mode: the three broker emulators on 127.0.0.1, each with an OAuth
+client registered for Tradecord's own callback, and the settings that point Tradecord at them.
+
+    brokers = await start_sandbox_brokers(settings.public_url)
+    settings = load_settings(**brokers.settings_overrides)  # or os.environ |= brokers.environment
+    ...
+    await brokers.stop()
+
+Each start registers a fresh client secret: the emulators keep their worlds in memory, so
+nothing issued by an earlier run is valid anyway. Validation against the vendors' OpenAPI files
+is on only where openapi-core (a test extra) is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from adapters.models import Environment
+from emulators.alpaca import AlpacaEmulator
+from emulators.common import BaseEmulator
+from emulators.tradestation import TradeStationEmulator
+from emulators.tradier import TradierEmulator
+
+log = logging.getLogger("tradecord.emulators.sandbox")
+
+CLIENT_ID = "tradecord-sandbox"
+HOST = "127.0.0.1"
+
+
+def callback_url(public_url: str, broker: str) -> str:
+    """Tradecord's OAuth callback for ``broker``, exactly as the connect flow sends it."""
+    return f"{public_url.rstrip('/')}/oauth/{broker}/callback"
+
+
+@dataclass
+class SandboxBrokers:
+    """The running emulators and what Tradecord's settings need to use them.
+
+    ``settings_overrides`` uses ``Settings`` field names (what ``load_settings(**...)`` takes);
+    ``environment`` holds the same values under the environment variable names. A URL the
+    vendor does not have (Alpaca and Tradier document no revoke endpoint) is left out, as
+    their adapters declare none either.
+    """
+
+    tradestation: TradeStationEmulator
+    alpaca: AlpacaEmulator
+    tradier: TradierEmulator
+    client_id: str
+    client_secrets: dict[str, str] = field(repr=False)
+    settings_overrides: dict[str, str] = field(repr=False)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {name.upper(): value for name, value in self.settings_overrides.items()}
+
+    @property
+    def emulators(self) -> dict[str, BaseEmulator]:
+        return {"tradestation": self.tradestation, "alpaca": self.alpaca,
+                "tradier": self.tradier}
+
+    async def stop(self) -> None:
+        for emu in self.emulators.values():
+            await emu.stop()
+
+
+def _overrides(broker: str, client_id: str, secret: str, urls: dict[str, str | None],
+               ) -> dict[str, str]:
+    out = {f"tradecord_{broker}_client_id": client_id,
+           f"tradecord_{broker}_client_secret": secret}
+    out.update({f"tradecord_{broker}_{name}": url for name, url in urls.items() if url})
+    return out
+
+
+async def start_sandbox_brokers(public_url: str) -> SandboxBrokers:
+    """Start TradeStation, Alpaca and Tradier emulators on free local ports."""
+    client_secrets = {b: secrets.token_urlsafe(24) for b in ("tradestation", "alpaca", "tradier")}
+    ts = TradeStationEmulator(host=HOST)
+    ts.register_client(CLIENT_ID, client_secrets["tradestation"],
+                       [callback_url(public_url, "tradestation")])
+    alpaca = AlpacaEmulator(host=HOST, client_id=CLIENT_ID,
+                            client_secret=client_secrets["alpaca"],
+                            redirect_uris=(callback_url(public_url, "alpaca"),))
+    tradier = TradierEmulator(host=HOST, client_id=CLIENT_ID,
+                              client_secret=client_secrets["tradier"],
+                              redirect_uris=[callback_url(public_url, "tradier")])
+    started: list[BaseEmulator] = []
+    try:
+        for emulator in (ts, alpaca, tradier):
+            await emulator.start()
+            started.append(emulator)
+    except BaseException:
+        for running in started:
+            await running.stop()
+        raise
+    overrides = {
+        **_overrides("tradestation", CLIENT_ID, client_secrets["tradestation"], {
+            "authorize_url": ts.authorize_url, "token_url": ts.token_url,
+            "revoke_url": ts.revoke_url, "api_url": ts.api_url(Environment.LIVE),
+            "paper_api_url": ts.api_url(Environment.PAPER),
+        }),
+        **_overrides("alpaca", CLIENT_ID, client_secrets["alpaca"], {
+            "authorize_url": alpaca.authorize_url, "token_url": alpaca.token_url,
+            "revoke_url": alpaca.revoke_url, "api_url": alpaca.api_url("live"),
+            "paper_api_url": alpaca.api_url("paper"), "data_url": alpaca.data_url,
+        }),
+        # Tradier's sandbox has its own OAuth server; settings carry one, the live one.
+        **_overrides("tradier", CLIENT_ID, client_secrets["tradier"], {
+            "authorize_url": tradier.authorize_url, "token_url": tradier.token_url,
+            "revoke_url": tradier.revoke_url, "api_url": tradier.api_url(Environment.LIVE),
+            "paper_api_url": tradier.api_url(Environment.PAPER),
+        }),
+    }
+    log.info("sandbox brokers: TradeStation %s, Alpaca %s, Tradier %s",
+             ts.base_url, alpaca.base_url, tradier.base_url)
+    return SandboxBrokers(ts, alpaca, tradier, CLIENT_ID, client_secrets, overrides)
