@@ -18,7 +18,7 @@ from bot.settings import Settings
 
 log = logging.getLogger("tradecord.bot")
 
-COGS = ("cogs.general", "cogs.accounts", "cogs.trading")
+COGS = ("cogs.general", "cogs.accounts", "cogs.trading", "cogs.connections")
 
 
 def point_at_discord(settings: Settings) -> None:
@@ -65,6 +65,10 @@ class Tradecord(commands.Bot):
             return
         if self._core is None:
             self._core = await Core.open(self.settings)
+        if self._core.notifier is None:
+            from bot.notifier import DiscordNotifier
+
+            self._core.notifier = DiscordNotifier(self.http)
         await self.start_web()
         if self.settings.discord_dev_guild_id:
             guild = discord.Object(self.settings.discord_dev_guild_id)

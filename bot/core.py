@@ -15,8 +15,13 @@ from adapters.paper import SimulatedFeed
 from bot.db import Database
 from bot.errors import ConfigurationError
 from bot.services.connections import ConnectionService
+from bot.services.jobs import JobQueue
+from bot.services.linking import LinkingService
 from bot.services.members import MemberService
 from bot.services.notify import Notifier
+from bot.services.signals import SignalService
+from bot.services.strategies import StrategyService
+from bot.services.subscriptions import SubscriptionService
 from bot.services.trading import TradingService
 from bot.settings import KeySpec, Settings
 from bot.vault import Vault, load_or_create_local_key
@@ -57,7 +62,12 @@ class Core:
     members: MemberService = field(init=False)
     connections: ConnectionService = field(init=False)
     trading: TradingService = field(init=False)
+    linking: LinkingService = field(init=False)
     simulated_feed: SimulatedFeed = field(init=False)
+    jobs: JobQueue = field(init=False)
+    strategies: StrategyService = field(init=False)
+    subscriptions: SubscriptionService = field(init=False)
+    signals: SignalService = field(init=False)
     # Set by the front end that can reach Discord (bot process, or a REST-only client).
     notifier: Notifier | None = None
 
@@ -66,6 +76,11 @@ class Core:
         self.members = MemberService(self.db)
         self.connections = ConnectionService(self)
         self.trading = TradingService(self)
+        self.linking = LinkingService(self)
+        self.jobs = JobQueue(self)
+        self.strategies = StrategyService(self)
+        self.subscriptions = SubscriptionService(self)
+        self.signals = SignalService(self)  # registers its job handlers with self.jobs
 
     @classmethod
     async def open(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shlex
 import sys
 from collections.abc import AsyncIterator
@@ -262,6 +263,18 @@ async def run_local(
             sandbox = await start_sandbox_brokers(settings.public_url)
             stack.push_async_callback(sandbox.stop)
             overrides.update(sandbox.settings_overrides)
+        # "Login with Discord" on the /connect pages, against the built-in Discord.
+        oauth_secret = secrets.token_urlsafe(24)
+        emu.register_oauth_client(
+            str(emu.application_id),
+            oauth_secret,
+            [f"{settings.public_url.rstrip('/')}/auth/discord/callback"],
+        )
+        overrides.update(
+            discord_client_id=str(emu.application_id),
+            discord_client_secret=oauth_secret,
+            discord_authorize_url=f"{emu.base_url}/oauth2/authorize",
+        )
         values = {k: v for k, v in settings.model_dump().items() if v is not None}
         values.update(overrides)
         values.update(

@@ -211,3 +211,56 @@ class AuditEvent(Base):
     connection_id: Mapped[int | None] = mapped_column(BigInteger)
     intent_id: Mapped[str | None] = mapped_column(String(36), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ConnectLink(Base):
+    """A private /connect link: single use, 10 minutes, replaced by a newer /connect.
+
+    Only the SHA-256 of the link token is stored: the database alone cannot open a link.
+    """
+
+    __tablename__ = "connect_links"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    environment: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+    cancelled_at: Mapped[datetime | None] = mapped_column()
+
+
+class OAuthState(Base):
+    """Server-side OAuth state (RFC 9700): single use, 10 minutes, bound to member and broker.
+
+    ``kind`` is "discord" (proving whose browser this is) or "broker". The state value itself
+    is stored only as a hash; the PKCE verifier only as a vault envelope bound to this row.
+    """
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    link_id: Mapped[str] = mapped_column(ForeignKey("connect_links.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    issuer: Mapped[str | None] = mapped_column(String(200))
+    code_verifier: Mapped[str | None] = mapped_column(Text)
+    # Hash of the browser's flow cookie: a state only completes in the browser that began it.
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    consumed_at: Mapped[datetime | None] = mapped_column()
+
+
+class UsedCode(Base):
+    """Authorization codes already presented (hashed): a reused code is refused unspent."""
+
+    __tablename__ = "used_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    broker: Mapped[str] = mapped_column(String(32))
+    used_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     discord_api_base: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     discord_dev_guild_id: int | None = None
+    # "Login with Discord" on /connect pages: the application's OAuth2 client.
+    discord_client_id: str | None = None
+    discord_client_secret: SecretStr | None = None
+    discord_authorize_url: str = "https://discord.com/oauth2/authorize"
 
     tradecord_data_dir: Path = Path("./data")
     database_url: str | None = None
@@ -190,7 +194,12 @@ class Settings(BaseSettings):
     def _blank_client_id(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("discord_api_base", "public_url")
+    @field_validator("discord_client_id", mode="before")
+    @classmethod
+    def _blank_discord_client(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("discord_api_base", "public_url", "discord_authorize_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))

@@ -8,6 +8,7 @@ from discord.ext import commands
 
 from bot.brokers import broker_catalog
 from bot.client import Tradecord
+from bot.components import account_menus
 from bot.models import Connection, ConnectionStatus
 
 STATUS_TEXT = {
@@ -32,16 +33,68 @@ class Accounts(commands.Cog):
     def __init__(self, bot: Tradecord) -> None:
         self.bot = bot
 
-    @app_commands.command(name="accounts", description="Your broker connections and their accounts")
-    async def accounts(self, interaction: discord.Interaction) -> None:
+    async def names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        conns = await self.bot.core.connections.list_for(interaction.user.id)
+        cur = current.casefold()
+        return [
+            app_commands.Choice(name=c.name, value=c.name)
+            for c in conns
+            if cur in c.name_key and not c.builtin
+        ][:25]
+
+    @app_commands.command(name="accounts", description="Your connections; choose their accounts")
+    @app_commands.describe(connection="Choose the live and paper account of this connection")
+    @app_commands.autocomplete(connection=names)
+    async def accounts(
+        self, interaction: discord.Interaction, connection: str | None = None
+    ) -> None:
+        if connection:
+            await self.choose(interaction, connection)
+            return
         member = await self.bot.core.members.get_with_connections(interaction.user.id)
         names = {b.key: b.name for b in broker_catalog(self.bot.settings)}
         embed = discord.Embed(title="Your connections", colour=0x5865F2)
         for conn in member.connections:
             name, value = connection_field(conn, names.get(conn.broker, conn.broker))
             embed.add_field(name=name, value=value, inline=False)
+        waiting = [c.name for c in member.connections if c.status == ConnectionStatus.NEEDS_ACCOUNT]
+        if waiting:
+            embed.add_field(
+                name="Trading is off until you choose an account",
+                value="\n".join(f"/accounts connection:{n}" for n in waiting),
+                inline=False,
+            )
         embed.set_footer(text="Link a broker with /connect · rename with /rename")
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    async def choose(self, interaction: discord.Interaction, connection: str) -> None:
+        from cogs.connections import menus_view
+
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        conn, accounts = await self.bot.core.connections.broker_accounts(
+            interaction.user.id, connection
+        )
+        if conn.builtin:
+            await interaction.followup.send(
+                "Tradecord Paper has one paper account, already chosen.", ephemeral=True
+            )
+            return
+        rows = account_menus(conn, accounts)
+        if not rows:
+            await interaction.followup.send(
+                f"{conn.name}: the broker lists no accounts for this login.", ephemeral=True
+            )
+            return
+        live, paper = conn.account("live"), conn.account("paper")
+        await interaction.followup.send(
+            f"**{conn.name}** trades live in: {live.label if live else 'no account yet'}; "
+            f"paper in: {paper.label if paper else 'no account yet'}. Choose below. Futures "
+            "trade only in a futures account.",
+            view=menus_view(rows),
+            ephemeral=True,
+        )
 
 
 async def setup(bot: Tradecord) -> None:

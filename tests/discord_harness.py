@@ -56,6 +56,7 @@ class Harness:
     core: Core
     errors: ErrorLog
     members: dict[str, int] = field(default_factory=dict)
+    sandbox: Any = None
 
     @property
     def guild_id(self) -> int:
@@ -71,8 +72,9 @@ class Harness:
 
     async def slash(self, user: int | str, command: str, **options: Any) -> InteractionResult:
         uid = self.user(user) if isinstance(user, str) else user
-        return await self.emu.slash(uid, command, options=options, guild_id=self.guild_id,
-                                    channel_id=self.emu.general.id)
+        return await self.emu.slash(
+            uid, command, options=options, guild_id=self.guild_id, channel_id=self.emu.general.id
+        )
 
     async def reply(self, user: int | str, command: str, **options: Any) -> Message:
         result = await self.slash(user, command, **options)
@@ -82,15 +84,35 @@ class Harness:
 def settings_for(base: Settings, emu: DiscordEmulator, **overrides: Any) -> Settings:
     values = {k: v for k, v in base.model_dump().items() if v is not None}
     values.update(
-        discord_token=TOKEN, discord_api_base=emu.api_base, discord_gateway_url=emu.gateway_url,
-        discord_dev_guild_id=emu.guild.id, web_port=0,
+        discord_token=TOKEN,
+        discord_api_base=emu.api_base,
+        discord_gateway_url=emu.gateway_url,
+        discord_dev_guild_id=emu.guild.id,
+        web_port=0,
     )
+    values.pop("discord_client_secret", None)
     values.update(overrides)
     return load_settings(**values)
 
 
+DISCORD_CLIENT_SECRET = "discord-oauth-secret-for-tests"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextlib.asynccontextmanager
-async def running_tradecord(base: Settings, **overrides: Any) -> AsyncIterator[Harness]:
+async def running_tradecord(
+    base: Settings, *, brokers: bool = False, **overrides: Any
+) -> AsyncIterator[Harness]:
+    """The bot on a fresh local Discord. ``brokers=True`` also starts the sandbox brokers and
+    serves the web pages on a fixed port, with Login with Discord configured: the whole
+    /connect flow works."""
     errors = ErrorLog()
     for name in ("discord", "tradecord"):
         logging.getLogger(name).addHandler(errors)
@@ -98,23 +120,45 @@ async def running_tradecord(base: Settings, **overrides: Any) -> AsyncIterator[H
     old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     emu = DiscordEmulator(bot_token=TOKEN)
     await emu.start()
+    stack = contextlib.AsyncExitStack()
+    if brokers:
+        from emulators.sandbox import start_sandbox_brokers
+
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        sandbox = await start_sandbox_brokers(public)
+        stack.push_async_callback(sandbox.stop)
+        emu.register_oauth_client(
+            str(emu.application_id), DISCORD_CLIENT_SECRET, [f"{public}/auth/discord/callback"]
+        )
+        overrides = {
+            **sandbox.settings_overrides,
+            "web_port": port,
+            "public_url": public,
+            "discord_client_id": str(emu.application_id),
+            "discord_client_secret": DISCORD_CLIENT_SECRET,
+            "discord_authorize_url": f"{emu.base_url}/oauth2/authorize",
+            **overrides,
+        }
     settings = settings_for(base, emu, **overrides)
     core = await Core.open(settings, migrate=False)
     bot = create_bot(settings, core=core, guild_ready_timeout=0.05)
     task = asyncio.create_task(bot.start(TOKEN))
     try:
         ready = asyncio.create_task(bot.wait_until_ready())
-        done, _ = await asyncio.wait({task, ready}, timeout=15,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
         assert ready in done, "the bot was not ready in time"
-        yield Harness(emu, bot, core, errors)
+        harness = Harness(emu, bot, core, errors)
+        harness.sandbox = sandbox if brokers else None
+        yield harness
     finally:
         await bot.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
         await core.close()
+        await stack.aclose()
         await emu.stop()
         discord.http.Route.BASE = old_base
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(str(old_gateway))

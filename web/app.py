@@ -20,4 +20,10 @@ def create_app(core: Core) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[CORE] = core
     app.router.add_get("/healthz", healthz)
+    from web.webhook import setup as setup_webhook  # imports CORE from here: after it exists
+
+    setup_webhook(app)
+    from web.connect import setup as setup_connect
+
+    setup_connect(app, core)
     return app

@@ -14,14 +14,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from adapters.base import AdapterContext, BrokerAdapter, CircuitBreaker, LimiterRegistry
-from adapters.models import AccountRef, AccountType, Environment
+from adapters.models import Account, AccountRef, AccountType, Environment
 from adapters.registry import get_adapter_class
-from bot.errors import InvalidInput, NotFound
-from bot.models import Connection, ConnectionAccount, ConnectionStatus, Member
+from bot.errors import Conflict, InvalidInput, NotFound
+from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential, Member
+from bot.services import audit
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -29,6 +31,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("tradecord.connections")
 
 MODES = ("paper", "live")
+
+
+@dataclass(slots=True)
+class RenameResult:
+    old: str
+    new: str
+    suggestions: list[str]
+
+
+@dataclass(slots=True)
+class ChoiceResult:
+    connection: Connection
+    account: Account
+    warning: str | None
+
+
+@dataclass(slots=True)
+class DisconnectResult:
+    name: str
+    broker: str
+    revoked: bool | None  # None: the broker has no revocation endpoint
 
 
 @dataclass(slots=True)
@@ -173,6 +196,206 @@ class ConnectionService:
             "fill_hours": self.core.settings.paper_fill_hours,
             "clock": self.clock,
         }
+
+    # -- managing connections -----------------------------------------------------------
+
+    async def owned(self, discord_user_id: int, name_or_id: str | int) -> Connection:
+        """The member's connection by name (any case) or id; ``NotFound`` otherwise."""
+        connections = await self.list_for(discord_user_id)
+        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+            found = next((c for c in connections if c.id == int(name_or_id)), None)
+        else:
+            key = str(name_or_id).strip().casefold()
+            found = next((c for c in connections if c.name_key == key), None)
+        if found is None:
+            names = ", ".join(f"“{c.name}”" for c in connections)
+            raise NotFound(f"You have no connection “{name_or_id}”. Your connections: {names}.")
+        return found
+
+    async def rename(self, discord_user_id: int, connection: str, new_name: str) -> RenameResult:
+        conn = await self.owned(discord_user_id, connection)
+        name = " ".join(new_name.split())
+        if not 1 <= len(name) <= 50:
+            raise InvalidInput("A connection name has 1 to 50 characters.")
+        if not name.isprintable():
+            raise InvalidInput("A connection name can only have printable characters.")
+        if conn.builtin:
+            raise InvalidInput("Tradecord Paper keeps its name; rename your broker connections.")
+        old = conn.name
+        try:
+            async with self.core.db.transaction() as s:
+                row = await s.get(Connection, conn.id)
+                assert row is not None
+                row.name, row.name_key = name, name.casefold()
+                await s.flush()
+                audit.record(
+                    s,
+                    "connection.renamed",
+                    member_id=row.member_id,
+                    connection_id=row.id,
+                    old=old,
+                    new=name,
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"You already have a connection named “{name}” (names ignore case). Pick another."
+            ) from None
+        siblings = [
+            c
+            for c in await self.list_for(discord_user_id)
+            if c.broker == conn.broker and c.id != conn.id
+        ]
+        return RenameResult(old, name, self._suggestions(conn, siblings))
+
+    def _suggestions(self, conn: Connection, siblings: list[Connection]) -> list[str]:
+        """Descriptive names, when two connections at one broker could be confused."""
+        if not siblings:
+            return []
+        broker = get_adapter_class(conn.broker).display_name
+        kinds = {"futures": "Futures", "margin": "Stocks", "cash": "Stocks", "crypto": "Crypto"}
+        out = []
+        for c in [conn, *siblings]:
+            acct = c.account("live") or c.account("paper")
+            word = kinds.get(acct.account_type, acct.account_type.title()) if acct else None
+            out.append(f"{broker} {word}" if word else f"{broker} {c.id}")
+        return list(dict.fromkeys(out))
+
+    async def broker_accounts(
+        self, discord_user_id: int, connection: str | int
+    ) -> tuple[Connection, list[Account]]:
+        conn = await self.owned(discord_user_id, connection)
+        adapter = await self.adapter_for(conn)
+        try:
+            return conn, await adapter.fetch_accounts()
+        finally:
+            await adapter.close()
+
+    async def choose_account(
+        self, discord_user_id: int, connection_id: int, mode: str, account_id: str
+    ) -> ChoiceResult:
+        """Make ``account_id`` the connection's live or paper account, after checking it is one
+        of the member's accounts at the broker of the right environment, and not linked to
+        another member. Trading on the connection turns on."""
+        if mode not in MODES:
+            raise InvalidInput("Mode must be live or paper.")
+        conn, accounts = await self.broker_accounts(discord_user_id, connection_id)
+        if conn.builtin:
+            raise InvalidInput("Tradecord Paper's account is fixed.")
+        account = next((a for a in accounts if a.id == account_id), None)
+        if account is None:
+            raise NotFound(
+                "That account is not one this broker login can use. Run /accounts "
+                "again to see the current list."
+            )
+        if account.environment.value != mode:
+            raise InvalidInput(
+                f"{account.masked} is a {account.environment.value} account; "
+                f"choose it as the {account.environment.value} account."
+            )
+        async with self.core.db.transaction() as s:
+            taken = await s.scalar(
+                select(Member.discord_user_id)
+                .join(Connection, Connection.member_id == Member.id)
+                .join(ConnectionAccount, ConnectionAccount.connection_id == Connection.id)
+                .where(
+                    Connection.broker == conn.broker,
+                    ConnectionAccount.account_id == account.id,
+                    Connection.member_id != conn.member_id,
+                )
+            )
+            if taken is not None:
+                raise Conflict(
+                    f"{account.masked} is already linked to another Discord member. "
+                    "One brokerage account belongs to one member here."
+                )
+            await s.execute(
+                delete(ConnectionAccount).where(
+                    ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
+                )
+            )
+            label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
+            s.add(
+                ConnectionAccount(
+                    connection_id=conn.id,
+                    mode=mode,
+                    account_id=account.id,
+                    account_type=account.type.value,
+                    label=label,
+                )
+            )
+            row = await s.get(Connection, conn.id)
+            assert row is not None
+            if row.status == ConnectionStatus.NEEDS_ACCOUNT:
+                row.status = ConnectionStatus.ACTIVE
+            audit.record(
+                s,
+                "connection.account_chosen",
+                member_id=conn.member_id,
+                connection_id=conn.id,
+                mode=mode,
+                account=account.masked,
+                account_type=account.type.value,
+            )
+        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts))
+
+    @staticmethod
+    def _mismatch_warning(conn: Connection, chosen: Account, accounts: list[Account]) -> str | None:
+        """The classic mistake: a margin (or cash) account chosen where a futures one exists."""
+        if chosen.type not in (AccountType.MARGIN, AccountType.CASH):
+            return None
+        futures = [
+            a
+            for a in accounts
+            if a.type is AccountType.FUTURES and a.environment is chosen.environment
+        ]
+        if not futures:
+            return None
+        broker = get_adapter_class(conn.broker).display_name
+        return (
+            f"You chose a {chosen.type.value} account. At {broker}, futures such as ESZ25 or /ES "
+            f"trade only in the futures account ({futures[0].masked}); futures orders on "
+            f"“{conn.name}” will be refused. If you meant to trade futures, choose the futures "
+            f"account instead, or keep this one for stocks and /connect again for a second "
+            f"connection (e.g. “{broker} Futures”)."
+        )
+
+    async def disconnect(self, discord_user_id: int, connection: str) -> DisconnectResult:
+        """Revoke at the broker where it can (RFC 7009), then delete the credentials and the
+        connection whatever the broker said; the audit trail keeps both outcomes."""
+        from bot.services import oauth
+
+        conn = await self.owned(discord_user_id, connection)
+        if conn.builtin:
+            raise InvalidInput(
+                "Tradecord Paper cannot be disconnected; /paper reset starts it over."
+            )
+        cls = get_adapter_class(conn.broker)
+        revoked: bool | None = None
+        member = await self.member_of(conn)
+        async with self.core.db.session() as s:
+            cred = await s.get(Credential, conn.id)
+        if cred is not None and cls.oauth is not None and cls.oauth.revoke_url:
+            from bot.services.credentials import binding
+
+            token_column = "refresh_token" if cred.refresh_token else "access_token"
+            envelope = getattr(cred, token_column)
+            token = self.core.vault.decrypt(envelope, binding(conn, member, token_column))
+            ep = oauth.endpoints(cls, self.core.settings)
+            revoked = await oauth.revoke(ep, token, hint=token_column)
+        async with self.core.db.transaction() as s:
+            row = await s.get(Connection, conn.id)
+            if row is not None:
+                await s.delete(row)
+            audit.record(
+                s,
+                "connection.disconnected",
+                member_id=conn.member_id,
+                connection_id=conn.id,
+                broker=conn.broker,
+                name=conn.name,
+                revoked=revoked,
+            )
+        return DisconnectResult(conn.name, cls.display_name, revoked)
 
     def refresh_lock(self, connection_id: int) -> asyncio.Lock:
         lock = self._refresh_locks.get(connection_id)

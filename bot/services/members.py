@@ -8,13 +8,12 @@ from sqlalchemy.orm import selectinload
 
 from adapters.paper import paper_account_id
 from bot.db import Database
+from bot.errors import InvalidInput
 from bot.models import Connection, ConnectionAccount, ConnectionStatus, Member
 from bot.services import audit
 
 PAPER_BROKER = "paper"
 PAPER_CONNECTION_NAME = "Tradecord Paper"
-
-
 
 
 class MemberService:
@@ -83,3 +82,19 @@ class MemberService:
             )
         assert member is not None
         return member
+
+    async def set_plan(
+        self, discord_user_id: int, plan: str, plans: dict[str, int], *, by: int
+    ) -> str:
+        name = plan.strip().lower()
+        if name not in plans:
+            raise InvalidInput(f"There is no plan “{plan}”. Plans: {', '.join(plans)}.")
+        member_id = await self.ensure(discord_user_id)
+        async with self.db.transaction() as s:
+            member = await s.get(Member, member_id)
+            assert member is not None
+            old, member.plan = member.plan, name
+            audit.record(
+                s, "member.plan_set", member_id=member_id, old=old, new=name, by_discord_user_id=by
+            )
+        return name

@@ -13,6 +13,7 @@ from typing import Any
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from adapters.base import BrokerAdapter, OAuthSpec
 from adapters.errors import AuthorizationExpired, BrokerUnavailable
@@ -120,6 +121,50 @@ def authorization_url(
         # authlib silently leaves PKCE out when misconfigured; never send a flow without it.
         raise RuntimeError("PKCE missing from the authorization URL")
     return url
+
+
+def s256(verifier: str) -> str:
+    return create_s256_code_challenge(verifier)
+
+
+async def discord_exchange(token_url: str, form: dict[str, str]) -> str:
+    """Discord's code exchange for "Login with Discord" (identify scope): the access token."""
+    client = AsyncOAuth2Client(
+        client_id=form["client_id"],
+        client_secret=form["client_secret"],
+        token_endpoint_auth_method="client_secret_post",  # noqa: S106
+        timeout=TIMEOUT,
+    )
+    kwargs = {k: v for k, v in form.items() if k not in ("client_id", "client_secret")}
+    try:
+        async with client:
+            token = await client.fetch_token(token_url, **kwargs)
+    except OAuthError as e:
+        log.warning("Discord refused the sign-in code: %s", e.error)
+        raise AuthorizationExpired(
+            "Discord did not confirm the sign-in (it may have taken too long). Run /connect again."
+        ) from None
+    except Exception as e:
+        log.warning("Discord sign-in exchange failed: %s", type(e).__name__)
+        raise BrokerUnavailable("Discord did not answer. Run /connect again in a minute.") from None
+    return str(token["access_token"])
+
+
+async def discord_identity(me_url: str, access_token: str) -> int:
+    """Which Discord user signed in (``GET /users/@me`` with their bearer token)."""
+    client = AsyncOAuth2Client(
+        token={"access_token": access_token, "token_type": "Bearer"}, timeout=TIMEOUT
+    )
+    try:
+        async with client:
+            resp = await client.get(me_url)
+            resp.raise_for_status()
+            return int(resp.json()["id"])
+    except Exception as e:
+        log.warning("Discord identity lookup failed: %s", type(e).__name__)
+        raise BrokerUnavailable(
+            "Discord did not tell us who signed in. Run /connect again."
+        ) from None
 
 
 def new_code_verifier() -> str:

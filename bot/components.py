@@ -1,0 +1,58 @@
+"""Discord components that services and web pages send (as JSON) and cogs handle.
+
+Custom ids start with ``tc:`` and carry only ids: the handler re-checks ownership and state
+in the database, so a click works in whichever bot process receives it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.models import Account, Environment
+from bot.models import Connection
+
+ACCOUNT_SELECT = r"tc:acct:(?P<connection>\d+):(?P<mode>live|paper)"
+TYPE_WORDS = {"cash": "Cash", "margin": "Margin", "futures": "Futures", "crypto": "Crypto"}
+
+
+def account_select_id(connection_id: int, mode: str) -> str:
+    return f"tc:acct:{connection_id}:{mode}"
+
+
+def account_menus(connection: Connection, accounts: list[Account]) -> list[dict[str, Any]]:
+    """One select per environment that has accounts: type and masked number, nothing more."""
+    rows: list[dict[str, Any]] = []
+    for env in (Environment.LIVE, Environment.PAPER):
+        options = [
+            {
+                "label": f"{TYPE_WORDS.get(a.type.value, a.type.value)} {a.masked}"[:100],
+                "value": a.id,
+                "description": f"{env.value} · {a.type.value} account"
+                + (" · futures trade here" if a.type.value == "futures" else ""),
+                "default": bool(
+                    (chosen := connection.account(env.value)) and chosen.account_id == a.id
+                ),
+            }
+            for a in accounts
+            if a.environment is env
+        ][:25]
+        if not options:
+            continue
+        rows.append(
+            {
+                "type": 1,
+                "components": [
+                    {
+                        "type": 3,
+                        "custom_id": account_select_id(connection.id, env.value),
+                        "placeholder": f"Choose the {env.value} account for {connection.name}"[
+                            :150
+                        ],
+                        "min_values": 1,
+                        "max_values": 1,
+                        "options": options,
+                    }
+                ],
+            }
+        )
+    return rows

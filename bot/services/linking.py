@@ -1,0 +1,538 @@
+"""Linking a broker account: /connect link → Discord sign-in → broker consent → callback.
+
+Why each step exists:
+- The /connect link is a bearer capability, so it is single use, short-lived, stored only as a
+  hash, replaced by a newer /connect, and consumed only by a POST (link previews never spend it).
+- Before anyone is sent to a broker, the browser signs in with Discord and must be the member
+  who ran /connect: otherwise someone could send their link to a victim and have the victim's
+  brokerage linked to the sender's Discord account.
+- OAuth per RFC 9700: high-entropy state stored server side (hashed), single use whatever the
+  outcome, 10 minutes, bound to member, broker and this browser (a cookie); PKCE S256 where the
+  broker accepts it; the exact registered redirect URI; ``iss`` checked when sent; a reused
+  authorization code is refused without calling the token endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from adapters.errors import BrokerError
+from adapters.models import Account
+from adapters.registry import get_adapter_class
+from bot.brokers import broker_catalog
+from bot.errors import InvalidInput, LimitReached, TradecordError
+from bot.models import (
+    Connection,
+    ConnectionStatus,
+    ConnectLink,
+    Credential,
+    Member,
+    OAuthState,
+    UsedCode,
+)
+from bot.services import audit, oauth
+from bot.services.notify import Outgoing
+from bot.services.tokens import DbTokenProvider
+from bot.vault import Binding
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+log = logging.getLogger("tradecord.linking")
+
+LINK_TTL = timedelta(minutes=10)
+STATE_TTL = timedelta(minutes=10)
+ENVIRONMENTS = ("live", "paper", "both")
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class LinkRefused(TradecordError):
+    """The flow stops here; ``user_message`` is shown on the page (and nothing was linked)."""
+
+    code = "link-refused"
+
+    def __init__(self, user_message: str, *, status: int = 400) -> None:
+        super().__init__(user_message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class Redirect:
+    """Where the browser goes next. Always built from settings and stored state, never from
+    the request."""
+
+    url: str
+    set_cookie: str | None = None
+
+
+@dataclass(slots=True)
+class Linked:
+    connection: Connection
+    accounts: list[Account] = field(default_factory=list)
+    accounts_error: str | None = None
+
+
+class LinkingService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # -- settings-derived addresses --------------------------------------------------------
+
+    @property
+    def public(self) -> str:
+        return self.core.settings.public_url.rstrip("/")
+
+    def redirect_uri(self, broker: str) -> str:
+        return f"{self.public}/oauth/{broker}/callback"
+
+    @property
+    def discord_redirect_uri(self) -> str:
+        return f"{self.public}/auth/discord/callback"
+
+    def now(self) -> datetime:
+        return self.core.connections.clock()
+
+    @staticmethod
+    def broker_name(key: str) -> str:
+        return get_adapter_class(key).display_name
+
+    def configured_brokers(self) -> list[str]:
+        return [b.key for b in broker_catalog(self.core.settings) if b.configured and not b.builtin]
+
+    # -- /connect ------------------------------------------------------------------------
+
+    async def plan_of(self, discord_user_id: int) -> tuple[str, int, int]:
+        """(plan, limit, connections in use); the built-in paper connection does not count."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.session() as s:
+            plan = await s.scalar(select(Member.plan).where(Member.id == member_id))
+            used = await s.scalar(
+                select(func.count())
+                .select_from(Connection)
+                .where(Connection.member_id == member_id, Connection.builtin.is_(False))
+            )
+        name = plan or self.core.settings.plan_default
+        limit = self.core.settings.plans.get(
+            name, self.core.settings.plans[self.core.settings.plan_default]
+        )
+        return name, limit, int(used or 0)
+
+    async def check_limit(self, discord_user_id: int) -> None:
+        plan, limit, used = await self.plan_of(discord_user_id)
+        if used >= limit:
+            raise LimitReached(
+                f"Your plan ({plan}) allows {limit} broker connection{'s' if limit != 1 else ''} "
+                f"and you have {used}. Remove one with /disconnect, or ask a server admin to "
+                "raise your plan with /plan set. (Tradecord Paper does not count.)"
+            )
+
+    async def start(self, discord_user_id: int, broker: str, environment: str | None) -> str:
+        """A fresh private link; any older unused link of this member stops working."""
+        if broker not in self.configured_brokers():
+            raise InvalidInput(
+                f"{broker} is not available on this server. /help lists the brokers you can "
+                "connect."
+            )
+        if not self.core.settings.discord_client_id:
+            raise InvalidInput(
+                "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
+                "Ask the server admin."
+            )
+        if environment is not None and environment not in ENVIRONMENTS:
+            raise InvalidInput("environment must be live, paper or both.")
+        await self.check_limit(discord_user_id)
+        member_id = await self.core.members.ensure(discord_user_id)
+        token = secrets.token_urlsafe(32)
+        now = self.now()
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(ConnectLink)
+                .where(
+                    ConnectLink.member_id == member_id,
+                    ConnectLink.used_at.is_(None),
+                    ConnectLink.cancelled_at.is_(None),
+                )
+                .values(cancelled_at=now)
+            )
+            link = ConnectLink(
+                token_hash=digest(token),
+                member_id=member_id,
+                broker=broker,
+                environment=environment,
+                created_at=now,
+                expires_at=now + LINK_TTL,
+            )
+            s.add(link)
+            await s.flush()
+            audit.record(
+                s,
+                "connect.started",
+                member_id=member_id,
+                broker=broker,
+                environment=environment,
+                link_id=link.id,
+            )
+        return f"{self.public}/connect/{token}"
+
+    async def open_link(self, token: str) -> ConnectLink:
+        """The link behind ``token`` if it can still be used (does not spend it)."""
+        async with self.core.db.session() as s:
+            link = await s.scalar(
+                select(ConnectLink).where(ConnectLink.token_hash == digest(token))
+            )
+        self._check_link(link)
+        assert link is not None
+        return link
+
+    def _check_link(self, link: ConnectLink | None) -> None:
+        if link is None:
+            raise LinkRefused(
+                "This link is not valid. Run /connect in Discord for a new one.", status=404
+            )
+        if link.cancelled_at is not None:
+            raise LinkRefused(
+                "This link was replaced by a newer /connect. Use the newest link, "
+                "or run /connect again.",
+                status=410,
+            )
+        if link.used_at is not None:
+            raise LinkRefused(
+                "This link was already used. Run /connect again for a new one.", status=410
+            )
+        if link.expires_at <= self.now():
+            raise LinkRefused(
+                "This link expired (links last 10 minutes). Run /connect again.", status=410
+            )
+
+    # -- step 1: spend the link, sign in with Discord ---------------------------------------
+
+    async def begin(self, token: str) -> Redirect:
+        """POST on the link page: spend the link and send the browser to Discord sign-in."""
+        link = await self.open_link(token)
+        now = self.now()
+        async with self.core.db.transaction() as s:
+            spent = await s.execute(
+                update(ConnectLink)
+                .where(
+                    ConnectLink.id == link.id,
+                    ConnectLink.used_at.is_(None),
+                    ConnectLink.cancelled_at.is_(None),
+                    ConnectLink.expires_at > now,
+                )
+                .values(used_at=now)
+            )
+            if spent.rowcount != 1:  # type: ignore[attr-defined]
+                raise LinkRefused("This link was already used. Run /connect again.", status=410)
+        browser = secrets.token_urlsafe(32)
+        state = secrets.token_urlsafe(32)
+        verifier = oauth.new_code_verifier()
+        await self._store_state(link, "discord", state, browser, verifier, issuer=None)
+        params = {
+            "response_type": "code",
+            "client_id": self.core.settings.discord_client_id or "",
+            "redirect_uri": self.discord_redirect_uri,
+            "scope": "identify",
+            "state": state,
+            "prompt": "consent",
+            "code_challenge": oauth.s256(verifier),
+            "code_challenge_method": "S256",
+        }
+        return Redirect(
+            f"{self.core.settings.discord_authorize_url}?{urlencode(params)}", set_cookie=browser
+        )
+
+    async def _store_state(
+        self,
+        link: ConnectLink,
+        kind: str,
+        state: str,
+        browser: str,
+        verifier: str | None,
+        issuer: str | None,
+    ) -> None:
+        now = self.now()
+        async with self.core.db.transaction() as s:
+            row = OAuthState(
+                state_hash=digest(state),
+                kind=kind,
+                link_id=link.id,
+                member_id=link.member_id,
+                broker=link.broker,
+                issuer=issuer,
+                browser_hash=digest(browser),
+                created_at=now,
+                expires_at=now + STATE_TTL,
+            )
+            s.add(row)
+            await s.flush()
+            if verifier is not None:
+                member = await s.get(Member, link.member_id)
+                assert member is not None
+                row.code_verifier = self.core.vault.encrypt(verifier, self._binding(row, member))
+
+    def _binding(self, row: OAuthState, member: Member) -> Binding:
+        return Binding("oauth_states", "code_verifier", row.id, member.discord_user_id, row.broker)
+
+    async def _consume(
+        self, params: Mapping[str, list[str]], kind: str, broker: str | None, browser: str | None
+    ) -> tuple[OAuthState, ConnectLink, Member, str | None]:
+        """Validate a callback and spend its state — first, whatever happens next."""
+        for name in ("state", "code", "error", "iss"):
+            if len(params.get(name, [])) > 1:
+                raise LinkRefused(
+                    "The sign-in answer was malformed (a parameter appeared twice). "
+                    "Nothing was linked. Run /connect again."
+                )
+        state = (params.get("state") or [""])[0]
+        if not state:
+            raise LinkRefused(
+                "The sign-in answer had no state. Nothing was linked. Run /connect again."
+            )
+        now = self.now()
+        async with self.core.db.transaction() as s:
+            row = await s.scalar(select(OAuthState).where(OAuthState.state_hash == digest(state)))
+            if row is None:
+                raise LinkRefused(
+                    "This sign-in is not one Tradecord started. Nothing was linked. "
+                    "Run /connect again."
+                )
+            spent = await s.execute(
+                update(OAuthState)
+                .where(OAuthState.id == row.id, OAuthState.consumed_at.is_(None))
+                .values(consumed_at=now)
+            )
+            if spent.rowcount != 1:  # type: ignore[attr-defined]
+                raise LinkRefused(
+                    "This sign-in was already completed once; it cannot be replayed. "
+                    "Run /connect again."
+                )
+        if row.expires_at <= now:
+            raise LinkRefused("This sign-in took longer than 10 minutes. Run /connect again.")
+        if row.kind != kind or (broker is not None and row.broker != broker):
+            raise LinkRefused(
+                "This sign-in answer arrived at the wrong address. Nothing was "
+                "linked. Run /connect again."
+            )
+        if browser is None or not secrets.compare_digest(row.browser_hash, digest(browser)):
+            raise LinkRefused(
+                "This sign-in was started in another browser. Open your /connect "
+                "link and finish in the same browser.",
+                status=403,
+            )
+        async with self.core.db.session() as s:
+            link = await s.get(ConnectLink, row.link_id)
+            member = await s.get(Member, row.member_id)
+        assert link is not None and member is not None
+        verifier = None
+        if row.code_verifier:
+            verifier = self.core.vault.decrypt(row.code_verifier, self._binding(row, member))
+        error = (params.get("error") or [None])[0]
+        if error:
+            text = (
+                "You chose not to allow access"
+                if error == "access_denied"
+                else f"The sign-in was refused ({error[:40]})"
+            )
+            raise LinkRefused(f"{text}. Nothing was linked. Run /connect to try again.")
+        return row, link, member, verifier
+
+    async def finish_discord(
+        self, params: Mapping[str, list[str]], browser: str | None
+    ) -> Redirect:
+        """Discord sign-in answered: prove the browser is the member, then go to the broker."""
+        _, link, member, verifier = await self._consume(params, "discord", None, browser)
+        code = await self._fresh_code(params, "discord")
+        user_id = await self._discord_user(code, verifier)
+        if user_id != member.discord_user_id:
+            async with self.core.db.transaction() as s:
+                audit.record(
+                    s,
+                    "connect.identity_mismatch",
+                    member_id=member.id,
+                    broker=link.broker,
+                    signed_in_as=user_id,
+                )
+            await self._tell(
+                member.discord_user_id,
+                Outgoing(
+                    content=(
+                        "⚠️ Someone opened your /connect link but signed in to Discord as a "
+                        "different account. Nothing was linked. If that was you with another "
+                        "account, run /connect again and sign in as yourself. Never share "
+                        "/connect links."
+                    )
+                ),
+            )
+            raise LinkRefused(
+                "You signed in to Discord as a different account from the member who asked for "
+                "this link, so nothing was linked. Only the member who ran /connect can use it.",
+                status=403,
+            )
+        return await self._to_broker(link, browser or "")
+
+    async def _to_broker(self, link: ConnectLink, browser: str) -> Redirect:
+        cls = get_adapter_class(link.broker)
+        ep = oauth.endpoints(cls, self.core.settings)
+        state = secrets.token_urlsafe(32)
+        verifier = oauth.new_code_verifier() if ep.spec.pkce else None
+        await self._store_state(link, "broker", state, browser, verifier, issuer=ep.spec.issuer)
+        extra = cls.authorize_params(link.environment)
+        url = oauth.authorization_url(
+            ep,
+            redirect_uri=self.redirect_uri(link.broker),
+            state=state,
+            code_verifier=verifier,
+            extra=extra,
+        )
+        return Redirect(url)
+
+    # -- step 2: the broker's answer ------------------------------------------------------
+
+    async def finish_broker(
+        self, broker: str, params: Mapping[str, list[str]], browser: str | None
+    ) -> Linked:
+        if broker not in self.configured_brokers():
+            raise LinkRefused("Unknown broker address. Nothing was linked.", status=404)
+        row, link, member, verifier = await self._consume(params, "broker", broker, browser)
+        iss = (params.get("iss") or [None])[0]
+        if iss is not None and iss != row.issuer:
+            raise LinkRefused(
+                "The answer came from an unexpected issuer. Nothing was linked. Run /connect again."
+            )
+        cls = get_adapter_class(broker)
+        ep = oauth.endpoints(cls, self.core.settings)
+        if iss is None and ep.spec.issuer_required:
+            raise LinkRefused("The broker's answer lacked its issuer. Nothing was linked.")
+        code = await self._fresh_code(params, broker)
+        tokens = await oauth.exchange_code(
+            ep, code=code, redirect_uri=self.redirect_uri(broker), code_verifier=verifier
+        )
+        connection = await self._save(member, link, cls.display_name, tokens)
+        linked = Linked(connection)
+        adapter = await self.core.connections.adapter_for(connection)
+        try:
+            linked.accounts = await adapter.fetch_accounts()
+        except BrokerError as e:
+            linked.accounts_error = e.user_message
+        finally:
+            await adapter.close()
+        return linked
+
+    async def _fresh_code(self, params: Mapping[str, list[str]], broker: str) -> str:
+        code = (params.get("code") or [""])[0]
+        if not code:
+            raise LinkRefused(
+                "The sign-in answer had no authorization code. Nothing was linked. "
+                "Run /connect again."
+            )
+        try:
+            async with self.core.db.transaction() as s:
+                s.add(UsedCode(code_hash=digest(code), broker=broker, used_at=self.now()))
+        except IntegrityError:
+            raise LinkRefused(
+                "This authorization code was already used. Nothing was linked. Run /connect again."
+            ) from None
+        return code
+
+    async def _discord_user(self, code: str, verifier: str | None) -> int:
+        settings = self.core.settings
+        base = settings.discord_api_base.rstrip("/")
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.discord_redirect_uri,
+            "client_id": settings.discord_client_id or "",
+            "client_secret": (
+                settings.discord_client_secret.get_secret_value()
+                if settings.discord_client_secret
+                else ""
+            ),
+        }
+        if verifier:
+            form["code_verifier"] = verifier
+        token = await oauth.discord_exchange(f"{base}/oauth2/token", form)
+        return await oauth.discord_identity(f"{base}/users/@me", token)
+
+    async def _save(
+        self, member: Member, link: ConnectLink, display: str, tokens: oauth.TokenSet
+    ) -> Connection:
+        """Create the connection and its encrypted credential, in one unit of work."""
+        async with self.core.db.transaction() as s:
+            used = await s.scalar(
+                select(func.count())
+                .select_from(Connection)
+                .where(Connection.member_id == member.id, Connection.builtin.is_(False))
+            )
+            plan = member.plan or self.core.settings.plan_default
+            limit = self.core.settings.plans.get(plan, 0)
+            if int(used or 0) >= limit:
+                raise LinkRefused(
+                    f"Your plan ({plan}) allows {limit} broker connection(s) and "
+                    "they are all in use. Nothing was linked.",
+                    status=403,
+                )
+            names = set(
+                await s.scalars(
+                    select(Connection.name_key).where(Connection.member_id == member.id)
+                )
+            )
+            name = display
+            n = 2
+            while name.casefold() in names:
+                name = f"{display} {n}"
+                n += 1
+            conn = Connection(
+                member_id=member.id,
+                broker=link.broker,
+                name=name,
+                name_key=name.casefold(),
+                status=ConnectionStatus.NEEDS_ACCOUNT,
+                settings={"environment": link.environment or "both"},
+                accounts=[],
+            )
+            s.add(conn)
+            await s.flush()
+            cred = Credential(
+                connection_id=conn.id,
+                access_token="",
+                environment=link.environment,
+                refresh_expires_at=self._refresh_expiry(link.broker),
+            )
+            s.add(cred)
+            DbTokenProvider(self.core, conn.id).store(cred, conn, member, tokens)
+            audit.record(
+                s,
+                "connect.linked",
+                member_id=member.id,
+                connection_id=conn.id,
+                broker=link.broker,
+                scope=tokens.scope,
+            )
+        return conn
+
+    def _refresh_expiry(self, broker: str) -> datetime | None:
+        spec = get_adapter_class(broker).oauth
+        if spec is None or spec.refresh_token_lifetime is None:
+            return None
+        return self.now() + timedelta(seconds=spec.refresh_token_lifetime)
+
+    async def _tell(self, discord_user_id: int, message: Outgoing) -> None:
+        if self.core.notifier is None:
+            return
+        try:
+            await self.core.notifier.dm(discord_user_id, message)
+        except Exception:
+            log.warning("Could not DM member about a /connect step")

@@ -1,0 +1,1950 @@
+"""Signals: the webhook's acknowledgement, processing from the job queue, each subscription's
+execution in TradersPost's order, manual approval, alerts, and the execution report.
+
+Acknowledgement (``receive``): one transaction stores the request and, for a valid signal, its
+job; the answer (202 with the id) goes out after the commit. The transaction first writes the
+strategy's row, which serialises one strategy's requests across processes (a row lock on
+PostgreSQL, the single writer on SQLite), so the rate limit (stored requests of the last
+minute) and the duplicate window (same body hash within 24 h) are exact with several web
+processes.
+
+Execution (job ``signal``): every enabled subscription gets a ``SignalExecution`` row and runs
+concurrently and independently. Per subscription, as TradersPost documents it: cancel the
+ticker's open orders (buy, sell, exit; ``cancel`` overrides), exit an opposite or closing
+position and wait for that order to be final, then enter; with nothing to do, skip with a
+reason. Every order goes through ``TradingService.place`` with the key
+``{signal}:{subscription}:{leg}``: a re-run job (a worker died, a lease expired) finds the same
+intents and resumes them instead of ordering again. The plan travels in each intent's ``extra``
+so a re-run follows the plan it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.orm import selectinload
+
+from adapters import symbols
+from adapters.base import BrokerAdapter
+from adapters.errors import BrokerError, OrderNotCancelable, OrderNotFound
+from adapters.models import (
+    AssetClass,
+    Bracket,
+    Order,
+    OrderRequest,
+    OrderType,
+    Position,
+    Side,
+    TimeInForce,
+)
+from bot import signal_format
+from bot.automation_models import (
+    LEGS,
+    AlertPreference,
+    ExecutionStatus,
+    ReceivedSignal,
+    SignalExecution,
+    SignalStatus,
+    Strategy,
+    Subscription,
+    intent_key,
+)
+from bot.errors import Conflict, NotFound, PermissionDenied, TradecordError
+from bot.models import (
+    AuditEvent,
+    Connection,
+    ConnectionStatus,
+    IntentStatus,
+    Member,
+    OrderIntent,
+    new_uuid,
+)
+from bot.services.connections import Target
+from bot.services.jobs import insert_ignoring
+from bot.services.notify import Outgoing
+from bot.services.strategies import WebhookAuth
+from bot.services.subscriptions import Sides, Sizing
+from bot.services.trading import OrderInput, describe_intent, money, qty
+from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+log = logging.getLogger("tradecord.signals")
+
+RATE_WINDOW = timedelta(minutes=1)
+DUPLICATE_WINDOW = timedelta(hours=24)
+DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
+JOB_SIGNAL = "signal"
+JOB_APPROVED = "signal.approved"
+JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
+ACTIVE_SIGNAL = (SignalStatus.QUEUED, SignalStatus.PROCESSING, SignalStatus.DONE)
+CHANNEL_STATUSES = {
+    ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
+    ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
+    ExecutionStatus.FILLED: ("✅", "Filled"),
+    ExecutionStatus.REJECTED: ("⛔", "Rejected"),
+    ExecutionStatus.FAILED: ("⛔", "Not placed"),
+}
+ORDER_PHASES = {
+    "order.submitted": "submitted",
+    "order.accepted": "accepted",
+    "order.filled": "filled",
+    "order.partially_filled": "partially filled",
+    "order.rejected": "rejected",
+    "order.failed": "failed",
+    "order.unknown": "unconfirmed",
+    "order.cancelled": "cancelled",
+    "order.expired": "expired",
+}
+
+
+# -- results and plans ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The webhook's answer, shaped as TradersPost's."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _RateLimited(Exception):
+    pass
+
+
+class _Skip(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+@dataclass(slots=True)
+class Leg:
+    name: str  # "exit" | "entry"
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    bracket: Bracket | None = None
+    opens_position: bool = False  # an entry with no position in the ticker before it
+
+    def to_json(self) -> dict[str, Any]:
+        b = self.bracket
+        return {
+            "name": self.name,
+            "side": self.side.value,
+            "quantity": str(self.quantity),
+            "order_type": self.order_type.value,
+            "limit_price": _s(self.limit_price),
+            "stop_price": _s(self.stop_price),
+            "time_in_force": self.time_in_force.value if self.time_in_force else None,
+            "bracket": None
+            if b is None
+            else {
+                "take_profit": _s(b.take_profit),
+                "stop_loss": _s(b.stop_loss),
+                "stop_loss_limit": _s(b.stop_loss_limit),
+            },
+            "opens_position": self.opens_position,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Leg:
+        b = d.get("bracket")
+        return cls(
+            name=d["name"],
+            side=Side(d["side"]),
+            quantity=Decimal(d["quantity"]),
+            order_type=OrderType(d["order_type"]),
+            limit_price=_d(d.get("limit_price")),
+            stop_price=_d(d.get("stop_price")),
+            time_in_force=TimeInForce(d["time_in_force"]) if d.get("time_in_force") else None,
+            bracket=None
+            if not b
+            else Bracket(
+                _d(b.get("take_profit")), _d(b.get("stop_loss")), _d(b.get("stop_loss_limit"))
+            ),
+            opens_position=bool(d.get("opens_position")),
+        )
+
+    def describe(self, ticker: str) -> str:
+        kind = "" if self.order_type is OrderType.MARKET else f" {self.order_type.value}"
+        return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}"
+
+
+@dataclass(slots=True)
+class Plan:
+    cancels: list[str] = field(default_factory=list)  # broker order ids of the ticker
+    legs: list[Leg] = field(default_factory=list)
+    # Why something the signal could have done is not done (entry refused, nothing to do).
+    note_code: str | None = None
+    note: str | None = None
+
+    def leg(self, name: str) -> Leg | None:
+        return next((leg for leg in self.legs if leg.name == name), None)
+
+    def summary(self, ticker: str) -> str:
+        parts = []
+        if self.cancels:
+            parts.append(f"cancel {len(self.cancels)} open {ticker} order(s)")
+        for leg in self.legs:
+            parts.append(f"{'exit: ' if leg.name == 'exit' else ''}{leg.describe(ticker)}")
+        text = "; then ".join(parts) if parts else "nothing to do"
+        return f"{text} ({self.note})" if self.note and parts else (self.note or text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cancels": list(self.cancels),
+            "legs": [leg.to_json() for leg in self.legs],
+            "note_code": self.note_code,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Plan:
+        return cls(
+            list(d.get("cancels") or []),
+            [Leg.from_json(x) for x in d.get("legs") or []],
+            d.get("note_code"),
+            d.get("note"),
+        )
+
+
+@dataclass(slots=True)
+class Snapshot:
+    positions: list[Position]
+    position: Decimal  # signed quantity in the signal's ticker (crypto dust counts as none)
+    ticker_orders: list[Order]
+
+
+@dataclass(slots=True)
+class Result:
+    status: str
+    reason_code: str | None = None
+    reason: str | None = None
+    plan: Plan | None = None
+    approval_expires_at: datetime | None = None
+    orders: list[OrderIntent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ExecContext:
+    signal_id: str
+    signal: Signal
+    strategy_id: str
+    strategy_name: str
+    guild_id: int
+    max_quantity: Decimal | None
+    execution_id: int
+    subscription: Subscription
+    connection: Connection | None
+    member_discord_id: int
+    public_name: str | None  # set only when the member opted in
+    channel_id: int | None
+    approved: bool = False
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """An execution waiting for its member: what the approval card shows."""
+
+    execution_id: int
+    signal_id: str
+    discord_user_id: int
+    strategy_name: str
+    connection_name: str
+    mode: str
+    summary: str
+    intent_ids: tuple[str, ...]  # drafts, in placing order; approve/reject take any of them
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResult:
+    execution_id: int
+    signal_id: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    name: str
+    at: datetime
+    elapsed_ms: int  # since the signal was received
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    leg: str
+    intent_id: str
+    side: str
+    quantity: Decimal
+    symbol: str
+    order_type: str
+    status: str
+    filled_quantity: Decimal
+    average_fill_price: Decimal | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionReport:
+    execution_id: int
+    subscription_id: int | None
+    member_discord_id: int
+    connection_name: str | None
+    mode: str
+    status: str
+    reason_code: str | None
+    reason: str | None
+    phases: tuple[Phase, ...]
+    orders: tuple[OrderLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReport:
+    signal_id: str
+    strategy_id: str
+    strategy_name: str
+    viewer_is_owner: bool
+    status: str
+    ticker: str | None
+    action: str | None
+    sentiment: str | None
+    test: bool
+    message_code: str | None
+    message: str | None
+    received_at: datetime
+    signal_time: datetime | None
+    latency_ms: int | None  # from the alert's own time to our receipt
+    phases: tuple[Phase, ...]
+    subscriptions: tuple[SubscriptionReport, ...]
+
+
+ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
+
+
+# -- the service ---------------------------------------------------------------------------------
+
+
+class SignalService:
+    def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.core = core
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.exit_timeout = 30.0  # seconds to wait for an exit to fill before not entering
+        self.exit_poll_interval = 0.25
+        self.fanout_concurrency = 100
+        # Set by the Discord front end to show an approval card; else a plain DM is sent.
+        self.on_approval_needed: ApprovalHook | None = None
+        core.jobs.register(JOB_SIGNAL, self._job_signal)
+        core.jobs.register(JOB_APPROVED, self._job_approved)
+        core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
+
+    # == acknowledgement ===========================================================================
+
+    async def receive(
+        self,
+        auth: WebhookAuth,
+        body: bytes,
+        *,
+        source_ip: str | None,
+        received_at: datetime | None = None,
+    ) -> Ack:
+        """Store an authenticated request and answer it: 202 queued, 200 duplicate, 400 refused,
+        429 over the strategy's rate. Nothing is answered before it is committed."""
+        received = received_at or self.clock()
+        parsed = signal_format.parse(body)
+        refusal = parsed if isinstance(parsed, Refusal) else self._refusal(parsed, auth, received)
+        signal = parsed if isinstance(parsed, Signal) else None
+        valid = signal if refusal is None else None
+        validated = self.clock()
+        body_hash = hashlib.sha256(body).hexdigest()
+        signal_id = new_uuid()
+        S = ReceivedSignal
+        recent = (
+            select(func.count())
+            .select_from(
+                select(S.id)
+                .where(S.strategy_id == auth.id, S.received_at > received - RATE_WINDOW)
+                .limit(auth.rate_limit_per_minute)
+                .subquery()
+            )
+            .scalar_subquery()
+        )
+        duplicate = (
+            select(S.id)
+            .where(
+                S.strategy_id == auth.id,
+                S.body_hash == body_hash,
+                S.received_at > received - DUPLICATE_WINDOW,
+                S.status.in_(ACTIVE_SIGNAL),
+            )
+            .order_by(S.received_at)
+            .limit(1)
+            .scalar_subquery()
+            if valid is not None
+            else literal(None)
+        )
+        try:
+            async with self.core.db.transaction() as s:
+                await s.execute(
+                    update(Strategy).where(Strategy.id == auth.id).values(last_signal_at=received)
+                )
+                count, original = (await s.execute(select(recent, duplicate))).one()
+                if count >= auth.rate_limit_per_minute:
+                    raise _RateLimited
+                if refusal is not None:
+                    status = SignalStatus.REFUSED
+                elif original is not None:
+                    status = SignalStatus.DUPLICATE
+                else:
+                    status = SignalStatus.QUEUED
+                await s.execute(
+                    insert(S).values(
+                        id=signal_id,
+                        strategy_id=auth.id,
+                        received_at=received,
+                        validated_at=validated,
+                        body_hash=body_hash,
+                        body=_body_text(body),
+                        payload=valid.to_record() if valid else None,
+                        status=status,
+                        message_code=refusal.code if refusal else None,
+                        message=refusal.message[:400] if refusal else None,
+                        duplicate_of=original,
+                        ticker=signal.ticker if signal else None,
+                        action=signal.action.value if signal else None,
+                        test=bool(signal and signal.test),
+                        signal_time=signal.time if signal else None,
+                        source_ip=source_ip,
+                        announced=False,
+                    )
+                )
+                if status == SignalStatus.QUEUED:
+                    await s.execute(
+                        self.core.jobs.insert_statement(
+                            JOB_SIGNAL, {"signal_id": signal_id}, key=f"signal:{signal_id}"
+                        )
+                    )
+        except _RateLimited:
+            return Ack(
+                429,
+                {
+                    "success": False,
+                    "messageCode": "rate-limited",
+                    "message": f"This strategy accepts {auth.rate_limit_per_minute} signals a "
+                    "minute; this one was not stored. Send fewer signals, or raise the "
+                    "limit with /strategy settings.",
+                },
+                {"Retry-After": "60"},
+            )
+        if refusal is not None:
+            return Ack(
+                400,
+                {
+                    "success": False,
+                    "logId": signal_id,
+                    "messageCode": refusal.code,
+                    "message": refusal.message,
+                },
+            )
+        assert signal is not None
+        if original is not None:
+            return Ack(
+                200,
+                {
+                    "success": True,
+                    "id": original,
+                    "logId": signal_id,
+                    "duplicate": True,
+                    "payload": signal.echo(),
+                    "message": "The same signal was received in the last 24 hours; "
+                    "it is acknowledged and will not be traded twice.",
+                },
+            )
+        self.core.jobs.wake()
+        return Ack(
+            202, {"success": True, "id": signal_id, "logId": signal_id, "payload": signal.echo()}
+        )
+
+    def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:
+        """The strategy's own rules, after the format's."""
+        if auth.allowed_tickers and signal.ticker not in auth.allowed_tickers:
+            return Refusal(
+                "unsupported-ticker",
+                "The provided ticker symbol is not allowed on "
+                "this strategy. Its owner can add it with "
+                "/strategy settings.",
+            )
+        if (
+            auth.max_quantity is not None
+            and signal.quantity is not None
+            and signal.effective_quantity_type is QuantityType.FIXED_QUANTITY
+            and signal.quantity > auth.max_quantity
+        ):
+            return Refusal(
+                "quantity-over-limit",
+                f"The quantity is above this strategy's limit of {qty(auth.max_quantity)}.",
+            )
+        if signal.time is not None:
+            lag = (now - signal.time).total_seconds()
+            if lag > auth.max_lag_seconds:
+                return Refusal(
+                    "stale-signal",
+                    f"The signal's time is {int(lag)} s old, more "
+                    f"than this strategy's {auth.max_lag_seconds} s: "
+                    "it was not traded. A delayed alert should not "
+                    "trade on an old price.",
+                )
+            if -lag > auth.max_lag_seconds:
+                return Refusal(
+                    "signal-time-in-future",
+                    "The signal's time is "
+                    f"{int(-lag)} s in the future; check the "
+                    "sender's clock and time zone.",
+                )
+        return None
+
+    # == processing ================================================================================
+
+    async def _job_signal(self, payload: Mapping[str, Any]) -> None:
+        await self.process(str(payload["signal_id"]))
+
+    async def process(self, signal_id: str) -> None:
+        """Run a queued signal for every enabled subscription of its strategy."""
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(ReceivedSignal, Strategy)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .where(ReceivedSignal.id == signal_id)
+                )
+            ).first()
+        if row is None:
+            return  # the strategy was deleted with its signals
+        record, strategy = row
+        if record.status not in (SignalStatus.QUEUED, SignalStatus.PROCESSING):
+            return
+        signal = Signal.from_record(record.payload or {})
+        now = self.clock()
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(ReceivedSignal)
+                .where(ReceivedSignal.id == signal_id)
+                .values(
+                    status=SignalStatus.PROCESSING,
+                    started_at=func.coalesce(ReceivedSignal.started_at, now),
+                )
+            )
+        channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
+        await self._announce(record, strategy, signal, channel_id)
+        contexts = await self._contexts(record, strategy, signal, channel_id)
+        semaphore = asyncio.Semaphore(self.fanout_concurrency)
+
+        async def run(ctx: ExecContext) -> None:
+            async with semaphore:
+                await self._run(ctx)
+
+        results = await asyncio.gather(*(run(c) for c in contexts), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r  # the process is going down: let the job's lease bring it back
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            # Recording a result failed (the database?): the job runs again and resumes.
+            raise failed[0]
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(ReceivedSignal)
+                .where(ReceivedSignal.id == signal_id)
+                .values(status=SignalStatus.DONE, finished_at=self.clock())
+            )
+
+    async def _contexts(
+        self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
+    ) -> list[ExecContext]:
+        """One context per enabled subscription with work left, creating missing executions."""
+        async with self.core.db.session() as s:
+            subs = (
+                await s.execute(
+                    select(Subscription, Member.discord_user_id, AlertPreference)
+                    .join(Member, Member.id == Subscription.member_id)
+                    .outerjoin(AlertPreference, AlertPreference.member_id == Subscription.member_id)
+                    .where(Subscription.strategy_id == strategy.id, Subscription.enabled.is_(True))
+                    .order_by(Subscription.id)
+                )
+            ).all()
+        if subs:
+            now = self.clock()
+            rows = [
+                dict(
+                    signal_id=record.id,
+                    subscription_id=sub.id,
+                    member_id=sub.member_id,
+                    connection_id=sub.connection_id,
+                    mode=sub.mode,
+                    status=ExecutionStatus.PENDING,
+                    phases=[],
+                    created_at=now,
+                    updated_at=now,
+                )
+                for sub, _, _ in subs
+            ]
+            async with self.core.db.transaction() as s:
+                for i in range(0, len(rows), 500):
+                    await s.execute(
+                        insert_ignoring(
+                            self.core.db,
+                            SignalExecution,
+                            rows[i : i + 500],
+                            ["signal_id", "subscription_id"],
+                        )
+                    )
+        async with self.core.db.session() as s:
+            executions = {
+                e.subscription_id: e
+                for e in await s.scalars(
+                    select(SignalExecution).where(SignalExecution.signal_id == record.id)
+                )
+            }
+            connections = {
+                c.id: c
+                for c in await s.scalars(
+                    select(Connection)
+                    .where(Connection.id.in_([sub.connection_id for sub, _, _ in subs]))
+                    .options(selectinload(Connection.accounts))
+                )
+            }
+        contexts = []
+        for sub, discord_id, pref in subs:
+            ex = executions.get(sub.id)
+            if ex is None or ex.status != ExecutionStatus.PENDING:
+                continue  # done already, or in the hands of its member (approval)
+            contexts.append(
+                ExecContext(
+                    signal_id=record.id,
+                    signal=signal,
+                    strategy_id=strategy.id,
+                    strategy_name=strategy.name,
+                    guild_id=strategy.guild_id,
+                    max_quantity=strategy.max_quantity,
+                    execution_id=ex.id,
+                    subscription=sub,
+                    connection=connections.get(sub.connection_id),
+                    member_discord_id=discord_id,
+                    public_name=pref.display_name if pref and pref.alerts_show_name else None,
+                    channel_id=channel_id,
+                )
+            )
+        return contexts
+
+    async def _run(self, ctx: ExecContext) -> None:
+        """One subscription, start to finish. Never raises an ``Exception``: what goes wrong is
+        this subscription's result, not its neighbours'."""
+        try:
+            result = await self._execute(ctx)
+        except _Skip as e:
+            result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
+        except BrokerError as e:
+            result = Result(ExecutionStatus.FAILED, e.code, e.user_message)
+        except TradecordError as e:
+            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message)
+        except Exception:
+            log.exception("Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id)
+            result = Result(
+                ExecutionStatus.FAILED,
+                "internal-error",
+                "Something went wrong on our side; nothing more will be tried for this signal.",
+            )
+        await self._finish(ctx, result)
+
+    def _target(self, ctx: ExecContext) -> Target:
+        conn = ctx.connection
+        if conn is None:
+            raise _Skip("connection-unavailable", "The subscribed connection was removed.")
+        if conn.status == ConnectionStatus.NEEDS_REAUTH:
+            raise _Skip(
+                "connection-unavailable",
+                f"“{conn.name}” needs to be re-linked (/connect {conn.broker}).",
+            )
+        account = conn.account(ctx.subscription.mode)
+        if account is None:
+            raise _Skip(
+                "connection-unavailable",
+                f"“{conn.name}” has no {ctx.subscription.mode} account chosen (see /accounts).",
+            )
+        return Target(conn, account, ctx.subscription.mode)
+
+    async def _execute(self, ctx: ExecContext) -> Result:
+        target = self._target(ctx)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            existing = await self._intents(ctx)
+            carried = next(
+                (
+                    i.extra.get("plan")
+                    for i in existing.values()
+                    if isinstance(i.extra, dict) and i.extra.get("plan")
+                ),
+                None,
+            )
+            snapshot = await self._snapshot(ctx, adapter, target)
+            if carried is not None:
+                plan = Plan.from_json(carried)  # a re-run follows the plan it started
+            else:
+                plan = await self._plan(ctx, adapter, target, snapshot)
+                self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
+            if ctx.signal.test:
+                return Result(
+                    ExecutionStatus.TEST,
+                    plan.note_code,
+                    f"Test signal, nothing placed. Would: {plan.summary(ctx.signal.ticker)}",
+                    plan,
+                )
+            if not plan.legs and not plan.cancels:
+                return Result(ExecutionStatus.SKIPPED, plan.note_code, plan.note, plan)
+            if ctx.subscription.manual_approval and not ctx.approved:
+                return await self._request_approval(ctx, adapter, target, plan, existing)
+            return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
+        finally:
+            await adapter.close()
+
+    async def _intents(self, ctx: ExecContext) -> dict[str, OrderIntent]:
+        keys = {intent_key(ctx.signal_id, ctx.subscription.id, leg): leg for leg in LEGS}
+        async with self.core.db.session() as s:
+            rows = await s.scalars(
+                select(OrderIntent).where(OrderIntent.idempotency_key.in_(list(keys)))
+            )
+            return {keys[r.idempotency_key or ""]: r for r in rows}
+
+    async def _snapshot(self, ctx: ExecContext, adapter: BrokerAdapter, target: Target) -> Snapshot:
+        sig = ctx.signal
+        positions: list[Position] = []
+        if sig.action is not Action.CANCEL:
+            positions = await adapter.fetch_positions(target.ref)
+        key = _instrument_key(sig.ticker)
+        position = sum(
+            (p.quantity for p in positions if _instrument_key(p.symbol) == key and not _is_dust(p)),
+            Decimal(0),
+        )
+        orders: list[Order] = []
+        if _cancels(sig):
+            orders = [
+                o
+                for o in await adapter.fetch_open_orders(target.ref)
+                if _instrument_key(o.symbol) == key
+            ]
+        return Snapshot(positions, position, orders)
+
+    # -- planning (TradersPost's order behaviour) ----------------------------------------------
+
+    async def _plan(
+        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, snap: Snapshot
+    ) -> Plan:
+        sig = ctx.signal
+        plan = Plan(cancels=[o.id for o in snap.ticker_orders])
+        held = snap.position
+        if sig.action is Action.CANCEL:
+            if not plan.cancels:
+                plan.note_code, plan.note = "no-open-orders", f"No open {sig.ticker} orders."
+            return plan
+        if sig.action is Action.EXIT:
+            if held == 0:
+                plan.note_code = "no-position-to-exit"
+                plan.note = f"No open {sig.ticker} position to exit."
+                return plan
+            plan.legs.append(await self._exit_leg(ctx, adapter, target, snap, partial=True))
+            return plan
+        if sig.action is Action.ADD:
+            direction = _direction(sig.sentiment) or (1 if held > 0 else -1 if held < 0 else 0)
+            if direction == 0:
+                plan.note_code = "no-position-to-add-to"
+                plan.note = (
+                    f"No open {sig.ticker} position to add to; send a sentiment to open one."
+                )
+                return plan
+            if held * direction < 0:
+                plan.note_code = "position-is-opposite"
+                plan.note = (
+                    f"The open {sig.ticker} position is "
+                    f"{'short' if held < 0 else 'long'}; add would not add to it."
+                )
+                return plan
+            await self._add_entry(ctx, adapter, target, snap, plan, direction, exiting=False)
+            return plan
+        # buy / sell
+        direction = 1 if sig.action is Action.BUY else -1
+        keeps_opposite = _direction(sig.sentiment) == -direction  # e.g. buy + bearish
+        if held * direction < 0:  # a position on the other side: exit it first
+            partial = keeps_opposite or sig.sentiment is Sentiment.FLAT
+            exit_leg = await self._exit_leg(
+                ctx, adapter, target, snap, partial=partial, sized=keeps_opposite
+            )
+            plan.legs.append(exit_leg)
+            if keeps_opposite or sig.sentiment is Sentiment.FLAT:
+                plan.note_code = "no-entry-sentiment"
+                plan.note = f"Exit only: sentiment {sig.sentiment} does not enter a new position."
+            elif exit_leg.quantity < abs(held):
+                plan.note_code = "exit-partial-position"
+                plan.note = "Partial exit: the opposite side is entered only after a full exit."
+            else:
+                await self._add_entry(ctx, adapter, target, snap, plan, direction, exiting=True)
+            return plan
+        if held * direction > 0:
+            plan.note_code = "already-in-position"
+            plan.note = (
+                f"Already {'long' if held > 0 else 'short'} {sig.ticker}; send action "
+                "add to add to it."
+            )
+            return plan
+        if keeps_opposite or sig.sentiment is Sentiment.FLAT:
+            plan.note_code = "no-position-to-exit"
+            plan.note = f"No open {sig.ticker} position to exit (sentiment {sig.sentiment})."
+            return plan
+        await self._add_entry(ctx, adapter, target, snap, plan, direction, exiting=False)
+        return plan
+
+    async def _exit_leg(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        snap: Snapshot,
+        *,
+        partial: bool,
+        sized: bool = False,
+    ) -> Leg:
+        """Close the position, or part of it when the signal (or sentiment) says how much."""
+        held = snap.position
+        amount = abs(held)
+        side = Side.SELL if held > 0 else Side.BUY
+        wanted: Decimal | None = None
+        if sized:
+            wanted = await self._size(ctx, adapter, target, snap, side)
+        elif partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity:
+            wanted = await self._size(ctx, adapter, target, snap, side)
+        quantity = amount if wanted is None else min(wanted, amount)
+        if quantity <= 0:
+            raise _Skip("quantity-zero", "The exit quantity comes to zero.")
+        return self._leg(ctx, "exit", side, quantity)
+
+    async def _add_entry(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        snap: Snapshot,
+        plan: Plan,
+        direction: int,
+        *,
+        exiting: bool,
+    ) -> None:
+        """Append the entry leg, or a note saying which rule refused it."""
+        sig, sub = ctx.signal, ctx.subscription
+        side = Side.BUY if direction > 0 else Side.SELL
+        if (direction > 0 and sub.sides == Sides.SHORT) or (
+            direction < 0 and sub.sides == Sides.LONG
+        ):
+            plan.note_code = "side-not-allowed"
+            plan.note = (
+                f"{'Long' if direction > 0 else 'Short'} entries are off for this subscription."
+            )
+            return
+        opens = exiting or snap.position == 0
+        if opens and sub.max_positions is not None:
+            open_now = _open_positions(snap.positions, exclude=sig.ticker)
+            if open_now >= sub.max_positions:
+                plan.note_code = "max-strategy-positions"
+                plan.note = (
+                    f"Max strategy positions reached: {open_now} open position(s) on "
+                    f"the account, limit {sub.max_positions}. No new position entered."
+                )
+                return
+        try:
+            quantity = await self._size(ctx, adapter, target, snap, side)
+        except _Skip as e:  # an exit planned before still happens
+            plan.note_code, plan.note = e.code, e.reason
+            return
+        if ctx.max_quantity is not None and quantity > ctx.max_quantity:
+            plan.note_code = "quantity-over-limit"
+            plan.note = (
+                f"The entry of {qty(quantity)} is above the strategy's limit of "
+                f"{qty(ctx.max_quantity)}."
+            )
+            return
+        leg = self._leg(ctx, "entry", side, quantity)
+        leg.opens_position = opens
+        if sig.take_profit or sig.stop_loss:
+            supports = adapter.capabilities.brackets and getattr(
+                self.core.trading, "supports_brackets", False
+            )
+            if not supports:
+                plan.note_code = "brackets-unsupported"
+                plan.note = (
+                    f"takeProfit/stopLoss brackets cannot be placed at "
+                    f"{adapter.display_name}; the entry was not placed."
+                )
+                return
+            try:
+                leg.bracket = await self._bracket(ctx, adapter, leg)
+            except _Skip as e:
+                plan.note_code, plan.note = e.code, e.reason
+                return
+        plan.legs.append(leg)
+
+    def _leg(self, ctx: ExecContext, name: str, side: Side, quantity: Decimal) -> Leg:
+        sig = ctx.signal
+        return Leg(
+            name=name,
+            side=side,
+            quantity=quantity,
+            order_type=sig.order_type or OrderType.MARKET,
+            limit_price=sig.limit_price,
+            stop_price=sig.stop_price,
+            time_in_force=sig.time_in_force,
+        )
+
+    async def _size(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        snap: Snapshot,
+        side: Side,
+    ) -> Decimal:
+        """Units for an entry (or a sized exit) under the subscription's sizing."""
+        sig, sub = ctx.signal, ctx.subscription
+        value = sub.sizing_value
+        kind: QuantityType
+        if sub.sizing == Sizing.SIGNAL:
+            kind = sig.effective_quantity_type or QuantityType.FIXED_QUANTITY
+            amount = (sig.quantity or Decimal(1)) * value  # no quantity: 1, as TradersPost does
+        else:
+            kind = QuantityType(sub.sizing)
+            amount = value
+        if kind is QuantityType.FIXED_QUANTITY:
+            units = amount
+        elif kind is QuantityType.PERCENT_OF_POSITION:
+            units = abs(snap.position) * amount / 100
+        else:
+            if kind is QuantityType.PERCENT_OF_EQUITY:
+                balance = await adapter.fetch_balance(target.ref)
+                amount = balance.equity * amount / 100
+            price = await self._price(ctx, adapter, side)
+            units = amount / (price * symbols.multiplier(sig.ticker))
+        asset = symbols.asset_class_of(sig.ticker)
+        places = 8 if asset in adapter.capabilities.fractional else 0
+        units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
+        if units <= 0:
+            raise _Skip(
+                "quantity-zero",
+                f"The {kind.value.replace('_', ' ')} sizing comes to "
+                f"less than one tradable unit of {sig.ticker}.",
+            )
+        return units
+
+    async def _price(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
+        """Entry price estimate: the order's own price, the sender's price, else a quote."""
+        sig = ctx.signal
+        for p in (sig.limit_price, sig.stop_price, sig.reference_price):
+            if p is not None:
+                return p
+        quote = await adapter.fetch_quote(sig.ticker)
+        price = quote.ask if side is Side.BUY else quote.bid
+        if price <= 0:
+            price = quote.last
+        if price <= 0:
+            raise _Skip(
+                "no-price",
+                f"No price for {sig.ticker} to size the order with; send "
+                "price or signalPrice in the signal.",
+            )
+        return price
+
+    async def _bracket(self, ctx: ExecContext, adapter: BrokerAdapter, leg: Leg) -> Bracket:
+        sig = ctx.signal
+        entry = await self._price(ctx, adapter, leg.side)
+        up = 1 if leg.side is Side.BUY else -1
+        tick = _tick(sig.ticker, entry)
+
+        def offset(percent: Decimal | None, amount: Decimal | None, sign: int) -> Decimal:
+            delta = entry * percent / 100 if percent is not None else amount or Decimal(0)
+            price = (entry + sign * delta).quantize(tick, rounding=ROUND_HALF_UP)
+            if price <= 0:
+                raise _Skip(
+                    "invalid-bracket",
+                    "The take-profit or stop-loss comes to a price at or below zero.",
+                )
+            return price
+
+        bracket = Bracket()
+        if sig.take_profit:
+            tp = sig.take_profit
+            bracket.take_profit = tp.limit_price or offset(tp.percent, tp.amount, up)
+        if sig.stop_loss:
+            sl = sig.stop_loss
+            bracket.stop_loss = sl.stop_price or offset(sl.percent, sl.amount, -up)
+            if sl.type is StopLossType.STOP_LIMIT:
+                bracket.stop_loss_limit = sl.limit_price
+        return bracket
+
+    # -- carrying out -----------------------------------------------------------------------------
+
+    async def _carry_out(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        plan: Plan,
+        snap: Snapshot,
+        existing: dict[str, OrderIntent],
+    ) -> Result:
+        sig = ctx.signal
+        cancelled = 0
+        still_open = {o.id for o in snap.ticker_orders}
+        for order_id in plan.cancels:
+            if order_id not in still_open:
+                continue  # a re-run: it is gone already
+            try:
+                await adapter.cancel_order(target.ref, order_id)
+                cancelled += 1
+            except (OrderNotCancelable, OrderNotFound):
+                pass  # it ended on its own meanwhile
+        if cancelled:
+            self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
+        result = Result(
+            ExecutionStatus.DONE,
+            plan.note_code,
+            plan.note
+            or (f"Cancelled {cancelled} open {sig.ticker} order(s)." if cancelled else None),
+            plan,
+        )
+        for leg in plan.legs:
+            intent = existing.get(leg.name)
+            unsent = intent is None or intent.status == IntentStatus.DRAFT
+            if leg.name == "exit" and unsent:
+                fresh = self._exit_against(leg, snap)
+                if intent is not None and (fresh is None or fresh.quantity < intent.quantity):
+                    await self._discard_drafts(ctx)
+                    return Result(
+                        ExecutionStatus.REJECTED,
+                        "position-changed",
+                        f"The {sig.ticker} position changed since the signal; nothing was placed.",
+                        plan,
+                    )
+                if fresh is None:
+                    self._phase(ctx, "exit skipped", "the position is already closed")
+                    continue
+                leg = fresh
+            if leg.name == "entry" and leg.opens_position and unsent:
+                limit = ctx.subscription.max_positions
+                open_now = _open_positions(snap.positions, exclude=sig.ticker)
+                if limit is not None and open_now >= limit:
+                    await self._discard_drafts(ctx)
+                    result.reason_code, result.reason = (
+                        "max-strategy-positions",
+                        (
+                            f"Max strategy positions reached ({open_now} of {limit}); no new "
+                            "position entered."
+                        ),
+                    )
+                    break
+            intent = await self._place(ctx, adapter, target, leg, plan, intent)
+            result.orders.append(intent)
+            status, ok = _leg_status(intent)
+            result.status = status
+            if not ok:
+                result.reason_code = intent.error_code or f"order-{status}"
+                result.reason = intent.error_message or describe_intent(intent)
+                return result
+            if leg.name == "exit" and plan.leg("entry") is not None:
+                intent = await self._await_final(ctx, adapter, target, intent)
+                status, ok = _leg_status(intent)
+                result.status = status
+                if intent.status != IntentStatus.FILLED:
+                    result.reason_code = "exit-not-filled"
+                    result.reason = (
+                        f"The exit order is {intent.status.replace('_', ' ')}; the entry was not "
+                        "placed."
+                        if intent.status in IntentStatus.FINAL
+                        else f"The exit order had not filled after {self.exit_timeout:g} s; the entry "
+                        "was not placed. The exit order is still working."
+                    )
+                    return result
+                self._phase(ctx, "exit filled", describe_intent(intent))
+        if not result.orders and not cancelled:
+            return Result(
+                ExecutionStatus.SKIPPED,
+                result.reason_code or "no-position-to-exit",
+                result.reason or f"No open {sig.ticker} position to exit.",
+                plan,
+            )
+        return result
+
+    async def _discard_drafts(self, ctx: ExecContext) -> None:
+        keys = [intent_key(ctx.signal_id, ctx.subscription.id, leg) for leg in LEGS]
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
+                )
+                .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
+            )
+
+    def _exit_against(self, leg: Leg, snap: Snapshot) -> Leg | None:
+        """The exit as the position is now (a plan may be older than the position)."""
+        held = snap.position
+        closes = (leg.side is Side.SELL and held > 0) or (leg.side is Side.BUY and held < 0)
+        if not closes:
+            return None
+        leg = Leg.from_json(leg.to_json())
+        leg.quantity = min(leg.quantity, abs(held))
+        return leg
+
+    async def _place(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        leg: Leg,
+        plan: Plan,
+        intent: OrderIntent | None,
+        *,
+        submit: bool = True,
+    ) -> OrderIntent:
+        """Store-then-send one leg once; an intent that already exists is resumed instead."""
+        if intent is None:
+            request = await self._request(ctx, adapter, target, leg)
+            outcome = await self.core.trading.place(
+                target,
+                request,
+                source="signal",
+                idempotency_key=intent_key(ctx.signal_id, ctx.subscription.id, leg.name),
+                extra={
+                    "signal_id": ctx.signal_id,
+                    "subscription_id": ctx.subscription.id,
+                    "execution_id": ctx.execution_id,
+                    "strategy_id": ctx.strategy_id,
+                    "leg": leg.name,
+                    "plan": plan.to_json(),
+                    "bracket": leg.to_json()["bracket"],
+                    "simulated": bool(getattr(adapter, "simulated_prices", False)),
+                },
+                submit=submit,
+            )
+            if not outcome.extra.get("duplicate"):
+                return outcome.intent
+            intent = outcome.intent
+        return await self._resume(ctx, adapter, target, intent) if submit else intent
+
+    async def _request(
+        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, leg: Leg
+    ) -> OrderRequest:
+        limit, stop = leg.limit_price, leg.stop_price
+        if leg.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and limit is None:
+            limit = await self._price(ctx, adapter, leg.side)  # the contract: market price
+        if leg.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and stop is None:
+            stop = await self._price(ctx, adapter, leg.side)
+        request = self.core.trading.build_request(
+            OrderInput(
+                symbol=ctx.signal.ticker,
+                side=leg.side.value,
+                quantity=str(leg.quantity),
+                order_type=leg.order_type.value,
+                limit_price=_s(limit),
+                stop_price=_s(stop),
+                time_in_force=leg.time_in_force.value if leg.time_in_force else None,
+            ),
+            adapter,
+        )
+        request.bracket = leg.bracket
+        adapter.check_order(target.ref, request)  # refuse here, before any intent is stored
+        return request
+
+    async def _resume(
+        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, intent: OrderIntent
+    ) -> OrderIntent:
+        """Carry an intent a previous run left behind to where the broker is; never resend an
+        order the broker may have."""
+        trading = self.core.trading
+        if intent.status == IntentStatus.DRAFT and ctx.approved:
+            async with self.core.db.transaction() as s:
+                claimed = (
+                    await s.execute(
+                        update(OrderIntent)
+                        .where(
+                            OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.DRAFT
+                        )
+                        .values(status=IntentStatus.PENDING, updated_at=self.clock())
+                    )
+                ).rowcount  # type: ignore[attr-defined]
+            if claimed:
+                intent.status = IntentStatus.PENDING
+                return (await trading.submit(intent)).intent
+            intent = await trading.get_intent(intent.id)
+        if intent.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
+            try:
+                order = await adapter.fetch_order(
+                    target.ref, client_order_id=intent.client_order_id
+                )
+            except OrderNotFound:
+                if intent.status == IntentStatus.PENDING:
+                    # Stored, never sent: the process died between the two.
+                    return (await trading.submit(intent)).intent
+                return intent  # in doubt: the reconciler settles it, we never resend
+            except BrokerError:
+                return intent
+            await trading._apply_order(intent, order)
+        return intent
+
+    async def _await_final(
+        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, intent: OrderIntent
+    ) -> OrderIntent:
+        """Poll the exit until it is final (or the timeout): the entry waits for it."""
+        deadline = time.monotonic() + self.exit_timeout
+        while intent.status not in IntentStatus.FINAL and time.monotonic() < deadline:
+            await asyncio.sleep(self.exit_poll_interval)
+            try:
+                order = await adapter.fetch_order(
+                    target.ref, client_order_id=intent.client_order_id
+                )
+            except BrokerError:
+                continue
+            if order.status.is_final or order.filled_quantity != intent.filled_quantity:
+                await self.core.trading._apply_order(intent, order)
+        return intent
+
+    # -- approval -------------------------------------------------------------------------------
+
+    async def _request_approval(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        plan: Plan,
+        existing: dict[str, OrderIntent],
+    ) -> Result:
+        drafts = []
+        try:
+            for leg in plan.legs:
+                drafts.append(
+                    await self._place(
+                        ctx, adapter, target, leg, plan, existing.get(leg.name), submit=False
+                    )
+                )
+        except BaseException:
+            await self._discard_drafts(ctx)  # no half-drafted plan waits for approval
+            raise
+        expires = self.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
+        self._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
+        return Result(
+            ExecutionStatus.WAITING_APPROVAL,
+            "approval-required",
+            f"Waiting for approval: {plan.summary(ctx.signal.ticker)}",
+            plan,
+            approval_expires_at=expires,
+            orders=drafts,
+        )
+
+    async def approve(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
+        """The member approves the signal's orders for their subscription (any of the drafts'
+        ids will do). Exactly one click wins, in any process; the orders are placed by a job."""
+        ex = await self._owned_execution(intent_id, discord_user_id)
+        await self._expire_if_due(ex)
+        async with self.core.db.transaction() as s:
+            won = (
+                await s.execute(
+                    update(SignalExecution)
+                    .where(
+                        SignalExecution.id == ex.id,
+                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                    )
+                    .values(
+                        status=ExecutionStatus.APPROVED,
+                        updated_at=self.clock(),
+                        phases=[*(ex.phases or []), self._phase_entry("approved", None)],
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if won:
+                await s.execute(
+                    self.core.jobs.insert_statement(
+                        JOB_APPROVED, {"execution_id": ex.id}, key=f"approved:{ex.id}"
+                    )
+                )
+        if not won:
+            raise Conflict(await self._already(ex.id))
+        self.core.jobs.wake()
+        return ApprovalResult(
+            ex.id,
+            ex.signal_id,
+            ExecutionStatus.APPROVED,
+            "Approved: the order is being placed; you will get a DM with the result.",
+        )
+
+    async def reject(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
+        """The member declines: nothing is placed."""
+        ex = await self._owned_execution(intent_id, discord_user_id)
+        await self._expire_if_due(ex)
+        if not await self._close_approval(
+            ex.id,
+            ExecutionStatus.DECLINED,
+            "declined",
+            "You declined this signal; nothing was placed.",
+        ):
+            raise Conflict(await self._already(ex.id))
+        return ApprovalResult(
+            ex.id, ex.signal_id, ExecutionStatus.DECLINED, "Declined: nothing was placed."
+        )
+
+    async def pending_approvals(self, discord_user_id: int) -> list[PendingApproval]:
+        member_id = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.session() as s:
+            rows = (
+                (
+                    await s.execute(
+                        select(SignalExecution.id)
+                        .where(
+                            SignalExecution.member_id == member_id,
+                            SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                        )
+                        .order_by(SignalExecution.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        out = []
+        for ex_id in rows:
+            pending = await self._pending(ex_id)
+            if pending is not None:
+                out.append(pending)
+        return out
+
+    async def _pending(self, execution_id: int) -> PendingApproval | None:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(
+                        SignalExecution,
+                        Strategy.name,
+                        Member.discord_user_id,
+                        Connection.name,
+                        ReceivedSignal.ticker,
+                    )
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .join(Member, Member.id == SignalExecution.member_id)
+                    .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
+                    .where(SignalExecution.id == execution_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            ex, sname, discord_id, cname, ticker = row
+            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+            intents = {
+                i.idempotency_key: i.id
+                for i in await s.scalars(
+                    select(OrderIntent).where(OrderIntent.idempotency_key.in_(keys))
+                )
+            }
+        plan = Plan.from_json(ex.plan or {})
+        return PendingApproval(
+            execution_id=ex.id,
+            signal_id=ex.signal_id,
+            discord_user_id=discord_id,
+            strategy_name=sname,
+            connection_name=cname or "(removed)",
+            mode=ex.mode,
+            summary=plan.summary(ticker or ""),
+            intent_ids=tuple(intents[k] for k in keys if k in intents),
+            expires_at=ex.approval_expires_at or self.clock(),
+        )
+
+    async def _owned_execution(self, intent_id: str, discord_user_id: int) -> SignalExecution:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(OrderIntent.idempotency_key, Member.discord_user_id)
+                    .join(Member, Member.id == OrderIntent.member_id)
+                    .where(OrderIntent.id == intent_id, OrderIntent.source == "signal")
+                )
+            ).first()
+            if row is None:
+                raise NotFound("That signal order no longer exists.")
+            key, owner = row
+            if owner != discord_user_id:
+                raise PermissionDenied("This approval belongs to someone else.")
+            signal_id, _, rest = (key or "").partition(":")
+            sub_id = rest.partition(":")[0]
+            ex = await s.scalar(
+                select(SignalExecution).where(
+                    SignalExecution.signal_id == signal_id,
+                    SignalExecution.subscription_id == int(sub_id or 0),
+                )
+            )
+        if ex is None:
+            raise NotFound("That signal order no longer exists.")
+        return ex
+
+    async def _expire_if_due(self, ex: SignalExecution) -> None:
+        due = ex.approval_expires_at
+        if ex.status == ExecutionStatus.WAITING_APPROVAL and due and self.clock() >= due:
+            await self._close_approval(
+                ex.id,
+                ExecutionStatus.EXPIRED,
+                "expired",
+                "The approval expired; nothing was placed.",
+            )
+            raise Conflict("This approval expired; nothing was placed.")
+
+    async def _already(self, execution_id: int) -> str:
+        async with self.core.db.session() as s:
+            status = await s.scalar(
+                select(SignalExecution.status).where(SignalExecution.id == execution_id)
+            )
+        return {
+            ExecutionStatus.EXPIRED: "This approval expired; nothing was placed.",
+            ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
+        }.get(
+            status or "",
+            f"This signal was already handled (it is {(status or 'gone').replace('_', ' ')}).",
+        )
+
+    async def _close_approval(
+        self, execution_id: int, status: str, phase: str, reason: str
+    ) -> bool:
+        """End a waiting approval (declined or expired) and discard its drafts, once."""
+        async with self.core.db.transaction() as s:
+            ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
+            if ex is None:
+                return False
+            won = (
+                await s.execute(
+                    update(SignalExecution)
+                    .where(
+                        SignalExecution.id == execution_id,
+                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                    )
+                    .values(
+                        status=status,
+                        reason_code=f"approval-{status}",
+                        reason=reason,
+                        notified_status=status,
+                        updated_at=self.clock(),
+                        phases=[*(ex.phases or []), self._phase_entry(phase, None)],
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if not won:
+                return False
+            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+            await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
+                )
+                .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
+            )
+            discord_id = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == ex.member_id)
+            )
+        if discord_id is not None:
+            await self._dm(discord_id, f"🕓 {reason} (signal `{ex.signal_id[:8]}`)")
+        return True
+
+    async def _job_expiry(self, payload: Mapping[str, Any]) -> None:
+        execution_id = int(payload["execution_id"])
+        async with self.core.db.session() as s:
+            due = await s.scalar(
+                select(SignalExecution.approval_expires_at).where(
+                    SignalExecution.id == execution_id
+                )
+            )
+        if due is not None and self.clock() >= due:
+            await self._close_approval(
+                execution_id,
+                ExecutionStatus.EXPIRED,
+                "expired",
+                "The approval expired; nothing was placed.",
+            )
+        elif due is not None:
+            # Not due by this process's clock yet: look again then.
+            await self.core.jobs.enqueue(
+                JOB_APPROVAL_EXPIRY,
+                {"execution_id": execution_id},
+                key=f"expiry:{execution_id}:{due.timestamp()}",
+                run_after=due,
+            )
+
+    async def _job_approved(self, payload: Mapping[str, Any]) -> None:
+        execution_id = int(payload["execution_id"])
+        ctx = await self._context_for(execution_id)
+        if ctx is None:
+            return
+        ctx.approved = True
+        await self._run(ctx)
+
+    async def _context_for(self, execution_id: int) -> ExecContext | None:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(
+                        SignalExecution,
+                        ReceivedSignal,
+                        Strategy,
+                        Subscription,
+                        Member.discord_user_id,
+                        AlertPreference,
+                    )
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .join(Subscription, Subscription.id == SignalExecution.subscription_id)
+                    .join(Member, Member.id == SignalExecution.member_id)
+                    .outerjoin(
+                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
+                    )
+                    .where(SignalExecution.id == execution_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            ex, record, strategy, sub, discord_id, pref = row
+            if ex.status != ExecutionStatus.APPROVED:
+                return None
+            conn = await s.scalar(
+                select(Connection)
+                .where(Connection.id == sub.connection_id)
+                .options(selectinload(Connection.accounts))
+            )
+        return ExecContext(
+            signal_id=record.id,
+            signal=Signal.from_record(record.payload or {}),
+            strategy_id=strategy.id,
+            strategy_name=strategy.name,
+            guild_id=strategy.guild_id,
+            max_quantity=strategy.max_quantity,
+            execution_id=ex.id,
+            subscription=sub,
+            connection=conn,
+            member_discord_id=discord_id,
+            public_name=pref.display_name if pref and pref.alerts_show_name else None,
+            channel_id=await self.core.strategies.alert_channel(strategy.guild_id, strategy.id),
+            phases=list(ex.phases or []),
+        )
+
+    # -- finishing, alerts ----------------------------------------------------------------------
+
+    def _phase_entry(self, name: str, detail: str | None) -> dict[str, Any]:
+        return {"phase": name, "at": self.clock().isoformat(), "detail": detail}
+
+    def _phase(self, ctx: ExecContext, name: str, detail: str | None) -> None:
+        ctx.phases.append(self._phase_entry(name, detail))
+
+    async def _finish(self, ctx: ExecContext, result: Result) -> None:
+        if result.status in (
+            ExecutionStatus.SKIPPED,
+            ExecutionStatus.REJECTED,
+            ExecutionStatus.FAILED,
+        ):
+            self._phase(ctx, result.status, result.reason)
+        from_status = ExecutionStatus.APPROVED if ctx.approved else ExecutionStatus.PENDING
+        values: dict[str, Any] = dict(
+            status=result.status,
+            reason_code=result.reason_code,
+            reason=(result.reason or None) and result.reason[:500],
+            phases=ctx.phases,
+            updated_at=self.clock(),
+            notified_status=result.status,
+        )
+        if result.plan is not None:
+            values["plan"] = result.plan.to_json()
+        if result.approval_expires_at is not None:
+            values["approval_expires_at"] = result.approval_expires_at
+        async with self.core.db.transaction() as s:
+            won = (
+                await s.execute(
+                    update(SignalExecution)
+                    .where(
+                        SignalExecution.id == ctx.execution_id,
+                        SignalExecution.status == from_status,
+                    )
+                    .values(values)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if won and result.approval_expires_at is not None:
+                await s.execute(
+                    self.core.jobs.insert_statement(
+                        JOB_APPROVAL_EXPIRY,
+                        {"execution_id": ctx.execution_id},
+                        key=f"expiry:{ctx.execution_id}",
+                        run_after=result.approval_expires_at,
+                    )
+                )
+        if not won:
+            return  # another run finished it (or the member acted): it has told them
+        try:
+            await self._notify(ctx, result)
+        except Exception:
+            log.warning("Could not send alerts for execution %s", ctx.execution_id, exc_info=True)
+
+    async def _notify(self, ctx: ExecContext, result: Result) -> None:
+        notifier = self.core.notifier
+        if result.status == ExecutionStatus.WAITING_APPROVAL:
+            pending = await self._pending(ctx.execution_id)
+            if pending is not None and self.on_approval_needed is not None:
+                await self.on_approval_needed(pending)
+                return
+        if notifier is None:
+            return
+        what = _orders_text(result.orders)
+        if result.status == ExecutionStatus.WAITING_APPROVAL and result.plan is not None:
+            what = result.plan.summary(ctx.signal.ticker)
+            if result.approval_expires_at is not None:
+                what += f" · expires <t:{int(result.approval_expires_at.timestamp())}:R>"
+        head = {
+            ExecutionStatus.SKIPPED: "⏭️ Skipped",
+            ExecutionStatus.TEST: "🧪 Test signal",
+            ExecutionStatus.WAITING_APPROVAL: "🕓 Waiting for your approval",
+            ExecutionStatus.DONE: "✅ Done",
+        }.get(result.status) or " ".join(CHANNEL_STATUSES.get(result.status, ("•", result.status)))
+        conn = ctx.connection.name if ctx.connection else "(removed connection)"
+        lines = [
+            f"{head}: **{_plain(ctx.strategy_name)}** → {_plain(conn)} ({ctx.subscription.mode})"
+        ]
+        if what:
+            lines.append(what)
+        if result.reason:
+            lines.append(result.reason)
+        lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
+        await notifier.dm(ctx.member_discord_id, Outgoing(content="\n".join(lines)))
+        public = CHANNEL_STATUSES.get(result.status)
+        if ctx.channel_id is None or public is None or not result.orders:
+            return
+        who = _plain(ctx.public_name) if ctx.public_name else "A subscriber"
+        trades = "; ".join(_public_order(i) for i in result.orders)
+        line = f"{public[0]} {public[1]} · {who} ({ctx.subscription.mode}): {trades}"
+        if result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
+            # The code only: broker messages can quote buying power and balances.
+            line += f" ({result.reason_code or 'rejected'})"
+        await notifier.post(
+            ctx.channel_id, Outgoing(content=f"**{_plain(ctx.strategy_name)}** {line}")
+        )
+
+    async def _announce(
+        self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
+    ) -> None:
+        """ "Signal received" in the alert channel, once per signal across re-runs."""
+        if channel_id is None or self.core.notifier is None:
+            return
+        async with self.core.db.transaction() as s:
+            won = (
+                await s.execute(
+                    update(ReceivedSignal)
+                    .where(ReceivedSignal.id == record.id, ReceivedSignal.announced.is_(False))
+                    .values(announced=True)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        if not won:
+            return
+        parts = [f"{signal.action.value.upper()} {signal.ticker}"]
+        if signal.sentiment:
+            parts.append(f"sentiment {signal.sentiment.value}")
+        if signal.reference_price is not None:
+            parts.append(f"at {money(signal.reference_price)}")
+        if signal.test:
+            parts.append("test, nothing will be placed")
+        text = (
+            f"📡 **{_plain(strategy.name)}** signal received: {' · '.join(parts)} "
+            f"(`{record.id[:8]}`)"
+        )
+        try:
+            await self.core.notifier.post(channel_id, Outgoing(content=text))
+        except Exception:
+            log.warning("Could not post signal %s to channel", record.id, exc_info=True)
+
+    async def _dm(self, discord_user_id: int, text: str) -> None:
+        if self.core.notifier is None:
+            return
+        try:
+            await self.core.notifier.dm(discord_user_id, Outgoing(content=text))
+        except Exception:
+            log.warning("Could not DM member about a signal", exc_info=True)
+
+    # == the report ================================================================================
+
+    async def signal_report(self, signal_id: str, discord_user_id: int) -> SignalReport:
+        """Every phase of a signal with its time, like TradersPost's execution panel. The
+        strategy's owner sees every subscription; a subscriber sees their own."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        nothing = NotFound(
+            "No signal with that id that you can see. Ids are in the signal's alerts and DMs."
+        )
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(ReceivedSignal, Strategy)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .where(ReceivedSignal.id == signal_id.strip())
+                )
+            ).first()
+            if row is None:
+                raise nothing
+            record, strategy = row
+            is_owner = strategy.owner_member_id == member_id
+            query = (
+                select(SignalExecution, Member.discord_user_id, Connection.name)
+                .join(Member, Member.id == SignalExecution.member_id)
+                .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
+                .where(SignalExecution.signal_id == record.id)
+                .order_by(SignalExecution.id)
+            )
+            if not is_owner:
+                query = query.where(SignalExecution.member_id == member_id)
+            executions = (await s.execute(query)).all()
+            if not is_owner and not executions:
+                raise nothing
+            keys = {
+                intent_key(record.id, ex.subscription_id or 0, leg): (ex.id, leg)
+                for ex, _, _ in executions
+                for leg in LEGS
+            }
+            intents = (
+                list(
+                    await s.scalars(
+                        select(OrderIntent).where(OrderIntent.idempotency_key.in_(list(keys)))
+                    )
+                )
+                if keys
+                else []
+            )
+            events = (
+                list(
+                    await s.scalars(
+                        select(AuditEvent)
+                        .where(AuditEvent.intent_id.in_([i.id for i in intents]))
+                        .order_by(AuditEvent.at, AuditEvent.id)
+                    )
+                )
+                if intents
+                else []
+            )
+        t0 = record.received_at
+
+        def phase(name: str, at: datetime, detail: str | None = None) -> Phase:
+            return Phase(name, at, int((at - t0).total_seconds() * 1000), detail)
+
+        top = [phase("received", t0)]
+        if record.validated_at:
+            top.append(
+                phase(
+                    "refused" if record.status == SignalStatus.REFUSED else "validated",
+                    record.validated_at,
+                    record.message_code,
+                )
+            )
+        if record.started_at:
+            top.append(phase("processing", record.started_at))
+        if record.finished_at:
+            top.append(phase("done", record.finished_at))
+        by_intent = {i.id: i for i in intents}
+        subs = []
+        for ex, discord_id, cname in executions:
+            mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
+            lines = tuple(
+                OrderLine(
+                    leg=keys[i.idempotency_key or ""][1],
+                    intent_id=i.id,
+                    side=i.side,
+                    quantity=i.quantity,
+                    symbol=i.symbol,
+                    order_type=i.order_type,
+                    status=i.status,
+                    filled_quantity=i.filled_quantity,
+                    average_fill_price=i.average_fill_price,
+                    error=i.error_message,
+                )
+                for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
+            )
+            phases = [
+                phase(p["phase"], datetime.fromisoformat(p["at"]), p.get("detail"))
+                for p in ex.phases or []
+            ]
+            for e in events:
+                intent = by_intent.get(e.intent_id or "")
+                if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
+                    continue
+                leg = keys[intent.idempotency_key or ""][1]
+                detail = e.detail.get("reason") or e.detail.get("error")
+                phases.append(
+                    phase(f"{leg} {ORDER_PHASES[e.kind]}", e.at, str(detail) if detail else None)
+                )
+            phases.sort(key=lambda p: p.at)
+            subs.append(
+                SubscriptionReport(
+                    execution_id=ex.id,
+                    subscription_id=ex.subscription_id,
+                    member_discord_id=discord_id,
+                    connection_name=cname,
+                    mode=ex.mode,
+                    status=ex.status,
+                    reason_code=ex.reason_code,
+                    reason=ex.reason,
+                    phases=tuple(phases),
+                    orders=lines,
+                )
+            )
+        latency = (
+            int((t0 - record.signal_time).total_seconds() * 1000) if record.signal_time else None
+        )
+        return SignalReport(
+            signal_id=record.id,
+            strategy_id=strategy.id,
+            strategy_name=strategy.name,
+            viewer_is_owner=is_owner,
+            status=record.status,
+            ticker=record.ticker,
+            action=record.action,
+            sentiment=(record.payload or {}).get("sentiment"),
+            test=record.test,
+            message_code=record.message_code,
+            message=record.message if is_owner else None,
+            received_at=t0,
+            signal_time=record.signal_time,
+            latency_ms=latency,
+            phases=tuple(top),
+            subscriptions=tuple(subs),
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _s(d: Decimal | None) -> str | None:
+    return None if d is None else format(d, "f")
+
+
+def _d(v: Any) -> Decimal | None:
+    return None if v is None else Decimal(v)
+
+
+def _body_text(body: bytes) -> str:
+    # PostgreSQL text cannot hold NUL; a refused body may contain anything.
+    return body.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def _direction(sentiment: Sentiment | None) -> int:
+    return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
+
+
+def _cancels(sig: Signal) -> bool:
+    """Whether the ticker's open orders are cancelled first (TradersPost: for buy, sell and
+    exit unless ``cancel`` is false; for add only when ``cancel`` is true)."""
+    if sig.action is Action.CANCEL:
+        return True
+    if sig.cancel is not None:
+        return sig.cancel
+    return sig.action in (Action.BUY, Action.SELL, Action.EXIT)
+
+
+def _instrument_key(symbol: str) -> str:
+    """One key per instrument however a broker writes it (BTC/USD, BTCUSD; @ES, /ES; BRK-B)."""
+    s = symbols.normalize(symbol)
+    pair = symbols.crypto_pair(s)
+    if pair:
+        return "".join(pair)
+    if symbols.future_spec(s):
+        return "/" + s[1:] if s[0] in "/@" else s
+    return s.replace("-", ".").replace("/", ".")
+
+
+def _position_value(p: Position) -> Decimal | None:
+    if p.market_value is not None:
+        return abs(p.market_value)
+    price = p.market_price if p.market_price is not None else p.average_price
+    return abs(p.quantity * price * p.multiplier) if price else None
+
+
+def _is_dust(p: Position) -> bool:
+    """A crypto position worth 1.50 USD or less (unpriced positions are never dust)."""
+    if p.asset_class is not AssetClass.CRYPTO:
+        return False
+    value = _position_value(p)
+    return value is not None and value <= DUST_USD
+
+
+def _open_positions(positions: Sequence[Position], *, exclude: str) -> int:
+    """Open positions as TradersPost counts them for max strategy positions: every one on the
+    account, from Tradecord or not, except crypto dust; ``exclude`` is being closed."""
+    key = _instrument_key(exclude)
+    return sum(
+        1
+        for p in positions
+        if p.quantity != 0 and not _is_dust(p) and _instrument_key(p.symbol) != key
+    )
+
+
+def _tick(ticker: str, price: Decimal) -> Decimal:
+    spec = symbols.future_spec(ticker)
+    if spec is not None:
+        return spec.tick
+    return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+
+def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
+    """The execution status an intent stands for, and whether it went through."""
+    return {
+        IntentStatus.FILLED: (ExecutionStatus.FILLED, True),
+        IntentStatus.PARTIALLY_FILLED: (ExecutionStatus.PARTIALLY_FILLED, True),
+        IntentStatus.ACCEPTED: (ExecutionStatus.ACCEPTED, True),
+        IntentStatus.DRAFT: (ExecutionStatus.WAITING_APPROVAL, True),
+        # Sent, answer not settled yet: the reconciler settles it; never resent.
+        IntentStatus.SUBMITTED: (ExecutionStatus.UNCONFIRMED, True),
+        IntentStatus.UNKNOWN: (ExecutionStatus.UNCONFIRMED, True),
+        IntentStatus.PENDING: (ExecutionStatus.UNCONFIRMED, True),
+        IntentStatus.FAILED: (ExecutionStatus.FAILED, False),
+    }.get(intent.status, (ExecutionStatus.REJECTED, False))
+
+
+def _orders_text(intents: Sequence[OrderIntent]) -> str:
+    """For the member's own DM: includes the broker's reasons."""
+    return "; ".join(describe_intent(i).rstrip(".") for i in intents)
+
+
+def _public_order(intent: OrderIntent) -> str:
+    """For a channel: the trade only. Broker messages can quote balances, so none here."""
+    text = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+    if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
+        text += f" at {money(intent.average_fill_price)}"
+    elif intent.status == IntentStatus.PARTIALLY_FILLED:
+        text += f" ({qty(intent.filled_quantity)} filled)"
+    return text
+
+
+_MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")
+
+
+def _plain(text: str) -> str:
+    """Member-written text as inert plain text: no markdown, no mention syntax."""
+    text = _MARKDOWN.sub(r"\\\1", text)
+    return text.replace("@", "@\u200b").replace("<", "<\u200b")

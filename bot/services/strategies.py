@@ -1,0 +1,551 @@
+"""Strategies: named webhooks owned by a member of a guild, shared with other members who may
+subscribe, and where their trade alerts are posted.
+
+The webhook URL is ``PUBLIC_URL/webhook/{strategy_id}/{secret}``. The secret (192 random bits)
+is shown once, at creation and at rotation; only its SHA-256 is stored, and the webhook compares
+digests in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.automation_models import (
+    LEGS,
+    AlertChannel,
+    ExecutionStatus,
+    SignalExecution,
+    Strategy,
+    StrategyShare,
+    Subscription,
+    intent_key,
+)
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from bot.models import IntentStatus, Member, OrderIntent
+from bot.services import audit
+from bot.signal_format import MAX_NUMBER, normalize_ticker
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+# TradingView's published webhook source addresses (the "tradingview" allow-list preset).
+TRADINGVIEW_IPS: Final = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
+TRADINGVIEW = "tradingview"
+MAX_SOURCES = 50
+MAX_TICKERS = 200
+NAME_MAX = 100
+# Compared against when the strategy does not exist, so both refusals cost the same.
+_DUMMY_HASH = hashlib.sha256(b"tradecord: no such strategy").hexdigest()
+
+
+class _Unset:
+    pass
+
+
+UNSET: Final = _Unset()
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def parse_sources(entries: Sequence[str]) -> list[str]:
+    """Allow-list entries: the preset ``tradingview`` or IPv4/IPv6 addresses and CIDR ranges."""
+    out: list[str] = []
+    for raw in entries:
+        text = raw.strip()
+        if not text:
+            continue
+        if text.lower() == TRADINGVIEW:
+            entry = TRADINGVIEW
+        else:
+            try:
+                entry = str(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise InvalidInput(
+                    f"“{text[:60]}” is not an IP address or range. Use addresses like "
+                    "203.0.113.7, ranges like 203.0.113.0/24, or the preset tradingview."
+                ) from None
+        if entry not in out:
+            out.append(entry)
+    if len(out) > MAX_SOURCES:
+        raise InvalidInput(f"An allow-list takes at most {MAX_SOURCES} entries.")
+    return out
+
+
+def source_networks(
+    sources: Sequence[str],
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for entry in sources:
+        if entry == TRADINGVIEW:
+            nets.extend(ipaddress.ip_network(ip) for ip in TRADINGVIEW_IPS)
+        else:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+    return nets
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAuth:
+    """What the webhook needs about a strategy whose secret checked out."""
+
+    id: str
+    name: str
+    guild_id: int
+    allowed_sources: tuple[str, ...]
+    allowed_tickers: frozenset[str]
+    max_lag_seconds: int
+    rate_limit_per_minute: int
+    max_quantity: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyInfo:
+    id: str
+    name: str
+    guild_id: int
+    owner_discord_id: int
+    is_owner: bool
+    shared_with: tuple[int, ...]  # Discord user ids
+    subscriptions: int
+    allowed_sources: tuple[str, ...]
+    allowed_tickers: tuple[str, ...]
+    max_lag_seconds: int
+    rate_limit_per_minute: int
+    max_quantity: Decimal | None
+    created_at: datetime
+    secret_rotated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookUrl:
+    """Returned only by ``create`` and ``rotate_secret``: show it once, privately."""
+
+    strategy: StrategyInfo
+    url: str
+
+    def __repr__(self) -> str:  # never log the secret
+        return f"WebhookUrl(strategy={self.strategy.id!r}, url=<hidden>)"
+
+
+class StrategyService:
+    def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.core = core
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    # -- the webhook's view ---------------------------------------------------------------------
+
+    async def authenticate(self, strategy_id: str, secret: str) -> WebhookAuth | None:
+        """The strategy if ``secret`` is its secret; None for a wrong secret *or* an unknown
+        strategy, after the same constant-time comparison either way."""
+        row = None
+        if _is_uuid(strategy_id):
+            async with self.core.db.session() as s:
+                row = (
+                    await s.execute(
+                        select(
+                            Strategy.id,
+                            Strategy.name,
+                            Strategy.guild_id,
+                            Strategy.secret_hash,
+                            Strategy.allowed_sources,
+                            Strategy.allowed_tickers,
+                            Strategy.max_lag_seconds,
+                            Strategy.rate_limit_per_minute,
+                            Strategy.max_quantity,
+                        ).where(Strategy.id == strategy_id)
+                    )
+                ).first()
+        stored = row.secret_hash if row is not None else _DUMMY_HASH
+        matches = hmac.compare_digest(hash_secret(secret), stored)
+        if row is None or not matches:
+            return None
+        return WebhookAuth(
+            id=row.id,
+            name=row.name,
+            guild_id=row.guild_id,
+            allowed_sources=tuple(row.allowed_sources or ()),
+            allowed_tickers=frozenset(row.allowed_tickers or ()),
+            max_lag_seconds=row.max_lag_seconds,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            max_quantity=row.max_quantity,
+        )
+
+    # -- management -------------------------------------------------------------------------------
+
+    async def create(self, guild_id: int, discord_user_id: int, name: str) -> WebhookUrl:
+        clean = _clean_name(name)
+        owner_id = await self.core.members.ensure(discord_user_id)
+        secret = new_secret()
+        now = self.clock()
+        strategy = Strategy(
+            id=str(uuid.uuid4()),
+            guild_id=guild_id,
+            owner_member_id=owner_id,
+            name=clean,
+            name_key=clean.casefold(),
+            secret_hash=hash_secret(secret),
+            secret_rotated_at=now,
+            allowed_sources=[],
+            allowed_tickers=[],
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.core.db.transaction() as s:
+                s.add(strategy)
+                await s.flush()
+                audit.record(
+                    s,
+                    "strategy.created",
+                    member_id=owner_id,
+                    strategy_id=strategy.id,
+                    guild_id=guild_id,
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"This server already has a strategy named “{clean}”. Pick another name."
+            ) from None
+        info = await self.get(guild_id, discord_user_id, strategy.id)
+        return WebhookUrl(info, self.webhook_url(strategy.id, secret))
+
+    def webhook_url(self, strategy_id: str, secret: str) -> str:
+        return f"{self.core.settings.public_url.rstrip('/')}/webhook/{strategy_id}/{secret}"
+
+    async def list(self, guild_id: int, discord_user_id: int) -> list[StrategyInfo]:
+        """The guild's strategies this member owns or that were shared with them."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        shared = select(StrategyShare.strategy_id).where(StrategyShare.member_id == member_id)
+        async with self.core.db.session() as s:
+            rows = list(
+                await s.scalars(
+                    select(Strategy)
+                    .where(
+                        Strategy.guild_id == guild_id,
+                        (Strategy.owner_member_id == member_id) | Strategy.id.in_(shared),
+                    )
+                    .order_by(Strategy.name_key)
+                )
+            )
+        return [await self._info(r, member_id) for r in rows]
+
+    async def get(self, guild_id: int, discord_user_id: int, strategy: str) -> StrategyInfo:
+        """A strategy by name or id that this member owns or was shared with them."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        row = await self._find(guild_id, strategy)
+        if row.owner_member_id != member_id and not await self._is_shared(row.id, member_id):
+            raise NotFound(_not_found(strategy))
+        return await self._info(row, member_id)
+
+    async def rotate_secret(self, guild_id: int, discord_user_id: int, strategy: str) -> WebhookUrl:
+        """A new secret; the old URL stops working at once."""
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        secret = new_secret()
+        now = self.clock()
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(Strategy)
+                .where(Strategy.id == row.id)
+                .values(secret_hash=hash_secret(secret), secret_rotated_at=now, updated_at=now)
+            )
+            audit.record(
+                s, "strategy.secret_rotated", member_id=row.owner_member_id, strategy_id=row.id
+            )
+        info = await self.get(guild_id, discord_user_id, row.id)
+        return WebhookUrl(info, self.webhook_url(row.id, secret))
+
+    async def delete(self, guild_id: int, discord_user_id: int, strategy: str) -> None:
+        """Delete with its subscriptions and signal log; approvals waiting on it are withdrawn."""
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        async with self.core.db.transaction() as s:
+            waiting = (
+                await s.execute(
+                    select(SignalExecution.signal_id, SignalExecution.subscription_id).where(
+                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                        SignalExecution.subscription_id.in_(
+                            select(Subscription.id).where(Subscription.strategy_id == row.id)
+                        ),
+                    )
+                )
+            ).all()
+            keys = [
+                intent_key(w.signal_id, w.subscription_id, leg) for w in waiting for leg in LEGS
+            ]
+            for i in range(0, len(keys), 500):
+                await s.execute(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.idempotency_key.in_(keys[i : i + 500]),
+                        OrderIntent.status == IntentStatus.DRAFT,
+                    )
+                    .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
+                )
+            await s.execute(delete(Strategy).where(Strategy.id == row.id))
+            audit.record(
+                s,
+                "strategy.deleted",
+                member_id=row.owner_member_id,
+                strategy_id=row.id,
+                name=row.name,
+            )
+
+    async def share(
+        self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int
+    ) -> StrategyInfo:
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        if with_discord_user_id == discord_user_id:
+            raise InvalidInput("You own this strategy already; share it with someone else.")
+        other = await self.core.members.ensure(with_discord_user_id)
+        try:
+            async with self.core.db.transaction() as s:
+                s.add(StrategyShare(strategy_id=row.id, member_id=other, created_at=self.clock()))
+                await s.flush()
+                audit.record(
+                    s,
+                    "strategy.shared",
+                    member_id=row.owner_member_id,
+                    strategy_id=row.id,
+                    with_member_id=other,
+                )
+        except IntegrityError:
+            pass  # already shared: sharing twice is the same as once
+        return await self.get(guild_id, discord_user_id, row.id)
+
+    async def unshare(
+        self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int
+    ) -> StrategyInfo:
+        """Stop sharing; that member's subscriptions to it end too."""
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        other = await self.core.members.ensure(with_discord_user_id)
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                delete(StrategyShare).where(
+                    StrategyShare.strategy_id == row.id, StrategyShare.member_id == other
+                )
+            )
+            await s.execute(
+                delete(Subscription).where(
+                    Subscription.strategy_id == row.id, Subscription.member_id == other
+                )
+            )
+            audit.record(
+                s,
+                "strategy.unshared",
+                member_id=row.owner_member_id,
+                strategy_id=row.id,
+                with_member_id=other,
+            )
+        return await self.get(guild_id, discord_user_id, row.id)
+
+    async def configure(
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        *,
+        allowed_sources: Sequence[str] | _Unset = UNSET,
+        allowed_tickers: Sequence[str] | _Unset = UNSET,
+        max_lag_seconds: int | _Unset = UNSET,
+        rate_limit_per_minute: int | _Unset = UNSET,
+        max_quantity: Decimal | _Unset | None = UNSET,
+    ) -> StrategyInfo:
+        """Change the webhook's rules; arguments left out stay as they are."""
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        values: dict[str, Any] = {}
+        if not isinstance(allowed_sources, _Unset):
+            values["allowed_sources"] = parse_sources(allowed_sources)
+        if not isinstance(allowed_tickers, _Unset):
+            tickers: list[str] = []
+            for t in allowed_tickers:
+                try:
+                    norm = normalize_ticker(t)
+                except ValueError as e:
+                    raise InvalidInput(f"“{t[:30]}”: {e}") from None
+                if norm not in tickers:
+                    tickers.append(norm)
+            if len(tickers) > MAX_TICKERS:
+                raise InvalidInput(f"A strategy takes at most {MAX_TICKERS} tickers.")
+            values["allowed_tickers"] = tickers
+        if not isinstance(max_lag_seconds, _Unset):
+            if not 5 <= max_lag_seconds <= 86400:
+                raise InvalidInput("The maximum signal age must be between 5 and 86400 seconds.")
+            values["max_lag_seconds"] = max_lag_seconds
+        if not isinstance(rate_limit_per_minute, _Unset):
+            if not 1 <= rate_limit_per_minute <= 600:
+                raise InvalidInput("The rate limit must be between 1 and 600 signals a minute.")
+            values["rate_limit_per_minute"] = rate_limit_per_minute
+        if not isinstance(max_quantity, _Unset):
+            if max_quantity is not None and not (
+                max_quantity.is_finite() and 0 < max_quantity < MAX_NUMBER
+            ):
+                raise InvalidInput("The maximum quantity must be a positive number.")
+            values["max_quantity"] = max_quantity
+        if values:
+            values["updated_at"] = self.clock()
+            async with self.core.db.transaction() as s:
+                await s.execute(update(Strategy).where(Strategy.id == row.id).values(values))
+                audit.record(
+                    s,
+                    "strategy.configured",
+                    member_id=row.owner_member_id,
+                    strategy_id=row.id,
+                    changed=sorted(k for k in values if k != "updated_at"),
+                )
+        return await self.get(guild_id, discord_user_id, row.id)
+
+    # -- alert channels -----------------------------------------------------------------------
+
+    async def set_alert_channel(
+        self, guild_id: int, channel_id: int | None, *, strategy: str | None = None
+    ) -> None:
+        """Post the guild's trade alerts (or one strategy's) to ``channel_id``; None stops.
+
+        Who may do this is the guild's business: the command checks the member's permissions.
+        """
+        strategy_id = (await self._find(guild_id, strategy)).id if strategy else None
+        scope = strategy_id or "*"
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                delete(AlertChannel).where(
+                    AlertChannel.guild_id == guild_id, AlertChannel.scope == scope
+                )
+            )
+            if channel_id is not None:
+                s.add(
+                    AlertChannel(
+                        guild_id=guild_id,
+                        scope=scope,
+                        strategy_id=strategy_id,
+                        channel_id=channel_id,
+                        updated_at=self.clock(),
+                    )
+                )
+
+    async def alert_channel(self, guild_id: int, strategy_id: str | None = None) -> int | None:
+        """The strategy's own alert channel, else the guild's, else None."""
+        scopes = ["*"] if strategy_id is None else [strategy_id, "*"]
+        async with self.core.db.session() as s:
+            result = await s.execute(
+                select(AlertChannel.scope, AlertChannel.channel_id).where(
+                    AlertChannel.guild_id == guild_id, AlertChannel.scope.in_(scopes)
+                )
+            )
+            rows = {scope: channel for scope, channel in result}
+        return next((rows[sc] for sc in scopes if sc in rows), None)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _find(self, guild_id: int, strategy: str) -> Strategy:
+        key = strategy.strip()
+        async with self.core.db.session() as s:
+            query = select(Strategy).where(Strategy.guild_id == guild_id)
+            if _is_uuid(key):
+                query = query.where((Strategy.id == key) | (Strategy.name_key == key.casefold()))
+            else:
+                query = query.where(Strategy.name_key == key.casefold())
+            row = await s.scalar(query.limit(1))
+        if row is None:
+            raise NotFound(_not_found(strategy))
+        return row
+
+    async def _owned(self, guild_id: int, discord_user_id: int, strategy: str) -> Strategy:
+        member_id = await self.core.members.ensure(discord_user_id)
+        row = await self._find(guild_id, strategy)
+        if row.owner_member_id != member_id:
+            if await self._is_shared(row.id, member_id):
+                raise PermissionDenied(
+                    f"“{row.name}” was shared with you, but only its owner can change it."
+                )
+            raise NotFound(_not_found(strategy))
+        return row
+
+    async def _is_shared(self, strategy_id: str, member_id: int) -> bool:
+        async with self.core.db.session() as s:
+            return (
+                await s.scalar(
+                    select(func.count())
+                    .select_from(StrategyShare)
+                    .where(
+                        StrategyShare.strategy_id == strategy_id,
+                        StrategyShare.member_id == member_id,
+                    )
+                )
+            ) == 1
+
+    async def _info(self, row: Strategy, viewer_member_id: int) -> StrategyInfo:
+        async with self.core.db.session() as s:
+            owner = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == row.owner_member_id)
+            )
+            shared = list(
+                await s.scalars(
+                    select(Member.discord_user_id)
+                    .join(StrategyShare, StrategyShare.member_id == Member.id)
+                    .where(StrategyShare.strategy_id == row.id)
+                    .order_by(Member.discord_user_id)
+                )
+            )
+            subs = await s.scalar(
+                select(func.count())
+                .select_from(Subscription)
+                .where(Subscription.strategy_id == row.id)
+            )
+        is_owner = row.owner_member_id == viewer_member_id
+        return StrategyInfo(
+            id=row.id,
+            name=row.name,
+            guild_id=row.guild_id,
+            owner_discord_id=int(owner or 0),
+            is_owner=is_owner,
+            shared_with=tuple(shared) if is_owner else (),
+            subscriptions=int(subs or 0),
+            allowed_sources=tuple(row.allowed_sources or ()),
+            allowed_tickers=tuple(row.allowed_tickers or ()),
+            max_lag_seconds=row.max_lag_seconds,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            max_quantity=row.max_quantity,
+            created_at=row.created_at,
+            secret_rotated_at=row.secret_rotated_at,
+        )
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)  # 192 bits from the OS CSPRNG
+
+
+def _clean_name(name: str) -> str:
+    clean = " ".join(name.split())
+    if not clean:
+        raise InvalidInput("Give the strategy a name, like “NQ breakout”.")
+    if len(clean) > NAME_MAX:
+        raise InvalidInput(f"Strategy names are at most {NAME_MAX} characters.")
+    if any(ord(c) < 32 for c in clean):
+        raise InvalidInput("Strategy names cannot contain control characters.")
+    return clean
+
+
+def _not_found(strategy: str | None) -> str:
+    shown = (strategy or "").strip()[:60]
+    return (
+        f"No strategy “{shown}” here that you own or that was shared with you. See /strategy list."
+    )
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return len(text) == 36

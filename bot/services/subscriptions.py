@@ -1,0 +1,306 @@
+"""Subscriptions: a member routes a strategy's signals to one of their connections, with their
+own sizing, allowed sides, approval and position rules. Also the member's alert preferences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.automation_models import AlertPreference, Strategy, StrategyShare, Subscription
+from bot.errors import InvalidInput, NotFound, PermissionDenied
+from bot.models import Connection
+from bot.services import audit
+from bot.signal_format import MAX_NUMBER
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+
+class Sizing(StrEnum):
+    FIXED_QUANTITY = "fixed_quantity"  # value: units per entry
+    DOLLAR_AMOUNT = "dollar_amount"  # value: dollars per entry
+    PERCENT_OF_EQUITY = "percent_of_equity"  # value: percent of the account's equity
+    SIGNAL = "signal"  # value: multiplier applied to the signal's own quantity
+
+
+class Sides(StrEnum):
+    BOTH = "both"
+    LONG = "long"
+    SHORT = "short"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    sizing: Sizing = Sizing.FIXED_QUANTITY
+    sizing_value: Decimal = Decimal(1)
+    sides: Sides = Sides.BOTH
+    manual_approval: bool = False
+    approval_ttl_seconds: int = 300
+    max_positions: int | None = None  # TradersPost's deprecated "max strategy positions"
+
+    def validated(self) -> SubscriptionSettings:
+        sizing, sides = Sizing(self.sizing), Sides(self.sides)
+        value = Decimal(self.sizing_value)
+        if not value.is_finite() or value <= 0 or value >= MAX_NUMBER:
+            raise InvalidInput("The sizing value must be a positive number.")
+        if sizing is Sizing.PERCENT_OF_EQUITY and value > 100:
+            raise InvalidInput("Percent of equity is at most 100.")
+        if not 30 <= self.approval_ttl_seconds <= 86400:
+            raise InvalidInput("Approvals expire after 30 seconds to 24 hours.")
+        if self.max_positions is not None and not 1 <= self.max_positions <= 1000:
+            raise InvalidInput("Max strategy positions must be between 1 and 1000.")
+        return SubscriptionSettings(
+            sizing,
+            value,
+            sides,
+            bool(self.manual_approval),
+            int(self.approval_ttl_seconds),
+            self.max_positions,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    id: int
+    strategy_id: str
+    strategy_name: str
+    guild_id: int
+    connection_id: int
+    connection_name: str
+    broker: str
+    mode: str
+    settings: SubscriptionSettings
+    enabled: bool
+
+
+class SubscriptionService:
+    def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.core = core
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    async def subscribe(
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        *,
+        connection: str | None = None,
+        mode: str = "paper",
+        settings: SubscriptionSettings | None = None,
+    ) -> SubscriptionInfo:
+        """Subscribe one of the member's connections (paper or live account) to a strategy the
+        member owns or that was shared with them. Subscribing again changes the settings."""
+        s_settings = (settings or SubscriptionSettings()).validated()
+        info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        member_id = target.connection.member_id
+        now = self.clock()
+        values = dict(
+            sizing=s_settings.sizing.value,
+            sizing_value=s_settings.sizing_value,
+            sides=s_settings.sides.value,
+            manual_approval=s_settings.manual_approval,
+            approval_ttl_seconds=s_settings.approval_ttl_seconds,
+            max_positions=s_settings.max_positions,
+            enabled=True,
+            updated_at=now,
+        )
+        where = (
+            (Subscription.strategy_id == info.id)
+            & (Subscription.connection_id == target.connection.id)
+            & (Subscription.mode == target.mode)
+        )
+        for _ in range(2):  # a concurrent subscribe may insert first: then update it
+            async with self.core.db.transaction() as s:
+                result = await s.execute(update(Subscription).where(where).values(values))
+            if result.rowcount:  # type: ignore[attr-defined]
+                break
+            try:
+                async with self.core.db.transaction() as s:
+                    s.add(
+                        Subscription(
+                            strategy_id=info.id,
+                            member_id=member_id,
+                            connection_id=target.connection.id,
+                            mode=target.mode,
+                            created_at=now,
+                            **values,
+                        )
+                    )
+                    await s.flush()
+                    audit.record(
+                        s,
+                        "subscription.created",
+                        member_id=member_id,
+                        connection_id=target.connection.id,
+                        strategy_id=info.id,
+                        mode=target.mode,
+                    )
+            except IntegrityError:
+                continue
+            break
+        return await self._one(where)
+
+    async def unsubscribe(
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        *,
+        connection: str | None = None,
+        mode: str = "paper",
+    ) -> None:
+        info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        async with self.core.db.transaction() as s:
+            result = await s.execute(
+                delete(Subscription).where(
+                    Subscription.strategy_id == info.id,
+                    Subscription.connection_id == target.connection.id,
+                    Subscription.mode == target.mode,
+                )
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise NotFound(
+                    f"“{target.connection.name}” ({target.mode}) is not subscribed to "
+                    f"“{info.name}”."
+                )
+            audit.record(
+                s,
+                "subscription.deleted",
+                member_id=target.connection.member_id,
+                connection_id=target.connection.id,
+                strategy_id=info.id,
+            )
+
+    async def set_enabled(self, discord_user_id: int, subscription_id: int, enabled: bool) -> None:
+        """Pause or resume a subscription (paused ones receive no signals)."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.transaction() as s:
+            result = await s.execute(
+                update(Subscription)
+                .where(Subscription.id == subscription_id, Subscription.member_id == member_id)
+                .values(enabled=enabled, updated_at=self.clock())
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise NotFound("You have no such subscription. See /subscribe list.")
+
+    async def list_for(
+        self, discord_user_id: int, guild_id: int | None = None
+    ) -> list[SubscriptionInfo]:
+        member_id = await self.core.members.ensure(discord_user_id)
+        cond = Subscription.member_id == member_id
+        if guild_id is not None:
+            cond = cond & (Strategy.guild_id == guild_id)
+        return await self._many(cond)
+
+    async def list_for_strategy(
+        self, guild_id: int, discord_user_id: int, strategy: str
+    ) -> list[SubscriptionInfo]:
+        """All subscriptions of a strategy: for its owner only."""
+        info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
+        if not info.is_owner:
+            raise PermissionDenied("Only the strategy's owner can see who subscribes to it.")
+        return await self._many(Subscription.strategy_id == info.id)
+
+    async def may_subscribe(self, strategy_id: str, member_id: int) -> bool:
+        async with self.core.db.session() as s:
+            owner = await s.scalar(
+                select(Strategy.owner_member_id).where(Strategy.id == strategy_id)
+            )
+            if owner == member_id:
+                return True
+            shared = await s.scalar(
+                select(StrategyShare.member_id).where(
+                    StrategyShare.strategy_id == strategy_id, StrategyShare.member_id == member_id
+                )
+            )
+            return shared is not None
+
+    # -- alert preferences ------------------------------------------------------------------------
+
+    async def set_alerts_show_name(
+        self, discord_user_id: int, show: bool, display_name: str | None = None
+    ) -> None:
+        """Whether public trade alerts may name this member, and the name to use (plain text,
+        never a mention). Off by default."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        name = " ".join((display_name or "").split())[:64] or None
+        if show and not name:
+            raise InvalidInput("Give the name to show in alerts.")
+        now = self.clock()
+        async with self.core.db.transaction() as s:
+            result = await s.execute(
+                update(AlertPreference)
+                .where(AlertPreference.member_id == member_id)
+                .values(alerts_show_name=show, display_name=name, updated_at=now)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                s.add(
+                    AlertPreference(
+                        member_id=member_id,
+                        alerts_show_name=show,
+                        display_name=name,
+                        updated_at=now,
+                    )
+                )
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def _one(self, cond: object) -> SubscriptionInfo:
+        rows = await self._many(cond)
+        if not rows:
+            raise NotFound("That subscription no longer exists.")
+        return rows[0]
+
+    async def _many(self, cond: object) -> list[SubscriptionInfo]:
+        async with self.core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(
+                        Subscription,
+                        Strategy.name,
+                        Strategy.guild_id,
+                        Connection.name,
+                        Connection.broker,
+                    )
+                    .join(Strategy, Strategy.id == Subscription.strategy_id)
+                    .join(Connection, Connection.id == Subscription.connection_id)
+                    .where(cond)  # type: ignore[arg-type]
+                    .order_by(Strategy.name_key, Subscription.id)
+                )
+            ).all()
+        return [
+            SubscriptionInfo(
+                id=sub.id,
+                strategy_id=sub.strategy_id,
+                strategy_name=sname,
+                guild_id=gid,
+                connection_id=sub.connection_id,
+                connection_name=cname,
+                broker=broker,
+                mode=sub.mode,
+                settings=settings_of(sub),
+                enabled=sub.enabled,
+            )
+            for sub, sname, gid, cname, broker in rows
+        ]
+
+
+def settings_of(sub: Subscription) -> SubscriptionSettings:
+    return SubscriptionSettings(
+        sizing=Sizing(sub.sizing),
+        sizing_value=sub.sizing_value,
+        sides=Sides(sub.sides),
+        manual_approval=sub.manual_approval,
+        approval_ttl_seconds=sub.approval_ttl_seconds,
+        max_positions=sub.max_positions,
+    )

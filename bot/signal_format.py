@@ -1,0 +1,704 @@
+"""The webhook signal format: TradersPost's published JSON (emulators/specs/
+traderspost-webhook-openapi.json), parsed into a typed ``Signal`` or refused with a TradersPost
+style ``(messageCode, message)``.
+
+Pure: no I/O, no clock, no strategy settings (the webhook checks those: allowed tickers, the
+hook's maximum quantity, signal age). Rules:
+
+- Every field of the format is validated; a field Tradecord does not act on yet (trailing
+  stops, options, extended hours, opening/closing auction orders, risk-sized quantities) is
+  refused with its own code instead of being dropped into a different order.
+- Fields outside the format are ignored, as TradersPost does.
+- Numbers may come as JSON numbers or as numeric strings, because TradingView placeholders are
+  often quoted (``"quantity": "{{strategy.order.contracts}}"``).
+- ``sentiment`` takes TradingView's ``long``/``short`` as ``bullish``/``bearish`` (the
+  contract's own example sends ``long``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from adapters import symbols
+from adapters.models import OrderType, TimeInForce
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_EXTRAS_DEPTH = 16
+MAX_NUMBER = Decimal(10) ** 12  # no quantity or price is this large; refuses 1e999 and friends
+MAX_DECIMALS = 8
+
+
+class Action(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+    EXIT = "exit"
+    CANCEL = "cancel"
+    ADD = "add"
+
+
+class Sentiment(StrEnum):
+    BULLISH = "bullish"
+    BEARISH = "bearish"
+    FLAT = "flat"
+
+
+class QuantityType(StrEnum):
+    FIXED_QUANTITY = "fixed_quantity"
+    DOLLAR_AMOUNT = "dollar_amount"
+    PERCENT_OF_EQUITY = "percent_of_equity"
+    PERCENT_OF_POSITION = "percent_of_position"
+
+
+class StopLossType(StrEnum):
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+
+
+SENTIMENT_WORDS = {
+    "bullish": Sentiment.BULLISH, "long": Sentiment.BULLISH,
+    "bearish": Sentiment.BEARISH, "short": Sentiment.BEARISH,
+    "flat": Sentiment.FLAT,
+}
+ORDER_TYPES = {"market", "limit", "stop", "stop_limit", "trailing_stop"}
+TIME_IN_FORCE = {"day", "gtc", "opg", "cls", "ioc", "fok"}
+QUANTITY_TYPES = {q.value for q in QuantityType} | {"risk_dollar_amount"}
+OPTION_FIELDS = (
+    "optionType", "intrinsicValue", "expiration", "strikeCount", "strikesAway", "strikePrice",
+)
+_OPTION_TICKER = re.compile(r"^[A-Z]{1,6}\s*\d{6}\s*[CP]\s*\d+(\.\d+)?$")
+_EXCHANGE_PREFIX = re.compile(r"^[A-Z0-9_]{1,20}:")
+_CONTINUOUS = re.compile(r"^[A-Z0-9]{1,4}[12]!$")
+_EXPIRATION = re.compile(r"^(\d{4}-\d{2}-\d{2}|\+\s*\d{1,3}\s*(day|week|month|year)s?)$", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a body is not a signal: a TradersPost-style code and a message saying what to fix."""
+
+    code: str
+    message: str
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.refusal = Refusal(code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class TakeProfit:
+    limit_price: Decimal | None = None
+    percent: Decimal | None = None
+    amount: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopLoss:
+    type: StopLossType = StopLossType.STOP
+    stop_price: Decimal | None = None
+    percent: Decimal | None = None
+    amount: Decimal | None = None
+    limit_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    ticker: str  # normalized: upper case, without TradingView's "EXCHANGE:" prefix
+    action: Action
+    sentiment: Sentiment | None = None
+    quantity: Decimal | None = None
+    quantity_type: QuantityType | None = None
+    order_type: OrderType | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    price: Decimal | None = None
+    signal_price: Decimal | None = None
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    cancel: bool | None = None
+    time: datetime | None = None
+    test: bool = False
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference_price(self) -> Decimal | None:
+        """The sender's market price, in the contract's order: signalPrice, then price."""
+        return self.signal_price if self.signal_price is not None else self.price
+
+    @property
+    def effective_quantity_type(self) -> QuantityType | None:
+        """``fixed_quantity`` when a quantity comes without a type (the contract's default)."""
+        if self.quantity is None:
+            return None
+        return self.quantity_type or QuantityType.FIXED_QUANTITY
+
+    def to_record(self) -> dict[str, Any]:
+        """Canonical JSON-safe form for storage (decimals as strings; extras are not kept here:
+        the raw body is stored as received)."""
+
+        def num(d: Decimal | None) -> str | None:
+            return None if d is None else format(d, "f")
+
+        record: dict[str, Any] = {
+            "ticker": self.ticker,
+            "action": self.action.value,
+            "sentiment": self.sentiment.value if self.sentiment else None,
+            "quantity": num(self.quantity),
+            "quantityType": self.quantity_type.value if self.quantity_type else None,
+            "orderType": self.order_type.value if self.order_type else None,
+            "limitPrice": num(self.limit_price),
+            "stopPrice": num(self.stop_price),
+            "timeInForce": self.time_in_force.value if self.time_in_force else None,
+            "price": num(self.price),
+            "signalPrice": num(self.signal_price),
+            "cancel": self.cancel,
+            "time": self.time.isoformat() if self.time else None,
+            "test": self.test,
+            "takeProfit": None,
+            "stopLoss": None,
+        }
+        if self.take_profit:
+            tp = self.take_profit
+            record["takeProfit"] = {"limitPrice": num(tp.limit_price), "percent": num(tp.percent),
+                                    "amount": num(tp.amount)}
+        if self.stop_loss:
+            sl = self.stop_loss
+            record["stopLoss"] = {"type": sl.type.value, "stopPrice": num(sl.stop_price),
+                                  "percent": num(sl.percent), "amount": num(sl.amount),
+                                  "limitPrice": num(sl.limit_price)}
+        return record
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> Signal:
+        def num(v: Any) -> Decimal | None:
+            return None if v is None else Decimal(v)
+
+        tp = r.get("takeProfit")
+        sl = r.get("stopLoss")
+        return cls(
+            ticker=r["ticker"],
+            action=Action(r["action"]),
+            sentiment=Sentiment(r["sentiment"]) if r.get("sentiment") else None,
+            quantity=num(r.get("quantity")),
+            quantity_type=QuantityType(r["quantityType"]) if r.get("quantityType") else None,
+            order_type=OrderType(r["orderType"]) if r.get("orderType") else None,
+            limit_price=num(r.get("limitPrice")),
+            stop_price=num(r.get("stopPrice")),
+            time_in_force=TimeInForce(r["timeInForce"]) if r.get("timeInForce") else None,
+            price=num(r.get("price")),
+            signal_price=num(r.get("signalPrice")),
+            take_profit=TakeProfit(num(tp.get("limitPrice")), num(tp.get("percent")),
+                                   num(tp.get("amount"))) if tp else None,
+            stop_loss=StopLoss(StopLossType(sl["type"]), num(sl.get("stopPrice")),
+                               num(sl.get("percent")), num(sl.get("amount")),
+                               num(sl.get("limitPrice"))) if sl else None,
+            cancel=r.get("cancel"),
+            time=datetime.fromisoformat(r["time"]) if r.get("time") else None,
+            test=bool(r.get("test")),
+        )
+
+    def echo(self) -> dict[str, Any]:
+        """What the webhook answers as ``payload``: the canonical fields that were sent, with
+        numbers as JSON numbers, and the sender's extras."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_record().items():
+            if value is None or (key == "test" and not value):
+                continue
+            out[key] = _record_numbers(value)
+        if self.extras:
+            out["extras"] = _json_value(self.extras)
+        return out
+
+
+_NUMERIC = re.compile(r"^\d+(\.\d+)?$")
+
+
+def _record_numbers(value: Any) -> Any:
+    """Canonical record values back to JSON numbers (they were validated, so they are small)."""
+    if isinstance(value, str) and _NUMERIC.match(value):
+        return _number(Decimal(value))
+    if isinstance(value, dict):
+        return {k: _record_numbers(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """The sender's extras as parsed, with decimals as JSON numbers (depth is bounded)."""
+    if isinstance(value, Decimal):
+        return _number(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _number(d: Decimal) -> int | float | str:
+    # Huge or odd values stay text: an int of 5,000 digits or a float of inf is no JSON number.
+    if d.is_finite() and abs(d) < Decimal(10) ** 15:
+        return int(d) if d == d.to_integral_value() else float(d)
+    return str(d)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def parse(body: bytes) -> Signal | Refusal:
+    """A raw webhook body (at most ``MAX_BODY_BYTES``; the caller enforces that while reading)."""
+    if not body.strip():
+        return Refusal(
+            "empty-json",
+            "Your trade signal was empty. Send a JSON object with at least ticker and action, "
+            'for example {"ticker": "AAPL", "action": "buy"}.',
+        )
+    try:
+        text = body.decode("utf-8-sig")
+        obj = json.loads(text, parse_float=Decimal, parse_int=Decimal,
+                         parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return Refusal(
+            "malformed-json",
+            "The JSON payload could not be parsed. Check for trailing commas, unquoted text "
+            "and smart quotes, and that TradingView placeholders produce valid JSON.",
+        )
+    return parse_object(obj)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_object(obj: Any) -> Signal | Refusal:
+    try:
+        return _parse(obj)
+    except _Refused as e:
+        return e.refusal
+
+
+def _parse(obj: Any) -> Signal:
+    if not isinstance(obj, dict):
+        raise _Refused("invalid-payload", "The payload must be a JSON object with at least the "
+                                          "ticker and action fields.")
+    if not obj:
+        raise _Refused("empty-json", "Your trade signal was an empty JSON object. Add at least "
+                                     "ticker and action.")
+    if obj.get("ticker") is None or obj.get("action") is None:
+        raise _Refused("invalid-payload", "The payload is invalid. Both the action and ticker "
+                                          "fields are required.")
+    action = _action(obj["action"])
+    ticker = _ticker(obj["ticker"])
+    _refuse_unsupported(obj)
+    sentiment = _sentiment(obj.get("sentiment"), action)
+
+    order_type = _order_type(obj.get("orderType"))
+    limit_price = _price(obj, "limitPrice", "invalid-limit-price")
+    stop_price = _price(obj, "stopPrice", "invalid-stop-price")
+    effective = order_type or OrderType.MARKET
+    if limit_price is not None and effective not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        raise _Refused("invalid-limit-price", "limitPrice applies to orderType limit or "
+                                              "stop_limit. Add the orderType, or remove "
+                                              "limitPrice for a market order.")
+    if stop_price is not None and effective not in (OrderType.STOP, OrderType.STOP_LIMIT):
+        raise _Refused("invalid-stop-price", "stopPrice applies to orderType stop or stop_limit. "
+                                             "Add the orderType, or remove stopPrice.")
+    tif = _time_in_force(obj.get("timeInForce"))
+
+    quantity, quantity_type = _quantity(obj, action)
+    price = _price(obj, "price", "invalid-price")
+    signal_price = _price(obj, "signalPrice", "invalid-signal-price")
+    take_profit = _take_profit(obj.get("takeProfit"))
+    stop_loss = _stop_loss(obj.get("stopLoss"))
+    return Signal(
+        ticker=ticker,
+        action=action,
+        sentiment=sentiment,
+        quantity=quantity,
+        quantity_type=quantity_type,
+        order_type=order_type,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        time_in_force=tif,
+        price=price,
+        signal_price=signal_price,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
+        cancel=_bool(obj.get("cancel"), "invalid-cancel", "cancel"),
+        time=_time(obj.get("time")),
+        test=bool(_bool(obj.get("test"), "invalid-test", "test")),
+        extras=_extras(obj.get("extras")),
+    )
+
+
+def _action(value: Any) -> Action:
+    if isinstance(value, str):
+        try:
+            return Action(value.strip().lower())
+        except ValueError:
+            pass
+    raise _Refused("invalid-action", "The provided action is invalid. The action field must be "
+                                     "one of the following values: buy, sell, exit, cancel, or "
+                                     "add.")
+
+
+def normalize_ticker(value: str) -> str:
+    """The ticker as Tradecord writes it; ``ValueError`` (with advice) if it cannot be one."""
+    try:
+        return _ticker(value)
+    except _Refused as e:
+        raise ValueError(e.refusal.message) from None
+
+
+def _ticker(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Refused("invalid-payload", "The ticker field must be text, like \"AAPL\".")
+    raw = value.strip().upper()
+    if not raw:
+        raise _Refused("empty-ticker-name", "The ticker field is empty. Send a ticker symbol, "
+                                            "e.g. with TradingView's {{ticker}} placeholder.")
+    if _OPTION_TICKER.match(raw):
+        raise _Refused("invalid-asset-class", "Options are not supported: Tradecord trades "
+                                              "stocks, ETFs, futures and crypto.")
+    ticker = _EXCHANGE_PREFIX.sub("", raw, count=1)  # TradingView's "NASDAQ:AAPL"
+    if _CONTINUOUS.match(ticker):
+        # TradingView's continuous "NQ1!": which contract it means depends on a roll schedule.
+        raise _Refused("ticker-does-not-exist", f"{ticker} is a continuous future; send the "
+                                                "contract itself, like NQZ25 (TradingView: "
+                                                "{{syminfo.ticker}} on a contract chart).")
+    if not symbols.TICKER_RE.match(ticker):
+        raise _Refused("ticker-does-not-exist", "The ticker is not a symbol Tradecord can trade. "
+                                                "Use a stock like AAPL, a future like ESZ25 or "
+                                                "/ES, or a crypto pair like BTCUSD.")
+    return ticker
+
+
+def _refuse_unsupported(obj: Mapping[str, Any]) -> None:
+    """Fields of the format that Tradecord does not act on yet."""
+    present = [f for f in OPTION_FIELDS if obj.get(f) is not None]
+    if present:
+        _check_option_fields(obj)
+        raise _Refused("invalid-asset-class", f"Options are not supported ({', '.join(present)}): "
+                                              "Tradecord trades stocks, ETFs, futures and "
+                                              "crypto. Remove the options fields.")
+    if any(obj.get(f) is not None for f in ("trailAmount", "trailPercent")):
+        raise _Refused("unsupported-trailing-stop", "Trailing stop orders are not supported yet. "
+                                                    "Use orderType stop or stop_limit, and remove "
+                                                    "trailAmount/trailPercent.")
+    extended = obj.get("extendedHours")
+    if extended is not None:
+        if not isinstance(extended, bool):
+            raise _Refused("invalid-extended-hours", "extendedHours must be true or false.")
+        if extended:
+            raise _Refused("unsupported-extended-hours", "Extended-hours orders are not "
+                                                         "supported yet. Remove extendedHours or "
+                                                         "set it to false.")
+    windows = obj.get("ignoreTradingWindows")
+    if windows is not None and not isinstance(windows, bool):
+        # Tradecord has no trading windows, so either boolean means the same order.
+        raise _Refused("invalid-ignore-trading-windows", "ignoreTradingWindows must be true or "
+                                                         "false.")
+
+
+def _check_option_fields(obj: Mapping[str, Any]) -> None:
+    checks: list[tuple[str, str, Any]] = [
+        ("optionType", "invalid-option-type", lambda v: v in ("both", "call", "put")),
+        ("intrinsicValue", "invalid-intrinsic-value", lambda v: v in ("itm", "otm")),
+        ("expiration", "invalid-expiration",
+         lambda v: isinstance(v, str) and _EXPIRATION.match(v.strip()) is not None),
+        ("strikeCount", "invalid-strike-count", lambda v: _is_count(v)),
+        ("strikesAway", "invalid-strikes-away", lambda v: _is_count(v, allow_zero=True)),
+        ("strikePrice", "invalid-strike-price", lambda v: _positive_or_none(v) is not None),
+    ]
+    for name, code, ok in checks:
+        value = obj.get(name)
+        if value is not None and not ok(value):
+            raise _Refused(code, f"The provided {name} is invalid.")
+
+
+def _is_count(value: Any, *, allow_zero: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Decimal):
+        return False
+    return value == value.to_integral_value() and (value > 0 or (allow_zero and value == 0))
+
+
+def _sentiment(value: Any, action: Action) -> Sentiment | None:
+    if value is None:
+        return None
+    word = value.strip().lower() if isinstance(value, str) else None
+    sentiment = SENTIMENT_WORDS.get(word or "")
+    if sentiment is None:
+        raise _Refused("invalid-sentiment", "The provided sentiment value is invalid. The "
+                                            "sentiment field must be one of the following "
+                                            "values: bullish, bearish, or flat (TradingView's "
+                                            "long and short are accepted).")
+    # exit and cancel leave no position to be bullish or bearish about; add cannot go flat.
+    if (action in (Action.EXIT, Action.CANCEL) and sentiment is not Sentiment.FLAT) or (
+        action is Action.ADD and sentiment is Sentiment.FLAT
+    ):
+        raise _Refused("invalid-sentiment-action", f"sentiment {sentiment} does not fit action "
+                                                   f"{action}: exit and cancel take flat (or no "
+                                                   "sentiment), add takes bullish or bearish.")
+    return sentiment
+
+
+def _order_type(value: Any) -> OrderType | None:
+    if value is None:
+        return None
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in ORDER_TYPES:
+        raise _Refused("invalid-order-type", "The provided orderType is invalid. The orderType "
+                                             "field must be one of the following values: "
+                                             "market, limit, stop, stop_limit, or trailing_stop.")
+    if word == "trailing_stop":
+        raise _Refused("unsupported-trailing-stop", "Trailing stop orders are not supported yet. "
+                                                    "Use orderType stop or stop_limit.")
+    return OrderType(word)
+
+
+def _time_in_force(value: Any) -> TimeInForce | None:
+    if value is None:
+        return None
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in TIME_IN_FORCE:
+        raise _Refused("invalid-time-in-force", "The provided timeInForce is invalid. It must "
+                                                "be one of: day, gtc, opg, cls, ioc or fok.")
+    if word in ("opg", "cls"):
+        raise _Refused("unsupported-time-in-force", f"timeInForce {word} (auction orders) is not "
+                                                    "supported yet. Use day, gtc, ioc or fok.")
+    return TimeInForce(word)
+
+
+def _quantity(obj: Mapping[str, Any], action: Action) -> tuple[Decimal | None, QuantityType | None]:
+    raw_type = obj.get("quantityType")
+    qtype: QuantityType | None = None
+    if raw_type is not None:
+        word = raw_type.strip().lower() if isinstance(raw_type, str) else None
+        if word not in QUANTITY_TYPES:
+            raise _Refused("invalid-quantity-type", "The provided quantityType is invalid. It "
+                                                    "must be one of: fixed_quantity, "
+                                                    "dollar_amount, risk_dollar_amount, "
+                                                    "percent_of_equity, or percent_of_position.")
+        if word == "risk_dollar_amount":
+            raise _Refused("unsupported-quantity-type", "quantityType risk_dollar_amount is not "
+                                                        "supported yet. Use fixed_quantity, "
+                                                        "dollar_amount, percent_of_equity or "
+                                                        "percent_of_position.")
+        assert word is not None
+        qtype = QuantityType(word)
+        if action is Action.CANCEL:
+            raise _Refused("invalid-quantity-type-action", "quantityType can only be used with "
+                                                           "action buy, sell, exit or add.")
+        if qtype is QuantityType.PERCENT_OF_POSITION and action is Action.ADD:
+            raise _Refused("invalid-percent-of-position-action", "percent_of_position can only "
+                                                                 "be used with action buy, sell "
+                                                                 "or exit.")
+    raw = obj.get("quantity")
+    if raw is None:
+        if qtype is not None:
+            raise _Refused("quantity-type-requires-quantity", f"quantityType {qtype} needs a "
+                                                              "quantity.")
+        return None, None
+    quantity = _positive_or_none(raw)
+    if quantity is None:
+        raise _Refused("invalid-quantity", "The provided quantity is invalid. The quantity field "
+                                           "must be a positive number with at most "
+                                           f"{MAX_DECIMALS} decimals.")
+    if action is Action.CANCEL:
+        raise _Refused("invalid-quantity", "A cancel signal takes no quantity: it cancels the "
+                                           "ticker's open orders.")
+    if qtype in (QuantityType.PERCENT_OF_EQUITY, QuantityType.PERCENT_OF_POSITION) and (
+        quantity > 100
+    ):
+        raise _Refused("invalid-quantity", f"A {qtype} quantity is a percentage: at most 100.")
+    return quantity, qtype
+
+
+def _price(obj: Mapping[str, Any], name: str, code: str) -> Decimal | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    price = _positive_or_none(value)
+    if price is None:
+        raise _Refused(code, f"The provided {name} is invalid: it must be a positive number with "
+                             f"at most {MAX_DECIMALS} decimals.")
+    return price
+
+
+def _positive_or_none(value: Any) -> Decimal | None:
+    """A finite positive decimal below ``MAX_NUMBER`` with few decimals, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if not text or len(text) > 40:
+            return None
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            return None
+    if isinstance(value, float):
+        value = Decimal(repr(value))  # callers that built the dict themselves
+    if not isinstance(value, Decimal | int):
+        return None
+    d = Decimal(value)
+    if not d.is_finite() or d <= 0 or d >= MAX_NUMBER:
+        return None
+    exponent = d.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_DECIMALS:
+        return None
+    return d
+
+
+def _relative(section: str, obj: Mapping[str, Any], name: str) -> Decimal | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    number = _positive_or_none(value)
+    if number is None or (name == "percent" and number >= 100 and section == "stop-loss"):
+        code = f"invalid-{section}-{_kebab(name)}"
+        raise _Refused(code, f"The provided {_camel(section)}.{name} is invalid: it must be a "
+                             "positive number" + (" below 100" if name == "percent" and
+                                                  section == "stop-loss" else "") + ".")
+    return number
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def _camel(section: str) -> str:
+    return {"take-profit": "takeProfit", "stop-loss": "stopLoss"}[section]
+
+
+def _take_profit(value: Any) -> TakeProfit | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Refused("invalid-take-profit-value-required", "takeProfit must be an object with "
+                                                             "limitPrice, percent or amount.")
+    limit = _relative("take-profit", value, "limitPrice")
+    percent = _relative("take-profit", value, "percent")
+    amount = _relative("take-profit", value, "amount")
+    if percent is not None and amount is not None:
+        raise _Refused("invalid-take-profit-amount-and-percent", "Send takeProfit.percent or "
+                                                                 "takeProfit.amount, not both.")
+    if limit is not None and (percent is not None or amount is not None):
+        raise _Refused("invalid-take-profit-relative-and-absolute", "Send an absolute "
+                                                                    "takeProfit.limitPrice or a "
+                                                                    "relative percent/amount, "
+                                                                    "not both.")
+    if limit is None and percent is None and amount is None:
+        raise _Refused("invalid-take-profit-value-required", "takeProfit needs limitPrice, "
+                                                             "percent or amount.")
+    return TakeProfit(limit, percent, amount)
+
+
+def _stop_loss(value: Any) -> StopLoss | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Refused("invalid-stop-loss-value-required", "stopLoss must be an object with "
+                                                           "stopPrice, percent or amount.")
+    raw_type = value.get("type")
+    if raw_type is None:
+        sl_type = StopLossType.STOP
+    else:
+        word = raw_type.strip().lower() if isinstance(raw_type, str) else None
+        if word == "trailing_stop":
+            raise _Refused("unsupported-trailing-stop", "Trailing stop losses are not supported "
+                                                        "yet. Use stopLoss.type stop or "
+                                                        "stop_limit.")
+        if word not in ("stop", "stop_limit"):
+            raise _Refused("invalid-stop-loss-type", "The provided stopLoss.type is invalid. The "
+                                                     "stopLoss.type field must be one of the "
+                                                     "following values: stop, stop_limit, or "
+                                                     "trailing_stop.")
+        sl_type = StopLossType(word)
+    if value.get("trailAmount") is not None or value.get("trailPercent") is not None:
+        raise _Refused("unsupported-trailing-stop", "Trailing stop losses are not supported yet. "
+                                                    "Remove trailAmount/trailPercent.")
+    stop = _relative("stop-loss", value, "stopPrice")
+    percent = _relative("stop-loss", value, "percent")
+    amount = _relative("stop-loss", value, "amount")
+    limit = _relative("stop-loss", value, "limitPrice")
+    if percent is not None and amount is not None:
+        raise _Refused("invalid-stop-loss-amount-and-percent", "Send stopLoss.percent or "
+                                                               "stopLoss.amount, not both.")
+    if stop is not None and (percent is not None or amount is not None):
+        raise _Refused("invalid-stop-loss-relative-and-absolute", "Send an absolute "
+                                                                  "stopLoss.stopPrice or a "
+                                                                  "relative percent/amount, not "
+                                                                  "both.")
+    if limit is not None and sl_type is not StopLossType.STOP_LIMIT:
+        raise _Refused("invalid-stop-loss-limit-price", "stopLoss.limitPrice requires "
+                                                        "stopLoss.type stop_limit.")
+    if stop is None and percent is None and amount is None:
+        if sl_type is StopLossType.STOP_LIMIT and limit is not None:
+            raise _Refused("invalid-stop-loss-stop-price-required", "A stop_limit stop loss "
+                                                                    "needs stopPrice, percent "
+                                                                    "or amount as well as "
+                                                                    "limitPrice.")
+        raise _Refused("invalid-stop-loss-value-required", "stopLoss needs stopPrice, percent or "
+                                                           "amount.")
+    if sl_type is StopLossType.STOP_LIMIT and limit is None:
+        raise _Refused("invalid-stop-loss-limit-price", "A stop_limit stop loss needs "
+                                                        "stopLoss.limitPrice.")
+    return StopLoss(sl_type, stop, percent, amount, limit)
+
+
+def _bool(value: Any, code: str, name: str) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _Refused(code, f"{name} must be true or false.")
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and 10 <= len(value.strip()) <= 40:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            at = datetime.fromisoformat(text)
+            # A time without a zone is read as UTC ({{timenow}} always sends Z).
+            return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass
+    raise _Refused("invalid-time", "time must be an ISO-8601 timestamp such as "
+                                   "2024-01-15T14:30:00Z (TradingView: {{timenow}}).")
+
+
+def _extras(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or _depth(value) > MAX_EXTRAS_DEPTH:
+        raise _Refused("invalid-extras", "extras must be a JSON object (nested at most "
+                                         f"{MAX_EXTRAS_DEPTH} levels).")
+    return value
+
+
+def _depth(value: Any, limit: int = MAX_EXTRAS_DEPTH + 1) -> int:
+    """Nesting depth, counted without recursion (bodies are small but may be deep)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest

@@ -1,0 +1,249 @@
+"""Linking and managing broker connections: /connect, account choice, /rename, /disconnect,
+/plan show and /plan set."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.brokers import broker_catalog
+from bot.client import Tradecord, report_error
+from bot.components import ACCOUNT_SELECT
+from bot.errors import PermissionDenied
+from cogs.ui import OwnedView
+
+PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
+
+
+class AccountSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ACCOUNT_SELECT):
+    """Choosing a connection's live or paper account: works from /accounts and from the DM sent
+    after linking, in any bot process; ownership is checked against the database."""
+
+    def __init__(
+        self, connection_id: int, mode: str, select: discord.ui.Select[Any] | None = None
+    ) -> None:
+        super().__init__(select or discord.ui.Select(custom_id=f"tc:acct:{connection_id}:{mode}"))
+        self.connection_id = connection_id
+        self.mode = mode
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Select[Any], match: re.Match[str]
+    ) -> AccountSelect:
+        return cls(int(match["connection"]), match["mode"], item)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        bot: Tradecord = interaction.client  # type: ignore[assignment]
+        try:
+            await interaction.response.defer(ephemeral=interaction.guild is not None, thinking=True)
+            result = await bot.core.connections.choose_account(
+                interaction.user.id, self.connection_id, self.mode, self.item.values[0]
+            )
+        except Exception as e:
+            await report_error(interaction, e)
+            return
+        lines = [
+            f"✅ **{result.connection.name}** will trade {self.mode} in "
+            f"{result.account.type.value} account {result.account.masked}."
+        ]
+        if result.warning:
+            lines.append(f"⚠️ {result.warning}")
+        await interaction.followup.send("\n".join(lines), ephemeral=True)
+
+
+def menus_view(rows: list[dict[str, Any]]) -> discord.ui.View:
+    """The same menus as ``account_menus`` JSON, as a discord.py view for interaction replies."""
+    view = discord.ui.View(timeout=None)
+    for row in rows:
+        spec = row["components"][0]
+        m = re.fullmatch(ACCOUNT_SELECT, spec["custom_id"])
+        assert m is not None
+        select: discord.ui.Select[Any] = discord.ui.Select(
+            custom_id=spec["custom_id"],
+            placeholder=spec["placeholder"],
+            options=[
+                discord.SelectOption(
+                    label=o["label"],
+                    value=o["value"],
+                    description=o["description"],
+                    default=o["default"],
+                )
+                for o in spec["options"]
+            ],
+        )
+        view.add_item(AccountSelect(int(m["connection"]), m["mode"], select))
+    return view
+
+
+class ConfirmDisconnect(OwnedView):
+    def __init__(self, owner_id: int, bot: Tradecord, connection: str) -> None:
+        super().__init__(owner_id, timeout=60)
+        self.bot, self.connection = bot, connection
+
+    @discord.ui.button(label="Disconnect", style=discord.ButtonStyle.danger)
+    async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.defer()
+        result = await self.bot.core.connections.disconnect(interaction.user.id, self.connection)
+        if result.revoked is True:
+            revoke = f"Tradecord's access at {result.broker} was revoked"
+        elif result.revoked is False:
+            revoke = (
+                f"{result.broker} did not confirm the revocation, so also remove "
+                f"Tradecord's access in your {result.broker} account settings"
+            )
+        else:
+            revoke = (
+                f"{result.broker} offers no way for apps to revoke their access; remove "
+                f"Tradecord in your {result.broker} account settings if you wish"
+            )
+        await interaction.edit_original_response(
+            content=f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
+            "Its history stays in the audit trail.",
+            view=None,
+        )
+
+    @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
+    async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Nothing was changed.", view=None)
+
+
+class Connections(commands.Cog):
+    def __init__(self, bot: Tradecord) -> None:
+        self.bot = bot
+        configured = [b for b in broker_catalog(bot.settings) if b.configured and not b.builtin]
+        # Only brokers with a client id are offered: the choice list is built from settings.
+        self.connect._params["broker"].choices = [
+            app_commands.Choice(name=b.name, value=b.key) for b in configured
+        ] or [app_commands.Choice(name="(no broker configured)", value="none")]
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(AccountSelect)
+
+    async def names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        conns = await self.bot.core.connections.list_for(interaction.user.id)
+        cur = current.casefold()
+        return [
+            app_commands.Choice(name=c.name, value=c.name)
+            for c in conns
+            if cur in c.name_key and not c.builtin
+        ][:25]
+
+    @app_commands.command(name="connect", description="Link a broker account (private link)")
+    @app_commands.describe(
+        broker="The broker to link",
+        environment="live, paper or both, where the broker separates them (default: both)",
+    )
+    async def connect(
+        self,
+        interaction: discord.Interaction,
+        broker: str,
+        environment: Literal["live", "paper", "both"] | None = None,
+    ) -> None:
+        url = await self.bot.core.linking.start(interaction.user.id, broker, environment)
+        name = self.bot.core.linking.broker_name(broker)
+        view = discord.ui.View()
+        view.add_item(discord.ui.Button(label=f"Connect {name}", url=url))
+        await interaction.response.send_message(
+            f"Open this private link to connect {name}. It works once, only for you, and "
+            "expires in 10 minutes; a newer /connect replaces it. You will sign in with "
+            f"Discord first, then at {name}.",
+            view=view,
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="rename", description="Rename one of your connections")
+    @app_commands.describe(connection="The connection", new_name="1 to 50 characters")
+    @app_commands.autocomplete(connection=names)
+    async def rename(
+        self,
+        interaction: discord.Interaction,
+        connection: str,
+        new_name: app_commands.Range[str, 1, 100],
+    ) -> None:
+        result = await self.bot.core.connections.rename(interaction.user.id, connection, new_name)
+        text = f"Renamed “{result.old}” to “{result.new}”."
+        if result.suggestions:
+            text += (
+                "\nYou have more than one connection at this broker; descriptive names "
+                "avoid trading in the wrong one, e.g. "
+                + ", ".join(f"“{s}”" for s in result.suggestions)
+                + "."
+            )
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="disconnect", description="Unlink a broker connection")
+    @app_commands.describe(connection="The connection to unlink")
+    @app_commands.autocomplete(connection=names)
+    async def disconnect(self, interaction: discord.Interaction, connection: str) -> None:
+        conn = await self.bot.core.connections.owned(interaction.user.id, connection)
+        if conn.builtin:
+            await interaction.response.send_message(
+                "Tradecord Paper cannot be disconnected; /paper reset starts it over.",
+                ephemeral=True,
+            )
+            return
+        view = ConfirmDisconnect(interaction.user.id, self.bot, conn.name)
+        await interaction.response.send_message(
+            f"Disconnect “{conn.name}”? Tradecord will revoke its access at the broker where "
+            "the broker allows it and delete the stored tokens. Open orders at the broker stay "
+            "open.",
+            view=view,
+            ephemeral=True,
+        )
+        view.message = await interaction.original_response()
+
+    plan = app_commands.Group(name="plan", description="Connection plans")
+
+    @plan.command(name="show", description="Your plan and how many connections it allows")
+    async def plan_show(self, interaction: discord.Interaction) -> None:
+        name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
+        await interaction.response.send_message(
+            f"Your plan is **{name}**: {used} of {limit} broker connection(s) in use "
+            f"(Tradecord Paper does not count). {PLAN_HELP}",
+            ephemeral=True,
+        )
+
+    @plan.command(name="set", description="Set a member's plan (server admins)")
+    @app_commands.describe(member="The member", plan="The plan")
+    @app_commands.guild_only()
+    async def plan_set(
+        self, interaction: discord.Interaction, member: discord.Member, plan: str
+    ) -> None:
+        # Checked here, at run time: default permissions can be overridden by server admins.
+        perms = getattr(interaction.user, "guild_permissions", None)
+        allowed = bool(perms and (perms.manage_guild or perms.administrator))
+        if not allowed and not await self.bot.is_owner(interaction.user):
+            raise PermissionDenied(
+                "Only server admins (Manage Server) or the bot owner can set plans."
+            )
+        result = await self.bot.core.members.set_plan(
+            member.id, plan, self.bot.settings.plans, by=interaction.user.id
+        )
+        await interaction.response.send_message(
+            f"{member.display_name} is now on the **{result}** plan "
+            f"({self.bot.settings.plans[result]} broker connection(s)).",
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @plan_set.autocomplete("plan")
+    async def plan_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=f"{p} ({n})", value=p)
+            for p, n in self.bot.settings.plans.items()
+            if current.lower() in p
+        ][:25]
+
+
+async def setup(bot: Tradecord) -> None:
+    await bot.add_cog(Connections(bot))

@@ -1,0 +1,634 @@
+"""Executing signals for subscriptions on Tradecord Paper: TradersPost's order behaviour,
+sizing, sides, max strategy positions with crypto dust, approval, alerts, and recovery after a
+process dies."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from adapters.errors import BrokerUnavailable
+from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.paper import PaperBroker
+from adapters.symbols import asset_class_of
+from bot.automation_models import ExecutionStatus, JobStatus, SignalExecution
+from bot.core import Core
+from bot.db import Database
+from bot.errors import Conflict, NotFound, PermissionDenied
+from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.services.signals import Ack
+from bot.services.strategies import WebhookUrl
+from bot.settings import Settings
+from tests.bot.signals.conftest import (
+    ALICE,
+    BOB,
+    CAROL,
+    GUILD,
+    OWNER,
+    count,
+    execution,
+    intents,
+    jobs,
+    make_strategy,
+    notifier,
+    open_core,
+    orders,
+    send,
+    subscribe,
+)
+from tests.support import FakeClock
+
+
+async def hold(core: Core, member: int, symbol: str, quantity: str, side: str = "buy") -> None:
+    """A position opened by hand (not by a signal)."""
+    target = await core.connections.resolve(member, None, "paper")
+    request = OrderRequest(symbol, Side(side), Decimal(quantity))
+    request.asset_class = asset_class_of(symbol)
+    if request.asset_class.value == "crypto":
+        request.time_in_force = TimeInForce.GTC
+    out = await core.trading.place(target, request, source="discord",
+                                   idempotency_key=str(uuid.uuid4()))
+    assert out.intent.status == IntentStatus.FILLED, out.message
+
+
+async def position(core: Core, member: int, symbol: str) -> Decimal:
+    target = await core.connections.resolve(member, None, "paper")
+    adapter = await core.connections.adapter_for(target.connection)
+    held = await adapter.fetch_positions(target.ref)
+    return sum((p.quantity for p in held if p.symbol == symbol), Decimal(0))
+
+
+async def run(core: Core, url: WebhookUrl, sub: int, **signal: Any) -> SignalExecution:
+    ack = await send(core, url, {"ticker": "AAPL", **signal})
+    assert ack.status == 202, ack.body
+    await core.jobs.drain()
+    return await execution(core, ack.body["id"], sub)
+
+
+def sides_and_quantities(rows: list[Any]) -> list[tuple[str, Decimal]]:
+    return [(o.side, o.quantity) for o in rows]
+
+
+# -- sizing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sub_settings", "signal", "expected"),
+    [
+        ({"sizing": "fixed_quantity", "sizing_value": Decimal(3)}, {}, Decimal(3)),
+        ({"sizing": "dollar_amount", "sizing_value": Decimal(1000)}, {}, Decimal(4)),  # ask 200.10
+        ({"sizing": "dollar_amount", "sizing_value": Decimal(1000)}, {"price": 100}, Decimal(10)),
+        ({"sizing": "percent_of_equity", "sizing_value": Decimal(10)}, {}, Decimal(49)),
+        ({"sizing": "signal", "sizing_value": Decimal("1.5")}, {"quantity": 2}, Decimal(3)),
+        ({"sizing": "signal", "sizing_value": Decimal(2)},
+         {"quantity": 1000, "quantityType": "dollar_amount"}, Decimal(9)),
+        ({"sizing": "signal", "sizing_value": Decimal(2)}, {}, Decimal(2)),  # no quantity: 1
+        ({"sizing": "fixed_quantity", "sizing_value": Decimal(3)}, {"quantity": 50}, Decimal(3)),
+    ],
+)
+async def test_sizing(core: Core, sub_settings: dict[str, Any], signal: dict[str, Any],
+                      expected: Decimal) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, **sub_settings)
+    ex = await run(core, url, sub, action="buy", **signal)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities(await orders(core)) == [("buy", expected)]
+
+
+async def test_crypto_sizes_in_fractions(core: Core) -> None:
+    core.simulated_feed.set_quote("BTCUSD", Decimal(49990), Decimal(50010))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(1000))
+    ex = await run(core, url, sub, ticker="BTCUSD", action="buy")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities(await orders(core)) == [("buy", Decimal("0.019996"))]
+
+
+async def test_a_size_below_one_share_is_skipped(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(100))
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+    assert await orders(core) == []
+
+
+# -- sides ----------------------------------------------------------------------------------
+
+
+async def test_long_only_does_not_short(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sides="long")
+    ex = await run(core, url, sub, action="sell")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "side-not-allowed")
+    assert await orders(core) == []
+
+
+async def test_short_only_does_not_buy(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sides="short")
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "side-not-allowed")
+
+
+async def test_long_only_sell_exits_without_entering_short(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sides="long", sizing_value=Decimal(3))
+    ex = await run(core, url, sub, action="sell")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "side-not-allowed")
+    assert await position(core, OWNER, "AAPL") == 0
+
+
+# -- TradersPost's order behaviour -------------------------------------------------------------
+
+
+async def test_exit_fills_before_the_opposite_entry_is_placed(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
+    ex = await run(core, url, sub, action="sell")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities((await orders(core))[1:]) == [("sell", 5), ("sell", 3)]
+    assert await position(core, OWNER, "AAPL") == -3
+    signal_intents = [i for i in await intents(core) if i.source == "signal"]
+    exit_intent = next(i for i in signal_intents if i.idempotency_key.endswith(":exit"))
+    entry_intent = next(i for i in signal_intents if i.idempotency_key.endswith(":entry"))
+    async with core.db.session() as s:
+        exit_filled = await s.scalar(select(AuditEvent.id).where(
+            AuditEvent.intent_id == exit_intent.id, AuditEvent.kind == "order.filled"))
+        entry_stored = await s.scalar(select(AuditEvent.id).where(
+            AuditEvent.intent_id == entry_intent.id, AuditEvent.kind == "order.validated"))
+    assert exit_filled is not None and entry_stored is not None
+    assert exit_filled < entry_stored  # the entry did not exist until the exit had filled
+
+
+async def test_an_exit_that_does_not_fill_stops_the_entry(core: Core) -> None:
+    core.signals.exit_timeout = 0.2
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
+    ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=300)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
+    assert "not placed" in (ex.reason or "")
+    assert [i.idempotency_key.rsplit(":", 1)[1] for i in await intents(core)
+            if i.source == "signal"] == ["exit"]
+    assert await position(core, OWNER, "AAPL") == 5
+
+
+async def test_buy_when_already_long_is_skipped(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "already-in-position")
+
+
+async def test_sell_with_flat_sentiment_only_exits(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
+    ex = await run(core, url, sub, action="sell", sentiment="flat")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "no-entry-sentiment")
+    assert await position(core, OWNER, "AAPL") == 0
+
+
+async def test_buy_with_bearish_sentiment_covers_part_of_a_short(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10", side="sell")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(4))
+    ex = await run(core, url, sub, action="buy", sentiment="short")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == -6
+
+
+async def test_exit_without_a_position_is_skipped(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="exit")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-position-to-exit")
+
+
+async def test_partial_exit_by_percent_of_position(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="exit", quantity=50,
+                   quantityType="percent_of_position")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 5
+
+
+async def test_add_adds_to_the_open_position(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(2))
+    ex = await run(core, url, sub, action="add")
+    assert ex.status == ExecutionStatus.FILLED
+    assert await position(core, OWNER, "AAPL") == 7
+    ex = await run(core, url, sub, action="add", sentiment="bearish", extras={"n": 2})
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "position-is-opposite")
+
+
+async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
+    url = await make_strategy(core)
+    target = await core.connections.resolve(OWNER, None, "paper")
+    resting = OrderRequest("AAPL", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(150))
+    resting.asset_class = asset_class_of("AAPL")
+    await core.trading.place(target, resting, source="discord", idempotency_key="resting")
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="cancel")
+    assert ex.status == ExecutionStatus.DONE
+    assert [o.status for o in await orders(core)] == ["cancelled"]
+    ex = await run(core, url, sub, action="cancel", extras={"again": True})
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
+
+
+async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -> None:
+    url = await make_strategy(core)
+    target = await core.connections.resolve(OWNER, None, "paper")
+    for key in ("a", "b"):
+        req = OrderRequest("AAPL", Side.SELL, Decimal(1), OrderType.LIMIT,
+                           limit_price=Decimal(300))
+        req.asset_class = asset_class_of("AAPL")
+        await core.trading.place(target, req, source="discord", idempotency_key=key)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="buy", cancel=False)
+    assert sorted(o.status for o in await orders(core)) == ["filled", "open", "open"]
+    await run(core, url, sub, action="exit")
+    assert sorted(o.status for o in await orders(core)) == [
+        "cancelled", "cancelled", "filled", "filled"]
+
+
+# -- max strategy positions -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("doge_price", "allowed"), [("0.149", True), ("0.151", False)])
+async def test_max_positions_ignores_crypto_dust_up_to_1_50_usd(
+    core: Core, doge_price: str, allowed: bool
+) -> None:
+    price = Decimal(doge_price)
+    core.simulated_feed.set_quote("DOGEUSD", price, price)
+    await hold(core, OWNER, "DOGEUSD", "10")  # worth 1.49 or 1.51 USD, bought by hand
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, max_positions=1)
+    ex = await run(core, url, sub, action="buy")
+    if allowed:
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+    else:
+        assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "max-strategy-positions")
+        assert await position(core, OWNER, "AAPL") == 0
+
+
+async def test_max_positions_counts_positions_opened_outside_tradecord_signals(
+    core: Core
+) -> None:
+    await hold(core, OWNER, "MSFT", "1")
+    url = await make_strategy(core)
+    one = await subscribe(core, url, OWNER, max_positions=1)
+    ex = await run(core, url, one, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "max-strategy-positions")
+    await subscribe(core, url, OWNER, max_positions=2)  # same subscription, new limit
+    ex = await run(core, url, one, action="buy", extras={"n": 2})
+    assert ex.status == ExecutionStatus.FILLED
+
+
+async def test_a_reversal_does_not_count_the_position_it_closes(core: Core) -> None:
+    await hold(core, OWNER, "AAPL", "5")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, max_positions=1)
+    ex = await run(core, url, sub, action="sell")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == -1
+
+
+# -- brackets ---------------------------------------------------------------------------------
+
+
+async def test_brackets_are_refused_where_they_cannot_be_placed(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", takeProfit={"percent": 10})
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "brackets-unsupported")
+    assert await orders(core) == []
+
+
+async def test_brackets_are_computed_from_the_entry_price(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PaperBroker, "capabilities",
+                        dataclasses.replace(PaperBroker.capabilities, brackets=True))
+    monkeypatch.setattr(core.trading, "supports_brackets", True, raising=False)
+    seen: list[OrderRequest] = []
+    place = core.trading.place
+
+    async def spy(target: Any, request: OrderRequest, **kw: Any) -> Any:
+        seen.append(request)
+        return await place(target, request, **kw)
+
+    monkeypatch.setattr(core.trading, "place", spy)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="sell", signalPrice=200, takeProfit={"percent": 10},
+              stopLoss={"type": "stop_limit", "amount": 5, "limitPrice": 206})
+    [request] = seen
+    assert request.bracket is not None
+    assert (request.bracket.take_profit, request.bracket.stop_loss,
+            request.bracket.stop_loss_limit) == (Decimal(180), Decimal(205), Decimal(206))
+    [intent] = await intents(core)
+    assert intent.extra["bracket"] == {"take_profit": "180.00", "stop_loss": "205.00",
+                                       "stop_loss_limit": "206"}
+
+
+# -- manual approval ----------------------------------------------------------------------------
+
+
+async def approval_signal(core: Core) -> tuple[WebhookUrl, int, SignalExecution]:
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    sub = await subscribe(core, url, ALICE, manual_approval=True, approval_ttl_seconds=120,
+                          sizing_value=Decimal(2))
+    ex = await run(core, url, sub, action="buy")
+    return url, sub, ex
+
+
+async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> None:
+    _, sub, ex = await approval_signal(core)
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    [draft] = await intents(core)
+    assert draft.status == IntentStatus.DRAFT and await orders(core) == []
+    [pending] = await core.signals.pending_approvals(ALICE)
+    assert pending.intent_ids == (draft.id,) and "buy 2 AAPL" in pending.summary
+    with pytest.raises(PermissionDenied):
+        await core.signals.approve(draft.id, BOB)
+    result = await core.signals.approve(draft.id, ALICE)
+    assert result.status == ExecutionStatus.APPROVED
+    with pytest.raises(Conflict, match="already handled"):
+        await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert ex.status == ExecutionStatus.FILLED
+    assert sides_and_quantities(await orders(core)) == [("buy", 2)]
+    assert [p["phase"] for p in ex.phases] == ["sized", "approval requested", "approved"]
+
+
+async def test_rejected_approval_places_nothing(core: Core) -> None:
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    result = await core.signals.reject(draft.id, ALICE)
+    assert result.status == ExecutionStatus.DECLINED
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.DECLINED
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    assert await orders(core) == []
+    with pytest.raises(Conflict, match="declined"):
+        await core.signals.approve(draft.id, ALICE)
+
+
+async def test_an_expired_approval_places_nothing(core: Core, clock: FakeClock) -> None:
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    clock.advance(seconds=121)
+    await core.jobs.drain()  # the expiry job is due
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.EXPIRED
+    with pytest.raises(Conflict, match="expired"):
+        await core.signals.approve(draft.id, ALICE)
+    assert await orders(core) == []
+    assert any("expired" in (m.content or "") for uid, m in notifier(core).dms if uid == ALICE)
+
+
+async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
+    core: Core, clock: FakeClock
+) -> None:
+    _, _, _ = await approval_signal(core)
+    [draft] = await intents(core)
+    clock.advance(seconds=121)
+    with pytest.raises(Conflict, match="expired"):
+        await core.signals.approve(draft.id, ALICE)
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+
+
+async def test_approval_refuses_if_the_position_changed(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="exit")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    await hold(core, OWNER, "AAPL", "5", side="sell")  # closed by hand meanwhile
+    draft = next(i for i in await intents(core) if i.source == "signal")
+    await core.signals.approve(draft.id, OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "position-changed")
+    assert await position(core, OWNER, "AAPL") == 0
+
+
+# -- fan-out, alerts, test signals --------------------------------------------------------------
+
+
+async def test_one_failing_subscription_does_not_affect_the_others(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = await make_strategy(core)
+    for member in (ALICE, BOB, CAROL):
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
+    subs = {m: await subscribe(core, url, m) for m in (ALICE, BOB, CAROL)}
+    bob_conn = (await core.connections.resolve(BOB, None, "paper")).connection.id
+    original = core.connections.adapter_for
+
+    async def flaky(connection: Any) -> Any:
+        if connection.id == bob_conn:
+            raise BrokerUnavailable("The broker is down.")
+        return await original(connection)
+
+    monkeypatch.setattr(core.connections, "adapter_for", flaky)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    statuses = {m: (await execution(core, ack.body["id"], s)).status for m, s in subs.items()}
+    assert statuses == {ALICE: ExecutionStatus.FILLED, BOB: ExecutionStatus.FAILED,
+                        CAROL: ExecutionStatus.FILLED}
+    assert {j.status for j in await jobs(core)} == {JobStatus.DONE}
+
+
+async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(
+    core: Core
+) -> None:
+    url = await make_strategy(core, name="Breakout @everyone")
+    await core.strategies.set_alert_channel(GUILD, 777)
+    for member in (ALICE, BOB):
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice <@999> @here")
+    await subscribe(core, url, ALICE)
+    await subscribe(core, url, BOB, sizing_value=Decimal(100000))  # far beyond buying power
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 3
+    received, *results = posts
+    assert "signal received" in received and "BUY AAPL" in received
+    alice = next(p for p in results if "Filled" in p)
+    bob = next(p for p in results if "Rejected" in p)
+    assert "Alice" in alice and "<@999>" not in alice and "@here" not in alice
+    assert "A subscriber" in bob and "Alice" not in bob
+    assert "insufficient-buying-power" in bob
+    account = (await core.connections.resolve(BOB, None, "paper")).account.account_id
+    for text in posts:
+        assert "@everyone" not in text
+        assert account not in text and "TCP" not in text
+        assert "buying power" not in text.lower() and "equity" not in text.lower()
+        assert "$100,000" not in text
+    dms = {uid: m.content or "" for uid, m in notifier(core).dms}
+    assert set(dms) == {ALICE, BOB}
+    assert "Filled: buy 1 AAPL" in dms[ALICE] and ack.body["id"] in dms[ALICE]
+    assert "buying power" in dms[BOB].lower()  # the member's own DM says why
+
+
+async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
+    ex = await run(core, url, sub, action="buy", test=True)
+    assert ex.status == ExecutionStatus.TEST and "buy 3 AAPL" in (ex.reason or "")
+    assert await orders(core) == [] and await count(core, OrderIntent) == 0
+
+
+async def test_paused_subscriptions_and_unshared_members(core: Core) -> None:
+    url = await make_strategy(core)
+    with pytest.raises(NotFound):
+        await subscribe(core, url, ALICE)  # not shared with Alice
+    sub = await subscribe(core, url, OWNER)
+    await core.subscriptions.set_enabled(OWNER, sub, False)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert await count(core, SignalExecution) == 0 and await orders(core) == []
+    assert ack.status == 202
+
+
+# -- nothing lost, nothing doubled ----------------------------------------------------------
+
+
+async def test_a_signal_acknowledged_by_a_process_that_died_runs_once_elsewhere(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
+    ack = await send(first, url, {"ticker": "AAPL", "action": "buy"})
+    assert ack.status == 202
+    await first.close()  # no worker ever ran in that process
+
+    second = await open_core(settings, clock)
+    try:
+        assert await second.jobs.drain() == 1
+        assert await second.jobs.drain() == 0
+        assert (await execution(second, ack.body["id"], sub)).status == ExecutionStatus.FILLED
+        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
+    finally:
+        await second.close()
+
+
+class Crash(BaseException):
+    """The process dies here (not an error the code could handle)."""
+
+
+async def test_a_job_whose_worker_died_after_ordering_is_retaken_without_a_second_order(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER)
+    ack = await send(first, url, {"ticker": "AAPL", "action": "buy"})
+    [job] = await first.jobs.claim("doomed", 1)
+    await first.signals.process(ack.body["id"])  # all effects happened...
+    await first.close()  # ...and the worker died before marking the job done
+    assert len(await orders_of(settings, clock)) == 1
+
+    second = await open_core(settings, clock)
+    try:
+        assert await second.jobs.drain() == 0  # the lease still holds
+        clock.advance(seconds=61)
+        assert await second.jobs.drain() == 1
+        [row] = await jobs(second)
+        assert (row.id, row.status, row.attempts) == (job.id, JobStatus.DONE, 2)
+        assert len(await orders(second)) == 1
+        assert (await execution(second, ack.body["id"], sub)).status == ExecutionStatus.FILLED
+    finally:
+        await second.close()
+
+
+async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    await hold(first, OWNER, "AAPL", "4")
+    sub = await subscribe(first, url, OWNER, sizing_value=Decimal(3))
+
+    async def die(intent: OrderIntent) -> Any:
+        raise Crash
+
+    first.trading.submit = die  # type: ignore[method-assign]
+    ack = await send(first, url, {"ticker": "AAPL", "action": "sell"})
+    with pytest.raises(Crash):
+        await first.jobs.drain()
+    await first.close()
+
+    second = await open_core(settings, clock)
+    try:
+        [stored] = [i for i in await intents(second) if i.source == "signal"]
+        assert stored.status == IntentStatus.PENDING and stored.idempotency_key.endswith(":exit")
+        clock.advance(seconds=61)
+        await second.jobs.drain()
+        await second.jobs.drain()
+        ex = await execution(second, ack.body["id"], sub)
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        # One exit (the stored one, sent once) and one entry: the plan it started with.
+        assert sides_and_quantities((await orders(second))[1:]) == [("sell", 4), ("sell", 3)]
+        assert await position(second, OWNER, "AAPL") == -3
+    finally:
+        await second.close()
+
+
+async def orders_of(settings: Settings, clock: FakeClock) -> list[Any]:
+    c = await open_core(settings, clock)
+    try:
+        return await orders(c)
+    finally:
+        await c.close()
+
+
+async def test_strategy_owner_sees_every_subscription_in_the_report(
+    settings: Settings, db: Database
+) -> None:
+    from datetime import UTC, datetime
+
+    clock = FakeClock(datetime.now(UTC))  # order phases are stamped by the real clock
+    core = await open_core(settings, clock)
+    try:
+        url = await make_strategy(core)
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+        await subscribe(core, url, OWNER)
+        await subscribe(core, url, ALICE, sides="short")
+        ack: Ack = await send(core, url, {"ticker": "AAPL", "action": "buy",
+                                          "time": clock().isoformat()})
+        await core.jobs.drain()
+        report = await core.signals.signal_report(ack.body["id"], OWNER)
+        assert report.viewer_is_owner and len(report.subscriptions) == 2
+        assert [p.name for p in report.phases] == ["received", "validated", "processing", "done"]
+        mine = next(r for r in report.subscriptions if r.member_discord_id == OWNER)
+        names = [p.name for p in mine.phases]
+        assert names[0] == "sized" and names[-1] == "entry filled"
+        assert {"entry submitted", "entry accepted"} <= set(names)
+        assert all(p.elapsed_ms >= 0 for p in mine.phases)
+        assert mine.orders[0].status == "filled" and report.latency_ms == 0
+        theirs = await core.signals.signal_report(ack.body["id"], ALICE)
+        assert not theirs.viewer_is_owner
+        [alice] = theirs.subscriptions
+        assert (alice.status, alice.reason_code) == ("skipped", "side-not-allowed")
+        with pytest.raises(NotFound):
+            await core.signals.signal_report(ack.body["id"], BOB)
+    finally:
+        await core.close()

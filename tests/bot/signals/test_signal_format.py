@@ -1,0 +1,238 @@
+"""The signal format: every message code the parser gives, and what valid signals become."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.models import OrderType, TimeInForce
+from bot.signal_format import (
+    Action,
+    QuantityType,
+    Refusal,
+    Sentiment,
+    Signal,
+    StopLossType,
+    normalize_ticker,
+    parse,
+    parse_object,
+)
+
+SPEC = Path(__file__).resolve().parents[3] / "emulators/specs/traderspost-webhook-openapi.json"
+
+
+DEEP: Any = 1
+for _ in range(20):
+    DEEP = [DEEP]
+
+
+def refusal(obj: Any) -> str:
+    result = parse(obj) if isinstance(obj, bytes) else parse_object(obj)
+    assert isinstance(result, Refusal), f"accepted: {result}"
+    assert result.message  # every refusal says what to do
+    return result.code
+
+
+def ok(obj: dict[str, Any]) -> Signal:
+    result = parse_object(obj)
+    assert isinstance(result, Signal), result
+    return result
+
+
+def base(**fields: Any) -> dict[str, Any]:
+    return {"ticker": "AAPL", "action": "buy", **fields}
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", "empty-json"),
+        (b"   \n", "empty-json"),
+        (b"{}", "empty-json"),
+        (b'{"ticker": "AAPL", "action": "buy",}', "malformed-json"),
+        (b"{\xe2\x80\x9cticker\xe2\x80\x9d: 1}", "malformed-json"),  # smart quotes
+        (b'{"ticker": "AAPL", "action": "buy", "quantity": NaN}', "malformed-json"),
+        (b"\xff\xfe{}", "malformed-json"),
+        (b"[" * 5000 + b"]" * 5000, "malformed-json"),
+        (b'["AAPL", "buy"]', "invalid-payload"),
+        (b'"buy"', "invalid-payload"),
+        (b'{"ticker": "AAPL"}', "invalid-payload"),
+        (b'{"action": "buy"}', "invalid-payload"),
+        (b'{"ticker": null, "action": "buy"}', "invalid-payload"),
+    ],
+)
+def test_body_level_codes(body: bytes, code: str) -> None:
+    assert refusal(body) == code
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"action": "buy_to_open"}, "invalid-action"),
+        ({"action": 1}, "invalid-action"),
+        ({"ticker": "   "}, "empty-ticker-name"),
+        ({"ticker": 42}, "invalid-payload"),
+        ({"ticker": "$$$"}, "ticker-does-not-exist"),
+        ({"ticker": "A" * 30}, "ticker-does-not-exist"),
+        ({"ticker": "SPY 250624C596"}, "invalid-asset-class"),
+        ({"optionType": "call"}, "invalid-asset-class"),
+        ({"optionType": "straddle"}, "invalid-option-type"),
+        ({"intrinsicValue": "atm"}, "invalid-intrinsic-value"),
+        ({"expiration": "someday"}, "invalid-expiration"),
+        ({"strikeCount": -1}, "invalid-strike-count"),
+        ({"strikesAway": 1.5}, "invalid-strikes-away"),
+        ({"strikePrice": "x"}, "invalid-strike-price"),
+        ({"sentiment": "sideways"}, "invalid-sentiment"),
+        ({"action": "exit", "sentiment": "bullish"}, "invalid-sentiment-action"),
+        ({"action": "cancel", "sentiment": "short"}, "invalid-sentiment-action"),
+        ({"action": "add", "sentiment": "flat"}, "invalid-sentiment-action"),
+        ({"orderType": "iceberg"}, "invalid-order-type"),
+        ({"orderType": "trailing_stop", "trailPercent": 1}, "unsupported-trailing-stop"),
+        ({"orderType": "Trailing_Stop"}, "unsupported-trailing-stop"),
+        ({"trailAmount": 2}, "unsupported-trailing-stop"),
+        ({"orderType": "limit", "limitPrice": -1}, "invalid-limit-price"),
+        ({"limitPrice": 100}, "invalid-limit-price"),  # a market order with a limit price
+        ({"orderType": "stop", "stopPrice": "abc"}, "invalid-stop-price"),
+        ({"orderType": "limit", "limitPrice": 10, "stopPrice": 9}, "invalid-stop-price"),
+        ({"timeInForce": "forever"}, "invalid-time-in-force"),
+        ({"timeInForce": "opg"}, "unsupported-time-in-force"),
+        ({"timeInForce": "cls"}, "unsupported-time-in-force"),
+        ({"quantity": 0}, "invalid-quantity"),
+        ({"quantity": -3}, "invalid-quantity"),
+        ({"quantity": "ten"}, "invalid-quantity"),
+        ({"quantity": True}, "invalid-quantity"),
+        ({"quantity": 1e13}, "invalid-quantity"),
+        ({"quantity": "0.123456789"}, "invalid-quantity"),
+        ({"quantity": 150, "quantityType": "percent_of_equity"}, "invalid-quantity"),
+        ({"action": "cancel", "quantity": 1}, "invalid-quantity"),
+        ({"quantityType": "shares", "quantity": 1}, "invalid-quantity-type"),
+        ({"quantityType": "risk_dollar_amount", "quantity": 100}, "unsupported-quantity-type"),
+        ({"action": "cancel", "quantityType": "fixed_quantity"}, "invalid-quantity-type-action"),
+        ({"action": "add", "quantityType": "percent_of_position", "quantity": 5},
+         "invalid-percent-of-position-action"),
+        ({"quantityType": "dollar_amount"}, "quantity-type-requires-quantity"),
+        ({"price": 0}, "invalid-price"),
+        ({"signalPrice": "1,2,3x"}, "invalid-signal-price"),
+        ({"takeProfit": 5}, "invalid-take-profit-value-required"),
+        ({"takeProfit": {}}, "invalid-take-profit-value-required"),
+        ({"takeProfit": {"percent": -5}}, "invalid-take-profit-percent"),
+        ({"takeProfit": {"amount": "x"}}, "invalid-take-profit-amount"),
+        ({"takeProfit": {"limitPrice": 0}}, "invalid-take-profit-limit-price"),
+        ({"takeProfit": {"percent": 5, "amount": 2}}, "invalid-take-profit-amount-and-percent"),
+        ({"takeProfit": {"percent": 5, "limitPrice": 220}},
+         "invalid-take-profit-relative-and-absolute"),
+        ({"stopLoss": "tight"}, "invalid-stop-loss-value-required"),
+        ({"stopLoss": {"type": "stop"}}, "invalid-stop-loss-value-required"),
+        ({"stopLoss": {"type": "guaranteed", "percent": 5}}, "invalid-stop-loss-type"),
+        ({"stopLoss": {"type": "trailing_stop", "trailPercent": 5}}, "unsupported-trailing-stop"),
+        ({"stopLoss": {"trailAmount": 1, "percent": 5}}, "unsupported-trailing-stop"),
+        ({"stopLoss": {"percent": 100}}, "invalid-stop-loss-percent"),
+        ({"stopLoss": {"amount": 0}}, "invalid-stop-loss-amount"),
+        ({"stopLoss": {"stopPrice": -2}}, "invalid-stop-loss-stop-price"),
+        ({"stopLoss": {"type": "stop_limit", "stopPrice": 190, "limitPrice": "x"}},
+         "invalid-stop-loss-limit-price"),
+        ({"stopLoss": {"stopPrice": 190, "limitPrice": 189}}, "invalid-stop-loss-limit-price"),
+        ({"stopLoss": {"type": "stop_limit", "stopPrice": 190}}, "invalid-stop-loss-limit-price"),
+        ({"stopLoss": {"type": "stop_limit", "limitPrice": 189}},
+         "invalid-stop-loss-stop-price-required"),
+        ({"stopLoss": {"percent": 5, "amount": 1}}, "invalid-stop-loss-amount-and-percent"),
+        ({"stopLoss": {"percent": 5, "stopPrice": 190}}, "invalid-stop-loss-relative-and-absolute"),
+        ({"cancel": "maybe"}, "invalid-cancel"),
+        ({"test": 1}, "invalid-test"),
+        ({"time": "yesterday"}, "invalid-time"),
+        ({"time": 1718721000}, "invalid-time"),
+        ({"time": "0001-01-01T00:00:00+01:00"}, "invalid-time"),
+        ({"extras": "note"}, "invalid-extras"),
+        ({"extras": {"a": DEEP}}, "invalid-extras"),
+        ({"extendedHours": "yes"}, "invalid-extended-hours"),
+        ({"extendedHours": True}, "unsupported-extended-hours"),
+        ({"ignoreTradingWindows": "no"}, "invalid-ignore-trading-windows"),
+    ],
+)
+def test_field_codes(fields: dict[str, Any], code: str) -> None:
+    assert refusal(base(**fields)) == code
+
+
+def test_codes_follow_the_contracts_style() -> None:
+    """Codes the contract lists are used as listed; the ones Tradecord adds read the same way."""
+    spec = json.loads(SPEC.read_text())
+    post = spec["paths"]["/trading/webhook/{uuid}/{password}"]["post"]
+    listed = set(post["responses"]["400"]["content"]["application/json"]["schema"]["properties"]
+                 ["messageCode"]["enum"])
+    for code in ("malformed-json", "invalid-action", "invalid-sentiment-action",
+                 "invalid-quantity-type-action", "invalid-stop-loss-stop-price-required"):
+        assert code in listed
+
+
+def test_the_contracts_own_example_is_accepted() -> None:
+    spec = json.loads(SPEC.read_text())
+    post = spec["paths"]["/trading/webhook/{uuid}/{password}"]["post"]
+    example = post["requestBody"]["content"]["application/json"]["schema"]["example"]
+    signal = parse(json.dumps(example).encode())
+    assert isinstance(signal, Signal)
+    assert signal.ticker == "AAPL" and signal.action is Action.BUY
+    assert signal.sentiment is Sentiment.BULLISH  # the example says "long"
+    assert signal.quantity == 10 and signal.quantity_type is QuantityType.FIXED_QUANTITY
+    assert signal.order_type is OrderType.MARKET and signal.test is True
+    assert signal.take_profit is not None and signal.take_profit.percent == 10
+    assert signal.stop_loss is not None and signal.stop_loss.type is StopLossType.STOP
+    assert signal.time == datetime(2025, 6, 18, 14, 30, tzinfo=UTC)
+    assert signal.extras["strategy"] == "EMA_Crossover"
+
+
+def test_tradingview_placeholders_as_strings() -> None:
+    signal = ok(base(quantity="{{strategy.order.contracts}}".replace(
+        "{{strategy.order.contracts}}", "3"), price="412.50", sentiment="LONG",
+        action=" Sell ", time="2024-01-15T14:30:00Z", cancel="false"))
+    assert signal.quantity == 3 and signal.price == Decimal("412.50")
+    assert signal.action is Action.SELL and signal.cancel is False
+    assert signal.reference_price == Decimal("412.50")
+
+
+def test_fields_outside_the_format_are_ignored() -> None:
+    signal = ok(base(interval="5", comment="x", message="hello", expiresAt="2030-01-01"))
+    assert signal.ticker == "AAPL"
+
+
+def test_ticker_notation_from_tradingview() -> None:
+    assert ok(base(ticker="NASDAQ:aapl")).ticker == "AAPL"
+    assert refusal(base(ticker="NQ1!")) == "ticker-does-not-exist"  # which contract?
+    assert ok(base(ticker="NQZ2025")).ticker == "NQZ2025"
+    assert ok(base(ticker="BTC/USD")).ticker == "BTC/USD"
+    assert normalize_ticker("cme_mini:esz2025") == "ESZ2025"
+    with pytest.raises(ValueError, match="not a symbol"):
+        normalize_ticker("$$$")
+
+
+def test_order_fields() -> None:
+    s = ok(base(orderType="stop_limit", limitPrice="101.5", stopPrice=101, timeInForce="GTC",
+                signalPrice=100, price=99))
+    assert s.order_type is OrderType.STOP_LIMIT and s.time_in_force is TimeInForce.GTC
+    assert (s.limit_price, s.stop_price) == (Decimal("101.5"), Decimal(101))
+    assert s.reference_price == 100  # signalPrice first, as the contract says
+
+
+def test_record_round_trip_and_echo() -> None:
+    s = parse(json.dumps(base(
+        sentiment="bullish", quantity=2.5, quantityType="dollar_amount", takeProfit={"amount": 5},
+        stopLoss={"type": "stop_limit", "stopPrice": 190, "limitPrice": 189},
+        time="2024-01-15T14:30:00+02:00", extras={"n": 1.5, "big": 10**30})).encode())
+    assert isinstance(s, Signal)
+    again = Signal.from_record(s.to_record())
+    assert again.to_record() == s.to_record()
+    assert again.time == datetime(2024, 1, 15, 12, 30, tzinfo=UTC)
+    echo = s.echo()
+    assert echo["quantity"] == 2.5 and echo["takeProfit"] == {"amount": 5}
+    assert echo["extras"] == {"n": 1.5, "big": "1000000000000000000000000000000"}
+    json.dumps(echo, allow_nan=False)
+
+
+def test_a_huge_exponent_in_extras_still_echoes_as_json() -> None:
+    s = parse(b'{"ticker":"AAPL","action":"buy","extras":{"x":1e5000,"y":-1E400}}')
+    assert isinstance(s, Signal)
+    json.dumps(s.echo(), allow_nan=False)

@@ -1,0 +1,193 @@
+"""Strategies and subscriptions: webhook secrets, sharing, settings, alert channels."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select, text
+
+from bot.automation_models import ReceivedSignal, Strategy, Subscription
+from bot.core import Core
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from bot.services.strategies import hash_secret
+from bot.services.subscriptions import Sides, Sizing, SubscriptionSettings
+from tests.bot.signals.conftest import (
+    ALICE,
+    BOB,
+    GUILD,
+    OWNER,
+    count,
+    make_strategy,
+    send,
+    split,
+    subscribe,
+)
+
+
+async def test_the_webhook_url_is_shown_once_and_only_its_hash_is_stored(core: Core) -> None:
+    url = await make_strategy(core)
+    strategy_id, secret = split(url)
+    assert url.url == f"http://127.0.0.1:8080/webhook/{strategy_id}/{secret}"
+    assert len(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))) * 8 >= 128
+    assert secret not in repr(url)
+    async with core.db.session() as s:
+        row = await s.get(Strategy, strategy_id)
+        dump = " ".join(str(v) for v in (await s.execute(
+            text("SELECT * FROM strategies"))).one())
+    assert row is not None and row.secret_hash == hash_secret(secret)
+    assert secret not in dump
+    assert await core.strategies.authenticate(strategy_id, secret) is not None
+    assert await core.strategies.authenticate(strategy_id, secret + "x") is None
+    other = await make_strategy(core, name="Other")
+    assert split(other)[1] != secret
+
+
+async def test_rotating_the_secret_retires_the_old_url(core: Core) -> None:
+    url = await make_strategy(core)
+    strategy_id, old = split(url)
+    fresh = await core.strategies.rotate_secret(GUILD, OWNER, "nq BREAKOUT")
+    _, new = split(fresh)
+    assert new != old and fresh.strategy.id == strategy_id
+    assert await core.strategies.authenticate(strategy_id, old) is None
+    assert await core.strategies.authenticate(strategy_id, new) is not None
+
+
+async def test_names_are_unique_per_guild_ignoring_case(core: Core) -> None:
+    await make_strategy(core, name="NQ  breakout")
+    with pytest.raises(Conflict):
+        await make_strategy(core, name="nq breakout", owner=ALICE)
+    await core.strategies.create(GUILD + 1, ALICE, "NQ breakout")
+    with pytest.raises(InvalidInput):
+        await make_strategy(core, name="   ")
+    with pytest.raises(InvalidInput):
+        await make_strategy(core, name="x" * 101)
+
+
+async def test_sharing_lets_members_subscribe_and_unsharing_ends_it(core: Core) -> None:
+    url = await make_strategy(core)
+    with pytest.raises(NotFound):
+        await subscribe(core, url, ALICE)
+    info = await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    assert info.shared_with == (ALICE,)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)  # twice is once
+    sub = await subscribe(core, url, ALICE, sizing="dollar_amount", sizing_value=Decimal(500))
+    [mine] = await core.subscriptions.list_for(ALICE, GUILD)
+    assert (mine.id, mine.strategy_name, mine.mode) == (sub, "NQ breakout", "paper")
+    assert mine.settings.sizing is Sizing.DOLLAR_AMOUNT
+    # Alice sees it but cannot change it, nor list its subscribers.
+    [seen] = await core.strategies.list(GUILD, ALICE)
+    assert not seen.is_owner and seen.shared_with == ()
+    with pytest.raises(PermissionDenied):
+        await core.strategies.rotate_secret(GUILD, ALICE, url.strategy.id)
+    with pytest.raises(PermissionDenied):
+        await core.subscriptions.list_for_strategy(GUILD, ALICE, url.strategy.id)
+    assert len(await core.subscriptions.list_for_strategy(GUILD, OWNER, url.strategy.id)) == 1
+    with pytest.raises(NotFound):  # Bob does not even see it
+        await core.strategies.get(GUILD, BOB, url.strategy.id)
+    await core.strategies.unshare(GUILD, OWNER, url.strategy.id, ALICE)
+    assert await core.subscriptions.list_for(ALICE) == []
+    assert await core.strategies.list(GUILD, ALICE) == []
+
+
+async def test_subscribing_again_updates_the_settings(core: Core) -> None:
+    url = await make_strategy(core)
+    first = await subscribe(core, url, OWNER)
+    again = await subscribe(core, url, OWNER, sides="long", max_positions=3)
+    assert first == again
+    [info] = await core.subscriptions.list_for(OWNER)
+    assert info.settings.sides is Sides.LONG and info.settings.max_positions == 3
+    await core.subscriptions.unsubscribe(GUILD, OWNER, url.strategy.id)
+    assert await count(core, Subscription) == 0
+    with pytest.raises(NotFound):
+        await core.subscriptions.unsubscribe(GUILD, OWNER, url.strategy.id)
+
+
+@pytest.mark.parametrize(
+    ("sub_settings", "message"),
+    [
+        (SubscriptionSettings(sizing_value=Decimal(0)), "positive"),
+        (SubscriptionSettings(sizing=Sizing.PERCENT_OF_EQUITY, sizing_value=Decimal(101)), "100"),
+        (SubscriptionSettings(approval_ttl_seconds=5), "expire"),
+        (SubscriptionSettings(max_positions=0), "Max strategy positions"),
+    ],
+)
+async def test_subscription_settings_are_checked(
+    core: Core, sub_settings: SubscriptionSettings, message: str
+) -> None:
+    url = await make_strategy(core)
+    with pytest.raises(InvalidInput, match=message):
+        await core.subscriptions.subscribe(GUILD, OWNER, url.strategy.id, settings=sub_settings)
+
+
+async def test_live_mode_needs_a_live_account(core: Core) -> None:
+    url = await make_strategy(core)
+    with pytest.raises(NotFound, match="live account"):
+        await core.subscriptions.subscribe(GUILD, OWNER, url.strategy.id, mode="live")
+
+
+async def test_webhook_settings(core: Core) -> None:
+    url = await make_strategy(core)
+    info = await core.strategies.configure(
+        GUILD, OWNER, url.strategy.id, allowed_sources=["TradingView", "203.0.113.9/24", ""],
+        allowed_tickers=["nasdaq:aapl", "BTC/USD", "AAPL"], max_lag_seconds=60,
+        rate_limit_per_minute=10, max_quantity=Decimal(5),
+    )
+    assert info.allowed_sources == ("tradingview", "203.0.113.0/24")
+    assert info.allowed_tickers == ("AAPL", "BTC/USD")
+    assert (info.max_lag_seconds, info.rate_limit_per_minute, info.max_quantity) == (
+        60, 10, Decimal(5))
+    for bad in ({"allowed_sources": ["example.com"]}, {"allowed_tickers": ["$$$"]},
+                {"max_lag_seconds": 1}, {"rate_limit_per_minute": 0},
+                {"max_quantity": Decimal(-1)}):
+        with pytest.raises(InvalidInput):
+            await core.strategies.configure(GUILD, OWNER, url.strategy.id, **bad)  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
+    over = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
+    assert (over.status, over.body["messageCode"]) == (400, "quantity-over-limit")
+    cleared = await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_quantity=None,
+                                              allowed_tickers=[])
+    assert cleared.max_quantity is None and cleared.allowed_tickers == ()
+
+
+async def test_deleting_a_strategy_removes_its_subscriptions_and_log(core: Core) -> None:
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER)
+    await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    with pytest.raises(NotFound):
+        await core.strategies.delete(GUILD, ALICE, url.strategy.id)
+    await core.strategies.delete(GUILD, OWNER, "NQ breakout")
+    assert await count(core, Strategy) == 0
+    assert await count(core, Subscription) == 0
+    assert await count(core, ReceivedSignal) == 0
+    assert await core.jobs.drain() == 1  # its job finds nothing to do
+    assert await core.strategies.authenticate(*split(url)) is None
+
+
+async def test_alert_channels_per_guild_and_per_strategy(core: Core) -> None:
+    url = await make_strategy(core)
+    assert await core.strategies.alert_channel(GUILD, url.strategy.id) is None
+    await core.strategies.set_alert_channel(GUILD, 10)
+    assert await core.strategies.alert_channel(GUILD, url.strategy.id) == 10
+    await core.strategies.set_alert_channel(GUILD, 20, strategy="nq breakout")
+    assert await core.strategies.alert_channel(GUILD, url.strategy.id) == 20
+    assert await core.strategies.alert_channel(GUILD) == 10
+    await core.strategies.set_alert_channel(GUILD, 30)  # replaces the default
+    await core.strategies.set_alert_channel(GUILD, None, strategy=url.strategy.id)
+    assert await core.strategies.alert_channel(GUILD, url.strategy.id) == 30
+    with pytest.raises(NotFound):
+        await core.strategies.set_alert_channel(GUILD + 1, 5, strategy=url.strategy.id)
+
+
+async def test_showing_a_name_in_alerts_needs_the_name(core: Core) -> None:
+    with pytest.raises(InvalidInput):
+        await core.subscriptions.set_alerts_show_name(ALICE, True)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "  Alice   A. ")
+    await core.subscriptions.set_alerts_show_name(ALICE, False)
+    from bot.automation_models import AlertPreference
+
+    async with core.db.session() as s:
+        [pref] = list(await s.scalars(select(AlertPreference)))
+    assert pref.alerts_show_name is False

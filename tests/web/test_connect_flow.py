@@ -1,0 +1,410 @@
+"""/connect end to end: link → Discord sign-in → broker consent → callback → account choice,
+and every refusal of RFC 9700's checklist, each proving no token request was made."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from bot.models import Connection, ConnectionStatus, Credential
+from bot.settings import Settings
+from tests.discord_harness import Harness, running_tradecord
+
+
+@pytest.fixture
+async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+class Browser:
+    """An aiohttp client with a cookie jar that follows the flow one hop at a time."""
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def get(self, url: str) -> aiohttp.ClientResponse:
+        r = await self.session.get(url, allow_redirects=False)
+        await r.read()
+        return r
+
+    async def submit(self, page_url: str, body: str, **fields: str) -> aiohttp.ClientResponse:
+        """Post the page's (first) form with its hidden fields plus ``fields``."""
+        m = re.search(r'<form[^>]*method="post"[^>]*action="([^"]+)"', body)
+        assert m, body[:500]
+        action = html.unescape(m.group(1))
+        data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body))
+        data = {k: html.unescape(v) for k, v in data.items()}
+        data.update(fields)
+        target = action if action.startswith("http") else _join(page_url, action)
+        r = await self.session.post(target, data=data, allow_redirects=False)
+        await r.read()
+        return r
+
+
+def _join(base: str, path: str) -> str:
+    p = urlsplit(base)
+    return f"{p.scheme}://{p.netloc}{path}"
+
+
+async def connect_link(h: Harness, user: str, broker: str = "tradestation") -> str:
+    msg = await h.reply(user, "connect", broker=broker)
+    assert msg.ephemeral
+    assert msg.buttons(), msg.text()
+    [button] = msg.buttons()
+    assert button.url and button.style == 5
+    return button.url
+
+
+async def through_discord(b: Browser, h: Harness, link: str, as_user: int) -> str:
+    """Link page → POST → Discord sign-in as ``as_user``; returns our Discord callback URL."""
+    page = await b.get(link)
+    assert page.status == 200
+    started = await b.submit(link, await page.text())
+    assert started.status == 303
+    authorize = started.headers["Location"]
+    assert authorize.startswith(f"{h.emu.base_url}/oauth2/authorize")
+    consent = await b.get(authorize)
+    done = await b.submit(authorize, await consent.text(), user_id=str(as_user), action="authorize")
+    assert done.status in (302, 303), await done.text()
+    return done.headers["Location"]
+
+
+async def through_broker(
+    b: Browser, h: Harness, discord_callback: str, broker_user: str = "demo"
+) -> str:
+    """Our Discord callback → broker consent as ``broker_user``; returns our broker callback."""
+    to_broker = await b.get(discord_callback)
+    assert to_broker.status == 303, await to_broker.text()
+    authorize = to_broker.headers["Location"]
+    page = await b.get(authorize)
+    assert page.status == 200, await page.text()
+    approved = await b.submit(authorize, await page.text(), user_id=broker_user, decision="approve")
+    assert approved.status in (302, 303), await approved.text()
+    return approved.headers["Location"]
+
+
+def token_requests(h: Harness) -> int:
+    ts = h.sandbox.emulators["tradestation"]
+    return int(ts.oauth.token_requests)
+
+
+async def connections(h: Harness, user: str) -> list[Connection]:
+    return [c for c in await h.core.connections.list_for(h.user(user)) if not c.builtin]
+
+
+async def test_full_flow_links_and_choosing_an_account_turns_trading_on(h: Harness) -> None:
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        cb = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+        )
+        done = await b.get(cb)
+        text = await done.text()
+        assert done.status == 200 and "is linked" in text
+        for header, value in (("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer")):
+            assert done.headers[header] == value
+        assert "default-src 'none'" in done.headers["Content-Security-Policy"]
+        assert "http" not in re.sub(r"<form[^>]*>", "", text).split("<body>")[1].replace(
+            "https://", ""
+        )  # nothing external on the page
+    finally:
+        await b.close()
+    [conn] = await connections(h, "alice")
+    assert conn.name == "TradeStation" and conn.status == ConnectionStatus.NEEDS_ACCOUNT
+    async with h.core.db.session() as s:
+        cred = await s.get(Credential, conn.id)
+    assert cred is not None and cred.access_token.startswith("tc1.")
+    dm = await h.emu.wait_for_message(
+        lambda m: "is linked" in m.content and bool(m.components), include_existing=True
+    )
+    assert "trading on this connection stays off" in dm.content
+    live_menu = next(s for s in dm.selects() if s["custom_id"].endswith(":live"))
+    labels = {o["label"]: o["value"] for o in live_menu["options"]}
+    assert any("Futures" in k for k in labels) and any("Margin" in k for k in labels)
+    assert all("•" in k for k in labels)  # masked numbers only
+    margin = next(v for k, v in labels.items() if k.startswith("Margin"))
+    chose = await h.emu.select(alice, dm, [margin], custom_id=live_menu["custom_id"])
+    answer = await chose.message(timeout=10)
+    assert "will trade live in margin account" in answer.text()
+    assert "futures" in answer.text() and "futures account" in answer.text()  # the warning
+    overview = await h.reply("alice", "accounts")
+    assert "TradeStation" in overview.text() and "margin" in overview.text()
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="ESZ25",
+        side="buy",
+        quantity="1",
+        connection="TradeStation",
+        mode="live",
+    )
+    assert "choose that account for this connection in /accounts" in card.text()
+
+
+async def test_someone_elses_link_links_nothing_and_the_member_is_told(h: Harness) -> None:
+    alice, mallory = h.user("alice"), h.user("mallory")
+    b = Browser()
+    try:
+        link = await connect_link(h, "mallory")  # mallory's link, opened by alice
+        callback = await through_discord(b, h, link, as_user=alice)
+        refused = await b.get(callback)
+        assert refused.status == 403
+        assert "different account" in await refused.text()
+    finally:
+        await b.close()
+    assert await connections(h, "mallory") == [] and await connections(h, "alice") == []
+    assert token_requests(h) == 0
+    dm = await h.emu.wait_for_message(
+        lambda m: "signed in to Discord as a different" in m.content, include_existing=True
+    )
+    assert dm.channel_id in {
+        c.id for c in h.emu.world.channels.values() if c.type == 1 and c.recipient_id == mallory
+    }
+
+
+async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
+    b = Browser()
+    try:
+        old = await connect_link(h, "alice")
+        new = await connect_link(h, "alice")
+        replaced = await b.get(old)
+        assert replaced.status == 410 and "replaced by a newer" in await replaced.text()
+        page = await b.get(new)
+        first = await b.submit(new, await page.text())
+        assert first.status == 303
+        again = await b.session.post(new, allow_redirects=False)
+        assert again.status == 410
+    finally:
+        await b.close()
+
+
+async def test_expired_link(h: Harness) -> None:
+    from tests.support import FakeClock
+
+    clock = FakeClock()
+    h.core.connections.clock = clock
+    link = await connect_link(h, "alice")
+    clock.advance(minutes=11)
+    b = Browser()
+    try:
+        r = await b.get(link)
+        assert r.status == 410 and "expired" in await r.text()
+    finally:
+        await b.close()
+
+
+# -- broker callback refusals: each makes no token request --------------------------------
+
+
+async def reach_broker_callback(h: Harness, b: Browser) -> tuple[str, dict[str, list[str]]]:
+    alice = h.user("alice")
+    cb = await through_broker(
+        b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+    )
+    return cb.split("?")[0], parse_qs(urlsplit(cb).query)
+
+
+def url(base: str, **params: Any) -> str:
+    return f"{base}?{urlencode(params, doseq=True)}"
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "expected"),
+    [
+        ("unknown_state", 400, "not one Tradecord started"),
+        ("missing_state", 400, "had no state"),
+        ("missing_code", 400, "no authorization code"),
+        ("error", 400, "You chose not to allow access"),
+        ("duplicate_state", 400, "appeared twice"),
+        ("duplicate_code", 400, "appeared twice"),
+        ("wrong_iss", 400, "unexpected issuer"),
+        ("other_browser", 403, "started in another browser"),
+        ("other_broker", 400, "wrong address"),
+    ],
+)
+async def test_callback_refusals_make_no_token_request(
+    h: Harness, case: str, status: int, expected: str
+) -> None:
+    b = Browser()
+    try:
+        base, q = await reach_broker_callback(h, b)
+        state, code = q["state"][0], q["code"][0]
+        target = {
+            "unknown_state": url(base, state="x" * 43, code=code),
+            "missing_state": url(base, code=code),
+            "missing_code": url(base, state=state),
+            "error": url(base, state=state, error="access_denied"),
+            "duplicate_state": url(base, state=[state, state], code=code),
+            "duplicate_code": url(base, state=state, code=[code, code]),
+            "wrong_iss": url(base, state=state, code=code, iss="https://evil.example"),
+            "other_browser": url(base, state=state, code=code),
+            "other_broker": url(base.replace("/tradestation/", "/alpaca/"), state=state, code=code),
+        }[case]
+        client = Browser() if case == "other_browser" else b
+        try:
+            r = await client.get(target)
+            assert r.status == status
+            assert expected in await r.text()
+            assert r.headers["Cache-Control"] == "no-store"
+        finally:
+            if client is not b:
+                await client.close()
+    finally:
+        await b.close()
+    assert token_requests(h) == 0
+    assert await connections(h, "alice") == []
+
+
+async def test_replayed_and_expired_state_and_reused_code(h: Harness) -> None:
+    from tests.support import FakeClock
+
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    b = Browser()
+    try:
+        base, q = await reach_broker_callback(h, b)
+        ok = await b.get(url(base, state=q["state"][0], code=q["code"][0]))
+        assert ok.status == 200
+        used = token_requests(h)
+        replay = await b.get(url(base, state=q["state"][0], code=q["code"][0]))
+        assert replay.status == 400 and "replayed" in await replay.text()
+        # A fresh state but a code that was already spent: refused before the token endpoint.
+        base2, q2 = await reach_broker_callback(h, b)
+        reused = await b.get(url(base2, state=q2["state"][0], code=q["code"][0]))
+        assert reused.status == 400 and "already used" in await reused.text()
+        # An expired state.
+        clock = FakeClock()
+        h.core.connections.clock = clock
+        base3, q3 = await reach_broker_callback(h, b)
+        clock.advance(minutes=11)
+        late = await b.get(url(base3, state=q3["state"][0], code=q3["code"][0]))
+        assert late.status == 400 and "longer than 10 minutes" in await late.text()
+        assert token_requests(h) == used
+    finally:
+        await b.close()
+
+
+async def test_plan_limit_and_plan_set(h: Harness) -> None:
+    b = Browser()
+    try:
+        await b.get(
+            await through_broker(
+                b, h, await through_discord(b, h, await connect_link(h, "alice"), h.user("alice"))
+            )
+        )
+    finally:
+        await b.close()
+    over = await h.reply("alice", "connect", broker="alpaca")
+    assert "plan (free) allows 1 broker connection" in over.text()
+    assert "/plan set" in over.text()
+    denied = await h.reply("bob", "plan set", member=h.user("alice"), plan="pro")
+    assert "Only server admins" in denied.text()
+    owner = h.emu.owner.id
+    granted = await h.emu.slash(
+        owner,
+        "plan set",
+        options={"member": h.user("alice"), "plan": "pro"},
+        guild_id=h.guild_id,
+        channel_id=h.emu.general.id,
+    )
+    assert "now on the **pro** plan" in (await granted.message()).content
+    assert "**pro**: 1 of 25" in (await h.reply("alice", "plan show")).content
+    assert (await h.reply("alice", "connect", broker="alpaca")).buttons()
+
+
+async def test_rename_rules_and_suggestions(h: Harness) -> None:
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    for _ in range(2):
+        b = Browser()
+        try:
+            await b.get(
+                await through_broker(
+                    b,
+                    h,
+                    await through_discord(b, h, await connect_link(h, "alice"), h.user("alice")),
+                )
+            )
+        finally:
+            await b.close()
+    names = [c.name for c in await connections(h, "alice")]
+    assert names == ["TradeStation", "TradeStation 2"]
+    clash = await h.reply("alice", "rename", connection="TradeStation 2", new_name="tradestation")
+    assert "already have a connection named" in clash.content
+    long = await h.reply("alice", "rename", connection="TradeStation 2", new_name="x" * 60)
+    assert "1 to 50 characters" in long.content
+    ok = await h.reply(
+        "alice", "rename", connection="TradeStation 2", new_name="  TradeStation   Futures "
+    )
+    assert "“TradeStation Futures”" in ok.content and "descriptive names" in ok.content
+
+
+async def test_disconnect_deletes_tokens_even_when_revocation_fails(h: Harness) -> None:
+    from emulators.common import Fault
+
+    b = Browser()
+    try:
+        await b.get(
+            await through_broker(
+                b, h, await through_discord(b, h, await connect_link(h, "alice"), h.user("alice"))
+            )
+        )
+    finally:
+        await b.close()
+    [conn] = await connections(h, "alice")
+    ts = h.sandbox.emulators["tradestation"]
+    ts.faults.add(Fault(kind="status", path="/signin/oauth/revoke", status=503, body={}))
+    ask = await h.reply("alice", "disconnect", connection="TradeStation")
+    done = await h.emu.click(h.user("alice"), ask, label="Disconnect")
+    text = (await done.message(timeout=10)).text()
+    assert "stored tokens are deleted" in text and "did not confirm the revocation" in text
+    async with h.core.db.session() as s:
+        assert await s.get(Credential, conn.id) is None
+        from bot.models import AuditEvent
+
+        kinds = {
+            e.kind: e.detail
+            for e in await s.scalars(select(AuditEvent).where(AuditEvent.connection_id == conn.id))
+        }
+    assert kinds["connection.disconnected"]["revoked"] is False
+    assert "connect.linked" in kinds  # the trail outlives the connection
+
+
+async def test_no_secret_reaches_any_log(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        discord_cb = await through_discord(b, h, link, h.user("alice"))
+        broker_cb = await through_broker(b, h, discord_cb)
+        await b.get(broker_cb)
+    finally:
+        await b.close()
+    [conn] = await connections(h, "alice")
+    provider = __import__("bot.services.tokens", fromlist=["x"]).DbTokenProvider(h.core, conn.id)
+    access = await provider.access_token()
+    await provider.refresh(access)  # a refresh happens too
+    secrets = {
+        "link token": link.rsplit("/", 1)[1],
+        "discord state": parse_qs(urlsplit(discord_cb).query)["state"][0],
+        "discord code": parse_qs(urlsplit(discord_cb).query)["code"][0],
+        "broker state": parse_qs(urlsplit(broker_cb).query)["state"][0],
+        "broker code": parse_qs(urlsplit(broker_cb).query)["code"][0],
+        "access token": access,
+        "client secret": h.core.settings.broker("tradestation").client_secret or "",
+        "bot token": h.core.settings.discord_token.get_secret_value(),  # type: ignore[union-attr]
+    }
+    logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
+    for name, value in secrets.items():
+        assert value and value not in logged, f"{name} appeared in a log line"

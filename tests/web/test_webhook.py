@@ -1,0 +1,350 @@
+"""The webhook over real HTTP (aiohttp's test server on 127.0.0.1): authentication, size,
+allow-list, duplicates, stale signals, rate limit, and a fuzzed body that never yields a 5xx
+or a job."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from bot.automation_models import Job, ReceivedSignal, SignalStatus
+from bot.core import Core
+from bot.models import OrderIntent
+from bot.signal_format import MAX_BODY_BYTES, Signal, parse
+from tests.bot.signals.conftest import OWNER, count, make_strategy, split, subscribe
+from tests.support import FakeClock
+from web.app import create_app
+from web.webhook import TRUSTED_PROXIES, parse_trusted_proxies
+
+GUILD = 555
+
+
+@asynccontextmanager
+async def serve(core: Core, trusted: str = "") -> AsyncIterator[TestClient]:
+    app = create_app(core)
+    app[TRUSTED_PROXIES] = parse_trusted_proxies(trusted)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(core: Core) -> AsyncIterator[TestClient]:
+    async with serve(core) as c:
+        yield c
+
+
+def path(url: Any) -> str:
+    strategy_id, secret = split(url)
+    return f"/webhook/{strategy_id}/{secret}"
+
+
+def body(**fields: Any) -> bytes:
+    return json.dumps({"ticker": "AAPL", "action": "buy", **fields}).encode()
+
+
+async def post(client: TestClient, where: str, data: bytes, **headers: str) -> tuple[int, Any]:
+    resp = await client.post(where, data=data, headers=headers)
+    return resp.status, await resp.json()
+
+
+async def test_a_signal_is_stored_with_its_job_before_the_202(
+    core: Core, client: TestClient
+) -> None:
+    url = await make_strategy(core)
+    status, answer = await post(client, path(url), body(quantity=3, price="199.5"))
+    assert status == 202
+    assert answer["success"] is True and answer["id"] == answer["logId"]
+    assert answer["payload"] == {"ticker": "AAPL", "action": "buy", "quantity": 3,
+                                 "price": 199.5}
+    async with core.db.session() as s:
+        row = await s.get(ReceivedSignal, answer["id"])
+        job = await s.scalar(select(Job).where(Job.dedupe_key == f"signal:{answer['id']}"))
+    assert row is not None and row.status == SignalStatus.QUEUED and row.ticker == "AAPL"
+    assert row.source_ip == "127.0.0.1"
+    assert job is not None and job.payload == {"signal_id": answer["id"]}
+
+
+async def test_unknown_strategy_and_wrong_secret_get_the_identical_401(
+    core: Core, client: TestClient
+) -> None:
+    url = await make_strategy(core)
+    strategy_id, secret = split(url)
+    answers = []
+    for where in (f"/webhook/{strategy_id}/{secret[:-1]}x", f"/webhook/{uuid.uuid4()}/{secret}",
+                  f"/webhook/not-a-uuid/{secret}", f"/webhook/{strategy_id}/{secret}{secret}"):
+        resp = await client.post(where, data=body())
+        answers.append((resp.status, resp.content_type, await resp.read()))
+    assert len(set(answers)) == 1
+    status, ctype, raw = answers[0]
+    assert status == 401 and ctype == "application/json"
+    assert json.loads(raw)["messageCode"] == "invalid-password"
+    assert await count(core, ReceivedSignal) == 0  # nothing stored for an unauthenticated call
+
+
+async def test_a_declared_oversize_body_is_refused_unread(core: Core, client: TestClient) -> None:
+    url = await make_strategy(core)
+    status, answer = await post(client, path(url), b"{" + b" " * MAX_BODY_BYTES + b"}")
+    assert (status, answer["messageCode"]) == (413, "payload-too-large")
+    assert await count(core, ReceivedSignal) == 0
+
+
+async def test_a_streamed_oversize_body_is_cut_off_while_reading(
+    core: Core, client: TestClient
+) -> None:
+    url = await make_strategy(core)
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"ticker": "AAPL", "action": "buy", "extras": {"pad": "'
+        for _ in range(64):  # 256 KiB in all, without a Content-Length
+            sent += 4096
+            yield b"x" * 4096
+        yield b'"}}'
+
+    resp = await client.post(path(url), data=chunks())
+    assert resp.status == 413
+    assert (await resp.json())["messageCode"] == "payload-too-large"
+    assert await count(core, ReceivedSignal) == 0
+
+
+async def test_a_body_of_exactly_the_limit_is_read(core: Core, client: TestClient) -> None:
+    url = await make_strategy(core)
+    raw = body()
+    raw = raw[:-1] + b" " * (MAX_BODY_BYTES - len(raw)) + b"}"
+    assert len(raw) == MAX_BODY_BYTES
+    status, _ = await post(client, path(url), raw)
+    assert status == 202
+
+
+async def test_only_post(core: Core, client: TestClient) -> None:
+    url = await make_strategy(core)
+    resp = await client.get(path(url))
+    assert resp.status == 400
+    assert (await resp.json())["messageCode"] == "post-required"
+
+
+# -- allow-list and forwarded addresses ------------------------------------------------------
+
+
+async def allow(core: Core, url: Any, sources: Sequence[str]) -> None:
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, allowed_sources=sources)
+
+
+async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_refused(core: Core) -> None:
+    url = await make_strategy(core)
+    await allow(core, url, ["tradingview"])
+    async with serve(core, trusted="") as client:
+        status, answer = await post(client, path(url), body(),
+                                    **{"X-Forwarded-For": "52.89.214.238"})
+    assert (status, answer["messageCode"]) == (403, "not-trading-view")
+    assert await count(core, ReceivedSignal) == 0
+
+
+async def test_the_hop_a_trusted_proxy_appended_is_honoured(core: Core) -> None:
+    url = await make_strategy(core)
+    await allow(core, url, ["tradingview"])
+    async with serve(core, trusted="10.0.0.0/8, 127.0.0.1") as client:
+        ok = await post(client, path(url), body(), **{"X-Forwarded-For": "52.89.214.238"})
+        # The client wrote the TradingView address itself; our proxy appended the real one.
+        spoofed = await post(client, path(url), body(quantity=2),
+                             **{"X-Forwarded-For": "52.89.214.238, 198.51.100.7"})
+        # Proxies of our own are skipped right to left until the first outside hop.
+        chained = await post(client, path(url), body(quantity=3),
+                             **{"X-Forwarded-For": "34.212.75.30, 10.1.2.3"})
+        garbage = await post(client, path(url), body(quantity=4),
+                             **{"X-Forwarded-For": "52.89.214.238, not-an-ip"})
+    assert ok[0] == 202
+    assert (spoofed[0], spoofed[1]["messageCode"]) == (403, "not-trading-view")
+    assert chained[0] == 202
+    assert (garbage[0], garbage[1]["messageCode"]) == (403, "invalid-ip-address-format")
+    async with core.db.session() as s:
+        sources = set(await s.scalars(select(ReceivedSignal.source_ip)))
+    assert sources == {"52.89.214.238", "34.212.75.30"}
+
+
+async def test_an_explicit_allow_list(core: Core) -> None:
+    url = await make_strategy(core)
+    await allow(core, url, ["203.0.113.0/24", "2001:db8::1"])
+    async with serve(core, trusted="127.0.0.1") as client:
+        inside = await post(client, path(url), body(), **{"X-Forwarded-For": "203.0.113.77"})
+        v6 = await post(client, path(url), body(quantity=2),
+                        **{"X-Forwarded-For": "2001:db8::1"})
+        outside = await post(client, path(url), body(quantity=3),
+                             **{"X-Forwarded-For": "203.0.114.1"})
+    assert inside[0] == 202 and v6[0] == 202
+    assert (outside[0], outside[1]["messageCode"]) == (403, "invalid-ip-address")
+
+
+# -- replay, staleness, rate ---------------------------------------------------------------
+
+
+async def test_an_identical_body_within_24h_is_a_duplicate_without_a_second_order(
+    core: Core, client: TestClient, clock: FakeClock
+) -> None:
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER)
+    raw = body(quantity=1)
+    first = await post(client, path(url), raw)
+    clock.advance(hours=23)
+    again = await post(client, path(url), raw)
+    assert first[0] == 202
+    assert again[0] == 200 and again[1]["duplicate"] is True
+    assert again[1]["id"] == first[1]["id"] and again[1]["logId"] != first[1]["id"]
+    await core.jobs.drain()
+    assert await count(core, OrderIntent) == 1
+    assert await count(core, Job) == 1
+    clock.advance(hours=2)  # outside the window: a new signal
+    later = await post(client, path(url), raw)
+    assert later[0] == 202 and later[1]["id"] != first[1]["id"]
+
+
+async def test_a_stale_or_future_time_is_refused(
+    core: Core, client: TestClient, clock: FakeClock
+) -> None:
+    url = await make_strategy(core)
+
+    def at(seconds: float) -> str:
+        return (clock() + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    stale = await post(client, path(url), body(time=at(-301)))
+    fresh = await post(client, path(url), body(time=at(-299)))
+    future = await post(client, path(url), body(time=at(400)))
+    assert (stale[0], stale[1]["messageCode"]) == (400, "stale-signal")
+    assert fresh[0] == 202
+    assert (future[0], future[1]["messageCode"]) == (400, "signal-time-in-future")
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_lag_seconds=600)
+    assert (await post(client, path(url), body(time=at(-400))))[0] == 202
+    assert await count(core, Job) == 2
+
+
+async def test_the_61st_signal_in_a_minute_gets_429(
+    core: Core, client: TestClient, clock: FakeClock
+) -> None:
+    url = await make_strategy(core)
+    statuses = []
+    for i in range(61):
+        statuses.append((await post(client, path(url), body(quantity=i + 1)))[0])
+        clock.advance(seconds=0.5)
+    assert statuses[:60] == [202] * 60
+    resp = await client.post(path(url), data=body(quantity=99))
+    assert statuses[60] == 429 and resp.status == 429
+    assert resp.headers["Retry-After"] == "60"
+    assert (await resp.json())["messageCode"] == "rate-limited"
+    assert await count(core, ReceivedSignal) == 60  # refused requests are not stored
+    clock.advance(seconds=31)  # the first signals leave the window
+    assert (await post(client, path(url), body(quantity=100)))[0] == 202
+
+
+async def test_refusals_carry_the_log_id_and_are_stored(core: Core, client: TestClient) -> None:
+    url = await make_strategy(core)
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, allowed_tickers=["AAPL"])
+    status, answer = await post(client, path(url), body(ticker="MSFT"))
+    assert (status, answer["messageCode"]) == (400, "unsupported-ticker")
+    async with core.db.session() as s:
+        row = await s.get(ReceivedSignal, answer["logId"])
+    assert row is not None and row.status == SignalStatus.REFUSED
+    assert await count(core, Job) == 0
+
+
+# -- fuzzing ------------------------------------------------------------------------------
+
+FORMAT_FIELDS = [
+    "ticker", "action", "sentiment", "quantity", "quantityType", "orderType", "limitPrice",
+    "stopPrice", "timeInForce", "price", "signalPrice", "takeProfit", "stopLoss", "cancel",
+    "time", "test", "extras", "trailAmount", "trailPercent", "extendedHours",
+    "ignoreTradingWindows", "optionType", "expiration", "strikePrice",
+]
+WORDS = st.sampled_from([
+    "buy", "sell", "exit", "cancel", "add", "AAPL", "BTCUSD", "nq1!", "long", "short", "flat",
+    "bullish", "limit", "market", "stop", "stop_limit", "gtc", "day", "opg", "1", "0", "-1",
+    "1e999", "NaN", "2024-01-15T14:30:00Z", "fixed_quantity", "dollar_amount", "\u0000",
+    "\ud800", "percent_of_position", "true",
+])
+SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12) | WORDS)
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=10) | WORDS, inner, max_size=4),
+                      max_leaves=10)
+OBJECTS = st.dictionaries(st.sampled_from(FORMAT_FIELDS) | st.text(max_size=8), VALUES,
+                          max_size=10)
+NUMBERS = (st.integers(1, 1000) | st.floats(0.0001, 10000) | st.sampled_from(["12.5", "3", "0"])
+           | st.integers(-5, 0))
+PLAUSIBLE = {
+    "sentiment": st.sampled_from(["bullish", "bearish", "flat", "long", "short", "up"]),
+    "quantity": NUMBERS,
+    "quantityType": st.sampled_from(["fixed_quantity", "dollar_amount", "percent_of_equity",
+                                     "percent_of_position", "risk_dollar_amount"]),
+    "orderType": st.sampled_from(["market", "limit", "stop", "stop_limit", "trailing_stop"]),
+    "limitPrice": NUMBERS, "stopPrice": NUMBERS, "price": NUMBERS, "signalPrice": NUMBERS,
+    "timeInForce": st.sampled_from(["day", "gtc", "ioc", "fok", "opg"]),
+    "takeProfit": st.fixed_dictionaries(
+        {}, optional={"percent": NUMBERS, "amount": NUMBERS, "limitPrice": NUMBERS}),
+    "stopLoss": st.fixed_dictionaries(
+        {}, optional={"type": st.sampled_from(["stop", "stop_limit", "trailing_stop"]),
+                      "percent": NUMBERS, "amount": NUMBERS, "stopPrice": NUMBERS,
+                      "limitPrice": NUMBERS}),
+    "cancel": st.booleans(), "test": st.booleans(), "extendedHours": st.booleans(),
+    "extras": st.dictionaries(st.text(max_size=5), VALUES, max_size=3),
+}
+BODIES = (
+    OBJECTS.map(lambda o: json.dumps(o).encode())
+    | st.fixed_dictionaries({"ticker": st.sampled_from(["AAPL", "MSFT", "BTCUSD", "ESZ26"]),
+                             "action": WORDS},
+                            optional={f: VALUES for f in FORMAT_FIELDS[2:]})
+    .map(lambda o: json.dumps(o).encode())
+    | st.fixed_dictionaries(
+        {"ticker": st.sampled_from(["AAPL", "NASDAQ:MSFT", "BTC/USD", "ESZ26", "$", ""]),
+         "action": st.sampled_from(["buy", "sell", "exit", "cancel", "add"])},
+        optional=PLAUSIBLE,
+    ).map(lambda o: json.dumps(o).encode())
+    | st.tuples(
+        st.sampled_from(["AAPL", "BTCUSD", "ESZ26"]),
+        st.sampled_from(["buy", "sell", "exit", "cancel", "add"]),
+        st.lists(st.sampled_from(sorted(PLAUSIBLE)), max_size=3, unique=True).flatmap(
+            lambda keys: st.fixed_dictionaries({k: PLAUSIBLE[k] for k in keys})),
+    ).map(lambda t: json.dumps({"ticker": t[0], "action": t[1], **t[2]}).encode())
+    | st.binary(max_size=200)
+    | VALUES.map(lambda v: json.dumps(v).encode())
+)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(raw=BODIES)
+async def test_fuzzed_bodies_never_5xx_and_only_valid_ones_get_a_job(
+    core: Core, client: TestClient, clock: FakeClock, raw: bytes
+) -> None:
+    url = getattr(core, "_fuzz_url", None)
+    if url is None:
+        url = await make_strategy(core)
+        core._fuzz_url = url  # type: ignore[attr-defined]
+    clock.advance(seconds=61)  # keep clear of the rate limit
+    jobs_before = await count(core, Job)
+    resp = await client.post(path(url), data=raw)
+    answer = await resp.json()
+    assert resp.status in (200, 202, 400), (resp.status, answer)
+    event(f"HTTP {resp.status} {answer.get('messageCode', '')}")
+    jobs_after = await count(core, Job)
+    parsed = parse(raw)
+    if resp.status == 202:
+        assert isinstance(parsed, Signal)
+        assert jobs_after == jobs_before + 1
+        async with core.db.session() as s:
+            row = await s.get(ReceivedSignal, answer["id"])
+        assert row is not None and row.payload == parsed.to_record()
+    else:
+        assert jobs_after == jobs_before
+        if resp.status == 400:
+            assert answer["success"] is False and answer["messageCode"]
+    assert await count(core, OrderIntent) == 0

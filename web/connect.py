@@ -1,0 +1,138 @@
+"""The /connect flow's web routes: link page, Discord sign-in callback, broker callback."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from bot.components import account_menus
+from bot.core import Core
+from bot.errors import TradecordError
+from bot.services.linking import Linked, LinkRefused
+from bot.services.notify import Outgoing
+from web.pages import FLOW_COOKIE, origin, page, redirect
+
+log = logging.getLogger("tradecord.web.connect")
+CORE = web.AppKey("connect_core", Core)
+
+
+def _discord_origin(core: Core) -> tuple[str, ...]:
+    return (origin(core.settings.discord_authorize_url),)
+
+
+def _secure(core: Core) -> bool:
+    return core.settings.public_url.startswith("https://")
+
+
+def _refused(e: TradecordError) -> web.Response:
+    status = e.status if isinstance(e, LinkRefused) else 400
+    return page("Nothing was linked", [e.user_message], status=status, kind="bad")
+
+
+async def link_page(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    token = request.match_info["token"]
+    try:
+        link = await core.linking.open_link(token)
+    except TradecordError as e:
+        return _refused(e)
+    broker = core.linking.broker_name(link.broker)
+    return page(
+        f"Connect {broker}",
+        [
+            f"This links a {broker} account to your Discord account in Tradecord.",
+            "First sign in with Discord, so we know this browser is yours; then sign in at "
+            f"{broker} and allow access. Tradecord can read your accounts and place and cancel "
+            "orders. It can never move money.",
+            "This link works once and expires 10 minutes after you ran /connect.",
+        ],
+        form_action=f"/connect/{token}",
+        button="Continue with Discord",
+        form_targets=_discord_origin(core),
+    )
+
+
+async def link_submit(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    try:
+        nxt = await core.linking.begin(request.match_info["token"])
+    except TradecordError as e:
+        return _refused(e)
+    return redirect(
+        nxt.url, cookie=nxt.set_cookie, secure=_secure(core), form_targets=_discord_origin(core)
+    )
+
+
+def _params(request: web.Request) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query.items():
+        params.setdefault(key, []).append(value)
+    return params
+
+
+async def discord_callback(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    try:
+        nxt = await core.linking.finish_discord(_params(request), request.cookies.get(FLOW_COOKIE))
+    except TradecordError as e:
+        return _refused(e)
+    return redirect(nxt.url)
+
+
+async def broker_callback(request: web.Request) -> web.Response:
+    core = request.app[CORE]
+    broker = request.match_info["broker"]
+    try:
+        linked = await core.linking.finish_broker(
+            broker, _params(request), request.cookies.get(FLOW_COOKIE)
+        )
+    except TradecordError as e:
+        return _refused(e)
+    await _announce(core, linked)
+    conn = linked.connection
+    resp = page(
+        f"{conn.name} is linked",
+        [
+            f"Your {core.linking.broker_name(conn.broker)} login is linked as “{conn.name}”.",
+            "Return to Discord: in the message we sent you, choose which account to trade "
+            "(trading stays off until you do). You can also use /accounts there.",
+            "You can close this tab.",
+        ],
+        kind="ok",
+    )
+    resp.del_cookie(FLOW_COOKIE, path="/")
+    return resp
+
+
+async def _announce(core: Core, linked: Linked) -> None:
+    """Tell the member in Discord, with menus to choose the accounts."""
+    if core.notifier is None:
+        return
+    member = await core.connections.member_of(linked.connection)
+    try:
+        await core.notifier.dm(member.discord_user_id, account_choice_message(core, linked))
+    except Exception:
+        log.warning("Could not DM the member about connection %s", linked.connection.id)
+
+
+def account_choice_message(core: Core, linked: Linked) -> Outgoing:
+    conn = linked.connection
+    lines = [
+        f"✅ **{conn.name}** is linked. Choose the account(s) to trade below; trading on "
+        "this connection stays off until you do."
+    ]
+    if linked.accounts_error:
+        lines.append(
+            f"We could not list your accounts yet: {linked.accounts_error} "
+            f"Use /accounts connection:{conn.name} to choose them later."
+        )
+    return Outgoing(content="\n".join(lines), components=account_menus(conn, linked.accounts))
+
+
+def setup(app: web.Application, core: Core) -> None:
+    app[CORE] = core
+    app.router.add_get("/connect/{token}", link_page)
+    app.router.add_post("/connect/{token}", link_submit)
+    app.router.add_get("/auth/discord/callback", discord_callback)
+    app.router.add_get("/oauth/{broker}/callback", broker_callback)
