@@ -164,8 +164,19 @@ class ExecutionStatus:
     TEST = "test"  # a test signal: planned, never placed
 
     FINAL = frozenset(
-        {SKIPPED, DONE, ACCEPTED, PARTIALLY_FILLED, FILLED, REJECTED, FAILED, UNCONFIRMED, EXPIRED,
-         DECLINED, TEST}
+        {
+            SKIPPED,
+            DONE,
+            ACCEPTED,
+            PARTIALLY_FILLED,
+            FILLED,
+            REJECTED,
+            FAILED,
+            UNCONFIRMED,
+            EXPIRED,
+            DECLINED,
+            TEST,
+        }
     )
 
 
@@ -207,9 +218,7 @@ class AlertChannel(Base):
     guild_id: Mapped[int] = mapped_column(BigInteger)
     # "*" for the guild default, else the strategy id (a NULL would not be unique on PostgreSQL).
     scope: Mapped[str] = mapped_column(String(36))
-    strategy_id: Mapped[str | None] = mapped_column(
-        ForeignKey("strategies.id", ondelete="CASCADE")
-    )
+    strategy_id: Mapped[str | None] = mapped_column(ForeignKey("strategies.id", ondelete="CASCADE"))
     channel_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

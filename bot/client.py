@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl
@@ -13,6 +13,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import Core
+
+if TYPE_CHECKING:
+    from bot.background import Background
 from bot.errors import TradecordError
 from bot.settings import Settings
 
@@ -49,6 +52,7 @@ class Tradecord(commands.Bot):
         self._owns_core = core is None
         self.sync_only = sync_only
         self.web_runner: web.AppRunner | None = None
+        self.background: Background | None = None
         self.web_port: int | None = None
         self.tree.on_error = self.on_app_command_error
 
@@ -70,6 +74,10 @@ class Tradecord(commands.Bot):
 
             self._core.notifier = DiscordNotifier(self.http)
         await self.start_web()
+        from bot.background import Background
+
+        self.background = Background(self._core)
+        self.background.start()
         if self.settings.discord_dev_guild_id:
             guild = discord.Object(self.settings.discord_dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -93,6 +101,9 @@ class Tradecord(commands.Bot):
         if self.web_runner is not None:
             await self.web_runner.cleanup()
             self.web_runner = None
+        if self.background is not None:
+            await self.background.close()
+            self.background = None
         await super().close()
         if self._core is not None and self._owns_core:
             await self._core.close()

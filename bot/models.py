@@ -194,7 +194,7 @@ class OrderIntent(Base):
     average_fill_price: Mapped[Decimal | None] = mapped_column()
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(String(500))
-    notified_status: Mapped[str | None] = mapped_column(String(20))
+    notified_status: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -95,7 +95,12 @@ EXPECTATIONS: dict[str, str] = {
 
 BROKERS = ("tradestation", "alpaca", "tradier")
 BROKER_URLS = (
-    "authorize_url", "token_url", "refresh_url", "revoke_url", "api_url", "paper_api_url",
+    "authorize_url",
+    "token_url",
+    "refresh_url",
+    "revoke_url",
+    "api_url",
+    "paper_api_url",
 )
 
 

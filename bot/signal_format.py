@@ -62,15 +62,22 @@ class StopLossType(StrEnum):
 
 
 SENTIMENT_WORDS = {
-    "bullish": Sentiment.BULLISH, "long": Sentiment.BULLISH,
-    "bearish": Sentiment.BEARISH, "short": Sentiment.BEARISH,
+    "bullish": Sentiment.BULLISH,
+    "long": Sentiment.BULLISH,
+    "bearish": Sentiment.BEARISH,
+    "short": Sentiment.BEARISH,
     "flat": Sentiment.FLAT,
 }
 ORDER_TYPES = {"market", "limit", "stop", "stop_limit", "trailing_stop"}
 TIME_IN_FORCE = {"day", "gtc", "opg", "cls", "ioc", "fok"}
 QUANTITY_TYPES = {q.value for q in QuantityType} | {"risk_dollar_amount"}
 OPTION_FIELDS = (
-    "optionType", "intrinsicValue", "expiration", "strikeCount", "strikesAway", "strikePrice",
+    "optionType",
+    "intrinsicValue",
+    "expiration",
+    "strikeCount",
+    "strikesAway",
+    "strikePrice",
 )
 _OPTION_TICKER = re.compile(r"^[A-Z]{1,6}\s*\d{6}\s*[CP]\s*\d+(\.\d+)?$")
 _EXCHANGE_PREFIX = re.compile(r"^[A-Z0-9_]{1,20}:")
@@ -167,13 +174,20 @@ class Signal:
         }
         if self.take_profit:
             tp = self.take_profit
-            record["takeProfit"] = {"limitPrice": num(tp.limit_price), "percent": num(tp.percent),
-                                    "amount": num(tp.amount)}
+            record["takeProfit"] = {
+                "limitPrice": num(tp.limit_price),
+                "percent": num(tp.percent),
+                "amount": num(tp.amount),
+            }
         if self.stop_loss:
             sl = self.stop_loss
-            record["stopLoss"] = {"type": sl.type.value, "stopPrice": num(sl.stop_price),
-                                  "percent": num(sl.percent), "amount": num(sl.amount),
-                                  "limitPrice": num(sl.limit_price)}
+            record["stopLoss"] = {
+                "type": sl.type.value,
+                "stopPrice": num(sl.stop_price),
+                "percent": num(sl.percent),
+                "amount": num(sl.amount),
+                "limitPrice": num(sl.limit_price),
+            }
         return record
 
     @classmethod
@@ -195,11 +209,20 @@ class Signal:
             time_in_force=TimeInForce(r["timeInForce"]) if r.get("timeInForce") else None,
             price=num(r.get("price")),
             signal_price=num(r.get("signalPrice")),
-            take_profit=TakeProfit(num(tp.get("limitPrice")), num(tp.get("percent")),
-                                   num(tp.get("amount"))) if tp else None,
-            stop_loss=StopLoss(StopLossType(sl["type"]), num(sl.get("stopPrice")),
-                               num(sl.get("percent")), num(sl.get("amount")),
-                               num(sl.get("limitPrice"))) if sl else None,
+            take_profit=TakeProfit(
+                num(tp.get("limitPrice")), num(tp.get("percent")), num(tp.get("amount"))
+            )
+            if tp
+            else None,
+            stop_loss=StopLoss(
+                StopLossType(sl["type"]),
+                num(sl.get("stopPrice")),
+                num(sl.get("percent")),
+                num(sl.get("amount")),
+                num(sl.get("limitPrice")),
+            )
+            if sl
+            else None,
             cancel=r.get("cancel"),
             time=datetime.fromisoformat(r["time"]) if r.get("time") else None,
             test=bool(r.get("test")),
@@ -261,8 +284,7 @@ def parse(body: bytes) -> Signal | Refusal:
         )
     try:
         text = body.decode("utf-8-sig")
-        obj = json.loads(text, parse_float=Decimal, parse_int=Decimal,
-                         parse_constant=_no_constants)
+        obj = json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constants)
     except (ValueError, RecursionError):
         return Refusal(
             "malformed-json",
@@ -285,14 +307,20 @@ def parse_object(obj: Any) -> Signal | Refusal:
 
 def _parse(obj: Any) -> Signal:
     if not isinstance(obj, dict):
-        raise _Refused("invalid-payload", "The payload must be a JSON object with at least the "
-                                          "ticker and action fields.")
+        raise _Refused(
+            "invalid-payload",
+            "The payload must be a JSON object with at least the ticker and action fields.",
+        )
     if not obj:
-        raise _Refused("empty-json", "Your trade signal was an empty JSON object. Add at least "
-                                     "ticker and action.")
+        raise _Refused(
+            "empty-json",
+            "Your trade signal was an empty JSON object. Add at least ticker and action.",
+        )
     if obj.get("ticker") is None or obj.get("action") is None:
-        raise _Refused("invalid-payload", "The payload is invalid. Both the action and ticker "
-                                          "fields are required.")
+        raise _Refused(
+            "invalid-payload",
+            "The payload is invalid. Both the action and ticker fields are required.",
+        )
     action = _action(obj["action"])
     ticker = _ticker(obj["ticker"])
     _refuse_unsupported(obj)
@@ -303,12 +331,18 @@ def _parse(obj: Any) -> Signal:
     stop_price = _price(obj, "stopPrice", "invalid-stop-price")
     effective = order_type or OrderType.MARKET
     if limit_price is not None and effective not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-        raise _Refused("invalid-limit-price", "limitPrice applies to orderType limit or "
-                                              "stop_limit. Add the orderType, or remove "
-                                              "limitPrice for a market order.")
+        raise _Refused(
+            "invalid-limit-price",
+            "limitPrice applies to orderType limit or "
+            "stop_limit. Add the orderType, or remove "
+            "limitPrice for a market order.",
+        )
     if stop_price is not None and effective not in (OrderType.STOP, OrderType.STOP_LIMIT):
-        raise _Refused("invalid-stop-price", "stopPrice applies to orderType stop or stop_limit. "
-                                             "Add the orderType, or remove stopPrice.")
+        raise _Refused(
+            "invalid-stop-price",
+            "stopPrice applies to orderType stop or stop_limit. "
+            "Add the orderType, or remove stopPrice.",
+        )
     tif = _time_in_force(obj.get("timeInForce"))
 
     quantity, quantity_type = _quantity(obj, action)
@@ -343,9 +377,12 @@ def _action(value: Any) -> Action:
             return Action(value.strip().lower())
         except ValueError:
             pass
-    raise _Refused("invalid-action", "The provided action is invalid. The action field must be "
-                                     "one of the following values: buy, sell, exit, cancel, or "
-                                     "add.")
+    raise _Refused(
+        "invalid-action",
+        "The provided action is invalid. The action field must be "
+        "one of the following values: buy, sell, exit, cancel, or "
+        "add.",
+    )
 
 
 def normalize_ticker(value: str) -> str:
@@ -358,24 +395,35 @@ def normalize_ticker(value: str) -> str:
 
 def _ticker(value: Any) -> str:
     if not isinstance(value, str):
-        raise _Refused("invalid-payload", "The ticker field must be text, like \"AAPL\".")
+        raise _Refused("invalid-payload", 'The ticker field must be text, like "AAPL".')
     raw = value.strip().upper()
     if not raw:
-        raise _Refused("empty-ticker-name", "The ticker field is empty. Send a ticker symbol, "
-                                            "e.g. with TradingView's {{ticker}} placeholder.")
+        raise _Refused(
+            "empty-ticker-name",
+            "The ticker field is empty. Send a ticker symbol, "
+            "e.g. with TradingView's {{ticker}} placeholder.",
+        )
     if _OPTION_TICKER.match(raw):
-        raise _Refused("invalid-asset-class", "Options are not supported: Tradecord trades "
-                                              "stocks, ETFs, futures and crypto.")
+        raise _Refused(
+            "invalid-asset-class",
+            "Options are not supported: Tradecord trades stocks, ETFs, futures and crypto.",
+        )
     ticker = _EXCHANGE_PREFIX.sub("", raw, count=1)  # TradingView's "NASDAQ:AAPL"
     if _CONTINUOUS.match(ticker):
         # TradingView's continuous "NQ1!": which contract it means depends on a roll schedule.
-        raise _Refused("ticker-does-not-exist", f"{ticker} is a continuous future; send the "
-                                                "contract itself, like NQZ25 (TradingView: "
-                                                "{{syminfo.ticker}} on a contract chart).")
+        raise _Refused(
+            "ticker-does-not-exist",
+            f"{ticker} is a continuous future; send the "
+            "contract itself, like NQZ25 (TradingView: "
+            "{{syminfo.ticker}} on a contract chart).",
+        )
     if not symbols.TICKER_RE.match(ticker):
-        raise _Refused("ticker-does-not-exist", "The ticker is not a symbol Tradecord can trade. "
-                                                "Use a stock like AAPL, a future like ESZ25 or "
-                                                "/ES, or a crypto pair like BTCUSD.")
+        raise _Refused(
+            "ticker-does-not-exist",
+            "The ticker is not a symbol Tradecord can trade. "
+            "Use a stock like AAPL, a future like ESZ25 or "
+            "/ES, or a crypto pair like BTCUSD.",
+        )
     return ticker
 
 
@@ -384,34 +432,47 @@ def _refuse_unsupported(obj: Mapping[str, Any]) -> None:
     present = [f for f in OPTION_FIELDS if obj.get(f) is not None]
     if present:
         _check_option_fields(obj)
-        raise _Refused("invalid-asset-class", f"Options are not supported ({', '.join(present)}): "
-                                              "Tradecord trades stocks, ETFs, futures and "
-                                              "crypto. Remove the options fields.")
+        raise _Refused(
+            "invalid-asset-class",
+            f"Options are not supported ({', '.join(present)}): "
+            "Tradecord trades stocks, ETFs, futures and "
+            "crypto. Remove the options fields.",
+        )
     if any(obj.get(f) is not None for f in ("trailAmount", "trailPercent")):
-        raise _Refused("unsupported-trailing-stop", "Trailing stop orders are not supported yet. "
-                                                    "Use orderType stop or stop_limit, and remove "
-                                                    "trailAmount/trailPercent.")
+        raise _Refused(
+            "unsupported-trailing-stop",
+            "Trailing stop orders are not supported yet. "
+            "Use orderType stop or stop_limit, and remove "
+            "trailAmount/trailPercent.",
+        )
     extended = obj.get("extendedHours")
     if extended is not None:
         if not isinstance(extended, bool):
             raise _Refused("invalid-extended-hours", "extendedHours must be true or false.")
         if extended:
-            raise _Refused("unsupported-extended-hours", "Extended-hours orders are not "
-                                                         "supported yet. Remove extendedHours or "
-                                                         "set it to false.")
+            raise _Refused(
+                "unsupported-extended-hours",
+                "Extended-hours orders are not "
+                "supported yet. Remove extendedHours or "
+                "set it to false.",
+            )
     windows = obj.get("ignoreTradingWindows")
     if windows is not None and not isinstance(windows, bool):
         # Tradecord has no trading windows, so either boolean means the same order.
-        raise _Refused("invalid-ignore-trading-windows", "ignoreTradingWindows must be true or "
-                                                         "false.")
+        raise _Refused(
+            "invalid-ignore-trading-windows", "ignoreTradingWindows must be true or false."
+        )
 
 
 def _check_option_fields(obj: Mapping[str, Any]) -> None:
     checks: list[tuple[str, str, Any]] = [
         ("optionType", "invalid-option-type", lambda v: v in ("both", "call", "put")),
         ("intrinsicValue", "invalid-intrinsic-value", lambda v: v in ("itm", "otm")),
-        ("expiration", "invalid-expiration",
-         lambda v: isinstance(v, str) and _EXPIRATION.match(v.strip()) is not None),
+        (
+            "expiration",
+            "invalid-expiration",
+            lambda v: isinstance(v, str) and _EXPIRATION.match(v.strip()) is not None,
+        ),
         ("strikeCount", "invalid-strike-count", lambda v: _is_count(v)),
         ("strikesAway", "invalid-strikes-away", lambda v: _is_count(v, allow_zero=True)),
         ("strikePrice", "invalid-strike-price", lambda v: _positive_or_none(v) is not None),
@@ -434,17 +495,23 @@ def _sentiment(value: Any, action: Action) -> Sentiment | None:
     word = value.strip().lower() if isinstance(value, str) else None
     sentiment = SENTIMENT_WORDS.get(word or "")
     if sentiment is None:
-        raise _Refused("invalid-sentiment", "The provided sentiment value is invalid. The "
-                                            "sentiment field must be one of the following "
-                                            "values: bullish, bearish, or flat (TradingView's "
-                                            "long and short are accepted).")
+        raise _Refused(
+            "invalid-sentiment",
+            "The provided sentiment value is invalid. The "
+            "sentiment field must be one of the following "
+            "values: bullish, bearish, or flat (TradingView's "
+            "long and short are accepted).",
+        )
     # exit and cancel leave no position to be bullish or bearish about; add cannot go flat.
     if (action in (Action.EXIT, Action.CANCEL) and sentiment is not Sentiment.FLAT) or (
         action is Action.ADD and sentiment is Sentiment.FLAT
     ):
-        raise _Refused("invalid-sentiment-action", f"sentiment {sentiment} does not fit action "
-                                                   f"{action}: exit and cancel take flat (or no "
-                                                   "sentiment), add takes bullish or bearish.")
+        raise _Refused(
+            "invalid-sentiment-action",
+            f"sentiment {sentiment} does not fit action "
+            f"{action}: exit and cancel take flat (or no "
+            "sentiment), add takes bullish or bearish.",
+        )
     return sentiment
 
 
@@ -453,12 +520,17 @@ def _order_type(value: Any) -> OrderType | None:
         return None
     word = value.strip().lower() if isinstance(value, str) else None
     if word not in ORDER_TYPES:
-        raise _Refused("invalid-order-type", "The provided orderType is invalid. The orderType "
-                                             "field must be one of the following values: "
-                                             "market, limit, stop, stop_limit, or trailing_stop.")
+        raise _Refused(
+            "invalid-order-type",
+            "The provided orderType is invalid. The orderType "
+            "field must be one of the following values: "
+            "market, limit, stop, stop_limit, or trailing_stop.",
+        )
     if word == "trailing_stop":
-        raise _Refused("unsupported-trailing-stop", "Trailing stop orders are not supported yet. "
-                                                    "Use orderType stop or stop_limit.")
+        raise _Refused(
+            "unsupported-trailing-stop",
+            "Trailing stop orders are not supported yet. Use orderType stop or stop_limit.",
+        )
     return OrderType(word)
 
 
@@ -467,11 +539,16 @@ def _time_in_force(value: Any) -> TimeInForce | None:
         return None
     word = value.strip().lower() if isinstance(value, str) else None
     if word not in TIME_IN_FORCE:
-        raise _Refused("invalid-time-in-force", "The provided timeInForce is invalid. It must "
-                                                "be one of: day, gtc, opg, cls, ioc or fok.")
+        raise _Refused(
+            "invalid-time-in-force",
+            "The provided timeInForce is invalid. It must "
+            "be one of: day, gtc, opg, cls, ioc or fok.",
+        )
     if word in ("opg", "cls"):
-        raise _Refused("unsupported-time-in-force", f"timeInForce {word} (auction orders) is not "
-                                                    "supported yet. Use day, gtc, ioc or fok.")
+        raise _Refused(
+            "unsupported-time-in-force",
+            f"timeInForce {word} (auction orders) is not supported yet. Use day, gtc, ioc or fok.",
+        )
     return TimeInForce(word)
 
 
@@ -481,38 +558,53 @@ def _quantity(obj: Mapping[str, Any], action: Action) -> tuple[Decimal | None, Q
     if raw_type is not None:
         word = raw_type.strip().lower() if isinstance(raw_type, str) else None
         if word not in QUANTITY_TYPES:
-            raise _Refused("invalid-quantity-type", "The provided quantityType is invalid. It "
-                                                    "must be one of: fixed_quantity, "
-                                                    "dollar_amount, risk_dollar_amount, "
-                                                    "percent_of_equity, or percent_of_position.")
+            raise _Refused(
+                "invalid-quantity-type",
+                "The provided quantityType is invalid. It "
+                "must be one of: fixed_quantity, "
+                "dollar_amount, risk_dollar_amount, "
+                "percent_of_equity, or percent_of_position.",
+            )
         if word == "risk_dollar_amount":
-            raise _Refused("unsupported-quantity-type", "quantityType risk_dollar_amount is not "
-                                                        "supported yet. Use fixed_quantity, "
-                                                        "dollar_amount, percent_of_equity or "
-                                                        "percent_of_position.")
+            raise _Refused(
+                "unsupported-quantity-type",
+                "quantityType risk_dollar_amount is not "
+                "supported yet. Use fixed_quantity, "
+                "dollar_amount, percent_of_equity or "
+                "percent_of_position.",
+            )
         assert word is not None
         qtype = QuantityType(word)
         if action is Action.CANCEL:
-            raise _Refused("invalid-quantity-type-action", "quantityType can only be used with "
-                                                           "action buy, sell, exit or add.")
+            raise _Refused(
+                "invalid-quantity-type-action",
+                "quantityType can only be used with action buy, sell, exit or add.",
+            )
         if qtype is QuantityType.PERCENT_OF_POSITION and action is Action.ADD:
-            raise _Refused("invalid-percent-of-position-action", "percent_of_position can only "
-                                                                 "be used with action buy, sell "
-                                                                 "or exit.")
+            raise _Refused(
+                "invalid-percent-of-position-action",
+                "percent_of_position can only be used with action buy, sell or exit.",
+            )
     raw = obj.get("quantity")
     if raw is None:
         if qtype is not None:
-            raise _Refused("quantity-type-requires-quantity", f"quantityType {qtype} needs a "
-                                                              "quantity.")
+            raise _Refused(
+                "quantity-type-requires-quantity", f"quantityType {qtype} needs a quantity."
+            )
         return None, None
     quantity = _positive_or_none(raw)
     if quantity is None:
-        raise _Refused("invalid-quantity", "The provided quantity is invalid. The quantity field "
-                                           "must be a positive number with at most "
-                                           f"{MAX_DECIMALS} decimals.")
+        raise _Refused(
+            "invalid-quantity",
+            "The provided quantity is invalid. The quantity field "
+            "must be a positive number with at most "
+            f"{MAX_DECIMALS} decimals.",
+        )
     if action is Action.CANCEL:
-        raise _Refused("invalid-quantity", "A cancel signal takes no quantity: it cancels the "
-                                           "ticker's open orders.")
+        raise _Refused(
+            "invalid-quantity",
+            "A cancel signal takes no quantity: it cancels the ticker's open orders.",
+        )
     if qtype in (QuantityType.PERCENT_OF_EQUITY, QuantityType.PERCENT_OF_POSITION) and (
         quantity > 100
     ):
@@ -526,8 +618,11 @@ def _price(obj: Mapping[str, Any], name: str, code: str) -> Decimal | None:
         return None
     price = _positive_or_none(value)
     if price is None:
-        raise _Refused(code, f"The provided {name} is invalid: it must be a positive number with "
-                             f"at most {MAX_DECIMALS} decimals.")
+        raise _Refused(
+            code,
+            f"The provided {name} is invalid: it must be a positive number with "
+            f"at most {MAX_DECIMALS} decimals.",
+        )
     return price
 
 
@@ -563,9 +658,13 @@ def _relative(section: str, obj: Mapping[str, Any], name: str) -> Decimal | None
     number = _positive_or_none(value)
     if number is None or (name == "percent" and number >= 100 and section == "stop-loss"):
         code = f"invalid-{section}-{_kebab(name)}"
-        raise _Refused(code, f"The provided {_camel(section)}.{name} is invalid: it must be a "
-                             "positive number" + (" below 100" if name == "percent" and
-                                                  section == "stop-loss" else "") + ".")
+        raise _Refused(
+            code,
+            f"The provided {_camel(section)}.{name} is invalid: it must be a "
+            "positive number"
+            + (" below 100" if name == "percent" and section == "stop-loss" else "")
+            + ".",
+        )
     return number
 
 
@@ -581,22 +680,27 @@ def _take_profit(value: Any) -> TakeProfit | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise _Refused("invalid-take-profit-value-required", "takeProfit must be an object with "
-                                                             "limitPrice, percent or amount.")
+        raise _Refused(
+            "invalid-take-profit-value-required",
+            "takeProfit must be an object with limitPrice, percent or amount.",
+        )
     limit = _relative("take-profit", value, "limitPrice")
     percent = _relative("take-profit", value, "percent")
     amount = _relative("take-profit", value, "amount")
     if percent is not None and amount is not None:
-        raise _Refused("invalid-take-profit-amount-and-percent", "Send takeProfit.percent or "
-                                                                 "takeProfit.amount, not both.")
+        raise _Refused(
+            "invalid-take-profit-amount-and-percent",
+            "Send takeProfit.percent or takeProfit.amount, not both.",
+        )
     if limit is not None and (percent is not None or amount is not None):
-        raise _Refused("invalid-take-profit-relative-and-absolute", "Send an absolute "
-                                                                    "takeProfit.limitPrice or a "
-                                                                    "relative percent/amount, "
-                                                                    "not both.")
+        raise _Refused(
+            "invalid-take-profit-relative-and-absolute",
+            "Send an absolute takeProfit.limitPrice or a relative percent/amount, not both.",
+        )
     if limit is None and percent is None and amount is None:
-        raise _Refused("invalid-take-profit-value-required", "takeProfit needs limitPrice, "
-                                                             "percent or amount.")
+        raise _Refused(
+            "invalid-take-profit-value-required", "takeProfit needs limitPrice, percent or amount."
+        )
     return TakeProfit(limit, percent, amount)
 
 
@@ -604,52 +708,66 @@ def _stop_loss(value: Any) -> StopLoss | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise _Refused("invalid-stop-loss-value-required", "stopLoss must be an object with "
-                                                           "stopPrice, percent or amount.")
+        raise _Refused(
+            "invalid-stop-loss-value-required",
+            "stopLoss must be an object with stopPrice, percent or amount.",
+        )
     raw_type = value.get("type")
     if raw_type is None:
         sl_type = StopLossType.STOP
     else:
         word = raw_type.strip().lower() if isinstance(raw_type, str) else None
         if word == "trailing_stop":
-            raise _Refused("unsupported-trailing-stop", "Trailing stop losses are not supported "
-                                                        "yet. Use stopLoss.type stop or "
-                                                        "stop_limit.")
+            raise _Refused(
+                "unsupported-trailing-stop",
+                "Trailing stop losses are not supported yet. Use stopLoss.type stop or stop_limit.",
+            )
         if word not in ("stop", "stop_limit"):
-            raise _Refused("invalid-stop-loss-type", "The provided stopLoss.type is invalid. The "
-                                                     "stopLoss.type field must be one of the "
-                                                     "following values: stop, stop_limit, or "
-                                                     "trailing_stop.")
+            raise _Refused(
+                "invalid-stop-loss-type",
+                "The provided stopLoss.type is invalid. The "
+                "stopLoss.type field must be one of the "
+                "following values: stop, stop_limit, or "
+                "trailing_stop.",
+            )
         sl_type = StopLossType(word)
     if value.get("trailAmount") is not None or value.get("trailPercent") is not None:
-        raise _Refused("unsupported-trailing-stop", "Trailing stop losses are not supported yet. "
-                                                    "Remove trailAmount/trailPercent.")
+        raise _Refused(
+            "unsupported-trailing-stop",
+            "Trailing stop losses are not supported yet. Remove trailAmount/trailPercent.",
+        )
     stop = _relative("stop-loss", value, "stopPrice")
     percent = _relative("stop-loss", value, "percent")
     amount = _relative("stop-loss", value, "amount")
     limit = _relative("stop-loss", value, "limitPrice")
     if percent is not None and amount is not None:
-        raise _Refused("invalid-stop-loss-amount-and-percent", "Send stopLoss.percent or "
-                                                               "stopLoss.amount, not both.")
+        raise _Refused(
+            "invalid-stop-loss-amount-and-percent",
+            "Send stopLoss.percent or stopLoss.amount, not both.",
+        )
     if stop is not None and (percent is not None or amount is not None):
-        raise _Refused("invalid-stop-loss-relative-and-absolute", "Send an absolute "
-                                                                  "stopLoss.stopPrice or a "
-                                                                  "relative percent/amount, not "
-                                                                  "both.")
+        raise _Refused(
+            "invalid-stop-loss-relative-and-absolute",
+            "Send an absolute stopLoss.stopPrice or a relative percent/amount, not both.",
+        )
     if limit is not None and sl_type is not StopLossType.STOP_LIMIT:
-        raise _Refused("invalid-stop-loss-limit-price", "stopLoss.limitPrice requires "
-                                                        "stopLoss.type stop_limit.")
+        raise _Refused(
+            "invalid-stop-loss-limit-price",
+            "stopLoss.limitPrice requires stopLoss.type stop_limit.",
+        )
     if stop is None and percent is None and amount is None:
         if sl_type is StopLossType.STOP_LIMIT and limit is not None:
-            raise _Refused("invalid-stop-loss-stop-price-required", "A stop_limit stop loss "
-                                                                    "needs stopPrice, percent "
-                                                                    "or amount as well as "
-                                                                    "limitPrice.")
-        raise _Refused("invalid-stop-loss-value-required", "stopLoss needs stopPrice, percent or "
-                                                           "amount.")
+            raise _Refused(
+                "invalid-stop-loss-stop-price-required",
+                "A stop_limit stop loss needs stopPrice, percent or amount as well as limitPrice.",
+            )
+        raise _Refused(
+            "invalid-stop-loss-value-required", "stopLoss needs stopPrice, percent or amount."
+        )
     if sl_type is StopLossType.STOP_LIMIT and limit is None:
-        raise _Refused("invalid-stop-loss-limit-price", "A stop_limit stop loss needs "
-                                                        "stopLoss.limitPrice.")
+        raise _Refused(
+            "invalid-stop-loss-limit-price", "A stop_limit stop loss needs stopLoss.limitPrice."
+        )
     return StopLoss(sl_type, stop, percent, amount, limit)
 
 
@@ -676,16 +794,21 @@ def _time(value: Any) -> datetime | None:
             return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
         except (ValueError, OverflowError):
             pass
-    raise _Refused("invalid-time", "time must be an ISO-8601 timestamp such as "
-                                   "2024-01-15T14:30:00Z (TradingView: {{timenow}}).")
+    raise _Refused(
+        "invalid-time",
+        "time must be an ISO-8601 timestamp such as "
+        "2024-01-15T14:30:00Z (TradingView: {{timenow}}).",
+    )
 
 
 def _extras(value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict) or _depth(value) > MAX_EXTRAS_DEPTH:
-        raise _Refused("invalid-extras", "extras must be a JSON object (nested at most "
-                                         f"{MAX_EXTRAS_DEPTH} levels).")
+        raise _Refused(
+            "invalid-extras",
+            f"extras must be a JSON object (nested at most {MAX_EXTRAS_DEPTH} levels).",
+        )
     return value
 
 
@@ -698,7 +821,8 @@ def _depth(value: Any, limit: int = MAX_EXTRAS_DEPTH + 1) -> int:
         deepest = max(deepest, depth)
         if deepest > limit:
             return deepest
-        children = item.values() if isinstance(item, dict) else item if isinstance(
-            item, list) else ()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
     return deepest

@@ -82,6 +82,23 @@ class JobQueue:
 
     # -- enqueue --------------------------------------------------------------------------------
 
+    def row(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        run_after: datetime | None = None,
+        max_attempts: int = 5,
+    ) -> dict[str, Any]:
+        """The column values of a new job."""
+        now = self.clock()
+        return dict(
+            kind=kind, payload=dict(payload), dedupe_key=key, status=JobStatus.QUEUED,
+            run_after=run_after or now, attempts=0, max_attempts=max_attempts,
+            created_at=now, updated_at=now,
+        )
+
     def insert_statement(
         self,
         kind: str,
@@ -93,18 +110,7 @@ class JobQueue:
     ) -> Any:
         """An INSERT for the caller's transaction, so the job commits with what it is about.
         With a ``key``, inserting it again does nothing (no error to roll the caller back)."""
-        now = self.clock()
-        values = dict(
-            kind=kind,
-            payload=dict(payload),
-            dedupe_key=key,
-            status=JobStatus.QUEUED,
-            run_after=run_after or now,
-            attempts=0,
-            max_attempts=max_attempts,
-            created_at=now,
-            updated_at=now,
-        )
+        values = self.row(kind, payload, key=key, run_after=run_after, max_attempts=max_attempts)
         if key is None:
             return insert(Job).values(values)
         return insert_ignoring(self.core.db, Job, [values], ["dedupe_key"])

@@ -52,7 +52,6 @@ log = logging.getLogger("tradecord.linking")
 
 LINK_TTL = timedelta(minutes=10)
 STATE_TTL = timedelta(minutes=10)
-ENVIRONMENTS = ("live", "paper", "both")
 
 
 def digest(value: str) -> str:
@@ -151,8 +150,14 @@ class LinkingService:
                 "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
                 "Ask the server admin."
             )
-        if environment is not None and environment not in ENVIRONMENTS:
-            raise InvalidInput("environment must be live, paper or both.")
+        offered = get_adapter_class(broker).connect_environments
+        if environment is None:
+            environment = offered[0]
+        if environment not in offered:
+            raise InvalidInput(
+                f"{self.broker_name(broker)} can be linked for: {', '.join(offered)}. "
+                f"Run /connect again with one of those."
+            )
         await self.check_limit(discord_user_id)
         member_id = await self.core.members.ensure(discord_user_id)
         token = secrets.token_urlsafe(32)

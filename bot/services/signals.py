@@ -376,74 +376,23 @@ class SignalService:
         signal = parsed if isinstance(parsed, Signal) else None
         valid = signal if refusal is None else None
         validated = self.clock()
-        body_hash = hashlib.sha256(body).hexdigest()
         signal_id = new_uuid()
-        S = ReceivedSignal
-        recent = (
-            select(func.count())
-            .select_from(
-                select(S.id)
-                .where(S.strategy_id == auth.id, S.received_at > received - RATE_WINDOW)
-                .limit(auth.rate_limit_per_minute)
-                .subquery()
-            )
-            .scalar_subquery()
+        row = dict(
+            id=signal_id, strategy_id=auth.id, received_at=received, validated_at=validated,
+            body_hash=hashlib.sha256(body).hexdigest(), body=_body_text(body),
+            payload=valid.to_record() if valid else None, status=SignalStatus.REFUSED,
+            message_code=refusal.code if refusal else None,
+            message=refusal.message[:400] if refusal else None, duplicate_of=None,
+            ticker=signal.ticker if signal else None,
+            action=signal.action.value if signal else None, test=bool(signal and signal.test),
+            signal_time=signal.time if signal else None, source_ip=source_ip, announced=False,
         )
-        duplicate = (
-            select(S.id)
-            .where(
-                S.strategy_id == auth.id,
-                S.body_hash == body_hash,
-                S.received_at > received - DUPLICATE_WINDOW,
-                S.status.in_(ACTIVE_SIGNAL),
-            )
-            .order_by(S.received_at)
-            .limit(1)
-            .scalar_subquery()
-            if valid is not None
-            else literal(None)
-        )
+        job = self.core.jobs.row(JOB_SIGNAL, {"signal_id": signal_id}, key=f"signal:{signal_id}")
         try:
-            async with self.core.db.transaction() as s:
-                await s.execute(
-                    update(Strategy).where(Strategy.id == auth.id).values(last_signal_at=received)
-                )
-                count, original = (await s.execute(select(recent, duplicate))).one()
-                if count >= auth.rate_limit_per_minute:
-                    raise _RateLimited
-                if refusal is not None:
-                    status = SignalStatus.REFUSED
-                elif original is not None:
-                    status = SignalStatus.DUPLICATE
-                else:
-                    status = SignalStatus.QUEUED
-                await s.execute(
-                    insert(S).values(
-                        id=signal_id,
-                        strategy_id=auth.id,
-                        received_at=received,
-                        validated_at=validated,
-                        body_hash=body_hash,
-                        body=_body_text(body),
-                        payload=valid.to_record() if valid else None,
-                        status=status,
-                        message_code=refusal.code if refusal else None,
-                        message=refusal.message[:400] if refusal else None,
-                        duplicate_of=original,
-                        ticker=signal.ticker if signal else None,
-                        action=signal.action.value if signal else None,
-                        test=bool(signal and signal.test),
-                        signal_time=signal.time if signal else None,
-                        source_ip=source_ip,
-                        announced=False,
-                    )
-                )
-                if status == SignalStatus.QUEUED:
-                    await s.execute(
-                        self.core.jobs.insert_statement(
-                            JOB_SIGNAL, {"signal_id": signal_id}, key=f"signal:{signal_id}"
-                        )
-                    )
+            if self.fast is not None:
+                status, original = await self.fast.store(auth, row, job, valid is not None)
+            else:
+                status, original = await self._store(auth, row, job, valid is not None)
         except _RateLimited:
             return Ack(
                 429,
@@ -484,6 +433,46 @@ class SignalService:
         return Ack(
             202, {"success": True, "id": signal_id, "logId": signal_id, "payload": signal.echo()}
         )
+
+    async def _store(
+        self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
+    ) -> tuple[str, str | None]:
+        """The acknowledgement's one transaction: rate, duplicate window, the row, its job."""
+        S = ReceivedSignal  # noqa: N806 - a short alias keeps the queries readable
+        received = row["received_at"]
+        recent = (
+            select(func.count())
+            .select_from(
+                select(S.id)
+                .where(S.strategy_id == auth.id, S.received_at > received - RATE_WINDOW)
+                .limit(auth.rate_limit_per_minute)
+                .subquery()
+            )
+            .scalar_subquery()
+        )
+        duplicate = (
+            select(S.id)
+            .where(S.strategy_id == auth.id, S.body_hash == row["body_hash"],
+                   S.received_at > received - DUPLICATE_WINDOW, S.status.in_(ACTIVE_SIGNAL))
+            .order_by(S.received_at)
+            .limit(1)
+            .scalar_subquery()
+            if valid else literal(None)
+        )
+        async with self.core.db.transaction() as s:
+            # The write that makes this transaction the strategy's only one (a row lock on
+            # PostgreSQL): the counts below cannot race another process.
+            await s.execute(update(Strategy).where(Strategy.id == auth.id)
+                            .values(last_signal_at=received))
+            count, original = (await s.execute(select(recent, duplicate))).one()
+            if count >= auth.rate_limit_per_minute:
+                raise _RateLimited
+            status = _status(row, original)
+            await s.execute(insert(S).values(row | {"status": status, "duplicate_of": original}))
+            if status == SignalStatus.QUEUED:
+                await s.execute(self.core.jobs.insert_statement(
+                    job["kind"], job["payload"], key=job["dedupe_key"]))
+        return status, original
 
     def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:
         """The strategy's own rules, after the format's."""
@@ -1846,6 +1835,12 @@ def _s(d: Decimal | None) -> str | None:
 
 def _d(v: Any) -> Decimal | None:
     return None if v is None else Decimal(v)
+
+
+def _status(row: Mapping[str, Any], original: str | None) -> str:
+    if row["message_code"] is not None:
+        return SignalStatus.REFUSED
+    return SignalStatus.DUPLICATE if original is not None else SignalStatus.QUEUED
 
 
 def _body_text(body: bytes) -> str:

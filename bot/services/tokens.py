@@ -145,3 +145,53 @@ class DbTokenProvider:
             )
         except Exception:
             log.warning("Could not tell member about re-authorization of connection %s", conn.id)
+
+
+async def remind_expiring(core: Core, *, ahead: timedelta = timedelta(days=1)) -> int:
+    """DM members whose broker authorization has a fixed end within ``ahead``, once each."""
+    from sqlalchemy import update
+
+    now = core.connections.clock()
+    async with core.db.session() as s:
+        rows = (
+            await s.execute(
+                select(Credential, Connection, Member)
+                .join(Connection, Connection.id == Credential.connection_id)
+                .join(Member, Member.id == Connection.member_id)
+                .where(
+                    Credential.refresh_expires_at.is_not(None),
+                    Credential.refresh_expires_at <= now + ahead,
+                    Credential.refresh_reminded_at.is_(None),
+                    Connection.status != ConnectionStatus.NEEDS_REAUTH,
+                )
+            )
+        ).all()
+    sent = 0
+    for cred, conn, member in rows:
+        async with core.db.transaction() as s:
+            claimed = await s.execute(
+                update(Credential)
+                .where(
+                    Credential.connection_id == cred.connection_id,
+                    Credential.refresh_reminded_at.is_(None),
+                )
+                .values(refresh_reminded_at=now)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # another process reminded
+        assert cred.refresh_expires_at is not None
+        hours = max(0, int((cred.refresh_expires_at - now).total_seconds() // 3600))
+        if core.notifier is not None:
+            await core.notifier.dm(
+                member.discord_user_id,
+                Outgoing(
+                    content=(
+                        f"⏳ Your authorization for **{conn.name}** ends in about {hours} "
+                        "hour(s); the broker does not let it be extended. Run "
+                        f"`/connect {conn.broker}` before then to keep trading on it without "
+                        "interruption."
+                    )
+                ),
+            )
+        sent += 1
+    return sent

@@ -38,15 +38,18 @@ from adapters.models import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    OrderUpdate,
     Position,
     Quote,
     Side,
+    SubmissionHint,
     TimeInForce,
 )
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection, IntentStatus, Member, OrderIntent, new_uuid
 from bot.services import audit
 from bot.services.connections import Target
+from bot.services.notify import Outgoing
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -65,9 +68,6 @@ STATUS_FROM_ORDER = {
 }
 NEEDS_LIMIT = {OrderType.LIMIT, OrderType.STOP_LIMIT}
 NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
-
-# (intent, text) → delivered to the member; set by the front end (Discord DM, tests).
-Notify = Callable[[OrderIntent, str], Awaitable[None]]
 
 
 def client_order_id(intent_id: str) -> str:
@@ -158,7 +158,8 @@ class TradingService:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.notify: Notify | None = None
+        # Called after a member was told of a change (the signals service posts channel alerts).
+        self.listeners: list[Callable[[OrderIntent], Awaitable[None]]] = []
 
     # -- validation and preview ---------------------------------------------------------
 
@@ -423,19 +424,15 @@ class TradingService:
         """Send a pending intent to its broker. Never resends blindly (see module docstring)."""
         target = await self._target_of(intent)
         adapter = await self.core.connections.adapter_for(target.connection)
-        request = OrderRequest(
-            symbol=intent.symbol,
-            side=Side(intent.side),
-            quantity=intent.quantity,
-            order_type=OrderType(intent.order_type),
-            time_in_force=TimeInForce(intent.time_in_force),
-            limit_price=intent.limit_price,
-            stop_price=intent.stop_price,
-            client_order_id=intent.client_order_id,
-            asset_class=AssetClass(intent.asset_class),
-        )
+        request = request_of(intent)
         simulated = bool(intent.extra.get("simulated"))
-        await self._set(intent, IntentStatus.SUBMITTED, phase="order.submitted")
+        sent_at = self.clock()
+        await self._set(
+            intent,
+            IntentStatus.SUBMITTED,
+            phase="order.submitted",
+            extra={**intent.extra, "sent_at": sent_at.isoformat()},
+        )
         try:
             order = await adapter.create_order(target.ref, request)
         except (BrokerUnavailable, TimeoutError) as e:
@@ -467,7 +464,9 @@ class TradingService:
     ) -> Outcome:
         """The broker may have the order. Look it up by client order id; never resend."""
         try:
-            order = await adapter.fetch_order(target.ref, client_order_id=intent.client_order_id)
+            order = await adapter.fetch_order(
+                target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
+            )
         except OrderNotFound:
             await self._set(
                 intent,
@@ -556,9 +555,13 @@ class TradingService:
         phase: str,
         error: BrokerError | None = None,
         reason: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         async with self.core.db.transaction() as s:
             values: dict[str, Any] = {"status": status, "updated_at": self.clock()}
+            if extra is not None:
+                values["extra"] = extra
+                intent.extra = extra
             if error is not None:
                 values.update(error_code=error.code, error_message=error.user_message[:500])
             await s.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(values))
@@ -638,7 +641,7 @@ class TradingService:
                 # the lookup first makes it impossible elsewhere).
                 try:
                     order = await adapter.fetch_order(
-                        target.ref, client_order_id=intent.client_order_id
+                        target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
                     )
                 except OrderNotFound:
                     await adapter.close()
@@ -646,7 +649,7 @@ class TradingService:
                     return
             else:
                 order = await adapter.fetch_order(
-                    target.ref, client_order_id=intent.client_order_id
+                    target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
                 )
         except OrderNotFound:
             if intent.status in (IntentStatus.UNKNOWN, IntentStatus.SUBMITTED):
@@ -661,23 +664,70 @@ class TradingService:
             await adapter.close()
         await self._apply_order(intent, order)
 
+    async def apply_update(
+        self, broker: str, update: OrderUpdate, *, connection_id: int | None = None
+    ) -> OrderIntent | None:
+        """An order update from a stream, a poll or a paper sweep. Orders placed outside
+        Tradecord have no intent and are ignored."""
+        order = update.order
+        query = select(OrderIntent).where(OrderIntent.broker == broker)
+        if order.client_order_id:
+            query = query.where(OrderIntent.client_order_id == order.client_order_id)
+        else:
+            query = query.where(OrderIntent.broker_order_id == order.id)
+            if connection_id is not None:
+                query = query.where(OrderIntent.connection_id == connection_id)
+        async with self.core.db.session() as s:
+            intent = await s.scalar(query)
+        if intent is None:
+            return None
+        return await self.apply_order_state(intent, order)
+
+    async def apply_order_state(self, intent: OrderIntent, order: Order) -> OrderIntent:
+        before = (intent.status, intent.filled_quantity)
+        await self._apply_order(intent, order)
+        if (intent.status, intent.filled_quantity) != before:
+            await self._tell(intent)
+        return intent
+
     async def _tell(self, intent: OrderIntent) -> None:
         """Tell the member once per status (the compare-and-set makes it once across processes)."""
-        if self.notify is None:
+        notifier = self.core.notifier
+        if notifier is None:
             return
+        # A partial fill is news each time more fills; the same state twice is not.
+        key = f"{intent.status}:{intent.filled_quantity}"
         async with self.core.db.transaction() as s:
             result = await s.execute(
                 update(OrderIntent)
                 .where(
                     OrderIntent.id == intent.id,
-                    (OrderIntent.notified_status.is_(None))
-                    | (OrderIntent.notified_status != intent.status),
+                    (OrderIntent.notified_status.is_(None)) | (OrderIntent.notified_status != key),
                 )
-                .values(notified_status=intent.status)
+                .values(notified_status=key)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return
-        await self.notify(intent, describe_intent(intent))
+        try:
+            await notifier.dm(
+                await self._discord_id(intent),
+                Outgoing(
+                    content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order update: "
+                    f"{describe_intent(intent)}"
+                ),
+            )
+        except Exception:
+            log.warning("Could not tell the member about intent %s", intent.id)
+        for listener in self.listeners:
+            await listener(intent)
+
+    async def _discord_id(self, intent: OrderIntent) -> int:
+        async with self.core.db.session() as s:
+            value = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == intent.member_id)
+            )
+        assert value is not None
+        return int(value)
 
     # -- reads and cancels ----------------------------------------------------------------
 
@@ -841,6 +891,27 @@ class TradingService:
         if intent.status == IntentStatus.DISCARDED:
             return "This preview was cancelled or expired; nothing was sent. Run /trade again."
         return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
+
+
+def request_of(intent: OrderIntent) -> OrderRequest:
+    return OrderRequest(
+        symbol=intent.symbol,
+        side=Side(intent.side),
+        quantity=intent.quantity,
+        order_type=OrderType(intent.order_type),
+        time_in_force=TimeInForce(intent.time_in_force),
+        limit_price=intent.limit_price,
+        stop_price=intent.stop_price,
+        client_order_id=intent.client_order_id,
+        asset_class=AssetClass(intent.asset_class),
+    )
+
+
+def hint_of(intent: OrderIntent) -> SubmissionHint:
+    """What we sent and when, so brokers that do not echo our id can still find the order."""
+    sent = intent.extra.get("sent_at")
+    sent_at = datetime.fromisoformat(sent) if sent else intent.updated_at
+    return SubmissionHint(request_of(intent), sent_at)
 
 
 def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:

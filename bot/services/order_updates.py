@@ -1,0 +1,171 @@
+"""Following working orders until they end, and telling members once per change.
+
+Real brokers: the vendor's order stream where it has one (TradeStation's HTTP stream, Alpaca
+``trade_updates``, Tradier account events), reconnected with backoff and followed by a poll to
+catch what happened while it was down; polling with backoff where there is no stream. Tradecord
+Paper: its resting orders are swept against moving quotes. Every update goes through
+``TradingService.apply_update``, whose compare-and-set makes each announcement happen once,
+even with several processes watching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from adapters.base import BrokerAdapter
+from adapters.errors import BrokerError
+from adapters.paper import sweep_all
+from adapters.registry import get_adapter_class
+from bot.models import Connection, IntentStatus, OrderIntent
+from bot.services.connections import Target
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+log = logging.getLogger("tradecord.order_updates")
+
+WATCHED = [
+    IntentStatus.SUBMITTED,
+    IntentStatus.ACCEPTED,
+    IntentStatus.PARTIALLY_FILLED,
+    IntentStatus.UNKNOWN,
+]
+MAX_BACKOFF = 30.0
+
+
+class OrderUpdates:
+    def __init__(
+        self, core: Core, *, supervise_every: float = 2.0, poll_start: float = 2.0
+    ) -> None:
+        self.core = core
+        self.supervise_every = supervise_every
+        self.poll_start = poll_start
+        self._watchers: dict[int, asyncio.Task[None]] = {}
+
+    # -- paper ----------------------------------------------------------------------------
+
+    async def sweep_paper(self) -> int:
+        """Re-check resting paper orders against current quotes; returns updates applied."""
+
+        async def source(connection_id: int) -> Any:
+            async with self.core.db.session() as s:
+                conn = await s.get(Connection, connection_id)
+            src_id = (conn.settings or {}).get("quote_source_connection_id") if conn else None
+            if src_id:
+                async with self.core.db.session() as s:
+                    src = await s.get(Connection, src_id)
+                if src is not None and conn is not None and src.member_id == conn.member_id:
+                    return await self.core.connections.adapter_for(src)
+            return self.core.simulated_feed
+
+        updates = await sweep_all(
+            self.core.db,
+            source,
+            fill_hours=self.core.settings.paper_fill_hours,
+            clock=self.core.connections.clock,
+        )
+        for update in updates:
+            await self.core.trading.apply_update("paper", update)
+        return len(updates)
+
+    # -- real brokers ----------------------------------------------------------------------
+
+    async def watched_connections(self) -> list[int]:
+        async with self.core.db.session() as s:
+            rows = await s.scalars(
+                select(OrderIntent.connection_id)
+                .where(
+                    OrderIntent.status.in_(WATCHED),
+                    OrderIntent.broker != "paper",
+                    OrderIntent.connection_id.is_not(None),
+                )
+                .distinct()
+            )
+            return [int(r) for r in rows if r is not None]
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Keep one watcher per connection that has working orders; stop the others."""
+        try:
+            while not stop.is_set():
+                try:
+                    wanted = set(await self.watched_connections())
+                except Exception:
+                    log.exception("Could not list connections with working orders")
+                    wanted = set(self._watchers)
+                for cid in wanted - set(self._watchers):
+                    self._watchers[cid] = asyncio.create_task(self._watch(cid))
+                for cid in set(self._watchers) - wanted:
+                    self._watchers.pop(cid).cancel()
+                for cid, task in list(self._watchers.items()):
+                    if task.done():
+                        self._watchers.pop(cid)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.supervise_every)
+        finally:
+            for task in self._watchers.values():
+                task.cancel()
+            await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+            self._watchers.clear()
+
+    async def _watch(self, connection_id: int) -> None:
+        async with self.core.db.session() as s:
+            conn = await s.scalar(
+                select(Connection)
+                .where(Connection.id == connection_id)
+                .options(selectinload(Connection.accounts))
+            )
+        if conn is None:
+            return
+        streams = get_adapter_class(conn.broker).capabilities.order_stream
+        backoff = self.poll_start
+        while True:
+            try:
+                adapter = await self.core.connections.adapter_for(conn)
+                try:
+                    await self.poll(conn, adapter)
+                    if streams:
+                        await self._stream(conn, adapter)
+                        backoff = self.poll_start  # the stream ran: reconnect promptly
+                finally:
+                    await adapter.close()
+            except asyncio.CancelledError:
+                raise
+            except BrokerError as e:
+                log.info("Order updates for connection %s paused: %s", connection_id, e.code)
+            except Exception:
+                log.exception("Order updates for connection %s failed", connection_id)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def _stream(self, conn: Connection, adapter: BrokerAdapter) -> None:
+        refs = [Target(conn, a, a.mode).ref for a in conn.accounts]
+        async for update in adapter.stream_order_updates(refs):
+            await self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
+
+    async def poll(self, conn: Connection, adapter: BrokerAdapter) -> None:
+        """Ask the broker about each working order of this connection (catches stream gaps)."""
+        async with self.core.db.session() as s:
+            intents = list(
+                await s.scalars(
+                    select(OrderIntent).where(
+                        OrderIntent.connection_id == conn.id,
+                        OrderIntent.status.in_(WATCHED),
+                        OrderIntent.broker_order_id.is_not(None),
+                    )
+                )
+            )
+        for intent in intents:
+            account = conn.account(intent.mode)
+            if account is None:
+                continue
+            order = await adapter.fetch_order(
+                Target(conn, account, intent.mode).ref, order_id=intent.broker_order_id
+            )
+            await self.core.trading.apply_order_state(intent, order)

@@ -1,0 +1,147 @@
+"""Order updates reach the member once per change: broker streams (with drops), polling, paper
+sweeps; and reminders before a fixed authorization ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.symbols import asset_class_of
+from bot.core import Core
+from bot.db import Database
+from bot.models import ConnectionAccount, Credential, IntentStatus
+from bot.services.notify import RecordingNotifier
+from bot.services.order_updates import OrderUpdates
+from bot.services.tokens import remind_expiring
+from bot.settings import Settings
+from emulators.tradestation import TradeStationEmulator
+from tests.bot.test_tokens import MEMBER, link, open_cores, ts, ts_settings  # noqa: F401
+from tests.support import FakeClock
+
+
+def texts(notifier: RecordingNotifier) -> list[str]:
+    return [m.content or "" for _, m in notifier.dms]
+
+
+async def until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def core(settings: Settings, db: Database) -> AsyncIterator[Core]:
+    c = await Core.open(settings, migrate=False)
+    c.notifier = RecordingNotifier()
+    yield c
+    await c.close()
+
+
+async def test_paper_fill_from_a_sweep_is_told_once(core: Core) -> None:
+    feed = core.simulated_feed
+    feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    target = await core.connections.resolve(1, None, "paper")
+    req = OrderRequest(
+        "AAPL",
+        Side.BUY,
+        Decimal(5),
+        OrderType.LIMIT,
+        TimeInForce.GTC,
+        limit_price=Decimal("190"),
+        asset_class=asset_class_of("AAPL"),
+    )
+    out = await core.trading.place(target, req, source="discord", idempotency_key="k1")
+    assert out.intent.status == IntentStatus.ACCEPTED
+    updates = OrderUpdates(core)
+    assert await updates.sweep_paper() == 0
+    feed.set_quote("AAPL", Decimal("188.90"), Decimal("189.10"))
+    assert await updates.sweep_paper() == 1
+    assert await updates.sweep_paper() == 0
+    notifier = core.notifier
+    assert isinstance(notifier, RecordingNotifier)
+    # A resting limit fills at the quote once marketable: never through its price.
+    assert texts(notifier) == ["📝 Paper order update: Filled: buy 5 AAPL at $189.00."]
+    assert notifier.dms[0][0] == 1
+    assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
+
+
+async def test_stream_partial_fills_and_a_dropped_stream(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,  # noqa: F811
+) -> None:
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        async with core.db.transaction() as s:
+            s.add(
+                ConnectionAccount(
+                    connection_id=cid,
+                    mode="live",
+                    account_id="11827342",
+                    account_type="margin",
+                    label="TS ••7342",
+                )
+            )
+        target = await core.connections.resolve(MEMBER, "TS", "live")
+        req = OrderRequest(
+            "MSFT",
+            Side.BUY,
+            Decimal(10),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("300"),
+            asset_class=asset_class_of("MSFT"),
+        )
+        out = await core.trading.place(target, req, source="discord", idempotency_key="ts1")
+        assert out.intent.status == IntentStatus.ACCEPTED, out.message
+        order_id = out.intent.broker_order_id
+        assert order_id
+        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(updates.supervise(stop))
+        await until(lambda: bool(ts.open_streams))
+        ts.fill(order_id, 4, "300")
+        await until(lambda: any("Partly filled: 4" in t for t in texts(notifier)))
+        ts.drop_streams()
+        ts.fill(order_id, 6, "300")  # fills while no stream is connected
+        await until(lambda: any("Filled: buy 10 MSFT" in t for t in texts(notifier)))
+        stop.set()
+        await task
+        kinds = [t.split(": ", 1)[1].split(":")[0] for t in texts(notifier)]
+        assert kinds == ["Partly filled", "Filled"]  # each change once, nothing twice
+        assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
+    finally:
+        await core.close()
+
+
+async def test_reminder_before_a_fixed_authorization_ends_is_sent_once(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,  # noqa: F811
+) -> None:
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    clock = FakeClock()
+    core.connections.clock = clock
+    try:
+        cid = await link(core, ts)
+        async with core.db.transaction() as s:
+            cred = await s.get(Credential, cid)
+            assert cred is not None
+            cred.refresh_expires_at = clock() + timedelta(days=2)
+        assert await remind_expiring(core) == 0
+        clock.advance(hours=25)
+        assert await remind_expiring(core) == 1
+        assert await remind_expiring(core) == 0
+        [(user, message)] = notifier.dms
+        assert user == MEMBER and "/connect tradestation" in (message.content or "")
+        assert "about 23 hour(s)" in (message.content or "")
+    finally:
+        await core.close()
