@@ -4,7 +4,7 @@ sweeps; and reminders before a fixed authorization ends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -20,7 +20,7 @@ from bot.services.order_updates import OrderUpdates
 from bot.services.tokens import remind_expiring
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
-from tests.bot.test_tokens import MEMBER, link, open_cores, ts, ts_settings  # noqa: F401
+from tests.bot.conftest import MEMBER, link, open_cores
 from tests.support import FakeClock
 
 
@@ -28,9 +28,10 @@ def texts(notifier: RecordingNotifier) -> list[str]:
     return [m.content or "" for _, m in notifier.dms]
 
 
-async def until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait for a condition that no event announces (a DM recorded by a background task)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
@@ -73,7 +74,7 @@ async def test_paper_fill_from_a_sweep_is_told_once(core: Core) -> None:
 async def test_stream_partial_fills_and_a_dropped_stream(
     ts_settings: Settings,
     db: Database,
-    ts: TradeStationEmulator,  # noqa: F811
+    ts: TradeStationEmulator,
 ) -> None:
     [core] = await open_cores(ts_settings, 1)
     core.notifier = notifier = RecordingNotifier()
@@ -124,7 +125,7 @@ async def test_stream_partial_fills_and_a_dropped_stream(
 async def test_reminder_before_a_fixed_authorization_ends_is_sent_once(
     ts_settings: Settings,
     db: Database,
-    ts: TradeStationEmulator,  # noqa: F811
+    ts: TradeStationEmulator,
 ) -> None:
     [core] = await open_cores(ts_settings, 1)
     core.notifier = notifier = RecordingNotifier()

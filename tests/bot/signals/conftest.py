@@ -29,8 +29,15 @@ OWNER, ALICE, BOB, CAROL = 1001, 1002, 1003, 1004
 
 
 def use_clock(core: Core, clock: FakeClock) -> None:
-    for service in (core.trading, core.connections, core.simulated_feed, core.jobs,
-                    core.strategies, core.subscriptions, core.signals):
+    for service in (
+        core.trading,
+        core.connections,
+        core.simulated_feed,
+        core.jobs,
+        core.strategies,
+        core.subscriptions,
+        core.signals,
+    ):
         service.clock = clock
 
 
@@ -74,12 +81,14 @@ async def make_strategy(core: Core, name: str = "NQ breakout", owner: int = OWNE
 
 async def subscribe(core: Core, url: WebhookUrl, member: int, **settings: Any) -> int:
     info = await core.subscriptions.subscribe(
-        GUILD, member, url.strategy.id, settings=SubscriptionSettings(**settings))
+        GUILD, member, url.strategy.id, settings=SubscriptionSettings(**settings)
+    )
     return info.id
 
 
-async def send(core: Core, url: WebhookUrl, body: dict[str, Any] | bytes,
-               source_ip: str | None = "127.0.0.1") -> Ack:
+async def send(
+    core: Core, url: WebhookUrl, body: dict[str, Any] | bytes, source_ip: str | None = "127.0.0.1"
+) -> Ack:
     strategy_id, secret = split(url)
     auth = await core.strategies.authenticate(strategy_id, secret)
     assert auth is not None
@@ -94,8 +103,9 @@ async def count(core: Core, model: Any, *where: Any) -> int:
 
 async def orders(core: Core) -> list[PaperOrder]:
     async with core.db.session() as s:
-        return list(await s.scalars(select(PaperOrder).order_by(PaperOrder.created_at,
-                                                                PaperOrder.seq)))
+        return list(
+            await s.scalars(select(PaperOrder).order_by(PaperOrder.created_at, PaperOrder.seq))
+        )
 
 
 async def intents(core: Core) -> list[OrderIntent]:
@@ -105,9 +115,12 @@ async def intents(core: Core) -> list[OrderIntent]:
 
 async def execution(core: Core, signal_id: str, subscription_id: int) -> SignalExecution:
     async with core.db.session() as s:
-        ex = await s.scalar(select(SignalExecution).where(
-            SignalExecution.signal_id == signal_id,
-            SignalExecution.subscription_id == subscription_id))
+        ex = await s.scalar(
+            select(SignalExecution).where(
+                SignalExecution.signal_id == signal_id,
+                SignalExecution.subscription_id == subscription_id,
+            )
+        )
     assert ex is not None
     return ex
 

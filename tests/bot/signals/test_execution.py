@@ -51,8 +51,9 @@ async def hold(core: Core, member: int, symbol: str, quantity: str, side: str = 
     request.asset_class = asset_class_of(symbol)
     if request.asset_class.value == "crypto":
         request.time_in_force = TimeInForce.GTC
-    out = await core.trading.place(target, request, source="discord",
-                                   idempotency_key=str(uuid.uuid4()))
+    out = await core.trading.place(
+        target, request, source="discord", idempotency_key=str(uuid.uuid4())
+    )
     assert out.intent.status == IntentStatus.FILLED, out.message
 
 
@@ -85,14 +86,18 @@ def sides_and_quantities(rows: list[Any]) -> list[tuple[str, Decimal]]:
         ({"sizing": "dollar_amount", "sizing_value": Decimal(1000)}, {"price": 100}, Decimal(10)),
         ({"sizing": "percent_of_equity", "sizing_value": Decimal(10)}, {}, Decimal(49)),
         ({"sizing": "signal", "sizing_value": Decimal("1.5")}, {"quantity": 2}, Decimal(3)),
-        ({"sizing": "signal", "sizing_value": Decimal(2)},
-         {"quantity": 1000, "quantityType": "dollar_amount"}, Decimal(9)),
+        (
+            {"sizing": "signal", "sizing_value": Decimal(2)},
+            {"quantity": 1000, "quantityType": "dollar_amount"},
+            Decimal(9),
+        ),
         ({"sizing": "signal", "sizing_value": Decimal(2)}, {}, Decimal(2)),  # no quantity: 1
         ({"sizing": "fixed_quantity", "sizing_value": Decimal(3)}, {"quantity": 50}, Decimal(3)),
     ],
 )
-async def test_sizing(core: Core, sub_settings: dict[str, Any], signal: dict[str, Any],
-                      expected: Decimal) -> None:
+async def test_sizing(
+    core: Core, sub_settings: dict[str, Any], signal: dict[str, Any], expected: Decimal
+) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, **sub_settings)
     ex = await run(core, url, sub, action="buy", **signal)
@@ -159,10 +164,16 @@ async def test_exit_fills_before_the_opposite_entry_is_placed(core: Core) -> Non
     exit_intent = next(i for i in signal_intents if i.idempotency_key.endswith(":exit"))
     entry_intent = next(i for i in signal_intents if i.idempotency_key.endswith(":entry"))
     async with core.db.session() as s:
-        exit_filled = await s.scalar(select(AuditEvent.id).where(
-            AuditEvent.intent_id == exit_intent.id, AuditEvent.kind == "order.filled"))
-        entry_stored = await s.scalar(select(AuditEvent.id).where(
-            AuditEvent.intent_id == entry_intent.id, AuditEvent.kind == "order.validated"))
+        exit_filled = await s.scalar(
+            select(AuditEvent.id).where(
+                AuditEvent.intent_id == exit_intent.id, AuditEvent.kind == "order.filled"
+            )
+        )
+        entry_stored = await s.scalar(
+            select(AuditEvent.id).where(
+                AuditEvent.intent_id == entry_intent.id, AuditEvent.kind == "order.validated"
+            )
+        )
     assert exit_filled is not None and entry_stored is not None
     assert exit_filled < entry_stored  # the entry did not exist until the exit had filled
 
@@ -175,8 +186,9 @@ async def test_an_exit_that_does_not_fill_stops_the_entry(core: Core) -> None:
     ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=300)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
     assert "not placed" in (ex.reason or "")
-    assert [i.idempotency_key.rsplit(":", 1)[1] for i in await intents(core)
-            if i.source == "signal"] == ["exit"]
+    assert [
+        i.idempotency_key.rsplit(":", 1)[1] for i in await intents(core) if i.source == "signal"
+    ] == ["exit"]
     assert await position(core, OWNER, "AAPL") == 5
 
 
@@ -217,8 +229,7 @@ async def test_partial_exit_by_percent_of_position(core: Core) -> None:
     url = await make_strategy(core)
     await hold(core, OWNER, "AAPL", "10")
     sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
-    ex = await run(core, url, sub, action="exit", quantity=50,
-                   quantityType="percent_of_position")
+    ex = await run(core, url, sub, action="exit", quantity=50, quantityType="percent_of_position")
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     assert await position(core, OWNER, "AAPL") == 5
 
@@ -252,8 +263,7 @@ async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -
     url = await make_strategy(core)
     target = await core.connections.resolve(OWNER, None, "paper")
     for key in ("a", "b"):
-        req = OrderRequest("AAPL", Side.SELL, Decimal(1), OrderType.LIMIT,
-                           limit_price=Decimal(300))
+        req = OrderRequest("AAPL", Side.SELL, Decimal(1), OrderType.LIMIT, limit_price=Decimal(300))
         req.asset_class = asset_class_of("AAPL")
         await core.trading.place(target, req, source="discord", idempotency_key=key)
     sub = await subscribe(core, url, OWNER)
@@ -261,7 +271,11 @@ async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -
     assert sorted(o.status for o in await orders(core)) == ["filled", "open", "open"]
     await run(core, url, sub, action="exit")
     assert sorted(o.status for o in await orders(core)) == [
-        "cancelled", "cancelled", "filled", "filled"]
+        "cancelled",
+        "cancelled",
+        "filled",
+        "filled",
+    ]
 
 
 # -- max strategy positions -----------------------------------------------------------------
@@ -284,9 +298,7 @@ async def test_max_positions_ignores_crypto_dust_up_to_1_50_usd(
         assert await position(core, OWNER, "AAPL") == 0
 
 
-async def test_max_positions_counts_positions_opened_outside_tradecord_signals(
-    core: Core
-) -> None:
+async def test_max_positions_counts_positions_opened_outside_tradecord_signals(core: Core) -> None:
     await hold(core, OWNER, "MSFT", "1")
     url = await make_strategy(core)
     one = await subscribe(core, url, OWNER, max_positions=1)
@@ -320,8 +332,9 @@ async def test_brackets_are_refused_where_they_cannot_be_placed(core: Core) -> N
 async def test_brackets_are_computed_from_the_entry_price(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(PaperBroker, "capabilities",
-                        dataclasses.replace(PaperBroker.capabilities, brackets=True))
+    monkeypatch.setattr(
+        PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=True)
+    )
     monkeypatch.setattr(core.trading, "supports_brackets", True, raising=False)
     seen: list[OrderRequest] = []
     place = core.trading.place
@@ -333,15 +346,28 @@ async def test_brackets_are_computed_from_the_entry_price(
     monkeypatch.setattr(core.trading, "place", spy)
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER)
-    await run(core, url, sub, action="sell", signalPrice=200, takeProfit={"percent": 10},
-              stopLoss={"type": "stop_limit", "amount": 5, "limitPrice": 206})
+    await run(
+        core,
+        url,
+        sub,
+        action="sell",
+        signalPrice=200,
+        takeProfit={"percent": 10},
+        stopLoss={"type": "stop_limit", "amount": 5, "limitPrice": 206},
+    )
     [request] = seen
     assert request.bracket is not None
-    assert (request.bracket.take_profit, request.bracket.stop_loss,
-            request.bracket.stop_loss_limit) == (Decimal(180), Decimal(205), Decimal(206))
+    assert (
+        request.bracket.take_profit,
+        request.bracket.stop_loss,
+        request.bracket.stop_loss_limit,
+    ) == (Decimal(180), Decimal(205), Decimal(206))
     [intent] = await intents(core)
-    assert intent.extra["bracket"] == {"take_profit": "180.00", "stop_loss": "205.00",
-                                       "stop_loss_limit": "206"}
+    assert intent.extra["bracket"] == {
+        "take_profit": "180.00",
+        "stop_loss": "205.00",
+        "stop_loss_limit": "206",
+    }
 
 
 # -- manual approval ----------------------------------------------------------------------------
@@ -350,8 +376,9 @@ async def test_brackets_are_computed_from_the_entry_price(
 async def approval_signal(core: Core) -> tuple[WebhookUrl, int, SignalExecution]:
     url = await make_strategy(core)
     await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
-    sub = await subscribe(core, url, ALICE, manual_approval=True, approval_ttl_seconds=120,
-                          sizing_value=Decimal(2))
+    sub = await subscribe(
+        core, url, ALICE, manual_approval=True, approval_ttl_seconds=120, sizing_value=Decimal(2)
+    )
     ex = await run(core, url, sub, action="buy")
     return url, sub, ex
 
@@ -449,14 +476,15 @@ async def test_one_failing_subscription_does_not_affect_the_others(
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
     await core.jobs.drain()
     statuses = {m: (await execution(core, ack.body["id"], s)).status for m, s in subs.items()}
-    assert statuses == {ALICE: ExecutionStatus.FILLED, BOB: ExecutionStatus.FAILED,
-                        CAROL: ExecutionStatus.FILLED}
+    assert statuses == {
+        ALICE: ExecutionStatus.FILLED,
+        BOB: ExecutionStatus.FAILED,
+        CAROL: ExecutionStatus.FILLED,
+    }
     assert {j.status for j in await jobs(core)} == {JobStatus.DONE}
 
 
-async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(
-    core: Core
-) -> None:
+async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(core: Core) -> None:
     url = await make_strategy(core, name="Breakout @everyone")
     await core.strategies.set_alert_channel(GUILD, 777)
     for member in (ALICE, BOB):
@@ -612,8 +640,9 @@ async def test_strategy_owner_sees_every_subscription_in_the_report(
         await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
         await subscribe(core, url, OWNER)
         await subscribe(core, url, ALICE, sides="short")
-        ack: Ack = await send(core, url, {"ticker": "AAPL", "action": "buy",
-                                          "time": clock().isoformat()})
+        ack: Ack = await send(
+            core, url, {"ticker": "AAPL", "action": "buy", "time": clock().isoformat()}
+        )
         await core.jobs.drain()
         report = await core.signals.signal_report(ack.body["id"], OWNER)
         assert report.viewer_is_owner and len(report.subscriptions) == 2

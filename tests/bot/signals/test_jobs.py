@@ -122,31 +122,44 @@ async def test_two_workers_in_two_processes_take_each_job_once(
     url = await make_strategy(core)
     await subscribe(core, url, OWNER)
     for i in range(20):
-        ack = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": i + 1,
-                                     "sentiment": "bullish", "cancel": False,
-                                     "extras": {"n": i}})
+        ack = await send(
+            core,
+            url,
+            {
+                "ticker": "AAPL",
+                "action": "buy",
+                "quantity": i + 1,
+                "sentiment": "bullish",
+                "cancel": False,
+                "extras": {"n": i},
+            },
+        )
         assert ack.status == 202
     # Entries into an existing long are skipped (TradersPost's "already long"), so use "add".
     for i in range(20):
         clock.advance(seconds=1)
-        await send(core, url, {"ticker": "AAPL", "action": "add", "quantity": 1,
-                               "extras": {"m": i}})
+        await send(
+            core, url, {"ticker": "AAPL", "action": "add", "quantity": 1, "extras": {"m": i}}
+        )
     other = await open_core(settings, clock)
     runs: Counter[str] = Counter()
     try:
         for name, c in (("one", core), ("two", other)):
             original = c.jobs.handlers["signal"]
 
-            async def counted(payload: Mapping[str, Any], _o: Any = original,
-                              _n: str = name) -> None:
+            async def counted(
+                payload: Mapping[str, Any], _o: Any = original, _n: str = name
+            ) -> None:
                 runs[payload["signal_id"]] += 1
                 await asyncio.sleep(0.01)  # widen the window for a second claim
                 await _o(payload)
 
             c.jobs.register("signal", counted)
         stop = asyncio.Event()
-        workers = [asyncio.create_task(run_worker(c, stop=stop, concurrency=4,
-                                                  poll_interval=0.02)) for c in (core, other)]
+        workers = [
+            asyncio.create_task(run_worker(c, stop=stop, concurrency=4, poll_interval=0.02))
+            for c in (core, other)
+        ]
         for _ in range(1000):
             if all(j.status == JobStatus.DONE for j in await jobs(core)):
                 break

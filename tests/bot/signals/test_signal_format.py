@@ -113,8 +113,10 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"quantityType": "shares", "quantity": 1}, "invalid-quantity-type"),
         ({"quantityType": "risk_dollar_amount", "quantity": 100}, "unsupported-quantity-type"),
         ({"action": "cancel", "quantityType": "fixed_quantity"}, "invalid-quantity-type-action"),
-        ({"action": "add", "quantityType": "percent_of_position", "quantity": 5},
-         "invalid-percent-of-position-action"),
+        (
+            {"action": "add", "quantityType": "percent_of_position", "quantity": 5},
+            "invalid-percent-of-position-action",
+        ),
         ({"quantityType": "dollar_amount"}, "quantity-type-requires-quantity"),
         ({"price": 0}, "invalid-price"),
         ({"signalPrice": "1,2,3x"}, "invalid-signal-price"),
@@ -124,8 +126,10 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"takeProfit": {"amount": "x"}}, "invalid-take-profit-amount"),
         ({"takeProfit": {"limitPrice": 0}}, "invalid-take-profit-limit-price"),
         ({"takeProfit": {"percent": 5, "amount": 2}}, "invalid-take-profit-amount-and-percent"),
-        ({"takeProfit": {"percent": 5, "limitPrice": 220}},
-         "invalid-take-profit-relative-and-absolute"),
+        (
+            {"takeProfit": {"percent": 5, "limitPrice": 220}},
+            "invalid-take-profit-relative-and-absolute",
+        ),
         ({"stopLoss": "tight"}, "invalid-stop-loss-value-required"),
         ({"stopLoss": {"type": "stop"}}, "invalid-stop-loss-value-required"),
         ({"stopLoss": {"type": "guaranteed", "percent": 5}}, "invalid-stop-loss-type"),
@@ -134,12 +138,16 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"stopLoss": {"percent": 100}}, "invalid-stop-loss-percent"),
         ({"stopLoss": {"amount": 0}}, "invalid-stop-loss-amount"),
         ({"stopLoss": {"stopPrice": -2}}, "invalid-stop-loss-stop-price"),
-        ({"stopLoss": {"type": "stop_limit", "stopPrice": 190, "limitPrice": "x"}},
-         "invalid-stop-loss-limit-price"),
+        (
+            {"stopLoss": {"type": "stop_limit", "stopPrice": 190, "limitPrice": "x"}},
+            "invalid-stop-loss-limit-price",
+        ),
         ({"stopLoss": {"stopPrice": 190, "limitPrice": 189}}, "invalid-stop-loss-limit-price"),
         ({"stopLoss": {"type": "stop_limit", "stopPrice": 190}}, "invalid-stop-loss-limit-price"),
-        ({"stopLoss": {"type": "stop_limit", "limitPrice": 189}},
-         "invalid-stop-loss-stop-price-required"),
+        (
+            {"stopLoss": {"type": "stop_limit", "limitPrice": 189}},
+            "invalid-stop-loss-stop-price-required",
+        ),
         ({"stopLoss": {"percent": 5, "amount": 1}}, "invalid-stop-loss-amount-and-percent"),
         ({"stopLoss": {"percent": 5, "stopPrice": 190}}, "invalid-stop-loss-relative-and-absolute"),
         ({"cancel": "maybe"}, "invalid-cancel"),
@@ -162,10 +170,18 @@ def test_codes_follow_the_contracts_style() -> None:
     """Codes the contract lists are used as listed; the ones Tradecord adds read the same way."""
     spec = json.loads(SPEC.read_text())
     post = spec["paths"]["/trading/webhook/{uuid}/{password}"]["post"]
-    listed = set(post["responses"]["400"]["content"]["application/json"]["schema"]["properties"]
-                 ["messageCode"]["enum"])
-    for code in ("malformed-json", "invalid-action", "invalid-sentiment-action",
-                 "invalid-quantity-type-action", "invalid-stop-loss-stop-price-required"):
+    listed = set(
+        post["responses"]["400"]["content"]["application/json"]["schema"]["properties"][
+            "messageCode"
+        ]["enum"]
+    )
+    for code in (
+        "malformed-json",
+        "invalid-action",
+        "invalid-sentiment-action",
+        "invalid-quantity-type-action",
+        "invalid-stop-loss-stop-price-required",
+    ):
         assert code in listed
 
 
@@ -186,9 +202,16 @@ def test_the_contracts_own_example_is_accepted() -> None:
 
 
 def test_tradingview_placeholders_as_strings() -> None:
-    signal = ok(base(quantity="{{strategy.order.contracts}}".replace(
-        "{{strategy.order.contracts}}", "3"), price="412.50", sentiment="LONG",
-        action=" Sell ", time="2024-01-15T14:30:00Z", cancel="false"))
+    signal = ok(
+        base(
+            quantity="{{strategy.order.contracts}}".replace("{{strategy.order.contracts}}", "3"),
+            price="412.50",
+            sentiment="LONG",
+            action=" Sell ",
+            time="2024-01-15T14:30:00Z",
+            cancel="false",
+        )
+    )
     assert signal.quantity == 3 and signal.price == Decimal("412.50")
     assert signal.action is Action.SELL and signal.cancel is False
     assert signal.reference_price == Decimal("412.50")
@@ -210,18 +233,35 @@ def test_ticker_notation_from_tradingview() -> None:
 
 
 def test_order_fields() -> None:
-    s = ok(base(orderType="stop_limit", limitPrice="101.5", stopPrice=101, timeInForce="GTC",
-                signalPrice=100, price=99))
+    s = ok(
+        base(
+            orderType="stop_limit",
+            limitPrice="101.5",
+            stopPrice=101,
+            timeInForce="GTC",
+            signalPrice=100,
+            price=99,
+        )
+    )
     assert s.order_type is OrderType.STOP_LIMIT and s.time_in_force is TimeInForce.GTC
     assert (s.limit_price, s.stop_price) == (Decimal("101.5"), Decimal(101))
     assert s.reference_price == 100  # signalPrice first, as the contract says
 
 
 def test_record_round_trip_and_echo() -> None:
-    s = parse(json.dumps(base(
-        sentiment="bullish", quantity=2.5, quantityType="dollar_amount", takeProfit={"amount": 5},
-        stopLoss={"type": "stop_limit", "stopPrice": 190, "limitPrice": 189},
-        time="2024-01-15T14:30:00+02:00", extras={"n": 1.5, "big": 10**30})).encode())
+    s = parse(
+        json.dumps(
+            base(
+                sentiment="bullish",
+                quantity=2.5,
+                quantityType="dollar_amount",
+                takeProfit={"amount": 5},
+                stopLoss={"type": "stop_limit", "stopPrice": 190, "limitPrice": 189},
+                time="2024-01-15T14:30:00+02:00",
+                extras={"n": 1.5, "big": 10**30},
+            )
+        ).encode()
+    )
     assert isinstance(s, Signal)
     again = Signal.from_record(s.to_record())
     assert again.to_record() == s.to_record()

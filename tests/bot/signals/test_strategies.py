@@ -34,8 +34,7 @@ async def test_the_webhook_url_is_shown_once_and_only_its_hash_is_stored(core: C
     assert secret not in repr(url)
     async with core.db.session() as s:
         row = await s.get(Strategy, strategy_id)
-        dump = " ".join(str(v) for v in (await s.execute(
-            text("SELECT * FROM strategies"))).one())
+        dump = " ".join(str(v) for v in (await s.execute(text("SELECT * FROM strategies"))).one())
     assert row is not None and row.secret_hash == hash_secret(secret)
     assert secret not in dump
     assert await core.strategies.authenticate(strategy_id, secret) is not None
@@ -130,25 +129,38 @@ async def test_live_mode_needs_a_live_account(core: Core) -> None:
 async def test_webhook_settings(core: Core) -> None:
     url = await make_strategy(core)
     info = await core.strategies.configure(
-        GUILD, OWNER, url.strategy.id, allowed_sources=["TradingView", "203.0.113.9/24", ""],
-        allowed_tickers=["nasdaq:aapl", "BTC/USD", "AAPL"], max_lag_seconds=60,
-        rate_limit_per_minute=10, max_quantity=Decimal(5),
+        GUILD,
+        OWNER,
+        url.strategy.id,
+        allowed_sources=["TradingView", "203.0.113.9/24", ""],
+        allowed_tickers=["nasdaq:aapl", "BTC/USD", "AAPL"],
+        max_lag_seconds=60,
+        rate_limit_per_minute=10,
+        max_quantity=Decimal(5),
     )
     assert info.allowed_sources == ("tradingview", "203.0.113.0/24")
     assert info.allowed_tickers == ("AAPL", "BTC/USD")
     assert (info.max_lag_seconds, info.rate_limit_per_minute, info.max_quantity) == (
-        60, 10, Decimal(5))
-    for bad in ({"allowed_sources": ["example.com"]}, {"allowed_tickers": ["$$$"]},
-                {"max_lag_seconds": 1}, {"rate_limit_per_minute": 0},
-                {"max_quantity": Decimal(-1)}):
+        60,
+        10,
+        Decimal(5),
+    )
+    for bad in (
+        {"allowed_sources": ["example.com"]},
+        {"allowed_tickers": ["$$$"]},
+        {"max_lag_seconds": 1},
+        {"rate_limit_per_minute": 0},
+        {"max_quantity": Decimal(-1)},
+    ):
         with pytest.raises(InvalidInput):
             await core.strategies.configure(GUILD, OWNER, url.strategy.id, **bad)  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
     over = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
     assert (over.status, over.body["messageCode"]) == (400, "quantity-over-limit")
-    cleared = await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_quantity=None,
-                                              allowed_tickers=[])
+    cleared = await core.strategies.configure(
+        GUILD, OWNER, url.strategy.id, max_quantity=None, allowed_tickers=[]
+    )
     assert cleared.max_quantity is None and cleared.allowed_tickers == ()
 
 

@@ -1,0 +1,92 @@
+"""TradeStation-backed fixtures for tests that need a linked broker connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from bot.core import Core
+from bot.models import Connection, ConnectionStatus, Credential
+from bot.services.oauth import TokenSet
+from bot.services.tokens import DbTokenProvider
+from bot.settings import Settings, load_settings
+from emulators.tradestation import TradeStationEmulator
+from emulators.tradestation.server import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from emulators.tradestation.testing import sign_in
+
+MEMBER = 5150
+
+
+@pytest.fixture
+async def ts() -> AsyncIterator[TradeStationEmulator]:
+    emu = TradeStationEmulator(rotation=True)
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest.fixture
+def ts_settings(settings: Settings, ts: TradeStationEmulator, tmp_path: Path) -> Settings:
+    return load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_tradestation_client_id=DEFAULT_CLIENT_ID,
+        tradecord_tradestation_client_secret=DEFAULT_CLIENT_SECRET,
+        tradecord_tradestation_authorize_url=ts.authorize_url,
+        tradecord_tradestation_token_url=ts.token_url,
+        tradecord_tradestation_revoke_url=ts.revoke_url,
+        tradecord_tradestation_api_url=ts.api_url("live"),
+        tradecord_tradestation_paper_api_url=ts.api_url("paper"),
+    )
+
+
+async def open_cores(settings: Settings, n: int) -> list[Core]:
+    # Each Core stands for a separate process: own engine, own locks, same database.
+    return [await Core.open(settings, migrate=False) for _ in range(n)]
+
+
+async def link(core: Core, ts: TradeStationEmulator) -> int:
+    async with aiohttp.ClientSession() as http:
+        tokens = await sign_in(http, ts)
+    member_id = await core.members.ensure(MEMBER)
+    async with core.db.transaction() as s:
+        conn = Connection(
+            member_id=member_id,
+            broker="tradestation",
+            name="TS",
+            name_key="ts",
+            status=ConnectionStatus.ACTIVE,
+        )
+        s.add(conn)
+        await s.flush()
+        cred = Credential(connection_id=conn.id, access_token="")
+        s.add(cred)
+        member = await core.connections.member_of(conn)
+        DbTokenProvider(core, conn.id).store(
+            cred,
+            conn,
+            member,
+            TokenSet(
+                tokens["access_token"],
+                tokens["refresh_token"],
+                datetime.now(UTC) + timedelta(seconds=int(tokens["expires_in"])),
+                tokens["scope"],
+            ),
+        )
+        return conn.id
+
+
+async def connection(core: Core, cid: int) -> Connection:
+    async with core.db.session() as s:
+        c = await s.scalar(
+            select(Connection)
+            .where(Connection.id == cid)
+            .options(selectinload(Connection.accounts))
+        )
+    assert c is not None
+    return c
