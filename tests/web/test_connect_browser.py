@@ -1,0 +1,68 @@
+"""The /connect flow in a real browser: headless Chromium (Debian's package, driven by
+Playwright) clicks from the private link through Discord sign-in and broker consent back to
+Tradecord's page; screenshots land in test-output/connect/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.settings import Settings
+from tests.discord_harness import Harness, running_tradecord
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+OUT = Path(__file__).resolve().parents[2] / "test-output" / "connect"
+# The flags the machine's notes call for: no sandbox as root, and no background traffic to
+# Google's hosts on a closed network.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+async def test_connect_in_a_real_browser(h: Harness, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is missing: scripts/install-test-deps installs it"
+    OUT.mkdir(parents=True, exist_ok=True)
+    alice = h.user("alice")
+    reply = await h.reply("alice", "connect", broker="tradestation")
+    [button] = reply.buttons()
+    assert button.url
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = await (await browser.new_context()).new_page()
+            await page.goto(button.url)
+            await page.screenshot(path=str(OUT / "1-link.png"))
+            await page.click("#continue")
+            await page.wait_for_selector("#authorize")
+            await page.select_option("select#user", str(alice))
+            await page.screenshot(path=str(OUT / "2-discord-sign-in.png"))
+            await page.click("#authorize")
+            await page.wait_for_selector("button#approve")
+            await page.select_option("select#user", "demo")
+            await page.screenshot(path=str(OUT / "3-broker-consent.png"))
+            await page.click("button#approve")
+            await page.wait_for_selector("text=is linked")
+            await page.screenshot(path=str(OUT / "4-linked.png"))
+            assert "Return to Discord" in await page.inner_text("body")
+        finally:
+            await browser.close()
+    overview = await h.reply("alice", "accounts")
+    assert "TradeStation" in overview.text()
+    assert "choose an account to trade" in overview.text()
