@@ -64,8 +64,7 @@ async def test_a_signal_is_stored_with_its_job_before_the_202(
     status, answer = await post(client, path(url), body(quantity=3, price="199.5"))
     assert status == 202
     assert answer["success"] is True and answer["id"] == answer["logId"]
-    assert answer["payload"] == {"ticker": "AAPL", "action": "buy", "quantity": 3,
-                                 "price": 199.5}
+    assert answer["payload"] == {"ticker": "AAPL", "action": "buy", "quantity": 3, "price": 199.5}
     async with core.db.session() as s:
         row = await s.get(ReceivedSignal, answer["id"])
         job = await s.scalar(select(Job).where(Job.dedupe_key == f"signal:{answer['id']}"))
@@ -80,8 +79,12 @@ async def test_unknown_strategy_and_wrong_secret_get_the_identical_401(
     url = await make_strategy(core)
     strategy_id, secret = split(url)
     answers = []
-    for where in (f"/webhook/{strategy_id}/{secret[:-1]}x", f"/webhook/{uuid.uuid4()}/{secret}",
-                  f"/webhook/not-a-uuid/{secret}", f"/webhook/{strategy_id}/{secret}{secret}"):
+    for where in (
+        f"/webhook/{strategy_id}/{secret[:-1]}x",
+        f"/webhook/{uuid.uuid4()}/{secret}",
+        f"/webhook/not-a-uuid/{secret}",
+        f"/webhook/{strategy_id}/{secret}{secret}",
+    ):
         resp = await client.post(where, data=body())
         answers.append((resp.status, resp.content_type, await resp.read()))
     assert len(set(answers)) == 1
@@ -145,8 +148,9 @@ async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_refused(core: C
     url = await make_strategy(core)
     await allow(core, url, ["tradingview"])
     async with serve(core, trusted="") as client:
-        status, answer = await post(client, path(url), body(),
-                                    **{"X-Forwarded-For": "52.89.214.238"})
+        status, answer = await post(
+            client, path(url), body(), **{"X-Forwarded-For": "52.89.214.238"}
+        )
     assert (status, answer["messageCode"]) == (403, "not-trading-view")
     assert await count(core, ReceivedSignal) == 0
 
@@ -157,13 +161,19 @@ async def test_the_hop_a_trusted_proxy_appended_is_honoured(core: Core) -> None:
     async with serve(core, trusted="10.0.0.0/8, 127.0.0.1") as client:
         ok = await post(client, path(url), body(), **{"X-Forwarded-For": "52.89.214.238"})
         # The client wrote the TradingView address itself; our proxy appended the real one.
-        spoofed = await post(client, path(url), body(quantity=2),
-                             **{"X-Forwarded-For": "52.89.214.238, 198.51.100.7"})
+        spoofed = await post(
+            client,
+            path(url),
+            body(quantity=2),
+            **{"X-Forwarded-For": "52.89.214.238, 198.51.100.7"},
+        )
         # Proxies of our own are skipped right to left until the first outside hop.
-        chained = await post(client, path(url), body(quantity=3),
-                             **{"X-Forwarded-For": "34.212.75.30, 10.1.2.3"})
-        garbage = await post(client, path(url), body(quantity=4),
-                             **{"X-Forwarded-For": "52.89.214.238, not-an-ip"})
+        chained = await post(
+            client, path(url), body(quantity=3), **{"X-Forwarded-For": "34.212.75.30, 10.1.2.3"}
+        )
+        garbage = await post(
+            client, path(url), body(quantity=4), **{"X-Forwarded-For": "52.89.214.238, not-an-ip"}
+        )
     assert ok[0] == 202
     assert (spoofed[0], spoofed[1]["messageCode"]) == (403, "not-trading-view")
     assert chained[0] == 202
@@ -178,10 +188,10 @@ async def test_an_explicit_allow_list(core: Core) -> None:
     await allow(core, url, ["203.0.113.0/24", "2001:db8::1"])
     async with serve(core, trusted="127.0.0.1") as client:
         inside = await post(client, path(url), body(), **{"X-Forwarded-For": "203.0.113.77"})
-        v6 = await post(client, path(url), body(quantity=2),
-                        **{"X-Forwarded-For": "2001:db8::1"})
-        outside = await post(client, path(url), body(quantity=3),
-                             **{"X-Forwarded-For": "203.0.114.1"})
+        v6 = await post(client, path(url), body(quantity=2), **{"X-Forwarded-For": "2001:db8::1"})
+        outside = await post(
+            client, path(url), body(quantity=3), **{"X-Forwarded-For": "203.0.114.1"}
+        )
     assert inside[0] == 202 and v6[0] == 202
     assert (outside[0], outside[1]["messageCode"]) == (403, "invalid-ip-address")
 
@@ -260,67 +270,155 @@ async def test_refusals_carry_the_log_id_and_are_stored(core: Core, client: Test
 # -- fuzzing ------------------------------------------------------------------------------
 
 FORMAT_FIELDS = [
-    "ticker", "action", "sentiment", "quantity", "quantityType", "orderType", "limitPrice",
-    "stopPrice", "timeInForce", "price", "signalPrice", "takeProfit", "stopLoss", "cancel",
-    "time", "test", "extras", "trailAmount", "trailPercent", "extendedHours",
-    "ignoreTradingWindows", "optionType", "expiration", "strikePrice",
+    "ticker",
+    "action",
+    "sentiment",
+    "quantity",
+    "quantityType",
+    "orderType",
+    "limitPrice",
+    "stopPrice",
+    "timeInForce",
+    "price",
+    "signalPrice",
+    "takeProfit",
+    "stopLoss",
+    "cancel",
+    "time",
+    "test",
+    "extras",
+    "trailAmount",
+    "trailPercent",
+    "extendedHours",
+    "ignoreTradingWindows",
+    "optionType",
+    "expiration",
+    "strikePrice",
 ]
-WORDS = st.sampled_from([
-    "buy", "sell", "exit", "cancel", "add", "AAPL", "BTCUSD", "nq1!", "long", "short", "flat",
-    "bullish", "limit", "market", "stop", "stop_limit", "gtc", "day", "opg", "1", "0", "-1",
-    "1e999", "NaN", "2024-01-15T14:30:00Z", "fixed_quantity", "dollar_amount", "\u0000",
-    "\ud800", "percent_of_position", "true",
-])
-SCALARS = (st.none() | st.booleans() | st.integers(-(10**30), 10**30)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12) | WORDS)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=10) | WORDS, inner, max_size=4),
-                      max_leaves=10)
-OBJECTS = st.dictionaries(st.sampled_from(FORMAT_FIELDS) | st.text(max_size=8), VALUES,
-                          max_size=10)
-NUMBERS = (st.integers(1, 1000) | st.floats(0.0001, 10000) | st.sampled_from(["12.5", "3", "0"])
-           | st.integers(-5, 0))
+WORDS = st.sampled_from(
+    [
+        "buy",
+        "sell",
+        "exit",
+        "cancel",
+        "add",
+        "AAPL",
+        "BTCUSD",
+        "nq1!",
+        "long",
+        "short",
+        "flat",
+        "bullish",
+        "limit",
+        "market",
+        "stop",
+        "stop_limit",
+        "gtc",
+        "day",
+        "opg",
+        "1",
+        "0",
+        "-1",
+        "1e999",
+        "NaN",
+        "2024-01-15T14:30:00Z",
+        "fixed_quantity",
+        "dollar_amount",
+        "\u0000",
+        "\ud800",
+        "percent_of_position",
+        "true",
+    ]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | WORDS
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=10) | WORDS, inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+OBJECTS = st.dictionaries(st.sampled_from(FORMAT_FIELDS) | st.text(max_size=8), VALUES, max_size=10)
+NUMBERS = (
+    st.integers(1, 1000)
+    | st.floats(0.0001, 10000)
+    | st.sampled_from(["12.5", "3", "0"])
+    | st.integers(-5, 0)
+)
 PLAUSIBLE = {
     "sentiment": st.sampled_from(["bullish", "bearish", "flat", "long", "short", "up"]),
     "quantity": NUMBERS,
-    "quantityType": st.sampled_from(["fixed_quantity", "dollar_amount", "percent_of_equity",
-                                     "percent_of_position", "risk_dollar_amount"]),
+    "quantityType": st.sampled_from(
+        [
+            "fixed_quantity",
+            "dollar_amount",
+            "percent_of_equity",
+            "percent_of_position",
+            "risk_dollar_amount",
+        ]
+    ),
     "orderType": st.sampled_from(["market", "limit", "stop", "stop_limit", "trailing_stop"]),
-    "limitPrice": NUMBERS, "stopPrice": NUMBERS, "price": NUMBERS, "signalPrice": NUMBERS,
+    "limitPrice": NUMBERS,
+    "stopPrice": NUMBERS,
+    "price": NUMBERS,
+    "signalPrice": NUMBERS,
     "timeInForce": st.sampled_from(["day", "gtc", "ioc", "fok", "opg"]),
     "takeProfit": st.fixed_dictionaries(
-        {}, optional={"percent": NUMBERS, "amount": NUMBERS, "limitPrice": NUMBERS}),
+        {}, optional={"percent": NUMBERS, "amount": NUMBERS, "limitPrice": NUMBERS}
+    ),
     "stopLoss": st.fixed_dictionaries(
-        {}, optional={"type": st.sampled_from(["stop", "stop_limit", "trailing_stop"]),
-                      "percent": NUMBERS, "amount": NUMBERS, "stopPrice": NUMBERS,
-                      "limitPrice": NUMBERS}),
-    "cancel": st.booleans(), "test": st.booleans(), "extendedHours": st.booleans(),
+        {},
+        optional={
+            "type": st.sampled_from(["stop", "stop_limit", "trailing_stop"]),
+            "percent": NUMBERS,
+            "amount": NUMBERS,
+            "stopPrice": NUMBERS,
+            "limitPrice": NUMBERS,
+        },
+    ),
+    "cancel": st.booleans(),
+    "test": st.booleans(),
+    "extendedHours": st.booleans(),
     "extras": st.dictionaries(st.text(max_size=5), VALUES, max_size=3),
 }
 BODIES = (
     OBJECTS.map(lambda o: json.dumps(o).encode())
-    | st.fixed_dictionaries({"ticker": st.sampled_from(["AAPL", "MSFT", "BTCUSD", "ESZ26"]),
-                             "action": WORDS},
-                            optional={f: VALUES for f in FORMAT_FIELDS[2:]})
-    .map(lambda o: json.dumps(o).encode())
     | st.fixed_dictionaries(
-        {"ticker": st.sampled_from(["AAPL", "NASDAQ:MSFT", "BTC/USD", "ESZ26", "$", ""]),
-         "action": st.sampled_from(["buy", "sell", "exit", "cancel", "add"])},
+        {"ticker": st.sampled_from(["AAPL", "MSFT", "BTCUSD", "ESZ26"]), "action": WORDS},
+        optional={f: VALUES for f in FORMAT_FIELDS[2:]},
+    ).map(lambda o: json.dumps(o).encode())
+    | st.fixed_dictionaries(
+        {
+            "ticker": st.sampled_from(["AAPL", "NASDAQ:MSFT", "BTC/USD", "ESZ26", "$", ""]),
+            "action": st.sampled_from(["buy", "sell", "exit", "cancel", "add"]),
+        },
         optional=PLAUSIBLE,
     ).map(lambda o: json.dumps(o).encode())
     | st.tuples(
         st.sampled_from(["AAPL", "BTCUSD", "ESZ26"]),
         st.sampled_from(["buy", "sell", "exit", "cancel", "add"]),
         st.lists(st.sampled_from(sorted(PLAUSIBLE)), max_size=3, unique=True).flatmap(
-            lambda keys: st.fixed_dictionaries({k: PLAUSIBLE[k] for k in keys})),
+            lambda keys: st.fixed_dictionaries({k: PLAUSIBLE[k] for k in keys})
+        ),
     ).map(lambda t: json.dumps({"ticker": t[0], "action": t[1], **t[2]}).encode())
     | st.binary(max_size=200)
     | VALUES.map(lambda v: json.dumps(v).encode())
 )
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(raw=BODIES)
 async def test_fuzzed_bodies_never_5xx_and_only_valid_ones_get_a_job(
     core: Core, client: TestClient, clock: FakeClock, raw: bytes
