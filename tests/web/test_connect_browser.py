@@ -38,7 +38,7 @@ async def test_connect_in_a_real_browser(h: Harness, tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
     assert shutil.which(CHROMIUM), "Chromium is missing: scripts/install-test-deps installs it"
-    OUT.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before the browser
+    OUT.mkdir(parents=True, exist_ok=True)
     alice = h.user("alice")
     reply = await h.reply("alice", "connect", broker="tradestation")
     [button] = reply.buttons()
