@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import secrets
 import time
 import zlib
@@ -23,8 +22,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .errors import EmulatorError
 from .state import JSON, World
-
-_log = logging.getLogger(__name__)
 
 # Intents that gate what the emulator sends.
 GUILDS = 1 << 0

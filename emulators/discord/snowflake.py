@@ -42,11 +42,3 @@ def snowflake_time(snowflake: int) -> datetime.datetime:
 def iso(dt: datetime.datetime | None = None) -> str:
     """Discord's timestamp format: ``2024-05-01T12:00:00.123000+00:00``."""
     return (dt or datetime.datetime.now(datetime.UTC)).isoformat(timespec="microseconds")
-
-
-def is_snowflake(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return 0 <= value < 1 << 64
-    return isinstance(value, str) and value.isdigit() and len(value) <= 20

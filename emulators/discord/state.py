@@ -8,6 +8,7 @@ gateway hub and the driver's waiters) so that each front end can react.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import re
@@ -344,7 +345,7 @@ class Message:
         return bool(self.flags & FLAG_LOADING)
 
     @property
-    def created_at(self) -> Any:
+    def created_at(self) -> datetime.datetime:
         return snowflake_time(self.id)
 
     def iter_components(self) -> Iterator[JSON]:

@@ -206,3 +206,24 @@ async def test_member_chunking_with_members_intent(
                 fetched = await guild.fetch_member(emu.owner.id)
                 assert fetched.id == emu.owner.id
         assert emu.unmodelled_requests == []
+
+
+async def test_discord_py_over_zlib_stream(
+    discord_errors: Any, pointed_at: Callable[..., Any], run_bot: Callable[..., Any]
+) -> None:
+    async with DiscordEmulator(bot_token=TOKEN, gateway_compression=True) as emu:
+        alice = emu.add_user("alice")
+        emu.add_member(emu.guild.id, alice.id)
+        with pointed_at(emu):
+            bot = commands.Bot(
+                command_prefix="!", intents=discord.Intents.default(), guild_ready_timeout=0.05
+            )
+
+            @bot.tree.command(description="Ping")
+            async def ping(interaction: discord.Interaction) -> None:
+                await interaction.response.send_message("pong")
+
+            async with run_bot(bot, TOKEN):
+                await bot.tree.sync()
+                result = await emu.slash(alice.id, "ping")
+                assert (await result.message()).content == "pong"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -316,41 +317,41 @@ async def test_ack_deadline_and_token_lifetime(
     emu = DiscordEmulator(bot_token="MTIz.slow.bot", ack_deadline=0.1)
     carol = emu.add_user("carol")
     emu.add_member(emu.guild.id, carol.id)
-    outcomes: list[Any] = []
+    outcomes: asyncio.Queue[Any] = asyncio.Queue()
+    follow_up_now = asyncio.Event()
     async with emu:
         with pointed_at(emu):
             client = make_bot(emu)
 
             @client.tree.command(description="Too slow")
             async def slow(interaction: discord.Interaction) -> None:
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # past the 0.1 s acknowledgement deadline
                 try:
                     await interaction.response.send_message("late")
                 except discord.NotFound as exc:
-                    outcomes.append(exc.code)
+                    outcomes.put_nowait(exc.code)
 
             @client.tree.command(description="Answers, then follows up much later")
             async def later(interaction: discord.Interaction) -> None:
                 await interaction.response.send_message("soon")
-                await asyncio.sleep(0.2)
+                await follow_up_now.wait()
                 try:
                     await interaction.followup.send("much later")
                 except discord.HTTPException as exc:
-                    outcomes.append((exc.status, exc.code))
+                    outcomes.put_nowait((exc.status, exc.code))
 
             async with run_bot(client, "MTIz.slow.bot"):
                 await client.tree.sync()
                 slow_result = await emu.slash(carol.id, "slow")
                 with pytest.raises(InteractionTimeout, match="did not acknowledge"):
                     await slow_result.response(timeout=0.2)
-                await asyncio.sleep(0.3)
-                assert outcomes == [10062]
+                assert await asyncio.wait_for(outcomes.get(), 5) == 10062
 
                 later_result = await emu.slash(carol.id, "later")
                 await later_result.response()
-                emu.expire_interaction(later_result)
-                await asyncio.sleep(0.4)
-                assert outcomes[-1] == (401, 50027)
+                emu.expire_interaction(later_result)  # as if 15 minutes had passed
+                follow_up_now.set()
+                assert await asyncio.wait_for(outcomes.get(), 5) == (401, 50027)
     assert emu.unmodelled_requests == []
 
 
@@ -363,9 +364,22 @@ async def test_errors_in_handlers_surface(
 
     await bot.tree.sync()
     discord_errors.expect("Ignoring exception in command 'broken'")
-    result = await emu.slash(alice.id, "broken")
-    with pytest.raises(InteractionTimeout, match="did not acknowledge /broken"):
-        await result.response(timeout=0.5)
+    logged = asyncio.Event()
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "broken" in record.getMessage():
+                logged.set()
+
+    spy = Spy(level=logging.ERROR)
+    logging.getLogger("discord").addHandler(spy)
+    try:
+        result = await emu.slash(alice.id, "broken")
+        await asyncio.wait_for(logged.wait(), 5)
+        with pytest.raises(InteractionTimeout, match="did not acknowledge /broken"):
+            await result.response(timeout=0.2)
+    finally:
+        logging.getLogger("discord").removeHandler(spy)
     assert any("boom" in discord_errors.describe(r) for r in discord_errors.records)
 
 
