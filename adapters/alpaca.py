@@ -213,6 +213,11 @@ class AlpacaAdapter(HttpBrokerAdapter):
     }
     default_data_url: ClassVar[str] = "https://data.alpaca.markets"
 
+    @classmethod
+    def authorize_params(cls, environment: str | None) -> dict[str, str]:
+        # Without ``env`` Alpaca asks the member for one live and one paper account.
+        return {"env": environment} if environment in ("live", "paper") else {}
+
     @property
     def data_url(self) -> str:
         return str(self.ctx.extra.get("data_url") or self.default_data_url)

@@ -209,6 +209,10 @@ class BrokerAdapter(ABC):
     def __init__(self, context: AdapterContext) -> None:
         self.ctx = context
 
+    # Which environments /connect may ask for (first = default). "both" links live and paper
+    # with one authorization where the broker's token reaches both hosts.
+    connect_environments: ClassVar[tuple[str, ...]] = ("both", "live", "paper")
+
     @classmethod
     def authorize_params(cls, environment: str | None) -> dict[str, str]:
         """Extra authorization-request parameters for the environment a member asked for."""

@@ -226,6 +226,8 @@ class TradierAdapter(HttpBrokerAdapter):
     # Tradier sends heartbeats on the account stream; this long without any message means
     # the stream is dead even if the socket looks open.
     stream_idle_timeout: ClassVar[float] = 90.0
+    # Tradier's OAuth issues live tokens; sandbox accounts use separate developer tokens.
+    connect_environments: ClassVar[tuple[str, ...]] = ("live",)
 
     def __init__(self, context: AdapterContext) -> None:
         super().__init__(context)
