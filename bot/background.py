@@ -1,5 +1,6 @@
-"""A process's periodic work: settle orders whose state is unknown, sweep resting paper orders,
-follow working orders at brokers, remind members before fixed authorizations end.
+"""A process's background work: run queued signal jobs, settle orders whose state is unknown,
+sweep resting paper orders, follow working orders at brokers, remind members before fixed
+authorizations end.
 
 Everything here reads and writes the database, so any number of processes may run it: the
 claims and compare-and-sets in the services keep each effect single.
@@ -47,8 +48,12 @@ class Background:
         self._loops.append((name, work, every))
 
     def start(self) -> None:
+        from bot.services.jobs import run_worker
+
         for name, work, every in self._loops:
             self._tasks.append(asyncio.create_task(self._every(name, work, every)))
+        # Signal jobs from the durable queue (claimed with row locks: safe in any process).
+        self._tasks.append(asyncio.create_task(run_worker(self.core, stop=self.stop)))
         if self.follow_orders:
             self._tasks.append(asyncio.create_task(self.updates.supervise(self.stop)))
 

@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--script", type=Path, help="local mode: read chat lines from FILE (- = stdin)"
     )
+    run.add_argument(
+        "--role",
+        choices=("all", "bot", "web", "worker"),
+        default="all",
+        help="all (default): one process does everything; or one part of it",
+    )
+    run.add_argument("--shards", help="with --role bot: the gateway shards to own, e.g. 0-3/8")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -80,11 +87,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_keys_rotate(settings))
         if args.command == "sync":
             return asyncio.run(_sync(settings, args.guild, args.global_))
+        if args.role == "web":
+            from bot.roles import run_web
+
+            return asyncio.run(run_web(settings))
+        if args.role == "worker":
+            from bot.roles import run_worker_role
+
+            return asyncio.run(run_worker_role(settings))
         if settings.local_mode:
+            if args.role != "all":
+                raise ConfigurationError("DISCORD_TOKEN: --role bot needs a real bot token")
             from bot.local import run_local
 
             return asyncio.run(run_local(settings, script=args.script))
-        return asyncio.run(run_bot(settings))
+        options: dict[str, object] = {"role": args.role}
+        if args.shards:
+            from bot.roles import parse_shards
+
+            try:
+                options["shard_ids"], options["shard_count"] = parse_shards(args.shards)
+            except ValueError as e:
+                raise ConfigurationError(str(e)) from None
+        return asyncio.run(run_bot(settings, **options))
     except ConfigurationError as e:
         print(f"tradecord: {e.user_message}", file=sys.stderr)
         return 2

@@ -13,11 +13,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import Core
+from bot.errors import TradecordError
+from bot.settings import Settings
 
 if TYPE_CHECKING:
     from bot.background import Background
-from bot.errors import TradecordError
-from bot.settings import Settings
 
 log = logging.getLogger("tradecord.bot")
 
@@ -34,7 +34,11 @@ def point_at_discord(settings: Settings) -> None:
 
 
 class Tradecord(commands.Bot):
-    """The bot. ``core`` is opened in ``setup_hook`` unless one is passed in (tests, workers)."""
+    """The bot. ``core`` is opened in ``setup_hook`` unless one is passed in (tests, workers).
+
+    ``role="all"`` (one process) also serves the web pages and runs the background work;
+    ``role="bot"`` only answers Discord, leaving those to web and worker processes.
+    """
 
     def __init__(
         self,
@@ -42,6 +46,7 @@ class Tradecord(commands.Bot):
         *,
         core: Core | None = None,
         sync_only: bool = False,
+        role: str = "all",
         **options: Any,
     ) -> None:
         options.setdefault("intents", discord.Intents(guilds=True))
@@ -51,6 +56,7 @@ class Tradecord(commands.Bot):
         self._core = core
         self._owns_core = core is None
         self.sync_only = sync_only
+        self.role = role
         self.web_runner: web.AppRunner | None = None
         self.background: Background | None = None
         self.web_port: int | None = None
@@ -73,11 +79,12 @@ class Tradecord(commands.Bot):
             from bot.notifier import DiscordNotifier
 
             self._core.notifier = DiscordNotifier(self.http)
-        await self.start_web()
-        from bot.background import Background
+        if self.role == "all":
+            await self.start_web()
+            from bot.background import Background
 
-        self.background = Background(self._core)
-        self.background.start()
+            self.background = Background(self._core)
+            self.background.start()
         if self.settings.discord_dev_guild_id:
             guild = discord.Object(self.settings.discord_dev_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -140,7 +147,14 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         log.warning("Could not deliver an error message for interaction %s", interaction.id)
 
 
+class ShardedTradecord(Tradecord, commands.AutoShardedBot):  # type: ignore[misc]
+    """The same bot over a range of Discord's gateway shards (``--shards 0-3/8``)."""
+
+
 def create_bot(settings: Settings, **options: Any) -> Tradecord:
-    """Build the bot; ``options`` go to ``commands.Bot`` (connector, intents, shard ids...)."""
+    """Build the bot; ``options`` go to ``commands.Bot`` (connector, intents, ...). With
+    ``shard_ids`` and ``shard_count`` it is an ``AutoShardedBot`` owning those shards."""
     point_at_discord(settings)
+    if "shard_ids" in options or "shard_count" in options:
+        return ShardedTradecord(settings, **options)
     return Tradecord(settings, **options)

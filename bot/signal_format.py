@@ -228,11 +228,11 @@ class Signal:
             test=bool(r.get("test")),
         )
 
-    def echo(self) -> dict[str, Any]:
+    def echo(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """What the webhook answers as ``payload``: the canonical fields that were sent, with
         numbers as JSON numbers, and the sender's extras."""
         out: dict[str, Any] = {}
-        for key, value in self.to_record().items():
+        for key, value in (record or self.to_record()).items():
             if value is None or (key == "test" and not value):
                 continue
             out[key] = _record_numbers(value)

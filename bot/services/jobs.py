@@ -94,9 +94,15 @@ class JobQueue:
         """The column values of a new job."""
         now = self.clock()
         return dict(
-            kind=kind, payload=dict(payload), dedupe_key=key, status=JobStatus.QUEUED,
-            run_after=run_after or now, attempts=0, max_attempts=max_attempts,
-            created_at=now, updated_at=now,
+            kind=kind,
+            payload=dict(payload),
+            dedupe_key=key,
+            status=JobStatus.QUEUED,
+            run_after=run_after or now,
+            attempts=0,
+            max_attempts=max_attempts,
+            created_at=now,
+            updated_at=now,
         )
 
     def insert_statement(

@@ -24,14 +24,16 @@ import asyncio
 import hashlib
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import event, func, insert, literal, select, update
 from sqlalchemy.orm import selectinload
 
 from adapters import symbols
@@ -52,6 +54,7 @@ from bot.automation_models import (
     LEGS,
     AlertPreference,
     ExecutionStatus,
+    Job,
     ReceivedSignal,
     SignalExecution,
     SignalStatus,
@@ -74,16 +77,18 @@ from bot.services.jobs import insert_ignoring
 from bot.services.notify import Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
-from bot.services.trading import OrderInput, describe_intent, money, qty
+from bot.services.trading import OrderInput, describe_intent, hint_of, money, qty
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
 
 if TYPE_CHECKING:
     from bot.core import Core
+    from bot.db import Database
 
 log = logging.getLogger("tradecord.signals")
 
 RATE_WINDOW = timedelta(minutes=1)
 DUPLICATE_WINDOW = timedelta(hours=24)
+CHECKPOINT_EVERY = 200  # SQLite acknowledgement commits between WAL checkpoints
 DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
 JOB_SIGNAL = "signal"
 JOB_APPROVED = "signal.approved"
@@ -96,6 +101,10 @@ CHANNEL_STATUSES = {
     ExecutionStatus.REJECTED: ("⛔", "Rejected"),
     ExecutionStatus.FAILED: ("⛔", "Not placed"),
 }
+# Executions whose order may still change at the broker after the run recorded them.
+LATER = frozenset(
+    {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
+)
 ORDER_PHASES = {
     "order.submitted": "submitted",
     "order.accepted": "accepted",
@@ -258,6 +267,8 @@ class ExecContext:
     channel_id: int | None
     approved: bool = False
     phases: list[dict[str, Any]] = field(default_factory=list)
+    # Intents an earlier run left (looked up for the whole signal at once); None: look up.
+    existing: dict[str, OrderIntent] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +353,270 @@ class SignalReport:
 ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
 
 
+class SqliteAcks:
+    """SQLite only: the webhook's strategy lookup and its one transaction on a plain
+    ``sqlite3`` connection, without aiosqlite.
+
+    Through aiosqlite every statement and every fetch is a hop to another thread (some twenty
+    per acknowledgement, each waiting for the GIL while the loop is busy). In WAL mode with
+    ``synchronous=NORMAL`` this transaction takes tens of microseconds, so it runs right on the
+    event loop, with ``busy_timeout=0`` so it can never block the loop: if another writer holds
+    SQLite's lock, the same work goes to a thread of its own that waits for the lock. The SQL
+    is the acknowledgement's only, and values go through SQLAlchemy's own column types for this
+    dialect, so the rows are exactly what the ORM writes and reads. ``BEGIN IMMEDIATE`` takes
+    the single write lock first: that makes the rate and duplicate counts exact across
+    processes. Requests that arrive together share one commit.
+    """
+
+    SIGNAL_COLUMNS = (
+        "id",
+        "strategy_id",
+        "received_at",
+        "validated_at",
+        "body_hash",
+        "body",
+        "payload",
+        "status",
+        "message_code",
+        "message",
+        "duplicate_of",
+        "ticker",
+        "action",
+        "test",
+        "signal_time",
+        "source_ip",
+        "announced",
+    )
+    JOB_COLUMNS = (
+        "kind",
+        "payload",
+        "dedupe_key",
+        "status",
+        "run_after",
+        "attempts",
+        "max_attempts",
+        "created_at",
+        "updated_at",
+    )
+    STRATEGY_COLUMNS = (
+        "id",
+        "name",
+        "guild_id",
+        "secret_hash",
+        "allowed_sources",
+        "allowed_tickers",
+        "max_lag_seconds",
+        "rate_limit_per_minute",
+        "max_quantity",
+    )
+
+    def __init__(self, db: Database) -> None:
+        self.path = db.engine.url.database or ""
+        dialect = db.engine.dialect
+
+        def processors(table: Any, names: Sequence[str], result: bool) -> list[Any]:
+            out = []
+            for name in names:
+                impl = table.c[name].type.dialect_impl(dialect)
+                proc = (
+                    impl.result_processor(dialect, None)
+                    if result
+                    else (impl.bind_processor(dialect))
+                )
+                out.append(proc or _same)
+            return out
+
+        self._signal_in = processors(ReceivedSignal.__table__, self.SIGNAL_COLUMNS, False)
+        self._job_in = processors(Job.__table__, self.JOB_COLUMNS, False)
+        self._strategy_out = processors(Strategy.__table__, self.STRATEGY_COLUMNS, True)
+        self._time_in = processors(ReceivedSignal.__table__, ("received_at",), False)[0]
+        # Built from the constants above only; every value is a bound parameter.
+        self._insert_signal = (
+            f"INSERT INTO signals ({', '.join(self.SIGNAL_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' * len(self.SIGNAL_COLUMNS))})"
+        )
+        self._insert_job = (
+            f"INSERT INTO jobs ({', '.join(self.JOB_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({', '.join('?' * len(self.JOB_COLUMNS))}) "
+            "ON CONFLICT (dedupe_key) DO NOTHING"
+        )
+        self._select_strategy = (
+            f"SELECT {', '.join(self.STRATEGY_COLUMNS)} FROM strategies WHERE id = ?"  # noqa: S608
+        )
+        assert len(ACTIVE_SIGNAL) == 3
+        self._counts = (
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM signals WHERE strategy_id = ? "
+            "AND received_at > ? LIMIT ?)), (SELECT id FROM signals WHERE strategy_id = ? "
+            "AND body_hash = ? AND received_at > ? AND status IN (?, ?, ?) "
+            "ORDER BY received_at LIMIT 1)"
+        )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tradecord-acks")
+        self._loop_conn: sqlite3.Connection | None = None  # busy_timeout 0: never waits
+        self._thread_conn: sqlite3.Connection | None = None  # waits for the lock, off the loop
+        self._batch: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._since_checkpoint = 0
+        event.listen(db.engine.sync_engine, "engine_disposed", lambda _e: self.close())
+
+    def _open(self, busy_ms: int, *, checkpoints: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in (
+            "journal_mode=WAL",
+            "foreign_keys=ON",
+            f"busy_timeout={busy_ms}",
+            "synchronous=NORMAL",
+            # A checkpoint copies the log into the database and syncs it: tens of ms. The
+            # loop's connection never runs one; the thread does, every CHECKPOINT_EVERY commits.
+            f"wal_autocheckpoint={1000 if checkpoints else 0}",
+        ):
+            conn.execute(f"PRAGMA {pragma}")
+        return conn
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._thread_conn is None:
+            self._thread_conn = self._open(10_000, checkpoints=True)
+        return fn(self._thread_conn, *args)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._loop_conn is None:
+            self._loop_conn = self._open(0, checkpoints=False)
+        try:
+            return fn(self._loop_conn, *args)
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._in_thread, fn, *args)
+
+    async def strategy(self, strategy_id: str) -> dict[str, Any] | None:
+        return await self._call(self._strategy, strategy_id)  # type: ignore[no-any-return]
+
+    def _strategy(self, conn: sqlite3.Connection, strategy_id: str) -> dict[str, Any] | None:
+        found = conn.execute(self._select_strategy, (strategy_id,)).fetchone()
+        if found is None:
+            return None
+        return {
+            name: proc(value)
+            for name, proc, value in zip(
+                self.STRATEGY_COLUMNS, self._strategy_out, found, strict=True
+            )
+        }
+
+    async def store(
+        self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
+    ) -> tuple[str, str | None]:
+        """Store one acknowledgement. Those arriving in the same loop iteration share one
+        transaction (group commit); each is answered only after that commit."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[str, str | None] | _RateLimited] = loop.create_future()
+        self._batch.append(((auth, row, job, valid), done))
+        if len(self._batch) == 1:
+            task = loop.create_task(self._flush())  # runs after the requests already in hand
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        result = await done
+        if isinstance(result, _RateLimited):
+            raise result
+        return result
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        try:
+            results = await self._call(self._store_all, [item for item, _ in batch])
+        except Exception as e:  # each waiting request answers with it (a 500)
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(e)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._in_thread, self._checkpoint
+            )
+
+    def _store_all(
+        self,
+        conn: sqlite3.Connection,
+        items: list[tuple[WebhookAuth, dict[str, Any], dict[str, Any], bool]],
+    ) -> list[tuple[str, str | None] | _RateLimited]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [self._store_one(conn, *item) for item in items]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _store_one(
+        self,
+        conn: sqlite3.Connection,
+        auth: WebhookAuth,
+        row: dict[str, Any],
+        job: dict[str, Any],
+        valid: bool,
+    ) -> tuple[str, str | None] | _RateLimited:
+        received = row["received_at"]
+        count, original = conn.execute(
+            self._counts,
+            (
+                auth.id,
+                self._time_in(received - RATE_WINDOW),
+                auth.rate_limit_per_minute,
+                auth.id,
+                row["body_hash"],
+                self._time_in(received - DUPLICATE_WINDOW),
+                *ACTIVE_SIGNAL,
+            ),
+        ).fetchone()
+        if count >= auth.rate_limit_per_minute:
+            return _RateLimited()
+        original = original if valid else None
+        status = _status(row, original)
+        values = row | {"status": status, "duplicate_of": original}
+        conn.execute(
+            self._insert_signal,
+            [
+                proc(values[name])
+                for name, proc in zip(self.SIGNAL_COLUMNS, self._signal_in, strict=True)
+            ],
+        )
+        if status == SignalStatus.QUEUED:
+            conn.execute(
+                self._insert_job,
+                [
+                    proc(job[name])
+                    for name, proc in zip(self.JOB_COLUMNS, self._job_in, strict=True)
+                ],
+            )
+        return status, original
+
+    def close(self) -> None:
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
+
+        def shut() -> None:
+            if self._thread_conn is not None:
+                self._thread_conn.close()
+                self._thread_conn = None
+
+        self._executor.submit(shut)
+        self._executor.shutdown(wait=False)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -354,7 +629,10 @@ class SignalService:
         self.fanout_concurrency = 100
         # Set by the Discord front end to show an approval card; else a plain DM is sent.
         self.on_approval_needed: ApprovalHook | None = None
+        # SQLite's fast acknowledgement (see SqliteAcks); PostgreSQL goes through SQLAlchemy.
+        self.fast = SqliteAcks(core.db) if core.db.is_sqlite else None
         core.jobs.register(JOB_SIGNAL, self._job_signal)
+        core.trading.listeners.append(self._on_order_update)
         core.jobs.register(JOB_APPROVED, self._job_approved)
         core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
 
@@ -377,22 +655,32 @@ class SignalService:
         valid = signal if refusal is None else None
         validated = self.clock()
         signal_id = new_uuid()
+        record = valid.to_record() if valid else None
         row = dict(
-            id=signal_id, strategy_id=auth.id, received_at=received, validated_at=validated,
-            body_hash=hashlib.sha256(body).hexdigest(), body=_body_text(body),
-            payload=valid.to_record() if valid else None, status=SignalStatus.REFUSED,
+            id=signal_id,
+            strategy_id=auth.id,
+            received_at=received,
+            validated_at=validated,
+            body_hash=hashlib.sha256(body).hexdigest(),
+            body=_body_text(body),
+            payload=record,
+            status=SignalStatus.REFUSED,
             message_code=refusal.code if refusal else None,
-            message=refusal.message[:400] if refusal else None, duplicate_of=None,
+            message=refusal.message[:400] if refusal else None,
+            duplicate_of=None,
             ticker=signal.ticker if signal else None,
-            action=signal.action.value if signal else None, test=bool(signal and signal.test),
-            signal_time=signal.time if signal else None, source_ip=source_ip, announced=False,
+            action=signal.action.value if signal else None,
+            test=bool(signal and signal.test),
+            signal_time=signal.time if signal else None,
+            source_ip=source_ip,
+            announced=False,
         )
         job = self.core.jobs.row(JOB_SIGNAL, {"signal_id": signal_id}, key=f"signal:{signal_id}")
         try:
             if self.fast is not None:
-                status, original = await self.fast.store(auth, row, job, valid is not None)
+                _, original = await self.fast.store(auth, row, job, valid is not None)
             else:
-                status, original = await self._store(auth, row, job, valid is not None)
+                _, original = await self._store(auth, row, job, valid is not None)
         except _RateLimited:
             return Ack(
                 429,
@@ -424,21 +712,22 @@ class SignalService:
                     "id": original,
                     "logId": signal_id,
                     "duplicate": True,
-                    "payload": signal.echo(),
+                    "payload": signal.echo(record),
                     "message": "The same signal was received in the last 24 hours; "
                     "it is acknowledged and will not be traded twice.",
                 },
             )
         self.core.jobs.wake()
         return Ack(
-            202, {"success": True, "id": signal_id, "logId": signal_id, "payload": signal.echo()}
+            202,
+            {"success": True, "id": signal_id, "logId": signal_id, "payload": signal.echo(record)},
         )
 
     async def _store(
         self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
     ) -> tuple[str, str | None]:
         """The acknowledgement's one transaction: rate, duplicate window, the row, its job."""
-        S = ReceivedSignal  # noqa: N806 - a short alias keeps the queries readable
+        S = ReceivedSignal
         received = row["received_at"]
         recent = (
             select(func.count())
@@ -452,26 +741,35 @@ class SignalService:
         )
         duplicate = (
             select(S.id)
-            .where(S.strategy_id == auth.id, S.body_hash == row["body_hash"],
-                   S.received_at > received - DUPLICATE_WINDOW, S.status.in_(ACTIVE_SIGNAL))
+            .where(
+                S.strategy_id == auth.id,
+                S.body_hash == row["body_hash"],
+                S.received_at > received - DUPLICATE_WINDOW,
+                S.status.in_(ACTIVE_SIGNAL),
+            )
             .order_by(S.received_at)
             .limit(1)
             .scalar_subquery()
-            if valid else literal(None)
+            if valid
+            else literal(None)
         )
         async with self.core.db.transaction() as s:
             # The write that makes this transaction the strategy's only one (a row lock on
             # PostgreSQL): the counts below cannot race another process.
-            await s.execute(update(Strategy).where(Strategy.id == auth.id)
-                            .values(last_signal_at=received))
+            await s.execute(
+                update(Strategy).where(Strategy.id == auth.id).values(last_signal_at=received)
+            )
             count, original = (await s.execute(select(recent, duplicate))).one()
             if count >= auth.rate_limit_per_minute:
                 raise _RateLimited
             status = _status(row, original)
             await s.execute(insert(S).values(row | {"status": status, "duplicate_of": original}))
             if status == SignalStatus.QUEUED:
-                await s.execute(self.core.jobs.insert_statement(
-                    job["kind"], job["payload"], key=job["dedupe_key"]))
+                await s.execute(
+                    self.core.jobs.insert_statement(
+                        job["kind"], job["payload"], key=job["dedupe_key"]
+                    )
+                )
         return status, original
 
     def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:
@@ -623,6 +921,7 @@ class SignalService:
                 )
             }
         contexts = []
+        left = await self._left_behind(record.id, [sub.id for sub, _, _ in subs])
         for sub, discord_id, pref in subs:
             ex = executions.get(sub.id)
             if ex is None or ex.status != ExecutionStatus.PENDING:
@@ -641,9 +940,31 @@ class SignalService:
                     member_discord_id=discord_id,
                     public_name=pref.display_name if pref and pref.alerts_show_name else None,
                     channel_id=channel_id,
+                    existing=left.get(sub.id, {}),
                 )
             )
         return contexts
+
+    async def _left_behind(
+        self, signal_id: str, subscription_ids: list[int]
+    ) -> dict[int, dict[str, OrderIntent]]:
+        """Intents earlier runs of this signal placed, per subscription and leg: one query
+        for the whole fan-out instead of one per subscription."""
+        keys = {
+            intent_key(signal_id, sub_id, leg): (sub_id, leg)
+            for sub_id in subscription_ids
+            for leg in LEGS
+        }
+        found: dict[int, dict[str, OrderIntent]] = {}
+        names = list(keys)
+        async with self.core.db.session() as s:
+            for i in range(0, len(names), 500):
+                for intent in await s.scalars(
+                    select(OrderIntent).where(OrderIntent.idempotency_key.in_(names[i : i + 500]))
+                ):
+                    sub_id, leg = keys[intent.idempotency_key or ""]
+                    found.setdefault(sub_id, {})[leg] = intent
+        return found
 
     async def _run(self, ctx: ExecContext) -> None:
         """One subscription, start to finish. Never raises an ``Exception``: what goes wrong is
@@ -686,7 +1007,7 @@ class SignalService:
         target = self._target(ctx)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            existing = await self._intents(ctx)
+            existing = ctx.existing if ctx.existing is not None else await self._intents(ctx)
             carried = next(
                 (
                     i.extra.get("plan")
@@ -1070,13 +1391,14 @@ class SignalService:
                 result.status = status
                 if intent.status != IntentStatus.FILLED:
                     result.reason_code = "exit-not-filled"
-                    result.reason = (
-                        f"The exit order is {intent.status.replace('_', ' ')}; the entry was not "
-                        "placed."
-                        if intent.status in IntentStatus.FINAL
-                        else f"The exit order had not filled after {self.exit_timeout:g} s; the entry "
-                        "was not placed. The exit order is still working."
-                    )
+                    if intent.status in IntentStatus.FINAL:
+                        state = intent.status.replace("_", " ")
+                        result.reason = f"The exit order is {state}; the entry was not placed."
+                    else:
+                        result.reason = (
+                            f"The exit order had not filled after {self.exit_timeout:g} s; the "
+                            "entry was not placed. The exit order is still working."
+                        )
                     return result
                 self._phase(ctx, "exit filled", describe_intent(intent))
         if not result.orders and not cancelled:
@@ -1193,7 +1515,7 @@ class SignalService:
         if intent.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
             try:
                 order = await adapter.fetch_order(
-                    target.ref, client_order_id=intent.client_order_id
+                    target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
                 )
             except OrderNotFound:
                 if intent.status == IntentStatus.PENDING:
@@ -1202,7 +1524,7 @@ class SignalService:
                 return intent  # in doubt: the reconciler settles it, we never resend
             except BrokerError:
                 return intent
-            await trading._apply_order(intent, order)
+            await trading.apply_order_state(intent, order)
         return intent
 
     async def _await_final(
@@ -1214,12 +1536,12 @@ class SignalService:
             await asyncio.sleep(self.exit_poll_interval)
             try:
                 order = await adapter.fetch_order(
-                    target.ref, client_order_id=intent.client_order_id
+                    target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
                 )
             except BrokerError:
                 continue
             if order.status.is_final or order.filled_quantity != intent.filled_quantity:
-                await self.core.trading._apply_order(intent, order)
+                await self.core.trading.apply_order_state(intent, order)
         return intent
 
     # -- approval -------------------------------------------------------------------------------
@@ -1627,18 +1949,92 @@ class SignalService:
             lines.append(result.reason)
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         await notifier.dm(ctx.member_discord_id, Outgoing(content="\n".join(lines)))
-        public = CHANNEL_STATUSES.get(result.status)
-        if ctx.channel_id is None or public is None or not result.orders:
+        if ctx.channel_id is not None and result.orders:
+            await self._post_result(
+                ctx.channel_id,
+                ctx.strategy_name,
+                ctx.public_name,
+                ctx.subscription.mode,
+                result.status,
+                result.orders,
+                result.reason_code,
+            )
+
+    async def _post_result(
+        self,
+        channel_id: int,
+        strategy_name: str,
+        public_name: str | None,
+        mode: str,
+        status: str,
+        orders: Sequence[OrderIntent],
+        reason_code: str | None,
+    ) -> None:
+        """A subscriber's result in the alert channel: the trades only, and the member's name
+        only if they chose to be named. Broker messages can quote balances, so never those."""
+        public = CHANNEL_STATUSES.get(status)
+        if public is None or self.core.notifier is None:
             return
-        who = _plain(ctx.public_name) if ctx.public_name else "A subscriber"
-        trades = "; ".join(_public_order(i) for i in result.orders)
-        line = f"{public[0]} {public[1]} · {who} ({ctx.subscription.mode}): {trades}"
-        if result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
-            # The code only: broker messages can quote buying power and balances.
-            line += f" ({result.reason_code or 'rejected'})"
-        await notifier.post(
-            ctx.channel_id, Outgoing(content=f"**{_plain(ctx.strategy_name)}** {line}")
+        who = _plain(public_name) if public_name else "A subscriber"
+        trades = "; ".join(_public_order(i) for i in orders)
+        line = f"{public[0]} {public[1]} · {who} ({mode}): {trades}"
+        if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
+            line += f" ({reason_code or 'rejected'})"
+        await self.core.notifier.post(
+            channel_id, Outgoing(content=f"**{_plain(strategy_name)}** {line}")
         )
+
+    async def _on_order_update(self, intent: OrderIntent) -> None:
+        """A signal's order changed after its execution was recorded (a resting order filled,
+        the reconciler settled an unconfirmed one). The trading service has told the member;
+        this updates the execution and the alert channel, once (compare-and-set)."""
+        extra = intent.extra if isinstance(intent.extra, dict) else {}
+        if intent.source != "signal" or "execution_id" not in extra:
+            return
+        status, _ = _leg_status(intent)
+        async with self.core.db.transaction() as s:
+            row = (
+                await s.execute(
+                    select(SignalExecution, Strategy, AlertPreference)
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .outerjoin(
+                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
+                    )
+                    .where(SignalExecution.id == int(extra["execution_id"]))
+                )
+            ).first()
+            if row is None:
+                return
+            ex, strategy, pref = row
+            plan = Plan.from_json(ex.plan or {})
+            last = plan.legs[-1].name if plan.legs else None
+            speaks = extra.get("leg") == last  # an exit before an entry is the run's business
+            if not speaks or ex.status not in LATER or ex.status == status:
+                return
+            won = (
+                await s.execute(
+                    update(SignalExecution)
+                    .where(SignalExecution.id == ex.id, SignalExecution.status == ex.status)
+                    .values(
+                        status=status,
+                        notified_status=status,
+                        updated_at=self.clock(),
+                        phases=[*(ex.phases or []), self._phase_entry(status, None)],
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        if not won:
+            return
+        channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
+        if channel is not None:
+            name = pref.display_name if pref and pref.alerts_show_name else None
+            try:
+                await self._post_result(
+                    channel, strategy.name, name, ex.mode, status, [intent], intent.error_code
+                )
+            except Exception:
+                log.warning("Could not post an order update for %s", ex.id, exc_info=True)
 
     async def _announce(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None

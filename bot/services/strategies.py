@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -150,37 +150,42 @@ class StrategyService:
     async def authenticate(self, strategy_id: str, secret: str) -> WebhookAuth | None:
         """The strategy if ``secret`` is its secret; None for a wrong secret *or* an unknown
         strategy, after the same constant-time comparison either way."""
-        row = None
+        row: Mapping[str, Any] | None = None
         if _is_uuid(strategy_id):
-            async with self.core.db.session() as s:
-                row = (
-                    await s.execute(
-                        select(
-                            Strategy.id,
-                            Strategy.name,
-                            Strategy.guild_id,
-                            Strategy.secret_hash,
-                            Strategy.allowed_sources,
-                            Strategy.allowed_tickers,
-                            Strategy.max_lag_seconds,
-                            Strategy.rate_limit_per_minute,
-                            Strategy.max_quantity,
-                        ).where(Strategy.id == strategy_id)
-                    )
-                ).first()
-        stored = row.secret_hash if row is not None else _DUMMY_HASH
+            fast = self.core.signals.fast
+            if fast is not None:
+                row = await fast.strategy(strategy_id)
+            else:
+                async with self.core.db.session() as s:
+                    found = (
+                        await s.execute(
+                            select(
+                                Strategy.id,
+                                Strategy.name,
+                                Strategy.guild_id,
+                                Strategy.secret_hash,
+                                Strategy.allowed_sources,
+                                Strategy.allowed_tickers,
+                                Strategy.max_lag_seconds,
+                                Strategy.rate_limit_per_minute,
+                                Strategy.max_quantity,
+                            ).where(Strategy.id == strategy_id)
+                        )
+                    ).first()
+                row = found._mapping if found is not None else None
+        stored = row["secret_hash"] if row is not None else _DUMMY_HASH
         matches = hmac.compare_digest(hash_secret(secret), stored)
         if row is None or not matches:
             return None
         return WebhookAuth(
-            id=row.id,
-            name=row.name,
-            guild_id=row.guild_id,
-            allowed_sources=tuple(row.allowed_sources or ()),
-            allowed_tickers=frozenset(row.allowed_tickers or ()),
-            max_lag_seconds=row.max_lag_seconds,
-            rate_limit_per_minute=row.rate_limit_per_minute,
-            max_quantity=row.max_quantity,
+            id=row["id"],
+            name=row["name"],
+            guild_id=row["guild_id"],
+            allowed_sources=tuple(row["allowed_sources"] or ()),
+            allowed_tickers=frozenset(row["allowed_tickers"] or ()),
+            max_lag_seconds=row["max_lag_seconds"],
+            rate_limit_per_minute=row["rate_limit_per_minute"],
+            max_quantity=row["max_quantity"],
         )
 
     # -- management -------------------------------------------------------------------------------
