@@ -10,6 +10,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord
 from bot.components import account_menus
 from bot.models import Connection, ConnectionStatus
+from cogs.ui import broker_connection_names
 
 STATUS_TEXT = {
     ConnectionStatus.ACTIVE: "✅ active",
@@ -33,20 +34,9 @@ class Accounts(commands.Cog):
     def __init__(self, bot: Tradecord) -> None:
         self.bot = bot
 
-    async def names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        conns = await self.bot.core.connections.list_for(interaction.user.id)
-        cur = current.casefold()
-        return [
-            app_commands.Choice(name=c.name, value=c.name)
-            for c in conns
-            if cur in c.name_key and not c.builtin
-        ][:25]
-
     @app_commands.command(name="accounts", description="Your connections; choose their accounts")
     @app_commands.describe(connection="Choose the live and paper account of this connection")
-    @app_commands.autocomplete(connection=names)
+    @app_commands.autocomplete(connection=broker_connection_names)
     async def accounts(
         self, interaction: discord.Interaction, connection: str | None = None
     ) -> None:

@@ -14,7 +14,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
-from cogs.ui import OwnedView
+from cogs.ui import OwnedView, broker_connection_names
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -125,17 +125,6 @@ class Connections(commands.Cog):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(AccountSelect)
 
-    async def names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        conns = await self.bot.core.connections.list_for(interaction.user.id)
-        cur = current.casefold()
-        return [
-            app_commands.Choice(name=c.name, value=c.name)
-            for c in conns
-            if cur in c.name_key and not c.builtin
-        ][:25]
-
     @app_commands.command(name="connect", description="Link a broker account (private link)")
     @app_commands.describe(
         broker="The broker to link",
@@ -161,7 +150,7 @@ class Connections(commands.Cog):
 
     @app_commands.command(name="rename", description="Rename one of your connections")
     @app_commands.describe(connection="The connection", new_name="1 to 50 characters")
-    @app_commands.autocomplete(connection=names)
+    @app_commands.autocomplete(connection=broker_connection_names)
     async def rename(
         self,
         interaction: discord.Interaction,
@@ -181,7 +170,7 @@ class Connections(commands.Cog):
 
     @app_commands.command(name="disconnect", description="Unlink a broker connection")
     @app_commands.describe(connection="The connection to unlink")
-    @app_commands.autocomplete(connection=names)
+    @app_commands.autocomplete(connection=broker_connection_names)
     async def disconnect(self, interaction: discord.Interaction, connection: str) -> None:
         conn = await self.bot.core.connections.owned(interaction.user.id, connection)
         if conn.builtin:

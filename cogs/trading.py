@@ -20,7 +20,7 @@ from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.trading import OrderInput, Outcome, Portfolio, Preview
 from cogs import format as fmt
-from cogs.ui import OK_COLOUR, OwnedView
+from cogs.ui import OK_COLOUR, OwnedView, connection_names
 
 Mode = Literal["paper", "live"]
 CARD_TTL = 60.0
@@ -242,17 +242,6 @@ class Trading(commands.Cog):
     async def cog_unload(self) -> None:
         for task in self._expiries:
             task.cancel()
-
-    async def connection_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        conns = await self.bot.core.connections.list_for(interaction.user.id)
-        cur = current.casefold()
-        return [app_commands.Choice(name=c.name, value=c.name) for c in conns if cur in c.name_key][
-            :25
-        ]
-
-    # -- reads --------------------------------------------------------------------------
 
     @app_commands.command(name="positions", description="Your open positions")
     @app_commands.describe(

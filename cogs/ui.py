@@ -5,12 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 import discord
+from discord import app_commands
 
 from bot.client import report_error
 
 PAPER_COLOUR = discord.Colour.blurple()
 LIVE_COLOUR = discord.Colour.red()
 OK_COLOUR = discord.Colour.green()
+
+
+async def connection_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the member's connection names containing what they typed."""
+    bot: Any = interaction.client
+    conns = await bot.core.connections.list_for(interaction.user.id)
+    cur = current.casefold()
+    return [app_commands.Choice(name=c.name, value=c.name) for c in conns if cur in c.name_key][:25]
+
+
+async def broker_connection_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete without Tradecord Paper (for renaming, unlinking, choosing accounts)."""
+    bot: Any = interaction.client
+    builtin = {
+        c.name for c in await bot.core.connections.list_for(interaction.user.id) if c.builtin
+    }
+    return [c for c in await connection_names(interaction, current) if c.name not in builtin]
 
 
 class OwnedView(discord.ui.View):

@@ -254,29 +254,12 @@ class TradingService:
                 f"{target.connection.name} has {money(balance.buying_power)}. "
                 "Lower the quantity or check /balances."
             )
-        now = self.clock()
-        intent_id = new_uuid()
-        intent = OrderIntent(
-            id=intent_id,
-            client_order_id=client_order_id(intent_id),
-            member_id=target.connection.member_id,
-            connection_id=target.connection.id,
-            broker=target.connection.broker,
-            mode=target.mode,
-            account_id=target.account.account_id,
+        intent = self._new_intent(
+            target,
+            request,
             source=source,
-            symbol=request.symbol,
-            asset_class=request.asset_class.value,
-            side=request.side.value,
-            quantity=request.quantity,
-            order_type=request.order_type.value,
-            limit_price=request.limit_price,
-            stop_price=request.stop_price,
-            time_in_force=request.time_in_force.value,
-            status=IntentStatus.DRAFT,
             idempotency_key=idempotency_key,
-            created_at=now,
-            updated_at=now,
+            status=IntentStatus.DRAFT,
             extra={
                 "estimated_price": str(price),
                 "estimated_cost": str(cost),
@@ -310,7 +293,7 @@ class TradingService:
             buying_power_after=after,
             position_quantity=held,
             broker_name=adapter.display_name,
-            expires_at=now + PREVIEW_TTL,
+            expires_at=intent.created_at + PREVIEW_TTL,
         )
 
     async def place(
@@ -329,31 +312,13 @@ class TradingService:
         find the existing intent instead of placing a second order. With ``submit=False`` the
         intent waits as a draft for the member's approval.
         """
-        now = self.clock()
-        intent_id = new_uuid()
-        assert request.asset_class is not None
-        intent = OrderIntent(
-            id=intent_id,
-            client_order_id=client_order_id(intent_id),
-            idempotency_key=idempotency_key,
-            member_id=target.connection.member_id,
-            connection_id=target.connection.id,
-            broker=target.connection.broker,
-            mode=target.mode,
-            account_id=target.account.account_id,
+        intent = self._new_intent(
+            target,
+            request,
             source=source,
-            symbol=request.symbol,
-            asset_class=request.asset_class.value,
-            side=request.side.value,
-            quantity=request.quantity,
-            order_type=request.order_type.value,
-            limit_price=request.limit_price,
-            stop_price=request.stop_price,
-            time_in_force=request.time_in_force.value,
+            idempotency_key=idempotency_key,
             status=IntentStatus.PENDING if submit else IntentStatus.DRAFT,
-            created_at=now,
-            updated_at=now,
-            extra=dict(extra or {}),
+            extra=extra or {},
         )
         try:
             async with self.core.db.transaction() as s:
@@ -388,6 +353,43 @@ class TradingService:
         if not submit:
             return Outcome(intent, None, "Waiting for approval.", True)
         return await self.submit(intent)
+
+    def _new_intent(
+        self,
+        target: Target,
+        request: OrderRequest,
+        *,
+        source: str,
+        idempotency_key: str | None,
+        status: str,
+        extra: dict[str, Any],
+    ) -> OrderIntent:
+        assert request.asset_class is not None
+        now = self.clock()
+        intent_id = new_uuid()
+        return OrderIntent(
+            id=intent_id,
+            client_order_id=client_order_id(intent_id),
+            idempotency_key=idempotency_key,
+            member_id=target.connection.member_id,
+            connection_id=target.connection.id,
+            broker=target.connection.broker,
+            mode=target.mode,
+            account_id=target.account.account_id,
+            source=source,
+            symbol=request.symbol,
+            asset_class=request.asset_class.value,
+            side=request.side.value,
+            quantity=request.quantity,
+            order_type=request.order_type.value,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            time_in_force=request.time_in_force.value,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            extra=dict(extra),
+        )
 
     # -- confirm and submit -------------------------------------------------------------
 
