@@ -44,12 +44,16 @@ KEEP_FINISHED = timedelta(days=7)
 def insert_ignoring(
     db: Database, table: type[Any], rows: list[dict[str, Any]], unique: list[str]
 ) -> Any:
-    """INSERT that skips rows clashing with an existing one on ``unique`` (both dialects)."""
+    """INSERT that skips rows clashing with an existing one on ``unique`` (both dialects).
+    Without ``rows``, the statement takes its values as execution parameters."""
     if db.is_sqlite:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     else:
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    return dialect_insert(table).values(rows).on_conflict_do_nothing(index_elements=unique)
+    stmt = dialect_insert(table)
+    if rows:
+        stmt = stmt.values(rows)
+    return stmt.on_conflict_do_nothing(index_elements=unique)
 
 
 @dataclass(frozen=True, slots=True)

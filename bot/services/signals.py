@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, func, insert, literal, select, update
+from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.orm import selectinload
 
 from adapters import symbols
@@ -353,6 +353,57 @@ class SignalReport:
 ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
 
 
+class AckStatements:
+    """The acknowledgement's statements, built once with bound parameters."""
+
+    def __init__(self) -> None:
+        signals, strategies = ReceivedSignal.__table__, Strategy.__table__
+        c = signals.c
+        self.lock = (
+            update(strategies)
+            .where(strategies.c.id == bindparam("strategy_id"))
+            .values(last_signal_at=bindparam("at", type_=strategies.c.last_signal_at.type))
+        )
+        recent = (
+            select(func.count())
+            .select_from(
+                select(c.id)
+                .where(
+                    c.strategy_id == bindparam("strategy_id"),
+                    c.received_at > bindparam("rate_since", type_=c.received_at.type),
+                )
+                .limit(bindparam("rate_limit"))
+                .subquery()
+            )
+            .scalar_subquery()
+        )
+        duplicate = (
+            select(c.id)
+            .where(
+                c.strategy_id == bindparam("strategy_id"),
+                c.body_hash == bindparam("body_hash"),
+                c.received_at > bindparam("duplicate_since", type_=c.received_at.type),
+                c.status.in_(ACTIVE_SIGNAL),
+            )
+            .order_by(c.received_at)
+            .limit(1)
+            .scalar_subquery()
+        )
+        self.counts = select(recent, duplicate)
+        self.insert_signal = insert(signals)
+        self._insert_job: dict[str, Any] = {}
+
+    def insert_job(self, db: Database) -> Any:
+        dialect = "sqlite" if db.is_sqlite else "postgresql"
+        stmt = self._insert_job.get(dialect)
+        if stmt is None:
+            stmt = self._insert_job[dialect] = insert_ignoring(db, Job, [], ["dedupe_key"])
+        return stmt
+
+
+ACK_STATEMENTS = AckStatements()
+
+
 class SqliteAcks:
     """SQLite only: the webhook's strategy lookup and its one transaction on a plain
     ``sqlite3`` connection, without aiosqlite.
@@ -455,6 +506,7 @@ class SqliteAcks:
         self._thread_conn: sqlite3.Connection | None = None  # waits for the lock, off the loop
         self._batch: list[tuple[Any, asyncio.Future[Any]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._since_checkpoint = 0
         event.listen(db.engine.sync_engine, "engine_disposed", lambda _e: self.close())
 
@@ -600,6 +652,9 @@ class SqliteAcks:
         return status, original
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
@@ -726,50 +781,34 @@ class SignalService:
     async def _store(
         self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
     ) -> tuple[str, str | None]:
-        """The acknowledgement's one transaction: rate, duplicate window, the row, its job."""
-        S = ReceivedSignal
+        """The acknowledgement's one transaction: rate, duplicate window, the row, its job.
+        Statements are built once (``AckStatements``) and run on a plain connection: building
+        them and the ORM session per request cost more than the database work."""
+        q = ACK_STATEMENTS
         received = row["received_at"]
-        recent = (
-            select(func.count())
-            .select_from(
-                select(S.id)
-                .where(S.strategy_id == auth.id, S.received_at > received - RATE_WINDOW)
-                .limit(auth.rate_limit_per_minute)
-                .subquery()
-            )
-            .scalar_subquery()
-        )
-        duplicate = (
-            select(S.id)
-            .where(
-                S.strategy_id == auth.id,
-                S.body_hash == row["body_hash"],
-                S.received_at > received - DUPLICATE_WINDOW,
-                S.status.in_(ACTIVE_SIGNAL),
-            )
-            .order_by(S.received_at)
-            .limit(1)
-            .scalar_subquery()
-            if valid
-            else literal(None)
-        )
-        async with self.core.db.transaction() as s:
+        async with self.core.db.engine.begin() as conn:
             # The write that makes this transaction the strategy's only one (a row lock on
             # PostgreSQL): the counts below cannot race another process.
-            await s.execute(
-                update(Strategy).where(Strategy.id == auth.id).values(last_signal_at=received)
-            )
-            count, original = (await s.execute(select(recent, duplicate))).one()
+            await conn.execute(q.lock, {"strategy_id": auth.id, "at": received})
+            count, original = (
+                await conn.execute(
+                    q.counts,
+                    {
+                        "strategy_id": auth.id,
+                        "rate_since": received - RATE_WINDOW,
+                        "rate_limit": auth.rate_limit_per_minute,
+                        "body_hash": row["body_hash"],
+                        "duplicate_since": received - DUPLICATE_WINDOW,
+                    },
+                )
+            ).one()
             if count >= auth.rate_limit_per_minute:
                 raise _RateLimited
+            original = original if valid else None
             status = _status(row, original)
-            await s.execute(insert(S).values(row | {"status": status, "duplicate_of": original}))
+            await conn.execute(q.insert_signal, row | {"status": status, "duplicate_of": original})
             if status == SignalStatus.QUEUED:
-                await s.execute(
-                    self.core.jobs.insert_statement(
-                        job["kind"], job["payload"], key=job["dedupe_key"]
-                    )
-                )
+                await conn.execute(q.insert_job(self.core.db), job)
         return status, original
 
     def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:

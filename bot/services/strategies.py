@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.automation_models import (
@@ -48,6 +48,20 @@ MAX_TICKERS = 200
 NAME_MAX = 100
 # Compared against when the strategy does not exist, so both refusals cost the same.
 _DUMMY_HASH = hashlib.sha256(b"tradecord: no such strategy").hexdigest()
+
+
+# Built once: the webhook runs it for every request.
+_AUTH = select(
+    Strategy.id,
+    Strategy.name,
+    Strategy.guild_id,
+    Strategy.secret_hash,
+    Strategy.allowed_sources,
+    Strategy.allowed_tickers,
+    Strategy.max_lag_seconds,
+    Strategy.rate_limit_per_minute,
+    Strategy.max_quantity,
+).where(Strategy.id == bindparam("id"))
 
 
 class _Unset:
@@ -156,22 +170,8 @@ class StrategyService:
             if fast is not None:
                 row = await fast.strategy(strategy_id)
             else:
-                async with self.core.db.session() as s:
-                    found = (
-                        await s.execute(
-                            select(
-                                Strategy.id,
-                                Strategy.name,
-                                Strategy.guild_id,
-                                Strategy.secret_hash,
-                                Strategy.allowed_sources,
-                                Strategy.allowed_tickers,
-                                Strategy.max_lag_seconds,
-                                Strategy.rate_limit_per_minute,
-                                Strategy.max_quantity,
-                            ).where(Strategy.id == strategy_id)
-                        )
-                    ).first()
+                async with self.core.db.engine.connect() as conn:
+                    found = (await conn.execute(_AUTH, {"id": strategy_id})).first()
                 row = found._mapping if found is not None else None
         stored = row["secret_hash"] if row is not None else _DUMMY_HASH
         matches = hmac.compare_digest(hash_secret(secret), stored)

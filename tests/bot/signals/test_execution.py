@@ -661,3 +661,21 @@ async def test_strategy_owner_sees_every_subscription_in_the_report(
             await core.signals.signal_report(ack.body["id"], BOB)
     finally:
         await core.close()
+
+
+async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) -> None:
+    from bot.services.order_updates import OrderUpdates
+
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+    updates = OrderUpdates(core)
+    assert await updates.sweep_paper() == 1
+    await updates.sweep_paper()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 3
+    assert "Order placed" in posts[1] and "Filled" in posts[2] and "buy 1 AAPL at $" in posts[2]

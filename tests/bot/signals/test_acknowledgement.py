@@ -1,0 +1,98 @@
+"""The acknowledgement's storage: SQLite's direct path and the SQLAlchemy path give the same
+rows and the same answers, and a locked SQLite database delays an answer without losing it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.automation_models import Job, ReceivedSignal
+from bot.core import Core
+from tests.bot.signals.conftest import count, make_strategy, send
+from tests.conftest import requires_sqlite
+from tests.support import FakeClock
+
+
+async def exchange(core: Core, clock: FakeClock) -> list[tuple[int, str | None]]:
+    url = await make_strategy(core)
+    answers = []
+    for body in (
+        {"ticker": "AAPL", "action": "buy", "quantity": 1},
+        {"ticker": "AAPL", "action": "buy", "quantity": 1},  # duplicate
+        {"ticker": "AAPL", "action": "hold"},  # refused
+        b"{not json",
+    ):
+        ack = await send(core, url, body)
+        answers.append((ack.status, ack.body.get("messageCode")))
+        clock.advance(seconds=1)
+    return answers
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_both_storage_paths_answer_and_store_alike(
+    core: Core, clock: FakeClock, direct: bool
+) -> None:
+    if not direct:
+        core.signals.fast = None
+    elif core.signals.fast is None:
+        pytest.skip("the direct path is SQLite's")
+    start = clock()
+    answers = await exchange(core, clock)
+    assert answers == [
+        (202, None),
+        (200, None),
+        (400, "invalid-action"),
+        (400, "malformed-json"),
+    ]
+    async with core.db.session() as s:
+        rows = list(await s.scalars(select(ReceivedSignal).order_by(ReceivedSignal.received_at)))
+        [job] = list(await s.scalars(select(Job)))
+    assert [r.status for r in rows] == ["queued", "duplicate", "refused", "refused"]
+    first = rows[0]
+    assert first.received_at == start and first.received_at.tzinfo is not None
+    assert first.payload is not None and first.payload["quantity"] == "1"
+    assert rows[1].duplicate_of == first.id and rows[2].payload is None
+    assert rows[3].body == "{not json" and rows[2].test is False
+    assert job.payload == {"signal_id": first.id} and job.run_after == first.received_at
+
+
+@requires_sqlite
+async def test_a_locked_database_delays_the_answer_but_loses_nothing(core: Core) -> None:
+    url = await make_strategy(core)
+    await send(core, url, {"ticker": "AAPL", "action": "buy"})  # opens the direct connection
+    assert core.signals.fast is not None
+    blocker = sqlite3.connect(core.signals.fast.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process is writing
+    try:
+        pending: asyncio.Task[Any] = asyncio.create_task(
+            send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 2})
+        )
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # waiting for the lock, in its thread: the loop runs on
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    ack = await asyncio.wait_for(pending, 10)
+    assert ack.status == 202
+    assert await count(core, ReceivedSignal) == 2
+
+
+async def test_acknowledgements_arriving_together_keep_the_limit_and_the_window(
+    core: Core,
+) -> None:
+    url = await make_strategy(core)
+    bodies: list[dict[str, Any]] = [
+        {"ticker": "AAPL", "action": "buy", "quantity": i + 1} for i in range(60)
+    ]
+    bodies.insert(30, dict(bodies[0]))  # the same body twice in one burst
+    acks = await asyncio.gather(*(send(core, url, b) for b in bodies))
+    statuses = sorted(a.status for a in acks)
+    assert statuses == [200] + [202] * 59 + [429]
+    duplicate = next(a for a in acks if a.status == 200)
+    assert duplicate.body["id"] == acks[0].body["id"]
+    assert await count(core, ReceivedSignal) == 60
+    assert await count(core, Job) == 59
