@@ -7,6 +7,7 @@ stops the start with one line naming the variable and what is expected (``Settin
 from __future__ import annotations
 
 import base64
+import ipaddress
 import binascii
 import re
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = PydField(default=8080, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8080"
+    # Reverse proxies whose X-Forwarded-For the webhook allow-lists may believe.
+    trusted_proxies: str = ""
 
     log_level: str = "INFO"
 
@@ -232,6 +235,20 @@ class Settings(BaseSettings):
         if v is None or not v.get_secret_value().strip():
             return None
         parse_keys(v.get_secret_value())
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        for part in (p.strip() for p in v.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        "expected comma-separated IP addresses or CIDR ranges, "
+                        "e.g. 127.0.0.1,10.0.0.0/8"
+                    ) from None
         return v
 
     @field_validator("log_level")

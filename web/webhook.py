@@ -51,7 +51,7 @@ def parse_trusted_proxies(raw: str) -> tuple[IPNetwork, ...]:
 
 def setup(app: web.Application) -> None:
     settings = app[CORE].settings
-    app[TRUSTED_PROXIES] = parse_trusted_proxies(getattr(settings, "trusted_proxies", "") or "")
+    app[TRUSTED_PROXIES] = parse_trusted_proxies(settings.trusted_proxies)
     app.router.add_route("*", ROUTE, webhook)
 
 

@@ -176,7 +176,10 @@ class ConnectionService:
             e: u for e, u in urls.items() if u and (env in (None, "both") or env == e.value)
         }
         ctx.tokens = DbTokenProvider(self.core, connection.id)
-        ctx.extra["broker_config"] = cfg
+        # Vendors with a separate market-data host (Alpaca) take it from settings too.
+        data_url = cfg.urls.get("data_url")
+        if data_url:
+            ctx.extra["data_url"] = data_url
 
     async def _paper_extra(self, connection: Connection) -> dict[str, Any]:
         settings = connection.settings or {}

@@ -1242,10 +1242,7 @@ class SignalService:
         leg = self._leg(ctx, "entry", side, quantity)
         leg.opens_position = opens
         if sig.take_profit or sig.stop_loss:
-            supports = adapter.capabilities.brackets and getattr(
-                self.core.trading, "supports_brackets", False
-            )
-            if not supports:
+            if not adapter.capabilities.brackets:
                 plan.note_code = "brackets-unsupported"
                 plan.note = (
                     f"takeProfit/stopLoss brackets cannot be placed at "

@@ -34,6 +34,7 @@ from adapters.errors import (
 from adapters.models import (
     AssetClass,
     Balance,
+    Bracket,
     Order,
     OrderRequest,
     OrderStatus,
@@ -318,7 +319,7 @@ class TradingService:
             source=source,
             idempotency_key=idempotency_key,
             status=IntentStatus.PENDING if submit else IntentStatus.DRAFT,
-            extra=extra or {},
+            extra={**(extra or {}), "bracket": bracket_json(request.bracket)},
         )
         try:
             async with self.core.db.transaction() as s:
@@ -484,7 +485,7 @@ class TradingService:
                 False,
                 simulated,
             )
-        except BrokerError:
+        except (BrokerError, TimeoutError):
             await self._set(intent, IntentStatus.UNKNOWN, phase="order.unknown")
             return Outcome(
                 intent,
@@ -625,8 +626,9 @@ class TradingService:
             before = intent.status
             try:
                 await self._reconcile_one(intent)
-            except BrokerError as e:
-                log.info("Reconcile of %s deferred: %s", intent.id, e.code)
+            except (BrokerError, TimeoutError) as e:
+                log.info("Reconcile of %s deferred: %s", intent.id,
+                         getattr(e, "code", type(e).__name__))
                 continue
             if intent.status != before:
                 changed.append(intent)
@@ -895,7 +897,32 @@ class TradingService:
         return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
 
 
+def bracket_json(bracket: Bracket | None) -> dict[str, str | None] | None:
+    if bracket is None:
+        return None
+    return {
+        k: None if v is None else str(v)
+        for k, v in (
+            ("take_profit", bracket.take_profit),
+            ("stop_loss", bracket.stop_loss),
+            ("stop_loss_limit", bracket.stop_loss_limit),
+        )
+    }
+
+
+def bracket_of(data: Any) -> Bracket | None:
+    if not data:
+        return None
+    return Bracket(
+        *(
+            Decimal(data[k]) if data.get(k) else None
+            for k in ("take_profit", "stop_loss", "stop_loss_limit")
+        )
+    )
+
+
 def request_of(intent: OrderIntent) -> OrderRequest:
+    """The order as stored, brackets included: what we send and what lookups match on."""
     return OrderRequest(
         symbol=intent.symbol,
         side=Side(intent.side),
@@ -906,6 +933,7 @@ def request_of(intent: OrderIntent) -> OrderRequest:
         stop_price=intent.stop_price,
         client_order_id=intent.client_order_id,
         asset_class=AssetClass(intent.asset_class),
+        bracket=bracket_of(intent.extra.get("bracket")),
     )
 
 

@@ -37,6 +37,7 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("DISCORD_DEV_GUILD_ID", "general", "DISCORD_DEV_GUILD_ID: a Discord guild id"),
         ("PLAN_LIMITS", "free=1", "PLAN_LIMITS: expected plan:limit pairs"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: expected one of"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "TRUSTED_PROXIES: expected comma-separated IP"),
     ],
 )
 def test_malformed_setting_names_itself_in_one_line(

@@ -281,3 +281,20 @@ async def test_place_is_once_per_idempotency_key(core: Core) -> None:
         True,
     ]
     assert await order_count(core) == 1
+
+
+async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> None:
+    from adapters.models import Bracket, OrderRequest, Side
+    from adapters.symbols import asset_class_of
+    from bot.services.trading import request_of
+
+    target = await core.connections.resolve(ALICE, None, "paper")
+    req = OrderRequest("AAPL", Side.BUY, Decimal(1), asset_class=asset_class_of("AAPL"),
+                       bracket=Bracket(Decimal("210"), Decimal("190"), None))
+    out = await core.trading.place(target, req, source="signal", idempotency_key="b1")
+    stored = await core.trading.get_intent(out.intent.id)
+    assert request_of(stored).bracket == Bracket(Decimal("210"), Decimal("190"), None)
+    # Tradecord Paper has no brackets: refused before anything is placed, with the reason.
+    assert stored.status == IntentStatus.REJECTED
+    assert "brackets" in (stored.error_message or "")
+    assert await order_count(core) == 0
