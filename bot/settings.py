@@ -7,8 +7,8 @@ stops the start with one line naming the variable and what is expected (``Settin
 from __future__ import annotations
 
 import base64
-import ipaddress
 import binascii
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation

@@ -108,7 +108,8 @@ async def start_sandbox_brokers(public_url: str) -> SandboxBrokers:
         # Tradier's sandbox has its own OAuth server; settings carry one, the live one.
         **_overrides("tradier", CLIENT_ID, client_secrets["tradier"], {
             "authorize_url": tradier.authorize_url, "token_url": tradier.token_url,
-            "refresh_url": tradier.refresh_url, "revoke_url": tradier.revoke_url, "api_url": tradier.api_url(Environment.LIVE),
+            "refresh_url": tradier.refresh_url, "revoke_url": tradier.revoke_url,
+            "api_url": tradier.api_url(Environment.LIVE),
             "paper_api_url": tradier.api_url(Environment.PAPER),
         }),
     }
