@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tradecord.bot")
 
-COGS = ("cogs.general", "cogs.accounts", "cogs.trading", "cogs.connections")
+COGS = (
+    "cogs.general",
+    "cogs.accounts",
+    "cogs.trading",
+    "cogs.connections",
+    "cogs.automation",
+)
 
 
 def point_at_discord(settings: Settings) -> None:

@@ -62,6 +62,7 @@ from bot.automation_models import (
     Subscription,
     intent_key,
 )
+from bot.components import approval_buttons
 from bot.errors import Conflict, NotFound, PermissionDenied, TradecordError
 from bot.models import (
     AuditEvent,
@@ -1957,11 +1958,15 @@ class SignalService:
 
     async def _notify(self, ctx: ExecContext, result: Result) -> None:
         notifier = self.core.notifier
+        buttons: list[dict[str, Any]] = []
         if result.status == ExecutionStatus.WAITING_APPROVAL:
             pending = await self._pending(ctx.execution_id)
             if pending is not None and self.on_approval_needed is not None:
                 await self.on_approval_needed(pending)
                 return
+            if pending is not None and pending.intent_ids:
+                # Handled by the bot's dynamic buttons, in whichever process gets the click.
+                buttons = approval_buttons(pending.intent_ids[0])
         if notifier is None:
             return
         what = _orders_text(result.orders)
@@ -1984,7 +1989,8 @@ class SignalService:
         if result.reason:
             lines.append(result.reason)
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
-        await notifier.dm(ctx.member_discord_id, Outgoing(content="\n".join(lines)))
+        await notifier.dm(ctx.member_discord_id,
+                          Outgoing(content="\n".join(lines), components=buttons))
         if ctx.channel_id is not None and result.orders:
             await self._post_result(
                 ctx.channel_id,
