@@ -96,6 +96,9 @@ class PaperTestHooks:
         return False
 
 
+_ENSURED: set[tuple[str, int]] = set()
+
+
 @register
 class PaperBroker(BrokerAdapter):
     key: ClassVar[str] = "paper"
@@ -147,7 +150,9 @@ class PaperBroker(BrokerAdapter):
             self.market.clock
         )
         self.test_hooks = PaperTestHooks()
-        self._ensured = False
+        # Accounts are never deleted while their connection lives, so once this process has
+        # seen one exist it need not ask again: one query less on every command.
+        self._ensured = (self.db.url, self.connection_id) in _ENSURED
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ class PaperBroker(BrokerAdapter):
         row = await store.ensure_account(self.db, self.connection_id, self.starting_cash,
                                          self._now())
         self._ensured = True
+        _ENSURED.add((self.db.url, self.connection_id))
         return row
 
     def _check_account(self, account: AccountRef) -> None:

@@ -353,7 +353,7 @@ class TradingService:
             )
         if not submit:
             return Outcome(intent, None, "Waiting for approval.", True)
-        return await self.submit(intent)
+        return await self.submit(intent, target=target)
 
     def _new_intent(
         self,
@@ -423,9 +423,9 @@ class TradingService:
         intent.status = IntentStatus.PENDING
         return intent
 
-    async def submit(self, intent: OrderIntent) -> Outcome:
+    async def submit(self, intent: OrderIntent, *, target: Target | None = None) -> Outcome:
         """Send a pending intent to its broker. Never resends blindly (see module docstring)."""
-        target = await self._target_of(intent)
+        target = target or await self._target_of(intent)
         adapter = await self.core.connections.adapter_for(target.connection)
         request = request_of(intent)
         simulated = bool(intent.extra.get("simulated"))
