@@ -147,7 +147,9 @@ class OrderUpdates:
     async def _stream(self, conn: Connection, adapter: BrokerAdapter) -> None:
         refs = [Target(conn, a, a.mode).ref for a in conn.accounts]
         async for update in adapter.stream_order_updates(refs):
-            await self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
+            await asyncio.shield(
+                self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
+            )
 
     async def poll(self, conn: Connection, adapter: BrokerAdapter) -> None:
         """Ask the broker about each working order of this connection (catches stream gaps)."""
@@ -168,4 +170,6 @@ class OrderUpdates:
             order = await adapter.fetch_order(
                 Target(conn, account, intent.mode).ref, order_id=intent.broker_order_id
             )
-            await self.core.trading.apply_order_state(intent, order)
+            # Shielded: the supervisor may cancel this watcher the moment the order ends, and
+            # an update half applied (stored, not yet told) would never be announced.
+            await asyncio.shield(self.core.trading.apply_order_state(intent, order))
