@@ -80,7 +80,9 @@ class Tradecord(commands.Bot):
         if self.sync_only:
             return
         if self._core is None:
-            self._core = await Core.open(self.settings)
+            from bot.roles import open_core  # bot.roles imports this module
+
+            self._core = await open_core(self.settings)
         if self._core.notifier is None:
             from bot.notifier import DiscordNotifier
 

@@ -10,8 +10,11 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 
+import aiohttp
 import discord
 from aiohttp import web
+from discord.http import HTTPClient
+from sqlalchemy import text
 
 from bot.client import point_at_discord
 from bot.core import Core
@@ -19,6 +22,12 @@ from bot.notifier import DiscordNotifier
 from bot.settings import Settings
 
 log = logging.getLogger("tradecord.roles")
+
+# The key of the PostgreSQL advisory lock that migrations run under; any constant works, as
+# long as every Tradecord process uses the same one.
+MIGRATION_LOCK = 0x54726164_65636F72
+# How long a web or worker process waits for Discord's API at start before going on without.
+LOGIN_TIMEOUT = 10.0
 
 
 def parse_shards(spec: str) -> tuple[list[int], int]:
@@ -46,19 +55,70 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def open_core(settings: Settings) -> Core:
+    """``Core.open`` for a process that may start at the same moment as others on one
+    PostgreSQL database (a deployment starting all its processes): one applies the migrations
+    while the others wait on an advisory lock, then find nothing left to do. Without the lock
+    they all create the same tables at once, and all but one crash on a fresh database."""
+    core = await Core.open(settings, migrate=False)
+    try:
+        if core.db.is_sqlite:
+            await core.db.upgrade()  # SQLite's single writer serializes this already
+        else:
+            async with core.db.engine.connect() as conn:
+                key = {"key": MIGRATION_LOCK}
+                await conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
+                try:
+                    await core.db.upgrade()
+                finally:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+    except BaseException:
+        await core.close()
+        raise
+    return core
+
+
+async def discord_rest(settings: Settings) -> HTTPClient | None:
+    """discord.py's REST client logged in with the bot token (no gateway, no client state),
+    or None in local mode.
+
+    A token Discord refuses stops the start (``LoginFailure``), as it does for a bot process.
+    Discord not answering does not: webhooks, OAuth pages and jobs do not need it, and each
+    message to a member is its own request that works once Discord is back.
+    """
+    if settings.discord_token is None:
+        return None
+    token = settings.discord_token.get_secret_value()
+    http = HTTPClient(asyncio.get_running_loop())
+    try:
+        await asyncio.wait_for(http.static_login(token), LOGIN_TIMEOUT)
+    except discord.LoginFailure:
+        await http.close()
+        raise
+    except (OSError, aiohttp.ClientError, discord.HTTPException, TimeoutError) as e:
+        http.token = token  # static_login forgets the token after an HTTP error
+        log.warning(
+            "Discord's API did not answer at start (%s); going on without it: messages to "
+            "members are sent once it answers",
+            type(e).__name__,
+        )
+    return http
+
+
 @contextlib.asynccontextmanager
 async def rest_core(settings: Settings) -> AsyncIterator[Core]:
     """A core whose notifier talks to Discord's REST API with the bot token (no gateway)."""
     point_at_discord(settings)
-    core = await Core.open(settings)
-    client = discord.Client(intents=discord.Intents.none())
+    core = await open_core(settings)
+    http: HTTPClient | None = None
     try:
-        if settings.discord_token is not None:
-            await client.login(settings.discord_token.get_secret_value())
-            core.notifier = DiscordNotifier(client.http)
+        http = await discord_rest(settings)
+        if http is not None:
+            core.notifier = DiscordNotifier(http)
         yield core
     finally:
-        await client.close()
+        if http is not None:
+            await http.close()
         await core.close()
 
 
@@ -71,7 +131,10 @@ async def run_web(settings: Settings, stop: asyncio.Event | None = None) -> int:
         await runner.setup()
         site = web.TCPSite(runner, settings.web_host, settings.web_port)
         await site.start()
-        log.info("Web role on http://%s:%s", settings.web_host, settings.web_port)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else settings.web_port  # WEB_PORT=0
+        log.info("Web role on http://%s:%s", settings.web_host, port)
         try:
             await stop.wait()
         finally:

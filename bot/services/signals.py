@@ -1989,8 +1989,11 @@ class SignalService:
         if result.reason:
             lines.append(result.reason)
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
-        await notifier.dm(ctx.member_discord_id,
-                          Outgoing(content="\n".join(lines), components=buttons))
+        if result.orders:
+            await self.core.trading.mark_announced(list(result.orders))
+        await notifier.dm(
+            ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
+        )
         if ctx.channel_id is not None and result.orders:
             await self._post_result(
                 ctx.channel_id,

@@ -627,8 +627,9 @@ class TradingService:
             try:
                 await self._reconcile_one(intent)
             except (BrokerError, TimeoutError) as e:
-                log.info("Reconcile of %s deferred: %s", intent.id,
-                         getattr(e, "code", type(e).__name__))
+                log.info(
+                    "Reconcile of %s deferred: %s", intent.id, getattr(e, "code", type(e).__name__)
+                )
                 continue
             if intent.status != before:
                 changed.append(intent)
@@ -693,6 +694,17 @@ class TradingService:
         if (intent.status, intent.filled_quantity) != before:
             await self._tell(intent)
         return intent
+
+    async def mark_announced(self, intents: list[OrderIntent]) -> None:
+        """Another message (a signal's result) tells the member about these orders as they
+        are now: later updates in the same state must not be announced again."""
+        async with self.core.db.transaction() as s:
+            for intent in intents:
+                await s.execute(
+                    update(OrderIntent)
+                    .where(OrderIntent.id == intent.id)
+                    .values(notified_status=f"{intent.status}:{intent.filled_quantity}")
+                )
 
     async def _tell(self, intent: OrderIntent) -> None:
         """Tell the member once per status (the compare-and-set makes it once across processes)."""

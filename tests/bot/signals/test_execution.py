@@ -595,7 +595,7 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
     await hold(first, OWNER, "AAPL", "4")
     sub = await subscribe(first, url, OWNER, sizing_value=Decimal(3))
 
-    async def die(intent: OrderIntent) -> Any:
+    async def die(intent: OrderIntent, **_: Any) -> Any:
         raise Crash
 
     first.trading.submit = die  # type: ignore[method-assign]
