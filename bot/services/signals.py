@@ -1557,7 +1557,14 @@ class SignalService:
             except OrderNotFound:
                 if intent.status == IntentStatus.PENDING:
                     # Stored, never sent: the process died between the two.
-                    return (await trading.submit(intent)).intent
+                    return (await trading.submit(intent, target=target)).intent
+                if intent.status == IntentStatus.SUBMITTED:
+                    # The process sending it died; the broker has nothing under its client
+                    # order id. This job's lease makes us the only one to send it again.
+                    try:
+                        return (await trading.resend_lost(intent, target=target)).intent
+                    except Conflict:
+                        return await trading.get_intent(intent.id)
                 return intent  # in doubt: the reconciler settles it, we never resend
             except BrokerError:
                 return intent

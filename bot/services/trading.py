@@ -46,6 +46,7 @@ from adapters.models import (
     SubmissionHint,
     TimeInForce,
 )
+from bot.automation_models import Job, JobStatus
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection, IntentStatus, Member, OrderIntent, new_uuid
 from bot.services import audit
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tradecord.trading")
 
 PREVIEW_TTL = timedelta(seconds=60)
+# A send that started this long ago has ended one way or the other (adapters time out after
+# 10 s and never retry an order): a lookup that finds nothing then proves it never arrived.
+SEND_SETTLED_AFTER = timedelta(seconds=30)
 STATUS_FROM_ORDER = {
     OrderStatus.PENDING: IntentStatus.ACCEPTED,
     OrderStatus.OPEN: IntentStatus.ACCEPTED,
@@ -462,6 +466,41 @@ class TradingService:
         await self._apply_order(intent, order)
         return Outcome(intent, order, describe(intent, order), True, simulated)
 
+    async def resend_lost(self, intent: OrderIntent, *, target: Target | None = None) -> Outcome:
+        """Send again an intent stuck in SUBMITTED because the process sending it died, after
+        a lookup by client order id found nothing. The caller did that lookup and owns the
+        intent's work (a signal job's lease); the compare-and-set makes any race lose."""
+        sent_at = intent.extra.get("sent_at")
+        if intent.status != IntentStatus.SUBMITTED or sent_at is None:
+            raise Conflict(self._already(intent))
+        if self.clock() - datetime.fromisoformat(sent_at) < SEND_SETTLED_AFTER:
+            raise Conflict("The first attempt to send this order may still be under way.")
+        async with self.core.db.transaction() as s:
+            claimed = (
+                await s.execute(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.id == intent.id,
+                        OrderIntent.status == IntentStatus.SUBMITTED,
+                        OrderIntent.updated_at == intent.updated_at,
+                    )
+                    .values(status=IntentStatus.PENDING, updated_at=self.clock())
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if claimed:
+                audit.record(
+                    s,
+                    "order.resent",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    reason="the process sending it stopped and the broker has no such order",
+                )
+        if not claimed:
+            raise Conflict(self._already(await self.get_intent(intent.id)))
+        intent.status = IntentStatus.PENDING
+        return await self.submit(intent, target=target)
+
     async def _settle_after_doubt(
         self, intent: OrderIntent, adapter: BrokerAdapter, target: Target, simulated: bool
     ) -> Outcome:
@@ -621,8 +660,11 @@ class TradingService:
                     .limit(500)
                 )
             )
+        owned = await self._owned_by_running_jobs(rows)
         changed: list[OrderIntent] = []
         for intent in rows:
+            if intent.id in owned:
+                continue
             before = intent.status
             try:
                 await self._reconcile_one(intent)
@@ -635,6 +677,26 @@ class TradingService:
                 changed.append(intent)
                 await self._tell(intent)
         return changed
+
+    async def _owned_by_running_jobs(self, intents: list[OrderIntent]) -> set[str]:
+        """Unsent or in-flight intents of a signal whose job has not finished: that job carries
+        them on when it runs again, and two senders must never race."""
+        by_key = {
+            f"signal:{i.extra['signal_id']}": i.id
+            for i in intents
+            if i.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED)
+            and i.extra.get("signal_id")
+        }
+        if not by_key:
+            return set()
+        async with self.core.db.session() as s:
+            keys = await s.scalars(
+                select(Job.dedupe_key).where(
+                    Job.dedupe_key.in_(list(by_key)),
+                    Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                )
+            )
+            return {by_key[k] for k in keys if k}
 
     async def _reconcile_one(self, intent: OrderIntent) -> None:
         target = await self._target_of(intent)

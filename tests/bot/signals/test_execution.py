@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -616,6 +617,55 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
         # One exit (the stored one, sent once) and one entry: the plan it started with.
         assert sides_and_quantities((await orders(second))[1:]) == [("sell", 4), ("sell", 3)]
         assert await position(second, OWNER, "AAPL") == -3
+    finally:
+        await second.close()
+
+
+async def test_an_order_whose_worker_died_while_sending_it_is_sent_once_by_the_retaken_job(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The intent is SUBMITTED and the broker never got it: the job, retaken when the dead
+    worker's lease ends, looks the order up, finds nothing and sends it; meanwhile the
+    reconciler leaves the job's intent alone (it would have marked it failed)."""
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
+
+    async def die(*_: Any, **__: Any) -> Any:
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PaperBroker, "create_order", die)
+        ack = await send(first, url, {"ticker": "AAPL", "action": "buy"})
+        with pytest.raises(Crash):
+            await first.jobs.drain()
+    await first.close()
+
+    second = await open_core(settings, clock)
+    try:
+        [stored] = [i for i in await intents(second) if i.source == "signal"]
+        assert stored.status == IntentStatus.SUBMITTED
+        with pytest.raises(Conflict, match="may still be under way"):
+            await second.trading.resend_lost(stored)
+        clock.advance(seconds=45)
+        assert await second.trading.reconcile(older_than=timedelta(0)) == []
+        assert (await second.trading.get_intent(stored.id)).status == IntentStatus.SUBMITTED
+        clock.advance(seconds=16)
+        assert await second.jobs.drain() == 1
+        ex = await execution(second, ack.body["id"], sub)
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
+        async with second.db.session() as s:
+            phases = list(
+                await s.scalars(
+                    select(AuditEvent.kind)
+                    .where(AuditEvent.intent_id == stored.id)
+                    .order_by(AuditEvent.id)
+                )
+            )
+        assert phases.count("order.submitted") == 2 and phases.count("order.resent") == 1
+        with pytest.raises(Conflict):  # settled: nothing left to resend
+            await second.trading.resend_lost(await second.trading.get_intent(stored.id))
     finally:
         await second.close()
 
