@@ -159,9 +159,9 @@ def _words(order_type: OrderType) -> str:
 
 def _ws_url(http_url: str) -> str:
     if http_url.startswith("https://"):
-        return "wss://" + http_url[len("https://"):]
+        return "wss://" + http_url[len("https://") :]
     if http_url.startswith("http://"):
-        return "ws://" + http_url[len("http://"):]
+        return "ws://" + http_url[len("http://") :]
     return http_url
 
 
@@ -178,12 +178,12 @@ class AlpacaAdapter(HttpBrokerAdapter):
         order_types=ALL_TYPES,
         order_types_by_asset={
             AssetClass.EQUITY: ALL_TYPES,
-            AssetClass.CRYPTO: frozenset({OrderType.MARKET, OrderType.LIMIT,
-                                          OrderType.STOP_LIMIT}),
+            AssetClass.CRYPTO: frozenset({OrderType.MARKET, OrderType.LIMIT, OrderType.STOP_LIMIT}),
         },
         time_in_force={
-            AssetClass.EQUITY: frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC,
-                                          TimeInForce.FOK}),
+            AssetClass.EQUITY: frozenset(
+                {TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK}
+            ),
             AssetClass.CRYPTO: frozenset({TimeInForce.GTC, TimeInForce.IOC}),
         },
         # Fractional shares: day orders only, no brackets (checked in check_order).
@@ -232,8 +232,11 @@ class AlpacaAdapter(HttpBrokerAdapter):
         if -int(request.quantity.normalize().as_tuple().exponent) > 9:
             raise InvalidOrder("Alpaca takes at most 9 decimals in a quantity; round it.")
         b = request.bracket
-        prices = (request.limit_price, request.stop_price,
-                  *((b.take_profit, b.stop_loss, b.stop_loss_limit) if b else ()))
+        prices = (
+            request.limit_price,
+            request.stop_price,
+            *((b.take_profit, b.stop_loss, b.stop_loss_limit) if b else ()),
+        )
         if any(p is not None and p <= 0 for p in prices):
             raise InvalidOrder("Prices must be more than zero.")
         if request.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and (
@@ -344,8 +347,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
             symbol=our_symbol(str(body["symbol"]), asset),
             side=Side(str(body["side"])),
             quantity=qty,
-            order_type=ORDER_TYPES.get(str(body.get("type") or body.get("order_type")),
-                                       OrderType.MARKET),
+            order_type=ORDER_TYPES.get(
+                str(body.get("type") or body.get("order_type")), OrderType.MARKET
+            ),
             time_in_force=TIME_IN_FORCE.get(str(body.get("time_in_force")), TimeInForce.DAY),
             status=status,
             client_order_id=body.get("client_order_id"),
@@ -396,7 +400,8 @@ class AlpacaAdapter(HttpBrokerAdapter):
             return RateLimited(
                 "Alpaca is limiting how fast Tradecord may call it (200 requests a minute per "
                 "account). Wait a few seconds and try again.",
-                retry_after=_retry_after(resp), vendor_code=vcode,
+                retry_after=_retry_after(resp),
+                vendor_code=vcode,
             )
         if status == 403 and code is None:
             if data_call:
@@ -417,17 +422,24 @@ class AlpacaAdapter(HttpBrokerAdapter):
             )
         if "insufficient buying power" in low:
             cost, power = dec(body.get("cost_basis")), dec(body.get("buying_power"))
-            detail = (f" This order needs about ${cost:,.2f}; the account has ${power:,.2f}."
-                      if cost is not None and power is not None else "")
+            detail = (
+                f" This order needs about ${cost:,.2f}; the account has ${power:,.2f}."
+                if cost is not None and power is not None
+                else ""
+            )
             return InsufficientBuyingPower(
                 f"Not enough buying power at Alpaca.{detail} Lower the quantity, or check "
-                "/balances.", vendor_code=vcode,
+                "/balances.",
+                vendor_code=vcode,
             )
         if low.startswith("insufficient qty available") or low.startswith("insufficient balance"):
             m = _QTY_RE.search(message)
             what = body.get("symbol") or "of this symbol"
-            detail = f" You asked to sell {m.group(1)}; {m.group(2)} {what} can be sold now." \
-                if m else ""
+            detail = (
+                f" You asked to sell {m.group(1)}; {m.group(2)} {what} can be sold now."
+                if m
+                else ""
+            )
             return InvalidOrder(
                 f"Not enough to sell at Alpaca.{detail} Quantities held by other open orders "
                 "do not count: lower the quantity, or cancel those orders in /orders.",
@@ -444,58 +456,69 @@ class AlpacaAdapter(HttpBrokerAdapter):
             return BrokerError(
                 "Alpaca refused this trade under pattern day trading protection: accounts under "
                 "$25,000 may make at most 3 day trades in 5 business days. Hold the position "
-                "until the next session, or trade from another account.", vendor_code=vcode,
+                "until the next session, or trade from another account.",
+                vendor_code=vcode,
             )
         if "not allowed to short" in low:
             return InvalidOrder(
                 "This Alpaca account cannot sell short (cash accounts never can). Sell only what "
-                "you hold; see /positions.", vendor_code=vcode,
+                "you hold; see /positions.",
+                vendor_code=vcode,
             )
         if "fractional orders cannot be sold short" in low:
             return InvalidOrder(
                 "Alpaca cannot sell short a fractional quantity, and you hold none of this "
-                "symbol. Use a whole number of shares, or check /positions.", vendor_code=vcode,
+                "symbol. Use a whole number of shares, or check /positions.",
+                vendor_code=vcode,
             )
         if "cannot be sold short" in low:
             return InvalidOrder(
                 "Alpaca has no shares of this symbol to borrow, so it cannot be sold short. "
-                "Sell only what you hold; see /positions.", vendor_code=vcode,
+                "Sell only what you hold; see /positions.",
+                vendor_code=vcode,
             )
         if "client_order_id must be unique" in low:
             return InvalidOrder(
                 "Alpaca already has an order with this client order id, so it was not placed "
-                "a second time. See /orders for the existing order.", vendor_code=vcode,
+                "a second time. See /orders for the existing order.",
+                vendor_code=vcode,
             )
         if m := _ASSET_RE.search(message):
             symbol = m.group(1)
             if "not fractionable" in low:
                 return InvalidOrder(
                     f"Alpaca does not take fractional quantities of {symbol}. Use a whole "
-                    "number of shares.", vendor_code=vcode,
+                    "number of shares.",
+                    vendor_code=vcode,
                 )
             if "not tradable" in low:
                 return InvalidOrder(
                     f"Alpaca does not allow trading {symbol} at the moment. Check the symbol "
-                    "on Alpaca's site.", vendor_code=vcode,
+                    "on Alpaca's site.",
+                    vendor_code=vcode,
                 )
             return SymbolNotFound(
                 f"Alpaca does not know {symbol}. Check the ticker: Alpaca trades US stocks, "
-                "ETFs and crypto (no futures).", vendor_code=vcode,
+                "ETFs and crypto (no futures).",
+                vendor_code=vcode,
             )
         if "fractional orders must be day" in low:
             return InvalidOrder(
                 "Alpaca takes fractional share orders as day orders only: use time in force "
-                "day, or a whole number of shares.", vendor_code=vcode,
+                "day, or a whole number of shares.",
+                vendor_code=vcode,
             )
         if "fractional orders must be simple" in low:
             return InvalidOrder(
                 "Alpaca cannot attach take-profit/stop-loss to a fractional share order: use a "
-                "whole number of shares for a bracket.", vendor_code=vcode,
+                "whole number of shares for a bracket.",
+                vendor_code=vcode,
             )
         if "crypto time_in_force" in low or "crypto order type" in low:
             return InvalidOrder(
                 "Crypto at Alpaca takes market, limit or stop-limit orders with time in force "
-                "gtc or ioc. Change the order and try again.", vendor_code=vcode,
+                "gtc or ioc. Change the order and try again.",
+                vendor_code=vcode,
             )
         if "stop price must be" in low:
             market, stop = body.get("market_price"), body.get("stop_price")
@@ -514,14 +537,18 @@ class AlpacaAdapter(HttpBrokerAdapter):
         if "sub-penny" in low:
             return InvalidOrder(
                 "Alpaca takes prices in whole cents for stocks of $1 or more (4 decimals below "
-                "$1). Round the price and try again.", vendor_code=vcode,
+                "$1). Round the price and try again.",
+                vendor_code=vcode,
             )
-        if "not authorized to trade" in low or "trading is not enabled" in low or (
-            "not allowed to trade" in low
+        if (
+            "not authorized to trade" in low
+            or "trading is not enabled" in low
+            or ("not allowed to trade" in low)
         ):
             return BrokerError(
                 f"Alpaca does not let this account trade right now ({message}). Check the "
-                "account in Alpaca's dashboard or contact Alpaca support.", vendor_code=vcode,
+                "account in Alpaca's dashboard or contact Alpaca support.",
+                vendor_code=vcode,
             )
         if status == 404:
             if data_call:
@@ -533,12 +560,14 @@ class AlpacaAdapter(HttpBrokerAdapter):
         if status == 403:
             return BrokerError(
                 f"Alpaca refused the request: {message or 'forbidden'}. Check the account in "
-                "Alpaca's dashboard.", vendor_code=vcode,
+                "Alpaca's dashboard.",
+                vendor_code=vcode,
             )
         if status in (400, 422):
             return InvalidOrder(
                 f"Alpaca rejected the order: {message or 'invalid request'}. Check the symbol, "
-                "quantity and prices.", vendor_code=vcode,
+                "quantity and prices.",
+                vendor_code=vcode,
             )
         return None
 
@@ -560,8 +589,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
         return accounts
 
     async def fetch_balance(self, account: AccountRef) -> Balance:
-        resp = await self.request("GET", "/v2/account", environment=account.environment,
-                                  bucket="trading")
+        resp = await self.request(
+            "GET", "/v2/account", environment=account.environment, bucket="trading"
+        )
         body = resp.body
         number = str(body.get("account_number") or body.get("id"))
         if number != account.id:
@@ -572,14 +602,18 @@ class AlpacaAdapter(HttpBrokerAdapter):
         return self.map_balance(body, account.id)
 
     async def fetch_positions(self, account: AccountRef) -> list[Position]:
-        resp = await self.request("GET", "/v2/positions", environment=account.environment,
-                                  bucket="trading")
+        resp = await self.request(
+            "GET", "/v2/positions", environment=account.environment, bucket="trading"
+        )
         return [self.map_position(p) for p in resp.body]
 
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         # Flat (not nested): the working exits of a bracket are listed as orders of their own.
         resp = await self.request(
-            "GET", "/v2/orders", environment=account.environment, bucket="trading",
+            "GET",
+            "/v2/orders",
+            environment=account.environment,
+            bucket="trading",
             params={"status": "open", "limit": "500", "direction": "desc"},
         )
         return [self.map_order(o, account.id) for o in resp.body]
@@ -587,33 +621,42 @@ class AlpacaAdapter(HttpBrokerAdapter):
     async def fetch_orders(
         self, account: AccountRef, *, since: datetime | None = None, limit: int = 50
     ) -> list[Order]:
-        params = {"status": "closed", "limit": str(max(1, min(limit, 500))),
-                  "direction": "desc"}
+        params = {"status": "closed", "limit": str(max(1, min(limit, 500))), "direction": "desc"}
         if since is not None:
             if since.tzinfo is None:
                 since = since.replace(tzinfo=UTC)
             params["after"] = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        resp = await self.request("GET", "/v2/orders", environment=account.environment,
-                                  bucket="trading", params=params)
+        resp = await self.request(
+            "GET", "/v2/orders", environment=account.environment, bucket="trading", params=params
+        )
         return [self.map_order(o, account.id) for o in resp.body]
 
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
         if not _UUID_RE.match(order_id):
-            raise OrderNotFound("Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
-                                "one. Copy the id from /orders.")
-        resp = await self.request("GET", f"/v2/orders/{order_id}",
-                                  environment=account.environment, bucket="trading")
+            raise OrderNotFound(
+                "Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
+                "one. Copy the id from /orders."
+            )
+        resp = await self.request(
+            "GET", f"/v2/orders/{order_id}", environment=account.environment, bucket="trading"
+        )
         return self.map_order(resp.body, account.id)
 
     async def _fetch_order_by_client_id(
-        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None,
+        self,
+        account: AccountRef,
+        client_order_id: str,
+        hint: SubmissionHint | None = None,
     ) -> Order:
         # Alpaca looks orders up by client_order_id itself: the hint is not needed.
         if not client_order_id or len(client_order_id) > 128:
             raise OrderNotFound()  # Alpaca cannot hold such a client order id
         resp = await self.request(
-            "GET", "/v2/orders:by_client_order_id", environment=account.environment,
-            bucket="trading", params={"client_order_id": client_order_id},
+            "GET",
+            "/v2/orders:by_client_order_id",
+            environment=account.environment,
+            bucket="trading",
+            params={"client_order_id": client_order_id},
         )
         return self.map_order(resp.body, account.id)
 
@@ -630,14 +673,22 @@ class AlpacaAdapter(HttpBrokerAdapter):
         name = self.vendor_symbol(symbol, asset)
         if asset is AssetClass.CRYPTO:
             resp = await self.request(
-                "GET", "/v1beta3/crypto/us/snapshots", environment=envs[0], bucket="data",
-                params={"symbols": name}, base_url=self.data_url,
+                "GET",
+                "/v1beta3/crypto/us/snapshots",
+                environment=envs[0],
+                bucket="data",
+                params={"symbols": name},
+                base_url=self.data_url,
             )
             snap = (resp.body.get("snapshots") or {}).get(name)
         else:
             resp = await self.request(
-                "GET", "/v2/stocks/snapshots", environment=envs[0], bucket="data",
-                params={"symbols": name}, base_url=self.data_url,
+                "GET",
+                "/v2/stocks/snapshots",
+                environment=envs[0],
+                bucket="data",
+                params={"symbols": name},
+                base_url=self.data_url,
             )
             snap = resp.body.get(name)
         if not snap:
@@ -651,8 +702,14 @@ class AlpacaAdapter(HttpBrokerAdapter):
         ask = dec(q.get("ap"), Decimal(0)) or Decimal(0)
         last = dec(t.get("p")) or (bid + ask) / 2
         times = [x for x in (parse_time(q.get("t")), parse_time(t.get("t"))) if x]
-        return Quote(symbol=name, bid=bid, ask=ask, last=last,
-                     time=max(times) if times else datetime.now(UTC), info=dict(snap))
+        return Quote(
+            symbol=name,
+            bid=bid,
+            ask=ask,
+            last=last,
+            time=max(times) if times else datetime.now(UTC),
+            info=dict(snap),
+        )
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -689,18 +746,25 @@ class AlpacaAdapter(HttpBrokerAdapter):
             # Always send an idempotency key, so a lost response can be looked up.
             request.client_order_id = secrets.token_hex(11)
         resp = await self.request(
-            "POST", "/v2/orders", environment=account.environment, bucket="trading",
-            json_body=self.order_body(request), write=True,
+            "POST",
+            "/v2/orders",
+            environment=account.environment,
+            bucket="trading",
+            json_body=self.order_body(request),
+            write=True,
         )
         return self.map_order(resp.body, account.id)
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         if not _UUID_RE.match(order_id):
-            raise OrderNotFound("Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
-                                "one. Copy the id from /orders.")
+            raise OrderNotFound(
+                "Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
+                "one. Copy the id from /orders."
+            )
         # DELETE is idempotent at Alpaca, so it may be retried like a read (security item 17).
-        await self.request("DELETE", f"/v2/orders/{order_id}", environment=account.environment,
-                           bucket="trading")
+        await self.request(
+            "DELETE", f"/v2/orders/{order_id}", environment=account.environment, bucket="trading"
+        )
 
     # -- the trade_updates stream ------------------------------------------------------------
 
@@ -747,11 +811,12 @@ class AlpacaAdapter(HttpBrokerAdapter):
         url = _ws_url(self.ctx.api_urls[account.environment].rstrip("/")) + "/stream"
         token = await self.ctx.tokens.access_token()
         try:
-            async with self.ctx.session.ws_connect(url, heartbeat=30.0,
-                                                   timeout=aiohttp.ClientWSTimeout(
-                                                       ws_close=self.ctx.timeout)) as ws:
-                await ws.send_str(json.dumps(
-                    {"action": "authenticate", "data": {"oauth_token": token}}))
+            async with self.ctx.session.ws_connect(
+                url, heartbeat=30.0, timeout=aiohttp.ClientWSTimeout(ws_close=self.ctx.timeout)
+            ) as ws:
+                await ws.send_str(
+                    json.dumps({"action": "authenticate", "data": {"oauth_token": token}})
+                )
                 reply = await _receive(ws)
                 if reply is None:
                     return
@@ -761,8 +826,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
                     # Alpaca tokens cannot be refreshed; the provider says AuthorizationExpired.
                     await self.ctx.tokens.refresh(token)
                     raise AuthorizationExpired()
-                await ws.send_str(json.dumps(
-                    {"action": "listen", "data": {"streams": ["trade_updates"]}}))
+                await ws.send_str(
+                    json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}})
+                )
                 while True:
                     message = await _receive(ws)
                     if message is None:
@@ -792,6 +858,10 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None
             if isinstance(parsed, dict):
                 return parsed
             continue
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                        aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        ):
             return None

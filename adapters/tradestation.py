@@ -92,8 +92,32 @@ MATCH_AFTER = timedelta(minutes=15)
 
 # The vendor's status table: Open / Canceled / Rejected / Filled categories.
 OPEN_CODES = (
-    "ACK", "ASS", "BRC", "BRF", "BRO", "CHG", "CND", "COR", "DIS", "DOA", "DON", "ECN", "EXE",
-    "FPR", "LAT", "OPN", "OSO", "OTHER", "PLA", "REC", "RJC", "RPD", "RSN", "STP", "STT", "SUS",
+    "ACK",
+    "ASS",
+    "BRC",
+    "BRF",
+    "BRO",
+    "CHG",
+    "CND",
+    "COR",
+    "DIS",
+    "DOA",
+    "DON",
+    "ECN",
+    "EXE",
+    "FPR",
+    "LAT",
+    "OPN",
+    "OSO",
+    "OTHER",
+    "PLA",
+    "REC",
+    "RJC",
+    "RPD",
+    "RSN",
+    "STP",
+    "STT",
+    "SUS",
     "UCN",
 )
 CANCELED_CODES = ("CAN", "EXP", "OUT", "RJR", "SCN", "TSC", "UCH")
@@ -107,23 +131,39 @@ STATUS_MAP: dict[str, OrderStatus] = {
     "FLP": OrderStatus.FILLED,  # "Partial Fill (UROut)": the vendor files it under Filled
 }
 ACCOUNT_TYPES = {
-    "Cash": AccountType.CASH, "Margin": AccountType.MARGIN, "Futures": AccountType.FUTURES,
-    "DVP": AccountType.CASH, "Crypto": AccountType.CRYPTO,
+    "Cash": AccountType.CASH,
+    "Margin": AccountType.MARGIN,
+    "Futures": AccountType.FUTURES,
+    "DVP": AccountType.CASH,
+    "Crypto": AccountType.CRYPTO,
 }
 VENDOR_ORDER_TYPE = {
-    OrderType.MARKET: "Market", OrderType.LIMIT: "Limit", OrderType.STOP: "StopMarket",
+    OrderType.MARKET: "Market",
+    OrderType.LIMIT: "Limit",
+    OrderType.STOP: "StopMarket",
     OrderType.STOP_LIMIT: "StopLimit",
 }
 ORDER_TYPE_OF = {v: k for k, v in VENDOR_ORDER_TYPE.items()}
 DURATION = {
-    TimeInForce.DAY: "DAY", TimeInForce.GTC: "GTC", TimeInForce.IOC: "IOC",
+    TimeInForce.DAY: "DAY",
+    TimeInForce.GTC: "GTC",
+    TimeInForce.IOC: "IOC",
     TimeInForce.FOK: "FOK",
 }
 TIF_OF = {
-    "DAY": TimeInForce.DAY, "DYP": TimeInForce.DAY, "OPG": TimeInForce.DAY,
-    "CLO": TimeInForce.DAY, "1": TimeInForce.DAY, "3": TimeInForce.DAY, "5": TimeInForce.DAY,
-    "GTC": TimeInForce.GTC, "GCP": TimeInForce.GTC, "GTD": TimeInForce.GTC,
-    "GDP": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK,
+    "DAY": TimeInForce.DAY,
+    "DYP": TimeInForce.DAY,
+    "OPG": TimeInForce.DAY,
+    "CLO": TimeInForce.DAY,
+    "1": TimeInForce.DAY,
+    "3": TimeInForce.DAY,
+    "5": TimeInForce.DAY,
+    "GTC": TimeInForce.GTC,
+    "GCP": TimeInForce.GTC,
+    "GTD": TimeInForce.GTC,
+    "GDP": TimeInForce.GTC,
+    "IOC": TimeInForce.IOC,
+    "FOK": TimeInForce.FOK,
 }
 _ALL_TIF = frozenset(TimeInForce)
 
@@ -163,20 +203,27 @@ def rejection_error(message: str) -> BrokerError:
     if "buying power" in low:
         return InsufficientBuyingPower(
             f"TradeStation: not enough buying power for this order ({reason}) "
-            "Lower the quantity, or check /balances.", vendor_code="FAILED")
+            "Lower the quantity, or check /balances.",
+            vendor_code="FAILED",
+        )
     if "market is closed" in low or "market closed" in low or "trading hours" in low:
         return MarketClosed(
             f"TradeStation: {reason} Try again in trading hours, or use a GTC limit order.",
-            vendor_code="FAILED")
+            vendor_code="FAILED",
+        )
     if "account type" in low:
         return AssetClassNotSupported(
             f"TradeStation refused the order: {reason} At TradeStation, futures trade only in a "
             "Futures account and stocks in a Cash or Margin account; choose the right account "
-            "for this connection in /accounts.", vendor_code="FAILED")
+            "for this connection in /accounts.",
+            vendor_code="FAILED",
+        )
     if "invalid symbol" in low or "unknown symbol" in low or "symbol not found" in low:
         return SymbolNotFound(
             f"TradeStation does not know that symbol ({reason}) Check the ticker; futures need "
-            "a contract month such as ESZ25.", vendor_code="FAILED")
+            "a contract month such as ESZ25.",
+            vendor_code="FAILED",
+        )
     return InvalidOrder(f"TradeStation rejected the order: {reason}", vendor_code="FAILED")
 
 
@@ -255,9 +302,15 @@ JOURNAL = SubmissionJournal()
 
 def _submission(account: AccountRef, request: OrderRequest, sent_at: datetime) -> Submission:
     return Submission(
-        account.id, vendor_symbol(request.symbol), request.side, request.quantity,
-        VENDOR_ORDER_TYPE[request.order_type], request.limit_price, request.stop_price,
-        sent_at.astimezone(UTC))
+        account.id,
+        vendor_symbol(request.symbol),
+        request.side,
+        request.quantity,
+        VENDOR_ORDER_TYPE[request.order_type],
+        request.limit_price,
+        request.stop_price,
+        sent_at.astimezone(UTC),
+    )
 
 
 def _leg_side(leg: dict[str, Any]) -> Side:
@@ -313,10 +366,13 @@ def _account_error(account: AccountRef, errors: list[dict[str, Any]] | None) -> 
         return BrokerError(
             f"TradeStation does not serve account {mask_account(account.id)} through its API "
             f"({message}) Choose a cash, margin or futures account for this connection in "
-            "/accounts.", vendor_code=code)
+            "/accounts.",
+            vendor_code=code,
+        )
     return BrokerError(
         f"TradeStation refused the request for account {mask_account(account.id)}: {message}",
-        vendor_code=code)
+        vendor_code=code,
+    )
 
 
 _END = object()
@@ -375,32 +431,46 @@ class TradeStationAdapter(HttpBrokerAdapter):
         if resp.status == 400:
             if "cannot be canceled" in message.lower() or "cannot be cancelled" in message.lower():
                 return OrderNotCancelable(
-                    f"TradeStation cannot cancel that order: {message}", vendor_code=code)
+                    f"TradeStation cannot cancel that order: {message}", vendor_code=code
+                )
             return InvalidOrder(f"TradeStation rejected the request: {message}", vendor_code=code)
         if resp.status == 403:
             return AuthorizationExpired(
                 f"TradeStation refused access ({message}). Re-link the connection with /connect "
-                "and grant account, market data and trading access.", vendor_code=code)
+                "and grant account, market data and trading access.",
+                vendor_code=code,
+            )
         if resp.status == 404:
             return OrderNotFound(
                 f"TradeStation has no such order ({message}). It may belong to another "
-                "account; see /orders.", vendor_code=code)
+                "account; see /orders.",
+                vendor_code=code,
+            )
         return None
 
     # -- helpers -------------------------------------------------------------------------
 
     async def _get(
-        self, account: AccountRef, path: str, bucket: str, params: dict[str, Any] | None = None,
+        self,
+        account: AccountRef,
+        path: str,
+        bucket: str,
+        params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        resp = await self.request("GET", path, environment=account.environment, bucket=bucket,
-                                  params=params)
+        resp = await self.request(
+            "GET", path, environment=account.environment, bucket=bucket, params=params
+        )
         return resp.body if isinstance(resp.body, dict) else {}
 
     def _base(self, account: AccountRef) -> str:
         return f"/v3/brokerage/accounts/{quote(account.id, safe='')}"
 
     async def _paged(
-        self, account: AccountRef, path: str, params: dict[str, Any], limit: int,
+        self,
+        account: AccountRef,
+        path: str,
+        params: dict[str, Any],
+        limit: int,
         page_size: int = PAGE_SIZE,
     ) -> list[dict[str, Any]]:
         """Follows ``NextToken`` until ``limit`` orders or the last page."""
@@ -425,19 +495,25 @@ class TradeStationAdapter(HttpBrokerAdapter):
     async def fetch_accounts(self) -> list[Account]:
         out: list[Account] = []
         for env in self.environments():
-            resp = await self.request("GET", "/v3/brokerage/accounts", environment=env,
-                                      bucket="accounts")
+            resp = await self.request(
+                "GET", "/v3/brokerage/accounts", environment=env, bucket="accounts"
+            )
             body = resp.body if isinstance(resp.body, dict) else {}
             for a in body.get("Accounts") or []:
                 kind = ACCOUNT_TYPES.get(str(a.get("AccountType")))
                 if kind is None:
                     log.info("tradestation: skipping account type %r", a.get("AccountType"))
                     continue
-                out.append(Account(
-                    id=str(a["AccountID"]), type=kind, environment=env,
-                    currency=str(a.get("Currency") or "USD"),
-                    status=str(a.get("Status") or "Active").lower(), info=a,
-                ))
+                out.append(
+                    Account(
+                        id=str(a["AccountID"]),
+                        type=kind,
+                        environment=env,
+                        currency=str(a.get("Currency") or "USD"),
+                        status=str(a.get("Status") or "Active").lower(),
+                        info=a,
+                    )
+                )
         return out
 
     async def fetch_balance(self, account: AccountRef) -> Balance:
@@ -449,7 +525,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
         detail = b.get("BalanceDetail") or {}
         currency = ((b.get("CurrencyDetails") or [{}])[0]).get("Currency") or "USD"
         return Balance(
-            account_id=account.id, currency=str(currency),
+            account_id=account.id,
+            currency=str(currency),
             cash=dec(b.get("CashBalance"), ZERO) or ZERO,
             buying_power=dec(b.get("BuyingPower"), ZERO) or ZERO,
             equity=dec(b.get("Equity"), ZERO) or ZERO,
@@ -460,7 +537,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
         )
 
     async def _positions(
-        self, account: AccountRef, symbol: str | None = None,
+        self,
+        account: AccountRef,
+        symbol: str | None = None,
     ) -> list[dict[str, Any]]:
         params = {"symbol": symbol} if symbol else None
         body = await self._get(account, f"{self._base(account)}/positions", "positions", params)
@@ -474,14 +553,20 @@ class TradeStationAdapter(HttpBrokerAdapter):
             qty = dec(p.get("Quantity"), ZERO) or ZERO
             if p.get("LongShort") == "Short" and qty > 0:
                 qty = -qty
-            out.append(Position(
-                symbol=symbol, asset_class=_asset_class(p.get("AssetType"), symbol),
-                quantity=qty, average_price=dec(p.get("AveragePrice"), ZERO) or ZERO,
-                market_price=dec(p.get("Last")), market_value=dec(p.get("MarketValue")),
-                cost_basis=dec(p.get("TotalCost")),
-                unrealized_pnl=dec(p.get("UnrealizedProfitLoss")),
-                multiplier=symbols.multiplier(symbol), info=p,
-            ))
+            out.append(
+                Position(
+                    symbol=symbol,
+                    asset_class=_asset_class(p.get("AssetType"), symbol),
+                    quantity=qty,
+                    average_price=dec(p.get("AveragePrice"), ZERO) or ZERO,
+                    market_price=dec(p.get("Last")),
+                    market_value=dec(p.get("MarketValue")),
+                    cost_basis=dec(p.get("TotalCost")),
+                    unrealized_pnl=dec(p.get("UnrealizedProfitLoss")),
+                    multiplier=symbols.multiplier(symbol),
+                    info=p,
+                )
+            )
         return out
 
     async def _todays_orders(self, account: AccountRef) -> list[dict[str, Any]]:
@@ -491,8 +576,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         orders = [map_order(o) for o in await self._todays_orders(account)]
         mine = [o for o in orders if not o.status.is_final and o.account_id == account.id]
-        return sorted(mine, key=lambda o: o.created_at or datetime.min.replace(tzinfo=UTC),
-                      reverse=True)
+        return sorted(
+            mine, key=lambda o: o.created_at or datetime.min.replace(tzinfo=UTC), reverse=True
+        )
 
     def _history_since(self, since: datetime | None) -> date:
         earliest = datetime.now(UTC).date() - timedelta(days=HISTORY_DAYS)
@@ -501,15 +587,23 @@ class TradeStationAdapter(HttpBrokerAdapter):
         return max(earliest, since.astimezone(UTC).date())
 
     async def fetch_orders(
-        self, account: AccountRef, *, since: datetime | None = None, limit: int = 50,
+        self,
+        account: AccountRef,
+        *,
+        since: datetime | None = None,
+        limit: int = 50,
     ) -> list[Order]:
         """Closed orders, newest first: today's from ``/orders`` plus earlier ones from
         ``/historicalorders`` (which the vendor limits to 90 days back)."""
-        today = [o for o in await self._todays_orders(account)
-                 if map_status(o.get("Status")).is_final]
+        today = [
+            o for o in await self._todays_orders(account) if map_status(o.get("Status")).is_final
+        ]
         older = await self._paged(
-            account, f"{self._base(account)}/historicalorders",
-            {"since": self._history_since(since).isoformat()}, limit)
+            account,
+            f"{self._base(account)}/historicalorders",
+            {"since": self._history_since(since).isoformat()},
+            limit,
+        )
         seen: set[str] = set()
         out: list[Order] = []
         for raw in today + older:
@@ -530,17 +624,24 @@ class TradeStationAdapter(HttpBrokerAdapter):
             if str(o.get("OrderID")) == order_id:
                 return map_order(o)
         body = await self._get(
-            account, f"{self._base(account)}/historicalorders/{oid}", "orders",
-            {"since": self._history_since(None).isoformat()})
+            account,
+            f"{self._base(account)}/historicalorders/{oid}",
+            "orders",
+            {"since": self._history_since(None).isoformat()},
+        )
         for o in body.get("Orders") or []:
             if str(o.get("OrderID")) == order_id:
                 return map_order(o)
         raise OrderNotFound(
             f"TradeStation has no order {order_id} in account {mask_account(account.id)} "
-            "in the last 90 days.")
+            "in the last 90 days."
+        )
 
     async def _fetch_order_by_client_id(
-        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None,
+        self,
+        account: AccountRef,
+        client_order_id: str,
+        hint: SubmissionHint | None = None,
     ) -> Order:
         sub = JOURNAL.get(account.id, client_order_id)
         if sub is None and hint is not None:
@@ -551,15 +652,18 @@ class TradeStationAdapter(HttpBrokerAdapter):
             raise OrderStateUnknown(
                 "TradeStation orders do not carry our order reference, and this process has no "
                 "record of sending it, so we cannot tell whether it reached TradeStation. "
-                "We will not resend it; check /orders.")
+                "We will not resend it; check /orders."
+            )
         if sub.order_id is not None:
             return await self._fetch_order_by_id(account, sub.order_id)
         candidates = await self._todays_orders(account)
         if sub.sent_at.date() < datetime.now(UTC).date():
             candidates += await self._paged(
-                account, f"{self._base(account)}/historicalorders",
+                account,
+                f"{self._base(account)}/historicalorders",
                 {"since": self._history_since(sub.sent_at - timedelta(days=1)).isoformat()},
-                10 * PAGE_SIZE)
+                10 * PAGE_SIZE,
+            )
         matched: dict[str, dict[str, Any]] = {}
         for o in candidates:
             oid = str(o.get("OrderID"))
@@ -569,41 +673,50 @@ class TradeStationAdapter(HttpBrokerAdapter):
         if not matched:
             raise OrderNotFound(
                 f"TradeStation has no order matching {client_order_id} in account "
-                f"{mask_account(account.id)}: it was not placed.")
+                f"{mask_account(account.id)}: it was not placed."
+            )
         if len(matched) > 1:
             raise OrderStateUnknown(
                 "TradeStation shows several identical orders placed at that moment and does not "
-                "say which one is ours. We will not resend it; check /orders.")
+                "say which one is ours. We will not resend it; check /orders."
+            )
         oid, raw = next(iter(matched.items()))
         JOURNAL.bind(account.id, client_order_id, oid)
         return map_order(raw)
 
     def remember_submission(
-        self, account: AccountRef, request: OrderRequest, sent_at: datetime,
+        self,
+        account: AccountRef,
+        request: OrderRequest,
+        sent_at: datetime,
     ) -> None:
         """Teach the journal about an order sent by another process (e.g. before a restart),
         so ``fetch_order(client_order_id=...)`` can recognise it by content."""
         if not request.client_order_id:
             raise ValueError("the request has no client order id")
-        JOURNAL.record(account.id, request.client_order_id,
-                       _submission(account, request, sent_at))
+        JOURNAL.record(account.id, request.client_order_id, _submission(account, request, sent_at))
 
     async def fetch_quote(self, symbol: str) -> Quote:
         env = Environment.LIVE if Environment.LIVE in self.ctx.api_urls else Environment.PAPER
         sym = vendor_symbol(symbol)
-        resp = await self.request("GET", f"/v3/marketdata/quotes/{quote(sym, safe='@')}",
-                                  environment=env, bucket="quotes")
+        resp = await self.request(
+            "GET", f"/v3/marketdata/quotes/{quote(sym, safe='@')}", environment=env, bucket="quotes"
+        )
         body = resp.body if isinstance(resp.body, dict) else {}
         quotes = body.get("Quotes") or []
         if not quotes:
             raise SymbolNotFound(
                 f"TradeStation does not know the symbol {sym}. Check the ticker; futures need a "
-                "contract month such as ESZ25, or the continuous @ES.")
+                "contract month such as ESZ25, or the continuous @ES."
+            )
         q = quotes[0]
         return Quote(
-            symbol=str(q.get("Symbol") or sym), bid=dec(q.get("Bid"), ZERO) or ZERO,
-            ask=dec(q.get("Ask"), ZERO) or ZERO, last=dec(q.get("Last"), ZERO) or ZERO,
-            time=_ts(q.get("TradeTime")) or datetime.now(UTC), info=q,
+            symbol=str(q.get("Symbol") or sym),
+            bid=dec(q.get("Bid"), ZERO) or ZERO,
+            ask=dec(q.get("Ask"), ZERO) or ZERO,
+            last=dec(q.get("Last"), ZERO) or ZERO,
+            time=_ts(q.get("TradeTime")) or datetime.now(UTC),
+            info=q,
         )
 
     # -- writes --------------------------------------------------------------------------
@@ -613,8 +726,14 @@ class TradeStationAdapter(HttpBrokerAdapter):
         if request.asset_class is AssetClass.FUTURE:
             return "BUY" if request.side is Side.BUY else "SELL"
         rows = await self._positions(account, symbol)
-        held = sum((dec(p.get("Quantity"), ZERO) or ZERO for p in rows
-                    if str(p.get("Symbol", "")).upper() == symbol), ZERO)
+        held = sum(
+            (
+                dec(p.get("Quantity"), ZERO) or ZERO
+                for p in rows
+                if str(p.get("Symbol", "")).upper() == symbol
+            ),
+            ZERO,
+        )
         qty = request.quantity
         if request.side is Side.BUY:
             if held >= 0:
@@ -623,29 +742,43 @@ class TradeStationAdapter(HttpBrokerAdapter):
                 raise InvalidOrder(
                     f"You are short {_num(-held)} {symbol}; buying {_num(qty)} would cover and "
                     "then go long, which TradeStation takes as two orders. Buy "
-                    f"{_num(-held)} to cover first, then buy the rest.")
+                    f"{_num(-held)} to cover first, then buy the rest."
+                )
             return "BUYTOCOVER"
         if held > 0:
             if qty > held:
                 raise InvalidOrder(
                     f"You hold {_num(held)} {symbol}; selling {_num(qty)} would close it and open "
                     "a short, which TradeStation takes as two orders. Sell "
-                    f"{_num(held)} first, then sell short the rest.")
+                    f"{_num(held)} first, then sell short the rest."
+                )
             return "SELL"
         if account.type is AccountType.CASH:
             raise InvalidOrder(
                 f"This cash account holds no {symbol} to sell, and cash accounts cannot sell "
-                "short. Use a margin account to sell short.")
+                "short. Use a margin account to sell short."
+            )
         return "SELLSHORT"
 
     def _order_body(
-        self, account: AccountRef, symbol: str, action: str, quantity: Decimal,
-        order_type: OrderType, tif: TimeInForce, limit: Decimal | None, stop: Decimal | None,
+        self,
+        account: AccountRef,
+        symbol: str,
+        action: str,
+        quantity: Decimal,
+        order_type: OrderType,
+        tif: TimeInForce,
+        limit: Decimal | None,
+        stop: Decimal | None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "AccountID": account.id, "Symbol": symbol, "Quantity": _num(quantity),
-            "OrderType": VENDOR_ORDER_TYPE[order_type], "TradeAction": action,
-            "TimeInForce": {"Duration": DURATION[tif]}, "Route": "Intelligent",
+            "AccountID": account.id,
+            "Symbol": symbol,
+            "Quantity": _num(quantity),
+            "OrderType": VENDOR_ORDER_TYPE[order_type],
+            "TradeAction": action,
+            "TimeInForce": {"Duration": DURATION[tif]},
+            "Route": "Intelligent",
         }
         if limit is not None:
             body["LimitPrice"] = _num(limit)
@@ -653,26 +786,49 @@ class TradeStationAdapter(HttpBrokerAdapter):
             body["StopPrice"] = _num(stop)
         return body
 
-    def _exits(self, account: AccountRef, request: OrderRequest, symbol: str,
-               entry_action: str) -> dict[str, Any]:
+    def _exits(
+        self, account: AccountRef, request: OrderRequest, symbol: str, entry_action: str
+    ) -> dict[str, Any]:
         """The bracket as the vendor's OSO: a BRK group of closing orders that start working
         when the entry fills."""
         assert request.bracket is not None
         b = request.bracket
         if entry_action not in ("BUY", "SELLSHORT", "SELL") or (
-                entry_action == "SELL" and request.asset_class is not AssetClass.FUTURE):
+            entry_action == "SELL" and request.asset_class is not AssetClass.FUTURE
+        ):
             raise InvalidOrder(
                 "A take-profit/stop-loss bracket needs an order that opens a position; this one "
-                "closes one.")
+                "closes one."
+            )
         exit_action = {"BUY": "SELL", "SELLSHORT": "BUYTOCOVER", "SELL": "BUY"}[entry_action]
         legs = []
         if b.take_profit is not None:
-            legs.append(self._order_body(account, symbol, exit_action, request.quantity,
-                                         OrderType.LIMIT, TimeInForce.GTC, b.take_profit, None))
+            legs.append(
+                self._order_body(
+                    account,
+                    symbol,
+                    exit_action,
+                    request.quantity,
+                    OrderType.LIMIT,
+                    TimeInForce.GTC,
+                    b.take_profit,
+                    None,
+                )
+            )
         if b.stop_loss is not None:
             kind = OrderType.STOP_LIMIT if b.stop_loss_limit is not None else OrderType.STOP
-            legs.append(self._order_body(account, symbol, exit_action, request.quantity, kind,
-                                         TimeInForce.GTC, b.stop_loss_limit, b.stop_loss))
+            legs.append(
+                self._order_body(
+                    account,
+                    symbol,
+                    exit_action,
+                    request.quantity,
+                    kind,
+                    TimeInForce.GTC,
+                    b.stop_loss_limit,
+                    b.stop_loss,
+                )
+            )
         if not legs:
             raise InvalidOrder("A bracket needs a take-profit price, a stop-loss price, or both.")
         return {"Type": "BRK" if len(legs) > 1 else "NORMAL", "Orders": legs}
@@ -681,7 +837,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
         cid = request.client_order_id
         if cid is not None and not CLIENT_ORDER_ID.match(cid):
             raise InvalidOrder(
-                "TradeStation order references must be 1-22 letters or digits; this one is not.")
+                "TradeStation order references must be 1-22 letters or digits; this one is not."
+            )
         kind = request.order_type
         if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT) and request.limit_price is None:
             raise InvalidOrder("A limit order needs a limit price.")
@@ -689,17 +846,30 @@ class TradeStationAdapter(HttpBrokerAdapter):
             raise InvalidOrder("A stop order needs a stop price.")
         symbol = vendor_symbol(request.symbol)
         action = await self._trade_action(account, request, symbol)
-        body = self._order_body(account, symbol, action, request.quantity, request.order_type,
-                                request.time_in_force, request.limit_price, request.stop_price)
+        body = self._order_body(
+            account,
+            symbol,
+            action,
+            request.quantity,
+            request.order_type,
+            request.time_in_force,
+            request.limit_price,
+            request.stop_price,
+        )
         if cid is not None:
             body["OrderConfirmID"] = cid
         if request.bracket is not None:
             body["OSOs"] = [self._exits(account, request, symbol, action)]
         if cid is not None:
             JOURNAL.record(account.id, cid, _submission(account, request, datetime.now(UTC)))
-        resp = await self.request("POST", "/v3/orderexecution/orders",
-                                  environment=account.environment, bucket="orderexecution",
-                                  json_body=body, write=True)
+        resp = await self.request(
+            "POST",
+            "/v3/orderexecution/orders",
+            environment=account.environment,
+            bucket="orderexecution",
+            json_body=body,
+            write=True,
+        )
         answer = resp.body if isinstance(resp.body, dict) else {}
         placed = answer.get("Orders") or []
         errors = answer.get("Errors") or []
@@ -717,19 +887,31 @@ class TradeStationAdapter(HttpBrokerAdapter):
         if cid is not None:
             JOURNAL.bind(account.id, cid, order_id)
         if errors:
-            log.warning("tradestation: order %s placed with errors: %s", order_id,
-                        [e.get("Message") for e in errors])
+            log.warning(
+                "tradestation: order %s placed with errors: %s",
+                order_id,
+                [e.get("Message") for e in errors],
+            )
         try:
             order = await self._fetch_order_by_id(account, order_id)
         except BrokerError:
             # Placed for sure; the read-back failing must not look like a failed order.
             order = Order(
-                id=order_id, account_id=account.id, symbol=symbol, side=request.side,
-                quantity=request.quantity, order_type=request.order_type,
-                time_in_force=request.time_in_force, status=OrderStatus.PENDING,
-                client_order_id=cid, asset_class=request.asset_class or AssetClass.EQUITY,
-                limit_price=request.limit_price, stop_price=request.stop_price,
-                created_at=datetime.now(UTC), info={"placement": answer})
+                id=order_id,
+                account_id=account.id,
+                symbol=symbol,
+                side=request.side,
+                quantity=request.quantity,
+                order_type=request.order_type,
+                time_in_force=request.time_in_force,
+                status=OrderStatus.PENDING,
+                client_order_id=cid,
+                asset_class=request.asset_class or AssetClass.EQUITY,
+                limit_price=request.limit_price,
+                stop_price=request.stop_price,
+                created_at=datetime.now(UTC),
+                info={"placement": answer},
+            )
         order.client_order_id = cid
         if errors:
             order.info = {**order.info, "PlacementErrors": errors}
@@ -747,13 +929,18 @@ class TradeStationAdapter(HttpBrokerAdapter):
         except OrderNotFound as e:
             raise OrderStateUnknown(
                 "TradeStation says this order was already sent but we cannot see it yet. "
-                "We will not resend it; check /orders.") from e
+                "We will not resend it; check /orders."
+            ) from e
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         try:
             # DELETE is safe to retry, so it goes through the read retry policy.
-            await self.request("DELETE", f"/v3/orderexecution/orders/{quote(order_id, safe='')}",
-                               environment=account.environment, bucket="orderexecution")
+            await self.request(
+                "DELETE",
+                f"/v3/orderexecution/orders/{quote(order_id, safe='')}",
+                environment=account.environment,
+                bucket="orderexecution",
+            )
         except OrderNotCancelable:
             # A retried DELETE finds its own earlier cancel done: that is success.
             order = await self._fetch_order_by_id(account, order_id)
@@ -798,12 +985,17 @@ class TradeStationAdapter(HttpBrokerAdapter):
                     break
                 elif "Error" in obj:
                     if obj.get("Error") == "Forbidden" and obj.get("AccountID"):
-                        log.warning("tradestation: stream refused account %s: %s",
-                                    mask_account(str(obj["AccountID"])), obj.get("Message"))
+                        log.warning(
+                            "tradestation: stream refused account %s: %s",
+                            mask_account(str(obj["AccountID"])),
+                            obj.get("Message"),
+                        )
                         continue
                     raise BrokerUnavailable(
                         f"TradeStation's order stream failed ({obj.get('Error')}: "
-                        f"{obj.get('Message')}).", vendor_code=str(obj.get("Error")))
+                        f"{obj.get('Message')}).",
+                        vendor_code=str(obj.get("Error")),
+                    )
             queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise
@@ -814,7 +1006,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
             log.warning("tradestation: order stream error %s", type(e).__name__)
 
     def _update(
-        self, obj: dict[str, Any], fills: dict[str, tuple[Decimal, Decimal]],
+        self,
+        obj: dict[str, Any],
+        fills: dict[str, tuple[Decimal, Decimal]],
     ) -> OrderUpdate:
         order = map_order(obj)
         prev_qty, prev_value = fills.get(order.id, (ZERO, ZERO))
@@ -825,28 +1019,41 @@ class TradeStationAdapter(HttpBrokerAdapter):
             fills[order.id] = (filled, value)
             delta = filled - prev_qty
             return OrderUpdate(
-                order=order, event="fill" if order.status is OrderStatus.FILLED else "partial_fill",
-                execution_id=f"{order.id}:{_num(filled)}", fill_quantity=delta,
-                fill_price=(value - prev_value) / delta, at=at)
+                order=order,
+                event="fill" if order.status is OrderStatus.FILLED else "partial_fill",
+                execution_id=f"{order.id}:{_num(filled)}",
+                fill_quantity=delta,
+                fill_price=(value - prev_value) / delta,
+                at=at,
+            )
         event = {
-            OrderStatus.CANCELLED: "canceled", OrderStatus.REJECTED: "rejected",
-            OrderStatus.EXPIRED: "expired", OrderStatus.PENDING: "new", OrderStatus.OPEN: "new",
+            OrderStatus.CANCELLED: "canceled",
+            OrderStatus.REJECTED: "rejected",
+            OrderStatus.EXPIRED: "expired",
+            OrderStatus.PENDING: "new",
+            OrderStatus.OPEN: "new",
         }.get(order.status, "updated")
         return OrderUpdate(order=order, event=event, at=at)
 
     async def _stream_objects(
-        self, env: Environment, ids: list[str],
+        self,
+        env: Environment,
+        ids: list[str],
     ) -> AsyncIterator[dict[str, Any]]:
         base = self.ctx.api_urls[env].rstrip("/")
         url = f"{base}/v3/brokerage/stream/accounts/{quote(','.join(ids), safe=',')}/orders"
         assert self.ctx.session is not None and self.ctx.tokens is not None
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.ctx.timeout,
-                                        sock_read=STREAM_READ_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.ctx.timeout, sock_read=STREAM_READ_TIMEOUT
+        )
         refreshed = False
         while True:
             token = await self.ctx.tokens.access_token()
-            headers = {"Accept": STREAM_CONTENT_TYPE, "User-Agent": "Tradecord/0.1",
-                       **self.auth_headers(token)}
+            headers = {
+                "Accept": STREAM_CONTENT_TYPE,
+                "User-Agent": "Tradecord/0.1",
+                **self.auth_headers(token),
+            }
             try:
                 async with self.ctx.session.get(url, headers=headers, timeout=timeout) as r:
                     if r.status == 401 and not refreshed:
@@ -859,8 +1066,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
                             body: Any = json.loads(raw)
                         except ValueError:
                             body = raw.decode(errors="replace")
-                        raise self._error_for(HttpResponse(r.status, r.headers, body, "GET",
-                                                           "/stream"), False)
+                        raise self._error_for(
+                            HttpResponse(r.status, r.headers, body, "GET", "/stream"), False
+                        )
                     decoder = json.JSONDecoder()
                     buffer = ""
                     async for chunk in r.content.iter_any():
@@ -879,4 +1087,5 @@ class TradeStationAdapter(HttpBrokerAdapter):
                     return
             except (TimeoutError, aiohttp.ClientError) as e:
                 raise BrokerUnavailable(
-                    "TradeStation's order stream dropped; it will reconnect.") from e
+                    "TradeStation's order stream dropped; it will reconnect."
+                ) from e

@@ -168,9 +168,11 @@ def order_from(raw: dict[str, Any], account_id: str) -> Order:
         client_order_id=raw.get("tag") or None,
         asset_class=AssetClass.OPTION if is_option else AssetClass.EQUITY,
         limit_price=dec(raw.get("price"))
-        if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None,
+        if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        else None,
         stop_price=dec(raw.get("stop_price"))
-        if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None,
+        if order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        else None,
         filled_quantity=filled,
         average_fill_price=dec(raw.get("avg_fill_price")) if filled > 0 else None,
         created_at=parse_time(raw.get("create_date")),
@@ -258,16 +260,20 @@ class TradierAdapter(HttpBrokerAdapter):
         code = messages[0][:100]
         if "buying power" in low:
             return InsufficientBuyingPower(
-                f"Tradier: {detail} Lower the quantity, or check /balances.", vendor_code=code)
+                f"Tradier: {detail} Lower the quantity, or check /balances.", vendor_code=code
+            )
         if "symbol not found" in low:
             return SymbolNotFound(
                 f"Tradier does not know this symbol ({detail}) Check the ticker: Tradier "
-                "trades US-listed stocks and ETFs.", vendor_code=code)
+                "trades US-listed stocks and ETFs.",
+                vendor_code=code,
+            )
         if "not found" in low and "/orders/" in resp.path:
             return OrderNotFound(vendor_code=code)
         if resp.method == "DELETE":
             return OrderNotCancelable(
-                f"Tradier cannot cancel this order: {detail} See /orders.", vendor_code=code)
+                f"Tradier cannot cancel this order: {detail} See /orders.", vendor_code=code
+            )
         if "market" in low and "closed" in low:
             return MarketClosed(f"Tradier: {detail}", vendor_code=code)
         if resp.method == "POST" and resp.path.endswith("/orders"):
@@ -279,18 +285,24 @@ class TradierAdapter(HttpBrokerAdapter):
     async def fetch_accounts(self) -> list[Account]:
         accounts: list[Account] = []
         for env in self.environments():
-            resp = await self.request("GET", "/user/profile", environment=env,
-                                      bucket=f"standard:{env}")
+            resp = await self.request(
+                "GET", "/user/profile", environment=env, bucket=f"standard:{env}"
+            )
             profile = resp.body.get("profile") if isinstance(resp.body, dict) else None
             for raw in items(profile, "account"):
                 kind = ACCOUNT_TYPES.get(str(raw.get("type")))
                 if kind is None:
                     log.warning("tradier account of unknown type %r skipped", raw.get("type"))
                     continue
-                accounts.append(Account(
-                    id=str(raw["account_number"]), type=kind, environment=env,
-                    status=str(raw.get("status", "active")), info=raw,
-                ))
+                accounts.append(
+                    Account(
+                        id=str(raw["account_number"]),
+                        type=kind,
+                        environment=env,
+                        status=str(raw.get("status", "active")),
+                        info=raw,
+                    )
+                )
         return accounts
 
     async def fetch_balance(self, account: AccountRef) -> Balance:
@@ -323,16 +335,18 @@ class TradierAdapter(HttpBrokerAdapter):
             symbol = str(p.get("symbol", ""))
             is_option = bool(OCC_RE.match(symbol))
             multiplier = Decimal(100) if is_option else Decimal(1)
-            out.append(Position(
-                symbol=symbol,
-                asset_class=AssetClass.OPTION if is_option else AssetClass.EQUITY,
-                quantity=qty,
-                # Tradier's cost basis is negative for shorts, so the ratio stays positive.
-                average_price=cost / (qty * multiplier) if qty else ZERO,
-                cost_basis=cost,
-                multiplier=multiplier,
-                info=p,
-            ))
+            out.append(
+                Position(
+                    symbol=symbol,
+                    asset_class=AssetClass.OPTION if is_option else AssetClass.EQUITY,
+                    quantity=qty,
+                    # Tradier's cost basis is negative for shorts, so the ratio stays positive.
+                    average_price=cost / (qty * multiplier) if qty else ZERO,
+                    cost_basis=cost,
+                    multiplier=multiplier,
+                    info=p,
+                )
+            )
         return out
 
     async def _all_orders(self, account: AccountRef) -> list[Order]:
@@ -341,7 +355,8 @@ class TradierAdapter(HttpBrokerAdapter):
         page = 1
         while True:
             resp = await self._get(
-                account, f"/accounts/{account.id}/orders",
+                account,
+                f"/accounts/{account.id}/orders",
                 params={"includeTags": "true", "page": str(page), "limit": str(PAGE)},
             )
             raw = resp.body.get("orders") if isinstance(resp.body, dict) else None
@@ -360,32 +375,39 @@ class TradierAdapter(HttpBrokerAdapter):
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         done = [
-            o for o in await self._all_orders(account)
+            o
+            for o in await self._all_orders(account)
             if o.status.is_final and (since is None or (o.created_at and o.created_at >= since))
         ]
         epoch = datetime.min.replace(tzinfo=UTC)
-        done.sort(key=lambda o: (o.created_at or epoch, int(o.id) if o.id.isdigit() else 0),
-                  reverse=True)
+        done.sort(
+            key=lambda o: (o.created_at or epoch, int(o.id) if o.id.isdigit() else 0), reverse=True
+        )
         return done[:limit]
 
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
         if not order_id.isdigit():
             raise OrderNotFound(f"{order_id!r} is not a Tradier order id.")
-        resp = await self._get(account, f"/accounts/{account.id}/orders/{order_id}",
-                               params={"includeTags": "true"})
+        resp = await self._get(
+            account, f"/accounts/{account.id}/orders/{order_id}", params={"includeTags": "true"}
+        )
         raw = resp.body.get("order") if isinstance(resp.body, dict) else None
         if not isinstance(raw, dict) or "id" not in raw:
             raise OrderNotFound()
         return order_from(raw, account.id)
 
     async def _fetch_order_by_client_id(
-        self, account: AccountRef, client_order_id: str, hint: SubmissionHint | None = None,
+        self,
+        account: AccountRef,
+        client_order_id: str,
+        hint: SubmissionHint | None = None,
     ) -> Order:
         # Tradier has no lookup by tag: list with tags and match. Absence here is proof the
         # order was never created, because the list holds every order of the account; the
         # tag is stored with the order, so the hint is not needed.
-        matches = [o for o in await self._all_orders(account)
-                   if o.client_order_id == client_order_id]
+        matches = [
+            o for o in await self._all_orders(account) if o.client_order_id == client_order_id
+        ]
         if not matches:
             raise OrderNotFound(f"Tradier has no order tagged {client_order_id}.")
         if len(matches) > 1:
@@ -398,13 +420,19 @@ class TradierAdapter(HttpBrokerAdapter):
         if asset is not AssetClass.EQUITY:
             raise AssetClassNotSupported(
                 f"{sym} is not a stock or ETF, and Tradier does not offer {ASSET_WORDS[asset]} "
-                "trading.")
+                "trading."
+            )
         envs = self.environments()
         if not envs:
             raise BrokerUnavailable("Tradier is not available to this connection.")
         env = envs[0]
-        resp = await self.request("GET", "/markets/quotes", environment=env,
-                                  bucket=f"market:{env}", params={"symbols": sym})
+        resp = await self.request(
+            "GET",
+            "/markets/quotes",
+            environment=env,
+            bucket=f"market:{env}",
+            params={"symbols": sym},
+        )
         body = resp.body.get("quotes") if isinstance(resp.body, dict) else None
         found = [q for q in items(body, "quote") if str(q.get("symbol", "")).upper() == sym]
         if not found:
@@ -413,16 +441,23 @@ class TradierAdapter(HttpBrokerAdapter):
         stamp = q.get("trade_date") or q.get("bid_date")
         at = datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else datetime.now(UTC)
         last = dec(q.get("last")) or dec(q.get("prevclose"), ZERO) or ZERO
-        return Quote(symbol=sym, bid=dec(q.get("bid"), ZERO) or ZERO,
-                     ask=dec(q.get("ask"), ZERO) or ZERO, last=last, time=at, info=q)
+        return Quote(
+            symbol=sym,
+            bid=dec(q.get("bid"), ZERO) or ZERO,
+            ask=dec(q.get("ask"), ZERO) or ZERO,
+            last=last,
+            time=at,
+            info=q,
+        )
 
     async def fetch_market_state(self) -> str:
         """Tradier's market clock: ``premarket``, ``open``, ``postmarket`` or ``closed``."""
         envs = self.environments()
         if not envs:
             raise BrokerUnavailable("Tradier is not available to this connection.")
-        resp = await self.request("GET", "/markets/clock", environment=envs[0],
-                                  bucket=f"market:{envs[0]}")
+        resp = await self.request(
+            "GET", "/markets/clock", environment=envs[0], bucket=f"market:{envs[0]}"
+        )
         clock = resp.body.get("clock") if isinstance(resp.body, dict) else None
         return str(clock.get("state", "closed")) if isinstance(clock, dict) else "closed"
 
@@ -449,14 +484,21 @@ class TradierAdapter(HttpBrokerAdapter):
             form["stop"] = _plain(request.stop_price)
         if request.client_order_id:
             form["tag"] = request.client_order_id
-        resp = await self.request("POST", f"/accounts/{account.id}/orders",
-                                  environment=account.environment,
-                                  bucket=f"trading:{account.environment}", form=form, write=True)
+        resp = await self.request(
+            "POST",
+            f"/accounts/{account.id}/orders",
+            environment=account.environment,
+            bucket=f"trading:{account.environment}",
+            form=form,
+            write=True,
+        )
         raw = resp.body.get("order") if isinstance(resp.body, dict) else None
         if not isinstance(raw, dict) or "id" not in raw:
             problems = error_messages(resp.body)
-            raise InvalidOrder("Tradier did not accept the order" +
-                               (f": {' '.join(problems)}" if problems else "."))
+            raise InvalidOrder(
+                "Tradier did not accept the order"
+                + (f": {' '.join(problems)}" if problems else ".")
+            )
         order_id = str(raw["id"])
         try:
             # The placement answer holds only the id; the order itself tells the status
@@ -465,15 +507,21 @@ class TradierAdapter(HttpBrokerAdapter):
         except BrokerError as e:
             log.info("tradier: order %s placed; details not read back (%s)", order_id, e.code)
         return Order(
-            id=order_id, account_id=account.id, symbol=sym, side=request.side,
-            quantity=request.quantity, order_type=request.order_type,
-            time_in_force=request.time_in_force, status=OrderStatus.PENDING,
-            client_order_id=request.client_order_id, limit_price=request.limit_price,
-            stop_price=request.stop_price, info=raw,
+            id=order_id,
+            account_id=account.id,
+            symbol=sym,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            time_in_force=request.time_in_force,
+            status=OrderStatus.PENDING,
+            client_order_id=request.client_order_id,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            info=raw,
         )
 
-    async def _vendor_side(self, account: AccountRef, symbol: str, side: Side,
-                           qty: Decimal) -> str:
+    async def _vendor_side(self, account: AccountRef, symbol: str, side: Side, qty: Decimal) -> str:
         """Tradier wants opening and closing actions; a crossing order must be split."""
         held = ZERO
         for p in await self.fetch_positions(account):
@@ -485,27 +533,34 @@ class TradierAdapter(HttpBrokerAdapter):
             if qty > -held:
                 raise InvalidOrder(
                     f"You are short {-held} {symbol}; Tradier cannot cover and go long in one "
-                    f"order. Buy {-held} to cover first, then buy the rest.")
+                    f"order. Buy {-held} to cover first, then buy the rest."
+                )
             return "buy_to_cover"
         if held > 0:
             if qty > held:
                 raise InvalidOrder(
                     f"You hold {held} {symbol}; Tradier cannot sell and go short in one order. "
-                    f"Sell {held} first, then sell short the rest.")
+                    f"Sell {held} first, then sell short the rest."
+                )
             return "sell"
         if account.type is AccountType.CASH:
             raise InvalidOrder(
                 f"You hold no {symbol} in this cash account, so this sell would be a short "
-                "sale, and Tradier does not allow short selling in cash accounts.")
+                "sale, and Tradier does not allow short selling in cash accounts."
+            )
         return "sell_short"
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         if not order_id.isdigit():
             raise OrderNotFound(f"{order_id!r} is not a Tradier order id.")
         # A cancel is a write: never resent blindly, and a lost answer may have acted.
-        await self.request("DELETE", f"/accounts/{account.id}/orders/{order_id}",
-                           environment=account.environment,
-                           bucket=f"trading:{account.environment}", write=True)
+        await self.request(
+            "DELETE",
+            f"/accounts/{account.id}/orders/{order_id}",
+            environment=account.environment,
+            bucket=f"trading:{account.environment}",
+            write=True,
+        )
 
     # -- the account-events stream ---------------------------------------------------------
 
@@ -516,8 +571,9 @@ class TradierAdapter(HttpBrokerAdapter):
         if any(a.environment is not env for a in accounts):
             raise ValueError("one Tradier stream serves one environment")
         wanted = {a.id: a for a in accounts}
-        resp = await self.request("POST", "/accounts/events/session", environment=env,
-                                  bucket=f"standard:{env}")
+        resp = await self.request(
+            "POST", "/accounts/events/session", environment=env, bucket=f"standard:{env}"
+        )
         stream = resp.body.get("stream") if isinstance(resp.body, dict) else None
         if not isinstance(stream, dict) or not stream.get("url") or not stream.get("sessionid"):
             raise BrokerUnavailable("Tradier did not open an account-events session.")
@@ -527,23 +583,31 @@ class TradierAdapter(HttpBrokerAdapter):
         assert self.ctx.session is not None
         try:
             ws = await self.ctx.session.ws_connect(
-                url, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-                autoping=True, headers={"User-Agent": "Tradecord/0.1"},
+                url,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                autoping=True,
+                headers={"User-Agent": "Tradecord/0.1"},
             )
         except (TimeoutError, aiohttp.ClientError) as e:
             raise BrokerUnavailable("Could not connect to Tradier's account stream.") from e
         # Per order: (exec_quantity, avg_fill_price) last seen, to derive each fill.
         seen: dict[str, tuple[Decimal, Decimal]] = {}
         async with ws:
-            await ws.send_str(json.dumps({"events": ["order"], "sessionid": stream["sessionid"],
-                                          "excludeAccounts": []}))
+            await ws.send_str(
+                json.dumps(
+                    {"events": ["order"], "sessionid": stream["sessionid"], "excludeAccounts": []}
+                )
+            )
             while True:
                 try:
                     msg = await ws.receive(timeout=self.stream_idle_timeout)
                 except TimeoutError as e:
                     raise BrokerUnavailable("Tradier's account stream went silent.") from e
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                                aiohttp.WSMsgType.CLOSED):
+                if msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                ):
                     return
                 if msg.type == aiohttp.WSMsgType.ERROR:
                     raise BrokerUnavailable("Tradier's account stream failed.")
@@ -558,14 +622,17 @@ class TradierAdapter(HttpBrokerAdapter):
                     continue
                 if "error" in data:
                     raise BrokerUnavailable(
-                        f"Tradier's account stream refused the session ({data['error']}).")
+                        f"Tradier's account stream refused the session ({data['error']})."
+                    )
                 ref = wanted.get(str(data.get("account", "")))
                 if data.get("event") != "order" or ref is None or "id" not in data:
                     continue
                 yield await self._update_from_event(ref, data, seen)
 
     async def _update_from_event(
-        self, account: AccountRef, event: dict[str, Any],
+        self,
+        account: AccountRef,
+        event: dict[str, Any],
         seen: dict[str, tuple[Decimal, Decimal]],
     ) -> OrderUpdate:
         order_id = str(event["id"])
@@ -574,9 +641,11 @@ class TradierAdapter(HttpBrokerAdapter):
         if details is None:
             # Events carry no symbol, side, quantity or tag: read them once per order.
             fetched = await self._fetch_order_by_id(account, order_id)
-            details = {k: v for k, v in fetched.info.items()
-                       if k in ("symbol", "side", "quantity", "duration", "tag", "class",
-                                "option_symbol")}
+            details = {
+                k: v
+                for k, v in fetched.info.items()
+                if k in ("symbol", "side", "quantity", "duration", "tag", "class", "option_symbol")
+            }
             if len(self._order_details) > 5000:
                 self._order_details.clear()
             self._order_details[key] = details
@@ -584,8 +653,9 @@ class TradierAdapter(HttpBrokerAdapter):
         if order.status is OrderStatus.REJECTED and not order.reject_reason:
             # Events do not say why; the order does, and a rejection is worth one read.
             try:
-                order.reject_reason = (await self._fetch_order_by_id(account, order_id)
-                                       ).reject_reason
+                order.reject_reason = (
+                    await self._fetch_order_by_id(account, order_id)
+                ).reject_reason
             except BrokerError as e:
                 log.info("tradier: reason for rejected order %s not read (%s)", order_id, e.code)
         exec_qty = order.filled_quantity
@@ -617,10 +687,16 @@ class TradierAdapter(HttpBrokerAdapter):
 
     # -- helpers ------------------------------------------------------------------------
 
-    async def _get(self, account: AccountRef, path: str,
-                   params: dict[str, str] | None = None) -> HttpResponse:
-        return await self.request("GET", path, environment=account.environment,
-                                  bucket=f"standard:{account.environment}", params=params)
+    async def _get(
+        self, account: AccountRef, path: str, params: dict[str, str] | None = None
+    ) -> HttpResponse:
+        return await self.request(
+            "GET",
+            path,
+            environment=account.environment,
+            bucket=f"standard:{account.environment}",
+            params=params,
+        )
 
 
 def _plain(value: Decimal) -> str:

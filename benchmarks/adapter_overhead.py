@@ -84,8 +84,9 @@ def per_second(rules: Sequence[RateLimit]) -> tuple[RateLimit, ...]:
     return tuple(replace(r, requests=1, seconds=r.seconds / r.requests) for r in rules)
 
 
-def with_limits(cls: type[HttpBrokerAdapter],
-                rules: tuple[RateLimit, ...]) -> type[HttpBrokerAdapter]:
+def with_limits(
+    cls: type[HttpBrokerAdapter], rules: tuple[RateLimit, ...]
+) -> type[HttpBrokerAdapter]:
     caps = replace(cls.capabilities, rate_limits=rules)
     return type(cls.__name__, (cls,), {"capabilities": caps})
 
@@ -142,12 +143,24 @@ class Bench(ABC):
     def order_id_of(self, body: Any) -> str:
         """The new order's id in the vendor's placement answer."""
 
-    def adapter(self, cls: type[HttpBrokerAdapter], session: aiohttp.ClientSession,
-                endpoint: Endpoint, seat: Seat, limiters: LimiterRegistry) -> HttpBrokerAdapter:
-        return cls(AdapterContext(
-            session=session, api_urls=endpoint.api_urls, tokens=StaticToken(seat.token),
-            limiters=limiters, owner=f"{self.name}-{seat.ref.id}", extra=dict(endpoint.extra),
-        ))
+    def adapter(
+        self,
+        cls: type[HttpBrokerAdapter],
+        session: aiohttp.ClientSession,
+        endpoint: Endpoint,
+        seat: Seat,
+        limiters: LimiterRegistry,
+    ) -> HttpBrokerAdapter:
+        return cls(
+            AdapterContext(
+                session=session,
+                api_urls=endpoint.api_urls,
+                tokens=StaticToken(seat.token),
+                limiters=limiters,
+                owner=f"{self.name}-{seat.ref.id}",
+                extra=dict(endpoint.extra),
+            )
+        )
 
 
 class TradeStationBench(Bench):
@@ -155,8 +168,11 @@ class TradeStationBench(Bench):
     adapter_cls = TradeStationAdapter
 
     def emulator(self, *, vendor_limits: bool) -> BaseEmulator:
-        return TradeStationEmulator(validate_requests=False, heartbeat_interval=3600,
-                                    rate_limits=None if vendor_limits else {})
+        return TradeStationEmulator(
+            validate_requests=False,
+            heartbeat_interval=3600,
+            rate_limits=None if vendor_limits else {},
+        )
 
     def seat(self, emu: TradeStationEmulator, i: int) -> Seat:
         user, account = f"bench{i}", f"3{i:07d}"
@@ -165,8 +181,9 @@ class TradeStationBench(Bench):
         for symbol, qty, price in HELD:
             emu.set_position(account, symbol, qty, price)
         core = emu.oauth
-        code = core.issue_code(DEFAULT_CLIENT_ID, None, user,
-                               "openid offline_access ReadAccount MarketData Trade")
+        code = core.issue_code(
+            DEFAULT_CLIENT_ID, None, user, "openid offline_access ReadAccount MarketData Trade"
+        )
         token = core.exchange_code(core.client(DEFAULT_CLIENT_ID), code, None)["access_token"]
         return Seat(AccountRef(account, AccountType.MARGIN, Environment.LIVE), token)
 
@@ -182,8 +199,7 @@ class AlpacaBench(Bench):
     adapter_cls = AlpacaAdapter
 
     def emulator(self, *, vendor_limits: bool) -> BaseEmulator:
-        return AlpacaEmulator(validate_requests=False,
-                              rate_limit=200 if vendor_limits else LIFTED)
+        return AlpacaEmulator(validate_requests=False, rate_limit=200 if vendor_limits else LIFTED)
 
     def seat(self, emu: AlpacaEmulator, i: int) -> Seat:
         user = f"bench{i}"
@@ -192,8 +208,9 @@ class AlpacaBench(Bench):
         for symbol, qty, price in HELD:
             emu.set_position(account, symbol, D(qty), D(price))
         token = emu.issue_token(user, env="paper")
-        return Seat(AccountRef(account.account_number, AccountType.MARGIN, Environment.PAPER),
-                    token)
+        return Seat(
+            AccountRef(account.account_number, AccountType.MARGIN, Environment.PAPER), token
+        )
 
     def endpoint(self, emu: AlpacaEmulator) -> Endpoint:
         return Endpoint({Environment.PAPER: emu.api_url("paper")}, {"data_url": emu.data_url})
@@ -264,17 +281,24 @@ def pct(values: Sequence[float], p: float) -> float:
 class Replay:
     """Sends recorded requests again with plain aiohttp: what the verb costs without us."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str,
-                 template: list[RecordedRequest], order_id_of: Callable[[Any], str],
-                 cid: str | None = None, order_id: str | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        template: list[RecordedRequest],
+        order_id_of: Callable[[Any], str],
+        cid: str | None = None,
+        order_id: str | None = None,
+    ) -> None:
         self.session = session
         self.base_url = base_url
         self.template = template
         self.order_id_of = order_id_of
         self.cid = cid
         self.order_id = order_id
-        self.headers = [{k: v for k, v in r.headers.items() if k.lower() not in DROP_HEADERS}
-                        for r in template]
+        self.headers = [
+            {k: v for k, v in r.headers.items() if k.lower() not in DROP_HEADERS} for r in template
+        ]
 
     async def __call__(self) -> None:
         cid = new_cid()
@@ -285,11 +309,16 @@ class Replay:
                 body = body.replace(self.cid.encode(), cid.encode())
                 query = {k: v.replace(self.cid, cid) for k, v in query.items()}
             if new_id and self.order_id:
-                path = "/".join(new_id if part == self.order_id else part
-                                for part in path.split("/"))
-            async with self.session.request(req.method, self.base_url + path,
-                                            params=query or None, data=body or None,
-                                            headers=headers) as r:
+                path = "/".join(
+                    new_id if part == self.order_id else part for part in path.split("/")
+                )
+            async with self.session.request(
+                req.method,
+                self.base_url + path,
+                params=query or None,
+                data=body or None,
+                headers=headers,
+            ) as r:
                 raw = await r.read()
                 if r.status >= 300:
                     raise RuntimeError(f"raw {req.method} {path} answered {r.status}: {raw!r}")
@@ -297,8 +326,9 @@ class Replay:
                 new_id = self.order_id_of(json.loads(raw))
 
 
-async def paired(adapter_call: Callable[[], Awaitable[Any]], raw_call: Callable[[], Awaitable[Any]],
-                 calls: int) -> tuple[list[float], list[float]]:
+async def paired(
+    adapter_call: Callable[[], Awaitable[Any]], raw_call: Callable[[], Awaitable[Any]], calls: int
+) -> tuple[list[float], list[float]]:
     adapter_ms: list[float] = []
     raw_ms: list[float] = []
     for i in range(WARMUP + calls):
@@ -331,25 +361,45 @@ async def latency(bench: Bench, calls: int) -> list[LatencyRow]:
             await adapter.fetch_positions(ref)
             template = emu.requests[mark:]
             replay = Replay(session, emu.base_url, template, bench.order_id_of)
-            rows.append(await _row(bench.name, "fetch_positions", len(template),
-                                   lambda: adapter.fetch_positions(ref), replay, calls))
+            rows.append(
+                await _row(
+                    bench.name,
+                    "fetch_positions",
+                    len(template),
+                    lambda: adapter.fetch_positions(ref),
+                    replay,
+                    calls,
+                )
+            )
 
             cid = new_cid()
             mark = len(emu.requests)
             placed = await adapter.create_order(ref, market_buy(cid))
             template = emu.requests[mark:]
             replay = Replay(session, emu.base_url, template, bench.order_id_of, cid, placed.id)
-            rows.append(await _row(bench.name, "create_order", len(template),
-                                   lambda: adapter.create_order(ref, market_buy(new_cid())),
-                                   replay, calls))
+            rows.append(
+                await _row(
+                    bench.name,
+                    "create_order",
+                    len(template),
+                    lambda: adapter.create_order(ref, market_buy(new_cid())),
+                    replay,
+                    calls,
+                )
+            )
     finally:
         await emu.stop()
     return rows
 
 
-async def _row(broker: str, verb: str, requests: int,
-               adapter_call: Callable[[], Awaitable[Any]], raw_call: Callable[[], Awaitable[Any]],
-               calls: int) -> LatencyRow:
+async def _row(
+    broker: str,
+    verb: str,
+    requests: int,
+    adapter_call: Callable[[], Awaitable[Any]],
+    raw_call: Callable[[], Awaitable[Any]],
+    calls: int,
+) -> LatencyRow:
     gc.collect()
     adapter_ms, raw_ms = await paired(adapter_call, raw_call, calls)
     diffs = [a - r for a, r in zip(adapter_ms, raw_ms, strict=True)]
@@ -376,8 +426,9 @@ class ThroughputRow:
         return self.placed / self.allowed if self.allowed else 0.0
 
 
-def allowed_orders(rules: Sequence[RateLimit], acquired: Counter[str], orders: int,
-                   accounts: int, elapsed: float) -> tuple[float, list[str]]:
+def allowed_orders(
+    rules: Sequence[RateLimit], acquired: Counter[str], orders: int, accounts: int, elapsed: float
+) -> tuple[float, list[str]]:
     """The most orders the limits let through in ``elapsed`` seconds: per rule, its burst
     plus what drains meanwhile, divided by the limited requests an order takes in its bucket."""
     bounds: list[float] = []
@@ -418,8 +469,11 @@ async def throughput(key: str, orders: int, accounts: int) -> ThroughputRow:
     server.start()
     statuses: Counter[int] = Counter()
 
-    async def on_end(_s: Any, _ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams,
-                     ) -> None:
+    async def on_end(
+        _s: Any,
+        _ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
         statuses[params.response.status] += 1
 
     trace = aiohttp.TraceConfig()
@@ -452,57 +506,85 @@ async def throughput(key: str, orders: int, accounts: int) -> ThroughputRow:
         if server.is_alive():
             server.terminate()
     allowed, notes = allowed_orders(rules, limiters.acquired, orders, accounts, elapsed)
-    return ThroughputRow(bench.name, accounts, orders, sum(results), failed, elapsed, allowed,
-                         "; ".join(notes) or "none declared", statuses[429])
+    return ThroughputRow(
+        bench.name,
+        accounts,
+        orders,
+        sum(results),
+        failed,
+        elapsed,
+        allowed,
+        "; ".join(notes) or "none declared",
+        statuses[429],
+    )
 
 
 # -- report -----------------------------------------------------------------------------------
 
 
 def print_latency(rows: list[LatencyRow], calls: int) -> None:
-    print(f"\nAdded latency: {calls} adapter calls vs {calls} raw aiohttp replays of the same "
-          "HTTP requests, interleaved (ms)")
-    head = (f"{'broker':<13}{'verb':<17}{'http':>5}{'raw p50':>9}{'raw p99':>9}"
-            f"{'adp p50':>9}{'adp p99':>9}{'add p50':>9}{'add p99':>9}{'pair p50':>10}  target")
+    print(
+        f"\nAdded latency: {calls} adapter calls vs {calls} raw aiohttp replays of the same "
+        "HTTP requests, interleaved (ms)"
+    )
+    head = (
+        f"{'broker':<13}{'verb':<17}{'http':>5}{'raw p50':>9}{'raw p99':>9}"
+        f"{'adp p50':>9}{'adp p99':>9}{'add p50':>9}{'add p99':>9}{'pair p50':>10}  target"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         added50 = pct(r.adapter_ms, 50) - pct(r.raw_ms, 50)
         added99 = pct(r.adapter_ms, 99) - pct(r.raw_ms, 99)
         ok = "ok" if added50 < TARGET_ADDED_P50_MS else "MISSED"
-        print(f"{r.broker:<13}{r.verb:<17}{r.requests:>5}{pct(r.raw_ms, 50):>9.3f}"
-              f"{pct(r.raw_ms, 99):>9.3f}{pct(r.adapter_ms, 50):>9.3f}{pct(r.adapter_ms, 99):>9.3f}"
-              f"{added50:>9.3f}{added99:>9.3f}{statistics.median(r.paired_ms):>10.3f}  {ok}")
-    print(f"target: added p50 < {TARGET_ADDED_P50_MS} ms; 'pair p50' is the median of "
-          "(adapter - raw) over the interleaved pairs")
+        print(
+            f"{r.broker:<13}{r.verb:<17}{r.requests:>5}{pct(r.raw_ms, 50):>9.3f}"
+            f"{pct(r.raw_ms, 99):>9.3f}{pct(r.adapter_ms, 50):>9.3f}{pct(r.adapter_ms, 99):>9.3f}"
+            f"{added50:>9.3f}{added99:>9.3f}{statistics.median(r.paired_ms):>10.3f}  {ok}"
+        )
+    print(
+        f"target: added p50 < {TARGET_ADDED_P50_MS} ms; 'pair p50' is the median of "
+        "(adapter - raw) over the interleaved pairs"
+    )
 
 
 def print_throughput(rows: list[ThroughputRow]) -> None:
-    print("\nThroughput under the vendors' limits, each shortened to its per-second rate "
-          "(1 request every T/N s, no burst)")
-    head = (f"{'broker':<13}{'accounts':>9}{'orders':>8}{'placed':>8}{'seconds':>9}"
-            f"{'allowed':>9}{'achieved':>10}{'429s':>6}  target")
+    print(
+        "\nThroughput under the vendors' limits, each shortened to its per-second rate "
+        "(1 request every T/N s, no burst)"
+    )
+    head = (
+        f"{'broker':<13}{'accounts':>9}{'orders':>8}{'placed':>8}{'seconds':>9}"
+        f"{'allowed':>9}{'achieved':>10}{'429s':>6}  target"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         ok = "ok" if r.ratio >= TARGET_THROUGHPUT else "MISSED"
-        print(f"{r.broker:<13}{r.accounts:>9}{r.orders:>8}{r.placed:>8}{r.elapsed:>9.2f}"
-              f"{r.allowed:>9.1f}{r.ratio:>9.1%} {r.statuses_429:>6}  {ok}")
+        print(
+            f"{r.broker:<13}{r.accounts:>9}{r.orders:>8}{r.placed:>8}{r.elapsed:>9.2f}"
+            f"{r.allowed:>9.1f}{r.ratio:>9.1%} {r.statuses_429:>6}  {ok}"
+        )
     for r in rows:
         failures = ", ".join(f"{k} x{v}" for k, v in r.failed.items()) or "none"
         print(f"  {r.broker}: limits {r.limits}; failures: {failures}")
-    print(f"target: achieved >= {TARGET_THROUGHPUT:.0%} of allowed (allowed = what the limits "
-          "let through in the elapsed time)")
+    print(
+        f"target: achieved >= {TARGET_THROUGHPUT:.0%} of allowed (allowed = what the limits "
+        "let through in the elapsed time)"
+    )
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.adapter_overhead",
-                                     description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.adapter_overhead",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--accounts", type=int, default=100)
-    parser.add_argument("--brokers", default=",".join(BENCHES),
-                        help="comma-separated: " + ", ".join(BENCHES))
+    parser.add_argument(
+        "--brokers", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES)
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
     keys = [b.strip().lower() for b in args.brokers.split(",") if b.strip()]

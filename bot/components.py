@@ -63,7 +63,22 @@ APPROVAL_BUTTON = r"tc:appr:(?P<action>approve|reject):(?P<intent>[0-9a-f-]{36})
 
 def approval_buttons(intent_id: str) -> list[dict[str, Any]]:
     """Approve / Reject for a signal waiting on its member (any draft id of it works)."""
-    return [{"type": 1, "components": [
-        {"type": 2, "style": 3, "label": "Approve", "custom_id": f"tc:appr:approve:{intent_id}"},
-        {"type": 2, "style": 4, "label": "Reject", "custom_id": f"tc:appr:reject:{intent_id}"},
-    ]}]
+    return [
+        {
+            "type": 1,
+            "components": [
+                {
+                    "type": 2,
+                    "style": 3,
+                    "label": "Approve",
+                    "custom_id": f"tc:appr:approve:{intent_id}",
+                },
+                {
+                    "type": 2,
+                    "style": 4,
+                    "label": "Reject",
+                    "custom_id": f"tc:appr:reject:{intent_id}",
+                },
+            ],
+        }
+    ]

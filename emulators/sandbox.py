@@ -57,18 +57,20 @@ class SandboxBrokers:
 
     @property
     def emulators(self) -> dict[str, BaseEmulator]:
-        return {"tradestation": self.tradestation, "alpaca": self.alpaca,
-                "tradier": self.tradier}
+        return {"tradestation": self.tradestation, "alpaca": self.alpaca, "tradier": self.tradier}
 
     async def stop(self) -> None:
         for emu in self.emulators.values():
             await emu.stop()
 
 
-def _overrides(broker: str, client_id: str, secret: str, urls: dict[str, str | None],
-               ) -> dict[str, str]:
-    out = {f"tradecord_{broker}_client_id": client_id,
-           f"tradecord_{broker}_client_secret": secret}
+def _overrides(
+    broker: str,
+    client_id: str,
+    secret: str,
+    urls: dict[str, str | None],
+) -> dict[str, str]:
+    out = {f"tradecord_{broker}_client_id": client_id, f"tradecord_{broker}_client_secret": secret}
     out.update({f"tradecord_{broker}_{name}": url for name, url in urls.items() if url})
     return out
 
@@ -77,14 +79,21 @@ async def start_sandbox_brokers(public_url: str) -> SandboxBrokers:
     """Start TradeStation, Alpaca and Tradier emulators on free local ports."""
     client_secrets = {b: secrets.token_urlsafe(24) for b in ("tradestation", "alpaca", "tradier")}
     ts = TradeStationEmulator(host=HOST)
-    ts.register_client(CLIENT_ID, client_secrets["tradestation"],
-                       [callback_url(public_url, "tradestation")])
-    alpaca = AlpacaEmulator(host=HOST, client_id=CLIENT_ID,
-                            client_secret=client_secrets["alpaca"],
-                            redirect_uris=(callback_url(public_url, "alpaca"),))
-    tradier = TradierEmulator(host=HOST, client_id=CLIENT_ID,
-                              client_secret=client_secrets["tradier"],
-                              redirect_uris=[callback_url(public_url, "tradier")])
+    ts.register_client(
+        CLIENT_ID, client_secrets["tradestation"], [callback_url(public_url, "tradestation")]
+    )
+    alpaca = AlpacaEmulator(
+        host=HOST,
+        client_id=CLIENT_ID,
+        client_secret=client_secrets["alpaca"],
+        redirect_uris=(callback_url(public_url, "alpaca"),),
+    )
+    tradier = TradierEmulator(
+        host=HOST,
+        client_id=CLIENT_ID,
+        client_secret=client_secrets["tradier"],
+        redirect_uris=[callback_url(public_url, "tradier")],
+    )
     started: list[BaseEmulator] = []
     try:
         for emulator in (ts, alpaca, tradier):
@@ -95,24 +104,50 @@ async def start_sandbox_brokers(public_url: str) -> SandboxBrokers:
             await running.stop()
         raise
     overrides = {
-        **_overrides("tradestation", CLIENT_ID, client_secrets["tradestation"], {
-            "authorize_url": ts.authorize_url, "token_url": ts.token_url,
-            "revoke_url": ts.revoke_url, "api_url": ts.api_url(Environment.LIVE),
-            "paper_api_url": ts.api_url(Environment.PAPER),
-        }),
-        **_overrides("alpaca", CLIENT_ID, client_secrets["alpaca"], {
-            "authorize_url": alpaca.authorize_url, "token_url": alpaca.token_url,
-            "revoke_url": alpaca.revoke_url, "api_url": alpaca.api_url("live"),
-            "paper_api_url": alpaca.api_url("paper"), "data_url": alpaca.data_url,
-        }),
+        **_overrides(
+            "tradestation",
+            CLIENT_ID,
+            client_secrets["tradestation"],
+            {
+                "authorize_url": ts.authorize_url,
+                "token_url": ts.token_url,
+                "revoke_url": ts.revoke_url,
+                "api_url": ts.api_url(Environment.LIVE),
+                "paper_api_url": ts.api_url(Environment.PAPER),
+            },
+        ),
+        **_overrides(
+            "alpaca",
+            CLIENT_ID,
+            client_secrets["alpaca"],
+            {
+                "authorize_url": alpaca.authorize_url,
+                "token_url": alpaca.token_url,
+                "revoke_url": alpaca.revoke_url,
+                "api_url": alpaca.api_url("live"),
+                "paper_api_url": alpaca.api_url("paper"),
+                "data_url": alpaca.data_url,
+            },
+        ),
         # Tradier's sandbox has its own OAuth server; settings carry one, the live one.
-        **_overrides("tradier", CLIENT_ID, client_secrets["tradier"], {
-            "authorize_url": tradier.authorize_url, "token_url": tradier.token_url,
-            "refresh_url": tradier.refresh_url, "revoke_url": tradier.revoke_url,
-            "api_url": tradier.api_url(Environment.LIVE),
-            "paper_api_url": tradier.api_url(Environment.PAPER),
-        }),
+        **_overrides(
+            "tradier",
+            CLIENT_ID,
+            client_secrets["tradier"],
+            {
+                "authorize_url": tradier.authorize_url,
+                "token_url": tradier.token_url,
+                "refresh_url": tradier.refresh_url,
+                "revoke_url": tradier.revoke_url,
+                "api_url": tradier.api_url(Environment.LIVE),
+                "paper_api_url": tradier.api_url(Environment.PAPER),
+            },
+        ),
     }
-    log.info("sandbox brokers: TradeStation %s, Alpaca %s, Tradier %s",
-             ts.base_url, alpaca.base_url, tradier.base_url)
+    log.info(
+        "sandbox brokers: TradeStation %s, Alpaca %s, Tradier %s",
+        ts.base_url,
+        alpaca.base_url,
+        tradier.base_url,
+    )
     return SandboxBrokers(ts, alpaca, tradier, CLIENT_ID, client_secrets, overrides)

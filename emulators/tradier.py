@@ -273,10 +273,16 @@ class TradierEmulator(BaseEmulator):
     name = "tradier"
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, seed: bool = True,
-        refresh_tokens: bool = True, client_id: str = "tradecord-local",
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: bool = True,
+        refresh_tokens: bool = True,
+        client_id: str = "tradecord-local",
         client_secret: str = "tradecord-local-secret",  # noqa: S107 - local-mode app
-        redirect_uris: list[str] | None = None, heartbeat_interval: float = 5.0,
+        redirect_uris: list[str] | None = None,
+        heartbeat_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
@@ -285,8 +291,13 @@ class TradierEmulator(BaseEmulator):
         self.heartbeat_interval = heartbeat_interval
         # Refresh tokens are issued only to partner apps approved for them.
         policy = OAuthPolicy(
-            access_ttl=86399.0, issue_refresh=refresh_tokens, rotate_refresh=False,
-            refresh_ttl=None, refresh_absolute_ttl=None, code_ttl=600.0, pkce=False,
+            access_ttl=86399.0,
+            issue_refresh=refresh_tokens,
+            rotate_refresh=False,
+            refresh_ttl=None,
+            refresh_absolute_ttl=None,
+            code_ttl=600.0,
+            pkce=False,
             reuse_detection=False,
         )
         self.oauth: dict[Environment, OAuthCore] = {
@@ -352,10 +363,14 @@ class TradierEmulator(BaseEmulator):
 
     def _seed(self) -> None:
         for symbol, desc, kind, last in (
-            ("AAPL", "Apple Inc", "stock", "190.00"), ("MSFT", "Microsoft Corp", "stock", "420.00"),
-            ("SPY", "SPDR S&P 500", "etf", "590.00"), ("QQQ", "Invesco QQQ Trust", "etf", "510.00"),
-            ("TSLA", "Tesla Inc", "stock", "250.00"), ("NVDA", "NVIDIA Corp", "stock", "140.00"),
-            ("AMZN", "Amazon.com Inc", "stock", "200.00"), ("F", "Ford Motor Co", "stock", "11.00"),
+            ("AAPL", "Apple Inc", "stock", "190.00"),
+            ("MSFT", "Microsoft Corp", "stock", "420.00"),
+            ("SPY", "SPDR S&P 500", "etf", "590.00"),
+            ("QQQ", "Invesco QQQ Trust", "etf", "510.00"),
+            ("TSLA", "Tesla Inc", "stock", "250.00"),
+            ("NVDA", "NVIDIA Corp", "stock", "140.00"),
+            ("AMZN", "Amazon.com Inc", "stock", "200.00"),
+            ("F", "Ford Motor Co", "stock", "11.00"),
         ):
             px = Decimal(last)
             spread = Decimal("0.05") if px >= 100 else Decimal("0.01")
@@ -373,8 +388,14 @@ class TradierEmulator(BaseEmulator):
         return user
 
     def add_account(
-        self, user_id: str, environment: Environment, type: str = "margin", *,
-        cash: Decimal = Decimal(100000), number: str | None = None, status: str = "active",
+        self,
+        user_id: str,
+        environment: Environment,
+        type: str = "margin",
+        *,
+        cash: Decimal = Decimal(100000),
+        number: str | None = None,
+        status: str = "active",
     ) -> EmuAccount:
         if type not in ACCOUNT_TYPES:
             raise ValueError(f"Tradier account types are {ACCOUNT_TYPES}")
@@ -385,8 +406,15 @@ class TradierEmulator(BaseEmulator):
             seq = self._account_seq[environment]
             # Live accounts look like 6YA05708, sandbox ones like VA12345678.
             number = f"6YA{seq:05d}" if environment is Environment.LIVE else f"VA{seq:08d}"
-        acct = EmuAccount(number, user_id, environment, type, Decimal(cash), status=status,
-                          date_created=iso_ms(self.clock()))
+        acct = EmuAccount(
+            number,
+            user_id,
+            environment,
+            type,
+            Decimal(cash),
+            status=status,
+            date_created=iso_ms(self.clock()),
+        )
         self.accounts[number] = acct
         return acct
 
@@ -394,13 +422,21 @@ class TradierEmulator(BaseEmulator):
         acct = self.accounts[account]
         self._next_position += 1
         acct.positions[symbol] = EmuPosition(
-            self._next_position, symbol, Decimal(quantity), Decimal(quantity) * Decimal(price),
+            self._next_position,
+            symbol,
+            Decimal(quantity),
+            Decimal(quantity) * Decimal(price),
             iso_ms(self.clock()),
         )
 
     def set_quote(
-        self, symbol: str, bid: Decimal | str | float, ask: Decimal | str | float,
-        last: Decimal | str | float | None = None, *, description: str | None = None,
+        self,
+        symbol: str,
+        bid: Decimal | str | float,
+        ask: Decimal | str | float,
+        last: Decimal | str | float | None = None,
+        *,
+        description: str | None = None,
         type: str | None = None,
     ) -> None:
         """Move (or create) a quote; resting orders in that symbol are re-checked."""
@@ -409,8 +445,9 @@ class TradierEmulator(BaseEmulator):
         q = self.quotes.get(symbol)
         now_ms = int(self.clock() * 1000)
         if q is None:
-            self.quotes[symbol] = EmuQuote(symbol, description or symbol, b, a, px, px,
-                                           type=type or "stock", updated_ms=now_ms)
+            self.quotes[symbol] = EmuQuote(
+                symbol, description or symbol, b, a, px, px, type=type or "stock", updated_ms=now_ms
+            )
         else:
             q.bid, q.ask, q.last, q.updated_ms = b, a, px, now_ms
         for order in list(self.orders.values()):
@@ -423,13 +460,15 @@ class TradierEmulator(BaseEmulator):
             for order in list(self.orders.values()):
                 self._try_fill(order)
 
-    def set_rate_limit(self, bucket: str, per_minute: int,
-                       environment: Environment | None = None) -> None:
+    def set_rate_limit(
+        self, bucket: str, per_minute: int, environment: Environment | None = None
+    ) -> None:
         for env in [environment] if environment else list(Environment):
             self.rate_limits[env][bucket] = per_minute
 
-    def issue_tokens(self, user_id: str, environment: Environment,
-                     scope: str = "read market trade stream") -> JSON:
+    def issue_tokens(
+        self, user_id: str, environment: Environment, scope: str = "read market trade stream"
+    ) -> JSON:
         """Mint a grant directly (as the developer dashboard does), skipping the browser."""
         core = self.oauth[environment]
         code = core.issue_code(self.client_id, None, user_id, scope)
@@ -443,8 +482,9 @@ class TradierEmulator(BaseEmulator):
     def orders_for(self, account: str) -> list[EmuOrder]:
         return [o for o in self.orders.values() if o.account == account]
 
-    def fill(self, order_id: int | str, quantity: Decimal | str | int,
-             price: Decimal | str | None = None) -> EmuOrder:
+    def fill(
+        self, order_id: int | str, quantity: Decimal | str | int, price: Decimal | str | None = None
+    ) -> EmuOrder:
         """Execute part (or all) of a working order now, at ``price`` or the current quote."""
         order = self.orders[int(order_id)]
         qty = Decimal(str(quantity))
@@ -515,22 +555,26 @@ class TradierEmulator(BaseEmulator):
             r.add_post(p + "/oauth/accesstoken", self._bind(env, self._accesstoken))
             r.add_post(p + "/oauth/refreshtoken", self._bind(env, self._refreshtoken))
             r.add_get(p + "/user/profile", self._api(env, "standard", "read", self._profile))
-            r.add_post(p + "/accounts/events/session",
-                       self._api(env, "standard", "stream", self._events_session))
+            r.add_post(
+                p + "/accounts/events/session",
+                self._api(env, "standard", "stream", self._events_session),
+            )
             a = p + "/accounts/{account_id}"
             r.add_get(a + "/balances", self._api(env, "standard", "read", self._balances))
             r.add_get(a + "/positions", self._api(env, "standard", "read", self._positions))
             r.add_get(a + "/orders", self._api(env, "standard", "read", self._list_orders))
             r.add_post(a + "/orders", self._api(env, "trading", "trade", self._place_order))
             r.add_get(a + "/orders/{order_id}", self._api(env, "standard", "read", self._get_order))
-            r.add_delete(a + "/orders/{order_id}",
-                         self._api(env, "trading", "trade", self._cancel_order))
+            r.add_delete(
+                a + "/orders/{order_id}", self._api(env, "trading", "trade", self._cancel_order)
+            )
             r.add_get(p + "/markets/quotes", self._api(env, "market", "market", self._quotes))
             r.add_get(p + "/markets/clock", self._api(env, "market", "market", self._clock))
             r.add_get(WS_PREFIX[env] + "/v1/accounts/events", self._bind(env, self._events_ws))
 
     def _bind(
-        self, env: Environment,
+        self,
+        env: Environment,
         fn: Callable[[web.Request, Environment], Awaitable[web.StreamResponse]],
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -542,7 +586,10 @@ class TradierEmulator(BaseEmulator):
         return handler
 
     def _api(
-        self, env: Environment, bucket: str, scope: str,
+        self,
+        env: Environment,
+        bucket: str,
+        scope: str,
         fn: Callable[[web.Request, _Ctx], Awaitable[web.Response]],
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """Bearer auth, the token's rate-limit bucket and scope, then the handler; every
@@ -560,8 +607,14 @@ class TradierEmulator(BaseEmulator):
 
         return handler
 
-    def _authenticate(self, request: web.Request, env: Environment, bucket: str, scope: str,
-                      headers: dict[str, str]) -> _Ctx:
+    def _authenticate(
+        self,
+        request: web.Request,
+        env: Environment,
+        bucket: str,
+        scope: str,
+        headers: dict[str, str],
+    ) -> _Ctx:
         token = bearer(request)
         record = self.oauth[env].check_access(token)
         if token is None or record is None:
@@ -575,12 +628,14 @@ class TradierEmulator(BaseEmulator):
         limited = window[1] >= allowed
         if not limited:
             window[1] += 1
-        headers.update({
-            "X-Ratelimit-Allowed": str(allowed),
-            "X-Ratelimit-Used": str(int(window[1])),
-            "X-Ratelimit-Available": str(max(0, allowed - int(window[1]))),
-            "X-Ratelimit-Expiry": str(int((window[0] + RATE_WINDOW) * 1000)),
-        })
+        headers.update(
+            {
+                "X-Ratelimit-Allowed": str(allowed),
+                "X-Ratelimit-Used": str(int(window[1])),
+                "X-Ratelimit-Available": str(max(0, allowed - int(window[1]))),
+                "X-Ratelimit-Expiry": str(int((window[0] + RATE_WINDOW) * 1000)),
+            }
+        )
         if limited:
             raise _Reply(web.Response(status=429, text="Rate limit exceeded"))
         if scope not in record.scope.split():
@@ -591,16 +646,18 @@ class TradierEmulator(BaseEmulator):
     def _reply(self, ctx: _Ctx | bool, payload: JSON, status: int = 200) -> web.Response:
         as_json = ctx.json if isinstance(ctx, _Ctx) else ctx
         if as_json:
-            return web.Response(status=status, text=json.dumps(_jsonable(payload)),
-                                content_type="application/json")
+            return web.Response(
+                status=status, text=json.dumps(_jsonable(payload)), content_type="application/json"
+            )
         return web.Response(status=status, text=to_xml(payload), content_type="application/xml")
 
     def _errors(self, ctx: _Ctx | bool, messages: list[str], status: int = 400) -> _Reply:
         error: Any = messages[0] if len(messages) == 1 else messages
         return _Reply(self._reply(ctx, {"errors": {"error": error}}, status))
 
-    def _check_params(self, request: web.Request, ctx: _Ctx, allowed: set[str],
-                      source: Any = None) -> None:
+    def _check_params(
+        self, request: web.Request, ctx: _Ctx, allowed: set[str], source: Any = None
+    ) -> None:
         """Unknown parameter names are departures from the documentation."""
         names = source if source is not None else request.query
         unknown = sorted(set(names) - allowed)
@@ -621,8 +678,9 @@ class TradierEmulator(BaseEmulator):
 
     async def _authorize(self, request: web.Request, env: Environment) -> web.Response:
         q = request.query
-        for name in sorted(set(q) - {"client_id", "scope", "state", "response_type",
-                                     "redirect_uri"}):
+        for name in sorted(
+            set(q) - {"client_id", "scope", "state", "response_type", "redirect_uri"}
+        ):
             # PKCE parameters land here: Tradier's clients are confidential and it has none.
             self.violation(request, f"unknown authorize parameter {name!r}")
         if q.get("response_type", "code") != "code":
@@ -642,7 +700,8 @@ class TradierEmulator(BaseEmulator):
             self.violation(request, "redirect_uri is not the application's registered callback")
             return web.Response(status=400, text="Invalid redirect_uri")
         users = [
-            (u.id, u.name) for u in self.users.values()
+            (u.id, u.name)
+            for u in self.users.values()
             if any(a.user_id == u.id and a.environment is env for a in self.accounts.values())
         ]
         hidden = {"client_id": client.client_id, "scope": ",".join(scopes), "state": q["state"]}
@@ -650,8 +709,12 @@ class TradierEmulator(BaseEmulator):
             hidden["redirect_uri"] = redirect
         broker = "Tradier Brokerage" + (" (Sandbox)" if env is Environment.PAPER else "")
         return consent_page(
-            broker=broker, app_name=client.client_id, scopes=[SCOPE_TEXT[s] for s in scopes],
-            users=users, hidden=hidden, action=request.path,
+            broker=broker,
+            app_name=client.client_id,
+            scopes=[SCOPE_TEXT[s] for s in scopes],
+            users=users,
+            hidden=hidden,
+            action=request.path,
         )
 
     def _parse_scopes(self, request: web.Request, raw: str) -> list[str] | None:
@@ -679,13 +742,16 @@ class TradierEmulator(BaseEmulator):
             params = {"error": "access_denied", "state": state}
         else:
             scope = " ".join(str(form.get("scope", "")).split(","))
-            params = {"code": core.issue_code(client.client_id, None, user_id, scope),
-                      "state": state}
+            params = {
+                "code": core.issue_code(client.client_id, None, user_id, scope),
+                "state": state,
+            }
         sep = "&" if "?" in redirect else "?"
         raise web.HTTPFound(redirect + sep + urlencode(params))
 
-    async def _oauth_form(self, request: web.Request, env: Environment,
-                          allowed: set[str]) -> tuple[Any, JSON]:
+    async def _oauth_form(
+        self, request: web.Request, env: Environment, allowed: set[str]
+    ) -> tuple[Any, JSON]:
         """Basic client auth and a form body, as both Tradier token endpoints require."""
         if request.content_type != FORM:
             self.violation(request, f"body must be {FORM}, not {request.content_type}")
@@ -709,8 +775,9 @@ class TradierEmulator(BaseEmulator):
                 raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code")
             out = core.exchange_code(client, form.get("code"), None)
         except OAuthError as e:
-            return web.json_response({"error": e.error, "error_description": e.description},
-                                     status=e.status)
+            return web.json_response(
+                {"error": e.error, "error_description": e.description}, status=e.status
+            )
         return web.json_response(self._token_body(out))
 
     async def _refreshtoken(self, request: web.Request, env: Environment) -> web.Response:
@@ -722,8 +789,9 @@ class TradierEmulator(BaseEmulator):
                 raise OAuthError("unsupported_grant_type", "grant_type must be refresh_token")
             out = core.refresh(client, form.get("refresh_token"))
         except OAuthError as e:
-            return web.json_response({"error": e.error, "error_description": e.description},
-                                     status=e.status)
+            return web.json_response(
+                {"error": e.error, "error_description": e.description}, status=e.status
+            )
         # Refresh tokens do not rotate or expire: the same one keeps working.
         out["refresh_token"] = form["refresh_token"]
         return web.json_response(self._token_body(out))
@@ -746,9 +814,13 @@ class TradierEmulator(BaseEmulator):
         self._check_params(request, ctx, set())
         accounts = [
             {
-                "account_number": a.number, "classification": a.classification,
-                "date_created": a.date_created, "day_trader": a.day_trader,
-                "option_level": a.option_level, "status": a.status, "type": a.type,
+                "account_number": a.number,
+                "classification": a.classification,
+                "date_created": a.date_created,
+                "day_trader": a.day_trader,
+                "option_level": a.option_level,
+                "status": a.status,
+                "type": a.type,
                 "last_update_date": a.date_created,
             }
             for a in self.accounts.values()
@@ -771,8 +843,9 @@ class TradierEmulator(BaseEmulator):
                 total += o.remaining * self._estimate(o.symbol, o.side, o.type, o.price, o.stop)
         return total
 
-    def _estimate(self, symbol: str, side: str, type: str, price: Decimal | None,
-                  stop: Decimal | None) -> Decimal:
+    def _estimate(
+        self, symbol: str, side: str, type: str, price: Decimal | None, stop: Decimal | None
+    ) -> Decimal:
         if type in ("limit", "stop_limit") and price is not None:
             return price
         if type == "stop" and stop is not None:
@@ -792,29 +865,45 @@ class TradierEmulator(BaseEmulator):
         market_value = long_mv + short_mv
         equity = acct.cash + market_value
         reserved = self._reserved(acct)
-        pending = sum(1 for o in self.orders.values()
-                      if o.account == acct.number and o.status in WORKING)
+        pending = sum(
+            1 for o in self.orders.values() if o.account == acct.number and o.status in WORKING
+        )
         body: JSON = {
-            "option_short_value": Decimal(0), "total_equity": equity,
-            "account_number": acct.number, "account_type": acct.type,
-            "close_pl": acct.realized, "current_requirement": Decimal(0), "equity": Decimal(0),
-            "long_market_value": long_mv, "market_value": market_value, "open_pl": open_pl,
-            "option_long_value": Decimal(0), "option_requirement": Decimal(0),
-            "pending_orders_count": pending, "short_market_value": short_mv,
-            "stock_long_value": long_mv, "total_cash": acct.cash, "uncleared_funds": Decimal(0),
+            "option_short_value": Decimal(0),
+            "total_equity": equity,
+            "account_number": acct.number,
+            "account_type": acct.type,
+            "close_pl": acct.realized,
+            "current_requirement": Decimal(0),
+            "equity": Decimal(0),
+            "long_market_value": long_mv,
+            "market_value": market_value,
+            "open_pl": open_pl,
+            "option_long_value": Decimal(0),
+            "option_requirement": Decimal(0),
+            "pending_orders_count": pending,
+            "short_market_value": short_mv,
+            "stock_long_value": long_mv,
+            "total_cash": acct.cash,
+            "uncleared_funds": Decimal(0),
             "pending_cash": Decimal(0),
         }
         if acct.type == "cash":
-            body["cash"] = {"cash_available": max(Decimal(0), acct.cash - reserved),
-                            "sweep": Decimal(0), "unsettled_funds": Decimal(0)}
+            body["cash"] = {
+                "cash_available": max(Decimal(0), acct.cash - reserved),
+                "sweep": Decimal(0),
+                "unsettled_funds": Decimal(0),
+            }
         else:
             # Reg T: 50% initial requirement; buying power is twice the excess equity.
             requirement = (long_mv - short_mv) / 2
             body["current_requirement"] = requirement
             stock_bp = max(Decimal(0), 2 * (equity - requirement) - reserved)
             body[acct.type] = {
-                "fed_call": Decimal(0), "maintenance_call": Decimal(0),
-                "option_buying_power": stock_bp / 2, "stock_buying_power": stock_bp,
+                "fed_call": Decimal(0),
+                "maintenance_call": Decimal(0),
+                "option_buying_power": stock_bp / 2,
+                "stock_buying_power": stock_bp,
                 "stock_short_value": short_mv,
             }
             if acct.type == "margin":
@@ -835,8 +924,13 @@ class TradierEmulator(BaseEmulator):
         self._check_params(request, ctx, set())
         acct = self._account(ctx, request)
         items = [
-            {"cost_basis": p.cost_basis, "date_acquired": p.date_acquired, "id": p.id,
-             "quantity": p.quantity, "symbol": p.symbol}
+            {
+                "cost_basis": p.cost_basis,
+                "date_acquired": p.date_acquired,
+                "id": p.id,
+                "quantity": p.quantity,
+                "symbol": p.symbol,
+            }
             for p in acct.positions.values()
         ]
         return self._reply(ctx, collection("positions", "position", items))
@@ -845,18 +939,28 @@ class TradierEmulator(BaseEmulator):
 
     def order_json(self, o: EmuOrder, *, include_tag: bool) -> JSON:
         out: JSON = {
-            "id": o.id, "type": o.type, "symbol": o.symbol, "side": o.side,
-            "quantity": o.quantity, "status": o.status, "duration": o.duration,
+            "id": o.id,
+            "type": o.type,
+            "symbol": o.symbol,
+            "side": o.side,
+            "quantity": o.quantity,
+            "status": o.status,
+            "duration": o.duration,
         }
         if o.price is not None:
             out["price"] = o.price
-        out.update({
-            "avg_fill_price": o.avg_fill_price, "exec_quantity": o.exec_quantity,
-            "last_fill_price": o.last_fill_price, "last_fill_quantity": o.last_fill_quantity,
-            "remaining_quantity": o.remaining if o.status in WORKING else Decimal(0),
-            "create_date": o.create_date, "transaction_date": o.transaction_date,
-            "class": "equity",
-        })
+        out.update(
+            {
+                "avg_fill_price": o.avg_fill_price,
+                "exec_quantity": o.exec_quantity,
+                "last_fill_price": o.last_fill_price,
+                "last_fill_quantity": o.last_fill_quantity,
+                "remaining_quantity": o.remaining if o.status in WORKING else Decimal(0),
+                "create_date": o.create_date,
+                "transaction_date": o.transaction_date,
+                "class": "equity",
+            }
+        )
         if o.stop is not None:
             out["stop_price"] = o.stop
         if o.reason_description:
@@ -889,7 +993,7 @@ class TradierEmulator(BaseEmulator):
         limit = self._positive_int(request, ctx, "limit")
         orders = sorted(self.orders_for(acct.number), key=lambda o: o.id)
         if limit is not None:
-            orders = orders[(page - 1) * limit: page * limit]
+            orders = orders[(page - 1) * limit : page * limit]
         items = [self.order_json(o, include_tag=tags) for o in orders]
         return self._reply(ctx, collection("orders", "order", items))
 
@@ -923,8 +1027,18 @@ class TradierEmulator(BaseEmulator):
             self.violation(request, f"order body must be {FORM}, not {request.content_type}")
             raise self._errors(ctx, ["Orders must be sent form-encoded."])
         form = {k: str(v) for k, v in (await request.post()).items()}
-        allowed = {"class", "symbol", "side", "quantity", "type", "duration", "price", "stop",
-                   "tag", "preview"}
+        allowed = {
+            "class",
+            "symbol",
+            "side",
+            "quantity",
+            "type",
+            "duration",
+            "price",
+            "stop",
+            "tag",
+            "preview",
+        }
         self._check_params(request, ctx, allowed, source=form)
         acct = self._account(ctx, request)
         problems = self._validate_order_form(form)
@@ -943,27 +1057,59 @@ class TradierEmulator(BaseEmulator):
         now = iso_ms(self.clock())
         if form.get("preview") == "true":
             cost = qty * self._estimate(symbol, side, type, price, stop)
-            return self._reply(ctx, {"order": {
-                "status": "ok", "commission": Decimal(0), "cost": cost, "fees": Decimal(0),
-                "symbol": symbol, "quantity": qty, "side": side, "type": type,
-                "duration": form["duration"], "result": True, "order_cost": cost,
-                "margin_change": Decimal(0), "request_date": now[:-1],
-                "extended_hours": form["duration"] in ("pre", "post"), "class": "equity",
-                "strategy": "equity", "day_trades": 0,
-            }})
+            return self._reply(
+                ctx,
+                {
+                    "order": {
+                        "status": "ok",
+                        "commission": Decimal(0),
+                        "cost": cost,
+                        "fees": Decimal(0),
+                        "symbol": symbol,
+                        "quantity": qty,
+                        "side": side,
+                        "type": type,
+                        "duration": form["duration"],
+                        "result": True,
+                        "order_cost": cost,
+                        "margin_change": Decimal(0),
+                        "request_date": now[:-1],
+                        "extended_hours": form["duration"] in ("pre", "post"),
+                        "class": "equity",
+                        "strategy": "equity",
+                        "day_trades": 0,
+                    }
+                },
+            )
         self._next_order += 1
-        order = EmuOrder(self._next_order, acct.number, ctx.environment, symbol, side, qty, type,
-                         form["duration"], price, stop, form.get("tag"), now, now)
+        order = EmuOrder(
+            self._next_order,
+            acct.number,
+            ctx.environment,
+            symbol,
+            side,
+            qty,
+            type,
+            form["duration"],
+            price,
+            stop,
+            form.get("tag"),
+            now,
+            now,
+        )
         self.orders[order.id] = order
         self._emit(order)
         self._try_fill(order)
-        return self._reply(ctx, {"order": {"id": order.id, "status": "ok",
-                                           "partner_id": self.partner_id}})
+        return self._reply(
+            ctx, {"order": {"id": order.id, "status": "ok", "partner_id": self.partner_id}}
+        )
 
     def _validate_order_form(self, form: dict[str, str]) -> list[str]:
-        problems = [f"missing required parameter {n!r}"
-                    for n in ("class", "symbol", "side", "quantity", "type", "duration")
-                    if not form.get(n)]
+        problems = [
+            f"missing required parameter {n!r}"
+            for n in ("class", "symbol", "side", "quantity", "type", "duration")
+            if not form.get(n)
+        ]
         if problems:
             return problems
         enums = {"class": CLASSES, "type": ORDER_TYPES, "duration": DURATIONS}
@@ -993,8 +1139,16 @@ class TradierEmulator(BaseEmulator):
         return problems
 
     def _business_checks(
-        self, ctx: _Ctx, acct: EmuAccount, symbol: str, side: str, type: str, duration: str,
-        qty: Decimal, price: Decimal | None, stop: Decimal | None,
+        self,
+        ctx: _Ctx,
+        acct: EmuAccount,
+        symbol: str,
+        side: str,
+        type: str,
+        duration: str,
+        qty: Decimal,
+        price: Decimal | None,
+        stop: Decimal | None,
     ) -> None:
         if acct.status != "active":
             raise self._errors(ctx, ["Account is not active."])
@@ -1067,8 +1221,9 @@ class TradierEmulator(BaseEmulator):
             acct.positions.pop(symbol, None)
         elif pos is None or (have > 0) != (new > 0):
             self._next_position += 1
-            acct.positions[symbol] = EmuPosition(self._next_position, symbol, new, new_cost,
-                                                 iso_ms(self.clock()))
+            acct.positions[symbol] = EmuPosition(
+                self._next_position, symbol, new, new_cost, iso_ms(self.clock())
+            )
         else:
             pos.quantity, pos.cost_basis = new, new_cost
 
@@ -1087,19 +1242,39 @@ class TradierEmulator(BaseEmulator):
             if q is None:
                 unmatched.append({"symbol": s})
                 continue
-            found.append({
-                "symbol": q.symbol, "description": q.description, "exch": "Q", "type": q.type,
-                "last": q.last, "change": q.last - q.prevclose, "volume": q.volume,
-                "open": q.prevclose, "high": max(q.last, q.prevclose),
-                "low": min(q.last, q.prevclose), "close": None, "bid": q.bid, "ask": q.ask,
-                "change_percentage": ((q.last - q.prevclose) / q.prevclose * 100).quantize(
-                    Decimal("0.01")),
-                "average_volume": 0, "last_volume": 100, "trade_date": q.updated_ms,
-                "prevclose": q.prevclose, "week_52_high": max(q.last, q.prevclose),
-                "week_52_low": min(q.last, q.prevclose), "bidsize": q.bidsize, "bidexch": "Q",
-                "bid_date": q.updated_ms, "asksize": q.asksize, "askexch": "Q",
-                "ask_date": q.updated_ms, "root_symbols": q.symbol,
-            })
+            found.append(
+                {
+                    "symbol": q.symbol,
+                    "description": q.description,
+                    "exch": "Q",
+                    "type": q.type,
+                    "last": q.last,
+                    "change": q.last - q.prevclose,
+                    "volume": q.volume,
+                    "open": q.prevclose,
+                    "high": max(q.last, q.prevclose),
+                    "low": min(q.last, q.prevclose),
+                    "close": None,
+                    "bid": q.bid,
+                    "ask": q.ask,
+                    "change_percentage": ((q.last - q.prevclose) / q.prevclose * 100).quantize(
+                        Decimal("0.01")
+                    ),
+                    "average_volume": 0,
+                    "last_volume": 100,
+                    "trade_date": q.updated_ms,
+                    "prevclose": q.prevclose,
+                    "week_52_high": max(q.last, q.prevclose),
+                    "week_52_low": min(q.last, q.prevclose),
+                    "bidsize": q.bidsize,
+                    "bidexch": "Q",
+                    "bid_date": q.updated_ms,
+                    "asksize": q.asksize,
+                    "askexch": "Q",
+                    "ask_date": q.updated_ms,
+                    "root_symbols": q.symbol,
+                }
+            )
         body: JSON = {}
         if found:
             body["quote"] = one_or_many(found)
@@ -1111,14 +1286,21 @@ class TradierEmulator(BaseEmulator):
         self._check_params(request, ctx, {"delayed"})
         now = datetime.fromtimestamp(self.clock(), UTC)
         state = "open" if self.market_open else "closed"
-        return self._reply(ctx, {"clock": {
-            "date": now.date().isoformat(),
-            "description": "Market is open from 09:30 to 16:00" if self.market_open
-            else "Market is closed",
-            "state": state, "timestamp": int(now.timestamp()),
-            "next_change": "16:00" if self.market_open else "09:30",
-            "next_state": "postmarket" if self.market_open else "premarket",
-        }})
+        return self._reply(
+            ctx,
+            {
+                "clock": {
+                    "date": now.date().isoformat(),
+                    "description": "Market is open from 09:30 to 16:00"
+                    if self.market_open
+                    else "Market is closed",
+                    "state": state,
+                    "timestamp": int(now.timestamp()),
+                    "next_change": "16:00" if self.market_open else "09:30",
+                    "next_state": "postmarket" if self.market_open else "premarket",
+                }
+            },
+        )
 
     # -- account events -----------------------------------------------------------------------
 
@@ -1136,8 +1318,9 @@ class TradierEmulator(BaseEmulator):
                 sub.queue.put_nowait(None)
         session = EventSession(secrets.token_hex(16), ctx.user.id, ctx.environment, self.clock())
         self.sessions[session.id] = session
-        return self._reply(ctx, {"stream": {"url": self.stream_url(ctx.environment),
-                                            "sessionid": session.id}})
+        return self._reply(
+            ctx, {"stream": {"url": self.stream_url(ctx.environment), "sessionid": session.id}}
+        )
 
     async def _events_ws(self, request: web.Request, env: Environment) -> web.StreamResponse:
         ws = web.WebSocketResponse()
@@ -1171,7 +1354,10 @@ class TradierEmulator(BaseEmulator):
         return ws
 
     def _subscription(
-        self, request: web.Request, env: Environment, data: str,
+        self,
+        request: web.Request,
+        env: Environment,
+        data: str,
     ) -> tuple[EventSession | None, frozenset[str], str]:
         try:
             payload = json.loads(data)
@@ -1192,7 +1378,9 @@ class TradierEmulator(BaseEmulator):
             return None, frozenset(), "invalid excludeAccounts"
         session = self.sessions.get(str(payload.get("sessionid", "")))
         if (
-            session is None or session.environment is not env or session.superseded
+            session is None
+            or session.environment is not env
+            or session.superseded
             or self.clock() - session.created > SESSION_TTL
         ):
             return None, frozenset(), "session is invalid or expired"
@@ -1218,19 +1406,34 @@ class TradierEmulator(BaseEmulator):
     def _emit(self, order: EmuOrder) -> None:
         """One documented order event to every live stream of the account's owner."""
         acct = self.accounts[order.account]
-        event = json.dumps(_jsonable({
-            "id": order.id, "event": "order", "status": order.status, "type": order.type,
-            "price": order.price or Decimal(0), "stop_price": order.stop or Decimal(0),
-            "avg_fill_price": order.avg_fill_price, "exec_quantity": order.exec_quantity,
-            "last_fill_quantity": order.last_fill_quantity,
-            "remaining_quantity": order.remaining if order.status in WORKING else Decimal(0),
-            "transaction_date": order.transaction_date, "create_date": order.create_date,
-            "account": order.account,
-        }))
+        event = json.dumps(
+            _jsonable(
+                {
+                    "id": order.id,
+                    "event": "order",
+                    "status": order.status,
+                    "type": order.type,
+                    "price": order.price or Decimal(0),
+                    "stop_price": order.stop or Decimal(0),
+                    "avg_fill_price": order.avg_fill_price,
+                    "exec_quantity": order.exec_quantity,
+                    "last_fill_quantity": order.last_fill_quantity,
+                    "remaining_quantity": order.remaining
+                    if order.status in WORKING
+                    else Decimal(0),
+                    "transaction_date": order.transaction_date,
+                    "create_date": order.create_date,
+                    "account": order.account,
+                }
+            )
+        )
         for sub in self._subscribers:
             s = sub.session
-            if (s.user_id == acct.user_id and s.environment is order.environment
-                    and order.account not in sub.exclude):
+            if (
+                s.user_id == acct.user_id
+                and s.environment is order.environment
+                and order.account not in sub.exclude
+            ):
                 sub.queue.put_nowait(event)
 
 
@@ -1239,8 +1442,15 @@ class EmulatorTokenProvider:
     and refreshes it at the emulator's ``/oauth/refreshtoken`` (Basic client auth, form body),
     as the connections service does against the real Tradier."""
 
-    def __init__(self, session: aiohttp.ClientSession, refresh_url: str, client_id: str,
-                 client_secret: str, access_token: str, refresh_token: str | None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        refresh_url: str,
+        client_id: str,
+        client_secret: str,
+        access_token: str,
+        refresh_token: str | None,
+    ) -> None:
         self._session = session
         self._url = refresh_url
         pair = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()

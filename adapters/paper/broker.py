@@ -160,8 +160,9 @@ class PaperBroker(BrokerAdapter):
         return store.now_utc(self.market.clock)
 
     async def _ensure(self) -> PaperAccount:
-        row = await store.ensure_account(self.db, self.connection_id, self.starting_cash,
-                                         self._now())
+        row = await store.ensure_account(
+            self.db, self.connection_id, self.starting_cash, self._now()
+        )
         self._ensured = True
         _ENSURED.add((self.db.url, self.connection_id))
         return row
@@ -194,9 +195,14 @@ class PaperBroker(BrokerAdapter):
         row = await self._ensure()
         return [
             Account(
-                row.id, AccountType.MARGIN, Environment.PAPER, row.currency, "active",
+                row.id,
+                AccountType.MARGIN,
+                Environment.PAPER,
+                row.currency,
+                "active",
                 info={
-                    "broker": "paper", "starting_cash": str(row.starting_cash),
+                    "broker": "paper",
+                    "starting_cash": str(row.starting_cash),
                     "simulated": self.simulated_prices,
                     "reset_at": row.reset_at.isoformat() if row.reset_at else None,
                 },
@@ -213,8 +219,10 @@ class PaperBroker(BrokerAdapter):
             raise store.AccountMissing()
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in positions])
         v = engine.value_account(
-            store.account_state(row), [store.position_state(p) for p in positions],
-            store.marks_from(quotes), [store.reservation(o) for o in working],
+            store.account_state(row),
+            [store.position_state(p) for p in positions],
+            store.marks_from(quotes),
+            [store.reservation(o) for o in working],
         )
         return Balance(
             account_id=row.id,
@@ -233,7 +241,8 @@ class PaperBroker(BrokerAdapter):
                 "futures_unrealized_pnl": str(_cents(v.futures_unrealized_pnl)),
                 "futures_initial_margin": str(_cents(v.futures_margin)),
                 "reserved_for_open_orders": str(_cents(v.reserved)),
-                "buying_power_deficit": str(_cents(-v.buying_power)) if v.buying_power < 0
+                "buying_power_deficit": str(_cents(-v.buying_power))
+                if v.buying_power < 0
                 else None,
                 "unpriced": list(v.unpriced),
             },
@@ -374,7 +383,8 @@ class PaperBroker(BrokerAdapter):
             reference_price=self._reference_price(request, inst, quote),
             expires_at=(
                 day_order_expiry(inst.asset_class, now, hours)
-                if request.time_in_force is TimeInForce.DAY else None
+                if request.time_in_force is TimeInForce.DAY
+                else None
             ),
         )
         try:
@@ -426,8 +436,7 @@ class PaperBroker(BrokerAdapter):
 
     async def reset(self, starting_cash: Decimal | None = None) -> None:
         """Back to the starting state (``store.reset``)."""
-        await store.reset(self.db, self.connection_id, starting_cash=starting_cash,
-                          now=self._now())
+        await store.reset(self.db, self.connection_id, starting_cash=starting_cash, now=self._now())
         self._ensured = True
 
 
@@ -447,14 +456,16 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
     needs_limit = request.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
     needs_stop = request.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
     for label, price, needed in (
-        ("limit", request.limit_price, needs_limit), ("stop", request.stop_price, needs_stop)
+        ("limit", request.limit_price, needs_limit),
+        ("stop", request.stop_price, needs_stop),
     ):
         kind = request.order_type.value.replace("_", "-")
         if needed and price is None:
             raise InvalidOrder(f"A {kind} order needs a {label} price.")
         if not needed and price is not None:
-            raise InvalidOrder(f"A {kind} order takes no {label} price; remove it or change "
-                               "the order type.")
+            raise InvalidOrder(
+                f"A {kind} order takes no {label} price; remove it or change the order type."
+            )
         if price is None:
             continue
         if not price.is_finite() or price <= 0:

@@ -187,8 +187,12 @@ def opening_quantity(held: Decimal, side: Side, quantity: Decimal) -> Decimal:
 
 
 def order_requirement(
-    asset_class: AssetClass, multiplier: Decimal, held: Decimal, side: Side,
-    quantity: Decimal, reference_price: Decimal,
+    asset_class: AssetClass,
+    multiplier: Decimal,
+    held: Decimal,
+    side: Side,
+    quantity: Decimal,
+    reference_price: Decimal,
 ) -> Decimal:
     """Buying power an order needs (see the module docstring)."""
     with localcontext(_EXACT):
@@ -266,7 +270,11 @@ def value_account(
         reserved = sum(
             (
                 order_requirement(
-                    r.asset_class, r.multiplier, held.get(r.symbol, ZERO), r.side, r.remaining,
+                    r.asset_class,
+                    r.multiplier,
+                    held.get(r.symbol, ZERO),
+                    r.side,
+                    r.remaining,
                     r.reference_price,
                 )
                 for r in reservations
@@ -381,7 +389,11 @@ def marketable(order: OrderState, price: Decimal) -> bool:
 
 
 def decide(
-    order: OrderState, quote: Quote | None, price_type: PriceType, *, now: datetime,
+    order: OrderState,
+    quote: Quote | None,
+    price_type: PriceType,
+    *,
+    now: datetime,
     market_open: bool,
 ) -> Decision:
     """What happens to a working order at this quote and moment."""

@@ -30,9 +30,18 @@ Clock = Callable[[], datetime]
 
 # Approximate levels to wander around, not market data.
 CRYPTO_REFERENCE: dict[str, Decimal] = {
-    "BTC": Decimal(95000), "ETH": Decimal(3400), "SOL": Decimal(190), "LTC": Decimal(95),
-    "DOGE": Decimal("0.18"), "AVAX": Decimal(28), "LINK": Decimal(18), "XRP": Decimal("2.2"),
-    "ADA": Decimal("0.7"), "DOT": Decimal("5.5"), "UNI": Decimal(9), "BCH": Decimal(480),
+    "BTC": Decimal(95000),
+    "ETH": Decimal(3400),
+    "SOL": Decimal(190),
+    "LTC": Decimal(95),
+    "DOGE": Decimal("0.18"),
+    "AVAX": Decimal(28),
+    "LINK": Decimal(18),
+    "XRP": Decimal("2.2"),
+    "ADA": Decimal("0.7"),
+    "DOT": Decimal("5.5"),
+    "UNI": Decimal(9),
+    "BCH": Decimal(480),
     "SHIB": Decimal("0.000014"),
 }
 # Relative amplitude of the daily swing, the hourly swing and the minute-to-minute noise.
@@ -127,8 +136,15 @@ class SimulatedFeed:
         pinned = self._overrides.get(instrument.symbol)
         if pinned is not None:
             bid, ask, last = pinned
-            return Quote(instrument.symbol, bid, ask, last, at, simulated=True,
-                         info={"source": "simulated", "override": True})
+            return Quote(
+                instrument.symbol,
+                bid,
+                ask,
+                last,
+                at,
+                simulated=True,
+                info={"source": "simulated", "override": True},
+            )
         minute = int(at.timestamp()) // 60
         cached = self._minute_cache.get((instrument.symbol, minute))
         if cached is not None:
@@ -153,8 +169,15 @@ class SimulatedFeed:
         bid, ask = self._spread(instrument, mid)
         last = bid if _unit(s, "last", minute) < 0 else ask
         minute_start = datetime.fromtimestamp(minute * 60, UTC)
-        return Quote(s, bid, ask, last, minute_start, simulated=True,
-                     info={"source": "simulated", "reference_price": str(ref)})
+        return Quote(
+            s,
+            bid,
+            ask,
+            last,
+            minute_start,
+            simulated=True,
+            info={"source": "simulated", "reference_price": str(ref)},
+        )
 
     @staticmethod
     def _spread(instrument: Instrument, mid: Decimal) -> tuple[Decimal, Decimal]:

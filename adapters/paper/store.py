@@ -81,23 +81,37 @@ def account_state(row: PaperAccount) -> engine.AccountState:
 
 def position_state(row: PaperPosition) -> engine.PositionState:
     return engine.PositionState(
-        row.symbol, AssetClass(row.asset_class), row.multiplier, row.quantity, row.cost_basis,
+        row.symbol,
+        AssetClass(row.asset_class),
+        row.multiplier,
+        row.quantity,
+        row.cost_basis,
         row.realized_pnl,
     )
 
 
 def order_state(row: PaperOrder) -> engine.OrderState:
     return engine.OrderState(
-        Side(row.side), row.quantity, OrderType(row.order_type), TimeInForce(row.time_in_force),
-        row.limit_price, row.stop_price, row.filled_quantity, row.triggered_at is not None,
+        Side(row.side),
+        row.quantity,
+        OrderType(row.order_type),
+        TimeInForce(row.time_in_force),
+        row.limit_price,
+        row.stop_price,
+        row.filled_quantity,
+        row.triggered_at is not None,
         row.expires_at,
     )
 
 
 def reservation(row: PaperOrder) -> engine.Reservation:
     return engine.Reservation(
-        row.symbol, AssetClass(row.asset_class), row.multiplier, Side(row.side),
-        row.quantity - row.filled_quantity, row.reference_price,
+        row.symbol,
+        AssetClass(row.asset_class),
+        row.multiplier,
+        Side(row.side),
+        row.quantity - row.filled_quantity,
+        row.reference_price,
     )
 
 
@@ -140,7 +154,9 @@ def _iso(at: datetime | None) -> str | None:
 
 
 async def ensure_account(
-    db: Database, connection_id: int, starting_cash: Decimal = DEFAULT_STARTING_CASH,
+    db: Database,
+    connection_id: int,
+    starting_cash: Decimal = DEFAULT_STARTING_CASH,
     now: datetime | None = None,
 ) -> PaperAccount:
     """The connection's paper account, created with ``starting_cash`` on first use."""
@@ -153,9 +169,16 @@ async def ensure_account(
     try:
         async with db.transaction() as s:
             row = PaperAccount(
-                id=paper_account_id(connection_id), connection_id=connection_id,
-                currency="USD", starting_cash=starting_cash, cash=starting_cash,
-                realized_pnl=Decimal(0), order_seq=0, revision=0, created_at=now, updated_at=now,
+                id=paper_account_id(connection_id),
+                connection_id=connection_id,
+                currency="USD",
+                starting_cash=starting_cash,
+                cash=starting_cash,
+                realized_pnl=Decimal(0),
+                order_seq=0,
+                revision=0,
+                created_at=now,
+                updated_at=now,
             )
             s.add(row)
         return row
@@ -194,7 +217,8 @@ async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
 
 async def positions_of(s: AsyncSession, account_id: str) -> list[PaperPosition]:
     rows = await s.scalars(
-        select(PaperPosition).where(PaperPosition.account_id == account_id)
+        select(PaperPosition)
+        .where(PaperPosition.account_id == account_id)
         .order_by(PaperPosition.symbol)
     )
     return list(rows)
@@ -232,7 +256,10 @@ async def order_history(
 
 
 async def reset(
-    db: Database, connection_id: int, *, starting_cash: Decimal | None = None,
+    db: Database,
+    connection_id: int,
+    *,
+    starting_cash: Decimal | None = None,
     now: datetime | None = None,
 ) -> str:
     """Back to the starting state in one transaction: no orders, positions or fills, cash at
@@ -281,8 +308,13 @@ def marks_from(quotes: Mapping[str, Quote]) -> dict[str, Decimal]:
 
 
 async def book_fill(
-    s: AsyncSession, account: PaperAccount, order: PaperOrder, quantity: Decimal, price: Decimal,
-    simulated: bool, now: datetime,
+    s: AsyncSession,
+    account: PaperAccount,
+    order: PaperOrder,
+    quantity: Decimal,
+    price: Decimal,
+    simulated: bool,
+    now: datetime,
 ) -> PaperFill:
     """Apply one fill of ``order`` to the account, its position and the order itself."""
     pos_row = await s.scalar(
@@ -291,7 +323,8 @@ async def book_fill(
         )
     )
     position = (
-        position_state(pos_row) if pos_row is not None
+        position_state(pos_row)
+        if pos_row is not None
         else engine.PositionState(order.symbol, AssetClass(order.asset_class), order.multiplier)
     )
     before = position.quantity
@@ -305,8 +338,11 @@ async def book_fill(
     else:
         if pos_row is None:
             pos_row = PaperPosition(
-                account_id=account.id, symbol=order.symbol, asset_class=order.asset_class,
-                multiplier=order.multiplier, opened_at=now,
+                account_id=account.id,
+                symbol=order.symbol,
+                asset_class=order.asset_class,
+                multiplier=order.multiplier,
+                opened_at=now,
             )
             s.add(pos_row)
         elif (before > 0) != (position.quantity > 0):
@@ -318,10 +354,18 @@ async def book_fill(
         select(func.count()).select_from(PaperFill).where(PaperFill.order_id == order.id)
     )
     fill = PaperFill(
-        execution_id=f"{order.id}-F{(previous or 0) + 1}", order_id=order.id,
-        account_id=account.id, symbol=order.symbol, side=order.side, quantity=quantity,
-        price=price, multiplier=order.multiplier, realized_pnl=execution.realized_pnl,
-        cash_change=execution.cash_change, simulated=simulated, at=now,
+        execution_id=f"{order.id}-F{(previous or 0) + 1}",
+        order_id=order.id,
+        account_id=account.id,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=quantity,
+        price=price,
+        multiplier=order.multiplier,
+        realized_pnl=execution.realized_pnl,
+        cash_change=execution.cash_change,
+        simulated=simulated,
+        at=now,
     )
     s.add(fill)
 
@@ -341,8 +385,12 @@ async def book_fill(
 
 
 async def apply_decision(
-    s: AsyncSession, account: PaperAccount, order: PaperOrder, decision: Decision,
-    quote: Quote | None, now: datetime,
+    s: AsyncSession,
+    account: PaperAccount,
+    order: PaperOrder,
+    decision: Decision,
+    quote: Quote | None,
+    now: datetime,
 ) -> OrderUpdate | None:
     """Write what ``decision`` says into the rows; the update to report, if any."""
     if decision.triggered_now:
@@ -356,8 +404,9 @@ async def apply_decision(
             )
             await s.flush()
             event = "fill" if order.status == OrderStatus.FILLED else "partial_fill"
-            return OrderUpdate(to_order(order), event, fill.execution_id, fill.quantity,
-                               fill.price, now)
+            return OrderUpdate(
+                to_order(order), event, fill.execution_id, fill.quantity, fill.price, now
+            )
         case Action.CANCEL | Action.EXPIRE:
             expired = decision.action is Action.EXPIRE
             order.status = OrderStatus.EXPIRED if expired else OrderStatus.CANCELLED
@@ -393,8 +442,13 @@ class NewOrder:
 
 
 async def place_order(
-    db: Database, account_id: str, new: NewOrder, quote: Quote, marks: Mapping[str, Decimal],
-    market: Market, now: datetime,
+    db: Database,
+    account_id: str,
+    new: NewOrder,
+    quote: Quote,
+    marks: Mapping[str, Decimal],
+    market: Market,
+    now: datetime,
 ) -> Order:
     """Check buying power, record the order and execute what can execute now: one transaction.
 
@@ -409,7 +463,9 @@ async def place_order(
         positions = await positions_of(s, account_id)
         working = await open_orders_of(s, account_id)
         valuation = engine.value_account(
-            account_state(account), [position_state(p) for p in positions], marks,
+            account_state(account),
+            [position_state(p) for p in positions],
+            marks,
             [reservation(o) for o in working],
         )
         inst = new.instrument
@@ -422,14 +478,26 @@ async def place_order(
 
         account.order_seq += 1
         order = PaperOrder(
-            id=f"{account_id}-{account.order_seq}", account_id=account_id, seq=account.order_seq,
-            client_order_id=new.client_order_id, symbol=inst.symbol,
-            asset_class=inst.asset_class.value, multiplier=inst.multiplier, side=new.side.value,
-            quantity=new.quantity, order_type=new.order_type.value,
-            time_in_force=new.time_in_force.value, limit_price=new.limit_price,
-            stop_price=new.stop_price, reference_price=new.reference_price,
-            status=OrderStatus.OPEN.value, filled_quantity=Decimal(0), simulated=quote.simulated,
-            expires_at=new.expires_at, created_at=now, updated_at=now,
+            id=f"{account_id}-{account.order_seq}",
+            account_id=account_id,
+            seq=account.order_seq,
+            client_order_id=new.client_order_id,
+            symbol=inst.symbol,
+            asset_class=inst.asset_class.value,
+            multiplier=inst.multiplier,
+            side=new.side.value,
+            quantity=new.quantity,
+            order_type=new.order_type.value,
+            time_in_force=new.time_in_force.value,
+            limit_price=new.limit_price,
+            stop_price=new.stop_price,
+            reference_price=new.reference_price,
+            status=OrderStatus.OPEN.value,
+            filled_quantity=Decimal(0),
+            simulated=quote.simulated,
+            expires_at=new.expires_at,
+            created_at=now,
+            updated_at=now,
         )
         s.add(order)
         await s.flush()
@@ -444,7 +512,9 @@ async def place_order(
 def _bp_message(inst: Instrument, need: Decimal, available: Decimal) -> str:
     what = (
         f"${need:,.2f} of initial margin ({engine.FUTURES_INITIAL_MARGIN:.0%} of the contracts' "
-        "value)" if inst.asset_class is AssetClass.FUTURE else f"${need:,.2f} of buying power"
+        "value)"
+        if inst.asset_class is AssetClass.FUTURE
+        else f"${need:,.2f} of buying power"
     )
     return (
         f"Not enough buying power: this {inst.symbol} order needs {what}, and the paper account "
@@ -487,7 +557,8 @@ async def sweep_account(
     if not working:
         return []
     needs_quote = {
-        o.symbol for o in working
+        o.symbol
+        for o in working
         if not (o.expires_at is not None and now >= o.expires_at)
         and is_open(AssetClass(o.asset_class), now, market.fill_hours)
     }
@@ -513,13 +584,20 @@ async def sweep_account(
 
 
 async def _transition(
-    db: Database, account_id: str, order_id: str, quote: Quote | None, market: Market,
-    open_now: bool, now: datetime,
+    db: Database,
+    account_id: str,
+    order_id: str,
+    quote: Quote | None,
+    market: Market,
+    open_now: bool,
+    now: datetime,
 ) -> OrderUpdate | None:
     async with db.transaction() as s:
         account = await lock_account(s, account_id)
         order = await s.scalar(
-            select(PaperOrder).where(PaperOrder.id == order_id).with_for_update()
+            select(PaperOrder)
+            .where(PaperOrder.id == order_id)
+            .with_for_update()
             .execution_options(populate_existing=True)
         )
         if order is None or OrderStatus(order.status).is_final:
@@ -573,9 +651,7 @@ async def sweep_all(
     return updates
 
 
-async def _source_for(
-    factory: QuoteSourceFactory | None, connection_id: int
-) -> QuoteSource | None:
+async def _source_for(factory: QuoteSourceFactory | None, connection_id: int) -> QuoteSource | None:
     if factory is None:
         return None
     made = factory(connection_id)

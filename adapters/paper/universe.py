@@ -53,12 +53,14 @@ def resolve(symbol: str) -> Instrument:
     spec = symbols.future_spec(s)
     if spec is not None:
         canonical = "/" + s[1:] if s[0] in "/@" else s
-        return Instrument(canonical, AssetClass.FUTURE, spec.multiplier, spec.tick, "future",
-                          spec.name)
+        return Instrument(
+            canonical, AssetClass.FUTURE, spec.multiplier, spec.tick, "future", spec.name
+        )
     pair = symbols.crypto_pair(s)
     if pair is not None:
-        return Instrument("".join(pair), AssetClass.CRYPTO, kind="crypto",
-                          name=f"{pair[0]}/{pair[1]}")
+        return Instrument(
+            "".join(pair), AssetClass.CRYPTO, kind="crypto", name=f"{pair[0]}/{pair[1]}"
+        )
     ticker = s.replace("-", ".").replace("/", ".")
     known = equity_list()
     if ticker in known.stocks:

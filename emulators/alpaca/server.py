@@ -82,11 +82,18 @@ class AlpacaEmulator(BaseEmulator):
     name = "alpaca"
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, seed: bool = True,
-        client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: bool = True,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
         redirect_uris: tuple[str, ...] = (DEFAULT_REDIRECT,),
-        rate_limit: int = 200, rate_window: float = 60.0,
-        clock: Callable[[], float] = time.time, validate_requests: bool | None = None,
+        rate_limit: int = 200,
+        rate_window: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        validate_requests: bool | None = None,
         validate_responses: bool = True,
     ) -> None:
         self.clock = clock
@@ -99,8 +106,7 @@ class AlpacaEmulator(BaseEmulator):
         self.validate_requests = validate_requests
         self.broker = Broker(clock)
         # Alpaca tokens never expire and come without a refresh token; no PKCE.
-        self.oauth = OAuthCore(OAuthPolicy(access_ttl=None, issue_refresh=False, pkce=False),
-                               clock)
+        self.oauth = OAuthCore(OAuthPolicy(access_ttl=None, issue_refresh=False, pkce=False), clock)
         self.client_id = client_id
         self.oauth.register_client(client_id, client_secret, list(redirect_uris))
         self.grants: dict[str, dict[str, str]] = {}  # access token -> environment -> account id
@@ -152,21 +158,36 @@ class AlpacaEmulator(BaseEmulator):
         """Enough for a newcomer in local mode to sign in and trade at once."""
         for symbol, cls, exchange, name, price in DEFAULT_ASSETS:
             self.broker.add_asset(symbol, cls, exchange=exchange, name=name, price=price)
-        self.broker.add_asset("EIDO", exchange="ARCA", name="iShares MSCI Indonesia ETF",
-                              price=Decimal("19.50"), shortable=False, easy_to_borrow=False)
-        self.broker.add_asset("BRK.A", exchange="NYSE", name="Berkshire Hathaway Inc. Class A",
-                              price=Decimal(700000), fractionable=False)
+        self.broker.add_asset(
+            "EIDO",
+            exchange="ARCA",
+            name="iShares MSCI Indonesia ETF",
+            price=Decimal("19.50"),
+            shortable=False,
+            easy_to_borrow=False,
+        )
+        self.broker.add_asset(
+            "BRK.A",
+            exchange="NYSE",
+            name="Berkshire Hathaway Inc. Class A",
+            price=Decimal(700000),
+            fractionable=False,
+        )
         self.add_user("demo", "Demo Trader")
-        self.add_account("demo", "live", cash=Decimal(30000), multiplier="2",
-                         account_number="611093251")
-        paper = self.add_account("demo", "paper", cash=Decimal(100000), multiplier="4",
-                                 account_number="PA3KX7T9QW2M")
+        self.add_account(
+            "demo", "live", cash=Decimal(30000), multiplier="2", account_number="611093251"
+        )
+        paper = self.add_account(
+            "demo", "paper", cash=Decimal(100000), multiplier="4", account_number="PA3KX7T9QW2M"
+        )
         self.broker.set_position(paper, "AAPL", Decimal(10), Decimal("180.25"))
         self.add_user("casey", "Casey Cash")
-        self.add_account("casey", "live", cash=Decimal(1500), multiplier="1",
-                         account_number="611093377")
-        self.add_account("casey", "paper", cash=Decimal(100000), multiplier="4",
-                         account_number="PA3C4SEYP4PR")
+        self.add_account(
+            "casey", "live", cash=Decimal(1500), multiplier="1", account_number="611093377"
+        )
+        self.add_account(
+            "casey", "paper", cash=Decimal(100000), multiplier="4", account_number="PA3C4SEYP4PR"
+        )
 
     def add_user(self, user_id: str, name: str | None = None) -> User:
         return self.broker.add_user(user_id, name)
@@ -183,12 +204,14 @@ class AlpacaEmulator(BaseEmulator):
     def account(self, user_id: str, environment: str) -> Account:
         return self.broker.accounts_of(user_id, environment)[0]
 
-    def set_position(self, account: Account, symbol: str, qty: Decimal,
-                     avg_entry_price: Decimal) -> None:
+    def set_position(
+        self, account: Account, symbol: str, qty: Decimal, avg_entry_price: Decimal
+    ) -> None:
         self.broker.set_position(account, symbol, qty, avg_entry_price)
 
-    def set_quote(self, symbol: str, bid: Decimal, ask: Decimal,
-                  last: Decimal | None = None) -> None:
+    def set_quote(
+        self, symbol: str, bid: Decimal, ask: Decimal, last: Decimal | None = None
+    ) -> None:
         """Move the market; resting limit and stop orders are re-checked."""
         self.broker.set_quote(symbol, bid, ask, last)
 
@@ -210,8 +233,7 @@ class AlpacaEmulator(BaseEmulator):
     def order(self, order_id: str) -> Order:
         return self.broker.orders[order_id]
 
-    def fill(self, order_id: str, qty: Decimal | None = None,
-             price: Decimal | None = None) -> None:
+    def fill(self, order_id: str, qty: Decimal | None = None, price: Decimal | None = None) -> None:
         """Fill (part of) a working order now, e.g. a partial fill at a chosen price."""
         order = self.broker.orders[order_id]
         if order.status not in ("new", "partially_filled"):
@@ -231,8 +253,7 @@ class AlpacaEmulator(BaseEmulator):
             raise ValueError(f"order is already {order.status}")
         self.broker._end(order, "rejected")
 
-    def issue_token(self, user_id: str, scope: str = "trading data",
-                    env: str | None = None) -> str:
+    def issue_token(self, user_id: str, scope: str = "trading data", env: str | None = None) -> str:
         """Mint a token as if ``user_id`` approved the default client (no browser)."""
         binding = self._binding(user_id, env, None)
         client = self.oauth.client(self.client_id)
@@ -259,8 +280,12 @@ class AlpacaEmulator(BaseEmulator):
 
     def stream_listeners(self, environment: str | None = None) -> int:
         """Connections authenticated and listening to ``trade_updates`` (tests wait for it)."""
-        return sum(1 for c in self._streams if "trade_updates" in c.streams
-                   and (environment is None or c.environment == environment))
+        return sum(
+            1
+            for c in self._streams
+            if "trade_updates" in c.streams
+            and (environment is None or c.environment == environment)
+        )
 
     # -- routes --------------------------------------------------------------------------------
 
@@ -279,8 +304,9 @@ class AlpacaEmulator(BaseEmulator):
             r.add_post(p + "/v2/orders", self._api(env, self._post_order, scope="trading"))
             r.add_get(p + "/v2/orders:by_client_order_id", self._api(env, self._by_client_id))
             r.add_get(p + "/v2/orders/{order_id}", self._api(env, self._get_order))
-            r.add_delete(p + "/v2/orders/{order_id}",
-                         self._api(env, self._delete_order, scope="trading"))
+            r.add_delete(
+                p + "/v2/orders/{order_id}", self._api(env, self._delete_order, scope="trading")
+            )
             r.add_get(p + "/stream", self._stream_handler(env))
         r.add_get("/data/v2/stocks/snapshots", self._data(self._stock_snapshots))
         r.add_get("/data/v2/stocks/{symbol}/snapshot", self._data(self._stock_snapshot))
@@ -301,21 +327,30 @@ class AlpacaEmulator(BaseEmulator):
                 binding[e] = accounts[0].id
         return binding
 
-    def _oauth_violations(self, api: Callable[[], Any], host: str, request: web.Request,
-                          path: str, body: bytes) -> list[str]:
+    def _oauth_violations(
+        self, api: Callable[[], Any], host: str, request: web.Request, path: str, body: bytes
+    ) -> list[str]:
         if not self.validate_requests:
             return []
-        errors = spec.request_errors(api(), host, request.method, path, dict(request.query),
-                                     dict(request.headers), body,
-                                     request.content_type or "application/json")
+        errors = spec.request_errors(
+            api(),
+            host,
+            request.method,
+            path,
+            dict(request.query),
+            dict(request.headers),
+            body,
+            request.content_type or "application/json",
+        )
         for e in errors:
             self.spec_violations.append(f"{request.method} {request.path}: {e}")
         return errors
 
     @staticmethod
     def _page_error(message: str) -> web.Response:
-        return web.Response(status=400, text=f"<!doctype html><p>{message}</p>",
-                            content_type="text/html")
+        return web.Response(
+            status=400, text=f"<!doctype html><p>{message}</p>", content_type="text/html"
+        )
 
     def _client_redirect(self, client_id: str | None, redirect_uri: str | None) -> str | None:
         try:
@@ -325,8 +360,9 @@ class AlpacaEmulator(BaseEmulator):
         return redirect_uri if redirect_uri in client.redirect_uris else None
 
     async def _authorize_page(self, request: web.Request) -> web.Response:
-        if self._oauth_violations(spec.authorize_api, "https://app.alpaca.markets", request,
-                                  "/oauth/authorize", b""):
+        if self._oauth_violations(
+            spec.authorize_api, "https://app.alpaca.markets", request, "/oauth/authorize", b""
+        ):
             return self._page_error("The authorization request is not valid.")
         q = request.query
         redirect = self._client_redirect(q.get("client_id"), q.get("redirect_uri"))
@@ -340,19 +376,25 @@ class AlpacaEmulator(BaseEmulator):
         for user in self.broker.users.values():
             papers = self.broker.accounts_of(user.id, "paper") if env != "live" else []
             if len(papers) > 1:  # several paper accounts: the user picks the one to authorize
-                users += [(f"{user.id}|{a.id}", f"{user.name} (paper {a.account_number})")
-                          for a in papers]
+                users += [
+                    (f"{user.id}|{a.id}", f"{user.name} (paper {a.account_number})") for a in papers
+                ]
             else:
                 users.append((user.id, user.name))
         scopes = [SCOPE_WORDS.get(s, s) for s in q.get("scope", "").split()]
         scopes.insert(0, "Read your account, positions and orders")
         which = {"live": "your live account", "paper": "your paper account"}.get(
-            env or "", "your live and your paper account")
-        hidden = {k: q[k] for k in ("client_id", "redirect_uri", "state", "scope", "env")
-                  if k in q}
-        return consent_page(broker="Alpaca", app_name=f"{q['client_id']} ({which})",
-                            scopes=scopes, users=users, hidden=hidden,
-                            action="/app/oauth/authorize")
+            env or "", "your live and your paper account"
+        )
+        hidden = {k: q[k] for k in ("client_id", "redirect_uri", "state", "scope", "env") if k in q}
+        return consent_page(
+            broker="Alpaca",
+            app_name=f"{q['client_id']} ({which})",
+            scopes=scopes,
+            users=users,
+            hidden=hidden,
+            action="/app/oauth/authorize",
+        )
 
     async def _authorize_decision(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -388,8 +430,13 @@ class AlpacaEmulator(BaseEmulator):
         except OAuthError as e:
             return _oauth_error(e)
         self.grants[issued["access_token"]] = self._code_grants.pop(get["code"], {})
-        return web.json_response({"access_token": issued["access_token"],
-                                  "token_type": "bearer", "scope": issued["scope"]})
+        return web.json_response(
+            {
+                "access_token": issued["access_token"],
+                "token_type": "bearer",
+                "scope": issued["scope"],
+            }
+        )
 
     # -- the Trading API wrapper ---------------------------------------------------------------
 
@@ -422,37 +469,60 @@ class AlpacaEmulator(BaseEmulator):
             ok, headers = self._rate(f"trading:{acct.id}")
             if not ok:
                 self.rate_limited += 1
-                return web.json_response({"code": 42910000, "message": "rate limit exceeded"},
-                                         status=429, headers=headers)
+                return web.json_response(
+                    {"code": 42910000, "message": "rate limit exceeded"},
+                    status=429,
+                    headers=headers,
+                )
             rec = self.oauth.check_access(token)
             if scope and (rec is None or scope not in rec.scope.split()):
                 return web.json_response(FORBIDDEN, status=403, headers=headers)
             body = await request.read()
-            path = request.path[len(env) + 1:]
-            errors = spec.request_errors(
-                spec.trading_api(), HOSTS[env], request.method, path, dict(request.query),
-                dict(request.headers), body, request.content_type or "application/json",
-            ) if self.validate_requests else []
+            path = request.path[len(env) + 1 :]
+            errors = (
+                spec.request_errors(
+                    spec.trading_api(),
+                    HOSTS[env],
+                    request.method,
+                    path,
+                    dict(request.query),
+                    dict(request.headers),
+                    body,
+                    request.content_type or "application/json",
+                )
+                if self.validate_requests
+                else []
+            )
             if errors:
                 self.spec_violations += [f"{request.method} {request.path}: {e}" for e in errors]
                 return web.json_response(
                     {"code": 40010000, "message": "request is not valid: " + errors[0]},
-                    status=400, headers=headers)
+                    status=400,
+                    headers=headers,
+                )
             try:
                 response = await handler(request, acct)
             except AlpacaError as e:
                 response = web.json_response(e.body, status=e.status)
             response.headers.update(headers)
-            if self.validate_responses and isinstance(response, web.Response) and (
-                200 <= response.status < 300 and response.body
+            if (
+                self.validate_responses
+                and isinstance(response, web.Response)
+                and (200 <= response.status < 300 and response.body)
             ):
                 assert isinstance(response.body, bytes)
                 self.spec_violations += [
                     f"response to {request.method} {request.path}: {e}"
                     for e in spec.response_errors(
-                        spec.trading_api(), HOSTS[env], request.method, path,
-                        dict(request.query), dict(request.headers), response.status,
-                        json.loads(response.body))
+                        spec.trading_api(),
+                        HOSTS[env],
+                        request.method,
+                        path,
+                        dict(request.query),
+                        dict(request.headers),
+                        response.status,
+                        json.loads(response.body),
+                    )
                 ]
             return response
 
@@ -467,8 +537,9 @@ class AlpacaEmulator(BaseEmulator):
         return web.json_response(self.broker.clock_json())
 
     async def _get_positions(self, request: web.Request, acct: Account) -> web.Response:
-        return web.json_response([self.broker.position_json(acct, p)
-                                  for p in acct.positions.values()])
+        return web.json_response(
+            [self.broker.position_json(acct, p) for p in acct.positions.values()]
+        )
 
     async def _get_position(self, request: web.Request, acct: Account) -> web.Response:
         key = request.match_info["symbol_or_asset_id"]
@@ -505,15 +576,15 @@ class AlpacaEmulator(BaseEmulator):
                 continue
             chosen.append(o)
         chosen.sort(key=lambda o: o.seq, reverse=q.get("direction", "desc") == "desc")
-        return web.json_response([self.broker.order_json(o, nested=nested)
-                                  for o in chosen[:limit]])
+        return web.json_response([self.broker.order_json(o, nested=nested) for o in chosen[:limit]])
 
     async def _post_order(self, request: web.Request, acct: Account) -> web.Response:
         try:
             body = await request.json()
         except ValueError:
-            raise AlpacaError(400, {"code": 40010000,
-                                    "message": "request body format is invalid"}) from None
+            raise AlpacaError(
+                400, {"code": 40010000, "message": "request body format is invalid"}
+            ) from None
         _, snapshot = self.broker.submit(acct, body)
         return web.json_response(snapshot)
 
@@ -521,15 +592,17 @@ class AlpacaEmulator(BaseEmulator):
         order = self.broker.by_client_id(acct, request.query["client_order_id"])
         if order is None:
             raise AlpacaError(404, {"code": 40410000, "message": "order not found"})
-        return web.json_response(self.broker.order_json(
-            order, nested=request.query.get("nested") == "true"))
+        return web.json_response(
+            self.broker.order_json(order, nested=request.query.get("nested") == "true")
+        )
 
     async def _get_order(self, request: web.Request, acct: Account) -> web.Response:
         order = self.broker.orders.get(request.match_info["order_id"])
         if order is None or order.account_id != acct.id:
             raise AlpacaError(404, {"code": 40410000, "message": "order not found"})
-        return web.json_response(self.broker.order_json(
-            order, nested=request.query.get("nested") == "true"))
+        return web.json_response(
+            self.broker.order_json(order, nested=request.query.get("nested") == "true")
+        )
 
     async def _delete_order(self, request: web.Request, acct: Account) -> web.Response:
         self.broker.cancel(acct, request.match_info["order_id"])
@@ -546,8 +619,11 @@ class AlpacaEmulator(BaseEmulator):
             ok, headers = self._rate(f"data:{rec.user_id}")
             if not ok:
                 self.rate_limited += 1
-                return web.json_response({"code": 42910000, "message": "rate limit exceeded"},
-                                         status=429, headers=headers)
+                return web.json_response(
+                    {"code": 42910000, "message": "rate limit exceeded"},
+                    status=429,
+                    headers=headers,
+                )
             if "data" not in rec.scope.split():
                 return web.json_response(FORBIDDEN, status=403, headers=headers)
             try:
@@ -572,8 +648,13 @@ class AlpacaEmulator(BaseEmulator):
 
     def _quote_json(self, asset: Asset) -> dict[str, Any]:
         q = self.broker.quote(asset)
-        out: dict[str, Any] = {"t": rfc3339(q.t), "bp": float(q.bid), "bs": q.bid_size,
-                               "ap": float(q.ask), "as": q.ask_size}
+        out: dict[str, Any] = {
+            "t": rfc3339(q.t),
+            "bp": float(q.bid),
+            "bs": q.bid_size,
+            "ap": float(q.ask),
+            "as": q.ask_size,
+        }
         if not asset.crypto:
             out.update({"bx": "V", "ax": "V", "c": ["R"], "z": "C"})
         return out
@@ -586,10 +667,23 @@ class AlpacaEmulator(BaseEmulator):
             trade["tks"] = "B"
         else:
             trade.update({"x": "V", "c": ["@"], "z": "C"})
-        bar = {"t": rfc3339(q.t - q.t % 60), "o": last, "h": last, "l": last, "c": last,
-               "v": 100, "n": 1, "vw": last}
-        return {"latestTrade": trade, "latestQuote": self._quote_json(asset), "minuteBar": bar,
-                "dailyBar": bar, "prevDailyBar": bar}
+        bar = {
+            "t": rfc3339(q.t - q.t % 60),
+            "o": last,
+            "h": last,
+            "l": last,
+            "c": last,
+            "v": 100,
+            "n": 1,
+            "vw": last,
+        }
+        return {
+            "latestTrade": trade,
+            "latestQuote": self._quote_json(asset),
+            "minuteBar": bar,
+            "dailyBar": bar,
+            "prevDailyBar": bar,
+        }
 
     def _stock_snapshots(self, request: web.Request) -> web.Response:
         found = {s: a for s in self._symbols(request) if (a := self._known(s, False))}
@@ -600,8 +694,9 @@ class AlpacaEmulator(BaseEmulator):
         symbol = request.match_info["symbol"].upper()
         asset = self._known(symbol, False)
         if asset is None:
-            raise AlpacaError(404, {"code": 40410000,
-                                    "message": f"no snapshot found for {symbol}"})  # [infer]
+            raise AlpacaError(
+                404, {"code": 40410000, "message": f"no snapshot found for {symbol}"}
+            )  # [infer]
         return web.json_response({"symbol": symbol, **self._snapshot_json(asset)})
 
     def _stock_quotes(self, request: web.Request) -> web.Response:
@@ -611,7 +706,8 @@ class AlpacaEmulator(BaseEmulator):
     def _crypto_snapshots(self, request: web.Request) -> web.Response:
         found = {s: a for s in self._symbols(request) if (a := self._known(s, True))}
         return web.json_response(
-            {"snapshots": {s: self._snapshot_json(a) for s, a in found.items()}})
+            {"snapshots": {s: self._snapshot_json(a) for s, a in found.items()}}
+        )
 
     def _crypto_quotes(self, request: web.Request) -> web.Response:
         found = {s: a for s in self._symbols(request) if (a := self._known(s, True))}
@@ -665,33 +761,48 @@ class AlpacaEmulator(BaseEmulator):
         if action in ("authenticate", "auth"):
             acct = self._token_account(data.get("oauth_token"), conn.environment)
             if acct is None:
-                await conn.send({"stream": "authorization",
-                                 "data": {"status": "unauthorized", "action": "authenticate"}})
+                await conn.send(
+                    {
+                        "stream": "authorization",
+                        "data": {"status": "unauthorized", "action": "authenticate"},
+                    }
+                )
                 return False
             conn.account_id = acct.id
-            await conn.send({"stream": "authorization",
-                             "data": {"status": "authorized", "action": "authenticate"}})
+            await conn.send(
+                {
+                    "stream": "authorization",
+                    "data": {"status": "authorized", "action": "authenticate"},
+                }
+            )
             return True
         if conn.account_id is None:
-            await conn.send({"stream": "authorization",
-                             "data": {"status": "unauthorized", "action": str(action)}})
+            await conn.send(
+                {
+                    "stream": "authorization",
+                    "data": {"status": "unauthorized", "action": str(action)},
+                }
+            )
             return False
         if action == "listen":
             wanted = set(data.get("streams") or [])
             conn.streams = wanted & {"trade_updates"}
-            await conn.send({"stream": "listening",
-                             "data": {"streams": sorted(conn.streams)}})
+            await conn.send({"stream": "listening", "data": {"streams": sorted(conn.streams)}})
         return True
 
 
 def _redirect(uri: str, **params: str | None) -> web.Response:
     query = urlencode({k: v for k, v in params.items() if v is not None})
     sep = "&" if "?" in uri else "?"
-    return web.Response(status=302, headers={"Location": f"{uri}{sep}{query}",
-                                             "Cache-Control": "no-store"})
+    return web.Response(
+        status=302, headers={"Location": f"{uri}{sep}{query}", "Cache-Control": "no-store"}
+    )
 
 
 def _oauth_error(e: OAuthError) -> web.Response:
     # [infer] Alpaca documents no error body for /oauth/token: RFC 6749 5.2 shape.
-    return web.json_response({"error": e.error, "error_description": e.description},
-                             status=e.status, headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {"error": e.error, "error_description": e.description},
+        status=e.status,
+        headers={"Cache-Control": "no-store"},
+    )

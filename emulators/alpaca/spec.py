@@ -34,8 +34,10 @@ def available() -> bool:
         import openapi_core  # noqa: F401
         import yaml  # noqa: F401
     except ImportError:
-        log.info("openapi-core or PyYAML is not installed: the Alpaca emulator will not "
-                 "validate requests against the OpenAPI files")
+        log.info(
+            "openapi-core or PyYAML is not installed: the Alpaca emulator will not "
+            "validate requests against the OpenAPI files"
+        )
         return False
     return True
 
@@ -115,15 +117,20 @@ def trading_spec() -> dict[str, Any]:
         "get": {
             "operationId": "getOrderByClientOrderId",
             "parameters": [
-                {"name": "client_order_id", "in": "query", "required": True,
-                 "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+                {
+                    "name": "client_order_id",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                },
                 {"name": "nested", "in": "query", "schema": {"type": "boolean"}},
             ],
             "responses": {
                 "200": {
                     "description": "OK",
-                    "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Order"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Order"}}
+                    },
                 }
             },
         }
@@ -141,10 +148,14 @@ def authorize_spec() -> dict[str, Any]:
     for p in params:
         if p["name"] == "scope":
             p["schema"] = {"type": "string", "pattern": SCOPE_PATTERN}
-    params.append({
-        "name": "env", "in": "query", "required": False,
-        "schema": {"type": "string", "enum": ["live", "paper"]},
-    })
+    params.append(
+        {
+            "name": "env",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["live", "paper"]},
+        }
+    )
     return spec
 
 
@@ -183,19 +194,38 @@ def _describe(e: BaseException) -> str:
 
 
 def request_errors(
-    api: OpenAPI, host: str, method: str, path: str, query: dict[str, str],
-    headers: dict[str, str], body: bytes, content_type: str,
+    api: OpenAPI,
+    host: str,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: bytes,
+    content_type: str,
 ) -> list[str]:
     from openapi_core.testing import MockRequest
 
-    req = MockRequest(host, method.lower(), path, args=query, headers=headers,
-                      data=body or None, content_type=content_type)
+    req = MockRequest(
+        host,
+        method.lower(),
+        path,
+        args=query,
+        headers=headers,
+        data=body or None,
+        content_type=content_type,
+    )
     return [_describe(e) for e in api.iter_request_errors(req)]
 
 
 def response_errors(
-    api: OpenAPI, host: str, method: str, path: str, query: dict[str, str],
-    headers: dict[str, str], status: int, body: Any,
+    api: OpenAPI,
+    host: str,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    status: int,
+    body: Any,
 ) -> list[str]:
     from openapi_core.testing import MockRequest, MockResponse
 

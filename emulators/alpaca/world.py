@@ -234,12 +234,23 @@ class Broker:
     # -- seeding ---------------------------------------------------------------------------
 
     def add_asset(
-        self, symbol: str, asset_class: str = "us_equity", *, exchange: str | None = None,
-        name: str | None = None, price: Decimal | None = None, **flags: bool,
+        self,
+        symbol: str,
+        asset_class: str = "us_equity",
+        *,
+        exchange: str | None = None,
+        name: str | None = None,
+        price: Decimal | None = None,
+        **flags: bool,
     ) -> Asset:
         crypto = asset_class == "crypto"
-        asset = Asset(symbol.upper(), asset_class, exchange or ("CRYPTO" if crypto else "NYSE"),
-                      name or symbol.upper(), **flags)
+        asset = Asset(
+            symbol.upper(),
+            asset_class,
+            exchange or ("CRYPTO" if crypto else "NYSE"),
+            name or symbol.upper(),
+            **flags,
+        )
         if crypto:  # crypto is never marginable nor shortable at Alpaca
             asset.marginable = asset.shortable = asset.easy_to_borrow = False
         self.assets[asset.symbol] = asset
@@ -252,8 +263,14 @@ class Broker:
         return user
 
     def add_account(
-        self, user_id: str, environment: str = "paper", *, cash: Decimal = Decimal(100000),
-        multiplier: str | None = None, account_number: str | None = None, **flags: Any,
+        self,
+        user_id: str,
+        environment: str = "paper",
+        *,
+        cash: Decimal = Decimal(100000),
+        multiplier: str | None = None,
+        account_number: str | None = None,
+        **flags: Any,
     ) -> Account:
         if user_id not in self.users:
             self.add_user(user_id)
@@ -263,32 +280,45 @@ class Broker:
         if account_number is None:
             alphabet = string.ascii_uppercase + string.digits
             tail = "".join(secrets.choice(alphabet) for _ in range(8))
-            account_number = ("PA" + tail) if environment == "paper" else str(
-                600000000 + secrets.randbelow(99999999)
+            account_number = (
+                ("PA" + tail)
+                if environment == "paper"
+                else str(600000000 + secrets.randbelow(99999999))
             )
         flags.setdefault("shorting_enabled", multiplier != "1")
         acct = Account(
-            id=str(uuid.uuid4()), account_number=account_number, environment=environment,
-            user_id=user_id, cash=Decimal(cash), multiplier=multiplier,
-            created_at=self.clock(), last_equity=Decimal(cash), **flags,
+            id=str(uuid.uuid4()),
+            account_number=account_number,
+            environment=environment,
+            user_id=user_id,
+            cash=Decimal(cash),
+            multiplier=multiplier,
+            created_at=self.clock(),
+            last_equity=Decimal(cash),
+            **flags,
         )
         self.accounts[acct.id] = acct
         return acct
 
-    def set_position(self, account: Account, symbol: str, qty: Decimal,
-                     avg_entry_price: Decimal) -> None:
+    def set_position(
+        self, account: Account, symbol: str, qty: Decimal, avg_entry_price: Decimal
+    ) -> None:
         asset = self.resolve(symbol)
         assert asset is not None, f"unknown asset {symbol}"
         if qty == 0:
             account.positions.pop(asset.symbol, None)
             return
         qty = Decimal(qty)
-        account.positions[asset.symbol] = Position(asset, qty, qty * Decimal(avg_entry_price),
-                                                   self.quote(asset).last)
+        account.positions[asset.symbol] = Position(
+            asset, qty, qty * Decimal(avg_entry_price), self.quote(asset).last
+        )
 
     def accounts_of(self, user_id: str, environment: str) -> list[Account]:
-        return [a for a in self.accounts.values()
-                if a.user_id == user_id and a.environment == environment]
+        return [
+            a
+            for a in self.accounts.values()
+            if a.user_id == user_id and a.environment == environment
+        ]
 
     # -- quotes ----------------------------------------------------------------------------
 
@@ -307,17 +337,20 @@ class Broker:
     def quote(self, asset: Asset) -> Quote:
         q = self.quotes.get(asset.symbol)
         if q is None:
-            q = self.quotes[asset.symbol] = Quote(Decimal(100) - CENT, Decimal(100) + CENT,
-                                                  Decimal(100), self.clock())
+            q = self.quotes[asset.symbol] = Quote(
+                Decimal(100) - CENT, Decimal(100) + CENT, Decimal(100), self.clock()
+            )
         return q
 
-    def set_quote(self, symbol: str, bid: Decimal, ask: Decimal,
-                  last: Decimal | None = None) -> None:
+    def set_quote(
+        self, symbol: str, bid: Decimal, ask: Decimal, last: Decimal | None = None
+    ) -> None:
         asset = self.resolve(symbol)
         key = asset.symbol if asset else symbol.upper()
         bid, ask = Decimal(bid), Decimal(ask)
-        self.quotes[key] = Quote(bid, ask, Decimal(last) if last is not None else (bid + ask) / 2,
-                                 self.clock())
+        self.quotes[key] = Quote(
+            bid, ask, Decimal(last) if last is not None else (bid + ask) / 2, self.clock()
+        )
         if asset is not None:
             for o in sorted(self.orders.values(), key=lambda o: o.seq):
                 if o.asset is asset and o.status in WORKING:
@@ -336,8 +369,9 @@ class Broker:
             # Crypto is not marginable: it needs its full value.
             rate = Decimal(1) if p.asset.crypto or not p.asset.marginable else Decimal("0.5")
             initial += abs(mv) * rate
-            maint += abs(mv) * (Decimal(1) if p.asset.crypto else
-                                Decimal("0.3") if mv < 0 else Decimal("0.25"))
+            maint += abs(mv) * (
+                Decimal(1) if p.asset.crypto else Decimal("0.3") if mv < 0 else Decimal("0.25")
+            )
         equity = acct.cash + long_mv + short_mv
         reserved_equity = reserved_crypto = ZERO
         for o in self.orders.values():
@@ -364,8 +398,11 @@ class Broker:
             bp = dtbp if acct.multiplier == "4" else regt
             non_marginable = excess
         return {
-            "long_market_value": long_mv, "short_market_value": short_mv, "equity": equity,
-            "initial_margin": initial, "maintenance_margin": maint,
+            "long_market_value": long_mv,
+            "short_market_value": short_mv,
+            "equity": equity,
+            "initial_margin": initial,
+            "maintenance_margin": maint,
             "buying_power": max(bp - reserved_equity - reserved_crypto, ZERO),
             "regt_buying_power": max(regt - reserved_equity - reserved_crypto, ZERO),
             "daytrading_buying_power": max(dtbp - reserved_equity, ZERO) if dtbp else ZERO,
@@ -375,8 +412,9 @@ class Broker:
     # -- orders -------------------------------------------------------------------------------
 
     def orders_of(self, acct: Account) -> list[Order]:
-        return sorted((o for o in self.orders.values() if o.account_id == acct.id),
-                      key=lambda o: o.seq)
+        return sorted(
+            (o for o in self.orders.values() if o.account_id == acct.id), key=lambda o: o.seq
+        )
 
     def reserved(self, acct: Account, asset: Asset, side: str) -> Decimal:
         """Quantity that working orders on ``side`` already claim; the exits of one bracket
@@ -414,8 +452,11 @@ class Broker:
         if qty is not None and qty <= 0:
             raise err(422, 40010001, "qty must be > 0")  # [infer]
         if otype == "trailing_stop" or order_class == "oco":
-            raise err(422, 42210000, f"{otype if otype == 'trailing_stop' else 'oco'} orders "
-                                     "are not emulated")
+            raise err(
+                422,
+                42210000,
+                f"{otype if otype == 'trailing_stop' else 'oco'} orders are not emulated",
+            )
         if otype in ("limit", "stop_limit") and limit is None:
             raise err(422, 40010001, "limit_price is required")  # [infer]
         if otype in ("stop", "stop_limit") and stop is None:
@@ -440,16 +481,30 @@ class Broker:
             raise err(422, 40010001, "client_order_id must be unique")
         for name, price in (("limit_price", limit), ("stop_price", stop)):
             if price is not None and not asset.crypto and _sub_penny(price):
-                raise err(422, 42210000, f"invalid {name} {num(price)}. sub-penny increment "
-                                         "does not fulfill minimum pricing criteria")
+                raise err(
+                    422,
+                    42210000,
+                    f"invalid {name} {num(price)}. sub-penny increment "
+                    "does not fulfill minimum pricing criteria",
+                )
         quote = self.quote(asset)
         if otype in ("stop", "stop_limit") and stop is not None:
             if side == "buy" and stop <= quote.last:
-                raise err(422, 42210000, "stop price must be greater than current price",
-                          market_price=num(quote.last), stop_price=num(stop))
+                raise err(
+                    422,
+                    42210000,
+                    "stop price must be greater than current price",
+                    market_price=num(quote.last),
+                    stop_price=num(stop),
+                )
             if side == "sell" and stop >= quote.last:
-                raise err(422, 42210000, "stop price must be less than current price",
-                          market_price=num(quote.last), stop_price=num(stop))
+                raise err(
+                    422,
+                    42210000,
+                    "stop price must be less than current price",
+                    market_price=num(quote.last),
+                    stop_price=num(stop),
+                )
         if order_class in ADVANCED:
             self._check_advanced(asset, body, side, otype, tif, limit, stop, quote)
         if not asset.crypto:
@@ -458,15 +513,31 @@ class Broker:
         covered = self._check_sell(acct, asset, side, est_qty, fractional)
         self._check_pdt(acct, asset, side)
         if not covered:
-            price = limit if otype in ("limit", "stop_limit") and limit else (
-                quote.ask if side == "buy" else quote.bid)
+            price = (
+                limit
+                if otype in ("limit", "stop_limit") and limit
+                else (quote.ask if side == "buy" else quote.bid)
+            )
             self._check_buying_power(acct, asset, side, est_qty, price, notional)
 
         now = self.clock()
         routed = asset.crypto or self.market_open or bool(body.get("extended_hours"))
-        order = self._book(acct, asset, client_order_id, side, otype, tif, qty, notional, limit,
-                           stop, order_class, "pending_new" if routed else "accepted", now,
-                           bool(body.get("extended_hours")))
+        order = self._book(
+            acct,
+            asset,
+            client_order_id,
+            side,
+            otype,
+            tif,
+            qty,
+            notional,
+            limit,
+            stop,
+            order_class,
+            "pending_new" if routed else "accepted",
+            now,
+            bool(body.get("extended_hours")),
+        )
         if order_class in ADVANCED:
             self._add_legs(acct, order, body)
         snapshot = self.order_json(order, nested=True)
@@ -477,30 +548,64 @@ class Broker:
         return order, snapshot
 
     def _book(
-        self, acct: Account, asset: Asset, client_order_id: str, side: str, otype: str,
-        tif: str, qty: Decimal | None, notional: Decimal | None, limit: Decimal | None,
-        stop: Decimal | None, order_class: str, status: str, now: float,
-        extended_hours: bool = False, parent: Order | None = None,
+        self,
+        acct: Account,
+        asset: Asset,
+        client_order_id: str,
+        side: str,
+        otype: str,
+        tif: str,
+        qty: Decimal | None,
+        notional: Decimal | None,
+        limit: Decimal | None,
+        stop: Decimal | None,
+        order_class: str,
+        status: str,
+        now: float,
+        extended_hours: bool = False,
+        parent: Order | None = None,
     ) -> Order:
         self._seq += 1
         order = Order(
-            id=str(uuid.uuid4()), seq=self._seq, client_order_id=client_order_id,
-            account_id=acct.id, asset=asset, side=side, type=otype, time_in_force=tif, qty=qty,
-            notional=notional, limit_price=limit, stop_price=stop, order_class=order_class,
-            status=status, created_at=now, updated_at=now, submitted_at=now,
-            extended_hours=extended_hours, parent=parent,
+            id=str(uuid.uuid4()),
+            seq=self._seq,
+            client_order_id=client_order_id,
+            account_id=acct.id,
+            asset=asset,
+            side=side,
+            type=otype,
+            time_in_force=tif,
+            qty=qty,
+            notional=notional,
+            limit_price=limit,
+            stop_price=stop,
+            order_class=order_class,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            submitted_at=now,
+            extended_hours=extended_hours,
+            parent=parent,
         )
         self.orders[order.id] = order
         return order
 
     def _check_advanced(
-        self, asset: Asset, body: dict[str, Any], side: str, otype: str, tif: str,
-        limit: Decimal | None, stop: Decimal | None, quote: Quote,
+        self,
+        asset: Asset,
+        body: dict[str, Any],
+        side: str,
+        otype: str,
+        tif: str,
+        limit: Decimal | None,
+        stop: Decimal | None,
+        quote: Quote,
     ) -> None:
         order_class = body["order_class"]
         if asset.crypto:
-            raise err(422, 42210000,
-                      f"crypto orders not allowed for advanced order_class: {order_class}")
+            raise err(
+                422, 42210000, f"crypto orders not allowed for advanced order_class: {order_class}"
+            )
         tp, sl = body.get("take_profit"), body.get("stop_loss")
         if order_class == "bracket" and not (tp and sl):
             raise err(422, 40010001, "bracket orders require take_profit and stop_loss")
@@ -527,41 +632,82 @@ class Broker:
         exit_side = "sell" if parent.side == "buy" else "buy"
         now = parent.created_at
         if tp := body.get("take_profit"):
-            parent.legs.append(self._book(
-                acct, parent.asset, str(uuid.uuid4()), exit_side, "limit", parent.time_in_force,
-                parent.qty, None, Decimal(tp["limit_price"]), None, parent.order_class, "held",
-                now, parent=parent))
+            parent.legs.append(
+                self._book(
+                    acct,
+                    parent.asset,
+                    str(uuid.uuid4()),
+                    exit_side,
+                    "limit",
+                    parent.time_in_force,
+                    parent.qty,
+                    None,
+                    Decimal(tp["limit_price"]),
+                    None,
+                    parent.order_class,
+                    "held",
+                    now,
+                    parent=parent,
+                )
+            )
         if sl := body.get("stop_loss"):
             sl_limit = Decimal(sl["limit_price"]) if sl.get("limit_price") else None
-            parent.legs.append(self._book(
-                acct, parent.asset, str(uuid.uuid4()), exit_side,
-                "stop_limit" if sl_limit else "stop", parent.time_in_force, parent.qty, None,
-                sl_limit, Decimal(sl["stop_price"]), parent.order_class, "held", now,
-                parent=parent))
+            parent.legs.append(
+                self._book(
+                    acct,
+                    parent.asset,
+                    str(uuid.uuid4()),
+                    exit_side,
+                    "stop_limit" if sl_limit else "stop",
+                    parent.time_in_force,
+                    parent.qty,
+                    None,
+                    sl_limit,
+                    Decimal(sl["stop_price"]),
+                    parent.order_class,
+                    "held",
+                    now,
+                    parent=parent,
+                )
+            )
 
-    def _check_wash(self, acct: Account, asset: Asset, side: str, otype: str,
-                    limit: Decimal | None) -> None:
+    def _check_wash(
+        self, acct: Account, asset: Asset, side: str, otype: str, limit: Decimal | None
+    ) -> None:
         for o in self.orders_of(acct):
-            if (o.asset is not asset or o.side == side or o.parent is not None
-                    or o.status not in RESERVING):
+            if (
+                o.asset is not asset
+                or o.side == side
+                or o.parent is not None
+                or o.status not in RESERVING
+            ):
                 continue
             if o.type in ("market", "stop"):
                 reason = "opposite side market/stop order exists"
             elif otype in ("market", "stop") or (
-                limit is not None and o.limit_price is not None and (
+                limit is not None
+                and o.limit_price is not None
+                and (
                     (side == "buy" and limit >= o.limit_price)
-                    or (side == "sell" and limit <= o.limit_price))):
+                    or (side == "sell" and limit <= o.limit_price)
+                )
+            ):
                 reason = "opposite side limit order exists"
             else:
                 continue
-            raise AlpacaError(403, {
-                "code": 40310000, "existing_order_id": o.id,
-                "message": "potential wash trade detected. use complex orders",
-                "reject_reason": reason,
-            })
+            raise AlpacaError(
+                403,
+                {
+                    "code": 40310000,
+                    "existing_order_id": o.id,
+                    "message": "potential wash trade detected. use complex orders",
+                    "reject_reason": reason,
+                },
+            )
 
-    def _check_sell(self, acct: Account, asset: Asset, side: str, qty: Decimal,
-                    fractional: bool) -> bool:
+    def _check_sell(
+        self, acct: Account, asset: Asset, side: str, qty: Decimal, fractional: bool
+    ) -> bool:
         """Sell-side rules; True when the order only closes what the account holds."""
         pos = acct.positions.get(asset.symbol)
         held = pos.qty if pos else ZERO
@@ -571,14 +717,23 @@ class Broker:
         if asset.crypto:
             if qty > available:
                 base = asset.symbol.split("/")[0]
-                raise err(403, 40310000, f"insufficient balance for {base} "
-                                         f"(requested: {num(qty)}, available: {num(available)})")
+                raise err(
+                    403,
+                    40310000,
+                    f"insufficient balance for {base} "
+                    f"(requested: {num(qty)}, available: {num(available)})",
+                )
             return True
         if held > 0:
             if qty > available:
-                raise err(403, 40310000, f"insufficient qty available for order (requested: "
-                                         f"{num(qty)}, available: {num(available)})",
-                          available=num(available), symbol=asset.symbol)
+                raise err(
+                    403,
+                    40310000,
+                    f"insufficient qty available for order (requested: "
+                    f"{num(qty)}, available: {num(available)})",
+                    available=num(available),
+                    symbol=asset.symbol,
+                )
             return True
         if fractional:
             raise err(422, 42210000, "fractional orders cannot be sold short")
@@ -596,16 +751,28 @@ class Broker:
         if closing and self.figures(acct)["equity"] < PDT_EQUITY:
             raise err(403, 40310000, "trade denied due to pattern day trading protection")
 
-    def _check_buying_power(self, acct: Account, asset: Asset, side: str, qty: Decimal,
-                            price: Decimal, notional: Decimal | None) -> None:
+    def _check_buying_power(
+        self,
+        acct: Account,
+        asset: Asset,
+        side: str,
+        qty: Decimal,
+        price: Decimal,
+        notional: Decimal | None,
+    ) -> None:
         cost = notional if notional is not None else qty * price
         figures = self.figures(acct)
         available = figures["non_marginable_buying_power" if asset.crypto else "buying_power"]
         if cost > available:
-            raise AlpacaError(403, {
-                "buying_power": num(available), "code": 40310000,
-                "cost_basis": num(cost), "message": "insufficient buying power",
-            })
+            raise AlpacaError(
+                403,
+                {
+                    "buying_power": num(available),
+                    "code": 40310000,
+                    "cost_basis": num(cost),
+                    "message": "insufficient buying power",
+                },
+            )
 
     # -- the matching engine --------------------------------------------------------------------
 
@@ -651,8 +818,9 @@ class Broker:
         now = self.clock()
         total = order.filled_qty + qty
         avg_before = order.filled_avg_price or ZERO
-        order.filled_avg_price = ((avg_before * order.filled_qty + price * qty) / total).quantize(
-            NANO).normalize()
+        order.filled_avg_price = (
+            ((avg_before * order.filled_qty + price * qty) / total).quantize(NANO).normalize()
+        )
         order.filled_qty = total
         full = order.qty is None or total >= order.qty
         order.status = "filled" if full else "partially_filled"
@@ -662,9 +830,15 @@ class Broker:
         signed = qty if order.side == "buy" else -qty
         position_qty = self._apply_position(acct, order.asset, signed, price)
         acct.cash -= signed * price
-        self._emit(acct, "fill" if full else "partial_fill", order,
-                   execution_id=str(uuid.uuid4()), price=num(price), qty=num(qty),
-                   position_qty=num(position_qty))
+        self._emit(
+            acct,
+            "fill" if full else "partial_fill",
+            order,
+            execution_id=str(uuid.uuid4()),
+            price=num(price),
+            qty=num(qty),
+            position_qty=num(position_qty),
+        )
         if not full:
             return
         for leg in order.legs:
@@ -676,12 +850,14 @@ class Broker:
                 if sibling is not order and not sibling.final:
                     self._end(sibling, "canceled")
 
-    def _apply_position(self, acct: Account, asset: Asset, signed: Decimal,
-                        price: Decimal) -> Decimal:
+    def _apply_position(
+        self, acct: Account, asset: Asset, signed: Decimal, price: Decimal
+    ) -> Decimal:
         pos = acct.positions.get(asset.symbol)
         if pos is None or pos.qty == 0:
-            acct.positions[asset.symbol] = Position(asset, signed, signed * price,
-                                                    self.quote(asset).last)
+            acct.positions[asset.symbol] = Position(
+                asset, signed, signed * price, self.quote(asset).last
+            )
             acct.opened_today.add(asset.symbol)
             return signed
         old = pos.qty
@@ -742,8 +918,11 @@ class Broker:
         """The session ends: working day orders expire; new equity orders queue."""
         self.market_open = False
         for order in sorted(self.orders.values(), key=lambda o: o.seq):
-            if (order.time_in_force in ("day", "opg", "cls") and order.status in WORKING
-                    and not order.asset.crypto):
+            if (
+                order.time_in_force in ("day", "opg", "cls")
+                and order.status in WORKING
+                and not order.asset.crypto
+            ):
                 self._end(order, "expired")
         for acct in self.accounts.values():
             acct.opened_today.clear()
@@ -753,8 +932,10 @@ class Broker:
         now = datetime.fromtimestamp(self.clock(), ET)
 
         def session(day: datetime) -> tuple[datetime, datetime]:
-            return (day.replace(hour=9, minute=30, second=0, microsecond=0),
-                    day.replace(hour=16, minute=0, second=0, microsecond=0))
+            return (
+                day.replace(hour=9, minute=30, second=0, microsecond=0),
+                day.replace(hour=16, minute=0, second=0, microsecond=0),
+            )
 
         def next_weekday(day: datetime) -> datetime:
             day += timedelta(days=1)
@@ -771,8 +952,10 @@ class Broker:
             next_open, next_close = session(day)
         stamp = now.isoformat(timespec="microseconds")
         return {
-            "timestamp": stamp, "is_open": self.market_open,
-            "next_open": next_open.isoformat(), "next_close": next_close.isoformat(),
+            "timestamp": stamp,
+            "is_open": self.market_open,
+            "next_open": next_open.isoformat(),
+            "next_close": next_close.isoformat(),
         }
 
     # -- JSON --------------------------------------------------------------------------------
@@ -821,8 +1004,7 @@ class Broker:
             "stop_price": d(order.stop_price),
             "status": order.status,
             "extended_hours": order.extended_hours,
-            "legs": [self.order_json(leg) for leg in order.legs] if nested and order.legs
-            else None,
+            "legs": [self.order_json(leg) for leg in order.legs] if nested and order.legs else None,
             "trail_percent": None,
             "trail_price": None,
             "hwm": None,

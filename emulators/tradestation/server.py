@@ -57,17 +57,29 @@ from .world import (
 AUDIENCE = "https://api.tradestation.com"
 ISSUER = "https://signin.tradestation.com/"
 STREAM_CONTENT_TYPE = "application/vnd.tradestation.streams.v3+json"
-KNOWN_SCOPES = frozenset({
-    "openid", "profile", "email", "offline_access", "MarketData", "ReadAccount", "Trade",
-    "OptionSpreads", "Matrix",
-})
+KNOWN_SCOPES = frozenset(
+    {
+        "openid",
+        "profile",
+        "email",
+        "offline_access",
+        "MarketData",
+        "ReadAccount",
+        "Trade",
+        "OptionSpreads",
+        "Matrix",
+    }
+)
 ACCESS_TTL = 1200.0  # 20 minutes
 ROTATION_IDLE_TTL = 1800.0  # rotation mode: each refresh token lives 30 minutes ...
 ROTATION_ABSOLUTE_TTL = 86400.0  # ... and the grant 24 hours
 # Published quotas: per user per API key, window starting at the first request.
 DEFAULT_RATE_LIMITS: dict[str, tuple[int, float]] = {
-    "accounts": (250, 300.0), "balances": (250, 300.0), "positions": (250, 300.0),
-    "orders": (250, 300.0), "quotes": (30, 60.0),
+    "accounts": (250, 300.0),
+    "balances": (250, 300.0),
+    "positions": (250, 300.0),
+    "orders": (250, 300.0),
+    "quotes": (30, 60.0),
 }
 MAX_ORDER_STREAMS = 40  # concurrent order streams per user
 HISTORY_DAYS = 90
@@ -153,9 +165,16 @@ class TradeStationEmulator(BaseEmulator):
     name = "tradestation"
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, rotation: bool = False,
-        pkce_enabled: bool = False, seed: bool = True, clock: Callable[[], float] = time.time,
-        heartbeat_interval: float = 5.0, validate_requests: bool | None = None,
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rotation: bool = False,
+        pkce_enabled: bool = False,
+        seed: bool = True,
+        clock: Callable[[], float] = time.time,
+        heartbeat_interval: float = 5.0,
+        validate_requests: bool | None = None,
         validate_responses: bool = False,
         rate_limits: dict[str, tuple[int, float]] | None = None,
     ) -> None:
@@ -187,14 +206,22 @@ class TradeStationEmulator(BaseEmulator):
 
     def _policy(self) -> OAuthPolicy:
         if self.rotation:
-            return OAuthPolicy(access_ttl=ACCESS_TTL, rotate_refresh=True,
-                               refresh_ttl=ROTATION_IDLE_TTL,
-                               refresh_absolute_ttl=ROTATION_ABSOLUTE_TTL,
-                               pkce=self.pkce_enabled)
+            return OAuthPolicy(
+                access_ttl=ACCESS_TTL,
+                rotate_refresh=True,
+                refresh_ttl=ROTATION_IDLE_TTL,
+                refresh_absolute_ttl=ROTATION_ABSOLUTE_TTL,
+                pkce=self.pkce_enabled,
+            )
         # Without rotation there is no rotated-out token whose reuse would signal theft.
-        return OAuthPolicy(access_ttl=ACCESS_TTL, rotate_refresh=False, refresh_ttl=None,
-                           refresh_absolute_ttl=None, pkce=self.pkce_enabled,
-                           reuse_detection=False)
+        return OAuthPolicy(
+            access_ttl=ACCESS_TTL,
+            rotate_refresh=False,
+            refresh_ttl=None,
+            refresh_absolute_ttl=None,
+            pkce=self.pkce_enabled,
+            reuse_detection=False,
+        )
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -225,7 +252,11 @@ class TradeStationEmulator(BaseEmulator):
     # -- world control -------------------------------------------------------------------
 
     def register_client(
-        self, client_id: str, client_secret: str, redirect_uris: list[str], *,
+        self,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: list[str],
+        *,
         allow_localhost: bool = False,
     ) -> None:
         """An API key. ``allow_localhost`` accepts any http://localhost callback, like the
@@ -256,23 +287,41 @@ class TradeStationEmulator(BaseEmulator):
         self.world.add_user(user_id, name)
 
     def add_account(
-        self, user_id: str, account_id: str, account_type: str, *, live: bool = True,
-        cash: Decimal | int | str = 0, alias: str | None = None,
+        self,
+        user_id: str,
+        account_id: str,
+        account_type: str,
+        *,
+        live: bool = True,
+        cash: Decimal | int | str = 0,
+        alias: str | None = None,
     ) -> AccountState:
-        return self.world.add_account(user_id, account_id, account_type, live=live, cash=cash,
-                                      alias=alias)
+        return self.world.add_account(
+            user_id, account_id, account_type, live=live, cash=cash, alias=alias
+        )
 
-    def set_position(self, account_id: str, symbol: str, quantity: Decimal | int | str,
-                     average_price: Decimal | int | str) -> None:
+    def set_position(
+        self,
+        account_id: str,
+        symbol: str,
+        quantity: Decimal | int | str,
+        average_price: Decimal | int | str,
+    ) -> None:
         self.world.set_position(account_id, symbol, quantity, average_price)
 
-    def set_quote(self, symbol: str, bid: Decimal | int | str, ask: Decimal | int | str,
-                  last: Decimal | int | str | None = None) -> None:
+    def set_quote(
+        self,
+        symbol: str,
+        bid: Decimal | int | str,
+        ask: Decimal | int | str,
+        last: Decimal | int | str | None = None,
+    ) -> None:
         """Move a quote; resting limit and stop orders are re-checked against it."""
         self.world.set_quote(symbol, bid, ask, last)
 
-    def fill(self, order_id: str, quantity: Decimal | int | str,
-             price: Decimal | int | str) -> OrderState:
+    def fill(
+        self, order_id: str, quantity: Decimal | int | str, price: Decimal | int | str
+    ) -> OrderState:
         return self.world.fill(order_id, quantity, price)
 
     def reject(self, order_id: str, reason: str) -> OrderState:
@@ -353,8 +402,9 @@ class TradeStationEmulator(BaseEmulator):
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/orders", self.get_orders)
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/orders/{{ids}}", self.get_orders_by_id)
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/historicalorders", self.get_history)
-        r.add_get(f"{h}/brokerage/accounts/{{accounts}}/historicalorders/{{ids}}",
-                  self.get_history_by_id)
+        r.add_get(
+            f"{h}/brokerage/accounts/{{accounts}}/historicalorders/{{ids}}", self.get_history_by_id
+        )
         r.add_get(f"{h}/brokerage/stream/accounts/{{accounts}}/orders", self.stream_orders)
         r.add_post(f"{h}/orderexecution/orders", self.place_order)
         r.add_delete(f"{h}/orderexecution/orders/{{order_id}}", self.cancel_order)
@@ -376,14 +426,16 @@ class TradeStationEmulator(BaseEmulator):
         if self.validate_requests:
             body = await request.read()  # cached by the recording middleware
             spec_request = spec.SpecRequest(
-                request.method, path, {k: request.query.getall(k) for k in request.query},
-                dict(request.headers), body or None,
+                request.method,
+                path,
+                {k: request.query.getall(k) for k in request.query},
+                dict(request.headers),
+                body or None,
                 request.content_type if body else "application/json",
             )
             problems = spec.request_errors(spec_request)
             if problems:
-                self.spec_violations.append(
-                    SpecViolation(request.method, request.path, problems))
+                self.spec_violations.append(SpecViolation(request.method, request.path, problems))
                 if any(p.startswith("PathNotFound") for p in problems):
                     return _error(404, "NotFound", "Resource not found.")
                 return _error(400, "BadRequest", problems[0])
@@ -399,15 +451,23 @@ class TradeStationEmulator(BaseEmulator):
         request[CLIENT] = record.client_id
         request[LIVE] = m.group(1) == "live"
         response = await handler(request)
-        if (self.validate_responses and spec_request is not None
-                and isinstance(response, web.Response)
-                and response.content_type == "application/json"):
+        if (
+            self.validate_responses
+            and spec_request is not None
+            and isinstance(response, web.Response)
+            and response.content_type == "application/json"
+        ):
             assert isinstance(response.body, bytes)
-            problems = spec.response_errors(spec_request, spec.SpecResponse(
-                response.status, response.body, response.content_type, dict(response.headers)))
+            problems = spec.response_errors(
+                spec_request,
+                spec.SpecResponse(
+                    response.status, response.body, response.content_type, dict(response.headers)
+                ),
+            )
             if problems:
                 self.response_violations.append(
-                    SpecViolation(request.method, request.path, problems))
+                    SpecViolation(request.method, request.path, problems)
+                )
         return response
 
     def _rate_limited(self, key: tuple[str, str, str]) -> web.Response | None:
@@ -430,19 +490,27 @@ class TradeStationEmulator(BaseEmulator):
     # -- accounts, balances, positions ---------------------------------------------------
 
     def _accounts(
-        self, request: web.Request, *, brokerage_only: bool,
+        self,
+        request: web.Request,
+        *,
+        brokerage_only: bool,
     ) -> tuple[list[AccountState], list[dict[str, str]]]:
         found: list[AccountState] = []
         errors: list[dict[str, str]] = []
         for account_id in request.match_info["accounts"].split(","):
             acct = self.world.accounts.get(account_id)
-            if (acct is None or acct.user_id != request[USER]
-                    or acct.live != request[LIVE]):
-                errors.append({"AccountID": account_id, "Error": "Forbidden",
-                               "Message": "Invalid Account ID."})
+            if acct is None or acct.user_id != request[USER] or acct.live != request[LIVE]:
+                errors.append(
+                    {
+                        "AccountID": account_id,
+                        "Error": "Forbidden",
+                        "Message": "Invalid Account ID.",
+                    }
+                )
             elif brokerage_only and not acct.brokerage:
-                errors.append({"AccountID": account_id, "Error": "Forbidden",
-                               "Message": REASON_ACCOUNT_TYPE})
+                errors.append(
+                    {"AccountID": account_id, "Error": "Forbidden", "Message": REASON_ACCOUNT_TYPE}
+                )
             else:
                 found.append(acct)
         return found, errors
@@ -453,9 +521,12 @@ class TradeStationEmulator(BaseEmulator):
 
     async def get_balances(self, request: web.Request) -> web.Response:
         accounts, errors = self._accounts(request, brokerage_only=True)
-        return web.json_response({
-            "Balances": [self.world.balance_payload(a) for a in accounts], "Errors": errors,
-        })
+        return web.json_response(
+            {
+                "Balances": [self.world.balance_payload(a) for a in accounts],
+                "Errors": errors,
+            }
+        )
 
     async def get_positions(self, request: web.Request) -> web.Response:
         accounts, errors = self._accounts(request, brokerage_only=True)
@@ -465,11 +536,17 @@ class TradeStationEmulator(BaseEmulator):
         def keep(symbol: str) -> bool:
             if not wanted:
                 return True
-            return any(symbol == w or (w.endswith("*") and symbol.startswith(w[:-1].strip()))
-                       for w in wanted)
+            return any(
+                symbol == w or (w.endswith("*") and symbol.startswith(w[:-1].strip()))
+                for w in wanted
+            )
 
-        positions = [self.world.position_payload(a, p) for a in accounts
-                     for p in a.positions.values() if keep(p.symbol)]
+        positions = [
+            self.world.position_payload(a, p)
+            for a in accounts
+            for p in a.positions.values()
+            if keep(p.symbol)
+        ]
         return web.json_response({"Positions": positions, "Errors": errors})
 
     # -- orders --------------------------------------------------------------------------
@@ -486,13 +563,15 @@ class TradeStationEmulator(BaseEmulator):
             except (ValueError, KeyError, TypeError):
                 raise web.HTTPBadRequest(
                     text=json.dumps({"Error": "BadRequest", "Message": "Invalid nextToken."}),
-                    content_type="application/json") from None
+                    content_type="application/json",
+                ) from None
             if self.clock() > expires:
                 raise web.HTTPBadRequest(
                     text=json.dumps({"Error": "BadRequest", "Message": "nextToken has expired."}),
-                    content_type="application/json")
+                    content_type="application/json",
+                )
         size = int(request.query.get("pageSize", MAX_PAGE))
-        chunk = orders[start:start + size]
+        chunk = orders[start : start + size]
         out: dict[str, Any] = {"Orders": [o.payload() for o in chunk]}
         if "pageSize" in request.query and start + size < len(orders):
             token_data = json.dumps({"o": start + size, "e": self.clock() + 3600}).encode()
@@ -501,8 +580,11 @@ class TradeStationEmulator(BaseEmulator):
 
     async def get_orders(self, request: web.Request) -> web.Response:
         accounts, errors = self._accounts(request, brokerage_only=False)
-        orders = sorted((o for a in accounts for o in self.world.todays_orders(a.id)),
-                        key=lambda o: o.closed or o.opened, reverse=True)
+        orders = sorted(
+            (o for a in accounts for o in self.world.todays_orders(a.id)),
+            key=lambda o: o.closed or o.opened,
+            reverse=True,
+        )
         return web.json_response({**self._page(request, orders), "Errors": errors})
 
     async def get_orders_by_id(self, request: web.Request) -> web.Response:
@@ -510,15 +592,22 @@ class TradeStationEmulator(BaseEmulator):
         pool = {o.id: o for a in accounts for o in self.world.todays_orders(a.id)}
         return web.json_response(self._by_id(request, pool, errors))
 
-    def _by_id(self, request: web.Request, pool: dict[str, OrderState],
-               errors: list[dict[str, str]]) -> dict[str, Any]:
+    def _by_id(
+        self, request: web.Request, pool: dict[str, OrderState], errors: list[dict[str, str]]
+    ) -> dict[str, Any]:
         found, missing = [], list(errors)
         for order_id in request.match_info["ids"].split(","):
             if order_id in pool:
                 found.append(pool[order_id].payload())
             else:
-                missing.append({"AccountID": request.match_info["accounts"], "OrderID": order_id,
-                                "Error": "NotFound", "Message": "Order not found."})
+                missing.append(
+                    {
+                        "AccountID": request.match_info["accounts"],
+                        "OrderID": order_id,
+                        "Error": "NotFound",
+                        "Message": "Order not found.",
+                    }
+                )
         return {"Orders": found, "Errors": missing}
 
     def _since(self, request: web.Request) -> date:
@@ -527,21 +616,31 @@ class TradeStationEmulator(BaseEmulator):
             since = date.fromisoformat(raw)
         except ValueError:
             raise web.HTTPBadRequest(
-                text=json.dumps({"Error": "BadRequest",
-                                 "Message": f"Invalid since date {raw!r}; use YYYY-MM-DD."}),
-                content_type="application/json") from None
+                text=json.dumps(
+                    {
+                        "Error": "BadRequest",
+                        "Message": f"Invalid since date {raw!r}; use YYYY-MM-DD.",
+                    }
+                ),
+                content_type="application/json",
+            ) from None
         if since < et_date(self.clock()) - timedelta(days=HISTORY_DAYS):
             raise web.HTTPBadRequest(
-                text=json.dumps({"Error": "BadRequest",
-                                 "Message": "since must be within the last 90 days."}),
-                content_type="application/json")
+                text=json.dumps(
+                    {"Error": "BadRequest", "Message": "since must be within the last 90 days."}
+                ),
+                content_type="application/json",
+            )
         return since
 
     async def get_history(self, request: web.Request) -> web.Response:
         since = self._since(request)
         accounts, errors = self._accounts(request, brokerage_only=False)
-        orders = sorted((o for a in accounts for o in self.world.historical_orders(a.id, since)),
-                        key=lambda o: o.closed or 0, reverse=True)
+        orders = sorted(
+            (o for a in accounts for o in self.world.historical_orders(a.id, since)),
+            key=lambda o: o.closed or 0,
+            reverse=True,
+        )
         return web.json_response({**self._page(request, orders), "Errors": errors})
 
     async def get_history_by_id(self, request: web.Request) -> web.Response:
@@ -553,16 +652,15 @@ class TradeStationEmulator(BaseEmulator):
     async def place_order(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            order = self.world.place(request[USER], request[CLIENT], body,
-                                     live=request[LIVE])
+            order = self.world.place(request[USER], request[CLIENT], body, live=request[LIVE])
         except OrderRejected as e:
             return web.json_response({"Errors": [_failed(e)]})
         except BadRequest as e:
             return _error(400, "BadRequest", str(e))
         sent = [order, *(self.world.orders[c] for c in order.children)]
-        return web.json_response({"Orders": [
-            {"OrderID": o.id, "Message": f"Sent order: {o.summary()}"} for o in sent
-        ]})
+        return web.json_response(
+            {"Orders": [{"OrderID": o.id, "Message": f"Sent order: {o.summary()}"} for o in sent]}
+        )
 
     async def place_group(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -571,13 +669,17 @@ class TradeStationEmulator(BaseEmulator):
             return _error(400, "BadRequest", "Type must be OCO, BRK or NORMAL.")
         try:
             placed, errors = self.world.place_group(
-                request[USER], request[CLIENT], kind, list(body.get("Orders") or []),
-                live=request[LIVE])
+                request[USER],
+                request[CLIENT],
+                kind,
+                list(body.get("Orders") or []),
+                live=request[LIVE],
+            )
         except BadRequest as e:
             return _error(400, "BadRequest", str(e))
-        out: dict[str, Any] = {"Orders": [
-            {"OrderID": o.id, "Message": f"Sent order: {o.summary()}"} for o in placed
-        ]}
+        out: dict[str, Any] = {
+            "Orders": [{"OrderID": o.id, "Message": f"Sent order: {o.summary()}"} for o in placed]
+        }
         if errors:
             out["Errors"] = [_failed(e) for e in errors]
         return web.json_response(out)
@@ -585,8 +687,11 @@ class TradeStationEmulator(BaseEmulator):
     async def cancel_order(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
         order = self.world.orders.get(order_id)
-        if (order is None or order.account.user_id != request[USER]
-                or order.account.live != request[LIVE]):
+        if (
+            order is None
+            or order.account.user_id != request[USER]
+            or order.account.live != request[LIVE]
+        ):
             return _error(404, "NotFound", f"Order {order_id} was not found.")
         try:
             self.world.cancel(order_id)
@@ -673,42 +778,70 @@ class TradeStationEmulator(BaseEmulator):
             return _auth0_page(400, "invalid_request: Unknown client.")
         redirect_uri = q.get("redirect_uri", "")
         if not self._redirect_allowed(client, redirect_uri):
-            return _auth0_page(400, "Callback URL mismatch. The provided redirect_uri is not in "
-                                    "the list of allowed callback URLs.")
+            return _auth0_page(
+                400,
+                "Callback URL mismatch. The provided redirect_uri is not in "
+                "the list of allowed callback URLs.",
+            )
         problem = self._authorize_problem(q)
         if problem is not None:
             return _redirect(redirect_uri, {**problem, "state": q.get("state", "")})
         users = [(u.id, f"{u.name} ({u.id})") for u in self.world.users.values()]
-        hidden = {k: q[k] for k in ("client_id", "redirect_uri", "state", "scope",
-                                    "code_challenge", "code_challenge_method") if k in q}
-        return consent_page(broker="TradeStation", app_name=client.client_id,
-                            scopes=q.get("scope", "").split(), users=users, hidden=hidden,
-                            action="/signin/u/consent")
+        hidden = {
+            k: q[k]
+            for k in (
+                "client_id",
+                "redirect_uri",
+                "state",
+                "scope",
+                "code_challenge",
+                "code_challenge_method",
+            )
+            if k in q
+        }
+        return consent_page(
+            broker="TradeStation",
+            app_name=client.client_id,
+            scopes=q.get("scope", "").split(),
+            users=users,
+            hidden=hidden,
+            action="/signin/u/consent",
+        )
 
     def _authorize_problem(self, q: Any) -> dict[str, str] | None:
         if q.get("response_type") != "code":
-            return {"error": "unsupported_response_type",
-                    "error_description": "Unsupported response type"}
+            return {
+                "error": "unsupported_response_type",
+                "error_description": "Unsupported response type",
+            }
         audience = q.get("audience")
         if not audience:
-            return {"error": "invalid_request",
-                    "error_description": "Missing required parameter: audience"}
+            return {
+                "error": "invalid_request",
+                "error_description": "Missing required parameter: audience",
+            }
         if audience != AUDIENCE:
             return {"error": "access_denied", "error_description": f"Service not found: {audience}"}
         scopes = q.get("scope", "").split()
         unknown = [s for s in scopes if s not in KNOWN_SCOPES]
         if unknown:
-            return {"error": "invalid_scope",
-                    "error_description": f"Unknown scope: {' '.join(unknown)}"}
+            return {
+                "error": "invalid_scope",
+                "error_description": f"Unknown scope: {' '.join(unknown)}",
+            }
         if "openid" not in scopes:
             return {"error": "invalid_scope", "error_description": "The openid scope is required"}
         if "code_challenge" in q:
             if not self.pkce_enabled:
-                return {"error": "invalid_request",
-                        "error_description": "PKCE is not enabled for this client"}
+                return {
+                    "error": "invalid_request",
+                    "error_description": "PKCE is not enabled for this client",
+                }
             if q.get("code_challenge_method") != "S256":
-                return {"error": "invalid_request",
-                        "error_description": "code_challenge_method must be S256"}
+                return {
+                    "error": "invalid_request",
+                    "error_description": "code_challenge_method must be S256",
+                }
         return None
 
     async def consent(self, request: web.Request) -> web.Response:
@@ -723,18 +856,23 @@ class TradeStationEmulator(BaseEmulator):
             return _auth0_page(400, "Callback URL mismatch.")
         state = q.get("state", "")
         if q.get("decision") != "approve":
-            return _redirect(redirect_uri, {
-                "error": "access_denied",
-                "error_description": "User did not authorize the request", "state": state,
-            })
+            return _redirect(
+                redirect_uri,
+                {
+                    "error": "access_denied",
+                    "error_description": "User did not authorize the request",
+                    "state": state,
+                },
+            )
         user_id = q.get("user_id", "")
         if user_id not in self.world.users:
             return _auth0_page(400, "Unknown user.")
         problem = self._authorize_problem({**q, "response_type": "code", "audience": AUDIENCE})
         if problem is not None:
             return _redirect(redirect_uri, {**problem, "state": state})
-        code = self.oauth.issue_code(client.client_id, redirect_uri, user_id, q.get("scope", ""),
-                                     q.get("code_challenge"))
+        code = self.oauth.issue_code(
+            client.client_id, redirect_uri, user_id, q.get("scope", ""), q.get("code_challenge")
+        )
         return _redirect(redirect_uri, {"code": code, "state": state})
 
     async def _form(self, request: web.Request) -> dict[str, str]:
@@ -760,8 +898,9 @@ class TradeStationEmulator(BaseEmulator):
             client = self._client_auth(request, form)
             grant = form.get("grant_type")
             if grant == "authorization_code":
-                out = self.oauth.exchange_code(client, form.get("code"), form.get("redirect_uri"),
-                                               form.get("code_verifier"))
+                out = self.oauth.exchange_code(
+                    client, form.get("code"), form.get("redirect_uri"), form.get("code_verifier")
+                )
                 if "offline_access" not in out["scope"].split():
                     # Refresh tokens only come with offline_access.
                     self.oauth.tokens.pop(out.pop("refresh_token"), None)
@@ -774,8 +913,11 @@ class TradeStationEmulator(BaseEmulator):
         except OAuthError as e:
             # Auth0 answers invalid_grant with 403.
             status = 403 if e.error == "invalid_grant" else e.status
-            return web.json_response({"error": e.error, "error_description": e.description},
-                                     status=status, headers={"Cache-Control": "no-store"})
+            return web.json_response(
+                {"error": e.error, "error_description": e.description},
+                status=status,
+                headers={"Cache-Control": "no-store"},
+            )
         record = self.oauth.tokens[out["access_token"]]
         out["id_token"] = self._id_token(client, record.user_id)
         out["token_type"] = "Bearer"
@@ -784,10 +926,18 @@ class TradeStationEmulator(BaseEmulator):
     def _id_token(self, client: OAuthClient, user_id: str) -> str:
         now = int(self.clock())
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        payload = _b64(json.dumps({
-            "iss": ISSUER, "sub": f"auth0|{user_id}", "aud": client.client_id, "iat": now,
-            "exp": now + 36000, "name": self.world.users[user_id].name,
-        }).encode())
+        payload = _b64(
+            json.dumps(
+                {
+                    "iss": ISSUER,
+                    "sub": f"auth0|{user_id}",
+                    "aud": client.client_id,
+                    "iat": now,
+                    "exp": now + 36000,
+                    "name": self.world.users[user_id].name,
+                }
+            ).encode()
+        )
         signing_input = f"{header}.{payload}".encode()
         sig = hmac.new(client.client_secret.encode(), signing_input, hashlib.sha256).digest()
         return f"{header}.{payload}.{_b64(sig)}"
@@ -799,14 +949,18 @@ class TradeStationEmulator(BaseEmulator):
         try:
             client = self._client_auth(request, form)
         except OAuthError as e:
-            return web.json_response({"error": e.error, "error_description": e.description},
-                                     status=e.status)
+            return web.json_response(
+                {"error": e.error, "error_description": e.description}, status=e.status
+            )
         self.revocations += 1
         rec = self.oauth.tokens.get(form.get("token", ""))
         if rec is not None and rec.client_id == client.client_id and rec.kind == "refresh":
             for other in self.oauth.tokens.values():
-                if (other.kind == "refresh" and other.client_id == client.client_id
-                        and other.user_id == rec.user_id):
+                if (
+                    other.kind == "refresh"
+                    and other.client_id == client.client_id
+                    and other.user_id == rec.user_id
+                ):
                     other.revoked = True
         return web.Response(status=200)
 
@@ -824,13 +978,18 @@ async def _write(resp: web.StreamResponse, obj: dict[str, Any]) -> None:
 
 def _redirect(uri: str, params: dict[str, str]) -> web.Response:
     sep = "&" if urlsplit(uri).query else "?"
-    return web.Response(status=302, headers={"Location": f"{uri}{sep}{urlencode(params)}",
-                                             "Cache-Control": "no-store"})
+    return web.Response(
+        status=302,
+        headers={"Location": f"{uri}{sep}{urlencode(params)}", "Cache-Control": "no-store"},
+    )
 
 
 def _auth0_page(status: int, message: str) -> web.Response:
-    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>Error</title></head>"
-            f"<body><h1>Oops!, something went wrong</h1><p>{html.escape(message)}</p>"
-            "</body></html>")
-    return web.Response(status=status, text=text, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+    text = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Error</title></head>"
+        f"<body><h1>Oops!, something went wrong</h1><p>{html.escape(message)}</p>"
+        "</body></html>"
+    )
+    return web.Response(
+        status=status, text=text, content_type="text/html", headers={"Cache-Control": "no-store"}
+    )

@@ -23,20 +23,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tradecord.emulators.tradestation")
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "specs" / "tradestation" / (
-    "tradestation-webapi-v3-openapi.json"
+SPEC_PATH = (
+    Path(__file__).resolve().parent.parent
+    / "specs"
+    / "tradestation"
+    / ("tradestation-webapi-v3-openapi.json")
 )
 SERVER = "https://api.tradestation.com"
 
 DURATIONS = ("DAY", "DYP", "GTC", "GCP", "GTD", "GDP", "OPG", "CLO", "IOC", "FOK", "1", "3", "5")
 TRADE_ACTIONS = (
-    "BUY", "SELL", "BUYTOCOVER", "SELLSHORT", "BUYTOOPEN", "BUYTOCLOSE", "SELLTOOPEN",
+    "BUY",
+    "SELL",
+    "BUYTOCOVER",
+    "SELLSHORT",
+    "BUYTOOPEN",
+    "BUYTOCLOSE",
+    "SELLTOOPEN",
     "SELLTOCLOSE",
 )
 _TIMESTAMP_SCHEMAS = ("TimeStamp", "TimeUtc", "TimeUtc1", "ExpirationDate", "Expiration")
 _ARRAY_200 = (
-    "/v3/orderexecution/orders", "/v3/orderexecution/orderconfirm",
-    "/v3/orderexecution/ordergroups", "/v3/orderexecution/ordergroupconfirm",
+    "/v3/orderexecution/orders",
+    "/v3/orderexecution/orderconfirm",
+    "/v3/orderexecution/ordergroups",
+    "/v3/orderexecution/ordergroupconfirm",
 )
 # ``{accounts}`` takes 1-25 comma-separated ids; quotes take at most 100 symbols.
 ACCOUNTS_PATTERN = r"^[^,]+(,[^,]+){0,24}$"
@@ -90,8 +101,10 @@ def available() -> bool:
         import openapi_core  # noqa: F401
         import werkzeug  # noqa: F401
     except ImportError:
-        log.info("openapi-core is not installed: the TradeStation emulator will not validate "
-                 "requests against the OpenAPI file")
+        log.info(
+            "openapi-core is not installed: the TradeStation emulator will not validate "
+            "requests against the OpenAPI file"
+        )
         return False
     return True
 

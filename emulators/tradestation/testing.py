@@ -18,20 +18,34 @@ REDIRECT_URI = "http://localhost:8080/oauth/tradestation/callback"
 
 
 async def authorization_code(
-    session: aiohttp.ClientSession, emu: TradeStationEmulator, *, user_id: str = "demo",
-    client_id: str = DEFAULT_CLIENT_ID, redirect_uri: str = REDIRECT_URI, scope: str = SCOPES,
-    state: str = "state-for-tests", extra: dict[str, str] | None = None,
+    session: aiohttp.ClientSession,
+    emu: TradeStationEmulator,
+    *,
+    user_id: str = "demo",
+    client_id: str = DEFAULT_CLIENT_ID,
+    redirect_uri: str = REDIRECT_URI,
+    scope: str = SCOPES,
+    state: str = "state-for-tests",
+    extra: dict[str, str] | None = None,
 ) -> str:
     """Open the authorize page, approve as ``user_id``, and return the code from the redirect."""
-    params = {"response_type": "code", "client_id": client_id, "audience": AUDIENCE,
-              "redirect_uri": redirect_uri, "state": state, "scope": scope, **(extra or {})}
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "audience": AUDIENCE,
+        "redirect_uri": redirect_uri,
+        "state": state,
+        "scope": scope,
+        **(extra or {}),
+    }
     async with session.get(emu.authorize_url, params=params, allow_redirects=False) as r:
         if r.status != 200:
             raise AssertionError(f"authorize page answered {r.status}: {r.headers.get('Location')}")
     form = {k: v for k, v in params.items() if k not in ("response_type", "audience")}
     form.update(user_id=user_id, decision="approve")
-    async with session.post(f"{emu.base_url}/signin/u/consent", data=form,
-                            allow_redirects=False) as r:
+    async with session.post(
+        f"{emu.base_url}/signin/u/consent", data=form, allow_redirects=False
+    ) as r:
         location = r.headers["Location"]
     query = parse_qs(urlsplit(location).query)
     if "code" not in query:
@@ -41,15 +55,26 @@ async def authorization_code(
 
 
 async def sign_in(
-    session: aiohttp.ClientSession, emu: TradeStationEmulator, *, user_id: str = "demo",
-    client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
-    redirect_uri: str = REDIRECT_URI, scope: str = SCOPES,
+    session: aiohttp.ClientSession,
+    emu: TradeStationEmulator,
+    *,
+    user_id: str = "demo",
+    client_id: str = DEFAULT_CLIENT_ID,
+    client_secret: str = DEFAULT_CLIENT_SECRET,
+    redirect_uri: str = REDIRECT_URI,
+    scope: str = SCOPES,
 ) -> dict[str, Any]:
     """The whole code flow; returns the token response."""
-    code = await authorization_code(session, emu, user_id=user_id, client_id=client_id,
-                                    redirect_uri=redirect_uri, scope=scope)
-    form = {"grant_type": "authorization_code", "client_id": client_id,
-            "client_secret": client_secret, "code": code, "redirect_uri": redirect_uri}
+    code = await authorization_code(
+        session, emu, user_id=user_id, client_id=client_id, redirect_uri=redirect_uri, scope=scope
+    )
+    form = {
+        "grant_type": "authorization_code",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "code": code,
+        "redirect_uri": redirect_uri,
+    }
     async with session.post(emu.token_url, data=form) as r:
         body: dict[str, Any] = await r.json()
         if r.status != 200:
@@ -62,8 +87,13 @@ class EmulatorTokens:
     rotated refresh token, and turns ``invalid_grant`` into ``AuthorizationExpired``."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, token_url: str, tokens: dict[str, Any], *,
-        client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
+        self,
+        session: aiohttp.ClientSession,
+        token_url: str,
+        tokens: dict[str, Any],
+        *,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
     ) -> None:
         self.session = session
         self.token_url = token_url
@@ -83,8 +113,12 @@ class EmulatorTokens:
                 return self.access  # someone refreshed while we waited
             if not self.refresh_token:
                 raise AuthorizationExpired()
-            form = {"grant_type": "refresh_token", "client_id": self.client_id,
-                    "client_secret": self.client_secret, "refresh_token": self.refresh_token}
+            form = {
+                "grant_type": "refresh_token",
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "refresh_token": self.refresh_token,
+            }
             async with self.session.post(self.token_url, data=form) as r:
                 body = await r.json()
                 if r.status != 200:

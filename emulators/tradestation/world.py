@@ -28,17 +28,43 @@ ZERO = Decimal(0)
 
 # Status codes and their StatusDescription, as the v3 spec lists them.
 STATUS_TEXT = {
-    "ACK": "Received", "ASS": "Option Assignment", "BRC": "Bracket Canceled",
-    "BRF": "Bracket Filled", "BRO": "Broken", "CHG": "Change", "CND": "Condition Met",
-    "COR": "Fill Corrected", "DIS": "Dispatched", "DOA": "Dead", "DON": "Queued",
-    "ECN": "Expiration Cancel Request", "EXE": "Option Exercise", "FPR": "Partial Fill (Alive)",
-    "LAT": "Too Late to Cancel", "OPN": "Sent", "OSO": "OSO Order",
-    "OTHER": "OrderStatus not mapped", "PLA": "Sending", "REC": "Big Brother Recall Request",
-    "RJC": "Cancel Request Rejected", "RPD": "Replace Pending", "RSN": "Replace Sent",
-    "STP": "Stop Hit", "STT": "OrderStatus Message",
-    "SUS": "Suspended", "UCN": "Cancel Sent", "CAN": "Canceled", "EXP": "Expired", "OUT": "UROut",
-    "RJR": "Change Request Rejected", "SCN": "Big Brother Recall", "TSC": "Trade Server Canceled",
-    "UCH": "Replaced", "REJ": "Rejected", "FLL": "Filled", "FLP": "Partial Fill (UROut)",
+    "ACK": "Received",
+    "ASS": "Option Assignment",
+    "BRC": "Bracket Canceled",
+    "BRF": "Bracket Filled",
+    "BRO": "Broken",
+    "CHG": "Change",
+    "CND": "Condition Met",
+    "COR": "Fill Corrected",
+    "DIS": "Dispatched",
+    "DOA": "Dead",
+    "DON": "Queued",
+    "ECN": "Expiration Cancel Request",
+    "EXE": "Option Exercise",
+    "FPR": "Partial Fill (Alive)",
+    "LAT": "Too Late to Cancel",
+    "OPN": "Sent",
+    "OSO": "OSO Order",
+    "OTHER": "OrderStatus not mapped",
+    "PLA": "Sending",
+    "REC": "Big Brother Recall Request",
+    "RJC": "Cancel Request Rejected",
+    "RPD": "Replace Pending",
+    "RSN": "Replace Sent",
+    "STP": "Stop Hit",
+    "STT": "OrderStatus Message",
+    "SUS": "Suspended",
+    "UCN": "Cancel Sent",
+    "CAN": "Canceled",
+    "EXP": "Expired",
+    "OUT": "UROut",
+    "RJR": "Change Request Rejected",
+    "SCN": "Big Brother Recall",
+    "TSC": "Trade Server Canceled",
+    "UCH": "Replaced",
+    "REJ": "Rejected",
+    "FLL": "Filled",
+    "FLP": "Partial Fill (UROut)",
 }
 CLOSED_STATUSES = frozenset({"CAN", "EXP", "OUT", "RJR", "SCN", "TSC", "UCH", "REJ", "FLL", "FLP"})
 
@@ -77,9 +103,15 @@ MAINTENANCE_SHARE = Decimal("0.9")
 
 # Sensible prices for a newcomer in local mode; ``set_quote`` adds or moves any symbol.
 DEFAULT_EQUITY_QUOTES: dict[str, Decimal] = {
-    "AAPL": Decimal("228.50"), "MSFT": Decimal("415.20"), "SPY": Decimal("590.10"),
-    "QQQ": Decimal("505.30"), "TSLA": Decimal("340.00"), "NVDA": Decimal("145.00"),
-    "AMZN": Decimal("205.00"), "AMD": Decimal("138.00"), "META": Decimal("560.00"),
+    "AAPL": Decimal("228.50"),
+    "MSFT": Decimal("415.20"),
+    "SPY": Decimal("590.10"),
+    "QQQ": Decimal("505.30"),
+    "TSLA": Decimal("340.00"),
+    "NVDA": Decimal("145.00"),
+    "AMZN": Decimal("205.00"),
+    "AMD": Decimal("138.00"),
+    "META": Decimal("560.00"),
     "GOOGL": Decimal("170.00"),
 }
 
@@ -136,16 +168,32 @@ class QuoteState:
         change = self.last - self.previous_close
         pct = (change / self.previous_close * 100) if self.previous_close else ZERO
         out: dict[str, Any] = {
-            "Symbol": self.symbol, "Open": s(self.previous_close),
+            "Symbol": self.symbol,
+            "Open": s(self.previous_close),
             "High": s(max(self.last, self.previous_close)),
-            "Low": s(min(self.last, self.previous_close)), "PreviousClose": s(self.previous_close),
-            "Last": s(self.last), "Ask": s(self.ask), "AskSize": "100", "Bid": s(self.bid),
-            "BidSize": "100", "NetChange": s(change), "NetChangePct": s(pct),
-            "Volume": str(self.volume), "PreviousVolume": "0", "Close": s(self.last),
-            "DailyOpenInterest": "0", "TradeTime": iso(self.updated), "TickSizeTier": "0",
-            "MarketFlags": {"IsDelayed": False, "IsHardToBorrow": False, "IsBats": False,
-                            "IsHalted": False},
-            "LastSize": "100", "LastVenue": "ARCX",
+            "Low": s(min(self.last, self.previous_close)),
+            "PreviousClose": s(self.previous_close),
+            "Last": s(self.last),
+            "Ask": s(self.ask),
+            "AskSize": "100",
+            "Bid": s(self.bid),
+            "BidSize": "100",
+            "NetChange": s(change),
+            "NetChangePct": s(pct),
+            "Volume": str(self.volume),
+            "PreviousVolume": "0",
+            "Close": s(self.last),
+            "DailyOpenInterest": "0",
+            "TradeTime": iso(self.updated),
+            "TickSizeTier": "0",
+            "MarketFlags": {
+                "IsDelayed": False,
+                "IsHardToBorrow": False,
+                "IsBats": False,
+                "IsHalted": False,
+            },
+            "LastSize": "100",
+            "LastVenue": "ARCX",
         }
         spec = symbols.future_spec(self.symbol)
         if spec is not None:
@@ -188,15 +236,22 @@ class AccountState:
         return self.type in ("Cash", "Margin", "Futures", "DVP")
 
     def payload(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"AccountID": self.id, "Currency": "USD", "Status": self.status,
-                               "AccountType": self.type}
+        out: dict[str, Any] = {
+            "AccountID": self.id,
+            "Currency": "USD",
+            "Status": self.status,
+            "AccountType": self.type,
+        }
         if self.alias:
             out["Alias"] = self.alias
         if self.type in ("Cash", "Margin"):
             out["AccountDetail"] = {
-                "IsStockLocateEligible": False, "EnrolledInRegTProgram": self.type == "Margin",
-                "RequiresBuyingPowerWarning": self.type == "Margin", "DayTradingQualified": True,
-                "OptionApprovalLevel": 0, "PatternDayTrader": False,
+                "IsStockLocateEligible": False,
+                "EnrolledInRegTProgram": self.type == "Margin",
+                "RequiresBuyingPowerWarning": self.type == "Margin",
+                "DayTradingQualified": True,
+                "OptionApprovalLevel": 0,
+                "PatternDayTrader": False,
             }
         return out
 
@@ -248,7 +303,10 @@ class OrderState:
 
     def summary(self) -> str:
         verb = {
-            "BUY": "Buy", "SELL": "Sell", "SELLSHORT": "Sell Short", "BUYTOCOVER": "Buy to Cover",
+            "BUY": "Buy",
+            "SELL": "Sell",
+            "SELLSHORT": "Sell Short",
+            "BUYTOCOVER": "Buy to Cover",
         }[self.action]
         qty = s(self.quantity)
         if self.order_type == "Market":
@@ -257,26 +315,39 @@ class OrderState:
             return f"{verb} {qty} {self.symbol} @ {s(self.limit_price or ZERO)} Limit"
         if self.order_type == "StopMarket":
             return f"{verb} {qty} {self.symbol} @ {s(self.stop_price or ZERO)} Stop Market"
-        return (f"{verb} {qty} {self.symbol} @ {s(self.stop_price or ZERO)} Stop Limit "
-                f"{s(self.limit_price or ZERO)}")
+        return (
+            f"{verb} {qty} {self.symbol} @ {s(self.stop_price or ZERO)} Stop Limit "
+            f"{s(self.limit_price or ZERO)}"
+        )
 
     def payload(self) -> dict[str, Any]:
         avg = self.average_fill
         buy_or_sell = "Buy" if self.is_buy else "Sell"
         open_close = "Open" if self.action in OPENING_ACTIONS else "Close"
         leg: dict[str, Any] = {
-            "AssetType": self.asset_type, "BuyOrSell": buy_or_sell, "ExecQuantity": s(self.filled),
-            "OpenOrClose": open_close, "QuantityOrdered": s(self.quantity),
-            "QuantityRemaining": s(self.remaining if self.is_open else ZERO), "Symbol": self.symbol,
+            "AssetType": self.asset_type,
+            "BuyOrSell": buy_or_sell,
+            "ExecQuantity": s(self.filled),
+            "OpenOrClose": open_close,
+            "QuantityOrdered": s(self.quantity),
+            "QuantityRemaining": s(self.remaining if self.is_open else ZERO),
+            "Symbol": self.symbol,
         }
         if avg is not None:
             leg["ExecutionPrice"] = s(avg)
         out: dict[str, Any] = {
-            "AccountID": self.account.id, "CommissionFee": "0", "Currency": "USD",
-            "Duration": self.duration, "Legs": [leg], "OrderID": self.id,
-            "OpenedDateTime": iso(self.opened), "OrderType": self.order_type,
-            "PriceUsedForBuyingPower": s(self.price_for_bp), "Routing": self.route,
-            "Status": self.status, "StatusDescription": STATUS_TEXT[self.status],
+            "AccountID": self.account.id,
+            "CommissionFee": "0",
+            "Currency": "USD",
+            "Duration": self.duration,
+            "Legs": [leg],
+            "OrderID": self.id,
+            "OpenedDateTime": iso(self.opened),
+            "OrderType": self.order_type,
+            "PriceUsedForBuyingPower": s(self.price_for_bp),
+            "Routing": self.route,
+            "Status": self.status,
+            "StatusDescription": STATUS_TEXT[self.status],
             "UnbundledRouteFee": "0",
         }
         if avg is not None:
@@ -329,8 +400,14 @@ class World:
         return user
 
     def add_account(
-        self, user_id: str, account_id: str, account_type: str, *, live: bool = True,
-        cash: Decimal | int | str = 0, alias: str | None = None,
+        self,
+        user_id: str,
+        account_id: str,
+        account_type: str,
+        *,
+        live: bool = True,
+        cash: Decimal | int | str = 0,
+        alias: str | None = None,
     ) -> AccountState:
         if user_id not in self.users:
             self.add_user(user_id)
@@ -341,7 +418,10 @@ class World:
         return acct
 
     def set_position(
-        self, account_id: str, symbol: str, quantity: Decimal | int | str,
+        self,
+        account_id: str,
+        symbol: str,
+        quantity: Decimal | int | str,
         average_price: Decimal | int | str,
     ) -> None:
         acct = self.accounts[account_id]
@@ -355,7 +435,10 @@ class World:
         self.quote(symbol)  # positions need a price
 
     def set_quote(
-        self, symbol: str, bid: Decimal | int | str, ask: Decimal | int | str,
+        self,
+        symbol: str,
+        bid: Decimal | int | str,
+        ask: Decimal | int | str,
         last: Decimal | int | str | None = None,
     ) -> None:
         sym = symbol.upper()
@@ -393,16 +476,22 @@ class World:
     def todays_orders(self, account_id: str) -> list[OrderState]:
         """Open orders and orders closed today (US Eastern), newest first."""
         today = et_date(self.clock())
-        out = [o for o in self.account_orders(account_id)
-               if o.is_open or (o.closed is not None and et_date(o.closed) == today)]
-        return sorted(out, key=lambda o: (o.closed or o.opened), reverse=True)
+        out = [
+            o
+            for o in self.account_orders(account_id)
+            if o.is_open or (o.closed is not None and et_date(o.closed) == today)
+        ]
+        return sorted(out, key=lambda o: o.closed or o.opened, reverse=True)
 
     def historical_orders(self, account_id: str, since: date) -> list[OrderState]:
         """Orders closed from ``since`` up to yesterday, newest close first: the vendor serves
         open and today's orders only from ``/orders`` ("prior to current date")."""
         today = et_date(self.clock())
-        out = [o for o in self.account_orders(account_id)
-               if not o.is_open and o.closed is not None and since <= et_date(o.closed) < today]
+        out = [
+            o
+            for o in self.account_orders(account_id)
+            if not o.is_open and o.closed is not None and since <= et_date(o.closed) < today
+        ]
         return sorted(out, key=lambda o: o.closed or 0, reverse=True)
 
     def position_payload(self, acct: AccountState, pos: PositionState) -> dict[str, Any]:
@@ -416,16 +505,27 @@ class World:
         pct = (pnl / abs(cost) * 100) if cost else ZERO
         margin = self._initial_margin(pos.symbol) * abs(pos.quantity) if is_future else ZERO
         return {
-            "AccountID": acct.id, "AveragePrice": s(pos.average_price),
+            "AccountID": acct.id,
+            "AveragePrice": s(pos.average_price),
             "AssetType": "FUTURE" if is_future else "STOCK",
-            "Last": s(last), "Bid": s(q.bid if q else last), "Ask": s(q.ask if q else last),
-            "ConversionRate": "1", "DayTradeRequirement": s(margin / 2) if is_future else "0",
-            "InitialRequirement": s(margin), "MaintenanceMargin": s(margin * MAINTENANCE_SHARE),
+            "Last": s(last),
+            "Bid": s(q.bid if q else last),
+            "Ask": s(q.ask if q else last),
+            "ConversionRate": "1",
+            "DayTradeRequirement": s(margin / 2) if is_future else "0",
+            "InitialRequirement": s(margin),
+            "MaintenanceMargin": s(margin * MAINTENANCE_SHARE),
             "LongShort": "Long" if pos.quantity > 0 else "Short",
-            "MarkToMarketPrice": s(pos.average_price), "MarketValue": s(market_value),
-            "PositionID": pos.position_id, "Quantity": s(pos.quantity), "Symbol": pos.symbol,
-            "Timestamp": iso(pos.opened), "TodaysProfitLoss": s(pnl), "TotalCost": s(cost),
-            "UnrealizedProfitLoss": s(pnl), "UnrealizedProfitLossPercent": s(pct),
+            "MarkToMarketPrice": s(pos.average_price),
+            "MarketValue": s(market_value),
+            "PositionID": pos.position_id,
+            "Quantity": s(pos.quantity),
+            "Symbol": pos.symbol,
+            "Timestamp": iso(pos.opened),
+            "TodaysProfitLoss": s(pnl),
+            "TotalCost": s(cost),
+            "UnrealizedProfitLoss": s(pnl),
+            "UnrealizedProfitLossPercent": s(pct),
             "UnrealizedProfitLossQty": s((last - pos.average_price) * mult),
         }
 
@@ -466,8 +566,10 @@ class World:
         mv, gross, pnl = self._marks(acct)
         reserved = self._reserved(acct)
         if acct.type == "Futures":
-            used = sum((self._initial_margin(p.symbol) * abs(p.quantity)
-                        for p in acct.positions.values()), ZERO)
+            used = sum(
+                (self._initial_margin(p.symbol) * abs(p.quantity) for p in acct.positions.values()),
+                ZERO,
+            )
             return max(ZERO, acct.cash + pnl - used - reserved)
         if acct.type == "Margin":
             # Reg T overnight: twice the equity not already used by positions.
@@ -478,45 +580,72 @@ class World:
         mv, gross, pnl = self._marks(acct)
         bp = self.buying_power(acct)
         out: dict[str, Any] = {
-            "AccountID": acct.id, "AccountType": acct.type, "BuyingPower": s(bp),
-            "Commission": "0", "TodaysProfitLoss": s(pnl + acct.realized), "UnclearedDeposit": "0",
+            "AccountID": acct.id,
+            "AccountType": acct.type,
+            "BuyingPower": s(bp),
+            "Commission": "0",
+            "TodaysProfitLoss": s(pnl + acct.realized),
+            "UnclearedDeposit": "0",
         }
         if acct.type == "Futures":
-            initial = sum((self._initial_margin(p.symbol) * abs(p.quantity)
-                           for p in acct.positions.values()), ZERO)
+            initial = sum(
+                (self._initial_margin(p.symbol) * abs(p.quantity) for p in acct.positions.values()),
+                ZERO,
+            )
             open_margin = self._reserved(acct)
             equity = acct.cash + pnl
-            out.update({
-                "CashBalance": s(acct.cash), "Equity": s(equity), "MarketValue": s(gross),
-                "BalanceDetail": {
-                    "DayTradeExcess": s(bp), "RealizedProfitLoss": s(acct.realized),
-                    "UnrealizedProfitLoss": s(pnl), "DayTradeOpenOrderMargin": s(open_margin / 2),
-                    "OpenOrderMargin": s(open_margin), "DayTradeMargin": s(initial / 2),
-                    "InitialMargin": s(initial),
-                    "MaintenanceMargin": s(initial * MAINTENANCE_SHARE),
-                    "TradeEquity": s(pnl), "SecurityOnDeposit": "0",
-                    "TodayRealTimeTradeEquity": s(pnl),
-                },
-                "CurrencyDetails": [{
-                    "Currency": "USD", "Commission": "0", "CashBalance": s(acct.cash),
-                    "RealizedProfitLoss": s(acct.realized), "UnrealizedProfitLoss": s(pnl),
-                    "InitialMargin": s(initial),
-                    "MaintenanceMargin": s(initial * MAINTENANCE_SHARE),
-                    "AccountConversionRate": "1",
-                }],
-            })
+            out.update(
+                {
+                    "CashBalance": s(acct.cash),
+                    "Equity": s(equity),
+                    "MarketValue": s(gross),
+                    "BalanceDetail": {
+                        "DayTradeExcess": s(bp),
+                        "RealizedProfitLoss": s(acct.realized),
+                        "UnrealizedProfitLoss": s(pnl),
+                        "DayTradeOpenOrderMargin": s(open_margin / 2),
+                        "OpenOrderMargin": s(open_margin),
+                        "DayTradeMargin": s(initial / 2),
+                        "InitialMargin": s(initial),
+                        "MaintenanceMargin": s(initial * MAINTENANCE_SHARE),
+                        "TradeEquity": s(pnl),
+                        "SecurityOnDeposit": "0",
+                        "TodayRealTimeTradeEquity": s(pnl),
+                    },
+                    "CurrencyDetails": [
+                        {
+                            "Currency": "USD",
+                            "Commission": "0",
+                            "CashBalance": s(acct.cash),
+                            "RealizedProfitLoss": s(acct.realized),
+                            "UnrealizedProfitLoss": s(pnl),
+                            "InitialMargin": s(initial),
+                            "MaintenanceMargin": s(initial * MAINTENANCE_SHARE),
+                            "AccountConversionRate": "1",
+                        }
+                    ],
+                }
+            )
             return out
         cost = sum((p.quantity * p.average_price for p in acct.positions.values()), ZERO)
-        out.update({
-            "CashBalance": s(acct.cash), "Equity": s(acct.cash + mv), "MarketValue": s(mv),
-            "BalanceDetail": {
-                "CostOfPositions": s(cost), "DayTrades": "0",
-                "MaintenanceRate": s(gross * Decimal("0.25")), "OptionBuyingPower": s(bp),
-                "OptionsMarketValue": "0", "OvernightBuyingPower": s(bp),
-                "RequiredMargin": s(gross / 2 if acct.type == "Margin" else gross),
-                "RealizedProfitLoss": s(acct.realized), "UnrealizedProfitLoss": s(pnl),
-            },
-        })
+        out.update(
+            {
+                "CashBalance": s(acct.cash),
+                "Equity": s(acct.cash + mv),
+                "MarketValue": s(mv),
+                "BalanceDetail": {
+                    "CostOfPositions": s(cost),
+                    "DayTrades": "0",
+                    "MaintenanceRate": s(gross * Decimal("0.25")),
+                    "OptionBuyingPower": s(bp),
+                    "OptionsMarketValue": "0",
+                    "OvernightBuyingPower": s(bp),
+                    "RequiredMargin": s(gross / 2 if acct.type == "Margin" else gross),
+                    "RealizedProfitLoss": s(acct.realized),
+                    "UnrealizedProfitLoss": s(pnl),
+                },
+            }
+        )
         return out
 
     # -- order entry ---------------------------------------------------------------------
@@ -526,8 +655,14 @@ class World:
             listener(order)
 
     def place(
-        self, user_id: str, client_id: str, body: dict[str, Any], *, live: bool,
-        parent: OrderState | None = None, work: bool = True,
+        self,
+        user_id: str,
+        client_id: str,
+        body: dict[str, Any],
+        *,
+        live: bool,
+        parent: OrderState | None = None,
+        work: bool = True,
     ) -> OrderState:
         """Validate and enter one order (with its OSO children); raises ``OrderRejected`` or
         ``BadRequest``. Business rejections found after entry (buying power, closed market)
@@ -573,10 +708,19 @@ class World:
         if parent is None:
             self._check_position(acct, sym, action, qty)
         order = OrderState(
-            id=str(next(self._order_ids)), account=acct, symbol=sym,
-            asset_type="FUTURE" if is_future else "STOCK", action=action, quantity=qty,
-            order_type=order_type, duration=duration, limit_price=limit, stop_price=stop,
-            confirm_id=confirm, client_id=client_id, opened=self.clock(),
+            id=str(next(self._order_ids)),
+            account=acct,
+            symbol=sym,
+            asset_type="FUTURE" if is_future else "STOCK",
+            action=action,
+            quantity=qty,
+            order_type=order_type,
+            duration=duration,
+            limit_price=limit,
+            stop_price=stop,
+            confirm_id=confirm,
+            client_id=client_id,
+            opened=self.clock(),
             route=str(body.get("Route") or "Intelligent"),
             parent_id=parent.id if parent else None,
         )
@@ -596,8 +740,12 @@ class World:
         children: list[OrderState] = []
         for oso in body.get("OSOs") or []:
             placed, errors = self.place_group(
-                user_id, client_id, str(oso.get("Type", "NORMAL")), list(oso.get("Orders") or []),
-                live=live, parent=order,
+                user_id,
+                client_id,
+                str(oso.get("Type", "NORMAL")),
+                list(oso.get("Orders") or []),
+                live=live,
+                parent=order,
             )
             children.extend(placed)
             if errors:
@@ -661,12 +809,19 @@ class World:
         required = self._order_cost(acct, order.symbol, opening, order.price_for_bp)
         available = self.buying_power(acct)
         if required > available:
-            raise OrderRejected(REASON_BUYING_POWER.format(
-                available=f"{available:.2f}", required=f"{required:.2f}"))
+            raise OrderRejected(
+                REASON_BUYING_POWER.format(available=f"{available:.2f}", required=f"{required:.2f}")
+            )
 
     def place_group(
-        self, user_id: str, client_id: str, group_type: str, bodies: list[dict[str, Any]], *,
-        live: bool, parent: OrderState | None = None,
+        self,
+        user_id: str,
+        client_id: str,
+        group_type: str,
+        bodies: list[dict[str, Any]],
+        *,
+        live: bool,
+        parent: OrderState | None = None,
     ) -> tuple[list[OrderState], list[OrderRejected]]:
         """Enter siblings (OCO/BRK/NORMAL); each is its own order, as the vendor notes. They
         are linked before any is worked, so a sibling that fills at once cancels the others."""
@@ -674,8 +829,9 @@ class World:
         errors: list[OrderRejected] = []
         for body in bodies:
             try:
-                placed.append(self.place(user_id, client_id, body, live=live, parent=parent,
-                                         work=False))
+                placed.append(
+                    self.place(user_id, client_id, body, live=live, parent=parent, work=False)
+                )
             except OrderRejected as e:
                 errors.append(e)
         kind = group_type.upper()
@@ -731,7 +887,10 @@ class World:
         return out
 
     def fill(
-        self, order_id: str, quantity: Decimal | int | str, price: Decimal | int | str,
+        self,
+        order_id: str,
+        quantity: Decimal | int | str,
+        price: Decimal | int | str,
     ) -> OrderState:
         """Test control: execute part or all of an order at ``price``."""
         order = self.orders[order_id]
@@ -766,7 +925,8 @@ class World:
             acct.positions.pop(order.symbol, None)
         elif pos is None or (held > 0) != (new_qty > 0):
             acct.positions[order.symbol] = PositionState(
-                order.symbol, new_qty, avg, self.clock(), str(next(self._position_ids)))
+                order.symbol, new_qty, avg, self.clock(), str(next(self._position_ids))
+            )
         else:
             pos.quantity, pos.average_price = new_qty, avg
         order.filled += qty

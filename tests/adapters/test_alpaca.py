@@ -115,38 +115,49 @@ def test_declarations() -> None:
     assert caps.can_trade(AccountType.CASH, AssetClass.CRYPTO)
     assert caps.can_trade(AccountType.MARGIN, AssetClass.EQUITY)
     assert caps.account_types_for(AssetClass.FUTURE) == []
-    assert caps.order_types_for(AssetClass.CRYPTO) == {OrderType.MARKET, OrderType.LIMIT,
-                                                       OrderType.STOP_LIMIT}
+    assert caps.order_types_for(AssetClass.CRYPTO) == {
+        OrderType.MARKET,
+        OrderType.LIMIT,
+        OrderType.STOP_LIMIT,
+    }
     assert caps.time_in_force[AssetClass.CRYPTO] == {TimeInForce.GTC, TimeInForce.IOC}
     assert AssetClass.EQUITY in caps.fractional and caps.brackets and caps.order_stream
     assert {(r.bucket, r.requests, r.seconds) for r in caps.rate_limits} == {
-        ("trading", 200, 60.0), ("data", 200, 60.0)}
+        ("trading", 200, 60.0),
+        ("data", 200, 60.0),
+    }
     spec = cls.oauth
     assert spec is not None
     assert spec.authorize_url == "https://app.alpaca.markets/oauth/authorize"
     assert spec.token_url == "https://api.alpaca.markets/oauth/token"
     assert spec.scopes == ("trading", "data") and "account:write" not in spec.scopes
     assert spec.pkce is False and spec.revoke_url is None
-    assert cls.default_api_urls == {LIVE: "https://api.alpaca.markets",
-                                    PAPER: "https://paper-api.alpaca.markets"}
+    assert cls.default_api_urls == {
+        LIVE: "https://api.alpaca.markets",
+        PAPER: "https://paper-api.alpaca.markets",
+    }
     assert cls.default_data_url == "https://data.alpaca.markets"
 
 
 def test_parse_time_keeps_nanosecond_and_offset_stamps() -> None:
     assert parse_time("2022-02-04T16:53:29.53427917Z") == datetime(
-        2022, 2, 4, 16, 53, 29, 534279, tzinfo=UTC)
+        2022, 2, 4, 16, 53, 29, 534279, tzinfo=UTC
+    )
     assert parse_time("2024-01-02T09:30:00-05:00") == datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
     assert parse_time(None) is None and parse_time("garbage") is None
 
 
 async def test_oauth_spec_drives_authlib_through_the_emulator(
-    emu: AlpacaEmulator, http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
 ) -> None:
     spec = AlpacaAdapter.oauth
     assert spec is not None
     client = AsyncOAuth2Client(
-        client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET,
-        redirect_uri=DEFAULT_REDIRECT, scope=" ".join(spec.scopes),
+        client_id=DEFAULT_CLIENT_ID,
+        client_secret=DEFAULT_CLIENT_SECRET,
+        redirect_uri=DEFAULT_REDIRECT,
+        scope=" ".join(spec.scopes),
         token_endpoint_auth_method=spec.client_auth,
     )
     url, state = client.create_authorization_url(emu.authorize_url, env="paper")
@@ -154,9 +165,11 @@ async def test_oauth_spec_drives_authlib_through_the_emulator(
         page = await r.text()
     hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
     assert hidden["env"] == "paper" and hidden["scope"] == "trading data"
-    async with http.post(emu.authorize_url, data={**hidden, "user_id": "demo",
-                                                  "decision": "approve"},
-                         allow_redirects=False) as r:
+    async with http.post(
+        emu.authorize_url,
+        data={**hidden, "user_id": "demo", "decision": "approve"},
+        allow_redirects=False,
+    ) as r:
         callback = r.headers["Location"]
     token = await client.fetch_token(emu.token_url, authorization_response=callback, state=state)
     await client.aclose()
@@ -170,8 +183,9 @@ async def test_oauth_spec_drives_authlib_through_the_emulator(
 # -- reads -----------------------------------------------------------------------------------
 
 
-async def test_fetch_accounts_reads_each_host(adapter: AlpacaAdapter, emu: AlpacaEmulator,
-                                              http: aiohttp.ClientSession) -> None:
+async def test_fetch_accounts_reads_each_host(
+    adapter: AlpacaAdapter, emu: AlpacaEmulator, http: aiohttp.ClientSession
+) -> None:
     accounts = await adapter.fetch_accounts()
     assert [(a.id, a.type, a.environment, a.status) for a in accounts] == [
         ("611093251", AccountType.MARGIN, LIVE, "active"),
@@ -196,8 +210,9 @@ async def test_fetch_balance(adapter: AlpacaAdapter, paper: AccountRef) -> None:
         await adapter.fetch_balance(stale)
 
 
-async def test_fetch_positions_maps_crypto_and_shorts(adapter: AlpacaAdapter, paper: AccountRef,
-                                                      emu: AlpacaEmulator) -> None:
+async def test_fetch_positions_maps_crypto_and_shorts(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     account = emu.account("demo", "paper")
     emu.set_position(account, "BTC/USD", D("0.25"), D(90000))
     emu.set_position(account, "F", D(-20), D("10.5"))
@@ -205,21 +220,31 @@ async def test_fetch_positions_maps_crypto_and_shorts(adapter: AlpacaAdapter, pa
     assert set(positions) == {"AAPL", "BTC/USD", "F"}
     btc = positions["BTC/USD"]
     assert (btc.asset_class, btc.quantity, btc.average_price) == (
-        AssetClass.CRYPTO, D("0.25"), D(90000))
+        AssetClass.CRYPTO,
+        D("0.25"),
+        D(90000),
+    )
     assert btc.info["symbol"] == "BTCUSD"
     short = positions["F"]
     assert short.quantity == D(-20) and short.side == "short"
     assert short.market_value == D(-200) and short.unrealized_pnl == D(10)
     aapl = positions["AAPL"]
     assert (aapl.market_price, aapl.cost_basis, aapl.unrealized_pnl) == (
-        D(190), D("1802.5"), D("97.5"))
+        D(190),
+        D("1802.5"),
+        D("97.5"),
+    )
 
 
 async def test_fetch_quote(adapter: AlpacaAdapter, emu: AlpacaEmulator) -> None:
     emu.set_quote("NVDA", D("131.10"), D("131.12"), D("131.11"))
     quote = await adapter.fetch_quote("nvda")
-    assert (quote.symbol, quote.bid, quote.ask, quote.last) == ("NVDA", D("131.1"),
-                                                                D("131.12"), D("131.11"))
+    assert (quote.symbol, quote.bid, quote.ask, quote.last) == (
+        "NVDA",
+        D("131.1"),
+        D("131.12"),
+        D("131.11"),
+    )
     assert quote.time.tzinfo is not None
     crypto = await adapter.fetch_quote("ETH-USD")
     assert crypto.symbol == "ETH/USD" and crypto.ask == D("3400.01")
@@ -239,8 +264,9 @@ async def test_data_scope_missing(emu: AlpacaEmulator, http: aiohttp.ClientSessi
 # -- orders ------------------------------------------------------------------------------------
 
 
-async def test_market_order_lifecycle(adapter: AlpacaAdapter, paper: AccountRef,
-                                      emu: AlpacaEmulator) -> None:
+async def test_market_order_lifecycle(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     placed = await adapter.create_order(paper, order("MSFT", "3", client_order_id="tc1"))
     assert placed.status is OrderStatus.PENDING and placed.client_order_id == "tc1"
     assert (placed.account_id, placed.symbol, placed.quantity) == (paper.id, "MSFT", D(3))
@@ -271,11 +297,20 @@ async def test_generated_client_order_id(adapter: AlpacaAdapter, paper: AccountR
 
 
 async def test_limit_order_rests_partially_fills_and_cancels(
-    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator,
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
 ) -> None:
-    placed = await adapter.create_order(paper, order(
-        "TSLA", "10", order_type=OrderType.LIMIT, limit_price=D("200"),
-        time_in_force=TimeInForce.GTC))
+    placed = await adapter.create_order(
+        paper,
+        order(
+            "TSLA",
+            "10",
+            order_type=OrderType.LIMIT,
+            limit_price=D("200"),
+            time_in_force=TimeInForce.GTC,
+        ),
+    )
     [working] = await adapter.fetch_open_orders(paper)
     assert working.status is OrderStatus.OPEN and working.limit_price == D(200)
     assert working.time_in_force is TimeInForce.GTC
@@ -292,8 +327,9 @@ async def test_limit_order_rests_partially_fills_and_cancels(
         await adapter.cancel_order(paper, "00000000-0000-4000-8000-000000000000")
 
 
-async def test_history_since_and_limit(adapter: AlpacaAdapter, paper: AccountRef,
-                                       emu: AlpacaEmulator) -> None:
+async def test_history_since_and_limit(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     first = await adapter.create_order(paper, order("F", "1"))
     second = await adapter.create_order(paper, order("F", "2"))
     third = await adapter.create_order(paper, order("F", "3"))
@@ -306,8 +342,9 @@ async def test_history_since_and_limit(adapter: AlpacaAdapter, paper: AccountRef
 
 
 async def test_crypto_and_fractional_orders(adapter: AlpacaAdapter, paper: AccountRef) -> None:
-    coin = await adapter.create_order(paper, order("BTCUSD", "0.015",
-                                                   time_in_force=TimeInForce.GTC))
+    coin = await adapter.create_order(
+        paper, order("BTCUSD", "0.015", time_in_force=TimeInForce.GTC)
+    )
     assert coin.symbol == "BTC/USD" and coin.asset_class is AssetClass.CRYPTO
     assert coin.quantity == D("0.015")
     share = await adapter.create_order(paper, order("AAPL", "0.5"))
@@ -316,8 +353,9 @@ async def test_crypto_and_fractional_orders(adapter: AlpacaAdapter, paper: Accou
     assert positions == {"AAPL": D("10.5"), "BTC/USD": D("0.015")}
 
 
-async def test_market_closed_orders_wait_as_pending(adapter: AlpacaAdapter, paper: AccountRef,
-                                                    emu: AlpacaEmulator) -> None:
+async def test_market_closed_orders_wait_as_pending(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     emu.close_market()
     placed = await adapter.create_order(paper, order("AMZN", "1"))
     got = await adapter.fetch_order(paper, order_id=placed.id)
@@ -327,13 +365,18 @@ async def test_market_closed_orders_wait_as_pending(adapter: AlpacaAdapter, pape
 
 
 @pytest.mark.parametrize("side", [Side.BUY, Side.SELL])
-async def test_brackets_both_sides(adapter: AlpacaAdapter, paper: AccountRef,
-                                   emu: AlpacaEmulator, side: Side) -> None:
+async def test_brackets_both_sides(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator, side: Side
+) -> None:
     buy = side is Side.BUY
-    bracket = Bracket(take_profit=D(200) if buy else D(180), stop_loss=D(185) if buy else D(195),
-                      stop_loss_limit=D("184.5") if buy else None)
-    placed = await adapter.create_order(paper, order("AAPL", "5", side, bracket=bracket,
-                                                     time_in_force=TimeInForce.GTC))
+    bracket = Bracket(
+        take_profit=D(200) if buy else D(180),
+        stop_loss=D(185) if buy else D(195),
+        stop_loss_limit=D("184.5") if buy else None,
+    )
+    placed = await adapter.create_order(
+        paper, order("AAPL", "5", side, bracket=bracket, time_in_force=TimeInForce.GTC)
+    )
     sent = emu.requests_to(r"/v2/orders$", "POST")[-1].body
     assert b'"order_class": "bracket"' in sent
     legs = placed.info["legs"]
@@ -344,14 +387,18 @@ async def test_brackets_both_sides(adapter: AlpacaAdapter, paper: AccountRef,
     exit_price = D("200.10") if buy else D("179.80")
     emu.set_quote("AAPL", exit_price, exit_price + D("0.02"))
     assert await adapter.fetch_open_orders(paper) == []
-    history = {o.order_type: o.status for o in await adapter.fetch_orders(paper, limit=10)
-               if o.id != placed.id}
+    history = {
+        o.order_type: o.status
+        for o in await adapter.fetch_orders(paper, limit=10)
+        if o.id != placed.id
+    }
     assert history[OrderType.LIMIT] is OrderStatus.FILLED
     assert OrderStatus.CANCELLED in history.values()
 
 
-async def test_one_exit_is_one_triggers_other(adapter: AlpacaAdapter, paper: AccountRef,
-                                              emu: AlpacaEmulator) -> None:
+async def test_one_exit_is_one_triggers_other(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     await adapter.create_order(paper, order("AAPL", "1", bracket=Bracket(stop_loss=D(150))))
     sent = emu.requests_to(r"/v2/orders$", "POST")[-1].body
     assert b'"order_class": "oto"' in sent and b"take_profit" not in sent
@@ -360,31 +407,65 @@ async def test_one_exit_is_one_triggers_other(adapter: AlpacaAdapter, paper: Acc
 # -- checks before sending ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("request_", "error", "message"), [
-    (order("ESZ5", "1"), AssetClassNotSupported, "Alpaca does not offer futures trading"),
-    (order("/MES", "1"), AssetClassNotSupported, "does not offer futures"),
-    (order("BTC/USD", "1"), InvalidOrder, "take time in force gtc, ioc, not day"),
-    (order("BTC/USD", "1", order_type=OrderType.STOP, stop_price=D(99000),
-           time_in_force=TimeInForce.GTC), InvalidOrder, "allowed: limit, market, stop_limit"),
-    (order("AAPL", "0.5", time_in_force=TimeInForce.GTC), InvalidOrder, "day orders only"),
-    (order("AAPL", "0.5", bracket=Bracket(take_profit=D(250), stop_loss=D(150))), InvalidOrder,
-     "whole number of shares for a bracket"),
-    (order("ETH/USD", "1", time_in_force=TimeInForce.GTC, bracket=Bracket(take_profit=D(5000))),
-     InvalidOrder, "no take-profit/stop-loss brackets for crypto"),
-    (order("AAPL", "1", bracket=Bracket()), InvalidOrder, "needs a take-profit price"),
-    (order("AAPL", "1", time_in_force=TimeInForce.IOC, bracket=Bracket(take_profit=D(250))),
-     InvalidOrder, "day or gtc"),
-    (order("AAPL", "1", order_type=OrderType.LIMIT), InvalidOrder, "needs a limit price"),
-    (order("AAPL", "0"), InvalidOrder, "more than zero"),
-    (order("BTC/USD", "0.0000000001", time_in_force=TimeInForce.GTC), InvalidOrder,
-     "at most 9 decimals"),
-    (order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D(-1)), InvalidOrder,
-     "Prices must be more than zero"),
-    (order("AAPL", "1", client_order_id="has spaces"), InvalidOrder, "client order id"),
-])
-async def test_refused_before_sending(adapter: AlpacaAdapter, paper: AccountRef,
-                                      emu: AlpacaEmulator, request_: OrderRequest,
-                                      error: type[Exception], message: str) -> None:
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        (order("ESZ5", "1"), AssetClassNotSupported, "Alpaca does not offer futures trading"),
+        (order("/MES", "1"), AssetClassNotSupported, "does not offer futures"),
+        (order("BTC/USD", "1"), InvalidOrder, "take time in force gtc, ioc, not day"),
+        (
+            order(
+                "BTC/USD",
+                "1",
+                order_type=OrderType.STOP,
+                stop_price=D(99000),
+                time_in_force=TimeInForce.GTC,
+            ),
+            InvalidOrder,
+            "allowed: limit, market, stop_limit",
+        ),
+        (order("AAPL", "0.5", time_in_force=TimeInForce.GTC), InvalidOrder, "day orders only"),
+        (
+            order("AAPL", "0.5", bracket=Bracket(take_profit=D(250), stop_loss=D(150))),
+            InvalidOrder,
+            "whole number of shares for a bracket",
+        ),
+        (
+            order(
+                "ETH/USD", "1", time_in_force=TimeInForce.GTC, bracket=Bracket(take_profit=D(5000))
+            ),
+            InvalidOrder,
+            "no take-profit/stop-loss brackets for crypto",
+        ),
+        (order("AAPL", "1", bracket=Bracket()), InvalidOrder, "needs a take-profit price"),
+        (
+            order("AAPL", "1", time_in_force=TimeInForce.IOC, bracket=Bracket(take_profit=D(250))),
+            InvalidOrder,
+            "day or gtc",
+        ),
+        (order("AAPL", "1", order_type=OrderType.LIMIT), InvalidOrder, "needs a limit price"),
+        (order("AAPL", "0"), InvalidOrder, "more than zero"),
+        (
+            order("BTC/USD", "0.0000000001", time_in_force=TimeInForce.GTC),
+            InvalidOrder,
+            "at most 9 decimals",
+        ),
+        (
+            order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D(-1)),
+            InvalidOrder,
+            "Prices must be more than zero",
+        ),
+        (order("AAPL", "1", client_order_id="has spaces"), InvalidOrder, "client order id"),
+    ],
+)
+async def test_refused_before_sending(
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
+    request_: OrderRequest,
+    error: type[Exception],
+    message: str,
+) -> None:
     with pytest.raises(error, match=re.escape(message)):
         await adapter.create_order(paper, request_)
     assert posts(emu) == 0
@@ -393,8 +474,14 @@ async def test_refused_before_sending(adapter: AlpacaAdapter, paper: AccountRef,
 # -- Alpaca's rejections -----------------------------------------------------------------------
 
 
-async def _reject(adapter: AlpacaAdapter, ref: AccountRef, request: OrderRequest,
-                  error: type[BrokerError], message: str, code: str | None) -> BrokerError:
+async def _reject(
+    adapter: AlpacaAdapter,
+    ref: AccountRef,
+    request: OrderRequest,
+    error: type[BrokerError],
+    message: str,
+    code: str | None,
+) -> BrokerError:
     with pytest.raises(error, match=message) as info:
         await adapter.create_order(ref, request)
     assert info.value.vendor_code == code
@@ -402,52 +489,133 @@ async def _reject(adapter: AlpacaAdapter, ref: AccountRef, request: OrderRequest
 
 
 async def test_vendor_rejections_become_our_errors(
-    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator, http: aiohttp.ClientSession,
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
 ) -> None:
-    err = await _reject(adapter, paper, order("SPY", "1000"), InsufficientBuyingPower,
-                        r"needs about \$590,010\.00; the account has \$405,700\.00.*/balances",
-                        "40310000")
+    err = await _reject(
+        adapter,
+        paper,
+        order("SPY", "1000"),
+        InsufficientBuyingPower,
+        r"needs about \$590,010\.00; the account has \$405,700\.00.*/balances",
+        "40310000",
+    )
     assert type(err) is InsufficientBuyingPower
-    await _reject(adapter, paper, order("ZZZZNOTREAL", "1"), SymbolNotFound,
-                  r"Alpaca does not know ZZZZNOTREAL\. Check the ticker", "42210000")
-    await _reject(adapter, paper, order("AAPL", "12", Side.SELL), InvalidOrder,
-                  r"You asked to sell 12; 10 AAPL can be sold now.*cancel those orders",
-                  "40310000")
-    await _reject(adapter, paper, order("MSFT", "0.5", Side.SELL), InvalidOrder,
-                  "cannot sell short a fractional quantity", "42210000")
-    await _reject(adapter, paper, order("EIDO", "3", Side.SELL), InvalidOrder,
-                  "no shares of this symbol to borrow", "42210000")
-    await _reject(adapter, paper, order("AAPL", "1", order_type=OrderType.STOP,
-                                        stop_price=D(150)), InvalidOrder,
-                  r"wrong side of the market \(stop 150, market 190\)", "42210000")
-    await _reject(adapter, paper, order("AAPL", "1", order_type=OrderType.LIMIT,
-                                        limit_price=D("189.999")), InvalidOrder,
-                  "whole cents", "42210000")
-    await _reject(adapter, paper, order("AAPL", "1", bracket=Bracket(take_profit=D(150),
-                                                                     stop_loss=D(100))),
-                  InvalidOrder, r"take_profit\.limit_price must be >= base_price", "42210000")
-    await _reject(adapter, paper, order("ETH/USD", "5", Side.SELL,
-                                        time_in_force=TimeInForce.GTC), InvalidOrder,
-                  "Not enough to sell", "40310000")
-    await _reject(adapter, paper, order("BRK.A", "0.01"), InvalidOrder,
-                  "does not take fractional quantities of BRK.A", "42210000")
+    await _reject(
+        adapter,
+        paper,
+        order("ZZZZNOTREAL", "1"),
+        SymbolNotFound,
+        r"Alpaca does not know ZZZZNOTREAL\. Check the ticker",
+        "42210000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "12", Side.SELL),
+        InvalidOrder,
+        r"You asked to sell 12; 10 AAPL can be sold now.*cancel those orders",
+        "40310000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("MSFT", "0.5", Side.SELL),
+        InvalidOrder,
+        "cannot sell short a fractional quantity",
+        "42210000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("EIDO", "3", Side.SELL),
+        InvalidOrder,
+        "no shares of this symbol to borrow",
+        "42210000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "1", order_type=OrderType.STOP, stop_price=D(150)),
+        InvalidOrder,
+        r"wrong side of the market \(stop 150, market 190\)",
+        "42210000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D("189.999")),
+        InvalidOrder,
+        "whole cents",
+        "42210000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "1", bracket=Bracket(take_profit=D(150), stop_loss=D(100))),
+        InvalidOrder,
+        r"take_profit\.limit_price must be >= base_price",
+        "42210000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("ETH/USD", "5", Side.SELL, time_in_force=TimeInForce.GTC),
+        InvalidOrder,
+        "Not enough to sell",
+        "40310000",
+    )
+    await _reject(
+        adapter,
+        paper,
+        order("BRK.A", "0.01"),
+        InvalidOrder,
+        "does not take fractional quantities of BRK.A",
+        "42210000",
+    )
     await adapter.create_order(paper, order("F", "1", client_order_id="same"))
-    await _reject(adapter, paper, order("F", "1", client_order_id="same"), InvalidOrder,
-                  "already has an order with this client order id", "40010001")
+    await _reject(
+        adapter,
+        paper,
+        order("F", "1", client_order_id="same"),
+        InvalidOrder,
+        "already has an order with this client order id",
+        "40010001",
+    )
     cash_adapter = make_adapter(emu, http, emu.issue_token("casey", env="live"))
     [cash] = [a.ref() for a in await cash_adapter.fetch_accounts()]
-    await _reject(cash_adapter, cash, order("F", "5", Side.SELL), InvalidOrder,
-                  "cannot sell short", "40310000")
+    await _reject(
+        cash_adapter,
+        cash,
+        order("F", "5", Side.SELL),
+        InvalidOrder,
+        "cannot sell short",
+        "40310000",
+    )
     emu.account("casey", "live").trading_blocked = True
-    await _reject(cash_adapter, cash, order("F", "1"), BrokerError,
-                  "does not let this account trade", "40310000")
+    await _reject(
+        cash_adapter,
+        cash,
+        order("F", "1"),
+        BrokerError,
+        "does not let this account trade",
+        "40310000",
+    )
 
 
 async def test_wash_trade(adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator) -> None:
     emu.close_market()
     await adapter.create_order(paper, order("AAPL", "1"))
-    await _reject(adapter, paper, order("AAPL", "1", Side.SELL), InvalidOrder,
-                  r"potential wash trade \(opposite side market/stop order exists\)", "40310000")
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "1", Side.SELL),
+        InvalidOrder,
+        r"potential wash trade \(opposite side market/stop order exists\)",
+        "40310000",
+    )
 
 
 async def test_pattern_day_trading(emu: AlpacaEmulator, http: aiohttp.ClientSession) -> None:
@@ -455,8 +623,14 @@ async def test_pattern_day_trading(emu: AlpacaEmulator, http: aiohttp.ClientSess
     adapter = make_adapter(emu, http, emu.issue_token("pdt", env="paper"), envs=(PAPER,))
     [ref] = [a.ref() for a in await adapter.fetch_accounts()]
     await adapter.create_order(ref, order("F", "10"))
-    err = await _reject(adapter, ref, order("F", "10", Side.SELL), BrokerError,
-                        "pattern day trading protection.*3 day trades", "40310000")
+    err = await _reject(
+        adapter,
+        ref,
+        order("F", "10", Side.SELL),
+        BrokerError,
+        "pattern day trading protection.*3 day trades",
+        "40310000",
+    )
     assert type(err) is BrokerError
 
 
@@ -471,7 +645,9 @@ async def test_trading_scope_missing(emu: AlpacaEmulator, http: aiohttp.ClientSe
 
 
 async def test_lost_token_means_relink_and_no_refresh(
-    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator,
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
 ) -> None:
     emu.oauth.expire_access_tokens()
     with pytest.raises(AuthorizationExpired, match="/connect"):
@@ -485,7 +661,8 @@ async def test_lost_token_means_relink_and_no_refresh(
 
 
 async def test_a_401_after_a_new_token_is_still_authorization_expired(
-    emu: AlpacaEmulator, http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
 ) -> None:
     class Rotating(StaticToken):
         """A provider that hands out another (also dead) token once."""
@@ -494,19 +671,33 @@ async def test_a_401_after_a_new_token_is_still_authorization_expired(
             self._token = "also-dead"
             return self._token
 
-    adapter = AlpacaAdapter(AdapterContext(session=http, api_urls={PAPER: emu.api_url(PAPER)},
-                                           tokens=Rotating("dead"),
-                                           extra={"data_url": emu.data_url}))
+    adapter = AlpacaAdapter(
+        AdapterContext(
+            session=http,
+            api_urls={PAPER: emu.api_url(PAPER)},
+            tokens=Rotating("dead"),
+            extra={"data_url": emu.data_url},
+        )
+    )
     with pytest.raises(AuthorizationExpired, match="Alpaca links do not renew"):
         await adapter.fetch_accounts()
 
 
 async def test_read_retries_a_429_after_the_window_resets(
-    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator,
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
 ) -> None:
-    emu.faults.add(Fault(kind="status", path=r"/v2/positions$", times=1, status=429,
-                         body={"code": 42910000, "message": "rate limit exceeded"},
-                         headers={"X-RateLimit-Reset": str(int(time.time()))}))
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/v2/positions$",
+            times=1,
+            status=429,
+            body={"code": 42910000, "message": "rate limit exceeded"},
+            headers={"X-RateLimit-Reset": str(int(time.time()))},
+        )
+    )
     assert len(await adapter.fetch_positions(paper)) == 1
     assert len(emu.requests_to(r"/v2/positions$")) == 2
 
@@ -525,25 +716,45 @@ async def test_rate_limited_when_retries_run_out(http: aiohttp.ClientSession) ->
         assert emu.rate_limited == 2 and emu.broker.orders == {}
 
 
-async def test_server_error_on_read_is_retried(adapter: AlpacaAdapter, paper: AccountRef,
-                                               emu: AlpacaEmulator) -> None:
-    emu.faults.add(Fault(kind="status", path=r"/v2/orders$", method="GET", times=2, status=503,
-                         body={"message": "service unavailable"}))
+async def test_server_error_on_read_is_retried(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/v2/orders$",
+            method="GET",
+            times=2,
+            status=503,
+            body={"message": "service unavailable"},
+        )
+    )
     assert await adapter.fetch_open_orders(paper) == []
     assert len(emu.requests_to(r"/v2/orders$", "GET")) == 3
 
 
-async def test_server_error_on_create_is_not_retried(adapter: AlpacaAdapter, paper: AccountRef,
-                                                     emu: AlpacaEmulator) -> None:
-    emu.faults.add(Fault(kind="status", path=r"/v2/orders$", method="POST", times=1, status=500,
-                         body={"code": 50010000, "message": "internal server error"}))
+async def test_server_error_on_create_is_not_retried(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/v2/orders$",
+            method="POST",
+            times=1,
+            status=500,
+            body={"code": 50010000, "message": "internal server error"},
+        )
+    )
     with pytest.raises(BrokerUnavailable) as info:
         await adapter.create_order(paper, order("F", "1", client_order_id="boom1"))
     assert info.value.maybe_sent is True and posts(emu) == 1
 
 
 async def test_lost_response_on_create_then_lookup_finds_exactly_one(
-    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator,
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
 ) -> None:
     emu.faults.add(Fault(kind="lose_response", path=r"/v2/orders$", method="POST", times=1))
     with pytest.raises(BrokerUnavailable) as info:
@@ -558,8 +769,9 @@ async def test_lost_response_on_create_then_lookup_finds_exactly_one(
     assert len(emu.broker.orders) == 1
 
 
-async def test_dropped_connection_on_read_is_retried(adapter: AlpacaAdapter, paper: AccountRef,
-                                                     emu: AlpacaEmulator) -> None:
+async def test_dropped_connection_on_read_is_retried(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     emu.faults.add(Fault(kind="drop", path=r"/v2/account$", times=1))
     assert (await adapter.fetch_balance(paper)).cash == D(100000)
 
@@ -599,8 +811,12 @@ class Consumer:
 async def consumer_factory() -> AsyncIterator[Callable[..., Awaitable[Consumer]]]:
     made: list[Consumer] = []
 
-    async def make(adapter: AlpacaAdapter, accounts: list[AccountRef],
-                   emu: AlpacaEmulator | None = None, listeners: int = 0) -> Consumer:
+    async def make(
+        adapter: AlpacaAdapter,
+        accounts: list[AccountRef],
+        emu: AlpacaEmulator | None = None,
+        listeners: int = 0,
+    ) -> Consumer:
         consumer = Consumer(adapter, accounts)
         made.append(consumer)
         if emu is not None:
@@ -613,7 +829,9 @@ async def consumer_factory() -> AsyncIterator[Callable[..., Awaitable[Consumer]]
 
 
 async def test_stream_fill_partial_cancel_reject(
-    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator,
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
     consumer_factory: Callable[..., Awaitable[Consumer]],
 ) -> None:
     stream = await consumer_factory(adapter, [paper], emu, 1)
@@ -623,8 +841,9 @@ async def test_stream_fill_partial_cancel_reject(
     assert fill.order.status is OrderStatus.FILLED
     assert (fill.fill_quantity, fill.fill_price) == (D(3), D("10.01"))
     assert fill.execution_id and fill.at is not None
-    resting = await adapter.create_order(paper, order("F", "10", order_type=OrderType.LIMIT,
-                                                      limit_price=D(9)))
+    resting = await adapter.create_order(
+        paper, order("F", "10", order_type=OrderType.LIMIT, limit_price=D(9))
+    )
     await stream.next("new")
     emu.fill(resting.id, D(4), D(9))
     [partial] = await stream.next("partial_fill")
@@ -633,8 +852,9 @@ async def test_stream_fill_partial_cancel_reject(
     await adapter.cancel_order(paper, resting.id)
     [canceled] = await stream.next("canceled")
     assert canceled.order.status is OrderStatus.CANCELLED
-    doomed = await adapter.create_order(paper, order("F", "1", order_type=OrderType.LIMIT,
-                                                     limit_price=D(8)))
+    doomed = await adapter.create_order(
+        paper, order("F", "1", order_type=OrderType.LIMIT, limit_price=D(8))
+    )
     await stream.next("new")
     emu.reject(doomed.id)
     [rejected] = await stream.next("rejected")
@@ -642,7 +862,9 @@ async def test_stream_fill_partial_cancel_reject(
 
 
 async def test_stream_merges_live_text_and_paper_binary_and_ends_on_drop(
-    adapter: AlpacaAdapter, refs: dict[Environment, AccountRef], emu: AlpacaEmulator,
+    adapter: AlpacaAdapter,
+    refs: dict[Environment, AccountRef],
+    emu: AlpacaEmulator,
     consumer_factory: Callable[..., Awaitable[Consumer]],
 ) -> None:
     stream = await consumer_factory(adapter, [refs[LIVE], refs[PAPER]], emu, 2)
@@ -658,18 +880,23 @@ async def test_stream_merges_live_text_and_paper_binary_and_ends_on_drop(
     await until(lambda: emu.stream_connections == 0)
 
 
-async def test_stream_with_a_dead_token(emu: AlpacaEmulator, http: aiohttp.ClientSession,
-                                        paper: AccountRef) -> None:
+async def test_stream_with_a_dead_token(
+    emu: AlpacaEmulator, http: aiohttp.ClientSession, paper: AccountRef
+) -> None:
     dead = make_adapter(emu, http, "not-a-token")
     with pytest.raises(AuthorizationExpired):
         async for _ in dead.stream_order_updates([paper]):
             pass
 
 
-async def test_stream_host_unreachable(emu: AlpacaEmulator, http: aiohttp.ClientSession,
-                                       paper: AccountRef) -> None:
-    adapter = AlpacaAdapter(AdapterContext(session=http, api_urls={PAPER: "http://127.0.0.1:9"},
-                                           tokens=StaticToken("t")))
+async def test_stream_host_unreachable(
+    emu: AlpacaEmulator, http: aiohttp.ClientSession, paper: AccountRef
+) -> None:
+    adapter = AlpacaAdapter(
+        AdapterContext(
+            session=http, api_urls={PAPER: "http://127.0.0.1:9"}, tokens=StaticToken("t")
+        )
+    )
     with pytest.raises(BrokerUnavailable, match="order stream"):
         async for _ in adapter.stream_order_updates([paper]):
             pass
@@ -688,15 +915,36 @@ async def test_every_verb_conforms_to_the_spec(http: aiohttp.ClientSession) -> N
         await a.fetch_positions(cash)
         await a.fetch_quote("AAPL")
         await a.fetch_quote("SOL/USD")
-        placed = await a.create_order(equity, order("AAPL", "1", order_type=OrderType.LIMIT,
-                                                    limit_price=D(150), client_order_id="x1"))
-        await a.create_order(equity, order("AAPL", "1", order_type=OrderType.STOP_LIMIT,
-                                           stop_price=D(200), limit_price=D("200.5"),
-                                           time_in_force=TimeInForce.FOK))
-        await a.create_order(equity, order("AAPL", "2", bracket=Bracket(D(220), D(170),
-                                                                        D("169.5"))))
-        await a.create_order(cash, order("DOGE/USD", "100", order_type=OrderType.LIMIT,
-                                         limit_price=D("0.3"), time_in_force=TimeInForce.GTC))
+        placed = await a.create_order(
+            equity,
+            order(
+                "AAPL", "1", order_type=OrderType.LIMIT, limit_price=D(150), client_order_id="x1"
+            ),
+        )
+        await a.create_order(
+            equity,
+            order(
+                "AAPL",
+                "1",
+                order_type=OrderType.STOP_LIMIT,
+                stop_price=D(200),
+                limit_price=D("200.5"),
+                time_in_force=TimeInForce.FOK,
+            ),
+        )
+        await a.create_order(
+            equity, order("AAPL", "2", bracket=Bracket(D(220), D(170), D("169.5")))
+        )
+        await a.create_order(
+            cash,
+            order(
+                "DOGE/USD",
+                "100",
+                order_type=OrderType.LIMIT,
+                limit_price=D("0.3"),
+                time_in_force=TimeInForce.GTC,
+            ),
+        )
         await a.fetch_open_orders(equity)
         await a.fetch_orders(equity, since=datetime.now(UTC) - timedelta(hours=1), limit=10)
         await a.fetch_order(equity, order_id=placed.id)

@@ -113,15 +113,18 @@ async def tokens(emu: TradeStationEmulator, session: aiohttp.ClientSession) -> E
     return EmulatorTokens(session, emu.token_url, await sign_in(session, emu))
 
 
-def make_adapter(emu: TradeStationEmulator, session: aiohttp.ClientSession,
-                 tokens: EmulatorTokens, **ctx: Any) -> TradeStationAdapter:
-    return TradeStationAdapter(AdapterContext(session=session, api_urls=emu.api_urls,
-                                              tokens=tokens, **ctx))
+def make_adapter(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens, **ctx: Any
+) -> TradeStationAdapter:
+    return TradeStationAdapter(
+        AdapterContext(session=session, api_urls=emu.api_urls, tokens=tokens, **ctx)
+    )
 
 
 @pytest.fixture
-def adapter(emu: TradeStationEmulator, session: aiohttp.ClientSession,
-            tokens: EmulatorTokens) -> TradeStationAdapter:
+def adapter(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens
+) -> TradeStationAdapter:
     return make_adapter(emu, session, tokens)
 
 
@@ -151,24 +154,57 @@ def test_declarations() -> None:
     assert set(oauth.scopes) == {"openid", "offline_access", "ReadAccount", "MarketData", "Trade"}
     assert oauth.pkce is False and oauth.client_auth == "client_secret_post"
     assert TradeStationAdapter.default_api_urls == {
-        LIVE: "https://api.tradestation.com", PAPER: "https://sim-api.tradestation.com"}
+        LIVE: "https://api.tradestation.com",
+        PAPER: "https://sim-api.tradestation.com",
+    }
     caps = TradeStationAdapter.capabilities
     assert caps.account_types_for(AssetClass.FUTURE) == [AccountType.FUTURES]
     assert caps.account_types_for(AssetClass.EQUITY) == [AccountType.CASH, AccountType.MARGIN]
     assert caps.order_stream and caps.brackets and not caps.fractional
     limits = {r.bucket: (r.requests, r.seconds) for r in caps.rate_limits}
-    assert limits == {"accounts": (250, 300.0), "balances": (250, 300.0),
-                      "positions": (250, 300.0), "orders": (250, 300.0), "quotes": (30, 60.0)}
+    assert limits == {
+        "accounts": (250, 300.0),
+        "balances": (250, 300.0),
+        "positions": (250, 300.0),
+        "orders": (250, 300.0),
+        "quotes": (30, 60.0),
+    }
 
 
 def test_status_table_maps_every_vendor_code() -> None:
-    open_codes = ["ACK", "ASS", "BRC", "BRF", "BRO", "CHG", "CND", "COR", "DIS", "DOA", "DON",
-                  "ECN", "EXE", "LAT", "OPN", "OSO", "OTHER", "PLA", "REC", "RJC", "RPD", "RSN",
-                  "STP", "STT", "SUS", "UCN"]
+    open_codes = [
+        "ACK",
+        "ASS",
+        "BRC",
+        "BRF",
+        "BRO",
+        "CHG",
+        "CND",
+        "COR",
+        "DIS",
+        "DOA",
+        "DON",
+        "ECN",
+        "EXE",
+        "LAT",
+        "OPN",
+        "OSO",
+        "OTHER",
+        "PLA",
+        "REC",
+        "RJC",
+        "RPD",
+        "RSN",
+        "STP",
+        "STT",
+        "SUS",
+        "UCN",
+    ]
     assert all(map_status(c) is OrderStatus.OPEN for c in open_codes)
     assert map_status("FPR") is OrderStatus.PARTIALLY_FILLED
-    assert all(map_status(c) is OrderStatus.CANCELLED
-               for c in ["CAN", "OUT", "RJR", "SCN", "TSC", "UCH"])
+    assert all(
+        map_status(c) is OrderStatus.CANCELLED for c in ["CAN", "OUT", "RJR", "SCN", "TSC", "UCH"]
+    )
     assert map_status("EXP") is OrderStatus.EXPIRED
     assert map_status("REJ") is OrderStatus.REJECTED
     assert map_status("FLL") is map_status("FLP") is OrderStatus.FILLED
@@ -176,17 +212,22 @@ def test_status_table_maps_every_vendor_code() -> None:
 
 
 def test_rejection_texts_map_to_our_errors() -> None:
-    assert isinstance(rejection_error("Order failed. Reason: Insufficient buying power."),
-                      InsufficientBuyingPower)
-    assert isinstance(rejection_error("Order failed. Reason: Market is closed for AAPL."),
-                      MarketClosed)
-    assert isinstance(rejection_error(
-        "Order failed. Reason: Futures orders are not supported for account type Margin."),
-        AssetClassNotSupported)
-    assert isinstance(rejection_error("Order failed. Reason: Invalid symbol XYZ."),
-                      SymbolNotFound)
+    assert isinstance(
+        rejection_error("Order failed. Reason: Insufficient buying power."), InsufficientBuyingPower
+    )
+    assert isinstance(
+        rejection_error("Order failed. Reason: Market is closed for AAPL."), MarketClosed
+    )
+    assert isinstance(
+        rejection_error(
+            "Order failed. Reason: Futures orders are not supported for account type Margin."
+        ),
+        AssetClassNotSupported,
+    )
+    assert isinstance(rejection_error("Order failed. Reason: Invalid symbol XYZ."), SymbolNotFound)
     err = rejection_error(
-        "Order failed. Reason: Type = LMT has invalid Price greater than absolute maximum")
+        "Order failed. Reason: Type = LMT has invalid Price greater than absolute maximum"
+    )
     assert type(err) is InvalidOrder
     assert "absolute maximum" in err.user_message
 
@@ -203,16 +244,20 @@ def test_vendor_symbols() -> None:
 async def test_fetch_accounts_lists_live_and_sim(adapter: TradeStationAdapter) -> None:
     accounts = {a.id: a for a in await adapter.fetch_accounts()}
     assert {a: (x.type, x.environment) for a, x in accounts.items()} == {
-        "11827341": (AccountType.CASH, LIVE), "11827342": (AccountType.MARGIN, LIVE),
-        "11827343": (AccountType.FUTURES, LIVE), "11827344C": (AccountType.CRYPTO, LIVE),
-        "SIM1182734M": (AccountType.MARGIN, PAPER), "SIM1182734F": (AccountType.FUTURES, PAPER),
+        "11827341": (AccountType.CASH, LIVE),
+        "11827342": (AccountType.MARGIN, LIVE),
+        "11827343": (AccountType.FUTURES, LIVE),
+        "11827344C": (AccountType.CRYPTO, LIVE),
+        "SIM1182734M": (AccountType.MARGIN, PAPER),
+        "SIM1182734F": (AccountType.FUTURES, PAPER),
     }
     assert accounts["11827342"].status == "active"
     assert accounts["11827342"].info["AccountDetail"]["EnrolledInRegTProgram"] is True
 
 
-async def test_balance_strings_become_decimals(adapter: TradeStationAdapter,
-                                               emu: TradeStationEmulator) -> None:
+async def test_balance_strings_become_decimals(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     bal = await adapter.fetch_balance(MARGIN)
     assert bal.cash == Decimal(50_000)
     assert bal.equity == Decimal(50_000) + 10 * Decimal("228.5")
@@ -233,8 +278,9 @@ async def test_crypto_account_is_not_served(adapter: TradeStationAdapter) -> Non
     assert await adapter.fetch_open_orders(CRYPTO) == []
 
 
-async def test_positions_long_short_and_futures(adapter: TradeStationAdapter,
-                                                emu: TradeStationEmulator) -> None:
+async def test_positions_long_short_and_futures(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     emu.set_position("11827342", "TSLA", -5, "350")
     emu.set_position("11827343", "ESZ25", 2, "5890")
     positions = {p.symbol: p for p in await adapter.fetch_positions(MARGIN)}
@@ -247,8 +293,9 @@ async def test_positions_long_short_and_futures(adapter: TradeStationAdapter,
     assert es.unrealized_pnl == (Decimal(5900) - Decimal(5890)) * 2 * 50
 
 
-async def test_quote_and_unknown_symbol(adapter: TradeStationAdapter,
-                                        emu: TradeStationEmulator) -> None:
+async def test_quote_and_unknown_symbol(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     emu.set_quote("AAPL", "230.10", "230.14", "230.12")
     q = await adapter.fetch_quote("aapl")
     assert (q.bid, q.ask, q.last) == (Decimal("230.1"), Decimal("230.14"), Decimal("230.12"))
@@ -262,31 +309,53 @@ async def test_quote_and_unknown_symbol(adapter: TradeStationAdapter,
 # -- orders ------------------------------------------------------------------------------
 
 
-async def test_market_order_fills_at_the_ask(adapter: TradeStationAdapter,
-                                             emu: TradeStationEmulator) -> None:
+async def test_market_order_fills_at_the_ask(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     order = await adapter.create_order(MARGIN, buy("MSFT", 10, client_order_id="abc123XYZ"))
     assert order.status is OrderStatus.FILLED
     assert order.filled_quantity == 10 and order.average_fill_price == Decimal("415.22")
     assert order.client_order_id == "abc123XYZ" and order.symbol == "MSFT"
     assert order.side is Side.BUY and order.time_in_force is TimeInForce.DAY
     (body,) = posted(emu)
-    assert body == {"AccountID": "11827342", "Symbol": "MSFT", "Quantity": "10",
-                    "OrderType": "Market", "TradeAction": "BUY",
-                    "TimeInForce": {"Duration": "DAY"}, "Route": "Intelligent",
-                    "OrderConfirmID": "abc123XYZ"}
+    assert body == {
+        "AccountID": "11827342",
+        "Symbol": "MSFT",
+        "Quantity": "10",
+        "OrderType": "Market",
+        "TradeAction": "BUY",
+        "TimeInForce": {"Duration": "DAY"},
+        "Route": "Intelligent",
+        "OrderConfirmID": "abc123XYZ",
+    }
     again = await adapter.fetch_order(MARGIN, client_order_id="abc123XYZ")
     assert again.id == order.id
 
 
-async def test_limit_and_stop_orders_carry_string_prices(adapter: TradeStationAdapter,
-                                                         emu: TradeStationEmulator) -> None:
-    lim = await adapter.create_order(MARGIN, buy("NVDA", 3, order_type=OrderType.LIMIT,
-                                                 limit_price=Decimal("140.50"),
-                                                 time_in_force=TimeInForce.GTC))
+async def test_limit_and_stop_orders_carry_string_prices(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    lim = await adapter.create_order(
+        MARGIN,
+        buy(
+            "NVDA",
+            3,
+            order_type=OrderType.LIMIT,
+            limit_price=Decimal("140.50"),
+            time_in_force=TimeInForce.GTC,
+        ),
+    )
     assert lim.status is OrderStatus.OPEN and lim.limit_price == Decimal("140.5")
-    stp = await adapter.create_order(MARGIN, sell("AAPL", 5, order_type=OrderType.STOP_LIMIT,
-                                                  stop_price=Decimal("220"),
-                                                  limit_price=Decimal("219.5")))
+    stp = await adapter.create_order(
+        MARGIN,
+        sell(
+            "AAPL",
+            5,
+            order_type=OrderType.STOP_LIMIT,
+            stop_price=Decimal("220"),
+            limit_price=Decimal("219.5"),
+        ),
+    )
     assert stp.status is OrderStatus.OPEN and stp.order_type is OrderType.STOP_LIMIT
     bodies = posted(emu)
     assert bodies[0]["LimitPrice"] == "140.5" and bodies[0]["TimeInForce"] == {"Duration": "GTC"}
@@ -299,8 +368,9 @@ async def test_limit_and_stop_orders_carry_string_prices(adapter: TradeStationAd
         await adapter.create_order(MARGIN, buy("NVDA", 1, order_type=OrderType.LIMIT))
 
 
-async def test_trade_action_follows_the_position(adapter: TradeStationAdapter,
-                                                 emu: TradeStationEmulator) -> None:
+async def test_trade_action_follows_the_position(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     await adapter.create_order(MARGIN, sell("AAPL", 10))  # closes the seeded long
     await adapter.create_order(MARGIN, sell("TSLA", 2))  # flat: opens a short
     await adapter.create_order(MARGIN, buy("TSLA", 2))  # short: covers
@@ -311,7 +381,8 @@ async def test_trade_action_follows_the_position(adapter: TradeStationAdapter,
 
 
 async def test_reversal_and_cash_short_are_refused_before_sending(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     with pytest.raises(InvalidOrder, match="two orders"):
         await adapter.create_order(MARGIN, sell("AAPL", 15))
     emu.set_position("11827342", "TSLA", -3, "340")
@@ -322,8 +393,9 @@ async def test_reversal_and_cash_short_are_refused_before_sending(
     assert posted(emu) == []
 
 
-async def test_futures_on_margin_refused_before_sending(adapter: TradeStationAdapter,
-                                                        emu: TradeStationEmulator) -> None:
+async def test_futures_on_margin_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     with pytest.raises(AssetClassNotSupported, match="futures trade in a futures account"):
         await adapter.create_order(MARGIN, buy("ESZ25", 1))
     with pytest.raises(AssetClassNotSupported):
@@ -332,7 +404,8 @@ async def test_futures_on_margin_refused_before_sending(adapter: TradeStationAda
 
 
 async def test_futures_on_margin_rejected_by_the_broker_when_bypassed(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     request = buy("ESZ25", 1, asset_class=AssetClass.FUTURE)
     with pytest.raises(AssetClassNotSupported, match="account type Margin"):
         await adapter._create_order(MARGIN, request)  # skips the capability check on purpose
@@ -348,8 +421,7 @@ async def test_futures_trade_in_the_futures_account(adapter: TradeStationAdapter
     assert sim.status is OrderStatus.FILLED and sim.account_id == "SIM1182734F"
 
 
-async def test_business_rejections(adapter: TradeStationAdapter,
-                                   emu: TradeStationEmulator) -> None:
+async def test_business_rejections(adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
     with pytest.raises(InsufficientBuyingPower, match="/balances"):
         await adapter.create_order(CASH, buy("SPY", 100, client_order_id="bp1"))
     rejected = await adapter.fetch_order(CASH, client_order_id="bp1")
@@ -362,14 +434,17 @@ async def test_business_rejections(adapter: TradeStationAdapter,
     with pytest.raises(SymbolNotFound):
         await adapter.create_order(MARGIN, buy("NOSUCH", 1))
     with pytest.raises(InvalidOrder, match="LimitPrice must be greater than zero"):
-        await adapter.create_order(MARGIN, buy("MSFT", 1, order_type=OrderType.LIMIT,
-                                               limit_price=Decimal("-1")))
+        await adapter.create_order(
+            MARGIN, buy("MSFT", 1, order_type=OrderType.LIMIT, limit_price=Decimal("-1"))
+        )
 
 
-async def test_open_orders_cancel_and_not_cancelable(adapter: TradeStationAdapter,
-                                                     emu: TradeStationEmulator) -> None:
-    o = await adapter.create_order(MARGIN, buy("AMD", 4, order_type=OrderType.LIMIT,
-                                               limit_price=Decimal("100")))
+async def test_open_orders_cancel_and_not_cancelable(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    o = await adapter.create_order(
+        MARGIN, buy("AMD", 4, order_type=OrderType.LIMIT, limit_price=Decimal("100"))
+    )
     filled = await adapter.create_order(MARGIN, buy("AMD", 1))
     open_ids = [x.id for x in await adapter.fetch_open_orders(MARGIN)]
     assert open_ids == [o.id]
@@ -384,16 +459,17 @@ async def test_open_orders_cancel_and_not_cancelable(adapter: TradeStationAdapte
 
 
 async def test_history_spans_today_and_earlier_days(
-        clock: Clock, emu: TradeStationEmulator, session: aiohttp.ClientSession,
-        tokens: EmulatorTokens) -> None:
+    clock: Clock, emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens
+) -> None:
     adapter = make_adapter(emu, session, tokens)
     clock.advance(-3 * 86400)
     old = await adapter.create_order(MARGIN, buy("MSFT", 1))
     clock.advance(86400)
     mid = await adapter.create_order(MARGIN, buy("MSFT", 2))
     clock.advance(2 * 86400)
-    await adapter.create_order(MARGIN, buy("MSFT", 3, order_type=OrderType.LIMIT,
-                                           limit_price=Decimal(1)))  # open: not history
+    await adapter.create_order(
+        MARGIN, buy("MSFT", 3, order_type=OrderType.LIMIT, limit_price=Decimal(1))
+    )  # open: not history
     new = await adapter.create_order(MARGIN, buy("MSFT", 4))
     history = await adapter.fetch_orders(MARGIN)
     assert [o.id for o in history] == [new.id, mid.id, old.id]
@@ -407,14 +483,16 @@ async def test_history_spans_today_and_earlier_days(
         await adapter.fetch_order(MARGIN, order_id="123")
 
 
-async def test_history_pages_with_next_token(adapter: TradeStationAdapter,
-                                             emu: TradeStationEmulator, clock: Clock) -> None:
+async def test_history_pages_with_next_token(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator, clock: Clock
+) -> None:
     clock.advance(-86400)
     ids = [(await adapter.create_order(MARGIN, buy("AMD", 1))).id for _ in range(5)]
     clock.advance(86400)
     since = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
-    history = await adapter._paged(MARGIN, "/v3/brokerage/accounts/11827342/historicalorders",
-                                   {"since": since}, 5, page_size=2)
+    history = await adapter._paged(
+        MARGIN, "/v3/brokerage/accounts/11827342/historicalorders", {"since": since}, 5, page_size=2
+    )
     assert sorted(o["OrderID"] for o in history) == sorted(ids)
     assert any("nextToken" in r.query for r in emu.requests_to(r"/historicalorders"))
 
@@ -422,10 +500,12 @@ async def test_history_pages_with_next_token(adapter: TradeStationAdapter,
 # -- idempotency and lookup by client order id -------------------------------------------
 
 
-async def test_lost_response_then_lookup_finds_exactly_one(adapter: TradeStationAdapter,
-                                                           emu: TradeStationEmulator) -> None:
-    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
-                         times=1))
+async def test_lost_response_then_lookup_finds_exactly_one(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=1)
+    )
     with pytest.raises(BrokerUnavailable) as info:
         await adapter.create_order(MARGIN, buy("MSFT", 7, client_order_id="lost1"))
     assert info.value.maybe_sent is True
@@ -437,8 +517,9 @@ async def test_lost_response_then_lookup_finds_exactly_one(adapter: TradeStation
     assert len(posted(emu)) == 1
 
 
-async def test_dropped_request_lookup_proves_absence(adapter: TradeStationAdapter,
-                                                     emu: TradeStationEmulator) -> None:
+async def test_dropped_request_lookup_proves_absence(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     emu.faults.add(Fault(kind="drop", path=r"/orderexecution/orders$", method="POST", times=1))
     with pytest.raises(BrokerUnavailable) as info:
         await adapter.create_order(MARGIN, buy("MSFT", 7, client_order_id="gone1"))
@@ -449,7 +530,8 @@ async def test_dropped_request_lookup_proves_absence(adapter: TradeStationAdapte
 
 
 async def test_duplicate_confirm_id_returns_the_existing_order(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     first = await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup1"))
     second = await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup1"))
     assert second.id == first.id and second.client_order_id == "dup1"
@@ -457,9 +539,11 @@ async def test_duplicate_confirm_id_returns_the_existing_order(
 
 
 async def test_duplicate_after_lost_response_and_lost_journal(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
-    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
-                         times=1))
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=1)
+    )
     with pytest.raises(BrokerUnavailable):
         await adapter.create_order(MARGIN, buy("AMD", 2, client_order_id="dup2"))
     JOURNAL.clear()  # as after a restart
@@ -469,11 +553,18 @@ async def test_duplicate_after_lost_response_and_lost_journal(
 
 
 async def test_lookup_without_a_record_is_unknown_until_told(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
-    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
-                         times=1))
-    request = buy("MSFT", 3, order_type=OrderType.LIMIT, limit_price=Decimal("400"),
-                  client_order_id="restart1")
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=1)
+    )
+    request = buy(
+        "MSFT",
+        3,
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal("400"),
+        client_order_id="restart1",
+    )
     sent_at = datetime.now(UTC)
     with pytest.raises(BrokerUnavailable):
         await adapter.create_order(MARGIN, request)
@@ -485,10 +576,12 @@ async def test_lookup_without_a_record_is_unknown_until_told(
     assert found.limit_price == Decimal(400) and found.quantity == 3
 
 
-async def test_identical_orders_are_ambiguous_not_absent(adapter: TradeStationAdapter,
-                                                         emu: TradeStationEmulator) -> None:
-    emu.faults.add(Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST",
-                         times=2))
+async def test_identical_orders_are_ambiguous_not_absent(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=2)
+    )
     for cid in ("twin1", "twin2"):
         with pytest.raises(BrokerUnavailable):
             await adapter.create_order(MARGIN, buy("MSFT", 1, client_order_id=cid))
@@ -499,9 +592,9 @@ async def test_identical_orders_are_ambiguous_not_absent(adapter: TradeStationAd
 # -- tokens, limits, failures ------------------------------------------------------------
 
 
-async def test_expired_token_is_refreshed_mid_call(adapter: TradeStationAdapter,
-                                                   emu: TradeStationEmulator,
-                                                   tokens: EmulatorTokens) -> None:
+async def test_expired_token_is_refreshed_mid_call(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator, tokens: EmulatorTokens
+) -> None:
     await adapter.fetch_balance(MARGIN)
     emu.expire_access_tokens()
     assert (await adapter.fetch_balance(MARGIN)).cash == 50_000
@@ -513,21 +606,29 @@ async def test_expired_token_is_refreshed_mid_call(adapter: TradeStationAdapter,
 
 
 async def test_revoked_grant_becomes_authorization_expired(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator, tokens: EmulatorTokens,
-        session: aiohttp.ClientSession) -> None:
-    async with session.post(emu.revoke_url, data={
-            "client_id": tokens.client_id, "client_secret": tokens.client_secret,
-            "token": tokens.refresh_token}) as r:
+    adapter: TradeStationAdapter,
+    emu: TradeStationEmulator,
+    tokens: EmulatorTokens,
+    session: aiohttp.ClientSession,
+) -> None:
+    async with session.post(
+        emu.revoke_url,
+        data={
+            "client_id": tokens.client_id,
+            "client_secret": tokens.client_secret,
+            "token": tokens.refresh_token,
+        },
+    ) as r:
         assert r.status == 200
-    assert (await adapter.fetch_accounts())  # the access token lives on until it expires
+    assert await adapter.fetch_accounts()  # the access token lives on until it expires
     emu.expire_access_tokens()
     with pytest.raises(AuthorizationExpired):
         await adapter.fetch_accounts()
 
 
-async def test_429_retry_after_is_honoured(emu: TradeStationEmulator,
-                                           session: aiohttp.ClientSession,
-                                           tokens: EmulatorTokens) -> None:
+async def test_429_retry_after_is_honoured(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens
+) -> None:
     emu.rate_limits["quotes"] = (1, 1.0)
     adapter = make_adapter(emu, session, tokens)
     await adapter.fetch_quote("AAPL")
@@ -535,9 +636,9 @@ async def test_429_retry_after_is_honoured(emu: TradeStationEmulator,
     assert len(emu.requests_to(r"/marketdata/quotes/")) == 3  # one 429, then the retry
 
 
-async def test_429_surfaces_as_rate_limited(emu: TradeStationEmulator,
-                                            session: aiohttp.ClientSession,
-                                            tokens: EmulatorTokens) -> None:
+async def test_429_surfaces_as_rate_limited(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens
+) -> None:
     emu.rate_limits["balances"] = (1, 300.0)
     adapter = make_adapter(emu, session, tokens, read_retries=1)
     await adapter.fetch_balance(MARGIN)
@@ -546,19 +647,35 @@ async def test_429_surfaces_as_rate_limited(emu: TradeStationEmulator,
     assert info.value.retry_after is not None and 0 < info.value.retry_after <= 300
 
 
-async def test_5xx_on_read_is_retried(adapter: TradeStationAdapter,
-                                      emu: TradeStationEmulator) -> None:
-    emu.faults.add(Fault(kind="status", path=r"/brokerage/accounts$", status=503, times=1,
-                         body={"Error": "ServiceUnavailable", "Message": "Try again."}))
+async def test_5xx_on_read_is_retried(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/brokerage/accounts$",
+            status=503,
+            times=1,
+            body={"Error": "ServiceUnavailable", "Message": "Try again."},
+        )
+    )
     assert len(await adapter.fetch_accounts()) == 6
     assert len(emu.requests_to(r"/live/v3/brokerage/accounts$")) == 2
 
 
-async def test_5xx_on_create_is_not_retried(adapter: TradeStationAdapter,
-                                            emu: TradeStationEmulator) -> None:
-    emu.faults.add(Fault(kind="status", path=r"/orderexecution/orders$", method="POST",
-                         status=503, times=1,
-                         body={"Error": "ServiceUnavailable", "Message": "Try again."}))
+async def test_5xx_on_create_is_not_retried(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/orderexecution/orders$",
+            method="POST",
+            status=503,
+            times=1,
+            body={"Error": "ServiceUnavailable", "Message": "Try again."},
+        )
+    )
     with pytest.raises(BrokerUnavailable) as info:
         await adapter.create_order(MARGIN, buy("AMD", 1, client_order_id="fivexx"))
     assert info.value.maybe_sent is True
@@ -568,17 +685,20 @@ async def test_5xx_on_create_is_not_retried(adapter: TradeStationAdapter,
 
 
 async def test_forbidden_and_bad_request_bodies(adapter: TradeStationAdapter) -> None:
-    forbidden = adapter.vendor_error(HttpResponse(403, {}, {"Error": "Forbidden",
-                                                            "Message": "Insufficient scope"}))
+    forbidden = adapter.vendor_error(
+        HttpResponse(403, {}, {"Error": "Forbidden", "Message": "Insufficient scope"})
+    )
     assert isinstance(forbidden, AuthorizationExpired) and "/connect" in forbidden.user_message
-    bad = adapter.vendor_error(HttpResponse(400, {}, {"Error": "BadRequest",
-                                                      "Message": "Invalid Quantity"}))
+    bad = adapter.vendor_error(
+        HttpResponse(400, {}, {"Error": "BadRequest", "Message": "Invalid Quantity"})
+    )
     assert isinstance(bad, InvalidOrder) and "Invalid Quantity" in bad.user_message
     assert adapter.vendor_error(HttpResponse(503, {}, {"Error": "ServiceUnavailable"})) is None
 
 
 async def test_missing_trade_scope_is_authorization_expired(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     grant = await sign_in(session, emu, scope="openid offline_access ReadAccount MarketData")
     adapter = make_adapter(emu, session, EmulatorTokens(session, emu.token_url, grant))
     assert await adapter.fetch_positions(MARGIN)
@@ -589,18 +709,24 @@ async def test_missing_trade_scope_is_authorization_expired(
 # -- brackets ----------------------------------------------------------------------------
 
 
-async def test_bracket_is_an_oso_with_a_brk_group(adapter: TradeStationAdapter,
-                                                  emu: TradeStationEmulator) -> None:
-    request = buy("AMD", 10, client_order_id="brk1",
-                  bracket=Bracket(take_profit=Decimal("150"), stop_loss=Decimal("130")))
+async def test_bracket_is_an_oso_with_a_brk_group(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    request = buy(
+        "AMD",
+        10,
+        client_order_id="brk1",
+        bracket=Bracket(take_profit=Decimal("150"), stop_loss=Decimal("130")),
+    )
     entry = await adapter.create_order(MARGIN, request)
     assert entry.status is OrderStatus.FILLED
     (body,) = posted(emu)
     (oso,) = body["OSOs"]
     assert oso["Type"] == "BRK"
-    assert [(o["OrderType"], o["TradeAction"], o.get("LimitPrice"), o.get("StopPrice"))
-            for o in oso["Orders"]] == [("Limit", "SELL", "150", None),
-                                        ("StopMarket", "SELL", None, "130")]
+    assert [
+        (o["OrderType"], o["TradeAction"], o.get("LimitPrice"), o.get("StopPrice"))
+        for o in oso["Orders"]
+    ] == [("Limit", "SELL", "150", None), ("StopMarket", "SELL", None, "130")]
     open_orders = await adapter.fetch_open_orders(MARGIN)
     assert {o.order_type for o in open_orders} == {OrderType.LIMIT, OrderType.STOP}
     emu.set_quote("AMD", "150.10", "150.20")
@@ -610,17 +736,29 @@ async def test_bracket_is_an_oso_with_a_brk_group(adapter: TradeStationAdapter,
     assert [p.symbol for p in await adapter.fetch_positions(MARGIN)] == ["AAPL"]
 
 
-async def test_short_bracket_covers(adapter: TradeStationAdapter,
-                                    emu: TradeStationEmulator) -> None:
-    await adapter.create_order(MARGIN, sell("TSLA", 1, bracket=Bracket(
-        take_profit=Decimal("300"), stop_loss=Decimal("360"), stop_loss_limit=Decimal("362"))))
+async def test_short_bracket_covers(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    await adapter.create_order(
+        MARGIN,
+        sell(
+            "TSLA",
+            1,
+            bracket=Bracket(
+                take_profit=Decimal("300"), stop_loss=Decimal("360"), stop_loss_limit=Decimal("362")
+            ),
+        ),
+    )
     (body,) = posted(emu)
     assert body["TradeAction"] == "SELLSHORT"
     assert [(o["OrderType"], o["TradeAction"]) for o in body["OSOs"][0]["Orders"]] == [
-        ("Limit", "BUYTOCOVER"), ("StopLimit", "BUYTOCOVER")]
+        ("Limit", "BUYTOCOVER"),
+        ("StopLimit", "BUYTOCOVER"),
+    ]
     with pytest.raises(InvalidOrder, match="opens a position"):
-        await adapter.create_order(MARGIN, sell("AAPL", 1, bracket=Bracket(
-            take_profit=Decimal("100"))))
+        await adapter.create_order(
+            MARGIN, sell("AAPL", 1, bracket=Bracket(take_profit=Decimal("100")))
+        )
 
 
 # -- the order stream --------------------------------------------------------------------
@@ -644,7 +782,8 @@ async def wait_for_streams(emu: TradeStationEmulator, count: int) -> None:
 
 
 async def test_stream_snapshot_fills_partials_cancels_rejects_and_expiry(
-        adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     done = await adapter.create_order(MARGIN, buy("AMD", 1))
     stream = adapter.stream_order_updates([MARGIN])
     first = await stream.__anext__()  # the snapshot replays today's orders
@@ -660,24 +799,33 @@ async def test_stream_snapshot_fills_partials_cancels_rejects_and_expiry(
     assert part.order.status is OrderStatus.PARTIALLY_FILLED
     assert (full.event, full.fill_quantity, full.fill_price) == ("fill", 6, Decimal(416))
     assert full.order.average_fill_price == Decimal("415.6")
-    to_cancel = await adapter.create_order(MARGIN, buy("NVDA", 1, order_type=OrderType.LIMIT,
-                                                       limit_price=Decimal(1)))
-    to_reject = await adapter.create_order(MARGIN, buy("NVDA", 2, order_type=OrderType.LIMIT,
-                                                       limit_price=Decimal(1)))
-    to_expire = await adapter.create_order(MARGIN, buy("NVDA", 3, order_type=OrderType.LIMIT,
-                                                       limit_price=Decimal(1)))
+    to_cancel = await adapter.create_order(
+        MARGIN, buy("NVDA", 1, order_type=OrderType.LIMIT, limit_price=Decimal(1))
+    )
+    to_reject = await adapter.create_order(
+        MARGIN, buy("NVDA", 2, order_type=OrderType.LIMIT, limit_price=Decimal(1))
+    )
+    to_expire = await adapter.create_order(
+        MARGIN, buy("NVDA", 3, order_type=OrderType.LIMIT, limit_price=Decimal(1))
+    )
     await adapter.cancel_order(MARGIN, to_cancel.id)
     emu.reject(to_reject.id, "Exchange rejected the order.")
     emu.expire_day_orders()
     events = [(u.order.id, u.event) for u in await collect(stream, 6)]
-    assert events == [(to_cancel.id, "new"), (to_reject.id, "new"), (to_expire.id, "new"),
-                      (to_cancel.id, "canceled"), (to_reject.id, "rejected"),
-                      (to_expire.id, "expired")]
+    assert events == [
+        (to_cancel.id, "new"),
+        (to_reject.id, "new"),
+        (to_expire.id, "new"),
+        (to_cancel.id, "canceled"),
+        (to_reject.id, "rejected"),
+        (to_expire.id, "expired"),
+    ]
     await stream.aclose()
 
 
-async def test_stream_goaway_ends_the_iterator(adapter: TradeStationAdapter,
-                                               emu: TradeStationEmulator) -> None:
+async def test_stream_goaway_ends_the_iterator(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     async def run() -> list[OrderUpdate]:
         return [u async for u in adapter.stream_order_updates([MARGIN, SIM_MARGIN])]
 
@@ -692,8 +840,9 @@ async def test_stream_goaway_ends_the_iterator(adapter: TradeStationAdapter,
     assert emu.open_streams == 0
 
 
-async def test_stream_merges_live_and_sim(adapter: TradeStationAdapter,
-                                          emu: TradeStationEmulator) -> None:
+async def test_stream_merges_live_and_sim(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     stream = adapter.stream_order_updates([MARGIN, SIM_MARGIN])
     task = asyncio.ensure_future(collect(stream, 4))
     await wait_for_streams(emu, 2)
@@ -701,12 +850,17 @@ async def test_stream_merges_live_and_sim(adapter: TradeStationAdapter,
     sim = await adapter.create_order(SIM_MARGIN, buy("AMD", 1))
     updates = await asyncio.wait_for(task, 10)
     assert {(u.order.id, u.event) for u in updates} == {
-        (live.id, "new"), (live.id, "fill"), (sim.id, "new"), (sim.id, "fill")}
+        (live.id, "new"),
+        (live.id, "fill"),
+        (sim.id, "new"),
+        (sim.id, "fill"),
+    }
     await stream.aclose()
 
 
-async def test_stream_drop_raises_broker_unavailable(adapter: TradeStationAdapter,
-                                                     emu: TradeStationEmulator) -> None:
+async def test_stream_drop_raises_broker_unavailable(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     stream = adapter.stream_order_updates([MARGIN])
     task = asyncio.ensure_future(collect(stream, 1))
     await wait_for_streams(emu, 1)
@@ -715,9 +869,9 @@ async def test_stream_drop_raises_broker_unavailable(adapter: TradeStationAdapte
         await asyncio.wait_for(task, 10)
 
 
-async def test_stream_refreshes_an_expired_token(adapter: TradeStationAdapter,
-                                                 emu: TradeStationEmulator,
-                                                 tokens: EmulatorTokens) -> None:
+async def test_stream_refreshes_an_expired_token(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator, tokens: EmulatorTokens
+) -> None:
     emu.expire_access_tokens()
     stream = adapter.stream_order_updates([MARGIN])
     task = asyncio.ensure_future(collect(stream, 1))
@@ -727,8 +881,9 @@ async def test_stream_refreshes_an_expired_token(adapter: TradeStationAdapter,
     assert await asyncio.wait_for(task, 10) == []
 
 
-async def test_stream_heartbeats_are_silent(emu: TradeStationEmulator,
-                                            adapter: TradeStationAdapter) -> None:
+async def test_stream_heartbeats_are_silent(
+    emu: TradeStationEmulator, adapter: TradeStationAdapter
+) -> None:
     emu.heartbeat_interval = 0.01
     stream = adapter.stream_order_updates([MARGIN])
     task = asyncio.ensure_future(collect(stream, 1))
@@ -742,25 +897,39 @@ async def test_stream_heartbeats_are_silent(emu: TradeStationEmulator,
 # -- spec conformance --------------------------------------------------------------------
 
 
-async def test_every_adapter_request_conforms_to_the_spec(adapter: TradeStationAdapter,
-                                                          emu: TradeStationEmulator) -> None:
+async def test_every_adapter_request_conforms_to_the_spec(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
     await adapter.fetch_accounts()
     for account in (CASH, MARGIN, FUTURES, SIM_MARGIN):
         await adapter.fetch_balance(account)
         await adapter.fetch_positions(account)
         await adapter.fetch_open_orders(account)
         await adapter.fetch_orders(account, limit=5)
-    order = await adapter.create_order(MARGIN, buy("AMD", 2, order_type=OrderType.STOP_LIMIT,
-                                                   stop_price=Decimal(150),
-                                                   limit_price=Decimal(151),
-                                                   time_in_force=TimeInForce.GTC,
-                                                   client_order_id="spec1"))
+    order = await adapter.create_order(
+        MARGIN,
+        buy(
+            "AMD",
+            2,
+            order_type=OrderType.STOP_LIMIT,
+            stop_price=Decimal(150),
+            limit_price=Decimal(151),
+            time_in_force=TimeInForce.GTC,
+            client_order_id="spec1",
+        ),
+    )
     await adapter.fetch_order(MARGIN, order_id=order.id)
     await adapter.fetch_order(MARGIN, client_order_id="spec1")
     await adapter.cancel_order(MARGIN, order.id)
-    await adapter.create_order(FUTURES, buy("ESZ25", 1, time_in_force=TimeInForce.IOC,
-                                            bracket=Bracket(take_profit=Decimal(6000),
-                                                            stop_loss=Decimal(5800))))
+    await adapter.create_order(
+        FUTURES,
+        buy(
+            "ESZ25",
+            1,
+            time_in_force=TimeInForce.IOC,
+            bracket=Bracket(take_profit=Decimal(6000), stop_loss=Decimal(5800)),
+        ),
+    )
     await adapter.fetch_quote("AAPL")
     stream = adapter.stream_order_updates([MARGIN, FUTURES, SIM_MARGIN])
     await collect(stream, 1)

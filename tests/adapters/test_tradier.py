@@ -65,12 +65,21 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def connect(emu: TradierEmulator, session: aiohttp.ClientSession, env: Environment = LIVE,
-            user: str = "id-demo") -> tuple[TradierAdapter, EmulatorTokenProvider]:
+def connect(
+    emu: TradierEmulator,
+    session: aiohttp.ClientSession,
+    env: Environment = LIVE,
+    user: str = "id-demo",
+) -> tuple[TradierAdapter, EmulatorTokenProvider]:
     grant = emu.issue_tokens(user, env)
-    tokens = EmulatorTokenProvider(session, emu.refresh_url_for(env), emu.client_id,
-                                   emu.client_secret, grant["access_token"],
-                                   grant.get("refresh_token"))
+    tokens = EmulatorTokenProvider(
+        session,
+        emu.refresh_url_for(env),
+        emu.client_id,
+        emu.client_secret,
+        grant["access_token"],
+        grant.get("refresh_token"),
+    )
     ctx = AdapterContext(session=session, api_urls={env: emu.api_url(env)}, tokens=tokens)
     return TradierAdapter(ctx), tokens
 
@@ -80,10 +89,14 @@ def adapter(emu: TradierEmulator, session: aiohttp.ClientSession) -> TradierAdap
     return connect(emu, session)[0]
 
 
-def ref(emu: TradierEmulator, kind: str, env: Environment = LIVE,
-        user: str = "id-demo") -> AccountRef:
-    acct = next(a for a in emu.accounts.values()
-                if a.environment is env and a.type == kind and a.user_id == user)
+def ref(
+    emu: TradierEmulator, kind: str, env: Environment = LIVE, user: str = "id-demo"
+) -> AccountRef:
+    acct = next(
+        a
+        for a in emu.accounts.values()
+        if a.environment is env and a.type == kind and a.user_id == user
+    )
     mapped = AccountType.CASH if kind == "cash" else AccountType.MARGIN
     return AccountRef(acct.number, mapped, env)
 
@@ -107,7 +120,9 @@ def test_declarations() -> None:
     assert spec.scope_separator == ","
     assert spec.pkce is False and spec.client_auth == "client_secret_basic"
     assert TradierAdapter.default_api_urls == {
-        LIVE: "https://api.tradier.com/v1", PAPER: "https://sandbox.tradier.com/v1"}
+        LIVE: "https://api.tradier.com/v1",
+        PAPER: "https://sandbox.tradier.com/v1",
+    }
     caps = TradierAdapter.capabilities
     assert caps.order_stream and caps.quotes and not caps.brackets
     assert caps.account_types_for(AssetClass.FUTURE) == []
@@ -124,12 +139,13 @@ def test_declarations() -> None:
 async def test_every_request_asks_for_json(emu: TradierEmulator, adapter: TradierAdapter):
     await adapter.fetch_accounts()
     await adapter.fetch_quote("AAPL")
-    assert emu.requests and all(r.headers.get("Accept") == "application/json"
-                                for r in emu.requests)
+    assert emu.requests and all(r.headers.get("Accept") == "application/json" for r in emu.requests)
 
 
 async def test_fetch_accounts_maps_types_and_environment(
-    emu: TradierEmulator, session: aiohttp.ClientSession, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    session: aiohttp.ClientSession,
+    adapter: TradierAdapter,
 ):
     accounts = await adapter.fetch_accounts()
     assert [(a.id, a.type, a.environment) for a in accounts] == [
@@ -145,11 +161,16 @@ async def test_fetch_accounts_maps_types_and_environment(
     paper, _ = connect(emu, session, env=PAPER)
     assert {a.environment for a in await paper.fetch_accounts()} == {PAPER}
     assert [r.path for r in emu.requests_to("profile")] == [
-        "/api/v1/user/profile", "/api/v1/user/profile", "/sandbox/v1/user/profile"]
+        "/api/v1/user/profile",
+        "/api/v1/user/profile",
+        "/sandbox/v1/user/profile",
+    ]
 
 
 async def test_fetch_balance_reads_the_account_type_block(
-    emu: TradierEmulator, session: aiohttp.ClientSession, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    session: aiohttp.ClientSession,
+    adapter: TradierAdapter,
 ):
     margin = await adapter.fetch_balance(ref(emu, "margin"))
     assert margin.cash == Decimal("100000") and margin.equity == Decimal("101900")
@@ -163,12 +184,17 @@ async def test_fetch_balance_reads_the_account_type_block(
 
 
 async def test_fetch_positions_object_array_null_and_shorts(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin, cash = ref(emu, "margin"), ref(emu, "cash")
     (aapl,) = await adapter.fetch_positions(margin)
     assert (aapl.symbol, aapl.quantity, aapl.average_price, aapl.cost_basis) == (
-        "AAPL", Decimal(10), Decimal(150), Decimal(1500))
+        "AAPL",
+        Decimal(10),
+        Decimal(150),
+        Decimal(1500),
+    )
     assert str(aapl.quantity) == "10"  # Tradier's 10.0 shows as whole shares
     assert await adapter.fetch_positions(cash) == []  # {"positions": "null"}
     emu.add_position(margin.id, "F", Decimal(-100), Decimal("10.99"))
@@ -180,7 +206,11 @@ async def test_fetch_positions_object_array_null_and_shorts(
 async def test_fetch_quote(emu: TradierEmulator, adapter: TradierAdapter):
     quote = await adapter.fetch_quote("aapl")
     assert (quote.symbol, quote.bid, quote.ask, quote.last) == (
-        "AAPL", Decimal("189.95"), Decimal("190.05"), Decimal("190"))
+        "AAPL",
+        Decimal("189.95"),
+        Decimal("190.05"),
+        Decimal("190"),
+    )
     assert quote.time.tzinfo is not None
     emu.set_quote("AAPL", "191.01", "191.03", "191.02")
     assert (await adapter.fetch_quote("AAPL")).mid == Decimal("191.02")
@@ -202,34 +232,72 @@ async def test_fetch_market_state(emu: TradierEmulator, adapter: TradierAdapter)
 
 
 async def test_market_order_is_form_encoded_tagged_and_read_back(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
-    order = await adapter.create_order(margin, OrderRequest(
-        "msft", Side.BUY, Decimal(5), client_order_id="TC0000000000000000001"))
+    order = await adapter.create_order(
+        margin, OrderRequest("msft", Side.BUY, Decimal(5), client_order_id="TC0000000000000000001")
+    )
     assert order.status is OrderStatus.FILLED
     assert (order.symbol, order.side, order.quantity, order.filled_quantity) == (
-        "MSFT", Side.BUY, Decimal(5), Decimal(5))
+        "MSFT",
+        Side.BUY,
+        Decimal(5),
+        Decimal(5),
+    )
     assert order.average_fill_price == Decimal("420.05")
     assert order.client_order_id == "TC0000000000000000001"
     (post,) = emu.requests_to(r"/orders$", "POST")
     assert post.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert parse_qs(post.body.decode()) == {
-        "class": ["equity"], "symbol": ["MSFT"], "side": ["buy"], "quantity": ["5"],
-        "type": ["market"], "duration": ["day"], "tag": ["TC0000000000000000001"]}
+        "class": ["equity"],
+        "symbol": ["MSFT"],
+        "side": ["buy"],
+        "quantity": ["5"],
+        "type": ["market"],
+        "duration": ["day"],
+        "tag": ["TC0000000000000000001"],
+    }
 
 
 async def test_limit_stop_and_stop_limit_orders(emu: TradierEmulator, adapter: TradierAdapter):
     margin = ref(emu, "margin")
-    limit = await adapter.create_order(margin, OrderRequest(
-        "TSLA", Side.BUY, Decimal(2), OrderType.LIMIT, TimeInForce.GTC,
-        limit_price=Decimal("240.10"), client_order_id="L1"))
-    stop = await adapter.create_order(margin, OrderRequest(
-        "AAPL", Side.SELL, Decimal(10), OrderType.STOP, stop_price=Decimal("180"),
-        client_order_id="S1"))
-    stop_limit = await adapter.create_order(margin, OrderRequest(
-        "NVDA", Side.BUY, Decimal(3), OrderType.STOP_LIMIT, limit_price=Decimal("146"),
-        stop_price=Decimal("145.5"), client_order_id="SL1"))
+    limit = await adapter.create_order(
+        margin,
+        OrderRequest(
+            "TSLA",
+            Side.BUY,
+            Decimal(2),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("240.10"),
+            client_order_id="L1",
+        ),
+    )
+    stop = await adapter.create_order(
+        margin,
+        OrderRequest(
+            "AAPL",
+            Side.SELL,
+            Decimal(10),
+            OrderType.STOP,
+            stop_price=Decimal("180"),
+            client_order_id="S1",
+        ),
+    )
+    stop_limit = await adapter.create_order(
+        margin,
+        OrderRequest(
+            "NVDA",
+            Side.BUY,
+            Decimal(3),
+            OrderType.STOP_LIMIT,
+            limit_price=Decimal("146"),
+            stop_price=Decimal("145.5"),
+            client_order_id="SL1",
+        ),
+    )
     assert [o.status for o in (limit, stop, stop_limit)] == [OrderStatus.OPEN] * 3
     assert limit.limit_price == Decimal("240.10") and limit.time_in_force is TimeInForce.GTC
     assert stop.stop_price == Decimal(180) and stop.limit_price is None
@@ -252,7 +320,12 @@ async def test_sides_are_decided_from_the_position(emu: TradierEmulator, adapter
     await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(15)))
     await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
     assert [p["side"][0] for p in order_posts(emu)] == [
-        "sell", "sell_short", "sell_short", "buy_to_cover", "buy"]
+        "sell",
+        "sell_short",
+        "sell_short",
+        "buy_to_cover",
+        "buy",
+    ]
     assert emu.accounts[margin.id].positions["F"].quantity == 1
 
 
@@ -265,8 +338,12 @@ async def test_sides_are_decided_from_the_position(emu: TradierEmulator, adapter
     ],
 )
 async def test_orders_tradier_cannot_take_are_refused_before_sending(
-    emu: TradierEmulator, adapter: TradierAdapter, kind: str, held: int,
-    request_: OrderRequest, message: str,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
+    kind: str,
+    held: int,
+    request_: OrderRequest,
+    message: str,
 ):
     account = ref(emu, kind)
     emu.accounts[account.id].positions.clear()
@@ -280,19 +357,31 @@ async def test_orders_tradier_cannot_take_are_refused_before_sending(
 @pytest.mark.parametrize(
     ("request_", "error", "message"),
     [
-        (OrderRequest("ESZ25", Side.BUY, Decimal(1)), AssetClassNotSupported,
-         "Tradier does not offer futures trading"),
+        (
+            OrderRequest("ESZ25", Side.BUY, Decimal(1)),
+            AssetClassNotSupported,
+            "Tradier does not offer futures trading",
+        ),
         (OrderRequest("BTCUSD", Side.BUY, Decimal(1)), AssetClassNotSupported, "crypto"),
-        (OrderRequest("F", Side.BUY, Decimal(1), time_in_force=TimeInForce.IOC), InvalidOrder,
-         "take time in force day, gtc, not ioc"),
-        (OrderRequest("F", Side.BUY, Decimal(1), time_in_force=TimeInForce.FOK), InvalidOrder,
-         "not fok"),
+        (
+            OrderRequest("F", Side.BUY, Decimal(1), time_in_force=TimeInForce.IOC),
+            InvalidOrder,
+            "take time in force day, gtc, not ioc",
+        ),
+        (
+            OrderRequest("F", Side.BUY, Decimal(1), time_in_force=TimeInForce.FOK),
+            InvalidOrder,
+            "not fok",
+        ),
         (OrderRequest("F", Side.BUY, Decimal("0.5")), InvalidOrder, "whole quantities"),
     ],
 )
 async def test_shared_checks_refuse_before_sending(
-    emu: TradierEmulator, adapter: TradierAdapter, request_: OrderRequest,
-    error: type[Exception], message: str,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
+    request_: OrderRequest,
+    error: type[Exception],
+    message: str,
 ):
     with pytest.raises(error, match=message):
         await adapter.create_order(ref(emu, "margin"), request_)
@@ -306,10 +395,21 @@ async def test_vendor_rejections_become_our_errors(emu: TradierEmulator, adapter
     with pytest.raises(SymbolNotFound, match="ZZZZ: symbol not found"):
         await adapter.create_order(margin, OrderRequest("ZZZZ", Side.BUY, Decimal(1)))
     with pytest.raises(InvalidOrder, match="Tradier rejected the order: Extended hours"):
-        await adapter.request("POST", f"/accounts/{margin.id}/orders", environment=LIVE,
-                              bucket="trading:live", write=True, form={
-                                  "class": "equity", "symbol": "F", "side": "buy",
-                                  "quantity": "1", "type": "market", "duration": "pre"})
+        await adapter.request(
+            "POST",
+            f"/accounts/{margin.id}/orders",
+            environment=LIVE,
+            bucket="trading:live",
+            write=True,
+            form={
+                "class": "equity",
+                "symbol": "F",
+                "side": "buy",
+                "quantity": "1",
+                "type": "market",
+                "duration": "pre",
+            },
+        )
 
 
 def test_error_body_shapes() -> None:
@@ -318,18 +418,24 @@ def test_error_body_shapes() -> None:
     assert error_messages({"errors": {"error": ["a", "b"]}}) == ["a", "b"]
     assert error_messages("Invalid Access Token") == []
     adapter = TradierAdapter(AdapterContext())
-    closed = adapter.vendor_error(HttpResponse(
-        400, {}, {"errors": {"error": "Market is closed."}}, "POST", "/accounts/X/orders"))
+    closed = adapter.vendor_error(
+        HttpResponse(
+            400, {}, {"errors": {"error": "Market is closed."}}, "POST", "/accounts/X/orders"
+        )
+    )
     assert closed is not None and closed.code == "market-closed"
-    other = adapter.vendor_error(HttpResponse(
-        400, {}, {"errors": {"error": ["Invalid date"]}}, "GET", "/accounts/X/history"))
+    other = adapter.vendor_error(
+        HttpResponse(400, {}, {"errors": {"error": ["Invalid date"]}}, "GET", "/accounts/X/history")
+    )
     assert other is not None and "Invalid date" in other.user_message
 
 
 async def test_cancel(emu: TradierEmulator, adapter: TradierAdapter):
     margin = ref(emu, "margin")
-    order = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")))
+    order = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
     await adapter.cancel_order(margin, order.id)
     assert (await adapter.fetch_order(margin, order_id=order.id)).status is OrderStatus.CANCELLED
     with pytest.raises(OrderNotCancelable, match="it is canceled"):
@@ -341,8 +447,9 @@ async def test_cancel(emu: TradierEmulator, adapter: TradierAdapter):
 
 async def test_fetch_order_by_id_and_by_client_id(emu: TradierEmulator, adapter: TradierAdapter):
     margin = ref(emu, "margin")
-    placed = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(1), client_order_id="abcDEF123"))
+    placed = await adapter.create_order(
+        margin, OrderRequest("F", Side.BUY, Decimal(1), client_order_id="abcDEF123")
+    )
     assert (await adapter.fetch_order(margin, order_id=placed.id)).client_order_id == "abcDEF123"
     found = await adapter.fetch_order(margin, client_order_id="abcDEF123")
     assert found.id == placed.id
@@ -357,33 +464,48 @@ async def test_fetch_order_by_id_and_by_client_id(emu: TradierEmulator, adapter:
 
 
 async def test_client_id_lookup_pages_through_every_order(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
     emu.accounts[margin.id].cash = Decimal(10_000_000)
     emu.set_rate_limit("trading", 1000)
     for i in range(101):
         # An unthrottled bucket: this is set-up, not the adapter under test.
-        await adapter.request("POST", f"/accounts/{margin.id}/orders", environment=LIVE,
-                              bucket="setup", write=True, form={
-                                  "class": "equity", "symbol": "F", "side": "buy",
-                                  "quantity": "1", "type": "market", "duration": "day",
-                                  "tag": f"T{i}"})
+        await adapter.request(
+            "POST",
+            f"/accounts/{margin.id}/orders",
+            environment=LIVE,
+            bucket="setup",
+            write=True,
+            form={
+                "class": "equity",
+                "symbol": "F",
+                "side": "buy",
+                "quantity": "1",
+                "type": "market",
+                "duration": "day",
+                "tag": f"T{i}",
+            },
+        )
     assert (await adapter.fetch_order(margin, client_order_id="T100")).client_order_id == "T100"
     pages = [r.query["page"] for r in emu.requests_to(r"/orders$", "GET")]
     assert pages == ["1", "2"]
 
 
 async def test_fetch_orders_is_closed_history_newest_first(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
     ids = []
     for qty in (1, 2, 3):
-        ids.append((await adapter.create_order(
-            margin, OrderRequest("F", Side.BUY, Decimal(qty)))).id)
-    working = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5)))
+        ids.append(
+            (await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(qty)))).id
+        )
+    working = await adapter.create_order(
+        margin, OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5))
+    )
     history = await adapter.fetch_orders(margin)
     assert [o.id for o in history] == ids[::-1]
     assert working.id not in {o.id for o in history}
@@ -393,11 +515,13 @@ async def test_fetch_orders_is_closed_history_newest_first(
 
 
 async def test_order_created_while_reading_back_fails_is_still_returned(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     emu.faults.add(Fault(kind="status", path=r"/orders/\d+$", method="GET", status=503))
-    order = await adapter.create_order(ref(emu, "margin"), OrderRequest(
-        "F", Side.BUY, Decimal(1), client_order_id="RB1"))
+    order = await adapter.create_order(
+        ref(emu, "margin"), OrderRequest("F", Side.BUY, Decimal(1), client_order_id="RB1")
+    )
     assert order.status is OrderStatus.PENDING and order.client_order_id == "RB1"
     assert len(emu.orders) == 1
 
@@ -406,7 +530,8 @@ async def test_order_created_while_reading_back_fails_is_still_returned(
 
 
 async def test_lost_create_response_then_lookup_finds_exactly_one(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
     emu.faults.add(Fault(kind="lose_response", path=r"/orders$", method="POST", times=1))
@@ -421,11 +546,18 @@ async def test_lost_create_response_then_lookup_finds_exactly_one(
 
 
 async def test_tradier_does_not_deduplicate_tags_so_the_lookup_must_come_first(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
-    request = OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT,
-                           limit_price=Decimal(5), client_order_id="DUP00001")
+    request = OrderRequest(
+        "F",
+        Side.BUY,
+        Decimal(1),
+        OrderType.LIMIT,
+        limit_price=Decimal(5),
+        client_order_id="DUP00001",
+    )
     emu.faults.add(Fault(kind="lose_response", path=r"/orders$", method="POST", times=1))
     with pytest.raises(BrokerUnavailable):
         await adapter.create_order(margin, request)
@@ -442,7 +574,8 @@ async def test_tradier_does_not_deduplicate_tags_so_the_lookup_must_come_first(
 
 
 async def test_expired_token_is_refreshed_mid_call(
-    emu: TradierEmulator, session: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    session: aiohttp.ClientSession,
 ):
     adapter, tokens = connect(emu, session)
     before = await tokens.access_token()
@@ -456,7 +589,8 @@ async def test_expired_token_is_refreshed_mid_call(
 
 
 async def test_an_order_is_resent_once_after_a_refresh(
-    emu: TradierEmulator, session: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    session: aiohttp.ClientSession,
 ):
     adapter, tokens = connect(emu, session)
     margin = ref(emu, "margin")
@@ -466,10 +600,12 @@ async def test_an_order_is_resent_once_after_a_refresh(
     assert len(emu.orders_for(margin.id)) == 1  # the 401 attempt created nothing
 
 
-async def test_unrefreshable_token_means_reconnect(emu: TradierEmulator,
-                                                   session: aiohttp.ClientSession):
-    ctx = AdapterContext(session=session, api_urls={LIVE: emu.api_url(LIVE)},
-                         tokens=StaticToken("not-a-token"))
+async def test_unrefreshable_token_means_reconnect(
+    emu: TradierEmulator, session: aiohttp.ClientSession
+):
+    ctx = AdapterContext(
+        session=session, api_urls={LIVE: emu.api_url(LIVE)}, tokens=StaticToken("not-a-token")
+    )
     with pytest.raises(AuthorizationExpired, match="/connect"):
         await TradierAdapter(ctx).fetch_accounts()
 
@@ -486,7 +622,8 @@ async def test_partner_without_refresh_tokens_gets_authorization_expired(
 
 
 async def test_account_of_the_other_environment(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     sandbox = ref(emu, "margin", env=PAPER)
     live_url = {LIVE: emu.api_url(LIVE)}
@@ -499,16 +636,26 @@ async def test_account_of_the_other_environment(
 
 
 async def test_429_with_retry_after_is_retried_on_reads(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
-    emu.faults.add(Fault(kind="status", path="/balances$", status=429, times=1,
-                         headers={"Retry-After": "0"}, body={"fault": "rate"}))
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path="/balances$",
+            status=429,
+            times=1,
+            headers={"Retry-After": "0"},
+            body={"fault": "rate"},
+        )
+    )
     assert (await adapter.fetch_balance(ref(emu, "margin"))).cash == 100000
     assert len(emu.requests_to("/balances$")) == 2
 
 
 async def test_tradier_429_becomes_rate_limited_with_reset_time(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
     emu.set_rate_limit("trading", 1)
@@ -524,7 +671,8 @@ async def test_tradier_429_becomes_rate_limited_with_reset_time(
 
 
 async def test_5xx_on_read_is_retried_and_on_write_is_not(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
     emu.faults.add(Fault(kind="status", path="/positions$", status=502, times=2))
@@ -555,8 +703,9 @@ class Stream:
         return await asyncio.wait_for(self.updates.get(), 5)
 
 
-async def start_stream(emu: TradierEmulator, adapter: TradierAdapter,
-                       accounts: list[AccountRef]) -> Stream:
+async def start_stream(
+    emu: TradierEmulator, adapter: TradierAdapter, accounts: list[AccountRef]
+) -> Stream:
     stream = Stream(adapter, accounts)
     for _ in range(500):
         if emu.stream_count:
@@ -566,41 +715,49 @@ async def start_stream(emu: TradierEmulator, adapter: TradierAdapter,
 
 
 async def test_stream_fill_partial_cancel_reject_and_clean_end(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin = ref(emu, "margin")
     stream = await start_stream(emu, adapter, [margin])
-    market = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(5), client_order_id="M1"))
+    market = await adapter.create_order(
+        margin, OrderRequest("F", Side.BUY, Decimal(5), client_order_id="M1")
+    )
     new, fill = await stream.next(), await stream.next()
     assert (new.event, new.order.id, new.order.status) == ("new", market.id, OrderStatus.OPEN)
     assert (fill.event, fill.fill_quantity, fill.fill_price) == ("fill", 5, Decimal("11.01"))
-    assert (fill.order.symbol, fill.order.client_order_id, fill.order.side) == (
-        "F", "M1", Side.BUY)
+    assert (fill.order.symbol, fill.order.client_order_id, fill.order.side) == ("F", "M1", Side.BUY)
     assert fill.execution_id == f"{market.id}-5"
-    limit = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")))
+    limit = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
     assert (await stream.next()).event == "new"
     emu.send_heartbeat()  # ignored
     emu.fill(limit.id, 4, "10.40")
     partial = await stream.next()
     assert (partial.event, partial.fill_quantity, partial.fill_price) == (
-        "partial_fill", 4, Decimal("10.40"))
+        "partial_fill",
+        4,
+        Decimal("10.40"),
+    )
     assert partial.order.status is OrderStatus.PARTIALLY_FILLED
     assert partial.order.remaining_quantity == 6
     emu.fill(limit.id, 6, "10.45")
     rest = await stream.next()
     assert (rest.event, rest.fill_quantity, rest.fill_price) == ("fill", 6, Decimal("10.45"))
     assert rest.order.average_fill_price == Decimal("10.43")
-    to_cancel = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5)))
+    to_cancel = await adapter.create_order(
+        margin, OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5))
+    )
     await stream.next()
     await adapter.cancel_order(margin, to_cancel.id)
     canceled = await stream.next()
     assert (canceled.event, canceled.order.status) == ("canceled", OrderStatus.CANCELLED)
     assert canceled.fill_quantity is None
-    to_reject = await adapter.create_order(margin, OrderRequest(
-        "F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5)))
+    to_reject = await adapter.create_order(
+        margin, OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(5))
+    )
     await stream.next()
     emu.reject(to_reject.id, "Order rejected by risk")
     rejected = await stream.next()
@@ -616,7 +773,8 @@ async def test_stream_fill_partial_cancel_reject_and_clean_end(
 
 
 async def test_stream_reports_only_the_accounts_asked_for(
-    emu: TradierEmulator, adapter: TradierAdapter,
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
 ):
     margin, cash = ref(emu, "margin"), ref(emu, "cash")
     stream = await start_stream(emu, adapter, [cash])
@@ -641,7 +799,12 @@ async def test_documented_events_map_without_fill_details(adapter: TradierAdapte
     0.0 even on the fill: the adapter reads the order once and derives the fill."""
     margin = AccountRef("6YA", AccountType.MARGIN, LIVE)
     adapter._order_details[("6YA", "1107075")] = {
-        "symbol": "SPY", "side": "buy", "quantity": 2.0, "duration": "day", "tag": "X1"}
+        "symbol": "SPY",
+        "side": "buy",
+        "quantity": 2.0,
+        "duration": "day",
+        "tag": "X1",
+    }
     seen: dict[str, tuple[Decimal, Decimal]] = {}
     events = SPEC["account_events_ws"]["order_events"]
     updates = [await adapter._update_from_event(margin, e, seen) for e in events]
@@ -657,20 +820,35 @@ def test_order_mapping_quirks() -> None:
     assert items("null", "order") == []
     assert items({"order": {"id": 1}}, "order") == [{"id": 1}]
     raw: dict[str, Any] = {
-        "id": 228175, "type": "limit", "symbol": "AAPL", "side": "sell_short",
-        "quantity": 50.0, "status": "expired", "duration": "pre", "price": 22.0,
-        "avg_fill_price": 0.0, "exec_quantity": 0.0, "last_fill_price": 0.0,
-        "last_fill_quantity": 0.0, "remaining_quantity": 0.0,
-        "create_date": "2018-06-01T12:02:29.682Z", "transaction_date": "2018-06-01T12:30:02.385Z",
+        "id": 228175,
+        "type": "limit",
+        "symbol": "AAPL",
+        "side": "sell_short",
+        "quantity": 50.0,
+        "status": "expired",
+        "duration": "pre",
+        "price": 22.0,
+        "avg_fill_price": 0.0,
+        "exec_quantity": 0.0,
+        "last_fill_price": 0.0,
+        "last_fill_quantity": 0.0,
+        "remaining_quantity": 0.0,
+        "create_date": "2018-06-01T12:02:29.682Z",
+        "transaction_date": "2018-06-01T12:30:02.385Z",
         "class": "equity",
     }
     order = order_from(raw, "VA1")
     assert (order.side, order.status, order.time_in_force) == (
-        Side.SELL, OrderStatus.EXPIRED, TimeInForce.DAY)
+        Side.SELL,
+        OrderStatus.EXPIRED,
+        TimeInForce.DAY,
+    )
     assert order.average_fill_price is None and order.limit_price == Decimal(22)
     assert order_from({**raw, "status": "error"}, "VA1").status is OrderStatus.REJECTED
-    option = order_from({**raw, "class": "option", "option_symbol": "AAPL250117C00150000",
-                         "side": "buy_to_open"}, "VA1")
+    option = order_from(
+        {**raw, "class": "option", "option_symbol": "AAPL250117C00150000", "side": "buy_to_open"},
+        "VA1",
+    )
     assert option.asset_class is AssetClass.OPTION and option.symbol == "AAPL250117C00150000"
     assert option.side is Side.BUY
 
@@ -689,11 +867,23 @@ async def test_every_adapter_request_conforms(emu: TradierEmulator, adapter: Tra
     await adapter.fetch_market_state()
     for req in (
         OrderRequest("F", Side.BUY, Decimal(2), client_order_id="C1"),
-        OrderRequest("F", Side.SELL, Decimal(2), OrderType.LIMIT, TimeInForce.GTC,
-                     limit_price=Decimal("10.99")),
+        OrderRequest(
+            "F",
+            Side.SELL,
+            Decimal(2),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("10.99"),
+        ),
         OrderRequest("F", Side.SELL, Decimal(2), OrderType.STOP, stop_price=Decimal("9.5")),
-        OrderRequest("F", Side.BUY, Decimal(2), OrderType.STOP_LIMIT,
-                     limit_price=Decimal("12.25"), stop_price=Decimal("12")),
+        OrderRequest(
+            "F",
+            Side.BUY,
+            Decimal(2),
+            OrderType.STOP_LIMIT,
+            limit_price=Decimal("12.25"),
+            stop_price=Decimal("12"),
+        ),
     ):
         await adapter.create_order(margin, req)
     open_orders = await adapter.fetch_open_orders(margin)

@@ -289,8 +289,13 @@ async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> Non
     from bot.services.trading import request_of
 
     target = await core.connections.resolve(ALICE, None, "paper")
-    req = OrderRequest("AAPL", Side.BUY, Decimal(1), asset_class=asset_class_of("AAPL"),
-                       bracket=Bracket(Decimal("210"), Decimal("190"), None))
+    req = OrderRequest(
+        "AAPL",
+        Side.BUY,
+        Decimal(1),
+        asset_class=asset_class_of("AAPL"),
+        bracket=Bracket(Decimal("210"), Decimal("190"), None),
+    )
     out = await core.trading.place(target, req, source="signal", idempotency_key="b1")
     stored = await core.trading.get_intent(out.intent.id)
     assert request_of(stored).bracket == Bracket(Decimal("210"), Decimal("190"), None)

@@ -45,8 +45,11 @@ class Harness:
         return self.emulator.faults.add(fault)
 
     async def broker_order_count(self, account: AccountRef) -> int:
-        return sum(1 for o in self.emulator.broker.orders.values()
-                   if self.emulator.broker.accounts[o.account_id].account_number == account.id)
+        return sum(
+            1
+            for o in self.emulator.broker.orders.values()
+            if self.emulator.broker.accounts[o.account_id].account_number == account.id
+        )
 
     async def move_quote(self, symbol: str, bid: Decimal, ask: Decimal) -> None:
         self.emulator.set_quote(symbol, bid, ask)
@@ -56,13 +59,23 @@ class Harness:
         await self.emulator.stop()
 
 
-def make_adapter(emu: AlpacaEmulator, session: aiohttp.ClientSession, token: str,
-                 envs: tuple[Environment, ...] = (Environment.LIVE, Environment.PAPER),
-                 **ctx: object) -> AlpacaAdapter:
-    return AlpacaAdapter(AdapterContext(
-        session=session, api_urls={e: emu.api_url(e) for e in envs}, tokens=StaticToken(token),
-        owner=f"alpaca-{token[:8]}", extra={"data_url": emu.data_url}, **ctx,  # type: ignore[arg-type]
-    ))
+def make_adapter(
+    emu: AlpacaEmulator,
+    session: aiohttp.ClientSession,
+    token: str,
+    envs: tuple[Environment, ...] = (Environment.LIVE, Environment.PAPER),
+    **ctx: object,
+) -> AlpacaAdapter:
+    return AlpacaAdapter(
+        AdapterContext(
+            session=session,
+            api_urls={e: emu.api_url(e) for e in envs},
+            tokens=StaticToken(token),
+            owner=f"alpaca-{token[:8]}",
+            extra={"data_url": emu.data_url},
+            **ctx,  # type: ignore[arg-type]
+        )
+    )
 
 
 async def make_harness(session: aiohttp.ClientSession) -> Harness:
@@ -73,7 +86,8 @@ async def make_harness(session: aiohttp.ClientSession) -> Harness:
     margin = refs[(Environment.PAPER, AccountType.MARGIN)]
     cash = refs[(Environment.LIVE, AccountType.CASH)]
     return Harness(
-        adapter=adapter, emulator=emu,
+        adapter=adapter,
+        emulator=emu,
         accounts={"equity": margin, "margin": margin, "cash": cash},
         order_types=AlpacaAdapter.capabilities.order_types,
     )

@@ -81,7 +81,8 @@ class Harness:
     async def broker_order_count(self, account: AccountRef) -> int:
         async with self.db.session() as s:
             n = await s.scalar(
-                select(func.count()).select_from(PaperOrder)
+                select(func.count())
+                .select_from(PaperOrder)
                 .where(PaperOrder.account_id == account.id)
             )
         return int(n or 0)
@@ -113,17 +114,25 @@ async def make_harness(session: aiohttp.ClientSession) -> Harness:
     member_id = await MemberService(db).ensure(4242)
     async with db.session() as s:
         connection_id = await s.scalar(
-            select(Connection.id).where(Connection.member_id == member_id,
-                                        Connection.broker == "paper")
+            select(Connection.id).where(
+                Connection.member_id == member_id, Connection.broker == "paper"
+            )
         )
     feed = SimulatedFeed()
-    adapter = PaperBroker(AdapterContext(
-        session=session, owner="contract-paper",
-        extra={"db": db, "connection_id": connection_id, "quote_source": feed},
-    ))
+    adapter = PaperBroker(
+        AdapterContext(
+            session=session,
+            owner="contract-paper",
+            extra={"db": db, "connection_id": connection_id, "quote_source": feed},
+        )
+    )
     [account] = await adapter.fetch_accounts()
     ref = account.ref()
     return Harness(
-        adapter=adapter, accounts={"equity": ref, "margin": ref}, feed=feed, db=db,
-        directory=directory, order_types=PaperBroker.capabilities.order_types,
+        adapter=adapter,
+        accounts={"equity": ref, "margin": ref},
+        feed=feed,
+        db=db,
+        directory=directory,
+        order_types=PaperBroker.capabilities.order_types,
     )

@@ -39,7 +39,8 @@ class Harness:
         """A new adapter as a new process builds it: no journal of what was sent."""
         JOURNAL.clear()
         return TradeStationAdapter(
-            replace(self.adapter.ctx, limiters=LimiterRegistry(), breakers={}))
+            replace(self.adapter.ctx, limiters=LimiterRegistry(), breakers={})
+        )
 
     def inject(self, fault: Fault) -> Fault:
         return self.emulator.faults.add(fault)
@@ -59,15 +60,22 @@ async def make_harness(session: aiohttp.ClientSession) -> Harness:
     emu = TradeStationEmulator()
     await emu.start()
     tokens = EmulatorTokens(session, emu.token_url, await sign_in(session, emu))
-    adapter = TradeStationAdapter(AdapterContext(
-        session=session, api_urls=emu.api_urls, tokens=tokens, owner="contract-tradestation",
-    ))
+    adapter = TradeStationAdapter(
+        AdapterContext(
+            session=session,
+            api_urls=emu.api_urls,
+            tokens=tokens,
+            owner="contract-tradestation",
+        )
+    )
     refs = {(a.type, a.environment): a.ref() for a in await adapter.fetch_accounts()}
     margin = refs[(AccountType.MARGIN, Environment.LIVE)]
     return Harness(
-        adapter=adapter, emulator=emu,
+        adapter=adapter,
+        emulator=emu,
         accounts={
-            "equity": margin, "margin": margin,
+            "equity": margin,
+            "margin": margin,
             "cash": refs[(AccountType.CASH, Environment.LIVE)],
             "futures": refs[(AccountType.FUTURES, Environment.LIVE)],
         },

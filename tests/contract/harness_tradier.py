@@ -58,17 +58,26 @@ async def make_harness(session: aiohttp.ClientSession) -> Harness:
     await emu.start()
     grant = emu.issue_tokens(USER, ENV)
     tokens = EmulatorTokenProvider(
-        session, emu.refresh_url_for(ENV), emu.client_id, emu.client_secret,
-        grant["access_token"], grant.get("refresh_token"),
+        session,
+        emu.refresh_url_for(ENV),
+        emu.client_id,
+        emu.client_secret,
+        grant["access_token"],
+        grant.get("refresh_token"),
     )
-    adapter = TradierAdapter(AdapterContext(
-        session=session, api_urls={ENV: emu.api_url(ENV)}, tokens=tokens,
-        owner="contract-tradier",
-    ))
+    adapter = TradierAdapter(
+        AdapterContext(
+            session=session,
+            api_urls={ENV: emu.api_url(ENV)},
+            tokens=tokens,
+            owner="contract-tradier",
+        )
+    )
     refs = {a.type: a.ref() for a in await adapter.fetch_accounts()}
     margin, cash = refs[AccountType.MARGIN], refs[AccountType.CASH]
     return Harness(
-        adapter=adapter, emulator=emu,
+        adapter=adapter,
+        emulator=emu,
         accounts={"equity": margin, "margin": margin, "cash": cash},
         order_types=TradierAdapter.capabilities.order_types,
     )

@@ -53,12 +53,25 @@ def new_cid() -> str:
     return "ct" + uuid.uuid4().hex[:18]  # 20 letters and digits: fits every broker
 
 
-def buy(quantity: int | str = 1, order_type: OrderType = OrderType.MARKET, *,
-        symbol: str = SYMBOL, limit_price: Decimal | None = None,
-        stop_price: Decimal | None = None, cid: str | None = None) -> OrderRequest:
-    return OrderRequest(symbol, Side.BUY, D(quantity), order_type, TimeInForce.DAY,
-                        limit_price=limit_price, stop_price=stop_price,
-                        client_order_id=cid or new_cid())
+def buy(
+    quantity: int | str = 1,
+    order_type: OrderType = OrderType.MARKET,
+    *,
+    symbol: str = SYMBOL,
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    cid: str | None = None,
+) -> OrderRequest:
+    return OrderRequest(
+        symbol,
+        Side.BUY,
+        D(quantity),
+        order_type,
+        TimeInForce.DAY,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        client_order_id=cid or new_cid(),
+    )
 
 
 def equity(h: Harness) -> AccountRef:
@@ -85,16 +98,20 @@ async def test_reads_everything(harness: Harness) -> None:
     for ref in set(h.accounts.values()):
         balance = await adapter.fetch_balance(ref)
         assert isinstance(balance, Balance) and balance.account_id == ref.id
-        assert all(isinstance(v, Decimal)
-                   for v in (balance.cash, balance.buying_power, balance.equity))
+        assert all(
+            isinstance(v, Decimal) for v in (balance.cash, balance.buying_power, balance.equity)
+        )
         assert balance.buying_power > 0
         positions = await adapter.fetch_positions(ref)
-        assert all(isinstance(p, Position) and isinstance(p.quantity, Decimal)
-                   for p in positions)
-        assert all(isinstance(o, Order) and not o.status.is_final
-                   for o in await adapter.fetch_open_orders(ref))
-        assert all(isinstance(o, Order) and o.status.is_final
-                   for o in await adapter.fetch_orders(ref, limit=20))
+        assert all(isinstance(p, Position) and isinstance(p.quantity, Decimal) for p in positions)
+        assert all(
+            isinstance(o, Order) and not o.status.is_final
+            for o in await adapter.fetch_open_orders(ref)
+        )
+        assert all(
+            isinstance(o, Order) and o.status.is_final
+            for o in await adapter.fetch_orders(ref, limit=20)
+        )
     quote = await adapter.fetch_quote(SYMBOL)
     assert (quote.symbol, quote.bid, quote.ask) == (SYMBOL, BID, ASK)
 
@@ -127,8 +144,7 @@ async def test_resting_order_then_cancel(harness: Harness, order_type: OrderType
         pytest.skip(f"{adapter.display_name} does not take {order_type} orders")
     count = await h.broker_order_count(ref)
     limit, stop = RESTING[order_type]
-    placed = await adapter.create_order(ref, buy(2, order_type, limit_price=limit,
-                                                 stop_price=stop))
+    placed = await adapter.create_order(ref, buy(2, order_type, limit_price=limit, stop_price=stop))
     assert placed.status in (OrderStatus.PENDING, OrderStatus.OPEN)
     assert (placed.order_type, placed.quantity) == (order_type, D(2))
     assert (placed.limit_price, placed.stop_price) == (limit, stop)
@@ -181,8 +197,10 @@ async def test_futures_on_a_non_futures_account(harness: Harness) -> None:
     h, adapter, ref = harness, harness.adapter, equity(harness)
     caps = adapter.capabilities
     if caps.can_trade(ref.type, AssetClass.FUTURE):
-        pytest.skip(f"the {adapter.display_name} {ref.type} account trades futures too: "
-                    "there is no wrong account to pick")
+        pytest.skip(
+            f"the {adapter.display_name} {ref.type} account trades futures too: "
+            "there is no wrong account to pick"
+        )
     count = await h.broker_order_count(ref)
     with pytest.raises(AssetClassNotSupported) as e:
         await adapter.create_order(ref, buy(1, symbol=FUTURE))
@@ -203,8 +221,10 @@ async def test_expired_token_is_refreshed_mid_call(harness: Harness) -> None:
     if not h.supports_tokens:
         pytest.skip(f"{adapter.display_name} has no access tokens")
     if not h.token_refreshable:
-        pytest.skip(f"{adapter.display_name} access tokens cannot be refreshed; "
-                    "test_unrefreshable_expired_token_asks_to_relink covers them")
+        pytest.skip(
+            f"{adapter.display_name} access tokens cannot be refreshed; "
+            "test_unrefreshable_expired_token_asks_to_relink covers them"
+        )
     tokens = adapter.ctx.tokens
     assert tokens is not None
     first = await tokens.access_token()
@@ -226,8 +246,10 @@ async def test_unrefreshable_expired_token_asks_to_relink(harness: Harness) -> N
     if not h.supports_tokens:
         pytest.skip(f"{adapter.display_name} has no access tokens")
     if h.token_refreshable:
-        pytest.skip(f"{adapter.display_name} refreshes expired tokens; "
-                    "test_expired_token_is_refreshed_mid_call covers them")
+        pytest.skip(
+            f"{adapter.display_name} refreshes expired tokens; "
+            "test_expired_token_is_refreshed_mid_call covers them"
+        )
     count = await h.broker_order_count(ref)
     await h.expire_token()
     with pytest.raises(AuthorizationExpired) as e:
@@ -243,8 +265,16 @@ async def test_unrefreshable_expired_token_asks_to_relink(harness: Harness) -> N
 
 async def test_rate_limited_read(harness: Harness) -> None:
     h, adapter, ref = harness, harness.adapter, equity(harness)
-    fault = h.inject(Fault(kind="status", status=429, method="GET", path=r"/positions$",
-                           times=1, headers={"Retry-After": "0"}))
+    fault = h.inject(
+        Fault(
+            kind="status",
+            status=429,
+            method="GET",
+            path=r"/positions$",
+            times=1,
+            headers={"Retry-After": "0"},
+        )
+    )
     if h.retries_reads:
         positions = await adapter.fetch_positions(ref)
         assert fault.hits == 1  # the 429 was answered, then the retry succeeded
@@ -259,8 +289,16 @@ async def test_rate_limited_read(harness: Harness) -> None:
 async def test_rate_limited_create_places_nothing(harness: Harness) -> None:
     h, adapter, ref = harness, harness.adapter, equity(harness)
     count = await h.broker_order_count(ref)
-    h.inject(Fault(kind="status", status=429, method="POST", path=ORDERS_POST, times=1,
-                   headers={"Retry-After": "1"}))
+    h.inject(
+        Fault(
+            kind="status",
+            status=429,
+            method="POST",
+            path=ORDERS_POST,
+            times=1,
+            headers={"Retry-After": "1"},
+        )
+    )
     request = buy(1)
     with pytest.raises(RateLimited) as e:
         await adapter.create_order(ref, request)
@@ -298,15 +336,19 @@ async def test_lookup_after_restart_uses_the_hint(harness: Harness) -> None:
     assert e.value.maybe_sent is True
     fresh = await h.fresh_adapter()  # the process that sent it is gone
     try:
-        found = await fresh.fetch_order(ref, client_order_id=sent.client_order_id,
-                                        hint=SubmissionHint(sent, sent_at))
+        found = await fresh.fetch_order(
+            ref, client_order_id=sent.client_order_id, hint=SubmissionHint(sent, sent_at)
+        )
         assert (found.quantity, found.limit_price) == (D(3), D("61.37"))
         assert found.client_order_id == sent.client_order_id
         assert await h.broker_order_count(ref) == count + 1
         never = buy(2, OrderType.LIMIT, limit_price=D("62.41"))
         with pytest.raises(OrderNotFound):
-            await fresh.fetch_order(ref, client_order_id=never.client_order_id,
-                                    hint=SubmissionHint(never, datetime.now(UTC)))
+            await fresh.fetch_order(
+                ref,
+                client_order_id=never.client_order_id,
+                hint=SubmissionHint(never, datetime.now(UTC)),
+            )
     finally:
         await fresh.close()
 
@@ -314,5 +356,8 @@ async def test_lookup_after_restart_uses_the_hint(harness: Harness) -> None:
 async def test_a_hint_must_describe_the_order_looked_up(harness: Harness) -> None:
     request = buy(1)
     with pytest.raises(ValueError, match="another client order id"):
-        await harness.adapter.fetch_order(equity(harness), client_order_id=new_cid(),
-                                          hint=SubmissionHint(request, datetime.now(UTC)))
+        await harness.adapter.fetch_order(
+            equity(harness),
+            client_order_id=new_cid(),
+            hint=SubmissionHint(request, datetime.now(UTC)),
+        )

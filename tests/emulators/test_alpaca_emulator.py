@@ -63,8 +63,9 @@ def auth(token: str) -> dict[str, str]:
 class Api:
     """Raw calls to one emulated host with one token."""
 
-    def __init__(self, http: aiohttp.ClientSession, emu: AlpacaEmulator, token: str,
-                 env: str = "paper") -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, emu: AlpacaEmulator, token: str, env: str = "paper"
+    ) -> None:
         self.http, self.emu, self.token, self.env = http, emu, token, env
 
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any, Any]:
@@ -91,11 +92,22 @@ def observed(case_start: str) -> dict[str, Any]:
 # -- OAuth -------------------------------------------------------------------------------------
 
 
-async def authorize(http: aiohttp.ClientSession, emu: AlpacaEmulator, *, user: str = "demo",
-                    env: str | None = None, decision: str = "approve",
-                    scope: str = "trading data") -> dict[str, list[str]]:
-    params = {"response_type": "code", "client_id": DEFAULT_CLIENT_ID,
-              "redirect_uri": DEFAULT_REDIRECT, "state": "st4te", "scope": scope}
+async def authorize(
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
+    *,
+    user: str = "demo",
+    env: str | None = None,
+    decision: str = "approve",
+    scope: str = "trading data",
+) -> dict[str, list[str]]:
+    params = {
+        "response_type": "code",
+        "client_id": DEFAULT_CLIENT_ID,
+        "redirect_uri": DEFAULT_REDIRECT,
+        "state": "st4te",
+        "scope": scope,
+    }
     if env:
         params["env"] = env
     async with http.get(emu.authorize_url, params=params) as r:
@@ -111,18 +123,25 @@ async def authorize(http: aiohttp.ClientSession, emu: AlpacaEmulator, *, user: s
     return parse_qs(urlsplit(location).query)
 
 
-async def exchange(http: aiohttp.ClientSession, emu: AlpacaEmulator, code: str,
-                   **overrides: str) -> tuple[int, dict[str, Any]]:
-    form = {"grant_type": "authorization_code", "code": code, "client_id": DEFAULT_CLIENT_ID,
-            "client_secret": DEFAULT_CLIENT_SECRET, "redirect_uri": DEFAULT_REDIRECT,
-            **overrides}
+async def exchange(
+    http: aiohttp.ClientSession, emu: AlpacaEmulator, code: str, **overrides: str
+) -> tuple[int, dict[str, Any]]:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": DEFAULT_CLIENT_ID,
+        "client_secret": DEFAULT_CLIENT_SECRET,
+        "redirect_uri": DEFAULT_REDIRECT,
+        **overrides,
+    }
     form = {k: v for k, v in form.items() if v != ""}
     async with http.post(emu.token_url, data=form) as r:
         return r.status, await r.json()
 
 
 async def test_code_exchange_gives_a_bearer_token_without_expiry_or_refresh(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
 ) -> None:
     query = await authorize(http, emu)
     assert query["state"] == ["st4te"]
@@ -133,7 +152,8 @@ async def test_code_exchange_gives_a_bearer_token_without_expiry_or_refresh(
     # No env: the grant reaches the live and the paper account.
     for env in ("live", "paper"):
         status, account, _ = await Api(http, emu, body["access_token"], env).call(
-            "GET", "/v2/account")
+            "GET", "/v2/account"
+        )
         assert status == 200
         assert account["account_number"] == emu.account("demo", env).account_number
     # Tokens never expire: far in the future they still work.
@@ -144,7 +164,8 @@ async def test_code_exchange_gives_a_bearer_token_without_expiry_or_refresh(
 
 
 async def test_env_paper_binds_only_the_paper_account(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
 ) -> None:
     query = await authorize(http, emu, env="paper")
     _, body = await exchange(http, emu, query["code"][0])
@@ -155,7 +176,8 @@ async def test_env_paper_binds_only_the_paper_account(
 
 
 async def test_user_with_several_paper_accounts_picks_one(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
 ) -> None:
     second = emu.add_account("demo", "paper", cash=Decimal(5000))
     query = await authorize(http, emu, user=f"demo|{second.id}", env="paper")
@@ -165,7 +187,8 @@ async def test_user_with_several_paper_accounts_picks_one(
 
 
 async def test_code_is_single_use_and_bound_to_redirect_and_secret(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
 ) -> None:
     code = (await authorize(http, emu))["code"][0]
     status, body = await exchange(http, emu, code, client_secret="wrong")
@@ -178,8 +201,9 @@ async def test_code_is_single_use_and_bound_to_redirect_and_secret(
     assert status == 400 and body["error"] == "invalid_grant"
 
 
-async def test_refresh_grant_does_not_exist(http: aiohttp.ClientSession,
-                                            emu: AlpacaEmulator) -> None:
+async def test_refresh_grant_does_not_exist(
+    http: aiohttp.ClientSession, emu: AlpacaEmulator
+) -> None:
     code = (await authorize(http, emu))["code"][0]
     status, body = await exchange(http, emu, code, grant_type="refresh_token")
     assert status == 400 and body["error"] == "unsupported_grant_type"
@@ -187,7 +211,8 @@ async def test_refresh_grant_does_not_exist(http: aiohttp.ClientSession,
 
 
 async def test_token_request_missing_a_required_field_is_a_spec_violation(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
 ) -> None:
     code = (await authorize(http, emu))["code"][0]
     status, body = await exchange(http, emu, code, redirect_uri="")
@@ -198,19 +223,28 @@ async def test_token_request_missing_a_required_field_is_a_spec_violation(
 async def test_deny_and_bad_redirect(http: aiohttp.ClientSession, emu: AlpacaEmulator) -> None:
     query = await authorize(http, emu, decision="deny")
     assert query["error"] == ["access_denied"] and "code" not in query
-    params = {"response_type": "code", "client_id": DEFAULT_CLIENT_ID,
-              "redirect_uri": "https://evil.example/cb"}
+    params = {
+        "response_type": "code",
+        "client_id": DEFAULT_CLIENT_ID,
+        "redirect_uri": "https://evil.example/cb",
+    }
     async with http.get(emu.authorize_url, params=params, allow_redirects=False) as r:
         assert r.status == 400 and "Location" not in r.headers
-    params = {"response_type": "code", "client_id": DEFAULT_CLIENT_ID,
-              "redirect_uri": DEFAULT_REDIRECT, "scope": "trading withdraw"}
+    params = {
+        "response_type": "code",
+        "client_id": DEFAULT_CLIENT_ID,
+        "redirect_uri": DEFAULT_REDIRECT,
+        "scope": "trading withdraw",
+    }
     async with http.get(emu.authorize_url, params=params) as r:
         assert r.status == 400
     assert any("scope" in v for v in emu.spec_violations)
 
 
 async def test_revoked_or_unknown_token_gets_alpacas_401(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator, paper: Api,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
+    paper: Api,
 ) -> None:
     emu.revoke_token(paper.token)
     status, body, _ = await paper.call("GET", "/v2/account")
@@ -219,8 +253,9 @@ async def test_revoked_or_unknown_token_gets_alpacas_401(
     assert (status, body) == (401, {"message": "unauthorized."})
 
 
-async def test_trading_needs_the_trading_scope(http: aiohttp.ClientSession,
-                                               emu: AlpacaEmulator) -> None:
+async def test_trading_needs_the_trading_scope(
+    http: aiohttp.ClientSession, emu: AlpacaEmulator
+) -> None:
     api = Api(http, emu, emu.issue_token("demo", scope="data"))
     assert (await api.call("GET", "/v2/account"))[0] == 200  # reading needs no scope
     status, body = await api.order(symbol="AAPL", qty="1")
@@ -231,7 +266,8 @@ async def test_trading_needs_the_trading_scope(http: aiohttp.ClientSession,
 
 
 async def test_account_numbers_are_strings_and_multiplier_classifies(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
 ) -> None:
     api = Api(http, emu, emu.issue_token("casey"), "live")
     status, body, headers = await api.call("GET", "/v2/account")
@@ -270,7 +306,8 @@ async def test_clock_reports_the_session(paper: Api, emu: AlpacaEmulator) -> Non
 
 
 async def test_market_order_is_accepted_then_fills_at_the_quote(
-    paper: Api, emu: AlpacaEmulator,
+    paper: Api,
+    emu: AlpacaEmulator,
 ) -> None:
     emu.set_quote("MSFT", Decimal("419.90"), Decimal("420.10"))
     status, order = await paper.order(symbol="MSFT", qty="3", client_order_id="c1")
@@ -281,11 +318,13 @@ async def test_market_order_is_accepted_then_fills_at_the_quote(
     assert got["status"] == "filled" and got["filled_avg_price"] == "420.1"
     _, account, _ = await paper.call("GET", "/v2/account")
     assert Decimal(account["cash"]) == Decimal(100000) - Decimal("1260.3")
-    status, by_cid, _ = await paper.call("GET", "/v2/orders:by_client_order_id",
-                                         params={"client_order_id": "c1"})
+    status, by_cid, _ = await paper.call(
+        "GET", "/v2/orders:by_client_order_id", params={"client_order_id": "c1"}
+    )
     assert status == 200 and by_cid["id"] == order["id"]
-    status, body, _ = await paper.call("GET", "/v2/orders:by_client_order_id",
-                                       params={"client_order_id": "nope"})
+    status, body, _ = await paper.call(
+        "GET", "/v2/orders:by_client_order_id", params={"client_order_id": "nope"}
+    )
     assert (status, body) == (404, observed("order / position")["body"])
     assert emu.spec_violations == []
 
@@ -304,7 +343,9 @@ async def test_unknown_and_futures_symbols_are_not_found(paper: Api) -> None:
 
 
 async def test_buying_power_and_sell_side_rejections(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator, paper: Api,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
+    paper: Api,
 ) -> None:
     status, body = await paper.order(symbol="SPY", qty="1000")
     assert status == 403 and body["code"] == 40310000
@@ -313,8 +354,11 @@ async def test_buying_power_and_sell_side_rejections(
     assert body["buying_power"] == "405700" and body["cost_basis"] == "590010"
     status, body = await paper.order(symbol="AAPL", qty="12", side="sell")
     assert status == 403 and body == {
-        "available": "10", "code": 40310000, "symbol": "AAPL",
-        "message": "insufficient qty available for order (requested: 12, available: 10)"}
+        "available": "10",
+        "code": 40310000,
+        "symbol": "AAPL",
+        "message": "insufficient qty available for order (requested: 12, available: 10)",
+    }
     status, body = await paper.order(symbol="MSFT", qty="0.5", side="sell")
     assert (status, body) == (422, observed("SELL fractional qty")["body"])
     status, body = await paper.order(symbol="EIDO", qty="5", side="sell")
@@ -342,8 +386,9 @@ async def test_wash_trade_detection(paper: Api, emu: AlpacaEmulator) -> None:
     assert body == {**expected, "existing_order_id": buy["id"]}
 
 
-async def test_pattern_day_trading_protection(http: aiohttp.ClientSession,
-                                              emu: AlpacaEmulator) -> None:
+async def test_pattern_day_trading_protection(
+    http: aiohttp.ClientSession, emu: AlpacaEmulator
+) -> None:
     small = emu.add_account("pdt", "paper", cash=Decimal(20000), multiplier="2")
     api = Api(http, emu, emu.issue_token("pdt", env="paper"))
     small.daytrade_count = 3
@@ -353,11 +398,11 @@ async def test_pattern_day_trading_protection(http: aiohttp.ClientSession,
 
 
 async def test_crypto_rules(paper: Api) -> None:
-    status, body = await paper.order(symbol="BTC/USD", qty="0.1", type="limit",
-                                     limit_price="90000")
+    status, body = await paper.order(symbol="BTC/USD", qty="0.1", type="limit", limit_price="90000")
     assert (status, body) == (422, {"code": 42210000, "message": "invalid crypto time_in_force"})
-    status, body = await paper.order(symbol="ETH/USD", qty="1", type="stop", stop_price="5000",
-                                     time_in_force="gtc")
+    status, body = await paper.order(
+        symbol="ETH/USD", qty="1", type="stop", stop_price="5000", time_in_force="gtc"
+    )
     assert status == 422 and body["message"] == "invalid crypto order type"
     # The legacy symbol without a slash is accepted and answered with the slash.
     status, body = await paper.order(symbol="ETHUSD", qty="0.25", time_in_force="ioc")
@@ -366,8 +411,10 @@ async def test_crypto_rules(paper: Api) -> None:
 
 async def test_fractional_equities(paper: Api) -> None:
     status, body = await paper.order(symbol="AAPL", qty="0.5", time_in_force="gtc")
-    assert (status, body) == (422, {"code": 42210000,
-                                    "message": "fractional orders must be DAY orders"})
+    assert (status, body) == (
+        422,
+        {"code": 42210000, "message": "fractional orders must be DAY orders"},
+    )
     status, body = await paper.order(symbol="BRK.A", qty="0.01")
     assert status == 422 and "not fractionable" in body["message"]
     status, body = await paper.order(symbol="AAPL", qty="0.5")
@@ -397,11 +444,13 @@ async def test_market_closed_queues_equities_not_crypto(paper: Api, emu: AlpacaE
 
 
 async def test_resting_orders_fill_when_quotes_move_and_day_orders_expire(
-    paper: Api, emu: AlpacaEmulator,
+    paper: Api,
+    emu: AlpacaEmulator,
 ) -> None:
     _, limit = await paper.order(symbol="TSLA", qty="2", type="limit", limit_price="240")
-    _, stop = await paper.order(symbol="AAPL", qty="1", side="sell", type="stop",
-                                stop_price="185", time_in_force="gtc")
+    _, stop = await paper.order(
+        symbol="AAPL", qty="1", side="sell", type="stop", stop_price="185", time_in_force="gtc"
+    )
     _, day = await paper.order(symbol="AMZN", qty="1", type="limit", limit_price="100")
     emu.set_quote("TSLA", Decimal("239.50"), Decimal("239.90"))
     emu.set_quote("AAPL", Decimal("184.50"), Decimal("184.60"), Decimal("184.55"))
@@ -423,16 +472,27 @@ async def test_partial_fill_on_demand(paper: Api, emu: AlpacaEmulator) -> None:
     assert [o["id"] for o in open_orders] == [order["id"]]
 
 
-async def test_bracket_legs_wait_then_one_cancels_the_other(paper: Api,
-                                                            emu: AlpacaEmulator) -> None:
-    status, body = await paper.order(symbol="MSFT", qty="2", order_class="bracket",
-                                     take_profit={"limit_price": "419"},
-                                     stop_loss={"stop_price": "400"})
+async def test_bracket_legs_wait_then_one_cancels_the_other(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    status, body = await paper.order(
+        symbol="MSFT",
+        qty="2",
+        order_class="bracket",
+        take_profit={"limit_price": "419"},
+        stop_loss={"stop_price": "400"},
+    )
     assert status == 422
     assert body["message"] == "take_profit.limit_price must be >= base_price + 0.01"
-    status, parent = await paper.order(symbol="MSFT", qty="2", type="limit", limit_price="415",
-                                       order_class="bracket", take_profit={"limit_price": "440"},
-                                       stop_loss={"stop_price": "400", "limit_price": "399"})
+    status, parent = await paper.order(
+        symbol="MSFT",
+        qty="2",
+        type="limit",
+        limit_price="415",
+        order_class="bracket",
+        take_profit={"limit_price": "440"},
+        stop_loss={"stop_price": "400", "limit_price": "399"},
+    )
     assert status == 200 and parent["order_class"] == "bracket"
     assert [leg["status"] for leg in parent["legs"]] == ["held", "held"]
     assert [leg["type"] for leg in parent["legs"]] == ["limit", "stop_limit"]
@@ -440,15 +500,21 @@ async def test_bracket_legs_wait_then_one_cancels_the_other(paper: Api,
     _, legs, _ = await paper.call("GET", "/v2/orders", params={"status": "open"})
     assert sorted(leg["status"] for leg in legs) == ["new", "new"]
     emu.set_quote("MSFT", Decimal("440.00"), Decimal("440.10"))
-    _, closed, _ = await paper.call("GET", "/v2/orders",
-                                    params={"status": "closed", "nested": "true"})
+    _, closed, _ = await paper.call(
+        "GET", "/v2/orders", params={"status": "closed", "nested": "true"}
+    )
     assert len(closed) == 1 and closed[0]["id"] == parent["id"]
     assert sorted(leg["status"] for leg in closed[0]["legs"]) == ["canceled", "filled"]
     _, positions, _ = await paper.call("GET", "/v2/positions")
     assert all(p["symbol"] != "MSFT" for p in positions)
-    status, body = await paper.order(symbol="BTC/USD", qty="0.1", time_in_force="gtc",
-                                     order_class="bracket", take_profit={"limit_price": "99000"},
-                                     stop_loss={"stop_price": "90000"})
+    status, body = await paper.order(
+        symbol="BTC/USD",
+        qty="0.1",
+        time_in_force="gtc",
+        order_class="bracket",
+        take_profit={"limit_price": "99000"},
+        stop_loss={"stop_price": "90000"},
+    )
     assert status == 422 and "crypto" in body["message"]
     assert emu.spec_violations == []
 
@@ -458,8 +524,10 @@ async def test_cancel(paper: Api, emu: AlpacaEmulator) -> None:
     status, body, _ = await paper.call("DELETE", f"/v2/orders/{order['id']}")
     assert (status, body) == (204, None)
     status, body, _ = await paper.call("DELETE", f"/v2/orders/{order['id']}")
-    assert status == 422 and body == {"code": 42210000,
-                                      "message": 'order is already in "canceled" state'}
+    assert status == 422 and body == {
+        "code": 42210000,
+        "message": 'order is already in "canceled" state',
+    }
     status, body, _ = await paper.call("DELETE", "/v2/orders/00000000-0000-4000-8000-000000000000")
     assert (status, body) == (404, {"code": 40410000, "message": "order not found"})
     assert emu.spec_violations == []
@@ -472,11 +540,13 @@ async def test_order_listing_filters(paper: Api, emu: AlpacaEmulator, clock: Clo
     _, second = await paper.order(symbol="F", qty="1")
     _, working = await paper.order(symbol="F", qty="1", type="limit", limit_price="5")
     after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cut))
-    _, closed, _ = await paper.call("GET", "/v2/orders", params={"status": "closed",
-                                                                  "after": after})
+    _, closed, _ = await paper.call(
+        "GET", "/v2/orders", params={"status": "closed", "after": after}
+    )
     assert [o["id"] for o in closed] == [second["id"]]
-    _, everything, _ = await paper.call("GET", "/v2/orders", params={
-        "status": "all", "direction": "asc", "limit": "2"})
+    _, everything, _ = await paper.call(
+        "GET", "/v2/orders", params={"status": "all", "direction": "asc", "limit": "2"}
+    )
     assert [o["id"] for o in everything] == [first["id"], second["id"]]
     _, mine, _ = await paper.call("GET", "/v2/orders", params={"status": "open", "symbols": "F"})
     assert [o["id"] for o in mine] == [working["id"]]
@@ -485,8 +555,9 @@ async def test_order_listing_filters(paper: Api, emu: AlpacaEmulator, clock: Clo
 # -- validation, limits, faults -----------------------------------------------------------------
 
 
-async def test_non_conforming_requests_are_400_and_recorded(paper: Api,
-                                                            emu: AlpacaEmulator) -> None:
+async def test_non_conforming_requests_are_400_and_recorded(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
     status, body = await paper.order(symbol="AAPL", qty=1)  # a number, not a string
     assert status == 400 and body["code"] == 40010000
     status, body = await paper.order(symbol="AAPL", qty="1", notional="100")
@@ -499,7 +570,8 @@ async def test_non_conforming_requests_are_400_and_recorded(paper: Api,
 
 
 async def test_rate_limit_is_per_account_with_headers(
-    http: aiohttp.ClientSession, clock: Clock,
+    http: aiohttp.ClientSession,
+    clock: Clock,
 ) -> None:
     async with AlpacaEmulator(clock=clock, rate_limit=3) as emu:
         assert isinstance(emu, AlpacaEmulator)
@@ -517,34 +589,42 @@ async def test_rate_limit_is_per_account_with_headers(
         assert (await paper.call("GET", "/v2/account"))[0] == 200
 
 
-async def test_lose_response_fault_still_places_the_order(paper: Api,
-                                                          emu: AlpacaEmulator) -> None:
+async def test_lose_response_fault_still_places_the_order(paper: Api, emu: AlpacaEmulator) -> None:
     emu.faults.add(Fault(kind="lose_response", path=r"/v2/orders$", method="POST", times=1))
     with pytest.raises(aiohttp.ClientError):
         await paper.order(symbol="AAPL", qty="1", client_order_id="lost1")
-    status, got, _ = await paper.call("GET", "/v2/orders:by_client_order_id",
-                                      params={"client_order_id": "lost1"})
+    status, got, _ = await paper.call(
+        "GET", "/v2/orders:by_client_order_id", params={"client_order_id": "lost1"}
+    )
     assert status == 200 and got["status"] == "filled"
 
 
 # -- market data ---------------------------------------------------------------------------------
 
 
-async def test_data_api_snapshots_use_json_numbers(http: aiohttp.ClientSession,
-                                                   emu: AlpacaEmulator, paper: Api) -> None:
+async def test_data_api_snapshots_use_json_numbers(
+    http: aiohttp.ClientSession, emu: AlpacaEmulator, paper: Api
+) -> None:
     emu.set_quote("AAPL", Decimal("191.10"), Decimal("191.20"), Decimal("191.15"))
-    async with http.get(emu.data_url + "/v2/stocks/snapshots",
-                        params={"symbols": "AAPL,NOPE"}, headers=auth(paper.token)) as r:
+    async with http.get(
+        emu.data_url + "/v2/stocks/snapshots",
+        params={"symbols": "AAPL,NOPE"},
+        headers=auth(paper.token),
+    ) as r:
         body = await r.json()
     assert list(body) == ["AAPL"]
     assert body["AAPL"]["latestQuote"]["bp"] == 191.1 and body["AAPL"]["latestTrade"]["p"] == 191.15
-    async with http.get(emu.data_url + "/v1beta3/crypto/us/snapshots",
-                        params={"symbols": "BTC/USD"}, headers=auth(paper.token)) as r:
+    async with http.get(
+        emu.data_url + "/v1beta3/crypto/us/snapshots",
+        params={"symbols": "BTC/USD"},
+        headers=auth(paper.token),
+    ) as r:
         body = await r.json()
     assert set(body["snapshots"]) == {"BTC/USD"}
     no_data = emu.issue_token("demo", scope="trading")
-    async with http.get(emu.data_url + "/v2/stocks/snapshots", params={"symbols": "AAPL"},
-                        headers=auth(no_data)) as r:
+    async with http.get(
+        emu.data_url + "/v2/stocks/snapshots", params={"symbols": "AAPL"}, headers=auth(no_data)
+    ) as r:
         assert r.status == 403
 
 
@@ -557,10 +637,14 @@ async def receive(ws: aiohttp.ClientWebSocketResponse) -> tuple[aiohttp.WSMsgTyp
     return msg.type, json.loads(raw)
 
 
-@pytest.mark.parametrize(("env", "frame"), [("paper", aiohttp.WSMsgType.BINARY),
-                                            ("live", aiohttp.WSMsgType.TEXT)])
+@pytest.mark.parametrize(
+    ("env", "frame"), [("paper", aiohttp.WSMsgType.BINARY), ("live", aiohttp.WSMsgType.TEXT)]
+)
 async def test_stream_authenticates_listens_and_sends_trade_updates(
-    http: aiohttp.ClientSession, emu: AlpacaEmulator, env: str, frame: aiohttp.WSMsgType,
+    http: aiohttp.ClientSession,
+    emu: AlpacaEmulator,
+    env: str,
+    frame: aiohttp.WSMsgType,
 ) -> None:
     token = emu.issue_token("demo")
     api = Api(http, emu, token, env)
@@ -568,12 +652,15 @@ async def test_stream_authenticates_listens_and_sends_trade_updates(
         await ws.send_str(json.dumps({"action": "authenticate", "data": {"oauth_token": token}}))
         kind, msg = await receive(ws)
         assert kind is frame
-        assert msg == {"stream": "authorization",
-                       "data": {"status": "authorized", "action": "authenticate"}}
-        await ws.send_str(json.dumps({"action": "listen",
-                                      "data": {"streams": ["trade_updates"]}}))
-        assert (await receive(ws))[1] == {"stream": "listening",
-                                          "data": {"streams": ["trade_updates"]}}
+        assert msg == {
+            "stream": "authorization",
+            "data": {"status": "authorized", "action": "authenticate"},
+        }
+        await ws.send_str(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        assert (await receive(ws))[1] == {
+            "stream": "listening",
+            "data": {"streams": ["trade_updates"]},
+        }
         _, order = await api.order(symbol="F", qty="3")
         events = [(await receive(ws))[1]["data"] for _ in range(2)]
         assert [e["event"] for e in events] == ["new", "fill"]

@@ -14,9 +14,7 @@ from emulators.tradestation import TradeStationEmulator
 ROOT = Path(__file__).resolve().parents[2]
 # None in sys.modules makes any import of the name fail, as if it were not installed.
 BLOCK = (
-    "import sys\n"
-    "for name in ('openapi_core', 'yaml', 'werkzeug'):\n"
-    "    sys.modules[name] = None\n"
+    "import sys\nfor name in ('openapi_core', 'yaml', 'werkzeug'):\n    sys.modules[name] = None\n"
 )
 SERVE = """
 import asyncio
@@ -66,8 +64,13 @@ asyncio.run(main())
 def _run(code: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=60, check=False,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

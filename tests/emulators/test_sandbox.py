@@ -49,13 +49,19 @@ def test_settings_point_every_broker_at_its_emulator(brokers: SandboxBrokers) ->
     assert brokers.environment["TRADECORD_ALPACA_CLIENT_ID"] == brokers.client_id
 
 
-async def _authorize(session: aiohttp.ClientSession, key: str, url: str, client_id: str,
-                     redirect_uri: str) -> tuple[int, str]:
+async def _authorize(
+    session: aiohttp.ClientSession, key: str, url: str, client_id: str, redirect_uri: str
+) -> tuple[int, str]:
     spec = get_adapter_class(key).oauth
     assert spec is not None
-    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-              "scope": spec.scope_separator.join(spec.scopes), "state": "st4te",
-              **spec.extra_authorize_params}
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": spec.scope_separator.join(spec.scopes),
+        "state": "st4te",
+        **spec.extra_authorize_params,
+    }
     async with session.get(url, params=params, allow_redirects=False) as r:
         return r.status, await r.text()
 
@@ -68,15 +74,23 @@ async def _approve(session: aiohttp.ClientSession, authorize_url: str, page: str
     form = {unescape(k): unescape(v) for k, v in INPUT.findall(page)}
     form.update(user_id=unescape(user.group(1)), decision="approve")
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(authorize_url))
-    async with session.post(origin + unescape(action.group(1)), data=form,
-                            allow_redirects=False) as r:
+    async with session.post(
+        origin + unescape(action.group(1)), data=form, allow_redirects=False
+    ) as r:
         assert r.status in (302, 303), await r.text()
         location = r.headers["Location"]
     return location
 
 
-async def _token(session: aiohttp.ClientSession, key: str, token_url: str, client_id: str,
-                 secret: str, code: str, redirect_uri: str) -> str:
+async def _token(
+    session: aiohttp.ClientSession,
+    key: str,
+    token_url: str,
+    client_id: str,
+    secret: str,
+    code: str,
+    redirect_uri: str,
+) -> str:
     spec = get_adapter_class(key).oauth
     assert spec is not None
     form = {"grant_type": "authorization_code", "code": code}
@@ -94,7 +108,8 @@ async def _token(session: aiohttp.ClientSession, key: str, token_url: str, clien
 
 @pytest.mark.parametrize("key", BROKERS)
 async def test_oauth_client_takes_exactly_tradecords_callback(
-        brokers: SandboxBrokers, key: str) -> None:
+    brokers: SandboxBrokers, key: str
+) -> None:
     settings = load_settings(**brokers.settings_overrides)
     config = settings.broker(key)
     authorize_url = config.url("authorize_url", None)
@@ -102,8 +117,11 @@ async def test_oauth_client_takes_exactly_tradecords_callback(
     assert authorize_url and token_url and config.client_id and config.client_secret
     redirect = callback_url(PUBLIC_URL, key)
     async with aiohttp.ClientSession() as session:
-        for wrong in (redirect + "x", f"{PUBLIC_URL}/oauth/other/callback",
-                      redirect.replace("127.0.0.1", "localhost")):
+        for wrong in (
+            redirect + "x",
+            f"{PUBLIC_URL}/oauth/other/callback",
+            redirect.replace("127.0.0.1", "localhost"),
+        ):
             status, _ = await _authorize(session, key, authorize_url, config.client_id, wrong)
             assert status == 400, wrong
         status, page = await _authorize(session, key, authorize_url, config.client_id, redirect)
@@ -112,14 +130,25 @@ async def test_oauth_client_takes_exactly_tradecords_callback(
         assert location.startswith(redirect + "?")
         query = parse_qs(urlsplit(location).query)
         assert query["state"] == ["st4te"]
-        token = await _token(session, key, token_url, config.client_id, config.client_secret,
-                             query["code"][0], redirect)
+        token = await _token(
+            session,
+            key,
+            token_url,
+            config.client_id,
+            config.client_secret,
+            query["code"][0],
+            redirect,
+        )
         api_url = config.url("api_url", None)
         assert api_url is not None
-        adapter = get_adapter_class(key)(AdapterContext(
-            session=session, api_urls={Environment.LIVE: api_url}, tokens=StaticToken(token),
-            extra={"data_url": config.urls.get("data_url")},
-        ))
+        adapter = get_adapter_class(key)(
+            AdapterContext(
+                session=session,
+                api_urls={Environment.LIVE: api_url},
+                tokens=StaticToken(token),
+                extra={"data_url": config.urls.get("data_url")},
+            )
+        )
         accounts = await adapter.fetch_accounts()
         assert accounts and all(a.environment is Environment.LIVE for a in accounts)
 

@@ -66,45 +66,76 @@ async def token(emu: TradeStationEmulator, session: aiohttp.ClientSession) -> st
     return str((await sign_in(session, emu))["access_token"])
 
 
-async def call(session: aiohttp.ClientSession, emu: TradeStationEmulator, method: str,
-               path: str, token: str, env: str = "live", **kw: Any) -> tuple[int, Any]:
-    async with session.request(method, emu.api_url(env) + path,
-                               headers={"Authorization": f"Bearer {token}"}, **kw) as r:
+async def call(
+    session: aiohttp.ClientSession,
+    emu: TradeStationEmulator,
+    method: str,
+    path: str,
+    token: str,
+    env: str = "live",
+    **kw: Any,
+) -> tuple[int, Any]:
+    async with session.request(
+        method, emu.api_url(env) + path, headers={"Authorization": f"Bearer {token}"}, **kw
+    ) as r:
         body = await r.json() if "json" in r.content_type else await r.text()
         return r.status, body
 
 
 def order(account: str = MARGIN, symbol: str = "MSFT", qty: str = "1", **kw: Any) -> dict[str, Any]:
-    return {"AccountID": account, "Symbol": symbol, "Quantity": qty, "OrderType": "Market",
-            "TradeAction": "BUY", "TimeInForce": {"Duration": "DAY"}, "Route": "Intelligent", **kw}
+    return {
+        "AccountID": account,
+        "Symbol": symbol,
+        "Quantity": qty,
+        "OrderType": "Market",
+        "TradeAction": "BUY",
+        "TimeInForce": {"Duration": "DAY"},
+        "Route": "Intelligent",
+        **kw,
+    }
 
 
-async def place(session: aiohttp.ClientSession, emu: TradeStationEmulator, token: str,
-                body: dict[str, Any], env: str = "live") -> dict[str, Any]:
-    status, answer = await call(session, emu, "POST", "/v3/orderexecution/orders", token, env,
-                                json=body)
+async def place(
+    session: aiohttp.ClientSession,
+    emu: TradeStationEmulator,
+    token: str,
+    body: dict[str, Any],
+    env: str = "live",
+) -> dict[str, Any]:
+    status, answer = await call(
+        session, emu, "POST", "/v3/orderexecution/orders", token, env, json=body
+    )
     assert status == 200, answer
     return dict(answer)
 
 
-async def token_request(session: aiohttp.ClientSession, emu: TradeStationEmulator,
-                        **form: str) -> tuple[int, dict[str, Any]]:
+async def token_request(
+    session: aiohttp.ClientSession, emu: TradeStationEmulator, **form: str
+) -> tuple[int, dict[str, Any]]:
     data = {"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET, **form}
     async with session.post(emu.token_url, data=data) as r:
         return r.status, await r.json()
 
 
 def authorize_params(**overrides: str) -> dict[str, str]:
-    params = {"response_type": "code", "client_id": DEFAULT_CLIENT_ID, "audience": AUDIENCE,
-              "redirect_uri": REDIRECT_URI, "state": "s1", "scope": SCOPES}
+    params = {
+        "response_type": "code",
+        "client_id": DEFAULT_CLIENT_ID,
+        "audience": AUDIENCE,
+        "redirect_uri": REDIRECT_URI,
+        "state": "s1",
+        "scope": SCOPES,
+    }
     params.update(overrides)
     return {k: v for k, v in params.items() if v != ""}
 
 
-async def authorize_redirect(session: aiohttp.ClientSession, emu: TradeStationEmulator,
-                             **overrides: str) -> dict[str, list[str]]:
-    async with session.get(emu.authorize_url, params=authorize_params(**overrides),
-                           allow_redirects=False) as r:
+async def authorize_redirect(
+    session: aiohttp.ClientSession, emu: TradeStationEmulator, **overrides: str
+) -> dict[str, list[str]]:
+    async with session.get(
+        emu.authorize_url, params=authorize_params(**overrides), allow_redirects=False
+    ) as r:
         assert r.status == 302, await r.text()
         return parse_qs(urlsplit(r.headers["Location"]).query)
 
@@ -112,8 +143,9 @@ async def authorize_redirect(session: aiohttp.ClientSession, emu: TradeStationEm
 # -- sign-in and tokens ------------------------------------------------------------------
 
 
-async def test_authorize_shows_the_consent_page(emu: TradeStationEmulator,
-                                                session: aiohttp.ClientSession) -> None:
+async def test_authorize_shows_the_consent_page(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     async with session.get(emu.authorize_url, params=authorize_params()) as r:
         page = await r.text()
         assert r.status == 200 and "no-store" in r.headers["Cache-Control"]
@@ -121,8 +153,9 @@ async def test_authorize_shows_the_consent_page(emu: TradeStationEmulator,
         assert marker in page
 
 
-async def test_authorize_requires_the_audience(emu: TradeStationEmulator,
-                                               session: aiohttp.ClientSession) -> None:
+async def test_authorize_requires_the_audience(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     missing = await authorize_redirect(session, emu, audience="")
     assert missing["error"] == ["invalid_request"] and missing["state"] == ["s1"]
     assert "audience" in missing["error_description"][0]
@@ -135,9 +168,11 @@ async def test_authorize_requires_the_audience(emu: TradeStationEmulator,
 
 
 async def test_authorize_refuses_unknown_clients_and_callbacks(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession) -> None:
-    async with session.get(emu.authorize_url, params=authorize_params(client_id="nope"),
-                           allow_redirects=False) as r:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
+    async with session.get(
+        emu.authorize_url, params=authorize_params(client_id="nope"), allow_redirects=False
+    ) as r:
         assert r.status == 400 and "Location" not in r.headers
     bad = authorize_params(redirect_uri="https://evil.example/cb")
     async with session.get(emu.authorize_url, params=bad, allow_redirects=False) as r:
@@ -148,85 +183,107 @@ async def test_authorize_refuses_unknown_clients_and_callbacks(
         assert r.status == 400  # only the default key takes any localhost callback
 
 
-async def test_deny_redirects_with_access_denied(emu: TradeStationEmulator,
-                                                 session: aiohttp.ClientSession) -> None:
+async def test_deny_redirects_with_access_denied(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     form = {k: v for k, v in authorize_params().items() if k != "response_type"}
     form.update(user_id="demo", decision="deny")
-    async with session.post(emu.base_url + "/signin/u/consent", data=form,
-                            allow_redirects=False) as r:
+    async with session.post(
+        emu.base_url + "/signin/u/consent", data=form, allow_redirects=False
+    ) as r:
         query = parse_qs(urlsplit(r.headers["Location"]).query)
     assert query["error"] == ["access_denied"] and query["state"] == ["s1"]
 
 
-async def test_code_exchange_and_single_use(emu: TradeStationEmulator,
-                                            session: aiohttp.ClientSession) -> None:
+async def test_code_exchange_and_single_use(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     code = await authorization_code(session, emu)
-    status, body = await token_request(session, emu, grant_type="authorization_code",
-                                       code=code, redirect_uri=REDIRECT_URI)
+    status, body = await token_request(
+        session, emu, grant_type="authorization_code", code=code, redirect_uri=REDIRECT_URI
+    )
     assert status == 200
     assert body["expires_in"] == 1200 and body["token_type"] == "Bearer"
     assert body["scope"] == SCOPES and body["refresh_token"] and body["access_token"]
     payload = json.loads(base64.urlsafe_b64decode(body["id_token"].split(".")[1] + "=="))
     assert payload["aud"] == DEFAULT_CLIENT_ID and payload["sub"] == "auth0|demo"
-    status, again = await token_request(session, emu, grant_type="authorization_code",
-                                        code=code, redirect_uri=REDIRECT_URI)
+    status, again = await token_request(
+        session, emu, grant_type="authorization_code", code=code, redirect_uri=REDIRECT_URI
+    )
     assert status == 403 and again["error"] == "invalid_grant"
 
 
 async def test_token_endpoint_takes_the_secret_in_the_body(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     code = await authorization_code(session, emu)
-    status, body = await token_request(session, emu, grant_type="authorization_code", code=code,
-                                       redirect_uri=REDIRECT_URI, client_secret="wrong")
+    status, body = await token_request(
+        session,
+        emu,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT_URI,
+        client_secret="wrong",
+    )
     assert status == 401 and body["error"] == "access_denied"
     basic = base64.b64encode(f"{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}".encode()).decode()
-    async with session.post(emu.token_url, headers={"Authorization": f"Basic {basic}"},
-                            data={"grant_type": "authorization_code", "code": code,
-                                  "redirect_uri": REDIRECT_URI}) as r:
+    async with session.post(
+        emu.token_url,
+        headers={"Authorization": f"Basic {basic}"},
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI},
+    ) as r:
         assert r.status == 401
     status, body = await token_request(session, emu, grant_type="password")
     assert status == 403 and body["error"] == "unsupported_grant_type"
 
 
-async def test_refresh_tokens_need_offline_access(emu: TradeStationEmulator,
-                                                  session: aiohttp.ClientSession) -> None:
+async def test_refresh_tokens_need_offline_access(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     grant = await sign_in(session, emu, scope="openid ReadAccount")
     assert "refresh_token" not in grant and grant["access_token"]
 
 
 async def test_default_refresh_tokens_live_indefinitely(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, clock: Clock) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, clock: Clock
+) -> None:
     grant = await sign_in(session, emu)
     for _ in range(3):
         clock.advance(30 * 86400)
-        status, body = await token_request(session, emu, grant_type="refresh_token",
-                                           refresh_token=grant["refresh_token"])
+        status, body = await token_request(
+            session, emu, grant_type="refresh_token", refresh_token=grant["refresh_token"]
+        )
         assert status == 200 and "refresh_token" not in body
         assert body["expires_in"] == 1200 and body["id_token"]
     assert emu.oauth.refresh_requests == 3
 
 
 async def test_rotation_mode_rolls_every_30_minutes_within_24_hours(
-        session: aiohttp.ClientSession, clock: Clock) -> None:
+    session: aiohttp.ClientSession, clock: Clock
+) -> None:
     async with TradeStationEmulator(clock=clock, rotation=True) as emu:
         assert isinstance(emu, TradeStationEmulator)
         grant = await sign_in(session, emu)
         current = grant["refresh_token"]
-        status, body = await token_request(session, emu, grant_type="refresh_token",
-                                           refresh_token=current)
+        status, body = await token_request(
+            session, emu, grant_type="refresh_token", refresh_token=current
+        )
         assert status == 200 and body["refresh_token"] != current
         # the rotated-out token is dead, and reusing it kills the whole grant
-        status, reused = await token_request(session, emu, grant_type="refresh_token",
-                                             refresh_token=current)
+        status, reused = await token_request(
+            session, emu, grant_type="refresh_token", refresh_token=current
+        )
         assert status == 403 and reused["error"] == "invalid_grant"
-        status, _ = await token_request(session, emu, grant_type="refresh_token",
-                                        refresh_token=body["refresh_token"])
+        status, _ = await token_request(
+            session, emu, grant_type="refresh_token", refresh_token=body["refresh_token"]
+        )
         assert status == 403
 
         grant = await sign_in(session, emu)
         clock.advance(31 * 60)  # idle past 30 minutes
-        status, _ = await token_request(session, emu, grant_type="refresh_token",
-                                        refresh_token=grant["refresh_token"])
+        status, _ = await token_request(
+            session, emu, grant_type="refresh_token", refresh_token=grant["refresh_token"]
+        )
         assert status == 403
 
         grant = await sign_in(session, emu)
@@ -234,8 +291,9 @@ async def test_rotation_mode_rolls_every_30_minutes_within_24_hours(
         refreshed = 0
         while True:
             clock.advance(25 * 60)
-            status, body = await token_request(session, emu, grant_type="refresh_token",
-                                               refresh_token=current)
+            status, body = await token_request(
+                session, emu, grant_type="refresh_token", refresh_token=current
+            )
             if status != 200:
                 break
             refreshed += 1
@@ -245,32 +303,42 @@ async def test_rotation_mode_rolls_every_30_minutes_within_24_hours(
 
 
 async def test_revoke_revokes_every_refresh_token_of_the_user(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     first, second = await sign_in(session, emu), await sign_in(session, emu)
     other = await sign_in(session, emu, user_id="alice")
-    async with session.post(emu.revoke_url, data={
-            "client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET,
-            "token": first["refresh_token"]}) as r:
+    async with session.post(
+        emu.revoke_url,
+        data={
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+            "token": first["refresh_token"],
+        },
+    ) as r:
         assert r.status == 200
     for grant in (first, second):
-        status, _ = await token_request(session, emu, grant_type="refresh_token",
-                                        refresh_token=grant["refresh_token"])
+        status, _ = await token_request(
+            session, emu, grant_type="refresh_token", refresh_token=grant["refresh_token"]
+        )
         assert status == 403
-    status, _ = await token_request(session, emu, grant_type="refresh_token",
-                                    refresh_token=other["refresh_token"])
+    status, _ = await token_request(
+        session, emu, grant_type="refresh_token", refresh_token=other["refresh_token"]
+    )
     assert status == 200
     # issued access tokens stay valid until they expire
     status, _ = await call(session, emu, "GET", "/v3/brokerage/accounts", first["access_token"])
     assert status == 200
-    async with session.post(emu.revoke_url, data={"client_id": DEFAULT_CLIENT_ID,
-                                                  "client_secret": "bad", "token": "x"}) as r:
+    async with session.post(
+        emu.revoke_url, data={"client_id": DEFAULT_CLIENT_ID, "client_secret": "bad", "token": "x"}
+    ) as r:
         assert r.status == 401
 
 
 async def test_pkce_only_when_enabled(session: aiohttp.ClientSession) -> None:
     verifier = "v" * 50
-    challenge = base64.urlsafe_b64encode(
-        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     pkce = {"code_challenge": challenge, "code_challenge_method": "S256"}
     async with TradeStationEmulator() as emu:
         assert isinstance(emu, TradeStationEmulator)
@@ -280,20 +348,30 @@ async def test_pkce_only_when_enabled(session: aiohttp.ClientSession) -> None:
     async with TradeStationEmulator(pkce_enabled=True) as emu:
         assert isinstance(emu, TradeStationEmulator)
         code = await authorization_code(session, emu, extra=pkce)
-        status, body = await token_request(session, emu, grant_type="authorization_code",
-                                           code=code, redirect_uri=REDIRECT_URI,
-                                           code_verifier="w" * 50)
+        status, body = await token_request(
+            session,
+            emu,
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT_URI,
+            code_verifier="w" * 50,
+        )
         assert status == 403 and body["error"] == "invalid_grant"
         code = await authorization_code(session, emu, extra=pkce)
-        status, body = await token_request(session, emu, grant_type="authorization_code",
-                                           code=code, redirect_uri=REDIRECT_URI,
-                                           code_verifier=verifier)
+        status, body = await token_request(
+            session,
+            emu,
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=REDIRECT_URI,
+            code_verifier=verifier,
+        )
         assert status == 200
 
 
-async def test_access_tokens_last_20_minutes(emu: TradeStationEmulator,
-                                             session: aiohttp.ClientSession, token: str,
-                                             clock: Clock) -> None:
+async def test_access_tokens_last_20_minutes(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str, clock: Clock
+) -> None:
     clock.advance(19 * 60)
     assert (await call(session, emu, "GET", "/v3/brokerage/accounts", token))[0] == 200
     clock.advance(2 * 60)
@@ -303,26 +381,28 @@ async def test_access_tokens_last_20_minutes(emu: TradeStationEmulator,
     assert status == 401
 
 
-async def test_same_token_serves_live_and_sim(emu: TradeStationEmulator,
-                                              session: aiohttp.ClientSession, token: str) -> None:
+async def test_same_token_serves_live_and_sim(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     _, live = await call(session, emu, "GET", "/v3/brokerage/accounts", token)
     _, sim = await call(session, emu, "GET", "/v3/brokerage/accounts", token, "sim")
     assert [a["AccountType"] for a in live["Accounts"]] == ["Cash", "Margin", "Futures", "Crypto"]
     assert [a["AccountID"] for a in sim["Accounts"]] == ["SIM1182734M", "SIM1182734F"]
     assert "AccountDetail" not in live["Accounts"][2]  # futures accounts have none
-    status, body = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/balances",
-                              token, "sim")
+    status, body = await call(
+        session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/balances", token, "sim"
+    )
     assert status == 200 and body["Balances"] == []
     assert body["Errors"][0]["Message"] == "Invalid Account ID."
 
 
-async def test_scopes_are_enforced(emu: TradeStationEmulator,
-                                   session: aiohttp.ClientSession) -> None:
+async def test_scopes_are_enforced(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     grant = await sign_in(session, emu, scope="openid offline_access ReadAccount")
     tok = grant["access_token"]
     assert (await call(session, emu, "GET", "/v3/brokerage/accounts", tok))[0] == 200
-    status, body = await call(session, emu, "POST", "/v3/orderexecution/orders", tok,
-                              json=order())
+    status, body = await call(session, emu, "POST", "/v3/orderexecution/orders", tok, json=order())
     assert status == 403 and body["Error"] == "Forbidden"
     assert (await call(session, emu, "GET", "/v3/marketdata/quotes/AAPL", tok))[0] == 403
 
@@ -338,89 +418,129 @@ def test_spec_defects_are_fixed_in_memory() -> None:
     assert schemas["OrderLeg"]["properties"]["ExpirationDate"]["type"] == "string"
     placed = spec["paths"]["/v3/orderexecution/orders"]["post"]["responses"]["200"]
     assert placed["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/OrderResponses"}
+        "$ref": "#/components/schemas/OrderResponses"
+    }
 
 
 async def test_nonconforming_requests_get_400_and_are_recorded(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str) -> None:
-    status, body = await call(session, emu, "POST", "/v3/orderexecution/orders", token,
-                              json={**order(), "Quantity": 1})
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    status, body = await call(
+        session, emu, "POST", "/v3/orderexecution/orders", token, json={**order(), "Quantity": 1}
+    )
     assert status == 400 and body["Error"] == "BadRequest" and "string" in body["Message"]
-    status, _ = await call(session, emu, "POST", "/v3/orderexecution/orders", token,
-                           json=order(OrderConfirmID="x" * 23))
+    status, _ = await call(
+        session,
+        emu,
+        "POST",
+        "/v3/orderexecution/orders",
+        token,
+        json=order(OrderConfirmID="x" * 23),
+    )
     assert status == 400
-    status, _ = await call(session, emu, "POST", "/v3/orderexecution/orders", token,
-                           json=order(TradeAction="PURCHASE"))
+    status, _ = await call(
+        session, emu, "POST", "/v3/orderexecution/orders", token, json=order(TradeAction="PURCHASE")
+    )
     assert status == 400
-    status, _ = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/historicalorders",
-                           token)
+    status, _ = await call(
+        session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/historicalorders", token
+    )
     assert status == 400
     many = ",".join(str(100 + i) for i in range(26))
-    assert (await call(session, emu, "GET", f"/v3/brokerage/accounts/{many}/balances",
-                       token))[0] == 400
+    assert (await call(session, emu, "GET", f"/v3/brokerage/accounts/{many}/balances", token))[
+        0
+    ] == 400
     status, body = await call(session, emu, "GET", "/v3/brokerage/nothing", token)
     assert status == 404 and body["Error"] == "NotFound"
     assert len(emu.spec_violations) == 6
     assert emu.orders_for(MARGIN) == []
     # the vendor's own mixed-case examples conform
-    answer = await place(session, emu, token, order(TradeAction="Buy",
-                                                    TimeInForce={"Duration": "Day"}))
+    answer = await place(
+        session, emu, token, order(TradeAction="Buy", TimeInForce={"Duration": "Day"})
+    )
     assert answer["Orders"][0]["Message"] == "Sent order: Buy 1 MSFT @ Market"
     assert len(emu.spec_violations) == 6
 
 
 async def test_rate_limits_answer_429_with_retry_after(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str,
-        clock: Clock) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str, clock: Clock
+) -> None:
     emu.rate_limits["balances"] = (2, 300.0)
     path = f"/v3/brokerage/accounts/{MARGIN}/balances"
     for _ in range(2):
         assert (await call(session, emu, "GET", path, token))[0] == 200
-    async with session.get(emu.api_url("live") + path,
-                           headers={"Authorization": f"Bearer {token}"}) as r:
+    async with session.get(
+        emu.api_url("live") + path, headers={"Authorization": f"Bearer {token}"}
+    ) as r:
         assert r.status == 429 and r.headers["Retry-After"] == "300"
         assert (await r.json())["Error"] == "TooManyRequests"
-    assert (await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/positions",
-                       token))[0] == 200  # another bucket
+    assert (await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/positions", token))[
+        0
+    ] == 200  # another bucket
     clock.advance(300)
     assert (await call(session, emu, "GET", path, token))[0] == 200
 
 
 def test_default_rate_limits_are_the_published_ones() -> None:
     emu = TradeStationEmulator(seed=False)
-    assert emu.rate_limits == {"accounts": (250, 300.0), "balances": (250, 300.0),
-                               "positions": (250, 300.0), "orders": (250, 300.0),
-                               "quotes": (30, 60.0)}
+    assert emu.rate_limits == {
+        "accounts": (250, 300.0),
+        "balances": (250, 300.0),
+        "positions": (250, 300.0),
+        "orders": (250, 300.0),
+        "quotes": (30, 60.0),
+    }
 
 
 # -- brokerage payloads ------------------------------------------------------------------
 
 
 async def test_crypto_account_is_not_supported_on_brokerage_reads(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str) -> None:
-    status, body = await call(session, emu, "GET",
-                              f"/v3/brokerage/accounts/{MARGIN},{CRYPTO}/balances", token)
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    status, body = await call(
+        session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN},{CRYPTO}/balances", token
+    )
     assert status == 200 and [b["AccountID"] for b in body["Balances"]] == [MARGIN]
-    assert body["Errors"] == [{"AccountID": CRYPTO, "Error": "Forbidden",
-                               "Message": "Request not supported for account type."}]
+    assert body["Errors"] == [
+        {
+            "AccountID": CRYPTO,
+            "Error": "Forbidden",
+            "Message": "Request not supported for account type.",
+        }
+    ]
     _, orders = await call(session, emu, "GET", f"/v3/brokerage/accounts/{CRYPTO}/orders", token)
     assert orders["Orders"] == [] and orders["Errors"] == []
-    _, placed = await call(session, emu, "POST", "/v3/orderexecution/orders", token,
-                           json=order(CRYPTO))
+    _, placed = await call(
+        session, emu, "POST", "/v3/orderexecution/orders", token, json=order(CRYPTO)
+    )
     assert "not supported for account type" in placed["Errors"][0]["Message"]
 
 
-async def test_money_is_strings(emu: TradeStationEmulator, session: aiohttp.ClientSession,
-                                token: str) -> None:
+async def test_money_is_strings(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     _, bal = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/balances", token)
     b = bal["Balances"][0]
     assert all(isinstance(b[k], str) for k in ("CashBalance", "BuyingPower", "Equity"))
-    _, pos = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/positions",
-                        token, params={"symbol": "AAPL"})
+    _, pos = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/positions",
+        token,
+        params={"symbol": "AAPL"},
+    )
     (p,) = pos["Positions"]
     assert p["Quantity"] == "10" and p["LongShort"] == "Long" and p["AveragePrice"] == "200"
-    _, none = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/positions",
-                         token, params={"symbol": "MSFT"})
+    _, none = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/positions",
+        token,
+        params={"symbol": "MSFT"},
+    )
     assert none["Positions"] == []
     _, quotes = await call(session, emu, "GET", "/v3/marketdata/quotes/AAPL,NOPE", token)
     assert quotes["Quotes"][0]["Bid"] == "228.48"
@@ -430,12 +550,14 @@ async def test_money_is_strings(emu: TradeStationEmulator, session: aiohttp.Clie
 # -- order entry and the fill engine -----------------------------------------------------
 
 
-async def test_market_orders_fill_instantly(emu: TradeStationEmulator,
-                                            session: aiohttp.ClientSession, token: str) -> None:
+async def test_market_orders_fill_instantly(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     answer = await place(session, emu, token, order(qty="10"))
     (sent,) = answer["Orders"]
-    _, orders = await call(session, emu, "GET",
-                           f"/v3/brokerage/accounts/{MARGIN}/orders/{sent['OrderID']}", token)
+    _, orders = await call(
+        session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders/{sent['OrderID']}", token
+    )
     (o,) = orders["Orders"]
     assert o["Status"] == "FLL" and o["StatusDescription"] == "Filled"
     assert o["FilledPrice"] == "415.22" and o["Legs"][0]["ExecQuantity"] == "10"
@@ -445,8 +567,9 @@ async def test_market_orders_fill_instantly(emu: TradeStationEmulator,
     assert Decimal(bal["Balances"][0]["CashBalance"]) == Decimal(50_000) - Decimal("4152.2")
 
 
-async def test_duplicate_order_confirm_id(emu: TradeStationEmulator,
-                                          session: aiohttp.ClientSession, token: str) -> None:
+async def test_duplicate_order_confirm_id(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     first = await place(session, emu, token, order(OrderConfirmID="Abc123"))
     second = await place(session, emu, token, order(OrderConfirmID="Abc123"))
     (err,) = second["Errors"]
@@ -455,18 +578,21 @@ async def test_duplicate_order_confirm_id(emu: TradeStationEmulator,
     assert err["OrderID"] == first["Orders"][0]["OrderID"]
     assert len(emu.orders_for(MARGIN)) == 1
     grant = await sign_in(session, emu, user_id="alice")
-    other = await place(session, emu, grant["access_token"],
-                        order("11900001", OrderConfirmID="Abc123"))
+    other = await place(
+        session, emu, grant["access_token"], order("11900001", OrderConfirmID="Abc123")
+    )
     assert "Orders" in other  # unique per API key and per user
 
 
 async def test_futures_only_in_the_futures_account(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     for sym in ("ESZ25", "@ES", "MESH6"):
         answer = await place(session, emu, token, order(MARGIN, sym))
         (err,) = answer["Errors"]
-        assert err["Message"] == ("Order failed. Reason: Futures orders are not supported for "
-                                  "account type Margin.")
+        assert err["Message"] == (
+            "Order failed. Reason: Futures orders are not supported for account type Margin."
+        )
     answer = await place(session, emu, token, order(FUTURES, "AAPL"))
     assert "Equity orders are not supported" in answer["Errors"][0]["Message"]
     answer = await place(session, emu, token, order(FUTURES, "ESZ25", TradeAction="SELLSHORT"))
@@ -479,9 +605,9 @@ async def test_futures_only_in_the_futures_account(
     assert emu.orders_for(MARGIN) == []
 
 
-async def test_equity_trade_actions_are_checked(emu: TradeStationEmulator,
-                                                session: aiohttp.ClientSession,
-                                                token: str) -> None:
+async def test_equity_trade_actions_are_checked(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     cases = [
         (order(MARGIN, "AAPL", "11", TradeAction="SELL"), "exceeds the long position"),
         (order(MARGIN, "AAPL", "1", TradeAction="SELLSHORT"), "Close the long position"),
@@ -498,34 +624,49 @@ async def test_equity_trade_actions_are_checked(emu: TradeStationEmulator,
 
 
 async def test_buying_power_and_closed_market_leave_rejected_orders(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str) -> None:
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     answer = await place(session, emu, token, order(CASH, "SPY", "100"))
     (err,) = answer["Errors"]
     assert "Insufficient buying power" in err["Message"] and err["OrderID"]
     rejected = emu.order(err["OrderID"]).payload()
     assert rejected["Status"] == "REJ" and "buying power" in rejected["RejectReason"]
     # open orders hold buying power
-    await place(session, emu, token, order(CASH, "SPY", "40", OrderType="Limit",
-                                           LimitPrice="500"))
-    answer = await place(session, emu, token, order(CASH, "SPY", "11", OrderType="Limit",
-                                                    LimitPrice="500"))
+    await place(session, emu, token, order(CASH, "SPY", "40", OrderType="Limit", LimitPrice="500"))
+    answer = await place(
+        session, emu, token, order(CASH, "SPY", "11", OrderType="Limit", LimitPrice="500")
+    )
     assert "Insufficient buying power" in answer["Errors"][0]["Message"]
     emu.market_open = False
     answer = await place(session, emu, token, order(MARGIN, "MSFT"))
     assert "Market is closed" in answer["Errors"][0]["Message"]
-    assert "Orders" in await place(session, emu, token, order(MARGIN, "MSFT", OrderType="Limit",
-                                                              LimitPrice="400"))
+    assert "Orders" in await place(
+        session, emu, token, order(MARGIN, "MSFT", OrderType="Limit", LimitPrice="400")
+    )
 
 
-async def test_resting_orders_follow_quotes(emu: TradeStationEmulator,
-                                            session: aiohttp.ClientSession, token: str) -> None:
-    limit = (await place(session, emu, token, order(
-        qty="5", OrderType="Limit", LimitPrice="410")))["Orders"][0]["OrderID"]
-    stop = (await place(session, emu, token, order(
-        MARGIN, "AAPL", "10", TradeAction="SELL", OrderType="StopMarket",
-        StopPrice="220")))["Orders"][0]["OrderID"]
-    ioc = (await place(session, emu, token, order(
-        qty="1", OrderType="Limit", LimitPrice="1", TimeInForce={"Duration": "IOC"})))
+async def test_resting_orders_follow_quotes(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    limit = (await place(session, emu, token, order(qty="5", OrderType="Limit", LimitPrice="410")))[
+        "Orders"
+    ][0]["OrderID"]
+    stop = (
+        await place(
+            session,
+            emu,
+            token,
+            order(
+                MARGIN, "AAPL", "10", TradeAction="SELL", OrderType="StopMarket", StopPrice="220"
+            ),
+        )
+    )["Orders"][0]["OrderID"]
+    ioc = await place(
+        session,
+        emu,
+        token,
+        order(qty="1", OrderType="Limit", LimitPrice="1", TimeInForce={"Duration": "IOC"}),
+    )
     assert emu.order(ioc["Orders"][0]["OrderID"]).status == "OUT"
     assert emu.order(limit).status == "OPN" and emu.order(stop).status == "OPN"
     emu.set_quote("MSFT", "409.95", "409.99")
@@ -537,8 +678,9 @@ async def test_resting_orders_follow_quotes(emu: TradeStationEmulator,
     assert emu.order(stop).average_fill == Decimal("219.50")
 
 
-async def test_partial_fills_and_cancel(emu: TradeStationEmulator,
-                                        session: aiohttp.ClientSession, token: str) -> None:
+async def test_partial_fills_and_cancel(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     emu.auto_fill = False
     oid = (await place(session, emu, token, order(qty="10")))["Orders"][0]["OrderID"]
     emu.fill(oid, 4, "415")
@@ -551,44 +693,80 @@ async def test_partial_fills_and_cancel(emu: TradeStationEmulator,
     assert status == 400 and "cannot be canceled" in body["Message"]
     status, body = await call(session, emu, "DELETE", "/v3/orderexecution/orders/1", token)
     assert status == 404 and body["Error"] == "NotFound"
-    status, _ = await call(session, emu, "DELETE", f"/v3/orderexecution/orders/{oid}", token,
-                           "sim")
+    status, _ = await call(session, emu, "DELETE", f"/v3/orderexecution/orders/{oid}", token, "sim")
     assert status == 404  # a LIVE order is not on the SIM host
 
 
 async def test_oso_bracket_children_wait_for_the_entry(
-        emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str) -> None:
-    exits = [order(qty="3", OrderType="Limit", LimitPrice="450", TradeAction="SELL",
-                   TimeInForce={"Duration": "GTC"}),
-             order(qty="3", OrderType="StopMarket", StopPrice="400", TradeAction="SELL",
-                   TimeInForce={"Duration": "GTC"})]
-    answer = await place(session, emu, token, order(
-        qty="3", OrderType="Limit", LimitPrice="410", OSOs=[{"Type": "BRK", "Orders": exits}]))
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    exits = [
+        order(
+            qty="3",
+            OrderType="Limit",
+            LimitPrice="450",
+            TradeAction="SELL",
+            TimeInForce={"Duration": "GTC"},
+        ),
+        order(
+            qty="3",
+            OrderType="StopMarket",
+            StopPrice="400",
+            TradeAction="SELL",
+            TimeInForce={"Duration": "GTC"},
+        ),
+    ]
+    answer = await place(
+        session,
+        emu,
+        token,
+        order(
+            qty="3", OrderType="Limit", LimitPrice="410", OSOs=[{"Type": "BRK", "Orders": exits}]
+        ),
+    )
     parent, tp, sl = (o["OrderID"] for o in answer["Orders"])
     assert [emu.order(i).status for i in (parent, tp, sl)] == ["OPN", "DON", "DON"]
     p = emu.order(parent).payload()
-    assert p["ConditionalOrders"] == [{"Relationship": "OSO", "OrderID": tp},
-                                      {"Relationship": "OSO", "OrderID": sl}]
-    assert emu.order(tp).payload()["ConditionalOrders"] == [{"Relationship": "BRK",
-                                                             "OrderID": sl}]
+    assert p["ConditionalOrders"] == [
+        {"Relationship": "OSO", "OrderID": tp},
+        {"Relationship": "OSO", "OrderID": sl},
+    ]
+    assert emu.order(tp).payload()["ConditionalOrders"] == [{"Relationship": "BRK", "OrderID": sl}]
     emu.set_quote("MSFT", "409.90", "409.95")
     assert [emu.order(i).status for i in (parent, tp, sl)] == ["FLL", "OPN", "OPN"]
     emu.set_quote("MSFT", "399", "399.10", "399")
     assert [emu.order(i).status for i in (parent, tp, sl)] == ["FLL", "CAN", "FLL"]
     # cancelling an entry cancels its queued exits
-    answer = await place(session, emu, token, order(
-        qty="1", OrderType="Limit", LimitPrice="300", OSOs=[{"Type": "BRK", "Orders": exits}]))
+    answer = await place(
+        session,
+        emu,
+        token,
+        order(
+            qty="1", OrderType="Limit", LimitPrice="300", OSOs=[{"Type": "BRK", "Orders": exits}]
+        ),
+    )
     parent, tp, sl = (o["OrderID"] for o in answer["Orders"])
     await call(session, emu, "DELETE", f"/v3/orderexecution/orders/{parent}", token)
     assert [emu.order(i).status for i in (parent, tp, sl)] == ["CAN", "CAN", "CAN"]
 
 
-async def test_ordergroups_oco(emu: TradeStationEmulator, session: aiohttp.ClientSession,
-                               token: str) -> None:
-    status, answer = await call(session, emu, "POST", "/v3/orderexecution/ordergroups", token,
-                                json={"Type": "OCO", "Orders": [
-                                    order(qty="1", OrderType="StopMarket", StopPrice="420"),
-                                    order(qty="1", OrderType="Limit", LimitPrice="410")]})
+async def test_ordergroups_oco(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    status, answer = await call(
+        session,
+        emu,
+        "POST",
+        "/v3/orderexecution/ordergroups",
+        token,
+        json={
+            "Type": "OCO",
+            "Orders": [
+                order(qty="1", OrderType="StopMarket", StopPrice="420"),
+                order(qty="1", OrderType="Limit", LimitPrice="410"),
+            ],
+        },
+    )
     assert status == 200
     stop, limit = (o["OrderID"] for o in answer["Orders"])
     assert emu.order(stop).group_name == emu.order(limit).group_name
@@ -599,9 +777,9 @@ async def test_ordergroups_oco(emu: TradeStationEmulator, session: aiohttp.Clien
 # -- history and pagination --------------------------------------------------------------
 
 
-async def test_orders_today_and_history(emu: TradeStationEmulator,
-                                        session: aiohttp.ClientSession, token: str,
-                                        clock: Clock) -> None:
+async def test_orders_today_and_history(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str, clock: Clock
+) -> None:
     clock.advance(-2 * 86400)
     old = (await place(session, emu, token, order()))["Orders"][0]["OrderID"]
     clock.advance(2 * 86400)
@@ -611,36 +789,60 @@ async def test_orders_today_and_history(emu: TradeStationEmulator,
     _, today = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders", token)
     assert [o["OrderID"] for o in today["Orders"]] == [new]
     since = time.strftime("%Y-%m-%d", time.gmtime(clock.now - 5 * 86400))
-    _, hist = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/historicalorders",
-                         token, params={"since": since})
+    _, hist = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/historicalorders",
+        token,
+        params={"since": since},
+    )
     assert [o["OrderID"] for o in hist["Orders"]] == [old]
-    _, by_id = await call(session, emu, "GET",
-                          f"/v3/brokerage/accounts/{MARGIN}/historicalorders/{old},{new}", token,
-                          params={"since": since})
+    _, by_id = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/historicalorders/{old},{new}",
+        token,
+        params={"since": since},
+    )
     assert [o["OrderID"] for o in by_id["Orders"]] == [old]
     assert by_id["Errors"][0]["OrderID"] == new and by_id["Errors"][0]["Error"] == "NotFound"
     too_old = time.strftime("%Y-%m-%d", time.gmtime(clock.now - 92 * 86400))
-    status, body = await call(session, emu, "GET",
-                              f"/v3/brokerage/accounts/{MARGIN}/historicalorders", token,
-                              params={"since": too_old})
+    status, body = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/historicalorders",
+        token,
+        params={"since": too_old},
+    )
     assert status == 400 and "90 days" in body["Message"]
 
 
-async def test_pagination_with_next_token(emu: TradeStationEmulator,
-                                          session: aiohttp.ClientSession, token: str) -> None:
+async def test_pagination_with_next_token(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     ids = [(await place(session, emu, token, order()))["Orders"][0]["OrderID"] for _ in range(5)]
     seen: list[str] = []
     params: dict[str, Any] = {"pageSize": 2}
     while True:
-        _, page = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders",
-                             token, params=params)
+        _, page = await call(
+            session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders", token, params=params
+        )
         seen += [o["OrderID"] for o in page["Orders"]]
         if "NextToken" not in page:
             break
         params = {"pageSize": 2, "nextToken": page["NextToken"]}
     assert sorted(seen) == sorted(ids) and len(seen) == 5
-    status, _ = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders", token,
-                           params={"nextToken": "garbage"})
+    status, _ = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/orders",
+        token,
+        params={"nextToken": "garbage"},
+    )
     assert status == 400
 
 
@@ -658,8 +860,9 @@ async def read_stream(resp: aiohttp.ClientResponse, count: int) -> list[dict[str
     return out
 
 
-async def test_order_stream_framing(emu: TradeStationEmulator, session: aiohttp.ClientSession,
-                                    token: str) -> None:
+async def test_order_stream_framing(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
     done = (await place(session, emu, token, order()))["Orders"][0]["OrderID"]
     emu.heartbeat_interval = 0.02
     url = emu.api_url("live") + f"/v3/brokerage/stream/accounts/{MARGIN},{CRYPTO},BAD1/orders"
@@ -667,15 +870,19 @@ async def test_order_stream_framing(emu: TradeStationEmulator, session: aiohttp.
         assert r.status == 200 and r.headers["Content-Type"] == STREAM_CONTENT_TYPE
         assert r.headers.get("Transfer-Encoding") == "chunked"
         error, snapshot, end, beat = await read_stream(r, 4)
-        assert error == {"AccountID": "BAD1", "Error": "Forbidden",
-                         "Message": "Invalid Account ID."}
+        assert error == {
+            "AccountID": "BAD1",
+            "Error": "Forbidden",
+            "Message": "Invalid Account ID.",
+        }
         assert snapshot["OrderID"] == done and snapshot["Status"] == "FLL"
         assert end == {"StreamStatus": "EndSnapshot"}
         assert beat["Heartbeat"] == 1 and beat["Timestamp"].endswith("Z")
         emu.heartbeat_interval = 3600
         await asyncio.sleep(0.05)
-        new = (await place(session, emu, token, order(
-            qty="2", OrderType="Limit", LimitPrice="1")))["Orders"][0]["OrderID"]
+        new = (await place(session, emu, token, order(qty="2", OrderType="Limit", LimitPrice="1")))[
+            "Orders"
+        ][0]["OrderID"]
         item = (await read_stream(r, 1))[0]
         while "OrderID" not in item:  # heartbeats sent before the interval changed
             item = (await read_stream(r, 1))[0]
@@ -686,8 +893,9 @@ async def test_order_stream_framing(emu: TradeStationEmulator, session: aiohttp.
     assert emu.open_streams == 0
 
 
-async def test_order_stream_needs_auth(emu: TradeStationEmulator,
-                                       session: aiohttp.ClientSession) -> None:
+async def test_order_stream_needs_auth(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession
+) -> None:
     url = emu.api_url("sim") + "/v3/brokerage/stream/accounts/SIM1182734M/orders"
     async with session.get(url) as r:
         assert r.status == 401

@@ -59,14 +59,21 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", **JSON_ACCEPT}
 
 
-def token(emu: TradierEmulator, env: Environment = LIVE, user: str = "id-demo",
-          scope: str = "read market trade stream") -> str:
+def token(
+    emu: TradierEmulator,
+    env: Environment = LIVE,
+    user: str = "id-demo",
+    scope: str = "read market trade stream",
+) -> str:
     return emu.issue_tokens(user, env, scope)["access_token"]
 
 
 def account(emu: TradierEmulator, env: Environment, kind: str, user: str = "id-demo") -> str:
-    return next(a.number for a in emu.accounts.values()
-                if a.environment is env and a.type == kind and a.user_id == user)
+    return next(
+        a.number
+        for a in emu.accounts.values()
+        if a.environment is env and a.type == kind and a.user_id == user
+    )
 
 
 async def get(http: aiohttp.ClientSession, url: str, tok: str, **params: str) -> tuple[int, Any]:
@@ -75,11 +82,18 @@ async def get(http: aiohttp.ClientSession, url: str, tok: str, **params: str) ->
         return r.status, body
 
 
-async def place(http: aiohttp.ClientSession, emu: TradierEmulator, tok: str, acct: str,
-                env: Environment = LIVE, **form: str) -> tuple[int, Any]:
+async def place(
+    http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    tok: str,
+    acct: str,
+    env: Environment = LIVE,
+    **form: str,
+) -> tuple[int, Any]:
     data = {"class": "equity", "duration": "day", "type": "market", **form}
-    async with http.post(f"{emu.api_url(env)}/accounts/{acct}/orders", data=data,
-                         headers=auth(tok)) as r:
+    async with http.post(
+        f"{emu.api_url(env)}/accounts/{acct}/orders", data=data, headers=auth(tok)
+    ) as r:
         body = await r.json() if r.content_type == "application/json" else await r.text()
         return r.status, body
 
@@ -89,8 +103,9 @@ async def place(http: aiohttp.ClientSession, emu: TradierEmulator, tok: str, acc
 
 async def test_xml_unless_json_is_asked_for(emu: TradierEmulator, http: aiohttp.ClientSession):
     tok = token(emu)
-    async with http.get(f"{emu.api_url()}/user/profile",
-                        headers={"Authorization": f"Bearer {tok}"}) as r:
+    async with http.get(
+        f"{emu.api_url()}/user/profile", headers={"Authorization": f"Bearer {tok}"}
+    ) as r:
         assert r.content_type == "application/xml"
         root = ET.fromstring(await r.text())  # noqa: S314 - our own emulator
     assert root.tag == "profile"
@@ -101,7 +116,8 @@ async def test_xml_unless_json_is_asked_for(emu: TradierEmulator, http: aiohttp.
 
 
 async def test_one_item_is_an_object_several_an_array_none_the_string_null(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     demo, pat = token(emu), token(emu, user="id-pat")
     _, several = await get(http, f"{emu.api_url()}/user/profile", demo)
@@ -112,16 +128,26 @@ async def test_one_item_is_an_object_several_an_array_none_the_string_null(
     margin, cash = account(emu, LIVE, "margin"), account(emu, LIVE, "cash")
     _, held = await get(http, f"{emu.api_url()}/accounts/{margin}/positions", demo)
     position = held["positions"]["position"]
-    assert position == {"cost_basis": 1500.0, "date_acquired": position["date_acquired"],
-                        "id": position["id"], "quantity": 10.0, "symbol": "AAPL"}
+    assert position == {
+        "cost_basis": 1500.0,
+        "date_acquired": position["date_acquired"],
+        "id": position["id"],
+        "quantity": 10.0,
+        "symbol": "AAPL",
+    }
     assert await get(http, f"{emu.api_url()}/accounts/{cash}/positions", demo) == (
-        200, {"positions": "null"})
+        200,
+        {"positions": "null"},
+    )
     assert await get(http, f"{emu.api_url()}/accounts/{cash}/orders", demo) == (
-        200, {"orders": "null"})
+        200,
+        {"orders": "null"},
+    )
 
 
 async def test_balances_have_the_documented_blocks(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     demo, pat = token(emu), token(emu, user="id-pat")
     margin, cash = account(emu, LIVE, "margin"), account(emu, LIVE, "cash")
@@ -142,8 +168,9 @@ async def test_balances_have_the_documented_blocks(
 
 async def test_working_orders_hold_buying_power(emu: TradierEmulator, http: aiohttp.ClientSession):
     tok, cash = token(emu), account(emu, LIVE, "cash")
-    status, _ = await place(http, emu, tok, cash, symbol="F", side="buy", quantity="1000",
-                            type="limit", price="10.00")
+    status, _ = await place(
+        http, emu, tok, cash, symbol="F", side="buy", quantity="1000", type="limit", price="10.00"
+    )
     assert status == 200
     _, c = await get(http, f"{emu.api_url()}/accounts/{cash}/balances", tok)
     assert c["balances"]["cash"]["cash_available"] == 15000.0
@@ -153,9 +180,14 @@ async def test_working_orders_hold_buying_power(emu: TradierEmulator, http: aioh
 # -- OAuth --------------------------------------------------------------------------------------
 
 
-async def sign_in(http: aiohttp.ClientSession, emu: TradierEmulator, env: Environment,
-                  scope: str = "read,market,trade,stream", decision: str = "approve",
-                  user: str = "id-demo") -> dict[str, list[str]]:
+async def sign_in(
+    http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    env: Environment,
+    scope: str = "read,market,trade,stream",
+    decision: str = "approve",
+    user: str = "id-demo",
+) -> dict[str, list[str]]:
     params = {"client_id": emu.client_id, "scope": scope, "state": "s-123"}
     async with http.get(emu.authorize_url_for(env), params=params) as r:
         assert r.status == 200
@@ -170,9 +202,14 @@ async def sign_in(http: aiohttp.ClientSession, emu: TradierEmulator, env: Enviro
     return parse_qs(urlsplit(location).query)
 
 
-async def exchange(http: aiohttp.ClientSession, emu: TradierEmulator, env: Environment,
-                   form: dict[str, str], url: str | None = None,
-                   basic: bool = True) -> tuple[int, Any]:
+async def exchange(
+    http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    env: Environment,
+    form: dict[str, str],
+    url: str | None = None,
+    basic: bool = True,
+) -> tuple[int, Any]:
     kwargs: dict[str, Any] = {}
     if basic:
         pair = base64.b64encode(f"{emu.client_id}:{emu.client_secret}".encode()).decode()
@@ -182,24 +219,36 @@ async def exchange(http: aiohttp.ClientSession, emu: TradierEmulator, env: Envir
 
 
 async def test_code_flow_refresh_at_its_own_endpoint_and_no_rotation(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     callback = await sign_in(http, emu, LIVE)
     assert callback["state"] == ["s-123"]
     code = callback["code"][0]
-    status, body = await exchange(http, emu, LIVE,
-                                  {"grant_type": "authorization_code", "code": code})
+    status, body = await exchange(
+        http, emu, LIVE, {"grant_type": "authorization_code", "code": code}
+    )
     assert status == 200
-    assert set(body) == {"access_token", "expires_in", "issued_at", "scope", "status",
-                         "refresh_token"}
+    assert set(body) == {
+        "access_token",
+        "expires_in",
+        "issued_at",
+        "scope",
+        "status",
+        "refresh_token",
+    }
     assert body["expires_in"] == 86399 and body["status"] == "approved"
     assert body["scope"] == "read market trade stream"
     # Refresh is a different endpoint; refresh tokens neither rotate nor expire.
     refresh = body["refresh_token"]
     for _ in range(2):
         status, again = await exchange(
-            http, emu, LIVE, {"grant_type": "refresh_token", "refresh_token": refresh},
-            url=emu.refresh_url_for(LIVE))
+            http,
+            emu,
+            LIVE,
+            {"grant_type": "refresh_token", "refresh_token": refresh},
+            url=emu.refresh_url_for(LIVE),
+        )
         assert status == 200 and again["refresh_token"] == refresh
         assert again["access_token"] != body["access_token"]
     assert emu.oauth[LIVE].refresh_requests == 2
@@ -214,11 +263,13 @@ async def test_code_flow_refresh_at_its_own_endpoint_and_no_rotation(
 
 
 async def test_refresh_at_the_token_endpoint_is_refused(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     grant = emu.issue_tokens("id-demo", LIVE)
-    status, _ = await exchange(http, emu, LIVE, {"grant_type": "refresh_token",
-                                                 "refresh_token": grant["refresh_token"]})
+    status, _ = await exchange(
+        http, emu, LIVE, {"grant_type": "refresh_token", "refresh_token": grant["refresh_token"]}
+    )
     assert status == 400
     assert any("grant_type must be authorization_code" in v for v in emu.spec_violations)
 
@@ -227,20 +278,23 @@ async def test_refresh_tokens_only_for_partner_apps(http: aiohttp.ClientSession)
     async with TradierEmulator(refresh_tokens=False) as emu:
         assert isinstance(emu, TradierEmulator)
         callback = await sign_in(http, emu, LIVE)
-        status, body = await exchange(http, emu, LIVE, {"grant_type": "authorization_code",
-                                                        "code": callback["code"][0]})
+        status, body = await exchange(
+            http, emu, LIVE, {"grant_type": "authorization_code", "code": callback["code"][0]}
+        )
         assert status == 200 and "refresh_token" not in body
 
 
 async def test_denied_consent_returns_an_error_to_the_callback(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     callback = await sign_in(http, emu, LIVE, decision="deny")
     assert callback == {"error": ["access_denied"], "state": ["s-123"]}
 
 
 async def test_sandbox_sign_in_lists_sandbox_users_only(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     params = {"client_id": emu.client_id, "scope": "read,trade", "state": "x"}
     async with http.get(emu.authorize_url_for(PAPER), params=params) as r:
@@ -257,7 +311,10 @@ async def test_sandbox_sign_in_lists_sandbox_users_only(
     ],
 )
 async def test_authorize_refuses_what_tradier_refuses(
-    emu: TradierEmulator, http: aiohttp.ClientSession, params: dict[str, str], violation: str,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    params: dict[str, str],
+    violation: str,
 ):
     query = {"client_id": emu.client_id, "scope": "read,trade", "state": "s", **params}
     async with http.get(emu.authorize_url, params=query) as r:
@@ -266,32 +323,51 @@ async def test_authorize_refuses_what_tradier_refuses(
 
 
 async def test_pkce_parameters_are_recorded(emu: TradierEmulator, http: aiohttp.ClientSession):
-    query = {"client_id": emu.client_id, "scope": "read", "state": "s",
-             "code_challenge": "abc", "code_challenge_method": "S256"}
+    query = {
+        "client_id": emu.client_id,
+        "scope": "read",
+        "state": "s",
+        "code_challenge": "abc",
+        "code_challenge_method": "S256",
+    }
     async with http.get(emu.authorize_url, params=query) as r:
         assert r.status == 200
     assert len([v for v in emu.spec_violations if "code_challenge" in v]) == 2
 
 
 async def test_token_request_must_use_basic_auth_and_no_redirect_uri(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     code = (await sign_in(http, emu, LIVE))["code"][0]
-    status, body = await exchange(http, emu, LIVE, {
-        "grant_type": "authorization_code", "code": code,
-        "client_id": emu.client_id, "client_secret": emu.client_secret,
-    }, basic=False)
+    status, body = await exchange(
+        http,
+        emu,
+        LIVE,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": emu.client_id,
+            "client_secret": emu.client_secret,
+        },
+        basic=False,
+    )
     assert status == 401 and body["error"] == "invalid_client"
     code = (await sign_in(http, emu, LIVE))["code"][0]
-    status, _ = await exchange(http, emu, LIVE, {"grant_type": "authorization_code", "code": code,
-                                                 "redirect_uri": "http://x"})
+    status, _ = await exchange(
+        http,
+        emu,
+        LIVE,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": "http://x"},
+    )
     assert status == 200  # served, but recorded: Tradier's token request has no redirect_uri
     assert any("'redirect_uri'" in v for v in emu.spec_violations)
     assert any("HTTP Basic" in v for v in emu.spec_violations)
 
 
 async def test_live_and_sandbox_tokens_are_separate(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     live, sandbox = token(emu, LIVE), token(emu, PAPER)
     async with http.get(f"{emu.api_url(LIVE)}/user/profile", headers=auth(sandbox)) as r:
@@ -299,8 +375,9 @@ async def test_live_and_sandbox_tokens_are_separate(
     async with http.get(f"{emu.api_url(PAPER)}/user/profile", headers=auth(live)) as r:
         assert r.status == 401
     sandbox_account = account(emu, PAPER, "margin")
-    async with http.get(f"{emu.api_url(LIVE)}/accounts/{sandbox_account}/balances",
-                        headers=auth(live)) as r:
+    async with http.get(
+        f"{emu.api_url(LIVE)}/accounts/{sandbox_account}/balances", headers=auth(live)
+    ) as r:
         assert r.status == 401 and await r.text() == f"Unauthorized Account: {sandbox_account}"
 
 
@@ -312,8 +389,9 @@ async def test_expired_access_token_is_invalid(emu: TradierEmulator, http: aioht
 
 async def test_scope_is_enforced(emu: TradierEmulator, http: aiohttp.ClientSession):
     read_only = token(emu, scope="read market")
-    assert await place(http, emu, read_only, account(emu, LIVE, "margin"), symbol="F",
-                       side="buy", quantity="1") == (403, "Insufficient scope")
+    assert await place(
+        http, emu, read_only, account(emu, LIVE, "margin"), symbol="F", side="buy", quantity="1"
+    ) == (403, "Insufficient scope")
     assert emu.orders == {}
 
 
@@ -321,32 +399,58 @@ async def test_scope_is_enforced(emu: TradierEmulator, http: aiohttp.ClientSessi
 
 
 async def test_order_is_form_encoded_and_answered_with_id_status_partner(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin = token(emu), account(emu, LIVE, "margin")
-    status, body = await place(http, emu, tok, margin, symbol="MSFT", side="buy", quantity="2",
-                               tag="abc123")
+    status, body = await place(
+        http, emu, tok, margin, symbol="MSFT", side="buy", quantity="2", tag="abc123"
+    )
     assert status == 200
-    assert body == {"order": {"id": body["order"]["id"], "status": "ok",
-                              "partner_id": emu.partner_id}}
+    assert body == {
+        "order": {"id": body["order"]["id"], "status": "ok", "partner_id": emu.partner_id}
+    }
     order = emu.orders[body["order"]["id"]]
     assert order.status == "filled" and order.avg_fill_price == Decimal("420.05")
-    async with http.post(f"{emu.api_url()}/accounts/{margin}/orders", headers=auth(tok),
-                         json={"class": "equity", "symbol": "MSFT", "side": "buy",
-                               "quantity": "1", "type": "market", "duration": "day"}) as r:
+    async with http.post(
+        f"{emu.api_url()}/accounts/{margin}/orders",
+        headers=auth(tok),
+        json={
+            "class": "equity",
+            "symbol": "MSFT",
+            "side": "buy",
+            "quantity": "1",
+            "type": "market",
+            "duration": "day",
+        },
+    ) as r:
         assert r.status == 400
     assert any("form-urlencoded" in v for v in emu.spec_violations)
 
 
 async def test_order_fields_are_the_documented_ones(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin = token(emu), account(emu, LIVE, "margin")
-    _, placed = await place(http, emu, tok, margin, symbol="MSFT", side="buy", quantity="3",
-                            type="stop_limit", price="430", stop="425", duration="gtc", tag="t1")
+    _, placed = await place(
+        http,
+        emu,
+        tok,
+        margin,
+        symbol="MSFT",
+        side="buy",
+        quantity="3",
+        type="stop_limit",
+        price="430",
+        stop="425",
+        duration="gtc",
+        tag="t1",
+    )
     oid = placed["order"]["id"]
-    _, body = await get(http, f"{emu.api_url()}/accounts/{margin}/orders/{oid}", tok,
-                        includeTags="true")
+    _, body = await get(
+        http, f"{emu.api_url()}/accounts/{margin}/orders/{oid}", tok, includeTags="true"
+    )
     order = body["order"]
     assert set(order) <= set(SPEC["order_fields"]) | {"id"}
     assert order["status"] == "open" and order["tag"] == "t1"
@@ -369,7 +473,10 @@ async def test_order_fields_are_the_documented_ones(
     ],
 )
 async def test_invalid_order_forms_are_400_and_violations(
-    emu: TradierEmulator, http: aiohttp.ClientSession, form: dict[str, str], message: str,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    form: dict[str, str],
+    message: str,
 ):
     status, body = await place(http, emu, token(emu), account(emu, LIVE, "margin"), **form)
     assert status == 400
@@ -381,22 +488,44 @@ async def test_invalid_order_forms_are_400_and_violations(
 @pytest.mark.parametrize(
     ("kind", "form", "message"),
     [
-        ("margin", {"symbol": "ESZ25", "side": "buy", "quantity": "1"},
-         "Invalid parameter, ESZ25: symbol not found."),
+        (
+            "margin",
+            {"symbol": "ESZ25", "side": "buy", "quantity": "1"},
+            "Invalid parameter, ESZ25: symbol not found.",
+        ),
         ("margin", {"symbol": "/ES", "side": "buy", "quantity": "1"}, "symbol not found"),
-        ("margin", {"symbol": "NVDA", "side": "buy", "quantity": "5000"},
-         "You do not have enough buying power for this trade."),
-        ("cash", {"symbol": "F", "side": "sell_short", "quantity": "1"},
-         "Short selling is not allowed in a cash account."),
+        (
+            "margin",
+            {"symbol": "NVDA", "side": "buy", "quantity": "5000"},
+            "You do not have enough buying power for this trade.",
+        ),
+        (
+            "cash",
+            {"symbol": "F", "side": "sell_short", "quantity": "1"},
+            "Short selling is not allowed in a cash account.",
+        ),
         ("margin", {"symbol": "AAPL", "side": "sell", "quantity": "11"}, "exceeds"),
         ("margin", {"symbol": "AAPL", "side": "sell_short", "quantity": "1"}, "use sell"),
         ("margin", {"symbol": "F", "side": "buy_to_cover", "quantity": "1"}, "short position"),
-        ("margin", {"symbol": "F", "side": "buy", "quantity": "1", "type": "stop",
-                    "stop": "12", "duration": "pre"}, "Extended hours orders must be limit"),
+        (
+            "margin",
+            {
+                "symbol": "F",
+                "side": "buy",
+                "quantity": "1",
+                "type": "stop",
+                "stop": "12",
+                "duration": "pre",
+            },
+            "Extended hours orders must be limit",
+        ),
     ],
 )
 async def test_business_rejections(
-    emu: TradierEmulator, http: aiohttp.ClientSession, kind: str, form: dict[str, str],
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    kind: str,
+    form: dict[str, str],
     message: str,
 ):
     status, body = await place(http, emu, token(emu), account(emu, LIVE, kind), **form)
@@ -407,8 +536,9 @@ async def test_business_rejections(
 async def test_tags_are_not_deduplicated(emu: TradierEmulator, http: aiohttp.ClientSession):
     tok, margin = token(emu), account(emu, LIVE, "margin")
     for _ in range(2):
-        status, _ = await place(http, emu, tok, margin, symbol="F", side="buy", quantity="1",
-                                tag="same")
+        status, _ = await place(
+            http, emu, tok, margin, symbol="F", side="buy", quantity="1", tag="same"
+        )
         assert status == 200
     assert [o.tag for o in emu.orders_for(margin)] == ["same", "same"]
 
@@ -419,22 +549,27 @@ async def test_order_list_pages(emu: TradierEmulator, http: aiohttp.ClientSessio
         await place(http, emu, tok, margin, symbol="F", side="buy", quantity=str(i + 1))
     _, all_orders = await get(http, f"{emu.api_url()}/accounts/{margin}/orders", tok)
     assert len(all_orders["orders"]["order"]) == 3
-    _, page2 = await get(http, f"{emu.api_url()}/accounts/{margin}/orders", tok,
-                         page="2", limit="2")
+    _, page2 = await get(
+        http, f"{emu.api_url()}/accounts/{margin}/orders", tok, page="2", limit="2"
+    )
     assert page2["orders"]["order"]["quantity"] == 3.0  # one left: an object
-    _, page3 = await get(http, f"{emu.api_url()}/accounts/{margin}/orders", tok,
-                         page="3", limit="2")
+    _, page3 = await get(
+        http, f"{emu.api_url()}/accounts/{margin}/orders", tok, page="3", limit="2"
+    )
     assert page3 == {"orders": "null"}
 
 
 async def test_resting_orders_fill_when_quotes_move(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin = token(emu), account(emu, LIVE, "margin")
-    _, limit = await place(http, emu, tok, margin, symbol="TSLA", side="buy", quantity="2",
-                           type="limit", price="240")
-    _, stop = await place(http, emu, tok, margin, symbol="AAPL", side="sell", quantity="10",
-                          type="stop", stop="180")
+    _, limit = await place(
+        http, emu, tok, margin, symbol="TSLA", side="buy", quantity="2", type="limit", price="240"
+    )
+    _, stop = await place(
+        http, emu, tok, margin, symbol="AAPL", side="sell", quantity="10", type="stop", stop="180"
+    )
     lim, stp = emu.orders[limit["order"]["id"]], emu.orders[stop["order"]["id"]]
     assert (lim.status, stp.status) == ("open", "open")
     emu.set_quote("TSLA", "239.90", "239.95")
@@ -454,23 +589,31 @@ async def test_short_then_cover(emu: TradierEmulator, http: aiohttp.ClientSessio
     assert short["quantity"] == -100.0 and short["cost_basis"] == -1099.0
     status, body = await place(http, emu, tok, margin, symbol="F", side="buy", quantity="1")
     assert status == 400 and "buy_to_cover" in body["errors"]["error"]
-    status, _ = await place(http, emu, tok, margin, symbol="F", side="buy_to_cover",
-                            quantity="100")
+    status, _ = await place(http, emu, tok, margin, symbol="F", side="buy_to_cover", quantity="100")
     assert status == 200 and "F" not in emu.accounts[margin].positions
 
 
 async def test_partial_fill_reject_expire_and_cancel(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin = token(emu), account(emu, LIVE, "margin")
     ids = []
     for _ in range(4):
-        _, body = await place(http, emu, tok, margin, symbol="F", side="buy", quantity="10",
-                              type="limit", price="10.50")
+        _, body = await place(
+            http,
+            emu,
+            tok,
+            margin,
+            symbol="F",
+            side="buy",
+            quantity="10",
+            type="limit",
+            price="10.50",
+        )
         ids.append(body["order"]["id"])
     partial = emu.fill(ids[0], 4, "10.40")
-    assert (partial.status, partial.exec_quantity, partial.remaining) == (
-        "partially_filled", 4, 6)
+    assert (partial.status, partial.exec_quantity, partial.remaining) == ("partially_filled", 4, 6)
     assert emu.reject(ids[1], "Risk check").status == "rejected"
     url = f"{emu.api_url()}/accounts/{margin}/orders/{ids[2]}"
     async with http.delete(url, headers=auth(tok)) as r:
@@ -478,13 +621,13 @@ async def test_partial_fill_reject_expire_and_cancel(
     async with http.delete(url, headers=auth(tok)) as r:
         assert r.status == 400 and "cannot be canceled" in (await r.json())["errors"]["error"]
     assert [o.id for o in emu.expire_day_orders()] == [ids[0], ids[3]]
-    async with http.get(f"{emu.api_url()}/accounts/{margin}/orders/999999",
-                        headers=auth(tok)) as r:
+    async with http.get(f"{emu.api_url()}/accounts/{margin}/orders/999999", headers=auth(tok)) as r:
         assert r.status == 404 and "not found" in (await r.json())["errors"]["error"]
 
 
 async def test_market_orders_wait_while_the_market_is_closed(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin = token(emu), account(emu, LIVE, "margin")
     emu.set_market_open(False)
@@ -499,8 +642,9 @@ async def test_market_orders_wait_while_the_market_is_closed(
 
 async def test_preview_places_nothing(emu: TradierEmulator, http: aiohttp.ClientSession):
     tok, margin = token(emu), account(emu, LIVE, "margin")
-    status, body = await place(http, emu, tok, margin, symbol="F", side="buy", quantity="3",
-                               preview="true")
+    status, body = await place(
+        http, emu, tok, margin, symbol="F", side="buy", quantity="3", preview="true"
+    )
     assert status == 200
     assert set(body["order"]) == set(SPEC["order_preview_response"]["order"])
     assert emu.orders_for(margin) == []
@@ -518,14 +662,17 @@ async def test_quotes_object_array_and_unmatched(emu: TradierEmulator, http: aio
     assert two["quotes"]["unmatched_symbols"] == {"symbol": "ESZ25"}
     status, _ = await get(http, f"{emu.api_url()}/markets/quotes", tok)
     assert status == 400 and emu.spec_violations == [
-        "GET /api/v1/markets/quotes: symbols is required"]
+        "GET /api/v1/markets/quotes: symbols is required"
+    ]
 
 
 # -- rate limits --------------------------------------------------------------------------------
 
 
 async def test_rate_limit_headers_and_429_per_token(
-    emu: TradierEmulator, http: aiohttp.ClientSession, clock: Clock,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    clock: Clock,
 ):
     emu.set_rate_limit("standard", 2, LIVE)
     tok = token(emu)
@@ -551,16 +698,21 @@ async def test_rate_limit_headers_and_429_per_token(
 # -- account events ------------------------------------------------------------------------------
 
 
-async def open_stream(http: aiohttp.ClientSession, emu: TradierEmulator, tok: str,
-                      env: Environment = LIVE,
-                      exclude: list[str] | None = None) -> aiohttp.ClientWebSocketResponse:
+async def open_stream(
+    http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    tok: str,
+    env: Environment = LIVE,
+    exclude: list[str] | None = None,
+) -> aiohttp.ClientWebSocketResponse:
     async with http.post(f"{emu.api_url(env)}/accounts/events/session", headers=auth(tok)) as r:
         assert r.status == 200
         stream = (await r.json())["stream"]
     assert set(stream) == {"url", "sessionid"}
     ws = await http.ws_connect(stream["url"])
-    await ws.send_json({"events": ["order"], "sessionid": stream["sessionid"],
-                        "excludeAccounts": exclude or []})
+    await ws.send_json(
+        {"events": ["order"], "sessionid": stream["sessionid"], "excludeAccounts": exclude or []}
+    )
     for _ in range(100):
         if emu.stream_count:
             break
@@ -575,22 +727,30 @@ async def next_json(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
 
 
 async def test_order_events_have_the_documented_shape(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin = token(emu), account(emu, LIVE, "margin")
     ws = await open_stream(http, emu, tok)
-    _, body = await place(http, emu, tok, margin, symbol="F", side="buy", quantity="2",
-                          type="limit", price="10.00")
+    _, body = await place(
+        http, emu, tok, margin, symbol="F", side="buy", quantity="2", type="limit", price="10.00"
+    )
     opened = await next_json(ws)
     documented = SPEC["account_events_ws"]["order_events"][0]
     assert set(opened) == set(documented)
     assert (opened["id"], opened["status"], opened["account"]) == (
-        body["order"]["id"], "open", margin)
+        body["order"]["id"],
+        "open",
+        margin,
+    )
     assert opened["price"] == 10.0 and opened["remaining_quantity"] == 2.0
     emu.fill(body["order"]["id"], 2, "10.00")
     filled = await next_json(ws)
     assert (filled["status"], filled["exec_quantity"], filled["avg_fill_price"]) == (
-        "filled", 2.0, 10.0)
+        "filled",
+        2.0,
+        10.0,
+    )
     emu.send_heartbeat()
     beat = await next_json(ws)
     assert set(beat) == set(SPEC["account_events_ws"]["heartbeat"])
@@ -601,14 +761,22 @@ async def test_order_events_have_the_documented_shape(
 
 
 async def test_excluded_accounts_and_other_users_get_nothing(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok, margin, cash = token(emu), account(emu, LIVE, "margin"), account(emu, LIVE, "cash")
     ws = await open_stream(http, emu, tok, exclude=[margin])
     await place(http, emu, tok, margin, symbol="F", side="buy", quantity="1")
     pat = token(emu, user="id-pat")
-    await place(http, emu, pat, account(emu, LIVE, "pdt", user="id-pat"), symbol="F",
-                side="buy", quantity="1")
+    await place(
+        http,
+        emu,
+        pat,
+        account(emu, LIVE, "pdt", user="id-pat"),
+        symbol="F",
+        side="buy",
+        quantity="1",
+    )
     await place(http, emu, tok, cash, symbol="F", side="buy", quantity="1")
     assert (await next_json(ws))["account"] == cash
     await ws.close()
@@ -623,34 +791,39 @@ async def test_one_session_at_a_time(emu: TradierEmulator, http: aiohttp.ClientS
 
 
 async def test_session_ids_expire_after_five_minutes(
-    emu: TradierEmulator, http: aiohttp.ClientSession, clock: Clock,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    clock: Clock,
 ):
     tok = token(emu)
     async with http.post(f"{emu.api_url()}/accounts/events/session", headers=auth(tok)) as r:
         stream = (await r.json())["stream"]
     clock.now += 301
     async with http.ws_connect(stream["url"]) as ws:
-        await ws.send_json({"events": ["order"], "sessionid": stream["sessionid"],
-                            "excludeAccounts": []})
+        await ws.send_json(
+            {"events": ["order"], "sessionid": stream["sessionid"], "excludeAccounts": []}
+        )
         assert "error" in await next_json(ws)
 
 
 async def test_sandbox_sessions_do_not_open_live_streams(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     tok = token(emu, PAPER)
-    async with http.post(f"{emu.api_url(PAPER)}/accounts/events/session",
-                         headers=auth(tok)) as r:
+    async with http.post(f"{emu.api_url(PAPER)}/accounts/events/session", headers=auth(tok)) as r:
         stream = (await r.json())["stream"]
     assert "/sandbox-ws/" in stream["url"]
     async with http.ws_connect(emu.stream_url(LIVE)) as ws:
-        await ws.send_json({"events": ["order"], "sessionid": stream["sessionid"],
-                            "excludeAccounts": []})
+        await ws.send_json(
+            {"events": ["order"], "sessionid": stream["sessionid"], "excludeAccounts": []}
+        )
         assert "error" in await next_json(ws)
 
 
 async def test_malformed_subscription_is_a_violation(
-    emu: TradierEmulator, http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
 ):
     async with http.ws_connect(emu.stream_url(LIVE)) as ws:
         await ws.send_json({"events": "order", "session": "x"})

@@ -39,8 +39,9 @@ async def new_paper_connection(db: Database, discord_user_id: int) -> int:
     member_id = await MemberService(db).ensure(discord_user_id)
     async with db.session() as s:
         cid = await s.scalar(
-            select(Connection.id).where(Connection.member_id == member_id,
-                                        Connection.broker == "paper")
+            select(Connection.id).where(
+                Connection.member_id == member_id, Connection.broker == "paper"
+            )
         )
     assert cid is not None
     return cid
@@ -60,7 +61,10 @@ def make_broker(
 ) -> BrokerFactory:
     def make(**extra: Any) -> PaperBroker:
         ctx_extra: dict[str, Any] = {
-            "db": db, "connection_id": connection_id, "quote_source": feed, "clock": clock,
+            "db": db,
+            "connection_id": connection_id,
+            "quote_source": feed,
+            "clock": clock,
         }
         ctx_extra.update(extra)
         return PaperBroker(AdapterContext(extra=ctx_extra))
@@ -83,9 +87,9 @@ async def stored_residual(db: Database, account_id: str) -> Decimal:
     """The conservation invariant computed from the stored rows (always zero)."""
     async with db.session() as s:
         account = await s.get(PaperAccount, account_id)
-        rows = (await s.scalars(
-            select(PaperPosition).where(PaperPosition.account_id == account_id)
-        )).all()
+        rows = (
+            await s.scalars(select(PaperPosition).where(PaperPosition.account_id == account_id))
+        ).all()
     assert account is not None
     return conservation_residual(
         store.account_state(account), [store.position_state(r) for r in rows]

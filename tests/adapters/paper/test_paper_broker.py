@@ -49,12 +49,27 @@ DAY, GTC, IOC, FOK = TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC, TimeInFo
 BUY, SELL = Side.BUY, Side.SELL
 
 
-def req(symbol: str, side: Side, qty: str | int, order_type: OrderType = MKT,
-        tif: TimeInForce = DAY, *, limit: str | None = None, stop: str | None = None,
-        cid: str | None = None) -> OrderRequest:
-    return OrderRequest(symbol, side, D(qty), order_type, tif,
-                        D(limit) if limit is not None else None,
-                        D(stop) if stop is not None else None, cid)
+def req(
+    symbol: str,
+    side: Side,
+    qty: str | int,
+    order_type: OrderType = MKT,
+    tif: TimeInForce = DAY,
+    *,
+    limit: str | None = None,
+    stop: str | None = None,
+    cid: str | None = None,
+) -> OrderRequest:
+    return OrderRequest(
+        symbol,
+        side,
+        D(qty),
+        order_type,
+        tif,
+        D(limit) if limit is not None else None,
+        D(stop) if stop is not None else None,
+        cid,
+    )
 
 
 async def count(db: Database, model: Any, **where: Any) -> int:
@@ -75,7 +90,9 @@ async def test_registered_and_account_matches_the_member_connection(
     assert PaperBroker.oauth is None  # built in: nothing to authorize
     [account] = await broker.fetch_accounts()
     assert (account.type, account.environment, account.currency) == (
-        AccountType.MARGIN, Environment.PAPER, "USD"
+        AccountType.MARGIN,
+        Environment.PAPER,
+        "USD",
     )
     async with db.session() as s:
         chosen = await s.scalar(
@@ -97,8 +114,9 @@ async def test_starting_cash_setting(make_broker: BrokerFactory) -> None:
 
 def test_bad_settings_are_refused(db: Database) -> None:
     with pytest.raises(ValueError, match="market_price_type 'close'"):
-        PaperBroker(AdapterContext(extra={"db": db, "connection_id": 1,
-                                          "market_price_type": "close"}))
+        PaperBroker(
+            AdapterContext(extra={"db": db, "connection_id": 1, "market_price_type": "close"})
+        )
     with pytest.raises(ValueError, match="fill_hours"):
         PaperBroker(AdapterContext(extra={"db": db, "connection_id": 1, "fill_hours": "9-5"}))
     with pytest.raises(ValueError, match="connection_id"):
@@ -119,8 +137,13 @@ async def test_another_accounts_ref_is_refused(broker: PaperBroker, ref: Account
 
 @pytest.mark.parametrize(
     ("price_type", "buy_at", "sell_at"),
-    [("mid", "100.05", "100.05"), ("bid_ask", "100.10", "100.00"), ("ask", "100.10", "100.10"),
-     ("bid", "100.00", "100.00"), ("last", "100.07", "100.07")],
+    [
+        ("mid", "100.05", "100.05"),
+        ("bid_ask", "100.10", "100.00"),
+        ("ask", "100.10", "100.10"),
+        ("bid", "100.00", "100.00"),
+        ("last", "100.07", "100.07"),
+    ],
 )
 async def test_market_orders_fill_at_the_price_type(
     make_broker: BrokerFactory, feed: SimulatedFeed, price_type: str, buy_at: str, sell_at: str
@@ -130,7 +153,9 @@ async def test_market_orders_fill_at_the_price_type(
     feed.set_quote("AAPL", D("100.00"), D("100.10"), D("100.07"))
     bought = await broker.create_order(account.ref(), req("AAPL", BUY, 10))
     assert (bought.status, bought.filled_quantity, bought.average_fill_price) == (
-        OrderStatus.FILLED, D(10), D(buy_at)
+        OrderStatus.FILLED,
+        D(10),
+        D(buy_at),
     )
     assert bought.info["simulated"] is True
     sold = await broker.create_order(account.ref(), req("AAPL", SELL, 10))
@@ -189,8 +214,9 @@ async def test_sell_stop_limit_triggers_then_waits_for_its_limit(
 ) -> None:
     feed.set_quote("AMD", D("100.00"), D("100.10"))
     await broker.create_order(ref, req("AMD", BUY, 10))
-    order = await broker.create_order(ref, req("AMD", SELL, 10, STPLMT, GTC, stop="95",
-                                               limit="94.50"))
+    order = await broker.create_order(
+        ref, req("AMD", SELL, 10, STPLMT, GTC, stop="95", limit="94.50")
+    )
     feed.set_quote("AMD", D("94.00"), D("94.20"))  # gap through the stop and the limit
     assert await broker.sweep() == []
     [working] = await broker.fetch_open_orders(ref)
@@ -237,7 +263,9 @@ async def test_day_orders_expire_at_the_end_of_the_trading_day(
     clock.advance(minutes=1)
     [update] = await broker.sweep()
     assert (update.event, update.order.id, update.order.status) == (
-        "expired", day.id, OrderStatus.EXPIRED
+        "expired",
+        day.id,
+        OrderStatus.EXPIRED,
     )
     assert [o.id for o in await broker.fetch_open_orders(ref)] == [gtc.id]
     assert (await broker.fetch_balance(ref)).buying_power == D(100000) - 300
@@ -443,9 +471,19 @@ async def test_concurrent_creates_with_one_client_order_id_make_one_order(
     # Separate engines stand in for separate processes.
     dbs = [Database(database_url) for _ in range(4)]
     try:
-        brokers = [PaperBroker(AdapterContext(extra={
-            "db": d, "connection_id": connection_id, "quote_source": feed, "clock": clock,
-        })) for d in dbs]
+        brokers = [
+            PaperBroker(
+                AdapterContext(
+                    extra={
+                        "db": d,
+                        "connection_id": connection_id,
+                        "quote_source": feed,
+                        "clock": clock,
+                    }
+                )
+            )
+            for d in dbs
+        ]
         [account] = await brokers[0].fetch_accounts()
         orders = await asyncio.gather(
             *(b.create_order(account.ref(), req("WMT", BUY, 1, cid="same1")) for b in brokers)
@@ -462,12 +500,14 @@ async def test_state_survives_a_new_adapter_and_engine(
 ) -> None:
     feed = SimulatedFeed(clock)
     feed.set_quote("COST", D("920.00"), D("920.20"))
-    first = PaperBroker(AdapterContext(extra={
-        "db": db, "connection_id": connection_id, "quote_source": feed, "clock": clock}))
+    first = PaperBroker(
+        AdapterContext(
+            extra={"db": db, "connection_id": connection_id, "quote_source": feed, "clock": clock}
+        )
+    )
     [account] = await first.fetch_accounts()
     await first.create_order(account.ref(), req("COST", BUY, 10))
-    resting = await first.create_order(account.ref(), req("COST", SELL, 4, LMT, GTC,
-                                                          limit="950"))
+    resting = await first.create_order(account.ref(), req("COST", SELL, 4, LMT, GTC, limit="950"))
     before = await first.fetch_balance(account.ref())
     await db.close()
 
@@ -476,8 +516,16 @@ async def test_state_survives_a_new_adapter_and_engine(
     try:
         feed2 = SimulatedFeed(clock)
         feed2.set_quote("COST", D("920.00"), D("920.20"))
-        second = PaperBroker(AdapterContext(extra={
-            "db": again, "connection_id": connection_id, "quote_source": feed2, "clock": clock}))
+        second = PaperBroker(
+            AdapterContext(
+                extra={
+                    "db": again,
+                    "connection_id": connection_id,
+                    "quote_source": feed2,
+                    "clock": clock,
+                }
+            )
+        )
         [same] = await second.fetch_accounts()
         assert same.id == account.id
         assert await second.fetch_balance(same.ref()) == before
@@ -492,17 +540,32 @@ async def test_state_survives_a_new_adapter_and_engine(
 
 
 async def test_two_sweepers_fill_an_order_once(
-    database_url: str, db: Database, broker: PaperBroker, ref: AccountRef,
-    connection_id: int, feed: SimulatedFeed, clock: FakeClock,
+    database_url: str,
+    db: Database,
+    broker: PaperBroker,
+    ref: AccountRef,
+    connection_id: int,
+    feed: SimulatedFeed,
+    clock: FakeClock,
 ) -> None:
     feed.set_quote("GOOGL", D("290.00"), D("290.10"))
     order = await broker.create_order(ref, req("GOOGL", BUY, 10, LMT, GTC, limit="280"))
     feed.set_quote("GOOGL", D("279.00"), D("279.10"))
     dbs = [Database(database_url) for _ in range(3)]
     try:
-        sweepers = [PaperBroker(AdapterContext(extra={
-            "db": d, "connection_id": connection_id, "quote_source": feed, "clock": clock,
-        })) for d in dbs]
+        sweepers = [
+            PaperBroker(
+                AdapterContext(
+                    extra={
+                        "db": d,
+                        "connection_id": connection_id,
+                        "quote_source": feed,
+                        "clock": clock,
+                    }
+                )
+            )
+            for d in dbs
+        ]
         results = await asyncio.gather(*(s.sweep() for s in sweepers))
     finally:
         for d in dbs:
@@ -536,7 +599,10 @@ async def test_reset_restores_the_starting_state(
 
 
 async def test_sweep_all_uses_each_connections_source_and_price_type(
-    db: Database, connection_id: int, make_broker: BrokerFactory, feed: SimulatedFeed,
+    db: Database,
+    connection_id: int,
+    make_broker: BrokerFactory,
+    feed: SimulatedFeed,
     clock: FakeClock,
 ) -> None:
     other_id = await new_paper_connection(db, 2002)

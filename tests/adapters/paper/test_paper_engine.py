@@ -34,10 +34,17 @@ def quote(bid: str, ask: str, last: str | None = None) -> Quote:
     return Quote("X", D(bid), D(ask), D(last if last is not None else bid), NOW)
 
 
-def order(side: Side, order_type: OrderType = OrderType.MARKET, tif: TimeInForce = TimeInForce.GTC,
-          limit: str | None = None, stop: str | None = None, qty: str = "10") -> OrderState:
-    return OrderState(side, D(qty), order_type, tif, D(limit) if limit else None,
-                      D(stop) if stop else None)
+def order(
+    side: Side,
+    order_type: OrderType = OrderType.MARKET,
+    tif: TimeInForce = TimeInForce.GTC,
+    limit: str | None = None,
+    stop: str | None = None,
+    qty: str = "10",
+) -> OrderState:
+    return OrderState(
+        side, D(qty), order_type, tif, D(limit) if limit else None, D(stop) if stop else None
+    )
 
 
 def equity(symbol: str = "AAPL") -> PositionState:
@@ -157,8 +164,10 @@ def test_market_price_types(price_type: PriceType, buy: str, sell: str) -> None:
 
 def test_limit_waits_until_marketable_and_fills_at_the_better_price() -> None:
     buy = order(Side.BUY, OrderType.LIMIT, limit="99.50")
-    assert decide(buy, quote("99.60", "99.70"), PriceType.MID, now=NOW,
-                  market_open=True).action is Action.WAIT
+    assert (
+        decide(buy, quote("99.60", "99.70"), PriceType.MID, now=NOW, market_open=True).action
+        is Action.WAIT
+    )
     d = decide(buy, quote("99.30", "99.40"), PriceType.MID, now=NOW, market_open=True)
     assert (d.action, d.price) == (Action.FILL, D("99.35"))
 
@@ -198,8 +207,10 @@ def test_day_orders_expire_and_closed_markets_wait() -> None:
 
 def test_empty_quote_sides_do_not_fill() -> None:
     q = quote("0", "100.10", "0")
-    assert decide(order(Side.SELL), q, PriceType.BID_ASK, now=NOW,
-                  market_open=True).action is Action.WAIT
+    assert (
+        decide(order(Side.SELL), q, PriceType.BID_ASK, now=NOW, market_open=True).action
+        is Action.WAIT
+    )
     assert executable_price(q, Side.BUY, PriceType.MID) is None
 
 
@@ -277,8 +288,12 @@ def quote_paths(draw: st.DrawFn) -> list[Quote]:
     st.integers(4000, 16000),
 )
 def test_limit_orders_never_fill_through_their_price(
-    path: list[Quote], side: Side, order_type: OrderType, price_type: PriceType,
-    limit_cents: int, stop_cents: int,
+    path: list[Quote],
+    side: Side,
+    order_type: OrderType,
+    price_type: PriceType,
+    limit_cents: int,
+    stop_cents: int,
 ) -> None:
     limit = D(limit_cents).scaleb(-2)
     stop = D(stop_cents).scaleb(-2) if order_type is OrderType.STOP_LIMIT else None

@@ -21,13 +21,15 @@ async def test_paper_migration_up_down_up(database_url: str) -> None:
     try:
         async with db.engine.begin() as conn:
             await conn.run_sync(_migrate, database_url, "upgrade", "0001")
-            assert not PAPER_TABLES & set(await conn.run_sync(
-                lambda c: inspect(c).get_table_names()))
+            assert not PAPER_TABLES & set(
+                await conn.run_sync(lambda c: inspect(c).get_table_names())
+            )
             await conn.run_sync(_migrate, database_url, "upgrade", "0002")
             assert PAPER_TABLES <= set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             await conn.run_sync(_migrate, database_url, "downgrade", "0001")
-            assert not PAPER_TABLES & set(await conn.run_sync(
-                lambda c: inspect(c).get_table_names()))
+            assert not PAPER_TABLES & set(
+                await conn.run_sync(lambda c: inspect(c).get_table_names())
+            )
         await db.upgrade()
         assert await db.current_revision() is not None
     finally:
