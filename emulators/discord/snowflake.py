@@ -42,3 +42,15 @@ def snowflake_time(snowflake: int) -> datetime.datetime:
 def iso(dt: datetime.datetime | None = None) -> str:
     """Discord's timestamp format: ``2024-05-01T12:00:00.123000+00:00``."""
     return (dt or datetime.datetime.now(datetime.UTC)).isoformat(timespec="microseconds")
+
+
+def one_per_shard(count: int) -> list[int]:
+    """``count`` guild ids, a month old, whose shard (Discord's ``(id >> 22) % count``) is
+    0, 1, ... count-1 in that order: a sharded deployment with one guild on each shard."""
+    base_ms = int(time.time() * 1000) - DISCORD_EPOCH_MS - 30 * 86_400_000
+    ids = []
+    for shard in range(count):
+        ms = base_ms + shard * 1000
+        ms += (shard - ms) % count
+        ids.append(ms << 22)
+    return ids

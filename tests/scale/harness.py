@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import itertools
 import os
 import re
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import discord
 import psutil
 from aiohttp import web
 from multidict import CIMultiDict
@@ -35,6 +33,7 @@ from bot.core import Core
 from bot.settings import Settings, load_settings
 from bot.vault import generate_key_spec
 from emulators.discord import DiscordEmulator
+from emulators.discord.snowflake import one_per_shard
 from emulators.tradestation import TradeStationEmulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,19 +61,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def guild_ids_one_per_shard(count: int) -> list[int]:
-    """Guild snowflakes whose shard ((id >> 22) % count) is 0, 1, ... count-1."""
-    base_ms = (
-        discord.utils.time_snowflake(discord.utils.utcnow() - datetime.timedelta(days=30)) >> 22
-    )
-    ids = []
-    for shard in range(count):
-        ms = base_ms + shard * 1000
-        ms += (shard - ms) % count
-        ids.append(ms << 22)
-    return ids
 
 
 def child_environment(values: Mapping[str, str]) -> dict[str, str]:
@@ -488,7 +474,7 @@ async def running_cluster(
     stack = contextlib.AsyncExitStack()
     async with stack:
         emu = DiscordEmulator(bot_token=TOKEN)
-        guild_ids = guild_ids_one_per_shard(max(bot_shards, 1))
+        guild_ids = one_per_shard(max(bot_shards, 1))
         for n, guild_id in enumerate(guild_ids):
             emu.add_guild(f"Scale {n}", guild_id=guild_id, channels=("general", "trade-alerts"))
         member_ids = [emu.add_user(f"member{n}").id for n in range(members)]

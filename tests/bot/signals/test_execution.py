@@ -563,6 +563,19 @@ class Crash(BaseException):
     """The process dies here (not an error the code could handle)."""
 
 
+async def die(*_: Any, **__: Any) -> Any:
+    raise Crash
+
+
+async def run_until_crash(core: Core, url: WebhookUrl, signal: dict[str, Any]) -> Ack:
+    """Acknowledge ``signal`` and run its job in ``core`` until the process dies; close it."""
+    ack = await send(core, url, signal)
+    with pytest.raises(Crash):
+        await core.jobs.drain()
+    await core.close()
+    return ack
+
+
 async def test_a_job_whose_worker_died_after_ordering_is_retaken_without_a_second_order(
     settings: Settings, db: Database, clock: FakeClock
 ) -> None:
@@ -596,14 +609,8 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
     await hold(first, OWNER, "AAPL", "4")
     sub = await subscribe(first, url, OWNER, sizing_value=Decimal(3))
 
-    async def die(intent: OrderIntent, **_: Any) -> Any:
-        raise Crash
-
     first.trading.submit = die  # type: ignore[method-assign]
-    ack = await send(first, url, {"ticker": "AAPL", "action": "sell"})
-    with pytest.raises(Crash):
-        await first.jobs.drain()
-    await first.close()
+    ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "sell"})
 
     second = await open_core(settings, clock)
     try:
@@ -631,15 +638,9 @@ async def test_an_order_whose_worker_died_while_sending_it_is_sent_once_by_the_r
     url = await make_strategy(first)
     sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
 
-    async def die(*_: Any, **__: Any) -> Any:
-        raise Crash
-
     with monkeypatch.context() as patch:
         patch.setattr(PaperBroker, "create_order", die)
-        ack = await send(first, url, {"ticker": "AAPL", "action": "buy"})
-        with pytest.raises(Crash):
-            await first.jobs.drain()
-    await first.close()
+        ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "buy"})
 
     second = await open_core(settings, clock)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -11,20 +10,13 @@ import discord
 from discord.ext import commands
 
 from emulators.discord import DiscordEmulator
+from emulators.discord.snowflake import one_per_shard
 
 TOKEN = "MTAw.sharded.bot-token"
 
 
 def guild_ids_one_per_shard(count: int) -> list[int]:
-    """Snowflakes whose shard ((id >> 22) % count) is 0, 1, ... count-1."""
-    base_ms = (
-        discord.utils.time_snowflake(discord.utils.utcnow() - datetime.timedelta(days=30)) >> 22
-    )
-    ids = []
-    for shard in range(count):
-        ms = base_ms + shard * 1000
-        ms += (shard - ms) % count
-        ids.append(ms << 22)
+    ids = one_per_shard(count)
     assert [(i >> 22) % count for i in ids] == list(range(count))
     return ids
 
