@@ -681,12 +681,12 @@ class TradingService:
     async def _owned_by_running_jobs(self, intents: list[OrderIntent]) -> set[str]:
         """Unsent or in-flight intents of a signal whose job has not finished: that job carries
         them on when it runs again, and two senders must never race."""
-        by_key = {
-            f"signal:{i.extra['signal_id']}": i.id
-            for i in intents
-            if i.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED)
-            and i.extra.get("signal_id")
-        }
+        by_key: dict[str, set[str]] = {}
+        for i in intents:
+            if i.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED) and i.extra.get(
+                "signal_id"
+            ):
+                by_key.setdefault(f"signal:{i.extra['signal_id']}", set()).add(i.id)
         if not by_key:
             return set()
         async with self.core.db.session() as s:
@@ -696,7 +696,7 @@ class TradingService:
                     Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
                 )
             )
-            return {by_key[k] for k in keys if k}
+            return {intent_id for k in keys if k for intent_id in by_key[k]}
 
     async def _reconcile_one(self, intent: OrderIntent) -> None:
         target = await self._target_of(intent)

@@ -4,6 +4,7 @@ process dies."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from datetime import timedelta
@@ -628,45 +629,54 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
         await second.close()
 
 
-async def test_an_order_whose_worker_died_while_sending_it_is_sent_once_by_the_retaken_job(
+async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_retaken_job(
     settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The intent is SUBMITTED and the broker never got it: the job, retaken when the dead
-    worker's lease ends, looks the order up, finds nothing and sends it; meanwhile the
-    reconciler leaves the job's intent alone (it would have marked it failed)."""
+    """Both subscriptions' intents are SUBMITTED and the broker got neither: the job, retaken
+    when the dead worker's lease ends, looks each order up, finds nothing and sends it;
+    meanwhile the reconciler leaves the job's intents alone (it would mark them failed)."""
     first = await open_core(settings, clock)
     url = await make_strategy(first)
-    sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
+    await first.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    subs = [
+        await subscribe(first, url, OWNER, sizing_value=Decimal(2)),
+        await subscribe(first, url, ALICE, sizing_value=Decimal(3)),
+    ]
+    sending = asyncio.Barrier(2)
+
+    async def die_once_both_are_sent(*_: Any, **__: Any) -> Any:
+        await sending.wait()
+        raise Crash
 
     with monkeypatch.context() as patch:
-        patch.setattr(PaperBroker, "create_order", die)
+        patch.setattr(PaperBroker, "create_order", die_once_both_are_sent)
         ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "buy"})
 
     second = await open_core(settings, clock)
     try:
-        [stored] = [i for i in await intents(second) if i.source == "signal"]
-        assert stored.status == IntentStatus.SUBMITTED
+        stored = [i for i in await intents(second) if i.source == "signal"]
+        assert [i.status for i in stored] == [IntentStatus.SUBMITTED] * 2
         with pytest.raises(Conflict, match="may still be under way"):
-            await second.trading.resend_lost(stored)
+            await second.trading.resend_lost(stored[0])
         clock.advance(seconds=45)
         assert await second.trading.reconcile(older_than=timedelta(0)) == []
-        assert (await second.trading.get_intent(stored.id)).status == IntentStatus.SUBMITTED
+        for intent in stored:
+            assert (await second.trading.get_intent(intent.id)).status == IntentStatus.SUBMITTED
         clock.advance(seconds=16)
         assert await second.jobs.drain() == 1
-        ex = await execution(second, ack.body["id"], sub)
-        assert ex.status == ExecutionStatus.FILLED, ex.reason
-        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
+        for sub in subs:
+            ex = await execution(second, ack.body["id"], sub)
+            assert ex.status == ExecutionStatus.FILLED, ex.reason
+        assert sorted(sides_and_quantities(await orders(second))) == [("buy", 2), ("buy", 3)]
         async with second.db.session() as s:
             phases = list(
                 await s.scalars(
-                    select(AuditEvent.kind)
-                    .where(AuditEvent.intent_id == stored.id)
-                    .order_by(AuditEvent.id)
+                    select(AuditEvent.kind).where(AuditEvent.intent_id.in_([i.id for i in stored]))
                 )
             )
-        assert phases.count("order.submitted") == 2 and phases.count("order.resent") == 1
+        assert phases.count("order.submitted") == 4 and phases.count("order.resent") == 2
         with pytest.raises(Conflict):  # settled: nothing left to resend
-            await second.trading.resend_lost(await second.trading.get_intent(stored.id))
+            await second.trading.resend_lost(await second.trading.get_intent(stored[0].id))
     finally:
         await second.close()
 
