@@ -718,7 +718,7 @@ def _reset_after(resp: HttpResponse) -> float | None:
         try:
             return max(0.0, float(after))
         except ValueError:
-            pass
+            pass  # an HTTP date: fall back to Tradier's own expiry header
     expiry = resp.headers.get("X-Ratelimit-Expiry")
     if expiry is not None and expiry.isdigit():
         return max(0.0, int(expiry) / 1000 - time.time())

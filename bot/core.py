@@ -30,7 +30,7 @@ log = logging.getLogger("tradecord.core")
 
 
 class MissingKeyError(ConfigurationError):
-    pass
+    """No TRADECORD_KEYS with a real Discord token: the bot will not start."""
 
 
 def resolve_keys(settings: Settings) -> list[KeySpec]:

@@ -376,7 +376,7 @@ def _action(value: Any) -> Action:
         try:
             return Action(value.strip().lower())
         except ValueError:
-            pass
+            pass  # not an action name: the refusal below says which are
     raise _Refused(
         "invalid-action",
         "The provided action is invalid. The action field must be "
@@ -793,7 +793,7 @@ def _time(value: Any) -> datetime | None:
             # A time without a zone is read as UTC ({{timenow}} always sends Z).
             return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
         except (ValueError, OverflowError):
-            pass
+            pass  # not a timestamp: refused below
     raise _Refused(
         "invalid-time",
         "time must be an ISO-8601 timestamp such as "

@@ -69,4 +69,4 @@ class OwnedView(discord.ui.View):
             try:
                 await self.message.edit(view=self)
             except discord.HTTPException:
-                pass
+                pass  # the message is gone or no longer ours to edit: nothing to disable

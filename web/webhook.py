@@ -37,7 +37,7 @@ UNAUTHORIZED = {
 
 
 class MalformedForwardedFor(ValueError):
-    pass
+    """A trusted proxy sent an X-Forwarded-For we cannot read."""
 
 
 def parse_trusted_proxies(raw: str) -> tuple[IPNetwork, ...]:

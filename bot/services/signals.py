@@ -132,7 +132,7 @@ class Ack:
 
 
 class _RateLimited(Exception):
-    pass
+    """Over the strategy's rate: raised inside the acknowledgement's transaction."""
 
 
 class _Skip(Exception):

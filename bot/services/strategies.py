@@ -65,7 +65,7 @@ _AUTH = select(
 
 
 class _Unset:
-    pass
+    """A setting left as it is (``None`` is a value: "no limit")."""
 
 
 UNSET: Final = _Unset()
