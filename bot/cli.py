@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,15 +184,12 @@ async def _sync(settings: Settings, guild_id: int | None, global_: bool) -> int:
 async def run_bot(settings: Settings, **options: object) -> int:
     """Connect to Discord with the token and run until SIGINT/SIGTERM."""
     from bot.client import create_bot
+    from bot.roles import stop_on_signals
 
     assert settings.discord_token is not None
     resolve_keys(settings)  # refuse before connecting anywhere when no key is configured
     bot = create_bot(settings, **options)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with bot:
         runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
         stopper = asyncio.create_task(stop.wait())
