@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot.sqlite_driver import InlineSqlite
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -35,10 +37,10 @@ def alembic_config(url: str) -> Config:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    # WAL lets readers run during a write; busy_timeout waits for the writer instead of failing.
+    # WAL lets readers run during a write; waiting for the writer is the driver's (busy
+    # retries that yield to the loop, see bot.sqlite_driver).
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
@@ -47,10 +49,13 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False):
         self.url = url
         kwargs: dict[str, Any] = {"echo": echo}
+        self.inline: InlineSqlite | None = None
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.inline = InlineSqlite(path or ":memory:")
+            kwargs["async_creator"] = self.inline.connect
         else:
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -86,6 +91,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.inline is not None:
+            self.inline.close()
 
 
 def head_revision() -> str | None:

@@ -407,13 +407,13 @@ ACK_STATEMENTS = AckStatements()
 
 class SqliteAcks:
     """SQLite only: the webhook's strategy lookup and its one transaction on a plain
-    ``sqlite3`` connection, without aiosqlite.
+    ``sqlite3`` connection, without the ORM.
 
-    Through aiosqlite every statement and every fetch is a hop to another thread (some twenty
-    per acknowledgement, each waiting for the GIL while the loop is busy). In WAL mode with
-    ``synchronous=NORMAL`` this transaction takes tens of microseconds, so it runs right on the
-    event loop, with ``busy_timeout=0`` so it can never block the loop: if another writer holds
-    SQLite's lock, the same work goes to a thread of its own that waits for the lock. The SQL
+    The webhook is the one path where SQLAlchemy's per-statement cost (compiling, the session,
+    the greenlet) is most of the request. In WAL mode with ``synchronous=NORMAL`` this
+    transaction takes tens of microseconds, so it runs right on the event loop, with
+    ``busy_timeout=0`` so it can never block the loop: if another writer holds SQLite's lock,
+    the same work goes to a thread of its own that waits for the lock. The SQL
     is the acknowledgement's only, and values go through SQLAlchemy's own column types for this
     dialect, so the rows are exactly what the ORM writes and reads. ``BEGIN IMMEDIATE`` takes
     the single write lock first: that makes the rate and duplicate counts exact across
