@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
-from bot.services.trading import OrderInput, Outcome, Portfolio, Preview
+from bot.services.trading import Holdings, OrderInput, Outcome, Preview
 from cogs import format as fmt
 from cogs.ui import OK_COLOUR, OwnedView, connection_names
 
@@ -260,7 +260,7 @@ class Trading(commands.Cog):
         show_amounts: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=not share, thinking=True)
-        pf = await self.bot.core.trading.portfolio(interaction.user.id, connection, mode)
+        pf = await self.bot.core.trading.holdings(interaction.user.id, connection, mode)
         if share:
             await interaction.followup.send(embed=shared_positions(interaction, pf, show_amounts))
             return
@@ -533,7 +533,7 @@ class Trading(commands.Cog):
 
 
 def shared_positions(
-    interaction: discord.Interaction, pf: Portfolio, amounts: bool
+    interaction: discord.Interaction, pf: Holdings, amounts: bool
 ) -> discord.Embed:
     """A public summary: no account numbers; quantities and money only when asked for."""
     if amounts:

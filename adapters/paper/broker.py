@@ -256,7 +256,7 @@ class PaperBroker(BrokerAdapter):
     async def fetch_positions(self, account: AccountRef) -> list[Position]:
         await self._ready("read", account)
         async with self.db.session() as s:
-            rows = await store.positions_of(s, self.account_id)
+            rows = await store.position_rows(s, self.account_id)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in rows])
         out: list[Position] = []
         for row in rows:

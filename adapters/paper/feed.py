@@ -16,12 +16,13 @@ the symbol. Spreads per asset class: stocks 2 bp and ETFs 1 bp (at least one cen
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Protocol, runtime_checkable
 
 from adapters import symbols
+from adapters.errors import BrokerError
 from adapters.models import AssetClass, Quote
 from adapters.paper.engine import PRICE_Q
 from adapters.paper.universe import Instrument, equity_list, resolve
@@ -130,6 +131,18 @@ class SimulatedFeed:
 
     async def fetch_quote(self, symbol: str) -> Quote:
         return self.quote_at(symbol, self.clock())
+
+    def quotes(self, symbols: Iterable[str]) -> dict[str, Quote]:
+        """Quotes for many symbols at one moment, keyed as asked; a symbol the feed does not
+        know is left out, as ``fetch_quotes`` leaves out a quote that fails."""
+        at = self.clock()
+        out: dict[str, Quote] = {}
+        for symbol in symbols:
+            try:
+                out[symbol] = self.quote_at(symbol, at)
+            except BrokerError:
+                continue
+        return out
 
     def quote_at(self, symbol: str, at: datetime) -> Quote:
         instrument = resolve(symbol)

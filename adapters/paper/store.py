@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import Row, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,7 +80,7 @@ def account_state(row: PaperAccount) -> engine.AccountState:
     return engine.AccountState(row.starting_cash, row.cash, row.realized_pnl)
 
 
-def position_state(row: PaperPosition) -> engine.PositionState:
+def position_state(row: PaperPosition | Row[Any]) -> engine.PositionState:
     return engine.PositionState(
         row.symbol,
         AssetClass(row.asset_class),
@@ -224,6 +225,17 @@ async def positions_of(s: AsyncSession, account_id: str) -> list[PaperPosition]:
     return list(rows)
 
 
+async def position_rows(s: AsyncSession, account_id: str) -> Sequence[Row[Any]]:
+    """The account's positions as plain rows (what ``positions_of`` reads, without the ORM's
+    identity map: a read-only listing needs no objects)."""
+    result = await s.execute(
+        select(*PaperPosition.__table__.c)
+        .where(PaperPosition.account_id == account_id)
+        .order_by(PaperPosition.symbol)
+    )
+    return result.all()
+
+
 async def open_orders_of(s: AsyncSession, account_id: str) -> list[PaperOrder]:
     rows = await s.scalars(
         select(PaperOrder)
@@ -285,6 +297,8 @@ async def fetch_quotes(source: QuoteSource, symbols: Iterable[str]) -> dict[str,
     """Quotes for ``symbols``; a symbol whose quote fails (broker down, rate limited) is left
     out and the caller treats it as unpriced."""
     wanted = sorted(set(symbols))
+    if isinstance(source, SimulatedFeed):
+        return source.quotes(wanted)  # computed in place: no task per symbol
     results = await asyncio.gather(
         *(source.fetch_quote(sym) for sym in wanted), return_exceptions=True
     )

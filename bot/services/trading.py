@@ -116,12 +116,16 @@ class Preview:
 
 
 @dataclass(slots=True)
-class Portfolio:
+class Holdings:
     target: Target
     broker_name: str
-    balance: Balance
     positions: list[Position]
     simulated: bool
+
+
+@dataclass(slots=True)
+class Portfolio(Holdings):
+    balance: Balance
 
 
 @dataclass(slots=True)
@@ -819,10 +823,20 @@ class TradingService:
             positions = await adapter.fetch_positions(target.ref)
         finally:
             await adapter.close()
-        simulated = bool(balance.info.get("simulated")) or any(
-            p.info.get("simulated") for p in positions
-        )
-        return Portfolio(target, adapter.display_name, balance, positions, simulated)
+        simulated = bool(balance.info.get("simulated")) or _simulated(positions)
+        return Portfolio(target, adapter.display_name, positions, simulated, balance)
+
+    async def holdings(
+        self, discord_user_id: int, connection: str | None, mode: str | None
+    ) -> Holdings:
+        """Positions only: what /positions shows, without the balance's reads."""
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            positions = await adapter.fetch_positions(target.ref)
+        finally:
+            await adapter.close()
+        return Holdings(target, adapter.display_name, positions, _simulated(positions))
 
     async def open_orders(
         self, discord_user_id: int, connection: str | None, mode: str | None
@@ -1080,3 +1094,7 @@ def describe_intent(intent: OrderIntent) -> str:
 def _not_sent(e: BaseException) -> str:
     msg = e.user_message if isinstance(e, BrokerError) else "The broker did not answer."
     return f"Nothing was placed: {msg}"
+
+
+def _simulated(positions: list[Position]) -> bool:
+    return any(p.info.get("simulated") for p in positions)

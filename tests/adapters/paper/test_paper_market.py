@@ -87,6 +87,16 @@ async def test_same_symbol_and_minute_give_the_same_quote_anywhere() -> None:
     assert (later.bid, later.ask) != (qa.bid, qa.ask) or later.time != qa.time
 
 
+async def test_many_quotes_at_once_match_one_by_one_and_leave_out_unknown_symbols() -> None:
+    at = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)
+    feed = SimulatedFeed(clock=lambda: at)
+    feed.set_quote("MSFT", Decimal("410.10"), Decimal("410.20"))
+    batch = feed.quotes(["AAPL", "MSFT", "BTCUSD", "NOPE123"])
+    assert set(batch) == {"AAPL", "MSFT", "BTCUSD"}
+    for symbol, quote in batch.items():
+        assert quote == await feed.fetch_quote(symbol)
+
+
 def test_quotes_are_plausible_for_each_asset_class() -> None:
     feed = SimulatedFeed()
     for minute in range(0, 3 * 1440, 97):
