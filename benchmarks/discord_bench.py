@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ from discord.ext import commands
 
 from bot.client import Tradecord, create_bot
 from bot.core import Core
+from bot.roles import settle_heap
 from bot.settings import load_settings
 from bot.vault import generate_key_spec
 from emulators.discord import DiscordEmulator
@@ -160,9 +160,9 @@ def quiet() -> None:
 
 
 def settle() -> None:
-    """What the bot does after start-up too: long-lived objects out of the GC's young scans."""
-    gc.collect()
-    gc.freeze()
+    """After the warm-up, what the bot does after start-up (``bot.roles.settle_heap``): what
+    the warm-up built stays out of the collector's scans too."""
+    settle_heap()
 
 
 def table(rows: list[tuple[str, Stats, Stats | None]]) -> str:

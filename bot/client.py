@@ -98,6 +98,9 @@ class Tradecord(commands.Bot):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("Synced %d commands to dev guild %s", len(synced), guild.id)
+        from bot.roles import settle_heap
+
+        settle_heap()
 
     async def start_web(self) -> None:
         from web.app import create_app

@@ -213,7 +213,7 @@ class PaperBroker(BrokerAdapter):
         await self._ready("read", account)
         async with self.db.session() as s:
             row = await s.get(PaperAccount, self.account_id)
-            positions = await store.positions_of(s, self.account_id)
+            positions = await store.position_rows(s, self.account_id)
             working = await store.open_orders_of(s, self.account_id)
         if row is None:
             raise store.AccountMissing()
