@@ -345,13 +345,7 @@ class PaperBroker(BrokerAdapter):
             await self._ensure()
         inst = resolve(request.symbol)
         validate(request, inst)
-        if request.client_order_id is not None:
-            async with self.db.session() as s:
-                existing = await store.order_by_client_id(
-                    s, self.account_id, request.client_order_id
-                )
-            if existing is not None:
-                return store.to_order(existing)
+        # A client order id already used is found by place_order, inside its transaction.
         now = self._now()
         hours = self.market.fill_hours
         immediate = request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
@@ -366,7 +360,7 @@ class PaperBroker(BrokerAdapter):
         # The order's own quote must be had; marks for other positions are best effort.
         quote = await self.quote_source.fetch_quote(inst.symbol)
         async with self.db.session() as s:
-            held = [p.symbol for p in await store.positions_of(s, self.account_id)]
+            held = await store.held_symbols(s, self.account_id)
         quotes = await store.fetch_quotes(
             self.quote_source, [sym for sym in held if sym != inst.symbol]
         )

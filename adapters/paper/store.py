@@ -236,6 +236,13 @@ async def position_rows(s: AsyncSession, account_id: str) -> Sequence[Row[Any]]:
     return result.all()
 
 
+async def held_symbols(s: AsyncSession, account_id: str) -> list[str]:
+    rows = await s.scalars(
+        select(PaperPosition.symbol).where(PaperPosition.account_id == account_id)
+    )
+    return list(rows)
+
+
 async def open_orders_of(s: AsyncSession, account_id: str) -> list[PaperOrder]:
     rows = await s.scalars(
         select(PaperOrder)
@@ -474,7 +481,7 @@ async def place_order(
             existing = await order_by_client_id(s, account_id, new.client_order_id)
             if existing is not None:
                 return to_order(existing)
-        positions = await positions_of(s, account_id)
+        positions = await position_rows(s, account_id)
         working = await open_orders_of(s, account_id)
         valuation = engine.value_account(
             account_state(account),
