@@ -75,7 +75,7 @@ from bot.models import (
 )
 from bot.services.connections import Target
 from bot.services.jobs import insert_ignoring
-from bot.services.notify import Outgoing
+from bot.services.notify import Notifier, Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
 from bot.services.trading import OrderInput, describe_intent, hint_of, money, qty
@@ -252,6 +252,47 @@ class Result:
     orders: list[OrderIntent] = field(default_factory=list)
 
 
+class ChannelDigest:
+    """One signal's subscriber results for its alert channel, in as few posts as fit.
+
+    A fan-out to hundreds of subscribers would otherwise be hundreds of posts, which Discord's
+    per-channel rate limit (five posts per five seconds) stretches over minutes. Identical
+    lines (unnamed subscribers with the same trade) are counted instead of repeated, and each
+    post carries as many lines as one message holds.
+    """
+
+    LIMIT = 2000  # Discord's message length
+
+    def __init__(self, channel_id: int, strategy_name: str) -> None:
+        self.channel_id = channel_id
+        self.title = f"**{_plain(strategy_name)}**"
+        self._lines: dict[str, int] = {}  # in arrival order
+
+    def add(self, line: str) -> None:
+        self._lines[line] = self._lines.get(line, 0) + 1
+
+    def messages(self) -> list[str]:
+        lines = [line if n == 1 else f"{line} ×{n}" for line, n in self._lines.items()]
+        if len(lines) == 1:
+            return [f"{self.title} {lines[0]}"]
+        out: list[str] = []
+        current = self.title
+        for line in lines:
+            if len(current) + 1 + len(line) > self.LIMIT:
+                out.append(current)
+                current = self.title
+            current += "\n" + line
+        if current != self.title:
+            out.append(current)
+        return out
+
+    async def flush(self, notifier: Notifier | None) -> None:
+        if notifier is not None:
+            for text in self.messages():
+                await notifier.post(self.channel_id, Outgoing(content=text))
+        self._lines.clear()
+
+
 @dataclass(slots=True)
 class ExecContext:
     signal_id: str
@@ -270,6 +311,8 @@ class ExecContext:
     phases: list[dict[str, Any]] = field(default_factory=list)
     # Intents an earlier run left (looked up for the whole signal at once); None: look up.
     existing: dict[str, OrderIntent] | None = None
+    # Collects the channel's result lines during a fan-out; None: post each one at once.
+    digest: ChannelDigest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -884,6 +927,9 @@ class SignalService:
         channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         await self._announce(record, strategy, signal, channel_id)
         contexts = await self._contexts(record, strategy, signal, channel_id)
+        digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
+        for ctx in contexts:
+            ctx.digest = digest
         semaphore = asyncio.Semaphore(self.fanout_concurrency)
 
         async def run(ctx: ExecContext) -> None:
@@ -894,6 +940,11 @@ class SignalService:
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # the process is going down: let the job's lease bring it back
+        if digest is not None:
+            try:
+                await digest.flush(self.core.notifier)
+            except Exception:
+                log.warning("Could not post signal %s's results", signal_id, exc_info=True)
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             # Recording a result failed (the database?): the job runs again and resumes.
@@ -2002,39 +2053,19 @@ class SignalService:
             ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
         )
         if ctx.channel_id is not None and result.orders:
-            await self._post_result(
-                ctx.channel_id,
-                ctx.strategy_name,
+            line = _result_line(
                 ctx.public_name,
                 ctx.subscription.mode,
                 result.status,
                 result.orders,
                 result.reason_code,
             )
-
-    async def _post_result(
-        self,
-        channel_id: int,
-        strategy_name: str,
-        public_name: str | None,
-        mode: str,
-        status: str,
-        orders: Sequence[OrderIntent],
-        reason_code: str | None,
-    ) -> None:
-        """A subscriber's result in the alert channel: the trades only, and the member's name
-        only if they chose to be named. Broker messages can quote balances, so never those."""
-        public = CHANNEL_STATUSES.get(status)
-        if public is None or self.core.notifier is None:
-            return
-        who = _plain(public_name) if public_name else "A subscriber"
-        trades = "; ".join(_public_order(i) for i in orders)
-        line = f"{public[0]} {public[1]} · {who} ({mode}): {trades}"
-        if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
-            line += f" ({reason_code or 'rejected'})"
-        await self.core.notifier.post(
-            channel_id, Outgoing(content=f"**{_plain(strategy_name)}** {line}")
-        )
+            if line is None:
+                return
+            digest = ctx.digest or ChannelDigest(ctx.channel_id, ctx.strategy_name)
+            digest.add(line)
+            if ctx.digest is None:
+                await digest.flush(notifier)
 
     async def _on_order_update(self, intent: OrderIntent) -> None:
         """A signal's order changed after its execution was recorded (a resting order filled,
@@ -2079,12 +2110,18 @@ class SignalService:
         if not won:
             return
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
-        if channel is not None:
-            name = pref.display_name if pref and pref.alerts_show_name else None
+        line = _result_line(
+            pref.display_name if pref and pref.alerts_show_name else None,
+            ex.mode,
+            status,
+            [intent],
+            intent.error_code,
+        )
+        if channel is not None and line is not None:
+            digest = ChannelDigest(channel, strategy.name)
+            digest.add(line)
             try:
-                await self._post_result(
-                    channel, strategy.name, name, ex.mode, status, [intent], intent.error_code
-                )
+                await digest.flush(self.core.notifier)
             except Exception:
                 log.warning("Could not post an order update for %s", ex.id, exc_info=True)
 
@@ -2372,6 +2409,26 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
 def _orders_text(intents: Sequence[OrderIntent]) -> str:
     """For the member's own DM: includes the broker's reasons."""
     return "; ".join(describe_intent(i).rstrip(".") for i in intents)
+
+
+def _result_line(
+    public_name: str | None,
+    mode: str,
+    status: str,
+    orders: Sequence[OrderIntent],
+    reason_code: str | None,
+) -> str | None:
+    """A subscriber's result for the alert channel: the trades only, and the member's name
+    only if they chose to be named. Broker messages can quote balances, so never those."""
+    public = CHANNEL_STATUSES.get(status)
+    if public is None:
+        return None
+    who = _plain(public_name) if public_name else "A subscriber"
+    trades = "; ".join(_public_order(i) for i in orders)
+    line = f"{public[0]} {public[1]} · {who} ({mode}): {trades}"
+    if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
+        line += f" ({reason_code or 'rejected'})"
+    return line
 
 
 def _public_order(intent: OrderIntent) -> str:

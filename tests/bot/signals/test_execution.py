@@ -497,11 +497,11 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
     await core.jobs.drain()
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
-    assert len(posts) == 3
-    received, *results = posts
+    assert len(posts) == 2  # the signal, then every subscriber's result in one post
+    received, results = posts
     assert "signal received" in received and "BUY AAPL" in received
-    alice = next(p for p in results if "Filled" in p)
-    bob = next(p for p in results if "Rejected" in p)
+    alice = next(line for line in results.splitlines() if "Filled" in line)
+    bob = next(line for line in results.splitlines() if "Rejected" in line)
     assert "Alice" in alice and "<@999>" not in alice and "@here" not in alice
     assert "A subscriber" in bob and "Alice" not in bob
     assert "insufficient-buying-power" in bob
@@ -722,6 +722,50 @@ async def test_strategy_owner_sees_every_subscription_in_the_report(
             await core.signals.signal_report(ack.body["id"], BOB)
     finally:
         await core.close()
+
+
+async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -> None:
+    url = await make_strategy(core, name="Momentum")
+    await core.strategies.set_alert_channel(GUILD, 777)
+    members = [5000 + i for i in range(40)]
+    for member in members:
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
+        await subscribe(core, url, member)
+    await core.subscriptions.set_alerts_show_name(members[0], True, "Dana")
+    core.simulated_feed.set_quote("AAPL", Decimal("199.85"), Decimal("199.89"))
+    await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    lines = posts[1].splitlines()
+    assert lines[0] == "**Momentum**"
+    assert sorted(lines[1:]) == sorted(
+        [
+            "✅ Filled · Dana (paper): buy 1 AAPL at $199.87",
+            "✅ Filled · A subscriber (paper): buy 1 AAPL at $199.87 ×39",
+        ]
+    )
+    assert len({uid for uid, _ in notifier(core).dms}) == 40  # each member still told privately
+
+
+def test_a_digest_splits_at_discords_message_length_and_keeps_every_line() -> None:
+    from bot.services.signals import ChannelDigest
+
+    digest = ChannelDigest(777, "Scalper *v2*")
+    names = [f"Member {i:03d}" for i in range(300)]
+    for name in names:
+        digest.add(f"✅ Filled · {name} (paper): buy 1 AAPL at $199.87")
+    digest.add(f"✅ Filled · {names[0]} (paper): buy 1 AAPL at $199.87")
+    messages = digest.messages()
+    assert len(messages) > 1
+    assert all(len(m) <= ChannelDigest.LIMIT for m in messages)
+    assert all(m.startswith("**Scalper \\*v2\\***\n") for m in messages)
+    lines = [line for m in messages for line in m.splitlines()[1:]]
+    assert len(lines) == 300
+    assert lines[0].endswith("×2") and not any(line.endswith("×2") for line in lines[1:])
+    one = ChannelDigest(777, "Solo")
+    one.add("✅ Filled · A subscriber (paper): buy 1 AAPL at $199.87")
+    assert one.messages() == ["**Solo** ✅ Filled · A subscriber (paper): buy 1 AAPL at $199.87"]
 
 
 async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) -> None:
