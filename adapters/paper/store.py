@@ -216,18 +216,9 @@ async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
     return row
 
 
-async def positions_of(s: AsyncSession, account_id: str) -> list[PaperPosition]:
-    rows = await s.scalars(
-        select(PaperPosition)
-        .where(PaperPosition.account_id == account_id)
-        .order_by(PaperPosition.symbol)
-    )
-    return list(rows)
-
-
 async def position_rows(s: AsyncSession, account_id: str) -> Sequence[Row[Any]]:
-    """The account's positions as plain rows (what ``positions_of`` reads, without the ORM's
-    identity map: a read-only listing needs no objects)."""
+    """The account's positions as plain rows: reads and valuations need no ORM objects (and
+    skip the identity map's cost)."""
     result = await s.execute(
         select(*PaperPosition.__table__.c)
         .where(PaperPosition.account_id == account_id)
