@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from adapters.base import AdapterContext, BrokerAdapter, CircuitBreaker, LimiterRegistry
 from adapters.models import Account, AccountRef, AccountType, Environment
@@ -85,13 +85,14 @@ class ConnectionService:
     async def list_for(self, discord_user_id: int) -> list[Connection]:
         member_id = await self.core.members.ensure(discord_user_id)
         async with self.core.db.session() as s:
+            # One query with the accounts joined: every command starts here.
             rows = await s.scalars(
                 select(Connection)
                 .where(Connection.member_id == member_id)
-                .options(selectinload(Connection.accounts))
+                .options(joinedload(Connection.accounts))
                 .order_by(Connection.id)
             )
-            return list(rows)
+            return list(rows.unique())
 
     async def resolve(self, discord_user_id: int, name: str | None, mode: str | None) -> Target:
         """The connection named ``name`` (any case) and its account for ``mode``.
