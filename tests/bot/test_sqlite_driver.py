@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import OperationalError
 
 from bot import sqlite_driver
@@ -113,3 +113,16 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
         assert path.stat().st_size > size_before + 8 * 4000
     finally:
         await db.close()
+
+
+async def test_autocommit_isolation_works_without_a_driver_thread(sqlite_db: Database) -> None:
+    # SQLAlchemy sets isolation_level through aiosqlite's queue; the driver runs it at once.
+    async with sqlite_db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(insert(Member).values(discord_user_id=14))
+        other = sqlite3.connect(sqlite_db.engine.url.database or "")
+        try:
+            found = other.execute("SELECT count(*) FROM members WHERE discord_user_id = 14")
+            assert found.fetchone() == (1,)  # visible before this connection ends: autocommitted
+        finally:
+            other.close()
