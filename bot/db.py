@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -51,10 +51,10 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         self.inline: InlineSqlite | None = None
         if url.startswith("sqlite"):
-            path = url.split(":///", 1)[1] if ":///" in url else ""
-            if path and path != ":memory:":
+            path = make_url(url).database or ":memory:"
+            if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.inline = InlineSqlite(path or ":memory:")
+            self.inline = InlineSqlite(path)
             kwargs["async_creator"] = self.inline.connect
         else:
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
