@@ -229,6 +229,11 @@ class BrokerAdapter(ABC):
     @abstractmethod
     async def fetch_positions(self, account: AccountRef) -> list[Position]: ...
 
+    async def fetch_position(self, account: AccountRef, symbol: str) -> Position | None:
+        """The position in ``symbol``, if any. Brokers list positions in one call; a broker
+        that can read one alone (the paper broker) overrides this."""
+        return next((p for p in await self.fetch_positions(account) if p.symbol == symbol), None)
+
     @abstractmethod
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]: ...
 

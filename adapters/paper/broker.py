@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 
 from adapters.base import AdapterContext, BrokerAdapter, Capabilities
@@ -258,34 +258,40 @@ class PaperBroker(BrokerAdapter):
         async with self.db.session() as s:
             rows = await store.position_rows(s, self.account_id)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in rows])
-        out: list[Position] = []
-        for row in rows:
-            p = store.position_state(row)
-            quote = quotes.get(row.symbol)
-            mark = engine.mark_price(quote)
-            priced = mark if mark is not None else p.average_price
-            value = p.quantity * priced * p.multiplier
-            basis = p.cost_basis * p.multiplier
-            out.append(
-                Position(
-                    symbol=row.symbol,
-                    asset_class=p.asset_class,
-                    quantity=p.quantity,
-                    average_price=plain(p.average_price),
-                    market_price=plain(mark) if mark is not None else None,
-                    market_value=_cents(value),
-                    cost_basis=_cents(basis),
-                    unrealized_pnl=_cents(value - basis) if mark is not None else None,
-                    multiplier=p.multiplier,
-                    info={
-                        "simulated": quote.simulated if quote else self.simulated_prices,
-                        "realized_pnl": str(_cents(row.realized_pnl)),
-                        "opened_at": row.opened_at.isoformat(),
-                        "priced_at_average": mark is None,
-                    },
-                )
-            )
-        return out
+        return [self._position(row, quotes.get(row.symbol)) for row in rows]
+
+    async def fetch_position(self, account: AccountRef, symbol: str) -> Position | None:
+        await self._ready("read", account)
+        async with self.db.session() as s:
+            rows = await store.position_rows(s, self.account_id, symbol=symbol)
+        if not rows:
+            return None
+        quotes = await store.fetch_quotes(self.quote_source, [symbol])
+        return self._position(rows[0], quotes.get(symbol))
+
+    def _position(self, row: Row[Any], quote: Quote | None) -> Position:
+        p = store.position_state(row)
+        mark = engine.mark_price(quote)
+        priced = mark if mark is not None else p.average_price
+        value = p.quantity * priced * p.multiplier
+        basis = p.cost_basis * p.multiplier
+        return Position(
+            symbol=row.symbol,
+            asset_class=p.asset_class,
+            quantity=p.quantity,
+            average_price=plain(p.average_price),
+            market_price=plain(mark) if mark is not None else None,
+            market_value=_cents(value),
+            cost_basis=_cents(basis),
+            unrealized_pnl=_cents(value - basis) if mark is not None else None,
+            multiplier=p.multiplier,
+            info={
+                "simulated": quote.simulated if quote else self.simulated_prices,
+                "realized_pnl": str(_cents(row.realized_pnl)),
+                "opened_at": row.opened_at.isoformat(),
+                "priced_at_average": mark is None,
+            },
+        )
 
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         await self._ready("read", account)

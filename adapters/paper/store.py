@@ -216,14 +216,15 @@ async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
     return row
 
 
-async def position_rows(s: AsyncSession, account_id: str) -> Sequence[Row[Any]]:
-    """The account's positions as plain rows: reads and valuations need no ORM objects (and
-    skip the identity map's cost)."""
-    result = await s.execute(
-        select(*PaperPosition.__table__.c)
-        .where(PaperPosition.account_id == account_id)
-        .order_by(PaperPosition.symbol)
-    )
+async def position_rows(
+    s: AsyncSession, account_id: str, *, symbol: str | None = None
+) -> Sequence[Row[Any]]:
+    """The account's positions (or its one in ``symbol``) as plain rows: reads and valuations
+    need no ORM objects (and skip the identity map's cost)."""
+    query = select(*PaperPosition.__table__.c).where(PaperPosition.account_id == account_id)
+    if symbol is not None:
+        query = query.where(PaperPosition.symbol == symbol)
+    result = await s.execute(query.order_by(PaperPosition.symbol))
     return result.all()
 
 

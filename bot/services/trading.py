@@ -11,13 +11,14 @@ Life of an order:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
     from bot.core import Core
 
 log = logging.getLogger("tradecord.trading")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
 
 PREVIEW_TTL = timedelta(seconds=60)
 # A send that started this long ago has ended one way or the other (adapters time out after
@@ -246,13 +250,16 @@ class TradingService:
         try:
             request = self.build_request(order, adapter)
             adapter.check_order(target.ref, request)
-            quote = await adapter.fetch_quote(request.symbol)
-            balance = await adapter.fetch_balance(target.ref)
-            positions = await adapter.fetch_positions(target.ref)
+            # Three reads at once: at a real broker that is one round trip of waiting, not three.
+            quote, balance, position = await _all_or_first_error(
+                adapter.fetch_quote(request.symbol),
+                adapter.fetch_balance(target.ref),
+                adapter.fetch_position(target.ref, request.symbol),
+            )
         finally:
             await adapter.close()
         assert request.asset_class is not None
-        held = next((p.quantity for p in positions if p.symbol == request.symbol), Decimal(0))
+        held = position.quantity if position is not None else Decimal(0)
         price = estimate_price(request, quote)
         mult = symbols.multiplier(request.symbol)
         cost = request.quantity * price * mult
@@ -1098,3 +1105,17 @@ def _not_sent(e: BaseException) -> str:
 
 def _simulated(positions: list[Position]) -> bool:
     return any(p.info.get("simulated") for p in positions)
+
+
+async def _all_or_first_error(a: Awaitable[A], b: Awaitable[B], c: Awaitable[C]) -> tuple[A, B, C]:
+    """``asyncio.gather`` that, when one fails, cancels the others and raises that error as
+    it is (the central handler turns it into the member's message)."""
+    tasks = [asyncio.ensure_future(x) for x in (a, b, c)]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return results[0], results[1], results[2]

@@ -303,3 +303,33 @@ async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> Non
     assert stored.status == IntentStatus.REJECTED
     assert "brackets" in (stored.error_message or "")
     assert await order_count(core) == 0
+
+
+async def test_the_preview_reads_at_once_and_a_failed_read_stops_the_others() -> None:
+    from bot.services.trading import _all_or_first_error
+
+    stopped = asyncio.Event()
+
+    async def slow() -> int:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return 1
+
+    async def fails() -> int:
+        await asyncio.sleep(0)
+        raise BrokerUnavailable("down")
+
+    with pytest.raises(BrokerUnavailable):
+        await asyncio.wait_for(_all_or_first_error(slow(), fails(), slow()), 5)
+    assert stopped.is_set()
+    # Each read waits for the other two to have started: only concurrent reads get through.
+    together = asyncio.Barrier(3)
+
+    async def value(v: int) -> int:
+        await together.wait()
+        return v
+
+    assert await asyncio.wait_for(_all_or_first_error(value(1), value(2), value(3)), 5) == (1, 2, 3)

@@ -137,6 +137,21 @@ async def test_market_order_fills(harness: Harness) -> None:
     assert by_cid.id == placed.id
 
 
+async def test_one_position_reads_as_in_the_list(harness: Harness) -> None:
+    adapter, ref = harness.adapter, equity(harness)
+    await adapter.create_order(ref, buy(2))
+    listed = next(p for p in await adapter.fetch_positions(ref) if p.symbol == SYMBOL)
+    one = await adapter.fetch_position(ref, SYMBOL)
+    assert one is not None
+    assert (one.symbol, one.quantity, one.average_price, one.asset_class) == (
+        listed.symbol,
+        listed.quantity,
+        listed.average_price,
+        listed.asset_class,
+    )
+    assert await adapter.fetch_position(ref, UNKNOWN_SYMBOL) is None
+
+
 @pytest.mark.parametrize("order_type", list(RESTING))
 async def test_resting_order_then_cancel(harness: Harness, order_type: OrderType) -> None:
     h, adapter, ref = harness, harness.adapter, equity(harness)
