@@ -76,7 +76,6 @@ async def open_core(settings: Settings) -> Core:
     except BaseException:
         await core.close()
         raise
-    settle_heap()
     return core
 
 
@@ -125,6 +124,7 @@ async def rest_core(settings: Settings) -> AsyncIterator[Core]:
         http = await discord_rest(settings)
         if http is not None:
             core.notifier = DiscordNotifier(http)
+        settle_heap()  # once per process, after start-up (the bot role: end of setup_hook)
         yield core
     finally:
         if http is not None:
