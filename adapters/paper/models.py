@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from bot.db_types import BigIntPK, utcnow
 from bot.models import Base
@@ -116,3 +116,5 @@ class PaperFill(Base):
     cash_change: Mapped[Decimal] = mapped_column()
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Never loaded; declared so one flush inserts a new order before its first fill.
+    order: Mapped[PaperOrder] = relationship(lazy="raise")

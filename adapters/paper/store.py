@@ -195,20 +195,15 @@ async def ensure_account(
 async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
     """Lock the account row for the rest of the transaction and return it fresh.
 
-    The UPDATE comes first on purpose: pysqlite opens a transaction only at the first write,
+    One UPDATE … RETURNING, on purpose: pysqlite opens a transaction only at the first write,
     so on SQLite this is what takes the database write lock before anything is read (reads
-    before it could be stale). On PostgreSQL the row lock serializes processes per account.
+    before it could be stale). On PostgreSQL its row lock serializes processes per account.
     """
-    await s.execute(
+    row = await s.scalar(
         update(PaperAccount)
         .where(PaperAccount.id == account_id)
         .values(revision=PaperAccount.revision + 1)
-        .execution_options(synchronize_session=False)
-    )
-    row = await s.scalar(
-        select(PaperAccount)
-        .where(PaperAccount.id == account_id)
-        .with_for_update()
+        .returning(PaperAccount)
         .execution_options(populate_existing=True)
     )
     if row is None:
@@ -328,11 +323,20 @@ async def book_fill(
     price: Decimal,
     simulated: bool,
     now: datetime,
+    *,
+    unheld: bool = False,
 ) -> PaperFill:
-    """Apply one fill of ``order`` to the account, its position and the order itself."""
-    pos_row = await s.scalar(
-        select(PaperPosition).where(
-            PaperPosition.account_id == account.id, PaperPosition.symbol == order.symbol
+    """Apply one fill of ``order`` to the account, its position and the order itself.
+
+    ``unheld``: the caller read the positions in this transaction and the account holds none
+    in the order's symbol, so there is no row to look up."""
+    pos_row = (
+        None
+        if unheld
+        else await s.scalar(
+            select(PaperPosition).where(
+                PaperPosition.account_id == account.id, PaperPosition.symbol == order.symbol
+            )
         )
     )
     position = (
@@ -363,8 +367,13 @@ async def book_fill(
         pos_row.quantity, pos_row.cost_basis = position.quantity, position.cost_basis
         pos_row.realized_pnl, pos_row.updated_at = position.realized_pnl, now
 
-    previous = await s.scalar(
-        select(func.count()).select_from(PaperFill).where(PaperFill.order_id == order.id)
+    # Every fill adds to filled_quantity: an order with none filled has no fills to count.
+    previous = (
+        await s.scalar(
+            select(func.count()).select_from(PaperFill).where(PaperFill.order_id == order.id)
+        )
+        if order.filled_quantity
+        else 0
     )
     fill = PaperFill(
         execution_id=f"{order.id}-F{(previous or 0) + 1}",
@@ -404,8 +413,11 @@ async def apply_decision(
     decision: Decision,
     quote: Quote | None,
     now: datetime,
+    *,
+    unheld: bool = False,
 ) -> OrderUpdate | None:
-    """Write what ``decision`` says into the rows; the update to report, if any."""
+    """Write what ``decision`` says into the rows; the update to report, if any
+    (``unheld``: see ``book_fill``)."""
     if decision.triggered_now:
         order.triggered_at, order.updated_at = now, now
     match decision.action:
@@ -413,7 +425,14 @@ async def apply_decision(
             assert decision.price is not None and decision.quantity is not None
             assert quote is not None
             fill = await book_fill(
-                s, account, order, decision.quantity, decision.price, quote.simulated, now
+                s,
+                account,
+                order,
+                decision.quantity,
+                decision.price,
+                quote.simulated,
+                now,
+                unheld=unheld,
             )
             await s.flush()
             event = "fill" if order.status == OrderStatus.FILLED else "partial_fill"
@@ -512,13 +531,13 @@ async def place_order(
             created_at=now,
             updated_at=now,
         )
-        s.add(order)
-        await s.flush()
+        s.add(order)  # flushed with the fill, in foreign-key order
         open_now = is_open(inst.asset_class, now, market.fill_hours)
         decision = engine.decide(
             order_state(order), quote, market.price_type, now=now, market_open=open_now
         )
-        await apply_decision(s, account, order, decision, quote, now)
+        unheld = all(p.symbol != inst.symbol for p in positions)
+        await apply_decision(s, account, order, decision, quote, now, unheld=unheld)
         return to_order(order)
 
 
