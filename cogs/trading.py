@@ -20,7 +20,7 @@ from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.trading import Holdings, OrderInput, Outcome, Preview
 from cogs import format as fmt
-from cogs.ui import OK_COLOUR, OwnedView, connection_names
+from cogs.ui import OK_COLOUR, OwnedView, connection_names, in_time, reply, update
 
 Mode = Literal["paper", "live"]
 CARD_TTL = 60.0
@@ -58,12 +58,10 @@ class Pager(OwnedView):
 
 async def send_pages(interaction: discord.Interaction, pages: list[discord.Embed]) -> None:
     if len(pages) == 1:
-        await interaction.followup.send(embed=pages[0], ephemeral=True)
+        await reply(interaction, embed=pages[0], ephemeral=True)
         return
     view = Pager(interaction.user.id, pages)
-    view.message = await interaction.followup.send(
-        embed=pages[0], view=view, ephemeral=True, wait=True
-    )
+    view.message = await reply(interaction, embed=pages[0], view=view, ephemeral=True, wait=True)
 
 
 class TradeButton(
@@ -91,19 +89,7 @@ class TradeButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: Tradecord = interaction.client  # type: ignore[assignment]
         trading = bot.core.trading
-        try:
-            await trading.check_owner(self.intent_id, interaction.user.id)
-        except PermissionDenied:
-            await interaction.response.send_message(
-                "These buttons belong to someone else's order. Run /trade yourself to get your "
-                "own.",
-                ephemeral=True,
-            )
-            return
-        except TradecordError as e:
-            await report_error(interaction, e)
-            return
-        try:
+        try:  # discard and claim check the owner first, and change nothing for anyone else
             if self.action == "cancel":
                 await trading.discard(self.intent_id, interaction.user.id)
                 await interaction.response.edit_message(
@@ -111,6 +97,13 @@ class TradeButton(
                 )
                 return
             intent = await trading.claim(self.intent_id, interaction.user.id)
+        except PermissionDenied:
+            await interaction.response.send_message(
+                "These buttons belong to someone else's order. Run /trade yourself to get your "
+                "own.",
+                ephemeral=True,
+            )
+            return
         except Conflict as e:
             if "expired" in e.user_message:
                 await interaction.response.edit_message(
@@ -122,15 +115,12 @@ class TradeButton(
         except Exception as e:
             await report_error(interaction, e)
             return
-        await interaction.response.defer()
         try:
-            outcome = await trading.submit(intent)
+            outcome = await in_time(interaction, trading.submit(intent), ephemeral=True)
         except Exception as e:
             await report_error(interaction, e)
             return
-        await interaction.edit_original_response(
-            content=None, embed=result_embed(outcome), view=None
-        )
+        await update(interaction, content=None, embed=result_embed(outcome), view=None)
 
 
 def preview_embed(p: Preview) -> discord.Embed:
@@ -194,11 +184,13 @@ class ConfirmCancelAll(OwnedView):
     @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
         self.stop()
-        await interaction.response.defer()
-        target, orders = await self.bot.core.trading.cancel(
-            interaction.user.id, self.connection, self.mode
+        target, orders = await in_time(
+            interaction,
+            self.bot.core.trading.cancel(interaction.user.id, self.connection, self.mode),
+            ephemeral=True,
         )
-        await interaction.edit_original_response(
+        await update(
+            interaction,
             content=f"Cancelled {len(orders)} open order(s) on {target.connection.name}.",
             view=None,
         )
@@ -217,10 +209,12 @@ class ConfirmPaperReset(OwnedView):
     @discord.ui.button(label="Reset my paper account", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
         self.stop()
-        await interaction.response.defer()
-        await self.bot.core.trading.reset_paper(interaction.user.id)
+        await in_time(
+            interaction, self.bot.core.trading.reset_paper(interaction.user.id), ephemeral=True
+        )
         cash = fmt.money(self.bot.settings.paper_starting_cash)
-        await interaction.edit_original_response(
+        await update(
+            interaction,
             content=f"Your paper account is back to {cash} cash, with no positions or orders.",
             view=None,
         )
@@ -259,10 +253,15 @@ class Trading(commands.Cog):
         share: bool = False,
         show_amounts: bool = False,
     ) -> None:
-        await interaction.response.defer(ephemeral=not share, thinking=True)
-        pf = await self.bot.core.trading.holdings(interaction.user.id, connection, mode)
+        pf = await in_time(
+            interaction,
+            self.bot.core.trading.holdings(interaction.user.id, connection, mode),
+            ephemeral=not share,
+        )
         if share:
-            await interaction.followup.send(embed=shared_positions(interaction, pf, show_amounts))
+            await reply(
+                interaction, embed=shared_positions(interaction, pf, show_amounts), ephemeral=False
+            )
             return
         headers = ["Symbol", "Side", "Qty", "Avg", "Last", "P&L", "P&L %"]
         pages = fmt.paged(
@@ -292,8 +291,11 @@ class Trading(commands.Cog):
         share: bool = False,
         show_amounts: bool = False,
     ) -> None:
-        await interaction.response.defer(ephemeral=not share, thinking=True)
-        pf = await self.bot.core.trading.portfolio(interaction.user.id, connection, mode)
+        pf = await in_time(
+            interaction,
+            self.bot.core.trading.portfolio(interaction.user.id, connection, mode),
+            ephemeral=not share,
+        )
         b = pf.balance
         embed = discord.Embed(
             title=f"Balances · {pf.target.connection.name}",
@@ -320,7 +322,7 @@ class Trading(commands.Cog):
         if share:
             embed.set_author(name=interaction.user.display_name)
         embed.set_footer(text=_footer(fmt.SIMULATED if pf.simulated else None) or "\u200b")
-        await interaction.followup.send(embed=embed)
+        await reply(interaction, embed=embed, ephemeral=not share)
 
     @app_commands.command(name="orders", description="Your open orders")
     @app_commands.describe(
@@ -330,9 +332,10 @@ class Trading(commands.Cog):
     async def orders(
         self, interaction: discord.Interaction, connection: str | None = None, mode: Mode = "paper"
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        target, broker, orders = await self.bot.core.trading.open_orders(
-            interaction.user.id, connection, mode
+        target, broker, orders = await in_time(
+            interaction,
+            self.bot.core.trading.open_orders(interaction.user.id, connection, mode),
+            ephemeral=True,
         )
         pages = fmt.paged(
             f"Open orders · {target.connection.name}",
@@ -359,9 +362,10 @@ class Trading(commands.Cog):
         connection: str | None = None,
         mode: Mode = "paper",
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        target, broker, orders = await self.bot.core.trading.history(
-            interaction.user.id, connection, mode, days
+        target, broker, orders = await in_time(
+            interaction,
+            self.bot.core.trading.history(interaction.user.id, connection, mode, days),
+            ephemeral=True,
         )
         pages = fmt.paged(
             f"Order history · {target.connection.name}",
@@ -402,25 +406,24 @@ class Trading(commands.Cog):
         connection: str | None = None,
         mode: Mode = "paper",
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        preview = await self.bot.core.trading.preview(
-            interaction.user.id,
-            OrderInput(
-                symbol,
-                side,
-                quantity,
-                order_type,
-                limit_price,
-                stop_price,
-                time_in_force,
-                connection,
-                mode,
-            ),
+        order = OrderInput(
+            symbol,
+            side,
+            quantity,
+            order_type,
+            limit_price,
+            stop_price,
+            time_in_force,
+            connection,
+            mode,
+        )
+        preview = await in_time(
+            interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True
         )
         view = discord.ui.View(timeout=None)
         view.add_item(TradeButton("confirm", preview.intent_id))
         view.add_item(TradeButton("cancel", preview.intent_id))
-        await interaction.followup.send(embed=preview_embed(preview), view=view, ephemeral=True)
+        await reply(interaction, embed=preview_embed(preview), view=view, ephemeral=True)
         task = asyncio.create_task(self._expire_card(interaction, preview.intent_id))
         self._expiries.add(task)
         task.add_done_callback(self._expiries.discard)
@@ -481,12 +484,14 @@ class Trading(commands.Cog):
         connection: str | None = None,
         mode: Mode = "paper",
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        target, [result] = await self.bot.core.trading.cancel(
-            interaction.user.id, connection, mode, [order]
+        target, [result] = await in_time(
+            interaction,
+            self.bot.core.trading.cancel(interaction.user.id, connection, mode, [order]),
+            ephemeral=True,
         )
-        await interaction.followup.send(
-            f"Order {result.id[-8:]} ({result.side.value} {fmt.qty(result.quantity)} "
+        await reply(
+            interaction,
+            content=f"Order {result.id[-8:]} ({result.side.value} {fmt.qty(result.quantity)} "
             f"{result.symbol}) on {target.connection.name} is now "
             f"{result.status.value.replace('_', ' ')}.",
             ephemeral=True,
@@ -500,18 +505,23 @@ class Trading(commands.Cog):
     async def cancel_all(
         self, interaction: discord.Interaction, connection: str | None = None, mode: Mode = "paper"
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        target, _, orders = await self.bot.core.trading.open_orders(
-            interaction.user.id, connection, mode
+        target, _, orders = await in_time(
+            interaction,
+            self.bot.core.trading.open_orders(interaction.user.id, connection, mode),
+            ephemeral=True,
         )
         if not orders:
-            await interaction.followup.send(
-                f"{target.connection.name} has no open {target.mode} orders.", ephemeral=True
+            await reply(
+                interaction,
+                content=f"{target.connection.name} has no open {target.mode} orders.",
+                ephemeral=True,
             )
             return
         view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode)
-        view.message = await interaction.followup.send(
-            f"Cancel all {len(orders)} open {target.mode} order(s) on {target.connection.name}?",
+        view.message = await reply(
+            interaction,
+            content=f"Cancel all {len(orders)} open {target.mode} order(s) on "
+            f"{target.connection.name}?",
             view=view,
             ephemeral=True,
             wait=True,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -12,6 +14,55 @@ from bot.client import report_error
 PAPER_COLOUR = discord.Colour.blurple()
 LIVE_COLOUR = discord.Colour.red()
 OK_COLOUR = discord.Colour.green()
+
+T = TypeVar("T")
+
+# Discord drops an interaction not answered within 3 s. Work done sooner is answered directly;
+# past this, the member sees "thinking…" (or the card stays as it is) until the answer comes.
+DEFER_AFTER = 1.5
+
+
+async def in_time(interaction: discord.Interaction, work: Awaitable[T], *, ephemeral: bool) -> T:
+    """``work``'s result, deferring the interaction only if it takes longer than DEFER_AFTER.
+
+    A fast answer is then one request to Discord instead of two, and the member never sees a
+    "thinking…" placeholder flash. ``reply`` and ``update`` answer either way."""
+    loop = asyncio.get_running_loop()
+    deferring: list[asyncio.Task[Any]] = []
+    thinking = interaction.type is discord.InteractionType.application_command
+
+    def defer() -> None:
+        if not interaction.response.is_done():
+            deferring.append(
+                loop.create_task(interaction.response.defer(ephemeral=ephemeral, thinking=thinking))
+            )
+
+    timer = loop.call_later(DEFER_AFTER, defer)
+    try:
+        return await work
+    finally:
+        timer.cancel()
+        if deferring:
+            await deferring[0]
+
+
+async def reply(
+    interaction: discord.Interaction, *, ephemeral: bool, wait: bool = False, **message: Any
+) -> discord.InteractionMessage | discord.WebhookMessage | None:
+    """Answer a command whether or not ``in_time`` deferred it; the message when ``wait``."""
+    if interaction.response.is_done():
+        return await interaction.followup.send(ephemeral=ephemeral, wait=wait, **message)
+    sent = await interaction.response.send_message(ephemeral=ephemeral, **message)
+    resource = sent.resource if wait else None
+    return resource if isinstance(resource, discord.InteractionMessage) else None
+
+
+async def update(interaction: discord.Interaction, **message: Any) -> None:
+    """Replace the message a component sits on, whether or not ``in_time`` deferred it."""
+    if interaction.response.is_done():
+        await interaction.edit_original_response(**message)
+    else:
+        await interaction.response.edit_message(**message)
 
 
 async def connection_names(

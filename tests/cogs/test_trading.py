@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Any
 
 import discord
+import pytest
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
+from cogs import ui
 from cogs.trading import TradeButton
 from emulators.discord import Message
 from tests.discord_harness import Harness
@@ -209,3 +213,42 @@ async def test_paper_reset_with_confirmation(tradecord: Harness) -> None:
     done = await h.emu.click(h.user("alice"), ask, label="Reset my paper account")
     assert "back to $100,000.00" in (await done.message(timeout=10)).text()
     assert "Nothing here" in (await h.reply("alice", "positions")).text()
+
+
+async def test_a_fast_answer_is_one_message_without_a_thinking_placeholder(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    result = await h.slash("alice", "positions")
+    response = await result.response()
+    assert not response.deferred and response.ephemeral
+    assert "Positions" in (await result.message()).text()
+
+
+async def test_slow_work_is_deferred_in_time_and_then_answered(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    trading = h.core.trading
+
+    def slowly(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.3)
+            return await method(*args, **kwargs)
+
+        return slow
+
+    monkeypatch.setattr(trading, "holdings", slowly(trading.holdings))
+    result = await h.slash("alice", "positions")
+    response = await result.response()
+    assert response.deferred and response.ephemeral  # "thinking…" before the answer
+    answer = await result.message()
+    assert "Positions" in answer.text() and not answer.loading
+
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    monkeypatch.setattr(trading, "submit", slowly(trading.submit))
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert (await done.response()).deferred  # the card waits, then is replaced
+    assert "Filled" in (await done.message(timeout=10)).text()
+    assert await paper_orders(h) == 1
