@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
@@ -284,7 +285,6 @@ class TradingService:
         )
         async with self.core.db.transaction() as s:
             s.add(intent)
-            await s.flush()
             audit.record(
                 s,
                 "order.validated",
@@ -339,7 +339,6 @@ class TradingService:
         try:
             async with self.core.db.transaction() as s:
                 s.add(intent)
-                await s.flush()
                 audit.record(
                     s,
                     "order.validated",
@@ -416,10 +415,6 @@ class TradingService:
             raise Conflict(self._already(intent))
         intent.status = IntentStatus.DISCARDED
         return intent
-
-    async def check_owner(self, intent_id: str, discord_user_id: int) -> OrderIntent:
-        """The intent if ``discord_user_id`` owns it; ``PermissionDenied`` otherwise."""
-        return await self._owned_intent(intent_id, discord_user_id)
 
     async def confirm(self, intent_id: str, discord_user_id: int) -> Outcome:
         """The member pressed Confirm. Exactly one press wins, in any process."""
@@ -967,13 +962,17 @@ class TradingService:
         return intent
 
     async def _target_of(self, intent: OrderIntent) -> Target:
-        from sqlalchemy.orm import selectinload
-
         async with self.core.db.session() as s:
-            conn = await s.scalar(
-                select(Connection)
-                .where(Connection.id == intent.connection_id)
-                .options(selectinload(Connection.accounts))
+            conn = (
+                (
+                    await s.scalars(
+                        select(Connection)
+                        .where(Connection.id == intent.connection_id)
+                        .options(joinedload(Connection.accounts))
+                    )
+                )
+                .unique()
+                .first()
             )
         if conn is None:
             raise NotFound("The connection for this order was removed.")
