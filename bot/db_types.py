@@ -60,6 +60,8 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
+        if isinstance(value, str):
+            return Decimal(value)  # SQLite: stored in canonical form by process_bind_param
         return plain(value if isinstance(value, Decimal) else Decimal(value))
 
 

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import inspect, select
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from bot.db import Database, head_revision
+from bot.db_types import Money, plain
 from bot.models import Base, Connection, ConnectionAccount, Member
 from bot.services.members import MemberService
 
@@ -87,3 +92,16 @@ def test_database_file_created_in_data_dir(tmp_path: Path) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'x.db'}")
     assert (tmp_path / "nested").is_dir()
     asyncio.run(db.close())
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=None)
+    | st.decimals(min_value=-(10**12), max_value=10**12, places=8, allow_nan=False)
+)
+def test_money_reads_back_on_sqlite_exactly_as_plain_makes_it(value: Decimal) -> None:
+    """SQLite keeps money as canonical text; reading it back needs no further normalizing,
+    and gives the very same digits and exponent as ``plain``."""
+    money, dialect = Money(), sqlite_dialect.dialect()
+    stored = money.process_bind_param(value, dialect)
+    read = money.process_result_value(stored, dialect)
+    assert read is not None and read.as_tuple() == plain(value).as_tuple()
