@@ -50,7 +50,9 @@ async def test_a_write_waits_for_the_lock_while_the_loop_keeps_running(
 
     tick_task = asyncio.create_task(ticker())
     write = asyncio.create_task(_add_member(sqlite_db, 11))
-    await asyncio.sleep(0.2)
+    # Half a second: a blocked loop ticks about once, a free one hundreds of times, and a
+    # garbage-collection pause on a loaded machine cannot close that gap.
+    await asyncio.sleep(0.5)
     assert not write.done(), "the write went through while another connection held the lock"
     assert ticks > 20, "the event loop was blocked while the write waited"
     blocker.execute("COMMIT")
