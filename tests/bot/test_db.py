@@ -94,10 +94,16 @@ def test_database_file_created_in_data_dir(tmp_path: Path) -> None:
     asyncio.run(db.close())
 
 
-@given(
-    st.decimals(allow_nan=False, allow_infinity=False, places=None)
-    | st.decimals(min_value=-(10**12), max_value=10**12, places=8, allow_nan=False)
+# Money as it comes: prices and amounts with up to 10 decimals, and numbers written with
+# exponents or trailing zeros (1E+5, 2.500), within Decimal's 28 significant digits.
+MONEY = st.decimals(min_value=-(10**15), max_value=10**15, places=10) | st.builds(
+    lambda digits, exponent: Decimal(digits).scaleb(exponent),
+    st.integers(-(10**9), 10**9),
+    st.integers(-12, 12),
 )
+
+
+@given(MONEY)
 def test_money_reads_back_on_sqlite_exactly_as_plain_makes_it(value: Decimal) -> None:
     """SQLite keeps money as canonical text; reading it back needs no further normalizing,
     and gives the very same digits and exponent as ``plain``."""
