@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -821,8 +821,9 @@ class TradingService:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            balance = await adapter.fetch_balance(target.ref)
-            positions = await adapter.fetch_positions(target.ref)
+            balance, positions = await _all_or_first_error(
+                adapter.fetch_balance(target.ref), adapter.fetch_positions(target.ref)
+            )
         finally:
             await adapter.close()
         simulated = bool(balance.info.get("simulated")) or _simulated(positions)
@@ -1106,10 +1107,20 @@ def _simulated(positions: list[Position]) -> bool:
     return any(p.info.get("simulated") for p in positions)
 
 
-async def _all_or_first_error(a: Awaitable[A], b: Awaitable[B], c: Awaitable[C]) -> tuple[A, B, C]:
+@overload
+async def _all_or_first_error(a: Awaitable[A], b: Awaitable[B], /) -> tuple[A, B]: ...
+
+
+@overload
+async def _all_or_first_error(
+    a: Awaitable[A], b: Awaitable[B], c: Awaitable[C], /
+) -> tuple[A, B, C]: ...
+
+
+async def _all_or_first_error(*reads: Awaitable[Any]) -> tuple[Any, ...]:
     """``asyncio.gather`` that, when one fails, cancels the others and raises that error as
     it is (the central handler turns it into the member's message)."""
-    tasks = [asyncio.ensure_future(x) for x in (a, b, c)]
+    tasks = [asyncio.ensure_future(x) for x in reads]
     try:
         results = await asyncio.gather(*tasks)
     except BaseException:
@@ -1117,4 +1128,4 @@ async def _all_or_first_error(a: Awaitable[A], b: Awaitable[B], c: Awaitable[C])
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return results[0], results[1], results[2]
+    return tuple(results)

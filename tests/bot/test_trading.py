@@ -16,6 +16,7 @@ from adapters.errors import (
     RateLimited,
     SymbolNotFound,
 )
+from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from bot.core import Core
 from bot.db import Database
@@ -333,3 +334,22 @@ async def test_the_preview_reads_at_once_and_a_failed_read_stops_the_others() ->
         return v
 
     assert await asyncio.wait_for(_all_or_first_error(value(1), value(2), value(3)), 5) == (1, 2, 3)
+
+
+async def test_balances_reads_the_balance_and_the_positions_at_once(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a real broker that is one round trip of waiting instead of two."""
+    together = asyncio.Barrier(2)
+
+    def meeting(read: Any) -> Any:
+        async def wait_for_the_other(self: PaperBroker, *args: Any) -> Any:
+            await together.wait()  # only a concurrent read gets past this
+            return await read(self, *args)
+
+        return wait_for_the_other
+
+    monkeypatch.setattr(PaperBroker, "fetch_balance", meeting(PaperBroker.fetch_balance))
+    monkeypatch.setattr(PaperBroker, "fetch_positions", meeting(PaperBroker.fetch_positions))
+    pf = await asyncio.wait_for(core.trading.portfolio(ALICE, None, "paper"), 5)
+    assert pf.balance.cash > 0 and pf.positions == []
