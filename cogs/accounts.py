@@ -10,7 +10,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord
 from bot.components import account_menus
 from bot.models import Connection, ConnectionStatus
-from cogs.ui import broker_connection_names
+from cogs.ui import broker_connection_names, in_time, reply
 
 STATUS_TEXT = {
     ConnectionStatus.ACTIVE: "✅ active",
@@ -62,24 +62,31 @@ class Accounts(commands.Cog):
     async def choose(self, interaction: discord.Interaction, connection: str) -> None:
         from cogs.connections import menus_view
 
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        conn, accounts = await self.bot.core.connections.broker_accounts(
-            interaction.user.id, connection
+        conn, accounts = await in_time(
+            interaction,
+            self.bot.core.connections.broker_accounts(interaction.user.id, connection),
+            ephemeral=True,
         )
         if conn.builtin:
-            await interaction.followup.send(
-                "Tradecord Paper has one paper account, already chosen.", ephemeral=True
+            await reply(
+                interaction,
+                content="Tradecord Paper has one paper account, already chosen.",
+                ephemeral=True,
             )
             return
         rows = account_menus(conn, accounts)
         if not rows:
-            await interaction.followup.send(
-                f"{conn.name}: the broker lists no accounts for this login.", ephemeral=True
+            await reply(
+                interaction,
+                content=f"{conn.name}: the broker lists no accounts for this login.",
+                ephemeral=True,
             )
             return
         live, paper = conn.account("live"), conn.account("paper")
-        await interaction.followup.send(
-            f"**{conn.name}** trades live in: {live.label if live else 'no account yet'}; "
+        await reply(
+            interaction,
+            content=f"**{conn.name}** trades live in: "
+            f"{live.label if live else 'no account yet'}; "
             f"paper in: {paper.label if paper else 'no account yet'}. Choose below. Futures "
             "trade only in a futures account.",
             view=menus_view(rows),

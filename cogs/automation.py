@@ -16,7 +16,7 @@ from bot.components import APPROVAL_BUTTON
 from bot.errors import InvalidInput, PermissionDenied
 from bot.services.subscriptions import Sides, Sizing, SubscriptionSettings
 from cogs import format as fmt
-from cogs.ui import OwnedView, broker_connection_names, connection_names
+from cogs.ui import OwnedView, broker_connection_names, connection_names, in_time, reply
 
 SIZING_HELP = {
     "fixed_quantity": "shares/contracts per entry",
@@ -318,8 +318,11 @@ class Automation(commands.Cog):
     @signal.command(name="show", description="Every step of one signal, with timings")
     @app_commands.describe(id="The signal id (from the webhook answer or your DM)")
     async def show(self, interaction: discord.Interaction, id: str) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await self.bot.core.signals.signal_report(id.strip(), interaction.user.id)
+        report = await in_time(
+            interaction,
+            self.bot.core.signals.signal_report(id.strip(), interaction.user.id),
+            ephemeral=True,
+        )
         embed = discord.Embed(
             title=f"Signal {report.signal_id[:8]} · {report.strategy_name}",
             description=f"{report.action or '?'} {report.ticker or ''} · {report.status}"
@@ -348,7 +351,7 @@ class Automation(commands.Cog):
             if sub.reason:
                 value += f"\n{sub.reason}"
             embed.add_field(name=name[:256], value=value[:1024], inline=False)
-        await interaction.followup.send(embed=embed, ephemeral=True)
+        await reply(interaction, embed=embed, ephemeral=True)
 
 
 async def setup(bot: Tradecord) -> None:

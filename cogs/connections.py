@@ -14,7 +14,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
-from cogs.ui import OwnedView, broker_connection_names
+from cogs.ui import OwnedView, broker_connection_names, in_time, reply, update
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -38,10 +38,15 @@ class AccountSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ACC
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: Tradecord = interaction.client  # type: ignore[assignment]
+        private = interaction.guild is not None
         try:
-            await interaction.response.defer(ephemeral=interaction.guild is not None, thinking=True)
-            result = await bot.core.connections.choose_account(
-                interaction.user.id, self.connection_id, self.mode, self.item.values[0]
+            result = await in_time(
+                interaction,
+                bot.core.connections.choose_account(
+                    interaction.user.id, self.connection_id, self.mode, self.item.values[0]
+                ),
+                ephemeral=private,
+                thinking=True,  # the answer is a message of its own; the menus stay
             )
         except Exception as e:
             await report_error(interaction, e)
@@ -52,7 +57,7 @@ class AccountSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ACC
         ]
         if result.warning:
             lines.append(f"⚠️ {result.warning}")
-        await interaction.followup.send("\n".join(lines), ephemeral=True)
+        await reply(interaction, content="\n".join(lines), ephemeral=private)
 
 
 def menus_view(rows: list[dict[str, Any]]) -> discord.ui.View:
@@ -87,8 +92,11 @@ class ConfirmDisconnect(OwnedView):
     @discord.ui.button(label="Disconnect", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
         self.stop()
-        await interaction.response.defer()
-        result = await self.bot.core.connections.disconnect(interaction.user.id, self.connection)
+        result = await in_time(
+            interaction,
+            self.bot.core.connections.disconnect(interaction.user.id, self.connection),
+            ephemeral=True,
+        )
         if result.revoked is True:
             revoke = f"Tradecord's access at {result.broker} was revoked"
         elif result.revoked is False:
@@ -101,7 +109,8 @@ class ConfirmDisconnect(OwnedView):
                 f"{result.broker} offers no way for apps to revoke their access; remove "
                 f"Tradecord in your {result.broker} account settings if you wish"
             )
-        await interaction.edit_original_response(
+        await update(
+            interaction,
             content=f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
             "Its history stays in the audit trail.",
             view=None,

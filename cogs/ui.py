@@ -22,14 +22,23 @@ T = TypeVar("T")
 DEFER_AFTER = 1.5
 
 
-async def in_time(interaction: discord.Interaction, work: Awaitable[T], *, ephemeral: bool) -> T:
+async def in_time(
+    interaction: discord.Interaction,
+    work: Awaitable[T],
+    *,
+    ephemeral: bool,
+    thinking: bool | None = None,
+) -> T:
     """``work``'s result, deferring the interaction only if it takes longer than DEFER_AFTER.
 
     A fast answer is then one request to Discord instead of two, and the member never sees a
-    "thinking…" placeholder flash. ``reply`` and ``update`` answer either way."""
+    "thinking…" placeholder flash. ``reply`` and ``update`` answer either way. ``thinking``:
+    whether the answer is a new message (the default for commands) rather than an update of
+    the component's message (the default for components)."""
     loop = asyncio.get_running_loop()
     deferring: list[asyncio.Task[Any]] = []
-    thinking = interaction.type is discord.InteractionType.application_command
+    if thinking is None:
+        thinking = interaction.type is discord.InteractionType.application_command
 
     def defer() -> None:
         if not interaction.response.is_done():
