@@ -52,7 +52,9 @@ async def in_time(
     finally:
         timer.cancel()
         if deferring:
-            await deferring[0]
+            # A failed deferral (the interaction expired) must not hide the work's own result
+            # or error; the answer that follows meets the same failure and reports it.
+            await asyncio.gather(deferring[0], return_exceptions=True)
 
 
 async def reply(

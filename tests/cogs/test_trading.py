@@ -252,3 +252,32 @@ async def test_slow_work_is_deferred_in_time_and_then_answered(
     assert (await done.response()).deferred  # the card waits, then is replaced
     assert "Filled" in (await done.message(timeout=10)).text()
     assert await paper_orders(h) == 1
+
+
+async def test_a_failed_deferral_does_not_hide_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.01)
+    deferrals: list[bool] = []
+
+    class Response:
+        def is_done(self) -> bool:
+            return False
+
+        async def defer(self, *, ephemeral: bool, thinking: bool) -> None:
+            deferrals.append(thinking)
+            raise discord.NotFound(FakeHTTPResponse(404), "Unknown interaction")
+
+    class Interaction:
+        type = discord.InteractionType.application_command
+        response = Response()
+
+    async def work() -> str:
+        await asyncio.sleep(0.1)
+        return "done"
+
+    assert await ui.in_time(Interaction(), work(), ephemeral=True) == "done"  # type: ignore[arg-type]
+    assert deferrals == [True]
+
+
+class FakeHTTPResponse:
+    def __init__(self, status: int) -> None:
+        self.status, self.reason = status, "Not Found"
