@@ -6,9 +6,13 @@ PostgreSQL when ``TRADECORD_TEST_DB=postgresql`` (see tests/pg.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,15 +67,68 @@ def postgres() -> Iterator[object]:
         yield executor
 
 
+def _migrate(url: str) -> None:
+    """Bring ``url`` to the head revision, on a loop of its own in another thread (so the
+    test's event loop is never touched)."""
+
+    async def upgrade() -> None:
+        database = Database(url)
+        try:
+            await database.upgrade()
+        finally:
+            await database.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, upgrade()).result()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database at the head revision, migrated once per session: each test's database is
+    a copy of it, which costs a file copy (SQLite) or a CREATE DATABASE … TEMPLATE
+    (PostgreSQL) instead of running every migration again."""
+    if TEST_DB == "postgresql":
+        from tests.pg import fresh_database
+
+        with fresh_database(request.getfixturevalue("postgres"), as_template=True) as url:
+            _migrate(url)
+            yield url.rsplit("/", 1)[1]
+        return
+    path = tmp_path_factory.mktemp("template") / "tradecord.db"
+    _migrate(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as conn:  # everything in the main file, so one copy is whole
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    yield str(path)
+
+
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_template: str
+) -> Iterator[str]:
+    """A fresh database of the test's own, already at the head revision."""
+    if TEST_DB == "postgresql":
+        from tests.pg import fresh_database
+
+        with fresh_database(request.getfixturevalue("postgres"), template=migrated_template) as url:
+            yield url
+    else:
+        path = tmp_path / "tradecord.db"
+        shutil.copyfile(migrated_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database with no tables: for tests of the migrations themselves."""
     if TEST_DB == "postgresql":
         from tests.pg import fresh_database
 
         with fresh_database(request.getfixturevalue("postgres")) as url:
             yield url
     else:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'tradecord.db'}"
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
 
 
 @pytest.fixture

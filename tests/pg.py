@@ -63,13 +63,27 @@ def postgres_cluster() -> Iterator[PostgreSQLExecutor]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def url_of(executor: PostgreSQLExecutor, name: str) -> str:
+    return f"postgresql+asyncpg://{USER}@{executor.host}:{executor.port}/{name}"
+
+
 @contextmanager
-def fresh_database(executor: PostgreSQLExecutor) -> Iterator[str]:
-    """A new empty database; yields its SQLAlchemy URL and drops it afterwards."""
+def fresh_database(
+    executor: PostgreSQLExecutor, *, template: str | None = None, as_template: bool = False
+) -> Iterator[str]:
+    """A new database, empty or a copy of ``template``; yields its SQLAlchemy URL and drops
+    it afterwards. ``as_template`` marks it as a template others can be copied from."""
     name = f"t{os.getpid()}_{next(_counter)}"
-    janitor = DatabaseJanitor(user=USER, host=executor.host, port=executor.port, dbname=name)
+    janitor = DatabaseJanitor(
+        user=USER,
+        host=executor.host,
+        port=executor.port,
+        dbname=name,
+        template_dbname=template,
+        as_template=as_template,
+    )
     janitor.init()
     try:
-        yield f"postgresql+asyncpg://{USER}@{executor.host}:{executor.port}/{name}"
+        yield url_of(executor, name)
     finally:
         janitor.drop()

@@ -17,8 +17,8 @@ from bot.models import Base, Connection, ConnectionAccount, Member
 from bot.services.members import MemberService
 
 
-async def test_migrations_from_empty_reach_head_and_match_models(database_url: str) -> None:
-    db = Database(database_url)
+async def test_migrations_from_empty_reach_head_and_match_models(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         assert await db.current_revision() is None
         await db.upgrade()

@@ -16,17 +16,17 @@ def _migrate(conn: Connection, url: str, direction: str, target: str) -> None:
     getattr(command, direction)(cfg, target)
 
 
-async def test_paper_migration_up_down_up(database_url: str) -> None:
-    db = Database(database_url)
+async def test_paper_migration_up_down_up(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         async with db.engine.begin() as conn:
-            await conn.run_sync(_migrate, database_url, "upgrade", "0001")
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0001")
             assert not PAPER_TABLES & set(
                 await conn.run_sync(lambda c: inspect(c).get_table_names())
             )
-            await conn.run_sync(_migrate, database_url, "upgrade", "0002")
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0002")
             assert PAPER_TABLES <= set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
-            await conn.run_sync(_migrate, database_url, "downgrade", "0001")
+            await conn.run_sync(_migrate, empty_database_url, "downgrade", "0001")
             assert not PAPER_TABLES & set(
                 await conn.run_sync(lambda c: inspect(c).get_table_names())
             )
