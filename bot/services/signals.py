@@ -78,7 +78,14 @@ from bot.services.jobs import insert_ignoring
 from bot.services.notify import Notifier, Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
-from bot.services.trading import OrderInput, describe_intent, hint_of, money, qty
+from bot.services.trading import (
+    OrderInput,
+    all_or_first_error,
+    describe_intent,
+    hint_of,
+    money,
+    qty,
+)
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
 
 if TYPE_CHECKING:
@@ -1139,20 +1146,22 @@ class SignalService:
     async def _snapshot(self, ctx: ExecContext, adapter: BrokerAdapter, target: Target) -> Snapshot:
         sig = ctx.signal
         positions: list[Position] = []
-        if sig.action is not Action.CANCEL:
+        working: list[Order] = []
+        wants_positions, wants_orders = sig.action is not Action.CANCEL, _cancels(sig)
+        if wants_positions and wants_orders:  # at a real broker: one round trip of waiting
+            positions, working = await all_or_first_error(
+                adapter.fetch_positions(target.ref), adapter.fetch_open_orders(target.ref)
+            )
+        elif wants_positions:
             positions = await adapter.fetch_positions(target.ref)
+        elif wants_orders:
+            working = await adapter.fetch_open_orders(target.ref)
         key = _instrument_key(sig.ticker)
         position = sum(
             (p.quantity for p in positions if _instrument_key(p.symbol) == key and not _is_dust(p)),
             Decimal(0),
         )
-        orders: list[Order] = []
-        if _cancels(sig):
-            orders = [
-                o
-                for o in await adapter.fetch_open_orders(target.ref)
-                if _instrument_key(o.symbol) == key
-            ]
+        orders = [o for o in working if _instrument_key(o.symbol) == key]
         return Snapshot(positions, position, orders)
 
     # -- planning (TradersPost's order behaviour) ----------------------------------------------

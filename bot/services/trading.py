@@ -252,7 +252,7 @@ class TradingService:
             request = self.build_request(order, adapter)
             adapter.check_order(target.ref, request)
             # Three reads at once: at a real broker that is one round trip of waiting, not three.
-            quote, balance, position = await _all_or_first_error(
+            quote, balance, position = await all_or_first_error(
                 adapter.fetch_quote(request.symbol),
                 adapter.fetch_balance(target.ref),
                 adapter.fetch_position(target.ref, request.symbol),
@@ -821,7 +821,7 @@ class TradingService:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            balance, positions = await _all_or_first_error(
+            balance, positions = await all_or_first_error(
                 adapter.fetch_balance(target.ref), adapter.fetch_positions(target.ref)
             )
         finally:
@@ -1108,16 +1108,16 @@ def _simulated(positions: list[Position]) -> bool:
 
 
 @overload
-async def _all_or_first_error(a: Awaitable[A], b: Awaitable[B], /) -> tuple[A, B]: ...
+async def all_or_first_error(a: Awaitable[A], b: Awaitable[B], /) -> tuple[A, B]: ...
 
 
 @overload
-async def _all_or_first_error(
+async def all_or_first_error(
     a: Awaitable[A], b: Awaitable[B], c: Awaitable[C], /
 ) -> tuple[A, B, C]: ...
 
 
-async def _all_or_first_error(*reads: Awaitable[Any]) -> tuple[Any, ...]:
+async def all_or_first_error(*reads: Awaitable[Any]) -> tuple[Any, ...]:
     """``asyncio.gather`` that, when one fails, cancels the others and raises that error as
     it is (the central handler turns it into the member's message)."""
     tasks = [asyncio.ensure_future(x) for x in reads]

@@ -307,7 +307,7 @@ async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> Non
 
 
 async def test_the_preview_reads_at_once_and_a_failed_read_stops_the_others() -> None:
-    from bot.services.trading import _all_or_first_error
+    from bot.services.trading import all_or_first_error
 
     stopped = asyncio.Event()
 
@@ -324,7 +324,7 @@ async def test_the_preview_reads_at_once_and_a_failed_read_stops_the_others() ->
         raise BrokerUnavailable("down")
 
     with pytest.raises(BrokerUnavailable):
-        await asyncio.wait_for(_all_or_first_error(slow(), fails(), slow()), 5)
+        await asyncio.wait_for(all_or_first_error(slow(), fails(), slow()), 5)
     assert stopped.is_set()
     # Each read waits for the other two to have started: only concurrent reads get through.
     together = asyncio.Barrier(3)
@@ -333,7 +333,7 @@ async def test_the_preview_reads_at_once_and_a_failed_read_stops_the_others() ->
         await together.wait()
         return v
 
-    assert await asyncio.wait_for(_all_or_first_error(value(1), value(2), value(3)), 5) == (1, 2, 3)
+    assert await asyncio.wait_for(all_or_first_error(value(1), value(2), value(3)), 5) == (1, 2, 3)
 
 
 async def test_balances_reads_the_balance_and_the_positions_at_once(

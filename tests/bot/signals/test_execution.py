@@ -784,3 +784,29 @@ async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) ->
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert len(posts) == 3
     assert "Order placed" in posts[1] and "Filled" in posts[2] and "buy 1 AAPL at $" in posts[2]
+
+
+async def test_the_snapshot_reads_positions_and_open_orders_at_once(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buy cancels the ticker's open orders first, so it reads both; at a real broker that
+    is one round trip of waiting per subscriber instead of two."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(2))
+    together = asyncio.Barrier(2)
+    first: set[str] = set()
+
+    def meeting(read: Any) -> Any:
+        async def wait_for_the_other(self: PaperBroker, *args: Any) -> Any:
+            if read.__name__ not in first:  # the snapshot's read; later ones pass
+                first.add(read.__name__)
+                await together.wait()  # only a concurrent read gets past this
+            return await read(self, *args)
+
+        return wait_for_the_other
+
+    monkeypatch.setattr(PaperBroker, "fetch_positions", meeting(PaperBroker.fetch_positions))
+    monkeypatch.setattr(PaperBroker, "fetch_open_orders", meeting(PaperBroker.fetch_open_orders))
+    ex = await asyncio.wait_for(run(core, url, sub, action="buy"), 10)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 2
