@@ -8,8 +8,9 @@ token is handed out, so a crash can never lose a rotated refresh token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -32,9 +33,19 @@ LEEWAY = timedelta(seconds=60)
 
 
 class DbTokenProvider:
+    """Tokens of one connection for one adapter (one unit of work).
+
+    The access token read for the first request serves the adapter's later ones until it
+    nears expiry or the broker refuses it: one read and decryption per adapter, not one per
+    request. A token another process refreshed meanwhile is found through ``refresh`` when
+    the broker refuses the old one."""
+
     def __init__(self, core: Core, connection_id: int) -> None:
         self.core = core
         self.connection_id = connection_id
+        self._token: str | None = None
+        self._expires_at: datetime | None = None
+        self._reading = asyncio.Lock()  # concurrent first requests share one read
 
     async def _load(self, s: AsyncSession) -> tuple[Credential, Connection, Member]:
         row = (
@@ -64,16 +75,23 @@ class DbTokenProvider:
         return self.core.vault.decrypt(envelope, binding(conn, member, column))
 
     async def access_token(self) -> str:
-        async with self.core.db.session() as s:
-            cred, conn, member = await self._load(s)
-        token = self._open(cred, conn, member, "access_token")
-        assert token is not None
-        now = self.core.connections.clock()
-        if cred.expires_at is not None and cred.refresh_token and cred.expires_at - now < LEEWAY:
-            return await self.refresh(token)
-        return token
+        async with self._reading:
+            if self._token is not None and not self._expiring(self._expires_at):
+                return self._token
+            async with self.core.db.session() as s:
+                cred, conn, member = await self._load(s)
+            token = self._open(cred, conn, member, "access_token")
+            assert token is not None
+            if cred.refresh_token and self._expiring(cred.expires_at):
+                return await self.refresh(token)
+            self._token, self._expires_at = token, cred.expires_at
+            return token
+
+    def _expiring(self, expires_at: datetime | None) -> bool:
+        return expires_at is not None and expires_at - self.core.connections.clock() < LEEWAY
 
     async def refresh(self, rejected_token: str) -> str:
+        self._token = None  # the next request reads what the refresh stored
         lock = self.core.connections.refresh_lock(self.connection_id)
         async with lock:
             reauth = False

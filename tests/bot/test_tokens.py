@@ -4,6 +4,7 @@ marks the connection for re-linking and is never retried."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -79,5 +80,33 @@ async def test_invalid_grant_marks_reauth_and_is_never_retried(
                 await s.scalars(select(AuditEvent.kind).where(AuditEvent.connection_id == cid))
             )
         assert "connection.needs_reauth" in kinds
+    finally:
+        await core.close()
+
+
+async def test_an_adapter_reads_its_token_once_until_the_broker_refuses_it(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [core] = await open_cores(ts_settings, 1)
+    try:
+        cid = await link(core, ts)
+        decrypted: list[str] = []
+        decrypt = core.vault.decrypt
+
+        def counting(envelope: str, bound_to: Any) -> str:
+            decrypted.append("x")
+            return decrypt(envelope, bound_to)
+
+        monkeypatch.setattr(core.vault, "decrypt", counting)
+        adapter = await core.connections.adapter_for(await connection(core, cid))
+        await asyncio.gather(*(adapter.fetch_accounts() for _ in range(3)))
+        await adapter.fetch_accounts()
+        assert len(decrypted) == 1  # four requests, one read of the credential
+        ts.oauth.expire_access_tokens()  # the cached token is refused from now on
+        before = ts.oauth.refresh_requests
+        assert await adapter.fetch_accounts()
+        assert ts.oauth.refresh_requests - before == 1
+        assert await adapter.fetch_accounts()  # with the refreshed token, no further refresh
+        assert ts.oauth.refresh_requests - before == 1
     finally:
         await core.close()
