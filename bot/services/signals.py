@@ -1558,6 +1558,7 @@ class SignalService:
                     "simulated": bool(getattr(adapter, "simulated_prices", False)),
                 },
                 submit=submit,
+                adapter=adapter,
             )
             if not outcome.extra.get("duplicate"):
                 return outcome.intent
@@ -1617,7 +1618,7 @@ class SignalService:
             except OrderNotFound:
                 if intent.status == IntentStatus.PENDING:
                     # Stored, never sent: the process died between the two.
-                    return (await trading.submit(intent, target=target)).intent
+                    return (await trading.submit(intent, target=target, adapter=adapter)).intent
                 if intent.status == IntentStatus.SUBMITTED:
                     # The process sending it died; the broker has nothing under its client
                     # order id. This job's lease makes us the only one to send it again.

@@ -321,12 +321,13 @@ class TradingService:
         idempotency_key: str,
         extra: dict[str, Any] | None = None,
         submit: bool = True,
+        adapter: BrokerAdapter | None = None,
     ) -> Outcome:
         """Store and submit an order for an automated source (a signal), once per key.
 
         The key (e.g. signal id + subscription id) makes a redelivered job or a racing worker
         find the existing intent instead of placing a second order. With ``submit=False`` the
-        intent waits as a draft for the member's approval.
+        intent waits as a draft for the member's approval. ``adapter``: see ``submit``.
         """
         intent = self._new_intent(
             target,
@@ -367,7 +368,7 @@ class TradingService:
             )
         if not submit:
             return Outcome(intent, None, "Waiting for approval.", True)
-        return await self.submit(intent, target=target)
+        return await self.submit(intent, target=target, adapter=adapter)
 
     def _new_intent(
         self,
@@ -433,10 +434,20 @@ class TradingService:
         intent.status = IntentStatus.PENDING
         return intent
 
-    async def submit(self, intent: OrderIntent, *, target: Target | None = None) -> Outcome:
-        """Send a pending intent to its broker. Never resends blindly (see module docstring)."""
+    async def submit(
+        self,
+        intent: OrderIntent,
+        *,
+        target: Target | None = None,
+        adapter: BrokerAdapter | None = None,
+    ) -> Outcome:
+        """Send a pending intent to its broker. Never resends blindly (see module docstring).
+
+        ``adapter``: the caller's open adapter for the target's connection, reused (with its
+        token and account already read) and left open for the caller to close."""
         target = target or await self._target_of(intent)
-        adapter = await self.core.connections.adapter_for(target.connection)
+        borrowed = adapter is not None
+        adapter = adapter or await self.core.connections.adapter_for(target.connection)
         request = request_of(intent)
         simulated = bool(intent.extra.get("simulated"))
         sent_at = self.clock()
@@ -468,7 +479,8 @@ class TradingService:
                 intent, None, f"The broker rejected the order: {e.user_message}", False, simulated
             )
         finally:
-            await adapter.close()
+            if not borrowed:
+                await adapter.close()
         await self._apply_order(intent, order)
         return Outcome(intent, order, describe(intent, order), True, simulated)
 

@@ -810,3 +810,23 @@ async def test_the_snapshot_reads_positions_and_open_orders_at_once(
     ex = await asyncio.wait_for(run(core, url, sub, action="buy"), 10)
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     assert await position(core, OWNER, "AAPL") == 2
+
+
+async def test_a_subscriber_is_served_by_one_adapter_from_snapshot_to_order(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order goes out through the adapter that read the snapshot: its account (and, at a
+    real broker, its token) is read once per subscriber, not again for the order."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(2))
+    made: list[int] = []
+    adapter_for = core.connections.adapter_for
+
+    async def counting(connection: Any) -> Any:
+        made.append(connection.id)
+        return await adapter_for(connection)
+
+    monkeypatch.setattr(core.connections, "adapter_for", counting)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert len(made) == 1
