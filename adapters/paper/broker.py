@@ -15,6 +15,7 @@ Built from ``AdapterContext.extra``:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -153,6 +154,7 @@ class PaperBroker(BrokerAdapter):
         # Accounts are never deleted while their connection lives, so once this process has
         # seen one exist it need not ask again: one query less on every command.
         self._ensured = (self.db.url, self.connection_id) in _ENSURED
+        self._ensuring = asyncio.Lock()  # concurrent first reads create the account once
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -179,7 +181,9 @@ class PaperBroker(BrokerAdapter):
         if account is not None:
             self._check_account(account)
         if not self._ensured:
-            await self._ensure()
+            async with self._ensuring:
+                if not self._ensured:
+                    await self._ensure()
 
     @property
     def simulated_prices(self) -> bool:

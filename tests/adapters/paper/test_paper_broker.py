@@ -685,3 +685,27 @@ async def test_refusal_happens_before_anything(
     assert e.value.retry_after == 2
     assert await count(db, PaperOrder) == 0
     assert (await broker.create_order(ref, req("IBM", BUY, 1))).status is OrderStatus.FILLED
+
+
+async def test_concurrent_first_reads_create_the_account_once(
+    make_broker: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal's snapshot reads positions and open orders at once from a new adapter: the
+    account is looked up (and, on first use, created) once, not raced by both reads."""
+    from adapters.paper import store
+
+    lookups: list[int] = []
+    ensure = store.ensure_account
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        lookups.append(1)
+        return await ensure(*args, **kwargs)
+
+    monkeypatch.setattr(store, "ensure_account", counting)
+    broker = make_broker()
+    ref = AccountRef(broker.account_id, AccountType.MARGIN, Environment.PAPER)
+    positions, orders = await asyncio.gather(
+        broker.fetch_positions(ref), broker.fetch_open_orders(ref)
+    )
+    assert positions == [] and orders == []
+    assert len(lookups) == 1
