@@ -6,16 +6,17 @@ One ``Database`` per process. Each unit of work opens its own session
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, event, make_url, select
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,8 +24,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot.coalesce import Coalescer
 from bot.sqlite_driver import InlineSqlite
 
+R = TypeVar("R")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -45,6 +48,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    work: Callable[[AsyncSession], Awaitable[Any]]
+    rows: Sequence[tuple[type[Any], Any]]
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False):
         self.url = url
@@ -62,6 +71,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._units: Coalescer[_Unit, Any] = Coalescer(self._run_units)
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,6 +87,40 @@ class Database:
         """A session inside a transaction: commits on success, rolls back on error."""
         async with self.sessionmaker() as s, s.begin():
             yield s
+
+    async def group_commit(
+        self,
+        work: Callable[[AsyncSession], Awaitable[R]],
+        *,
+        rows: Sequence[tuple[type[Any], Any]] = (),
+    ) -> R:
+        """Run ``work`` in one transaction with the units of work other tasks ask for at the
+        same moment, and return what it returns (see ``bot.coalesce``).
+
+        ``rows`` (mapped class, primary key) are loaded for all the units in one query each,
+        locked (``FOR UPDATE`` on PostgreSQL), before any work runs: ``session.get`` finds them
+        without a query. ``work`` runs with autoflush off and its changes are flushed with the
+        others' at the end, so ORM changes (``add``, attribute sets) become one ``executemany``
+        per table; it must not rely on seeing another unit's changes. If the batch fails, each
+        unit runs again alone, so one unit's error is its own.
+        """
+        return cast(R, await self._units(_Unit(work, rows)))
+
+    async def _run_units(self, units: Sequence[_Unit]) -> list[Any]:
+        wanted: dict[type[Any], set[Any]] = {}
+        for unit in units:
+            for cls, key in unit.rows:
+                wanted.setdefault(cls, set()).add(key)
+        async with self.transaction() as s:
+            loaded = []  # the identity map holds objects weakly: keep them for the works
+            for cls, keys in wanted.items():
+                pk = cls.__mapper__.primary_key[0]
+                ordered = sorted(keys)  # one lock order for every batch
+                for i in range(0, len(ordered), 500):
+                    query = select(cls).where(pk.in_(ordered[i : i + 500])).order_by(pk)
+                    loaded.extend(await s.scalars(query.with_for_update()))
+            with s.no_autoflush:
+                return [await unit.work(s) for unit in units]
 
     async def upgrade(self) -> None:
         """Apply Alembic migrations up to head on this engine."""

@@ -16,7 +16,8 @@ Built from ``AdapterContext.extra``:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -57,6 +58,7 @@ from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
 from adapters.paper.models import PaperAccount, PaperOrder
 from adapters.paper.universe import Instrument, resolve
 from adapters.registry import register
+from bot.coalesce import Coalescer
 from bot.db import Database
 from bot.db_types import plain
 
@@ -367,14 +369,7 @@ class PaperBroker(BrokerAdapter):
                 f"{request.time_in_force.upper()} orders cannot wait for the open: use a day or "
                 "GTC order, which rests until the open."
             )
-        # The order's own quote must be had; marks for other positions are best effort.
         quote = await self.quote_source.fetch_quote(inst.symbol)
-        async with self.db.session() as s:
-            held = await store.held_symbols(s, self.account_id)
-        quotes = await store.fetch_quotes(
-            self.quote_source, [sym for sym in held if sym != inst.symbol]
-        )
-        quotes[inst.symbol] = quote
         new = store.NewOrder(
             instrument=inst,
             side=request.side,
@@ -391,21 +386,7 @@ class PaperBroker(BrokerAdapter):
                 else None
             ),
         )
-        try:
-            order = await store.place_order(
-                self.db, self.account_id, new, quote, store.marks_from(quotes), self.market, now
-            )
-        except IntegrityError:
-            # Same client order id placed concurrently by another process: that one stands.
-            if request.client_order_id is None:
-                raise
-            async with self.db.session() as s:
-                existing = await store.order_by_client_id(
-                    s, self.account_id, request.client_order_id
-                )
-            if existing is None:
-                raise
-            return store.to_order(existing)
+        order = await _placer(self.db)(_Request(self, new, quote, now))
         if self.test_hooks.take_lost_response():
             raise BrokerUnavailable(maybe_sent=True)
         return order
@@ -442,6 +423,76 @@ class PaperBroker(BrokerAdapter):
         """Back to the starting state (``store.reset``)."""
         await store.reset(self.db, self.connection_id, starting_cash=starting_cash, now=self._now())
         self._ensured = True
+
+
+# -- placing: concurrent orders (a signal's fan-out) share one transaction ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    broker: PaperBroker
+    new: store.NewOrder
+    quote: Quote  # the order's own quote: it must be had
+    now: datetime
+
+
+_PLACERS: weakref.WeakKeyDictionary[Database, Coalescer[_Request, Order]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _placer(db: Database) -> Coalescer[_Request, Order]:
+    placer = _PLACERS.get(db)
+    if placer is None:
+        placer = _PLACERS[db] = Coalescer(_place_many)
+    return placer
+
+
+async def _place_many(requests: Sequence[_Request]) -> list[Order | BaseException]:
+    db = requests[0].broker.db
+    async with db.session() as s:
+        held = await store.held_symbols(s, [r.broker.account_id for r in requests])
+    marks = await asyncio.gather(
+        *(_marks(r, held.get(r.broker.account_id, ())) for r in requests), return_exceptions=True
+    )
+    results: dict[int, Order | BaseException] = {
+        i: m for i, m in enumerate(marks) if isinstance(m, BaseException)
+    }
+    ready = [i for i in range(len(requests)) if i not in results]
+    batch = [
+        store.Placement(r.broker.account_id, r.new, r.quote, m, r.broker.market, r.now)
+        for r, m in ((requests[i], marks[i]) for i in ready)
+        if not isinstance(m, BaseException)
+    ]
+    placed: Sequence[Order | BaseException]
+    try:
+        placed = await store.place_orders(db, batch)
+    except IntegrityError as e:
+        # A client order id placed meanwhile by another process. The coalescer runs a failed
+        # batch again one order at a time; alone, the order placed first is the answer.
+        if len(batch) != 1 or batch[0].new.client_order_id is None:
+            raise
+        placed = [await _placed_before(db, batch[0], e)]
+    results.update(zip(ready, placed, strict=True))
+    return [results[i] for i in range(len(requests))]
+
+
+async def _marks(r: _Request, held: Iterable[str]) -> dict[str, Decimal]:
+    """Marks for the account's positions; other than the order's own, best effort (a symbol
+    whose quote fails is unpriced)."""
+    own = r.new.instrument.symbol
+    quotes = await store.fetch_quotes(r.broker.quote_source, [s for s in held if s != own])
+    quotes[own] = r.quote
+    return store.marks_from(quotes)
+
+
+async def _placed_before(db: Database, p: store.Placement, error: IntegrityError) -> Order:
+    assert p.new.client_order_id is not None
+    async with db.session() as s:
+        existing = await store.order_by_client_id(s, p.account_id, p.new.client_order_id)
+    if existing is None:
+        raise error
+    return store.to_order(existing)
 
 
 def _cents(value: Decimal) -> Decimal:

@@ -211,6 +211,26 @@ async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
     return row
 
 
+async def lock_accounts(s: AsyncSession, account_ids: Sequence[str]) -> dict[str, PaperAccount]:
+    """``lock_account`` for several accounts at once (those that exist)."""
+    if len(account_ids) > 1 and s.get_bind().dialect.name == "postgresql":
+        # Row locks in one order (by id) for every batch, so two batches cannot deadlock.
+        await s.execute(
+            select(PaperAccount.id)
+            .where(PaperAccount.id.in_(account_ids))
+            .order_by(PaperAccount.id)
+            .with_for_update()
+        )
+    rows = await s.scalars(
+        update(PaperAccount)
+        .where(PaperAccount.id.in_(account_ids))
+        .values(revision=PaperAccount.revision + 1)
+        .returning(PaperAccount)
+        .execution_options(populate_existing=True)
+    )
+    return {row.id: row for row in rows}
+
+
 async def position_rows(
     s: AsyncSession, account_id: str, *, symbol: str | None = None
 ) -> Sequence[Row[Any]]:
@@ -223,11 +243,16 @@ async def position_rows(
     return result.all()
 
 
-async def held_symbols(s: AsyncSession, account_id: str) -> list[str]:
-    rows = await s.scalars(
-        select(PaperPosition.symbol).where(PaperPosition.account_id == account_id)
-    )
-    return list(rows)
+async def held_symbols(s: AsyncSession, account_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The symbols each account holds (accounts holding none are left out)."""
+    held: dict[str, list[str]] = {}
+    for account_id, symbol in await s.execute(
+        select(PaperPosition.account_id, PaperPosition.symbol).where(
+            PaperPosition.account_id.in_(account_ids)
+        )
+    ):
+        held.setdefault(account_id, []).append(symbol)
+    return held
 
 
 async def open_orders_of(s: AsyncSession, account_id: str) -> list[PaperOrder]:
@@ -324,21 +349,20 @@ async def book_fill(
     simulated: bool,
     now: datetime,
     *,
-    unheld: bool = False,
+    positions: dict[str, PaperPosition] | None = None,
 ) -> PaperFill:
     """Apply one fill of ``order`` to the account, its position and the order itself.
 
-    ``unheld``: the caller read the positions in this transaction and the account holds none
-    in the order's symbol, so there is no row to look up."""
-    pos_row = (
-        None
-        if unheld
-        else await s.scalar(
+    ``positions``: the account's positions by symbol, read in this transaction (kept up to
+    date here); without it the order's position is looked up."""
+    if positions is not None:
+        pos_row = positions.get(order.symbol)
+    else:
+        pos_row = await s.scalar(
             select(PaperPosition).where(
                 PaperPosition.account_id == account.id, PaperPosition.symbol == order.symbol
             )
         )
-    )
     position = (
         position_state(pos_row)
         if pos_row is not None
@@ -352,6 +376,8 @@ async def book_fill(
     if position.quantity == 0:
         if pos_row is not None:
             await s.delete(pos_row)
+            if positions is not None:
+                del positions[order.symbol]
     else:
         if pos_row is None:
             pos_row = PaperPosition(
@@ -362,6 +388,8 @@ async def book_fill(
                 opened_at=now,
             )
             s.add(pos_row)
+            if positions is not None:
+                positions[order.symbol] = pos_row
         elif (before > 0) != (position.quantity > 0):
             pos_row.opened_at = now  # flipped: a new position at a new average price
         pos_row.quantity, pos_row.cost_basis = position.quantity, position.cost_basis
@@ -414,10 +442,11 @@ async def apply_decision(
     quote: Quote | None,
     now: datetime,
     *,
-    unheld: bool = False,
+    positions: dict[str, PaperPosition] | None = None,
+    flush: bool = True,
 ) -> OrderUpdate | None:
     """Write what ``decision`` says into the rows; the update to report, if any
-    (``unheld``: see ``book_fill``)."""
+    (``positions``: see ``book_fill``; ``flush=False`` leaves the flush to the caller)."""
     if decision.triggered_now:
         order.triggered_at, order.updated_at = now, now
     match decision.action:
@@ -432,9 +461,10 @@ async def apply_decision(
                 decision.price,
                 quote.simulated,
                 now,
-                unheld=unheld,
+                positions=positions,
             )
-            await s.flush()
+            if flush:
+                await s.flush()
             event = "fill" if order.status == OrderStatus.FILLED else "partial_fill"
             return OrderUpdate(
                 to_order(order), event, fill.execution_id, fill.quantity, fill.price, now
@@ -444,7 +474,8 @@ async def apply_decision(
             order.status = OrderStatus.EXPIRED if expired else OrderStatus.CANCELLED
             order.reject_reason = _reason(order, decision)
             order.closed_at = order.updated_at = now
-            await s.flush()
+            if flush:
+                await s.flush()
             return OrderUpdate(to_order(order), "expired" if expired else "canceled", at=now)
         case _:
             return None
@@ -473,6 +504,19 @@ class NewOrder:
     expires_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One order to place in one account, priced at ``quote`` (``marks``: the account's other
+    positions)."""
+
+    account_id: str
+    new: NewOrder
+    quote: Quote
+    marks: Mapping[str, Decimal]
+    market: Market
+    now: datetime
+
+
 async def place_order(
     db: Database,
     account_id: str,
@@ -486,59 +530,121 @@ async def place_order(
 
     An existing order with the same client order id is returned unchanged instead.
     """
-    async with db.transaction() as s:
-        account = await lock_account(s, account_id)
-        if new.client_order_id is not None:
-            existing = await order_by_client_id(s, account_id, new.client_order_id)
-            if existing is not None:
-                return to_order(existing)
-        positions = await position_rows(s, account_id)
-        working = await open_orders_of(s, account_id)
-        valuation = engine.value_account(
-            account_state(account),
-            [position_state(p) for p in positions],
-            marks,
-            [reservation(o) for o in working],
-        )
-        inst = new.instrument
-        held = next((p.quantity for p in positions if p.symbol == inst.symbol), Decimal(0))
-        need = engine.order_requirement(
-            inst.asset_class, inst.multiplier, held, new.side, new.quantity, new.reference_price
-        )
-        if need > 0 and need > valuation.buying_power:
-            raise InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power))
+    (result,) = await place_orders(db, [Placement(account_id, new, quote, marks, market, now)])
+    if isinstance(result, BrokerError):
+        raise result
+    return result
 
-        account.order_seq += 1
-        order = PaperOrder(
-            id=f"{account_id}-{account.order_seq}",
-            account_id=account_id,
-            seq=account.order_seq,
-            client_order_id=new.client_order_id,
-            symbol=inst.symbol,
-            asset_class=inst.asset_class.value,
-            multiplier=inst.multiplier,
-            side=new.side.value,
-            quantity=new.quantity,
-            order_type=new.order_type.value,
-            time_in_force=new.time_in_force.value,
-            limit_price=new.limit_price,
-            stop_price=new.stop_price,
-            reference_price=new.reference_price,
-            status=OrderStatus.OPEN.value,
-            filled_quantity=Decimal(0),
-            simulated=quote.simulated,
-            expires_at=new.expires_at,
-            created_at=now,
-            updated_at=now,
-        )
-        s.add(order)  # flushed with the fill, in foreign-key order
-        open_now = is_open(inst.asset_class, now, market.fill_hours)
-        decision = engine.decide(
-            order_state(order), quote, market.price_type, now=now, market_open=open_now
-        )
-        unheld = all(p.symbol != inst.symbol for p in positions)
-        await apply_decision(s, account, order, decision, quote, now, unheld=unheld)
-        return to_order(order)
+
+async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order | BrokerError]:
+    """``place_order`` for many orders in one transaction: the accounts are locked and read
+    together and the rows written in one flush. An order refused (buying power, a missing
+    account) gets its error in its place; the others go on. Orders for one account are placed
+    in the batch's order, each seeing the ones before it."""
+    ids = sorted({p.account_id for p in batch})
+    results: list[Order | BrokerError | PaperOrder] = []
+    async with db.transaction() as s:
+        accounts = await lock_accounts(s, ids)
+        wanted = [p.new.client_order_id for p in batch if p.new.client_order_id is not None]
+        placed: dict[tuple[str, str | None], PaperOrder] = {}
+        if wanted:
+            for row in await s.scalars(
+                select(PaperOrder).where(
+                    PaperOrder.account_id.in_(ids), PaperOrder.client_order_id.in_(wanted)
+                )
+            ):
+                placed[row.account_id, row.client_order_id] = row
+        positions: dict[str, dict[str, PaperPosition]] = {i: {} for i in ids}
+        for pos in await s.scalars(select(PaperPosition).where(PaperPosition.account_id.in_(ids))):
+            positions[pos.account_id][pos.symbol] = pos
+        working: dict[str, list[PaperOrder]] = {i: [] for i in ids}
+        for row in await s.scalars(
+            select(PaperOrder)
+            .where(PaperOrder.account_id.in_(ids), PaperOrder.status.in_(OPEN_STATUSES))
+            .order_by(PaperOrder.seq)
+        ):
+            working[row.account_id].append(row)
+
+        for p in batch:
+            account = accounts.get(p.account_id)
+            if account is None:
+                results.append(AccountMissing())
+                continue
+            if p.new.client_order_id is not None:
+                existing = placed.get((p.account_id, p.new.client_order_id))
+                if existing is not None:
+                    results.append(to_order(existing))
+                    continue
+            held = positions[p.account_id]
+            order_or_error = _place(s, account, held, working[p.account_id], p)
+            results.append(order_or_error)
+            if isinstance(order_or_error, BrokerError):
+                continue
+            order = order_or_error
+            if order.client_order_id is not None:
+                placed[p.account_id, order.client_order_id] = order
+            open_now = is_open(p.new.instrument.asset_class, p.now, p.market.fill_hours)
+            decision = engine.decide(
+                order_state(order), p.quote, p.market.price_type, now=p.now, market_open=open_now
+            )
+            await apply_decision(
+                s, account, order, decision, p.quote, p.now, positions=held, flush=False
+            )
+            if OrderStatus(order.status).is_final:
+                working[p.account_id].remove(order)
+        # New orders go in before their fills: one flush, in foreign-key order.
+        await s.flush()
+    return [to_order(r) if isinstance(r, PaperOrder) else r for r in results]
+
+
+def _place(
+    s: AsyncSession,
+    account: PaperAccount,
+    held: Mapping[str, PaperPosition],
+    working: list[PaperOrder],
+    p: Placement,
+) -> PaperOrder | InsufficientBuyingPower:
+    """The new order's row, after the buying power check."""
+    new, inst = p.new, p.new.instrument
+    valuation = engine.value_account(
+        account_state(account),
+        [position_state(row) for row in held.values()],
+        p.marks,
+        [reservation(o) for o in working],
+    )
+    position = held.get(inst.symbol)
+    quantity = position.quantity if position is not None else Decimal(0)
+    need = engine.order_requirement(
+        inst.asset_class, inst.multiplier, quantity, new.side, new.quantity, new.reference_price
+    )
+    if need > 0 and need > valuation.buying_power:
+        return InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power))
+    account.order_seq += 1
+    order = PaperOrder(
+        id=f"{account.id}-{account.order_seq}",
+        account_id=account.id,
+        seq=account.order_seq,
+        client_order_id=new.client_order_id,
+        symbol=inst.symbol,
+        asset_class=inst.asset_class.value,
+        multiplier=inst.multiplier,
+        side=new.side.value,
+        quantity=new.quantity,
+        order_type=new.order_type.value,
+        time_in_force=new.time_in_force.value,
+        limit_price=new.limit_price,
+        stop_price=new.stop_price,
+        reference_price=new.reference_price,
+        status=OrderStatus.OPEN.value,
+        filled_quantity=Decimal(0),
+        simulated=p.quote.simulated,
+        expires_at=new.expires_at,
+        created_at=p.now,
+        updated_at=p.now,
+    )
+    s.add(order)
+    working.append(order)
+    return order
 
 
 def _bp_message(inst: Instrument, need: Decimal, available: Decimal) -> str:

@@ -34,6 +34,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from adapters import symbols
@@ -1997,18 +1998,14 @@ class SignalService:
             values["plan"] = result.plan.to_json()
         if result.approval_expires_at is not None:
             values["approval_expires_at"] = result.approval_expires_at
-        async with self.core.db.transaction() as s:
-            won = (
-                await s.execute(
-                    update(SignalExecution)
-                    .where(
-                        SignalExecution.id == ctx.execution_id,
-                        SignalExecution.status == from_status,
-                    )
-                    .values(values)
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if won and result.approval_expires_at is not None:
+
+        async def write(s: AsyncSession) -> bool:
+            row = await s.get(SignalExecution, ctx.execution_id)
+            if row is None or row.status != from_status:
+                return False
+            for name, value in values.items():
+                setattr(row, name, value)
+            if result.approval_expires_at is not None:
                 await s.execute(
                     self.core.jobs.insert_statement(
                         JOB_APPROVAL_EXPIRY,
@@ -2017,6 +2014,10 @@ class SignalService:
                         run_after=result.approval_expires_at,
                     )
                 )
+            return True
+
+        # The fan-out's subscriptions record their results together (group commit).
+        won = await self.core.db.group_commit(write, rows=[(SignalExecution, ctx.execution_id)])
         if not won:
             return  # another run finished it (or the member acted): it has told them
         try:

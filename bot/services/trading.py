@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from adapters import symbols
@@ -337,22 +338,26 @@ class TradingService:
             status=IntentStatus.PENDING if submit else IntentStatus.DRAFT,
             extra={**(extra or {}), "bracket": bracket_json(request.bracket)},
         )
+
+        async def store(s: AsyncSession) -> None:
+            s.add(intent)
+            audit.record(
+                s,
+                "order.validated",
+                member_id=intent.member_id,
+                connection_id=intent.connection_id,
+                intent_id=intent.id,
+                symbol=intent.symbol,
+                side=intent.side,
+                quantity=intent.quantity,
+                order_type=intent.order_type,
+                mode=intent.mode,
+                source=source,
+            )
+
         try:
-            async with self.core.db.transaction() as s:
-                s.add(intent)
-                audit.record(
-                    s,
-                    "order.validated",
-                    member_id=intent.member_id,
-                    connection_id=intent.connection_id,
-                    intent_id=intent.id,
-                    symbol=intent.symbol,
-                    side=intent.side,
-                    quantity=intent.quantity,
-                    order_type=intent.order_type,
-                    mode=intent.mode,
-                    source=source,
-                )
+            # A signal's fan-out stores its subscribers' intents together (group commit).
+            await self.core.db.group_commit(store)
         except IntegrityError:
             async with self.core.db.session() as s:
                 existing = await s.scalar(
@@ -565,11 +570,12 @@ class TradingService:
             IntentStatus.EXPIRED: "order.expired",
             IntentStatus.PARTIALLY_FILLED: "order.partially_filled",
         }.get(status, "order.accepted")
-        async with self.core.db.transaction() as s:
-            row = await s.get(OrderIntent, intent.id, with_for_update=True)
+
+        async def write(s: AsyncSession) -> bool:
+            row = await s.get(OrderIntent, intent.id)
             assert row is not None
             if row.status in IntentStatus.FINAL and row.status != IntentStatus.FAILED:
-                return  # a later update already settled it
+                return False  # a later update already settled it
             if status != IntentStatus.ACCEPTED and row.status in (
                 IntentStatus.SUBMITTED,
                 IntentStatus.UNKNOWN,
@@ -601,6 +607,10 @@ class TradingService:
                 average_fill_price=order.average_fill_price,
                 reason=order.reject_reason,
             )
+            return True
+
+        if not await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
+            return
         intent.status, intent.broker_order_id = status, order.id
         intent.filled_quantity, intent.average_fill_price = (
             order.filled_quantity,
@@ -617,14 +627,15 @@ class TradingService:
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        async with self.core.db.transaction() as s:
-            values: dict[str, Any] = {"status": status, "updated_at": self.clock()}
+        async def write(s: AsyncSession) -> None:
+            row = await s.get(OrderIntent, intent.id)
+            if row is None:
+                return  # removed with its connection
+            row.status, row.updated_at = status, self.clock()
             if extra is not None:
-                values["extra"] = extra
-                intent.extra = extra
+                row.extra = extra
             if error is not None:
-                values.update(error_code=error.code, error_message=error.user_message[:500])
-            await s.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(values))
+                row.error_code, row.error_message = error.code, error.user_message[:500]
             audit.record(
                 s,
                 phase,
@@ -634,7 +645,11 @@ class TradingService:
                 error=error.code if error else None,
                 reason=reason,
             )
+
+        await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)])
         intent.status = status
+        if extra is not None:
+            intent.extra = extra
         if error is not None:
             intent.error_code, intent.error_message = error.code, error.user_message
 
@@ -778,13 +793,14 @@ class TradingService:
     async def mark_announced(self, intents: list[OrderIntent]) -> None:
         """Another message (a signal's result) tells the member about these orders as they
         are now: later updates in the same state must not be announced again."""
-        async with self.core.db.transaction() as s:
+
+        async def write(s: AsyncSession) -> None:
             for intent in intents:
-                await s.execute(
-                    update(OrderIntent)
-                    .where(OrderIntent.id == intent.id)
-                    .values(notified_status=f"{intent.status}:{intent.filled_quantity}")
-                )
+                row = await s.get(OrderIntent, intent.id)
+                if row is not None:
+                    row.notified_status = f"{intent.status}:{intent.filled_quantity}"
+
+        await self.core.db.group_commit(write, rows=[(OrderIntent, i.id) for i in intents])
 
     async def _tell(self, intent: OrderIntent) -> None:
         """Tell the member once per status (the compare-and-set makes it once across processes)."""

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import Database, head_revision
 from bot.db_types import Money, plain
@@ -111,3 +114,51 @@ def test_money_reads_back_on_sqlite_exactly_as_plain_makes_it(value: Decimal) ->
     stored = money.process_bind_param(value, dialect)
     read = money.process_result_value(stored, dialect)
     assert read is not None and read.as_tuple() == plain(value).as_tuple()
+
+
+async def test_group_commit_batches_concurrent_units_and_keeps_errors_their_own(
+    db: Database,
+) -> None:
+    members = MemberService(db)
+    ids = []
+    for user in range(20):
+        await members.ensure(5000 + user)
+    async with db.session() as s:
+        ids = list(await s.scalars(select(Connection.id).order_by(Connection.id)))
+    assert len(ids) == 20
+    statements: list[tuple[str, bool]] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, many: bool) -> None:
+        statements.append((statement.split()[0], many))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+
+    def rename(cid: int, name: str) -> Callable[[AsyncSession], Awaitable[int]]:
+        async def work(s: AsyncSession) -> int:
+            row = await s.get(Connection, cid)
+            assert row is not None
+            if name == "bad":
+                raise ValueError("refused")
+            row.name = name
+            return cid
+
+        return work
+
+    done = await asyncio.gather(
+        *(db.group_commit(rename(cid, f"Renamed {cid}"), rows=[(Connection, cid)]) for cid in ids)
+    )
+    assert done == ids
+    # One read of all the rows, one executemany of all the updates.
+    assert statements == [("SELECT", False), ("UPDATE", True)]
+
+    results = await asyncio.gather(
+        *(
+            db.group_commit(rename(cid, "bad" if i == 3 else "Again"), rows=[(Connection, cid)])
+            for i, cid in enumerate(ids[:5])
+        ),
+        return_exceptions=True,
+    )
+    assert isinstance(results[3], ValueError) and results[:3] + results[4:] == ids[:3] + ids[4:5]
+    async with db.session() as s:
+        names = {cid: name for cid, name in await s.execute(select(Connection.id, Connection.name))}
+    assert [names[cid] for cid in ids[:5]] == ["Again"] * 3 + [f"Renamed {ids[3]}", "Again"]

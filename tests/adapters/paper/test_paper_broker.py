@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from adapters.base import AdapterContext
 from adapters.errors import (
@@ -709,3 +709,71 @@ async def test_concurrent_first_reads_create_the_account_once(
     )
     assert positions == [] and orders == []
     assert len(lookups) == 1
+
+
+# -- concurrent placement (a signal's fan-out) ------------------------------------------------
+
+
+async def _brokers(
+    db: Database, feed: SimulatedFeed, clock: FakeClock, n: int, **extra: Any
+) -> list[tuple[PaperBroker, AccountRef]]:
+    made = []
+    for user in range(n):
+        cid = await new_paper_connection(db, 3000 + user)
+        broker = PaperBroker(
+            AdapterContext(
+                extra={"db": db, "connection_id": cid, "quote_source": feed, "clock": clock} | extra
+            )
+        )
+        [account] = await broker.fetch_accounts()
+        made.append((broker, account.ref()))
+    return made
+
+
+async def test_concurrent_orders_of_many_accounts_share_one_transaction(
+    db: Database, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    feed.set_quote("AAPL", D("199.85"), D("199.89"))
+    accounts = await _brokers(db, feed, clock, 6)
+    locks: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE paper_accounts SET revision"):
+            locks.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    orders = await asyncio.gather(
+        *(
+            b.create_order(ref, req("AAPL", BUY, 2, cid=f"c{i}"))
+            for i, (b, ref) in enumerate(accounts)
+        )
+    )
+    assert len(locks) == 1  # every account locked by one statement, in one transaction
+    assert [o.client_order_id for o in orders] == [f"c{i}" for i in range(6)]
+    for (broker, ref), order in zip(accounts, orders, strict=True):
+        assert order.status is OrderStatus.FILLED and order.id.startswith(ref.id)
+        [position] = await broker.fetch_positions(ref)
+        assert (position.symbol, position.quantity) == ("AAPL", D(2))
+        assert (await broker.fetch_balance(ref)).cash == D(100000) - D("199.87") * 2
+        assert await stored_residual(db, ref.id) == 0
+
+
+async def test_orders_for_one_account_in_one_batch_each_see_the_ones_before(
+    db: Database, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    """Buying power is checked order by order within a batch: the second of two orders that
+    each fit alone is refused, and an order for another account in the same batch fills."""
+    feed.set_quote("XYZ", D("99.99"), D("100.01"))
+    (small, ref), (other, other_ref) = await _brokers(db, feed, clock, 2, starting_cash=D(1000))
+    first, second, third = await asyncio.gather(
+        small.create_order(ref, req("XYZ", BUY, 6)),
+        small.create_order(ref, req("XYZ", BUY, 6)),
+        other.create_order(other_ref, req("XYZ", BUY, 6)),
+        return_exceptions=True,
+    )
+    assert not isinstance(first, BaseException) and first.status is OrderStatus.FILLED
+    assert isinstance(second, InsufficientBuyingPower)
+    assert not isinstance(third, BaseException) and third.status is OrderStatus.FILLED
+    assert await count(db, PaperOrder, account_id=ref.id) == 1
+    [position] = await small.fetch_positions(ref)
+    assert position.quantity == D(6) and await stored_residual(db, ref.id) == 0
