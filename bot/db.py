@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, make_url, select
+from sqlalchemy import Connection, event, insert, inspect, make_url, select
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -120,7 +120,9 @@ class Database:
                     query = select(cls).where(pk.in_(ordered[i : i + 500])).order_by(pk)
                     loaded.extend(await s.scalars(query.with_for_update()))
             with s.no_autoflush:
-                return [await unit.work(s) for unit in units]
+                results = [await unit.work(s) for unit in units]
+            await flush_appending(s)
+            return results
 
     async def upgrade(self) -> None:
         """Apply Alembic migrations up to head on this engine."""
@@ -137,6 +139,33 @@ class Database:
         await self.engine.dispose()
         if self.inline is not None:
             self.inline.close()
+
+
+async def flush_appending(session: AsyncSession) -> None:
+    """Flush, inserting the new rows of append-only tables (models with ``append_only = True``)
+    last and without reading their ids back.
+
+    The ORM must learn each new row's id; on SQLite it can do that only one row at a time.
+    Nothing reads an append-only row's id after adding it, so those rows go in as one
+    ``executemany`` per table, in the order they were added, after the rows they refer to.
+    """
+    pending = sorted(
+        (
+            state
+            for state in map(inspect, session.new)
+            if getattr(state.class_, "append_only", False)
+        ),
+        key=lambda state: state.insert_order or 0,
+    )
+    batches: dict[tuple[type[Any], frozenset[str]], list[dict[str, Any]]] = {}
+    for state in pending:
+        columns = state.mapper.columns.keys()
+        values = {key: value for key, value in state.dict.items() if key in columns}
+        batches.setdefault((state.class_, frozenset(values)), []).append(values)
+        session.expunge(state.obj())
+    await session.flush()
+    for (cls, _), rows in batches.items():
+        await session.execute(insert(cls), rows)
 
 
 def head_revision() -> str | None:

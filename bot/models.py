@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -203,6 +203,7 @@ class AuditEvent(Base):
     """Append-only trail. No foreign keys: the trail outlives deleted connections."""
 
     __tablename__ = "audit_events"
+    append_only: ClassVar[bool] = True  # see bot.db.flush_appending
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

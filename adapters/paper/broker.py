@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
@@ -62,6 +63,7 @@ from bot.coalesce import Coalescer
 from bot.db import Database
 from bot.db_types import plain
 
+V = TypeVar("V")
 ALL_TIF = frozenset(TimeInForce)
 CENT = Decimal("0.01")
 MAX_HISTORY = 500
@@ -164,9 +166,8 @@ class PaperBroker(BrokerAdapter):
         return store.now_utc(self.market.clock)
 
     async def _ensure(self) -> PaperAccount:
-        row = await store.ensure_account(
-            self.db, self.connection_id, self.starting_cash, self._now()
-        )
+        wanted = store.NewAccount(self.connection_id, self.starting_cash, self._now())
+        row = await _batches(self.db).accounts(wanted)
         self._ensured = True
         _ENSURED.add((self.db.url, self.connection_id))
         return row
@@ -261,8 +262,7 @@ class PaperBroker(BrokerAdapter):
 
     async def fetch_positions(self, account: AccountRef) -> list[Position]:
         await self._ready("read", account)
-        async with self.db.session() as s:
-            rows = await store.position_rows(s, self.account_id)
+        rows = await _batches(self.db).positions(self.account_id)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in rows])
         return [self._position(row, quotes.get(row.symbol)) for row in rows]
 
@@ -301,8 +301,7 @@ class PaperBroker(BrokerAdapter):
 
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         await self._ready("read", account)
-        async with self.db.session() as s:
-            rows = await store.open_orders_of(s, self.account_id)
+        rows = await _batches(self.db).open_orders(self.account_id)
         return [store.to_order(r) for r in reversed(rows)]
 
     async def fetch_orders(
@@ -386,7 +385,7 @@ class PaperBroker(BrokerAdapter):
                 else None
             ),
         )
-        order = await _placer(self.db)(_Request(self, new, quote, now))
+        order = await _batches(self.db).place(_Request(self, new, quote, now))
         if self.test_hooks.take_lost_response():
             raise BrokerUnavailable(maybe_sent=True)
         return order
@@ -436,16 +435,40 @@ class _Request:
     now: datetime
 
 
-_PLACERS: weakref.WeakKeyDictionary[Database, Coalescer[_Request, Order]] = (
-    weakref.WeakKeyDictionary()
-)
+class _Batches:
+    """One database's batches (see ``bot.coalesce``), shared by this process's paper adapters:
+    what a signal's fan-out asks of a thousand accounts at once is done in a few queries."""
+
+    def __init__(self, db: Database) -> None:
+        self.accounts: Coalescer[store.NewAccount, PaperAccount] = Coalescer(
+            partial(store.ensure_accounts, db)
+        )
+        self.positions: Coalescer[str, list[Row[Any]]] = Coalescer(
+            partial(_each, store.positions_of, db)
+        )
+        self.open_orders: Coalescer[str, list[PaperOrder]] = Coalescer(
+            partial(_each, store.open_orders_of_accounts, db)
+        )
+        self.place: Coalescer[_Request, Order] = Coalescer(_place_many)
 
 
-def _placer(db: Database) -> Coalescer[_Request, Order]:
-    placer = _PLACERS.get(db)
-    if placer is None:
-        placer = _PLACERS[db] = Coalescer(_place_many)
-    return placer
+_BATCHES: weakref.WeakKeyDictionary[Database, _Batches] = weakref.WeakKeyDictionary()
+
+
+def _batches(db: Database) -> _Batches:
+    batches = _BATCHES.get(db)
+    if batches is None:
+        batches = _BATCHES[db] = _Batches(db)
+    return batches
+
+
+async def _each(
+    read: Callable[[Database, Sequence[str]], Awaitable[dict[str, V]]],
+    db: Database,
+    account_ids: Sequence[str],
+) -> list[V]:
+    found = await read(db, sorted(set(account_ids)))
+    return [found[i] for i in account_ids]
 
 
 async def _place_many(requests: Sequence[_Request]) -> list[Order | BaseException]:

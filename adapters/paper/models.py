@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -97,6 +98,7 @@ class PaperOrder(Base):
 
 class PaperFill(Base):
     __tablename__ = "paper_fills"
+    append_only: ClassVar[bool] = True  # see bot.db.flush_appending
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # "<order id>-F<n>": unique, so a second sweeper cannot book the same fill again.

@@ -39,7 +39,7 @@ from adapters.paper.feed import Clock, QuoteSource, SimulatedFeed, utcnow
 from adapters.paper.hours import FillHours, is_open
 from adapters.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from adapters.paper.universe import Instrument
-from bot.db import Database
+from bot.db import Database, flush_appending
 from bot.db_types import plain
 from bot.models import Connection
 
@@ -154,6 +154,15 @@ def _iso(at: datetime | None) -> str | None:
 # -- accounts --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    """A connection whose paper account must exist, and how to open it if it does not."""
+
+    connection_id: int
+    starting_cash: Decimal = DEFAULT_STARTING_CASH
+    now: datetime | None = None
+
+
 async def ensure_account(
     db: Database,
     connection_id: int,
@@ -161,35 +170,58 @@ async def ensure_account(
     now: datetime | None = None,
 ) -> PaperAccount:
     """The connection's paper account, created with ``starting_cash`` on first use."""
-    by_connection = select(PaperAccount).where(PaperAccount.connection_id == connection_id)
+    (row,) = await ensure_accounts(db, [NewAccount(connection_id, starting_cash, now)])
+    if isinstance(row, BrokerError):
+        raise row
+    return row
+
+
+async def ensure_accounts(
+    db: Database, wanted: Sequence[NewAccount]
+) -> list[PaperAccount | BrokerError]:
+    """``ensure_account`` for several connections: one read, and one insert of those missing."""
+    query = select(PaperAccount).where(
+        PaperAccount.connection_id.in_(sorted({w.connection_id for w in wanted}))
+    )
     async with db.session() as s:
-        row = await s.scalar(by_connection)
-    if row is not None:
-        return row
-    now = now or utcnow()
-    try:
-        async with db.transaction() as s:
-            row = PaperAccount(
-                id=paper_account_id(connection_id),
-                connection_id=connection_id,
-                currency="USD",
-                starting_cash=starting_cash,
-                cash=starting_cash,
-                realized_pnl=Decimal(0),
-                order_seq=0,
-                revision=0,
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(row)
-        return row
-    except IntegrityError:
-        # Another process created it first, or the connection is gone.
-        async with db.session() as s:
-            row = await s.scalar(by_connection)
-        if row is None:
-            raise AccountMissing() from None
-        return row
+        found = {row.connection_id: row for row in await s.scalars(query)}
+    missing: dict[int, NewAccount] = {}
+    for w in wanted:
+        if w.connection_id not in found:
+            missing.setdefault(w.connection_id, w)
+    if missing:
+        created = [_new_account(w) for w in missing.values()]
+        try:
+            async with db.transaction() as s:
+                s.add_all(created)
+            found.update((row.connection_id, row) for row in created)
+        except IntegrityError:
+            # Another process created one first, or a connection is gone: one at a time.
+            for w in missing.values():
+                try:
+                    async with db.transaction() as s:
+                        s.add(_new_account(w))
+                except IntegrityError:
+                    pass
+            async with db.session() as s:
+                found = {row.connection_id: row for row in await s.scalars(query)}
+    return [found.get(w.connection_id) or AccountMissing() for w in wanted]
+
+
+def _new_account(w: NewAccount) -> PaperAccount:
+    now = w.now or utcnow()
+    return PaperAccount(
+        id=paper_account_id(w.connection_id),
+        connection_id=w.connection_id,
+        currency="USD",
+        starting_cash=w.starting_cash,
+        cash=w.starting_cash,
+        realized_pnl=Decimal(0),
+        order_seq=0,
+        revision=0,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def lock_account(s: AsyncSession, account_id: str) -> PaperAccount:
@@ -241,6 +273,36 @@ async def position_rows(
         query = query.where(PaperPosition.symbol == symbol)
     result = await s.execute(query.order_by(PaperPosition.symbol))
     return result.all()
+
+
+async def positions_of(db: Database, account_ids: Sequence[str]) -> dict[str, list[Row[Any]]]:
+    """``position_rows`` of several accounts, in one query."""
+    query = (
+        select(*PaperPosition.__table__.c)
+        .where(PaperPosition.account_id.in_(account_ids))
+        .order_by(PaperPosition.account_id, PaperPosition.symbol)
+    )
+    found: dict[str, list[Row[Any]]] = {i: [] for i in account_ids}
+    async with db.session() as s:
+        for row in await s.execute(query):
+            found[row.account_id].append(row)
+    return found
+
+
+async def open_orders_of_accounts(
+    db: Database, account_ids: Sequence[str]
+) -> dict[str, list[PaperOrder]]:
+    """``open_orders_of`` of several accounts, in one query."""
+    query = (
+        select(PaperOrder)
+        .where(PaperOrder.account_id.in_(account_ids), PaperOrder.status.in_(OPEN_STATUSES))
+        .order_by(PaperOrder.seq)
+    )
+    found: dict[str, list[PaperOrder]] = {i: [] for i in account_ids}
+    async with db.session() as s:
+        for row in await s.scalars(query):
+            found[row.account_id].append(row)
+    return found
 
 
 async def held_symbols(s: AsyncSession, account_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -592,8 +654,7 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
             )
             if OrderStatus(order.status).is_final:
                 working[p.account_id].remove(order)
-        # New orders go in before their fills: one flush, in foreign-key order.
-        await s.flush()
+        await flush_appending(s)  # the fills after their orders, in one executemany
     return [to_order(r) if isinstance(r, PaperOrder) else r for r in results]
 
 

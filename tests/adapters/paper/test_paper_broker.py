@@ -35,7 +35,7 @@ from adapters.models import (
     TimeInForce,
 )
 from adapters.paper import PaperBroker, SimulatedFeed, reset, sweep_all
-from adapters.paper.models import PaperFill, PaperOrder, PaperPosition
+from adapters.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from adapters.registry import get_adapter_class
 from bot.db import Database
 from bot.models import Connection, ConnectionAccount
@@ -688,27 +688,24 @@ async def test_refusal_happens_before_anything(
 
 
 async def test_concurrent_first_reads_create_the_account_once(
-    make_broker: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+    db: Database, make_broker: BrokerFactory
 ) -> None:
     """A signal's snapshot reads positions and open orders at once from a new adapter: the
     account is looked up (and, on first use, created) once, not raced by both reads."""
-    from adapters.paper import store
+    lookups: list[str] = []
 
-    lookups: list[int] = []
-    ensure = store.ensure_account
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith(("SELECT paper_accounts", "INSERT INTO paper_accounts")):
+            lookups.append(statement.split()[0])
 
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        lookups.append(1)
-        return await ensure(*args, **kwargs)
-
-    monkeypatch.setattr(store, "ensure_account", counting)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
     broker = make_broker()
     ref = AccountRef(broker.account_id, AccountType.MARGIN, Environment.PAPER)
     positions, orders = await asyncio.gather(
         broker.fetch_positions(ref), broker.fetch_open_orders(ref)
     )
     assert positions == [] and orders == []
-    assert len(lookups) == 1
+    assert lookups == ["SELECT", "INSERT"]
 
 
 # -- concurrent placement (a signal's fan-out) ------------------------------------------------
@@ -777,3 +774,23 @@ async def test_orders_for_one_account_in_one_batch_each_see_the_ones_before(
     assert await count(db, PaperOrder, account_id=ref.id) == 1
     [position] = await small.fetch_positions(ref)
     assert position.quantity == D(6) and await stored_residual(db, ref.id) == 0
+
+
+async def test_accounts_are_opened_together_and_a_missing_connection_is_its_own_error(
+    db: Database,
+) -> None:
+    from adapters.paper import store
+
+    first, second = [await new_paper_connection(db, 4000 + i) for i in range(2)]
+    opened = await store.ensure_accounts(
+        db, [store.NewAccount(first), store.NewAccount(987654), store.NewAccount(second)]
+    )
+    assert isinstance(opened[1], store.AccountMissing)  # no such connection: nothing to open
+    assert [getattr(a, "id", None) for a in opened[::2]] == [
+        store.paper_account_id(first),
+        store.paper_account_id(second),
+    ]
+    assert await count(db, PaperAccount) == 2
+    again = await store.ensure_accounts(db, [store.NewAccount(second), store.NewAccount(second)])
+    assert [getattr(a, "id", None) for a in again] == [store.paper_account_id(second)] * 2
+    assert await count(db, PaperAccount) == 2
