@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, insert, inspect, make_url, select
+from sqlalchemy import Connection, bindparam, event, insert, inspect, make_url, select, update
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +28,7 @@ from bot.coalesce import Coalescer
 from bot.sqlite_driver import InlineSqlite
 
 R = TypeVar("R")
+_UPDATES = "tradecord.updates"  # Session.info key of update_later's rows
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -141,9 +142,16 @@ class Database:
             self.inline.close()
 
 
+def update_later(session: AsyncSession, cls: type[Any], values: dict[str, Any]) -> None:
+    """Update the row of ``cls`` whose primary key is in ``values`` when the unit of work is
+    flushed (``flush_appending``): the rows other units update in the same columns go with it
+    in one ``executemany``, and the row need not be loaded first."""
+    session.info.setdefault(_UPDATES, []).append((cls, values))
+
+
 async def flush_appending(session: AsyncSession) -> None:
-    """Flush, inserting the new rows of append-only tables (models with ``append_only = True``)
-    last and without reading their ids back.
+    """Flush, then run the updates of ``update_later``, then insert the new rows of
+    append-only tables (models with ``append_only = True``) without reading their ids back.
 
     The ORM must learn each new row's id; on SQLite it can do that only one row at a time.
     Nothing reads an append-only row's id after adding it, so those rows go in as one
@@ -164,6 +172,21 @@ async def flush_appending(session: AsyncSession) -> None:
         batches.setdefault((state.class_, frozenset(values)), []).append(values)
         session.expunge(state.obj())
     await session.flush()
+    updates: dict[tuple[type[Any], frozenset[str]], list[dict[str, Any]]] = {}
+    for cls, values in session.info.pop(_UPDATES, ()):
+        updates.setdefault((cls, frozenset(values)), []).append(values)
+    for (cls, keys), rows in updates.items():
+        mapper = cls.__mapper__
+        pk = mapper.primary_key[0]
+        changed = sorted(k for k in keys if mapper.columns[k] is not pk)
+        statement = (
+            update(cls.__table__)
+            .where(pk == bindparam("pk_"))
+            .values({mapper.columns[k]: bindparam(f"v_{k}") for k in changed})
+        )
+        # Core, not the ORM's bulk update: a row deleted meanwhile is skipped, not an error.
+        params = [{"pk_": r[pk.key]} | {f"v_{k}": r[k] for k in changed} for r in rows]
+        await session.execute(statement, params)
     for (cls, _), rows in batches.items():
         await session.execute(insert(cls), rows)
 

@@ -50,6 +50,7 @@ from adapters.models import (
     TimeInForce,
 )
 from bot.automation_models import Job, JobStatus
+from bot.db import update_later
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection, IntentStatus, Member, OrderIntent, new_uuid
 from bot.services import audit
@@ -628,14 +629,12 @@ class TradingService:
         extra: dict[str, Any] | None = None,
     ) -> None:
         async def write(s: AsyncSession) -> None:
-            row = await s.get(OrderIntent, intent.id)
-            if row is None:
-                return  # removed with its connection
-            row.status, row.updated_at = status, self.clock()
+            values: dict[str, Any] = {"id": intent.id, "status": status, "updated_at": self.clock()}
             if extra is not None:
-                row.extra = extra
+                values["extra"] = extra
             if error is not None:
-                row.error_code, row.error_message = error.code, error.user_message[:500]
+                values.update(error_code=error.code, error_message=error.user_message[:500])
+            update_later(s, OrderIntent, values)
             audit.record(
                 s,
                 phase,
@@ -646,7 +645,7 @@ class TradingService:
                 reason=reason,
             )
 
-        await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)])
+        await self.core.db.group_commit(write)
         intent.status = status
         if extra is not None:
             intent.extra = extra
@@ -796,11 +795,10 @@ class TradingService:
 
         async def write(s: AsyncSession) -> None:
             for intent in intents:
-                row = await s.get(OrderIntent, intent.id)
-                if row is not None:
-                    row.notified_status = f"{intent.status}:{intent.filled_quantity}"
+                status = f"{intent.status}:{intent.filled_quantity}"
+                update_later(s, OrderIntent, {"id": intent.id, "notified_status": status})
 
-        await self.core.db.group_commit(write, rows=[(OrderIntent, i.id) for i in intents])
+        await self.core.db.group_commit(write)
 
     async def _tell(self, intent: OrderIntent) -> None:
         """Tell the member once per status (the compare-and-set makes it once across processes)."""

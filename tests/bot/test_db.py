@@ -14,7 +14,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import Database, head_revision
+from bot.db import Database, head_revision, update_later
 from bot.db_types import Money, plain
 from bot.models import Base, Connection, ConnectionAccount, Member
 from bot.services.members import MemberService
@@ -162,3 +162,31 @@ async def test_group_commit_batches_concurrent_units_and_keeps_errors_their_own(
     async with db.session() as s:
         names = {cid: name for cid, name in await s.execute(select(Connection.id, Connection.name))}
     assert [names[cid] for cid in ids[:5]] == ["Again"] * 3 + [f"Renamed {ids[3]}", "Again"]
+
+
+async def test_update_later_updates_many_rows_in_one_statement_and_skips_a_deleted_one(
+    db: Database,
+) -> None:
+    members = MemberService(db)
+    for user in range(5):
+        await members.ensure(6000 + user)
+    async with db.session() as s:
+        ids = list(await s.scalars(select(Connection.id).order_by(Connection.id)))
+    statements: list[tuple[str, bool]] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, many: bool) -> None:
+        statements.append((statement.split()[0], many))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+
+    def rename(cid: int) -> Callable[[AsyncSession], Awaitable[None]]:
+        async def work(s: AsyncSession) -> None:
+            update_later(s, Connection, {"id": cid, "name": f"Later {cid}", "settings": {"n": cid}})
+
+        return work
+
+    await asyncio.gather(*(db.group_commit(rename(cid)) for cid in [*ids, 999999]))
+    assert statements == [("UPDATE", True)]
+    async with db.session() as s:
+        rows = (await s.execute(select(Connection.id, Connection.name, Connection.settings))).all()
+    assert sorted(rows) == [(cid, f"Later {cid}", {"n": cid}) for cid in ids]
