@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from adapters.errors import AuthorizationExpired
 from adapters.registry import get_adapter_class
-from bot.db import lock_row
+from bot.coalesce import Coalescer
+from bot.db import Database, lock_row
 from bot.models import Connection, ConnectionStatus, Credential, Member
 from bot.services import audit, oauth
 from bot.services.credentials import binding
@@ -30,6 +34,44 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tradecord.tokens")
 LEEWAY = timedelta(seconds=60)
+_CREDENTIALS = (
+    select(Credential, Connection, Member)
+    .join(Connection, Connection.id == Credential.connection_id)
+    .join(Member, Member.id == Connection.member_id)
+)
+Stored = tuple[Credential, Connection, Member]
+
+
+def _checked(row: Stored | None) -> Stored:
+    if row is None:
+        raise AuthorizationExpired(
+            "This connection has no stored authorization. Run /connect to link it again."
+        )
+    conn = row[1]
+    if conn.status == ConnectionStatus.NEEDS_REAUTH:
+        raise AuthorizationExpired(
+            f"“{conn.name}” needs to be re-linked. Run /connect {conn.broker} again."
+        )
+    return row
+
+
+async def _read_many(db: Database, connection_ids: Sequence[int]) -> list[Stored | None]:
+    query = _CREDENTIALS.where(Credential.connection_id.in_(sorted(set(connection_ids))))
+    async with db.session() as s:
+        found = {cred.connection_id: (cred, conn, m) for cred, conn, m in await s.execute(query)}
+    return [found.get(i) for i in connection_ids]
+
+
+_READS: weakref.WeakKeyDictionary[Database, Coalescer[int, Stored | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _reads(db: Database) -> Coalescer[int, Stored | None]:
+    reads = _READS.get(db)
+    if reads is None:
+        reads = _READS[db] = Coalescer(partial(_read_many, db))
+    return reads
 
 
 class DbTokenProvider:
@@ -47,26 +89,11 @@ class DbTokenProvider:
         self._expires_at: datetime | None = None
         self._reading = asyncio.Lock()  # concurrent first requests share one read
 
-    async def _load(self, s: AsyncSession) -> tuple[Credential, Connection, Member]:
-        row = (
-            await s.execute(
-                select(Credential, Connection, Member)
-                .join(Connection, Connection.id == Credential.connection_id)
-                .join(Member, Member.id == Connection.member_id)
-                .where(Credential.connection_id == self.connection_id)
-                .execution_options(populate_existing=True)
-            )
-        ).first()
-        if row is None:
-            raise AuthorizationExpired(
-                "This connection has no stored authorization. Run /connect to link it again."
-            )
-        cred, conn, member = row
-        if conn.status == ConnectionStatus.NEEDS_REAUTH:
-            raise AuthorizationExpired(
-                f"“{conn.name}” needs to be re-linked. Run /connect {conn.broker} again."
-            )
-        return cred, conn, member
+    async def _load(self, s: AsyncSession) -> Stored:
+        query = _CREDENTIALS.where(Credential.connection_id == self.connection_id)
+        for cred, conn, member in await s.execute(query.execution_options(populate_existing=True)):
+            return _checked((cred, conn, member))
+        return _checked(None)
 
     def _open(self, cred: Credential, conn: Connection, member: Member, column: str) -> str | None:
         envelope = getattr(cred, column)
@@ -78,8 +105,8 @@ class DbTokenProvider:
         async with self._reading:
             if self._token is not None and not self._expiring(self._expires_at):
                 return self._token
-            async with self.core.db.session() as s:
-                cred, conn, member = await self._load(s)
+            # A fan-out's adapters read their credentials together (bot.coalesce).
+            cred, conn, member = _checked(await _reads(self.core.db)(self.connection_id))
             token = self._open(cred, conn, member, "access_token")
             assert token is not None
             if cred.refresh_token and self._expiring(cred.expires_at):

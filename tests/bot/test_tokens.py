@@ -7,12 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from adapters.errors import AuthorizationExpired
 from bot.db import Database
-from bot.models import AuditEvent, ConnectionStatus, Credential
+from bot.models import AuditEvent, Connection, ConnectionStatus, Credential
 from bot.services.notify import RecordingNotifier
+from bot.services.oauth import TokenSet
 from bot.services.tokens import DbTokenProvider
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
@@ -108,5 +109,50 @@ async def test_an_adapter_reads_its_token_once_until_the_broker_refuses_it(
         assert ts.oauth.refresh_requests - before == 1
         assert await adapter.fetch_accounts()  # with the refreshed token, no further refresh
         assert ts.oauth.refresh_requests - before == 1
+    finally:
+        await core.close()
+
+
+async def test_concurrent_first_reads_of_many_connections_are_one_query(
+    ts_settings: Settings, db: Database
+) -> None:
+    """A signal's fan-out opens an adapter per subscriber at once: their credentials are read
+    together, and a connection without one fails alone."""
+    [core] = await open_cores(ts_settings, 1)
+    try:
+        ids = []
+        for i in range(4):
+            member_id = await core.members.ensure(MEMBER + 1 + i)
+            async with core.db.transaction() as s:
+                conn = Connection(
+                    member_id=member_id,
+                    broker="tradestation",
+                    name="TS",
+                    name_key="ts",
+                    status=ConnectionStatus.ACTIVE,
+                )
+                s.add(conn)
+                await s.flush()
+                cred = Credential(connection_id=conn.id, access_token="")
+                s.add(cred)
+                member = await core.connections.member_of(conn)
+                DbTokenProvider(core, conn.id).store(
+                    cred, conn, member, TokenSet(f"token-{i}", None, None, "trade")
+                )
+                ids.append(conn.id)
+        reads: list[str] = []
+
+        def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+            if "FROM credentials" in statement:
+                reads.append(statement)
+
+        event.listen(core.db.engine.sync_engine, "before_cursor_execute", seen)
+        tokens = await asyncio.gather(
+            *(DbTokenProvider(core, cid).access_token() for cid in [*ids, 987654]),
+            return_exceptions=True,
+        )
+        assert tokens[:4] == [f"token-{i}" for i in range(4)]
+        assert isinstance(tokens[4], AuthorizationExpired)
+        assert len(reads) == 1
     finally:
         await core.close()
