@@ -104,6 +104,10 @@ class Database:
         others' at the end, so ORM changes (``add``, attribute sets) become one ``executemany``
         per table; it must not rely on seeing another unit's changes. If the batch fails, each
         unit runs again alone, so one unit's error is its own.
+
+        ``work`` holds the batch's transaction while it runs: it must not wait for anything but
+        this session (no broker calls, and never ``group_commit`` itself, which would wait for
+        the batch it is part of).
         """
         return cast(R, await self._units(_Unit(work, rows)))
 
@@ -114,9 +118,10 @@ class Database:
                 wanted.setdefault(cls, set()).add(key)
         async with self.transaction() as s:
             loaded = []  # the identity map holds objects weakly: keep them for the works
-            for cls, keys in wanted.items():
+            # One lock order (table, then key) for every batch, so two cannot deadlock.
+            for cls, keys in sorted(wanted.items(), key=lambda item: item[0].__tablename__):
                 pk = cls.__mapper__.primary_key[0]
-                ordered = sorted(keys)  # one lock order for every batch
+                ordered = sorted(keys)
                 for i in range(0, len(ordered), 500):
                     query = select(cls).where(pk.in_(ordered[i : i + 500])).order_by(pk)
                     loaded.extend(await s.scalars(query.with_for_update()))
