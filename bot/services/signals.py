@@ -994,16 +994,12 @@ class SignalService:
                 )
                 for sub, _, _ in subs
             ]
+            # Parameters, not a VALUES list: one cached statement run as an executemany.
+            ignoring = insert_ignoring(
+                self.core.db, SignalExecution, [], ["signal_id", "subscription_id"]
+            )
             async with self.core.db.transaction() as s:
-                for i in range(0, len(rows), 500):
-                    await s.execute(
-                        insert_ignoring(
-                            self.core.db,
-                            SignalExecution,
-                            rows[i : i + 500],
-                            ["signal_id", "subscription_id"],
-                        )
-                    )
+                await s.execute(ignoring, rows)
         async with self.core.db.session() as s:
             executions = {
                 e.subscription_id: e
