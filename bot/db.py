@@ -127,7 +127,7 @@ class Database:
                     loaded.extend(await s.scalars(query.with_for_update()))
             with s.no_autoflush:
                 results = [await unit.work(s) for unit in units]
-            await flush_appending(s)
+            await flush_batched(s)
             return results
 
     async def upgrade(self) -> None:
@@ -148,13 +148,13 @@ class Database:
 
 
 def update_later(session: AsyncSession, cls: type[Any], values: dict[str, Any]) -> None:
-    """Update the row of ``cls`` whose primary key is in ``values`` when the unit of work is
-    flushed (``flush_appending``): the rows other units update in the same columns go with it
-    in one ``executemany``, and the row need not be loaded first."""
+    """Update the row of ``cls`` whose primary key is in ``values`` when ``flush_batched``
+    runs (a ``group_commit`` unit's end): the rows other units update in the same columns go
+    with it in one ``executemany``, and the row need not be loaded first."""
     session.info.setdefault(_UPDATES, []).append((cls, values))
 
 
-async def flush_appending(session: AsyncSession) -> None:
+async def flush_batched(session: AsyncSession) -> None:
     """Flush, then run the updates of ``update_later``, then insert the new rows of
     append-only tables (models with ``append_only = True``) without reading their ids back.
 

@@ -487,9 +487,10 @@ async def _place_many(requests: Sequence[_Request]) -> list[Order | BaseExceptio
         for r, m in ((requests[i], marks[i]) for i in ready)
         if not isinstance(m, BaseException)
     ]
-    placed: Sequence[Order | BaseException]
+    placed: Sequence[Order | BaseException] = []
     try:
-        placed = await store.place_orders(db, batch)
+        if batch:
+            placed = await store.place_orders(db, batch)
     except IntegrityError as e:
         # A client order id placed meanwhile by another process. The coalescer runs a failed
         # batch again one order at a time; alone, the order placed first is the answer.

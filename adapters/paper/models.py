@@ -98,7 +98,7 @@ class PaperOrder(Base):
 
 class PaperFill(Base):
     __tablename__ = "paper_fills"
-    append_only: ClassVar[bool] = True  # see bot.db.flush_appending
+    append_only: ClassVar[bool] = True  # see bot.db.flush_batched
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # "<order id>-F<n>": unique, so a second sweeper cannot book the same fill again.

@@ -39,7 +39,7 @@ from adapters.paper.feed import Clock, QuoteSource, SimulatedFeed, utcnow
 from adapters.paper.hours import FillHours, is_open
 from adapters.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from adapters.paper.universe import Instrument
-from bot.db import Database, flush_appending
+from bot.db import Database, flush_batched
 from bot.db_types import plain
 from bot.models import Connection
 
@@ -654,7 +654,7 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
             )
             if OrderStatus(order.status).is_final:
                 working[p.account_id].remove(order)
-        await flush_appending(s)  # the fills after their orders, in one executemany
+        await flush_batched(s)  # the fills after their orders, in one executemany
     return [to_order(r) if isinstance(r, PaperOrder) else r for r in results]
 
 
