@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -198,11 +199,9 @@ async def ensure_accounts(
         except IntegrityError:
             # Another process created one first, or a connection is gone: one at a time.
             for w in missing.values():
-                try:
+                with suppress(IntegrityError):
                     async with db.transaction() as s:
                         s.add(_new_account(w))
-                except IntegrityError:
-                    pass
             async with db.session() as s:
                 found = {row.connection_id: row for row in await s.scalars(query)}
     return [found.get(w.connection_id) or AccountMissing() for w in wanted]

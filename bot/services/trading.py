@@ -286,19 +286,7 @@ class TradingService:
             },
         )
         async with self.core.db.transaction() as s:
-            s.add(intent)
-            audit.record(
-                s,
-                "order.validated",
-                member_id=intent.member_id,
-                connection_id=intent.connection_id,
-                intent_id=intent.id,
-                symbol=intent.symbol,
-                side=intent.side,
-                quantity=intent.quantity,
-                order_type=intent.order_type,
-                mode=intent.mode,
-            )
+            _add_validated(s, intent)
         return Preview(
             intent_id=intent.id,
             target=target,
@@ -341,20 +329,7 @@ class TradingService:
         )
 
         async def store(s: AsyncSession) -> None:
-            s.add(intent)
-            audit.record(
-                s,
-                "order.validated",
-                member_id=intent.member_id,
-                connection_id=intent.connection_id,
-                intent_id=intent.id,
-                symbol=intent.symbol,
-                side=intent.side,
-                quantity=intent.quantity,
-                order_type=intent.order_type,
-                mode=intent.mode,
-                source=source,
-            )
+            _add_validated(s, intent)
 
         try:
             # A signal's fan-out stores its subscribers' intents together (group commit).
@@ -1016,6 +991,24 @@ class TradingService:
         if intent.status == IntentStatus.DISCARDED:
             return "This preview was cancelled or expired; nothing was sent. Run /trade again."
         return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
+
+
+def _add_validated(s: AsyncSession, intent: OrderIntent) -> None:
+    """Add a new intent with its first audit event (the source is the intent's own)."""
+    s.add(intent)
+    audit.record(
+        s,
+        "order.validated",
+        member_id=intent.member_id,
+        connection_id=intent.connection_id,
+        intent_id=intent.id,
+        symbol=intent.symbol,
+        side=intent.side,
+        quantity=intent.quantity,
+        order_type=intent.order_type,
+        mode=intent.mode,
+        source=intent.source,
+    )
 
 
 def bracket_json(bracket: Bracket | None) -> dict[str, str | None] | None:

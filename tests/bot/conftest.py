@@ -53,7 +53,21 @@ async def open_cores(settings: Settings, n: int) -> list[Core]:
 async def link(core: Core, ts: TradeStationEmulator) -> int:
     async with aiohttp.ClientSession() as http:
         tokens = await sign_in(http, ts)
-    member_id = await core.members.ensure(MEMBER)
+    return await stored_connection(
+        core,
+        MEMBER,
+        TokenSet(
+            tokens["access_token"],
+            tokens["refresh_token"],
+            datetime.now(UTC) + timedelta(seconds=int(tokens["expires_in"])),
+            tokens["scope"],
+        ),
+    )
+
+
+async def stored_connection(core: Core, discord_user_id: int, tokens: TokenSet) -> int:
+    """A TradeStation connection of the member's, holding ``tokens`` as /connect stores them."""
+    member_id = await core.members.ensure(discord_user_id)
     async with core.db.transaction() as s:
         conn = Connection(
             member_id=member_id,
@@ -67,17 +81,7 @@ async def link(core: Core, ts: TradeStationEmulator) -> int:
         cred = Credential(connection_id=conn.id, access_token="")
         s.add(cred)
         member = await core.connections.member_of(conn)
-        DbTokenProvider(core, conn.id).store(
-            cred,
-            conn,
-            member,
-            TokenSet(
-                tokens["access_token"],
-                tokens["refresh_token"],
-                datetime.now(UTC) + timedelta(seconds=int(tokens["expires_in"])),
-                tokens["scope"],
-            ),
-        )
+        DbTokenProvider(core, conn.id).store(cred, conn, member, tokens)
         return conn.id
 
 

@@ -11,14 +11,14 @@ from sqlalchemy import event, select
 
 from adapters.errors import AuthorizationExpired
 from bot.db import Database
-from bot.models import AuditEvent, Connection, ConnectionStatus, Credential
+from bot.models import AuditEvent, ConnectionStatus, Credential
 from bot.services.notify import RecordingNotifier
 from bot.services.oauth import TokenSet
 from bot.services.tokens import DbTokenProvider
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradestation.server import DEFAULT_CLIENT_ID
-from tests.bot.conftest import MEMBER, connection, link, open_cores
+from tests.bot.conftest import MEMBER, connection, link, open_cores, stored_connection
 
 
 async def test_concurrent_callers_over_several_processes_refresh_once(
@@ -120,26 +120,10 @@ async def test_concurrent_first_reads_of_many_connections_are_one_query(
     together, and a connection without one fails alone."""
     [core] = await open_cores(ts_settings, 1)
     try:
-        ids = []
-        for i in range(4):
-            member_id = await core.members.ensure(MEMBER + 1 + i)
-            async with core.db.transaction() as s:
-                conn = Connection(
-                    member_id=member_id,
-                    broker="tradestation",
-                    name="TS",
-                    name_key="ts",
-                    status=ConnectionStatus.ACTIVE,
-                )
-                s.add(conn)
-                await s.flush()
-                cred = Credential(connection_id=conn.id, access_token="")
-                s.add(cred)
-                member = await core.connections.member_of(conn)
-                DbTokenProvider(core, conn.id).store(
-                    cred, conn, member, TokenSet(f"token-{i}", None, None, "trade")
-                )
-                ids.append(conn.id)
+        ids = [
+            await stored_connection(core, MEMBER + 1 + i, TokenSet(f"token-{i}", None, None, "t"))
+            for i in range(4)
+        ]
         reads: list[str] = []
 
         def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
