@@ -24,10 +24,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from bot.coalesce import Coalescer
+from bot.coalesce import BatchFunction, Coalescer
 from bot.sqlite_driver import InlineSqlite
 
 R = TypeVar("R")
+T = TypeVar("T")
 _UPDATES = "tradecord.updates"  # Session.info key of update_later's rows
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -73,6 +74,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._units: Coalescer[_Unit, Any] = Coalescer(self._run_units)
+        self._shared: dict[str, Coalescer[Any, Any]] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -88,6 +90,14 @@ class Database:
         """A session inside a transaction: commits on success, rolls back on error."""
         async with self.sessionmaker() as s, s.begin():
             yield s
+
+    def shared(self, name: str, run_many: BatchFunction[T, R]) -> Coalescer[T, R]:
+        """The coalescer named ``name`` on this database (made with ``run_many`` on first use),
+        shared by everything in this process that reads or writes the same kind of rows."""
+        coalescer = self._shared.get(name)
+        if coalescer is None:
+            coalescer = self._shared[name] = Coalescer(run_many)
+        return coalescer
 
     async def group_commit(
         self,

@@ -16,7 +16,6 @@ Built from ``AdapterContext.extra``:
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,7 +58,6 @@ from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
 from adapters.paper.models import PaperAccount, PaperOrder
 from adapters.paper.universe import Instrument, resolve
 from adapters.registry import register
-from bot.coalesce import Coalescer
 from bot.db import Database
 from bot.db_types import plain
 
@@ -167,7 +165,8 @@ class PaperBroker(BrokerAdapter):
 
     async def _ensure(self) -> PaperAccount:
         wanted = store.NewAccount(self.connection_id, self.starting_cash, self._now())
-        row = await _batches(self.db).accounts(wanted)
+        accounts = self.db.shared("paper.accounts", partial(store.ensure_accounts, self.db))
+        row = await accounts(wanted)
         self._ensured = True
         _ENSURED.add((self.db.url, self.connection_id))
         return row
@@ -262,7 +261,8 @@ class PaperBroker(BrokerAdapter):
 
     async def fetch_positions(self, account: AccountRef) -> list[Position]:
         await self._ready("read", account)
-        rows = await _batches(self.db).positions(self.account_id)
+        reads = self.db.shared("paper.positions", partial(_each, store.positions_of, self.db))
+        rows = await reads(self.account_id)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in rows])
         return [self._position(row, quotes.get(row.symbol)) for row in rows]
 
@@ -301,7 +301,10 @@ class PaperBroker(BrokerAdapter):
 
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         await self._ready("read", account)
-        rows = await _batches(self.db).open_orders(self.account_id)
+        reads = self.db.shared(
+            "paper.open_orders", partial(_each, store.open_orders_of_accounts, self.db)
+        )
+        rows = await reads(self.account_id)
         return [store.to_order(r) for r in reversed(rows)]
 
     async def fetch_orders(
@@ -356,7 +359,7 @@ class PaperBroker(BrokerAdapter):
             await self._ensure()
         inst = resolve(request.symbol)
         validate(request, inst)
-        # A client order id already used is found by place_order, inside its transaction.
+        # A client order id already used is found by place_orders, inside its transaction.
         now = self._now()
         hours = self.market.fill_hours
         immediate = request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
@@ -385,7 +388,9 @@ class PaperBroker(BrokerAdapter):
                 else None
             ),
         )
-        order = await _batches(self.db).place(_Request(self, new, quote, now))
+        # Orders placed at the same moment (a signal's fan-out) share one transaction.
+        place = self.db.shared("paper.place", _place_many)
+        order = await place(_Request(self, new, quote, now))
         if self.test_hooks.take_lost_response():
             raise BrokerUnavailable(maybe_sent=True)
         return order
@@ -435,33 +440,6 @@ class _Request:
     now: datetime
 
 
-class _Batches:
-    """One database's batches (see ``bot.coalesce``), shared by this process's paper adapters:
-    what a signal's fan-out asks of a thousand accounts at once is done in a few queries."""
-
-    def __init__(self, db: Database) -> None:
-        self.accounts: Coalescer[store.NewAccount, PaperAccount] = Coalescer(
-            partial(store.ensure_accounts, db)
-        )
-        self.positions: Coalescer[str, list[Row[Any]]] = Coalescer(
-            partial(_each, store.positions_of, db)
-        )
-        self.open_orders: Coalescer[str, list[PaperOrder]] = Coalescer(
-            partial(_each, store.open_orders_of_accounts, db)
-        )
-        self.place: Coalescer[_Request, Order] = Coalescer(_place_many)
-
-
-_BATCHES: weakref.WeakKeyDictionary[Database, _Batches] = weakref.WeakKeyDictionary()
-
-
-def _batches(db: Database) -> _Batches:
-    batches = _BATCHES.get(db)
-    if batches is None:
-        batches = _BATCHES[db] = _Batches(db)
-    return batches
-
-
 async def _each(
     read: Callable[[Database, Sequence[str]], Awaitable[dict[str, V]]],
     db: Database,
@@ -478,15 +456,16 @@ async def _place_many(requests: Sequence[_Request]) -> list[Order | BaseExceptio
     marks = await asyncio.gather(
         *(_marks(r, held.get(r.broker.account_id, ())) for r in requests), return_exceptions=True
     )
-    results: dict[int, Order | BaseException] = {
-        i: m for i, m in enumerate(marks) if isinstance(m, BaseException)
-    }
-    ready = [i for i in range(len(requests)) if i not in results]
-    batch = [
-        store.Placement(r.broker.account_id, r.new, r.quote, m, r.broker.market, r.now)
-        for r, m in ((requests[i], marks[i]) for i in ready)
-        if not isinstance(m, BaseException)
-    ]
+    results: dict[int, Order | BaseException] = {}
+    ready: list[int] = []
+    batch: list[store.Placement] = []
+    for i, (r, m) in enumerate(zip(requests, marks, strict=True)):
+        if isinstance(m, BaseException):
+            results[i] = m
+        else:
+            ready.append(i)
+            b = r.broker
+            batch.append(store.Placement(b.account_id, r.new, r.quote, m, b.market, r.now))
     placed: Sequence[Order | BaseException] = []
     try:
         if batch:

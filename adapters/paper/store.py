@@ -578,30 +578,13 @@ class Placement:
     now: datetime
 
 
-async def place_order(
-    db: Database,
-    account_id: str,
-    new: NewOrder,
-    quote: Quote,
-    marks: Mapping[str, Decimal],
-    market: Market,
-    now: datetime,
-) -> Order:
-    """Check buying power, record the order and execute what can execute now: one transaction.
-
-    An existing order with the same client order id is returned unchanged instead.
-    """
-    (result,) = await place_orders(db, [Placement(account_id, new, quote, marks, market, now)])
-    if isinstance(result, BrokerError):
-        raise result
-    return result
-
-
 async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order | BrokerError]:
-    """``place_order`` for many orders in one transaction: the accounts are locked and read
-    together and the rows written in one flush. An order refused (buying power, a missing
-    account) gets its error in its place; the others go on. Orders for one account are placed
-    in the batch's order, each seeing the ones before it."""
+    """Check buying power, record each order and execute what can execute now, for many orders
+    in one transaction: the accounts are locked and read together and the rows written in one
+    flush. An order whose client order id the account already has is answered with that order,
+    unchanged. An order refused (buying power, a missing account) gets its error in its place;
+    the others go on. Orders for one account are placed in the batch's order, each seeing the
+    ones before it."""
     ids = sorted({p.account_id for p in batch})
     results: list[Order | BrokerError | PaperOrder] = []
     async with db.transaction() as s:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -20,7 +19,6 @@ from sqlalchemy import select
 
 from adapters.errors import AuthorizationExpired
 from adapters.registry import get_adapter_class
-from bot.coalesce import Coalescer
 from bot.db import Database, lock_row
 from bot.models import Connection, ConnectionStatus, Credential, Member
 from bot.services import audit, oauth
@@ -62,18 +60,6 @@ async def _read_many(db: Database, connection_ids: Sequence[int]) -> list[Stored
     return [found.get(i) for i in connection_ids]
 
 
-_READS: weakref.WeakKeyDictionary[Database, Coalescer[int, Stored | None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _reads(db: Database) -> Coalescer[int, Stored | None]:
-    reads = _READS.get(db)
-    if reads is None:
-        reads = _READS[db] = Coalescer(partial(_read_many, db))
-    return reads
-
-
 class DbTokenProvider:
     """Tokens of one connection for one adapter (one unit of work).
 
@@ -91,9 +77,8 @@ class DbTokenProvider:
 
     async def _load(self, s: AsyncSession) -> Stored:
         query = _CREDENTIALS.where(Credential.connection_id == self.connection_id)
-        for cred, conn, member in await s.execute(query.execution_options(populate_existing=True)):
-            return _checked((cred, conn, member))
-        return _checked(None)
+        rows = (await s.execute(query.execution_options(populate_existing=True))).all()
+        return _checked((rows[0][0], rows[0][1], rows[0][2]) if rows else None)
 
     def _open(self, cred: Credential, conn: Connection, member: Member, column: str) -> str | None:
         envelope = getattr(cred, column)
@@ -106,7 +91,9 @@ class DbTokenProvider:
             if self._token is not None and not self._expiring(self._expires_at):
                 return self._token
             # A fan-out's adapters read their credentials together (bot.coalesce).
-            cred, conn, member = _checked(await _reads(self.core.db)(self.connection_id))
+            db = self.core.db
+            reads = db.shared("credentials", partial(_read_many, db))
+            cred, conn, member = _checked(await reads(self.connection_id))
             token = self._open(cred, conn, member, "access_token")
             assert token is not None
             if cred.refresh_token and self._expiring(cred.expires_at):
