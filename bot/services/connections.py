@@ -366,8 +366,6 @@ class ConnectionService:
     async def disconnect(self, discord_user_id: int, connection: str) -> DisconnectResult:
         """Revoke at the broker where it can (RFC 7009), then delete the credentials and the
         connection whatever the broker said; the audit trail keeps both outcomes."""
-        from bot.services import oauth
-
         conn = await self.owned(discord_user_id, connection)
         if conn.builtin:
             raise InvalidInput(
@@ -375,17 +373,19 @@ class ConnectionService:
             )
         cls = get_adapter_class(conn.broker)
         revoked: bool | None = None
-        member = await self.member_of(conn)
         async with self.core.db.session() as s:
             cred = await s.get(Credential, conn.id)
-        if cred is not None and cls.oauth is not None and cls.oauth.revoke_url:
-            from bot.services.credentials import binding
-
-            token_column = "refresh_token" if cred.refresh_token else "access_token"
-            envelope = getattr(cred, token_column)
-            token = self.core.vault.decrypt(envelope, binding(conn, member, token_column))
-            ep = oauth.endpoints(cls, self.core.settings)
-            revoked = await oauth.revoke(ep, token, hint=token_column)
+        if cred is not None and cls.oauth is not None:
+            try:
+                revoked = await self._revoke(conn, cls, cred)
+            except Exception as e:  # the token, keys or settings are gone: delete regardless
+                log.warning(
+                    "Could not revoke connection %s at %s: %s",
+                    conn.id,
+                    conn.broker,
+                    type(e).__name__,
+                )
+                revoked = False
         async with self.core.db.transaction() as s:
             row = await s.get(Connection, conn.id)
             if row is not None:
@@ -400,6 +400,24 @@ class ConnectionService:
                 revoked=revoked,
             )
         return DisconnectResult(conn.name, cls.display_name, revoked)
+
+    async def _revoke(
+        self, conn: Connection, cls: type[BrokerAdapter], cred: Credential
+    ) -> bool | None:
+        """RFC 7009 at the broker's revocation endpoint (settings may name one); ``None`` when
+        the broker has none."""
+        from bot.services import oauth
+        from bot.services.credentials import binding
+
+        ep = oauth.endpoints(cls, self.core.settings)
+        if not ep.revoke_url:
+            return None
+        token_column = "refresh_token" if cred.refresh_token else "access_token"
+        member = await self.member_of(conn)
+        token = self.core.vault.decrypt(
+            getattr(cred, token_column), binding(conn, member, token_column)
+        )
+        return await oauth.revoke(ep, token, hint=token_column)
 
     def refresh_lock(self, connection_id: int) -> asyncio.Lock:
         lock = self._refresh_locks.get(connection_id)

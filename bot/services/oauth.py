@@ -86,6 +86,8 @@ def _client(
         client_id=ep.client_id,
         client_secret=ep.client_secret,
         token_endpoint_auth_method=ep.spec.client_auth,
+        # authlib revokes with client_secret_basic unless told: the broker's method, as for tokens.
+        revocation_endpoint_auth_method=ep.spec.client_auth,
         redirect_uri=redirect_uri,
         scope=scope,
         code_challenge_method=code_challenge_method,

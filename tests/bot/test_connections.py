@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import pytest
+from sqlalchemy import select
+
 from bot.core import Core
 from bot.db import Database
-from bot.models import Connection
+from bot.models import AuditEvent, Connection, Credential
 from bot.settings import Settings, load_settings
+from bot.vault import Vault, generate_key_spec, parse_keys
+from emulators.tradestation import TradeStationEmulator
+from tests.bot.conftest import MEMBER, link
 
 
 async def test_remote_adapters_take_every_url_from_settings(
@@ -33,5 +39,51 @@ async def test_remote_adapters_take_every_url_from_settings(
         assert {e.value: u for e, u in adapter.ctx.api_urls.items()} == {
             "paper": "http://127.0.0.1:1/p"
         }
+    finally:
+        await core.close()
+
+
+async def _credential_left(core: Core, cid: int) -> bool:
+    async with core.db.session() as s:
+        return await s.get(Credential, cid) is not None
+
+
+async def test_disconnect_revokes_at_the_configured_endpoint(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        result = await core.connections.disconnect(MEMBER, "TS")
+        assert result.revoked is True and ts.revocations == 1
+        assert not await _credential_left(core, cid)
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize("breakage", ["broker no longer configured", "encryption key gone"])
+async def test_disconnect_deletes_the_tokens_when_revocation_cannot_even_start(
+    ts_settings: Settings, ts: TradeStationEmulator, breakage: str
+) -> None:
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        if breakage == "broker no longer configured":
+            values = {k: v for k, v in ts_settings.model_dump().items() if v is not None}
+            values.pop("tradecord_tradestation_client_id")
+            core.settings = load_settings(**values)
+        else:
+            core.vault = Vault(parse_keys(generate_key_spec("other")))
+        result = await core.connections.disconnect(MEMBER, "TS")
+        assert result.revoked is False
+        assert not await _credential_left(core, cid)
+        async with core.db.session() as s:
+            assert await s.get(Connection, cid) is None
+            events = list(
+                await s.scalars(select(AuditEvent).where(AuditEvent.connection_id == cid))
+            )
+        assert [e.detail["revoked"] for e in events if e.kind == "connection.disconnected"] == [
+            False
+        ]
     finally:
         await core.close()
