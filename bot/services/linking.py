@@ -139,7 +139,8 @@ class LinkingService:
             )
 
     async def start(self, discord_user_id: int, broker: str, environment: str | None) -> str:
-        """A fresh private link; any older unused link of this member stops working."""
+        """A fresh private link; any older link of this member stops working, and so does a
+        sign-in already under way from one (its callbacks are refused)."""
         if broker not in self.configured_brokers():
             raise InvalidInput(
                 f"{broker} is not available on this server. /help lists the brokers you can "
@@ -165,11 +166,7 @@ class LinkingService:
         async with self.core.db.transaction() as s:
             await s.execute(
                 update(ConnectLink)
-                .where(
-                    ConnectLink.member_id == member_id,
-                    ConnectLink.used_at.is_(None),
-                    ConnectLink.cancelled_at.is_(None),
-                )
+                .where(ConnectLink.member_id == member_id, ConnectLink.cancelled_at.is_(None))
                 .values(cancelled_at=now)
             )
             link = ConnectLink(
@@ -341,6 +338,11 @@ class LinkingService:
             link = await s.get(ConnectLink, row.link_id)
             member = await s.get(Member, row.member_id)
         assert link is not None and member is not None
+        if link.cancelled_at is not None:
+            raise LinkRefused(
+                "This sign-in was replaced by a newer /connect. Nothing was linked. Finish the "
+                "newest one, or run /connect again."
+            )
         verifier = None
         if row.code_verifier:
             verifier = self.core.vault.decrypt(row.code_verifier, self._binding(row, member))

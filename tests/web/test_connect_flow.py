@@ -191,6 +191,19 @@ async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) ->
         await b.close()
 
 
+async def test_a_newer_connect_stops_a_sign_in_already_under_way(h: Harness) -> None:
+    b = Browser()
+    try:
+        base, q = await reach_broker_callback(h, b)
+        await connect_link(h, "alice")
+        late = await b.get(url(base, state=q["state"][0], code=q["code"][0]))
+        assert late.status == 400 and "replaced by a newer /connect" in await late.text()
+    finally:
+        await b.close()
+    assert token_requests(h) == 0
+    assert await connections(h, "alice") == []
+
+
 async def test_expired_link(h: Harness) -> None:
     from tests.support import FakeClock
 
