@@ -274,8 +274,13 @@ class Automation(commands.Cog):
             "Unsubscribed; no new orders from it.", ephemeral=True
         )
 
+    # Hidden from members by default; still checked at run time (server admins can change who
+    # sees a command).
     alerts = app_commands.Group(
-        name="alerts", description="Trade alerts in channels", guild_only=True
+        name="alerts",
+        description="Trade alerts in channels",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
     )
 
     @alerts.command(name="channel", description="Where this server's trade alerts go (admins)")

@@ -218,9 +218,15 @@ class Connections(commands.Cog):
         # Checked here, at run time: default permissions can be overridden by server admins.
         perms = getattr(interaction.user, "guild_permissions", None)
         allowed = bool(perms and (perms.manage_guild or perms.administrator))
-        if not allowed and not await self.bot.is_owner(interaction.user):
+        owner = await self.bot.is_owner(interaction.user)
+        if not allowed and not owner:
             raise PermissionDenied(
                 "Only server admins (Manage Server) or the bot owner can set plans."
+            )
+        # A plan counts in every server the bot is in, so an admin of one cannot raise their own.
+        if member.id == interaction.user.id and not owner:
+            raise PermissionDenied(
+                "Server admins cannot change their own plan; ask the bot's owner, or another admin."
             )
         result = await self.bot.core.members.set_plan(
             member.id, plan, self.bot.settings.plans, by=interaction.user.id

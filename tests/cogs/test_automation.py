@@ -7,10 +7,12 @@ import re
 from decimal import Decimal
 
 import aiohttp
+import pytest
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
 from emulators.discord import Message
+from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness
 
 
@@ -106,6 +108,11 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     tradecord: Harness,
 ) -> None:
     h = tradecord
+    # Discord hides /alerts from members without Manage Server (default permissions)...
+    with pytest.raises(EmulatorError, match="hidden"):
+        await h.reply("carol", "alerts channel", channel=h.emu.trade_alerts.id)
+    # ...but a server admin can show it to anyone; the bot still checks when it runs.
+    h.emu.set_command_permission(h.guild_id, "alerts", h.user("carol"), allow=True)
     denied = await h.reply("carol", "alerts channel", channel=h.emu.trade_alerts.id)
     assert denied.ephemeral and "Manage Server" in denied.content
     await create_strategy(h, "carol", "Mine")

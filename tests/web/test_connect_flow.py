@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
+import discord
 import pytest
 from sqlalchemy import select
 
@@ -335,6 +336,14 @@ async def test_plan_limit_and_plan_set(h: Harness) -> None:
     assert "now on the **pro** plan" in (await granted.message()).content
     assert "**pro**: 1 of 25" in (await h.reply("alice", "plan show")).content
     assert (await h.reply("alice", "connect", broker="alpaca")).buttons()
+    # A plan counts in every server: an admin of one (not the bot owner) cannot raise their own.
+    h.emu.add_member(
+        h.guild_id, h.user("bob"), permissions=int(discord.Permissions(manage_guild=True).value)
+    )
+    own = await h.reply("bob", "plan set", member=h.user("bob"), plan="pro")
+    assert "cannot change their own plan" in own.text()
+    other = await h.reply("bob", "plan set", member=h.user("alice"), plan="starter")
+    assert "now on the **starter** plan" in other.text()
 
 
 async def test_rename_rules_and_suggestions(h: Harness) -> None:
