@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field as PydField
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigurationError
@@ -283,6 +283,20 @@ class Settings(BaseSettings):
         _parse_plan_limits(v)
         return v
 
+    @model_validator(mode="after")
+    def _https_on_discord(self) -> Settings:
+        # Broker sign-ins and webhook secrets travel over PUBLIC_URL: plain HTTP only for local
+        # mode or a loopback address (trying a real Discord application on one machine).
+        if self.discord_token is not None and self.public_url.startswith("http://"):
+            host = urlsplit(self.public_url).hostname or ""
+            if host != "localhost" and not _is_loopback(host):
+                raise ValueError(
+                    "PUBLIC_URL must start with https:// when the bot runs on Discord: /connect "
+                    "sign-ins and webhook URLs travel over it. Serve Tradecord behind a TLS "
+                    "terminator (a reverse proxy) and give its https:// address."
+                )
+        return self
+
     # -- derived values -------------------------------------------------------------------
 
     @property
@@ -335,3 +349,10 @@ def load_settings(**overrides: Any) -> Settings:
             f"PLAN_DEFAULT: expected one of the plans in PLAN_LIMITS ({', '.join(settings.plans)})"
         )
     return settings
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

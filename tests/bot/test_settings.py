@@ -74,3 +74,28 @@ def test_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.url("token_url", "https://real") == "https://real"
     assert "shh" not in repr(cfg)
     assert s.broker_client_id("alpaca") is None
+
+
+@pytest.mark.parametrize(
+    ("public_url", "ok"),
+    [
+        ("https://trade.example.org", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://trade.example.org", False),
+        ("http://203.0.113.9:8080", False),
+    ],
+)
+def test_on_discord_the_public_url_is_https_unless_loopback(
+    monkeypatch: pytest.MonkeyPatch, public_url: str, ok: bool
+) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "x" * 60)
+    monkeypatch.setenv("PUBLIC_URL", public_url)
+    if ok:
+        assert load_settings().public_url == public_url
+    else:
+        with pytest.raises(SettingsError, match="PUBLIC_URL must start with https://"):
+            load_settings()
+    monkeypatch.delenv("DISCORD_TOKEN")
+    assert load_settings().public_url == public_url  # local mode: the built-in Discord
