@@ -1,4 +1,5 @@
-"""Trading commands: /trade, /positions, /balances, /orders, /history, /cancel, /paper reset.
+"""Trading commands: /trade, /positions, /balances, /orders, /history, /cancel, /paper reset,
+/paper settings.
 
 Thin by design: check input, defer when a broker is involved, call the trading service, render.
 Confirm/Cancel on a trade card are dynamic items keyed by the order intent, so a click works in
@@ -16,14 +17,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
+from bot.services.connections import SIMULATED_SOURCE, PaperSettings
 from bot.services.trading import Holdings, OrderInput, Outcome, Preview
 from cogs import format as fmt
 from cogs.ui import OK_COLOUR, OwnedView, connection_names, in_time, reply, update
 
 Mode = Literal["paper", "live"]
 CARD_TTL = 60.0
+PRICE_TYPES: dict[PriceType, str] = {  # as members read them
+    PriceType.MID: "Bid/ask midpoint",
+    PriceType.BID_ASK: "Ask for buys, bid for sells",
+    PriceType.ASK: "Always the ask",
+    PriceType.BID: "Always the bid",
+    PriceType.LAST: "Last trade price",
+}
 
 
 def _footer(*parts: str | None) -> str:
@@ -540,6 +550,55 @@ class Trading(commands.Cog):
             ephemeral=True,
         )
         view.message = await interaction.original_response()
+
+    @paper.command(name="settings", description="How your paper market orders are priced")
+    @app_commands.describe(
+        price_type="The price market orders fill at",
+        quote_source="Where prices come from: one of your linked brokers, or simulated",
+    )
+    @app_commands.choices(
+        price_type=[app_commands.Choice(name=n, value=t.value) for t, n in PRICE_TYPES.items()]
+    )
+    async def paper_settings(
+        self,
+        interaction: discord.Interaction,
+        price_type: str | None = None,
+        quote_source: str | None = None,
+    ) -> None:
+        settings = await self.bot.core.connections.set_paper_settings(
+            interaction.user.id, price_type=price_type, quote_source=quote_source
+        )
+        changed = price_type is not None or quote_source is not None
+        await reply(interaction, embed=paper_settings_embed(settings, changed), ephemeral=True)
+
+    @paper_settings.autocomplete("quote_source")
+    async def quote_source_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        sources = await self.bot.core.connections.quote_sources(interaction.user.id)
+        cur = current.casefold()
+        choices = [
+            app_commands.Choice(name=f"Simulated feed ({fmt.SIMULATED})", value=SIMULATED_SOURCE)
+        ] + [app_commands.Choice(name=c.name, value=c.name) for c in sources]
+        return [c for c in choices if cur in c.name.casefold()][:25]
+
+
+def paper_settings_embed(settings: PaperSettings, changed: bool) -> discord.Embed:
+    source = (
+        f"{settings.quote_source.name} ({settings.quote_source_broker})"
+        if settings.quote_source
+        else f"The built-in simulated feed ({fmt.SIMULATED})"
+    )
+    embed = discord.Embed(
+        title="Paper settings saved" if changed else "Paper settings",
+        colour=OK_COLOUR if changed else fmt.mode_colour("paper"),
+    )
+    embed.add_field(
+        name="Market orders fill at", value=PRICE_TYPES[settings.price_type], inline=False
+    )
+    embed.add_field(name="Prices from", value=source, inline=False)
+    embed.set_footer(text="Change them with /paper settings price_type quote_source")
+    return embed
 
 
 def shared_positions(

@@ -20,6 +20,8 @@ from sqlalchemy.orm import joinedload
 
 from adapters.base import AdapterContext, BrokerAdapter, CircuitBreaker, LimiterRegistry
 from adapters.models import Account, AccountRef, AccountType, Environment
+from adapters.paper.engine import PriceType
+from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import get_adapter_class
 from bot.errors import Conflict, InvalidInput, NotFound
 from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential, Member
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("tradecord.connections")
 
 MODES = ("paper", "live")
+QUOTE_SOURCE_SETTING = "quote_source_connection_id"  # key in a paper connection's settings
+# The quote source that means "no broker: the built-in simulated feed". It wins over a
+# connection of that name, so a member can always get back to the feed.
+SIMULATED_SOURCE = "simulated"
 
 
 @dataclass(slots=True)
@@ -52,6 +58,16 @@ class DisconnectResult:
     name: str
     broker: str
     revoked: bool | None  # None: the broker has no revocation endpoint
+
+
+@dataclass(slots=True)
+class PaperSettings:
+    """How a member's Tradecord Paper connection prices market orders, and from where."""
+
+    connection: Connection
+    price_type: PriceType
+    quote_source: Connection | None  # None: the built-in simulated feed
+    quote_source_broker: str | None  # the source's broker display name
 
 
 @dataclass(slots=True)
@@ -185,7 +201,7 @@ class ConnectionService:
     async def _paper_extra(self, connection: Connection) -> dict[str, Any]:
         settings = connection.settings or {}
         source: Any = None
-        source_id = settings.get("quote_source_connection_id")
+        source_id = settings.get(QUOTE_SOURCE_SETTING)
         if source_id:
             async with self.core.db.session() as s:
                 src = await s.get(Connection, source_id)
@@ -195,11 +211,128 @@ class ConnectionService:
             "db": self.core.db,
             "connection_id": connection.id,
             "quote_source": source or self.core.simulated_feed,
-            "market_price_type": settings.get("market_price_type", "mid"),
+            "market_price_type": settings.get(PRICE_TYPE_SETTING, "mid"),
             "starting_cash": Decimal(str(self.core.settings.paper_starting_cash)),
             "fill_hours": self.core.settings.paper_fill_hours,
             "clock": self.clock,
         }
+
+    # -- paper settings -----------------------------------------------------------------
+
+    @staticmethod
+    def serves_quotes(connection: Connection) -> bool:
+        """Whether ``connection`` can price paper orders: a linked broker (not Tradecord Paper
+        itself) whose adapter serves quotes and still accepts our authorization."""
+        return (
+            not connection.builtin
+            and connection.status != ConnectionStatus.NEEDS_REAUTH
+            and get_adapter_class(connection.broker).capabilities.quotes
+        )
+
+    async def quote_sources(self, discord_user_id: int) -> list[Connection]:
+        """The member's connections that can be their paper connection's quote source."""
+        return [c for c in await self.list_for(discord_user_id) if self.serves_quotes(c)]
+
+    async def paper_settings(self, discord_user_id: int) -> PaperSettings:
+        connections = await self.list_for(discord_user_id)
+        return self._paper_settings(next(c for c in connections if c.builtin), connections)
+
+    def _paper_settings(self, paper: Connection, connections: list[Connection]) -> PaperSettings:
+        settings = paper.settings or {}
+        try:
+            price_type = PriceType(settings.get(PRICE_TYPE_SETTING, PriceType.MID))
+        except ValueError:
+            price_type = PriceType.MID  # what a bad stored value would be refused as anyway
+        # Show the source as _paper_extra uses it: a source that is gone or not the
+        # member's means the simulated feed.
+        source_id = settings.get(QUOTE_SOURCE_SETTING)
+        source = next((c for c in connections if c.id == source_id and not c.builtin), None)
+        broker = get_adapter_class(source.broker).display_name if source else None
+        return PaperSettings(paper, price_type, source, broker)
+
+    async def set_paper_settings(
+        self,
+        discord_user_id: int,
+        *,
+        price_type: str | None = None,
+        quote_source: str | None = None,
+    ) -> PaperSettings:
+        """Change the member's paper market price type and/or quote source (a connection name,
+        or ``SIMULATED_SOURCE``); options left None keep their value. Returns the settings
+        as they are now."""
+        connections = await self.list_for(discord_user_id)
+        paper = next(c for c in connections if c.builtin)
+        before = self._paper_settings(paper, connections)
+        if price_type is None and quote_source is None:
+            return before
+        new_type = before.price_type
+        if price_type is not None:
+            try:
+                new_type = PriceType(price_type.strip().lower())
+            except ValueError:
+                choices = ", ".join(p.value for p in PriceType)
+                raise InvalidInput(
+                    f"“{price_type}” is not a market price type. Choose one of: {choices}."
+                ) from None
+        new_source = before.quote_source
+        if quote_source is not None:
+            new_source = self._quote_source(quote_source, connections)
+        settings = dict(paper.settings or {})
+        settings[PRICE_TYPE_SETTING] = new_type.value
+        if new_source is None:
+            settings.pop(QUOTE_SOURCE_SETTING, None)
+        else:
+            settings[QUOTE_SOURCE_SETTING] = new_source.id
+        async with self.core.db.transaction() as s:
+            row = await s.get(Connection, paper.id)
+            assert row is not None
+            row.settings = settings  # a new dict: JSON columns do not track in-place changes
+            audit.record(
+                s,
+                "paper.settings_changed",
+                member_id=paper.member_id,
+                connection_id=paper.id,
+                price_type=new_type.value,
+                previous_price_type=before.price_type.value,
+                quote_source=new_source.name if new_source else SIMULATED_SOURCE,
+                quote_source_connection_id=new_source.id if new_source else None,
+                previous_quote_source=(
+                    before.quote_source.name if before.quote_source else SIMULATED_SOURCE
+                ),
+            )
+        paper.settings = settings
+        return self._paper_settings(paper, connections)
+
+    def _quote_source(self, name: str, connections: list[Connection]) -> Connection | None:
+        key = name.strip().casefold()
+        if key == SIMULATED_SOURCE:
+            return None
+        eligible = [c for c in connections if self.serves_quotes(c)]
+        usable = ", ".join([*(f"“{c.name}”" for c in eligible), SIMULATED_SOURCE])
+        conn = next((c for c in connections if c.name_key == key), None)
+        if conn is None:
+            raise NotFound(
+                f"You have no connection named “{name.strip()}”. Quote sources you can use: "
+                f"{usable}. Link a broker with /connect to use its prices."
+            )
+        if conn.builtin:
+            raise InvalidInput(
+                f"{conn.name} cannot price itself. Choose a linked broker ({usable}); "
+                f"{SIMULATED_SOURCE} is the built-in feed."
+            )
+        if conn.status == ConnectionStatus.NEEDS_REAUTH:
+            raise InvalidInput(
+                f"“{conn.name}” needs to be re-linked before its prices can be used: the broker "
+                f"no longer accepts our authorization. Run /connect {conn.broker}, or choose "
+                f"another source ({usable})."
+            )
+        if not self.serves_quotes(conn):
+            broker = get_adapter_class(conn.broker).display_name
+            raise InvalidInput(
+                f"{broker} does not serve quotes, so “{conn.name}” cannot price paper orders. "
+                f"Choose one of: {usable}."
+            )
+        return conn
 
     # -- managing connections -----------------------------------------------------------
 

@@ -66,6 +66,7 @@ B = TypeVar("B")
 C = TypeVar("C")
 
 PREVIEW_TTL = timedelta(seconds=60)
+SIMULATED_NOTE = "simulated prices"  # said by every message priced by the simulated feed
 # A send that started this long ago has ended one way or the other (adapters time out after
 # 10 s and never retry an order): a lookup that finds nothing then proves it never arrived.
 SEND_SETTLED_AFTER = timedelta(seconds=30)
@@ -761,7 +762,8 @@ class TradingService:
         before = (intent.status, intent.filled_quantity)
         await self._apply_order(intent, order)
         if (intent.status, intent.filled_quantity) != before:
-            await self._tell(intent)
+            # The order says how its fills were priced (a paper sweep's may be simulated).
+            await self._tell(intent, simulated=order.info.get("simulated") is True)
         return intent
 
     async def mark_announced(self, intents: list[OrderIntent]) -> None:
@@ -775,8 +777,11 @@ class TradingService:
 
         await self.core.db.group_commit(write)
 
-    async def _tell(self, intent: OrderIntent) -> None:
-        """Tell the member once per status (the compare-and-set makes it once across processes)."""
+    async def _tell(self, intent: OrderIntent, *, simulated: bool | None = None) -> None:
+        """Tell the member once per status (the compare-and-set makes it once across processes).
+
+        ``simulated``: whether the fills were priced by the simulated feed; None: as the
+        preview was priced."""
         notifier = self.core.notifier
         if notifier is None:
             return
@@ -793,12 +798,17 @@ class TradingService:
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return
+        if simulated is None:
+            simulated = bool((intent.extra or {}).get("simulated"))
+        # Every message priced by the simulated feed says so; only fills carry a price.
+        priced = intent.status in (IntentStatus.FILLED, IntentStatus.PARTIALLY_FILLED)
+        note = f" · {SIMULATED_NOTE}" if simulated and priced else ""
         try:
             await notifier.dm(
                 await self._discord_id(intent),
                 Outgoing(
                     content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order update: "
-                    f"{describe_intent(intent)}"
+                    f"{describe_intent(intent)}{note}"
                 ),
             )
         except Exception:

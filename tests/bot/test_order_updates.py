@@ -66,7 +66,9 @@ async def test_paper_fill_from_a_sweep_is_told_once(core: Core) -> None:
     notifier = core.notifier
     assert isinstance(notifier, RecordingNotifier)
     # A resting limit fills at the quote once marketable: never through its price.
-    assert texts(notifier) == ["📝 Paper order update: Filled: buy 5 AAPL at $189.00."]
+    assert texts(notifier) == [
+        "📝 Paper order update: Filled: buy 5 AAPL at $189.00. · simulated prices"
+    ]
     assert notifier.dms[0][0] == 1
     assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
 

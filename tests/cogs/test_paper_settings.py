@@ -1,0 +1,74 @@
+"""/paper settings end to end through the local Discord."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from bot.models import Connection, ConnectionStatus
+from tests.discord_harness import Harness
+
+
+async def add_broker_connection(h: Harness, user: str, name: str) -> None:
+    """A linked TradeStation connection as the member sees it (no broker call is needed)."""
+    member_id = await h.core.members.ensure(h.user(user))
+    async with h.core.db.transaction() as s:
+        s.add(
+            Connection(
+                member_id=member_id,
+                broker="tradestation",
+                name=name,
+                name_key=name.casefold(),
+                status=ConnectionStatus.ACTIVE,
+            )
+        )
+
+
+async def test_paper_settings_show_change_and_price_later_orders(tradecord: Harness) -> None:
+    h = tradecord
+    await add_broker_connection(h, "alice", "TS")
+    await add_broker_connection(h, "bob", "Bob's TS")
+
+    shown = await h.reply("alice", "paper settings")
+    assert shown.ephemeral
+    text = shown.text()
+    assert "Paper settings" in text and "saved" not in text
+    assert "Bid/ask midpoint" in text and "simulated feed (simulated prices)" in text
+
+    alice = h.user("alice")
+    choices = await h.emu.autocomplete(
+        alice,
+        "paper settings",
+        options={"quote_source": ""},
+        focused="quote_source",
+        guild_id=h.guild_id,
+    )
+    # Her linked broker and the simulated feed; never Tradecord Paper, never Bob's.
+    assert [c["value"] for c in choices] == ["simulated", "TS"]
+    typed = await h.emu.autocomplete(
+        alice,
+        "paper settings",
+        options={"quote_source": "t"},
+        focused="quote_source",
+        guild_id=h.guild_id,
+    )
+    assert [c["value"] for c in typed] == ["simulated", "TS"]  # "t" is in both names
+
+    saved = await h.reply("alice", "paper settings", price_type="ask", quote_source="TS")
+    assert saved.ephemeral
+    assert "Paper settings saved" in saved.text()
+    assert "Always the ask" in saved.text() and "TS (TradeStation)" in saved.text()
+
+    refused = await h.reply("alice", "paper settings", quote_source="Bob's TS")
+    assert refused.ephemeral and "no connection named “Bob's TS”" in refused.text()
+    assert "/connect" in refused.text()
+
+    # Back to the simulated feed, keeping "always the ask": a market buy fills at the ask.
+    back = await h.reply("alice", "paper settings", quote_source="simulated")
+    assert "Always the ask" in back.text() and "simulated feed" in back.text()
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    card = await h.reply("alice", "trade", side="buy", symbol="AAPL", quantity="1")
+    done = await h.emu.click(alice, card, label="Confirm")
+    assert "Filled: buy 1 AAPL at $200.10" in (await done.message(timeout=10)).text()
+
+    # Bob's settings are his own.
+    assert "Bid/ask midpoint" in (await h.reply("bob", "paper settings")).text()
