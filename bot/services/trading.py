@@ -430,15 +430,55 @@ class TradingService:
         target = target or await self._target_of(intent)
         borrowed = adapter is not None
         adapter = adapter or await self.core.connections.adapter_for(target.connection)
+        try:
+            await self._set(
+                intent,
+                IntentStatus.SUBMITTED,
+                phase="order.submitted",
+                extra={**intent.extra, "sent_at": self.clock().isoformat()},
+            )
+            return await self._send(intent, target, adapter)
+        finally:
+            if not borrowed:
+                await adapter.close()
+
+    async def _claim_send(self, intent: OrderIntent, reason: str) -> bool:
+        """Move a pending intent to submitted (stamping the send time) only if it is still
+        pending as read: of several processes about to send it, exactly one gets True and
+        may call the broker."""
+        now = self.clock()
+        extra = {**intent.extra, "sent_at": now.isoformat()}
+        async with self.core.db.transaction() as s:
+            claimed = (
+                await s.execute(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.id == intent.id,
+                        OrderIntent.status == IntentStatus.PENDING,
+                        OrderIntent.updated_at == intent.updated_at,
+                    )
+                    .values(status=IntentStatus.SUBMITTED, extra=extra, updated_at=now)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if claimed:
+                audit.record(
+                    s,
+                    "order.submitted",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    reason=reason,
+                )
+        if not claimed:
+            return False
+        intent.status, intent.extra, intent.updated_at = IntentStatus.SUBMITTED, extra, now
+        return True
+
+    async def _send(self, intent: OrderIntent, target: Target, adapter: BrokerAdapter) -> Outcome:
+        """Call the broker for an intent this caller has just moved to submitted (the caller
+        closes the adapter)."""
         request = request_of(intent)
         simulated = bool(intent.extra.get("simulated"))
-        sent_at = self.clock()
-        await self._set(
-            intent,
-            IntentStatus.SUBMITTED,
-            phase="order.submitted",
-            extra={**intent.extra, "sent_at": sent_at.isoformat()},
-        )
         try:
             order = await adapter.create_order(target.ref, request)
         except (BrokerUnavailable, TimeoutError) as e:
@@ -460,9 +500,6 @@ class TradingService:
             return Outcome(
                 intent, None, f"The broker rejected the order: {e.user_message}", False, simulated
             )
-        finally:
-            if not borrowed:
-                await adapter.close()
         await self._apply_order(intent, order)
         return Outcome(intent, order, describe(intent, order), True, simulated)
 
@@ -510,31 +547,30 @@ class TradingService:
                 target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
             )
         except OrderNotFound:
+            if self._send_settled(intent):
+                await self._set(
+                    intent,
+                    IntentStatus.FAILED,
+                    phase="order.failed",
+                    reason="the broker did not receive it",
+                )
+                return Outcome(
+                    intent,
+                    None,
+                    "The broker did not receive the order (we checked), so nothing was placed. "
+                    "Try again when the broker is answering.",
+                    False,
+                    simulated,
+                )
+            # Not found yet proves nothing: the broker may still be processing the request we
+            # gave up on. The reconciler looks again once SEND_SETTLED_AFTER has passed.
             await self._set(
-                intent,
-                IntentStatus.FAILED,
-                phase="order.failed",
-                reason="the broker did not receive it",
+                intent, IntentStatus.UNKNOWN, phase="order.unknown", reason="not at the broker yet"
             )
-            return Outcome(
-                intent,
-                None,
-                "The broker did not receive the order (we checked), so nothing was placed. "
-                "Try again when the broker is answering.",
-                False,
-                simulated,
-            )
+            return _in_doubt(intent, simulated)
         except (BrokerError, TimeoutError):
             await self._set(intent, IntentStatus.UNKNOWN, phase="order.unknown")
-            return Outcome(
-                intent,
-                None,
-                "We could not confirm whether the broker received this order. We will not "
-                "resend it; we keep checking and will message you the outcome. See /orders "
-                "meanwhile.",
-                False,
-                simulated,
-            )
+            return _in_doubt(intent, simulated)
         await self._apply_order(intent, order)
         return Outcome(intent, order, describe(intent, order), True, simulated)
 
@@ -681,6 +717,11 @@ class TradingService:
                     "Reconcile of %s deferred: %s", intent.id, getattr(e, "code", type(e).__name__)
                 )
                 continue
+            except Exception as e:
+                # One intent's trouble must not keep the others (other members') unsettled.
+                # Only the type: a message might quote a token or a broker's response.
+                log.error("Reconcile of %s failed: %s; moving on", intent.id, type(e).__name__)
+                continue
             if intent.status != before:
                 changed.append(intent)
                 await self._tell(intent)
@@ -707,37 +748,84 @@ class TradingService:
             return {intent_id for k in keys if k for intent_id in by_key[k]}
 
     async def _reconcile_one(self, intent: OrderIntent) -> None:
-        target = await self._target_of(intent)
+        try:
+            target = await self._target_of(intent)
+        except (InvalidInput, NotFound) as e:
+            # The member changed the account or removed the connection after the preview.
+            await self._unreachable(intent, e)
+            return
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            if intent.status == IntentStatus.PENDING:
-                # Confirmed but the process died before the broker call: send it now (the
-                # client order id makes a second copy impossible where the broker dedupes, and
-                # the lookup first makes it impossible elsewhere).
-                try:
-                    order = await adapter.fetch_order(
-                        target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
-                    )
-                except OrderNotFound:
-                    await adapter.close()
-                    await self.submit(intent)
-                    return
-            else:
+            try:
                 order = await adapter.fetch_order(
                     target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
                 )
-        except OrderNotFound:
-            if intent.status in (IntentStatus.UNKNOWN, IntentStatus.SUBMITTED):
-                await self._set(
-                    intent,
-                    IntentStatus.FAILED,
-                    phase="order.failed",
-                    reason="the broker has no such order",
-                )
-            return
+            except OrderNotFound:
+                if intent.status == IntentStatus.PENDING:
+                    # Confirmed but the process died before the broker call, and the broker has
+                    # no copy: send it now. Every process runs this, so only the one that wins
+                    # the claim sends (Tradier and others do not dedupe client order ids).
+                    if await self._claim_send(
+                        intent, "the process confirming it stopped before sending it"
+                    ):
+                        await self._send(intent, target, adapter)
+                elif intent.status in (
+                    IntentStatus.UNKNOWN,
+                    IntentStatus.SUBMITTED,
+                ) and self._send_settled(intent):
+                    await self._set(
+                        intent,
+                        IntentStatus.FAILED,
+                        phase="order.failed",
+                        reason="the broker has no such order",
+                    )
+                return
         finally:
             await adapter.close()
         await self._apply_order(intent, order)
+
+    async def _unreachable(self, intent: OrderIntent, e: InvalidInput | NotFound) -> None:
+        """An intent whose connection or account no longer resolves. A pending one was never
+        sent: it fails, with the reason for the member. Any other may be at the broker, where
+        we can no longer look: it stays as it is (the member sees it in /orders)."""
+        if intent.status != IntentStatus.PENDING:
+            log.warning("Reconcile of %s skipped: %s", intent.id, e.code)
+            return
+        async with self.core.db.transaction() as s:
+            failed = (
+                await s.execute(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.id == intent.id,
+                        OrderIntent.status == IntentStatus.PENDING,
+                        OrderIntent.updated_at == intent.updated_at,
+                    )
+                    .values(
+                        status=IntentStatus.FAILED,
+                        error_code=e.code,
+                        error_message=e.user_message[:500],
+                        updated_at=self.clock(),
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if failed:
+                audit.record(
+                    s,
+                    "order.failed",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    error=e.code,
+                    reason="its connection or account changed before it was sent",
+                )
+        if failed:
+            intent.status = IntentStatus.FAILED
+            intent.error_code, intent.error_message = e.code, e.user_message[:500]
+
+    def _send_settled(self, intent: OrderIntent) -> bool:
+        """Whether the last send has surely ended (adapters give up after 10 s and never
+        retry), so that a lookup finding nothing proves the broker never got the order."""
+        return self.clock() - hint_of(intent).sent_at >= SEND_SETTLED_AFTER
 
     async def apply_update(
         self, broker: str, update: OrderUpdate, *, connection_id: int | None = None
@@ -1121,10 +1209,22 @@ def describe_intent(intent: OrderIntent) -> str:
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
         IntentStatus.CANCELLED: f"Cancelled: {what}.",
         IntentStatus.EXPIRED: f"Expired: {what}.",
-        IntentStatus.FAILED: f"Not placed: {what}. The broker never received it; nothing happened.",
+        IntentStatus.FAILED: f"Not placed: {what}. "
+        + (intent.error_message or "The broker never received it; nothing happened."),
         IntentStatus.UNKNOWN: f"Still checking with the broker: {what}.",
     }.get(intent.status, f"{what}: {intent.status}.")
     return text
+
+
+def _in_doubt(intent: OrderIntent, simulated: bool) -> Outcome:
+    return Outcome(
+        intent,
+        None,
+        "We could not confirm whether the broker received this order. We will not resend it; "
+        "we keep checking and will message you the outcome. See /orders meanwhile.",
+        False,
+        simulated,
+    )
 
 
 def _not_sent(e: BaseException) -> str:

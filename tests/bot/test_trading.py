@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from adapters.errors import (
     BrokerUnavailable,
@@ -21,7 +23,8 @@ from adapters.paper.models import PaperOrder
 from bot.core import Core
 from bot.db import Database
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.models import AuditEvent, ConnectionAccount, IntentStatus, OrderIntent
+from bot.services.notify import RecordingNotifier
 from bot.services.trading import OrderInput
 from bot.settings import Settings
 from tests.support import FakeClock
@@ -353,3 +356,169 @@ async def test_balances_reads_the_balance_and_the_positions_at_once(
     monkeypatch.setattr(PaperBroker, "fetch_positions", meeting(PaperBroker.fetch_positions))
     pf = await asyncio.wait_for(core.trading.portfolio(ALICE, None, "paper"), 5)
     assert pf.balance.cash > 0 and pf.positions == []
+
+
+# -- reconciler: exactly once across processes, one intent's trouble is its own ---------------
+
+
+async def pending(core: Core, discord_user_id: int) -> OrderIntent:
+    """A confirmed intent whose process died before calling the broker (still pending)."""
+    p = await core.trading.preview(discord_user_id, OrderInput("AAPL", "buy", "1"))
+    await core.trading.claim(p.intent_id, discord_user_id)
+    return await core.trading.get_intent(p.intent_id)
+
+
+async def unknown(core: Core, discord_user_id: int, monkeypatch: pytest.MonkeyPatch) -> OrderIntent:
+    """A confirmed intent the broker placed, whose answer and lookup were both lost."""
+    place = PaperBroker.create_order
+
+    async def lose_answer(self: PaperBroker, account: Any, request: Any) -> Any:
+        await place(self, account, request)
+        raise BrokerUnavailable(maybe_sent=True)
+
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise BrokerUnavailable(maybe_sent=False)
+
+    p = await core.trading.preview(discord_user_id, OrderInput("AAPL", "buy", "1"))
+    with monkeypatch.context() as patch:
+        patch.setattr(PaperBroker, "create_order", lose_answer)
+        patch.setattr(PaperBroker, "fetch_order", refuse)
+        out = await core.trading.confirm(p.intent_id, discord_user_id)
+    assert out.intent.status == IntentStatus.UNKNOWN
+    return out.intent
+
+
+async def change_paper_account(core: Core, intent: OrderIntent) -> None:
+    """The member picked another account in /accounts after the preview."""
+    async with core.db.transaction() as s:
+        await s.execute(
+            update(ConnectionAccount)
+            .where(
+                ConnectionAccount.connection_id == intent.connection_id,
+                ConnectionAccount.mode == "paper",
+            )
+            .values(account_id="another-account")
+        )
+
+
+async def test_two_reconcilers_send_a_pending_intent_once(
+    core: Core, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes reconcile at once; both find no order for the pending intent. Only the
+    one that wins the claim may call the broker (Tradier would place both copies)."""
+    intent = await pending(core, ALICE)
+    other = await Core.open(settings, migrate=False)
+    other.trading.clock = other.connections.clock = core.trading.clock
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    look_up, place = PaperBroker.fetch_order, PaperBroker.create_order
+    both_looked = asyncio.Barrier(2)
+    creates: list[str | None] = []
+
+    async def look_up_together(self: PaperBroker, *args: Any, **kwargs: Any) -> Any:
+        async with asyncio.timeout(5):
+            await both_looked.wait()
+        return await look_up(self, *args, **kwargs)
+
+    async def counted(self: PaperBroker, account: Any, request: Any) -> Any:
+        creates.append(request.client_order_id)
+        return await place(self, account, request)
+
+    monkeypatch.setattr(PaperBroker, "fetch_order", look_up_together)
+    monkeypatch.setattr(PaperBroker, "create_order", counted)
+    try:
+        await asyncio.gather(core.trading.reconcile(), other.trading.reconcile())
+    finally:
+        await other.close()
+    assert creates == [intent.client_order_id]
+    assert await order_count(core, intent.client_order_id) == 1
+    assert (await core.trading.get_intent(intent.id)).status == IntentStatus.FILLED
+    assert (await phases(core, intent.id)).count("order.submitted") == 1
+
+
+@pytest.mark.parametrize("first", ["pending", "unknown"])
+async def test_an_intent_whose_account_changed_does_not_stop_the_reconciler(
+    core: Core, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    core.notifier = notifier = RecordingNotifier()
+    if first == "pending":
+        stuck = await pending(core, ALICE)
+    else:
+        stuck = await unknown(core, ALICE, monkeypatch)
+    later = await unknown(core, BOB, monkeypatch)  # another member's, after it in the pass
+    await change_paper_account(core, stuck)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    await core.trading.reconcile()
+    assert (await core.trading.get_intent(later.id)).status == IntentStatus.FILLED
+    stuck = await core.trading.get_intent(stuck.id)
+    told = [m.content for user, m in notifier.dms if user == ALICE]
+    if first == "pending":
+        # Never sent, and now it cannot be: it fails with the reason, and the member is told.
+        assert stuck.status == IntentStatus.FAILED
+        assert "changed since this order was prepared" in (stuck.error_message or "")
+        assert await order_count(core, stuck.client_order_id) == 0
+        assert len(told) == 1 and "nothing was sent" in (told[0] or "")
+    else:
+        # It may be at the broker, where we can no longer look: left as it is.
+        assert stuck.status == IntentStatus.UNKNOWN
+        assert told == []
+
+
+async def test_an_unexpected_error_for_one_intent_is_logged_without_its_message(
+    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stuck = await unknown(core, ALICE, monkeypatch)
+    later = await unknown(core, BOB, monkeypatch)
+    adapter_for = core.connections.adapter_for
+
+    async def broken(connection: Any) -> Any:
+        if connection.id == stuck.connection_id:
+            raise RuntimeError("token=s3cret")
+        return await adapter_for(connection)
+
+    monkeypatch.setattr(core.connections, "adapter_for", broken)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="tradecord.trading"):
+        await core.trading.reconcile()
+    assert (await core.trading.get_intent(later.id)).status == IntentStatus.FILLED
+    assert (await core.trading.get_intent(stuck.id)).status == IntentStatus.UNKNOWN
+    assert f"Reconcile of {stuck.id} failed: RuntimeError" in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("arrives", [True, False])
+async def test_an_order_not_found_right_after_a_timeout_is_not_yet_proof(
+    core: Core, monkeypatch: pytest.MonkeyPatch, arrives: bool
+) -> None:
+    """The send timed out while the broker was still working on it: the lookup at once finds
+    nothing. Only once SEND_SETTLED_AFTER has passed does not found mean never placed."""
+    core.notifier = notifier = RecordingNotifier()
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    place = PaperBroker.create_order
+    late: list[tuple[PaperBroker, Any, Any]] = []
+
+    async def time_out(self: PaperBroker, account: Any, request: Any) -> Any:
+        late.append((self, account, request))
+        raise TimeoutError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PaperBroker, "create_order", time_out)
+        out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.intent.status == IntentStatus.UNKNOWN and not out.ok
+    assert "We will not resend it" in out.message
+    core.trading.clock.advance(seconds=20)  # type: ignore[attr-defined]
+    await core.trading.reconcile(older_than=timedelta(0))
+    assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.UNKNOWN
+    if arrives:  # the broker finishes the request we gave up on
+        adapter, account, request = late[0]
+        await place(adapter, account, request)
+    core.trading.clock.advance(seconds=20)  # type: ignore[attr-defined]
+    await core.trading.reconcile(older_than=timedelta(0))
+    intent = await core.trading.get_intent(p.intent_id)
+    told = [m.content or "" for _, m in notifier.dms]
+    if arrives:
+        assert intent.status == IntentStatus.FILLED
+        assert len(told) == 1 and told[0].startswith("📝 Paper order update: Filled")
+    else:
+        assert intent.status == IntentStatus.FAILED
+        assert len(told) == 1 and "Not placed" in told[0]
+    assert await order_count(core, intent.client_order_id) == (1 if arrives else 0)
