@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import Counter
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters.models import Order, OrderStatus
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
@@ -186,6 +188,22 @@ def result_embed(outcome: Outcome) -> discord.Embed:
     return embed
 
 
+def cancelled_text(connection: str, orders: list[Order]) -> str:
+    """What /cancel all did, counting orders that ended on their own before the cancel."""
+    done = sum(o.status is OrderStatus.CANCELLED for o in orders)
+    text = f"Cancelled {done} open order(s) on {connection}."
+    ended = Counter(
+        o.status.value.replace("_", " ") for o in orders if o.status is not OrderStatus.CANCELLED
+    )
+    if ended:
+        text += (
+            " Already ended before the cancel: "
+            + ", ".join(f"{n} {status}" for status, n in sorted(ended.items()))
+            + "."
+        )
+    return text
+
+
 class ConfirmCancelAll(OwnedView):
     def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
@@ -199,11 +217,7 @@ class ConfirmCancelAll(OwnedView):
             self.bot.core.trading.cancel(interaction.user.id, self.connection, self.mode),
             ephemeral=True,
         )
-        await update(
-            interaction,
-            content=f"Cancelled {len(orders)} open order(s) on {target.connection.name}.",
-            view=None,
-        )
+        await update(interaction, content=cancelled_text(target.connection.name, orders), view=None)
 
     @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:

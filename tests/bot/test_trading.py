@@ -522,3 +522,31 @@ async def test_an_order_not_found_right_after_a_timeout_is_not_yet_proof(
         assert intent.status == IntentStatus.FAILED
         assert len(told) == 1 and "Not placed" in told[0]
     assert await order_count(core, intent.client_order_id) == (1 if arrives else 0)
+
+
+async def test_cancel_all_goes_on_past_an_order_that_filled_meanwhile(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for limit in ("150", "160", "170"):
+        p = await core.trading.preview(
+            ALICE, OrderInput("AAPL", "buy", "1", order_type="limit", limit_price=limit)
+        )
+        await core.trading.confirm(p.intent_id, ALICE)
+    [filled_id] = [o.id for o in await _open_orders(core) if o.limit_price == Decimal("160")]
+    cancel = PaperBroker.cancel_order
+
+    async def fills_first(self: PaperBroker, account: Any, order_id: str) -> None:
+        if order_id == filled_id:  # the market reaches this limit between listing and cancel
+            core.simulated_feed.set_quote("AAPL", Decimal("159.90"), Decimal("160.00"))
+            await self.sweep()
+            core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+        await cancel(self, account, order_id)
+
+    monkeypatch.setattr(PaperBroker, "cancel_order", fills_first)
+    _, results = await core.trading.cancel(ALICE, None, None)
+    assert sorted(o.status.value for o in results) == ["cancelled", "cancelled", "filled"]
+    assert await _open_orders(core) == []
+
+
+async def _open_orders(core: Core) -> list[Any]:
+    return (await core.trading.open_orders(ALICE, None, None))[2]
