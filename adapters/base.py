@@ -298,6 +298,20 @@ class BrokerAdapter(ABC):
     async def close(self) -> None:  # noqa: B027 - most adapters hold nothing of their own
         """Release what the adapter holds (the shared HTTP session is not the adapter's)."""
 
+    # -- how this broker writes and prices an order -----------------------------------------
+
+    def canonical_symbol(self, symbol: str) -> str:
+        """``symbol`` as this broker writes it, so an order and a position in one instrument
+        match however the member typed it. Brokers that canonicalise (the paper broker:
+        ``BRK-B`` → ``BRK.B``, ``BTC/USD`` → ``BTCUSD``, ``@ES`` → ``/ES``) override this."""
+        return symbols.normalize(symbol)
+
+    def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
+        """Buying power ``request`` takes at ``price`` when it opens a position: its notional
+        here; a broker that margins (the paper broker's futures) overrides this with its own
+        requirement, so previews refuse exactly what the broker would."""
+        return request.quantity * price * symbols.multiplier(request.symbol)
+
     # -- checks every broker shares -----------------------------------------------------
 
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:

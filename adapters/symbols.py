@@ -62,6 +62,14 @@ def normalize(symbol: str) -> str:
     return symbol.strip().upper()
 
 
+def is_symbol(symbol: str) -> bool:
+    """Whether ``symbol`` is written like something tradable: a ticker, a pair or a contract,
+    or a known future with its ``/`` or ``@`` prefix (``/ES``, ``@MESZ25``), the form the
+    product itself advertises. A prefix on anything else is refused."""
+    s = normalize(symbol)
+    return bool(TICKER_RE.match(s)) or future_spec(s) is not None
+
+
 def future_spec(symbol: str) -> FutureSpec | None:
     s = normalize(symbol)
     m = _FUTURE_RE.match(s)

@@ -417,7 +417,7 @@ def _ticker(value: Any) -> str:
             "contract itself, like NQZ25 (TradingView: "
             "{{syminfo.ticker}} on a contract chart).",
         )
-    if not symbols.TICKER_RE.match(ticker):
+    if not symbols.is_symbol(ticker):
         raise _Refused(
             "ticker-does-not-exist",
             "The ticker is not a symbol Tradecord can trade. "

@@ -158,6 +158,8 @@ def preview_embed(p: Preview) -> discord.Embed:
     embed.add_field(name="Account", value=fmt_account(p))
     embed.add_field(name="Estimated price", value=fmt.price(p.estimated_price))
     embed.add_field(name="Estimated cost", value=fmt.money(p.estimated_cost))
+    if p.buying_power_required != p.estimated_cost:  # margined (futures): say what is held back
+        embed.add_field(name="Buying power needed", value=fmt.money(p.buying_power_required))
     embed.add_field(name="Buying power", value=fmt.money(p.buying_power))
     embed.add_field(name="Buying power after", value=fmt.money(p.buying_power_after))
     embed.set_footer(

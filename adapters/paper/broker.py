@@ -357,8 +357,7 @@ class PaperBroker(BrokerAdapter):
     async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order:
         if not self._ensured:
             await self._ensure()
-        inst = resolve(request.symbol)
-        validate(request, inst)
+        inst = resolve(request.symbol)  # validated by check_order (create_order calls it)
         # A client order id already used is found by place_orders, inside its transaction.
         now = self._now()
         hours = self.market.fill_hours
@@ -407,6 +406,22 @@ class PaperBroker(BrokerAdapter):
                 f"No price is available for {inst.symbol} right now. Try again in a moment."
             )
         return price
+
+    # -- checks and estimates (also run by previews and signals, before any intent) ------------
+
+    def check_order(self, account: AccountRef, request: OrderRequest) -> None:
+        super().check_order(account, request)
+        validate(request, resolve(request.symbol))
+
+    def canonical_symbol(self, symbol: str) -> str:
+        return resolve(symbol).symbol
+
+    def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
+        inst = resolve(request.symbol)
+        # As if nothing were held: the caller works out what a closing order frees.
+        return engine.order_requirement(
+            inst.asset_class, inst.multiplier, engine.ZERO, request.side, request.quantity, price
+        )
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         await self._ready("cancel_order", account)

@@ -113,6 +113,7 @@ class Preview:
     quote: Quote
     estimated_price: Decimal
     estimated_cost: Decimal  # notional: quantity × price × multiplier
+    buying_power_required: Decimal  # what the broker holds back (futures: initial margin)
     buying_power: Decimal
     buying_power_after: Decimal
     position_quantity: Decimal
@@ -183,12 +184,14 @@ class TradingService:
 
     def build_request(self, order: OrderInput, adapter: BrokerAdapter) -> OrderRequest:
         """Turn text into an order request, refusing anything a broker would misread."""
-        symbol = symbols.normalize(order.symbol or "")
-        if not symbols.TICKER_RE.match(symbol):
+        if not symbols.is_symbol(order.symbol or ""):
             raise InvalidInput(
-                f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like ESZ25, "
-                "or a crypto pair like BTCUSD."
+                f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like ESZ25 "
+                "or /ES, or a crypto pair like BTCUSD."
             )
+        # Once, as the broker writes it: the position lookup, the intent and the order then all
+        # name one instrument (BRK-B and BRK.B, BTC/USD and BTCUSD, @ES and /ES).
+        symbol = adapter.canonical_symbol(order.symbol)
         side = _enum(Side, order.side, "Side")
         if side is None:
             raise InvalidInput("Side must be buy or sell.")
@@ -197,6 +200,11 @@ class TradingService:
             raise InvalidInput("Quantity is required.")
         if quantity <= 0:
             raise InvalidInput("Quantity must be more than zero. To sell, use side:sell.")
+        # Zeros after the point say nothing: "1.0" is the whole number 1, "0.50" is 0.5.
+        if quantity == quantity.to_integral_value():
+            quantity = quantity.quantize(Decimal(1))
+        else:
+            quantity = quantity.normalize()
         asset = symbols.asset_class_of(symbol)
         caps = adapter.capabilities
         max_decimals = 8 if asset in caps.fractional else 0
@@ -261,17 +269,19 @@ class TradingService:
                 adapter.fetch_balance(target.ref),
                 adapter.fetch_position(target.ref, request.symbol),
             )
+            price = estimate_price(request, quote)
+            # What the broker holds back, not the notional: futures take only initial margin.
+            required = adapter.buying_power_required(request, price)
         finally:
             await adapter.close()
         assert request.asset_class is not None
         held = position.quantity if position is not None else Decimal(0)
-        price = estimate_price(request, quote)
         mult = symbols.multiplier(request.symbol)
         cost = request.quantity * price * mult
-        after = buying_power_after(balance, request, held, cost)
+        after = buying_power_after(balance, request, held, required)
         if after < 0:
             raise InsufficientBuyingPower(
-                f"Not enough buying power: this order needs about {money(cost)} and "
+                f"Not enough buying power: this order needs about {money(required)} and "
                 f"{target.connection.name} has {money(balance.buying_power)}. "
                 "Lower the quantity or check /balances."
             )
@@ -297,6 +307,7 @@ class TradingService:
             quote=quote,
             estimated_price=price,
             estimated_cost=cost,
+            buying_power_required=required,
             buying_power=balance.buying_power,
             buying_power_after=after,
             position_quantity=held,
@@ -1202,13 +1213,14 @@ def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
 
 
 def buying_power_after(
-    balance: Balance, request: OrderRequest, held: Decimal, cost: Decimal
+    balance: Balance, request: OrderRequest, held: Decimal, required: Decimal
 ) -> Decimal:
-    """Closing a position frees buying power; opening one (long or short) uses it."""
+    """Closing a position frees buying power; opening one (long or short) uses it.
+    ``required``: what the order takes when it opens (``BrokerAdapter.buying_power_required``)."""
     closing = (request.side is Side.SELL and held > 0) or (request.side is Side.BUY and held < 0)
     if closing and request.quantity <= abs(held):
-        return balance.buying_power + cost
-    return balance.buying_power - cost
+        return balance.buying_power + required
+    return balance.buying_power - required
 
 
 def money(value: Decimal, currency: str = "USD") -> str:

@@ -15,9 +15,11 @@ from sqlalchemy import func, select, update
 from adapters.errors import (
     BrokerUnavailable,
     InsufficientBuyingPower,
+    InvalidOrder,
     RateLimited,
     SymbolNotFound,
 )
+from adapters.models import AssetClass
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from bot.core import Core
@@ -161,6 +163,119 @@ async def test_unknown_symbol(core: Core) -> None:
 async def test_insufficient_buying_power(core: Core) -> None:
     with pytest.raises(InsufficientBuyingPower, match=r"needs about \$200,100.00"):
         await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1000"))
+
+
+async def test_a_futures_preview_needs_initial_margin_not_the_notional(core: Core) -> None:
+    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    p = await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+    assert p.estimated_cost == Decimal("295025.00")  # the card still shows the notional
+    margin = Decimal("29502.50")  # what Paper holds back: 10 % initial margin
+    assert p.buying_power_required == margin
+    assert p.buying_power_after == Decimal("100000") - margin
+    # Confirmed, the broker agrees: it fills, holding back the margin.
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok
+
+
+async def test_a_futures_order_beyond_the_margin_is_still_refused(core: Core) -> None:
+    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    with pytest.raises(
+        InsufficientBuyingPower, match=r"needs about \$118,010.00 and .* has \$100,000.00"
+    ):
+        await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "4"))
+
+
+async def test_closing_a_futures_position_frees_its_margin(core: Core) -> None:
+    core.simulated_feed.set_quote("/ES", Decimal("5900.00"), Decimal("5900.50"))
+    await core.trading.confirm(
+        (await core.trading.preview(ALICE, OrderInput("/ES", "buy", "2"))).intent_id, ALICE
+    )
+    p = await core.trading.preview(ALICE, OrderInput("@ES", "sell", "2"))
+    assert p.position_quantity == 2
+    assert p.buying_power_after == p.buying_power + Decimal("59000.00")  # 2 × 5900 × 50 × 10 %
+
+
+@pytest.mark.parametrize(
+    ("typed", "standard"), [("/ES", "/ES"), ("@es", "/ES"), ("/MESZ25", "/MESZ25"), ("@6E", "/6E")]
+)
+async def test_futures_written_with_a_prefix_are_symbols(
+    core: Core, typed: str, standard: str
+) -> None:
+    p = await core.trading.preview(ALICE, OrderInput(typed, "buy", "1"))
+    assert p.request.symbol == standard
+    assert p.asset_class is AssetClass.FUTURE
+
+
+@pytest.mark.parametrize("typed", ["/AAPL", "@", "/", "@ZZZZ"])
+async def test_a_prefix_on_anything_but_a_future_is_not_a_symbol(core: Core, typed: str) -> None:
+    with pytest.raises(InvalidInput, match="is not a symbol"):
+        await core.trading.preview(ALICE, OrderInput(typed, "buy", "1"))
+
+
+@pytest.mark.parametrize(
+    ("held", "bought", "typed"),
+    [
+        ("BRK.B", "190", "BRK-B"),
+        ("BRK.B", "190", "brk/b"),
+        ("BTCUSD", "0.5", "BTC/USD"),
+        ("BTCUSD", "0.5", "btc-usd"),
+    ],
+)
+async def test_a_closing_sell_in_another_spelling_closes_the_position(
+    core: Core, held: str, bought: str, typed: str
+) -> None:
+    core.simulated_feed.set_quote(held, Decimal("479.90"), Decimal("480.10"))
+    core.simulated_feed.set_quote("BTCUSD", Decimal("90000"), Decimal("90010"))
+    opened = await core.trading.preview(ALICE, OrderInput(held, "buy", bought))
+    assert (await core.trading.confirm(opened.intent_id, ALICE)).ok
+    # Spend what is left, so that only a sell that closes can pass the buying-power check.
+    left = opened.buying_power_after
+    await core.trading.confirm(
+        (
+            await core.trading.preview(ALICE, OrderInput("AAPL", "buy", str(int(left // 201))))
+        ).intent_id,
+        ALICE,
+    )
+    p = await core.trading.preview(ALICE, OrderInput(typed, "sell", bought))
+    assert p.request.symbol == held
+    assert p.position_quantity == Decimal(bought)
+    assert p.buying_power_after > p.buying_power  # closing frees buying power
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.ok
+    positions = (await core.trading.holdings(ALICE, None, "paper")).positions
+    assert [x.symbol for x in positions] == ["AAPL"]  # the position was closed, not shorted
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (OrderInput("MESZ25", "buy", "1", "limit", limit_price="5800.10"), "ticks of 0.25"),
+        (OrderInput("/ES", "buy", "1", "stop", stop_price="5900.3"), "ticks of 0.25"),
+        (
+            OrderInput("AAPL", "buy", "1", "limit", limit_price="100.123456789"),
+            "at most 8 decimals",
+        ),
+        (
+            OrderInput("AAPL", "buy", "1", "stop", stop_price="210", time_in_force="ioc"),
+            "IOC works with market and limit orders only",
+        ),
+    ],
+)
+async def test_the_brokers_own_checks_run_before_the_preview(
+    core: Core, order: OrderInput, message: str
+) -> None:
+    with pytest.raises(InvalidOrder, match=message):
+        await core.trading.preview(ALICE, order)
+    async with core.db.session() as s:
+        assert await s.scalar(select(func.count()).select_from(OrderIntent)) == 0
+
+
+@pytest.mark.parametrize(("typed", "whole"), [("1.0", 1), ("10.00", 10), ("100.000", 100)])
+async def test_a_whole_quantity_may_be_written_with_zeros_after_the_point(
+    core: Core, typed: str, whole: int
+) -> None:
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", typed))
+    assert p.request.quantity == whole
+    assert str(p.request.quantity) == str(whole)
 
 
 async def test_connection_must_be_the_members(core: Core) -> None:

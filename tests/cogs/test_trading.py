@@ -54,6 +54,20 @@ async def test_trade_preview_confirm_fills(tradecord: Harness) -> None:
     assert "AAPL" in positions.text() and "long" in positions.text()
 
 
+async def test_a_futures_card_shows_the_notional_and_the_margin_it_needs(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "ESZ25", "5900.00", "5900.50")
+    card = await preview(h, "alice", symbol="ESZ25", quantity="1")
+    text = card.text()
+    assert "BUY 1 ESZ25" in text
+    assert "$295,025.00" in text  # estimated cost: the notional
+    assert "Buying power needed" in text and "$29,502.50" in text  # 10 % initial margin
+    assert "$70,497.50" in text  # buying power after
+    assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+
+
 async def test_cancel_on_the_card_sends_nothing(tradecord: Harness) -> None:
     h = tradecord
     card = await preview(h, "alice", symbol="AAPL", quantity="1")

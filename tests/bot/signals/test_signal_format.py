@@ -227,6 +227,10 @@ def test_ticker_notation_from_tradingview() -> None:
     assert refusal(base(ticker="NQ1!")) == "ticker-does-not-exist"  # which contract?
     assert ok(base(ticker="NQZ2025")).ticker == "NQZ2025"
     assert ok(base(ticker="BTC/USD")).ticker == "BTC/USD"
+    # The refusal itself advertises /ES: futures with their prefix are symbols, nothing else is.
+    assert ok(base(ticker="/ES")).ticker == "/ES"
+    assert ok(base(ticker="@MESZ25")).ticker == "@MESZ25"
+    assert refusal(base(ticker="/AAPL")) == "ticker-does-not-exist"
     assert normalize_ticker("cme_mini:esz2025") == "ESZ2025"
     with pytest.raises(ValueError, match="not a symbol"):
         normalize_ticker("$$$")
