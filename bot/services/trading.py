@@ -1002,7 +1002,10 @@ class TradingService:
                     )
             results = []
             for oid in wanted:
-                await adapter.cancel_order(target.ref, oid)
+                try:
+                    await adapter.cancel_order(target.ref, oid)
+                except OrderNotCancelable:
+                    pass  # it filled or ended since the listing: report how, and go on
                 order = await adapter.fetch_order(target.ref, order_id=oid)
                 results.append(order)
                 await self._apply_broker_order(target, order)
