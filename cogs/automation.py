@@ -4,6 +4,8 @@ Approve / Reject buttons of signals that wait for their member."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -14,8 +16,18 @@ from discord.ext import commands
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import InvalidInput, PermissionDenied
-from bot.services.subscriptions import Sides, Sizing, SubscriptionSettings
+from bot.services.signals import Phase
+from bot.services.strategies import (
+    MAX_LAG_SECONDS,
+    MAX_RATE_LIMIT,
+    MIN_LAG_SECONDS,
+    MIN_RATE_LIMIT,
+    TRADINGVIEW,
+    StrategyInfo,
+)
+from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, SubscriptionSettings
 from cogs import format as fmt
+from cogs.trading import send_pages
 from cogs.ui import OwnedView, broker_connection_names, connection_names, in_time, reply
 
 SIZING_HELP = {
@@ -24,6 +36,11 @@ SIZING_HELP = {
     "percent_of_equity": "percent of the account's equity per entry",
     "signal": "multiplier on the signal's own quantity",
 }
+
+
+# Option values that remove a list or a limit ("any" reads better for an allow-list).
+CLEAR = frozenset({"none", "any"})
+BLURPLE = 0x5865F2
 
 
 def guild_of(interaction: discord.Interaction) -> int:
@@ -36,6 +53,122 @@ def can_manage(interaction: discord.Interaction) -> bool:
     """Checked at run time: server admins can override a command's default permissions."""
     perms = getattr(interaction.user, "guild_permissions", None)
     return bool(perms and (perms.manage_guild or perms.administrator))
+
+
+def list_option(text: str, example: str) -> list[str]:
+    """A list option's entries, split at commas or spaces; "none" removes the list."""
+    if text.strip().casefold() in CLEAR:
+        return []
+    entries = [e for e in re.split(r"[,\s]+", text) if e]
+    if not entries:
+        raise InvalidInput(f"List entries separated by commas, like {example}, or none.")
+    return entries
+
+
+def quantity_option(text: str) -> Decimal | None:
+    if text.strip().casefold() in CLEAR:
+        return None
+    try:
+        return Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidInput(
+            "max_quantity must be a number, like 100, or none to remove the limit."
+        ) from None
+
+
+def joined(items: Sequence[str], empty: str, limit: int = 1024) -> str:
+    """Items on one line, cut to an embed field's size with a count of the rest."""
+    text = ", ".join(items)
+    if not items:
+        return empty
+    if len(text) <= limit:
+        return text
+    shown: list[str] = []
+    for item in items:
+        rest = f" … and {len(items) - len(shown)} more"
+        if len(", ".join([*shown, item])) + len(rest) > limit:
+            break
+        shown.append(item)
+    return ", ".join(shown) + f" … and {len(items) - len(shown)} more"
+
+
+def settings_embed(info: StrategyInfo) -> discord.Embed:
+    sources = [
+        "TradingView (its published addresses)" if s == TRADINGVIEW else s
+        for s in info.allowed_sources
+    ]
+    embed = discord.Embed(title=f"Webhook settings · {info.name}"[:256], colour=BLURPLE)
+    embed.add_field(name="Allowed sources", value=joined(sources, "any address"), inline=False)
+    embed.add_field(
+        name="Allowed tickers", value=joined(info.allowed_tickers, "every ticker"), inline=False
+    )
+    embed.add_field(name="Maximum signal age", value=f"{info.max_lag_seconds} s")
+    embed.add_field(name="Rate limit", value=f"{info.rate_limit_per_minute} signals a minute")
+    embed.add_field(
+        name="Maximum quantity",
+        value=fmt.qty(info.max_quantity) if info.max_quantity is not None else "no limit",
+    )
+    embed.set_footer(
+        text="Change with /strategy settings; the value none removes a list or the "
+        "quantity limit. Signals whose time is older than the maximum age are refused."
+    )
+    return embed
+
+
+SIZING_SHORT = {
+    "fixed_quantity": "{} qty",
+    "dollar_amount": "${}",
+    "percent_of_equity": "{}% equity",
+    "signal": "{}× signal",
+}
+
+
+def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
+    """No account numbers: the connection's own name and the mode say where orders go."""
+    return [
+        [
+            _cut(sub.strategy_name, 24),
+            _cut(sub.connection_name, 24),
+            sub.mode,
+            SIZING_SHORT[sub.settings.sizing.value].format(fmt.qty(sub.settings.sizing_value)),
+            sub.settings.sides.value,
+            "approve" if sub.settings.manual_approval else "auto",
+            str(sub.settings.max_positions or "-"),
+            "on" if sub.enabled else "paused",
+        ]
+        for sub in subs
+    ]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def clock(at: datetime, day: str) -> str:
+    """UTC to the millisecond; the date only when it is not the report's own day."""
+    utc = at.astimezone(UTC)
+    stamp = f"{utc:%H:%M:%S}.{utc.microsecond // 1000:03d}"
+    return stamp if f"{utc:%Y-%m-%d}" == day else f"{utc:%Y-%m-%d} {stamp}"
+
+
+def phase_table(phases: Sequence[Phase], day: str, budget: int) -> str:
+    """Each phase with its UTC time and ms since receipt, cut to ``budget`` characters from
+    the end (the first phases say the most about what happened)."""
+    rows = [
+        [
+            p.name + (f" ({_cut(p.detail, 60)})" if p.detail else ""),
+            clock(p.at, day),
+            str(p.elapsed_ms),
+        ]
+        for p in phases
+    ]
+    headers = ["Phase", "UTC", "ms"]
+    for shown in range(len(rows), -1, -1):
+        more = [[f"… {len(rows) - shown} more", "", ""]] if shown < len(rows) else []
+        text = fmt.table(headers, rows[:shown] + more, {2})
+        if len(text) <= budget:
+            return text
+    return ""
 
 
 class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=APPROVAL_BUTTON):
@@ -153,7 +286,7 @@ class Automation(commands.Cog):
         ]
         embed = discord.Embed(
             title="Strategies",
-            colour=0x5865F2,
+            colour=BLURPLE,
             description=fmt.table(["Name", "You", "Subs", "Sources", "Limit"], rows, {2}),
         )
         embed.set_footer(text="Webhook URLs are shown once; /strategy rotate-secret for a new one")
@@ -185,6 +318,55 @@ class Automation(commands.Cog):
             ephemeral=True,
         )
         view.message = await interaction.original_response()
+
+    @strategy.command(name="settings", description="See or change a strategy's webhook rules")
+    @app_commands.describe(
+        strategy="A strategy you own",
+        allowed_sources="tradingview, or addresses/ranges like 203.0.113.0/24; none: any",
+        allowed_tickers="Tickers like AAPL, ESZ25, BTCUSD, comma-separated; none: every ticker",
+        max_lag_seconds="Refuse signals whose time is older than this",
+        rate_limit_per_minute="Signals accepted a minute (429 past that)",
+        max_quantity="Refuse fixed quantities above this; none: no limit",
+    )
+    @app_commands.autocomplete(strategy=strategy_names)
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        strategy: str,
+        allowed_sources: str | None = None,
+        allowed_tickers: str | None = None,
+        max_lag_seconds: app_commands.Range[int, MIN_LAG_SECONDS, MAX_LAG_SECONDS] | None = None,
+        rate_limit_per_minute: app_commands.Range[int, MIN_RATE_LIMIT, MAX_RATE_LIMIT]
+        | None = None,
+        max_quantity: str | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if allowed_sources is not None:
+            changes["allowed_sources"] = list_option(allowed_sources, "tradingview, 203.0.113.7")
+        if allowed_tickers is not None:
+            changes["allowed_tickers"] = list_option(allowed_tickers, "AAPL, ESZ25")
+        if max_lag_seconds is not None:
+            changes["max_lag_seconds"] = max_lag_seconds
+        if rate_limit_per_minute is not None:
+            changes["rate_limit_per_minute"] = rate_limit_per_minute
+        if max_quantity is not None:
+            changes["max_quantity"] = quantity_option(max_quantity)
+        strategies = self.bot.core.strategies
+        guild = guild_of(interaction)
+        if changes:
+            info = await strategies.configure(guild, interaction.user.id, strategy, **changes)
+            content = "Saved; the webhook applies these from the next signal."
+        else:
+            info = await strategies.get(guild, interaction.user.id, strategy)
+            if not info.is_owner:
+                raise PermissionDenied("Only the strategy's owner can see its webhook settings.")
+            content = None
+        await interaction.response.send_message(
+            content,
+            embed=settings_embed(info),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
 
     @strategy.command(name="share", description="Let another member of this server subscribe")
     @app_commands.autocomplete(strategy=strategy_names)
@@ -274,6 +456,32 @@ class Automation(commands.Cog):
             "Unsubscribed; no new orders from it.", ephemeral=True
         )
 
+    @app_commands.command(
+        name="subscriptions", description="Your subscriptions and their settings (private)"
+    )
+    async def subscriptions(self, interaction: discord.Interaction) -> None:
+        # In a server: that server's strategies; in DMs: every server's.
+        subs = await self.bot.core.subscriptions.list_for(interaction.user.id, interaction.guild_id)
+        if not subs:
+            await interaction.response.send_message(
+                "You have no subscriptions"
+                + (" in this server" if interaction.guild_id else "")
+                + ". Subscribe a connection with /subscribe.",
+                ephemeral=True,
+            )
+            return
+        live = any(sub.mode == "live" for sub in subs)
+        pages = fmt.paged(
+            "Your subscriptions",
+            "live" if live else "paper",
+            "Where each strategy's signals trade, and how.",
+            subscription_rows(subs),
+            ["Strategy", "Connection", "Mode", "Sizing", "Sides", "Orders", "Max", "Status"],
+            {6},
+            f"{len(subs)} subscription(s) · change with /subscribe, stop with /unsubscribe",
+        )
+        await send_pages(interaction, pages)
+
     # Hidden from members by default; still checked at run time (server admins can change who
     # sees a command).
     alerts = app_commands.Group(
@@ -328,34 +536,42 @@ class Automation(commands.Cog):
             self.bot.core.signals.signal_report(id.strip(), interaction.user.id),
             ephemeral=True,
         )
+        day = f"{report.received_at.astimezone(UTC):%Y-%m-%d}"
+        head = [
+            f"{report.action or '?'} {report.ticker or ''} · {report.status}",
+            f"Received {day} {clock(report.received_at, day)} UTC",
+        ]
+        if report.signal_time is not None:
+            head.append(f"Alert time {clock(report.signal_time, day)} UTC")
+            if report.latency_ms is not None:
+                head[-1] += f" · {report.latency_ms} ms to reach us"
+        if report.message_code:
+            code = report.message_code
+            head.append(f"{code}: {report.message}" if report.message else code)
         embed = discord.Embed(
-            title=f"Signal {report.signal_id[:8]} · {report.strategy_name}",
-            description=f"{report.action or '?'} {report.ticker or ''} · {report.status}"
-            + (f"\n{report.message_code}: {report.message}" if report.message_code else ""),
-            colour=0x5865F2,
+            title=f"Signal {report.signal_id[:8]} · {report.strategy_name}"[:256],
+            description="\n".join(head)[:4096],
+            colour=BLURPLE,
         )
-        embed.add_field(
-            name="Signal",
-            value=fmt.table(
-                ["Phase", "ms"], [[p.name, str(p.elapsed_ms)] for p in report.phases], {1}
-            ),
-            inline=False,
-        )
-        for sub in report.subscriptions[:20]:
-            lines = [
-                [p.name + (f" ({p.detail})" if p.detail else ""), str(p.elapsed_ms)]
-                for p in sub.phases
-            ]
+        embed.add_field(name="Signal", value=phase_table(report.phases, day, 1024), inline=False)
+        subs = report.subscriptions[:20]
+        for n, sub in enumerate(subs):
             orders = "; ".join(
                 f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}" for o in sub.orders
             )
-            name = f"{sub.connection_name or 'removed'} ({sub.mode}) · {sub.status}"
-            value = fmt.table(["Step", "ms"], lines, {1})
-            if orders:
-                value += orders
-            if sub.reason:
-                value += f"\n{sub.reason}"
-            embed.add_field(name=name[:256], value=value[:1024], inline=False)
+            extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]
+            name = f"{sub.connection_name or 'removed'} ({sub.mode}) · {sub.status}"[:256]
+            value = phase_table(sub.phases, day, 1024 - len(extra)) + extra
+            # An embed holds 6,000 characters in all: say how many did not fit.
+            if len(embed) + len(name) + len(value) > 5900:
+                embed.set_footer(text=f"{len(report.subscriptions) - n} more subscription(s)")
+                break
+            embed.add_field(name=name, value=value or "-", inline=False)
+        else:
+            if len(report.subscriptions) > len(subs):
+                embed.set_footer(
+                    text=f"{len(report.subscriptions) - len(subs)} more subscription(s)"
+                )
         await reply(interaction, embed=embed, ephemeral=True)
 
 

@@ -45,6 +45,9 @@ TRADINGVIEW_IPS: Final = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.
 TRADINGVIEW = "tradingview"
 MAX_SOURCES = 50
 MAX_TICKERS = 200
+# Bounds of the webhook settings; the command offers the same ranges.
+MIN_LAG_SECONDS, MAX_LAG_SECONDS = 5, 86400
+MIN_RATE_LIMIT, MAX_RATE_LIMIT = 1, 600
 NAME_MAX = 100
 # Compared against when the strategy does not exist, so both refusals cost the same.
 _DUMMY_HASH = hashlib.sha256(b"tradecord: no such strategy").hexdigest()
@@ -95,7 +98,30 @@ def parse_sources(entries: Sequence[str]) -> list[str]:
         if entry not in out:
             out.append(entry)
     if len(out) > MAX_SOURCES:
-        raise InvalidInput(f"An allow-list takes at most {MAX_SOURCES} entries.")
+        raise InvalidInput(
+            f"An allow-list takes at most {MAX_SOURCES} entries; cover neighbouring addresses "
+            "with a range like 203.0.113.0/24."
+        )
+    return out
+
+
+def parse_tickers(entries: Sequence[str]) -> list[str]:
+    """Allowed tickers as the webhook compares them (``NASDAQ:aapl`` is ``AAPL``)."""
+    out: list[str] = []
+    for raw in entries:
+        if not raw.strip():
+            continue
+        try:
+            norm = normalize_ticker(raw)
+        except ValueError as e:
+            raise InvalidInput(f"Allowed tickers: “{raw.strip()[:30]}”: {e}") from None
+        if norm not in out:
+            out.append(norm)
+    if len(out) > MAX_TICKERS:
+        raise InvalidInput(
+            f"A strategy takes at most {MAX_TICKERS} allowed tickers; list fewer, or remove "
+            "the list to accept every ticker."
+        )
     return out
 
 
@@ -372,30 +398,29 @@ class StrategyService:
         if not isinstance(allowed_sources, _Unset):
             values["allowed_sources"] = parse_sources(allowed_sources)
         if not isinstance(allowed_tickers, _Unset):
-            tickers: list[str] = []
-            for t in allowed_tickers:
-                try:
-                    norm = normalize_ticker(t)
-                except ValueError as e:
-                    raise InvalidInput(f"“{t[:30]}”: {e}") from None
-                if norm not in tickers:
-                    tickers.append(norm)
-            if len(tickers) > MAX_TICKERS:
-                raise InvalidInput(f"A strategy takes at most {MAX_TICKERS} tickers.")
-            values["allowed_tickers"] = tickers
+            values["allowed_tickers"] = parse_tickers(allowed_tickers)
         if not isinstance(max_lag_seconds, _Unset):
-            if not 5 <= max_lag_seconds <= 86400:
-                raise InvalidInput("The maximum signal age must be between 5 and 86400 seconds.")
+            if not MIN_LAG_SECONDS <= max_lag_seconds <= MAX_LAG_SECONDS:
+                raise InvalidInput(
+                    f"The maximum signal age must be between {MIN_LAG_SECONDS} and "
+                    f"{MAX_LAG_SECONDS} seconds (a day); {max_lag_seconds} is not."
+                )
             values["max_lag_seconds"] = max_lag_seconds
         if not isinstance(rate_limit_per_minute, _Unset):
-            if not 1 <= rate_limit_per_minute <= 600:
-                raise InvalidInput("The rate limit must be between 1 and 600 signals a minute.")
+            if not MIN_RATE_LIMIT <= rate_limit_per_minute <= MAX_RATE_LIMIT:
+                raise InvalidInput(
+                    f"The rate limit must be between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} "
+                    f"signals a minute; {rate_limit_per_minute} is not."
+                )
             values["rate_limit_per_minute"] = rate_limit_per_minute
         if not isinstance(max_quantity, _Unset):
             if max_quantity is not None and not (
                 max_quantity.is_finite() and 0 < max_quantity < MAX_NUMBER
             ):
-                raise InvalidInput("The maximum quantity must be a positive number.")
+                raise InvalidInput(
+                    f"The maximum quantity must be a positive number below {MAX_NUMBER:,}, "
+                    "like 100; or remove the limit."
+                )
             values["max_quantity"] = max_quantity
         if values:
             values["updated_at"] = self.clock()

@@ -191,7 +191,7 @@ class SubscriptionService:
                 .values(enabled=enabled, updated_at=self.clock())
             )
             if not result.rowcount:  # type: ignore[attr-defined]
-                raise NotFound("You have no such subscription. See /subscribe list.")
+                raise NotFound("You have no such subscription. See /subscriptions.")
 
     async def list_for(
         self, discord_user_id: int, guild_id: int | None = None

@@ -4,6 +4,7 @@ Discord, signals through the bot's own webhook over HTTP, results in DMs and cha
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import aiohttp
@@ -11,6 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
+from bot.models import ConnectionAccount
+from bot.services.signals import Phase
+from cogs.automation import joined, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness
@@ -62,7 +66,8 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
         channel_id=h.emu.general.id,
     )
     assert "go to" in (await set_alerts.message()).content
-    status, body = await post(url, {"ticker": "AAPL", "action": "buy"})
+    sent_at = datetime.now(UTC) - timedelta(seconds=2)
+    status, body = await post(url, {"ticker": "AAPL", "action": "buy", "time": sent_at.isoformat()})
     assert status == 202 and body["success"] is True
     done = await dm_to(h, "alice", "Breakout")
     assert "buy 3 AAPL" in done.text()
@@ -76,7 +81,15 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     assert post_.allowed_mentions in (None, {"parse": []}) or not post_.mentions
     report = await h.reply("alice", "signal show", id=str(body["id"]))
     text = report.text()
+    assert report.ephemeral
     assert "received" in text and "ms" in text and "filled" in text.lower()
+    # The date once, then each phase at its UTC time to the millisecond.
+    day = re.search(r"Received (\d{4}-\d\d-\d\d) \d\d:\d\d:\d\d\.\d{3} UTC", text)
+    assert day, text
+    assert f"Alert time {sent_at:%H:%M:%S}.{sent_at.microsecond // 1000:03d} UTC" in text
+    assert re.search(r"· \d+ ms to reach us", text), text
+    assert re.search(r"received\s+\d\d:\d\d:\d\d\.\d{3}\s+0\b", text), text
+    assert re.search(r"filled\s+\d\d:\d\d:\d\d\.\d{3}\s+\d+", text), text
     assert await paper_orders(h) == 1
 
 
@@ -120,3 +133,122 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     assert "Mine" in listing.text() and "/webhook/" not in listing.text()
     rotated = await h.reply("carol", "strategy rotate-secret", strategy="Mine")
     assert rotated.ephemeral and "/webhook/" in rotated.content
+
+
+async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    url = await create_strategy(h, "dave", "Scalper")
+    shown = await h.reply("dave", "strategy settings", strategy="Scalper")
+    text = shown.text()
+    assert shown.ephemeral
+    for default in ("any address", "every ticker", "300 s", "60 signals a minute", "no limit"):
+        assert default in text, text
+    changed = await h.reply(
+        "dave",
+        "strategy settings",
+        strategy="Scalper",
+        allowed_tickers="NASDAQ:AAPL, BTC/USD",
+        max_lag_seconds=60,
+        rate_limit_per_minute=10,
+        max_quantity="5",
+    )
+    text = changed.text()
+    assert changed.ephemeral and "Saved" in text
+    for value in ("AAPL, BTC/USD", "60 s", "10 signals a minute", "any address"):
+        assert value in text, text
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert (status, body["messageCode"]) == (400, "unsupported-ticker")
+    assert "/strategy settings" in str(body["message"])
+    status, body = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
+    assert (status, body["messageCode"]) == (400, "quantity-over-limit")
+    # This test posts from 127.0.0.1: outside the allow-list, then allowed again.
+    await h.reply("dave", "strategy settings", strategy="Scalper", allowed_sources="203.0.113.0/24")
+    status, body = await post(url, {"ticker": "AAPL", "action": "buy"})
+    assert (status, body["messageCode"]) == (403, "invalid-ip-address")
+    cleared = await h.reply(
+        "dave",
+        "strategy settings",
+        strategy="Scalper",
+        allowed_sources="none",
+        allowed_tickers="None",
+        max_quantity="none",
+    )
+    text = cleared.text()
+    assert "any address" in text and "every ticker" in text and "no limit" in text
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy", "quantity": 6})
+    assert status == 202 and body["success"] is True
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"allowed_sources": "example.com"}, "is not an IP address or range"),
+        ({"allowed_sources": " , "}, "separated by commas"),
+        ({"allowed_tickers": "NQ1!"}, "continuous future"),
+        ({"max_quantity": "lots"}, "max_quantity must be a number"),
+        ({"max_quantity": "-3"}, "positive number below"),
+    ],
+)
+async def test_bad_strategy_settings_say_what_to_do(
+    tradecord: Harness, options: dict[str, str], message: str
+) -> None:
+    h = tradecord
+    await create_strategy(h, "erin", "Mean reversion")
+    refused = await h.reply("erin", "strategy settings", strategy="Mean reversion", **options)
+    assert refused.ephemeral and message in refused.content, refused.content
+    kept = await h.reply("erin", "strategy settings", strategy="Mean reversion")
+    assert "any address" in kept.text() and "no limit" in kept.text()
+
+
+async def test_strategy_settings_are_for_the_owner_and_within_range(tradecord: Harness) -> None:
+    h = tradecord
+    await create_strategy(h, "frank", "Gap fill")
+    await h.reply("frank", "strategy share", strategy="Gap fill", member=h.user("gina"))
+    for options in ({}, {"max_lag_seconds": 60}):
+        denied = await h.reply("gina", "strategy settings", strategy="Gap fill", **options)
+        assert denied.ephemeral and "owner" in denied.content and "Saved" not in denied.content
+    # Discord (and the emulator) refuse numbers outside the command's declared range.
+    with pytest.raises(EmulatorError, match="between 5 and 86400"):
+        await h.slash("frank", "strategy settings", strategy="Gap fill", max_lag_seconds=4)
+    with pytest.raises(EmulatorError, match="between 1 and 600"):
+        await h.slash("frank", "strategy settings", strategy="Gap fill", rate_limit_per_minute=601)
+
+
+async def test_subscriptions_lists_mine_privately_without_account_numbers(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    none_yet = await h.reply("hana", "subscriptions")
+    assert none_yet.ephemeral and "no subscriptions in this server" in none_yet.content
+    await create_strategy(h, "hana", "Trend")
+    await h.reply(
+        "hana",
+        "subscribe",
+        strategy="Trend",
+        sizing="fixed_quantity",
+        sizing_value="3",
+        sides="long",
+        approval=True,
+    )
+    listing = await h.reply("hana", "subscriptions")
+    text = listing.text()
+    assert listing.ephemeral
+    row = r"Trend\s+Tradecord Paper\s+paper\s+3 qty\s+long\s+approve\s+-\s+on\n"
+    assert re.search(row, text), text
+    async with h.core.db.session() as s:
+        accounts = list(await s.scalars(select(ConnectionAccount.account_id)))
+    assert accounts and not any(a in text for a in accounts)
+    other = await h.reply("ivan", "subscriptions")
+    assert "no subscriptions" in other.content and "Trend" not in other.text()
+
+
+def test_phase_tables_fit_an_embed_field_and_date_only_other_days() -> None:
+    t0 = datetime(2025, 3, 4, 23, 59, 59, 998_000, tzinfo=UTC)
+    phases = [Phase(f"step {i}", t0 + timedelta(milliseconds=i), i, "why " * 40) for i in range(40)]
+    text = phase_table(phases, "2025-03-04", 1024)
+    assert len(text) <= 1024 and text.endswith("```")
+    assert "23:59:59.998" in text and "2025-03-05 00:00:00.000" in text
+    assert re.search(r"… \d+ more", text)
+    assert len(joined([f"10.0.{i}.0/24" for i in range(200)], "any", 100)) <= 100

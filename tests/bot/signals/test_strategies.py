@@ -164,6 +164,63 @@ async def test_webhook_settings(core: Core) -> None:
     assert cleared.max_quantity is None and cleared.allowed_tickers == ()
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_lag_seconds": 4}, "between 5 and 86400 seconds"),
+        ({"max_lag_seconds": 86401}, "between 5 and 86400 seconds"),
+        ({"rate_limit_per_minute": 0}, "between 1 and 600 signals a minute"),
+        ({"rate_limit_per_minute": 601}, "between 1 and 600 signals a minute"),
+        ({"max_quantity": Decimal(0)}, "positive number below 1,000,000,000,000"),
+        ({"max_quantity": Decimal(10) ** 12}, "positive number below"),
+        ({"max_quantity": Decimal("NaN")}, "positive number below"),
+        ({"allowed_sources": ["203.0.113.0/33"]}, "not an IP address or range"),
+        ({"allowed_sources": ["10.0.0.1-10.0.0.9"]}, r"ranges like 203\.0\.113\.0/24"),
+        ({"allowed_sources": [f"198.51.100.{i}" for i in range(51)]}, "at most 50 entries"),
+        ({"allowed_tickers": ["NQ1!"]}, "Allowed tickers: “NQ1!”: NQ1! is a continuous future"),
+        ({"allowed_tickers": ["AAPL260116C00200000"]}, "Options are not supported"),
+        ({"allowed_tickers": [f"T{i}" for i in range(201)]}, "at most 200 allowed tickers"),
+    ],
+)
+async def test_webhook_settings_refusals_say_what_to_do_and_change_nothing(
+    core: Core, change: dict[str, object], message: str
+) -> None:
+    url = await make_strategy(core)
+    before = await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_lag_seconds=60)
+    with pytest.raises(InvalidInput, match=message):
+        # A valid change alongside the bad one is not applied either.
+        await core.strategies.configure(
+            GUILD,
+            OWNER,
+            url.strategy.id,
+            **({"max_lag_seconds": 120} | change),  # type: ignore[arg-type]
+        )
+    assert await core.strategies.get(GUILD, OWNER, url.strategy.id) == before
+
+
+async def test_webhook_settings_bounds_are_inclusive_and_only_the_owner_changes_them(
+    core: Core,
+) -> None:
+    url = await make_strategy(core)
+    for lag, rate in ((5, 1), (86400, 600)):
+        info = await core.strategies.configure(
+            GUILD, OWNER, url.strategy.id, max_lag_seconds=lag, rate_limit_per_minute=rate
+        )
+        assert (info.max_lag_seconds, info.rate_limit_per_minute) == (lag, rate)
+    info = await core.strategies.configure(
+        GUILD, OWNER, url.strategy.id, allowed_sources=["2001:db8::1/64", "tradingview"]
+    )
+    assert info.allowed_sources == ("2001:db8::/64", "tradingview")
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    with pytest.raises(PermissionDenied, match="only its owner"):
+        await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
+
+
+async def test_an_unknown_subscription_points_to_the_listing(core: Core) -> None:
+    with pytest.raises(NotFound, match="See /subscriptions"):
+        await core.subscriptions.set_enabled(OWNER, 12345, False)
+
+
 async def test_deleting_a_strategy_removes_its_subscriptions_and_log(core: Core) -> None:
     url = await make_strategy(core)
     await subscribe(core, url, OWNER)
