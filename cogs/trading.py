@@ -352,17 +352,31 @@ class Trading(commands.Cog):
 
     @app_commands.command(name="orders", description="Your open orders")
     @app_commands.describe(
-        connection="Which connection (default: Tradecord Paper)", mode="paper (default) or live"
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live",
+        share="Post a summary in the channel",
+        show_amounts="With share: include quantities and prices",
     )
     @app_commands.autocomplete(connection=connection_names)
     async def orders(
-        self, interaction: discord.Interaction, connection: str | None = None, mode: Mode = "paper"
+        self,
+        interaction: discord.Interaction,
+        connection: str | None = None,
+        mode: Mode = "paper",
+        share: bool = False,
+        show_amounts: bool = False,
     ) -> None:
         target, broker, orders = await in_time(
             interaction,
             self.bot.core.trading.open_orders(interaction.user.id, connection, mode),
-            ephemeral=True,
+            ephemeral=not share,
         )
+        if share:
+            embed = shared_orders(
+                interaction, "open orders", target.mode, broker, orders, show_amounts
+            )
+            await reply(interaction, embed=embed, ephemeral=False)
+            return
         pages = fmt.paged(
             f"Open orders · {target.connection.name}",
             target.mode,
@@ -379,6 +393,8 @@ class Trading(commands.Cog):
         days="How many days back (1-90, default 7)",
         connection="Which connection (default: Tradecord Paper)",
         mode="paper (default) or live",
+        share="Post a summary in the channel",
+        show_amounts="With share: include quantities and prices",
     )
     @app_commands.autocomplete(connection=connection_names)
     async def history(
@@ -387,12 +403,19 @@ class Trading(commands.Cog):
         days: app_commands.Range[int, 1, 90] = 7,
         connection: str | None = None,
         mode: Mode = "paper",
+        share: bool = False,
+        show_amounts: bool = False,
     ) -> None:
         target, broker, orders = await in_time(
             interaction,
             self.bot.core.trading.history(interaction.user.id, connection, mode, days),
-            ephemeral=True,
+            ephemeral=not share,
         )
+        if share:
+            what = f"orders of the last {days} day(s)"
+            embed = shared_orders(interaction, what, target.mode, broker, orders, show_amounts)
+            await reply(interaction, embed=embed, ephemeral=False)
+            return
         pages = fmt.paged(
             f"Order history · {target.connection.name}",
             target.mode,
@@ -642,6 +665,38 @@ def shared_positions(
         )
         or "\u200b"
     )
+    return embed
+
+
+def shared_orders(
+    interaction: discord.Interaction,
+    what: str,
+    mode: str,
+    broker: str,
+    orders: list[Order],
+    amounts: bool,
+) -> discord.Embed:
+    """A public summary of orders: no account numbers or order ids; quantities and prices only
+    when asked for."""
+    if amounts:
+        headers = fmt.ORDER_HEADERS[1:]
+        rows = [row[1:] for row in fmt.order_rows(orders)]
+        right = {2}
+    else:
+        headers = ["Side", "Symbol", "Type", "Status"]
+        rows = [
+            [o.side.value, o.symbol, o.order_type.value, o.status.value.replace("_", " ")]
+            for o in orders
+        ]
+        right: set[int] = set()
+    embed = discord.Embed(
+        title=f"{interaction.user.display_name}'s {what}",
+        description=f"{fmt.mode_tag(mode)} · {broker}\n"
+        + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else "Nothing here."),
+        colour=fmt.mode_colour(mode),
+    )
+    more = len(rows) - fmt.PAGE_ROWS
+    embed.set_footer(text=f"and {more} more" if more > 0 else "\u200b")
     return embed
 
 

@@ -295,3 +295,27 @@ async def test_a_failed_deferral_does_not_hide_the_work(monkeypatch: pytest.Monk
 class FakeHTTPResponse:
     def __init__(self, status: int) -> None:
         self.status, self.reason = status, "Not Found"
+
+
+async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    alice = h.user("alice")
+    pin(h, "MSFT", "399.90", "400.10")
+    card = await preview(
+        h, "alice", symbol="MSFT", quantity="2", order_type="limit", limit_price="350.25"
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    shared = await h.reply("alice", "orders", share=True)
+    assert not shared.ephemeral
+    text = shared.text()
+    assert "MSFT" in text and "limit" in text and "350.25" not in text and "TCP" not in text
+    priced = await h.reply("alice", "orders", share=True, show_amounts=True)
+    assert "350.25" in priced.text() and "TCP" not in priced.text()
+    ask = await h.reply("alice", "cancel all")
+    await (await h.emu.click(alice, ask, label="Cancel them all")).message(timeout=10)
+    history = await h.reply("alice", "history", share=True)
+    assert not history.ephemeral
+    assert "cancelled" in history.text() and "350.25" not in history.text()
+    assert "TCP" not in history.text()
