@@ -443,16 +443,41 @@ class TradingService:
         borrowed = adapter is not None
         adapter = adapter or await self.core.connections.adapter_for(target.connection)
         try:
-            await self._set(
-                intent,
-                IntentStatus.SUBMITTED,
-                phase="order.submitted",
-                extra={**intent.extra, "sent_at": self.clock().isoformat()},
-            )
+            if not await self._mark_submitted(intent):
+                # Someone else sent it meanwhile (the reconciler, after this process stalled):
+                # sending here too could place it twice. Their result reaches the member.
+                return _in_doubt(intent, bool(intent.extra.get("simulated")))
             return await self._send(intent, target, adapter)
         finally:
             if not borrowed:
                 await adapter.close()
+
+    async def _mark_submitted(self, intent: OrderIntent) -> bool:
+        """Pending -> submitted, stamping the send time, only if it is still pending: the
+        compare-and-set that lets exactly one sender call the broker. Concurrent submits (a
+        signal's fan-out) share one transaction, their rows read (and on PostgreSQL locked)
+        together."""
+        now = self.clock()
+        extra = {**intent.extra, "sent_at": now.isoformat()}
+
+        async def write(s: AsyncSession) -> bool:
+            row = await s.get(OrderIntent, intent.id)
+            if row is None or row.status != IntentStatus.PENDING:
+                return False
+            row.status, row.extra, row.updated_at = IntentStatus.SUBMITTED, extra, now
+            audit.record(
+                s,
+                "order.submitted",
+                member_id=intent.member_id,
+                connection_id=intent.connection_id,
+                intent_id=intent.id,
+            )
+            return True
+
+        if not await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
+            return False
+        intent.status, intent.extra, intent.updated_at = IntentStatus.SUBMITTED, extra, now
+        return True
 
     async def _claim_send(self, intent: OrderIntent, reason: str) -> bool:
         """Move a pending intent to submitted (stamping the send time) only if it is still

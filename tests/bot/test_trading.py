@@ -550,6 +550,22 @@ async def test_two_reconcilers_send_a_pending_intent_once(
     assert (await phases(core, intent.id)).count("order.submitted") == 1
 
 
+async def test_a_confirm_that_stalled_past_the_reconciler_does_not_send_again(
+    core: Core,
+) -> None:
+    """The press moved the intent to pending, then its process stalled; the reconciler sent
+    it. When the press's submit resumes it must not send a second copy."""
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    intent = await core.trading.claim(p.intent_id, ALICE)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    await core.trading.reconcile()
+    assert (await core.trading.get_intent(intent.id)).status == IntentStatus.FILLED
+    late = await core.trading.submit(intent)
+    assert not late.ok and "will not resend" in late.message
+    assert await order_count(core, intent.client_order_id) == 1
+    assert (await phases(core, intent.id)).count("order.submitted") == 1
+
+
 @pytest.mark.parametrize("first", ["pending", "unknown"])
 async def test_an_intent_whose_account_changed_does_not_stop_the_reconciler(
     core: Core, monkeypatch: pytest.MonkeyPatch, first: str
