@@ -10,7 +10,8 @@ processes.
 
 Execution (job ``signal``): every enabled subscription gets a ``SignalExecution`` row and runs
 concurrently and independently. Per subscription, as TradersPost documents it: cancel the
-ticker's open orders (buy, sell, exit; ``cancel`` overrides), exit an opposite or closing
+ticker's open orders before sending new orders (buy, sell, exit; ``cancel`` overrides; a
+signal that sends nothing cancels nothing, except action cancel), exit an opposite or closing
 position and wait for that order to be final, then enter; with nothing to do, skip with a
 reason. Every order goes through ``TradingService.place`` with the key
 ``{signal}:{subscription}:{leg}``: a re-run job (a worker died, a lease expired) finds the same
@@ -39,7 +40,7 @@ from sqlalchemy.orm import selectinload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
-from adapters.errors import BrokerError, OrderNotCancelable, OrderNotFound
+from adapters.errors import BrokerError, OrderNotFound
 from adapters.models import (
     AssetClass,
     Bracket,
@@ -1166,11 +1167,24 @@ class SignalService:
     async def _plan(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, snap: Snapshot
     ) -> Plan:
+        plan = await self._plan_orders(ctx, adapter, target, snap)
+        # TradersPost cancels open orders "before submitting new orders": a signal that
+        # submits nothing (already in position, entry refused) leaves them, or a repeated
+        # entry signal would strip a position of its protective stop. Action cancel is the
+        # one signal that cancels without ordering.
+        if plan.legs or ctx.signal.action is Action.CANCEL:
+            plan.cancels = [o.id for o in snap.ticker_orders]
+        return plan
+
+    async def _plan_orders(
+        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, snap: Snapshot
+    ) -> Plan:
+        """The legs (or the note saying why there are none); ``_plan`` adds the cancels."""
         sig = ctx.signal
-        plan = Plan(cancels=[o.id for o in snap.ticker_orders])
+        plan = Plan()
         held = snap.position
         if sig.action is Action.CANCEL:
-            if not plan.cancels:
+            if not snap.ticker_orders:
                 plan.note_code, plan.note = "no-open-orders", f"No open {sig.ticker} orders."
             return plan
         if sig.action is Action.EXIT:
@@ -1423,24 +1437,27 @@ class SignalService:
     ) -> Result:
         sig = ctx.signal
         cancelled = 0
-        still_open = {o.id for o in snap.ticker_orders}
-        for order_id in plan.cancels:
-            if order_id not in still_open:
-                continue  # a re-run: it is gone already
-            try:
-                await adapter.cancel_order(target.ref, order_id)
-                cancelled += 1
-            except (OrderNotCancelable, OrderNotFound):
-                pass  # it ended on its own meanwhile
-        if cancelled:
-            self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
-        result = Result(
-            ExecutionStatus.DONE,
-            plan.note_code,
-            plan.note
-            or (f"Cancelled {cancelled} open {sig.ticker} order(s)." if cancelled else None),
-            plan,
-        )
+        pending_cancels = True
+
+        async def cancel_open_orders() -> None:
+            """Once, right before the first order this run sends (or alone for action
+            cancel): a leg refused or skipped at placing time cancels nothing."""
+            nonlocal cancelled, pending_cancels
+            if not pending_cancels:
+                return
+            pending_cancels = False
+            still_open = {o.id for o in snap.ticker_orders}
+            # A re-run finds the ones it cancelled gone already.
+            wanted = [order_id for order_id in plan.cancels if order_id in still_open]
+            cancelled = await self.core.trading.cancel_open(target, adapter, wanted)
+            if cancelled:
+                self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
+                done = f"Cancelled {cancelled} open {sig.ticker} order(s)."
+                result.reason = result.reason or done
+
+        result = Result(ExecutionStatus.DONE, plan.note_code, plan.note, plan)
+        if not plan.legs:
+            await cancel_open_orders()
         for leg in plan.legs:
             intent = existing.get(leg.name)
             unsent = intent is None or intent.status == IntentStatus.DRAFT
@@ -1471,6 +1488,8 @@ class SignalService:
                         ),
                     )
                     break
+            if unsent:
+                await cancel_open_orders()
             intent = await self._place(ctx, adapter, target, leg, plan, intent)
             result.orders.append(intent)
             status, ok = _leg_status(intent)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -31,6 +31,7 @@ from adapters.errors import (
     BrokerError,
     BrokerUnavailable,
     InsufficientBuyingPower,
+    OrderNotCancelable,
     OrderNotFound,
     RateLimited,
 )
@@ -899,6 +900,42 @@ class TradingService:
         finally:
             await adapter.close()
         return target, results
+
+    async def cancel_open(
+        self, target: Target, adapter: BrokerAdapter, order_ids: Sequence[str]
+    ) -> int:
+        """Cancel open orders for an automation (a signal), skipping ones that ended on their
+        own meanwhile; returns how many were cancelled. The intents of Tradecord's own orders
+        among them are updated at once (and their members told), not when the reconciler
+        next looks."""
+        if not order_ids:
+            return 0
+        async with self.core.db.session() as s:
+            ours = {
+                i.broker_order_id: i
+                for i in await s.scalars(
+                    select(OrderIntent).where(
+                        OrderIntent.connection_id == target.connection.id,
+                        OrderIntent.broker_order_id.in_(list(order_ids)),
+                    )
+                )
+            }
+        cancelled = 0
+        for oid in order_ids:
+            try:
+                await adapter.cancel_order(target.ref, oid)
+            except (OrderNotCancelable, OrderNotFound):
+                continue  # it ended on its own meanwhile
+            cancelled += 1
+            intent = ours.get(oid)
+            if intent is None:
+                continue  # placed outside Tradecord: nothing of ours to update
+            try:
+                order = await adapter.fetch_order(target.ref, order_id=oid, hint=hint_of(intent))
+            except BrokerError:
+                continue  # the reconciler settles it
+            await self.apply_order_state(intent, order)
+        return cancelled
 
     async def _apply_broker_order(self, target: Target, order: Order) -> None:
         async with self.core.db.session() as s:

@@ -257,6 +257,9 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     ex = await run(core, url, sub, action="cancel")
     assert ex.status == ExecutionStatus.DONE
     assert [o.status for o in await orders(core)] == ["cancelled"]
+    # The resting order's intent says so at once, not when the reconciler next looks.
+    [intent] = await intents(core)
+    assert intent.status == IntentStatus.CANCELLED
     ex = await run(core, url, sub, action="cancel", extras={"again": True})
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
 
@@ -278,6 +281,77 @@ async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -
         "filled",
         "filled",
     ]
+
+
+async def rest(
+    core: Core, member: int, side: str, order_type: OrderType, price: str, key: str
+) -> None:
+    """An open AAPL order placed by hand: a protective stop or a resting limit."""
+    target = await core.connections.resolve(member, None, "paper")
+    request = OrderRequest("AAPL", Side(side), Decimal(1), order_type)
+    if order_type is OrderType.STOP:
+        request.stop_price = Decimal(price)
+    else:
+        request.limit_price = Decimal(price)
+    request.asset_class = asset_class_of("AAPL")
+    out = await core.trading.place(target, request, source="discord", idempotency_key=key)
+    assert out.intent.status == IntentStatus.ACCEPTED, out.message
+
+
+@pytest.mark.parametrize(
+    ("held", "sub_settings", "signal", "code"),
+    [
+        ("5", {}, {"action": "buy", "sentiment": "long"}, "already-in-position"),
+        (None, {"sides": "short"}, {"action": "buy"}, "side-not-allowed"),
+        (None, {"max_positions": 1}, {"action": "buy", "ticker": "AAPL"}, "max-strategy-positions"),
+        (None, {}, {"action": "buy", "takeProfit": {"percent": 10}}, "brackets-unsupported"),
+        (
+            None,
+            {"sizing": "dollar_amount", "sizing_value": Decimal(10)},
+            {"action": "buy"},
+            "quantity-zero",
+        ),
+        (None, {}, {"action": "exit"}, "no-position-to-exit"),
+    ],
+)
+async def test_a_signal_that_places_nothing_leaves_the_open_orders_alone(
+    core: Core,
+    held: str | None,
+    sub_settings: dict[str, Any],
+    signal: dict[str, Any],
+    code: str,
+) -> None:
+    """TradersPost cancels open orders before submitting new ones: with nothing submitted, a
+    protective stop (or a resting order) stays."""
+    if held is not None:
+        await hold(core, OWNER, "AAPL", held)
+        await rest(core, OWNER, "sell", OrderType.STOP, "180", "stop")
+    else:
+        await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    if "max_positions" in sub_settings:
+        await hold(core, OWNER, "MSFT", "1")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, **sub_settings)
+    ex = await run(core, url, sub, **signal)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, code)
+    assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
+
+
+async def test_a_refusal_at_placing_time_leaves_the_open_orders_alone(core: Core) -> None:
+    """Max positions checked again when an approved entry is placed: refused, nothing sent,
+    so the ticker's open order is not cancelled either."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True, max_positions=1)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    await hold(core, OWNER, "MSFT", "1")  # the limit is reached meanwhile
+    draft = next(i for i in await intents(core) if i.source == "signal")
+    await core.signals.approve(draft.id, OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert ex.reason_code == "max-strategy-positions"
+    assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
 
 
 # -- max strategy positions -----------------------------------------------------------------
