@@ -1127,7 +1127,11 @@ class SignalService:
                 )
             if not plan.legs and not plan.cancels:
                 return Result(ExecutionStatus.SKIPPED, plan.note_code, plan.note, plan)
-            if ctx.subscription.manual_approval and not ctx.approved:
+            # Approval guards new orders. A cancel-only plan runs at once: cancelling never
+            # opens or enlarges a position, and holding a cancel for a click only leaves
+            # orders the strategy has withdrawn working (and fillable) meanwhile. It has no
+            # draft for the approval card either.
+            if ctx.subscription.manual_approval and not ctx.approved and plan.legs:
                 return await self._request_approval(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:

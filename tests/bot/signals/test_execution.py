@@ -515,6 +515,17 @@ async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
 
 
+async def test_a_cancel_under_manual_approval_runs_without_waiting(core: Core) -> None:
+    """Nothing to approve: a cancel places no order (and there is no draft for a card)."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="cancel")
+    assert ex.status == ExecutionStatus.DONE, ex.reason
+    assert [o.status for o in await orders(core)] == ["cancelled"]
+    assert await core.signals.pending_approvals(OWNER) == []
+
+
 async def test_approval_refuses_if_the_position_changed(core: Core) -> None:
     url = await make_strategy(core)
     await hold(core, OWNER, "AAPL", "5")
