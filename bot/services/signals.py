@@ -322,6 +322,8 @@ class ExecContext:
     existing: dict[str, OrderIntent] | None = None
     # Collects the channel's result lines during a fan-out; None: post each one at once.
     digest: ChannelDigest | None = None
+    # This run's plan once made: a refusal raised before any order still says what it was.
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1070,9 +1072,9 @@ class SignalService:
         except _Skip as e:
             result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
         except BrokerError as e:
-            result = Result(ExecutionStatus.FAILED, e.code, e.user_message)
+            result = Result(ExecutionStatus.FAILED, e.code, e.user_message, ctx.plan)
         except TradecordError as e:
-            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message)
+            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message, ctx.plan)
         except Exception:
             log.exception("Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id)
             result = Result(
@@ -1118,6 +1120,7 @@ class SignalService:
             else:
                 plan = await self._plan(ctx, adapter, target, snapshot)
                 self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
+            ctx.plan = plan
             if ctx.signal.test:
                 return Result(
                     ExecutionStatus.TEST,
@@ -2082,12 +2085,20 @@ class SignalService:
         await notifier.dm(
             ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
         )
-        if ctx.channel_id is not None and result.orders:
+        # Refusals before the broker has any order (the order check, a changed position) are
+        # results the channel hears too; skips are not (nothing was tried).
+        refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
+        if ctx.channel_id is not None and (result.orders or refused):
+            trades = (
+                [_public_order(i) for i in result.orders]
+                if result.orders
+                else _planned_trades(ctx.signal, result.plan)
+            )
             line = _result_line(
                 ctx.public_name,
                 ctx.subscription.mode,
                 result.status,
-                result.orders,
+                trades,
                 result.reason_code,
             )
             if line is None:
@@ -2144,7 +2155,7 @@ class SignalService:
             pref.display_name if pref and pref.alerts_show_name else None,
             ex.mode,
             status,
-            [intent],
+            [_public_order(intent)],
             intent.error_code,
         )
         if channel is not None and line is not None:
@@ -2445,17 +2456,17 @@ def _result_line(
     public_name: str | None,
     mode: str,
     status: str,
-    orders: Sequence[OrderIntent],
+    trades: Sequence[str],
     reason_code: str | None,
 ) -> str | None:
-    """A subscriber's result for the alert channel: the trades only, and the member's name
-    only if they chose to be named. Broker messages can quote balances, so never those."""
+    """A subscriber's result for the alert channel: the trades only (``_public_order``,
+    ``_planned_trades``), and the member's name only if they chose to be named. Broker
+    messages can quote balances, so never those: a refusal shows its code."""
     public = CHANNEL_STATUSES.get(status)
     if public is None:
         return None
     who = _plain(public_name) if public_name else "A subscriber"
-    trades = "; ".join(_public_order(i) for i in orders)
-    line = f"{public[0]} {public[1]} · {who} ({mode}): {trades}"
+    line = f"{public[0]} {public[1]} · {who} ({mode}): {'; '.join(trades)}"
     if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
         line += f" ({reason_code or 'rejected'})"
     return line
@@ -2469,6 +2480,13 @@ def _public_order(intent: OrderIntent) -> str:
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
         text += f" ({qty(intent.filled_quantity)} filled)"
     return text
+
+
+def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
+    """For a channel, when no order exists: the planned legs, else the signal itself."""
+    if plan is not None and plan.legs:
+        return [f"{leg.side.value} {qty(leg.quantity)} {signal.ticker}" for leg in plan.legs]
+    return [f"{signal.action.value} {signal.ticker}"]
 
 
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")

@@ -602,6 +602,32 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     assert "buying power" in dms[BOB].lower()  # the member's own DM says why
 
 
+async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -> None:
+    """Refused before the broker has an order (crypto takes no day orders): the channel still
+    hears the subscriber's result, without the member's name unless they opted in."""
+    core.simulated_feed.set_quote("BTCUSD", Decimal(49990), Decimal(50010))
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    await subscribe(core, url, OWNER)
+    alice = await subscribe(core, url, ALICE)
+    ack = await send(core, url, {"ticker": "BTCUSD", "action": "buy", "timeInForce": "day"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], alice)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert await intents(core) == []
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    lines = sorted(posts[1].splitlines()[1:])
+    assert lines == [
+        "⛔ Not placed · A subscriber (paper): buy 1 BTCUSD (invalid-order)",
+        "⛔ Not placed · Alice (paper): buy 1 BTCUSD (invalid-order)",
+    ]
+    account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
+    assert account not in posts[1]
+
+
 async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
