@@ -110,6 +110,8 @@ CHANNEL_STATUSES = {
     ExecutionStatus.FILLED: ("✅", "Filled"),
     ExecutionStatus.REJECTED: ("⛔", "Rejected"),
     ExecutionStatus.FAILED: ("⛔", "Not placed"),
+    ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
+    ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
 }
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
@@ -2444,6 +2446,9 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
         IntentStatus.UNKNOWN: (ExecutionStatus.UNCONFIRMED, True),
         IntentStatus.PENDING: (ExecutionStatus.UNCONFIRMED, True),
         IntentStatus.FAILED: (ExecutionStatus.FAILED, False),
+        # Ended unfilled, not refused: said as such in the channel and the DM.
+        IntentStatus.CANCELLED: (ExecutionStatus.CANCELLED, False),
+        IntentStatus.EXPIRED: (ExecutionStatus.ORDER_EXPIRED, False),
     }.get(intent.status, (ExecutionStatus.REJECTED, False))
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.errors import BrokerUnavailable
-from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
 from bot.automation_models import ExecutionStatus, JobStatus, SignalExecution
@@ -895,6 +895,36 @@ async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) ->
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert len(posts) == 3
     assert "Order placed" in posts[1] and "Filled" in posts[2] and "buy 1 AAPL at $" in posts[2]
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "expired"])
+async def test_a_resting_entry_that_ends_unfilled_is_announced_as_such(
+    core: Core, ending: str
+) -> None:
+    """Cancelled by a later cancel signal, or expired at the broker: said so, never
+    "Rejected"."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    [intent] = await intents(core)
+    if ending == "cancelled":
+        cancel = await run(core, url, sub, action="cancel")
+        assert cancel.status == ExecutionStatus.DONE
+    else:
+        target = await core.connections.resolve(OWNER, None, "paper")
+        adapter = await core.connections.adapter_for(target.connection)
+        order = await adapter.fetch_order(target.ref, order_id=intent.broker_order_id)
+        await adapter.close()
+        order.status = OrderStatus.EXPIRED
+        await core.trading.apply_order_state(intent, order)
+    ex = await execution(core, ex.signal_id, sub)
+    assert ex.status == {"cancelled": "cancelled", "expired": "order_expired"}[ending]
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert "Rejected" not in posts[-1]
+    assert {"cancelled": "🚫 Cancelled", "expired": "⌛ Expired"}[ending] in posts[-1]
+    assert "buy 1 AAPL" in posts[-1]
 
 
 async def test_the_snapshot_reads_positions_and_open_orders_at_once(
