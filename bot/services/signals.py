@@ -2023,10 +2023,45 @@ class SignalService:
         if result.approval_expires_at is not None:
             values["approval_expires_at"] = result.approval_expires_at
 
+        # The order that speaks for the execution (as in _on_order_update). An update to it
+        # that lands while the execution is still pending is left to this run, so the status
+        # is re-read under the intent's lock: an earlier update is seen here, a later one
+        # waits for this commit and then finds the execution recorded.
+        last = result.orders[-1] if result.orders else None
+        plan_legs = result.plan.legs if result.plan is not None else []
+        speaking = (
+            last
+            if last is not None
+            and result.status in LATER
+            and plan_legs
+            and isinstance(last.extra, dict)
+            and last.extra.get("leg") == plan_legs[-1].name
+            else None
+        )
+        rows: list[tuple[type[Any], Any]] = [(SignalExecution, ctx.execution_id)]
+        if speaking is not None:
+            rows.append((OrderIntent, speaking.id))
+
         async def write(s: AsyncSession) -> bool:
             row = await s.get(SignalExecution, ctx.execution_id)
             if row is None or row.status != from_status:
                 return False
+            if speaking is not None:
+                now = await s.get(OrderIntent, speaking.id)
+                if now is not None and (now.status, now.filled_quantity) != (
+                    speaking.status,
+                    speaking.filled_quantity,
+                ):
+                    speaking.status, speaking.filled_quantity = now.status, now.filled_quantity
+                    speaking.average_fill_price = now.average_fill_price
+                    speaking.error_code, speaking.error_message = now.error_code, now.error_message
+                    status, ok = _leg_status(speaking)
+                    result.status = values["status"] = values["notified_status"] = status
+                    if not ok:
+                        result.reason_code = speaking.error_code or f"order-{status}"
+                        result.reason = speaking.error_message or describe_intent(speaking)
+                        values["reason_code"] = result.reason_code
+                        values["reason"] = result.reason[:500]
             for name, value in values.items():
                 setattr(row, name, value)
             if result.approval_expires_at is not None:
@@ -2041,7 +2076,7 @@ class SignalService:
             return True
 
         # The fan-out's subscriptions record their results together (group commit).
-        won = await self.core.db.group_commit(write, rows=[(SignalExecution, ctx.execution_id)])
+        won = await self.core.db.group_commit(write, rows=rows)
         if not won:
             return  # another run finished it (or the member acted): it has told them
         try:

@@ -927,6 +927,32 @@ async def test_a_resting_entry_that_ends_unfilled_is_announced_as_such(
     assert "buy 1 AAPL" in posts[-1]
 
 
+async def test_a_fill_before_the_execution_is_recorded_is_not_lost(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order fills between placement and the execution's record: the update finds the
+    execution still pending and leaves it to the run, which must record the fill."""
+    from bot.services.order_updates import OrderUpdates
+
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    finish = core.signals._finish
+
+    async def fill_first(ctx: Any, result: Any) -> None:
+        core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+        assert await OrderUpdates(core).sweep_paper() == 1
+        await finish(ctx, result)
+
+    monkeypatch.setattr(core.signals, "_finish", fill_first)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2 and "Filled" in posts[1] and "buy 1 AAPL at $" in posts[1]
+    dm = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER][-1]
+    assert dm.startswith("✅ Filled")
+
+
 async def test_the_snapshot_reads_positions_and_open_orders_at_once(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
