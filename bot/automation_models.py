@@ -159,6 +159,8 @@ class ExecutionStatus:
     REJECTED = "rejected"
     FAILED = "failed"
     UNCONFIRMED = "unconfirmed"  # sent; the broker's answer is being settled (reconciler)
+    CANCELLED = "cancelled"  # the order was cancelled unfilled (by hand, a later signal)
+    ORDER_EXPIRED = "order_expired"  # the order's time in force ran out unfilled
     EXPIRED = "expired"  # approval not given in time
     DECLINED = "declined"  # the member rejected the approval
     TEST = "test"  # a test signal: planned, never placed
@@ -173,6 +175,8 @@ class ExecutionStatus:
             REJECTED,
             FAILED,
             UNCONFIRMED,
+            CANCELLED,
+            ORDER_EXPIRED,
             EXPIRED,
             DECLINED,
             TEST,

@@ -10,7 +10,8 @@ processes.
 
 Execution (job ``signal``): every enabled subscription gets a ``SignalExecution`` row and runs
 concurrently and independently. Per subscription, as TradersPost documents it: cancel the
-ticker's open orders (buy, sell, exit; ``cancel`` overrides), exit an opposite or closing
+ticker's open orders before sending new orders (buy, sell, exit; ``cancel`` overrides; a
+signal that sends nothing cancels nothing, except action cancel), exit an opposite or closing
 position and wait for that order to be final, then enter; with nothing to do, skip with a
 reason. Every order goes through ``TradingService.place`` with the key
 ``{signal}:{subscription}:{leg}``: a re-run job (a worker died, a lease expired) finds the same
@@ -39,7 +40,7 @@ from sqlalchemy.orm import selectinload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
-from adapters.errors import BrokerError, OrderNotCancelable, OrderNotFound
+from adapters.errors import BrokerError, OrderNotFound
 from adapters.models import (
     AssetClass,
     Bracket,
@@ -109,6 +110,8 @@ CHANNEL_STATUSES = {
     ExecutionStatus.FILLED: ("✅", "Filled"),
     ExecutionStatus.REJECTED: ("⛔", "Rejected"),
     ExecutionStatus.FAILED: ("⛔", "Not placed"),
+    ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
+    ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
 }
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
@@ -321,6 +324,8 @@ class ExecContext:
     existing: dict[str, OrderIntent] | None = None
     # Collects the channel's result lines during a fan-out; None: post each one at once.
     digest: ChannelDigest | None = None
+    # This run's plan once made: a refusal raised before any order still says what it was.
+    plan: Plan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1069,9 +1074,9 @@ class SignalService:
         except _Skip as e:
             result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
         except BrokerError as e:
-            result = Result(ExecutionStatus.FAILED, e.code, e.user_message)
+            result = Result(ExecutionStatus.FAILED, e.code, e.user_message, ctx.plan)
         except TradecordError as e:
-            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message)
+            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message, ctx.plan)
         except Exception:
             log.exception("Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id)
             result = Result(
@@ -1117,6 +1122,7 @@ class SignalService:
             else:
                 plan = await self._plan(ctx, adapter, target, snapshot)
                 self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
+            ctx.plan = plan
             if ctx.signal.test:
                 return Result(
                     ExecutionStatus.TEST,
@@ -1126,7 +1132,11 @@ class SignalService:
                 )
             if not plan.legs and not plan.cancels:
                 return Result(ExecutionStatus.SKIPPED, plan.note_code, plan.note, plan)
-            if ctx.subscription.manual_approval and not ctx.approved:
+            # Approval guards new orders. A cancel-only plan runs at once: cancelling never
+            # opens or enlarges a position, and holding a cancel for a click only leaves
+            # orders the strategy has withdrawn working (and fillable) meanwhile. It has no
+            # draft for the approval card either.
+            if ctx.subscription.manual_approval and not ctx.approved and plan.legs:
                 return await self._request_approval(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:
@@ -1166,11 +1176,24 @@ class SignalService:
     async def _plan(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, snap: Snapshot
     ) -> Plan:
+        plan = await self._plan_orders(ctx, adapter, target, snap)
+        # TradersPost cancels open orders "before submitting new orders": a signal that
+        # submits nothing (already in position, entry refused) leaves them, or a repeated
+        # entry signal would strip a position of its protective stop. Action cancel is the
+        # one signal that cancels without ordering.
+        if plan.legs or ctx.signal.action is Action.CANCEL:
+            plan.cancels = [o.id for o in snap.ticker_orders]
+        return plan
+
+    async def _plan_orders(
+        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, snap: Snapshot
+    ) -> Plan:
+        """The legs (or the note saying why there are none); ``_plan`` adds the cancels."""
         sig = ctx.signal
-        plan = Plan(cancels=[o.id for o in snap.ticker_orders])
+        plan = Plan()
         held = snap.position
         if sig.action is Action.CANCEL:
-            if not plan.cancels:
+            if not snap.ticker_orders:
                 plan.note_code, plan.note = "no-open-orders", f"No open {sig.ticker} orders."
             return plan
         if sig.action is Action.EXIT:
@@ -1423,24 +1446,27 @@ class SignalService:
     ) -> Result:
         sig = ctx.signal
         cancelled = 0
-        still_open = {o.id for o in snap.ticker_orders}
-        for order_id in plan.cancels:
-            if order_id not in still_open:
-                continue  # a re-run: it is gone already
-            try:
-                await adapter.cancel_order(target.ref, order_id)
-                cancelled += 1
-            except (OrderNotCancelable, OrderNotFound):
-                pass  # it ended on its own meanwhile
-        if cancelled:
-            self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
-        result = Result(
-            ExecutionStatus.DONE,
-            plan.note_code,
-            plan.note
-            or (f"Cancelled {cancelled} open {sig.ticker} order(s)." if cancelled else None),
-            plan,
-        )
+        pending_cancels = True
+
+        async def cancel_open_orders() -> None:
+            """Once, right before the first order this run sends (or alone for action
+            cancel): a leg refused or skipped at placing time cancels nothing."""
+            nonlocal cancelled, pending_cancels
+            if not pending_cancels:
+                return
+            pending_cancels = False
+            still_open = {o.id for o in snap.ticker_orders}
+            # A re-run finds the ones it cancelled gone already.
+            wanted = [order_id for order_id in plan.cancels if order_id in still_open]
+            cancelled = await self.core.trading.cancel_open(target, adapter, wanted)
+            if cancelled:
+                self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
+                done = f"Cancelled {cancelled} open {sig.ticker} order(s)."
+                result.reason = result.reason or done
+
+        result = Result(ExecutionStatus.DONE, plan.note_code, plan.note, plan)
+        if not plan.legs:
+            await cancel_open_orders()
         for leg in plan.legs:
             intent = existing.get(leg.name)
             unsent = intent is None or intent.status == IntentStatus.DRAFT
@@ -1471,6 +1497,8 @@ class SignalService:
                         ),
                     )
                     break
+            if unsent:
+                await cancel_open_orders()
             intent = await self._place(ctx, adapter, target, leg, plan, intent)
             result.orders.append(intent)
             status, ok = _leg_status(intent)
@@ -1995,10 +2023,45 @@ class SignalService:
         if result.approval_expires_at is not None:
             values["approval_expires_at"] = result.approval_expires_at
 
+        # The order that speaks for the execution (as in _on_order_update). An update to it
+        # that lands while the execution is still pending is left to this run, so the status
+        # is re-read under the intent's lock: an earlier update is seen here, a later one
+        # waits for this commit and then finds the execution recorded.
+        last = result.orders[-1] if result.orders else None
+        plan_legs = result.plan.legs if result.plan is not None else []
+        speaking = (
+            last
+            if last is not None
+            and result.status in LATER
+            and plan_legs
+            and isinstance(last.extra, dict)
+            and last.extra.get("leg") == plan_legs[-1].name
+            else None
+        )
+        rows: list[tuple[type[Any], Any]] = [(SignalExecution, ctx.execution_id)]
+        if speaking is not None:
+            rows.append((OrderIntent, speaking.id))
+
         async def write(s: AsyncSession) -> bool:
             row = await s.get(SignalExecution, ctx.execution_id)
             if row is None or row.status != from_status:
                 return False
+            if speaking is not None:
+                now = await s.get(OrderIntent, speaking.id)
+                if now is not None and (now.status, now.filled_quantity) != (
+                    speaking.status,
+                    speaking.filled_quantity,
+                ):
+                    speaking.status, speaking.filled_quantity = now.status, now.filled_quantity
+                    speaking.average_fill_price = now.average_fill_price
+                    speaking.error_code, speaking.error_message = now.error_code, now.error_message
+                    status, ok = _leg_status(speaking)
+                    result.status = values["status"] = values["notified_status"] = status
+                    if not ok:
+                        result.reason_code = speaking.error_code or f"order-{status}"
+                        result.reason = speaking.error_message or describe_intent(speaking)
+                        values["reason_code"] = result.reason_code
+                        values["reason"] = result.reason[:500]
             for name, value in values.items():
                 setattr(row, name, value)
             if result.approval_expires_at is not None:
@@ -2013,7 +2076,7 @@ class SignalService:
             return True
 
         # The fan-out's subscriptions record their results together (group commit).
-        won = await self.core.db.group_commit(write, rows=[(SignalExecution, ctx.execution_id)])
+        won = await self.core.db.group_commit(write, rows=rows)
         if not won:
             return  # another run finished it (or the member acted): it has told them
         try:
@@ -2059,12 +2122,20 @@ class SignalService:
         await notifier.dm(
             ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
         )
-        if ctx.channel_id is not None and result.orders:
+        # Refusals before the broker has any order (the order check, a changed position) are
+        # results the channel hears too; skips are not (nothing was tried).
+        refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
+        if ctx.channel_id is not None and (result.orders or refused):
+            trades = (
+                [_public_order(i) for i in result.orders]
+                if result.orders
+                else _planned_trades(ctx.signal, result.plan)
+            )
             line = _result_line(
                 ctx.public_name,
                 ctx.subscription.mode,
                 result.status,
-                result.orders,
+                trades,
                 result.reason_code,
             )
             if line is None:
@@ -2121,7 +2192,7 @@ class SignalService:
             pref.display_name if pref and pref.alerts_show_name else None,
             ex.mode,
             status,
-            [intent],
+            [_public_order(intent)],
             intent.error_code,
         )
         if channel is not None and line is not None:
@@ -2410,6 +2481,9 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
         IntentStatus.UNKNOWN: (ExecutionStatus.UNCONFIRMED, True),
         IntentStatus.PENDING: (ExecutionStatus.UNCONFIRMED, True),
         IntentStatus.FAILED: (ExecutionStatus.FAILED, False),
+        # Ended unfilled, not refused: said as such in the channel and the DM.
+        IntentStatus.CANCELLED: (ExecutionStatus.CANCELLED, False),
+        IntentStatus.EXPIRED: (ExecutionStatus.ORDER_EXPIRED, False),
     }.get(intent.status, (ExecutionStatus.REJECTED, False))
 
 
@@ -2422,17 +2496,17 @@ def _result_line(
     public_name: str | None,
     mode: str,
     status: str,
-    orders: Sequence[OrderIntent],
+    trades: Sequence[str],
     reason_code: str | None,
 ) -> str | None:
-    """A subscriber's result for the alert channel: the trades only, and the member's name
-    only if they chose to be named. Broker messages can quote balances, so never those."""
+    """A subscriber's result for the alert channel: the trades only (``_public_order``,
+    ``_planned_trades``), and the member's name only if they chose to be named. Broker
+    messages can quote balances, so never those: a refusal shows its code."""
     public = CHANNEL_STATUSES.get(status)
     if public is None:
         return None
     who = _plain(public_name) if public_name else "A subscriber"
-    trades = "; ".join(_public_order(i) for i in orders)
-    line = f"{public[0]} {public[1]} · {who} ({mode}): {trades}"
+    line = f"{public[0]} {public[1]} · {who} ({mode}): {'; '.join(trades)}"
     if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
         line += f" ({reason_code or 'rejected'})"
     return line
@@ -2446,6 +2520,13 @@ def _public_order(intent: OrderIntent) -> str:
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
         text += f" ({qty(intent.filled_quantity)} filled)"
     return text
+
+
+def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
+    """For a channel, when no order exists: the planned legs, else the signal itself."""
+    if plan is not None and plan.legs:
+        return [f"{leg.side.value} {qty(leg.quantity)} {signal.ticker}" for leg in plan.legs]
+    return [f"{signal.action.value} {signal.ticker}"]
 
 
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")

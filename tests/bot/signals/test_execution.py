@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.errors import BrokerUnavailable
-from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
 from bot.automation_models import ExecutionStatus, JobStatus, SignalExecution
@@ -257,6 +257,9 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     ex = await run(core, url, sub, action="cancel")
     assert ex.status == ExecutionStatus.DONE
     assert [o.status for o in await orders(core)] == ["cancelled"]
+    # The resting order's intent says so at once, not when the reconciler next looks.
+    [intent] = await intents(core)
+    assert intent.status == IntentStatus.CANCELLED
     ex = await run(core, url, sub, action="cancel", extras={"again": True})
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
 
@@ -278,6 +281,77 @@ async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -
         "filled",
         "filled",
     ]
+
+
+async def rest(
+    core: Core, member: int, side: str, order_type: OrderType, price: str, key: str
+) -> None:
+    """An open AAPL order placed by hand: a protective stop or a resting limit."""
+    target = await core.connections.resolve(member, None, "paper")
+    request = OrderRequest("AAPL", Side(side), Decimal(1), order_type)
+    if order_type is OrderType.STOP:
+        request.stop_price = Decimal(price)
+    else:
+        request.limit_price = Decimal(price)
+    request.asset_class = asset_class_of("AAPL")
+    out = await core.trading.place(target, request, source="discord", idempotency_key=key)
+    assert out.intent.status == IntentStatus.ACCEPTED, out.message
+
+
+@pytest.mark.parametrize(
+    ("held", "sub_settings", "signal", "code"),
+    [
+        ("5", {}, {"action": "buy", "sentiment": "long"}, "already-in-position"),
+        (None, {"sides": "short"}, {"action": "buy"}, "side-not-allowed"),
+        (None, {"max_positions": 1}, {"action": "buy", "ticker": "AAPL"}, "max-strategy-positions"),
+        (None, {}, {"action": "buy", "takeProfit": {"percent": 10}}, "brackets-unsupported"),
+        (
+            None,
+            {"sizing": "dollar_amount", "sizing_value": Decimal(10)},
+            {"action": "buy"},
+            "quantity-zero",
+        ),
+        (None, {}, {"action": "exit"}, "no-position-to-exit"),
+    ],
+)
+async def test_a_signal_that_places_nothing_leaves_the_open_orders_alone(
+    core: Core,
+    held: str | None,
+    sub_settings: dict[str, Any],
+    signal: dict[str, Any],
+    code: str,
+) -> None:
+    """TradersPost cancels open orders before submitting new ones: with nothing submitted, a
+    protective stop (or a resting order) stays."""
+    if held is not None:
+        await hold(core, OWNER, "AAPL", held)
+        await rest(core, OWNER, "sell", OrderType.STOP, "180", "stop")
+    else:
+        await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    if "max_positions" in sub_settings:
+        await hold(core, OWNER, "MSFT", "1")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, **sub_settings)
+    ex = await run(core, url, sub, **signal)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, code)
+    assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
+
+
+async def test_a_refusal_at_placing_time_leaves_the_open_orders_alone(core: Core) -> None:
+    """Max positions checked again when an approved entry is placed: refused, nothing sent,
+    so the ticker's open order is not cancelled either."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True, max_positions=1)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    await hold(core, OWNER, "MSFT", "1")  # the limit is reached meanwhile
+    draft = next(i for i in await intents(core) if i.source == "signal")
+    await core.signals.approve(draft.id, OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert ex.reason_code == "max-strategy-positions"
+    assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
 
 
 # -- max strategy positions -----------------------------------------------------------------
@@ -441,6 +515,17 @@ async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
 
 
+async def test_a_cancel_under_manual_approval_runs_without_waiting(core: Core) -> None:
+    """Nothing to approve: a cancel places no order (and there is no draft for a card)."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="cancel")
+    assert ex.status == ExecutionStatus.DONE, ex.reason
+    assert [o.status for o in await orders(core)] == ["cancelled"]
+    assert await core.signals.pending_approvals(OWNER) == []
+
+
 async def test_approval_refuses_if_the_position_changed(core: Core) -> None:
     url = await make_strategy(core)
     await hold(core, OWNER, "AAPL", "5")
@@ -515,6 +600,32 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     assert set(dms) == {ALICE, BOB}
     assert "Filled: buy 1 AAPL" in dms[ALICE] and ack.body["id"] in dms[ALICE]
     assert "buying power" in dms[BOB].lower()  # the member's own DM says why
+
+
+async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -> None:
+    """Refused before the broker has an order (crypto takes no day orders): the channel still
+    hears the subscriber's result, without the member's name unless they opted in."""
+    core.simulated_feed.set_quote("BTCUSD", Decimal(49990), Decimal(50010))
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    await subscribe(core, url, OWNER)
+    alice = await subscribe(core, url, ALICE)
+    ack = await send(core, url, {"ticker": "BTCUSD", "action": "buy", "timeInForce": "day"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], alice)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert await intents(core) == []
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    lines = sorted(posts[1].splitlines()[1:])
+    assert lines == [
+        "⛔ Not placed · A subscriber (paper): buy 1 BTCUSD (invalid-order)",
+        "⛔ Not placed · Alice (paper): buy 1 BTCUSD (invalid-order)",
+    ]
+    account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
+    assert account not in posts[1]
 
 
 async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
@@ -784,6 +895,62 @@ async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) ->
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert len(posts) == 3
     assert "Order placed" in posts[1] and "Filled" in posts[2] and "buy 1 AAPL at $" in posts[2]
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "expired"])
+async def test_a_resting_entry_that_ends_unfilled_is_announced_as_such(
+    core: Core, ending: str
+) -> None:
+    """Cancelled by a later cancel signal, or expired at the broker: said so, never
+    "Rejected"."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    [intent] = await intents(core)
+    if ending == "cancelled":
+        cancel = await run(core, url, sub, action="cancel")
+        assert cancel.status == ExecutionStatus.DONE
+    else:
+        target = await core.connections.resolve(OWNER, None, "paper")
+        adapter = await core.connections.adapter_for(target.connection)
+        order = await adapter.fetch_order(target.ref, order_id=intent.broker_order_id)
+        await adapter.close()
+        order.status = OrderStatus.EXPIRED
+        await core.trading.apply_order_state(intent, order)
+    ex = await execution(core, ex.signal_id, sub)
+    assert ex.status == {"cancelled": "cancelled", "expired": "order_expired"}[ending]
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert "Rejected" not in posts[-1]
+    assert {"cancelled": "🚫 Cancelled", "expired": "⌛ Expired"}[ending] in posts[-1]
+    assert "buy 1 AAPL" in posts[-1]
+
+
+async def test_a_fill_before_the_execution_is_recorded_is_not_lost(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order fills between placement and the execution's record: the update finds the
+    execution still pending and leaves it to the run, which must record the fill."""
+    from bot.services.order_updates import OrderUpdates
+
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    finish = core.signals._finish
+
+    async def fill_first(ctx: Any, result: Any) -> None:
+        core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+        assert await OrderUpdates(core).sweep_paper() == 1
+        await finish(ctx, result)
+
+    monkeypatch.setattr(core.signals, "_finish", fill_first)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2 and "Filled" in posts[1] and "buy 1 AAPL at $" in posts[1]
+    dm = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER][-1]
+    assert dm.startswith("✅ Filled")
 
 
 async def test_the_snapshot_reads_positions_and_open_orders_at_once(
