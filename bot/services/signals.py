@@ -1465,6 +1465,11 @@ class SignalService:
                 result.reason = result.reason or done
 
         result = Result(ExecutionStatus.DONE, plan.note_code, plan.note, plan)
+        entry = plan.leg("entry")
+        if entry is not None and plan.leg("exit") is not None and "entry" not in existing:
+            # The entry waits for the exit to fill, but the broker's own checks of it need not:
+            # one it would refuse stops the plan here, before the exit is sent.
+            await self._request(ctx, adapter, target, entry)
         if not plan.legs:
             await cancel_open_orders()
         for leg in plan.legs:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapters.errors import BrokerUnavailable
+from adapters.errors import BrokerUnavailable, InvalidOrder
 from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
@@ -444,6 +444,34 @@ async def test_brackets_are_computed_from_the_entry_price(
         "stop_loss": "205.00",
         "stop_loss_limit": "206",
     }
+
+
+async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reversal whose entry the broker's own checks refuse (here: no brackets on this
+    account, as at Alpaca for fractional or crypto orders) sends nothing, not an exit followed
+    by a refused entry reported as "not placed"."""
+    monkeypatch.setattr(
+        PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=True)
+    )
+    check = PaperBroker.check_order
+
+    def no_brackets_here(self: PaperBroker, account: Any, request: OrderRequest) -> None:
+        if request.bracket is not None:
+            raise InvalidOrder("Brackets are not available for this order at the broker.")
+        check(self, account, request)
+
+    monkeypatch.setattr(PaperBroker, "check_order", no_brackets_here)
+    await hold(core, OWNER, "AAPL", "5", side="sell")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    placed = len(await orders(core))
+    ex = await run(core, url, sub, action="buy", sentiment="long", stopLoss={"percent": 5})
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "Brackets are not available" in (ex.reason or "")
+    assert len(await orders(core)) == placed
+    assert await position(core, OWNER, "AAPL") == Decimal(-5)
 
 
 # -- manual approval ----------------------------------------------------------------------------
