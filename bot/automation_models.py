@@ -51,6 +51,10 @@ class Strategy(Base):
     max_lag_seconds: Mapped[int] = mapped_column(Integer, default=300)
     rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=60)
     max_quantity: Mapped[Decimal | None] = mapped_column()
+    # Pre-trade limits on the entries this strategy's signals place, per subscriber: checked by
+    # the trading service at submit time (set with /limits strategy).
+    max_order_notional: Mapped[Decimal | None] = mapped_column()
+    max_daily_notional: Mapped[Decimal | None] = mapped_column()
     # Touched by every accepted request: the write that serialises one strategy's webhook.
     last_signal_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,6 +27,7 @@ COGS = (
     "cogs.trading",
     "cogs.connections",
     "cogs.automation",
+    "cogs.limits",
 )
 
 

@@ -16,6 +16,7 @@ from bot.db import Database
 from bot.errors import ConfigurationError
 from bot.services.connections import ConnectionService
 from bot.services.jobs import JobQueue
+from bot.services.limits import LimitsService
 from bot.services.linking import LinkingService
 from bot.services.members import MemberService
 from bot.services.notify import Notifier
@@ -63,6 +64,7 @@ class Core:
     connections: ConnectionService = field(init=False)
     trading: TradingService = field(init=False)
     linking: LinkingService = field(init=False)
+    limits: LimitsService = field(init=False)
     simulated_feed: SimulatedFeed = field(init=False)
     jobs: JobQueue = field(init=False)
     strategies: StrategyService = field(init=False)
@@ -77,6 +79,7 @@ class Core:
         self.connections = ConnectionService(self)
         self.trading = TradingService(self)
         self.linking = LinkingService(self)
+        self.limits = LimitsService(self)
         self.jobs = JobQueue(self)
         self.strategies = StrategyService(self)
         self.subscriptions = SubscriptionService(self)

@@ -51,6 +51,13 @@ class Member(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     discord_user_id: Mapped[int] = mapped_column(BigInteger, unique=True)
     plan: Mapped[str | None] = mapped_column(String(32))
+    # Set by /pause: every new order of the member is refused at submit time until /resume.
+    paused_at: Mapped[datetime | None] = mapped_column()
+    # The member's own pre-trade limits (None: the server's default applies, if any). They can
+    # only be stricter than the server's: the stricter of the two is enforced.
+    max_order_quantity: Mapped[Decimal | None] = mapped_column()
+    max_order_notional: Mapped[Decimal | None] = mapped_column()
+    max_daily_notional: Mapped[Decimal | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     connections: Mapped[list[Connection]] = relationship(
@@ -165,7 +172,10 @@ class OrderIntent(Base):
     """An order we mean to place, stored before the broker is called."""
 
     __tablename__ = "order_intents"
-    __table_args__ = (Index("ix_order_intents_status", "status"),)
+    __table_args__ = (
+        Index("ix_order_intents_status", "status"),
+        Index("ix_order_intents_member_id_submitted_at", "member_id", "submitted_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -195,8 +205,22 @@ class OrderIntent(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(String(500))
     notified_status: Mapped[str | None] = mapped_column(String(64))
+    # Stamped by the pre-trade checks as the order is sent: daily notional limits sum these.
+    notional: Mapped[Decimal | None] = mapped_column()
+    submitted_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Switch(Base):
+    """A global on/off flag (the kill switch), in the database so every process obeys it."""
+
+    __tablename__ = "switches"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    on: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_by: Mapped[int | None] = mapped_column(BigInteger)  # Discord user id
 
 
 class AuditEvent(Base):

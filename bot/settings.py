@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field as PydField
-from pydantic import SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigurationError
@@ -91,7 +97,12 @@ EXPECTATIONS: dict[str, str] = {
     "web_port": "a TCP port number between 1 and 65535 (0 picks a free port)",
     "discord_dev_guild_id": "a Discord guild id (a number)",
     "paper_starting_cash": "a positive amount such as 100000",
+    "limit_max_order_quantity": "a number of at least 0 (0 or empty = no limit), such as 1000",
+    "limit_max_order_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
+    "limit_max_daily_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
 }
+
+LIMIT_FIELDS = ("limit_max_order_quantity", "limit_max_order_notional", "limit_max_daily_notional")
 
 
 BROKERS = ("tradestation", "alpaca", "tradier")
@@ -150,6 +161,10 @@ class Settings(BaseSettings):
     paper_fill_hours: str = "24/7"
     plan_limits: str = "free:1,starter:5,pro:25"
     plan_default: str = "free"
+    # Server-wide pre-trade limits for every member (0 = none); members may set stricter ones.
+    limit_max_order_quantity: Decimal = Decimal(0)
+    limit_max_order_notional: Decimal = Decimal(0)
+    limit_max_daily_notional: Decimal = Decimal(0)
 
     # Brokers: a client id turns the broker on; URLs default to the vendor's real ones.
     tradecord_tradestation_client_id: str | None = None
@@ -268,6 +283,19 @@ class Settings(BaseSettings):
             raise ValueError(EXPECTATIONS["paper_starting_cash"]) from None
         if not amount.is_finite() or amount <= 0:
             raise ValueError(EXPECTATIONS["paper_starting_cash"])
+        return amount
+
+    @field_validator(*LIMIT_FIELDS, mode="before")
+    @classmethod
+    def _limit(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return Decimal(0)
+        try:
+            amount = Decimal(str(v).strip())
+        except InvalidOperation:
+            raise ValueError(EXPECTATIONS[str(info.field_name)]) from None
+        if not amount.is_finite() or amount < 0:
+            raise ValueError(EXPECTATIONS[str(info.field_name)])
         return amount
 
     @field_validator("paper_fill_hours")

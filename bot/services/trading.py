@@ -50,12 +50,13 @@ from adapters.models import (
     SubmissionHint,
     TimeInForce,
 )
-from bot.automation_models import Job, JobStatus
-from bot.db import update_later
+from bot.automation_models import Job, JobStatus, Strategy
+from bot.db import lock_row, update_later
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from bot.models import Connection, IntentStatus, Member, OrderIntent, new_uuid
+from bot.models import Connection, IntentStatus, Member, OrderIntent, Switch, new_uuid
 from bot.services import audit
 from bot.services.connections import Target
+from bot.services.limits import KILL_SWITCH, Limits, describe_limit, server_limits
 from bot.services.notify import Outgoing
 
 if TYPE_CHECKING:
@@ -82,6 +83,10 @@ STATUS_FROM_ORDER = {
 }
 NEEDS_LIMIT = {OrderType.LIMIT, OrderType.STOP_LIMIT}
 NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
+
+
+# Orders sent today that count towards a daily notional limit: every one the broker may have.
+NOT_COUNTED = frozenset({IntentStatus.FAILED, IntentStatus.REJECTED, IntentStatus.DISCARDED})
 
 
 def client_order_id(intent_id: str) -> str:
@@ -148,6 +153,30 @@ class Outcome:
     ok: bool
     simulated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A pre-trade check that failed: nothing is sent; ``message`` is for the member."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DailyCap:
+    limit: Decimal
+    strategy_id: str | None  # None: all the member's orders; else that strategy's entries
+    what: str  # whose limit, for the member's message
+
+
+@dataclass(slots=True)
+class Gate:
+    """Pre-trade checks passed so far: the order's notional (None when it could not be known
+    and no limit needed it) and the daily limits left to check where the send is claimed."""
+
+    notional: Decimal | None
+    daily: list[DailyCap]
 
 
 def parse_decimal(text: str | None, what: str) -> Decimal | None:
@@ -295,6 +324,8 @@ class TradingService:
                 "estimated_price": str(price),
                 "estimated_cost": str(cost),
                 "simulated": quote.simulated,
+                # Closing (part of) a position: risk limits do not hold it back at submit.
+                "closes_position": reduces(request, held),
             },
         )
         async with self.core.db.transaction() as s:
@@ -441,22 +472,36 @@ class TradingService:
         token and account already read) and left open for the caller to close."""
         target = target or await self._target_of(intent)
         borrowed = adapter is not None
-        adapter = adapter or await self.core.connections.adapter_for(target.connection)
         try:
-            if not await self._mark_submitted(intent):
+            # Every check reads the database now (another process may just have flipped the
+            # kill switch) and runs before anything is sent.
+            gate, adapter = await self._pretrade(intent, target, adapter)
+            if isinstance(gate, Refusal):
+                return await self._refused(intent, gate)
+            adapter = adapter or await self.core.connections.adapter_for(target.connection)
+            if gate.daily:
+                # The daily total is read and this order added to it under the member's lock,
+                # so two orders at once (in any processes) cannot both fit in what is left.
+                marked = await self._mark_sent(intent, gate, only_if_pending=True, as_read=False)
+                if isinstance(marked, Refusal):
+                    return await self._refused(intent, marked)
+            else:
+                marked = await self._mark_submitted(intent, gate)
+            if not marked:
                 # Someone else sent it meanwhile (the reconciler, after this process stalled):
                 # sending here too could place it twice. Their result reaches the member.
                 return _in_doubt(intent, bool(intent.extra.get("simulated")))
             return await self._send(intent, target, adapter)
         finally:
-            if not borrowed:
+            if not borrowed and adapter is not None:
                 await adapter.close()
 
-    async def _mark_submitted(self, intent: OrderIntent) -> bool:
+    async def _mark_submitted(self, intent: OrderIntent, gate: Gate) -> bool:
         """Pending -> submitted, stamping the send time, only if it is still pending: the
         compare-and-set that lets exactly one sender call the broker. Concurrent submits (a
         signal's fan-out) share one transaction, their rows read (and on PostgreSQL locked)
-        together."""
+        together. (With a daily limit to check, ``_mark_sent`` does this under the member's
+        lock instead.)"""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat()}
 
@@ -465,6 +510,7 @@ class TradingService:
             if row is None or row.status != IntentStatus.PENDING:
                 return False
             row.status, row.extra, row.updated_at = IntentStatus.SUBMITTED, extra, now
+            row.notional, row.submitted_at = gate.notional, now
             audit.record(
                 s,
                 "order.submitted",
@@ -477,24 +523,189 @@ class TradingService:
         if not await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
             return False
         intent.status, intent.extra, intent.updated_at = IntentStatus.SUBMITTED, extra, now
+        intent.notional, intent.submitted_at = gate.notional, now
         return True
 
-    async def _claim_send(self, intent: OrderIntent, reason: str) -> bool:
-        """Move a pending intent to submitted (stamping the send time) only if it is still
-        pending as read: of several processes about to send it, exactly one gets True and
-        may call the broker."""
+    async def _refused(self, intent: OrderIntent, refusal: Refusal) -> Outcome:
+        await self._refuse(intent, refusal, only_if_pending=False)
+        return Outcome(intent, None, refusal.message, False, bool(intent.extra.get("simulated")))
+
+    # -- pre-trade checks -----------------------------------------------------------------
+
+    async def _pretrade(
+        self, intent: OrderIntent, target: Target, adapter: BrokerAdapter | None
+    ) -> tuple[Gate | Refusal, BrokerAdapter | None]:
+        """The kill switch, the member's pause, and the per-order limits (the member's, the
+        server's and, for a strategy's entry, the strategy's); returns the daily limits still
+        to check. Opens an adapter (returned) only to price an order no limit can do without."""
+        strategy_id = intent.extra.get("strategy_id") if intent.source == "signal" else None
+        async with self.core.db.session() as s:
+            switch = await s.get(Switch, KILL_SWITCH)
+            member = await s.get(Member, intent.member_id)
+            # The strategy's limits are on what it opens (as its max quantity is): an exit that
+            # closes a position is never held back by them.
+            strategy = (
+                await s.get(Strategy, strategy_id)
+                if strategy_id and intent.extra.get("leg", "entry") == "entry"
+                else None
+            )
+        if switch is not None and switch.on:
+            return Refusal(
+                "kill-switch",
+                "Trading is stopped for everyone by the bot owner (kill switch); nothing was "
+                "sent. Cancelling open orders still works.",
+            ), adapter
+        if member is None:
+            return Refusal("member-gone", "Your membership was removed; nothing was sent."), adapter
+        if member.paused_at is not None:
+            return Refusal(
+                "member-paused",
+                "Your trading is paused, so nothing was sent (this includes strategy signals). "
+                "Run /resume to trade again.",
+            ), adapter
+        if intent.extra.get("leg") == "exit" or intent.extra.get("closes_position") is True:
+            # Limits cap the risk a member takes on; an order that only closes a position takes
+            # risk off and is never held back by them: a member at a limit can always get out.
+            price = known_price(intent)
+            mult = symbols.multiplier(intent.symbol)
+            return Gate(intent.quantity * price * mult if price is not None else None, []), adapter
+        limits = Limits(
+            member.max_order_quantity, member.max_order_notional, member.max_daily_notional
+        ).stricter(server_limits(self.core.settings))
+        what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+        if limits.max_order_quantity is not None and intent.quantity > limits.max_order_quantity:
+            return Refusal(
+                "limit-order-quantity",
+                f"Not sent: {what} is over your "
+                f"{describe_limit('max_order_quantity', limits.max_order_quantity)}. "
+                "See /limits show.",
+            ), adapter
+        if strategy is not None and strategy.max_quantity is not None:
+            if intent.quantity > strategy.max_quantity:
+                return Refusal(
+                    "strategy-order-quantity",
+                    f"Not sent: {what} is over the strategy “{strategy.name}”'s "
+                    f"max quantity per order of {qty(strategy.max_quantity)}.",
+                ), adapter
+        order_caps = [
+            (limits.max_order_notional, "limit-order-notional", "your"),
+            (
+                strategy.max_order_notional if strategy else None,
+                "strategy-order-notional",
+                f"the strategy “{strategy.name if strategy else ''}”'s",
+            ),
+        ]
+        daily = [
+            DailyCap(limits.max_daily_notional, None, "your")
+            if limits.max_daily_notional is not None
+            else None,
+            DailyCap(strategy.max_daily_notional, strategy.id, f"the strategy “{strategy.name}”'s")
+            if strategy is not None and strategy.max_daily_notional is not None
+            else None,
+        ]
+        caps = [c for c in daily if c is not None]
+        needed = caps or any(limit is not None for limit, _, _ in order_caps)
+        price = known_price(intent)
+        if price is None and needed:
+            # A signal's market order carries no price: ask the broker, as a preview does.
+            try:
+                adapter = adapter or await self.core.connections.adapter_for(target.connection)
+                quote = await adapter.fetch_quote(intent.symbol)
+            except (BrokerError, TimeoutError):
+                quote = None
+            price = _quote_price(quote, Side(intent.side)) if quote is not None else None
+            if price is None:
+                return Refusal(
+                    "limit-no-price",
+                    f"Not sent: {what} could not be priced to check it against your notional "
+                    "limits (no quote from the broker). Try again in a moment.",
+                ), adapter
+        mult = symbols.multiplier(intent.symbol)
+        notional = intent.quantity * price * mult if price is not None else None
+        for limit, code, whose in order_caps:
+            if limit is not None and notional is not None and notional > limit:
+                return Refusal(
+                    code,
+                    f"Not sent: {what} is about {money(notional)}, over {whose} "
+                    f"{describe_limit('max_order_notional', limit)}."
+                    + (" See /limits show." if whose == "your" else ""),
+                ), adapter
+        return Gate(notional, caps), adapter
+
+    async def _over_daily(
+        self, s: AsyncSession, intent: OrderIntent, gate: Gate, now: datetime
+    ) -> Refusal | None:
+        """Whether this order would take a daily total (UTC day) over its limit. The caller
+        holds the member's lock."""
+        start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = await s.scalars(
+            select(OrderIntent).where(
+                OrderIntent.member_id == intent.member_id,
+                OrderIntent.submitted_at >= start,
+                OrderIntent.id != intent.id,
+            )
+        )
+        sent = [r for r in rows if r.status not in NOT_COUNTED]
+        this = gate.notional or Decimal(0)
+        for cap in gate.daily:
+            counted = [
+                r
+                for r in sent
+                if cap.strategy_id is None
+                or (
+                    r.extra.get("strategy_id") == cap.strategy_id
+                    and r.extra.get("leg", "entry") == "entry"
+                )
+            ]
+            used = sum((sent_notional(r) for r in counted), Decimal(0))
+            if used + this > cap.limit:
+                left = max(cap.limit - used, Decimal(0))
+                code = "strategy-daily-notional" if cap.strategy_id else "limit-daily-notional"
+                return Refusal(
+                    code,
+                    f"Not sent: {intent.side} {qty(intent.quantity)} {intent.symbol} is about "
+                    f"{money(this)}, and {money(used)} was already sent today (UTC): over "
+                    f"{cap.what} {describe_limit('max_daily_notional', cap.limit)} "
+                    f"({money(left)} left today)."
+                    + (" See /limits show." if cap.strategy_id is None else ""),
+                )
+        return None
+
+    async def _mark_sent(
+        self,
+        intent: OrderIntent,
+        gate: Gate,
+        *,
+        only_if_pending: bool,
+        as_read: bool = True,
+        reason: str | None = None,
+    ) -> Refusal | bool:
+        """Check the daily limits and move the intent to submitted in one transaction under
+        the member's lock. ``only_if_pending``: only if it is still pending (of several
+        processes about to send it, exactly one gets True); ``as_read``: and not changed since
+        this intent object was read."""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat()}
         async with self.core.db.transaction() as s:
+            if gate.daily:
+                await lock_row(s, Member, Member.id == intent.member_id)
+                refusal = await self._over_daily(s, intent, gate, now)
+                if refusal is not None:
+                    return refusal
+            query = update(OrderIntent).where(OrderIntent.id == intent.id)
+            if only_if_pending:
+                query = query.where(OrderIntent.status == IntentStatus.PENDING)
+                if as_read:
+                    query = query.where(OrderIntent.updated_at == intent.updated_at)
             claimed = (
                 await s.execute(
-                    update(OrderIntent)
-                    .where(
-                        OrderIntent.id == intent.id,
-                        OrderIntent.status == IntentStatus.PENDING,
-                        OrderIntent.updated_at == intent.updated_at,
+                    query.values(
+                        status=IntentStatus.SUBMITTED,
+                        extra=extra,
+                        updated_at=now,
+                        notional=gate.notional,
+                        submitted_at=now,
                     )
-                    .values(status=IntentStatus.SUBMITTED, extra=extra, updated_at=now)
                 )
             ).rowcount  # type: ignore[attr-defined]
             if claimed:
@@ -509,7 +720,45 @@ class TradingService:
         if not claimed:
             return False
         intent.status, intent.extra, intent.updated_at = IntentStatus.SUBMITTED, extra, now
+        intent.notional, intent.submitted_at = gate.notional, now
         return True
+
+    async def _refuse(
+        self, intent: OrderIntent, refusal: Refusal, *, only_if_pending: bool
+    ) -> bool:
+        """End an unsent intent as failed, with the check that refused it in the audit trail."""
+        async with self.core.db.transaction() as s:
+            query = update(OrderIntent).where(OrderIntent.id == intent.id)
+            if only_if_pending:
+                query = query.where(
+                    OrderIntent.status == IntentStatus.PENDING,
+                    OrderIntent.updated_at == intent.updated_at,
+                )
+            now = self.clock()
+            done = (
+                await s.execute(
+                    query.values(
+                        status=IntentStatus.FAILED,
+                        error_code=refusal.code,
+                        error_message=refusal.message[:500],
+                        updated_at=now,
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if done:
+                audit.record(
+                    s,
+                    "order.failed",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    error=refusal.code,
+                    reason=f"pre-trade check: {refusal.message}",
+                )
+        if done:
+            intent.status, intent.updated_at = IntentStatus.FAILED, now
+            intent.error_code, intent.error_message = refusal.code, refusal.message[:500]
+        return bool(done)
 
     async def _send(self, intent: OrderIntent, target: Target, adapter: BrokerAdapter) -> Outcome:
         """Call the broker for an intent this caller has just moved to submitted (the caller
@@ -802,8 +1051,18 @@ class TradingService:
                     # Confirmed but the process died before the broker call, and the broker has
                     # no copy: send it now. Every process runs this, so only the one that wins
                     # the claim sends (Tradier and others do not dedupe client order ids).
-                    if await self._claim_send(
-                        intent, "the process confirming it stopped before sending it"
+                    # The checks hold here too: a kill switch flipped since the Confirm stops it.
+                    gate, _ = await self._pretrade(intent, target, adapter)
+                    if isinstance(gate, Refusal):
+                        await self._refuse(intent, gate, only_if_pending=True)
+                    elif (
+                        await self._mark_sent(
+                            intent,
+                            gate,
+                            only_if_pending=True,
+                            reason="the process confirming it stopped before sending it",
+                        )
+                        is True
                     ):
                         await self._send(intent, target, adapter)
                 elif intent.status in (
@@ -1232,6 +1491,31 @@ def hint_of(intent: OrderIntent) -> SubmissionHint:
     return SubmissionHint(request_of(intent), sent_at)
 
 
+def known_price(intent: OrderIntent) -> Decimal | None:
+    """The price the order was previewed at, else its own limit or stop price."""
+    estimated = (intent.extra or {}).get("estimated_price")
+    if estimated:
+        return Decimal(str(estimated))
+    return intent.limit_price if intent.limit_price is not None else intent.stop_price
+
+
+def _quote_price(quote: Quote, side: Side) -> Decimal | None:
+    price = quote.ask if side is Side.BUY else quote.bid
+    if price <= 0:
+        price = quote.last
+    return price if price > 0 else None
+
+
+def sent_notional(intent: OrderIntent) -> Decimal:
+    """The notional an order sent earlier counts for: as stamped when sent, else (sent before
+    any limit needed its price) what has filled so far."""
+    if intent.notional is not None:
+        return intent.notional
+    if intent.average_fill_price is None:
+        return Decimal(0)
+    return intent.filled_quantity * intent.average_fill_price * symbols.multiplier(intent.symbol)
+
+
 def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
     if request.order_type in NEEDS_LIMIT and request.limit_price is not None:
         return request.limit_price
@@ -1240,13 +1524,18 @@ def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
     return quote.ask if request.side is Side.BUY else quote.bid
 
 
+def reduces(request: OrderRequest, held: Decimal) -> bool:
+    """Whether ``request`` only closes (part of) the position ``held``, opening nothing."""
+    closing = (request.side is Side.SELL and held > 0) or (request.side is Side.BUY and held < 0)
+    return closing and request.quantity <= abs(held)
+
+
 def buying_power_after(
     balance: Balance, request: OrderRequest, held: Decimal, required: Decimal
 ) -> Decimal:
     """Closing a position frees buying power; opening one (long or short) uses it.
     ``required``: what the order takes when it opens (``BrokerAdapter.buying_power_required``)."""
-    closing = (request.side is Side.SELL and held > 0) or (request.side is Side.BUY and held < 0)
-    if closing and request.quantity <= abs(held):
+    if reduces(request, held):
         return balance.buying_power + required
     return balance.buying_power - required
 

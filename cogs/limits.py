@@ -1,0 +1,224 @@
+"""Pre-trade controls: /killswitch (the bot owner's), /pause and /resume, /limits.
+
+Thin: the trading service enforces all of these as each order is sent; here they are only
+set and shown. Replies are private: a member's limits are their own business.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.client import Tradecord
+from bot.errors import InvalidInput, PermissionDenied
+from bot.services.limits import (
+    LIMIT_NAMES,
+    KillSwitch,
+    Limits,
+    MemberLimits,
+    StrategyLimits,
+    describe_limit,
+    parse_limit,
+)
+from cogs.ui import OK_COLOUR
+
+STOPPED_COLOUR = discord.Colour.red()
+
+
+def killswitch_text(state: KillSwitch, changed: bool) -> str:
+    if state.on:
+        head = "🛑 Kill switch is **ON**" + (" now" if changed else "")
+        body = (
+            ": every new order, manual or from signals, is refused before it reaches a "
+            "broker, in every Tradecord process. Cancelling orders still works. "
+            "`/killswitch off` lets trading resume."
+        )
+    else:
+        head = "✅ Kill switch is **off**" + (" now" if changed else "")
+        body = ": trading is allowed (members' own pauses and limits still apply)."
+    when = (
+        f"\nLast changed {discord.utils.format_dt(state.changed_at, 'R')} by <@{state.changed_by}>."
+        if state.changed_at is not None and state.changed_by is not None
+        else ""
+    )
+    return head + body + when
+
+
+def _limit_lines(limits: Limits) -> str:
+    return "\n".join(describe_limit(n, getattr(limits, n)) for n in LIMIT_NAMES)
+
+
+def limits_embed(m: MemberLimits, *, changed: bool = False) -> discord.Embed:
+    embed = discord.Embed(
+        title="Your trading limits" + (" saved" if changed else ""),
+        description=(
+            "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
+            if m.paused
+            else "Checked as each order is sent (manual trades and strategy signals alike)."
+        ),
+        colour=OK_COLOUR if changed else discord.Colour.blurple(),
+    )
+    embed.add_field(name="Applied (the stricter of the two)", value=_limit_lines(m.effective))
+    embed.add_field(name="Yours", value=_limit_lines(m.own))
+    embed.add_field(name="Server default", value=_limit_lines(m.server))
+    embed.set_footer(
+        text="Per day: orders sent since 00:00 UTC, except rejected or failed ones. "
+        "Change yours with /limits set (0 removes one; you cannot go above the server's)."
+    )
+    return embed
+
+
+def strategy_text(s: StrategyLimits, changed: bool) -> str:
+    qty = "no limit" if s.max_quantity is None else f"{s.max_quantity.normalize():f}"
+    return (
+        f"{'Saved. ' if changed else ''}Limits of “{discord.utils.escape_markdown(s.name)}”, "
+        "per subscriber, on the entries its signals place:\n"
+        f"max quantity per order: {qty} (set with /strategy settings)\n"
+        f"{describe_limit('max_order_notional', s.max_order_notional)}\n"
+        f"{describe_limit('max_daily_notional', s.max_daily_notional)}"
+    )
+
+
+class PretradeControls(commands.Cog):
+    def __init__(self, bot: Tradecord) -> None:
+        self.bot = bot
+
+    @app_commands.command(
+        name="killswitch", description="Stop or allow all trading for everyone (bot owner)"
+    )
+    @app_commands.describe(state="on: refuse every new order; off: allow trading; status")
+    async def killswitch(
+        self, interaction: discord.Interaction, state: Literal["on", "off", "status"]
+    ) -> None:
+        # Checked at run time, not by command permissions: server admins can override those,
+        # and this switch stops every member of every server.
+        if not await self.bot.is_owner(interaction.user):
+            raise PermissionDenied("Only the bot's owner can use the kill switch.")
+        limits = self.bot.core.limits
+        if state == "status":
+            current = await limits.kill_switch()
+            changed = False
+        else:
+            current = await limits.set_kill_switch(state == "on", by=interaction.user.id)
+            changed = True
+        await interaction.response.send_message(
+            killswitch_text(current, changed),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(name="pause", description="Pause all your trading, signals included")
+    async def pause(self, interaction: discord.Interaction) -> None:
+        changed = await self.bot.core.limits.pause(interaction.user.id)
+        await interaction.response.send_message(
+            ("⏸️ Your trading is paused" if changed else "⏸️ Your trading was already paused")
+            + ": every new order of yours, from /trade or from strategy signals, is refused "
+            "before it reaches a broker. Open orders stay open (/cancel still works). "
+            "Run /resume to trade again.",
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="resume", description="Resume your trading after /pause")
+    async def resume(self, interaction: discord.Interaction) -> None:
+        changed = await self.bot.core.limits.resume(interaction.user.id)
+        await interaction.response.send_message(
+            "▶️ Your trading is resumed: new orders are sent again (within your /limits)."
+            if changed
+            else "Your trading was not paused; nothing changed.",
+            ephemeral=True,
+        )
+
+    limits = app_commands.Group(name="limits", description="Your pre-trade limits")
+
+    @limits.command(name="show", description="Your limits per order and per day")
+    async def limits_show(self, interaction: discord.Interaction) -> None:
+        result = await self.bot.core.limits.member_limits(interaction.user.id)
+        await interaction.response.send_message(embed=limits_embed(result), ephemeral=True)
+
+    @limits.command(name="set", description="Set your own, stricter limits (0 removes one)")
+    @app_commands.describe(
+        max_order_quantity="Largest quantity of one order (0: none of your own)",
+        max_order_notional="Largest USD value of one order (0: none of your own)",
+        max_daily_notional="Largest USD value sent per UTC day (0: none of your own)",
+    )
+    async def limits_set(
+        self,
+        interaction: discord.Interaction,
+        max_order_quantity: str | None = None,
+        max_order_notional: str | None = None,
+        max_daily_notional: str | None = None,
+    ) -> None:
+        given = {
+            "max_order_quantity": max_order_quantity,
+            "max_order_notional": max_order_notional,
+            "max_daily_notional": max_daily_notional,
+        }
+        changes = {n: parse_limit(text, n) for n, text in given.items() if text is not None}
+        if not changes:
+            raise InvalidInput(
+                "Give at least one limit, e.g. /limits set max_order_notional:5000. "
+                "See yours with /limits show."
+            )
+        result = await self.bot.core.limits.set_member_limits(interaction.user.id, changes)
+        await interaction.response.send_message(
+            embed=limits_embed(result, changed=True), ephemeral=True
+        )
+
+    @limits.command(name="strategy", description="A strategy's notional limits (its owner)")
+    @app_commands.describe(
+        strategy="Your strategy",
+        max_order_notional="Largest USD value of one entry per subscriber (0: no limit)",
+        max_daily_notional="Largest USD value of entries per subscriber per UTC day (0: none)",
+    )
+    @app_commands.guild_only()
+    async def limits_strategy(
+        self,
+        interaction: discord.Interaction,
+        strategy: str,
+        max_order_notional: str | None = None,
+        max_daily_notional: str | None = None,
+    ) -> None:
+        assert interaction.guild_id is not None
+        service = self.bot.core.limits
+        changes = {
+            name: parse_limit(text, name)
+            for name, text in (
+                ("max_order_notional", max_order_notional),
+                ("max_daily_notional", max_daily_notional),
+            )
+            if text is not None
+        }
+        if changes:
+            result = await service.set_strategy_limits(
+                interaction.guild_id, interaction.user.id, strategy, changes
+            )
+        else:
+            result = await service.strategy_limits(
+                interaction.guild_id, interaction.user.id, strategy
+            )
+        await interaction.response.send_message(
+            strategy_text(result, bool(changes)),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @limits_strategy.autocomplete("strategy")
+    async def strategy_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None:
+            return []
+        infos = await self.bot.core.strategies.list(interaction.guild_id, interaction.user.id)
+        cur = current.casefold()
+        return [
+            app_commands.Choice(name=i.name, value=i.name)
+            for i in infos
+            if i.is_owner and cur in i.name.casefold()
+        ][:25]
+
+
+async def setup(bot: Tradecord) -> None:
+    await bot.add_cog(PretradeControls(bot))

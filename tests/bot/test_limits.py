@@ -1,0 +1,367 @@
+"""Pre-trade checks at submit time (security requirement 20): the global kill switch, a
+member's pause, per-order and per-day limits of the member, of the server and of a strategy.
+A refused order ends failed with the reason in its audit trail and never reaches the broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import Connection, inspect, select
+
+from adapters.paper.broker import PaperBroker
+from bot.automation_models import ExecutionStatus
+from bot.core import Core
+from bot.db import Database, alembic_config
+from bot.errors import InvalidInput, PermissionDenied
+from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.services.notify import RecordingNotifier
+from bot.services.strategies import WebhookUrl
+from bot.services.trading import OrderInput, Outcome
+from bot.settings import Settings, load_settings
+from tests.bot.signals.conftest import (
+    GUILD,
+    OWNER,
+    execution,
+    make_strategy,
+    open_core,
+    orders,
+    send,
+    subscribe,
+)
+from tests.support import FakeClock
+
+ALICE, BOB = 1002, 1003
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def core(settings: Settings, db: Database, clock: FakeClock) -> AsyncIterator[Core]:
+    c = await open_core(settings, clock)
+    yield c
+    await c.close()
+
+
+async def with_defaults(settings: Settings, clock: FakeClock, **limits: Any) -> Core:
+    """Another process of the same server, with server-wide default limits."""
+    values = {k: v for k, v in settings.model_dump().items() if v is not None}
+    return await open_core(load_settings(**{**values, **limits}), clock)
+
+
+async def shared_with(core: Core, *members: int) -> WebhookUrl:
+    """A strategy of OWNER's, shared with ``members`` so they may subscribe."""
+    url = await make_strategy(core)
+    for member in members:
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
+    return url
+
+
+async def trade(core: Core, member: int, quantity: str = "1", **kw: Any) -> Outcome:
+    p = await core.trading.preview(member, OrderInput("AAPL", "buy", quantity, **kw))
+    return await core.trading.confirm(p.intent_id, member)
+
+
+async def refused(core: Core, out: Outcome, code: str) -> None:
+    """Nothing reached the broker, the intent failed with the check's code, and the audit
+    trail says which check refused it."""
+    assert not out.ok and out.order is None
+    intent = await core.trading.get_intent(out.intent.id)
+    assert intent.status == IntentStatus.FAILED and intent.error_code == code
+    assert intent.error_message == out.message
+    async with core.db.session() as s:
+        trail = list(
+            await s.scalars(
+                select(AuditEvent).where(AuditEvent.intent_id == intent.id).order_by(AuditEvent.id)
+            )
+        )
+    assert [e.kind for e in trail] == ["order.validated", "order.failed"]
+    assert trail[-1].detail["error"] == code
+    assert "pre-trade check" in trail[-1].detail["reason"]
+    assert intent.broker_order_id is None
+
+
+async def paper_orders(core: Core) -> int:
+    return len(await orders(core))
+
+
+# -- the kill switch ---------------------------------------------------------------------------
+
+
+async def test_the_kill_switch_refuses_new_orders_but_not_cancels(core: Core) -> None:
+    resting = await trade(core, ALICE, order_type="limit", limit_price="150", time_in_force="gtc")
+    assert resting.ok and resting.intent.status == IntentStatus.ACCEPTED
+    state = await core.limits.set_kill_switch(True, by=OWNER)
+    assert state.on and (await core.limits.kill_switch()).changed_by == OWNER
+
+    out = await trade(core, ALICE)
+    await refused(core, out, "kill-switch")
+    assert "kill switch" in out.message and "Cancelling" in out.message
+    assert await paper_orders(core) == 1  # only the resting order from before
+
+    _, cancelled = await core.trading.cancel(ALICE, None, "paper")  # cancelling still works
+    assert [o.status.value for o in cancelled] == ["cancelled"]
+
+    await core.limits.set_kill_switch(False, by=OWNER)
+    assert (await trade(core, ALICE)).ok
+
+
+async def test_the_kill_switch_set_by_one_process_stops_another(
+    core: Core, settings: Settings, clock: FakeClock
+) -> None:
+    other = await open_core(settings, clock)
+    try:
+        await other.limits.set_kill_switch(True, by=OWNER)
+        await refused(core, await trade(core, ALICE), "kill-switch")
+    finally:
+        await other.close()
+
+
+async def test_the_kill_switch_blocks_a_signals_order(core: Core) -> None:
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE)
+    await core.limits.set_kill_switch(True, by=OWNER)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    assert ack.status == 202
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED
+    assert ex.reason_code == "kill-switch" and "kill switch" in (ex.reason or "")
+    assert await paper_orders(core) == 0
+    async with core.db.session() as s:
+        intent = await s.scalar(select(OrderIntent))
+    assert intent is not None
+    await refused(core, Outcome(intent, None, intent.error_message or "", False), "kill-switch")
+
+
+async def test_the_reconciler_does_not_send_a_pending_order_while_the_switch_is_on(
+    core: Core, clock: FakeClock
+) -> None:
+    """Confirmed, then the process died before the send: the reconciler's send is checked too."""
+    core.notifier = notifier = RecordingNotifier()
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    await core.trading.claim(p.intent_id, ALICE)
+    await core.limits.set_kill_switch(True, by=OWNER)
+    clock.advance(seconds=60)
+    changed = await core.trading.reconcile()
+    assert [i.id for i in changed] == [p.intent_id]
+    intent = await core.trading.get_intent(p.intent_id)
+    assert intent.status == IntentStatus.FAILED and intent.error_code == "kill-switch"
+    assert await paper_orders(core) == 0
+    assert "kill switch" in notifier.dms[-1][1].content  # the member is told why
+
+
+# -- a member's pause --------------------------------------------------------------------------
+
+
+async def test_a_paused_member_is_refused_manual_and_automated_orders_until_resume(
+    core: Core,
+) -> None:
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE)
+    assert await core.limits.pause(ALICE)
+    assert not await core.limits.pause(ALICE)  # already paused
+    out = await trade(core, ALICE)
+    await refused(core, out, "member-paused")
+    assert "/resume" in out.message
+
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
+
+    assert (await trade(core, BOB)).ok  # someone else's pause is not yours
+    assert await core.limits.resume(ALICE)
+    assert not await core.limits.resume(ALICE)
+    assert (await trade(core, ALICE)).ok
+    assert await paper_orders(core) == 2
+
+
+# -- a member's limits and the server's defaults -----------------------------------------------
+
+
+async def test_per_order_quantity_and_notional_limits(core: Core) -> None:
+    await core.limits.set_member_limits(
+        ALICE, {"max_order_quantity": Decimal(5), "max_order_notional": Decimal(1000)}
+    )
+    out = await trade(core, ALICE, "6")
+    await refused(core, out, "limit-order-quantity")
+    assert "max quantity per order: 5" in out.message
+    out = await trade(core, ALICE, "5")  # 5 × 200.10 = 1,000.50
+    await refused(core, out, "limit-order-notional")
+    assert "$1,000.50" in out.message and "$1,000.00" in out.message
+    assert (await trade(core, ALICE, "4")).ok
+    assert (await trade(core, BOB, "6")).ok  # limits are per member
+
+
+async def test_limits_never_hold_back_closing_a_position(core: Core) -> None:
+    """Limits cap the risk a member takes on: at a limit they can still get out of a position
+    (by hand or by a strategy's exit), while the kill switch and a pause still stop that."""
+    assert (await trade(core, ALICE, "10")).ok  # long 10 AAPL, 2,001.00 sent today
+    await core.limits.set_member_limits(
+        ALICE,
+        {
+            "max_order_quantity": Decimal(1),
+            "max_order_notional": Decimal(100),
+            "max_daily_notional": Decimal(2000),
+        },
+    )
+    more = await trade(core, ALICE, "1")
+    await refused(core, more, "limit-order-notional")
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "10"))
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.ok and out.intent.status == IntentStatus.FILLED
+    # Closing more than is held opens a short: that is new risk, and held back.
+    over = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "1"))
+    await refused(core, await core.trading.confirm(over.intent_id, ALICE), "limit-order-notional")
+
+
+async def test_a_limit_order_is_valued_at_its_limit_price(core: Core) -> None:
+    await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(1000)})
+    out = await trade(core, ALICE, "10", order_type="limit", limit_price="150")
+    await refused(core, out, "limit-order-notional")
+    assert "$1,500.00" in out.message
+
+
+async def test_the_daily_notional_counts_orders_sent_today_except_refused_or_failed(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(5000)})
+    assert (await trade(core, ALICE, "10")).ok  # 2,001.00
+    # Refused by the broker: it does not count.
+    from adapters.errors import InvalidOrder
+
+    async def reject(*_: Any, **__: Any) -> Any:
+        raise InvalidOrder("refused for this test")
+
+    with monkeypatch.context() as m:
+        m.setattr(PaperBroker, "create_order", reject)
+        rejected = await trade(core, ALICE, "10")
+    assert rejected.intent.status == IntentStatus.REJECTED
+    assert (await trade(core, ALICE, "10")).ok  # 4,002.00 sent today
+    out = await trade(core, ALICE, "5")  # + 1,000.50 > 5,000
+    await refused(core, out, "limit-daily-notional")
+    assert "$4,002.00 was already sent today" in out.message and "$998.00 left" in out.message
+    assert (await trade(core, ALICE, "4")).ok  # + 800.40 fits
+    clock.advance(hours=9)  # past 00:00 UTC: a new day
+    assert (await trade(core, ALICE, "10")).ok
+
+
+async def test_the_server_default_applies_and_a_member_cannot_loosen_it(
+    core: Core, settings: Settings, clock: FakeClock
+) -> None:
+    strict = await with_defaults(
+        settings, clock, limit_max_order_notional="1000", limit_max_daily_notional=""
+    )
+    try:
+        await refused(strict, await trade(strict, ALICE, "5"), "limit-order-notional")
+        with pytest.raises(InvalidInput, match="only be the same or lower"):
+            await strict.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(2000)})
+        shown = await strict.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(500)})
+        assert shown.effective.max_order_notional == Decimal(500)
+        assert shown.server.max_order_notional == Decimal(1000)
+        assert shown.effective.max_daily_notional is None  # empty: no limit
+        await refused(strict, await trade(strict, ALICE, "3"), "limit-order-notional")
+        # Removing one's own limit falls back to the server's, never to none.
+        shown = await strict.limits.set_member_limits(ALICE, {"max_order_notional": None})
+        assert shown.effective.max_order_notional == Decimal(1000)
+        assert (await trade(strict, ALICE, "4")).ok
+    finally:
+        await strict.close()
+
+
+def test_limit_settings_reject_negative_values(settings: Settings) -> None:
+    from bot.settings import SettingsError
+
+    values = {k: v for k, v in settings.model_dump().items() if v is not None}
+    with pytest.raises(SettingsError, match="LIMIT_MAX_ORDER_NOTIONAL"):
+        load_settings(**{**values, "limit_max_order_notional": "-5"})
+    assert load_settings(**values).limit_max_daily_notional == 0
+
+
+# -- a strategy's limits ----------------------------------------------------------------------
+
+
+async def test_strategy_notional_limits_hold_its_signals_entries(core: Core) -> None:
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE, sizing_value=Decimal(10))
+    with pytest.raises(PermissionDenied, match="only its owner"):
+        await core.limits.set_strategy_limits(
+            GUILD, ALICE, url.strategy.name, {"max_order_notional": Decimal(1000)}
+        )
+    limits = await core.limits.set_strategy_limits(
+        GUILD, OWNER, url.strategy.name, {"max_order_notional": Decimal(1000)}
+    )
+    assert limits.max_order_notional == Decimal(1000)
+
+    # A market order: its notional is priced from a quote at submit time (10 × 200.10).
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED
+    assert ex.reason_code == "strategy-order-notional" and "$2,001.00" in (ex.reason or "")
+    assert await paper_orders(core) == 0
+    assert (await trade(core, ALICE, "10")).ok  # her own /trade is not the strategy's
+
+
+async def test_strategy_daily_notional_is_per_subscriber(core: Core, clock: FakeClock) -> None:
+    url = await shared_with(core, ALICE, BOB)
+    subs = {m: await subscribe(core, url, m, sizing_value=Decimal(10)) for m in (ALICE, BOB)}
+    await core.limits.set_strategy_limits(
+        GUILD, OWNER, url.strategy.name, {"max_daily_notional": Decimal(3000)}
+    )
+    first = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    for sub in subs.values():
+        assert (await execution(core, first.body["id"], sub)).status == ExecutionStatus.FILLED
+    clock.advance(seconds=5)
+    second = await send(core, url, {"ticker": "AAPL", "action": "add"})
+    await core.jobs.drain()
+    for sub in subs.values():
+        ex = await execution(core, second.body["id"], sub)
+        assert ex.status == ExecutionStatus.FAILED, ex.reason
+        assert ex.reason_code == "strategy-daily-notional"
+    # An exit is never held back by the strategy's limits.
+    third = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    await core.jobs.drain()
+    for sub in subs.values():
+        assert (await execution(core, third.body["id"], sub)).status == ExecutionStatus.FILLED
+
+
+# -- the migration ------------------------------------------------------------------------------
+
+
+def _migrate(conn: Connection, url: str, direction: str, target: str) -> None:
+    cfg = alembic_config(url)
+    cfg.attributes["connection"] = conn
+    getattr(command, direction)(cfg, target)
+
+
+def _columns(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+async def test_the_limits_migration_applies_and_reverses(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0004")
+            assert "paused_at" not in await conn.run_sync(_columns, "members")
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0005")
+            assert {"paused_at", "max_daily_notional"} <= await conn.run_sync(_columns, "members")
+            assert {"notional", "submitted_at"} <= await conn.run_sync(_columns, "order_intents")
+            assert "max_order_notional" in await conn.run_sync(_columns, "strategies")
+            assert "switches" in await conn.run_sync(lambda c: inspect(c).get_table_names())
+            await conn.run_sync(_migrate, empty_database_url, "downgrade", "0004")
+            assert "notional" not in await conn.run_sync(_columns, "order_intents")
+            assert "switches" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
+        await db.upgrade()
+        assert await db.current_revision() == "0005"
+    finally:
+        await db.close()

@@ -1,0 +1,73 @@
+"""/pause, /resume, /killswitch and /limits end to end through the local Discord."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from adapters.paper.models import PaperOrder
+from emulators.discord import Message
+from tests.discord_harness import Harness
+
+
+async def paper_orders(h: Harness) -> int:
+    async with h.core.db.session() as s:
+        return int(await s.scalar(select(func.count()).select_from(PaperOrder)) or 0)
+
+
+async def confirm_trade(h: Harness, user: str, quantity: str = "1") -> Message:
+    card = await h.reply(user, "trade", symbol="AAPL", side="buy", quantity=quantity)
+    assert card.ephemeral and [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+    done = await h.emu.click(h.user(user), card, label="Confirm")
+    return await done.message(timeout=10)
+
+
+async def test_pause_refuses_my_orders_until_resume(tradecord: Harness) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    paused = await h.reply("alice", "pause")
+    assert paused.ephemeral and "paused" in paused.text() and "/resume" in paused.text()
+    result = await confirm_trade(h, "alice")
+    assert "Your trading is paused" in result.text() and "/resume" in result.text()
+    assert result.buttons() == []
+    assert await paper_orders(h) == 0
+    assert "Filled" in (await confirm_trade(h, "bob")).text()  # only Alice paused
+    shown = await h.reply("alice", "limits show")
+    assert shown.ephemeral and "paused" in shown.text()
+    resumed = await h.reply("alice", "resume")
+    assert resumed.ephemeral and "resumed" in resumed.text()
+    assert "Filled" in (await confirm_trade(h, "alice")).text()
+    assert await paper_orders(h) == 2
+
+
+async def test_only_the_bot_owner_turns_the_kill_switch_and_it_stops_everyones_orders(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    denied = await h.reply("alice", "killswitch", state="on")
+    assert denied.ephemeral and "Only the bot's owner" in denied.text()
+    owner = h.emu.owner.id
+    on = await h.reply(owner, "killswitch", state="on")
+    assert on.ephemeral and "Kill switch is **ON**" in on.text()
+    result = await confirm_trade(h, "alice")
+    assert "kill switch" in result.text() and "nothing was sent" in result.text()
+    assert await paper_orders(h) == 0
+    status = await h.reply(owner, "killswitch", state="status")
+    assert "ON" in status.text()
+    off = await h.reply(owner, "killswitch", state="off")
+    assert "off" in off.text()
+    assert "Filled" in (await confirm_trade(h, "alice")).text()
+
+
+async def test_my_limits_are_set_privately_and_refuse_a_larger_order(tradecord: Harness) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    saved = await h.reply("alice", "limits set", max_order_notional="1,000")
+    assert saved.ephemeral and "$1,000.00" in saved.text()
+    bad = await h.reply("alice", "limits set", max_order_notional="lots")
+    assert bad.ephemeral and "must be a number" in bad.text()
+    result = await confirm_trade(h, "alice", "10")
+    assert "over your max notional per order: $1,000.00" in result.text()
+    assert await paper_orders(h) == 0
