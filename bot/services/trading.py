@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from sqlalchemy import select, update
@@ -61,6 +62,7 @@ from bot.services.notify import Outgoing
 
 if TYPE_CHECKING:
     from bot.core import Core
+    from bot.db import Database
 
 log = logging.getLogger("tradecord.trading")
 A = TypeVar("A")
@@ -539,17 +541,14 @@ class TradingService:
         server's and, for a strategy's entry, the strategy's); returns the daily limits still
         to check. Opens an adapter (returned) only to price an order no limit can do without."""
         strategy_id = intent.extra.get("strategy_id") if intent.source == "signal" else None
-        async with self.core.db.session() as s:
-            switch = await s.get(Switch, KILL_SWITCH)
-            member = await s.get(Member, intent.member_id)
-            # The strategy's limits are on what it opens (as its max quantity is): an exit that
-            # closes a position is never held back by them.
-            strategy = (
-                await s.get(Strategy, strategy_id)
-                if strategy_id and intent.extra.get("leg", "entry") == "entry"
-                else None
-            )
-        if switch is not None and switch.on:
+        # The strategy's limits are on what it opens (as its max quantity is): an exit that
+        # closes a position is never held back by them.
+        if intent.extra.get("leg", "entry") != "entry":
+            strategy_id = None
+        # Concurrent sends (a signal's fan-out) read the switch, members and strategies at once.
+        reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
+        switch_on, member, strategy = await reads((intent.member_id, strategy_id))
+        if switch_on:
             return Refusal(
                 "kill-switch",
                 "Trading is stopped for everyone by the bot owner (kill switch); nothing was "
@@ -1522,6 +1521,30 @@ def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
     if request.order_type is OrderType.STOP and request.stop_price is not None:
         return request.stop_price
     return quote.ask if request.side is Side.BUY else quote.bid
+
+
+async def _pretrade_rows(
+    db: Database, wanted: Sequence[tuple[int, str | None]]
+) -> list[tuple[bool, Member | None, Strategy | None]]:
+    """What the pre-trade checks read, for many sends in one session: the kill switch once,
+    then the members and strategies each in one query."""
+    member_ids = sorted({m for m, _ in wanted})
+    strategy_ids = sorted({sid for _, sid in wanted if sid is not None})
+    async with db.session() as s:
+        switch = await s.get(Switch, KILL_SWITCH)
+        members = {
+            m.id: m for m in await s.scalars(select(Member).where(Member.id.in_(member_ids)))
+        }
+        strategies = (
+            {
+                x.id: x
+                for x in await s.scalars(select(Strategy).where(Strategy.id.in_(strategy_ids)))
+            }
+            if strategy_ids
+            else {}
+        )
+    on = switch is not None and switch.on
+    return [(on, members.get(m), strategies.get(sid) if sid else None) for m, sid in wanted]
 
 
 def reduces(request: OrderRequest, held: Decimal) -> bool:

@@ -4,13 +4,14 @@ A refused order ends failed with the reason in its audit trail and never reaches
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, event, inspect, select
 
 from adapters.paper.broker import PaperBroker
 from bot.automation_models import ExecutionStatus
@@ -365,3 +366,27 @@ async def test_the_limits_migration_applies_and_reverses(empty_database_url: str
         assert await db.current_revision() == "0005"
     finally:
         await db.close()
+
+
+async def test_concurrent_sends_read_the_checks_rows_once(core: Core) -> None:
+    """A signal's fan-out sends many orders at once: the switch, the members and the
+    strategies are read for all of them together, not once per order."""
+    members = [3001 + i for i in range(5)]
+    claimed = []
+    for m in members:
+        p = await core.trading.preview(m, OrderInput("AAPL", "buy", "1"))
+        claimed.append(await core.trading.claim(p.intent_id, m))
+    statements: list[str] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(core.db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        outcomes = await asyncio.gather(*(core.trading.submit(i) for i in claimed))
+    finally:
+        event.remove(core.db.engine.sync_engine, "before_cursor_execute", seen)
+    assert all(o.ok for o in outcomes)
+    # One batch, or two when sends arrive while the first batch is being read.
+    assert 1 <= len([q for q in statements if q.startswith("SELECT switches.")]) <= 2
+    assert 1 <= len([q for q in statements if "FROM members WHERE members.id IN" in q]) <= 2
