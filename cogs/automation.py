@@ -28,7 +28,14 @@ from bot.services.strategies import (
 from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, SubscriptionSettings
 from cogs import format as fmt
 from cogs.trading import send_pages
-from cogs.ui import OwnedView, broker_connection_names, connection_names, in_time, reply
+from cogs.ui import (
+    OwnedView,
+    broker_connection_names,
+    connection_names,
+    in_time,
+    reply,
+    strategy_names,
+)
 
 SIZING_HELP = {
     "fixed_quantity": "shares/contracts per entry",
@@ -236,19 +243,6 @@ class Automation(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ApprovalButton)
-
-    async def strategy_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None:
-            return []
-        infos = await self.bot.core.strategies.list(interaction.guild_id, interaction.user.id)
-        cur = current.casefold()
-        return [
-            app_commands.Choice(name=i.name, value=i.name)
-            for i in infos
-            if cur in i.name.casefold()
-        ][:25]
 
     strategy = app_commands.Group(
         name="strategy", description="Webhook strategies", guild_only=True
@@ -482,13 +476,10 @@ class Automation(commands.Cog):
         )
         await send_pages(interaction, pages)
 
-    # Hidden from members by default; still checked at run time (server admins can change who
-    # sees a command).
+    # No default permissions: members use /alerts show-my-name. /alerts channel checks Manage
+    # Server when it runs.
     alerts = app_commands.Group(
-        name="alerts",
-        description="Trade alerts in channels",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
+        name="alerts", description="Trade alerts in channels", guild_only=True
     )
 
     @alerts.command(name="channel", description="Where this server's trade alerts go (admins)")

@@ -23,7 +23,7 @@ from bot.services.limits import (
     describe_limit,
     parse_limit,
 )
-from cogs.ui import OK_COLOUR
+from cogs.ui import OK_COLOUR, owned_strategy_names
 
 STOPPED_COLOUR = discord.Colour.red()
 
@@ -174,6 +174,7 @@ class PretradeControls(commands.Cog):
         max_daily_notional="Largest USD value of entries per subscriber per UTC day (0: none)",
     )
     @app_commands.guild_only()
+    @app_commands.autocomplete(strategy=owned_strategy_names)
     async def limits_strategy(
         self,
         interaction: discord.Interaction,
@@ -204,20 +205,6 @@ class PretradeControls(commands.Cog):
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
-
-    @limits_strategy.autocomplete("strategy")
-    async def strategy_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None:
-            return []
-        infos = await self.bot.core.strategies.list(interaction.guild_id, interaction.user.id)
-        cur = current.casefold()
-        return [
-            app_commands.Choice(name=i.name, value=i.name)
-            for i in infos
-            if i.is_owner and cur in i.name.casefold()
-        ][:25]
 
 
 async def setup(bot: Tradecord) -> None:

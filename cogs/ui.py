@@ -97,6 +97,35 @@ async def broker_connection_names(
     return [c for c in await connection_names(interaction, current) if c.name not in builtin]
 
 
+async def _strategies(
+    interaction: discord.Interaction, current: str, *, owned: bool
+) -> list[app_commands.Choice[str]]:
+    if interaction.guild_id is None:
+        return []
+    bot: Any = interaction.client
+    infos = await bot.core.strategies.list(interaction.guild_id, interaction.user.id)
+    cur = current.casefold()
+    return [
+        app_commands.Choice(name=i.name, value=i.name)
+        for i in infos
+        if (i.is_owner or not owned) and cur in i.name.casefold()
+    ][:25]
+
+
+async def strategy_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: this server's strategies the member can see (own and shared)."""
+    return await _strategies(interaction, current, owned=False)
+
+
+async def owned_strategy_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: this server's strategies the member owns."""
+    return await _strategies(interaction, current, owned=True)
+
+
 class OwnedView(discord.ui.View):
     """A view whose components work only for the member who asked for it."""
 

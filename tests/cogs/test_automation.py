@@ -121,13 +121,11 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     tradecord: Harness,
 ) -> None:
     h = tradecord
-    # Discord hides /alerts from members without Manage Server (default permissions)...
-    with pytest.raises(EmulatorError, match="hidden"):
-        await h.reply("carol", "alerts channel", channel=h.emu.trade_alerts.id)
-    # ...but a server admin can show it to anyone; the bot still checks when it runs.
-    h.emu.set_command_permission(h.guild_id, "alerts", h.user("carol"), allow=True)
     denied = await h.reply("carol", "alerts channel", channel=h.emu.trade_alerts.id)
     assert denied.ephemeral and "Manage Server" in denied.content
+    # /alerts is not hidden from members: opting in to being named is theirs.
+    named = await h.reply("carol", "alerts show-my-name", show=True)
+    assert named.ephemeral and "Alerts will name you" in named.content
     await create_strategy(h, "carol", "Mine")
     listing = await h.reply("carol", "strategy list")
     assert "Mine" in listing.text() and "/webhook/" not in listing.text()
@@ -252,3 +250,24 @@ def test_phase_tables_fit_an_embed_field_and_date_only_other_days() -> None:
     assert "23:59:59.998" in text and "2025-03-05 00:00:00.000" in text
     assert re.search(r"… \d+ more", text)
     assert len(joined([f"10.0.{i}.0/24" for i in range(200)], "any", 100)) <= 100
+
+
+async def test_strategy_autocomplete_offers_what_each_command_accepts(tradecord: Harness) -> None:
+    h = tradecord
+    await create_strategy(h, "carol", "Alpha trend")
+    await h.core.strategies.share(h.guild_id, h.user("carol"), "Alpha trend", h.user("bob"))
+
+    async def offered(user: str, command: str) -> list[str]:
+        choices = await h.emu.autocomplete(
+            h.user(user),
+            command,
+            options={"strategy": "alp"},
+            focused="strategy",
+            guild_id=h.guild_id,
+        )
+        return [c["name"] for c in choices]
+
+    assert await offered("carol", "strategy rotate-secret") == ["Alpha trend"]
+    assert await offered("bob", "subscribe") == ["Alpha trend"]  # shared with bob
+    assert await offered("carol", "limits strategy") == ["Alpha trend"]
+    assert await offered("bob", "limits strategy") == []  # only its owner sets its limits
