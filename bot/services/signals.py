@@ -1448,13 +1448,15 @@ class SignalService:
         cancelled = 0
         pending_cancels = True
 
-        async def cancel_open_orders() -> None:
+        async def cancel_open_orders(*, ordering: bool) -> None:
             """Once, right before the first order this run sends (or alone for action
             cancel): a leg refused or skipped at placing time cancels nothing."""
             nonlocal cancelled, pending_cancels
             if not pending_cancels:
                 return
             pending_cancels = False
+            if ordering and await self.core.trading.stopped(ctx.subscription.member_id):
+                return  # the order will be refused (kill switch, pause): keep what protects
             still_open = {o.id for o in snap.ticker_orders}
             # A re-run finds the ones it cancelled gone already.
             wanted = [order_id for order_id in plan.cancels if order_id in still_open]
@@ -1471,7 +1473,7 @@ class SignalService:
             # one it would refuse stops the plan here, before the exit is sent.
             await self._request(ctx, adapter, target, entry)
         if not plan.legs:
-            await cancel_open_orders()
+            await cancel_open_orders(ordering=False)
         for leg in plan.legs:
             intent = existing.get(leg.name)
             unsent = intent is None or intent.status == IntentStatus.DRAFT
@@ -1502,9 +1504,13 @@ class SignalService:
                         ),
                     )
                     break
+            request = None
             if unsent:
-                await cancel_open_orders()
-            intent = await self._place(ctx, adapter, target, leg, plan, intent)
+                # The broker's own checks of the order come before any cancel: a refused order
+                # leaves the open ones (a protective stop) alone.
+                request = await self._request(ctx, adapter, target, leg) if intent is None else None
+                await cancel_open_orders(ordering=True)
+            intent = await self._place(ctx, adapter, target, leg, plan, intent, request=request)
             result.orders.append(intent)
             status, ok = _leg_status(intent)
             result.status = status
@@ -1568,10 +1574,12 @@ class SignalService:
         intent: OrderIntent | None,
         *,
         submit: bool = True,
+        request: OrderRequest | None = None,
     ) -> OrderIntent:
-        """Store-then-send one leg once; an intent that already exists is resumed instead."""
+        """Store-then-send one leg once; an intent that already exists is resumed instead.
+        ``request``: the leg's order, if the caller built (and checked) it already."""
         if intent is None:
-            request = await self._request(ctx, adapter, target, leg)
+            request = request or await self._request(ctx, adapter, target, leg)
             outcome = await self.core.trading.place(
                 target,
                 request,

@@ -484,7 +484,7 @@ class TradingService:
             if gate.daily:
                 # The daily total is read and this order added to it under the member's lock,
                 # so two orders at once (in any processes) cannot both fit in what is left.
-                marked = await self._mark_sent(intent, gate, only_if_pending=True, as_read=False)
+                marked = await self._mark_sent(intent, gate, as_read=False)
                 if isinstance(marked, Refusal):
                     return await self._refused(intent, marked)
             else:
@@ -529,10 +529,27 @@ class TradingService:
         return True
 
     async def _refused(self, intent: OrderIntent, refusal: Refusal) -> Outcome:
-        await self._refuse(intent, refusal, only_if_pending=False)
-        return Outcome(intent, None, refusal.message, False, bool(intent.extra.get("simulated")))
+        simulated = bool(intent.extra.get("simulated"))
+        if not await self._refuse(intent, refusal, as_read=False):
+            # No longer pending: another process sent it meanwhile, and its result stands.
+            return _in_doubt(intent, simulated)
+        return Outcome(intent, None, refusal.message, False, simulated)
 
     # -- pre-trade checks -----------------------------------------------------------------
+
+    async def _pretrade_reads(
+        self, member_id: int, strategy_id: str | None
+    ) -> tuple[bool, Member | None, Strategy | None]:
+        # Concurrent sends (a signal's fan-out) read the switch, members and strategies at once.
+        reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
+        return await reads((member_id, strategy_id))
+
+    async def stopped(self, member_id: int) -> Refusal | None:
+        """Why no new order of this member would be sent now (the kill switch, their pause),
+        or None. Lets an automation leave things alone (a protective stop it would cancel
+        before ordering) when its order is bound to be refused."""
+        switch_on, member, _ = await self._pretrade_reads(member_id, None)
+        return _stopped(switch_on, member)
 
     async def _pretrade(
         self, intent: OrderIntent, target: Target, adapter: BrokerAdapter | None
@@ -545,23 +562,11 @@ class TradingService:
         # closes a position is never held back by them.
         if intent.extra.get("leg", "entry") != "entry":
             strategy_id = None
-        # Concurrent sends (a signal's fan-out) read the switch, members and strategies at once.
-        reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
-        switch_on, member, strategy = await reads((intent.member_id, strategy_id))
-        if switch_on:
-            return Refusal(
-                "kill-switch",
-                "Trading is stopped for everyone by the bot owner (kill switch); nothing was "
-                "sent. Cancelling open orders still works.",
-            ), adapter
-        if member is None:
-            return Refusal("member-gone", "Your membership was removed; nothing was sent."), adapter
-        if member.paused_at is not None:
-            return Refusal(
-                "member-paused",
-                "Your trading is paused, so nothing was sent (this includes strategy signals). "
-                "Run /resume to trade again.",
-            ), adapter
+        switch_on, member, strategy = await self._pretrade_reads(intent.member_id, strategy_id)
+        stopped = _stopped(switch_on, member)
+        if stopped is not None:
+            return stopped, adapter
+        assert member is not None
         if intent.extra.get("leg") == "exit" or intent.extra.get("closes_position") is True:
             # Limits cap the risk a member takes on; an order that only closes a position takes
             # risk off and is never held back by them: a member at a limit can always get out.
@@ -675,30 +680,31 @@ class TradingService:
         intent: OrderIntent,
         gate: Gate,
         *,
-        only_if_pending: bool,
         as_read: bool = True,
         reason: str | None = None,
     ) -> Refusal | bool:
-        """Check the daily limits and move the intent to submitted in one transaction under
-        the member's lock. ``only_if_pending``: only if it is still pending (of several
-        processes about to send it, exactly one gets True); ``as_read``: and not changed since
-        this intent object was read."""
+        """Check the daily limits and move the intent from pending to submitted in one
+        transaction under the member's lock: of several processes about to send it, exactly
+        one gets True. ``as_read``: only if not changed since this intent object was read."""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat()}
+        this_one = [OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.PENDING]
+        if as_read:
+            this_one.append(OrderIntent.updated_at == intent.updated_at)
         async with self.core.db.transaction() as s:
             if gate.daily:
                 await lock_row(s, Member, Member.id == intent.member_id)
+                # Sent by another process meanwhile: not this caller's to refuse or send.
+                if await s.scalar(select(OrderIntent.id).where(*this_one)) is None:
+                    return False
                 refusal = await self._over_daily(s, intent, gate, now)
                 if refusal is not None:
                     return refusal
-            query = update(OrderIntent).where(OrderIntent.id == intent.id)
-            if only_if_pending:
-                query = query.where(OrderIntent.status == IntentStatus.PENDING)
-                if as_read:
-                    query = query.where(OrderIntent.updated_at == intent.updated_at)
             claimed = (
                 await s.execute(
-                    query.values(
+                    update(OrderIntent)
+                    .where(*this_one)
+                    .values(
                         status=IntentStatus.SUBMITTED,
                         extra=extra,
                         updated_at=now,
@@ -723,16 +729,17 @@ class TradingService:
         return True
 
     async def _refuse(
-        self, intent: OrderIntent, refusal: Refusal, *, only_if_pending: bool
+        self, intent: OrderIntent, refusal: Refusal, *, as_read: bool, reason: str | None = None
     ) -> bool:
-        """End an unsent intent as failed, with the check that refused it in the audit trail."""
+        """End an unsent (still pending) intent as failed, with why in the audit trail (by
+        default: the pre-trade check that refused it). ``as_read``: only if not changed since
+        this intent object was read. False when it was no longer pending."""
         async with self.core.db.transaction() as s:
-            query = update(OrderIntent).where(OrderIntent.id == intent.id)
-            if only_if_pending:
-                query = query.where(
-                    OrderIntent.status == IntentStatus.PENDING,
-                    OrderIntent.updated_at == intent.updated_at,
-                )
+            query = update(OrderIntent).where(
+                OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.PENDING
+            )
+            if as_read:
+                query = query.where(OrderIntent.updated_at == intent.updated_at)
             now = self.clock()
             done = (
                 await s.execute(
@@ -752,7 +759,7 @@ class TradingService:
                     connection_id=intent.connection_id,
                     intent_id=intent.id,
                     error=refusal.code,
-                    reason=f"pre-trade check: {refusal.message}",
+                    reason=reason or f"pre-trade check: {refusal.message}",
                 )
         if done:
             intent.status, intent.updated_at = IntentStatus.FAILED, now
@@ -1052,18 +1059,23 @@ class TradingService:
                     # the claim sends (Tradier and others do not dedupe client order ids).
                     # The checks hold here too: a kill switch flipped since the Confirm stops it.
                     gate, _ = await self._pretrade(intent, target, adapter)
-                    if isinstance(gate, Refusal):
-                        await self._refuse(intent, gate, only_if_pending=True)
-                    elif (
-                        await self._mark_sent(
+                    if isinstance(gate, Refusal) and gate.code == "limit-no-price":
+                        log.info("Reconcile of %s deferred: no quote to check limits", intent.id)
+                        return  # the next pass tries again
+                    if not isinstance(gate, Refusal):
+                        marked = await self._mark_sent(
                             intent,
                             gate,
-                            only_if_pending=True,
                             reason="the process confirming it stopped before sending it",
                         )
-                        is True
-                    ):
-                        await self._send(intent, target, adapter)
+                        if marked is True:
+                            await self._send(intent, target, adapter)
+                            return
+                        if marked is False:
+                            return  # another process took it
+                        gate = marked
+                    # Refused now (kill switch, pause, a limit): it ends, and the member is told.
+                    await self._refuse(intent, gate, as_read=True)
                 elif intent.status in (
                     IntentStatus.UNKNOWN,
                     IntentStatus.SUBMITTED,
@@ -1086,36 +1098,12 @@ class TradingService:
         if intent.status != IntentStatus.PENDING:
             log.warning("Reconcile of %s skipped: %s", intent.id, e.code)
             return
-        async with self.core.db.transaction() as s:
-            failed = (
-                await s.execute(
-                    update(OrderIntent)
-                    .where(
-                        OrderIntent.id == intent.id,
-                        OrderIntent.status == IntentStatus.PENDING,
-                        OrderIntent.updated_at == intent.updated_at,
-                    )
-                    .values(
-                        status=IntentStatus.FAILED,
-                        error_code=e.code,
-                        error_message=e.user_message[:500],
-                        updated_at=self.clock(),
-                    )
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if failed:
-                audit.record(
-                    s,
-                    "order.failed",
-                    member_id=intent.member_id,
-                    connection_id=intent.connection_id,
-                    intent_id=intent.id,
-                    error=e.code,
-                    reason="its connection or account changed before it was sent",
-                )
-        if failed:
-            intent.status = IntentStatus.FAILED
-            intent.error_code, intent.error_message = e.code, e.user_message[:500]
+        await self._refuse(
+            intent,
+            Refusal(e.code, e.user_message),
+            as_read=True,
+            reason="its connection or account changed before it was sent",
+        )
 
     def _send_settled(self, intent: OrderIntent) -> bool:
         """Whether the last send has surely ended (adapters give up after 10 s and never
@@ -1521,6 +1509,24 @@ def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
     if request.order_type is OrderType.STOP and request.stop_price is not None:
         return request.stop_price
     return quote.ask if request.side is Side.BUY else quote.bid
+
+
+def _stopped(switch_on: bool, member: Member | None) -> Refusal | None:
+    if switch_on:
+        return Refusal(
+            "kill-switch",
+            "Trading is stopped for everyone by the bot owner (kill switch); nothing was "
+            "sent. Cancelling open orders still works.",
+        )
+    if member is None:
+        return Refusal("member-gone", "Your membership was removed; nothing was sent.")
+    if member.paused_at is not None:
+        return Refusal(
+            "member-paused",
+            "Your trading is paused, so nothing was sent (this includes strategy signals). "
+            "Run /resume to trade again.",
+        )
+    return None
 
 
 async def _pretrade_rows(

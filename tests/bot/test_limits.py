@@ -390,3 +390,41 @@ async def test_concurrent_sends_read_the_checks_rows_once(core: Core) -> None:
     # One batch, or two when sends arrive while the first batch is being read.
     assert 1 <= len([q for q in statements if q.startswith("SELECT switches.")]) <= 2
     assert 1 <= len([q for q in statements if "FROM members WHERE members.id IN" in q]) <= 2
+
+
+async def test_the_reconciler_ends_an_order_over_the_daily_limit_and_never_sends_it_later(
+    core: Core, clock: FakeClock
+) -> None:
+    """Confirmed, then its process died; meanwhile another order used the day's limit. The
+    reconciler refuses it for good (and tells the member), not holds it for tomorrow."""
+    core.notifier = notifier = RecordingNotifier()
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(3000)})
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "10"))  # 2,001.00
+    await core.trading.claim(p.intent_id, ALICE)
+    assert (await trade(core, ALICE, "10")).ok
+    before = await paper_orders(core)
+    clock.advance(seconds=60)
+    await core.trading.reconcile()
+    intent = await core.trading.get_intent(p.intent_id)
+    assert (intent.status, intent.error_code) == (IntentStatus.FAILED, "limit-daily-notional")
+    assert any("already sent today" in m.content for _, m in notifier.dms)
+    clock.advance(hours=24)
+    await core.trading.reconcile()
+    assert await paper_orders(core) == before
+
+
+async def test_a_late_refusal_does_not_overwrite_an_order_another_process_sent(
+    core: Core, clock: FakeClock
+) -> None:
+    """A Confirm stalled after its claim; the reconciler sent the order; then the kill switch
+    went on. The stalled press must not mark the filled order failed."""
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    stalled = await core.trading.claim(p.intent_id, ALICE)
+    clock.advance(seconds=60)
+    await core.trading.reconcile()
+    assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.FILLED
+    await core.limits.set_kill_switch(True, by=OWNER)
+    out = await core.trading.submit(stalled)
+    assert not out.ok and "will not resend" in out.message
+    assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.FILLED
+    assert await paper_orders(core) == 1

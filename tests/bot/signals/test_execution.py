@@ -354,6 +354,31 @@ async def test_a_refusal_at_placing_time_leaves_the_open_orders_alone(core: Core
     assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
 
 
+@pytest.mark.parametrize("stop", ["kill switch", "pause", "broker refuses the exit"])
+async def test_an_exit_bound_to_be_refused_keeps_the_protective_stop(
+    core: Core, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """Open orders are cancelled right before an order is sent; an exit that the kill switch,
+    a pause or the broker's own checks refuse leaves the stop protecting the position."""
+    await hold(core, OWNER, "AAPL", "5")
+    await rest(core, OWNER, "sell", OrderType.STOP, "180", "stop")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    if stop == "kill switch":
+        await core.limits.set_kill_switch(True, by=OWNER)
+    elif stop == "pause":
+        await core.limits.pause(OWNER)
+    else:
+
+        def refuse(self: PaperBroker, account: Any, request: OrderRequest) -> None:
+            raise InvalidOrder("Not today.")
+
+        monkeypatch.setattr(PaperBroker, "check_order", refuse)
+    ex = await run(core, url, sub, action="exit")
+    assert ex.status in (ExecutionStatus.FAILED, ExecutionStatus.REJECTED), ex.status
+    assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
+
+
 # -- max strategy positions -----------------------------------------------------------------
 
 
