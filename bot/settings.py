@@ -315,8 +315,9 @@ class Settings(BaseSettings):
     def _https_on_discord(self) -> Settings:
         # Broker sign-ins and webhook secrets travel over PUBLIC_URL: plain HTTP only for local
         # mode or a loopback address (trying a real Discord application on one machine).
-        if self.discord_token is not None and self.public_url.startswith("http://"):
-            host = urlsplit(self.public_url).hostname or ""
+        url = urlsplit(self.public_url)
+        if self.discord_token is not None and url.scheme == "http":
+            host = url.hostname or ""
             if host != "localhost" and not _is_loopback(host):
                 raise ValueError(
                     "PUBLIC_URL must start with https:// when the bot runs on Discord: /connect "

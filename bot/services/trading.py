@@ -57,7 +57,13 @@ from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection, IntentStatus, Member, OrderIntent, Switch, new_uuid
 from bot.services import audit
 from bot.services.connections import Target
-from bot.services.limits import KILL_SWITCH, Limits, describe_limit, server_limits
+from bot.services.limits import (
+    KILL_SWITCH,
+    LIMIT_NAMES,
+    Limits,
+    describe_limit,
+    server_limits,
+)
 from bot.services.notify import Outgoing
 
 if TYPE_CHECKING:
@@ -544,6 +550,31 @@ class TradingService:
         reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
         return await reads((member_id, strategy_id))
 
+    async def _still_closes(
+        self,
+        intent: OrderIntent,
+        target: Target,
+        adapter: BrokerAdapter | None,
+        limits: Limits,
+    ) -> tuple[bool, BrokerAdapter | None]:
+        """Whether the order only closes (part of) a position now. A signal's exit was sized
+        from the position just before it was sent; a /trade preview's reading may be old (two
+        closing previews of one position, confirmed one after the other), so with a limit that
+        could hold it back the position is read again."""
+        if intent.extra.get("leg") == "exit":
+            return True, adapter
+        if intent.extra.get("closes_position") is not True:
+            return False, adapter
+        if all(getattr(limits, name) is None for name in LIMIT_NAMES):
+            return True, adapter  # nothing to hold it back: no need to ask the broker
+        try:
+            adapter = adapter or await self.core.connections.adapter_for(target.connection)
+            position = await adapter.fetch_position(target.ref, intent.symbol)
+        except (BrokerError, TimeoutError):
+            return False, adapter  # unknown: the limits apply
+        held = position.quantity if position is not None else Decimal(0)
+        return reduces(request_of(intent), held), adapter
+
     async def stopped(self, member_id: int) -> Refusal | None:
         """Why no new order of this member would be sent now (the kill switch, their pause),
         or None. Lets an automation leave things alone (a protective stop it would cancel
@@ -567,15 +598,16 @@ class TradingService:
         if stopped is not None:
             return stopped, adapter
         assert member is not None
-        if intent.extra.get("leg") == "exit" or intent.extra.get("closes_position") is True:
+        limits = Limits(
+            member.max_order_quantity, member.max_order_notional, member.max_daily_notional
+        ).stricter(server_limits(self.core.settings))
+        closes, adapter = await self._still_closes(intent, target, adapter, limits)
+        if closes:
             # Limits cap the risk a member takes on; an order that only closes a position takes
             # risk off and is never held back by them: a member at a limit can always get out.
             price = known_price(intent)
             mult = symbols.multiplier(intent.symbol)
             return Gate(intent.quantity * price * mult if price is not None else None, []), adapter
-        limits = Limits(
-            member.max_order_quantity, member.max_order_notional, member.max_daily_notional
-        ).stricter(server_limits(self.core.settings))
         what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
         if limits.max_order_quantity is not None and intent.quantity > limits.max_order_quantity:
             return Refusal(
@@ -1275,9 +1307,12 @@ class TradingService:
             for oid in wanted:
                 try:
                     await adapter.cancel_order(target.ref, oid)
-                except OrderNotCancelable:
+                except (OrderNotCancelable, OrderNotFound):
                     pass  # it filled or ended since the listing: report how, and go on
-                order = await adapter.fetch_order(target.ref, order_id=oid)
+                try:
+                    order = await adapter.fetch_order(target.ref, order_id=oid)
+                except OrderNotFound:
+                    continue  # gone from the broker's books altogether
                 results.append(order)
                 await self._apply_broker_order(target, order)
         finally:

@@ -223,6 +223,18 @@ async def test_limits_never_hold_back_closing_a_position(core: Core) -> None:
     await refused(core, await core.trading.confirm(over.intent_id, ALICE), "limit-order-notional")
 
 
+async def test_a_second_closing_preview_of_one_position_is_checked_again(core: Core) -> None:
+    """Two previews to sell a whole position, confirmed one after the other: the second would
+    open a short, so at send time it is new risk and the limits apply."""
+    assert (await trade(core, ALICE, "10")).ok
+    await core.limits.set_member_limits(ALICE, {"max_order_quantity": Decimal(1)})
+    first = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "10"))
+    second = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "10"))
+    assert (await core.trading.confirm(first.intent_id, ALICE)).ok
+    out = await core.trading.confirm(second.intent_id, ALICE)
+    await refused(core, out, "limit-order-quantity")
+
+
 async def test_a_limit_order_is_valued_at_its_limit_price(core: Core) -> None:
     await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(1000)})
     out = await trade(core, ALICE, "10", order_type="limit", limit_price="150")

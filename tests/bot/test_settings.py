@@ -85,6 +85,7 @@ def test_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://[::1]:8080", True),
         ("http://trade.example.org", False),
         ("http://203.0.113.9:8080", False),
+        ("HTTP://trade.example.org", False),
     ],
 )
 def test_on_discord_the_public_url_is_https_unless_loopback(

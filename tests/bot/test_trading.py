@@ -16,6 +16,7 @@ from adapters.errors import (
     BrokerUnavailable,
     InsufficientBuyingPower,
     InvalidOrder,
+    OrderNotFound,
     RateLimited,
     SymbolNotFound,
 )
@@ -655,9 +656,12 @@ async def test_an_order_not_found_right_after_a_timeout_is_not_yet_proof(
     assert await order_count(core, intent.client_order_id) == (1 if arrives else 0)
 
 
+@pytest.mark.parametrize("answer", ["not cancelable", "not found"])
 async def test_cancel_all_goes_on_past_an_order_that_filled_meanwhile(
-    core: Core, monkeypatch: pytest.MonkeyPatch
+    core: Core, monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
+    """Paper answers a cancel of a filled order "not cancelable"; Alpaca and Tradier may answer
+    "not found". Either way the others are cancelled and the filled one is reported."""
     for limit in ("150", "160", "170"):
         p = await core.trading.preview(
             ALICE, OrderInput("AAPL", "buy", "1", order_type="limit", limit_price=limit)
@@ -671,6 +675,8 @@ async def test_cancel_all_goes_on_past_an_order_that_filled_meanwhile(
             core.simulated_feed.set_quote("AAPL", Decimal("159.90"), Decimal("160.00"))
             await self.sweep()
             core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+            if answer == "not found":
+                raise OrderNotFound()
         await cancel(self, account, order_id)
 
     monkeypatch.setattr(PaperBroker, "cancel_order", fills_first)
