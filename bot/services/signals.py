@@ -1455,11 +1455,13 @@ class SignalService:
             if not pending_cancels:
                 return
             pending_cancels = False
-            if ordering and await self.core.trading.stopped(ctx.subscription.member_id):
-                return  # the order will be refused (kill switch, pause): keep what protects
             still_open = {o.id for o in snap.ticker_orders}
             # A re-run finds the ones it cancelled gone already.
             wanted = [order_id for order_id in plan.cancels if order_id in still_open]
+            if not wanted:
+                return
+            if ordering and await self.core.trading.stopped(ctx.subscription.member_id):
+                return  # the order will be refused (kill switch, pause): keep what protects
             cancelled = await self.core.trading.cancel_open(target, adapter, wanted)
             if cancelled:
                 self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
