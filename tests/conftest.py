@@ -163,3 +163,20 @@ async def tradecord(settings: Settings, db: Database) -> AsyncIterator[object]:
 
     async with running_tradecord(settings) as harness:
         yield harness
+
+
+# What reaches the database under test. A test that asks for none of these runs the same on
+# either backend, so the PostgreSQL pass leaves it to the SQLite pass instead of running it twice.
+DATABASE_FIXTURES = frozenset({"database_url", "empty_database_url", "postgres", "cluster"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if TEST_DB != "postgresql":
+        return
+    keep, drop = [], []
+    for item in items:
+        uses_db = DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        (keep if uses_db else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
