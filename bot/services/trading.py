@@ -12,6 +12,7 @@ Life of an order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -720,9 +721,7 @@ class TradingService:
         one gets True. ``as_read``: only if not changed since this intent object was read."""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat()}
-        this_one = [OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.PENDING]
-        if as_read:
-            this_one.append(OrderIntent.updated_at == intent.updated_at)
+        this_one = _still_pending(intent, as_read=as_read)
         async with self.core.db.transaction() as s:
             if gate.daily:
                 await lock_row(s, Member, Member.id == intent.member_id)
@@ -767,11 +766,7 @@ class TradingService:
         default: the pre-trade check that refused it). ``as_read``: only if not changed since
         this intent object was read. False when it was no longer pending."""
         async with self.core.db.transaction() as s:
-            query = update(OrderIntent).where(
-                OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.PENDING
-            )
-            if as_read:
-                query = query.where(OrderIntent.updated_at == intent.updated_at)
+            query = update(OrderIntent).where(*_still_pending(intent, as_read=as_read))
             now = self.clock()
             done = (
                 await s.execute(
@@ -1305,10 +1300,9 @@ class TradingService:
                     )
             results = []
             for oid in wanted:
-                try:
+                # One that filled or ended since the listing is reported as it ended.
+                with contextlib.suppress(OrderNotCancelable, OrderNotFound):
                     await adapter.cancel_order(target.ref, oid)
-                except (OrderNotCancelable, OrderNotFound):
-                    pass  # it filled or ended since the listing: report how, and go on
                 try:
                     order = await adapter.fetch_order(target.ref, order_id=oid)
                 except OrderNotFound:
@@ -1544,6 +1538,15 @@ def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
     if request.order_type is OrderType.STOP and request.stop_price is not None:
         return request.stop_price
     return quote.ask if request.side is Side.BUY else quote.bid
+
+
+def _still_pending(intent: OrderIntent, *, as_read: bool) -> list[Any]:
+    """The intent's row while it is unsent (and, ``as_read``, unchanged since it was read):
+    the compare-and-set of everything that sends or refuses it."""
+    conditions = [OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.PENDING]
+    if as_read:
+        conditions.append(OrderIntent.updated_at == intent.updated_at)
+    return conditions
 
 
 def _stopped(switch_on: bool, member: Member | None) -> Refusal | None:
