@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from bot.coalesce import BatchFunction, Coalescer
 from bot.sqlite_driver import InlineSqlite
@@ -30,6 +31,7 @@ from bot.sqlite_driver import InlineSqlite
 R = TypeVar("R")
 T = TypeVar("T")
 _UPDATES = "tradecord.updates"  # Session.info key of update_later's rows
+_INSERTS = "tradecord.inserts"  # Session.info key of insert_later's rows
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -72,7 +74,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=_Session
+        )
         self._units: Coalescer[_Unit, Any] = Coalescer(self._run_units)
         self._shared: dict[str, Coalescer[Any, Any]] = {}
 
@@ -157,21 +161,53 @@ class Database:
             self.inline.close()
 
 
+class _Session(Session):
+    """The sessions of ``Database``: rows left for ``update_later`` and ``insert_later`` are
+    written when the transaction commits, if ``flush_batched`` has not written them yet."""
+
+
+@event.listens_for(_Session, "before_commit")
+def _write_later(session: Session) -> None:
+    if session.info.get(_UPDATES) or session.info.get(_INSERTS):
+        _flush_batched(session)
+
+
+@event.listens_for(_Session, "after_soft_rollback")
+def _forget_later(session: Session, _previous: Any) -> None:
+    # Any rollback (Tradecord takes no savepoints, so it is the whole transaction's).
+    session.info.pop(_UPDATES, None)
+    session.info.pop(_INSERTS, None)
+
+
 def update_later(session: AsyncSession, cls: type[Any], values: dict[str, Any]) -> None:
     """Update the row of ``cls`` whose primary key is in ``values`` when ``flush_batched``
-    runs (a ``group_commit`` unit's end): the rows other units update in the same columns go
-    with it in one ``executemany``, and the row need not be loaded first."""
+    runs (a ``group_commit`` unit's end) or the transaction commits: the rows other units
+    update in the same columns go with it in one ``executemany``, and the row need not be
+    loaded first."""
     session.info.setdefault(_UPDATES, []).append((cls, values))
+
+
+def insert_later(session: AsyncSession, cls: type[Any], values: dict[str, Any]) -> None:
+    """Insert a row of the append-only ``cls`` when ``flush_batched`` runs or the transaction
+    commits, with the other rows of ``cls`` with the same columns in one ``executemany``.
+    Cheaper than an ORM object (no identity, no change tracking): for rows nothing reads back
+    in the transaction that writes them."""
+    session.info.setdefault(_INSERTS, []).append((cls, values))
 
 
 async def flush_batched(session: AsyncSession) -> None:
     """Flush, then run the updates of ``update_later``, then insert the new rows of
-    append-only tables (models with ``append_only = True``) without reading their ids back.
+    append-only tables (models with ``append_only = True``, and ``insert_later``'s) without
+    reading their ids back.
 
     The ORM must learn each new row's id; on SQLite it can do that only one row at a time.
     Nothing reads an append-only row's id after adding it, so those rows go in as one
     ``executemany`` per table, in the order they were added, after the rows they refer to.
     """
+    await session.run_sync(_flush_batched)
+
+
+def _flush_batched(session: Session) -> None:
     pending = sorted(
         (
             state
@@ -186,7 +222,9 @@ async def flush_batched(session: AsyncSession) -> None:
         values = {key: value for key, value in state.dict.items() if key in columns}
         batches.setdefault((state.class_, frozenset(values)), []).append(values)
         session.expunge(state.obj())
-    await session.flush()
+    for cls, values in session.info.pop(_INSERTS, ()):
+        batches.setdefault((cls, frozenset(values)), []).append(values)
+    session.flush()
     updates: dict[tuple[type[Any], frozenset[str]], list[dict[str, Any]]] = {}
     for cls, values in session.info.pop(_UPDATES, ()):
         updates.setdefault((cls, frozenset(values)), []).append(values)
@@ -201,9 +239,10 @@ async def flush_batched(session: AsyncSession) -> None:
         )
         # Core, not the ORM's bulk update: a row deleted meanwhile is skipped, not an error.
         params = [{"pk_": r[pk.key]} | {f"v_{k}": r[k] for k in changed} for r in rows]
-        await session.execute(statement, params)
+        session.execute(statement, params)
     for (cls, _), rows in batches.items():
-        await session.execute(insert(cls), rows)
+        # Core: the ORM's bulk insert would build and track nothing here, but costs more.
+        session.execute(insert(cls.__table__), rows)
 
 
 def head_revision() -> str | None:

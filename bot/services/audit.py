@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db import insert_later
+from bot.db_types import utcnow
 from bot.models import AuditEvent
 
 
@@ -17,17 +19,17 @@ def record(
     connection_id: int | None = None,
     intent_id: str | None = None,
     **detail: Any,
-) -> AuditEvent:
+) -> None:
     """Add an event to the caller's unit of work (it commits with the change it describes)."""
-    event = AuditEvent(
-        kind=kind,
-        member_id=member_id,
-        connection_id=connection_id,
-        intent_id=intent_id,
-        detail={k: _jsonable(v) for k, v in detail.items()},
-    )
-    session.add(event)
-    return event
+    values = {
+        "at": utcnow(),
+        "kind": kind,
+        "member_id": member_id,
+        "connection_id": connection_id,
+        "intent_id": intent_id,
+        "detail": {k: _jsonable(v) for k, v in detail.items()},
+    }
+    insert_later(session, AuditEvent, values)
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,9 +14,9 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import Database, head_revision, update_later
+from bot.db import Database, head_revision, insert_later, update_later
 from bot.db_types import Money, plain
-from bot.models import Base, Connection, ConnectionAccount, Member
+from bot.models import AuditEvent, Base, Connection, ConnectionAccount, Member
 from bot.services.members import MemberService
 
 
@@ -190,3 +190,38 @@ async def test_update_later_updates_many_rows_in_one_statement_and_skips_a_delet
     async with db.session() as s:
         rows = (await s.execute(select(Connection.id, Connection.name, Connection.settings))).all()
     assert sorted(rows) == [(cid, f"Later {cid}", {"n": cid}) for cid in ids]
+
+
+async def test_rows_left_for_later_are_written_by_a_plain_commit_and_dropped_by_a_rollback(
+    db: Database,
+) -> None:
+    await MemberService(db).ensure(6100)
+    async with db.session() as s:
+        cid = await s.scalar(select(Connection.id))
+    async with db.transaction() as s:
+        update_later(s, Connection, {"id": cid, "name": "Kept"})
+        for n in range(3):
+            insert_later(s, AuditEvent, {"kind": "kept", "detail": {"n": n}})
+    try:
+        async with db.transaction() as s:
+            update_later(s, Connection, {"id": cid, "name": "Lost"})
+            insert_later(s, AuditEvent, {"kind": "lost", "detail": {}})
+            raise RuntimeError("the unit of work fails")
+    except RuntimeError:
+        pass
+    async with db.session() as s:  # one session: rolled back, then used again
+        await s.scalar(select(Connection.name).where(Connection.id == cid))
+        insert_later(s, AuditEvent, {"kind": "lost", "detail": {}})
+        await s.rollback()
+        insert_later(s, AuditEvent, {"kind": "kept", "detail": {"n": 3}})
+        await s.commit()
+    async with db.session() as s:
+        assert await s.scalar(select(Connection.name).where(Connection.id == cid)) == "Kept"
+        events = (
+            await s.execute(
+                select(AuditEvent.kind, AuditEvent.detail)
+                .where(AuditEvent.kind.in_(["kept", "lost"]))
+                .order_by(AuditEvent.id)
+            )
+        ).all()
+    assert events == [("kept", {"n": n}) for n in range(4)]
