@@ -54,7 +54,7 @@ from adapters.models import (
 )
 from bot.automation_models import Job, JobStatus, Strategy
 from bot.db import lock_row, update_later
-from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from bot.errors import Conflict, InvalidInput, LimitReached, NotFound, PermissionDenied
 from bot.models import Connection, IntentStatus, Member, OrderIntent, Switch, new_uuid
 from bot.services import audit
 from bot.services.connections import Target
@@ -337,6 +337,7 @@ class TradingService:
                 "closes_position": reduces(request, held),
             },
         )
+        await self._check_early(intent, target)
         async with self.core.db.transaction() as s:
             _add_validated(s, intent)
         return Preview(
@@ -575,6 +576,21 @@ class TradingService:
             return False, adapter  # unknown: the limits apply
         held = position.quantity if position is not None else Decimal(0)
         return reduces(request_of(intent), held), adapter
+
+    async def _check_early(self, intent: OrderIntent, target: Target) -> None:
+        """The pre-trade checks Confirm will make, made at preview too: a member who is paused,
+        stopped by the kill switch or over a limit learns it before the card, not after the
+        click. (Confirm checks again: a switch may flip or a daily total grow meanwhile.)"""
+        gate, adapter = await self._pretrade(intent, target, None)
+        if adapter is not None:
+            await adapter.close()
+        if isinstance(gate, Gate) and gate.daily:
+            async with self.core.db.session() as s:
+                gate = await self._over_daily(s, intent, gate, self.clock()) or gate
+        if isinstance(gate, Refusal):
+            refused = LimitReached(gate.message.replace("Not sent: ", "Not allowed: ", 1))
+            refused.code = gate.code
+            raise refused
 
     async def stopped(self, member_id: int) -> Refusal | None:
         """Why no new order of this member would be sent now (the kill switch, their pause),

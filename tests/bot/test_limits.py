@@ -1,6 +1,8 @@
 """Pre-trade checks at submit time (security requirement 20): the global kill switch, a
 member's pause, per-order and per-day limits of the member, of the server and of a strategy.
-A refused order ends failed with the reason in its audit trail and never reaches the broker."""
+A refused order ends failed with the reason in its audit trail and never reaches the broker.
+/trade makes the same checks at preview, so a refusal comes before the card: no draft is
+stored and there is nothing to confirm."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from adapters.paper.broker import PaperBroker
 from bot.automation_models import ExecutionStatus
 from bot.core import Core
 from bot.db import Database, alembic_config
-from bot.errors import InvalidInput, PermissionDenied
+from bot.errors import InvalidInput, LimitReached, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
 from bot.services.strategies import WebhookUrl
@@ -88,6 +90,18 @@ async def refused(core: Core, out: Outcome, code: str) -> None:
     assert intent.broker_order_id is None
 
 
+async def refused_early(core: Core, member: int, code: str, quantity: str = "1", **kw: Any) -> str:
+    """The preview is refused with the check's code: no draft intent, no card; the message."""
+    async with core.db.session() as s:
+        before = list(await s.scalars(select(OrderIntent.id)))
+    with pytest.raises(LimitReached) as refusal:
+        await core.trading.preview(member, OrderInput("AAPL", "buy", quantity, **kw))
+    assert refusal.value.code == code
+    async with core.db.session() as s:
+        assert list(await s.scalars(select(OrderIntent.id))) == before
+    return refusal.value.user_message
+
+
 async def paper_orders(core: Core) -> int:
     return len(await orders(core))
 
@@ -101,9 +115,8 @@ async def test_the_kill_switch_refuses_new_orders_but_not_cancels(core: Core) ->
     state = await core.limits.set_kill_switch(True, by=OWNER)
     assert state.on and (await core.limits.kill_switch()).changed_by == OWNER
 
-    out = await trade(core, ALICE)
-    await refused(core, out, "kill-switch")
-    assert "kill switch" in out.message and "Cancelling" in out.message
+    message = await refused_early(core, ALICE, "kill-switch")
+    assert "kill switch" in message and "Cancelling" in message
     assert await paper_orders(core) == 1  # only the resting order from before
 
     _, cancelled = await core.trading.cancel(ALICE, None, "paper")  # cancelling still works
@@ -118,8 +131,11 @@ async def test_the_kill_switch_set_by_one_process_stops_another(
 ) -> None:
     other = await open_core(settings, clock)
     try:
+        # Previewed before the switch went on, confirmed after: Confirm reads it again.
+        p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
         await other.limits.set_kill_switch(True, by=OWNER)
-        await refused(core, await trade(core, ALICE), "kill-switch")
+        await refused(core, await core.trading.confirm(p.intent_id, ALICE), "kill-switch")
+        await refused_early(core, ALICE, "kill-switch")
     finally:
         await other.close()
 
@@ -168,9 +184,7 @@ async def test_a_paused_member_is_refused_manual_and_automated_orders_until_resu
     sub = await subscribe(core, url, ALICE)
     assert await core.limits.pause(ALICE)
     assert not await core.limits.pause(ALICE)  # already paused
-    out = await trade(core, ALICE)
-    await refused(core, out, "member-paused")
-    assert "/resume" in out.message
+    assert "/resume" in await refused_early(core, ALICE, "member-paused")
 
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
     await core.jobs.drain()
@@ -178,6 +192,11 @@ async def test_a_paused_member_is_refused_manual_and_automated_orders_until_resu
     assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
 
     assert (await trade(core, BOB)).ok  # someone else's pause is not yours
+    # A card shown before the pause is refused at Confirm.
+    p = await core.trading.preview(BOB, OrderInput("AAPL", "buy", "1"))
+    assert await core.limits.pause(BOB)
+    await refused(core, await core.trading.confirm(p.intent_id, BOB), "member-paused")
+    assert await core.limits.resume(BOB)
     assert await core.limits.resume(ALICE)
     assert not await core.limits.resume(ALICE)
     assert (await trade(core, ALICE)).ok
@@ -191,14 +210,18 @@ async def test_per_order_quantity_and_notional_limits(core: Core) -> None:
     await core.limits.set_member_limits(
         ALICE, {"max_order_quantity": Decimal(5), "max_order_notional": Decimal(1000)}
     )
-    out = await trade(core, ALICE, "6")
-    await refused(core, out, "limit-order-quantity")
-    assert "max quantity per order: 5" in out.message
-    out = await trade(core, ALICE, "5")  # 5 × 200.10 = 1,000.50
-    await refused(core, out, "limit-order-notional")
-    assert "$1,000.50" in out.message and "$1,000.00" in out.message
+    message = await refused_early(core, ALICE, "limit-order-quantity", "6")
+    assert "max quantity per order: 5" in message and "/limits show" in message
+    message = await refused_early(core, ALICE, "limit-order-notional", "5")  # 5 × 200.10
+    assert "$1,000.50" in message and "$1,000.00" in message
     assert (await trade(core, ALICE, "4")).ok
     assert (await trade(core, BOB, "6")).ok  # limits are per member
+    # A card shown before the limit was set is refused at Confirm.
+    p = await core.trading.preview(BOB, OrderInput("AAPL", "buy", "6"))
+    await core.limits.set_member_limits(BOB, {"max_order_quantity": Decimal(5)})
+    out = await core.trading.confirm(p.intent_id, BOB)
+    await refused(core, out, "limit-order-quantity")
+    assert out.message.startswith("Not sent:")
 
 
 async def test_limits_never_hold_back_closing_a_position(core: Core) -> None:
@@ -213,14 +236,13 @@ async def test_limits_never_hold_back_closing_a_position(core: Core) -> None:
             "max_daily_notional": Decimal(2000),
         },
     )
-    more = await trade(core, ALICE, "1")
-    await refused(core, more, "limit-order-notional")
+    await refused_early(core, ALICE, "limit-order-notional")
     p = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "10"))
     out = await core.trading.confirm(p.intent_id, ALICE)
     assert out.ok and out.intent.status == IntentStatus.FILLED
     # Closing more than is held opens a short: that is new risk, and held back.
-    over = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "1"))
-    await refused(core, await core.trading.confirm(over.intent_id, ALICE), "limit-order-notional")
+    with pytest.raises(LimitReached):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "1"))
 
 
 async def test_a_second_closing_preview_of_one_position_is_checked_again(core: Core) -> None:
@@ -237,9 +259,10 @@ async def test_a_second_closing_preview_of_one_position_is_checked_again(core: C
 
 async def test_a_limit_order_is_valued_at_its_limit_price(core: Core) -> None:
     await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(1000)})
-    out = await trade(core, ALICE, "10", order_type="limit", limit_price="150")
-    await refused(core, out, "limit-order-notional")
-    assert "$1,500.00" in out.message
+    message = await refused_early(
+        core, ALICE, "limit-order-notional", "10", order_type="limit", limit_price="150"
+    )
+    assert "$1,500.00" in message
 
 
 async def test_the_daily_notional_counts_orders_sent_today_except_refused_or_failed(
@@ -258,10 +281,15 @@ async def test_the_daily_notional_counts_orders_sent_today_except_refused_or_fai
         rejected = await trade(core, ALICE, "10")
     assert rejected.intent.status == IntentStatus.REJECTED
     assert (await trade(core, ALICE, "10")).ok  # 4,002.00 sent today
-    out = await trade(core, ALICE, "5")  # + 1,000.50 > 5,000
+    message = await refused_early(core, ALICE, "limit-daily-notional", "5")  # + 1,000.50
+    assert "$4,002.00 was already sent today" in message and "$998.00 left" in message
+    # Two cards that each fit what is left, confirmed one after the other: the second does
+    # not fit once the first is sent, and Confirm refuses it.
+    fits = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "4"))  # + 800.40
+    too_many = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "4"))
+    assert (await core.trading.confirm(fits.intent_id, ALICE)).ok
+    out = await core.trading.confirm(too_many.intent_id, ALICE)
     await refused(core, out, "limit-daily-notional")
-    assert "$4,002.00 was already sent today" in out.message and "$998.00 left" in out.message
-    assert (await trade(core, ALICE, "4")).ok  # + 800.40 fits
     clock.advance(hours=9)  # past 00:00 UTC: a new day
     assert (await trade(core, ALICE, "10")).ok
 
@@ -273,14 +301,14 @@ async def test_the_server_default_applies_and_a_member_cannot_loosen_it(
         settings, clock, limit_max_order_notional="1000", limit_max_daily_notional=""
     )
     try:
-        await refused(strict, await trade(strict, ALICE, "5"), "limit-order-notional")
+        await refused_early(strict, ALICE, "limit-order-notional", "5")
         with pytest.raises(InvalidInput, match="only be the same or lower"):
             await strict.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(2000)})
         shown = await strict.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(500)})
         assert shown.effective.max_order_notional == Decimal(500)
         assert shown.server.max_order_notional == Decimal(1000)
         assert shown.effective.max_daily_notional is None  # empty: no limit
-        await refused(strict, await trade(strict, ALICE, "3"), "limit-order-notional")
+        await refused_early(strict, ALICE, "limit-order-notional", "3")
         # Removing one's own limit falls back to the server's, never to none.
         shown = await strict.limits.set_member_limits(ALICE, {"max_order_notional": None})
         assert shown.effective.max_order_notional == Decimal(1000)

@@ -23,14 +23,20 @@ async def confirm_trade(h: Harness, user: str, quantity: str = "1") -> Message:
     return await done.message(timeout=10)
 
 
+async def refused_trade(h: Harness, user: str, quantity: str = "1") -> Message:
+    """/trade answers a refusal privately, with no card to confirm."""
+    reply = await h.reply(user, "trade", symbol="AAPL", side="buy", quantity=quantity)
+    assert reply.ephemeral and reply.buttons() == []
+    return reply
+
+
 async def test_pause_refuses_my_orders_until_resume(tradecord: Harness) -> None:
     h = tradecord
     h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
     paused = await h.reply("alice", "pause")
     assert paused.ephemeral and "paused" in paused.text() and "/resume" in paused.text()
-    result = await confirm_trade(h, "alice")
+    result = await refused_trade(h, "alice")
     assert "Your trading is paused" in result.text() and "/resume" in result.text()
-    assert result.buttons() == []
     assert await paper_orders(h) == 0
     assert "Filled" in (await confirm_trade(h, "bob")).text()  # only Alice paused
     shown = await h.reply("alice", "limits show")
@@ -49,9 +55,13 @@ async def test_only_the_bot_owner_turns_the_kill_switch_and_it_stops_everyones_o
     denied = await h.reply("alice", "killswitch", state="on")
     assert denied.ephemeral and "Only the bot's owner" in denied.text()
     owner = h.emu.owner.id
+    card = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1")
     on = await h.reply(owner, "killswitch", state="on")
     assert on.ephemeral and "Kill switch is **ON**" in on.text()
-    result = await confirm_trade(h, "alice")
+    # A card shown before the switch went on: Confirm checks again and sends nothing.
+    late = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    assert "kill switch" in late.text() and late.buttons() == []
+    result = await refused_trade(h, "alice")
     assert "kill switch" in result.text() and "nothing was sent" in result.text()
     assert await paper_orders(h) == 0
     status = await h.reply(owner, "killswitch", state="status")
@@ -68,6 +78,6 @@ async def test_my_limits_are_set_privately_and_refuse_a_larger_order(tradecord: 
     assert saved.ephemeral and "$1,000.00" in saved.text()
     bad = await h.reply("alice", "limits set", max_order_notional="lots")
     assert bad.ephemeral and "must be a number" in bad.text()
-    result = await confirm_trade(h, "alice", "10")
+    result = await refused_trade(h, "alice", "10")
     assert "over your max notional per order: $1,000.00" in result.text()
     assert await paper_orders(h) == 0
