@@ -16,6 +16,7 @@ from discord.ext import commands
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import InvalidInput, PermissionDenied
+from bot.services.limits import describe_limit
 from bot.services.signals import Phase
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
@@ -115,9 +116,16 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
         name="Maximum quantity",
         value=fmt.qty(info.max_quantity) if info.max_quantity is not None else "no limit",
     )
+    embed.add_field(
+        name="Notional limits (per subscriber)",
+        value=f"{describe_limit('max_order_notional', info.max_order_notional)}\n"
+        f"{describe_limit('max_daily_notional', info.max_daily_notional)}",
+        inline=False,
+    )
     embed.set_footer(
-        text="Change with /strategy settings; the value none removes a list or the "
-        "quantity limit. Signals whose time is older than the maximum age are refused."
+        text="Change with /strategy settings (notional limits: /limits strategy); the value "
+        "none removes a list or the quantity limit. Signals whose time is older than the "
+        "maximum age are refused."
     )
     return embed
 

@@ -165,6 +165,8 @@ class StrategyInfo:
     max_lag_seconds: int
     rate_limit_per_minute: int
     max_quantity: Decimal | None
+    max_order_notional: Decimal | None  # per subscriber, on what its signals open
+    max_daily_notional: Decimal | None
     created_at: datetime
     secret_rotated_at: datetime
 
@@ -546,6 +548,8 @@ class StrategyService:
             max_lag_seconds=row.max_lag_seconds,
             rate_limit_per_minute=row.rate_limit_per_minute,
             max_quantity=row.max_quantity,
+            max_order_notional=row.max_order_notional,
+            max_daily_notional=row.max_daily_notional,
             created_at=row.created_at,
             secret_rotated_at=row.secret_rotated_at,
         )

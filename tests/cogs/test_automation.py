@@ -143,6 +143,9 @@ async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     assert shown.ephemeral
     for default in ("any address", "every ticker", "300 s", "60 signals a minute", "no limit"):
         assert default in text, text
+    await h.reply("dave", "limits strategy", strategy="Scalper", max_order_notional="2,500")
+    text = (await h.reply("dave", "strategy settings", strategy="Scalper")).text()
+    assert "max notional per order: $2,500.00" in text, text
     changed = await h.reply(
         "dave",
         "strategy settings",
