@@ -1448,25 +1448,32 @@ class SignalService:
         cancelled = 0
         pending_cancels = True
 
-        async def cancel_open_orders(*, ordering: bool) -> None:
+        async def cancel_open_orders(*, ordering: bool) -> bool:
             """Once, right before the first order this run sends (or alone for action
-            cancel): a leg refused or skipped at placing time cancels nothing."""
+            cancel): a leg refused or skipped at placing time cancels nothing. True when one
+            of them filled before its cancel landed: the position is no longer the one the
+            orders were planned from."""
             nonlocal cancelled, pending_cancels
             if not pending_cancels:
-                return
+                return False
             pending_cancels = False
-            still_open = {o.id for o in snap.ticker_orders}
+            filled_before = {o.id: o.filled_quantity for o in snap.ticker_orders}
             # A re-run finds the ones it cancelled gone already.
-            wanted = [order_id for order_id in plan.cancels if order_id in still_open]
+            wanted = [order_id for order_id in plan.cancels if order_id in filled_before]
             if not wanted:
-                return
+                return False
             if ordering and await self.core.trading.stopped(ctx.subscription.member_id):
-                return  # the order will be refused (kill switch, pause): keep what protects
-            cancelled = await self.core.trading.cancel_open(target, adapter, wanted)
+                return False  # the order will be refused (kill switch, pause): keep what protects
+            done = await self.core.trading.cancel_open(target, adapter, wanted)
+            cancelled = done.count
             if cancelled:
                 self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
-                done = f"Cancelled {cancelled} open {sig.ticker} order(s)."
-                result.reason = result.reason or done
+                note = f"Cancelled {cancelled} open {sig.ticker} order(s)."
+                result.reason = result.reason or note
+            if done.unconfirmed:
+                wait = f"{self.core.trading.cancel_wait:g} s"
+                self._phase(ctx, "cancel pending", f"{done.unconfirmed} not confirmed in {wait}")
+            return any(o.filled_quantity > filled_before[o.id] for o in done.ended)
 
         result = Result(ExecutionStatus.DONE, plan.note_code, plan.note, plan)
         entry = plan.leg("entry")
@@ -1511,7 +1518,15 @@ class SignalService:
                 # The broker's own checks of the order come before any cancel: a refused order
                 # leaves the open ones (a protective stop) alone.
                 request = await self._request(ctx, adapter, target, leg) if intent is None else None
-                await cancel_open_orders(ordering=True)
+                if await cancel_open_orders(ordering=True):
+                    await self._discard_drafts(ctx)
+                    return Result(
+                        ExecutionStatus.REJECTED,
+                        "position-changed",
+                        f"An open {sig.ticker} order filled before its cancel went through, so "
+                        f"the {sig.ticker} position changed; nothing was placed. Check /positions.",
+                        plan,
+                    )
             intent = await self._place(ctx, adapter, target, leg, plan, intent, request=request)
             result.orders.append(intent)
             status, ok = _leg_status(intent)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -211,10 +212,25 @@ def _enum(enum: Any, text: str | None, what: str, default: Any = None) -> Any:
         raise InvalidInput(f"{what} must be one of: {options}.") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What ``cancel_open`` did: how many cancel requests the broker took, how many of those
+    it had not carried out after ``cancel_wait`` seconds, and every order known to have ended,
+    as the broker last reported it (one may have filled, in part, before its cancel landed or
+    before it could be asked for)."""
+
+    count: int
+    unconfirmed: int
+    ended: list[Order]
+
+
 class TradingService:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
         self.clock = clock or (lambda: datetime.now(UTC))
+        # A cancel request is only a request (Alpaca's pending_cancel, TradeStation's "Cancel
+        # request sent"): how long an automation waits for it to land before ordering on.
+        self.cancel_wait = 10.0
         # Called after a member was told of a change (the signals service posts channel alerts).
         self.listeners: list[Callable[[OrderIntent], Awaitable[None]]] = []
 
@@ -1331,13 +1347,14 @@ class TradingService:
 
     async def cancel_open(
         self, target: Target, adapter: BrokerAdapter, order_ids: Sequence[str]
-    ) -> int:
+    ) -> Cancelled:
         """Cancel open orders for an automation (a signal), skipping ones that ended on their
-        own meanwhile; returns how many were cancelled. The intents of Tradecord's own orders
-        among them are updated at once (and their members told), not when the reconciler
-        next looks."""
+        own meanwhile, and wait until the broker has carried the cancels out: until then a
+        cancelled order still holds its shares, and a sell sent at once would be refused. The
+        intents of Tradecord's own orders among them are updated at once (and their members
+        told), not when the reconciler next looks."""
         if not order_ids:
-            return 0
+            return Cancelled(0, 0, [])
         async with self.core.db.session() as s:
             ours = {
                 i.broker_order_id: i
@@ -1348,22 +1365,54 @@ class TradingService:
                     )
                 )
             }
-        cancelled = 0
+        requested, ended_anyway = [], []
         for oid in order_ids:
             try:
                 await adapter.cancel_order(target.ref, oid)
-            except (OrderNotCancelable, OrderNotFound):
-                continue  # it ended on its own meanwhile
-            cancelled += 1
-            intent = ours.get(oid)
-            if intent is None:
-                continue  # placed outside Tradecord: nothing of ours to update
+            except OrderNotCancelable:
+                ended_anyway.append(oid)  # it ended on its own meanwhile: filled, perhaps
+                continue
+            except OrderNotFound:
+                continue
+            requested.append(oid)
+        deadline = time.monotonic() + self.cancel_wait
+        landed = await asyncio.gather(
+            *(
+                self._cancel_landed(target, adapter, o, ours.get(o), deadline)
+                for o in requested + ended_anyway
+            )
+        )
+        ended = [order for order in landed if order is not None]
+        for order in ended:
+            intent = ours.get(order.id)
+            if intent is not None:
+                await self.apply_order_state(intent, order)
+        unconfirmed = sum(1 for order in landed[: len(requested)] if order is None)
+        return Cancelled(len(requested), unconfirmed, ended)
+
+    async def _cancel_landed(
+        self,
+        target: Target,
+        adapter: BrokerAdapter,
+        order_id: str,
+        intent: OrderIntent | None,
+        deadline: float,
+    ) -> Order | None:
+        """The order once the broker reports it ended, or None if it has not by ``deadline``
+        (or cannot be read: the reconciler settles ours)."""
+        pause = 0.05
+        while True:
             try:
-                order = await adapter.fetch_order(target.ref, order_id=oid, hint=hint_of(intent))
+                hint = hint_of(intent) if intent is not None else None
+                order = await adapter.fetch_order(target.ref, order_id=order_id, hint=hint)
             except BrokerError:
-                continue  # the reconciler settles it
-            await self.apply_order_state(intent, order)
-        return cancelled
+                return None
+            if order.status.is_final:
+                return order
+            if time.monotonic() + pause > deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def _apply_broker_order(self, target: Target, order: Order) -> None:
         async with self.core.db.session() as s:

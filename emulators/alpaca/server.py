@@ -116,6 +116,8 @@ class AlpacaEmulator(BaseEmulator):
         self.validate_responses = validate_responses and validate_requests
         self.rate_limit, self.rate_window = rate_limit, rate_window
         self.rate_limited = 0  # 429s answered, for tests
+        # Seconds a cancel stays pending_cancel before it lands (0: at once, as usual on paper).
+        self.cancel_delay = 0.0
         self._windows: dict[str, tuple[float, int]] = {}
         self._streams: set[StreamConn] = set()
         super().__init__(host=host, port=port)
@@ -236,7 +238,7 @@ class AlpacaEmulator(BaseEmulator):
     def fill(self, order_id: str, qty: Decimal | None = None, price: Decimal | None = None) -> None:
         """Fill (part of) a working order now, e.g. a partial fill at a chosen price."""
         order = self.broker.orders[order_id]
-        if order.status not in ("new", "partially_filled"):
+        if order.status not in ("new", "partially_filled", "pending_cancel"):
             raise ValueError(f"order is {order.status}, not working")
         remaining = order.remaining()
         qty = Decimal(qty) if qty is not None else remaining
@@ -605,7 +607,13 @@ class AlpacaEmulator(BaseEmulator):
         )
 
     async def _delete_order(self, request: web.Request, acct: Account) -> web.Response:
-        self.broker.cancel(acct, request.match_info["order_id"])
+        order = self.broker.cancel(
+            acct, request.match_info["order_id"], pending=self.cancel_delay > 0
+        )
+        if self.cancel_delay > 0:
+            asyncio.get_running_loop().call_later(
+                self.cancel_delay, self.broker.finish_cancel, order
+            )
         return web.Response(status=204)
 
     # -- market data -----------------------------------------------------------------------------

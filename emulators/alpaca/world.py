@@ -27,7 +27,8 @@ PDT_EQUITY = Decimal(25000)
 
 # Statuses in which an order still works or waits; everything else has ended.
 FINAL = frozenset({"filled", "canceled", "expired", "replaced", "rejected"})
-WORKING = frozenset({"new", "partially_filled"})
+# An order whose cancel has not landed yet may still fill, and holds its shares meanwhile.
+WORKING = frozenset({"new", "partially_filled", "pending_cancel"})
 RESERVING = WORKING | {"accepted", "pending_new"}
 ADVANCED = frozenset({"bracket", "oto", "oco"})
 
@@ -892,12 +893,24 @@ class Broker:
             if not leg.final:
                 self._end(leg, "canceled")
 
-    def cancel(self, acct: Account, order_id: str) -> None:
+    def cancel(self, acct: Account, order_id: str, *, pending: bool = False) -> Order:
+        """``pending``: the cancel is only requested (``pending_cancel``, the order still holds
+        what it reserved) until ``finish_cancel``, as at Alpaca when it does not land at once."""
         order = self.orders.get(order_id)
         if order is None or order.account_id != acct.id:
             raise err(404, 40410000, "order not found")
         if order.final:
             raise err(422, 42210000, f'order is already in "{order.status}" state')
+        if pending:
+            order.status, order.updated_at = "pending_cancel", self.clock()
+            self._emit(acct, "pending_cancel", order)
+            return order
+        self.finish_cancel(order)
+        return order
+
+    def finish_cancel(self, order: Order) -> None:
+        if order.final:
+            return
         self._end(order, "canceled")
         if order.parent is not None:  # the exits of a bracket are one-cancels-other
             for sibling in order.parent.legs:

@@ -4,6 +4,7 @@ rate limits, spec validation, the data API and the ``trade_updates`` stream (bin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -530,6 +531,29 @@ async def test_cancel(paper: Api, emu: AlpacaEmulator) -> None:
     }
     status, body, _ = await paper.call("DELETE", "/v2/orders/00000000-0000-4000-8000-000000000000")
     assert (status, body) == (404, {"code": 40410000, "message": "order not found"})
+    assert emu.spec_violations == []
+
+
+async def test_a_cancel_that_has_not_landed_still_holds_the_shares(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    """As at Alpaca: DELETE answers 204 at once, the order is pending_cancel for a moment, and
+    until the cancel lands its shares are not available to another sell."""
+    emu.cancel_delay = 0.2
+    _, stop = await paper.order(
+        symbol="AAPL", qty="10", side="sell", type="stop", stop_price="150", time_in_force="gtc"
+    )
+    status, _, _ = await paper.call("DELETE", f"/v2/orders/{stop['id']}")
+    assert status == 204
+    _, pending, _ = await paper.call("GET", f"/v2/orders/{stop['id']}")
+    assert pending["status"] == "pending_cancel"
+    status, body = await paper.order(symbol="AAPL", qty="10", side="sell")
+    assert status == 403 and body["available"] == "0"
+    await asyncio.sleep(0.3)
+    _, ended, _ = await paper.call("GET", f"/v2/orders/{stop['id']}")
+    assert ended["status"] == "canceled" and ended["canceled_at"] is not None
+    status, _ = await paper.order(symbol="AAPL", qty="10", side="sell")
+    assert status == 200
     assert emu.spec_violations == []
 
 

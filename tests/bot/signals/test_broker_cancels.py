@@ -1,0 +1,175 @@
+"""A signal's cancels at a real broker are requests: the order stays pending_cancel for a
+moment, still holding its shares (the Alpaca emulator's ``cancel_delay``). The exit waits for
+them to land, and a cancelled order that filled first stops the run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.alpaca import AlpacaAdapter
+from bot.automation_models import ExecutionStatus
+from bot.core import Core
+from bot.db import Database
+from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential
+from bot.services.oauth import TokenSet
+from bot.services.subscriptions import SubscriptionSettings
+from bot.services.tokens import DbTokenProvider
+from bot.settings import Settings, load_settings
+from emulators.alpaca import AlpacaEmulator
+from emulators.alpaca.server import DEFAULT_CLIENT_ID
+from tests.bot.signals.conftest import GUILD, OWNER, execution, make_strategy, open_core, send
+from tests.support import FakeClock
+
+ACCOUNT = "PA3KX7T9QW2M"  # the emulator's "demo" paper account: 10 AAPL held
+
+
+def account(alpaca: AlpacaEmulator) -> Any:
+    return next(a for a in alpaca.broker.accounts.values() if a.account_number == ACCOUNT)
+
+
+@pytest.fixture
+async def alpaca() -> AsyncIterator[AlpacaEmulator]:
+    emu = AlpacaEmulator()
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest.fixture
+async def core(
+    settings: Settings, db: Database, clock: FakeClock, alpaca: AlpacaEmulator
+) -> AsyncIterator[Core]:
+    with_alpaca = load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_alpaca_client_id=DEFAULT_CLIENT_ID,
+        tradecord_alpaca_api_url=alpaca.api_url("live"),
+        tradecord_alpaca_paper_api_url=alpaca.api_url("paper"),
+        tradecord_alpaca_data_url=alpaca.data_url,
+    )
+    c = await open_core(with_alpaca, clock)
+    c.trading.cancel_wait = 3.0
+    yield c
+    await c.close()
+
+
+async def subscribed_to_alpaca(core: Core, alpaca: AlpacaEmulator) -> tuple[Any, int]:
+    """OWNER's strategy, subscribed with OWNER's Alpaca paper account (as /connect stores it)."""
+    member_id = await core.members.ensure(OWNER)
+    async with core.db.transaction() as s:
+        conn = Connection(
+            member_id=member_id,
+            broker="alpaca",
+            name="Alpaca",
+            name_key="alpaca",
+            status=ConnectionStatus.ACTIVE,
+            settings={"environment": "paper"},
+        )
+        s.add(conn)
+        await s.flush()
+        s.add(
+            ConnectionAccount(
+                connection_id=conn.id,
+                mode="paper",
+                account_id=ACCOUNT,
+                account_type="margin",
+                label="Alpaca paper",
+            )
+        )
+        cred = Credential(connection_id=conn.id, access_token="")
+        s.add(cred)
+        member = await core.connections.member_of(conn)
+        token = alpaca.issue_token("demo", env="paper")
+        DbTokenProvider(core, conn.id).store(
+            cred, conn, member, TokenSet(token, None, None, "trading data")
+        )
+    url = await make_strategy(core)
+    sub = await core.subscriptions.subscribe(
+        GUILD, OWNER, url.strategy.id, connection="Alpaca", settings=SubscriptionSettings()
+    )
+    return url, sub.id
+
+
+async def protective_stop(alpaca: AlpacaEmulator) -> str:
+    """A sell stop for the 10 AAPL held, placed outside Tradecord: it holds all 10 shares."""
+    body = {
+        "symbol": "AAPL",
+        "qty": "10",
+        "side": "sell",
+        "type": "stop",
+        "stop_price": "150",
+        "time_in_force": "gtc",
+    }
+    headers = {"Authorization": f"Bearer {alpaca.issue_token('demo', env='paper')}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(alpaca.api_url("paper") + "/v2/orders", json=body, headers=headers) as r,
+    ):
+        assert r.status == 200
+        return str((await r.json())["id"])
+
+
+async def test_an_exit_waits_for_the_cancel_of_the_stop_that_holds_its_shares(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    stop = await protective_stop(alpaca)
+    alpaca.cancel_delay = 0.3  # sent at once, the exit would be refused: 0 shares available
+    ack = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.ACCEPTED, (ex.reason_code, ex.reason)
+    assert alpaca.broker.orders[stop].status == "canceled"
+    assert "AAPL" not in account(alpaca).positions
+    assert [p["phase"] for p in ex.phases if p["phase"] == "cancelled"] == ["cancelled"]
+
+
+async def test_a_stop_that_fills_before_its_cancel_lands_stops_the_exit(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    """Selling again after the stop sold the position would open a short."""
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    stop = await protective_stop(alpaca)
+    alpaca.cancel_delay = 0.3
+    loop = asyncio.get_running_loop()
+
+    def fill_once_pending(_: Any, event: dict[str, Any]) -> None:
+        if event["event"] == "pending_cancel":  # right after the DELETE was answered
+            loop.call_soon(alpaca.fill, stop, Decimal(10), Decimal("149.50"))
+
+    alpaca.broker.listeners.append(fill_once_pending)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "position-changed")
+    assert "filled before its cancel went through" in (ex.reason or "")
+    assert alpaca.broker.orders[stop].status == "filled"
+    demo = account(alpaca)
+    assert "AAPL" not in demo.positions  # flat, not short
+    assert [o.id for o in alpaca.broker.orders.values() if o.account_id == demo.id] == [stop]
+
+
+async def test_a_stop_that_fills_just_before_it_is_cancelled_stops_the_exit(
+    core: Core, alpaca: AlpacaEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop fills between the signal's look at the account and its cancel (422: already
+    filled): that is a changed position too, not an order to skip."""
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    stop = await protective_stop(alpaca)
+    cancel = AlpacaAdapter.cancel_order
+
+    async def filled_first(self: AlpacaAdapter, ref: Any, order_id: str) -> None:
+        alpaca.fill(stop, Decimal(10), Decimal("149.50"))
+        await cancel(self, ref, order_id)
+
+    monkeypatch.setattr(AlpacaAdapter, "cancel_order", filled_first)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "position-changed")
+    assert "AAPL" not in account(alpaca).positions  # flat, not short
