@@ -191,11 +191,19 @@ def result_embed(outcome: Outcome) -> discord.Embed:
 
 
 def cancelled_text(connection: str, orders: list[Order]) -> str:
-    """What /cancel all did, counting orders that ended on their own before the cancel."""
+    """What /cancel all did, counting orders that ended on their own before the cancel and
+    cancels the broker had not carried out yet."""
     done = sum(o.status is OrderStatus.CANCELLED for o in orders)
     text = f"Cancelled {done} open order(s) on {connection}."
+    waiting = sum(not o.status.is_final for o in orders)
+    if waiting:
+        text += (
+            f" {waiting} more: cancel requested, not yet carried out by the broker (see /orders)."
+        )
     ended = Counter(
-        o.status.value.replace("_", " ") for o in orders if o.status is not OrderStatus.CANCELLED
+        o.status.value.replace("_", " ")
+        for o in orders
+        if o.status.is_final and o.status is not OrderStatus.CANCELLED
     )
     if ended:
         text += (
@@ -533,18 +541,23 @@ class Trading(commands.Cog):
         connection: str | None = None,
         mode: Mode = "paper",
     ) -> None:
-        target, [result] = await in_time(
+        target, results = await in_time(
             interaction,
             self.bot.core.trading.cancel(interaction.user.id, connection, mode, [order]),
             ephemeral=True,
         )
-        await reply(
-            interaction,
-            content=f"Order {result.id[-8:]} ({result.side.value} {fmt.qty(result.quantity)} "
-            f"{result.symbol}) on {target.connection.name} is now "
-            f"{result.status.value.replace('_', ' ')}.",
-            ephemeral=True,
-        )
+        if not results:
+            text = f"Order {order[-8:]} is no longer on {target.connection.name}'s books."
+        else:
+            r = results[0]
+            text = f"Order {r.id[-8:]} ({r.side.value} {fmt.qty(r.quantity)} {r.symbol}) on "
+            text += (
+                f"{target.connection.name} is now {r.status.value.replace('_', ' ')}."
+                if r.status.is_final
+                else f"{target.connection.name}: cancel requested, not yet carried out by the "
+                "broker. Check /orders in a moment."
+            )
+        await reply(interaction, content=text, ephemeral=True)
 
     @cancel.command(name="all", description="Cancel every open order on a connection")
     @app_commands.describe(

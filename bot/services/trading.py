@@ -1330,16 +1330,16 @@ class TradingService:
                         f"Order {oid} is not open on “{target.connection.name}” ({target.mode}). "
                         "See /orders for the open ones."
                     )
-            results = []
             for oid in wanted:
                 # One that filled or ended since the listing is reported as it ended.
                 with contextlib.suppress(OrderNotCancelable, OrderNotFound):
                     await adapter.cancel_order(target.ref, oid)
-                try:
-                    order = await adapter.fetch_order(target.ref, order_id=oid)
-                except OrderNotFound:
-                    continue  # gone from the broker's books altogether
-                results.append(order)
+            deadline = time.monotonic() + self.cancel_wait
+            settled = await asyncio.gather(
+                *(self._settled(target, adapter, oid, None, deadline) for oid in wanted)
+            )
+            results = [order for order in settled if order is not None]
+            for order in results:
                 await self._apply_broker_order(target, order)
         finally:
             await adapter.close()
@@ -1376,21 +1376,25 @@ class TradingService:
                 continue
             requested.append(oid)
         deadline = time.monotonic() + self.cancel_wait
-        landed = await asyncio.gather(
-            *(
-                self._cancel_landed(target, adapter, o, ours.get(o), deadline)
-                for o in requested + ended_anyway
-            )
-        )
-        ended = [order for order in landed if order is not None]
-        for order in ended:
-            intent = ours.get(order.id)
-            if intent is not None:
+
+        async def settled(oid: str) -> Order | None:
+            try:
+                return await self._settled(target, adapter, oid, ours.get(oid), deadline)
+            except BrokerError:
+                return None  # unread: the reconciler settles ours
+
+        landed = await asyncio.gather(*(settled(oid) for oid in requested + ended_anyway))
+        for order in landed:
+            intent = ours.get(order.id) if order is not None else None
+            if intent is not None and order is not None:
                 await self.apply_order_state(intent, order)
-        unconfirmed = sum(1 for order in landed[: len(requested)] if order is None)
+        ended = [order for order in landed if order is not None and order.status.is_final]
+        unconfirmed = sum(
+            1 for order in landed[: len(requested)] if order is None or not order.status.is_final
+        )
         return Cancelled(len(requested), unconfirmed, ended)
 
-    async def _cancel_landed(
+    async def _settled(
         self,
         target: Target,
         adapter: BrokerAdapter,
@@ -1398,19 +1402,18 @@ class TradingService:
         intent: OrderIntent | None,
         deadline: float,
     ) -> Order | None:
-        """The order once the broker reports it ended, or None if it has not by ``deadline``
-        (or cannot be read: the reconciler settles ours)."""
+        """The order once the broker reports it ended, or as last read at ``deadline`` (a
+        cancel is a request: at Alpaca the order is pending_cancel until it lands); None when
+        the broker no longer has it."""
+        hint = hint_of(intent) if intent is not None else None
         pause = 0.05
         while True:
             try:
-                hint = hint_of(intent) if intent is not None else None
                 order = await adapter.fetch_order(target.ref, order_id=order_id, hint=hint)
-            except BrokerError:
+            except OrderNotFound:
                 return None
-            if order.status.is_final:
+            if order.status.is_final or time.monotonic() + pause > deadline:
                 return order
-            if time.monotonic() + pause > deadline:
-                return None
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.5)
 

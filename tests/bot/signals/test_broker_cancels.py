@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from adapters.alpaca import AlpacaAdapter
+from adapters.models import OrderStatus
 from bot.automation_models import ExecutionStatus
 from bot.core import Core
 from bot.db import Database
@@ -21,6 +22,7 @@ from bot.services.oauth import TokenSet
 from bot.services.subscriptions import SubscriptionSettings
 from bot.services.tokens import DbTokenProvider
 from bot.settings import Settings, load_settings
+from cogs.trading import cancelled_text
 from emulators.alpaca import AlpacaEmulator
 from emulators.alpaca.server import DEFAULT_CLIENT_ID
 from tests.bot.signals.conftest import GUILD, OWNER, execution, make_strategy, open_core, send
@@ -173,3 +175,23 @@ async def test_a_stop_that_fills_just_before_it_is_cancelled_stops_the_exit(
     ex = await execution(core, ack.body["id"], sub)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "position-changed")
     assert "AAPL" not in account(alpaca).positions  # flat, not short
+
+
+async def test_cancel_reports_a_cancel_once_it_lands_or_that_it_is_still_pending(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    await subscribed_to_alpaca(core, alpaca)
+    alpaca.cancel_delay = 0.2
+    stop = await protective_stop(alpaca)
+    _, [order] = await core.trading.cancel(OWNER, "Alpaca", "paper", [stop])
+    assert order.status is OrderStatus.CANCELLED  # waited for it
+    assert cancelled_text("Alpaca", [order]) == "Cancelled 1 open order(s) on Alpaca."
+
+    alpaca.cancel_delay, core.trading.cancel_wait = 1.0, 0.1
+    stop = await protective_stop(alpaca)
+    _, [order] = await core.trading.cancel(OWNER, "Alpaca", "paper", None)
+    assert order.status is OrderStatus.OPEN  # pending_cancel: still working
+    assert cancelled_text("Alpaca", [order]) == (
+        "Cancelled 0 open order(s) on Alpaca. 1 more: cancel requested, not yet carried out by "
+        "the broker (see /orders)."
+    )
