@@ -125,7 +125,7 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
     embed.set_footer(
         text="Change with /strategy settings (notional limits: /limits strategy); the value "
         "none removes a list or the quantity limit. Signals whose time is older than the "
-        "maximum age are refused."
+        "maximum age are refused, and one that waited longer than that to run places nothing."
     )
     return embed
 
@@ -326,7 +326,7 @@ class Automation(commands.Cog):
         strategy="A strategy you own",
         allowed_sources="tradingview, or addresses/ranges like 203.0.113.0/24; none: any",
         allowed_tickers="Tickers like AAPL, ESZ25, BTCUSD, comma-separated; none: every ticker",
-        max_lag_seconds="Refuse signals whose time is older than this",
+        max_lag_seconds="Refuse signals older than this (by their time, or their arrival)",
         rate_limit_per_minute="Signals accepted a minute (429 past that)",
         max_quantity="Refuse fixed quantities above this; none: no limit",
     )

@@ -326,6 +326,8 @@ class ExecContext:
     digest: ChannelDigest | None = None
     # This run's plan once made: a refusal raised before any order still says what it was.
     plan: Plan | None = None
+    # Why the signal is too old to start trading on now (it waited in the queue), if it is.
+    stale: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -941,8 +943,9 @@ class SignalService:
         await self._announce(record, strategy, signal, channel_id)
         contexts = await self._contexts(record, strategy, signal, channel_id)
         digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
+        stale = _stale(record, signal, strategy.max_lag_seconds, now)
         for ctx in contexts:
-            ctx.digest = digest
+            ctx.digest, ctx.stale = digest, stale
         semaphore = asyncio.Semaphore(self.fanout_concurrency)
 
         async def run(ctx: ExecContext) -> None:
@@ -1104,6 +1107,8 @@ class SignalService:
         return Target(conn, account, ctx.subscription.mode)
 
     async def _execute(self, ctx: ExecContext) -> Result:
+        if ctx.stale is not None and not ctx.approved and not ctx.existing:
+            raise _Skip("stale-signal", ctx.stale)  # a run already under way finishes its plan
         target = self._target(ctx)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
@@ -2443,6 +2448,21 @@ def _body_text(body: bytes) -> str:
 
 def _direction(sentiment: Sentiment | None) -> int:
     return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
+
+
+def _stale(record: ReceivedSignal, signal: Signal, max_lag: int, now: datetime) -> str | None:
+    """Why a signal is too old to trade on when its turn comes: the age limit the webhook
+    applies to the alert's time applies again after a wait in the queue (a worker that was
+    down or behind), measured from the alert's time, or from its arrival without one."""
+    since = signal.time or record.received_at
+    waited = (now - since).total_seconds()
+    if waited <= max_lag:
+        return None
+    return (
+        f"The signal is {int(waited)} s old by the time it could run, more than this strategy's "
+        f"maximum signal age of {max_lag} s (Tradecord was down or behind): nothing was placed. "
+        "A delayed signal should not trade on an old price."
+    )
 
 
 def _cancels(sig: Signal) -> bool:

@@ -247,6 +247,32 @@ async def test_add_adds_to_the_open_position(core: Core) -> None:
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "position-is-opposite")
 
 
+async def test_a_signal_that_waited_past_the_maximum_age_in_the_queue_places_nothing(
+    core: Core, clock: FakeClock
+) -> None:
+    """The webhook's age limit applies again when the signal's turn comes: a worker that was
+    down for minutes must not trade a backlog of old alerts at the prices of now."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    alert_time = (clock() - timedelta(seconds=200)).isoformat()  # within 300 s on arrival
+    timed = await send(core, url, {"ticker": "MSFT", "action": "buy", "time": alert_time})
+    untimed = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    assert (timed.status, untimed.status) == (202, 202)
+    clock.advance(seconds=150)  # the worker was down
+    await core.jobs.drain()
+    ex = await execution(core, timed.body["id"], sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "stale-signal")
+    assert "350 s old" in (ex.reason or "") and "maximum signal age of 300 s" in (ex.reason or "")
+    # Without an alert time, the age counts from arrival: 150 s, in time.
+    assert (await execution(core, untimed.body["id"], sub)).status == ExecutionStatus.FILLED
+    late = await send(core, url, {"ticker": "NVDA", "action": "buy"})
+    clock.advance(seconds=301)
+    await core.jobs.drain()
+    ex = await execution(core, late.body["id"], sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "stale-signal")
+    assert [o.symbol for o in await orders(core)] == ["AAPL"]
+
+
 async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     url = await make_strategy(core)
     target = await core.connections.resolve(OWNER, None, "paper")
