@@ -207,6 +207,7 @@ async def test_an_identical_body_within_24h_is_a_duplicate_without_a_second_orde
     await subscribe(core, url, OWNER)
     raw = body(quantity=1)
     first = await post(client, path(url), raw)
+    await core.jobs.drain()
     clock.advance(hours=23)
     again = await post(client, path(url), raw)
     assert first[0] == 202
