@@ -138,6 +138,17 @@ class StaticToken:
         raise AuthorizationExpired()
 
 
+class Limiter(Protocol):
+    async def acquire(self, amount: float = 1) -> None: ...
+
+
+class Limiters(Protocol):
+    """Where adapters get their limiters: ``LimiterRegistry`` in one process, or buckets every
+    process shares (``bot.services.ratelimits``)."""
+
+    def get(self, broker: str, rule: RateLimit, owner: str) -> Limiter: ...
+
+
 class LimiterRegistry:
     """Process-wide limiters keyed by broker, bucket and owner. Shared by all adapters so that
     many connections of one app together stay under the app's published limit."""
@@ -188,7 +199,7 @@ class AdapterContext:
     # Base URL per environment; a connection's token may serve one or both.
     api_urls: Mapping[Environment, str] = field(default_factory=dict)
     tokens: TokenProvider | None = None
-    limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
+    limiters: Limiters = field(default_factory=LimiterRegistry)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     owner: str = "anonymous"  # limiter key for per-account limits (the connection id)
     timeout: float = 10.0

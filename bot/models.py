@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     MetaData,
@@ -289,3 +290,14 @@ class UsedCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     broker: Mapped[str] = mapped_column(String(32))
     used_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BrokerRateBucket(Base):
+    """One broker rate limit's leaky bucket (see bot.services.ratelimits), shared by every
+    process: ``level`` requests in the bucket as of ``at`` (Unix seconds)."""
+
+    __tablename__ = "broker_rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)

@@ -18,7 +18,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from adapters.base import AdapterContext, BrokerAdapter, CircuitBreaker, LimiterRegistry
+from adapters.base import (
+    AdapterContext,
+    BrokerAdapter,
+    CircuitBreaker,
+    LimiterRegistry,
+    Limiters,
+)
 from adapters.models import Account, AccountRef, AccountType, Environment
 from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
@@ -26,6 +32,7 @@ from adapters.registry import get_adapter_class
 from bot.errors import Conflict, InvalidInput, NotFound
 from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential, Member
 from bot.services import audit
+from bot.services.ratelimits import SharedLimiters
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -91,8 +98,12 @@ class ConnectionService:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
         self.clock = clock or (lambda: datetime.now(UTC))
-        # Shared by every adapter in this process so a broker app's limits hold across members.
-        self.limiters = LimiterRegistry()
+        # Shared by every adapter so a broker app's limits hold across members. One process (on
+        # SQLite) keeps them in memory, exactly; several processes (on PostgreSQL) share
+        # buckets in the database, so together they stay under each published limit.
+        self.limiters: Limiters = (
+            LimiterRegistry() if core.db.is_sqlite else SharedLimiters(core.db)
+        )
         self.breakers: dict[str, CircuitBreaker] = {}
         self._refresh_locks: dict[int, asyncio.Lock] = {}
 

@@ -1,0 +1,93 @@
+"""Broker rate limits in the database: every process takes from the same bucket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.base import LimiterRegistry, RateLimit
+from bot.core import Core
+from bot.db import Database
+from bot.services.ratelimits import SharedLimiters
+from bot.settings import Settings
+
+# 5 requests per 50 s: one request's room drains every 10 s, far longer than a check waits.
+ORDERS = RateLimit("orders", 5, 50.0)
+APP = RateLimit("orders", 5, 50.0, scope="app")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def processes(db: Database, database_url: str) -> AsyncIterator[list[Database]]:
+    """Two more engines on the migrated test database: two processes."""
+    dbs = [Database(database_url), Database(database_url)]
+    yield dbs
+    for other in dbs:
+        await other.close()
+
+
+async def blocked(limiter: object) -> bool:
+    """Whether taking one more request has to wait (the wait itself is not sat out)."""
+    try:
+        await asyncio.wait_for(limiter.acquire(), 0.5)  # type: ignore[attr-defined]
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_two_processes_stay_under_one_limit_together(processes: list[Database]) -> None:
+    clock = Clock()
+    one, two = (SharedLimiters(p, clock) for p in processes)
+    mine, theirs = one.get("alpaca", ORDERS, "conn-1"), two.get("alpaca", ORDERS, "conn-1")
+    for limiter in (mine, theirs, mine, theirs, mine):
+        assert not await blocked(limiter)
+    assert await blocked(theirs) and await blocked(mine)  # 5 sent between them
+    # Per account: another connection has its own bucket.
+    assert not await blocked(two.get("alpaca", ORDERS, "conn-2"))
+    clock.now += 10.0  # one request's room has drained
+    assert not await blocked(theirs)
+    assert await blocked(mine)
+
+
+async def test_an_app_wide_limit_is_one_bucket_for_every_connection(
+    processes: list[Database],
+) -> None:
+    clock = Clock()
+    one, two = (SharedLimiters(p, clock) for p in processes)
+    for n in range(5):
+        registry = one if n % 2 else two
+        assert not await blocked(registry.get("tradier", APP, f"conn-{n}"))
+    assert await blocked(one.get("tradier", APP, "conn-9"))
+
+
+async def test_many_takes_at_once_are_one_transaction_and_each_counted(
+    processes: list[Database],
+) -> None:
+    limiter = SharedLimiters(processes[0], Clock()).get("alpaca", ORDERS, "conn-1")
+    done = await asyncio.wait(
+        [asyncio.ensure_future(limiter.acquire()) for _ in range(8)], timeout=0.5
+    )
+    assert [len(done[0]), len(done[1])] == [5, 3]
+    for pending in done[1]:
+        pending.cancel()
+
+
+async def test_postgresql_deployments_share_limits_and_sqlite_keeps_them_in_memory(
+    settings: Settings, db: Database
+) -> None:
+    core = await Core.open(settings, migrate=False)
+    try:
+        shared = isinstance(core.connections.limiters, SharedLimiters)
+        assert shared is not db.is_sqlite
+        assert shared or isinstance(core.connections.limiters, LimiterRegistry)
+    finally:
+        await core.close()
