@@ -82,6 +82,9 @@ SIMULATED_NOTE = "simulated prices"  # said by every message priced by the simul
 # A send that started this long ago has ended one way or the other (adapters time out after
 # 10 s and never retry an order): a lookup that finds nothing then proves it never arrived.
 SEND_SETTLED_AFTER = timedelta(seconds=30)
+# A confirmed order the process never sent (it stopped first) is sent by the reconciler only
+# this long after its Confirm: later, the price the member agreed to is history.
+PENDING_SEND_LIMIT = timedelta(minutes=5)
 STATUS_FROM_ORDER = {
     OrderStatus.PENDING: IntentStatus.ACCEPTED,
     OrderStatus.OPEN: IntentStatus.ACCEPTED,
@@ -1117,6 +1120,15 @@ class TradingService:
                     # no copy: send it now. Every process runs this, so only the one that wins
                     # the claim sends (Tradier and others do not dedupe client order ids).
                     # The checks hold here too: a kill switch flipped since the Confirm stops it.
+                    waited = self.clock() - intent.updated_at
+                    if waited > PENDING_SEND_LIMIT:
+                        await self._refuse(
+                            intent,
+                            _too_late(intent, waited),
+                            as_read=True,
+                            reason="confirmed too long ago to send now",
+                        )
+                        return
                     gate, _ = await self._pretrade(intent, target, adapter)
                     if isinstance(gate, Refusal) and gate.code == "limit-no-price":
                         log.info("Reconcile of %s deferred: no quote to check limits", intent.id)
@@ -1615,6 +1627,16 @@ def _still_pending(intent: OrderIntent, *, as_read: bool) -> list[Any]:
     if as_read:
         conditions.append(OrderIntent.updated_at == intent.updated_at)
     return conditions
+
+
+def _too_late(intent: OrderIntent, waited: timedelta) -> Refusal:
+    minutes = int(waited.total_seconds() // 60)
+    return Refusal(
+        "order-too-late",
+        f"Not sent: {intent.side} {qty(intent.quantity)} {intent.symbol} was confirmed "
+        f"{minutes} minutes ago, but Tradecord stopped before sending it; an order that late "
+        "would trade at prices you never saw. Place it again if you still want it.",
+    )
 
 
 def _stopped(switch_on: bool, member: Member | None) -> Refusal | None:

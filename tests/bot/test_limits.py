@@ -18,7 +18,7 @@ from sqlalchemy import Connection, event, inspect, select
 from adapters.paper.broker import PaperBroker
 from bot.automation_models import ExecutionStatus
 from bot.core import Core
-from bot.db import Database, alembic_config
+from bot.db import Database, alembic_config, head_revision
 from bot.errors import InvalidInput, LimitReached, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
@@ -403,7 +403,7 @@ async def test_the_limits_migration_applies_and_reverses(empty_database_url: str
             assert "notional" not in await conn.run_sync(_columns, "order_intents")
             assert "switches" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
         await db.upgrade()
-        assert await db.current_revision() == "0005"
+        assert await db.current_revision() == head_revision()
     finally:
         await db.close()
 

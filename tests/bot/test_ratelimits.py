@@ -6,10 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from alembic import command
+from sqlalchemy import Connection, inspect
 
 from adapters.base import LimiterRegistry, RateLimit
 from bot.core import Core
-from bot.db import Database
+from bot.db import Database, alembic_config
 from bot.services.ratelimits import SharedLimiters
 from bot.settings import Settings
 
@@ -91,3 +93,24 @@ async def test_postgresql_deployments_share_limits_and_sqlite_keeps_them_in_memo
         assert shared or isinstance(core.connections.limiters, LimiterRegistry)
     finally:
         await core.close()
+
+
+async def test_the_rate_buckets_migration_applies_and_reverses(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
+    cfg = alembic_config(empty_database_url)
+
+    def tables(conn: Connection) -> list[str]:
+        return inspect(conn).get_table_names()
+
+    def migrate(conn: Connection, verb: str, revision: str) -> None:
+        cfg.attributes["connection"] = conn
+        getattr(command, verb)(cfg, revision)
+
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "upgrade", "0006")
+            assert "broker_rate_buckets" in await conn.run_sync(tables)
+            await conn.run_sync(migrate, "downgrade", "0005")
+            assert "broker_rate_buckets" not in await conn.run_sync(tables)
+    finally:
+        await db.close()

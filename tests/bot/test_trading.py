@@ -551,6 +551,30 @@ async def test_two_reconcilers_send_a_pending_intent_once(
     assert (await phases(core, intent.id)).count("order.submitted") == 1
 
 
+async def test_a_confirmed_order_never_sent_is_sent_late_only_within_five_minutes(
+    core: Core,
+) -> None:
+    """Tradecord stopped between the Confirm and the broker call. Back within minutes, the
+    reconciler sends the order; back after longer, it ends the order unsent and tells the
+    member why: the price they agreed to is history."""
+    clock = core.trading.clock
+    soon = await pending(core, ALICE)
+    late = await pending(core, BOB)
+    clock.advance(minutes=4)  # type: ignore[attr-defined]
+    await core.trading.reconcile()
+    assert (await core.trading.get_intent(soon.id)).status == IntentStatus.FILLED
+    assert (await core.trading.get_intent(late.id)).status == IntentStatus.FILLED
+    never = await pending(core, ALICE)
+    clock.advance(minutes=6)  # type: ignore[attr-defined]
+    changed = await core.trading.reconcile()
+    ended = await core.trading.get_intent(never.id)
+    assert [i.id for i in changed] == [never.id]
+    assert (ended.status, ended.error_code) == (IntentStatus.FAILED, "order-too-late")
+    assert "confirmed 6 minutes ago" in (ended.error_message or "")
+    assert "Place it again" in (ended.error_message or "")
+    assert await order_count(core, never.client_order_id) == 0
+
+
 async def test_a_confirm_that_stalled_past_the_reconciler_does_not_send_again(
     core: Core,
 ) -> None:
