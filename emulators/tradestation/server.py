@@ -196,6 +196,8 @@ class TradeStationEmulator(BaseEmulator):
         self.spec_violations: list[SpecViolation] = []
         self.response_violations: list[SpecViolation] = []
         self.revocations = 0
+        # Seconds a cancel stays "Cancel Sent" (UCN) before it lands (0: at once).
+        self.cancel_delay = 0.0
         self._windows: dict[tuple[str, str, str], _Window] = {}
         self._streams: set[_Stream] = set()
         self._localhost_clients: set[str] = set()
@@ -694,9 +696,13 @@ class TradeStationEmulator(BaseEmulator):
         ):
             return _error(404, "NotFound", f"Order {order_id} was not found.")
         try:
-            self.world.cancel(order_id)
+            order = self.world.cancel(order_id, pending=self.cancel_delay > 0)
         except BadRequest as e:
             return _error(400, "BadRequest", str(e))
+        if self.cancel_delay > 0:
+            asyncio.get_running_loop().call_later(
+                self.cancel_delay, self.world.finish_cancel, order
+            )
         return web.json_response({"OrderID": order_id, "Message": "Cancel request sent"})
 
     # -- market data ---------------------------------------------------------------------

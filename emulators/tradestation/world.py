@@ -862,14 +862,24 @@ class World:
                 if child.is_open:
                     self._close(child, "CAN")
 
-    def cancel(self, order_id: str) -> OrderState:
+    def cancel(self, order_id: str, *, pending: bool = False) -> OrderState:
+        """``pending``: the cancel is only sent (``UCN``, "Cancel Sent": the order still works
+        and may fill) until ``finish_cancel``, as when the exchange is slow to confirm it."""
         order = self.orders[order_id]
         if not order.is_open:
             raise BadRequest(
                 f"Order {order_id} cannot be canceled: it is {STATUS_TEXT[order.status]}."
             )
+        if pending:
+            order.status = "UCN"
+            self._emit(order)
+            return order
         self._close(order, "CAN")
         return order
+
+    def finish_cancel(self, order: OrderState) -> None:
+        if order.is_open:
+            self._close(order, "CAN")
 
     def reject(self, order_id: str, reason: str) -> OrderState:
         """Test control: the exchange rejects a working order."""

@@ -697,6 +697,19 @@ async def test_partial_fills_and_cancel(
     assert status == 404  # a LIVE order is not on the SIM host
 
 
+async def test_a_cancel_is_sent_first_and_lands_later(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.auto_fill, emu.cancel_delay = False, 0.2
+    oid = (await place(session, emu, token, order(qty="10")))["Orders"][0]["OrderID"]
+    status, body = await call(session, emu, "DELETE", f"/v3/orderexecution/orders/{oid}", token)
+    assert status == 200 and body == {"OrderID": oid, "Message": "Cancel request sent"}
+    assert emu.order(oid).payload()["Status"] == "UCN"
+    assert emu.order(oid).payload()["StatusDescription"] == "Cancel Sent"
+    await asyncio.sleep(0.3)
+    assert emu.order(oid).status == "CAN"
+
+
 async def test_oso_bracket_children_wait_for_the_entry(
     emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
 ) -> None:
