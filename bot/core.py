@@ -94,6 +94,7 @@ class Core:
             settings.resolved_database_url,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         try:
             if migrate:

@@ -42,14 +42,21 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL lets readers run during a write; waiting for the writer is the driver's (busy
-    # retries that yield to the loop, see bot.sqlite_driver).
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        # WAL lets readers run during a write; waiting for the writer is the driver's (busy
+        # retries that yield to the loop, see bot.sqlite_driver).
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
+        cur.close()
+
+    return on_connect
+
+
+# In WAL mode NORMAL syncs at checkpoints only: a commit survives the process, not the machine.
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,17 @@ class _Unit:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10, echo: bool = False):
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        echo: bool = False,
+        sqlite_synchronous: str = "normal",
+    ):
         self.url = url
+        self.sqlite_synchronous = SYNCHRONOUS[sqlite_synchronous]
         kwargs: dict[str, Any] = {"echo": echo}
         self.inline: InlineSqlite | None = None
         if url.startswith("sqlite"):
@@ -73,7 +89,7 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas(sqlite_synchronous))
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=_Session
         )

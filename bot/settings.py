@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field as PydField
@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_pool_size: int = PydField(default=5, ge=1, le=100)
     database_max_overflow: int = PydField(default=10, ge=0, le=100)
+    # SQLite only. normal: a commit survives the process being killed; full: a power loss too
+    # (each commit waits for the disk).
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
 
     tradecord_keys: SecretStr | None = None
 
@@ -232,6 +235,11 @@ class Settings(BaseSettings):
     def _ws_url(cls, v: str) -> str:
         _check_url(v, ("ws", "wss"))
         return v
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower_synchronous(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

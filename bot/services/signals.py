@@ -469,7 +469,8 @@ class SqliteAcks:
 
     The webhook is the one path where SQLAlchemy's per-statement cost (compiling, the session,
     the greenlet) is most of the request. In WAL mode with ``synchronous=NORMAL`` this
-    transaction takes tens of microseconds, so it runs right on the event loop, with
+    transaction takes tens of microseconds, so it runs right on the event loop (with
+    ``SQLITE_SYNCHRONOUS=full`` each shared commit also waits for the disk there), with
     ``busy_timeout=0`` so it can never block the loop: if another writer holds SQLite's lock,
     the same work goes to a thread of its own that waits for the lock. The SQL
     is the acknowledgement's only, and values go through SQLAlchemy's own column types for this
@@ -522,6 +523,7 @@ class SqliteAcks:
 
     def __init__(self, db: Database) -> None:
         self.path = db.engine.url.database or ""
+        self.synchronous = db.sqlite_synchronous
         dialect = db.engine.dialect
 
         def processors(table: Any, names: Sequence[str], result: bool) -> list[Any]:
@@ -575,7 +577,7 @@ class SqliteAcks:
             "journal_mode=WAL",
             "foreign_keys=ON",
             f"busy_timeout={busy_ms}",
-            "synchronous=NORMAL",
+            f"synchronous={self.synchronous}",
             # A checkpoint copies the log into the database and syncs it: tens of ms. The
             # loop's connection never runs one; the thread does, every CHECKPOINT_EVERY commits.
             f"wal_autocheckpoint={1000 if checkpoints else 0}",

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, inspect, select, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -225,3 +225,30 @@ async def test_rows_left_for_later_are_written_by_a_plain_commit_and_dropped_by_
             )
         ).all()
     assert events == [("kept", {"n": n}) for n in range(4)]
+
+
+async def test_sqlite_commits_wait_for_the_disk_only_when_asked(tmp_path: Path) -> None:
+    """normal (the default) survives a killed process; full, a power loss too: both the ORM's
+    connections and the webhook's own acknowledgement connection obey the setting."""
+    from bot.core import Core
+    from bot.settings import load_settings
+    from bot.vault import generate_key_spec
+
+    for name, level in (("normal", 1), ("FULL", 2)):
+        settings = load_settings(
+            tradecord_data_dir=tmp_path / name,
+            tradecord_keys=generate_key_spec("k"),
+            discord_token=None,
+            sqlite_synchronous=name,
+        )
+        core = await Core.open(settings)
+        try:
+            async with core.db.session() as s:
+                assert (await s.execute(text("PRAGMA synchronous"))).scalar() == level
+            fast = core.signals.fast
+            assert fast is not None
+            conn = fast._open(0, checkpoints=False)
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
+            conn.close()
+        finally:
+            await core.close()
