@@ -212,13 +212,13 @@ def insert_later(session: AsyncSession, cls: type[Any], values: dict[str, Any]) 
 
 
 async def flush_batched(session: AsyncSession) -> None:
-    """Flush, then run the updates of ``update_later``, then insert the new rows of
-    append-only tables (models with ``append_only = True``, and ``insert_later``'s) without
-    reading their ids back.
+    """Flush, then run the updates of ``update_later``, then insert the new rows of models
+    with ``ids_unread = True`` (and ``insert_later``'s) without reading their ids back.
 
     The ORM must learn each new row's id; on SQLite it can do that only one row at a time.
-    Nothing reads an append-only row's id after adding it, so those rows go in as one
-    ``executemany`` per table, in the order they were added, after the rows they refer to.
+    Nothing reads the id of a row of those models (an audit event, a fill, a paper position
+    found by account and symbol) after adding it, so their rows go in as one ``executemany``
+    per table, in the order they were added, after the rows they refer to.
     """
     await session.run_sync(_flush_batched)
 
@@ -228,7 +228,7 @@ def _flush_batched(session: Session) -> None:
         (
             state
             for state in map(inspect, session.new)
-            if getattr(state.class_, "append_only", False)
+            if getattr(state.class_, "ids_unread", False)
         ),
         key=lambda state: state.insert_order or 0,
     )

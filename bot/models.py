@@ -228,7 +228,7 @@ class AuditEvent(Base):
     """Append-only trail. No foreign keys: the trail outlives deleted connections."""
 
     __tablename__ = "audit_events"
-    append_only: ClassVar[bool] = True  # see bot.db.flush_batched
+    ids_unread: ClassVar[bool] = True  # see bot.db.flush_batched
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

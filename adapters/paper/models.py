@@ -45,6 +45,7 @@ class PaperAccount(Base):
 class PaperPosition(Base):
     __tablename__ = "paper_positions"
     __table_args__ = (UniqueConstraint("account_id", "symbol"),)
+    ids_unread: ClassVar[bool] = True  # found by account and symbol; see bot.db.flush_batched
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("paper_accounts.id", ondelete="CASCADE"))
@@ -98,7 +99,7 @@ class PaperOrder(Base):
 
 class PaperFill(Base):
     __tablename__ = "paper_fills"
-    append_only: ClassVar[bool] = True  # see bot.db.flush_batched
+    ids_unread: ClassVar[bool] = True  # see bot.db.flush_batched
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # "<order id>-F<n>": unique, so a second sweeper cannot book the same fill again.
