@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -49,15 +50,27 @@ class Stats:
         return len(self.samples) / sum(self.samples) if self.samples else 0.0
 
 
+class _Press(discord.ui.View):
+    @discord.ui.button(label="OK")
+    async def press(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        await interaction.response.edit_message(content="ok", view=None)
+
+
 def add_bare_command(bot: commands.Bot) -> None:
     """The baseline: a plain discord.py command answering "ok", on the same bot, emulator
-    and event loop as the command measured against it."""
+    and event loop as the command measured against it; and ``okpress``, a card with a button
+    whose press replaces it (the shape of /trade + Confirm, with nothing behind it)."""
 
     @app_commands.command(name="ok", description="answers ok")
     async def ok(interaction: discord.Interaction) -> None:
         await interaction.response.send_message("ok", ephemeral=True)
 
+    @app_commands.command(name="okpress", description="answers with a button")
+    async def okpress(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("press", view=_Press(), ephemeral=True)
+
     bot.tree.add_command(ok)
+    bot.tree.add_command(okpress)
 
 
 async def _start(bot: commands.Bot) -> asyncio.Task[None]:
