@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from bot.core import Core
-from bot.models import Connection, ConnectionStatus, Credential
+from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential
 from bot.services.oauth import TokenSet
 from bot.services.tokens import DbTokenProvider
 from bot.settings import Settings, load_settings
@@ -65,19 +66,32 @@ async def link(core: Core, ts: TradeStationEmulator) -> int:
     )
 
 
-async def stored_connection(core: Core, discord_user_id: int, tokens: TokenSet) -> int:
-    """A TradeStation connection of the member's, holding ``tokens`` as /connect stores them."""
+async def stored_connection(
+    core: Core,
+    discord_user_id: int,
+    tokens: TokenSet,
+    *,
+    broker: str = "tradestation",
+    name: str = "TS",
+    settings: dict[str, Any] | None = None,
+    accounts: Sequence[dict[str, Any]] = (),
+) -> int:
+    """A connection of the member's (TradeStation unless told), holding ``tokens`` as /connect
+    stores them, with ``accounts`` (``ConnectionAccount`` fields) chosen."""
     member_id = await core.members.ensure(discord_user_id)
     async with core.db.transaction() as s:
         conn = Connection(
             member_id=member_id,
-            broker="tradestation",
-            name="TS",
-            name_key="ts",
+            broker=broker,
+            name=name,
+            name_key=name.casefold(),
             status=ConnectionStatus.ACTIVE,
+            settings=settings or {},
         )
         s.add(conn)
         await s.flush()
+        for account in accounts:
+            s.add(ConnectionAccount(connection_id=conn.id, **account))
         cred = Credential(connection_id=conn.id, access_token="")
         s.add(cred)
         member = await core.connections.member_of(conn)

@@ -17,14 +17,13 @@ from adapters.models import OrderStatus
 from bot.automation_models import ExecutionStatus
 from bot.core import Core
 from bot.db import Database
-from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential
 from bot.services.oauth import TokenSet
 from bot.services.subscriptions import SubscriptionSettings
-from bot.services.tokens import DbTokenProvider
 from bot.settings import Settings, load_settings
 from cogs.trading import cancelled_text
 from emulators.alpaca import AlpacaEmulator
 from emulators.alpaca.server import DEFAULT_CLIENT_ID
+from tests.bot.conftest import stored_connection
 from tests.bot.signals.conftest import GUILD, OWNER, execution, make_strategy, open_core, send
 from tests.support import FakeClock
 
@@ -62,34 +61,18 @@ async def core(
 
 async def subscribed_to_alpaca(core: Core, alpaca: AlpacaEmulator) -> tuple[Any, int]:
     """OWNER's strategy, subscribed with OWNER's Alpaca paper account (as /connect stores it)."""
-    member_id = await core.members.ensure(OWNER)
-    async with core.db.transaction() as s:
-        conn = Connection(
-            member_id=member_id,
-            broker="alpaca",
-            name="Alpaca",
-            name_key="alpaca",
-            status=ConnectionStatus.ACTIVE,
-            settings={"environment": "paper"},
-        )
-        s.add(conn)
-        await s.flush()
-        s.add(
-            ConnectionAccount(
-                connection_id=conn.id,
-                mode="paper",
-                account_id=ACCOUNT,
-                account_type="margin",
-                label="Alpaca paper",
-            )
-        )
-        cred = Credential(connection_id=conn.id, access_token="")
-        s.add(cred)
-        member = await core.connections.member_of(conn)
-        token = alpaca.issue_token("demo", env="paper")
-        DbTokenProvider(core, conn.id).store(
-            cred, conn, member, TokenSet(token, None, None, "trading data")
-        )
+    token = alpaca.issue_token("demo", env="paper")
+    await stored_connection(
+        core,
+        OWNER,
+        TokenSet(token, None, None, "trading data"),
+        broker="alpaca",
+        name="Alpaca",
+        settings={"environment": "paper"},
+        accounts=[
+            {"mode": "paper", "account_id": ACCOUNT, "account_type": "margin", "label": "paper"}
+        ],
+    )
     url = await make_strategy(core)
     sub = await core.subscriptions.subscribe(
         GUILD, OWNER, url.strategy.id, connection="Alpaca", settings=SubscriptionSettings()
