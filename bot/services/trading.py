@@ -329,34 +329,34 @@ class TradingService:
             price = estimate_price(request, quote)
             # What the broker holds back, not the notional: futures take only initial margin.
             required = adapter.buying_power_required(request, price)
+            assert request.asset_class is not None
+            held = position.quantity if position is not None else Decimal(0)
+            mult = symbols.multiplier(request.symbol)
+            cost = request.quantity * price * mult
+            after = buying_power_after(balance, request, held, required)
+            if after < 0:
+                raise InsufficientBuyingPower(
+                    f"Not enough buying power: this order needs about {money(required)} and "
+                    f"{target.connection.name} has {money(balance.buying_power)}. "
+                    "Lower the quantity or check /balances."
+                )
+            intent = self._new_intent(
+                target,
+                request,
+                source=source,
+                idempotency_key=idempotency_key,
+                status=IntentStatus.DRAFT,
+                extra={
+                    "estimated_price": str(price),
+                    "estimated_cost": str(cost),
+                    "simulated": quote.simulated,
+                    # Closing (part of) a position: risk limits do not hold it back at submit.
+                    "closes_position": reduces(request, held),
+                },
+            )
+            await self._check_early(intent, target, adapter)
         finally:
             await adapter.close()
-        assert request.asset_class is not None
-        held = position.quantity if position is not None else Decimal(0)
-        mult = symbols.multiplier(request.symbol)
-        cost = request.quantity * price * mult
-        after = buying_power_after(balance, request, held, required)
-        if after < 0:
-            raise InsufficientBuyingPower(
-                f"Not enough buying power: this order needs about {money(required)} and "
-                f"{target.connection.name} has {money(balance.buying_power)}. "
-                "Lower the quantity or check /balances."
-            )
-        intent = self._new_intent(
-            target,
-            request,
-            source=source,
-            idempotency_key=idempotency_key,
-            status=IntentStatus.DRAFT,
-            extra={
-                "estimated_price": str(price),
-                "estimated_cost": str(cost),
-                "simulated": quote.simulated,
-                # Closing (part of) a position: risk limits do not hold it back at submit.
-                "closes_position": reduces(request, held),
-            },
-        )
-        await self._check_early(intent, target)
         async with self.core.db.transaction() as s:
             _add_validated(s, intent)
         return Preview(
@@ -577,6 +577,8 @@ class TradingService:
         target: Target,
         adapter: BrokerAdapter | None,
         limits: Limits,
+        *,
+        position_read: bool = False,
     ) -> tuple[bool, BrokerAdapter | None]:
         """Whether the order only closes (part of) a position now. A signal's exit was sized
         from the position just before it was sent; a /trade preview's reading may be old (two
@@ -586,8 +588,9 @@ class TradingService:
             return True, adapter
         if intent.extra.get("closes_position") is not True:
             return False, adapter
-        if all(getattr(limits, name) is None for name in LIMIT_NAMES):
-            return True, adapter  # nothing to hold it back: no need to ask the broker
+        if position_read or all(getattr(limits, name) is None for name in LIMIT_NAMES):
+            # Read just now (at preview), or nothing to hold it back: no need to ask the broker.
+            return True, adapter
         try:
             adapter = adapter or await self.core.connections.adapter_for(target.connection)
             position = await adapter.fetch_position(target.ref, intent.symbol)
@@ -596,13 +599,14 @@ class TradingService:
         held = position.quantity if position is not None else Decimal(0)
         return reduces(request_of(intent), held), adapter
 
-    async def _check_early(self, intent: OrderIntent, target: Target) -> None:
+    async def _check_early(
+        self, intent: OrderIntent, target: Target, adapter: BrokerAdapter
+    ) -> None:
         """The pre-trade checks Confirm will make, made at preview too: a member who is paused,
         stopped by the kill switch or over a limit learns it before the card, not after the
-        click. (Confirm checks again: a switch may flip or a daily total grow meanwhile.)"""
-        gate, adapter = await self._pretrade(intent, target, None)
-        if adapter is not None:
-            await adapter.close()
+        click. (Confirm checks again: a switch may flip or a daily total grow meanwhile.)
+        ``adapter``: the preview's, whose position reading is fresh."""
+        gate, _ = await self._pretrade(intent, target, adapter, position_read=True)
         if isinstance(gate, Gate) and gate.daily:
             async with self.core.db.session() as s:
                 gate = await self._over_daily(s, intent, gate, self.clock()) or gate
@@ -619,11 +623,17 @@ class TradingService:
         return _stopped(switch_on, member)
 
     async def _pretrade(
-        self, intent: OrderIntent, target: Target, adapter: BrokerAdapter | None
+        self,
+        intent: OrderIntent,
+        target: Target,
+        adapter: BrokerAdapter | None,
+        *,
+        position_read: bool = False,
     ) -> tuple[Gate | Refusal, BrokerAdapter | None]:
         """The kill switch, the member's pause, and the per-order limits (the member's, the
         server's and, for a strategy's entry, the strategy's); returns the daily limits still
-        to check. Opens an adapter (returned) only to price an order no limit can do without."""
+        to check. Opens an adapter (returned) only to price an order no limit can do without.
+        ``position_read``: the position behind ``closes_position`` was read just now."""
         strategy_id = intent.extra.get("strategy_id") if intent.source == "signal" else None
         # The strategy's limits are on what it opens (as its max quantity is): an exit that
         # closes a position is never held back by them.
@@ -637,7 +647,9 @@ class TradingService:
         limits = Limits(
             member.max_order_quantity, member.max_order_notional, member.max_daily_notional
         ).stricter(server_limits(self.core.settings))
-        closes, adapter = await self._still_closes(intent, target, adapter, limits)
+        closes, adapter = await self._still_closes(
+            intent, target, adapter, limits, position_read=position_read
+        )
         if closes:
             # Limits cap the risk a member takes on; an order that only closes a position takes
             # risk off and is never held back by them: a member at a limit can always get out.

@@ -7,7 +7,6 @@ stored and there is nothing to confirm."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -38,18 +37,6 @@ from tests.bot.signals.conftest import (
 from tests.support import FakeClock
 
 ALICE, BOB = 1002, 1003
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def core(settings: Settings, db: Database, clock: FakeClock) -> AsyncIterator[Core]:
-    c = await open_core(settings, clock)
-    yield c
-    await c.close()
 
 
 async def with_defaults(settings: Settings, clock: FakeClock, **limits: Any) -> Core:
