@@ -1455,32 +1455,56 @@ class SignalService:
         cancelled = 0
         pending_cancels = True
 
-        async def cancel_open_orders(*, ordering: bool) -> bool:
+        async def cancel_open_orders(*, ordering: bool) -> Result | None:
             """Once, right before the first order this run sends (or alone for action
-            cancel): a leg refused or skipped at placing time cancels nothing. True when one
-            of them filled before its cancel landed: the position is no longer the one the
-            orders were planned from."""
+            cancel): a leg refused or skipped at placing time cancels nothing. A refusal when
+            the order must not go out: an open order filled before its cancel landed (the
+            position is no longer the one the orders were planned from), or a cancel the
+            broker has not carried out (that order may still fill, beside the new one)."""
             nonlocal cancelled, pending_cancels
             if not pending_cancels:
-                return False
+                return None
             pending_cancels = False
             filled_before = {o.id: o.filled_quantity for o in snap.ticker_orders}
             # A re-run finds the ones it cancelled gone already.
             wanted = [order_id for order_id in plan.cancels if order_id in filled_before]
             if not wanted:
-                return False
+                return None
             if ordering and await self.core.trading.stopped(ctx.subscription.member_id):
-                return False  # the order will be refused (kill switch, pause): keep what protects
+                return None  # the order will be refused (kill switch, pause): keep what protects
             done = await self.core.trading.cancel_open(target, adapter, wanted)
             cancelled = done.count
             if cancelled:
                 self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
                 note = f"Cancelled {cancelled} open {sig.ticker} order(s)."
                 result.reason = result.reason or note
+            wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:
-                wait = f"{self.core.trading.cancel_wait:g} s"
                 self._phase(ctx, "cancel pending", f"{done.unconfirmed} not confirmed in {wait}")
-            return any(o.filled_quantity > filled_before[o.id] for o in done.ended)
+                if not ordering:
+                    result.reason = (
+                        f"Cancel of {done.unconfirmed} open {sig.ticker} order(s) requested; "
+                        f"the broker had not carried it out after {wait}. Check /orders."
+                    )
+            if any(o.filled_quantity > filled_before[o.id] for o in done.ended):
+                return Result(
+                    ExecutionStatus.REJECTED,
+                    "position-changed",
+                    f"An open {sig.ticker} order filled before its cancel went through, so "
+                    f"the {sig.ticker} position changed; nothing was placed. Check /positions.",
+                    plan,
+                )
+            if ordering and done.unconfirmed:
+                return Result(
+                    ExecutionStatus.REJECTED,
+                    "cancel-pending",
+                    f"The broker had not carried out the cancel of {done.unconfirmed} open "
+                    f"{sig.ticker} order(s) after {wait}; nothing was placed, because that "
+                    "order could still fill beside the new one. Check /orders, and send the "
+                    "signal again once it is cancelled.",
+                    plan,
+                )
+            return None
 
         result = Result(ExecutionStatus.DONE, plan.note_code, plan.note, plan)
         entry = plan.leg("entry")
@@ -1525,15 +1549,10 @@ class SignalService:
                 # The broker's own checks of the order come before any cancel: a refused order
                 # leaves the open ones (a protective stop) alone.
                 request = await self._request(ctx, adapter, target, leg) if intent is None else None
-                if await cancel_open_orders(ordering=True):
+                refused = await cancel_open_orders(ordering=True)
+                if refused is not None:
                     await self._discard_drafts(ctx)
-                    return Result(
-                        ExecutionStatus.REJECTED,
-                        "position-changed",
-                        f"An open {sig.ticker} order filled before its cancel went through, so "
-                        f"the {sig.ticker} position changed; nothing was placed. Check /positions.",
-                        plan,
-                    )
+                    return refused
             intent = await self._place(ctx, adapter, target, leg, plan, intent, request=request)
             result.orders.append(intent)
             status, ok = _leg_status(intent)

@@ -178,3 +178,34 @@ async def test_cancel_reports_a_cancel_once_it_lands_or_that_it_is_still_pending
         "Cancelled 0 open order(s) on Alpaca. 1 more: cancel requested, not yet carried out by "
         "the broker (see /orders)."
     )
+
+
+async def test_an_exit_is_not_sent_while_the_cancel_of_the_stop_is_still_pending(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    """The stop could still fill after the exit: the position would be sold twice."""
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    stop = await protective_stop(alpaca)
+    alpaca.cancel_delay, core.trading.cancel_wait = 5.0, 0.2
+    ack = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "cancel-pending")
+    assert "could still fill" in (ex.reason or "") and "0.2 s" in (ex.reason or "")
+    assert alpaca.broker.orders[stop].status == "pending_cancel"
+    demo = account(alpaca)
+    assert [o.id for o in alpaca.broker.orders.values() if o.account_id == demo.id] == [stop]
+    assert [p["phase"] for p in ex.phases if p["phase"] == "cancel pending"] == ["cancel pending"]
+
+
+async def test_a_cancel_signal_says_when_the_broker_has_not_carried_it_out(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    await protective_stop(alpaca)
+    alpaca.cancel_delay, core.trading.cancel_wait = 5.0, 0.2
+    ack = await send(core, url, {"ticker": "AAPL", "action": "cancel"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.DONE
+    assert "had not carried it out after 0.2 s" in (ex.reason or "")
