@@ -360,6 +360,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
             average_fill_price=dec(body.get("filled_avg_price")),
             created_at=parse_time(body.get("created_at")),
             updated_at=parse_time(body.get("updated_at")),
+            cancel_pending=vendor_status == "pending_cancel",
             info=dict(body),
         )
 

@@ -182,6 +182,8 @@ class Order:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     reject_reason: str | None = None
+    # Working, but a cancel was asked for and the broker has not carried it out yet.
+    cancel_pending: bool = False
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

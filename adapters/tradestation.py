@@ -352,6 +352,7 @@ def map_order(o: dict[str, Any]) -> Order:
         created_at=_ts(o.get("OpenedDateTime")),
         updated_at=_ts(o.get("ClosedDateTime")) or _ts(o.get("OpenedDateTime")),
         reject_reason=o.get("RejectReason") or None,
+        cancel_pending=o.get("Status") == "UCN",  # "Cancel Sent"
         info=o,
     )
 

@@ -101,7 +101,7 @@ def order_rows(orders: Sequence[Order]) -> list[list[str]]:
                 o.order_type.value,
                 at,
                 o.time_in_force.value,
-                o.status.value.replace("_", " "),
+                "cancel requested" if o.cancel_pending else o.status.value.replace("_", " "),
             ]
         )
     return rows

@@ -458,6 +458,22 @@ async def test_open_orders_cancel_and_not_cancelable(
     assert await adapter.fetch_open_orders(MARGIN) == []
 
 
+async def test_a_cancel_not_yet_carried_out_is_still_open_and_marked(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.cancel_delay = 0.2
+    o = await adapter.create_order(
+        MARGIN, buy("AMD", 4, order_type=OrderType.LIMIT, limit_price=Decimal("100"))
+    )
+    assert not o.cancel_pending
+    await adapter.cancel_order(MARGIN, o.id)
+    [pending] = await adapter.fetch_open_orders(MARGIN)  # "Cancel Sent": still working
+    assert pending.status is OrderStatus.OPEN and pending.cancel_pending
+    await asyncio.sleep(0.3)
+    done = await adapter.fetch_order(MARGIN, order_id=o.id)
+    assert done.status is OrderStatus.CANCELLED and not done.cancel_pending
+
+
 async def test_history_spans_today_and_earlier_days(
     clock: Clock, emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens
 ) -> None:

@@ -20,6 +20,7 @@ from bot.db import Database
 from bot.services.oauth import TokenSet
 from bot.services.subscriptions import SubscriptionSettings
 from bot.settings import Settings, load_settings
+from cogs.format import order_rows
 from cogs.trading import cancelled_text
 from emulators.alpaca import AlpacaEmulator
 from emulators.alpaca.server import DEFAULT_CLIENT_ID
@@ -178,6 +179,9 @@ async def test_cancel_reports_a_cancel_once_it_lands_or_that_it_is_still_pending
         "Cancelled 0 open order(s) on Alpaca. 1 more: cancel requested, not yet carried out by "
         "the broker (see /orders)."
     )
+    _, _, [listed] = await core.trading.open_orders(OWNER, "Alpaca", "paper")
+    assert listed.cancel_pending and listed.status is OrderStatus.OPEN
+    assert order_rows([listed])[0][-1] == "cancel requested"  # what /orders shows
 
 
 async def test_an_exit_is_not_sent_while_the_cancel_of_the_stop_is_still_pending(
