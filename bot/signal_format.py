@@ -266,7 +266,7 @@ def _json_value(value: Any) -> Any:
 
 def _number(d: Decimal) -> int | float | str:
     # Huge or odd values stay text: an int of 5,000 digits or a float of inf is no JSON number.
-    if d.is_finite() and abs(d) < Decimal(10) ** 15:
+    if d.is_finite() and d.adjusted() < 15:  # abs() of 1E+1000000 would overflow
         return int(d) if d == d.to_integral_value() else float(d)
     return str(d)
 
@@ -285,6 +285,12 @@ def parse(body: bytes) -> Signal | Refusal:
     try:
         text = body.decode("utf-8-sig")
         obj = json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constants)
+    except ArithmeticError:  # valid JSON, like 1e99999999999999999999, but no number we can hold
+        return Refusal(
+            "invalid-payload",
+            "A number in the signal is too large or too small to read. Send plain numbers, "
+            "like 10 or 199.87.",
+        )
     except (ValueError, RecursionError):
         return Refusal(
             "malformed-json",
@@ -605,10 +611,12 @@ def _quantity(obj: Mapping[str, Any], action: Action) -> tuple[Decimal | None, Q
             "invalid-quantity",
             "A cancel signal takes no quantity: it cancels the ticker's open orders.",
         )
-    if qtype in (QuantityType.PERCENT_OF_EQUITY, QuantityType.PERCENT_OF_POSITION) and (
-        quantity > 100
-    ):
-        raise _Refused("invalid-quantity", f"A {qtype} quantity is a percentage: at most 100.")
+    # Over 100% of equity is leverage a margin account may have (its buying power decides);
+    # a position has only 100% to give.
+    if qtype is QuantityType.PERCENT_OF_POSITION and quantity > 100:
+        raise _Refused(
+            "invalid-quantity", f"A {qtype} quantity is a percentage of the position: at most 100."
+        )
     return quantity, qtype
 
 
@@ -626,12 +634,20 @@ def _price(obj: Mapping[str, Any], name: str, code: str) -> Decimal | None:
     return price
 
 
+_THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+(\.\d+)?$")
+
+
 def _positive_or_none(value: Any) -> Decimal | None:
     """A finite positive decimal below ``MAX_NUMBER`` with few decimals, else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
-        text = value.strip().replace(",", "")
+        text = value.strip()
+        if "," in text:
+            # "1,000" is a thousand; "1,5" (a decimal comma) must not become 15.
+            if not _THOUSANDS.match(text):
+                return None
+            text = text.replace(",", "")
         if not text or len(text) > 40:
             return None
         try:
@@ -644,6 +660,8 @@ def _positive_or_none(value: Any) -> Decimal | None:
         return None
     d = Decimal(value)
     if not d.is_finite() or d <= 0 or d >= MAX_NUMBER:
+        return None
+    if d.adjusted() < -MAX_DECIMALS:  # 1E-60000000000: normalize() would round it to 0
         return None
     exponent = d.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_DECIMALS:

@@ -3,9 +3,9 @@
 Order of checks, each answered as TradersPost answers (``{success, messageCode, message}``):
 a declared body over 16 KiB is refused before anything else (413); then the secret (401, the
 same for an unknown strategy and a wrong secret); then the strategy's allow-list, judged on the
-TCP peer, or on the ``X-Forwarded-For`` hop a configured trusted proxy appended (403); then the
-body is read, refusing at the 16 KiB mark while reading (413); then the signals service stores
-it and answers (202, 200 duplicate, 400 refused, 429).
+TCP peer, or on the ``X-Forwarded-For`` hop a configured trusted proxy appended (400, as
+TradersPost answers it); then the body is read, refusing at the 16 KiB mark while reading
+(413); then the signals service stores it and answers (202, 200 duplicate, 400 refused, 429).
 
 The URL holds the secret: nothing here logs the path.
 """
@@ -140,7 +140,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     except MalformedForwardedFor:
         if auth.allowed_sources:
             return _error(
-                403,
+                400,
                 "invalid-ip-address-format",
                 "The forwarded client address is not an IPv4 or IPv6 address.",
             )
@@ -150,13 +150,13 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     ):
         if list(auth.allowed_sources) == [TRADINGVIEW]:
             return _error(
-                403,
+                400,
                 "not-trading-view",
                 "The trade signal did not come from TradingView. This strategy only "
                 "accepts trade signals from TradingView.",
             )
         return _error(
-            403,
+            400,
             "invalid-ip-address",
             "The trade signal did not come from one of this strategy's allowed IP addresses.",
         )

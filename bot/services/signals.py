@@ -772,6 +772,9 @@ class SignalService:
         validated = self.clock()
         signal_id = new_uuid()
         record = valid.to_record() if valid else None
+        # The answer's echo is built before the commit: nothing may fail after a stored
+        # signal and answer 500, which the sender would retry.
+        echo = valid.echo(record) if valid else None
         row = dict(
             id=signal_id,
             strategy_id=auth.id,
@@ -828,7 +831,7 @@ class SignalService:
                     "id": original,
                     "logId": signal_id,
                     "duplicate": True,
-                    "payload": signal.echo(record),
+                    "payload": echo,
                     "message": "The same signal was received in the last 24 hours; "
                     "it is acknowledged and will not be traded twice.",
                 },
@@ -836,7 +839,7 @@ class SignalService:
         self.core.jobs.wake()
         return Ack(
             202,
-            {"success": True, "id": signal_id, "logId": signal_id, "payload": signal.echo(record)},
+            {"success": True, "id": signal_id, "logId": signal_id, "payload": echo},
         )
 
     async def _store(
@@ -1413,9 +1416,27 @@ class SignalService:
             )
         return price
 
+    async def _bracket_entry(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
+        """The entry price relative take-profit and stop-loss prices count from. The contract:
+        the order's own price; for a market order, the quote's bid/ask midpoint; the sender's
+        price only where the broker has no quote."""
+        sig = ctx.signal
+        for p in (sig.limit_price, sig.stop_price):
+            if p is not None:
+                return p
+        try:
+            quote = await adapter.fetch_quote(sig.ticker)
+        except BrokerError:
+            if sig.reference_price is None:
+                raise
+            return sig.reference_price
+        if quote.bid > 0 and quote.ask > 0:
+            return quote.mid
+        return await self._price(ctx, adapter, side)  # the sender's price, or the last trade
+
     async def _bracket(self, ctx: ExecContext, adapter: BrokerAdapter, leg: Leg) -> Bracket:
         sig = ctx.signal
-        entry = await self._price(ctx, adapter, leg.side)
+        entry = await self._bracket_entry(ctx, adapter, leg.side)
         up = 1 if leg.side is Side.BUY else -1
         tick = _tick(sig.ticker, entry)
 

@@ -4,6 +4,7 @@ rows and the same answers, and a locked SQLite database delays an answer without
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from typing import Any
 
@@ -101,3 +102,29 @@ async def test_acknowledgements_arriving_together_keep_the_limit_and_the_window(
     assert over.status == 429
     assert await count(core, ReceivedSignal) == 60
     assert await count(core, Job) == 59
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"ticker":"AAPL","action":"buy","extras":{"n":1e1000000}}', None),
+        (b'{"ticker":"AAPL","action":"buy","quantity":1e99999999999999999999}', "invalid-payload"),
+        # Written out in full, this price is 60 billion digits: refused, never expanded.
+        (b'{"ticker":"AAPL","action":"buy","price":1E-60000000000}', "invalid-price"),
+    ],
+)
+async def test_numbers_no_decimal_holds_get_an_answer_not_an_error(
+    core: Core, raw: bytes, code: str | None
+) -> None:
+    """Valid JSON whose numbers overflow: answered (stored and echoed, or refused), never an
+    exception after the signal was stored, which the webhook would answer 500 and the sender
+    would retry."""
+    url = await make_strategy(core)
+    ack = await send(core, url, raw)
+    assert await count(core, ReceivedSignal) == 1
+    if code is None:
+        assert ack.status == 202, ack.body
+        json.dumps(ack.body, allow_nan=False)
+        assert ack.body["payload"]["extras"] == {"n": "1E+1000000"}
+    else:
+        assert (ack.status, ack.body["messageCode"]) == (400, code)

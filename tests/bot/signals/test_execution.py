@@ -473,12 +473,14 @@ async def test_brackets_are_computed_from_the_entry_price(
     monkeypatch.setattr(core.trading, "place", spy)
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER)
+    # A market order's entry is the quote's midpoint (199.90 / 200.10), as the contract says:
+    # not the bid this sell would get, nor the sender's price, kept for brokers without quotes.
     await run(
         core,
         url,
         sub,
         action="sell",
-        signalPrice=200,
+        signalPrice=150,
         takeProfit={"percent": 10},
         stopLoss={"type": "stop_limit", "amount": 5, "limitPrice": 206},
     )

@@ -59,6 +59,9 @@ def base(**fields: Any) -> dict[str, Any]:
         (b'{"ticker": "AAPL", "action": "buy", "quantity": NaN}', "malformed-json"),
         (b"\xff\xfe{}", "malformed-json"),
         (b"[" * 5000 + b"]" * 5000, "malformed-json"),
+        # Valid JSON, but no decimal holds these numbers.
+        (b'{"ticker":"A","action":"buy","quantity":1e99999999999999999999}', "invalid-payload"),
+        (b'{"ticker":"A","action":"buy","extras":{"n":1e-9999999999999999999}}', "invalid-payload"),
         (b'["AAPL", "buy"]', "invalid-payload"),
         (b'"buy"', "invalid-payload"),
         (b'{"ticker": "AAPL"}', "invalid-payload"),
@@ -108,7 +111,10 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"quantity": True}, "invalid-quantity"),
         ({"quantity": 1e13}, "invalid-quantity"),
         ({"quantity": "0.123456789"}, "invalid-quantity"),
-        ({"quantity": 150, "quantityType": "percent_of_equity"}, "invalid-quantity"),
+        ({"quantity": 150, "quantityType": "percent_of_position"}, "invalid-quantity"),
+        ({"quantity": "1,5"}, "invalid-quantity"),  # a decimal comma: not 15
+        ({"quantity": "1,00,000"}, "invalid-quantity"),
+        ({"quantity": "1E-60000000000"}, "invalid-quantity"),  # not a tiny nonzero quantity
         ({"action": "cancel", "quantity": 1}, "invalid-quantity"),
         ({"quantityType": "shares", "quantity": 1}, "invalid-quantity-type"),
         ({"quantityType": "risk_dollar_amount", "quantity": 100}, "unsupported-quantity-type"),
@@ -277,6 +283,16 @@ def test_record_round_trip_and_echo() -> None:
 
 
 def test_a_huge_exponent_in_extras_still_echoes_as_json() -> None:
-    s = parse(b'{"ticker":"AAPL","action":"buy","extras":{"x":1e5000,"y":-1E400}}')
+    s = parse(b'{"ticker":"AAPL","action":"buy","extras":{"x":1e5000,"y":-1E400,"z":1e1000000}}')
     assert isinstance(s, Signal)
-    json.dumps(s.echo(), allow_nan=False)
+    echo = s.echo()
+    json.dumps(echo, allow_nan=False)
+    assert echo["extras"]["z"] == "1E+1000000"
+
+
+def test_thousands_separators_and_percentages_of_equity() -> None:
+    assert ok(base(quantity="1,000")).quantity == 1000
+    assert ok(base(quantity="12,345.5")).quantity == Decimal("12345.5")
+    # More than all the equity is margin the account may have: its buying power decides.
+    leveraged = ok(base(quantity=150, quantityType="percent_of_equity"))
+    assert leveraged.quantity == 150
