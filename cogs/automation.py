@@ -31,7 +31,6 @@ from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
     OwnedView,
-    broker_connection_names,
     connection_names,
     in_time,
     reply,
@@ -447,15 +446,27 @@ class Automation(commands.Cog):
 
     @app_commands.command(name="unsubscribe", description="Stop a connection trading a strategy")
     @app_commands.guild_only()
-    @app_commands.autocomplete(strategy=strategy_names, connection=broker_connection_names)
+    @app_commands.describe(
+        strategy="The strategy to stop",
+        connection="Which connection stops (needed only if several trade the strategy)",
+        mode="paper or live (needed only if the connection trades it in both)",
+    )
+    # Every connection, Tradecord Paper included: its subscriptions can be stopped too.
+    @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def unsubscribe(
-        self, interaction: discord.Interaction, strategy: str, connection: str | None = None
+        self,
+        interaction: discord.Interaction,
+        strategy: str,
+        connection: str | None = None,
+        mode: Literal["paper", "live"] | None = None,
     ) -> None:
-        await self.bot.core.subscriptions.unsubscribe(
-            guild_of(interaction), interaction.user.id, strategy, connection=connection
+        sub = await self.bot.core.subscriptions.unsubscribe(
+            guild_of(interaction), interaction.user.id, strategy, connection=connection, mode=mode
         )
         await interaction.response.send_message(
-            "Unsubscribed; no new orders from it.", ephemeral=True
+            f"Unsubscribed **{sub.connection_name}** ({sub.mode}) from **{sub.strategy_name}**; "
+            "no new orders from it. Orders already placed and positions stay as they are.",
+            ephemeral=True,
         )
 
     @app_commands.command(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.discord_harness import Harness
 
 # Tuesday 1 December 2026, 10:00 in New York: the NYSE and CME are open.
 WEEKDAY_SESSION = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -19,3 +23,22 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.at += timedelta(**delta)
+
+
+async def add_broker_connection(h: Harness, user: str, name: str) -> int:
+    """A linked TradeStation connection as the member sees it (no broker call is needed); its
+    id."""
+    from bot.models import Connection, ConnectionStatus
+
+    member_id = await h.core.members.ensure(h.user(user))
+    async with h.core.db.transaction() as s:
+        conn = Connection(
+            member_id=member_id,
+            broker="tradestation",
+            name=name,
+            name_key=name.casefold(),
+            status=ConnectionStatus.ACTIVE,
+        )
+        s.add(conn)
+        await s.flush()
+        return conn.id

@@ -348,16 +348,24 @@ class ConnectionService:
     # -- managing connections -----------------------------------------------------------
 
     async def owned(self, discord_user_id: int, name_or_id: str | int) -> Connection:
-        """The member's connection by name (any case) or id; ``NotFound`` otherwise."""
+        """The member's connection by name (any case), or by id when given an int; ``NotFound``
+        otherwise.
+
+        Text is always a name, even all digits: members name their connections and never see
+        ids (autocomplete offers names), so "1" must not reach whichever connection has id 1.
+        Ids come only from the bot's own components, as ints."""
         connections = await self.list_for(discord_user_id)
-        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-            found = next((c for c in connections if c.id == int(name_or_id)), None)
+        if isinstance(name_or_id, int):
+            found = next((c for c in connections if c.id == name_or_id), None)
         else:
-            key = str(name_or_id).strip().casefold()
+            key = name_or_id.strip().casefold()
             found = next((c for c in connections if c.name_key == key), None)
         if found is None:
             names = ", ".join(f"“{c.name}”" for c in connections)
-            raise NotFound(f"You have no connection “{name_or_id}”. Your connections: {names}.")
+            raise NotFound(
+                f"You have no connection named “{str(name_or_id).strip()}”. Your connections: "
+                f"{names}. See /accounts."
+            )
         return found
 
     async def rename(self, discord_user_id: int, connection: str, new_name: str) -> RenameResult:

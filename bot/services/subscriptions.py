@@ -18,6 +18,7 @@ from bot.automation_models import AlertPreference, Strategy, StrategyShare, Subs
 from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
+from bot.services.connections import MODES
 from bot.signal_format import MAX_NUMBER
 
 if TYPE_CHECKING:
@@ -156,30 +157,63 @@ class SubscriptionService:
         strategy: str,
         *,
         connection: str | None = None,
-        mode: str = "paper",
-    ) -> None:
+        mode: str | None = None,
+    ) -> SubscriptionInfo:
+        """Stop one of the member's subscriptions to ``strategy``; the one stopped.
+
+        ``connection`` and ``mode`` only narrow the choice: with one subscription to the
+        strategy, neither is needed. The connection need not be tradable (an account unchosen,
+        a re-link due), since stopping is always allowed."""
         info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
-        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        if mode is not None:
+            mode = mode.strip().lower()
+            if mode not in MODES:
+                raise InvalidInput("Mode must be paper or live.")
+        conn = (
+            await self.core.connections.owned(discord_user_id, connection) if connection else None
+        )
+        member_id = await self.core.members.ensure(discord_user_id)
+        subs = await self._many(
+            (Subscription.strategy_id == info.id) & (Subscription.member_id == member_id)
+        )
+        matching = [
+            sub
+            for sub in subs
+            if (conn is None or sub.connection_id == conn.id) and mode in (None, sub.mode)
+        ]
+        if not matching:
+            if not subs:
+                raise NotFound(f"You have no subscription to “{info.name}”. See /subscriptions.")
+            where = f"“{conn.name}”" if conn else "any connection"
+            raise NotFound(
+                f"“{info.name}” is not subscribed on {where}"
+                + (f" in {mode} mode" if mode else "")
+                + f". You subscribe to it on {_places(subs)}: name one with connection: and mode:."
+            )
+        if len(matching) > 1:
+            add = "mode:" if conn else "connection: and mode:"
+            raise InvalidInput(
+                f"You subscribe to “{info.name}” more than once: {_places(matching)}. "
+                f"Add {add} to choose which to stop."
+            )
+        [sub] = matching
         async with self.core.db.transaction() as s:
             result = await s.execute(
                 delete(Subscription).where(
-                    Subscription.strategy_id == info.id,
-                    Subscription.connection_id == target.connection.id,
-                    Subscription.mode == target.mode,
+                    Subscription.id == sub.id, Subscription.member_id == member_id
                 )
             )
             if not result.rowcount:  # type: ignore[attr-defined]
-                raise NotFound(
-                    f"“{target.connection.name}” ({target.mode}) is not subscribed to "
-                    f"“{info.name}”."
-                )
+                raise NotFound("That subscription no longer exists. See /subscriptions.")
             audit.record(
                 s,
                 "subscription.deleted",
-                member_id=target.connection.member_id,
-                connection_id=target.connection.id,
+                member_id=member_id,
+                connection_id=sub.connection_id,
                 strategy_id=info.id,
+                mode=sub.mode,
             )
+        return sub
 
     async def set_enabled(self, discord_user_id: int, subscription_id: int, enabled: bool) -> None:
         """Pause or resume a subscription (paused ones receive no signals)."""
@@ -304,3 +338,8 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
         approval_ttl_seconds=sub.approval_ttl_seconds,
         max_positions=sub.max_positions,
     )
+
+
+def _places(subs: list[SubscriptionInfo]) -> str:
+    """Where subscriptions trade, as the member names them: “TS” (live), …"""
+    return ", ".join(f"“{sub.connection_name}” ({sub.mode})" for sub in subs)

@@ -102,6 +102,47 @@ NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
 NOT_COUNTED = frozenset({IntentStatus.FAILED, IntentStatus.REJECTED, IntentStatus.DISCARDED})
 
 
+# /orders shows the last this many characters of an order's id (cogs/format.py), so members
+# type them to /cancel order; the full id comes from its autocomplete.
+SHOWN_ID_LENGTH = 8
+
+
+def _open_order_id(typed: str, open_orders: dict[str, Order], target: Target) -> str:
+    """The open order ``typed`` means: its exact id, or the end of one id at least as long as
+    /orders shows (shorter fragments could too easily pick an order the member did not mean)."""
+    typed = typed.strip()
+    if typed in open_orders:
+        return typed
+    where = f"“{target.connection.name}” ({target.mode})"
+    key = typed.casefold()
+    matches = [
+        oid
+        for oid in open_orders
+        if len(key) >= min(SHOWN_ID_LENGTH, len(oid)) and oid.casefold().endswith(key)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        choices = "; ".join(f"{_describe(open_orders[oid])}: id {oid}" for oid in matches)
+        raise InvalidInput(
+            f"Id {typed} matches {len(matches)} open orders on {where}: {choices}. Type the whole "
+            "id of the one to cancel, or pick it from the list as you type."
+        )
+    raise NotFound(
+        f"Order {typed} is not open on {where}. Type the Id /orders shows for it, or pick the "
+        "order from the list as you type; /orders lists the open ones."
+    )
+
+
+def _describe(order: Order) -> str:
+    """An order as a member recognises it: buy 1 MSFT limit @ 350."""
+    at = order.limit_price if order.limit_price is not None else order.stop_price
+    price = f" @ {qty(at)}" if at is not None else ""
+    return (
+        f"{order.side.value} {qty(order.quantity)} {order.symbol} {order.order_type.value}{price}"
+    )
+
+
 def client_order_id(intent_id: str) -> str:
     """Deterministic and short enough for every broker (TradeStation allows 22 characters)."""
     return "tc" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
@@ -1339,7 +1380,8 @@ class TradingService:
         mode: str | None,
         order_ids: list[str] | None = None,
     ) -> tuple[Target, list[Order]]:
-        """Cancel the given open orders (all open orders when ``order_ids`` is None).
+        """Cancel the given open orders (all open orders when ``order_ids`` is None): each by
+        its id, or by the end of it that /orders shows.
 
         Returns the orders as the broker reports them afterwards.
         """
@@ -1347,13 +1389,11 @@ class TradingService:
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
             open_orders = {o.id: o for o in await adapter.fetch_open_orders(target.ref)}
-            wanted = list(open_orders) if order_ids is None else order_ids
-            for oid in wanted:
-                if oid not in open_orders:
-                    raise NotFound(
-                        f"Order {oid} is not open on “{target.connection.name}” ({target.mode}). "
-                        "See /orders for the open ones."
-                    )
+            wanted = (
+                list(open_orders)
+                if order_ids is None
+                else [_open_order_id(typed, open_orders, target) for typed in order_ids]
+            )
             for oid in wanted:
                 # One that filled or ended since the listing is reported as it ended.
                 with contextlib.suppress(OrderNotCancelable, OrderNotFound):

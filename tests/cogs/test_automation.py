@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
-from bot.models import ConnectionAccount
+from bot.models import Connection, ConnectionAccount, ConnectionStatus
 from bot.services.signals import Phase
 from cogs.automation import joined, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness
+from tests.support import add_broker_connection
 
 
 async def create_strategy(h: Harness, user: str, name: str) -> str:
@@ -274,3 +275,51 @@ async def test_strategy_autocomplete_offers_what_each_command_accepts(tradecord:
     assert await offered("bob", "subscribe") == ["Alpha trend"]  # shared with bob
     assert await offered("carol", "limits strategy") == ["Alpha trend"]
     assert await offered("bob", "limits strategy") == []  # only its owner sets its limits
+
+
+async def test_a_live_subscription_can_be_unsubscribed(tradecord: Harness) -> None:
+    h = tradecord
+    await create_strategy(h, "alice", "Trend")
+    conn_id = await add_broker_connection(h, "alice", "TS")
+    async with h.core.db.transaction() as s:
+        for mode, number in (("live", "11223344"), ("paper", "SIM5566")):
+            s.add(
+                ConnectionAccount(
+                    connection_id=conn_id,
+                    mode=mode,
+                    account_id=number,
+                    account_type="margin",
+                    label=f"TradeStation ****{number[-4:]}",
+                )
+            )
+    sub = await h.reply("alice", "subscribe", strategy="Trend", connection="TS", mode="live")
+    assert "now trades" in sub.text(), sub.text()
+    done = await h.reply("alice", "unsubscribe", strategy="Trend", connection="TS", mode="live")
+    assert done.ephemeral and "Unsubscribed **TS** (live)" in done.text(), done.text()
+    assert await h.core.subscriptions.list_for(h.user("alice")) == []
+
+    # With one subscription to the strategy, neither connection nor mode is needed.
+    await h.reply("alice", "subscribe", strategy="Trend", connection="TS", mode="live")
+    alone = await h.reply("alice", "unsubscribe", strategy="Trend")
+    assert "Unsubscribed **TS** (live)" in alone.text(), alone.text()
+
+    # Both modes on one connection: the member is asked which, and nothing stops.
+    for mode in ("live", "paper"):
+        await h.reply("alice", "subscribe", strategy="Trend", connection="TS", mode=mode)
+    which = await h.reply("alice", "unsubscribe", strategy="Trend", connection="TS")
+    assert which.ephemeral and "“TS” (live), “TS” (paper)" in which.text(), which.text()
+    assert "Add mode:" in which.text()
+    assert len(await h.core.subscriptions.list_for(h.user("alice"))) == 2
+    wrong = await h.reply("alice", "unsubscribe", strategy="Trend", connection="Tradecord Paper")
+    assert "not subscribed on “Tradecord Paper”" in wrong.text(), wrong.text()
+    paper = await h.reply("alice", "unsubscribe", strategy="Trend", connection="TS", mode="paper")
+    assert "Unsubscribed **TS** (paper)" in paper.text(), paper.text()
+    [left] = await h.core.subscriptions.list_for(h.user("alice"))
+    assert left.mode == "live"
+    # A connection that can no longer trade (a re-link is due) can still be stopped.
+    async with h.core.db.transaction() as s:
+        conn = await s.get(Connection, conn_id)
+        assert conn is not None
+        conn.status = ConnectionStatus.NEEDS_REAUTH
+    stale = await h.reply("alice", "unsubscribe", strategy="Trend", connection="TS")
+    assert "Unsubscribed **TS** (live)" in stale.text(), stale.text()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from tests.discord_harness import Harness
+from tests.support import add_broker_connection
 
 
 async def test_help_lists_every_command_and_the_brokers(tradecord: Harness) -> None:
@@ -21,3 +22,25 @@ async def test_accounts_shows_the_paper_connection_from_the_start(tradecord: Har
     assert "Tradecord Paper" in text
     assert "active" in text
     assert "Paper account: Tradecord Paper (margin)" in text
+
+
+async def test_a_connection_named_with_digits_can_be_renamed_again(tradecord: Harness) -> None:
+    h = tradecord
+    paper = await h.core.connections.resolve(h.user("alice"), None, "paper")
+    await add_broker_connection(h, "alice", "TS")
+    # The name is Tradecord Paper's id: the name the member gave wins, ids are never shown.
+    done = await h.reply("alice", "rename", connection="TS", new_name=str(paper.connection.id))
+    assert "Renamed" in done.text()
+    again = await h.reply("alice", "rename", connection=str(paper.connection.id), new_name="TS 2")
+    assert "Renamed" in again.text() and "“TS 2”" in again.text(), again.text()
+    # Digits that name nothing are not taken as an id either: that would act on a connection
+    # the member did not name.
+    stray = await h.reply("alice", "rename", connection=str(paper.connection.id), new_name="X")
+    assert stray.ephemeral and "no connection named" in stray.text(), stray.text()
+    await h.reply("alice", "rename", connection="TS 2", new_name="7")
+    ask = await h.reply("alice", "disconnect", connection="7")
+    assert "Disconnect “7”?" in ask.text(), ask.text()
+    gone = await (await h.emu.click(h.user("alice"), ask, label="Disconnect")).message(timeout=10)
+    assert "Disconnected “7”" in gone.text(), gone.text()
+    names = [c.name for c in await h.core.connections.list_for(h.user("alice"))]
+    assert names == ["Tradecord Paper"]

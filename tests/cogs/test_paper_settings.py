@@ -4,23 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.models import Connection, ConnectionStatus
 from tests.discord_harness import Harness
-
-
-async def add_broker_connection(h: Harness, user: str, name: str) -> None:
-    """A linked TradeStation connection as the member sees it (no broker call is needed)."""
-    member_id = await h.core.members.ensure(h.user(user))
-    async with h.core.db.transaction() as s:
-        s.add(
-            Connection(
-                member_id=member_id,
-                broker="tradestation",
-                name=name,
-                name_key=name.casefold(),
-                status=ConnectionStatus.ACTIVE,
-            )
-        )
+from tests.support import add_broker_connection
 
 
 async def test_paper_settings_show_change_and_price_later_orders(tradecord: Harness) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +12,7 @@ import discord
 import pytest
 from sqlalchemy import func, select
 
+from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from cogs import ui
 from cogs.trading import TradeButton
@@ -164,6 +166,62 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     assert "Nothing here" in (await h.reply("alice", "orders")).text()
     history = await h.reply("alice", "history")
     assert history.text().count("cancelled") == 2
+
+
+async def limit_order(h: Harness, user: str, price: str) -> None:
+    pin(h, "MSFT", "399.90", "400.10")
+    card = await preview(
+        h,
+        user,
+        symbol="MSFT",
+        quantity="1",
+        order_type="limit",
+        limit_price=price,
+        time_in_force="gtc",
+    )
+    await (await h.emu.click(h.user(user), card, label="Confirm")).message(timeout=10)
+
+
+async def test_the_id_shown_by_orders_cancels_that_order(tradecord: Harness) -> None:
+    h = tradecord
+    await limit_order(h, "alice", "350")
+    await limit_order(h, "alice", "360")
+    listing = await h.reply("alice", "orders")
+    row = next(line for line in listing.text().splitlines() if "360.00" in line)
+    short_id = row.split()[0]
+    done = await h.reply("alice", "cancel order", order=short_id)
+    assert "is not open" not in done.text() and "cancelled" in done.text(), done.text()
+    _, _, [left] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert left.limit_price == Decimal("350")
+    # Fewer characters than /orders shows could pick an order by accident: refused.
+    short = await h.reply("alice", "cancel order", order=short_id[-2:])
+    assert short.ephemeral and "is not open" in short.text() and "Type the Id" in short.text()
+    _, _, [kept] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert kept.id == left.id
+
+
+async def test_an_id_ending_two_open_orders_asks_which(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    await limit_order(h, "alice", "350")
+    await limit_order(h, "alice", "360")
+    real = PaperBroker.fetch_open_orders
+
+    async def same_endings(self: PaperBroker, account: Any) -> list[Any]:
+        # Brokers whose ids share their last characters (the paper broker's never do).
+        return [replace(o, id=f"{n}-ab12cd34") for n, o in enumerate(await real(self, account))]
+
+    monkeypatch.setattr(PaperBroker, "fetch_open_orders", same_endings)
+    which = await h.reply("alice", "cancel order", order="AB12CD34")
+    text = which.text()
+    assert which.ephemeral and "matches 2 open orders" in text, text
+    assert "buy 1 MSFT limit @ 360: id 0-ab12cd34" in text
+    assert "buy 1 MSFT limit @ 350: id 1-ab12cd34" in text
+    assert "Type the whole id" in text
+    monkeypatch.setattr(PaperBroker, "fetch_open_orders", real)
+    _, _, still = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert len(still) == 2
 
 
 async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> None:
