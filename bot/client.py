@@ -152,11 +152,26 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         )
     try:
         if interaction.response.is_done():
+            await drop_public_placeholder(interaction)
             await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException:
         log.warning("Could not deliver an error message for interaction %s", interaction.id)
+
+
+async def drop_public_placeholder(interaction: discord.Interaction) -> None:
+    """Delete a public "thinking…" message that is still waiting for its answer.
+
+    Discord makes the first followup after a deferral the deferred message itself, public if
+    the deferral was (``share``), whatever the followup's own flags say. Once that message is
+    deleted, a followup is a message of its own and its ephemeral flag holds. A failed look-up
+    raises, so an error is never sent when it might land in the channel."""
+    if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
+        return
+    original = await interaction.original_response()
+    if original.flags.loading and not original.flags.ephemeral:
+        await interaction.delete_original_response()
 
 
 class ShardedTradecord(Tradecord, commands.AutoShardedBot):  # type: ignore[misc]

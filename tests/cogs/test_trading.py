@@ -319,3 +319,26 @@ async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
     assert not history.ephemeral
     assert "cancelled" in history.text() and "350.25" not in history.text()
     assert "TCP" not in history.text()
+
+
+async def test_share_error_after_a_slow_read_stays_private(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    original = h.core.trading.holdings
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.trading, "holdings", slow)
+    result = await h.slash("alice", "positions", share=True, connection="My Schwab IRA")
+    assert (await result.response()).deferred  # publicly: "Tradecord is thinking…" for all
+    error = await result.followup(0, timeout=10)
+    assert "no connection named" in error.text()
+    assert error.ephemeral, "the error was posted in the channel"
+    # The public placeholder is gone rather than left thinking (or carrying the error).
+    assert result.original is not None and result.original.deleted
+    others = h.emu.messages(h.emu.general.id, visible_to=h.user("bob"))
+    assert not any("My Schwab IRA" in m.text() for m in others)
