@@ -55,17 +55,20 @@ class Pager(OwnedView):
         self.previous.disabled = self.index == 0
         self.next.disabled = self.index >= len(self.pages) - 1
 
-    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
-    async def previous(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.index -= 1
+    async def _turn(self, interaction: discord.Interaction, step: int) -> None:
+        # Clamped: a second quick press arrives before the first one disabled the button, and
+        # then shows the last (or first) page again instead of running off the end.
+        self.index = max(0, min(self.index + step, len(self.pages) - 1))
         self._sync()
         await interaction.response.edit_message(embed=self.pages[self.index], view=self)
 
+    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
+    async def previous(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        await self._turn(interaction, -1)
+
     @discord.ui.button(label="Next ▶", style=discord.ButtonStyle.secondary)
     async def next(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.index += 1
-        self._sync()
-        await interaction.response.edit_message(embed=self.pages[self.index], view=self)
+        await self._turn(interaction, 1)
 
 
 async def send_pages(interaction: discord.Interaction, pages: list[discord.Embed]) -> None:

@@ -181,41 +181,64 @@ async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> 
     assert private.ephemeral and "Buying power" in private.text()
 
 
-async def test_long_positions_page_with_buttons(tradecord: Harness) -> None:
-    h = tradecord
-    symbols = [
-        "AAPL",
-        "MSFT",
-        "NVDA",
-        "AMZN",
-        "GOOGL",
-        "META",
-        "TSLA",
-        "JPM",
-        "V",
-        "WMT",
-        "KO",
-        "PEP",
-        "DIS",
-        "NFLX",
-        "INTC",
-        "AMD",
-        "CSCO",
-        "ORCL",
-    ]
+SYMBOLS = [
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "TSLA",
+    "JPM",
+    "V",
+    "WMT",
+    "KO",
+    "PEP",
+    "DIS",
+    "NFLX",
+    "INTC",
+    "AMD",
+    "CSCO",
+    "ORCL",
+]
+
+
+async def hold(h: Harness, user: str, symbols: list[str]) -> None:
+    """One paper share of each symbol, placed directly (no card to press)."""
     from adapters.models import OrderRequest, Side
     from adapters.symbols import asset_class_of
 
-    target = await h.core.connections.resolve(h.user("alice"), None, "paper")
+    target = await h.core.connections.resolve(h.user(user), None, "paper")
     for i, sym in enumerate(symbols):
         req = OrderRequest(sym, Side.BUY, Decimal(1), asset_class=asset_class_of(sym))
         out = await h.core.trading.place(target, req, source="test", idempotency_key=f"k{i}")
         assert out.ok, out.message
+
+
+async def test_long_positions_page_with_buttons(tradecord: Harness) -> None:
+    h = tradecord
+    await hold(h, "alice", SYMBOLS)
     page1 = await h.reply("alice", "positions")
     assert "Page 1/2" in page1.text()
     nxt = await h.emu.click(h.user("alice"), page1, label="Next ▶")
     page2 = await nxt.message()
     assert "Page 2/2" in page2.text()
+
+
+async def test_pressing_next_or_previous_twice_stays_on_a_page(tradecord: Harness) -> None:
+    h = tradecord
+    alice = h.user("alice")
+    await hold(h, "alice", SYMBOLS[:16])
+    pager = await h.reply("alice", "positions")
+    assert "Page 1/2" in pager.text()
+    for label, page in (("Next ▶", "Page 2/2"), ("◀ Previous", "Page 1/2")):
+        # Both presses reach the bot before the first one has changed the buttons.
+        clicks = await asyncio.gather(
+            h.emu.click(alice, pager, label=label), h.emu.click(alice, pager, label=label)
+        )
+        answers = [(await c.message(timeout=10)).text() for c in clicks]
+        assert not any("Something went wrong" in a for a in answers), answers
+        assert page in pager.text(), pager.text()
 
 
 async def test_paper_reset_with_confirmation(tradecord: Harness) -> None:
