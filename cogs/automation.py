@@ -30,7 +30,7 @@ from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, Subscrip
 from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
-    OwnedView,
+    ConfirmView,
     broker_connection_names,
     connection_names,
     in_time,
@@ -218,23 +218,21 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
         await interaction.response.edit_message(content=content[-2000:], view=None)
 
 
-class ConfirmDelete(OwnedView):
+class ConfirmDelete(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, guild_id: int, strategy: str) -> None:
         super().__init__(owner_id, timeout=60)
         self.bot, self.guild_id, self.strategy = bot, guild_id, strategy
 
     @discord.ui.button(label="Delete strategy", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         await self.bot.core.strategies.delete(self.guild_id, interaction.user.id, self.strategy)
-        await interaction.response.edit_message(
-            content="Deleted: its webhook URL stops working and its subscriptions end.", view=None
+        await self.answer(
+            interaction, "Deleted: its webhook URL stops working and its subscriptions end."
         )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+        await self.answer(interaction, "Nothing was deleted.")
 
 
 def url_message(name: str, url: str, verb: str) -> str:

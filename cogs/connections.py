@@ -14,7 +14,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
-from cogs.ui import OwnedView, broker_connection_names, in_time, reply, update
+from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -84,14 +84,13 @@ def menus_view(rows: list[dict[str, Any]]) -> discord.ui.View:
     return view
 
 
-class ConfirmDisconnect(OwnedView):
+class ConfirmDisconnect(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, connection: str) -> None:
         super().__init__(owner_id, timeout=60)
         self.bot, self.connection = bot, connection
 
     @discord.ui.button(label="Disconnect", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         result = await in_time(
             interaction,
             self.bot.core.connections.disconnect(interaction.user.id, self.connection),
@@ -109,17 +108,15 @@ class ConfirmDisconnect(OwnedView):
                 f"{result.broker} offers no way for apps to revoke their access; remove "
                 f"Tradecord in your {result.broker} account settings if you wish"
             )
-        await update(
+        await self.answer(
             interaction,
-            content=f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
+            f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
             "Its history stays in the audit trail.",
-            view=None,
         )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was changed.", view=None)
+        await self.answer(interaction, "Nothing was changed.")
 
 
 class Connections(commands.Cog):

@@ -25,7 +25,15 @@ from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings
 from bot.services.trading import Holdings, OrderInput, Outcome, Preview
 from cogs import format as fmt
-from cogs.ui import OK_COLOUR, OwnedView, connection_names, in_time, reply, update
+from cogs.ui import (
+    OK_COLOUR,
+    ConfirmView,
+    OwnedView,
+    connection_names,
+    in_time,
+    reply,
+    update,
+)
 
 Mode = Literal["paper", "live"]
 CARD_TTL = 60.0
@@ -217,49 +225,43 @@ def cancelled_text(connection: str, orders: list[Order]) -> str:
     return text
 
 
-class ConfirmCancelAll(OwnedView):
+class ConfirmCancelAll(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
         self.bot, self.connection, self.mode = bot, connection, mode
 
     @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         target, orders = await in_time(
             interaction,
             self.bot.core.trading.cancel(interaction.user.id, self.connection, self.mode),
             ephemeral=True,
         )
-        await update(interaction, content=cancelled_text(target.connection.name, orders), view=None)
+        await self.answer(interaction, cancelled_text(target.connection.name, orders))
 
     @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was cancelled.", view=None)
+        await self.answer(interaction, "Nothing was cancelled.")
 
 
-class ConfirmPaperReset(OwnedView):
+class ConfirmPaperReset(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
         self.bot = bot
 
     @discord.ui.button(label="Reset my paper account", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         await in_time(
             interaction, self.bot.core.trading.reset_paper(interaction.user.id), ephemeral=True
         )
         cash = fmt.money(self.bot.settings.paper_starting_cash)
-        await update(
-            interaction,
-            content=f"Your paper account is back to {cash} cash, with no positions or orders.",
-            view=None,
+        await self.answer(
+            interaction, f"Your paper account is back to {cash} cash, with no positions or orders."
         )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was reset.", view=None)
+        await self.answer(interaction, "Nothing was reset.")
 
 
 class Trading(commands.Cog):

@@ -166,6 +166,48 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     assert history.text().count("cancelled") == 2
 
 
+async def limit_order(h: Harness, user: str, price: str) -> None:
+    """An open paper order: buy 1 MSFT at ``price``, good till cancelled."""
+    pin(h, "MSFT", "399.90", "400.10")
+    card = await preview(
+        h,
+        user,
+        symbol="MSFT",
+        quantity="1",
+        order_type="limit",
+        limit_price=price,
+        time_in_force="gtc",
+    )
+    await (await h.emu.click(h.user(user), card, label="Confirm")).message(timeout=10)
+
+
+async def test_a_double_press_on_a_confirm_dialog_acts_once(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    alice = h.user("alice")
+    await limit_order(h, "alice", "350")
+    calls: list[tuple[Any, ...]] = []
+    cancel = h.core.trading.cancel
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return await cancel(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.trading, "cancel", counted)
+    ask = await h.reply("alice", "cancel all")
+    # Both presses reach the bot before the first one has removed the buttons.
+    presses = await asyncio.gather(
+        h.emu.click(alice, ask, label="Cancel them all"),
+        h.emu.click(alice, ask, label="Cancel them all"),
+    )
+    answers = [await p.message(timeout=10) for p in presses]
+    assert len(calls) == 1
+    assert "Cancelled 1 open order" in ask.text() and ask.buttons() == []
+    second = next(a for a in answers if a.id != ask.id)
+    assert second.ephemeral and "already pressed" in second.text(), second.text()
+
+
 async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
