@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
-from bot.errors import InvalidInput, PermissionDenied
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.limits import describe_limit
 from bot.services.signals import Phase
 from bot.services.strategies import (
@@ -208,13 +208,21 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
         try:
             run = signals.approve if self.action == "approve" else signals.reject
             result = await run(self.intent_id, interaction.user.id)
+        except (Conflict, NotFound) as e:
+            # Expired, already decided or gone: no later press can do anything either, so the
+            # card says why and loses its buttons, as an expired /trade card does.
+            await self._close(interaction, e.user_message)
+            return
         except Exception as e:
             await report_error(interaction, e)
             return
-        # The card keeps its text and loses its buttons: it cannot be pressed twice.
-        content = (
-            f"{interaction.message.content if interaction.message else ''}\n\n**{result.message}**"
-        )
+        await self._close(interaction, result.message)
+
+    @staticmethod
+    async def _close(interaction: discord.Interaction, outcome: str) -> None:
+        """The card keeps its text, gains the outcome and loses its buttons."""
+        card = interaction.message.content if interaction.message else ""
+        content = f"{card}\n\n**{outcome}**"
         await interaction.response.edit_message(content=content[-2000:], view=None)
 
 
