@@ -490,13 +490,19 @@ class Automation(commands.Cog):
         )
         await send_pages(interaction, pages)
 
-    # No default permissions: members use /alerts show-my-name. /alerts channel checks Manage
-    # Server when it runs.
+    # Members' own alert settings. Choosing the channel is a command of its own: Discord sets
+    # default permissions per top-level command, and members must still see this group.
     alerts = app_commands.Group(
         name="alerts", description="Trade alerts in channels", guild_only=True
     )
 
-    @alerts.command(name="channel", description="Where this server's trade alerts go (admins)")
+    # Hidden from members by default; server admins can override that, so it checks Manage
+    # Server again when it runs.
+    @app_commands.command(
+        name="alerts-channel", description="Where this server's trade alerts go (admins)"
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         channel="The channel (leave out to stop posting)",
         strategy="Only this strategy's alerts (default: all)",

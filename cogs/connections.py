@@ -1,5 +1,5 @@
 """Linking and managing broker connections: /connect, account choice, /rename, /disconnect,
-/plan show and /plan set."""
+/my-plan and /plan set."""
 
 from __future__ import annotations
 
@@ -195,10 +195,10 @@ class Connections(commands.Cog):
         )
         view.message = await interaction.original_response()
 
-    plan = app_commands.Group(name="plan", description="Connection plans")
-
-    @plan.command(name="show", description="Your plan and how many connections it allows")
-    async def plan_show(self, interaction: discord.Interaction) -> None:
+    @app_commands.command(
+        name="my-plan", description="Your plan and how many connections it allows"
+    )
+    async def my_plan(self, interaction: discord.Interaction) -> None:
         name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
         await interaction.response.send_message(
             f"Your plan is **{name}**: {used} of {limit} broker connection(s) in use "
@@ -206,9 +206,18 @@ class Connections(commands.Cog):
             ephemeral=True,
         )
 
+    # Admins only, so hidden from members by default (Discord sets permissions per top-level
+    # command: members see their own plan with /my-plan). Server admins can override defaults,
+    # so plan_set checks Manage Server again when it runs.
+    plan = app_commands.Group(
+        name="plan",
+        description="Members' connection plans (server admins)",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
     @plan.command(name="set", description="Set a member's plan (server admins)")
     @app_commands.describe(member="The member", plan="The plan")
-    @app_commands.guild_only()
     async def plan_set(
         self, interaction: discord.Interaction, member: discord.Member, plan: str
     ) -> None:

@@ -60,7 +60,7 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     owner = h.emu.owner.id
     set_alerts = await h.emu.slash(
         owner,
-        "alerts channel",
+        "alerts-channel",
         options={"channel": h.emu.trade_alerts.id},
         guild_id=h.guild_id,
         channel_id=h.emu.general.id,
@@ -138,7 +138,11 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     tradecord: Harness,
 ) -> None:
     h = tradecord
-    denied = await h.reply("carol", "alerts channel", channel=h.emu.trade_alerts.id)
+    # Hidden from members; a server admin may show it to everyone, and it still refuses them.
+    with pytest.raises(EmulatorError, match="hidden"):
+        await h.slash("carol", "alerts-channel", channel=h.emu.trade_alerts.id)
+    h.emu.set_command_permission(h.guild_id, "alerts-channel", h.guild_id, allow=True)
+    denied = await h.reply("carol", "alerts-channel", channel=h.emu.trade_alerts.id)
     assert denied.ephemeral and "Manage Server" in denied.content
     # /alerts is not hidden from members: opting in to being named is theirs.
     named = await h.reply("carol", "alerts show-my-name", show=True)
