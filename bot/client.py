@@ -142,6 +142,8 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         text = error.user_message
     elif isinstance(error, app_commands.CheckFailure):
         text = str(error) or "You cannot use this command here."
+    elif isinstance(error, app_commands.TransformerError):
+        text = transformer_message(error)
     else:
         incident = secrets.token_hex(4).upper()
         command = interaction.command.qualified_name if interaction.command else "component"
@@ -152,11 +154,45 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         )
     try:
         if interaction.response.is_done():
+            await drop_public_placeholder(interaction)
             await interaction.followup.send(text, ephemeral=True)
         else:
             await interaction.response.send_message(text, ephemeral=True)
     except discord.HTTPException:
         log.warning("Could not deliver an error message for interaction %s", interaction.id)
+
+
+def transformer_message(error: app_commands.TransformerError) -> str:
+    """What to do when discord.py cannot turn an option into what the command takes.
+
+    Discord lets members pick any user it knows for a member option, including people who
+    are not (or no longer) in the server; discord.py then has a user, not a member.
+    """
+    if error.type is discord.AppCommandOptionType.user:
+        return "That member is not in this server. Choose someone from its member list."
+    if error.type is discord.AppCommandOptionType.channel:
+        return (
+            "Tradecord cannot use that channel. Choose a text channel of this server that "
+            "Tradecord can see."
+        )
+    return (
+        "Tradecord could not read one of the options you gave. Check it against the option's "
+        "description and try again."
+    )
+
+
+async def drop_public_placeholder(interaction: discord.Interaction) -> None:
+    """Delete a public "thinking…" message that is still waiting for its answer.
+
+    Discord makes the first followup after a deferral the deferred message itself, public if
+    the deferral was (``share``), whatever the followup's own flags say. Once that message is
+    deleted, a followup is a message of its own and its ephemeral flag holds. A failed look-up
+    raises, so an error is never sent when it might land in the channel."""
+    if interaction.response.type is not discord.InteractionResponseType.deferred_channel_message:
+        return
+    original = await interaction.original_response()
+    if original.flags.loading and not original.flags.ephemeral:
+        await interaction.delete_original_response()
 
 
 class ShardedTradecord(Tradecord, commands.AutoShardedBot):  # type: ignore[misc]

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
-from bot.errors import InvalidInput, PermissionDenied
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.limits import describe_limit
 from bot.services.signals import Phase
 from bot.services.strategies import (
@@ -30,7 +30,7 @@ from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, Subscrip
 from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
-    OwnedView,
+    ConfirmView,
     connection_names,
     in_time,
     reply,
@@ -207,33 +207,39 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
         try:
             run = signals.approve if self.action == "approve" else signals.reject
             result = await run(self.intent_id, interaction.user.id)
+        except (Conflict, NotFound) as e:
+            # Expired, already decided or gone: no later press can do anything either, so the
+            # card says why and loses its buttons, as an expired /trade card does.
+            await self._close(interaction, e.user_message)
+            return
         except Exception as e:
             await report_error(interaction, e)
             return
-        # The card keeps its text and loses its buttons: it cannot be pressed twice.
-        content = (
-            f"{interaction.message.content if interaction.message else ''}\n\n**{result.message}**"
-        )
+        await self._close(interaction, result.message)
+
+    @staticmethod
+    async def _close(interaction: discord.Interaction, outcome: str) -> None:
+        """The card keeps its text, gains the outcome and loses its buttons."""
+        card = interaction.message.content if interaction.message else ""
+        content = f"{card}\n\n**{outcome}**"
         await interaction.response.edit_message(content=content[-2000:], view=None)
 
 
-class ConfirmDelete(OwnedView):
+class ConfirmDelete(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, guild_id: int, strategy: str) -> None:
         super().__init__(owner_id, timeout=60)
         self.bot, self.guild_id, self.strategy = bot, guild_id, strategy
 
     @discord.ui.button(label="Delete strategy", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         await self.bot.core.strategies.delete(self.guild_id, interaction.user.id, self.strategy)
-        await interaction.response.edit_message(
-            content="Deleted: its webhook URL stops working and its subscriptions end.", view=None
+        await self.answer(
+            interaction, "Deleted: its webhook URL stops working and its subscriptions end."
         )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+        await self.answer(interaction, "Nothing was deleted.")
 
 
 def url_message(name: str, url: str, verb: str) -> str:
@@ -495,13 +501,19 @@ class Automation(commands.Cog):
         )
         await send_pages(interaction, pages)
 
-    # No default permissions: members use /alerts show-my-name. /alerts channel checks Manage
-    # Server when it runs.
+    # Members' own alert settings. Choosing the channel is a command of its own: Discord sets
+    # default permissions per top-level command, and members must still see this group.
     alerts = app_commands.Group(
         name="alerts", description="Trade alerts in channels", guild_only=True
     )
 
-    @alerts.command(name="channel", description="Where this server's trade alerts go (admins)")
+    # Hidden from members by default; server admins can override that, so it checks Manage
+    # Server again when it runs.
+    @app_commands.command(
+        name="alerts-channel", description="Where this server's trade alerts go (admins)"
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         channel="The channel (leave out to stop posting)",
         strategy="Only this strategy's alerts (default: all)",

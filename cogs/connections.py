@@ -1,5 +1,5 @@
 """Linking and managing broker connections: /connect, account choice, /rename, /disconnect,
-/plan show and /plan set."""
+/my-plan and /plan set."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
-from cogs.ui import OwnedView, broker_connection_names, in_time, reply, update
+from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -84,14 +84,13 @@ def menus_view(rows: list[dict[str, Any]]) -> discord.ui.View:
     return view
 
 
-class ConfirmDisconnect(OwnedView):
+class ConfirmDisconnect(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, connection: str) -> None:
         super().__init__(owner_id, timeout=60)
         self.bot, self.connection = bot, connection
 
     @discord.ui.button(label="Disconnect", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         result = await in_time(
             interaction,
             self.bot.core.connections.disconnect(interaction.user.id, self.connection),
@@ -109,17 +108,15 @@ class ConfirmDisconnect(OwnedView):
                 f"{result.broker} offers no way for apps to revoke their access; remove "
                 f"Tradecord in your {result.broker} account settings if you wish"
             )
-        await update(
+        await self.answer(
             interaction,
-            content=f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
+            f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
             "Its history stays in the audit trail.",
-            view=None,
         )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was changed.", view=None)
+        await self.answer(interaction, "Nothing was changed.")
 
 
 class Connections(commands.Cog):
@@ -198,10 +195,10 @@ class Connections(commands.Cog):
         )
         view.message = await interaction.original_response()
 
-    plan = app_commands.Group(name="plan", description="Connection plans")
-
-    @plan.command(name="show", description="Your plan and how many connections it allows")
-    async def plan_show(self, interaction: discord.Interaction) -> None:
+    @app_commands.command(
+        name="my-plan", description="Your plan and how many connections it allows"
+    )
+    async def my_plan(self, interaction: discord.Interaction) -> None:
         name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
         await interaction.response.send_message(
             f"Your plan is **{name}**: {used} of {limit} broker connection(s) in use "
@@ -209,9 +206,18 @@ class Connections(commands.Cog):
             ephemeral=True,
         )
 
+    # Admins only, so hidden from members by default (Discord sets permissions per top-level
+    # command: members see their own plan with /my-plan). Server admins can override defaults,
+    # so plan_set checks Manage Server again when it runs.
+    plan = app_commands.Group(
+        name="plan",
+        description="Members' connection plans (server admins)",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
     @plan.command(name="set", description="Set a member's plan (server admins)")
     @app_commands.describe(member="The member", plan="The plan")
-    @app_commands.guild_only()
     async def plan_set(
         self, interaction: discord.Interaction, member: discord.Member, plan: str
     ) -> None:

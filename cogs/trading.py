@@ -25,7 +25,15 @@ from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings
 from bot.services.trading import Holdings, OrderInput, Outcome, Preview
 from cogs import format as fmt
-from cogs.ui import OK_COLOUR, OwnedView, connection_names, in_time, reply, update
+from cogs.ui import (
+    OK_COLOUR,
+    ConfirmView,
+    OwnedView,
+    connection_names,
+    in_time,
+    reply,
+    update,
+)
 
 Mode = Literal["paper", "live"]
 CARD_TTL = 60.0
@@ -55,17 +63,20 @@ class Pager(OwnedView):
         self.previous.disabled = self.index == 0
         self.next.disabled = self.index >= len(self.pages) - 1
 
-    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
-    async def previous(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.index -= 1
+    async def _turn(self, interaction: discord.Interaction, step: int) -> None:
+        # Clamped: a second quick press arrives before the first one disabled the button, and
+        # then shows the last (or first) page again instead of running off the end.
+        self.index = max(0, min(self.index + step, len(self.pages) - 1))
         self._sync()
         await interaction.response.edit_message(embed=self.pages[self.index], view=self)
 
+    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
+    async def previous(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        await self._turn(interaction, -1)
+
     @discord.ui.button(label="Next ▶", style=discord.ButtonStyle.secondary)
     async def next(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.index += 1
-        self._sync()
-        await interaction.response.edit_message(embed=self.pages[self.index], view=self)
+        await self._turn(interaction, 1)
 
 
 async def send_pages(interaction: discord.Interaction, pages: list[discord.Embed]) -> None:
@@ -214,49 +225,43 @@ def cancelled_text(connection: str, orders: list[Order]) -> str:
     return text
 
 
-class ConfirmCancelAll(OwnedView):
+class ConfirmCancelAll(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
         self.bot, self.connection, self.mode = bot, connection, mode
 
     @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         target, orders = await in_time(
             interaction,
             self.bot.core.trading.cancel(interaction.user.id, self.connection, self.mode),
             ephemeral=True,
         )
-        await update(interaction, content=cancelled_text(target.connection.name, orders), view=None)
+        await self.answer(interaction, cancelled_text(target.connection.name, orders))
 
     @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was cancelled.", view=None)
+        await self.answer(interaction, "Nothing was cancelled.")
 
 
-class ConfirmPaperReset(OwnedView):
+class ConfirmPaperReset(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
         self.bot = bot
 
     @discord.ui.button(label="Reset my paper account", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
         await in_time(
             interaction, self.bot.core.trading.reset_paper(interaction.user.id), ephemeral=True
         )
         cash = fmt.money(self.bot.settings.paper_starting_cash)
-        await update(
-            interaction,
-            content=f"Your paper account is back to {cash} cash, with no positions or orders.",
-            view=None,
+        await self.answer(
+            interaction, f"Your paper account is back to {cash} cash, with no positions or orders."
         )
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        self.stop()
-        await interaction.response.edit_message(content="Nothing was reset.", view=None)
+        await self.answer(interaction, "Nothing was reset.")
 
 
 class Trading(commands.Cog):

@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 
 from bot.client import report_error
+from bot.errors import Conflict
 
 PAPER_COLOUR = discord.Colour.blurple()
 LIVE_COLOUR = discord.Colour.red()
@@ -161,3 +162,43 @@ class OwnedView(discord.ui.View):
                 await self.message.edit(view=self)
             except discord.HTTPException:
                 pass  # the message is gone or no longer ours to edit: nothing to disable
+
+
+class ConfirmView(OwnedView):
+    """A question answered once: the first press of any of its buttons acts, and a later one
+    is told so privately, as a second press of a /trade card is.
+
+    A quick second press (a double click) reaches discord.py before the first press has
+    removed the buttons, and ``stop()`` does not recall a click already dispatched; so the
+    answer is claimed in ``interaction_check``, with no await between reading and setting the
+    flag. ``answer`` stops the view only once the buttons are gone: until then a second press
+    must still reach this view and be answered, not fail in Discord.
+    """
+
+    def __init__(self, owner_id: int, *, timeout: float | None = 60.0) -> None:
+        super().__init__(owner_id, timeout=timeout)
+        self.answered = False
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id != self.owner_id:
+            return await super().interaction_check(interaction)
+        if self.answered:
+            await report_error(
+                interaction,
+                Conflict("You already pressed a button here; your first press counts."),
+            )
+            return False
+        self.answered = True
+        return True
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]
+    ) -> None:
+        if interaction.user.id == self.owner_id:  # their answer failed: they may try again
+            self.answered = False
+        await super().on_error(interaction, error, item)
+
+    async def answer(self, interaction: discord.Interaction, content: str) -> None:
+        """Replace the question with its outcome, without buttons, and stop listening."""
+        await update(interaction, content=content, view=None)
+        self.stop()

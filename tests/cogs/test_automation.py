@@ -61,7 +61,7 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     owner = h.emu.owner.id
     set_alerts = await h.emu.slash(
         owner,
-        "alerts channel",
+        "alerts-channel",
         options={"channel": h.emu.trade_alerts.id},
         guild_id=h.guild_id,
         channel_id=h.emu.general.id,
@@ -118,11 +118,32 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
     assert await paper_orders(h) == 1
 
 
+async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord: Harness) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
+    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    answer = await pressed.message(timeout=15)
+    assert answer.id == card.id and "This approval expired" in answer.text()
+    assert "Waiting for your approval" in answer.text()  # the card keeps what it was about
+    assert h.emu.message(card.id).buttons() == []
+    assert await paper_orders(h) == 0
+
+
 async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     tradecord: Harness,
 ) -> None:
     h = tradecord
-    denied = await h.reply("carol", "alerts channel", channel=h.emu.trade_alerts.id)
+    # Hidden from members; a server admin may show it to everyone, and it still refuses them.
+    with pytest.raises(EmulatorError, match="hidden"):
+        await h.slash("carol", "alerts-channel", channel=h.emu.trade_alerts.id)
+    h.emu.set_command_permission(h.guild_id, "alerts-channel", h.guild_id, allow=True)
+    denied = await h.reply("carol", "alerts-channel", channel=h.emu.trade_alerts.id)
     assert denied.ephemeral and "Manage Server" in denied.content
     # /alerts is not hidden from members: opting in to being named is theirs.
     named = await h.reply("carol", "alerts show-my-name", show=True)

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import re
 
+import discord
 import pytest
+from discord import app_commands
 
+from bot.client import transformer_message
 from bot.errors import NotFound
+from tests.cogs.test_automation import create_strategy
 from tests.discord_harness import Harness
+
+OUTSIDER = "That member is not in this server. Choose someone from its member list."
 
 
 async def test_domain_error_becomes_its_message(
@@ -38,3 +44,26 @@ async def test_unexpected_error_shows_only_an_incident_id(
     assert "hunter2" not in msg.text()
     logged = [r for r in tradecord.errors.records if m.group(1) in r.getMessage()]
     assert logged and logged[0].exc_info is not None  # the log has the traceback
+
+
+async def test_choosing_someone_outside_the_server_says_so(tradecord: Harness) -> None:
+    h = tradecord
+    await create_strategy(h, "alice", "Trend")
+    outsider = h.emu.add_user("outsider")  # Discord resolves them as a user, not a member
+    for user, command, options in (
+        ("alice", "strategy share", {"strategy": "Trend"}),
+        (h.emu.owner.id, "plan set", {"plan": "pro"}),
+    ):
+        msg = await h.reply(user, command, member=outsider.id, **options)
+        assert msg.ephemeral, command
+        assert msg.content == OUTSIDER, (command, msg.content)
+    assert await h.core.strategies.list(h.guild_id, outsider.id) == []
+
+
+def test_other_options_discord_py_cannot_convert_get_advice_too() -> None:
+    channel = app_commands.transformers.BaseChannelTransformer(discord.TextChannel)
+    error = app_commands.TransformerError(object(), discord.AppCommandOptionType.channel, channel)
+    assert "Choose a text channel" in transformer_message(error)
+    stamp = app_commands.Timestamp()
+    error = app_commands.TransformerError("soon", discord.AppCommandOptionType.string, stamp)
+    assert "try again" in transformer_message(error)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import discord
+import pytest
+
+from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness
 from tests.support import add_broker_connection
 
@@ -44,3 +48,21 @@ async def test_a_connection_named_with_digits_can_be_renamed_again(tradecord: Ha
     assert "Disconnected “7”" in gone.text(), gone.text()
     names = [c.name for c in await h.core.connections.list_for(h.user("alice"))]
     assert names == ["Tradecord Paper"]
+
+
+async def test_admin_commands_are_hidden_from_members_by_default(tradecord: Harness) -> None:
+    h = tradecord
+    manage_guild = str(discord.Permissions(manage_guild=True).value)
+    synced = {
+        c.name: c.data.get("default_member_permissions")
+        for c in h.emu.world.commands.in_scope(h.guild_id)
+    }
+    admin = {name for name, perms in synced.items() if perms is not None}
+    assert admin == {"plan", "alerts-channel"}
+    assert all(synced[name] == manage_guild for name in admin)
+    # What members use stays visible to them.
+    assert "Your plan is" in (await h.reply("bob", "my-plan")).content
+    assert "name you" in (await h.reply("bob", "alerts show-my-name", show=True)).content
+    for command in ("plan set", "alerts-channel"):
+        with pytest.raises(EmulatorError, match="hidden"):
+            await h.slash("bob", command)

@@ -169,6 +169,7 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
 
 
 async def limit_order(h: Harness, user: str, price: str) -> None:
+    """An open paper order: buy 1 MSFT at ``price``, good till cancelled."""
     pin(h, "MSFT", "399.90", "400.10")
     card = await preview(
         h,
@@ -224,6 +225,33 @@ async def test_an_id_ending_two_open_orders_asks_which(
     assert len(still) == 2
 
 
+async def test_a_double_press_on_a_confirm_dialog_acts_once(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    alice = h.user("alice")
+    await limit_order(h, "alice", "350")
+    calls: list[tuple[Any, ...]] = []
+    cancel = h.core.trading.cancel
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return await cancel(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.trading, "cancel", counted)
+    ask = await h.reply("alice", "cancel all")
+    # Both presses reach the bot before the first one has removed the buttons.
+    presses = await asyncio.gather(
+        h.emu.click(alice, ask, label="Cancel them all"),
+        h.emu.click(alice, ask, label="Cancel them all"),
+    )
+    answers = [await p.message(timeout=10) for p in presses]
+    assert len(calls) == 1
+    assert "Cancelled 1 open order" in ask.text() and ask.buttons() == []
+    second = next(a for a in answers if a.id != ask.id)
+    assert second.ephemeral and "already pressed" in second.text(), second.text()
+
+
 async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
@@ -239,41 +267,64 @@ async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> 
     assert private.ephemeral and "Buying power" in private.text()
 
 
-async def test_long_positions_page_with_buttons(tradecord: Harness) -> None:
-    h = tradecord
-    symbols = [
-        "AAPL",
-        "MSFT",
-        "NVDA",
-        "AMZN",
-        "GOOGL",
-        "META",
-        "TSLA",
-        "JPM",
-        "V",
-        "WMT",
-        "KO",
-        "PEP",
-        "DIS",
-        "NFLX",
-        "INTC",
-        "AMD",
-        "CSCO",
-        "ORCL",
-    ]
+SYMBOLS = [
+    "AAPL",
+    "MSFT",
+    "NVDA",
+    "AMZN",
+    "GOOGL",
+    "META",
+    "TSLA",
+    "JPM",
+    "V",
+    "WMT",
+    "KO",
+    "PEP",
+    "DIS",
+    "NFLX",
+    "INTC",
+    "AMD",
+    "CSCO",
+    "ORCL",
+]
+
+
+async def hold(h: Harness, user: str, symbols: list[str]) -> None:
+    """One paper share of each symbol, placed directly (no card to press)."""
     from adapters.models import OrderRequest, Side
     from adapters.symbols import asset_class_of
 
-    target = await h.core.connections.resolve(h.user("alice"), None, "paper")
+    target = await h.core.connections.resolve(h.user(user), None, "paper")
     for i, sym in enumerate(symbols):
         req = OrderRequest(sym, Side.BUY, Decimal(1), asset_class=asset_class_of(sym))
         out = await h.core.trading.place(target, req, source="test", idempotency_key=f"k{i}")
         assert out.ok, out.message
+
+
+async def test_long_positions_page_with_buttons(tradecord: Harness) -> None:
+    h = tradecord
+    await hold(h, "alice", SYMBOLS)
     page1 = await h.reply("alice", "positions")
     assert "Page 1/2" in page1.text()
     nxt = await h.emu.click(h.user("alice"), page1, label="Next ▶")
     page2 = await nxt.message()
     assert "Page 2/2" in page2.text()
+
+
+async def test_pressing_next_or_previous_twice_stays_on_a_page(tradecord: Harness) -> None:
+    h = tradecord
+    alice = h.user("alice")
+    await hold(h, "alice", SYMBOLS[:16])
+    pager = await h.reply("alice", "positions")
+    assert "Page 1/2" in pager.text()
+    for label, page in (("Next ▶", "Page 2/2"), ("◀ Previous", "Page 1/2")):
+        # Both presses reach the bot before the first one has changed the buttons.
+        clicks = await asyncio.gather(
+            h.emu.click(alice, pager, label=label), h.emu.click(alice, pager, label=label)
+        )
+        answers = [(await c.message(timeout=10)).text() for c in clicks]
+        assert not any("Something went wrong" in a for a in answers), answers
+        assert page in pager.text(), pager.text()
 
 
 async def test_paper_reset_with_confirmation(tradecord: Harness) -> None:
@@ -377,3 +428,26 @@ async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
     assert not history.ephemeral
     assert "cancelled" in history.text() and "350.25" not in history.text()
     assert "TCP" not in history.text()
+
+
+async def test_share_error_after_a_slow_read_stays_private(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    original = h.core.trading.holdings
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.trading, "holdings", slow)
+    result = await h.slash("alice", "positions", share=True, connection="My Schwab IRA")
+    assert (await result.response()).deferred  # publicly: "Tradecord is thinking…" for all
+    error = await result.followup(0, timeout=10)
+    assert "no connection named" in error.text()
+    assert error.ephemeral, "the error was posted in the channel"
+    # The public placeholder is gone rather than left thinking (or carrying the error).
+    assert result.original is not None and result.original.deleted
+    others = h.emu.messages(h.emu.general.id, visible_to=h.user("bob"))
+    assert not any("My Schwab IRA" in m.text() for m in others)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from bot.models import Connection, ConnectionStatus, Credential
 from bot.settings import Settings
+from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness, running_tradecord
 
 
@@ -323,6 +324,10 @@ async def test_plan_limit_and_plan_set(h: Harness) -> None:
     over = await h.reply("alice", "connect", broker="alpaca")
     assert "plan (free) allows 1 broker connection" in over.text()
     assert "/plan set" in over.text()
+    # Hidden from members; a server admin may show it to everyone, and it still refuses them.
+    with pytest.raises(EmulatorError, match="hidden"):
+        await h.slash("bob", "plan set", member=h.user("alice"), plan="pro")
+    h.emu.set_command_permission(h.guild_id, "plan", h.guild_id, allow=True)
     denied = await h.reply("bob", "plan set", member=h.user("alice"), plan="pro")
     assert "Only server admins" in denied.text()
     owner = h.emu.owner.id
@@ -334,7 +339,7 @@ async def test_plan_limit_and_plan_set(h: Harness) -> None:
         channel_id=h.emu.general.id,
     )
     assert "now on the **pro** plan" in (await granted.message()).content
-    assert "**pro**: 1 of 25" in (await h.reply("alice", "plan show")).content
+    assert "**pro**: 1 of 25" in (await h.reply("alice", "my-plan")).content
     assert (await h.reply("alice", "connect", broker="alpaca")).buttons()
     # A plan counts in every server: an admin of one (not the bot owner) cannot raise their own.
     h.emu.add_member(

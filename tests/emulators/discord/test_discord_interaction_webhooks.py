@@ -173,6 +173,36 @@ async def test_webhook_exists_only_after_acknowledgement(raw: Any) -> None:
     assert (status, body) == (401, {"message": "Invalid Webhook Token", "code": 50027})
 
 
+async def test_an_ephemeral_followup_after_a_public_deferral(raw: Any) -> None:
+    """While a public deferral is loading, the first followup is that message, public whatever
+    its flags say; once the bot deletes it, a followup is its own message and stays ephemeral
+    (discord/discord-api-docs#2739 made followups work after that delete)."""
+    emu, bot, alice = raw
+    for delete_first in (False, True):
+        result = await emu.slash(alice.id, "ping")
+        interaction = await bot.interaction()
+        status, body = await call(bot.http, "POST", bot.callback_url(interaction), {"type": 5})
+        assert status == 200 and body["interaction"]["response_message_ephemeral"] is False
+        loading_id = body["interaction"]["response_message_id"]
+        if delete_first:
+            original = bot.webhook_url(interaction, "/messages/@original")
+            assert (await call(bot.http, "DELETE", original))[0] == 204
+        status, sent = await call(
+            bot.http,
+            "POST",
+            bot.webhook_url(interaction) + "?wait=true",
+            {"content": "only for alice", "flags": 64},
+        )
+        assert status == 200
+        if delete_first:
+            assert sent["id"] != loading_id and sent["flags"] == 64
+            assert result.original is not None and result.original.deleted
+            assert (await result.followup(0)).visible_to == alice.id
+        else:
+            assert (sent["id"], sent["flags"]) == (loading_id, 0)  # in the channel, for all
+            assert (await result.message()).visible_to is None
+
+
 async def test_component_update_and_deferred_update(raw: Any) -> None:
     emu, bot, alice = raw
     await emu.slash(alice.id, "menu")
