@@ -32,10 +32,15 @@ Buying power (no leverage)
     the mark. An order needs buying power for the quantity that opens or increases a position
     (closing quantity needs none): value at its reference price for stocks and crypto,
     initial margin for futures. The reference price is the limit price (limit, stop-limit),
-    the stop price (stop) or the executable price when placed (market). Open orders keep that
-    amount reserved until they end. A resting order is not checked again when it fills, so a
-    gap can leave buying power negative (as at a real broker); new orders that open exposure
-    are then refused, orders that reduce it are always accepted.
+    the stop price (stop) or the executable price when placed (market). A position closes
+    once: open orders on the closing side close it oldest first, and a new order closes only
+    what they leave of it (two resting sells of one long cannot both be closing). Open orders
+    keep what they need reserved until they end; reservations are worked out afresh from the
+    open orders' remaining quantities and the positions at every valuation, so a fill or a
+    cancel moves them at once (a cancelled closing order leaves its share of the position to
+    the orders after it, which then reserve less). A resting order is not checked again when
+    it fills, so a gap can leave buying power negative (as at a real broker); new orders that
+    open exposure are then refused, orders that reduce it are always accepted.
 
 Marks
     Positions are valued at the quote's bid/ask midpoint (the last price when a side is
@@ -178,12 +183,21 @@ def conservation_residual(account: AccountState, positions: Iterable[PositionSta
         return account.cash + basis - account.realized_pnl - account.starting_cash
 
 
-def opening_quantity(held: Decimal, side: Side, quantity: Decimal) -> Decimal:
+def closing_quantity(
+    held: Decimal, side: Side, quantity: Decimal, already_closing: Decimal = ZERO
+) -> Decimal:
+    """The part of an order that closes ``held``. Open orders placed before it on the same side
+    close ``already_closing`` of it first: each share of a position can be closed once."""
+    if held == 0 or (held > 0) == (side is Side.BUY):
+        return ZERO
+    return min(quantity, max(ZERO, abs(held) - already_closing))
+
+
+def opening_quantity(
+    held: Decimal, side: Side, quantity: Decimal, already_closing: Decimal = ZERO
+) -> Decimal:
     """The part of an order that opens or increases exposure (the rest closes ``held``)."""
-    delta = signed(side, quantity)
-    if held == 0 or (held > 0) == (delta > 0):
-        return quantity
-    return max(ZERO, quantity - abs(held))
+    return quantity - closing_quantity(held, side, quantity, already_closing)
 
 
 def order_requirement(
@@ -193,10 +207,11 @@ def order_requirement(
     side: Side,
     quantity: Decimal,
     reference_price: Decimal,
+    already_closing: Decimal = ZERO,
 ) -> Decimal:
     """Buying power an order needs (see the module docstring)."""
     with localcontext(_EXACT):
-        opening = opening_quantity(held, side, quantity)
+        opening = opening_quantity(held, side, quantity, already_closing)
         if asset_class is AssetClass.FUTURE:
             return opening * reference_price * multiplier * FUTURES_INITIAL_MARGIN
         return opening * reference_price
@@ -226,6 +241,7 @@ class Valuation:
     buying_power: Decimal
     unrealized_pnl: Decimal
     unpriced: tuple[str, ...]  # symbols marked at their average price for want of a quote
+    closing: Mapping[str, Decimal]  # by symbol: how much of the position open orders close
 
 
 def mark_price(quote: Quote | None) -> Decimal | None:
@@ -243,7 +259,8 @@ def value_account(
     marks: Mapping[str, Decimal],
     reservations: Iterable[Reservation] = (),
 ) -> Valuation:
-    """Equity and buying power at the given marks (see the module docstring)."""
+    """Equity and buying power at the given marks (see the module docstring).
+    ``reservations``: the open orders, oldest first."""
     with localcontext(_EXACT):
         long_mv = short_mv = fut_upnl = fut_margin = upnl = ZERO
         unpriced: list[str] = []
@@ -267,20 +284,21 @@ def value_account(
             else:
                 fut_upnl += pnl
                 fut_margin += abs(p.quantity) * mark * p.multiplier * FUTURES_INITIAL_MARGIN
-        reserved = sum(
-            (
-                order_requirement(
-                    r.asset_class,
-                    r.multiplier,
-                    held.get(r.symbol, ZERO),
-                    r.side,
-                    r.remaining,
-                    r.reference_price,
-                )
-                for r in reservations
-            ),
-            ZERO,
-        )
+        reserved = ZERO
+        closing: dict[str, Decimal] = {}
+        for r in reservations:  # oldest first: the first orders to close a position close it
+            position = held.get(r.symbol, ZERO)
+            taken = closing.get(r.symbol, ZERO)
+            reserved += order_requirement(
+                r.asset_class,
+                r.multiplier,
+                position,
+                r.side,
+                r.remaining,
+                r.reference_price,
+                taken,
+            )
+            closing[r.symbol] = taken + closing_quantity(position, r.side, r.remaining, taken)
         equity = account.cash + long_mv - short_mv + fut_upnl
         buying_power = equity - long_mv - short_mv - fut_margin - reserved
         return Valuation(
@@ -294,6 +312,7 @@ def value_account(
             buying_power=buying_power,
             unrealized_pnl=upnl,
             unpriced=tuple(sorted(unpriced)),
+            closing=closing,
         )
 
 

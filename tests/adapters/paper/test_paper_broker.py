@@ -395,6 +395,76 @@ async def test_buying_power_is_checked_and_reserved_by_open_orders(
     assert await count(db, PaperOrder) == 3
 
 
+async def test_second_resting_sell_of_the_same_long_needs_buying_power(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    await broker.create_order(ref, req("AAPL", BUY, 400))  # all 100,000 spent
+    assert (await broker.fetch_balance(ref)).buying_power == 0
+    first = await broker.create_order(ref, req("AAPL", SELL, 400, LMT, GTC, limit="300"))
+    assert first.status is OrderStatus.OPEN
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("AAPL", SELL, 400, LMT, GTC, limit="300"))
+    assert "needs $120,000.00" in str(e.value)
+    assert "open orders already close all 400 AAPL held" in str(e.value)
+    with pytest.raises(InsufficientBuyingPower):
+        await broker.create_order(ref, req("AAPL", SELL, 1, LMT, GTC, limit="300"))
+    # Cancelled, the first gives the position back to close.
+    await broker.cancel_order(ref, first.id)
+    second = await broker.create_order(ref, req("AAPL", SELL, 400, LMT, GTC, limit="300"))
+    assert second.status is OrderStatus.OPEN
+    assert (await broker.fetch_balance(ref)).info["reserved_for_open_orders"] == "0"
+    assert await count(db, PaperOrder) == 3
+
+
+async def test_second_resting_buy_of_the_same_short_needs_buying_power(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    await broker.create_order(ref, req("AAPL", SELL, 400))  # the short holds all 100,000
+    assert (await broker.fetch_balance(ref)).buying_power == 0
+    await broker.create_order(ref, req("AAPL", BUY, 300, LMT, GTC, limit="200"))
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("AAPL", BUY, 400, LMT, GTC, limit="200"))
+    assert "needs $60,000.00" in str(e.value)  # 100 close, 300 open a long
+    assert "already close 300 of the 400 AAPL held, so this order can close only 100" in str(
+        e.value
+    )
+    closing = await broker.create_order(ref, req("AAPL", BUY, 100, LMT, GTC, limit="200"))
+    assert closing.status is OrderStatus.OPEN
+
+
+async def test_orders_closing_one_position_reserve_what_they_would_open_until_they_end(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """Older orders close a position first; what a newer one opens stays reserved until an
+    older one is cancelled (it then closes instead) or the position is gone."""
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    await broker.create_order(ref, req("AAPL", BUY, 200))  # 50,000 left
+    first = await broker.create_order(ref, req("AAPL", SELL, 200, LMT, GTC, limit="300"))
+    second = await broker.create_order(ref, req("AAPL", SELL, 100, LMT, GTC, limit="300"))
+    balance = await broker.fetch_balance(ref)
+    assert balance.info["reserved_for_open_orders"] == "30000"  # the second opens a short
+    assert balance.buying_power == D(20000)
+    await broker.cancel_order(ref, first.id)
+    balance = await broker.fetch_balance(ref)
+    assert balance.info["reserved_for_open_orders"] == "0"  # now the second closes
+    assert balance.buying_power == D(50000)
+    # Placed again, the first is the newer one: it closes the 100 the second leaves and
+    # reserves the 100 it opens.
+    first = await broker.create_order(ref, req("AAPL", SELL, 200, LMT, GTC, limit="300"))
+    assert (await broker.fetch_balance(ref)).info["reserved_for_open_orders"] == "30000"
+    feed.set_quote("AAPL", D("300.00"), D("300.00"))
+    updates = await broker.sweep(ref)
+    assert {u.order.id for u in updates} == {first.id, second.id}
+    [short] = await broker.fetch_positions(ref)
+    assert short.quantity == D(-100)
+    balance = await broker.fetch_balance(ref)
+    # Both sold at 300: cash 50,000 + 90,000; the short holds its 30,000 twice over.
+    assert balance.cash == D(140000) and balance.buying_power == D(80000)
+    assert await stored_residual(db, ref.id) == 0
+
+
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
