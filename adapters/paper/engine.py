@@ -29,18 +29,23 @@ Buying power (no leverage)
     For an account holding only long stock that is simply its cash; a short needs buying power
     equal to its value (cash − 2 × short market value). Futures initial margin is
     ``FUTURES_INITIAL_MARGIN`` (10 %) of notional, ``|contracts| × price × multiplier``, at
-    the mark. An order needs buying power for the quantity that opens or increases a position
-    (closing quantity needs none): value at its reference price for stocks and crypto,
-    initial margin for futures. The reference price is the limit price (limit, stop-limit),
-    the stop price (stop) or the executable price when placed (market). A position closes
-    once: open orders on the closing side close it oldest first, and a new order closes only
-    what they leave of it (two resting sells of one long cannot both be closing). Open orders
-    keep what they need reserved until they end; reservations are worked out afresh from the
-    open orders' remaining quantities and the positions at every valuation, so a fill or a
-    cancel moves them at once (a cancelled closing order leaves its share of the position to
-    the orders after it, which then reserve less). A resting order is not checked again when
-    it fills, so a gap can leave buying power negative (as at a real broker); new orders that
-    open exposure are then refused, orders that reduce it are always accepted.
+    the mark. An order needs what its part that opens or increases a position takes, less
+    what its part that closes one frees, both per unit at the order's reference price: value
+    for stocks and crypto (selling a long brings it in, buying back a short gives it back),
+    initial margin for futures. An order that frees at least what it takes needs none, and a
+    flip in one order is checked like the close and the open sent one after the other
+    (exactly so when it fills at the mark). The reference price is the limit price (limit,
+    stop-limit), the stop price (stop) or the executable price when placed (market).
+    A position closes once: open orders on the closing side close it oldest first, and a new
+    order closes only what they leave of it (two resting sells of one long cannot both be
+    closing). Open orders keep what they need reserved until they end, never less than zero
+    (what a resting order will free is not there before it fills, so it pays for nothing
+    else). Reservations are worked out afresh from the open orders' remaining quantities and
+    the positions at every valuation, so a fill or a cancel moves them at once (a cancelled
+    closing order leaves its share of the position to the orders after it, which then
+    reserve less). A resting order is not checked again when it fills, so a gap can leave
+    buying power negative (as at a real broker); new orders that open exposure are then
+    refused, orders that reduce it are always accepted.
 
 Marks
     Positions are valued at the quote's bid/ask midpoint (the last price when a side is
@@ -200,6 +205,14 @@ def opening_quantity(
     return quantity - closing_quantity(held, side, quantity, already_closing)
 
 
+def unit_requirement(asset_class: AssetClass, multiplier: Decimal, price: Decimal) -> Decimal:
+    """Buying power one unit takes when it opens at ``price``, and frees when it closes."""
+    with localcontext(_EXACT):
+        if asset_class is AssetClass.FUTURE:
+            return price * multiplier * FUTURES_INITIAL_MARGIN
+        return price
+
+
 def order_requirement(
     asset_class: AssetClass,
     multiplier: Decimal,
@@ -209,12 +222,12 @@ def order_requirement(
     reference_price: Decimal,
     already_closing: Decimal = ZERO,
 ) -> Decimal:
-    """Buying power an order needs (see the module docstring)."""
+    """Buying power an order needs: what its opening part takes less what its closing part
+    frees (see the module docstring). Negative when it frees more than it takes."""
     with localcontext(_EXACT):
-        opening = opening_quantity(held, side, quantity, already_closing)
-        if asset_class is AssetClass.FUTURE:
-            return opening * reference_price * multiplier * FUTURES_INITIAL_MARGIN
-        return opening * reference_price
+        closing = closing_quantity(held, side, quantity, already_closing)
+        opening = quantity - closing
+        return (opening - closing) * unit_requirement(asset_class, multiplier, reference_price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +302,7 @@ def value_account(
         for r in reservations:  # oldest first: the first orders to close a position close it
             position = held.get(r.symbol, ZERO)
             taken = closing.get(r.symbol, ZERO)
-            reserved += order_requirement(
+            need = order_requirement(
                 r.asset_class,
                 r.multiplier,
                 position,
@@ -298,6 +311,8 @@ def value_account(
                 r.reference_price,
                 taken,
             )
+            # What a resting order will free is not there until it fills: nothing to lend out.
+            reserved += max(need, ZERO)
             closing[r.symbol] = taken + closing_quantity(position, r.side, r.remaining, taken)
         equity = account.cash + long_mv - short_mv + fut_upnl
         buying_power = equity - long_mv - short_mv - fut_margin - reserved

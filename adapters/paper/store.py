@@ -670,8 +670,14 @@ def _place(
     )
     if need > 0 and need > valuation.buying_power:
         note = ""
+        closing = engine.closing_quantity(quantity, new.side, new.quantity, taken)
         if taken and engine.closing_quantity(quantity, new.side, new.quantity):
             note = _taken_note(inst, quantity, taken)
+        elif closing:
+            note = (
+                f" That is what the {plain(new.quantity - closing)} it opens take, less what "
+                f"closing {plain(closing)} frees."
+            )
         return InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power, note))
     account.order_seq += 1
     order = PaperOrder(

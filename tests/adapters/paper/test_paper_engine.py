@@ -125,13 +125,21 @@ def test_buying_power_cash_short_and_futures_margin() -> None:
     assert v.unrealized_pnl == D(1000) + D(100) + D(500)
 
 
-def test_open_orders_reserve_only_what_they_open() -> None:
+def test_open_orders_reserve_what_they_open_less_what_they_close() -> None:
     acct, pos = AccountState(START, START), equity()
     apply_fill(acct, pos, Side.BUY, D(10), D(100))
-    sell_more = Reservation("AAPL", AssetClass.EQUITY, D(1), Side.SELL, D(15), D(100))
-    v = value_account(acct, [pos], {"AAPL": D(100)}, [sell_more])
-    assert v.reserved == D(500)  # 10 close the long, 5 open a short
+
+    def sell(qty: int) -> Reservation:
+        return Reservation("AAPL", AssetClass.EQUITY, D(1), Side.SELL, D(qty), D(100))
+
+    v = value_account(acct, [pos], {"AAPL": D(100)}, [sell(25)])
+    assert v.reserved == D(500)  # 10 close the long (+1,000), 15 open a short (−1,500)
     assert v.buying_power == START - 1000 - 500
+    # Freeing more than it takes, it reserves nothing (and lends nothing before it fills).
+    assert value_account(acct, [pos], {"AAPL": D(100)}, [sell(15)]).reserved == 0
+    assert engine.order_requirement(AssetClass.EQUITY, D(1), D(10), Side.SELL, D(15), D(100)) == (
+        D(-500)
+    )
 
 
 def test_orders_closing_one_position_close_it_once_oldest_first() -> None:
@@ -144,11 +152,12 @@ def test_orders_closing_one_position_close_it_once_oldest_first() -> None:
     marks = {"AAPL": D(100)}
     v = value_account(acct, [pos], marks, [sell(300), sell(300)])
     assert v.closing == {"AAPL": D(400)}
-    assert v.reserved == 200 * D(110)  # the second closes the last 100 and opens 200
+    # The second closes the last 100 and opens 200: (200 − 100) × 110.
+    assert v.reserved == D(11000)
     # The first fills 100: 300 held, its 200 left close 200, the second closes 100 again.
     apply_fill(acct, pos, Side.SELL, D(100), D(110))
     v = value_account(acct, [pos], marks, [sell(300, filled=100), sell(300)])
-    assert v.closing == {"AAPL": D(300)} and v.reserved == 200 * D(110)
+    assert v.closing == {"AAPL": D(300)} and v.reserved == D(11000)
     # The first is cancelled: the second closes 300 of the 300 held and reserves nothing.
     v = value_account(acct, [pos], marks, [sell(300)])
     assert v.closing == {"AAPL": D(300)} and v.reserved == 0
