@@ -418,7 +418,8 @@ class PaperBroker(BrokerAdapter):
 
     def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
         inst = resolve(request.symbol)
-        # As if nothing were held: the caller works out what a closing order frees.
+        # All of it opening, as the base contract says; the preview then charges a closing or
+        # flipping order by the same split as store._place (trading.buying_power_after).
         return engine.order_requirement(
             inst.asset_class, inst.multiplier, engine.ZERO, request.side, request.quantity, price
         )

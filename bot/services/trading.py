@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -53,6 +53,7 @@ from adapters.models import (
     SubmissionHint,
     TimeInForce,
 )
+from adapters.paper.engine import closing_quantity
 from bot.automation_models import Job, JobStatus, Strategy
 from bot.db import lock_row, update_later
 from bot.errors import Conflict, InvalidInput, LimitReached, NotFound, PermissionDenied
@@ -1702,11 +1703,15 @@ def reduces(request: OrderRequest, held: Decimal) -> bool:
 def buying_power_after(
     balance: Balance, request: OrderRequest, held: Decimal, required: Decimal
 ) -> Decimal:
-    """Closing a position frees buying power; opening one (long or short) uses it.
-    ``required``: what the order takes when it opens (``BrokerAdapter.buying_power_required``)."""
-    if reduces(request, held):
-        return balance.buying_power + required
-    return balance.buying_power - required
+    """Buying power left once the order fills. ``required``: what all of it takes when it opens
+    (``BrokerAdapter.buying_power_required``, so much a unit at every broker). The part that
+    closes ``held`` frees as much a unit as the rest takes, so a flip is charged its opening
+    part less what its closing part frees: the rule Tradecord Paper checks orders by
+    (``engine.order_requirement``), split by the same ``engine.closing_quantity``."""
+    closing = closing_quantity(held, request.side, request.quantity)
+    with localcontext(prec=60):  # exact: ``required`` is a multiple of the quantity
+        change = required * (request.quantity - 2 * closing) / request.quantity
+    return balance.buying_power - change
 
 
 def money(value: Decimal, currency: str = "USD") -> str:
