@@ -68,6 +68,7 @@ from bot.services.limits import (
     server_limits,
 )
 from bot.services.notify import Outgoing
+from bot.signal_format import MAX_NUMBER
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -258,11 +259,15 @@ class TradingService:
             raise InvalidInput("Quantity is required.")
         if quantity <= 0:
             raise InvalidInput("Quantity must be more than zero. To sell, use side:sell.")
-        # Zeros after the point say nothing: "1.0" is the whole number 1, "0.50" is 0.5.
-        if quantity == quantity.to_integral_value():
-            quantity = quantity.quantize(Decimal(1))
-        else:
-            quantity = quantity.normalize()
+        if quantity >= MAX_NUMBER:
+            raise InvalidInput(f"Quantity is too large: it must be less than {MAX_NUMBER:,}.")
+        # Zeros after the point say nothing: "1.0" is the whole number 1, "0.50" is 0.5. With
+        # every digit typed kept: in 28 digits, 1.0000000000000000000000000001 would become 1.
+        with localcontext(prec=max(28, len(quantity.as_tuple().digits))):
+            if quantity == quantity.to_integral_value():
+                quantity = quantity.quantize(Decimal(1))
+            else:
+                quantity = quantity.normalize()
         asset = symbols.asset_class_of(symbol)
         caps = adapter.capabilities
         max_decimals = 8 if asset in caps.fractional else 0
@@ -294,6 +299,8 @@ class TradingService:
         for price, name in ((limit, "limit_price"), (stop, "stop_price")):
             if price is not None and price <= 0:
                 raise InvalidInput(f"{name} must be more than zero.")
+            if price is not None and price >= MAX_NUMBER:
+                raise InvalidInput(f"{name} is too large: it must be less than {MAX_NUMBER:,}.")
         default_tif = TimeInForce.GTC if asset is AssetClass.CRYPTO else TimeInForce.DAY
         tif = _enum(TimeInForce, order.time_in_force, "Time in force", default_tif)
         return OrderRequest(

@@ -156,6 +156,38 @@ async def test_bad_input_is_refused_with_advice_and_stores_nothing(
         assert await s.scalar(select(func.count()).select_from(OrderIntent)) == 0
 
 
+@pytest.mark.parametrize("typed", ["1e30", "12345678901234567890123456789"])
+async def test_a_huge_quantity_is_refused_with_a_message(core: Core, typed: str) -> None:
+    with pytest.raises(
+        InvalidInput, match=r"Quantity is too large: .* less than 1,000,000,000,000"
+    ):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", typed))
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (OrderInput("AAPL", "buy", "1", "limit", limit_price="1e30"), "limit_price is too large"),
+        (OrderInput("AAPL", "sell", "1", "stop", stop_price="1e30"), "stop_price is too large"),
+        # More digits than a 28-digit context holds are not rounded away into a valid order.
+        (OrderInput("AAPL", "buy", "1.0000000000000000000000000001"), "whole number"),
+        (OrderInput("BTCUSD", "buy", "0.123456780000000000000000000001"), "at most 8 decimals"),
+    ],
+)
+async def test_numbers_too_large_or_too_long_are_refused(
+    core: Core, order: OrderInput, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await core.trading.preview(ALICE, order)
+
+
+async def test_the_largest_quantity_is_taken_to_the_buying_power_check(core: Core) -> None:
+    with pytest.raises(InsufficientBuyingPower):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "999999999999"))
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1.000000000000000000000000"))
+    assert p.request.quantity == 1 and str(p.request.quantity) == "1"
+
+
 async def test_unknown_symbol(core: Core) -> None:
     with pytest.raises(SymbolNotFound):
         await core.trading.preview(ALICE, OrderInput("ZZZQX", "buy", "1"))
