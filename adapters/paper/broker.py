@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -564,5 +564,7 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
 
 
 def _decimals(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
+    # As many digits as the value has: in 28, 1.0000000000000000000000000001 normalizes to 1.
+    with localcontext(prec=max(28, len(value.as_tuple().digits))):
+        exponent = value.normalize().as_tuple().exponent
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0

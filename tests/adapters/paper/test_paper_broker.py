@@ -531,6 +531,9 @@ async def test_a_resting_flip_reserves_what_it_opens_less_what_its_close_frees(
         (req("AAPL", BUY, 0), "more than zero"),
         (req("AAPL", BUY, 1, LMT, limit="-1"), "more than zero"),
         (req("AAPL", BUY, 1, LMT, limit="1.000000001"), "at most 8 decimals"),
+        # Longer than 28 digits: still counted, not rounded away.
+        (req("AAPL", BUY, 1, LMT, limit="100.0000000000000000000000000001"), "at most 8"),
+        (req("BTCUSD", BUY, "0.123456780000000000000000000001", MKT, GTC), "at most 8"),
     ],
 )
 async def test_invalid_orders_say_what_to_fix(
