@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -418,7 +418,8 @@ class PaperBroker(BrokerAdapter):
 
     def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
         inst = resolve(request.symbol)
-        # As if nothing were held: the caller works out what a closing order frees.
+        # All of it opening, as the base contract says; the preview then charges a closing or
+        # flipping order by the same split as store._place (trading.buying_power_after).
         return engine.order_requirement(
             inst.asset_class, inst.multiplier, engine.ZERO, request.side, request.quantity, price
         )
@@ -563,5 +564,7 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
 
 
 def _decimals(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
+    # As many digits as the value has: in 28, 1.0000000000000000000000000001 normalizes to 1.
+    with localcontext(prec=max(28, len(value.as_tuple().digits))):
+        exponent = value.normalize().as_tuple().exponent
     return -exponent if isinstance(exponent, int) and exponent < 0 else 0

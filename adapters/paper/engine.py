@@ -29,13 +29,23 @@ Buying power (no leverage)
     For an account holding only long stock that is simply its cash; a short needs buying power
     equal to its value (cash − 2 × short market value). Futures initial margin is
     ``FUTURES_INITIAL_MARGIN`` (10 %) of notional, ``|contracts| × price × multiplier``, at
-    the mark. An order needs buying power for the quantity that opens or increases a position
-    (closing quantity needs none): value at its reference price for stocks and crypto,
-    initial margin for futures. The reference price is the limit price (limit, stop-limit),
-    the stop price (stop) or the executable price when placed (market). Open orders keep that
-    amount reserved until they end. A resting order is not checked again when it fills, so a
-    gap can leave buying power negative (as at a real broker); new orders that open exposure
-    are then refused, orders that reduce it are always accepted.
+    the mark. An order needs what its part that opens or increases a position takes, less
+    what its part that closes one frees, both per unit at the order's reference price: value
+    for stocks and crypto (selling a long brings it in, buying back a short gives it back),
+    initial margin for futures. An order that frees at least what it takes needs none, and a
+    flip in one order is checked like the close and the open sent one after the other
+    (exactly so when it fills at the mark). The reference price is the limit price (limit,
+    stop-limit), the stop price (stop) or the executable price when placed (market).
+    A position closes once: open orders on the closing side close it oldest first, and a new
+    order closes only what they leave of it (two resting sells of one long cannot both be
+    closing). Open orders keep what they need reserved until they end, never less than zero
+    (what a resting order will free is not there before it fills, so it pays for nothing
+    else). Reservations are worked out afresh from the open orders' remaining quantities and
+    the positions at every valuation, so a fill or a cancel moves them at once (a cancelled
+    closing order leaves its share of the position to the orders after it, which then
+    reserve less). A resting order is not checked again when it fills, so a gap can leave
+    buying power negative (as at a real broker); new orders that open exposure are then
+    refused, orders that reduce it are always accepted.
 
 Marks
     Positions are valued at the quote's bid/ask midpoint (the last price when a side is
@@ -178,12 +188,29 @@ def conservation_residual(account: AccountState, positions: Iterable[PositionSta
         return account.cash + basis - account.realized_pnl - account.starting_cash
 
 
-def opening_quantity(held: Decimal, side: Side, quantity: Decimal) -> Decimal:
+def closing_quantity(
+    held: Decimal, side: Side, quantity: Decimal, already_closing: Decimal = ZERO
+) -> Decimal:
+    """The part of an order that closes ``held``. Open orders placed before it on the same side
+    close ``already_closing`` of it first: each share of a position can be closed once."""
+    if held == 0 or (held > 0) == (side is Side.BUY):
+        return ZERO
+    return min(quantity, max(ZERO, abs(held) - already_closing))
+
+
+def opening_quantity(
+    held: Decimal, side: Side, quantity: Decimal, already_closing: Decimal = ZERO
+) -> Decimal:
     """The part of an order that opens or increases exposure (the rest closes ``held``)."""
-    delta = signed(side, quantity)
-    if held == 0 or (held > 0) == (delta > 0):
-        return quantity
-    return max(ZERO, quantity - abs(held))
+    return quantity - closing_quantity(held, side, quantity, already_closing)
+
+
+def unit_requirement(asset_class: AssetClass, multiplier: Decimal, price: Decimal) -> Decimal:
+    """Buying power one unit takes when it opens at ``price``, and frees when it closes."""
+    with localcontext(_EXACT):
+        if asset_class is AssetClass.FUTURE:
+            return price * multiplier * FUTURES_INITIAL_MARGIN
+        return price
 
 
 def order_requirement(
@@ -193,13 +220,14 @@ def order_requirement(
     side: Side,
     quantity: Decimal,
     reference_price: Decimal,
+    already_closing: Decimal = ZERO,
 ) -> Decimal:
-    """Buying power an order needs (see the module docstring)."""
+    """Buying power an order needs: what its opening part takes less what its closing part
+    frees (see the module docstring). Negative when it frees more than it takes."""
     with localcontext(_EXACT):
-        opening = opening_quantity(held, side, quantity)
-        if asset_class is AssetClass.FUTURE:
-            return opening * reference_price * multiplier * FUTURES_INITIAL_MARGIN
-        return opening * reference_price
+        closing = closing_quantity(held, side, quantity, already_closing)
+        opening = quantity - closing
+        return (opening - closing) * unit_requirement(asset_class, multiplier, reference_price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +254,7 @@ class Valuation:
     buying_power: Decimal
     unrealized_pnl: Decimal
     unpriced: tuple[str, ...]  # symbols marked at their average price for want of a quote
+    closing: Mapping[str, Decimal]  # by symbol: how much of the position open orders close
 
 
 def mark_price(quote: Quote | None) -> Decimal | None:
@@ -243,7 +272,8 @@ def value_account(
     marks: Mapping[str, Decimal],
     reservations: Iterable[Reservation] = (),
 ) -> Valuation:
-    """Equity and buying power at the given marks (see the module docstring)."""
+    """Equity and buying power at the given marks (see the module docstring).
+    ``reservations``: the open orders, oldest first."""
     with localcontext(_EXACT):
         long_mv = short_mv = fut_upnl = fut_margin = upnl = ZERO
         unpriced: list[str] = []
@@ -267,20 +297,23 @@ def value_account(
             else:
                 fut_upnl += pnl
                 fut_margin += abs(p.quantity) * mark * p.multiplier * FUTURES_INITIAL_MARGIN
-        reserved = sum(
-            (
-                order_requirement(
-                    r.asset_class,
-                    r.multiplier,
-                    held.get(r.symbol, ZERO),
-                    r.side,
-                    r.remaining,
-                    r.reference_price,
-                )
-                for r in reservations
-            ),
-            ZERO,
-        )
+        reserved = ZERO
+        closing: dict[str, Decimal] = {}
+        for r in reservations:  # oldest first: the first orders to close a position close it
+            position = held.get(r.symbol, ZERO)
+            taken = closing.get(r.symbol, ZERO)
+            need = order_requirement(
+                r.asset_class,
+                r.multiplier,
+                position,
+                r.side,
+                r.remaining,
+                r.reference_price,
+                taken,
+            )
+            # What a resting order will free is not there until it fills: nothing to lend out.
+            reserved += max(need, ZERO)
+            closing[r.symbol] = taken + closing_quantity(position, r.side, r.remaining, taken)
         equity = account.cash + long_mv - short_mv + fut_upnl
         buying_power = equity - long_mv - short_mv - fut_margin - reserved
         return Valuation(
@@ -294,6 +327,7 @@ def value_account(
             buying_power=buying_power,
             unrealized_pnl=upnl,
             unpriced=tuple(sorted(unpriced)),
+            closing=closing,
         )
 
 

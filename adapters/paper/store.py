@@ -657,11 +657,28 @@ def _place(
     )
     position = held.get(inst.symbol)
     quantity = position.quantity if position is not None else Decimal(0)
+    # What older open orders already close is not this order's to close again.
+    taken = valuation.closing.get(inst.symbol, Decimal(0))
     need = engine.order_requirement(
-        inst.asset_class, inst.multiplier, quantity, new.side, new.quantity, new.reference_price
+        inst.asset_class,
+        inst.multiplier,
+        quantity,
+        new.side,
+        new.quantity,
+        new.reference_price,
+        taken,
     )
     if need > 0 and need > valuation.buying_power:
-        return InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power))
+        note = ""
+        closing = engine.closing_quantity(quantity, new.side, new.quantity, taken)
+        if taken and engine.closing_quantity(quantity, new.side, new.quantity):
+            note = _taken_note(inst, quantity, taken)
+        elif closing:
+            note = (
+                f" That is what the {plain(new.quantity - closing)} it opens take, less what "
+                f"closing {plain(closing)} frees."
+            )
+        return InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power, note))
     account.order_seq += 1
     order = PaperOrder(
         id=f"{account.id}-{account.order_seq}",
@@ -690,7 +707,7 @@ def _place(
     return order
 
 
-def _bp_message(inst: Instrument, need: Decimal, available: Decimal) -> str:
+def _bp_message(inst: Instrument, need: Decimal, available: Decimal, note: str = "") -> str:
     what = (
         f"${need:,.2f} of initial margin ({engine.FUTURES_INITIAL_MARGIN:.0%} of the contracts' "
         "value)"
@@ -699,9 +716,22 @@ def _bp_message(inst: Instrument, need: Decimal, available: Decimal) -> str:
     )
     return (
         f"Not enough buying power: this {inst.symbol} order needs {what}, and the paper account "
-        f"has ${max(available, Decimal(0)):,.2f} available. Lower the quantity, cancel open "
-        "orders, or close positions first."
+        f"has ${max(available, Decimal(0)):,.2f} available.{note} Lower the quantity, cancel "
+        "open orders, or close positions first."
     )
+
+
+def _taken_note(inst: Instrument, held: Decimal, taken: Decimal) -> str:
+    """Why an order that looks like it closes a position is charged as opening one."""
+    held = abs(held)
+    if taken >= held:
+        what = f"all {plain(held)} {inst.symbol} held, so this order would open a new position"
+    else:
+        what = (
+            f"{plain(taken)} of the {plain(held)} {inst.symbol} held, so this order can close "
+            f"only {plain(held - taken)}"
+        )
+    return f" Your open orders already close {what}."
 
 
 async def cancel(db: Database, account_id: str, order_id: str, now: datetime) -> Order:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -53,6 +53,7 @@ from adapters.models import (
     SubmissionHint,
     TimeInForce,
 )
+from adapters.paper.engine import closing_quantity
 from bot.automation_models import Job, JobStatus, Strategy
 from bot.db import lock_row, update_later
 from bot.errors import Conflict, InvalidInput, LimitReached, NotFound, PermissionDenied
@@ -67,6 +68,7 @@ from bot.services.limits import (
     server_limits,
 )
 from bot.services.notify import Outgoing
+from bot.signal_format import MAX_NUMBER
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -298,11 +300,15 @@ class TradingService:
             raise InvalidInput("Quantity is required.")
         if quantity <= 0:
             raise InvalidInput("Quantity must be more than zero. To sell, use side:sell.")
-        # Zeros after the point say nothing: "1.0" is the whole number 1, "0.50" is 0.5.
-        if quantity == quantity.to_integral_value():
-            quantity = quantity.quantize(Decimal(1))
-        else:
-            quantity = quantity.normalize()
+        if quantity >= MAX_NUMBER:
+            raise InvalidInput(f"Quantity is too large: it must be less than {MAX_NUMBER:,}.")
+        # Zeros after the point say nothing: "1.0" is the whole number 1, "0.50" is 0.5. With
+        # every digit typed kept: in 28 digits, 1.0000000000000000000000000001 would become 1.
+        with localcontext(prec=max(28, len(quantity.as_tuple().digits))):
+            if quantity == quantity.to_integral_value():
+                quantity = quantity.quantize(Decimal(1))
+            else:
+                quantity = quantity.normalize()
         asset = symbols.asset_class_of(symbol)
         caps = adapter.capabilities
         max_decimals = 8 if asset in caps.fractional else 0
@@ -334,6 +340,8 @@ class TradingService:
         for price, name in ((limit, "limit_price"), (stop, "stop_price")):
             if price is not None and price <= 0:
                 raise InvalidInput(f"{name} must be more than zero.")
+            if price is not None and price >= MAX_NUMBER:
+                raise InvalidInput(f"{name} is too large: it must be less than {MAX_NUMBER:,}.")
         default_tif = TimeInForce.GTC if asset is AssetClass.CRYPTO else TimeInForce.DAY
         tif = _enum(TimeInForce, order.time_in_force, "Time in force", default_tif)
         return OrderRequest(
@@ -1742,11 +1750,15 @@ def reduces(request: OrderRequest, held: Decimal) -> bool:
 def buying_power_after(
     balance: Balance, request: OrderRequest, held: Decimal, required: Decimal
 ) -> Decimal:
-    """Closing a position frees buying power; opening one (long or short) uses it.
-    ``required``: what the order takes when it opens (``BrokerAdapter.buying_power_required``)."""
-    if reduces(request, held):
-        return balance.buying_power + required
-    return balance.buying_power - required
+    """Buying power left once the order fills. ``required``: what all of it takes when it opens
+    (``BrokerAdapter.buying_power_required``, so much a unit at every broker). The part that
+    closes ``held`` frees as much a unit as the rest takes, so a flip is charged its opening
+    part less what its closing part frees: the rule Tradecord Paper checks orders by
+    (``engine.order_requirement``), split by the same ``engine.closing_quantity``."""
+    closing = closing_quantity(held, request.side, request.quantity)
+    with localcontext(prec=60):  # exact: ``required`` is a multiple of the quantity
+        change = required * (request.quantity - 2 * closing) / request.quantity
+    return balance.buying_power - change
 
 
 def money(value: Decimal, currency: str = "USD") -> str:

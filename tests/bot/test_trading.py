@@ -156,6 +156,38 @@ async def test_bad_input_is_refused_with_advice_and_stores_nothing(
         assert await s.scalar(select(func.count()).select_from(OrderIntent)) == 0
 
 
+@pytest.mark.parametrize("typed", ["1e30", "12345678901234567890123456789"])
+async def test_a_huge_quantity_is_refused_with_a_message(core: Core, typed: str) -> None:
+    with pytest.raises(
+        InvalidInput, match=r"Quantity is too large: .* less than 1,000,000,000,000"
+    ):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", typed))
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (OrderInput("AAPL", "buy", "1", "limit", limit_price="1e30"), "limit_price is too large"),
+        (OrderInput("AAPL", "sell", "1", "stop", stop_price="1e30"), "stop_price is too large"),
+        # More digits than a 28-digit context holds are not rounded away into a valid order.
+        (OrderInput("AAPL", "buy", "1.0000000000000000000000000001"), "whole number"),
+        (OrderInput("BTCUSD", "buy", "0.123456780000000000000000000001"), "at most 8 decimals"),
+    ],
+)
+async def test_numbers_too_large_or_too_long_are_refused(
+    core: Core, order: OrderInput, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        await core.trading.preview(ALICE, order)
+
+
+async def test_the_largest_quantity_is_taken_to_the_buying_power_check(core: Core) -> None:
+    with pytest.raises(InsufficientBuyingPower):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "999999999999"))
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1.000000000000000000000000"))
+    assert p.request.quantity == 1 and str(p.request.quantity) == "1"
+
+
 async def test_unknown_symbol(core: Core) -> None:
     with pytest.raises(SymbolNotFound):
         await core.trading.preview(ALICE, OrderInput("ZZZQX", "buy", "1"))
@@ -193,6 +225,78 @@ async def test_closing_a_futures_position_frees_its_margin(core: Core) -> None:
     p = await core.trading.preview(ALICE, OrderInput("@ES", "sell", "2"))
     assert p.position_quantity == 2
     assert p.buying_power_after == p.buying_power + Decimal("59000.00")  # 2 × 5900 × 50 × 10 %
+
+
+async def test_preview_of_a_flip_accepts_what_the_broker_accepts(core: Core) -> None:
+    core.simulated_feed.set_quote("AAPL", Decimal("100.00"), Decimal("100.00"))
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "100"))
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok
+    p = await core.trading.preview(
+        ALICE, OrderInput("AAPL", "sell", "1000", "limit", limit_price="100")
+    )
+    # 90,000 + 10,000 the closing 100 bring in − 90,000 the short of 900 holds.
+    assert p.buying_power_after == Decimal(10000)
+
+
+@pytest.mark.parametrize(
+    ("opened", "flip", "after"),
+    [
+        (OrderInput("AAPL", "buy", "100"), OrderInput("AAPL", "sell", "1050"), "5000"),
+        (OrderInput("AAPL", "sell", "100"), OrderInput("AAPL", "buy", "1000"), "10000"),
+        (OrderInput("ESZ25", "sell", "3"), OrderInput("ESZ25", "buy", "7"), "0"),
+        (OrderInput("ESZ25", "buy", "2"), OrderInput("ESZ25", "sell", "3"), "75000"),
+    ],
+)
+async def test_a_flips_preview_says_what_the_broker_leaves(
+    core: Core, opened: OrderInput, flip: OrderInput, after: str
+) -> None:
+    """Confirmed, the flip fills at the price previewed and leaves the buying power it said."""
+    core.simulated_feed.set_quote("AAPL", Decimal("100.00"), Decimal("100.00"))
+    core.simulated_feed.set_quote("ESZ25", Decimal("5000.00"), Decimal("5000.00"))
+    p = await core.trading.preview(ALICE, opened)
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok
+    p = await core.trading.preview(ALICE, flip)
+    assert p.buying_power_after == Decimal(after)
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.ok and out.intent.status == IntentStatus.FILLED
+    balance = (await core.trading.portfolio(ALICE, None, "paper")).balance
+    assert balance.buying_power == Decimal(after)
+
+
+async def test_a_flip_the_broker_would_refuse_is_refused_at_preview(core: Core) -> None:
+    core.simulated_feed.set_quote("AAPL", Decimal("100.00"), Decimal("100.00"))
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "100"))
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok
+    with pytest.raises(InsufficientBuyingPower):  # opens 1001 (100,100), frees 10,000
+        await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "1101"))
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "1100"))
+    assert p.buying_power_after == 0
+
+
+@pytest.mark.parametrize(
+    ("held", "side", "quantity", "after"),
+    [
+        ("0", "buy", "100", "40000"),  # opens: its notional
+        ("100", "sell", "100", "60000"),  # closes: frees its notional
+        ("-100", "buy", "40", "54000"),  # covers part of a short
+        ("100", "sell", "300", "40000"),  # flips: 200 open (−20,000), 100 close (+10,000)
+        ("-100", "buy", "250", "45000"),  # flips the other way: 150 open, 100 close
+    ],
+)
+def test_a_real_brokers_preview_charges_only_what_opens(
+    held: str, side: str, quantity: str, after: str
+) -> None:
+    """Real brokers go through the same ``buying_power_after``, with their notional."""
+    from adapters.alpaca import AlpacaAdapter
+    from adapters.base import AdapterContext
+    from adapters.models import Balance, OrderRequest, Side
+    from bot.services.trading import buying_power_after
+
+    adapter = AlpacaAdapter(AdapterContext())
+    request = OrderRequest("AAPL", Side(side), Decimal(quantity))
+    required = adapter.buying_power_required(request, Decimal(100))
+    balance = Balance("PA1", "USD", Decimal(50000), Decimal(50000), Decimal(50000))
+    assert buying_power_after(balance, request, Decimal(held), required) == Decimal(after)
 
 
 @pytest.mark.parametrize(

@@ -395,6 +395,133 @@ async def test_buying_power_is_checked_and_reserved_by_open_orders(
     assert await count(db, PaperOrder) == 3
 
 
+async def test_second_resting_sell_of_the_same_long_needs_buying_power(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    await broker.create_order(ref, req("AAPL", BUY, 400))  # all 100,000 spent
+    assert (await broker.fetch_balance(ref)).buying_power == 0
+    first = await broker.create_order(ref, req("AAPL", SELL, 400, LMT, GTC, limit="300"))
+    assert first.status is OrderStatus.OPEN
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("AAPL", SELL, 400, LMT, GTC, limit="300"))
+    assert "needs $120,000.00" in str(e.value)
+    assert "open orders already close all 400 AAPL held" in str(e.value)
+    with pytest.raises(InsufficientBuyingPower):
+        await broker.create_order(ref, req("AAPL", SELL, 1, LMT, GTC, limit="300"))
+    # Cancelled, the first gives the position back to close.
+    await broker.cancel_order(ref, first.id)
+    second = await broker.create_order(ref, req("AAPL", SELL, 400, LMT, GTC, limit="300"))
+    assert second.status is OrderStatus.OPEN
+    assert (await broker.fetch_balance(ref)).info["reserved_for_open_orders"] == "0"
+    assert await count(db, PaperOrder) == 3
+
+
+async def test_second_resting_buy_of_the_same_short_needs_buying_power(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    await broker.create_order(ref, req("AAPL", SELL, 400))  # the short holds all 100,000
+    assert (await broker.fetch_balance(ref)).buying_power == 0
+    await broker.create_order(ref, req("AAPL", BUY, 300, LMT, GTC, limit="200"))
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("AAPL", BUY, 400, LMT, GTC, limit="200"))
+    assert "needs $40,000.00" in str(e.value)  # 100 close (+20,000), 300 open (−60,000)
+    assert "already close 300 of the 400 AAPL held, so this order can close only 100" in str(
+        e.value
+    )
+    closing = await broker.create_order(ref, req("AAPL", BUY, 100, LMT, GTC, limit="200"))
+    assert closing.status is OrderStatus.OPEN
+
+
+async def test_orders_closing_one_position_reserve_what_they_would_open_until_they_end(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """Older orders close a position first; what a newer one opens stays reserved until an
+    older one is cancelled (it then closes instead) or the position is gone."""
+    feed.set_quote("AAPL", D("250.00"), D("250.00"))
+    await broker.create_order(ref, req("AAPL", BUY, 200))  # 50,000 left
+    first = await broker.create_order(ref, req("AAPL", SELL, 200, LMT, GTC, limit="300"))
+    second = await broker.create_order(ref, req("AAPL", SELL, 100, LMT, GTC, limit="300"))
+    balance = await broker.fetch_balance(ref)
+    assert balance.info["reserved_for_open_orders"] == "30000"  # the second opens a short
+    assert balance.buying_power == D(20000)
+    await broker.cancel_order(ref, first.id)
+    balance = await broker.fetch_balance(ref)
+    assert balance.info["reserved_for_open_orders"] == "0"  # now the second closes
+    assert balance.buying_power == D(50000)
+    # A newer one closes the 100 the second leaves and opens 200: (200 − 100) × 300.
+    third = await broker.create_order(ref, req("AAPL", SELL, 300, LMT, GTC, limit="300"))
+    balance = await broker.fetch_balance(ref)
+    assert balance.info["reserved_for_open_orders"] == "30000"
+    assert balance.buying_power == D(20000)
+    feed.set_quote("AAPL", D("300.00"), D("300.00"))
+    updates = await broker.sweep(ref)
+    assert {u.order.id for u in updates} == {second.id, third.id}
+    [short] = await broker.fetch_positions(ref)
+    assert short.quantity == D(-200)
+    balance = await broker.fetch_balance(ref)
+    # 400 sold at 300: cash 50,000 + 120,000; the 60,000 short holds its value twice over.
+    assert balance.cash == D(170000) and balance.buying_power == D(50000)
+    assert await stored_residual(db, ref.id) == 0
+
+
+async def test_a_flip_in_one_order_is_accepted_like_the_same_two_orders(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("100.00"), D("100.00"))
+    await broker.create_order(ref, req("AAPL", BUY, 100))  # 90,000 left
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("AAPL", SELL, 1101))  # opens 1001, frees 100
+    assert "needs $90,100.00" in str(e.value) and "$90,000.00 available" in str(e.value)
+    assert "what the 1001 it opens take, less what closing 100 frees" in str(e.value)
+    order = await broker.create_order(ref, req("AAPL", SELL, 1050))
+    assert order.status is OrderStatus.FILLED
+    [short] = await broker.fetch_positions(ref)
+    assert (short.quantity, short.average_price) == (D(-950), D(100))
+    balance = await broker.fetch_balance(ref)
+    # Cash 90,000 + 105,000; the 95,000 short holds its value twice over.
+    assert balance.cash == D(195000) and balance.buying_power == D(5000)
+    assert await stored_residual(db, ref.id) == 0
+
+
+async def test_a_futures_flip_counts_the_margin_its_closing_part_frees(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("ESZ6", D("5000.00"), D("5000.00"))  # 25,000 of margin a contract
+    await broker.create_order(ref, req("ESZ6", SELL, 3))
+    assert (await broker.fetch_balance(ref)).buying_power == D(25000)
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("ESZ6", BUY, 8))  # closes 3, opens 5
+    assert "$50,000.00 of initial margin" in str(e.value)
+    # Closes 3 (frees 75,000) and opens 4 (takes 100,000): as buy 3, then buy 4 would.
+    order = await broker.create_order(ref, req("ESZ6", BUY, 7))
+    assert order.status is OrderStatus.FILLED
+    [long_] = await broker.fetch_positions(ref)
+    assert long_.quantity == D(4)
+    balance = await broker.fetch_balance(ref)
+    assert balance.buying_power == 0 and balance.info["futures_initial_margin"] == "100000"
+
+
+async def test_a_resting_flip_reserves_what_it_opens_less_what_its_close_frees(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("100.00"), D("100.00"))
+    await broker.create_order(ref, req("AAPL", BUY, 100))  # 90,000 left
+    order = await broker.create_order(ref, req("AAPL", SELL, 1000, LMT, GTC, limit="110"))
+    assert order.status is OrderStatus.OPEN
+    balance = await broker.fetch_balance(ref)
+    assert balance.info["reserved_for_open_orders"] == "88000"  # (900 − 100) × 110
+    assert balance.buying_power == D(2000)
+    feed.set_quote("AAPL", D("110.00"), D("110.00"))
+    [update_] = await broker.sweep(ref)
+    assert update_.order.status is OrderStatus.FILLED
+    balance = await broker.fetch_balance(ref)
+    # Filled at the price it reserved at: the buying power it left is what it had said.
+    assert balance.cash == D(200000) and balance.buying_power == D(2000)
+    assert await stored_residual(db, ref.id) == 0
+
+
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
@@ -404,6 +531,9 @@ async def test_buying_power_is_checked_and_reserved_by_open_orders(
         (req("AAPL", BUY, 0), "more than zero"),
         (req("AAPL", BUY, 1, LMT, limit="-1"), "more than zero"),
         (req("AAPL", BUY, 1, LMT, limit="1.000000001"), "at most 8 decimals"),
+        # Longer than 28 digits: still counted, not rounded away.
+        (req("AAPL", BUY, 1, LMT, limit="100.0000000000000000000000000001"), "at most 8"),
+        (req("BTCUSD", BUY, "0.123456780000000000000000000001", MKT, GTC), "at most 8"),
     ],
 )
 async def test_invalid_orders_say_what_to_fix(

@@ -125,13 +125,46 @@ def test_buying_power_cash_short_and_futures_margin() -> None:
     assert v.unrealized_pnl == D(1000) + D(100) + D(500)
 
 
-def test_open_orders_reserve_only_what_they_open() -> None:
+def test_open_orders_reserve_what_they_open_less_what_they_close() -> None:
     acct, pos = AccountState(START, START), equity()
     apply_fill(acct, pos, Side.BUY, D(10), D(100))
-    sell_more = Reservation("AAPL", AssetClass.EQUITY, D(1), Side.SELL, D(15), D(100))
-    v = value_account(acct, [pos], {"AAPL": D(100)}, [sell_more])
-    assert v.reserved == D(500)  # 10 close the long, 5 open a short
+
+    def sell(qty: int) -> Reservation:
+        return Reservation("AAPL", AssetClass.EQUITY, D(1), Side.SELL, D(qty), D(100))
+
+    v = value_account(acct, [pos], {"AAPL": D(100)}, [sell(25)])
+    assert v.reserved == D(500)  # 10 close the long (+1,000), 15 open a short (−1,500)
     assert v.buying_power == START - 1000 - 500
+    # Freeing more than it takes, it reserves nothing (and lends nothing before it fills).
+    assert value_account(acct, [pos], {"AAPL": D(100)}, [sell(15)]).reserved == 0
+    assert engine.order_requirement(AssetClass.EQUITY, D(1), D(10), Side.SELL, D(15), D(100)) == (
+        D(-500)
+    )
+
+
+def test_orders_closing_one_position_close_it_once_oldest_first() -> None:
+    acct, pos = AccountState(START, START), equity()
+    apply_fill(acct, pos, Side.BUY, D(400), D(100))
+
+    def sell(qty: int, filled: int = 0) -> Reservation:
+        return Reservation("AAPL", AssetClass.EQUITY, D(1), Side.SELL, D(qty - filled), D(110))
+
+    marks = {"AAPL": D(100)}
+    v = value_account(acct, [pos], marks, [sell(300), sell(300)])
+    assert v.closing == {"AAPL": D(400)}
+    # The second closes the last 100 and opens 200: (200 − 100) × 110.
+    assert v.reserved == D(11000)
+    # The first fills 100: 300 held, its 200 left close 200, the second closes 100 again.
+    apply_fill(acct, pos, Side.SELL, D(100), D(110))
+    v = value_account(acct, [pos], marks, [sell(300, filled=100), sell(300)])
+    assert v.closing == {"AAPL": D(300)} and v.reserved == D(11000)
+    # The first is cancelled: the second closes 300 of the 300 held and reserves nothing.
+    v = value_account(acct, [pos], marks, [sell(300)])
+    assert v.closing == {"AAPL": D(300)} and v.reserved == 0
+    # A buy adds to the long: it closes nothing and leaves the sells' share alone.
+    buy = Reservation("AAPL", AssetClass.EQUITY, D(1), Side.BUY, D(10), D(100))
+    v = value_account(acct, [pos], marks, [buy, sell(300), sell(300)])
+    assert v.closing == {"AAPL": D(300)} and v.reserved == 1000 + 300 * D(110)
 
 
 def test_unpriced_positions_are_marked_at_average() -> None:
@@ -313,6 +346,54 @@ def test_limit_orders_never_fill_through_their_price(
             assert d.price <= limit if side is Side.BUY else d.price >= limit
             break
         o.triggered = o.triggered or d.triggered_now
+
+
+@st.composite
+def resting_orders(draw: st.DrawFn) -> tuple[int, int, int, list[tuple[Side, int]], list[int]]:
+    index = draw(st.sampled_from([0, 3]))  # a stock and a future
+    held = draw(st.integers(-20, 20))
+    spare = draw(st.integers(0, 40))  # buying power beyond the position, in units of one
+    orders = draw(st.lists(st.tuples(st.sampled_from(Side), st.integers(1, 40)), max_size=8))
+    fill_order = draw(st.permutations(range(8)))
+    return index, held, spare, orders, fill_order
+
+
+@settings(max_examples=300, deadline=None)
+@given(resting_orders())
+def test_accepted_orders_never_open_exposure_nobody_paid_for(
+    case: tuple[int, int, int, list[tuple[Side, int]], list[int]],
+) -> None:
+    """Orders are placed one by one, each checked against buying power after the ones before it
+    (as ``store._place`` does); then all that were accepted fill, in any order, at the price
+    they were checked at. Whatever the order, buying power never goes below zero, and each
+    order reserves exactly what its check charged it."""
+    index, held, spare, orders, fill_order = case
+    symbol, asset_class, multiplier, _ = INSTRUMENTS[index]
+    price = D(100)
+    unit = price * multiplier * (engine.FUTURES_INITIAL_MARGIN if multiplier != 1 else 1)
+    start = (abs(held) + spare) * unit
+    acct, pos = AccountState(start, start), PositionState(symbol, asset_class, multiplier)
+    if held:
+        apply_fill(acct, pos, Side.BUY if held > 0 else Side.SELL, D(abs(held)), price)
+    marks = {symbol: price}
+    working: list[Reservation] = []
+    for side, qty in orders:
+        before = value_account(acct, [pos], marks, working)
+        assert before.buying_power >= 0
+        taken = before.closing.get(symbol, D(0))
+        need = engine.order_requirement(
+            asset_class, multiplier, pos.quantity, side, D(qty), price, taken
+        )
+        if need > 0 and need > before.buying_power:
+            continue
+        working.append(Reservation(symbol, asset_class, multiplier, side, D(qty), price))
+        after = value_account(acct, [pos], marks, working)
+        assert after.buying_power == before.buying_power - max(need, D(0))
+    for i in [i for i in fill_order if i < len(working)]:
+        r = working[i]
+        apply_fill(acct, pos, r.side, r.remaining, price)
+        working[i] = Reservation(symbol, asset_class, multiplier, r.side, D(0), price)
+        assert value_account(acct, [pos], marks, working).buying_power >= 0
 
 
 def test_precision_survives_huge_values() -> None:
