@@ -384,8 +384,10 @@ class TradingService:
             cost = request.quantity * price * mult
             after = buying_power_after(balance, request, held, required)
             if after < 0:
+                # A flip needs only its opening part less what its closing part frees.
                 raise InsufficientBuyingPower(
-                    f"Not enough buying power: this order needs about {money(required)} and "
+                    f"Not enough buying power: this order needs about "
+                    f"{money(balance.buying_power - after)} and "
                     f"{target.connection.name} has {money(balance.buying_power)}. "
                     "Lower the quantity or check /balances."
                 )

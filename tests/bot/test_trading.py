@@ -236,6 +236,9 @@ async def test_preview_of_a_flip_accepts_what_the_broker_accepts(core: Core) -> 
     )
     # 90,000 + 10,000 the closing 100 bring in − 90,000 the short of 900 holds.
     assert p.buying_power_after == Decimal(10000)
+    # One share more than buying power allows: the refusal names the flip's own need.
+    with pytest.raises(InsufficientBuyingPower, match=r"needs about \$90,100\.00 .* \$90,000"):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "1101"))
 
 
 @pytest.mark.parametrize(
