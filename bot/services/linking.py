@@ -292,12 +292,14 @@ class LinkingService:
         self, params: Mapping[str, list[str]], kind: str, broker: str | None, browser: str | None
     ) -> tuple[OAuthState, ConnectLink, Member, str | None]:
         """Validate a callback and spend its state — first, whatever happens next."""
-        for name in ("state", "code", "error", "iss"):
-            if len(params.get(name, [])) > 1:
-                raise LinkRefused(
-                    "The sign-in answer was malformed (a parameter appeared twice). "
-                    "Nothing was linked. Run /connect again."
-                )
+        if any(len(params.get(name, [])) > 1 for name in ("state", "code", "error", "iss")):
+            # Spend every state it names before refusing: a malformed answer must not leave
+            # its state live for a later clean one (a state is single use whatever the outcome).
+            await self._spend(params.get("state", []))
+            raise LinkRefused(
+                "The sign-in answer was malformed (a parameter appeared twice). "
+                "Nothing was linked. Run /connect again."
+            )
         state = (params.get("state") or [""])[0]
         if not state:
             raise LinkRefused(
@@ -355,6 +357,17 @@ class LinkingService:
             )
             raise LinkRefused(f"{text}. Nothing was linked. Run /connect to try again.")
         return row, link, member, verifier
+
+    async def _spend(self, states: list[str]) -> None:
+        hashes = {digest(state) for state in states if state}
+        if not hashes:
+            return
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(OAuthState)
+                .where(OAuthState.state_hash.in_(sorted(hashes)), OAuthState.consumed_at.is_(None))
+                .values(consumed_at=self.now())
+            )
 
     async def finish_discord(
         self, params: Mapping[str, list[str]], browser: str | None

@@ -283,6 +283,41 @@ async def test_callback_refusals_make_no_token_request(
     assert await connections(h, "alice") == []
 
 
+async def test_req2_state_is_consumed_even_when_callback_has_duplicate_params(
+    h: Harness,
+) -> None:
+    b = Browser()
+    try:
+        base, q = await reach_broker_callback(h, b)
+        state, code = q["state"][0], q["code"][0]
+        first = await b.get(url(base, state=state, code=[code, code]))
+        assert first.status == 400
+        second = await b.get(url(base, state=state, code=code))
+        assert second.status == 400, await second.text()
+        assert "cannot be replayed" in await second.text()
+    finally:
+        await b.close()
+    assert token_requests(h) == 0
+    assert await connections(h, "alice") == []
+
+
+async def test_discord_sign_in_state_is_consumed_even_when_callback_has_duplicate_params(
+    h: Harness,
+) -> None:
+    b = Browser()
+    try:
+        callback = await through_discord(b, h, await connect_link(h, "alice"), h.user("alice"))
+        base, q = callback.split("?")[0], parse_qs(urlsplit(callback).query)
+        state, code = q["state"][0], q["code"][0]
+        first = await b.get(url(base, state=[state, state], code=code))
+        assert first.status == 400 and "appeared twice" in await first.text()
+        second = await b.get(url(base, state=state, code=code))
+        assert second.status == 400 and "cannot be replayed" in await second.text()
+    finally:
+        await b.close()
+    assert await connections(h, "alice") == []
+
+
 async def test_replayed_and_expired_state_and_reused_code(h: Harness) -> None:
     from tests.support import FakeClock
 
