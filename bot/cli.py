@@ -142,7 +142,10 @@ async def _keys_rotate(settings: Settings) -> int:
         report = await rotate_keys(db, vault)
     finally:
         await db.close()
-    print(f"Re-encrypted {report.rows} credential rows under key {vault.primary_key_id!r}.")
+    print(
+        f"Re-encrypted {report.rows['credentials']} credential rows and "
+        f"{report.rows['oauth_states']} sign-in states under key {vault.primary_key_id!r}."
+    )
     for key_id in sorted(set(report.before) | set(report.after)):
         print(
             f"  {key_id}: {report.before[key_id]} ciphertexts before, {report.after[key_id]} after"

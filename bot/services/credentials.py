@@ -1,4 +1,4 @@
-"""Storing tokens through the vault, and re-encrypting them under a new key."""
+"""Storing tokens through the vault, and re-encrypting every vault ciphertext under a new key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bot.db import Database
-from bot.models import Connection, Credential, Member
+from bot.models import Connection, Credential, Member, OAuthState
 from bot.vault import Binding, Vault, envelope_key_id
 
 ENCRYPTED_COLUMNS = ("access_token", "refresh_token")
@@ -24,20 +24,53 @@ def binding(credential_connection: Connection, member: Member, column: str) -> B
     )
 
 
+def verifier_binding(state: OAuthState, member: Member) -> Binding:
+    """The binding of a sign-in's PKCE verifier; defined here so rotation rewraps exactly what
+    linking encrypts."""
+    return Binding("oauth_states", "code_verifier", state.id, member.discord_user_id, state.broker)
+
+
 @dataclass
 class RotationReport:
-    rows: int
+    rows: Counter[str]  # rows holding ciphertexts, per table
     before: Counter[str]  # ciphertexts per key id before rotation
     after: Counter[str]
     unused_keys: list[str]  # configured keys no ciphertext uses any more: safe to remove
     unknown_keys: list[str]  # key ids found in the database but not configured
 
 
+class _Rewrap:
+    """Moves ciphertexts to the primary key and counts them per key id, before and after."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.rows: Counter[str] = Counter()
+        self.before: Counter[str] = Counter()
+        self.after: Counter[str] = Counter()
+
+    def __call__(self, envelope: str, b: Binding) -> str:
+        key_id = envelope_key_id(envelope)
+        self.before[key_id] += 1
+        # A key we do not hold stays as it is and is reported as unknown.
+        if self.vault.needs_rewrap(envelope) and key_id in self.vault.key_ids:
+            envelope = self.vault.encrypt(self.vault.decrypt(envelope, b), b)
+        self.after[envelope_key_id(envelope)] += 1
+        return envelope
+
+
 async def rotate_keys(db: Database, vault: Vault, *, batch: int = 500) -> RotationReport:
-    """Re-encrypt every ciphertext under the primary key, in batches, each batch atomic."""
-    before: Counter[str] = Counter()
-    after: Counter[str] = Counter()
-    rows = 0
+    """Re-encrypt every vault ciphertext under the primary key, in batches, each batch atomic:
+    the credentials' tokens and the sign-in states' PKCE verifiers."""
+    rewrap = _Rewrap(vault)
+    await _rotate_credentials(db, rewrap, batch)
+    await _rotate_verifiers(db, rewrap, batch)
+    after = rewrap.after
+    unused = [k for k in vault.key_ids if k != vault.primary_key_id and after[k] == 0]
+    unknown = sorted(k for k in rewrap.before if k not in vault.key_ids)
+    return RotationReport(rewrap.rows, rewrap.before, after, unused, unknown)
+
+
+async def _rotate_credentials(db: Database, rewrap: _Rewrap, batch: int) -> None:
     last_id = 0
     while True:
         async with db.transaction() as s:
@@ -52,20 +85,34 @@ async def rotate_keys(db: Database, vault: Vault, *, batch: int = 500) -> Rotati
             )
             chunk = result.all()
             for cred, conn, member in chunk:
-                rows += 1
+                rewrap.rows["credentials"] += 1
                 for column in ENCRYPTED_COLUMNS:
                     envelope = getattr(cred, column)
-                    if envelope is None:
-                        continue
-                    before[envelope_key_id(envelope)] += 1
-                    if vault.needs_rewrap(envelope) and envelope_key_id(envelope) in vault.key_ids:
-                        b = binding(conn, member, column)
-                        envelope = vault.encrypt(vault.decrypt(envelope, b), b)
-                        setattr(cred, column, envelope)
-                    after[envelope_key_id(envelope)] += 1
+                    if envelope is not None:
+                        setattr(cred, column, rewrap(envelope, binding(conn, member, column)))
                 last_id = cred.connection_id
         if len(chunk) < batch:
             break
-    unused = [k for k in vault.key_ids if k != vault.primary_key_id and after[k] == 0]
-    unknown = sorted(k for k in before if k not in vault.key_ids)
-    return RotationReport(rows, before, after, unused, unknown)
+
+
+async def _rotate_verifiers(db: Database, rewrap: _Rewrap, batch: int) -> None:
+    # Spent and expired states keep their verifier too: until rewrapped they pin the old key.
+    last_id = ""
+    while True:
+        async with db.transaction() as s:
+            result = await s.execute(
+                select(OAuthState, Member)
+                .join(Member, Member.id == OAuthState.member_id)
+                .where(OAuthState.code_verifier.is_not(None), OAuthState.id > last_id)
+                .order_by(OAuthState.id)
+                .limit(batch)
+                .with_for_update(of=OAuthState)
+            )
+            chunk = result.all()
+            for state, member in chunk:
+                rewrap.rows["oauth_states"] += 1
+                assert state.code_verifier is not None
+                state.code_verifier = rewrap(state.code_verifier, verifier_binding(state, member))
+                last_id = state.id
+        if len(chunk) < batch:
+            break

@@ -41,9 +41,10 @@ from bot.models import (
     UsedCode,
 )
 from bot.services import audit, oauth
+from bot.services.credentials import verifier_binding
 from bot.services.notify import Outgoing
 from bot.services.tokens import DbTokenProvider
-from bot.vault import Binding
+from bot.vault import VaultError
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -283,10 +284,7 @@ class LinkingService:
             if verifier is not None:
                 member = await s.get(Member, link.member_id)
                 assert member is not None
-                row.code_verifier = self.core.vault.encrypt(verifier, self._binding(row, member))
-
-    def _binding(self, row: OAuthState, member: Member) -> Binding:
-        return Binding("oauth_states", "code_verifier", row.id, member.discord_user_id, row.broker)
+                row.code_verifier = self.core.vault.encrypt(verifier, verifier_binding(row, member))
 
     async def _consume(
         self, params: Mapping[str, list[str]], kind: str, broker: str | None, browser: str | None
@@ -347,7 +345,20 @@ class LinkingService:
             )
         verifier = None
         if row.code_verifier:
-            verifier = self.core.vault.decrypt(row.code_verifier, self._binding(row, member))
+            try:
+                verifier = self.core.vault.decrypt(row.code_verifier, verifier_binding(row, member))
+            except VaultError as e:
+                # E.g. keys rotated while this process still runs without the new primary. The
+                # state is spent, so starting again is all the member can do; the admin needs why.
+                log.warning(
+                    "Sign-in state %s: its PKCE verifier cannot be decrypted: %s", row.id, e
+                )
+                raise LinkRefused(
+                    "Tradecord could not read back what it saved for this sign-in (its "
+                    "encryption keys may have just changed). Nothing was linked. Run /connect "
+                    "again; if this keeps happening, tell the server admin.",
+                    status=500,
+                ) from None
         error = (params.get("error") or [None])[0]
         if error:
             text = (

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from bot.db import Database
-from bot.models import Connection, Credential, Member
-from bot.services.credentials import binding, rotate_keys
+from bot.models import Connection, ConnectLink, Credential, Member, OAuthState
+from bot.services.credentials import binding, rotate_keys, verifier_binding
 from bot.services.members import MemberService
 from bot.settings import parse_keys
 from bot.vault import Vault, envelope_key_id, generate_key_spec
@@ -88,7 +90,7 @@ async def test_rotation_rewraps_everything_and_reports_unused_keys(db: Database)
     ids = [await _store(db, Vault(old), i) for i in range(1, 4)]
     ring = Vault(new + old)
     report = await rotate_keys(db, ring, batch=2)  # several batches
-    assert report.rows == 3
+    assert report.rows == {"credentials": 3}
     assert report.before == {"old": 6}
     assert report.after == {"new": 6}
     assert report.unused_keys == ["old"]
@@ -114,3 +116,59 @@ async def test_rotation_reports_keys_it_does_not_hold(db: Database) -> None:
     report = await rotate_keys(db, Vault(parse_keys(generate_key_spec("new"))))
     assert report.unknown_keys == ["lost"]
     assert report.after == {"lost": 2}
+
+
+async def _store_verifier(db: Database, vault: Vault, discord_id: int, verifier: str) -> str:
+    """A sign-in state whose PKCE verifier is encrypted under ``vault``; returns its id."""
+    member_id = await MemberService(db).ensure(discord_id)
+    now = datetime.now(UTC)
+    async with db.transaction() as s:
+        member = await s.get(Member, member_id)
+        assert member is not None
+        link = ConnectLink(
+            token_hash=hashlib.sha256(f"link {discord_id}".encode()).hexdigest(),
+            member_id=member_id,
+            broker="tradestation",
+            environment="live",
+            created_at=now,
+            expires_at=now + timedelta(minutes=10),
+        )
+        s.add(link)
+        await s.flush()
+        row = OAuthState(
+            state_hash=hashlib.sha256(f"state {discord_id}".encode()).hexdigest(),
+            kind="broker",
+            link_id=link.id,
+            member_id=member_id,
+            broker="tradestation",
+            browser_hash="c" * 64,
+            created_at=now,
+            expires_at=now + timedelta(minutes=10),
+        )
+        s.add(row)
+        await s.flush()
+        row.code_verifier = vault.encrypt(verifier, verifier_binding(row, member))
+        return row.id
+
+
+async def test_req12_rotation_does_not_call_a_key_removable_while_rows_reference_it(
+    db: Database,
+) -> None:
+    old, new = parse_keys(generate_key_spec("old")), parse_keys(generate_key_spec("new"))
+    await _store(db, Vault(old), 1)
+    state_ids = [await _store_verifier(db, Vault(old), i, f"verifier-{i}" * 8) for i in (2, 3, 4)]
+    report = await rotate_keys(db, Vault(new + old), batch=2)  # several batches
+    async with db.session() as s:
+        for i, state_id in zip((2, 3, 4), state_ids, strict=True):
+            row = await s.get(OAuthState, state_id)
+            assert row is not None and row.code_verifier is not None
+            member = await s.get(Member, row.member_id)
+            assert member is not None
+            # Under the primary now: the new key alone opens it.
+            assert envelope_key_id(row.code_verifier) == "new"
+            assert Vault(new).decrypt(row.code_verifier, verifier_binding(row, member)) == (
+                f"verifier-{i}" * 8
+            )
+    assert report.rows == {"credentials": 1, "oauth_states": 3}
+    assert (report.before, report.after) == ({"old": 5}, {"new": 5})
+    assert report.unused_keys == ["old"]

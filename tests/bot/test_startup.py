@@ -92,6 +92,15 @@ async def test_keys_generate_prints_a_usable_key(tmp_path: Path) -> None:
     assert len(parse_keys(out.strip())[0].key) == 32
 
 
+async def test_keys_rotate_reports_credentials_and_sign_in_states(tmp_path: Path) -> None:
+    keys = f"{generate_key_spec('new')},{generate_key_spec('old')}"
+    env = base_env(tmp_path) | {"TRADECORD_KEYS": keys}
+    code, out, err = await run_cli("keys", "rotate", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "Re-encrypted 0 credential rows and 0 sign-in states under key 'new'." in out
+    assert "safe to remove from TRADECORD_KEYS: old" in out
+
+
 async def test_db_upgrade_command(tmp_path: Path) -> None:
     code, out, err = await run_cli("db", "upgrade", env=base_env(tmp_path), cwd=tmp_path)
     assert code == 0, err

@@ -15,8 +15,11 @@ import discord
 import pytest
 from sqlalchemy import select
 
-from bot.models import Connection, ConnectionStatus, Credential
-from bot.settings import Settings
+from bot.models import Connection, ConnectionStatus, Credential, Member, OAuthState
+from bot.services.credentials import verifier_binding
+from bot.services.linking import digest
+from bot.settings import Settings, parse_keys
+from bot.vault import Vault, generate_key_spec
 from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness, running_tradecord
 
@@ -313,6 +316,33 @@ async def test_discord_sign_in_state_is_consumed_even_when_callback_has_duplicat
         assert first.status == 400 and "appeared twice" in await first.text()
         second = await b.get(url(base, state=state, code=code))
         assert second.status == 400 and "cannot be replayed" in await second.text()
+    finally:
+        await b.close()
+    assert await connections(h, "alice") == []
+
+
+async def test_a_verifier_this_server_cannot_decrypt_is_a_clear_refusal(h: Harness) -> None:
+    """Keys rotated by another process while this one still lacks the new primary: the member
+    gets a page that says what to do, not an internal error."""
+    b = Browser()
+    try:
+        callback = await through_discord(b, h, await connect_link(h, "alice"), h.user("alice"))
+        state = parse_qs(urlsplit(callback).query)["state"][0]
+        newer = Vault(parse_keys(generate_key_spec("newer")))
+        async with h.core.db.transaction() as s:
+            row = await s.scalar(select(OAuthState).where(OAuthState.state_hash == digest(state)))
+            assert row is not None and row.code_verifier is not None
+            member = await s.get(Member, row.member_id)
+            assert member is not None
+            verifier = h.core.vault.decrypt(row.code_verifier, verifier_binding(row, member))
+            row.code_verifier = newer.encrypt(verifier, verifier_binding(row, member))
+        refused = await b.get(callback)
+        assert refused.status == 500
+        assert refused.headers["Cache-Control"] == "no-store"
+        text = await refused.text()
+        assert "encryption keys may have just changed" in text and "Run /connect again" in text
+        again = await b.get(callback)
+        assert again.status == 400 and "cannot be replayed" in await again.text()
     finally:
         await b.close()
     assert await connections(h, "alice") == []
