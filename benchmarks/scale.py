@@ -110,7 +110,6 @@ async def setup_strategies(cluster: Cluster, count: int) -> tuple[list[str], set
     for k in range(count):
         member = cluster.member_ids[k]
         url = await core.strategies.create(guild, member, f"Bench {k}")
-        await core.strategies.configure(guild, member, url.strategy.id, rate_limit_per_minute=600)
         info = await core.subscriptions.subscribe(
             guild,
             member,
@@ -294,6 +293,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no-sqlite", dest="sqlite", action="store_false")
     args = parser.parse_args(argv)
+    # Each strategy takes a warm-up signal and its share of --signals; a webhook accepts at most
+    # 60 signals a minute (requirement 24), so more per strategy would be refused with 429.
+    if args.signals > args.strategies * 59:
+        parser.error(
+            "at most 59 signals per strategy: each webhook accepts 60 a minute, one of them the "
+            f"warm-up. Use --strategies {-(-args.signals // 59)} or more, or fewer --signals"
+        )
     print(
         f"{psutil.cpu_count()} CPUs, Python {sys.version.split()[0]}; {args.signals} signals "
         f"over {args.strategies} strategies, one paper subscription each"

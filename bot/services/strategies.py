@@ -45,9 +45,11 @@ TRADINGVIEW_IPS: Final = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.
 TRADINGVIEW = "tradingview"
 MAX_SOURCES = 50
 MAX_TICKERS = 200
-# Bounds of the webhook settings; the command offers the same ranges.
-MIN_LAG_SECONDS, MAX_LAG_SECONDS = 5, 86400
-MIN_RATE_LIMIT, MAX_RATE_LIMIT = 1, 600
+# Bounds of the webhook settings; the command offers the same ranges. The maximums are the
+# security requirement's (skew over 300 s is refused, at most 60 signals a minute per hook) and
+# also the defaults: an owner may only tighten them. Migration 0007 brought older rows within.
+MIN_LAG_SECONDS, MAX_LAG_SECONDS = 5, 300
+MIN_RATE_LIMIT, MAX_RATE_LIMIT = 1, 60
 NAME_MAX = 100
 # Compared against when the strategy does not exist, so both refusals cost the same.
 _DUMMY_HASH = hashlib.sha256(b"tradecord: no such strategy").hexdigest()
@@ -405,14 +407,16 @@ class StrategyService:
             if not MIN_LAG_SECONDS <= max_lag_seconds <= MAX_LAG_SECONDS:
                 raise InvalidInput(
                     f"The maximum signal age must be between {MIN_LAG_SECONDS} and "
-                    f"{MAX_LAG_SECONDS} seconds (a day); {max_lag_seconds} is not."
+                    f"{MAX_LAG_SECONDS} seconds ({MAX_LAG_SECONDS // 60} minutes, the most "
+                    f"Tradecord allows); {max_lag_seconds} is not. Pick a value in that range."
                 )
             values["max_lag_seconds"] = max_lag_seconds
         if not isinstance(rate_limit_per_minute, _Unset):
             if not MIN_RATE_LIMIT <= rate_limit_per_minute <= MAX_RATE_LIMIT:
                 raise InvalidInput(
                     f"The rate limit must be between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} "
-                    f"signals a minute; {rate_limit_per_minute} is not."
+                    f"signals a minute ({MAX_RATE_LIMIT} is the most Tradecord allows); "
+                    f"{rate_limit_per_minute} is not. Pick a value in that range."
                 )
             values["rate_limit_per_minute"] = rate_limit_per_minute
         if not isinstance(max_quantity, _Unset):

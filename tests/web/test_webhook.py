@@ -235,8 +235,11 @@ async def test_a_stale_or_future_time_is_refused(
     assert (stale[0], stale[1]["messageCode"]) == (400, "stale-signal")
     assert fresh[0] == 202
     assert (future[0], future[1]["messageCode"]) == (400, "signal-time-in-future")
-    await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_lag_seconds=600)
-    assert (await post(client, path(url), body(time=at(-400))))[0] == 202
+    # An owner may tighten the window (300 s is the most allowed).
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_lag_seconds=60)
+    tightened = await post(client, path(url), body(time=at(-120)))
+    assert (tightened[0], tightened[1]["messageCode"]) == (400, "stale-signal")
+    assert (await post(client, path(url), body(time=at(-50))))[0] == 202
     assert await count(core, Job) == 2
 
 

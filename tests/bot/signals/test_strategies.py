@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
 from sqlalchemy import select, text
 
 from bot.automation_models import ReceivedSignal, Strategy, Subscription
 from bot.core import Core
+from bot.db import Database, alembic_config, head_revision
+from bot.db_types import UTCDateTime
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.strategies import hash_secret
 from bot.services.subscriptions import Sides, Sizing, SubscriptionSettings
@@ -167,10 +172,10 @@ async def test_webhook_settings(core: Core) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"max_lag_seconds": 4}, "between 5 and 86400 seconds"),
-        ({"max_lag_seconds": 86401}, "between 5 and 86400 seconds"),
-        ({"rate_limit_per_minute": 0}, "between 1 and 600 signals a minute"),
-        ({"rate_limit_per_minute": 601}, "between 1 and 600 signals a minute"),
+        ({"max_lag_seconds": 4}, "between 5 and 300 seconds"),
+        ({"max_lag_seconds": 301}, r"between 5 and 300 seconds \(5 minutes, the most"),
+        ({"rate_limit_per_minute": 0}, "between 1 and 60 signals a minute"),
+        ({"rate_limit_per_minute": 61}, r"between 1 and 60 signals a minute \(60 is the most"),
         ({"max_quantity": Decimal(0)}, "positive number below 1,000,000,000,000"),
         ({"max_quantity": Decimal(10) ** 12}, "positive number below"),
         ({"max_quantity": Decimal("NaN")}, "positive number below"),
@@ -202,7 +207,7 @@ async def test_webhook_settings_bounds_are_inclusive_and_only_the_owner_changes_
     core: Core,
 ) -> None:
     url = await make_strategy(core)
-    for lag, rate in ((5, 1), (86400, 600)):
+    for lag, rate in ((5, 1), (300, 60)):
         info = await core.strategies.configure(
             GUILD, OWNER, url.strategy.id, max_lag_seconds=lag, rate_limit_per_minute=rate
         )
@@ -214,6 +219,82 @@ async def test_webhook_settings_bounds_are_inclusive_and_only_the_owner_changes_
     await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
     with pytest.raises(PermissionDenied, match="only its owner"):
         await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
+
+
+async def test_req24_hook_rate_limit_and_skew_cannot_exceed_the_requirement(core: Core) -> None:
+    url = await make_strategy(core)
+    with pytest.raises(InvalidInput, match="between 1 and 60 signals a minute"):
+        await core.strategies.configure(GUILD, OWNER, url.strategy.id, rate_limit_per_minute=600)
+    with pytest.raises(InvalidInput, match="between 5 and 300 seconds"):
+        await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_lag_seconds=86400)
+    # The maximums are the defaults too: a new strategy starts at them.
+    info = await core.strategies.get(GUILD, OWNER, url.strategy.id)
+    assert (info.max_lag_seconds, info.rate_limit_per_minute) == (300, 60)
+
+
+def _upgrade_to(conn: sa.Connection, url: str, target: str) -> None:
+    cfg = alembic_config(url)
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, target)
+
+
+async def test_the_migration_lowers_webhook_settings_saved_above_the_maximums(
+    empty_database_url: str,
+) -> None:
+    """Rows saved when /strategy settings allowed 600 a minute and a day of skew."""
+    now = datetime.now(UTC)
+    members = sa.table(
+        "members",
+        sa.column("id", sa.Integer()),
+        sa.column("discord_user_id", sa.BigInteger()),
+        sa.column("created_at", UTCDateTime()),
+    )
+    columns = ("id", "name", "max_lag_seconds", "rate_limit_per_minute")
+    strategies = sa.table(
+        "strategies",
+        *(sa.column(c) for c in columns),
+        *(sa.column(c) for c in ("guild_id", "owner_member_id", "name_key", "secret_hash")),
+        *(sa.column(c, sa.JSON()) for c in ("allowed_sources", "allowed_tickers")),
+        *(sa.column(c, UTCDateTime()) for c in ("secret_rotated_at", "created_at", "updated_at")),
+    )
+    saved = [("loose", "Loose", 86400, 600), ("tight", "Tight", 30, 10), ("edge", "Edge", 301, 61)]
+    db = Database(empty_database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, empty_database_url, "0006")
+            await conn.execute(members.insert().values(id=1, discord_user_id=OWNER, created_at=now))
+            await conn.execute(
+                strategies.insert(),
+                [
+                    dict(zip(columns, row, strict=True))
+                    | dict(
+                        guild_id=GUILD,
+                        owner_member_id=1,
+                        name_key=row[1].casefold(),
+                        secret_hash="0" * 64,
+                        allowed_sources=[],
+                        allowed_tickers=[],
+                        secret_rotated_at=now,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    for row in saved
+                ],
+            )
+        await db.upgrade()
+        assert await db.current_revision() == head_revision()
+        async with db.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    strategies.c.id,
+                    strategies.c.max_lag_seconds,
+                    strategies.c.rate_limit_per_minute,
+                )
+            )
+            after = {r.id: (r.max_lag_seconds, r.rate_limit_per_minute) for r in rows}
+    finally:
+        await db.close()
+    assert after == {"loose": (300, 60), "tight": (30, 10), "edge": (300, 60)}
 
 
 async def test_an_unknown_subscription_points_to_the_listing(core: Core) -> None:
