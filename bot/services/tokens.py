@@ -24,6 +24,7 @@ from bot.models import Connection, ConnectionStatus, Credential, Member
 from bot.services import audit, oauth
 from bot.services.credentials import binding
 from bot.services.notify import Outgoing
+from bot.vault import VaultError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,7 +85,17 @@ class DbTokenProvider:
         envelope = getattr(cred, column)
         if envelope is None:
             return None
-        return self.core.vault.decrypt(envelope, binding(conn, member, column))
+        try:
+            return self.core.vault.decrypt(envelope, binding(conn, member, column))
+        except VaultError as e:
+            # Most likely a key still in use was removed from TRADECORD_KEYS: the admin can put
+            # it back; until then the member can only link the account again.
+            log.warning("connection %s: stored %s unreadable: %s", conn.id, column, e)
+            raise AuthorizationExpired(
+                f"Tradecord can no longer read its stored authorization for “{conn.name}”. "
+                f"Run /connect {conn.broker} to link it again, or ask the server admin to "
+                "check the bot's encryption keys."
+            ) from None
 
     async def access_token(self) -> str:
         async with self._reading:

@@ -11,11 +11,13 @@ from sqlalchemy import event, select
 
 from adapters.errors import AuthorizationExpired
 from bot.db import Database
-from bot.models import AuditEvent, ConnectionStatus, Credential
+from bot.models import AuditEvent, Connection, ConnectionStatus, Credential, Member
+from bot.services.credentials import binding
 from bot.services.notify import RecordingNotifier
 from bot.services.oauth import TokenSet
 from bot.services.tokens import DbTokenProvider
-from bot.settings import Settings
+from bot.settings import Settings, parse_keys
+from bot.vault import Vault, generate_key_spec
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradestation.server import DEFAULT_CLIENT_ID
 from tests.bot.conftest import MEMBER, connection, link, open_cores, stored_connection
@@ -138,5 +140,29 @@ async def test_concurrent_first_reads_of_many_connections_are_one_query(
         assert tokens[:4] == [f"token-{i}" for i in range(4)]
         assert isinstance(tokens[4], AuthorizationExpired)
         assert len(reads) == 1
+    finally:
+        await core.close()
+
+
+async def test_a_token_no_configured_key_opens_asks_to_link_again(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key still in use removed from TRADECORD_KEYS: a clear message, not an internal error,
+    and a warning for the admin that holds no secret."""
+    [core] = await open_cores(ts_settings, 1)
+    try:
+        cid = await link(core, ts)
+        async with core.db.session() as s:
+            cred = (await s.scalars(select(Credential))).one()
+            conn = await s.get(Connection, cid)
+            assert conn is not None
+            member = await s.get(Member, conn.member_id)
+            assert member is not None and cred.access_token is not None
+            token = core.vault.decrypt(cred.access_token, binding(conn, member, "access_token"))
+        core.vault = Vault(parse_keys(generate_key_spec("other")))
+        adapter = await core.connections.adapter_for(await connection(core, cid))
+        with pytest.raises(AuthorizationExpired, match="can no longer read"):
+            await adapter.fetch_accounts()
+        assert "unreadable" in caplog.text and token not in caplog.text
     finally:
         await core.close()
