@@ -1521,6 +1521,16 @@ class TradingService:
                 )
                 .values(status=IntentStatus.CANCELLED, updated_at=self.clock())
             )
+            # A card previewed before the reset was priced against positions that are gone: a
+            # "sell to close" confirmed after it would open a short nobody previewed.
+            await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.status == IntentStatus.DRAFT,
+                )
+                .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
+            )
             audit.record(
                 s,
                 "paper.reset",
@@ -1580,7 +1590,12 @@ class TradingService:
     @staticmethod
     def _already(intent: OrderIntent) -> str:
         if intent.status == IntentStatus.DISCARDED:
-            return "This preview was cancelled or expired; nothing was sent. Run /trade again."
+            why = (
+                "cancelled, expired, or its paper account was reset"
+                if intent.mode == "paper"
+                else "cancelled or expired"
+            )
+            return f"This preview was {why}; nothing was sent. Run /trade again."
         return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
 
 

@@ -119,8 +119,22 @@ async def test_expired_preview_sends_nothing(core: Core) -> None:
 async def test_discarded_preview_cannot_be_confirmed(core: Core) -> None:
     p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
     await core.trading.discard(p.intent_id, ALICE)
-    with pytest.raises(Conflict, match="cancelled or expired"):
+    with pytest.raises(Conflict, match="cancelled, expired"):
         await core.trading.confirm(p.intent_id, ALICE)
+
+
+async def test_a_preview_made_before_a_paper_reset_cannot_be_confirmed_after_it(
+    core: Core,
+) -> None:
+    """Its "sell to close" would open a short on the reset account, which nobody previewed."""
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "10"))
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok
+    closing = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "10"))
+    await core.trading.reset_paper(ALICE)
+    with pytest.raises(Conflict, match="paper account was reset"):
+        await core.trading.confirm(closing.intent_id, ALICE)
+    assert (await core.trading.get_intent(closing.intent_id)).status == IntentStatus.DISCARDED
+    assert (await core.trading.holdings(ALICE, None, "paper")).positions == []
 
 
 @pytest.mark.parametrize(
