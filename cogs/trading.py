@@ -23,7 +23,7 @@ from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings
-from bot.services.trading import Holdings, OrderInput, Outcome, Preview
+from bot.services.trading import HISTORY_LIMIT, Holdings, OrderInput, Outcome, Preview
 from cogs import format as fmt
 from cogs.ui import (
     OK_COLOUR,
@@ -199,6 +199,16 @@ def result_embed(outcome: Outcome) -> discord.Embed:
         text=_footer(f"Intent {intent.id[:8]}", fmt.SIMULATED if outcome.simulated else None)
     )
     return embed
+
+
+def history_footer(count: int, days: int) -> str:
+    """How many orders /history shows, and that older ones are cut when it hit the limit."""
+    if count < HISTORY_LIMIT:
+        return f"{count} order(s)"
+    return (
+        f"The newest {count} orders: older ones of these {days} day(s) are not shown. "
+        "Your broker's site has the full history."
+    )
 
 
 def cancelled_text(connection: str, orders: list[Order]) -> str:
@@ -436,7 +446,7 @@ class Trading(commands.Cog):
             fmt.order_rows(orders),
             fmt.ORDER_HEADERS,
             {3},
-            f"{len(orders)} order(s)",
+            history_footer(len(orders), days),
         )
         await send_pages(interaction, pages)
 

@@ -186,6 +186,9 @@ class Preview:
         return self.quote.simulated
 
 
+HISTORY_LIMIT = 200  # /history's orders: a few pages, and one request at every broker
+
+
 @dataclass(slots=True)
 class Holdings:
     target: Target
@@ -1377,7 +1380,7 @@ class TradingService:
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
             orders = await adapter.fetch_orders(
-                target.ref, since=self.clock() - timedelta(days=days), limit=200
+                target.ref, since=self.clock() - timedelta(days=days), limit=HISTORY_LIMIT
             )
         finally:
             await adapter.close()

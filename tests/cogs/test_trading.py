@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
+from bot.services.trading import HISTORY_LIMIT
 from cogs import ui
-from cogs.trading import TradeButton
+from cogs.trading import TradeButton, history_footer
 from emulators.discord import Message
 from tests.discord_harness import Harness
 from tests.support import FakeClock
@@ -451,3 +452,9 @@ async def test_share_error_after_a_slow_read_stays_private(
     assert result.original is not None and result.original.deleted
     others = h.emu.messages(h.emu.general.id, visible_to=h.user("bob"))
     assert not any("My Schwab IRA" in m.text() for m in others)
+
+
+def test_history_says_when_older_orders_were_cut() -> None:
+    assert history_footer(12, 7) == "12 order(s)"
+    cut = history_footer(HISTORY_LIMIT, 30)
+    assert f"newest {HISTORY_LIMIT} orders" in cut and "not shown" in cut
