@@ -271,6 +271,24 @@ def _upgrade(conn: Connection, url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+async def lock_name(session: AsyncSession, name: str) -> None:
+    """Take a lock on ``name`` until the transaction ends, for a check-then-insert with no row
+    to lock yet (two members claiming one brokerage account).
+
+    PostgreSQL: a transaction-level advisory lock on the name's hash. SQLite has one writer per
+    database: a write that changes nothing makes this transaction that writer, and its reads
+    from then on see every commit before it.
+    """
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("UPDATE members SET id = id WHERE 0"))
+    else:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
+        )
+
+
 async def lock_row(session: AsyncSession, table: Any, where: Any) -> None:
     """Take the write lock for the rows matching ``where`` until the transaction ends.
 

@@ -29,6 +29,7 @@ from adapters.models import Account, AccountRef, AccountType, Environment
 from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import get_adapter_class
+from bot.db import lock_name
 from bot.errors import Conflict, InvalidInput, NotFound
 from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential, Member
 from bot.services import audit
@@ -449,6 +450,8 @@ class ConnectionService:
                 f"choose it as the {account.environment.value} account."
             )
         async with self.core.db.transaction() as s:
+            # Two members choosing one account at once: the second waits, then finds it taken.
+            await lock_name(s, f"account:{conn.broker}:{account.id}")
             taken = await s.scalar(
                 select(Member.discord_user_id)
                 .join(Connection, Connection.member_id == Member.id)

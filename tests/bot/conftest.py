@@ -51,12 +51,12 @@ async def open_cores(settings: Settings, n: int) -> list[Core]:
     return [await Core.open(settings, migrate=False) for _ in range(n)]
 
 
-async def link(core: Core, ts: TradeStationEmulator) -> int:
+async def link(core: Core, ts: TradeStationEmulator, *, member: int = MEMBER) -> int:
     async with aiohttp.ClientSession() as http:
         tokens = await sign_in(http, ts)
     return await stored_connection(
         core,
-        MEMBER,
+        member,
         TokenSet(
             tokens["access_token"],
             tokens["refresh_token"],

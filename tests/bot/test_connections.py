@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 
 from bot.core import Core
 from bot.db import Database
-from bot.models import AuditEvent, Connection, Credential
+from bot.models import AuditEvent, Connection, ConnectionAccount, Credential
+from bot.services.connections import ConnectionService
 from bot.settings import Settings, load_settings
 from bot.vault import Vault, generate_key_spec, parse_keys
 from emulators.tradestation import TradeStationEmulator
@@ -85,5 +89,47 @@ async def test_disconnect_deletes_the_tokens_when_revocation_cannot_even_start(
         assert [e.detail["revoked"] for e in events if e.kind == "connection.disconnected"] == [
             False
         ]
+    finally:
+        await core.close()
+
+
+async def test_two_members_choosing_one_account_at_once_get_it_once(
+    ts_settings: Settings, ts: TradeStationEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that no other member holds the account and the insert are one step: without
+    a lock, two members whose checks both ran before either insert would both get it."""
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        second = await link(core, ts, member=MEMBER + 1)  # the same broker login
+        [account] = [
+            a
+            for a in (await core.connections.broker_accounts(MEMBER, first))[1]
+            if a.environment.value == "live" and a.type.value == "margin"
+        ]
+        arrived: list[int] = []
+        both = asyncio.Event()
+        listed = ConnectionService.broker_accounts
+
+        async def together(self: ConnectionService, user: int, cid: int) -> Any:
+            found = await listed(self, user, cid)
+            arrived.append(user)
+            if len(arrived) == 2:
+                both.set()
+            await both.wait()  # both checks start at the same moment
+            return found
+
+        monkeypatch.setattr(ConnectionService, "broker_accounts", together)
+        results = await asyncio.gather(
+            core.connections.choose_account(MEMBER, first, "live", account.id),
+            core.connections.choose_account(MEMBER + 1, second, "live", account.id),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["ChoiceResult", "Conflict"], results
+        async with core.db.session() as s:
+            holders = await s.scalars(
+                select(ConnectionAccount).where(ConnectionAccount.account_id == account.id)
+            )
+            assert len(list(holders)) == 1
     finally:
         await core.close()
