@@ -19,16 +19,27 @@ def account_select_id(connection_id: int, mode: str) -> str:
     return f"tc:acct:{connection_id}:{mode}"
 
 
+def _trades(account_type: str, futures_here: bool) -> str:
+    if account_type == "futures":
+        return " · futures trade here"
+    if futures_here and account_type in ("cash", "margin"):
+        return " · stocks and ETFs, no futures"
+    return ""
+
+
 def account_menus(connection: Connection, accounts: list[Account]) -> list[dict[str, Any]]:
     """One select per environment that has accounts: type and masked number, nothing more."""
     rows: list[dict[str, Any]] = []
     for env in (Environment.LIVE, Environment.PAPER):
+        # The classic mistake is a margin account chosen for futures: where both are offered,
+        # each option says which trades futures and which does not.
+        futures_here = any(a.environment is env and a.type.value == "futures" for a in accounts)
         options = [
             {
                 "label": f"{TYPE_WORDS.get(a.type.value, a.type.value)} {a.masked}"[:100],
                 "value": a.id,
                 "description": f"{env.value} · {a.type.value} account"
-                + (" · futures trade here" if a.type.value == "futures" else ""),
+                + _trades(a.type.value, futures_here),
                 "default": bool(
                     (chosen := connection.account(env.value)) and chosen.account_id == a.id
                 ),

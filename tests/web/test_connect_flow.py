@@ -140,6 +140,8 @@ async def test_full_flow_links_and_choosing_an_account_turns_trading_on(h: Harne
     labels = {o["label"]: o["value"] for o in live_menu["options"]}
     assert any("Futures" in k for k in labels) and any("Margin" in k for k in labels)
     assert all("•" in k for k in labels)  # masked numbers only
+    says = {o["label"].split()[0]: o["description"] for o in live_menu["options"]}
+    assert "futures trade here" in says["Futures"] and "no futures" in says["Margin"]
     margin = next(v for k, v in labels.items() if k.startswith("Margin"))
     chose = await h.emu.select(alice, dm, [margin], custom_id=live_menu["custom_id"])
     answer = await chose.message(timeout=10)
