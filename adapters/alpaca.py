@@ -375,6 +375,12 @@ class AlpacaAdapter(HttpBrokerAdapter):
             at=parse_time(data.get("timestamp")) or order.updated_at,
         )
 
+    def canonical_symbol(self, symbol: str) -> str:
+        # Crypto as BASE/QUOTE, the form positions and orders are read back in: a held BTC/USD
+        # is found whether the member typed BTCUSD, BTC-USD or BTC/USD.
+        text = symbols.normalize(symbol)
+        return our_symbol(text, symbols.asset_class_of(text))
+
     def vendor_symbol(self, symbol: str, asset: AssetClass) -> str:
         if asset is AssetClass.CRYPTO:
             return our_symbol(symbol, asset)  # Alpaca's order symbol for crypto is BTC/USD

@@ -225,6 +225,12 @@ async def test_fetch_positions_maps_crypto_and_shorts(
         D(90000),
     )
     assert btc.info["symbol"] == "BTCUSD"
+    # However the member writes the pair, it is the symbol the position is read back with:
+    # a sell of held coins is a closing order, not a new short.
+    for typed in ("BTCUSD", "BTC-USD", "btc/usd"):
+        held = await adapter.fetch_position(paper, adapter.canonical_symbol(typed))
+        assert held is not None and held.quantity == D("0.25"), typed
+    assert adapter.canonical_symbol("brk.b") == "BRK.B"
     short = positions["F"]
     assert short.quantity == D(-20) and short.side == "short"
     assert short.market_value == D(-200) and short.unrealized_pnl == D(10)
