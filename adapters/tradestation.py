@@ -329,6 +329,11 @@ def _asset_class(asset_type: str | None, symbol: str) -> AssetClass:
     return symbols.asset_class_of(symbol)
 
 
+_BRACKET_CLOSES = (
+    "A take-profit/stop-loss bracket needs an order that opens a position; this one closes one."
+)
+
+
 def map_order(o: dict[str, Any]) -> Order:
     leg = (o.get("Legs") or [{}])[0]
     symbol = str(leg.get("Symbol", ""))
@@ -722,12 +727,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
 
     # -- writes --------------------------------------------------------------------------
 
-    async def _trade_action(self, account: AccountRef, request: OrderRequest, symbol: str) -> str:
-        """BUY/SELL for futures; for equities open or close according to the position."""
-        if request.asset_class is AssetClass.FUTURE:
-            return "BUY" if request.side is Side.BUY else "SELL"
+    async def _held(self, account: AccountRef, symbol: str) -> Decimal:
         rows = await self._positions(account, symbol)
-        held = sum(
+        return sum(
             (
                 dec(p.get("Quantity"), ZERO) or ZERO
                 for p in rows
@@ -735,6 +737,18 @@ class TradeStationAdapter(HttpBrokerAdapter):
             ),
             ZERO,
         )
+
+    async def _trade_action(self, account: AccountRef, request: OrderRequest, symbol: str) -> str:
+        """BUY/SELL for futures; for equities open or close according to the position."""
+        if request.asset_class is AssetClass.FUTURE:
+            if request.bracket is not None:
+                # Futures have no opening or closing action, so TradeStation would start the
+                # bracket's exits after a closing fill too: either exit would open a position.
+                held = await self._held(account, symbol)
+                if held * (1 if request.side is Side.BUY else -1) < 0:
+                    raise InvalidOrder(_BRACKET_CLOSES)
+            return "BUY" if request.side is Side.BUY else "SELL"
+        held = await self._held(account, symbol)
         qty = request.quantity
         if request.side is Side.BUY:
             if held >= 0:
@@ -797,10 +811,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         if entry_action not in ("BUY", "SELLSHORT", "SELL") or (
             entry_action == "SELL" and request.asset_class is not AssetClass.FUTURE
         ):
-            raise InvalidOrder(
-                "A take-profit/stop-loss bracket needs an order that opens a position; this one "
-                "closes one."
-            )
+            raise InvalidOrder(_BRACKET_CLOSES)
         exit_action = {"BUY": "SELL", "SELLSHORT": "BUYTOCOVER", "SELL": "BUY"}[entry_action]
         legs = []
         if b.take_profit is not None:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -775,6 +776,28 @@ async def test_short_bracket_covers(
         await adapter.create_order(
             MARGIN, sell("AAPL", 1, bracket=Bracket(take_profit=Decimal("100")))
         )
+
+
+@pytest.mark.parametrize(("held", "side"), [(2, Side.SELL), (-2, Side.BUY)])
+async def test_a_futures_bracket_on_an_order_that_closes_is_refused(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator, held: int, side: Side
+) -> None:
+    """Futures trade as plain BUY/SELL: the broker would start the exits after a closing fill
+    too, and either would open a position nobody asked for."""
+    emu.set_position("11827343", "ESZ25", held, "5890")
+    request = OrderRequest(
+        "ESZ25",
+        side,
+        Decimal(2),
+        bracket=Bracket(take_profit=Decimal(5900), stop_loss=Decimal(5880)),
+    )
+    with pytest.raises(InvalidOrder, match="opens a position"):
+        await adapter.create_order(FUTURES, request)
+    assert posted(emu) == []
+    # Adding to the position is opening: its bracket is placed.
+    adding = OrderRequest("ESZ25", Side.BUY if held > 0 else Side.SELL, Decimal(1))
+    await adapter.create_order(FUTURES, replace(adding, bracket=request.bracket))
+    assert posted(emu)[0]["OSOs"][0]["Orders"]
 
 
 # -- the order stream --------------------------------------------------------------------
