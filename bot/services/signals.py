@@ -1432,7 +1432,16 @@ class SignalService:
             return sig.reference_price
         if quote.bid > 0 and quote.ask > 0:
             return quote.mid
-        return await self._price(ctx, adapter, side)  # the sender's price, or the last trade
+        # A one-sided or empty quote: the sender's price, else what the quote does have.
+        one_side = quote.ask if side is Side.BUY else quote.bid
+        for price in (sig.reference_price, one_side, quote.last):
+            if price is not None and price > 0:
+                return price
+        raise _Skip(
+            "no-price",
+            f"No price for {sig.ticker} to place the bracket from; send "
+            "price or signalPrice in the signal.",
+        )
 
     async def _bracket(self, ctx: ExecContext, adapter: BrokerAdapter, leg: Leg) -> Bracket:
         sig = ctx.signal

@@ -42,5 +42,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Nothing to undo: the older code accepts these values, and the higher ones are not kept.
-    pass
+    """Nothing to undo: the older code accepts these values, and the higher ones are not kept."""
