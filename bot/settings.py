@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
 
     log_level: str = "INFO"
+    # How long a signal job stays a dead worker's before another worker takes it over (renewed
+    # every third of it while the job runs). Shorter fails over sooner; a worker whose event
+    # loop stalls longer than two thirds of it may see its job run a second time (harmlessly:
+    # orders are idempotent per signal and subscription, but the member would wait).
+    job_lease_seconds: int = PydField(default=60, ge=10, le=3600)
 
     paper_starting_cash: Decimal = Decimal("100000")
     paper_fill_hours: str = "24/7"

@@ -37,7 +37,6 @@ log = logging.getLogger("tradecord.jobs")
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
 
-DEFAULT_LEASE = timedelta(seconds=60)
 KEEP_FINISHED = timedelta(days=7)
 
 
@@ -65,6 +64,15 @@ class ClaimedJob:
     max_attempts: int
 
 
+class RunAgainAt(Exception):
+    """Raised by a handler whose work cannot go on before ``when``: the job waits until then,
+    and the wait does not count as one of its attempts."""
+
+    def __init__(self, when: datetime) -> None:
+        super().__init__(f"run again at {when.isoformat()}")
+        self.when = when
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -73,7 +81,7 @@ class JobQueue:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.lease = DEFAULT_LEASE
+        self.lease = timedelta(seconds=core.settings.job_lease_seconds)
         self.handlers: dict[str, Handler] = {}
         # Nudges a worker loop in this process right after an enqueue; other processes poll.
         self._wake = asyncio.Event()
@@ -239,6 +247,20 @@ class JobQueue:
         values.update(lease_owner=None, lease_expires_at=None)
         return await self._finish(job, worker, values)
 
+    async def defer(self, job: ClaimedJob, worker: str, when: datetime) -> bool:
+        """Queue the job again for ``when``, giving back the attempt it just used."""
+        return await self._finish(
+            job,
+            worker,
+            {
+                "status": JobStatus.QUEUED,
+                "run_after": when,
+                "attempts": Job.attempts - 1,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
+        )
+
     async def purge(self, older_than: timedelta = KEEP_FINISHED) -> int:
         async with self.core.db.transaction() as s:
             result = await s.execute(
@@ -263,6 +285,9 @@ class JobQueue:
             return False
         try:
             await handler(job.payload)
+        except RunAgainAt as e:
+            await self.defer(job, worker, e.when)
+            return False
         except Exception as e:
             log.exception("Job %s (%s) failed on attempt %s", job.id, job.kind, job.attempts)
             await self.fail(job, worker, e)

@@ -76,7 +76,7 @@ from bot.models import (
     new_uuid,
 )
 from bot.services.connections import Target
-from bot.services.jobs import insert_ignoring
+from bot.services.jobs import RunAgainAt, insert_ignoring
 from bot.services.notify import Notifier, Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
@@ -87,6 +87,7 @@ from bot.services.trading import (
     hint_of,
     money,
     qty,
+    send_settles_at,
 )
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
 
@@ -967,9 +968,12 @@ class SignalService:
             except Exception:
                 log.warning("Could not post signal %s's results", signal_id, exc_info=True)
         failed = [r for r in results if isinstance(r, Exception)]
-        if failed:
+        later = [r.when for r in failed if isinstance(r, RunAgainAt)]
+        if len(later) < len(failed):
             # Recording a result failed (the database?): the job runs again and resumes.
-            raise failed[0]
+            raise next(r for r in failed if not isinstance(r, RunAgainAt))
+        if later:
+            raise RunAgainAt(max(later))  # the signal stays in processing until then
         async with self.core.db.transaction() as s:
             await s.execute(
                 update(ReceivedSignal)
@@ -1079,6 +1083,8 @@ class SignalService:
         this subscription's result, not its neighbours'."""
         try:
             result = await self._execute(ctx)
+        except RunAgainAt:
+            raise  # unfinished: the job runs again and carries it on
         except _Skip as e:
             result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
         except BrokerError as e:
@@ -1732,7 +1738,10 @@ class SignalService:
                     return (await trading.submit(intent, target=target, adapter=adapter)).intent
                 if intent.status == IntentStatus.SUBMITTED:
                     # The process sending it died; the broker has nothing under its client
-                    # order id. This job's lease makes us the only one to send it again.
+                    # order id. This job's lease makes us the only one to send it again, once
+                    # that send has surely ended: until then, not found proves nothing.
+                    if self.clock() < send_settles_at(intent):
+                        raise RunAgainAt(send_settles_at(intent)) from None
                     try:
                         return (await trading.resend_lost(intent, target=target)).intent
                     except Conflict:

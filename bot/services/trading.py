@@ -930,7 +930,7 @@ class TradingService:
         sent_at = intent.extra.get("sent_at")
         if intent.status != IntentStatus.SUBMITTED or sent_at is None:
             raise Conflict(self._already(intent))
-        if self.clock() - datetime.fromisoformat(sent_at) < SEND_SETTLED_AFTER:
+        if self.clock() < send_settles_at(intent):
             raise Conflict("The first attempt to send this order may still be under way.")
         async with self.core.db.transaction() as s:
             claimed = (
@@ -1245,7 +1245,7 @@ class TradingService:
     def _send_settled(self, intent: OrderIntent) -> bool:
         """Whether the last send has surely ended (adapters give up after 10 s and never
         retry), so that a lookup finding nothing proves the broker never got the order."""
-        return self.clock() - hint_of(intent).sent_at >= SEND_SETTLED_AFTER
+        return self.clock() >= send_settles_at(intent)
 
     async def apply_update(
         self, broker: str, update: OrderUpdate, *, connection_id: int | None = None
@@ -1665,6 +1665,11 @@ def hint_of(intent: OrderIntent) -> SubmissionHint:
     sent = intent.extra.get("sent_at")
     sent_at = datetime.fromisoformat(sent) if sent else intent.updated_at
     return SubmissionHint(request_of(intent), sent_at)
+
+
+def send_settles_at(intent: OrderIntent) -> datetime:
+    """When the intent's last send has surely ended, one way or the other."""
+    return hint_of(intent).sent_at + SEND_SETTLED_AFTER
 
 
 def known_price(intent: OrderIntent) -> Decimal | None:

@@ -433,6 +433,8 @@ def base_environment(
         "WEB_HOST": "127.0.0.1",
         "PUBLIC_URL": public_url,
         "LOG_LEVEL": "INFO",
+        # A killed worker's jobs pass to another after this; the default 60 s only slows tests.
+        "JOB_LEASE_SECONDS": "20",
         # Thousands of signal orders per account: cash must never be what stops one.
         "PAPER_STARTING_CASH": "1000000000000",
         "TRADECORD_TRADESTATION_CLIENT_ID": TS_CLIENT_ID,

@@ -388,7 +388,7 @@ async def test_a_thousand_signals_make_one_order_per_subscription_though_a_worke
         if owner and owner_pid(owner) == victim.pid
     }
     assert stranded, "the killed worker held no job"
-    # A replacement starts while the dead worker's leases still run (60 s).
+    # A replacement starts while the dead worker's leases still run (JOB_LEASE_SECONDS).
     replacement = await cluster.start_process("worker-3", "worker")
 
     async def finished() -> bool:

@@ -18,7 +18,7 @@ from adapters.errors import BrokerUnavailable, InvalidOrder
 from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
-from bot.automation_models import ExecutionStatus, JobStatus, SignalExecution
+from bot.automation_models import ExecutionStatus, JobStatus, SignalExecution, Subscription
 from bot.core import Core
 from bot.db import Database
 from bot.errors import Conflict, NotFound, PermissionDenied
@@ -821,12 +821,11 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
         await second.close()
 
 
-async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_retaken_job(
-    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Both subscriptions' intents are SUBMITTED and the broker got neither: the job, retaken
-    when the dead worker's lease ends, looks each order up, finds nothing and sends it;
-    meanwhile the reconciler leaves the job's intents alone (it would mark them failed)."""
+async def died_sending_two_orders(
+    settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, list[Subscription]]:
+    """A signal to two subscriptions whose worker died once both orders were marked sent and
+    before the broker got either; the signal's id and the subscriptions."""
     first = await open_core(settings, clock)
     url = await make_strategy(first)
     await first.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
@@ -843,7 +842,23 @@ async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_
     with monkeypatch.context() as patch:
         patch.setattr(PaperBroker, "create_order", die_once_both_are_sent)
         ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "buy"})
+    return ack.body["id"], subs
 
+
+async def sent_once_each(core: Core, signal_id: str, subs: list[Subscription]) -> None:
+    for sub in subs:
+        ex = await execution(core, signal_id, sub)
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sorted(sides_and_quantities(await orders(core))) == [("buy", 2), ("buy", 3)]
+
+
+async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_retaken_job(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both subscriptions' intents are SUBMITTED and the broker got neither: the job, retaken
+    when the dead worker's lease ends, looks each order up, finds nothing and sends it;
+    meanwhile the reconciler leaves the job's intents alone (it would mark them failed)."""
+    signal_id, subs = await died_sending_two_orders(settings, clock, monkeypatch)
     second = await open_core(settings, clock)
     try:
         stored = [i for i in await intents(second) if i.source == "signal"]
@@ -856,10 +871,7 @@ async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_
             assert (await second.trading.get_intent(intent.id)).status == IntentStatus.SUBMITTED
         clock.advance(seconds=16)
         assert await second.jobs.drain() == 1
-        for sub in subs:
-            ex = await execution(second, ack.body["id"], sub)
-            assert ex.status == ExecutionStatus.FILLED, ex.reason
-        assert sorted(sides_and_quantities(await orders(second))) == [("buy", 2), ("buy", 3)]
+        await sent_once_each(second, signal_id, subs)
         async with second.db.session() as s:
             phases = list(
                 await s.scalars(
@@ -869,6 +881,34 @@ async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_
         assert phases.count("order.submitted") == 4 and phases.count("order.resent") == 2
         with pytest.raises(Conflict):  # settled: nothing left to resend
             await second.trading.resend_lost(await second.trading.get_intent(stored[0].id))
+    finally:
+        await second.close()
+
+
+async def test_a_job_retaken_before_a_dead_send_has_settled_waits_for_it_then_sends_once(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a lease shorter than the time a lost send takes to settle, the retaken job cannot
+    yet tell "never reached the broker" from "still on its way": it neither resends nor gives
+    up, but runs again once the send has surely ended (without spending an attempt)."""
+    settings = settings.model_copy(update={"job_lease_seconds": 10})
+    signal_id, subs = await died_sending_two_orders(settings, clock, monkeypatch)
+    second = await open_core(settings, clock)
+    try:
+        clock.advance(seconds=11)
+        assert await second.jobs.drain() == 1
+        assert await orders(second) == []
+        [job] = await jobs(second)
+        assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
+        for sub in subs:
+            assert (await execution(second, signal_id, sub)).status == ExecutionStatus.PENDING
+        assert await second.trading.reconcile(older_than=timedelta(0)) == []
+        assert await second.jobs.drain() == 0  # not before the send has settled
+        clock.advance(seconds=20)
+        assert await second.jobs.drain() == 1
+        await sent_once_each(second, signal_id, subs)
+        [job] = await jobs(second)
+        assert (job.status, job.attempts) == (JobStatus.DONE, 2)
     finally:
         await second.close()
 

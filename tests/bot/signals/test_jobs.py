@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from bot.automation_models import Job, JobStatus
 from bot.core import Core
 from bot.db import Database
@@ -47,20 +49,28 @@ async def test_enqueue_is_once_per_key_and_waits_for_run_after(
     assert {j.status for j in await jobs(core)} == {JobStatus.DONE}
 
 
+@pytest.mark.parametrize("lease", [None, 20])
 async def test_a_dead_workers_job_is_taken_again_after_its_lease(
-    core: Core, clock: FakeClock
+    settings: Settings, db: Database, clock: FakeClock, lease: int | None
 ) -> None:
-    await core.jobs.enqueue("test.noop", {}, key="k")
-    [job] = await core.jobs.claim("worker-a", 10)
-    assert await core.jobs.claim("worker-b", 10) == []  # leased: nobody else takes it
-    clock.advance(seconds=59)
-    assert await core.jobs.claim("worker-b", 10) == []
-    clock.advance(seconds=2)
-    [again] = await core.jobs.claim("worker-b", 10)
-    assert again.id == job.id and again.attempts == 2
-    # worker-a wakes up and tries to finish: the lease is not its any more.
-    assert not await core.jobs.complete(job, "worker-a")
-    assert await core.jobs.complete(again, "worker-b")
+    """After the lease: 60 s by default, or the operator's JOB_LEASE_SECONDS."""
+    if lease is not None:
+        settings = settings.model_copy(update={"job_lease_seconds": lease})
+    core = await open_core(settings, clock)
+    try:
+        await core.jobs.enqueue("test.noop", {}, key="k")
+        [job] = await core.jobs.claim("worker-a", 10)
+        assert await core.jobs.claim("worker-b", 10) == []  # leased: nobody else takes it
+        clock.advance(seconds=(lease or 60) - 1)
+        assert await core.jobs.claim("worker-b", 10) == []
+        clock.advance(seconds=2)
+        [again] = await core.jobs.claim("worker-b", 10)
+        assert again.id == job.id and again.attempts == 2
+        # worker-a wakes up and tries to finish: the lease is not its any more.
+        assert not await core.jobs.complete(job, "worker-a")
+        assert await core.jobs.complete(again, "worker-b")
+    finally:
+        await core.close()
 
 
 async def test_failures_retry_with_backoff_then_give_up(core: Core, clock: FakeClock) -> None:
