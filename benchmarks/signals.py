@@ -57,6 +57,7 @@ from bot.automation_models import ExecutionStatus, ReceivedSignal, SignalExecuti
 from bot.core import Core
 from bot.db import Database
 from bot.models import AuditEvent, Connection, ConnectionAccount, ConnectionStatus, Credential
+from bot.roles import settle_heap
 from bot.services.oauth import TokenSet
 from bot.services.tokens import DbTokenProvider
 from bot.settings import Settings, load_settings
@@ -122,6 +123,7 @@ async def _serve_until_told(data_dir: Path, database_url: str, key_line: str, pi
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    settle_heap()  # as a web process does once it has started
     pipe.send((ports[0], ports[1], paths))
     loop = asyncio.get_running_loop()
     # Answer "cpu" with this process's CPU time (all threads) until told to stop.
@@ -304,6 +306,9 @@ class _TimedLimiter:
 async def _fan_out(core: Core, url: str, name: str, n: int) -> Fanout:
     auth = await core.strategies.authenticate(*_split(url))
     assert auth is not None
+    # A worker (or bot) process settles its heap once started; the setup above stands for
+    # what it did before this signal came in.
+    settle_heap()
     t0 = time.perf_counter()
     started = datetime.now(UTC)
     ack = await core.signals.receive(auth, alert(0), source_ip="127.0.0.1")
