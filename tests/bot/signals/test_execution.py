@@ -913,6 +913,40 @@ async def test_a_job_retaken_before_a_dead_send_has_settled_waits_for_it_then_se
         await second.close()
 
 
+async def test_an_approved_order_whose_worker_died_while_sending_it_is_sent_once_by_its_job(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approved signal's order is sent by its own job (``signal.approved``), not the
+    signal's: the reconciler must leave it to that job too, or it marks the order failed
+    (the broker has nothing yet) before the retaken job can look it up and send it."""
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER, manual_approval=True, sizing_value=Decimal(2))
+    ex = await run(first, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    [draft] = await intents(first)
+    await first.signals.approve(draft.id, OWNER)
+    with monkeypatch.context() as patch:
+        patch.setattr(PaperBroker, "create_order", die)
+        with pytest.raises(Crash):
+            await first.jobs.drain()
+    await first.close()
+
+    second = await open_core(settings, clock)
+    try:
+        assert (await second.trading.get_intent(draft.id)).status == IntentStatus.SUBMITTED
+        clock.advance(seconds=45)  # the send has settled; the dead worker's lease has not
+        assert await second.trading.reconcile(older_than=timedelta(0)) == []
+        assert (await second.trading.get_intent(draft.id)).status == IntentStatus.SUBMITTED
+        clock.advance(seconds=16)
+        assert await second.jobs.drain() == 1
+        ex = await execution(second, ex.signal_id, sub)
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
+    finally:
+        await second.close()
+
+
 async def orders_of(settings: Settings, clock: FakeClock) -> list[Any]:
     c = await open_core(settings, clock)
     try:
