@@ -1549,7 +1549,14 @@ class SignalService:
             # one it would refuse stops the plan here, before the exit is sent.
             await self._request(ctx, adapter, target, entry)
         if not plan.legs:
-            await cancel_open_orders(ordering=False)
+            # Nothing is placed after a cancel-only run, so an order that filled before its
+            # cancel is not a refusal, but the member must hear of it (the position changed).
+            filled = await cancel_open_orders(ordering=False)
+            if filled is not None:
+                result.reason_code = filled.reason_code
+                result.reason = (
+                    f"{result.reason} {filled.reason}" if result.reason else filled.reason
+                )
         for leg in plan.legs:
             intent = existing.get(leg.name)
             unsent = intent is None or intent.status == IntentStatus.DRAFT
@@ -1614,6 +1621,10 @@ class SignalService:
                     return result
                 self._phase(ctx, "exit filled", describe_intent(intent))
         if not result.orders and not cancelled:
+            if not plan.legs and not result.reason:
+                # Action cancel whose orders all ended on their own before the cancel reached them.
+                result.reason_code = result.reason_code or "no-open-orders"
+                result.reason = f"No open {sig.ticker} orders were left to cancel."
             return Result(
                 ExecutionStatus.SKIPPED,
                 result.reason_code or "no-position-to-exit",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapters.errors import BrokerUnavailable, InvalidOrder
+from adapters.errors import BrokerUnavailable, InvalidOrder, OrderNotFound
 from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
@@ -288,6 +288,24 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     assert intent.status == IntentStatus.CANCELLED
     ex = await run(core, url, sub, action="cancel", extras={"again": True})
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
+
+
+async def test_a_cancel_signal_whose_orders_ended_before_it_says_so(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resting order is gone by the time its cancel reaches the broker: nothing was
+    cancelled, and the reason is about orders, not "no open position to exit"."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+
+    async def gone(*_: Any, **__: Any) -> None:
+        raise OrderNotFound("gone")
+
+    monkeypatch.setattr(PaperBroker, "cancel_order", gone)
+    ex = await run(core, url, sub, action="cancel")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
+    assert ex.reason == "No open AAPL orders were left to cancel."
 
 
 async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -> None:
