@@ -1151,8 +1151,14 @@ class SignalService:
             # Approval guards new orders. A cancel-only plan runs at once: cancelling never
             # opens or enlarges a position, and holding a cancel for a click only leaves
             # orders the strategy has withdrawn working (and fillable) meanwhile. It has no
-            # draft for the approval card either.
-            if ctx.subscription.manual_approval and not ctx.approved and plan.legs:
+            # draft for the approval card either. Nor does an order an earlier run stored to
+            # send (approval switched on since): it may be at the broker already, and the
+            # reconciler sends a pending one whatever the card says, so the run carries it on.
+            started = any(
+                i.status not in (IntentStatus.DRAFT, IntentStatus.DISCARDED)
+                for i in existing.values()
+            )
+            if ctx.subscription.manual_approval and not ctx.approved and plan.legs and not started:
                 return await self._request_approval(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:

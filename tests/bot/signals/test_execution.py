@@ -839,6 +839,33 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
         await second.close()
 
 
+async def test_an_order_stored_before_approval_was_switched_on_is_not_held_for_approval(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    """The worker died after storing the order to send; the member then switched manual
+    approval on. The retaken job must not show the stored (pending, not draft) order on an
+    approval card: declining it would say "nothing was placed" while the order stays pending
+    and the reconciler sends it anyway. It carries the order it started through instead."""
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
+    first.trading.submit = die  # type: ignore[method-assign]
+    ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "buy"})
+
+    second = await open_core(settings, clock)
+    try:
+        assert sub == await subscribe(
+            second, url, OWNER, sizing_value=Decimal(2), manual_approval=True
+        )
+        clock.advance(seconds=61)
+        assert await second.jobs.drain() == 1
+        ex = await execution(second, ack.body["id"], sub)
+        assert ex.status == ExecutionStatus.FILLED, (ex.status, ex.reason)
+        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
+    finally:
+        await second.close()
+
+
 async def died_sending_two_orders(
     settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, list[Subscription]]:
