@@ -984,14 +984,26 @@ class SignalService:
     async def _contexts(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
     ) -> list[ExecContext]:
-        """One context per enabled subscription with work left, creating missing executions."""
+        """One context per enabled subscription with work left, creating missing executions,
+        and per paused one whose run of this signal was under way (see below)."""
+        under_way = (
+            select(SignalExecution.subscription_id)
+            .where(
+                SignalExecution.signal_id == record.id,
+                SignalExecution.status == ExecutionStatus.PENDING,
+            )
+            .scalar_subquery()
+        )
         async with self.core.db.session() as s:
             subs = (
                 await s.execute(
                     select(Subscription, Member.discord_user_id, AlertPreference)
                     .join(Member, Member.id == Subscription.member_id)
                     .outerjoin(AlertPreference, AlertPreference.member_id == Subscription.member_id)
-                    .where(Subscription.strategy_id == strategy.id, Subscription.enabled.is_(True))
+                    .where(
+                        Subscription.strategy_id == strategy.id,
+                        Subscription.enabled.is_(True) | Subscription.id.in_(under_way),
+                    )
                     .order_by(Subscription.id)
                 )
             ).all()
@@ -1010,13 +1022,15 @@ class SignalService:
                     updated_at=now,
                 )
                 for sub, _, _ in subs
+                if sub.enabled
             ]
             # Parameters, not a VALUES list: one cached statement run as an executemany.
             ignoring = insert_ignoring(
                 self.core.db, SignalExecution, [], ["signal_id", "subscription_id"]
             )
-            async with self.core.db.transaction() as s:
-                await s.execute(ignoring, rows)
+            if rows:  # a re-run may find only paused subscriptions with runs under way
+                async with self.core.db.transaction() as s:
+                    await s.execute(ignoring, rows)
         async with self.core.db.session() as s:
             executions = {
                 e.subscription_id: e
@@ -1038,6 +1052,11 @@ class SignalService:
             ex = executions.get(sub.id)
             if ex is None or ex.status != ExecutionStatus.PENDING:
                 continue  # done already, or in the hands of its member (approval)
+            if not sub.enabled and sub.id not in left:
+                # Paused before its run stored an order: nothing under way to carry on. One
+                # that did (a worker died sending it) is carried on, or its order is left
+                # half sent for the reconciler to fail (or to send, if never sent) unrecorded.
+                continue
             contexts.append(
                 ExecContext(
                     signal_id=record.id,

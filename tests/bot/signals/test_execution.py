@@ -897,6 +897,25 @@ async def sent_once_each(core: Core, signal_id: str, subs: list[Subscription]) -
     assert sorted(sides_and_quantities(await orders(core))) == [("buy", 2), ("buy", 3)]
 
 
+async def test_an_order_a_dead_worker_was_sending_is_carried_on_after_a_pause(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pausing a subscription stops new signals, not a run under way: the retaken job
+    settles the order the dead worker was sending and records the execution, instead of
+    leaving it pending for ever while the reconciler marks the order failed unsent."""
+    signal_id, subs = await died_sending_two_orders(settings, clock, monkeypatch)
+    second = await open_core(settings, clock)
+    try:
+        await second.subscriptions.set_enabled(OWNER, subs[0], False)
+        await second.subscriptions.set_enabled(ALICE, subs[1], False)
+        clock.advance(seconds=61)
+        assert await second.jobs.drain() == 1
+        assert await second.trading.reconcile(older_than=timedelta(0)) == []
+        await sent_once_each(second, signal_id, subs)
+    finally:
+        await second.close()
+
+
 async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_retaken_job(
     settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
