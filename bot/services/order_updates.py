@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from adapters.base import BrokerAdapter
-from adapters.errors import BrokerError
+from adapters.errors import BrokerError, OrderNotFound
 from adapters.paper import sweep_all
 from adapters.registry import get_adapter_class
 from bot.models import Connection, IntentStatus, OrderIntent
@@ -167,9 +167,19 @@ class OrderUpdates:
             account = conn.account(intent.mode)
             if account is None:
                 continue
-            order = await adapter.fetch_order(
-                Target(conn, account, intent.mode).ref, order_id=intent.broker_order_id
-            )
+            try:
+                order = await adapter.fetch_order(
+                    Target(conn, account, intent.mode).ref, order_id=intent.broker_order_id
+                )
+            except OrderNotFound:
+                # This one order (purged, or from an account since replaced) says nothing of
+                # the others: raising would skip them, and the stream after the poll, each time.
+                log.info(
+                    "Order %s of intent %s not found at the broker",
+                    intent.broker_order_id,
+                    intent.id,
+                )
+                continue
             # Shielded: the supervisor may cancel this watcher the moment the order ends, and
             # an update half applied (stored, not yet told) would never be announced.
             await asyncio.shield(self.core.trading.apply_order_state(intent, order))

@@ -984,14 +984,26 @@ class SignalService:
     async def _contexts(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
     ) -> list[ExecContext]:
-        """One context per enabled subscription with work left, creating missing executions."""
+        """One context per enabled subscription with work left, creating missing executions,
+        and per paused one whose run of this signal was under way (see below)."""
+        under_way = (
+            select(SignalExecution.subscription_id)
+            .where(
+                SignalExecution.signal_id == record.id,
+                SignalExecution.status == ExecutionStatus.PENDING,
+            )
+            .scalar_subquery()
+        )
         async with self.core.db.session() as s:
             subs = (
                 await s.execute(
                     select(Subscription, Member.discord_user_id, AlertPreference)
                     .join(Member, Member.id == Subscription.member_id)
                     .outerjoin(AlertPreference, AlertPreference.member_id == Subscription.member_id)
-                    .where(Subscription.strategy_id == strategy.id, Subscription.enabled.is_(True))
+                    .where(
+                        Subscription.strategy_id == strategy.id,
+                        Subscription.enabled.is_(True) | Subscription.id.in_(under_way),
+                    )
                     .order_by(Subscription.id)
                 )
             ).all()
@@ -1010,13 +1022,15 @@ class SignalService:
                     updated_at=now,
                 )
                 for sub, _, _ in subs
+                if sub.enabled
             ]
             # Parameters, not a VALUES list: one cached statement run as an executemany.
             ignoring = insert_ignoring(
                 self.core.db, SignalExecution, [], ["signal_id", "subscription_id"]
             )
-            async with self.core.db.transaction() as s:
-                await s.execute(ignoring, rows)
+            if rows:  # a re-run may find only paused subscriptions with runs under way
+                async with self.core.db.transaction() as s:
+                    await s.execute(ignoring, rows)
         async with self.core.db.session() as s:
             executions = {
                 e.subscription_id: e
@@ -1038,6 +1052,11 @@ class SignalService:
             ex = executions.get(sub.id)
             if ex is None or ex.status != ExecutionStatus.PENDING:
                 continue  # done already, or in the hands of its member (approval)
+            if not sub.enabled and sub.id not in left:
+                # Paused before its run stored an order: nothing under way to carry on. One
+                # that did (a worker died sending it) is carried on, or its order is left
+                # half sent for the reconciler to fail (or to send, if never sent) unrecorded.
+                continue
             contexts.append(
                 ExecContext(
                     signal_id=record.id,
@@ -1151,8 +1170,14 @@ class SignalService:
             # Approval guards new orders. A cancel-only plan runs at once: cancelling never
             # opens or enlarges a position, and holding a cancel for a click only leaves
             # orders the strategy has withdrawn working (and fillable) meanwhile. It has no
-            # draft for the approval card either.
-            if ctx.subscription.manual_approval and not ctx.approved and plan.legs:
+            # draft for the approval card either. Nor does an order an earlier run stored to
+            # send (approval switched on since): it may be at the broker already, and the
+            # reconciler sends a pending one whatever the card says, so the run carries it on.
+            started = any(
+                i.status not in (IntentStatus.DRAFT, IntentStatus.DISCARDED)
+                for i in existing.values()
+            )
+            if ctx.subscription.manual_approval and not ctx.approved and plan.legs and not started:
                 return await self._request_approval(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:
@@ -1549,7 +1574,14 @@ class SignalService:
             # one it would refuse stops the plan here, before the exit is sent.
             await self._request(ctx, adapter, target, entry)
         if not plan.legs:
-            await cancel_open_orders(ordering=False)
+            # Nothing is placed after a cancel-only run, so an order that filled before its
+            # cancel is not a refusal, but the member must hear of it (the position changed).
+            filled = await cancel_open_orders(ordering=False)
+            if filled is not None:
+                result.reason_code = filled.reason_code
+                result.reason = (
+                    f"{result.reason} {filled.reason}" if result.reason else filled.reason
+                )
         for leg in plan.legs:
             intent = existing.get(leg.name)
             unsent = intent is None or intent.status == IntentStatus.DRAFT
@@ -1614,6 +1646,10 @@ class SignalService:
                     return result
                 self._phase(ctx, "exit filled", describe_intent(intent))
         if not result.orders and not cancelled:
+            if not plan.legs and not result.reason:
+                # Action cancel whose orders all ended on their own before the cancel reached them.
+                result.reason_code = result.reason_code or "no-open-orders"
+                result.reason = f"No open {sig.ticker} orders were left to cancel."
             return Result(
                 ExecutionStatus.SKIPPED,
                 result.reason_code or "no-position-to-exit",

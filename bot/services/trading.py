@@ -1149,13 +1149,16 @@ class TradingService:
 
     async def _owned_by_running_jobs(self, intents: list[OrderIntent]) -> set[str]:
         """Unsent or in-flight intents of a signal whose job has not finished: that job carries
-        them on when it runs again, and two senders must never race."""
+        them on when it runs again, and two senders must never race. An approved execution's
+        orders are sent by its own job (``approved:{execution}``), not the signal's."""
         by_key: dict[str, set[str]] = {}
         for i in intents:
             if i.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED) and i.extra.get(
                 "signal_id"
             ):
                 by_key.setdefault(f"signal:{i.extra['signal_id']}", set()).add(i.id)
+                if i.extra.get("execution_id") is not None:
+                    by_key.setdefault(f"approved:{i.extra['execution_id']}", set()).add(i.id)
         if not by_key:
             return set()
         async with self.core.db.session() as s:

@@ -9,12 +9,14 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from adapters.models import OrderRequest, OrderType, Side, TimeInForce
 from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.db import Database
-from bot.models import ConnectionAccount, Credential, IntentStatus
+from bot.models import Connection, ConnectionAccount, Credential, IntentStatus
 from bot.services.notify import RecordingNotifier
 from bot.services.order_updates import OrderUpdates
 from bot.services.tokens import remind_expiring
@@ -146,5 +148,63 @@ async def test_reminder_before_a_fixed_authorization_ends_is_sent_once(
         [(user, message)] = notifier.dms
         assert user == MEMBER and "/connect tradestation" in (message.content or "")
         assert "about 23 hour(s)" in (message.content or "")
+    finally:
+        await core.close()
+
+
+async def test_a_poll_goes_on_past_an_order_the_broker_no_longer_has(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,
+) -> None:
+    """One working order the broker has forgotten must not stop the poll (and the stream
+    that follows it) for every other order of the connection."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        async with core.db.transaction() as s:
+            s.add(
+                ConnectionAccount(
+                    connection_id=cid,
+                    mode="live",
+                    account_id="11827342",
+                    account_type="margin",
+                    label="TS ••7342",
+                )
+            )
+        target = await core.connections.resolve(MEMBER, "TS", "live")
+        placed = []
+        for key in ("gone", "kept"):
+            req = OrderRequest(
+                "MSFT",
+                Side.BUY,
+                Decimal(10),
+                OrderType.LIMIT,
+                TimeInForce.GTC,
+                limit_price=Decimal("300"),
+                asset_class=asset_class_of("MSFT"),
+            )
+            out = await core.trading.place(target, req, source="discord", idempotency_key=key)
+            assert out.intent.status == IntentStatus.ACCEPTED, out.message
+            placed.append(out.intent)
+        gone, kept = placed
+        assert gone.broker_order_id and kept.broker_order_id
+        del ts.world.orders[gone.broker_order_id]  # purged at the broker
+        ts.fill(kept.broker_order_id, 10, "300")
+        async with core.db.session() as s:
+            conn = await s.scalar(
+                select(Connection)
+                .where(Connection.id == cid)
+                .options(selectinload(Connection.accounts))
+            )
+        assert conn is not None
+        adapter = await core.connections.adapter_for(conn)
+        try:
+            await OrderUpdates(core).poll(conn, adapter)
+        finally:
+            await adapter.close()
+        assert (await core.trading.get_intent(kept.id)).status == IntentStatus.FILLED
+        assert (await core.trading.get_intent(gone.id)).status == IntentStatus.ACCEPTED
     finally:
         await core.close()

@@ -213,3 +213,26 @@ async def test_a_cancel_signal_says_when_the_broker_has_not_carried_it_out(
     ex = await execution(core, ack.body["id"], sub)
     assert ex.status == ExecutionStatus.DONE
     assert "had not carried it out after 0.2 s" in (ex.reason or "")
+
+
+async def test_a_cancel_signal_whose_order_filled_first_says_so(
+    core: Core, alpaca: AlpacaEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only open order fills between the signal's look at the account and its cancel:
+    nothing was cancelled, and the member must learn that the order filled (the position
+    changed), not that there was "no open position to exit"."""
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    stop = await protective_stop(alpaca)
+    cancel = AlpacaAdapter.cancel_order
+
+    async def filled_first(self: AlpacaAdapter, ref: Any, order_id: str) -> None:
+        alpaca.fill(stop, Decimal(10), Decimal("149.50"))
+        await cancel(self, ref, order_id)
+
+    monkeypatch.setattr(AlpacaAdapter, "cancel_order", filled_first)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "cancel"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "position-changed")
+    assert "filled before its cancel went through" in (ex.reason or "")
+    assert "position to exit" not in (ex.reason or "")

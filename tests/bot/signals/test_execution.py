@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from adapters.errors import BrokerUnavailable, InvalidOrder
+from adapters.errors import BrokerUnavailable, InvalidOrder, OrderNotFound
 from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
@@ -288,6 +288,24 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     assert intent.status == IntentStatus.CANCELLED
     ex = await run(core, url, sub, action="cancel", extras={"again": True})
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
+
+
+async def test_a_cancel_signal_whose_orders_ended_before_it_says_so(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resting order is gone by the time its cancel reaches the broker: nothing was
+    cancelled, and the reason is about orders, not "no open position to exit"."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+
+    async def gone(*_: Any, **__: Any) -> None:
+        raise OrderNotFound("gone")
+
+    monkeypatch.setattr(PaperBroker, "cancel_order", gone)
+    ex = await run(core, url, sub, action="cancel")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
+    assert ex.reason == "No open AAPL orders were left to cancel."
 
 
 async def test_entries_cancel_open_orders_first_unless_told_not_to(core: Core) -> None:
@@ -821,6 +839,33 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
         await second.close()
 
 
+async def test_an_order_stored_before_approval_was_switched_on_is_not_held_for_approval(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    """The worker died after storing the order to send; the member then switched manual
+    approval on. The retaken job must not show the stored (pending, not draft) order on an
+    approval card: declining it would say "nothing was placed" while the order stays pending
+    and the reconciler sends it anyway. It carries the order it started through instead."""
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
+    first.trading.submit = die  # type: ignore[method-assign]
+    ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "buy"})
+
+    second = await open_core(settings, clock)
+    try:
+        assert sub == await subscribe(
+            second, url, OWNER, sizing_value=Decimal(2), manual_approval=True
+        )
+        clock.advance(seconds=61)
+        assert await second.jobs.drain() == 1
+        ex = await execution(second, ack.body["id"], sub)
+        assert ex.status == ExecutionStatus.FILLED, (ex.status, ex.reason)
+        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
+    finally:
+        await second.close()
+
+
 async def died_sending_two_orders(
     settings: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, list[Subscription]]:
@@ -850,6 +895,25 @@ async def sent_once_each(core: Core, signal_id: str, subs: list[Subscription]) -
         ex = await execution(core, signal_id, sub)
         assert ex.status == ExecutionStatus.FILLED, ex.reason
     assert sorted(sides_and_quantities(await orders(core))) == [("buy", 2), ("buy", 3)]
+
+
+async def test_an_order_a_dead_worker_was_sending_is_carried_on_after_a_pause(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pausing a subscription stops new signals, not a run under way: the retaken job
+    settles the order the dead worker was sending and records the execution, instead of
+    leaving it pending for ever while the reconciler marks the order failed unsent."""
+    signal_id, subs = await died_sending_two_orders(settings, clock, monkeypatch)
+    second = await open_core(settings, clock)
+    try:
+        await second.subscriptions.set_enabled(OWNER, subs[0], False)
+        await second.subscriptions.set_enabled(ALICE, subs[1], False)
+        clock.advance(seconds=61)
+        assert await second.jobs.drain() == 1
+        assert await second.trading.reconcile(older_than=timedelta(0)) == []
+        await sent_once_each(second, signal_id, subs)
+    finally:
+        await second.close()
 
 
 async def test_orders_whose_worker_died_while_sending_them_are_sent_once_by_the_retaken_job(
@@ -909,6 +973,40 @@ async def test_a_job_retaken_before_a_dead_send_has_settled_waits_for_it_then_se
         await sent_once_each(second, signal_id, subs)
         [job] = await jobs(second)
         assert (job.status, job.attempts) == (JobStatus.DONE, 2)
+    finally:
+        await second.close()
+
+
+async def test_an_approved_order_whose_worker_died_while_sending_it_is_sent_once_by_its_job(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approved signal's order is sent by its own job (``signal.approved``), not the
+    signal's: the reconciler must leave it to that job too, or it marks the order failed
+    (the broker has nothing yet) before the retaken job can look it up and send it."""
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    sub = await subscribe(first, url, OWNER, manual_approval=True, sizing_value=Decimal(2))
+    ex = await run(first, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    [draft] = await intents(first)
+    await first.signals.approve(draft.id, OWNER)
+    with monkeypatch.context() as patch:
+        patch.setattr(PaperBroker, "create_order", die)
+        with pytest.raises(Crash):
+            await first.jobs.drain()
+    await first.close()
+
+    second = await open_core(settings, clock)
+    try:
+        assert (await second.trading.get_intent(draft.id)).status == IntentStatus.SUBMITTED
+        clock.advance(seconds=45)  # the send has settled; the dead worker's lease has not
+        assert await second.trading.reconcile(older_than=timedelta(0)) == []
+        assert (await second.trading.get_intent(draft.id)).status == IntentStatus.SUBMITTED
+        clock.advance(seconds=16)
+        assert await second.jobs.drain() == 1
+        ex = await execution(second, ex.signal_id, sub)
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        assert sides_and_quantities(await orders(second)) == [("buy", 2)]
     finally:
         await second.close()
 
