@@ -23,8 +23,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
 from adapters.errors import BrokerError
 from adapters.models import Account
@@ -83,6 +85,7 @@ class Linked:
     connection: Connection
     accounts: list[Account] = field(default_factory=list)
     accounts_error: str | None = None
+    relinked: bool = False  # an existing connection got new tokens; none was added
 
 
 class LinkingService:
@@ -130,7 +133,14 @@ class LinkingService:
         )
         return name, limit, int(used or 0)
 
-    async def check_limit(self, discord_user_id: int) -> None:
+    async def check_limit(self, discord_user_id: int, broker: str | None = None) -> None:
+        """Refuse a new connection beyond the plan. Re-linking one the member was told to
+        link again (``/connect`` for its broker) adds none, so it is never refused."""
+        if broker is not None:
+            member_id = await self.core.members.ensure(discord_user_id)
+            async with self.core.db.session() as s:
+                if await self._relink_target(s, member_id, broker) is not None:
+                    return
         plan, limit, used = await self.plan_of(discord_user_id)
         if used >= limit:
             raise LimitReached(
@@ -160,7 +170,7 @@ class LinkingService:
                 f"{self.broker_name(broker)} can be linked for: {', '.join(offered)}. "
                 f"Run /connect again with one of those."
             )
-        await self.check_limit(discord_user_id)
+        await self.check_limit(discord_user_id, broker)
         member_id = await self.core.members.ensure(discord_user_id)
         token = secrets.token_urlsafe(32)
         now = self.now()
@@ -451,8 +461,8 @@ class LinkingService:
         tokens = await oauth.exchange_code(
             ep, code=code, redirect_uri=self.redirect_uri(broker), code_verifier=verifier
         )
-        connection = await self._save(member, link, cls.display_name, tokens)
-        linked = Linked(connection)
+        connection, relinked = await self._save(member, link, cls.display_name, tokens)
+        linked = Linked(connection, relinked=relinked)
         adapter = await self.core.connections.adapter_for(connection)
         try:
             linked.accounts = await adapter.fetch_accounts()
@@ -497,11 +507,63 @@ class LinkingService:
         token = await oauth.discord_exchange(f"{base}/oauth2/token", form)
         return await oauth.discord_identity(f"{base}/users/@me", token)
 
+    @staticmethod
+    async def _relink_target(s: AsyncSession, member_id: int, broker: str) -> Connection | None:
+        """The member's connection at ``broker`` that /connect repairs rather than adds to:
+        one the broker stopped accepting, else one whose authorization we warned is ending
+        (both messages say to run /connect for the broker); the oldest first."""
+        rows = await s.scalars(
+            select(Connection)
+            .outerjoin(Credential, Credential.connection_id == Connection.id)
+            .where(
+                Connection.member_id == member_id,
+                Connection.broker == broker,
+                Connection.builtin.is_(False),
+                or_(
+                    Connection.status == ConnectionStatus.NEEDS_REAUTH,
+                    Credential.refresh_reminded_at.is_not(None),
+                ),
+            )
+            .options(selectinload(Connection.accounts))
+            .order_by(Connection.id)
+        )
+        found = list(rows)
+        return next(
+            (c for c in found if c.status == ConnectionStatus.NEEDS_REAUTH),
+            found[0] if found else None,
+        )
+
     async def _save(
         self, member: Member, link: ConnectLink, display: str, tokens: oauth.TokenSet
-    ) -> Connection:
-        """Create the connection and its encrypted credential, in one unit of work."""
+    ) -> tuple[Connection, bool]:
+        """Create the connection and its encrypted credential, in one unit of work; or give
+        new tokens to the connection being re-linked (True)."""
         async with self.core.db.transaction() as s:
+            old = await self._relink_target(s, member.id, link.broker)
+            if old is not None:
+                # Same row: its name, accounts and subscriptions carry on with the new tokens.
+                await s.execute(delete(Credential).where(Credential.connection_id == old.id))
+                cred = Credential(
+                    connection_id=old.id,
+                    access_token="",
+                    environment=link.environment,
+                    refresh_expires_at=self._refresh_expiry(link.broker),
+                )
+                s.add(cred)
+                DbTokenProvider(self.core, old.id).store(cred, old, member, tokens)
+                old.settings = {**(old.settings or {}), "environment": link.environment or "both"}
+                old.status = (
+                    ConnectionStatus.ACTIVE if old.accounts else ConnectionStatus.NEEDS_ACCOUNT
+                )
+                audit.record(
+                    s,
+                    "connect.relinked",
+                    member_id=member.id,
+                    connection_id=old.id,
+                    broker=link.broker,
+                    scope=tokens.scope,
+                )
+                return old, True
             used = await s.scalar(
                 select(func.count())
                 .select_from(Connection)
@@ -552,7 +614,7 @@ class LinkingService:
                 broker=link.broker,
                 scope=tokens.scope,
             )
-        return conn
+        return conn, False
 
     def _refresh_expiry(self, broker: str) -> datetime | None:
         spec = get_adapter_class(broker).oauth

@@ -502,3 +502,46 @@ async def test_no_secret_reaches_any_log(h: Harness, caplog: pytest.LogCaptureFi
     logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
     for name, value in secrets.items():
         assert value and value not in logged, f"{name} appeared in a log line"
+
+
+async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
+    h: Harness,
+) -> None:
+    """The bot tells a member whose authorization the broker refused to run /connect again:
+    that must repair the connection they have (its name, account and subscriptions), not add a
+    second one, and must not count against the plan a second time (free: 1 connection)."""
+    alice = h.user("alice")
+
+    async def through(link: str) -> str:
+        b = Browser()
+        try:
+            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+            return await done.text()
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    await h.core.connections.rename(alice, "TradeStation", "TS Stocks")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH  # the broker refused our refresh token
+    page = await through(await connect_link(h, "alice"))
+    assert "linked again to “TS Stocks”" in page
+    dm = await h.emu.wait_for_message(lambda m: "linked again" in m.content, include_existing=True)
+    assert "**TS Stocks**" in dm.content and "trades as before" in dm.content
+    [again] = await connections(h, "alice")
+    assert again.id == conn.id and again.name == "TS Stocks"
+    assert again.status == ConnectionStatus.ACTIVE
+    live = again.account("live")
+    assert live is not None and live.account_id == margin.id
+    target = await h.core.connections.resolve(alice, "TS Stocks", "live")
+    adapter = await h.core.connections.adapter_for(target.connection)
+    try:
+        assert await adapter.fetch_accounts()  # the new tokens work
+    finally:
+        await adapter.close()
