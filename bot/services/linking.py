@@ -127,11 +127,15 @@ class LinkingService:
                 .select_from(Connection)
                 .where(Connection.member_id == member_id, Connection.builtin.is_(False))
             )
-        name = plan or self.core.settings.plan_default
-        limit = self.core.settings.plans.get(
-            name, self.core.settings.plans[self.core.settings.plan_default]
-        )
+        name, limit = self.plan_limit(plan)
         return name, limit, int(used or 0)
+
+    def plan_limit(self, plan: str | None) -> tuple[str, int]:
+        """(plan, connections it allows). A plan no longer in the settings allows what the
+        default plan does: /my-plan, /connect and the callback must all agree."""
+        settings = self.core.settings
+        name = plan or settings.plan_default
+        return name, settings.plans.get(name, settings.plans[settings.plan_default])
 
     async def check_limit(self, discord_user_id: int, broker: str | None = None) -> None:
         """Refuse a new connection beyond the plan. Re-linking one the member was told to
@@ -569,8 +573,7 @@ class LinkingService:
                 .select_from(Connection)
                 .where(Connection.member_id == member.id, Connection.builtin.is_(False))
             )
-            plan = member.plan or self.core.settings.plan_default
-            limit = self.core.settings.plans.get(plan, 0)
+            plan, limit = self.plan_limit(member.plan)
             if int(used or 0) >= limit:
                 raise LinkRefused(
                     f"Your plan ({plan}) allows {limit} broker connection(s) and "

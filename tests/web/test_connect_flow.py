@@ -545,3 +545,27 @@ async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
         assert await adapter.fetch_accounts()  # the new tokens work
     finally:
         await adapter.close()
+
+
+async def test_a_plan_no_longer_in_settings_allows_at_the_callback_what_connect_allowed(
+    h: Harness,
+) -> None:
+    """A member left on a plan the admin removed from the settings gets the default plan's
+    limit, as /my-plan and /connect say: the callback must not refuse with a limit of 0."""
+    alice = h.user("alice")
+    member_id = await h.core.members.ensure(alice)
+    async with h.core.db.transaction() as s:
+        member = await s.get(Member, member_id)
+        assert member is not None
+        member.plan = "legacy"
+    b = Browser()
+    try:
+        done = await b.get(
+            await through_broker(
+                b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+            )
+        )
+        assert done.status == 200, await done.text()
+    finally:
+        await b.close()
+    assert [c.name for c in await connections(h, "alice")] == ["TradeStation"]
