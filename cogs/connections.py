@@ -57,6 +57,8 @@ class AccountSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ACC
         ]
         if result.warning:
             lines.append(f"⚠️ {result.warning}")
+        if result.notice:
+            lines.append(f"ℹ️ {result.notice}")
         await reply(interaction, content="\n".join(lines), ephemeral=private)
 
 

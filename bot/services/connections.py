@@ -36,6 +36,8 @@ from bot.services import audit
 from bot.services.ratelimits import SharedLimiters
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.core import Core
 
 log = logging.getLogger("tradecord.connections")
@@ -59,6 +61,7 @@ class ChoiceResult:
     connection: Connection
     account: Account
     warning: str | None
+    notice: str | None = None  # subscriptions whose signals now trade in the new account
 
 
 @dataclass(slots=True)
@@ -467,12 +470,13 @@ class ConnectionService:
                     f"{account.masked} is already linked to another Discord member. "
                     "One brokerage account belongs to one member here."
                 )
+            label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
+            notice = await self._moved_subscriptions(s, conn, mode, account.id, label)
             await s.execute(
                 delete(ConnectionAccount).where(
                     ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
                 )
             )
-            label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
             s.add(
                 ConnectionAccount(
                     connection_id=conn.id,
@@ -495,7 +499,39 @@ class ConnectionService:
                 account=account.masked,
                 account_type=account.type.value,
             )
-        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts))
+        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts), notice)
+
+    @staticmethod
+    async def _moved_subscriptions(
+        s: AsyncSession, conn: Connection, mode: str, account_id: str, label: str
+    ) -> str | None:
+        """What to tell the member when another account replaces one that strategies trade
+        in: subscriptions route by connection and mode, so their signals follow the change."""
+        from bot.automation_models import Strategy, Subscription
+
+        before = await s.scalar(
+            select(ConnectionAccount).where(
+                ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
+            )
+        )
+        if before is None or before.account_id == account_id:
+            return None
+        names = list(
+            await s.scalars(
+                select(Strategy.name)
+                .join(Subscription, Subscription.strategy_id == Strategy.id)
+                .where(Subscription.connection_id == conn.id, Subscription.mode == mode)
+                .order_by(Strategy.name)
+            )
+        )
+        if not names:
+            return None
+        listed = ", ".join(f"“{n}”" for n in names)
+        return (
+            f"Signals of {listed} on “{conn.name}” ({mode}) now trade in {label} instead of "
+            f"{before.label}. If you did not mean that, choose {before.label} again, or "
+            "/unsubscribe."
+        )
 
     @staticmethod
     def _mismatch_warning(conn: Connection, chosen: Account, accounts: list[Account]) -> str | None:

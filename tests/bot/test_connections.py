@@ -133,3 +133,28 @@ async def test_two_members_choosing_one_account_at_once_get_it_once(
             assert len(list(holders)) == 1
     finally:
         await core.close()
+
+
+async def test_changing_an_account_says_which_subscriptions_now_trade_in_the_new_one(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """Subscriptions route by connection and mode, so choosing another live account moves
+    where the strategy's signals trade: the member must be told, not find out from a fill."""
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        live = [a for a in accounts if a.environment.value == "live"]
+        first, second = live[0], live[1]
+        chosen = await core.connections.choose_account(MEMBER, cid, "live", first.id)
+        assert chosen.notice is None  # nothing was routed to the connection yet
+        url = await core.strategies.create(1, MEMBER, "ES breakout")
+        await core.subscriptions.subscribe(1, MEMBER, url.strategy.id, connection="TS", mode="live")
+        same = await core.connections.choose_account(MEMBER, cid, "live", first.id)
+        assert same.notice is None  # the same account again moves nothing
+        moved = await core.connections.choose_account(MEMBER, cid, "live", second.id)
+        assert moved.notice is not None
+        assert "ES breakout" in moved.notice and second.masked in moved.notice
+        assert first.masked in moved.notice
+    finally:
+        await core.close()
