@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -31,7 +31,15 @@ from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import get_adapter_class
 from bot.db import lock_name
 from bot.errors import Conflict, InvalidInput, NotFound
-from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential, Member
+from bot.models import (
+    Connection,
+    ConnectionAccount,
+    ConnectionStatus,
+    Credential,
+    IntentStatus,
+    Member,
+    OrderIntent,
+)
 from bot.services import audit
 from bot.services.ratelimits import SharedLimiters
 
@@ -578,6 +586,16 @@ class ConnectionService:
                 )
                 revoked = False
         async with self.core.db.transaction() as s:
+            # Its unconfirmed previews go with it: deleting the connection only unlinks them
+            # (SET NULL), and a Confirm would then leave a pending order nothing can send.
+            discarded = await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.connection_id == conn.id,
+                    OrderIntent.status == IntentStatus.DRAFT,
+                )
+                .values(status=IntentStatus.DISCARDED)
+            )
             row = await s.get(Connection, conn.id)
             if row is not None:
                 await s.delete(row)
@@ -589,6 +607,7 @@ class ConnectionService:
                 broker=conn.broker,
                 name=conn.name,
                 revoked=revoked,
+                previews_discarded=discarded.rowcount,  # type: ignore[attr-defined]
             )
         return DisconnectResult(conn.name, cls.display_name, revoked)
 

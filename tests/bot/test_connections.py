@@ -158,3 +158,33 @@ async def test_changing_an_account_says_which_subscriptions_now_trade_in_the_new
         assert first.masked in moved.notice
     finally:
         await core.close()
+
+
+async def test_disconnect_discards_the_connections_unconfirmed_previews(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """A preview of the removed connection must not be left a draft that Confirm turns into
+    a pending order nothing will ever send or settle (its connection is gone)."""
+    from bot.errors import Conflict
+    from bot.models import IntentStatus, OrderIntent
+    from bot.services.trading import OrderInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        margin = next(
+            a for a in accounts if a.environment.value == "live" and a.type.value == "margin"
+        )
+        await core.connections.choose_account(MEMBER, cid, "live", margin.id)
+        preview = await core.trading.preview(
+            MEMBER, OrderInput("AAPL", "buy", "1", connection="TS", mode="live")
+        )
+        await core.connections.disconnect(MEMBER, "TS")
+        with pytest.raises(Conflict):
+            await core.trading.confirm(preview.intent_id, MEMBER)
+        async with core.db.session() as s:
+            intent = await s.get(OrderIntent, preview.intent_id)
+        assert intent is not None and intent.status == IntentStatus.DISCARDED
+    finally:
+        await core.close()
