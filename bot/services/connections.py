@@ -385,6 +385,11 @@ class ConnectionService:
         name = " ".join(new_name.split())
         if not 1 <= len(name) <= 50:
             raise InvalidInput("A connection name has 1 to 50 characters.")
+        if len(name.casefold()) > 50:  # the unique key (name_key) is 50 characters too
+            raise InvalidInput(
+                "That name is too long: letters like ß count as two when names are compared. "
+                "Use at most 50 characters, counting those twice."
+            )
         if not name.isprintable():
             raise InvalidInput("A connection name can only have printable characters.")
         if conn.builtin:

@@ -188,3 +188,22 @@ async def test_disconnect_discards_the_connections_unconfirmed_previews(
         assert intent is not None and intent.status == IntentStatus.DISCARDED
     finally:
         await core.close()
+
+
+async def test_a_name_whose_case_folded_key_is_longer_still_renames_or_is_refused_clearly(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """Names are unique ignoring case through a case-folded key of at most 50 characters;
+    folding can lengthen a name (ß → ss), so a 50-character name must not overflow it."""
+    from bot.errors import InvalidInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        await link(core, ts)
+        with pytest.raises(InvalidInput, match="50"):
+            await core.connections.rename(MEMBER, "TS", "ß" * 50)
+        done = await core.connections.rename(MEMBER, "TS", "ß" * 25)
+        assert done.new == "ß" * 25
+        assert (await core.connections.owned(MEMBER, "SS" * 25)).name == "ß" * 25
+    finally:
+        await core.close()
