@@ -57,6 +57,12 @@ QUOTE_SOURCE_SETTING = "quote_source_connection_id"  # key in a paper connection
 SIMULATED_SOURCE = "simulated"
 
 
+def name_key(name: str) -> str:
+    """How connection names compare: case and runs of whitespace ignored, as /rename
+    stores them."""
+    return " ".join(name.split()).casefold()
+
+
 @dataclass(slots=True)
 class RenameResult:
     old: str
@@ -144,7 +150,7 @@ class ConnectionService:
             raise InvalidInput("Mode must be paper or live.")
         connections = await self.list_for(discord_user_id)
         if name:
-            key = name.strip().casefold()
+            key = name_key(name)
             conn = next((c for c in connections if c.name_key == key), None)
             if conn is None:
                 names = ", ".join(f"“{c.name}”" for c in connections)
@@ -327,7 +333,7 @@ class ConnectionService:
         return self._paper_settings(paper, connections)
 
     def _quote_source(self, name: str, connections: list[Connection]) -> Connection | None:
-        key = name.strip().casefold()
+        key = name_key(name)
         if key == SIMULATED_SOURCE:
             return None
         eligible = [c for c in connections if self.serves_quotes(c)]
@@ -370,7 +376,7 @@ class ConnectionService:
         if isinstance(name_or_id, int):
             found = next((c for c in connections if c.id == name_or_id), None)
         else:
-            key = name_or_id.strip().casefold()
+            key = name_key(name_or_id)
             found = next((c for c in connections if c.name_key == key), None)
         if found is None:
             names = ", ".join(f"“{c.name}”" for c in connections)

@@ -207,3 +207,29 @@ async def test_a_name_whose_case_folded_key_is_longer_still_renames_or_is_refuse
         assert (await core.connections.owned(MEMBER, "SS" * 25)).name == "ß" * 25
     finally:
         await core.close()
+
+
+async def test_a_connection_is_found_by_its_name_typed_with_extra_spaces(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """/rename stores names with runs of spaces collapsed, so a name typed with them (as
+    /rename accepted it) must find the connection, not say it does not exist."""
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        await core.connections.rename(MEMBER, "TS", "TS   Futures")
+        assert (await core.connections.owned(MEMBER, " ts  futures ")).id == cid
+        await core.connections.choose_account(
+            MEMBER,
+            cid,
+            "live",
+            next(
+                a.id
+                for a in (await core.connections.broker_accounts(MEMBER, cid))[1]
+                if a.environment.value == "live"
+            ),
+        )
+        target = await core.connections.resolve(MEMBER, "TS  futures", "live")
+        assert target.connection.id == cid
+    finally:
+        await core.close()
