@@ -573,6 +573,20 @@ class ConnectionService:
             f"connection (e.g. “{broker} Futures”)."
         )
 
+    async def subscribed_strategies(self, connection_id: int) -> list[str]:
+        """The names of the strategies subscribed on a connection (its subscriptions go when
+        it does)."""
+        from bot.automation_models import Strategy, Subscription
+
+        async with self.core.db.session() as s:
+            names = await s.scalars(
+                select(Strategy.name)
+                .join(Subscription, Subscription.strategy_id == Strategy.id)
+                .where(Subscription.connection_id == connection_id)
+                .order_by(Strategy.name)
+            )
+            return list(dict.fromkeys(names))  # one strategy may be subscribed live and paper
+
     async def disconnect(self, discord_user_id: int, connection: str) -> DisconnectResult:
         """Revoke at the broker where it can (RFC 7009), then delete the credentials and the
         connection whatever the broker said; the audit trail keeps both outcomes."""

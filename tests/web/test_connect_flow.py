@@ -569,3 +569,28 @@ async def test_a_plan_no_longer_in_settings_allows_at_the_callback_what_connect_
     finally:
         await b.close()
     assert [c.name for c in await connections(h, "alice")] == ["TradeStation"]
+
+
+async def test_disconnect_asks_knowing_which_subscriptions_end(h: Harness) -> None:
+    """Removing a connection ends its subscriptions (they are deleted with it): the member
+    must learn that before confirming, not when a strategy's signals stop trading."""
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        await b.get(
+            await through_broker(
+                b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+            )
+        )
+    finally:
+        await b.close()
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    live = next(a for a in accounts if a.environment.value == "live")
+    await h.core.connections.choose_account(alice, conn.id, "live", live.id)
+    url = await h.core.strategies.create(h.guild_id, alice, "ES breakout")
+    await h.core.subscriptions.subscribe(
+        h.guild_id, alice, url.strategy.id, connection="TradeStation", mode="live"
+    )
+    ask = await h.reply("alice", "disconnect", connection="TradeStation")
+    assert ask.ephemeral and "“ES breakout”" in ask.text() and "subscription" in ask.text()
