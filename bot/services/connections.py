@@ -489,6 +489,24 @@ class ConnectionService:
                     f"{account.masked} is already linked to another Discord member. "
                     "One brokerage account belongs to one member here."
                 )
+            # A connection is one account: the same login linked twice must not put one
+            # account behind two names (counted twice, and traded twice by subscriptions).
+            sibling = await s.scalar(
+                select(Connection.name)
+                .join(ConnectionAccount, ConnectionAccount.connection_id == Connection.id)
+                .where(
+                    Connection.member_id == conn.member_id,
+                    Connection.broker == conn.broker,
+                    Connection.id != conn.id,
+                    ConnectionAccount.account_id == account.id,
+                )
+            )
+            if sibling is not None:
+                raise Conflict(
+                    f"{account.masked} is already the account of your connection “{sibling}”. "
+                    f"Trade it there, or choose another account for “{conn.name}” (or "
+                    "/disconnect it if you linked the same login twice)."
+                )
             label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
             notice = await self._moved_subscriptions(s, conn, mode, account.id, label)
             await s.execute(

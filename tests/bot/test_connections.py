@@ -233,3 +233,37 @@ async def test_a_connection_is_found_by_its_name_typed_with_extra_spaces(
         assert target.connection.id == cid
     finally:
         await core.close()
+
+
+async def test_one_account_is_the_account_of_one_of_a_members_connections(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """A connection is one account at one broker: the same login linked twice must not give
+    one account to two connections (two names, counted twice against the plan)."""
+    import aiohttp
+
+    from bot.errors import Conflict
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)  # the same login again
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS 2",
+        )
+        _, accounts = await core.connections.broker_accounts(MEMBER, first)
+        live = next(a for a in accounts if a.environment.value == "live")
+        await core.connections.choose_account(MEMBER, first, "live", live.id)
+        with pytest.raises(Conflict, match="“TS”"):
+            await core.connections.choose_account(MEMBER, second, "live", live.id)
+        # Choosing it again on the connection that has it is fine.
+        await core.connections.choose_account(MEMBER, first, "live", live.id)
+    finally:
+        await core.close()
