@@ -465,7 +465,18 @@ class LinkingService:
         tokens = await oauth.exchange_code(
             ep, code=code, redirect_uri=self.redirect_uri(broker), code_verifier=verifier
         )
-        connection, relinked = await self._save(member, link, cls.display_name, tokens)
+        try:
+            connection, relinked = await self._save(member, link, cls.display_name, tokens)
+        except LinkRefused:
+            # Nothing was stored, so nothing in Tradecord could revoke this grant later.
+            if ep.revoke_url:
+                token, hint = (
+                    (tokens.refresh_token, "refresh_token")
+                    if tokens.refresh_token
+                    else (tokens.access_token, "access_token")
+                )
+                await oauth.revoke(ep, token, hint=hint)
+            raise
         linked = Linked(connection, relinked=relinked)
         adapter = await self.core.connections.adapter_for(connection)
         try:

@@ -594,3 +594,25 @@ async def test_disconnect_asks_knowing_which_subscriptions_end(h: Harness) -> No
     )
     ask = await h.reply("alice", "disconnect", connection="TradeStation")
     assert ask.ephemeral and "“ES breakout”" in ask.text() and "subscription" in ask.text()
+
+
+async def test_a_link_refused_at_the_callback_revokes_the_tokens_it_was_given(h: Harness) -> None:
+    """When the plan fills up while a member is at the broker, the callback refuses; the grant
+    the broker just issued must not stay live there with nothing in Tradecord to remove it."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+
+    async def through(link: str) -> aiohttp.ClientResponse:
+        b = Browser()
+        try:
+            return await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    link = await connect_link(h, "alice")
+    await h.core.members.set_plan(alice, "free", h.core.settings.plans, by=0)  # meanwhile
+    refused = await through(link)
+    assert refused.status == 403
+    assert len(await connections(h, "alice")) == 1
+    assert h.sandbox.emulators["tradestation"].revocations == 1
