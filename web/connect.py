@@ -105,6 +105,8 @@ async def broker_callback(request: web.Request) -> web.Response:
             "Return to Discord: in the message we sent you, choose which account to trade "
             "(trading stays off until you do). You can also use /accounts there.",
         ]
+    if linked.dropped:
+        lines.append(_dropped(linked))
     resp = page(f"{conn.name} is linked", [*lines, "You can close this tab."], kind="ok")
     resp.del_cookie(FLOW_COOKIE, path="/")
     return resp
@@ -134,12 +136,21 @@ def account_choice_message(core: Core, linked: Linked) -> Outgoing:
             f"✅ **{conn.name}** is linked. Choose the account(s) to trade below; trading on "
             "this connection stays off until you do."
         ]
+    if linked.dropped:
+        lines.append(_dropped(linked))
     if linked.accounts_error:
         lines.append(
             f"We could not list your accounts yet: {linked.accounts_error} "
             f"Use /accounts connection:{conn.name} to choose them later."
         )
     return Outgoing(content="\n".join(lines), components=account_menus(conn, linked.accounts))
+
+
+def _dropped(linked: Linked) -> str:
+    return (
+        f"The login you signed in with cannot reach {', '.join(linked.dropped)}, so "
+        f"“{linked.connection.name}” no longer trades there; choose its account again."
+    )
 
 
 def setup(app: web.Application, core: Core) -> None:

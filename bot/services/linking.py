@@ -35,6 +35,7 @@ from bot.brokers import broker_catalog
 from bot.errors import InvalidInput, LimitReached, TradecordError
 from bot.models import (
     Connection,
+    ConnectionAccount,
     ConnectionStatus,
     ConnectLink,
     Credential,
@@ -86,6 +87,7 @@ class Linked:
     accounts: list[Account] = field(default_factory=list)
     accounts_error: str | None = None
     relinked: bool = False  # an existing connection got new tokens; none was added
+    dropped: list[str] = field(default_factory=list)  # chosen accounts the new login lacks
 
 
 class LinkingService:
@@ -485,7 +487,37 @@ class LinkingService:
             linked.accounts_error = e.user_message
         finally:
             await adapter.close()
+        if relinked and linked.accounts_error is None:
+            await self._drop_unreachable(linked)
         return linked
+
+    async def _drop_unreachable(self, linked: Linked) -> None:
+        """A connection re-linked with another login keeps no account that login cannot
+        reach: orders there would fail, and it would claim to trade as before."""
+        conn = linked.connection
+        reachable = {a.id for a in linked.accounts}
+        gone = [a for a in conn.accounts if a.account_id not in reachable]
+        if not gone:
+            return
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                delete(ConnectionAccount).where(ConnectionAccount.id.in_([a.id for a in gone]))
+            )
+            row = await s.get(Connection, conn.id)
+            assert row is not None
+            if len(gone) == len(conn.accounts):
+                row.status = ConnectionStatus.NEEDS_ACCOUNT
+            audit.record(
+                s,
+                "connect.accounts_dropped",
+                member_id=conn.member_id,
+                connection_id=conn.id,
+                accounts=[a.label for a in gone],
+            )
+            status = row.status
+        conn.accounts = [a for a in conn.accounts if a not in gone]
+        conn.status = status
+        linked.dropped = [a.label for a in gone]
 
     async def _fresh_code(self, params: Mapping[str, list[str]], broker: str) -> str:
         code = (params.get("code") or [""])[0]

@@ -616,3 +616,42 @@ async def test_a_link_refused_at_the_callback_revokes_the_tokens_it_was_given(h:
     assert refused.status == 403
     assert len(await connections(h, "alice")) == 1
     assert h.sandbox.emulators["tradestation"].revocations == 1
+
+
+async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
+    h: Harness,
+) -> None:
+    """Re-linked with a login that cannot reach the connection's chosen account, the
+    connection must not claim to trade as before: that account is dropped and the member
+    chooses again."""
+    alice = h.user("alice")
+    ts = h.sandbox.emulators["tradestation"]
+    ts.add_user("other")
+    ts.add_account("other", "77700001", "Margin", cash=1000)
+
+    async def through(link: str, broker_user: str) -> None:
+        b = Browser()
+        try:
+            await b.get(
+                await through_broker(
+                    b, h, await through_discord(b, h, link, alice), broker_user=broker_user
+                )
+            )
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"), "demo")
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    await through(await connect_link(h, "alice"), "other")
+    [again] = await connections(h, "alice")
+    assert again.id == conn.id and again.account("live") is None
+    assert again.status == ConnectionStatus.NEEDS_ACCOUNT
+    dm = await h.emu.wait_for_message(lambda m: "cannot reach" in m.content, include_existing=True)
+    assert margin.masked in dm.content
