@@ -57,6 +57,8 @@ class AccountSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=ACC
         ]
         if result.warning:
             lines.append(f"⚠️ {result.warning}")
+        if result.notice:
+            lines.append(f"ℹ️ {result.notice}")
         await reply(interaction, content="\n".join(lines), ephemeral=private)
 
 
@@ -186,12 +188,24 @@ class Connections(commands.Cog):
             )
             return
         view = ConfirmDisconnect(interaction.user.id, self.bot, conn.name)
-        await interaction.response.send_message(
+        text = (
             f"Disconnect “{conn.name}”? Tradecord will revoke its access at the broker where "
             "the broker allows it and delete the stored tokens. Open orders at the broker stay "
-            "open.",
+            "open."
+        )
+        # Its subscriptions are deleted with it: say which strategies stop trading here.
+        strategies = await self.bot.core.connections.subscribed_strategies(conn.id)
+        if strategies:
+            text += (
+                " Its subscriptions end too: signals of "
+                + ", ".join(f"“{n}”" for n in strategies)
+                + " will no longer trade on it."
+            )
+        await interaction.response.send_message(
+            text,
             view=view,
             ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),  # strategy names are members' text
         )
         view.message = await interaction.original_response()
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from bot.components import account_menus
 from bot.core import Core
 from bot.errors import TradecordError
+from bot.models import ConnectionStatus
 from bot.services.linking import Linked, LinkRefused
 from bot.services.notify import Outgoing
 from web.pages import FLOW_COOKIE, origin, page, redirect
@@ -91,16 +92,22 @@ async def broker_callback(request: web.Request) -> web.Response:
         return _refused(e)
     await _announce(core, linked)
     conn = linked.connection
-    resp = page(
-        f"{conn.name} is linked",
-        [
-            f"Your {core.linking.broker_name(conn.broker)} login is linked as “{conn.name}”.",
+    broker_name = core.linking.broker_name(conn.broker)
+    if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
+        lines = [
+            f"Your {broker_name} login is linked again to “{conn.name}”.",
+            "It trades in the accounts it had, with its subscriptions; Discord has a message "
+            "with the details. /accounts changes the accounts.",
+        ]
+    else:
+        lines = [
+            f"Your {broker_name} login is linked as “{conn.name}”.",
             "Return to Discord: in the message we sent you, choose which account to trade "
             "(trading stays off until you do). You can also use /accounts there.",
-            "You can close this tab.",
-        ],
-        kind="ok",
-    )
+        ]
+    if linked.dropped:
+        lines.append(_dropped(linked))
+    resp = page(f"{conn.name} is linked", [*lines, "You can close this tab."], kind="ok")
     resp.del_cookie(FLOW_COOKIE, path="/")
     return resp
 
@@ -118,16 +125,32 @@ async def _announce(core: Core, linked: Linked) -> None:
 
 def account_choice_message(core: Core, linked: Linked) -> Outgoing:
     conn = linked.connection
-    lines = [
-        f"✅ **{conn.name}** is linked. Choose the account(s) to trade below; trading on "
-        "this connection stays off until you do."
-    ]
+    if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
+        chosen = ", ".join(f"{a.mode}: {a.label}" for a in conn.accounts)
+        lines = [
+            f"✅ **{conn.name}** is linked again and trades as before ({chosen}), "
+            "subscriptions included. To trade in other accounts, choose them below."
+        ]
+    else:
+        lines = [
+            f"✅ **{conn.name}** is linked. Choose the account(s) to trade below; trading on "
+            "this connection stays off until you do."
+        ]
+    if linked.dropped:
+        lines.append(_dropped(linked))
     if linked.accounts_error:
         lines.append(
             f"We could not list your accounts yet: {linked.accounts_error} "
             f"Use /accounts connection:{conn.name} to choose them later."
         )
     return Outgoing(content="\n".join(lines), components=account_menus(conn, linked.accounts))
+
+
+def _dropped(linked: Linked) -> str:
+    return (
+        f"The login you signed in with cannot reach {', '.join(linked.dropped)}, so "
+        f"“{linked.connection.name}” no longer trades there; choose its account again."
+    )
 
 
 def setup(app: web.Application, core: Core) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -31,11 +31,21 @@ from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import get_adapter_class
 from bot.db import lock_name
 from bot.errors import Conflict, InvalidInput, NotFound
-from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential, Member
+from bot.models import (
+    Connection,
+    ConnectionAccount,
+    ConnectionStatus,
+    Credential,
+    IntentStatus,
+    Member,
+    OrderIntent,
+)
 from bot.services import audit
 from bot.services.ratelimits import SharedLimiters
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.core import Core
 
 log = logging.getLogger("tradecord.connections")
@@ -45,6 +55,12 @@ QUOTE_SOURCE_SETTING = "quote_source_connection_id"  # key in a paper connection
 # The quote source that means "no broker: the built-in simulated feed". It wins over a
 # connection of that name, so a member can always get back to the feed.
 SIMULATED_SOURCE = "simulated"
+
+
+def name_key(name: str) -> str:
+    """How connection names compare: case and runs of whitespace ignored, as /rename
+    stores them."""
+    return " ".join(name.split()).casefold()
 
 
 @dataclass(slots=True)
@@ -59,6 +75,7 @@ class ChoiceResult:
     connection: Connection
     account: Account
     warning: str | None
+    notice: str | None = None  # subscriptions whose signals now trade in the new account
 
 
 @dataclass(slots=True)
@@ -133,7 +150,7 @@ class ConnectionService:
             raise InvalidInput("Mode must be paper or live.")
         connections = await self.list_for(discord_user_id)
         if name:
-            key = name.strip().casefold()
+            key = name_key(name)
             conn = next((c for c in connections if c.name_key == key), None)
             if conn is None:
                 names = ", ".join(f"“{c.name}”" for c in connections)
@@ -316,7 +333,7 @@ class ConnectionService:
         return self._paper_settings(paper, connections)
 
     def _quote_source(self, name: str, connections: list[Connection]) -> Connection | None:
-        key = name.strip().casefold()
+        key = name_key(name)
         if key == SIMULATED_SOURCE:
             return None
         eligible = [c for c in connections if self.serves_quotes(c)]
@@ -359,7 +376,7 @@ class ConnectionService:
         if isinstance(name_or_id, int):
             found = next((c for c in connections if c.id == name_or_id), None)
         else:
-            key = name_or_id.strip().casefold()
+            key = name_key(name_or_id)
             found = next((c for c in connections if c.name_key == key), None)
         if found is None:
             names = ", ".join(f"“{c.name}”" for c in connections)
@@ -374,6 +391,11 @@ class ConnectionService:
         name = " ".join(new_name.split())
         if not 1 <= len(name) <= 50:
             raise InvalidInput("A connection name has 1 to 50 characters.")
+        if len(name.casefold()) > 50:  # the unique key (name_key) is 50 characters too
+            raise InvalidInput(
+                "That name is too long: letters like ß count as two when names are compared. "
+                "Use at most 50 characters, counting those twice."
+            )
         if not name.isprintable():
             raise InvalidInput("A connection name can only have printable characters.")
         if conn.builtin:
@@ -467,12 +489,31 @@ class ConnectionService:
                     f"{account.masked} is already linked to another Discord member. "
                     "One brokerage account belongs to one member here."
                 )
+            # A connection is one account: the same login linked twice must not put one
+            # account behind two names (counted twice, and traded twice by subscriptions).
+            sibling = await s.scalar(
+                select(Connection.name)
+                .join(ConnectionAccount, ConnectionAccount.connection_id == Connection.id)
+                .where(
+                    Connection.member_id == conn.member_id,
+                    Connection.broker == conn.broker,
+                    Connection.id != conn.id,
+                    ConnectionAccount.account_id == account.id,
+                )
+            )
+            if sibling is not None:
+                raise Conflict(
+                    f"{account.masked} is already the account of your connection “{sibling}”. "
+                    f"Trade it there, or choose another account for “{conn.name}” (or "
+                    "/disconnect it if you linked the same login twice)."
+                )
+            label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
+            notice = await self._moved_subscriptions(s, conn, mode, account.id, label)
             await s.execute(
                 delete(ConnectionAccount).where(
                     ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
                 )
             )
-            label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
             s.add(
                 ConnectionAccount(
                     connection_id=conn.id,
@@ -495,7 +536,39 @@ class ConnectionService:
                 account=account.masked,
                 account_type=account.type.value,
             )
-        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts))
+        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts), notice)
+
+    @staticmethod
+    async def _moved_subscriptions(
+        s: AsyncSession, conn: Connection, mode: str, account_id: str, label: str
+    ) -> str | None:
+        """What to tell the member when another account replaces one that strategies trade
+        in: subscriptions route by connection and mode, so their signals follow the change."""
+        from bot.automation_models import Strategy, Subscription
+
+        before = await s.scalar(
+            select(ConnectionAccount).where(
+                ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
+            )
+        )
+        if before is None or before.account_id == account_id:
+            return None
+        names = list(
+            await s.scalars(
+                select(Strategy.name)
+                .join(Subscription, Subscription.strategy_id == Strategy.id)
+                .where(Subscription.connection_id == conn.id, Subscription.mode == mode)
+                .order_by(Strategy.name)
+            )
+        )
+        if not names:
+            return None
+        listed = ", ".join(f"“{n}”" for n in names)
+        return (
+            f"Signals of {listed} on “{conn.name}” ({mode}) now trade in {label} instead of "
+            f"{before.label}. If you did not mean that, choose {before.label} again, or "
+            "/unsubscribe."
+        )
 
     @staticmethod
     def _mismatch_warning(conn: Connection, chosen: Account, accounts: list[Account]) -> str | None:
@@ -517,6 +590,20 @@ class ConnectionService:
             f"account instead, or keep this one for stocks and /connect again for a second "
             f"connection (e.g. “{broker} Futures”)."
         )
+
+    async def subscribed_strategies(self, connection_id: int) -> list[str]:
+        """The names of the strategies subscribed on a connection (its subscriptions go when
+        it does)."""
+        from bot.automation_models import Strategy, Subscription
+
+        async with self.core.db.session() as s:
+            names = await s.scalars(
+                select(Strategy.name)
+                .join(Subscription, Subscription.strategy_id == Strategy.id)
+                .where(Subscription.connection_id == connection_id)
+                .order_by(Strategy.name)
+            )
+            return list(dict.fromkeys(names))  # one strategy may be subscribed live and paper
 
     async def disconnect(self, discord_user_id: int, connection: str) -> DisconnectResult:
         """Revoke at the broker where it can (RFC 7009), then delete the credentials and the
@@ -542,6 +629,16 @@ class ConnectionService:
                 )
                 revoked = False
         async with self.core.db.transaction() as s:
+            # Its unconfirmed previews go with it: deleting the connection only unlinks them
+            # (SET NULL), and a Confirm would then leave a pending order nothing can send.
+            discarded = await s.execute(
+                update(OrderIntent)
+                .where(
+                    OrderIntent.connection_id == conn.id,
+                    OrderIntent.status == IntentStatus.DRAFT,
+                )
+                .values(status=IntentStatus.DISCARDED)
+            )
             row = await s.get(Connection, conn.id)
             if row is not None:
                 await s.delete(row)
@@ -553,6 +650,7 @@ class ConnectionService:
                 broker=conn.broker,
                 name=conn.name,
                 revoked=revoked,
+                previews_discarded=discarded.rowcount,  # type: ignore[attr-defined]
             )
         return DisconnectResult(conn.name, cls.display_name, revoked)
 

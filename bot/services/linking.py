@@ -23,8 +23,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
 from adapters.errors import BrokerError
 from adapters.models import Account
@@ -33,6 +35,7 @@ from bot.brokers import broker_catalog
 from bot.errors import InvalidInput, LimitReached, TradecordError
 from bot.models import (
     Connection,
+    ConnectionAccount,
     ConnectionStatus,
     ConnectLink,
     Credential,
@@ -83,6 +86,8 @@ class Linked:
     connection: Connection
     accounts: list[Account] = field(default_factory=list)
     accounts_error: str | None = None
+    relinked: bool = False  # an existing connection got new tokens; none was added
+    dropped: list[str] = field(default_factory=list)  # chosen accounts the new login lacks
 
 
 class LinkingService:
@@ -124,13 +129,24 @@ class LinkingService:
                 .select_from(Connection)
                 .where(Connection.member_id == member_id, Connection.builtin.is_(False))
             )
-        name = plan or self.core.settings.plan_default
-        limit = self.core.settings.plans.get(
-            name, self.core.settings.plans[self.core.settings.plan_default]
-        )
+        name, limit = self.plan_limit(plan)
         return name, limit, int(used or 0)
 
-    async def check_limit(self, discord_user_id: int) -> None:
+    def plan_limit(self, plan: str | None) -> tuple[str, int]:
+        """(plan, connections it allows). A plan no longer in the settings allows what the
+        default plan does: /my-plan, /connect and the callback must all agree."""
+        settings = self.core.settings
+        name = plan or settings.plan_default
+        return name, settings.plans.get(name, settings.plans[settings.plan_default])
+
+    async def check_limit(self, discord_user_id: int, broker: str | None = None) -> None:
+        """Refuse a new connection beyond the plan. Re-linking one the member was told to
+        link again (``/connect`` for its broker) adds none, so it is never refused."""
+        if broker is not None:
+            member_id = await self.core.members.ensure(discord_user_id)
+            async with self.core.db.session() as s:
+                if await self._relink_target(s, member_id, broker) is not None:
+                    return
         plan, limit, used = await self.plan_of(discord_user_id)
         if used >= limit:
             raise LimitReached(
@@ -160,7 +176,7 @@ class LinkingService:
                 f"{self.broker_name(broker)} can be linked for: {', '.join(offered)}. "
                 f"Run /connect again with one of those."
             )
-        await self.check_limit(discord_user_id)
+        await self.check_limit(discord_user_id, broker)
         member_id = await self.core.members.ensure(discord_user_id)
         token = secrets.token_urlsafe(32)
         now = self.now()
@@ -451,8 +467,19 @@ class LinkingService:
         tokens = await oauth.exchange_code(
             ep, code=code, redirect_uri=self.redirect_uri(broker), code_verifier=verifier
         )
-        connection = await self._save(member, link, cls.display_name, tokens)
-        linked = Linked(connection)
+        try:
+            connection, relinked = await self._save(member, link, cls.display_name, tokens)
+        except LinkRefused:
+            # Nothing was stored, so nothing in Tradecord could revoke this grant later.
+            if ep.revoke_url:
+                token, hint = (
+                    (tokens.refresh_token, "refresh_token")
+                    if tokens.refresh_token
+                    else (tokens.access_token, "access_token")
+                )
+                await oauth.revoke(ep, token, hint=hint)
+            raise
+        linked = Linked(connection, relinked=relinked)
         adapter = await self.core.connections.adapter_for(connection)
         try:
             linked.accounts = await adapter.fetch_accounts()
@@ -460,7 +487,37 @@ class LinkingService:
             linked.accounts_error = e.user_message
         finally:
             await adapter.close()
+        if relinked and linked.accounts_error is None:
+            await self._drop_unreachable(linked)
         return linked
+
+    async def _drop_unreachable(self, linked: Linked) -> None:
+        """A connection re-linked with another login keeps no account that login cannot
+        reach: orders there would fail, and it would claim to trade as before."""
+        conn = linked.connection
+        reachable = {a.id for a in linked.accounts}
+        gone = [a for a in conn.accounts if a.account_id not in reachable]
+        if not gone:
+            return
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                delete(ConnectionAccount).where(ConnectionAccount.id.in_([a.id for a in gone]))
+            )
+            row = await s.get(Connection, conn.id)
+            assert row is not None
+            if len(gone) == len(conn.accounts):
+                row.status = ConnectionStatus.NEEDS_ACCOUNT
+            audit.record(
+                s,
+                "connect.accounts_dropped",
+                member_id=conn.member_id,
+                connection_id=conn.id,
+                accounts=[a.label for a in gone],
+            )
+            status = row.status
+        conn.accounts = [a for a in conn.accounts if a not in gone]
+        conn.status = status
+        linked.dropped = [a.label for a in gone]
 
     async def _fresh_code(self, params: Mapping[str, list[str]], broker: str) -> str:
         code = (params.get("code") or [""])[0]
@@ -497,18 +554,69 @@ class LinkingService:
         token = await oauth.discord_exchange(f"{base}/oauth2/token", form)
         return await oauth.discord_identity(f"{base}/users/@me", token)
 
+    @staticmethod
+    async def _relink_target(s: AsyncSession, member_id: int, broker: str) -> Connection | None:
+        """The member's connection at ``broker`` that /connect repairs rather than adds to:
+        one the broker stopped accepting, else one whose authorization we warned is ending
+        (both messages say to run /connect for the broker); the oldest first."""
+        rows = await s.scalars(
+            select(Connection)
+            .outerjoin(Credential, Credential.connection_id == Connection.id)
+            .where(
+                Connection.member_id == member_id,
+                Connection.broker == broker,
+                Connection.builtin.is_(False),
+                or_(
+                    Connection.status == ConnectionStatus.NEEDS_REAUTH,
+                    Credential.refresh_reminded_at.is_not(None),
+                ),
+            )
+            .options(selectinload(Connection.accounts))
+            .order_by(Connection.id)
+        )
+        found = list(rows)
+        return next(
+            (c for c in found if c.status == ConnectionStatus.NEEDS_REAUTH),
+            found[0] if found else None,
+        )
+
     async def _save(
         self, member: Member, link: ConnectLink, display: str, tokens: oauth.TokenSet
-    ) -> Connection:
-        """Create the connection and its encrypted credential, in one unit of work."""
+    ) -> tuple[Connection, bool]:
+        """Create the connection and its encrypted credential, in one unit of work; or give
+        new tokens to the connection being re-linked (True)."""
         async with self.core.db.transaction() as s:
+            old = await self._relink_target(s, member.id, link.broker)
+            if old is not None:
+                # Same row: its name, accounts and subscriptions carry on with the new tokens.
+                await s.execute(delete(Credential).where(Credential.connection_id == old.id))
+                cred = Credential(
+                    connection_id=old.id,
+                    access_token="",
+                    environment=link.environment,
+                    refresh_expires_at=self._refresh_expiry(link.broker),
+                )
+                s.add(cred)
+                DbTokenProvider(self.core, old.id).store(cred, old, member, tokens)
+                old.settings = {**(old.settings or {}), "environment": link.environment or "both"}
+                old.status = (
+                    ConnectionStatus.ACTIVE if old.accounts else ConnectionStatus.NEEDS_ACCOUNT
+                )
+                audit.record(
+                    s,
+                    "connect.relinked",
+                    member_id=member.id,
+                    connection_id=old.id,
+                    broker=link.broker,
+                    scope=tokens.scope,
+                )
+                return old, True
             used = await s.scalar(
                 select(func.count())
                 .select_from(Connection)
                 .where(Connection.member_id == member.id, Connection.builtin.is_(False))
             )
-            plan = member.plan or self.core.settings.plan_default
-            limit = self.core.settings.plans.get(plan, 0)
+            plan, limit = self.plan_limit(member.plan)
             if int(used or 0) >= limit:
                 raise LinkRefused(
                     f"Your plan ({plan}) allows {limit} broker connection(s) and "
@@ -552,7 +660,7 @@ class LinkingService:
                 broker=link.broker,
                 scope=tokens.scope,
             )
-        return conn
+        return conn, False
 
     def _refresh_expiry(self, broker: str) -> datetime | None:
         spec = get_adapter_class(broker).oauth

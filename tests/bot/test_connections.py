@@ -133,3 +133,137 @@ async def test_two_members_choosing_one_account_at_once_get_it_once(
             assert len(list(holders)) == 1
     finally:
         await core.close()
+
+
+async def test_changing_an_account_says_which_subscriptions_now_trade_in_the_new_one(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """Subscriptions route by connection and mode, so choosing another live account moves
+    where the strategy's signals trade: the member must be told, not find out from a fill."""
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        live = [a for a in accounts if a.environment.value == "live"]
+        first, second = live[0], live[1]
+        chosen = await core.connections.choose_account(MEMBER, cid, "live", first.id)
+        assert chosen.notice is None  # nothing was routed to the connection yet
+        url = await core.strategies.create(1, MEMBER, "ES breakout")
+        await core.subscriptions.subscribe(1, MEMBER, url.strategy.id, connection="TS", mode="live")
+        same = await core.connections.choose_account(MEMBER, cid, "live", first.id)
+        assert same.notice is None  # the same account again moves nothing
+        moved = await core.connections.choose_account(MEMBER, cid, "live", second.id)
+        assert moved.notice is not None
+        assert "ES breakout" in moved.notice and second.masked in moved.notice
+        assert first.masked in moved.notice
+    finally:
+        await core.close()
+
+
+async def test_disconnect_discards_the_connections_unconfirmed_previews(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """A preview of the removed connection must not be left a draft that Confirm turns into
+    a pending order nothing will ever send or settle (its connection is gone)."""
+    from bot.errors import Conflict
+    from bot.models import IntentStatus, OrderIntent
+    from bot.services.trading import OrderInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        margin = next(
+            a for a in accounts if a.environment.value == "live" and a.type.value == "margin"
+        )
+        await core.connections.choose_account(MEMBER, cid, "live", margin.id)
+        preview = await core.trading.preview(
+            MEMBER, OrderInput("AAPL", "buy", "1", connection="TS", mode="live")
+        )
+        await core.connections.disconnect(MEMBER, "TS")
+        with pytest.raises(Conflict):
+            await core.trading.confirm(preview.intent_id, MEMBER)
+        async with core.db.session() as s:
+            intent = await s.get(OrderIntent, preview.intent_id)
+        assert intent is not None and intent.status == IntentStatus.DISCARDED
+    finally:
+        await core.close()
+
+
+async def test_a_name_whose_case_folded_key_is_longer_still_renames_or_is_refused_clearly(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """Names are unique ignoring case through a case-folded key of at most 50 characters;
+    folding can lengthen a name (ß → ss), so a 50-character name must not overflow it."""
+    from bot.errors import InvalidInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        await link(core, ts)
+        with pytest.raises(InvalidInput, match="50"):
+            await core.connections.rename(MEMBER, "TS", "ß" * 50)
+        done = await core.connections.rename(MEMBER, "TS", "ß" * 25)
+        assert done.new == "ß" * 25
+        assert (await core.connections.owned(MEMBER, "SS" * 25)).name == "ß" * 25
+    finally:
+        await core.close()
+
+
+async def test_a_connection_is_found_by_its_name_typed_with_extra_spaces(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """/rename stores names with runs of spaces collapsed, so a name typed with them (as
+    /rename accepted it) must find the connection, not say it does not exist."""
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        await core.connections.rename(MEMBER, "TS", "TS   Futures")
+        assert (await core.connections.owned(MEMBER, " ts  futures ")).id == cid
+        await core.connections.choose_account(
+            MEMBER,
+            cid,
+            "live",
+            next(
+                a.id
+                for a in (await core.connections.broker_accounts(MEMBER, cid))[1]
+                if a.environment.value == "live"
+            ),
+        )
+        target = await core.connections.resolve(MEMBER, "TS  futures", "live")
+        assert target.connection.id == cid
+    finally:
+        await core.close()
+
+
+async def test_one_account_is_the_account_of_one_of_a_members_connections(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """A connection is one account at one broker: the same login linked twice must not give
+    one account to two connections (two names, counted twice against the plan)."""
+    import aiohttp
+
+    from bot.errors import Conflict
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)  # the same login again
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS 2",
+        )
+        _, accounts = await core.connections.broker_accounts(MEMBER, first)
+        live = next(a for a in accounts if a.environment.value == "live")
+        await core.connections.choose_account(MEMBER, first, "live", live.id)
+        with pytest.raises(Conflict, match="“TS”"):
+            await core.connections.choose_account(MEMBER, second, "live", live.id)
+        # Choosing it again on the connection that has it is fine.
+        await core.connections.choose_account(MEMBER, first, "live", live.id)
+    finally:
+        await core.close()

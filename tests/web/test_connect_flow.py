@@ -502,3 +502,156 @@ async def test_no_secret_reaches_any_log(h: Harness, caplog: pytest.LogCaptureFi
     logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
     for name, value in secrets.items():
         assert value and value not in logged, f"{name} appeared in a log line"
+
+
+async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
+    h: Harness,
+) -> None:
+    """The bot tells a member whose authorization the broker refused to run /connect again:
+    that must repair the connection they have (its name, account and subscriptions), not add a
+    second one, and must not count against the plan a second time (free: 1 connection)."""
+    alice = h.user("alice")
+
+    async def through(link: str) -> str:
+        b = Browser()
+        try:
+            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+            return await done.text()
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    await h.core.connections.rename(alice, "TradeStation", "TS Stocks")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH  # the broker refused our refresh token
+    page = await through(await connect_link(h, "alice"))
+    assert "linked again to “TS Stocks”" in page
+    dm = await h.emu.wait_for_message(lambda m: "linked again" in m.content, include_existing=True)
+    assert "**TS Stocks**" in dm.content and "trades as before" in dm.content
+    [again] = await connections(h, "alice")
+    assert again.id == conn.id and again.name == "TS Stocks"
+    assert again.status == ConnectionStatus.ACTIVE
+    live = again.account("live")
+    assert live is not None and live.account_id == margin.id
+    target = await h.core.connections.resolve(alice, "TS Stocks", "live")
+    adapter = await h.core.connections.adapter_for(target.connection)
+    try:
+        assert await adapter.fetch_accounts()  # the new tokens work
+    finally:
+        await adapter.close()
+
+
+async def test_a_plan_no_longer_in_settings_allows_at_the_callback_what_connect_allowed(
+    h: Harness,
+) -> None:
+    """A member left on a plan the admin removed from the settings gets the default plan's
+    limit, as /my-plan and /connect say: the callback must not refuse with a limit of 0."""
+    alice = h.user("alice")
+    member_id = await h.core.members.ensure(alice)
+    async with h.core.db.transaction() as s:
+        member = await s.get(Member, member_id)
+        assert member is not None
+        member.plan = "legacy"
+    b = Browser()
+    try:
+        done = await b.get(
+            await through_broker(
+                b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+            )
+        )
+        assert done.status == 200, await done.text()
+    finally:
+        await b.close()
+    assert [c.name for c in await connections(h, "alice")] == ["TradeStation"]
+
+
+async def test_disconnect_asks_knowing_which_subscriptions_end(h: Harness) -> None:
+    """Removing a connection ends its subscriptions (they are deleted with it): the member
+    must learn that before confirming, not when a strategy's signals stop trading."""
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        await b.get(
+            await through_broker(
+                b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+            )
+        )
+    finally:
+        await b.close()
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    live = next(a for a in accounts if a.environment.value == "live")
+    await h.core.connections.choose_account(alice, conn.id, "live", live.id)
+    url = await h.core.strategies.create(h.guild_id, alice, "ES breakout")
+    await h.core.subscriptions.subscribe(
+        h.guild_id, alice, url.strategy.id, connection="TradeStation", mode="live"
+    )
+    ask = await h.reply("alice", "disconnect", connection="TradeStation")
+    assert ask.ephemeral and "“ES breakout”" in ask.text() and "subscription" in ask.text()
+
+
+async def test_a_link_refused_at_the_callback_revokes_the_tokens_it_was_given(h: Harness) -> None:
+    """When the plan fills up while a member is at the broker, the callback refuses; the grant
+    the broker just issued must not stay live there with nothing in Tradecord to remove it."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+
+    async def through(link: str) -> aiohttp.ClientResponse:
+        b = Browser()
+        try:
+            return await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    link = await connect_link(h, "alice")
+    await h.core.members.set_plan(alice, "free", h.core.settings.plans, by=0)  # meanwhile
+    refused = await through(link)
+    assert refused.status == 403
+    assert len(await connections(h, "alice")) == 1
+    assert h.sandbox.emulators["tradestation"].revocations == 1
+
+
+async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
+    h: Harness,
+) -> None:
+    """Re-linked with a login that cannot reach the connection's chosen account, the
+    connection must not claim to trade as before: that account is dropped and the member
+    chooses again."""
+    alice = h.user("alice")
+    ts = h.sandbox.emulators["tradestation"]
+    ts.add_user("other")
+    ts.add_account("other", "77700001", "Margin", cash=1000)
+
+    async def through(link: str, broker_user: str) -> None:
+        b = Browser()
+        try:
+            await b.get(
+                await through_broker(
+                    b, h, await through_discord(b, h, link, alice), broker_user=broker_user
+                )
+            )
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"), "demo")
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    await through(await connect_link(h, "alice"), "other")
+    [again] = await connections(h, "alice")
+    assert again.id == conn.id and again.account("live") is None
+    assert again.status == ConnectionStatus.NEEDS_ACCOUNT
+    dm = await h.emu.wait_for_message(lambda m: "cannot reach" in m.content, include_existing=True)
+    assert margin.masked in dm.content
