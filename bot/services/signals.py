@@ -1151,6 +1151,18 @@ class SignalService:
                 ),
                 None,
             )
+            moved = [
+                existing[leg]
+                for leg in LEGS
+                if leg in existing
+                and existing[leg].status != IntentStatus.DISCARDED
+                and not _stored_for(existing[leg], target)
+            ]
+            if moved:
+                # The member chose another account since this run stored its orders: carrying
+                # on would send them (or the rest of the plan) where they were never meant to go.
+                plan = Plan.from_json(carried) if carried is not None else None
+                return await self._account_changed(ctx, moved, plan)
             snapshot = await self._snapshot(ctx, adapter, target)
             if carried is not None:
                 plan = Plan.from_json(carried)  # a re-run follows the plan it started
@@ -1182,6 +1194,31 @@ class SignalService:
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:
             await adapter.close()
+
+    async def _account_changed(
+        self, ctx: ExecContext, moved: list[OrderIntent], plan: Plan | None
+    ) -> Result:
+        """End a run whose orders were stored for an account no longer chosen: none is sent
+        anywhere, and the member hears which may still be at the old account."""
+        assert ctx.connection is not None
+        trading = self.core.trading
+        moved = [
+            i if await trading.strand(i, ctx.connection.name) else await trading.get_intent(i.id)
+            for i in moved
+        ]
+        # As a run ends on its orders: the first that did not go through, else the last.
+        statuses = [_leg_status(i) for i in moved]
+        status = next((st for st, ok in statuses if not ok), statuses[-1][0])
+        in_doubt = [i for i in moved if i.status == IntentStatus.UNKNOWN]  # said first
+        reason = next(
+            (i.error_message for i in in_doubt + moved if i.error_code == "account-changed"),
+            None,
+        ) or (
+            f"The {ctx.subscription.mode} account of “{ctx.connection.name}” changed since this "
+            "signal's orders were placed; nothing more was sent."
+        )
+        self._phase(ctx, "account changed", reason)
+        return Result(status, "account-changed", reason, plan, orders=moved)
 
     async def _intents(self, ctx: ExecContext) -> dict[str, OrderIntent]:
         keys = {intent_key(ctx.signal_id, ctx.subscription.id, leg): leg for leg in LEGS}
@@ -2613,6 +2650,15 @@ def _tick(ticker: str, price: Decimal) -> Decimal:
     if spec is not None:
         return spec.tick
     return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+
+def _stored_for(intent: OrderIntent, target: Target) -> bool:
+    """Whether ``intent`` was stored for the account ``target`` trades in now."""
+    return (intent.connection_id, intent.mode, intent.account_id) == (
+        target.connection.id,
+        target.mode,
+        target.account.account_id,
+    )
 
 
 def _leg_status(intent: OrderIntent) -> tuple[str, bool]:

@@ -52,6 +52,7 @@ from adapters.models import (
     Side,
     SubmissionHint,
     TimeInForce,
+    mask_account,
 )
 from adapters.paper.engine import closing_quantity
 from bot.automation_models import Job, JobStatus, Strategy
@@ -1244,6 +1245,61 @@ class TradingService:
             as_read=True,
             reason="its connection or account changed before it was sent",
         )
+
+    async def strand(self, intent: OrderIntent, connection_name: str) -> bool:
+        """Settle an unfinished intent whose connection's account for its mode changed since it
+        was stored, without sending it anywhere: not to the new account (it was meant for the
+        old one), nor to the old one (we can no longer look there). One never sent (a draft or
+        pending) fails; one that may have reached the old account becomes unknown, for the
+        member to check there. Only if unchanged since read; False otherwise."""
+        if intent.error_code == "account-changed":
+            return False  # settled so by an earlier run
+        now = self.clock()
+        where = f"The {intent.mode} account of “{connection_name}” changed"
+        if intent.status in (IntentStatus.DRAFT, IntentStatus.PENDING):
+            status, phase = IntentStatus.FAILED, "order.failed"
+            message = f"{where} since this order was prepared; nothing was sent."
+            reason = "its account changed before it was sent"
+        elif intent.status in (IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
+            status, phase = IntentStatus.UNKNOWN, "order.unknown"
+            message = (
+                f"{where} while this order was being sent, so it was not sent again: it may "
+                f"be at {mask_account(intent.account_id)}. Check that account at the broker."
+            )
+            reason = "its account changed while it was being sent; not resent"
+        else:
+            return False
+        async with self.core.db.transaction() as s:
+            done = (
+                await s.execute(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.id == intent.id,
+                        OrderIntent.status == intent.status,
+                        OrderIntent.updated_at == intent.updated_at,
+                    )
+                    .values(
+                        status=status,
+                        error_code="account-changed",
+                        error_message=message,
+                        updated_at=now,
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if done:
+                audit.record(
+                    s,
+                    phase,
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    error="account-changed",
+                    reason=reason,
+                )
+        if done:
+            intent.status, intent.updated_at = status, now
+            intent.error_code, intent.error_message = "account-changed", message
+        return bool(done)
 
     def _send_settled(self, intent: OrderIntent) -> bool:
         """Whether the last send has surely ended (adapters give up after 10 s and never
