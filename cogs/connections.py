@@ -110,11 +110,21 @@ class ConfirmDisconnect(ConfirmView):
                 f"{result.broker} offers no way for apps to revoke their access; remove "
                 f"Tradecord in your {result.broker} account settings if you wish"
             )
-        await self.answer(
-            interaction,
+        text = (
             f"Disconnected “{result.name}”: its stored tokens are deleted. {revoke}. "
-            "Its history stays in the audit trail.",
+            "Its history stays in the audit trail."
         )
+        if result.unsent:
+            text += (
+                f" {result.unsent} order(s) stored but not yet sent were failed: nothing was "
+                "sent (see /orders)."
+            )
+        if result.in_doubt:
+            text += (
+                f" {result.in_doubt} order(s) whose sending was never confirmed may be at "
+                f"{result.broker}: check them there, Tradecord can no longer follow them."
+            )
+        await self.answer(interaction, text)
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -83,6 +83,8 @@ class DisconnectResult:
     name: str
     broker: str
     revoked: bool | None  # None: the broker has no revocation endpoint
+    unsent: int = 0  # its orders stored but never sent, failed by the disconnect
+    in_doubt: int = 0  # its orders whose sending was never settled: maybe at the broker
 
 
 @dataclass(slots=True)
@@ -639,6 +641,47 @@ class ConnectionService:
                 )
                 .values(status=IntentStatus.DISCARDED)
             )
+            # Its orders stored but not yet sent (their process died in between) would stay
+            # pending for ever: the reconciler that sends them follows only orders that have
+            # a connection. They end failed here, with the reason for /orders.
+            unsent = list(
+                await s.scalars(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.connection_id == conn.id,
+                        OrderIntent.status == IntentStatus.PENDING,
+                    )
+                    .values(
+                        status=IntentStatus.FAILED,
+                        error_code="connection-removed",
+                        error_message=(
+                            f"“{conn.name}” was disconnected before this order was sent; "
+                            "nothing was sent."
+                        ),
+                        updated_at=self.clock(),
+                    )
+                    .returning(OrderIntent.id)
+                )
+            )
+            for intent_id in unsent:
+                audit.record(
+                    s,
+                    "order.failed",
+                    member_id=conn.member_id,
+                    connection_id=conn.id,
+                    intent_id=intent_id,
+                    error="connection-removed",
+                    reason="its connection was disconnected before it was sent",
+                )
+            # Left as they are (they may be at the broker), but the member hears of them.
+            in_doubt = await s.scalar(
+                select(func.count())
+                .select_from(OrderIntent)
+                .where(
+                    OrderIntent.connection_id == conn.id,
+                    OrderIntent.status.in_([IntentStatus.SUBMITTED, IntentStatus.UNKNOWN]),
+                )
+            )
             row = await s.get(Connection, conn.id)
             if row is not None:
                 await s.delete(row)
@@ -651,8 +694,9 @@ class ConnectionService:
                 name=conn.name,
                 revoked=revoked,
                 previews_discarded=discarded.rowcount,  # type: ignore[attr-defined]
+                unsent_failed=len(unsent),
             )
-        return DisconnectResult(conn.name, cls.display_name, revoked)
+        return DisconnectResult(conn.name, cls.display_name, revoked, len(unsent), in_doubt or 0)
 
     async def _revoke(
         self, conn: Connection, cls: type[BrokerAdapter], cred: Credential

@@ -190,6 +190,48 @@ async def test_disconnect_discards_the_connections_unconfirmed_previews(
         await core.close()
 
 
+async def test_disconnect_fails_the_connections_orders_stored_but_never_sent(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """An order confirmed but not yet sent (its process died in between) is sent later by the
+    reconciler, which follows only orders with a connection: once /disconnect unlinks it, it
+    would stay pending for ever, the member never hearing of it. It ends failed instead, in
+    the disconnect's transaction, and the member is told."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.models import IntentStatus, OrderIntent
+    from bot.services.trading import OrderInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        await core.connections.choose_account(MEMBER, cid, "live", "11827342")
+        preview = await core.trading.preview(
+            MEMBER, OrderInput("AAPL", "buy", "1", connection="TS", mode="live")
+        )
+        async with core.db.transaction() as s:  # confirmed; the process died before sending
+            await s.execute(
+                update(OrderIntent)
+                .where(OrderIntent.id == preview.intent_id)
+                .values(status=IntentStatus.PENDING)
+            )
+        result = await core.connections.disconnect(MEMBER, "TS")
+        intent = await core.trading.get_intent(preview.intent_id)
+        assert (intent.status, intent.error_code) == (IntentStatus.FAILED, "connection-removed")
+        assert "nothing was sent" in (intent.error_message or "")
+        assert result.unsent == 1
+        async with core.db.session() as s:
+            events = list(
+                await s.scalars(select(AuditEvent).where(AuditEvent.intent_id == intent.id))
+            )
+        assert [e.kind for e in events][-1] == "order.failed"
+        assert await core.trading.reconcile(older_than=timedelta(0)) == []
+    finally:
+        await core.close()
+
+
 async def test_a_name_whose_case_folded_key_is_longer_still_renames_or_is_refused_clearly(
     ts_settings: Settings, ts: TradeStationEmulator
 ) -> None:

@@ -66,3 +66,39 @@ async def test_admin_commands_are_hidden_from_members_by_default(tradecord: Harn
     for command in ("plan set", "alerts-channel"):
         with pytest.raises(EmulatorError, match="hidden"):
             await h.slash("bob", command)
+
+
+async def test_disconnect_says_which_of_its_orders_failed_unsent_or_may_be_at_the_broker(
+    tradecord: Harness,
+) -> None:
+    from decimal import Decimal
+
+    from bot.models import IntentStatus, OrderIntent
+
+    h = tradecord
+    cid = await add_broker_connection(h, "alice", "TS")
+    member_id = await h.core.members.ensure(h.user("alice"))
+    async with h.core.db.transaction() as s:
+        for n, status in enumerate([IntentStatus.PENDING, IntentStatus.SUBMITTED]):
+            s.add(
+                OrderIntent(
+                    client_order_id=f"coid-{n}",
+                    member_id=member_id,
+                    connection_id=cid,
+                    broker="tradestation",
+                    mode="live",
+                    account_id="11827342",
+                    symbol="AAPL",
+                    asset_class="us_equity",
+                    side="buy",
+                    quantity=Decimal(1),
+                    order_type="market",
+                    time_in_force="day",
+                    status=status,
+                )
+            )
+    ask = await h.reply("alice", "disconnect", connection="TS")
+    gone = await (await h.emu.click(h.user("alice"), ask, label="Disconnect")).message(timeout=10)
+    text = gone.text()
+    assert "1 order(s) stored but not yet sent were failed: nothing was sent" in text, text
+    assert "1 order(s) whose sending was never confirmed may be at TradeStation" in text, text
