@@ -118,6 +118,10 @@ CHANNEL_STATUSES = {
 LATER = frozenset(
     {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
 )
+# Execution phases whose detail is the result's reason (``_finish``).
+ENDED_BY_REASON = frozenset(
+    {ExecutionStatus.SKIPPED, ExecutionStatus.REJECTED, ExecutionStatus.FAILED}
+)
 ORDER_PHASES = {
     "order.submitted": "submitted",
     "order.accepted": "accepted",
@@ -2453,6 +2457,9 @@ class SignalService:
         by_intent = {i.id: i for i in intents}
         subs = []
         for ex, discord_id, cname in executions:
+            # Broker messages can quote a member's balance: the owner sees another member's
+            # refusals by their code, as the alert channel does.
+            own = ex.member_id == member_id
             mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
             lines = tuple(
                 OrderLine(
@@ -2465,12 +2472,16 @@ class SignalService:
                     status=i.status,
                     filled_quantity=i.filled_quantity,
                     average_fill_price=i.average_fill_price,
-                    error=i.error_message,
+                    error=i.error_message if own else None,
                 )
                 for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
             )
             phases = [
-                phase(p["phase"], datetime.fromisoformat(p["at"]), p.get("detail"))
+                phase(
+                    p["phase"],
+                    datetime.fromisoformat(p["at"]),
+                    p.get("detail") if own or p["phase"] not in ENDED_BY_REASON else ex.reason_code,
+                )
                 for p in ex.phases or []
             ]
             for e in events:
@@ -2478,7 +2489,7 @@ class SignalService:
                 if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
                     continue
                 leg = keys[intent.idempotency_key or ""][1]
-                detail = e.detail.get("reason") or e.detail.get("error")
+                detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
                 phases.append(
                     phase(f"{leg} {ORDER_PHASES[e.kind]}", e.at, str(detail) if detail else None)
                 )
@@ -2492,7 +2503,7 @@ class SignalService:
                     mode=ex.mode,
                     status=ex.status,
                     reason_code=ex.reason_code,
-                    reason=ex.reason,
+                    reason=ex.reason if own else ex.reason_code,
                     phases=tuple(phases),
                     orders=lines,
                 )

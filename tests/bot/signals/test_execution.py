@@ -1054,6 +1054,22 @@ async def test_strategy_owner_sees_every_subscription_in_the_report(
         await core.close()
 
 
+async def test_the_owner_sees_no_broker_message_of_another_members_order(core: Core) -> None:
+    """Broker messages can quote a balance: the owner sees another member's refusal as its
+    code, as the alert channel does; the member still sees their own in full."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, ALICE, sizing="fixed_quantity", sizing_value=Decimal(100_000))
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    [own] = (await core.signals.signal_report(ack.body["id"], ALICE)).subscriptions
+    assert own.status == ExecutionStatus.REJECTED and "available" in (own.reason or "")
+    [alice] = (await core.signals.signal_report(ack.body["id"], OWNER)).subscriptions
+    assert alice.status == ExecutionStatus.REJECTED and alice.reason_code
+    shown = [alice.reason, *(p.detail for p in alice.phases), *(o.error for o in alice.orders)]
+    assert not [t for t in shown if t and "$" in t], shown
+
+
 async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -> None:
     url = await make_strategy(core, name="Momentum")
     await core.strategies.set_alert_channel(GUILD, 777)
