@@ -2254,9 +2254,13 @@ class SignalService:
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
             await self.core.trading.mark_announced(list(result.orders))
-        await notifier.dm(
-            ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
-        )
+        try:
+            await notifier.dm(
+                ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
+            )
+        except Exception:
+            # Members may close their DMs: the channel still hears the result below.
+            log.warning("Could not DM about execution %s", ctx.execution_id, exc_info=True)
         # Refusals before the broker has any order (the order check, a changed position) are
         # results the channel hears too; skips are not (nothing was tried).
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)

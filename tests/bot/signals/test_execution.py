@@ -23,6 +23,7 @@ from bot.core import Core
 from bot.db import Database
 from bot.errors import Conflict, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signals import Ack
 from bot.services.strategies import WebhookUrl
 from bot.settings import Settings
@@ -725,6 +726,29 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     ]
     account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
     assert account not in posts[1]
+
+
+async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Core) -> None:
+    """Discord refuses DMs to members who closed them: the channel still hears their result."""
+
+    class ClosedDms(RecordingNotifier):
+        async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+            if discord_user_id == ALICE:
+                raise RuntimeError("403 Forbidden: Cannot send messages to this user")
+            await super().dm(discord_user_id, message)
+
+    core.notifier = ClosedDms()
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    alice = await subscribe(core, url, ALICE)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, ack.body["id"], alice)).status == ExecutionStatus.FILLED
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert "Filled · Alice (paper): buy 1 AAPL" in posts[1]
 
 
 async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
