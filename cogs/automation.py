@@ -527,11 +527,14 @@ class Automation(commands.Cog):
     ) -> None:
         if not can_manage(interaction):
             raise PermissionDenied("Only members with Manage Server choose the alert channel.")
-        await self.bot.core.strategies.set_alert_channel(
+        now = await self.bot.core.strategies.set_alert_channel(
             guild_of(interaction), channel.id if channel else None, strategy=strategy
         )
         scope = f"**{strategy}**" if strategy else "all strategies"
-        where = channel.mention if channel else "nowhere (posting stopped)"
+        # A strategy's own channel unset, its alerts go to the server's channel, if any.
+        where = f"<#{now}>" if now is not None else "nowhere (posting stopped)"
+        if channel is None and now is not None:
+            where += ", the server's alert channel"
         await interaction.response.send_message(
             f"Trade alerts for {scope} go to {where}.", ephemeral=True
         )

@@ -155,6 +155,27 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     assert rotated.ephemeral and "/webhook/" in rotated.content
 
 
+async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    owner = h.emu.owner.id
+    await h.core.strategies.create(h.guild_id, owner, "Swing")
+    swing = h.emu.add_channel(h.guild_id, "swing-alerts")
+    await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    await h.reply(owner, "alerts-channel", channel=swing.id, strategy="Swing")
+    # Its own channel unset, the strategy's alerts go to the server's channel again.
+    unset = await h.reply(owner, "alerts-channel", strategy="Swing")
+    [info] = await h.core.strategies.list(h.guild_id, owner)
+    assert await h.core.strategies.alert_channel(h.guild_id, info.id) == h.emu.trade_alerts.id
+    assert "posting stopped" not in unset.content, unset.content
+    assert f"<#{h.emu.trade_alerts.id}>" in unset.content, unset.content
+    # With no server channel either, posting stops.
+    await h.reply(owner, "alerts-channel")
+    stopped = await h.reply(owner, "alerts-channel", strategy="Swing")
+    assert "posting stopped" in stopped.content, stopped.content
+
+
 async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     tradecord: Harness,
 ) -> None:
