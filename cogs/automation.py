@@ -535,9 +535,26 @@ class Automation(commands.Cog):
         where = f"<#{now}>" if now is not None else "nowhere (posting stopped)"
         if channel is None and now is not None:
             where += ", the server's alert channel"
-        await interaction.response.send_message(
-            f"Trade alerts for {scope} go to {where}.", ephemeral=True
-        )
+        content = f"Trade alerts for {scope} go to {where}."
+        # Alerts that cannot be posted are only logged (the signals still trade): say so now,
+        # while the admin is here to fix the channel's permissions.
+        me = channel.guild.me if channel is not None else None
+        if channel is not None and me is not None:
+            perms = channel.permissions_for(me)
+            missing = [
+                label
+                for label, has in (
+                    ("View Channel", perms.view_channel),
+                    ("Send Messages", perms.send_messages),
+                )
+                if not has
+            ]
+            if missing:
+                content += (
+                    f"\nI cannot post there yet: I need {' and '.join(missing)} in "
+                    f"{channel.mention}. Until then no alerts appear (signals still trade)."
+                )
+        await interaction.response.send_message(content, ephemeral=True)
 
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:

@@ -17,6 +17,7 @@ from bot.services.signals import Phase
 from cogs.automation import joined, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
+from emulators.discord.permissions import SEND_MESSAGES
 from tests.discord_harness import Harness
 from tests.support import add_broker_connection
 
@@ -174,6 +175,18 @@ async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
     await h.reply(owner, "alerts-channel")
     stopped = await h.reply(owner, "alerts-channel", strategy="Swing")
     assert "posting stopped" in stopped.content, stopped.content
+
+
+async def test_an_alert_channel_the_bot_cannot_post_in_is_flagged_to_the_admin(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    owner = h.emu.owner.id
+    h.emu.set_permission_overwrite(h.emu.trade_alerts.id, h.emu.bot_user.id, deny=SEND_MESSAGES)
+    chosen = await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    assert chosen.ephemeral and "Send Messages" in chosen.content, chosen.content
+    ok = await h.reply(owner, "alerts-channel", channel=h.emu.general.id)
+    assert "Send Messages" not in ok.content, ok.content
 
 
 async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
