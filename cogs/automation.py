@@ -281,23 +281,30 @@ class Automation(commands.Cog):
                 "You have no strategies here. Make one with /strategy create.", ephemeral=True
             )
             return
+        # Names run to 100 characters and allow-lists to 50 addresses: cut and paged, the
+        # table fits Discord's embed limits however many strategies a member sees.
         rows = [
             [
-                i.name,
+                _cut(i.name, 32),
                 "owner" if i.is_owner else "shared",
                 str(i.subscriptions),
-                ", ".join(i.allowed_sources) or "any",
+                _cut(", ".join(i.allowed_sources) or "any", 24),
                 f"{i.rate_limit_per_minute}/min",
             ]
             for i in infos
         ]
-        embed = discord.Embed(
-            title="Strategies",
-            colour=BLURPLE,
-            description=fmt.table(["Name", "You", "Subs", "Sources", "Limit"], rows, {2}),
+        pages = fmt.paged(
+            "Strategies",
+            "paper",
+            "Strategies you own or that were shared with you.",
+            rows,
+            ["Name", "You", "Subs", "Sources", "Limit"],
+            {2},
+            "Webhook URLs are shown once; /strategy rotate-secret for a new one",
         )
-        embed.set_footer(text="Webhook URLs are shown once; /strategy rotate-secret for a new one")
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        for page in pages:
+            page.colour = discord.Colour(BLURPLE)
+        await send_pages(interaction, pages)
 
     @strategy.command(name="rotate-secret", description="A new webhook URL; the old one stops")
     @app_commands.autocomplete(strategy=strategy_names)

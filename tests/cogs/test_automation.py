@@ -189,6 +189,20 @@ async def test_an_alert_channel_the_bot_cannot_post_in_is_flagged_to_the_admin(
     assert "Send Messages" not in ok.content, ok.content
 
 
+async def test_a_long_strategy_list_fits_discords_embeds(tradecord: Harness) -> None:
+    h = tradecord
+    carol = h.user("carol")
+    for n in range(40):
+        await h.core.strategies.create(h.guild_id, carol, f"{n:02d} " + "x" * 97)
+    await h.core.strategies.configure(
+        h.guild_id, carol, f"00 {'x' * 97}", allowed_sources=[f"2001:db8::{n:x}" for n in range(50)]
+    )
+    listing = await h.reply("carol", "strategy list")
+    assert listing.ephemeral and listing.embeds, listing.content
+    assert "00 xxx" in listing.text() and "/webhook/" not in listing.text()
+    assert all(len(e.get("description") or "") <= 4096 for e in listing.embeds)
+
+
 async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     tradecord: Harness,
 ) -> None:
