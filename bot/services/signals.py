@@ -950,7 +950,9 @@ class SignalService:
                 )
             )
         channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
-        await self._announce(record, strategy, signal, channel_id)
+        # Posted while the subscriptions trade: Discord being slow or down (rate limits,
+        # retried 5xx) must not hold up their orders. Awaited before their results' post.
+        announcing = asyncio.create_task(self._announce(record, strategy, signal, channel_id))
         contexts = await self._contexts(record, strategy, signal, channel_id)
         digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
         stale = _stale(record, signal, strategy.max_lag_seconds, now)
@@ -966,6 +968,7 @@ class SignalService:
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # the process is going down: let the job's lease bring it back
+        await announcing
         if digest is not None:
             try:
                 await digest.flush(self.core.notifier)

@@ -751,6 +751,37 @@ async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Cor
     assert "Filled · Alice (paper): buy 1 AAPL" in posts[1]
 
 
+async def test_a_slow_alert_channel_does_not_hold_up_the_orders(core: Core) -> None:
+    """Discord slow or down (429s, 5xx retries): "signal received" is posted while the
+    subscriptions trade, and still before their results."""
+    released, told = asyncio.Event(), asyncio.Event()
+
+    class SlowChannel(RecordingNotifier):
+        async def post(self, channel_id: int, message: Outgoing) -> None:
+            await released.wait()
+            await super().post(channel_id, message)
+
+        async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+            await super().dm(discord_user_id, message)
+            told.set()  # the member's result: their order was placed
+
+    core.notifier = SlowChannel()
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await subscribe(core, url, OWNER)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    draining = asyncio.create_task(core.jobs.drain())
+    try:
+        await asyncio.wait_for(told.wait(), 5)
+        assert len(await orders(core)) == 1
+    finally:
+        released.set()
+        await draining
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2 and "signal received" in posts[0] and "Filled" in posts[1], posts
+    assert ack.body["id"]
+
+
 async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
