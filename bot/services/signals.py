@@ -22,6 +22,7 @@ so a re-run follows the plan it started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -961,8 +962,7 @@ class SignalService:
         semaphore = asyncio.Semaphore(self.fanout_concurrency)
 
         async def run(ctx: ExecContext) -> None:
-            async with semaphore:
-                await self._run(ctx)
+            await self._run(ctx, semaphore)
 
         results = await asyncio.gather(*(run(c) for c in contexts), return_exceptions=True)
         for r in results:
@@ -1104,26 +1104,31 @@ class SignalService:
                     found.setdefault(sub_id, {})[leg] = intent
         return found
 
-    async def _run(self, ctx: ExecContext) -> None:
+    async def _run(self, ctx: ExecContext, slot: asyncio.Semaphore | None = None) -> None:
         """One subscription, start to finish. Never raises an ``Exception``: what goes wrong is
-        this subscription's result, not its neighbours'."""
-        try:
-            result = await self._execute(ctx)
-        except RunAgainAt:
-            raise  # unfinished: the job runs again and carries it on
-        except _Skip as e:
-            result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
-        except BrokerError as e:
-            result = Result(ExecutionStatus.FAILED, e.code, e.user_message, ctx.plan)
-        except TradecordError as e:
-            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message, ctx.plan)
-        except Exception:
-            log.exception("Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id)
-            result = Result(
-                ExecutionStatus.FAILED,
-                "internal-error",
-                "Something went wrong on our side; nothing more will be tried for this signal.",
-            )
+        this subscription's result, not its neighbours'. ``slot`` bounds a fan-out's trading;
+        the result is recorded and told outside it, so slow DMs (Discord's rate limits) do not
+        hold up the next subscriptions' orders."""
+        async with slot if slot is not None else contextlib.nullcontext():
+            try:
+                result = await self._execute(ctx)
+            except RunAgainAt:
+                raise  # unfinished: the job runs again and carries it on
+            except _Skip as e:
+                result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
+            except BrokerError as e:
+                result = Result(ExecutionStatus.FAILED, e.code, e.user_message, ctx.plan)
+            except TradecordError as e:
+                result = Result(ExecutionStatus.REJECTED, e.code, e.user_message, ctx.plan)
+            except Exception:
+                log.exception(
+                    "Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id
+                )
+                result = Result(
+                    ExecutionStatus.FAILED,
+                    "internal-error",
+                    "Something went wrong on our side; nothing more will be tried for this signal.",
+                )
         await self._finish(ctx, result)
 
     def _target(self, ctx: ExecContext) -> Target:

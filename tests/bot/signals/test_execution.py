@@ -782,6 +782,35 @@ async def test_a_slow_alert_channel_does_not_hold_up_the_orders(core: Core) -> N
     assert ack.body["id"]
 
 
+async def test_slow_dms_do_not_hold_up_the_rest_of_a_fan_out(core: Core) -> None:
+    """Past the fan-out's concurrency, the next subscriptions trade while earlier members'
+    DMs wait on Discord (DMs to hundreds of members run into its rate limits)."""
+    released, second = asyncio.Event(), asyncio.Event()
+
+    class SlowDms(RecordingNotifier):
+        async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+            if discord_user_id == OWNER:
+                await released.wait()
+            await super().dm(discord_user_id, message)
+            if discord_user_id == ALICE:
+                second.set()
+
+    core.notifier = SlowDms()
+    core.signals.fanout_concurrency = 1
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, OWNER)
+    await subscribe(core, url, ALICE)
+    await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    draining = asyncio.create_task(core.jobs.drain())
+    try:
+        await asyncio.wait_for(second.wait(), 5)
+        assert len(await orders(core)) == 2
+    finally:
+        released.set()
+        await draining
+
+
 async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
