@@ -281,23 +281,30 @@ class Automation(commands.Cog):
                 "You have no strategies here. Make one with /strategy create.", ephemeral=True
             )
             return
+        # Names run to 100 characters and allow-lists to 50 addresses: cut and paged, the
+        # table fits Discord's embed limits however many strategies a member sees.
         rows = [
             [
-                i.name,
+                _cut(i.name, 32),
                 "owner" if i.is_owner else "shared",
                 str(i.subscriptions),
-                ", ".join(i.allowed_sources) or "any",
+                _cut(", ".join(i.allowed_sources) or "any", 24),
                 f"{i.rate_limit_per_minute}/min",
             ]
             for i in infos
         ]
-        embed = discord.Embed(
-            title="Strategies",
-            colour=BLURPLE,
-            description=fmt.table(["Name", "You", "Subs", "Sources", "Limit"], rows, {2}),
+        pages = fmt.paged(
+            "Strategies",
+            "paper",
+            "Strategies you own or that were shared with you.",
+            rows,
+            ["Name", "You", "Subs", "Sources", "Limit"],
+            {2},
+            "Webhook URLs are shown once; /strategy rotate-secret for a new one",
         )
-        embed.set_footer(text="Webhook URLs are shown once; /strategy rotate-secret for a new one")
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        for page in pages:
+            page.colour = discord.Colour(BLURPLE)
+        await send_pages(interaction, pages)
 
     @strategy.command(name="rotate-secret", description="A new webhook URL; the old one stops")
     @app_commands.autocomplete(strategy=strategy_names)
@@ -527,14 +534,34 @@ class Automation(commands.Cog):
     ) -> None:
         if not can_manage(interaction):
             raise PermissionDenied("Only members with Manage Server choose the alert channel.")
-        await self.bot.core.strategies.set_alert_channel(
+        now = await self.bot.core.strategies.set_alert_channel(
             guild_of(interaction), channel.id if channel else None, strategy=strategy
         )
         scope = f"**{strategy}**" if strategy else "all strategies"
-        where = channel.mention if channel else "nowhere (posting stopped)"
-        await interaction.response.send_message(
-            f"Trade alerts for {scope} go to {where}.", ephemeral=True
-        )
+        # A strategy's own channel unset, its alerts go to the server's channel, if any.
+        where = f"<#{now}>" if now is not None else "nowhere (posting stopped)"
+        if channel is None and now is not None:
+            where += ", the server's alert channel"
+        content = f"Trade alerts for {scope} go to {where}."
+        # Alerts that cannot be posted are only logged (the signals still trade): say so now,
+        # while the admin is here to fix the channel's permissions.
+        me = channel.guild.me if channel is not None else None
+        if channel is not None and me is not None:
+            perms = channel.permissions_for(me)
+            missing = [
+                label
+                for label, has in (
+                    ("View Channel", perms.view_channel),
+                    ("Send Messages", perms.send_messages),
+                )
+                if not has
+            ]
+            if missing:
+                content += (
+                    f"\nI cannot post there yet: I need {' and '.join(missing)} in "
+                    f"{channel.mention}. Until then no alerts appear (signals still trade)."
+                )
+        await interaction.response.send_message(content, ephemeral=True)
 
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:

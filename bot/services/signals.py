@@ -22,6 +22,7 @@ so a re-run follows the plan it started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -117,6 +118,10 @@ CHANNEL_STATUSES = {
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
     {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
+)
+# Execution phases whose detail is the result's reason (``_finish``).
+ENDED_BY_REASON = frozenset(
+    {ExecutionStatus.SKIPPED, ExecutionStatus.REJECTED, ExecutionStatus.FAILED}
 )
 ORDER_PHASES = {
     "order.submitted": "submitted",
@@ -946,7 +951,9 @@ class SignalService:
                 )
             )
         channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
-        await self._announce(record, strategy, signal, channel_id)
+        # Posted while the subscriptions trade: Discord being slow or down (rate limits,
+        # retried 5xx) must not hold up their orders. Awaited before their results' post.
+        announcing = asyncio.create_task(self._announce(record, strategy, signal, channel_id))
         contexts = await self._contexts(record, strategy, signal, channel_id)
         digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
         stale = _stale(record, signal, strategy.max_lag_seconds, now)
@@ -955,13 +962,13 @@ class SignalService:
         semaphore = asyncio.Semaphore(self.fanout_concurrency)
 
         async def run(ctx: ExecContext) -> None:
-            async with semaphore:
-                await self._run(ctx)
+            await self._run(ctx, semaphore)
 
         results = await asyncio.gather(*(run(c) for c in contexts), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # the process is going down: let the job's lease bring it back
+        await announcing
         if digest is not None:
             try:
                 await digest.flush(self.core.notifier)
@@ -1097,26 +1104,31 @@ class SignalService:
                     found.setdefault(sub_id, {})[leg] = intent
         return found
 
-    async def _run(self, ctx: ExecContext) -> None:
+    async def _run(self, ctx: ExecContext, slot: asyncio.Semaphore | None = None) -> None:
         """One subscription, start to finish. Never raises an ``Exception``: what goes wrong is
-        this subscription's result, not its neighbours'."""
-        try:
-            result = await self._execute(ctx)
-        except RunAgainAt:
-            raise  # unfinished: the job runs again and carries it on
-        except _Skip as e:
-            result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
-        except BrokerError as e:
-            result = Result(ExecutionStatus.FAILED, e.code, e.user_message, ctx.plan)
-        except TradecordError as e:
-            result = Result(ExecutionStatus.REJECTED, e.code, e.user_message, ctx.plan)
-        except Exception:
-            log.exception("Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id)
-            result = Result(
-                ExecutionStatus.FAILED,
-                "internal-error",
-                "Something went wrong on our side; nothing more will be tried for this signal.",
-            )
+        this subscription's result, not its neighbours'. ``slot`` bounds a fan-out's trading;
+        the result is recorded and told outside it, so slow DMs (Discord's rate limits) do not
+        hold up the next subscriptions' orders."""
+        async with slot if slot is not None else contextlib.nullcontext():
+            try:
+                result = await self._execute(ctx)
+            except RunAgainAt:
+                raise  # unfinished: the job runs again and carries it on
+            except _Skip as e:
+                result = Result(ExecutionStatus.SKIPPED, e.code, e.reason)
+            except BrokerError as e:
+                result = Result(ExecutionStatus.FAILED, e.code, e.user_message, ctx.plan)
+            except TradecordError as e:
+                result = Result(ExecutionStatus.REJECTED, e.code, e.user_message, ctx.plan)
+            except Exception:
+                log.exception(
+                    "Signal %s, subscription %s failed", ctx.signal_id, ctx.subscription.id
+                )
+                result = Result(
+                    ExecutionStatus.FAILED,
+                    "internal-error",
+                    "Something went wrong on our side; nothing more will be tried for this signal.",
+                )
         await self._finish(ctx, result)
 
     def _target(self, ctx: ExecContext) -> Target:
@@ -2287,9 +2299,13 @@ class SignalService:
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
             await self.core.trading.mark_announced(list(result.orders))
-        await notifier.dm(
-            ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
-        )
+        try:
+            await notifier.dm(
+                ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
+            )
+        except Exception:
+            # Members may close their DMs: the channel still hears the result below.
+            log.warning("Could not DM about execution %s", ctx.execution_id, exc_info=True)
         # Refusals before the broker has any order (the order check, a changed position) are
         # results the channel hears too; skips are not (nothing was tried).
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
@@ -2490,6 +2506,9 @@ class SignalService:
         by_intent = {i.id: i for i in intents}
         subs = []
         for ex, discord_id, cname in executions:
+            # Broker messages can quote a member's balance: the owner sees another member's
+            # refusals by their code, as the alert channel does.
+            own = ex.member_id == member_id
             mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
             lines = tuple(
                 OrderLine(
@@ -2502,12 +2521,16 @@ class SignalService:
                     status=i.status,
                     filled_quantity=i.filled_quantity,
                     average_fill_price=i.average_fill_price,
-                    error=i.error_message,
+                    error=i.error_message if own else None,
                 )
                 for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
             )
             phases = [
-                phase(p["phase"], datetime.fromisoformat(p["at"]), p.get("detail"))
+                phase(
+                    p["phase"],
+                    datetime.fromisoformat(p["at"]),
+                    p.get("detail") if own or p["phase"] not in ENDED_BY_REASON else ex.reason_code,
+                )
                 for p in ex.phases or []
             ]
             for e in events:
@@ -2515,7 +2538,7 @@ class SignalService:
                 if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
                     continue
                 leg = keys[intent.idempotency_key or ""][1]
-                detail = e.detail.get("reason") or e.detail.get("error")
+                detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
                 phases.append(
                     phase(f"{leg} {ORDER_PHASES[e.kind]}", e.at, str(detail) if detail else None)
                 )
@@ -2529,7 +2552,7 @@ class SignalService:
                     mode=ex.mode,
                     status=ex.status,
                     reason_code=ex.reason_code,
-                    reason=ex.reason,
+                    reason=ex.reason if own else ex.reason_code,
                     phases=tuple(phases),
                     orders=lines,
                 )

@@ -445,8 +445,10 @@ class StrategyService:
 
     async def set_alert_channel(
         self, guild_id: int, channel_id: int | None, *, strategy: str | None = None
-    ) -> None:
-        """Post the guild's trade alerts (or one strategy's) to ``channel_id``; None stops.
+    ) -> int | None:
+        """Post the guild's trade alerts (or one strategy's) to ``channel_id``; None stops
+        (for one strategy: its alerts go to the guild's channel again, if there is one).
+        Returns the channel the alerts now go to.
 
         Who may do this is the guild's business: the command checks the member's permissions.
         """
@@ -468,6 +470,7 @@ class StrategyService:
                         updated_at=self.clock(),
                     )
                 )
+        return await self.alert_channel(guild_id, strategy_id)
 
     async def alert_channel(self, guild_id: int, strategy_id: str | None = None) -> int | None:
         """The strategy's own alert channel, else the guild's, else None."""

@@ -17,6 +17,7 @@ from bot.services.signals import Phase
 from cogs.automation import joined, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
+from emulators.discord.permissions import SEND_MESSAGES
 from tests.discord_harness import Harness
 from tests.support import add_broker_connection
 
@@ -153,6 +154,53 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     assert "Mine" in listing.text() and "/webhook/" not in listing.text()
     rotated = await h.reply("carol", "strategy rotate-secret", strategy="Mine")
     assert rotated.ephemeral and "/webhook/" in rotated.content
+
+
+async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    owner = h.emu.owner.id
+    await h.core.strategies.create(h.guild_id, owner, "Swing")
+    swing = h.emu.add_channel(h.guild_id, "swing-alerts")
+    await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    await h.reply(owner, "alerts-channel", channel=swing.id, strategy="Swing")
+    # Its own channel unset, the strategy's alerts go to the server's channel again.
+    unset = await h.reply(owner, "alerts-channel", strategy="Swing")
+    [info] = await h.core.strategies.list(h.guild_id, owner)
+    assert await h.core.strategies.alert_channel(h.guild_id, info.id) == h.emu.trade_alerts.id
+    assert "posting stopped" not in unset.content, unset.content
+    assert f"<#{h.emu.trade_alerts.id}>" in unset.content, unset.content
+    # With no server channel either, posting stops.
+    await h.reply(owner, "alerts-channel")
+    stopped = await h.reply(owner, "alerts-channel", strategy="Swing")
+    assert "posting stopped" in stopped.content, stopped.content
+
+
+async def test_an_alert_channel_the_bot_cannot_post_in_is_flagged_to_the_admin(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    owner = h.emu.owner.id
+    h.emu.set_permission_overwrite(h.emu.trade_alerts.id, h.emu.bot_user.id, deny=SEND_MESSAGES)
+    chosen = await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    assert chosen.ephemeral and "Send Messages" in chosen.content, chosen.content
+    ok = await h.reply(owner, "alerts-channel", channel=h.emu.general.id)
+    assert "Send Messages" not in ok.content, ok.content
+
+
+async def test_a_long_strategy_list_fits_discords_embeds(tradecord: Harness) -> None:
+    h = tradecord
+    carol = h.user("carol")
+    for n in range(40):
+        await h.core.strategies.create(h.guild_id, carol, f"{n:02d} " + "x" * 97)
+    await h.core.strategies.configure(
+        h.guild_id, carol, f"00 {'x' * 97}", allowed_sources=[f"2001:db8::{n:x}" for n in range(50)]
+    )
+    listing = await h.reply("carol", "strategy list")
+    assert listing.ephemeral and listing.embeds, listing.content
+    assert "00 xxx" in listing.text() and "/webhook/" not in listing.text()
+    assert all(len(e.get("description") or "") <= 4096 for e in listing.embeds)
 
 
 async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(

@@ -23,6 +23,7 @@ from bot.core import Core
 from bot.db import Database
 from bot.errors import Conflict, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signals import Ack
 from bot.services.strategies import WebhookUrl
 from bot.settings import Settings
@@ -727,6 +728,89 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     assert account not in posts[1]
 
 
+async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Core) -> None:
+    """Discord refuses DMs to members who closed them: the channel still hears their result."""
+
+    class ClosedDms(RecordingNotifier):
+        async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+            if discord_user_id == ALICE:
+                raise RuntimeError("403 Forbidden: Cannot send messages to this user")
+            await super().dm(discord_user_id, message)
+
+    core.notifier = ClosedDms()
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    alice = await subscribe(core, url, ALICE)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, ack.body["id"], alice)).status == ExecutionStatus.FILLED
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert "Filled · Alice (paper): buy 1 AAPL" in posts[1]
+
+
+async def test_a_slow_alert_channel_does_not_hold_up_the_orders(core: Core) -> None:
+    """Discord slow or down (429s, 5xx retries): "signal received" is posted while the
+    subscriptions trade, and still before their results."""
+    released, told = asyncio.Event(), asyncio.Event()
+
+    class SlowChannel(RecordingNotifier):
+        async def post(self, channel_id: int, message: Outgoing) -> None:
+            await released.wait()
+            await super().post(channel_id, message)
+
+        async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+            await super().dm(discord_user_id, message)
+            told.set()  # the member's result: their order was placed
+
+    core.notifier = SlowChannel()
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await subscribe(core, url, OWNER)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    draining = asyncio.create_task(core.jobs.drain())
+    try:
+        await asyncio.wait_for(told.wait(), 5)
+        assert len(await orders(core)) == 1
+    finally:
+        released.set()
+        await draining
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2 and "signal received" in posts[0] and "Filled" in posts[1], posts
+    assert ack.body["id"]
+
+
+async def test_slow_dms_do_not_hold_up_the_rest_of_a_fan_out(core: Core) -> None:
+    """Past the fan-out's concurrency, the next subscriptions trade while earlier members'
+    DMs wait on Discord (DMs to hundreds of members run into its rate limits)."""
+    released, second = asyncio.Event(), asyncio.Event()
+
+    class SlowDms(RecordingNotifier):
+        async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+            if discord_user_id == OWNER:
+                await released.wait()
+            await super().dm(discord_user_id, message)
+            if discord_user_id == ALICE:
+                second.set()
+
+    core.notifier = SlowDms()
+    core.signals.fanout_concurrency = 1
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, OWNER)
+    await subscribe(core, url, ALICE)
+    await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    draining = asyncio.create_task(core.jobs.drain())
+    try:
+        await asyncio.wait_for(second.wait(), 5)
+        assert len(await orders(core)) == 2
+    finally:
+        released.set()
+        await draining
+
+
 async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
@@ -1052,6 +1136,22 @@ async def test_strategy_owner_sees_every_subscription_in_the_report(
             await core.signals.signal_report(ack.body["id"], BOB)
     finally:
         await core.close()
+
+
+async def test_the_owner_sees_no_broker_message_of_another_members_order(core: Core) -> None:
+    """Broker messages can quote a balance: the owner sees another member's refusal as its
+    code, as the alert channel does; the member still sees their own in full."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, ALICE, sizing="fixed_quantity", sizing_value=Decimal(100_000))
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    [own] = (await core.signals.signal_report(ack.body["id"], ALICE)).subscriptions
+    assert own.status == ExecutionStatus.REJECTED and "available" in (own.reason or "")
+    [alice] = (await core.signals.signal_report(ack.body["id"], OWNER)).subscriptions
+    assert alice.status == ExecutionStatus.REJECTED and alice.reason_code
+    shown = [alice.reason, *(p.detail for p in alice.phases), *(o.error for o in alice.orders)]
+    assert not [t for t in shown if t and "$" in t], shown
 
 
 async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -> None:
