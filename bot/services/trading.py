@@ -522,7 +522,9 @@ class TradingService:
         intent = await self._owned_intent(intent_id, discord_user_id)
         claimed = await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.DISCARDED)
         if not claimed:
-            raise Conflict(self._already(intent))
+            # Re-read: the copy above was a draft when read, and saying so now would tell the
+            # member a confirmed order is "draft" (or a cancelled one was confirmed).
+            raise Conflict(self._already(await self.get_intent(intent_id)))
         intent.status = IntentStatus.DISCARDED
         return intent
 

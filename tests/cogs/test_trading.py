@@ -458,3 +458,35 @@ def test_history_says_when_older_orders_were_cut() -> None:
     assert history_footer(12, 7) == "12 order(s)"
     cut = history_footer(HISTORY_LIMIT, 30)
     assert f"newest {HISTORY_LIMIT} orders" in cut and "not shown" in cut
+
+
+async def test_cancel_racing_a_confirm_is_told_the_order_went_ahead(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    alice = h.user("alice")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    trading = h.core.trading
+    owned = trading._owned_intent
+    both_read = asyncio.Event()
+    reads: list[str] = []
+
+    async def read_together(*args: Any, **kwargs: Any) -> Any:
+        # Both presses read the draft before either changes it, as two processes may.
+        intent = await owned(*args, **kwargs)
+        reads.append(intent.status)
+        if len(reads) == 2:
+            both_read.set()
+        await asyncio.wait_for(both_read.wait(), 5)
+        return intent
+
+    monkeypatch.setattr(trading, "_owned_intent", read_together)
+    confirm, cancel = await asyncio.gather(
+        h.emu.click(alice, card, label="Confirm"), h.emu.click(alice, card, label="Cancel")
+    )
+    confirmed = await confirm.message(timeout=10)
+    refused = await cancel.message(timeout=10)
+    assert reads == ["draft", "draft"]
+    assert await paper_orders(h) == 1 and "Filled" in confirmed.text()
+    assert refused.ephemeral and "already confirmed" in refused.text()
+    assert "draft" not in refused.text(), refused.text()  # the status it has now
