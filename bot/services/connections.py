@@ -380,6 +380,12 @@ class ConnectionService:
         else:
             key = name_key(name_or_id)
             found = next((c for c in connections if c.name_key == key), None)
+        if found is None and isinstance(name_or_id, int):
+            # A menu sent before the connection was unlinked: its id means nothing to members.
+            raise NotFound(
+                "That connection no longer exists (it was disconnected). See /accounts for "
+                "your connections."
+            )
         if found is None:
             names = ", ".join(f"“{c.name}”" for c in connections)
             raise NotFound(

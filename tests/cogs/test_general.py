@@ -102,3 +102,33 @@ async def test_disconnect_says_which_of_its_orders_failed_unsent_or_may_be_at_th
     text = gone.text()
     assert "1 order(s) stored but not yet sent were failed: nothing was sent" in text, text
     assert "1 order(s) whose sending was never confirmed may be at TradeStation" in text, text
+
+
+async def test_an_account_menu_of_a_removed_connection_says_so_without_its_id(
+    tradecord: Harness,
+) -> None:
+    from sqlalchemy import delete
+
+    from bot.models import Connection
+    from cogs.connections import menus_view
+
+    h = tradecord
+    cid = await add_broker_connection(h, "alice", "TS")
+    option = {"label": "Margin ••••1234", "value": "11111234", "description": "live"}
+    menu = {
+        "type": 3,
+        "custom_id": f"tc:acct:{cid}:live",
+        "placeholder": "Choose the live account for TS",
+        "options": [{**option, "default": False}],
+    }
+    channel = h.bot.get_channel(h.emu.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send("menus", view=menus_view([{"type": 1, "components": [menu]}]))
+    # The menus outlive the connection (a DM sent at linking, then /disconnect).
+    async with h.core.db.transaction() as s:
+        await s.execute(delete(Connection).where(Connection.id == cid))
+    chose = await h.emu.select(h.user("alice"), h.emu.message(sent.id), ["11111234"])
+    answer = await chose.message(timeout=10)
+    assert answer.ephemeral
+    assert f"“{cid}”" not in answer.text(), answer.text()  # an id the member never saw
+    assert "no longer" in answer.text() and "/accounts" in answer.text(), answer.text()
