@@ -112,34 +112,36 @@ class TradeButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: Tradecord = interaction.client  # type: ignore[assignment]
         trading = bot.core.trading
+        # One in_time for the claim and the send: time the claim waits for a busy database
+        # uses up Discord's 3 s as much as the broker's does, so it must count before deferring.
         try:  # discard and claim check the owner first, and change nothing for anyone else
             if self.action == "cancel":
-                await trading.discard(self.intent_id, interaction.user.id)
-                await interaction.response.edit_message(
-                    content="Cancelled: nothing was sent.", embed=None, view=None
+                await in_time(
+                    interaction,
+                    trading.discard(self.intent_id, interaction.user.id),
+                    ephemeral=True,
+                )
+                await update(
+                    interaction, content="Cancelled: nothing was sent.", embed=None, view=None
                 )
                 return
-            intent = await trading.claim(self.intent_id, interaction.user.id)
+            outcome = await in_time(
+                interaction, trading.confirm(self.intent_id, interaction.user.id), ephemeral=True
+            )
         except PermissionDenied:
-            await interaction.response.send_message(
-                "These buttons belong to someone else's order. Run /trade yourself to get your "
-                "own.",
+            await reply(
+                interaction,
+                content="These buttons belong to someone else's order. Run /trade yourself to get "
+                "your own.",
                 ephemeral=True,
             )
             return
         except Conflict as e:
             if "expired" in e.user_message:
-                await interaction.response.edit_message(
-                    content=e.user_message, embed=None, view=None
-                )
+                await update(interaction, content=e.user_message, embed=None, view=None)
             else:  # a second press: the first one owns the card
-                await interaction.response.send_message(e.user_message, ephemeral=True)
+                await reply(interaction, content=e.user_message, ephemeral=True)
             return
-        except Exception as e:
-            await report_error(interaction, e)
-            return
-        try:
-            outcome = await in_time(interaction, trading.submit(intent), ephemeral=True)
         except Exception as e:
             await report_error(interaction, e)
             return

@@ -490,3 +490,30 @@ async def test_cancel_racing_a_confirm_is_told_the_order_went_ahead(
     assert await paper_orders(h) == 1 and "Filled" in confirmed.text()
     assert refused.ephemeral and "already confirmed" in refused.text()
     assert "draft" not in refused.text(), refused.text()  # the status it has now
+
+
+async def test_a_slow_claim_counts_towards_the_confirm_deadline(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    # Scaled down: Discord's 3 s becomes 0.5 s, and "defer after 1.5 s" 0.2 s.
+    monkeypatch.setattr(h.emu.interactions, "ack_deadline", 0.5)
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.2)
+    trading = h.core.trading
+    claim, submit = trading.claim, trading.submit
+
+    async def slow_claim(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.35)  # the database busy with other writers
+        return await claim(*args, **kwargs)
+
+    async def slow_submit(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.35)  # the broker taking its time
+        return await submit(*args, **kwargs)
+
+    monkeypatch.setattr(trading, "claim", slow_claim)
+    monkeypatch.setattr(trading, "submit", slow_submit)
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert (await done.response()).deferred  # within the deadline, not after it
+    assert "Filled" in (await done.message(timeout=10)).text()
+    assert await paper_orders(h) == 1
