@@ -140,3 +140,19 @@ async def test_local_mode_driven_by_a_script(
     assert "! the last message has no buttons or menus" in text or "! press a number" in text
     assert "/never-run" not in text.split("you> quit")[1]
     assert (settings.tradecord_data_dir / "tradecord.key").exists()
+
+
+@pytest.mark.parametrize("role", ["web", "all"])
+async def test_web_port_in_use_stops_with_one_line(tmp_path: Path, role: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(tmp_path) | {"WEB_PORT": str(port)}
+        args = ("run", "--role", role) + (("--script", os.devnull) if role == "all" else ())
+        code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    assert code == 2
+    assert f"tradecord: WEB_PORT: 127.0.0.1:{port} is already in use" in err
+    assert "Traceback" not in err
