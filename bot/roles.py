@@ -66,13 +66,16 @@ async def open_core(settings: Settings) -> Core:
         if core.db.is_sqlite:
             await core.db.upgrade()  # SQLite's single writer serializes this already
         else:
-            async with core.db.engine.connect() as conn:
+            conn = await core.db.connect()
+            try:
                 key = {"key": MIGRATION_LOCK}
                 await conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
                 try:
                     await core.db.upgrade()
                 finally:
                     await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            finally:
+                await conn.close()
     except BaseException:
         await core.close()
         raise

@@ -156,3 +156,23 @@ async def test_web_port_in_use_stops_with_one_line(tmp_path: Path, role: str) ->
     assert code == 2
     assert f"tradecord: WEB_PORT: 127.0.0.1:{port} is already in use" in err
     assert "Traceback" not in err
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [("db", "upgrade"), ("run", "--role", "worker")])
+async def test_unreachable_database_stops_with_one_line(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    url = f"postgresql+asyncpg://tc:hunter2secret@127.0.0.1:{closed_port()}/tradecord"
+    env = base_env(tmp_path) | {"DATABASE_URL": url}
+    code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    assert code == 2
+    assert "tradecord: DATABASE_URL: cannot connect to the database" in err
+    assert "Traceback" not in err and "hunter2secret" not in err
