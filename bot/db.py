@@ -288,6 +288,15 @@ def head_revision() -> str | None:
 
 def _upgrade(conn: Connection, url: str) -> None:
     cfg = alembic_config(url)
+    # A database a newer Tradecord migrated (a downgrade, or an older process on shared
+    # storage) has a revision this code has never heard of: refuse clearly, touch nothing.
+    current = MigrationContext.configure(conn).get_current_revision()
+    scripts = ScriptDirectory.from_config(cfg)
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise ConfigurationError(
+            f"DATABASE_URL: the database is at revision {current}, newer than this Tradecord "
+            f"knows (up to {scripts.get_current_head()}); run the newer Tradecord version"
+        )
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
 

@@ -176,3 +176,18 @@ async def test_unreachable_database_stops_with_one_line(
     assert code == 2
     assert "tradecord: DATABASE_URL: cannot connect to the database" in err
     assert "Traceback" not in err and "hunter2secret" not in err
+
+
+async def test_database_from_a_newer_tradecord_stops_with_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    env = base_env(tmp_path)
+    code, _, err = await run_cli("db", "upgrade", env=env, cwd=tmp_path)
+    assert code == 0, err
+    with sqlite3.connect(tmp_path / "data" / "tradecord.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    for args in (("db", "upgrade"), ("run", "--script", os.devnull)):
+        code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+        assert code == 2
+        assert "tradecord: DATABASE_URL: the database is at revision 9999" in err
+        assert "Traceback" not in err
