@@ -88,7 +88,13 @@ def _parse_plan_limits(raw: str) -> dict[str, int]:
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in 0..65535
+    except ValueError:
+        ok = False
+    else:
+        ok = parts.scheme in schemes and bool(parts.hostname)
+    if not ok:
         raise ValueError(f"expected an absolute {' or '.join(schemes)} URL")
     return value.rstrip("/") if parts.path not in ("", "/") else value
 
@@ -234,6 +240,18 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base(cls, v: str) -> str:
+        # Callback and webhook paths are appended to it: a query or fragment would swallow them.
+        parts = urlsplit(v)
+        if parts.query or parts.fragment or v.endswith(("?", "#")):
+            raise ValueError(
+                "expected no ?query or #fragment: the address of Tradecord itself, "
+                "e.g. https://trade.example.org"
+            )
+        return v
 
     @field_validator("discord_gateway_url")
     @classmethod

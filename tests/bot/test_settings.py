@@ -38,6 +38,11 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("PLAN_LIMITS", "free=1", "PLAN_LIMITS: expected plan:limit pairs"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: expected one of"),
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "TRUSTED_PROXIES: expected comma-separated IP"),
+        ("PUBLIC_URL", "https://trade.example.org:99999", "PUBLIC_URL: expected an absolute"),
+        ("PUBLIC_URL", "https://:443", "PUBLIC_URL: expected an absolute http or https URL"),
+        ("PUBLIC_URL", "https://trade.example.org/?a=1", "PUBLIC_URL: expected no ?query"),
+        ("PUBLIC_URL", "https://trade.example.org/#top", "PUBLIC_URL: expected no ?query"),
+        ("TRADECORD_ALPACA_API_URL", "https://api.example:x/v2", "TRADECORD_ALPACA_API_URL: exp"),
     ],
 )
 def test_malformed_setting_names_itself_in_one_line(
