@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.errors import ConfigurationError
 
@@ -269,10 +271,19 @@ class Settings(BaseSettings):
     def _db_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
+        expected = (
+            "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+        )
         if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
-            raise ValueError(
-                "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
-            )
+            raise ValueError(expected)
+        # Parse it now: SQLAlchemy would fail on a port that is not a number only when the first
+        # connection is made, with a traceback (and its message is not ours to vet for secrets).
+        try:
+            port = make_url(v).port
+        except (ValueError, ArgumentError):
+            raise ValueError(expected) from None
+        if port is not None and not 0 < port <= 65535:
+            raise ValueError(expected)
         return v
 
     @field_validator("tradecord_keys")

@@ -31,6 +31,7 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("PUBLIC_URL", "trade.example.org", "PUBLIC_URL: expected an absolute http or https URL"),
         ("DISCORD_GATEWAY_URL", "https://x", "DISCORD_GATEWAY_URL: expected an absolute ws or wss"),
         ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: expected sqlite+aiosqlite"),
+        ("DATABASE_URL", "postgresql+asyncpg://u@h:port/db", "DATABASE_URL: expected sqlite+"),
         ("TRADECORD_KEYS", "k1:not-base64!", "TRADECORD_KEYS: key 'k1' is not valid base64"),
         ("TRADECORD_KEYS", "k1:AAAA", "TRADECORD_KEYS: key 'k1' must decode to 32 bytes"),
         ("TRADECORD_KEYS", "nocolon", "TRADECORD_KEYS: entries must look like key_id:base64key"),
