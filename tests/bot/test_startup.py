@@ -191,3 +191,12 @@ async def test_database_from_a_newer_tradecord_stops_with_one_line(tmp_path: Pat
         assert code == 2
         assert "tradecord: DATABASE_URL: the database is at revision 9999" in err
         assert "Traceback" not in err
+
+
+async def test_local_mode_accepts_a_plain_http_public_url_on_the_lan(tmp_path: Path) -> None:
+    # Settings allow http:// off loopback in local mode (nothing leaves the machine's own
+    # Discord); trying it from another computer on the LAN must not be refused at start.
+    env = base_env(tmp_path) | {"PUBLIC_URL": "http://192.168.1.50:8080"}
+    code, out, err = await run_cli("run", "--script", os.devnull, env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "Signed in as" in out
