@@ -101,6 +101,19 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     return value.rstrip("/") if parts.path not in ("", "/") else value
 
 
+def _check_secure_url(value: str, schemes: tuple[str, str]) -> str:
+    """``_check_url`` for an endpoint secrets travel to (the bot token, client secrets, broker
+    tokens): the encrypted scheme, or the plain one only to this machine (an emulator)."""
+    value = _check_url(value, schemes)
+    host = urlsplit(value).hostname or ""
+    if urlsplit(value).scheme == schemes[0] and host != "localhost" and not _is_loopback(host):
+        raise ValueError(
+            f"expected {schemes[1]}:// (plain {schemes[0]}:// only to this machine: "
+            "127.0.0.1, ::1 or localhost), since secrets travel to it"
+        )
+    return value
+
+
 EXPECTATIONS: dict[str, str] = {
     "web_port": "a TCP port number between 1 and 65535 (0 picks a free port)",
     "discord_dev_guild_id": "a Discord guild id (a number)",
@@ -226,7 +239,7 @@ class Settings(BaseSettings):
     def _broker_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        return _check_url(v, ("http", "https"))
+        return _check_secure_url(v, ("http", "https"))
 
     @field_validator(*[f"tradecord_{b}_client_id" for b in BROKERS], mode="before")
     @classmethod
@@ -238,10 +251,15 @@ class Settings(BaseSettings):
     def _blank_discord_client(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("discord_api_base", "public_url", "discord_authorize_url")
+    @field_validator("public_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))
+
+    @field_validator("discord_api_base", "discord_authorize_url")
+    @classmethod
+    def _discord_url(cls, v: str) -> str:
+        return _check_secure_url(v, ("http", "https"))
 
     @field_validator("public_url")
     @classmethod
@@ -258,7 +276,7 @@ class Settings(BaseSettings):
     @field_validator("discord_gateway_url")
     @classmethod
     def _ws_url(cls, v: str) -> str:
-        _check_url(v, ("ws", "wss"))
+        _check_secure_url(v, ("ws", "wss"))
         return v
 
     @field_validator("sqlite_synchronous", mode="before")

@@ -106,3 +106,32 @@ def test_on_discord_the_public_url_is_https_unless_loopback(
             load_settings()
     monkeypatch.delenv("DISCORD_TOKEN")
     assert load_settings().public_url == public_url  # local mode: the built-in Discord
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TRADECORD_TRADIER_TOKEN_URL",
+        "TRADECORD_ALPACA_API_URL",
+        "TRADECORD_TRADESTATION_AUTHORIZE_URL",
+        "DISCORD_API_BASE",
+        "DISCORD_AUTHORIZE_URL",
+        "DISCORD_GATEWAY_URL",
+    ],
+)
+@pytest.mark.parametrize("token", [None, "x" * 60])
+def test_secrets_never_go_to_a_plain_http_endpoint_off_this_machine(
+    monkeypatch: pytest.MonkeyPatch, name: str, token: str | None
+) -> None:
+    # Client secrets, broker tokens and the bot token travel to these URLs.
+    scheme = "ws" if name == "DISCORD_GATEWAY_URL" else "http"
+    if token:
+        monkeypatch.setenv("DISCORD_TOKEN", token)
+        monkeypatch.setenv("PUBLIC_URL", "https://trade.example.org")
+    monkeypatch.setenv(name, f"{scheme}://broker.example.org/v1")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert e.value.user_message.startswith(f"{name}: expected {scheme}s://")
+    for host in ("127.0.0.1:9000", "localhost:9000", "[::1]:9000"):
+        monkeypatch.setenv(name, f"{scheme}://{host}/v1")
+        load_settings()
