@@ -164,7 +164,8 @@ class Settings(BaseSettings):
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
 
     tradecord_data_dir: Path = Path("./data")
-    database_url: str | None = None
+    # May hold the database password: kept out of repr (and so out of any log of the settings).
+    database_url: str | None = PydField(default=None, repr=False)
     database_pool_size: int = PydField(default=5, ge=1, le=100)
     database_max_overflow: int = PydField(default=10, ge=0, le=100)
     # SQLite only. normal: a commit survives the process being killed; full: a power loss too

@@ -135,3 +135,21 @@ def test_secrets_never_go_to_a_plain_http_endpoint_off_this_machine(
     for host in ("127.0.0.1:9000", "localhost:9000", "[::1]:9000"):
         monkeypatch.setenv(name, f"{scheme}://{host}/v1")
         load_settings()
+
+
+def test_repr_of_settings_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "DISCORD_TOKEN": "bot-token-" + "x" * 50,
+        "DISCORD_CLIENT_SECRET": "discord-client-secret",
+        "TRADECORD_ALPACA_CLIENT_SECRET": "alpaca-client-secret",
+        "DATABASE_URL": "postgresql+asyncpg://tc:db-password-hunter2@db.internal/tc",
+        "TRADECORD_KEYS": generate_key_spec("k1"),
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PUBLIC_URL", "https://trade.example.org")
+    s = load_settings()
+    shown = repr(s) + str(s)
+    for needle in ("bot-token-", "discord-client-secret", "alpaca-client-secret", "hunter2"):
+        assert needle not in shown
+    assert secrets["TRADECORD_KEYS"].split(":")[1] not in shown
