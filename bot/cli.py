@@ -8,7 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import aiohttp
 import discord
 
 from bot.core import resolve_keys
@@ -115,6 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "tradecord: DISCORD_TOKEN: Discord refused this token. Copy the bot token again from "
             "the Developer Portal (Bot → Reset Token) into .env.",
+            file=sys.stderr,
+        )
+        return 2
+    except aiohttp.ClientConnectorError as e:
+        # Discord (or DISCORD_API_BASE) not answering at login; the bot has no state yet, so
+        # stopping with a line beats a traceback. Other hosts' errors stay tracebacks.
+        if e.host != urlsplit(settings.discord_api_base).hostname:
+            raise
+        print(
+            f"tradecord: DISCORD_API_BASE: cannot reach Discord at {e.host}:{e.port} "
+            f"({e.os_error.strerror or type(e.os_error).__name__}); check the network, or "
+            "the URL if you changed it.",
             file=sys.stderr,
         )
         return 2

@@ -200,3 +200,20 @@ async def test_local_mode_accepts_a_plain_http_public_url_on_the_lan(tmp_path: P
     code, out, err = await run_cli("run", "--script", os.devnull, env=env, cwd=tmp_path)
     assert code == 0, err
     assert "Signed in as" in out
+
+
+@pytest.mark.parametrize("args", [("run",), ("sync", "--global")])
+async def test_discord_unreachable_at_start_stops_with_one_line(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    port = closed_port()
+    env = base_env(tmp_path) | {
+        "DISCORD_TOKEN": "a-token-that-never-leaves",
+        "TRADECORD_KEYS": generate_key_spec("k1"),
+        "DISCORD_API_BASE": f"http://127.0.0.1:{port}/api/v10",
+        "DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{port}/",
+    }
+    code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    assert code == 2
+    assert f"tradecord: DISCORD_API_BASE: cannot reach Discord at 127.0.0.1:{port}" in err
+    assert "Traceback" not in err and "a-token-that-never-leaves" not in err
