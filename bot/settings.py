@@ -82,6 +82,8 @@ def _parse_plan_limits(raw: str) -> dict[str, int]:
         name = name.strip().lower()
         if not sep or not name or not value.strip().isdigit():
             raise ValueError("expected plan:limit pairs, e.g. free:1,starter:5,pro:25")
+        if name in limits:  # otherwise the last limit would silently win
+            raise ValueError(f"plan {name!r} appears twice")
         limits[name] = int(value)
     if not limits:
         raise ValueError("expected at least one plan, e.g. free:1")

@@ -69,6 +69,14 @@ def test_plan_default_must_be_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+def test_plan_named_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Plan names ignore case; a second limit for one plan would silently win.
+    monkeypatch.setenv("PLAN_LIMITS", "free:1,pro:25,Free:3")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert e.value.user_message == "PLAN_LIMITS: plan 'free' appears twice"
+
+
 def test_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADECORD_TRADIER_CLIENT_ID", "abc")
     monkeypatch.setenv("TRADECORD_TRADIER_CLIENT_SECRET", "shh")
