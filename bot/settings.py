@@ -368,6 +368,11 @@ class Settings(BaseSettings):
             raise ValueError("expected 24/7 (fill any time) or exchange (only in exchange hours)")
         return v
 
+    @field_validator("plan_default")
+    @classmethod
+    def _plan_name(cls, v: str) -> str:
+        return v.strip().lower()  # as PLAN_LIMITS' names are read
+
     @field_validator("plan_limits")
     @classmethod
     def _plans(cls, v: str) -> str:

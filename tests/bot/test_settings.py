@@ -77,6 +77,13 @@ def test_plan_named_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert e.value.user_message == "PLAN_LIMITS: plan 'free' appears twice"
 
 
+def test_plan_default_is_matched_like_the_plan_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAN_LIMITS", "Basic:1,Pro:10")
+    monkeypatch.setenv("PLAN_DEFAULT", "Basic")
+    s = load_settings()
+    assert s.plan_default == "basic" and s.plans[s.plan_default] == 1
+
+
 def test_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADECORD_TRADIER_CLIENT_ID", "abc")
     monkeypatch.setenv("TRADECORD_TRADIER_CLIENT_SECRET", "shh")
