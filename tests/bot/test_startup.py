@@ -217,3 +217,18 @@ async def test_discord_unreachable_at_start_stops_with_one_line(
     assert code == 2
     assert f"tradecord: DISCORD_API_BASE: cannot reach Discord at 127.0.0.1:{port}" in err
     assert "Traceback" not in err and "a-token-that-never-leaves" not in err
+
+
+@pytest.mark.parametrize(("content", "mode"), [("junk\n", 0o600), (None, 0o644)])
+async def test_bad_local_key_file_stops_with_one_line(
+    tmp_path: Path, content: str | None, mode: int
+) -> None:
+    key_file = tmp_path / "data" / "tradecord.key"
+    key_file.parent.mkdir()
+    key_file.write_text(content or generate_key_spec("local") + "\n")
+    key_file.chmod(mode)
+    for args in (("run", "--script", os.devnull), ("keys", "rotate")):
+        code, _, err = await run_cli(*args, env=base_env(tmp_path), cwd=tmp_path)
+        assert code == 2
+        assert "Traceback" not in err
+        assert f"tradecord: {key_file}" in err
