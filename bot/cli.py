@@ -169,13 +169,21 @@ async def _keys_rotate(settings: Settings) -> int:
             "No ciphertext uses these keys any more; they are safe to remove from "
             f"TRADECORD_KEYS: {', '.join(report.unused_keys)}"
         )
+    status = 0
     if report.unknown_keys:
         print(
             "Ciphertexts use keys that are not configured (add them back to rotate those rows): "
             f"{', '.join(report.unknown_keys)}"
         )
-        return 1
-    return 0
+        status = 1
+    if report.unreadable:
+        print(
+            f"{sum(report.unreadable.values())} ciphertexts did not decrypt (altered, or copied "
+            "from another row) and were left as they are; their members must link again: "
+            + ", ".join(f"{k}: {n}" for k, n in sorted(report.unreadable.items()))
+        )
+        status = 1
+    return status
 
 
 async def _sync(settings: Settings, guild_id: int | None, global_: bool) -> int:
