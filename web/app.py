@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 
 from aiohttp import web
 
@@ -40,6 +41,8 @@ async def start_site(runner: web.AppRunner, host: str, port: int) -> int:
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
+    except socket.gaierror:  # a name that does not resolve
+        raise _not_here(host) from None
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ConfigurationError(
@@ -47,11 +50,14 @@ async def start_site(runner: web.AppRunner, host: str, port: int) -> int:
                 "choose another port"
             ) from None
         if e.errno == errno.EADDRNOTAVAIL:
-            raise ConfigurationError(
-                f"WEB_HOST: {host} is not an address of this machine; use 127.0.0.1 behind a "
-                "reverse proxy"
-            ) from None
+            raise _not_here(host) from None
         raise
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     return sockets[0].getsockname()[1] if sockets else port
+
+
+def _not_here(host: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"WEB_HOST: {host} is not an address of this machine; use 127.0.0.1 behind a reverse proxy"
+    )

@@ -232,3 +232,12 @@ async def test_bad_local_key_file_stops_with_one_line(
         assert code == 2
         assert "Traceback" not in err
         assert f"tradecord: {key_file}" in err
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "10.255.255.1"])
+async def test_web_host_not_on_this_machine_stops_with_one_line(tmp_path: Path, host: str) -> None:
+    env = base_env(tmp_path) | {"WEB_HOST": host}
+    code, _, err = await run_cli("run", "--role", "web", env=env, cwd=tmp_path)
+    assert code == 2
+    assert f"tradecord: WEB_HOST: {host} is not an address of this machine" in err
+    assert "Traceback" not in err
