@@ -119,11 +119,13 @@ def _check_secure_url(value: str, schemes: tuple[str, str]) -> str:
 EXPECTATIONS: dict[str, str] = {
     "web_port": "a TCP port number between 1 and 65535 (0 picks a free port)",
     "discord_dev_guild_id": "a Discord guild id (a number)",
-    "paper_starting_cash": "a positive amount such as 100000",
+    "paper_starting_cash": "a positive amount up to 1000000000000000, such as 100000",
     "limit_max_order_quantity": "a number of at least 0 (0 or empty = no limit), such as 1000",
     "limit_max_order_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
     "limit_max_daily_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
 }
+
+MAX_STARTING_CASH = Decimal("1e15")
 
 LIMIT_FIELDS = ("limit_max_order_quantity", "limit_max_order_notional", "limit_max_daily_notional")
 
@@ -344,7 +346,9 @@ class Settings(BaseSettings):
             amount = Decimal(str(v))
         except InvalidOperation:
             raise ValueError(EXPECTATIONS["paper_starting_cash"]) from None
-        if not amount.is_finite() or amount <= 0:
+        # The cap keeps every paper balance storable (NUMERIC(38, 18) on PostgreSQL, exact
+        # text on SQLite): 1e30 passed here and failed at each member's first paper account.
+        if not amount.is_finite() or not 0 < amount <= MAX_STARTING_CASH:
             raise ValueError(EXPECTATIONS["paper_starting_cash"])
         return amount
 

@@ -39,6 +39,8 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("PLAN_LIMITS", "free=1", "PLAN_LIMITS: expected plan:limit pairs"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: expected one of"),
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "TRUSTED_PROXIES: expected comma-separated IP"),
+        ("PAPER_STARTING_CASH", "1e30", "PAPER_STARTING_CASH: a positive amount"),
+        ("PAPER_STARTING_CASH", "NaN", "PAPER_STARTING_CASH: a positive amount"),
         ("PUBLIC_URL", "https://trade.example.org:99999", "PUBLIC_URL: expected an absolute"),
         ("PUBLIC_URL", "https://:443", "PUBLIC_URL: expected an absolute http or https URL"),
         ("PUBLIC_URL", "https://trade.example.org/?a=1", "PUBLIC_URL: expected no ?query"),
