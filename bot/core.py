@@ -48,6 +48,11 @@ def resolve_keys(settings: Settings) -> list[KeySpec]:
         keys, created = load_or_create_local_key(settings.tradecord_data_dir)
     except VaultError as e:  # readable by others: the message says how to fix it
         raise ConfigurationError(str(e)) from None
+    except OSError as e:  # a file in the way of the folder, or no permission to it
+        raise ConfigurationError(
+            f"TRADECORD_DATA_DIR: cannot use {e.filename or settings.tradecord_data_dir} "
+            f"({e.strerror}); point it at a folder Tradecord can write"
+        ) from None
     except ValueError as e:  # never replaced: tokens stored under it would be lost with it
         path = settings.tradecord_data_dir / KEY_FILE_NAME
         raise ConfigurationError(

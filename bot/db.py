@@ -85,7 +85,14 @@ class Database:
         if url.startswith("sqlite"):
             path = make_url(url).database or ":memory:"
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:  # a file in the way, or no permission
+                    raise ConfigurationError(
+                        f"TRADECORD_DATA_DIR: cannot create {Path(path).parent} for the SQLite "
+                        f"database ({e.strerror}); check TRADECORD_DATA_DIR (or the path in "
+                        "DATABASE_URL)"
+                    ) from None
             self.inline = InlineSqlite(path)
             kwargs["async_creator"] = self.inline.connect
         else:

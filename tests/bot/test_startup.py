@@ -241,3 +241,12 @@ async def test_web_host_not_on_this_machine_stops_with_one_line(tmp_path: Path, 
     assert code == 2
     assert f"tradecord: WEB_HOST: {host} is not an address of this machine" in err
     assert "Traceback" not in err
+
+
+async def test_data_dir_that_is_a_file_stops_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    for args in (("run", "--script", os.devnull), ("db", "upgrade")):
+        code, _, err = await run_cli(*args, env=base_env(tmp_path), cwd=tmp_path)
+        assert code == 2
+        assert "Traceback" not in err
+        assert "tradecord: TRADECORD_DATA_DIR: cannot " in err
