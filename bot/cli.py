@@ -16,7 +16,7 @@ import discord
 from bot.core import resolve_keys
 from bot.db import Database
 from bot.errors import ConfigurationError
-from bot.settings import Settings, load_settings
+from bot.settings import KEY_ID_RE, Settings, load_settings
 from bot.vault import Vault, generate_key_spec
 
 log = logging.getLogger("tradecord")
@@ -79,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         if args.command == "keys" and args.keys_command == "generate":
+            # A line TRADECORD_KEYS would refuse at the next start is no use to print.
+            if args.key_id is not None and not KEY_ID_RE.match(args.key_id):
+                raise ConfigurationError(
+                    "--id: letters, digits, _ and - only, at most 32 characters"
+                )
             print(generate_key_spec(args.key_id))
             return 0
         if args.command == "db":

@@ -250,3 +250,13 @@ async def test_data_dir_that_is_a_file_stops_with_one_line(tmp_path: Path) -> No
         assert code == 2
         assert "Traceback" not in err
         assert "tradecord: TRADECORD_DATA_DIR: cannot " in err
+
+
+async def test_keys_generate_refuses_an_id_tradecord_keys_would_refuse(tmp_path: Path) -> None:
+    code, out, err = await run_cli(
+        "keys", "generate", "--id", "prod key!", env=base_env(tmp_path), cwd=tmp_path
+    )
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "tradecord: --id: letters, digits, _ and - only, at most 32 characters"
+    ]
