@@ -442,9 +442,11 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "settings"
-        msg = EXPECTATIONS.get(field) or str(err["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"{field.upper()}: {msg}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings: its message names them itself
+            raise SettingsError(msg) from None
+        field = str(err["loc"][0])
+        raise SettingsError(f"{field.upper()}: {EXPECTATIONS.get(field) or msg}") from None
     if settings.plan_default not in settings.plans:
         raise SettingsError(
             f"PLAN_DEFAULT: expected one of the plans in PLAN_LIMITS ({', '.join(settings.plans)})"

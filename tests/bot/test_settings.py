@@ -119,8 +119,9 @@ def test_on_discord_the_public_url_is_https_unless_loopback(
     if ok:
         assert load_settings().public_url == public_url
     else:
-        with pytest.raises(SettingsError, match="PUBLIC_URL must start with https://"):
+        with pytest.raises(SettingsError, match="PUBLIC_URL must start with https://") as e:
             load_settings()
+        assert e.value.user_message.startswith("PUBLIC_URL ")  # named first, like the others
     monkeypatch.delenv("DISCORD_TOKEN")
     assert load_settings().public_url == public_url  # local mode: the built-in Discord
 
