@@ -8,13 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import aiohttp
 import discord
 
 from bot.core import resolve_keys
 from bot.db import Database
 from bot.errors import ConfigurationError
-from bot.settings import Settings, load_settings
+from bot.settings import KEY_ID_RE, Settings, load_settings
 from bot.vault import Vault, generate_key_spec
 
 log = logging.getLogger("tradecord")
@@ -77,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         if args.command == "keys" and args.keys_command == "generate":
+            # A line TRADECORD_KEYS would refuse at the next start is no use to print.
+            if args.key_id is not None and not KEY_ID_RE.match(args.key_id):
+                raise ConfigurationError(
+                    "--id: letters, digits, _ and - only, at most 32 characters"
+                )
             print(generate_key_spec(args.key_id))
             return 0
         if args.command == "db":
@@ -118,6 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except aiohttp.ClientConnectorError as e:
+        # Discord (or DISCORD_API_BASE) not answering at login; the bot has no state yet, so
+        # stopping with a line beats a traceback. Other hosts' errors stay tracebacks.
+        if e.host != urlsplit(settings.discord_api_base).hostname:
+            raise
+        print(
+            f"tradecord: DISCORD_API_BASE: cannot reach Discord at {e.host}:{e.port} "
+            f"({e.os_error.strerror or type(e.os_error).__name__}); check the network, or "
+            "the URL if you changed it.",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -155,13 +174,21 @@ async def _keys_rotate(settings: Settings) -> int:
             "No ciphertext uses these keys any more; they are safe to remove from "
             f"TRADECORD_KEYS: {', '.join(report.unused_keys)}"
         )
+    status = 0
     if report.unknown_keys:
         print(
             "Ciphertexts use keys that are not configured (add them back to rotate those rows): "
             f"{', '.join(report.unknown_keys)}"
         )
-        return 1
-    return 0
+        status = 1
+    if report.unreadable:
+        print(
+            f"{sum(report.unreadable.values())} ciphertexts did not decrypt (altered, or copied "
+            "from another row) and were left as they are; their members must link again: "
+            + ", ".join(f"{k}: {n}" for k, n in sorted(report.unreadable.items()))
+        )
+        status = 1
+    return status
 
 
 async def _sync(settings: Settings, guild_id: int | None, global_: bool) -> int:

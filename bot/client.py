@@ -104,15 +104,13 @@ class Tradecord(commands.Bot):
         settle_heap()
 
     async def start_web(self) -> None:
-        from web.app import create_app
+        from web.app import create_app, start_site
 
         self.web_runner = web.AppRunner(create_app(self.core), access_log=None)
         await self.web_runner.setup()
-        site = web.TCPSite(self.web_runner, self.settings.web_host, self.settings.web_port)
-        await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.web_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self.web_port = await start_site(
+            self.web_runner, self.settings.web_host, self.settings.web_port
+        )
         log.info("Web server on http://%s:%s", self.settings.web_host, self.web_port)
 
     async def close(self) -> None:

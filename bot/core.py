@@ -25,7 +25,7 @@ from bot.services.strategies import StrategyService
 from bot.services.subscriptions import SubscriptionService
 from bot.services.trading import TradingService
 from bot.settings import KeySpec, Settings
-from bot.vault import Vault, load_or_create_local_key
+from bot.vault import KEY_FILE_NAME, Vault, VaultError, load_or_create_local_key
 
 log = logging.getLogger("tradecord.core")
 
@@ -44,7 +44,21 @@ def resolve_keys(settings: Settings) -> list[KeySpec]:
             "without one. Run `tradecord keys generate` and add the printed line to .env as "
             "TRADECORD_KEYS=<that line>."
         )
-    keys, created = load_or_create_local_key(settings.tradecord_data_dir)
+    try:
+        keys, created = load_or_create_local_key(settings.tradecord_data_dir)
+    except VaultError as e:  # readable by others: the message says how to fix it
+        raise ConfigurationError(str(e)) from None
+    except OSError as e:  # a file in the way of the folder, or no permission to it
+        raise ConfigurationError(
+            f"TRADECORD_DATA_DIR: cannot use {e.filename or settings.tradecord_data_dir} "
+            f"({e.strerror}); point it at a folder Tradecord can write"
+        ) from None
+    except ValueError as e:  # never replaced: tokens stored under it would be lost with it
+        path = settings.tradecord_data_dir / KEY_FILE_NAME
+        raise ConfigurationError(
+            f"{path}: {e}; restore it from a backup (broker tokens stored under it cannot be "
+            "read without it)"
+        ) from None
     if created:
         log.warning(
             "Local mode: created encryption key file %s (mode 0600). For a real deployment set "

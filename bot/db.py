@@ -17,7 +17,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, bindparam, event, insert, inspect, make_url, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from bot.coalesce import BatchFunction, Coalescer
+from bot.errors import ConfigurationError
 from bot.sqlite_driver import InlineSqlite
 
 R = TypeVar("R")
@@ -82,7 +85,14 @@ class Database:
         if url.startswith("sqlite"):
             path = make_url(url).database or ":memory:"
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:  # a file in the way, or no permission
+                    raise ConfigurationError(
+                        f"TRADECORD_DATA_DIR: cannot create {Path(path).parent} for the SQLite "
+                        f"database ({e.strerror}); check TRADECORD_DATA_DIR (or the path in "
+                        "DATABASE_URL)"
+                    ) from None
             self.inline = InlineSqlite(path)
             kwargs["async_creator"] = self.inline.connect
         else:
@@ -160,10 +170,28 @@ class Database:
             await flush_batched(s)
             return results
 
+    async def connect(self) -> AsyncConnection:
+        """A connection for start-up; a database that cannot be reached (down, wrong host,
+        wrong password) stops the start with one line naming DATABASE_URL, not a traceback."""
+        try:
+            return await self.engine.connect()
+        except (OSError, DBAPIError) as e:
+            # The driver's own first line: host and port or the server's refusal, never the URL
+            # (it may hold the password).
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines() or [""]
+            raise ConfigurationError(
+                f"DATABASE_URL: cannot connect to the database ({type(e).__name__}: "
+                f"{reason[0]}); check that it is running and the host, user and password"
+            ) from None
+
     async def upgrade(self) -> None:
         """Apply Alembic migrations up to head on this engine."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade, self.url)
+        conn = await self.connect()
+        try:
+            async with conn.begin():
+                await conn.run_sync(_upgrade, self.url)
+        finally:
+            await conn.close()
 
     async def current_revision(self) -> str | None:
         async with self.engine.connect() as conn:
@@ -267,6 +295,15 @@ def head_revision() -> str | None:
 
 def _upgrade(conn: Connection, url: str) -> None:
     cfg = alembic_config(url)
+    # A database a newer Tradecord migrated (a downgrade, or an older process on shared
+    # storage) has a revision this code has never heard of: refuse clearly, touch nothing.
+    current = MigrationContext.configure(conn).get_current_revision()
+    scripts = ScriptDirectory.from_config(cfg)
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise ConfigurationError(
+            f"DATABASE_URL: the database is at revision {current}, newer than this Tradecord "
+            f"knows (up to {scripts.get_current_head()}); run the newer Tradecord version"
+        )
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
 

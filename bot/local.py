@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import SecretStr
+
 from bot.client import create_bot
 from bot.core import Core, resolve_keys
 from bot.settings import Settings, load_settings
@@ -278,12 +280,13 @@ async def run_local(
         values = {k: v for k, v in settings.model_dump().items() if v is not None}
         values.update(overrides)
         values.update(
-            discord_token=LOCAL_TOKEN,
             discord_api_base=emu.api_base,
             discord_gateway_url=emu.gateway_url,
             discord_dev_guild_id=emu.guild.id,
         )
-        local = load_settings(**values)
+        # Validated as local mode (no token), then given the built-in Discord's token: with a
+        # token the https rule for PUBLIC_URL would apply, and it is for real Discord only.
+        local = load_settings(**values).model_copy(update={"discord_token": SecretStr(LOCAL_TOKEN)})
         core = await Core.open(local, keys=keys)
         stack.push_async_callback(core.close)
         bot = create_bot(local, core=core, guild_ready_timeout=0.05)

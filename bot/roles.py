@@ -66,13 +66,16 @@ async def open_core(settings: Settings) -> Core:
         if core.db.is_sqlite:
             await core.db.upgrade()  # SQLite's single writer serializes this already
         else:
-            async with core.db.engine.connect() as conn:
+            conn = await core.db.connect()
+            try:
                 key = {"key": MIGRATION_LOCK}
                 await conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
                 try:
                     await core.db.upgrade()
                 finally:
                     await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            finally:
+                await conn.close()
     except BaseException:
         await core.close()
         raise
@@ -133,19 +136,15 @@ async def rest_core(settings: Settings) -> AsyncIterator[Core]:
 
 
 async def run_web(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    from web.app import create_app
+    from web.app import create_app, start_site
 
     stop = stop or stop_on_signals()
     async with rest_core(settings) as core:
         runner = web.AppRunner(create_app(core), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, settings.web_host, settings.web_port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        port = sockets[0].getsockname()[1] if sockets else settings.web_port  # WEB_PORT=0
-        log.info("Web role on http://%s:%s", settings.web_host, port)
         try:
+            port = await start_site(runner, settings.web_host, settings.web_port)
+            log.info("Web role on http://%s:%s", settings.web_host, port)
             await stop.wait()
         finally:
             await runner.cleanup()

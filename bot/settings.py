@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.errors import ConfigurationError
 
@@ -80,6 +82,8 @@ def _parse_plan_limits(raw: str) -> dict[str, int]:
         name = name.strip().lower()
         if not sep or not name or not value.strip().isdigit():
             raise ValueError("expected plan:limit pairs, e.g. free:1,starter:5,pro:25")
+        if name in limits:  # otherwise the last limit would silently win
+            raise ValueError(f"plan {name!r} appears twice")
         limits[name] = int(value)
     if not limits:
         raise ValueError("expected at least one plan, e.g. free:1")
@@ -88,19 +92,40 @@ def _parse_plan_limits(raw: str) -> dict[str, int]:
 
 def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in 0..65535
+    except ValueError:
+        ok = False
+    else:
+        ok = parts.scheme in schemes and bool(parts.hostname)
+    if not ok:
         raise ValueError(f"expected an absolute {' or '.join(schemes)} URL")
     return value.rstrip("/") if parts.path not in ("", "/") else value
+
+
+def _check_secure_url(value: str, schemes: tuple[str, str]) -> str:
+    """``_check_url`` for an endpoint secrets travel to (the bot token, client secrets, broker
+    tokens): the encrypted scheme, or the plain one only to this machine (an emulator)."""
+    value = _check_url(value, schemes)
+    host = urlsplit(value).hostname or ""
+    if urlsplit(value).scheme == schemes[0] and host != "localhost" and not _is_loopback(host):
+        raise ValueError(
+            f"expected {schemes[1]}:// (plain {schemes[0]}:// only to this machine: "
+            "127.0.0.1, ::1 or localhost), since secrets travel to it"
+        )
+    return value
 
 
 EXPECTATIONS: dict[str, str] = {
     "web_port": "a TCP port number between 1 and 65535 (0 picks a free port)",
     "discord_dev_guild_id": "a Discord guild id (a number)",
-    "paper_starting_cash": "a positive amount such as 100000",
+    "paper_starting_cash": "a positive amount up to 1000000000000000, such as 100000",
     "limit_max_order_quantity": "a number of at least 0 (0 or empty = no limit), such as 1000",
     "limit_max_order_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
     "limit_max_daily_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
 }
+
+MAX_STARTING_CASH = Decimal("1e15")
 
 LIMIT_FIELDS = ("limit_max_order_quantity", "limit_max_order_notional", "limit_max_daily_notional")
 
@@ -143,7 +168,8 @@ class Settings(BaseSettings):
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
 
     tradecord_data_dir: Path = Path("./data")
-    database_url: str | None = None
+    # May hold the database password: kept out of repr (and so out of any log of the settings).
+    database_url: str | None = PydField(default=None, repr=False)
     database_pool_size: int = PydField(default=5, ge=1, le=100)
     database_max_overflow: int = PydField(default=10, ge=0, le=100)
     # SQLite only. normal: a commit survives the process being killed; full: a power loss too
@@ -218,7 +244,7 @@ class Settings(BaseSettings):
     def _broker_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        return _check_url(v, ("http", "https"))
+        return _check_secure_url(v, ("http", "https"))
 
     @field_validator(*[f"tradecord_{b}_client_id" for b in BROKERS], mode="before")
     @classmethod
@@ -230,15 +256,32 @@ class Settings(BaseSettings):
     def _blank_discord_client(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("discord_api_base", "public_url", "discord_authorize_url")
+    @field_validator("public_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
         return _check_url(v, ("http", "https"))
 
+    @field_validator("discord_api_base", "discord_authorize_url")
+    @classmethod
+    def _discord_url(cls, v: str) -> str:
+        return _check_secure_url(v, ("http", "https"))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base(cls, v: str) -> str:
+        # Callback and webhook paths are appended to it: a query or fragment would swallow them.
+        parts = urlsplit(v)
+        if parts.query or parts.fragment or v.endswith(("?", "#")):
+            raise ValueError(
+                "expected no ?query or #fragment: the address of Tradecord itself, "
+                "e.g. https://trade.example.org"
+            )
+        return v
+
     @field_validator("discord_gateway_url")
     @classmethod
     def _ws_url(cls, v: str) -> str:
-        _check_url(v, ("ws", "wss"))
+        _check_secure_url(v, ("ws", "wss"))
         return v
 
     @field_validator("sqlite_synchronous", mode="before")
@@ -251,10 +294,19 @@ class Settings(BaseSettings):
     def _db_url(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
+        expected = (
+            "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+        )
         if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
-            raise ValueError(
-                "expected sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
-            )
+            raise ValueError(expected)
+        # Parse it now: SQLAlchemy would fail on a port that is not a number only when the first
+        # connection is made, with a traceback (and its message is not ours to vet for secrets).
+        try:
+            port = make_url(v).port
+        except (ValueError, ArgumentError):
+            raise ValueError(expected) from None
+        if port is not None and not 0 < port <= 65535:
+            raise ValueError(expected)
         return v
 
     @field_validator("tradecord_keys")
@@ -294,7 +346,9 @@ class Settings(BaseSettings):
             amount = Decimal(str(v))
         except InvalidOperation:
             raise ValueError(EXPECTATIONS["paper_starting_cash"]) from None
-        if not amount.is_finite() or amount <= 0:
+        # The cap keeps every paper balance storable (NUMERIC(38, 18) on PostgreSQL, exact
+        # text on SQLite): 1e30 passed here and failed at each member's first paper account.
+        if not amount.is_finite() or not 0 < amount <= MAX_STARTING_CASH:
             raise ValueError(EXPECTATIONS["paper_starting_cash"])
         return amount
 
@@ -317,6 +371,11 @@ class Settings(BaseSettings):
         if v not in ("24/7", "exchange"):
             raise ValueError("expected 24/7 (fill any time) or exchange (only in exchange hours)")
         return v
+
+    @field_validator("plan_default")
+    @classmethod
+    def _plan_name(cls, v: str) -> str:
+        return v.strip().lower()  # as PLAN_LIMITS' names are read
 
     @field_validator("plan_limits")
     @classmethod
@@ -383,9 +442,11 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "settings"
-        msg = EXPECTATIONS.get(field) or str(err["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"{field.upper()}: {msg}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings: its message names them itself
+            raise SettingsError(msg) from None
+        field = str(err["loc"][0])
+        raise SettingsError(f"{field.upper()}: {EXPECTATIONS.get(field) or msg}") from None
     if settings.plan_default not in settings.plans:
         raise SettingsError(
             f"PLAN_DEFAULT: expected one of the plans in PLAN_LIMITS ({', '.join(settings.plans)})"

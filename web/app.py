@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 from aiohttp import web
 
 from bot.core import Core
+from bot.errors import ConfigurationError
 
 CORE = web.AppKey("core", Core)
 
@@ -27,3 +31,33 @@ def create_app(core: Core) -> web.Application:
 
     setup_connect(app, core)
     return app
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int) -> int:
+    """Listen on ``host:port`` and return the port (``WEB_PORT=0`` picks one).
+
+    A port taken or an address not on this machine is a setting to change, not a crash.
+    """
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except socket.gaierror:  # a name that does not resolve
+        raise _not_here(host) from None
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"WEB_PORT: {host}:{port} is already in use; stop what listens there or "
+                "choose another port"
+            ) from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise _not_here(host) from None
+        raise
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return sockets[0].getsockname()[1] if sockets else port
+
+
+def _not_here(host: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"WEB_HOST: {host} is not an address of this machine; use 127.0.0.1 behind a reverse proxy"
+    )

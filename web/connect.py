@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bot.components import account_menus
 from bot.core import Core
@@ -153,8 +154,34 @@ def _dropped(linked: Linked) -> str:
     )
 
 
+CONNECT_PREFIXES = ("/connect/", "/auth/discord/", "/oauth/")
+
+
+@web.middleware
+async def strict_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An unexpected error on these pages (a bug, the database away) still answers with the
+    strict headers of requirement 5, not aiohttp's bare 500. Logged by route, never by URL:
+    the URL holds the one-time link token or the code and state."""
+    if not request.path.startswith(CONNECT_PREFIXES):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        route = request.match_info.route.resource
+        log.exception("Unexpected error on %s", route.canonical if route else "a /connect page")
+        return page(
+            "Nothing was linked",
+            ["Something went wrong on our side. Run /connect in Discord again in a moment."],
+            status=500,
+            kind="bad",
+        )
+
+
 def setup(app: web.Application, core: Core) -> None:
     app[CORE] = core
+    app.middlewares.append(strict_errors)
     app.router.add_get("/connect/{token}", link_page)
     app.router.add_post("/connect/{token}", link_submit)
     app.router.add_get("/auth/discord/callback", discord_callback)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from bot.db import Database
 from bot.models import Connection, Credential, Member, OAuthState
-from bot.vault import Binding, Vault, envelope_key_id
+from bot.vault import Binding, Vault, VaultError, envelope_key_id
 
 ENCRYPTED_COLUMNS = ("access_token", "refresh_token")
 
@@ -37,6 +37,7 @@ class RotationReport:
     after: Counter[str]
     unused_keys: list[str]  # configured keys no ciphertext uses any more: safe to remove
     unknown_keys: list[str]  # key ids found in the database but not configured
+    unreadable: Counter[str]  # ciphertexts per key id that did not decrypt (altered or moved)
 
 
 class _Rewrap:
@@ -47,13 +48,19 @@ class _Rewrap:
         self.rows: Counter[str] = Counter()
         self.before: Counter[str] = Counter()
         self.after: Counter[str] = Counter()
+        self.unreadable: Counter[str] = Counter()
 
     def __call__(self, envelope: str, b: Binding) -> str:
         key_id = envelope_key_id(envelope)
         self.before[key_id] += 1
         # A key we do not hold stays as it is and is reported as unknown.
         if self.vault.needs_rewrap(envelope) and key_id in self.vault.key_ids:
-            envelope = self.vault.encrypt(self.vault.decrypt(envelope, b), b)
+            try:
+                envelope = self.vault.encrypt(self.vault.decrypt(envelope, b), b)
+            except VaultError:
+                # Left as it is and reported: raising would roll back its batch and stop every
+                # later run at the same row, so the old key could never be retired.
+                self.unreadable[key_id] += 1
         self.after[envelope_key_id(envelope)] += 1
         return envelope
 
@@ -67,7 +74,7 @@ async def rotate_keys(db: Database, vault: Vault, *, batch: int = 500) -> Rotati
     after = rewrap.after
     unused = [k for k in vault.key_ids if k != vault.primary_key_id and after[k] == 0]
     unknown = sorted(k for k in rewrap.before if k not in vault.key_ids)
-    return RotationReport(rewrap.rows, rewrap.before, after, unused, unknown)
+    return RotationReport(rewrap.rows, rewrap.before, after, unused, unknown, rewrap.unreadable)
 
 
 async def _rotate_credentials(db: Database, rewrap: _Rewrap, batch: int) -> None:

@@ -118,6 +118,27 @@ async def test_rotation_reports_keys_it_does_not_hold(db: Database) -> None:
     assert report.after == {"lost": 2}
 
 
+async def test_rotation_skips_a_ciphertext_it_cannot_open_and_finishes_the_rest(
+    db: Database,
+) -> None:
+    # One damaged row (here: two access tokens swapped between rows) must not stop rotation
+    # for ever at that row: it stays as it is, is reported, and its key is not called unused.
+    old = parse_keys(generate_key_spec("old"))
+    new = parse_keys(generate_key_spec("new"))
+    a, b, c = [await _store(db, Vault(old), i) for i in range(1, 4)]
+    async with db.transaction() as s:
+        ca, cb = await s.get(Credential, a), await s.get(Credential, b)
+        assert ca and cb
+        ca.access_token, cb.access_token = cb.access_token, ca.access_token
+    report = await rotate_keys(db, Vault(new + old), batch=2)
+    assert report.unreadable == {"old": 2}
+    assert report.after == {"new": 4, "old": 2}
+    assert report.unused_keys == []
+    async with db.session() as s:
+        cred = await s.get(Credential, c)
+        assert cred and envelope_key_id(cred.access_token) == "new"
+
+
 async def _store_verifier(db: Database, vault: Vault, discord_id: int, verifier: str) -> str:
     """A sign-in state whose PKCE verifier is encrypted under ``vault``; returns its id."""
     member_id = await MemberService(db).ensure(discord_id)

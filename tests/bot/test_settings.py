@@ -31,6 +31,7 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("PUBLIC_URL", "trade.example.org", "PUBLIC_URL: expected an absolute http or https URL"),
         ("DISCORD_GATEWAY_URL", "https://x", "DISCORD_GATEWAY_URL: expected an absolute ws or wss"),
         ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: expected sqlite+aiosqlite"),
+        ("DATABASE_URL", "postgresql+asyncpg://u@h:port/db", "DATABASE_URL: expected sqlite+"),
         ("TRADECORD_KEYS", "k1:not-base64!", "TRADECORD_KEYS: key 'k1' is not valid base64"),
         ("TRADECORD_KEYS", "k1:AAAA", "TRADECORD_KEYS: key 'k1' must decode to 32 bytes"),
         ("TRADECORD_KEYS", "nocolon", "TRADECORD_KEYS: entries must look like key_id:base64key"),
@@ -38,6 +39,13 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("PLAN_LIMITS", "free=1", "PLAN_LIMITS: expected plan:limit pairs"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: expected one of"),
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "TRUSTED_PROXIES: expected comma-separated IP"),
+        ("PAPER_STARTING_CASH", "1e30", "PAPER_STARTING_CASH: a positive amount"),
+        ("PAPER_STARTING_CASH", "NaN", "PAPER_STARTING_CASH: a positive amount"),
+        ("PUBLIC_URL", "https://trade.example.org:99999", "PUBLIC_URL: expected an absolute"),
+        ("PUBLIC_URL", "https://:443", "PUBLIC_URL: expected an absolute http or https URL"),
+        ("PUBLIC_URL", "https://trade.example.org/?a=1", "PUBLIC_URL: expected no ?query"),
+        ("PUBLIC_URL", "https://trade.example.org/#top", "PUBLIC_URL: expected no ?query"),
+        ("TRADECORD_ALPACA_API_URL", "https://api.example:x/v2", "TRADECORD_ALPACA_API_URL: exp"),
     ],
 )
 def test_malformed_setting_names_itself_in_one_line(
@@ -61,6 +69,21 @@ def test_plan_default_must_be_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLAN_DEFAULT", "gold")
     with pytest.raises(SettingsError, match="PLAN_DEFAULT"):
         load_settings()
+
+
+def test_plan_named_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Plan names ignore case; a second limit for one plan would silently win.
+    monkeypatch.setenv("PLAN_LIMITS", "free:1,pro:25,Free:3")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert e.value.user_message == "PLAN_LIMITS: plan 'free' appears twice"
+
+
+def test_plan_default_is_matched_like_the_plan_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAN_LIMITS", "Basic:1,Pro:10")
+    monkeypatch.setenv("PLAN_DEFAULT", "Basic")
+    s = load_settings()
+    assert s.plan_default == "basic" and s.plans[s.plan_default] == 1
 
 
 def test_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +119,55 @@ def test_on_discord_the_public_url_is_https_unless_loopback(
     if ok:
         assert load_settings().public_url == public_url
     else:
-        with pytest.raises(SettingsError, match="PUBLIC_URL must start with https://"):
+        with pytest.raises(SettingsError, match="PUBLIC_URL must start with https://") as e:
             load_settings()
+        assert e.value.user_message.startswith("PUBLIC_URL ")  # named first, like the others
     monkeypatch.delenv("DISCORD_TOKEN")
     assert load_settings().public_url == public_url  # local mode: the built-in Discord
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TRADECORD_TRADIER_TOKEN_URL",
+        "TRADECORD_ALPACA_API_URL",
+        "TRADECORD_TRADESTATION_AUTHORIZE_URL",
+        "DISCORD_API_BASE",
+        "DISCORD_AUTHORIZE_URL",
+        "DISCORD_GATEWAY_URL",
+    ],
+)
+@pytest.mark.parametrize("token", [None, "x" * 60])
+def test_secrets_never_go_to_a_plain_http_endpoint_off_this_machine(
+    monkeypatch: pytest.MonkeyPatch, name: str, token: str | None
+) -> None:
+    # Client secrets, broker tokens and the bot token travel to these URLs.
+    scheme = "ws" if name == "DISCORD_GATEWAY_URL" else "http"
+    if token:
+        monkeypatch.setenv("DISCORD_TOKEN", token)
+        monkeypatch.setenv("PUBLIC_URL", "https://trade.example.org")
+    monkeypatch.setenv(name, f"{scheme}://broker.example.org/v1")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert e.value.user_message.startswith(f"{name}: expected {scheme}s://")
+    for host in ("127.0.0.1:9000", "localhost:9000", "[::1]:9000"):
+        monkeypatch.setenv(name, f"{scheme}://{host}/v1")
+        load_settings()
+
+
+def test_repr_of_settings_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "DISCORD_TOKEN": "bot-token-" + "x" * 50,
+        "DISCORD_CLIENT_SECRET": "discord-client-secret",
+        "TRADECORD_ALPACA_CLIENT_SECRET": "alpaca-client-secret",
+        "DATABASE_URL": "postgresql+asyncpg://tc:db-password-hunter2@db.internal/tc",
+        "TRADECORD_KEYS": generate_key_spec("k1"),
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PUBLIC_URL", "https://trade.example.org")
+    s = load_settings()
+    shown = repr(s) + str(s)
+    for needle in ("bot-token-", "discord-client-secret", "alpaca-client-secret", "hunter2"):
+        assert needle not in shown
+    assert secrets["TRADECORD_KEYS"].split(":")[1] not in shown

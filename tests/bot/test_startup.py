@@ -140,3 +140,123 @@ async def test_local_mode_driven_by_a_script(
     assert "! the last message has no buttons or menus" in text or "! press a number" in text
     assert "/never-run" not in text.split("you> quit")[1]
     assert (settings.tradecord_data_dir / "tradecord.key").exists()
+
+
+@pytest.mark.parametrize("role", ["web", "all"])
+async def test_web_port_in_use_stops_with_one_line(tmp_path: Path, role: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(tmp_path) | {"WEB_PORT": str(port)}
+        args = ("run", "--role", role) + (("--script", os.devnull) if role == "all" else ())
+        code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    assert code == 2
+    assert f"tradecord: WEB_PORT: 127.0.0.1:{port} is already in use" in err
+    assert "Traceback" not in err
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [("db", "upgrade"), ("run", "--role", "worker")])
+async def test_unreachable_database_stops_with_one_line(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    url = f"postgresql+asyncpg://tc:hunter2secret@127.0.0.1:{closed_port()}/tradecord"
+    env = base_env(tmp_path) | {"DATABASE_URL": url}
+    code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    assert code == 2
+    assert "tradecord: DATABASE_URL: cannot connect to the database" in err
+    assert "Traceback" not in err and "hunter2secret" not in err
+
+
+async def test_database_from_a_newer_tradecord_stops_with_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    env = base_env(tmp_path)
+    code, _, err = await run_cli("db", "upgrade", env=env, cwd=tmp_path)
+    assert code == 0, err
+    with sqlite3.connect(tmp_path / "data" / "tradecord.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    for args in (("db", "upgrade"), ("run", "--script", os.devnull)):
+        code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+        assert code == 2
+        assert "tradecord: DATABASE_URL: the database is at revision 9999" in err
+        assert "Traceback" not in err
+
+
+async def test_local_mode_accepts_a_plain_http_public_url_on_the_lan(tmp_path: Path) -> None:
+    # Settings allow http:// off loopback in local mode (nothing leaves the machine's own
+    # Discord); trying it from another computer on the LAN must not be refused at start.
+    env = base_env(tmp_path) | {"PUBLIC_URL": "http://192.168.1.50:8080"}
+    code, out, err = await run_cli("run", "--script", os.devnull, env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "Signed in as" in out
+
+
+@pytest.mark.parametrize("args", [("run",), ("sync", "--global")])
+async def test_discord_unreachable_at_start_stops_with_one_line(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    port = closed_port()
+    env = base_env(tmp_path) | {
+        "DISCORD_TOKEN": "a-token-that-never-leaves",
+        "TRADECORD_KEYS": generate_key_spec("k1"),
+        "DISCORD_API_BASE": f"http://127.0.0.1:{port}/api/v10",
+        "DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{port}/",
+    }
+    code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    assert code == 2
+    assert f"tradecord: DISCORD_API_BASE: cannot reach Discord at 127.0.0.1:{port}" in err
+    assert "Traceback" not in err and "a-token-that-never-leaves" not in err
+
+
+@pytest.mark.parametrize(("content", "mode"), [("junk\n", 0o600), (None, 0o644)])
+async def test_bad_local_key_file_stops_with_one_line(
+    tmp_path: Path, content: str | None, mode: int
+) -> None:
+    key_file = tmp_path / "data" / "tradecord.key"
+    key_file.parent.mkdir()
+    key_file.write_text(content or generate_key_spec("local") + "\n")
+    key_file.chmod(mode)
+    for args in (("run", "--script", os.devnull), ("keys", "rotate")):
+        code, _, err = await run_cli(*args, env=base_env(tmp_path), cwd=tmp_path)
+        assert code == 2
+        assert "Traceback" not in err
+        assert f"tradecord: {key_file}" in err
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "10.255.255.1"])
+async def test_web_host_not_on_this_machine_stops_with_one_line(tmp_path: Path, host: str) -> None:
+    env = base_env(tmp_path) | {"WEB_HOST": host}
+    code, _, err = await run_cli("run", "--role", "web", env=env, cwd=tmp_path)
+    assert code == 2
+    assert f"tradecord: WEB_HOST: {host} is not an address of this machine" in err
+    assert "Traceback" not in err
+
+
+async def test_data_dir_that_is_a_file_stops_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    for args in (("run", "--script", os.devnull), ("db", "upgrade")):
+        code, _, err = await run_cli(*args, env=base_env(tmp_path), cwd=tmp_path)
+        assert code == 2
+        assert "Traceback" not in err
+        assert "tradecord: TRADECORD_DATA_DIR: cannot " in err
+
+
+async def test_keys_generate_refuses_an_id_tradecord_keys_would_refuse(tmp_path: Path) -> None:
+    code, out, err = await run_cli(
+        "keys", "generate", "--id", "prod key!", env=base_env(tmp_path), cwd=tmp_path
+    )
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "tradecord: --id: letters, digits, _ and - only, at most 32 characters"
+    ]

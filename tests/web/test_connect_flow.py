@@ -655,3 +655,30 @@ async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
     assert again.status == ConnectionStatus.NEEDS_ACCOUNT
     dm = await h.emu.wait_for_message(lambda m: "cannot reach" in m.content, include_existing=True)
     assert margin.masked in dm.content
+
+
+async def test_an_unexpected_error_on_a_connect_page_keeps_the_strict_headers(
+    h: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requirement 5 holds for every callback response, the 500 of a bug or an outage included;
+    # and the code and state in its address reach no log line (requirement 13).
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(h.core.linking, "finish_broker", broken)
+    h.errors.expect(r"Unexpected error on /oauth/\{broker\}/callback .*database went away")
+    caplog.set_level(logging.DEBUG)
+    url = f"http://127.0.0.1:{h.bot.web_port}/oauth/tradestation/callback"
+    b = Browser()
+    try:
+        r = await b.get(f"{url}?state=state-c0ffee-secret&code=code-c0ffee-secret")
+        body = await r.text()
+    finally:
+        await b.close()
+    assert r.status == 500
+    assert r.headers["Cache-Control"] == "no-store"
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert "Nothing was linked" in body and "database went away" not in body
+    logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
+    assert "c0ffee-secret" not in logged
