@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
+from bot.models import IntentStatus
 from bot.services.trading import HISTORY_LIMIT
 from cogs import ui
 from cogs.trading import TradeButton, history_footer
@@ -480,7 +481,20 @@ async def test_cancel_racing_a_confirm_is_told_the_order_went_ahead(
         await asyncio.wait_for(both_read.wait(), 5)
         return intent
 
+    transition = trading._transition
+    claimed = asyncio.Event()
+
+    async def confirm_first(intent_id: str, frm: str, to: str) -> bool:
+        # Confirm wins the compare-and-set; which one would is up to the database's timing.
+        if to == IntentStatus.DISCARDED:
+            await asyncio.wait_for(claimed.wait(), 5)
+        done = await transition(intent_id, frm, to)
+        if to == IntentStatus.PENDING:
+            claimed.set()
+        return done
+
     monkeypatch.setattr(trading, "_owned_intent", read_together)
+    monkeypatch.setattr(trading, "_transition", confirm_first)
     confirm, cancel = await asyncio.gather(
         h.emu.click(alice, card, label="Confirm"), h.emu.click(alice, card, label="Cancel")
     )
