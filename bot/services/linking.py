@@ -590,14 +590,7 @@ class LinkingService:
             if old is not None:
                 # Same row: its name, accounts and subscriptions carry on with the new tokens.
                 await s.execute(delete(Credential).where(Credential.connection_id == old.id))
-                cred = Credential(
-                    connection_id=old.id,
-                    access_token="",
-                    environment=link.environment,
-                    refresh_expires_at=self._refresh_expiry(link.broker),
-                )
-                s.add(cred)
-                DbTokenProvider(self.core, old.id).store(cred, old, member, tokens)
+                self._add_credential(s, old, member, link, tokens)
                 old.settings = {**(old.settings or {}), "environment": link.environment or "both"}
                 old.status = (
                     ConnectionStatus.ACTIVE if old.accounts else ConnectionStatus.NEEDS_ACCOUNT
@@ -644,14 +637,7 @@ class LinkingService:
             )
             s.add(conn)
             await s.flush()
-            cred = Credential(
-                connection_id=conn.id,
-                access_token="",
-                environment=link.environment,
-                refresh_expires_at=self._refresh_expiry(link.broker),
-            )
-            s.add(cred)
-            DbTokenProvider(self.core, conn.id).store(cred, conn, member, tokens)
+            self._add_credential(s, conn, member, link, tokens)
             audit.record(
                 s,
                 "connect.linked",
@@ -661,6 +647,24 @@ class LinkingService:
                 scope=tokens.scope,
             )
         return conn, False
+
+    def _add_credential(
+        self,
+        s: AsyncSession,
+        conn: Connection,
+        member: Member,
+        link: ConnectLink,
+        tokens: oauth.TokenSet,
+    ) -> None:
+        """The connection's credential for ``tokens``, encrypted, in the caller's transaction."""
+        cred = Credential(
+            connection_id=conn.id,
+            access_token="",
+            environment=link.environment,
+            refresh_expires_at=self._refresh_expiry(link.broker),
+        )
+        s.add(cred)
+        DbTokenProvider(self.core, conn.id).store(cred, conn, member, tokens)
 
     def _refresh_expiry(self, broker: str) -> datetime | None:
         spec = get_adapter_class(broker).oauth

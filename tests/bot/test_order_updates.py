@@ -17,6 +17,7 @@ from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.db import Database
 from bot.models import Connection, ConnectionAccount, Credential, IntentStatus
+from bot.services.connections import Target
 from bot.services.notify import RecordingNotifier
 from bot.services.order_updates import OrderUpdates
 from bot.services.tokens import remind_expiring
@@ -43,6 +44,22 @@ async def core(settings: Settings, db: Database) -> AsyncIterator[Core]:
     c.notifier = RecordingNotifier()
     yield c
     await c.close()
+
+
+async def linked_margin_account(core: Core, ts: TradeStationEmulator) -> Target:
+    """The member's TradeStation connection, its margin account chosen for live trading."""
+    cid = await link(core, ts)
+    async with core.db.transaction() as s:
+        s.add(
+            ConnectionAccount(
+                connection_id=cid,
+                mode="live",
+                account_id="11827342",
+                account_type="margin",
+                label="TS ••7342",
+            )
+        )
+    return await core.connections.resolve(MEMBER, "TS", "live")
 
 
 async def test_paper_fill_from_a_sweep_is_told_once(core: Core) -> None:
@@ -83,18 +100,7 @@ async def test_stream_partial_fills_and_a_dropped_stream(
     [core] = await open_cores(ts_settings, 1)
     core.notifier = notifier = RecordingNotifier()
     try:
-        cid = await link(core, ts)
-        async with core.db.transaction() as s:
-            s.add(
-                ConnectionAccount(
-                    connection_id=cid,
-                    mode="live",
-                    account_id="11827342",
-                    account_type="margin",
-                    label="TS ••7342",
-                )
-            )
-        target = await core.connections.resolve(MEMBER, "TS", "live")
+        target = await linked_margin_account(core, ts)
         req = OrderRequest(
             "MSFT",
             Side.BUY,
@@ -162,18 +168,7 @@ async def test_a_poll_goes_on_past_an_order_the_broker_no_longer_has(
     [core] = await open_cores(ts_settings, 1)
     core.notifier = RecordingNotifier()
     try:
-        cid = await link(core, ts)
-        async with core.db.transaction() as s:
-            s.add(
-                ConnectionAccount(
-                    connection_id=cid,
-                    mode="live",
-                    account_id="11827342",
-                    account_type="margin",
-                    label="TS ••7342",
-                )
-            )
-        target = await core.connections.resolve(MEMBER, "TS", "live")
+        target = await linked_margin_account(core, ts)
         placed = []
         for key in ("gone", "kept"):
             req = OrderRequest(
@@ -195,7 +190,7 @@ async def test_a_poll_goes_on_past_an_order_the_broker_no_longer_has(
         async with core.db.session() as s:
             conn = await s.scalar(
                 select(Connection)
-                .where(Connection.id == cid)
+                .where(Connection.id == target.connection.id)
                 .options(selectinload(Connection.accounts))
             )
         assert conn is not None
