@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
+from adapters.paper.universe import equity_list
 from bot.models import IntentStatus
 from bot.services.trading import HISTORY_LIMIT
 from cogs import ui
@@ -269,26 +270,8 @@ async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> 
     assert private.ephemeral and "Buying power" in private.text()
 
 
-SYMBOLS = [
-    "AAPL",
-    "MSFT",
-    "NVDA",
-    "AMZN",
-    "GOOGL",
-    "META",
-    "TSLA",
-    "JPM",
-    "V",
-    "WMT",
-    "KO",
-    "PEP",
-    "DIS",
-    "NFLX",
-    "INTC",
-    "AMD",
-    "CSCO",
-    "ORCL",
-]
+# Enough positions for two pages: any of the paper broker's stocks will do.
+SYMBOLS = sorted(equity_list().stocks)[:18]
 
 
 async def hold(h: Harness, user: str, symbols: list[str]) -> None:

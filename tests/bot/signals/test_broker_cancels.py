@@ -140,12 +140,11 @@ async def test_a_stop_that_fills_before_its_cancel_lands_stops_the_exit(
     assert [o.id for o in alpaca.broker.orders.values() if o.account_id == demo.id] == [stop]
 
 
-async def test_a_stop_that_fills_just_before_it_is_cancelled_stops_the_exit(
-    core: Core, alpaca: AlpacaEmulator, monkeypatch: pytest.MonkeyPatch
+async def stop_fills_as_it_is_cancelled(
+    alpaca: AlpacaEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stop fills between the signal's look at the account and its cancel (422: already
-    filled): that is a changed position too, not an order to skip."""
-    url, sub = await subscribed_to_alpaca(core, alpaca)
+    """A protective stop that fills between the signal's look at the account and its cancel
+    (the broker answers 422: already filled)."""
     stop = await protective_stop(alpaca)
     cancel = AlpacaAdapter.cancel_order
 
@@ -154,6 +153,15 @@ async def test_a_stop_that_fills_just_before_it_is_cancelled_stops_the_exit(
         await cancel(self, ref, order_id)
 
     monkeypatch.setattr(AlpacaAdapter, "cancel_order", filled_first)
+
+
+async def test_a_stop_that_fills_just_before_it_is_cancelled_stops_the_exit(
+    core: Core, alpaca: AlpacaEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop fills between the signal's look at the account and its cancel (422: already
+    filled): that is a changed position too, not an order to skip."""
+    url, sub = await subscribed_to_alpaca(core, alpaca)
+    await stop_fills_as_it_is_cancelled(alpaca, monkeypatch)
     ack = await send(core, url, {"ticker": "AAPL", "action": "exit"})
     await core.jobs.drain()
     ex = await execution(core, ack.body["id"], sub)
@@ -222,14 +230,7 @@ async def test_a_cancel_signal_whose_order_filled_first_says_so(
     nothing was cancelled, and the member must learn that the order filled (the position
     changed), not that there was "no open position to exit"."""
     url, sub = await subscribed_to_alpaca(core, alpaca)
-    stop = await protective_stop(alpaca)
-    cancel = AlpacaAdapter.cancel_order
-
-    async def filled_first(self: AlpacaAdapter, ref: Any, order_id: str) -> None:
-        alpaca.fill(stop, Decimal(10), Decimal("149.50"))
-        await cancel(self, ref, order_id)
-
-    monkeypatch.setattr(AlpacaAdapter, "cancel_order", filled_first)
+    await stop_fills_as_it_is_cancelled(alpaca, monkeypatch)
     ack = await send(core, url, {"ticker": "AAPL", "action": "cancel"})
     await core.jobs.drain()
     ex = await execution(core, ack.body["id"], sub)
