@@ -20,7 +20,7 @@ from bot.services.limits import LimitsService
 from bot.services.linking import LinkingService
 from bot.services.members import MemberService
 from bot.services.notify import Notifier
-from bot.services.signals import SignalService
+from bot.services.signals import FANOUT_CONCURRENCY, SignalService
 from bot.services.strategies import StrategyService
 from bot.services.subscriptions import SubscriptionService
 from bot.services.trading import TradingService
@@ -116,9 +116,9 @@ class Core:
         except Exception:
             await db.close()
             raise
-        # One pooled session for every broker call; a limit keeps bursts from opening a
-        # socket per request.
-        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+        # One pooled session for every broker call. Its socket limit lets a whole fan-out's
+        # subscriptions wait on their brokers at once, and no more.
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=FANOUT_CONCURRENCY))
         return cls(settings=settings, db=db, vault=vault, http=http)
 
     async def close(self) -> None:

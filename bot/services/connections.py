@@ -28,7 +28,7 @@ from adapters.base import (
 from adapters.models import Account, AccountRef, AccountType, Environment
 from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
-from adapters.registry import get_adapter_class
+from adapters.registry import all_adapters, get_adapter_class
 from bot.db import lock_name
 from bot.errors import Conflict, InvalidInput, NotFound
 from bot.models import (
@@ -125,6 +125,9 @@ class ConnectionService:
             LimiterRegistry() if core.db.is_sqlite else SharedLimiters(core.db)
         )
         self.breakers: dict[str, CircuitBreaker] = {}
+        # Every broker module is imported now, not on a signal's first order to that broker:
+        # importing one takes tens of milliseconds of a fan-out's time.
+        all_adapters()
         self._refresh_locks: dict[int, asyncio.Lock] = {}
 
     # -- lookup -------------------------------------------------------------------------

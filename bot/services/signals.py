@@ -101,6 +101,9 @@ log = logging.getLogger("tradecord.signals")
 RATE_WINDOW = timedelta(minutes=1)
 DUPLICATE_WINDOW = timedelta(hours=24)
 CHECKPOINT_EVERY = 200  # SQLite acknowledgement commits between WAL checkpoints
+# Subscriptions of one signal that trade at once. Their orders wait mostly on brokers' round
+# trips, so a few hundred in flight cost little; the broker session's socket limit matches.
+FANOUT_CONCURRENCY = 500
 DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
 JOB_SIGNAL = "signal"
 JOB_APPROVED = "signal.approved"
@@ -748,7 +751,7 @@ class SignalService:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.exit_timeout = 30.0  # seconds to wait for an exit to fill before not entering
         self.exit_poll_interval = 0.25
-        self.fanout_concurrency = 100
+        self.fanout_concurrency = FANOUT_CONCURRENCY
         # Set by the Discord front end to show an approval card; else a plain DM is sent.
         self.on_approval_needed: ApprovalHook | None = None
         # SQLite's fast acknowledgement (see SqliteAcks); PostgreSQL goes through SQLAlchemy.
