@@ -82,6 +82,7 @@ from bot.services.notify import Notifier, Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
 from bot.services.trading import (
+    PENDING_SEND_LIMIT,
     OrderInput,
     all_or_first_error,
     describe_intent,
@@ -1178,6 +1179,16 @@ class SignalService:
                 # on would send them (or the rest of the plan) where they were never meant to go.
                 plan = Plan.from_json(carried) if carried is not None else None
                 return await self._account_changed(ctx, moved, plan)
+            started = any(
+                i.status not in (IntentStatus.DRAFT, IntentStatus.DISCARDED)
+                for i in existing.values()
+            )
+            if ctx.approved and not started:
+                late = self._approved_too_long_ago(ctx)
+                if late is not None:
+                    await self._discard_drafts(ctx)
+                    plan = Plan.from_json(carried) if carried is not None else None
+                    return Result(ExecutionStatus.SKIPPED, "order-too-late", late, plan)
             snapshot = await self._snapshot(ctx, adapter, target)
             if carried is not None:
                 plan = Plan.from_json(carried)  # a re-run follows the plan it started
@@ -1200,15 +1211,27 @@ class SignalService:
             # draft for the approval card either. Nor does an order an earlier run stored to
             # send (approval switched on since): it may be at the broker already, and the
             # reconciler sends a pending one whatever the card says, so the run carries it on.
-            started = any(
-                i.status not in (IntentStatus.DRAFT, IntentStatus.DISCARDED)
-                for i in existing.values()
-            )
             if ctx.subscription.manual_approval and not ctx.approved and plan.legs and not started:
                 return await self._request_approval(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:
             await adapter.close()
+
+    def _approved_too_long_ago(self, ctx: ExecContext) -> str | None:
+        """Why an approved order that nothing has sent yet is not placed now: approved longer
+        ago than a confirmed /trade order may wait (its worker stopped, or the queue was down).
+        None while it may still go."""
+        approved = [p["at"] for p in ctx.phases if p.get("phase") == "approved"]
+        if not approved:
+            return None
+        waited = self.clock() - datetime.fromisoformat(approved[-1])
+        if waited <= PENDING_SEND_LIMIT:
+            return None
+        return (
+            f"Not placed: you approved this order {int(waited.total_seconds() // 60)} minutes "
+            "ago, but Tradecord stopped before placing it; an order that late would trade at "
+            "prices you never saw. Place it with /trade if you still want it."
+        )
 
     async def _account_changed(
         self, ctx: ExecContext, moved: list[OrderIntent], plan: Plan | None

@@ -615,6 +615,30 @@ async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
 
 
+@pytest.mark.parametrize(("minutes", "placed"), [(4, True), (6, False)])
+async def test_an_approved_order_its_worker_reaches_late_is_placed_only_within_five_minutes(
+    core: Core, clock: FakeClock, minutes: int, placed: bool
+) -> None:
+    """The queue was down after the click: an order approved long ago would trade at prices
+    the member never saw, so, like a confirmed /trade order, it waits five minutes at most."""
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    await core.signals.approve(draft.id, ALICE)
+    clock.advance(minutes=minutes)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    if placed:
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        assert sides_and_quantities(await orders(core)) == [("buy", 2)]
+        return
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "order-too-late")
+    assert "approved this order 6 minutes ago" in (ex.reason or "")
+    assert await orders(core) == []
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    told = [m.content or "" for uid, m in notifier(core).dms if uid == ALICE]
+    assert any("Not placed" in t for t in told), told
+
+
 async def test_a_cancel_under_manual_approval_runs_without_waiting(core: Core) -> None:
     """Nothing to approve: a cancel places no order (and there is no draft for a card)."""
     await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
