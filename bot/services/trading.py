@@ -39,9 +39,11 @@ from adapters.errors import (
     RateLimited,
 )
 from adapters.models import (
+    AccountRef,
     AssetClass,
     Balance,
     Bracket,
+    Environment,
     Order,
     OrderRequest,
     OrderStatus,
@@ -97,6 +99,8 @@ STATUS_FROM_ORDER = {
     OrderStatus.REJECTED: IntentStatus.REJECTED,
     OrderStatus.EXPIRED: IntentStatus.EXPIRED,
 }
+# An intent's account is no longer its connection's (see ``TradingService.strand``).
+ACCOUNT_CHANGED = "account-changed"
 NEEDS_LIMIT = {OrderType.LIMIT, OrderType.STOP_LIMIT}
 NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
 
@@ -1122,6 +1126,8 @@ class TradingService:
                         ),
                         OrderIntent.updated_at <= cutoff,
                         OrderIntent.connection_id.is_not(None),
+                        # Settled as "account changed": no longer followable, nothing to add.
+                        OrderIntent.error_code.is_distinct_from(ACCOUNT_CHANGED),
                     )
                     .order_by(OrderIntent.created_at)
                     .limit(500)
@@ -1132,7 +1138,7 @@ class TradingService:
         for intent in rows:
             if intent.id in owned:
                 continue
-            before = intent.status
+            before = (intent.status, intent.error_code)
             try:
                 await self._reconcile_one(intent)
             except (BrokerError, TimeoutError) as e:
@@ -1145,7 +1151,7 @@ class TradingService:
                 # Only the type: a message might quote a token or a broker's response.
                 log.error("Reconcile of %s failed: %s; moving on", intent.id, type(e).__name__)
                 continue
-            if intent.status != before:
+            if (intent.status, intent.error_code) != before:
                 changed.append(intent)
                 await self._tell(intent)
         return changed
@@ -1175,19 +1181,36 @@ class TradingService:
 
     async def _reconcile_one(self, intent: OrderIntent) -> None:
         try:
-            target = await self._target_of(intent)
-        except (InvalidInput, NotFound) as e:
-            # The member changed the account or removed the connection after the preview.
-            await self._unreachable(intent, e)
+            conn = await self._connection_of(intent)
+        except NotFound as e:
+            await self._unreachable(intent, e)  # the connection was removed meanwhile
             return
-        adapter = await self.core.connections.adapter_for(target.connection)
+        target: Target | None
         try:
+            target = self._target_in(conn, intent)
+        except InvalidInput as e:
+            # The member chose another account after the preview. A pending intent was never
+            # sent, and is sent nowhere now; any other may be at its own (old) account, and is
+            # followed there below, read-only.
+            if intent.status == IntentStatus.PENDING:
+                await self._unreachable(intent, e)
+                return
+            target = None
+        adapter = await self.core.connections.adapter_for(conn)
+        try:
+            ref = target.ref if target is not None else await _served(adapter, intent)
+            if ref is None:
+                # The login no longer reaches the old account: say so once, for the member to
+                # check there (the query skips it from now on).
+                await self.strand(intent, conn.name, unreachable=True)
+                return
             try:
                 order = await adapter.fetch_order(
-                    target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
+                    ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
                 )
             except OrderNotFound:
                 if intent.status == IntentStatus.PENDING:
+                    assert target is not None  # a pending one of another account ended above
                     # Confirmed but the process died before the broker call, and the broker has
                     # no copy: send it now. Every process runs this, so only the one that wins
                     # the claim sends (Tradier and others do not dedupe client order ids).
@@ -1235,9 +1258,9 @@ class TradingService:
         await self._apply_order(intent, order)
 
     async def _unreachable(self, intent: OrderIntent, e: InvalidInput | NotFound) -> None:
-        """An intent whose connection or account no longer resolves. A pending one was never
-        sent: it fails, with the reason for the member. Any other may be at the broker, where
-        we can no longer look: it stays as it is (the member sees it in /orders)."""
+        """A pending intent whose account changed, or any intent whose connection was removed.
+        A pending one was never sent: it fails, with the reason for the member. Any other may
+        be at the broker, where we can no longer look (``disconnect`` told the member)."""
         if intent.status != IntentStatus.PENDING:
             log.warning("Reconcile of %s skipped: %s", intent.id, e.code)
             return
@@ -1248,26 +1271,40 @@ class TradingService:
             reason="its connection or account changed before it was sent",
         )
 
-    async def strand(self, intent: OrderIntent, connection_name: str) -> bool:
+    async def strand(
+        self, intent: OrderIntent, connection_name: str, *, unreachable: bool = False
+    ) -> bool:
         """Settle an unfinished intent whose connection's account for its mode changed since it
         was stored, without sending it anywhere: not to the new account (it was meant for the
         old one), nor to the old one (we can no longer look there). One never sent (a draft or
         pending) fails; one that may have reached the old account becomes unknown, for the
-        member to check there. Only if unchanged since read; False otherwise."""
-        if intent.error_code == "account-changed":
+        member to check there. ``unreachable``: the reconciler found that the broker login no
+        longer serves the old account, so even an order working there can no longer be
+        followed. Only if unchanged since read; False otherwise."""
+        if intent.error_code == ACCOUNT_CHANGED:
             return False  # settled so by an earlier run
         now = self.clock()
         where = f"The {intent.mode} account of “{connection_name}” changed"
+        check = f"it may be at {mask_account(intent.account_id)}. Check that account at the broker."
         if intent.status in (IntentStatus.DRAFT, IntentStatus.PENDING):
             status, phase = IntentStatus.FAILED, "order.failed"
             message = f"{where} since this order was prepared; nothing was sent."
             reason = "its account changed before it was sent"
-        elif intent.status in (IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
+        elif unreachable and intent.status in (
+            IntentStatus.SUBMITTED,
+            IntentStatus.UNKNOWN,
+            IntentStatus.ACCEPTED,
+            IntentStatus.PARTIALLY_FILLED,
+        ):
             status, phase = IntentStatus.UNKNOWN, "order.unknown"
             message = (
-                f"{where} while this order was being sent, so it was not sent again: it may "
-                f"be at {mask_account(intent.account_id)}. Check that account at the broker."
+                f"{where}, and the broker no longer shows Tradecord the old account, so this "
+                f"order can no longer be followed: {check}"
             )
+            reason = "its account changed and the broker no longer serves the old one"
+        elif intent.status in (IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
+            status, phase = IntentStatus.UNKNOWN, "order.unknown"
+            message = f"{where} while this order was being sent, so it was not sent again: {check}"
             reason = "its account changed while it was being sent; not resent"
         else:
             return False
@@ -1282,7 +1319,7 @@ class TradingService:
                     )
                     .values(
                         status=status,
-                        error_code="account-changed",
+                        error_code=ACCOUNT_CHANGED,
                         error_message=message,
                         updated_at=now,
                     )
@@ -1295,12 +1332,12 @@ class TradingService:
                     member_id=intent.member_id,
                     connection_id=intent.connection_id,
                     intent_id=intent.id,
-                    error="account-changed",
+                    error=ACCOUNT_CHANGED,
                     reason=reason,
                 )
         if done:
             intent.status, intent.updated_at = status, now
-            intent.error_code, intent.error_message = "account-changed", message
+            intent.error_code, intent.error_message = ACCOUNT_CHANGED, message
         return bool(done)
 
     def _send_settled(self, intent: OrderIntent) -> bool:
@@ -1354,8 +1391,11 @@ class TradingService:
         notifier = self.core.notifier
         if notifier is None:
             return
-        # A partial fill is news each time more fills; the same state twice is not.
+        # A partial fill is news each time more fills; the same state twice is not. Nor is an
+        # unknown one that can no longer be followed (its status may not change).
         key = f"{intent.status}:{intent.filled_quantity}"
+        if intent.error_code == ACCOUNT_CHANGED:
+            key += f":{ACCOUNT_CHANGED}"
         async with self.core.db.transaction() as s:
             result = await s.execute(
                 update(OrderIntent)
@@ -1629,6 +1669,9 @@ class TradingService:
         return intent
 
     async def _target_of(self, intent: OrderIntent) -> Target:
+        return self._target_in(await self._connection_of(intent), intent)
+
+    async def _connection_of(self, intent: OrderIntent) -> Connection:
         async with self.core.db.session() as s:
             conn = (
                 (
@@ -1643,6 +1686,11 @@ class TradingService:
             )
         if conn is None:
             raise NotFound("The connection for this order was removed.")
+        return conn
+
+    @staticmethod
+    def _target_in(conn: Connection, intent: OrderIntent) -> Target:
+        """The intent's account on ``conn``, if it is still the one chosen for its mode."""
         account = conn.account(intent.mode)
         if account is None or account.account_id != intent.account_id:
             raise InvalidInput(
@@ -1661,6 +1709,20 @@ class TradingService:
             )
             return f"This preview was {why}; nothing was sent. Run /trade again."
         return f"This order was already confirmed (it is {intent.status.replace('_', ' ')})."
+
+
+async def _served(adapter: BrokerAdapter, intent: OrderIntent) -> AccountRef | None:
+    """The intent's own account, if the connection's login still reaches it (its type as the
+    broker says: the intent does not store it); None if the broker no longer lists it."""
+    mode = Environment(intent.mode)
+    return next(
+        (
+            a.ref()
+            for a in await adapter.fetch_accounts()
+            if a.id == intent.account_id and a.environment is mode
+        ),
+        None,
+    )
 
 
 def _add_validated(s: AsyncSession, intent: OrderIntent) -> None:
@@ -1884,7 +1946,9 @@ def describe_intent(intent: OrderIntent) -> str:
         IntentStatus.EXPIRED: f"Expired: {what}.",
         IntentStatus.FAILED: f"Not placed: {what}. "
         + (intent.error_message or "The broker never received it; nothing happened."),
-        IntentStatus.UNKNOWN: f"Still checking with the broker: {what}.",
+        IntentStatus.UNKNOWN: f"Not followed: {what}. {intent.error_message}"
+        if intent.error_code == ACCOUNT_CHANGED
+        else f"Still checking with the broker: {what}.",
     }.get(intent.status, f"{what}: {intent.status}.")
     return text
 

@@ -20,7 +20,7 @@ from adapters.errors import (
     RateLimited,
     SymbolNotFound,
 )
-from adapters.models import AssetClass
+from adapters.models import AssetClass, mask_account
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from bot.core import Core
@@ -605,12 +605,16 @@ async def pending(core: Core, discord_user_id: int) -> OrderIntent:
     return await core.trading.get_intent(p.intent_id)
 
 
-async def unknown(core: Core, discord_user_id: int, monkeypatch: pytest.MonkeyPatch) -> OrderIntent:
-    """A confirmed intent the broker placed, whose answer and lookup were both lost."""
+async def unknown(
+    core: Core, discord_user_id: int, monkeypatch: pytest.MonkeyPatch, *, placed: bool = True
+) -> OrderIntent:
+    """A confirmed intent the broker placed (``placed``; else never got), whose answer and
+    lookup were both lost."""
     place = PaperBroker.create_order
 
     async def lose_answer(self: PaperBroker, account: Any, request: Any) -> Any:
-        await place(self, account, request)
+        if placed:
+            await place(self, account, request)
         raise BrokerUnavailable(maybe_sent=True)
 
     async def refuse(*_: Any, **__: Any) -> Any:
@@ -735,9 +739,125 @@ async def test_an_intent_whose_account_changed_does_not_stop_the_reconciler(
         assert await order_count(core, stuck.client_order_id) == 0
         assert len(told) == 1 and "nothing was sent" in (told[0] or "")
     else:
-        # It may be at the broker, where we can no longer look: left as it is.
-        assert stuck.status == IntentStatus.UNKNOWN
-        assert told == []
+        # The broker login still reaches the old account: it is followed there.
+        assert stuck.status == IntentStatus.FILLED
+        assert len(told) == 1 and "Filled" in (told[0] or "")
+
+
+async def test_an_unknown_intent_whose_account_changed_is_settled_at_its_own_account(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order reached the old account and filled there; the member then chose another
+    account. The reconciler looks the order up at the old account and tells the member."""
+    core.notifier = notifier = RecordingNotifier()
+    stuck = await unknown(core, ALICE, monkeypatch)
+    await change_paper_account(core, stuck)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    changed = await core.trading.reconcile()
+    intent = await core.trading.get_intent(stuck.id)
+    assert [i.id for i in changed] == [stuck.id]
+    assert (intent.status, intent.error_code) == (IntentStatus.FILLED, None)
+    assert intent.average_fill_price == Decimal("200.00")
+    assert (await phases(core, stuck.id))[-1] == "order.filled"
+    assert [m.content for _, m in notifier.dms] == [
+        "📝 Paper order update: Filled: buy 1 AAPL at $200.00. · simulated prices"
+    ]
+    assert await order_count(core, stuck.client_order_id) == 1  # not sent again anywhere
+    await core.trading.reconcile()
+    assert len(notifier.dms) == 1
+
+
+async def test_a_working_order_at_the_old_account_is_followed_until_it_fills(
+    core: Core,
+) -> None:
+    core.notifier = notifier = RecordingNotifier()
+    p = await core.trading.preview(
+        ALICE, OrderInput("AAPL", "buy", "1", order_type="limit", limit_price="160")
+    )
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.intent.status == IntentStatus.ACCEPTED
+    await change_paper_account(core, out.intent)
+    clock = core.trading.clock
+    clock.advance(seconds=60)  # type: ignore[attr-defined]
+    assert await core.trading.reconcile() == []  # still working at the old account
+    # The market reaches the limit; the fill is only at the broker (no update applied).
+    core.simulated_feed.set_quote("AAPL", Decimal("159.90"), Decimal("160.00"))
+    [conn] = [c for c in await core.connections.list_for(ALICE) if c.builtin]
+    adapter = await core.connections.adapter_for(conn)
+    try:
+        assert len(await adapter.sweep()) == 1  # type: ignore[attr-defined]
+    finally:
+        await adapter.close()
+    clock.advance(seconds=60)  # type: ignore[attr-defined]
+    await core.trading.reconcile()
+    intent = await core.trading.get_intent(p.intent_id)
+    assert intent.status == IntentStatus.FILLED and intent.filled_quantity == 1
+    told = [m.content or "" for _, m in notifier.dms]
+    assert len(told) == 1 and told[0].startswith("📝 Paper order update: Filled: buy 1 AAPL")
+    assert await order_count(core) == 1
+
+
+@pytest.mark.parametrize("status", ["unknown", "accepted"])
+async def test_an_old_account_the_broker_no_longer_serves_is_reported_once(
+    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, status: str
+) -> None:
+    """The login no longer lists the old account: the order may be there, out of sight. The
+    member hears so once; later passes neither tell again nor log it again."""
+    core.notifier = notifier = RecordingNotifier()
+    if status == "unknown":
+        stuck = await unknown(core, ALICE, monkeypatch)
+    else:
+        p = await core.trading.preview(
+            ALICE, OrderInput("AAPL", "buy", "1", order_type="limit", limit_price="160")
+        )
+        stuck = (await core.trading.confirm(p.intent_id, ALICE)).intent
+        assert stuck.status == IntentStatus.ACCEPTED
+    await change_paper_account(core, stuck)
+
+    async def no_accounts(self: PaperBroker) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(PaperBroker, "fetch_accounts", no_accounts)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    await core.trading.reconcile()
+    intent = await core.trading.get_intent(stuck.id)
+    assert (intent.status, intent.error_code) == (IntentStatus.UNKNOWN, "account-changed")
+    masked = mask_account(stuck.account_id)
+    assert f"may be at {masked}. Check that account at the broker" in (intent.error_message or "")
+    assert (await phases(core, stuck.id))[-1] == "order.unknown"
+    told = [m.content or "" for _, m in notifier.dms]
+    assert len(told) == 1 and told[0].startswith("📝 Paper order update: Not followed")
+    assert masked in told[0]
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="tradecord.trading"):
+        assert await core.trading.reconcile() == []
+    assert stuck.id not in caplog.text and "skipped" not in caplog.text
+    assert len(notifier.dms) == 1
+    assert (await core.trading.get_intent(stuck.id)).status == IntentStatus.UNKNOWN
+
+
+async def test_an_order_the_old_account_never_got_is_sent_to_no_account(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Following an intent at its old account only ever reads: an order the broker never got
+    ends failed, and is not sent to the new account, nor again to the old one."""
+    core.notifier = notifier = RecordingNotifier()
+    stuck = await unknown(core, ALICE, monkeypatch, placed=False)
+    await change_paper_account(core, stuck)
+    sent: list[Any] = []
+
+    async def record(self: PaperBroker, account: Any, request: Any) -> Any:
+        sent.append(account)
+        raise AssertionError("nothing may be sent")
+
+    monkeypatch.setattr(PaperBroker, "create_order", record)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    await core.trading.reconcile()
+    intent = await core.trading.get_intent(stuck.id)
+    assert intent.status == IntentStatus.FAILED
+    assert sent == [] and await order_count(core) == 0
+    told = [m.content or "" for _, m in notifier.dms]
+    assert len(told) == 1 and "Not placed" in told[0]
 
 
 async def test_an_unexpected_error_for_one_intent_is_logged_without_its_message(
@@ -832,3 +952,26 @@ async def test_cancel_all_goes_on_past_an_order_that_filled_meanwhile(
 
 async def _open_orders(core: Core) -> list[Any]:
     return (await core.trading.open_orders(ALICE, None, None))[2]
+
+
+async def test_a_broker_outage_defers_following_the_old_account(
+    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not being able to ask is not an answer: the intent waits for the next pass."""
+    stuck = await unknown(core, ALICE, monkeypatch)
+    await change_paper_account(core, stuck)
+    list_accounts = PaperBroker.fetch_accounts
+
+    async def down(self: PaperBroker) -> list[Any]:
+        raise BrokerUnavailable()
+
+    monkeypatch.setattr(PaperBroker, "fetch_accounts", down)
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="tradecord.trading"):
+        await core.trading.reconcile()
+    assert f"Reconcile of {stuck.id} deferred: broker-unavailable" in caplog.text
+    intent = await core.trading.get_intent(stuck.id)
+    assert (intent.status, intent.error_code) == (IntentStatus.UNKNOWN, None)
+    monkeypatch.setattr(PaperBroker, "fetch_accounts", list_accounts)
+    await core.trading.reconcile()
+    assert (await core.trading.get_intent(stuck.id)).status == IntentStatus.FILLED
