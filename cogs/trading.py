@@ -167,7 +167,10 @@ def preview_embed(p: Preview) -> discord.Embed:
         ),
         colour=fmt.mode_colour(p.target.mode),
     )
-    embed.add_field(name="Connection", value=f"{p.target.connection.name} ({p.broker_name})")
+    name = p.target.connection.name
+    embed.add_field(
+        name="Connection", value=name if name == p.broker_name else f"{name} ({p.broker_name})"
+    )
     embed.add_field(name="Account", value=fmt_account(p))
     embed.add_field(name="Estimated price", value=fmt.price(p.estimated_price))
     embed.add_field(name="Estimated cost", value=fmt.money(p.estimated_cost))

@@ -59,6 +59,13 @@ async def test_trade_preview_confirm_fills(tradecord: Harness) -> None:
     assert "AAPL" in positions.text() and "long" in positions.text()
 
 
+async def test_the_card_names_the_paper_connection_once(tradecord: Harness) -> None:
+    """Its name is its broker's: "Tradecord Paper (Tradecord Paper)" said it twice."""
+    card = await preview(tradecord, "alice", symbol="AAPL", quantity="1")
+    [field] = [f for f in card.embeds[0]["fields"] if f["name"] == "Connection"]
+    assert field["value"] == "Tradecord Paper"
+
+
 async def test_a_futures_card_shows_the_notional_and_the_margin_it_needs(
     tradecord: Harness,
 ) -> None:
