@@ -352,7 +352,11 @@ class Trading(commands.Cog):
         )
         b = pf.balance
         embed = discord.Embed(
-            title=f"Balances · {pf.target.connection.name}",
+            # Shared, it names the broker only, as /positions and /orders do: a connection's
+            # name is the member's own ("Roth IRA") and may say more than they meant to share.
+            title=f"{interaction.user.display_name}'s balances"
+            if share
+            else f"Balances · {pf.target.connection.name}",
             description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}",
             colour=fmt.mode_colour(pf.target.mode),
         )
@@ -373,8 +377,6 @@ class Trading(commands.Cog):
             from adapters.models import mask_account
 
             embed.add_field(name="Account", value=mask_account(pf.target.account.account_id))
-        if share:
-            embed.set_author(name=interaction.user.display_name)
         embed.set_footer(text=_footer(fmt.SIMULATED if pf.simulated else None) or "\u200b")
         await reply(interaction, embed=embed, ephemeral=not share)
 

@@ -277,6 +277,27 @@ async def test_share_posts_no_account_numbers_or_amounts(tradecord: Harness) -> 
     assert private.ephemeral and "Buying power" in private.text()
 
 
+async def test_shared_balances_name_the_broker_not_the_connection(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection's name is the member's own ("Roth IRA"); shared, only the broker shows."""
+    h = tradecord
+    portfolio = h.core.trading.portfolio
+
+    async def named(*args: Any) -> Any:
+        pf = await portfolio(*args)
+        pf.target.connection.name = "Roth IRA"
+        return pf
+
+    monkeypatch.setattr(h.core.trading, "portfolio", named)
+    shared = await h.reply("alice", "balances", share=True)
+    assert not shared.ephemeral
+    assert "Roth IRA" not in shared.text() and "Tradecord Paper" in shared.text()
+    assert "alice's balances" in shared.text()
+    private = await h.reply("alice", "balances")
+    assert "Roth IRA" in private.text()
+
+
 # Enough positions for two pages: any of the paper broker's stocks will do.
 SYMBOLS = sorted(equity_list().stocks)[:18]
 
