@@ -228,6 +228,9 @@ class AlertChannel(Base):
     scope: Mapped[str] = mapped_column(String(36))
     strategy_id: Mapped[str | None] = mapped_column(ForeignKey("strategies.id", ondelete="CASCADE"))
     channel_id: Mapped[int] = mapped_column(BigInteger)
+    # Since when posts there fail for good (its strategy's owner was told); cleared once a
+    # post works again. Choosing another channel makes a new row.
+    failing_since: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -11,7 +11,7 @@ import logging
 import discord
 from discord.http import HTTPClient, handle_message_parameters
 
-from bot.services.notify import Outgoing
+from bot.services.notify import ChannelUnavailable, Outgoing
 
 log = logging.getLogger("tradecord.notifier")
 
@@ -27,9 +27,16 @@ class DiscordNotifier:
         if channel_id is None:
             data = await self.http.start_private_message(discord_user_id)
             channel_id = self._dm_channels[discord_user_id] = int(data["id"])
-        await self.post(channel_id, message)
+        await self._send(channel_id, message)
 
     async def post(self, channel_id: int, message: Outgoing) -> None:
+        try:
+            await self._send(channel_id, message)
+        except (discord.Forbidden, discord.NotFound) as e:
+            # Deleted, or no longer visible or writable to the bot: the services tell someone.
+            raise ChannelUnavailable(f"channel {channel_id}: {e.code}") from e
+
+    async def _send(self, channel_id: int, message: Outgoing) -> None:
         embeds = [discord.Embed.from_dict(e) for e in message.embeds]
         with handle_message_parameters(
             content=message.content,

@@ -20,6 +20,12 @@ class Outgoing:
     components: list[dict[str, Any]] = field(default_factory=list)
 
 
+class ChannelUnavailable(Exception):
+    """A channel refuses Tradecord's posts until someone acts: it was deleted, or Tradecord
+    may no longer see it or post in it. Unlike a passing failure (Discord down, a rate limit),
+    retrying will not help."""
+
+
 class Notifier(Protocol):
     async def dm(self, discord_user_id: int, message: Outgoing) -> None: ...
 
@@ -32,9 +38,12 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.dms: list[tuple[int, Outgoing]] = []
         self.posts: list[tuple[int, Outgoing]] = []
+        self.unavailable: set[int] = set()  # channels that refuse posts (tests set it)
 
     async def dm(self, discord_user_id: int, message: Outgoing) -> None:
         self.dms.append((discord_user_id, message))
 
     async def post(self, channel_id: int, message: Outgoing) -> None:
+        if channel_id in self.unavailable:
+            raise ChannelUnavailable(f"channel {channel_id}")
         self.posts.append((channel_id, message))

@@ -78,7 +78,7 @@ from bot.models import (
 )
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.notify import Notifier, Outgoing
+from bot.services.notify import ChannelUnavailable, Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
 from bot.services.trading import (
@@ -286,6 +286,7 @@ class ChannelDigest:
 
     def __init__(self, channel_id: int, strategy_name: str) -> None:
         self.channel_id = channel_id
+        self.strategy_name = strategy_name
         self.title = f"**{_plain(strategy_name)}**"
         self._lines: dict[str, int] = {}  # in arrival order
 
@@ -307,11 +308,11 @@ class ChannelDigest:
             out.append(current)
         return out
 
-    async def flush(self, notifier: Notifier | None) -> None:
-        if notifier is not None:
-            for text in self.messages():
-                await notifier.post(self.channel_id, Outgoing(content=text))
+    def take(self) -> list[str]:
+        """The posts for the lines so far; the digest starts over."""
+        out = self.messages()
         self._lines.clear()
+        return out
 
 
 @dataclass(slots=True)
@@ -974,10 +975,9 @@ class SignalService:
                 raise r  # the process is going down: let the job's lease bring it back
         await announcing
         if digest is not None:
-            try:
-                await digest.flush(self.core.notifier)
-            except Exception:
-                log.warning("Could not post signal %s's results", signal_id, exc_info=True)
+            await self._post_digest(
+                strategy.guild_id, strategy.id, digest, f"signal {signal_id}'s results"
+            )
         failed = [r for r in results if isinstance(r, Exception)]
         later = [r.when for r in failed if isinstance(r, RunAgainAt)]
         if len(later) < len(failed):
@@ -2353,7 +2353,9 @@ class SignalService:
             digest = ctx.digest or ChannelDigest(ctx.channel_id, ctx.strategy_name)
             digest.add(line)
             if ctx.digest is None:
-                await digest.flush(notifier)
+                await self._post_digest(
+                    ctx.guild_id, ctx.strategy_id, digest, f"execution {ctx.execution_id}"
+                )
 
     async def _on_order_update(self, intent: OrderIntent) -> None:
         """A signal's order changed after its execution was recorded (a resting order filled,
@@ -2408,10 +2410,9 @@ class SignalService:
         if channel is not None and line is not None:
             digest = ChannelDigest(channel, strategy.name)
             digest.add(line)
-            try:
-                await digest.flush(self.core.notifier)
-            except Exception:
-                log.warning("Could not post an order update for %s", ex.id, exc_info=True)
+            await self._post_digest(
+                strategy.guild_id, strategy.id, digest, f"an order update of execution {ex.id}"
+            )
 
     async def _announce(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
@@ -2440,10 +2441,59 @@ class SignalService:
             f"📡 **{_plain(strategy.name)}** signal received: {' · '.join(parts)} "
             f"(`{record.id[:8]}`)"
         )
+        await self._to_channel(
+            strategy.guild_id, strategy.id, strategy.name, channel_id, [text], "a signal"
+        )
+
+    async def _post_digest(
+        self, guild_id: int, strategy_id: str, digest: ChannelDigest, what: str
+    ) -> None:
+        texts = digest.take()
+        await self._to_channel(
+            guild_id, strategy_id, digest.strategy_name, digest.channel_id, texts, what
+        )
+
+    async def _to_channel(
+        self,
+        guild_id: int,
+        strategy_id: str,
+        strategy_name: str,
+        channel_id: int,
+        texts: Sequence[str],
+        what: str,
+    ) -> None:
+        """Post to a strategy's alert channel. Never raises: trading goes on whatever the
+        channel does. A channel that refuses posts for good (deleted, permissions taken away)
+        is reported to the strategy's owner once, until a post there works again."""
+        notifier = self.core.notifier
+        if notifier is None or not texts:
+            return
         try:
-            await self.core.notifier.post(channel_id, Outgoing(content=text))
+            for text in texts:
+                await notifier.post(channel_id, Outgoing(content=text))
+            failing = False
+        except ChannelUnavailable:
+            log.warning("Alert channel %s refuses posts (%s)", channel_id, what)
+            failing = True
         except Exception:
-            log.warning("Could not post signal %s to channel", record.id, exc_info=True)
+            log.warning("Could not post %s to its alert channel", what, exc_info=True)
+            return
+        try:
+            owner = await self.core.strategies.alert_channel_failing(
+                guild_id, strategy_id, channel_id, failing
+            )
+        except Exception:
+            log.warning("Could not record the state of alert channel %s", channel_id, exc_info=True)
+            return
+        if owner is not None:
+            await self._dm(
+                owner,
+                f"⚠️ Trade alerts for **{_plain(strategy_name)}** cannot be posted in "
+                f"<#{channel_id}>: the channel was deleted, or Tradecord may no longer see it "
+                "or post there. Ask a server admin to let Tradecord view and send messages "
+                "there, or to choose another channel with /alerts-channel. Signals still trade, "
+                "and subscribers still get their DMs.",
+            )
 
     async def _dm(self, discord_user_id: int, text: str) -> None:
         if self.core.notifier is None:

@@ -484,6 +484,40 @@ class StrategyService:
             rows = {scope: channel for scope, channel in result}
         return next((rows[sc] for sc in scopes if sc in rows), None)
 
+    async def alert_channel_failing(
+        self, guild_id: int, strategy_id: str, channel_id: int, failing: bool
+    ) -> int | None:
+        """Record whether posts to the strategy's alert channel ``channel_id`` fail for good.
+        When it starts failing: the Discord id of the strategy's owner, to be told (once, in
+        any process: the row changes once); else None."""
+        row = AlertChannel.__table__.c
+        where = [
+            row.guild_id == guild_id,
+            row.scope.in_([strategy_id, "*"]),
+            row.channel_id == channel_id,
+            row.failing_since.is_(None) if failing else row.failing_since.is_not(None),
+        ]
+        if not failing:  # the common case, a post that worked: read, write only if flagged
+            async with self.core.db.session() as s:
+                if await s.scalar(select(row.id).where(*where).limit(1)) is None:
+                    return None
+        async with self.core.db.transaction() as s:
+            changed = (
+                await s.execute(
+                    update(AlertChannel)
+                    .where(*where)
+                    .values(failing_since=self.clock() if failing else None)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if not (changed and failing):
+                return None
+            owner: int | None = await s.scalar(
+                select(Member.discord_user_id)
+                .join(Strategy, Strategy.owner_member_id == Member.id)
+                .where(Strategy.id == strategy_id)
+            )
+            return owner
+
     # -- helpers --------------------------------------------------------------------------------
 
     async def _find(self, guild_id: int, strategy: str) -> Strategy:

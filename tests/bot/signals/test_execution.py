@@ -775,6 +775,41 @@ async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Cor
     assert "Filled · Alice (paper): buy 1 AAPL" in posts[1]
 
 
+async def test_an_alert_channel_that_refuses_posts_is_reported_to_the_owner_once(
+    core: Core,
+) -> None:
+    """Deleted, or Tradecord's permission taken away: signals still trade, and the strategy's
+    owner hears of it once, not at every signal, until a post there works again."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    alice = await subscribe(core, url, ALICE)
+    notifier(core).unavailable.add(777)
+
+    def warnings() -> list[str]:
+        return [
+            m.content or ""
+            for uid, m in notifier(core).dms
+            if uid == OWNER and "cannot be posted in <#777>" in (m.content or "")
+        ]
+
+    for action in ("buy", "sell"):
+        ack = await send(core, url, {"ticker": "AAPL", "action": action, "extras": {"n": 1}})
+        await core.jobs.drain()
+        assert (await execution(core, ack.body["id"], alice)).status == ExecutionStatus.FILLED
+    [warning] = warnings()
+    assert "/alerts-channel" in warning and "**NQ breakout**" in warning
+    assert not any(uid == ALICE and "<#777>" in (m.content or "") for uid, m in notifier(core).dms)
+
+    notifier(core).unavailable.clear()  # an admin fixed the permissions
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "extras": {"n": 2}})
+    await core.jobs.drain()
+    notifier(core).unavailable.add(777)  # and it broke again: that is news again
+    await send(core, url, {"ticker": "AAPL", "action": "sell", "extras": {"n": 2}})
+    await core.jobs.drain()
+    assert len(warnings()) == 2
+
+
 async def test_a_slow_alert_channel_does_not_hold_up_the_orders(core: Core) -> None:
     """Discord slow or down (429s, 5xx retries): "signal received" is posted while the
     subscriptions trade, and still before their results."""

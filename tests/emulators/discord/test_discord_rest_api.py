@@ -287,6 +287,27 @@ async def test_rate_limits_are_enforced_and_understood(
                 assert not [r for r in caplog.records if "rate limited" in r.getMessage()]
 
 
+async def test_the_notifier_tells_a_refusing_channel_from_a_passing_failure(
+    bot: Any, emu: DiscordEmulator
+) -> None:
+    """Tradecord's services learn that an alert channel refuses posts for good (they tell the
+    strategy's owner) as ``ChannelUnavailable``, without seeing discord.py's errors."""
+    from bot.notifier import DiscordNotifier
+    from bot.services.notify import ChannelUnavailable, Outgoing
+
+    notifier = DiscordNotifier(bot.http)
+    await notifier.post(emu.trade_alerts.id, Outgoing(content="alert"))
+    bot_role = next(r for r in emu.guild.roles.values() if r.bot_id == emu.bot_user.id)
+    emu.set_permission_overwrite(emu.trade_alerts.id, bot_role.id, deny=permissions.SEND_MESSAGES)
+    with pytest.raises(ChannelUnavailable):
+        await notifier.post(emu.trade_alerts.id, Outgoing(content="alert"))
+    with pytest.raises(ChannelUnavailable):  # deleted: Discord answers 10003 Unknown Channel
+        await notifier.post(emu.trade_alerts.id + 12345, Outgoing(content="alert"))
+    with pytest.raises(discord.HTTPException) as bad:  # our mistake, not the channel's
+        await notifier.post(emu.general.id, Outgoing(content="x" * 2001))
+    assert not isinstance(bad.value, discord.Forbidden | discord.NotFound)
+
+
 async def test_discord_py_sees_discord_errors(bot: Any, emu: DiscordEmulator) -> None:
     channel = bot.get_channel(emu.general.id)
     with pytest.raises(discord.HTTPException) as too_long:
