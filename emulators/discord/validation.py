@@ -337,10 +337,20 @@ def _validate_select(select: JSON, errors: FormErrors, path: list[str | int]) ->
             errors.add(
                 [*path, "options"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length."
             )
+        values: set[Any] = set()
         for k, option in enumerate(options[:25]):
             for key in ("label", "value"):
                 errors.length_between([*path, "options", k, key], option.get(key), 1, 100)
             errors.max_length([*path, "options", k, "description"], option.get("description"), 100)
+            # The later of two equal values is refused (shape taken from a live Discord error).
+            value = option.get("value")
+            if isinstance(value, str) and value in values:
+                errors.add(
+                    [*path, "options", k],
+                    "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED",
+                    "The specified option value is already used",
+                )
+            values.add(value)
         if isinstance(max_values, int) and max_values > len(options) > 0:
             errors.add(
                 [*path, "max_values"],

@@ -66,6 +66,28 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str, payload: 
             },
             ("components", 0, "components", 0, "url"),
         ),
+        # Discord: options.1 SELECT_COMPONENT_OPTION_VALUE_DUPLICATED.
+        (
+            {
+                "content": "x",
+                "components": [
+                    {
+                        "type": 1,
+                        "components": [
+                            {
+                                "type": 3,
+                                "custom_id": "account",
+                                "options": [
+                                    {"label": "Cash", "value": "A1"},
+                                    {"label": "Margin", "value": "A1"},
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            },
+            ("components", 0, "components", 0, "options", 1),
+        ),
         # allowed_mentions.parse is an array of allowed mention types.
         ({"content": "x", "allowed_mentions": {"parse": "users"}}, ("allowed_mentions", "parse")),
     ],
