@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ RADIO_GROUP = 21
 CHECKBOX_GROUP = 22
 CHECKBOX = 23
 FILE_UPLOAD = 19
+
+#: Discord's INTEGER options take -2^53+1 .. 2^53-1 and NUMBER options -2^53 .. 2^53.
+MAX_SAFE_NUMBER = 2**53
 
 MessageRef = Message | int
 OptionValue = Any
@@ -689,10 +693,15 @@ class Driver:
         elif otype == OPTION_INTEGER:
             if isinstance(raw, bool) or not isinstance(raw, int):
                 raise EmulatorError(f"option {name!r} is an integer option; got {raw!r}")
+            if abs(raw) >= MAX_SAFE_NUMBER:
+                raise EmulatorError(f"option {name!r}: Discord takes integers within ±(2^53 - 1)")
             value = raw
         elif otype == OPTION_NUMBER:
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise EmulatorError(f"option {name!r} is a number option; got {raw!r}")
+            # The client sends no NaN or infinity (not even valid JSON) and nothing past ±2^53.
+            if not math.isfinite(raw) or abs(raw) > MAX_SAFE_NUMBER:
+                raise EmulatorError(f"option {name!r}: Discord takes numbers within ±2^53")
             value = raw
         elif otype == OPTION_BOOLEAN:
             if not isinstance(raw, bool):

@@ -43,6 +43,9 @@ _URL = re.compile(r"^(https?|attachment)://\S+$")
 _BUTTON_URL = re.compile(r"^(https?|discord)://\S+$")
 _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
 
+#: Application command option types 1 (SUB_COMMAND) to 11 (ATTACHMENT).
+OPTION_TYPES = frozenset(range(1, 12))
+
 V2_TOP_LEVEL = frozenset({ACTION_ROW, SECTION, TEXT_DISPLAY, 12, 13, 14, CONTAINER})
 
 
@@ -186,6 +189,9 @@ def _validate_allowed_mentions(allowed: Any, errors: FormErrors, path: list[str 
         errors.add(path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
         return
     parse = allowed.get("parse") or []
+    if not isinstance(parse, list):
+        errors.add([*path, "parse"], "BASE_TYPE_ARRAY", "Must be an array.")
+        parse = []
     for i, value in enumerate(parse):
         if value not in ("users", "roles", "everyone"):
             errors.add(
@@ -299,6 +305,13 @@ def _validate_button(button: JSON, errors: FormErrors, path: list[str | int]) ->
             )
     elif style != 6:
         _validate_custom_id(button, errors, path)
+        # "Non-link and non-premium buttons must have a custom_id, and cannot have a url".
+        if button.get("url") is not None:
+            errors.add(
+                [*path, "url"],
+                "BUTTON_COMPONENT_URL_NOT_ALLOWED",
+                "A url can only be used with link buttons",
+            )
 
 
 def _validate_custom_id(component: JSON, errors: FormErrors, path: list[str | int]) -> None:
@@ -324,10 +337,20 @@ def _validate_select(select: JSON, errors: FormErrors, path: list[str | int]) ->
             errors.add(
                 [*path, "options"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length."
             )
+        values: set[Any] = set()
         for k, option in enumerate(options[:25]):
             for key in ("label", "value"):
                 errors.length_between([*path, "options", k, key], option.get(key), 1, 100)
             errors.max_length([*path, "options", k, "description"], option.get("description"), 100)
+            # The later of two equal values is refused (shape taken from a live Discord error).
+            value = option.get("value")
+            if isinstance(value, str) and value in values:
+                errors.add(
+                    [*path, "options", k],
+                    "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED",
+                    "The specified option value is already used",
+                )
+            values.add(value)
         if isinstance(max_values, int) and max_values > len(options) > 0:
             errors.add(
                 [*path, "max_values"],
@@ -432,7 +455,12 @@ def validate_command(payload: Any, errors: FormErrors, prefix: Path = ()) -> Non
 
 
 def _validate_options(
-    options: list[JSON], errors: FormErrors, path: list[str | int], *, depth: int
+    options: list[JSON],
+    errors: FormErrors,
+    path: list[str | int],
+    *,
+    depth: int,
+    parent_type: int | None = None,
 ) -> None:
     if len(options) > 25:
         errors.add(path, "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
@@ -452,14 +480,25 @@ def _validate_options(
         names.add(str(name))
         errors.length_between([*p, "description"], option.get("description"), 1, 100)
         otype = option.get("type")
+        if otype not in OPTION_TYPES:
+            choices = ", ".join(str(t) for t in sorted(OPTION_TYPES))
+            errors.add([*p, "type"], "BASE_TYPE_CHOICES", f"Value must be one of ({choices}).")
+            continue
         if otype in (1, 2):
-            if depth >= 2 or (otype == 2 and depth >= 1):
+            # A group holds subcommands; a subcommand holds only plain options.
+            if depth >= 2 or (otype == 2 and depth >= 1) or parent_type == 1:
                 errors.add(
                     [*p, "type"],
                     "APPLICATION_COMMAND_OPTION_TYPE_INVALID",
                     "Sub-command nesting is too deep",
                 )
-            _validate_options(option.get("options") or [], errors, [*p, "options"], depth=depth + 1)
+            _validate_options(
+                option.get("options") or [],
+                errors,
+                [*p, "options"],
+                depth=depth + 1,
+                parent_type=otype,
+            )
             continue
         if option.get("required"):
             if seen_optional:
@@ -473,6 +512,16 @@ def _validate_options(
         choices = option.get("choices") or []
         if len(choices) > 25:
             errors.add([*p, "choices"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        for k, choice in enumerate(choices[:25]):
+            cp = [*p, "choices", k]
+            errors.length_between([*cp, "name"], choice.get("name"), 1, 100)
+            errors.max_length([*cp, "value"], choice.get("value"), 100)
+        for key, low in (("min_length", 0), ("max_length", 1)):
+            value = option.get(key)
+            if value is not None and not (isinstance(value, int) and low <= value <= 6000):
+                errors.add(
+                    [*p, key], "NUMBER_TYPE_MAX", f"int value should be <= 6000 and >= {low}."
+                )
         if choices and option.get("autocomplete"):
             errors.add(
                 [*p, "autocomplete"],
