@@ -339,6 +339,8 @@ class ExecContext:
     plan: Plan | None = None
     # Why the signal is too old to start trading on now (it waited in the queue), if it is.
     stale: str | None = None
+    # When the webhook stored the signal: orders placed after it are not its to cancel.
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1083,6 +1085,7 @@ class SignalService:
                     public_name=pref.display_name if pref and pref.alerts_show_name else None,
                     channel_id=channel_id,
                     existing=left.get(sub.id, {}),
+                    received_at=record.received_at,
                 )
             )
         return contexts
@@ -1285,7 +1288,31 @@ class SignalService:
             Decimal(0),
         )
         orders = [o for o in working if _instrument_key(o.symbol) == key]
+        if orders and ctx.received_at is not None:
+            orders = await self._older_than_signal(ctx, target, orders)
         return Snapshot(positions, position, orders)
+
+    async def _older_than_signal(
+        self, ctx: ExecContext, target: Target, orders: list[Order]
+    ) -> list[Order]:
+        """The orders this signal may cancel: not those Tradecord placed after it arrived (a
+        newer signal's, or one placed by hand meanwhile), which it never knew of. A queue
+        that was slow, a run retaken after a crash, or two signals run side by side would
+        otherwise cancel the newer orders. Told apart by our own clock, not the broker's."""
+        ids = [o.client_order_id for o in orders if o.client_order_id]
+        if not ids:
+            return orders
+        async with self.core.db.session() as s:
+            newer = set(
+                await s.scalars(
+                    select(OrderIntent.client_order_id).where(
+                        OrderIntent.connection_id == target.connection.id,
+                        OrderIntent.client_order_id.in_(ids),
+                        OrderIntent.created_at > ctx.received_at,
+                    )
+                )
+            )
+        return [o for o in orders if o.client_order_id not in newer]
 
     # -- planning (TradersPost's order behaviour) ----------------------------------------------
 
@@ -2198,6 +2225,7 @@ class SignalService:
             public_name=pref.display_name if pref and pref.alerts_show_name else None,
             channel_id=await self.core.strategies.alert_channel(strategy.guild_id, strategy.id),
             phases=list(ex.phases or []),
+            received_at=record.received_at,
         )
 
     # -- finishing, alerts ----------------------------------------------------------------------

@@ -291,6 +291,26 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
 
 
+async def test_a_cancel_signal_leaves_the_orders_placed_after_it_arrived(
+    core: Core, clock: FakeClock
+) -> None:
+    """It waited in a slow queue (or its run was retaken after a crash): an order placed after
+    it came in, by a newer signal or by hand, is not its to cancel."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "older")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    clock.advance(seconds=1)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "cancel"})
+    clock.advance(seconds=1)
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "140", "newer")
+    await core.jobs.drain()
+    assert (await execution(core, ack.body["id"], sub)).status == ExecutionStatus.DONE
+    assert {o.limit_price: o.status for o in await orders(core)} == {
+        Decimal(150): "cancelled",
+        Decimal(140): "open",
+    }
+
+
 async def test_a_cancel_signal_whose_orders_ended_before_it_says_so(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
