@@ -859,6 +859,11 @@ async def sweep_all(
             updates.extend(await sweep_account(db, account_id, source, market))
         except (BrokerError, ValueError) as e:
             log.warning("paper: sweep of %s skipped: %s", account_id, type(e).__name__)
+        except Exception as e:
+            # Accounts go in id order: one account's bug (its quote source's, say) would
+            # otherwise stop every later account's orders on every pass. Only the type: a
+            # message might quote a broker's response.
+            log.error("paper: sweep of %s failed: %s; moving on", account_id, type(e).__name__)
     return updates
 
 

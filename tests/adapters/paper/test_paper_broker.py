@@ -755,6 +755,39 @@ async def test_sweep_all_uses_each_connections_source_and_price_type(
     assert await sweep_all(db, sources.get, clock=clock) == []
 
 
+class BrokenQuotes:
+    """A quote source with a bug of its own: it fails with something no broker error wraps."""
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        raise KeyError("bidPrice")
+
+
+async def test_sweep_all_goes_on_past_an_account_whose_sweep_fails(
+    db: Database,
+    connection_id: int,
+    make_broker: BrokerFactory,
+    feed: SimulatedFeed,
+    clock: FakeClock,
+) -> None:
+    """One member's broken quote source must not keep every later account's orders from being
+    swept (accounts are swept in id order, so it would be the same ones on every pass)."""
+    other_id = await new_paper_connection(db, 2003)
+    brokers = [make_broker(), make_broker(connection_id=other_id)]
+    feed.set_quote("MA", D("580.00"), D("580.40"))
+    refs = []
+    for b in brokers:
+        [account] = await b.fetch_accounts()
+        refs.append(account.ref())
+        await b.create_order(account.ref(), req("MA", BUY, 1, LMT, GTC, limit="570"))
+    feed.set_quote("MA", D("569.00"), D("569.40"))
+    sources: dict[int, Any] = {connection_id: BrokenQuotes(), other_id: feed}
+    assert brokers[0].account_id < brokers[1].account_id  # the broken one comes first
+    [update] = await sweep_all(db, sources.get, clock=clock)
+    assert (update.order.account_id, update.event) == (brokers[1].account_id, "fill")
+    [still_open] = await brokers[0].fetch_open_orders(refs[0])
+    assert still_open.status is OrderStatus.OPEN
+
+
 class BrokerQuotes:
     """A connected broker as the price source: real (not simulated) quotes."""
 
