@@ -12,13 +12,21 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from adapters.errors import BrokerUnavailable, InvalidOrder, OrderNotFound
 from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
 from adapters.symbols import asset_class_of
-from bot.automation_models import ExecutionStatus, JobStatus, SignalExecution, Subscription
+from bot.automation_models import (
+    ExecutionStatus,
+    Job,
+    JobStatus,
+    ReceivedSignal,
+    SignalExecution,
+    SignalStatus,
+    Subscription,
+)
 from bot.core import Core
 from bot.db import Database
 from bot.errors import Conflict, NotFound, PermissionDenied
@@ -272,6 +280,57 @@ async def test_a_signal_that_waited_past_the_maximum_age_in_the_queue_places_not
     ex = await execution(core, late.body["id"], sub)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "stale-signal")
     assert [o.symbol for o in await orders(core)] == ["AAPL"]
+
+
+async def test_signals_of_a_strategy_trade_in_the_order_they_arrived(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buy, then an exit sent right after it, run by workers side by side: the exit waits for
+    the buy, so it sees (and closes) the position the buy opened."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    buy = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    exit_ = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    create_order, released = PaperBroker.create_order, asyncio.Event()
+
+    async def slow_buy(self: PaperBroker, *args: Any, **kwargs: Any) -> Any:
+        if args[1].side is Side.BUY:
+            await released.wait()
+        return await create_order(self, *args, **kwargs)
+
+    async def release_once_the_exit_ended_or_waited() -> None:
+        for _ in range(50):  # the exit, run at once, would have ended by now
+            async with core.db.session() as s:
+                status = await s.scalar(
+                    select(ReceivedSignal.status).where(ReceivedSignal.id == exit_.body["id"])
+                )
+            if status == SignalStatus.DONE:
+                break
+            await asyncio.sleep(0.01)
+        released.set()
+
+    monkeypatch.setattr(PaperBroker, "create_order", slow_buy)
+    releasing = asyncio.create_task(release_once_the_exit_ended_or_waited())
+    await core.jobs.drain(concurrency=2)
+    await releasing
+    assert (await execution(core, buy.body["id"], sub)).status == ExecutionStatus.FILLED
+    ex = await execution(core, exit_.body["id"], sub)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 0
+
+
+async def test_a_signal_whose_job_gave_up_holds_up_no_later_signal(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    dead = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    async with core.db.transaction() as s:
+        await s.execute(
+            update(Job)
+            .where(Job.dedupe_key == f"signal:{dead.body['id']}")
+            .values(status=JobStatus.FAILED)
+        )
+    ex = await run(core, url, sub, action="buy", extras={"later": True})
+    assert ex.status == ExecutionStatus.FILLED
 
 
 async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
