@@ -523,3 +523,33 @@ async def test_closing_a_position_does_not_use_the_days_limit(core: Core) -> Non
     assert (await core.trading.confirm(p.intent_id, ALICE)).ok  # closes: takes risk off
     assert (await trade(core, ALICE, "10")).ok  # 4,002.00 of new risk today
     await refused_early(core, ALICE, "limit-daily-notional", "5")  # + 1,000.50
+
+
+async def test_a_futures_order_is_valued_with_its_contract_multiplier(core: Core) -> None:
+    """One E-mini is 50 × the index: a notional limit sees $295,025, not $5,900.50, at preview
+    and again at Confirm."""
+    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    p = await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+    await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(100_000)})
+    await refused(core, await core.trading.confirm(p.intent_id, ALICE), "limit-order-notional")
+    with pytest.raises(LimitReached, match=r"\$295,025.00"):
+        await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+
+
+async def test_a_signal_order_approved_after_a_pause_is_not_sent(core: Core) -> None:
+    """Approval waits as a draft; the member pauses, then clicks Approve: the send is checked
+    when it happens, not when the signal arrived."""
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE, manual_approval=True, approval_ttl_seconds=120)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, ack.body["id"], sub)).status == ExecutionStatus.WAITING_APPROVAL
+    async with core.db.session() as s:
+        draft = await s.scalar(select(OrderIntent))
+    assert draft is not None and draft.status == IntentStatus.DRAFT
+    assert await core.limits.pause(ALICE)
+    await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
+    assert await paper_orders(core) == 0
