@@ -687,21 +687,48 @@ class TradingService:
         stopped by the kill switch or over a limit learns it before the card, not after the
         click. (Confirm checks again: a switch may flip or a daily total grow meanwhile.)
         ``adapter``: the preview's, whose position reading is fresh."""
-        gate, _ = await self._pretrade(intent, target, adapter, position_read=True)
-        if isinstance(gate, Gate) and gate.daily:
-            async with self.core.db.session() as s:
-                gate = await self._over_daily(s, intent, gate, self.clock()) or gate
-        if isinstance(gate, Refusal):
+        gate = await self._would_refuse(intent, target, adapter, position_read=True)
+        if gate is not None:
             refused = LimitReached(gate.message.replace("Not sent: ", "Not allowed: ", 1))
             refused.code = gate.code
             raise refused
 
-    async def stopped(self, member_id: int) -> Refusal | None:
-        """Why no new order of this member would be sent now (the kill switch, their pause),
-        or None. Lets an automation leave things alone (a protective stop it would cancel
-        before ordering) when its order is bound to be refused."""
-        switch_on, member, _ = await self._pretrade_reads(member_id, None)
-        return _stopped(switch_on, member)
+    async def _would_refuse(
+        self,
+        intent: OrderIntent,
+        target: Target,
+        adapter: BrokerAdapter,
+        *,
+        position_read: bool = False,
+    ) -> Refusal | None:
+        """Every pre-trade check, the day's totals as they are now (without the lock)."""
+        gate, _ = await self._pretrade(intent, target, adapter, position_read=position_read)
+        if isinstance(gate, Gate) and gate.daily:
+            async with self.core.db.session() as s:
+                gate = await self._over_daily(s, intent, gate, self.clock()) or gate
+        return gate if isinstance(gate, Refusal) else None
+
+    async def refusal(
+        self,
+        target: Target,
+        request: OrderRequest,
+        adapter: BrokerAdapter,
+        *,
+        source: str,
+        extra: dict[str, Any],
+    ) -> Refusal | None:
+        """Why this order would be refused if sent now (the kill switch, a pause, a limit), or
+        None. Lets an automation leave things alone (a protective stop it would cancel before
+        ordering) when its order is bound to be refused. Stores nothing."""
+        intent = self._new_intent(
+            target,
+            request,
+            source=source,
+            idempotency_key=None,
+            status=IntentStatus.PENDING,
+            extra=extra,
+        )
+        return await self._would_refuse(intent, target, adapter)
 
     async def _pretrade(
         self,

@@ -553,3 +553,34 @@ async def test_a_signal_order_approved_after_a_pause_is_not_sent(core: Core) -> 
     ex = await execution(core, ack.body["id"], sub)
     assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
     assert await paper_orders(core) == 0
+
+
+async def test_a_signal_entry_over_a_limit_leaves_the_open_orders_alone(core: Core) -> None:
+    """A signal cancels the ticker's open orders right before its order is sent; an order the
+    pre-trade checks refuse (here: over the member's notional per order) sends nothing, so it
+    must cancel nothing either: the protective stop stays, as it does for a pause or the kill
+    switch."""
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE, sizing_value=Decimal(10))
+    first = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, first.body["id"], sub)).status == ExecutionStatus.FILLED
+    stop = await trade_order(core, ALICE, "sell", "10", "stop", stop_price="150")
+    assert stop.ok and stop.intent.status == IntentStatus.ACCEPTED
+    await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(1000)})
+    add = await send(core, url, {"ticker": "AAPL", "action": "add", "cancel": True})
+    await core.jobs.drain()
+    ex = await execution(core, add.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "limit-order-notional"
+    assert (await core.trading.get_intent(stop.intent.id)).status == IntentStatus.ACCEPTED
+    _, _, still_open = await core.trading.open_orders(ALICE, None, "paper")
+    assert [o.order_type.value for o in still_open] == ["stop"]
+
+
+async def trade_order(
+    core: Core, member: int, side: str, quantity: str, order_type: str, **kw: Any
+) -> Outcome:
+    p = await core.trading.preview(
+        member, OrderInput("AAPL", side, quantity, order_type=order_type, time_in_force="gtc", **kw)
+    )
+    return await core.trading.confirm(p.intent_id, member)
