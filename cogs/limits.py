@@ -65,7 +65,8 @@ def limits_embed(m: MemberLimits, *, changed: bool = False) -> discord.Embed:
     embed.add_field(name="Yours", value=_limit_lines(m.own))
     embed.add_field(name="Server default", value=_limit_lines(m.server))
     embed.set_footer(
-        text="Per day: orders sent since 00:00 UTC, except rejected or failed ones. "
+        text="Per day: orders sent since 00:00 UTC, except rejected or failed ones, orders "
+        "that only closed a position, and the unfilled part of cancelled or expired ones. "
         "Change yours with /limits set (0 removes one; you cannot go above the server's)."
     )
     return embed

@@ -90,6 +90,7 @@ from bot.services.trading import (
     hint_of,
     money,
     qty,
+    request_of,
     send_settles_at,
 )
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
@@ -1661,7 +1662,9 @@ class SignalService:
         cancelled = 0
         pending_cancels = True
 
-        async def cancel_open_orders(*, ordering: bool) -> Result | None:
+        async def cancel_open_orders(
+            *, ordering: bool, leg: Leg | None = None, order: OrderRequest | None = None
+        ) -> Result | None:
             """Once, right before the first order this run sends (or alone for action
             cancel): a leg refused or skipped at placing time cancels nothing. A refusal when
             the order must not go out: an open order filled before its cancel landed (the
@@ -1676,8 +1679,18 @@ class SignalService:
             wanted = [order_id for order_id in plan.cancels if order_id in filled_before]
             if not wanted:
                 return None
-            if ordering and await self.core.trading.stopped(ctx.subscription.member_id):
-                return None  # the order will be refused (kill switch, pause): keep what protects
+            if ordering and leg is not None and order is not None:
+                # The order will be refused (kill switch, pause, a limit): it sends nothing, so
+                # it cancels nothing either; keep what protects.
+                refusal = await self.core.trading.refusal(
+                    target,
+                    order,
+                    adapter,
+                    source="signal",
+                    extra={"strategy_id": ctx.strategy_id, "leg": leg.name},
+                )
+                if refusal is not None:
+                    return None
             done = await self.core.trading.cancel_open(target, adapter, wanted)
             cancelled = done.count
             if cancelled:
@@ -1762,7 +1775,11 @@ class SignalService:
                 # The broker's own checks of the order come before any cancel: a refused order
                 # leaves the open ones (a protective stop) alone.
                 request = await self._request(ctx, adapter, target, leg) if intent is None else None
-                refused = await cancel_open_orders(ordering=True)
+                refused = await cancel_open_orders(
+                    ordering=True,
+                    leg=leg,
+                    order=request if intent is None else request_of(intent),
+                )
                 if refused is not None:
                     await self._discard_drafts(ctx)
                     return refused

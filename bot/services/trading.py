@@ -59,7 +59,14 @@ from adapters.models import (
 from adapters.paper.engine import closing_quantity
 from bot.automation_models import Job, JobStatus, Strategy
 from bot.db import lock_row, update_later
-from bot.errors import Conflict, InvalidInput, LimitReached, NotFound, PermissionDenied
+from bot.errors import (
+    Conflict,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    PermissionDenied,
+    TradecordError,
+)
 from bot.models import Connection, IntentStatus, Member, OrderIntent, Switch, new_uuid
 from bot.services import audit
 from bot.services.connections import Target
@@ -107,6 +114,8 @@ NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
 
 # Orders sent today that count towards a daily notional limit: every one the broker may have.
 NOT_COUNTED = frozenset({IntentStatus.FAILED, IntentStatus.REJECTED, IntentStatus.DISCARDED})
+# Ended without filling all: what did not fill never will, so only the filled part counts.
+ENDED_UNFILLED = frozenset({IntentStatus.CANCELLED, IntentStatus.EXPIRED})
 
 
 # /orders shows the last this many characters of an order's id (cogs/format.py), so members
@@ -241,6 +250,8 @@ class Gate:
 
     notional: Decimal | None
     daily: list[DailyCap]
+    # Only closes (part of) a position: no limit held it back, and no daily total counts it.
+    closes: bool = False
 
 
 def parse_decimal(text: str | None, what: str) -> Decimal | None:
@@ -384,6 +395,15 @@ class TradingService:
                 adapter.fetch_position(target.ref, request.symbol),
             )
             price = estimate_price(request, quote)
+            if price is None:
+                # Valued at 0 it would pass every notional limit and the buying-power check.
+                no_quote = TradecordError(
+                    f"{adapter.display_name} has no price for {request.symbol} right now (no "
+                    "bid, ask or last trade), so this order's cost cannot be estimated; nothing "
+                    "was prepared. Try again in a moment, or place a limit order."
+                )
+                no_quote.code = "no-quote"
+                raise no_quote
             # What the broker holds back, not the notional: futures take only initial margin.
             required = adapter.buying_power_required(request, price)
             assert request.asset_class is not None
@@ -593,7 +613,7 @@ class TradingService:
         together. (With a daily limit to check, ``_mark_sent`` does this under the member's
         lock instead.)"""
         now = self.clock()
-        extra = {**intent.extra, "sent_at": now.isoformat()}
+        extra = {**intent.extra, "sent_at": now.isoformat(), "risk_off": gate.closes}
 
         async def write(s: AsyncSession) -> bool:
             row = await s.get(OrderIntent, intent.id)
@@ -667,21 +687,48 @@ class TradingService:
         stopped by the kill switch or over a limit learns it before the card, not after the
         click. (Confirm checks again: a switch may flip or a daily total grow meanwhile.)
         ``adapter``: the preview's, whose position reading is fresh."""
-        gate, _ = await self._pretrade(intent, target, adapter, position_read=True)
-        if isinstance(gate, Gate) and gate.daily:
-            async with self.core.db.session() as s:
-                gate = await self._over_daily(s, intent, gate, self.clock()) or gate
-        if isinstance(gate, Refusal):
+        gate = await self._would_refuse(intent, target, adapter, position_read=True)
+        if gate is not None:
             refused = LimitReached(gate.message.replace("Not sent: ", "Not allowed: ", 1))
             refused.code = gate.code
             raise refused
 
-    async def stopped(self, member_id: int) -> Refusal | None:
-        """Why no new order of this member would be sent now (the kill switch, their pause),
-        or None. Lets an automation leave things alone (a protective stop it would cancel
-        before ordering) when its order is bound to be refused."""
-        switch_on, member, _ = await self._pretrade_reads(member_id, None)
-        return _stopped(switch_on, member)
+    async def _would_refuse(
+        self,
+        intent: OrderIntent,
+        target: Target,
+        adapter: BrokerAdapter,
+        *,
+        position_read: bool = False,
+    ) -> Refusal | None:
+        """Every pre-trade check, the day's totals as they are now (without the lock)."""
+        gate, _ = await self._pretrade(intent, target, adapter, position_read=position_read)
+        if isinstance(gate, Gate) and gate.daily:
+            async with self.core.db.session() as s:
+                gate = await self._over_daily(s, intent, gate, self.clock()) or gate
+        return gate if isinstance(gate, Refusal) else None
+
+    async def refusal(
+        self,
+        target: Target,
+        request: OrderRequest,
+        adapter: BrokerAdapter,
+        *,
+        source: str,
+        extra: dict[str, Any],
+    ) -> Refusal | None:
+        """Why this order would be refused if sent now (the kill switch, a pause, a limit), or
+        None. Lets an automation leave things alone (a protective stop it would cancel before
+        ordering) when its order is bound to be refused. Stores nothing."""
+        intent = self._new_intent(
+            target,
+            request,
+            source=source,
+            idempotency_key=None,
+            status=IntentStatus.PENDING,
+            extra=extra,
+        )
+        return await self._would_refuse(intent, target, adapter)
 
     async def _pretrade(
         self,
@@ -716,7 +763,8 @@ class TradingService:
             # risk off and is never held back by them: a member at a limit can always get out.
             price = known_price(intent)
             mult = symbols.multiplier(intent.symbol)
-            return Gate(intent.quantity * price * mult if price is not None else None, []), adapter
+            notional = intent.quantity * price * mult if price is not None else None
+            return Gate(notional, [], closes=True), adapter
         what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
         if limits.max_order_quantity is not None and intent.quantity > limits.max_order_quantity:
             return Refusal(
@@ -790,7 +838,8 @@ class TradingService:
                 OrderIntent.id != intent.id,
             )
         )
-        sent = [r for r in rows if r.status not in NOT_COUNTED]
+        # A closing order took risk off: as no limit held it back, it uses no allowance.
+        sent = [r for r in rows if r.status not in NOT_COUNTED and not r.extra.get("risk_off")]
         this = gate.notional or Decimal(0)
         for cap in gate.daily:
             counted = [
@@ -828,7 +877,7 @@ class TradingService:
         transaction under the member's lock: of several processes about to send it, exactly
         one gets True. ``as_read``: only if not changed since this intent object was read."""
         now = self.clock()
-        extra = {**intent.extra, "sent_at": now.isoformat()}
+        extra = {**intent.extra, "sent_at": now.isoformat(), "risk_off": gate.closes}
         this_one = _still_pending(intent, as_read=as_read)
         async with self.core.db.transaction() as s:
             if gate.daily:
@@ -1812,20 +1861,26 @@ def _quote_price(quote: Quote, side: Side) -> Decimal | None:
 
 def sent_notional(intent: OrderIntent) -> Decimal:
     """The notional an order sent earlier counts for: as stamped when sent, else (sent before
-    any limit needed its price) what has filled so far."""
-    if intent.notional is not None:
+    any limit needed its price) what has filled so far; once cancelled or expired, only what
+    filled."""
+    if intent.notional is not None and intent.status not in ENDED_UNFILLED:
         return intent.notional
-    if intent.average_fill_price is None:
+    if not intent.filled_quantity:
         return Decimal(0)
+    if intent.average_fill_price is None:
+        # Filled at a price the broker did not report: the filled share of the stamped value.
+        return (intent.notional or Decimal(0)) * intent.filled_quantity / intent.quantity
     return intent.filled_quantity * intent.average_fill_price * symbols.multiplier(intent.symbol)
 
 
-def estimate_price(request: OrderRequest, quote: Quote) -> Decimal:
+def estimate_price(request: OrderRequest, quote: Quote) -> Decimal | None:
+    """None when the quote has no price for the order's side nor a last trade."""
     if request.order_type in NEEDS_LIMIT and request.limit_price is not None:
         return request.limit_price
     if request.order_type is OrderType.STOP and request.stop_price is not None:
         return request.stop_price
-    return quote.ask if request.side is Side.BUY else quote.bid
+    # As at submit: brokers send 0 for a missing bid or ask (outside market hours, say).
+    return _quote_price(quote, request.side)
 
 
 def _still_pending(intent: OrderIntent, *, as_read: bool) -> list[Any]:

@@ -18,7 +18,7 @@ from adapters.paper.broker import PaperBroker
 from bot.automation_models import ExecutionStatus
 from bot.core import Core
 from bot.db import Database, alembic_config, head_revision
-from bot.errors import InvalidInput, LimitReached, PermissionDenied
+from bot.errors import InvalidInput, LimitReached, PermissionDenied, TradecordError
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
 from bot.services.strategies import WebhookUrl
@@ -455,3 +455,132 @@ async def test_a_late_refusal_does_not_overwrite_an_order_another_process_sent(
     assert not out.ok and "will not resend" in out.message
     assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.FILLED
     assert await paper_orders(core) == 1
+
+
+# -- audit h4: pricing, what counts toward the day, races ----------------------------------------
+
+
+def no_ask(last: str) -> Any:
+    """A broker quote without bid or ask (Alpaca and Tradier send 0 then), last trade ``last``."""
+    from adapters.models import Quote
+
+    async def quote(self: PaperBroker, symbol: str) -> Quote:
+        real = await self.quote_source.fetch_quote(symbol)
+        return Quote(real.symbol, Decimal(0), Decimal(0), Decimal(last), real.time)
+
+    return quote
+
+
+async def test_a_market_order_without_an_ask_is_not_valued_at_zero(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ask at preview: the order is valued at the last trade, and with no price at all it is
+    refused with a reason, never waved through as costing $0."""
+    await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(1000)})
+    monkeypatch.setattr(PaperBroker, "fetch_quote", no_ask("200.10"))
+    message = await refused_early(core, ALICE, "limit-order-notional", "5")
+    assert "$1,000.50" in message
+    monkeypatch.setattr(PaperBroker, "fetch_quote", no_ask("0"))
+    with pytest.raises(TradecordError) as refusal:
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    assert refusal.value.code == "no-quote" and "no price" in refusal.value.user_message
+    assert await paper_orders(core) == 0
+
+
+async def test_two_orders_confirmed_at_once_cannot_both_fit_the_days_rest(core: Core) -> None:
+    """Two cards that each fit what is left of the day, confirmed at the same moment (two
+    clicks, two processes): the daily total is checked and added to under one lock."""
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(3000)})
+    cards = [await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "10")) for _ in "ab"]
+    outcomes = await asyncio.gather(*(core.trading.confirm(c.intent_id, ALICE) for c in cards))
+    assert sorted(o.ok for o in outcomes) == [False, True]
+    await refused(core, next(o for o in outcomes if not o.ok), "limit-daily-notional")
+    assert await paper_orders(core) == 1
+
+
+async def test_a_cancelled_orders_unfilled_part_does_not_use_the_days_limit(core: Core) -> None:
+    """The day's total is what was sent and may still trade or has traded: an order cancelled
+    (or expired) before it filled no longer can, and leaves the allowance to the next."""
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(3000)})
+    resting = await trade(
+        core, ALICE, "10", order_type="limit", limit_price="150", time_in_force="gtc"
+    )
+    assert resting.ok and resting.intent.status == IntentStatus.ACCEPTED  # 1,500.00 working
+    await refused_early(core, ALICE, "limit-daily-notional", "10")  # + 2,001.00
+    _, cancelled = await core.trading.cancel(ALICE, None, "paper")
+    assert [o.status.value for o in cancelled] == ["cancelled"]
+    assert (await core.trading.get_intent(resting.intent.id)).status == IntentStatus.CANCELLED
+    assert (await trade(core, ALICE, "10")).ok
+
+
+async def test_closing_a_position_does_not_use_the_days_limit(core: Core) -> None:
+    """Closing is never held back by a limit, so it does not count towards the next opening
+    order's daily total either: a round trip uses the allowance once, as a strategy's exits
+    do not use the strategy's daily limit."""
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(5000)})
+    assert (await trade(core, ALICE, "10")).ok  # 2,001.00
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "10"))
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok  # closes: takes risk off
+    assert (await trade(core, ALICE, "10")).ok  # 4,002.00 of new risk today
+    await refused_early(core, ALICE, "limit-daily-notional", "5")  # + 1,000.50
+
+
+async def test_a_futures_order_is_valued_with_its_contract_multiplier(core: Core) -> None:
+    """One E-mini is 50 × the index: a notional limit sees $295,025, not $5,900.50, at preview
+    and again at Confirm."""
+    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    p = await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+    await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(100_000)})
+    await refused(core, await core.trading.confirm(p.intent_id, ALICE), "limit-order-notional")
+    with pytest.raises(LimitReached, match=r"\$295,025.00"):
+        await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+
+
+async def test_a_signal_order_approved_after_a_pause_is_not_sent(core: Core) -> None:
+    """Approval waits as a draft; the member pauses, then clicks Approve: the send is checked
+    when it happens, not when the signal arrived."""
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE, manual_approval=True, approval_ttl_seconds=120)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, ack.body["id"], sub)).status == ExecutionStatus.WAITING_APPROVAL
+    async with core.db.session() as s:
+        draft = await s.scalar(select(OrderIntent))
+    assert draft is not None and draft.status == IntentStatus.DRAFT
+    assert await core.limits.pause(ALICE)
+    await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
+    assert await paper_orders(core) == 0
+
+
+async def test_a_signal_entry_over_a_limit_leaves_the_open_orders_alone(core: Core) -> None:
+    """A signal cancels the ticker's open orders right before its order is sent; an order the
+    pre-trade checks refuse (here: over the member's notional per order) sends nothing, so it
+    must cancel nothing either: the protective stop stays, as it does for a pause or the kill
+    switch."""
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE, sizing_value=Decimal(10))
+    first = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, first.body["id"], sub)).status == ExecutionStatus.FILLED
+    stop = await trade_order(core, ALICE, "sell", "10", "stop", stop_price="150")
+    assert stop.ok and stop.intent.status == IntentStatus.ACCEPTED
+    await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(1000)})
+    add = await send(core, url, {"ticker": "AAPL", "action": "add", "cancel": True})
+    await core.jobs.drain()
+    ex = await execution(core, add.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "limit-order-notional"
+    assert (await core.trading.get_intent(stop.intent.id)).status == IntentStatus.ACCEPTED
+    _, _, still_open = await core.trading.open_orders(ALICE, None, "paper")
+    assert [o.order_type.value for o in still_open] == ["stop"]
+
+
+async def trade_order(
+    core: Core, member: int, side: str, quantity: str, order_type: str, **kw: Any
+) -> Outcome:
+    p = await core.trading.preview(
+        member, OrderInput("AAPL", side, quantity, order_type=order_type, time_in_force="gtc", **kw)
+    )
+    return await core.trading.confirm(p.intent_id, member)
