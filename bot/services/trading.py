@@ -1406,6 +1406,10 @@ class TradingService:
                 .where(
                     OrderIntent.id == intent.id,
                     (OrderIntent.notified_status.is_(None)) | (OrderIntent.notified_status != key),
+                    # Still the stored state: one another process stored and told since (a fill
+                    # after this partial fill) must not be followed by this older one.
+                    OrderIntent.status == intent.status,
+                    OrderIntent.filled_quantity == intent.filled_quantity,
                 )
                 .values(notified_status=key)
             )

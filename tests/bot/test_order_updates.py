@@ -30,6 +30,7 @@ from bot.models import (
     ConnectionStatus,
     Credential,
     IntentStatus,
+    OrderIntent,
 )
 from bot.services.connections import Target
 from bot.services.notify import RecordingNotifier
@@ -351,3 +352,46 @@ async def test_a_connection_that_needs_relinking_is_not_watched(
         assert await updates.watched_connections() == []
     finally:
         await core.close()
+
+
+async def test_a_state_overtaken_before_it_is_told_is_not_told(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """Two processes: one stores a partial fill of 6, the other the fill of all 10 and tells
+    it; the first then tells what it stored. The member must not hear "Partly filled" after
+    "Filled"."""
+    core_a, core_b = await open_cores(ts_settings, 2)
+    core_a.notifier = core_b.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core_a, ts, "race")
+        assert out.order is not None
+        gate = asyncio.Event()
+        stored = asyncio.Event()
+        tell = core_a.trading._tell
+
+        async def tell_late(intent: OrderIntent, *, simulated: bool | None = None) -> None:
+            stored.set()
+            await gate.wait()
+            await tell(intent, simulated=simulated)
+
+        core_a.trading._tell = tell_late  # type: ignore[method-assign]
+        partly = replace(
+            out.order,
+            status=OrderStatus.PARTIALLY_FILLED,
+            filled_quantity=Decimal(6),
+            average_fill_price=Decimal(300),
+        )
+        filled = replace(partly, status=OrderStatus.FILLED, filled_quantity=Decimal(10))
+        first = asyncio.create_task(
+            core_a.trading.apply_order_state(await core_a.trading.get_intent(out.intent.id), partly)
+        )
+        await stored.wait()
+        await core_b.trading.apply_order_state(
+            await core_b.trading.get_intent(out.intent.id), filled
+        )
+        gate.set()
+        await first
+        assert [t.split(": ", 1)[1] for t in texts(notifier)] == ["Filled: buy 10 MSFT at $300.00."]
+    finally:
+        await core_a.close()
+        await core_b.close()
