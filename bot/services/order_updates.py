@@ -23,7 +23,7 @@ from adapters.base import BrokerAdapter
 from adapters.errors import BrokerError, OrderNotFound
 from adapters.paper import sweep_all
 from adapters.registry import get_adapter_class
-from bot.models import Connection, IntentStatus, OrderIntent
+from bot.models import Connection, ConnectionStatus, IntentStatus, OrderIntent
 from bot.services.connections import Target
 
 if TYPE_CHECKING:
@@ -81,10 +81,13 @@ class OrderUpdates:
         async with self.core.db.session() as s:
             rows = await s.scalars(
                 select(OrderIntent.connection_id)
+                .join(Connection, Connection.id == OrderIntent.connection_id)
                 .where(
                     OrderIntent.status.in_(WATCHED),
                     OrderIntent.broker != "paper",
-                    OrderIntent.connection_id.is_not(None),
+                    # Its tokens are refused until the member links it again (/connect makes
+                    # it active and it is watched again): a watcher would only retry forever.
+                    Connection.status != ConnectionStatus.NEEDS_REAUTH,
                 )
                 .distinct()
             )

@@ -2898,6 +2898,10 @@ def _public_order(intent: OrderIntent) -> str:
         text += f" at {money(intent.average_fill_price)}"
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
         text += f" ({qty(intent.filled_quantity)} filled)"
+    elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
+        # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
+        at = f" at {money(intent.average_fill_price)}" if intent.average_fill_price else ""
+        text += f" ({qty(intent.filled_quantity)} filled{at})"
     return text
 
 

@@ -1065,6 +1065,8 @@ class TradingService:
             assert row is not None
             if row.status in IntentStatus.FINAL and row.status != IntentStatus.FAILED:
                 return False  # a later update already settled it
+            if _older(row, status, order.filled_quantity):
+                return False  # read before an update already applied (late event, slow poll)
             if status != IntentStatus.ACCEPTED and row.status in (
                 IntentStatus.SUBMITTED,
                 IntentStatus.UNKNOWN,
@@ -1405,8 +1407,10 @@ class TradingService:
             query = query.where(OrderIntent.client_order_id == order.client_order_id)
         else:
             query = query.where(OrderIntent.broker_order_id == order.id)
-            if connection_id is not None:
-                query = query.where(OrderIntent.connection_id == connection_id)
+        if connection_id is not None:
+            # Seen on this connection's stream: an intent of another connection (another
+            # account, maybe another member's) is not this order, whatever its ids say.
+            query = query.where(OrderIntent.connection_id == connection_id)
         async with self.core.db.session() as s:
             intent = await s.scalar(query)
         if intent is None:
@@ -1451,6 +1455,10 @@ class TradingService:
                 .where(
                     OrderIntent.id == intent.id,
                     (OrderIntent.notified_status.is_(None)) | (OrderIntent.notified_status != key),
+                    # Still the stored state: one another process stored and told since (a fill
+                    # after this partial fill) must not be followed by this older one.
+                    OrderIntent.status == intent.status,
+                    OrderIntent.filled_quantity == intent.filled_quantity,
                 )
                 .values(notified_status=key)
             )
@@ -1984,8 +1992,18 @@ def describe(intent: OrderIntent, order: Order) -> str:
     if order.status is OrderStatus.REJECTED:
         return f"Rejected: {what}. {order.reject_reason or ''}".strip()
     if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
-        return f"{order.status.value.capitalize()}: {what}."
+        ended = order.status.value.capitalize()
+        return _ended(ended, what, order.filled_quantity, order.average_fill_price)
     return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, working)."
+
+
+def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -> str:
+    """A cancelled or expired order; one that filled in part first says how much (the member
+    holds those shares)."""
+    if not filled:
+        return f"{how}: {what}."
+    at = f" at {money(price)}" if price else ""
+    return f"{how} after filling {qty(filled)} of {what}{at}."
 
 
 def describe_intent(intent: OrderIntent) -> str:
@@ -1997,8 +2015,12 @@ def describe_intent(intent: OrderIntent) -> str:
         IntentStatus.PARTIALLY_FILLED: f"Partly filled: {qty(intent.filled_quantity)} of {what}.",
         IntentStatus.ACCEPTED: f"Accepted by the broker: {what}.",
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
-        IntentStatus.CANCELLED: f"Cancelled: {what}.",
-        IntentStatus.EXPIRED: f"Expired: {what}.",
+        IntentStatus.CANCELLED: _ended(
+            "Cancelled", what, intent.filled_quantity, intent.average_fill_price
+        ),
+        IntentStatus.EXPIRED: _ended(
+            "Expired", what, intent.filled_quantity, intent.average_fill_price
+        ),
         IntentStatus.FAILED: f"Not placed: {what}. "
         + (intent.error_message or "The broker never received it; nothing happened."),
         IntentStatus.UNKNOWN: f"Not followed: {what}. {intent.error_message}"
@@ -2006,6 +2028,21 @@ def describe_intent(intent: OrderIntent) -> str:
         else f"Still checking with the broker: {what}.",
     }.get(intent.status, f"{what}: {intent.status}.")
     return text
+
+
+# How far a working order has come, for updates that may arrive out of order.
+_PROGRESS = {IntentStatus.ACCEPTED: 1, IntentStatus.PARTIALLY_FILLED: 2}
+
+
+def _older(row: OrderIntent, status: str, filled: Decimal) -> bool:
+    """Whether a working state reported for ``row`` is older than the one stored: fills only
+    add up at a broker, and an order never goes from partly filled back to accepted. A final
+    state is the broker's last word and never older."""
+    if status in IntentStatus.FINAL:
+        return False
+    if filled != row.filled_quantity:
+        return filled < row.filled_quantity
+    return _PROGRESS.get(status, 0) < _PROGRESS.get(row.status, 0)
 
 
 def _in_doubt(intent: OrderIntent, simulated: bool) -> Outcome:

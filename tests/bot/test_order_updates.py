@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,18 +13,33 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.models import (
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Side,
+    TimeInForce,
+)
 from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.db import Database
-from bot.models import Connection, ConnectionAccount, Credential, IntentStatus
+from bot.models import (
+    Connection,
+    ConnectionAccount,
+    ConnectionStatus,
+    Credential,
+    IntentStatus,
+    OrderIntent,
+)
 from bot.services.connections import Target
 from bot.services.notify import RecordingNotifier
 from bot.services.order_updates import OrderUpdates
 from bot.services.tokens import remind_expiring
+from bot.services.trading import Outcome
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
-from tests.bot.conftest import MEMBER, link, open_cores
+from tests.bot.conftest import MEMBER, connection, link, open_cores
 from tests.support import FakeClock
 
 
@@ -203,3 +219,179 @@ async def test_a_poll_goes_on_past_an_order_the_broker_no_longer_has(
         assert (await core.trading.get_intent(gone.id)).status == IntentStatus.ACCEPTED
     finally:
         await core.close()
+
+
+async def _working_msft(core: Core, ts: TradeStationEmulator, key: str) -> Outcome:
+    """A resting TradeStation limit order to buy 10 MSFT, accepted."""
+    target = await linked_margin_account(core, ts)
+    req = OrderRequest(
+        "MSFT",
+        Side.BUY,
+        Decimal(10),
+        OrderType.LIMIT,
+        TimeInForce.GTC,
+        limit_price=Decimal("300"),
+        asset_class=asset_class_of("MSFT"),
+    )
+    out = await core.trading.place(target, req, source="discord", idempotency_key=key)
+    assert out.intent.status == IntentStatus.ACCEPTED, out.message
+    assert out.order is not None
+    return out
+
+
+async def test_an_older_update_never_moves_an_order_backwards(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """A stream event delivered late (a ``partial_fill`` after the next one, a ``new`` after a
+    fill) or a poll that read the order before the stream's last event: the intent keeps its
+    furthest state, and the member is not told an older one."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core, ts, "late")
+        assert out.order is not None
+        cid = out.intent.connection_id
+
+        def at(status: OrderStatus, filled: int) -> OrderUpdate:
+            order = replace(
+                out.order,  # type: ignore[arg-type]
+                status=status,
+                filled_quantity=Decimal(filled),
+                average_fill_price=Decimal(300) if filled else None,
+            )
+            return OrderUpdate(order, status.value)
+
+        await core.trading.apply_update(
+            "tradestation", at(OrderStatus.PARTIALLY_FILLED, 6), connection_id=cid
+        )
+        await core.trading.apply_update(
+            "tradestation", at(OrderStatus.PARTIALLY_FILLED, 4), connection_id=cid
+        )
+        await core.trading.apply_update("tradestation", at(OrderStatus.OPEN, 0), connection_id=cid)
+        intent = await core.trading.get_intent(out.intent.id)
+        assert (intent.status, intent.filled_quantity) == (IntentStatus.PARTIALLY_FILLED, 6)
+        assert [t.split(": ", 1)[1] for t in texts(notifier)] == [
+            "Partly filled: 6 of buy 10 MSFT."
+        ]
+    finally:
+        await core.close()
+
+
+async def test_a_cancel_after_a_partial_fill_says_what_filled(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core, ts, "part-cancel")
+        order_id = out.intent.broker_order_id
+        assert order_id
+        ts.fill(order_id, 4, "300")
+        ts.world.cancel(order_id)
+        conn = await connection(core, out.intent.connection_id or 0)
+        adapter = await core.connections.adapter_for(conn)
+        try:
+            await OrderUpdates(core).poll(conn, adapter)
+        finally:
+            await adapter.close()
+        intent = await core.trading.get_intent(out.intent.id)
+        assert (intent.status, intent.filled_quantity) == (IntentStatus.CANCELLED, 4)
+        assert [t.split(": ", 1)[1] for t in texts(notifier)] == [
+            "Cancelled after filling 4 of buy 10 MSFT at $300.00."
+        ]
+    finally:
+        await core.close()
+
+
+async def test_an_update_from_another_connections_stream_leaves_the_intent_alone(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """An order seen on one connection's stream that carries the client order id of an intent
+    of another connection is not that intent's order (another account, another member)."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core, ts, "mine")
+        other = await link(core, ts, member=MEMBER + 1)
+        assert other != out.intent.connection_id
+        stranger = replace(
+            out.order,  # type: ignore[arg-type]
+            id="999999",
+            client_order_id=out.intent.client_order_id,
+            status=OrderStatus.FILLED,
+            filled_quantity=Decimal(10),
+            average_fill_price=Decimal(290),
+        )
+        got = await core.trading.apply_update(
+            "tradestation", OrderUpdate(stranger, "fill"), connection_id=other
+        )
+        assert got is None
+        intent = await core.trading.get_intent(out.intent.id)
+        assert intent.status == IntentStatus.ACCEPTED
+        assert texts(notifier) == []
+    finally:
+        await core.close()
+
+
+async def test_a_connection_that_needs_relinking_is_not_watched(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """Its token is refused until the member links it again: a watcher would only retry
+    forever (and the supervisor would restart it). /connect makes it active again."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core, ts, "relink")
+        cid = out.intent.connection_id
+        updates = OrderUpdates(core)
+        assert await updates.watched_connections() == [cid]
+        async with core.db.transaction() as s:
+            conn = await s.get(Connection, cid)
+            assert conn is not None
+            conn.status = ConnectionStatus.NEEDS_REAUTH
+        assert await updates.watched_connections() == []
+    finally:
+        await core.close()
+
+
+async def test_a_state_overtaken_before_it_is_told_is_not_told(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """Two processes: one stores a partial fill of 6, the other the fill of all 10 and tells
+    it; the first then tells what it stored. The member must not hear "Partly filled" after
+    "Filled"."""
+    core_a, core_b = await open_cores(ts_settings, 2)
+    core_a.notifier = core_b.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core_a, ts, "race")
+        assert out.order is not None
+        gate = asyncio.Event()
+        stored = asyncio.Event()
+        tell = core_a.trading._tell
+
+        async def tell_late(intent: OrderIntent, *, simulated: bool | None = None) -> None:
+            stored.set()
+            await gate.wait()
+            await tell(intent, simulated=simulated)
+
+        core_a.trading._tell = tell_late  # type: ignore[method-assign]
+        partly = replace(
+            out.order,
+            status=OrderStatus.PARTIALLY_FILLED,
+            filled_quantity=Decimal(6),
+            average_fill_price=Decimal(300),
+        )
+        filled = replace(partly, status=OrderStatus.FILLED, filled_quantity=Decimal(10))
+        first = asyncio.create_task(
+            core_a.trading.apply_order_state(await core_a.trading.get_intent(out.intent.id), partly)
+        )
+        await stored.wait()
+        await core_b.trading.apply_order_state(
+            await core_b.trading.get_intent(out.intent.id), filled
+        )
+        gate.set()
+        await first
+        assert [t.split(": ", 1)[1] for t in texts(notifier)] == ["Filled: buy 10 MSFT at $300.00."]
+    finally:
+        await core_a.close()
+        await core_b.close()

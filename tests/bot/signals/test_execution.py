@@ -1384,6 +1384,35 @@ async def test_a_resting_entry_that_ends_unfilled_is_announced_as_such(
     assert "buy 1 AAPL" in posts[-1]
 
 
+async def test_a_resting_entry_cancelled_after_a_partial_fill_says_what_filled(
+    core: Core,
+) -> None:
+    """The subscriber holds what filled before the cancel: the channel says so, not just
+    "Cancelled" as for an order that never traded."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER, sizing="fixed_quantity", sizing_value=Decimal(4))
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    [intent] = await intents(core)
+    assert intent.quantity == 4
+    target = await core.connections.resolve(OWNER, None, "paper")
+    adapter = await core.connections.adapter_for(target.connection)
+    order = await adapter.fetch_order(target.ref, order_id=intent.broker_order_id)
+    await adapter.close()
+    order.status, order.filled_quantity = OrderStatus.PARTIALLY_FILLED, Decimal(2)
+    order.average_fill_price = Decimal("149.5")
+    await core.trading.apply_order_state(intent, order)
+    order.status = OrderStatus.CANCELLED
+    await core.trading.apply_order_state(intent, order)
+    ex = await execution(core, ex.signal_id, sub)
+    assert ex.status == ExecutionStatus.CANCELLED
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL (2 filled)" in posts[-2]
+    assert "🚫 Cancelled" in posts[-1]
+    assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50)"), posts[-1]
+
+
 async def test_a_fill_before_the_execution_is_recorded_is_not_lost(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
