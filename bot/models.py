@@ -146,6 +146,10 @@ class Credential(Base):
     expires_at: Mapped[datetime | None] = mapped_column()
     refresh_expires_at: Mapped[datetime | None] = mapped_column()
     refresh_reminded_at: Mapped[datetime | None] = mapped_column()
+    # A token refresh in flight (bot.services.tokens): who makes it, and until when the others
+    # wait for it instead of refreshing themselves.
+    refresh_lease_until: Mapped[datetime | None] = mapped_column()
+    refresh_lease_owner: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     connection: Mapped[Connection] = relationship(back_populates="credential", lazy="raise_on_sql")

@@ -29,10 +29,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Fault:
     """One injected misbehaviour.
 
-    kind: ``latency`` (sleep ``seconds`` then answer normally), ``status`` (answer ``status``
-    with ``body`` and ``headers`` without processing), ``drop`` (close the connection before
-    processing: nothing happened), ``lose_response`` (process the request, then close the
-    connection: it happened but the client cannot know).
+    kind: ``latency`` (sleep ``seconds``, or if ``until`` is given wait for that event, then
+    answer normally), ``status`` (answer ``status`` with ``body`` and ``headers`` without
+    processing), ``drop`` (close the connection before processing: nothing happened),
+    ``lose_response`` (process the request, then close the connection: it happened but the
+    client cannot know).
     """
 
     kind: str
@@ -40,6 +41,7 @@ class Fault:
     method: str | None = None
     times: int | None = None  # None: until removed
     seconds: float = 0.0
+    until: asyncio.Event | None = None  # latency: held until the test sets it
     status: int = 500
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -149,7 +151,9 @@ class BaseEmulator(ABC):
     async def _inject(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         lose = False
         for fault in self.faults.take(request):
-            if fault.kind == "latency":
+            if fault.kind == "latency" and fault.until is not None:
+                await fault.until.wait()
+            elif fault.kind == "latency":
                 await asyncio.sleep(fault.seconds)
             elif fault.kind == "status":
                 return web.json_response(fault.body, status=fault.status, headers=fault.headers)

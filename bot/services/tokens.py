@@ -1,23 +1,38 @@
 """Broker access tokens for adapters: read through the vault, refreshed once per connection.
 
-Refresh is single-flight across coroutines (an asyncio lock) and across processes (the
-credential row is locked for the refresh, and the token re-read under the lock: whoever waited
-finds the new token and uses it). The new refresh token is committed before the new access
-token is handed out, so a crash can never lose a rotated refresh token.
+Refresh is single-flight across coroutines (an asyncio lock) and across processes (a lease on
+the credential row). No database lock is held while the broker is called: on SQLite that lock
+is the whole database's single write lock, and a slow token endpoint would stall every writer
+of every process (webhook acknowledgements first). Instead:
+
+1. a short locked transaction (``lock_row``) re-reads the token: one stored since ours was
+   refused is used as it is; a live lease of another caller is waited for (polling, re-reading);
+   otherwise we take the lease and commit;
+2. the broker is called outside any transaction;
+3. a second short locked transaction stores the new tokens if the lease is still ours, and
+   clears it. The new refresh token is committed before the new access token is handed out.
+
+A lease left by a holder that died is taken over once expired. If that holder's request reached
+the broker, a rotating broker has already replaced the refresh token we still hold: the takeover
+then gets ``invalid_grant`` and the connection needs re-linking, as after any lost refresh
+response. ``LEASE`` is far longer than a live holder can take, so only a dead one is taken over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from adapters.errors import AuthorizationExpired
+from adapters.errors import AuthorizationExpired, BrokerUnavailable
 from adapters.registry import get_adapter_class
 from bot.db import Database, lock_row
 from bot.models import Connection, ConnectionStatus, Credential, Member
@@ -33,12 +48,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tradecord.tokens")
 LEEWAY = timedelta(seconds=60)
+# The broker call's hard limit: httpx's timeout (oauth.TIMEOUT) bounds each phase of the
+# exchange, not the whole of it.
+CALL_LIMIT = 20.0
+# A holder needs at most CALL_LIMIT plus the wait for the write lock to store the result
+# (bot.sqlite_driver.BUSY_WAIT_SECONDS on SQLite): with room to spare, a live holder's lease
+# never expires.
+LEASE = timedelta(seconds=90)
+_POLL_FIRST, _POLL_MAX = 0.02, 0.5  # seconds between re-reads while another process refreshes
 _CREDENTIALS = (
     select(Credential, Connection, Member)
     .join(Connection, Connection.id == Credential.connection_id)
     .join(Member, Member.id == Connection.member_id)
 )
 Stored = tuple[Credential, Connection, Member]
+
+
+@dataclass(frozen=True, slots=True)
+class _Lease:
+    """Our claim to refresh a connection's tokens, with what the broker call needs."""
+
+    owner: str
+    refresh_token: str
+    endpoints: oauth.Endpoints
 
 
 def _checked(row: Stored | None) -> Stored:
@@ -117,46 +149,120 @@ class DbTokenProvider:
 
     async def refresh(self, rejected_token: str) -> str:
         self._token = None  # the next request reads what the refresh stored
-        lock = self.core.connections.refresh_lock(self.connection_id)
-        async with lock:
-            reauth = False
-            async with self.core.db.transaction() as s:
-                await lock_row(s, Credential, Credential.connection_id == self.connection_id)
-                cred, conn, member = await self._load(s)
-                current = self._open(cred, conn, member, "access_token")
-                now = self.core.connections.clock()
-                fresh = cred.expires_at is None or cred.expires_at - now >= LEEWAY
-                if current is not None and current != rejected_token and fresh:
-                    return current  # another caller (or process) refreshed while we waited
-                refresh_token = self._open(cred, conn, member, "refresh_token")
-                if refresh_token is None:
-                    reauth = True
-                else:
-                    ep = oauth.endpoints(get_adapter_class(conn.broker), self.core.settings)
-                    try:
-                        tokens = await oauth.refresh(ep, refresh_token)
-                    except oauth.ReauthorizationNeeded:
-                        reauth = True
-                    else:
-                        # Saved (and committed on leaving this block) before anyone uses it.
-                        self.store(cred, conn, member, tokens)
-                        audit.record(
-                            s,
-                            "connection.token_refreshed",
-                            member_id=member.id,
-                            connection_id=conn.id,
-                        )
-                        return tokens.access_token
-                if reauth:
-                    conn.status = ConnectionStatus.NEEDS_REAUTH
-                    audit.record(
-                        s, "connection.needs_reauth", member_id=member.id, connection_id=conn.id
+        async with self.core.connections.refresh_lock(self.connection_id):
+            pause = _POLL_FIRST
+            # A live lease ends within LEASE by its holder's clock; this bounds the wait should
+            # the processes' clocks disagree.
+            give_up = time.monotonic() + 2 * LEASE.total_seconds()
+            while True:
+                step = await self._claim(rejected_token)
+                if isinstance(step, str):
+                    return step
+                if step is not None:
+                    token = await self._refresh_leased(step)
+                    if token is not None:
+                        return token
+                    continue  # lease lost: see what its new holder does
+                if time.monotonic() > give_up:
+                    raise BrokerUnavailable(
+                        "Another Tradecord process is still renewing our authorization with "
+                        "the broker. Try again in a minute."
                     )
-            await self._tell_reauth(conn, member)
-            raise AuthorizationExpired(
-                f"{conn.name}: the broker no longer accepts our authorization. "
-                f"Run /connect {conn.broker} to link it again."
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _POLL_MAX)
+
+    async def _claim(self, rejected_token: str) -> str | _Lease | None:
+        """One short locked transaction: the token stored since ``rejected_token`` was refused,
+        or the lease to refresh it ourselves, or None while another caller holds the lease."""
+        async with self.core.db.transaction() as s:
+            await lock_row(s, Credential, Credential.connection_id == self.connection_id)
+            cred, conn, member = await self._load(s)
+            current = self._open(cred, conn, member, "access_token")
+            now = self.core.connections.clock()
+            fresh = cred.expires_at is None or cred.expires_at - now >= LEEWAY
+            if current is not None and current != rejected_token and fresh:
+                return current  # another caller (or process) refreshed while we waited
+            if cred.refresh_lease_until is not None and cred.refresh_lease_until > now:
+                return None
+            refresh_token = self._open(cred, conn, member, "refresh_token")
+            if refresh_token is not None:
+                if cred.refresh_lease_owner is not None:
+                    log.warning(
+                        "connection %s: taking over a token refresh abandoned at %s",
+                        conn.id,
+                        cred.refresh_lease_until,
+                    )
+                ep = oauth.endpoints(get_adapter_class(conn.broker), self.core.settings)
+                lease = _Lease(uuid.uuid4().hex, refresh_token, ep)
+                cred.refresh_lease_until = now + LEASE
+                cred.refresh_lease_owner = lease.owner
+                return lease
+            self._mark_reauth(s, conn, member)
+        raise await self._reauth_needed(conn, member)
+
+    async def _refresh_leased(self, lease: _Lease) -> str | None:
+        """Call the broker under ``lease`` (no transaction open) and store what it answers:
+        the new access token, or None if the lease was lost meanwhile (nothing stored)."""
+        try:
+            async with asyncio.timeout(CALL_LIMIT):
+                tokens: oauth.TokenSet | None = await oauth.refresh(
+                    lease.endpoints, lease.refresh_token
+                )
+        except oauth.ReauthorizationNeeded:
+            tokens = None
+        except BaseException as e:
+            # Failed or cancelled: free the lease so the next caller tries at once. If the
+            # broker did rotate the token, that caller gets invalid_grant (see the module doc).
+            await self._release(lease.owner)
+            if isinstance(e, TimeoutError):
+                log.warning("Refresh of connection %s timed out", self.connection_id)
+                raise BrokerUnavailable(
+                    "The broker did not answer while renewing our authorization. "
+                    "Try again in a minute."
+                ) from None
+            raise
+        async with self.core.db.transaction() as s:
+            await lock_row(s, Credential, Credential.connection_id == self.connection_id)
+            cred, conn, member = await self._load(s)
+            if cred.refresh_lease_owner != lease.owner:
+                # Taken over as expired (or the member linked the account again): whatever
+                # the broker answered us is not to be stored over the newer state.
+                log.warning("connection %s: refresh lease lost before storing", conn.id)
+                return None
+            if tokens is not None:
+                # Saved (and committed on leaving this block) before anyone uses it.
+                self.store(cred, conn, member, tokens)
+                audit.record(
+                    s, "connection.token_refreshed", member_id=member.id, connection_id=conn.id
+                )
+                return tokens.access_token
+            cred.refresh_lease_until = cred.refresh_lease_owner = None
+            self._mark_reauth(s, conn, member)
+        raise await self._reauth_needed(conn, member)
+
+    async def _release(self, owner: str) -> None:
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(Credential)
+                .where(
+                    Credential.connection_id == self.connection_id,
+                    Credential.refresh_lease_owner == owner,
+                )
+                .values(refresh_lease_until=None, refresh_lease_owner=None)
             )
+
+    @staticmethod
+    def _mark_reauth(s: AsyncSession, conn: Connection, member: Member) -> None:
+        conn.status = ConnectionStatus.NEEDS_REAUTH
+        audit.record(s, "connection.needs_reauth", member_id=member.id, connection_id=conn.id)
+
+    async def _reauth_needed(self, conn: Connection, member: Member) -> AuthorizationExpired:
+        """Tell the member (after the status is committed) and give the error to raise."""
+        await self._tell_reauth(conn, member)
+        return AuthorizationExpired(
+            f"{conn.name}: the broker no longer accepts our authorization. "
+            f"Run /connect {conn.broker} to link it again."
+        )
 
     def store(
         self, cred: Credential, conn: Connection, member: Member, tokens: oauth.TokenSet
@@ -172,6 +278,9 @@ class DbTokenProvider:
         cred.expires_at = tokens.expires_at
         if tokens.scope:
             cred.scope = tokens.scope[:200]
+        # New tokens end any refresh in flight: its holder finds its lease gone and stores
+        # nothing over them.
+        cred.refresh_lease_until = cred.refresh_lease_owner = None
 
     async def _tell_reauth(self, conn: Connection, member: Member) -> None:
         notifier = self.core.notifier

@@ -4,23 +4,29 @@ marks the connection for re-linking and is never retried."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
 
-from adapters.errors import AuthorizationExpired
+from adapters.errors import AuthorizationExpired, BrokerUnavailable
+from bot.core import Core
 from bot.db import Database
 from bot.models import AuditEvent, Connection, ConnectionStatus, Credential, Member
 from bot.services.credentials import binding
 from bot.services.notify import RecordingNotifier
 from bot.services.oauth import TokenSet
-from bot.services.tokens import DbTokenProvider
+from bot.services.tokens import LEASE, DbTokenProvider
 from bot.settings import Settings, parse_keys
 from bot.vault import Vault, generate_key_spec
+from emulators.common import Fault
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradestation.server import DEFAULT_CLIENT_ID
 from tests.bot.conftest import MEMBER, connection, link, open_cores, stored_connection
+from tests.bot.signals.conftest import make_strategy, send
+
+TOKEN_PATH = "/signin/oauth/token$"
 
 
 async def test_concurrent_callers_over_several_processes_refresh_once(
@@ -83,6 +89,98 @@ async def test_invalid_grant_marks_reauth_and_is_never_retried(
                 await s.scalars(select(AuditEvent.kind).where(AuditEvent.connection_id == cid))
             )
         assert "connection.needs_reauth" in kinds
+    finally:
+        await core.close()
+
+
+async def test_a_slow_token_endpoint_holds_up_no_other_writer(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """No database lock is held while the broker answers a refresh: on SQLite that would be
+    the whole database's write lock, and another process's webhook acknowledgement (and any
+    other write) would wait for the broker, or fail once its busy wait ran out."""
+    cores = await open_cores(ts_settings, 2)
+    answer = asyncio.Event()
+    refreshing: asyncio.Task[str] | None = None
+    try:
+        cid = await link(cores[0], ts)
+        url = await make_strategy(cores[1])
+        provider = DbTokenProvider(cores[0], cid)
+        old = await provider.access_token()
+        slow = ts.faults.add(Fault(kind="latency", path=TOKEN_PATH, until=answer))
+        refreshing = asyncio.create_task(provider.refresh(old))
+        async with asyncio.timeout(10):  # until the refresh request has reached the broker
+            while not slow.hits:  # noqa: ASYNC110 - no event announces it
+                await asyncio.sleep(0.01)
+        ack = await send(cores[1], url, {"ticker": "AAPL", "action": "buy", "quantity": 1})
+        await cores[1].members.ensure(MEMBER + 1)  # a plain write transaction
+        assert ack.status == 202
+        assert not refreshing.done()  # both writes finished while the broker still held it
+        answer.set()
+        assert await refreshing != old
+        assert slow.hits == 1
+    finally:
+        answer.set()
+        if refreshing is not None:
+            await asyncio.gather(refreshing, return_exceptions=True)
+        for c in cores:
+            await c.close()
+
+
+async def _lease(core: Core, cid: int) -> tuple[Any, Any]:
+    async with core.db.session() as s:
+        cred = await s.get(Credential, cid)
+    assert cred is not None
+    return cred.refresh_lease_owner, cred.refresh_lease_until
+
+
+async def test_a_live_lease_is_waited_for_and_an_abandoned_one_taken_over(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """A process that died mid-refresh leaves its lease: callers wait for it while it could
+    still be working, then take it over and refresh once."""
+    [core] = await open_cores(ts_settings, 1)
+    refreshing: asyncio.Task[str] | None = None
+    try:
+        cid = await link(core, ts)
+        provider = DbTokenProvider(core, cid)
+        old = await provider.access_token()
+        now = core.connections.clock()
+        async with core.db.transaction() as s:
+            cred = await s.get(Credential, cid)
+            assert cred is not None
+            cred.refresh_lease_owner, cred.refresh_lease_until = "gone", now + LEASE
+        before = ts.oauth.refresh_requests
+        refreshing = asyncio.create_task(provider.refresh(old))
+        await asyncio.sleep(0.2)  # several re-reads
+        assert not refreshing.done() and ts.oauth.refresh_requests == before
+        later = now + LEASE + timedelta(seconds=1)
+        core.connections.clock = lambda: later  # the holder's lease has run out
+        new = await refreshing
+        assert new != old and ts.oauth.refresh_requests - before == 1
+        assert await _lease(core, cid) == (None, None)
+        assert await provider.access_token() == new
+    finally:
+        if refreshing is not None and not refreshing.done():
+            refreshing.cancel()
+            await asyncio.gather(refreshing, return_exceptions=True)
+        await core.close()
+
+
+async def test_a_failed_refresh_frees_its_lease(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """The next caller tries again at once instead of waiting for the lease to run out."""
+    [core] = await open_cores(ts_settings, 1)
+    try:
+        cid = await link(core, ts)
+        provider = DbTokenProvider(core, cid)
+        old = await provider.access_token()
+        ts.faults.add(Fault(kind="status", path=TOKEN_PATH, status=503, body={}, times=1))
+        with pytest.raises(BrokerUnavailable):
+            await provider.refresh(old)
+        assert await _lease(core, cid) == (None, None)
+        assert await provider.refresh(old) != old
     finally:
         await core.close()
 
