@@ -258,13 +258,18 @@ class Job(Base):
     """A durable unit of background work, claimed under a lease by one worker at a time."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_run_after", "status", "run_after"),)
+    __table_args__ = (
+        Index("ix_jobs_status_run_after", "status", "run_after"),
+        Index("ix_jobs_serial_key_status_id", "serial_key", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Enqueueing the same key twice makes one job (e.g. "signal:<id>").
     dedupe_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # Jobs of one key run one at a time, in the order they were added (a strategy's signals).
+    serial_key: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(12), default=JobStatus.QUEUED)
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

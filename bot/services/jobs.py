@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, exists, insert, or_, select, update
+from sqlalchemy.orm import aliased
 
 from bot.automation_models import Job, JobStatus
 
@@ -102,13 +103,16 @@ class JobQueue:
         key: str | None = None,
         run_after: datetime | None = None,
         max_attempts: int = 5,
+        serial: str | None = None,
     ) -> dict[str, Any]:
-        """The column values of a new job."""
+        """The column values of a new job. ``serial``: jobs with the same one run one at a time,
+        in the order they were added."""
         now = self.clock()
         return dict(
             kind=kind,
             payload=dict(payload),
             dedupe_key=key,
+            serial_key=serial,
             status=JobStatus.QUEUED,
             run_after=run_after or now,
             attempts=0,
@@ -125,10 +129,13 @@ class JobQueue:
         key: str | None = None,
         run_after: datetime | None = None,
         max_attempts: int = 5,
+        serial: str | None = None,
     ) -> Any:
         """An INSERT for the caller's transaction, so the job commits with what it is about.
         With a ``key``, inserting it again does nothing (no error to roll the caller back)."""
-        values = self.row(kind, payload, key=key, run_after=run_after, max_attempts=max_attempts)
+        values = self.row(
+            kind, payload, key=key, run_after=run_after, max_attempts=max_attempts, serial=serial
+        )
         if key is None:
             return insert(Job).values(values)
         return insert_ignoring(self.core.db, Job, [values], ["dedupe_key"])
@@ -140,9 +147,10 @@ class JobQueue:
         *,
         key: str | None = None,
         run_after: datetime | None = None,
+        serial: str | None = None,
     ) -> bool:
         """Add a job in its own transaction; False when one with the same ``key`` exists."""
-        stmt = self.insert_statement(kind, payload, key=key, run_after=run_after)
+        stmt = self.insert_statement(kind, payload, key=key, run_after=run_after, serial=serial)
         async with self.core.db.transaction() as s:
             result = await s.execute(stmt)
         if not result.rowcount:  # type: ignore[attr-defined]
@@ -157,13 +165,25 @@ class JobQueue:
         if limit <= 0:
             return []
         now = self.clock()
+        earlier = aliased(Job)
         runnable = (
             select(Job.id)
             .where(
                 or_(
                     (Job.status == JobStatus.QUEUED) & (Job.run_after <= now),
                     (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < now),
-                )
+                ),
+                # Not while an earlier job of its serial key is queued (due or not) or running:
+                # a strategy's signals trade in the order they came. Under SKIP LOCKED a
+                # worker still sees an earlier job another worker is claiming as queued.
+                or_(
+                    Job.serial_key.is_(None),
+                    ~exists().where(
+                        earlier.serial_key == Job.serial_key,
+                        earlier.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+                        earlier.id < Job.id,
+                    ),
+                ),
             )
             .order_by(Job.run_after, Job.id)
             .limit(limit)

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, event, func, insert, literal, select, update
+from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -58,7 +58,6 @@ from bot.automation_models import (
     AlertPreference,
     ExecutionStatus,
     Job,
-    JobStatus,
     ReceivedSignal,
     SignalExecution,
     SignalStatus,
@@ -104,9 +103,6 @@ log = logging.getLogger("tradecord.signals")
 RATE_WINDOW = timedelta(minutes=1)
 DUPLICATE_WINDOW = timedelta(hours=24)
 CHECKPOINT_EVERY = 200  # SQLite acknowledgement commits between WAL checkpoints
-# How long a signal waits on the job for an earlier signal of its strategy before it gives its
-# worker slot back (that job may be waiting for one) and tries again a second later.
-IN_TURN_WAIT = 10.0
 # Subscriptions of one signal that trade at once. Their orders wait mostly on brokers' round
 # trips, so a few hundred in flight cost little; the broker session's socket limit matches.
 FANOUT_CONCURRENCY = 500
@@ -520,6 +516,7 @@ class SqliteAcks:
         "kind",
         "payload",
         "dedupe_key",
+        "serial_key",
         "status",
         "run_after",
         "attempts",
@@ -761,7 +758,6 @@ class SignalService:
         self.exit_timeout = 30.0  # seconds to wait for an exit to fill before not entering
         self.exit_poll_interval = 0.25
         self.fanout_concurrency = FANOUT_CONCURRENCY
-        self._turn = asyncio.Condition()  # notified when a signal job ends (see _in_turn)
         # Set by the Discord front end to show an approval card; else a plain DM is sent.
         self.on_approval_needed: ApprovalHook | None = None
         # SQLite's fast acknowledgement (see SqliteAcks); PostgreSQL goes through SQLAlchemy.
@@ -813,7 +809,14 @@ class SignalService:
             source_ip=source_ip,
             announced=False,
         )
-        job = self.core.jobs.row(JOB_SIGNAL, {"signal_id": signal_id}, key=f"signal:{signal_id}")
+        job = self.core.jobs.row(
+            JOB_SIGNAL,
+            {"signal_id": signal_id},
+            key=f"signal:{signal_id}",
+            # A strategy's signals trade in the order they came: an exit and the entry sent
+            # right after it must not run side by side, or the entry sees the old position.
+            serial=f"strategy:{auth.id}",
+        )
         try:
             if self.fast is not None:
                 _, original = await self.fast.store(auth, row, job, valid is not None)
@@ -935,11 +938,7 @@ class SignalService:
     # == processing ================================================================================
 
     async def _job_signal(self, payload: Mapping[str, Any]) -> None:
-        try:
-            await self.process(str(payload["signal_id"]))
-        finally:
-            async with self._turn:  # a signal waiting for this one here need not poll
-                self._turn.notify_all()
+        await self.process(str(payload["signal_id"]))
 
     async def process(self, signal_id: str) -> None:
         """Run a queued signal for every enabled subscription of its strategy."""
@@ -956,7 +955,6 @@ class SignalService:
         record, strategy = row
         if record.status not in (SignalStatus.QUEUED, SignalStatus.PROCESSING):
             return
-        await self._in_turn(record)
         signal = Signal.from_record(record.payload or {})
         now = self.clock()
         async with self.core.db.transaction() as s:
@@ -1004,39 +1002,6 @@ class SignalService:
                 .where(ReceivedSignal.id == signal_id)
                 .values(status=SignalStatus.DONE, finished_at=self.clock())
             )
-
-    async def _in_turn(self, record: ReceivedSignal) -> None:
-        """Signals of one strategy trade in the order they arrived, in every process: an exit
-        and the entry sent right after it must not run side by side, or the entry sees the
-        old position. Waits while an earlier signal of the strategy still has a live job;
-        one whose job gave up holds nothing up."""
-        # "Earlier" by job id: the order signals were stored in, and the order workers claim
-        # them in, so the earliest waiting signal is always claimable.
-        mine = select(Job.id).where(Job.dedupe_key == f"signal:{record.id}").scalar_subquery()
-        earlier = (
-            select(ReceivedSignal.id)
-            .join(Job, Job.dedupe_key == literal("signal:") + ReceivedSignal.id)
-            .where(
-                ReceivedSignal.strategy_id == record.strategy_id,
-                ReceivedSignal.status.in_([SignalStatus.QUEUED, SignalStatus.PROCESSING]),
-                Job.id < mine,
-                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
-            )
-            .limit(1)
-        )
-        loop = asyncio.get_running_loop()
-        give_up, pause = loop.time() + IN_TURN_WAIT, 0.02
-        while True:
-            async with self.core.db.session() as s:
-                if await s.scalar(earlier) is None:
-                    return
-            if loop.time() >= give_up:
-                raise RunAgainAt(self.clock() + timedelta(seconds=1))
-            # Woken when a signal job ends in this process; polled for other processes'.
-            async with self._turn:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._turn.wait(), pause)
-            pause = min(pause * 2, 0.25)
 
     async def _contexts(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None

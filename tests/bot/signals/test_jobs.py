@@ -14,7 +14,7 @@ from bot.automation_models import Job, JobStatus
 from bot.core import Core
 from bot.db import Database
 from bot.models import OrderIntent
-from bot.services.jobs import run_worker
+from bot.services.jobs import RunAgainAt, run_worker
 from bot.settings import Settings
 from tests.bot.signals.conftest import (
     OWNER,
@@ -47,6 +47,35 @@ async def test_enqueue_is_once_per_key_and_waits_for_run_after(
     assert await core.jobs.drain() == 1
     assert ran[-1] == {"n": 3}
     assert {j.status for j in await jobs(core)} == {JobStatus.DONE}
+
+
+async def test_jobs_of_one_serial_key_run_one_at_a_time_in_order(
+    core: Core, clock: FakeClock
+) -> None:
+    """A strategy's signals: the next is not claimed while an earlier one is queued (even if
+    waiting to run again later) or running; other keys are not held up."""
+    ran: list[str] = []
+
+    async def handler(payload: Mapping[str, Any]) -> None:
+        if payload["n"] == "s0" and "s0" not in ran:
+            ran.append("s0")
+            raise RunAgainAt(clock() + timedelta(seconds=30))
+        ran.append(str(payload["n"]))
+
+    core.jobs.register("test.noop", handler)
+    for n in ("s0", "s1", "s2"):
+        await core.jobs.enqueue("test.noop", {"n": n}, serial="strategy:s")
+    await core.jobs.enqueue("test.noop", {"n": "t0"}, serial="strategy:t")
+    claimed = await core.jobs.claim("w", 10)
+    assert sorted(j.payload["n"] for j in claimed) == ["s0", "t0"]
+    assert await core.jobs.claim("w", 10) == []  # s1 waits for s0
+    for job in claimed:
+        await core.jobs.run(job, "w")
+    assert ran == ["s0", "t0"]  # s0 runs again in 30 s, and s1 still waits for it
+    assert await core.jobs.drain() == 0
+    clock.advance(seconds=30)
+    assert await core.jobs.drain() == 3
+    assert ran == ["s0", "t0", "s0", "s1", "s2"]
 
 
 @pytest.mark.parametrize("lease", [None, 20])
