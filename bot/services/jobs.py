@@ -378,7 +378,9 @@ async def run_worker(
                 asyncio.ensure_future(stop.wait()),
                 asyncio.ensure_future(queue._wake.wait()),
             ]
-            if running and len(running) >= concurrency:
+            if running:
+                # A job ending frees a slot, and may make the next job of its serial key
+                # claimable: claim again then, not at the next poll.
                 waits.append(
                     asyncio.ensure_future(
                         asyncio.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
