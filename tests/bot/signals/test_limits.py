@@ -414,9 +414,12 @@ async def test_concurrent_sends_read_the_checks_rows_once(core: Core) -> None:
     finally:
         event.remove(core.db.engine.sync_engine, "before_cursor_execute", seen)
     assert all(o.ok for o in outcomes)
-    # One batch, or two when sends arrive while the first batch is being read.
-    assert 1 <= len([q for q in statements if q.startswith("SELECT switches.")]) <= 2
-    assert 1 <= len([q for q in statements if "FROM members WHERE members.id IN" in q]) <= 2
+    # Batched: fewer reads than orders. How many batches depends on when the sends arrive
+    # (one, or more when some arrive while a batch is being read: a busy machine makes three).
+    assert 1 <= len([q for q in statements if q.startswith("SELECT switches.")]) < len(members)
+    assert (
+        1 <= len([q for q in statements if "FROM members WHERE members.id IN" in q]) < len(members)
+    )
 
 
 async def test_the_reconciler_ends_an_order_over_the_daily_limit_and_never_sends_it_later(
