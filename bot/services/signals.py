@@ -1353,7 +1353,9 @@ class SignalService:
                 plan.note_code = "no-position-to-exit"
                 plan.note = f"No open {sig.ticker} position to exit."
                 return plan
-            plan.legs.append(await self._exit_leg(ctx, adapter, target, snap, partial=True))
+            # Flat: the contract wants no position left, whatever quantity the signal sends.
+            partial = sig.sentiment is not Sentiment.FLAT
+            plan.legs.append(await self._exit_leg(ctx, adapter, target, snap, partial=partial))
             return plan
         if sig.action is Action.ADD:
             direction = _direction(sig.sentiment) or (1 if held > 0 else -1 if held < 0 else 0)
@@ -1376,7 +1378,10 @@ class SignalService:
         direction = 1 if sig.action is Action.BUY else -1
         keeps_opposite = _direction(sig.sentiment) == -direction  # e.g. buy + bearish
         if held * direction < 0:  # a position on the other side: exit it first
-            partial = keeps_opposite or sig.sentiment is Sentiment.FLAT
+            # A signal-sized percent_of_position sells part of the position; flat closes it all.
+            partial = keeps_opposite or (
+                _sizes_position(ctx) and sig.sentiment is not Sentiment.FLAT
+            )
             exit_leg = await self._exit_leg(
                 ctx, adapter, target, snap, partial=partial, sized=keeps_opposite
             )
@@ -1448,6 +1453,16 @@ class SignalService:
             plan.note_code = "side-not-allowed"
             plan.note = (
                 f"{'Long' if direction > 0 else 'Short'} entries are off for this subscription."
+            )
+            return
+        if _sizes_position(ctx):
+            # A percent of the position is a part of it to close: as an entry size it would be
+            # a percent of nothing (flat), or of the position this signal has just exited.
+            plan.note_code = "percent-of-position-entry"
+            plan.note = (
+                "quantityType percent_of_position sizes a part of the open position to exit; "
+                "it does not size a new entry. Send fixed_quantity, dollar_amount or "
+                "percent_of_equity to enter."
             )
             return
         opens = exiting or snap.position == 0
@@ -1541,15 +1556,26 @@ class SignalService:
         return units
 
     async def _price(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
-        """Entry price estimate: the order's own price, the sender's price, else a quote."""
+        """Entry price estimate: the order's own price, else the broker's quote. The contract
+        uses the sender's price (signalPrice, then price) only where the broker has no quote:
+        an alert's {{close}} may be far from the market by the time the order goes."""
         sig = ctx.signal
-        for p in (sig.limit_price, sig.stop_price, sig.reference_price):
+        for p in (sig.limit_price, sig.stop_price):
             if p is not None:
                 return p
-        quote = await adapter.fetch_quote(sig.ticker)
-        price = quote.ask if side is Side.BUY else quote.bid
-        if price <= 0:
-            price = quote.last
+        price = Decimal(0)
+        if adapter.capabilities.quotes:
+            try:
+                quote = await adapter.fetch_quote(sig.ticker)
+            except BrokerError:
+                if sig.reference_price is None:
+                    raise
+            else:
+                price = quote.ask if side is Side.BUY else quote.bid
+                if price <= 0:
+                    price = quote.last
+        if price <= 0 and sig.reference_price is not None:
+            price = sig.reference_price
         if price <= 0:
             raise _Skip(
                 "no-price",
@@ -2733,6 +2759,15 @@ def _body_text(body: bytes) -> str:
 
 def _direction(sentiment: Sentiment | None) -> int:
     return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
+
+
+def _sizes_position(ctx: ExecContext) -> bool:
+    """Whether this subscription sizes by the signal and the signal sends a percent of the
+    position (a subscription with its own sizing ignores the signal's quantity)."""
+    return (
+        ctx.subscription.sizing == Sizing.SIGNAL
+        and ctx.signal.effective_quantity_type is QuantityType.PERCENT_OF_POSITION
+    )
 
 
 def _stale(record: ReceivedSignal, signal: Signal, max_lag: int, now: datetime) -> str | None:
