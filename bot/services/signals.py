@@ -1424,10 +1424,8 @@ class SignalService:
         amount = abs(held)
         side = Side.SELL if held > 0 else Side.BUY
         wanted: Decimal | None = None
-        if sized:
-            wanted = await self._size(ctx, adapter, target, snap, side)
-        elif partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity:
-            wanted = await self._size(ctx, adapter, target, snap, side)
+        if sized or (partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity):
+            wanted = await self._size(ctx, adapter, target, snap, side, exiting=True)
         quantity = amount if wanted is None else min(wanted, amount)
         if quantity <= 0:
             raise _Skip("quantity-zero", "The exit quantity comes to zero.")
@@ -1523,6 +1521,8 @@ class SignalService:
         target: Target,
         snap: Snapshot,
         side: Side,
+        *,
+        exiting: bool = False,
     ) -> Decimal:
         """Units for an entry (or a sized exit) under the subscription's sizing."""
         sig, sub = ctx.signal, ctx.subscription
@@ -1546,6 +1546,8 @@ class SignalService:
             units = amount / (price * symbols.multiplier(sig.ticker))
         asset = symbols.asset_class_of(sig.ticker)
         places = 8 if asset in adapter.capabilities.fractional else 0
+        if asset is AssetClass.EQUITY and not _fraction_allowed(sig, side, exiting):
+            places = 0
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
             raise _Skip(
@@ -2759,6 +2761,18 @@ def _body_text(body: bytes) -> str:
 
 def _direction(sentiment: Sentiment | None) -> int:
     return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
+
+
+def _fraction_allowed(sig: Signal, side: Side, exiting: bool) -> bool:
+    """Whether an equity order may take a fraction of a share at a broker that has them: as
+    Alpaca does, only a simple day order that buys (an entry) or sells shares held (an exit
+    from a long). A short, a cover, a bracket or a gtc order must be whole shares, or every
+    such signal would be refused."""
+    if sig.time_in_force not in (None, TimeInForce.DAY):
+        return False
+    if exiting:
+        return side is Side.SELL
+    return side is Side.BUY and not (sig.take_profit or sig.stop_loss)
 
 
 def _sizes_position(ctx: ExecContext) -> bool:
