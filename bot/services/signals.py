@@ -1482,7 +1482,9 @@ class SignalService:
             plan.note_code = "quantity-over-limit"
             plan.note = (
                 f"The entry of {qty(quantity)} is above the strategy's limit of "
-                f"{qty(ctx.max_quantity)}."
+                f"{qty(ctx.max_quantity)}; no entry was placed. Lower this subscription's "
+                "sizing (/subscribe) or ask the strategy's owner to raise the limit "
+                "(/strategy settings)."
             )
             return
         leg = self._leg(ctx, "entry", side, quantity)

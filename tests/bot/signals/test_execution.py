@@ -186,6 +186,24 @@ async def test_futures_are_sized_in_whole_contracts_with_the_multiplier(
         assert sides_and_quantities(await orders(core)) == [("buy", expected)]
 
 
+async def test_the_strategy_max_quantity_caps_the_sized_entry_not_the_exit(core: Core) -> None:
+    """The limit applies to the entry after the subscription's sizing; an exit closes what is
+    held, whatever its size. The note says what to change."""
+    url = await make_strategy(core)
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_quantity=Decimal(3))
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(4))
+    ex = await run(core, url, sub, action="sell")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "quantity-over-limit")
+    assert ex.reason == (
+        "The entry of 4 is above the strategy's limit of 3; no entry was placed. Lower this "
+        "subscription's sizing (/subscribe) or ask the strategy's owner to raise the limit "
+        "(/strategy settings)."
+    )
+    assert sides_and_quantities((await orders(core))[1:]) == [("sell", 5)]
+    assert await position(core, OWNER, "AAPL") == 0
+
+
 # -- sides ----------------------------------------------------------------------------------
 
 
