@@ -1378,10 +1378,10 @@ class SignalService:
         direction = 1 if sig.action is Action.BUY else -1
         keeps_opposite = _direction(sig.sentiment) == -direction  # e.g. buy + bearish
         if held * direction < 0:  # a position on the other side: exit it first
-            # A signal-sized percent_of_position sells part of the position; flat closes it all.
-            partial = keeps_opposite or (
-                _sizes_position(ctx) and sig.sentiment is not Sentiment.FLAT
-            )
+            # TradersPost with the signal's quantity: below the position it is a partial exit
+            # (no entry follows); flat closes it all, whatever the quantity.
+            signal_sized = ctx.subscription.sizing == Sizing.SIGNAL and sig.quantity is not None
+            partial = keeps_opposite or (signal_sized and sig.sentiment is not Sentiment.FLAT)
             exit_leg = await self._exit_leg(
                 ctx, adapter, target, snap, partial=partial, sized=keeps_opposite
             )

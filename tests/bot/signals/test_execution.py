@@ -350,6 +350,23 @@ async def test_a_sell_of_a_percent_of_position_sells_part_of_the_long_and_enters
     assert await position(core, OWNER, "AAPL") == 0
 
 
+@pytest.mark.parametrize(
+    ("quantity", "left", "code"),
+    [(4, 6, "exit-partial-position"), (10, -10, None), (15, -15, None)],
+)
+async def test_a_signal_sized_sell_below_the_long_exits_part_and_enters_nothing(
+    core: Core, quantity: int, left: int, code: str | None
+) -> None:
+    """TradersPost with the signal's quantity: a sell of 4 against a long 10 is a partial exit
+    and enters no short; a sell of the whole long or more exits it, then shorts the quantity."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="sell", quantity=quantity)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, code), ex.reason
+    assert await position(core, OWNER, "AAPL") == left
+
+
 async def test_percent_of_position_does_not_size_an_entry(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
