@@ -194,6 +194,8 @@ async def test_webhook_settings(core: Core) -> None:
         ({"max_quantity": Decimal(0)}, "positive number below 1,000,000,000,000"),
         ({"max_quantity": Decimal(10) ** 12}, "positive number below"),
         ({"max_quantity": Decimal("NaN")}, "positive number below"),
+        # Stored as 0 on PostgreSQL (NUMERIC(38, 18)), it would refuse every entry.
+        ({"max_quantity": Decimal("1e-20")}, "at most 8 decimals"),
         ({"allowed_sources": ["203.0.113.0/33"]}, "not an IP address or range"),
         ({"allowed_sources": ["10.0.0.1-10.0.0.9"]}, r"ranges like 203\.0\.113\.0/24"),
         ({"allowed_sources": [f"198.51.100.{i}" for i in range(51)]}, "at most 50 entries"),
