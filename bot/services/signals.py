@@ -1353,7 +1353,9 @@ class SignalService:
                 plan.note_code = "no-position-to-exit"
                 plan.note = f"No open {sig.ticker} position to exit."
                 return plan
-            plan.legs.append(await self._exit_leg(ctx, adapter, target, snap, partial=True))
+            # Flat: the contract wants no position left, whatever quantity the signal sends.
+            partial = sig.sentiment is not Sentiment.FLAT
+            plan.legs.append(await self._exit_leg(ctx, adapter, target, snap, partial=partial))
             return plan
         if sig.action is Action.ADD:
             direction = _direction(sig.sentiment) or (1 if held > 0 else -1 if held < 0 else 0)
@@ -1376,7 +1378,10 @@ class SignalService:
         direction = 1 if sig.action is Action.BUY else -1
         keeps_opposite = _direction(sig.sentiment) == -direction  # e.g. buy + bearish
         if held * direction < 0:  # a position on the other side: exit it first
-            partial = keeps_opposite or sig.sentiment is Sentiment.FLAT
+            # TradersPost with the signal's quantity: below the position it is a partial exit
+            # (no entry follows); flat closes it all, whatever the quantity.
+            signal_sized = ctx.subscription.sizing == Sizing.SIGNAL and sig.quantity is not None
+            partial = keeps_opposite or (signal_sized and sig.sentiment is not Sentiment.FLAT)
             exit_leg = await self._exit_leg(
                 ctx, adapter, target, snap, partial=partial, sized=keeps_opposite
             )
@@ -1419,10 +1424,8 @@ class SignalService:
         amount = abs(held)
         side = Side.SELL if held > 0 else Side.BUY
         wanted: Decimal | None = None
-        if sized:
-            wanted = await self._size(ctx, adapter, target, snap, side)
-        elif partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity:
-            wanted = await self._size(ctx, adapter, target, snap, side)
+        if sized or (partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity):
+            wanted = await self._size(ctx, adapter, target, snap, side, exiting=True)
         quantity = amount if wanted is None else min(wanted, amount)
         if quantity <= 0:
             raise _Skip("quantity-zero", "The exit quantity comes to zero.")
@@ -1450,6 +1453,16 @@ class SignalService:
                 f"{'Long' if direction > 0 else 'Short'} entries are off for this subscription."
             )
             return
+        if _sizes_position(ctx):
+            # A percent of the position is a part of it to close: as an entry size it would be
+            # a percent of nothing (flat), or of the position this signal has just exited.
+            plan.note_code = "percent-of-position-entry"
+            plan.note = (
+                "quantityType percent_of_position sizes a part of the open position to exit; "
+                "it does not size a new entry. Send fixed_quantity, dollar_amount or "
+                "percent_of_equity to enter."
+            )
+            return
         opens = exiting or snap.position == 0
         if opens and sub.max_positions is not None:
             open_now = _open_positions(snap.positions, exclude=sig.ticker)
@@ -1469,7 +1482,9 @@ class SignalService:
             plan.note_code = "quantity-over-limit"
             plan.note = (
                 f"The entry of {qty(quantity)} is above the strategy's limit of "
-                f"{qty(ctx.max_quantity)}."
+                f"{qty(ctx.max_quantity)}; no entry was placed. Lower this subscription's "
+                "sizing (/subscribe) or ask the strategy's owner to raise the limit "
+                "(/strategy settings)."
             )
             return
         leg = self._leg(ctx, "entry", side, quantity)
@@ -1508,6 +1523,8 @@ class SignalService:
         target: Target,
         snap: Snapshot,
         side: Side,
+        *,
+        exiting: bool = False,
     ) -> Decimal:
         """Units for an entry (or a sized exit) under the subscription's sizing."""
         sig, sub = ctx.signal, ctx.subscription
@@ -1531,6 +1548,8 @@ class SignalService:
             units = amount / (price * symbols.multiplier(sig.ticker))
         asset = symbols.asset_class_of(sig.ticker)
         places = 8 if asset in adapter.capabilities.fractional else 0
+        if asset is AssetClass.EQUITY and not _fraction_allowed(sig, side, exiting):
+            places = 0
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
             raise _Skip(
@@ -1541,15 +1560,26 @@ class SignalService:
         return units
 
     async def _price(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
-        """Entry price estimate: the order's own price, the sender's price, else a quote."""
+        """Entry price estimate: the order's own price, else the broker's quote. The contract
+        uses the sender's price (signalPrice, then price) only where the broker has no quote:
+        an alert's {{close}} may be far from the market by the time the order goes."""
         sig = ctx.signal
-        for p in (sig.limit_price, sig.stop_price, sig.reference_price):
+        for p in (sig.limit_price, sig.stop_price):
             if p is not None:
                 return p
-        quote = await adapter.fetch_quote(sig.ticker)
-        price = quote.ask if side is Side.BUY else quote.bid
-        if price <= 0:
-            price = quote.last
+        price = Decimal(0)
+        if adapter.capabilities.quotes:
+            try:
+                quote = await adapter.fetch_quote(sig.ticker)
+            except BrokerError:
+                if sig.reference_price is None:
+                    raise
+            else:
+                price = quote.ask if side is Side.BUY else quote.bid
+                if price <= 0:
+                    price = quote.last
+        if price <= 0 and sig.reference_price is not None:
+            price = sig.reference_price
         if price <= 0:
             raise _Skip(
                 "no-price",
@@ -2733,6 +2763,27 @@ def _body_text(body: bytes) -> str:
 
 def _direction(sentiment: Sentiment | None) -> int:
     return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
+
+
+def _fraction_allowed(sig: Signal, side: Side, exiting: bool) -> bool:
+    """Whether an equity order may take a fraction of a share at a broker that has them: as
+    Alpaca does, only a simple day order that buys (an entry) or sells shares held (an exit
+    from a long). A short, a cover, a bracket or a gtc order must be whole shares, or every
+    such signal would be refused."""
+    if sig.time_in_force not in (None, TimeInForce.DAY):
+        return False
+    if exiting:
+        return side is Side.SELL
+    return side is Side.BUY and not (sig.take_profit or sig.stop_loss)
+
+
+def _sizes_position(ctx: ExecContext) -> bool:
+    """Whether this subscription sizes by the signal and the signal sends a percent of the
+    position (a subscription with its own sizing ignores the signal's quantity)."""
+    return (
+        ctx.subscription.sizing == Sizing.SIGNAL
+        and ctx.signal.effective_quantity_type is QuantityType.PERCENT_OF_POSITION
+    )
 
 
 def _stale(record: ReceivedSignal, signal: Signal, max_lag: int, now: datetime) -> str | None:

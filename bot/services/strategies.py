@@ -35,7 +35,7 @@ from bot.automation_models import (
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import IntentStatus, Member, OrderIntent
 from bot.services import audit
-from bot.signal_format import MAX_NUMBER, normalize_ticker
+from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -421,11 +421,13 @@ class StrategyService:
             values["rate_limit_per_minute"] = rate_limit_per_minute
         if not isinstance(max_quantity, _Unset):
             if max_quantity is not None and not (
-                max_quantity.is_finite() and 0 < max_quantity < MAX_NUMBER
+                max_quantity.is_finite()
+                and 0 < max_quantity < MAX_NUMBER
+                and -int(max_quantity.normalize().as_tuple().exponent) <= MAX_DECIMALS
             ):
                 raise InvalidInput(
-                    f"The maximum quantity must be a positive number below {MAX_NUMBER:,}, "
-                    "like 100; or remove the limit."
+                    f"The maximum quantity must be a positive number below {MAX_NUMBER:,} "
+                    f"with at most {MAX_DECIMALS} decimals, like 100; or remove the limit."
                 )
             values["max_quantity"] = max_quantity
         if values:

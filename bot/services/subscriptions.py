@@ -19,7 +19,7 @@ from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
 from bot.services.connections import MODES
-from bot.signal_format import MAX_NUMBER
+from bot.signal_format import MAX_DECIMALS, MAX_NUMBER
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -50,10 +50,20 @@ class SubscriptionSettings:
     def validated(self) -> SubscriptionSettings:
         sizing, sides = Sizing(self.sizing), Sides(self.sides)
         value = Decimal(self.sizing_value)
-        if not value.is_finite() or value <= 0 or value >= MAX_NUMBER:
-            raise InvalidInput("The sizing value must be a positive number.")
+        # More decimals than a quantity may have would be stored rounded (to 0, at worst).
+        if (
+            not value.is_finite()
+            or not 0 < value < MAX_NUMBER
+            or -int(value.normalize().as_tuple().exponent) > MAX_DECIMALS
+        ):
+            raise InvalidInput(
+                f"The sizing value must be a positive number below {MAX_NUMBER:,} with at "
+                f"most {MAX_DECIMALS} decimals; {value:f} is not."
+            )
         if sizing is Sizing.PERCENT_OF_EQUITY and value > 100:
-            raise InvalidInput("Percent of equity is at most 100.")
+            raise InvalidInput(
+                f"Percent of equity must be more than 0 and at most 100; {value:f} is not."
+            )
         if not 30 <= self.approval_ttl_seconds <= 86400:
             raise InvalidInput("Approvals expire after 30 seconds to 24 hours.")
         if self.max_positions is not None and not 1 <= self.max_positions <= 1000:

@@ -18,7 +18,7 @@ from bot.automation_models import ExecutionStatus
 from bot.core import Core
 from bot.db import Database
 from bot.services.oauth import TokenSet
-from bot.services.subscriptions import SubscriptionSettings
+from bot.services.subscriptions import Sizing, SubscriptionSettings
 from bot.settings import Settings, load_settings
 from cogs.format import order_rows
 from cogs.trading import cancelled_text
@@ -237,3 +237,61 @@ async def test_a_cancel_signal_whose_order_filled_first_says_so(
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "position-changed")
     assert "filled before its cancel went through" in (ex.reason or "")
     assert "position to exit" not in (ex.reason or "")
+
+
+# -- sizing at a broker with fractional shares ------------------------------------------------
+
+
+async def dollar_sized(core: Core, alpaca: AlpacaEmulator) -> tuple[Any, int]:
+    url, _ = await subscribed_to_alpaca(core, alpaca)
+    sub = await core.subscriptions.subscribe(
+        GUILD,
+        OWNER,
+        url.strategy.id,
+        connection="Alpaca",
+        settings=SubscriptionSettings(sizing=Sizing.DOLLAR_AMOUNT, sizing_value=Decimal(1000)),
+    )
+    alpaca.broker.set_quote("MSFT", Decimal("419.90"), Decimal("420.10"))
+    return url, sub.id
+
+
+@pytest.mark.parametrize(
+    ("signal", "side"),
+    [
+        ({"action": "sell"}, "sell"),  # a short: Alpaca sells no fraction short
+        ({"action": "buy", "takeProfit": {"limitPrice": 500}}, "buy"),  # no fractional bracket
+        ({"action": "buy", "timeInForce": "gtc"}, "buy"),  # fractions are day orders only
+    ],
+)
+async def test_dollar_sizing_uses_whole_shares_where_alpaca_takes_no_fraction(
+    core: Core, alpaca: AlpacaEmulator, signal: dict[str, Any], side: str
+) -> None:
+    """$1,000 of MSFT at 420 is 2 shares for these orders, not 2.38…: Alpaca takes
+    fractional shares only as long, simple, day orders."""
+    url, sub = await dollar_sized(core, alpaca)
+    ack = await send(core, url, {"ticker": "MSFT", **signal})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status in (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED), (
+        ex.reason_code,
+        ex.reason,
+    )
+    [order] = [
+        o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT" and o.parent is None
+    ]
+    assert (order.side, order.qty) == (side, Decimal(2))
+
+
+async def test_dollar_sizing_buys_fractional_shares_at_alpaca(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    url, sub = await dollar_sized(core, alpaca)
+    ack = await send(core, url, {"ticker": "MSFT", "action": "buy"})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status in (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED), (
+        ex.reason_code,
+        ex.reason,
+    )
+    [order] = [o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT"]
+    assert (order.side, order.qty) == ("buy", Decimal("2.38038562"))  # 1000 / 420.10

@@ -94,7 +94,6 @@ def sides_and_quantities(rows: list[Any]) -> list[tuple[str, Decimal]]:
     [
         ({"sizing": "fixed_quantity", "sizing_value": Decimal(3)}, {}, Decimal(3)),
         ({"sizing": "dollar_amount", "sizing_value": Decimal(1000)}, {}, Decimal(4)),  # ask 200.10
-        ({"sizing": "dollar_amount", "sizing_value": Decimal(1000)}, {"price": 100}, Decimal(10)),
         ({"sizing": "percent_of_equity", "sizing_value": Decimal(10)}, {}, Decimal(49)),
         ({"sizing": "signal", "sizing_value": Decimal("1.5")}, {"quantity": 2}, Decimal(3)),
         (
@@ -131,6 +130,78 @@ async def test_a_size_below_one_share_is_skipped(core: Core) -> None:
     ex = await run(core, url, sub, action="buy")
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
     assert await orders(core) == []
+
+
+async def test_dollar_sizing_prices_at_the_quote_not_the_senders_price(core: Core) -> None:
+    """The contract: price is for slippage, signalPrice stands in only where the broker has no
+    quote. An alert's stale {{close}} of 100 must not double a $1,000 entry at an ask of 200.10."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(1000))
+    ex = await run(core, url, sub, action="buy", price=100, signalPrice=100)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities(await orders(core)) == [("buy", Decimal(4))]
+
+
+@pytest.mark.parametrize("failure", ["empty", "error"])
+async def test_dollar_sizing_falls_back_to_the_signal_price_without_a_quote(
+    core: Core, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    quote = await core.simulated_feed.fetch_quote("AAPL")
+
+    async def no_quote(self: PaperBroker, symbol: str) -> Any:
+        if failure == "error":
+            raise BrokerUnavailable("no quotes")
+        return dataclasses.replace(quote, bid=Decimal(0), ask=Decimal(0), last=Decimal(0))
+
+    monkeypatch.setattr(PaperBroker, "fetch_quote", no_quote)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(1000))
+    ex = await run(core, url, sub, action="buy", signalPrice=125)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities(await orders(core)) == [("buy", Decimal(8))]
+
+
+async def test_a_limit_order_is_sized_at_its_limit_price(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(1000))
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=190, price=100)
+    assert ex.status in (ExecutionStatus.ACCEPTED, ExecutionStatus.FILLED), ex.reason
+    assert sides_and_quantities(await orders(core)) == [("buy", Decimal(5))]  # 1000/190
+
+
+@pytest.mark.parametrize(("dollars", "expected"), [(10_000, None), (600_000, Decimal(2))])
+async def test_futures_are_sized_in_whole_contracts_with_the_multiplier(
+    core: Core, dollars: int, expected: Decimal | None
+) -> None:
+    """One ESZ25 at 5900.50 is 5900.50 × 50 = $295,025 of exposure."""
+    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(dollars))
+    ex = await run(core, url, sub, ticker="ESZ25", action="buy")
+    if expected is None:
+        assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+        assert await orders(core) == []
+    else:
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        assert sides_and_quantities(await orders(core)) == [("buy", expected)]
+
+
+async def test_the_strategy_max_quantity_caps_the_sized_entry_not_the_exit(core: Core) -> None:
+    """The limit applies to the entry after the subscription's sizing; an exit closes what is
+    held, whatever its size. The note says what to change."""
+    url = await make_strategy(core)
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_quantity=Decimal(3))
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(4))
+    ex = await run(core, url, sub, action="sell")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "quantity-over-limit")
+    assert ex.reason == (
+        "The entry of 4 is above the strategy's limit of 3; no entry was placed. Lower this "
+        "subscription's sizing (/subscribe) or ask the strategy's owner to raise the limit "
+        "(/strategy settings)."
+    )
+    assert sides_and_quantities((await orders(core))[1:]) == [("sell", 5)]
+    assert await position(core, OWNER, "AAPL") == 0
 
 
 # -- sides ----------------------------------------------------------------------------------
@@ -243,6 +314,80 @@ async def test_partial_exit_by_percent_of_position(core: Core) -> None:
     ex = await run(core, url, sub, action="exit", quantity=50, quantityType="percent_of_position")
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     assert await position(core, OWNER, "AAPL") == 5
+
+
+async def test_flat_sentiment_closes_the_whole_position_whatever_the_signal_quantity(
+    core: Core,
+) -> None:
+    """The contract: flat means no position is open after the trade. With signal sizing, a
+    quantity of 2 (the strategy's own size) must not leave 3 of the member's 5 open."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="sell", sentiment="flat", quantity=2)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "no-entry-sentiment")
+    assert await position(core, OWNER, "AAPL") == 0
+    await hold(core, OWNER, "AAPL", "5")
+    ex = await run(core, url, sub, action="exit", sentiment="flat", quantity=2)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 0
+
+
+async def test_a_sell_of_a_percent_of_position_sells_part_of_the_long_and_enters_nothing(
+    core: Core,
+) -> None:
+    """percent_of_position sizes part of the open position (the contract refuses it for add);
+    it is not an entry size: selling 50% of a long 10 sells 5, it does not sell 10 and short
+    5 (50% of a position the same signal just closed)."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="sell", quantity=50, quantityType="percent_of_position")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "exit-partial-position")
+    assert await position(core, OWNER, "AAPL") == 5
+    ex = await run(core, url, sub, action="sell", quantity=100, quantityType="percent_of_position")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "percent-of-position-entry")
+    assert await position(core, OWNER, "AAPL") == 0
+
+
+@pytest.mark.parametrize(
+    ("quantity", "left", "code"),
+    [(4, 6, "exit-partial-position"), (10, -10, None), (15, -15, None)],
+)
+async def test_a_signal_sized_sell_below_the_long_exits_part_and_enters_nothing(
+    core: Core, quantity: int, left: int, code: str | None
+) -> None:
+    """TradersPost with the signal's quantity: a sell of 4 against a long 10 is a partial exit
+    and enters no short; a sell of the whole long or more exits it, then shorts the quantity."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="sell", quantity=quantity)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, code), ex.reason
+    assert await position(core, OWNER, "AAPL") == left
+
+
+async def test_percent_of_position_does_not_size_an_entry(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="buy", quantity=50, quantityType="percent_of_position")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "percent-of-position-entry")
+    assert "fixed_quantity, dollar_amount or percent_of_equity" in (ex.reason or "")
+    assert await orders(core) == []
+
+
+@pytest.mark.parametrize(("held", "left"), [("3", 2), ("1", 1)])
+async def test_a_partial_exit_rounds_down_to_whole_shares(core: Core, held: str, left: int) -> None:
+    """50% of 3 shares sells 1 (never more than asked); 50% of 1 share sells nothing."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", held)
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action="exit", quantity=50, quantityType="percent_of_position")
+    if left == int(held):
+        assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+    else:
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == left
 
 
 async def test_add_adds_to_the_open_position(core: Core) -> None:

@@ -111,8 +111,14 @@ async def test_subscribing_again_updates_the_settings(core: Core) -> None:
 @pytest.mark.parametrize(
     ("sub_settings", "message"),
     [
-        (SubscriptionSettings(sizing_value=Decimal(0)), "positive"),
-        (SubscriptionSettings(sizing=Sizing.PERCENT_OF_EQUITY, sizing_value=Decimal(101)), "100"),
+        (SubscriptionSettings(sizing_value=Decimal(0)), "positive number below 1,000,000,000,000"),
+        (SubscriptionSettings(sizing_value=Decimal("-2")), "; -2 is not"),
+        # 1e-20 would be stored as 0 (NUMERIC(38, 18) on PostgreSQL): every entry of 0 units.
+        (SubscriptionSettings(sizing_value=Decimal("1e-20")), "at most 8 decimals"),
+        (
+            SubscriptionSettings(sizing=Sizing.PERCENT_OF_EQUITY, sizing_value=Decimal(101)),
+            "more than 0 and at most 100; 101 is not",
+        ),
         (SubscriptionSettings(approval_ttl_seconds=5), "expire"),
         (SubscriptionSettings(max_positions=0), "Max strategy positions"),
     ],
@@ -121,8 +127,17 @@ async def test_subscription_settings_are_checked(
     core: Core, sub_settings: SubscriptionSettings, message: str
 ) -> None:
     url = await make_strategy(core)
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput) as refused:
         await core.subscriptions.subscribe(GUILD, OWNER, url.strategy.id, settings=sub_settings)
+    assert message in str(refused.value)
+    assert await count(core, Subscription) == 0  # nothing half-saved
+
+
+async def test_a_sizing_value_with_trailing_zeros_is_not_too_precise(core: Core) -> None:
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER, sizing_value=Decimal("1.500000000000"))
+    [info] = await core.subscriptions.list_for(OWNER)
+    assert info.settings.sizing_value == Decimal("1.5")
 
 
 async def test_live_mode_needs_a_live_account(core: Core) -> None:
@@ -179,6 +194,8 @@ async def test_webhook_settings(core: Core) -> None:
         ({"max_quantity": Decimal(0)}, "positive number below 1,000,000,000,000"),
         ({"max_quantity": Decimal(10) ** 12}, "positive number below"),
         ({"max_quantity": Decimal("NaN")}, "positive number below"),
+        # Stored as 0 on PostgreSQL (NUMERIC(38, 18)), it would refuse every entry.
+        ({"max_quantity": Decimal("1e-20")}, "at most 8 decimals"),
         ({"allowed_sources": ["203.0.113.0/33"]}, "not an IP address or range"),
         ({"allowed_sources": ["10.0.0.1-10.0.0.9"]}, r"ranges like 203\.0\.113\.0/24"),
         ({"allowed_sources": [f"198.51.100.{i}" for i in range(51)]}, "at most 50 entries"),
