@@ -50,6 +50,11 @@ MONTH_CODES = "FGHJKMNQUVXZ"
 _FUTURE_RE = re.compile(
     rf"^[/@]?(?P<root>[A-Z0-9]{{1,4}}?)(?:(?P<month>[{MONTH_CODES}])(?P<year>\d{{1,2}}))?$"
 )
+# TradingView and TradersPost write a contract's year in full (MNQU2025); brokers, CME Globex
+# and Tradecord write two digits (MNQU25).
+_FULL_YEAR_RE = re.compile(
+    rf"^(?P<head>[/@]?(?P<root>[A-Z0-9]{{1,4}}?)[{MONTH_CODES}])20(?P<year>\d{{2}})$"
+)
 CRYPTO_BASES = frozenset(
     {"BTC", "ETH", "SOL", "LTC", "DOGE", "AVAX", "LINK", "XRP", "ADA", "DOT", "UNI", "BCH", "SHIB"}
 )
@@ -59,7 +64,7 @@ TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-/@]{0,19}$")
 
 
 def normalize(symbol: str) -> str:
-    return symbol.strip().upper()
+    return short_year(symbol.strip().upper())
 
 
 def is_symbol(symbol: str) -> bool:
@@ -68,6 +73,15 @@ def is_symbol(symbol: str) -> bool:
     product itself advertises. A prefix on anything else is refused."""
     s = normalize(symbol)
     return bool(TICKER_RE.match(s)) or future_spec(s) is not None
+
+
+def short_year(symbol: str) -> str:
+    """A known future's contract with its year in two digits (MNQU2025 -> MNQU25); any other
+    symbol as it is."""
+    m = _FULL_YEAR_RE.match(symbol)
+    if m and m.group("root") in FUTURES:
+        return m.group("head") + m.group("year")
+    return symbol
 
 
 def future_spec(symbol: str) -> FutureSpec | None:

@@ -415,6 +415,7 @@ def _ticker(value: Any) -> str:
             "Options are not supported: Tradecord trades stocks, ETFs, futures and crypto.",
         )
     ticker = _EXCHANGE_PREFIX.sub("", raw, count=1)  # TradingView's "NASDAQ:AAPL"
+    ticker = symbols.short_year(ticker)  # TradingView's "MNQU2025" is the broker's MNQU25
     if _CONTINUOUS.match(ticker):
         # TradingView's continuous "NQ1!": which contract it means depends on a roll schedule.
         raise _Refused(

@@ -169,15 +169,23 @@ async def test_a_limit_order_is_sized_at_its_limit_price(core: Core) -> None:
     assert sides_and_quantities(await orders(core)) == [("buy", Decimal(5))]  # 1000/190
 
 
-@pytest.mark.parametrize(("dollars", "expected"), [(10_000, None), (600_000, Decimal(2))])
+@pytest.mark.parametrize(
+    ("dollars", "ticker", "expected"),
+    [
+        (10_000, "ESZ25", None),
+        (600_000, "ESZ25", Decimal(2)),
+        # TradingView's full year (the contract's own example form): the same future.
+        (600_000, "CME_MINI:ESZ2025", Decimal(2)),
+    ],
+)
 async def test_futures_are_sized_in_whole_contracts_with_the_multiplier(
-    core: Core, dollars: int, expected: Decimal | None
+    core: Core, dollars: int, ticker: str, expected: Decimal | None
 ) -> None:
     """One ESZ25 at 5900.50 is 5900.50 × 50 = $295,025 of exposure."""
     core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(dollars))
-    ex = await run(core, url, sub, ticker="ESZ25", action="buy")
+    ex = await run(core, url, sub, ticker=ticker, action="buy")
     if expected is None:
         assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
         assert await orders(core) == []

@@ -231,13 +231,16 @@ def test_fields_outside_the_format_are_ignored() -> None:
 def test_ticker_notation_from_tradingview() -> None:
     assert ok(base(ticker="NASDAQ:aapl")).ticker == "AAPL"
     assert refusal(base(ticker="NQ1!")) == "ticker-does-not-exist"  # which contract?
-    assert ok(base(ticker="NQZ2025")).ticker == "NQZ2025"
+    # TradingView's full contract year is written as brokers write it: a future, not a stock.
+    assert ok(base(ticker="NQZ2025")).ticker == "NQZ25"
+    assert ok(base(ticker="CME_MINI:MNQU2025")).ticker == "MNQU25"
     assert ok(base(ticker="BTC/USD")).ticker == "BTC/USD"
     # The refusal itself advertises /ES: futures with their prefix are symbols, nothing else is.
     assert ok(base(ticker="/ES")).ticker == "/ES"
     assert ok(base(ticker="@MESZ25")).ticker == "@MESZ25"
     assert refusal(base(ticker="/AAPL")) == "ticker-does-not-exist"
-    assert normalize_ticker("cme_mini:esz2025") == "ESZ2025"
+    assert normalize_ticker("cme_mini:esz2025") == "ESZ25"
+    assert normalize_ticker("ABCZ2025") == "ABCZ2025"  # no such future: left as it is
     with pytest.raises(ValueError, match="not a symbol"):
         normalize_ticker("$$$")
 
