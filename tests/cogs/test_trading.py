@@ -146,6 +146,37 @@ async def test_bad_input_gets_advice(tradecord: Harness) -> None:
     assert await paper_orders(h) == 0
 
 
+async def test_a_stop_the_market_has_passed_is_refused_with_what_to_do(tradecord: Harness) -> None:
+    # A buy stop below the market (a sell stop above it) triggers at once and fills at the
+    # market: the preview must not estimate it at the stop price.
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for side, stop, advice in [
+        ("buy", "150", "Use a stop_price above $200.10, or order_type:limit to buy at $150.00"),
+        ("sell", "250", "Use a stop_price below $199.90, or order_type:limit to sell at $250.00"),
+    ]:
+        for order_type in ("stop", "stop_limit"):
+            options = {"limit_price": stop} if order_type == "stop_limit" else {}
+            msg = await h.reply(
+                "alice",
+                "trade",
+                symbol="AAPL",
+                side=side,
+                quantity="1",
+                order_type=order_type,
+                stop_price=stop,
+                **options,
+            )
+            text = msg.text()
+            assert msg.ephemeral and "would trigger at once" in text and advice in text, text
+    # On the right side it is a preview, estimated at the stop.
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="1", order_type="stop", stop_price="210"
+    )
+    assert "$210.00" in card.text()
+    assert await paper_orders(h) == 0
+
+
 async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "MSFT", "399.90", "400.10")
