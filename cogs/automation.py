@@ -43,6 +43,11 @@ SIZING_HELP = {
     "percent_of_equity": "percent of the account's equity per entry",
     "signal": "multiplier on the signal's own quantity",
 }
+SIDES_TEXT = {
+    "both": "long and short entries",
+    "long": "long entries only",
+    "short": "short entries only",
+}
 
 
 # Option values that remove a list or a limit ("any" reads better for an allow-list).
@@ -442,7 +447,7 @@ class Automation(commands.Cog):
         await interaction.response.send_message(
             f"**{info.connection_name}** ({info.mode}) now trades **{info.strategy_name}**: "
             f"{fmt.qty(info.settings.sizing_value)} {SIZING_HELP[info.settings.sizing.value]}, "
-            f"{info.settings.sides.value} side(s)"
+            f"{SIDES_TEXT[info.settings.sides.value]}"
             + (
                 ", each order waits for your approval by DM"
                 if info.settings.manual_approval

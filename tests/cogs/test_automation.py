@@ -393,3 +393,15 @@ async def test_a_live_subscription_can_be_unsubscribed(tradecord: Harness) -> No
         conn.status = ConnectionStatus.NEEDS_REAUTH
     stale = await h.reply("alice", "unsubscribe", strategy="Trend", connection="TS")
     assert "Unsubscribed **TS** (live)" in stale.text(), stale.text()
+
+
+async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness) -> None:
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    for sides, words in [
+        ("both", "long and short entries"),
+        ("long", "long entries only"),
+        ("short", "short entries only"),
+    ]:
+        sub = await h.reply("alice", "subscribe", strategy="Breakout", sides=sides)
+        assert words in sub.content and "side(s)" not in sub.content, sub.content
