@@ -615,7 +615,11 @@ class Automation(commands.Cog):
             )
             extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]
             name = f"{sub.connection_name or 'removed'} ({sub.mode}) · {sub.status}"[:256]
-            value = phase_table(sub.phases, day, 1024 - len(extra)) + extra
+            # On its own line after the table: text right after a closing ``` reads as part
+            # of the block's last line.
+            value = "\n".join(
+                filter(None, [phase_table(sub.phases, day, 1023 - len(extra)), extra])
+            )
             # An embed holds 6,000 characters in all: say how many did not fit.
             if len(embed) + len(name) + len(value) > 5900:
                 embed.set_footer(text=f"{len(report.subscriptions) - n} more subscription(s)")
