@@ -611,7 +611,9 @@ class Automation(commands.Cog):
         subs = report.subscriptions[:20]
         for n, sub in enumerate(subs):
             orders = "; ".join(
-                f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}" for o in sub.orders
+                (f"{o.leg}: " if len(sub.orders) > 1 else "")
+                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}"
+                for o in sub.orders
             )
             extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]
             name = f"{sub.connection_name or 'removed'} ({sub.mode}) · {sub.status}"[:256]

@@ -2390,7 +2390,7 @@ class SignalService:
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
         if ctx.channel_id is not None and (result.orders or refused):
             trades = (
-                [_public_order(i) for i in result.orders]
+                [_leg_label(i, result.orders) + _public_order(i) for i in result.orders]
                 if result.orders
                 else _planned_trades(ctx.signal, result.plan)
             )
@@ -2833,7 +2833,14 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:
     """For the member's own DM: includes the broker's reasons."""
-    return "; ".join(describe_intent(i).rstrip(".") for i in intents)
+    return "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
+
+
+def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
+    """ "exit: " / "entry: " when a signal placed both (a reversal): its two orders are often
+    the same side, quantity and price, and would read as one order said twice."""
+    leg = (intent.extra or {}).get("leg")
+    return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
 
 
 def _result_line(

@@ -409,3 +409,36 @@ async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness
     ]:
         sub = await h.reply("alice", "subscribe", strategy="Breakout", sides=sides)
         assert words in sub.content and "side(s)" not in sub.content, sub.content
+
+
+async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Flip")
+    await h.reply("alice", "subscribe", strategy="Flip", sizing="fixed_quantity", sizing_value="3")
+    await h.emu.slash(
+        h.emu.owner.id,
+        "alerts-channel",
+        options={"channel": h.emu.trade_alerts.id},
+        guild_id=h.guild_id,
+        channel_id=h.emu.general.id,
+    )
+    await post(url, {"ticker": "AAPL", "action": "buy"})
+    await dm_to(h, "alice", "buy 3 AAPL")
+    status, body = await post(url, {"ticker": "AAPL", "action": "sell"})
+    assert status == 202
+    # Long 3, then sell: the exit sells 3 and the entry sells 3 more. Two identical lines
+    # would read as one order said twice.
+    dm = await dm_to(h, "alice", "entry: Filled: sell 3 AAPL")
+    assert "exit: Filled: sell 3 AAPL" in dm.text(), dm.text()
+    post_ = await h.emu.wait_for_message(
+        lambda m: m.channel_id == h.emu.trade_alerts.id and "entry: sell 3 AAPL" in m.text(),
+        timeout=15,
+        include_existing=True,
+    )
+    assert "exit: sell 3 AAPL" in post_.text(), post_.text()
+    report = await h.reply("alice", "signal show", id=str(body["id"]))
+    text = report.text()
+    assert "exit: sell 3 AAPL → filled; entry: sell 3 AAPL → filled" in text, text
