@@ -236,8 +236,11 @@ class Chat:
             return
         message = await result.message(timeout=30)
         self._ours.add(message.id)
-        self._shown.add((message.id, len(message.edits)))
-        self.say(render_message(message, author="Tradecord", names=self._name))
+        key = (message.id, len(message.edits))
+        # A public answer (share:true) may have been printed already as it was posted.
+        if key not in self._shown:
+            self._shown.add(key)
+            self.say(render_message(message, author="Tradecord", names=self._name))
         self.last = message if message.components else self.last
 
 
