@@ -177,6 +177,26 @@ async def test_a_stop_the_market_has_passed_is_refused_with_what_to_do(tradecord
     assert await paper_orders(h) == 0
 
 
+async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) -> None:
+    # Rounded to cents, the preview said "limit 250.12" while the order went in at 250.123.
+    h = tradecord
+    pin(h, "AAPL", "272.90", "273.10")
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="10", order_type="limit", limit_price="250.123"
+    )
+    text = card.text()
+    assert "limit 250.123" in text and "250.12 " not in text, text
+    assert text.count("250.123") == 2, text  # the title and the estimated price
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    orders = (await h.reply("alice", "orders")).text()
+    assert "250.123" in orders, orders
+    # Cents stay cents.
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="250.5"
+    )
+    assert "limit 250.50" in card.text()
+
+
 async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "MSFT", "399.90", "400.10")
