@@ -76,6 +76,7 @@ from bot.services.limits import (
     Limits,
     describe_limit,
     server_limits,
+    without_thousands,
 )
 from bot.services.notify import Outgoing
 from bot.signal_format import MAX_NUMBER
@@ -257,7 +258,7 @@ class Gate:
 def parse_decimal(text: str | None, what: str) -> Decimal | None:
     if text is None or str(text).strip() == "":
         return None
-    raw = str(text).strip().replace(",", "").removeprefix("$")
+    raw = without_thousands(str(text).strip().removeprefix("$"), what)
     try:
         value = Decimal(raw)
     except InvalidOperation:

@@ -197,6 +197,27 @@ async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) 
     assert "limit 250.50" in card.text()
 
 
+async def test_a_decimal_comma_is_refused_not_read_as_thousands(tradecord: Harness) -> None:
+    # "1,5" was read as 15 shares and "500,00" as a limit of 50,000.
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for options in (
+        {"quantity": "1,5"},
+        {"quantity": "1", "order_type": "limit", "limit_price": "500,00"},
+    ):
+        msg = await h.reply("alice", "trade", symbol="AAPL", side="buy", **options)
+        text = msg.text()
+        assert msg.ephemeral and "takes a point for decimals, like 2.5" in text, text
+    limits = await h.reply("alice", "limits set", max_order_notional="2,5")
+    assert "takes a point for decimals" in limits.text(), limits.text()
+    # Thousands separators still work.
+    thousand = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1,000")
+    assert "$200,100.00" in thousand.text(), thousand.text()  # 1,000 at the ask
+    big = await h.reply("alice", "limits set", max_order_notional="2,500")
+    assert "$2,500.00" in big.text(), big.text()
+    assert await paper_orders(h) == 0
+
+
 async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "MSFT", "399.90", "400.10")
