@@ -442,3 +442,19 @@ async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
     report = await h.reply("alice", "signal show", id=str(body["id"]))
     text = report.text()
     assert "exit: sell 3 AAPL → filled; entry: sell 3 AAPL → filled" in text, text
+
+
+async def test_signal_show_takes_the_short_id_the_alerts_show(tradecord: Harness) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Short")
+    await h.reply("alice", "subscribe", strategy="Short", sizing="fixed_quantity", sizing_value="1")
+    _, body = await post(url, {"ticker": "AAPL", "action": "buy"})
+    await dm_to(h, "alice", "buy 1 AAPL")
+    short = str(body["id"])[:8]
+    for typed in (short, short.upper()):
+        report = await h.reply("alice", "signal show", id=typed)
+        assert f"Signal {short}" in report.text(), report.text()
+    # Someone who can see nothing of it is told so, as for a full id.
+    other = await h.reply("bob", "signal show", id=short)
+    assert "No signal with that id that you can see" in other.text(), other.text()
