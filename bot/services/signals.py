@@ -215,8 +215,11 @@ class Leg:
         )
 
     def describe(self, ticker: str) -> str:
+        """buy 5 AAPL; buy 5 AAPL limit @ 150: an approval shows the price it approves."""
         kind = "" if self.order_type is OrderType.MARKET else f" {self.order_type.value}"
-        return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}"
+        at = self.limit_price if self.limit_price is not None else self.stop_price
+        price = f" @ {qty(at)}" if at is not None and kind else ""
+        return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}{price}"
 
 
 @dataclass(slots=True)

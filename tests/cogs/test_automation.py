@@ -458,3 +458,18 @@ async def test_signal_show_takes_the_short_id_the_alerts_show(tradecord: Harness
     # Someone who can see nothing of it is told so, as for a full id.
     other = await h.reply("bob", "signal show", id=short)
     assert "No signal with that id that you can see" in other.text(), other.text()
+
+
+async def test_an_approval_card_shows_the_price_of_a_limit_signal(tradecord: Harness) -> None:
+    # It said "buy 2 MSFT limit": the member approved without seeing the price.
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Dip")
+    await h.reply(
+        "bob", "subscribe", strategy="Dip", sizing="fixed_quantity", sizing_value="2", approval=True
+    )
+    body = {"ticker": "MSFT", "action": "buy", "orderType": "limit", "limitPrice": 350.5}
+    status, _ = await post(url, body)
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    assert "buy 2 MSFT limit @ 350.5" in card.text(), card.text()
