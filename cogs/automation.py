@@ -43,6 +43,15 @@ SIZING_HELP = {
     "percent_of_equity": "percent of the account's equity per entry",
     "signal": "multiplier on the signal's own quantity",
 }
+
+
+def sizing_text(sizing: str, value: Decimal) -> str:
+    """3 shares/contracts per entry; 1× the signal's own quantity (not "1 multiplier on")."""
+    if sizing == "signal":
+        return f"{fmt.qty(value)}× the signal's own quantity"
+    return f"{fmt.qty(value)} {SIZING_HELP[sizing]}"
+
+
 SIDES_TEXT = {
     "both": "long and short entries",
     "long": "long entries only",
@@ -446,7 +455,7 @@ class Automation(commands.Cog):
         )
         await interaction.response.send_message(
             f"**{info.connection_name}** ({info.mode}) now trades **{info.strategy_name}**: "
-            f"{fmt.qty(info.settings.sizing_value)} {SIZING_HELP[info.settings.sizing.value]}, "
+            f"{sizing_text(info.settings.sizing.value, info.settings.sizing_value)}, "
             f"{SIDES_TEXT[info.settings.sides.value]}"
             + (
                 ", each order waits for your approval by DM"

@@ -409,6 +409,8 @@ async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness
     ]:
         sub = await h.reply("alice", "subscribe", strategy="Breakout", sides=sides)
         assert words in sub.content and "side(s)" not in sub.content, sub.content
+        # The default sizing, as /subscriptions says it (1× signal).
+        assert "1× the signal's own quantity" in sub.content, sub.content
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
