@@ -90,9 +90,23 @@ class Chat:
             return
         self._shown.add(key)
         where = "DM" if is_dm else f"#{channel.name}"
-        self.say(f"[{where}]\n{render_message(message)}")
+        self.say(f"[{where}]\n{render_message(message, names=self._name)}")
         if message.components:
             self.last = message
+
+    def _name(self, kind: str, snowflake: int) -> str | None:
+        """What Discord shows for a mention: the user's, role's or channel's name."""
+        world = self.emu.world
+        if kind == "user":
+            user = world.users.get(snowflake)
+            return (user.global_name or user.username) if user else None
+        if kind == "channel":
+            channel = world.channels.get(snowflake)
+            return channel.name if channel else None
+        role = next(
+            (g.roles[snowflake] for g in world.guilds.values() if snowflake in g.roles), None
+        )
+        return role.name if role else None
 
     def _dm_with_us(self, channel: Any) -> bool:
         return bool(channel.recipient_id == self.user_id)
@@ -222,8 +236,11 @@ class Chat:
             return
         message = await result.message(timeout=30)
         self._ours.add(message.id)
-        self._shown.add((message.id, len(message.edits)))
-        self.say(render_message(message, author="Tradecord"))
+        key = (message.id, len(message.edits))
+        # A public answer (share:true) may have been printed already as it was posted.
+        if key not in self._shown:
+            self._shown.add(key)
+            self.say(render_message(message, author="Tradecord", names=self._name))
         self.last = message if message.components else self.last
 
 

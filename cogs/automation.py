@@ -45,6 +45,20 @@ SIZING_HELP = {
 }
 
 
+def sizing_text(sizing: str, value: Decimal) -> str:
+    """3 shares/contracts per entry; 1× the signal's own quantity (not "1 multiplier on")."""
+    if sizing == "signal":
+        return f"{fmt.qty(value)}× the signal's own quantity"
+    return f"{fmt.qty(value)} {SIZING_HELP[sizing]}"
+
+
+SIDES_TEXT = {
+    "both": "long and short entries",
+    "long": "long entries only",
+    "short": "short entries only",
+}
+
+
 # Option values that remove a list or a limit ("any" reads better for an allow-list).
 CLEAR = frozenset({"none", "any"})
 BLURPLE = 0x5865F2
@@ -441,8 +455,8 @@ class Automation(commands.Cog):
         )
         await interaction.response.send_message(
             f"**{info.connection_name}** ({info.mode}) now trades **{info.strategy_name}**: "
-            f"{fmt.qty(info.settings.sizing_value)} {SIZING_HELP[info.settings.sizing.value]}, "
-            f"{info.settings.sides.value} side(s)"
+            f"{sizing_text(info.settings.sizing.value, info.settings.sizing_value)}, "
+            f"{SIDES_TEXT[info.settings.sides.value]}"
             + (
                 ", each order waits for your approval by DM"
                 if info.settings.manual_approval
@@ -606,11 +620,17 @@ class Automation(commands.Cog):
         subs = report.subscriptions[:20]
         for n, sub in enumerate(subs):
             orders = "; ".join(
-                f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}" for o in sub.orders
+                (f"{o.leg}: " if len(sub.orders) > 1 else "")
+                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}"
+                for o in sub.orders
             )
             extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]
             name = f"{sub.connection_name or 'removed'} ({sub.mode}) · {sub.status}"[:256]
-            value = phase_table(sub.phases, day, 1024 - len(extra)) + extra
+            # On its own line after the table: text right after a closing ``` reads as part
+            # of the block's last line.
+            value = "\n".join(
+                filter(None, [phase_table(sub.phases, day, 1023 - len(extra)), extra])
+            )
             # An embed holds 6,000 characters in all: say how many did not fit.
             if len(embed) + len(name) + len(value) > 5900:
                 embed.set_footer(text=f"{len(report.subscriptions) - n} more subscription(s)")

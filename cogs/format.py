@@ -42,6 +42,14 @@ def price(value: Decimal | None) -> str:
     return f"{value:,.{places}f}"
 
 
+def order_price(value: Decimal) -> str:
+    """A limit or stop price as the order carries it: every decimal typed is kept (250.123 is
+    not 250.12), so the preview and /orders show the price the broker gets."""
+    default = 2 if abs(value) >= 1 else 6
+    places = min(8, max(default, -int(value.normalize().as_tuple().exponent)))
+    return f"{value:,.{places}f}"
+
+
 def pct(numerator: Decimal | None, denominator: Decimal | None) -> str:
     if numerator is None or not denominator:
         return "—"
@@ -88,8 +96,8 @@ def position_rows(positions: Sequence[Position]) -> list[list[str]]:
 def order_rows(orders: Sequence[Order]) -> list[list[str]]:
     rows = []
     for o in orders:
-        limit = price(o.limit_price) if o.limit_price is not None else ""
-        stop = price(o.stop_price) if o.stop_price is not None else ""
+        limit = order_price(o.limit_price) if o.limit_price is not None else ""
+        stop = order_price(o.stop_price) if o.stop_price is not None else ""
         at = " / ".join(x for x in (limit, stop) if x) or "mkt"
         filled = f"{qty(o.filled_quantity)}/{qty(o.quantity)}"
         rows.append(

@@ -153,9 +153,9 @@ def preview_embed(p: Preview) -> discord.Embed:
     kind = r.order_type.value.replace("_", " ")
     prices = []
     if r.limit_price is not None:
-        prices.append(f"limit {fmt.price(r.limit_price)}")
+        prices.append(f"limit {fmt.order_price(r.limit_price)}")
     if r.stop_price is not None:
-        prices.append(f"stop {fmt.price(r.stop_price)}")
+        prices.append(f"stop {fmt.order_price(r.stop_price)}")
     live = p.target.mode == "live"
     embed = discord.Embed(
         title=f"{fmt.mode_tag(p.target.mode)} order preview",
@@ -172,7 +172,10 @@ def preview_embed(p: Preview) -> discord.Embed:
         name="Connection", value=name if name == p.broker_name else f"{name} ({p.broker_name})"
     )
     embed.add_field(name="Account", value=fmt_account(p))
-    embed.add_field(name="Estimated price", value=fmt.price(p.estimated_price))
+    # A limit or stop order is estimated at its own price: shown as typed, like the title.
+    typed = r.order_type.value != "market"
+    estimate = fmt.order_price if typed else fmt.price
+    embed.add_field(name="Estimated price", value=estimate(p.estimated_price))
     embed.add_field(name="Estimated cost", value=fmt.money(p.estimated_cost))
     if p.buying_power_required != p.estimated_cost:  # margined (futures): say what is held back
         embed.add_field(name="Buying power needed", value=fmt.money(p.buying_power_required))
@@ -537,7 +540,7 @@ class Trading(commands.Cog):
         out = []
         for o in orders:
             at = (
-                f" @ {fmt.price(o.limit_price or o.stop_price)}"
+                f" @ {fmt.order_price(o.limit_price or o.stop_price)}"
                 if (o.limit_price or o.stop_price)
                 else ""
             )

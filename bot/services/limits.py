@@ -8,6 +8,7 @@ time (``TradingService.submit`` and the reconciler's send); this service only st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,9 +87,23 @@ def _min(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     return min(a, b)
 
 
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+
+
+def without_thousands(text: str, what: str) -> str:
+    """ "1,000.5" as 1000.5. A comma anywhere else is refused: "1,5" is one and a half where
+    the comma is the decimal mark, and must not become 15 (as the webhook's parser does)."""
+    if "," in text and not _THOUSANDS.match(text):
+        raise InvalidInput(
+            f"{what} takes a point for decimals, like 2.5 — “{text}” has a comma that does not "
+            "separate thousands (as in 1,000)."
+        )
+    return text.replace(",", "")
+
+
 def parse_limit(text: str | None, what: str) -> Decimal | None:
     """A limit as typed: a positive number, or 0/none/off to remove it."""
-    raw = (text or "").strip().replace(",", "").removeprefix("$")
+    raw = without_thousands((text or "").strip().removeprefix("$"), what)
     if raw.lower() in ("", "0", "none", "off", "no limit"):
         return None
     try:

@@ -66,7 +66,7 @@ from bot.automation_models import (
     intent_key,
 )
 from bot.components import approval_buttons
-from bot.errors import Conflict, NotFound, PermissionDenied, TradecordError
+from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TradecordError
 from bot.models import (
     AuditEvent,
     Connection,
@@ -215,8 +215,11 @@ class Leg:
         )
 
     def describe(self, ticker: str) -> str:
+        """buy 5 AAPL; buy 5 AAPL limit @ 150: an approval shows the price it approves."""
         kind = "" if self.order_type is OrderType.MARKET else f" {self.order_type.value}"
-        return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}"
+        at = self.limit_price if self.limit_price is not None else self.stop_price
+        price = f" @ {qty(at)}" if at is not None and kind else ""
+        return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}{price}"
 
 
 @dataclass(slots=True)
@@ -2420,7 +2423,7 @@ class SignalService:
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
         if ctx.channel_id is not None and (result.orders or refused):
             trades = (
-                [_public_order(i) for i in result.orders]
+                [_leg_label(i, result.orders) + _public_order(i) for i in result.orders]
                 if result.orders
                 else _planned_trades(ctx.signal, result.plan)
             )
@@ -2588,6 +2591,29 @@ class SignalService:
 
     # == the report ================================================================================
 
+    async def _signal_by_prefix(self, s: AsyncSession, prefix: str, member_id: int) -> str | None:
+        """The one signal whose id starts with ``prefix`` that the member may see (its
+        strategy's owner, or a subscriber it ran for); None if none; refused if several."""
+        mine = select(SignalExecution.id).where(
+            SignalExecution.signal_id == ReceivedSignal.id,
+            SignalExecution.member_id == member_id,
+        )
+        ids = list(
+            await s.scalars(
+                select(ReceivedSignal.id)
+                .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                .where(ReceivedSignal.id.startswith(prefix, autoescape=True))
+                .where((Strategy.owner_member_id == member_id) | mine.exists())
+                .limit(2)
+            )
+        )
+        if len(ids) > 1:
+            raise InvalidInput(
+                f"More than one of your signals starts with {prefix}: give the full id, from "
+                "the signal's DM or the webhook's answer."
+            )
+        return ids[0] if ids else None
+
     async def signal_report(self, signal_id: str, discord_user_id: int) -> SignalReport:
         """Every phase of a signal with its time, like TradersPost's execution panel. The
         strategy's owner sees every subscription; a subscriber sees their own."""
@@ -2595,12 +2621,16 @@ class SignalService:
         nothing = NotFound(
             "No signal with that id that you can see. Ids are in the signal's alerts and DMs."
         )
+        wanted = signal_id.strip().lower()
         async with self.core.db.session() as s:
+            if SHORT_ID.fullmatch(wanted):
+                # The 8-character id the alerts, DMs and this report's title show.
+                wanted = await self._signal_by_prefix(s, wanted, member_id) or wanted
             row = (
                 await s.execute(
                     select(ReceivedSignal, Strategy)
                     .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .where(ReceivedSignal.id == signal_id.strip())
+                    .where(ReceivedSignal.id == wanted)
                 )
             ).first()
             if row is None:
@@ -2884,7 +2914,14 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:
     """For the member's own DM: includes the broker's reasons."""
-    return "; ".join(describe_intent(i).rstrip(".") for i in intents)
+    return "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
+
+
+def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
+    """ "exit: " / "entry: " when a signal placed both (a reversal): its two orders are often
+    the same side, quantity and price, and would read as one order said twice."""
+    leg = (intent.extra or {}).get("leg")
+    return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
 
 
 def _result_line(
@@ -2928,6 +2965,8 @@ def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
     return [f"{signal.action.value} {signal.ticker}"]
 
 
+# A signal's id as the alerts and DMs show it: its first 8 characters (up to the full 36).
+SHORT_ID = re.compile(r"[0-9a-f-]{8,35}")
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")
 
 

@@ -76,6 +76,7 @@ from bot.services.limits import (
     Limits,
     describe_limit,
     server_limits,
+    without_thousands,
 )
 from bot.services.notify import Outgoing
 from bot.signal_format import MAX_NUMBER
@@ -257,7 +258,7 @@ class Gate:
 def parse_decimal(text: str | None, what: str) -> Decimal | None:
     if text is None or str(text).strip() == "":
         return None
-    raw = str(text).strip().replace(",", "").removeprefix("$")
+    raw = without_thousands(str(text).strip().removeprefix("$"), what)
     try:
         value = Decimal(raw)
     except InvalidOperation:
@@ -394,6 +395,7 @@ class TradingService:
                 adapter.fetch_balance(target.ref),
                 adapter.fetch_position(target.ref, request.symbol),
             )
+            check_stop_side(request, quote)
             price = estimate_price(request, quote)
             if price is None:
                 # Valued at 0 it would pass every notional limit and the buying-power check.
@@ -1860,6 +1862,29 @@ def known_price(intent: OrderIntent) -> Decimal | None:
     return intent.limit_price if intent.limit_price is not None else intent.stop_price
 
 
+def check_stop_side(request: OrderRequest, quote: Quote) -> None:
+    """Refuse a stop the market has already passed: it would trigger at once and fill at the
+    market, far from the stop price the preview would be estimated at (brokers such as Alpaca
+    reject it for that reason)."""
+    if request.order_type not in NEEDS_STOP or request.stop_price is None:
+        return
+    now = _quote_price(quote, request.side)
+    if now is None:
+        return
+    stop = request.stop_price
+    buy = request.side is Side.BUY
+    if (stop > now) if buy else (stop < now):
+        return
+    raise InvalidInput(
+        f"A {request.side.value} stop triggers when {request.symbol} "
+        f"{'rises' if buy else 'falls'} to stop_price, and it is at {price_text(now)} now: "
+        f"a stop at {price_text(stop)} would trigger at once and fill at the market price. "
+        f"Use a stop_price {'above' if buy else 'below'} {price_text(now)}, or "
+        f"order_type:limit to {request.side.value} at {price_text(stop)} or "
+        f"{'less' if buy else 'more'}."
+    )
+
+
 def _quote_price(quote: Quote, side: Side) -> Decimal | None:
     price = quote.ask if side is Side.BUY else quote.bid
     if price <= 0:
@@ -1975,6 +2000,12 @@ def buying_power_after(
 def money(value: Decimal, currency: str = "USD") -> str:
     sign = "-" if value < 0 else ""
     return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{value:,.2f} {currency}"
+
+
+def price_text(value: Decimal) -> str:
+    """A price as typed or quoted: cents, more places only when it has them (0.000123)."""
+    places = min(8, max(2, -int(value.normalize().as_tuple().exponent)))
+    return f"${value:,.{places}f}"
 
 
 def qty(value: Decimal) -> str:

@@ -7,7 +7,10 @@ order, and :func:`components_index` returns the same numbering so "press 2" maps
 
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 from .state import (
@@ -23,6 +26,10 @@ from .state import (
 )
 
 WIDTH = 72
+# ("user" | "role" | "channel", id) -> its name, or None if unknown.
+Names = Callable[[str, int], str | None]
+_MARKUP = re.compile(r"<(@!?|@&|#)(\d+)>|<t:(-?\d+)(?::[tTdDfFR])?>")
+_MENTION_KINDS = {"@": "user", "@!": "user", "@&": "role", "#": "channel"}
 _BAR = "│ "
 _SELECT_KIND = {
     3: ("option", "options"),
@@ -71,8 +78,12 @@ def components_index(message: Message) -> list[IndexedComponent]:
     return index
 
 
-def render_message(message: Message, *, author: str | None = None, width: int = WIDTH) -> str:
-    """The message as a person would read it in a terminal."""
+def render_message(
+    message: Message, *, author: str | None = None, width: int = WIDTH, names: Names | None = None
+) -> str:
+    """The message as a person would read it in a terminal: mentions and timestamps in the
+    content, embed descriptions and field values as Discord shows them (``#general``,
+    ``@alice``, a date), where ``names`` knows the name."""
     lines: list[str] = []
     header = []
     if author:
@@ -86,14 +97,42 @@ def render_message(message: Message, *, author: str | None = None, width: int = 
     if message.loading:
         lines.append(f"{author or 'The bot'} is thinking…")
     if message.content:
-        lines.extend(_wrap(message.content, width))
+        lines.extend(_wrap(_markup(message.content, names), width))
     for embed in message.embeds:
-        lines.extend(_render_embed(embed, width))
+        lines.extend(_render_embed(_embed_markup(embed, names), width))
     for attachment in message.attachments:
         lines.append(f"📎 {attachment.get('filename')} ({_size(int(attachment.get('size', 0)))})")
     numbers = {id(c.component): c.number for c in components_index(message)}
     lines.extend(_render_components(message.components, numbers, width))
     return "\n".join(lines)
+
+
+def _markup(text: str, names: Names | None) -> str:
+    def shown(m: re.Match[str]) -> str:
+        if m.group(3) is not None:
+            try:
+                at = datetime.fromtimestamp(int(m.group(3)), UTC)
+            except (OverflowError, OSError, ValueError):
+                return m.group(0)
+            return f"{at:%Y-%m-%d %H:%M} UTC"
+        kind = _MENTION_KINDS[m.group(1)]
+        name = names(kind, int(m.group(2))) if names is not None else None
+        if name is None:
+            return m.group(0)
+        return f"#{name}" if kind == "channel" else f"@{name}"
+
+    return _MARKUP.sub(shown, text)
+
+
+def _embed_markup(embed: JSON, names: Names | None) -> JSON:
+    out = dict(embed)
+    if out.get("description"):
+        out["description"] = _markup(str(out["description"]), names)
+    if out.get("fields"):
+        out["fields"] = [
+            {**f, "value": _markup(str(f.get("value", "")), names)} for f in out["fields"]
+        ]
+    return out
 
 
 def _wrap(text: str, width: int) -> list[str]:

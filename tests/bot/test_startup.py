@@ -122,7 +122,8 @@ async def test_local_mode_driven_by_a_script(
     script = tmp_path / "demo.txt"
     script.write_text(
         "# a demo\n/help\n/accounts\n/trade symbol:AAPL side:buy quantity:10\npress 1\n"
-        "/positions\n/trade symbol:AAPL side:buy quantity:abc\n/nope\npress 9\nquit\n"
+        "/positions\n/positions share:true\n/trade symbol:AAPL side:buy quantity:abc\n/nope\n"
+        "press 9\nquit\n"
         "/never-run\n"
     )
     local = settings.model_copy(update={"tradecord_keys": None, "discord_token": None})
@@ -135,6 +136,8 @@ async def test_local_mode_driven_by_a_script(
     assert "PAPER ORDER PREVIEW" in text and "[1] Confirm  [2] Cancel" in text
     assert "Filled: buy 10 AAPL" in text
     assert "AAPL    long" in text
+    # The public summary, once: as posted in #general, not again as the command's answer.
+    assert text.count("SERVER OWNER'S POSITIONS") == 1, text
     assert "must be a number" in text
     assert "! /nope is not a Tradecord command" in text
     assert "! the last message has no buttons or menus" in text or "! press a number" in text

@@ -92,6 +92,10 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     assert re.search(r"· \d+ ms to reach us", text), text
     assert re.search(r"received\s+\d\d:\d\d:\d\d\.\d{3}\s+0\b", text), text
     assert re.search(r"filled\s+\d\d:\d\d:\d\d\.\d{3}\s+\d+", text), text
+    # The orders line follows the phase table on a line of its own, not after its ```.
+    fields = report.embeds[0]["fields"]
+    value = next(f["value"] for f in fields if f["name"].startswith("Tradecord Paper"))
+    assert value.endswith("```\nbuy 3 AAPL → filled"), value
     assert await paper_orders(h) == 1
 
 
@@ -393,3 +397,81 @@ async def test_a_live_subscription_can_be_unsubscribed(tradecord: Harness) -> No
         conn.status = ConnectionStatus.NEEDS_REAUTH
     stale = await h.reply("alice", "unsubscribe", strategy="Trend", connection="TS")
     assert "Unsubscribed **TS** (live)" in stale.text(), stale.text()
+
+
+async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness) -> None:
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    for sides, words in [
+        ("both", "long and short entries"),
+        ("long", "long entries only"),
+        ("short", "short entries only"),
+    ]:
+        sub = await h.reply("alice", "subscribe", strategy="Breakout", sides=sides)
+        assert words in sub.content and "side(s)" not in sub.content, sub.content
+        # The default sizing, as /subscriptions says it (1× signal).
+        assert "1× the signal's own quantity" in sub.content, sub.content
+
+
+async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Flip")
+    await h.reply("alice", "subscribe", strategy="Flip", sizing="fixed_quantity", sizing_value="3")
+    await h.emu.slash(
+        h.emu.owner.id,
+        "alerts-channel",
+        options={"channel": h.emu.trade_alerts.id},
+        guild_id=h.guild_id,
+        channel_id=h.emu.general.id,
+    )
+    await post(url, {"ticker": "AAPL", "action": "buy"})
+    await dm_to(h, "alice", "buy 3 AAPL")
+    status, body = await post(url, {"ticker": "AAPL", "action": "sell"})
+    assert status == 202
+    # Long 3, then sell: the exit sells 3 and the entry sells 3 more. Two identical lines
+    # would read as one order said twice.
+    dm = await dm_to(h, "alice", "entry: Filled: sell 3 AAPL")
+    assert "exit: Filled: sell 3 AAPL" in dm.text(), dm.text()
+    post_ = await h.emu.wait_for_message(
+        lambda m: m.channel_id == h.emu.trade_alerts.id and "entry: sell 3 AAPL" in m.text(),
+        timeout=15,
+        include_existing=True,
+    )
+    assert "exit: sell 3 AAPL" in post_.text(), post_.text()
+    report = await h.reply("alice", "signal show", id=str(body["id"]))
+    text = report.text()
+    assert "exit: sell 3 AAPL → filled; entry: sell 3 AAPL → filled" in text, text
+
+
+async def test_signal_show_takes_the_short_id_the_alerts_show(tradecord: Harness) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Short")
+    await h.reply("alice", "subscribe", strategy="Short", sizing="fixed_quantity", sizing_value="1")
+    _, body = await post(url, {"ticker": "AAPL", "action": "buy"})
+    await dm_to(h, "alice", "buy 1 AAPL")
+    short = str(body["id"])[:8]
+    for typed in (short, short.upper()):
+        report = await h.reply("alice", "signal show", id=typed)
+        assert f"Signal {short}" in report.text(), report.text()
+    # Someone who can see nothing of it is told so, as for a full id.
+    other = await h.reply("bob", "signal show", id=short)
+    assert "No signal with that id that you can see" in other.text(), other.text()
+
+
+async def test_an_approval_card_shows_the_price_of_a_limit_signal(tradecord: Harness) -> None:
+    # It said "buy 2 MSFT limit": the member approved without seeing the price.
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Dip")
+    await h.reply(
+        "bob", "subscribe", strategy="Dip", sizing="fixed_quantity", sizing_value="2", approval=True
+    )
+    body = {"ticker": "MSFT", "action": "buy", "orderType": "limit", "limitPrice": 350.5}
+    status, _ = await post(url, body)
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    assert "buy 2 MSFT limit @ 350.5" in card.text(), card.text()

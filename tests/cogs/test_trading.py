@@ -146,6 +146,78 @@ async def test_bad_input_gets_advice(tradecord: Harness) -> None:
     assert await paper_orders(h) == 0
 
 
+async def test_a_stop_the_market_has_passed_is_refused_with_what_to_do(tradecord: Harness) -> None:
+    # A buy stop below the market (a sell stop above it) triggers at once and fills at the
+    # market: the preview must not estimate it at the stop price.
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for side, stop, advice in [
+        ("buy", "150", "Use a stop_price above $200.10, or order_type:limit to buy at $150.00"),
+        ("sell", "250", "Use a stop_price below $199.90, or order_type:limit to sell at $250.00"),
+    ]:
+        for order_type in ("stop", "stop_limit"):
+            options = {"limit_price": stop} if order_type == "stop_limit" else {}
+            msg = await h.reply(
+                "alice",
+                "trade",
+                symbol="AAPL",
+                side=side,
+                quantity="1",
+                order_type=order_type,
+                stop_price=stop,
+                **options,
+            )
+            text = msg.text()
+            assert msg.ephemeral and "would trigger at once" in text and advice in text, text
+    # On the right side it is a preview, estimated at the stop.
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="1", order_type="stop", stop_price="210"
+    )
+    assert "$210.00" in card.text()
+    assert await paper_orders(h) == 0
+
+
+async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) -> None:
+    # Rounded to cents, the preview said "limit 250.12" while the order went in at 250.123.
+    h = tradecord
+    pin(h, "AAPL", "272.90", "273.10")
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="10", order_type="limit", limit_price="250.123"
+    )
+    text = card.text()
+    assert "limit 250.123" in text and "250.12 " not in text, text
+    assert text.count("250.123") == 2, text  # the title and the estimated price
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    orders = (await h.reply("alice", "orders")).text()
+    assert "250.123" in orders, orders
+    # Cents stay cents.
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="250.5"
+    )
+    assert "limit 250.50" in card.text()
+
+
+async def test_a_decimal_comma_is_refused_not_read_as_thousands(tradecord: Harness) -> None:
+    # "1,5" was read as 15 shares and "500,00" as a limit of 50,000.
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for options in (
+        {"quantity": "1,5"},
+        {"quantity": "1", "order_type": "limit", "limit_price": "500,00"},
+    ):
+        msg = await h.reply("alice", "trade", symbol="AAPL", side="buy", **options)
+        text = msg.text()
+        assert msg.ephemeral and "takes a point for decimals, like 2.5" in text, text
+    limits = await h.reply("alice", "limits set", max_order_notional="2,5")
+    assert "takes a point for decimals" in limits.text(), limits.text()
+    # Thousands separators still work.
+    thousand = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1,000")
+    assert "$200,100.00" in thousand.text(), thousand.text()  # 1,000 at the ask
+    big = await h.reply("alice", "limits set", max_order_notional="2,500")
+    assert "$2,500.00" in big.text(), big.text()
+    assert await paper_orders(h) == 0
+
+
 async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "MSFT", "399.90", "400.10")

@@ -115,3 +115,23 @@ def test_loading_and_components_v2() -> None:
     assert "│ ## Positions" in text and "│ [1] Close" in text
     assert [c.custom_id for c in components_index(message)] == ["close:AAPL"]
     assert message.text() == "## Positions\nAAPL 10 @ 187.20"
+
+
+def test_mentions_and_timestamps_render_as_discord_shows_them() -> None:
+    # /alerts-channel and /killswitch answers carry <#id>, <@id> and <t:…:R>; Discord shows
+    # #general, @owner and a date, never the markup.
+    known = {("channel", 11): "general", ("user", 22): "owner", ("role", 33): "Traders"}
+    message = _message(
+        content="Trade alerts for all strategies go to <#11>.",
+        embeds=[
+            {
+                "description": "Last changed <t:1795708700:R> by <@22>.",
+                "fields": [{"name": "Who", "value": "<@&33> and <@!99>"}],
+            }
+        ],
+    )
+    text = render_message(message, names=lambda kind, i: known.get((kind, i)))
+    assert "go to #general." in text
+    assert "Last changed 2026-11-26 15:58 UTC by @owner." in text
+    assert "@Traders and <@!99>" in text  # an unknown id stays as it is
+    assert "<#11>" in render_message(message)  # without names, as before
