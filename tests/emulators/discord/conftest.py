@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 import yarl
@@ -82,6 +83,27 @@ async def emu(discord_errors: ErrorLog) -> AsyncIterator[DiscordEmulator]:
         await emulator.stop()
     if emulator.unmodelled_requests:
         pytest.fail(f"the bot called unmodelled Discord routes: {emulator.unmodelled_requests}")
+
+
+BOT = {"Authorization": f"Bot {TOKEN}"}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[DiscordEmulator, aiohttp.ClientSession]]:
+    """The emulator, and a session that calls its REST API as the bot does (token and all)."""
+    async with (
+        DiscordEmulator(bot_token=TOKEN) as emu,
+        aiohttp.ClientSession(headers=BOT) as session,
+    ):
+        yield emu, session
+
+
+def form_errors(body: dict[str, Any], *path: str | int) -> list[str]:
+    """The codes of a 50035 Invalid Form Body answer's errors at ``path``."""
+    node = body["errors"]
+    for part in path:
+        node = node[str(part)]
+    return [e["code"] for e in node["_errors"]]
 
 
 @contextlib.contextmanager

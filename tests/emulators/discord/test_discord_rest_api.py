@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -13,25 +13,7 @@ import pytest
 from discord.ext import commands
 
 from emulators.discord import DiscordEmulator, permissions
-
-TOKEN = "MTAw.rest.bot-token"
-BOT = {"Authorization": f"Bot {TOKEN}"}
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[tuple[DiscordEmulator, aiohttp.ClientSession]]:
-    async with (
-        DiscordEmulator(bot_token=TOKEN) as emu,
-        aiohttp.ClientSession(headers=BOT) as session,
-    ):
-        yield emu, session
-
-
-def _errors_at(body: dict[str, Any], *path: str | int) -> list[str]:
-    node = body["errors"]
-    for part in path:
-        node = node[str(part)]
-    return [e["code"] for e in node["_errors"]]
+from tests.emulators.discord.conftest import BOT, TOKEN, form_errors
 
 
 async def _post(session: aiohttp.ClientSession, url: str, payload: Any) -> tuple[int, Any]:
@@ -144,7 +126,7 @@ async def test_message_limits(
     )
     assert status == 400
     assert (body["code"], body["message"]) == (50035, "Invalid Form Body")
-    assert code in _errors_at(body, *path)
+    assert code in form_errors(body, *path)
     assert emu.messages(emu.general.id) == []
 
 

@@ -15,25 +15,7 @@ import pytest
 
 from emulators.discord import DiscordEmulator, EmulatorError
 from emulators.discord.gateway import GUILDS
-
-TOKEN = "MTAw.wire-rules.bot-token"
-BOT = {"Authorization": f"Bot {TOKEN}"}
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[tuple[DiscordEmulator, aiohttp.ClientSession]]:
-    async with (
-        DiscordEmulator(bot_token=TOKEN) as emu,
-        aiohttp.ClientSession(headers=BOT) as session,
-    ):
-        yield emu, session
-
-
-def _error_codes(body: dict[str, Any], *path: str | int) -> list[str]:
-    node = body["errors"]
-    for part in path:
-        node = node[str(part)]
-    return [e["code"] for e in node["_errors"]]
+from tests.emulators.discord.conftest import TOKEN, form_errors
 
 
 async def _send(session: aiohttp.ClientSession, method: str, url: str, payload: Any) -> Any:
@@ -100,7 +82,7 @@ async def test_message_bodies_discord_refuses(
         session, "POST", f"{emu.api_base}/channels/{emu.general.id}/messages", payload
     )
     assert (status, body["code"]) == (400, 50035)
-    assert _error_codes(body, *path)
+    assert form_errors(body, *path)
     assert emu.messages(emu.general.id) == []
 
 
@@ -153,7 +135,7 @@ async def test_command_sync_refuses_what_discord_refuses(
     url = f"{emu.api_base}/applications/{emu.application_id}/commands"
     status, body = await _send(session, "PUT", url, [command])
     assert (status, body["code"]) == (400, 50035)
-    assert _error_codes(body, *path)
+    assert form_errors(body, *path)
     assert emu.world.commands.all_names() == []
     # The same shape within the limits is accepted.
     ok = _command(
