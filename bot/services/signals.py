@@ -41,7 +41,7 @@ from sqlalchemy.orm import selectinload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
-from adapters.errors import BrokerError, OrderNotFound
+from adapters.errors import BrokerError, InvalidOrder, OrderNotFound
 from adapters.models import (
     AssetClass,
     Bracket,
@@ -88,9 +88,11 @@ from bot.services.trading import (
     describe_intent,
     hint_of,
     money,
+    price_text,
     qty,
     request_of,
     send_settles_at,
+    stop_passed,
 )
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
 
@@ -1900,7 +1902,34 @@ class SignalService:
         )
         request.bracket = leg.bracket
         adapter.check_order(target.ref, request)  # refuse here, before any intent is stored
+        if leg.stop_price is not None:  # a stop priced from the market is the contract's own
+            await self._check_stop_side(ctx, adapter, request)
         return request
+
+    async def _check_stop_side(
+        self, ctx: ExecContext, adapter: BrokerAdapter, request: OrderRequest
+    ) -> None:
+        """Refuse the signal's stop the market has already passed, as /trade does: it would
+        trigger at once and fill at the market, not near the stopPrice the strategy sent."""
+        if not adapter.capabilities.quotes:
+            return
+        try:
+            quote = await adapter.fetch_quote(request.symbol)
+        except BrokerError:
+            return  # no quote to judge by: the broker's own checks still apply
+        now = stop_passed(request, quote)
+        if now is None:
+            return
+        buy = request.side is Side.BUY
+        assert request.stop_price is not None
+        raise InvalidOrder(
+            f"The {request.side.value} stop at {price_text(request.stop_price)} was not placed: "
+            f"{request.symbol} is at {price_text(now)} now, so it would trigger at once and "
+            f"fill at the market price. A {request.side.value} stop needs a stopPrice "
+            f"{'above' if buy else 'below'} the market; use orderType limit to "
+            f"{request.side.value} at {price_text(request.stop_price)} or "
+            f"{'less' if buy else 'more'}."
+        )
 
     async def _resume(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, intent: OrderIntent

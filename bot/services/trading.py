@@ -1866,15 +1866,11 @@ def check_stop_side(request: OrderRequest, quote: Quote) -> None:
     """Refuse a stop the market has already passed: it would trigger at once and fill at the
     market, far from the stop price the preview would be estimated at (brokers such as Alpaca
     reject it for that reason)."""
-    if request.order_type not in NEEDS_STOP or request.stop_price is None:
-        return
-    now = _quote_price(quote, request.side)
+    now = stop_passed(request, quote)
     if now is None:
         return
     stop = request.stop_price
     buy = request.side is Side.BUY
-    if (stop > now) if buy else (stop < now):
-        return
     raise InvalidInput(
         f"A {request.side.value} stop triggers when {request.symbol} "
         f"{'rises' if buy else 'falls'} to stop_price, and it is at {price_text(now)} now: "
@@ -1883,6 +1879,18 @@ def check_stop_side(request: OrderRequest, quote: Quote) -> None:
         f"order_type:limit to {request.side.value} at {price_text(stop)} or "
         f"{'less' if buy else 'more'}."
     )
+
+
+def stop_passed(request: OrderRequest, quote: Quote) -> Decimal | None:
+    """The market price (ask for a buy, bid for a sell) a stop order has already reached, so
+    it would trigger at once; None for any other order, or when the quote has no price."""
+    if request.order_type not in NEEDS_STOP or request.stop_price is None:
+        return None
+    now = _quote_price(quote, request.side)
+    if now is None:
+        return None
+    stop = request.stop_price
+    return None if ((stop > now) if request.side is Side.BUY else (stop < now)) else now
 
 
 def _quote_price(quote: Quote, side: Side) -> Decimal | None:

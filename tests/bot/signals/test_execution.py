@@ -778,6 +778,38 @@ async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     assert await position(core, OWNER, "AAPL") == Decimal(-5)
 
 
+async def test_a_stop_the_market_has_passed_is_not_placed(core: Core) -> None:
+    """A buy stop at or below the ask (a sell stop at or above the bid) would trigger at once
+    and fill at the market: refused before the broker, as /trade refuses it."""
+    core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="stop", stopPrice=100)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "would trigger at once" in (ex.reason or "") and "200.10" in (ex.reason or "")
+    assert await intents(core) == [] and await orders(core) == []
+    # The exit leg too: a sell stop above the bid is refused, the position stays.
+    await hold(core, OWNER, "AAPL", "5")
+    placed = len(await orders(core))
+    ex = await run(
+        core, url, sub, action="exit", orderType="stop_limit", stopPrice=250, limitPrice=249
+    )
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "sell stop" in (ex.reason or "")
+    assert len(await orders(core)) == placed
+    assert await position(core, OWNER, "AAPL") == 5
+
+
+async def test_a_stop_beyond_the_market_is_placed(core: Core) -> None:
+    core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="stop", stopPrice=250)
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason
+    [order] = await orders(core)
+    assert (order.order_type, order.stop_price) == ("stop", Decimal(250))
+
+
 # -- manual approval ----------------------------------------------------------------------------
 
 
