@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from adapters.registry import get_adapter_class
 from bot.automation_models import AlertPreference, Strategy, StrategyShare, Subscription
 from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
@@ -112,6 +113,7 @@ class SubscriptionService:
         s_settings = (settings or SubscriptionSettings()).validated()
         info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        _check_whole_units(s_settings, target.connection.broker)
         member_id = target.connection.member_id
         now = self.clock()
         values = dict(
@@ -353,3 +355,19 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
 def _places(subs: list[SubscriptionInfo]) -> str:
     """Where subscriptions trade, as the member names them: “TS” (live), …"""
     return ", ".join(f"“{sub.connection_name}” ({sub.mode})" for sub in subs)
+
+
+def _check_whole_units(settings: SubscriptionSettings, broker: str) -> None:
+    """Refuse a fractional fixed quantity at a broker that trades no fractions of anything:
+    every signal would round it down (to zero below 1) and be skipped. A broker with
+    fractional crypto (or shares) keeps it, since the strategy may trade what it fractions."""
+    value = settings.sizing_value
+    if settings.sizing is not Sizing.FIXED_QUANTITY or value == value.to_integral_value():
+        return
+    cls = get_adapter_class(broker)
+    if cls.capabilities.fractional:
+        return
+    raise InvalidInput(
+        f"{cls.display_name} trades whole shares and contracts only, so a fixed quantity of "
+        f"{value:f} cannot be traded as sized. Use a whole number, or dollar_amount sizing."
+    )

@@ -475,3 +475,30 @@ async def test_an_approval_card_shows_the_price_of_a_limit_signal(tradecord: Har
     assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     assert "buy 2 MSFT limit @ 350.5" in card.text(), card.text()
+
+
+async def test_subscribe_refuses_a_fraction_at_a_broker_of_whole_units(tradecord: Harness) -> None:
+    """TradeStation trades no fraction of anything: 0.5 would size every signal to zero. The
+    paper broker trades crypto in fractions, so it keeps the fraction."""
+    h = tradecord
+    await create_strategy(h, "alice", "Trend")
+    conn_id = await add_broker_connection(h, "alice", "TS")
+    async with h.core.db.transaction() as s:
+        s.add(
+            ConnectionAccount(
+                connection_id=conn_id,
+                mode="paper",
+                account_id="SIM5566",
+                account_type="margin",
+                label="TradeStation ****5566",
+            )
+        )
+    half = dict(strategy="Trend", sizing="fixed_quantity", sizing_value="0.5")
+    refused = await h.reply("alice", "subscribe", connection="TS", **half)
+    assert "TradeStation trades whole shares" in refused.text(), refused.text()
+    assert await h.core.subscriptions.list_for(h.user("alice")) == []
+    whole = await h.reply("alice", "subscribe", connection="TS", **{**half, "sizing_value": "2"})
+    assert "now trades" in whole.text(), whole.text()
+    paper = await h.reply("alice", "subscribe", connection="Tradecord Paper", **half)
+    assert "now trades" in paper.text(), paper.text()
+    assert len(await h.core.subscriptions.list_for(h.user("alice"))) == 2
