@@ -8,10 +8,73 @@ Futures are written as root + month code + year (``ESZ25``, ``MESH6``), optional
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from adapters.models import AssetClass
+
+MONTH_CODES = "FGHJKMNQUVXZ"
+MONTH_NAMES = (
+    "January February March April May June July August September October November December"
+).split()
+QUARTERLY = "HMUZ"
+CHICAGO = ZoneInfo("America/Chicago")
+
+# -- last trading days (CME rulebook terms). Business days are weekdays: an exchange holiday
+# can move the real day earlier by one, which these rules do not know.
+
+
+def _business_days_before(day: date, n: int) -> date:
+    while n:
+        day -= timedelta(days=1)
+        if day.weekday() < 5:
+            n -= 1
+    return day
+
+
+def _last_business_day(year: int, month: int) -> date:
+    first_next = date(year + month // 12, month % 12 + 1, 1)
+    return _business_days_before(first_next, 1)
+
+
+def _nth_weekday(year: int, month: int, weekday: int, n: int) -> date:
+    first = date(year, month, 1)
+    return first + timedelta(days=(weekday - first.weekday()) % 7 + 7 * (n - 1))
+
+
+def _third_friday(year: int, month: int) -> date:
+    return _nth_weekday(year, month, 4, 3)
+
+
+def _before_25th_of_prior_month(extra: int) -> Callable[[int, int], date]:
+    """Crude oil: ``3 + extra`` business days before the 25th of the month before the contract
+    month, one more when the 25th is not a business day."""
+
+    def rule(year: int, month: int) -> date:
+        prior = date(year - (month == 1), (month - 2) % 12 + 1, 25)
+        return _business_days_before(prior, 3 + extra + (prior.weekday() >= 5))
+
+    return rule
+
+
+def _third_last_business_day(year: int, month: int) -> date:
+    return _business_days_before(_last_business_day(year, month), 2)
+
+
+def _before_first_of_month(year: int, month: int) -> date:
+    return _business_days_before(date(year, month, 1), 3)
+
+
+def _seventh_before_last_business_day(year: int, month: int) -> date:
+    return _business_days_before(_last_business_day(year, month), 7)
+
+
+def _before_third_wednesday(year: int, month: int) -> date:
+    return _business_days_before(_nth_weekday(year, month, 2, 3), 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,32 +84,79 @@ class FutureSpec:
     multiplier: Decimal
     tick: Decimal
     reference_price: Decimal
+    months: str  # the contract months listed, as month codes
+    last_day: Callable[[int, int], date]  # (year, month) -> last trading day
+    ends: time  # when trading ends that day, Chicago time
 
+
+_INDEX = (QUARTERLY, _third_friday, time(8, 30))
+_OIL = (MONTH_CODES, _before_25th_of_prior_month(0), time(13, 30))
+_METAL = (MONTH_CODES, _third_last_business_day, time(12, 30))
+_BOND = (QUARTERLY, _seventh_before_last_business_day, time(12, 1))
 
 FUTURES: dict[str, FutureSpec] = {
     s.root: s
     for s in (
-        FutureSpec("ES", "E-mini S&P 500", Decimal(50), Decimal("0.25"), Decimal(5900)),
-        FutureSpec("MES", "Micro E-mini S&P 500", Decimal(5), Decimal("0.25"), Decimal(5900)),
-        FutureSpec("NQ", "E-mini Nasdaq-100", Decimal(20), Decimal("0.25"), Decimal(20800)),
-        FutureSpec("MNQ", "Micro E-mini Nasdaq-100", Decimal(2), Decimal("0.25"), Decimal(20800)),
-        FutureSpec("YM", "E-mini Dow", Decimal(5), Decimal(1), Decimal(43000)),
-        FutureSpec("MYM", "Micro E-mini Dow", Decimal("0.5"), Decimal(1), Decimal(43000)),
-        FutureSpec("RTY", "E-mini Russell 2000", Decimal(50), Decimal("0.1"), Decimal(2300)),
-        FutureSpec("M2K", "Micro E-mini Russell 2000", Decimal(5), Decimal("0.1"), Decimal(2300)),
-        FutureSpec("CL", "Crude Oil", Decimal(1000), Decimal("0.01"), Decimal(70)),
-        FutureSpec("MCL", "Micro Crude Oil", Decimal(100), Decimal("0.01"), Decimal(70)),
-        FutureSpec("GC", "Gold", Decimal(100), Decimal("0.1"), Decimal(2650)),
-        FutureSpec("MGC", "Micro Gold", Decimal(10), Decimal("0.1"), Decimal(2650)),
-        FutureSpec("SI", "Silver", Decimal(5000), Decimal("0.005"), Decimal(31)),
-        FutureSpec("NG", "Natural Gas", Decimal(10000), Decimal("0.001"), Decimal("3.2")),
-        FutureSpec("ZB", "30-Year T-Bond", Decimal(1000), Decimal("0.03125"), Decimal(117)),
-        FutureSpec("ZN", "10-Year T-Note", Decimal(1000), Decimal("0.015625"), Decimal(110)),
-        FutureSpec("6E", "Euro FX", Decimal(125000), Decimal("0.00005"), Decimal("1.06")),
+        FutureSpec("ES", "E-mini S&P 500", Decimal(50), Decimal("0.25"), Decimal(5900), *_INDEX),
+        FutureSpec(
+            "MES", "Micro E-mini S&P 500", Decimal(5), Decimal("0.25"), Decimal(5900), *_INDEX
+        ),
+        FutureSpec(
+            "NQ", "E-mini Nasdaq-100", Decimal(20), Decimal("0.25"), Decimal(20800), *_INDEX
+        ),
+        FutureSpec(
+            "MNQ", "Micro E-mini Nasdaq-100", Decimal(2), Decimal("0.25"), Decimal(20800), *_INDEX
+        ),
+        FutureSpec("YM", "E-mini Dow", Decimal(5), Decimal(1), Decimal(43000), *_INDEX),
+        FutureSpec("MYM", "Micro E-mini Dow", Decimal("0.5"), Decimal(1), Decimal(43000), *_INDEX),
+        FutureSpec(
+            "RTY", "E-mini Russell 2000", Decimal(50), Decimal("0.1"), Decimal(2300), *_INDEX
+        ),
+        FutureSpec(
+            "M2K", "Micro E-mini Russell 2000", Decimal(5), Decimal("0.1"), Decimal(2300), *_INDEX
+        ),
+        FutureSpec("CL", "Crude Oil", Decimal(1000), Decimal("0.01"), Decimal(70), *_OIL),
+        # Micro crude stops trading the business day before crude oil does.
+        FutureSpec(
+            "MCL",
+            "Micro Crude Oil",
+            Decimal(100),
+            Decimal("0.01"),
+            Decimal(70),
+            MONTH_CODES,
+            _before_25th_of_prior_month(1),
+            time(13, 30),
+        ),
+        FutureSpec("GC", "Gold", Decimal(100), Decimal("0.1"), Decimal(2650), *_METAL),
+        FutureSpec("MGC", "Micro Gold", Decimal(10), Decimal("0.1"), Decimal(2650), *_METAL),
+        FutureSpec("SI", "Silver", Decimal(5000), Decimal("0.005"), Decimal(31), *_METAL),
+        FutureSpec(
+            "NG",
+            "Natural Gas",
+            Decimal(10000),
+            Decimal("0.001"),
+            Decimal("3.2"),
+            MONTH_CODES,
+            _before_first_of_month,
+            time(13, 30),
+        ),
+        FutureSpec("ZB", "30-Year T-Bond", Decimal(1000), Decimal("0.03125"), Decimal(117), *_BOND),
+        FutureSpec(
+            "ZN", "10-Year T-Note", Decimal(1000), Decimal("0.015625"), Decimal(110), *_BOND
+        ),
+        FutureSpec(
+            "6E",
+            "Euro FX",
+            Decimal(125000),
+            Decimal("0.00005"),
+            Decimal("1.06"),
+            QUARTERLY,
+            _before_third_wednesday,
+            time(9, 16),
+        ),
     )
 }
 
-MONTH_CODES = "FGHJKMNQUVXZ"
 _FUTURE_RE = re.compile(
     rf"^[/@]?(?P<root>[A-Z0-9]{{1,4}}?)(?:(?P<month>[{MONTH_CODES}])(?P<year>\d{{1,2}}))?$"
 )
@@ -122,3 +232,75 @@ def quantity_decimals(asset_class: AssetClass) -> int:
 def multiplier(symbol: str) -> Decimal:
     spec = future_spec(symbol)
     return spec.multiplier if spec else Decimal(1)
+
+
+# -- contract months -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """A dated futures contract: ``symbol`` with a two-digit year (``ESZ26``), month, year."""
+
+    symbol: str
+    spec: FutureSpec
+    year: int
+    month: int
+
+    @property
+    def listed(self) -> bool:
+        return MONTH_CODES[self.month - 1] in self.spec.months
+
+    @property
+    def last_trading_day(self) -> date:
+        return self.spec.last_day(self.year, self.month)
+
+    @property
+    def expires_at(self) -> datetime:
+        """When trading in it ends (UTC)."""
+        ends = datetime.combine(self.last_trading_day, self.spec.ends, tzinfo=CHICAGO)
+        return ends.astimezone(UTC)
+
+    @property
+    def label(self) -> str:
+        return f"{MONTH_NAMES[self.month - 1]} {self.year}"
+
+
+@lru_cache(maxsize=1024)
+def _contract(symbol: str, decade_of: int) -> Contract | None:
+    m = _FUTURE_RE.match(symbol)
+    if not m or m.group("month") is None or m.group("root") not in FUTURES:
+        return None
+    digits = m.group("year")
+    if len(digits) == 2:
+        year = 2000 + int(digits)
+    else:  # one digit: the year of that digit from five years back to four ahead
+        year = decade_of - 5 + (int(digits) - (decade_of - 5)) % 10
+    root, code = m.group("root"), m.group("month")
+    return Contract(
+        f"{root}{code}{year % 100:02d}", FUTURES[root], year, MONTH_CODES.index(code) + 1
+    )
+
+
+def contract(symbol: str, at: datetime) -> Contract | None:
+    """The dated contract ``symbol`` names (``ESZ26``, ``ESZ6``, ``ESZ2026``), or None for
+    anything else, a continuous ``/ES`` included. A one-digit year is read as the nearest such
+    year around ``at``: ``ESZ5`` in 2026 is December 2025."""
+    return _contract(normalize(symbol).lstrip("/@"), at.year)
+
+
+def example_contract(root: str = "ES") -> str:
+    """A contract to show in a message as an example: one that trades today."""
+    return front_contract(root, datetime.now(UTC))
+
+
+def front_contract(root: str, at: datetime) -> str:
+    """The first listed contract of ``root`` still trading at ``at`` (``ESH27``)."""
+    spec = FUTURES[root]
+    year, month = at.year, at.month
+    while True:
+        code = MONTH_CODES[month - 1]
+        if code in spec.months:
+            c = Contract(f"{root}{code}{year % 100:02d}", spec, year, month)
+            if c.expires_at > at:
+                return c.symbol
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)

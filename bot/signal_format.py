@@ -428,7 +428,7 @@ def _ticker(value: Any) -> str:
         raise _Refused(
             "ticker-does-not-exist",
             "The ticker is not a symbol Tradecord can trade. "
-            "Use a stock like AAPL, a future like ESZ25 or "
+            f"Use a stock like AAPL, a future like {symbols.example_contract()} or "
             "/ES, or a crypto pair like BTCUSD.",
         )
     return ticker

@@ -351,7 +351,7 @@ class Automation(commands.Cog):
     @app_commands.describe(
         strategy="A strategy you own",
         allowed_sources="tradingview, or addresses/ranges like 203.0.113.0/24; none: any",
-        allowed_tickers="Tickers like AAPL, ESZ25, BTCUSD, comma-separated; none: every ticker",
+        allowed_tickers="Tickers like AAPL, /ES, BTCUSD, comma-separated; none: every ticker",
         max_lag_seconds="Refuse signals older than this (by their time, or their arrival)",
         rate_limit_per_minute="Signals accepted a minute (429 past that)",
         max_quantity="Refuse fixed quantities above this; none: no limit",
@@ -372,7 +372,7 @@ class Automation(commands.Cog):
         if allowed_sources is not None:
             changes["allowed_sources"] = list_option(allowed_sources, "tradingview, 203.0.113.7")
         if allowed_tickers is not None:
-            changes["allowed_tickers"] = list_option(allowed_tickers, "AAPL, ESZ25")
+            changes["allowed_tickers"] = list_option(allowed_tickers, "AAPL, BTCUSD")
         if max_lag_seconds is not None:
             changes["max_lag_seconds"] = max_lag_seconds
         if rate_limit_per_minute is not None:

@@ -464,7 +464,7 @@ class Trading(commands.Cog):
 
     @app_commands.command(name="trade", description="Place an order (you confirm a preview first)")
     @app_commands.describe(
-        symbol="Ticker (AAPL), future (ESZ25) or crypto pair (BTCUSD)",
+        symbol="Ticker (AAPL), future (/ES or a contract like ESH7) or crypto pair (BTCUSD)",
         side="buy or sell",
         quantity="How many shares, contracts or coins",
         order_type="market (default), limit, stop or stop_limit",

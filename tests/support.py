@@ -8,6 +8,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tests.discord_harness import Harness
 
+
+def trading_contract(root: str = "ES") -> str:
+    """A dated contract of ``root`` that trades for months after today (``ESH27``): a test
+    that names a fixed contract would start failing on its last trading day."""
+    from adapters.symbols import front_contract
+
+    return front_contract(root, datetime.now(UTC) + timedelta(days=100))
+
+
+def full_year(contract: str) -> str:
+    """The contract with its year in four digits, as TradingView writes it (``ESH2027``)."""
+    return f"{contract[:-2]}20{contract[-2:]}"
+
+
 # Tuesday 1 December 2026, 10:00 in New York: the NYSE and CME are open.
 WEEKDAY_SESSION = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 

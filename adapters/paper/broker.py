@@ -56,7 +56,7 @@ from adapters.paper.engine import PriceType
 from adapters.paper.feed import QuoteSource, SimulatedFeed, utcnow
 from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
 from adapters.paper.models import PaperAccount, PaperOrder
-from adapters.paper.universe import Instrument, resolve
+from adapters.paper.universe import Instrument, check_contract, resolve
 from adapters.registry import register
 from bot.db import Database
 from bot.db_types import plain
@@ -411,7 +411,9 @@ class PaperBroker(BrokerAdapter):
 
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         super().check_order(account, request)
-        validate(request, resolve(request.symbol))
+        inst = resolve(request.symbol)
+        validate(request, inst)
+        check_contract(inst, self._now())
 
     def canonical_symbol(self, symbol: str) -> str:
         return resolve(symbol).symbol

@@ -23,7 +23,14 @@ from sqlalchemy import Row, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.errors import BrokerError, InsufficientBuyingPower, OrderNotCancelable, OrderNotFound
+from adapters import symbols
+from adapters.errors import (
+    BrokerError,
+    BrokerUnavailable,
+    InsufficientBuyingPower,
+    OrderNotCancelable,
+    OrderNotFound,
+)
 from adapters.models import (
     AssetClass,
     Order,
@@ -102,8 +109,17 @@ def order_state(row: PaperOrder) -> engine.OrderState:
         row.stop_price,
         row.filled_quantity,
         row.triggered_at is not None,
-        row.expires_at,
+        ends(row),
     )
+
+
+def ends(row: PaperOrder) -> datetime | None:
+    """When a working order stops: its trading day's end, or its contract's last trading
+    moment, whichever comes first."""
+    c = symbols.contract(row.symbol, row.created_at) if row.asset_class == "future" else None
+    if c is None:
+        return row.expires_at
+    return c.expires_at if row.expires_at is None else min(row.expires_at, c.expires_at)
 
 
 def reservation(row: PaperOrder) -> engine.Reservation:
@@ -544,6 +560,9 @@ async def apply_decision(
 
 def _reason(order: PaperOrder, decision: Decision) -> str:
     if decision.action is Action.EXPIRE:
+        end = ends(order)
+        if end is not None and (order.expires_at is None or end < order.expires_at):
+            return f"Expired: {order.symbol} stopped trading on {end:%a %d %b %Y}."
         return "Expired: the trading day of this day order ended."
     tif = order.time_in_force.upper()
     return f"Cancelled: {tif} orders fill immediately or not at all, and {decision.reason}."
@@ -850,7 +869,7 @@ async def sweep_all(
             )
         ).all()
     simulated = SimulatedFeed(clock)
-    updates: list[OrderUpdate] = []
+    updates = await settle_expired(db, quote_source_factory, simulated, now_utc(clock))
     for account_id, connection_id, settings in rows:
         try:
             source = await _source_for(quote_source_factory, connection_id) or simulated
@@ -865,6 +884,90 @@ async def sweep_all(
             # message might quote a broker's response.
             log.error("paper: sweep of %s failed: %s; moving on", account_id, type(e).__name__)
     return updates
+
+
+async def settle_expired(
+    db: Database,
+    quote_source_factory: QuoteSourceFactory | None,
+    simulated: SimulatedFeed,
+    now: datetime,
+) -> list[OrderUpdate]:
+    """Close every position held in a futures contract past its last trading moment at the
+    contract's final price, as the exchange settles it: a market order with client order id
+    ``expiry-<symbol>``, filled. The simulated feed prices it at the moment trading ended; a
+    broker quote source at its quote now (without one, the position waits for the next pass).
+    """
+    async with db.session() as s:
+        rows = (
+            await s.execute(
+                select(PaperPosition.account_id, PaperPosition.symbol, PaperAccount.connection_id)
+                .join(PaperAccount, PaperAccount.id == PaperPosition.account_id)
+                .where(PaperPosition.asset_class == AssetClass.FUTURE.value)
+                .order_by(PaperPosition.account_id, PaperPosition.symbol)
+            )
+        ).all()
+    updates: list[OrderUpdate] = []
+    for account_id, symbol, connection_id in rows:
+        c = symbols.contract(symbol, now)
+        if c is None or now < c.expires_at:
+            continue
+        try:
+            source = await _source_for(quote_source_factory, connection_id) or simulated
+            if isinstance(source, SimulatedFeed):
+                quote = source.quote_at(symbol, c.expires_at)
+            else:
+                quote = await source.fetch_quote(symbol)
+            price = engine.mark_price(quote)
+            if price is None:
+                raise BrokerUnavailable(f"no settlement price for {symbol}")
+            settled = await _settle(db, account_id, symbol, price, quote.simulated, now)
+        except IntegrityError:
+            continue  # settled by another process meanwhile
+        except Exception as e:
+            log.warning("paper: settling %s of %s waits: %s", symbol, account_id, type(e).__name__)
+            continue
+        if settled is not None:
+            updates.append(settled)
+    return updates
+
+
+async def _settle(
+    db: Database, account_id: str, symbol: str, price: Decimal, simulated: bool, now: datetime
+) -> OrderUpdate | None:
+    async with db.transaction() as s:
+        account = await lock_account(s, account_id)
+        position = await s.scalar(
+            select(PaperPosition)
+            .where(PaperPosition.account_id == account_id, PaperPosition.symbol == symbol)
+            .execution_options(populate_existing=True)
+        )
+        if position is None or position.quantity == 0:
+            return None
+        account.order_seq += 1
+        quantity = abs(position.quantity)
+        order = PaperOrder(
+            id=f"{account.id}-{account.order_seq}",
+            account_id=account.id,
+            seq=account.order_seq,
+            client_order_id=f"expiry-{symbol}",
+            symbol=symbol,
+            asset_class=position.asset_class,
+            multiplier=position.multiplier,
+            side=(Side.SELL if position.quantity > 0 else Side.BUY).value,
+            quantity=quantity,
+            order_type=OrderType.MARKET.value,
+            time_in_force=TimeInForce.DAY.value,
+            reference_price=price,
+            status=OrderStatus.OPEN.value,
+            filled_quantity=Decimal(0),
+            simulated=simulated,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(order)
+        fill = await book_fill(s, account, order, quantity, price, simulated, now)
+        await s.flush()
+        return OrderUpdate(to_order(order), "fill", fill.execution_id, fill.quantity, price, now)
 
 
 async def _source_for(factory: QuoteSourceFactory | None, connection_id: int) -> QuoteSource | None:

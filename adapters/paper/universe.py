@@ -3,19 +3,23 @@ of ``adapters.symbols``. Anything else is ``SymbolNotFound``.
 
 Symbols are canonicalised so one instrument is one position however it is written:
 ``BRK-B``/``BRK/B`` → ``BRK.B``; ``BTC/USD``/``BTC-USD`` → ``BTCUSD``; ``@ES`` → ``/ES``
-(continuous contract); dated contracts (``ESZ6``, ``MESH27``) stay as written.
+(continuous contract); dated contracts take a two-digit year (``ESZ6``/``ESZ2026`` → ``ESZ26``).
+
+A dated contract trades only in its listed months and until its last trading day
+(``check_contract``); a position still held then is settled in cash (``store.settle_expired``).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache, lru_cache
 from importlib import resources
 
 from adapters import symbols
-from adapters.errors import SymbolNotFound
+from adapters.errors import InvalidOrder, SymbolNotFound
 from adapters.models import AssetClass
 
 
@@ -52,7 +56,9 @@ def resolve(symbol: str) -> Instrument:
     s = symbols.normalize(symbol)
     spec = symbols.future_spec(s)
     if spec is not None:
-        canonical = "/" + s[1:] if s[0] in "/@" else s
+        # A one-digit year is read around today: the cache keeps it for the process's life.
+        dated = symbols.contract(s, datetime.now(UTC))
+        canonical = dated.symbol if dated else "/" + s[1:] if s[0] in "/@" else s
         return Instrument(
             canonical, AssetClass.FUTURE, spec.multiplier, spec.tick, "future", spec.name
         )
@@ -76,10 +82,31 @@ def unknown_symbol_message(symbol: str) -> str:
     hint = ""
     if root in symbols.FUTURES:
         name = symbols.FUTURES[root].name
-        hint = f" For the {name} future write /{root} or a contract like {root}Z6."
+        contract = symbols.example_contract(root)
+        hint = f" For the {name} future write /{root} or a contract like {contract}."
     return (
         f"Tradecord Paper does not know the symbol {shown}. It trades US stocks and ETFs from its "
         "list (S&P 500 members, other widely traded stocks and popular ETFs), crypto pairs such "
-        "as BTCUSD or ETH/USD, and futures such as /ES, /NQ or ESZ6." + hint + " Check the "
-        "ticker; for anything else, use a connected broker account."
+        f"as BTCUSD or ETH/USD, and futures such as /ES, /NQ or {symbols.example_contract()}."
+        f"{hint} Check the ticker; for anything else, use a connected broker account."
     )
+
+
+def check_contract(inst: Instrument, now: datetime) -> None:
+    """Refuse a dated futures contract that is not listed, or no longer trades at ``now``."""
+    c = symbols.contract(inst.symbol, now)
+    if c is None:
+        return
+    root = c.spec.root
+    instead = f"Trade {symbols.front_contract(root, now)}, the contract trading now, or /{root}."
+    if not c.listed:
+        months = ", ".join(symbols.MONTH_NAMES[symbols.MONTH_CODES.index(m)] for m in c.spec.months)
+        raise InvalidOrder(
+            f"There is no {c.label} {c.spec.name} contract: {root} is listed for {months} only. "
+            + instead
+        )
+    if now >= c.expires_at:
+        raise InvalidOrder(
+            f"{c.symbol} ({c.spec.name}, {c.label}) stopped trading on "
+            f"{c.last_trading_day:%a %d %b %Y}. " + instead
+        )

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from adapters import symbols
 from adapters.base import (
     AdapterContext,
     BrokerAdapter,
@@ -595,7 +596,8 @@ class ConnectionService:
             return None
         broker = get_adapter_class(conn.broker).display_name
         return (
-            f"You chose a {chosen.type.value} account. At {broker}, futures such as ESZ25 or /ES "
+            f"You chose a {chosen.type.value} account. At {broker}, futures such as "
+            f"{symbols.example_contract()} or /ES "
             f"trade only in the futures account ({futures[0].masked}); futures orders on "
             f"“{conn.name}” will be refused. If you meant to trade futures, choose the futures "
             f"account instead, or keep this one for stocks and /connect again for a second "

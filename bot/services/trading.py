@@ -306,8 +306,8 @@ class TradingService:
         """Turn text into an order request, refusing anything a broker would misread."""
         if not symbols.is_symbol(order.symbol or ""):
             raise InvalidInput(
-                f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like ESZ25 "
-                "or /ES, or a crypto pair like BTCUSD."
+                f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like "
+                f"{symbols.example_contract()} or /ES, or a crypto pair like BTCUSD."
             )
         # Once, as the broker writes it: the position lookup, the intent and the order then all
         # name one instrument (BRK-B and BRK.B, BTC/USD and BTCUSD, @ES and /ES).

@@ -30,7 +30,9 @@ from bot.models import AuditEvent, ConnectionAccount, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
 from bot.services.trading import OrderInput
 from bot.settings import Settings
-from tests.support import FakeClock
+from tests.support import FakeClock, trading_contract
+
+ES, MES = trading_contract("ES"), trading_contract("MES")
 
 ALICE, BOB = 1001, 1002
 
@@ -213,8 +215,8 @@ async def test_insufficient_buying_power(core: Core) -> None:
 
 
 async def test_a_futures_preview_needs_initial_margin_not_the_notional(core: Core) -> None:
-    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
-    p = await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+    core.simulated_feed.set_quote(ES, Decimal("5900.00"), Decimal("5900.50"))
+    p = await core.trading.preview(ALICE, OrderInput(ES, "buy", "1"))
     assert p.estimated_cost == Decimal("295025.00")  # the card still shows the notional
     margin = Decimal("29502.50")  # what Paper holds back: 10 % initial margin
     assert p.buying_power_required == margin
@@ -224,11 +226,11 @@ async def test_a_futures_preview_needs_initial_margin_not_the_notional(core: Cor
 
 
 async def test_a_futures_order_beyond_the_margin_is_still_refused(core: Core) -> None:
-    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    core.simulated_feed.set_quote(ES, Decimal("5900.00"), Decimal("5900.50"))
     with pytest.raises(
         InsufficientBuyingPower, match=r"needs about \$118,010.00 and .* has \$100,000.00"
     ):
-        await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "4"))
+        await core.trading.preview(ALICE, OrderInput(ES, "buy", "4"))
 
 
 async def test_closing_a_futures_position_frees_its_margin(core: Core) -> None:
@@ -260,8 +262,8 @@ async def test_preview_of_a_flip_accepts_what_the_broker_accepts(core: Core) -> 
     [
         (OrderInput("AAPL", "buy", "100"), OrderInput("AAPL", "sell", "1050"), "5000"),
         (OrderInput("AAPL", "sell", "100"), OrderInput("AAPL", "buy", "1000"), "10000"),
-        (OrderInput("ESZ25", "sell", "3"), OrderInput("ESZ25", "buy", "7"), "0"),
-        (OrderInput("ESZ25", "buy", "2"), OrderInput("ESZ25", "sell", "3"), "75000"),
+        (OrderInput(ES, "sell", "3"), OrderInput(ES, "buy", "7"), "0"),
+        (OrderInput(ES, "buy", "2"), OrderInput(ES, "sell", "3"), "75000"),
     ],
 )
 async def test_a_flips_preview_says_what_the_broker_leaves(
@@ -269,7 +271,7 @@ async def test_a_flips_preview_says_what_the_broker_leaves(
 ) -> None:
     """Confirmed, the flip fills at the price previewed and leaves the buying power it said."""
     core.simulated_feed.set_quote("AAPL", Decimal("100.00"), Decimal("100.00"))
-    core.simulated_feed.set_quote("ESZ25", Decimal("5000.00"), Decimal("5000.00"))
+    core.simulated_feed.set_quote(ES, Decimal("5000.00"), Decimal("5000.00"))
     p = await core.trading.preview(ALICE, opened)
     assert (await core.trading.confirm(p.intent_id, ALICE)).ok
     p = await core.trading.preview(ALICE, flip)
@@ -317,7 +319,7 @@ def test_a_real_brokers_preview_charges_only_what_opens(
 
 
 @pytest.mark.parametrize(
-    ("typed", "standard"), [("/ES", "/ES"), ("@es", "/ES"), ("/MESZ25", "/MESZ25"), ("@6E", "/6E")]
+    ("typed", "standard"), [("/ES", "/ES"), ("@es", "/ES"), (f"/{MES}", MES), ("@6E", "/6E")]
 )
 async def test_futures_written_with_a_prefix_are_symbols(
     core: Core, typed: str, standard: str
@@ -370,7 +372,7 @@ async def test_a_closing_sell_in_another_spelling_closes_the_position(
 @pytest.mark.parametrize(
     ("order", "message"),
     [
-        (OrderInput("MESZ25", "buy", "1", "limit", limit_price="5800.10"), "ticks of 0.25"),
+        (OrderInput(MES, "buy", "1", "limit", limit_price="5800.10"), "ticks of 0.25"),
         (OrderInput("/ES", "buy", "1", "stop", stop_price="5900.3"), "ticks of 0.25"),
         (
             OrderInput("AAPL", "buy", "1", "limit", limit_price="100.123456789"),
@@ -380,6 +382,7 @@ async def test_a_closing_sell_in_another_spelling_closes_the_position(
             OrderInput("AAPL", "buy", "1", "stop", stop_price="210", time_in_force="ioc"),
             "IOC works with market and limit orders only",
         ),
+        (OrderInput("ESZ25", "buy", "1"), r"ESZ25 .* stopped trading on Fri 19 Dec 2025"),
     ],
 )
 async def test_the_brokers_own_checks_run_before_the_preview(

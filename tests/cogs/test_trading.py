@@ -21,7 +21,9 @@ from cogs import ui
 from cogs.trading import TradeButton, history_footer
 from emulators.discord import Message
 from tests.discord_harness import Harness
-from tests.support import FakeClock
+from tests.support import FakeClock, trading_contract
+
+ES = trading_contract()
 
 
 def pin(h: Harness, symbol: str, bid: str, ask: str) -> None:
@@ -70,10 +72,10 @@ async def test_a_futures_card_shows_the_notional_and_the_margin_it_needs(
     tradecord: Harness,
 ) -> None:
     h = tradecord
-    pin(h, "ESZ25", "5900.00", "5900.50")
-    card = await preview(h, "alice", symbol="ESZ25", quantity="1")
+    pin(h, ES, "5900.00", "5900.50")
+    card = await preview(h, "alice", symbol=ES, quantity="1")
     text = card.text()
-    assert "BUY 1 ESZ25" in text
+    assert f"BUY 1 {ES}" in text
     assert "$295,025.00" in text  # estimated cost: the notional
     assert "Buying power needed" in text and "$29,502.50" in text  # 10 % initial margin
     assert "$70,497.50" in text  # buying power after

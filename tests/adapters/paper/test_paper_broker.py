@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -957,3 +957,60 @@ async def test_accounts_are_opened_together_and_a_missing_connection_is_its_own_
     again = await store.ensure_accounts(db, [store.NewAccount(second), store.NewAccount(second)])
     assert [getattr(a, "id", None) for a in again] == [store.paper_account_id(second)] * 2
     assert await count(db, PaperAccount) == 2
+
+
+# -- contract expiry: ESZ26 stops trading Fri 18 Dec 2026 at 08:30 Chicago (14:30 UTC) ----------
+
+ESZ26_ENDS = datetime(2026, 12, 18, 14, 30, tzinfo=UTC)
+
+
+async def test_an_expired_or_unlisted_contract_is_refused_with_the_one_to_trade(
+    db: Database, broker: PaperBroker, ref: AccountRef
+) -> None:
+    with pytest.raises(InvalidOrder) as e:
+        await broker.create_order(ref, req("ESZ25", BUY, 1))
+    assert str(e.value) == (
+        "ESZ25 (E-mini S&P 500, December 2025) stopped trading on Fri 19 Dec 2025. "
+        "Trade ESZ26, the contract trading now, or /ES."
+    )
+    with pytest.raises(InvalidOrder, match=r"There is no January 2027 E-mini S&P 500 contract"):
+        broker.check_order(ref, req("ESF27", BUY, 1))
+    assert await count(db, PaperOrder) == 0
+
+
+async def test_a_resting_order_expires_with_its_contract(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    feed.set_quote("ESZ6", D("5899.75"), D("5900.25"))
+    order = await broker.create_order(ref, req("ESZ6", BUY, 1, LMT, GTC, limit="5800"))
+    assert order.symbol == "ESZ26"
+    clock.at = ESZ26_ENDS - timedelta(seconds=1)
+    assert await broker.sweep() == []
+    clock.at = ESZ26_ENDS
+    [update] = await broker.sweep()
+    assert (update.event, update.order.status) == ("expired", OrderStatus.EXPIRED)
+    assert update.order.reject_reason == "Expired: ESZ26 stopped trading on Fri 18 Dec 2026."
+    with pytest.raises(InvalidOrder, match="stopped trading"):
+        await broker.create_order(ref, req("ESZ26", SELL, 1))
+
+
+async def test_a_position_held_past_expiry_is_settled_at_the_final_price_once(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    feed.set_quote("ESZ26", D("5899.75"), D("5900.25"))
+    await broker.create_order(ref, req("ESZ26", SELL, 2))  # short 2 at 5900
+    await broker.create_order(ref, req("AAPL", BUY, 1))
+    feed.set_quote("ESZ26", D("5889.75"), D("5890.25"))
+    clock.at = ESZ26_ENDS - timedelta(minutes=1)
+    assert await sweep_all(db, lambda _c: feed, clock=clock) == []
+    clock.at = ESZ26_ENDS + timedelta(days=3)
+    [update] = await sweep_all(db, lambda _c: feed, clock=clock)
+    assert (update.event, update.fill_quantity, update.fill_price) == ("fill", D(2), D(5890))
+    assert (update.order.side, update.order.client_order_id) == (BUY, "expiry-ESZ26")
+    assert [p.symbol for p in await broker.fetch_positions(ref)] == ["AAPL"]
+    balance = await broker.fetch_balance(ref)
+    assert balance.realized_pnl == D(1000)  # (5900 - 5890) × 50 × 2
+    assert await stored_residual(db, ref.id) == 0
+    [settled, *_] = await broker.fetch_orders(ref)
+    assert settled.client_order_id == "expiry-ESZ26" and settled.status is OrderStatus.FILLED
+    assert await sweep_all(db, lambda _c: feed, clock=clock) == []

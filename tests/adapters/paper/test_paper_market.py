@@ -12,7 +12,7 @@ from adapters.models import AssetClass
 from adapters.paper.feed import QuoteSource, SimulatedFeed, reference_price
 from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
 from adapters.paper.universe import equity_list, resolve
-from adapters.symbols import FUTURES
+from adapters.symbols import FUTURES, example_contract
 
 from .conftest import SATURDAY, WEEKDAY_SESSION
 
@@ -38,7 +38,7 @@ def utc(*args: int) -> datetime:
         ("BTC/USD", "BTCUSD", AssetClass.CRYPTO, "crypto"),
         ("eth-usdt", "ETHUSDT", AssetClass.CRYPTO, "crypto"),
         ("@ES", "/ES", AssetClass.FUTURE, "future"),
-        ("mesh7", "MESH7", AssetClass.FUTURE, "future"),
+        ("mesh7", "MESH27", AssetClass.FUTURE, "future"),
     ],
 )
 def test_symbols_resolve_to_one_canonical_instrument(
@@ -58,7 +58,9 @@ def test_unknown_symbols_say_what_paper_trades() -> None:
         resolve("ZZZQX")
     assert "does not know the symbol ZZZQX" in str(e.value)
     assert "BTCUSD" in str(e.value) and "/ES" in str(e.value)
-    with pytest.raises(SymbolNotFound, match=r"write /NQ or a contract like NQZ6"):
+    with pytest.raises(
+        SymbolNotFound, match=rf"write /NQ or a contract like {example_contract('NQ')}"
+    ):
         resolve("NQ")  # a bare root is no contract
     assert resolve("ES").asset_class is AssetClass.EQUITY  # Eversource, as at any broker
 

@@ -52,7 +52,9 @@ from tests.bot.signals.conftest import (
     send,
     subscribe,
 )
-from tests.support import FakeClock
+from tests.support import FakeClock, full_year, trading_contract
+
+ES = trading_contract()
 
 
 async def hold(core: Core, member: int, symbol: str, quantity: str, side: str = "buy") -> None:
@@ -172,17 +174,17 @@ async def test_a_limit_order_is_sized_at_its_limit_price(core: Core) -> None:
 @pytest.mark.parametrize(
     ("dollars", "ticker", "expected"),
     [
-        (10_000, "ESZ25", None),
-        (600_000, "ESZ25", Decimal(2)),
+        (10_000, ES, None),
+        (600_000, ES, Decimal(2)),
         # TradingView's full year (the contract's own example form): the same future.
-        (600_000, "CME_MINI:ESZ2025", Decimal(2)),
+        (600_000, f"CME_MINI:{full_year(ES)}", Decimal(2)),
     ],
 )
 async def test_futures_are_sized_in_whole_contracts_with_the_multiplier(
     core: Core, dollars: int, ticker: str, expected: Decimal | None
 ) -> None:
-    """One ESZ25 at 5900.50 is 5900.50 × 50 = $295,025 of exposure."""
-    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
+    """One E-mini contract at 5900.50 is 5900.50 × 50 = $295,025 of exposure."""
+    core.simulated_feed.set_quote(ES, Decimal("5900.00"), Decimal("5900.50"))
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(dollars))
     ex = await run(core, url, sub, ticker=ticker, action="buy")

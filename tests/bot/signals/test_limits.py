@@ -34,7 +34,9 @@ from tests.bot.signals.conftest import (
     send,
     subscribe,
 )
-from tests.support import FakeClock
+from tests.support import FakeClock, trading_contract
+
+ES = trading_contract()
 
 ALICE, BOB = 1002, 1003
 
@@ -531,12 +533,12 @@ async def test_closing_a_position_does_not_use_the_days_limit(core: Core) -> Non
 async def test_a_futures_order_is_valued_with_its_contract_multiplier(core: Core) -> None:
     """One E-mini is 50 × the index: a notional limit sees $295,025, not $5,900.50, at preview
     and again at Confirm."""
-    core.simulated_feed.set_quote("ESZ25", Decimal("5900.00"), Decimal("5900.50"))
-    p = await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+    core.simulated_feed.set_quote(ES, Decimal("5900.00"), Decimal("5900.50"))
+    p = await core.trading.preview(ALICE, OrderInput(ES, "buy", "1"))
     await core.limits.set_member_limits(ALICE, {"max_order_notional": Decimal(100_000)})
     await refused(core, await core.trading.confirm(p.intent_id, ALICE), "limit-order-notional")
     with pytest.raises(LimitReached, match=r"\$295,025.00"):
-        await core.trading.preview(ALICE, OrderInput("ESZ25", "buy", "1"))
+        await core.trading.preview(ALICE, OrderInput(ES, "buy", "1"))
 
 
 async def test_a_signal_order_approved_after_a_pause_is_not_sent(core: Core) -> None:

@@ -1,0 +1,70 @@
+"""Contract months and last trading days of the futures Tradecord knows."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from adapters.symbols import FUTURES, contract, front_contract
+
+NOV_2026 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("symbol", "last_day"),
+    [
+        ("ESZ25", date(2025, 12, 19)),  # third Friday
+        ("MNQH27", date(2027, 3, 19)),
+        ("CLF27", date(2026, 12, 22)),  # 3 business days before 25 Dec 2026 (a Friday)
+        ("CLK27", date(2027, 4, 20)),  # 25 Apr 2027 is a Sunday: 4 business days before
+        ("MCLF27", date(2026, 12, 21)),  # the business day before crude oil
+        ("GCZ26", date(2026, 12, 29)),  # third-last business day of the month
+        ("NGF27", date(2026, 12, 29)),  # 3 business days before the 1st
+        ("ZNH27", date(2027, 3, 22)),  # 7 business days before the last business day
+        ("6EH27", date(2027, 3, 15)),  # 2 business days before the third Wednesday
+    ],
+)
+def test_last_trading_days_follow_the_exchange_rules(symbol: str, last_day: date) -> None:
+    c = contract(symbol, NOV_2026)
+    assert c is not None and c.last_trading_day == last_day
+
+
+def test_a_contract_ends_at_its_exchange_time_on_its_last_day() -> None:
+    c = contract("ESZ26", NOV_2026)
+    assert c is not None
+    assert c.expires_at == datetime(2026, 12, 18, 14, 30, tzinfo=UTC)  # 08:30 Chicago
+
+
+@pytest.mark.parametrize(
+    ("written", "symbol"),
+    [
+        ("ESZ6", "ESZ26"),
+        ("esz5", "ESZ25"),
+        ("ESZ0", "ESZ30"),
+        ("ESZ2026", "ESZ26"),
+        ("@ESH27", "ESH27"),
+    ],
+)
+def test_a_contract_is_named_with_a_two_digit_year(written: str, symbol: str) -> None:
+    c = contract(written, NOV_2026)
+    assert c is not None and c.symbol == symbol
+
+
+@pytest.mark.parametrize("symbol", ["/ES", "ES", "AAPL", "BTCUSD", "XXZ26"])
+def test_only_dated_contracts_of_known_futures_are_contracts(symbol: str) -> None:
+    assert contract(symbol, NOV_2026) is None
+
+
+def test_index_futures_list_quarterly_months_only() -> None:
+    assert contract("ESH27", NOV_2026).listed  # type: ignore[union-attr]
+    assert not contract("ESF27", NOV_2026).listed  # type: ignore[union-attr]
+    assert contract("CLF27", NOV_2026).listed  # type: ignore[union-attr]
+
+
+def test_the_front_contract_rolls_on_the_last_trading_day() -> None:
+    assert front_contract("ES", datetime(2026, 12, 18, 14, 29, tzinfo=UTC)) == "ESZ26"
+    assert front_contract("ES", datetime(2026, 12, 18, 14, 30, tzinfo=UTC)) == "ESH27"
+    for root in FUTURES:
+        c = contract(front_contract(root, NOV_2026), NOV_2026)
+        assert c is not None and c.listed and c.expires_at > NOV_2026
