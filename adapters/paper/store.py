@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters import symbols
 from adapters.errors import (
     BrokerError,
-    BrokerUnavailable,
     InsufficientBuyingPower,
     OrderNotCancelable,
     OrderNotFound,
@@ -894,8 +893,9 @@ async def settle_expired(
 ) -> list[OrderUpdate]:
     """Close every position held in a futures contract past its last trading moment at the
     contract's final price, as the exchange settles it: a market order with client order id
-    ``expiry-<symbol>``, filled. The simulated feed prices it at the moment trading ended; a
-    broker quote source at its quote now (without one, the position waits for the next pass).
+    ``expiry-<symbol>``, filled. The price is the account's quote source's; a simulated feed's
+    at the moment trading ended. A broker that no longer quotes the contract leaves it to the
+    simulated feed, so no position is stuck in a contract nobody can trade.
     """
     async with db.session() as s:
         rows = (
@@ -913,14 +913,8 @@ async def settle_expired(
             continue
         try:
             source = await _source_for(quote_source_factory, connection_id) or simulated
-            if isinstance(source, SimulatedFeed):
-                quote = source.quote_at(symbol, c.expires_at)
-            else:
-                quote = await source.fetch_quote(symbol)
-            price = engine.mark_price(quote)
-            if price is None:
-                raise BrokerUnavailable(f"no settlement price for {symbol}")
-            settled = await _settle(db, account_id, symbol, price, quote.simulated, now)
+            price, priced_simulated = await _final_price(source, simulated, symbol, c.expires_at)
+            settled = await _settle(db, account_id, symbol, price, priced_simulated, now)
         except IntegrityError:
             continue  # settled by another process meanwhile
         except Exception as e:
@@ -929,6 +923,22 @@ async def settle_expired(
         if settled is not None:
             updates.append(settled)
     return updates
+
+
+async def _final_price(
+    source: QuoteSource, simulated: SimulatedFeed, symbol: str, ended: datetime
+) -> tuple[Decimal, bool]:
+    if not isinstance(source, SimulatedFeed):
+        with suppress(BrokerError):
+            quote = await source.fetch_quote(symbol)
+            price = engine.mark_price(quote)
+            if price is not None:
+                return price, quote.simulated
+        source = simulated
+    quote = source.quote_at(symbol, ended)
+    price = engine.mark_price(quote)
+    assert price is not None  # the simulated feed always quotes a known future
+    return price, True
 
 
 async def _settle(

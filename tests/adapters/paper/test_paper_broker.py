@@ -1014,3 +1014,30 @@ async def test_a_position_held_past_expiry_is_settled_at_the_final_price_once(
     [settled, *_] = await broker.fetch_orders(ref)
     assert settled.client_order_id == "expiry-ESZ26" and settled.status is OrderStatus.FILLED
     assert await sweep_all(db, lambda _c: feed, clock=clock) == []
+
+
+class QuotesUntil:
+    """A broker as the price source that stops quoting a contract once it expired."""
+
+    def __init__(self, clock: FakeClock, ends: datetime) -> None:
+        self.clock, self.ends = clock, ends
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        if self.clock() >= self.ends:
+            raise SymbolNotFound(f"{symbol} is not a tradable symbol")
+        return Quote(symbol, D("5899.75"), D("5900.25"), D("5900"), self.clock())
+
+
+async def test_a_broker_that_no_longer_quotes_the_contract_leaves_settling_to_the_feed(
+    db: Database, make_broker: BrokerFactory, clock: FakeClock
+) -> None:
+    source = QuotesUntil(clock, ESZ26_ENDS)
+    broker = make_broker(quote_source=source)
+    [account] = await broker.fetch_accounts()
+    await broker.create_order(account.ref(), req("ESZ26", BUY, 1))
+    clock.at = ESZ26_ENDS + timedelta(hours=1)
+    [update] = await sweep_all(db, lambda _c: source, clock=clock)
+    final = SimulatedFeed().quote_at("ESZ26", ESZ26_ENDS)  # deterministic per symbol and time
+    assert update.fill_price == (final.bid + final.ask) / 2
+    assert update.order.info["simulated"] is True
+    assert await broker.fetch_positions(account.ref()) == []
