@@ -11,6 +11,7 @@ from adapters.paper.feed import QuoteSource, SimulatedFeed
 from adapters.paper.hours import FillHours
 from adapters.paper.store import (
     DEFAULT_STARTING_CASH,
+    SETTLEMENT_PREFIX,
     Market,
     ensure_account,
     paper_account_id,
@@ -21,6 +22,7 @@ from adapters.paper.store import (
 
 __all__ = [
     "DEFAULT_STARTING_CASH",
+    "SETTLEMENT_PREFIX",
     "FillHours",
     "Market",
     "PaperBroker",

@@ -54,6 +54,7 @@ log = logging.getLogger("tradecord.adapters.paper")
 
 DEFAULT_STARTING_CASH = Decimal(100000)
 OPEN_STATUSES = (OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+SETTLEMENT_PREFIX = "expiry-"  # client order id of the order that settles an expired contract
 PRICE_TYPE_SETTING = "market_price_type"  # key in Connection.settings read by sweep_all
 
 QuoteSourceFactory = Callable[[int], QuoteSource | Awaitable[QuoteSource | None] | None]
@@ -959,7 +960,7 @@ async def _settle(
             id=f"{account.id}-{account.order_seq}",
             account_id=account.id,
             seq=account.order_seq,
-            client_order_id=f"expiry-{symbol}",
+            client_order_id=f"{SETTLEMENT_PREFIX}{symbol}",
             symbol=symbol,
             asset_class=position.asset_class,
             multiplier=position.multiplier,

@@ -21,10 +21,14 @@ from sqlalchemy.orm import selectinload
 
 from adapters.base import BrokerAdapter
 from adapters.errors import BrokerError, OrderNotFound
-from adapters.paper import sweep_all
+from adapters.models import OrderUpdate, Side
+from adapters.paper import SETTLEMENT_PREFIX, sweep_all
+from adapters.paper.models import PaperAccount
 from adapters.registry import get_adapter_class
-from bot.models import Connection, ConnectionStatus, IntentStatus, OrderIntent
+from bot.models import Connection, ConnectionStatus, IntentStatus, Member, OrderIntent
 from bot.services.connections import Target
+from bot.services.notify import Outgoing
+from bot.services.trading import SIMULATED_NOTE
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -72,8 +76,44 @@ class OrderUpdates:
             clock=self.core.connections.clock,
         )
         for update in updates:
-            await self.core.trading.apply_update("paper", update)
+            if (update.order.client_order_id or "").startswith(SETTLEMENT_PREFIX):
+                await self._tell_settled(update)
+            else:
+                await self.core.trading.apply_update("paper", update)
         return len(updates)
+
+    async def _tell_settled(self, update: OrderUpdate) -> None:
+        """A position closed because its contract expired: no intent placed that order, so
+        its owner is told here (the sweep that settles it is the only one to see it)."""
+        notifier = self.core.notifier
+        if notifier is None:
+            return
+        order = update.order
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Member.discord_user_id, Connection.name)
+                    .join(Connection, Connection.member_id == Member.id)
+                    .join(PaperAccount, PaperAccount.connection_id == Connection.id)
+                    .where(PaperAccount.id == order.account_id)
+                )
+            ).first()
+        if row is None:
+            return
+        held = "long" if order.side is Side.SELL else "short"
+        note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") else ""
+        try:
+            await notifier.dm(
+                int(row.discord_user_id),
+                Outgoing(
+                    content=f"📝 Paper · {row.name}: {order.symbol} stopped trading, so your "
+                    f"{held} position of {order.quantity} was settled at the final price "
+                    f"{update.fill_price:,} ({order.side.value} {order.quantity} to close)."
+                    f"{note}"
+                ),
+            )
+        except Exception as e:  # the position is settled either way; only the news is lost
+            log.warning("Could not tell of a settled %s: %s", order.symbol, type(e).__name__)
 
     # -- real brokers ----------------------------------------------------------------------
 

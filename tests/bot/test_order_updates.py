@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -60,6 +60,28 @@ async def core(settings: Settings, db: Database) -> AsyncIterator[Core]:
     c.notifier = RecordingNotifier()
     yield c
     await c.close()
+
+
+async def test_a_position_settled_at_expiry_is_told_to_its_owner_once(core: Core) -> None:
+    clock = FakeClock()  # Tue 1 Dec 2026; ESZ26 stops trading Fri 18 Dec at 14:30 UTC
+    core.connections.clock = clock
+    core.simulated_feed.set_quote("ESZ26", Decimal("5899.75"), Decimal("5900.25"))
+    target = await core.connections.resolve(1, None, "paper")
+    req = OrderRequest("ESZ26", Side.SELL, Decimal(2), asset_class=asset_class_of("ESZ26"))
+    assert (await core.trading.place(target, req, source="discord", idempotency_key="k")).ok
+    core.simulated_feed.set_quote("ESZ26", Decimal("5889.75"), Decimal("5890.25"))
+    notifier = core.notifier
+    assert isinstance(notifier, RecordingNotifier)
+    told = len(notifier.dms)
+    updates = OrderUpdates(core)
+    assert await updates.sweep_paper() == 0
+    clock.at = datetime(2026, 12, 18, 14, 30, tzinfo=UTC)
+    assert await updates.sweep_paper() == 1
+    assert await updates.sweep_paper() == 0
+    assert texts(notifier)[told:] == [
+        "📝 Paper · Tradecord Paper: ESZ26 stopped trading, so your short position of 2 was "
+        "settled at the final price 5,890 (buy 2 to close). · simulated prices"
+    ]
 
 
 async def linked_margin_account(core: Core, ts: TradeStationEmulator) -> Target:
