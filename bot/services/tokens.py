@@ -11,6 +11,12 @@ of every process (webhook acknowledgements first). Instead:
 2. the broker is called outside any transaction;
 3. a second short locked transaction stores the new tokens if the lease is still ours, and
    clears it. The new refresh token is committed before the new access token is handed out.
+   Once the broker has answered, a rotating broker has already retired the refresh token we
+   hold, so the answer exists only in our memory: a failed store (database locked or briefly
+   unreachable) is retried with backoff, in a task the caller's cancellation cannot abandon,
+   until shortly before our lease could be taken over. If it still fails, the lease is left to
+   run out; the taker then presents the retired token and gets ``invalid_grant``: the
+   connection needs re-linking, as after a crash between answer and commit.
 
 A lease left by a holder that died is taken over once expired. If that holder's request reached
 the broker, a rotating broker has already replaced the refresh token we still hold: the takeover
@@ -31,6 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.errors import AuthorizationExpired, BrokerUnavailable
 from adapters.registry import get_adapter_class
@@ -39,6 +46,7 @@ from bot.models import Connection, ConnectionStatus, Credential, Member
 from bot.services import audit, oauth
 from bot.services.credentials import binding
 from bot.services.notify import Outgoing
+from bot.sqlite_driver import BUSY_WAIT_SECONDS
 from bot.vault import VaultError
 
 if TYPE_CHECKING:
@@ -56,6 +64,16 @@ CALL_LIMIT = 20.0
 # never expires.
 LEASE = timedelta(seconds=90)
 _POLL_FIRST, _POLL_MAX = 0.02, 0.5  # seconds between re-reads while another process refreshes
+# Storing an answer is retried until this long before our lease could be taken over: a taker
+# would present the refresh token the broker just retired (and a broker detecting its reuse
+# revokes the whole grant, our unsaved tokens included). It leaves room for one attempt's busy
+# wait and some clock disagreement.
+STORE_MARGIN = timedelta(seconds=BUSY_WAIT_SECONDS + 5)
+_STORE_FIRST, _STORE_MAX = 0.05, 2.0  # seconds between attempts to store refreshed tokens
+# Database failures worth another attempt (locked, connection lost, server restarting).
+_TRANSIENT = (SQLAlchemyError, OSError)
+# Stores in flight: a task needs a strong reference until it finishes.
+_storing: set[asyncio.Task[str | None]] = set()
 _CREDENTIALS = (
     select(Credential, Connection, Member)
     .join(Connection, Connection.id == Credential.connection_id)
@@ -71,6 +89,7 @@ class _Lease:
     owner: str
     refresh_token: str
     endpoints: oauth.Endpoints
+    store_by: float  # time.monotonic() after which no new attempt to store the answer starts
 
 
 def _checked(row: Stored | None) -> Stored:
@@ -193,7 +212,8 @@ class DbTokenProvider:
                         cred.refresh_lease_until,
                     )
                 ep = oauth.endpoints(get_adapter_class(conn.broker), self.core.settings)
-                lease = _Lease(uuid.uuid4().hex, refresh_token, ep)
+                store_by = time.monotonic() + (LEASE - STORE_MARGIN).total_seconds()
+                lease = _Lease(uuid.uuid4().hex, refresh_token, ep, store_by)
                 cred.refresh_lease_until = now + LEASE
                 cred.refresh_lease_owner = lease.owner
                 return lease
@@ -221,6 +241,61 @@ class DbTokenProvider:
                     "Try again in a minute."
                 ) from None
             raise
+        # Shielded: a caller cancelled now (an interaction timing out) must not drop the answer.
+        task = asyncio.create_task(self._settle(lease, tokens))
+        _storing.add(task)
+        task.add_done_callback(_forget)
+        return await asyncio.shield(task)
+
+    async def _settle(self, lease: _Lease, tokens: oauth.TokenSet | None) -> str | None:
+        """Store the broker's answer, retrying transient database failures while the lease
+        is surely still ours; then give up with a clear, deterministic error."""
+        pause, attempts = _STORE_FIRST, 0
+        while True:
+            attempts += 1
+            try:
+                return await self._store_answer(lease, tokens)
+            except _TRANSIENT as e:
+                # The class only: a statement's text and parameters carry ciphertexts.
+                failure = type(e).__name__
+            if time.monotonic() + pause >= lease.store_by:
+                break
+            log.warning(
+                "connection %s: storing refreshed tokens failed (%s), attempt %d; retrying",
+                self.connection_id,
+                failure,
+                attempts,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _STORE_MAX)
+        if tokens is None:
+            outcome = "The broker refused the refresh token; the next refresh will be refused too."
+        elif tokens.refresh_token in (None, lease.refresh_token):
+            outcome = "The stored refresh token is still valid: the next refresh can succeed."
+        else:
+            outcome = (
+                "The broker retired the stored refresh token: the next refresh will be "
+                "refused and the member must run /connect again."
+            )
+        log.error(
+            "connection %s: storing the broker's answer to a token refresh failed %d times "
+            "(last: %s); giving up before our refresh lease runs out. %s",
+            self.connection_id,
+            attempts,
+            failure,
+            outcome,
+        )
+        if tokens is None:
+            raise AuthorizationExpired()
+        raise BrokerUnavailable(
+            "Tradecord could not save the broker's renewed authorization (its database is not "
+            "answering). Try again in a few minutes; if the broker then refuses, run /connect "
+            "to link the account again."
+        )
+
+    async def _store_answer(self, lease: _Lease, tokens: oauth.TokenSet | None) -> str | None:
+        """One locked transaction storing the broker's answer under ``lease``: the new access
+        token, or None if the lease was lost meanwhile (nothing stored)."""
         async with self.core.db.transaction() as s:
             await lock_row(s, Credential, Credential.connection_id == self.connection_id)
             cred, conn, member = await self._load(s)
@@ -297,6 +372,12 @@ class DbTokenProvider:
             )
         except Exception:
             log.warning("Could not tell member about re-authorization of connection %s", conn.id)
+
+
+def _forget(task: asyncio.Task[str | None]) -> None:
+    _storing.discard(task)
+    if not task.cancelled():
+        task.exception()  # reported by _settle or its awaiting caller, not as "never retrieved"
 
 
 async def remind_expiring(core: Core, *, ahead: timedelta = timedelta(days=1)) -> int:

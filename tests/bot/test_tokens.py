@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from adapters.errors import AuthorizationExpired, BrokerUnavailable
 from bot.core import Core
 from bot.db import Database
 from bot.models import AuditEvent, Connection, ConnectionStatus, Credential, Member
+from bot.services import tokens
 from bot.services.credentials import binding
 from bot.services.notify import RecordingNotifier
 from bot.services.oauth import TokenSet
@@ -262,5 +264,138 @@ async def test_a_token_no_configured_key_opens_asks_to_link_again(
         with pytest.raises(AuthorizationExpired, match="can no longer read"):
             await adapter.fetch_accounts()
         assert "unreadable" in caplog.text and token not in caplog.text
+    finally:
+        await core.close()
+
+
+class _StoreOutage:
+    """The database refuses the statement that writes refreshed tokens (as when it is locked
+    or unreachable) ``times`` times, or until lifted: the broker has answered by then."""
+
+    def __init__(self, core: Core, times: int | None = None) -> None:
+        self.engine = core.db.engine.sync_engine
+        self.times, self.hits = times, 0
+        event.listen(self.engine, "before_cursor_execute", self._check)
+
+    def _check(self, _c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        writes_tokens = (
+            statement.startswith("UPDATE credentials SET")
+            and "access_token" in (statement.split("WHERE")[0])
+        )
+        if writes_tokens and (self.times is None or self.hits < self.times):
+            self.hits += 1
+            raise OperationalError(statement, None, Exception("database is locked"))
+
+    def lift(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._check)
+
+
+def _stored_refresh(core: Core, cred: Credential, conn: Connection, member: Member) -> str:
+    assert cred.refresh_token is not None
+    return core.vault.decrypt(cred.refresh_token, binding(conn, member, "refresh_token"))
+
+
+async def _credential(core: Core, cid: int) -> tuple[Credential, Connection, Member]:
+    async with core.db.session() as s:
+        cred, conn = await s.get(Credential, cid), await s.get(Connection, cid)
+        assert cred is not None and conn is not None
+        member = await s.get(Member, conn.member_id)
+    assert member is not None
+    return cred, conn, member
+
+
+async def test_a_transient_store_failure_keeps_the_rotated_refresh_token(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """The broker retires the old refresh token when it answers: the answer is stored on a
+    later attempt, and another process refreshes with it afterwards."""
+    cores = await open_cores(ts_settings, 2)
+    try:
+        cid = await link(cores[0], ts)
+        provider = DbTokenProvider(cores[0], cid)
+        old = await provider.access_token()
+        before = ts.oauth.refresh_requests
+        outage = _StoreOutage(cores[0], times=2)
+        new = await provider.refresh(old)
+        outage.lift()
+        assert outage.hits == 2 and new != old
+        assert ts.oauth.refresh_requests - before == 1  # the broker was asked once
+        cred, conn, member = await _credential(cores[0], cid)
+        assert ts.oauth.tokens[_stored_refresh(cores[0], cred, conn, member)].revoked is False
+        assert await _lease(cores[0], cid) == (None, None)
+        ts.oauth.expire_access_tokens()
+        adapter = await cores[1].connections.adapter_for(await connection(cores[1], cid))
+        assert await adapter.fetch_accounts()  # refreshed again with the stored rotated token
+        assert ts.oauth.refresh_requests - before == 2
+        assert (await connection(cores[1], cid)).status == ConnectionStatus.ACTIVE
+    finally:
+        for c in cores:
+            await c.close()
+
+
+async def test_a_cancelled_caller_does_not_abandon_storing_the_answer(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    [core] = await open_cores(ts_settings, 1)
+    refreshing: asyncio.Task[str] | None = None
+    try:
+        cid = await link(core, ts)
+        provider = DbTokenProvider(core, cid)
+        old = await provider.access_token()
+        outage = _StoreOutage(core)
+        refreshing = asyncio.create_task(provider.refresh(old))
+        async with asyncio.timeout(10):
+            while not outage.hits:  # noqa: ASYNC110 - no event announces it
+                await asyncio.sleep(0.01)
+        refreshing.cancel()  # e.g. the interaction that asked gave up
+        await asyncio.gather(refreshing, return_exceptions=True)
+        outage.lift()
+        async with asyncio.timeout(10):  # the store still lands and frees the lease
+            while await _lease(core, cid) != (None, None):  # noqa: ASYNC110 - polls the DB
+                await asyncio.sleep(0.05)
+        cred, conn, member = await _credential(core, cid)
+        assert ts.oauth.tokens[_stored_refresh(core, cred, conn, member)].revoked is False
+        assert core.vault.decrypt(cred.access_token, binding(conn, member, "access_token")) != old
+    finally:
+        if refreshing is not None and not refreshing.done():
+            refreshing.cancel()
+            await asyncio.gather(refreshing, return_exceptions=True)
+        await core.close()
+
+
+async def test_a_store_that_keeps_failing_ends_in_reauth_clearly_and_without_secrets(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog_all: pytest.LogCaptureFixture,
+) -> None:
+    """The loss a retry cannot prevent: the rotated token never reaches the database. The
+    caller gets a clear error, the log says what happened (no secret), and the outcome is
+    fixed: once the lease runs out the next refresh presents the retired token, and the
+    connection needs re-linking and its owner is told."""
+    monkeypatch.setattr(tokens, "STORE_MARGIN", LEASE - timedelta(seconds=0.3))
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        provider = DbTokenProvider(core, cid)
+        old = await provider.access_token()
+        outage = _StoreOutage(core)
+        with pytest.raises(BrokerUnavailable, match="could not save"):
+            await provider.refresh(old)
+        outage.lift()
+        assert outage.hits > 1  # retried before giving up
+        assert "retired the stored refresh token" in caplog_all.text
+        assert not [t for t in ts.oauth.tokens if t in caplog_all.text]  # no token logged
+        owner, _ = await _lease(core, cid)
+        assert owner is not None  # nothing could be written: the lease runs out on its own
+        later = core.connections.clock() + LEASE + timedelta(seconds=1)
+        core.connections.clock = lambda: later
+        with pytest.raises(AuthorizationExpired, match="/connect tradestation"):
+            await provider.refresh(old)
+        assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
+        [(user, _message)] = notifier.dms
+        assert user == MEMBER
     finally:
         await core.close()
