@@ -51,6 +51,7 @@ from adapters.models import (
     Position,
     Side,
     TimeInForce,
+    mask_account,
 )
 from bot import signal_format
 from bot.automation_models import (
@@ -82,6 +83,7 @@ from bot.services.notify import ChannelUnavailable, Outgoing
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
 from bot.services.trading import (
+    ACCOUNT_CHANGED,
     PENDING_SEND_LIMIT,
     OrderInput,
     all_or_first_error,
@@ -1264,16 +1266,29 @@ class SignalService:
         # As a run ends on its orders: the first that did not go through, else the last.
         statuses = [_leg_status(i) for i in moved]
         status = next((st for st, ok in statuses if not ok), statuses[-1][0])
-        in_doubt = [i for i in moved if i.status == IntentStatus.UNKNOWN]  # said first
-        reason = next(
-            (i.error_message for i in in_doubt + moved if i.error_code == "account-changed"),
-            None,
-        ) or (
+        changed = (
             f"The {ctx.subscription.mode} account of “{ctx.connection.name}” changed since this "
             "signal's orders were placed; nothing more was sent."
         )
+        # One that may be at the old account is the reconciler's now, as a /trade order is: it
+        # is followed there, and its end updates this execution and reaches the member.
+        followed = [
+            i
+            for i in moved
+            if i.status not in IntentStatus.FINAL and i.error_code != ACCOUNT_CHANGED
+        ]
+        if followed:
+            reason = (
+                f"{changed} Its order at {mask_account(followed[0].account_id)} is followed "
+                "there; you will hear how it ends."
+            )
+        else:
+            reason = (
+                next((i.error_message for i in moved if i.error_code == ACCOUNT_CHANGED), None)
+                or changed
+            )
         self._phase(ctx, "account changed", reason)
-        return Result(status, "account-changed", reason, plan, orders=moved)
+        return Result(status, ACCOUNT_CHANGED, reason, plan, orders=moved)
 
     async def _intents(self, ctx: ExecContext) -> dict[str, OrderIntent]:
         keys = {intent_key(ctx.signal_id, ctx.subscription.id, leg): leg for leg in LEGS}
@@ -1807,6 +1822,10 @@ class SignalService:
                         )
                     return result
                 self._phase(ctx, "exit filled", describe_intent(intent))
+                if await self.core.trading.account_changed(intent):
+                    # Chosen while the exit worked: the entry goes neither to the new account
+                    # nor to the old one, as when a retaken run finds the account changed.
+                    return await self._account_changed(ctx, result.orders, plan)
         if not result.orders and not cancelled:
             if not plan.legs and not result.reason:
                 # Action cancel whose orders all ended on their own before the cancel reached them.

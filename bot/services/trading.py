@@ -1329,16 +1329,15 @@ class TradingService:
     ) -> bool:
         """Settle an unfinished intent whose connection's account for its mode changed since it
         was stored, without sending it anywhere: not to the new account (it was meant for the
-        old one), nor to the old one (we can no longer look there). One never sent (a draft or
-        pending) fails; one that may have reached the old account becomes unknown, for the
-        member to check there. ``unreachable``: the reconciler found that the broker login no
-        longer serves the old account, so even an order working there can no longer be
-        followed. Only if unchanged since read; False otherwise."""
+        old one), nor again to the old one. One never sent (a draft or pending) fails. One that
+        may have reached the old account is left as it is (False), for the reconciler to follow
+        there, read-only, as any other; only ``unreachable`` (the reconciler found that the
+        broker login no longer serves the old account) makes it unknown, for the member to
+        check there. Only if unchanged since read; False otherwise."""
         if intent.error_code == ACCOUNT_CHANGED:
             return False  # settled so by an earlier run
         now = self.clock()
         where = f"The {intent.mode} account of “{connection_name}” changed"
-        check = f"it may be at {mask_account(intent.account_id)}. Check that account at the broker."
         if intent.status in (IntentStatus.DRAFT, IntentStatus.PENDING):
             status, phase = IntentStatus.FAILED, "order.failed"
             message = f"{where} since this order was prepared; nothing was sent."
@@ -1352,13 +1351,10 @@ class TradingService:
             status, phase = IntentStatus.UNKNOWN, "order.unknown"
             message = (
                 f"{where}, and the broker no longer shows Tradecord the old account, so this "
-                f"order can no longer be followed: {check}"
+                f"order can no longer be followed: it may be at {mask_account(intent.account_id)}. "
+                "Check that account at the broker."
             )
             reason = "its account changed and the broker no longer serves the old one"
-        elif intent.status in (IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
-            status, phase = IntentStatus.UNKNOWN, "order.unknown"
-            message = f"{where} while this order was being sent, so it was not sent again: {check}"
-            reason = "its account changed while it was being sent; not resent"
         else:
             return False
         async with self.core.db.transaction() as s:
@@ -1726,6 +1722,15 @@ class TradingService:
                 "This order belongs to someone else. Run /trade yourself to get your own."
             )
         return intent
+
+    async def account_changed(self, intent: OrderIntent) -> bool:
+        """Whether the member chose another account for the intent's mode on its connection
+        since it was stored (``NotFound`` if the connection was removed)."""
+        try:
+            await self._target_of(intent)
+        except InvalidInput:
+            return True
+        return False
 
     async def _target_of(self, intent: OrderIntent) -> Target:
         return self._target_in(await self._connection_of(intent), intent)

@@ -5,6 +5,7 @@ the member to check there, who is told."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -69,7 +70,11 @@ async def subscribed(core: Core, ts: TradeStationEmulator, **settings: Any) -> t
 
 
 async def crashed_then_moved(
-    settings: Settings, clock: FakeClock, ts: TradeStationEmulator, dies: tuple[Any, str]
+    settings: Settings,
+    clock: FakeClock,
+    ts: TradeStationEmulator,
+    dies: tuple[Any, str],
+    how: Callable[..., Awaitable[Any]] = die,
 ) -> tuple[Core, str, int]:
     """A live subscription on TradeStation account OLD whose worker died at ``dies`` (object,
     attribute); then the member chose NEW. The second process, the signal's id and the
@@ -77,7 +82,7 @@ async def crashed_then_moved(
     first = await open_core(settings, clock)
     url, cid, sub = await subscribed(first, ts)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(*dies, die)
+        patch.setattr(*dies, how)
         ack = await send(first, url, SIGNAL)
         with pytest.raises(Crash):
             await first.jobs.drain()
@@ -126,12 +131,18 @@ async def test_an_order_a_dead_worker_was_sending_is_not_resent_to_the_account_c
         assert await second.jobs.drain() == 1
         assert ts.world.orders == {}  # not resent to NEW (nor OLD: it may be there)
         intent = await signal_intent(second)
-        assert (intent.status, intent.account_id) == (IntentStatus.UNKNOWN, OLD)
-        assert intent.error_code == "account-changed"
+        assert (intent.status, intent.account_id) == (IntentStatus.SUBMITTED, OLD)
         ex = await execution(second, signal_id, sub)
         assert (ex.status, ex.reason_code) == (ExecutionStatus.UNCONFIRMED, "account-changed")
-        assert "check" in (ex.reason or "").lower()
+        assert "followed there" in (ex.reason or "")
         assert any("account" in m.content for _, m in notifier(second).dms)
+        # Looked up at OLD, read-only: the broker never got it, so it failed, unsent.
+        await reconciled(second, clock)
+        assert (await signal_intent(second)).status == IntentStatus.FAILED
+        assert ts.world.orders == {}
+        ex = await execution(second, signal_id, sub)
+        assert ex.status == ExecutionStatus.FAILED
+        assert "Not placed: buy 2 MSFT" in told(second)[-1]
     finally:
         await second.close()
 
@@ -185,3 +196,124 @@ async def test_a_run_that_had_placed_its_order_reports_it_as_placed_in_the_old_a
         assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "account-changed")
     finally:
         await second.close()
+
+
+# -- followed at the old account, as a /trade order is (the reconciler) -----------------------
+
+
+async def reconciled(core: Core, clock: FakeClock) -> None:
+    clock.advance(seconds=31)  # past the reconciler's quiet period
+    await core.trading.reconcile()
+
+
+def told(core: Core) -> list[str]:
+    return [m.content or "" for _, m in notifier(core).dms]
+
+
+async def test_a_working_order_is_followed_at_the_old_account_until_it_fills(
+    ts_settings: Settings, db: Database, clock: FakeClock, ts: TradeStationEmulator
+) -> None:
+    core = await open_core(ts_settings, clock)
+    try:
+        url, cid, sub = await subscribed(core, ts)
+        ack = await send(core, url, SIGNAL)
+        await core.jobs.drain()
+        intent = await signal_intent(core)
+        assert intent.status == IntentStatus.ACCEPTED
+        await core.connections.choose_account(MEMBER, cid, "live", NEW)
+        [order] = ts.world.orders.values()
+        ts.fill(order.id, 2, 300)
+        before = len(told(core))
+        await reconciled(core, clock)
+        assert (await signal_intent(core)).status == IntentStatus.FILLED
+        ex = await execution(core, ack.body["id"], sub)
+        assert ex.status == ExecutionStatus.FILLED
+        assert [m for m in told(core)[before:] if "Filled: buy 2 MSFT" in m]
+    finally:
+        await core.close()
+
+
+async def placed_then_die(self: TradeStationAdapter, *args: Any, **kwargs: Any) -> Any:
+    """The broker got the order; the process died before storing its answer."""
+    await PLACE(self, *args, **kwargs)
+    raise Crash
+
+
+PLACE = TradeStationAdapter.create_order
+
+
+@pytest.mark.parametrize("ending", ["filled", "cancelled"])
+async def test_an_order_a_dead_worker_sent_is_followed_at_the_old_account(
+    ts_settings: Settings, db: Database, clock: FakeClock, ts: TradeStationEmulator, ending: str
+) -> None:
+    """The worker died right after the old account got the order; the member chose another
+    account before the job was retaken. The retaken job sends nothing more; the order is
+    followed at the old account, and its end reaches the intent, the execution and the
+    member, as for a /trade order."""
+    second, signal_id, sub = await crashed_then_moved(
+        ts_settings, clock, ts, (TradeStationAdapter, "create_order"), placed_then_die
+    )
+    try:
+        assert await second.jobs.drain() == 1
+        [order] = ts.world.orders.values()
+        assert order.account.id == OLD  # nothing sent to NEW, nor again to OLD
+        ex = await execution(second, signal_id, sub)
+        assert (ex.status, ex.reason_code) == (ExecutionStatus.UNCONFIRMED, "account-changed")
+        assert "followed there" in (ex.reason or "")
+        if ending == "filled":
+            ts.fill(order.id, 2, 300)
+        else:
+            ts.world.cancel(order.id)
+        before = len(told(second))
+        await reconciled(second, clock)
+        intent = await signal_intent(second)
+        status = IntentStatus.FILLED if ending == "filled" else IntentStatus.CANCELLED
+        assert (intent.status, intent.error_code) == (status, None)
+        ex = await execution(second, signal_id, sub)
+        assert ex.status == (
+            ExecutionStatus.FILLED if ending == "filled" else ExecutionStatus.CANCELLED
+        )
+        news = told(second)[before:]
+        word = "Filled" if ending == "filled" else "Cancelled"
+        assert len(news) == 1 and f"Live order update: {word}: buy 2 MSFT" in news[0]
+        assert len(ts.world.orders) == 1
+    finally:
+        await second.close()
+
+
+async def test_an_account_chosen_while_the_exit_works_stops_the_entry(
+    ts_settings: Settings,
+    db: Database,
+    clock: FakeClock,
+    ts: TradeStationEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reversal waits for its exit to fill at OLD; meanwhile the member chooses NEW. The exit
+    is still followed at OLD until it fills; the entry goes to neither account, and the member
+    hears why instead of an entry silently placed where they no longer trade."""
+    core = await open_core(ts_settings, clock)
+    try:
+        url, cid, sub = await subscribed(core, ts)
+        ts.set_position(OLD, "MSFT", 5, 300)
+        signal = {"ticker": "MSFT", "action": "sell", "orderType": "limit", "limitPrice": 1000}
+        wait = core.signals._await_final
+
+        async def moved_meanwhile(*args: Any) -> OrderIntent:
+            # The exit rests at OLD as the run starts waiting for it to fill.
+            await core.connections.choose_account(MEMBER, cid, "live", NEW)
+            [order] = ts.world.orders.values()
+            ts.fill(order.id, 5, 1000)
+            return await wait(*args)
+
+        monkeypatch.setattr(core.signals, "_await_final", moved_meanwhile)
+        ack = await send(core, url, signal)
+        assert await core.jobs.drain() == 1
+        assert [(o.account.id, o.action) for o in ts.world.orders.values()] == [(OLD, "SELL")]
+        [exit_intent] = [i for i in await intents(core) if i.source == "signal"]
+        assert exit_intent.status == IntentStatus.FILLED
+        ex = await execution(core, ack.body["id"], sub)
+        assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "account-changed")
+        assert "nothing more was sent" in (ex.reason or "")
+        assert any("nothing more was sent" in m for m in told(core))
+    finally:
+        await core.close()
