@@ -104,7 +104,7 @@ STATUSES = {
     "done_for_day": OrderStatus.OPEN,  # resumes next session
     "canceled": OrderStatus.CANCELLED,
     "expired": OrderStatus.EXPIRED,
-    "replaced": OrderStatus.CANCELLED,  # superseded by the replacing order
+    "replaced": OrderStatus.REPLACED,  # superseded by the order in replaced_by
     "pending_cancel": OrderStatus.OPEN,  # still working until the cancel lands
     "pending_replace": OrderStatus.OPEN,
     "accepted": OrderStatus.PENDING,  # received, not routed (e.g. market closed)
@@ -361,6 +361,8 @@ class AlpacaAdapter(HttpBrokerAdapter):
             created_at=parse_time(body.get("created_at")),
             updated_at=parse_time(body.get("updated_at")),
             cancel_pending=vendor_status == "pending_cancel",
+            replaced_by=_text(body.get("replaced_by")),
+            replaces=_text(body.get("replaces")),
             info=dict(body),
         )
 
@@ -848,6 +850,10 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 "Alpaca's order stream is not reachable right now; fills are still checked "
                 "by polling."
             ) from e
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value else None
 
 
 async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:

@@ -58,6 +58,9 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    # Ended because the broker put another order in its place (``Order.replaced_by``): what
+    # was meant by it now works under the new order, so it is not the member's cancel.
+    REPLACED = "replaced"
 
     @property
     def is_final(self) -> bool:
@@ -65,7 +68,13 @@ class OrderStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+    {
+        OrderStatus.FILLED,
+        OrderStatus.CANCELLED,
+        OrderStatus.REJECTED,
+        OrderStatus.EXPIRED,
+        OrderStatus.REPLACED,
+    }
 )
 
 
@@ -184,6 +193,9 @@ class Order:
     reject_reason: str | None = None
     # Working, but a cancel was asked for and the broker has not carried it out yet.
     cancel_pending: bool = False
+    # Brokers whose replace makes a new order (Alpaca's PATCH) link the two by id.
+    replaced_by: str | None = None  # on the old order, once replaced
+    replaces: str | None = None  # on the new order
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

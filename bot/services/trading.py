@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -98,6 +99,8 @@ SEND_SETTLED_AFTER = timedelta(seconds=30)
 # A confirmed order the process never sent (it stopped first) is sent by the reconciler only
 # this long after its Confirm: later, the price the member agreed to is history.
 PENDING_SEND_LIMIT = timedelta(minutes=5)
+# The reconciler follows at most this many replacements of one order in one pass.
+MAX_REPLACEMENTS = 20
 STATUS_FROM_ORDER = {
     OrderStatus.PENDING: IntentStatus.ACCEPTED,
     OrderStatus.OPEN: IntentStatus.ACCEPTED,
@@ -117,6 +120,89 @@ NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
 NOT_COUNTED = frozenset({IntentStatus.FAILED, IntentStatus.REJECTED, IntentStatus.DISCARDED})
 # Ended without filling all: what did not fill never will, so only the filled part counts.
 ENDED_UNFILLED = frozenset({IntentStatus.CANCELLED, IntentStatus.EXPIRED})
+
+
+PHASES = {
+    IntentStatus.FILLED: "order.filled",
+    IntentStatus.REJECTED: "order.rejected",
+    IntentStatus.CANCELLED: "order.cancelled",
+    IntentStatus.EXPIRED: "order.expired",
+    IntentStatus.PARTIALLY_FILLED: "order.partially_filled",
+}
+# In an intent's ``extra``: the broker orders it followed before its current one (replaced at
+# the broker), each with what it filled, which still counts towards the intent.
+REPLACED_ORDERS = "replaced_orders"
+# What an applied update may change on an intent, copied back to the caller's object.
+_FOLLOWED = (
+    "status",
+    "broker_order_id",
+    "filled_quantity",
+    "average_fill_price",
+    "quantity",
+    "limit_price",
+    "stop_price",
+    "order_type",
+    "time_in_force",
+    "extra",
+    "error_message",
+    "updated_at",
+)
+
+
+def _followed(row: OrderIntent) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _FOLLOWED}
+
+
+def _copy(intent: OrderIntent, stored: dict[str, Any]) -> None:
+    for name, value in stored.items():
+        setattr(intent, name, value)
+
+
+def _replaced_orders(row: OrderIntent) -> dict[str, dict[str, str]]:
+    return dict((row.extra or {}).get(REPLACED_ORDERS) or {})
+
+
+def _value(order: Order) -> Decimal:
+    return order.filled_quantity * (order.average_fill_price or Decimal(0))
+
+
+def _fills_of(row: OrderIntent, left: dict[str, dict[str, str]]) -> dict[str, str]:
+    """What the intent's current order filled, as stored: its total less earlier orders'."""
+    filled = row.filled_quantity - sum((Decimal(f["filled"]) for f in left.values()), Decimal(0))
+    value = row.filled_quantity * (row.average_fill_price or Decimal(0)) - sum(
+        (Decimal(f["value"]) for f in left.values()), Decimal(0)
+    )
+    return {"filled": str(filled), "value": str(value)}
+
+
+def _with_earlier_fills(
+    left: dict[str, dict[str, str]], order: Order | None
+) -> tuple[Decimal, Decimal | None]:
+    """Filled quantity and average price of the intent: its current order's fills plus those
+    of the orders it replaced."""
+    if order is not None and not left:
+        return order.filled_quantity, order.average_fill_price
+    filled = sum((Decimal(f["filled"]) for f in left.values()), Decimal(0))
+    value = sum((Decimal(f["value"]) for f in left.values()), Decimal(0))
+    if order is not None:
+        filled += order.filled_quantity
+        value += _value(order)
+    return filled, (value / filled if filled else None)
+
+
+def _record_replaced(
+    s: AsyncSession, row: OrderIntent, old_id: str, new_id: str, old_filled: Decimal | None
+) -> None:
+    audit.record(
+        s,
+        "order.replaced",
+        member_id=row.member_id,
+        connection_id=row.connection_id,
+        intent_id=row.id,
+        replaced_order_id=old_id,
+        broker_order_id=new_id,
+        filled_quantity=old_filled,
+    )
 
 
 # /orders shows the last this many characters of an order's id (cogs/format.py), so members
@@ -1053,21 +1139,36 @@ class TradingService:
         return Outcome(intent, order, describe(intent, order), True, simulated)
 
     async def _apply_order(self, intent: OrderIntent, order: Order) -> None:
-        status = STATUS_FROM_ORDER[order.status]
-        phase = {
-            IntentStatus.FILLED: "order.filled",
-            IntentStatus.REJECTED: "order.rejected",
-            IntentStatus.CANCELLED: "order.cancelled",
-            IntentStatus.EXPIRED: "order.expired",
-            IntentStatus.PARTIALLY_FILLED: "order.partially_filled",
-        }.get(status, "order.accepted")
+        if order.status is OrderStatus.REPLACED and order.replaced_by:
+            await self._follow_replacement(intent, order)
+            return
+        if order.status is OrderStatus.REPLACED:
+            # Nothing names a successor to follow: the order simply ended unfilled.
+            log.warning("Order %s replaced without a successor; settled as cancelled", order.id)
+            order = dataclasses.replace(order, status=OrderStatus.CANCELLED)
+        stored: dict[str, Any] = {}
 
         async def write(s: AsyncSession) -> bool:
             row = await s.get(OrderIntent, intent.id)
             assert row is not None
             if row.status in IntentStatus.FINAL and row.status != IntentStatus.FAILED:
                 return False  # a later update already settled it
-            if _older(row, status, order.filled_quantity):
+            left = _replaced_orders(row)
+            if order.id in left:
+                return False  # an order this intent has already left for its replacement
+            if order.replaces and row.broker_order_id == order.replaces:
+                # The replacing order reported before the replaced one: follow it from here.
+                _record_replaced(s, row, order.replaces, order.id, None)
+                row.extra = {
+                    **(row.extra or {}),
+                    REPLACED_ORDERS: {**left, order.replaces: _fills_of(row, left)},
+                }
+                left = _replaced_orders(row)
+            filled, average = _with_earlier_fills(left, order)
+            status = STATUS_FROM_ORDER[order.status]
+            if status == IntentStatus.ACCEPTED and filled > 0:
+                status = IntentStatus.PARTIALLY_FILLED  # the replaced order filled some
+            if _older(row, status, filled):
                 return False  # read before an update already applied (late event, slow poll)
             if status != IntentStatus.ACCEPTED and row.status in (
                 IntentStatus.SUBMITTED,
@@ -1083,32 +1184,71 @@ class TradingService:
                     intent_id=row.id,
                     broker_order_id=order.id,
                 )
+            if order.replaces and left:
+                # The terms changed at the broker: the intent says what now works there.
+                row.quantity = sum((Decimal(f["filled"]) for f in left.values()), order.quantity)
+                row.limit_price, row.stop_price = order.limit_price, order.stop_price
+                row.order_type, row.time_in_force = order.order_type, order.time_in_force
             row.status = status
             row.broker_order_id = order.id
-            row.filled_quantity = order.filled_quantity
-            row.average_fill_price = order.average_fill_price
+            row.filled_quantity = filled
+            row.average_fill_price = average
             row.error_message = order.reject_reason
             row.updated_at = self.clock()
             audit.record(
                 s,
-                phase,
+                PHASES.get(status, "order.accepted"),
                 member_id=row.member_id,
                 connection_id=row.connection_id,
                 intent_id=row.id,
                 broker_order_id=order.id,
-                filled_quantity=order.filled_quantity,
-                average_fill_price=order.average_fill_price,
+                filled_quantity=filled,
+                average_fill_price=average,
                 reason=order.reject_reason,
             )
+            stored.update(_followed(row))
             return True
 
-        if not await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
-            return
-        intent.status, intent.broker_order_id = status, order.id
-        intent.filled_quantity, intent.average_fill_price = (
-            order.filled_quantity,
-            order.average_fill_price,
-        )
+        if await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
+            _copy(intent, stored)
+
+    async def _follow_replacement(self, intent: OrderIntent, old: Order) -> None:
+        """The broker replaced the intent's order by a new one (a change the member made in the
+        broker's own app): the intent now follows the new order, keeping what the old one
+        filled. Not a cancel: nothing the member meant has ended."""
+        new_id = old.replaced_by
+        assert new_id is not None
+        stored: dict[str, Any] = {}
+
+        async def write(s: AsyncSession) -> bool:
+            row = await s.get(OrderIntent, intent.id)
+            assert row is not None
+            if row.status in IntentStatus.FINAL and row.status != IntentStatus.FAILED:
+                return False
+            left = _replaced_orders(row)
+            fills = {"filled": str(old.filled_quantity), "value": str(_value(old))}
+            if old.id in left:
+                if left[old.id] == fills:
+                    return False  # already followed (a late event, a second poll)
+                # Followed from the new order's first report; the old one's final fills count.
+                row.extra = {**(row.extra or {}), REPLACED_ORDERS: {**left, old.id: fills}}
+            elif row.broker_order_id in (None, old.id):
+                _record_replaced(s, row, old.id, new_id, old.filled_quantity)
+                row.extra = {**(row.extra or {}), REPLACED_ORDERS: {**left, old.id: fills}}
+                row.broker_order_id = new_id
+            else:
+                return False  # an order this intent does not follow
+            filled, average = _with_earlier_fills(_replaced_orders(row), None)
+            if filled > row.filled_quantity:
+                row.filled_quantity, row.average_fill_price = filled, average
+                if row.status in IntentStatus.OPEN:
+                    row.status = IntentStatus.PARTIALLY_FILLED
+            row.updated_at = self.clock()
+            stored.update(_followed(row))
+            return True
+
+        if await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
+            _copy(intent, stored)
 
     async def _set(
         self,
@@ -1306,6 +1446,13 @@ class TradingService:
                         reason="the broker has no such order",
                     )
                 return
+            # Replaced at the broker (perhaps more than once): the client order id finds the
+            # first order, and each replaced one names its successor.
+            for _ in range(MAX_REPLACEMENTS):
+                if order.status is not OrderStatus.REPLACED or not order.replaced_by:
+                    break
+                await self._apply_order(intent, order)
+                order = await adapter.fetch_order(ref, order_id=order.replaced_by)
         finally:
             await adapter.close()
         await self._apply_order(intent, order)
@@ -1411,6 +1558,21 @@ class TradingService:
             query = query.where(OrderIntent.connection_id == connection_id)
         async with self.core.db.session() as s:
             intent = await s.scalar(query)
+            if intent is None and order.replaces:
+                # A replacing order carries a client order id of its own (Alpaca makes one up):
+                # it is the intent's by the id of the order it replaces, or its own once the
+                # intent follows it.
+                intent = await s.scalar(
+                    select(OrderIntent).where(
+                        OrderIntent.broker == broker,
+                        OrderIntent.broker_order_id.in_([order.id, order.replaces]),
+                        *(
+                            [OrderIntent.connection_id == connection_id]
+                            if connection_id is not None
+                            else []
+                        ),
+                    )
+                )
         if intent is None:
             return None
         return await self.apply_order_state(intent, order)

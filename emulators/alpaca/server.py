@@ -309,6 +309,9 @@ class AlpacaEmulator(BaseEmulator):
             r.add_delete(
                 p + "/v2/orders/{order_id}", self._api(env, self._delete_order, scope="trading")
             )
+            r.add_patch(
+                p + "/v2/orders/{order_id}", self._api(env, self._patch_order, scope="trading")
+            )
             r.add_get(p + "/stream", self._stream_handler(env))
         r.add_get("/data/v2/stocks/snapshots", self._data(self._stock_snapshots))
         r.add_get("/data/v2/stocks/{symbol}/snapshot", self._data(self._stock_snapshot))
@@ -605,6 +608,16 @@ class AlpacaEmulator(BaseEmulator):
         return web.json_response(
             self.broker.order_json(order, nested=request.query.get("nested") == "true")
         )
+
+    async def _patch_order(self, request: web.Request, acct: Account) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise AlpacaError(
+                400, {"code": 40010000, "message": "request body format is invalid"}
+            ) from None
+        _, snapshot = self.broker.replace(acct, request.match_info["order_id"], body)
+        return web.json_response(snapshot)
 
     async def _delete_order(self, request: web.Request, acct: Account) -> web.Response:
         order = self.broker.cancel(

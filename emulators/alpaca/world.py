@@ -179,6 +179,9 @@ class Order:
     expired_at: float | None = None
     canceled_at: float | None = None
     failed_at: float | None = None
+    replaced_at: float | None = None
+    replaced_by: str | None = None
+    replaces: str | None = None
     legs: list[Order] = field(default_factory=list)
     parent: Order | None = field(default=None, repr=False)
     triggered: bool = False
@@ -547,6 +550,76 @@ class Broker:
         else:
             self._emit(acct, "pending_new", order)
         return order, snapshot
+
+    def replace(
+        self, acct: Account, order_id: str, body: dict[str, Any]
+    ) -> tuple[Order, dict[str, Any]]:
+        """PATCH /v2/orders/{id}: a new order takes the old one's place. Each field sent
+        overrides the old order's, the rest carry over (qty too: Alpaca keeps the original qty
+        even when part of it filled). The old order ends ``replaced`` with ``replaced_by``; the
+        new one has a new id, its own client order id and ``replaces``. Returns the new order
+        and its JSON as of acceptance, as POST does."""
+        old = self.orders.get(order_id)
+        if old is None or old.account_id != acct.id:
+            raise err(404, 40410000, "order not found")
+        if old.final:
+            raise err(422, 42210000, f'order is already in "{old.status}" state')  # [infer]
+        if old.status in ("accepted", "pending_new"):
+            # [obs message] alpaca-trade-api-python#306; the code is [infer]
+            raise err(422, 42210000, "unable to replace order, order isn't sent to exchange yet")
+        if old.status in ("pending_cancel", "pending_replace"):
+            raise err(422, 42210000, f'order is already in "{old.status}" state')  # [infer]
+        if old.legs or old.parent is not None or old.order_class in ADVANCED:
+            raise err(422, 42210000, "replacing orders of a bracket is not emulated")
+        qty = Decimal(body["qty"]) if body.get("qty") else old.qty
+        tif = str(body.get("time_in_force") or old.time_in_force)
+        limit = Decimal(body["limit_price"]) if body.get("limit_price") else old.limit_price
+        stop = Decimal(body["stop_price"]) if body.get("stop_price") else old.stop_price
+        if (qty, tif, limit, stop) == (old.qty, old.time_in_force, old.limit_price, old.stop_price):
+            # [obs] alpaca-py#412 (422 since 2024; 403 40310000 in 2021)
+            raise err(422, 42210000, "order parameters are not changed")
+        if qty is not None and qty <= 0:
+            raise err(422, 40010001, "qty must be > 0")  # [infer]
+        if limit != old.limit_price and old.type not in ("limit", "stop_limit"):
+            raise err(422, 42210000, f"limit_price is not allowed for {old.type} order")  # [infer]
+        if stop != old.stop_price and old.type not in ("stop", "stop_limit"):
+            raise err(422, 42210000, f"stop_price is not allowed for {old.type} order")  # [infer]
+        for name, price in (("limit_price", limit), ("stop_price", stop)):
+            if price is not None and not old.asset.crypto and _sub_penny(price):
+                raise err(
+                    422,
+                    42210000,
+                    f"invalid {name} {num(price)}. sub-penny increment "
+                    "does not fulfill minimum pricing criteria",
+                )
+        client_order_id = body.get("client_order_id") or str(uuid.uuid4())
+        if self.by_client_id(acct, client_order_id) is not None:
+            raise err(422, 40010001, "client_order_id must be unique")
+        now = self.clock()
+        new = self._book(
+            acct,
+            old.asset,
+            client_order_id,
+            old.side,
+            old.type,
+            tif,
+            qty,
+            old.notional,
+            limit,
+            stop,
+            old.order_class,
+            "pending_new",
+            now,
+            old.extended_hours,
+        )
+        new.replaces, new.triggered = old.id, old.triggered
+        old.status, old.updated_at = "replaced", now
+        old.replaced_at, old.replaced_by = now, new.id
+        # The stream's ``replaced`` event carries the old order; the new one follows as ``new``.
+        self._emit(acct, "replaced", old)
+        snapshot = self.order_json(new)
+        self._route(new)
+        return new, snapshot
 
     def _book(
         self,
@@ -998,9 +1071,9 @@ class Broker:
             "expired_at": t(order.expired_at),
             "canceled_at": t(order.canceled_at),
             "failed_at": t(order.failed_at),
-            "replaced_at": None,
-            "replaced_by": None,
-            "replaces": None,
+            "replaced_at": t(order.replaced_at),
+            "replaced_by": order.replaced_by,
+            "replaces": order.replaces,
             "asset_id": order.asset.id,
             "symbol": order.asset.symbol,
             "asset_class": order.asset.asset_class,

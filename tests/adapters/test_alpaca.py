@@ -867,6 +867,42 @@ async def test_stream_fill_partial_cancel_reject(
     assert rejected.order.status is OrderStatus.REJECTED and rejected.order.id == doomed.id
 
 
+async def test_a_replaced_order_names_its_successor_and_is_not_cancelled(
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+    consumer_factory: Callable[..., Awaitable[Consumer]],
+) -> None:
+    """Replaced in Alpaca's app (PATCH): the old order ends "replaced" naming the new one, the
+    new one names the old; neither reads as a cancel, on the stream or when fetched."""
+    stream = await consumer_factory(adapter, [paper], emu, 1)
+    placed = await adapter.create_order(
+        paper, order("F", "10", order_type=OrderType.LIMIT, limit_price=D(9))
+    )
+    await stream.next("new")
+    async with http.patch(
+        emu.api_url("paper") + f"/v2/orders/{placed.id}",
+        json={"qty": "12", "limit_price": "9.5"},
+        headers={"Authorization": f"Bearer {emu.issue_token('demo')}"},
+    ) as r:
+        assert r.status == 200
+        new_id = (await r.json())["id"]
+    replaced, new = await stream.next("replaced", "new")
+    assert replaced.order.id == placed.id and replaced.order.status is OrderStatus.REPLACED
+    assert replaced.order.replaced_by == new_id and replaced.order.status.is_final
+    assert new.order.id == new_id and new.order.replaces == placed.id
+    assert new.order.status is OrderStatus.OPEN
+    assert (new.order.quantity, new.order.limit_price) == (D(12), D("9.5"))
+    assert new.order.client_order_id != placed.client_order_id  # Alpaca makes up a new one
+    old = await adapter.fetch_order(paper, order_id=placed.id)
+    assert old.status is OrderStatus.REPLACED and old.replaced_by == new_id
+    by_client = await adapter.fetch_order(paper, client_order_id=placed.client_order_id)
+    assert by_client.id == placed.id and by_client.replaced_by == new_id
+    [working] = await adapter.fetch_open_orders(paper)
+    assert working.id == new_id and working.replaces == placed.id
+
+
 async def test_stream_merges_live_text_and_paper_binary_and_ends_on_drop(
     adapter: AlpacaAdapter,
     refs: dict[Environment, AccountRef],

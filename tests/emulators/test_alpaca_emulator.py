@@ -534,6 +534,65 @@ async def test_cancel(paper: Api, emu: AlpacaEmulator) -> None:
     assert emu.spec_violations == []
 
 
+async def test_replace_makes_a_new_order_and_ends_the_old_one_replaced(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    _, old = await paper.order(
+        symbol="AAPL", qty="5", type="limit", limit_price="100", client_order_id="mine-1"
+    )
+    emu.fill(old["id"], Decimal(2), Decimal(100))
+    status, new, _ = await paper.call(
+        "PATCH", f"/v2/orders/{old['id']}", json={"limit_price": "101"}
+    )
+    assert status == 200 and new["id"] != old["id"]
+    # Every field not sent carries over, qty as first placed (Alpaca does not deduct fills).
+    assert (new["qty"], new["limit_price"], new["time_in_force"]) == ("5", "101", "day")
+    assert new["replaces"] == old["id"] and new["replaced_by"] is None
+    assert new["client_order_id"] not in ("mine-1", "") and new["filled_qty"] == "0"
+    _, gone, _ = await paper.call("GET", f"/v2/orders/{old['id']}")
+    assert gone["status"] == "replaced" and gone["replaced_by"] == new["id"]
+    assert gone["replaced_at"] and gone["filled_qty"] == "2"
+    _, listed, _ = await paper.call("GET", "/v2/orders", params={"status": "open"})
+    assert [o["id"] for o in listed] == [new["id"]]
+    # Refusals: unchanged terms, an order that ended, an unknown id, a taken client order id.
+    status, body, _ = await paper.call(
+        "PATCH", f"/v2/orders/{new['id']}", json={"limit_price": "101"}
+    )
+    assert (status, body) == (
+        422,
+        {"code": 42210000, "message": "order parameters are not changed"},
+    )
+    status, body, _ = await paper.call("PATCH", f"/v2/orders/{old['id']}", json={"qty": "3"})
+    assert (status, body) == (
+        422,
+        {"code": 42210000, "message": 'order is already in "replaced" state'},
+    )
+    status, body, _ = await paper.call(
+        "PATCH", "/v2/orders/00000000-0000-4000-8000-000000000000", json={"qty": "3"}
+    )
+    assert (status, body) == (404, {"code": 40410000, "message": "order not found"})
+    status, body, _ = await paper.call(
+        "PATCH", f"/v2/orders/{new['id']}", json={"qty": "4", "client_order_id": "mine-1"}
+    )
+    assert (status, body) == (422, {"code": 40010001, "message": "client_order_id must be unique"})
+    assert emu.spec_violations == []
+
+
+async def test_replace_before_the_order_reaches_the_exchange_is_refused(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    emu.close_market()
+    _, queued = await paper.order(symbol="AAPL", qty="1", type="limit", limit_price="100")
+    assert queued["status"] == "accepted"
+    status, body, _ = await paper.call(
+        "PATCH", f"/v2/orders/{queued['id']}", json={"limit_price": "99"}
+    )
+    assert (status, body) == (
+        422,
+        {"code": 42210000, "message": "unable to replace order, order isn't sent to exchange yet"},
+    )
+
+
 async def test_a_cancel_that_has_not_landed_still_holds_the_shares(
     paper: Api, emu: AlpacaEmulator
 ) -> None:
