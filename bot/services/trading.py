@@ -166,15 +166,6 @@ def _value(order: Order) -> Decimal:
     return order.filled_quantity * (order.average_fill_price or Decimal(0))
 
 
-def _fills_of(row: OrderIntent, left: dict[str, dict[str, str]]) -> dict[str, str]:
-    """What the intent's current order filled, as stored: its total less earlier orders'."""
-    filled = row.filled_quantity - sum((Decimal(f["filled"]) for f in left.values()), Decimal(0))
-    value = row.filled_quantity * (row.average_fill_price or Decimal(0)) - sum(
-        (Decimal(f["value"]) for f in left.values()), Decimal(0)
-    )
-    return {"filled": str(filled), "value": str(value)}
-
-
 def _with_earlier_fills(
     left: dict[str, dict[str, str]], order: Order | None
 ) -> tuple[Decimal, Decimal | None]:
@@ -1157,13 +1148,10 @@ class TradingService:
             if order.id in left:
                 return False  # an order this intent has already left for its replacement
             if order.replaces and row.broker_order_id == order.replaces:
-                # The replacing order reported before the replaced one: follow it from here.
-                _record_replaced(s, row, order.replaces, order.id, None)
-                row.extra = {
-                    **(row.extra or {}),
-                    REPLACED_ORDERS: {**left, order.replaces: _fills_of(row, left)},
-                }
-                left = _replaced_orders(row)
+                # The replacing order reported before the replaced one said "replaced": a
+                # replace can still be refused (the old order filling first), so the intent
+                # stays with the old order until it says so (its event, a poll, a reconcile).
+                return False
             filled, average = _with_earlier_fills(left, order)
             status = STATUS_FROM_ORDER[order.status]
             if status == IntentStatus.ACCEPTED and filled > 0:
@@ -1230,7 +1218,7 @@ class TradingService:
             if old.id in left:
                 if left[old.id] == fills:
                     return False  # already followed (a late event, a second poll)
-                # Followed from the new order's first report; the old one's final fills count.
+                # Reported replaced again, with fills its first report had not counted yet.
                 row.extra = {**(row.extra or {}), REPLACED_ORDERS: {**left, old.id: fills}}
             elif row.broker_order_id in (None, old.id):
                 _record_replaced(s, row, old.id, new_id, old.filled_quantity)

@@ -4,6 +4,7 @@ by its intent: not cancelled, recorded, and its later fills told as usual."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -11,12 +12,13 @@ from decimal import Decimal
 import aiohttp
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
-from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.models import OrderRequest, OrderType, OrderUpdate, Side, TimeInForce
 from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.db import Database
-from bot.models import AuditEvent, IntentStatus
+from bot.models import AuditEvent, Connection, IntentStatus
 from bot.services.notify import RecordingNotifier
 from bot.services.oauth import TokenSet
 from bot.services.order_updates import OrderUpdates
@@ -180,3 +182,29 @@ async def test_a_poll_and_the_reconciler_follow_a_replacement_they_missed(
         middle,
         newest,
     ]
+
+
+async def test_a_replacing_order_is_not_followed_before_the_old_one_says_replaced(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    """A replace can still be refused (the old order fills first): the new order's report
+    alone does not move the intent, and the old order's fill then counts."""
+    intent_id, cid = await placed_limit(core, alpaca)
+    old_id = (await core.trading.get_intent(intent_id)).broker_order_id
+    assert old_id
+    async with core.db.session() as s:
+        conn = await s.get(Connection, cid, options=[selectinload(Connection.accounts)])
+    assert conn is not None
+    target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
+    adapter = await core.connections.adapter_for(conn)
+    old = await adapter.fetch_order(target.ref, order_id=old_id)
+    early = dataclasses.replace(old, id="a-replacement", client_order_id="x", replaces=old_id)
+    assert await core.trading.apply_update("alpaca", OrderUpdate(early, "new")) is not None
+    intent = await core.trading.get_intent(intent_id)
+    assert (intent.broker_order_id, intent.status) == (old_id, IntentStatus.ACCEPTED)
+    alpaca.fill(old_id, Decimal(10), Decimal(9))
+    filled = await adapter.fetch_order(target.ref, order_id=old_id)
+    await core.trading.apply_update("alpaca", OrderUpdate(filled, "fill"))
+    intent = await core.trading.get_intent(intent_id)
+    assert (intent.status, intent.filled_quantity) == (IntentStatus.FILLED, Decimal(10))
+    assert await replaced_events(core, intent_id) == []
