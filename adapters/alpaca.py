@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -30,6 +30,7 @@ import aiohttp
 
 from adapters import symbols
 from adapters.base import (
+    AllReady,
     Capabilities,
     HttpBrokerAdapter,
     HttpResponse,
@@ -777,24 +778,27 @@ class AlpacaAdapter(HttpBrokerAdapter):
 
     # -- the trade_updates stream ------------------------------------------------------------
 
-    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
+    async def stream_order_updates(
+        self, accounts: list[AccountRef], *, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[OrderUpdate]:
         """One websocket per environment, merged. Ends when any of them closes; the caller
-        reconnects and reconciles."""
+        reconnects and reconciles. ``ready`` is set once every environment is listening."""
         by_env: dict[Environment, AccountRef] = {}
         for a in accounts:
             if a.environment in self.ctx.api_urls:
                 by_env.setdefault(a.environment, a)
         refs = list(by_env.values())
+        all_ready = AllReady(ready, by_env)
         if len(refs) <= 1:
             for ref in refs:
-                async for update in self._stream(ref):
+                async for update in self._stream(ref, all_ready.part(ref.environment)):
                     yield update
             return
         queue: asyncio.Queue[OrderUpdate | BaseException | None] = asyncio.Queue()
 
         async def pump(ref: AccountRef) -> None:
             try:
-                async for update in self._stream(ref):
+                async for update in self._stream(ref, all_ready.part(ref.environment)):
                     await queue.put(update)
                 await queue.put(None)
             except Exception as e:  # handed to the consumer, which re-raises it
@@ -814,7 +818,11 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _stream(self, account: AccountRef) -> AsyncIterator[OrderUpdate]:
+    async def _stream(
+        self, account: AccountRef, listening: Callable[[], None]
+    ) -> AsyncIterator[OrderUpdate]:
+        """``listening`` is called when Alpaca confirms ``trade_updates``: it sends no
+        snapshot, so only from then on is every change of this environment's orders sent."""
         if self.ctx.session is None or self.ctx.tokens is None:
             raise BrokerUnavailable("Alpaca's order stream is not available to this connection.")
         url = _ws_url(self.ctx.api_urls[account.environment].rstrip("/")) + "/stream"
@@ -843,7 +851,16 @@ class AlpacaAdapter(HttpBrokerAdapter):
                     if message is None:
                         log.info("alpaca %s stream closed", account.environment)
                         return
-                    if message.get("stream") == "trade_updates" and message.get("data"):
+                    if message.get("stream") == "listening":
+                        streams = (message.get("data") or {}).get("streams") or []
+                        if "trade_updates" not in streams:
+                            # Nothing would ever come: end it, so the caller polls and retries.
+                            raise BrokerUnavailable(
+                                "Alpaca did not subscribe the order stream; fills are still "
+                                "checked by polling."
+                            )
+                        listening()
+                    elif message.get("stream") == "trade_updates" and message.get("data"):
                         yield self.map_update(message["data"], account)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise BrokerUnavailable(

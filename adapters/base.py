@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -301,8 +301,14 @@ class BrokerAdapter(ABC):
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         """Ask the broker to cancel; ``OrderNotCancelable`` when it has already ended."""
 
-    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
-        """The vendor's order stream, where ``capabilities.order_stream`` says there is one."""
+    async def stream_order_updates(
+        self, accounts: list[AccountRef], *, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[OrderUpdate]:
+        """The vendor's order stream, where ``capabilities.order_stream`` says there is one.
+
+        ``ready`` is set once the broker has subscribed the stream (all of it, when it merges
+        several): any change after that comes through it, so a poll made then misses nothing.
+        It stays unset if the stream ends or fails before that."""
         raise BrokerError(f"{self.display_name} has no order stream; poll fetch_open_orders.")
         yield  # pragma: no cover - makes this an async generator
 
@@ -372,6 +378,29 @@ class BrokerAdapter(ABC):
             base + f" At {self.display_name}, {ASSET_WORDS[asset]} trade in a {kinds} account: "
             f"choose that account for this connection in /accounts."
         )
+
+
+class AllReady:
+    """Sets ``ready`` once every part of a merged stream (one per environment) is subscribed:
+    a change in a part not yet subscribed would be in neither the stream nor a poll."""
+
+    def __init__(self, ready: asyncio.Event | None, parts: Iterable[object]) -> None:
+        self._ready = ready
+        self._waiting = set(parts)
+        self._check()
+
+    def part(self, key: object) -> Callable[[], None]:
+        """What part ``key`` calls when the broker confirms its subscription."""
+
+        def mark() -> None:
+            self._waiting.discard(key)
+            self._check()
+
+        return mark
+
+    def _check(self) -> None:
+        if not self._waiting and self._ready is not None:
+            self._ready.set()
 
 
 def caps_list(types: list[AccountType]) -> str:

@@ -25,7 +25,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -36,6 +36,7 @@ import aiohttp
 
 from adapters import symbols
 from adapters.base import (
+    AllReady,
     Capabilities,
     HttpBrokerAdapter,
     HttpResponse,
@@ -962,17 +963,25 @@ class TradeStationAdapter(HttpBrokerAdapter):
 
     # -- the order stream ----------------------------------------------------------------
 
-    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
+    async def stream_order_updates(
+        self, accounts: list[AccountRef], *, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[OrderUpdate]:
         """Chunked JSON from ``/brokerage/stream/accounts/{ids}/orders`` per environment.
-        Ends when any stream ends (GoAway or close) so the caller reconnects both."""
+        Ends when any stream ends (GoAway or close) so the caller reconnects both. ``ready``
+        is set once every environment's stream has been answered (200): each then sends a
+        snapshot of its orders, so nothing from before is missed either."""
         by_env: dict[Environment, list[str]] = {}
         for a in accounts:
             if a.environment in self.ctx.api_urls:
                 by_env.setdefault(a.environment, []).append(a.id)
+        all_ready = AllReady(ready, by_env)
         if not by_env:
             return
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        tasks = [asyncio.create_task(self._pump(env, ids, queue)) for env, ids in by_env.items()]
+        tasks = [
+            asyncio.create_task(self._pump(env, ids, queue, all_ready.part(env)))
+            for env, ids in by_env.items()
+        ]
         try:
             while True:
                 item = await queue.get()
@@ -986,10 +995,16 @@ class TradeStationAdapter(HttpBrokerAdapter):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _pump(self, env: Environment, ids: list[str], queue: asyncio.Queue[Any]) -> None:
+    async def _pump(
+        self,
+        env: Environment,
+        ids: list[str],
+        queue: asyncio.Queue[Any],
+        opened: Callable[[], None],
+    ) -> None:
         fills: dict[str, tuple[Decimal, Decimal]] = {}  # order id -> (filled qty, filled value)
         try:
-            async for obj in self._stream_objects(env, ids):
+            async for obj in self._stream_objects(env, ids, opened):
                 if "OrderID" in obj:
                     queue.put_nowait(self._update(obj, fills))
                 elif obj.get("StreamStatus") == "GoAway":
@@ -1051,6 +1066,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         self,
         env: Environment,
         ids: list[str],
+        opened: Callable[[], None] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         base = self.ctx.api_urls[env].rstrip("/")
         url = f"{base}/v3/brokerage/stream/accounts/{quote(','.join(ids), safe=',')}/orders"
@@ -1081,6 +1097,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
                         raise self._error_for(
                             HttpResponse(r.status, r.headers, body, "GET", "/stream"), False
                         )
+                    if opened is not None:
+                        opened()
                     decoder = json.JSONDecoder()
                     buffer = ""
                     async for chunk in r.content.iter_any():

@@ -14,6 +14,7 @@ Tradier facts that shape this module (see emulators/specs/tradier/ and the resea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -564,8 +565,14 @@ class TradierAdapter(HttpBrokerAdapter):
 
     # -- the account-events stream ---------------------------------------------------------
 
-    async def stream_order_updates(self, accounts: list[AccountRef]) -> AsyncIterator[OrderUpdate]:
+    async def stream_order_updates(
+        self, accounts: list[AccountRef], *, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[OrderUpdate]:
+        """``ready`` is set once the subscription is sent: Tradier documents no answer to it
+        (only heartbeats and events follow), and sends no snapshot of open orders."""
         if not accounts:
+            if ready is not None:
+                ready.set()  # nothing to subscribe
             return
         env = accounts[0].environment
         if any(a.environment is not env for a in accounts):
@@ -598,6 +605,8 @@ class TradierAdapter(HttpBrokerAdapter):
                     {"events": ["order"], "sessionid": stream["sessionid"], "excludeAccounts": []}
                 )
             )
+            if ready is not None:
+                ready.set()
             while True:
                 try:
                     msg = await ws.receive(timeout=self.stream_idle_timeout)

@@ -1,8 +1,9 @@
 """Following working orders until they end, and telling members once per change.
 
 Real brokers: the vendor's order stream where it has one (TradeStation's HTTP stream, Alpaca
-``trade_updates``, Tradier account events), reconnected with backoff and followed by a poll to
-catch what happened while it was down; polling with backoff where there is no stream. Tradecord
+``trade_updates``, Tradier account events), reconnected with backoff, with a poll once the
+broker says the stream is subscribed to catch what happened before (Alpaca and Tradier send no
+snapshot); polling with backoff where there is no stream. Tradecord
 Paper: its resting orders are swept against moving quotes. Every update goes through
 ``TradingService.apply_update``, whose compare-and-set makes each announcement happen once,
 even with several processes watching.
@@ -172,10 +173,11 @@ class OrderUpdates:
             try:
                 adapter = await self.core.connections.adapter_for(conn)
                 try:
-                    await self.poll(conn, adapter)
                     if streams:
                         await self._stream(conn, adapter)
                         backoff = self.poll_start  # the stream ran: reconnect promptly
+                    else:
+                        await self.poll(conn, adapter)
                 finally:
                     await adapter.close()
             except asyncio.CancelledError:
@@ -188,11 +190,53 @@ class OrderUpdates:
             backoff = min(MAX_BACKOFF, backoff * 2)
 
     async def _stream(self, conn: Connection, adapter: BrokerAdapter) -> None:
+        """Follow the broker's stream, and poll once the broker says it is subscribed.
+
+        A change before the subscription is only in the poll, one after it is in the stream
+        (in both at worst, which applying ignores): polling before connecting left a gap.
+        A stream that ends or fails before it was ever subscribed is still followed by a
+        poll, so streams that keep failing never leave working orders unchecked. A failed
+        poll ends the attempt (as it always has): the watcher retries both after backoff."""
         refs = [Target(conn, a, a.mode).ref for a in conn.accounts]
-        async for update in adapter.stream_order_updates(refs):
-            await asyncio.shield(
-                self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
-            )
+        ready = asyncio.Event()
+
+        async def consume() -> None:
+            async for update in adapter.stream_order_updates(refs, ready=ready):
+                await asyncio.shield(
+                    self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
+                )
+
+        stream = asyncio.create_task(consume())
+
+        async def poll_once_subscribed() -> None:
+            subscribed = asyncio.create_task(ready.wait())
+            try:
+                await asyncio.wait({subscribed, stream}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                subscribed.cancel()
+            await self.poll(conn, adapter)
+
+        poller = asyncio.create_task(poll_once_subscribed())
+        try:
+            pending: set[asyncio.Task[None]] = {stream, poller}
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if poller in done and stream in pending:
+                    poller.result()  # a failed poll ends the attempt; the stream is stopped below
+            error = stream.exception()
+            if error is not None:
+                if poller.exception() is not None:
+                    log.info(
+                        "Poll of connection %s after its stream failed also failed: %s",
+                        conn.id,
+                        type(poller.exception()).__name__,
+                    )
+                raise error  # the stream's own failure is what the watcher reports
+            poller.result()
+        finally:
+            for task in (stream, poller):
+                task.cancel()
+            await asyncio.gather(stream, poller, return_exceptions=True)
 
     async def poll(self, conn: Connection, adapter: BrokerAdapter) -> None:
         """Ask the broker about each working order of this connection (catches stream gaps)."""

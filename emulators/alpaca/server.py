@@ -120,6 +120,10 @@ class AlpacaEmulator(BaseEmulator):
         self.cancel_delay = 0.0
         self._windows: dict[str, tuple[float, int]] = {}
         self._streams: set[StreamConn] = set()
+        # Test hooks: ``listen`` actions received, and a gate that, while set to an unset
+        # Event, holds each one (not yet subscribed, not yet answered) until it is set.
+        self.listens_received = 0
+        self.listen_gate: asyncio.Event | None = None
         super().__init__(host=host, port=port)
         self.broker.listeners.append(self._on_event)
         if seed:
@@ -806,6 +810,9 @@ class AlpacaEmulator(BaseEmulator):
             )
             return False
         if action == "listen":
+            self.listens_received += 1
+            if self.listen_gate is not None:
+                await self.listen_gate.wait()
             wanted = set(data.get("streams") or [])
             conn.streams = wanted & {"trade_updates"}
             await conn.send({"stream": "listening", "data": {"streams": sorted(conn.streams)}})

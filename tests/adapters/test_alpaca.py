@@ -792,11 +792,12 @@ class Consumer:
         self.updates: asyncio.Queue[OrderUpdate] = asyncio.Queue()
         self.ended = asyncio.Event()
         self.error: BaseException | None = None
+        self.ready = asyncio.Event()
         self.task = asyncio.create_task(self._run(adapter, accounts))
 
     async def _run(self, adapter: AlpacaAdapter, accounts: list[AccountRef]) -> None:
         try:
-            async for update in adapter.stream_order_updates(accounts):
+            async for update in adapter.stream_order_updates(accounts, ready=self.ready):
                 await self.updates.put(update)
         except BrokerError as e:
             self.error = e
@@ -922,13 +923,32 @@ async def test_stream_merges_live_text_and_paper_binary_and_ends_on_drop(
     await until(lambda: emu.stream_connections == 0)
 
 
+async def test_stream_is_ready_once_every_environment_listens(
+    adapter: AlpacaAdapter,
+    refs: dict[Environment, AccountRef],
+    emu: AlpacaEmulator,
+    consumer_factory: Callable[..., Awaitable[Consumer]],
+) -> None:
+    """Alpaca sends no snapshot: only its ``listening`` answer says changes are now sent."""
+    emu.listen_gate = gate = asyncio.Event()
+    stream = await consumer_factory(adapter, [refs[LIVE], refs[PAPER]])
+    await until(lambda: emu.listens_received == 2)
+    await asyncio.sleep(0.05)
+    assert not stream.ready.is_set()  # asked to listen, not yet answered
+    gate.set()
+    await asyncio.wait_for(stream.ready.wait(), 5)
+    assert emu.stream_listeners() == 2
+
+
 async def test_stream_with_a_dead_token(
     emu: AlpacaEmulator, http: aiohttp.ClientSession, paper: AccountRef
 ) -> None:
     dead = make_adapter(emu, http, "not-a-token")
+    ready = asyncio.Event()
     with pytest.raises(AuthorizationExpired):
-        async for _ in dead.stream_order_updates([paper]):
+        async for _ in dead.stream_order_updates([paper], ready=ready):
             pass
+    assert not ready.is_set()
 
 
 async def test_stream_host_unreachable(

@@ -882,8 +882,10 @@ async def test_stream_goaway_ends_the_iterator(
 async def test_stream_merges_live_and_sim(
     adapter: TradeStationAdapter, emu: TradeStationEmulator
 ) -> None:
-    stream = adapter.stream_order_updates([MARGIN, SIM_MARGIN])
+    ready = asyncio.Event()
+    stream = adapter.stream_order_updates([MARGIN, SIM_MARGIN], ready=ready)
     task = asyncio.ensure_future(collect(stream, 4))
+    await asyncio.wait_for(ready.wait(), 5)  # both answered; each sends its snapshot
     await wait_for_streams(emu, 2)
     live = await adapter.create_order(MARGIN, buy("AMD", 1))
     sim = await adapter.create_order(SIM_MARGIN, buy("AMD", 1))

@@ -693,10 +693,11 @@ class Stream:
 
     def __init__(self, adapter: TradierAdapter, accounts: list[AccountRef]) -> None:
         self.updates: asyncio.Queue[OrderUpdate] = asyncio.Queue()
+        self.ready = asyncio.Event()
         self.task = asyncio.create_task(self._run(adapter, accounts))
 
     async def _run(self, adapter: TradierAdapter, accounts: list[AccountRef]) -> None:
-        async for update in adapter.stream_order_updates(accounts):
+        async for update in adapter.stream_order_updates(accounts, ready=self.ready):
             self.updates.put_nowait(update)
 
     async def next(self) -> OrderUpdate:
@@ -720,6 +721,8 @@ async def test_stream_fill_partial_cancel_reject_and_clean_end(
 ):
     margin = ref(emu, "margin")
     stream = await start_stream(emu, adapter, [margin])
+    # Tradier answers a subscription with nothing: it is ready once sent.
+    await asyncio.wait_for(stream.ready.wait(), 5)
     market = await adapter.create_order(
         margin, OrderRequest("F", Side.BUY, Decimal(5), client_order_id="M1")
     )

@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from adapters.errors import BrokerUnavailable
 from adapters.models import (
+    AccountRef,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -22,6 +24,7 @@ from adapters.models import (
     TimeInForce,
 )
 from adapters.symbols import asset_class_of
+from adapters.tradestation import TradeStationAdapter
 from bot.core import Core
 from bot.db import Database
 from bot.models import (
@@ -34,12 +37,15 @@ from bot.models import (
 )
 from bot.services.connections import Target
 from bot.services.notify import RecordingNotifier
+from bot.services.oauth import TokenSet
 from bot.services.order_updates import OrderUpdates
 from bot.services.tokens import remind_expiring
 from bot.services.trading import Outcome
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
+from emulators.alpaca import AlpacaEmulator
+from emulators.alpaca.server import DEFAULT_CLIENT_ID as ALPACA_CLIENT_ID
 from emulators.tradestation import TradeStationEmulator
-from tests.bot.conftest import MEMBER, connection, link, open_cores
+from tests.bot.conftest import MEMBER, connection, link, open_cores, stored_connection
 from tests.support import FakeClock
 
 
@@ -417,3 +423,123 @@ async def test_a_state_overtaken_before_it_is_told_is_not_told(
     finally:
         await core_a.close()
         await core_b.close()
+
+
+@pytest.fixture
+async def alpaca() -> AsyncIterator[AlpacaEmulator]:
+    emu = AlpacaEmulator()
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+async def test_a_fill_while_the_stream_subscribes_is_told_without_waiting_for_the_reconciler(
+    settings: Settings, db: Database, alpaca: AlpacaEmulator
+) -> None:
+    """Alpaca's ``trade_updates`` sends no snapshot: an order that fills after the watcher
+    looked but before Alpaca subscribed the stream is in neither. The watcher polls once
+    Alpaca answers ``listening``, so the member hears of it at once."""
+    with_alpaca = load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_alpaca_client_id=ALPACA_CLIENT_ID,
+        tradecord_alpaca_api_url=alpaca.api_url("live"),
+        tradecord_alpaca_paper_api_url=alpaca.api_url("paper"),
+        tradecord_alpaca_data_url=alpaca.data_url,
+    )
+    [core] = await open_cores(with_alpaca, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
+            broker="alpaca",
+            name="Alpaca",
+            settings={"environment": "paper"},
+            accounts=[
+                {
+                    "mode": "paper",
+                    "account_id": "PA3KX7T9QW2M",
+                    "account_type": "margin",
+                    "label": "paper",
+                }
+            ],
+        )
+        target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
+        req = OrderRequest(
+            "AAPL",
+            Side.BUY,
+            Decimal(5),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("100"),
+            asset_class=asset_class_of("AAPL"),
+        )
+        out = await core.trading.place(target, req, source="discord", idempotency_key="al1")
+        assert out.intent.status == IntentStatus.ACCEPTED, out.message
+        order_id = out.intent.broker_order_id
+        assert order_id
+        alpaca.listen_gate = gate = asyncio.Event()
+        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(updates.supervise(stop))
+        try:
+            # Authenticated and asked to listen, not yet subscribed: the fill is not sent.
+            await until(lambda: alpaca.listens_received == 1)
+            alpaca.fill(order_id, Decimal(5), Decimal("100"))
+            gate.set()
+            await until(lambda: any("Filled" in t for t in texts(notifier)), within=5)
+            assert alpaca.listens_received == 1  # the first stream, not a reconnect
+        finally:
+            stop.set()
+            await task
+        kinds = [t.split(": ", 1)[1].split(":")[0] for t in texts(notifier)]
+        assert kinds == ["Filled"]
+        assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
+    finally:
+        await core.close()
+
+
+async def test_orders_are_polled_when_the_stream_fails_before_it_is_ready(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The poll waits for the stream to be subscribed; a stream that keeps failing before
+    that must not leave working orders unchecked, nor have its failure hidden."""
+    attempts = 0
+
+    async def failing(
+        self: TradeStationAdapter,
+        accounts: list[AccountRef],
+        *,
+        ready: asyncio.Event | None = None,
+    ) -> AsyncIterator[OrderUpdate]:
+        nonlocal attempts
+        attempts += 1
+        raise BrokerUnavailable("stream down", vendor_code="test-stream-down")
+        yield  # pragma: no cover - makes this an async generator
+
+    monkeypatch.setattr(TradeStationAdapter, "stream_order_updates", failing)
+    caplog.set_level("INFO", logger="tradecord.order_updates")
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core, ts, "never-ready")
+        assert out.intent.broker_order_id
+        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(updates.supervise(stop))
+        try:
+            await until(lambda: attempts >= 1)
+            ts.fill(out.intent.broker_order_id, 10, "300")  # after a failed attempt
+            await until(lambda: any("Filled" in t for t in texts(notifier)), within=5)
+        finally:
+            stop.set()
+            await task
+        assert attempts >= 2  # told by the poll that followed a later failed attempt
+        assert "paused: broker-unavailable" in caplog.text
+    finally:
+        await core.close()
