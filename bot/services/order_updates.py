@@ -252,7 +252,9 @@ class OrderUpdates:
             )
         for intent in intents:
             account = conn.account(intent.mode)
-            if account is None:
+            if account is None or account.account_id != intent.account_id:
+                # At an account the member has since left: the reconciler follows it there
+                # (if the login still reaches it); asking this account would find nothing.
                 continue
             try:
                 order = await adapter.fetch_order(

@@ -249,6 +249,42 @@ async def test_a_poll_goes_on_past_an_order_the_broker_no_longer_has(
         await core.close()
 
 
+async def test_a_poll_leaves_an_order_at_a_left_account_to_the_reconciler(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member chose another account since: asking it about the order finds nothing, on
+    every poll; the reconciler follows the order at its own account."""
+    [core] = await open_cores(ts_settings, 1)
+    try:
+        out = await _working_msft(core, ts, "left")
+        cid = out.intent.connection_id
+        async with core.db.transaction() as s:
+            chosen = await s.scalar(
+                select(ConnectionAccount).where(
+                    ConnectionAccount.connection_id == cid, ConnectionAccount.mode == "live"
+                )
+            )
+            assert chosen is not None
+            chosen.account_id, chosen.account_type = "11827341", "cash"
+        async with core.db.session() as s:
+            conn = await s.scalar(
+                select(Connection)
+                .where(Connection.id == cid)
+                .options(selectinload(Connection.accounts))
+            )
+        assert conn is not None
+        adapter = await core.connections.adapter_for(conn)
+        try:
+            with caplog.at_level("INFO", logger="tradecord.order_updates"):
+                await OrderUpdates(core).poll(conn, adapter)
+        finally:
+            await adapter.close()
+        assert "not found at the broker" not in caplog.text
+        assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.ACCEPTED
+    finally:
+        await core.close()
+
+
 async def _working_msft(core: Core, ts: TradeStationEmulator, key: str) -> Outcome:
     """A resting TradeStation limit order to buy 10 MSFT, accepted."""
     target = await linked_margin_account(core, ts)
