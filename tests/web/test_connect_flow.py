@@ -3,6 +3,8 @@ and every refusal of RFC 9700's checklist, each proving no token request was mad
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import logging
 import re
@@ -180,6 +182,32 @@ async def test_someone_elses_link_links_nothing_and_the_member_is_told(h: Harnes
     assert dm.channel_id in {
         c.id for c in h.emu.world.channels.values() if c.type == 1 and c.recipient_id == mallory
     }
+
+
+async def test_req1_discord_sign_in_always_carries_the_s256_challenge(h: Harness) -> None:
+    """Requirement 1 on the leg Tradecord always runs: the challenge in Discord's
+    authorization URL is BASE64URL(SHA256(verifier)) of the verifier stored for its state."""
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        page = await b.get(link)
+        started = await b.submit(link, await page.text())
+        assert started.status == 303
+        query = parse_qs(urlsplit(started.headers["Location"]).query)
+    finally:
+        await b.close()
+    assert query["code_challenge_method"] == ["S256"]
+    async with h.core.db.session() as s:
+        row = await s.scalar(
+            select(OAuthState).where(OAuthState.state_hash == digest(query["state"][0]))
+        )
+        assert row is not None and row.code_verifier is not None
+        member = await s.get(Member, row.member_id)
+        assert member is not None
+    verifier = h.core.vault.decrypt(row.code_verifier, verifier_binding(row, member))
+    assert 43 <= len(verifier) <= 128
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    assert query["code_challenge"] == [challenge.rstrip(b"=").decode()]
 
 
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
