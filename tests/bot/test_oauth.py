@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import math
 import re
 from dataclasses import replace
@@ -78,3 +79,22 @@ def test_code_verifier_is_long_random_and_unreserved() -> None:
         assert UNRESERVED.fullmatch(v), v
         # Drawn uniformly from 62 symbols: at least 256 bits of entropy.
         assert len(v) * math.log2(62) >= 256
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING"])
+def test_authlib_never_logs_below_info_whatever_the_log_level(level: str) -> None:
+    """Requirement 13: authlib's integrations log the code verifier at DEBUG."""
+    from bot.cli import setup_logging
+
+    root, authlib_log = logging.getLogger(), logging.getLogger("authlib")
+    saved = (root.level, list(root.handlers), authlib_log.level)
+    try:
+        root.handlers.clear()  # as at startup: basicConfig sets the root level only then
+        setup_logging(level)
+        assert root.level == logging.getLevelName(level)
+        assert not authlib_log.isEnabledFor(logging.DEBUG)
+        assert authlib_log.getEffectiveLevel() >= max(logging.INFO, logging.getLevelName(level))
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        authlib_log.setLevel(saved[2])

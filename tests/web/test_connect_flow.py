@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.models import Connection, ConnectionStatus, Credential, Member, OAuthState
-from bot.services.credentials import verifier_binding
+from bot.services.credentials import binding, verifier_binding
 from bot.services.linking import digest
 from bot.settings import Settings, parse_keys
 from bot.vault import Vault, generate_key_spec
@@ -517,19 +517,42 @@ async def test_no_secret_reaches_any_log(h: Harness, caplog: pytest.LogCaptureFi
     provider = __import__("bot.services.tokens", fromlist=["x"]).DbTokenProvider(h.core, conn.id)
     access = await provider.access_token()
     await provider.refresh(access)  # a refresh happens too
+    discord_state = parse_qs(urlsplit(discord_cb).query)["state"][0]
+    async with h.core.db.session() as s:
+        state_row = await s.scalar(
+            select(OAuthState).where(OAuthState.state_hash == digest(discord_state))
+        )
+        cred = await s.get(Credential, conn.id)
+        member = await s.get(Member, conn.member_id)
+    assert state_row is not None and state_row.code_verifier and cred and member
+    vault = h.core.vault
+    settings = h.core.settings
     secrets = {
         "link token": link.rsplit("/", 1)[1],
-        "discord state": parse_qs(urlsplit(discord_cb).query)["state"][0],
+        "discord state": discord_state,
         "discord code": parse_qs(urlsplit(discord_cb).query)["code"][0],
+        "code verifier": vault.decrypt(
+            state_row.code_verifier, verifier_binding(state_row, member)
+        ),
         "broker state": parse_qs(urlsplit(broker_cb).query)["state"][0],
         "broker code": parse_qs(urlsplit(broker_cb).query)["code"][0],
-        "access token": access,
-        "client secret": h.core.settings.broker("tradestation").client_secret or "",
-        "bot token": h.core.settings.discord_token.get_secret_value(),  # type: ignore[union-attr]
+        "access token": await provider.access_token(),
+        "first access token": access,
+        "refresh token": vault.decrypt(
+            cred.refresh_token or "", binding(conn, member, "refresh_token")
+        ),
+        "client secret": settings.broker("tradestation").client_secret or "",
+        "discord client secret": settings.discord_client_secret.get_secret_value(),  # type: ignore[union-attr]
+        "bot token": settings.discord_token.get_secret_value(),  # type: ignore[union-attr]
     }
-    logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
+    logged = "\n".join(
+        f"{r.getMessage()} {r.args} {r.exc_text or ''} {r.exc_info or ''}" for r in caplog.records
+    )
+    posted = "\n".join(repr(m) for m in h.emu.world.messages.values())  # DMs and replies
     for name, value in secrets.items():
         assert value and value not in logged, f"{name} appeared in a log line"
+        # The link token's only way to the member is the ephemeral /connect button.
+        assert name == "link token" or value not in posted, f"{name} appeared in a Discord message"
 
 
 async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
