@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError
@@ -119,9 +120,13 @@ def authorization_url(
     url, _ = client.create_authorization_url(
         ep.authorize_url, state=state, code_verifier=code_verifier if pkce else None, **params
     )
-    if pkce and "code_challenge_method=S256" not in url:
+    if pkce:
         # authlib silently leaves PKCE out when misconfigured; never send a flow without it.
-        raise RuntimeError("PKCE missing from the authorization URL")
+        query = parse_qs(urlsplit(url).query)
+        if query.get("code_challenge_method") != ["S256"] or query.get("code_challenge") != [
+            s256(code_verifier or "")
+        ]:
+            raise RuntimeError("PKCE missing from the authorization URL")
     return url
 
 

@@ -17,7 +17,7 @@ import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from adapters.alpaca import AlpacaAdapter, parse_time
-from adapters.base import AdapterContext, StaticToken
+from adapters.base import AdapterContext, CircuitBreaker, StaticToken
 from adapters.errors import (
     AssetClassNotSupported,
     AuthorizationExpired,
@@ -755,6 +755,32 @@ async def test_server_error_on_create_is_not_retried(
     with pytest.raises(BrokerUnavailable) as info:
         await adapter.create_order(paper, order("F", "1", client_order_id="boom1"))
     assert info.value.maybe_sent is True and posts(emu) == 1
+
+
+async def test_req19_consecutive_5xx_open_the_breaker_orders_fail_fast_and_reads_go_on(
+    emu: AlpacaEmulator, http: aiohttp.ClientSession
+) -> None:
+    """K consecutive 5xx open the breaker for the broker: every connection's new orders then
+    fail fast, never reaching it, while reads (what the reconciler does) still probe."""
+    breakers: dict[str, CircuitBreaker] = {}
+    one = make_adapter(emu, http, emu.issue_token("demo"), breakers=breakers, read_retries=1)
+    other = make_adapter(emu, http, emu.issue_token("demo"), breakers=breakers, read_retries=1)
+    [paper] = [a.ref() for a in await one.fetch_accounts() if a.environment is PAPER]
+    threshold = CircuitBreaker().threshold
+    emu.faults.add(
+        Fault(kind="status", path=r"/v2/orders$", method="GET", times=threshold, status=503)
+    )
+    for _ in range(threshold):
+        with pytest.raises(BrokerUnavailable):
+            await one.fetch_open_orders(paper)
+    for adapter in (one, other):
+        with pytest.raises(BrokerUnavailable, match="new orders are paused") as info:
+            await adapter.create_order(paper, order("F", "1"))
+        assert info.value.maybe_sent is False
+    assert posts(emu) == 0 and emu.broker.orders == {}
+    assert await other.fetch_open_orders(paper) == []  # a read probes and closes it again
+    placed = await one.create_order(paper, order("F", "1", client_order_id="after-breaker"))
+    assert placed.client_order_id == "after-breaker" and posts(emu) == 1
 
 
 async def test_lost_response_on_create_then_lookup_finds_exactly_one(

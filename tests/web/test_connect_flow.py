@@ -3,6 +3,8 @@ and every refusal of RFC 9700's checklist, each proving no token request was mad
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import logging
 import re
@@ -16,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.models import Connection, ConnectionStatus, Credential, Member, OAuthState
-from bot.services.credentials import verifier_binding
+from bot.services.credentials import binding, verifier_binding
 from bot.services.linking import digest
 from bot.settings import Settings, parse_keys
 from bot.vault import Vault, generate_key_spec
@@ -180,6 +182,32 @@ async def test_someone_elses_link_links_nothing_and_the_member_is_told(h: Harnes
     assert dm.channel_id in {
         c.id for c in h.emu.world.channels.values() if c.type == 1 and c.recipient_id == mallory
     }
+
+
+async def test_req1_discord_sign_in_always_carries_the_s256_challenge(h: Harness) -> None:
+    """Requirement 1 on the leg Tradecord always runs: the challenge in Discord's
+    authorization URL is BASE64URL(SHA256(verifier)) of the verifier stored for its state."""
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        page = await b.get(link)
+        started = await b.submit(link, await page.text())
+        assert started.status == 303
+        query = parse_qs(urlsplit(started.headers["Location"]).query)
+    finally:
+        await b.close()
+    assert query["code_challenge_method"] == ["S256"]
+    async with h.core.db.session() as s:
+        row = await s.scalar(
+            select(OAuthState).where(OAuthState.state_hash == digest(query["state"][0]))
+        )
+        assert row is not None and row.code_verifier is not None
+        member = await s.get(Member, row.member_id)
+        assert member is not None
+    verifier = h.core.vault.decrypt(row.code_verifier, verifier_binding(row, member))
+    assert 43 <= len(verifier) <= 128
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    assert query["code_challenge"] == [challenge.rstrip(b"=").decode()]
 
 
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
@@ -489,19 +517,42 @@ async def test_no_secret_reaches_any_log(h: Harness, caplog: pytest.LogCaptureFi
     provider = __import__("bot.services.tokens", fromlist=["x"]).DbTokenProvider(h.core, conn.id)
     access = await provider.access_token()
     await provider.refresh(access)  # a refresh happens too
+    discord_state = parse_qs(urlsplit(discord_cb).query)["state"][0]
+    async with h.core.db.session() as s:
+        state_row = await s.scalar(
+            select(OAuthState).where(OAuthState.state_hash == digest(discord_state))
+        )
+        cred = await s.get(Credential, conn.id)
+        member = await s.get(Member, conn.member_id)
+    assert state_row is not None and state_row.code_verifier and cred and member
+    vault = h.core.vault
+    settings = h.core.settings
     secrets = {
         "link token": link.rsplit("/", 1)[1],
-        "discord state": parse_qs(urlsplit(discord_cb).query)["state"][0],
+        "discord state": discord_state,
         "discord code": parse_qs(urlsplit(discord_cb).query)["code"][0],
+        "code verifier": vault.decrypt(
+            state_row.code_verifier, verifier_binding(state_row, member)
+        ),
         "broker state": parse_qs(urlsplit(broker_cb).query)["state"][0],
         "broker code": parse_qs(urlsplit(broker_cb).query)["code"][0],
-        "access token": access,
-        "client secret": h.core.settings.broker("tradestation").client_secret or "",
-        "bot token": h.core.settings.discord_token.get_secret_value(),  # type: ignore[union-attr]
+        "access token": await provider.access_token(),
+        "first access token": access,
+        "refresh token": vault.decrypt(
+            cred.refresh_token or "", binding(conn, member, "refresh_token")
+        ),
+        "client secret": settings.broker("tradestation").client_secret or "",
+        "discord client secret": settings.discord_client_secret.get_secret_value(),  # type: ignore[union-attr]
+        "bot token": settings.discord_token.get_secret_value(),  # type: ignore[union-attr]
     }
-    logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
+    logged = "\n".join(
+        f"{r.getMessage()} {r.args} {r.exc_text or ''} {r.exc_info or ''}" for r in caplog.records
+    )
+    posted = "\n".join(repr(m) for m in h.emu.world.messages.values())  # DMs and replies
     for name, value in secrets.items():
         assert value and value not in logged, f"{name} appeared in a log line"
+        # The link token's only way to the member is the ephemeral /connect button.
+        assert name == "link token" or value not in posted, f"{name} appeared in a Discord message"
 
 
 async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
