@@ -104,9 +104,9 @@ class Tradecord(commands.Bot):
         settle_heap()
 
     async def start_web(self) -> None:
-        from web.app import create_app, start_site
+        from web.app import app_runner, start_site
 
-        self.web_runner = web.AppRunner(create_app(self.core), access_log=None)
+        self.web_runner = app_runner(self.core)
         await self.web_runner.setup()
         self.web_port = await start_site(
             self.web_runner, self.settings.web_host, self.settings.web_port

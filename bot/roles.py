@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import discord
-from aiohttp import web
 from discord.http import HTTPClient
 from sqlalchemy import text
 
@@ -141,11 +140,11 @@ async def rest_core(settings: Settings) -> AsyncIterator[Core]:
 
 
 async def run_web(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    from web.app import create_app, start_site
+    from web.app import app_runner, start_site
 
     stop = stop or stop_on_signals()
     async with rest_core(settings) as core:
-        runner = web.AppRunner(create_app(core), access_log=None)
+        runner = app_runner(core)
         await runner.setup()
         try:
             port = await start_site(runner, settings.web_host, settings.web_port)

@@ -33,6 +33,12 @@ def create_app(core: Core) -> web.Application:
     return app
 
 
+def app_runner(core: Core) -> web.AppRunner:
+    """The runner every process serves the app with. No access log: webhook URLs carry their
+    strategy's secret in the path."""
+    return web.AppRunner(create_app(core), access_log=None)
+
+
 async def start_site(runner: web.AppRunner, host: str, port: int) -> int:
     """Listen on ``host:port`` and return the port (``WEB_PORT=0`` picks one).
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, event, given, settings
@@ -24,7 +25,7 @@ from bot.models import OrderIntent
 from bot.signal_format import MAX_BODY_BYTES, Signal, parse
 from tests.bot.signals.conftest import OWNER, count, make_strategy, split, subscribe
 from tests.support import FakeClock
-from web.app import create_app
+from web.app import app_runner, create_app, start_site
 from web.webhook import TRUSTED_PROXIES, parse_trusted_proxies
 
 GUILD = 555
@@ -486,3 +487,25 @@ async def test_fuzzed_bodies_never_5xx_and_only_valid_ones_get_a_job(
         if resp.status == 400:
             assert answer["success"] is False and answer["messageCode"]
     assert await count(core, OrderIntent) == 0
+
+
+async def test_the_served_app_logs_no_webhook_url(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The URL's path holds the strategy's secret: the runner every process serves with keeps
+    no access log, whatever the log level."""
+    url = await make_strategy(core)
+    _, secret = split(url)
+    runner = app_runner(core)
+    await runner.setup()
+    try:
+        port = await start_site(runner, "127.0.0.1", 0)
+        with caplog.at_level("DEBUG"):
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"http://127.0.0.1:{port}{path(url)}", data=body()) as resp,
+            ):
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    assert secret not in caplog.text
