@@ -16,8 +16,8 @@ market order each) are posted through the load balancer as fast as 32 connection
 workers run. Measured:
 
 - end to end: signals / (last order accepted at the paper broker - first POST);
-- acknowledgement: signals / (last 200 - first POST), with the workers competing for CPU;
-- latency from each signal's 200 to its order's acceptance (``paper_orders.created_at``);
+- acknowledgement: signals / (last 202 - first POST), with the workers competing for CPU;
+- latency from each signal's 202 to its order's acceptance (``paper_orders.created_at``);
 - CPU seconds per signal of the worker and web processes and of this process (Discord,
   load balancer, client); "machine" is the whole host's busy time per signal, PostgreSQL's
   backends included, and its utilization of all cores.
@@ -135,7 +135,7 @@ async def orders_placed(cluster: Cluster, accounts: set[str]) -> int:
 
 async def post(urls: list[str], first: int, count: int) -> dict[str, float]:
     """POST signals first..first+count-1 round-robin over the strategies; signal id -> the
-    wall time its 200 arrived."""
+    wall time its 202 arrived."""
     acked: dict[str, float] = {}
     semaphore = asyncio.Semaphore(32)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
@@ -150,7 +150,7 @@ async def post(urls: list[str], first: int, count: int) -> dict[str, float]:
             }
             async with semaphore, http.post(urls[i % len(urls)], data=json.dumps(body)) as r:
                 answer = await r.json()
-                if r.status != 200 or answer.get("duplicate"):
+                if r.status != 202:
                     raise RuntimeError(f"signal {i}: {r.status} {answer}")
                 acked[answer["id"]] = time.time()
 

@@ -9,7 +9,7 @@ body. The benchmark process is the client for both: the same aiohttp session set
 bodies (a TradingView strategy alert of about 200 bytes, each one different so none is a
 duplicate), ``--requests`` requests at ``--concurrency`` connections and then a tenth of them
 one at a time, each in three rounds alternating bare and webhook so both meet the same moments
-of a shared machine. Every webhook answer must be 200, and afterwards the stored signals are
+of a shared machine. Every webhook answer must be 202, and afterwards the stored signals are
 counted: each acknowledged signal is in the database with its job. Requests are spread over
 600 strategies so the per-strategy rate limit (60/min, kept on) is never the bottleneck. No
 worker runs during this part. Latency is measured at the client (request start to body read);
@@ -260,8 +260,8 @@ async def acknowledgement(
             )
     finally:
         await db.close()
-    acknowledged = sum(r.statuses[200] for r in results if r.name == "webhook")
-    return results, acknowledged + warm.statuses[200], stored
+    acknowledged = sum(r.statuses[202] for r in results if r.name == "webhook")
+    return results, acknowledged + warm.statuses[202], stored
 
 
 # -- fan-out -----------------------------------------------------------------------------------
@@ -312,7 +312,7 @@ async def _fan_out(core: Core, url: str, name: str, n: int) -> Fanout:
     t0 = time.perf_counter()
     started = datetime.now(UTC)
     ack = await core.signals.receive(auth, alert(0), source_ip="127.0.0.1")
-    assert ack.status == 200, ack.body
+    assert ack.status == 202, ack.body
     await core.jobs.drain(concurrency=1)
     executed = time.perf_counter() - t0
     async with core.db.session() as s:
@@ -520,7 +520,7 @@ def report(loads: list[Load], acknowledged: int, stored: int, fanouts: list[Fano
             f"  concurrency {c}: webhook throughput {hook.rps / bare.rps:.0%} of bare's; by "
             f"server CPU per request (steadier on a shared machine) {bare.cpu_us / hook.cpu_us:.0%}"
         )
-    print(f"  acknowledged 200: {acknowledged}, stored as queued with a job: {stored}")
+    print(f"  acknowledged 202: {acknowledged}, stored as queued with a job: {stored}")
     print("\nFan-out of one signal")
     print(
         f"{'scenario':<40}{'executed s':>11}{'last accepted s':>16}{'limiter wait s':>15}"

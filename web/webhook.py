@@ -1,12 +1,11 @@
 """``POST /webhook/{strategy_id}/{secret}``: signals in TradersPost's webhook format.
 
 Order of checks, each answered as TradersPost answers (``{success, messageCode, message}``):
-a declared body over 16 KiB is refused before anything else (413); then the secret (400
-invalid-password, the same for an unknown strategy and a wrong secret); then the strategy's
-allow-list, judged on the TCP peer, or on the ``X-Forwarded-For`` hop a configured trusted
-proxy appended (400, as TradersPost answers it); then the body is read, refusing at the 16 KiB
-mark while reading (413); then the signals service stores it and answers (200, 200 with
-``duplicate`` for a duplicate, 400 refused, 429).
+a declared body over 16 KiB is refused before anything else (413); then the secret (401, the
+same for an unknown strategy and a wrong secret); then the strategy's allow-list, judged on the
+TCP peer, or on the ``X-Forwarded-For`` hop a configured trusted proxy appended (400, as
+TradersPost answers it); then the body is read, refusing at the 16 KiB mark while reading
+(413); then the signals service stores it and answers (202, 200 duplicate, 400 refused, 429).
 
 The URL holds the secret: nothing here logs the path.
 """
@@ -135,9 +134,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         request.match_info["strategy_id"], request.match_info["secret"]
     )
     if auth is None:
-        # 400, as the contract lists invalid-password; not 404 for an unknown strategy, which
-        # would tell a guesser which strategy ids exist.
-        return web.json_response(UNAUTHORIZED, status=400)
+        return web.json_response(UNAUTHORIZED, status=401)
     try:
         addr = client_address(request, request.app[TRUSTED_PROXIES])
     except MalformedForwardedFor:

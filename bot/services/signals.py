@@ -2,11 +2,11 @@
 execution in TradersPost's order, manual approval, alerts, and the execution report.
 
 Acknowledgement (``receive``): one transaction stores the request and, for a valid signal, its
-job; the answer (200 with the id, as TradersPost answers) goes out after the commit. The
-transaction first writes the strategy's row, which serialises one strategy's requests across
-processes (a row lock on PostgreSQL, the single writer on SQLite), so the rate limit (stored
-requests of the last minute) and the duplicate window (same body hash within 24 h) are exact
-with several web processes.
+job; the answer (202 with the id) goes out after the commit. The transaction first writes the
+strategy's row, which serialises one strategy's requests across processes (a row lock on
+PostgreSQL, the single writer on SQLite), so the rate limit (stored requests of the last
+minute) and the duplicate window (same body hash within 24 h) are exact with several web
+processes.
 
 Execution (job ``signal``): every enabled subscription gets a ``SignalExecution`` row and runs
 concurrently and independently. Per subscription, as TradersPost documents it: cancel the
@@ -784,9 +784,8 @@ class SignalService:
         source_ip: str | None,
         received_at: datetime | None = None,
     ) -> Ack:
-        """Store an authenticated request and answer it: 200 queued, 200 with ``duplicate`` for a
-        duplicate, 400 refused, 429 over the strategy's rate. Nothing is answered before it is
-        committed."""
+        """Store an authenticated request and answer it: 202 queued, 200 duplicate, 400 refused,
+        429 over the strategy's rate. Nothing is answered before it is committed."""
         received = received_at or self.clock()
         parsed = signal_format.parse(body)
         refusal = parsed if isinstance(parsed, Refusal) else self._refusal(parsed, auth, received)
@@ -867,9 +866,8 @@ class SignalService:
                 },
             )
         self.core.jobs.wake()
-        # 200, the contract's only success status: a sender written for TradersPost may check it.
         return Ack(
-            200,
+            202,
             {"success": True, "id": signal_id, "logId": signal_id, "payload": echo},
         )
 

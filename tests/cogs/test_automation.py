@@ -70,7 +70,7 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     assert "go to" in (await set_alerts.message()).content
     sent_at = datetime.now(UTC) - timedelta(seconds=2)
     status, body = await post(url, {"ticker": "AAPL", "action": "buy", "time": sent_at.isoformat()})
-    assert status == 200 and body["success"] is True
+    assert status == 202 and body["success"] is True
     done = await dm_to(h, "alice", "Breakout")
     assert "buy 3 AAPL" in done.text()
     post_ = await h.emu.wait_for_message(
@@ -112,7 +112,7 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
         approval=True,
     )
     status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
-    assert status == 200
+    assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     assert [b.label for b in card.buttons()] == ["Approve", "Reject"]
     assert await paper_orders(h) == 0
@@ -129,7 +129,7 @@ async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord:
     url = await create_strategy(h, "bob", "Swing")
     await h.reply("bob", "subscribe", strategy="Swing", approval=True)
     status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
-    assert status == 200
+    assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
     pressed = await h.emu.click(h.user("bob"), card, label="Approve")
@@ -253,7 +253,7 @@ async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     text = cleared.text()
     assert "any address" in text and "every ticker" in text and "no limit" in text
     status, body = await post(url, {"ticker": "MSFT", "action": "buy", "quantity": 6})
-    assert status == 200 and body["success"] is True
+    assert status == 202 and body["success"] is True
 
 
 @pytest.mark.parametrize(
@@ -430,7 +430,7 @@ async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
     await post(url, {"ticker": "AAPL", "action": "buy"})
     await dm_to(h, "alice", "buy 3 AAPL")
     status, body = await post(url, {"ticker": "AAPL", "action": "sell"})
-    assert status == 200
+    assert status == 202
     # Long 3, then sell: the exit sells 3 and the entry sells 3 more. Two identical lines
     # would read as one order said twice.
     dm = await dm_to(h, "alice", "entry: Filled: sell 3 AAPL")
@@ -472,7 +472,7 @@ async def test_an_approval_card_shows_the_price_of_a_limit_signal(tradecord: Har
     )
     body = {"ticker": "MSFT", "action": "buy", "orderType": "limit", "limitPrice": 350.5}
     status, _ = await post(url, body)
-    assert status == 200
+    assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     assert "buy 2 MSFT limit @ 350.5" in card.text(), card.text()
 

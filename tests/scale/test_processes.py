@@ -117,7 +117,7 @@ async def make_fleet(cluster: Cluster, name: str, groups: list[list[int]]) -> Fl
 
 async def post_signals(cluster: Cluster, fleet: Fleet, count: int) -> dict[str, int]:
     """POST signals 0..count-1 to the load balancer (round-robin over the web processes);
-    returns signal id -> i. Every one must be acknowledged 200."""
+    returns signal id -> i. Every one must be acknowledged 202."""
     ids: dict[str, int] = {}
     semaphore = asyncio.Semaphore(16)
     async with aiohttp.ClientSession() as http:
@@ -127,7 +127,7 @@ async def post_signals(cluster: Cluster, fleet: Fleet, count: int) -> dict[str, 
                 url = fleet.urls[i % len(fleet.urls)]
                 async with http.post(url, data=json.dumps(signal_body(i))) as r:
                     body = await r.json()
-                    assert r.status == 200, (i, r.status, body)
+                    assert r.status == 202, (i, r.status, body)
                     ids[body["id"]] = i
 
         await asyncio.gather(*(post(i) for i in range(count)))
@@ -322,7 +322,7 @@ async def test_a_web_process_takes_webhooks_while_discords_api_is_down(cluster: 
             aiohttp.ClientSession() as http,
             http.post(proc.url + path, data=json.dumps(signal_body(0))) as r,
         ):
-            assert r.status == 200, await r.text()
+            assert r.status == 202, await r.text()
     finally:
         await proc.stop()
 

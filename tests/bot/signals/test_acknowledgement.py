@@ -18,7 +18,7 @@ from tests.conftest import requires_sqlite
 from tests.support import FakeClock
 
 
-async def exchange(core: Core, clock: FakeClock) -> list[tuple[int, str | None, bool]]:
+async def exchange(core: Core, clock: FakeClock) -> list[tuple[int, str | None]]:
     url = await make_strategy(core)
     answers = []
     for body in (
@@ -28,7 +28,7 @@ async def exchange(core: Core, clock: FakeClock) -> list[tuple[int, str | None, 
         b"{not json",
     ):
         ack = await send(core, url, body)
-        answers.append((ack.status, ack.body.get("messageCode"), "duplicate" in ack.body))
+        answers.append((ack.status, ack.body.get("messageCode")))
         clock.advance(seconds=1)
     return answers
 
@@ -44,10 +44,10 @@ async def test_both_storage_paths_answer_and_store_alike(
     start = clock()
     answers = await exchange(core, clock)
     assert answers == [
-        (200, None, False),
-        (200, None, True),
-        (400, "invalid-action", False),
-        (400, "malformed-json", False),
+        (202, None),
+        (200, None),
+        (400, "invalid-action"),
+        (400, "malformed-json"),
     ]
     async with core.db.session() as s:
         rows = list(await s.scalars(select(ReceivedSignal).order_by(ReceivedSignal.received_at)))
@@ -78,7 +78,7 @@ async def test_a_locked_database_delays_the_answer_but_loses_nothing(core: Core)
         blocker.execute("COMMIT")
         blocker.close()
     ack = await asyncio.wait_for(pending, 10)
-    assert ack.status == 200
+    assert ack.status == 202
     assert await count(core, ReceivedSignal) == 2
 
 
@@ -94,11 +94,10 @@ async def test_acknowledgements_arriving_together_keep_the_limit_and_the_window(
     ]
     bodies.insert(30, dict(bodies[0]))  # the same body twice in one burst
     acks = await asyncio.gather(*(send(core, url, b) for b in bodies))
-    assert [a.status for a in acks] == [200] * 60
-    assert sum("duplicate" in a.body for a in acks) == 1
-    pair = {"duplicate" in a.body: a for a in (acks[0], acks[30])}
-    assert set(pair) == {True, False}
-    assert pair[True].body["id"] == pair[False].body["id"]
+    assert sorted(a.status for a in acks) == [200] + [202] * 59
+    pair = {acks[0].status: acks[0], acks[30].status: acks[30]}
+    assert set(pair) == {200, 202}
+    assert pair[200].body["id"] == pair[202].body["id"]
     over = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 99})
     assert over.status == 429
     assert await count(core, ReceivedSignal) == 60
@@ -124,7 +123,7 @@ async def test_numbers_no_decimal_holds_get_an_answer_not_an_error(
     ack = await send(core, url, raw)
     assert await count(core, ReceivedSignal) == 1
     if code is None:
-        assert ack.status == 200, ack.body
+        assert ack.status == 202, ack.body
         json.dumps(ack.body, allow_nan=False)
         assert ack.body["payload"]["extras"] == {"n": "1E+1000000"}
     else:

@@ -79,7 +79,7 @@ async def position(core: Core, member: int, symbol: str) -> Decimal:
 
 async def run(core: Core, url: WebhookUrl, sub: int, **signal: Any) -> SignalExecution:
     ack = await send(core, url, {"ticker": "AAPL", **signal})
-    assert ack.status == 200, ack.body
+    assert ack.status == 202, ack.body
     await core.jobs.drain()
     return await execution(core, ack.body["id"], sub)
 
@@ -421,7 +421,7 @@ async def test_a_signal_that_waited_past_the_maximum_age_in_the_queue_places_not
     alert_time = (clock() - timedelta(seconds=200)).isoformat()  # within 300 s on arrival
     timed = await send(core, url, {"ticker": "MSFT", "action": "buy", "time": alert_time})
     untimed = await send(core, url, {"ticker": "AAPL", "action": "buy"})
-    assert (timed.status, untimed.status) == (200, 200)
+    assert (timed.status, untimed.status) == (202, 202)
     clock.advance(seconds=150)  # the worker was down
     await core.jobs.drain()
     ex = await execution(core, timed.body["id"], sub)
@@ -1153,7 +1153,7 @@ async def test_paused_subscriptions_and_unshared_members(core: Core) -> None:
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
     await core.jobs.drain()
     assert await count(core, SignalExecution) == 0 and await orders(core) == []
-    assert ack.status == 200
+    assert ack.status == 202
 
 
 # -- nothing lost, nothing doubled ----------------------------------------------------------
@@ -1166,7 +1166,7 @@ async def test_a_signal_acknowledged_by_a_process_that_died_runs_once_elsewhere(
     url = await make_strategy(first)
     sub = await subscribe(first, url, OWNER, sizing_value=Decimal(2))
     ack = await send(first, url, {"ticker": "AAPL", "action": "buy"})
-    assert ack.status == 200
+    assert ack.status == 202
     await first.close()  # no worker ever ran in that process
 
     second = await open_core(settings, clock)

@@ -134,7 +134,7 @@ async def test_the_kill_switch_blocks_a_signals_order(core: Core) -> None:
     sub = await subscribe(core, url, ALICE)
     await core.limits.set_kill_switch(True, by=OWNER)
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
-    assert ack.status == 200
+    assert ack.status == 202
     await core.jobs.drain()
     ex = await execution(core, ack.body["id"], sub)
     assert ex.status == ExecutionStatus.FAILED
