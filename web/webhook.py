@@ -1,11 +1,13 @@
 """``POST /webhook/{strategy_id}/{secret}``: signals in TradersPost's webhook format.
 
-Order of checks, each answered as TradersPost answers (``{success, messageCode, message}``):
-a declared body over 16 KiB is refused before anything else (413); then the secret (401, the
-same for an unknown strategy and a wrong secret); then the strategy's allow-list, judged on the
-TCP peer, or on the ``X-Forwarded-For`` hop a configured trusted proxy appended (400, as
-TradersPost answers it); then the body is read, refusing at the 16 KiB mark while reading
-(413); then the signals service stores it and answers (202, 200 duplicate, 400 refused, 429).
+Order of checks, each answered with TradersPost's body (``{success, messageCode, message}``, its
+message codes) and the status our security requirements name where TradersPost's differs (a
+sender such as TradingView looks at neither): a declared body over 16 KiB is refused before
+anything else (413); then the secret (401, the same for an unknown strategy and a wrong
+secret); then the strategy's allow-list, judged on the TCP peer, or on the ``X-Forwarded-For``
+hop a configured trusted proxy appended (403; 400 for a malformed hop); then the body is read,
+refusing at the 16 KiB mark while reading (413); then the signals service stores it and answers
+(202, 200 duplicate, 400 refused, 429).
 
 The URL holds the secret: nothing here logs the path.
 """
@@ -150,13 +152,13 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     ):
         if list(auth.allowed_sources) == [TRADINGVIEW]:
             return _error(
-                400,
+                403,
                 "not-trading-view",
                 "The trade signal did not come from TradingView. This strategy only "
                 "accepts trade signals from TradingView.",
             )
         return _error(
-            400,
+            403,
             "invalid-ip-address",
             "The trade signal did not come from one of this strategy's allowed IP addresses.",
         )

@@ -241,7 +241,7 @@ async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     # This test posts from 127.0.0.1: outside the allow-list, then allowed again.
     await h.reply("dave", "strategy settings", strategy="Scalper", allowed_sources="203.0.113.0/24")
     status, body = await post(url, {"ticker": "AAPL", "action": "buy"})
-    assert (status, body["messageCode"]) == (400, "invalid-ip-address")
+    assert (status, body["messageCode"]) == (403, "invalid-ip-address")
     cleared = await h.reply(
         "dave",
         "strategy settings",

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from web.app import app_runner, create_app, start_site
 from web.webhook import TRUSTED_PROXIES, parse_trusted_proxies
 
 GUILD = 555
+SPEC = Path(__file__).resolve().parents[2] / "emulators/specs/traderspost-webhook-openapi.json"
 
 
 @asynccontextmanager
@@ -153,7 +155,7 @@ async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_refused(core: C
         status, answer = await post(
             client, path(url), body(), **{"X-Forwarded-For": "52.89.214.238"}
         )
-    assert (status, answer["messageCode"]) == (400, "not-trading-view")
+    assert (status, answer["messageCode"]) == (403, "not-trading-view")
     assert await count(core, ReceivedSignal) == 0
 
 
@@ -177,7 +179,7 @@ async def test_the_hop_a_trusted_proxy_appended_is_honoured(core: Core) -> None:
             client, path(url), body(quantity=4), **{"X-Forwarded-For": "52.89.214.238, not-an-ip"}
         )
     assert ok[0] == 202
-    assert (spoofed[0], spoofed[1]["messageCode"]) == (400, "not-trading-view")
+    assert (spoofed[0], spoofed[1]["messageCode"]) == (403, "not-trading-view")
     assert chained[0] == 202
     assert (garbage[0], garbage[1]["messageCode"]) == (400, "invalid-ip-address-format")
     async with core.db.session() as s:
@@ -195,7 +197,7 @@ async def test_an_explicit_allow_list(core: Core) -> None:
             client, path(url), body(quantity=3), **{"X-Forwarded-For": "203.0.114.1"}
         )
     assert inside[0] == 202 and v6[0] == 202
-    assert (outside[0], outside[1]["messageCode"]) == (400, "invalid-ip-address")
+    assert (outside[0], outside[1]["messageCode"]) == (403, "invalid-ip-address")
 
 
 # -- replay, staleness, rate ---------------------------------------------------------------
@@ -481,7 +483,30 @@ async def test_the_served_app_logs_no_webhook_url(
                 aiohttp.ClientSession() as http,
                 http.post(f"http://127.0.0.1:{port}{path(url)}", data=body()) as resp,
             ):
-                assert resp.status == 200
+                assert resp.status == 202
     finally:
         await runner.cleanup()
     assert secret not in caplog.text
+
+
+async def test_answers_have_the_contracts_bodies(core: Core, client: TestClient) -> None:
+    """Bodies and message codes are TradersPost's; statuses are those our security
+    requirements name (202 stored, 200 duplicate, identical 401)."""
+    spec = json.loads(SPEC.read_text())
+    responses = spec["paths"]["/trading/webhook/{uuid}/{password}"]["post"]["responses"]
+    ok_schema = responses["200"]["content"]["application/json"]["schema"]
+    refused_schema = responses["400"]["content"]["application/json"]["schema"]
+    codes = refused_schema["properties"]["messageCode"]["enum"]
+    url = await make_strategy(core)
+    strategy_id, secret = split(url)
+    received = await post(client, path(url), body(quantity=5))
+    duplicate = await post(client, path(url), body(quantity=5))
+    wrong = await post(client, f"/webhook/{strategy_id}/{secret}x", body())
+    refused = await post(client, path(url), body(action="hold"))
+    assert (received[0], duplicate[0], wrong[0], refused[0]) == (202, 200, 401, 400)
+    for _, answer in (received, duplicate):
+        assert set(ok_schema["required"]) <= set(answer)
+    assert duplicate[1]["duplicate"] is True and "duplicate" not in received[1]
+    for _, answer in (wrong, refused):
+        assert set(refused_schema["required"]) <= set(answer) and answer["messageCode"] in codes
+    assert wrong[1]["messageCode"] == "invalid-password"
