@@ -395,6 +395,10 @@ class RestApi:
     async def create_dm(self, request: web.Request) -> JSON:
         body, _ = await self._body(request)
         raw = body.get("recipient_id")
+        if raw is None:
+            errors = FormErrors()
+            errors.required(["recipient_id"])
+            errors.raise_if_any()
         try:
             user_id = int(raw)  # type: ignore[arg-type]
         except (TypeError, ValueError):

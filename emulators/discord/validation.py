@@ -43,6 +43,9 @@ _URL = re.compile(r"^(https?|attachment)://\S+$")
 _BUTTON_URL = re.compile(r"^(https?|discord)://\S+$")
 _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
 
+#: Live Discord errors say "Command exceeds maximum size (8000)" (the docs still say 4000).
+MAX_COMMAND_SIZE = 8000
+
 #: Application command option types 1 (SUB_COMMAND) to 11 (ATTACHMENT).
 OPTION_TYPES = frozenset(range(1, 12))
 
@@ -64,6 +67,13 @@ class FormErrors:
     def max_length(self, path: Path, value: Any, limit: int) -> None:
         if isinstance(value, str) and len(value) > limit:
             self.add(path, "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+
+    def text(self, path: Path, value: Any, limit: int) -> None:
+        """An optional string field: a non-string is refused, not measured."""
+        if value is not None and not isinstance(value, str):
+            self.add(path, "BASE_TYPE_STRING", "Must be a string.")
+        else:
+            self.max_length(path, value, limit)
 
     def length_between(self, path: Path, value: Any, low: int, high: int) -> None:
         if not isinstance(value, str | list) or not low <= len(value) <= high:
@@ -126,13 +136,31 @@ def ensure_not_empty(message: JSON, *, has_files: bool = False) -> None:
     raise EMPTY_MESSAGE
 
 
+def _chars(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0
+
+
 def embed_size(embed: JSON) -> int:
-    total = len(embed.get("title") or "") + len(embed.get("description") or "")
-    for f in embed.get("fields") or []:
-        total += len(f.get("name") or "") + len(f.get("value") or "")
-    total += len((embed.get("footer") or {}).get("text") or "")
-    total += len((embed.get("author") or {}).get("name") or "")
+    """Characters counted against the 6000 limit (non-strings are refused elsewhere)."""
+    total = _chars(embed.get("title")) + _chars(embed.get("description"))
+    fields = embed.get("fields")
+    for f in fields if isinstance(fields, list) else []:
+        if isinstance(f, dict):
+            total += _chars(f.get("name")) + _chars(f.get("value"))
+    for key, text in (("footer", "text"), ("author", "name")):
+        nested = embed.get(key)
+        if isinstance(nested, dict):
+            total += _chars(nested.get(text))
     return total
+
+
+def _object(parent: JSON, key: str, errors: FormErrors, path: list[str | int]) -> JSON:
+    """A nested object such as an embed's footer; anything else is refused as Discord does."""
+    value = parent.get(key) or {}
+    if isinstance(value, dict):
+        return value
+    errors.add([*path, key], "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+    return {}
 
 
 def _validate_embeds(embeds: Any, errors: FormErrors, path: list[str | int]) -> None:
@@ -148,12 +176,15 @@ def _validate_embeds(embeds: Any, errors: FormErrors, path: list[str | int]) -> 
         if not isinstance(embed, dict):
             errors.add(p, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
             continue
-        errors.max_length([*p, "title"], embed.get("title"), 256)
-        errors.max_length([*p, "description"], embed.get("description"), 4096)
-        author = embed.get("author") or {}
-        errors.max_length([*p, "author", "name"], author.get("name"), 256)
-        footer = embed.get("footer") or {}
-        errors.max_length([*p, "footer", "text"], footer.get("text"), 2048)
+        author = _object(embed, "author", errors, p)
+        footer = _object(embed, "footer", errors, p)
+        for text_path, text, limit in (
+            (["title"], embed.get("title"), 256),
+            (["description"], embed.get("description"), 4096),
+            (["author", "name"], author.get("name"), 256),
+            (["footer", "text"], footer.get("text"), 2048),
+        ):
+            errors.text([*p, *text_path], text, limit)
         color = embed.get("color")
         if color is not None and (not isinstance(color, int) or not 0 <= color <= 0xFFFFFF):
             errors.add(
@@ -161,8 +192,8 @@ def _validate_embeds(embeds: Any, errors: FormErrors, path: list[str | int]) -> 
             )
         for url_path, url in (
             (["url"], embed.get("url")),
-            (["image", "url"], (embed.get("image") or {}).get("url")),
-            (["thumbnail", "url"], (embed.get("thumbnail") or {}).get("url")),
+            (["image", "url"], _object(embed, "image", errors, p).get("url")),
+            (["thumbnail", "url"], _object(embed, "thumbnail", errors, p).get("url")),
             (["author", "url"], author.get("url")),
             (["author", "icon_url"], author.get("icon_url")),
             (["footer", "icon_url"], footer.get("icon_url")),
@@ -170,15 +201,25 @@ def _validate_embeds(embeds: Any, errors: FormErrors, path: list[str | int]) -> 
             if url is not None and not (isinstance(url, str) and _URL.match(url)):
                 errors.add([*p, *url_path], "URL_TYPE_INVALID_URL", "Not a well formed URL.")
         fields = embed.get("fields") or []
+        if not isinstance(fields, list):
+            errors.add([*p, "fields"], "BASE_TYPE_ARRAY", "Must be an array.")
+            fields = []
         if len(fields) > 25:
             errors.add([*p, "fields"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         for j, f in enumerate(fields[:25]):
+            if not isinstance(f, dict):
+                errors.add(
+                    [*p, "fields", j],
+                    "DICT_TYPE_CONVERT",
+                    "Only dictionaries may be used in a DictType",
+                )
+                continue
             for key, limit in (("name", 256), ("value", 1024)):
                 value = f.get(key)
                 if value is None or value == "":
                     errors.required([*p, "fields", j, key])
                 else:
-                    errors.max_length([*p, "fields", j, key], value, limit)
+                    errors.text([*p, "fields", j, key], value, limit)
         total += embed_size(embed)
     if total > 6000:
         errors.add(path, "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000")
@@ -206,8 +247,29 @@ def _validate_allowed_mentions(allowed: Any, errors: FormErrors, path: list[str 
                 "MESSAGE_ALLOWED_MENTIONS_PARSE_EXCLUSIVE",
                 f'parse:["{key}"] and {key}: [ids...] are mutually exclusive.',
             )
-        if len(allowed.get(key) or []) > 100:
+        ids = allowed.get(key) or []
+        if not isinstance(ids, list):
+            errors.add([*path, key], "BASE_TYPE_ARRAY", "Must be an array.")
+            continue
+        if len(ids) > 100:
             errors.add([*path, key], "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+        for i, value in enumerate(ids):
+            if not _is_snowflake(value):
+                errors.add(
+                    [*path, key, i], "NUMBER_TYPE_COERCE", f'Value "{value}" is not snowflake.'
+                )
+    replied_user = allowed.get("replied_user")
+    if replied_user is not None and not isinstance(replied_user, bool):
+        errors.add([*path, "replied_user"], "BASE_TYPE_BOOLEAN", "Must be either true or false.")
+
+
+def _is_snowflake(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return False
+    try:
+        return 0 <= int(value) < 1 << 64
+    except ValueError:
+        return False
 
 
 def _validate_components(
@@ -451,7 +513,28 @@ def validate_command(payload: Any, errors: FormErrors, prefix: Path = ()) -> Non
         errors.length_between([*path, "name"], name, 1, 32)
     if ctype == 1:
         errors.length_between([*path, "description"], payload.get("description"), 1, 100)
-        _validate_options(payload.get("options") or [], errors, [*path, "options"], depth=0)
+        options = payload.get("options") or []
+        _validate_options(options, errors, [*path, "options"], depth=0)
+        if _command_size(payload) > MAX_COMMAND_SIZE:
+            errors.add(
+                path,
+                "APPLICATION_COMMAND_TOO_LARGE",
+                f"Command exceeds maximum size ({MAX_COMMAND_SIZE})",
+            )
+
+
+def _command_size(node: JSON) -> int:
+    """Discord's measure: every name, description, choice name and value in the tree."""
+    total = _chars(node.get("name")) + _chars(node.get("description"))
+    choices = node.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        if isinstance(choice, dict):
+            total += _chars(choice.get("name")) + len(str(choice.get("value", "")))
+    options = node.get("options")
+    for option in options if isinstance(options, list) else []:
+        if isinstance(option, dict):
+            total += _command_size(option)
+    return total
 
 
 def _validate_options(

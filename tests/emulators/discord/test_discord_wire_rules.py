@@ -72,6 +72,20 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str, payload: 
         ),
         # allowed_mentions.parse is an array of allowed mention types.
         ({"content": "x", "allowed_mentions": {"parse": "users"}}, ("allowed_mentions", "parse")),
+        # ... users is an array of snowflakes, replied_user a boolean.
+        (
+            {"content": "x", "allowed_mentions": {"users": ["alice"]}},
+            ("allowed_mentions", "users", 0),
+        ),
+        (
+            {"content": "x", "allowed_mentions": {"replied_user": "yes"}},
+            ("allowed_mentions", "replied_user"),
+        ),
+        # Embed text fields are strings and fields an array of objects (once a 500 here).
+        ({"embeds": [{"title": 5}]}, ("embeds", 0, "title")),
+        ({"embeds": [{"title": "t", "fields": {"name": "a"}}]}, ("embeds", 0, "fields")),
+        ({"embeds": [{"title": "t", "fields": ["a"]}]}, ("embeds", 0, "fields", 0)),
+        ({"embeds": [{"title": "t", "footer": "f"}]}, ("embeds", 0, "footer")),
     ],
 )
 async def test_message_bodies_discord_refuses(
@@ -144,6 +158,34 @@ async def test_command_sync_refuses_what_discord_refuses(
     )
     status, synced = await _send(session, "PUT", url, [ok])
     assert status == 200 and [c["name"] for c in synced] == ["trade"]
+
+
+async def test_command_sync_refuses_a_command_over_discords_size_limit(api: Any) -> None:
+    """Names, descriptions and choices of a command's whole tree count against one limit; live
+    Discord answers APPLICATION_COMMAND_TOO_LARGE "Command exceeds maximum size (8000)"."""
+    emu, session = api
+    url = f"{emu.api_base}/applications/{emu.application_id}/commands"
+
+    def subcommand(i: int, description: str) -> dict[str, Any]:
+        options = [{"name": f"o{j}", "description": description, "type": 3} for j in range(4)]
+        return {"name": f"s{i}", "description": description, "type": 1, "options": options}
+
+    # 25 subcommands of 5 descriptions each: 125 x 64 plus names is just over 8000.
+    big = _command(*(subcommand(i, "d" * 64) for i in range(25)))
+    status, body = await _send(session, "PUT", url, [big])
+    assert (status, body["code"]) == (400, 50035)
+    assert form_errors(body, 0) == ["APPLICATION_COMMAND_TOO_LARGE"]
+    assert emu.world.commands.all_names() == []
+    fits = _command(*(subcommand(i, "d" * 60) for i in range(25)))
+    status, synced = await _send(session, "PUT", url, [fits])
+    assert status == 200 and [c["name"] for c in synced] == ["trade"]
+
+
+async def test_dm_channel_needs_a_recipient(api: Any) -> None:
+    emu, session = api
+    status, body = await _send(session, "POST", f"{emu.api_base}/users/@me/channels", {})
+    assert (status, body["code"]) == (400, 50035)
+    assert form_errors(body, "recipient_id") == ["BASE_TYPE_REQUIRED"]
 
 
 @pytest.fixture
