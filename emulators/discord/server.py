@@ -471,7 +471,7 @@ class RestApi:
         seen: set[tuple[str, int]] = set()
         for i, command in enumerate(payload):
             validate_command(command, errors, [i])
-            if isinstance(command, dict):
+            if isinstance(command, dict) and command.get("type", 1) in (None, 1, 2, 3, 4):
                 key = (str(command.get("name")), int(command.get("type") or 1))
                 if key in seen:
                     errors.add(

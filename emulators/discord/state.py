@@ -413,6 +413,8 @@ def embed_text(embed: JSON) -> list[str]:
 def iter_components(components: Iterable[JSON]) -> Iterator[JSON]:
     """Depth-first walk over rows, sections, containers and labels (Discord's component tree)."""
     for component in components:
+        if not isinstance(component, dict):
+            continue  # refused by validation; never stored
         yield component
         children = component.get("components")
         if isinstance(children, list):

@@ -102,7 +102,18 @@ def validate_message(
             errors.add([*path, "content"], "BASE_TYPE_STRING", "Must be a string.")
         else:
             errors.max_length([*path, "content"], content, 2000)
-    flags = int(payload.get("flags") or 0) & allowed_flags
+    raw_flags = payload.get("flags") or 0
+    if isinstance(raw_flags, str) and raw_flags.isdigit():
+        raw_flags = int(raw_flags)  # a number in a string is coerced, not refused
+    if isinstance(raw_flags, bool) or not isinstance(raw_flags, int):
+        errors.add([*path, "flags"], "NUMBER_TYPE_COERCE", f'Value "{raw_flags}" is not int.')
+        raw_flags = 0
+    flags = raw_flags & allowed_flags
+    attachments = payload.get("attachments")
+    if attachments is not None:
+        _objects(
+            _array(attachments, errors, [*path, "attachments"]), errors, [*path, "attachments"]
+        )
     embeds = payload.get("embeds")
     if embeds is not None:
         _validate_embeds(embeds, errors, [*path, "embeds"])
@@ -134,6 +145,35 @@ def ensure_not_empty(message: JSON, *, has_files: bool = False) -> None:
     if (message.get("content") or "").strip() or message.get("embeds"):
         return
     raise EMPTY_MESSAGE
+
+
+def _array(value: Any, errors: FormErrors, path: list[str | int]) -> list[Any]:
+    """A list field; anything else is Discord's BASE_TYPE_ARRAY (not an emulator crash)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    errors.add(path, "BASE_TYPE_ARRAY", "Must be an array.")
+    return []
+
+
+def _objects(items: list[Any], errors: FormErrors, path: list[str | int]) -> list[tuple[int, JSON]]:
+    """The dict entries of an array of objects, with DICT_TYPE_CONVERT for every other entry."""
+    result = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            result.append((i, item))
+        else:
+            errors.add(
+                [*path, i], "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType"
+            )
+    return result
+
+
+def _kind(obj: JSON) -> int | None:
+    """A ``type`` field usable in set lookups (a list or dict there is simply no valid type)."""
+    value = obj.get("type")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _chars(value: Any) -> int:
@@ -285,9 +325,9 @@ def _validate_components(
         errors.add(path, "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
         return
     allowed_top = V2_TOP_LEVEL if v2 else frozenset({ACTION_ROW})
-    for i, component in enumerate(components):
+    for i, component in _objects(components, errors, path):
         p = [*path, i]
-        ctype = component.get("type") if isinstance(component, dict) else None
+        ctype = _kind(component)
         if ctype not in allowed_top:
             choices = ", ".join(str(t) for t in sorted(allowed_top))
             errors.add(
@@ -301,7 +341,7 @@ def _validate_components(
     seen: set[str] = set()
     for component in iter_components(components):
         custom_id = component.get("custom_id")
-        if custom_id is None:
+        if not isinstance(custom_id, str):
             continue
         if custom_id in seen:
             errors.add(
@@ -314,17 +354,20 @@ def _validate_components(
 
 
 def _validate_row(row: JSON, errors: FormErrors, path: list[str | int]) -> None:
-    children = row.get("components") or []
+    children = _array(row.get("components"), errors, [*path, "components"])
     if not children:
-        errors.add([*path, "components"], "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length.")
+        if not isinstance(row.get("components"), str | int | dict):
+            errors.add(
+                [*path, "components"], "BASE_TYPE_MIN_LENGTH", "Must be 1 or more in length."
+            )
         return
     if len(children) > 5:
         errors.add([*path, "components"], "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
         return
     width = 0
-    for j, child in enumerate(children):
+    for j, child in _objects(children, errors, [*path, "components"]):
         p = [*path, "components", j]
-        ctype = child.get("type")
+        ctype = _kind(child)
         if ctype == BUTTON:
             width += 1
             _validate_button(child, errors, p)
@@ -352,12 +395,12 @@ def _validate_button(button: JSON, errors: FormErrors, path: list[str | int]) ->
             [*path, "style"], "BASE_TYPE_CHOICES", "Value must be one of (1, 2, 3, 4, 5, 6)."
         )
         return
-    errors.max_length([*path, "label"], button.get("label"), 80)
+    errors.text([*path, "label"], button.get("label"), 80)
     if style == 5:
         url = button.get("url")
         if not url:
             errors.required([*path, "url"])
-        elif not _BUTTON_URL.match(url) or len(url) > 512:
+        elif not isinstance(url, str) or not _BUTTON_URL.match(url) or len(url) > 512:
             errors.add([*path, "url"], "URL_TYPE_INVALID_URL", "Not a well formed URL.")
         if button.get("custom_id") is not None:
             errors.add(
@@ -381,7 +424,7 @@ def _validate_custom_id(component: JSON, errors: FormErrors, path: list[str | in
     if not custom_id:
         errors.required([*path, "custom_id"])
     else:
-        errors.max_length([*path, "custom_id"], custom_id, 100)
+        errors.text([*path, "custom_id"], custom_id, 100)
 
 
 def _validate_select(select: JSON, errors: FormErrors, path: list[str | int]) -> None:
@@ -394,13 +437,14 @@ def _validate_select(select: JSON, errors: FormErrors, path: list[str | int]) ->
     if not isinstance(max_values, int) or not 1 <= max_values <= 25:
         errors.add([*path, "max_values"], "NUMBER_TYPE_MAX", "int value should be <= 25 and >= 1.")
     if select.get("type") == STRING_SELECT:
-        options = select.get("options") or []
-        if not 1 <= len(options) <= 25:
+        raw_options = select.get("options")
+        options = _array(raw_options, errors, [*path, "options"])
+        if not 1 <= len(options) <= 25 and not isinstance(raw_options, str | int | dict):
             errors.add(
                 [*path, "options"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length."
             )
         values: set[Any] = set()
-        for k, option in enumerate(options[:25]):
+        for k, option in _objects(options[:25], errors, [*path, "options"]):
             for key in ("label", "value"):
                 errors.length_between([*path, "options", k, key], option.get(key), 1, 100)
             errors.max_length([*path, "options", k, "description"], option.get("description"), 100)
@@ -412,7 +456,8 @@ def _validate_select(select: JSON, errors: FormErrors, path: list[str | int]) ->
                     "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED",
                     "The specified option value is already used",
                 )
-            values.add(value)
+            if isinstance(value, str):
+                values.add(value)
         if isinstance(max_values, int) and max_values > len(options) > 0:
             errors.add(
                 [*path, "max_values"],
@@ -428,21 +473,21 @@ def validate_modal(data: Any, errors: FormErrors, prefix: Path = ("data",)) -> N
         return
     errors.length_between([*path, "title"], data.get("title"), 1, 45)
     errors.length_between([*path, "custom_id"], data.get("custom_id"), 1, 100)
-    components = data.get("components") or []
+    components = _array(data.get("components"), errors, [*path, "components"])
     if not 1 <= len(components) <= 5:
         errors.add(
             [*path, "components"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length."
         )
-    for i, component in enumerate(components):
+    for i, component in _objects(components, errors, [*path, "components"]):
         p = [*path, "components", i]
         ctype = component.get("type")
         if ctype == ACTION_ROW:
-            children = component.get("components") or []
+            children = _array(component.get("components"), errors, [*p, "components"])
             if len(children) != 1:
                 errors.add(
                     [*p, "components"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 1 in length."
                 )
-            for j, child in enumerate(children):
+            for j, child in _objects(children, errors, [*p, "components"]):
                 _validate_modal_input(child, errors, [*p, "components", j])
         elif ctype == LABEL:
             errors.length_between([*p, "label"], component.get("label"), 1, 45)
@@ -504,6 +549,9 @@ def validate_command(payload: Any, errors: FormErrors, prefix: Path = ()) -> Non
         errors.add(path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
         return
     ctype = payload.get("type") or 1
+    if ctype not in (1, 2, 3, 4):
+        errors.add([*path, "type"], "BASE_TYPE_CHOICES", "Value must be one of (1, 2, 3, 4).")
+        return
     name = payload.get("name")
     if not isinstance(name, str) or not name:
         errors.required([*path, "name"])
@@ -513,7 +561,7 @@ def validate_command(payload: Any, errors: FormErrors, prefix: Path = ()) -> Non
         errors.length_between([*path, "name"], name, 1, 32)
     if ctype == 1:
         errors.length_between([*path, "description"], payload.get("description"), 1, 100)
-        options = payload.get("options") or []
+        options = _array(payload.get("options"), errors, [*path, "options"])
         _validate_options(options, errors, [*path, "options"], depth=0)
         if _command_size(payload) > MAX_COMMAND_SIZE:
             errors.add(
@@ -538,7 +586,7 @@ def _command_size(node: JSON) -> int:
 
 
 def _validate_options(
-    options: list[JSON],
+    options: list[Any],
     errors: FormErrors,
     path: list[str | int],
     *,
@@ -549,7 +597,7 @@ def _validate_options(
         errors.add(path, "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
     names: set[str] = set()
     seen_optional = False
-    for i, option in enumerate(options):
+    for i, option in _objects(options, errors, path):
         p = [*path, i]
         name = option.get("name")
         if not isinstance(name, str) or not _COMMAND_NAME.match(name) or name != name.lower():
@@ -562,7 +610,7 @@ def _validate_options(
             )
         names.add(str(name))
         errors.length_between([*p, "description"], option.get("description"), 1, 100)
-        otype = option.get("type")
+        otype = _kind(option)
         if otype not in OPTION_TYPES:
             choices = ", ".join(str(t) for t in sorted(OPTION_TYPES))
             errors.add([*p, "type"], "BASE_TYPE_CHOICES", f"Value must be one of ({choices}).")
@@ -576,7 +624,7 @@ def _validate_options(
                     "Sub-command nesting is too deep",
                 )
             _validate_options(
-                option.get("options") or [],
+                _array(option.get("options"), errors, [*p, "options"]),
                 errors,
                 [*p, "options"],
                 depth=depth + 1,
@@ -592,10 +640,10 @@ def _validate_options(
                 )
         else:
             seen_optional = True
-        choices = option.get("choices") or []
+        choices = _array(option.get("choices"), errors, [*p, "choices"])
         if len(choices) > 25:
             errors.add([*p, "choices"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
-        for k, choice in enumerate(choices[:25]):
+        for k, choice in _objects(choices[:25], errors, [*p, "choices"]):
             cp = [*p, "choices", k]
             errors.length_between([*cp, "name"], choice.get("name"), 1, 100)
             errors.max_length([*cp, "value"], choice.get("value"), 100)

@@ -234,3 +234,59 @@ async def test_numeric_options_stay_in_discords_range(raw: Any, options: dict[st
     result = await emu.slash(alice, "size", {"shares": 2**53 - 1, "price": -(2.0**53)})
     sent = result.payload["data"]["options"]
     assert [o["value"] for o in sent] == [2**53 - 1, -(2.0**53)]
+
+
+def _row(*children: Any) -> dict[str, Any]:
+    return {"content": "x", "components": [{"type": 1, "components": list(children)}]}
+
+
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        ({"content": "x", "components": ["row"]}, ("components", 0)),
+        ({"content": "x", "components": [{"type": [1]}]}, ("components", 0, "type")),
+        ({"content": "x", "components": [{"type": 1, "components": "x"}]}, ("components", 0)),
+        (_row("button"), ("components", 0, "components", 0)),
+        (_row({"type": 3, "custom_id": "s", "options": ["A1"]}), ("components", 0)),
+        (_row({"type": 2, "style": 1, "label": "l", "custom_id": ["c"]}), ("components", 0)),
+        (_row({"type": 2, "style": 5, "label": "l", "url": 5}), ("components", 0)),
+        ({"content": "x", "flags": "ephemeral"}, ("flags",)),
+        ({"content": "x", "attachments": 5}, ("attachments",)),
+    ],
+)
+async def test_malformed_message_bodies_are_invalid_form_bodies(
+    api: Any, payload: dict[str, Any], path: tuple[Any, ...]
+) -> None:
+    """Discord answers a body of the wrong shape with 400 50035; a 500 would make discord.py
+    retry the request and then raise DiscordServerError instead of HTTPException."""
+    emu, session = api
+    status, body = await _send(
+        session, "POST", f"{emu.api_base}/channels/{emu.general.id}/messages", payload
+    )
+    assert (status, body["code"]) == (400, 50035)
+    node = body["errors"]
+    for part in path:
+        node = node[str(part)]
+    assert node
+    assert emu.messages(emu.general.id) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "path"),
+    [
+        ({**_command(), "options": "symbol"}, (0, "options")),
+        (_command("symbol"), (0, "options", 0)),
+        (_command({"name": "x", "description": "x", "type": [3]}), (0, "options", 0, "type")),
+        (_command(_string_option(choices=["AAPL"])), (0, "options", 0, "choices", 0)),
+        ({**_command(), "type": [1]}, (0, "type")),
+    ],
+)
+async def test_malformed_commands_are_invalid_form_bodies(
+    api: Any, command: dict[str, Any], path: tuple[Any, ...]
+) -> None:
+    emu, session = api
+    url = f"{emu.api_base}/applications/{emu.application_id}/commands"
+    status, body = await _send(session, "PUT", url, [command])
+    assert (status, body["code"]) == (400, 50035)
+    assert form_errors(body, *path)
+    assert emu.world.commands.all_names() == []
