@@ -277,6 +277,9 @@ class InteractionManager:
         ctype = body.get("type")
         data = body.get("data") or {}
         errors = FormErrors()
+        if not isinstance(data, dict):
+            errors.add(["data"], "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            errors.raise_if_any()
         allowed = ALLOWED_CALLBACKS.get(pending.type, frozenset())
         if pending.type == MODAL_SUBMIT and pending.source_message_id is None:
             allowed = allowed - {6, 7}

@@ -248,3 +248,16 @@ async def test_component_update_and_deferred_update(raw: Any) -> None:
     assert status == 200
     assert (await second.message()).content == "v3" and message.components == []
     assert [v.content for v in message.edits] == ["v1", "v2"]
+
+
+async def test_callback_data_must_be_an_object(raw: Any) -> None:
+    """Discord refuses a non-object ``data`` with 50035 (the emulator once crashed with a 500),
+    and the interaction stays unacknowledged."""
+    emu, bot, alice = raw
+    await emu.slash(alice.id, "ping")
+    interaction = await bot.interaction()
+    url = bot.callback_url(interaction)
+    status, body = await call(bot.http, "POST", url, {"type": 4, "data": "pong"})
+    assert (status, body["code"]) == (400, 50035) and "data" in body["errors"]
+    status, _ = await call(bot.http, "POST", url, {"type": 4, "data": {"content": "pong"}})
+    assert status == 200
