@@ -569,13 +569,14 @@ async def test_orders_are_polled_when_the_stream_fails_before_it_is_ready(
         stop = asyncio.Event()
         task = asyncio.create_task(updates.supervise(stop))
         try:
-            await until(lambda: attempts >= 1)
-            ts.fill(out.intent.broker_order_id, 10, "300")  # after a failed attempt
+            # The attempt (its failed stream, then its poll) is over once the pause is logged:
+            # only a poll of a later attempt can see this fill.
+            await until(lambda: "paused: broker-unavailable" in caplog.text)
+            ts.fill(out.intent.broker_order_id, 10, "300")
             await until(lambda: any("Filled" in t for t in texts(notifier)), within=5)
         finally:
             stop.set()
             await task
         assert attempts >= 2  # told by the poll that followed a later failed attempt
-        assert "paused: broker-unavailable" in caplog.text
     finally:
         await core.close()

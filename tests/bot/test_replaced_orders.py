@@ -121,7 +121,10 @@ async def test_the_stream_follows_a_replaced_order_to_its_fill(
         new_id = await replace_in_alpacas_app(alpaca, old_id, qty="6", limit_price="9.5")
 
         async def followed() -> bool:
-            return (await core.trading.get_intent(intent_id)).broker_order_id == new_id
+            # Two events: the old order's "replaced" moves the intent, the new order's "new"
+            # brings its terms.
+            intent = await core.trading.get_intent(intent_id)
+            return (intent.broker_order_id, intent.limit_price) == (new_id, Decimal("9.5"))
 
         async with asyncio.timeout(10):
             while not await followed():  # noqa: ASYNC110
