@@ -978,3 +978,66 @@ async def test_a_broker_outage_defers_following_the_old_account(
     monkeypatch.setattr(PaperBroker, "fetch_accounts", list_accounts)
     await core.trading.reconcile()
     assert (await core.trading.get_intent(stuck.id)).status == IntentStatus.FILLED
+
+
+async def test_the_intent_is_stored_with_its_client_order_id_before_the_broker_call(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever happens to this process during the call, the database already names the
+    order the broker may be holding (the reconciler looks it up by that id)."""
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    place = PaperBroker.create_order
+    seen: list[tuple[str, str | None]] = []
+
+    async def look_first(self: PaperBroker, account: Any, request: Any) -> Any:
+        async with core.db.session() as s:  # a session of its own: only what is committed
+            row = await s.get(OrderIntent, p.intent_id)
+            assert row is not None
+            seen.append((row.status, row.client_order_id))
+        assert request.client_order_id == row.client_order_id
+        return await place(self, account, request)
+
+    monkeypatch.setattr(PaperBroker, "create_order", look_first)
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.ok and out.intent.status == IntentStatus.FILLED
+    assert seen == [(IntentStatus.SUBMITTED, out.intent.client_order_id)]
+    assert await order_count(core, out.intent.client_order_id) == 1
+
+
+async def test_a_lost_answer_whose_lookup_fails_is_left_unknown_for_the_reconciler(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker took the order but its answer was lost, and the lookup by client order id
+    fails too: nothing proves either way, so the intent is unknown, never resent, and the
+    reconciler settles it once the broker answers."""
+    core.notifier = notifier = RecordingNotifier()
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    place, lookup = PaperBroker.create_order, PaperBroker.fetch_order
+    creates = 0
+
+    async def lose_answer(self: PaperBroker, account: Any, request: Any) -> Any:
+        nonlocal creates
+        creates += 1
+        await place(self, account, request)
+        raise BrokerUnavailable(maybe_sent=True)
+
+    async def unavailable(self: PaperBroker, *args: Any, **kwargs: Any) -> Any:
+        raise BrokerUnavailable(maybe_sent=False)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PaperBroker, "create_order", lose_answer)
+        patch.setattr(PaperBroker, "fetch_order", unavailable)
+        out = await core.trading.confirm(p.intent_id, ALICE)
+        assert not out.ok and out.intent.status == IntentStatus.UNKNOWN
+        assert "We will not resend it" in out.message
+        core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+        await core.trading.reconcile(older_than=timedelta(0))  # still cannot look it up
+        assert (await core.trading.get_intent(p.intent_id)).status == IntentStatus.UNKNOWN
+    assert PaperBroker.fetch_order is lookup
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    await core.trading.reconcile(older_than=timedelta(0))
+    intent = await core.trading.get_intent(p.intent_id)
+    assert intent.status == IntentStatus.FILLED
+    assert creates == 1 and await order_count(core, intent.client_order_id) == 1
+    told = [m.content or "" for _, m in notifier.dms]
+    assert len(told) == 1 and told[0].startswith("📝 Paper order update: Filled")
