@@ -22,14 +22,14 @@ from sqlalchemy.orm import selectinload
 
 from adapters.base import BrokerAdapter
 from adapters.errors import BrokerError, OrderNotFound
-from adapters.models import OrderUpdate, Side
+from adapters.models import OrderStatus, OrderUpdate, Side
 from adapters.paper import SETTLEMENT_PREFIX, sweep_all
 from adapters.paper.models import PaperAccount
 from adapters.registry import get_adapter_class
 from bot.models import Connection, ConnectionStatus, IntentStatus, Member, OrderIntent
 from bot.services.connections import Target
 from bot.services.notify import Outgoing
-from bot.services.trading import SIMULATED_NOTE
+from bot.services.trading import MAX_REPLACEMENTS, SIMULATED_NOTE
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -202,9 +202,17 @@ class OrderUpdates:
 
         async def consume() -> None:
             async for update in adapter.stream_order_updates(refs, ready=ready):
-                await asyncio.shield(
+                intent = await asyncio.shield(
                     self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
                 )
+                if (
+                    intent is not None
+                    and update.order.status is OrderStatus.REPLACED
+                    and intent.broker_order_id == update.order.replaced_by
+                ):
+                    # The new order's own reports may have come first and been set aside
+                    # (the intent still followed the old one): ask for its state now.
+                    await self._check(conn, adapter, intent)
 
         stream = asyncio.create_task(consume())
 
@@ -251,15 +259,20 @@ class OrderUpdates:
                 )
             )
         for intent in intents:
-            account = conn.account(intent.mode)
-            if account is None or account.account_id != intent.account_id:
-                # At an account the member has since left: the reconciler follows it there
-                # (if the login still reaches it); asking this account would find nothing.
-                continue
+            await self._check(conn, adapter, intent)
+
+    async def _check(self, conn: Connection, adapter: BrokerAdapter, intent: OrderIntent) -> None:
+        """Ask the broker about one working order and apply what it says; an order replaced
+        meanwhile is followed to the one that replaced it, whose state is asked for too."""
+        account = conn.account(intent.mode)
+        if account is None or account.account_id != intent.account_id:
+            # At an account the member has since left: the reconciler follows it there
+            # (if the login still reaches it); asking this account would find nothing.
+            return
+        ref = Target(conn, account, intent.mode).ref
+        for _ in range(MAX_REPLACEMENTS + 1):
             try:
-                order = await adapter.fetch_order(
-                    Target(conn, account, intent.mode).ref, order_id=intent.broker_order_id
-                )
+                order = await adapter.fetch_order(ref, order_id=intent.broker_order_id)
             except OrderNotFound:
                 # This one order (purged, or from an account since replaced) says nothing of
                 # the others: raising would skip them, and the stream after the poll, each time.
@@ -268,7 +281,11 @@ class OrderUpdates:
                     intent.broker_order_id,
                     intent.id,
                 )
-                continue
+                return
             # Shielded: the supervisor may cancel this watcher the moment the order ends, and
             # an update half applied (stored, not yet told) would never be announced.
             await asyncio.shield(self.core.trading.apply_order_state(intent, order))
+            if order.status is not OrderStatus.REPLACED or (
+                intent.broker_order_id != order.replaced_by
+            ):
+                return

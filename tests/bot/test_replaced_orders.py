@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from adapters.models import OrderRequest, OrderType, OrderUpdate, Side, TimeInForce
+from adapters.alpaca import AlpacaAdapter
+from adapters.models import AccountRef, OrderRequest, OrderType, OrderUpdate, Side, TimeInForce
 from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.db import Database
@@ -174,6 +175,7 @@ async def test_a_poll_and_the_reconciler_follow_a_replacement_they_missed(
         await adapter.close()
     intent = await core.trading.get_intent(intent_id)
     assert (intent.status, intent.broker_order_id) == (IntentStatus.ACCEPTED, middle)
+    assert intent.limit_price == Decimal("8.5")  # the poll asked for the new order too
     newest = await replace_in_alpacas_app(alpaca, middle, qty="7")
     alpaca.fill(newest, Decimal(7), Decimal("8.5"))
     changed = await core.trading.reconcile(older_than=timedelta(seconds=-60))
@@ -211,3 +213,47 @@ async def test_a_replacing_order_is_not_followed_before_the_old_one_says_replace
     intent = await core.trading.get_intent(intent_id)
     assert (intent.status, intent.filled_quantity) == (IntentStatus.FILLED, Decimal(10))
     assert await replaced_events(core, intent_id) == []
+
+
+async def test_a_replacing_orders_reports_that_came_first_are_asked_for_again(
+    core: Core, alpaca: AlpacaEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream told the new order's fill before the old order's "replaced": set aside then
+    (the intent still followed the old order), it is asked for once the intent follows."""
+    intent_id, cid = await placed_limit(core, alpaca)
+    old_id = (await core.trading.get_intent(intent_id)).broker_order_id
+    assert old_id
+    new_id = await replace_in_alpacas_app(alpaca, old_id, limit_price="9.5")
+    alpaca.fill(new_id, Decimal(10), Decimal("9.5"))
+    conn = await connection(core, cid)
+    target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
+    adapter = await core.connections.adapter_for(conn)
+    try:
+        reports = [
+            OrderUpdate(await adapter.fetch_order(target.ref, order_id=new_id), "fill"),
+            OrderUpdate(await adapter.fetch_order(target.ref, order_id=old_id), "replaced"),
+        ]
+    finally:
+        await adapter.close()
+
+    async def out_of_order(
+        self: AlpacaAdapter, accounts: list[AccountRef], *, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[OrderUpdate]:
+        for update in reports:
+            yield update
+        await asyncio.Event().wait()  # never subscribed: no poll runs
+
+    monkeypatch.setattr(AlpacaAdapter, "stream_order_updates", out_of_order)
+    updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(updates.supervise(stop))
+    notifier = core.notifier
+    assert isinstance(notifier, RecordingNotifier)
+    try:
+        await until(lambda: any("Filled" in t for t in texts(notifier)))
+    finally:
+        stop.set()
+        await task
+    intent = await core.trading.get_intent(intent_id)
+    assert (intent.status, intent.broker_order_id) == (IntentStatus.FILLED, new_id)
+    assert (intent.filled_quantity, intent.limit_price) == (Decimal(10), Decimal("9.5"))
