@@ -23,6 +23,7 @@ from adapters.errors import (
 from adapters.models import AssetClass, mask_account
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
+from bot.background import Background
 from bot.core import Core
 from bot.db import Database
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -883,6 +884,51 @@ async def test_an_unexpected_error_for_one_intent_is_logged_without_its_message(
     assert (await core.trading.get_intent(stuck.id)).status == IntentStatus.UNKNOWN
     assert f"Reconcile of {stuck.id} failed: RuntimeError" in caplog.text
     assert "s3cret" not in caplog.text
+
+
+async def test_background_work_reconciles_at_startup_and_tells_each_owner(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that stopped mid-send left one intent unknown and one submitted, both placed
+    at the broker. The next process settles both in its first pass, before any interval has
+    passed (a week here), and tells each owner."""
+    core.notifier = notifier = RecordingNotifier()
+    lost = await unknown(core, ALICE, monkeypatch)
+    died = await unknown(core, BOB, monkeypatch)
+    async with core.db.transaction() as s:  # its process died before even marking it unknown
+        await s.execute(
+            update(OrderIntent)
+            .where(OrderIntent.id == died.id)
+            .values(status=IntentStatus.SUBMITTED)
+        )
+    core.trading.clock.advance(seconds=60)  # type: ignore[attr-defined]
+    passed = asyncio.Event()
+    reconcile = core.trading.reconcile
+
+    async def reconcile_once_noted(**kwargs: Any) -> list[OrderIntent]:
+        changed = await reconcile(**kwargs)
+        passed.set()
+        return changed
+
+    # Background takes the bound method when built: wrap it first, to wait for the pass.
+    monkeypatch.setattr(core.trading, "reconcile", reconcile_once_noted)
+    week = 7 * 24 * 3600.0
+    background = Background(
+        core, reconcile_every=week, sweep_every=week, remind_every=week, follow_orders=False
+    )
+    background.start()
+    try:
+        async with asyncio.timeout(30):  # a hang guard, not a speed check
+            await passed.wait()
+    finally:
+        await background.close()
+    for intent in (lost, died):
+        settled = await core.trading.get_intent(intent.id)
+        assert settled.status == IntentStatus.FILLED
+        assert await order_count(core, intent.client_order_id) == 1
+    told = sorted((who, m.content or "") for who, m in notifier.dms)
+    assert [who for who, _ in told] == [ALICE, BOB]
+    assert all(text.startswith("📝 Paper order update: Filled") for _, text in told)
 
 
 @pytest.mark.parametrize("arrives", [True, False])
