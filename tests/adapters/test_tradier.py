@@ -16,7 +16,8 @@ from urllib.parse import parse_qs
 import aiohttp
 import pytest
 
-from adapters.base import AdapterContext, HttpResponse, StaticToken
+from adapters import base
+from adapters.base import AdapterContext, HttpResponse, RateLimit, StaticToken
 from adapters.errors import (
     AssetClassNotSupported,
     AuthorizationExpired,
@@ -683,6 +684,108 @@ async def test_5xx_on_read_is_retried_and_on_write_is_not(
         await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
     assert info.value.maybe_sent is True
     assert len(emu.requests_to(r"/orders$", "POST")) == 1
+
+
+class NoWait:
+    """Stands in for ``asyncio.sleep`` while the HTTP layer retries: notes each positive wait
+    and yields at once, so a test sees the delays without sitting them out."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._sleep = asyncio.sleep
+
+    async def __call__(self, delay: float, result: Any = None) -> Any:
+        if delay > 0:
+            self.waits.append(delay)
+        return await self._sleep(0, result)
+
+
+async def test_a_429_read_waits_its_retry_after_but_never_more_than_ten_seconds(
+    emu: TradierEmulator, adapter: TradierAdapter, monkeypatch: pytest.MonkeyPatch
+):
+    margin = ref(emu, "margin")
+    waits = NoWait()
+    monkeypatch.setattr(base.asyncio, "sleep", waits)
+    for after in ("2", "3600"):
+        emu.faults.add(
+            Fault(
+                kind="status",
+                path="/balances$",
+                status=429,
+                times=1,
+                headers={"Retry-After": after},
+                body={"fault": "rate"},
+            )
+        )
+        assert (await adapter.fetch_balance(margin)).cash == 100000
+    # Honoured as sent, but capped: a member's command never hangs on an hour-long header.
+    assert waits.waits == [2.0, 10.0]
+    assert len(emu.requests_to("/balances$")) == 4
+
+
+async def test_read_retries_back_off_exponentially_with_jitter_up_to_a_cap(
+    emu: TradierEmulator,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    adapter, _ = connect(emu, session)
+    adapter.ctx.read_retries = 10
+    margin = ref(emu, "margin")
+    waits = NoWait()
+    monkeypatch.setattr(base.asyncio, "sleep", waits)
+    doubling = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 4.0, 4.0, 4.0]  # capped at 4 s
+    # The jitter factor is 0.5 + random(): 1.0 at the midpoint, 0.5 at the bottom.
+    for draw, factor in ((0.5, 1.0), (0.0, 0.5)):
+        monkeypatch.setattr(base.random, "random", lambda draw=draw: draw)
+        waits.waits.clear()
+        emu.faults.add(Fault(kind="status", path="/positions$", status=502, times=9))
+        assert len(await adapter.fetch_positions(margin)) == 1
+        assert waits.waits == pytest.approx([d * factor for d in doubling])
+
+
+class RecordingLimiters:
+    """Notes every take (broker, bucket, owner) and never makes a request wait."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[str, str, str]] = []
+
+    def get(self, broker: str, rule: RateLimit, owner: str) -> RecordingLimiters.Take:
+        return RecordingLimiters.Take(self.taken, (broker, rule.bucket, owner))
+
+    class Take:
+        def __init__(self, taken: list[tuple[str, str, str]], key: tuple[str, str, str]) -> None:
+            self.taken, self.key = taken, key
+
+        async def acquire(self, amount: float = 1) -> None:
+            self.taken.append(self.key)
+
+
+async def test_every_request_takes_from_its_published_bucket(
+    emu: TradierEmulator, session: aiohttp.ClientSession
+):
+    """Reads, orders and cancels each take one token from the declared per-token bucket of
+    their host: a bucket name with no declared limit would go unlimited."""
+    adapter, _ = connect(emu, session)
+    limiters = RecordingLimiters()
+    adapter.ctx.limiters, adapter.ctx.owner = limiters, "conn-7"
+    margin = ref(emu, "margin")
+    await adapter.fetch_balance(margin)
+    order = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
+    await adapter.cancel_order(margin, order.id)
+    # One take per request sent, from the bucket of its kind (Tradier's trading quota for
+    # order writes, the standard one for reads).
+    sent = [(r.method, r.path.rsplit("/", 1)[-1]) for r in emu.requests]
+    assert list(zip(sent, [bucket for _, bucket, _ in limiters.taken], strict=True)) == [
+        (("GET", "balances"), "standard:live"),
+        (("GET", "positions"), "standard:live"),
+        (("POST", "orders"), "trading:live"),
+        (("GET", order.id), "standard:live"),
+        (("DELETE", order.id), "trading:live"),
+    ]
+    assert {(b, o) for b, _, o in limiters.taken} == {("tradier", "conn-7")}
 
 
 # -- the account-events stream ------------------------------------------------------------------
