@@ -71,6 +71,18 @@ async def test_an_app_wide_limit_is_one_bucket_for_every_connection(
     assert await blocked(one.get("tradier", APP, "conn-9"))
 
 
+def test_in_one_process_an_account_limit_is_per_connection_and_an_app_limit_is_shared() -> None:
+    """``LimiterRegistry`` (SQLite deployments) keys buckets as ``SharedLimiters`` does."""
+    registry = LimiterRegistry()
+    mine = registry.get("alpaca", ORDERS, "conn-1")
+    assert registry.get("alpaca", ORDERS, "conn-1") is mine  # its requests add up
+    assert registry.get("alpaca", ORDERS, "conn-2") is not mine
+    assert registry.get("tradier", ORDERS, "conn-1") is not mine  # brokers apart
+    app = registry.get("tradier", APP, "conn-1")
+    assert registry.get("tradier", APP, "conn-2") is app
+    assert (app.max_rate, app.time_period) == (APP.requests, APP.seconds)
+
+
 async def test_many_takes_at_once_are_one_transaction_and_each_counted(
     processes: list[Database],
 ) -> None:
