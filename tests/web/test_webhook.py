@@ -76,6 +76,33 @@ async def test_a_signal_is_stored_with_its_job_before_the_202(
     assert job is not None and job.payload == {"signal_id": answer["id"]}
 
 
+async def test_the_202_comes_before_any_broker_call_and_the_job_trades_after(
+    core: Core, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a subscriber who would trade, the webhook still only stores and answers: no
+    adapter is built (so no broker is called) until the queued job runs."""
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER)
+    adapter_for = core.connections.adapter_for
+    built = 0
+
+    async def counted(connection: Any) -> Any:
+        nonlocal built
+        built += 1
+        return await adapter_for(connection)
+
+    monkeypatch.setattr(core.connections, "adapter_for", counted)
+    status, answer = await post(client, path(url), body(quantity=1))
+    assert status == 202
+    assert built == 0 and await count(core, OrderIntent) == 0
+    async with core.db.session() as s:
+        row = await s.get(ReceivedSignal, answer["id"])
+    assert row is not None and row.status == SignalStatus.QUEUED
+    await core.jobs.drain()
+    # The same path the job takes to the broker: the count above could have moved.
+    assert built > 0 and await count(core, OrderIntent) == 1
+
+
 async def test_unknown_strategy_and_wrong_secret_get_the_identical_401(
     core: Core, client: TestClient
 ) -> None:
