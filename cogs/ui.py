@@ -58,21 +58,49 @@ async def in_time(
             await asyncio.gather(deferring[0], return_exceptions=True)
 
 
+# Discord's answer to a followup or edit once the interaction's 15-minute token has expired.
+INVALID_WEBHOOK_TOKEN = 50027
+
+
+def token_expired(error: discord.HTTPException) -> bool:
+    return error.code == INVALID_WEBHOOK_TOKEN
+
+
+async def by_dm(interaction: discord.Interaction, message: dict[str, Any]) -> discord.Message:
+    """A result that outlived the interaction's token: sent privately by DM instead, since
+    Discord accepts no followup or edit after 15 minutes."""
+    message.pop("ephemeral", None)
+    message.pop("wait", None)
+    return await interaction.user.send(**message)
+
+
 async def reply(
     interaction: discord.Interaction, *, ephemeral: bool, wait: bool = False, **message: Any
-) -> discord.InteractionMessage | discord.WebhookMessage | None:
-    """Answer a command whether or not ``in_time`` deferred it; the message when ``wait``."""
+) -> discord.Message | None:
+    """Answer a command whether or not ``in_time`` deferred it; the message when ``wait``.
+    Past the interaction's token lifetime the answer goes by DM."""
     if interaction.response.is_done():
-        return await interaction.followup.send(ephemeral=ephemeral, wait=wait, **message)
+        try:
+            return await interaction.followup.send(ephemeral=ephemeral, wait=wait, **message)
+        except discord.HTTPException as e:
+            if not token_expired(e):
+                raise
+            return await by_dm(interaction, message)
     sent = await interaction.response.send_message(ephemeral=ephemeral, **message)
     resource = sent.resource if wait else None
     return resource if isinstance(resource, discord.InteractionMessage) else None
 
 
 async def update(interaction: discord.Interaction, **message: Any) -> None:
-    """Replace the message a component sits on, whether or not ``in_time`` deferred it."""
+    """Replace the message a component sits on, whether or not ``in_time`` deferred it.
+    Past the interaction's token lifetime the new content goes by DM instead."""
     if interaction.response.is_done():
-        await interaction.edit_original_response(**message)
+        try:
+            await interaction.edit_original_response(**message)
+        except discord.HTTPException as e:
+            if not token_expired(e):
+                raise
+            await by_dm(interaction, message)
     else:
         await interaction.response.edit_message(**message)
 
@@ -133,7 +161,7 @@ class OwnedView(discord.ui.View):
     def __init__(self, owner_id: int, *, timeout: float | None = 60.0) -> None:
         super().__init__(timeout=timeout)
         self.owner_id = owner_id
-        self.message: discord.InteractionMessage | discord.WebhookMessage | None = None
+        self.message: discord.Message | None = None
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id == self.owner_id:

@@ -502,3 +502,13 @@ async def test_subscribe_refuses_a_fraction_at_a_broker_of_whole_units(tradecord
     paper = await h.reply("alice", "subscribe", connection="Tradecord Paper", **half)
     assert "now trades" in paper.text(), paper.text()
     assert len(await h.core.subscriptions.list_for(h.user("alice"))) == 2
+
+
+async def test_member_text_in_a_reply_pings_nobody(tradecord: Harness) -> None:
+    """A strategy name is member-written and echoed in the reply: its mention syntax must stay
+    text. /strategy create sets no allowed_mentions itself; the bot's default must hold."""
+    h = tradecord
+    bob = h.user("bob")
+    msg = await h.reply("alice", "strategy create", name=f"<@{bob}> breakout")
+    assert f"<@{bob}>" in msg.content
+    assert msg.mentions == [] and not msg.mention_everyone

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+
 import discord
 import pytest
 
+from bot.errors import NotFound
 from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness
 from tests.support import add_broker_connection
@@ -132,3 +135,72 @@ async def test_an_account_menu_of_a_removed_connection_says_so_without_its_id(
     assert answer.ephemeral
     assert f"“{cid}”" not in answer.text(), answer.text()  # an id the member never saw
     assert "no longer" in answer.text() and "/accounts" in answer.text(), answer.text()
+
+
+async def test_someone_elses_account_menu_is_refused(tradecord: Harness) -> None:
+    """The menu's custom_id carries a connection id: it must resolve among the clicker's own
+    connections only, wherever the menu is seen."""
+    from cogs.connections import menus_view
+
+    h = tradecord
+    cid = await add_broker_connection(h, "alice", "TS")
+    menu = {
+        "type": 3,
+        "custom_id": f"tc:acct:{cid}:live",
+        "placeholder": "Choose the live account for TS",
+        "options": [
+            {
+                "label": "Margin ••••1234",
+                "value": "11111234",
+                "description": "live",
+                "default": False,
+            }
+        ],
+    }
+    channel = h.bot.get_channel(h.emu.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send("menus", view=menus_view([{"type": 1, "components": [menu]}]))
+    chose = await h.emu.select(h.user("bob"), h.emu.message(sent.id), ["11111234"])
+    answer = await chose.message(timeout=10)
+    assert answer.ephemeral and "no longer exists" in answer.text(), answer.text()
+    [conn] = [c for c in await h.core.connections.list_for(h.user("alice")) if c.id == cid]
+    assert conn.accounts == []
+
+
+async def test_a_slow_account_choice_is_deferred(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Choosing an account asks the broker for the login's accounts: it must defer."""
+    from cogs import ui
+    from cogs.connections import menus_view
+
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    cid = await add_broker_connection(h, "alice", "TS")
+    connections = h.core.connections
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(0.3)
+        raise NotFound("That account is not one this broker login can use.")
+
+    monkeypatch.setattr(connections, "choose_account", slow)
+    menu = {
+        "type": 3,
+        "custom_id": f"tc:acct:{cid}:live",
+        "placeholder": "Choose the live account for TS",
+        "options": [
+            {
+                "label": "Margin ••••1234",
+                "value": "11111234",
+                "description": "live",
+                "default": False,
+            }
+        ],
+    }
+    channel = h.bot.get_channel(h.emu.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send("menus", view=menus_view([{"type": 1, "components": [menu]}]))
+    chose = await h.emu.select(h.user("alice"), h.emu.message(sent.id), ["11111234"])
+    response = await chose.response()
+    assert response.deferred and response.ephemeral
+    assert "not one this broker login" in (await chose.message(timeout=10)).text()

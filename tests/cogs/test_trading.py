@@ -616,3 +616,82 @@ async def test_a_slow_claim_counts_towards_the_confirm_deadline(
     assert (await done.response()).deferred  # within the deadline, not after it
     assert "Filled" in (await done.message(timeout=10)).text()
     assert await paper_orders(h) == 1
+
+
+async def test_a_slow_trade_preview_is_deferred(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/trade asks the broker for a quote: it must defer rather than risk Discord's 3 s."""
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    trading = h.core.trading
+    original = trading.preview
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(trading, "preview", slow)
+    result = await h.slash("alice", "trade", symbol="AAPL", side="buy", quantity="1")
+    response = await result.response()
+    assert response.deferred and response.ephemeral
+    card = await result.message(timeout=10)
+    assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+
+
+async def test_a_result_after_the_token_expired_goes_by_dm(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord refuses followups after 15 minutes (401 50027): the answer goes by DM."""
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    trading = h.core.trading
+    original = trading.holdings
+    release = asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.wait_for(release.wait(), 10)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(trading, "holdings", held)
+    result = await h.slash("alice", "positions")
+    assert (await result.response()).deferred
+    h.emu.expire_interaction(result)  # as if the broker had taken 15 minutes
+    release.set()
+    alice = h.user("alice")
+    dm = await h.emu.wait_for_message(
+        lambda m: any(d.id == m.id for d in h.emu.dm_messages(alice)) and "Positions" in m.text(),
+        timeout=10,
+    )
+    assert "Nothing here" in dm.text()
+    assert result.followups == []  # nothing went to the expired interaction
+
+
+async def test_a_card_outcome_after_the_token_expired_goes_by_dm(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a button: the card can no longer be edited, so the outcome is a DM."""
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    trading = h.core.trading
+    original = trading.submit
+    release = asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.wait_for(release.wait(), 10)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(trading, "submit", held)
+    alice = h.user("alice")
+    done = await h.emu.click(alice, card, label="Confirm")
+    assert (await done.response()).deferred
+    h.emu.expire_interaction(done)
+    release.set()
+    dm = await h.emu.wait_for_message(
+        lambda m: any(d.id == m.id for d in h.emu.dm_messages(alice)) and "Filled" in m.text(),
+        timeout=10,
+    )
+    assert "buy 1 AAPL" in dm.text()
+    assert await paper_orders(h) == 1

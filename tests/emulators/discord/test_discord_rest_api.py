@@ -317,3 +317,25 @@ async def test_discord_py_sees_discord_errors(bot: Any, emu: DiscordEmulator) ->
     emu.set_dms_open(member.id, True)
     dm = await (await bot.fetch_user(member.id)).send("hello")
     assert emu.dm_messages(member.id)[0].id == dm.id
+
+
+async def test_the_notifier_pings_nobody(bot: Any, emu: DiscordEmulator) -> None:
+    """The notifier posts through discord.py's HTTP layer, where the client's default
+    allowed_mentions does not apply: its own AllowedMentions.none() is all that stops alerts
+    and DMs quoting member text from pinging."""
+    from bot.notifier import DiscordNotifier
+    from bot.services.notify import Outgoing
+
+    alice = emu.add_user("alice")
+    emu.add_member(emu.guild.id, alice.id)
+    role = emu.add_role(emu.guild.id, "traders", 0, mentionable=True)
+    text = f"<@{alice.id}> <@&{role.id}> @everyone"
+    notifier = DiscordNotifier(bot.http)
+    await notifier.post(emu.trade_alerts.id, Outgoing(content=text))
+    await notifier.dm(alice.id, Outgoing(content=text))
+    [posted] = emu.messages(emu.trade_alerts.id)
+    [dm] = emu.dm_messages(alice.id)
+    for message in (posted, dm):
+        assert message.content == text
+        assert message.mentions == [] and message.mention_roles == []
+        assert not message.mention_everyone
