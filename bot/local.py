@@ -1,15 +1,17 @@
 """Local mode: the real bot against the built-in Discord (and sandbox brokers), with a chat in
 the terminal. Anyone can try Tradecord without a Discord application.
 
-Lines are slash commands as typed in Discord (``/trade symbol:AAPL side:buy quantity:10``;
-quote values with spaces: ``name:"My Stocks"``), ``press N`` / ``select N[,M]`` for the
-components of the last message, ``help`` and ``quit``. ``--script FILE`` plays a file.
+Lines are slash commands as typed in Discord (``/trade symbol:AAPL side:buy quantity:10``; a
+value runs to the next option, so ``/strategy create name:EMA cross`` works),
+``press N`` / ``select N[,M]`` for the components of the last message, ``help`` and ``quit``.
+``--script FILE`` plays a file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import shlex
 import sys
@@ -139,11 +141,11 @@ class Chat:
     async def _slash(self, text: str) -> None:
         try:
             tokens = shlex.split(text)
-        except ValueError as e:
-            raise ChatError(f"could not read that line: {e}") from None
-        words = [t for t in tokens if ":" not in t]
-        raw = dict(t.split(":", 1) for t in tokens if ":" in t)
+        except ValueError:  # an apostrophe, as in "Bob's strategy", is text in Discord
+            tokens = text.split()
+        words = list(itertools.takewhile(lambda t: ":" not in t, tokens))
         definitions = self._definitions(words)
+        raw = self._options(tokens[len(words) :], definitions)
         options = {name: self._convert(name, value, definitions) for name, value in raw.items()}
         result = await self.emu.slash(
             self.user_id,
@@ -164,6 +166,23 @@ class Chat:
         for word in words[1:]:
             node = next((o for o in node.get("options", []) if o["name"] == word), node)
         return {o["name"]: o for o in node.get("options", []) if o["type"] in OPTION_TYPES}
+
+    @staticmethod
+    def _options(tokens: list[str], defs: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """``name:value`` pairs. As in Discord, a value may hold spaces: the words up to the
+        next of the command's option names belong to it."""
+        raw: dict[str, str] = {}
+        current: str | None = None
+        for token in tokens:
+            name, colon, value = token.partition(":")
+            if colon and (current is None or name in defs):
+                if name in raw:
+                    raise ChatError(f"{name} is given twice; give each option once")
+                current, raw[name] = name, value
+            else:
+                assert current is not None  # the first token holds a colon
+                raw[current] += " " + token
+        return raw
 
     def _convert(self, name: str, value: str, defs: dict[str, dict[str, Any]]) -> Any:
         d = defs.get(name)

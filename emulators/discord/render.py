@@ -31,6 +31,10 @@ Names = Callable[[str, int], str | None]
 _MARKUP = re.compile(r"<(@!?|@&|#)(\d+)>|<t:(-?\d+)(?::[tTdDfFR])?>")
 _MENTION_KINDS = {"@": "user", "@!": "user", "@&": "role", "#": "channel"}
 _BAR = "│ "
+BLANK = "\u200b"  # the name of a field that continues the one before it
+_INLINE_CODE = re.compile(r"`([^`\n]+)`")
+_EMPHASIS = re.compile(r"(?<!\\)(\*\*|__|~~|\|\|)")
+_ESCAPED = re.compile(r"\\([*_~`|>\\])")
 _SELECT_KIND = {
     3: ("option", "options"),
     5: ("user", "users"),
@@ -136,10 +140,42 @@ def _embed_markup(embed: JSON, names: Names | None) -> JSON:
 
 
 def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` with Discord's markdown shown as a reader sees it: markers
+    gone, code blocks kept as they are (Discord scrolls them rather than wrapping)."""
     out: list[str] = []
+    code = False
     for paragraph in str(text).splitlines() or [""]:
-        out.extend(textwrap.wrap(paragraph, width, replace_whitespace=False) or [""])
+        if paragraph.startswith("```"):
+            inner = paragraph[3:]
+            if not code and len(inner) >= 3 and inner.endswith("```"):
+                out.append(inner[:-3])  # a one-line block
+            else:
+                code = not code  # the fence line itself (and its language) is not shown
+            continue
+        if code:
+            out.append(paragraph.rstrip())
+            continue
+        plain = _inline_markdown(paragraph)
+        out.extend(_fill(plain, width))
     return out
+
+
+def _fill(text: str, width: int) -> list[str]:
+    # A URL or id longer than the line stays whole (and unbroken at its hyphens), so it can be
+    # copied from the terminal.
+    wrapped = textwrap.wrap(
+        text, width, replace_whitespace=False, break_long_words=False, break_on_hyphens=False
+    )
+    return wrapped or [""]
+
+
+def _inline_markdown(line: str) -> str:
+    """Bold, underline, strike-through and spoiler markers dropped, inline code unquoted and
+    its text left alone, backslash escapes resolved."""
+    parts = _INLINE_CODE.split(line)
+    for i in range(0, len(parts), 2):  # the odd ones are inline code
+        parts[i] = _ESCAPED.sub(r"\1", _EMPHASIS.sub("", parts[i]))
+    return "".join(parts)
 
 
 def _size(size: int) -> str:
@@ -212,7 +248,7 @@ def _name_value_table(fields: list[JSON], width: int) -> list[str]:
     value_width = max(width - name_width - 2, 10)
     lines: list[str] = []
     for f in fields:
-        name = str(f.get("name", ""))
+        name = str(f.get("name", "")).replace(BLANK, "")
         names = textwrap.wrap(name, name_width) or [""]
         values = _wrap(str(f.get("value", "")), value_width)
         for i in range(max(len(names), len(values))):
@@ -226,7 +262,10 @@ def _columns(fields: list[JSON], width: int) -> list[str]:
     count = len(fields)
     col = max((width - 3 * (count - 1)) // count, 8)
     cells = [
-        ((textwrap.wrap(str(f.get("name", "")), col) or [""]), _wrap(str(f.get("value", "")), col))
+        (
+            textwrap.wrap(str(f.get("name", "")).replace(BLANK, ""), col) or [""],
+            _wrap(str(f.get("value", "")), col),
+        )
         for f in fields
     ]
     out: list[str] = []

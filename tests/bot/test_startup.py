@@ -123,7 +123,8 @@ async def test_local_mode_driven_by_a_script(
     script.write_text(
         "# a demo\n/help\n/accounts\n/trade symbol:AAPL side:buy quantity:10\npress 1\n"
         "/positions\n/positions share:true\n/trade symbol:AAPL side:buy quantity:abc\n/nope\n"
-        "press 9\nquit\n"
+        "press 9\n/strategy create name:Bob's EMA cross\n"
+        "/trade symbol:AAPL side:buy quantity:1 quantity:2\nquit\n"
         "/never-run\n"
     )
     local = settings.model_copy(update={"tradecord_keys": None, "discord_token": None})
@@ -141,6 +142,10 @@ async def test_local_mode_driven_by_a_script(
     assert "must be a number" in text
     assert "! /nope is not a Tradecord command" in text
     assert "! the last message has no buttons or menus" in text or "! press a number" in text
+    # As in Discord, a value runs to the next option, apostrophes included.
+    assert "Created Bob's EMA cross." in text
+    assert "! quantity is given twice" in text
+    assert "**" not in text  # markdown shows as Discord shows it
     assert "/never-run" not in text.split("you> quit")[1]
     assert (settings.tradecord_data_dir / "tradecord.key").exists()
 

@@ -135,3 +135,30 @@ def test_mentions_and_timestamps_render_as_discord_shows_them() -> None:
     assert "Last changed 2026-11-26 15:58 UTC by @owner." in text
     assert "@Traders and <@!99>" in text  # an unknown id stays as it is
     assert "<#11>" in render_message(message)  # without names, as before
+
+
+def test_markdown_shows_as_a_reader_sees_it() -> None:
+    table = "Symbol  Side  Qty" + " " * 70 + "P&L"  # wider than the terminal
+    url = "http://127.0.0.1:8080/webhook/2cb098f8-bba6-4960-891c-05efaf55e001/" + "k" * 32
+    message = _message(
+        content=f"**BUY 10 AAPL** · __day__ · ~~old~~ · `**kept**` · \\*not bold\\*\n{url}",
+        embeds=[
+            {
+                "description": f"```\n{table}\nAAPL    long   10\n```\n```one line```",
+                "fields": [
+                    {"name": "Commands", "value": "`/help` — help"},
+                    {"name": "\u200b", "value": "`/trade` — trade"},
+                ],
+            }
+        ],
+    )
+    lines = render_message(message).splitlines()
+    assert lines[0] == "BUY 10 AAPL · day · old · **kept** · *not bold*"
+    assert lines[1] == url  # whole, not broken at a hyphen, so it can be copied
+    # A code block keeps its lines as they are, without the fences; Discord scrolls it.
+    assert f"│ {table}" in lines and "│ AAPL    long   10" in lines
+    assert "│ one line" in lines
+    assert not any("```" in line for line in lines)
+    commands = next(i for i, line in enumerate(lines) if "/help" in line)
+    assert lines[commands] == "│ Commands  /help — help"
+    assert lines[commands + 1] == "│           /trade — trade"  # a blank name shows nothing
