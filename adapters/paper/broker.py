@@ -47,6 +47,7 @@ from adapters.models import (
     OrderUpdate,
     Position,
     Quote,
+    Side,
     SubmissionHint,
     TimeInForce,
     mask_account,
@@ -118,7 +119,7 @@ class PaperBroker(BrokerAdapter):
             AssetClass.CRYPTO: frozenset({TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK}),
         },
         fractional=frozenset({AssetClass.CRYPTO}),
-        brackets=False,
+        brackets=True,
         environments=frozenset({Environment.PAPER}),
         quotes=True,
         order_stream=False,
@@ -228,7 +229,7 @@ class PaperBroker(BrokerAdapter):
             store.account_state(row),
             [store.position_state(p) for p in positions],
             store.marks_from(quotes),
-            [store.reservation(o) for o in working],
+            store.reservations(working),
         )
         return Balance(
             account_id=row.id,
@@ -386,7 +387,10 @@ class PaperBroker(BrokerAdapter):
                 if request.time_in_force is TimeInForce.DAY
                 else None
             ),
+            bracket=request.bracket,
         )
+        if request.bracket is not None:
+            check_bracket_sides(request, inst, new.reference_price)
         # Orders placed at the same moment (a signal's fan-out) share one transaction.
         place = self.db.shared("paper.place", _place_many)
         order = await place(_Request(self, new, quote, now))
@@ -542,27 +546,84 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
             raise InvalidOrder(
                 f"A {kind} order takes no {label} price; remove it or change the order type."
             )
-        if price is None:
-            continue
-        if not price.is_finite() or price <= 0:
-            raise InvalidOrder(f"The {label} price must be more than zero, not {price}.")
-        if _decimals(price) > engine.PRICE_PLACES:
-            raise InvalidOrder(
-                f"Prices take at most {engine.PRICE_PLACES} decimals; {price} has more."
-            )
-        if inst.tick is not None and price % inst.tick != 0:
-            raise InvalidOrder(
-                f"{inst.symbol} trades in ticks of {inst.tick}; {price} is not a multiple. "
-                f"Use for example {(price // inst.tick) * inst.tick}."
-            )
+        if price is not None:
+            _check_price(label, price, inst)
     if request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) and needs_stop:
         raise InvalidOrder(
             f"{request.time_in_force.upper()} works with market and limit orders only; a stop "
             "has to wait for its price, so use day or GTC."
         )
+    if request.bracket is not None:
+        _check_bracket(request, inst)
     cid = request.client_order_id
     if cid is not None and not (0 < len(cid) <= 64):
         raise InvalidOrder("Client order ids are 1 to 64 characters.")
+
+
+def _check_price(label: str, price: Decimal, inst: Instrument) -> None:
+    if not price.is_finite() or price <= 0:
+        raise InvalidOrder(f"The {label} price must be more than zero, not {price}.")
+    if _decimals(price) > engine.PRICE_PLACES:
+        raise InvalidOrder(f"Prices take at most {engine.PRICE_PLACES} decimals; {price} has more.")
+    if inst.tick is not None and price % inst.tick != 0:
+        raise InvalidOrder(
+            f"{inst.symbol} trades in ticks of {inst.tick}; {price} is not a multiple. "
+            f"Use for example {(price // inst.tick) * inst.tick}."
+        )
+
+
+def _check_bracket(request: OrderRequest, inst: Instrument) -> None:
+    b = request.bracket
+    assert b is not None
+    if b.stop_loss_limit is not None and b.stop_loss is None:
+        raise InvalidOrder("A stop-loss limit price needs a stop-loss (stop) price too.")
+    if b.take_profit is None and b.stop_loss is None:
+        raise InvalidOrder("A bracket needs a take-profit price, a stop-loss price, or both.")
+    if request.time_in_force not in (TimeInForce.DAY, TimeInForce.GTC):
+        raise InvalidOrder(
+            "A take-profit/stop-loss bracket takes time in force day or gtc: its exits wait "
+            "for their prices."
+        )
+    for label, price in (
+        ("take-profit", b.take_profit),
+        ("stop-loss", b.stop_loss),
+        ("stop-loss limit", b.stop_loss_limit),
+    ):
+        if price is not None:
+            _check_price(label, price, inst)
+    entry = request.limit_price or request.stop_price  # None for a market entry
+    if entry is not None:
+        check_bracket_sides(request, inst, entry)
+    elif b.take_profit is not None and b.stop_loss is not None:
+        buy = request.side is Side.BUY
+        if (b.take_profit <= b.stop_loss) if buy else (b.take_profit >= b.stop_loss):
+            raise InvalidOrder(
+                f"For a {request.side.value}, the take-profit ({plain(b.take_profit)}) must be "
+                f"{'above' if buy else 'below'} the stop-loss ({plain(b.stop_loss)})."
+            )
+
+
+def check_bracket_sides(request: OrderRequest, inst: Instrument, entry: Decimal) -> None:
+    """A buy's take-profit above its entry price and stop-loss below it; a sell's the other way
+    round. Otherwise an exit would fill at once, turning the bracket into a round trip."""
+    b = request.bracket
+    assert b is not None
+    buy = request.side is Side.BUY
+    wrong = [
+        f"{label} {plain(price)}"
+        for label, price, above in (
+            ("take-profit", b.take_profit, buy),
+            ("stop-loss", b.stop_loss, not buy),
+        )
+        if price is not None and ((price <= entry) if above else (price >= entry))
+    ]
+    if wrong:
+        verb = "is" if len(wrong) == 1 else "are"
+        raise InvalidOrder(
+            f"For a {request.side.value} of {inst.symbol} at about {plain(entry)}, the "
+            f"take-profit must be {'above' if buy else 'below'} that price and the stop-loss "
+            f"{'below' if buy else 'above'} it; {' and '.join(wrong)} {verb} not."
+        )
 
 
 def _decimals(value: Decimal) -> int:

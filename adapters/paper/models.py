@@ -92,6 +92,12 @@ class PaperOrder(Base):
     expires_at: Mapped[datetime | None] = mapped_column()
     reject_reason: Mapped[str | None] = mapped_column(String(300))
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)  # filled at simulated prices
+    # An entry's bracket: the exits placed, one-cancels-other, once the entry has filled.
+    take_profit: Mapped[Decimal | None] = mapped_column()
+    stop_loss: Mapped[Decimal | None] = mapped_column()
+    stop_loss_limit: Mapped[Decimal | None] = mapped_column()
+    # On an exit of a bracket: its entry. The exits of one entry cancel each other.
+    parent_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()

@@ -32,6 +32,7 @@ from adapters.errors import (
 )
 from adapters.models import (
     AssetClass,
+    Bracket,
     Order,
     OrderStatus,
     OrderType,
@@ -133,6 +134,26 @@ def reservation(row: PaperOrder) -> engine.Reservation:
     )
 
 
+def reservations(rows: Iterable[PaperOrder]) -> list[engine.Reservation]:
+    """The open orders as buying power sees them, oldest first. The exits of one bracket close
+    the same position between them, one or the other: counted once."""
+    seen: set[str] = set()
+    out: list[engine.Reservation] = []
+    for row in rows:
+        if row.parent_id is not None:
+            if row.parent_id in seen:
+                continue
+            seen.add(row.parent_id)
+        out.append(reservation(row))
+    return out
+
+
+def bracket_of(row: PaperOrder) -> Bracket | None:
+    if row.take_profit is None and row.stop_loss is None:
+        return None
+    return Bracket(row.take_profit, row.stop_loss, row.stop_loss_limit)
+
+
 def to_order(row: PaperOrder) -> Order:
     return Order(
         id=row.id,
@@ -160,8 +181,16 @@ def to_order(row: PaperOrder) -> Order:
             "triggered_at": _iso(row.triggered_at),
             "expires_at": _iso(row.expires_at),
             "closed_at": _iso(row.closed_at),
+            "take_profit": plain_or_none(row.take_profit),
+            "stop_loss": plain_or_none(row.stop_loss),
+            "stop_loss_limit": plain_or_none(row.stop_loss_limit),
+            "parent_id": row.parent_id,
         },
     )
+
+
+def plain_or_none(value: Decimal | None) -> str | None:
+    return str(plain(value)) if value is not None else None
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -521,9 +550,29 @@ async def apply_decision(
     *,
     positions: dict[str, PaperPosition] | None = None,
     flush: bool = True,
+    working: list[PaperOrder] | None = None,
 ) -> OrderUpdate | None:
     """Write what ``decision`` says into the rows; the update to report, if any
-    (``positions``: see ``book_fill``; ``flush=False`` leaves the flush to the caller)."""
+    (``positions``: see ``book_fill``; ``flush=False`` leaves the flush to the caller;
+    ``working``: the account's open orders, kept up to date with a bracket's exits)."""
+    update_ = await _decide(s, account, order, decision, quote, now, positions, flush)
+    if update_ is not None and update_.order.status.is_final:
+        await _follow_bracket(s, account, order, now, working)
+        if flush:
+            await s.flush()
+    return update_
+
+
+async def _decide(
+    s: AsyncSession,
+    account: PaperAccount,
+    order: PaperOrder,
+    decision: Decision,
+    quote: Quote | None,
+    now: datetime,
+    positions: dict[str, PaperPosition] | None,
+    flush: bool,
+) -> OrderUpdate | None:
     if decision.triggered_now:
         order.triggered_at, order.updated_at = now, now
     match decision.action:
@@ -558,6 +607,85 @@ async def apply_decision(
             return None
 
 
+async def _follow_bracket(
+    s: AsyncSession,
+    account: PaperAccount,
+    order: PaperOrder,
+    now: datetime,
+    working: list[PaperOrder] | None,
+) -> None:
+    """An order that stopped working, as its bracket sees it: an exit that filled cancels the
+    other exit (one-cancels-other); an entry places its exits for what it filled."""
+    if order.parent_id is not None and order.status == OrderStatus.FILLED:
+        others = await s.scalars(
+            select(PaperOrder)
+            .where(
+                PaperOrder.parent_id == order.parent_id,
+                PaperOrder.id != order.id,
+                PaperOrder.status.in_(OPEN_STATUSES),
+            )
+            .with_for_update()
+        )
+        kind = "take-profit" if order.order_type == OrderType.LIMIT.value else "stop-loss"
+        for other in others:
+            other.status = OrderStatus.CANCELLED.value
+            other.reject_reason = f"Cancelled: the {kind} of the same bracket filled ({order.id})."
+            other.closed_at = other.updated_at = now
+            if working is not None and other in working:
+                working.remove(other)
+    if bracket_of(order) is not None and order.filled_quantity > 0:
+        for exit_ in _exits(account, order, now):
+            s.add(exit_)
+            if working is not None:
+                working.append(exit_)
+
+
+def _exits(account: PaperAccount, entry: PaperOrder, now: datetime) -> list[PaperOrder]:
+    """A filled entry's exits: the take-profit a limit order, the stop-loss a stop (or
+    stop-limit) order, each on the other side for what the entry filled, with its time in
+    force (a day entry's exits end with its trading day, as at Alpaca)."""
+    side = Side.SELL if entry.side == Side.BUY.value else Side.BUY
+    legs: list[tuple[OrderType, Decimal | None, Decimal | None]] = []
+    if entry.take_profit is not None:
+        legs.append((OrderType.LIMIT, entry.take_profit, None))
+    if entry.stop_loss is not None:
+        if entry.stop_loss_limit is not None:
+            legs.append((OrderType.STOP_LIMIT, entry.stop_loss_limit, entry.stop_loss))
+        else:
+            legs.append((OrderType.STOP, None, entry.stop_loss))
+    exits = []
+    for order_type, limit, stop in legs:
+        account.order_seq += 1
+        reference = limit if limit is not None else stop
+        assert reference is not None
+        exits.append(
+            PaperOrder(
+                id=f"{account.id}-{account.order_seq}",
+                account_id=account.id,
+                seq=account.order_seq,
+                client_order_id=None,
+                symbol=entry.symbol,
+                asset_class=entry.asset_class,
+                multiplier=entry.multiplier,
+                side=side.value,
+                quantity=entry.filled_quantity,
+                order_type=order_type.value,
+                time_in_force=entry.time_in_force,
+                limit_price=limit,
+                stop_price=stop,
+                reference_price=reference,
+                status=OrderStatus.OPEN.value,
+                filled_quantity=Decimal(0),
+                simulated=False,
+                parent_id=entry.id,
+                expires_at=entry.expires_at,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return exits
+
+
 def _reason(order: PaperOrder, decision: Decision) -> str:
     if decision.action is Action.EXPIRE:
         end = ends(order)
@@ -582,6 +710,7 @@ class NewOrder:
     client_order_id: str | None
     reference_price: Decimal
     expires_at: datetime | None
+    bracket: Bracket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,7 +780,15 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
                 order_state(order), p.quote, p.market.price_type, now=p.now, market_open=open_now
             )
             await apply_decision(
-                s, account, order, decision, p.quote, p.now, positions=held, flush=False
+                s,
+                account,
+                order,
+                decision,
+                p.quote,
+                p.now,
+                positions=held,
+                flush=False,
+                working=working[p.account_id],
             )
             if OrderStatus(order.status).is_final:
                 working[p.account_id].remove(order)
@@ -672,7 +809,7 @@ def _place(
         account_state(account),
         [position_state(row) for row in held.values()],
         p.marks,
-        [reservation(o) for o in working],
+        reservations(working),
     )
     position = held.get(inst.symbol)
     quantity = position.quantity if position is not None else Decimal(0)
@@ -717,6 +854,9 @@ def _place(
         status=OrderStatus.OPEN.value,
         filled_quantity=Decimal(0),
         simulated=p.quote.simulated,
+        take_profit=new.bracket.take_profit if new.bracket else None,
+        stop_loss=new.bracket.stop_loss if new.bracket else None,
+        stop_loss_limit=new.bracket.stop_loss_limit if new.bracket else None,
         expires_at=new.expires_at,
         created_at=p.now,
         updated_at=p.now,
@@ -755,7 +895,7 @@ def _taken_note(inst: Instrument, held: Decimal, taken: Decimal) -> str:
 
 async def cancel(db: Database, account_id: str, order_id: str, now: datetime) -> Order:
     async with db.transaction() as s:
-        await lock_account(s, account_id)
+        account = await lock_account(s, account_id)
         order = await s.scalar(
             select(PaperOrder)
             .where(PaperOrder.id == order_id, PaperOrder.account_id == account_id)
@@ -770,6 +910,7 @@ async def cancel(db: Database, account_id: str, order_id: str, now: datetime) ->
         order.status = OrderStatus.CANCELLED.value
         order.reject_reason = "Cancelled at your request."
         order.closed_at = order.updated_at = now
+        await _follow_bracket(s, account, order, now, None)  # a part-filled entry's exits
         return to_order(order)
 
 

@@ -544,7 +544,33 @@ async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> Non
     out = await core.trading.place(target, req, source="signal", idempotency_key="b1")
     stored = await core.trading.get_intent(out.intent.id)
     assert request_of(stored).bracket == Bracket(Decimal("210"), Decimal("190"), None)
-    # Tradecord Paper has no brackets: refused before anything is placed, with the reason.
+    # Tradecord Paper placed it: the entry, then its two exits once it filled.
+    assert stored.status == IntentStatus.FILLED, stored.error_message
+    assert await order_count(core) == 3
+
+
+async def test_brackets_are_refused_before_anything_where_the_broker_has_none(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from adapters.models import Bracket, OrderRequest, Side
+    from adapters.paper import PaperBroker
+    from adapters.symbols import asset_class_of
+
+    monkeypatch.setattr(  # as at Tradier
+        PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=False)
+    )
+    target = await core.connections.resolve(ALICE, None, "paper")
+    req = OrderRequest(
+        "AAPL",
+        Side.BUY,
+        Decimal(1),
+        asset_class=asset_class_of("AAPL"),
+        bracket=Bracket(Decimal("210"), Decimal("190"), None),
+    )
+    out = await core.trading.place(target, req, source="signal", idempotency_key="b2")
+    stored = await core.trading.get_intent(out.intent.id)
     assert stored.status == IntentStatus.REJECTED
     assert "brackets" in (stored.error_message or "")
     assert await order_count(core) == 0

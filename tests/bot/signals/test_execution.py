@@ -595,6 +595,7 @@ async def rest(
 )
 async def test_a_signal_that_places_nothing_leaves_the_open_orders_alone(
     core: Core,
+    monkeypatch: pytest.MonkeyPatch,
     held: str | None,
     sub_settings: dict[str, Any],
     signal: dict[str, Any],
@@ -602,6 +603,8 @@ async def test_a_signal_that_places_nothing_leaves_the_open_orders_alone(
 ) -> None:
     """TradersPost cancels open orders before submitting new ones: with nothing submitted, a
     protective stop (or a resting order) stays."""
+    if code == "brackets-unsupported":
+        without_brackets(monkeypatch)
     if held is not None:
         await hold(core, OWNER, "AAPL", held)
         await rest(core, OWNER, "sell", OrderType.STOP, "180", "stop")
@@ -701,7 +704,17 @@ async def test_a_reversal_does_not_count_the_position_it_closes(core: Core) -> N
 # -- brackets ---------------------------------------------------------------------------------
 
 
-async def test_brackets_are_refused_where_they_cannot_be_placed(core: Core) -> None:
+def without_brackets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tradecord Paper as a broker without brackets (Tradier) sees it."""
+    monkeypatch.setattr(
+        PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=False)
+    )
+
+
+async def test_brackets_are_refused_where_they_cannot_be_placed(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_brackets(monkeypatch)
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER)
     ex = await run(core, url, sub, action="buy", takeProfit={"percent": 10})
@@ -712,10 +725,6 @@ async def test_brackets_are_refused_where_they_cannot_be_placed(core: Core) -> N
 async def test_brackets_are_computed_from_the_entry_price(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=True)
-    )
-    monkeypatch.setattr(core.trading, "supports_brackets", True, raising=False)
     seen: list[OrderRequest] = []
     place = core.trading.place
 
@@ -752,15 +761,38 @@ async def test_brackets_are_computed_from_the_entry_price(
     }
 
 
+async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
+    core: Core,
+) -> None:
+    """TradingView alerts with takeProfit/stopLoss work on the paper account every member
+    has: the entry fills, its exits rest, and the one that fills cancels the other."""
+    core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", takeProfit={"percent": 5}, stopLoss={"amount": 4})
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry, *exits = await orders(core)
+    assert (entry.status, entry.take_profit, entry.stop_loss) == ("filled", 210, 196)
+    assert sorted((o.order_type, o.side, o.quantity, o.status) for o in exits) == [
+        ("limit", "sell", entry.quantity, "open"),
+        ("stop", "sell", entry.quantity, "open"),
+    ]
+    core.simulated_feed.set_quote("AAPL", Decimal("195.00"), Decimal("195.20"))
+    target = await core.connections.resolve(OWNER, None, "paper")
+    adapter = await core.connections.adapter_for(target.connection)
+    assert isinstance(adapter, PaperBroker)
+    await adapter.sweep()
+    by_type = {o.order_type: o.status for o in (await orders(core))[1:]}
+    assert by_type == {"limit": "cancelled", "stop": "filled"}
+    assert await position(core, OWNER, "AAPL") == 0
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reversal whose entry the broker's own checks refuse (here: no brackets on this
     account, as at Alpaca for fractional or crypto orders) sends nothing, not an exit followed
     by a refused entry reported as "not placed"."""
-    monkeypatch.setattr(
-        PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=True)
-    )
     check = PaperBroker.check_order
 
     def no_brackets_here(self: PaperBroker, account: Any, request: OrderRequest) -> None:
