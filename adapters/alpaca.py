@@ -364,6 +364,12 @@ class AlpacaAdapter(HttpBrokerAdapter):
             cancel_pending=vendor_status == "pending_cancel",
             replaced_by=_text(body.get("replaced_by")),
             replaces=_text(body.get("replaces")),
+            # Nested in the entry (its create response, and lists asked for nested orders).
+            exit_ids=tuple(
+                str(leg["id"])
+                for leg in body.get("legs") or ()
+                if isinstance(leg, Mapping) and leg.get("id")
+            ),
             info=dict(body),
         )
 

@@ -196,6 +196,10 @@ class Order:
     # Brokers whose replace makes a new order (Alpaca's PATCH) link the two by id.
     replaced_by: str | None = None  # on the old order, once replaced
     replaces: str | None = None  # on the new order
+    # A take-profit/stop-loss bracket, as far as the broker tells: on an exit, its entry; on an
+    # entry, its exits.
+    parent_id: str | None = None
+    exit_ids: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -217,6 +217,24 @@ class OrderIntent(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class BracketExit(Base):
+    """An exit of a bracket an intent placed (take-profit or stop-loss): the broker's order is
+    not an intent of its own, but its fill is the member's news, told once."""
+
+    __tablename__ = "bracket_exits"
+    __table_args__ = (UniqueConstraint("broker", "broker_order_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    intent_id: Mapped[str] = mapped_column(
+        ForeignKey("order_intents.id", ondelete="CASCADE"), index=True
+    )
+    broker: Mapped[str] = mapped_column(String(32))
+    broker_order_id: Mapped[str] = mapped_column(String(64))
+    # How it ended, once seen (a fill is told): until then it is followed like a working order.
+    notified_status: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Switch(Base):
     """A global on/off flag (the kill switch), in the database so every process obeys it."""
 

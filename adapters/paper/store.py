@@ -173,6 +173,7 @@ def to_order(row: PaperOrder) -> Order:
         created_at=row.created_at,
         updated_at=row.updated_at,
         reject_reason=row.reject_reason,
+        parent_id=row.parent_id,
         info={
             "broker": "paper",
             "simulated": row.simulated,

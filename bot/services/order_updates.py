@@ -26,7 +26,14 @@ from adapters.models import OrderStatus, OrderUpdate, Side
 from adapters.paper import SETTLEMENT_PREFIX, sweep_all
 from adapters.paper.models import PaperAccount
 from adapters.registry import get_adapter_class
-from bot.models import Connection, ConnectionStatus, IntentStatus, Member, OrderIntent
+from bot.models import (
+    BracketExit,
+    Connection,
+    ConnectionStatus,
+    IntentStatus,
+    Member,
+    OrderIntent,
+)
 from bot.services.connections import Target
 from bot.services.notify import Outgoing
 from bot.services.trading import MAX_REPLACEMENTS, SIMULATED_NOTE
@@ -119,20 +126,22 @@ class OrderUpdates:
     # -- real brokers ----------------------------------------------------------------------
 
     async def watched_connections(self) -> list[int]:
+        """Connections with working orders: intents, and the exits of their brackets."""
+        # Its tokens are refused until the member links it again (/connect makes it active and
+        # it is watched again): a watcher would only retry forever.
+        usable = (OrderIntent.broker != "paper", Connection.status != ConnectionStatus.NEEDS_REAUTH)
+        joined = select(OrderIntent.connection_id).join(
+            Connection, Connection.id == OrderIntent.connection_id
+        )
         async with self.core.db.session() as s:
             rows = await s.scalars(
-                select(OrderIntent.connection_id)
-                .join(Connection, Connection.id == OrderIntent.connection_id)
-                .where(
-                    OrderIntent.status.in_(WATCHED),
-                    OrderIntent.broker != "paper",
-                    # Its tokens are refused until the member links it again (/connect makes
-                    # it active and it is watched again): a watcher would only retry forever.
-                    Connection.status != ConnectionStatus.NEEDS_REAUTH,
+                joined.where(OrderIntent.status.in_(WATCHED), *usable).union(
+                    joined.join(BracketExit, BracketExit.intent_id == OrderIntent.id).where(
+                        BracketExit.notified_status.is_(None), *usable
+                    )
                 )
-                .distinct()
             )
-            return [int(r) for r in rows if r is not None]
+            return sorted({int(r) for r in rows if r is not None})
 
     async def supervise(self, stop: asyncio.Event) -> None:
         """Keep one watcher per connection that has working orders; stop the others."""
@@ -260,6 +269,39 @@ class OrderUpdates:
             )
         for intent in intents:
             await self._check(conn, adapter, intent)
+        async with self.core.db.session() as s:
+            exits = (
+                await s.execute(
+                    select(BracketExit.broker_order_id, OrderIntent)
+                    .join(OrderIntent, OrderIntent.id == BracketExit.intent_id)
+                    .where(
+                        OrderIntent.connection_id == conn.id,
+                        BracketExit.notified_status.is_(None),
+                    )
+                )
+            ).all()
+        for exit_id, intent in exits:
+            await self._check_exit(conn, adapter, intent, exit_id)
+
+    async def _check_exit(
+        self, conn: Connection, adapter: BrokerAdapter, intent: OrderIntent, exit_id: str
+    ) -> None:
+        """Ask the broker about a working exit of an intent's bracket (a stream gap would
+        otherwise leave its fill untold and the connection watched for ever)."""
+        account = conn.account(intent.mode)
+        if account is None or account.account_id != intent.account_id:
+            return
+        try:
+            order = await adapter.fetch_order(
+                Target(conn, account, intent.mode).ref, order_id=exit_id
+            )
+        except OrderNotFound:
+            log.info("Exit %s of intent %s not found at the broker", exit_id, intent.id)
+            return
+        update = OrderUpdate(order, "poll")
+        await asyncio.shield(
+            self.core.trading.apply_update(conn.broker, update, connection_id=conn.id)
+        )
 
     async def _check(self, conn: Connection, adapter: BrokerAdapter, intent: OrderIntent) -> None:
         """Ask the broker about one working order and apply what it says; an order replaced

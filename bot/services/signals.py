@@ -88,6 +88,7 @@ from bot.services.trading import (
     OrderInput,
     all_or_first_error,
     describe_intent,
+    exit_kind,
     hint_of,
     money,
     price_text,
@@ -771,6 +772,7 @@ class SignalService:
         self.fast = SqliteAcks(core.db) if core.db.is_sqlite else None
         core.jobs.register(JOB_SIGNAL, self._job_signal)
         core.trading.listeners.append(self._on_order_update)
+        core.trading.exit_listeners.append(self._on_exit_filled)
         core.jobs.register(JOB_APPROVED, self._job_approved)
         core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
 
@@ -2547,6 +2549,42 @@ class SignalService:
             await self._post_digest(
                 strategy.guild_id, strategy.id, digest, f"an order update of execution {ex.id}"
             )
+
+    async def _on_exit_filled(self, intent: OrderIntent, order: Order) -> None:
+        """The take-profit or stop-loss of a signal's bracket filled: the alert channel hears
+        it as it heard the entry (the trading service calls this once per exit)."""
+        extra = intent.extra if isinstance(intent.extra, dict) else {}
+        if intent.source != "signal" or "execution_id" not in extra:
+            return
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Strategy, AlertPreference)
+                    .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
+                    .join(SignalExecution, SignalExecution.signal_id == ReceivedSignal.id)
+                    .outerjoin(
+                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
+                    )
+                    .where(SignalExecution.id == int(extra["execution_id"]))
+                )
+            ).first()
+        if row is None:
+            return
+        strategy, pref = row
+        channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
+        if channel is None:
+            return
+        who = _plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
+        price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+        kind = exit_kind(order)
+        digest = ChannelDigest(channel, strategy.name)
+        digest.add(
+            f"🎯 {kind[0].upper()}{kind[1:]} filled · {who} ({intent.mode}): "
+            f"{order.side.value} {qty(order.filled_quantity)} {order.symbol}{price}"
+        )
+        await self._post_digest(
+            strategy.guild_id, strategy.id, digest, f"an exit of execution {extra['execution_id']}"
+        )
 
     async def _announce(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None

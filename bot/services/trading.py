@@ -68,9 +68,18 @@ from bot.errors import (
     PermissionDenied,
     TradecordError,
 )
-from bot.models import Connection, IntentStatus, Member, OrderIntent, Switch, new_uuid
+from bot.models import (
+    BracketExit,
+    Connection,
+    IntentStatus,
+    Member,
+    OrderIntent,
+    Switch,
+    new_uuid,
+)
 from bot.services import audit
 from bot.services.connections import Target
+from bot.services.jobs import insert_ignoring
 from bot.services.limits import (
     KILL_SWITCH,
     LIMIT_NAMES,
@@ -376,6 +385,8 @@ class TradingService:
         self.cancel_wait = 10.0
         # Called after a member was told of a change (the signals service posts channel alerts).
         self.listeners: list[Callable[[OrderIntent], Awaitable[None]]] = []
+        # Called after a member was told that an exit of their bracket filled.
+        self.exit_listeners: list[Callable[[OrderIntent, Order], Awaitable[None]]] = []
 
     # -- validation and preview ---------------------------------------------------------
 
@@ -1130,6 +1141,8 @@ class TradingService:
         return Outcome(intent, order, describe(intent, order), True, simulated)
 
     async def _apply_order(self, intent: OrderIntent, order: Order) -> None:
+        if order.exit_ids:  # a bracket's exits, named by the broker with its entry
+            await self._record_exits(intent, order.exit_ids)
         if order.status is OrderStatus.REPLACED and order.replaced_by:
             await self._follow_replacement(intent, order)
             return
@@ -1562,8 +1575,71 @@ class TradingService:
                     )
                 )
         if intent is None:
+            await self._apply_exit(broker, order, connection_id)
             return None
         return await self.apply_order_state(intent, order)
+
+    async def _apply_exit(self, broker: str, order: Order, connection_id: int | None) -> None:
+        """An order that is no intent of its own may be an exit of a bracket an intent placed.
+        Its end is stored once (compare-and-set), which also stops its watching; a fill closed
+        the member's position, so they are told."""
+        if not order.status.is_final:
+            return
+        async with self.core.db.session() as s:
+            intent = await s.scalar(
+                select(OrderIntent)
+                .join(BracketExit, BracketExit.intent_id == OrderIntent.id)
+                .where(BracketExit.broker == broker, BracketExit.broker_order_id == order.id)
+            )
+            if intent is None and order.parent_id:
+                intent = await s.scalar(
+                    select(OrderIntent).where(
+                        OrderIntent.broker == broker, OrderIntent.broker_order_id == order.parent_id
+                    )
+                )
+        if intent is None or (connection_id is not None and intent.connection_id != connection_id):
+            return
+        await self._record_exits(intent, [order.id])
+        async with self.core.db.transaction() as s:
+            won = (
+                await s.execute(
+                    update(BracketExit)
+                    .where(
+                        BracketExit.broker == broker,
+                        BracketExit.broker_order_id == order.id,
+                        BracketExit.notified_status.is_(None),
+                    )
+                    .values(notified_status=order.status.value)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        if won != 1 or order.status is not OrderStatus.FILLED:
+            return
+        notifier = self.core.notifier
+        if notifier is not None:
+            try:
+                await notifier.dm(
+                    await self._discord_id(intent),
+                    Outgoing(content=describe_exit(intent, order)),
+                )
+            except Exception:
+                log.warning("Could not tell the member about an exit of intent %s", intent.id)
+        for listener in self.exit_listeners:
+            await listener(intent, order)
+
+    async def _record_exits(self, intent: OrderIntent, exit_ids: Sequence[str]) -> None:
+        rows = [
+            {
+                "intent_id": intent.id,
+                "broker": intent.broker,
+                "broker_order_id": exit_id,
+                "created_at": self.clock(),
+            }
+            for exit_id in exit_ids
+        ]
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                insert_ignoring(self.core.db, BracketExit, rows, ["broker", "broker_order_id"])
+            )
 
     async def apply_order_state(self, intent: OrderIntent, order: Order) -> OrderIntent:
         before = (intent.status, intent.filled_quantity)
@@ -2222,6 +2298,22 @@ def describe_intent(intent: OrderIntent) -> str:
         else f"Still checking with the broker: {what}.",
     }.get(intent.status, f"{what}: {intent.status}.")
     return text
+
+
+def exit_kind(order: Order) -> str:
+    return "take-profit" if order.order_type is OrderType.LIMIT else "stop-loss"
+
+
+def describe_exit(intent: OrderIntent, order: Order) -> str:
+    """A bracket's exit filled: what closed, and which order of the member's it closed."""
+    price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+    note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
+    return (
+        f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled: the "
+        f"{exit_kind(order)} {order.side.value} {qty(order.filled_quantity)} {order.symbol}"
+        f"{price}, the exit of your {intent.side} {qty(intent.filled_quantity)} "
+        f"{intent.symbol} (intent {intent.id[:8]}).{note}"
+    )
 
 
 # How far a working order has come, for updates that may arrive out of order.

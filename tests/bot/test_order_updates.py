@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -578,5 +579,117 @@ async def test_orders_are_polled_when_the_stream_fails_before_it_is_ready(
             stop.set()
             await task
         assert attempts >= 2  # told by the poll that followed a later failed attempt
+    finally:
+        await core.close()
+
+
+async def _alpaca_bracket(
+    settings: Settings, alpaca: AlpacaEmulator
+) -> tuple[Core, RecordingNotifier, Outcome, Any]:
+    """A core with an Alpaca paper connection and a resting bracketed buy of 5 AAPL there;
+    the emulator's entry order."""
+    from adapters.models import Bracket
+
+    with_alpaca = load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_alpaca_client_id=ALPACA_CLIENT_ID,
+        tradecord_alpaca_api_url=alpaca.api_url("live"),
+        tradecord_alpaca_paper_api_url=alpaca.api_url("paper"),
+        tradecord_alpaca_data_url=alpaca.data_url,
+    )
+    [core] = await open_cores(with_alpaca, 1)
+    core.notifier = notifier = RecordingNotifier()
+    await stored_connection(
+        core,
+        MEMBER,
+        TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
+        broker="alpaca",
+        name="Alpaca",
+        settings={"environment": "paper"},
+        accounts=[
+            {
+                "mode": "paper",
+                "account_id": "PA3KX7T9QW2M",
+                "account_type": "margin",
+                "label": "paper",
+            }
+        ],
+    )
+    target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
+    req = OrderRequest(
+        "AAPL",
+        Side.BUY,
+        Decimal(5),
+        OrderType.LIMIT,
+        TimeInForce.GTC,
+        limit_price=Decimal("10"),  # far below the market: it rests, as do its exits later
+        asset_class=asset_class_of("AAPL"),
+        bracket=Bracket(Decimal("1000"), Decimal("9"), None),
+    )
+    out = await core.trading.place(target, req, source="discord", idempotency_key="br1")
+    assert out.intent.status == IntentStatus.ACCEPTED, out.message
+    return core, notifier, out, alpaca.broker.orders[out.intent.broker_order_id or ""]
+
+
+def _exit_told(out: Outcome) -> str:
+    return (
+        "📝 Paper bracket exit filled: the take-profit sell 5 AAPL at $1,000.50, the exit of "
+        f"your buy 5 AAPL (intent {out.intent.id[:8]})."
+    )
+
+
+async def test_an_alpaca_bracket_exit_filling_is_told_once_with_the_entry_it_closes(
+    settings: Settings, db: Database, alpaca: AlpacaEmulator
+) -> None:
+    """Alpaca names a bracket's exits in the entry's create response; their fills come on the
+    stream as orders of their own, which the member hears of once. Once both exits have ended
+    (one filled, the other cancelled with it) the connection is no longer watched."""
+    from bot.models import BracketExit
+
+    core, notifier, out, entry = await _alpaca_bracket(settings, alpaca)
+    try:
+        async with core.db.session() as s:
+            exits = set(await s.scalars(select(BracketExit.broker_order_id)))
+        assert exits == {leg.id for leg in entry.legs} and len(exits) == 2
+        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(updates.supervise(stop))
+        try:
+            await until(lambda: alpaca.listens_received >= 1)
+            alpaca.fill(entry.id, Decimal(5), Decimal("10"))
+            await until(lambda: any("Filled: buy 5 AAPL" in t for t in texts(notifier)))
+            assert await updates.watched_connections()  # its exits are working
+            take_profit = next(leg for leg in entry.legs if leg.type == "limit")
+            alpaca.fill(take_profit.id, Decimal(5), Decimal("1000.50"))
+            await until(lambda: any("bracket exit" in t for t in texts(notifier)))
+            async with asyncio.timeout(10):
+                while await updates.watched_connections():  # noqa: ASYNC110 - no event says
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+        assert [t for t in texts(notifier) if "bracket exit" in t] == [_exit_told(out)]
+    finally:
+        await core.close()
+
+
+async def test_an_exit_fill_the_stream_missed_is_found_by_the_poll(
+    settings: Settings, db: Database, alpaca: AlpacaEmulator
+) -> None:
+    core, notifier, out, entry = await _alpaca_bracket(settings, alpaca)
+    try:
+        alpaca.fill(entry.id, Decimal(5), Decimal("10"))
+        take_profit = next(leg for leg in entry.legs if leg.type == "limit")
+        alpaca.fill(take_profit.id, Decimal(5), Decimal("1000.50"))
+        updates = OrderUpdates(core)
+        target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
+        assert await updates.watched_connections() == [target.connection.id]
+        adapter = await core.connections.adapter_for(target.connection)
+        try:
+            await updates.poll(target.connection, adapter)
+        finally:
+            await adapter.close()
+        assert [t for t in texts(notifier) if "bracket exit" in t] == [_exit_told(out)]
+        assert await updates.watched_connections() == []
     finally:
         await core.close()

@@ -767,7 +767,12 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     """TradingView alerts with takeProfit/stopLoss work on the paper account every member
     has: the entry fills, its exits rest, and the one that fills cancels the other."""
     core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    from adapters.models import OrderUpdate
+    from adapters.paper import store
+    from bot.services.order_updates import OrderUpdates
+
     url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
     sub = await subscribe(core, url, OWNER)
     ex = await run(core, url, sub, action="buy", takeProfit={"percent": 5}, stopLoss={"amount": 4})
     assert ex.status == ExecutionStatus.FILLED, ex.reason
@@ -778,13 +783,25 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
         ("stop", "sell", entry.quantity, "open"),
     ]
     core.simulated_feed.set_quote("AAPL", Decimal("195.00"), Decimal("195.20"))
-    target = await core.connections.resolve(OWNER, None, "paper")
-    adapter = await core.connections.adapter_for(target.connection)
-    assert isinstance(adapter, PaperBroker)
-    await adapter.sweep()
+    told = len(notifier(core).dms)
+    updates = OrderUpdates(core)
+    assert await updates.sweep_paper() == 1
     by_type = {o.order_type: o.status for o in (await orders(core))[1:]}
     assert by_type == {"limit": "cancelled", "stop": "filled"}
     assert await position(core, OWNER, "AAPL") == 0
+    # The member hears that the stop-loss closed the position, and so does the channel.
+    [(uid, dm)] = notifier(core).dms[told:]
+    assert uid == OWNER
+    assert (dm.content or "").startswith(
+        "📝 Paper bracket exit filled: the stop-loss sell 1 AAPL at $195.10, the exit of "
+        "your buy 1 AAPL"
+    ), dm.content
+    post = notifier(core).posts[-1][1].content or ""
+    assert post.endswith("🎯 Stop-loss filled · A subscriber (paper): sell 1 AAPL at $195.10")
+    # Once: the same fill seen again (another sweeper, a replay) is not news.
+    [stop] = [o for o in await orders(core) if o.order_type == "stop"]
+    await core.trading.apply_update("paper", OrderUpdate(store.to_order(stop), "fill"))
+    assert len(notifier(core).dms) == told + 1
 
 
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
