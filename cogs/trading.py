@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters.models import Order, OrderStatus
+from adapters.models import Order, OrderRequest, OrderStatus
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
@@ -163,6 +163,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             f"**{r.side.value.upper()} {fmt.qty(r.quantity)} {r.symbol}** · {kind}"
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
+            + _bracket_line(r)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
         ),
         colour=fmt.mode_colour(p.target.mode),
@@ -185,6 +186,18 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def _bracket_line(r: OrderRequest) -> str:
+    b = r.bracket
+    if b is None:
+        return ""
+    exits = [
+        f"{name} {fmt.order_price(price)}"
+        for name, price in (("take-profit", b.take_profit), ("stop-loss", b.stop_loss))
+        if price is not None
+    ]
+    return f"\nBracket: {' · '.join(exits)}, placed once it fills; one cancels the other"
 
 
 def fmt_account(p: Preview) -> str:
@@ -473,6 +486,8 @@ class Trading(commands.Cog):
         time_in_force="day (default; gtc for crypto), gtc, ioc or fok",
         connection="Which connection (default: Tradecord Paper)",
         mode="paper (default) or live — live trades real money",
+        take_profit="Bracket: a limit exit at this price, placed once the order fills",
+        stop_loss="Bracket: a stop exit at this price, placed once the order fills",
     )
     @app_commands.autocomplete(connection=connection_names)
     async def trade(
@@ -487,6 +502,8 @@ class Trading(commands.Cog):
         time_in_force: Literal["day", "gtc", "ioc", "fok"] | None = None,
         connection: str | None = None,
         mode: Mode = "paper",
+        take_profit: str | None = None,
+        stop_loss: str | None = None,
     ) -> None:
         order = OrderInput(
             symbol,
@@ -498,6 +515,8 @@ class Trading(commands.Cog):
             time_in_force,
             connection,
             mode,
+            take_profit,
+            stop_loss,
         )
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True

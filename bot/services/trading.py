@@ -264,6 +264,8 @@ class OrderInput:
     time_in_force: str | None = None
     connection: str | None = None
     mode: str | None = None
+    take_profit: str | None = None  # a bracket: exits placed once the order fills
+    stop_loss: str | None = None
 
 
 @dataclass(slots=True)
@@ -445,13 +447,24 @@ class TradingService:
                 "stop_price only applies to stop and stop-limit orders; remove it or use "
                 "order_type:stop."
             )
-        for price, name in ((limit, "limit_price"), (stop, "stop_price")):
+        take_profit = parse_decimal(order.take_profit, "Take-profit")
+        stop_loss = parse_decimal(order.stop_loss, "Stop-loss")
+        prices = (
+            (limit, "limit_price"),
+            (stop, "stop_price"),
+            (take_profit, "take_profit"),
+            (stop_loss, "stop_loss"),
+        )
+        for price, name in prices:
             if price is not None and price <= 0:
                 raise InvalidInput(f"{name} must be more than zero.")
             if price is not None and price >= MAX_NUMBER:
                 raise InvalidInput(f"{name} is too large: it must be less than {MAX_NUMBER:,}.")
         default_tif = TimeInForce.GTC if asset is AssetClass.CRYPTO else TimeInForce.DAY
         tif = _enum(TimeInForce, order.time_in_force, "Time in force", default_tif)
+        bracket = None
+        if take_profit is not None or stop_loss is not None:
+            bracket = Bracket(take_profit, stop_loss)
         return OrderRequest(
             symbol=symbol,
             side=side,
@@ -461,6 +474,7 @@ class TradingService:
             limit_price=limit,
             stop_price=stop,
             asset_class=asset,
+            bracket=bracket,
         )
 
     async def preview(
@@ -485,6 +499,8 @@ class TradingService:
             )
             check_stop_side(request, quote)
             price = estimate_price(request, quote)
+            if price is not None:
+                check_bracket_side(request, price)
             if price is None:
                 # Valued at 0 it would pass every notional limit and the buying-power check.
                 no_quote = TradecordError(
@@ -521,6 +537,7 @@ class TradingService:
                     "simulated": quote.simulated,
                     # Closing (part of) a position: risk limits do not hold it back at submit.
                     "closes_position": reduces(request, held),
+                    "bracket": bracket_json(request.bracket),
                 },
             )
             await self._check_early(intent, target, adapter)
@@ -2110,6 +2127,24 @@ def check_stop_side(request: OrderRequest, quote: Quote) -> None:
         f"order_type:limit to {request.side.value} at {price_text(stop)} or "
         f"{'less' if buy else 'more'}."
     )
+
+
+def check_bracket_side(request: OrderRequest, price: Decimal) -> None:
+    """A take-profit the wrong side of the entry would fill at once, and so would such a
+    stop-loss: the bracket would only be a round trip."""
+    b = request.bracket
+    if b is None:
+        return
+    buy = request.side is Side.BUY
+    levels = (("take_profit", b.take_profit, buy), ("stop_loss", b.stop_loss, not buy))
+    for name, level, above in levels:
+        if level is not None and ((level <= price) if above else (level >= price)):
+            raise InvalidInput(
+                f"This {request.side.value} is estimated at {price_text(price)}: its {name} "
+                f"must be {'above' if above else 'below'} that, not {price_text(level)}. "
+                f"The take-profit closes at a gain ({'above' if buy else 'below'} the entry), "
+                f"the stop-loss at a limited loss ({'below' if buy else 'above'} it)."
+            )
 
 
 def stop_passed(request: OrderRequest, quote: Quote) -> Decimal | None:

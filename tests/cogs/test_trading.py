@@ -121,6 +121,38 @@ async def test_double_press_places_one_order(tradecord: Harness) -> None:
     assert any("Filled" in t for t in texts)
 
 
+async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="10", take_profit="220", stop_loss="190.5"
+    )
+    assert "Bracket: take-profit 220.00 · stop-loss 190.50, placed once it fills" in card.text()
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Filled: buy 10 AAPL" in (await done.message(timeout=10)).text()
+    orders = (await h.reply("alice", "orders")).text()
+    assert "2 open order(s)" in orders, orders
+    assert "220.00" in orders and "190.50" in orders
+    async with h.core.db.session() as s:
+        exits = (await s.scalars(select(PaperOrder).where(PaperOrder.parent_id.is_not(None)))).all()
+    assert sorted((o.order_type, o.side, o.quantity) for o in exits) == [
+        ("limit", "sell", 10),
+        ("stop", "sell", 10),
+    ]
+
+
+async def test_a_bracket_on_the_wrong_side_says_which_way(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1", take_profit="150")
+    assert "its take_profit must be above that, not $150.00" in card.text(), card.text()
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="1", stop_loss="150")
+    assert "its stop_loss must be above that, not $150.00" in card.text(), card.text()
+    card = await preview(h, "alice", symbol="AAPL", quantity="1", stop_loss="-1")
+    assert "stop_loss must be more than zero" in card.text()
+    assert await paper_orders(h) == 0
+
+
 async def test_expired_card(tradecord: Harness) -> None:
     h = tradecord
     clock = FakeClock()
