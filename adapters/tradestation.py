@@ -359,6 +359,12 @@ def map_order(o: dict[str, Any]) -> Order:
         updated_at=_ts(o.get("ClosedDateTime")) or _ts(o.get("OpenedDateTime")),
         reject_reason=o.get("RejectReason") or None,
         cancel_pending=o.get("Status") == "UCN",  # "Cancel Sent"
+        # The orders this one sends when it fills: a bracket's exits (its OSOs).
+        exit_ids=tuple(
+            str(c["OrderID"])
+            for c in o.get("ConditionalOrders") or ()
+            if isinstance(c, dict) and c.get("Relationship") == "OSO" and c.get("OrderID")
+        ),
         info=o,
     )
 

@@ -693,3 +693,53 @@ async def test_an_exit_fill_the_stream_missed_is_found_by_the_poll(
         assert await updates.watched_connections() == []
     finally:
         await core.close()
+
+
+async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watched(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """TradeStation lists a bracket's exits as the entry's OSO conditional orders."""
+    from adapters.models import Bracket
+    from bot.models import BracketExit
+
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        target = await linked_margin_account(core, ts)
+        req = OrderRequest(
+            "MSFT",
+            Side.BUY,
+            Decimal(10),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("300"),
+            asset_class=asset_class_of("MSFT"),
+            bracket=Bracket(Decimal("500"), Decimal("250")),
+        )
+        out = await core.trading.place(target, req, source="discord", idempotency_key="tsb")
+        assert out.intent.status == IntentStatus.ACCEPTED, out.message
+        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(updates.supervise(stop))
+        try:
+            await until(lambda: bool(ts.open_streams))
+            ts.fill(out.intent.broker_order_id or "", 10, "300")
+            await until(lambda: any("Filled: buy 10 MSFT" in t for t in texts(notifier)))
+            async with core.db.session() as s:
+                exits = list(await s.scalars(select(BracketExit.broker_order_id)))
+            assert len(exits) == 2, exits
+            take_profit = next(e for e in exits if ts.world.orders[e].limit_price == Decimal("500"))
+            ts.fill(take_profit, 10, "500.25")
+            await until(lambda: any("bracket exit" in t for t in texts(notifier)))
+            async with asyncio.timeout(10):
+                while await updates.watched_connections():  # noqa: ASYNC110 - no event says
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+        assert [t for t in texts(notifier) if "bracket exit" in t] == [
+            "🔴 Live bracket exit filled: the take-profit sell 10 MSFT at $500.25, the exit of "
+            f"your buy 10 MSFT (intent {out.intent.id[:8]})."
+        ]
+    finally:
+        await core.close()
