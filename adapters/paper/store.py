@@ -27,6 +27,7 @@ from adapters import symbols
 from adapters.errors import (
     BrokerError,
     InsufficientBuyingPower,
+    InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
 )
@@ -557,11 +558,78 @@ async def apply_decision(
     (``positions``: see ``book_fill``; ``flush=False`` leaves the flush to the caller;
     ``working``: the account's open orders, kept up to date with a bracket's exits)."""
     update_ = await _decide(s, account, order, decision, quote, now, positions, flush)
-    if update_ is not None and update_.order.status.is_final:
+    if update_ is None:
+        return None
+    if update_.fill_quantity and order.parent_id is None:
+        await _fit_exits(s, order, now, positions, working)
+    if update_.order.status.is_final:
         await _follow_bracket(s, account, order, now, working)
-        if flush:
-            await s.flush()
+    if flush:
+        await s.flush()
     return update_
+
+
+async def _fit_exits(
+    s: AsyncSession,
+    order: PaperOrder,
+    now: datetime,
+    positions: dict[str, PaperPosition] | None,
+    working: list[PaperOrder] | None,
+) -> None:
+    """After another order traded the symbol: a bracket's exits never close more than the
+    position holds, so closing it by hand cannot leave an exit that would later open one the
+    other way. An exit is cut to what is left, or cancelled once nothing is."""
+    if working is not None:
+        exits = [o for o in working if o.parent_id is not None and o.symbol == order.symbol]
+    else:
+        exits = list(
+            await s.scalars(
+                select(PaperOrder)
+                .where(
+                    PaperOrder.account_id == order.account_id,
+                    PaperOrder.symbol == order.symbol,
+                    PaperOrder.parent_id.is_not(None),
+                    PaperOrder.status.in_(OPEN_STATUSES),
+                )
+                .with_for_update()
+            )
+        )
+    if not exits:
+        return
+    if positions is not None:
+        row = positions.get(order.symbol)
+    else:
+        row = await s.scalar(
+            select(PaperPosition).where(
+                PaperPosition.account_id == order.account_id,
+                PaperPosition.symbol == order.symbol,
+            )
+        )
+    held = row.quantity if row is not None else Decimal(0)
+    groups: dict[str | None, list[PaperOrder]] = {}
+    for exit_ in sorted(exits, key=lambda o: o.seq):  # the oldest brackets keep their exits
+        groups.setdefault(exit_.parent_id, []).append(exit_)
+    left = abs(held)
+    for group in groups.values():
+        closes = held > 0 if group[0].side == Side.SELL.value else held < 0
+        wanted = max(o.quantity - o.filled_quantity for o in group)  # one or the other fills
+        given = min(wanted, left) if closes else Decimal(0)
+        left -= given
+        if given == wanted:
+            continue
+        for exit_ in group:
+            exit_.updated_at = now
+            if given > 0:
+                exit_.quantity = exit_.filled_quantity + given
+                continue
+            exit_.status = OrderStatus.CANCELLED.value
+            exit_.reject_reason = (
+                f"Cancelled: order {order.id} closed the {order.symbol} position this exit "
+                "was to close."
+            )
+            exit_.closed_at = now
+            if working is not None:
+                working.remove(exit_)
 
 
 async def _decide(
@@ -803,17 +871,24 @@ def _place(
     held: Mapping[str, PaperPosition],
     working: list[PaperOrder],
     p: Placement,
-) -> PaperOrder | InsufficientBuyingPower:
+) -> PaperOrder | BrokerError:
     """The new order's row, after the buying power check."""
     new, inst = p.new, p.new.instrument
+    position = held.get(inst.symbol)
+    quantity = position.quantity if position is not None else Decimal(0)
+    if new.bracket is not None and engine.closing_quantity(quantity, new.side, new.quantity):
+        # Its exits would be on the side of the position it closes, adding to it.
+        return InvalidOrder(
+            f"A take-profit/stop-loss bracket needs an order that opens a position, and this "
+            f"{new.side.value} closes (part of) your {plain(quantity)} {inst.symbol}. Close it "
+            "without a bracket, then place the bracketed order."
+        )
     valuation = engine.value_account(
         account_state(account),
         [position_state(row) for row in held.values()],
         p.marks,
         reservations(working),
     )
-    position = held.get(inst.symbol)
-    quantity = position.quantity if position is not None else Decimal(0)
     # What older open orders already close is not this order's to close again.
     taken = valuation.closing.get(inst.symbol, Decimal(0))
     need = engine.order_requirement(

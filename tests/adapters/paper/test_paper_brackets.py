@@ -3,11 +3,15 @@ one cancels the other, and buying power counts them once."""
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from adapters.errors import InvalidOrder
+from adapters.errors import InsufficientBuyingPower, InvalidOrder
 from adapters.models import (
     AccountRef,
     Bracket,
@@ -21,11 +25,12 @@ from adapters.models import (
 from adapters.paper import PaperBroker, SimulatedFeed
 from bot.db import Database
 
-from .conftest import stored_residual
+from .conftest import new_paper_connection, stored_residual
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*drops timezone information:DeprecationWarning")
 D = Decimal
 BUY, SELL = Side.BUY, Side.SELL
+_MEMBERS = itertools.count()
 
 
 def bracket_req(
@@ -180,3 +185,132 @@ async def test_a_bracket_that_cannot_work_is_refused_with_what_to_fix(
         await broker.create_order(ref, request_)
     assert message in str(e.value)
     assert await broker.fetch_orders(ref) == []
+
+
+def plain_req(side: Side, qty: int, limit: str | None = None) -> OrderRequest:
+    order_type = OrderType.LIMIT if limit else OrderType.MARKET
+    return OrderRequest(
+        "AAPL", side, D(qty), order_type, TimeInForce.GTC, limit_price=D(limit) if limit else None
+    )
+
+
+async def test_closing_the_position_by_hand_cancels_its_exits(
+    db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """Else the take-profit would later sell shares no longer held: a short nobody asked for."""
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    await broker.create_order(ref, bracket_req(BUY, 10, tp="220", sl="190"))
+    closing = await broker.create_order(ref, plain_req(SELL, 10))
+    assert closing.status is OrderStatus.FILLED
+    assert await broker.fetch_open_orders(ref) == []
+    cancelled = [o for o in await broker.fetch_orders(ref) if o.info["parent_id"]]
+    assert {o.status for o in cancelled} == {OrderStatus.CANCELLED} and len(cancelled) == 2
+    assert f"order {closing.id} closed the AAPL position" in (cancelled[0].reject_reason or "")
+    feed.set_quote("AAPL", D("230.00"), D("230.00"))
+    assert await broker.sweep() == []
+    assert await broker.fetch_positions(ref) == []
+    assert await stored_residual(db, ref.id) == 0
+
+
+async def test_a_resting_sell_of_part_of_the_position_cuts_its_exits_to_what_is_left(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    await broker.create_order(ref, bracket_req(BUY, 10, tp="220", sl="190"))
+    await broker.create_order(ref, plain_req(SELL, 4, limit="205"))
+    feed.set_quote("AAPL", D("206.00"), D("206.00"))
+    [sold] = await broker.sweep()
+    assert sold.order.quantity == 4 and sold.order.status is OrderStatus.FILLED
+    assert sorted(o.quantity for o in await broker.fetch_open_orders(ref)) == [D(6), D(6)]
+    feed.set_quote("AAPL", D("221.00"), D("221.00"))
+    [take_profit] = await broker.sweep()
+    assert take_profit.fill_quantity == 6
+    assert await broker.fetch_positions(ref) == []
+    assert await broker.fetch_open_orders(ref) == []
+
+
+async def test_the_oldest_bracket_keeps_its_exits_when_the_position_shrinks(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    first = await broker.create_order(ref, bracket_req(BUY, 10, tp="220"))
+    second = await broker.create_order(ref, bracket_req(BUY, 5, tp="230"))
+    await broker.create_order(ref, plain_req(SELL, 10))
+    [kept] = await broker.fetch_open_orders(ref)
+    assert (kept.info["parent_id"], kept.quantity) == (first.id, D(5))
+    [gone] = [o for o in await broker.fetch_orders(ref) if o.info["parent_id"] == second.id]
+    assert gone.status is OrderStatus.CANCELLED
+
+
+async def test_a_bracket_on_an_order_that_closes_is_refused(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """Its exits would sit on the side of the position it closes: a buy take-profit below a
+    long's price would buy more."""
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    await broker.create_order(ref, plain_req(BUY, 10))
+    with pytest.raises(InvalidOrder) as e:
+        await broker.create_order(ref, bracket_req(SELL, 5, tp="180", sl="210"))
+    assert "closes (part of) your 10 AAPL" in str(e.value)
+    assert [p.quantity for p in await broker.fetch_positions(ref)] == [D(10)]
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> list[tuple[str, Side, int, int]]:
+    """Moves of the price (in whole dollars) and orders: a bracketed entry, or a market order
+    by hand, of 1 to 10 shares."""
+    kinds = st.sampled_from(["bracket", "market", "move"])
+    return draw(
+        st.lists(
+            st.tuples(kinds, st.sampled_from(Side), st.integers(1, 10), st.integers(-15, 15)),
+            min_size=1,
+            max_size=14,
+        )
+    )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(script=steps())
+async def test_exits_never_close_more_than_the_position_and_money_is_kept(
+    db: Database, make_broker: Any, script: list[tuple[str, Side, int, int]]
+) -> None:
+    """Whatever brackets, hand trades and price moves come, a bracket's exits close at most
+    what is held (one of each OCO pair counting), never stand on the opening side, and no
+    money is made or lost beyond the fills."""
+    member = 5000 + next(_MEMBERS)  # a fresh account per example
+    broker = make_broker(connection_id=await new_paper_connection(db, member))
+    [account] = await broker.fetch_accounts()
+    ref = account.ref()
+    feed = broker.quote_source
+    price = D(200)
+    feed.set_quote("AAPL", price, price)
+    for kind, side, qty, move in script:
+        if kind == "move":
+            price = max(D(20), price + move)
+            feed.set_quote("AAPL", price, price)
+            await broker.sweep()
+            continue
+        up = 1 if side is BUY else -1
+        request = (
+            bracket_req(side, qty, tp=str(price + up * 10), sl=str(price - up * 10))
+            if kind == "bracket"
+            else plain_req(side, qty)
+        )
+        try:
+            await broker.create_order(ref, request)
+        except (InvalidOrder, InsufficientBuyingPower):
+            pass
+        held = sum((p.quantity for p in await broker.fetch_positions(ref)), D(0))
+        groups: dict[str, D] = {}
+        for o in await broker.fetch_open_orders(ref):
+            parent = o.info["parent_id"]
+            if parent is None:
+                continue
+            assert (o.side is SELL) == (held > 0), (o, held)
+            groups[parent] = max(groups.get(parent, D(0)), o.remaining_quantity)
+        assert sum(groups.values(), D(0)) <= abs(held)
+        assert await stored_residual(db, ref.id) == 0
