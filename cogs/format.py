@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import discord
 
-from adapters.models import Order, Position
+from adapters.models import Order, OrderType, Position
 from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
 
 PAGE_ROWS = 15
@@ -106,13 +106,21 @@ def order_rows(orders: Sequence[Order]) -> list[list[str]]:
                 o.side.value,
                 o.symbol,
                 filled,
-                o.order_type.value,
+                _kind(o),
                 at,
                 o.time_in_force.value,
                 "cancel requested" if o.cancel_pending else o.status.value.replace("_", " "),
             ]
         )
     return rows
+
+
+def _kind(o: Order) -> str:
+    """The order type; a bracket's exit says which one it is (TP take-profit, SL stop-loss)."""
+    kind = o.order_type.value
+    if o.parent_id is None:
+        return kind
+    return f"TP {kind}" if o.order_type is OrderType.LIMIT else f"SL {kind}"
 
 
 ORDER_HEADERS = ["Id", "Side", "Symbol", "Filled", "Type", "Price", "TIF", "Status"]

@@ -132,7 +132,8 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     assert "Filled: buy 10 AAPL" in (await done.message(timeout=10)).text()
     orders = (await h.reply("alice", "orders")).text()
     assert "2 open order(s)" in orders, orders
-    assert "220.00" in orders and "190.50" in orders
+    assert "TP limit" in orders and "220.00" in orders
+    assert "SL stop" in orders and "190.50" in orders
     async with h.core.db.session() as s:
         exits = (await s.scalars(select(PaperOrder).where(PaperOrder.parent_id.is_not(None)))).all()
     assert sorted((o.order_type, o.side, o.quantity) for o in exits) == [
