@@ -2289,17 +2289,35 @@ def qty(value: Decimal) -> str:
 
 def describe(intent: OrderIntent, order: Order) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+    bracket = _bracket_note(intent, order.status)
     if order.status is OrderStatus.FILLED:
         price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
-        return f"Filled: {what}{price}."
+        return f"Filled: {what}{price}.{bracket}"
     if order.status is OrderStatus.PARTIALLY_FILLED:
-        return f"Partly filled: {qty(order.filled_quantity)} of {what}."
+        return f"Partly filled: {qty(order.filled_quantity)} of {what}.{bracket}"
     if order.status is OrderStatus.REJECTED:
         return f"Rejected: {what}. {order.reject_reason or ''}".strip()
     if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
         ended = order.status.value.capitalize()
         return _ended(ended, what, order.filled_quantity, order.average_fill_price)
-    return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, working)."
+    return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, working).{bracket}"
+
+
+def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
+    """What a bracketed order's exits do now: wait for it to fill, or work."""
+    bracket = bracket_of((intent.extra or {}).get("bracket"))
+    if bracket is None:
+        return ""
+    exits = " · ".join(
+        f"{name} {price_text(price)}"
+        for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
+        if price is not None
+    )
+    if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED, IntentStatus.FILLED):
+        return f" Its exits are working: {exits} (one cancels the other)."
+    if status in (OrderStatus.OPEN, OrderStatus.PENDING, IntentStatus.ACCEPTED):
+        return f" Its exits ({exits}) are placed once it fills."
+    return ""
 
 
 def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -> str:
@@ -2332,7 +2350,7 @@ def describe_intent(intent: OrderIntent) -> str:
         if intent.error_code == ACCOUNT_CHANGED
         else f"Still checking with the broker: {what}.",
     }.get(intent.status, f"{what}: {intent.status}.")
-    return text
+    return text + _bracket_note(intent, intent.status)
 
 
 def exit_kind(order: Order) -> str:

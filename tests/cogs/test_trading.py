@@ -129,7 +129,9 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     )
     assert "Bracket: take-profit 220.00 · stop-loss 190.50, placed once it fills" in card.text()
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
-    assert "Filled: buy 10 AAPL" in (await done.message(timeout=10)).text()
+    result = (await done.message(timeout=10)).text()
+    assert "Filled: buy 10 AAPL" in result
+    assert "Its exits are working: take-profit $220.00 · stop-loss $190.50" in result, result
     orders = (await h.reply("alice", "orders")).text()
     assert "2 open order(s)" in orders, orders
     assert "TP limit" in orders and "220.00" in orders
