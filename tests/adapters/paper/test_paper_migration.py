@@ -1,4 +1,4 @@
-"""Migration 0002 applies after 0001 and reverses cleanly, on SQLite and PostgreSQL."""
+"""Paper migrations apply and reverse cleanly, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -32,5 +32,31 @@ async def test_paper_migration_up_down_up(empty_database_url: str) -> None:
             )
         await db.upgrade()
         assert await db.current_revision() is not None
+    finally:
+        await db.close()
+
+
+async def test_bracket_migrations_reverse_cleanly(empty_database_url: str) -> None:
+    """0011 (an entry's bracket, its exits' parent) and 0012 (the exits an intent placed)."""
+
+    def columns(c: Connection) -> set[str]:
+        return {col["name"] for col in inspect(c).get_columns("paper_orders")}
+
+    def tables(c: Connection) -> set[str]:
+        return set(inspect(c).get_table_names())
+
+    bracket = {"take_profit", "stop_loss", "stop_loss_limit", "parent_id"}
+    db = Database(empty_database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0012")
+            assert bracket <= await conn.run_sync(columns)
+            assert "bracket_exits" in await conn.run_sync(tables)
+            await conn.run_sync(_migrate, empty_database_url, "downgrade", "0010")
+            assert not bracket & await conn.run_sync(columns)
+            assert "bracket_exits" not in await conn.run_sync(tables)
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            assert bracket <= await conn.run_sync(columns)
     finally:
         await db.close()
