@@ -804,6 +804,23 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     assert len(notifier(core).dms) == told + 1
 
 
+async def test_an_exit_signal_after_a_bracketed_entry_leaves_no_exit_working(core: Core) -> None:
+    """TradersPost cancels the ticker's open orders before the exit: the bracket's take-profit
+    and stop-loss go with it, and nothing is left to open a position later."""
+    core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    entry = await run(
+        core, url, sub, action="buy", takeProfit={"percent": 5}, stopLoss={"percent": 5}
+    )
+    assert entry.status == ExecutionStatus.FILLED, entry.reason
+    assert len([o for o in await orders(core) if o.status == "open"]) == 2
+    done = await run(core, url, sub, action="exit")
+    assert done.status == ExecutionStatus.FILLED, done.reason
+    assert await position(core, OWNER, "AAPL") == 0
+    assert [o for o in await orders(core) if o.status == "open"] == []
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
