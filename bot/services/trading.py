@@ -2313,10 +2313,16 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
         for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
         if price is not None
     )
-    if status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED, IntentStatus.FILLED):
-        return f" Its exits are working: {exits} (one cancels the other)."
-    if status in (OrderStatus.OPEN, OrderStatus.PENDING, IntentStatus.ACCEPTED):
-        return f" Its exits ({exits}) are placed once it fills."
+    if status == OrderStatus.FILLED:  # the same word for an intent
+        both = bracket.take_profit is not None and bracket.stop_loss is not None
+        return f" Its exits are working: {exits}{' (one cancels the other)' if both else ''}."
+    if status in (
+        OrderStatus.OPEN,
+        OrderStatus.PENDING,
+        OrderStatus.PARTIALLY_FILLED,
+        IntentStatus.ACCEPTED,
+    ):
+        return f" Its exits ({exits}) are placed once it has filled."
     return ""
 
 

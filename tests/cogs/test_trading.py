@@ -144,6 +144,25 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     ]
 
 
+async def test_a_resting_bracketed_order_says_its_exits_wait_for_the_fill(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h,
+        "alice",
+        symbol="AAPL",
+        quantity="1",
+        order_type="limit",
+        limit_price="150",
+        take_profit="170",
+    )
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    result = (await done.message(timeout=10)).text()
+    assert "Its exits (take-profit $170.00) are placed once it has filled." in result, result
+
+
 async def test_a_bracket_on_the_wrong_side_says_which_way(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
