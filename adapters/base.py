@@ -74,7 +74,7 @@ class RateLimit:
 @dataclass(frozen=True)
 class Capabilities:
     asset_classes: Mapping[AccountType, frozenset[AssetClass]]
-    order_types: frozenset[OrderType] = frozenset(OrderType)
+    order_types: frozenset[OrderType] = frozenset(OrderType) - {OrderType.TRAILING_STOP}
     # Narrower order types for some asset classes (Alpaca crypto: market, limit, stop_limit).
     order_types_by_asset: Mapping[AssetClass, frozenset[OrderType]] = field(default_factory=dict)
     time_in_force: Mapping[AssetClass, frozenset[TimeInForce]] = field(default_factory=dict)

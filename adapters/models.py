@@ -41,6 +41,9 @@ class OrderType(StrEnum):
     LIMIT = "limit"
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
+    # A stop that follows the price: trail_amount or trail_percent away from the best price
+    # since it was placed (the highest for a sell, the lowest for a buy).
+    TRAILING_STOP = "trailing_stop"
 
 
 class TimeInForce(StrEnum):
@@ -160,6 +163,8 @@ class OrderRequest:
     client_order_id: str | None = None
     asset_class: AssetClass | None = None
     bracket: Bracket | None = None
+    trail_amount: Decimal | None = None  # a trailing stop: one of these two
+    trail_percent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -403,7 +403,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
             # Crypto accounts answer "Request not supported for account type." to the API.
             AccountType.CRYPTO: frozenset(),
         },
-        order_types=frozenset(OrderType),
+        order_types=frozenset(OrderType) - {OrderType.TRAILING_STOP},
         time_in_force={AssetClass.EQUITY: _ALL_TIF, AssetClass.FUTURE: _ALL_TIF},
         fractional=frozenset(),
         brackets=True,

@@ -193,7 +193,7 @@ class TradierAdapter(HttpBrokerAdapter):
             AccountType.CASH: frozenset({AssetClass.EQUITY}),
             AccountType.MARGIN: frozenset({AssetClass.EQUITY}),
         },
-        order_types=frozenset(OrderType),
+        order_types=frozenset(OrderType) - {OrderType.TRAILING_STOP},
         # Tradier durations are day, gtc, pre and post: no IOC or FOK.
         time_in_force={AssetClass.EQUITY: frozenset({TimeInForce.DAY, TimeInForce.GTC})},
         fractional=frozenset(),

@@ -372,6 +372,18 @@ class PaperBroker(BrokerAdapter):
                 "GTC order, which rests until the open."
             )
         quote = await self.quote_source.fetch_quote(inst.symbol)
+        stop_price, watermark = request.stop_price, None
+        if request.order_type is OrderType.TRAILING_STOP:
+            watermark = engine.trigger_price(quote, request.side, self.market.price_type)
+            watermark = watermark or engine.mark_price(quote)
+            if watermark is None:
+                raise BrokerUnavailable(
+                    f"No price is available for {inst.symbol} right now, and a trailing stop "
+                    "starts from one. Try again in a moment."
+                )
+            stop_price = engine.trailing_stop(
+                request.side, watermark, request.trail_amount, request.trail_percent
+            )
         new = store.NewOrder(
             instrument=inst,
             side=request.side,
@@ -379,15 +391,18 @@ class PaperBroker(BrokerAdapter):
             order_type=request.order_type,
             time_in_force=request.time_in_force,
             limit_price=request.limit_price,
-            stop_price=request.stop_price,
+            stop_price=stop_price,
             client_order_id=request.client_order_id,
-            reference_price=self._reference_price(request, inst, quote),
+            reference_price=stop_price or self._reference_price(request, inst, quote),
             expires_at=(
                 day_order_expiry(inst.asset_class, now, hours)
                 if request.time_in_force is TimeInForce.DAY
                 else None
             ),
             bracket=request.bracket,
+            trail_amount=request.trail_amount,
+            trail_percent=request.trail_percent,
+            watermark=watermark,
         )
         if request.bracket is not None:
             check_bracket_sides(request, inst, new.reference_price)
@@ -548,7 +563,10 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
             )
         if price is not None:
             _check_price(label, price, inst)
-    if request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) and needs_stop:
+    _check_trail(request, inst)
+    if request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) and (
+        needs_stop or request.order_type is OrderType.TRAILING_STOP
+    ):
         raise InvalidOrder(
             f"{request.time_in_force.upper()} works with market and limit orders only; a stop "
             "has to wait for its price, so use day or GTC."
@@ -570,6 +588,25 @@ def _check_price(label: str, price: Decimal, inst: Instrument) -> None:
             f"{inst.symbol} trades in ticks of {inst.tick}; {price} is not a multiple. "
             f"Use for example {(price // inst.tick) * inst.tick}."
         )
+
+
+def _check_trail(request: OrderRequest, inst: Instrument) -> None:
+    amount, percent = request.trail_amount, request.trail_percent
+    if request.order_type is not OrderType.TRAILING_STOP:
+        if amount is not None or percent is not None:
+            raise InvalidOrder(
+                "trail_amount and trail_percent are for trailing-stop orders only; remove them "
+                "or use order type trailing_stop."
+            )
+        return
+    if (amount is None) == (percent is None):
+        raise InvalidOrder(
+            "A trailing stop trails by an amount or by a percent: give exactly one of the two."
+        )
+    if amount is not None:
+        _check_price("trail amount", amount, inst)
+    if percent is not None and not (0 < percent < 100):
+        raise InvalidOrder(f"The trail percent must be between 0 and 100, not {percent}.")
 
 
 def _check_bracket(request: OrderRequest, inst: Instrument) -> None:

@@ -345,6 +345,9 @@ class OrderState:
     filled_quantity: Decimal = ZERO
     triggered: bool = False
     expires_at: datetime | None = None
+    trail_amount: Decimal | None = None
+    trail_percent: Decimal | None = None
+    watermark: Decimal | None = None  # a trailing stop's best price so far
 
     @property
     def remaining(self) -> Decimal:
@@ -353,6 +356,10 @@ class OrderState:
     @property
     def has_stop(self) -> bool:
         return self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+
+    @property
+    def trails(self) -> bool:
+        return self.order_type is OrderType.TRAILING_STOP
 
     @property
     def has_limit(self) -> bool:
@@ -365,6 +372,7 @@ class OrderState:
 
 class Action(StrEnum):
     WAIT = "wait"  # nothing changes
+    TRAIL = "trail"  # a trailing stop's best price moved, and its stop with it
     TRIGGER = "trigger"  # the stop triggered; the order keeps working as market/limit
     FILL = "fill"
     CANCEL = "cancel"  # ioc/fok that could not fill at once
@@ -378,6 +386,8 @@ class Decision:
     quantity: Decimal | None = None
     triggered_now: bool = False
     reason: str | None = None
+    watermark: Decimal | None = None  # a trailing stop's, as of this quote
+    stop_price: Decimal | None = None
 
 
 def executable_price(quote: Quote, side: Side, price_type: PriceType) -> Decimal | None:
@@ -415,6 +425,21 @@ def stop_reached(order: OrderState, quote: Quote, price_type: PriceType) -> bool
     return price >= order.stop_price if order.side is Side.BUY else price <= order.stop_price
 
 
+def trailing_stop(
+    side: Side, watermark: Decimal, amount: Decimal | None, percent: Decimal | None
+) -> Decimal:
+    """A trailing stop's stop price: ``amount`` or ``percent`` below the highest price seen
+    for a sell, above the lowest for a buy."""
+    with localcontext(_EXACT):
+        if amount is not None:
+            offset = amount
+        else:
+            assert percent is not None
+            offset = watermark * percent / 100
+        stop = watermark - offset if side is Side.SELL else watermark + offset
+        return plain(max(stop, ZERO).quantize(PRICE_Q))
+
+
 def marketable(order: OrderState, price: Decimal) -> bool:
     if not order.has_limit:
         return True
@@ -446,7 +471,22 @@ def decide(
     if quote is None:
         return stay("no quote was available")
     triggered_now = False
-    if order.has_stop and not order.triggered:
+    moved: dict[str, Decimal] = {}
+    if order.trails and not order.triggered:
+        seen = trigger_price(quote, order.side, price_type)
+        if seen is None:
+            return stay(f"the quote had no {price_type} price")
+        mark = order.watermark if order.watermark is not None else seen
+        mark = max(mark, seen) if order.side is Side.SELL else min(mark, seen)
+        stop = trailing_stop(order.side, mark, order.trail_amount, order.trail_percent)
+        if mark != order.watermark:
+            moved = {"watermark": mark, "stop_price": stop}
+        if (seen > stop) if order.side is Side.SELL else (seen < stop):
+            if moved:
+                return Decision(Action.TRAIL, **moved)
+            return stay("the trailing stop was not reached")
+        triggered_now = True
+    elif order.has_stop and not order.triggered:
         if not stop_reached(order, quote, price_type):
             return stay("the stop price was not reached")
         triggered_now = True
@@ -455,4 +495,6 @@ def decide(
         return stay(f"the quote had no {price_type} price", triggered_now)
     if not marketable(order, price):
         return stay(f"the limit price was not reached ({price_type} price {price})", triggered_now)
-    return Decision(Action.FILL, price=price, quantity=order.remaining, triggered_now=triggered_now)
+    return Decision(
+        Action.FILL, price=price, quantity=order.remaining, triggered_now=triggered_now, **moved
+    )

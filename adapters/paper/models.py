@@ -98,6 +98,10 @@ class PaperOrder(Base):
     stop_loss_limit: Mapped[Decimal | None] = mapped_column()
     # On an exit of a bracket: its entry. The exits of one entry cancel each other.
     parent_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # A trailing stop: how far it trails, and the best price seen (stop_price follows it).
+    trail_amount: Mapped[Decimal | None] = mapped_column()
+    trail_percent: Mapped[Decimal | None] = mapped_column()
+    watermark: Mapped[Decimal | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()

@@ -112,6 +112,9 @@ def order_state(row: PaperOrder) -> engine.OrderState:
         row.filled_quantity,
         row.triggered_at is not None,
         ends(row),
+        row.trail_amount,
+        row.trail_percent,
+        row.watermark,
     )
 
 
@@ -187,6 +190,9 @@ def to_order(row: PaperOrder) -> Order:
             "stop_loss": plain_or_none(row.stop_loss),
             "stop_loss_limit": plain_or_none(row.stop_loss_limit),
             "parent_id": row.parent_id,
+            "trail_amount": plain_or_none(row.trail_amount),
+            "trail_percent": plain_or_none(row.trail_percent),
+            "watermark": plain_or_none(row.watermark),
         },
     )
 
@@ -642,6 +648,9 @@ async def _decide(
     positions: dict[str, PaperPosition] | None,
     flush: bool,
 ) -> OrderUpdate | None:
+    if decision.watermark is not None:  # a trailing stop followed the price
+        order.watermark, order.stop_price = decision.watermark, decision.stop_price
+        order.updated_at = now
     if decision.triggered_now:
         order.triggered_at, order.updated_at = now, now
     match decision.action:
@@ -780,6 +789,9 @@ class NewOrder:
     reference_price: Decimal
     expires_at: datetime | None
     bracket: Bracket | None = None
+    trail_amount: Decimal | None = None  # a trailing stop; stop_price is its first stop
+    trail_percent: Decimal | None = None
+    watermark: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -933,6 +945,9 @@ def _place(
         take_profit=new.bracket.take_profit if new.bracket else None,
         stop_loss=new.bracket.stop_loss if new.bracket else None,
         stop_loss_limit=new.bracket.stop_loss_limit if new.bracket else None,
+        trail_amount=new.trail_amount,
+        trail_percent=new.trail_percent,
+        watermark=new.watermark,
         expires_at=new.expires_at,
         created_at=p.now,
         updated_at=p.now,
