@@ -74,14 +74,14 @@ from adapters.registry import register
 
 log = logging.getLogger("tradecord.adapters.alpaca")
 
-ALL_TYPES = frozenset({OrderType.MARKET, OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT})
+ALL_TYPES = frozenset(OrderType)
 
 ORDER_TYPES = {
     "market": OrderType.MARKET,
     "limit": OrderType.LIMIT,
     "stop": OrderType.STOP,
     "stop_limit": OrderType.STOP_LIMIT,
-    "trailing_stop": OrderType.STOP,  # placed elsewhere (Alpaca's site); a moving stop
+    "trailing_stop": OrderType.TRAILING_STOP,  # stop_price is where it stands now (hwm)
 }
 TIME_IN_FORCE = {
     "day": TimeInForce.DAY,
@@ -248,6 +248,13 @@ class AlpacaAdapter(HttpBrokerAdapter):
             request.stop_price is None
         ):
             raise InvalidOrder(f"A {_words(request.order_type)} order needs a stop price.")
+        if request.order_type is OrderType.TRAILING_STOP:
+            if (request.trail_amount is None) == (request.trail_percent is None):
+                raise InvalidOrder(
+                    "A trailing stop needs a trail price or a trail percent: one of the two."
+                )
+            if request.time_in_force not in (TimeInForce.DAY, TimeInForce.GTC):
+                raise InvalidOrder("Alpaca takes trailing stops as day or gtc orders.")
         if request.client_order_id is not None and not re.fullmatch(
             r"[A-Za-z0-9_\-]{1,128}", request.client_order_id
         ):
@@ -743,6 +750,10 @@ class AlpacaAdapter(HttpBrokerAdapter):
             body["limit_price"] = vendor_number(request.limit_price)
         if request.stop_price is not None:
             body["stop_price"] = vendor_number(request.stop_price)
+        if request.trail_amount is not None:
+            body["trail_price"] = vendor_number(request.trail_amount)
+        if request.trail_percent is not None:
+            body["trail_percent"] = vendor_number(request.trail_percent)
         b = request.bracket
         if b is not None:
             # Both exits: a bracket; one exit: one-triggers-other.

@@ -6,8 +6,9 @@ Pure: no I/O, no clock, no strategy settings (the webhook checks those: allowed 
 hook's maximum quantity, signal age). Rules:
 
 - Every field of the format is validated; a field Tradecord does not act on yet (trailing
-  stops, options, extended hours, opening/closing auction orders, risk-sized quantities) is
-  refused with its own code instead of being dropped into a different order.
+  stop-losses in brackets, options, extended hours, opening/closing auction orders,
+  risk-sized quantities) is refused with its own code instead of being dropped into a
+  different order.
 - Fields outside the format are ignored, as TradersPost does.
 - Numbers may come as JSON numbers or as numeric strings, because TradingView placeholders are
   often quoted (``"quantity": "{{strategy.order.contracts}}"``).
@@ -130,6 +131,8 @@ class Signal:
     signal_price: Decimal | None = None
     take_profit: TakeProfit | None = None
     stop_loss: StopLoss | None = None
+    trail_amount: Decimal | None = None  # orderType trailing_stop: one of these two
+    trail_percent: Decimal | None = None
     cancel: bool | None = None
     time: datetime | None = None
     test: bool = False
@@ -163,6 +166,8 @@ class Signal:
             "orderType": self.order_type.value if self.order_type else None,
             "limitPrice": num(self.limit_price),
             "stopPrice": num(self.stop_price),
+            "trailAmount": num(self.trail_amount),
+            "trailPercent": num(self.trail_percent),
             "timeInForce": self.time_in_force.value if self.time_in_force else None,
             "price": num(self.price),
             "signalPrice": num(self.signal_price),
@@ -206,6 +211,8 @@ class Signal:
             order_type=OrderType(r["orderType"]) if r.get("orderType") else None,
             limit_price=num(r.get("limitPrice")),
             stop_price=num(r.get("stopPrice")),
+            trail_amount=num(r.get("trailAmount")),
+            trail_percent=num(r.get("trailPercent")),
             time_in_force=TimeInForce(r["timeInForce"]) if r.get("timeInForce") else None,
             price=num(r.get("price")),
             signal_price=num(r.get("signalPrice")),
@@ -349,6 +356,23 @@ def _parse(obj: Any) -> Signal:
             "stopPrice applies to orderType stop or stop_limit. "
             "Add the orderType, or remove stopPrice.",
         )
+    trail_amount = _price(obj, "trailAmount", "invalid-trailing-stop")
+    trail_percent = _price(obj, "trailPercent", "invalid-trailing-stop")
+    if effective is OrderType.TRAILING_STOP:
+        if (trail_amount is None) == (trail_percent is None):
+            raise _Refused(
+                "invalid-trailing-stop",
+                "A trailing_stop order needs trailAmount or trailPercent: exactly one of the "
+                "two.",
+            )
+        if trail_percent is not None and trail_percent >= 100:
+            raise _Refused("invalid-trailing-stop", "trailPercent must be less than 100.")
+    elif trail_amount is not None or trail_percent is not None:
+        raise _Refused(
+            "invalid-trailing-stop",
+            "trailAmount and trailPercent apply to orderType trailing_stop. Add the orderType, "
+            "or remove them.",
+        )
     tif = _time_in_force(obj.get("timeInForce"))
 
     quantity, quantity_type = _quantity(obj, action)
@@ -365,6 +389,8 @@ def _parse(obj: Any) -> Signal:
         order_type=order_type,
         limit_price=limit_price,
         stop_price=stop_price,
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
         time_in_force=tif,
         price=price,
         signal_price=signal_price,
@@ -444,13 +470,6 @@ def _refuse_unsupported(obj: Mapping[str, Any]) -> None:
             f"Options are not supported ({', '.join(present)}): "
             "Tradecord trades stocks, ETFs, futures and "
             "crypto. Remove the options fields.",
-        )
-    if any(obj.get(f) is not None for f in ("trailAmount", "trailPercent")):
-        raise _Refused(
-            "unsupported-trailing-stop",
-            "Trailing stop orders are not supported yet. "
-            "Use orderType stop or stop_limit, and remove "
-            "trailAmount/trailPercent.",
         )
     extended = obj.get("extendedHours")
     if extended is not None:
@@ -532,11 +551,6 @@ def _order_type(value: Any) -> OrderType | None:
             "The provided orderType is invalid. The orderType "
             "field must be one of the following values: "
             "market, limit, stop, stop_limit, or trailing_stop.",
-        )
-    if word == "trailing_stop":
-        raise _Refused(
-            "unsupported-trailing-stop",
-            "Trailing stop orders are not supported yet. Use orderType stop or stop_limit.",
         )
     return OrderType(word)
 

@@ -156,6 +156,10 @@ def preview_embed(p: Preview) -> discord.Embed:
         prices.append(f"limit {fmt.order_price(r.limit_price)}")
     if r.stop_price is not None:
         prices.append(f"stop {fmt.order_price(r.stop_price)}")
+    if r.trail_amount is not None:
+        prices.append(f"trailing {fmt.order_price(r.trail_amount)} behind the best price")
+    if r.trail_percent is not None:
+        prices.append(f"trailing {fmt.qty(r.trail_percent)}% behind the best price")
     live = p.target.mode == "live"
     embed = discord.Embed(
         title=f"{fmt.mode_tag(p.target.mode)} order preview",
@@ -480,7 +484,7 @@ class Trading(commands.Cog):
         symbol="Ticker (AAPL), future (/ES or a contract like ESH7) or crypto pair (BTCUSD)",
         side="buy or sell",
         quantity="How many shares, contracts or coins",
-        order_type="market (default), limit, stop or stop_limit",
+        order_type="market (default), limit, stop, stop_limit or trailing_stop",
         limit_price="For limit and stop-limit orders",
         stop_price="For stop and stop-limit orders",
         time_in_force="day (default; gtc for crypto), gtc, ioc or fok",
@@ -488,6 +492,8 @@ class Trading(commands.Cog):
         mode="paper (default) or live — live trades real money",
         take_profit="Bracket: a limit exit at this price, placed once the order fills",
         stop_loss="Bracket: a stop exit at this price, placed once the order fills",
+        trail_amount="Trailing stop: how far (in price) the stop trails the best price",
+        trail_percent="Trailing stop: how far (in percent) the stop trails the best price",
     )
     @app_commands.autocomplete(connection=connection_names)
     async def trade(
@@ -496,7 +502,7 @@ class Trading(commands.Cog):
         symbol: str,
         side: Literal["buy", "sell"],
         quantity: str,
-        order_type: Literal["market", "limit", "stop", "stop_limit"] = "market",
+        order_type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"] = "market",
         limit_price: str | None = None,
         stop_price: str | None = None,
         time_in_force: Literal["day", "gtc", "ioc", "fok"] | None = None,
@@ -504,6 +510,8 @@ class Trading(commands.Cog):
         mode: Mode = "paper",
         take_profit: str | None = None,
         stop_loss: str | None = None,
+        trail_amount: str | None = None,
+        trail_percent: str | None = None,
     ) -> None:
         order = OrderInput(
             symbol,
@@ -517,6 +525,8 @@ class Trading(commands.Cog):
             mode,
             take_profit,
             stop_loss,
+            trail_amount,
+            trail_percent,
         )
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True

@@ -179,6 +179,8 @@ class Leg:
     time_in_force: TimeInForce | None = None
     bracket: Bracket | None = None
     opens_position: bool = False  # an entry with no position in the ticker before it
+    trail_amount: Decimal | None = None  # a trailing stop: one of these two
+    trail_percent: Decimal | None = None
 
     def to_json(self) -> dict[str, Any]:
         b = self.bracket
@@ -198,6 +200,8 @@ class Leg:
                 "stop_loss_limit": _s(b.stop_loss_limit),
             },
             "opens_position": self.opens_position,
+            "trail_amount": _s(self.trail_amount),
+            "trail_percent": _s(self.trail_percent),
         }
 
     @classmethod
@@ -217,6 +221,8 @@ class Leg:
                 _d(b.get("take_profit")), _d(b.get("stop_loss")), _d(b.get("stop_loss_limit"))
             ),
             opens_position=bool(d.get("opens_position")),
+            trail_amount=_d(d.get("trail_amount")),
+            trail_percent=_d(d.get("trail_percent")),
         )
 
     def describe(self, ticker: str) -> str:
@@ -224,6 +230,10 @@ class Leg:
         kind = "" if self.order_type is OrderType.MARKET else f" {self.order_type.value}"
         at = self.limit_price if self.limit_price is not None else self.stop_price
         price = f" @ {qty(at)}" if at is not None and kind else ""
+        if self.trail_amount is not None:
+            price = f" trailing {qty(self.trail_amount)}"
+        elif self.trail_percent is not None:
+            price = f" trailing {qty(self.trail_percent)}%"
         return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}{price}"
 
 
@@ -1536,6 +1546,8 @@ class SignalService:
             limit_price=sig.limit_price,
             stop_price=sig.stop_price,
             time_in_force=sig.time_in_force,
+            trail_amount=sig.trail_amount,
+            trail_percent=sig.trail_percent,
         )
 
     async def _size(
@@ -1918,6 +1930,8 @@ class SignalService:
                 limit_price=_s(limit),
                 stop_price=_s(stop),
                 time_in_force=leg.time_in_force.value if leg.time_in_force else None,
+                trail_amount=_s(leg.trail_amount),
+                trail_percent=_s(leg.trail_percent),
             ),
             adapter,
         )

@@ -266,6 +266,8 @@ class OrderInput:
     mode: str | None = None
     take_profit: str | None = None  # a bracket: exits placed once the order fills
     stop_loss: str | None = None
+    trail_amount: str | None = None  # a trailing stop: one of these two
+    trail_percent: str | None = None
 
 
 @dataclass(slots=True)
@@ -449,11 +451,28 @@ class TradingService:
             )
         take_profit = parse_decimal(order.take_profit, "Take-profit")
         stop_loss = parse_decimal(order.stop_loss, "Stop-loss")
+        trail_amount = parse_decimal(order.trail_amount, "Trail amount")
+        trail_percent = parse_decimal(order.trail_percent, "Trail percent")
+        trails = order_type is OrderType.TRAILING_STOP
+        if trails and (trail_amount is None) == (trail_percent is None):
+            raise InvalidInput(
+                "A trailing stop needs trail_amount (a price distance) or trail_percent, not "
+                "both."
+            )
+        if not trails and (trail_amount is not None or trail_percent is not None):
+            raise InvalidInput(
+                "trail_amount and trail_percent only apply to trailing-stop orders; remove them "
+                "or use order_type:trailing_stop."
+            )
+        if trail_percent is not None and trail_percent >= 100:
+            raise InvalidInput("trail_percent must be less than 100.")
         prices = (
             (limit, "limit_price"),
             (stop, "stop_price"),
             (take_profit, "take_profit"),
             (stop_loss, "stop_loss"),
+            (trail_amount, "trail_amount"),
+            (trail_percent, "trail_percent"),
         )
         for price, name in prices:
             if price is not None and price <= 0:
@@ -475,6 +494,8 @@ class TradingService:
             stop_price=stop,
             asset_class=asset,
             bracket=bracket,
+            trail_amount=trail_amount,
+            trail_percent=trail_percent,
         )
 
     async def preview(
@@ -644,7 +665,7 @@ class TradingService:
             status=status,
             created_at=now,
             updated_at=now,
-            extra=dict(extra),
+            extra=dict(extra) | _trail_json(request),
         )
 
     # -- confirm and submit -------------------------------------------------------------
@@ -2087,7 +2108,25 @@ def request_of(intent: OrderIntent) -> OrderRequest:
         client_order_id=intent.client_order_id,
         asset_class=AssetClass(intent.asset_class),
         bracket=bracket_of(intent.extra.get("bracket")),
+        trail_amount=_decimal_or_none(intent.extra.get("trail_amount")),
+        trail_percent=_decimal_or_none(intent.extra.get("trail_percent")),
     )
+
+
+def _trail_json(request: OrderRequest) -> dict[str, str]:
+    """A trailing stop's distance, kept with its intent (the columns hold fixed prices)."""
+    return {
+        name: str(value)
+        for name, value in (
+            ("trail_amount", request.trail_amount),
+            ("trail_percent", request.trail_percent),
+        )
+        if value is not None
+    }
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return Decimal(str(value)) if value is not None else None
 
 
 def hint_of(intent: OrderIntent) -> SubmissionHint:

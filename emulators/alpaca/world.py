@@ -185,6 +185,22 @@ class Order:
     legs: list[Order] = field(default_factory=list)
     parent: Order | None = field(default=None, repr=False)
     triggered: bool = False
+    # A trailing stop: one of the two, and the high (a sell) or low (a buy) water mark.
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+
+    def trail_to(self, mark: Decimal) -> None:
+        """Move a trailing stop's water mark (only ever in its favour) and its stop price."""
+        sell = self.side == "sell"
+        self.hwm = mark if self.hwm is None else (max if sell else min)(self.hwm, mark)
+        if self.trail_price is not None:
+            offset = self.trail_price
+        else:
+            assert self.trail_percent is not None
+            offset = self.hwm * self.trail_percent / 100
+        stop = self.hwm - offset if sell else self.hwm + offset
+        self.stop_price = stop.quantize(Decimal("0.01"))
 
     @property
     def final(self) -> bool:
@@ -455,12 +471,21 @@ class Broker:
         order_class = body.get("order_class", "")
         if qty is not None and qty <= 0:
             raise err(422, 40010001, "qty must be > 0")  # [infer]
-        if otype == "trailing_stop" or order_class == "oco":
-            raise err(
-                422,
-                42210000,
-                f"{otype if otype == 'trailing_stop' else 'oco'} orders are not emulated",
-            )
+        if order_class == "oco":
+            raise err(422, 42210000, "oco orders are not emulated")
+        trail_price = Decimal(body["trail_price"]) if body.get("trail_price") else None
+        trail_percent = Decimal(body["trail_percent"]) if body.get("trail_percent") else None
+        if otype == "trailing_stop":
+            if (trail_price is None) == (trail_percent is None):
+                raise err(422, 42210000, "trailing stop needs one of trail_price or trail_percent")
+            if limit is not None or stop is not None:
+                raise err(422, 42210000, "trailing stop takes no limit_price or stop_price")
+            if tif not in ("day", "gtc"):
+                raise err(422, 42210000, "trailing stop orders must be DAY or GTC")  # [infer]
+            if order_class in ADVANCED:
+                raise err(422, 42210000, "trailing stop orders must be simple orders")  # [infer]
+        elif trail_price is not None or trail_percent is not None:
+            raise err(422, 42210000, f"trail_price/trail_percent is not allowed for {otype} order")
         if otype in ("limit", "stop_limit") and limit is None:
             raise err(422, 40010001, "limit_price is required")  # [infer]
         if otype in ("stop", "stop_limit") and stop is None:
@@ -542,6 +567,9 @@ class Broker:
             now,
             bool(body.get("extended_hours")),
         )
+        if otype == "trailing_stop":
+            order.trail_price, order.trail_percent = trail_price, trail_percent
+            order.trail_to(quote.last)
         if order_class in ADVANCED:
             self._add_legs(acct, order, body)
         snapshot = self.order_json(order, nested=True)
@@ -862,6 +890,12 @@ class Broker:
         if not order.asset.crypto and not self.market_open and not order.extended_hours:
             return None
         buy = order.side == "buy"
+        if order.type == "trailing_stop" and not order.triggered:
+            order.trail_to(q.last)
+            assert order.stop_price is not None
+            if (buy and q.last < order.stop_price) or (not buy and q.last > order.stop_price):
+                return None
+            order.triggered = True
         if order.type in ("stop", "stop_limit") and not order.triggered:
             assert order.stop_price is not None
             if (buy and q.last < order.stop_price) or (not buy and q.last > order.stop_price):
@@ -1091,9 +1125,9 @@ class Broker:
             "status": order.status,
             "extended_hours": order.extended_hours,
             "legs": [self.order_json(leg) for leg in order.legs] if nested and order.legs else None,
-            "trail_percent": None,
-            "trail_price": None,
-            "hwm": None,
+            "trail_percent": d(order.trail_percent),
+            "trail_price": d(order.trail_price),
+            "hwm": d(order.hwm),
         }
 
     def account_json(self, acct: Account) -> dict[str, Any]:

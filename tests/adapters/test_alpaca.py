@@ -115,6 +115,7 @@ def test_declarations() -> None:
     assert caps.can_trade(AccountType.CASH, AssetClass.CRYPTO)
     assert caps.can_trade(AccountType.MARGIN, AssetClass.EQUITY)
     assert caps.account_types_for(AssetClass.FUTURE) == []
+    assert OrderType.TRAILING_STOP in caps.order_types_for(AssetClass.EQUITY)
     assert caps.order_types_for(AssetClass.CRYPTO) == {
         OrderType.MARKET,
         OrderType.LIMIT,
@@ -400,6 +401,34 @@ async def test_brackets_both_sides(
     }
     assert history[OrderType.LIMIT] is OrderStatus.FILLED
     assert OrderStatus.CANCELLED in history.values()
+
+
+async def test_a_trailing_stop_follows_the_high_and_sells_when_the_price_falls_back(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    emu.set_quote("AAPL", D("199.99"), D("200.01"), D("200"))
+    await adapter.create_order(paper, order("AAPL", "4"))
+    placed = await adapter.create_order(
+        paper,
+        order(
+            "AAPL",
+            "4",
+            Side.SELL,
+            order_type=OrderType.TRAILING_STOP,
+            trail_percent=D(5),
+            time_in_force=TimeInForce.GTC,
+        ),
+    )
+    sent = emu.requests_to(r"/v2/orders$", "POST")[-1].body
+    assert b'"type": "trailing_stop"' in sent and b'"trail_percent": "5"' in sent
+    assert placed.order_type is OrderType.TRAILING_STOP and placed.stop_price == D(190)
+    emu.set_quote("AAPL", D("219.99"), D("220.01"), D("220"))  # up: the stop follows
+    [working] = await adapter.fetch_open_orders(paper)
+    assert (working.stop_price, working.info["hwm"]) == (D(209), "220")
+    emu.set_quote("AAPL", D("208.99"), D("209.01"), D("209"))  # back to the stop: it sells
+    assert await adapter.fetch_open_orders(paper) == []
+    [filled] = [o for o in await adapter.fetch_orders(paper, limit=5) if o.id == placed.id]
+    assert filled.status is OrderStatus.FILLED and filled.average_fill_price == D("208.99")
 
 
 async def test_one_exit_is_one_triggers_other(

@@ -749,3 +749,33 @@ async def test_a_card_outcome_after_the_token_expired_goes_by_dm(
     )
     assert "buy 1 AAPL" in dm.text()
     assert await paper_orders(h) == 1
+
+
+async def test_a_trailing_stop_from_trade_rests_with_its_stop_below_the_price(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "200.00", "200.00")
+    done = await h.emu.click(
+        h.user("alice"), await preview(h, "alice", symbol="AAPL", quantity="10"), label="Confirm"
+    )
+    assert "Filled" in (await done.message(timeout=10)).text()
+    card = await preview(
+        h,
+        "alice",
+        symbol="AAPL",
+        side="sell",
+        quantity="10",
+        order_type="trailing_stop",
+        trail_percent="5",
+        time_in_force="gtc",
+    )
+    assert "trailing stop (trailing 5% behind the best price)" in card.text(), card.text()
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Accepted: sell 10 AAPL (trailing stop, working)" in (await done.message()).text()
+    orders = (await h.reply("alice", "orders")).text()
+    assert "trailing_stop" in orders and "190.00" in orders, orders
+    missing = await preview(
+        h, "alice", symbol="AAPL", side="sell", quantity="1", order_type="trailing_stop"
+    )
+    assert "needs trail_amount (a price distance) or trail_percent" in missing.text()

@@ -401,6 +401,8 @@ PLAUSIBLE = {
         ]
     ),
     "orderType": st.sampled_from(["market", "limit", "stop", "stop_limit", "trailing_stop"]),
+    "trailAmount": NUMBERS,
+    "trailPercent": NUMBERS,
     "limitPrice": NUMBERS,
     "stopPrice": NUMBERS,
     "price": NUMBERS,

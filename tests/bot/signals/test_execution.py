@@ -1736,3 +1736,18 @@ async def test_a_subscriber_is_served_by_one_adapter_from_snapshot_to_order(
     ex = await run(core, url, sub, action="buy")
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     assert len(made) == 1
+
+
+async def test_a_trailing_stop_signal_rests_at_paper_and_follows_the_price(core: Core) -> None:
+    """TradingView's trailing exits: orderType trailing_stop with trailAmount or
+    trailPercent."""
+    core.simulated_feed.set_quote("AAPL", Decimal("200.00"), Decimal("200.00"))
+    await hold(core, OWNER, "AAPL", "5")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(5))
+    ex = await run(core, url, sub, action="sell", orderType="trailing_stop", trailPercent=5)
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason
+    [intent] = [i for i in await intents(core) if i.source == "signal"]
+    assert (intent.order_type, intent.extra["trail_percent"]) == ("trailing_stop", "5")
+    [order] = [o for o in await orders(core) if o.order_type == "trailing_stop"]
+    assert (order.status, order.stop_price, order.trail_percent) == ("open", 190, 5)

@@ -95,9 +95,14 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"action": "cancel", "sentiment": "short"}, "invalid-sentiment-action"),
         ({"action": "add", "sentiment": "flat"}, "invalid-sentiment-action"),
         ({"orderType": "iceberg"}, "invalid-order-type"),
-        ({"orderType": "trailing_stop", "trailPercent": 1}, "unsupported-trailing-stop"),
-        ({"orderType": "Trailing_Stop"}, "unsupported-trailing-stop"),
-        ({"trailAmount": 2}, "unsupported-trailing-stop"),
+        ({"orderType": "Trailing_Stop"}, "invalid-trailing-stop"),  # by how much?
+        (
+            {"orderType": "trailing_stop", "trailAmount": 1, "trailPercent": 1},
+            "invalid-trailing-stop",
+        ),
+        ({"orderType": "trailing_stop", "trailPercent": 100}, "invalid-trailing-stop"),
+        ({"orderType": "trailing_stop", "trailAmount": -2}, "invalid-trailing-stop"),
+        ({"trailAmount": 2}, "invalid-trailing-stop"),  # a market order that trails
         ({"orderType": "limit", "limitPrice": -1}, "invalid-limit-price"),
         ({"limitPrice": 100}, "invalid-limit-price"),  # a market order with a limit price
         ({"orderType": "stop", "stopPrice": "abc"}, "invalid-stop-price"),
@@ -259,6 +264,16 @@ def test_order_fields() -> None:
     assert s.order_type is OrderType.STOP_LIMIT and s.time_in_force is TimeInForce.GTC
     assert (s.limit_price, s.stop_price) == (Decimal("101.5"), Decimal(101))
     assert s.reference_price == 100  # signalPrice first, as the contract says
+
+
+def test_trailing_stops_by_amount_or_percent() -> None:
+    s = ok(base(orderType="trailing_stop", trailPercent="2.5"))
+    assert s.order_type is OrderType.TRAILING_STOP
+    assert (s.trail_amount, s.trail_percent) == (None, Decimal("2.5"))
+    again = Signal.from_record(s.to_record())
+    assert again.trail_percent == Decimal("2.5") and again.echo()["trailPercent"] == 2.5
+    s = ok(base(orderType="trailing_stop", trailAmount=1))
+    assert (s.trail_amount, s.trail_percent) == (Decimal(1), None)
 
 
 def test_record_round_trip_and_echo() -> None:
