@@ -362,8 +362,7 @@ def _parse(obj: Any) -> Signal:
         if (trail_amount is None) == (trail_percent is None):
             raise _Refused(
                 "invalid-trailing-stop",
-                "A trailing_stop order needs trailAmount or trailPercent: exactly one of the "
-                "two.",
+                "A trailing_stop order needs trailAmount or trailPercent: exactly one of the two.",
             )
         if trail_percent is not None and trail_percent >= 100:
             raise _Refused("invalid-trailing-stop", "trailPercent must be less than 100.")

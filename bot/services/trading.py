@@ -456,8 +456,7 @@ class TradingService:
         trails = order_type is OrderType.TRAILING_STOP
         if trails and (trail_amount is None) == (trail_percent is None):
             raise InvalidInput(
-                "A trailing stop needs trail_amount (a price distance) or trail_percent, not "
-                "both."
+                "A trailing stop needs trail_amount (a price distance) or trail_percent, not both."
             )
         if not trails and (trail_amount is not None or trail_percent is not None):
             raise InvalidInput(
