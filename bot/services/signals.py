@@ -2516,17 +2516,7 @@ class SignalService:
             return
         status, _ = _leg_status(intent)
         async with self.core.db.transaction() as s:
-            row = (
-                await s.execute(
-                    select(SignalExecution, Strategy, AlertPreference)
-                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
-                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .outerjoin(
-                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
-                    )
-                    .where(SignalExecution.id == int(extra["execution_id"]))
-                )
-            ).first()
+            row = (await s.execute(_with_alerting(int(extra["execution_id"])))).first()
             if row is None:
                 return
             ex, strategy, pref = row
@@ -2571,20 +2561,10 @@ class SignalService:
         if intent.source != "signal" or "execution_id" not in extra:
             return
         async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(Strategy, AlertPreference)
-                    .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
-                    .join(SignalExecution, SignalExecution.signal_id == ReceivedSignal.id)
-                    .outerjoin(
-                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
-                    )
-                    .where(SignalExecution.id == int(extra["execution_id"]))
-                )
-            ).first()
+            row = (await s.execute(_with_alerting(int(extra["execution_id"])))).first()
         if row is None:
             return
-        strategy, pref = row
+        _, strategy, pref = row
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         if channel is None:
             return
@@ -3022,6 +3002,18 @@ def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
     the same side, quantity and price, and would read as one order said twice."""
     leg = (intent.extra or {}).get("leg")
     return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
+
+
+def _with_alerting(execution_id: int) -> Any:
+    """An execution with its strategy and its member's alert preference (or None): what a
+    post to the strategy's alert channel needs."""
+    return (
+        select(SignalExecution, Strategy, AlertPreference)
+        .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+        .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+        .outerjoin(AlertPreference, AlertPreference.member_id == SignalExecution.member_id)
+        .where(SignalExecution.id == execution_id)
+    )
 
 
 def _result_line(

@@ -470,12 +470,10 @@ async def alpaca() -> AsyncIterator[AlpacaEmulator]:
     await emu.stop()
 
 
-async def test_a_fill_while_the_stream_subscribes_is_told_without_waiting_for_the_reconciler(
-    settings: Settings, db: Database, alpaca: AlpacaEmulator
-) -> None:
-    """Alpaca's ``trade_updates`` sends no snapshot: an order that fills after the watcher
-    looked but before Alpaca subscribed the stream is in neither. The watcher polls once
-    Alpaca answers ``listening``, so the member hears of it at once."""
+async def _alpaca_core(
+    settings: Settings, alpaca: AlpacaEmulator
+) -> tuple[Core, RecordingNotifier]:
+    """A core that reaches the Alpaca emulator, with the member's paper connection there."""
     with_alpaca = load_settings(
         **{k: v for k, v in settings.model_dump().items() if v is not None},
         tradecord_alpaca_client_id=ALPACA_CLIENT_ID,
@@ -485,23 +483,33 @@ async def test_a_fill_while_the_stream_subscribes_is_told_without_waiting_for_th
     )
     [core] = await open_cores(with_alpaca, 1)
     core.notifier = notifier = RecordingNotifier()
+    await stored_connection(
+        core,
+        MEMBER,
+        TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
+        broker="alpaca",
+        name="Alpaca",
+        settings={"environment": "paper"},
+        accounts=[
+            {
+                "mode": "paper",
+                "account_id": "PA3KX7T9QW2M",
+                "account_type": "margin",
+                "label": "paper",
+            }
+        ],
+    )
+    return core, notifier
+
+
+async def test_a_fill_while_the_stream_subscribes_is_told_without_waiting_for_the_reconciler(
+    settings: Settings, db: Database, alpaca: AlpacaEmulator
+) -> None:
+    """Alpaca's ``trade_updates`` sends no snapshot: an order that fills after the watcher
+    looked but before Alpaca subscribed the stream is in neither. The watcher polls once
+    Alpaca answers ``listening``, so the member hears of it at once."""
+    core, notifier = await _alpaca_core(settings, alpaca)
     try:
-        await stored_connection(
-            core,
-            MEMBER,
-            TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
-            broker="alpaca",
-            name="Alpaca",
-            settings={"environment": "paper"},
-            accounts=[
-                {
-                    "mode": "paper",
-                    "account_id": "PA3KX7T9QW2M",
-                    "account_type": "margin",
-                    "label": "paper",
-                }
-            ],
-        )
         target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
         req = OrderRequest(
             "AAPL",
@@ -590,31 +598,7 @@ async def _alpaca_bracket(
     the emulator's entry order."""
     from adapters.models import Bracket
 
-    with_alpaca = load_settings(
-        **{k: v for k, v in settings.model_dump().items() if v is not None},
-        tradecord_alpaca_client_id=ALPACA_CLIENT_ID,
-        tradecord_alpaca_api_url=alpaca.api_url("live"),
-        tradecord_alpaca_paper_api_url=alpaca.api_url("paper"),
-        tradecord_alpaca_data_url=alpaca.data_url,
-    )
-    [core] = await open_cores(with_alpaca, 1)
-    core.notifier = notifier = RecordingNotifier()
-    await stored_connection(
-        core,
-        MEMBER,
-        TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
-        broker="alpaca",
-        name="Alpaca",
-        settings={"environment": "paper"},
-        accounts=[
-            {
-                "mode": "paper",
-                "account_id": "PA3KX7T9QW2M",
-                "account_type": "margin",
-                "label": "paper",
-            }
-        ],
-    )
+    core, notifier = await _alpaca_core(settings, alpaca)
     target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
     req = OrderRequest(
         "AAPL",
