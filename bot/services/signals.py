@@ -230,10 +230,13 @@ class Leg:
         kind = "" if self.order_type is OrderType.MARKET else f" {self.order_type.value}"
         at = self.limit_price if self.limit_price is not None else self.stop_price
         price = f" @ {qty(at)}" if at is not None and kind else ""
-        if self.trail_amount is not None:
-            price = f" trailing {qty(self.trail_amount)}"
-        elif self.trail_percent is not None:
-            price = f" trailing {qty(self.trail_percent)}%"
+        if self.trail_amount is not None or self.trail_percent is not None:
+            trail = (
+                qty(self.trail_amount)
+                if self.trail_amount is not None
+                else f"{qty(self.trail_percent or Decimal(0))}%"
+            )
+            kind, price = " trailing stop", f" ({trail} behind the best price)"
         return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}{price}"
 
 

@@ -32,7 +32,7 @@ from bot.db import Database
 from bot.errors import Conflict, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
-from bot.services.signals import Ack
+from bot.services.signals import Ack, Plan
 from bot.services.strategies import WebhookUrl
 from bot.settings import Settings
 from tests.bot.signals.conftest import (
@@ -1751,3 +1751,5 @@ async def test_a_trailing_stop_signal_rests_at_paper_and_follows_the_price(core:
     assert (intent.order_type, intent.extra["trail_percent"]) == ("trailing_stop", "5")
     [order] = [o for o in await orders(core) if o.order_type == "trailing_stop"]
     assert (order.status, order.stop_price, order.trail_percent) == ("open", 190, 5)
+    leg = Plan.from_json(ex.plan or {}).legs[0]  # as an approval card would say it
+    assert leg.describe("AAPL") == "sell 5 AAPL trailing stop (5% behind the best price)"
