@@ -528,19 +528,22 @@ async def test_place_is_once_per_idempotency_key(core: Core) -> None:
     assert await order_count(core) == 1
 
 
-async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> None:
+def bracketed_buy() -> Any:
     from adapters.models import Bracket, OrderRequest, Side
     from adapters.symbols import asset_class_of
+
+    bracket = Bracket(Decimal("210"), Decimal("190"), None)
+    return OrderRequest(
+        "AAPL", Side.BUY, Decimal(1), asset_class=asset_class_of("AAPL"), bracket=bracket
+    )
+
+
+async def test_brackets_are_stored_and_rebuilt_for_the_broker(core: Core) -> None:
+    from adapters.models import Bracket
     from bot.services.trading import request_of
 
     target = await core.connections.resolve(ALICE, None, "paper")
-    req = OrderRequest(
-        "AAPL",
-        Side.BUY,
-        Decimal(1),
-        asset_class=asset_class_of("AAPL"),
-        bracket=Bracket(Decimal("210"), Decimal("190"), None),
-    )
+    req = bracketed_buy()
     out = await core.trading.place(target, req, source="signal", idempotency_key="b1")
     stored = await core.trading.get_intent(out.intent.id)
     assert request_of(stored).bracket == Bracket(Decimal("210"), Decimal("190"), None)
@@ -554,21 +557,13 @@ async def test_brackets_are_refused_before_anything_where_the_broker_has_none(
 ) -> None:
     import dataclasses
 
-    from adapters.models import Bracket, OrderRequest, Side
     from adapters.paper import PaperBroker
-    from adapters.symbols import asset_class_of
 
     monkeypatch.setattr(  # as at Tradier
         PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=False)
     )
     target = await core.connections.resolve(ALICE, None, "paper")
-    req = OrderRequest(
-        "AAPL",
-        Side.BUY,
-        Decimal(1),
-        asset_class=asset_class_of("AAPL"),
-        bracket=Bracket(Decimal("210"), Decimal("190"), None),
-    )
+    req = bracketed_buy()
     out = await core.trading.place(target, req, source="signal", idempotency_key="b2")
     stored = await core.trading.get_intent(out.intent.id)
     assert stored.status == IntentStatus.REJECTED

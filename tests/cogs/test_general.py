@@ -137,16 +137,13 @@ async def test_an_account_menu_of_a_removed_connection_says_so_without_its_id(
     assert "no longer" in answer.text() and "/accounts" in answer.text(), answer.text()
 
 
-async def test_someone_elses_account_menu_is_refused(tradecord: Harness) -> None:
-    """The menu's custom_id carries a connection id: it must resolve among the clicker's own
-    connections only, wherever the menu is seen."""
+async def post_account_menu(h: Harness, connection_id: int) -> discord.Message:
+    """The live-account menu of a TS connection, posted where anyone in #general can use it."""
     from cogs.connections import menus_view
 
-    h = tradecord
-    cid = await add_broker_connection(h, "alice", "TS")
     menu = {
         "type": 3,
-        "custom_id": f"tc:acct:{cid}:live",
+        "custom_id": f"tc:acct:{connection_id}:live",
         "placeholder": "Choose the live account for TS",
         "options": [
             {
@@ -159,7 +156,15 @@ async def test_someone_elses_account_menu_is_refused(tradecord: Harness) -> None
     }
     channel = h.bot.get_channel(h.emu.general.id)
     assert isinstance(channel, discord.TextChannel)
-    sent = await channel.send("menus", view=menus_view([{"type": 1, "components": [menu]}]))
+    return await channel.send("menus", view=menus_view([{"type": 1, "components": [menu]}]))
+
+
+async def test_someone_elses_account_menu_is_refused(tradecord: Harness) -> None:
+    """The menu's custom_id carries a connection id: it must resolve among the clicker's own
+    connections only, wherever the menu is seen."""
+    h = tradecord
+    cid = await add_broker_connection(h, "alice", "TS")
+    sent = await post_account_menu(h, cid)
     chose = await h.emu.select(h.user("bob"), h.emu.message(sent.id), ["11111234"])
     answer = await chose.message(timeout=10)
     assert answer.ephemeral and "no longer exists" in answer.text(), answer.text()
@@ -172,7 +177,6 @@ async def test_a_slow_account_choice_is_deferred(
 ) -> None:
     """Choosing an account asks the broker for the login's accounts: it must defer."""
     from cogs import ui
-    from cogs.connections import menus_view
 
     h = tradecord
     monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
@@ -184,22 +188,7 @@ async def test_a_slow_account_choice_is_deferred(
         raise NotFound("That account is not one this broker login can use.")
 
     monkeypatch.setattr(connections, "choose_account", slow)
-    menu = {
-        "type": 3,
-        "custom_id": f"tc:acct:{cid}:live",
-        "placeholder": "Choose the live account for TS",
-        "options": [
-            {
-                "label": "Margin ••••1234",
-                "value": "11111234",
-                "description": "live",
-                "default": False,
-            }
-        ],
-    }
-    channel = h.bot.get_channel(h.emu.general.id)
-    assert isinstance(channel, discord.TextChannel)
-    sent = await channel.send("menus", view=menus_view([{"type": 1, "components": [menu]}]))
+    sent = await post_account_menu(h, cid)
     chose = await h.emu.select(h.user("alice"), h.emu.message(sent.id), ["11111234"])
     response = await chose.response()
     assert response.deferred and response.ephemeral
