@@ -126,7 +126,13 @@ class ReceivedSignal(Base):
     __tablename__ = "signals"
     __table_args__ = (
         Index("ix_signals_strategy_id_received_at", "strategy_id", "received_at"),
-        Index("ix_signals_strategy_id_body_hash", "strategy_id", "body_hash"),
+        # The duplicate check: a body hash within a time window, earliest first.
+        Index(
+            "ix_signals_strategy_id_body_hash_received_at",
+            "strategy_id",
+            "body_hash",
+            "received_at",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)

@@ -9,10 +9,12 @@ import sqlite3
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from alembic import command
+from sqlalchemy import Connection, inspect, select
 
 from bot.automation_models import Job, ReceivedSignal
 from bot.core import Core
+from bot.db import Database, alembic_config
 from tests.bot.signals.conftest import count, make_strategy, send
 from tests.conftest import requires_sqlite
 from tests.support import FakeClock
@@ -128,3 +130,49 @@ async def test_numbers_no_decimal_holds_get_an_answer_not_an_error(
         assert ack.body["payload"]["extras"] == {"n": "1E+1000000"}
     else:
         assert (ack.status, ack.body["messageCode"]) == (400, code)
+
+
+@requires_sqlite
+async def test_the_duplicate_check_seeks_the_body_hash_instead_of_reading_the_day(
+    core: Core,
+) -> None:
+    """Each acknowledgement looks for an earlier signal with the same body in the last 24
+    hours. Read through the (strategy, time) index, that lookup visited every signal the
+    strategy sent that day, so acknowledgements slowed down as the strategy traded."""
+    url = await make_strategy(core)
+    await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    assert core.signals.fast is not None
+    conn = sqlite3.connect(core.signals.fast.path)
+    try:
+        plan = [
+            row[3]
+            for row in conn.execute(
+                f"EXPLAIN QUERY PLAN {core.signals.fast._counts}", ("s", "t", 60) * 3
+            )
+        ]
+    finally:
+        conn.close()
+    [duplicate] = [step for step in plan if "body_hash" in step]
+    assert "ix_signals_strategy_id_body_hash_received_at" in duplicate
+    assert "strategy_id=? AND body_hash=? AND received_at>?" in duplicate
+
+
+async def test_the_duplicate_index_migration_reverses_cleanly(empty_database_url: str) -> None:
+    def indexes(c: Connection) -> set[str]:
+        return {str(ix["name"]) for ix in inspect(c).get_indexes("signals")}
+
+    def migrate(c: Connection, direction: str, target: str) -> None:
+        cfg = alembic_config(empty_database_url)
+        cfg.attributes["connection"] = c
+        getattr(command, direction)(cfg, target)
+
+    old, new = "ix_signals_strategy_id_body_hash", "ix_signals_strategy_id_body_hash_received_at"
+    db = Database(empty_database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(migrate, "upgrade", "0014")
+            assert new in (found := await conn.run_sync(indexes)) and old not in found
+            await conn.run_sync(migrate, "downgrade", "0013")
+            assert old in (found := await conn.run_sync(indexes)) and new not in found
+    finally:
+        await db.close()
