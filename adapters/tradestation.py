@@ -143,8 +143,10 @@ VENDOR_ORDER_TYPE = {
     OrderType.LIMIT: "Limit",
     OrderType.STOP: "StopMarket",
     OrderType.STOP_LIMIT: "StopLimit",
+    # A StopMarket with AdvancedOptions.TrailingStop; the order then carries TrailingStop.
+    OrderType.TRAILING_STOP: "StopMarket",
 }
-ORDER_TYPE_OF = {v: k for k, v in VENDOR_ORDER_TYPE.items()}
+ORDER_TYPE_OF = {v: k for k, v in VENDOR_ORDER_TYPE.items() if k is not OrderType.TRAILING_STOP}
 DURATION = {
     TimeInForce.DAY: "DAY",
     TimeInForce.GTC: "GTC",
@@ -246,6 +248,7 @@ class Submission:
     stop_price: Decimal | None
     sent_at: datetime
     order_id: str | None = None
+    trailing: bool = False  # a trailing stop and a plain stop are both StopMarket
 
     def matches(self, o: dict[str, Any]) -> bool:
         leg = (o.get("Legs") or [{}])[0]
@@ -258,6 +261,7 @@ class Submission:
             and o.get("OrderType") == self.order_type
             and (self.limit_price is None or dec(o.get("LimitPrice")) == self.limit_price)
             and (self.stop_price is None or dec(o.get("StopPrice")) == self.stop_price)
+            and bool(o.get("TrailingStop")) == self.trailing
             and opened is not None
             and self.sent_at - MATCH_BEFORE <= opened <= self.sent_at + MATCH_AFTER
         )
@@ -311,6 +315,7 @@ def _submission(account: AccountRef, request: OrderRequest, sent_at: datetime) -
         request.limit_price,
         request.stop_price,
         sent_at.astimezone(UTC),
+        trailing=request.order_type is OrderType.TRAILING_STOP,
     )
 
 
@@ -335,18 +340,50 @@ _BRACKET_CLOSES = (
 )
 
 
+def _trailing_stop(request: OrderRequest) -> dict[str, str]:
+    """``AdvancedOptions.TrailingStop``: an Amount or a Percent offset from the current price,
+    mutually exclusive, as strings (the vendor's spec)."""
+    amount, percent = request.trail_amount, request.trail_percent
+    if (amount is None) == (percent is None):
+        raise InvalidOrder(
+            "A trailing stop at TradeStation trails by an amount or by a percent: give exactly "
+            "one of the two."
+        )
+    if request.stop_price is not None or request.limit_price is not None:
+        # TradeStation would ignore a StopPrice sent with a trailing stop; say so, not drop it.
+        raise InvalidOrder(
+            "A trailing stop at TradeStation sets its own stop price from the best price and "
+            "fills at market: leave out the stop and limit prices."
+        )
+    if amount is not None:
+        if amount <= 0:
+            raise InvalidOrder(f"The trail amount must be more than zero, not {_num(amount)}.")
+        return {"Amount": _num(amount)}
+    assert percent is not None
+    if not 0 < percent < 100:  # 100% or more would put a sell's stop at zero or below
+        raise InvalidOrder(
+            f"The trail percent must be more than 0 and less than 100, not {_num(percent)}."
+        )
+    return {"Percent": _num(percent)}
+
+
 def map_order(o: dict[str, Any]) -> Order:
+    """``info`` keeps the vendor's order; a trailing stop's offset is its ``TrailingStop``
+    and ``stop_price`` is where that stop stands now."""
     leg = (o.get("Legs") or [{}])[0]
     symbol = str(leg.get("Symbol", ""))
     filled = dec(leg.get("ExecQuantity"), ZERO) or ZERO
     order_id = str(o.get("OrderID", ""))
+    order_type = ORDER_TYPE_OF.get(str(o.get("OrderType")), OrderType.MARKET)
+    if o.get("TrailingStop"):
+        order_type = OrderType.TRAILING_STOP
     return Order(
         id=order_id,
         account_id=str(o.get("AccountID", "")),
         symbol=symbol,
         side=_leg_side(leg),
         quantity=dec(leg.get("QuantityOrdered"), ZERO) or ZERO,
-        order_type=ORDER_TYPE_OF.get(str(o.get("OrderType")), OrderType.MARKET),
+        order_type=order_type,
         time_in_force=TIF_OF.get(str(o.get("Duration", "DAY")).upper(), TimeInForce.DAY),
         status=map_status(o.get("Status")),
         client_order_id=JOURNAL.client_id_for(order_id),
@@ -403,7 +440,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
             # Crypto accounts answer "Request not supported for account type." to the API.
             AccountType.CRYPTO: frozenset(),
         },
-        order_types=frozenset(OrderType) - {OrderType.TRAILING_STOP},
+        order_types=frozenset(OrderType),
         time_in_force={AssetClass.EQUITY: _ALL_TIF, AssetClass.FUTURE: _ALL_TIF},
         fractional=frozenset(),
         brackets=True,
@@ -863,6 +900,12 @@ class TradeStationAdapter(HttpBrokerAdapter):
             raise InvalidOrder("A limit order needs a limit price.")
         if kind in (OrderType.STOP, OrderType.STOP_LIMIT) and request.stop_price is None:
             raise InvalidOrder("A stop order needs a stop price.")
+        trailing = _trailing_stop(request) if kind is OrderType.TRAILING_STOP else None
+        if trailing is None and (request.trail_amount, request.trail_percent) != (None, None):
+            raise InvalidOrder(
+                "A trail amount or percent is for trailing stops only; remove it or make the "
+                "order a trailing stop."
+            )
         symbol = vendor_symbol(request.symbol)
         action = await self._trade_action(account, request, symbol)
         body = self._order_body(
@@ -875,6 +918,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
             request.limit_price,
             request.stop_price,
         )
+        if trailing is not None:
+            body["AdvancedOptions"] = {"TrailingStop": trailing}
         if cid is not None:
             body["OrderConfirmID"] = cid
         if request.bracket is not None:

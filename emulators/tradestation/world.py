@@ -90,6 +90,7 @@ REASON_CLOSE_LONG_FIRST = (
 )
 REASON_NO_SHORT_IN_CASH = "Short selling is not allowed in a Cash account."
 REASON_INVALID_ACCOUNT = "Invalid AccountID {account_id}."
+CENT = Decimal("0.01")
 
 OPENING_ACTIONS = frozenset({"BUY", "SELLSHORT"})
 BUY_ACTIONS = frozenset({"BUY", "BUYTOCOVER"})
@@ -142,6 +143,35 @@ def iso(ts: float) -> str:
 
 def et_date(ts: float) -> date:
     return datetime.fromtimestamp(ts, ET).date()
+
+
+def _trailing_stop(body: dict[str, Any], order_type: str) -> tuple[Decimal | None, Decimal | None]:
+    """``AdvancedOptions.TrailingStop`` as (amount, percent): the spec makes them mutually
+    exclusive strings, an offset from the current price. Which order types take it, and the
+    bounds, are not published: StopMarket (as in every vendor example) and positive offsets
+    under 100% are our reading [infer]."""
+    advanced = body.get("AdvancedOptions")
+    trail = advanced.get("TrailingStop") if isinstance(advanced, dict) else None
+    if trail is None:
+        return None, None
+    if order_type != "StopMarket":
+        raise BadRequest("TrailingStop is valid for StopMarket orders only.")
+    if not isinstance(trail, dict):
+        raise BadRequest("TrailingStop must be an object with Amount or Percent.")
+    amount, percent = trail.get("Amount"), trail.get("Percent")
+    if amount is not None and percent is not None:
+        raise BadRequest("TrailingStop Amount and Percent are mutually exclusive.")
+    if amount is None and percent is None:
+        raise BadRequest("TrailingStop needs an Amount or a Percent.")
+    if amount is not None:
+        value = parse_decimal(amount, "TrailingStop Amount")
+        if value <= 0:
+            raise BadRequest("TrailingStop Amount must be greater than zero.")
+        return value, None
+    value = parse_decimal(percent, "TrailingStop Percent")
+    if not 0 < value < 100:
+        raise BadRequest("TrailingStop Percent must be greater than 0 and less than 100.")
+    return None, value
 
 
 def parse_decimal(value: Any, name: str) -> Decimal:
@@ -284,6 +314,33 @@ class OrderState:
     group_name: str | None = None
     siblings: list[str] = field(default_factory=list)
     price_for_bp: Decimal = ZERO
+    # AdvancedOptions.TrailingStop: one of the two, and the best price seen since the order
+    # started working (the high for a sell, the low for a buy). ``stop_price`` follows it.
+    trail_amount: Decimal | None = None
+    trail_percent: Decimal | None = None
+    watermark: Decimal | None = None
+
+    @property
+    def trailing(self) -> bool:
+        return self.trail_amount is not None or self.trail_percent is not None
+
+    def trail_to(self, mark: Decimal) -> None:
+        """Move the watermark (only ever in the order's favour) and the stop with it, on the
+        instrument's tick."""
+        sell = not self.is_buy
+        if self.watermark is None:
+            self.watermark = mark
+        else:
+            self.watermark = max(self.watermark, mark) if sell else min(self.watermark, mark)
+        if self.trail_amount is not None:
+            offset = self.trail_amount
+        else:
+            assert self.trail_percent is not None
+            offset = self.watermark * self.trail_percent / 100
+        spec = symbols.future_spec(self.symbol)
+        tick = spec.tick if spec is not None else CENT
+        stop = self.watermark - offset if sell else self.watermark + offset
+        self.stop_price = (stop / tick).quantize(Decimal(1), ROUND_HALF_UP) * tick
 
     @property
     def is_open(self) -> bool:
@@ -313,6 +370,8 @@ class OrderState:
             return f"{verb} {qty} {self.symbol} @ Market"
         if self.order_type == "Limit":
             return f"{verb} {qty} {self.symbol} @ {s(self.limit_price or ZERO)} Limit"
+        if self.order_type == "StopMarket" and self.stop_price is None:
+            return f"{verb} {qty} {self.symbol} @ Stop Market"  # a queued trailing stop
         if self.order_type == "StopMarket":
             return f"{verb} {qty} {self.symbol} @ {s(self.stop_price or ZERO)} Stop Market"
         return (
@@ -356,6 +415,10 @@ class OrderState:
             out["LimitPrice"] = s(self.limit_price)
         if self.stop_price is not None:
             out["StopPrice"] = s(self.stop_price)
+        if self.trail_amount is not None:
+            out["TrailingStop"] = {"Amount": s(self.trail_amount)}
+        if self.trail_percent is not None:
+            out["TrailingStop"] = {"Percent": s(self.trail_percent)}
         if self.closed is not None:
             out["ClosedDateTime"] = iso(self.closed)
         if self.reject_reason:
@@ -692,12 +755,15 @@ class World:
         if qty <= 0 or qty != qty.to_integral_value():
             raise BadRequest("Quantity must be a positive whole number.")
         order_type = str(body.get("OrderType"))
+        trail_amount, trail_percent = _trailing_stop(body, order_type)
+        trailing = trail_amount is not None or trail_percent is not None
         limit = stop = None
         if order_type in ("Limit", "StopLimit"):
             if body.get("LimitPrice") in (None, ""):
                 raise BadRequest(f"LimitPrice is required for {order_type} orders.")
             limit = parse_decimal(body["LimitPrice"], "LimitPrice")
-        if order_type in ("StopMarket", "StopLimit"):
+        # The vendor ignores StopPrice when a TrailingStop is given.
+        if order_type in ("StopMarket", "StopLimit") and not trailing:
             if body.get("StopPrice") in (None, ""):
                 raise BadRequest(f"StopPrice is required for {order_type} orders.")
             stop = parse_decimal(body["StopPrice"], "StopPrice")
@@ -723,8 +789,15 @@ class World:
             opened=self.clock(),
             route=str(body.get("Route") or "Intelligent"),
             parent_id=parent.id if parent else None,
+            trail_amount=trail_amount,
+            trail_percent=trail_percent,
         )
-        order.price_for_bp = limit or stop or (q.ask if order.is_buy else q.bid) or q.last
+        if trailing and parent is None:
+            # An OSO's trailing exit starts trailing only once its entry fills (in ``_work``).
+            order.trail_to(q.last)
+        order.price_for_bp = (
+            limit or order.stop_price or (q.ask if order.is_buy else q.bid) or q.last
+        )
         if parent is not None:
             order.status = "DON"  # queued until the parent fills
             self._register(order, user_id)
@@ -977,6 +1050,8 @@ class World:
         if not order.is_open or order.status == "DON":
             return
         q = self.quote(order.symbol)
+        if q is not None and order.trailing and not order.stop_triggered:
+            order.trail_to(q.last)  # the stop follows the price whether or not fills are automatic
         if q is not None and self.auto_fill:
             price = self._executable_price(order, q)
             if price is not None:

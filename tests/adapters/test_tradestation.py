@@ -51,12 +51,14 @@ from adapters.tradestation import (
     JOURNAL,
     STATUS_MAP,
     TradeStationAdapter,
+    map_order,
     map_status,
     rejection_error,
     vendor_symbol,
 )
 from emulators.common import Fault
 from emulators.tradestation import TradeStationEmulator
+from emulators.tradestation.spec import SPEC_PATH
 from emulators.tradestation.testing import EmulatorTokens, sign_in
 
 LIVE, PAPER = Environment.LIVE, Environment.PAPER
@@ -162,6 +164,8 @@ def test_declarations() -> None:
     assert caps.account_types_for(AssetClass.FUTURE) == [AccountType.FUTURES]
     assert caps.account_types_for(AssetClass.EQUITY) == [AccountType.CASH, AccountType.MARGIN]
     assert caps.order_stream and caps.brackets and not caps.fractional
+    for asset in (AssetClass.EQUITY, AssetClass.FUTURE):
+        assert OrderType.TRAILING_STOP in caps.order_types_for(asset)
     limits = {r.bucket: (r.requests, r.seconds) for r in caps.rate_limits}
     assert limits == {
         "accounts": (250, 300.0),
@@ -367,6 +371,110 @@ async def test_limit_and_stop_orders_carry_string_prices(
     assert filled.status is OrderStatus.FILLED and filled.average_fill_price == Decimal(140)
     with pytest.raises(InvalidOrder, match="limit price"):
         await adapter.create_order(MARGIN, buy("NVDA", 1, order_type=OrderType.LIMIT))
+
+
+def trail(symbol: str, qty: int, side: Side, **kw: Any) -> OrderRequest:
+    return OrderRequest(
+        symbol=symbol,
+        side=side,
+        quantity=Decimal(qty),
+        order_type=OrderType.TRAILING_STOP,
+        time_in_force=TimeInForce.GTC,
+        **kw,
+    )
+
+
+async def test_a_trailing_stop_follows_the_high_and_sells_when_the_price_falls_back(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.set_quote("AAPL", "199.98", "200.02", "200")
+    placed = await adapter.create_order(
+        MARGIN, trail("AAPL", 10, Side.SELL, trail_percent=Decimal(5))
+    )
+    (body,) = posted(emu)
+    assert body == {
+        "AccountID": "11827342",
+        "Symbol": "AAPL",
+        "Quantity": "10",
+        "OrderType": "StopMarket",
+        "TradeAction": "SELL",
+        "TimeInForce": {"Duration": "GTC"},
+        "Route": "Intelligent",
+        "AdvancedOptions": {"TrailingStop": {"Percent": "5"}},
+    }
+    assert placed.order_type is OrderType.TRAILING_STOP and placed.stop_price == Decimal(190)
+    assert placed.info["TrailingStop"] == {"Percent": "5"}
+    emu.set_quote("AAPL", "219.98", "220.02", "220")  # up: the stop follows
+    [working] = await adapter.fetch_open_orders(MARGIN)
+    assert (working.order_type, working.stop_price) == (OrderType.TRAILING_STOP, Decimal(209))
+    emu.set_quote("AAPL", "208.96", "209.04", "209")  # back to the stop: it sells at market
+    assert await adapter.fetch_open_orders(MARGIN) == []
+    filled = await adapter.fetch_order(MARGIN, order_id=placed.id)
+    assert filled.status is OrderStatus.FILLED and filled.average_fill_price == Decimal("208.96")
+    assert filled.order_type is OrderType.TRAILING_STOP
+
+
+async def test_a_trailing_buy_by_amount_is_found_by_its_reference_among_plain_stops(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    # An open plain stop of the same size: the lookup must tell the two StopMarkets apart.
+    await adapter.create_order(
+        MARGIN, buy("TSLA", 1, order_type=OrderType.STOP, stop_price=Decimal(350))
+    )
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=1)
+    )
+    request = trail("TSLA", 1, Side.BUY, trail_amount=Decimal("2.50"), client_order_id="trail1")
+    with pytest.raises(BrokerUnavailable):
+        await adapter.create_order(MARGIN, request)
+    assert posted(emu)[-1]["AdvancedOptions"] == {"TrailingStop": {"Amount": "2.5"}}
+    assert "StopPrice" not in posted(emu)[-1]
+    found = await adapter.fetch_order(MARGIN, client_order_id="trail1")
+    assert found.order_type is OrderType.TRAILING_STOP and found.stop_price == Decimal("342.5")
+    assert found.info["TrailingStop"] == {"Amount": "2.5"}
+
+
+async def test_trailing_stops_tradestation_would_refuse_are_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    cases = [
+        (trail("AAPL", 1, Side.SELL), "exactly one of the two"),
+        (
+            trail("AAPL", 1, Side.SELL, trail_amount=Decimal(1), trail_percent=Decimal(5)),
+            "exactly one",
+        ),
+        (trail("AAPL", 1, Side.SELL, trail_amount=Decimal(0)), "more than zero"),
+        (trail("AAPL", 1, Side.SELL, trail_percent=Decimal(100)), "less than 100"),
+        (
+            trail("AAPL", 1, Side.SELL, trail_percent=Decimal(5), stop_price=Decimal(200)),
+            "leave out",
+        ),
+        (
+            sell(
+                "AAPL",
+                1,
+                order_type=OrderType.LIMIT,
+                limit_price=Decimal(250),
+                trail_percent=Decimal(5),
+            ),
+            "for trailing stops only",
+        ),
+    ]
+    for request, message in cases:
+        with pytest.raises(InvalidOrder, match=message):
+            await adapter.create_order(MARGIN, request)
+    assert posted(emu) == []
+
+
+def test_the_vendors_trailing_stop_order_reads_back_as_one() -> None:
+    spec = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    example = spec["paths"]["/v3/brokerage/accounts/{accounts}/orders"]["get"]["responses"]
+    vendor = example["200"]["content"]["application/json"]["example"]["Orders"][4]
+    order = map_order(vendor)
+    assert (order.order_type, order.stop_price) == (OrderType.TRAILING_STOP, Decimal("215.06"))
+    assert order.side is Side.SELL and order.info["TrailingStop"] == {"Percent": "5.0"}
+    plain = map_order({k: v for k, v in vendor.items() if k != "TrailingStop"})
+    assert plain.order_type is OrderType.STOP
 
 
 async def test_trade_action_follows_the_position(

@@ -763,6 +763,125 @@ async def test_oso_bracket_children_wait_for_the_entry(
     assert [emu.order(i).status for i in (parent, tp, sl)] == ["CAN", "CAN", "CAN"]
 
 
+def trailing(qty: str, action: str, trail: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """A trailing stop as the vendor's examples send it: StopMarket, no StopPrice."""
+    return order(
+        MARGIN,
+        "AAPL",
+        qty,
+        OrderType="StopMarket",
+        TradeAction=action,
+        TimeInForce={"Duration": "GTC"},
+        AdvancedOptions={"TrailingStop": trail},
+        **kw,
+    )
+
+
+async def test_a_trailing_stop_follows_the_high_and_sells_at_market_when_reached(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.set_quote("AAPL", "199.98", "200.02", "200")
+    # The vendor ignores a StopPrice sent with a trailing stop.
+    answer = await place(
+        session, emu, token, trailing("10", "SELL", {"Percent": "5"}, StopPrice="1")
+    )
+    oid = answer["Orders"][0]["OrderID"]
+    assert answer["Orders"][0]["Message"] == "Sent order: Sell 10 AAPL @ 190 Stop Market"
+
+    async def shown() -> dict[str, Any]:
+        _, body = await call(
+            session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders/{oid}", token
+        )
+        return dict(body["Orders"][0])
+
+    o = await shown()
+    assert (o["OrderType"], o["TrailingStop"], o["StopPrice"]) == (
+        "StopMarket",
+        {"Percent": "5"},
+        "190",
+    )
+    emu.set_quote("AAPL", "219.98", "220.02", "220")  # up: the stop follows the high
+    assert (await shown())["StopPrice"] == "209"
+    emu.set_quote("AAPL", "214.98", "215.02", "215")  # down, not far enough: it stays
+    o = await shown()
+    assert (o["Status"], o["StopPrice"]) == ("OPN", "209")
+    emu.set_quote("AAPL", "208.96", "209.04", "209")  # reached: a market sell at the bid
+    o = await shown()
+    assert (o["Status"], o["FilledPrice"], o["StopPrice"]) == ("FLL", "208.96", "209")
+    assert o["TrailingStop"] == {"Percent": "5"}
+    _, pos = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/positions", token)
+    assert pos["Positions"] == []
+
+
+async def test_a_trailing_buy_follows_the_low_by_an_amount(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.auto_fill = False  # the stop still trails; only the fill waits
+    emu.set_quote("AAPL", "199.98", "200.02", "200")
+    emu.set_position(MARGIN, "AAPL", 0, 0)
+    oid = (await place(session, emu, token, trailing("2", "BUY", {"Amount": "2.50"})))["Orders"][0][
+        "OrderID"
+    ]
+    assert emu.order(oid).payload()["StopPrice"] == "202.5"
+    emu.set_quote("AAPL", "189.98", "190.02", "190")
+    emu.set_quote("AAPL", "194.98", "195.02", "195")
+    payload = emu.order(oid).payload()
+    assert (payload["StopPrice"], payload["TrailingStop"]) == ("192.5", {"Amount": "2.5"})
+    emu.auto_fill = True
+    emu.set_quote("AAPL", "192.48", "192.52", "192.5")
+    assert emu.order(oid).status == "FLL" and emu.order(oid).average_fill == Decimal("192.52")
+
+
+async def test_trailing_stop_options_are_checked(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    async def refused(body: dict[str, Any]) -> str:
+        status, answer = await call(
+            session, emu, "POST", "/v3/orderexecution/orders", token, json=body
+        )
+        assert status == 400 and answer["Error"] == "BadRequest", answer
+        return str(answer["Message"])
+
+    both = trailing("1", "SELL", {"Amount": "1", "Percent": "5"})
+    assert "mutually exclusive" in await refused(both)
+    assert "Amount or a Percent" in await refused(trailing("1", "SELL", {}))
+    assert "greater than zero" in await refused(trailing("1", "SELL", {"Amount": "0"}))
+    assert "less than 100" in await refused(trailing("1", "SELL", {"Percent": "100"}))
+    limit = {**trailing("1", "SELL", {"Percent": "5"}), "OrderType": "Limit", "LimitPrice": "250"}
+    assert "StopMarket orders only" in await refused(limit)
+    # The spec makes Amount and Percent strings.
+    assert "string" in await refused(trailing("1", "SELL", {"Percent": 5}))
+    assert emu.orders_for(MARGIN) == []
+
+
+async def test_an_oso_trailing_exit_trails_from_the_entry_fill(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    """The vendor's "Limit Entry with Amount Trail Stop": the exit's best price starts when
+    it starts working, not when it was sent."""
+    exit_ = order(
+        OrderType="StopMarket",
+        TradeAction="SELL",
+        TimeInForce={"Duration": "GTC"},
+        AdvancedOptions={"TrailingStop": {"Amount": "10"}},
+    )
+    answer = await place(
+        session,
+        emu,
+        token,
+        order(OrderType="Limit", LimitPrice="330", OSOs=[{"Type": "NORMAL", "Orders": [exit_]}]),
+    )
+    entry, stop = (o["OrderID"] for o in answer["Orders"])
+    assert answer["Orders"][1]["Message"] == "Sent order: Sell 1 MSFT @ Stop Market"
+    assert "StopPrice" not in emu.order(stop).payload()  # queued: not trailing yet
+    emu.set_quote("MSFT", "329.90", "330.00", "329.95")
+    assert (emu.order(entry).status, emu.order(stop).status) == ("FLL", "OPN")
+    assert emu.order(stop).payload()["StopPrice"] == "319.95"
+    emu.set_quote("MSFT", "339.90", "340.00", "339.95")
+    emu.set_quote("MSFT", "329.90", "330.00", "329.95")
+    assert emu.order(stop).status == "FLL" and emu.order(stop).average_fill == Decimal("329.90")
+
+
 async def test_ordergroups_oco(
     emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
 ) -> None:
