@@ -8,6 +8,7 @@ from discord.ext import commands
 
 from bot.brokers import broker_catalog
 from bot.client import Tradecord
+from cogs.ui import answer_expired
 
 ABOUT = (
     "Tradecord connects your brokerage accounts to Discord so you can check them and trade "
@@ -31,6 +32,10 @@ class General(commands.Cog):
     def __init__(self, bot: Tradecord) -> None:
         self.bot = bot
         self._help: discord.Embed | None = None
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        await answer_expired(interaction)
 
     def help_embed(self) -> discord.Embed:
         # Commands and settings do not change while the bot runs: build once.

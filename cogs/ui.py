@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -17,6 +20,7 @@ LIVE_COLOUR = discord.Colour.red()
 OK_COLOUR = discord.Colour.green()
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Discord drops an interaction not answered within 3 s. Work done sooner is answered directly;
 # past this, the member sees "thinking…" (or the card stays as it is) until the answer comes.
@@ -155,6 +159,34 @@ async def owned_strategy_names(
     return await _strategies(interaction, current, owned=True)
 
 
+# A short-lived view's buttons and selects carry this prefix and an id of their own. A press
+# on one whose view has ended (timed out, answered, or gone with a restart) reaches no view;
+# without an answer Discord only says "This interaction failed".
+VIEW_PREFIX = "tc:view:"
+_VIEWS: weakref.WeakValueDictionary[str, OwnedView] = weakref.WeakValueDictionary()
+EXPIRED = (
+    "These buttons have expired: they last a few minutes, and not past a restart of "
+    "Tradecord. Nothing was done. Run the command again."
+)
+
+
+async def answer_expired(interaction: discord.Interaction) -> None:
+    """Answer a press on a short-lived view that no longer listens. discord.py hands the same
+    interaction to the view first, so one that was answered there is left alone."""
+    if interaction.type is not discord.InteractionType.component:
+        return
+    custom_id = str((interaction.data or {}).get("custom_id", ""))
+    if not custom_id.startswith(VIEW_PREFIX):
+        return
+    view = _VIEWS.get(custom_id)
+    if (view is not None and not view.is_finished()) or interaction.response.is_done():
+        return
+    try:
+        await interaction.response.send_message(EXPIRED, ephemeral=True)
+    except (discord.InteractionResponded, discord.HTTPException) as e:
+        log.debug("A press on an ended view was answered elsewhere: %s", e)
+
+
 class OwnedView(discord.ui.View):
     """A view whose components work only for the member who asked for it."""
 
@@ -162,6 +194,23 @@ class OwnedView(discord.ui.View):
         super().__init__(timeout=timeout)
         self.owner_id = owner_id
         self.message: discord.Message | None = None
+        for child in self.children:
+            self._name(child)
+
+    def add_item(self, item: discord.ui.Item[Any]) -> OwnedView:
+        self._name(item)
+        super().add_item(item)
+        return self
+
+    def _name(self, item: discord.ui.Item[Any]) -> None:
+        # Persistent items (tc:trade:…, tc:appr:…) keep theirs: they outlive a restart.
+        if isinstance(item, discord.ui.Button | discord.ui.Select) and not (
+            isinstance(item, discord.ui.Button) and item.url
+        ):
+            if not item.custom_id.startswith("tc:"):
+                item.custom_id = VIEW_PREFIX + secrets.token_hex(8)
+            if item.custom_id.startswith(VIEW_PREFIX):
+                _VIEWS[item.custom_id] = self
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id == self.owner_id:

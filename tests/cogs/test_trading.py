@@ -452,6 +452,22 @@ async def test_long_positions_page_with_buttons(tradecord: Harness) -> None:
     assert "Page 2/2" in page2.text()
 
 
+async def test_a_press_on_buttons_whose_view_ended_says_they_expired(tradecord: Harness) -> None:
+    """A pager outlives its view when Tradecord restarts (or its edit at the timeout fails):
+    the press reaches nothing and would fail in Discord without a word. Ending the view is
+    what a restart does to it."""
+    h = tradecord
+    alice = h.user("alice")
+    await hold(h, "alice", SYMBOLS)
+    pager = await h.reply("alice", "positions")
+    ids = [b["custom_id"] for b in pager.iter_components() if b.get("label") == "Next ▶"]
+    assert len(ids) == 1 and ids[0].startswith(ui.VIEW_PREFIX)
+    ui._VIEWS[ids[0]].stop()
+    answer = await (await h.emu.click(alice, pager, label="Next ▶")).message(timeout=10)
+    assert answer.text() == ui.EXPIRED and answer.flags & 64  # private
+    assert "Page 1/2" in pager.text()
+
+
 async def test_pressing_next_or_previous_twice_stays_on_a_page(tradecord: Harness) -> None:
     h = tradecord
     alice = h.user("alice")
