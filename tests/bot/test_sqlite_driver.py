@@ -108,8 +108,9 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
         for i in range(3):
             async with db.transaction() as s:
                 await s.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": "y" * 4000 + str(i)})
-        for _ in range(200):
-            if path.stat().st_size > size_before:
+        # The checkpoint writes page by page: wait for all of it, not for its first page.
+        for _ in range(500):
+            if path.stat().st_size > size_before + 8 * 4000:
                 break
             await asyncio.sleep(0.01)
         assert path.stat().st_size > size_before + 8 * 4000
