@@ -454,9 +454,15 @@ class TradingService:
         trail_amount = parse_decimal(order.trail_amount, "Trail amount")
         trail_percent = parse_decimal(order.trail_percent, "Trail percent")
         trails = order_type is OrderType.TRAILING_STOP
-        if trails and (trail_amount is None) == (trail_percent is None):
+        if trails and trail_amount is None and trail_percent is None:
             raise InvalidInput(
-                "A trailing stop needs trail_amount (a price distance) or trail_percent, not both."
+                "A trailing stop needs how far it trails: add trail_amount (a price distance) "
+                "or trail_percent."
+            )
+        if trails and trail_amount is not None and trail_percent is not None:
+            raise InvalidInput(
+                "A trailing stop takes trail_amount (a price distance) or trail_percent, not "
+                "both: remove one."
             )
         if not trails and (trail_amount is not None or trail_percent is not None):
             raise InvalidInput(

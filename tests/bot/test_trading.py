@@ -159,6 +159,15 @@ async def test_a_preview_made_before_a_paper_reset_cannot_be_confirmed_after_it(
         (OrderInput("AAPL", "buy", "1", "stop_limit", stop_price="9"), "needs limit_price"),
         (OrderInput("AAPL", "buy", "1", "limit", limit_price="-1"), "more than zero"),
         (OrderInput("AAPL", "buy", "1", "trailing"), "Order type must be"),
+        # Neither distance: saying "not both" would tell them off for what they did not do.
+        (
+            OrderInput("AAPL", "sell", "1", "trailing_stop"),
+            r"needs how far it trails: add trail_amount \(a price distance\) or trail_percent\.$",
+        ),
+        (
+            OrderInput("AAPL", "sell", "1", "trailing_stop", trail_amount="2", trail_percent="5"),
+            "trail_amount .* or trail_percent, not both: remove one",
+        ),
         (OrderInput("AAPL", "buy", "1", time_in_force="forever"), "Time in force must be"),
         (OrderInput("$$$", "buy", "1"), "is not a symbol"),
         (OrderInput("AAPL", "buy", "1", mode="margin"), "Mode must be paper or live"),

@@ -778,4 +778,4 @@ async def test_a_trailing_stop_from_trade_rests_with_its_stop_below_the_price(
     missing = await preview(
         h, "alice", symbol="AAPL", side="sell", quantity="1", order_type="trailing_stop"
     )
-    assert "needs trail_amount (a price distance) or trail_percent" in missing.text()
+    assert "add trail_amount (a price distance) or trail_percent" in missing.text()
