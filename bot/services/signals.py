@@ -2473,7 +2473,10 @@ class SignalService:
         ]
         if what:
             lines.append(what)
-        if result.reason:
+        # Not said twice: a broker's refusal is in its order's text already, and a waiting
+        # plan's summary is the line above.
+        waiting = result.status == ExecutionStatus.WAITING_APPROVAL
+        if result.reason and not waiting and result.reason.rstrip(".") not in what:
             lines.append(result.reason)
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
