@@ -93,19 +93,23 @@ def position_rows(positions: Sequence[Position]) -> list[list[str]]:
     ]
 
 
-def order_rows(orders: Sequence[Order]) -> list[list[str]]:
+def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str]]:
+    """``fills``: with the average fill price after the filled quantity (/history), since a
+    market order's Price column only says "mkt"."""
     rows = []
     for o in orders:
         limit = order_price(o.limit_price) if o.limit_price is not None else ""
         stop = order_price(o.stop_price) if o.stop_price is not None else ""
         at = " / ".join(x for x in (limit, stop) if x) or "mkt"
         filled = f"{qty(o.filled_quantity)}/{qty(o.quantity)}"
+        average = price(o.average_fill_price) if o.filled_quantity else "—"
         rows.append(
             [
                 o.id[-8:],
                 o.side.value,
                 o.symbol,
                 filled,
+                *([average] if fills else []),
                 _kind(o),
                 at,
                 o.time_in_force.value,
@@ -124,6 +128,7 @@ def _kind(o: Order) -> str:
 
 
 ORDER_HEADERS = ["Id", "Side", "Symbol", "Filled", "Type", "Price", "TIF", "Status"]
+HISTORY_HEADERS = [*ORDER_HEADERS[:4], "Avg fill", *ORDER_HEADERS[4:]]
 
 
 def paged(

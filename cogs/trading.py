@@ -463,16 +463,18 @@ class Trading(commands.Cog):
         )
         if share:
             what = f"orders of the last {days} day(s)"
-            embed = shared_orders(interaction, what, target.mode, broker, orders, show_amounts)
+            embed = shared_orders(
+                interaction, what, target.mode, broker, orders, show_amounts, fills=True
+            )
             await reply(interaction, embed=embed, ephemeral=False)
             return
         pages = fmt.paged(
             f"Order history · {target.connection.name}",
             target.mode,
             f"{fmt.mode_tag(target.mode)} · {broker} · last {days} day(s)",
-            fmt.order_rows(orders),
-            fmt.ORDER_HEADERS,
-            {3},
+            fmt.order_rows(orders, fills=True),
+            fmt.HISTORY_HEADERS,
+            {3, 4},
             history_footer(len(orders), days),
         )
         await send_pages(interaction, pages)
@@ -742,13 +744,15 @@ def shared_orders(
     broker: str,
     orders: list[Order],
     amounts: bool,
+    *,
+    fills: bool = False,
 ) -> discord.Embed:
     """A public summary of orders: no account numbers or order ids; quantities and prices only
-    when asked for."""
+    when asked for (``fills``: with the average fill price, as /history has)."""
     if amounts:
-        headers = fmt.ORDER_HEADERS[1:]
-        rows = [row[1:] for row in fmt.order_rows(orders)]
-        right = {2}
+        headers = (fmt.HISTORY_HEADERS if fills else fmt.ORDER_HEADERS)[1:]
+        rows = [row[1:] for row in fmt.order_rows(orders, fills=fills)]
+        right = {2, 3} if fills else {2}
     else:
         headers = ["Side", "Symbol", "Type", "Status"]
         rows = [

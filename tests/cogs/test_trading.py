@@ -594,6 +594,21 @@ async def test_share_error_after_a_slow_read_stays_private(
     assert not any("My Schwab IRA" in m.text() for m in others)
 
 
+async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
+    """A market order's Price column says only "mkt": the fill's price is its own column."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="10")
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    history = (await h.reply("alice", "history")).text()
+    assert "Avg fill" in history and "mkt" in history
+    assert "10/10    200.00  market" in history, history
+    shared = (await h.reply("alice", "history", share=True, show_amounts=True)).text()
+    assert "10/10    200.00  market" in shared, shared
+    private = (await h.reply("alice", "history", share=True)).text()
+    assert "200.00" not in private and "Avg fill" not in private
+
+
 def test_history_says_when_older_orders_were_cut() -> None:
     assert history_footer(12, 7) == "12 order(s)"
     cut = history_footer(HISTORY_LIMIT, 30)
