@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters.models import Order, OrderRequest, OrderStatus
+from adapters.models import AssetClass, Order, OrderRequest, OrderStatus, Side
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
@@ -181,7 +181,7 @@ def preview_embed(p: Preview) -> discord.Embed:
     typed = r.order_type.value != "market"
     estimate = fmt.order_price if typed else fmt.price
     embed.add_field(name="Estimated price", value=estimate(p.estimated_price))
-    embed.add_field(name="Estimated cost", value=fmt.money(p.estimated_cost))
+    embed.add_field(name=value_label(p), value=fmt.money(p.estimated_cost))
     if p.buying_power_required != p.estimated_cost:  # margined (futures): say what is held back
         embed.add_field(name="Buying power needed", value=fmt.money(p.buying_power_required))
     embed.add_field(name="Buying power", value=fmt.money(p.buying_power))
@@ -190,6 +190,13 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def value_label(p: Preview) -> str:
+    """A sell brings money in, and a future's value is its notional, not what it costs."""
+    if p.asset_class is AssetClass.FUTURE:
+        return "Notional value"
+    return "Estimated proceeds" if p.request.side is Side.SELL else "Estimated cost"
 
 
 def _bracket_line(r: OrderRequest) -> str:

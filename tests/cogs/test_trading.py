@@ -76,10 +76,31 @@ async def test_a_futures_card_shows_the_notional_and_the_margin_it_needs(
     card = await preview(h, "alice", symbol=ES, quantity="1")
     text = card.text()
     assert f"BUY 1 {ES}" in text
-    assert "$295,025.00" in text  # estimated cost: the notional
+    assert "Notional value" in text and "$295,025.00" in text
     assert "Buying power needed" in text and "$29,502.50" in text  # 10 % initial margin
     assert "$70,497.50" in text  # buying power after
     assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "side", "label"),
+    [
+        ("AAPL", "buy", "Estimated cost"),
+        ("AAPL", "sell", "Estimated proceeds"),  # a sell's money comes in: it was "cost"
+        (ES, "buy", "Notional value"),  # a future costs its margin, not its notional
+        (ES, "sell", "Notional value"),
+    ],
+)
+async def test_the_card_names_the_orders_value_for_its_side_and_asset(
+    tradecord: Harness, symbol: str, side: str, label: str
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    pin(h, ES, "5900.00", "5900.50")
+    card = await preview(h, "alice", symbol=symbol, side=side, quantity="1")
+    names = [f["name"] for f in card.embeds[0]["fields"]]
+    assert label in names, names
+    assert not {"Estimated cost", "Estimated proceeds", "Notional value"} - {label} & set(names)
 
 
 async def test_cancel_on_the_card_sends_nothing(tradecord: Harness) -> None:
