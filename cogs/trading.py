@@ -168,6 +168,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
             + _bracket_line(r)
+            + short_line(p)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
         ),
         colour=fmt.mode_colour(p.target.mode),
@@ -190,6 +191,26 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def short_line(p: Preview) -> str:
+    """A sell of more than is held sells short: said on the card, since a member who meant to
+    close a position they do not have would otherwise open a short without a word."""
+    r = p.request
+    held = p.position_quantity
+    short = r.quantity - held
+    if r.side is not Side.SELL or short <= 0:
+        return ""
+    if held > 0:
+        now = f"You hold {fmt.qty(held)} {r.symbol}: this sell closes them and opens"
+    elif held < 0:
+        return (
+            f"\n⚠️ You are short {fmt.qty(-held)} {r.symbol} already: this sell adds "
+            f"{fmt.qty(r.quantity)} to the short."
+        )
+    else:
+        now = f"You hold no {r.symbol}: this sell opens"
+    return f"\n⚠️ {now} a short position of {fmt.qty(short)}."
 
 
 def value_label(p: Preview) -> str:

@@ -103,6 +103,24 @@ async def test_the_card_names_the_orders_value_for_its_side_and_asset(
     assert not {"Estimated cost", "Estimated proceeds", "Notional value"} - {label} & set(names)
 
 
+async def test_the_card_says_when_a_sell_opens_a_short(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")
+    assert "You hold no AAPL: this sell opens a short position of 10." in card.text()
+    buy = await preview(h, "alice", symbol="AAPL", quantity="4")
+    assert "short" not in buy.text()
+    await (await h.emu.click(h.user("alice"), buy, label="Confirm")).message(timeout=10)
+    closing = await preview(h, "alice", symbol="AAPL", side="sell", quantity="4")
+    assert "short" not in closing.text()  # closes what is held: nothing to warn of
+    flip = await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")
+    text = flip.text()
+    assert "You hold 4 AAPL: this sell closes them and opens a short position of 6." in text
+    await (await h.emu.click(h.user("alice"), flip, label="Confirm")).message(timeout=10)
+    more = await preview(h, "alice", symbol="AAPL", side="sell", quantity="2")
+    assert "You are short 6 AAPL already: this sell adds 2 to the short." in more.text()
+
+
 async def test_cancel_on_the_card_sends_nothing(tradecord: Harness) -> None:
     h = tradecord
     card = await preview(h, "alice", symbol="AAPL", quantity="1")
