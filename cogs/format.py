@@ -119,9 +119,14 @@ def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str
     return rows
 
 
+def order_kind(o: Order) -> str:
+    """As the /trade card and its result say it: "stop limit", "trailing stop"."""
+    return o.order_type.value.replace("_", " ")
+
+
 def _kind(o: Order) -> str:
     """The order type; a bracket's exit says which one it is (TP take-profit, SL stop-loss)."""
-    kind = o.order_type.value
+    kind = order_kind(o)
     if o.parent_id is None:
         return kind
     return f"TP {kind}" if o.order_type is OrderType.LIMIT else f"SL {kind}"

@@ -784,7 +784,7 @@ def shared_orders(
     else:
         headers = ["Side", "Symbol", "Type", "Status"]
         rows = [
-            [o.side.value, o.symbol, o.order_type.value, o.status.value.replace("_", " ")]
+            [o.side.value, o.symbol, fmt.order_kind(o), o.status.value.replace("_", " ")]
             for o in orders
         ]
         right: set[int] = set()

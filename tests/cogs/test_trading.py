@@ -828,7 +828,11 @@ async def test_a_trailing_stop_from_trade_rests_with_its_stop_below_the_price(
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
     assert "Accepted: sell 10 AAPL (trailing stop, working)" in (await done.message()).text()
     orders = (await h.reply("alice", "orders")).text()
-    assert "trailing_stop" in orders and "190.00" in orders, orders
+    # Named as the card named it, in /orders and in a shared list alike.
+    assert "trailing stop" in orders and "190.00" in orders, orders
+    assert "trailing_stop" not in orders
+    shared = (await h.reply("alice", "orders", share=True)).text()
+    assert "trailing stop" in shared and "trailing_stop" not in shared, shared
     missing = await preview(
         h, "alice", symbol="AAPL", side="sell", quantity="1", order_type="trailing_stop"
     )
