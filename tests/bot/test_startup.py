@@ -150,6 +150,20 @@ async def test_local_mode_driven_by_a_script(
     assert (settings.tradecord_data_dir / "tradecord.key").exists()
 
 
+async def test_a_missing_script_stops_with_one_line(tmp_path: Path) -> None:
+    code, _, err = await run_cli(
+        "run", "--script", "demo.txt", env=base_env(tmp_path), cwd=tmp_path
+    )
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "tradecord: --script: no file demo.txt (- reads standard input)"
+    ]
+    (tmp_path / "demos").mkdir()
+    code, _, err = await run_cli("run", "--script", "demos", env=base_env(tmp_path), cwd=tmp_path)
+    assert code == 2
+    assert err.strip().splitlines() == ["tradecord: --script: demos is a folder; name a file in it"]
+
+
 @pytest.mark.parametrize("role", ["web", "all"])
 async def test_web_port_in_use_stops_with_one_line(tmp_path: Path, role: str) -> None:
     import socket
