@@ -2109,6 +2109,7 @@ class SignalService:
             ExecutionStatus.DECLINED,
             "declined",
             "You declined this signal; nothing was placed.",
+            tell=False,  # the card they pressed says so: a DM on top would say it again
         ):
             raise Conflict(await self._already(ex.id))
         return ApprovalResult(
@@ -2231,9 +2232,10 @@ class SignalService:
         )
 
     async def _close_approval(
-        self, execution_id: int, status: str, phase: str, reason: str
+        self, execution_id: int, status: str, phase: str, reason: str, *, tell: bool = True
     ) -> bool:
-        """End a waiting approval (declined or expired) and discard its drafts, once."""
+        """End a waiting approval (declined or expired) and discard its drafts, once; ``tell``:
+        DM the member the reason."""
         async with self.core.db.transaction() as s:
             ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
             if ex is None:
@@ -2268,7 +2270,7 @@ class SignalService:
             discord_id = await s.scalar(
                 select(Member.discord_user_id).where(Member.id == ex.member_id)
             )
-        if discord_id is not None:
+        if discord_id is not None and tell:
             await self._dm(discord_id, f"🕓 {reason} (signal `{ex.signal_id[:8]}`)")
         return True
 

@@ -917,8 +917,11 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
 async def test_rejected_approval_places_nothing(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     [draft] = await intents(core)
+    told = len(notifier(core).dms)
     result = await core.signals.reject(draft.id, ALICE)
     assert result.status == ExecutionStatus.DECLINED
+    assert result.message == "Declined: nothing was placed."  # the card they pressed says it
+    assert notifier(core).dms[told:] == []  # and no second DM says it again
     await core.jobs.drain()
     assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.DECLINED
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
