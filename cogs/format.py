@@ -36,9 +36,13 @@ def qty(value: Decimal) -> str:
 
 
 def price(value: Decimal | None) -> str:
+    """A quote or a fill: cents (6 places below $1), and the fraction of a cent a fill at the
+    midpoint has (270.285), up to 4 places (8 below $1)."""
     if value is None:
         return "—"
-    places = 2 if abs(value) >= 1 else 6
+    low = abs(value) < 1
+    given = -int(value.normalize().as_tuple().exponent)
+    places = max(6 if low else 2, min(8 if low else 4, given))
     return f"{value:,.{places}f}"
 
 

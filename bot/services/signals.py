@@ -89,6 +89,7 @@ from bot.services.trading import (
     all_or_first_error,
     describe_intent,
     exit_kind,
+    fill_price,
     hint_of,
     money,
     price_text,
@@ -2577,7 +2578,7 @@ class SignalService:
         if channel is None:
             return
         who = _plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
-        price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+        price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
         kind = exit_kind(order)
         digest = ChannelDigest(channel, strategy.name)
         digest.add(
@@ -3048,12 +3049,12 @@ def _public_order(intent: OrderIntent) -> str:
     """For a channel: the trade only. Broker messages can quote balances, so none here."""
     text = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
-        text += f" at {money(intent.average_fill_price)}"
+        text += f" at {fill_price(intent.average_fill_price)}"
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
         text += f" ({qty(intent.filled_quantity)} filled)"
     elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
         # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
-        at = f" at {money(intent.average_fill_price)}" if intent.average_fill_price else ""
+        at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""
         text += f" ({qty(intent.filled_quantity)} filled{at})"
     return text
 

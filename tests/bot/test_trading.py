@@ -29,7 +29,7 @@ from bot.db import Database
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import AuditEvent, ConnectionAccount, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
-from bot.services.trading import OrderInput
+from bot.services.trading import OrderInput, fill_price
 from bot.settings import Settings
 from tests.support import FakeClock, trading_contract
 
@@ -1117,3 +1117,16 @@ async def test_a_lost_answer_whose_lookup_fails_is_left_unknown_for_the_reconcil
     assert creates == 1 and await order_count(core, intent.client_order_id) == 1
     told = [m.content or "" for _, m in notifier.dms]
     assert len(told) == 1 and told[0].startswith("📝 Paper order update: Filled")
+
+
+@pytest.mark.parametrize(
+    ("price", "text"),
+    [
+        ("270.285", "$270.285"),  # a midpoint fill: its half cent is part of what it cost
+        ("270.28333333", "$270.2833"),  # an average of fills: four places are enough
+        ("1234.5", "$1,234.50"),
+        ("0.00012345", "$0.00012345"),
+    ],
+)
+def test_a_fill_price_keeps_the_fraction_of_a_cent_it_has(price: str, text: str) -> None:
+    assert fill_price(Decimal(price)) == text

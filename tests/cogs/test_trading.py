@@ -61,6 +61,22 @@ async def test_trade_preview_confirm_fills(tradecord: Harness) -> None:
     assert "AAPL" in positions.text() and "long" in positions.text()
 
 
+async def test_a_fill_at_a_fraction_of_a_cent_is_shown_as_it_was_priced(
+    tradecord: Harness,
+) -> None:
+    """At the midpoint of a one-cent spread: "at $199.99" for 10 shares did not match the
+    $1,999.95 the fill took from cash."""
+    h = tradecord
+    pin(h, "AAPL", "199.99", "200.00")
+    card = await preview(h, "alice", symbol="AAPL", quantity="10")
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Filled: buy 10 AAPL at $199.995." in (await done.message(timeout=10)).text()
+    positions = (await h.reply("alice", "positions")).text()
+    assert "199.995" in positions, positions
+    balances = (await h.reply("alice", "balances")).text()
+    assert "$98,000.05" in balances  # 100,000 less 10 × 199.995
+
+
 async def test_the_card_names_the_paper_connection_once(tradecord: Harness) -> None:
     """Its name is its broker's: "Tradecord Paper (Tradecord Paper)" said it twice."""
     card = await preview(tradecord, "alice", symbol="AAPL", quantity="1")
