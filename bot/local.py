@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import secrets
 import shlex
 import sys
@@ -51,6 +52,7 @@ Then:  press N        press button N of the last message
        select N[,M]   choose options of the last message's menu
        select K N     choose option N of menu K, when it has several
        help           this text          quit   leave"""
+OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")  # as Discord allows them, lower case
 OPTION_TYPES = {
     3: "string",
     4: "integer",
@@ -177,6 +179,12 @@ class Chat:
         current: str | None = None
         for token in tokens:
             name, colon, value = token.partition(":")
+            # A misspelt option (qty:3) would run into the value before it ("1 qty:3 is not a
+            # number"); Discord offers no such option at all, so neither does the chat. A
+            # word:value in a value is kept when it cannot be an option's name (a URL).
+            typo = OPTION_NAME.fullmatch(name) and not value.startswith("//")
+            if colon and name not in defs and (current is None or typo):
+                raise ChatError(f"unknown option {name}; options: {', '.join(defs) or 'none'}")
             if colon and (current is None or name in defs):
                 if name in raw:
                     raise ChatError(f"{name} is given twice; give each option once")
