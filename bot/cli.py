@@ -103,9 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.local_mode:
             if args.role != "all":
                 raise ConfigurationError("DISCORD_TOKEN: --role bot needs a real bot token")
+            script = args.script
+            # Checked before anything starts: a typo is one line, not a traceback after it.
+            if script is not None and str(script) != "-" and not script.exists():
+                raise ConfigurationError(f"--script: no file {script} (- reads standard input)")
+            if script is not None and script.is_dir():
+                raise ConfigurationError(f"--script: {script} is a folder; name a file in it")
             from bot.local import run_local
 
-            return asyncio.run(run_local(settings, script=args.script))
+            return asyncio.run(run_local(settings, script=script))
         options: dict[str, object] = {"role": args.role}
         if args.shards:
             from bot.roles import parse_shards

@@ -3,7 +3,8 @@ the terminal. Anyone can try Tradecord without a Discord application.
 
 Lines are slash commands as typed in Discord (``/trade symbol:AAPL side:buy quantity:10``; a
 value runs to the next option, so ``/strategy create name:EMA cross`` works),
-``press N`` / ``select N[,M]`` for the components of the last message, ``help`` and ``quit``.
+``press N`` / ``select N[,M]`` (``select K N`` for menu K of several) for the components of
+the last message, ``help`` and ``quit``.
 ``--script FILE`` plays a file.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import secrets
 import shlex
 import sys
@@ -48,7 +50,9 @@ USAGE = """Type slash commands as in Discord, for example:
   /connect broker:tradestation      (sandbox brokers run locally too)
 Then:  press N        press button N of the last message
        select N[,M]   choose options of the last message's menu
+       select K N     choose option N of menu K, when it has several
        help           this text          quit   leave"""
+OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")  # as Discord allows them, lower case
 OPTION_TYPES = {
     3: "string",
     4: "integer",
@@ -175,6 +179,12 @@ class Chat:
         current: str | None = None
         for token in tokens:
             name, colon, value = token.partition(":")
+            # A misspelt option (qty:3) would run into the value before it ("1 qty:3 is not a
+            # number"); Discord offers no such option at all, so neither does the chat. A
+            # word:value in a value is kept when it cannot be an option's name (a URL).
+            typo = OPTION_NAME.fullmatch(name) and not value.startswith("//")
+            if colon and name not in defs and (current is None or typo):
+                raise ChatError(f"unknown option {name}; options: {', '.join(defs) or 'none'}")
             if colon and (current is None or name in defs):
                 if name in raw:
                     raise ChatError(f"{name} is given twice; give each option once")
@@ -234,15 +244,28 @@ class Chat:
         await self._show(await self.emu.click(self.user_id, self.last, item.custom_id))
 
     async def _select(self, line: str) -> None:
-        menus = [c for c in self._components() if c.kind == "select"]
+        """``select N[,M]`` in the first menu; ``select MENU N[,M]`` in the menu numbered MENU,
+        as a message with two menus (a connection's live and paper account) needs."""
+        index = self._components()
+        menus = [c for c in index if c.kind == "select"]
         if not menus:
             raise ChatError("the last message has no menu")
+        words = line.split()[1:]
         menu = menus[0]
+        if len(words) == 2:
+            number = words.pop(0)
+            chosen = [c for c in menus if str(c.number) == number]
+            if not chosen:
+                numbers = ", ".join(str(c.number) for c in menus)
+                raise ChatError(f"{number} is not a menu of the last message; its menus: {numbers}")
+            menu = chosen[0]
         options = menu.component.get("options", [])
         try:
-            picks = [options[int(n) - 1]["value"] for n in line.split(None, 1)[1].split(",")]
+            picks = [options[int(n) - 1]["value"] for n in words[0].split(",")]
         except (IndexError, ValueError):
             hint = f"choose numbers from 1 to {len(options)}, e.g. select 1"
+            if len(menus) > 1:
+                hint += f" (or select {menus[1].number} 1 for menu {menus[1].number})"
             raise ChatError(hint) from None
         assert self.last is not None
         await self._show(await self.emu.select(self.user_id, self.last, picks, menu.custom_id))

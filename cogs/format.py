@@ -36,9 +36,13 @@ def qty(value: Decimal) -> str:
 
 
 def price(value: Decimal | None) -> str:
+    """A quote or a fill: cents (6 places below $1), and the fraction of a cent a fill at the
+    midpoint has (270.285), up to 4 places (8 below $1)."""
     if value is None:
         return "—"
-    places = 2 if abs(value) >= 1 else 6
+    low = abs(value) < 1
+    given = -int(value.normalize().as_tuple().exponent)
+    places = max(6 if low else 2, min(8 if low else 4, given))
     return f"{value:,.{places}f}"
 
 
@@ -93,19 +97,23 @@ def position_rows(positions: Sequence[Position]) -> list[list[str]]:
     ]
 
 
-def order_rows(orders: Sequence[Order]) -> list[list[str]]:
+def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str]]:
+    """``fills``: with the average fill price after the filled quantity (/history), since a
+    market order's Price column only says "mkt"."""
     rows = []
     for o in orders:
         limit = order_price(o.limit_price) if o.limit_price is not None else ""
         stop = order_price(o.stop_price) if o.stop_price is not None else ""
         at = " / ".join(x for x in (limit, stop) if x) or "mkt"
         filled = f"{qty(o.filled_quantity)}/{qty(o.quantity)}"
+        average = price(o.average_fill_price) if o.filled_quantity else "—"
         rows.append(
             [
                 o.id[-8:],
                 o.side.value,
                 o.symbol,
                 filled,
+                *([average] if fills else []),
                 _kind(o),
                 at,
                 o.time_in_force.value,
@@ -115,15 +123,21 @@ def order_rows(orders: Sequence[Order]) -> list[list[str]]:
     return rows
 
 
+def order_kind(o: Order) -> str:
+    """As the /trade card and its result say it: "stop limit", "trailing stop"."""
+    return o.order_type.value.replace("_", " ")
+
+
 def _kind(o: Order) -> str:
     """The order type; a bracket's exit says which one it is (TP take-profit, SL stop-loss)."""
-    kind = o.order_type.value
+    kind = order_kind(o)
     if o.parent_id is None:
         return kind
     return f"TP {kind}" if o.order_type is OrderType.LIMIT else f"SL {kind}"
 
 
 ORDER_HEADERS = ["Id", "Side", "Symbol", "Filled", "Type", "Price", "TIF", "Status"]
+HISTORY_HEADERS = [*ORDER_HEADERS[:4], "Avg fill", *ORDER_HEADERS[4:]]
 
 
 def paged(

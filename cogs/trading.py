@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters.models import Order, OrderRequest, OrderStatus
+from adapters.models import AssetClass, Order, OrderRequest, OrderStatus, Side
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
@@ -168,6 +168,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
             + _bracket_line(r)
+            + short_line(p)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
         ),
         colour=fmt.mode_colour(p.target.mode),
@@ -181,7 +182,7 @@ def preview_embed(p: Preview) -> discord.Embed:
     typed = r.order_type.value != "market"
     estimate = fmt.order_price if typed else fmt.price
     embed.add_field(name="Estimated price", value=estimate(p.estimated_price))
-    embed.add_field(name="Estimated cost", value=fmt.money(p.estimated_cost))
+    embed.add_field(name=value_label(p), value=fmt.money(p.estimated_cost))
     if p.buying_power_required != p.estimated_cost:  # margined (futures): say what is held back
         embed.add_field(name="Buying power needed", value=fmt.money(p.buying_power_required))
     embed.add_field(name="Buying power", value=fmt.money(p.buying_power))
@@ -190,6 +191,33 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def short_line(p: Preview) -> str:
+    """A sell of more than is held sells short: said on the card, since a member who meant to
+    close a position they do not have would otherwise open a short without a word."""
+    r = p.request
+    held = p.position_quantity
+    short = r.quantity - held
+    if r.side is not Side.SELL or short <= 0:
+        return ""
+    if held > 0:
+        now = f"You hold {fmt.qty(held)} {r.symbol}: this sell closes them and opens"
+    elif held < 0:
+        return (
+            f"\n⚠️ You are short {fmt.qty(-held)} {r.symbol} already: this sell adds "
+            f"{fmt.qty(r.quantity)} to the short."
+        )
+    else:
+        now = f"You hold no {r.symbol}: this sell opens"
+    return f"\n⚠️ {now} a short position of {fmt.qty(short)}."
+
+
+def value_label(p: Preview) -> str:
+    """A sell brings money in, and a future's value is its notional, not what it costs."""
+    if p.asset_class is AssetClass.FUTURE:
+        return "Notional value"
+    return "Estimated proceeds" if p.request.side is Side.SELL else "Estimated cost"
 
 
 def _bracket_line(r: OrderRequest) -> str:
@@ -463,16 +491,18 @@ class Trading(commands.Cog):
         )
         if share:
             what = f"orders of the last {days} day(s)"
-            embed = shared_orders(interaction, what, target.mode, broker, orders, show_amounts)
+            embed = shared_orders(
+                interaction, what, target.mode, broker, orders, show_amounts, fills=True
+            )
             await reply(interaction, embed=embed, ephemeral=False)
             return
         pages = fmt.paged(
             f"Order history · {target.connection.name}",
             target.mode,
             f"{fmt.mode_tag(target.mode)} · {broker} · last {days} day(s)",
-            fmt.order_rows(orders),
-            fmt.ORDER_HEADERS,
-            {3},
+            fmt.order_rows(orders, fills=True),
+            fmt.HISTORY_HEADERS,
+            {3, 4},
             history_footer(len(orders), days),
         )
         await send_pages(interaction, pages)
@@ -742,17 +772,19 @@ def shared_orders(
     broker: str,
     orders: list[Order],
     amounts: bool,
+    *,
+    fills: bool = False,
 ) -> discord.Embed:
     """A public summary of orders: no account numbers or order ids; quantities and prices only
-    when asked for."""
+    when asked for (``fills``: with the average fill price, as /history has)."""
     if amounts:
-        headers = fmt.ORDER_HEADERS[1:]
-        rows = [row[1:] for row in fmt.order_rows(orders)]
-        right = {2}
+        headers = (fmt.HISTORY_HEADERS if fills else fmt.ORDER_HEADERS)[1:]
+        rows = [row[1:] for row in fmt.order_rows(orders, fills=fills)]
+        right = {2, 3} if fills else {2}
     else:
         headers = ["Side", "Symbol", "Type", "Status"]
         rows = [
-            [o.side.value, o.symbol, o.order_type.value, o.status.value.replace("_", " ")]
+            [o.side.value, o.symbol, fmt.order_kind(o), o.status.value.replace("_", " ")]
             for o in orders
         ]
         right: set[int] = set()

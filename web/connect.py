@@ -43,7 +43,7 @@ async def link_page(request: web.Request) -> web.Response:
     return page(
         f"Connect {broker}",
         [
-            f"This links a {broker} account to your Discord account in Tradecord.",
+            f"This links your {broker} account to your Discord account in Tradecord.",
             "First sign in with Discord, so we know this browser is yours; then sign in at "
             f"{broker} and allow access. Tradecord can read your accounts and place and cancel "
             "orders. It can never move money.",

@@ -89,6 +89,7 @@ from bot.services.trading import (
     all_or_first_error,
     describe_intent,
     exit_kind,
+    fill_price,
     hint_of,
     money,
     price_text,
@@ -2109,6 +2110,7 @@ class SignalService:
             ExecutionStatus.DECLINED,
             "declined",
             "You declined this signal; nothing was placed.",
+            tell=False,  # the card they pressed says so: a DM on top would say it again
         ):
             raise Conflict(await self._already(ex.id))
         return ApprovalResult(
@@ -2231,9 +2233,10 @@ class SignalService:
         )
 
     async def _close_approval(
-        self, execution_id: int, status: str, phase: str, reason: str
+        self, execution_id: int, status: str, phase: str, reason: str, *, tell: bool = True
     ) -> bool:
-        """End a waiting approval (declined or expired) and discard its drafts, once."""
+        """End a waiting approval (declined or expired) and discard its drafts, once; ``tell``:
+        DM the member the reason."""
         async with self.core.db.transaction() as s:
             ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
             if ex is None:
@@ -2268,7 +2271,7 @@ class SignalService:
             discord_id = await s.scalar(
                 select(Member.discord_user_id).where(Member.id == ex.member_id)
             )
-        if discord_id is not None:
+        if discord_id is not None and tell:
             await self._dm(discord_id, f"🕓 {reason} (signal `{ex.signal_id[:8]}`)")
         return True
 
@@ -2473,7 +2476,10 @@ class SignalService:
         ]
         if what:
             lines.append(what)
-        if result.reason:
+        # Not said twice: a broker's refusal is in its order's text already, and a waiting
+        # plan's summary is the line above.
+        waiting = result.status == ExecutionStatus.WAITING_APPROVAL
+        if result.reason and not waiting and result.reason.rstrip(".") not in what:
             lines.append(result.reason)
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
@@ -2572,7 +2578,7 @@ class SignalService:
         if channel is None:
             return
         who = _plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
-        price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+        price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
         kind = exit_kind(order)
         digest = ChannelDigest(channel, strategy.name)
         digest.add(
@@ -3043,12 +3049,12 @@ def _public_order(intent: OrderIntent) -> str:
     """For a channel: the trade only. Broker messages can quote balances, so none here."""
     text = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
-        text += f" at {money(intent.average_fill_price)}"
+        text += f" at {fill_price(intent.average_fill_price)}"
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
         text += f" ({qty(intent.filled_quantity)} filled)"
     elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
         # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
-        at = f" at {money(intent.average_fill_price)}" if intent.average_fill_price else ""
+        at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""
         text += f" ({qty(intent.filled_quantity)} filled{at})"
     return text
 

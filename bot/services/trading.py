@@ -454,9 +454,15 @@ class TradingService:
         trail_amount = parse_decimal(order.trail_amount, "Trail amount")
         trail_percent = parse_decimal(order.trail_percent, "Trail percent")
         trails = order_type is OrderType.TRAILING_STOP
-        if trails and (trail_amount is None) == (trail_percent is None):
+        if trails and trail_amount is None and trail_percent is None:
             raise InvalidInput(
-                "A trailing stop needs trail_amount (a price distance) or trail_percent, not both."
+                "A trailing stop needs how far it trails: add trail_amount (a price distance) "
+                "or trail_percent."
+            )
+        if trails and trail_amount is not None and trail_percent is not None:
+            raise InvalidInput(
+                "A trailing stop takes trail_amount (a price distance) or trail_percent, not "
+                "both: remove one."
             )
         if not trails and (trail_amount is not None or trail_percent is not None):
             raise InvalidInput(
@@ -2320,6 +2326,15 @@ def price_text(value: Decimal) -> str:
     return f"${value:,.{places}f}"
 
 
+def fill_price(value: Decimal) -> str:
+    """What a fill was priced at: cents, with the fraction of a cent a fill at the midpoint or
+    with price improvement has (270.285: rounded to $270.28 it no longer matched the cash the
+    fill took), up to 4 places (8 below $1)."""
+    most = 4 if abs(value) >= 1 else 8
+    places = min(most, max(2, -int(value.normalize().as_tuple().exponent)))
+    return f"${value:,.{places}f}"
+
+
 def qty(value: Decimal) -> str:
     text = format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
     return text
@@ -2329,7 +2344,7 @@ def describe(intent: OrderIntent, order: Order) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     bracket = _bracket_note(intent, order.status)
     if order.status is OrderStatus.FILLED:
-        price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+        price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
         return f"Filled: {what}{price}.{bracket}"
     if order.status is OrderStatus.PARTIALLY_FILLED:
         return f"Partly filled: {qty(order.filled_quantity)} of {what}.{bracket}"
@@ -2369,7 +2384,7 @@ def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -
     holds those shares)."""
     if not filled:
         return f"{how}: {what}."
-    at = f" at {money(price)}" if price else ""
+    at = f" at {fill_price(price)}" if price else ""
     return f"{how} after filling {qty(filled)} of {what}{at}."
 
 
@@ -2377,7 +2392,7 @@ def describe_intent(intent: OrderIntent) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     text = {
         IntentStatus.FILLED: f"Filled: {what}"
-        + (f" at {money(intent.average_fill_price)}" if intent.average_fill_price else "")
+        + (f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else "")
         + ".",
         IntentStatus.PARTIALLY_FILLED: f"Partly filled: {qty(intent.filled_quantity)} of {what}.",
         IntentStatus.ACCEPTED: f"Accepted by the broker: {what}.",
@@ -2403,7 +2418,7 @@ def exit_kind(order: Order) -> str:
 
 def describe_exit(intent: OrderIntent, order: Order) -> str:
     """A bracket's exit filled: what closed, and which order of the member's it closed."""
-    price = f" at {money(order.average_fill_price)}" if order.average_fill_price else ""
+    price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
     note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
     return (
         f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled: the "

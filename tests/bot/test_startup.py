@@ -124,7 +124,8 @@ async def test_local_mode_driven_by_a_script(
         "# a demo\n/help\n/accounts\n/trade symbol:AAPL side:buy quantity:10\npress 1\n"
         "/positions\n/positions share:true\n/trade symbol:AAPL side:buy quantity:abc\n/nope\n"
         "press 9\n/strategy create name:Bob's EMA cross\n"
-        "/trade symbol:AAPL side:buy quantity:1 quantity:2\nquit\n"
+        "/trade symbol:AAPL side:buy quantity:1 quantity:2\n"
+        "/trade symbol:AAPL side:buy quantity:1 qty:3\nquit\n"
         "/never-run\n"
     )
     local = settings.model_copy(update={"tradecord_keys": None, "discord_token": None})
@@ -145,9 +146,26 @@ async def test_local_mode_driven_by_a_script(
     # As in Discord, a value runs to the next option, apostrophes included.
     assert "Created Bob's EMA cross." in text
     assert "! quantity is given twice" in text
+    # A misspelt option is named, not taken as part of the value before it ("1 qty:3").
+    assert "! unknown option qty; options: symbol, side, quantity, order_type" in text
+    assert "“1 qty:3” is not" not in text
     assert "**" not in text  # markdown shows as Discord shows it
     assert "/never-run" not in text.split("you> quit")[1]
     assert (settings.tradecord_data_dir / "tradecord.key").exists()
+
+
+async def test_a_missing_script_stops_with_one_line(tmp_path: Path) -> None:
+    code, _, err = await run_cli(
+        "run", "--script", "demo.txt", env=base_env(tmp_path), cwd=tmp_path
+    )
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "tradecord: --script: no file demo.txt (- reads standard input)"
+    ]
+    (tmp_path / "demos").mkdir()
+    code, _, err = await run_cli("run", "--script", "demos", env=base_env(tmp_path), cwd=tmp_path)
+    assert code == 2
+    assert err.strip().splitlines() == ["tradecord: --script: demos is a folder; name a file in it"]
 
 
 @pytest.mark.parametrize("role", ["web", "all"])

@@ -29,7 +29,7 @@ from bot.db import Database
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import AuditEvent, ConnectionAccount, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
-from bot.services.trading import OrderInput
+from bot.services.trading import OrderInput, fill_price
 from bot.settings import Settings
 from tests.support import FakeClock, trading_contract
 
@@ -159,6 +159,15 @@ async def test_a_preview_made_before_a_paper_reset_cannot_be_confirmed_after_it(
         (OrderInput("AAPL", "buy", "1", "stop_limit", stop_price="9"), "needs limit_price"),
         (OrderInput("AAPL", "buy", "1", "limit", limit_price="-1"), "more than zero"),
         (OrderInput("AAPL", "buy", "1", "trailing"), "Order type must be"),
+        # Neither distance: saying "not both" would tell them off for what they did not do.
+        (
+            OrderInput("AAPL", "sell", "1", "trailing_stop"),
+            r"needs how far it trails: add trail_amount \(a price distance\) or trail_percent\.$",
+        ),
+        (
+            OrderInput("AAPL", "sell", "1", "trailing_stop", trail_amount="2", trail_percent="5"),
+            "trail_amount .* or trail_percent, not both: remove one",
+        ),
         (OrderInput("AAPL", "buy", "1", time_in_force="forever"), "Time in force must be"),
         (OrderInput("$$$", "buy", "1"), "is not a symbol"),
         (OrderInput("AAPL", "buy", "1", mode="margin"), "Mode must be paper or live"),
@@ -1108,3 +1117,16 @@ async def test_a_lost_answer_whose_lookup_fails_is_left_unknown_for_the_reconcil
     assert creates == 1 and await order_count(core, intent.client_order_id) == 1
     told = [m.content or "" for _, m in notifier.dms]
     assert len(told) == 1 and told[0].startswith("📝 Paper order update: Filled")
+
+
+@pytest.mark.parametrize(
+    ("price", "text"),
+    [
+        ("270.285", "$270.285"),  # a midpoint fill: its half cent is part of what it cost
+        ("270.28333333", "$270.2833"),  # an average of fills: four places are enough
+        ("1234.5", "$1,234.50"),
+        ("0.00012345", "$0.00012345"),
+    ],
+)
+def test_a_fill_price_keeps_the_fraction_of_a_cent_it_has(price: str, text: str) -> None:
+    assert fill_price(Decimal(price)) == text

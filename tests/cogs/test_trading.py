@@ -61,6 +61,22 @@ async def test_trade_preview_confirm_fills(tradecord: Harness) -> None:
     assert "AAPL" in positions.text() and "long" in positions.text()
 
 
+async def test_a_fill_at_a_fraction_of_a_cent_is_shown_as_it_was_priced(
+    tradecord: Harness,
+) -> None:
+    """At the midpoint of a one-cent spread: "at $199.99" for 10 shares did not match the
+    $1,999.95 the fill took from cash."""
+    h = tradecord
+    pin(h, "AAPL", "199.99", "200.00")
+    card = await preview(h, "alice", symbol="AAPL", quantity="10")
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Filled: buy 10 AAPL at $199.995." in (await done.message(timeout=10)).text()
+    positions = (await h.reply("alice", "positions")).text()
+    assert "199.995" in positions, positions
+    balances = (await h.reply("alice", "balances")).text()
+    assert "$98,000.05" in balances  # 100,000 less 10 × 199.995
+
+
 async def test_the_card_names_the_paper_connection_once(tradecord: Harness) -> None:
     """Its name is its broker's: "Tradecord Paper (Tradecord Paper)" said it twice."""
     card = await preview(tradecord, "alice", symbol="AAPL", quantity="1")
@@ -76,10 +92,49 @@ async def test_a_futures_card_shows_the_notional_and_the_margin_it_needs(
     card = await preview(h, "alice", symbol=ES, quantity="1")
     text = card.text()
     assert f"BUY 1 {ES}" in text
-    assert "$295,025.00" in text  # estimated cost: the notional
+    assert "Notional value" in text and "$295,025.00" in text
     assert "Buying power needed" in text and "$29,502.50" in text  # 10 % initial margin
     assert "$70,497.50" in text  # buying power after
     assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "side", "label"),
+    [
+        ("AAPL", "buy", "Estimated cost"),
+        ("AAPL", "sell", "Estimated proceeds"),  # a sell's money comes in: it was "cost"
+        (ES, "buy", "Notional value"),  # a future costs its margin, not its notional
+        (ES, "sell", "Notional value"),
+    ],
+)
+async def test_the_card_names_the_orders_value_for_its_side_and_asset(
+    tradecord: Harness, symbol: str, side: str, label: str
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    pin(h, ES, "5900.00", "5900.50")
+    card = await preview(h, "alice", symbol=symbol, side=side, quantity="1")
+    names = [f["name"] for f in card.embeds[0]["fields"]]
+    assert label in names, names
+    assert not {"Estimated cost", "Estimated proceeds", "Notional value"} - {label} & set(names)
+
+
+async def test_the_card_says_when_a_sell_opens_a_short(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")
+    assert "You hold no AAPL: this sell opens a short position of 10." in card.text()
+    buy = await preview(h, "alice", symbol="AAPL", quantity="4")
+    assert "short" not in buy.text()
+    await (await h.emu.click(h.user("alice"), buy, label="Confirm")).message(timeout=10)
+    closing = await preview(h, "alice", symbol="AAPL", side="sell", quantity="4")
+    assert "short" not in closing.text()  # closes what is held: nothing to warn of
+    flip = await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")
+    text = flip.text()
+    assert "You hold 4 AAPL: this sell closes them and opens a short position of 6." in text
+    await (await h.emu.click(h.user("alice"), flip, label="Confirm")).message(timeout=10)
+    more = await preview(h, "alice", symbol="AAPL", side="sell", quantity="2")
+    assert "You are short 6 AAPL already: this sell adds 2 to the short." in more.text()
 
 
 async def test_cancel_on_the_card_sends_nothing(tradecord: Harness) -> None:
@@ -610,6 +665,21 @@ async def test_share_error_after_a_slow_read_stays_private(
     assert not any("My Schwab IRA" in m.text() for m in others)
 
 
+async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
+    """A market order's Price column says only "mkt": the fill's price is its own column."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="10")
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    history = (await h.reply("alice", "history")).text()
+    assert "Avg fill" in history and "mkt" in history
+    assert "10/10    200.00  market" in history, history
+    shared = (await h.reply("alice", "history", share=True, show_amounts=True)).text()
+    assert "10/10    200.00  market" in shared, shared
+    private = (await h.reply("alice", "history", share=True)).text()
+    assert "200.00" not in private and "Avg fill" not in private
+
+
 def test_history_says_when_older_orders_were_cut() -> None:
     assert history_footer(12, 7) == "12 order(s)"
     cut = history_footer(HISTORY_LIMIT, 30)
@@ -790,8 +860,12 @@ async def test_a_trailing_stop_from_trade_rests_with_its_stop_below_the_price(
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
     assert "Accepted: sell 10 AAPL (trailing stop, working)" in (await done.message()).text()
     orders = (await h.reply("alice", "orders")).text()
-    assert "trailing_stop" in orders and "190.00" in orders, orders
+    # Named as the card named it, in /orders and in a shared list alike.
+    assert "trailing stop" in orders and "190.00" in orders, orders
+    assert "trailing_stop" not in orders
+    shared = (await h.reply("alice", "orders", share=True)).text()
+    assert "trailing stop" in shared and "trailing_stop" not in shared, shared
     missing = await preview(
         h, "alice", symbol="AAPL", side="sell", quantity="1", order_type="trailing_stop"
     )
-    assert "needs trail_amount (a price distance) or trail_percent" in missing.text()
+    assert "add trail_amount (a price distance) or trail_percent" in missing.text()

@@ -163,6 +163,20 @@ async def test_full_flow_links_and_choosing_an_account_turns_trading_on(h: Harne
     assert "choose that account for this connection in /accounts" in card.text()
 
 
+@pytest.mark.parametrize("broker", ["alpaca", "tradestation"])
+async def test_the_link_page_reads_well_for_every_broker(h: Harness, broker: str) -> None:
+    """It said "a Alpaca account": no article to get wrong now."""
+    b = Browser()
+    try:
+        page = await b.get(await connect_link(h, "alice", broker))
+        text = await page.text()
+    finally:
+        await b.close()
+    name = h.core.linking.broker_name(broker)
+    assert f"This links your {name} account to your Discord account" in text, text
+    assert f"a {name}" not in text
+
+
 async def test_someone_elses_link_links_nothing_and_the_member_is_told(h: Harness) -> None:
     alice, mallory = h.user("alice"), h.user("mallory")
     b = Browser()

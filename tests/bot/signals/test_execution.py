@@ -898,6 +898,9 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
     assert draft.status == IntentStatus.DRAFT and await orders(core) == []
     [pending] = await core.signals.pending_approvals(ALICE)
     assert pending.intent_ids == (draft.id,) and "buy 2 AAPL" in pending.summary
+    # The DM asks once: its header says it waits, the next line what for.
+    [(_, asked)] = [dm for dm in notifier(core).dms if dm[0] == ALICE]
+    assert (asked.content or "").count("buy 2 AAPL") == 1, asked.content
     with pytest.raises(PermissionDenied):
         await core.signals.approve(draft.id, BOB)
     result = await core.signals.approve(draft.id, ALICE)
@@ -914,8 +917,11 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
 async def test_rejected_approval_places_nothing(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     [draft] = await intents(core)
+    told = len(notifier(core).dms)
     result = await core.signals.reject(draft.id, ALICE)
     assert result.status == ExecutionStatus.DECLINED
+    assert result.message == "Declined: nothing was placed."  # the card they pressed says it
+    assert notifier(core).dms[told:] == []  # and no second DM says it again
     await core.jobs.drain()
     assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.DECLINED
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
@@ -1056,6 +1062,17 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     assert set(dms) == {ALICE, BOB}
     assert "Filled: buy 1 AAPL" in dms[ALICE] and ack.body["id"] in dms[ALICE]
     assert "buying power" in dms[BOB].lower()  # the member's own DM says why
+
+
+async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
+    """The rejected order's own text carries the broker's reason: the DM said it twice."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(100000))  # beyond buying power
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.REJECTED
+    [dm] = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER]
+    assert "Rejected: buy 100000 AAPL. Not enough buying power" in dm, dm
+    assert dm.lower().count("not enough buying power") == 1, dm
 
 
 async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -> None:

@@ -1,0 +1,36 @@
+"""The local-mode chat: lines typed as in Discord, run against the real bot."""
+
+from __future__ import annotations
+
+import io
+
+from bot.db import Database
+from bot.local import Chat
+from bot.settings import Settings
+from tests.discord_harness import running_tradecord
+from tests.web.test_connect_flow import Browser, connect_link, through_broker, through_discord
+
+
+async def test_select_reaches_every_menu_of_a_message(settings: Settings, db: Database) -> None:
+    """A linked connection's DM has two menus, live and paper: ``select N`` could choose only
+    in the first, so local mode could never pick a paper account."""
+    async with running_tradecord(settings, brokers=True) as h:
+        alice = h.user("alice")
+        out = io.StringIO()
+        chat = Chat(h.emu, alice, out)
+        b = Browser()
+        try:
+            link = await connect_link(h, "alice")
+            await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+        finally:
+            await b.close()
+        await h.emu.wait_for_message(
+            lambda m: "is linked" in m.content and len(m.selects()) == 2, include_existing=True
+        )
+        assert "[2] ▾ Choose the paper account for TradeStation" in out.getvalue()
+        assert await chat.handle("select 3 1")
+        assert "! 3 is not a menu of the last message; its menus: 1, 2" in out.getvalue()
+        assert await chat.handle("select 2 1")
+        assert "TradeStation will trade paper in margin account" in out.getvalue()
+        overview = await h.reply("alice", "accounts")
+        assert "Paper account: TradeStation" in overview.text(), overview.text()
