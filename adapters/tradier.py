@@ -10,6 +10,10 @@ Tradier facts that shape this module (see emulators/specs/tradier/ and the resea
   outcome the caller looks the order up by tag (``includeTags=true``) before any resubmission.
 - Live and sandbox are different hosts with different tokens and accounts, so one connection
   reaches one environment and ``api_urls`` has one entry.
+- Brackets are Tradier's advanced orders: ``class=otoco`` (entry, take-profit, stop-loss) or
+  ``class=oto`` (entry and one exit), each order's fields indexed (``symbol[0]``, ``side[1]``,
+  ...). Tradier answers with one order id; reading it back, the orders are its ``leg`` list in
+  the order sent. Tradecord shows the entry under that id and the exits as orders of their own.
 """
 
 from __future__ import annotations
@@ -108,6 +112,14 @@ EVENTS = {
     OrderStatus.PARTIALLY_FILLED: "partial_fill",
 }
 WORKING = frozenset({OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING})
+# Tradier's advanced orders that Tradecord places as brackets: the first order is the entry,
+# the others its exits.
+BRACKET_CLASSES = frozenset({"oto", "otoco"})
+# Documented for the first order of an oto/otoco: limit, stop or stop_limit, never market.
+BRACKET_ENTRY_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP, OrderType.STOP_LIMIT})
+BRACKET_CLOSES = (
+    "A take-profit/stop-loss bracket needs an order that opens a position; this one closes one."
+)
 OCC_RE = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")
 PAGE = 100  # orders per page when listing
 
@@ -183,6 +195,51 @@ def order_from(raw: dict[str, Any], account_id: str) -> Order:
     )
 
 
+def legs_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``leg`` list of an order with legs (one leg is an object, as everywhere)."""
+    return items(raw, "leg")
+
+
+def is_bracket(raw: dict[str, Any]) -> bool:
+    return raw.get("class") in BRACKET_CLASSES and len(legs_of(raw)) >= 2
+
+
+def orders_from(raw: dict[str, Any], account_id: str) -> list[Order]:
+    """A Tradier order as Tradecord's orders. An oto/otoco is its entry (the first leg) under
+    the id Tradier answered the placement with, which is the one to look up and cancel, then
+    its exits as orders of their own. Tradier documents no fields of the advanced order
+    itself beyond its legs, so everything else comes from the legs."""
+    if not is_bracket(raw):
+        return [order_from(raw, account_id)]
+    parent_id = str(raw["id"])
+    first, *rest = legs_of(raw)
+    exits = []
+    for leg in rest:
+        exit_ = order_from(leg, account_id)
+        exit_.parent_id = parent_id
+        exit_.client_order_id = None  # the tag is the entry's: an exit is no intent's order
+        exits.append(exit_)
+    entry = order_from(first, account_id)
+    entry.id = parent_id
+    entry.client_order_id = raw.get("tag") or first.get("tag") or None
+    entry.exit_ids = tuple(e.id for e in exits)
+    entry.info = raw
+    return [entry, *exits]
+
+
+def find_order(raw: dict[str, Any], order_id: str, account_id: str) -> Order | None:
+    """The order ``order_id`` names within a Tradier order: the order itself, or a leg of a
+    bracket (its first leg stands for the entry)."""
+    orders = orders_from(raw, account_id)
+    if str(raw.get("id")) == order_id:
+        return orders[0]
+    if is_bracket(raw):
+        if str(legs_of(raw)[0].get("id")) == order_id:
+            return orders[0]
+        return next((o for o in orders[1:] if o.id == order_id), None)
+    return None
+
+
 @register
 class TradierAdapter(HttpBrokerAdapter):
     key = "tradier"
@@ -197,7 +254,8 @@ class TradierAdapter(HttpBrokerAdapter):
         # Tradier durations are day, gtc, pre and post: no IOC or FOK.
         time_in_force={AssetClass.EQUITY: frozenset({TimeInForce.DAY, TimeInForce.GTC})},
         fractional=frozenset(),
-        brackets=False,
+        # As oto/otoco advanced orders, for stocks and ETFs in every account type.
+        brackets=True,
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,
@@ -281,6 +339,28 @@ class TradierAdapter(HttpBrokerAdapter):
             return InvalidOrder(f"Tradier rejected the order: {detail}", vendor_code=code)
         return BrokerError(f"Tradier refused the request: {detail}", vendor_code=code)
 
+    # -- checks Tradier adds to the shared ones ----------------------------------------------
+
+    def check_order(self, account: AccountRef, request: OrderRequest) -> None:
+        super().check_order(account, request)
+        b = request.bracket
+        if b is None:
+            return
+        if b.take_profit is None and b.stop_loss is None:
+            raise InvalidOrder("A bracket needs a take-profit price, a stop-loss price, or both.")
+        if b.stop_loss_limit is not None and b.stop_loss is None:
+            raise InvalidOrder("A stop-loss limit price needs a stop-loss price too.")
+        if any(p is not None and p <= 0 for p in (b.take_profit, b.stop_loss, b.stop_loss_limit)):
+            raise InvalidOrder("Prices must be more than zero.")
+        # Tradier documents the first order of an oto/otoco as a limit, stop or stop_limit
+        # order (docs.tradier.com, "Place OTOCO Order" and "Place OTO Order").
+        if request.order_type not in BRACKET_ENTRY_TYPES:
+            raise InvalidOrder(
+                "Tradier places a take-profit/stop-loss bracket only on a limit, stop or "
+                f"stop-limit entry, not a {request.order_type.value.replace('_', ' ')} order: "
+                "give the entry a limit price (a marketable one fills at once)."
+            )
+
     # -- reads --------------------------------------------------------------------------
 
     async def fetch_accounts(self) -> list[Account]:
@@ -350,9 +430,9 @@ class TradierAdapter(HttpBrokerAdapter):
             )
         return out
 
-    async def _all_orders(self, account: AccountRef) -> list[Order]:
+    async def _raw_orders(self, account: AccountRef) -> list[dict[str, Any]]:
         """Every order Tradier lists for the account, tags included, paging through."""
-        orders: list[Order] = []
+        orders: list[dict[str, Any]] = []
         page = 1
         while True:
             resp = await self._get(
@@ -362,10 +442,14 @@ class TradierAdapter(HttpBrokerAdapter):
             )
             raw = resp.body.get("orders") if isinstance(resp.body, dict) else None
             batch = items(raw, "order")
-            orders.extend(order_from(o, account.id) for o in batch)
+            orders.extend(batch)
             if len(batch) < PAGE:
                 return orders
             page += 1
+
+    async def _all_orders(self, account: AccountRef) -> list[Order]:
+        """Every order of the account; a bracket's exits are listed as orders of their own."""
+        return [o for raw in await self._raw_orders(account) for o in orders_from(raw, account.id)]
 
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         return [o for o in await self._all_orders(account) if o.status in WORKING]
@@ -389,13 +473,25 @@ class TradierAdapter(HttpBrokerAdapter):
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
         if not order_id.isdigit():
             raise OrderNotFound(f"{order_id!r} is not a Tradier order id.")
-        resp = await self._get(
-            account, f"/accounts/{account.id}/orders/{order_id}", params={"includeTags": "true"}
-        )
-        raw = resp.body.get("order") if isinstance(resp.body, dict) else None
-        if not isinstance(raw, dict) or "id" not in raw:
-            raise OrderNotFound()
-        return order_from(raw, account.id)
+        try:
+            resp = await self._get(
+                account, f"/accounts/{account.id}/orders/{order_id}", params={"includeTags": "true"}
+            )
+        except OrderNotFound:
+            raw = None
+        else:
+            raw = resp.body.get("order") if isinstance(resp.body, dict) else None
+        if isinstance(raw, dict) and "id" in raw:
+            found = find_order(raw, order_id, account.id)
+            if found is not None:
+                return found
+        # A bracket's exit has an id of its own (its leg's), which Tradier documents no lookup
+        # for: it is found within the bracket, in the account's order list.
+        for listed in await self._raw_orders(account):
+            found = find_order(listed, order_id, account.id)
+            if found is not None:
+                return found
+        raise OrderNotFound()
 
     async def _fetch_order_by_client_id(
         self,
@@ -475,14 +571,9 @@ class TradierAdapter(HttpBrokerAdapter):
             "type": request.order_type.value,
             "duration": request.time_in_force.value,
         }
-        if request.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-            if request.limit_price is None:
-                raise InvalidOrder("A limit order needs a limit price.")
-            form["price"] = _plain(request.limit_price)
-        if request.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
-            if request.stop_price is None:
-                raise InvalidOrder("A stop order needs a stop price.")
-            form["stop"] = _plain(request.stop_price)
+        _prices(form, "", request.order_type, limit=request.limit_price, stop=request.stop_price)
+        if request.bracket is not None:
+            form = _bracket_form(form, request)
         if request.client_order_id:
             form["tag"] = request.client_order_id
         resp = await self.request(
@@ -554,6 +645,22 @@ class TradierAdapter(HttpBrokerAdapter):
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         if not order_id.isdigit():
             raise OrderNotFound(f"{order_id!r} is not a Tradier order id.")
+        try:
+            await self._delete(account, order_id)
+        except OrderNotFound:
+            # Tradier documents cancelling the order it answered a placement with, not a leg
+            # of it: a bracket's exit is cancelled through its bracket, which cancels what of
+            # it still works (both exits, once the entry has filled).
+            exit_ = await self._fetch_order_by_id(account, order_id)
+            if exit_.parent_id is None:
+                raise
+            if exit_.status.is_final:
+                raise OrderNotCancelable(
+                    f"Tradier cannot cancel this order: it is {exit_.status.value}. See /orders."
+                ) from None
+            await self._delete(account, exit_.parent_id)
+
+    async def _delete(self, account: AccountRef, order_id: str) -> None:
         # A cancel is a write: never resent blindly, and a lost answer may have acted.
         await self.request(
             "DELETE",
@@ -650,15 +757,33 @@ class TradierAdapter(HttpBrokerAdapter):
         if details is None:
             # Events carry no symbol, side, quantity or tag: read them once per order.
             fetched = await self._fetch_order_by_id(account, order_id)
+            own = legs_of(fetched.info)[0] if fetched.exit_ids else fetched.info
             details = {
                 k: v
-                for k, v in fetched.info.items()
+                for k, v in own.items()
                 if k in ("symbol", "side", "quantity", "duration", "tag", "class", "option_symbol")
+            }
+            # Which of Tradecord's orders the event is about: an order of a bracket is the
+            # entry (under the bracket's id) or one of its exits.
+            details["_as"] = {
+                "id": fetched.id,
+                "tag": fetched.client_order_id,
+                "parent_id": fetched.parent_id,
+                "exit_ids": fetched.exit_ids,
             }
             if len(self._order_details) > 5000:
                 self._order_details.clear()
             self._order_details[key] = details
-        order = order_from({**details, **event}, account.id)
+        known: dict[str, Any] = details.get("_as") or {}
+        if known.get("exit_ids") and known["id"] == order_id:
+            # An event about the bracket as a whole: Tradier documents no fields of its own
+            # for it, so its entry is read again and reported as it is.
+            event = dict(legs_of((await self._fetch_order_by_id(account, order_id)).info)[0])
+        fields = {k: v for k, v in details.items() if k != "_as"}
+        order = order_from({**fields, **event}, account.id)
+        if known:
+            order.id, order.client_order_id = known["id"], known["tag"]
+            order.parent_id, order.exit_ids = known["parent_id"], tuple(known["exit_ids"])
         if order.status is OrderStatus.REJECTED and not order.reject_reason:
             # Events do not say why; the order does, and a rejection is worth one read.
             try:
@@ -706,6 +831,58 @@ class TradierAdapter(HttpBrokerAdapter):
             bucket=f"standard:{account.environment}",
             params=params,
         )
+
+
+def _prices(
+    form: dict[str, str],
+    index: str,
+    kind: OrderType,
+    *,
+    limit: Decimal | None,
+    stop: Decimal | None,
+) -> None:
+    """``price`` for limit and stop_limit orders, ``stop`` for stop and stop_limit orders
+    (``price[1]`` and so on for the orders of an advanced order)."""
+    if kind in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        if limit is None:
+            raise InvalidOrder("A limit order needs a limit price.")
+        form[f"price{index}"] = _plain(limit)
+    if kind in (OrderType.STOP, OrderType.STOP_LIMIT):
+        if stop is None:
+            raise InvalidOrder("A stop order needs a stop price.")
+        form[f"stop{index}"] = _plain(stop)
+
+
+def _bracket_form(entry: dict[str, str], request: OrderRequest) -> dict[str, str]:
+    """The entry ``entry`` and its exits as one advanced order, the shape Tradier documents
+    (docs.tradier.com/reference/brokerage-api-trading-place-otoco-order, and
+    documentation.tradier.com/brokerage-api/trading/place-otoco-order and place-oto-order):
+    ``class=otoco`` (or ``oto`` for one exit), one ``duration`` for all, and each order's
+    ``symbol``, ``side``, ``quantity``, ``type``, ``price`` and ``stop`` indexed from 0 in the
+    order entry, take-profit, stop-loss. Tradier starts the exits when the entry fills; with
+    both, the one that fills cancels the other."""
+    assert request.bracket is not None
+    b = request.bracket
+    # The exits close what the entry opens; Tradier takes the closing sides for them.
+    exit_side = {"buy": "sell", "sell_short": "buy_to_cover"}.get(entry["side"])
+    if exit_side is None:
+        raise InvalidOrder(BRACKET_CLOSES)
+    orders: list[tuple[OrderType, Decimal | None, Decimal | None]] = [
+        (request.order_type, request.limit_price, request.stop_price)
+    ]
+    if b.take_profit is not None:
+        orders.append((OrderType.LIMIT, b.take_profit, None))
+    if b.stop_loss is not None:
+        kind = OrderType.STOP if b.stop_loss_limit is None else OrderType.STOP_LIMIT
+        orders.append((kind, b.stop_loss_limit, b.stop_loss))
+    form = {"class": "otoco" if len(orders) == 3 else "oto", "duration": entry["duration"]}
+    for i, (kind, limit, stop) in enumerate(orders):
+        form[f"symbol[{i}]"] = entry["symbol"]
+        form[f"side[{i}]"] = entry["side"] if i == 0 else exit_side
+        form[f"quantity[{i}]"] = entry["quantity"]
+        form[f"type[{i}]"] = kind.value
+        _prices(form, f"[{i}]", kind, limit=limit, stop=stop)
+    return form
 
 
 def _plain(value: Decimal) -> str:

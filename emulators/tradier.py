@@ -77,6 +77,11 @@ ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 DURATIONS = ("day", "gtc", "pre", "post")
 CLASSES = ("equity", "option", "multileg", "combo", "oto", "oco", "otoco")
 WORKING = ("open", "partially_filled", "pending")
+ENDED_UNFILLED = ("canceled", "expired", "rejected")
+# Advanced orders emulated, by the number of orders they hold (the first triggers the rest).
+ADVANCED_LEGS = {"oto": 2, "otoco": 3}
+# Each order's own fields in an advanced order, indexed from 0 (``symbol[0]``, ``type[1]``).
+LEG_FIELDS = ("symbol", "option_symbol", "side", "quantity", "type", "price", "stop", "duration")
 # Documented rate limits per access token per minute.
 DEFAULT_LIMITS = {
     Environment.LIVE: {"standard": 120, "market": 120, "trading": 60},
@@ -167,6 +172,8 @@ class EmuOrder:
     last_fill_quantity: Decimal = Decimal(0)
     reason_description: str | None = None
     triggered: bool = False  # a stop or stop_limit order whose stop has been touched
+    parent: int | None = None  # the advanced order (oto, otoco) this order is a leg of
+    waiting: bool = False  # a leg held (status pending) until the first order fills
 
     @property
     def remaining(self) -> Decimal:
@@ -175,6 +182,18 @@ class EmuOrder:
     @property
     def buys(self) -> bool:
         return self.side in ("buy", "buy_to_cover")
+
+
+@dataclass
+class EmuAdvanced:
+    """An oto or otoco order: one id for the whole, its orders (legs) with ids of their own."""
+
+    id: int
+    account: str
+    klass: str  # oto | otoco
+    legs: list[int]
+    tag: str | None
+    create_date: str
 
 
 @dataclass
@@ -266,8 +285,9 @@ class TradierEmulator(BaseEmulator):
     Control surface for tests and local mode: ``add_user``, ``add_account``, ``add_position``,
     ``set_quote``, ``fill``, ``reject``, ``expire_day_orders``, ``set_market_open``,
     ``set_rate_limit``, ``issue_tokens``, ``expire_access_tokens``, ``send_heartbeat``,
-    ``drop_streams``, ``stream_count``; state in ``users``, ``accounts``, ``orders``,
-    ``quotes``, ``sessions``; checks in ``spec_violations`` and ``requests``.
+    ``drop_streams``, ``stream_count``; state in ``users``, ``accounts``, ``orders`` (the legs
+    of oto/otoco orders too, by their own ids), ``advanced`` (oto/otoco orders), ``quotes``,
+    ``sessions``; checks in ``spec_violations`` and ``requests``.
     """
 
     name = "tradier"
@@ -310,6 +330,7 @@ class TradierEmulator(BaseEmulator):
         self.users: dict[str, EmuUser] = {}
         self.accounts: dict[str, EmuAccount] = {}
         self.orders: dict[int, EmuOrder] = {}
+        self.advanced: dict[int, EmuAdvanced] = {}
         self.quotes: dict[str, EmuQuote] = {}
         self.sessions: dict[str, EventSession] = {}
         self.spec_violations: list[str] = []
@@ -488,7 +509,7 @@ class TradierEmulator(BaseEmulator):
         """Execute part (or all) of a working order now, at ``price`` or the current quote."""
         order = self.orders[int(order_id)]
         qty = Decimal(str(quantity))
-        if order.status not in WORKING or qty <= 0 or qty > order.remaining:
+        if order.status not in WORKING or order.waiting or qty <= 0 or qty > order.remaining:
             raise ValueError(f"cannot fill {qty} of order {order.id} ({order.status})")
         if price is None:
             quote = self.quotes[order.symbol]
@@ -501,9 +522,8 @@ class TradierEmulator(BaseEmulator):
     def reject(self, order_id: int | str, reason: str) -> EmuOrder:
         """The broker rejects a working order after accepting it (e.g. a risk check)."""
         order = self.orders[int(order_id)]
-        order.status, order.reason_description = "rejected", reason
-        order.transaction_date = iso_ms(self.clock())
-        self._emit(order)
+        order.reason_description = reason
+        self._end(order, "rejected")
         return order
 
     def expire_day_orders(self) -> list[EmuOrder]:
@@ -511,9 +531,7 @@ class TradierEmulator(BaseEmulator):
         expired = []
         for order in self.orders.values():
             if order.status in WORKING and order.duration in ("day", "pre", "post"):
-                order.status = "expired"
-                order.transaction_date = iso_ms(self.clock())
-                self._emit(order)
+                self._end(order, "expired")
                 expired.append(order)
         return expired
 
@@ -969,6 +987,55 @@ class TradierEmulator(BaseEmulator):
             out["tag"] = o.tag
         return out
 
+    def advanced_json(self, a: EmuAdvanced, *, include_tag: bool) -> JSON:
+        """An oto/otoco as an order with legs, in the shape Tradier documents for orders with
+        legs (docs.tradier.com/docs/orders: ``num_legs`` and a ``leg`` list, each leg with its
+        own id and status), legs in the order they were sent. Tradier documents no status of
+        the advanced order itself; this one is derived from its legs."""
+        legs = [self.orders[i] for i in a.legs]
+        entry = legs[0]
+        out: JSON = {
+            "id": a.id,
+            "type": entry.type,
+            "symbol": entry.symbol,
+            "side": entry.side,
+            "quantity": entry.quantity,
+            "status": self._advanced_status(legs),
+            "duration": entry.duration,
+            "create_date": a.create_date,
+            "transaction_date": max(leg.transaction_date for leg in legs),
+            "class": a.klass,
+            "num_legs": len(legs),
+            "leg": [self.order_json(leg, include_tag=False) for leg in legs],
+        }
+        if include_tag and a.tag:
+            out["tag"] = a.tag
+        return out
+
+    @staticmethod
+    def _advanced_status(legs: list[EmuOrder]) -> str:
+        entry, *exits = legs
+        if entry.status in WORKING:
+            return entry.status
+        if any(leg.status in WORKING for leg in exits):
+            return "open"
+        if entry.status != "filled" or any(leg.status == "filled" for leg in exits):
+            return entry.status  # ended unfilled, or filled and closed by an exit
+        return exits[-1].status  # its exits ended unfilled
+
+    def _top_level(self, account: str) -> list[EmuOrder | EmuAdvanced]:
+        """The account's orders as Tradier lists them: an advanced order once, with its legs."""
+        plain: list[EmuOrder | EmuAdvanced] = [
+            o for o in self.orders_for(account) if o.parent is None
+        ]
+        plain.extend(a for a in self.advanced.values() if a.account == account)
+        return sorted(plain, key=lambda o: o.id)
+
+    def _render(self, order: EmuOrder | EmuAdvanced, *, include_tag: bool) -> JSON:
+        if isinstance(order, EmuAdvanced):
+            return self.advanced_json(order, include_tag=include_tag)
+        return self.order_json(order, include_tag=include_tag)
+
     def _include_tags(self, request: web.Request, ctx: _Ctx) -> bool:
         raw = request.query.get("includeTags", "false")
         if raw not in ("true", "false"):
@@ -991,15 +1058,22 @@ class TradierEmulator(BaseEmulator):
         tags = self._include_tags(request, ctx)
         page = self._positive_int(request, ctx, "page") or 1
         limit = self._positive_int(request, ctx, "limit")
-        orders = sorted(self.orders_for(acct.number), key=lambda o: o.id)
+        orders = self._top_level(acct.number)
         if limit is not None:
             orders = orders[(page - 1) * limit : page * limit]
-        items = [self.order_json(o, include_tag=tags) for o in orders]
+        items = [self._render(o, include_tag=tags) for o in orders]
         return self._reply(ctx, collection("orders", "order", items))
 
-    def _order(self, ctx: _Ctx, request: web.Request, acct: EmuAccount) -> EmuOrder:
+    def _order(self, ctx: _Ctx, request: web.Request, acct: EmuAccount) -> EmuOrder | EmuAdvanced:
+        """The order a path names: an id Tradier answered a placement with. A leg of an
+        advanced order is not looked up or cancelled by its own id here: Tradier documents no
+        such call, so a client must not depend on it."""
         raw = request.match_info["order_id"]
-        order = self.orders.get(int(raw)) if raw.isdigit() else None
+        key = int(raw) if raw.isdigit() else None
+        order = self.advanced.get(key) if key is not None else None
+        if order is None and key is not None:
+            plain = self.orders.get(key)
+            order = plain if plain is not None and plain.parent is None else None
         if order is None or order.account != acct.number:
             raise self._errors(ctx, [f"Order {raw} not found."], status=404)
         return order
@@ -1009,17 +1083,26 @@ class TradierEmulator(BaseEmulator):
         acct = self._account(ctx, request)
         tags = self._include_tags(request, ctx)
         order = self._order(ctx, request, acct)
-        return self._reply(ctx, {"order": self.order_json(order, include_tag=tags)})
+        return self._reply(ctx, {"order": self._render(order, include_tag=tags)})
 
     async def _cancel_order(self, request: web.Request, ctx: _Ctx) -> web.Response:
         self._check_params(request, ctx, set())
         acct = self._account(ctx, request)
         order = self._order(ctx, request, acct)
+        if isinstance(order, EmuAdvanced):
+            # Whatever of it still works: the entry (which takes its held exits with it), or
+            # the exits once the entry has filled.
+            working = [self.orders[i] for i in order.legs if self.orders[i].status in WORKING]
+            if not working:
+                status = self._advanced_status([self.orders[i] for i in order.legs])
+                raise self._errors(ctx, [f"Order {order.id} cannot be canceled: it is {status}."])
+            for leg in working:
+                if leg.status in WORKING:
+                    self._end(leg, "canceled")
+            return self._reply(ctx, {"order": {"id": order.id, "status": "ok"}})
         if order.status not in WORKING:
             raise self._errors(ctx, [f"Order {order.id} cannot be canceled: it is {order.status}."])
-        order.status = "canceled"
-        order.transaction_date = iso_ms(self.clock())
-        self._emit(order)
+        self._end(order, "canceled")
         return self._reply(ctx, {"order": {"id": order.id, "status": "ok"}})
 
     async def _place_order(self, request: web.Request, ctx: _Ctx) -> web.Response:
@@ -1027,6 +1110,8 @@ class TradierEmulator(BaseEmulator):
             self.violation(request, f"order body must be {FORM}, not {request.content_type}")
             raise self._errors(ctx, ["Orders must be sent form-encoded."])
         form = {k: str(v) for k, v in (await request.post()).items()}
+        if form.get("class") in ADVANCED_LEGS:
+            return await self._place_advanced(request, ctx, form)
         allowed = {
             "class",
             "symbol",
@@ -1104,6 +1189,146 @@ class TradierEmulator(BaseEmulator):
             ctx, {"order": {"id": order.id, "status": "ok", "partner_id": self.partner_id}}
         )
 
+    async def _place_advanced(
+        self, request: web.Request, ctx: _Ctx, form: dict[str, str]
+    ) -> web.Response:
+        """An oto or otoco order, as documented (docs.tradier.com/reference/
+        brokerage-api-trading-place-otoco-order; documentation.tradier.com/brokerage-api/
+        trading/place-otoco-order and place-oto-order): each order's fields indexed from 0,
+        one ``duration`` or one per order. The first order works at once; the others are held
+        (pending) until it has filled, then work, an otoco's two cancelling each other."""
+        klass = form["class"]
+        n = ADVANCED_LEGS[klass]
+        allowed = {"class", "duration", "tag", "preview"}
+        allowed |= {f"{name}[{i}]" for name in LEG_FIELDS for i in range(n)}
+        self._check_params(request, ctx, allowed, source=form)
+        acct = self._account(ctx, request)
+        problems = self._validate_advanced(form, n)
+        if problems:
+            for p in problems:
+                self.violation(request, p)
+            raise self._errors(ctx, problems)
+        if any(f"option_symbol[{i}]" in form for i in range(n)):
+            # Not a documentation departure: this emulator trades stocks and ETFs only.
+            raise self._errors(ctx, ["Option orders are not available for this account."])
+        if form.get("preview") == "true":
+            raise self._errors(ctx, [f"Previews of {klass} orders are not emulated."])
+        legs: list[tuple[str, str, Decimal, str, str, Decimal | None, Decimal | None]] = []
+        for i in range(n):
+            legs.append(
+                (
+                    form[f"symbol[{i}]"].upper(),
+                    form[f"side[{i}]"],
+                    Decimal(form[f"quantity[{i}]"]),
+                    form[f"type[{i}]"],
+                    form.get("duration") or form[f"duration[{i}]"],
+                    _dec(form[f"price[{i}]"]) if f"price[{i}]" in form else None,
+                    _dec(form[f"stop[{i}]"]) if f"stop[{i}]" in form else None,
+                )
+            )
+        symbol, side, qty, type, duration, price, stop = legs[0]
+        self._business_checks(ctx, acct, symbol, side, type, duration, qty, price, stop)
+        for symbol, _, _, type, duration, _, _ in legs[1:]:
+            # The exits close what the first order opens: their sides are checked when they
+            # start, the position being there only then.
+            if symbol not in self.quotes:
+                raise self._errors(ctx, [f"Invalid parameter, {symbol}: symbol not found."])
+            if duration in ("pre", "post") and type != "limit":
+                raise self._errors(ctx, ["Extended hours orders must be limit orders."])
+        now = iso_ms(self.clock())
+        self._next_order += 1
+        advanced = EmuAdvanced(self._next_order, acct.number, klass, [], form.get("tag"), now)
+        self.advanced[advanced.id] = advanced
+        for i, (symbol, side, qty, type, duration, price, stop) in enumerate(legs):
+            self._next_order += 1
+            leg = EmuOrder(
+                self._next_order,
+                acct.number,
+                ctx.environment,
+                symbol,
+                side,
+                qty,
+                type,
+                duration,
+                price,
+                stop,
+                None,
+                now,
+                now,
+                status="open" if i == 0 else "pending",
+                parent=advanced.id,
+                waiting=i > 0,
+            )
+            self.orders[leg.id] = leg
+            advanced.legs.append(leg.id)
+            self._emit(leg)
+        self._try_fill(self.orders[advanced.legs[0]])
+        return self._reply(
+            ctx, {"order": {"id": advanced.id, "status": "ok", "partner_id": self.partner_id}}
+        )
+
+    def _validate_advanced(self, form: dict[str, str], n: int) -> list[str]:
+        """The documented parameters and validations of oto and otoco orders."""
+        otoco = form["class"] == "otoco"
+        per_order = [f"duration[{i}]" in form for i in range(n)]
+        problems: list[str] = []
+        if "duration" in form and any(per_order):
+            problems.append("duration is sent once or per order (duration[index]), not both")
+        elif "duration" not in form and not all(per_order):
+            problems.append("missing required parameter 'duration'")
+        problems += [
+            f"missing required parameter '{name}[{i}]'"
+            for i in range(n)
+            for name in ("symbol", "side", "quantity", "type")
+            if not form.get(f"{name}[{i}]")
+        ]
+        if problems:
+            return problems
+        durations = [form.get("duration") or form[f"duration[{i}]"] for i in range(n)]
+        for d in sorted(set(durations)):
+            if d not in DURATIONS:
+                problems.append(f"duration must be one of {', '.join(DURATIONS)}, not {d!r}")
+        for i in range(n):
+            # The first order is a limit, stop or stop_limit order; an oto's second may also
+            # be a market order, an otoco's second and third may not.
+            types = ORDER_TYPES if i > 0 and not otoco else ("limit", "stop", "stop_limit")
+            kind, side, qty = (form[f"{name}[{i}]"] for name in ("type", "side", "quantity"))
+            if kind not in types:
+                problems.append(
+                    f"type[{i}] must be one of {', '.join(types)} in this position of an "
+                    f"{form['class']} order, not {kind!r}"
+                )
+            if side not in EQUITY_SIDES:
+                problems.append(f"side[{i}] must be one of {', '.join(EQUITY_SIDES)}, not {side!r}")
+            amount = _dec(qty)
+            if amount is None or amount <= 0 or amount != amount.to_integral_value():
+                problems.append(f"quantity[{i}] must be a positive whole number, not {qty!r}")
+            for name in (f"price[{i}]", f"stop[{i}]"):
+                if name in form:
+                    value = _dec(form[name])
+                    if value is None or value <= 0:
+                        problems.append(f"{name} must be a positive number, not {form[name]!r}")
+            if (kind in ("limit", "stop_limit")) != (f"price[{i}]" in form):
+                problems.append(
+                    f"price[{i}] is required for limit and stop_limit orders, and only for them"
+                )
+            if (kind in ("stop", "stop_limit")) != (f"stop[{i}]" in form):
+                problems.append(
+                    f"stop[{i}] is required for stop and stop_limit orders, and only for them"
+                )
+        if otoco:
+            if form.get("symbol[1]", "").upper() != form.get("symbol[2]", "").upper():
+                problems.append("the second and third orders must have the same symbol")
+            if form["type[1]"] == form["type[2]"]:
+                problems.append("the second and third orders must have a different type")
+            if durations[1] != durations[2]:
+                problems.append("the second and third orders must have the same duration")
+        if "tag" in form and not TAG_RE.match(form["tag"]):
+            problems.append("tag must be at most 255 letters, digits and dashes")
+        if form.get("preview", "false") not in ("true", "false"):
+            problems.append("preview must be true or false")
+        return problems
+
     def _validate_order_form(self, form: dict[str, str]) -> list[str]:
         problems = [
             f"missing required parameter {n!r}"
@@ -1177,7 +1402,7 @@ class TradierEmulator(BaseEmulator):
     # -- execution ----------------------------------------------------------------------------
 
     def _try_fill(self, order: EmuOrder) -> None:
-        if order.status not in WORKING or not self.market_open:
+        if order.status not in WORKING or order.waiting or not self.market_open:
             return
         q = self.quotes.get(order.symbol)
         if q is None:
@@ -1203,6 +1428,54 @@ class TradierEmulator(BaseEmulator):
         order.transaction_date = iso_ms(self.clock())
         self._book(self.accounts[order.account], order.symbol, qty if order.buys else -qty, price)
         self._emit(order)
+        self._advance(order)
+
+    def _end(self, order: EmuOrder, status: str) -> None:
+        """A working order ends unfilled (or with part filled): canceled, expired, rejected."""
+        order.status, order.waiting = status, False
+        order.transaction_date = iso_ms(self.clock())
+        self._emit(order)
+        self._advance(order)
+
+    def _advance(self, order: EmuOrder) -> None:
+        """What a change of one order of an advanced order does to the others: the first
+        filling starts the rest; the first ending unfilled cancels the rest (they were held
+        for it); in an otoco, an exit filling cancels the other."""
+        if order.parent is None:
+            return
+        advanced = self.advanced[order.parent]
+        first, *rest = (self.orders[i] for i in advanced.legs)
+        if order is first:
+            if first.status == "filled":
+                for leg in rest:
+                    if leg.waiting:
+                        self._start(leg)
+            elif first.status in ENDED_UNFILLED:
+                for leg in rest:
+                    if leg.status in WORKING:
+                        self._end(leg, "canceled")
+        elif order.status == "filled" and advanced.klass == "otoco":
+            for leg in rest:
+                if leg is not order and leg.status in WORKING:
+                    self._end(leg, "canceled")
+
+    def _start(self, leg: EmuOrder) -> None:
+        """A held order starts working, if the account can take it now."""
+        acct = self.accounts[leg.account]
+        held = acct.positions.get(leg.symbol)
+        have = held.quantity if held else Decimal(0)
+        short_of = (leg.side == "sell" and leg.quantity > have) or (
+            leg.side == "buy_to_cover" and leg.quantity > -have
+        )
+        leg.waiting = False
+        if short_of:
+            leg.reason_description = "The quantity exceeds the position it closes."
+            self._end(leg, "rejected")
+            return
+        leg.status = "open"
+        leg.transaction_date = iso_ms(self.clock())
+        self._emit(leg)
+        self._try_fill(leg)
 
     def _book(self, acct: EmuAccount, symbol: str, delta: Decimal, price: Decimal) -> None:
         acct.cash -= delta * price

@@ -33,6 +33,7 @@ from adapters.models import (
     AccountRef,
     AccountType,
     AssetClass,
+    Bracket,
     Environment,
     OrderRequest,
     OrderStatus,
@@ -42,7 +43,7 @@ from adapters.models import (
     TimeInForce,
 )
 from adapters.registry import get_adapter_class
-from adapters.tradier import TradierAdapter, error_messages, items, order_from
+from adapters.tradier import TradierAdapter, error_messages, items, order_from, orders_from
 from emulators.common import Fault
 from emulators.tradier import EmulatorTokenProvider, TradierEmulator
 
@@ -125,7 +126,7 @@ def test_declarations() -> None:
         PAPER: "https://sandbox.tradier.com/v1",
     }
     caps = TradierAdapter.capabilities
-    assert caps.order_stream and caps.quotes and not caps.brackets
+    assert caps.order_stream and caps.quotes and caps.brackets
     assert caps.account_types_for(AssetClass.FUTURE) == []
     assert caps.account_types_for(AssetClass.CRYPTO) == []
     assert caps.time_in_force[AssetClass.EQUITY] == {TimeInForce.DAY, TimeInForce.GTC}
@@ -957,6 +958,351 @@ def test_order_mapping_quirks() -> None:
     )
     assert option.asset_class is AssetClass.OPTION and option.symbol == "AAPL250117C00150000"
     assert option.side is Side.BUY
+
+
+# -- brackets: Tradier's otoco and oto advanced orders -------------------------------------------
+
+
+def bracketed(
+    side: Side = Side.BUY,
+    order_type: OrderType = OrderType.LIMIT,
+    bracket: Bracket | None = None,
+    **kw: Any,
+) -> OrderRequest:
+    """10 F with a limit entry at 10.50 (it rests), take profit 12, stop loss 10."""
+    if order_type is OrderType.LIMIT:
+        kw.setdefault("limit_price", Decimal("10.50"))
+    return OrderRequest(
+        "F",
+        side,
+        Decimal(10),
+        order_type,
+        TimeInForce.GTC,
+        bracket=bracket or Bracket(Decimal(12), Decimal(10)),
+        **kw,
+    )
+
+
+def legs_of(post: dict[str, list[str]], index: int) -> dict[str, str]:
+    return {k[: -len(f"[{index}]")]: v[0] for k, v in post.items() if k.endswith(f"[{index}]")}
+
+
+async def test_a_bracket_is_sent_as_the_documented_otoco_and_read_back_with_its_exits(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    order = await adapter.create_order(margin, bracketed(client_order_id="BR1"))
+    (post,) = order_posts(emu)
+    assert post == {
+        "class": ["otoco"],
+        "duration": ["gtc"],
+        "symbol[0]": ["F"],
+        "side[0]": ["buy"],
+        "quantity[0]": ["10"],
+        "type[0]": ["limit"],
+        "price[0]": ["10.50"],
+        "symbol[1]": ["F"],
+        "side[1]": ["sell"],
+        "quantity[1]": ["10"],
+        "type[1]": ["limit"],
+        "price[1]": ["12"],
+        "symbol[2]": ["F"],
+        "side[2]": ["sell"],
+        "quantity[2]": ["10"],
+        "type[2]": ["stop"],
+        "stop[2]": ["10"],
+        "tag": ["BR1"],
+    }
+    (advanced,) = emu.advanced.values()
+    entry_leg, tp_leg, sl_leg = advanced.legs
+    # The entry under the id Tradier answered with (the one to look up and cancel); its exits
+    # named by their own ids, so that their fills can be told.
+    assert (order.id, order.status, order.client_order_id) == (
+        str(advanced.id),
+        OrderStatus.OPEN,
+        "BR1",
+    )
+    assert (order.symbol, order.side, order.quantity, order.limit_price) == (
+        "F",
+        Side.BUY,
+        Decimal(10),
+        Decimal("10.50"),
+    )
+    assert order.exit_ids == (str(tp_leg), str(sl_leg)) and order.parent_id is None
+    opened = {o.id: o for o in await adapter.fetch_open_orders(margin)}
+    assert set(opened) == {str(advanced.id), str(tp_leg), str(sl_leg)}
+    tp, sl = opened[str(tp_leg)], opened[str(sl_leg)]
+    assert (tp.order_type, tp.limit_price, tp.side, tp.status) == (
+        OrderType.LIMIT,
+        Decimal(12),
+        Side.SELL,
+        OrderStatus.PENDING,  # held until the entry fills
+    )
+    assert (sl.order_type, sl.stop_price, sl.quantity) == (OrderType.STOP, Decimal(10), 10)
+    assert tp.parent_id == sl.parent_id == str(advanced.id)
+    assert tp.client_order_id is None and sl.client_order_id is None  # not the entry's intent
+    assert str(entry_leg) not in opened  # the entry's own leg is the entry, listed once
+    assert (await adapter.fetch_order(margin, client_order_id="BR1")).id == order.id
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "klass", "exits"),
+    [
+        (
+            bracketed(bracket=Bracket(Decimal(12), Decimal(10), Decimal("9.90"))),
+            "otoco",
+            [
+                {"type": "limit", "price": "12", "side": "sell"},
+                {"type": "stop_limit", "stop": "10", "price": "9.90", "side": "sell"},
+            ],
+        ),
+        (
+            bracketed(bracket=Bracket(take_profit=Decimal(12))),
+            "oto",
+            [{"type": "limit", "price": "12", "side": "sell"}],
+        ),
+        (
+            bracketed(bracket=Bracket(stop_loss=Decimal(10))),
+            "oto",
+            [{"type": "stop", "stop": "10", "side": "sell"}],
+        ),
+        (
+            OrderRequest(
+                "F",
+                Side.SELL,
+                Decimal(10),
+                OrderType.STOP,
+                stop_price=Decimal("10.80"),
+                bracket=Bracket(Decimal(9), Decimal(12)),
+            ),
+            "otoco",
+            [
+                {"type": "limit", "price": "9", "side": "buy_to_cover"},
+                {"type": "stop", "stop": "12", "side": "buy_to_cover"},
+            ],
+        ),
+    ],
+)
+async def test_bracket_forms_for_each_kind_of_exit(
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
+    request_: OrderRequest,
+    klass: str,
+    exits: list[dict[str, str]],
+):
+    order = await adapter.create_order(ref(emu, "margin"), request_)
+    (post,) = order_posts(emu)
+    assert post["class"] == [klass] and "symbol" not in post and "type" not in post
+    for i, expected in enumerate(exits, start=1):
+        assert legs_of(post, i) == {"symbol": "F", "quantity": "10", **expected}
+    assert not legs_of(post, len(exits) + 1)
+    assert len(order.exit_ids) == len(exits)
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (bracketed(order_type=OrderType.MARKET), "only on a limit, stop or stop-limit entry"),
+        (bracketed(bracket=Bracket()), "needs a take-profit price, a stop-loss price, or both"),
+        (
+            bracketed(bracket=Bracket(Decimal(12), None, Decimal("9.9"))),
+            "stop-loss limit price needs a stop-loss price",
+        ),
+        (bracketed(bracket=Bracket(Decimal(0), Decimal(10))), "more than zero"),
+    ],
+)
+async def test_brackets_tradier_does_not_take_are_refused_before_sending(
+    emu: TradierEmulator, adapter: TradierAdapter, request_: OrderRequest, message: str
+):
+    with pytest.raises(InvalidOrder, match=message):
+        await adapter.create_order(ref(emu, "margin"), request_)
+    assert emu.requests == []
+
+
+async def test_a_bracket_on_an_order_that_closes_a_position_is_refused(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")  # holds 10 AAPL
+    sell = OrderRequest(
+        "AAPL",
+        Side.SELL,
+        Decimal(10),
+        OrderType.LIMIT,
+        limit_price=Decimal(200),
+        bracket=Bracket(Decimal(180), Decimal(210)),
+    )
+    with pytest.raises(InvalidOrder, match="needs an order that opens a position"):
+        await adapter.create_order(margin, sell)
+    assert order_posts(emu) == []
+
+
+async def test_a_bracket_is_followed_from_entry_to_the_exit_that_fills(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(margin, bracketed(client_order_id="BR2"))
+    tp_id, sl_id = placed.exit_ids
+    emu.set_quote("F", "10.40", "10.45")
+    entry = await adapter.fetch_order(margin, order_id=placed.id)
+    assert (entry.status, entry.filled_quantity, entry.average_fill_price) == (
+        OrderStatus.FILLED,
+        Decimal(10),
+        Decimal("10.45"),
+    )
+    assert entry.exit_ids == (tp_id, sl_id) and entry.client_order_id == "BR2"
+    assert [(await adapter.fetch_order(margin, order_id=i)).status for i in (tp_id, sl_id)] == [
+        OrderStatus.OPEN,
+        OrderStatus.OPEN,
+    ]
+    emu.set_quote("F", "12.00", "12.05")
+    tp = await adapter.fetch_order(margin, order_id=tp_id)
+    sl = await adapter.fetch_order(margin, order_id=sl_id)
+    assert (tp.status, tp.filled_quantity, tp.average_fill_price) == (
+        OrderStatus.FILLED,
+        Decimal(10),
+        Decimal(12),
+    )
+    assert sl.status is OrderStatus.CANCELLED and tp.parent_id == sl.parent_id == placed.id
+    assert await adapter.fetch_open_orders(margin) == []
+    history = {o.id: o.status for o in await adapter.fetch_orders(margin)}
+    assert history == {
+        placed.id: OrderStatus.FILLED,
+        tp_id: OrderStatus.FILLED,
+        sl_id: OrderStatus.CANCELLED,
+    }
+    assert emu.spec_violations == []
+
+
+async def test_cancelling_an_exit_cancels_the_bracket_s_working_orders(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(margin, bracketed(limit_price=Decimal("11.05")))
+    assert placed.status is OrderStatus.FILLED  # a marketable entry: its exits work
+    tp_id, sl_id = placed.exit_ids
+    await adapter.cancel_order(margin, tp_id)
+    assert [(await adapter.fetch_order(margin, order_id=i)).status for i in (tp_id, sl_id)] == [
+        OrderStatus.CANCELLED,
+        OrderStatus.CANCELLED,
+    ]
+    with pytest.raises(OrderNotCancelable, match="it is cancelled"):
+        await adapter.cancel_order(margin, sl_id)
+    # The leg was refused, then the bracket cancelled by the id Tradier placed it under.
+    deletes = [r.path.rsplit("/", 1)[1] for r in emu.requests_to(r"/orders/", "DELETE")]
+    assert deletes == [tp_id, placed.id, sl_id]
+    assert emu.accounts[margin.id].positions["F"].quantity == 10
+    resting = await adapter.create_order(margin, bracketed())
+    await adapter.cancel_order(margin, resting.id)
+    assert (await adapter.fetch_order(margin, order_id=resting.id)).status is (
+        OrderStatus.CANCELLED
+    )
+    assert {(await adapter.fetch_order(margin, order_id=i)).status for i in resting.exit_ids} == {
+        OrderStatus.CANCELLED
+    }
+
+
+async def test_stream_reports_a_bracket_s_entry_and_exits_as_tradecord_s_orders(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    stream = await start_stream(emu, adapter, [margin])
+    await asyncio.wait_for(stream.ready.wait(), 5)
+    placed = await adapter.create_order(margin, bracketed(client_order_id="BR3"))
+    tp_id, sl_id = placed.exit_ids
+    opened = [await stream.next() for _ in range(3)]
+    assert [(u.order.id, u.order.status) for u in opened] == [
+        (placed.id, OrderStatus.OPEN),
+        (tp_id, OrderStatus.PENDING),
+        (sl_id, OrderStatus.PENDING),
+    ]
+    assert opened[0].order.client_order_id == "BR3" and opened[0].order.exit_ids == (tp_id, sl_id)
+    emu.set_quote("F", "10.40", "10.45")
+    fill, *started = [await stream.next() for _ in range(3)]
+    assert (fill.order.id, fill.event, fill.fill_quantity, fill.fill_price) == (
+        placed.id,
+        "fill",
+        Decimal(10),
+        Decimal("10.45"),
+    )
+    assert (fill.order.symbol, fill.order.client_order_id) == ("F", "BR3")
+    assert [(u.order.id, u.event) for u in started] == [(tp_id, "new"), (sl_id, "new")]
+    emu.set_quote("F", "9.90", "9.95")
+    stopped, cancelled = await stream.next(), await stream.next()
+    assert (stopped.order.id, stopped.event, stopped.fill_quantity, stopped.fill_price) == (
+        sl_id,
+        "fill",
+        Decimal(10),
+        Decimal("9.90"),
+    )
+    assert (stopped.order.side, stopped.order.parent_id) == (Side.SELL, placed.id)
+    assert stopped.order.client_order_id is None  # an exit is not the entry's intent
+    assert (cancelled.order.id, cancelled.event) == (tp_id, "canceled")
+    stream.task.cancel()
+    assert emu.spec_violations == []
+
+
+async def test_an_event_about_the_bracket_as_a_whole_reports_its_entry(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    """Tradier documents no fields of an otoco's own: should an event carry its id, the
+    entry is read again rather than the event's status believed."""
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(margin, bracketed(client_order_id="BR4"))
+    whole = {"id": int(placed.id), "event": "order", "status": "filled", "exec_quantity": 10.0}
+    update = await adapter._update_from_event(margin, {**whole, "account": margin.id}, {})
+    assert (update.order.id, update.order.status, update.fill_quantity) == (
+        placed.id,
+        OrderStatus.OPEN,
+        None,
+    )
+    assert update.order.client_order_id == "BR4" and update.order.exit_ids == placed.exit_ids
+
+
+def test_an_otoco_maps_from_its_legs() -> None:
+    """The entry and exits come from the legs, whatever the advanced order itself carries."""
+    leg = {
+        "type": "limit",
+        "symbol": "SPY",
+        "quantity": 5.0,
+        "duration": "gtc",
+        "avg_fill_price": 0.0,
+        "exec_quantity": 0.0,
+        "create_date": "2024-06-12T21:13:36.076Z",
+        "transaction_date": "2024-06-12T21:13:36.076Z",
+        "class": "equity",
+    }
+    raw = {
+        "id": 500,
+        "status": "open",
+        "class": "otoco",
+        "num_legs": 3,
+        "tag": "T5",
+        "leg": [
+            {**leg, "id": 501, "side": "sell_short", "price": 600.0, "status": "open"},
+            {**leg, "id": 502, "side": "buy_to_cover", "price": 550.0, "status": "pending"},
+            {
+                **leg,
+                "id": 503,
+                "side": "buy_to_cover",
+                "type": "stop",
+                "stop_price": 620.0,
+                "status": "pending",
+            },
+        ],
+    }
+    entry, take_profit, stop_loss = orders_from(raw, "VA1")
+    assert (entry.id, entry.symbol, entry.side, entry.quantity) == ("500", "SPY", Side.SELL, 5)
+    assert (entry.limit_price, entry.client_order_id, entry.exit_ids) == (
+        Decimal(600),
+        "T5",
+        ("502", "503"),
+    )
+    assert (take_profit.side, take_profit.limit_price) == (Side.BUY, Decimal(550))
+    assert (stop_loss.order_type, stop_loss.stop_price) == (OrderType.STOP, Decimal(620))
+    assert stop_loss.parent_id == "500" and stop_loss.status is OrderStatus.PENDING
+    assert orders_from({**raw, "class": "multileg"}, "VA1")[0].exit_ids == ()  # not a bracket
 
 
 # -- spec conformance ---------------------------------------------------------------------------

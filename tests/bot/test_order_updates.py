@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 from adapters.errors import BrokerUnavailable
 from adapters.models import (
     AccountRef,
+    Environment,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -46,6 +47,7 @@ from bot.settings import Settings, load_settings
 from emulators.alpaca import AlpacaEmulator
 from emulators.alpaca.server import DEFAULT_CLIENT_ID as ALPACA_CLIENT_ID
 from emulators.tradestation import TradeStationEmulator
+from emulators.tradier import TradierEmulator
 from tests.bot.conftest import MEMBER, connection, link, open_cores, stored_connection
 from tests.support import FakeClock
 
@@ -725,5 +727,97 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
             "🔴 Live bracket exit filled: the take-profit sell 10 MSFT at $500.25, the exit of "
             f"your buy 10 MSFT (intent {out.intent.id[:8]})."
         ]
+    finally:
+        await core.close()
+
+
+@pytest.fixture
+async def tradier() -> AsyncIterator[TradierEmulator]:
+    emu = TradierEmulator(heartbeat_interval=3600)
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
+    settings: Settings, db: Database, tradier: TradierEmulator
+) -> None:
+    """Tradier answers an otoco with one id and reads it back with its legs: the entry is the
+    member's order, the exits (named by their legs' ids) are told as its exits."""
+    from adapters.models import Bracket
+    from bot.models import BracketExit
+
+    live = Environment.LIVE
+    with_tradier = load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_tradier_client_id=tradier.client_id,
+        tradecord_tradier_client_secret=tradier.client_secret,
+        tradecord_tradier_refresh_url=tradier.refresh_url_for(live),
+        tradecord_tradier_api_url=tradier.api_url(live),
+    )
+    [core] = await open_cores(with_tradier, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        grant = tradier.issue_tokens("id-demo", live)
+        margin = next(
+            a
+            for a in tradier.accounts.values()
+            if a.environment is live and a.type == "margin" and a.user_id == "id-demo"
+        )
+        await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(grant["access_token"], grant.get("refresh_token"), None, grant["scope"]),
+            broker="tradier",
+            name="Tradier",
+            settings={"environment": "live"},
+            accounts=[
+                {
+                    "mode": "live",
+                    "account_id": margin.number,
+                    "account_type": "margin",
+                    "label": "Tradier margin",
+                }
+            ],
+        )
+        target = await core.connections.resolve(MEMBER, "Tradier", "live")
+        req = OrderRequest(
+            "F",
+            Side.BUY,
+            Decimal(10),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("10.50"),  # below the market: it rests until the quote moves
+            asset_class=asset_class_of("F"),
+            bracket=Bracket(Decimal(12), Decimal(10)),
+        )
+        out = await core.trading.place(target, req, source="discord", idempotency_key="trb")
+        assert out.intent.status == IntentStatus.ACCEPTED, out.message
+        (advanced,) = tradier.advanced.values()
+        assert out.intent.broker_order_id == str(advanced.id)
+        async with core.db.session() as s:
+            exits = set(await s.scalars(select(BracketExit.broker_order_id)))
+        assert exits == {str(leg) for leg in advanced.legs[1:]}
+        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(updates.supervise(stop))
+        try:
+            await until(lambda: tradier.stream_count > 0)
+            tradier.set_quote("F", "10.40", "10.45")  # the entry fills; its exits start
+            await until(lambda: any("Filled: buy 10 F" in t for t in texts(notifier)))
+            assert await updates.watched_connections()  # its exits are working
+            tradier.set_quote("F", "12.00", "12.05")  # the take-profit fills
+            await until(lambda: any("bracket exit" in t for t in texts(notifier)))
+            async with asyncio.timeout(10):
+                while await updates.watched_connections():  # noqa: ASYNC110 - no event says
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+        assert [t for t in texts(notifier) if "bracket exit" in t] == [
+            "🔴 Live bracket exit filled: the take-profit sell 10 F at $12.00, the exit of "
+            f"your buy 10 F (intent {out.intent.id[:8]})."
+        ]
+        assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
     finally:
         await core.close()

@@ -568,7 +568,7 @@ async def test_brackets_are_refused_before_anything_where_the_broker_has_none(
 
     from adapters.paper import PaperBroker
 
-    monkeypatch.setattr(  # as at Tradier
+    monkeypatch.setattr(  # a broker without brackets
         PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=False)
     )
     target = await core.connections.resolve(ALICE, None, "paper")

@@ -650,6 +650,279 @@ async def test_preview_places_nothing(emu: TradierEmulator, http: aiohttp.Client
     assert emu.orders_for(margin) == []
 
 
+# -- advanced orders: otoco and oto (brackets) ---------------------------------------------------
+
+# The documented example (docs.tradier.com, "Place OTOCO Order"), as a form.
+DOCUMENTED_OTOCO = {
+    "class": "otoco",
+    "duration": "day",
+    "symbol[0]": "AAPL",
+    "quantity[0]": "10",
+    "type[0]": "limit",
+    "side[0]": "buy",
+    "price[0]": "130",
+    "symbol[1]": "AAPL",
+    "quantity[1]": "10",
+    "type[1]": "limit",
+    "side[1]": "sell",
+    "price[1]": "150",
+    "symbol[2]": "AAPL",
+    "quantity[2]": "10",
+    "type[2]": "stop",
+    "side[2]": "sell",
+    "stop[2]": "120",
+}
+
+
+def bracket_form(**changes: str | None) -> dict[str, str]:
+    """Buy 10 F at 10.50 (below the market: it rests), take profit at 12, stop loss at 10."""
+    form: dict[str, str | None] = {
+        "class": "otoco",
+        "duration": "gtc",
+        "symbol[0]": "F",
+        "side[0]": "buy",
+        "quantity[0]": "10",
+        "type[0]": "limit",
+        "price[0]": "10.50",
+        "symbol[1]": "F",
+        "side[1]": "sell",
+        "quantity[1]": "10",
+        "type[1]": "limit",
+        "price[1]": "12",
+        "symbol[2]": "F",
+        "side[2]": "sell",
+        "quantity[2]": "10",
+        "type[2]": "stop",
+        "stop[2]": "10",
+        "tag": "br-1",
+        **changes,
+    }
+    return {k: v for k, v in form.items() if v is not None}
+
+
+async def place_form(
+    http: aiohttp.ClientSession, emu: TradierEmulator, tok: str, acct: str, form: dict[str, str]
+) -> tuple[int, Any]:
+    async with http.post(
+        f"{emu.api_url()}/accounts/{acct}/orders", data=form, headers=auth(tok)
+    ) as r:
+        return r.status, await r.json()
+
+
+async def test_the_documented_otoco_is_one_order_with_its_legs(
+    emu: TradierEmulator, http: aiohttp.ClientSession
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    status, body = await place_form(http, emu, tok, margin, DOCUMENTED_OTOCO)
+    assert status == 200, body
+    oid = body["order"]["id"]
+    assert body == {"order": {"id": oid, "status": "ok", "partner_id": emu.partner_id}}
+    _, got = await get(http, f"{emu.api_url()}/accounts/{margin}/orders/{oid}", tok)
+    order = got["order"]
+    assert (order["id"], order["class"], order["num_legs"]) == (oid, "otoco", 3)
+    legs = order["leg"]
+    assert [(leg["type"], leg["side"], leg["status"]) for leg in legs] == [
+        ("limit", "buy", "open"),
+        ("limit", "sell", "pending"),  # held until the entry fills
+        ("stop", "sell", "pending"),
+    ]
+    assert (legs[0]["price"], legs[1]["price"], legs[2]["stop_price"]) == (130.0, 150.0, 120.0)
+    assert len({oid, *(leg["id"] for leg in legs)}) == 4  # every leg has an id of its own
+    for leg in legs:
+        assert set(leg) <= set(SPEC["order_fields"]) | {"id"}
+    _, listed = await get(http, f"{emu.api_url()}/accounts/{margin}/orders", tok)
+    assert listed["orders"]["order"]["id"] == oid  # listed once, legs inside: one object
+    async with http.get(
+        f"{emu.api_url()}/accounts/{margin}/orders/{legs[1]['id']}", headers=auth(tok)
+    ) as r:
+        assert r.status == 404  # a leg is no order of its own to look up
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("quote", "fills", "cancelled", "held"),
+    [
+        (("12.00", "12.05"), "take-profit", "stop-loss", 0),
+        (("9.90", "9.95"), "stop-loss", "take-profit", 0),
+    ],
+)
+async def test_otoco_exits_work_once_the_entry_fills_and_one_cancels_the_other(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    quote: tuple[str, str],
+    fills: str,
+    cancelled: str,
+    held: int,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    ws = await open_stream(http, emu, tok)
+    _, body = await place_form(http, emu, tok, margin, bracket_form())
+    entry, tp, sl = (emu.orders[i] for i in emu.advanced[body["order"]["id"]].legs)
+    legs = {"take-profit": tp, "stop-loss": sl}
+    opened = [await next_json(ws) for _ in range(3)]
+    assert [(e["id"], e["status"]) for e in opened] == [
+        (entry.id, "open"),
+        (tp.id, "pending"),
+        (sl.id, "pending"),
+    ]
+    emu.set_quote("F", "11.50", "11.55")  # the exits would trade here if they were working
+    assert (tp.status, sl.status, tp.exec_quantity) == ("pending", "pending", 0)
+    with pytest.raises(ValueError, match="cannot fill"):
+        emu.fill(tp.id, 10)
+    emu.set_quote("F", "10.40", "10.45")
+    assert (entry.status, entry.avg_fill_price) == ("filled", Decimal("10.45"))
+    assert (tp.status, sl.status) == ("open", "open")
+    assert emu.accounts[margin].positions["F"].quantity == 10
+    events = [await next_json(ws) for _ in range(3)]
+    assert [(e["id"], e["status"]) for e in events] == [
+        (entry.id, "filled"),
+        (tp.id, "open"),
+        (sl.id, "open"),
+    ]
+    emu.set_quote("F", *quote)
+    assert (legs[fills].status, legs[cancelled].status) == ("filled", "canceled")
+    assert legs[fills].exec_quantity == 10 and legs[cancelled].exec_quantity == 0
+    assert "F" not in emu.accounts[margin].positions  # the position is closed, not reversed
+    events = [await next_json(ws) for _ in range(2)]
+    assert [(e["id"], e["status"]) for e in events] == [
+        (legs[fills].id, "filled"),
+        (legs[cancelled].id, "canceled"),
+    ]
+    _, got = await get(http, f"{emu.api_url()}/accounts/{margin}/orders/{body['order']['id']}", tok)
+    assert got["order"]["status"] == "filled"
+    assert [leg["status"] for leg in got["order"]["leg"]] == [
+        "filled",
+        *(("filled", "canceled") if fills == "take-profit" else ("canceled", "filled")),
+    ]
+    await ws.close()
+    assert emu.spec_violations == []
+
+
+async def test_an_otoco_entry_ending_unfilled_takes_its_held_exits_with_it(
+    emu: TradierEmulator, http: aiohttp.ClientSession
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    ids = []
+    for _ in range(3):
+        _, body = await place_form(http, emu, tok, margin, bracket_form(duration="day"))
+        ids.append(body["order"]["id"])
+    url = f"{emu.api_url()}/accounts/{margin}/orders/{ids[0]}"
+    async with http.delete(url, headers=auth(tok)) as r:
+        assert r.status == 200 and await r.json() == {"order": {"id": ids[0], "status": "ok"}}
+    async with http.delete(url, headers=auth(tok)) as r:
+        assert r.status == 400 and "cannot be canceled" in (await r.json())["errors"]["error"]
+    leg = emu.advanced[ids[1]].legs[1]
+    async with http.delete(
+        f"{emu.api_url()}/accounts/{margin}/orders/{leg}", headers=auth(tok)
+    ) as r:
+        assert r.status == 404  # only the order answered at placing is cancelled
+    emu.reject(emu.advanced[ids[1]].legs[0], "Risk check")
+    emu.expire_day_orders()
+    for oid, ended in zip(ids, ("canceled", "rejected", "expired"), strict=True):
+        assert [emu.orders[i].status for i in emu.advanced[oid].legs] == [
+            ended,
+            "canceled",
+            "canceled",
+        ]
+
+
+async def test_cancelling_an_otoco_after_its_entry_filled_cancels_both_exits(
+    emu: TradierEmulator, http: aiohttp.ClientSession
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    _, body = await place_form(http, emu, tok, margin, bracket_form(**{"price[0]": "11.05"}))
+    entry, tp, sl = (emu.orders[i] for i in emu.advanced[body["order"]["id"]].legs)
+    assert (entry.status, tp.status, sl.status) == ("filled", "open", "open")  # marketable
+    async with http.delete(
+        f"{emu.api_url()}/accounts/{margin}/orders/{body['order']['id']}", headers=auth(tok)
+    ) as r:
+        assert r.status == 200
+    assert (entry.status, tp.status, sl.status) == ("filled", "canceled", "canceled")
+    assert emu.accounts[margin].positions["F"].quantity == 10  # the position stays
+
+
+async def test_oto_starts_its_one_exit_when_the_entry_fills(
+    emu: TradierEmulator, http: aiohttp.ClientSession
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    form = bracket_form(
+        **{"class": "oto", "symbol[2]": None, "side[2]": None, "quantity[2]": None},
+        **{"type[2]": None, "stop[2]": None, "type[1]": "market", "price[1]": None},
+    )
+    status, body = await place_form(http, emu, tok, margin, form)
+    assert status == 200, body
+    entry, sell = (emu.orders[i] for i in emu.advanced[body["order"]["id"]].legs)
+    assert (entry.status, sell.status) == ("open", "pending")
+    emu.fill(entry.id, 10, "10.50")
+    assert (entry.status, sell.status) == ("filled", "filled")  # a market exit fills at once
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"type[0]": "market", "price[0]": None}, "type[0] must be one of limit, stop"),
+        ({"type[2]": "limit", "stop[2]": None, "price[2]": "9"}, "must have a different type"),
+        ({"symbol[2]": "AAPL"}, "must have the same symbol"),
+        ({"type[1]": "market", "price[1]": None}, "type[1] must be one of limit, stop"),
+        ({"duration": None}, "missing required parameter 'duration'"),
+        ({"duration[0]": "day"}, "not both"),
+        (
+            {"duration": None, "duration[0]": "day", "duration[1]": "day", "duration[2]": "gtc"},
+            "must have the same duration",
+        ),
+        ({"price[1]": None}, "price[1] is required"),
+        ({"stop[2]": None}, "stop[2] is required"),
+        ({"side[1]": "close"}, "side[1] must be one of"),
+        ({"quantity[2]": None}, "missing required parameter 'quantity[2]'"),
+        ({"symbol[3]": "F"}, "unknown parameter 'symbol[3]'"),
+        ({"take_profit": "12"}, "unknown parameter 'take_profit'"),
+    ],
+)
+async def test_invalid_advanced_forms_are_400_and_violations(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    changes: dict[str, str | None],
+    message: str,
+):
+    margin = account(emu, LIVE, "margin")
+    status, body = await place_form(http, emu, token(emu), margin, bracket_form(**changes))
+    assert status == 400
+    errors = body["errors"]["error"]
+    assert message in (errors if isinstance(errors, str) else " ".join(errors))
+    assert any(message in v for v in emu.spec_violations)
+    assert emu.advanced == {} and emu.orders == {}
+
+
+async def test_per_order_durations_are_taken_when_the_main_one_is_omitted(
+    emu: TradierEmulator, http: aiohttp.ClientSession
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    form = bracket_form(
+        duration=None, **{"duration[0]": "day", "duration[1]": "gtc", "duration[2]": "gtc"}
+    )
+    status, body = await place_form(http, emu, tok, margin, form)
+    assert status == 200, body
+    legs = [emu.orders[i] for i in emu.advanced[body["order"]["id"]].legs]
+    assert [leg.duration for leg in legs] == ["day", "gtc", "gtc"]
+    assert emu.spec_violations == []
+
+
+async def test_an_otoco_entry_is_checked_as_an_order_of_its_own(
+    emu: TradierEmulator, http: aiohttp.ClientSession
+):
+    tok, cash = token(emu), account(emu, LIVE, "cash")
+    short = bracket_form(
+        **{"side[0]": "sell_short", "side[1]": "buy_to_cover", "side[2]": "buy_to_cover"}
+    )
+    status, body = await place_form(http, emu, tok, cash, short)
+    assert status == 400 and "Short selling is not allowed" in body["errors"]["error"]
+    too_big = bracket_form(**{f"quantity[{i}]": "50000" for i in range(3)})
+    status, body = await place_form(http, emu, tok, cash, too_big)
+    assert status == 400 and "buying power" in body["errors"]["error"]
+    assert emu.spec_violations == [] and emu.advanced == {}
+
+
 # -- market data --------------------------------------------------------------------------------
 
 

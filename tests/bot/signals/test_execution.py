@@ -705,7 +705,7 @@ async def test_a_reversal_does_not_count_the_position_it_closes(core: Core) -> N
 
 
 def without_brackets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tradecord Paper as a broker without brackets (Tradier) sees it."""
+    """Tradecord Paper as a broker without brackets sees it."""
     monkeypatch.setattr(
         PaperBroker, "capabilities", dataclasses.replace(PaperBroker.capabilities, brackets=False)
     )
