@@ -536,8 +536,9 @@ class Automation(commands.Cog):
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
-        channel="The channel (leave out to stop posting)",
+        channel="The channel (leave out, and off, to see where alerts go now)",
         strategy="Only this strategy's alerts (default: all)",
+        off="Stop posting (for a strategy: its alerts go to the server's channel again)",
     )
     @app_commands.autocomplete(strategy=strategy_names)
     async def alerts_channel(
@@ -545,9 +546,17 @@ class Automation(commands.Cog):
         interaction: discord.Interaction,
         channel: discord.TextChannel | None = None,
         strategy: str | None = None,
+        off: bool = False,
     ) -> None:
         if not can_manage(interaction):
             raise PermissionDenied("Only members with Manage Server choose the alert channel.")
+        if channel is not None and off:
+            raise InvalidInput("Give a channel to post in, or off:true to stop posting; not both.")
+        if channel is None and not off:
+            # Asking where alerts go must not change where they go.
+            content = await self._alert_routes_text(guild_of(interaction), strategy)
+            await interaction.response.send_message(content, ephemeral=True)
+            return
         now = await self.bot.core.strategies.set_alert_channel(
             guild_of(interaction), channel.id if channel else None, strategy=strategy
         )
@@ -576,6 +585,32 @@ class Automation(commands.Cog):
                     f"{channel.mention}. Until then no alerts appear (signals still trade)."
                 )
         await interaction.response.send_message(content, ephemeral=True)
+
+    async def _alert_routes_text(self, guild_id: int, strategy: str | None) -> str:
+        strategies = self.bot.core.strategies
+        if strategy:
+            name, channel, own = await strategies.strategy_alerts(guild_id, strategy)
+            if channel is None:
+                return (
+                    f"Trade alerts for **{name}** are not posted. Choose a channel with "
+                    f"/alerts-channel channel:#channel strategy:{name}."
+                )
+            whose = "its own channel" if own else "the server's alert channel"
+            return f"Trade alerts for **{name}** go to <#{channel}> ({whose})."
+        routes = await strategies.alert_routes(guild_id)
+        if routes.default is None:
+            head = (
+                "This server has no alert channel: signals trade, but nothing is posted. "
+                "Choose one with /alerts-channel channel:#channel."
+            )
+        else:
+            head = f"Trade alerts go to <#{routes.default}>."
+        lines = [f"• **{name}** → <#{channel}>" for name, channel in routes.strategies[:15]]
+        if len(routes.strategies) > 15:  # a message holds 2,000 characters
+            lines.append(f"• and {len(routes.strategies) - 15} more")
+        if lines:
+            head += "\nStrategies with a channel of their own:\n" + "\n".join(lines)
+        return head + "\nTo stop posting: /alerts-channel off:true."
 
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:

@@ -184,6 +184,12 @@ class WebhookUrl:
         return f"WebhookUrl(strategy={self.strategy.id!r}, url=<hidden>)"
 
 
+@dataclass(frozen=True)
+class AlertRoutes:
+    default: int | None  # the server's alert channel
+    strategies: tuple[tuple[str, int], ...]  # (strategy name, its own channel), by name
+
+
 class StrategyService:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
@@ -473,6 +479,28 @@ class StrategyService:
                     )
                 )
         return await self.alert_channel(guild_id, strategy_id)
+
+    async def alert_routes(self, guild_id: int) -> AlertRoutes:
+        """Where the guild's alerts go: its channel, and the strategies with one of their own."""
+        async with self.core.db.session() as s:
+            result = await s.execute(
+                select(AlertChannel.scope, AlertChannel.channel_id, Strategy.name)
+                .outerjoin(Strategy, Strategy.id == AlertChannel.strategy_id)
+                .where(AlertChannel.guild_id == guild_id)
+                .order_by(Strategy.name_key)
+            )
+            rows = list(result)
+        default = next((channel for scope, channel, _ in rows if scope == "*"), None)
+        own = tuple((name, channel) for scope, channel, name in rows if scope != "*")
+        return AlertRoutes(default, own)
+
+    async def strategy_alerts(self, guild_id: int, strategy: str) -> tuple[str, int | None, bool]:
+        """One strategy's alerts: its name, the channel they go to, and whether that channel
+        is the strategy's own (else the server's, or None)."""
+        row = await self._find(guild_id, strategy)
+        routes = await self.alert_routes(guild_id)
+        own = next((channel for name, channel in routes.strategies if name == row.name), None)
+        return row.name, own if own is not None else routes.default, own is not None
 
     async def alert_channel(self, guild_id: int, strategy_id: str | None = None) -> int | None:
         """The strategy's own alert channel, else the guild's, else None."""

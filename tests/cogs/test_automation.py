@@ -170,15 +170,45 @@ async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
     await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
     await h.reply(owner, "alerts-channel", channel=swing.id, strategy="Swing")
     # Its own channel unset, the strategy's alerts go to the server's channel again.
-    unset = await h.reply(owner, "alerts-channel", strategy="Swing")
+    unset = await h.reply(owner, "alerts-channel", strategy="Swing", off=True)
     [info] = await h.core.strategies.list(h.guild_id, owner)
     assert await h.core.strategies.alert_channel(h.guild_id, info.id) == h.emu.trade_alerts.id
     assert "posting stopped" not in unset.content, unset.content
     assert f"<#{h.emu.trade_alerts.id}>" in unset.content, unset.content
     # With no server channel either, posting stops.
-    await h.reply(owner, "alerts-channel")
-    stopped = await h.reply(owner, "alerts-channel", strategy="Swing")
+    await h.reply(owner, "alerts-channel", off=True)
+    stopped = await h.reply(owner, "alerts-channel", strategy="Swing", off=True)
     assert "posting stopped" in stopped.content, stopped.content
+
+
+async def test_alerts_channel_without_a_channel_says_where_alerts_go_and_changes_nothing(
+    tradecord: Harness,
+) -> None:
+    """An admin checking where alerts go used to switch them off: a bare /alerts-channel
+    stopped posting. Now it only tells; stopping takes off:true."""
+    h = tradecord
+    owner = h.emu.owner.id
+    await h.core.strategies.create(h.guild_id, owner, "Swing")
+    await h.core.strategies.create(h.guild_id, owner, "Scalp")
+    swing = h.emu.add_channel(h.guild_id, "swing-alerts")
+    none = await h.reply(owner, "alerts-channel")
+    assert none.ephemeral and "no alert channel" in none.content, none.content
+    await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    await h.reply(owner, "alerts-channel", channel=swing.id, strategy="Swing")
+    shown = await h.reply(owner, "alerts-channel")
+    assert f"go to <#{h.emu.trade_alerts.id}>" in shown.content, shown.content
+    assert f"**Swing** → <#{swing.id}>" in shown.content and "Scalp" not in shown.content
+    own = await h.reply(owner, "alerts-channel", strategy="swing")
+    assert f"<#{swing.id}> (its own channel)" in own.content, own.content
+    shared = await h.reply(owner, "alerts-channel", strategy="Scalp")
+    assert f"<#{h.emu.trade_alerts.id}> (the server's alert channel)" in shared.content
+    routes = await h.core.strategies.alert_routes(h.guild_id)
+    assert routes.default == h.emu.trade_alerts.id and routes.strategies == (("Swing", swing.id),)
+    both = await h.reply(owner, "alerts-channel", channel=swing.id, off=True)
+    assert "not both" in both.content
+    assert await h.core.strategies.alert_routes(h.guild_id) == routes
+    await h.reply(owner, "alerts-channel", off=True)
+    assert (await h.core.strategies.alert_routes(h.guild_id)).default is None
 
 
 async def test_an_alert_channel_the_bot_cannot_post_in_is_flagged_to_the_admin(
