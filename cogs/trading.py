@@ -23,7 +23,14 @@ from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings
-from bot.services.trading import HISTORY_LIMIT, Holdings, OrderInput, Outcome, Preview
+from bot.services.trading import (
+    HISTORY_LIMIT,
+    Holdings,
+    OrderInput,
+    Outcome,
+    Preview,
+    order_terms,
+)
 from cogs import format as fmt
 from cogs.ui import (
     OK_COLOUR,
@@ -598,15 +605,8 @@ class Trading(commands.Cog):
         cur = current.casefold()
         out = []
         for o in orders:
-            at = (
-                f" @ {fmt.order_price(o.limit_price or o.stop_price)}"
-                if (o.limit_price or o.stop_price)
-                else ""
-            )
-            label = (
-                f"{o.side.value} {fmt.qty(o.quantity)} {o.symbol} "
-                f"{o.order_type.value}{at} · {o.id[-8:]}"
-            )
+            terms = order_terms(o.order_type, o.limit_price, o.stop_price)
+            label = f"{o.side.value} {fmt.qty(o.quantity)} {o.symbol} {terms} · {o.id[-8:]}"
             if cur in label.casefold():
                 out.append(app_commands.Choice(name=label[:100], value=o.id))
         return out[:25]

@@ -92,6 +92,7 @@ from bot.services.trading import (
     fill_price,
     hint_of,
     money,
+    order_terms,
     price_text,
     qty,
     request_of,
@@ -227,18 +228,18 @@ class Leg:
         )
 
     def describe(self, ticker: str) -> str:
-        """buy 5 AAPL; buy 5 AAPL limit @ 150: an approval shows the price it approves."""
-        kind = "" if self.order_type is OrderType.MARKET else f" {self.order_type.value}"
-        at = self.limit_price if self.limit_price is not None else self.stop_price
-        price = f" @ {qty(at)}" if at is not None and kind else ""
-        if self.trail_amount is not None or self.trail_percent is not None:
-            trail = (
-                qty(self.trail_amount)
-                if self.trail_amount is not None
-                else f"{qty(self.trail_percent or Decimal(0))}%"
-            )
-            kind, price = " trailing stop", f" ({trail} behind the best price)"
-        return f"{self.side.value} {qty(self.quantity)} {ticker}{kind}{price}"
+        """buy 5 AAPL; buy 5 AAPL limit at $150.00: an approval shows the price it approves."""
+        what = f"{self.side.value} {qty(self.quantity)} {ticker}"
+        if self.order_type is OrderType.MARKET:
+            return what
+        terms = order_terms(
+            self.order_type,
+            self.limit_price,
+            self.stop_price,
+            self.trail_amount,
+            self.trail_percent,
+        )
+        return f"{what} {terms}"
 
 
 @dataclass(slots=True)

@@ -238,12 +238,32 @@ def _open_order_id(typed: str, open_orders: dict[str, Order], target: Target) ->
 
 
 def _describe(order: Order) -> str:
-    """An order as a member recognises it: buy 1 MSFT limit @ 350."""
-    at = order.limit_price if order.limit_price is not None else order.stop_price
-    price = f" @ {qty(at)}" if at is not None else ""
-    return (
-        f"{order.side.value} {qty(order.quantity)} {order.symbol} {order.order_type.value}{price}"
-    )
+    """An order as a member recognises it: buy 1 MSFT limit at $350.00."""
+    terms = order_terms(order.order_type, order.limit_price, order.stop_price)
+    return f"{order.side.value} {qty(order.quantity)} {order.symbol} {terms}"
+
+
+def order_terms(
+    order_type: OrderType,
+    limit: Decimal | None,
+    stop: Decimal | None,
+    trail_amount: Decimal | None = None,
+    trail_percent: Decimal | None = None,
+) -> str:
+    """The order type with its prices, named: "limit at $150.00", "stop limit (stop $148.00,
+    limit $150.00)", "trailing stop (5% behind the best price)"; "market" alone."""
+    if trail_amount is not None or trail_percent is not None:
+        trail = (
+            price_text(trail_amount)
+            if trail_amount is not None
+            else f"{qty(trail_percent or Decimal(0))}%"
+        )
+        return f"trailing stop ({trail} behind the best price)"
+    kind = order_type.value.replace("_", " ")
+    if limit is not None and stop is not None:
+        return f"{kind} (stop {price_text(stop)}, limit {price_text(limit)})"
+    at = limit if limit is not None else stop
+    return f"{kind} at {price_text(at)}" if at is not None else kind
 
 
 def client_order_id(intent_id: str) -> str:

@@ -20,7 +20,7 @@ from adapters.errors import (
     RateLimited,
     SymbolNotFound,
 )
-from adapters.models import AssetClass, mask_account
+from adapters.models import AssetClass, OrderType, mask_account
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from bot.background import Background
@@ -1130,3 +1130,21 @@ async def test_a_lost_answer_whose_lookup_fails_is_left_unknown_for_the_reconcil
 )
 def test_a_fill_price_keeps_the_fraction_of_a_cent_it_has(price: str, text: str) -> None:
     assert fill_price(Decimal(price)) == text
+
+
+def test_order_terms_name_each_price() -> None:
+    """A stop-limit's two prices were shown as '535 / 530' (or only one of them), leaving the
+    member to guess which was the stop."""
+    from bot.services.trading import order_terms
+
+    assert order_terms(OrderType.MARKET, None, None) == "market"
+    assert order_terms(OrderType.LIMIT, Decimal("150"), None) == "limit at $150.00"
+    assert order_terms(OrderType.STOP, None, Decimal("0.0012")) == "stop at $0.0012"
+    assert (
+        order_terms(OrderType.STOP_LIMIT, Decimal("535"), Decimal("530"))
+        == "stop limit (stop $530.00, limit $535.00)"
+    )
+    assert (
+        order_terms(OrderType.TRAILING_STOP, None, Decimal("95"), Decimal("2.5"))
+        == "trailing stop ($2.50 behind the best price)"
+    )

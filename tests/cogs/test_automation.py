@@ -504,7 +504,7 @@ async def test_an_approval_card_shows_the_price_of_a_limit_signal(tradecord: Har
     status, _ = await post(url, body)
     assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
-    assert "buy 2 MSFT limit @ 350.5" in card.text(), card.text()
+    assert "buy 2 MSFT limit at $350.50" in card.text(), card.text()
 
 
 async def test_subscribe_refuses_a_fraction_at_a_broker_of_whole_units(tradecord: Harness) -> None:

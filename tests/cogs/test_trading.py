@@ -410,8 +410,8 @@ async def test_an_id_ending_two_open_orders_asks_which(
     which = await h.reply("alice", "cancel order", order="AB12CD34")
     text = which.text()
     assert which.ephemeral and "matches 2 open orders" in text, text
-    assert "buy 1 MSFT limit @ 360: id 0-ab12cd34" in text
-    assert "buy 1 MSFT limit @ 350: id 1-ab12cd34" in text
+    assert "buy 1 MSFT limit at $360.00: id 0-ab12cd34" in text
+    assert "buy 1 MSFT limit at $350.00: id 1-ab12cd34" in text
     assert "Type the whole id" in text
     monkeypatch.setattr(PaperBroker, "fetch_open_orders", real)
     _, _, still = await h.core.trading.open_orders(h.user("alice"), None, None)
