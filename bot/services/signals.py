@@ -1657,11 +1657,14 @@ class SignalService:
         sig = ctx.signal
         entry = await self._bracket_entry(ctx, adapter, leg.side)
         up = 1 if leg.side is Side.BUY else -1
-        tick = _tick(sig.ticker, entry)
 
         def offset(percent: Decimal | None, amount: Decimal | None, sign: int) -> Decimal:
             delta = entry * percent / 100 if percent is not None else amount or Decimal(0)
-            price = (entry + sign * delta).quantize(tick, rounding=ROUND_HALF_UP)
+            raw = entry + sign * delta
+            # The tick of the exit's own price (an entry under $1 may exit above it), and a
+            # multiple of it: quantize alone rounds /ES to cents, not to its 0.25 ticks.
+            tick = _tick(sig.ticker, raw)
+            price = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
             if price <= 0:
                 raise _Skip(
                     "invalid-bracket",
