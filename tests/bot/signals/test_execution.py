@@ -846,6 +846,21 @@ async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     assert await position(core, OWNER, "AAPL") == Decimal(-5)
 
 
+async def test_a_signal_price_finer_than_a_cent_is_refused_with_the_prices_to_use(
+    core: Core,
+) -> None:
+    """A stock's limitPrice of 100.12345 was placed at paper; every US broker refuses it."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice="100.12345")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "AAPL prices of $1 or more go in whole cents: use 100.12 or 100.13" in (ex.reason or "")
+    ex = await run(core, url, sub, action="buy", takeProfit={"limitPrice": "220.005"})
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "take-profit price 220.005" in (ex.reason or "")
+    assert await intents(core) == [] and await orders(core) == []
+
+
 @pytest.mark.parametrize(
     ("ticker", "bid", "ask", "percent", "take_profit", "stop_loss"),
     [
