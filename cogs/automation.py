@@ -4,6 +4,7 @@ Approve / Reject buttons of signals that wait for their member."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -13,11 +14,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.automation_models import SignalStatus
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.limits import describe_limit
-from bot.services.signals import Phase
+from bot.services.signals import Phase, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
     MAX_RATE_LIMIT,
@@ -177,6 +179,17 @@ def clock(at: datetime, day: str) -> str:
     utc = at.astimezone(UTC)
     stamp = f"{utc:%H:%M:%S}.{utc.microsecond // 1000:03d}"
     return stamp if f"{utc:%Y-%m-%d}" == day else f"{utc:%Y-%m-%d} {stamp}"
+
+
+def outcome(report: SignalReport) -> str:
+    """What became of the signal: "done" only says it was processed, and read as all went well
+    when the order was rejected. Its subscriptions' results, counted when they differ."""
+    if report.status != SignalStatus.DONE or not report.subscriptions:
+        return report.status
+    counts = Counter(sub.status.replace("_", " ") for sub in report.subscriptions)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def phase_table(phases: Sequence[Phase], day: str, budget: int) -> str:
@@ -601,7 +614,7 @@ class Automation(commands.Cog):
         )
         day = f"{report.received_at.astimezone(UTC):%Y-%m-%d}"
         head = [
-            f"{report.action or '?'} {report.ticker or ''} · {report.status}",
+            f"{report.action or '?'} {report.ticker or ''} · {outcome(report)}",
             f"Received {day} {clock(report.received_at, day)} UTC",
         ]
         if report.signal_time is not None:

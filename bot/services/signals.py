@@ -2814,15 +2814,18 @@ class SignalService:
                 )
                 for p in ex.phases or []
             ]
+            logged = {p.name for p in phases}
             for e in events:
                 intent = by_intent.get(e.intent_id or "")
                 if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
                     continue
-                leg = keys[intent.idempotency_key or ""][1]
+                leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
+                # What the execution logged itself ("exit filled" with its fill, "rejected"
+                # with the reason) is not said a second time by the order's own event.
+                if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):
+                    continue
                 detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
-                phases.append(
-                    phase(f"{leg} {ORDER_PHASES[e.kind]}", e.at, str(detail) if detail else None)
-                )
+                phases.append(phase(f"{leg} {word}", e.at, str(detail) if detail else None))
             phases.sort(key=lambda p: p.at)
             subs.append(
                 SubscriptionReport(
