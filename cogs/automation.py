@@ -61,6 +61,27 @@ SIDES_TEXT = {
 }
 
 
+def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | None]:
+    """A subscription's sizing, sides, approval and max positions (None: no max) in words."""
+    return (
+        sizing_text(settings.sizing.value, settings.sizing_value),
+        SIDES_TEXT[settings.sides.value],
+        "each order waits for your approval by DM"
+        if settings.manual_approval
+        else "orders are sent automatically",
+        f"at most {settings.max_positions} open position(s)" if settings.max_positions else None,
+    )
+
+
+def subscription_changes(before: SubscriptionInfo, after: SubscriptionInfo) -> list[str]:
+    """What subscribing again changed: "old → new" per setting, and a resume."""
+    words = zip(setting_words(before.settings), setting_words(after.settings), strict=True)
+    changes = [f"{a or 'no max positions'} → {b or 'no max positions'}" for a, b in words if a != b]
+    if not before.enabled and after.enabled:
+        changes.append("resumed (it was paused)")
+    return changes
+
+
 # Option values that remove a list or a limit ("any" reads better for an allow-list).
 CLEAR = frozenset({"none", "any"})
 BLURPLE = 0x5865F2
@@ -466,23 +487,17 @@ class Automation(commands.Cog):
                 Sizing(sizing), value, Sides(sides), approval, max_positions=max_positions
             ),
         )
-        await interaction.response.send_message(
-            f"**{info.connection_name}** ({info.mode}) now trades **{info.strategy_name}**: "
-            f"{sizing_text(info.settings.sizing.value, info.settings.sizing_value)}, "
-            f"{SIDES_TEXT[info.settings.sides.value]}"
-            + (
-                ", each order waits for your approval by DM"
-                if info.settings.manual_approval
-                else ", orders are sent automatically"
+        where = f"**{info.connection_name}** ({info.mode})"
+        terms = ", ".join(w for w in setting_words(info.settings) if w)
+        if info.previous is None:
+            text = f"{where} now trades **{info.strategy_name}**: {terms}."
+        else:
+            # It existed: say so, and list every change (options left out took their defaults).
+            changed = subscription_changes(info.previous, info)
+            text = f"Updated: {where} trades **{info.strategy_name}**: {terms}. " + (
+                f"Changed: {'; '.join(changed)}." if changed else "Nothing changed."
             )
-            + (
-                f", at most {info.settings.max_positions} open position(s)"
-                if info.settings.max_positions
-                else ""
-            )
-            + ".",
-            ephemeral=True,
-        )
+        await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="unsubscribe", description="Stop a connection trading a strategy")
     @app_commands.guild_only()

@@ -457,6 +457,27 @@ async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness
         assert "1× the signal's own quantity" in sub.content, sub.content
 
 
+async def test_subscribe_again_says_it_updated_and_what_changed(tradecord: Harness) -> None:
+    # It answered "now trades Breakout" as if new, and did not say a setting left out went
+    # back to its default.
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    first = await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="fixed_quantity", sizing_value="3"
+    )
+    assert first.content.startswith("**Tradecord Paper** (paper) now trades **Breakout**")
+    again = await h.reply("alice", "subscribe", strategy="Breakout", sides="long")
+    assert again.content == (
+        "Updated: **Tradecord Paper** (paper) trades **Breakout**: 1× the signal's own "
+        "quantity, long entries only, orders are sent automatically. Changed: 3 "
+        "shares/contracts per entry → 1× the signal's own quantity; long and short entries → "
+        "long entries only."
+    ), again.content
+    same = await h.reply("alice", "subscribe", strategy="Breakout", sides="long")
+    assert same.content.startswith("Updated: ") and same.content.endswith("Nothing changed.")
+    assert "now trades" not in again.content + same.content
+
+
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
     tradecord: Harness,
 ) -> None:
