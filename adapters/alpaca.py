@@ -121,6 +121,14 @@ _WORKING = {OrderStatus.OPEN, OrderStatus.PENDING}
 _ASSET_RE = re.compile(r'asset "?([^"]+?)"? (?:not found|is not tradable|is not fractionable)')
 _QTY_RE = re.compile(r"requested: ([\d.]+), available: ([\d.]+)")
 _STATE_RE = re.compile(r'already in "?(\w+)"? state')
+_SUB_PENNY_RE = re.compile(r"invalid ([\w.]+) ([\d.]+)\. sub-penny")
+_PRICE_WORDS = {
+    "limit_price": "limit price",
+    "stop_price": "stop price",
+    "take_profit.limit_price": "take-profit price",
+    "stop_loss.stop_price": "stop-loss price",
+    "stop_loss.limit_price": "stop-loss limit price",
+}
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
@@ -551,16 +559,19 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 "above the current price, a sell stop below. Adjust the stop price.",
                 vendor_code=vcode,
             )
+        # Before the bracket rule below: a leg's sub-penny refusal names take_profit too.
+        if "sub-penny" in low:
+            m = _SUB_PENNY_RE.search(message)
+            which = f"The {_PRICE_WORDS.get(m[1], m[1])} {m[2]} is refused: " if m else ""
+            return InvalidOrder(
+                f"{which}Alpaca takes prices in whole cents for stocks of $1 or more (4 decimals "
+                "below $1). Round the price and try again.",
+                vendor_code=vcode,
+            )
         if "take_profit" in low or "stop_loss" in low:
             return InvalidOrder(
                 f"Alpaca rejected the bracket ({message}). For a buy, the take-profit must be "
                 "above the entry price and the stop-loss below it; the reverse for a sell.",
-                vendor_code=vcode,
-            )
-        if "sub-penny" in low:
-            return InvalidOrder(
-                "Alpaca takes prices in whole cents for stocks of $1 or more (4 decimals below "
-                "$1). Round the price and try again.",
                 vendor_code=vcode,
             )
         if (

@@ -4,6 +4,7 @@ Approve / Reject buttons of signals that wait for their member."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -13,11 +14,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.automation_models import SignalStatus
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.limits import describe_limit
-from bot.services.signals import Phase
+from bot.services.signals import Phase, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
     MAX_RATE_LIMIT,
@@ -57,6 +59,27 @@ SIDES_TEXT = {
     "long": "long entries only",
     "short": "short entries only",
 }
+
+
+def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | None]:
+    """A subscription's sizing, sides, approval and max positions (None: no max) in words."""
+    return (
+        sizing_text(settings.sizing.value, settings.sizing_value),
+        SIDES_TEXT[settings.sides.value],
+        "each order waits for your approval by DM"
+        if settings.manual_approval
+        else "orders are sent automatically",
+        f"at most {settings.max_positions} open position(s)" if settings.max_positions else None,
+    )
+
+
+def subscription_changes(before: SubscriptionInfo, after: SubscriptionInfo) -> list[str]:
+    """What subscribing again changed: "old → new" per setting, and a resume."""
+    words = zip(setting_words(before.settings), setting_words(after.settings), strict=True)
+    changes = [f"{a or 'no max positions'} → {b or 'no max positions'}" for a, b in words if a != b]
+    if not before.enabled and after.enabled:
+        changes.append("resumed (it was paused)")
+    return changes
 
 
 # Option values that remove a list or a limit ("any" reads better for an allow-list).
@@ -177,6 +200,17 @@ def clock(at: datetime, day: str) -> str:
     utc = at.astimezone(UTC)
     stamp = f"{utc:%H:%M:%S}.{utc.microsecond // 1000:03d}"
     return stamp if f"{utc:%Y-%m-%d}" == day else f"{utc:%Y-%m-%d} {stamp}"
+
+
+def outcome(report: SignalReport) -> str:
+    """What became of the signal: "done" only says it was processed, and read as all went well
+    when the order was rejected. Its subscriptions' results, counted when they differ."""
+    if report.status != SignalStatus.DONE or not report.subscriptions:
+        return report.status
+    counts = Counter(sub.status.replace("_", " ") for sub in report.subscriptions)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def phase_table(phases: Sequence[Phase], day: str, budget: int) -> str:
@@ -453,23 +487,17 @@ class Automation(commands.Cog):
                 Sizing(sizing), value, Sides(sides), approval, max_positions=max_positions
             ),
         )
-        await interaction.response.send_message(
-            f"**{info.connection_name}** ({info.mode}) now trades **{info.strategy_name}**: "
-            f"{sizing_text(info.settings.sizing.value, info.settings.sizing_value)}, "
-            f"{SIDES_TEXT[info.settings.sides.value]}"
-            + (
-                ", each order waits for your approval by DM"
-                if info.settings.manual_approval
-                else ", orders are sent automatically"
+        where = f"**{info.connection_name}** ({info.mode})"
+        terms = ", ".join(w for w in setting_words(info.settings) if w)
+        if info.previous is None:
+            text = f"{where} now trades **{info.strategy_name}**: {terms}."
+        else:
+            # It existed: say so, and list every change (options left out took their defaults).
+            changed = subscription_changes(info.previous, info)
+            text = f"Updated: {where} trades **{info.strategy_name}**: {terms}. " + (
+                f"Changed: {'; '.join(changed)}." if changed else "Nothing changed."
             )
-            + (
-                f", at most {info.settings.max_positions} open position(s)"
-                if info.settings.max_positions
-                else ""
-            )
-            + ".",
-            ephemeral=True,
-        )
+        await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="unsubscribe", description="Stop a connection trading a strategy")
     @app_commands.guild_only()
@@ -636,7 +664,7 @@ class Automation(commands.Cog):
         )
         day = f"{report.received_at.astimezone(UTC):%Y-%m-%d}"
         head = [
-            f"{report.action or '?'} {report.ticker or ''} · {report.status}",
+            f"{report.action or '?'} {report.ticker or ''} · {outcome(report)}",
             f"Received {day} {clock(report.received_at, day)} UTC",
         ]
         if report.signal_time is not None:

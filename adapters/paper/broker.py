@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, localcontext
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -65,6 +65,7 @@ from bot.db_types import plain
 V = TypeVar("V")
 ALL_TIF = frozenset(TimeInForce)
 CENT = Decimal("0.01")
+SUB_DOLLAR_TICK = Decimal("0.0001")
 MAX_HISTORY = 500
 
 
@@ -563,6 +564,7 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
             )
         if price is not None:
             _check_price(label, price, inst)
+            _check_equity_tick(label, price, inst)
     _check_trail(request, inst)
     if request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) and (
         needs_stop or request.order_type is OrderType.TRAILING_STOP
@@ -588,6 +590,36 @@ def _check_price(label: str, price: Decimal, inst: Instrument) -> None:
             f"{inst.symbol} trades in ticks of {inst.tick}; {price} is not a multiple. "
             f"Use for example {(price // inst.tick) * inst.tick}."
         )
+
+
+def equity_tick(price: Decimal) -> Decimal:
+    """The smallest step a US stock or ETF order price may take (SEC Rule 612): whole cents
+    from $1, 1/100 of a cent below."""
+    return CENT if price >= 1 else SUB_DOLLAR_TICK
+
+
+def _check_equity_tick(label: str, price: Decimal, inst: Instrument) -> None:
+    # Real brokers refuse these (Alpaca: "sub-penny increment does not fulfill minimum pricing
+    # criteria"): paper must not teach a member prices their live account will refuse.
+    if inst.asset_class is not AssetClass.EQUITY:
+        return
+    tick = equity_tick(price)
+    if _decimals(price) <= _decimals(tick):
+        return
+    # Enough digits that a huge price rounds to its neighbours instead of raising.
+    with localcontext(prec=len(price.as_tuple().digits) + 8):
+        down = price.quantize(tick, ROUND_FLOOR)
+        options = [p for p in (down, down + tick) if p > 0]
+        shown = " or ".join(str(p.quantize(equity_tick(p))) for p in options)
+    rule = (
+        "of $1 or more go in whole cents"
+        if tick == CENT
+        else "under $1 go in steps of 0.0001 (4 decimals)"
+    )
+    raise InvalidOrder(
+        f"The {label} price {price} has too many decimals. {inst.symbol} prices {rule}: "
+        f"use {shown}."
+    )
 
 
 def _check_trail(request: OrderRequest, inst: Instrument) -> None:
@@ -628,6 +660,7 @@ def _check_bracket(request: OrderRequest, inst: Instrument) -> None:
     ):
         if price is not None:
             _check_price(label, price, inst)
+            _check_equity_tick(label, price, inst)
     entry = request.limit_price or request.stop_price  # None for a market entry
     if entry is not None:
         check_bracket_sides(request, inst, entry)

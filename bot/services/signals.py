@@ -1658,11 +1658,14 @@ class SignalService:
         sig = ctx.signal
         entry = await self._bracket_entry(ctx, adapter, leg.side)
         up = 1 if leg.side is Side.BUY else -1
-        tick = _tick(sig.ticker, entry)
 
         def offset(percent: Decimal | None, amount: Decimal | None, sign: int) -> Decimal:
             delta = entry * percent / 100 if percent is not None else amount or Decimal(0)
-            price = (entry + sign * delta).quantize(tick, rounding=ROUND_HALF_UP)
+            raw = entry + sign * delta
+            # The tick of the exit's own price (an entry under $1 may exit above it), and a
+            # multiple of it: quantize alone rounds /ES to cents, not to its 0.25 ticks.
+            tick = _tick(sig.ticker, raw)
+            price = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
             if price <= 0:
                 raise _Skip(
                     "invalid-bracket",
@@ -2812,15 +2815,18 @@ class SignalService:
                 )
                 for p in ex.phases or []
             ]
+            logged = {p.name for p in phases}
             for e in events:
                 intent = by_intent.get(e.intent_id or "")
                 if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
                     continue
-                leg = keys[intent.idempotency_key or ""][1]
+                leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
+                # What the execution logged itself ("exit filled" with its fill, "rejected"
+                # with the reason) is not said a second time by the order's own event.
+                if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):
+                    continue
                 detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
-                phases.append(
-                    phase(f"{leg} {ORDER_PHASES[e.kind]}", e.at, str(detail) if detail else None)
-                )
+                phases.append(phase(f"{leg} {word}", e.at, str(detail) if detail else None))
             phases.sort(key=lambda p: p.at)
             subs.append(
                 SubscriptionReport(

@@ -5,7 +5,7 @@ own sizing, allowed sides, approval and position rules. Also the member's alert 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -91,6 +91,7 @@ class SubscriptionInfo:
     mode: str
     settings: SubscriptionSettings
     enabled: bool
+    previous: SubscriptionInfo | None = None  # from subscribe: as it was; None if it is new
 
 
 class SubscriptionService:
@@ -109,7 +110,8 @@ class SubscriptionService:
         settings: SubscriptionSettings | None = None,
     ) -> SubscriptionInfo:
         """Subscribe one of the member's connections (paper or live account) to a strategy the
-        member owns or that was shared with them. Subscribing again changes the settings."""
+        member owns or that was shared with them. Subscribing again changes the settings (and
+        resumes a paused one); ``previous`` of the answer is the subscription before."""
         s_settings = (settings or SubscriptionSettings()).validated()
         info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
@@ -131,6 +133,8 @@ class SubscriptionService:
             & (Subscription.connection_id == target.connection.id)
             & (Subscription.mode == target.mode)
         )
+        # Only for the answer: a concurrent subscribe changing it meanwhile is harmless.
+        previous = next(iter(await self._many(where)), None)
         for _ in range(2):  # a concurrent subscribe may insert first: then update it
             async with self.core.db.transaction() as s:
                 result = await s.execute(update(Subscription).where(where).values(values))
@@ -160,7 +164,7 @@ class SubscriptionService:
             except IntegrityError:
                 continue
             break
-        return await self._one(where)
+        return replace(await self._one(where), previous=previous)
 
     async def unsubscribe(
         self,

@@ -237,6 +237,21 @@ def _sub_penny(price: Decimal) -> bool:
     return price % step != 0
 
 
+def _check_sub_penny(*prices: tuple[str, Decimal | None]) -> None:
+    """[doc orders-at-alpaca] 422 {"code": 42210000, "message": "invalid limit_price 290.123.
+    sub-penny increment does not fulfill minimum pricing criteria"}; [obs] the same text with
+    stop_price and with take_profit.limit_price (third-party logs and tests); the stop_loss
+    field names are [infer] by analogy."""
+    for name, price in prices:
+        if price is not None and _sub_penny(price):
+            raise err(
+                422,
+                42210000,
+                f"invalid {name} {num(price)}. sub-penny increment "
+                "does not fulfill minimum pricing criteria",
+            )
+
+
 class Broker:
     """The state behind both trading hosts and the data host."""
 
@@ -508,14 +523,8 @@ class Broker:
         client_order_id = body.get("client_order_id") or str(uuid.uuid4())
         if self.by_client_id(acct, client_order_id) is not None:
             raise err(422, 40010001, "client_order_id must be unique")
-        for name, price in (("limit_price", limit), ("stop_price", stop)):
-            if price is not None and not asset.crypto and _sub_penny(price):
-                raise err(
-                    422,
-                    42210000,
-                    f"invalid {name} {num(price)}. sub-penny increment "
-                    "does not fulfill minimum pricing criteria",
-                )
+        if not asset.crypto:
+            _check_sub_penny(("limit_price", limit), ("stop_price", stop))
         quote = self.quote(asset)
         if otype in ("stop", "stop_limit") and stop is not None:
             if side == "buy" and stop <= quote.last:
@@ -612,14 +621,8 @@ class Broker:
             raise err(422, 42210000, f"limit_price is not allowed for {old.type} order")  # [infer]
         if stop != old.stop_price and old.type not in ("stop", "stop_limit"):
             raise err(422, 42210000, f"stop_price is not allowed for {old.type} order")  # [infer]
-        for name, price in (("limit_price", limit), ("stop_price", stop)):
-            if price is not None and not old.asset.crypto and _sub_penny(price):
-                raise err(
-                    422,
-                    42210000,
-                    f"invalid {name} {num(price)}. sub-penny increment "
-                    "does not fulfill minimum pricing criteria",
-                )
+        if not old.asset.crypto:
+            _check_sub_penny(("limit_price", limit), ("stop_price", stop))
         client_order_id = body.get("client_order_id") or str(uuid.uuid4())
         if self.by_client_id(acct, client_order_id) is not None:
             raise err(422, 40010001, "client_order_id must be unique")
@@ -715,6 +718,12 @@ class Broker:
             raise err(422, 40010001, "oto orders require one of take_profit and stop_loss")
         if tif not in ("day", "gtc"):
             raise err(422, 42210000, "only day and gtc are allowed for advanced orders")
+        leg_prices = (
+            ("take_profit.limit_price", (tp or {}).get("limit_price")),
+            ("stop_loss.stop_price", (sl or {}).get("stop_price")),
+            ("stop_loss.limit_price", (sl or {}).get("limit_price")),
+        )
+        _check_sub_penny(*((name, Decimal(str(v))) for name, v in leg_prices if v))
         base = limit if otype in ("limit", "stop_limit") and limit else (stop or quote.last)
         buy = side == "buy"
         if tp:

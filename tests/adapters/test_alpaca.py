@@ -583,7 +583,16 @@ async def test_vendor_rejections_become_our_errors(
         paper,
         order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D("189.999")),
         InvalidOrder,
-        "whole cents",
+        r"The limit price 189\.999 is refused: .*whole cents",
+        "42210000",
+    )
+    # A leg's refusal names take_profit: it was told as a take-profit on the wrong side.
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "1", bracket=Bracket(take_profit=D("200.005"), stop_loss=D(180))),
+        InvalidOrder,
+        r"The take-profit price 200\.005 is refused: .*whole cents",
         "42210000",
     )
     await _reject(

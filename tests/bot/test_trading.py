@@ -389,6 +389,10 @@ async def test_a_closing_sell_in_another_spelling_closes_the_position(
             "at most 8 decimals",
         ),
         (
+            OrderInput("AAPL", "buy", "1", "limit", limit_price="100.12345"),
+            r"whole cents: use 100\.12 or 100\.13",
+        ),
+        (
             OrderInput("AAPL", "buy", "1", "stop", stop_price="210", time_in_force="ioc"),
             "IOC works with market and limit orders only",
         ),

@@ -3,7 +3,9 @@ Discord, signals through the bot's own webhook over HTTP, results in DMs and cha
 
 from __future__ import annotations
 
+import asyncio
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,9 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
+from bot.automation_models import ReceivedSignal, SignalStatus
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
-from bot.services.signals import Phase
-from cogs.automation import joined, phase_table
+from bot.services.signals import Phase, SignalReport, SubscriptionReport
+from cogs.automation import joined, outcome, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
 from emulators.discord.permissions import SEND_MESSAGES
@@ -97,6 +100,19 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     value = next(f["value"] for f in fields if f["name"].startswith("Tradecord Paper"))
     assert value.endswith("```\nbuy 3 AAPL → filled"), value
     assert await paper_orders(h) == 1
+
+
+async def signal_done(h: Harness, signal_id: str) -> None:
+    """Until the worker marks the signal done: the member's DM can come before."""
+    for _ in range(300):
+        async with h.core.db.session() as s:
+            status = await s.scalar(
+                select(ReceivedSignal.status).where(ReceivedSignal.id == signal_id)
+            )
+        if status == SignalStatus.DONE:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"signal {signal_id} is still {status}")
 
 
 async def test_manual_approval_card(tradecord: Harness) -> None:
@@ -360,6 +376,34 @@ def test_phase_tables_fit_an_embed_field_and_date_only_other_days() -> None:
     assert len(joined([f"10.0.{i}.0/24" for i in range(200)], "any", 100)) <= 100
 
 
+def test_the_signal_show_header_counts_the_results_when_they_differ() -> None:
+    def sub(status: str) -> SubscriptionReport:
+        return SubscriptionReport(1, 1, 1, "Tradecord Paper", "paper", status, None, None, (), ())
+
+    report = SignalReport(
+        signal_id="id",
+        strategy_id="s",
+        strategy_name="Momentum",
+        viewer_is_owner=True,
+        status="done",
+        ticker="AAPL",
+        action="buy",
+        sentiment=None,
+        test=False,
+        message_code=None,
+        message=None,
+        received_at=datetime.now(UTC),
+        signal_time=None,
+        latency_ms=None,
+        phases=(),
+        subscriptions=(sub("filled"), sub("skipped"), sub("filled")),
+    )
+    assert outcome(report) == "2 filled, 1 skipped"
+    assert outcome(replace(report, subscriptions=(sub("partially_filled"),))) == "partially filled"
+    assert outcome(replace(report, status="refused", subscriptions=())) == "refused"
+    assert outcome(replace(report, subscriptions=())) == "done"
+
+
 async def test_strategy_autocomplete_offers_what_each_command_accepts(tradecord: Harness) -> None:
     h = tradecord
     await create_strategy(h, "carol", "Alpha trend")
@@ -443,6 +487,27 @@ async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness
         assert "1× the signal's own quantity" in sub.content, sub.content
 
 
+async def test_subscribe_again_says_it_updated_and_what_changed(tradecord: Harness) -> None:
+    # It answered "now trades Breakout" as if new, and did not say a setting left out went
+    # back to its default.
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    first = await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="fixed_quantity", sizing_value="3"
+    )
+    assert first.content.startswith("**Tradecord Paper** (paper) now trades **Breakout**")
+    again = await h.reply("alice", "subscribe", strategy="Breakout", sides="long")
+    assert again.content == (
+        "Updated: **Tradecord Paper** (paper) trades **Breakout**: 1× the signal's own "
+        "quantity, long entries only, orders are sent automatically. Changed: 3 "
+        "shares/contracts per entry → 1× the signal's own quantity; long and short entries → "
+        "long entries only."
+    ), again.content
+    same = await h.reply("alice", "subscribe", strategy="Breakout", sides="long")
+    assert same.content.startswith("Updated: ") and same.content.endswith("Nothing changed.")
+    assert "now trades" not in again.content + same.content
+
+
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
     tradecord: Harness,
 ) -> None:
@@ -474,6 +539,30 @@ async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
     report = await h.reply("alice", "signal show", id=str(body["id"]))
     text = report.text()
     assert "exit: sell 3 AAPL → filled; entry: sell 3 AAPL → filled" in text, text
+
+
+async def test_signal_show_says_what_became_of_the_order_and_each_phase_once(
+    tradecord: Harness,
+) -> None:
+    # The header said "done" for a rejected entry, and "exit filled" came twice (the execution's
+    # own log and the order's event), "rejected" too ("rejected" and "entry rejected").
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Reverse")
+    await h.reply("alice", "subscribe", strategy="Reverse", sizing="signal", sizing_value="1")
+    await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 3})
+    await dm_to(h, "alice", "buy 3 AAPL")
+    # Long 3: the exit sells them, then the short entry is beyond the buying power.
+    _, body = await post(url, {"ticker": "AAPL", "action": "sell", "quantity": 100000})
+    await dm_to(h, "alice", "Not enough buying power")
+    await signal_done(h, str(body["id"]))
+    report = await h.reply("alice", "signal show", id=str(body["id"]))
+    text = report.text()
+    assert "sell AAPL · rejected" in text and "· done" not in text, text
+    phases = re.findall(r"^(\w[\w ]*?)(?: \(.*?\))?\s+\d\d:\d\d:\d\d\.\d{3}", text, re.M)
+    assert phases.count("exit filled") == 1 and phases.count("rejected") == 1, phases
+    assert "entry rejected" not in phases, phases
+    assert "exit: sell 3 AAPL → filled; entry: sell 100,000 AAPL → rejected" in text, text
 
 
 async def test_signal_show_takes_the_short_id_the_alerts_show(tradecord: Harness) -> None:

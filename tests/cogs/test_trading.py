@@ -290,10 +290,11 @@ async def test_a_stop_the_market_has_passed_is_refused_with_what_to_do(tradecord
 
 async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) -> None:
     # Rounded to cents, the preview said "limit 250.12" while the order went in at 250.123.
+    # Crypto: a stock's price finer than a cent is refused (the test after this one).
     h = tradecord
-    pin(h, "AAPL", "272.90", "273.10")
+    pin(h, "ETHUSD", "3400.00", "3401.00")
     card = await preview(
-        h, "alice", symbol="AAPL", quantity="10", order_type="limit", limit_price="250.123"
+        h, "alice", symbol="ETHUSD", quantity="1", order_type="limit", limit_price="250.123"
     )
     text = card.text()
     assert "limit 250.123" in text and "250.12 " not in text, text
@@ -306,6 +307,28 @@ async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) 
         h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="250.5"
     )
     assert "limit 250.50" in card.text()
+
+
+async def test_a_stock_price_finer_than_a_cent_is_refused_with_the_prices_to_use(
+    tradecord: Harness,
+) -> None:
+    # Paper took limit 100.12345; every US broker refuses it (SEC Rule 612).
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for options, said in (
+        (
+            {"order_type": "limit", "limit_price": "100.12345"},
+            "AAPL prices of $1 or more go in whole cents: use 100.12 or 100.13",
+        ),
+        (
+            {"take_profit": "220.005", "stop_loss": "190", "time_in_force": "gtc"},
+            "The take-profit price 220.005 has too many decimals",
+        ),
+    ):
+        msg = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1", **options)
+        text = msg.text()
+        assert msg.ephemeral and said in text and msg.buttons() == [], text
+    assert await paper_orders(h) == 0
 
 
 async def test_a_decimal_comma_is_refused_not_read_as_thousands(tradecord: Harness) -> None:

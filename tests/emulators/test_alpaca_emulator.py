@@ -485,6 +485,17 @@ async def test_bracket_legs_wait_then_one_cancels_the_other(
     )
     assert status == 422
     assert body["message"] == "take_profit.limit_price must be >= base_price + 0.01"
+    for leg, name in (
+        ({"take_profit": {"limit_price": "440.005"}}, "take_profit.limit_price 440.005"),
+        ({"stop_loss": {"stop_price": "400", "limit_price": "399.999"}}, "stop_loss.limit_price"),
+    ):
+        legs = {"take_profit": {"limit_price": "440"}, "stop_loss": {"stop_price": "400"}} | leg
+        status, body = await paper.order(symbol="MSFT", qty="2", order_class="bracket", **legs)
+        assert (status, body["code"]) == (422, 42210000)
+        assert body["message"].startswith(f"invalid {name}"), body
+        assert body["message"].endswith(
+            ". sub-penny increment does not fulfill minimum pricing criteria"
+        )
     status, parent = await paper.order(
         symbol="MSFT",
         qty="2",

@@ -314,3 +314,22 @@ async def test_exits_never_close_more_than_the_position_and_money_is_kept(
             groups[parent] = max(groups.get(parent, D(0)), o.remaining_quantity)
         assert sum(groups.values(), D(0)) <= abs(held)
         assert await stored_residual(db, ref.id) == 0
+
+
+@pytest.mark.parametrize(
+    ("prices", "message"),
+    [
+        ({"tp": "220.005"}, "The take-profit price 220.005 has too many decimals."),
+        ({"sl": "189.999"}, "The stop-loss price 189.999 has too many decimals."),
+        ({"sl": "190", "sl_limit": "189.505"}, "The stop-loss limit price 189.505 has too many"),
+    ],
+)
+async def test_exit_prices_finer_than_a_cent_are_refused(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, prices: dict[str, str], message: str
+) -> None:
+    # Refused with the entry, not when the exit is placed after the fill.
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    with pytest.raises(InvalidOrder, match=message) as e:
+        await broker.create_order(ref, bracket_req(BUY, 1, **({"tp": "220", "sl": "190"} | prices)))
+    assert "whole cents: use" in str(e.value)
+    assert await broker.fetch_orders(ref) == []

@@ -544,6 +544,55 @@ async def test_invalid_orders_say_what_to_fix(
     assert await count(db, PaperOrder) == 0
 
 
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            req("AAPL", BUY, 1, LMT, limit="100.12345"),
+            "The limit price 100.12345 has too many decimals. AAPL prices of $1 or more go in "
+            "whole cents: use 100.12 or 100.13.",
+        ),
+        (
+            req("SPY", SELL, 1, STP, stop="500.005"),
+            "The stop price 500.005 has too many decimals. SPY prices of $1 or more go in "
+            "whole cents: use 500.00 or 500.01.",
+        ),
+        (
+            req("AAPL", BUY, 1, STPLMT, limit="210.001", stop="210"),
+            "The limit price 210.001 has too many decimals.",
+        ),
+        (
+            req("AAPL", BUY, 1, LMT, limit="0.12345"),
+            "The limit price 0.12345 has too many decimals. AAPL prices under $1 go in steps of "
+            "0.0001 (4 decimals): use 0.1234 or 0.1235.",
+        ),
+    ],
+)
+async def test_stock_prices_finer_than_the_tick_are_refused_with_the_prices_to_use(
+    db: Database, broker: PaperBroker, ref: AccountRef, request_: OrderRequest, message: str
+) -> None:
+    # SEC Rule 612: real brokers refuse these (Alpaca: "sub-penny increment"), so paper does.
+    with pytest.raises(InvalidOrder) as e:
+        await broker.create_order(ref, request_)
+    assert str(e.value).startswith(message), str(e.value)
+    assert await count(db, PaperOrder) == 0
+
+
+async def test_prices_on_the_tick_are_taken_and_crypto_keeps_its_decimals(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("200.00"), D("200.02"))
+    feed.set_quote("ETHUSD", D("3400.00"), D("3401.00"))
+    for request_ in (
+        req("AAPL", BUY, 1, LMT, GTC, limit="150.10"),  # trailing zero: still whole cents
+        req("AAPL", BUY, 1, LMT, GTC, limit="0.1234"),  # under $1: four decimals
+        req("ETHUSD", BUY, "0.01", LMT, GTC, limit="3000.12345"),  # no stock tick for crypto
+    ):
+        order = await broker.create_order(ref, request_)
+        assert order.limit_price == request_.limit_price
+    assert len(await broker.fetch_open_orders(ref)) == 3
+
+
 async def test_unknown_symbols(broker: PaperBroker, ref: AccountRef) -> None:
     with pytest.raises(SymbolNotFound, match="does not know the symbol QQQQX"):
         await broker.create_order(ref, req("QQQQX", BUY, 1))

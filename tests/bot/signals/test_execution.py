@@ -846,6 +846,56 @@ async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     assert await position(core, OWNER, "AAPL") == Decimal(-5)
 
 
+async def test_a_signal_price_finer_than_a_cent_is_refused_with_the_prices_to_use(
+    core: Core,
+) -> None:
+    """A stock's limitPrice of 100.12345 was placed at paper; every US broker refuses it."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice="100.12345")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "AAPL prices of $1 or more go in whole cents: use 100.12 or 100.13" in (ex.reason or "")
+    ex = await run(core, url, sub, action="buy", takeProfit={"limitPrice": "220.005"})
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    assert "take-profit price 220.005" in (ex.reason or "")
+    assert await intents(core) == [] and await orders(core) == []
+
+
+@pytest.mark.parametrize(
+    ("ticker", "bid", "ask", "percent", "take_profit", "stop_loss"),
+    [
+        # Entry 0.985 under $1, take-profit over it: whole cents there, not 1.0343.
+        ("AAPL", "0.9800", "0.9900", 5, Decimal("1.03"), Decimal("0.9358")),
+        # 5900.125 ± 1 % on 0.25s: quantize made 5959.13, which paper refused.
+        (ES, "5900.00", "5900.25", 1, Decimal("5959.25"), Decimal("5841.00")),
+    ],
+)
+async def test_percent_brackets_land_on_the_price_tick(
+    core: Core,
+    ticker: str,
+    bid: str,
+    ask: str,
+    percent: int,
+    take_profit: Decimal,
+    stop_loss: Decimal,
+) -> None:
+    core.simulated_feed.set_quote(ticker, Decimal(bid), Decimal(ask))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(
+        core,
+        url,
+        sub,
+        ticker=ticker,
+        action="buy",
+        takeProfit={"percent": percent},
+        stopLoss={"percent": percent},
+    )
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry = (await orders(core))[0]
+    assert (entry.take_profit, entry.stop_loss) == (take_profit, stop_loss)
+
+
 async def test_a_stop_the_market_has_passed_is_not_placed(core: Core) -> None:
     """A buy stop at or below the ask (a sell stop at or above the bid) would trigger at once
     and fill at the market: refused before the broker, as /trade refuses it."""

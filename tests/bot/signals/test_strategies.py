@@ -102,10 +102,20 @@ async def test_subscribing_again_updates_the_settings(core: Core) -> None:
     assert first == again
     [info] = await core.subscriptions.list_for(OWNER)
     assert info.settings.sides is Sides.LONG and info.settings.max_positions == 3
+    # The answer tells a new subscription from a changed one, and a paused one it resumed.
+    await core.subscriptions.set_enabled(OWNER, info.id, False)
+    resumed = await core.subscriptions.subscribe(
+        GUILD, OWNER, url.strategy.id, settings=SubscriptionSettings(sides=Sides.SHORT)
+    )
+    assert resumed.previous is not None and not resumed.previous.enabled
+    assert resumed.previous.settings.sides is Sides.LONG and resumed.enabled
+    assert resumed.settings.sides is Sides.SHORT and resumed.previous.previous is None
     await core.subscriptions.unsubscribe(GUILD, OWNER, url.strategy.id)
     assert await count(core, Subscription) == 0
     with pytest.raises(NotFound):
         await core.subscriptions.unsubscribe(GUILD, OWNER, url.strategy.id)
+    anew = await core.subscriptions.subscribe(GUILD, OWNER, url.strategy.id)
+    assert anew.previous is None
 
 
 @pytest.mark.parametrize(
