@@ -452,11 +452,11 @@ class Automation(commands.Cog):
         strategy="A strategy you own or that was shared with you",
         connection="Which connection trades it (default: Tradecord Paper)",
         mode="paper (default) or live",
-        sizing="How big each entry is",
+        sizing="How big each entry is (new: the signal's quantity; else unchanged)",
         sizing_value="The number for the sizing (e.g. 10 shares, 500 dollars, 5 percent)",
-        sides="Which entries to take",
-        approval="Ask me (by DM) before each order",
-        max_positions="TradersPost's max strategy positions (counts every open position)",
+        sides="Which entries to take (new: both; else unchanged)",
+        approval="Ask me (by DM) before each order (new: no; else unchanged)",
+        max_positions="TradersPost's max strategy positions (counts every open position); 0: none",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def subscribe(
@@ -465,34 +465,43 @@ class Automation(commands.Cog):
         strategy: str,
         connection: str | None = None,
         mode: Literal["paper", "live"] = "paper",
-        sizing: Literal[
-            "fixed_quantity", "dollar_amount", "percent_of_equity", "signal"
-        ] = "signal",
-        sizing_value: str = "1",
-        sides: Literal["both", "long", "short"] = "both",
-        approval: bool = False,
-        max_positions: app_commands.Range[int, 1, 1000] | None = None,
+        sizing: Literal["fixed_quantity", "dollar_amount", "percent_of_equity", "signal"]
+        | None = None,
+        sizing_value: str | None = None,
+        sides: Literal["both", "long", "short"] | None = None,
+        approval: bool | None = None,
+        max_positions: app_commands.Range[int, 0, 1000] | None = None,
     ) -> None:
-        try:
-            value = Decimal(sizing_value.strip())
-        except InvalidOperation:
-            raise InvalidInput(f"sizing_value must be a number ({SIZING_HELP[sizing]}).") from None
+        # Options left out keep what the subscription has: changing one must not reset others.
+        changes: dict[str, Any] = {}
+        if sizing is not None:
+            changes["sizing"] = Sizing(sizing)
+        if sizing_value is not None:
+            try:
+                changes["sizing_value"] = Decimal(sizing_value.strip())
+            except InvalidOperation:
+                help_ = SIZING_HELP[sizing or "signal"]
+                raise InvalidInput(f"sizing_value must be a number ({help_}).") from None
+        if sides is not None:
+            changes["sides"] = Sides(sides)
+        if approval is not None:
+            changes["manual_approval"] = approval
+        if max_positions is not None:
+            changes["max_positions"] = max_positions or None
         info = await self.bot.core.subscriptions.subscribe(
             guild_of(interaction),
             interaction.user.id,
             strategy,
             connection=connection,
             mode=mode,
-            settings=SubscriptionSettings(
-                Sizing(sizing), value, Sides(sides), approval, max_positions=max_positions
-            ),
+            changes=changes,
         )
         where = f"**{info.connection_name}** ({info.mode})"
         terms = ", ".join(w for w in setting_words(info.settings) if w)
         if info.previous is None:
             text = f"{where} now trades **{info.strategy_name}**: {terms}."
         else:
-            # It existed: say so, and list every change (options left out took their defaults).
+            # It existed: say so, and list what changed (options left out kept their values).
             changed = subscription_changes(info.previous, info)
             text = f"Updated: {where} trades **{info.strategy_name}**: {terms}. " + (
                 f"Changed: {'; '.join(changed)}." if changed else "Nothing changed."

@@ -4,12 +4,12 @@ own sizing, allowed sides, approval and position rules. Also the member's alert 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -94,6 +94,23 @@ class SubscriptionInfo:
     previous: SubscriptionInfo | None = None  # from subscribe: as it was; None if it is new
 
 
+# /subscribe's defaults for a new subscription: the signal's own quantity, both sides.
+NEW_SUBSCRIPTION = SubscriptionSettings(Sizing.SIGNAL, Decimal(1))
+
+
+def _changed(base: SubscriptionSettings, changes: Mapping[str, Any]) -> SubscriptionSettings:
+    """``base`` with ``changes`` applied. A new sizing needs its own value: 3 shares must not
+    silently become 3 dollars or 3 percent."""
+    sizing = changes.get("sizing")
+    if sizing is not None and Sizing(sizing) is not base.sizing and "sizing_value" not in changes:
+        raise InvalidInput(
+            f"Give sizing_value with the new sizing ({Sizing(sizing).value.replace('_', ' ')}): "
+            f"the current value, {base.sizing_value:f}, was for "
+            f"{base.sizing.value.replace('_', ' ')}."
+        )
+    return replace(base, **changes)
+
+
 class SubscriptionService:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
@@ -108,13 +125,27 @@ class SubscriptionService:
         connection: str | None = None,
         mode: str = "paper",
         settings: SubscriptionSettings | None = None,
+        changes: Mapping[str, Any] | None = None,
     ) -> SubscriptionInfo:
         """Subscribe one of the member's connections (paper or live account) to a strategy the
         member owns or that was shared with them. Subscribing again changes the settings (and
-        resumes a paused one); ``previous`` of the answer is the subscription before."""
-        s_settings = (settings or SubscriptionSettings()).validated()
+        resumes a paused one); ``previous`` of the answer is the subscription before.
+
+        ``settings`` replaces them all; ``changes`` (setting name → value) only those named,
+        the others keep their values (a new subscription takes NEW_SUBSCRIPTION's)."""
         info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        where = (
+            (Subscription.strategy_id == info.id)
+            & (Subscription.connection_id == target.connection.id)
+            & (Subscription.mode == target.mode)
+        )
+        # Only for the answer and the base of ``changes``: a concurrent subscribe changing it
+        # meanwhile is harmless (the last one wins, as it would anyway).
+        previous = next(iter(await self._many(where)), None)
+        if changes is not None:
+            settings = _changed(previous.settings if previous else NEW_SUBSCRIPTION, changes)
+        s_settings = (settings or SubscriptionSettings()).validated()
         _check_whole_units(s_settings, target.connection.broker)
         member_id = target.connection.member_id
         now = self.clock()
@@ -128,13 +159,6 @@ class SubscriptionService:
             enabled=True,
             updated_at=now,
         )
-        where = (
-            (Subscription.strategy_id == info.id)
-            & (Subscription.connection_id == target.connection.id)
-            & (Subscription.mode == target.mode)
-        )
-        # Only for the answer: a concurrent subscribe changing it meanwhile is harmless.
-        previous = next(iter(await self._many(where)), None)
         for _ in range(2):  # a concurrent subscribe may insert first: then update it
             async with self.core.db.transaction() as s:
                 result = await s.execute(update(Subscription).where(where).values(values))

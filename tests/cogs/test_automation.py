@@ -487,25 +487,39 @@ async def test_subscribe_says_which_entries_it_takes_in_words(tradecord: Harness
         assert "1× the signal's own quantity" in sub.content, sub.content
 
 
-async def test_subscribe_again_says_it_updated_and_what_changed(tradecord: Harness) -> None:
-    # It answered "now trades Breakout" as if new, and did not say a setting left out went
-    # back to its default.
+async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
+    tradecord: Harness,
+) -> None:
+    # It answered "now trades Breakout" as if new, and every option left out went back to its
+    # default: changing the sides reset 3 shares to the signal's quantity.
     h = tradecord
     await create_strategy(h, "alice", "Breakout")
     first = await h.reply(
-        "alice", "subscribe", strategy="Breakout", sizing="fixed_quantity", sizing_value="3"
+        "alice",
+        "subscribe",
+        strategy="Breakout",
+        sizing="fixed_quantity",
+        sizing_value="3",
+        max_positions=2,
     )
     assert first.content.startswith("**Tradecord Paper** (paper) now trades **Breakout**")
     again = await h.reply("alice", "subscribe", strategy="Breakout", sides="long")
-    assert again.content == (
-        "Updated: **Tradecord Paper** (paper) trades **Breakout**: 1× the signal's own "
-        "quantity, long entries only, orders are sent automatically. Changed: 3 "
-        "shares/contracts per entry → 1× the signal's own quantity; long and short entries → "
-        "long entries only."
+    assert again.content.startswith(
+        "Updated: **Tradecord Paper** (paper) trades **Breakout**: 3 shares/contracts per "
+        "entry, long entries only"
     ), again.content
+    assert again.content.endswith("Changed: long and short entries → long entries only.")
     same = await h.reply("alice", "subscribe", strategy="Breakout", sides="long")
     assert same.content.startswith("Updated: ") and same.content.endswith("Nothing changed.")
     assert "now trades" not in again.content + same.content
+    # A new sizing without its value would read 3 shares as 3 dollars: refused, unchanged.
+    refused = await h.reply("alice", "subscribe", strategy="Breakout", sizing="dollar_amount")
+    assert "Give sizing_value with the new sizing (dollar amount)" in refused.content
+    [sub] = await h.core.subscriptions.list_for(h.user("alice"))
+    assert sub.settings.sizing_value == 3 and sub.settings.max_positions == 2
+    await h.reply("alice", "subscribe", strategy="Breakout", max_positions=0)
+    [sub] = await h.core.subscriptions.list_for(h.user("alice"))
+    assert sub.settings.max_positions is None and sub.settings.sides == "long"
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
