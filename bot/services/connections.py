@@ -185,9 +185,13 @@ class ConnectionService:
         account = conn.account(mode)
         if account is None:
             other = "live" if mode == "paper" else "paper"
-            hint = f" It has a {other} account: add mode:{other}." if conn.account(other) else ""
+            if conn.account(other):  # trading is on, in the other mode only
+                raise InvalidInput(
+                    f"“{conn.name}” has no {mode} account chosen: it trades {other} only. "
+                    f"Add mode:{other}, or choose a {mode} account in /accounts."
+                )
             raise InvalidInput(
-                f"“{conn.name}” has no {mode} account chosen, so trading on it is off.{hint} "
+                f"“{conn.name}” has no {mode} account chosen, so trading on it is off. "
                 "Choose one in /accounts."
             )
         return Target(conn, account, mode)

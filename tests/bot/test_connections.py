@@ -309,3 +309,27 @@ async def test_one_account_is_the_account_of_one_of_a_members_connections(
         await core.connections.choose_account(MEMBER, first, "live", live.id)
     finally:
         await core.close()
+
+
+async def test_a_connection_with_only_a_live_account_is_not_said_to_be_off_in_paper_mode(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """/balances without mode: on a connection trading live said "trading on it is off",
+    though its live account trades: it must say it trades live only and how to reach it."""
+    from bot.errors import InvalidInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        with pytest.raises(InvalidInput, match="so trading on it is off"):
+            await core.connections.resolve(MEMBER, "TS", "paper")  # no account at all: off
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        live = next(a for a in accounts if a.environment.value == "live")
+        await core.connections.choose_account(MEMBER, cid, "live", live.id)
+        with pytest.raises(InvalidInput) as refused:
+            await core.connections.resolve(MEMBER, "TS", "paper")
+        text = str(refused.value)
+        assert "off" not in text, text
+        assert "it trades live only" in text and "mode:live" in text, text
+    finally:
+        await core.close()
