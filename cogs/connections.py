@@ -177,13 +177,14 @@ class Connections(commands.Cog):
     ) -> None:
         result = await self.bot.core.connections.rename(interaction.user.id, connection, new_name)
         text = f"Renamed “{result.old}” to “{result.new}”."
-        if result.suggestions:
+        if result.shares_broker:
             text += (
                 "\nYou have more than one connection at this broker; descriptive names "
-                "avoid trading in the wrong one, e.g. "
-                + ", ".join(f"“{s}”" for s in result.suggestions)
-                + "."
+                "avoid trading in the wrong one"
             )
+            if result.suggestions:
+                text += ", e.g. " + ", ".join(f"“{s}”" for s in result.suggestions)
+            text += "."
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="disconnect", description="Unlink a broker connection")

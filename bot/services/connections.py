@@ -68,7 +68,8 @@ def name_key(name: str) -> str:
 class RenameResult:
     old: str
     new: str
-    suggestions: list[str]
+    suggestions: list[str]  # free names from the accounts chosen; may be empty
+    shares_broker: bool = False  # another of the member's connections is at this broker
 
 
 @dataclass(slots=True)
@@ -435,15 +436,18 @@ class ConnectionService:
             raise Conflict(
                 f"You already have a connection named “{name}” (names ignore case). Pick another."
             ) from None
-        siblings = [
-            c
-            for c in await self.list_for(discord_user_id)
-            if c.broker == conn.broker and c.id != conn.id
-        ]
-        return RenameResult(old, name, self._suggestions(conn, siblings))
+        mine = await self.list_for(discord_user_id)
+        siblings = [c for c in mine if c.broker == conn.broker and c.id != conn.id]
+        taken = {c.name_key for c in mine if c.id != conn.id} | {name_key(name)}
+        return RenameResult(
+            old, name, self._suggestions(conn, siblings, taken), shares_broker=bool(siblings)
+        )
 
-    def _suggestions(self, conn: Connection, siblings: list[Connection]) -> list[str]:
-        """Descriptive names, when two connections at one broker could be confused."""
+    def _suggestions(
+        self, conn: Connection, siblings: list[Connection], taken: set[str]
+    ) -> list[str]:
+        """Descriptive names, when two connections at one broker could be confused: named
+        after the account each trades in, never one the member already uses (nor our ids)."""
         if not siblings:
             return []
         broker = get_adapter_class(conn.broker).display_name
@@ -451,8 +455,11 @@ class ConnectionService:
         out = []
         for c in [conn, *siblings]:
             acct = c.account("live") or c.account("paper")
-            word = kinds.get(acct.account_type, acct.account_type.title()) if acct else None
-            out.append(f"{broker} {word}" if word else f"{broker} {c.id}")
+            if acct is None:
+                continue
+            word = kinds.get(acct.account_type, acct.account_type.title())
+            if name_key(f"{broker} {word}") not in taken:
+                out.append(f"{broker} {word}")
         return list(dict.fromkeys(out))
 
     async def broker_accounts(

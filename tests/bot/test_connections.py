@@ -333,3 +333,42 @@ async def test_a_connection_with_only_a_live_account_is_not_said_to_be_off_in_pa
         assert "it trades live only" in text and "mode:live" in text, text
     finally:
         await core.close()
+
+
+async def test_rename_suggests_only_free_names_from_the_accounts_never_our_ids(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """With two TradeStation connections and no account chosen, renaming one suggested names
+    made of our internal ids ("TradeStation 2", "TradeStation 4"), one of them the other
+    connection's own name. Suggestions come from the chosen accounts, and are free."""
+    import aiohttp
+
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name=f"TradeStation {first}",  # as /connect names a second link
+        )
+        renamed = await core.connections.rename(MEMBER, "TS", "TS Margin")
+        assert renamed.shares_broker and renamed.suggestions == [], renamed.suggestions
+        _, accounts = await core.connections.broker_accounts(MEMBER, second)
+        futures = next(
+            a for a in accounts if a.environment.value == "live" and a.type.value == "futures"
+        )
+        await core.connections.choose_account(MEMBER, second, "live", futures.id)
+        again = await core.connections.rename(MEMBER, "TS Margin", "TS Stocks")
+        assert again.suggestions == ["TradeStation Futures"]
+        await core.connections.rename(MEMBER, second, "TradeStation Futures")
+        taken = await core.connections.rename(MEMBER, "TS Stocks", "TS Margin")
+        assert taken.shares_broker and taken.suggestions == []  # that name is in use
+    finally:
+        await core.close()
