@@ -6,6 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters.models import AccountType
 from bot.brokers import broker_catalog
 from bot.client import Tradecord
 from bot.components import account_menus
@@ -83,12 +84,14 @@ class Accounts(commands.Cog):
             )
             return
         live, paper = conn.account("live"), conn.account("paper")
+        # Said only where it can be got wrong: a login that has futures accounts.
+        futures = any(a.type is AccountType.FUTURES for a in accounts)
         await reply(
             interaction,
             content=f"**{conn.name}** trades live in: "
             f"{live.label if live else 'no account yet'}; "
-            f"paper in: {paper.label if paper else 'no account yet'}. Choose below. Futures "
-            "trade only in a futures account.",
+            f"paper in: {paper.label if paper else 'no account yet'}. Choose below."
+            + (" Futures trade only in a futures account." if futures else ""),
             view=menus_view(rows),
             ephemeral=True,
         )

@@ -1,0 +1,43 @@
+"""/accounts as a member reads it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.settings import Settings
+from tests.discord_harness import Harness, running_tradecord
+from tests.web.test_connect_flow import Browser, connect_link, through_broker, through_discord
+
+
+@pytest.fixture
+async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+async def linked(h: Harness, user: str, broker: str) -> None:
+    b = Browser()
+    try:
+        link = await connect_link(h, user, broker)
+        done = await b.get(
+            await through_broker(b, h, await through_discord(b, h, link, h.user(user)))
+        )
+        assert done.status == 200, await done.text()
+    finally:
+        await b.close()
+
+
+async def test_the_futures_reminder_is_shown_only_where_the_login_has_futures_accounts(
+    h: Harness,
+) -> None:
+    """/accounts connection:Alpaca said "Futures trade only in a futures account." above
+    menus of margin accounts at a broker without futures: a puzzle, not a warning."""
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "alpaca")
+    await linked(h, "alice", "tradestation")
+    alpaca = await h.reply("alice", "accounts", connection="Alpaca")
+    assert alpaca.selects() and "futures" not in alpaca.content.lower(), alpaca.content
+    ts = await h.reply("alice", "accounts", connection="TradeStation")
+    assert "Futures trade only in a futures account." in ts.content, ts.content
