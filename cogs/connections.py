@@ -14,6 +14,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
+from bot.models import ConnectionStatus
 from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
@@ -158,12 +159,26 @@ class Connections(commands.Cog):
         name = self.bot.core.linking.broker_name(broker)
         view = discord.ui.View()
         view.add_item(discord.ui.Button(label=f"Connect {name}", url=url))
+        text = f"Open this private link to connect {name}."
+        # /connect repairs a connection whose authorization ended rather than adding one:
+        # say which, so a member with two at this broker knows what the link will do.
+        again = await self.bot.core.linking.relink_target(interaction.user.id, broker)
+        if again is not None:
+            why = (
+                f"{name} no longer accepts its authorization"
+                if again.status == ConnectionStatus.NEEDS_REAUTH
+                else "its authorization ends soon"
+            )
+            text = (
+                f"Open this private link to link “{again.name}” again ({why}): it keeps its "
+                "name, accounts and subscriptions, and no connection is added."
+            )
         await interaction.response.send_message(
-            f"Open this private link to connect {name}. It works once, only for you, and "
-            "expires in 10 minutes; a newer /connect replaces it. You will sign in with "
-            f"Discord first, then at {name}.",
+            f"{text} It works once, only for you, and expires in 10 minutes; a newer /connect "
+            f"replaces it. You will sign in with Discord first, then at {name}.",
             view=view,
             ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),  # the name is the member's text
         )
 
     @app_commands.command(name="rename", description="Rename one of your connections")

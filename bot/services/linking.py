@@ -155,6 +155,12 @@ class LinkingService:
                 "raise your plan with /plan set. (Tradecord Paper does not count.)"
             )
 
+    async def relink_target(self, discord_user_id: int, broker: str) -> Connection | None:
+        """The connection a /connect for ``broker`` would link again rather than add one."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.session() as s:
+            return await self._relink_target(s, member_id, broker)
+
     async def start(self, discord_user_id: int, broker: str, environment: str | None) -> str:
         """A fresh private link; any older link of this member stops working, and so does a
         sign-in already under way from one (its callbacks are refused)."""

@@ -1,0 +1,39 @@
+"""/connect, /rename, /disconnect as a member reads them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.models import Connection, ConnectionStatus
+from bot.settings import Settings
+from tests.cogs.test_accounts import linked
+from tests.discord_harness import Harness, running_tradecord
+
+
+@pytest.fixture
+async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+async def test_connect_says_which_connection_its_link_will_link_again(h: Harness) -> None:
+    """With two TradeStation connections, one refused by the broker, /connect tradestation
+    said "Open this private link to connect TradeStation", though the link repairs that one
+    and adds none: the member meaning to add a third, or to fix the other, could not know."""
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await linked(h, "alice", "tradestation")
+    fresh = await h.reply("alice", "connect", broker="tradestation")
+    assert "Open this private link to connect TradeStation." in fresh.content, fresh.content
+    conns = await h.core.connections.list_for(h.user("alice"))
+    second = next(c for c in conns if c.name == "TradeStation 2")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, second.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    again = await h.reply("alice", "connect", broker="tradestation")
+    assert again.buttons() and again.ephemeral
+    assert "link “TradeStation 2” again" in again.content, again.content
+    assert "no longer accepts its authorization" in again.content, again.content
