@@ -64,6 +64,15 @@ def name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+def linked_modes(conn: Connection) -> set[str]:
+    """The modes a connection can have an account for: what its login was authorized for
+    (/connect environment:), and paper only for Tradecord Paper."""
+    if conn.builtin:
+        return {"paper"}
+    env = (conn.settings or {}).get("environment")
+    return set(MODES) if env in (None, "both") else {env}
+
+
 @dataclass(slots=True)
 class RenameResult:
     old: str
@@ -186,6 +195,20 @@ class ConnectionService:
         account = conn.account(mode)
         if account is None:
             other = "live" if mode == "paper" else "paper"
+            if mode not in linked_modes(conn):  # /accounts cannot offer one: no menu there
+                has = f" Add mode:{other}." if conn.account(other) else ""
+                broker = get_adapter_class(conn.broker).display_name
+                again = (
+                    f" To trade {mode} at {broker}, link it again with /connect "
+                    f"environment:{mode}; that adds a connection."
+                    if not conn.builtin
+                    and mode in get_adapter_class(conn.broker).connect_environments
+                    else ""
+                )
+                raise InvalidInput(
+                    f"“{conn.name}” is for {other} trading only: it has no {mode} account."
+                    f"{has}{again}"
+                )
             if conn.account(other):  # trading is on, in the other mode only
                 raise InvalidInput(
                     f"“{conn.name}” has no {mode} account chosen: it trades {other} only. "

@@ -372,3 +372,41 @@ async def test_rename_suggests_only_free_names_from_the_accounts_never_our_ids(
         assert taken.shares_broker and taken.suggestions == []  # that name is in use
     finally:
         await core.close()
+
+
+async def test_a_mode_the_connection_was_not_linked_for_is_not_sent_to_accounts(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """/trade mode:live on a connection linked for paper only (or on Tradecord Paper) said
+    "no live account chosen … Choose one in /accounts", where no live menu can ever appear."""
+    import aiohttp
+
+    from bot.errors import InvalidInput
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS Sim",
+            settings={"environment": "paper"},
+        )
+        with pytest.raises(InvalidInput) as refused:
+            await core.connections.resolve(MEMBER, "TS Sim", "live")
+        text = str(refused.value)
+        assert "/accounts" not in text, text
+        assert "“TS Sim” is for paper trading only" in text, text
+        assert "/connect environment:live" in text, text
+        with pytest.raises(InvalidInput) as builtin:
+            await core.connections.resolve(MEMBER, "Tradecord Paper", "live")
+        text = str(builtin.value)
+        assert "/accounts" not in text and "/connect" not in text, text
+        assert "is for paper trading only" in text and "Add mode:paper." in text, text
+    finally:
+        await core.close()

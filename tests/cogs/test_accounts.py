@@ -17,10 +17,14 @@ async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
         yield harness
 
 
-async def linked(h: Harness, user: str, broker: str) -> None:
+async def linked(h: Harness, user: str, broker: str, environment: str | None = None) -> None:
     b = Browser()
     try:
-        link = await connect_link(h, user, broker)
+        if environment is None:
+            link = await connect_link(h, user, broker)
+        else:
+            asked = await h.reply(user, "connect", broker=broker, environment=environment)
+            link = str(asked.buttons()[0].url)
         done = await b.get(
             await through_broker(b, h, await through_discord(b, h, link, h.user(user)))
         )
@@ -41,3 +45,15 @@ async def test_the_futures_reminder_is_shown_only_where_the_login_has_futures_ac
     assert alpaca.selects() and "futures" not in alpaca.content.lower(), alpaca.content
     ts = await h.reply("alice", "accounts", connection="TradeStation")
     assert "Futures trade only in a futures account." in ts.content, ts.content
+
+
+async def test_a_connection_linked_for_paper_only_is_not_said_to_wait_for_a_live_account(
+    h: Harness,
+) -> None:
+    """/accounts connection:X of a link made with environment:paper said "trades live in: no
+    account yet", above a paper menu only: there is no live account to choose there."""
+    await linked(h, "alice", "tradestation", environment="paper")
+    menus = await h.reply("alice", "accounts", connection="TradeStation")
+    assert [s["custom_id"].rsplit(":", 1)[1] for s in menus.selects()] == ["paper"]
+    assert "live" not in menus.content, menus.content
+    assert "trades paper in: no account yet (linked for paper only)." in menus.content
