@@ -582,7 +582,21 @@ class ConnectionService:
                 account=account.masked,
                 account_type=account.type.value,
             )
-        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts), notice)
+            # Which of the member's other connections already trades each account, so the
+            # warning points at it rather than at an account this one cannot take.
+            rows = await s.execute(
+                select(ConnectionAccount.account_id, Connection.name)
+                .join(Connection, ConnectionAccount.connection_id == Connection.id)
+                .where(
+                    Connection.member_id == conn.member_id,
+                    Connection.broker == conn.broker,
+                    Connection.id != conn.id,
+                )
+            )
+            held = {account_id: name for account_id, name in rows.all()}
+        return ChoiceResult(
+            conn, account, self._mismatch_warning(conn, account, accounts, held), notice
+        )
 
     @staticmethod
     async def _moved_subscriptions(
@@ -617,8 +631,11 @@ class ConnectionService:
         )
 
     @staticmethod
-    def _mismatch_warning(conn: Connection, chosen: Account, accounts: list[Account]) -> str | None:
-        """The classic mistake: a margin (or cash) account chosen where a futures one exists."""
+    def _mismatch_warning(
+        conn: Connection, chosen: Account, accounts: list[Account], held: dict[str, str]
+    ) -> str | None:
+        """The classic mistake: a margin (or cash) account chosen where a futures one exists.
+        ``held``: account id → the member's other connection (same broker) trading in it."""
         if chosen.type not in (AccountType.MARGIN, AccountType.CASH):
             return None
         futures = [
@@ -629,6 +646,15 @@ class ConnectionService:
         if not futures:
             return None
         broker = get_adapter_class(conn.broker).display_name
+        sibling = held.get(futures[0].id)
+        if sibling is not None:
+            return (
+                f"You chose a {chosen.type.value} account: futures orders on “{conn.name}” "
+                f"will be refused. At {broker}, futures such as "
+                f"{symbols.example_contract()} or /ES trade only in the futures account "
+                f"({futures[0].masked}), which your connection “{sibling}” trades in: use "
+                f"connection:{sibling} for them."
+            )
         return (
             f"You chose a {chosen.type.value} account. At {broker}, futures such as "
             f"{symbols.example_contract()} or /ES "

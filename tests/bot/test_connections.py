@@ -410,3 +410,43 @@ async def test_a_mode_the_connection_was_not_linked_for_is_not_sent_to_accounts(
         assert "is for paper trading only" in text and "Add mode:paper." in text, text
     finally:
         await core.close()
+
+
+async def test_the_margin_warning_points_at_the_connection_that_trades_the_futures_account(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """With “TS Futures” trading the futures account, choosing margin on “TS” warned "choose
+    the futures account instead, or /connect again for a second connection": the first is
+    refused (the account is taken), the second already exists. Name the connection to use."""
+    import aiohttp
+
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS Futures",
+        )
+        _, accounts = await core.connections.broker_accounts(MEMBER, first)
+        live = [a for a in accounts if a.environment.value == "live"]
+        futures = next(a for a in live if a.type.value == "futures")
+        margin = next(a for a in live if a.type.value == "margin")
+        alone = await core.connections.choose_account(MEMBER, first, "live", margin.id)
+        assert alone.warning and "choose the futures account instead" in alone.warning
+        await core.connections.choose_account(MEMBER, second, "live", futures.id)
+        chose = await core.connections.choose_account(MEMBER, first, "live", margin.id)
+        assert chose.warning is not None
+        assert "choose the futures account instead" not in chose.warning, chose.warning
+        assert "/connect" not in chose.warning, chose.warning
+        assert "your connection “TS Futures” trades in" in chose.warning, chose.warning
+        assert "connection:TS Futures" in chose.warning, chose.warning
+    finally:
+        await core.close()
