@@ -26,7 +26,7 @@ from adapters.base import (
     LimiterRegistry,
     Limiters,
 )
-from adapters.models import Account, AccountRef, AccountType, Environment
+from adapters.models import Account, AccountRef, AccountType, AssetClass, Environment
 from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import all_adapters, get_adapter_class
@@ -219,6 +219,26 @@ class ConnectionService:
                 "Choose one in /accounts."
             )
         return Target(conn, account, mode)
+
+    async def trading_instead(self, discord_user_id: int, target: Target, asset: AssetClass) -> str:
+        """A hint for an order the target's account type cannot take: the member's other
+        connection at the same broker whose account (same mode) can, named; else empty."""
+        caps = get_adapter_class(target.connection.broker).capabilities
+        for c in await self.list_for(discord_user_id):
+            acct = c.account(target.mode)
+            if (
+                c.id == target.connection.id
+                or c.broker != target.connection.broker
+                or c.status == ConnectionStatus.NEEDS_REAUTH
+                or acct is None
+                or not caps.can_trade(AccountType(acct.account_type), asset)
+            ):
+                continue
+            return (
+                f" Your connection “{c.name}” trades {target.mode} in {acct.account_type} "
+                f"account {acct.label.rsplit(' ', 1)[-1]}, which can: add connection:{c.name}."
+            )
+        return ""
 
     # -- adapters -----------------------------------------------------------------------
 
