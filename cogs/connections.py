@@ -240,9 +240,15 @@ class Connections(commands.Cog):
     )
     async def my_plan(self, interaction: discord.Interaction) -> None:
         name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
+        over = (
+            f" That is {used - limit} more than it allows: they keep working, but /connect "
+            f"adds no connection until you /disconnect {used - limit + 1}."
+            if used > limit
+            else ""
+        )
         await interaction.response.send_message(
             f"Your plan is **{name}**: {used} of {limit} broker connection(s) in use "
-            f"(Tradecord Paper does not count). {PLAN_HELP}",
+            f"(Tradecord Paper does not count).{over} {PLAN_HELP}",
             ephemeral=True,
         )
 
@@ -277,9 +283,17 @@ class Connections(commands.Cog):
         result = await self.bot.core.members.set_plan(
             member.id, plan, self.bot.settings.plans, by=interaction.user.id
         )
+        limit = self.bot.settings.plans[result]
+        _, _, used = await self.bot.core.linking.plan_of(member.id)
+        over = (
+            f" They have {used}: those keep working, but /connect adds none for them until "
+            f"they /disconnect {used - limit + 1}."
+            if used > limit
+            else ""
+        )
         await interaction.response.send_message(
             f"{member.display_name} is now on the **{result}** plan "
-            f"({self.bot.settings.plans[result]} broker connection(s)).",
+            f"({limit} broker connection(s)).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

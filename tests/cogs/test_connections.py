@@ -37,3 +37,30 @@ async def test_connect_says_which_connection_its_link_will_link_again(h: Harness
     assert again.buttons() and again.ephemeral
     assert "link “TradeStation 2” again" in again.content, again.content
     assert "no longer accepts its authorization" in again.content, again.content
+
+
+async def test_a_plan_lowered_below_the_connections_in_use_says_what_that_means(
+    h: Harness,
+) -> None:
+    """An admin moving a member with two connections to the free plan (one) read "is now on the
+    free plan (1 broker connection(s))", and the member "2 of 1 broker connection(s) in use":
+    neither said the two keep working nor what /connect will do."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await linked(h, "alice", "alpaca")
+    set_free = await h.emu.slash(
+        h.emu.owner.id,
+        "plan set",
+        options={"member": alice, "plan": "free"},
+        guild_id=h.guild_id,
+        channel_id=h.emu.general.id,
+    )
+    told = (await set_free.message()).content
+    assert "They have 2: those keep working" in told, told
+    assert "until they /disconnect 2." in told, told
+    mine = (await h.reply("alice", "my-plan")).content
+    assert "2 of 1 broker connection(s) in use" in mine, mine
+    assert "until you /disconnect 2." in mine, mine
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    assert "/disconnect" not in (await h.reply("alice", "my-plan")).content
