@@ -76,7 +76,7 @@ class Accounts(commands.Cog):
                 ephemeral=True,
             )
             return
-        rows = account_menus(conn, accounts)
+        rows = account_menus(conn, accounts, await self.bot.core.connections.held_elsewhere(conn))
         if not rows:
             await reply(
                 interaction,

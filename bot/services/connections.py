@@ -604,16 +604,7 @@ class ConnectionService:
             )
             # Which of the member's other connections already trades each account, so the
             # warning points at it rather than at an account this one cannot take.
-            rows = await s.execute(
-                select(ConnectionAccount.account_id, Connection.name)
-                .join(Connection, ConnectionAccount.connection_id == Connection.id)
-                .where(
-                    Connection.member_id == conn.member_id,
-                    Connection.broker == conn.broker,
-                    Connection.id != conn.id,
-                )
-            )
-            held = {account_id: name for account_id, name in rows.all()}
+            held = await self._held(s, conn)
         return ChoiceResult(
             conn, account, self._mismatch_warning(conn, account, accounts, held), notice
         )
@@ -649,6 +640,24 @@ class ConnectionService:
             f"{before.label}. If you did not mean that, choose {before.label} again, or "
             "/unsubscribe."
         )
+
+    async def held_elsewhere(self, conn: Connection) -> dict[str, str]:
+        """Account id → the member's other connection at this broker that trades in it."""
+        async with self.core.db.session() as s:
+            return await self._held(s, conn)
+
+    @staticmethod
+    async def _held(s: AsyncSession, conn: Connection) -> dict[str, str]:
+        rows = await s.execute(
+            select(ConnectionAccount.account_id, Connection.name)
+            .join(Connection, ConnectionAccount.connection_id == Connection.id)
+            .where(
+                Connection.member_id == conn.member_id,
+                Connection.broker == conn.broker,
+                Connection.id != conn.id,
+            )
+        )
+        return {account_id: name for account_id, name in rows.all()}
 
     @staticmethod
     def _mismatch_warning(

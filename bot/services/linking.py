@@ -88,6 +88,7 @@ class Linked:
     accounts_error: str | None = None
     relinked: bool = False  # an existing connection got new tokens; none was added
     dropped: list[str] = field(default_factory=list)  # chosen accounts the new login lacks
+    held: dict[str, str] = field(default_factory=dict)  # account id → another connection's
 
 
 class LinkingService:
@@ -495,6 +496,7 @@ class LinkingService:
             await adapter.close()
         if relinked and linked.accounts_error is None:
             await self._drop_unreachable(linked)
+        linked.held = await self.core.connections.held_elsewhere(connection)
         return linked
 
     async def _drop_unreachable(self, linked: Linked) -> None:

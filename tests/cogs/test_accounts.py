@@ -57,3 +57,30 @@ async def test_a_connection_linked_for_paper_only_is_not_said_to_wait_for_a_live
     assert [s["custom_id"].rsplit(":", 1)[1] for s in menus.selects()] == ["paper"]
     assert "live" not in menus.content, menus.content
     assert "trades paper in: no account yet (linked for paper only)." in menus.content
+
+
+async def test_an_account_another_connection_trades_in_is_marked_in_the_menus(
+    h: Harness,
+) -> None:
+    """The same TradeStation login linked twice offered the first connection's futures account
+    in the second's menus as "futures trade here", then refused it once chosen; the option
+    now says whose it is, in /accounts and in the DM sent after linking."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    [first] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, first.id)
+    futures = next(
+        a for a in accounts if a.environment.value == "live" and a.type.value == "futures"
+    )
+    await h.core.connections.choose_account(alice, first.id, "live", futures.id)
+    await linked(h, "alice", "tradestation")
+    dm = await h.emu.wait_for_message(
+        lambda m: "**TradeStation 2** is linked" in m.content, include_existing=True
+    )
+    menus = await h.reply("alice", "accounts", connection="TradeStation 2")
+    for message in (dm, menus):
+        live = next(s for s in message.selects() if s["custom_id"].endswith(":live"))
+        says = {o["value"]: o["description"] for o in live["options"]}
+        assert says[futures.id] == "live · futures account · already “TradeStation”'s", says
+        assert all("already" not in d for v, d in says.items() if v != futures.id), says
