@@ -198,7 +198,9 @@ class Connections(commands.Cog):
                 "avoid trading in the wrong one"
             )
             if result.suggestions:
-                text += ", e.g. " + ", ".join(f"“{s}”" for s in result.suggestions)
+                text += ", e.g. " + ", ".join(
+                    f"/rename “{now}” to “{better}”" for now, better in result.suggestions
+                )
             text += "."
         await interaction.response.send_message(text, ephemeral=True)
 

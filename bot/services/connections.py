@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,7 +78,8 @@ def linked_modes(conn: Connection) -> set[str]:
 class RenameResult:
     old: str
     new: str
-    suggestions: list[str]  # free names from the accounts chosen; may be empty
+    # (another connection's default name, a free name after its account); may be empty
+    suggestions: list[tuple[str, str]]
     shares_broker: bool = False  # another of the member's connections is at this broker
 
 
@@ -488,22 +490,23 @@ class ConnectionService:
 
     def _suggestions(
         self, conn: Connection, siblings: list[Connection], taken: set[str]
-    ) -> list[str]:
-        """Descriptive names, when two connections at one broker could be confused: named
-        after the account each trades in, never one the member already uses (nor our ids)."""
-        if not siblings:
-            return []
+    ) -> list[tuple[str, str]]:
+        """Descriptive names for the member's other connections at this broker that still
+        carry the name /connect gave them ("TradeStation 2"): named after the account each
+        trades in, never a name in use (nor our ids), nor for the one just named."""
         broker = get_adapter_class(conn.broker).display_name
+        default = re.compile(rf"{re.escape(broker)}( \d+)?", re.IGNORECASE)
         kinds = {"futures": "Futures", "margin": "Stocks", "cash": "Stocks", "crypto": "Crypto"}
-        out = []
-        for c in [conn, *siblings]:
+        out: list[tuple[str, str]] = []
+        for c in siblings:
             acct = c.account("live") or c.account("paper")
-            if acct is None:
+            if acct is None or not default.fullmatch(c.name):
                 continue
-            word = kinds.get(acct.account_type, acct.account_type.title())
-            if name_key(f"{broker} {word}") not in taken:
-                out.append(f"{broker} {word}")
-        return list(dict.fromkeys(out))
+            name = f"{broker} {kinds.get(acct.account_type, acct.account_type.title())}"
+            if name_key(name) not in taken:
+                out.append((c.name, name))
+                taken.add(name_key(name))
+        return out
 
     async def broker_accounts(
         self, discord_user_id: int, connection: str | int

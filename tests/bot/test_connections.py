@@ -365,8 +365,13 @@ async def test_rename_suggests_only_free_names_from_the_accounts_never_our_ids(
             a for a in accounts if a.environment.value == "live" and a.type.value == "futures"
         )
         await core.connections.choose_account(MEMBER, second, "live", futures.id)
+        margin = next(
+            a for a in accounts if a.environment.value == "live" and a.type.value == "margin"
+        )
+        await core.connections.choose_account(MEMBER, first, "live", margin.id)
         again = await core.connections.rename(MEMBER, "TS Margin", "TS Stocks")
-        assert again.suggestions == ["TradeStation Futures"]
+        # Only for the other one, still named as /connect named it: not for “TS Stocks”.
+        assert again.suggestions == [(f"TradeStation {first}", "TradeStation Futures")]
         await core.connections.rename(MEMBER, second, "TradeStation Futures")
         taken = await core.connections.rename(MEMBER, "TS Stocks", "TS Margin")
         assert taken.shares_broker and taken.suggestions == []  # that name is in use

@@ -64,3 +64,29 @@ async def test_a_plan_lowered_below_the_connections_in_use_says_what_that_means(
     assert "until you /disconnect 2." in mine, mine
     await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
     assert "/disconnect" not in (await h.reply("alice", "my-plan")).content
+
+
+async def test_rename_suggests_a_name_for_the_other_connection_still_named_by_connect(
+    h: Harness,
+) -> None:
+    """Renaming “TradeStation” (margin) to “TS Stocks” answered "…e.g. “TradeStation Stocks”,
+    “TradeStation Futures”": the first for the connection just named, neither saying which
+    connection each was for. Now: the other one, by its name."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await linked(h, "alice", "tradestation")
+    conns = {c.name: c for c in await h.core.connections.list_for(alice)}
+    _, accounts = await h.core.connections.broker_accounts(alice, conns["TradeStation"].id)
+    live = {a.type.value: a for a in accounts if a.environment.value == "live"}
+    await h.core.connections.choose_account(
+        alice, conns["TradeStation"].id, "live", live["margin"].id
+    )
+    await h.core.connections.choose_account(
+        alice, conns["TradeStation 2"].id, "live", live["futures"].id
+    )
+    told = await h.reply("alice", "rename", connection="TradeStation", new_name="TS Stocks")
+    assert told.content.endswith(
+        "descriptive names avoid trading in the wrong one, e.g. /rename “TradeStation 2” to "
+        "“TradeStation Futures”."
+    ), told.content
