@@ -6,6 +6,7 @@ in the database, so a click works in whichever bot process receives it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from adapters.models import Account, Environment
@@ -27,8 +28,13 @@ def _trades(account_type: str, futures_here: bool) -> str:
     return ""
 
 
-def account_menus(connection: Connection, accounts: list[Account]) -> list[dict[str, Any]]:
-    """One select per environment that has accounts: type and masked number, nothing more."""
+def account_menus(
+    connection: Connection, accounts: list[Account], held: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One select per environment that has accounts: type and masked number, nothing more.
+    ``held``: account id → the member's other connection trading in it (said, as choosing it
+    here is refused)."""
+    held = held or {}
     rows: list[dict[str, Any]] = []
     for env in (Environment.LIVE, Environment.PAPER):
         # The classic mistake is a margin account chosen for futures: where both are offered,
@@ -38,8 +44,14 @@ def account_menus(connection: Connection, accounts: list[Account]) -> list[dict[
             {
                 "label": f"{TYPE_WORDS.get(a.type.value, a.type.value)} {a.masked}"[:100],
                 "value": a.id,
-                "description": f"{env.value} · {a.type.value} account"
-                + _trades(a.type.value, futures_here),
+                "description": (
+                    f"{env.value} · {a.type.value} account"
+                    + (
+                        f" · already “{held[a.id]}”'s"
+                        if a.id in held
+                        else _trades(a.type.value, futures_here)
+                    )
+                )[:100],
                 "default": bool(
                     (chosen := connection.account(env.value)) and chosen.account_id == a.id
                 ),

@@ -6,10 +6,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters.models import AccountType
 from bot.brokers import broker_catalog
 from bot.client import Tradecord
 from bot.components import account_menus
 from bot.models import Connection, ConnectionStatus
+from bot.services.connections import linked_modes
 from cogs.ui import broker_connection_names, in_time, reply
 
 STATUS_TEXT = {
@@ -74,7 +76,7 @@ class Accounts(commands.Cog):
                 ephemeral=True,
             )
             return
-        rows = account_menus(conn, accounts)
+        rows = account_menus(conn, accounts, await self.bot.core.connections.held_elsewhere(conn))
         if not rows:
             await reply(
                 interaction,
@@ -82,13 +84,18 @@ class Accounts(commands.Cog):
                 ephemeral=True,
             )
             return
-        live, paper = conn.account("live"), conn.account("paper")
+        # Only the modes this login was linked for: a paper-only link has no live menu.
+        modes = [m for m in ("live", "paper") if m in linked_modes(conn)]
+        chosen = "; ".join(
+            f"{m} in: {a.label if (a := conn.account(m)) else 'no account yet'}" for m in modes
+        )
+        only = f" (linked for {modes[0]} only)" if len(modes) == 1 else ""
+        # Said only where it can be got wrong: a login that has futures accounts.
+        futures = any(a.type is AccountType.FUTURES for a in accounts)
         await reply(
             interaction,
-            content=f"**{conn.name}** trades live in: "
-            f"{live.label if live else 'no account yet'}; "
-            f"paper in: {paper.label if paper else 'no account yet'}. Choose below. Futures "
-            "trade only in a futures account.",
+            content=f"**{conn.name}** trades {chosen}{only}. Choose below."
+            + (" Futures trade only in a futures account." if futures else ""),
             view=menus_view(rows),
             ephemeral=True,
         )

@@ -14,6 +14,7 @@ from bot.brokers import broker_catalog
 from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
+from bot.models import ConnectionStatus
 from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
@@ -158,12 +159,26 @@ class Connections(commands.Cog):
         name = self.bot.core.linking.broker_name(broker)
         view = discord.ui.View()
         view.add_item(discord.ui.Button(label=f"Connect {name}", url=url))
+        text = f"Open this private link to connect {name}."
+        # /connect repairs a connection whose authorization ended rather than adding one:
+        # say which, so a member with two at this broker knows what the link will do.
+        again = await self.bot.core.linking.relink_target(interaction.user.id, broker)
+        if again is not None:
+            why = (
+                f"{name} no longer accepts its authorization"
+                if again.status == ConnectionStatus.NEEDS_REAUTH
+                else "its authorization ends soon"
+            )
+            text = (
+                f"Open this private link to link “{again.name}” again ({why}): it keeps its "
+                "name, accounts and subscriptions, and no connection is added."
+            )
         await interaction.response.send_message(
-            f"Open this private link to connect {name}. It works once, only for you, and "
-            "expires in 10 minutes; a newer /connect replaces it. You will sign in with "
-            f"Discord first, then at {name}.",
+            f"{text} It works once, only for you, and expires in 10 minutes; a newer /connect "
+            f"replaces it. You will sign in with Discord first, then at {name}.",
             view=view,
             ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),  # the name is the member's text
         )
 
     @app_commands.command(name="rename", description="Rename one of your connections")
@@ -177,13 +192,16 @@ class Connections(commands.Cog):
     ) -> None:
         result = await self.bot.core.connections.rename(interaction.user.id, connection, new_name)
         text = f"Renamed “{result.old}” to “{result.new}”."
-        if result.suggestions:
+        if result.shares_broker:
             text += (
                 "\nYou have more than one connection at this broker; descriptive names "
-                "avoid trading in the wrong one, e.g. "
-                + ", ".join(f"“{s}”" for s in result.suggestions)
-                + "."
+                "avoid trading in the wrong one"
             )
+            if result.suggestions:
+                text += ", e.g. " + ", ".join(
+                    f"/rename “{now}” to “{better}”" for now, better in result.suggestions
+                )
+            text += "."
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="disconnect", description="Unlink a broker connection")
@@ -224,9 +242,15 @@ class Connections(commands.Cog):
     )
     async def my_plan(self, interaction: discord.Interaction) -> None:
         name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
+        over = (
+            f" That is {used - limit} more than it allows: they keep working, but /connect "
+            f"adds no connection until you /disconnect {used - limit + 1}."
+            if used > limit
+            else ""
+        )
         await interaction.response.send_message(
             f"Your plan is **{name}**: {used} of {limit} broker connection(s) in use "
-            f"(Tradecord Paper does not count). {PLAN_HELP}",
+            f"(Tradecord Paper does not count).{over} {PLAN_HELP}",
             ephemeral=True,
         )
 
@@ -261,9 +285,17 @@ class Connections(commands.Cog):
         result = await self.bot.core.members.set_plan(
             member.id, plan, self.bot.settings.plans, by=interaction.user.id
         )
+        limit = self.bot.settings.plans[result]
+        _, _, used = await self.bot.core.linking.plan_of(member.id)
+        over = (
+            f" They have {used}: those keep working, but /connect adds none for them until "
+            f"they /disconnect {used - limit + 1}."
+            if used > limit
+            else ""
+        )
         await interaction.response.send_message(
             f"{member.display_name} is now on the **{result}** plan "
-            f"({self.bot.settings.plans[result]} broker connection(s)).",
+            f"({limit} broker connection(s)).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -144,7 +144,9 @@ def account_choice_message(core: Core, linked: Linked) -> Outgoing:
             f"We could not list your accounts yet: {linked.accounts_error} "
             f"Use /accounts connection:{conn.name} to choose them later."
         )
-    return Outgoing(content="\n".join(lines), components=account_menus(conn, linked.accounts))
+    return Outgoing(
+        content="\n".join(lines), components=account_menus(conn, linked.accounts, linked.held)
+    )
 
 
 def _dropped(linked: Linked) -> str:

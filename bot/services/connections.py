@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from adapters.base import (
     LimiterRegistry,
     Limiters,
 )
-from adapters.models import Account, AccountRef, AccountType, Environment
+from adapters.models import Account, AccountRef, AccountType, AssetClass, Environment
 from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import all_adapters, get_adapter_class
@@ -64,11 +65,22 @@ def name_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+def linked_modes(conn: Connection) -> set[str]:
+    """The modes a connection can have an account for: what its login was authorized for
+    (/connect environment:), and paper only for Tradecord Paper."""
+    if conn.builtin:
+        return {"paper"}
+    env = (conn.settings or {}).get("environment")
+    return set(MODES) if env in (None, "both") else {env}
+
+
 @dataclass(slots=True)
 class RenameResult:
     old: str
     new: str
-    suggestions: list[str]
+    # (another connection's default name, a free name after its account); may be empty
+    suggestions: list[tuple[str, str]]
+    shares_broker: bool = False  # another of the member's connections is at this broker
 
 
 @dataclass(slots=True)
@@ -185,12 +197,50 @@ class ConnectionService:
         account = conn.account(mode)
         if account is None:
             other = "live" if mode == "paper" else "paper"
-            hint = f" It has a {other} account: add mode:{other}." if conn.account(other) else ""
+            if mode not in linked_modes(conn):  # /accounts cannot offer one: no menu there
+                has = f" Add mode:{other}." if conn.account(other) else ""
+                broker = get_adapter_class(conn.broker).display_name
+                again = (
+                    f" To trade {mode} at {broker}, link it again with /connect "
+                    f"environment:{mode}; that adds a connection."
+                    if not conn.builtin
+                    and mode in get_adapter_class(conn.broker).connect_environments
+                    else ""
+                )
+                raise InvalidInput(
+                    f"“{conn.name}” is for {other} trading only: it has no {mode} account."
+                    f"{has}{again}"
+                )
+            if conn.account(other):  # trading is on, in the other mode only
+                raise InvalidInput(
+                    f"“{conn.name}” has no {mode} account chosen: it trades {other} only. "
+                    f"Add mode:{other}, or choose a {mode} account in /accounts."
+                )
             raise InvalidInput(
-                f"“{conn.name}” has no {mode} account chosen, so trading on it is off.{hint} "
+                f"“{conn.name}” has no {mode} account chosen, so trading on it is off. "
                 "Choose one in /accounts."
             )
         return Target(conn, account, mode)
+
+    async def trading_instead(self, discord_user_id: int, target: Target, asset: AssetClass) -> str:
+        """A hint for an order the target's account type cannot take: the member's other
+        connection at the same broker whose account (same mode) can, named; else empty."""
+        caps = get_adapter_class(target.connection.broker).capabilities
+        for c in await self.list_for(discord_user_id):
+            acct = c.account(target.mode)
+            if (
+                c.id == target.connection.id
+                or c.broker != target.connection.broker
+                or c.status == ConnectionStatus.NEEDS_REAUTH
+                or acct is None
+                or not caps.can_trade(AccountType(acct.account_type), asset)
+            ):
+                continue
+            return (
+                f" Your connection “{c.name}” trades {target.mode} in {acct.account_type} "
+                f"account {acct.label.rsplit(' ', 1)[-1]}, which can: add connection:{c.name}."
+            )
+        return ""
 
     # -- adapters -----------------------------------------------------------------------
 
@@ -431,25 +481,32 @@ class ConnectionService:
             raise Conflict(
                 f"You already have a connection named “{name}” (names ignore case). Pick another."
             ) from None
-        siblings = [
-            c
-            for c in await self.list_for(discord_user_id)
-            if c.broker == conn.broker and c.id != conn.id
-        ]
-        return RenameResult(old, name, self._suggestions(conn, siblings))
+        mine = await self.list_for(discord_user_id)
+        siblings = [c for c in mine if c.broker == conn.broker and c.id != conn.id]
+        taken = {c.name_key for c in mine if c.id != conn.id} | {name_key(name)}
+        return RenameResult(
+            old, name, self._suggestions(conn, siblings, taken), shares_broker=bool(siblings)
+        )
 
-    def _suggestions(self, conn: Connection, siblings: list[Connection]) -> list[str]:
-        """Descriptive names, when two connections at one broker could be confused."""
-        if not siblings:
-            return []
+    def _suggestions(
+        self, conn: Connection, siblings: list[Connection], taken: set[str]
+    ) -> list[tuple[str, str]]:
+        """Descriptive names for the member's other connections at this broker that still
+        carry the name /connect gave them ("TradeStation 2"): named after the account each
+        trades in, never a name in use (nor our ids), nor for the one just named."""
         broker = get_adapter_class(conn.broker).display_name
+        default = re.compile(rf"{re.escape(broker)}( \d+)?", re.IGNORECASE)
         kinds = {"futures": "Futures", "margin": "Stocks", "cash": "Stocks", "crypto": "Crypto"}
-        out = []
-        for c in [conn, *siblings]:
+        out: list[tuple[str, str]] = []
+        for c in siblings:
             acct = c.account("live") or c.account("paper")
-            word = kinds.get(acct.account_type, acct.account_type.title()) if acct else None
-            out.append(f"{broker} {word}" if word else f"{broker} {c.id}")
-        return list(dict.fromkeys(out))
+            if acct is None or not default.fullmatch(c.name):
+                continue
+            name = f"{broker} {kinds.get(acct.account_type, acct.account_type.title())}"
+            if name_key(name) not in taken:
+                out.append((c.name, name))
+                taken.add(name_key(name))
+        return out
 
     async def broker_accounts(
         self, discord_user_id: int, connection: str | int
@@ -548,7 +605,12 @@ class ConnectionService:
                 account=account.masked,
                 account_type=account.type.value,
             )
-        return ChoiceResult(conn, account, self._mismatch_warning(conn, account, accounts), notice)
+            # Which of the member's other connections already trades each account, so the
+            # warning points at it rather than at an account this one cannot take.
+            held = await self._held(s, conn)
+        return ChoiceResult(
+            conn, account, self._mismatch_warning(conn, account, accounts, held), notice
+        )
 
     @staticmethod
     async def _moved_subscriptions(
@@ -582,9 +644,30 @@ class ConnectionService:
             "/unsubscribe."
         )
 
+    async def held_elsewhere(self, conn: Connection) -> dict[str, str]:
+        """Account id → the member's other connection at this broker that trades in it."""
+        async with self.core.db.session() as s:
+            return await self._held(s, conn)
+
     @staticmethod
-    def _mismatch_warning(conn: Connection, chosen: Account, accounts: list[Account]) -> str | None:
-        """The classic mistake: a margin (or cash) account chosen where a futures one exists."""
+    async def _held(s: AsyncSession, conn: Connection) -> dict[str, str]:
+        rows = await s.execute(
+            select(ConnectionAccount.account_id, Connection.name)
+            .join(Connection, ConnectionAccount.connection_id == Connection.id)
+            .where(
+                Connection.member_id == conn.member_id,
+                Connection.broker == conn.broker,
+                Connection.id != conn.id,
+            )
+        )
+        return {account_id: name for account_id, name in rows.all()}
+
+    @staticmethod
+    def _mismatch_warning(
+        conn: Connection, chosen: Account, accounts: list[Account], held: dict[str, str]
+    ) -> str | None:
+        """The classic mistake: a margin (or cash) account chosen where a futures one exists.
+        ``held``: account id → the member's other connection (same broker) trading in it."""
         if chosen.type not in (AccountType.MARGIN, AccountType.CASH):
             return None
         futures = [
@@ -595,6 +678,15 @@ class ConnectionService:
         if not futures:
             return None
         broker = get_adapter_class(conn.broker).display_name
+        sibling = held.get(futures[0].id)
+        if sibling is not None:
+            return (
+                f"You chose a {chosen.type.value} account: futures orders on “{conn.name}” "
+                f"will be refused. At {broker}, futures such as "
+                f"{symbols.example_contract()} or /ES trade only in the futures account "
+                f"({futures[0].masked}), which your connection “{sibling}” trades in: use "
+                f"connection:{sibling} for them."
+            )
         return (
             f"You chose a {chosen.type.value} account. At {broker}, futures such as "
             f"{symbols.example_contract()} or /ES "

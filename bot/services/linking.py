@@ -88,6 +88,7 @@ class Linked:
     accounts_error: str | None = None
     relinked: bool = False  # an existing connection got new tokens; none was added
     dropped: list[str] = field(default_factory=list)  # chosen accounts the new login lacks
+    held: dict[str, str] = field(default_factory=dict)  # account id → another connection's
 
 
 class LinkingService:
@@ -154,6 +155,12 @@ class LinkingService:
                 f"and you have {used}. Remove one with /disconnect, or ask a server admin to "
                 "raise your plan with /plan set. (Tradecord Paper does not count.)"
             )
+
+    async def relink_target(self, discord_user_id: int, broker: str) -> Connection | None:
+        """The connection a /connect for ``broker`` would link again rather than add one."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.session() as s:
+            return await self._relink_target(s, member_id, broker)
 
     async def start(self, discord_user_id: int, broker: str, environment: str | None) -> str:
         """A fresh private link; any older link of this member stops working, and so does a
@@ -489,6 +496,7 @@ class LinkingService:
             await adapter.close()
         if relinked and linked.accounts_error is None:
             await self._drop_unreachable(linked)
+        linked.held = await self.core.connections.held_elsewhere(connection)
         return linked
 
     async def _drop_unreachable(self, linked: Linked) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import joinedload
 from adapters import symbols
 from adapters.base import BrokerAdapter
 from adapters.errors import (
+    AssetClassNotSupported,
     BrokerError,
     BrokerUnavailable,
     InsufficientBuyingPower,
@@ -536,7 +537,20 @@ class TradingService:
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
             request = self.build_request(order, adapter)
-            adapter.check_order(target.ref, request)
+            try:
+                adapter.check_order(target.ref, request)
+            except AssetClassNotSupported as e:
+                # The classic mistake, told where it bites: name the connection that can.
+                assert request.asset_class is not None
+                hint = await self.core.connections.trading_instead(
+                    discord_user_id, target, request.asset_class
+                )
+                if hint:
+                    # Its first sentence says what is wrong; the rest ("choose that account
+                    # for this connection") would be refused: that account is the other's.
+                    first = e.user_message.split(". ", 1)[0].rstrip(".")
+                    raise AssetClassNotSupported(f"{first}.{hint}") from None
+                raise
             # Three reads at once: at a real broker that is one round trip of waiting, not three.
             quote, balance, position = await all_or_first_error(
                 adapter.fetch_quote(request.symbol),

@@ -309,3 +309,149 @@ async def test_one_account_is_the_account_of_one_of_a_members_connections(
         await core.connections.choose_account(MEMBER, first, "live", live.id)
     finally:
         await core.close()
+
+
+async def test_a_connection_with_only_a_live_account_is_not_said_to_be_off_in_paper_mode(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """/balances without mode: on a connection trading live said "trading on it is off",
+    though its live account trades: it must say it trades live only and how to reach it."""
+    from bot.errors import InvalidInput
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        cid = await link(core, ts)
+        with pytest.raises(InvalidInput, match="so trading on it is off"):
+            await core.connections.resolve(MEMBER, "TS", "paper")  # no account at all: off
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        live = next(a for a in accounts if a.environment.value == "live")
+        await core.connections.choose_account(MEMBER, cid, "live", live.id)
+        with pytest.raises(InvalidInput) as refused:
+            await core.connections.resolve(MEMBER, "TS", "paper")
+        text = str(refused.value)
+        assert "off" not in text, text
+        assert "it trades live only" in text and "mode:live" in text, text
+    finally:
+        await core.close()
+
+
+async def test_rename_suggests_only_free_names_from_the_accounts_never_our_ids(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """With two TradeStation connections and no account chosen, renaming one suggested names
+    made of our internal ids ("TradeStation 2", "TradeStation 4"), one of them the other
+    connection's own name. Suggestions come from the chosen accounts, and are free."""
+    import aiohttp
+
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name=f"TradeStation {first}",  # as /connect names a second link
+        )
+        renamed = await core.connections.rename(MEMBER, "TS", "TS Margin")
+        assert renamed.shares_broker and renamed.suggestions == [], renamed.suggestions
+        _, accounts = await core.connections.broker_accounts(MEMBER, second)
+        futures = next(
+            a for a in accounts if a.environment.value == "live" and a.type.value == "futures"
+        )
+        await core.connections.choose_account(MEMBER, second, "live", futures.id)
+        margin = next(
+            a for a in accounts if a.environment.value == "live" and a.type.value == "margin"
+        )
+        await core.connections.choose_account(MEMBER, first, "live", margin.id)
+        again = await core.connections.rename(MEMBER, "TS Margin", "TS Stocks")
+        # Only for the other one, still named as /connect named it: not for “TS Stocks”.
+        assert again.suggestions == [(f"TradeStation {first}", "TradeStation Futures")]
+        await core.connections.rename(MEMBER, second, "TradeStation Futures")
+        taken = await core.connections.rename(MEMBER, "TS Stocks", "TS Margin")
+        assert taken.shares_broker and taken.suggestions == []  # that name is in use
+    finally:
+        await core.close()
+
+
+async def test_a_mode_the_connection_was_not_linked_for_is_not_sent_to_accounts(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """/trade mode:live on a connection linked for paper only (or on Tradecord Paper) said
+    "no live account chosen … Choose one in /accounts", where no live menu can ever appear."""
+    import aiohttp
+
+    from bot.errors import InvalidInput
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS Sim",
+            settings={"environment": "paper"},
+        )
+        with pytest.raises(InvalidInput) as refused:
+            await core.connections.resolve(MEMBER, "TS Sim", "live")
+        text = str(refused.value)
+        assert "/accounts" not in text, text
+        assert "“TS Sim” is for paper trading only" in text, text
+        assert "/connect environment:live" in text, text
+        with pytest.raises(InvalidInput) as builtin:
+            await core.connections.resolve(MEMBER, "Tradecord Paper", "live")
+        text = str(builtin.value)
+        assert "/accounts" not in text and "/connect" not in text, text
+        assert "is for paper trading only" in text and "Add mode:paper." in text, text
+    finally:
+        await core.close()
+
+
+async def test_the_margin_warning_points_at_the_connection_that_trades_the_futures_account(
+    ts_settings: Settings, ts: TradeStationEmulator
+) -> None:
+    """With “TS Futures” trading the futures account, choosing margin on “TS” warned "choose
+    the futures account instead, or /connect again for a second connection": the first is
+    refused (the account is taken), the second already exists. Name the connection to use."""
+    import aiohttp
+
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS Futures",
+        )
+        _, accounts = await core.connections.broker_accounts(MEMBER, first)
+        live = [a for a in accounts if a.environment.value == "live"]
+        futures = next(a for a in live if a.type.value == "futures")
+        margin = next(a for a in live if a.type.value == "margin")
+        alone = await core.connections.choose_account(MEMBER, first, "live", margin.id)
+        assert alone.warning and "choose the futures account instead" in alone.warning
+        await core.connections.choose_account(MEMBER, second, "live", futures.id)
+        chose = await core.connections.choose_account(MEMBER, first, "live", margin.id)
+        assert chose.warning is not None
+        assert "choose the futures account instead" not in chose.warning, chose.warning
+        assert "/connect" not in chose.warning, chose.warning
+        assert "your connection “TS Futures” trades in" in chose.warning, chose.warning
+        assert "connection:TS Futures" in chose.warning, chose.warning
+    finally:
+        await core.close()

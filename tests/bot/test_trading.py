@@ -1152,3 +1152,46 @@ def test_order_terms_name_each_price() -> None:
         order_terms(OrderType.TRAILING_STOP, None, Decimal("95"), Decimal("2.5"))
         == "trailing stop ($2.50 behind the best price)"
     )
+
+
+async def test_a_future_on_the_margin_connection_names_the_connection_that_trades_futures(
+    ts_settings: Settings, ts: Any
+) -> None:
+    """/trade ESZ6 mode:live connection:"TS" (margin) said only "choose that account for this
+    connection in /accounts", though that account is “TS Futures”'s and /accounts refuses it
+    there: the refusal names the connection to trade futures on."""
+    import aiohttp
+
+    from adapters.errors import AssetClassNotSupported
+    from bot.services.oauth import TokenSet
+    from emulators.tradestation.testing import sign_in
+    from tests.bot.conftest import MEMBER, link, stored_connection
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        first = await link(core, ts)
+        async with aiohttp.ClientSession() as http:
+            tokens = await sign_in(http, ts)
+        second = await stored_connection(
+            core,
+            MEMBER,
+            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
+            name="TS Futures",
+        )
+        _, accounts = await core.connections.broker_accounts(MEMBER, first)
+        live = {a.type.value: a for a in accounts if a.environment.value == "live"}
+        await core.connections.choose_account(MEMBER, first, "live", live["margin"].id)
+        order = OrderInput("ESZ6", "buy", "1", connection="TS", mode="live")
+        with pytest.raises(AssetClassNotSupported) as alone:
+            await core.trading.preview(MEMBER, order)
+        assert "connection:" not in alone.value.user_message  # no other connection can
+        await core.connections.choose_account(MEMBER, second, "live", live["futures"].id)
+        with pytest.raises(AssetClassNotSupported) as refused:
+            await core.trading.preview(MEMBER, order)
+        text = refused.value.user_message
+        assert "margin account chosen for this connection cannot trade futures" in text, text
+        assert "Your connection “TS Futures” trades live in futures account" in text, text
+        assert "add connection:TS Futures." in text, text
+        assert "/accounts" not in text, text  # choosing it there would be refused
+    finally:
+        await core.close()

@@ -484,6 +484,8 @@ async def test_rename_rules_and_suggestions(h: Harness) -> None:
         "alice", "rename", connection="TradeStation 2", new_name="  TradeStation   Futures "
     )
     assert "“TradeStation Futures”" in ok.content and "descriptive names" in ok.content
+    # No account chosen yet: no made-up examples (they were our ids, one the other's name).
+    assert "e.g." not in ok.content, ok.content
 
 
 async def test_disconnect_deletes_tokens_even_when_revocation_fails(h: Harness) -> None:

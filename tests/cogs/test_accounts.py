@@ -1,0 +1,86 @@
+"""/accounts as a member reads it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.settings import Settings
+from tests.discord_harness import Harness, running_tradecord
+from tests.web.test_connect_flow import Browser, connect_link, through_broker, through_discord
+
+
+@pytest.fixture
+async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+async def linked(h: Harness, user: str, broker: str, environment: str | None = None) -> None:
+    b = Browser()
+    try:
+        if environment is None:
+            link = await connect_link(h, user, broker)
+        else:
+            asked = await h.reply(user, "connect", broker=broker, environment=environment)
+            link = str(asked.buttons()[0].url)
+        done = await b.get(
+            await through_broker(b, h, await through_discord(b, h, link, h.user(user)))
+        )
+        assert done.status == 200, await done.text()
+    finally:
+        await b.close()
+
+
+async def test_the_futures_reminder_is_shown_only_where_the_login_has_futures_accounts(
+    h: Harness,
+) -> None:
+    """/accounts connection:Alpaca said "Futures trade only in a futures account." above
+    menus of margin accounts at a broker without futures: a puzzle, not a warning."""
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "alpaca")
+    await linked(h, "alice", "tradestation")
+    alpaca = await h.reply("alice", "accounts", connection="Alpaca")
+    assert alpaca.selects() and "futures" not in alpaca.content.lower(), alpaca.content
+    ts = await h.reply("alice", "accounts", connection="TradeStation")
+    assert "Futures trade only in a futures account." in ts.content, ts.content
+
+
+async def test_a_connection_linked_for_paper_only_is_not_said_to_wait_for_a_live_account(
+    h: Harness,
+) -> None:
+    """/accounts connection:X of a link made with environment:paper said "trades live in: no
+    account yet", above a paper menu only: there is no live account to choose there."""
+    await linked(h, "alice", "tradestation", environment="paper")
+    menus = await h.reply("alice", "accounts", connection="TradeStation")
+    assert [s["custom_id"].rsplit(":", 1)[1] for s in menus.selects()] == ["paper"]
+    assert "live" not in menus.content, menus.content
+    assert "trades paper in: no account yet (linked for paper only)." in menus.content
+
+
+async def test_an_account_another_connection_trades_in_is_marked_in_the_menus(
+    h: Harness,
+) -> None:
+    """The same TradeStation login linked twice offered the first connection's futures account
+    in the second's menus as "futures trade here", then refused it once chosen; the option
+    now says whose it is, in /accounts and in the DM sent after linking."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    [first] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, first.id)
+    futures = next(
+        a for a in accounts if a.environment.value == "live" and a.type.value == "futures"
+    )
+    await h.core.connections.choose_account(alice, first.id, "live", futures.id)
+    await linked(h, "alice", "tradestation")
+    dm = await h.emu.wait_for_message(
+        lambda m: "**TradeStation 2** is linked" in m.content, include_existing=True
+    )
+    menus = await h.reply("alice", "accounts", connection="TradeStation 2")
+    for message in (dm, menus):
+        live = next(s for s in message.selects() if s["custom_id"].endswith(":live"))
+        says = {o["value"]: o["description"] for o in live["options"]}
+        assert says[futures.id] == "live · futures account · already “TradeStation”'s", says
+        assert all("already" not in d for v, d in says.items() if v != futures.id), says

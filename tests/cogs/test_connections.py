@@ -1,0 +1,92 @@
+"""/connect, /rename, /disconnect as a member reads them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.models import Connection, ConnectionStatus
+from bot.settings import Settings
+from tests.cogs.test_accounts import linked
+from tests.discord_harness import Harness, running_tradecord
+
+
+@pytest.fixture
+async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+async def test_connect_says_which_connection_its_link_will_link_again(h: Harness) -> None:
+    """With two TradeStation connections, one refused by the broker, /connect tradestation
+    said "Open this private link to connect TradeStation", though the link repairs that one
+    and adds none: the member meaning to add a third, or to fix the other, could not know."""
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await linked(h, "alice", "tradestation")
+    fresh = await h.reply("alice", "connect", broker="tradestation")
+    assert "Open this private link to connect TradeStation." in fresh.content, fresh.content
+    conns = await h.core.connections.list_for(h.user("alice"))
+    second = next(c for c in conns if c.name == "TradeStation 2")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, second.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    again = await h.reply("alice", "connect", broker="tradestation")
+    assert again.buttons() and again.ephemeral
+    assert "link “TradeStation 2” again" in again.content, again.content
+    assert "no longer accepts its authorization" in again.content, again.content
+
+
+async def test_a_plan_lowered_below_the_connections_in_use_says_what_that_means(
+    h: Harness,
+) -> None:
+    """An admin moving a member with two connections to the free plan (one) read "is now on the
+    free plan (1 broker connection(s))", and the member "2 of 1 broker connection(s) in use":
+    neither said the two keep working nor what /connect will do."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await linked(h, "alice", "alpaca")
+    set_free = await h.emu.slash(
+        h.emu.owner.id,
+        "plan set",
+        options={"member": alice, "plan": "free"},
+        guild_id=h.guild_id,
+        channel_id=h.emu.general.id,
+    )
+    told = (await set_free.message()).content
+    assert "They have 2: those keep working" in told, told
+    assert "until they /disconnect 2." in told, told
+    mine = (await h.reply("alice", "my-plan")).content
+    assert "2 of 1 broker connection(s) in use" in mine, mine
+    assert "until you /disconnect 2." in mine, mine
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    assert "/disconnect" not in (await h.reply("alice", "my-plan")).content
+
+
+async def test_rename_suggests_a_name_for_the_other_connection_still_named_by_connect(
+    h: Harness,
+) -> None:
+    """Renaming “TradeStation” (margin) to “TS Stocks” answered "…e.g. “TradeStation Stocks”,
+    “TradeStation Futures”": the first for the connection just named, neither saying which
+    connection each was for. Now: the other one, by its name."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await linked(h, "alice", "tradestation")
+    conns = {c.name: c for c in await h.core.connections.list_for(alice)}
+    _, accounts = await h.core.connections.broker_accounts(alice, conns["TradeStation"].id)
+    live = {a.type.value: a for a in accounts if a.environment.value == "live"}
+    await h.core.connections.choose_account(
+        alice, conns["TradeStation"].id, "live", live["margin"].id
+    )
+    await h.core.connections.choose_account(
+        alice, conns["TradeStation 2"].id, "live", live["futures"].id
+    )
+    told = await h.reply("alice", "rename", connection="TradeStation", new_name="TS Stocks")
+    assert told.content.endswith(
+        "descriptive names avoid trading in the wrong one, e.g. /rename “TradeStation 2” to "
+        "“TradeStation Futures”."
+    ), told.content
