@@ -91,6 +91,7 @@ from bot.services.trading import (
     exit_kind,
     fill_price,
     hint_of,
+    intent_terms,
     money,
     order_terms,
     price_text,
@@ -3058,7 +3059,9 @@ def _public_order(intent: OrderIntent) -> str:
     if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
         text += f" at {fill_price(intent.average_fill_price)}"
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
-        text += f" ({qty(intent.filled_quantity)} filled)"
+        text += f"{intent_terms(intent)} ({qty(intent.filled_quantity)} filled)"
+    elif intent.status == IntentStatus.ACCEPTED:
+        text += intent_terms(intent)  # working: its price is what members watch for
     elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
         # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
         at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""

@@ -1674,6 +1674,29 @@ async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) ->
     assert "Order placed" in posts[1] and "Filled" in posts[2] and "buy 1 AAPL at $" in posts[2]
 
 
+@pytest.mark.parametrize(
+    ("signal", "terms"),
+    [
+        ({"orderType": "limit", "limitPrice": 150}, "buy 1 AAPL limit at $150.00"),
+        ({"orderType": "stop", "stopPrice": 9999}, "buy 1 AAPL stop at $9,999.00"),
+    ],
+)
+async def test_a_working_entry_says_its_price_in_the_channel_and_the_dm(
+    core: Core, signal: dict[str, Any], terms: str
+) -> None:
+    """Before: "Order placed · A subscriber (paper): buy 1 AAPL" and "Accepted by the broker:
+    buy 1 AAPL", the price the order waits for said nowhere."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", **signal)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1].endswith(f"Order placed · A subscriber (paper): {terms}")
+    [dm] = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER]
+    assert f"Accepted by the broker: {terms}\n" in dm
+
+
 @pytest.mark.parametrize("ending", ["cancelled", "expired"])
 async def test_a_resting_entry_that_ends_unfilled_is_announced_as_such(
     core: Core, ending: str
@@ -1728,7 +1751,7 @@ async def test_a_resting_entry_cancelled_after_a_partial_fill_says_what_filled(
     ex = await execution(core, ex.signal_id, sub)
     assert ex.status == ExecutionStatus.CANCELLED
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
-    assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL (2 filled)" in posts[-2]
+    assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL limit at $150.00 (2 filled)" in posts[-2]
     assert "🚫 Cancelled" in posts[-1]
     assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50)"), posts[-1]
 
