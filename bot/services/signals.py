@@ -1234,10 +1234,15 @@ class SignalService:
                 self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
             ctx.plan = plan
             if ctx.signal.test:
+                would = (
+                    f"Would: {plan.summary(ctx.signal.ticker)}"
+                    if plan.legs or plan.cancels
+                    else f"A real one would place nothing either: {plan.summary(ctx.signal.ticker)}"
+                )
                 return Result(
                     ExecutionStatus.TEST,
                     plan.note_code,
-                    f"Test signal, nothing placed. Would: {plan.summary(ctx.signal.ticker)}",
+                    f"Test signal, nothing placed. {would}",
                     plan,
                 )
             if not plan.legs and not plan.cancels:

@@ -1277,6 +1277,20 @@ async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
     assert await orders(core) == [] and await count(core, OrderIntent) == 0
 
 
+async def test_a_test_signal_that_would_do_nothing_says_so_plainly(core: Core) -> None:
+    """Before: "Test signal, nothing placed. Would: Already long AAPL; send action add to add to
+    it." — a note read as if it were the trade."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="buy")
+    ex = await run(core, url, sub, action="buy", test=True)
+    assert ex.status == ExecutionStatus.TEST
+    assert ex.reason == (
+        "Test signal, nothing placed. A real one would place nothing either: Already long AAPL; "
+        "send action add to add to it."
+    )
+
+
 async def test_paused_subscriptions_and_unshared_members(core: Core) -> None:
     url = await make_strategy(core)
     with pytest.raises(NotFound):
