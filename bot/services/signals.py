@@ -946,16 +946,18 @@ class SignalService:
             if lag > auth.max_lag_seconds:
                 return Refusal(
                     "stale-signal",
-                    f"The signal's time is {int(lag)} s old, more "
+                    f"The signal's time is {_age(lag)} old, more "
                     f"than this strategy's {auth.max_lag_seconds} s: "
                     "it was not traded. A delayed alert should not "
-                    "trade on an old price.",
+                    "trade on an old price. Send the alert's own time "
+                    "(TradingView: {{timenow}}; {{time}} is when the bar "
+                    "opened) and check the sender's clock.",
                 )
             if -lag > auth.max_lag_seconds:
                 return Refusal(
                     "signal-time-in-future",
                     "The signal's time is "
-                    f"{int(-lag)} s in the future; check the "
+                    f"{_age(-lag)} in the future; check the "
                     "sender's clock and time zone.",
                 )
         return None
@@ -3024,6 +3026,14 @@ def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
     the same side, quantity and price, and would read as one order said twice."""
     leg = (intent.extra or {}).get("leg")
     return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
+
+
+def _age(seconds: float) -> str:
+    """A signal's age as a sender reads it: "301 s", "75 min", "30 h", "2522 days"."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
 
 
 def _with_alerting(execution_id: int) -> Any:

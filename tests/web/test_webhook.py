@@ -273,6 +273,24 @@ async def test_a_stale_or_future_time_is_refused(
     assert await count(core, Job) == 2
 
 
+async def test_a_stale_or_future_time_is_told_in_readable_units_with_what_to_send(
+    core: Core, client: TestClient, clock: FakeClock
+) -> None:
+    """Before: "The signal's time is 217929446 s old, …", and nothing said which time to send."""
+    url = await make_strategy(core)
+
+    def at(seconds: float) -> str:
+        return (clock() + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    old = await post(client, path(url), body(time=at(-3 * 86400 - 5)))
+    hour = await post(client, path(url), body(time=at(-3600)))
+    future = await post(client, path(url), body(time=at(7200)))
+    assert old[1]["message"].startswith("The signal's time is 3 days old, more than this")
+    assert "{{timenow}}" in old[1]["message"]
+    assert hour[1]["message"].startswith("The signal's time is 60 min old")
+    assert future[1]["message"].startswith("The signal's time is 2 h in the future")
+
+
 async def test_the_61st_signal_in_a_minute_gets_429(
     core: Core, client: TestClient, clock: FakeClock
 ) -> None:
