@@ -2066,6 +2066,17 @@ class SignalService:
         except BaseException:
             await self._discard_drafts(ctx)  # no half-drafted plan waits for approval
             raise
+        # As /trade's preview does: a card for an order bound to be refused (paused, the kill
+        # switch, a limit) would ask a click that places nothing.
+        for draft in drafts:
+            extra = dict(draft.extra or {})
+            refusal = await self.core.trading.refusal(
+                target, request_of(draft), adapter, source="signal", extra=extra
+            )
+            if refusal is not None:
+                await self._discard_drafts(ctx)
+                said = f"Not placed: {plan.summary(ctx.signal.ticker)}. {refusal.message}"
+                return Result(ExecutionStatus.FAILED, refusal.code, said, plan)
         expires = self.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
         self._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
         return Result(

@@ -964,6 +964,27 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
     assert [p["phase"] for p in ex.phases] == ["sized", "approval requested", "approved"]
 
 
+async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refused(
+    core: Core,
+) -> None:
+    """Before: a paused member got "Waiting for your approval … [Approve] [Reject]", and
+    Approve answered "Not placed … Your trading is paused". Now the run says so at once."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    sub = await subscribe(core, url, ALICE, manual_approval=True, sizing_value=Decimal(2))
+    await core.limits.pause(ALICE)
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "member-paused")
+    assert await core.signals.pending_approvals(ALICE) == []
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    [(_, told)] = [dm for dm in notifier(core).dms if dm[0] == ALICE]
+    assert "\nNot placed: buy 2 AAPL. Your trading is paused" in (told.content or "")
+    assert not told.components
+    await core.limits.resume(ALICE)
+    ex = await run(core, url, sub, action="buy", quantity=3)  # once resumed, asked as before
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+
+
 async def test_rejected_approval_places_nothing(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     [draft] = await intents(core)
