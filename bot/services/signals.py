@@ -3028,8 +3028,10 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
 
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:
-    """For the member's own DM: includes the broker's reasons."""
-    return "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
+    """For the member's own DM: includes the broker's reasons. A sentence, so it ends with
+    a period (a reason quoted at its end would read as cut off without one)."""
+    text = "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
+    return f"{text}." if text else text
 
 
 def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:

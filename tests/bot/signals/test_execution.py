@@ -985,6 +985,18 @@ async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refu
     assert ex.status == ExecutionStatus.WAITING_APPROVAL
 
 
+async def test_a_refused_order_in_the_dm_ends_its_sentence(core: Core) -> None:
+    """Before: "Not placed: buy 1 AAPL. Trading is stopped … Cancelling open orders still
+    works" — the reason's period was cut, and it read as cut off."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await core.limits.set_kill_switch(True, by=OWNER)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.reason_code == "kill-switch"
+    [(_, told)] = [dm for dm in notifier(core).dms if dm[0] == OWNER]
+    assert "Cancelling open orders still works.\nSignal `" in (told.content or "")
+
+
 async def test_rejected_approval_places_nothing(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     [draft] = await intents(core)
@@ -1729,7 +1741,7 @@ async def test_a_working_entry_says_its_price_in_the_channel_and_the_dm(
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert posts[-1].endswith(f"Order placed · A subscriber (paper): {terms}")
     [dm] = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER]
-    assert f"Accepted by the broker: {terms}\n" in dm
+    assert f"Accepted by the broker: {terms}.\n" in dm
 
 
 @pytest.mark.parametrize("ending", ["cancelled", "expired"])
