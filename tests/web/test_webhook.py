@@ -125,6 +125,20 @@ async def test_unknown_strategy_and_wrong_secret_get_the_identical_401(
     assert await count(core, ReceivedSignal) == 0  # nothing stored for an unauthenticated call
 
 
+async def test_a_deleted_strategys_url_is_not_told_to_rotate_its_secret_only(
+    core: Core, client: TestClient
+) -> None:
+    """Before: a deleted strategy's URL answered "The password in your webhook URL is not
+    correct. If you lost the URL, make a new one with /strategy rotate-secret." — a command
+    that cannot work for a strategy that is gone."""
+    url = await make_strategy(core)
+    await core.strategies.delete(GUILD, OWNER, url.strategy.id)
+    status, answer = await post(client, path(url), body())
+    assert (status, answer["messageCode"]) == (401, "invalid-password")
+    assert "or its strategy was deleted" in answer["message"]
+    assert "/strategy list" in answer["message"]
+
+
 async def test_a_declared_oversize_body_is_refused_unread(core: Core, client: TestClient) -> None:
     url = await make_strategy(core)
     status, answer = await post(client, path(url), b"{" + b" " * MAX_BODY_BYTES + b"}")
