@@ -2284,18 +2284,30 @@ class SignalService:
             if not won:
                 return False
             keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+            drafts = OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
+            # What the card asked, for a DM that may come long after it: which strategy, which
+            # order. (The card is far up the DMs by then, and a member may have several.)
+            asked = [
+                f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}"
+                for i in await s.scalars(select(OrderIntent).where(*drafts))
+            ]
+            name = await s.scalar(
+                select(Strategy.name)
+                .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
+                .where(ReceivedSignal.id == ex.signal_id)
+            )
             await s.execute(
                 update(OrderIntent)
-                .where(
-                    OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
-                )
+                .where(*drafts)
                 .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
             )
             discord_id = await s.scalar(
                 select(Member.discord_user_id).where(Member.id == ex.member_id)
             )
         if discord_id is not None and tell:
-            await self._dm(discord_id, f"🕓 {reason} (signal `{ex.signal_id[:8]}`)")
+            what = f"**{_plain(name)}** " if name else ""
+            what += f"{'; '.join(asked)}: " if asked else ""
+            await self._dm(discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)")
         return True
 
     async def _job_expiry(self, payload: Mapping[str, Any]) -> None:

@@ -1022,7 +1022,13 @@ async def test_an_expired_approval_places_nothing(core: Core, clock: FakeClock) 
     with pytest.raises(Conflict, match="expired"):
         await core.signals.approve(draft.id, ALICE)
     assert await orders(core) == []
-    assert any("expired" in (m.content or "") for uid, m in notifier(core).dms if uid == ALICE)
+    # Before: "🕓 The approval expired; nothing was placed. (signal `…`)", neither the strategy
+    # nor the order named, while the card that asked is far up the DMs.
+    told = [m.content or "" for uid, m in notifier(core).dms if uid == ALICE][-1]
+    assert told == (
+        f"🕓 **NQ breakout** buy 2 AAPL: The approval expired; nothing was placed. "
+        f"(signal `{ex.signal_id[:8]}`)"
+    )
 
 
 async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
