@@ -160,10 +160,13 @@ async def webhook(request: web.Request) -> web.StreamResponse:
                 "The trade signal did not come from TradingView. This strategy only "
                 "accepts trade signals from TradingView.",
             )
+        seen = f" It came from {addr}." if addr is not None else ""
         return _error(
             403,
             "invalid-ip-address",
-            "The trade signal did not come from one of this strategy's allowed IP addresses.",
+            "The trade signal did not come from one of this strategy's allowed IP addresses."
+            f"{seen} Its owner can add the address with /strategy settings allowed_sources "
+            "(none allows any address).",
         )
     body = await _read_body(request)
     if body is None:

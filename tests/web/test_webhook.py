@@ -239,6 +239,11 @@ async def test_an_explicit_allow_list(core: Core) -> None:
         )
     assert inside[0] == 202 and v6[0] == 202
     assert (outside[0], outside[1]["messageCode"]) == (403, "invalid-ip-address")
+    # Before: only "did not come from one of this strategy's allowed IP addresses."
+    assert outside[1]["message"].endswith(
+        "It came from 203.0.114.1. Its owner can add the address with /strategy settings "
+        "allowed_sources (none allows any address)."
+    )
 
 
 # -- replay, staleness, rate ---------------------------------------------------------------
