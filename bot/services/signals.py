@@ -939,7 +939,9 @@ class SignalService:
         ):
             return Refusal(
                 "quantity-over-limit",
-                f"The quantity is above this strategy's limit of {qty(auth.max_quantity)}.",
+                f"The quantity is above this strategy's limit of {qty(auth.max_quantity)}: "
+                "send a smaller one, or its owner raises the limit with /strategy settings "
+                "max_quantity.",
             )
         if signal.time is not None:
             lag = (now - signal.time).total_seconds()

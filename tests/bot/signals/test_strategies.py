@@ -188,6 +188,11 @@ async def test_webhook_settings(core: Core) -> None:
         await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
     over = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
     assert (over.status, over.body["messageCode"]) == (400, "quantity-over-limit")
+    # Before: "The quantity is above this strategy's limit of 5." and no way out said.
+    assert over.body["message"] == (
+        "The quantity is above this strategy's limit of 5: send a smaller one, or its owner "
+        "raises the limit with /strategy settings max_quantity."
+    )
     cleared = await core.strategies.configure(
         GUILD, OWNER, url.strategy.id, max_quantity=None, allowed_tickers=[]
     )
