@@ -1409,7 +1409,8 @@ class SignalService:
             if direction == 0:
                 plan.note_code = "no-position-to-add-to"
                 plan.note = (
-                    f"No open {sig.ticker} position to add to; send a sentiment to open one."
+                    f"No open {sig.ticker} position to add to. An add opens one only when it "
+                    "says which way: sentiment bullish (long) or bearish (short)."
                 )
                 return plan
             if held * direction < 0:

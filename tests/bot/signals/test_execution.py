@@ -1330,6 +1330,21 @@ async def test_a_test_signal_that_would_do_nothing_says_so_plainly(core: Core) -
     )
 
 
+async def test_an_add_with_no_position_says_which_sentiments_would_open_one(core: Core) -> None:
+    """Before: "No open AAPL position to add to; send a sentiment to open one." — which
+    sentiment (flat opens nothing) was left to guess."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="add", quantity=1)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-position-to-add-to")
+    assert ex.reason == (
+        "No open AAPL position to add to. An add opens one only when it says which way: "
+        "sentiment bullish (long) or bearish (short)."
+    )
+    opened = await run(core, url, sub, action="add", quantity=1, sentiment="bullish")
+    assert opened.status == ExecutionStatus.FILLED
+
+
 async def test_paused_subscriptions_and_unshared_members(core: Core) -> None:
     url = await make_strategy(core)
     with pytest.raises(NotFound):
