@@ -880,7 +880,9 @@ class SignalService:
                     "duplicate": True,
                     "payload": echo,
                     "message": "The same signal was received in the last 24 hours; "
-                    "it is acknowledged and will not be traded twice.",
+                    "it is acknowledged and will not be traded twice. To repeat an order on "
+                    "purpose, send a time field (TradingView: {{timenow}}) so each alert "
+                    "differs.",
                 },
             )
         self.core.jobs.wake()

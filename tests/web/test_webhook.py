@@ -262,6 +262,12 @@ async def test_an_identical_body_within_24h_is_a_duplicate_without_a_second_orde
     assert first[0] == 202
     assert again[0] == 200 and again[1]["duplicate"] is True
     assert again[1]["id"] == first[1]["id"] and again[1]["logId"] != first[1]["id"]
+    # Before: only "… will not be traded twice.", and a strategy that re-enters on purpose
+    # was left to guess why nothing traded.
+    assert again[1]["message"].endswith(
+        "To repeat an order on purpose, send a time field (TradingView: {{timenow}}) so each "
+        "alert differs."
+    )
     await core.jobs.drain()
     assert await count(core, OrderIntent) == 1
     assert await count(core, Job) == 1
