@@ -929,9 +929,9 @@ class SignalService:
         if auth.allowed_tickers and signal.ticker not in auth.allowed_tickers:
             return Refusal(
                 "unsupported-ticker",
-                "The provided ticker symbol is not allowed on "
+                f"The ticker {signal.ticker} is not allowed on "
                 "this strategy. Its owner can add it with "
-                "/strategy settings.",
+                "/strategy settings allowed_tickers.",
             )
         if (
             auth.max_quantity is not None

@@ -339,6 +339,12 @@ async def test_refusals_carry_the_log_id_and_are_stored(core: Core, client: Test
     await core.strategies.configure(GUILD, OWNER, url.strategy.id, allowed_tickers=["AAPL"])
     status, answer = await post(client, path(url), body(ticker="MSFT"))
     assert (status, answer["messageCode"]) == (400, "unsupported-ticker")
+    # Before: "The provided ticker symbol is not allowed …" — with {{ticker}} in the alert,
+    # the sender could not tell which symbol, nor which setting to change.
+    assert answer["message"] == (
+        "The ticker MSFT is not allowed on this strategy. Its owner can add it with /strategy "
+        "settings allowed_tickers."
+    )
     async with core.db.session() as s:
         row = await s.get(ReceivedSignal, answer["logId"])
     assert row is not None and row.status == SignalStatus.REFUSED
