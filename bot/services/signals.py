@@ -1604,10 +1604,15 @@ class SignalService:
             places = 0
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
+            words = kind.value.replace("_", " ")
+            sizing = (  # the subscription's multiplier is the member's part: said too
+                f"{qty(value)}× the signal's quantity ({qty(sig.quantity or Decimal(1))}, {words})"
+                if sub.sizing == Sizing.SIGNAL
+                else f"The subscription's {words} sizing ({qty(value)})"
+            )
             raise _Skip(
                 "quantity-zero",
-                f"The {kind.value.replace('_', ' ')} sizing comes to "
-                f"less than one tradable unit of {sig.ticker}.",
+                f"{sizing} comes to less than one tradable unit of {sig.ticker}.",
             )
         return units
 

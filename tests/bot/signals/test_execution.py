@@ -131,7 +131,24 @@ async def test_a_size_below_one_share_is_skipped(core: Core) -> None:
     sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(100))
     ex = await run(core, url, sub, action="buy")
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+    assert ex.reason == (
+        "The subscription's dollar amount sizing (100) comes to less than one tradable unit "
+        "of AAPL."
+    )
     assert await orders(core) == []
+
+
+async def test_a_multiplied_signal_size_below_one_share_names_the_multiplier(core: Core) -> None:
+    """Before: 0.5× a signal of 1 share read "The fixed quantity sizing comes to less than one
+    tradable unit of AAPL." — the member had chosen a multiplier, not a fixed quantity."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal("0.5"))
+    ex = await run(core, url, sub, action="buy", quantity=1)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+    assert ex.reason == (
+        "0.5× the signal's quantity (1, fixed quantity) comes to less than one tradable unit "
+        "of AAPL."
+    )
 
 
 async def test_dollar_sizing_prices_at_the_quote_not_the_senders_price(core: Core) -> None:
