@@ -207,7 +207,10 @@ class Chat:
         except ValueError:
             raise ChatError(f"{name} must be a {kind}") from None
         if kind == "boolean":
-            return value.lower() in ("true", "yes", "1", "on")
+            word = value.lower()
+            if word not in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+                raise ChatError(f"{name} takes true or false, as Discord offers it; not {value}")
+            return word in ("true", "yes", "1", "on")
         if kind == "channel":
             wanted = value.lstrip("#")
             for ch in self.emu.world.channels.values():

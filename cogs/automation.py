@@ -290,10 +290,16 @@ class ConfirmDelete(ConfirmView):
         await self.answer(interaction, "Nothing was deleted.")
 
 
-def url_message(name: str, url: str, verb: str) -> str:
+def url_message(name: str, url: str, verb: str, *, replaced: bool = False) -> str:
+    """``replaced``: the URL replaces one whose alerts now fail, which the owner must fix."""
+    old = (
+        "The old URL stopped working just now: put this one in every alert that used it.\n"
+        if replaced
+        else ""
+    )
     return (
         f"{verb} **{name}**. Its webhook URL, shown only now — paste it into the alert's "
-        f"webhook field in TradingView and keep it secret:\n`{url}`\n"
+        f"webhook field in TradingView and keep it secret:\n`{url}`\n{old}"
         "Lost it? /strategy rotate-secret makes a new one (the old one stops working)."
     )
 
@@ -361,7 +367,8 @@ class Automation(commands.Cog):
             guild_of(interaction), interaction.user.id, strategy
         )
         await interaction.response.send_message(
-            url_message(made.strategy.name, made.url, "New secret for"), ephemeral=True
+            url_message(made.strategy.name, made.url, "New secret for", replaced=True),
+            ephemeral=True,
         )
 
     @strategy.command(name="delete", description="Delete a strategy you own")

@@ -34,7 +34,7 @@ def killswitch_text(state: KillSwitch, changed: bool) -> str:
         body = (
             ": every new order, manual or from signals, is refused before it reaches a "
             "broker, in every Tradecord process. Cancelling orders still works. "
-            "`/killswitch off` lets trading resume."
+            "`/killswitch state:off` lets trading resume."
         )
     else:
         head = "✅ Kill switch is **off**" + (" now" if changed else "")

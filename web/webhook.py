@@ -33,8 +33,11 @@ ROUTE = "/webhook/{strategy_id}/{secret}"
 UNAUTHORIZED = {
     "success": False,
     "messageCode": "invalid-password",
-    "message": "The password in your webhook URL is not correct. If you lost the URL, make a "
-    "new one with /strategy rotate-secret.",
+    # One answer for a wrong password and an unknown or deleted strategy: which one is not
+    # told, so strategy ids cannot be probed.
+    "message": "This webhook URL is not valid: its password is not correct (the secret was "
+    "rotated?), or its strategy was deleted. Its owner gets a new URL with /strategy "
+    "rotate-secret; /strategy list shows the strategies that exist.",
 }
 
 
@@ -157,10 +160,13 @@ async def webhook(request: web.Request) -> web.StreamResponse:
                 "The trade signal did not come from TradingView. This strategy only "
                 "accepts trade signals from TradingView.",
             )
+        seen = f" It came from {addr}." if addr is not None else ""
         return _error(
             403,
             "invalid-ip-address",
-            "The trade signal did not come from one of this strategy's allowed IP addresses.",
+            "The trade signal did not come from one of this strategy's allowed IP addresses."
+            f"{seen} Its owner can add the address with /strategy settings allowed_sources "
+            "(none allows any address).",
         )
     body = await _read_body(request)
     if body is None:

@@ -91,6 +91,7 @@ from bot.services.trading import (
     exit_kind,
     fill_price,
     hint_of,
+    intent_terms,
     money,
     order_terms,
     price_text,
@@ -879,7 +880,9 @@ class SignalService:
                     "duplicate": True,
                     "payload": echo,
                     "message": "The same signal was received in the last 24 hours; "
-                    "it is acknowledged and will not be traded twice.",
+                    "it is acknowledged and will not be traded twice. To repeat an order on "
+                    "purpose, send a time field (TradingView: {{timenow}}) so each alert "
+                    "differs.",
                 },
             )
         self.core.jobs.wake()
@@ -926,9 +929,9 @@ class SignalService:
         if auth.allowed_tickers and signal.ticker not in auth.allowed_tickers:
             return Refusal(
                 "unsupported-ticker",
-                "The provided ticker symbol is not allowed on "
+                f"The ticker {signal.ticker} is not allowed on "
                 "this strategy. Its owner can add it with "
-                "/strategy settings.",
+                "/strategy settings allowed_tickers.",
             )
         if (
             auth.max_quantity is not None
@@ -938,23 +941,27 @@ class SignalService:
         ):
             return Refusal(
                 "quantity-over-limit",
-                f"The quantity is above this strategy's limit of {qty(auth.max_quantity)}.",
+                f"The quantity is above this strategy's limit of {qty(auth.max_quantity)}: "
+                "send a smaller one, or its owner raises the limit with /strategy settings "
+                "max_quantity.",
             )
         if signal.time is not None:
             lag = (now - signal.time).total_seconds()
             if lag > auth.max_lag_seconds:
                 return Refusal(
                     "stale-signal",
-                    f"The signal's time is {int(lag)} s old, more "
+                    f"The signal's time is {_age(lag)} old, more "
                     f"than this strategy's {auth.max_lag_seconds} s: "
                     "it was not traded. A delayed alert should not "
-                    "trade on an old price.",
+                    "trade on an old price. Send the alert's own time "
+                    "(TradingView: {{timenow}}; {{time}} is when the bar "
+                    "opened) and check the sender's clock.",
                 )
             if -lag > auth.max_lag_seconds:
                 return Refusal(
                     "signal-time-in-future",
                     "The signal's time is "
-                    f"{int(-lag)} s in the future; check the "
+                    f"{_age(-lag)} in the future; check the "
                     "sender's clock and time zone.",
                 )
         return None
@@ -1233,10 +1240,15 @@ class SignalService:
                 self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
             ctx.plan = plan
             if ctx.signal.test:
+                would = (
+                    f"Would: {plan.summary(ctx.signal.ticker)}"
+                    if plan.legs or plan.cancels
+                    else f"A real one would place nothing either: {plan.summary(ctx.signal.ticker)}"
+                )
                 return Result(
                     ExecutionStatus.TEST,
                     plan.note_code,
-                    f"Test signal, nothing placed. Would: {plan.summary(ctx.signal.ticker)}",
+                    f"Test signal, nothing placed. {would}",
                     plan,
                 )
             if not plan.legs and not plan.cancels:
@@ -1399,7 +1411,8 @@ class SignalService:
             if direction == 0:
                 plan.note_code = "no-position-to-add-to"
                 plan.note = (
-                    f"No open {sig.ticker} position to add to; send a sentiment to open one."
+                    f"No open {sig.ticker} position to add to. An add opens one only when it "
+                    "says which way: sentiment bullish (long) or bearish (short)."
                 )
                 return plan
             if held * direction < 0:
@@ -1591,10 +1604,15 @@ class SignalService:
             places = 0
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
+            words = kind.value.replace("_", " ")
+            sizing = (  # the subscription's multiplier is the member's part: said too
+                f"{qty(value)}× the signal's quantity ({qty(sig.quantity or Decimal(1))}, {words})"
+                if sub.sizing == Sizing.SIGNAL
+                else f"The subscription's {words} sizing ({qty(value)})"
+            )
             raise _Skip(
                 "quantity-zero",
-                f"The {kind.value.replace('_', ' ')} sizing comes to "
-                f"less than one tradable unit of {sig.ticker}.",
+                f"{sizing} comes to less than one tradable unit of {sig.ticker}.",
             )
         return units
 
@@ -2058,6 +2076,17 @@ class SignalService:
         except BaseException:
             await self._discard_drafts(ctx)  # no half-drafted plan waits for approval
             raise
+        # As /trade's preview does: a card for an order bound to be refused (paused, the kill
+        # switch, a limit) would ask a click that places nothing.
+        for draft in drafts:
+            extra = dict(draft.extra or {})
+            refusal = await self.core.trading.refusal(
+                target, request_of(draft), adapter, source="signal", extra=extra
+            )
+            if refusal is not None:
+                await self._discard_drafts(ctx)
+                said = f"Not placed: {plan.summary(ctx.signal.ticker)}. {refusal.message}"
+                return Result(ExecutionStatus.FAILED, refusal.code, said, plan)
         expires = self.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
         self._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
         return Result(
@@ -2265,18 +2294,30 @@ class SignalService:
             if not won:
                 return False
             keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+            drafts = OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
+            # What the card asked, for a DM that may come long after it: which strategy, which
+            # order. (The card is far up the DMs by then, and a member may have several.)
+            asked = [
+                f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}"
+                for i in await s.scalars(select(OrderIntent).where(*drafts))
+            ]
+            name = await s.scalar(
+                select(Strategy.name)
+                .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
+                .where(ReceivedSignal.id == ex.signal_id)
+            )
             await s.execute(
                 update(OrderIntent)
-                .where(
-                    OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
-                )
+                .where(*drafts)
                 .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
             )
             discord_id = await s.scalar(
                 select(Member.discord_user_id).where(Member.id == ex.member_id)
             )
         if discord_id is not None and tell:
-            await self._dm(discord_id, f"🕓 {reason} (signal `{ex.signal_id[:8]}`)")
+            what = f"**{_plain(name)}** " if name else ""
+            what += f"{'; '.join(asked)}: " if asked else ""
+            await self._dm(discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)")
         return True
 
     async def _job_expiry(self, payload: Mapping[str, Any]) -> None:
@@ -3009,8 +3050,10 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
 
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:
-    """For the member's own DM: includes the broker's reasons."""
-    return "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
+    """For the member's own DM: includes the broker's reasons. A sentence, so it ends with
+    a period (a reason quoted at its end would read as cut off without one)."""
+    text = "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
+    return f"{text}." if text else text
 
 
 def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
@@ -3018,6 +3061,14 @@ def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
     the same side, quantity and price, and would read as one order said twice."""
     leg = (intent.extra or {}).get("leg")
     return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
+
+
+def _age(seconds: float) -> str:
+    """A signal's age as a sender reads it: "301 s", "75 min", "30 h", "2522 days"."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
 
 
 def _with_alerting(execution_id: int) -> Any:
@@ -3058,7 +3109,9 @@ def _public_order(intent: OrderIntent) -> str:
     if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
         text += f" at {fill_price(intent.average_fill_price)}"
     elif intent.status == IntentStatus.PARTIALLY_FILLED:
-        text += f" ({qty(intent.filled_quantity)} filled)"
+        text += f"{intent_terms(intent)} ({qty(intent.filled_quantity)} filled)"
+    elif intent.status == IntentStatus.ACCEPTED:
+        text += intent_terms(intent)  # working: its price is what members watch for
     elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
         # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
         at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,10 @@ from bot.automation_models import (
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import IntentStatus, Member, OrderIntent
 from bot.services import audit
+from bot.services.notify import Outgoing
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
+
+log = logging.getLogger("tradecord.strategies")
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -333,6 +337,16 @@ class StrategyService:
                     )
                     .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
                 )
+            subscribers = set(
+                await s.scalars(
+                    select(Member.discord_user_id)
+                    .join(Subscription, Subscription.member_id == Member.id)
+                    .where(
+                        Subscription.strategy_id == row.id,
+                        Subscription.member_id != row.owner_member_id,
+                    )
+                )
+            )
             await s.execute(delete(Strategy).where(Strategy.id == row.id))
             audit.record(
                 s,
@@ -341,6 +355,22 @@ class StrategyService:
                 strategy_id=row.id,
                 name=row.name,
             )
+        # Its subscribers would otherwise learn it only from signals that stop coming.
+        for discord_id in sorted(subscribers):
+            await self._tell(
+                discord_id,
+                f"🗑️ The strategy “{row.name}” was deleted by its owner, so your subscription "
+                "to it has ended: its signals no longer trade for you. Orders already placed and "
+                "positions stay as they are.",
+            )
+
+    async def _tell(self, discord_user_id: int, text: str) -> None:
+        if self.core.notifier is None:
+            return
+        try:
+            await self.core.notifier.dm(discord_user_id, Outgoing(content=text))
+        except Exception:
+            log.warning("Could not DM a subscriber about a deleted strategy", exc_info=True)
 
     async def share(
         self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int

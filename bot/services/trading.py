@@ -2422,6 +2422,22 @@ def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -
     return f"{how} after filling {qty(filled)} of {what}{at}."
 
 
+def intent_terms(intent: OrderIntent) -> str:
+    """A working order's type and prices after its trade, " limit at $10.00"; "" for a market
+    order, whose price is its fill."""
+    if intent.order_type == OrderType.MARKET.value:
+        return ""
+    extra = intent.extra if isinstance(intent.extra, dict) else {}
+    terms = order_terms(
+        OrderType(intent.order_type),
+        intent.limit_price,
+        intent.stop_price,
+        _decimal_or_none(extra.get("trail_amount")),
+        _decimal_or_none(extra.get("trail_percent")),
+    )
+    return f" {terms}"
+
+
 def describe_intent(intent: OrderIntent) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     text = {
@@ -2429,7 +2445,7 @@ def describe_intent(intent: OrderIntent) -> str:
         + (f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else "")
         + ".",
         IntentStatus.PARTIALLY_FILLED: f"Partly filled: {qty(intent.filled_quantity)} of {what}.",
-        IntentStatus.ACCEPTED: f"Accepted by the broker: {what}.",
+        IntentStatus.ACCEPTED: f"Accepted by the broker: {what}{intent_terms(intent)}.",
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
         IntentStatus.CANCELLED: _ended(
             "Cancelled", what, intent.filled_quantity, intent.average_fill_price

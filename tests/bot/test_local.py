@@ -34,3 +34,17 @@ async def test_select_reaches_every_menu_of_a_message(settings: Settings, db: Da
         assert "TradeStation will trade paper in margin account" in out.getvalue()
         overview = await h.reply("alice", "accounts")
         assert "Paper account: TradeStation" in overview.text(), overview.text()
+
+
+async def test_a_yes_or_no_option_refuses_a_word_it_does_not_know(
+    settings: Settings, db: Database
+) -> None:
+    """Before: "/subscribe … approval:manual" read "manual" as false and subscribed with
+    "orders are sent automatically"; Discord offers only true and false for such an option."""
+    async with running_tradecord(settings) as h:
+        out = io.StringIO()
+        chat = Chat(h.emu, h.user("alice"), out)
+        assert await chat.handle("/alerts show-my-name show:manual")
+        assert out.getvalue() == "! show takes true or false, as Discord offers it; not manual\n"
+        assert await chat.handle("/alerts show-my-name show:no")  # answered, not refused
+        assert out.getvalue().count("! ") == 1 and "Tradecord" in out.getvalue()

@@ -174,6 +174,10 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     assert "Mine" in listing.text() and "/webhook/" not in listing.text()
     rotated = await h.reply("carol", "strategy rotate-secret", strategy="Mine")
     assert rotated.ephemeral and "/webhook/" in rotated.content
+    # Before: only the new URL, and nothing said the alerts using the old one now fail.
+    assert "The old URL stopped working just now: put this one in every alert that used it." in (
+        rotated.content
+    )
 
 
 async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(

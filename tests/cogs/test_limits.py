@@ -58,6 +58,7 @@ async def test_only_the_bot_owner_turns_the_kill_switch_and_it_stops_everyones_o
     card = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1")
     on = await h.reply(owner, "killswitch", state="on")
     assert on.ephemeral and "Kill switch is **ON**" in on.text()
+    assert "`/killswitch state:off` lets trading resume" in on.text()  # was `/killswitch off`
     # A card shown before the switch went on: Confirm checks again and sends nothing.
     late = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
     assert "kill switch" in late.text() and late.buttons() == []

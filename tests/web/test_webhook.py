@@ -125,6 +125,20 @@ async def test_unknown_strategy_and_wrong_secret_get_the_identical_401(
     assert await count(core, ReceivedSignal) == 0  # nothing stored for an unauthenticated call
 
 
+async def test_a_deleted_strategys_url_is_not_told_to_rotate_its_secret_only(
+    core: Core, client: TestClient
+) -> None:
+    """Before: a deleted strategy's URL answered "The password in your webhook URL is not
+    correct. If you lost the URL, make a new one with /strategy rotate-secret." — a command
+    that cannot work for a strategy that is gone."""
+    url = await make_strategy(core)
+    await core.strategies.delete(GUILD, OWNER, url.strategy.id)
+    status, answer = await post(client, path(url), body())
+    assert (status, answer["messageCode"]) == (401, "invalid-password")
+    assert "or its strategy was deleted" in answer["message"]
+    assert "/strategy list" in answer["message"]
+
+
 async def test_a_declared_oversize_body_is_refused_unread(core: Core, client: TestClient) -> None:
     url = await make_strategy(core)
     status, answer = await post(client, path(url), b"{" + b" " * MAX_BODY_BYTES + b"}")
@@ -225,6 +239,11 @@ async def test_an_explicit_allow_list(core: Core) -> None:
         )
     assert inside[0] == 202 and v6[0] == 202
     assert (outside[0], outside[1]["messageCode"]) == (403, "invalid-ip-address")
+    # Before: only "did not come from one of this strategy's allowed IP addresses."
+    assert outside[1]["message"].endswith(
+        "It came from 203.0.114.1. Its owner can add the address with /strategy settings "
+        "allowed_sources (none allows any address)."
+    )
 
 
 # -- replay, staleness, rate ---------------------------------------------------------------
@@ -243,6 +262,12 @@ async def test_an_identical_body_within_24h_is_a_duplicate_without_a_second_orde
     assert first[0] == 202
     assert again[0] == 200 and again[1]["duplicate"] is True
     assert again[1]["id"] == first[1]["id"] and again[1]["logId"] != first[1]["id"]
+    # Before: only "… will not be traded twice.", and a strategy that re-enters on purpose
+    # was left to guess why nothing traded.
+    assert again[1]["message"].endswith(
+        "To repeat an order on purpose, send a time field (TradingView: {{timenow}}) so each "
+        "alert differs."
+    )
     await core.jobs.drain()
     assert await count(core, OrderIntent) == 1
     assert await count(core, Job) == 1
@@ -273,6 +298,24 @@ async def test_a_stale_or_future_time_is_refused(
     assert await count(core, Job) == 2
 
 
+async def test_a_stale_or_future_time_is_told_in_readable_units_with_what_to_send(
+    core: Core, client: TestClient, clock: FakeClock
+) -> None:
+    """Before: "The signal's time is 217929446 s old, …", and nothing said which time to send."""
+    url = await make_strategy(core)
+
+    def at(seconds: float) -> str:
+        return (clock() + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    old = await post(client, path(url), body(time=at(-3 * 86400 - 5)))
+    hour = await post(client, path(url), body(time=at(-3600)))
+    future = await post(client, path(url), body(time=at(7200)))
+    assert old[1]["message"].startswith("The signal's time is 3 days old, more than this")
+    assert "{{timenow}}" in old[1]["message"]
+    assert hour[1]["message"].startswith("The signal's time is 60 min old")
+    assert future[1]["message"].startswith("The signal's time is 2 h in the future")
+
+
 async def test_the_61st_signal_in_a_minute_gets_429(
     core: Core, client: TestClient, clock: FakeClock
 ) -> None:
@@ -296,6 +339,12 @@ async def test_refusals_carry_the_log_id_and_are_stored(core: Core, client: Test
     await core.strategies.configure(GUILD, OWNER, url.strategy.id, allowed_tickers=["AAPL"])
     status, answer = await post(client, path(url), body(ticker="MSFT"))
     assert (status, answer["messageCode"]) == (400, "unsupported-ticker")
+    # Before: "The provided ticker symbol is not allowed …" — with {{ticker}} in the alert,
+    # the sender could not tell which symbol, nor which setting to change.
+    assert answer["message"] == (
+        "The ticker MSFT is not allowed on this strategy. Its owner can add it with /strategy "
+        "settings allowed_tickers."
+    )
     async with core.db.session() as s:
         row = await s.get(ReceivedSignal, answer["logId"])
     assert row is not None and row.status == SignalStatus.REFUSED

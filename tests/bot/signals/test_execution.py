@@ -131,7 +131,24 @@ async def test_a_size_below_one_share_is_skipped(core: Core) -> None:
     sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(100))
     ex = await run(core, url, sub, action="buy")
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+    assert ex.reason == (
+        "The subscription's dollar amount sizing (100) comes to less than one tradable unit "
+        "of AAPL."
+    )
     assert await orders(core) == []
+
+
+async def test_a_multiplied_signal_size_below_one_share_names_the_multiplier(core: Core) -> None:
+    """Before: 0.5× a signal of 1 share read "The fixed quantity sizing comes to less than one
+    tradable unit of AAPL." — the member had chosen a multiplier, not a fixed quantity."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal("0.5"))
+    ex = await run(core, url, sub, action="buy", quantity=1)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
+    assert ex.reason == (
+        "0.5× the signal's quantity (1, fixed quantity) comes to less than one tradable unit "
+        "of AAPL."
+    )
 
 
 async def test_dollar_sizing_prices_at_the_quote_not_the_senders_price(core: Core) -> None:
@@ -964,6 +981,39 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
     assert [p["phase"] for p in ex.phases] == ["sized", "approval requested", "approved"]
 
 
+async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refused(
+    core: Core,
+) -> None:
+    """Before: a paused member got "Waiting for your approval … [Approve] [Reject]", and
+    Approve answered "Not placed … Your trading is paused". Now the run says so at once."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    sub = await subscribe(core, url, ALICE, manual_approval=True, sizing_value=Decimal(2))
+    await core.limits.pause(ALICE)
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "member-paused")
+    assert await core.signals.pending_approvals(ALICE) == []
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    [(_, told)] = [dm for dm in notifier(core).dms if dm[0] == ALICE]
+    assert "\nNot placed: buy 2 AAPL. Your trading is paused" in (told.content or "")
+    assert not told.components
+    await core.limits.resume(ALICE)
+    ex = await run(core, url, sub, action="buy", quantity=3)  # once resumed, asked as before
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+
+
+async def test_a_refused_order_in_the_dm_ends_its_sentence(core: Core) -> None:
+    """Before: "Not placed: buy 1 AAPL. Trading is stopped … Cancelling open orders still
+    works" — the reason's period was cut, and it read as cut off."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await core.limits.set_kill_switch(True, by=OWNER)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.reason_code == "kill-switch"
+    [(_, told)] = [dm for dm in notifier(core).dms if dm[0] == OWNER]
+    assert "Cancelling open orders still works.\nSignal `" in (told.content or "")
+
+
 async def test_rejected_approval_places_nothing(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     [draft] = await intents(core)
@@ -989,7 +1039,13 @@ async def test_an_expired_approval_places_nothing(core: Core, clock: FakeClock) 
     with pytest.raises(Conflict, match="expired"):
         await core.signals.approve(draft.id, ALICE)
     assert await orders(core) == []
-    assert any("expired" in (m.content or "") for uid, m in notifier(core).dms if uid == ALICE)
+    # Before: "🕓 The approval expired; nothing was placed. (signal `…`)", neither the strategy
+    # nor the order named, while the card that asked is far up the DMs.
+    told = [m.content or "" for uid, m in notifier(core).dms if uid == ALICE][-1]
+    assert told == (
+        f"🕓 **NQ breakout** buy 2 AAPL: The approval expired; nothing was placed. "
+        f"(signal `{ex.signal_id[:8]}`)"
+    )
 
 
 async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
@@ -1275,6 +1331,35 @@ async def test_a_test_signal_is_planned_but_never_placed(core: Core) -> None:
     ex = await run(core, url, sub, action="buy", test=True)
     assert ex.status == ExecutionStatus.TEST and "buy 3 AAPL" in (ex.reason or "")
     assert await orders(core) == [] and await count(core, OrderIntent) == 0
+
+
+async def test_a_test_signal_that_would_do_nothing_says_so_plainly(core: Core) -> None:
+    """Before: "Test signal, nothing placed. Would: Already long AAPL; send action add to add to
+    it." — a note read as if it were the trade."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="buy")
+    ex = await run(core, url, sub, action="buy", test=True)
+    assert ex.status == ExecutionStatus.TEST
+    assert ex.reason == (
+        "Test signal, nothing placed. A real one would place nothing either: Already long AAPL; "
+        "send action add to add to it."
+    )
+
+
+async def test_an_add_with_no_position_says_which_sentiments_would_open_one(core: Core) -> None:
+    """Before: "No open AAPL position to add to; send a sentiment to open one." — which
+    sentiment (flat opens nothing) was left to guess."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="add", quantity=1)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-position-to-add-to")
+    assert ex.reason == (
+        "No open AAPL position to add to. An add opens one only when it says which way: "
+        "sentiment bullish (long) or bearish (short)."
+    )
+    opened = await run(core, url, sub, action="add", quantity=1, sentiment="bullish")
+    assert opened.status == ExecutionStatus.FILLED
 
 
 async def test_paused_subscriptions_and_unshared_members(core: Core) -> None:
@@ -1674,6 +1759,29 @@ async def test_a_resting_entry_that_fills_later_is_announced_once(core: Core) ->
     assert "Order placed" in posts[1] and "Filled" in posts[2] and "buy 1 AAPL at $" in posts[2]
 
 
+@pytest.mark.parametrize(
+    ("signal", "terms"),
+    [
+        ({"orderType": "limit", "limitPrice": 150}, "buy 1 AAPL limit at $150.00"),
+        ({"orderType": "stop", "stopPrice": 9999}, "buy 1 AAPL stop at $9,999.00"),
+    ],
+)
+async def test_a_working_entry_says_its_price_in_the_channel_and_the_dm(
+    core: Core, signal: dict[str, Any], terms: str
+) -> None:
+    """Before: "Order placed · A subscriber (paper): buy 1 AAPL" and "Accepted by the broker:
+    buy 1 AAPL", the price the order waits for said nowhere."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", **signal)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1].endswith(f"Order placed · A subscriber (paper): {terms}")
+    [dm] = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER]
+    assert f"Accepted by the broker: {terms}.\n" in dm
+
+
 @pytest.mark.parametrize("ending", ["cancelled", "expired"])
 async def test_a_resting_entry_that_ends_unfilled_is_announced_as_such(
     core: Core, ending: str
@@ -1728,7 +1836,7 @@ async def test_a_resting_entry_cancelled_after_a_partial_fill_says_what_filled(
     ex = await execution(core, ex.signal_id, sub)
     assert ex.status == ExecutionStatus.CANCELLED
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
-    assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL (2 filled)" in posts[-2]
+    assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL limit at $150.00 (2 filled)" in posts[-2]
     assert "🚫 Cancelled" in posts[-1]
     assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50)"), posts[-1]
 

@@ -25,6 +25,7 @@ from tests.bot.signals.conftest import (
     OWNER,
     count,
     make_strategy,
+    notifier,
     send,
     split,
     subscribe,
@@ -188,6 +189,11 @@ async def test_webhook_settings(core: Core) -> None:
         await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
     over = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
     assert (over.status, over.body["messageCode"]) == (400, "quantity-over-limit")
+    # Before: "The quantity is above this strategy's limit of 5." and no way out said.
+    assert over.body["message"] == (
+        "The quantity is above this strategy's limit of 5: send a smaller one, or its owner "
+        "raises the limit with /strategy settings max_quantity."
+    )
     cleared = await core.strategies.configure(
         GUILD, OWNER, url.strategy.id, max_quantity=None, allowed_tickers=[]
     )
@@ -341,6 +347,25 @@ async def test_deleting_a_strategy_removes_its_subscriptions_and_log(core: Core)
     assert await count(core, ReceivedSignal) == 0
     assert await core.jobs.drain() == 1  # its job finds nothing to do
     assert await core.strategies.authenticate(*split(url)) is None
+
+
+async def test_deleting_a_strategy_tells_its_other_subscribers_once(core: Core) -> None:
+    """Before: members subscribed to a deleted strategy were told nothing; their signals just
+    stopped. The owner, who deleted it, is not told again."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, OWNER)
+    await subscribe(core, url, ALICE)
+    told = len(notifier(core).dms)
+    await core.strategies.delete(GUILD, OWNER, url.strategy.id)
+    assert [(uid, m.content) for uid, m in notifier(core).dms[told:]] == [
+        (
+            ALICE,
+            "🗑️ The strategy “NQ breakout” was deleted by its owner, so your subscription to it "
+            "has ended: its signals no longer trade for you. Orders already placed and "
+            "positions stay as they are.",
+        )
+    ]
 
 
 async def test_alert_channels_per_guild_and_per_strategy(core: Core) -> None:
