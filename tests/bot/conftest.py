@@ -51,7 +51,11 @@ async def open_cores(settings: Settings, n: int) -> list[Core]:
     return [await Core.open(settings, migrate=False) for _ in range(n)]
 
 
-async def link(core: Core, ts: TradeStationEmulator, *, member: int = MEMBER) -> int:
+async def link(
+    core: Core, ts: TradeStationEmulator, *, member: int = MEMBER, name: str = "TS"
+) -> int:
+    """A TradeStation connection of ``member``'s named ``name``, signed in afresh (a second
+    call is a second connection to the same login, as /connect makes one)."""
     async with aiohttp.ClientSession() as http:
         tokens = await sign_in(http, ts)
     return await stored_connection(
@@ -63,6 +67,7 @@ async def link(core: Core, ts: TradeStationEmulator, *, member: int = MEMBER) ->
             datetime.now(UTC) + timedelta(seconds=int(tokens["expires_in"])),
             tokens["scope"],
         ),
+        name=name,
     )
 
 

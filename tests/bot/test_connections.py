@@ -341,23 +341,11 @@ async def test_rename_suggests_only_free_names_from_the_accounts_never_our_ids(
     """With two TradeStation connections and no account chosen, renaming one suggested names
     made of our internal ids ("TradeStation 2", "TradeStation 4"), one of them the other
     connection's own name. Suggestions come from the chosen accounts, and are free."""
-    import aiohttp
-
-    from bot.services.oauth import TokenSet
-    from emulators.tradestation.testing import sign_in
-    from tests.bot.conftest import stored_connection
-
     core = await Core.open(ts_settings, migrate=False)
     try:
         first = await link(core, ts)
-        async with aiohttp.ClientSession() as http:
-            tokens = await sign_in(http, ts)
-        second = await stored_connection(
-            core,
-            MEMBER,
-            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
-            name=f"TradeStation {first}",  # as /connect names a second link
-        )
+        # Named as /connect names a second link.
+        second = await link(core, ts, name=f"TradeStation {first}")
         renamed = await core.connections.rename(MEMBER, "TS", "TS Margin")
         assert renamed.shares_broker and renamed.suggestions == [], renamed.suggestions
         _, accounts = await core.connections.broker_accounts(MEMBER, second)
@@ -423,23 +411,10 @@ async def test_the_margin_warning_points_at_the_connection_that_trades_the_futur
     """With “TS Futures” trading the futures account, choosing margin on “TS” warned "choose
     the futures account instead, or /connect again for a second connection": the first is
     refused (the account is taken), the second already exists. Name the connection to use."""
-    import aiohttp
-
-    from bot.services.oauth import TokenSet
-    from emulators.tradestation.testing import sign_in
-    from tests.bot.conftest import stored_connection
-
     core = await Core.open(ts_settings, migrate=False)
     try:
         first = await link(core, ts)
-        async with aiohttp.ClientSession() as http:
-            tokens = await sign_in(http, ts)
-        second = await stored_connection(
-            core,
-            MEMBER,
-            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
-            name="TS Futures",
-        )
+        second = await link(core, ts, name="TS Futures")
         _, accounts = await core.connections.broker_accounts(MEMBER, first)
         live = [a for a in accounts if a.environment.value == "live"]
         futures = next(a for a in live if a.type.value == "futures")

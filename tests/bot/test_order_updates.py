@@ -4,6 +4,7 @@ sweeps; and reminders before a fixed authorization ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,26 @@ from tests.support import FakeClock
 
 def texts(notifier: RecordingNotifier) -> list[str]:
     return [m.content or "" for _, m in notifier.dms]
+
+
+@contextlib.asynccontextmanager
+async def supervised(core: Core) -> AsyncIterator[OrderUpdates]:
+    """Order updates supervised as the background runs them (quicker), stopped on leaving."""
+    updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(updates.supervise(stop))
+    try:
+        yield updates
+    finally:
+        stop.set()
+        await task
+
+
+async def until_unwatched(updates: OrderUpdates) -> None:
+    """Until no connection needs watching (every order and exit has ended)."""
+    async with asyncio.timeout(10):
+        while await updates.watched_connections():  # noqa: ASYNC110 - no event says
+            await asyncio.sleep(0.02)
 
 
 async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
@@ -527,19 +548,13 @@ async def test_a_fill_while_the_stream_subscribes_is_told_without_waiting_for_th
         order_id = out.intent.broker_order_id
         assert order_id
         alpaca.listen_gate = gate = asyncio.Event()
-        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(updates.supervise(stop))
-        try:
+        async with supervised(core):
             # Authenticated and asked to listen, not yet subscribed: the fill is not sent.
             await until(lambda: alpaca.listens_received == 1)
             alpaca.fill(order_id, Decimal(5), Decimal("100"))
             gate.set()
             await until(lambda: any("Filled" in t for t in texts(notifier)), within=5)
             assert alpaca.listens_received == 1  # the first stream, not a reconnect
-        finally:
-            stop.set()
-            await task
         kinds = [t.split(": ", 1)[1].split(":")[0] for t in texts(notifier)]
         assert kinds == ["Filled"]
         assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
@@ -576,18 +591,12 @@ async def test_orders_are_polled_when_the_stream_fails_before_it_is_ready(
     try:
         out = await _working_msft(core, ts, "never-ready")
         assert out.intent.broker_order_id
-        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(updates.supervise(stop))
-        try:
+        async with supervised(core):
             # The attempt (its failed stream, then its poll) is over once the pause is logged:
             # only a poll of a later attempt can see this fill.
             await until(lambda: "paused: broker-unavailable" in caplog.text)
             ts.fill(out.intent.broker_order_id, 10, "300")
             await until(lambda: any("Filled" in t for t in texts(notifier)), within=5)
-        finally:
-            stop.set()
-            await task
         assert attempts >= 2  # told by the poll that followed a later failed attempt
     finally:
         await core.close()
@@ -637,10 +646,7 @@ async def test_an_alpaca_bracket_exit_filling_is_told_once_with_the_entry_it_clo
         async with core.db.session() as s:
             exits = set(await s.scalars(select(BracketExit.broker_order_id)))
         assert exits == {leg.id for leg in entry.legs} and len(exits) == 2
-        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(updates.supervise(stop))
-        try:
+        async with supervised(core) as updates:
             await until(lambda: alpaca.listens_received >= 1)
             alpaca.fill(entry.id, Decimal(5), Decimal("10"))
             await until(lambda: any("Filled: buy 5 AAPL" in t for t in texts(notifier)))
@@ -648,12 +654,7 @@ async def test_an_alpaca_bracket_exit_filling_is_told_once_with_the_entry_it_clo
             take_profit = next(leg for leg in entry.legs if leg.type == "limit")
             alpaca.fill(take_profit.id, Decimal(5), Decimal("1000.50"))
             await until(lambda: any("bracket exit" in t for t in texts(notifier)))
-            async with asyncio.timeout(10):
-                while await updates.watched_connections():  # noqa: ASYNC110 - no event says
-                    await asyncio.sleep(0.02)
-        finally:
-            stop.set()
-            await task
+            await until_unwatched(updates)
         assert [t for t in texts(notifier) if "bracket exit" in t] == [_exit_told(out)]
     finally:
         await core.close()
@@ -704,10 +705,7 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
         )
         out = await core.trading.place(target, req, source="discord", idempotency_key="tsb")
         assert out.intent.status == IntentStatus.ACCEPTED, out.message
-        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(updates.supervise(stop))
-        try:
+        async with supervised(core) as updates:
             await until(lambda: bool(ts.open_streams))
             ts.fill(out.intent.broker_order_id or "", 10, "300")
             await until(lambda: any("Filled: buy 10 MSFT" in t for t in texts(notifier)))
@@ -717,12 +715,7 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
             take_profit = next(e for e in exits if ts.world.orders[e].limit_price == Decimal("500"))
             ts.fill(take_profit, 10, "500.25")
             await until(lambda: any("bracket exit" in t for t in texts(notifier)))
-            async with asyncio.timeout(10):
-                while await updates.watched_connections():  # noqa: ASYNC110 - no event says
-                    await asyncio.sleep(0.02)
-        finally:
-            stop.set()
-            await task
+            await until_unwatched(updates)
         assert [t for t in texts(notifier) if "bracket exit" in t] == [
             "🔴 Live bracket exit filled: the take-profit sell 10 MSFT at $500.25, the exit of "
             f"your buy 10 MSFT (intent {out.intent.id[:8]})."
@@ -798,22 +791,14 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
         async with core.db.session() as s:
             exits = set(await s.scalars(select(BracketExit.broker_order_id)))
         assert exits == {str(leg) for leg in advanced.legs[1:]}
-        updates = OrderUpdates(core, supervise_every=0.05, poll_start=0.05)
-        stop = asyncio.Event()
-        task = asyncio.create_task(updates.supervise(stop))
-        try:
+        async with supervised(core) as updates:
             await until(lambda: tradier.stream_count > 0)
             tradier.set_quote("F", "10.40", "10.45")  # the entry fills; its exits start
             await until(lambda: any("Filled: buy 10 F" in t for t in texts(notifier)))
             assert await updates.watched_connections()  # its exits are working
             tradier.set_quote("F", "12.00", "12.05")  # the take-profit fills
             await until(lambda: any("bracket exit" in t for t in texts(notifier)))
-            async with asyncio.timeout(10):
-                while await updates.watched_connections():  # noqa: ASYNC110 - no event says
-                    await asyncio.sleep(0.02)
-        finally:
-            stop.set()
-            await task
+            await until_unwatched(updates)
         assert [t for t in texts(notifier) if "bracket exit" in t] == [
             "🔴 Live bracket exit filled: the take-profit sell 10 F at $12.00, the exit of "
             f"your buy 10 F (intent {out.intent.id[:8]})."

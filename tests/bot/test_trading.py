@@ -1160,24 +1160,13 @@ async def test_a_future_on_the_margin_connection_names_the_connection_that_trade
     """/trade ESZ6 mode:live connection:"TS" (margin) said only "choose that account for this
     connection in /accounts", though that account is “TS Futures”'s and /accounts refuses it
     there: the refusal names the connection to trade futures on."""
-    import aiohttp
-
     from adapters.errors import AssetClassNotSupported
-    from bot.services.oauth import TokenSet
-    from emulators.tradestation.testing import sign_in
-    from tests.bot.conftest import MEMBER, link, stored_connection
+    from tests.bot.conftest import MEMBER, link
 
     core = await Core.open(ts_settings, migrate=False)
     try:
         first = await link(core, ts)
-        async with aiohttp.ClientSession() as http:
-            tokens = await sign_in(http, ts)
-        second = await stored_connection(
-            core,
-            MEMBER,
-            TokenSet(tokens["access_token"], tokens["refresh_token"], None, tokens["scope"]),
-            name="TS Futures",
-        )
+        second = await link(core, ts, name="TS Futures")
         _, accounts = await core.connections.broker_accounts(MEMBER, first)
         live = {a.type.value: a for a in accounts if a.environment.value == "live"}
         await core.connections.choose_account(MEMBER, first, "live", live["margin"].id)
