@@ -407,6 +407,10 @@ class TradierAdapter(HttpBrokerAdapter):
         )
 
     async def fetch_positions(self, account: AccountRef) -> list[Position]:
+        return await self._marked(account, await self._positions(account))
+
+    async def _positions(self, account: AccountRef) -> list[Position]:
+        """As Tradier lists them, unpriced: what an order's side needs, with no quote."""
         resp = await self._get(account, f"/accounts/{account.id}/positions")
         raw = resp.body.get("positions") if isinstance(resp.body, dict) else None
         out = []
@@ -429,6 +433,39 @@ class TradierAdapter(HttpBrokerAdapter):
                 )
             )
         return out
+
+    async def _marked(self, account: AccountRef, positions: list[Position]) -> list[Position]:
+        """Tradier's positions carry no price: one quotes request (comma-separated symbols)
+        marks them to the last trade, for their value and unrealized P&L. Without quotes the
+        positions are still listed, unpriced."""
+        if not positions:
+            return positions
+        try:
+            resp = await self.request(
+                "GET",
+                "/markets/quotes",
+                environment=account.environment,
+                bucket=f"market:{account.environment}",
+                params={"symbols": ",".join(sorted({p.symbol for p in positions}))},
+            )
+        except BrokerError as e:
+            log.info("Tradier quotes for positions unavailable: %s", e)
+            return positions
+        body = resp.body.get("quotes") if isinstance(resp.body, dict) else None
+        last = {
+            str(q.get("symbol", "")).upper(): dec(q.get("last"))
+            for q in items(body, "quote")
+            if dec(q.get("last"))
+        }
+        for p in positions:
+            price = last.get(p.symbol.upper())
+            if price is None:
+                continue
+            p.market_price = price
+            p.market_value = p.quantity * price * p.multiplier
+            if p.cost_basis is not None:
+                p.unrealized_pnl = p.market_value - p.cost_basis
+        return positions
 
     async def _raw_orders(self, account: AccountRef) -> list[dict[str, Any]]:
         """Every order Tradier lists for the account, tags included, paging through."""
@@ -616,7 +653,7 @@ class TradierAdapter(HttpBrokerAdapter):
     async def _vendor_side(self, account: AccountRef, symbol: str, side: Side, qty: Decimal) -> str:
         """Tradier wants opening and closing actions; a crossing order must be split."""
         held = ZERO
-        for p in await self.fetch_positions(account):
+        for p in await self._positions(account):
             if p.symbol == symbol:
                 held = p.quantity
         if side is Side.BUY:

@@ -198,11 +198,27 @@ async def test_fetch_positions_object_array_null_and_shorts(
         Decimal(1500),
     )
     assert str(aapl.quantity) == "10"  # Tradier's 10.0 shows as whole shares
+    # Marked to the last trade by one quotes request: the P&L the balances report (400).
+    assert (aapl.market_price, aapl.market_value, aapl.unrealized_pnl) == (
+        Decimal(190),
+        Decimal(1900),
+        Decimal(400),
+    )
     assert await adapter.fetch_positions(cash) == []  # {"positions": "null"}
     emu.add_position(margin.id, "F", Decimal(-100), Decimal("10.99"))
     positions = {p.symbol: p for p in await adapter.fetch_positions(margin)}
     assert positions["F"].quantity == -100 and positions["F"].side == "short"
     assert positions["F"].average_price == Decimal("10.99")
+    last = Decimal(str(emu.quotes["F"].last))
+    assert positions["F"].unrealized_pnl == -100 * last - positions["F"].cost_basis
+
+
+async def test_positions_are_listed_unpriced_when_quotes_fail(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    emu.faults.add(Fault(kind="status", path=r"/markets/quotes$", method="GET", status=503))
+    (aapl,) = await adapter.fetch_positions(ref(emu, "margin"))
+    assert aapl.cost_basis == 1500 and aapl.market_price is None and aapl.unrealized_pnl is None
 
 
 async def test_fetch_quote(emu: TradierEmulator, adapter: TradierAdapter):
