@@ -22,6 +22,7 @@ from bot.client import Tradecord, create_bot
 from bot.core import Core
 from bot.settings import Settings, load_settings
 from emulators.discord import DiscordEmulator, InteractionResult, Message
+from tests.support import free_port
 
 TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.emulated.tradecord-test-token"
 
@@ -96,14 +97,6 @@ def settings_for(base: Settings, emu: DiscordEmulator, **overrides: Any) -> Sett
 
 
 DISCORD_CLIENT_SECRET = "discord-oauth-secret-for-tests"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

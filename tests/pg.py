@@ -11,7 +11,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,15 +19,11 @@ from pathlib import Path
 from pytest_postgresql.executors.proc import PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from tests.support import free_port
+
 PG_CTL = str(Path(__file__).resolve().parent.parent / "scripts" / "pg_ctl")
 USER = "postgres"
 _counter = itertools.count()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # Each test's CREATE DATABASE makes some 350 files; on a journaled disk that is about 0.5 s a
@@ -57,7 +52,7 @@ def postgres_cluster() -> Iterator[PostgreSQLExecutor]:
     executor = PostgreSQLExecutor(
         executable=PG_CTL,
         host="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         datadir=str(base / "data"),
         unixsocketdir=str(base),
         logfile=str(base / "server.log"),

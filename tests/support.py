@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -56,3 +60,27 @@ async def add_broker_connection(h: Harness, user: str, name: str) -> int:
         s.add(conn)
         await s.flush()
         return conn.id
+
+
+# Ports for servers that must know their address before they start (OAuth redirects, child
+# processes, the PostgreSQL cluster). Port 0 would hand out one from the kernel's ephemeral
+# range, which every outgoing connection also draws from: another test worker could take it
+# between our check and the server's bind. These come from below that range (Linux starts it
+# at 32768), in a slice of their own per pytest-xdist worker.
+_PORT_SLICE = 1500
+
+
+def free_port() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 20000 + (int(worker) if worker.isdigit() else 0) % 8 * _PORT_SLICE
+    start = random.randrange(_PORT_SLICE)
+    for offset in itertools.islice(itertools.count(start), _PORT_SLICE):
+        port = base + offset % _PORT_SLICE
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORT_SLICE - 1}")

@@ -16,7 +16,6 @@ import itertools
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ from bot.vault import generate_key_spec
 from emulators.discord import DiscordEmulator
 from emulators.discord.snowflake import one_per_shard
 from emulators.tradestation import TradeStationEmulator
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.emulated.tradecord-scale-token"
@@ -55,12 +55,6 @@ HOP_HEADERS = frozenset(
         "content-length",
     }
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def child_environment(values: Mapping[str, str]) -> dict[str, str]:
