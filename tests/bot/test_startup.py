@@ -185,11 +185,11 @@ async def test_web_port_in_use_stops_with_one_line(tmp_path: Path, role: str) ->
 
 
 def closed_port() -> int:
-    import socket
+    """A port nobody listens on: not one from port 0, where another test worker's emulator
+    may be listening by now."""
+    from tests.support import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 @pytest.mark.parametrize("args", [("db", "upgrade"), ("run", "--role", "worker")])
