@@ -29,6 +29,7 @@ from bot.services.strategies import (
     StrategyInfo,
 )
 from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, SubscriptionSettings
+from bot.wording import plural
 from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
@@ -69,7 +70,9 @@ def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | 
         "each order waits for your approval by DM"
         if settings.manual_approval
         else "orders are sent automatically",
-        f"at most {settings.max_positions} open position(s)" if settings.max_positions else None,
+        f"at most {settings.max_positions} open position{plural(settings.max_positions)}"
+        if settings.max_positions
+        else None,
     )
 
 
@@ -381,8 +384,9 @@ class Automation(commands.Cog):
             raise PermissionDenied("Only the strategy's owner can delete it.")
         view = ConfirmDelete(interaction.user.id, self.bot, guild_of(interaction), info.id)
         await interaction.response.send_message(
-            f"Delete **{info.name}**? Its {info.subscriptions} subscription(s) end and its "
-            "webhook URL stops working.",
+            f"Delete **{info.name}**? Its {info.subscriptions} "
+            f"subscription{plural(info.subscriptions)} will end and its webhook URL will "
+            "stop working.",
             view=view,
             ephemeral=True,
         )
@@ -562,7 +566,8 @@ class Automation(commands.Cog):
             subscription_rows(subs),
             ["Strategy", "Connection", "Mode", "Sizing", "Sides", "Orders", "Max", "Status"],
             {6},
-            f"{len(subs)} subscription(s) · change with /subscribe, stop with /unsubscribe",
+            f"{len(subs)} subscription{plural(len(subs))} · change with /subscribe, stop with "
+            "/unsubscribe",
         )
         await send_pages(interaction, pages)
 
@@ -712,13 +717,15 @@ class Automation(commands.Cog):
             )
             # An embed holds 6,000 characters in all: say how many did not fit.
             if len(embed) + len(name) + len(value) > 5900:
-                embed.set_footer(text=f"{len(report.subscriptions) - n} more subscription(s)")
+                left = len(report.subscriptions) - n
+                embed.set_footer(text=f"{left} more subscription{plural(left)}")
                 break
             embed.add_field(name=name, value=value or "-", inline=False)
         else:
             if len(report.subscriptions) > len(subs):
                 embed.set_footer(
-                    text=f"{len(report.subscriptions) - len(subs)} more subscription(s)"
+                    text=f"{len(report.subscriptions) - len(subs)} more "
+                    f"subscription{plural(len(report.subscriptions) - len(subs))}"
                 )
         await reply(interaction, embed=embed, ephemeral=True)
 

@@ -15,6 +15,7 @@ from bot.client import Tradecord, report_error
 from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
 from bot.models import ConnectionStatus
+from bot.wording import plural
 from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
@@ -117,13 +118,14 @@ class ConfirmDisconnect(ConfirmView):
         )
         if result.unsent:
             text += (
-                f" {result.unsent} order(s) stored but not yet sent were failed: nothing was "
-                "sent (see /orders)."
+                f" {result.unsent} order{plural(result.unsent)} stored but not yet sent: "
+                "failed, nothing was sent (see /orders)."
             )
         if result.in_doubt:
             text += (
-                f" {result.in_doubt} order(s) whose sending was never confirmed may be at "
-                f"{result.broker}: check them there, Tradecord can no longer follow them."
+                f" {result.in_doubt} order{plural(result.in_doubt)} whose sending was never "
+                f"confirmed may be at {result.broker}: check there, Tradecord can no "
+                "longer follow them."
             )
         await self.answer(interaction, text)
 
@@ -249,7 +251,7 @@ class Connections(commands.Cog):
             else ""
         )
         await interaction.response.send_message(
-            f"Your plan is **{name}**: {used} of {limit} broker connection(s) in use "
+            f"Your plan is **{name}**: {used} of {limit} broker connection{plural(limit)} in use "
             f"(Tradecord Paper does not count).{over} {PLAN_HELP}",
             ephemeral=True,
         )
@@ -295,7 +297,7 @@ class Connections(commands.Cog):
         )
         await interaction.response.send_message(
             f"{member.display_name} is now on the **{result}** plan "
-            f"({limit} broker connection(s)).{over}",
+            f"({limit} broker connection{plural(limit)}).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -31,6 +31,7 @@ from bot.services.trading import (
     Preview,
     order_terms,
 )
+from bot.wording import plural
 from cogs import format as fmt
 from cogs.ui import (
     OK_COLOUR,
@@ -264,9 +265,9 @@ def result_embed(outcome: Outcome) -> discord.Embed:
 def history_footer(count: int, days: int) -> str:
     """How many orders /history shows, and that older ones are cut when it hit the limit."""
     if count < HISTORY_LIMIT:
-        return f"{count} order(s)"
+        return f"{count} order{plural(count)}"
     return (
-        f"The newest {count} orders: older ones of these {days} day(s) are not shown. "
+        f"The newest {count} orders: older ones of these {days} day{plural(days)} are not shown. "
         "Your broker's site has the full history."
     )
 
@@ -275,7 +276,7 @@ def cancelled_text(connection: str, orders: list[Order]) -> str:
     """What /cancel all did, counting orders that ended on their own before the cancel and
     cancels the broker had not carried out yet."""
     done = sum(o.status is OrderStatus.CANCELLED for o in orders)
-    text = f"Cancelled {done} open order(s) on {connection}."
+    text = f"Cancelled {done} open order{plural(done)} on {connection}."
     waiting = sum(not o.status.is_final for o in orders)
     if waiting:
         text += (
@@ -380,7 +381,10 @@ class Trading(commands.Cog):
             fmt.position_rows(pf.positions),
             headers,
             {2, 3, 4, 5, 6},
-            _footer(f"{len(pf.positions)} position(s)", fmt.SIMULATED if pf.simulated else None),
+            _footer(
+                f"{len(pf.positions)} position{plural(len(pf.positions))}",
+                fmt.SIMULATED if pf.simulated else None,
+            ),
         )
         await send_pages(interaction, pages)
 
@@ -469,7 +473,7 @@ class Trading(commands.Cog):
             fmt.order_rows(orders),
             fmt.ORDER_HEADERS,
             {3},
-            f"{len(orders)} open order(s) · cancel with /cancel order",
+            f"{len(orders)} open order{plural(len(orders))} · cancel with /cancel order",
         )
         await send_pages(interaction, pages)
 
@@ -497,7 +501,7 @@ class Trading(commands.Cog):
             ephemeral=not share,
         )
         if share:
-            what = f"orders of the last {days} day(s)"
+            what = f"orders of the last {days} day{plural(days)}"
             embed = shared_orders(
                 interaction, what, target.mode, broker, orders, show_amounts, fills=True
             )
@@ -506,7 +510,7 @@ class Trading(commands.Cog):
         pages = fmt.paged(
             f"Order history · {target.connection.name}",
             target.mode,
-            f"{fmt.mode_tag(target.mode)} · {broker} · last {days} day(s)",
+            f"{fmt.mode_tag(target.mode)} · {broker} · last {days} day{plural(days)}",
             fmt.order_rows(orders, fills=True),
             fmt.HISTORY_HEADERS,
             {3, 4},
@@ -666,7 +670,7 @@ class Trading(commands.Cog):
         view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode)
         view.message = await reply(
             interaction,
-            content=f"Cancel all {len(orders)} open {target.mode} order(s) on "
+            content=f"Cancel all {len(orders)} open {target.mode} order{plural(len(orders))} on "
             f"{target.connection.name}?",
             view=view,
             ephemeral=True,

@@ -48,6 +48,7 @@ from bot.services.credentials import verifier_binding
 from bot.services.notify import Outgoing
 from bot.services.tokens import DbTokenProvider
 from bot.vault import VaultError
+from bot.wording import plural
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -620,8 +621,8 @@ class LinkingService:
             plan, limit = self.plan_limit(member.plan)
             if int(used or 0) >= limit:
                 raise LinkRefused(
-                    f"Your plan ({plan}) allows {limit} broker connection(s) and "
-                    "they are all in use. Nothing was linked.",
+                    f"Your plan ({plan}) allows {limit} broker connection{plural(limit)}, "
+                    "all in use. Nothing was linked.",
                     status=403,
                 )
             names = set(

@@ -101,6 +101,7 @@ from bot.services.trading import (
     stop_passed,
 )
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
+from bot.wording import plural
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -257,7 +258,9 @@ class Plan:
     def summary(self, ticker: str) -> str:
         parts = []
         if self.cancels:
-            parts.append(f"cancel {len(self.cancels)} open {ticker} order(s)")
+            parts.append(
+                f"cancel {len(self.cancels)} open {ticker} order{plural(len(self.cancels))}"
+            )
         for leg in self.legs:
             parts.append(f"{'exit: ' if leg.name == 'exit' else ''}{leg.describe(ticker)}")
         text = "; then ".join(parts) if parts else "nothing to do"
@@ -1519,8 +1522,9 @@ class SignalService:
             if open_now >= sub.max_positions:
                 plan.note_code = "max-strategy-positions"
                 plan.note = (
-                    f"Max strategy positions reached: {open_now} open position(s) on "
-                    f"the account, limit {sub.max_positions}. No new position entered."
+                    f"Max strategy positions reached: {open_now} open "
+                    f"position{plural(open_now)} on the account, limit {sub.max_positions}. "
+                    "No new position entered."
                 )
                 return
         try:
@@ -1749,16 +1753,19 @@ class SignalService:
             done = await self.core.trading.cancel_open(target, adapter, wanted)
             cancelled = done.count
             if cancelled:
-                self._phase(ctx, "cancelled", f"{cancelled} open {sig.ticker} order(s)")
-                note = f"Cancelled {cancelled} open {sig.ticker} order(s)."
+                self._phase(
+                    ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
+                )
+                note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}."
                 result.reason = result.reason or note
             wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:
                 self._phase(ctx, "cancel pending", f"{done.unconfirmed} not confirmed in {wait}")
                 if not ordering:
                     result.reason = (
-                        f"Cancel of {done.unconfirmed} open {sig.ticker} order(s) requested; "
-                        f"the broker had not carried it out after {wait}. Check /orders."
+                        f"Cancel of {done.unconfirmed} open {sig.ticker} "
+                        f"order{plural(done.unconfirmed)} requested; the broker had not "
+                        f"carried it out after {wait}. Check /orders."
                     )
             if any(o.filled_quantity > filled_before[o.id] for o in done.ended):
                 return Result(
@@ -1773,9 +1780,9 @@ class SignalService:
                     ExecutionStatus.REJECTED,
                     "cancel-pending",
                     f"The broker had not carried out the cancel of {done.unconfirmed} open "
-                    f"{sig.ticker} order(s) after {wait}; nothing was placed, because that "
-                    "order could still fill beside the new one. Check /orders, and send the "
-                    "signal again once it is cancelled.",
+                    f"{sig.ticker} order{plural(done.unconfirmed)} after {wait}; nothing was "
+                    "placed, because that order could still fill beside the new one. Check "
+                    "/orders, and send the signal again once it is cancelled.",
                     plan,
                 )
             return None

@@ -48,6 +48,7 @@ from bot.services.credentials import binding
 from bot.services.notify import Outgoing
 from bot.sqlite_driver import BUSY_WAIT_SECONDS
 from bot.vault import VaultError
+from bot.wording import plural
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -420,7 +421,7 @@ async def remind_expiring(core: Core, *, ahead: timedelta = timedelta(days=1)) -
                 Outgoing(
                     content=(
                         f"⏳ Your authorization for **{conn.name}** ends in about {hours} "
-                        "hour(s); the broker does not let it be extended. Run "
+                        f"hour{plural(hours)}; the broker does not let it be extended. Run "
                         f"`/connect {conn.broker}` before then to keep trading on it without "
                         "interruption."
                     )

@@ -1184,3 +1184,10 @@ async def test_a_future_on_the_margin_connection_names_the_connection_that_trade
         assert "/accounts" not in text, text  # choosing it there would be refused
     finally:
         await core.close()
+
+
+def test_counts_read_as_words() -> None:
+    from bot.wording import plural
+
+    assert [f"{n} order{plural(n)}" for n in (0, 1, 2)] == ["0 orders", "1 order", "2 orders"]
+    assert f"{Decimal(1)} share{plural(Decimal(1))}" == "1 share"

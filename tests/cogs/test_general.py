@@ -103,8 +103,8 @@ async def test_disconnect_says_which_of_its_orders_failed_unsent_or_may_be_at_th
     ask = await h.reply("alice", "disconnect", connection="TS")
     gone = await (await h.emu.click(h.user("alice"), ask, label="Disconnect")).message(timeout=10)
     text = gone.text()
-    assert "1 order(s) stored but not yet sent were failed: nothing was sent" in text, text
-    assert "1 order(s) whose sending was never confirmed may be at TradeStation" in text, text
+    assert "1 order stored but not yet sent: failed, nothing was sent" in text, text
+    assert "1 order whose sending was never confirmed may be at TradeStation" in text, text
 
 
 async def test_an_account_menu_of_a_removed_connection_says_so_without_its_id(

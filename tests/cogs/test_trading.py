@@ -188,7 +188,7 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     assert "Filled: buy 10 AAPL" in result
     assert "Its exits are working: take-profit $220.00 · stop-loss $190.50" in result, result
     orders = (await h.reply("alice", "orders")).text()
-    assert "2 open order(s)" in orders, orders
+    assert "2 open orders" in orders, orders
     assert "TP limit" in orders and "220.00" in orders
     assert "SL stop" in orders and "190.50" in orders
     async with h.core.db.session() as s:
@@ -704,7 +704,8 @@ async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
 
 
 def test_history_says_when_older_orders_were_cut() -> None:
-    assert history_footer(12, 7) == "12 order(s)"
+    assert history_footer(12, 7) == "12 orders"
+    assert history_footer(1, 7) == "1 order"
     cut = history_footer(HISTORY_LIMIT, 30)
     assert f"newest {HISTORY_LIMIT} orders" in cut and "not shown" in cut
 

@@ -177,14 +177,14 @@ async def test_cancel_reports_a_cancel_once_it_lands_or_that_it_is_still_pending
     stop = await protective_stop(alpaca)
     _, [order] = await core.trading.cancel(OWNER, "Alpaca", "paper", [stop])
     assert order.status is OrderStatus.CANCELLED  # waited for it
-    assert cancelled_text("Alpaca", [order]) == "Cancelled 1 open order(s) on Alpaca."
+    assert cancelled_text("Alpaca", [order]) == "Cancelled 1 open order on Alpaca."
 
     alpaca.cancel_delay, core.trading.cancel_wait = 1.0, 0.1
     stop = await protective_stop(alpaca)
     _, [order] = await core.trading.cancel(OWNER, "Alpaca", "paper", None)
     assert order.status is OrderStatus.OPEN  # pending_cancel: still working
     assert cancelled_text("Alpaca", [order]) == (
-        "Cancelled 0 open order(s) on Alpaca. 1 more: cancel requested, not yet carried out by "
+        "Cancelled 0 open orders on Alpaca. 1 more: cancel requested, not yet carried out by "
         "the broker (see /orders)."
     )
     _, _, [listed] = await core.trading.open_orders(OWNER, "Alpaca", "paper")
