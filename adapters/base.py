@@ -366,12 +366,16 @@ class BrokerAdapter(ABC):
                 f"{self.display_name} does not support take-profit/stop-loss brackets."
             )
 
-    def wrong_account_message(self, account: AccountRef, asset: AssetClass, symbol: str) -> str:
-        kinds = caps_list(self.capabilities.account_types_for(asset))
-        base = (
+    def wrong_account_fact(self, account: AccountRef, asset: AssetClass, symbol: str) -> str:
+        """What is wrong, without the advice: a caller that knows a better way adds its own."""
+        return (
             f"{symbols.normalize(symbol)} is {_article(ASSET_WORDS[asset])}, and the "
             f"{account.type} account chosen for this connection cannot trade {ASSET_WORDS[asset]}."
         )
+
+    def wrong_account_message(self, account: AccountRef, asset: AssetClass, symbol: str) -> str:
+        kinds = caps_list(self.capabilities.account_types_for(asset))
+        base = self.wrong_account_fact(account, asset, symbol)
         if not kinds:
             return base + f" {self.display_name} does not offer {ASSET_WORDS[asset]} trading."
         return (

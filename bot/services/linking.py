@@ -45,7 +45,7 @@ from bot.models import (
 )
 from bot.services import audit, oauth
 from bot.services.credentials import verifier_binding
-from bot.services.notify import Outgoing
+from bot.services.notify import Outgoing, dm_quietly
 from bot.services.tokens import DbTokenProvider
 from bot.vault import VaultError
 from bot.wording import plural
@@ -682,9 +682,4 @@ class LinkingService:
         return self.now() + timedelta(seconds=spec.refresh_token_lifetime)
 
     async def _tell(self, discord_user_id: int, message: Outgoing) -> None:
-        if self.core.notifier is None:
-            return
-        try:
-            await self.core.notifier.dm(discord_user_id, message)
-        except Exception:
-            log.warning("Could not DM member about a /connect step")
+        await dm_quietly(self.core.notifier, discord_user_id, message, about="a /connect step")

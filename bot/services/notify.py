@@ -7,8 +7,11 @@ API as well, never through another process's memory.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger("tradecord.notify")
 
 
 @dataclass(slots=True)
@@ -30,6 +33,19 @@ class Notifier(Protocol):
     async def dm(self, discord_user_id: int, message: Outgoing) -> None: ...
 
     async def post(self, channel_id: int, message: Outgoing) -> None: ...
+
+
+async def dm_quietly(
+    notifier: Notifier | None, discord_user_id: int, message: Outgoing, *, about: str
+) -> None:
+    """A DM that is news, not the outcome of anything: the work it reports is done whether it
+    arrives or not, so a member who refuses DMs (or Discord away) only costs a log line."""
+    if notifier is None:
+        return
+    try:
+        await notifier.dm(discord_user_id, message)
+    except Exception:
+        log.warning("Could not DM a member about %s", about, exc_info=True)
 
 
 class RecordingNotifier:

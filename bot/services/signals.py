@@ -79,7 +79,7 @@ from bot.models import (
 )
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.notify import ChannelUnavailable, Outgoing
+from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing
 from bot.services.trading import (
@@ -2723,12 +2723,7 @@ class SignalService:
             )
 
     async def _dm(self, discord_user_id: int, text: str) -> None:
-        if self.core.notifier is None:
-            return
-        try:
-            await self.core.notifier.dm(discord_user_id, Outgoing(content=text))
-        except Exception:
-            log.warning("Could not DM member about a signal", exc_info=True)
+        await dm_quietly(self.core.notifier, discord_user_id, Outgoing(text), about="a signal")
 
     # == the report ================================================================================
 

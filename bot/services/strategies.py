@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import logging
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -36,10 +35,8 @@ from bot.automation_models import (
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import IntentStatus, Member, OrderIntent
 from bot.services import audit
-from bot.services.notify import Outgoing
+from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
-
-log = logging.getLogger("tradecord.strategies")
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -356,21 +353,13 @@ class StrategyService:
                 name=row.name,
             )
         # Its subscribers would otherwise learn it only from signals that stop coming.
+        ended = Outgoing(
+            f"🗑️ The strategy “{row.name}” was deleted by its owner, so your subscription to "
+            "it has ended: its signals no longer trade for you. Orders already placed and "
+            "positions stay as they are."
+        )
         for discord_id in sorted(subscribers):
-            await self._tell(
-                discord_id,
-                f"🗑️ The strategy “{row.name}” was deleted by its owner, so your subscription "
-                "to it has ended: its signals no longer trade for you. Orders already placed and "
-                "positions stay as they are.",
-            )
-
-    async def _tell(self, discord_user_id: int, text: str) -> None:
-        if self.core.notifier is None:
-            return
-        try:
-            await self.core.notifier.dm(discord_user_id, Outgoing(content=text))
-        except Exception:
-            log.warning("Could not DM a subscriber about a deleted strategy", exc_info=True)
+            await dm_quietly(self.core.notifier, discord_id, ended, about="a deleted strategy")
 
     async def share(
         self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int

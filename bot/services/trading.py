@@ -539,17 +539,16 @@ class TradingService:
             request = self.build_request(order, adapter)
             try:
                 adapter.check_order(target.ref, request)
-            except AssetClassNotSupported as e:
-                # The classic mistake, told where it bites: name the connection that can.
-                assert request.asset_class is not None
-                hint = await self.core.connections.trading_instead(
-                    discord_user_id, target, request.asset_class
-                )
+            except AssetClassNotSupported:
+                # The classic mistake, told where it bites: name the connection that can. The
+                # adapter's own advice ("choose that account for this connection") would be
+                # refused: that account is the other connection's.
+                asset = request.asset_class
+                assert asset is not None
+                hint = await self.core.connections.trading_instead(discord_user_id, target, asset)
                 if hint:
-                    # Its first sentence says what is wrong; the rest ("choose that account
-                    # for this connection") would be refused: that account is the other's.
-                    first = e.user_message.split(". ", 1)[0].rstrip(".")
-                    raise AssetClassNotSupported(f"{first}.{hint}") from None
+                    fact = adapter.wrong_account_fact(target.ref, asset, request.symbol)
+                    raise AssetClassNotSupported(fact + hint) from None
                 raise
             # Three reads at once: at a real broker that is one round trip of waiting, not three.
             quote, balance, position = await all_or_first_error(
@@ -2354,9 +2353,10 @@ def money(value: Decimal, currency: str = "USD") -> str:
     return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{value:,.2f} {currency}"
 
 
-def price_text(value: Decimal) -> str:
-    """A price as typed or quoted: cents, more places only when it has them (0.000123)."""
-    places = min(8, max(2, -int(value.normalize().as_tuple().exponent)))
+def price_text(value: Decimal, *, most: int = 8) -> str:
+    """A price as typed or quoted: cents, more places (up to ``most``) only when it has them
+    (0.000123)."""
+    places = min(most, max(2, -int(value.normalize().as_tuple().exponent)))
     return f"${value:,.{places}f}"
 
 
@@ -2364,9 +2364,7 @@ def fill_price(value: Decimal) -> str:
     """What a fill was priced at: cents, with the fraction of a cent a fill at the midpoint or
     with price improvement has (270.285: rounded to $270.28 it no longer matched the cash the
     fill took), up to 4 places (8 below $1)."""
-    most = 4 if abs(value) >= 1 else 8
-    places = min(most, max(2, -int(value.normalize().as_tuple().exponent)))
-    return f"${value:,.{places}f}"
+    return price_text(value, most=4 if abs(value) >= 1 else 8)
 
 
 def qty(value: Decimal) -> str:
