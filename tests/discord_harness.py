@@ -101,11 +101,11 @@ DISCORD_CLIENT_SECRET = "discord-oauth-secret-for-tests"
 
 @contextlib.asynccontextmanager
 async def running_tradecord(
-    base: Settings, *, brokers: bool = False, **overrides: Any
+    base: Settings, *, brokers: bool = False, public_path: str = "", **overrides: Any
 ) -> AsyncIterator[Harness]:
     """The bot on a fresh local Discord. ``brokers=True`` also starts the sandbox brokers and
     serves the web pages on a fixed port, with Login with Discord configured: the whole
-    /connect flow works."""
+    /connect flow works (at ``PUBLIC_URL`` = the port plus ``public_path``)."""
     errors = ErrorLog()
     for name in ("discord", "tradecord"):
         logging.getLogger(name).addHandler(errors)
@@ -118,7 +118,7 @@ async def running_tradecord(
         from emulators.sandbox import start_sandbox_brokers
 
         port = free_port()
-        public = f"http://127.0.0.1:{port}"
+        public = f"http://127.0.0.1:{port}{public_path}"
         sandbox = await start_sandbox_brokers(public)
         stack.push_async_callback(sandbox.stop)
         emu.register_oauth_client(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -20,6 +21,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def public_path(public_url: str) -> str:
+    """The path of ``PUBLIC_URL`` ("" for none): Tradecord served under a reverse proxy's
+    path, e.g. ``https://example.org/tradecord``."""
+    return urlsplit(public_url).path.rstrip("/")
+
+
 def create_app(core: Core) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[CORE] = core
@@ -30,6 +37,12 @@ def create_app(core: Core) -> web.Application:
     from web.connect import setup as setup_connect
 
     setup_connect(app, core)
+    prefix = public_path(core.settings.public_url)
+    if prefix:
+        # Every route also under PUBLIC_URL's path: a proxy that passes the path on as it came
+        # and one that strips it both reach Tradecord, whichever way the admin set it up.
+        for route in list(app.router.routes()):
+            app.router.add_route(route.method, prefix + route.resource.canonical, route.handler)
     return app
 
 

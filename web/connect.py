@@ -13,6 +13,7 @@ from bot.errors import TradecordError
 from bot.models import ConnectionStatus
 from bot.services.linking import Linked, LinkRefused
 from bot.services.notify import Outgoing
+from web.app import public_path
 from web.pages import FLOW_COOKIE, origin, page, redirect
 
 log = logging.getLogger("tradecord.web.connect")
@@ -49,7 +50,8 @@ async def link_page(request: web.Request) -> web.Response:
             "orders. It can never move money.",
             "This link works once and expires 10 minutes after you ran /connect.",
         ],
-        form_action=f"/connect/{token}",
+        # Relative: it resolves under PUBLIC_URL's path, which a reverse proxy may add.
+        form_action=token,
         button="Continue with Discord",
         form_targets=_discord_origin(core),
     )
@@ -164,7 +166,8 @@ async def strict_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """An unexpected error on these pages (a bug, the database away) still answers with the
     strict headers of requirement 5, not aiohttp's bare 500. Logged by route, never by URL:
     the URL holds the one-time link token or the code and state."""
-    if not request.path.startswith(CONNECT_PREFIXES):
+    path = request.path.removeprefix(public_path(request.app[CORE].settings.public_url))
+    if not path.startswith(CONNECT_PREFIXES):
         return await handler(request)
     try:
         return await handler(request)

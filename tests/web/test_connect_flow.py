@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import aiohttp
 import discord
@@ -54,15 +54,10 @@ class Browser:
         data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body))
         data = {k: html.unescape(v) for k, v in data.items()}
         data.update(fields)
-        target = action if action.startswith("http") else _join(page_url, action)
+        target = urljoin(page_url, action)
         r = await self.session.post(target, data=data, allow_redirects=False)
         await r.read()
         return r
-
-
-def _join(base: str, path: str) -> str:
-    p = urlsplit(base)
-    return f"{p.scheme}://{p.netloc}{path}"
 
 
 async def connect_link(h: Harness, user: str, broker: str = "tradestation") -> str:
@@ -161,6 +156,38 @@ async def test_full_flow_links_and_choosing_an_account_turns_trading_on(h: Harne
         mode="live",
     )
     assert "choose that account for this connection in /accounts" in card.text()
+
+
+async def test_public_url_with_a_path_serves_the_flow_and_the_webhook_under_it(
+    settings: Settings, db: object
+) -> None:
+    """PUBLIC_URL=https://example.org/tradecord behind a reverse proxy: every link a member
+    follows stays under the path, and each route answers with the path (a proxy that passes it
+    on) and without it (one that strips it)."""
+    async with running_tradecord(settings, brokers=True, public_path="/tradecord") as h:
+        public = h.core.settings.public_url
+        link = await connect_link(h, "alice")
+        assert link.startswith(f"{public}/connect/")
+        b = Browser()
+        try:
+            cb = await through_broker(b, h, await through_discord(b, h, link, h.user("alice")))
+            assert cb.startswith(f"{public}/oauth/tradestation/callback?")
+            done = await b.get(cb)
+            assert done.status == 200 and "is linked" in await done.text()
+            stripped = public.removesuffix("/tradecord")
+            for base in (public, stripped):
+                health = await b.get(f"{base}/healthz")
+                assert health.status == 200, base
+            hook = await h.core.strategies.create(h.emu.guild.id, h.user("alice"), "Prefixed")
+            assert hook.url.startswith(f"{public}/webhook/")
+            for n, url in enumerate((hook.url, hook.url.replace(public, stripped)), 1):
+                signal = {"ticker": "AAPL", "action": "buy", "quantity": n}
+                r = await b.session.post(url, json=signal)
+                assert r.status == 202, (url, await r.text())
+        finally:
+            await b.close()
+        [conn] = await connections(h, "alice")
+        assert conn.status == ConnectionStatus.NEEDS_ACCOUNT
 
 
 @pytest.mark.parametrize("broker", ["alpaca", "tradestation"])
