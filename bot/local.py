@@ -48,7 +48,7 @@ USAGE = """Type slash commands as in Discord, for example:
   /accounts
   /trade symbol:AAPL side:buy quantity:10
   /connect broker:tradestation      (sandbox brokers run locally too)
-Then:  press N        press button N of the last message
+Then:  press N        press button N of the last message (or press Confirm: its label)
        select N[,M]   choose options of the last message's menu
        select K N     choose option N of menu K, when it has several
        help           this text          quit   leave"""
@@ -231,12 +231,21 @@ class Chat:
         return components_index(self.last)
 
     async def _press(self, line: str) -> None:
-        parts = line.split()
+        wanted = line.partition(" ")[2].strip()
         index = self._components()
-        try:
-            item = index[int(parts[1]) - 1]
-        except (IndexError, ValueError):
-            raise ChatError(f"press a number from 1 to {len(index)}") from None
+        buttons = [c for c in index if c.kind in ("button", "link")]
+        # A button's label works as well as its number: "press Confirm" is what one types.
+        named = [c for c in buttons if str(c.component.get("label", "")).lower() == wanted.lower()]
+        if named:
+            item = named[0]
+        elif wanted.isdigit() and 1 <= int(wanted) <= len(index):
+            item = index[int(wanted) - 1]
+        else:
+            labels = ", ".join(str(c.component.get("label")) for c in buttons[:3])
+            raise ChatError(
+                f"press a number from 1 to {len(index)}"
+                + (f" or a button's label ({labels})" if labels else "")
+            )
         if item.kind == "link":
             url = item.component.get("url")
             self.say(f"Open this link in your browser: {url}")

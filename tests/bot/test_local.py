@@ -48,3 +48,20 @@ async def test_a_yes_or_no_option_refuses_a_word_it_does_not_know(
         assert out.getvalue() == "! show takes true or false, as Discord offers it; not manual\n"
         assert await chat.handle("/alerts show-my-name show:no")  # answered, not refused
         assert out.getvalue().count("! ") == 1 and "Tradecord" in out.getvalue()
+
+
+async def test_press_takes_a_buttons_label_as_well_as_its_number(
+    settings: Settings, db: Database
+) -> None:
+    """Before: "press Confirm" answered "press a number from 1 to 2" and nothing was done."""
+    async with running_tradecord(settings) as h:
+        out = io.StringIO()
+        chat = Chat(h.emu, h.user("alice"), out)
+        assert await chat.handle("/trade symbol:AAPL side:buy quantity:1")
+        assert "[1] Confirm  [2] Cancel" in out.getvalue()
+        assert await chat.handle("press 3")
+        assert "! press a number from 1 to 2 or a button's label (Confirm, Cancel)" in (
+            out.getvalue()
+        )
+        assert await chat.handle("press confirm")
+        assert "Filled: buy 1 AAPL" in out.getvalue(), out.getvalue()
