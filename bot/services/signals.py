@@ -1,12 +1,9 @@
 """Signals: the webhook's acknowledgement, processing from the job queue, each subscription's
 execution in TradersPost's order, manual approval, alerts, and the execution report.
 
-Acknowledgement (``receive``): one transaction stores the request and, for a valid signal, its
-job; the answer (202 with the id) goes out after the commit. The transaction first writes the
-strategy's row, which serialises one strategy's requests across processes (a row lock on
-PostgreSQL, the single writer on SQLite), so the rate limit (stored requests of the last
-minute) and the duplicate window (same body hash within 24 h) are exact with several web
-processes.
+Acknowledgement (``receive``): the request is parsed and checked against the strategy's rules,
+then stored with its job in one transaction (``bot.services.acks``); the answer (202 with the
+id) goes out after the commit.
 
 Execution (job ``signal``): every enabled subscription gets a ``SignalExecution`` row and runs
 concurrently and independently. Per subscription, as TradersPost documents it: cancel the
@@ -26,16 +23,14 @@ import contextlib
 import hashlib
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -58,7 +53,6 @@ from bot.automation_models import (
     LEGS,
     AlertPreference,
     ExecutionStatus,
-    Job,
     ReceivedSignal,
     SignalExecution,
     SignalStatus,
@@ -77,6 +71,7 @@ from bot.models import (
     OrderIntent,
     new_uuid,
 )
+from bot.services.acks import AckStore, RateLimited
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
@@ -105,13 +100,9 @@ from bot.wording import plural
 
 if TYPE_CHECKING:
     from bot.core import Core
-    from bot.db import Database
 
 log = logging.getLogger("tradecord.signals")
 
-RATE_WINDOW = timedelta(minutes=1)
-DUPLICATE_WINDOW = timedelta(hours=24)
-CHECKPOINT_EVERY = 200  # SQLite acknowledgement commits between WAL checkpoints
 # Subscriptions of one signal that trade at once. Their orders wait mostly on brokers' round
 # trips, so a few hundred in flight cost little; the broker session's socket limit matches.
 FANOUT_CONCURRENCY = 500
@@ -119,7 +110,6 @@ DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (
 JOB_SIGNAL = "signal"
 JOB_APPROVED = "signal.approved"
 JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
-ACTIVE_SIGNAL = (SignalStatus.QUEUED, SignalStatus.PROCESSING, SignalStatus.DONE)
 CHANNEL_STATUSES = {
     ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
     ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
@@ -160,10 +150,6 @@ class Ack:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
-
-
-class _RateLimited(Exception):
-    """Over the strategy's rate: raised inside the acknowledgement's transaction."""
 
 
 class _Skip(Exception):
@@ -453,328 +439,6 @@ class SignalReport:
 ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
 
 
-class AckStatements:
-    """The acknowledgement's statements, built once with bound parameters."""
-
-    def __init__(self) -> None:
-        signals, strategies = ReceivedSignal.__table__, Strategy.__table__
-        c = signals.c
-        self.lock = (
-            update(strategies)
-            .where(strategies.c.id == bindparam("strategy_id"))
-            .values(last_signal_at=bindparam("at", type_=strategies.c.last_signal_at.type))
-        )
-        recent = (
-            select(func.count())
-            .select_from(
-                select(c.id)
-                .where(
-                    c.strategy_id == bindparam("strategy_id"),
-                    c.received_at > bindparam("rate_since", type_=c.received_at.type),
-                )
-                .limit(bindparam("rate_limit"))
-                .subquery()
-            )
-            .scalar_subquery()
-        )
-        duplicate = (
-            select(c.id)
-            .where(
-                c.strategy_id == bindparam("strategy_id"),
-                c.body_hash == bindparam("body_hash"),
-                c.received_at > bindparam("duplicate_since", type_=c.received_at.type),
-                c.status.in_(ACTIVE_SIGNAL),
-            )
-            .order_by(c.received_at)
-            .limit(1)
-            .scalar_subquery()
-        )
-        self.counts = select(recent, duplicate)
-        self.insert_signal = insert(signals)
-        self._insert_job: dict[str, Any] = {}
-
-    def insert_job(self, db: Database) -> Any:
-        dialect = "sqlite" if db.is_sqlite else "postgresql"
-        stmt = self._insert_job.get(dialect)
-        if stmt is None:
-            stmt = self._insert_job[dialect] = insert_ignoring(db, Job, [], ["dedupe_key"])
-        return stmt
-
-
-ACK_STATEMENTS = AckStatements()
-
-
-class SqliteAcks:
-    """SQLite only: the webhook's strategy lookup and its one transaction on a plain
-    ``sqlite3`` connection, without the ORM.
-
-    The webhook is the one path where SQLAlchemy's per-statement cost (compiling, the session,
-    the greenlet) is most of the request. In WAL mode with ``synchronous=NORMAL`` this
-    transaction takes tens of microseconds, so it runs right on the event loop (with
-    ``SQLITE_SYNCHRONOUS=full`` each shared commit also waits for the disk there), with
-    ``busy_timeout=0`` so it can never block the loop: if another writer holds SQLite's lock,
-    the same work goes to a thread of its own that waits for the lock. The SQL
-    is the acknowledgement's only, and values go through SQLAlchemy's own column types for this
-    dialect, so the rows are exactly what the ORM writes and reads. ``BEGIN IMMEDIATE`` takes
-    the single write lock first: that makes the rate and duplicate counts exact across
-    processes. Requests that arrive together share one commit.
-    """
-
-    SIGNAL_COLUMNS = (
-        "id",
-        "strategy_id",
-        "received_at",
-        "validated_at",
-        "body_hash",
-        "body",
-        "payload",
-        "status",
-        "message_code",
-        "message",
-        "duplicate_of",
-        "ticker",
-        "action",
-        "test",
-        "signal_time",
-        "source_ip",
-        "announced",
-    )
-    JOB_COLUMNS = (
-        "kind",
-        "payload",
-        "dedupe_key",
-        "serial_key",
-        "status",
-        "run_after",
-        "attempts",
-        "max_attempts",
-        "created_at",
-        "updated_at",
-    )
-    STRATEGY_COLUMNS = (
-        "id",
-        "name",
-        "guild_id",
-        "secret_hash",
-        "allowed_sources",
-        "allowed_tickers",
-        "max_lag_seconds",
-        "rate_limit_per_minute",
-        "max_quantity",
-    )
-
-    def __init__(self, db: Database) -> None:
-        self.path = db.engine.url.database or ""
-        self.synchronous = db.sqlite_synchronous
-        dialect = db.engine.dialect
-
-        def processors(table: Any, names: Sequence[str], result: bool) -> list[Any]:
-            out = []
-            for name in names:
-                impl = table.c[name].type.dialect_impl(dialect)
-                proc = (
-                    impl.result_processor(dialect, None)
-                    if result
-                    else (impl.bind_processor(dialect))
-                )
-                out.append(proc or _same)
-            return out
-
-        self._signal_in = processors(ReceivedSignal.__table__, self.SIGNAL_COLUMNS, False)
-        self._job_in = processors(Job.__table__, self.JOB_COLUMNS, False)
-        self._strategy_out = processors(Strategy.__table__, self.STRATEGY_COLUMNS, True)
-        self._time_in = processors(ReceivedSignal.__table__, ("received_at",), False)[0]
-        # Built from the constants above only; every value is a bound parameter.
-        self._insert_signal = (
-            f"INSERT INTO signals ({', '.join(self.SIGNAL_COLUMNS)}) "  # noqa: S608
-            f"VALUES ({', '.join('?' * len(self.SIGNAL_COLUMNS))})"
-        )
-        self._insert_job = (
-            f"INSERT INTO jobs ({', '.join(self.JOB_COLUMNS)}) "  # noqa: S608
-            f"VALUES ({', '.join('?' * len(self.JOB_COLUMNS))}) "
-            "ON CONFLICT (dedupe_key) DO NOTHING"
-        )
-        self._select_strategy = (
-            f"SELECT {', '.join(self.STRATEGY_COLUMNS)} FROM strategies WHERE id = ?"  # noqa: S608
-        )
-        assert len(ACTIVE_SIGNAL) == 3
-        self._counts = (
-            "SELECT (SELECT count(*) FROM (SELECT 1 FROM signals WHERE strategy_id = ? "
-            "AND received_at > ? LIMIT ?)), (SELECT id FROM signals WHERE strategy_id = ? "
-            "AND body_hash = ? AND received_at > ? AND status IN (?, ?, ?) "
-            "ORDER BY received_at LIMIT 1)"
-        )
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tradecord-acks")
-        self._loop_conn: sqlite3.Connection | None = None  # busy_timeout 0: never waits
-        self._thread_conn: sqlite3.Connection | None = None  # waits for the lock, off the loop
-        self._batch: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-        self._closed = False
-        self._since_checkpoint = 0
-        event.listen(db.engine.sync_engine, "engine_disposed", lambda _e: self.close())
-
-    def _open(self, busy_ms: int, *, checkpoints: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        for pragma in (
-            "journal_mode=WAL",
-            "foreign_keys=ON",
-            f"busy_timeout={busy_ms}",
-            f"synchronous={self.synchronous}",
-            # A checkpoint copies the log into the database and syncs it: tens of ms. The
-            # loop's connection never runs one; the thread does, every CHECKPOINT_EVERY commits.
-            f"wal_autocheckpoint={1000 if checkpoints else 0}",
-        ):
-            conn.execute(f"PRAGMA {pragma}")
-        return conn
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._thread_conn is None:
-            self._thread_conn = self._open(10_000, checkpoints=True)
-        return fn(self._thread_conn, *args)
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._loop_conn is None:
-            self._loop_conn = self._open(0, checkpoints=False)
-        try:
-            return fn(self._loop_conn, *args)
-        except sqlite3.OperationalError as e:
-            if e.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                raise
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._in_thread, fn, *args)
-
-    async def strategy(self, strategy_id: str) -> dict[str, Any] | None:
-        return await self._call(self._strategy, strategy_id)  # type: ignore[no-any-return]
-
-    def _strategy(self, conn: sqlite3.Connection, strategy_id: str) -> dict[str, Any] | None:
-        found = conn.execute(self._select_strategy, (strategy_id,)).fetchone()
-        if found is None:
-            return None
-        return {
-            name: proc(value)
-            for name, proc, value in zip(
-                self.STRATEGY_COLUMNS, self._strategy_out, found, strict=True
-            )
-        }
-
-    async def store(
-        self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
-    ) -> tuple[str, str | None]:
-        """Store one acknowledgement. Those arriving in the same loop iteration share one
-        transaction (group commit); each is answered only after that commit."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[str, str | None] | _RateLimited] = loop.create_future()
-        self._batch.append(((auth, row, job, valid), done))
-        if len(self._batch) == 1:
-            task = loop.create_task(self._flush())  # runs after the requests already in hand
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-        result = await done
-        if isinstance(result, _RateLimited):
-            raise result
-        return result
-
-    async def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        try:
-            results = await self._call(self._store_all, [item for item, _ in batch])
-        except Exception as e:  # each waiting request answers with it (a 500)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(e)
-            return
-        for (_, done), result in zip(batch, results, strict=True):
-            if not done.done():
-                done.set_result(result)
-        self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._in_thread, self._checkpoint
-            )
-
-    def _store_all(
-        self,
-        conn: sqlite3.Connection,
-        items: list[tuple[WebhookAuth, dict[str, Any], dict[str, Any], bool]],
-    ) -> list[tuple[str, str | None] | _RateLimited]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            results = [self._store_one(conn, *item) for item in items]
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return results
-
-    def _store_one(
-        self,
-        conn: sqlite3.Connection,
-        auth: WebhookAuth,
-        row: dict[str, Any],
-        job: dict[str, Any],
-        valid: bool,
-    ) -> tuple[str, str | None] | _RateLimited:
-        received = row["received_at"]
-        count, original = conn.execute(
-            self._counts,
-            (
-                auth.id,
-                self._time_in(received - RATE_WINDOW),
-                auth.rate_limit_per_minute,
-                auth.id,
-                row["body_hash"],
-                self._time_in(received - DUPLICATE_WINDOW),
-                *ACTIVE_SIGNAL,
-            ),
-        ).fetchone()
-        if count >= auth.rate_limit_per_minute:
-            return _RateLimited()
-        original = original if valid else None
-        status = _status(row, original)
-        values = row | {"status": status, "duplicate_of": original}
-        conn.execute(
-            self._insert_signal,
-            [
-                proc(values[name])
-                for name, proc in zip(self.SIGNAL_COLUMNS, self._signal_in, strict=True)
-            ],
-        )
-        if status == SignalStatus.QUEUED:
-            conn.execute(
-                self._insert_job,
-                [
-                    proc(job[name])
-                    for name, proc in zip(self.JOB_COLUMNS, self._job_in, strict=True)
-                ],
-            )
-        return status, original
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._loop_conn is not None:
-            self._loop_conn.close()
-            self._loop_conn = None
-
-        def shut() -> None:
-            if self._thread_conn is not None:
-                self._thread_conn.close()
-                self._thread_conn = None
-
-        self._executor.submit(shut)
-        self._executor.shutdown(wait=False)
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -787,8 +451,7 @@ class SignalService:
         self.fanout_concurrency = FANOUT_CONCURRENCY
         # Set by the Discord front end to show an approval card; else a plain DM is sent.
         self.on_approval_needed: ApprovalHook | None = None
-        # SQLite's fast acknowledgement (see SqliteAcks); PostgreSQL goes through SQLAlchemy.
-        self.fast = SqliteAcks(core.db) if core.db.is_sqlite else None
+        self.acks = AckStore(core.db)
         core.jobs.register(JOB_SIGNAL, self._job_signal)
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
@@ -846,11 +509,8 @@ class SignalService:
             serial=f"strategy:{auth.id}",
         )
         try:
-            if self.fast is not None:
-                _, original = await self.fast.store(auth, row, job, valid is not None)
-            else:
-                _, original = await self._store(auth, row, job, valid is not None)
-        except _RateLimited:
+            _, original = await self.acks.store(auth, row, job, valid is not None)
+        except RateLimited:
             return Ack(
                 429,
                 {
@@ -893,39 +553,6 @@ class SignalService:
             202,
             {"success": True, "id": signal_id, "logId": signal_id, "payload": echo},
         )
-
-    async def _store(
-        self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
-    ) -> tuple[str, str | None]:
-        """The acknowledgement's one transaction: rate, duplicate window, the row, its job.
-        Statements are built once (``AckStatements``) and run on a plain connection: building
-        them and the ORM session per request cost more than the database work."""
-        q = ACK_STATEMENTS
-        received = row["received_at"]
-        async with self.core.db.engine.begin() as conn:
-            # The write that makes this transaction the strategy's only one (a row lock on
-            # PostgreSQL): the counts below cannot race another process.
-            await conn.execute(q.lock, {"strategy_id": auth.id, "at": received})
-            count, original = (
-                await conn.execute(
-                    q.counts,
-                    {
-                        "strategy_id": auth.id,
-                        "rate_since": received - RATE_WINDOW,
-                        "rate_limit": auth.rate_limit_per_minute,
-                        "body_hash": row["body_hash"],
-                        "duplicate_since": received - DUPLICATE_WINDOW,
-                    },
-                )
-            ).one()
-            if count >= auth.rate_limit_per_minute:
-                raise _RateLimited
-            original = original if valid else None
-            status = _status(row, original)
-            await conn.execute(q.insert_signal, row | {"status": status, "duplicate_of": original})
-            if status == SignalStatus.QUEUED:
-                await conn.execute(q.insert_job(self.core.db), job)
-        return status, original
 
     def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:
         """The strategy's own rules, after the format's."""
@@ -2917,12 +2544,6 @@ def _s(d: Decimal | None) -> str | None:
 
 def _d(v: Any) -> Decimal | None:
     return None if v is None else Decimal(v)
-
-
-def _status(row: Mapping[str, Any], original: str | None) -> str:
-    if row["message_code"] is not None:
-        return SignalStatus.REFUSED
-    return SignalStatus.DUPLICATE if original is not None else SignalStatus.QUEUED
 
 
 def _body_text(body: bytes) -> str:

@@ -203,7 +203,7 @@ class StrategyService:
         strategy, after the same constant-time comparison either way."""
         row: Mapping[str, Any] | None = None
         if _is_uuid(strategy_id):
-            fast = self.core.signals.fast
+            fast = self.core.signals.acks.fast
             if fast is not None:
                 row = await fast.strategy(strategy_id)
             else:

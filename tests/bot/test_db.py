@@ -245,7 +245,7 @@ async def test_sqlite_commits_wait_for_the_disk_only_when_asked(tmp_path: Path) 
         try:
             async with core.db.session() as s:
                 assert (await s.execute(text("PRAGMA synchronous"))).scalar() == level
-            fast = core.signals.fast
+            fast = core.signals.acks.fast
             assert fast is not None
             conn = fast._open(0, checkpoints=False)
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == level

@@ -40,8 +40,8 @@ async def test_both_storage_paths_answer_and_store_alike(
     core: Core, clock: FakeClock, direct: bool
 ) -> None:
     if not direct:
-        core.signals.fast = None
-    elif core.signals.fast is None:
+        core.signals.acks.fast = None
+    elif core.signals.acks.fast is None:
         pytest.skip("the direct path is SQLite's")
     start = clock()
     answers = await exchange(core, clock)
@@ -67,8 +67,8 @@ async def test_both_storage_paths_answer_and_store_alike(
 async def test_a_locked_database_delays_the_answer_but_loses_nothing(core: Core) -> None:
     url = await make_strategy(core)
     await send(core, url, {"ticker": "AAPL", "action": "buy"})  # opens the direct connection
-    assert core.signals.fast is not None
-    blocker = sqlite3.connect(core.signals.fast.path, isolation_level=None)
+    assert core.signals.acks.fast is not None
+    blocker = sqlite3.connect(core.signals.acks.fast.path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # another process is writing
     try:
         pending: asyncio.Task[Any] = asyncio.create_task(
@@ -141,13 +141,13 @@ async def test_the_duplicate_check_seeks_the_body_hash_instead_of_reading_the_da
     strategy sent that day, so acknowledgements slowed down as the strategy traded."""
     url = await make_strategy(core)
     await send(core, url, {"ticker": "AAPL", "action": "buy"})
-    assert core.signals.fast is not None
-    conn = sqlite3.connect(core.signals.fast.path)
+    assert core.signals.acks.fast is not None
+    conn = sqlite3.connect(core.signals.acks.fast.path)
     try:
         plan = [
             row[3]
             for row in conn.execute(
-                f"EXPLAIN QUERY PLAN {core.signals.fast._counts}", ("s", "t", 60) * 3
+                f"EXPLAIN QUERY PLAN {core.signals.acks.fast._counts}", ("s", "t", 60) * 3
             )
         ]
     finally:
