@@ -558,10 +558,15 @@ async def main(argv: Sequence[str] | None = None) -> None:
             loads, acknowledged, stored = await acknowledgement(
                 work, await url("ack"), key_line, args.requests, args.concurrency
             )
-            fanouts = [await paper_fanout(work, await url("paper"), key_line, args.paper)]
-            fanouts.append(
-                await alpaca_fanout(work, await url("alpaca"), key_line, args.alpaca, args.latency)
-            )
+            fanouts = []  # 0 subscriptions skips a fan-out
+            if args.paper:
+                fanouts.append(await paper_fanout(work, await url("paper"), key_line, args.paper))
+            if args.alpaca:
+                fanouts.append(
+                    await alpaca_fanout(
+                        work, await url("alpaca"), key_line, args.alpaca, args.latency
+                    )
+                )
     print(f"\nDatabase: {'PostgreSQL' if args.database_url else 'SQLite (WAL)'}")
     report(loads, acknowledged, stored, fanouts)
     for f in fanouts:
