@@ -29,6 +29,12 @@ def setup_logging(level: str) -> None:
     # authlib's framework integrations log PKCE verifiers at DEBUG; never let them through.
     logging.getLogger("authlib").setLevel(max(logging.INFO, logging.getLevelName(level)))
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # discord.py warns at every start that voice libraries are missing; Tradecord has no voice.
+    logging.getLogger("discord.client").addFilter(_no_voice_warning)
+
+
+def _no_voice_warning(record: logging.LogRecord) -> bool:
+    return "voice will NOT be supported" not in record.getMessage()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigurationError(f"--script: {script} is a folder; name a file in it")
             from bot.local import run_local
 
+            # A migration's every step at the first start buries the chat's first lines.
+            logging.getLogger("alembic").setLevel(logging.WARNING)
             return asyncio.run(run_local(settings, script=script))
         options: dict[str, object] = {"role": args.role}
         if args.shards:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
 from pathlib import Path
@@ -286,3 +287,22 @@ async def test_keys_generate_refuses_an_id_tradecord_keys_would_refuse(tmp_path:
     assert err.strip().splitlines() == [
         "tradecord: --id: letters, digits, _ and - only, at most 32 characters"
     ]
+
+
+def test_discords_missing_voice_warning_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """discord.py warns at each start that PyNaCl and davey are missing: Tradecord has no voice,
+    and a WARNING on the first screen reads as something to fix."""
+    from bot.cli import setup_logging
+
+    log = logging.getLogger("discord.client")
+    saved = list(log.filters)
+    try:
+        setup_logging("INFO")
+        with caplog.at_level(logging.INFO, logger="discord.client"):
+            log.warning("PyNaCl is not installed, voice will NOT be supported")
+            log.warning("Shard ID None heartbeat blocked for more than 10 seconds.")
+        assert [r.getMessage() for r in caplog.records] == [
+            "Shard ID None heartbeat blocked for more than 10 seconds."
+        ]
+    finally:
+        log.filters[:] = saved
