@@ -474,6 +474,10 @@ class TradeStationAdapter(HttpBrokerAdapter):
 
     # -- error translation ---------------------------------------------------------------
 
+    def check_order(self, account: AccountRef, request: OrderRequest) -> None:
+        super().check_order(account, request)
+        self.check_stock_prices(request)
+
     def vendor_error(self, resp: HttpResponse) -> BrokerError | None:
         body = resp.body if isinstance(resp.body, dict) else {}
         code = body.get("Error")

@@ -502,6 +502,49 @@ async def test_reversal_and_cash_short_are_refused_before_sending(
     assert posted(emu) == []
 
 
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            buy("AAPL", 1, order_type=OrderType.LIMIT, limit_price=Decimal("190.125")),
+            "The limit price 190.125 has too many decimals. AAPL prices of $1 or more go in "
+            "whole cents: use 190.12 or 190.13.",
+        ),
+        (
+            buy("AAPL", 1, order_type=OrderType.STOP, stop_price=Decimal("0.12345")),
+            "The stop price 0.12345 has too many decimals. AAPL prices under $1 go in steps "
+            "of 0.0001 (4 decimals): use 0.1234 or 0.1235.",
+        ),
+        (
+            buy(
+                "AAPL",
+                1,
+                order_type=OrderType.LIMIT,
+                limit_price=Decimal("190"),
+                bracket=Bracket(take_profit=Decimal("200"), stop_loss=Decimal("180.001")),
+            ),
+            "The stop-loss price 180.001 has too many decimals",
+        ),
+    ],
+)
+async def test_sub_penny_stock_prices_are_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator, request_: OrderRequest, message: str
+) -> None:
+    # SEC Rule 612; TradeStation does not publish how it words the refusal.
+    with pytest.raises(InvalidOrder) as e:
+        await adapter.create_order(MARGIN, request_)
+    assert message in str(e.value.user_message)
+    assert posted(emu) == []
+    # Whole cents (and 4 decimals under $1) go through; futures keep their own ticks.
+    await adapter.create_order(
+        MARGIN, buy("AAPL", 1, order_type=OrderType.LIMIT, limit_price=Decimal("190.10"))
+    )
+    await adapter.create_order(
+        MARGIN, buy("AAPL", 1, order_type=OrderType.LIMIT, limit_price=Decimal("0.1234"))
+    )
+    assert [b["LimitPrice"] for b in posted(emu)] == ["190.1", "0.1234"]
+
+
 async def test_futures_on_margin_refused_before_sending(
     adapter: TradeStationAdapter, emu: TradeStationEmulator
 ) -> None:
