@@ -24,14 +24,31 @@ MONTH_NAMES = (
 QUARTERLY = "HMUZ"
 CHICAGO = ZoneInfo("America/Chicago")
 
-# -- last trading days (CME rulebook terms). Business days are weekdays: an exchange holiday
-# can move the real day earlier by one, which these rules do not know.
+# -- last trading days (CME rulebook terms). A business day is a weekday on which US exchanges
+# are open: the New York Stock Exchange's holidays (exchange_calendars ``XNYS``) are the US
+# exchange holidays CME Group also keeps; on some of them Globex trades a short session, but it
+# belongs to the next trade date, so none is a business day for these rules.
+
+
+@lru_cache(maxsize=64)
+def _holidays(year: int) -> frozenset[date]:
+    # Imported here: pandas is heavy, and only contracts with business-day rules need it.
+    import exchange_calendars
+
+    cal = exchange_calendars.get_calendar("XNYS", start=f"{year}-01-01", end=f"{year}-12-31")
+    sessions = {ts.date() for ts in cal.sessions}
+    days = (date(year, 1, 1) + timedelta(days=n) for n in range(366))
+    return frozenset(d for d in days if d.year == year and d.weekday() < 5 and d not in sessions)
+
+
+def is_business_day(day: date) -> bool:
+    return day.weekday() < 5 and day not in _holidays(day.year)
 
 
 def _business_days_before(day: date, n: int) -> date:
     while n:
         day -= timedelta(days=1)
-        if day.weekday() < 5:
+        if is_business_day(day):
             n -= 1
     return day
 
@@ -56,7 +73,7 @@ def _before_25th_of_prior_month(extra: int) -> Callable[[int, int], date]:
 
     def rule(year: int, month: int) -> date:
         prior = date(year - (month == 1), (month - 2) % 12 + 1, 25)
-        return _business_days_before(prior, 3 + extra + (prior.weekday() >= 5))
+        return _business_days_before(prior, 3 + extra + (not is_business_day(prior)))
 
     return rule
 
