@@ -366,6 +366,29 @@ class BrokerAdapter(ABC):
                 f"{self.display_name} does not support take-profit/stop-loss brackets."
             )
 
+    def check_stock_prices(self, request: OrderRequest) -> None:
+        """Refuse stock prices finer than SEC Rule 612 allows (whole cents from $1, 0.0001
+        below), saying which prices would do. A broker may not accept them, and how TradeStation
+        or Tradier word the refusal is not published: checking here gives every broker the same
+        clear answer before anything is sent."""
+        if (request.asset_class or symbols.asset_class_of(request.symbol)) is not (
+            AssetClass.EQUITY
+        ):
+            return
+        b = request.bracket
+        for label, price in (
+            ("limit", request.limit_price),
+            ("stop", request.stop_price),
+            ("take-profit", b.take_profit if b else None),
+            ("stop-loss", b.stop_loss if b else None),
+            ("stop-loss limit", b.stop_loss_limit if b else None),
+        ):
+            if price is None or not price.is_finite() or price <= 0:
+                continue  # not a price to round; the other checks (or the broker) refuse it
+            problem = symbols.sub_penny_problem(label, price, symbols.normalize(request.symbol))
+            if problem is not None:
+                raise InvalidOrder(problem)
+
     def wrong_account_fact(self, account: AccountRef, asset: AssetClass, symbol: str) -> str:
         """What is wrong, without the advice: a caller that knows a better way adds its own."""
         return (

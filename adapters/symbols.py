@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -24,14 +24,31 @@ MONTH_NAMES = (
 QUARTERLY = "HMUZ"
 CHICAGO = ZoneInfo("America/Chicago")
 
-# -- last trading days (CME rulebook terms). Business days are weekdays: an exchange holiday
-# can move the real day earlier by one, which these rules do not know.
+# -- last trading days (CME rulebook terms). A business day is a weekday on which US exchanges
+# are open: the New York Stock Exchange's holidays (exchange_calendars ``XNYS``) are the US
+# exchange holidays CME Group also keeps; on some of them Globex trades a short session, but it
+# belongs to the next trade date, so none is a business day for these rules.
+
+
+@lru_cache(maxsize=64)
+def _holidays(year: int) -> frozenset[date]:
+    # Imported here: pandas is heavy, and only contracts with business-day rules need it.
+    import exchange_calendars
+
+    cal = exchange_calendars.get_calendar("XNYS", start=f"{year}-01-01", end=f"{year}-12-31")
+    sessions = {ts.date() for ts in cal.sessions}
+    days = (date(year, 1, 1) + timedelta(days=n) for n in range(366))
+    return frozenset(d for d in days if d.year == year and d.weekday() < 5 and d not in sessions)
+
+
+def is_business_day(day: date) -> bool:
+    return day.weekday() < 5 and day not in _holidays(day.year)
 
 
 def _business_days_before(day: date, n: int) -> date:
     while n:
         day -= timedelta(days=1)
-        if day.weekday() < 5:
+        if is_business_day(day):
             n -= 1
     return day
 
@@ -56,7 +73,7 @@ def _before_25th_of_prior_month(extra: int) -> Callable[[int, int], date]:
 
     def rule(year: int, month: int) -> date:
         prior = date(year - (month == 1), (month - 2) % 12 + 1, 25)
-        return _business_days_before(prior, 3 + extra + (prior.weekday() >= 5))
+        return _business_days_before(prior, 3 + extra + (not is_business_day(prior)))
 
     return rule
 
@@ -227,6 +244,43 @@ def quantity_decimals(asset_class: AssetClass) -> int:
     """Decimals a quantity may have: crypto is fractional, contracts and shares are whole
     (fractional equities are a broker capability, checked separately)."""
     return 8 if asset_class is AssetClass.CRYPTO else 0
+
+
+CENT = Decimal("0.01")
+SUB_DOLLAR_TICK = Decimal("0.0001")
+
+
+def equity_tick(price: Decimal) -> Decimal:
+    """The smallest step a US stock or ETF order price may take (SEC Rule 612, Regulation NMS:
+    no order of $1.00 or more in an increment under a cent; 1/100 of a cent below $1)."""
+    return CENT if price >= 1 else SUB_DOLLAR_TICK
+
+
+def decimals(value: Decimal) -> int:
+    # As many digits as the value has: in 28, 1.0000000000000000000000000001 normalizes to 1.
+    with localcontext(prec=max(28, len(value.as_tuple().digits))):
+        exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def sub_penny_problem(label: str, price: Decimal, symbol: str) -> str | None:
+    """What to tell a member whose stock ``label`` price is finer than Rule 612 allows (and
+    which prices would do), or None when the price is fine. Brokers must refuse such orders,
+    so every adapter refuses them before sending rather than let each vendor word it."""
+    tick = equity_tick(price)
+    if decimals(price) <= decimals(tick):
+        return None
+    # Enough digits that a huge price rounds to its neighbours instead of raising.
+    with localcontext(prec=len(price.as_tuple().digits) + 8):
+        down = price.quantize(tick, ROUND_FLOOR)
+        options = [p for p in (down, down + tick) if p > 0]
+        shown = " or ".join(str(p.quantize(equity_tick(p))) for p in options)
+    rule = (
+        "of $1 or more go in whole cents"
+        if tick == CENT
+        else "under $1 go in steps of 0.0001 (4 decimals)"
+    )
+    return f"The {label} price {price} has too many decimals. {symbol} prices {rule}: use {shown}."
 
 
 def multiplier(symbol: str) -> Decimal:

@@ -91,7 +91,8 @@ CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9]{1,22}$")
 MATCH_BEFORE = timedelta(minutes=2)
 MATCH_AFTER = timedelta(minutes=15)
 
-# The vendor's status table: Open / Canceled / Rejected / Filled categories.
+# The vendor's status table (HistoricalStatus in the v3 OpenAPI): Open / Canceled / Rejected /
+# Filled categories, with what each code means.
 OPEN_CODES = (
     "ACK",
     "ASS",
@@ -124,12 +125,24 @@ OPEN_CODES = (
 CANCELED_CODES = ("CAN", "EXP", "OUT", "RJR", "SCN", "TSC", "UCH")
 STATUS_MAP: dict[str, OrderStatus] = {
     **{c: OrderStatus.OPEN for c in OPEN_CODES},
+    # Open-category codes of an order TradeStation holds but that does not work yet, as
+    # Alpaca's accepted / held / suspended: "Received", "Sending", "Queued" (a bracket's exits
+    # until their entry fills), "Suspended".
+    "ACK": OrderStatus.PENDING,
+    "PLA": OrderStatus.PENDING,
+    "DON": OrderStatus.PENDING,
+    "SUS": OrderStatus.PENDING,
     "FPR": OrderStatus.PARTIALLY_FILLED,  # "Partial Fill (Alive)"
     **{c: OrderStatus.CANCELLED for c in CANCELED_CODES},
     "EXP": OrderStatus.EXPIRED,  # a cancel category code, but our model names it
+    # "Replaced": filed under Canceled, but nothing the member meant was cancelled; another
+    # order now works in its place (which one the vendor's order does not say).
+    "UCH": OrderStatus.REPLACED,
     "REJ": OrderStatus.REJECTED,
     "FLL": OrderStatus.FILLED,
-    "FLP": OrderStatus.FILLED,  # "Partial Fill (UROut)": the vendor files it under Filled
+    # "Partial Fill (UROut)": filed under Filled, but only part filled and the rest is out
+    # (UROut, a Canceled code): map_order makes it CANCELLED unless everything filled.
+    "FLP": OrderStatus.FILLED,
 }
 ACCOUNT_TYPES = {
     "Cash": AccountType.CASH,
@@ -377,15 +390,21 @@ def map_order(o: dict[str, Any]) -> Order:
     order_type = ORDER_TYPE_OF.get(str(o.get("OrderType")), OrderType.MARKET)
     if o.get("TrailingStop"):
         order_type = OrderType.TRAILING_STOP
+    quantity = dec(leg.get("QuantityOrdered"), ZERO) or ZERO
+    status = map_status(o.get("Status"))
+    if filled > 0 and status in (OrderStatus.OPEN, OrderStatus.PENDING):
+        status = OrderStatus.PARTIALLY_FILLED  # e.g. "Cancel Sent" after a partial fill
+    elif str(o.get("Status")).upper() == "FLP" and filled < quantity:
+        status = OrderStatus.CANCELLED  # told as "Cancelled after filling n of ..."
     return Order(
         id=order_id,
         account_id=str(o.get("AccountID", "")),
         symbol=symbol,
         side=_leg_side(leg),
-        quantity=dec(leg.get("QuantityOrdered"), ZERO) or ZERO,
+        quantity=quantity,
         order_type=order_type,
         time_in_force=TIF_OF.get(str(o.get("Duration", "DAY")).upper(), TimeInForce.DAY),
-        status=map_status(o.get("Status")),
+        status=status,
         client_order_id=JOURNAL.client_id_for(order_id),
         asset_class=_asset_class(leg.get("AssetType"), symbol),
         limit_price=dec(o.get("LimitPrice")),
@@ -473,6 +492,10 @@ class TradeStationAdapter(HttpBrokerAdapter):
     }
 
     # -- error translation ---------------------------------------------------------------
+
+    def check_order(self, account: AccountRef, request: OrderRequest) -> None:
+        super().check_order(account, request)
+        self.check_stock_prices(request)
 
     def vendor_error(self, resp: HttpResponse) -> BrokerError | None:
         body = resp.body if isinstance(resp.body, dict) else {}
@@ -1108,6 +1131,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
             OrderStatus.CANCELLED: "canceled",
             OrderStatus.REJECTED: "rejected",
             OrderStatus.EXPIRED: "expired",
+            OrderStatus.REPLACED: "replaced",
             OrderStatus.PENDING: "new",
             OrderStatus.OPEN: "new",
         }.get(order.status, "updated")

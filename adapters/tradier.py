@@ -343,6 +343,7 @@ class TradierAdapter(HttpBrokerAdapter):
 
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         super().check_order(account, request)
+        self.check_stock_prices(request)
         b = request.bracket
         if b is None:
             return

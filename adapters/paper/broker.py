@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import Decimal
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -59,13 +59,12 @@ from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
 from adapters.paper.models import PaperAccount, PaperOrder
 from adapters.paper.universe import Instrument, check_contract, resolve
 from adapters.registry import register
+from adapters.symbols import CENT, decimals, sub_penny_problem
 from bot.db import Database
 from bot.db_types import plain
 
 V = TypeVar("V")
 ALL_TIF = frozenset(TimeInForce)
-CENT = Decimal("0.01")
-SUB_DOLLAR_TICK = Decimal("0.0001")
 MAX_HISTORY = 500
 
 
@@ -545,7 +544,7 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
     qty = request.quantity
     if not qty.is_finite() or qty <= 0:
         raise InvalidOrder(f"The quantity must be more than zero, not {qty}.")
-    if _decimals(qty) > engine.PRICE_PLACES:
+    if decimals(qty) > engine.PRICE_PLACES:
         raise InvalidOrder(
             f"Quantities take at most {engine.PRICE_PLACES} decimals; {qty} has more."
         )
@@ -583,7 +582,7 @@ def validate(request: OrderRequest, inst: Instrument) -> None:
 def _check_price(label: str, price: Decimal, inst: Instrument) -> None:
     if not price.is_finite() or price <= 0:
         raise InvalidOrder(f"The {label} price must be more than zero, not {price}.")
-    if _decimals(price) > engine.PRICE_PLACES:
+    if decimals(price) > engine.PRICE_PLACES:
         raise InvalidOrder(f"Prices take at most {engine.PRICE_PLACES} decimals; {price} has more.")
     if inst.tick is not None and price % inst.tick != 0:
         raise InvalidOrder(
@@ -592,34 +591,14 @@ def _check_price(label: str, price: Decimal, inst: Instrument) -> None:
         )
 
 
-def equity_tick(price: Decimal) -> Decimal:
-    """The smallest step a US stock or ETF order price may take (SEC Rule 612): whole cents
-    from $1, 1/100 of a cent below."""
-    return CENT if price >= 1 else SUB_DOLLAR_TICK
-
-
 def _check_equity_tick(label: str, price: Decimal, inst: Instrument) -> None:
     # Real brokers refuse these (Alpaca: "sub-penny increment does not fulfill minimum pricing
     # criteria"): paper must not teach a member prices their live account will refuse.
     if inst.asset_class is not AssetClass.EQUITY:
         return
-    tick = equity_tick(price)
-    if _decimals(price) <= _decimals(tick):
-        return
-    # Enough digits that a huge price rounds to its neighbours instead of raising.
-    with localcontext(prec=len(price.as_tuple().digits) + 8):
-        down = price.quantize(tick, ROUND_FLOOR)
-        options = [p for p in (down, down + tick) if p > 0]
-        shown = " or ".join(str(p.quantize(equity_tick(p))) for p in options)
-    rule = (
-        "of $1 or more go in whole cents"
-        if tick == CENT
-        else "under $1 go in steps of 0.0001 (4 decimals)"
-    )
-    raise InvalidOrder(
-        f"The {label} price {price} has too many decimals. {inst.symbol} prices {rule}: "
-        f"use {shown}."
-    )
+    problem = sub_penny_problem(label, price, inst.symbol)
+    if problem is not None:
+        raise InvalidOrder(problem)
 
 
 def _check_trail(request: OrderRequest, inst: Instrument) -> None:
@@ -694,10 +673,3 @@ def check_bracket_sides(request: OrderRequest, inst: Instrument, entry: Decimal)
             f"take-profit must be {'above' if buy else 'below'} that price and the stop-loss "
             f"{'below' if buy else 'above'} it; {' and '.join(wrong)} {verb} not."
         )
-
-
-def _decimals(value: Decimal) -> int:
-    # As many digits as the value has: in 28, 1.0000000000000000000000000001 normalizes to 1.
-    with localcontext(prec=max(28, len(value.as_tuple().digits))):
-        exponent = value.normalize().as_tuple().exponent
-    return -exponent if isinstance(exponent, int) and exponent < 0 else 0

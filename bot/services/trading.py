@@ -122,6 +122,9 @@ STATUS_FROM_ORDER = {
 }
 # An intent's account is no longer its connection's (see ``TradingService.strand``).
 ACCOUNT_CHANGED = "account-changed"
+# An intent's order was replaced at the broker by one the broker does not name (TradeStation's
+# "UCH"): it ended, but the member did not cancel it, and must not be told so.
+REPLACED_UNFOLLOWED = "replaced-unfollowed"
 NEEDS_LIMIT = {OrderType.LIMIT, OrderType.STOP_LIMIT}
 NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
 
@@ -154,6 +157,7 @@ _FOLLOWED = (
     "order_type",
     "time_in_force",
     "extra",
+    "error_code",
     "error_message",
     "updated_at",
 )
@@ -1222,9 +1226,11 @@ class TradingService:
         if order.status is OrderStatus.REPLACED and order.replaced_by:
             await self._follow_replacement(intent, order)
             return
-        if order.status is OrderStatus.REPLACED:
-            # Nothing names a successor to follow: the order simply ended unfilled.
-            log.warning("Order %s replaced without a successor; settled as cancelled", order.id)
+        unfollowed = order.status is OrderStatus.REPLACED
+        if unfollowed:
+            # Nothing names a successor to follow: this intent's order ended unfilled (stored
+            # as cancelled), but the member is told it was replaced, not cancelled.
+            log.info("Order %s replaced without a successor; no longer followed", order.id)
             order = dataclasses.replace(order, status=OrderStatus.CANCELLED)
         stored: dict[str, Any] = {}
 
@@ -1271,6 +1277,8 @@ class TradingService:
             row.filled_quantity = filled
             row.average_fill_price = average
             row.error_message = order.reject_reason
+            if unfollowed:
+                row.error_code = REPLACED_UNFOLLOWED
             row.updated_at = self.clock()
             audit.record(
                 s,
@@ -2447,7 +2455,13 @@ def describe_intent(intent: OrderIntent) -> str:
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
         IntentStatus.CANCELLED: _ended(
             "Cancelled", what, intent.filled_quantity, intent.average_fill_price
-        ),
+        )
+        if intent.error_code != REPLACED_UNFOLLOWED
+        else _ended(
+            "Replaced at the broker", what, intent.filled_quantity, intent.average_fill_price
+        )
+        + " Another order works in its place; it was changed outside Tradecord, which does "
+        "not follow the new order: check it in your broker's app.",
         IntentStatus.EXPIRED: _ended(
             "Expired", what, intent.filled_quantity, intent.average_fill_price
         ),

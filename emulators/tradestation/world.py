@@ -960,6 +960,15 @@ class World:
         self._close(order, "REJ", reason=reason)
         return order
 
+    def mark_replaced(self, order_id: str) -> OrderState:
+        """Test control: the member changed the order in TradeStation's own app, so it ends
+        "UCH" ("Replaced", a Canceled-category code in the v3 OpenAPI's status table). The
+        order that replaces it, and whether anything links the two, is not documented, so it
+        is not emulated."""
+        order = self.orders[order_id]
+        self._close(order, "UCH")
+        return order
+
     def expire_day_orders(self) -> list[OrderState]:
         """Test control: the session ends; DAY orders expire."""
         out = []

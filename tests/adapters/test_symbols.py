@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from adapters.symbols import FUTURES, contract, front_contract
+from adapters.symbols import FUTURES, contract, front_contract, is_business_day
 
 NOV_2026 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -16,18 +16,34 @@ NOV_2026 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     [
         ("ESZ25", date(2025, 12, 19)),  # third Friday
         ("MNQH27", date(2027, 3, 19)),
-        ("CLF27", date(2026, 12, 22)),  # 3 business days before 25 Dec 2026 (a Friday)
+        # 25 Dec 2026 is a Friday but Christmas, not a business day: 4 business days before
+        # (cmegroup.com, Crude Oil Futures contract specs, "Termination of Trading").
+        ("CLF27", date(2026, 12, 21)),
+        ("CLF26", date(2025, 12, 19)),  # 25 Dec 2025, a Thursday holiday: the same rule
         ("CLK27", date(2027, 4, 20)),  # 25 Apr 2027 is a Sunday: 4 business days before
-        ("MCLF27", date(2026, 12, 21)),  # the business day before crude oil
+        ("MCLF27", date(2026, 12, 18)),  # the business day before crude oil
         ("GCZ26", date(2026, 12, 29)),  # third-last business day of the month
+        ("GCX26", date(2026, 11, 25)),  # ... skipping Thanksgiving, Thu 26 Nov 2026
         ("NGF27", date(2026, 12, 29)),  # 3 business days before the 1st
-        ("ZNH27", date(2027, 3, 22)),  # 7 business days before the last business day
+        ("ZNH27", date(2027, 3, 19)),  # 7 business days before the last, Good Friday skipped
         ("6EH27", date(2027, 3, 15)),  # 2 business days before the third Wednesday
     ],
 )
 def test_last_trading_days_follow_the_exchange_rules(symbol: str, last_day: date) -> None:
     c = contract(symbol, NOV_2026)
     assert c is not None and c.last_trading_day == last_day
+
+
+def test_exchange_holidays_are_not_business_days() -> None:
+    # The day after Wednesday 25 Nov 2026 that counts is Friday 27: Thursday is Thanksgiving.
+    assert [is_business_day(date(2026, 11, d)) for d in (25, 26, 27, 28)] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert not is_business_day(date(2026, 7, 3))  # Independence Day (a Saturday) observed
+    assert not is_business_day(date(2027, 3, 26))  # Good Friday
 
 
 def test_a_contract_ends_at_its_exchange_time_on_its_last_day() -> None:

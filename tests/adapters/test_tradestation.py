@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -176,44 +177,84 @@ def test_declarations() -> None:
     }
 
 
-def test_status_table_maps_every_vendor_code() -> None:
-    open_codes = [
-        "ACK",
-        "ASS",
-        "BRC",
-        "BRF",
-        "BRO",
-        "CHG",
-        "CND",
-        "COR",
-        "DIS",
-        "DOA",
-        "DON",
-        "ECN",
-        "EXE",
-        "LAT",
-        "OPN",
-        "OSO",
-        "OTHER",
-        "PLA",
-        "REC",
-        "RJC",
-        "RPD",
-        "RSN",
-        "STP",
-        "STT",
-        "SUS",
-        "UCN",
-    ]
-    assert all(map_status(c) is OrderStatus.OPEN for c in open_codes)
-    assert map_status("FPR") is OrderStatus.PARTIALLY_FILLED
-    assert all(
-        map_status(c) is OrderStatus.CANCELLED for c in ["CAN", "OUT", "RJR", "SCN", "TSC", "UCH"]
+def _spec_statuses() -> dict[str, str]:
+    """Code -> category, from the HistoricalStatus table of the vendor's OpenAPI file."""
+    spec = json.loads(
+        (
+            Path(__file__).parents[2] / "emulators/specs/tradestation/"
+            "tradestation-webapi-v3-openapi.json"
+        ).read_text()
     )
-    assert map_status("EXP") is OrderStatus.EXPIRED
-    assert map_status("REJ") is OrderStatus.REJECTED
-    assert map_status("FLL") is map_status("FLP") is OrderStatus.FILLED
-    assert len(STATUS_MAP) == 37
+    schema = spec["components"]["schemas"]["HistoricalStatus"]
+    out: dict[str, str] = {}
+    category = ""
+    for line in schema["description"].splitlines():
+        text = line.strip()
+        if text.startswith("- ") and text.endswith(":"):
+            category = text[2:-1]
+        elif text.startswith("- ") and not text.startswith("- ~"):  # ~CSN~ is deprecated
+            out[text[2:].split()[0]] = category
+    assert sorted(out) == sorted(schema["enum"])
+    return out
+
+
+def test_status_table_maps_every_vendor_code() -> None:
+    statuses = _spec_statuses()
+    assert set(STATUS_MAP) == set(statuses)
+    pending = {"ACK", "PLA", "DON", "SUS"}  # Received, Sending, Queued, Suspended
+    for code, category in statuses.items():
+        if category == "Open":
+            expected = {"FPR": OrderStatus.PARTIALLY_FILLED}.get(
+                code, OrderStatus.PENDING if code in pending else OrderStatus.OPEN
+            )
+        elif category == "Canceled":
+            expected = {"EXP": OrderStatus.EXPIRED, "UCH": OrderStatus.REPLACED}.get(
+                code, OrderStatus.CANCELLED
+            )
+        else:
+            expected = {"Rejected": OrderStatus.REJECTED, "Filled": OrderStatus.FILLED}[category]
+        assert map_status(code) is expected, code
+
+
+def _vendor_order(status: str, ordered: str, executed: str) -> dict[str, Any]:
+    return {
+        "AccountID": "11827342",
+        "OrderID": "286179829",
+        "Status": status,
+        "OrderType": "Limit",
+        "LimitPrice": "140",
+        "Duration": "GTC",
+        "FilledPrice": "139.9" if executed != "0" else "0",
+        "Legs": [
+            {
+                "AssetType": "STOCK",
+                "BuyOrSell": "Buy",
+                "ExecQuantity": executed,
+                "OpenOrClose": "Open",
+                "QuantityOrdered": ordered,
+                "Symbol": "MSFT",
+            }
+        ],
+    }
+
+
+def test_a_replaced_order_reads_as_replaced_not_cancelled() -> None:
+    order = map_order(_vendor_order("UCH", "10", "0"))
+    assert order.status is OrderStatus.REPLACED and order.status.is_final
+    # TradeStation's order names no successor (no such field in its Order schema).
+    assert order.replaced_by is None
+
+
+def test_fills_decide_between_partial_filled_and_ended() -> None:
+    # "Partial Fill (UROut)": 4 of 10 filled, the rest is out, so the order ended unfilled.
+    flp = map_order(_vendor_order("FLP", "10", "4"))
+    assert flp.status is OrderStatus.CANCELLED and flp.filled_quantity == 4
+    assert map_order(_vendor_order("FLP", "10", "10")).status is OrderStatus.FILLED
+    # Still working after a partial fill, whatever the open code says.
+    for code in ("UCN", "RSN", "OPN", "DON"):
+        assert map_order(_vendor_order(code, "10", "4")).status is OrderStatus.PARTIALLY_FILLED
+    assert map_order(_vendor_order("ACK", "10", "0")).status is OrderStatus.PENDING
+    assert map_order(_vendor_order("FLL", "10", "10")).status is OrderStatus.FILLED
 
 
 def test_rejection_texts_map_to_our_errors() -> None:
@@ -500,6 +541,49 @@ async def test_reversal_and_cash_short_are_refused_before_sending(
     with pytest.raises(InvalidOrder, match="cannot sell short"):
         await adapter.create_order(CASH, sell("MSFT", 1))
     assert posted(emu) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            buy("AAPL", 1, order_type=OrderType.LIMIT, limit_price=Decimal("190.125")),
+            "The limit price 190.125 has too many decimals. AAPL prices of $1 or more go in "
+            "whole cents: use 190.12 or 190.13.",
+        ),
+        (
+            buy("AAPL", 1, order_type=OrderType.STOP, stop_price=Decimal("0.12345")),
+            "The stop price 0.12345 has too many decimals. AAPL prices under $1 go in steps "
+            "of 0.0001 (4 decimals): use 0.1234 or 0.1235.",
+        ),
+        (
+            buy(
+                "AAPL",
+                1,
+                order_type=OrderType.LIMIT,
+                limit_price=Decimal("190"),
+                bracket=Bracket(take_profit=Decimal("200"), stop_loss=Decimal("180.001")),
+            ),
+            "The stop-loss price 180.001 has too many decimals",
+        ),
+    ],
+)
+async def test_sub_penny_stock_prices_are_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator, request_: OrderRequest, message: str
+) -> None:
+    # SEC Rule 612; TradeStation does not publish how it words the refusal.
+    with pytest.raises(InvalidOrder) as e:
+        await adapter.create_order(MARGIN, request_)
+    assert message in str(e.value.user_message)
+    assert posted(emu) == []
+    # Whole cents (and 4 decimals under $1) go through; futures keep their own ticks.
+    await adapter.create_order(
+        MARGIN, buy("AAPL", 1, order_type=OrderType.LIMIT, limit_price=Decimal("190.10"))
+    )
+    await adapter.create_order(
+        MARGIN, buy("AAPL", 1, order_type=OrderType.LIMIT, limit_price=Decimal("0.1234"))
+    )
+    assert [b["LimitPrice"] for b in posted(emu)] == ["190.1", "0.1234"]
 
 
 async def test_futures_on_margin_refused_before_sending(

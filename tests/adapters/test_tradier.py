@@ -406,6 +406,54 @@ async def test_shared_checks_refuse_before_sending(
     assert emu.requests == []
 
 
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal("12.005")),
+            "The limit price 12.005 has too many decimals. F prices of $1 or more go in whole "
+            "cents: use 12.00 or 12.01.",
+        ),
+        (
+            OrderRequest(
+                "F",
+                Side.BUY,
+                Decimal(1),
+                OrderType.STOP_LIMIT,
+                limit_price=Decimal("0.50001"),
+                stop_price=Decimal("0.5"),
+            ),
+            "The limit price 0.50001 has too many decimals. F prices under $1 go in steps of "
+            "0.0001 (4 decimals): use 0.5000 or 0.5001.",
+        ),
+        (
+            OrderRequest(
+                "F",
+                Side.BUY,
+                Decimal(1),
+                OrderType.LIMIT,
+                limit_price=Decimal(12),
+                bracket=Bracket(take_profit=Decimal("13.125")),
+            ),
+            "The take-profit price 13.125 has too many decimals",
+        ),
+    ],
+)
+async def test_sub_penny_stock_prices_are_refused_before_sending(
+    emu: TradierEmulator, adapter: TradierAdapter, request_: OrderRequest, message: str
+):
+    # SEC Rule 612; Tradier does not publish how it words the refusal.
+    with pytest.raises(InvalidOrder) as e:
+        await adapter.create_order(ref(emu, "margin"), request_)
+    assert message in e.value.user_message
+    assert order_posts(emu) == []
+    await adapter.create_order(
+        ref(emu, "margin"),
+        OrderRequest("F", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal("0.1234")),
+    )
+    assert order_posts(emu)[0]["price"] == ["0.1234"]
+
+
 async def test_vendor_rejections_become_our_errors(emu: TradierEmulator, adapter: TradierAdapter):
     margin = ref(emu, "margin")
     with pytest.raises(InsufficientBuyingPower, match=r"enough buying power.*check /balances"):

@@ -391,6 +391,33 @@ async def test_a_cancel_after_a_partial_fill_says_what_filled(
         await core.close()
 
 
+async def test_an_order_replaced_in_tradestations_app_is_not_told_as_cancelled(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    # "UCH" (Replaced) names no successor: the intent ends, but the member cancelled nothing.
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        out = await _working_msft(core, ts, "replaced")
+        order_id = out.intent.broker_order_id
+        assert order_id
+        ts.fill(order_id, 4, "300")
+        ts.world.mark_replaced(order_id)
+        conn = await connection(core, out.intent.connection_id or 0)
+        adapter = await core.connections.adapter_for(conn)
+        try:
+            await OrderUpdates(core).poll(conn, adapter)
+        finally:
+            await adapter.close()
+        intent = await core.trading.get_intent(out.intent.id)
+        assert (intent.status, intent.filled_quantity) == (IntentStatus.CANCELLED, 4)
+        [told] = [t.split(": ", 1)[1] for t in texts(notifier)]
+        assert told.startswith("Replaced at the broker after filling 4 of buy 10 MSFT at $300.00.")
+        assert "Cancelled" not in told and "broker's app" in told
+    finally:
+        await core.close()
+
+
 async def test_an_update_from_another_connections_stream_leaves_the_intent_alone(
     ts_settings: Settings, db: Database, ts: TradeStationEmulator
 ) -> None:

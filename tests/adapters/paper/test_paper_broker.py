@@ -1027,6 +1027,18 @@ async def test_an_expired_or_unlisted_contract_is_refused_with_the_one_to_trade(
     assert await count(db, PaperOrder) == 0
 
 
+async def test_a_contract_whose_last_business_day_was_before_a_holiday_is_refused(
+    broker: PaperBroker, ref: AccountRef, clock: FakeClock
+) -> None:
+    # Gold stops on the third-last business day: Wed 25 Nov 2026, as Thanksgiving is none.
+    clock.at = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
+    with pytest.raises(InvalidOrder) as e:
+        await broker.create_order(ref, req("GCX26", BUY, 1))
+    assert str(e.value).startswith(
+        "GCX26 (Gold, November 2026) stopped trading on Wed 25 Nov 2026."
+    )
+
+
 async def test_a_resting_order_expires_with_its_contract(
     broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, clock: FakeClock
 ) -> None:
