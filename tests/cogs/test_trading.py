@@ -909,6 +909,8 @@ async def test_orders_names_a_stop_limits_stop_and_limit_prices(tradecord: Harne
         limit_price="212",
         time_in_force="gtc",
     )
+    # The card names them in the same order (it said "limit 212.00, stop 210.00").
+    assert "stop limit (stop 210.00, limit 212.00)" in card.text(), card.text()
     await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
     for options in ({}, {"share": True, "show_amounts": True}):
         listing = (await h.reply("alice", "orders", **options)).text()
