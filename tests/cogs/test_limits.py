@@ -7,7 +7,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
-from emulators.discord import Message
+from emulators.discord import Message, render_message
 from tests.discord_harness import Harness
 
 
@@ -82,3 +82,25 @@ async def test_my_limits_are_set_privately_and_refuse_a_larger_order(tradecord: 
     result = await refused_trade(h, "alice", "10")
     assert "over your max notional per order: $1,000.00" in result.text()
     assert await paper_orders(h) == 0
+
+
+async def test_limits_read_line_by_line_on_a_phone(tradecord: Harness) -> None:
+    """Three inline columns of "max notional per order: $1,500,000.00" wrapped mid-phrase on a
+    phone, which stacks fields: now a field a limit, its values one short line each."""
+    h = tradecord
+    saved = await h.reply(
+        "alice", "limits set", max_order_quantity="12000", max_order_notional="1500000"
+    )
+    [embed] = saved.embeds
+    assert [f["name"] for f in embed["fields"]] == [
+        "Max quantity per order",
+        "Max notional per order",
+        "Max notional per day",
+    ]
+    notional = embed["fields"][1]["value"].replace("**", "").splitlines()
+    assert notional == ["Applied: $1,500,000.00", "Yours: $1,500,000.00", "Server: no limit"]
+    assert not any(f.get("inline") for f in embed["fields"])
+    assert max(len(line) for f in embed["fields"] for line in f["value"].splitlines()) <= 26
+    phone = render_message(saved, width=40).splitlines()
+    for line in ("Applied: $1,500,000.00", "Yours: $1,500,000.00", "Server: no limit"):
+        assert any(shown.endswith(line) for shown in phone), "\n".join(phone)
