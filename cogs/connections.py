@@ -184,7 +184,10 @@ class Connections(commands.Cog):
         )
 
     @app_commands.command(name="rename", description="Rename one of your connections")
-    @app_commands.describe(connection="The connection", new_name="1 to 50 characters")
+    @app_commands.describe(
+        connection="The connection",
+        new_name="1 to 50 characters, e.g. Alpaca Stocks; none of * _ ~ ` | < > @ [ ] \\",
+    )
     @app_commands.autocomplete(connection=broker_connection_names)
     async def rename(
         self,
