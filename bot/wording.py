@@ -8,3 +8,9 @@ from decimal import Decimal
 def plural(count: int | Decimal) -> str:
     """The noun's ending for ``count``: f"{n} order{plural(n)}" reads "1 order", "2 orders"."""
     return "" if count == 1 else "s"
+
+
+def qty(value: Decimal) -> str:
+    """A quantity as members read it: "12,000", "1,234.5", "0.00012" (never as typed back:
+    option and autocomplete values keep plain numbers)."""
+    return format((value + 0).normalize(), ",f")  # + 0: a -0 left by arithmetic reads "0"

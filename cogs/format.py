@@ -8,6 +8,7 @@ from decimal import Decimal
 import discord
 
 from adapters.models import Order, OrderType, Position
+from bot.wording import qty
 from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
 
 PAGE_ROWS = 15
@@ -27,12 +28,6 @@ def signed_money(value: Decimal | None) -> str:
     if value is None:
         return "—"
     return ("+" if value > 0 else "") + money(value)
-
-
-def qty(value: Decimal) -> str:
-    if value == value.to_integral_value():
-        return f"{int(value):,}"
-    return format(value.normalize(), "f")
 
 
 def price(value: Decimal | None) -> str:

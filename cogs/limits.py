@@ -24,6 +24,7 @@ from bot.services.limits import (
     limit_value,
     parse_limit,
 )
+from bot.wording import qty
 from cogs.ui import OK_COLOUR, owned_strategy_names
 
 STOPPED_COLOUR = discord.Colour.red()
@@ -78,11 +79,11 @@ def limits_embed(m: MemberLimits, *, changed: bool = False) -> discord.Embed:
 
 
 def strategy_text(s: StrategyLimits, changed: bool) -> str:
-    qty = "no limit" if s.max_quantity is None else f"{s.max_quantity.normalize():f}"
+    most = "no limit" if s.max_quantity is None else qty(s.max_quantity)
     return (
         f"{'Saved. ' if changed else ''}Limits of “{discord.utils.escape_markdown(s.name)}”, "
         "per subscriber, on the entries its signals place:\n"
-        f"max quantity per order: {qty} (set with /strategy settings)\n"
+        f"max quantity per order: {most} (set with /strategy settings)\n"
         f"{describe_limit('max_order_notional', s.max_order_notional)}\n"
         f"{describe_limit('max_daily_notional', s.max_daily_notional)}"
     )

@@ -22,6 +22,7 @@ from bot.errors import InvalidInput, PermissionDenied
 from bot.models import Member, Switch
 from bot.services import audit
 from bot.settings import Settings
+from bot.wording import qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -256,7 +257,7 @@ def limit_label(name: str) -> str:
 
 def _show(name: str, value: Decimal) -> str:
     if name == "max_order_quantity":
-        return format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
+        return qty(value)
     return f"${value:,.2f}"
 
 

@@ -1177,7 +1177,7 @@ async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
     ex = await run(core, url, sub, action="buy")
     assert ex.status == ExecutionStatus.REJECTED
     [dm] = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER]
-    assert "Rejected: buy 100000 AAPL. Not enough buying power" in dm, dm
+    assert "Rejected: buy 100,000 AAPL. Not enough buying power" in dm, dm
     assert dm.lower().count("not enough buying power") == 1, dm
 
 
