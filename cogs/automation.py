@@ -18,7 +18,7 @@ from bot.automation_models import SignalStatus
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from bot.services.limits import describe_limit
+from bot.services.limits import describe_limit, without_thousands
 from bot.services.signals import Phase, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
@@ -115,8 +115,8 @@ def list_option(text: str, example: str) -> list[str]:
 def quantity_option(text: str) -> Decimal | None:
     if text.strip().casefold() in CLEAR:
         return None
-    try:
-        return Decimal(text.strip())
+    try:  # "12,000", as /strategy settings shows it, reads as 12000
+        return Decimal(without_thousands(text.strip(), "max_quantity"))
     except InvalidOperation:
         raise InvalidInput(
             "max_quantity must be a number, like 100, or none to remove the limit."
@@ -488,11 +488,17 @@ class Automation(commands.Cog):
         if sizing is not None:
             changes["sizing"] = Sizing(sizing)
         if sizing_value is not None:
+            # "1,500" as /subscriptions shows it; "$1,500" for a dollar amount.
+            raw = without_thousands(sizing_value.strip().removeprefix("$"), "sizing_value")
             try:
-                changes["sizing_value"] = Decimal(sizing_value.strip())
+                changes["sizing_value"] = Decimal(raw)
             except InvalidOperation:
-                help_ = SIZING_HELP[sizing or "signal"]
-                raise InvalidInput(f"sizing_value must be a number ({help_}).") from None
+                # Without sizing: the subscription's own, which only the service knows.
+                help_ = f" ({SIZING_HELP[sizing]})" if sizing is not None else ""
+                raise InvalidInput(
+                    f"sizing_value must be a number{help_}, like 10 or 2.5 — “{sizing_value}” "
+                    "is not."
+                ) from None
         if sides is not None:
             changes["sides"] = Sides(sides)
         if approval is not None:

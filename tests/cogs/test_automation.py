@@ -649,3 +649,24 @@ async def test_member_text_in_a_reply_pings_nobody(tradecord: Harness) -> None:
     msg = await h.reply("alice", "strategy create", name=f"<@{bob}> breakout")
     assert f"<@{bob}>" in msg.content
     assert msg.mentions == [] and not msg.mention_everyone
+
+
+async def test_numbers_typed_as_they_are_shown_are_taken(tradecord: Harness) -> None:
+    """/subscriptions shows "$1,500" and /strategy settings "12,000"; typed back, they were
+    refused, and a bad sizing_value was explained as a multiplier whatever the sizing was."""
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    sub = await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="dollar_amount", sizing_value="$1,500"
+    )
+    assert "now trades" in sub.content, sub.content
+    [info] = await h.core.subscriptions.list_for(h.user("alice"))
+    assert info.settings.sizing_value == 1500
+    bad = await h.reply("alice", "subscribe", strategy="Breakout", sizing_value="lots")
+    assert bad.content == "sizing_value must be a number, like 10 or 2.5 — “lots” is not."
+    comma = await h.reply("alice", "subscribe", strategy="Breakout", sizing_value="1,5")
+    assert "a comma that does not separate thousands" in comma.content, comma.content
+    saved = await h.reply("alice", "strategy settings", strategy="Breakout", max_quantity="12,000")
+    assert "12,000" in saved.text(), saved.text()
+    strategy = await h.core.strategies.get(h.guild_id, h.user("alice"), "Breakout")
+    assert strategy.max_quantity == 12000
