@@ -28,7 +28,13 @@ from bot.services.strategies import (
     TRADINGVIEW,
     StrategyInfo,
 )
-from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, SubscriptionSettings
+from bot.services.subscriptions import (
+    Sides,
+    Sizing,
+    SubscriptionInfo,
+    SubscriptionSettings,
+    sizing_amount,
+)
 from bot.wording import plural
 from cogs import format as fmt
 from cogs.trading import send_pages
@@ -52,6 +58,8 @@ def sizing_text(sizing: str, value: Decimal) -> str:
     """3 shares/contracts per entry; 1× the signal's own quantity (not "1 multiplier on")."""
     if sizing == "signal":
         return f"{fmt.qty(value)}× the signal's own quantity"
+    if sizing == "dollar_amount":
+        return f"{fmt.money(value)} per entry"
     return f"{fmt.qty(value)} {SIZING_HELP[sizing]}"
 
 
@@ -171,7 +179,7 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
 
 SIZING_SHORT = {
     "fixed_quantity": "{} qty",
-    "dollar_amount": "${}",
+    "dollar_amount": "{}",
     "percent_of_equity": "{}% equity",
     "signal": "{}× signal",
 }
@@ -184,7 +192,9 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             _cut(sub.strategy_name, 24),
             _cut(sub.connection_name, 24),
             sub.mode,
-            SIZING_SHORT[sub.settings.sizing.value].format(fmt.qty(sub.settings.sizing_value)),
+            SIZING_SHORT[sub.settings.sizing.value].format(
+                sizing_amount(sub.settings.sizing, sub.settings.sizing_value)
+            ),
             sub.settings.sides.value,
             "approve" if sub.settings.manual_approval else "auto",
             str(sub.settings.max_positions or "-"),

@@ -8,20 +8,11 @@ from decimal import Decimal
 import discord
 
 from adapters.models import Order, OrderType, Position
-from bot.wording import qty
+from bot.wording import money, qty
 from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
 
 PAGE_ROWS = 15
 SIMULATED = "simulated prices"
-
-
-def money(value: Decimal | None, currency: str = "USD") -> str:
-    if value is None:
-        return "—"
-    sign = "-" if value < 0 else ""
-    if currency == "USD":
-        return f"{sign}${abs(value):,.2f}"
-    return f"{sign}{abs(value):,.2f} {currency}"
 
 
 def signed_money(value: Decimal | None) -> str:

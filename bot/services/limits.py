@@ -22,7 +22,7 @@ from bot.errors import InvalidInput, PermissionDenied
 from bot.models import Member, Switch
 from bot.services import audit
 from bot.settings import Settings
-from bot.wording import qty
+from bot.wording import money, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -258,7 +258,7 @@ def limit_label(name: str) -> str:
 def _show(name: str, value: Decimal) -> str:
     if name == "max_order_quantity":
         return qty(value)
-    return f"${value:,.2f}"
+    return money(value)
 
 
 def limit_value(name: str, value: Decimal | None) -> str:

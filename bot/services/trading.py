@@ -91,7 +91,7 @@ from bot.services.limits import (
 )
 from bot.services.notify import Outgoing
 from bot.signal_format import MAX_NUMBER
-from bot.wording import qty
+from bot.wording import money, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -2347,11 +2347,6 @@ def buying_power_after(
     with localcontext(prec=60):  # exact: ``required`` is a multiple of the quantity
         change = required * (request.quantity - 2 * closing) / request.quantity
     return balance.buying_power - change
-
-
-def money(value: Decimal, currency: str = "USD") -> str:
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{value:,.2f} {currency}"
 
 
 def price_text(value: Decimal, *, most: int = 8) -> str:

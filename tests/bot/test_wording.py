@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.wording import plural, qty
+from bot.wording import money, plural, qty
 
 
 @pytest.mark.parametrize(
@@ -27,3 +27,10 @@ def test_quantities_read_with_thousands_separators(value: str, shown: str) -> No
 
 def test_plural() -> None:
     assert f"1 order{plural(1)}, 2 order{plural(2)}" == "1 order, 2 orders"
+
+
+def test_money() -> None:
+    assert money(Decimal("1500000")) == "$1,500,000.00"
+    assert money(Decimal("-12.5")) == "-$12.50"
+    assert money(Decimal("-1000"), "EUR") == "-1,000.00 EUR"
+    assert money(None) == "—"

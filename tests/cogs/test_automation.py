@@ -670,3 +670,18 @@ async def test_numbers_typed_as_they_are_shown_are_taken(tradecord: Harness) -> 
     assert "12,000" in saved.text(), saved.text()
     strategy = await h.core.strategies.get(h.guild_id, h.user("alice"), "Breakout")
     assert strategy.max_quantity == 12000
+
+
+async def test_a_dollar_amount_sizing_reads_as_money(tradecord: Harness) -> None:
+    """It read "1500000 dollars per entry" and "the current value, 1500000, was for dollar
+    amount": now as every other amount of money."""
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    sub = await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="dollar_amount", sizing_value="1500000"
+    )
+    assert "$1,500,000.00 per entry" in sub.content, sub.content
+    switch = await h.reply("alice", "subscribe", strategy="Breakout", sizing="fixed_quantity")
+    assert "the current value, $1,500,000.00, was for dollar amount" in switch.content
+    listed = (await h.reply("alice", "subscriptions")).text()
+    assert "$1,500,000.00" in listed, listed
