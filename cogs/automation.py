@@ -625,12 +625,19 @@ class Automation(commands.Cog):
         now = await self.bot.core.strategies.set_alert_channel(
             guild_of(interaction), channel.id if channel else None, strategy=strategy
         )
-        scope = f"**{strategy}**" if strategy else "all strategies"
-        # A strategy's own channel unset, its alerts go to the server's channel, if any.
-        where = f"<#{now}>" if now is not None else "nowhere (posting stopped)"
-        if channel is None and now is not None:
-            where += ", the server's alert channel"
-        content = f"Trade alerts for {scope} go to {where}."
+        if strategy is None:
+            # Strategies with a channel of their own keep it: "all strategies" was not true.
+            content = "Saved. " + await self._alert_routes_text(guild_of(interaction), None)
+        elif now is None:
+            content = (
+                f"Trade alerts for **{strategy}** are not posted now: it has no channel of its "
+                "own and the server has none (its signals still trade). Choose one with "
+                f"/alerts-channel channel:#channel strategy:{strategy}."
+            )
+        else:
+            # A strategy's own channel unset, its alerts go to the server's channel.
+            whose = "its own channel" if channel is not None else "the server's alert channel"
+            content = f"Trade alerts for **{strategy}** go to <#{now}> ({whose})."
         # Alerts that cannot be posted are only logged (the signals still trade): say so now,
         # while the admin is here to fix the channel's permissions.
         me = channel.guild.me if channel is not None else None
@@ -664,8 +671,9 @@ class Automation(commands.Cog):
             return f"Trade alerts for **{name}** go to <#{channel}> ({whose})."
         routes = await strategies.alert_routes(guild_id)
         if routes.default is None:
+            posted = "only the strategies below post" if routes.strategies else "nothing is posted"
             head = (
-                "This server has no alert channel: signals trade, but nothing is posted. "
+                f"This server has no alert channel: signals trade, but {posted}. "
                 "Choose one with /alerts-channel channel:#channel."
             )
         else:
@@ -675,7 +683,14 @@ class Automation(commands.Cog):
             lines.append(f"• and {len(routes.strategies) - 15} more")
         if lines:
             head += "\nStrategies with a channel of their own:\n" + "\n".join(lines)
-        return head + "\nTo stop posting: /alerts-channel off:true."
+        if routes.default is None:
+            # off:true alone would not stop a strategy's own channel.
+            tail = "To stop one: /alerts-channel off:true strategy:<name>." if lines else ""
+        else:
+            tail = "To stop posting: /alerts-channel off:true" + (
+                "; for a strategy's own channel, add strategy:<name>." if lines else "."
+            )
+        return "\n".join(filter(None, [head, tail]))
 
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:

@@ -198,7 +198,8 @@ async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
     # With no server channel either, posting stops.
     await h.reply(owner, "alerts-channel", off=True)
     stopped = await h.reply(owner, "alerts-channel", strategy="Swing", off=True)
-    assert "posting stopped" in stopped.content, stopped.content
+    assert "are not posted now" in stopped.content, stopped.content
+    assert "/alerts-channel channel:#channel strategy:Swing" in stopped.content
 
 
 async def test_alerts_channel_without_a_channel_says_where_alerts_go_and_changes_nothing(
@@ -685,3 +686,24 @@ async def test_a_dollar_amount_sizing_reads_as_money(tradecord: Harness) -> None
     assert "the current value, $1,500,000.00, was for dollar amount" in switch.content
     listed = (await h.reply("alice", "subscriptions")).text()
     assert "$1,500,000.00" in listed, listed
+
+
+async def test_turning_the_servers_alerts_off_names_the_strategies_still_posting(
+    tradecord: Harness,
+) -> None:
+    """off:true answered "Trade alerts for all strategies go to nowhere (posting stopped)"
+    while a strategy with a channel of its own kept posting there."""
+    h = tradecord
+    owner = h.emu.owner.id
+    await h.core.strategies.create(h.guild_id, owner, "Swing")
+    swing = h.emu.add_channel(h.guild_id, "swing-alerts")
+    chosen = await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    assert chosen.content.startswith(f"Saved. Trade alerts go to <#{h.emu.trade_alerts.id}>.")
+    await h.reply(owner, "alerts-channel", channel=swing.id, strategy="Swing")
+    off = await h.reply(owner, "alerts-channel", off=True)
+    assert "nowhere" not in off.content and "all strategies" not in off.content, off.content
+    assert "no alert channel: signals trade, but only the strategies below post" in off.content
+    assert f"**Swing** → <#{swing.id}>" in off.content, off.content
+    assert "Choose one with /alerts-channel channel:#channel." in off.content
+    # off:true again would not stop Swing's: the way that does is named.
+    assert off.content.endswith("To stop one: /alerts-channel off:true strategy:<name>.")
