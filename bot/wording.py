@@ -24,3 +24,35 @@ def money(value: Decimal | None, currency: str = "USD") -> str:
     if currency == "USD":
         return f"{sign}${abs(value):,.2f}"
     return f"{sign}{abs(value):,.2f} {currency}"
+
+
+# What Discord would format (bold, italics, strike-through, spoilers, code, quotes, masked
+# links) or read as a mention (<@id>, @everyone). Connection and strategy names are shown in
+# channel alerts and many messages, so they must read there as typed.
+NAME_REFUSED = "*_~`|<>@[]\\"
+
+
+def name_problem(name: str, what: str, example: str) -> str | None:
+    """Why Discord would show ``name`` otherwise than typed, said to the member who typed it
+    (``what``: "A connection name"; ``example``: "e.g. …"); None when it would not."""
+    bad = [c for c in NAME_REFUSED if c in name]
+    if bad:
+        return (
+            f"{what} cannot have {_chars(bad)}: Discord would format "
+            f"{'it' if len(bad) == 1 else 'them'} or read a mention wherever the name is shown, "
+            f"alerts included. Leave out {_chars(NAME_REFUSED)}, {example}."
+        )
+    if "://" in name:
+        return f"{what} cannot be a link (it has “://”): alerts would show it as one, {example}."
+    if not name[:1].isalnum():
+        return (
+            f"{what} starts with a letter or a digit (Discord makes a line that starts with # a "
+            f"heading, and with - a list), {example}."
+        )
+    return None
+
+
+def _chars(chars: str | list[str]) -> str:
+    """Each in code, so the message shows it rather than being formatted by it."""
+    shown = ["the backtick" if c == "`" else f"`{c}`" for c in chars]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"

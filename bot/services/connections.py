@@ -44,6 +44,7 @@ from bot.models import (
 )
 from bot.services import audit
 from bot.services.ratelimits import SharedLimiters
+from bot.wording import name_problem
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,39 +60,14 @@ QUOTE_SOURCE_SETTING = "quote_source_connection_id"  # key in a paper connection
 SIMULATED_SOURCE = "simulated"
 
 
-# What Discord would format (bold, italics, strike-through, spoilers, code, quotes, masked
-# links) or read as a mention (<@id>, @everyone): a connection's name is shown in channel
-# alerts and many messages, so it must read as typed there.
-NAME_REFUSED = "*_~`|<>@[]\\"
 NAME_EXAMPLE = "e.g. “Alpaca Stocks” or “TS Futures #2”"
 
 
 def check_name(name: str) -> None:
     """``InvalidInput`` for a new connection name Discord would show otherwise than typed."""
-    bad = [c for c in NAME_REFUSED if c in name]
-    if bad:
-        raise InvalidInput(
-            f"A connection name cannot have {_chars(bad)}: Discord would format "
-            f"{'it' if len(bad) == 1 else 'them'} or read a mention wherever the name is shown, "
-            "alerts included. Leave out "
-            f"{_chars(NAME_REFUSED)}, {NAME_EXAMPLE}."
-        )
-    if "://" in name:
-        raise InvalidInput(
-            "A connection name cannot be a link (it has “://”): alerts would show it as one. "
-            f"Name it after the account, {NAME_EXAMPLE}."
-        )
-    if not name[0].isalnum():
-        raise InvalidInput(
-            "A connection name starts with a letter or a digit (Discord makes a line that "
-            f"starts with # a heading, and with - a list), {NAME_EXAMPLE}."
-        )
-
-
-def _chars(chars: str | list[str]) -> str:
-    """Each in code, so the message shows it rather than being formatted by it."""
-    shown = ["the backtick" if c == "`" else f"`{c}`" for c in chars]
-    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+    problem = name_problem(name, "A connection name", NAME_EXAMPLE)
+    if problem is not None:
+        raise InvalidInput(problem)
 
 
 def name_key(name: str) -> str:

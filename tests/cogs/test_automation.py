@@ -644,12 +644,34 @@ async def test_subscribe_refuses_a_fraction_at_a_broker_of_whole_units(tradecord
 
 async def test_member_text_in_a_reply_pings_nobody(tradecord: Harness) -> None:
     """A strategy name is member-written and echoed in the reply: its mention syntax must stay
-    text. /strategy create sets no allowed_mentions itself; the bot's default must hold."""
+    text. Error replies set no allowed_mentions themselves; the bot's default must hold."""
     h = tradecord
     bob = h.user("bob")
-    msg = await h.reply("alice", "strategy create", name=f"<@{bob}> breakout")
-    assert f"<@{bob}>" in msg.content
+    msg = await h.reply("alice", "strategy settings", strategy=f"<@{bob}> breakout")
+    assert f"No strategy “<@{bob}> breakout”" in msg.content, msg.content
     assert msg.mentions == [] and not msg.mention_everyone
+
+
+async def test_a_strategy_name_discord_would_format_is_refused_with_what_to_use(
+    tradecord: Harness,
+) -> None:
+    """Alerts post a strategy's name in the channel: "<@id> breakout" was saved (a ping's
+    text in every alert), "ES_scalper_v2" shows "scalper" in italics. Refused as /rename
+    refuses them in connection names, with an example."""
+    h = tradecord
+    bob = h.user("bob")
+    for typed, named in [
+        (f"<@{bob}> breakout", "cannot have `<`, `>` and `@`:"),
+        ("ES_scalper_v2", "cannot have `_`:"),
+        ("**NQ**", "cannot have `*`:"),
+    ]:
+        told = await h.reply("alice", "strategy create", name=typed)
+        assert told.ephemeral and f"A strategy name {named}" in told.content, told.content
+        assert "e.g. “NQ breakout” or “ES scalper v2”" in told.content, told.content
+        assert "webhook" not in told.content
+    assert await h.core.strategies.list(h.guild_id, h.user("alice")) == []
+    made = await h.reply("alice", "strategy create", name="ES scalper v2 (1m)")
+    assert "Created **ES scalper v2 (1m)**" in made.text(), made.text()
 
 
 async def test_numbers_typed_as_they_are_shown_are_taken(tradecord: Harness) -> None:
