@@ -391,7 +391,10 @@ class Automation(commands.Cog):
             guild_of(interaction), interaction.user.id, strategy
         )
         if not info.is_owner:
-            raise PermissionDenied("Only the strategy's owner can delete it.")
+            raise PermissionDenied(
+                f"“{info.name}” was shared with you, but only its owner can delete it. To stop "
+                f"its signals trading for you: /unsubscribe strategy:{info.name}."
+            )
         view = ConfirmDelete(interaction.user.id, self.bot, guild_of(interaction), info.id)
         await interaction.response.send_message(
             f"Delete **{info.name}**? Its {info.subscriptions} "
@@ -442,7 +445,10 @@ class Automation(commands.Cog):
         else:
             info = await strategies.get(guild, interaction.user.id, strategy)
             if not info.is_owner:
-                raise PermissionDenied("Only the strategy's owner can see its webhook settings.")
+                raise PermissionDenied(
+                    f"“{info.name}” was shared with you, but only its owner can see its webhook "
+                    "settings. /subscriptions shows how your subscription trades it."
+                )
             content = None
         await interaction.response.send_message(
             content,

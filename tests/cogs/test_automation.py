@@ -729,3 +729,25 @@ async def test_turning_the_servers_alerts_off_names_the_strategies_still_posting
     assert "Choose one with /alerts-channel channel:#channel." in off.content
     # off:true again would not stop Swing's: the way that does is named.
     assert off.content.endswith("To stop one: /alerts-channel off:true strategy:<name>.")
+
+
+async def test_a_member_a_strategy_was_shared_with_is_told_what_they_can_do(
+    tradecord: Harness,
+) -> None:
+    """Deleting or opening the settings of a shared strategy answered only "Only the
+    strategy's owner can …": now which strategy, and what the member can do instead."""
+    h = tradecord
+    await create_strategy(h, "alice", "Gap fill")
+    await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
+    delete = await h.reply("bob", "strategy delete", strategy="Gap fill")
+    assert delete.ephemeral and delete.buttons() == []
+    assert delete.content == (
+        "“Gap fill” was shared with you, but only its owner can delete it. To stop its signals "
+        "trading for you: /unsubscribe strategy:Gap fill."
+    )
+    settings = await h.reply("bob", "strategy settings", strategy="Gap fill")
+    assert settings.embeds == [] and "only its owner can see its webhook settings" in (
+        settings.content
+    )
+    assert "/subscriptions shows how your subscription trades it" in settings.content
+    assert len(await h.core.strategies.list(h.guild_id, h.user("alice"))) == 1
