@@ -589,7 +589,8 @@ class StrategyService:
         if row.owner_member_id != member_id:
             if await self._is_shared(row.id, member_id):
                 raise PermissionDenied(
-                    f"“{row.name}” was shared with you, but only its owner can change it."
+                    f"“{row.name}” was shared with you, but only its owner can change it. How "
+                    f"your subscription trades it changes with /subscribe strategy:{row.name}."
                 )
             raise NotFound(_not_found(strategy))
         return row

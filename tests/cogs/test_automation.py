@@ -750,4 +750,7 @@ async def test_a_member_a_strategy_was_shared_with_is_told_what_they_can_do(
         settings.content
     )
     assert "/subscriptions shows how your subscription trades it" in settings.content
+    change = await h.reply("bob", "strategy settings", strategy="Gap fill", max_quantity="5")
+    assert "only its owner can change it" in change.content, change.content
+    assert "changes with /subscribe strategy:Gap fill." in change.content, change.content
     assert len(await h.core.strategies.list(h.guild_id, h.user("alice"))) == 1
