@@ -461,9 +461,14 @@ class ConnectionService:
 
     async def rename(self, discord_user_id: int, connection: str, new_name: str) -> RenameResult:
         conn = await self.owned(discord_user_id, connection)
+        # First: no name would do, so the member is not asked to fix one.
+        if conn.builtin:
+            raise InvalidInput("Tradecord Paper keeps its name; rename your broker connections.")
         name = " ".join(new_name.split())
         if not 1 <= len(name) <= 50:
-            raise InvalidInput("A connection name has 1 to 50 characters.")
+            raise InvalidInput(
+                f"A connection name has 1 to 50 characters ({len(name)} given), {NAME_EXAMPLE}."
+            )
         if len(name.casefold()) > 50:  # the unique key (name_key) is 50 characters too
             raise InvalidInput(
                 "That name is too long: letters like ß count as two when names are compared. "
@@ -474,8 +479,6 @@ class ConnectionService:
                 f"A connection name can only have printable characters, {NAME_EXAMPLE}."
             )
         check_name(name)
-        if conn.builtin:
-            raise InvalidInput("Tradecord Paper keeps its name; rename your broker connections.")
         old = conn.name
         try:
             async with self.core.db.transaction() as s:

@@ -126,3 +126,16 @@ async def test_rename_refuses_names_discord_would_format_and_says_what_to_use(h:
         row.name, row.name_key = "**old**", "**old**"
     again = await h.reply("alice", "rename", connection="**old**", new_name="TS Futures")
     assert "to “TS Futures”" in again.content, again.content
+
+
+async def test_renaming_tradecord_paper_says_it_keeps_its_name_whatever_the_new_name(
+    h: Harness,
+) -> None:
+    """ "/rename Tradecord Paper **Main**" complained about the "*" first, and after it was
+    fixed, that Tradecord Paper cannot be renamed at all."""
+    for new_name in ("**Main**", "x" * 60, "Main"):
+        told = await h.reply("alice", "rename", connection="Tradecord Paper", new_name=new_name)
+        assert told.content == "Tradecord Paper keeps its name; rename your broker connections."
+    await linked(h, "alice", "tradestation")
+    long = await h.reply("alice", "rename", connection="TradeStation", new_name="x" * 60)
+    assert long.content.startswith("A connection name has 1 to 50 characters (60 given), e.g. ")
