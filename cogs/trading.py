@@ -738,7 +738,11 @@ def paper_settings_embed(settings: PaperSettings, changed: bool) -> discord.Embe
         name="Market orders fill at", value=PRICE_TYPES[settings.price_type], inline=False
     )
     embed.add_field(name="Prices from", value=source, inline=False)
-    embed.set_footer(text="Change them with /paper settings price_type quote_source")
+    # Option syntax as other hints give it (/alerts-channel channel:#channel).
+    embed.set_footer(
+        text="Change them with /paper settings price_type:<price> or "
+        "quote_source:<a linked broker, or simulated>"
+    )
     return embed
 
 
