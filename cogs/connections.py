@@ -117,9 +117,10 @@ class ConfirmDisconnect(ConfirmView):
             "Its history stays in the audit trail."
         )
         if result.unsent:
+            # Not "see /orders": the connection is gone, so /orders cannot show them.
             text += (
                 f" {result.unsent} order{plural(result.unsent)} stored but not yet sent: "
-                "failed, nothing was sent (see /orders)."
+                f"failed, nothing was sent to {result.broker}."
             )
         if result.in_doubt:
             text += (
