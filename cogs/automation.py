@@ -628,22 +628,13 @@ class Automation(commands.Cog):
             content = await self._alert_routes_text(guild_of(interaction), strategy)
             await interaction.response.send_message(content, ephemeral=True)
             return
-        now = await self.bot.core.strategies.set_alert_channel(
+        await self.bot.core.strategies.set_alert_channel(
             guild_of(interaction), channel.id if channel else None, strategy=strategy
         )
-        if strategy is None:
-            # Strategies with a channel of their own keep it: "all strategies" was not true.
-            content = "Saved. " + await self._alert_routes_text(guild_of(interaction), None)
-        elif now is None:
-            content = (
-                f"Trade alerts for **{strategy}** are not posted now: it has no channel of its "
-                "own and the server has none (its signals still trade). Choose one with "
-                f"/alerts-channel channel:#channel strategy:{strategy}."
-            )
-        else:
-            # A strategy's own channel unset, its alerts go to the server's channel.
-            whose = "its own channel" if channel is not None else "the server's alert channel"
-            content = f"Trade alerts for **{strategy}** go to <#{now}> ({whose})."
+        # Said as a bare /alerts-channel says it: for the server, the strategies with their own
+        # channel too ("all strategies go to nowhere" was not true while they posted); for a
+        # strategy, by its own name, and where its alerts go now.
+        content = "Saved. " + await self._alert_routes_text(guild_of(interaction), strategy)
         # Alerts that cannot be posted are only logged (the signals still trade): say so now,
         # while the admin is here to fix the channel's permissions.
         me = channel.guild.me if channel is not None else None
@@ -670,7 +661,8 @@ class Automation(commands.Cog):
             name, channel, own = await strategies.strategy_alerts(guild_id, strategy)
             if channel is None:
                 return (
-                    f"Trade alerts for **{name}** are not posted. Choose a channel with "
+                    f"Trade alerts for **{name}** are not posted: it has no channel of its own "
+                    "and the server has none (its signals still trade). Choose one with "
                     f"/alerts-channel channel:#channel strategy:{name}."
                 )
             whose = "its own channel" if own else "the server's alert channel"

@@ -198,7 +198,7 @@ async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
     # With no server channel either, posting stops.
     await h.reply(owner, "alerts-channel", off=True)
     stopped = await h.reply(owner, "alerts-channel", strategy="Swing", off=True)
-    assert "are not posted now" in stopped.content, stopped.content
+    assert "Trade alerts for **Swing** are not posted: it has no channel" in stopped.content
     assert "/alerts-channel channel:#channel strategy:Swing" in stopped.content
 
 
@@ -729,6 +729,11 @@ async def test_turning_the_servers_alerts_off_names_the_strategies_still_posting
     assert "Choose one with /alerts-channel channel:#channel." in off.content
     # off:true again would not stop Swing's: the way that does is named.
     assert off.content.endswith("To stop one: /alerts-channel off:true strategy:<name>.")
+    # A strategy typed in another case is named as it is called ("**swing**" before).
+    again = await h.reply(owner, "alerts-channel", channel=swing.id, strategy="swing")
+    assert (
+        again.content == f"Saved. Trade alerts for **Swing** go to <#{swing.id}> (its own channel)."
+    )
 
 
 async def test_a_member_a_strategy_was_shared_with_is_told_what_they_can_do(
