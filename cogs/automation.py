@@ -40,6 +40,7 @@ from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
     ConfirmView,
+    as_text,
     connection_names,
     in_time,
     reply,
@@ -466,7 +467,8 @@ class Automation(commands.Cog):
             guild_of(interaction), interaction.user.id, strategy, member.id
         )
         await interaction.response.send_message(
-            f"**{info.name}** is shared with {member.display_name}; they can now /subscribe.",
+            f"**{info.name}** is shared with {as_text(member.display_name)}; they can now "
+            "/subscribe.",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

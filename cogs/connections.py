@@ -16,7 +16,7 @@ from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
 from bot.models import ConnectionStatus
 from bot.wording import plural
-from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
+from cogs.ui import ConfirmView, as_text, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -300,7 +300,7 @@ class Connections(commands.Cog):
             else ""
         )
         await interaction.response.send_message(
-            f"{member.display_name} is now on the **{result}** plan "
+            f"{as_text(member.display_name)} is now on the **{result}** plan "
             f"({limit} broker connection{plural(limit)}).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

@@ -759,3 +759,19 @@ async def test_a_member_a_strategy_was_shared_with_is_told_what_they_can_do(
     assert "only its owner can change it" in change.content, change.content
     assert "changes with /subscribe strategy:Gap fill." in change.content, change.content
     assert len(await h.core.strategies.list(h.guild_id, h.user("alice"))) == 1
+
+
+async def test_a_display_name_with_markdown_or_a_mention_is_shown_as_typed(
+    tradecord: Harness,
+) -> None:
+    """Display names are the member's own text: "**Bob** <@1>" showed in bold, and as a
+    mention's pill (allowed_mentions only stopped the ping), in /strategy share and /plan set."""
+    h = tradecord
+    bob = h.emu.add_user("bob", global_name="**Bob** <@1575800000000000000>")
+    h.emu.add_member(h.guild_id, bob.id)
+    await create_strategy(h, "alice", "Gap fill")
+    shared = await h.reply("alice", "strategy share", strategy="Gap fill", member=bob.id)
+    plan = await h.reply(h.emu.owner.id, "plan set", member=bob.id, plan="pro")
+    for told in (shared.content, plan.content):
+        assert "\\*\\*Bob\\*\\*" in told and "<@1575800000000000000>" not in told, told
+        assert "<@\u200b1575800000000000000>" in told, told
