@@ -8,3 +8,51 @@ from decimal import Decimal
 def plural(count: int | Decimal) -> str:
     """The noun's ending for ``count``: f"{n} order{plural(n)}" reads "1 order", "2 orders"."""
     return "" if count == 1 else "s"
+
+
+def qty(value: Decimal) -> str:
+    """A quantity as members read it: "12,000", "1,234.5", "0.00012" (never as typed back:
+    option and autocomplete values keep plain numbers)."""
+    return format((value + 0).normalize(), ",f")  # + 0: a -0 left by arithmetic reads "0"
+
+
+def money(value: Decimal | None, currency: str = "USD") -> str:
+    """“$1,500,000.00”, “-$12.50”, “1,000.00 EUR”; “—” for an amount not known."""
+    if value is None:
+        return "—"
+    sign = "-" if value < 0 else ""
+    if currency == "USD":
+        return f"{sign}${abs(value):,.2f}"
+    return f"{sign}{abs(value):,.2f} {currency}"
+
+
+# What Discord would format (bold, italics, strike-through, spoilers, code, quotes, masked
+# links) or read as a mention (<@id>, @everyone). Connection and strategy names are shown in
+# channel alerts and many messages, so they must read there as typed.
+NAME_REFUSED = "*_~`|<>@[]\\"
+
+
+def name_problem(name: str, what: str, example: str) -> str | None:
+    """Why Discord would show ``name`` otherwise than typed, said to the member who typed it
+    (``what``: "A connection name"; ``example``: "e.g. …"); None when it would not."""
+    bad = [c for c in NAME_REFUSED if c in name]
+    if bad:
+        return (
+            f"{what} cannot have {_chars(bad)}: Discord would format "
+            f"{'it' if len(bad) == 1 else 'them'} or read a mention wherever the name is shown, "
+            f"alerts included. Leave out {_chars(NAME_REFUSED)}, {example}."
+        )
+    if "://" in name:
+        return f"{what} cannot be a link (it has “://”): alerts would show it as one, {example}."
+    if not name[:1].isalnum():
+        return (
+            f"{what} starts with a letter or a digit (Discord makes a line that starts with # a "
+            f"heading, and with - a list), {example}."
+        )
+    return None
+
+
+def _chars(chars: str | list[str]) -> str:
+    """Each in code, so the message shows it rather than being formatted by it."""
+    shown = ["the backtick" if c == "`" else f"`{c}`" for c in chars]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"

@@ -18,7 +18,7 @@ from bot.automation_models import SignalStatus
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from bot.services.limits import describe_limit
+from bot.services.limits import describe_limit, without_thousands
 from bot.services.signals import Phase, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
@@ -28,12 +28,19 @@ from bot.services.strategies import (
     TRADINGVIEW,
     StrategyInfo,
 )
-from bot.services.subscriptions import Sides, Sizing, SubscriptionInfo, SubscriptionSettings
+from bot.services.subscriptions import (
+    Sides,
+    Sizing,
+    SubscriptionInfo,
+    SubscriptionSettings,
+    sizing_amount,
+)
 from bot.wording import plural
 from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
     ConfirmView,
+    as_text,
     connection_names,
     in_time,
     reply,
@@ -52,6 +59,8 @@ def sizing_text(sizing: str, value: Decimal) -> str:
     """3 shares/contracts per entry; 1× the signal's own quantity (not "1 multiplier on")."""
     if sizing == "signal":
         return f"{fmt.qty(value)}× the signal's own quantity"
+    if sizing == "dollar_amount":
+        return f"{fmt.money(value)} per entry"
     return f"{fmt.qty(value)} {SIZING_HELP[sizing]}"
 
 
@@ -115,8 +124,8 @@ def list_option(text: str, example: str) -> list[str]:
 def quantity_option(text: str) -> Decimal | None:
     if text.strip().casefold() in CLEAR:
         return None
-    try:
-        return Decimal(text.strip())
+    try:  # "12,000", as /strategy settings shows it, reads as 12000
+        return Decimal(without_thousands(text.strip(), "max_quantity"))
     except InvalidOperation:
         raise InvalidInput(
             "max_quantity must be a number, like 100, or none to remove the limit."
@@ -171,7 +180,7 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
 
 SIZING_SHORT = {
     "fixed_quantity": "{} qty",
-    "dollar_amount": "${}",
+    "dollar_amount": "{}",
     "percent_of_equity": "{}% equity",
     "signal": "{}× signal",
 }
@@ -184,7 +193,9 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             _cut(sub.strategy_name, 24),
             _cut(sub.connection_name, 24),
             sub.mode,
-            SIZING_SHORT[sub.settings.sizing.value].format(fmt.qty(sub.settings.sizing_value)),
+            SIZING_SHORT[sub.settings.sizing.value].format(
+                sizing_amount(sub.settings.sizing, sub.settings.sizing_value)
+            ),
             sub.settings.sides.value,
             "approve" if sub.settings.manual_approval else "auto",
             str(sub.settings.max_positions or "-"),
@@ -381,7 +392,10 @@ class Automation(commands.Cog):
             guild_of(interaction), interaction.user.id, strategy
         )
         if not info.is_owner:
-            raise PermissionDenied("Only the strategy's owner can delete it.")
+            raise PermissionDenied(
+                f"“{info.name}” was shared with you, but only its owner can delete it. To stop "
+                f"its signals trading for you: /unsubscribe strategy:{info.name}."
+            )
         view = ConfirmDelete(interaction.user.id, self.bot, guild_of(interaction), info.id)
         await interaction.response.send_message(
             f"Delete **{info.name}**? Its {info.subscriptions} "
@@ -432,7 +446,10 @@ class Automation(commands.Cog):
         else:
             info = await strategies.get(guild, interaction.user.id, strategy)
             if not info.is_owner:
-                raise PermissionDenied("Only the strategy's owner can see its webhook settings.")
+                raise PermissionDenied(
+                    f"“{info.name}” was shared with you, but only its owner can see its webhook "
+                    "settings. /subscriptions shows how your subscription trades it."
+                )
             content = None
         await interaction.response.send_message(
             content,
@@ -450,7 +467,8 @@ class Automation(commands.Cog):
             guild_of(interaction), interaction.user.id, strategy, member.id
         )
         await interaction.response.send_message(
-            f"**{info.name}** is shared with {member.display_name}; they can now /subscribe.",
+            f"**{info.name}** is shared with {as_text(member.display_name)}; they can now "
+            "/subscribe.",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
@@ -488,11 +506,17 @@ class Automation(commands.Cog):
         if sizing is not None:
             changes["sizing"] = Sizing(sizing)
         if sizing_value is not None:
+            # "1,500" as /subscriptions shows it; "$1,500" for a dollar amount.
+            raw = without_thousands(sizing_value.strip().removeprefix("$"), "sizing_value")
             try:
-                changes["sizing_value"] = Decimal(sizing_value.strip())
+                changes["sizing_value"] = Decimal(raw)
             except InvalidOperation:
-                help_ = SIZING_HELP[sizing or "signal"]
-                raise InvalidInput(f"sizing_value must be a number ({help_}).") from None
+                # Without sizing: the subscription's own, which only the service knows.
+                help_ = f" ({SIZING_HELP[sizing]})" if sizing is not None else ""
+                raise InvalidInput(
+                    f"sizing_value must be a number{help_}, like 10 or 2.5 — “{sizing_value}” "
+                    "is not."
+                ) from None
         if sides is not None:
             changes["sides"] = Sides(sides)
         if approval is not None:
@@ -606,15 +630,13 @@ class Automation(commands.Cog):
             content = await self._alert_routes_text(guild_of(interaction), strategy)
             await interaction.response.send_message(content, ephemeral=True)
             return
-        now = await self.bot.core.strategies.set_alert_channel(
+        await self.bot.core.strategies.set_alert_channel(
             guild_of(interaction), channel.id if channel else None, strategy=strategy
         )
-        scope = f"**{strategy}**" if strategy else "all strategies"
-        # A strategy's own channel unset, its alerts go to the server's channel, if any.
-        where = f"<#{now}>" if now is not None else "nowhere (posting stopped)"
-        if channel is None and now is not None:
-            where += ", the server's alert channel"
-        content = f"Trade alerts for {scope} go to {where}."
+        # Said as a bare /alerts-channel says it: for the server, the strategies with their own
+        # channel too ("all strategies go to nowhere" was not true while they posted); for a
+        # strategy, by its own name, and where its alerts go now.
+        content = "Saved. " + await self._alert_routes_text(guild_of(interaction), strategy)
         # Alerts that cannot be posted are only logged (the signals still trade): say so now,
         # while the admin is here to fix the channel's permissions.
         me = channel.guild.me if channel is not None else None
@@ -641,15 +663,17 @@ class Automation(commands.Cog):
             name, channel, own = await strategies.strategy_alerts(guild_id, strategy)
             if channel is None:
                 return (
-                    f"Trade alerts for **{name}** are not posted. Choose a channel with "
+                    f"Trade alerts for **{name}** are not posted: it has no channel of its own "
+                    "and the server has none (its signals still trade). Choose one with "
                     f"/alerts-channel channel:#channel strategy:{name}."
                 )
             whose = "its own channel" if own else "the server's alert channel"
             return f"Trade alerts for **{name}** go to <#{channel}> ({whose})."
         routes = await strategies.alert_routes(guild_id)
         if routes.default is None:
+            posted = "only the strategies below post" if routes.strategies else "nothing is posted"
             head = (
-                "This server has no alert channel: signals trade, but nothing is posted. "
+                f"This server has no alert channel: signals trade, but {posted}. "
                 "Choose one with /alerts-channel channel:#channel."
             )
         else:
@@ -659,7 +683,14 @@ class Automation(commands.Cog):
             lines.append(f"• and {len(routes.strategies) - 15} more")
         if lines:
             head += "\nStrategies with a channel of their own:\n" + "\n".join(lines)
-        return head + "\nTo stop posting: /alerts-channel off:true."
+        if routes.default is None:
+            # off:true alone would not stop a strategy's own channel.
+            tail = "To stop one: /alerts-channel off:true strategy:<name>." if lines else ""
+        else:
+            tail = "To stop posting: /alerts-channel off:true" + (
+                "; for a strategy's own channel, add strategy:<name>." if lines else "."
+            )
+        return "\n".join(filter(None, [head, tail]))
 
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:

@@ -16,7 +16,7 @@ from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
 from bot.models import ConnectionStatus
 from bot.wording import plural
-from cogs.ui import ConfirmView, broker_connection_names, in_time, reply
+from cogs.ui import ConfirmView, as_text, broker_connection_names, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -117,9 +117,10 @@ class ConfirmDisconnect(ConfirmView):
             "Its history stays in the audit trail."
         )
         if result.unsent:
+            # Not "see /orders": the connection is gone, so /orders cannot show them.
             text += (
                 f" {result.unsent} order{plural(result.unsent)} stored but not yet sent: "
-                "failed, nothing was sent (see /orders)."
+                f"failed, nothing was sent to {result.broker}."
             )
         if result.in_doubt:
             text += (
@@ -184,7 +185,10 @@ class Connections(commands.Cog):
         )
 
     @app_commands.command(name="rename", description="Rename one of your connections")
-    @app_commands.describe(connection="The connection", new_name="1 to 50 characters")
+    @app_commands.describe(
+        connection="The connection",
+        new_name="1 to 50 characters, e.g. Alpaca Stocks; none of * _ ~ ` | < > @ [ ] \\",
+    )
     @app_commands.autocomplete(connection=broker_connection_names)
     async def rename(
         self,
@@ -296,7 +300,7 @@ class Connections(commands.Cog):
             else ""
         )
         await interaction.response.send_message(
-            f"{member.display_name} is now on the **{result}** plan "
+            f"{as_text(member.display_name)} is now on the **{result}** plan "
             f"({limit} broker connection{plural(limit)}).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

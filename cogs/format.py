@@ -8,31 +8,17 @@ from decimal import Decimal
 import discord
 
 from adapters.models import Order, OrderType, Position
+from bot.wording import money, qty
 from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
 
 PAGE_ROWS = 15
 SIMULATED = "simulated prices"
 
 
-def money(value: Decimal | None, currency: str = "USD") -> str:
-    if value is None:
-        return "—"
-    sign = "-" if value < 0 else ""
-    if currency == "USD":
-        return f"{sign}${abs(value):,.2f}"
-    return f"{sign}{abs(value):,.2f} {currency}"
-
-
 def signed_money(value: Decimal | None) -> str:
     if value is None:
         return "—"
     return ("+" if value > 0 else "") + money(value)
-
-
-def qty(value: Decimal) -> str:
-    if value == value.to_integral_value():
-        return f"{int(value):,}"
-    return format(value.normalize(), "f")
 
 
 def price(value: Decimal | None) -> str:
@@ -69,17 +55,22 @@ def mode_tag(mode: str) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """A monospace table in a code block; numbers right-aligned."""
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
+    """A monospace table in a code block; numbers right-aligned. A cell with a newline goes on
+    as many lines, the row's other cells blank below their first line."""
+    lines = [list(headers)]
+    for row in rows:
+        cells = [c.split("\n") for c in row]
+        lines.extend(
+            [c[n] if n < len(c) else "" for c in cells] for n in range(max(map(len, cells)))
+        )
+    widths = [max(len(cells[i]) for cells in lines) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
             c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
         ).rstrip()
 
-    return "```\n" + "\n".join([line(headers), *(line(r) for r in rows)]) + "\n```"
+    return "```\n" + "\n".join(line(cells) for cells in lines) + "\n```"
 
 
 def position_rows(positions: Sequence[Position]) -> list[list[str]]:
@@ -102,9 +93,6 @@ def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str
     market order's Price column only says "mkt"."""
     rows = []
     for o in orders:
-        limit = order_price(o.limit_price) if o.limit_price is not None else ""
-        stop = order_price(o.stop_price) if o.stop_price is not None else ""
-        at = " / ".join(x for x in (limit, stop) if x) or "mkt"
         filled = f"{qty(o.filled_quantity)}/{qty(o.quantity)}"
         average = price(o.average_fill_price) if o.filled_quantity else "—"
         rows.append(
@@ -115,12 +103,21 @@ def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str
                 filled,
                 *([average] if fills else []),
                 _kind(o),
-                at,
+                _prices(o),
                 o.time_in_force.value,
                 "cancel requested" if o.cancel_pending else o.status.value.replace("_", " "),
             ]
         )
     return rows
+
+
+def _prices(o: Order) -> str:
+    """The Price cell. A stop limit's two prices are named, stop first as ``order_terms`` says
+    them (/cancel's choices, the DMs), one a line so the column stays as narrow as one price."""
+    if o.limit_price is not None and o.stop_price is not None:
+        return f"stop {order_price(o.stop_price)}\nlimit {order_price(o.limit_price)}"
+    at = o.limit_price if o.limit_price is not None else o.stop_price
+    return order_price(at) if at is not None else "mkt"
 
 
 def order_kind(o: Order) -> str:

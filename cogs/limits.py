@@ -17,12 +17,14 @@ from bot.errors import InvalidInput, PermissionDenied
 from bot.services.limits import (
     LIMIT_NAMES,
     KillSwitch,
-    Limits,
     MemberLimits,
     StrategyLimits,
     describe_limit,
+    limit_label,
+    limit_value,
     parse_limit,
 )
+from bot.wording import qty
 from cogs.ui import OK_COLOUR, owned_strategy_names
 
 STOPPED_COLOUR = discord.Colour.red()
@@ -47,37 +49,41 @@ def killswitch_text(state: KillSwitch, changed: bool) -> str:
     return head + body + when
 
 
-def _limit_lines(limits: Limits) -> str:
-    return "\n".join(describe_limit(n, getattr(limits, n)) for n in LIMIT_NAMES)
-
-
 def limits_embed(m: MemberLimits, *, changed: bool = False) -> discord.Embed:
     embed = discord.Embed(
         title="Your trading limits" + (" saved" if changed else ""),
         description=(
             "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
             if m.paused
-            else "Checked as each order is sent (manual trades and strategy signals alike)."
+            else "The stricter of yours and the server's applies, checked as each order is "
+            "sent (manual trades and strategy signals alike)."
         ),
         colour=OK_COLOUR if changed else discord.Colour.blurple(),
     )
-    embed.add_field(name="Applied (the stricter of the two)", value=_limit_lines(m.effective))
-    embed.add_field(name="Yours", value=_limit_lines(m.own))
-    embed.add_field(name="Server default", value=_limit_lines(m.server))
+    # One field a limit, one short line a value: a phone stacks fields, and three columns of
+    # "max notional per order: $1,500,000.00" wrapped mid-phrase there.
+    for name in LIMIT_NAMES:
+        embed.add_field(
+            name=limit_label(name).capitalize(),
+            value=f"Applied: **{limit_value(name, getattr(m.effective, name))}**\n"
+            f"Yours: {limit_value(name, getattr(m.own, name))}\n"
+            f"Server: {limit_value(name, getattr(m.server, name))}",
+            inline=False,
+        )
     embed.set_footer(
         text="Per day: orders sent since 00:00 UTC, except rejected or failed ones, orders "
-        "that only closed a position, and the unfilled part of cancelled or expired ones. "
+        "that only closed a position, and the unfilled part of cancelled or expired ones.\n"
         "Change yours with /limits set (0 removes one; you cannot go above the server's)."
     )
     return embed
 
 
 def strategy_text(s: StrategyLimits, changed: bool) -> str:
-    qty = "no limit" if s.max_quantity is None else f"{s.max_quantity.normalize():f}"
+    most = "no limit" if s.max_quantity is None else qty(s.max_quantity)
     return (
         f"{'Saved. ' if changed else ''}Limits of “{discord.utils.escape_markdown(s.name)}”, "
         "per subscriber, on the entries its signals place:\n"
-        f"max quantity per order: {qty} (set with /strategy settings)\n"
+        f"max quantity per order: {most} (set with /strategy settings)\n"
         f"{describe_limit('max_order_notional', s.max_order_notional)}\n"
         f"{describe_limit('max_daily_notional', s.max_daily_notional)}"
     )

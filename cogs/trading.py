@@ -160,10 +160,11 @@ def preview_embed(p: Preview) -> discord.Embed:
     r = p.request
     kind = r.order_type.value.replace("_", " ")
     prices = []
-    if r.limit_price is not None:
-        prices.append(f"limit {fmt.order_price(r.limit_price)}")
+    # Stop first, as /orders, /cancel and the DMs name a stop limit's prices.
     if r.stop_price is not None:
         prices.append(f"stop {fmt.order_price(r.stop_price)}")
+    if r.limit_price is not None:
+        prices.append(f"limit {fmt.order_price(r.limit_price)}")
     if r.trail_amount is not None:
         prices.append(f"trailing {fmt.order_price(r.trail_amount)} behind the best price")
     if r.trail_percent is not None:
@@ -737,7 +738,11 @@ def paper_settings_embed(settings: PaperSettings, changed: bool) -> discord.Embe
         name="Market orders fill at", value=PRICE_TYPES[settings.price_type], inline=False
     )
     embed.add_field(name="Prices from", value=source, inline=False)
-    embed.set_footer(text="Change them with /paper settings price_type quote_source")
+    # Option syntax as other hints give it (/alerts-channel channel:#channel).
+    embed.set_footer(
+        text="Change them with /paper settings price_type:<price> or "
+        "quote_source:<a linked broker, or simulated>"
+    )
     return embed
 
 

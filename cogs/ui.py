@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 DEFER_AFTER = 1.5
 
 
+def as_text(name: str) -> str:
+    """A member's display name, which they write, as plain text in a message: "**Bob**" not
+    bold, "<@123>" not a mention's pill (allowed_mentions only stops the ping)."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(name))
+
+
 async def in_time(
     interaction: discord.Interaction,
     work: Awaitable[T],

@@ -44,6 +44,7 @@ from bot.models import (
 )
 from bot.services import audit
 from bot.services.ratelimits import SharedLimiters
+from bot.wording import name_problem
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -57,6 +58,16 @@ QUOTE_SOURCE_SETTING = "quote_source_connection_id"  # key in a paper connection
 # The quote source that means "no broker: the built-in simulated feed". It wins over a
 # connection of that name, so a member can always get back to the feed.
 SIMULATED_SOURCE = "simulated"
+
+
+NAME_EXAMPLE = "e.g. “Alpaca Stocks” or “TS Futures #2”"
+
+
+def check_name(name: str) -> None:
+    """``InvalidInput`` for a new connection name Discord would show otherwise than typed."""
+    problem = name_problem(name, "A connection name", NAME_EXAMPLE)
+    if problem is not None:
+        raise InvalidInput(problem)
 
 
 def name_key(name: str) -> str:
@@ -450,18 +461,24 @@ class ConnectionService:
 
     async def rename(self, discord_user_id: int, connection: str, new_name: str) -> RenameResult:
         conn = await self.owned(discord_user_id, connection)
+        # First: no name would do, so the member is not asked to fix one.
+        if conn.builtin:
+            raise InvalidInput("Tradecord Paper keeps its name; rename your broker connections.")
         name = " ".join(new_name.split())
         if not 1 <= len(name) <= 50:
-            raise InvalidInput("A connection name has 1 to 50 characters.")
+            raise InvalidInput(
+                f"A connection name has 1 to 50 characters ({len(name)} given), {NAME_EXAMPLE}."
+            )
         if len(name.casefold()) > 50:  # the unique key (name_key) is 50 characters too
             raise InvalidInput(
                 "That name is too long: letters like ß count as two when names are compared. "
                 "Use at most 50 characters, counting those twice."
             )
         if not name.isprintable():
-            raise InvalidInput("A connection name can only have printable characters.")
-        if conn.builtin:
-            raise InvalidInput("Tradecord Paper keeps its name; rename your broker connections.")
+            raise InvalidInput(
+                f"A connection name can only have printable characters, {NAME_EXAMPLE}."
+            )
+        check_name(name)
         old = conn.name
         try:
             async with self.core.db.transaction() as s:

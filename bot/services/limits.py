@@ -22,6 +22,7 @@ from bot.errors import InvalidInput, PermissionDenied
 from bot.models import Member, Switch
 from bot.services import audit
 from bot.settings import Settings
+from bot.wording import money, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -189,8 +190,8 @@ class LimitsService:
             ceiling = getattr(server, name)
             if value is not None and ceiling is not None and value > ceiling:
                 raise InvalidInput(
-                    f"The server's {_label(name)} is {_show(name, ceiling)}; yours can only be "
-                    "the same or lower. Nothing was changed."
+                    f"The server's {limit_label(name)} is {limit_value(name, ceiling)}; yours "
+                    "can only be the same or lower. Nothing was changed."
                 )
         member_id = await self.core.members.ensure(discord_user_id)
         async with self.core.db.transaction() as s:
@@ -246,7 +247,7 @@ class LimitsService:
         return await self.strategy_limits(guild_id, discord_user_id, strategy)
 
 
-def _label(name: str) -> str:
+def limit_label(name: str) -> str:
     return {
         "max_order_quantity": "max quantity per order",
         "max_order_notional": "max notional per order",
@@ -256,10 +257,15 @@ def _label(name: str) -> str:
 
 def _show(name: str, value: Decimal) -> str:
     if name == "max_order_quantity":
-        return format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
-    return f"${value:,.2f}"
+        return qty(value)
+    return money(value)
+
+
+def limit_value(name: str, value: Decimal | None) -> str:
+    """“$5,000.00”, “100” or “no limit”."""
+    return "no limit" if value is None else _show(name, value)
 
 
 def describe_limit(name: str, value: Decimal | None) -> str:
     """For members: “max notional per order: $5,000.00” or “… : no limit”."""
-    return f"{_label(name)}: {'no limit' if value is None else _show(name, value)}"
+    return f"{limit_label(name)}: {limit_value(name, value)}"

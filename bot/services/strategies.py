@@ -37,6 +37,7 @@ from bot.models import IntentStatus, Member, OrderIntent
 from bot.services import audit
 from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
+from bot.wording import name_problem
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -588,7 +589,8 @@ class StrategyService:
         if row.owner_member_id != member_id:
             if await self._is_shared(row.id, member_id):
                 raise PermissionDenied(
-                    f"“{row.name}” was shared with you, but only its owner can change it."
+                    f"“{row.name}” was shared with you, but only its owner can change it. How "
+                    f"your subscription trades it changes with /subscribe strategy:{row.name}."
                 )
             raise NotFound(_not_found(strategy))
         return row
@@ -657,6 +659,10 @@ def _clean_name(name: str) -> str:
         raise InvalidInput(f"Strategy names are at most {NAME_MAX} characters.")
     if any(ord(c) < 32 for c in clean):
         raise InvalidInput("Strategy names cannot contain control characters.")
+    # As connection names: alerts show it in the channel, and must show it as typed.
+    problem = name_problem(clean, "A strategy name", "e.g. “NQ breakout” or “ES scalper v2”")
+    if problem is not None:
+        raise InvalidInput(problem)
     return clean
 
 

@@ -21,6 +21,7 @@ from bot.models import Connection
 from bot.services import audit
 from bot.services.connections import MODES
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER
+from bot.wording import money, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -94,6 +95,11 @@ class SubscriptionInfo:
     previous: SubscriptionInfo | None = None  # from subscribe: as it was; None if it is new
 
 
+def sizing_amount(sizing: Sizing, value: Decimal) -> str:
+    """A sizing's value as members read it: “$1,500.00” for a dollar amount, “12,000”."""
+    return money(value) if sizing is Sizing.DOLLAR_AMOUNT else qty(value)
+
+
 # /subscribe's defaults for a new subscription: the signal's own quantity, both sides.
 NEW_SUBSCRIPTION = SubscriptionSettings(Sizing.SIGNAL, Decimal(1))
 
@@ -105,7 +111,7 @@ def _changed(base: SubscriptionSettings, changes: Mapping[str, Any]) -> Subscrip
     if sizing is not None and Sizing(sizing) is not base.sizing and "sizing_value" not in changes:
         raise InvalidInput(
             f"Give sizing_value with the new sizing ({Sizing(sizing).value.replace('_', ' ')}): "
-            f"the current value, {base.sizing_value:f}, was for "
+            f"the current value, {sizing_amount(base.sizing, base.sizing_value)}, was for "
             f"{base.sizing.value.replace('_', ' ')}."
         )
     return replace(base, **changes)
@@ -397,5 +403,5 @@ def _check_whole_units(settings: SubscriptionSettings, broker: str) -> None:
         return
     raise InvalidInput(
         f"{cls.display_name} trades whole shares and contracts only, so a fixed quantity of "
-        f"{value:f} cannot be traded as sized. Use a whole number, or dollar_amount sizing."
+        f"{qty(value)} cannot be traded as sized. Use a whole number, or dollar_amount sizing."
     )

@@ -91,6 +91,7 @@ from bot.services.limits import (
 )
 from bot.services.notify import Outgoing
 from bot.signal_format import MAX_NUMBER
+from bot.wording import money, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -2356,11 +2357,6 @@ def buying_power_after(
     return balance.buying_power - change
 
 
-def money(value: Decimal, currency: str = "USD") -> str:
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.2f}" if currency == "USD" else f"{value:,.2f} {currency}"
-
-
 def price_text(value: Decimal, *, most: int = 8) -> str:
     """A price as typed or quoted: cents, more places (up to ``most``) only when it has them
     (0.000123)."""
@@ -2373,11 +2369,6 @@ def fill_price(value: Decimal) -> str:
     with price improvement has (270.285: rounded to $270.28 it no longer matched the cash the
     fill took), up to 4 places (8 below $1)."""
     return price_text(value, most=4 if abs(value) >= 1 else 8)
-
-
-def qty(value: Decimal) -> str:
-    text = format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
-    return text
 
 
 def describe(intent: OrderIntent, order: Order) -> str:

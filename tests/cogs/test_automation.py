@@ -198,7 +198,8 @@ async def test_unsetting_a_strategys_alert_channel_says_where_its_alerts_go_now(
     # With no server channel either, posting stops.
     await h.reply(owner, "alerts-channel", off=True)
     stopped = await h.reply(owner, "alerts-channel", strategy="Swing", off=True)
-    assert "posting stopped" in stopped.content, stopped.content
+    assert "Trade alerts for **Swing** are not posted: it has no channel" in stopped.content
+    assert "/alerts-channel channel:#channel strategy:Swing" in stopped.content
 
 
 async def test_alerts_channel_without_a_channel_says_where_alerts_go_and_changes_nothing(
@@ -643,9 +644,134 @@ async def test_subscribe_refuses_a_fraction_at_a_broker_of_whole_units(tradecord
 
 async def test_member_text_in_a_reply_pings_nobody(tradecord: Harness) -> None:
     """A strategy name is member-written and echoed in the reply: its mention syntax must stay
-    text. /strategy create sets no allowed_mentions itself; the bot's default must hold."""
+    text. Error replies set no allowed_mentions themselves; the bot's default must hold."""
     h = tradecord
     bob = h.user("bob")
-    msg = await h.reply("alice", "strategy create", name=f"<@{bob}> breakout")
-    assert f"<@{bob}>" in msg.content
+    msg = await h.reply("alice", "strategy settings", strategy=f"<@{bob}> breakout")
+    assert f"No strategy “<@{bob}> breakout”" in msg.content, msg.content
     assert msg.mentions == [] and not msg.mention_everyone
+
+
+async def test_a_strategy_name_discord_would_format_is_refused_with_what_to_use(
+    tradecord: Harness,
+) -> None:
+    """Alerts post a strategy's name in the channel: "<@id> breakout" was saved (a ping's
+    text in every alert), "ES_scalper_v2" shows "scalper" in italics. Refused as /rename
+    refuses them in connection names, with an example."""
+    h = tradecord
+    bob = h.user("bob")
+    for typed, named in [
+        (f"<@{bob}> breakout", "cannot have `<`, `>` and `@`:"),
+        ("ES_scalper_v2", "cannot have `_`:"),
+        ("**NQ**", "cannot have `*`:"),
+    ]:
+        told = await h.reply("alice", "strategy create", name=typed)
+        assert told.ephemeral and f"A strategy name {named}" in told.content, told.content
+        assert "e.g. “NQ breakout” or “ES scalper v2”" in told.content, told.content
+        assert "webhook" not in told.content
+    assert await h.core.strategies.list(h.guild_id, h.user("alice")) == []
+    made = await h.reply("alice", "strategy create", name="ES scalper v2 (1m)")
+    assert "Created **ES scalper v2 (1m)**" in made.text(), made.text()
+
+
+async def test_numbers_typed_as_they_are_shown_are_taken(tradecord: Harness) -> None:
+    """/subscriptions shows "$1,500" and /strategy settings "12,000"; typed back, they were
+    refused, and a bad sizing_value was explained as a multiplier whatever the sizing was."""
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    sub = await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="dollar_amount", sizing_value="$1,500"
+    )
+    assert "now trades" in sub.content, sub.content
+    [info] = await h.core.subscriptions.list_for(h.user("alice"))
+    assert info.settings.sizing_value == 1500
+    bad = await h.reply("alice", "subscribe", strategy="Breakout", sizing_value="lots")
+    assert bad.content == "sizing_value must be a number, like 10 or 2.5 — “lots” is not."
+    comma = await h.reply("alice", "subscribe", strategy="Breakout", sizing_value="1,5")
+    assert "a comma that does not separate thousands" in comma.content, comma.content
+    saved = await h.reply("alice", "strategy settings", strategy="Breakout", max_quantity="12,000")
+    assert "12,000" in saved.text(), saved.text()
+    strategy = await h.core.strategies.get(h.guild_id, h.user("alice"), "Breakout")
+    assert strategy.max_quantity == 12000
+
+
+async def test_a_dollar_amount_sizing_reads_as_money(tradecord: Harness) -> None:
+    """It read "1500000 dollars per entry" and "the current value, 1500000, was for dollar
+    amount": now as every other amount of money."""
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    sub = await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="dollar_amount", sizing_value="1500000"
+    )
+    assert "$1,500,000.00 per entry" in sub.content, sub.content
+    switch = await h.reply("alice", "subscribe", strategy="Breakout", sizing="fixed_quantity")
+    assert "the current value, $1,500,000.00, was for dollar amount" in switch.content
+    listed = (await h.reply("alice", "subscriptions")).text()
+    assert "$1,500,000.00" in listed, listed
+
+
+async def test_turning_the_servers_alerts_off_names_the_strategies_still_posting(
+    tradecord: Harness,
+) -> None:
+    """off:true answered "Trade alerts for all strategies go to nowhere (posting stopped)"
+    while a strategy with a channel of its own kept posting there."""
+    h = tradecord
+    owner = h.emu.owner.id
+    await h.core.strategies.create(h.guild_id, owner, "Swing")
+    swing = h.emu.add_channel(h.guild_id, "swing-alerts")
+    chosen = await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    assert chosen.content.startswith(f"Saved. Trade alerts go to <#{h.emu.trade_alerts.id}>.")
+    await h.reply(owner, "alerts-channel", channel=swing.id, strategy="Swing")
+    off = await h.reply(owner, "alerts-channel", off=True)
+    assert "nowhere" not in off.content and "all strategies" not in off.content, off.content
+    assert "no alert channel: signals trade, but only the strategies below post" in off.content
+    assert f"**Swing** → <#{swing.id}>" in off.content, off.content
+    assert "Choose one with /alerts-channel channel:#channel." in off.content
+    # off:true again would not stop Swing's: the way that does is named.
+    assert off.content.endswith("To stop one: /alerts-channel off:true strategy:<name>.")
+    # A strategy typed in another case is named as it is called ("**swing**" before).
+    again = await h.reply(owner, "alerts-channel", channel=swing.id, strategy="swing")
+    assert (
+        again.content == f"Saved. Trade alerts for **Swing** go to <#{swing.id}> (its own channel)."
+    )
+
+
+async def test_a_member_a_strategy_was_shared_with_is_told_what_they_can_do(
+    tradecord: Harness,
+) -> None:
+    """Deleting or opening the settings of a shared strategy answered only "Only the
+    strategy's owner can …": now which strategy, and what the member can do instead."""
+    h = tradecord
+    await create_strategy(h, "alice", "Gap fill")
+    await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
+    delete = await h.reply("bob", "strategy delete", strategy="Gap fill")
+    assert delete.ephemeral and delete.buttons() == []
+    assert delete.content == (
+        "“Gap fill” was shared with you, but only its owner can delete it. To stop its signals "
+        "trading for you: /unsubscribe strategy:Gap fill."
+    )
+    settings = await h.reply("bob", "strategy settings", strategy="Gap fill")
+    assert settings.embeds == [] and "only its owner can see its webhook settings" in (
+        settings.content
+    )
+    assert "/subscriptions shows how your subscription trades it" in settings.content
+    change = await h.reply("bob", "strategy settings", strategy="Gap fill", max_quantity="5")
+    assert "only its owner can change it" in change.content, change.content
+    assert "changes with /subscribe strategy:Gap fill." in change.content, change.content
+    assert len(await h.core.strategies.list(h.guild_id, h.user("alice"))) == 1
+
+
+async def test_a_display_name_with_markdown_or_a_mention_is_shown_as_typed(
+    tradecord: Harness,
+) -> None:
+    """Display names are the member's own text: "**Bob** <@1>" showed in bold, and as a
+    mention's pill (allowed_mentions only stopped the ping), in /strategy share and /plan set."""
+    h = tradecord
+    bob = h.emu.add_user("bob", global_name="**Bob** <@1575800000000000000>")
+    h.emu.add_member(h.guild_id, bob.id)
+    await create_strategy(h, "alice", "Gap fill")
+    shared = await h.reply("alice", "strategy share", strategy="Gap fill", member=bob.id)
+    plan = await h.reply(h.emu.owner.id, "plan set", member=bob.id, plan="pro")
+    for told in (shared.content, plan.content):
+        assert "\\*\\*Bob\\*\\*" in told and "<@1575800000000000000>" not in told, told
+        assert "<@\u200b1575800000000000000>" in told, told

@@ -90,3 +90,52 @@ async def test_rename_suggests_a_name_for_the_other_connection_still_named_by_co
         "descriptive names avoid trading in the wrong one, e.g. /rename “TradeStation 2” to "
         "“TradeStation Futures”."
     ), told.content
+
+
+async def test_rename_refuses_names_discord_would_format_and_says_what_to_use(h: Harness) -> None:
+    """A name shows in channel alerts: "**big**", "@everyone" or "<@123>" were saved as typed,
+    and alerts then showed bold text or a ping. Refused, naming the characters, with an
+    example; a name stored before the rule still finds its connection and can be renamed."""
+    alice = h.user("alice")
+    await linked(h, "alice", "tradestation")
+    for typed, named in [
+        ("**big**", "cannot have `*`:"),
+        ("`x`", "cannot have the backtick:"),
+        ("@everyone", "cannot have `@`:"),
+        ("<@123>", "cannot have `<`, `>` and `@`:"),
+        ("||spoiler||", "cannot have `|`:"),
+        ("[site](https://example.com)", "cannot have `[` and `]`:"),
+        ("https://example.com", "cannot be a link"),
+        ("# Big", "starts with a letter or a digit"),
+    ]:
+        told = await h.reply("alice", "rename", connection="TradeStation", new_name=typed)
+        assert told.ephemeral and named in told.content, (typed, told.content)
+        assert "e.g. “Alpaca Stocks”" in told.content, told.content
+    assert [c.name for c in await h.core.connections.list_for(alice) if not c.builtin] == [
+        "TradeStation"
+    ]
+    # Punctuation a descriptive name needs is fine, and a newline is one space.
+    ok = await h.reply(
+        "alice", "rename", connection="TradeStation", new_name="TS Futures #2\n(IRA)"
+    )
+    assert ok.content.startswith("Renamed “TradeStation” to “TS Futures #2 (IRA)”."), ok.content
+    async with h.core.db.transaction() as s:  # as a name saved before the rule was
+        conn = next(c for c in await h.core.connections.list_for(alice) if not c.builtin)
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.name, row.name_key = "**old**", "**old**"
+    again = await h.reply("alice", "rename", connection="**old**", new_name="TS Futures")
+    assert "to “TS Futures”" in again.content, again.content
+
+
+async def test_renaming_tradecord_paper_says_it_keeps_its_name_whatever_the_new_name(
+    h: Harness,
+) -> None:
+    """ "/rename Tradecord Paper **Main**" complained about the "*" first, and after it was
+    fixed, that Tradecord Paper cannot be renamed at all."""
+    for new_name in ("**Main**", "x" * 60, "Main"):
+        told = await h.reply("alice", "rename", connection="Tradecord Paper", new_name=new_name)
+        assert told.content == "Tradecord Paper keeps its name; rename your broker connections."
+    await linked(h, "alice", "tradestation")
+    long = await h.reply("alice", "rename", connection="TradeStation", new_name="x" * 60)
+    assert long.content.startswith("A connection name has 1 to 50 characters (60 given), e.g. ")

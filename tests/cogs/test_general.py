@@ -103,7 +103,11 @@ async def test_disconnect_says_which_of_its_orders_failed_unsent_or_may_be_at_th
     ask = await h.reply("alice", "disconnect", connection="TS")
     gone = await (await h.emu.click(h.user("alice"), ask, label="Disconnect")).message(timeout=10)
     text = gone.text()
-    assert "1 order stored but not yet sent: failed, nothing was sent" in text, text
+    # It said "(see /orders)", where a disconnected connection cannot be chosen.
+    assert "1 order stored but not yet sent: failed, nothing was sent to TradeStation." in text
+    assert "/orders" not in text
+    refused = await h.reply("alice", "orders", connection="TS")
+    assert "no connection named “TS”" in refused.text(), refused.text()
     assert "1 order whose sending was never confirmed may be at TradeStation" in text, text
 
 

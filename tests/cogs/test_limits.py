@@ -7,7 +7,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
-from emulators.discord import Message
+from emulators.discord import Message, render_message
 from tests.discord_harness import Harness
 
 
@@ -82,3 +82,48 @@ async def test_my_limits_are_set_privately_and_refuse_a_larger_order(tradecord: 
     result = await refused_trade(h, "alice", "10")
     assert "over your max notional per order: $1,000.00" in result.text()
     assert await paper_orders(h) == 0
+
+
+async def test_limits_read_line_by_line_on_a_phone(tradecord: Harness) -> None:
+    """Three inline columns of "max notional per order: $1,500,000.00" wrapped mid-phrase on a
+    phone, which stacks fields: now a field a limit, its values one short line each."""
+    h = tradecord
+    saved = await h.reply(
+        "alice", "limits set", max_order_quantity="12000", max_order_notional="1500000"
+    )
+    [embed] = saved.embeds
+    assert [f["name"] for f in embed["fields"]] == [
+        "Max quantity per order",
+        "Max notional per order",
+        "Max notional per day",
+    ]
+    notional = embed["fields"][1]["value"].replace("**", "").splitlines()
+    assert notional == ["Applied: $1,500,000.00", "Yours: $1,500,000.00", "Server: no limit"]
+    assert not any(f.get("inline") for f in embed["fields"])
+    assert max(len(line) for f in embed["fields"] for line in f["value"].splitlines()) <= 26
+    phone = render_message(saved, width=40).splitlines()
+    for line in ("Applied: $1,500,000.00", "Yours: $1,500,000.00", "Server: no limit"):
+        assert any(shown.endswith(line) for shown in phone), "\n".join(phone)
+
+
+async def test_quantities_and_amounts_read_with_thousands_separators(tradecord: Harness) -> None:
+    """/limits and the refusals said "12000" and "buy 12500 F", the result "Filled: buy 12000
+    F": quantities now read as money does ("$1,500,000.00"), "12,000"."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("F", Decimal("4.99"), Decimal("5.01"))
+    saved = await h.reply("alice", "limits set", max_order_quantity="12,000")
+    assert "Applied: **12,000**" in saved.text(), saved.text()
+    refused = await refused_trade_of(h, "F", "12500")
+    assert "buy 12,500 F is over your max quantity per order: 12,000." in refused, refused
+    card = await h.reply("alice", "trade", symbol="F", side="buy", quantity="12000")
+    assert "BUY 12,000 F" in card.text() and "$60,120.00" in card.text(), card.text()
+    done = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    assert "Filled: buy 12,000 F at $5.00" in done.text(), done.text()
+    positions = (await h.reply("alice", "positions")).text()
+    assert "12,000" in positions and "12000" not in positions, positions
+
+
+async def refused_trade_of(h: Harness, symbol: str, quantity: str) -> str:
+    reply = await h.reply("alice", "trade", symbol=symbol, side="buy", quantity=quantity)
+    assert reply.ephemeral and reply.buttons() == [], reply.text()
+    return reply.text()

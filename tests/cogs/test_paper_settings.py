@@ -18,6 +18,8 @@ async def test_paper_settings_show_change_and_price_later_orders(tradecord: Harn
     text = shown.text()
     assert "Paper settings" in text and "saved" not in text
     assert "Bid/ask midpoint" in text and "simulated feed (simulated prices)" in text
+    # It said "/paper settings price_type quote_source", two words to type as they stood.
+    assert "/paper settings price_type:<price> or quote_source:<a linked broker" in text, text
 
     alice = h.user("alice")
     choices = await h.emu.autocomplete(

@@ -893,3 +893,31 @@ async def test_a_trailing_stop_from_trade_rests_with_its_stop_below_the_price(
         h, "alice", symbol="AAPL", side="sell", quantity="1", order_type="trailing_stop"
     )
     assert "add trail_amount (a price distance) or trail_percent" in missing.text()
+
+
+async def test_orders_names_a_stop_limits_stop_and_limit_prices(tradecord: Harness) -> None:
+    """Was "212.00 / 210.00": the member could not tell the stop from the limit."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h,
+        "alice",
+        symbol="AAPL",
+        quantity="3",
+        order_type="stop_limit",
+        stop_price="210",
+        limit_price="212",
+        time_in_force="gtc",
+    )
+    # The card names them in the same order (it said "limit 212.00, stop 210.00").
+    assert "stop limit (stop 210.00, limit 212.00)" in card.text(), card.text()
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    for options in ({}, {"share": True, "show_amounts": True}):
+        listing = (await h.reply("alice", "orders", **options)).text()
+        lines = listing.splitlines()
+        row = next(n for n, line in enumerate(lines) if "AAPL" in line)
+        stop, limit = lines[row], lines[row + 1]
+        assert stop.endswith("stop limit  stop 210.00   gtc  open"), listing
+        # The limit goes on below the stop, in the same column, with the other cells blank.
+        assert limit.strip() == "limit 212.00" and limit.index("limit") == stop.index("stop 2")
+        assert " / " not in listing

@@ -25,6 +25,7 @@ from bot.automation_models import (
     ReceivedSignal,
     SignalExecution,
     SignalStatus,
+    Strategy,
     Subscription,
 )
 from bot.core import Core
@@ -1139,8 +1140,19 @@ async def test_one_failing_subscription_does_not_affect_the_others(
     assert {j.status for j in await jobs(core)} == {JobStatus.DONE}
 
 
+async def named_before_the_rule(core: Core, url: WebhookUrl, name: str) -> None:
+    async with core.db.transaction() as s:
+        await s.execute(
+            update(Strategy)
+            .where(Strategy.id == url.strategy.id)
+            .values(name=name, name_key=name.casefold())
+        )
+
+
 async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(core: Core) -> None:
-    url = await make_strategy(core, name="Breakout @everyone")
+    url = await make_strategy(core, name="Breakout")
+    # /strategy create refuses "@" now; a name saved before that must still ping nobody.
+    await named_before_the_rule(core, url, "Breakout @everyone")
     await core.strategies.set_alert_channel(GUILD, 777)
     for member in (ALICE, BOB):
         await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
@@ -1177,7 +1189,7 @@ async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
     ex = await run(core, url, sub, action="buy")
     assert ex.status == ExecutionStatus.REJECTED
     [dm] = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER]
-    assert "Rejected: buy 100000 AAPL. Not enough buying power" in dm, dm
+    assert "Rejected: buy 100,000 AAPL. Not enough buying power" in dm, dm
     assert dm.lower().count("not enough buying power") == 1, dm
 
 
