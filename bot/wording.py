@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 
@@ -30,24 +31,30 @@ def money(value: Decimal | None, currency: str = "USD") -> str:
 # links) or read as a mention (<@id>, @everyone). Connection and strategy names are shown in
 # channel alerts and many messages, so they must read there as typed.
 NAME_REFUSED = "*_~`|<>@[]\\"
+# An underscore between two letters or digits stays as typed in Discord ("ES_scalper_v2", as
+# TradingView scripts are often named); one that could open or close italics does not.
+_INNER_UNDERSCORE = re.compile(r"(?<=[^\W_])_(?=[^\W_])")
+# At the start of a line these make a heading (#), a list or subtext (-) or a quote (>).
+NAME_FIRST_REFUSED = "#->"
 
 
 def name_problem(name: str, what: str, example: str) -> str | None:
     """Why Discord would show ``name`` otherwise than typed, said to the member who typed it
     (``what``: "A connection name"; ``example``: "e.g. …"); None when it would not."""
-    bad = [c for c in NAME_REFUSED if c in name]
+    bad = [c for c in NAME_REFUSED if c in _INNER_UNDERSCORE.sub("", name)]
     if bad:
         return (
             f"{what} cannot have {_chars(bad)}: Discord would format "
             f"{'it' if len(bad) == 1 else 'them'} or read a mention wherever the name is shown, "
-            f"alerts included. Leave out {_chars(NAME_REFUSED)}, {example}."
+            f"alerts included. Leave out {_chars(NAME_REFUSED)} (an `_` inside a word is fine), "
+            f"{example}."
         )
     if "://" in name:
         return f"{what} cannot be a link (it has “://”): alerts would show it as one, {example}."
-    if not name[:1].isalnum():
+    if name[:1] in NAME_FIRST_REFUSED:
         return (
-            f"{what} starts with a letter or a digit (Discord makes a line that starts with # a "
-            f"heading, and with - a list), {example}."
+            f"{what} cannot start with {_chars(NAME_FIRST_REFUSED)} (Discord makes a line that "
+            f"starts with # a heading, with - a list and with > a quote), {example}."
         )
     return None
 

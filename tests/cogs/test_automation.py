@@ -656,13 +656,14 @@ async def test_a_strategy_name_discord_would_format_is_refused_with_what_to_use(
     tradecord: Harness,
 ) -> None:
     """Alerts post a strategy's name in the channel: "<@id> breakout" was saved (a ping's
-    text in every alert), "ES_scalper_v2" shows "scalper" in italics. Refused as /rename
-    refuses them in connection names, with an example."""
+    text in every alert), "_scalper_" shows in italics. Refused as /rename refuses them in
+    connection names, with an example; an underscore inside a word ("ES_scalper_v2", as
+    TradingView scripts are often named) shows as typed and is fine."""
     h = tradecord
     bob = h.user("bob")
     for typed, named in [
         (f"<@{bob}> breakout", "cannot have `<`, `>` and `@`:"),
-        ("ES_scalper_v2", "cannot have `_`:"),
+        ("ES _scalper_", "cannot have `_`:"),
         ("**NQ**", "cannot have `*`:"),
     ]:
         told = await h.reply("alice", "strategy create", name=typed)
@@ -672,6 +673,8 @@ async def test_a_strategy_name_discord_would_format_is_refused_with_what_to_use(
     assert await h.core.strategies.list(h.guild_id, h.user("alice")) == []
     made = await h.reply("alice", "strategy create", name="ES scalper v2 (1m)")
     assert "Created **ES scalper v2 (1m)**" in made.text(), made.text()
+    snake = await h.reply("alice", "strategy create", name="ES_scalper_v2")
+    assert "Created **ES_scalper_v2**" in snake.text(), snake.text()
 
 
 async def test_numbers_typed_as_they_are_shown_are_taken(tradecord: Harness) -> None:

@@ -106,7 +106,7 @@ async def test_rename_refuses_names_discord_would_format_and_says_what_to_use(h:
         ("||spoiler||", "cannot have `|`:"),
         ("[site](https://example.com)", "cannot have `[` and `]`:"),
         ("https://example.com", "cannot be a link"),
-        ("# Big", "starts with a letter or a digit"),
+        ("# Big", "cannot start with `#`, `-` and `>`"),
     ]:
         told = await h.reply("alice", "rename", connection="TradeStation", new_name=typed)
         assert told.ephemeral and named in told.content, (typed, told.content)
@@ -114,6 +114,10 @@ async def test_rename_refuses_names_discord_would_format_and_says_what_to_use(h:
     assert [c.name for c in await h.core.connections.list_for(alice) if not c.builtin] == [
         "TradeStation"
     ]
+    # Emoji and underscores inside words show as typed.
+    ok = await h.reply("alice", "rename", connection="TradeStation", new_name="🚀 TS_margin")
+    assert ok.content.startswith("Renamed “TradeStation” to “🚀 TS_margin”."), ok.content
+    await h.reply("alice", "rename", connection="🚀 TS_margin", new_name="TradeStation")
     # Punctuation a descriptive name needs is fine, and a newline is one space.
     ok = await h.reply(
         "alice", "rename", connection="TradeStation", new_name="TS Futures #2\n(IRA)"
