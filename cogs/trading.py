@@ -162,11 +162,11 @@ def preview_embed(p: Preview) -> discord.Embed:
     prices = []
     # Stop first, as /orders, /cancel and the DMs name a stop limit's prices.
     if r.stop_price is not None:
-        prices.append(f"stop {fmt.order_price(r.stop_price)}")
+        prices.append(f"stop ${fmt.order_price(r.stop_price)}")
     if r.limit_price is not None:
-        prices.append(f"limit {fmt.order_price(r.limit_price)}")
+        prices.append(f"limit ${fmt.order_price(r.limit_price)}")
     if r.trail_amount is not None:
-        prices.append(f"trailing {fmt.order_price(r.trail_amount)} behind the best price")
+        prices.append(f"trailing ${fmt.order_price(r.trail_amount)} behind the best price")
     if r.trail_percent is not None:
         prices.append(f"trailing {fmt.qty(r.trail_percent)}% behind the best price")
     live = p.target.mode == "live"
@@ -190,7 +190,7 @@ def preview_embed(p: Preview) -> discord.Embed:
     # A limit or stop order is estimated at its own price: shown as typed, like the title.
     typed = r.order_type.value != "market"
     estimate = fmt.order_price if typed else fmt.price
-    embed.add_field(name="Estimated price", value=estimate(p.estimated_price))
+    embed.add_field(name="Estimated price", value=f"${estimate(p.estimated_price)}")
     embed.add_field(name=value_label(p), value=fmt.money(p.estimated_cost))
     if p.buying_power_required != p.estimated_cost:  # margined (futures): say what is held back
         embed.add_field(name="Buying power needed", value=fmt.money(p.buying_power_required))
@@ -234,7 +234,7 @@ def _bracket_line(r: OrderRequest) -> str:
     if b is None:
         return ""
     exits = [
-        f"{name} {fmt.order_price(price)}"
+        f"{name} ${fmt.order_price(price)}"
         for name, price in (("take-profit", b.take_profit), ("stop-loss", b.stop_loss))
         if price is not None
     ]

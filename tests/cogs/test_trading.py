@@ -182,7 +182,7 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     card = await preview(
         h, "alice", symbol="AAPL", quantity="10", take_profit="220", stop_loss="190.5"
     )
-    assert "Bracket: take-profit 220.00 · stop-loss 190.50, placed once it fills" in card.text()
+    assert "Bracket: take-profit $220.00 · stop-loss $190.50, placed once it fills" in card.text()
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
     result = (await done.message(timeout=10)).text()
     assert "Filled: buy 10 AAPL" in result
@@ -297,7 +297,7 @@ async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) 
         h, "alice", symbol="ETHUSD", quantity="1", order_type="limit", limit_price="250.123"
     )
     text = card.text()
-    assert "limit 250.123" in text and "250.12 " not in text, text
+    assert "limit $250.123" in text and "250.12 " not in text, text
     assert text.count("250.123") == 2, text  # the title and the estimated price
     await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
     orders = (await h.reply("alice", "orders")).text()
@@ -306,7 +306,7 @@ async def test_a_price_with_more_decimals_is_shown_as_typed(tradecord: Harness) 
     card = await preview(
         h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="250.5"
     )
-    assert "limit 250.50" in card.text()
+    assert "limit $250.50" in card.text()
 
 
 async def test_a_stock_price_finer_than_a_cent_is_refused_with_the_prices_to_use(
@@ -910,7 +910,7 @@ async def test_orders_names_a_stop_limits_stop_and_limit_prices(tradecord: Harne
         time_in_force="gtc",
     )
     # The card names them in the same order (it said "limit 212.00, stop 210.00").
-    assert "stop limit (stop 210.00, limit 212.00)" in card.text(), card.text()
+    assert "stop limit (stop $210.00, limit $212.00)" in card.text(), card.text()
     await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
     for options in ({}, {"share": True, "show_amounts": True}):
         listing = (await h.reply("alice", "orders", **options)).text()
