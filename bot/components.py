@@ -84,6 +84,17 @@ def account_menus(
 APPROVAL_BUTTON = r"tc:appr:(?P<action>approve|reject):(?P<intent>[0-9a-f-]{36})"
 
 
+def no_accounts_text(connection_name: str) -> str:
+    """What to do when the login linked to a connection has no account to choose (in the modes
+    it was linked for): said instead of menus that would be empty."""
+    return (
+        f"The login linked to “{connection_name}” has no account to choose yet, so it cannot "
+        "trade. If you opened one just now, run /accounts again in a few minutes; if you signed "
+        f"in with another login by mistake, /disconnect “{connection_name}” and /connect again "
+        "with the right one."
+    )
+
+
 def approval_buttons(intent_id: str) -> list[dict[str, Any]]:
     """Approve / Reject for a signal waiting on its member (any draft id of it works)."""
     return [

@@ -9,7 +9,7 @@ from discord.ext import commands
 from adapters.models import AccountType
 from bot.brokers import broker_catalog
 from bot.client import Tradecord
-from bot.components import account_menus
+from bot.components import account_menus, no_accounts_text
 from bot.models import Connection, ConnectionStatus
 from bot.services.connections import linked_modes
 from cogs.ui import broker_connection_names, in_time, reply
@@ -80,7 +80,7 @@ class Accounts(commands.Cog):
         if not rows:
             await reply(
                 interaction,
-                content=f"{conn.name}: the broker lists no accounts for this login.",
+                content=no_accounts_text(conn.name),
                 ephemeral=True,
             )
             return

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bot.components import account_menus
+from bot.components import account_menus, no_accounts_text
 from bot.core import Core
 from bot.errors import TradecordError
 from bot.models import ConnectionStatus
@@ -136,9 +136,12 @@ def account_choice_message(core: Core, linked: Linked) -> Outgoing:
         ]
     else:
         lines = [
-            f"✅ **{conn.name}** is linked. Choose the account(s) to trade below; trading on "
+            f"✅ **{conn.name}** is linked. Choose the accounts to trade below; trading on "
             "this connection stays off until you do."
         ]
+    menus = account_menus(conn, linked.accounts, linked.held)
+    if not menus and not linked.accounts_error:
+        lines = [f"✅ **{conn.name}** is linked.", no_accounts_text(conn.name)]
     if linked.dropped:
         lines.append(_dropped(linked))
     if linked.accounts_error:
@@ -146,9 +149,7 @@ def account_choice_message(core: Core, linked: Linked) -> Outgoing:
             f"We could not list your accounts yet: {linked.accounts_error} "
             f"Use /accounts connection:{conn.name} to choose them later."
         )
-    return Outgoing(
-        content="\n".join(lines), components=account_menus(conn, linked.accounts, linked.held)
-    )
+    return Outgoing(content="\n".join(lines), components=menus)
 
 
 def _dropped(linked: Linked) -> str:

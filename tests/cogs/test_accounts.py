@@ -84,3 +84,26 @@ async def test_an_account_another_connection_trades_in_is_marked_in_the_menus(
         says = {o["value"]: o["description"] for o in live["options"]}
         assert says[futures.id] == "live · futures account · already “TradeStation”'s", says
         assert all("already" not in d for v, d in says.items() if v != futures.id), says
+
+
+async def test_a_login_with_no_account_is_told_what_to_do(h: Harness) -> None:
+    """A login with no account (not opened yet, or the wrong login) got a DM asking to choose
+    "below" above no menu, and /accounts said only "the broker lists no accounts"."""
+    h.sandbox.emulators["tradestation"].add_user("empty")
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        cb = await through_broker(
+            b, h, await through_discord(b, h, link, h.user("alice")), broker_user="empty"
+        )
+        assert (await b.get(cb)).status == 200
+    finally:
+        await b.close()
+    dm = await h.emu.wait_for_message(
+        lambda m: "**TradeStation** is linked" in m.content, include_existing=True
+    )
+    assert not dm.components and "Choose" not in dm.content, dm.content
+    advice = "has no account to choose yet, so it cannot trade. If you opened one just now"
+    assert advice in dm.content, dm.content
+    told = await h.reply("alice", "accounts", connection="TradeStation")
+    assert advice in told.content and "/disconnect “TradeStation”" in told.content, told.content
