@@ -152,7 +152,7 @@ class LinkingService:
         plan, limit, used = await self.plan_of(discord_user_id)
         if used >= limit:
             raise LimitReached(
-                f"Your plan ({plan}) allows {limit} broker connection{'s' if limit != 1 else ''} "
+                f"Your plan ({plan}) allows {limit} broker connection{plural(limit)} "
                 f"and you have {used}. Remove one with /disconnect, or ask a server admin to "
                 "raise your plan with /plan set. (Tradecord Paper does not count.)"
             )
