@@ -385,6 +385,8 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 for leg in body.get("legs") or ()
                 if isinstance(leg, Mapping) and leg.get("id")
             ),
+            trail_amount=dec(body.get("trail_price")),
+            trail_percent=dec(body.get("trail_percent")),
             info=dict(body),
         )
 

@@ -205,6 +205,9 @@ class Order:
     # entry, its exits.
     parent_id: str | None = None
     exit_ids: tuple[str, ...] = ()
+    # A trailing stop: how far it trails (stop_price is where the stop stands now).
+    trail_amount: Decimal | None = None
+    trail_percent: Decimal | None = None
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

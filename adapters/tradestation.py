@@ -388,7 +388,8 @@ def map_order(o: dict[str, Any]) -> Order:
     filled = dec(leg.get("ExecQuantity"), ZERO) or ZERO
     order_id = str(o.get("OrderID", ""))
     order_type = ORDER_TYPE_OF.get(str(o.get("OrderType")), OrderType.MARKET)
-    if o.get("TrailingStop"):
+    trail = o.get("TrailingStop") if isinstance(o.get("TrailingStop"), dict) else {}
+    if trail:
         order_type = OrderType.TRAILING_STOP
     quantity = dec(leg.get("QuantityOrdered"), ZERO) or ZERO
     status = map_status(o.get("Status"))
@@ -421,6 +422,8 @@ def map_order(o: dict[str, Any]) -> Order:
             for c in o.get("ConditionalOrders") or ()
             if isinstance(c, dict) and c.get("Relationship") == "OSO" and c.get("OrderID")
         ),
+        trail_amount=dec(trail.get("Amount")),
+        trail_percent=dec(trail.get("Percent")),
         info=o,
     )
 

@@ -116,6 +116,14 @@ def _prices(o: Order) -> str:
     them (/cancel's choices, the DMs), one a line so the column stays as narrow as one price."""
     if o.limit_price is not None and o.stop_price is not None:
         return f"stop {order_price(o.stop_price)}\nlimit {order_price(o.limit_price)}"
+    if o.trail_amount is not None or o.trail_percent is not None:
+        # Where the stop stands now, and how far behind the best price it follows.
+        trail = (
+            f"trail {order_price(o.trail_amount)}"
+            if o.trail_amount is not None
+            else f"trail {qty(o.trail_percent or Decimal(0))}%"
+        )
+        return f"stop {order_price(o.stop_price)}\n{trail}" if o.stop_price else trail
     at = o.limit_price if o.limit_price is not None else o.stop_price
     return order_price(at) if at is not None else "mkt"
 

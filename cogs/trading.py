@@ -29,7 +29,7 @@ from bot.services.trading import (
     OrderInput,
     Outcome,
     Preview,
-    order_terms,
+    order_terms_of,
 )
 from bot.wording import plural
 from cogs import format as fmt
@@ -610,7 +610,7 @@ class Trading(commands.Cog):
         cur = current.casefold()
         out = []
         for o in orders:
-            terms = order_terms(o.order_type, o.limit_price, o.stop_price)
+            terms = order_terms_of(o)
             label = f"{o.side.value} {fmt.qty(o.quantity)} {o.symbol} {terms} · {o.id[-8:]}"
             if cur in label.casefold():
                 out.append(app_commands.Choice(name=label[:100], value=o.id))

@@ -178,6 +178,8 @@ def to_order(row: PaperOrder) -> Order:
         updated_at=row.updated_at,
         reject_reason=row.reject_reason,
         parent_id=row.parent_id,
+        trail_amount=row.trail_amount,
+        trail_percent=row.trail_percent,
         info={
             "broker": "paper",
             "simulated": row.simulated,

@@ -245,8 +245,7 @@ def _open_order_id(typed: str, open_orders: dict[str, Order], target: Target) ->
 
 def _describe(order: Order) -> str:
     """An order as a member recognises it: buy 1 MSFT limit at $350.00."""
-    terms = order_terms(order.order_type, order.limit_price, order.stop_price)
-    return f"{order.side.value} {qty(order.quantity)} {order.symbol} {terms}"
+    return f"{order.side.value} {qty(order.quantity)} {order.symbol} {order_terms_of(order)}"
 
 
 def order_terms(
@@ -270,6 +269,16 @@ def order_terms(
         return f"{kind} (stop {price_text(stop)}, limit {price_text(limit)})"
     at = limit if limit is not None else stop
     return f"{kind} at {price_text(at)}" if at is not None else kind
+
+
+def order_terms_of(order: Order) -> str:
+    return order_terms(
+        order.order_type,
+        order.limit_price,
+        order.stop_price,
+        order.trail_amount,
+        order.trail_percent,
+    )
 
 
 def client_order_id(intent_id: str) -> str:

@@ -422,6 +422,7 @@ async def test_a_trailing_stop_follows_the_high_and_sells_when_the_price_falls_b
     sent = emu.requests_to(r"/v2/orders$", "POST")[-1].body
     assert b'"type": "trailing_stop"' in sent and b'"trail_percent": "5"' in sent
     assert placed.order_type is OrderType.TRAILING_STOP and placed.stop_price == D(190)
+    assert (placed.trail_percent, placed.trail_amount) == (D(5), None)
     emu.set_quote("AAPL", D("219.99"), D("220.01"), D("220"))  # up: the stop follows
     [working] = await adapter.fetch_open_orders(paper)
     assert (working.stop_price, working.info["hwm"]) == (D(209), "220")

@@ -514,8 +514,9 @@ def test_the_vendors_trailing_stop_order_reads_back_as_one() -> None:
     order = map_order(vendor)
     assert (order.order_type, order.stop_price) == (OrderType.TRAILING_STOP, Decimal("215.06"))
     assert order.side is Side.SELL and order.info["TrailingStop"] == {"Percent": "5.0"}
+    assert (order.trail_percent, order.trail_amount) == (Decimal(5), None)
     plain = map_order({k: v for k, v in vendor.items() if k != "TrailingStop"})
-    assert plain.order_type is OrderType.STOP
+    assert plain.order_type is OrderType.STOP and plain.trail_percent is None
 
 
 async def test_trade_action_follows_the_position(

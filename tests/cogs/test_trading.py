@@ -884,8 +884,14 @@ async def test_a_trailing_stop_from_trade_rests_with_its_stop_below_the_price(
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
     assert "Accepted: sell 10 AAPL (trailing stop, working)" in (await done.message()).text()
     orders = (await h.reply("alice", "orders")).text()
-    # Named as the card named it, in /orders and in a shared list alike.
-    assert "trailing stop" in orders and "190.00" in orders, orders
+    # Named as the card named it, in /orders and in a shared list alike: where the stop
+    # stands, and how far it trails (it showed only the stop price).
+    assert "trailing stop" in orders and "stop 190.00" in orders, orders
+    assert "trail 5%" in orders, orders
+    [choice] = await h.emu.autocomplete(
+        h.user("alice"), "cancel order", options={"order": ""}, focused="order", guild_id=h.guild_id
+    )
+    assert "sell 10 AAPL trailing stop (5% behind the best price)" in choice["name"], choice
     assert "trailing_stop" not in orders
     shared = (await h.reply("alice", "orders", share=True)).text()
     assert "trailing stop" in shared and "trailing_stop" not in shared, shared
