@@ -28,6 +28,7 @@ import logging
 import re
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1031,11 +1032,48 @@ class SignalService:
         if later:
             raise RunAgainAt(max(later))  # the signal stays in processing until then
         async with self.core.db.transaction() as s:
-            await s.execute(
-                update(ReceivedSignal)
-                .where(ReceivedSignal.id == signal_id)
-                .values(status=SignalStatus.DONE, finished_at=self.clock())
-            )
+            finished = (
+                await s.execute(
+                    update(ReceivedSignal)
+                    .where(
+                        ReceivedSignal.id == signal_id,
+                        ReceivedSignal.status == SignalStatus.PROCESSING,
+                    )
+                    .values(status=SignalStatus.DONE, finished_at=self.clock())
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        if finished and channel_id is not None and not signal.test:
+            # Skips post nothing of their own: without this, "signal received" would be the
+            # channel's last word, and an admin could not tell a skipped signal from a stuck one.
+            line = await self._nothing_placed(signal_id)
+            if line is not None:
+                skipped = ChannelDigest(channel_id, strategy.name)
+                skipped.add(line)
+                await self._post_digest(
+                    strategy.guild_id, strategy.id, skipped, f"signal {signal_id}'s skips"
+                )
+
+    async def _nothing_placed(self, signal_id: str) -> str | None:
+        """The channel's line for a signal every subscriber skipped: how many, and why by
+        reason code (as refusals are shown there: no names, nothing of any account). None
+        when any subscriber did something else, whose own line the channel has."""
+        async with self.core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(SignalExecution.status, SignalExecution.reason_code).where(
+                        SignalExecution.signal_id == signal_id
+                    )
+                )
+            ).all()
+        if not rows or any(status != ExecutionStatus.SKIPPED for status, _ in rows):
+            return None
+        reasons = Counter(code or "skipped" for _, code in rows)
+        why = ", ".join(code if n == 1 else f"{code} ×{n}" for code, n in sorted(reasons.items()))
+        return (
+            f"⏭️ No order placed · {len(rows)} subscriber{plural(len(rows))} skipped this "
+            f"signal ({why}). Each subscriber's DM says why; /signal show "
+            f"`{signal_id[:8]}` has every step."
+        )
 
     async def _contexts(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None

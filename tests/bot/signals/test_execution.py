@@ -34,6 +34,7 @@ from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signals import Ack, Plan
 from bot.services.strategies import WebhookUrl
+from bot.services.subscriptions import SubscriptionSettings
 from bot.settings import Settings
 from tests.bot.signals.conftest import (
     ALICE,
@@ -1168,6 +1169,44 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     assert set(dms) == {ALICE, BOB}
     assert "Filled: buy 1 AAPL" in dms[ALICE] and ack.body["id"] in dms[ALICE]
     assert "buying power" in dms[BOB].lower()  # the member's own DM says why
+
+
+async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core) -> None:
+    """Before: "signal received", then nothing: an admin could not tell skipped from stuck.
+    Now one line counts the skips by reason, naming nobody (not even who opted in)."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    for member in (ALICE, BOB):
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    for member in (OWNER, ALICE):
+        await hold(core, member, "AAPL", "5")
+        await subscribe(core, url, member)
+    await subscribe(core, url, BOB, sides="short")
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert posts[1] == (
+        "**NQ breakout** ⏭️ No order placed · 3 subscribers skipped this signal "
+        "(already-in-position ×2, side-not-allowed). Each subscriber's DM says why; "
+        f"/signal show `{ack.body['id'][:8]}` has every step."
+    )
+    account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
+    assert "Alice" not in posts[1] and account not in posts[1]
+    # One that places an order has its own line: no "no order placed" beside it.
+    await core.subscriptions.subscribe(
+        GUILD, BOB, url.strategy.id, settings=SubscriptionSettings(sides="both")
+    )
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "extras": {"again": 1}})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 4 and "Filled" in posts[3] and "No order placed" not in posts[3], posts
+    # A test signal's "nothing will be placed" was said when it arrived.
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "test": True})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 5 and "test" in posts[4], posts
 
 
 async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
