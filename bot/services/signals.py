@@ -48,6 +48,7 @@ from adapters.models import (
     Bracket,
     Order,
     OrderRequest,
+    OrderStatus,
     OrderType,
     Position,
     Side,
@@ -95,6 +96,7 @@ from bot.services.trading import (
     intent_terms,
     money,
     order_terms,
+    order_text,
     price_text,
     qty,
     request_of,
@@ -1788,13 +1790,17 @@ class SignalService:
                 )
                 if refusal is not None:
                     return None
-            done = await self.core.trading.cancel_open(target, adapter, wanted)
+            # A cancel-only run's result DM names what it cancelled: one DM, not one per order
+            # and then the result.
+            done = await self.core.trading.cancel_open(target, adapter, wanted, dm=ordering)
             cancelled = done.count
             if cancelled:
                 self._phase(
                     ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
                 )
-                note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}."
+                gone = [order_text(o) for o in done.ended if o.status is OrderStatus.CANCELLED]
+                named = f": {'; '.join(gone)}" if gone else ""
+                note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}{named}."
                 result.reason = result.reason or note
             wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:

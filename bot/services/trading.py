@@ -267,6 +267,17 @@ def order_terms(
     return f"{kind} at {price_text(at)}" if at is not None else kind
 
 
+def order_text(order: Order) -> str:
+    """An order as a member recognises it, its prices named: "buy 1 MSFT limit at $350.00",
+    "sell 2 AAPL" at the market; "(2 filled)" when it filled in part."""
+    text = f"{order.side.value} {qty(order.quantity)} {order.symbol}"
+    if order.order_type is not OrderType.MARKET:
+        text += f" {order_terms(order.order_type, order.limit_price, order.stop_price)}"
+    if order.filled_quantity:
+        text += f" ({qty(order.filled_quantity)} filled)"
+    return text
+
+
 def client_order_id(intent_id: str) -> str:
     """Deterministic and short enough for every broker (TradeStation allows 22 characters)."""
     return "tc" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
@@ -1717,12 +1728,16 @@ class TradingService:
                 insert_ignoring(self.core.db, BracketExit, rows, ["broker", "broker_order_id"])
             )
 
-    async def apply_order_state(self, intent: OrderIntent, order: Order) -> OrderIntent:
+    async def apply_order_state(
+        self, intent: OrderIntent, order: Order, *, dm: bool = True
+    ) -> OrderIntent:
+        """Store the broker's state of ``order`` and announce a change; ``dm``: whether the
+        member hears it in a DM of its own (not when the caller's message says it)."""
         before = (intent.status, intent.filled_quantity)
         await self._apply_order(intent, order)
         if (intent.status, intent.filled_quantity) != before:
             # The order says how its fills were priced (a paper sweep's may be simulated).
-            await self._tell(intent, simulated=order.info.get("simulated") is True)
+            await self._tell(intent, simulated=order.info.get("simulated") is True, dm=dm)
         return intent
 
     async def mark_announced(self, intents: list[OrderIntent]) -> None:
@@ -1736,11 +1751,14 @@ class TradingService:
 
         await self.core.db.group_commit(write)
 
-    async def _tell(self, intent: OrderIntent, *, simulated: bool | None = None) -> None:
+    async def _tell(
+        self, intent: OrderIntent, *, simulated: bool | None = None, dm: bool = True
+    ) -> None:
         """Tell the member once per status (the compare-and-set makes it once across processes).
 
         ``simulated``: whether the fills were priced by the simulated feed; None: as the
-        preview was priced."""
+        preview was priced. ``dm``: False when the caller's own message to the member says it;
+        the state still counts as told, and the listeners (alert channels) still hear it."""
         notifier = self.core.notifier
         if notifier is None:
             return
@@ -1770,13 +1788,14 @@ class TradingService:
         priced = intent.status in (IntentStatus.FILLED, IntentStatus.PARTIALLY_FILLED)
         note = f" · {SIMULATED_NOTE}" if simulated and priced else ""
         try:
-            await notifier.dm(
-                await self._discord_id(intent),
-                Outgoing(
-                    content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order update: "
-                    f"{describe_intent(intent)}{note}"
-                ),
-            )
+            if dm:
+                await notifier.dm(
+                    await self._discord_id(intent),
+                    Outgoing(
+                        content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order "
+                        f"update: {describe_intent(intent)}{note}"
+                    ),
+                )
         except Exception:
             log.warning("Could not tell the member about intent %s", intent.id)
         for listener in self.listeners:
@@ -1881,13 +1900,18 @@ class TradingService:
         return target, results
 
     async def cancel_open(
-        self, target: Target, adapter: BrokerAdapter, order_ids: Sequence[str]
+        self,
+        target: Target,
+        adapter: BrokerAdapter,
+        order_ids: Sequence[str],
+        *,
+        dm: bool = True,
     ) -> Cancelled:
         """Cancel open orders for an automation (a signal), skipping ones that ended on their
         own meanwhile, and wait until the broker has carried the cancels out: until then a
         cancelled order still holds its shares, and a sell sent at once would be refused. The
         intents of Tradecord's own orders among them are updated at once (and their members
-        told), not when the reconciler next looks."""
+        told, by a DM each unless ``dm`` is False), not when the reconciler next looks."""
         if not order_ids:
             return Cancelled(0, 0, [])
         async with self.core.db.session() as s:
@@ -1922,7 +1946,7 @@ class TradingService:
         for order in landed:
             intent = ours.get(order.id) if order is not None else None
             if intent is not None and order is not None:
-                await self.apply_order_state(intent, order)
+                await self.apply_order_state(intent, order, dm=dm)
         ended = [order for order in landed if order is not None and order.status.is_final]
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final

@@ -457,10 +457,12 @@ async def test_a_state_overtaken_before_it_is_told_is_not_told(
         stored = asyncio.Event()
         tell = core_a.trading._tell
 
-        async def tell_late(intent: OrderIntent, *, simulated: bool | None = None) -> None:
+        async def tell_late(
+            intent: OrderIntent, *, simulated: bool | None = None, dm: bool = True
+        ) -> None:
             stored.set()
             await gate.wait()
-            await tell(intent, simulated=simulated)
+            await tell(intent, simulated=simulated, dm=dm)
 
         core_a.trading._tell = tell_late  # type: ignore[method-assign]
         partly = replace(

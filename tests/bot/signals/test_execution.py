@@ -523,6 +523,26 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
 
 
+async def test_a_cancel_signal_sends_one_dm_saying_what_it_cancelled(core: Core) -> None:
+    """Before: "Paper order update: Cancelled: buy 1 AAPL.", then "Done ... Cancelled 1 open
+    AAPL order." Now the result alone, naming the order."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="cancel")
+    assert ex.status == ExecutionStatus.DONE
+    [(uid, dm)] = notifier(core).dms[told:]
+    assert uid == OWNER
+    assert (dm.content or "").splitlines()[:2] == [
+        "✅ Done: **NQ breakout** → Tradecord Paper (paper)",
+        "Cancelled 1 open AAPL order: buy 1 AAPL limit at $150.00.",
+    ]
+    # Counted as told: no later look at the order announces the cancel again.
+    [intent] = await intents(core)
+    assert (intent.status, intent.notified_status) == (IntentStatus.CANCELLED, "cancelled:0")
+
+
 async def test_a_cancel_signal_leaves_the_orders_placed_after_it_arrived(
     core: Core, clock: FakeClock
 ) -> None:
