@@ -1798,7 +1798,11 @@ class SignalService:
                 self._phase(
                     ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
                 )
-                gone = [order_text(o) for o in done.ended if o.status is OrderStatus.CANCELLED]
+                gone = [
+                    order_text(o, done.brackets.get(o.id))
+                    for o in done.ended
+                    if o.status is OrderStatus.CANCELLED
+                ]
                 named = f": {'; '.join(gone)}" if gone else ""
                 note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}{named}."
                 result.reason = result.reason or note

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation, localcontext
@@ -267,14 +267,20 @@ def order_terms(
     return f"{kind} at {price_text(at)}" if at is not None else kind
 
 
-def order_text(order: Order) -> str:
+def order_text(order: Order, bracket: Bracket | None = None) -> str:
     """An order as a member recognises it, its prices named: "buy 1 MSFT limit at $350.00",
-    "sell 2 AAPL" at the market; "(2 filled)" when it filled in part."""
+    "sell 2 AAPL" at the market; "(2 filled)" when it filled in part. A bracket's exit says
+    which it is ("the take-profit sell 1 AAPL limit at $210.00"); an entry that never filled
+    names the exits of its ``bracket``, which end with it (they were to be placed on its fill)."""
     text = f"{order.side.value} {qty(order.quantity)} {order.symbol}"
     if order.order_type is not OrderType.MARKET:
         text += f" {order_terms(order.order_type, order.limit_price, order.stop_price)}"
+    if order.parent_id is not None:
+        text = f"the {exit_kind(order)} {text}"
     if order.filled_quantity:
         text += f" ({qty(order.filled_quantity)} filled)"
+    elif bracket is not None and (exits := _exits_text(bracket)):
+        text += f", with its exits ({exits})"
     return text
 
 
@@ -410,6 +416,9 @@ class Cancelled:
     count: int
     unconfirmed: int
     ended: list[Order]
+    # The brackets of Tradecord's own orders among them, by broker order id: an entry's
+    # exits end with it if it never filled.
+    brackets: dict[str, Bracket] = field(default_factory=dict)
 
 
 class TradingService:
@@ -1951,7 +1960,19 @@ class TradingService:
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final
         )
-        return Cancelled(len(requested), unconfirmed, ended)
+        return Cancelled(len(requested), unconfirmed, ended, _brackets(ours.values()))
+
+    async def brackets(self, target: Target, orders: Sequence[Order]) -> dict[str, Bracket]:
+        """The brackets Tradecord placed ``orders`` with, by broker order id (a /cancel
+        reply names the exits that end with an entry)."""
+        async with self.core.db.session() as s:
+            intents = await s.scalars(
+                select(OrderIntent).where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.broker_order_id.in_([o.id for o in orders]),
+                )
+            )
+            return _brackets(intents)
 
     async def _settled(
         self,
@@ -2131,6 +2152,15 @@ def _add_validated(s: AsyncSession, intent: OrderIntent) -> None:
         mode=intent.mode,
         source=intent.source,
     )
+
+
+def _brackets(intents: Iterable[OrderIntent]) -> dict[str, Bracket]:
+    out = {}
+    for intent in intents:
+        bracket = bracket_of((intent.extra or {}).get("bracket"))
+        if bracket is not None and intent.broker_order_id:
+            out[intent.broker_order_id] = bracket
+    return out
 
 
 def bracket_json(bracket: Bracket | None) -> dict[str, str | None] | None:
@@ -2417,11 +2447,7 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
     bracket = bracket_of((intent.extra or {}).get("bracket"))
     if bracket is None:
         return ""
-    exits = " · ".join(
-        f"{name} {price_text(price)}"
-        for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
-        if price is not None
-    )
+    exits = _exits_text(bracket)
     if status == OrderStatus.FILLED:  # the same word for an intent
         both = bracket.take_profit is not None and bracket.stop_loss is not None
         return f" Its exits are working: {exits}{' (one cancels the other)' if both else ''}."
@@ -2433,6 +2459,15 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
     ):
         return f" Its exits ({exits}) are placed once it has filled."
     return ""
+
+
+def _exits_text(bracket: Bracket) -> str:
+    """A bracket's exits with their prices: "take-profit $210.00 · stop-loss $196.00"."""
+    return " · ".join(
+        f"{name} {price_text(price)}"
+        for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
+        if price is not None
+    )
 
 
 def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -> str:

@@ -859,6 +859,33 @@ async def test_an_exit_signal_after_a_bracketed_entry_leaves_no_exit_working(cor
     assert [o for o in await orders(core) if o.status == "open"] == []
 
 
+async def test_a_cancel_signal_names_the_exits_of_the_brackets_it_cancels(core: Core) -> None:
+    """Before: "Cancelled 1 open AAPL order." for a resting bracketed entry, "Cancelled 2 open
+    AAPL orders." for the working take-profit and stop-loss of a filled one."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    brackets = {"takeProfit": {"percent": 5}, "stopLoss": {"amount": 4}}
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150", **brackets)
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="cancel")
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").splitlines()[1] == (
+        "Cancelled 1 open AAPL order: buy 1 AAPL limit at $150.00, with its exits "
+        "(take-profit $157.50 · stop-loss $146.00)."
+    )
+    entry = await run(core, url, sub, action="buy", extras={"market": 1}, **brackets)
+    assert entry.status == ExecutionStatus.FILLED, entry.reason
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="cancel", extras={"exits": 1})
+    [(_, dm)] = notifier(core).dms[told:]
+    said, _, named = (dm.content or "").splitlines()[1].rstrip(".").partition(": ")
+    assert said == "Cancelled 2 open AAPL orders"
+    assert set(named.split("; ")) == {  # in the order the broker lists them
+        "the take-profit sell 1 AAPL limit at $210.00",
+        "the stop-loss sell 1 AAPL stop at $196.00",
+    }
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
