@@ -1721,27 +1721,47 @@ class SignalService:
         entry = await self._bracket_entry(ctx, adapter, leg.side)
         up = 1 if leg.side is Side.BUY else -1
 
-        def offset(percent: Decimal | None, amount: Decimal | None, sign: int) -> Decimal:
+        def offset(
+            name: str, price_field: str, percent: Decimal | None, amount: Decimal | None, sign: int
+        ) -> Decimal:
             delta = entry * percent / 100 if percent is not None else amount or Decimal(0)
             raw = entry + sign * delta
             # The tick of the exit's own price (an entry under $1 may exit above it), and a
             # multiple of it: quantize alone rounds /ES to cents, not to its 0.25 ticks.
             tick = _tick(sig.ticker, raw)
             price = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
+            given = f"{qty(percent)}%" if percent is not None else price_text(amount or Decimal(0))
             if price <= 0:
                 raise _Skip(
                     "invalid-bracket",
-                    "The take-profit or stop-loss comes to a price at or below zero.",
+                    f"The {name} of {given} from the entry price {price_text(entry)} comes to "
+                    f"a price at or below zero; the bracketed entry was not placed. Send a smaller "
+                    f"percent or amount, or the price itself as {price_field}.",
+                )
+            if (price - entry) * sign <= 0:
+                # Too small a step for the price's precision: sent, it would be the entry price
+                # itself (or beyond it), an exit that fills at once or that the broker refuses.
+                raise _Skip(
+                    "invalid-bracket",
+                    f"The {name} of {given} from the entry price {price_text(entry)} rounds to "
+                    f"{price_text(price)} at {sig.ticker}'s price steps of {format(tick, 'f')}, "
+                    f"not {'above' if sign > 0 else 'below'} it; the bracketed entry was not "
+                    "placed. "
+                    f"Send a larger percent or amount, or the price itself as {price_field}.",
                 )
             return price
 
         bracket = Bracket()
         if sig.take_profit:
             tp = sig.take_profit
-            bracket.take_profit = tp.limit_price or offset(tp.percent, tp.amount, up)
+            bracket.take_profit = tp.limit_price or offset(
+                "take-profit", "takeProfit.limitPrice", tp.percent, tp.amount, up
+            )
         if sig.stop_loss:
             sl = sig.stop_loss
-            bracket.stop_loss = sl.stop_price or offset(sl.percent, sl.amount, -up)
+            bracket.stop_loss = sl.stop_price or offset(
+                "stop-loss", "stopLoss.stopPrice", sl.percent, sl.amount, -up
+            )
             if sl.type is StopLossType.STOP_LIMIT:
                 bracket.stop_loss_limit = sl.limit_price
         return bracket
@@ -3069,6 +3089,12 @@ def _tick(ticker: str, price: Decimal) -> Decimal:
     spec = symbols.future_spec(ticker)
     if spec is not None:
         return spec.tick
+    if symbols.asset_class_of(ticker) is AssetClass.CRYPTO:
+        # Coins are quoted far finer than stocks (SHIB in 0.00000001s, XRP in 0.0001s): a
+        # stock's cents or 0.0001 turned a 5 % exit of a coin at $0.000014 into $0.
+        if price >= 1000:
+            return Decimal("0.01")
+        return Decimal("0.0001") if price >= 1 else Decimal("0.00000001")
     return Decimal("0.01") if price >= 1 else Decimal("0.0001")
 
 

@@ -961,6 +961,68 @@ async def test_percent_brackets_land_on_the_price_tick(
     assert (entry.take_profit, entry.stop_loss) == (take_profit, stop_loss)
 
 
+@pytest.mark.parametrize(
+    ("ticker", "bid", "ask", "take_profit", "stop_loss"),
+    [
+        # Before: whole 0.0001s made the take-profit 0.0000 and the signal was skipped.
+        ("SHIBUSD", "0.00001233", "0.00001235", Decimal("0.00001296"), Decimal("0.00001172")),
+        # Before: cents made a 0.2 % stop-loss of a $2.20 coin $2.20, the entry price itself.
+        ("XRPUSD", "2.1999", "2.2001", Decimal("2.2440"), Decimal("2.1956")),
+    ],
+)
+async def test_percent_brackets_of_a_coin_keep_the_coins_precision(
+    core: Core, ticker: str, bid: str, ask: str, take_profit: Decimal, stop_loss: Decimal
+) -> None:
+    core.simulated_feed.set_quote(ticker, Decimal(bid), Decimal(ask))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="fixed_quantity", sizing_value=Decimal(10))
+    ex = await run(
+        core,
+        url,
+        sub,
+        ticker=ticker,
+        action="buy",
+        timeInForce="gtc",
+        takeProfit={"percent": 5 if ticker == "SHIBUSD" else 2},
+        stopLoss={"percent": 5 if ticker == "SHIBUSD" else "0.2"},
+    )
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry = (await orders(core))[0]
+    assert (entry.take_profit, entry.stop_loss) == (take_profit, stop_loss)
+
+
+@pytest.mark.parametrize(
+    ("exit_", "said"),
+    [
+        (
+            {"stopLoss": {"percent": "0.01"}},
+            "The stop-loss of 0.01% from the entry price $0.00001234 rounds to $0.00001234 at "
+            "SHIBUSD's price steps of 0.00000001, not below it; the bracketed entry was not "
+            "placed. Send a larger percent or amount, or the price itself as stopLoss.stopPrice.",
+        ),
+        (
+            {"stopLoss": {"amount": "0.00002"}},
+            "The stop-loss of $0.00002 from the entry price $0.00001234 comes to a price at or "
+            "below zero; the bracketed entry was not placed. Send a smaller percent or amount, "
+            "or the price itself as stopLoss.stopPrice.",
+        ),
+    ],
+)
+async def test_an_exit_a_coins_precision_cannot_express_is_refused_with_what_to_send(
+    core: Core, exit_: dict[str, Any], said: str
+) -> None:
+    core.simulated_feed.set_quote("SHIBUSD", Decimal("0.00001233"), Decimal("0.00001235"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="fixed_quantity", sizing_value=Decimal(10))
+    ex = await run(core, url, sub, ticker="SHIBUSD", action="buy", timeInForce="gtc", **exit_)
+    assert (ex.status, ex.reason_code, ex.reason) == (
+        ExecutionStatus.SKIPPED,
+        "invalid-bracket",
+        said,
+    )
+    assert await orders(core) == []
+
+
 async def test_a_stop_the_market_has_passed_is_not_placed(core: Core) -> None:
     """A buy stop at or below the ask (a sell stop at or above the bid) would trigger at once
     and fill at the market: refused before the broker, as /trade refuses it."""
