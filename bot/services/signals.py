@@ -372,6 +372,9 @@ class ExecContext:
     stale: str | None = None
     # When the webhook stored the signal: orders placed after it are not its to cancel.
     received_at: datetime | None = None
+    # What this run cancelled, for its result DM whatever the result (a refusal after the
+    # cancels, an exit that did not fill): the orders get no DM of their own.
+    cancelled: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1810,9 +1813,9 @@ class SignalService:
                 )
                 if refusal is not None:
                     return None
-            # A cancel-only run's result DM names what it cancelled: one DM, not one per order
-            # and then the result.
-            done = await self.core.trading.cancel_open(target, adapter, wanted, dm=ordering)
+            # The run's result DM names what it cancelled (``ctx.cancelled``): one DM, not one
+            # per order and then the result.
+            done = await self.core.trading.cancel_open(target, adapter, wanted, dm=False)
             cancelled = done.count
             if cancelled:
                 self._phase(
@@ -1825,6 +1828,7 @@ class SignalService:
                 ]
                 named = f": {'; '.join(gone)}" if gone else ""
                 note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}{named}."
+                ctx.cancelled = note
                 result.reason = result.reason or note
             wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:
@@ -2601,6 +2605,8 @@ class SignalService:
         waiting = result.status == ExecutionStatus.WAITING_APPROVAL
         if result.reason and not waiting and result.reason.rstrip(".") not in what:
             lines.append(result.reason)
+        if ctx.cancelled and ctx.cancelled not in (result.reason or ""):
+            lines.append(ctx.cancelled)
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
             await self.core.trading.mark_announced(list(result.orders))

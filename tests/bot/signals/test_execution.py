@@ -859,6 +859,32 @@ async def test_an_exit_signal_after_a_bracketed_entry_leaves_no_exit_working(cor
     assert [o for o in await orders(core) if o.status == "open"] == []
 
 
+async def test_a_signal_that_cancels_before_ordering_says_both_in_one_dm(core: Core) -> None:
+    """Before: "Paper order update: Cancelled: buy 1 AAPL." and then the result, which said the
+    same cancel again; and when the result was a refusal, the cancel was only in the first."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.FILLED
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").splitlines()[1:3] == [
+        "Filled: buy 1 AAPL at $200.00.",
+        "Cancelled 1 open AAPL order: buy 1 AAPL limit at $150.00.",
+    ]
+    # An exit that does not fill ends the run with its own reason: the cancel is still said.
+    core.signals.exit_timeout = 0.2
+    await rest(core, OWNER, "sell", OrderType.LIMIT, "300", "take-profit")
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=300)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
+    [(_, dm)] = notifier(core).dms[told:]
+    lines = (dm.content or "").splitlines()
+    assert lines[2].startswith("The exit order had not filled"), lines
+    assert lines[3] == "Cancelled 1 open AAPL order: sell 1 AAPL limit at $300.00.", lines
+
+
 async def test_a_cancel_signal_names_the_exits_of_the_brackets_it_cancels(core: Core) -> None:
     """Before: "Cancelled 1 open AAPL order." for a resting bracketed entry, "Cancelled 2 open
     AAPL orders." for the working take-profit and stop-loss of a filled one."""
