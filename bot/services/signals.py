@@ -375,6 +375,7 @@ class ExecContext:
     # What this run cancelled, for its result DM whatever the result (a refusal after the
     # cancels, an exit that did not fill): the orders get no DM of their own.
     cancelled: str | None = None
+    cancelled_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1828,7 +1829,17 @@ class SignalService:
                 ]
                 named = f": {'; '.join(gone)}" if gone else ""
                 note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}{named}."
-                ctx.cancelled = note
+                # The strategy's own signal orders have their own "cancelled" line in its
+                # channel (``_on_order_update``): counted there, not again here.
+                ctx.cancelled, ctx.cancelled_count = (
+                    note,
+                    sum(
+                        1
+                        for o in done.ended
+                        if o.status is OrderStatus.CANCELLED
+                        and not _signal_order_of(done.intents.get(o.id), ctx.strategy_id)
+                    ),
+                )
                 result.reason = result.reason or note
             wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:
@@ -2620,16 +2631,24 @@ class SignalService:
         # Refusals before the broker has any order (the order check, a changed position) are
         # results the channel hears too; skips are not (nothing was tried).
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
-        if ctx.channel_id is not None and (result.orders or refused):
+        # A cancel-only run's result too: the orders it cancelled are counted, not described
+        # (they may be the member's own, placed by hand).
+        cancel_only = (
+            result.status == ExecutionStatus.DONE and ctx.cancelled_count > 0 and not result.orders
+        )
+        if ctx.channel_id is not None and (result.orders or refused or cancel_only):
+            n = ctx.cancelled_count
             trades = (
                 [_leg_label(i, result.orders) + _public_order(i) for i in result.orders]
                 if result.orders
+                else [f"{n} open {ctx.signal.ticker} order{plural(n)}"]
+                if cancel_only
                 else _planned_trades(ctx.signal, result.plan)
             )
             line = _result_line(
                 ctx.public_name,
                 ctx.subscription.mode,
-                result.status,
+                ExecutionStatus.CANCELLED if cancel_only else result.status,
                 trades,
                 result.reason_code,
             )
@@ -3129,6 +3148,14 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
         IntentStatus.CANCELLED: (ExecutionStatus.CANCELLED, False),
         IntentStatus.EXPIRED: (ExecutionStatus.ORDER_EXPIRED, False),
     }.get(intent.status, (ExecutionStatus.REJECTED, False))
+
+
+def _signal_order_of(intent: OrderIntent | None, strategy_id: str) -> bool:
+    """Whether ``intent`` is an order a signal of the strategy placed."""
+    extra = intent.extra if intent is not None and isinstance(intent.extra, dict) else {}
+    return (
+        intent is not None and intent.source == "signal" and extra.get("strategy_id") == strategy_id
+    )
 
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:

@@ -419,6 +419,8 @@ class Cancelled:
     # The brackets of Tradecord's own orders among them, by broker order id: an entry's
     # exits end with it if it never filled.
     brackets: dict[str, Bracket] = field(default_factory=dict)
+    # The intents of Tradecord's own orders among them, by broker order id.
+    intents: dict[str, OrderIntent] = field(default_factory=dict)
 
 
 class TradingService:
@@ -1960,7 +1962,7 @@ class TradingService:
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final
         )
-        return Cancelled(len(requested), unconfirmed, ended, _brackets(ours.values()))
+        return Cancelled(len(requested), unconfirmed, ended, _brackets(ours.values()), ours)
 
     async def brackets(self, target: Target, orders: Sequence[Order]) -> dict[str, Bracket]:
         """The brackets Tradecord placed ``orders`` with, by broker order id (a /cancel

@@ -543,6 +543,38 @@ async def test_a_cancel_signal_sends_one_dm_saying_what_it_cancelled(core: Core)
     assert (intent.status, intent.notified_status) == (IntentStatus.CANCELLED, "cancelled:0")
 
 
+async def test_a_cancel_signal_says_in_the_channel_how_many_orders_it_cancelled(
+    core: Core,
+) -> None:
+    """Before: "signal received: CANCEL AAPL" and then nothing, as if it were stuck. The
+    orders are counted, not described: they may be the member's own, placed by hand."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    await rest(core, OWNER, "sell", OrderType.LIMIT, "300", "resting too")
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="cancel")
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert posts[1] == "**NQ breakout** 🚫 Cancelled · A subscriber (paper): 2 open AAPL orders"
+    # The strategy's own resting entry has its own "cancelled" line: not counted a second time.
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150")
+    await rest(core, OWNER, "sell", OrderType.LIMIT, "300", "by hand")
+    await run(core, url, sub, action="cancel", extras={"again": 1})
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-2:] == [
+        "**NQ breakout** 🚫 Cancelled · A subscriber (paper): buy 1 AAPL",
+        "**NQ breakout** 🚫 Cancelled · A subscriber (paper): 1 open AAPL order",
+    ], posts
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150", extras={"b": 1})
+    await run(core, url, sub, action="cancel", extras={"again": 2})
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-2:] == [
+        "📡 **NQ breakout** signal received: CANCEL AAPL (`" + posts[-2].split("`")[1] + "`)",
+        "**NQ breakout** 🚫 Cancelled · A subscriber (paper): buy 1 AAPL",
+    ], posts
+
+
 async def test_a_cancel_signal_leaves_the_orders_placed_after_it_arrived(
     core: Core, clock: FakeClock
 ) -> None:
