@@ -3229,9 +3229,11 @@ def _public_order(intent: OrderIntent) -> str:
 
 
 def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
-    """For a channel, when no order exists: the planned legs, else the signal itself."""
+    """For a channel, when no order exists: the planned legs with their prices, named "exit: "
+    and "entry: " when both (as ``_leg_label`` does for orders), else the signal itself."""
     if plan is not None and plan.legs:
-        return [f"{leg.side.value} {qty(leg.quantity)} {signal.ticker}" for leg in plan.legs]
+        both = len(plan.legs) > 1
+        return [f"{leg.name}: " * both + leg.describe(signal.ticker) for leg in plan.legs]
     return [f"{signal.action.value} {signal.ticker}"]
 
 

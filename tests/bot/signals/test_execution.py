@@ -1413,6 +1413,22 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     assert account not in posts[1]
 
 
+async def test_a_refused_reversal_names_its_legs_in_the_channel(core: Core) -> None:
+    """Before: "⛔ Not placed · A subscriber (paper): buy 1 AAPL; buy 1 AAPL (invalid-order)":
+    one order said twice, without the price that was refused."""
+    await hold(core, OWNER, "AAPL", "1", side="sell")
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="stop", stopPrice="150")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1] == (
+        "**NQ breakout** ⛔ Not placed · A subscriber (paper): exit: buy 1 AAPL stop at $150.00; "
+        "entry: buy 1 AAPL stop at $150.00 (invalid-order)"
+    )
+
+
 async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Core) -> None:
     """Discord refuses DMs to members who closed them: the channel still hears their result."""
 
