@@ -1492,6 +1492,16 @@ class SignalService:
             else:
                 await self._add_entry(ctx, adapter, target, snap, plan, direction, exiting=True)
             return plan
+        if held * direction > 0 and (keeps_opposite or sig.sentiment is Sentiment.FLAT):
+            # Said as "Already short; send action add" before: the signal meant to exit, not add.
+            exits, held_side = ("long", "short") if direction < 0 else ("short", "long")
+            plan.note_code = "no-position-to-exit"
+            plan.note = (
+                f"No open {sig.ticker} {exits} to exit: {sig.action.value} with sentiment "
+                f"{sig.sentiment} exits a {exits}, and the position "
+                f"is {held_side}. Send action exit to close it."
+            )
+            return plan
         if held * direction > 0:
             plan.note_code = "already-in-position"
             plan.note = (

@@ -319,6 +319,25 @@ async def test_sell_with_flat_sentiment_only_exits(core: Core) -> None:
     assert await position(core, OWNER, "AAPL") == 0
 
 
+@pytest.mark.parametrize("sentiment", ["flat", "bullish"])
+async def test_an_exit_of_a_long_while_short_says_there_is_no_long_to_exit(
+    core: Core, sentiment: str
+) -> None:
+    """Before: "Already short AAPL; send action add to add to it.", to a signal that meant to
+    exit a long, not to add to anything."""
+    await hold(core, OWNER, "AAPL", "5", side="sell")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="sell", sentiment=sentiment)
+    assert (ex.status, ex.reason_code, ex.reason) == (
+        ExecutionStatus.SKIPPED,
+        "no-position-to-exit",
+        f"No open AAPL long to exit: sell with sentiment {sentiment} exits a long, and the "
+        "position is short. Send action exit to close it.",
+    )
+    assert await position(core, OWNER, "AAPL") == -5
+
+
 async def test_buy_with_bearish_sentiment_covers_part_of_a_short(core: Core) -> None:
     url = await make_strategy(core)
     await hold(core, OWNER, "AAPL", "10", side="sell")
