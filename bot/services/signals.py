@@ -1060,9 +1060,10 @@ class SignalService:
                 )
 
     async def _nothing_placed(self, signal_id: str) -> str | None:
-        """The channel's line for a signal every subscriber skipped: how many, and why by
-        reason code (as refusals are shown there: no names, nothing of any account). None
-        when any subscriber did something else, whose own line the channel has."""
+        """The channel's line for a signal no subscriber placed an order for: every one
+        skipped it or waits to approve it. How many, and why by reason code (as refusals are
+        shown there: no names, nothing of any account). None when any subscriber did
+        something else, whose own line the channel has."""
         async with self.core.db.session() as s:
             rows = (
                 await s.execute(
@@ -1071,14 +1072,27 @@ class SignalService:
                     )
                 )
             ).all()
-        if not rows or any(status != ExecutionStatus.SKIPPED for status, _ in rows):
+        quiet = (ExecutionStatus.SKIPPED, ExecutionStatus.WAITING_APPROVAL)
+        if not rows or any(status not in quiet for status, _ in rows):
             return None
-        reasons = Counter(code or "skipped" for _, code in rows)
+        asked = sum(status == ExecutionStatus.WAITING_APPROVAL for status, _ in rows)
+        reasons = Counter(
+            code or "skipped" for status, code in rows if status == ExecutionStatus.SKIPPED
+        )
+        skipped = sum(reasons.values())
         why = ", ".join(code if n == 1 else f"{code} ×{n}" for code, n in sorted(reasons.items()))
+        steps = f"/signal show `{signal_id[:8]}` has every step."
+        if not asked:
+            return (
+                f"⏭️ No order placed · {skipped} subscriber{plural(skipped)} skipped this "
+                f"signal ({why}). Each subscriber's DM says why; {steps}"
+            )
+        # Approvals come long after the signal: until one is given, this is the last word.
+        also = f"; {skipped} skipped it ({why})" if skipped else ""
         return (
-            f"⏭️ No order placed · {len(rows)} subscriber{plural(len(rows))} skipped this "
-            f"signal ({why}). Each subscriber's DM says why; /signal show "
-            f"`{signal_id[:8]}` has every step."
+            f"🕓 No order placed yet · {asked} subscriber{plural(asked)} "
+            f"{'was' if asked == 1 else 'were'} asked to approve this signal in a DM{also}. "
+            f"{steps}"
         )
 
     async def _contexts(

@@ -1395,6 +1395,25 @@ async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core
     assert len(posts) == 5 and "test" in posts[4], posts
 
 
+async def test_a_signal_waiting_for_approval_says_so_in_the_channel(core: Core) -> None:
+    """Before: "signal received", then nothing until someone approved (and nothing at all if
+    they declined or let it expire)."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, OWNER, manual_approval=True)
+    await subscribe(core, url, ALICE, sides="short")
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert posts[1] == (
+        "**NQ breakout** 🕓 No order placed yet · 1 subscriber was asked to approve this signal "
+        f"in a DM; 1 skipped it (side-not-allowed). /signal show `{ack.body['id'][:8]}` has "
+        "every step."
+    )
+
+
 async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
     """The rejected order's own text carries the broker's reason: the DM said it twice."""
     url = await make_strategy(core)
