@@ -1846,8 +1846,9 @@ class SignalService:
                 self._phase(
                     ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
                 )
+                brackets = done.brackets
                 gone = [
-                    order_text(o, done.brackets.get(o.id))
+                    order_text(o, brackets.get(o.id))
                     for o in done.ended
                     if o.status is OrderStatus.CANCELLED
                 ]

@@ -416,11 +416,14 @@ class Cancelled:
     count: int
     unconfirmed: int
     ended: list[Order]
-    # The brackets of Tradecord's own orders among them, by broker order id: an entry's
-    # exits end with it if it never filled.
-    brackets: dict[str, Bracket] = field(default_factory=dict)
     # The intents of Tradecord's own orders among them, by broker order id.
     intents: dict[str, OrderIntent] = field(default_factory=dict)
+
+    @property
+    def brackets(self) -> dict[str, Bracket]:
+        """The brackets of Tradecord's own orders among them, by broker order id: an entry's
+        exits end with it if it never filled."""
+        return _brackets(self.intents.values())
 
 
 class TradingService:
@@ -1962,7 +1965,7 @@ class TradingService:
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final
         )
-        return Cancelled(len(requested), unconfirmed, ended, _brackets(ours.values()), ours)
+        return Cancelled(len(requested), unconfirmed, ended, ours)
 
     async def brackets(self, target: Target, orders: Sequence[Order]) -> dict[str, Bracket]:
         """The brackets Tradecord placed ``orders`` with, by broker order id (a /cancel
