@@ -1846,6 +1846,9 @@ class SignalService:
                 self._phase(
                     ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
                 )
+            # Said cancelled once the broker has carried it out: a pending one is said below.
+            confirmed = cancelled - done.unconfirmed
+            if confirmed:
                 brackets = done.brackets
                 gone = [
                     order_text(o, brackets.get(o.id))
@@ -1853,7 +1856,7 @@ class SignalService:
                     if o.status is OrderStatus.CANCELLED
                 ]
                 named = f": {'; '.join(gone)}" if gone else ""
-                note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}{named}."
+                note = f"Cancelled {confirmed} open {sig.ticker} order{plural(confirmed)}{named}."
                 # The strategy's own signal orders have their own "cancelled" line in its
                 # channel (``_on_order_update``): counted there, not again here.
                 ctx.cancelled, ctx.cancelled_count = (
