@@ -1975,8 +1975,9 @@ class SignalService:
                         result.reason = f"The exit order is {state}; the entry was not placed."
                     else:
                         result.reason = (
-                            f"The exit order had not filled after {self.exit_timeout:g} s; the "
-                            "entry was not placed. The exit order is still working."
+                            f"The exit order had not filled after {self.exit_timeout:g} s, so "
+                            "the entry was not placed, nor will it be once the exit fills. The "
+                            "exit order is still working: see /orders (/cancel order cancels it)."
                         )
                     return result
                 self._phase(ctx, "exit filled", describe_intent(intent))

@@ -295,7 +295,13 @@ async def test_an_exit_that_does_not_fill_stops_the_entry(core: Core) -> None:
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
     ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=300)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
-    assert "not placed" in (ex.reason or "")
+    # Before: "...; the entry was not placed. The exit order is still working.", which left
+    # open whether the entry would follow the exit's fill, and where the exit was.
+    assert ex.reason == (
+        "The exit order had not filled after 0.2 s, so the entry was not placed, nor will it be "
+        "once the exit fills. The exit order is still working: see /orders (/cancel order "
+        "cancels it)."
+    )
     assert [
         i.idempotency_key.rsplit(":", 1)[1] for i in await intents(core) if i.source == "signal"
     ] == ["exit"]
