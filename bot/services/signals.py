@@ -2250,7 +2250,11 @@ class SignalService:
             ex.id,
             ex.signal_id,
             ExecutionStatus.APPROVED,
-            "Approved: the order is being placed; you will get a DM with the result.",
+            # A reversal's card approves its exit and its entry: both are placed.
+            "Approved: the order is being placed; you will get a DM with the result."
+            if len(Plan.from_json(ex.plan or {}).legs) < 2
+            else "Approved: the exit and then the entry are being placed; you will get a DM "
+            "with the result.",
         )
 
     async def reject(self, intent_id: str, discord_user_id: int) -> ApprovalResult:

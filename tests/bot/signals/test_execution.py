@@ -1207,6 +1207,27 @@ async def test_a_refused_order_in_the_dm_ends_its_sentence(core: Core) -> None:
     assert "Cancelling open orders still works.\nSignal `" in (told.content or "")
 
 
+async def test_approving_a_reversal_says_both_of_its_orders_are_placed(core: Core) -> None:
+    """Before: "Approved: the order is being placed", to a card that asked for an exit and an
+    entry."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="buy")
+    [pending] = await core.signals.pending_approvals(OWNER)
+    done = await core.signals.approve(pending.intent_ids[0], OWNER)
+    assert done.message.startswith("Approved: the order is being placed;")
+    await core.jobs.drain()
+    ex = await run(core, url, sub, action="sell")
+    [pending] = await core.signals.pending_approvals(OWNER)
+    assert pending.summary == "exit: sell 1 AAPL; then sell 1 AAPL"
+    done = await core.signals.approve(pending.intent_ids[0], OWNER)
+    assert done.message == (
+        "Approved: the exit and then the entry are being placed; you will get a DM with the result."
+    )
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
+
+
 async def test_rejected_approval_places_nothing(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     [draft] = await intents(core)
