@@ -110,7 +110,7 @@ async def test_a_position_settled_at_expiry_is_told_to_its_owner_once(core: Core
     assert await updates.sweep_paper() == 0
     assert texts(notifier)[told:] == [
         "📝 Paper · Tradecord Paper: ESZ26 stopped trading, so your short position of 2 was "
-        "settled at the final price 5,890 (buy 2 to close). · simulated prices"
+        "settled at the final price $5,890.00 (buy 2 to close). · simulated prices"
     ]
 
 
