@@ -131,6 +131,8 @@ CHANNEL_STATUSES = {
     ExecutionStatus.FAILED: ("⛔", "Not placed"),
     ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
     ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
+    # Sent, the broker's answer lost: its end is posted once the reconciler settles it.
+    ExecutionStatus.UNCONFIRMED: ("⏳", "Not confirmed yet"),
 }
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
@@ -2651,6 +2653,11 @@ class SignalService:
             lines.append(result.reason)
         if ctx.cancelled and ctx.cancelled not in (result.reason or ""):
             lines.append(ctx.cancelled)
+        if result.status == ExecutionStatus.UNCONFIRMED and not result.reason:
+            lines.append(
+                "Tradecord never sends it twice: you will get a DM once the broker says how it "
+                "ended. See /orders meanwhile."
+            )
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
             await self.core.trading.mark_announced(list(result.orders))

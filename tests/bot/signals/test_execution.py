@@ -1494,6 +1494,32 @@ async def test_a_refused_reversal_names_its_legs_in_the_channel(core: Core) -> N
     )
 
 
+async def test_an_order_whose_answer_was_lost_says_what_happens_next(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the DM's head was the raw "• unconfirmed", with no word of what comes next,
+    and the channel heard nothing after "signal received"."""
+
+    async def lost(self: PaperBroker, *_: Any, **__: Any) -> None:
+        raise BrokerUnavailable(maybe_sent=True)
+
+    monkeypatch.setattr(PaperBroker, "create_order", lost)
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.UNCONFIRMED
+    [(_, dm)] = notifier(core).dms
+    assert (dm.content or "").splitlines()[:3] == [
+        "⏳ Not confirmed yet: **NQ breakout** → Tradecord Paper (paper)",
+        "Still checking with the broker: buy 1 AAPL.",
+        "Tradecord never sends it twice: you will get a DM once the broker says how it ended. "
+        "See /orders meanwhile.",
+    ]
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1] == "**NQ breakout** ⏳ Not confirmed yet · A subscriber (paper): buy 1 AAPL"
+
+
 async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Core) -> None:
     """Discord refuses DMs to members who closed them: the channel still hears their result."""
 
