@@ -1062,10 +1062,10 @@ class SignalService:
                 )
 
     async def _nothing_placed(self, signal_id: str) -> str | None:
-        """The channel's line for a signal no subscriber placed an order for: every one
-        skipped it or waits to approve it. How many, and why by reason code (as refusals are
-        shown there: no names, nothing of any account). None when any subscriber did
-        something else, whose own line the channel has."""
+        """The channel's line for a signal no subscriber placed an order for: there is none,
+        or every one skipped it or waits to approve it. How many, and why by reason code (as
+        refusals are shown there: no names, nothing of any account). None when any subscriber
+        did something else, whose own line the channel has."""
         async with self.core.db.session() as s:
             rows = (
                 await s.execute(
@@ -1074,8 +1074,13 @@ class SignalService:
                     )
                 )
             ).all()
+        if not rows:
+            return (
+                "⏭️ No order placed · no subscription trades this strategy (none yet, or all "
+                "paused). Members subscribe with /subscribe."
+            )
         quiet = (ExecutionStatus.SKIPPED, ExecutionStatus.WAITING_APPROVAL)
-        if not rows or any(status not in quiet for status, _ in rows):
+        if any(status not in quiet for status, _ in rows):
             return None
         asked = sum(status == ExecutionStatus.WAITING_APPROVAL for status, _ in rows)
         reasons = Counter(

@@ -1415,11 +1415,20 @@ async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core
     await core.jobs.drain()
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert len(posts) == 4 and "Filled" in posts[3] and "No order placed" not in posts[3], posts
+    # Nobody trading it: said too, with how members join.
+    alone = await make_strategy(core, name="Nobody yet")
+    await send(core, alone, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1] == (
+        "**Nobody yet** ⏭️ No order placed · no subscription trades this strategy (none yet, or "
+        "all paused). Members subscribe with /subscribe."
+    ), posts
     # A test signal's "nothing will be placed" was said when it arrived.
     await send(core, url, {"ticker": "AAPL", "action": "buy", "test": True})
     await core.jobs.drain()
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
-    assert len(posts) == 5 and "test" in posts[4], posts
+    assert len(posts) == 7 and "test" in posts[6], posts
 
 
 async def test_a_signal_waiting_for_approval_says_so_in_the_channel(core: Core) -> None:
