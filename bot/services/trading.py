@@ -2448,7 +2448,8 @@ def describe(intent: OrderIntent, order: Order) -> str:
 
 
 def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
-    """What a bracketed order's exits do now: wait for it to fill, or work."""
+    """What a bracketed order's exits do now: wait for it to fill, work, or end with it
+    unplaced (cancelled or expired before any fill)."""
     bracket = bracket_of((intent.extra or {}).get("bracket"))
     if bracket is None:
         return ""
@@ -2463,6 +2464,8 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
         IntentStatus.ACCEPTED,
     ):
         return f" Its exits ({exits}) are placed once it has filled."
+    if status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and not intent.filled_quantity:
+        return f" Its exits ({exits}) were never placed."
     return ""
 
 

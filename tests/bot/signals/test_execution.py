@@ -969,6 +969,30 @@ async def test_a_cancel_signal_names_the_exits_of_the_brackets_it_cancels(core: 
     }
 
 
+async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_it(
+    core: Core,
+) -> None:
+    """Before: "Paper order update: Expired: buy 1 AAPL.", not a word of the take-profit and
+    stop-loss the member was told would be placed once it filled."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    brackets = {"takeProfit": {"percent": 5}, "stopLoss": {"amount": 4}}
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150", **brackets)
+    [intent] = await intents(core)
+    target = await core.connections.resolve(OWNER, None, "paper")
+    adapter = await core.connections.adapter_for(target.connection)
+    order = await adapter.fetch_order(target.ref, order_id=intent.broker_order_id)
+    await adapter.close()
+    order.status = OrderStatus.EXPIRED
+    told = len(notifier(core).dms)
+    await core.trading.apply_order_state(intent, order)
+    [(_, dm)] = notifier(core).dms[told:]
+    assert dm.content == (
+        "📝 Paper order update: Expired: buy 1 AAPL. Its exits (take-profit $157.50 · "
+        "stop-loss $146.00) were never placed."
+    )
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
