@@ -1308,17 +1308,15 @@ class SignalService:
                 self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
             ctx.plan = plan
             if ctx.signal.test:
+                # The status says "test" (the DM's head: "Test signal"): not said again here.
+                summary = plan.summary(ctx.signal.ticker)
+                summary += "" if summary.endswith((".", ")")) else "."  # a note ends its own
                 would = (
-                    f"Would: {plan.summary(ctx.signal.ticker)}"
+                    f"Nothing placed. A real one would: {summary}"
                     if plan.legs or plan.cancels
-                    else f"A real one would place nothing either: {plan.summary(ctx.signal.ticker)}"
+                    else f"Nothing placed, and a real one would place nothing either: {summary}"
                 )
-                return Result(
-                    ExecutionStatus.TEST,
-                    plan.note_code,
-                    f"Test signal, nothing placed. {would}",
-                    plan,
-                )
+                return Result(ExecutionStatus.TEST, plan.note_code, would, plan)
             if not plan.legs and not plan.cancels:
                 return Result(ExecutionStatus.SKIPPED, plan.note_code, plan.note, plan)
             # Approval guards new orders. A cancel-only plan runs at once: cancelling never

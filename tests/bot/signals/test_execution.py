@@ -1688,9 +1688,26 @@ async def test_a_test_signal_that_would_do_nothing_says_so_plainly(core: Core) -
     ex = await run(core, url, sub, action="buy", test=True)
     assert ex.status == ExecutionStatus.TEST
     assert ex.reason == (
-        "Test signal, nothing placed. A real one would place nothing either: Already long AAPL; "
-        "send action add to add to it."
+        "Nothing placed, and a real one would place nothing either: Already long AAPL; send "
+        "action add to add to it."
     )
+
+
+async def test_a_test_signals_dm_says_test_once_and_ends_its_sentence(core: Core) -> None:
+    """Before: "🧪 Test signal: ..." then "Test signal, nothing placed. Would: exit: sell 1
+    AAPL; then sell 1 AAPL", the test said twice and the sentence left open."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="buy")
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="sell", test=True)
+    [(_, dm)] = notifier(core).dms[told:]
+    lines = (dm.content or "").splitlines()
+    assert lines[:2] == [
+        "🧪 Test signal: **NQ breakout** → Tradecord Paper (paper)",
+        "Nothing placed. A real one would: exit: sell 1 AAPL; then sell 1 AAPL.",
+    ]
+    assert (dm.content or "").lower().count("test") == 1
 
 
 async def test_an_add_with_no_position_says_which_sentiments_would_open_one(core: Core) -> None:
