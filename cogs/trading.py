@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters.models import AssetClass, Order, OrderRequest, OrderStatus, Side
+from adapters.models import AssetClass, Bracket, Order, OrderRequest, OrderStatus, Side
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
@@ -30,6 +31,7 @@ from bot.services.trading import (
     Outcome,
     Preview,
     order_terms_of,
+    order_text,
 )
 from bot.wording import plural
 from cogs import format as fmt
@@ -273,11 +275,23 @@ def history_footer(count: int, days: int) -> str:
     )
 
 
-def cancelled_text(connection: str, orders: list[Order]) -> str:
+def cancelled_text(
+    connection: str, orders: list[Order], brackets: Mapping[str, Bracket] | None = None
+) -> str:
     """What /cancel all did, counting orders that ended on their own before the cancel and
-    cancels the broker had not carried out yet."""
+    cancels the broker had not carried out yet. The parts of brackets are named: a
+    take-profit or stop-loss, or an entry whose exits (``brackets``) end with it."""
+    brackets = brackets or {}
     done = sum(o.status is OrderStatus.CANCELLED for o in orders)
     text = f"Cancelled {done} open order{plural(done)} on {connection}."
+    parts = [
+        order_text(o, brackets.get(o.id))
+        for o in orders
+        if o.status is OrderStatus.CANCELLED
+        and (o.parent_id is not None or (o.id in brackets and not o.filled_quantity))
+    ]
+    if parts:
+        text += f" Bracket orders among them: {'; '.join(parts)}."
     waiting = sum(not o.status.is_final for o in orders)
     if waiting:
         text += (
@@ -309,7 +323,8 @@ class ConfirmCancelAll(ConfirmView):
             self.bot.core.trading.cancel(interaction.user.id, self.connection, self.mode),
             ephemeral=True,
         )
-        await self.answer(interaction, cancelled_text(target.connection.name, orders))
+        brackets = await self.bot.core.trading.brackets(target, orders)
+        await self.answer(interaction, cancelled_text(target.connection.name, orders, brackets))
 
     @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
@@ -637,14 +652,18 @@ class Trading(commands.Cog):
         )
         if not results:
             text = f"Order {order[-8:]} is no longer on {target.connection.name}'s books."
+        elif results[0].status.is_final:
+            r = results[0]
+            brackets = await self.bot.core.trading.brackets(target, results)
+            text = (
+                f"Order {r.id[-8:]} on {target.connection.name} is now "
+                f"{r.status.value.replace('_', ' ')}: {order_text(r, brackets.get(r.id))}."
+            )
         else:
             r = results[0]
-            text = f"Order {r.id[-8:]} ({r.side.value} {fmt.qty(r.quantity)} {r.symbol}) on "
-            text += (
-                f"{target.connection.name} is now {r.status.value.replace('_', ' ')}."
-                if r.status.is_final
-                else f"{target.connection.name}: cancel requested, not yet carried out by the "
-                "broker. Check /orders in a moment."
+            text = (
+                f"Order {r.id[-8:]} ({order_text(r)}) on {target.connection.name}: cancel "
+                "requested, not yet carried out by the broker. Check /orders in a moment."
             )
         await reply(interaction, content=text, ephemeral=True)
 

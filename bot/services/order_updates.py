@@ -36,7 +36,7 @@ from bot.models import (
 )
 from bot.services.connections import Target
 from bot.services.notify import Outgoing
-from bot.services.trading import MAX_REPLACEMENTS, SIMULATED_NOTE
+from bot.services.trading import MAX_REPLACEMENTS, SIMULATED_NOTE, fill_price, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -110,14 +110,16 @@ class OrderUpdates:
             return
         held = "long" if order.side is Side.SELL else "short"
         note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") else ""
+        # Priced and counted as every other message: "$5,890.00", not the bare "5,890".
+        final = order.average_fill_price if update.fill_price is None else update.fill_price
+        price = f" at the final price {fill_price(final)}" if final is not None else ""
         try:
             await notifier.dm(
                 int(row.discord_user_id),
                 Outgoing(
                     content=f"📝 Paper · {row.name}: {order.symbol} stopped trading, so your "
-                    f"{held} position of {order.quantity} was settled at the final price "
-                    f"{update.fill_price:,} ({order.side.value} {order.quantity} to close)."
-                    f"{note}"
+                    f"{held} position of {qty(order.quantity)} was settled{price} "
+                    f"({order.side.value} {qty(order.quantity)} to close).{note}"
                 ),
             )
         except Exception as e:  # the position is settled either way; only the news is lost

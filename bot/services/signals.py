@@ -24,6 +24,7 @@ import hashlib
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from adapters.models import (
     Bracket,
     Order,
     OrderRequest,
+    OrderStatus,
     OrderType,
     Position,
     Side,
@@ -89,6 +91,7 @@ from bot.services.trading import (
     intent_terms,
     money,
     order_terms,
+    order_text,
     price_text,
     qty,
     request_of,
@@ -118,6 +121,8 @@ CHANNEL_STATUSES = {
     ExecutionStatus.FAILED: ("⛔", "Not placed"),
     ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
     ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
+    # Sent, the broker's answer lost: its end is posted once the reconciler settles it.
+    ExecutionStatus.UNCONFIRMED: ("⏳", "Not confirmed yet"),
 }
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
@@ -355,6 +360,10 @@ class ExecContext:
     stale: str | None = None
     # When the webhook stored the signal: orders placed after it are not its to cancel.
     received_at: datetime | None = None
+    # What this run cancelled, for its result DM whatever the result (a refusal after the
+    # cancels, an exit that did not fill): the orders get no DM of their own.
+    cancelled: str | None = None
+    cancelled_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,11 +667,67 @@ class SignalService:
         if later:
             raise RunAgainAt(max(later))  # the signal stays in processing until then
         async with self.core.db.transaction() as s:
-            await s.execute(
-                update(ReceivedSignal)
-                .where(ReceivedSignal.id == signal_id)
-                .values(status=SignalStatus.DONE, finished_at=self.clock())
+            finished = (
+                await s.execute(
+                    update(ReceivedSignal)
+                    .where(
+                        ReceivedSignal.id == signal_id,
+                        ReceivedSignal.status == SignalStatus.PROCESSING,
+                    )
+                    .values(status=SignalStatus.DONE, finished_at=self.clock())
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        if finished and channel_id is not None and not signal.test:
+            # Skips post nothing of their own: without this, "signal received" would be the
+            # channel's last word, and an admin could not tell a skipped signal from a stuck one.
+            line = await self._nothing_placed(signal_id)
+            if line is not None:
+                skipped = ChannelDigest(channel_id, strategy.name)
+                skipped.add(line)
+                await self._post_digest(
+                    strategy.guild_id, strategy.id, skipped, f"signal {signal_id}'s skips"
+                )
+
+    async def _nothing_placed(self, signal_id: str) -> str | None:
+        """The channel's line for a signal no subscriber placed an order for: there is none,
+        or every one skipped it or waits to approve it. How many, and why by reason code (as
+        refusals are shown there: no names, nothing of any account). None when any subscriber
+        did something else, whose own line the channel has."""
+        async with self.core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(SignalExecution.status, SignalExecution.reason_code).where(
+                        SignalExecution.signal_id == signal_id
+                    )
+                )
+            ).all()
+        if not rows:
+            return (
+                "⏭️ No order placed · no subscription trades this strategy (none yet, or all "
+                "paused). Members subscribe with /subscribe."
             )
+        quiet = (ExecutionStatus.SKIPPED, ExecutionStatus.WAITING_APPROVAL)
+        if any(status not in quiet for status, _ in rows):
+            return None
+        asked = sum(status == ExecutionStatus.WAITING_APPROVAL for status, _ in rows)
+        reasons = Counter(
+            code or "skipped" for status, code in rows if status == ExecutionStatus.SKIPPED
+        )
+        skipped = sum(reasons.values())
+        why = ", ".join(code if n == 1 else f"{code} ×{n}" for code, n in sorted(reasons.items()))
+        steps = f"/signal show `{signal_id[:8]}` has every step."
+        if not asked:
+            return (
+                f"⏭️ No order placed · {skipped} subscriber{plural(skipped)} skipped this "
+                f"signal ({why}). Each subscriber's DM says why; {steps}"
+            )
+        # Approvals come long after the signal: until one is given, this is the last word.
+        also = f"; {skipped} skipped it ({why})" if skipped else ""
+        return (
+            f"🕓 No order placed yet · {asked} subscriber{plural(asked)} "
+            f"{'was' if asked == 1 else 'were'} asked to approve this signal in a DM{also}. "
+            f"{steps}"
+        )
 
     async def _contexts(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
@@ -870,17 +935,15 @@ class SignalService:
                 self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
             ctx.plan = plan
             if ctx.signal.test:
+                # The status says "test" (the DM's head: "Test signal"): not said again here.
+                summary = plan.summary(ctx.signal.ticker)
+                summary += "" if summary.endswith((".", ")")) else "."  # a note ends its own
                 would = (
-                    f"Would: {plan.summary(ctx.signal.ticker)}"
+                    f"Nothing placed. A real one would: {summary}"
                     if plan.legs or plan.cancels
-                    else f"A real one would place nothing either: {plan.summary(ctx.signal.ticker)}"
+                    else f"Nothing placed, and a real one would place nothing either: {summary}"
                 )
-                return Result(
-                    ExecutionStatus.TEST,
-                    plan.note_code,
-                    f"Test signal, nothing placed. {would}",
-                    plan,
-                )
+                return Result(ExecutionStatus.TEST, plan.note_code, would, plan)
             if not plan.legs and not plan.cancels:
                 return Result(ExecutionStatus.SKIPPED, plan.note_code, plan.note, plan)
             # Approval guards new orders. A cancel-only plan runs at once: cancelling never
@@ -1074,6 +1137,16 @@ class SignalService:
                 plan.note = "Partial exit: the opposite side is entered only after a full exit."
             else:
                 await self._add_entry(ctx, adapter, target, snap, plan, direction, exiting=True)
+            return plan
+        if held * direction > 0 and (keeps_opposite or sig.sentiment is Sentiment.FLAT):
+            # Said as "Already short; send action add" before: the signal meant to exit, not add.
+            exits, held_side = ("long", "short") if direction < 0 else ("short", "long")
+            plan.note_code = "no-position-to-exit"
+            plan.note = (
+                f"No open {sig.ticker} {exits} to exit: {sig.action.value} with sentiment "
+                f"{sig.sentiment} exits a {exits}, and the position "
+                f"is {held_side}. Send action exit to close it."
+            )
             return plan
         if held * direction > 0:
             plan.note_code = "already-in-position"
@@ -1308,27 +1381,47 @@ class SignalService:
         entry = await self._bracket_entry(ctx, adapter, leg.side)
         up = 1 if leg.side is Side.BUY else -1
 
-        def offset(percent: Decimal | None, amount: Decimal | None, sign: int) -> Decimal:
+        def offset(
+            name: str, price_field: str, percent: Decimal | None, amount: Decimal | None, sign: int
+        ) -> Decimal:
             delta = entry * percent / 100 if percent is not None else amount or Decimal(0)
             raw = entry + sign * delta
             # The tick of the exit's own price (an entry under $1 may exit above it), and a
             # multiple of it: quantize alone rounds /ES to cents, not to its 0.25 ticks.
             tick = _tick(sig.ticker, raw)
             price = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
+            given = f"{qty(percent)}%" if percent is not None else price_text(amount or Decimal(0))
             if price <= 0:
                 raise _Skip(
                     "invalid-bracket",
-                    "The take-profit or stop-loss comes to a price at or below zero.",
+                    f"The {name} of {given} from the entry price {price_text(entry)} comes to "
+                    f"a price at or below zero; the bracketed entry was not placed. Send a smaller "
+                    f"percent or amount, or the price itself as {price_field}.",
+                )
+            if (price - entry) * sign <= 0:
+                # Too small a step for the price's precision: sent, it would be the entry price
+                # itself (or beyond it), an exit that fills at once or that the broker refuses.
+                raise _Skip(
+                    "invalid-bracket",
+                    f"The {name} of {given} from the entry price {price_text(entry)} rounds to "
+                    f"{price_text(price)} at {sig.ticker}'s price steps of {format(tick, 'f')}, "
+                    f"not {'above' if sign > 0 else 'below'} it; the bracketed entry was not "
+                    "placed. "
+                    f"Send a larger percent or amount, or the price itself as {price_field}.",
                 )
             return price
 
         bracket = Bracket()
         if sig.take_profit:
             tp = sig.take_profit
-            bracket.take_profit = tp.limit_price or offset(tp.percent, tp.amount, up)
+            bracket.take_profit = tp.limit_price or offset(
+                "take-profit", "takeProfit.limitPrice", tp.percent, tp.amount, up
+            )
         if sig.stop_loss:
             sl = sig.stop_loss
-            bracket.stop_loss = sl.stop_price or offset(sl.percent, sl.amount, -up)
+            bracket.stop_loss = sl.stop_price or offset(
+                "stop-loss", "stopLoss.stopPrice", sl.percent, sl.amount, -up
+            )
             if sl.type is StopLossType.STOP_LIMIT:
                 bracket.stop_loss_limit = sl.limit_price
         return bracket
@@ -1377,13 +1470,36 @@ class SignalService:
                 )
                 if refusal is not None:
                     return None
-            done = await self.core.trading.cancel_open(target, adapter, wanted)
+            # The run's result DM names what it cancelled (``ctx.cancelled``): one DM, not one
+            # per order and then the result.
+            done = await self.core.trading.cancel_open(target, adapter, wanted, dm=False)
             cancelled = done.count
             if cancelled:
                 self._phase(
                     ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
                 )
-                note = f"Cancelled {cancelled} open {sig.ticker} order{plural(cancelled)}."
+            # Said cancelled once the broker has carried it out: a pending one is said below.
+            confirmed = cancelled - done.unconfirmed
+            if confirmed:
+                brackets = done.brackets
+                gone = [
+                    order_text(o, brackets.get(o.id))
+                    for o in done.ended
+                    if o.status is OrderStatus.CANCELLED
+                ]
+                named = f": {'; '.join(gone)}" if gone else ""
+                note = f"Cancelled {confirmed} open {sig.ticker} order{plural(confirmed)}{named}."
+                # The strategy's own signal orders have their own "cancelled" line in its
+                # channel (``_on_order_update``): counted there, not again here.
+                ctx.cancelled, ctx.cancelled_count = (
+                    note,
+                    sum(
+                        1
+                        for o in done.ended
+                        if o.status is OrderStatus.CANCELLED
+                        and not _signal_order_of(done.intents.get(o.id), ctx.strategy_id)
+                    ),
+                )
                 result.reason = result.reason or note
             wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:
@@ -1491,8 +1607,9 @@ class SignalService:
                         result.reason = f"The exit order is {state}; the entry was not placed."
                     else:
                         result.reason = (
-                            f"The exit order had not filled after {self.exit_timeout:g} s; the "
-                            "entry was not placed. The exit order is still working."
+                            f"The exit order had not filled after {self.exit_timeout:g} s, so "
+                            "the entry was not placed, nor will it be once the exit fills. The "
+                            "exit order is still working: see /orders (/cancel order cancels it)."
                         )
                     return result
                 self._phase(ctx, "exit filled", describe_intent(intent))
@@ -1765,7 +1882,11 @@ class SignalService:
             ex.id,
             ex.signal_id,
             ExecutionStatus.APPROVED,
-            "Approved: the order is being placed; you will get a DM with the result.",
+            # A reversal's card approves its exit and its entry: both are placed.
+            "Approved: the order is being placed; you will get a DM with the result."
+            if len(Plan.from_json(ex.plan or {}).legs) < 2
+            else "Approved: the exit and then the entry are being placed; you will get a DM "
+            "with the result.",
         )
 
     async def reject(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
@@ -2160,6 +2281,13 @@ class SignalService:
         waiting = result.status == ExecutionStatus.WAITING_APPROVAL
         if result.reason and not waiting and result.reason.rstrip(".") not in what:
             lines.append(result.reason)
+        if ctx.cancelled and ctx.cancelled not in (result.reason or ""):
+            lines.append(ctx.cancelled)
+        if result.status == ExecutionStatus.UNCONFIRMED and not result.reason:
+            lines.append(
+                "Tradecord never sends it twice: you will get a DM once the broker says how it "
+                "ended. See /orders meanwhile."
+            )
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
         if result.orders:
             await self.core.trading.mark_announced(list(result.orders))
@@ -2173,16 +2301,24 @@ class SignalService:
         # Refusals before the broker has any order (the order check, a changed position) are
         # results the channel hears too; skips are not (nothing was tried).
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
-        if ctx.channel_id is not None and (result.orders or refused):
+        # A cancel-only run's result too: the orders it cancelled are counted, not described
+        # (they may be the member's own, placed by hand).
+        cancel_only = (
+            result.status == ExecutionStatus.DONE and ctx.cancelled_count > 0 and not result.orders
+        )
+        if ctx.channel_id is not None and (result.orders or refused or cancel_only):
+            n = ctx.cancelled_count
             trades = (
                 [_leg_label(i, result.orders) + _public_order(i) for i in result.orders]
                 if result.orders
+                else [f"{n} open {ctx.signal.ticker} order{plural(n)}"]
+                if cancel_only
                 else _planned_trades(ctx.signal, result.plan)
             )
             line = _result_line(
                 ctx.public_name,
                 ctx.subscription.mode,
-                result.status,
+                ExecutionStatus.CANCELLED if cancel_only else result.status,
                 trades,
                 result.reason_code,
             )
@@ -2642,6 +2778,12 @@ def _tick(ticker: str, price: Decimal) -> Decimal:
     spec = symbols.future_spec(ticker)
     if spec is not None:
         return spec.tick
+    if symbols.asset_class_of(ticker) is AssetClass.CRYPTO:
+        # Coins are quoted far finer than stocks (SHIB in 0.00000001s, XRP in 0.0001s): a
+        # stock's cents or 0.0001 turned a 5 % exit of a coin at $0.000014 into $0.
+        if price >= 1000:
+            return Decimal("0.01")
+        return Decimal("0.0001") if price >= 1 else Decimal("0.00000001")
     return Decimal("0.01") if price >= 1 else Decimal("0.0001")
 
 
@@ -2670,6 +2812,14 @@ def _leg_status(intent: OrderIntent) -> tuple[str, bool]:
         IntentStatus.CANCELLED: (ExecutionStatus.CANCELLED, False),
         IntentStatus.EXPIRED: (ExecutionStatus.ORDER_EXPIRED, False),
     }.get(intent.status, (ExecutionStatus.REJECTED, False))
+
+
+def _signal_order_of(intent: OrderIntent | None, strategy_id: str) -> bool:
+    """Whether ``intent`` is an order a signal of the strategy placed."""
+    extra = intent.extra if intent is not None and isinstance(intent.extra, dict) else {}
+    return (
+        intent is not None and intent.source == "signal" and extra.get("strategy_id") == strategy_id
+    )
 
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:
@@ -2743,9 +2893,11 @@ def _public_order(intent: OrderIntent) -> str:
 
 
 def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
-    """For a channel, when no order exists: the planned legs, else the signal itself."""
+    """For a channel, when no order exists: the planned legs with their prices, named "exit: "
+    and "entry: " when both (as ``_leg_label`` does for orders), else the signal itself."""
     if plan is not None and plan.legs:
-        return [f"{leg.side.value} {qty(leg.quantity)} {signal.ticker}" for leg in plan.legs]
+        both = len(plan.legs) > 1
+        return [f"{leg.name}: " * both + leg.describe(signal.ticker) for leg in plan.legs]
     return [f"{signal.action.value} {signal.ticker}"]
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation, localcontext
@@ -281,6 +281,23 @@ def order_terms_of(order: Order) -> str:
     )
 
 
+def order_text(order: Order, bracket: Bracket | None = None) -> str:
+    """An order as a member recognises it, its prices named: "buy 1 MSFT limit at $350.00",
+    "sell 2 AAPL" at the market; "(2 filled)" when it filled in part. A bracket's exit says
+    which it is ("the take-profit sell 1 AAPL limit at $210.00"); an entry that never filled
+    names the exits of its ``bracket``, which end with it (they were to be placed on its fill)."""
+    text = f"{order.side.value} {qty(order.quantity)} {order.symbol}"
+    if order.order_type is not OrderType.MARKET:
+        text += f" {order_terms_of(order)}"
+    if order.parent_id is not None:
+        text = f"the {exit_kind(order)} {text}"
+    if order.filled_quantity:
+        text += f" ({qty(order.filled_quantity)} filled)"
+    elif bracket is not None and (exits := _exits_text(bracket)):
+        text += f", with its exits ({exits})"
+    return text
+
+
 def client_order_id(intent_id: str) -> str:
     """Deterministic and short enough for every broker (TradeStation allows 22 characters)."""
     return "tc" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
@@ -413,6 +430,14 @@ class Cancelled:
     count: int
     unconfirmed: int
     ended: list[Order]
+    # The intents of Tradecord's own orders among them, by broker order id.
+    intents: dict[str, OrderIntent] = field(default_factory=dict)
+
+    @property
+    def brackets(self) -> dict[str, Bracket]:
+        """The brackets of Tradecord's own orders among them, by broker order id: an entry's
+        exits end with it if it never filled."""
+        return _brackets(self.intents.values())
 
 
 class TradingService:
@@ -1735,12 +1760,16 @@ class TradingService:
                 insert_ignoring(self.core.db, BracketExit, rows, ["broker", "broker_order_id"])
             )
 
-    async def apply_order_state(self, intent: OrderIntent, order: Order) -> OrderIntent:
+    async def apply_order_state(
+        self, intent: OrderIntent, order: Order, *, dm: bool = True
+    ) -> OrderIntent:
+        """Store the broker's state of ``order`` and announce a change; ``dm``: whether the
+        member hears it in a DM of its own (not when the caller's message says it)."""
         before = (intent.status, intent.filled_quantity)
         await self._apply_order(intent, order)
         if (intent.status, intent.filled_quantity) != before:
             # The order says how its fills were priced (a paper sweep's may be simulated).
-            await self._tell(intent, simulated=order.info.get("simulated") is True)
+            await self._tell(intent, simulated=order.info.get("simulated") is True, dm=dm)
         return intent
 
     async def mark_announced(self, intents: list[OrderIntent]) -> None:
@@ -1754,11 +1783,14 @@ class TradingService:
 
         await self.core.db.group_commit(write)
 
-    async def _tell(self, intent: OrderIntent, *, simulated: bool | None = None) -> None:
+    async def _tell(
+        self, intent: OrderIntent, *, simulated: bool | None = None, dm: bool = True
+    ) -> None:
         """Tell the member once per status (the compare-and-set makes it once across processes).
 
         ``simulated``: whether the fills were priced by the simulated feed; None: as the
-        preview was priced."""
+        preview was priced. ``dm``: False when the caller's own message to the member says it;
+        the state still counts as told, and the listeners (alert channels) still hear it."""
         notifier = self.core.notifier
         if notifier is None:
             return
@@ -1788,13 +1820,14 @@ class TradingService:
         priced = intent.status in (IntentStatus.FILLED, IntentStatus.PARTIALLY_FILLED)
         note = f" · {SIMULATED_NOTE}" if simulated and priced else ""
         try:
-            await notifier.dm(
-                await self._discord_id(intent),
-                Outgoing(
-                    content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order update: "
-                    f"{describe_intent(intent)}{note}"
-                ),
-            )
+            if dm:
+                await notifier.dm(
+                    await self._discord_id(intent),
+                    Outgoing(
+                        content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order "
+                        f"update: {describe_intent(intent)}{note}"
+                    ),
+                )
         except Exception:
             log.warning("Could not tell the member about intent %s", intent.id)
         for listener in self.listeners:
@@ -1899,13 +1932,18 @@ class TradingService:
         return target, results
 
     async def cancel_open(
-        self, target: Target, adapter: BrokerAdapter, order_ids: Sequence[str]
+        self,
+        target: Target,
+        adapter: BrokerAdapter,
+        order_ids: Sequence[str],
+        *,
+        dm: bool = True,
     ) -> Cancelled:
         """Cancel open orders for an automation (a signal), skipping ones that ended on their
         own meanwhile, and wait until the broker has carried the cancels out: until then a
         cancelled order still holds its shares, and a sell sent at once would be refused. The
         intents of Tradecord's own orders among them are updated at once (and their members
-        told), not when the reconciler next looks."""
+        told, by a DM each unless ``dm`` is False), not when the reconciler next looks."""
         if not order_ids:
             return Cancelled(0, 0, [])
         async with self.core.db.session() as s:
@@ -1940,12 +1978,24 @@ class TradingService:
         for order in landed:
             intent = ours.get(order.id) if order is not None else None
             if intent is not None and order is not None:
-                await self.apply_order_state(intent, order)
+                await self.apply_order_state(intent, order, dm=dm)
         ended = [order for order in landed if order is not None and order.status.is_final]
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final
         )
-        return Cancelled(len(requested), unconfirmed, ended)
+        return Cancelled(len(requested), unconfirmed, ended, ours)
+
+    async def brackets(self, target: Target, orders: Sequence[Order]) -> dict[str, Bracket]:
+        """The brackets Tradecord placed ``orders`` with, by broker order id (a /cancel
+        reply names the exits that end with an entry)."""
+        async with self.core.db.session() as s:
+            intents = await s.scalars(
+                select(OrderIntent).where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.broker_order_id.in_([o.id for o in orders]),
+                )
+            )
+            return _brackets(intents)
 
     async def _settled(
         self,
@@ -2125,6 +2175,15 @@ def _add_validated(s: AsyncSession, intent: OrderIntent) -> None:
         mode=intent.mode,
         source=intent.source,
     )
+
+
+def _brackets(intents: Iterable[OrderIntent]) -> dict[str, Bracket]:
+    out = {}
+    for intent in intents:
+        bracket = bracket_of((intent.extra or {}).get("bracket"))
+        if bracket is not None and intent.broker_order_id:
+            out[intent.broker_order_id] = bracket
+    return out
 
 
 def bracket_json(bracket: Bracket | None) -> dict[str, str | None] | None:
@@ -2397,15 +2456,12 @@ def describe(intent: OrderIntent, order: Order) -> str:
 
 
 def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
-    """What a bracketed order's exits do now: wait for it to fill, or work."""
+    """What a bracketed order's exits do now: wait for it to fill, work, or end with it
+    unplaced (cancelled or expired before any fill)."""
     bracket = bracket_of((intent.extra or {}).get("bracket"))
     if bracket is None:
         return ""
-    exits = " · ".join(
-        f"{name} {price_text(price)}"
-        for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
-        if price is not None
-    )
+    exits = _exits_text(bracket)
     if status == OrderStatus.FILLED:  # the same word for an intent
         both = bracket.take_profit is not None and bracket.stop_loss is not None
         return f" Its exits are working: {exits}{' (one cancels the other)' if both else ''}."
@@ -2416,7 +2472,18 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
         IntentStatus.ACCEPTED,
     ):
         return f" Its exits ({exits}) are placed once it has filled."
+    if status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and not intent.filled_quantity:
+        return f" Its exits ({exits}) were never placed."
     return ""
+
+
+def _exits_text(bracket: Bracket) -> str:
+    """A bracket's exits with their prices: "take-profit $210.00 · stop-loss $196.00"."""
+    return " · ".join(
+        f"{name} {price_text(price)}"
+        for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
+        if price is not None
+    )
 
 
 def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -> str:

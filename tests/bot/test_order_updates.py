@@ -110,7 +110,7 @@ async def test_a_position_settled_at_expiry_is_told_to_its_owner_once(core: Core
     assert await updates.sweep_paper() == 0
     assert texts(notifier)[told:] == [
         "📝 Paper · Tradecord Paper: ESZ26 stopped trading, so your short position of 2 was "
-        "settled at the final price 5,890 (buy 2 to close). · simulated prices"
+        "settled at the final price $5,890.00 (buy 2 to close). · simulated prices"
     ]
 
 
@@ -484,10 +484,12 @@ async def test_a_state_overtaken_before_it_is_told_is_not_told(
         stored = asyncio.Event()
         tell = core_a.trading._tell
 
-        async def tell_late(intent: OrderIntent, *, simulated: bool | None = None) -> None:
+        async def tell_late(
+            intent: OrderIntent, *, simulated: bool | None = None, dm: bool = True
+        ) -> None:
             stored.set()
             await gate.wait()
-            await tell(intent, simulated=simulated)
+            await tell(intent, simulated=simulated, dm=dm)
 
         core_a.trading._tell = tell_late  # type: ignore[method-assign]
         partly = replace(

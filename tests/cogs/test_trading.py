@@ -218,6 +218,46 @@ async def test_a_resting_bracketed_order_says_its_exits_wait_for_the_fill(
     assert "Its exits (take-profit $170.00) are placed once it has filled." in result, result
 
 
+async def test_cancel_names_the_exits_of_a_bracket_it_cancels(tradecord: Harness) -> None:
+    """Before: "Order 1a2b3c4d (buy 1 AAPL) on Tradecord Paper is now cancelled." and
+    "Cancelled 2 open orders on Tradecord Paper.", with no word of the take-profit and
+    stop-loss."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    alice = h.user("alice")
+    card = await preview(
+        h,
+        "alice",
+        symbol="AAPL",
+        quantity="1",
+        order_type="limit",
+        limit_price="150",
+        time_in_force="gtc",
+        take_profit="170",
+        stop_loss="140",
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    _, _, [entry] = await h.core.trading.open_orders(alice, None, None)
+    done = await h.reply("alice", "cancel order", order=entry.id)
+    assert done.text() == (
+        f"Order {entry.id[-8:]} on Tradecord Paper is now cancelled: buy 1 AAPL limit at "
+        "$150.00, with its exits (take-profit $170.00 · stop-loss $140.00)."
+    ), done.text()
+    # Filled: its exits work as two open orders of their own, named as such.
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="1", take_profit="220", stop_loss="190"
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    ask = await h.reply("alice", "cancel all")
+    confirmed = await h.emu.click(alice, ask, label="Cancel them all")
+    said, _, named = (await confirmed.message(timeout=10)).text().rstrip(".").partition(": ")
+    assert said == "Cancelled 2 open orders on Tradecord Paper. Bracket orders among them"
+    assert set(named.split("; ")) == {  # in the order the broker lists them
+        "the take-profit sell 1 AAPL limit at $220.00",
+        "the stop-loss sell 1 AAPL stop at $190.00",
+    }
+
+
 async def test_a_bracket_on_the_wrong_side_says_which_way(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")

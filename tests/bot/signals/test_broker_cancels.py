@@ -25,7 +25,15 @@ from cogs.trading import cancelled_text
 from emulators.alpaca import AlpacaEmulator
 from emulators.alpaca.server import DEFAULT_CLIENT_ID
 from tests.bot.conftest import stored_connection
-from tests.bot.signals.conftest import GUILD, OWNER, execution, make_strategy, open_core, send
+from tests.bot.signals.conftest import (
+    GUILD,
+    OWNER,
+    execution,
+    make_strategy,
+    notifier,
+    open_core,
+    send,
+)
 from tests.support import FakeClock
 
 ACCOUNT = "PA3KX7T9QW2M"  # the emulator's "demo" paper account: 10 AAPL held
@@ -221,6 +229,9 @@ async def test_a_cancel_signal_says_when_the_broker_has_not_carried_it_out(
     ex = await execution(core, ack.body["id"], sub)
     assert ex.status == ExecutionStatus.DONE
     assert "had not carried it out after 0.2 s" in (ex.reason or "")
+    # Not "Cancelled 1 open AAPL order." beside it: that one is still working.
+    [dm] = [m.content or "" for uid, m in notifier(core).dms if ack.body["id"] in (m.content or "")]
+    assert "Cancelled" not in dm and "had not carried it out" in dm, dm
 
 
 async def test_a_cancel_signal_whose_order_filled_first_says_so(

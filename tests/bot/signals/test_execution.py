@@ -35,6 +35,7 @@ from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signals import Ack, Plan
 from bot.services.strategies import WebhookUrl
+from bot.services.subscriptions import SubscriptionSettings
 from bot.settings import Settings
 from tests.bot.signals.conftest import (
     ALICE,
@@ -295,7 +296,13 @@ async def test_an_exit_that_does_not_fill_stops_the_entry(core: Core) -> None:
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
     ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=300)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
-    assert "not placed" in (ex.reason or "")
+    # Before: "...; the entry was not placed. The exit order is still working.", which left
+    # open whether the entry would follow the exit's fill, and where the exit was.
+    assert ex.reason == (
+        "The exit order had not filled after 0.2 s, so the entry was not placed, nor will it be "
+        "once the exit fills. The exit order is still working: see /orders (/cancel order "
+        "cancels it)."
+    )
     assert [
         i.idempotency_key.rsplit(":", 1)[1] for i in await intents(core) if i.source == "signal"
     ] == ["exit"]
@@ -317,6 +324,25 @@ async def test_sell_with_flat_sentiment_only_exits(core: Core) -> None:
     ex = await run(core, url, sub, action="sell", sentiment="flat")
     assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "no-entry-sentiment")
     assert await position(core, OWNER, "AAPL") == 0
+
+
+@pytest.mark.parametrize("sentiment", ["flat", "bullish"])
+async def test_an_exit_of_a_long_while_short_says_there_is_no_long_to_exit(
+    core: Core, sentiment: str
+) -> None:
+    """Before: "Already short AAPL; send action add to add to it.", to a signal that meant to
+    exit a long, not to add to anything."""
+    await hold(core, OWNER, "AAPL", "5", side="sell")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="sell", sentiment=sentiment)
+    assert (ex.status, ex.reason_code, ex.reason) == (
+        ExecutionStatus.SKIPPED,
+        "no-position-to-exit",
+        f"No open AAPL long to exit: sell with sentiment {sentiment} exits a long, and the "
+        "position is short. Send action exit to close it.",
+    )
+    assert await position(core, OWNER, "AAPL") == -5
 
 
 async def test_buy_with_bearish_sentiment_covers_part_of_a_short(core: Core) -> None:
@@ -521,6 +547,58 @@ async def test_cancel_cancels_the_tickers_open_orders(core: Core) -> None:
     assert intent.status == IntentStatus.CANCELLED
     ex = await run(core, url, sub, action="cancel", extras={"again": True})
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "no-open-orders")
+
+
+async def test_a_cancel_signal_sends_one_dm_saying_what_it_cancelled(core: Core) -> None:
+    """Before: "Paper order update: Cancelled: buy 1 AAPL.", then "Done ... Cancelled 1 open
+    AAPL order." Now the result alone, naming the order."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="cancel")
+    assert ex.status == ExecutionStatus.DONE
+    [(uid, dm)] = notifier(core).dms[told:]
+    assert uid == OWNER
+    assert (dm.content or "").splitlines()[:2] == [
+        "✅ Done: **NQ breakout** → Tradecord Paper (paper)",
+        "Cancelled 1 open AAPL order: buy 1 AAPL limit at $150.00.",
+    ]
+    # Counted as told: no later look at the order announces the cancel again.
+    [intent] = await intents(core)
+    assert (intent.status, intent.notified_status) == (IntentStatus.CANCELLED, "cancelled:0")
+
+
+async def test_a_cancel_signal_says_in_the_channel_how_many_orders_it_cancelled(
+    core: Core,
+) -> None:
+    """Before: "signal received: CANCEL AAPL" and then nothing, as if it were stuck. The
+    orders are counted, not described: they may be the member's own, placed by hand."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    await rest(core, OWNER, "sell", OrderType.LIMIT, "300", "resting too")
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="cancel")
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert posts[1] == "**NQ breakout** 🚫 Cancelled · A subscriber (paper): 2 open AAPL orders"
+    # The strategy's own resting entry has its own "cancelled" line: not counted a second time.
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150")
+    await rest(core, OWNER, "sell", OrderType.LIMIT, "300", "by hand")
+    await run(core, url, sub, action="cancel", extras={"again": 1})
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-2:] == [
+        "**NQ breakout** 🚫 Cancelled · A subscriber (paper): buy 1 AAPL",
+        "**NQ breakout** 🚫 Cancelled · A subscriber (paper): 1 open AAPL order",
+    ], posts
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150", extras={"b": 1})
+    await run(core, url, sub, action="cancel", extras={"again": 2})
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-2:] == [
+        "📡 **NQ breakout** signal received: CANCEL AAPL (`" + posts[-2].split("`")[1] + "`)",
+        "**NQ breakout** 🚫 Cancelled · A subscriber (paper): buy 1 AAPL",
+    ], posts
 
 
 async def test_a_cancel_signal_leaves_the_orders_placed_after_it_arrived(
@@ -839,6 +917,83 @@ async def test_an_exit_signal_after_a_bracketed_entry_leaves_no_exit_working(cor
     assert [o for o in await orders(core) if o.status == "open"] == []
 
 
+async def test_a_signal_that_cancels_before_ordering_says_both_in_one_dm(core: Core) -> None:
+    """Before: "Paper order update: Cancelled: buy 1 AAPL." and then the result, which said the
+    same cancel again; and when the result was a refusal, the cancel was only in the first."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.FILLED
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").splitlines()[1:3] == [
+        "Filled: buy 1 AAPL at $200.00.",
+        "Cancelled 1 open AAPL order: buy 1 AAPL limit at $150.00.",
+    ]
+    # An exit that does not fill ends the run with its own reason: the cancel is still said.
+    core.signals.exit_timeout = 0.2
+    await rest(core, OWNER, "sell", OrderType.LIMIT, "300", "take-profit")
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=300)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
+    [(_, dm)] = notifier(core).dms[told:]
+    lines = (dm.content or "").splitlines()
+    assert lines[2].startswith("The exit order had not filled"), lines
+    assert lines[3] == "Cancelled 1 open AAPL order: sell 1 AAPL limit at $300.00.", lines
+
+
+async def test_a_cancel_signal_names_the_exits_of_the_brackets_it_cancels(core: Core) -> None:
+    """Before: "Cancelled 1 open AAPL order." for a resting bracketed entry, "Cancelled 2 open
+    AAPL orders." for the working take-profit and stop-loss of a filled one."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    brackets = {"takeProfit": {"percent": 5}, "stopLoss": {"amount": 4}}
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150", **brackets)
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="cancel")
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").splitlines()[1] == (
+        "Cancelled 1 open AAPL order: buy 1 AAPL limit at $150.00, with its exits "
+        "(take-profit $157.50 · stop-loss $146.00)."
+    )
+    entry = await run(core, url, sub, action="buy", extras={"market": 1}, **brackets)
+    assert entry.status == ExecutionStatus.FILLED, entry.reason
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="cancel", extras={"exits": 1})
+    [(_, dm)] = notifier(core).dms[told:]
+    said, _, named = (dm.content or "").splitlines()[1].rstrip(".").partition(": ")
+    assert said == "Cancelled 2 open AAPL orders"
+    assert set(named.split("; ")) == {  # in the order the broker lists them
+        "the take-profit sell 1 AAPL limit at $210.00",
+        "the stop-loss sell 1 AAPL stop at $196.00",
+    }
+
+
+async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_it(
+    core: Core,
+) -> None:
+    """Before: "Paper order update: Expired: buy 1 AAPL.", not a word of the take-profit and
+    stop-loss the member was told would be placed once it filled."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    brackets = {"takeProfit": {"percent": 5}, "stopLoss": {"amount": 4}}
+    await run(core, url, sub, action="buy", orderType="limit", limitPrice="150", **brackets)
+    [intent] = await intents(core)
+    target = await core.connections.resolve(OWNER, None, "paper")
+    adapter = await core.connections.adapter_for(target.connection)
+    order = await adapter.fetch_order(target.ref, order_id=intent.broker_order_id)
+    await adapter.close()
+    order.status = OrderStatus.EXPIRED
+    told = len(notifier(core).dms)
+    await core.trading.apply_order_state(intent, order)
+    [(_, dm)] = notifier(core).dms[told:]
+    assert dm.content == (
+        "📝 Paper order update: Expired: buy 1 AAPL. Its exits (take-profit $157.50 · "
+        "stop-loss $146.00) were never placed."
+    )
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -912,6 +1067,68 @@ async def test_percent_brackets_land_on_the_price_tick(
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     entry = (await orders(core))[0]
     assert (entry.take_profit, entry.stop_loss) == (take_profit, stop_loss)
+
+
+@pytest.mark.parametrize(
+    ("ticker", "bid", "ask", "take_profit", "stop_loss"),
+    [
+        # Before: whole 0.0001s made the take-profit 0.0000 and the signal was skipped.
+        ("SHIBUSD", "0.00001233", "0.00001235", Decimal("0.00001296"), Decimal("0.00001172")),
+        # Before: cents made a 0.2 % stop-loss of a $2.20 coin $2.20, the entry price itself.
+        ("XRPUSD", "2.1999", "2.2001", Decimal("2.2440"), Decimal("2.1956")),
+    ],
+)
+async def test_percent_brackets_of_a_coin_keep_the_coins_precision(
+    core: Core, ticker: str, bid: str, ask: str, take_profit: Decimal, stop_loss: Decimal
+) -> None:
+    core.simulated_feed.set_quote(ticker, Decimal(bid), Decimal(ask))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="fixed_quantity", sizing_value=Decimal(10))
+    ex = await run(
+        core,
+        url,
+        sub,
+        ticker=ticker,
+        action="buy",
+        timeInForce="gtc",
+        takeProfit={"percent": 5 if ticker == "SHIBUSD" else 2},
+        stopLoss={"percent": 5 if ticker == "SHIBUSD" else "0.2"},
+    )
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry = (await orders(core))[0]
+    assert (entry.take_profit, entry.stop_loss) == (take_profit, stop_loss)
+
+
+@pytest.mark.parametrize(
+    ("exit_", "said"),
+    [
+        (
+            {"stopLoss": {"percent": "0.01"}},
+            "The stop-loss of 0.01% from the entry price $0.00001234 rounds to $0.00001234 at "
+            "SHIBUSD's price steps of 0.00000001, not below it; the bracketed entry was not "
+            "placed. Send a larger percent or amount, or the price itself as stopLoss.stopPrice.",
+        ),
+        (
+            {"stopLoss": {"amount": "0.00002"}},
+            "The stop-loss of $0.00002 from the entry price $0.00001234 comes to a price at or "
+            "below zero; the bracketed entry was not placed. Send a smaller percent or amount, "
+            "or the price itself as stopLoss.stopPrice.",
+        ),
+    ],
+)
+async def test_an_exit_a_coins_precision_cannot_express_is_refused_with_what_to_send(
+    core: Core, exit_: dict[str, Any], said: str
+) -> None:
+    core.simulated_feed.set_quote("SHIBUSD", Decimal("0.00001233"), Decimal("0.00001235"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="fixed_quantity", sizing_value=Decimal(10))
+    ex = await run(core, url, sub, ticker="SHIBUSD", action="buy", timeInForce="gtc", **exit_)
+    assert (ex.status, ex.reason_code, ex.reason) == (
+        ExecutionStatus.SKIPPED,
+        "invalid-bracket",
+        said,
+    )
+    assert await orders(core) == []
 
 
 async def test_a_stop_the_market_has_passed_is_not_placed(core: Core) -> None:
@@ -1013,6 +1230,27 @@ async def test_a_refused_order_in_the_dm_ends_its_sentence(core: Core) -> None:
     assert ex.reason_code == "kill-switch"
     [(_, told)] = [dm for dm in notifier(core).dms if dm[0] == OWNER]
     assert "Cancelling open orders still works.\nSignal `" in (told.content or "")
+
+
+async def test_approving_a_reversal_says_both_of_its_orders_are_placed(core: Core) -> None:
+    """Before: "Approved: the order is being placed", to a card that asked for an exit and an
+    entry."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="buy")
+    [pending] = await core.signals.pending_approvals(OWNER)
+    done = await core.signals.approve(pending.intent_ids[0], OWNER)
+    assert done.message.startswith("Approved: the order is being placed;")
+    await core.jobs.drain()
+    ex = await run(core, url, sub, action="sell")
+    [pending] = await core.signals.pending_approvals(OWNER)
+    assert pending.summary == "exit: sell 1 AAPL; then sell 1 AAPL"
+    done = await core.signals.approve(pending.intent_ids[0], OWNER)
+    assert done.message == (
+        "Approved: the exit and then the entry are being placed; you will get a DM with the result."
+    )
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
 
 
 async def test_rejected_approval_places_nothing(core: Core) -> None:
@@ -1182,6 +1420,72 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     assert "buying power" in dms[BOB].lower()  # the member's own DM says why
 
 
+async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core) -> None:
+    """Before: "signal received", then nothing: an admin could not tell skipped from stuck.
+    Now one line counts the skips by reason, naming nobody (not even who opted in)."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    for member in (ALICE, BOB):
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
+    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    for member in (OWNER, ALICE):
+        await hold(core, member, "AAPL", "5")
+        await subscribe(core, url, member)
+    await subscribe(core, url, BOB, sides="short")
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert posts[1] == (
+        "**NQ breakout** ⏭️ No order placed · 3 subscribers skipped this signal "
+        "(already-in-position ×2, side-not-allowed). Each subscriber's DM says why; "
+        f"/signal show `{ack.body['id'][:8]}` has every step."
+    )
+    account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
+    assert "Alice" not in posts[1] and account not in posts[1]
+    # One that places an order has its own line: no "no order placed" beside it.
+    await core.subscriptions.subscribe(
+        GUILD, BOB, url.strategy.id, settings=SubscriptionSettings(sides="both")
+    )
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "extras": {"again": 1}})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 4 and "Filled" in posts[3] and "No order placed" not in posts[3], posts
+    # Nobody trading it: said too, with how members join.
+    alone = await make_strategy(core, name="Nobody yet")
+    await send(core, alone, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1] == (
+        "**Nobody yet** ⏭️ No order placed · no subscription trades this strategy (none yet, or "
+        "all paused). Members subscribe with /subscribe."
+    ), posts
+    # A test signal's "nothing will be placed" was said when it arrived.
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "test": True})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 7 and "test" in posts[6], posts
+
+
+async def test_a_signal_waiting_for_approval_says_so_in_the_channel(core: Core) -> None:
+    """Before: "signal received", then nothing until someone approved (and nothing at all if
+    they declined or let it expire)."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, OWNER, manual_approval=True)
+    await subscribe(core, url, ALICE, sides="short")
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert len(posts) == 2, posts
+    assert posts[1] == (
+        "**NQ breakout** 🕓 No order placed yet · 1 subscriber was asked to approve this signal "
+        f"in a DM; 1 skipped it (side-not-allowed). /signal show `{ack.body['id'][:8]}` has "
+        "every step."
+    )
+
+
 async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
     """The rejected order's own text carries the broker's reason: the DM said it twice."""
     url = await make_strategy(core)
@@ -1217,6 +1521,48 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     ]
     account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
     assert account not in posts[1]
+
+
+async def test_a_refused_reversal_names_its_legs_in_the_channel(core: Core) -> None:
+    """Before: "⛔ Not placed · A subscriber (paper): buy 1 AAPL; buy 1 AAPL (invalid-order)":
+    one order said twice, without the price that was refused."""
+    await hold(core, OWNER, "AAPL", "1", side="sell")
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="stop", stopPrice="150")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1] == (
+        "**NQ breakout** ⛔ Not placed · A subscriber (paper): exit: buy 1 AAPL stop at $150.00; "
+        "entry: buy 1 AAPL stop at $150.00 (invalid-order)"
+    )
+
+
+async def test_an_order_whose_answer_was_lost_says_what_happens_next(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the DM's head was the raw "• unconfirmed", with no word of what comes next,
+    and the channel heard nothing after "signal received"."""
+
+    async def lost(self: PaperBroker, *_: Any, **__: Any) -> None:
+        raise BrokerUnavailable(maybe_sent=True)
+
+    monkeypatch.setattr(PaperBroker, "create_order", lost)
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.UNCONFIRMED
+    [(_, dm)] = notifier(core).dms
+    assert (dm.content or "").splitlines()[:3] == [
+        "⏳ Not confirmed yet: **NQ breakout** → Tradecord Paper (paper)",
+        "Still checking with the broker: buy 1 AAPL.",
+        "Tradecord never sends it twice: you will get a DM once the broker says how it ended. "
+        "See /orders meanwhile.",
+    ]
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    assert posts[-1] == "**NQ breakout** ⏳ Not confirmed yet · A subscriber (paper): buy 1 AAPL"
 
 
 async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Core) -> None:
@@ -1354,9 +1700,26 @@ async def test_a_test_signal_that_would_do_nothing_says_so_plainly(core: Core) -
     ex = await run(core, url, sub, action="buy", test=True)
     assert ex.status == ExecutionStatus.TEST
     assert ex.reason == (
-        "Test signal, nothing placed. A real one would place nothing either: Already long AAPL; "
-        "send action add to add to it."
+        "Nothing placed, and a real one would place nothing either: Already long AAPL; send "
+        "action add to add to it."
     )
+
+
+async def test_a_test_signals_dm_says_test_once_and_ends_its_sentence(core: Core) -> None:
+    """Before: "🧪 Test signal: ..." then "Test signal, nothing placed. Would: exit: sell 1
+    AAPL; then sell 1 AAPL", the test said twice and the sentence left open."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    await run(core, url, sub, action="buy")
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="sell", test=True)
+    [(_, dm)] = notifier(core).dms[told:]
+    lines = (dm.content or "").splitlines()
+    assert lines[:2] == [
+        "🧪 Test signal: **NQ breakout** → Tradecord Paper (paper)",
+        "Nothing placed. A real one would: exit: sell 1 AAPL; then sell 1 AAPL.",
+    ]
+    assert (dm.content or "").lower().count("test") == 1
 
 
 async def test_an_add_with_no_position_says_which_sentiments_would_open_one(core: Core) -> None:
