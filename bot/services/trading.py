@@ -232,7 +232,7 @@ def _open_order_id(typed: str, open_orders: dict[str, Order], target: Target) ->
     if len(matches) == 1:
         return matches[0]
     if matches:
-        choices = "; ".join(f"{_describe(open_orders[oid])}: id {oid}" for oid in matches)
+        choices = "; ".join(f"{order_text(open_orders[oid])}: id {oid}" for oid in matches)
         raise InvalidInput(
             f"Id {typed} matches {len(matches)} open orders on {where}: {choices}. Type the whole "
             "id of the one to cancel, or pick it from the list as you type."
@@ -241,11 +241,6 @@ def _open_order_id(typed: str, open_orders: dict[str, Order], target: Target) ->
         f"Order {typed} is not open on {where}. Type the Id /orders shows for it, or pick the "
         "order from the list as you type; /orders lists the open ones."
     )
-
-
-def _describe(order: Order) -> str:
-    """An order as a member recognises it: buy 1 MSFT limit at $350.00."""
-    return f"{order.side.value} {qty(order.quantity)} {order.symbol} {order_terms_of(order)}"
 
 
 def order_terms(
