@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
+from urllib.parse import urljoin
 
 import aiohttp
 import pytest
@@ -465,10 +466,9 @@ class Browser:
             for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)
         }
         data.update(fields)
-        if not action.startswith("http"):
-            scheme, _, rest = page_url.partition("://")
-            action = f"{scheme}://{rest.split('/', 1)[0]}{action}"
-        async with self.session.post(action, data=data, allow_redirects=False) as r:
+        async with self.session.post(
+            urljoin(page_url, action), data=data, allow_redirects=False
+        ) as r:
             return r.status, r.headers.get("Location", ""), await r.text()
 
     async def close(self) -> None:
