@@ -181,7 +181,7 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
 SIZING_SHORT = {
     "fixed_quantity": "{} qty",
     "dollar_amount": "{}",
-    "percent_of_equity": "{}% equity",
+    "percent_of_equity": "{} equity",  # sizing_amount says "10%"
     "signal": "{}× signal",
 }
 

@@ -78,7 +78,7 @@ from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.strategies import WebhookAuth
-from bot.services.subscriptions import Sides, Sizing
+from bot.services.subscriptions import Sides, Sizing, sizing_amount
 from bot.services.trading import (
     ACCOUNT_CHANGED,
     PENDING_SEND_LIMIT,
@@ -1309,10 +1309,12 @@ class SignalService:
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
             words = kind.value.replace("_", " ")
+            # Amounts as members read them elsewhere: "$1,500.00", "10%", not a bare "1,500".
             sizing = (  # the subscription's multiplier is the member's part: said too
-                f"{qty(value)}× the signal's quantity ({qty(sig.quantity or Decimal(1))}, {words})"
+                f"{qty(value)}× the signal's quantity "
+                f"({sizing_amount(kind, sig.quantity or Decimal(1))}, {words})"
                 if sub.sizing == Sizing.SIGNAL
-                else f"The subscription's {words} sizing ({qty(value)})"
+                else f"The subscription's {words} sizing ({sizing_amount(kind, value)})"
             )
             raise _Skip(
                 "quantity-zero",

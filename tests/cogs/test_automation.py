@@ -713,6 +713,20 @@ async def test_a_dollar_amount_sizing_reads_as_money(tradecord: Harness) -> None
     assert "$1,500,000.00" in listed, listed
 
 
+async def test_a_percent_of_equity_sizing_reads_as_a_percent(tradecord: Harness) -> None:
+    """Only /subscriptions' table said "10% equity"; switching sizing said "the current value,
+    10, was for percent of equity", a bare number."""
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="percent_of_equity", sizing_value="10"
+    )
+    listed = (await h.reply("alice", "subscriptions")).text()
+    assert re.search(r"paper\s+10% equity\s+both", listed), listed
+    switch = await h.reply("alice", "subscribe", strategy="Breakout", sizing="fixed_quantity")
+    assert "the current value, 10%, was for percent of equity" in switch.content, switch.content
+
+
 async def test_turning_the_servers_alerts_off_names_the_strategies_still_posting(
     tradecord: Harness,
 ) -> None:

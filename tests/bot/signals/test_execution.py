@@ -128,15 +128,37 @@ async def test_crypto_sizes_in_fractions(core: Core) -> None:
     assert sides_and_quantities(await orders(core)) == [("buy", Decimal("0.019996"))]
 
 
-async def test_a_size_below_one_share_is_skipped(core: Core) -> None:
+@pytest.mark.parametrize(
+    ("sub_settings", "signal", "said"),
+    [
+        (
+            {"sizing": "dollar_amount", "sizing_value": Decimal(1500)},
+            {},
+            "The subscription's dollar amount sizing ($1,500.00)",
+        ),
+        (
+            {"sizing": "percent_of_equity", "sizing_value": Decimal("0.001")},
+            {},
+            "The subscription's percent of equity sizing (0.001%)",
+        ),
+        (
+            {"sizing": "signal", "sizing_value": Decimal(1)},
+            {"quantity": 100, "quantityType": "dollar_amount"},
+            "1× the signal's quantity ($100.00, dollar amount)",
+        ),
+    ],
+)
+async def test_a_size_below_one_share_is_skipped_with_the_amount_as_money(
+    core: Core, sub_settings: dict[str, Any], signal: dict[str, Any], said: str
+) -> None:
+    """Before: "The subscription's dollar amount sizing (1,500)" and "(0.001)" for a percent:
+    a bare number where every other message says $1,500.00."""
+    core.simulated_feed.set_quote("AAPL", Decimal("1999.90"), Decimal("2000.10"))
     url = await make_strategy(core)
-    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(100))
-    ex = await run(core, url, sub, action="buy")
+    sub = await subscribe(core, url, OWNER, **sub_settings)
+    ex = await run(core, url, sub, action="buy", **signal)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
-    assert ex.reason == (
-        "The subscription's dollar amount sizing (100) comes to less than one tradable unit "
-        "of AAPL."
-    )
+    assert ex.reason == f"{said} comes to less than one tradable unit of AAPL."
     assert await orders(core) == []
 
 
