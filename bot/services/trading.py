@@ -293,6 +293,22 @@ def order_text(order: Order, bracket: Bracket | None = None) -> str:
     return text
 
 
+def exits_in_order(orders: Sequence[Order]) -> list[Order]:
+    """``orders`` as the broker listed them, except that a bracket's exits are named together
+    and always take-profit first, stop-loss second (brokers list them either way round)."""
+    legs: dict[str, list[Order]] = {}
+    for o in orders:
+        if o.parent_id is not None:
+            legs.setdefault(o.parent_id, []).append(o)
+    out: list[Order] = []
+    for o in orders:
+        if o.parent_id is None:
+            out.append(o)
+        elif o.parent_id in legs:  # at the first exit of its bracket: all of them, in order
+            out.extend(sorted(legs.pop(o.parent_id), key=lambda x: exit_kind(x) != "take-profit"))
+    return out
+
+
 def client_order_id(intent_id: str) -> str:
     """Deterministic and short enough for every broker (TradeStation allows 22 characters)."""
     return "tc" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
@@ -1870,7 +1886,7 @@ class TradingService:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            orders = await adapter.fetch_open_orders(target.ref)
+            orders = exits_in_order(await adapter.fetch_open_orders(target.ref))
         finally:
             await adapter.close()
         return target, adapter.display_name, orders
@@ -1919,7 +1935,7 @@ class TradingService:
             settled = await asyncio.gather(
                 *(self._settled(target, adapter, oid, None, deadline) for oid in wanted)
             )
-            results = [order for order in settled if order is not None]
+            results = exits_in_order([order for order in settled if order is not None])
             for order in results:
                 await self._apply_broker_order(target, order)
         finally:
@@ -1974,7 +1990,9 @@ class TradingService:
             intent = ours.get(order.id) if order is not None else None
             if intent is not None and order is not None:
                 await self.apply_order_state(intent, order, dm=dm)
-        ended = [order for order in landed if order is not None and order.status.is_final]
+        ended = exits_in_order(
+            [order for order in landed if order is not None and order.status.is_final]
+        )
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final
         )

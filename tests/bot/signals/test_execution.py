@@ -984,12 +984,43 @@ async def test_a_cancel_signal_names_the_exits_of_the_brackets_it_cancels(core: 
     told = len(notifier(core).dms)
     await run(core, url, sub, action="cancel", extras={"exits": 1})
     [(_, dm)] = notifier(core).dms[told:]
-    said, _, named = (dm.content or "").splitlines()[1].rstrip(".").partition(": ")
-    assert said == "Cancelled 2 open AAPL orders"
-    assert set(named.split("; ")) == {  # in the order the broker lists them
-        "the take-profit sell 1 AAPL limit at $210.00",
-        "the stop-loss sell 1 AAPL stop at $196.00",
-    }
+    assert (dm.content or "").splitlines()[1] == (
+        "Cancelled 2 open AAPL orders: the take-profit sell 1 AAPL limit at $210.00; the "
+        "stop-loss sell 1 AAPL stop at $196.00."
+    )
+
+
+@pytest.mark.parametrize("broker_order", ["as placed", "stop-loss first"])
+async def test_a_brackets_exits_are_named_take_profit_first_however_the_broker_lists_them(
+    core: Core, monkeypatch: pytest.MonkeyPatch, broker_order: str
+) -> None:
+    """Before: the cancelled exits were named in the broker's order, the stop-loss first when
+    the broker listed it first; /orders and /cancel all listed them so too."""
+    if broker_order == "stop-loss first":
+        listed = PaperBroker.fetch_open_orders
+
+        async def stop_loss_first(self: PaperBroker, account: Any) -> Any:
+            return sorted(await listed(self, account), key=lambda o: o.order_type != "stop")
+
+        monkeypatch.setattr(PaperBroker, "fetch_open_orders", stop_loss_first)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    brackets = {"takeProfit": {"percent": 5}, "stopLoss": {"amount": 4}}
+    entry = await run(core, url, sub, action="buy", **brackets)
+    assert entry.status == ExecutionStatus.FILLED, entry.reason
+    _, _, working = await core.trading.open_orders(OWNER, None, "paper")  # /orders
+    assert [o.order_type for o in working] == ["limit", "stop"]
+    _, cancelled = await core.trading.cancel(OWNER, None, "paper")  # /cancel all
+    assert [o.order_type for o in cancelled] == ["limit", "stop"]
+    added = await run(core, url, sub, action="add", **brackets)
+    assert added.status == ExecutionStatus.FILLED, added.reason
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="cancel")
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").splitlines()[1] == (
+        "Cancelled 2 open AAPL orders: the take-profit sell 1 AAPL limit at $210.00; the "
+        "stop-loss sell 1 AAPL stop at $196.00."
+    )
 
 
 async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_it(
