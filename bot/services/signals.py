@@ -83,6 +83,7 @@ from bot.services.trading import (
     ACCOUNT_CHANGED,
     PENDING_SEND_LIMIT,
     OrderInput,
+    Origin,
     all_or_first_error,
     describe_intent,
     exit_kind,
@@ -464,6 +465,7 @@ class SignalService:
         core.jobs.register(JOB_SIGNAL, self._job_signal)
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
+        core.trading.origin_of = self._origin
         core.jobs.register(JOB_APPROVED, self._job_approved)
         core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
 
@@ -2379,6 +2381,23 @@ class SignalService:
             await self._post_digest(
                 strategy.guild_id, strategy.id, digest, f"an order update of execution {ex.id}"
             )
+
+    async def _origin(self, intent: OrderIntent) -> Origin | None:
+        """The strategy and signal a signal's order came from, for the DMs about its later
+        updates (a limit entry that fills an hour on, an order that expires at the broker):
+        "Paper order update: Filled: buy 5 AAPL" did not say which strategy bought."""
+        extra = intent.extra if isinstance(intent.extra, dict) else {}
+        if intent.source != "signal" or not extra.get("signal_id"):
+            return None
+        async with self.core.db.session() as s:
+            name = await s.scalar(
+                select(Strategy.name).where(Strategy.id == extra.get("strategy_id"))
+            )
+        short = str(extra["signal_id"])[:8]
+        return Origin(
+            f" · **{_plain(name)}**" if name else "",
+            f"\nSignal `{short}` · /signal show for every step.",
+        )
 
     async def _on_exit_filled(self, intent: OrderIntent, order: Order) -> None:
         """The take-profit or stop-loss of a signal's bracket filled: the alert channel hears

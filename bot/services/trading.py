@@ -432,6 +432,16 @@ def _enum(enum: Any, text: str | None, what: str, default: Any = None) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """What placed an order, said in the DMs about its later updates (a member with several
+    strategies cannot tell them apart otherwise): ``head`` follows the DM's first words
+    (" · **NQ breakout**"), ``tail`` ends it (where to read more)."""
+
+    head: str = ""
+    tail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancelled:
     """What ``cancel_open`` did: how many cancel requests the broker took, how many of those
     it had not carried out after ``cancel_wait`` seconds, and every order known to have ended,
@@ -462,6 +472,8 @@ class TradingService:
         self.listeners: list[Callable[[OrderIntent], Awaitable[None]]] = []
         # Called after a member was told that an exit of their bracket filled.
         self.exit_listeners: list[Callable[[OrderIntent, Order], Awaitable[None]]] = []
+        # Set by the signal service: the strategy and signal a signal's order came from.
+        self.origin_of: Callable[[OrderIntent], Awaitable[Origin | None]] | None = None
 
     # -- validation and preview ---------------------------------------------------------
 
@@ -1749,7 +1761,7 @@ class TradingService:
             try:
                 await notifier.dm(
                     await self._discord_id(intent),
-                    Outgoing(content=describe_exit(intent, order)),
+                    Outgoing(content=describe_exit(intent, order, await self._origin(intent))),
                 )
             except Exception:
                 log.warning("Could not tell the member about an exit of intent %s", intent.id)
@@ -1832,17 +1844,21 @@ class TradingService:
         note = f" · {SIMULATED_NOTE}" if simulated and priced else ""
         try:
             if dm:
+                origin = await self._origin(intent)
                 await notifier.dm(
                     await self._discord_id(intent),
                     Outgoing(
                         content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order "
-                        f"update: {describe_intent(intent)}{note}"
+                        f"update{origin.head}: {describe_intent(intent)}{note}{origin.tail}"
                     ),
                 )
         except Exception:
             log.warning("Could not tell the member about intent %s", intent.id)
         for listener in self.listeners:
             await listener(intent)
+
+    async def _origin(self, intent: OrderIntent) -> Origin:
+        return (await self.origin_of(intent) if self.origin_of else None) or Origin()
 
     async def _discord_id(self, intent: OrderIntent) -> int:
         async with self.core.db.session() as s:
@@ -2558,15 +2574,17 @@ def exit_kind(order: Order) -> str:
     return "take-profit" if order.order_type is OrderType.LIMIT else "stop-loss"
 
 
-def describe_exit(intent: OrderIntent, order: Order) -> str:
+def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = None) -> str:
     """A bracket's exit filled: what closed, and which order of the member's it closed."""
     price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
     note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
+    origin = origin or Origin()
     return (
-        f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled: the "
+        f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled"
+        f"{origin.head}: the "
         f"{exit_kind(order)} {order.side.value} {qty(order.filled_quantity)} {order.symbol}"
         f"{price}, the exit of your {intent.side} {qty(intent.filled_quantity)} "
-        f"{intent.symbol} (intent {intent.id[:8]}).{note}"
+        f"{intent.symbol} (intent {intent.id[:8]}).{note}{origin.tail}"
     )
 
 

@@ -911,8 +911,11 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     [(uid, dm)] = notifier(core).dms[told:]
     assert uid == OWNER
     assert (dm.content or "").startswith(
-        "📝 Paper bracket exit filled: the stop-loss sell 1 AAPL at $195.10, the exit of "
-        "your buy 1 AAPL"
+        "📝 Paper bracket exit filled · **NQ breakout**: the stop-loss sell 1 AAPL at $195.10, "
+        "the exit of your buy 1 AAPL"
+    ), dm.content
+    assert (dm.content or "").endswith(
+        f"\nSignal `{ex.signal_id[:8]}` · /signal show for every step."
     ), dm.content
     post = notifier(core).posts[-1][1].content or ""
     assert post.endswith("🎯 Stop-loss filled · A subscriber (paper): sell 1 AAPL at $195.10")
@@ -1042,9 +1045,41 @@ async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_
     await core.trading.apply_order_state(intent, order)
     [(_, dm)] = notifier(core).dms[told:]
     assert dm.content == (
-        "📝 Paper order update: Expired: buy 1 AAPL. Its exits (take-profit $157.50 · "
-        "stop-loss $146.00) were never placed."
+        "📝 Paper order update · **NQ breakout**: Expired: buy 1 AAPL. Its exits (take-profit "
+        "$157.50 · stop-loss $146.00) were never placed.\n"
+        f"Signal `{intent.extra['signal_id'][:8]}` · /signal show for every step."
     )
+
+
+async def test_a_later_update_of_a_signals_order_names_its_strategy_and_signal(
+    core: Core,
+) -> None:
+    """Before: "📝 Paper order update: Filled: buy 1 AAPL at $149.25." an hour after the
+    signal, for a member whose two strategies both trade AAPL: which one bought?"""
+    from bot.services.order_updates import OrderUpdates
+
+    swing, scalp = await make_strategy(core, "Swing"), await make_strategy(core, "Scalp")
+    await subscribe(core, scalp, OWNER)
+    sub = await subscribe(core, swing, OWNER)
+    ex = await run(core, swing, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    told = len(notifier(core).dms)
+    core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+    assert await OrderUpdates(core).sweep_paper() == 1
+    [(uid, dm)] = notifier(core).dms[told:]  # still one DM
+    assert uid == OWNER
+    assert dm.content == (
+        "📝 Paper order update · **Swing**: Filled: buy 1 AAPL at $149.25. · simulated prices\n"
+        f"Signal `{ex.signal_id[:8]}` · /signal show for every step."
+    )
+    # An order placed by hand says nothing of strategies.
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "140", "by hand")
+    core.simulated_feed.set_quote("AAPL", Decimal("139.00"), Decimal("139.50"))
+    told = len(notifier(core).dms)
+    assert await OrderUpdates(core).sweep_paper() == 1
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").startswith("📝 Paper order update: Filled: buy 1 AAPL at $")
+    assert "Signal" not in (dm.content or ""), dm.content
 
 
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
