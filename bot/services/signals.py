@@ -63,7 +63,14 @@ from bot.automation_models import (
     intent_key,
 )
 from bot.components import approval_buttons
-from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TradecordError
+from bot.errors import (
+    Conflict,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    PermissionDenied,
+    TradecordError,
+)
 from bot.models import (
     AuditEvent,
     Connection,
@@ -99,6 +106,7 @@ from bot.services.trading import (
     send_settles_at,
     stop_passed,
 )
+from bot.services.trading import Refusal as OrderRefusal
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
 from bot.wording import plural
 
@@ -1858,6 +1866,13 @@ class SignalService:
         ids will do). Exactly one click wins, in any process; the orders are placed by a job."""
         ex = await self._owned_execution(intent_id, discord_user_id)
         await self._expire_if_due(ex)
+        if ex.status == ExecutionStatus.WAITING_APPROVAL:
+            # Approved while paused, the click said "being placed" and the DM after it "Not
+            # placed: your trading is paused". Refused here, the approval still waits (the
+            # card keeps its buttons) for a click once the member may trade again.
+            stopped = await self.core.trading.stopped(ex.member_id)
+            if stopped is not None:
+                raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
         async with self.core.db.transaction() as s:
             won = (
                 await s.execute(
@@ -2855,6 +2870,23 @@ def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
     the same side, quantity and price, and would read as one order said twice."""
     leg = (intent.extra or {}).get("leg")
     return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
+
+
+def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str:
+    """What to do about an approval that cannot be given now (paused, the kill switch)."""
+    by = f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""
+    if stopped.code == "member-paused":
+        return (
+            "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+            f"then press Approve again{by}."
+        )
+    if stopped.code == "kill-switch":
+        return (
+            "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
+            f"its order would not be sent. Press Approve again once trading is back"
+            f"{by and ','}{by}."
+        )
+    return f"Not approved: {stopped.message}"
 
 
 def _age(seconds: float) -> str:

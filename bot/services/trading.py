@@ -880,6 +880,12 @@ class TradingService:
         reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
         return await reads((member_id, strategy_id))
 
+    async def stopped(self, member_id: int) -> Refusal | None:
+        """Why nothing of this member's may be sent now (the kill switch, their pause), or
+        None: checked where a click would otherwise be told its order is on its way."""
+        switch_on, member, _ = await self._pretrade_reads(member_id, None)
+        return _stopped(switch_on, member)
+
     async def _still_closes(
         self,
         intent: OrderIntent,

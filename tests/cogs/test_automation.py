@@ -139,6 +139,36 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
     assert await paper_orders(h) == 1
 
 
+async def test_approving_while_paused_says_what_to_do_and_keeps_the_card(
+    tradecord: Harness,
+) -> None:
+    """Before: Approve answered "Approved: the order is being placed; you will get a DM with
+    the result." and the DM said "Not placed: … Your trading is paused": the approval was
+    spent on an order bound to be refused."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
+    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    await h.reply("bob", "pause")
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    answer = await pressed.message(timeout=15)
+    assert answer.ephemeral and answer.id != card.id
+    assert answer.content.startswith(
+        "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+        "then press Approve again before it expires <t:"
+    ), answer.content
+    assert [b.label for b in h.emu.message(card.id).buttons()] == ["Approve", "Reject"]
+    assert await paper_orders(h) == 0
+    await h.reply("bob", "resume")
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    assert "Approved: the order is being placed" in (await pressed.message(timeout=15)).text()
+    await dm_to(h, "bob", "Filled: buy 1 MSFT")
+    assert await paper_orders(h) == 1
+
+
 async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord: Harness) -> None:
     h = tradecord
     h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))

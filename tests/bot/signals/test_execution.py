@@ -30,7 +30,7 @@ from bot.automation_models import (
 )
 from bot.core import Core
 from bot.db import Database
-from bot.errors import Conflict, NotFound, PermissionDenied
+from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signals import Ack, Plan
@@ -1306,6 +1306,42 @@ async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refu
     await core.limits.resume(ALICE)
     ex = await run(core, url, sub, action="buy", quantity=3)  # once resumed, asked as before
     assert ex.status == ExecutionStatus.WAITING_APPROVAL
+
+
+@pytest.mark.parametrize("stop", ["pause", "kill switch"])
+async def test_an_approval_given_while_trading_is_stopped_waits_for_a_click_after(
+    core: Core, stop: str
+) -> None:
+    """Before: "Approved: the order is being placed", then a DM "Not placed: … paused", and
+    the approval was spent. Now the click is refused with what to do, and the approval
+    still waits."""
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    if stop == "pause":
+        await core.limits.pause(ALICE)
+    else:
+        await core.limits.set_kill_switch(True, by=OWNER)
+    with pytest.raises(LimitReached) as refused:
+        await core.signals.approve(draft.id, ALICE)
+    said = refused.value.user_message
+    assert said.startswith(
+        "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+        "then press Approve again before it expires <t:"
+        if stop == "pause"
+        else "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
+        "its order would not be sent. Press Approve again once trading is back, before it "
+        "expires <t:"
+    ), said
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.WAITING_APPROVAL
+    assert await orders(core) == []
+    if stop == "pause":
+        await core.limits.resume(ALICE)
+    else:
+        await core.limits.set_kill_switch(False, by=OWNER)
+    await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
 
 
 async def test_a_refused_order_in_the_dm_ends_its_sentence(core: Core) -> None:
