@@ -2028,15 +2028,25 @@ class SignalService:
 
     async def _already(self, execution_id: int) -> str:
         async with self.core.db.session() as s:
-            status = await s.scalar(
-                select(SignalExecution.status).where(SignalExecution.id == execution_id)
-            )
+            row = (
+                await s.execute(
+                    select(SignalExecution.status, SignalExecution.signal_id).where(
+                        SignalExecution.id == execution_id
+                    )
+                )
+            ).first()
+        status, signal_id = row if row is not None else (None, "")
+        # A second click (another process took the first) read "already handled (it is
+        # approved)", as if something had gone wrong: it says where the order is instead.
         return {
             ExecutionStatus.EXPIRED: "This approval expired; nothing was placed.",
             ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
+            ExecutionStatus.APPROVED: "You approved this signal already: its order is being "
+            "placed, and you will get a DM with the result.",
         }.get(
             status or "",
-            f"This signal was already handled (it is {(status or 'gone').replace('_', ' ')}).",
+            f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
+            f"/signal show `{signal_id[:8]}` has every step.",
         )
 
     async def _close_approval(

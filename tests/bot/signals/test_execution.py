@@ -1278,11 +1278,22 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
         await core.signals.approve(draft.id, BOB)
     result = await core.signals.approve(draft.id, ALICE)
     assert result.status == ExecutionStatus.APPROVED
-    with pytest.raises(Conflict, match="already handled"):
+    # Before: "This signal was already handled (it is approved)." to a second click.
+    with pytest.raises(Conflict) as twice:
         await core.signals.approve(draft.id, ALICE)
+    assert twice.value.user_message == (
+        "You approved this signal already: its order is being placed, and you will get a DM "
+        "with the result."
+    )
     await core.jobs.drain()
     ex = await execution(core, ex.signal_id, sub)
     assert ex.status == ExecutionStatus.FILLED
+    with pytest.raises(Conflict) as after:
+        await core.signals.reject(draft.id, ALICE)
+    assert after.value.user_message == (
+        f"This signal was already handled: it is filled. /signal show `{ex.signal_id[:8]}` has "
+        "every step."
+    )
     assert sides_and_quantities(await orders(core)) == [("buy", 2)]
     assert [p["phase"] for p in ex.phases] == ["sized", "approval requested", "approved"]
 
