@@ -76,13 +76,23 @@ def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | 
     return (
         sizing_text(settings.sizing.value, settings.sizing_value),
         SIDES_TEXT[settings.sides.value],
-        "each order waits for your approval by DM"
+        # How long it waits: a card approved after that places nothing.
+        f"each order waits {_duration(settings.approval_ttl_seconds)} for your approval by DM, "
+        "then is not placed"
         if settings.manual_approval
         else "orders are sent automatically",
         f"at most {settings.max_positions} open position{plural(settings.max_positions)}"
         if settings.max_positions
         else None,
     )
+
+
+def _duration(seconds: int) -> str:
+    """An approval's time to live as a member reads it: "5 min", "90 s", "2 h"."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def subscription_changes(before: SubscriptionInfo, after: SubscriptionInfo) -> list[str]:

@@ -380,7 +380,7 @@ async def test_subscriptions_lists_mine_privately_without_account_numbers(
     none_yet = await h.reply("hana", "subscriptions")
     assert none_yet.ephemeral and "no subscriptions in this server" in none_yet.content
     await create_strategy(h, "hana", "Trend")
-    await h.reply(
+    made = await h.reply(
         "hana",
         "subscribe",
         strategy="Trend",
@@ -389,6 +389,9 @@ async def test_subscriptions_lists_mine_privately_without_account_numbers(
         sides="long",
         approval=True,
     )
+    # Before: "each order waits for your approval by DM", not for how long.
+    waits = "each order waits 5 min for your approval by DM, then is not placed"
+    assert waits in made.content, made.content
     listing = await h.reply("hana", "subscriptions")
     text = listing.text()
     assert listing.ephemeral
