@@ -93,6 +93,7 @@ from bot.services.trading import (
     Origin,
     all_or_first_error,
     describe_intent,
+    estimate_price,
     exit_kind,
     fill_price,
     hint_of,
@@ -1588,6 +1589,12 @@ class SignalService:
                     )
                     break
             request = None
+            if unsent and intent is not None and ctx.approved:
+                # Priced when the signal came; the market may have moved by the click.
+                moved = await self._moved_past(adapter, request_of(intent))
+                if moved is not None:
+                    await self._discard_drafts(ctx)
+                    return Result(ExecutionStatus.REJECTED, "price-moved", moved, plan)
             if unsent:
                 # The broker's own checks of the order come before any cancel: a refused order
                 # leaves the open ones (a protective stop) alone.
@@ -1754,6 +1761,41 @@ class SignalService:
             f"{request.side.value} at {price_text(request.stop_price)} or "
             f"{'less' if buy else 'more'}."
         )
+
+    async def _moved_past(self, adapter: BrokerAdapter, request: OrderRequest) -> str | None:
+        """Why an approved order is not placed: the market has passed its stop, or its
+        bracket's take-profit or stop-loss (priced from the market when the signal came), so
+        it would trigger or exit at once. None when it may go, or with no quote to judge by."""
+        if not adapter.capabilities.quotes:
+            return None
+        try:
+            quote = await adapter.fetch_quote(request.symbol)
+        except BrokerError:
+            return None
+        sym, buy = request.symbol, request.side is Side.BUY
+        after = "Place it with /trade if you still want it."
+        now = stop_passed(request, quote)
+        if now is not None:
+            assert request.stop_price is not None
+            return (
+                f"Not placed: {sym} is at {price_text(now)} now, past the {request.side.value} "
+                f"stop at {price_text(request.stop_price)} you approved, so it would trigger at "
+                f"once and fill at the market price. {after}"
+            )
+        price, b = estimate_price(request, quote), request.bracket
+        if price is None or b is None:
+            return None
+        for name, level, above in (
+            ("take-profit", b.take_profit, buy),
+            ("stop-loss", b.stop_loss, not buy),
+        ):
+            if level is not None and ((level <= price) if above else (level >= price)):
+                return (
+                    f"Not placed: {sym} is at {price_text(price)} now, past the {name} at "
+                    f"{price_text(level)} priced when the signal came, so the {name} would "
+                    f"fill as soon as the entry did. {after}"
+                )
+        return None
 
     async def _resume(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, intent: OrderIntent

@@ -1457,6 +1457,44 @@ async def test_an_approved_order_its_worker_reaches_late_is_placed_only_within_f
     assert any("Not placed" in t for t in told), told
 
 
+@pytest.mark.parametrize(
+    ("signal", "said"),
+    [
+        (
+            {"takeProfit": {"amount": 10}, "stopLoss": {"amount": 4}},
+            "Not placed: AAPL is at $210.10 now, past the take-profit at $210.00 priced when the "
+            "signal came, so the take-profit would fill as soon as the entry did.",
+        ),
+        (
+            {"orderType": "stop", "stopPrice": 205},
+            "Not placed: AAPL is at $210.10 now, past the buy stop at $205.00 you approved, so it "
+            "would trigger at once and fill at the market price.",
+        ),
+    ],
+)
+async def test_an_approval_after_the_market_passed_its_prices_places_nothing(
+    core: Core, signal: dict[str, Any], said: str
+) -> None:
+    """Before: approved once AAPL had risen past the take-profit priced from the signal's
+    market, the broker's refusal "take-profit 210 is not [above about 210]" said neither why
+    nor what to do; a buy stop the market had passed filled at once at the market."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="buy", **signal)
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL, ex.reason
+    core.simulated_feed.set_quote("AAPL", Decimal("209.90"), Decimal("210.10"))
+    [pending] = await core.signals.pending_approvals(OWNER)
+    await core.signals.approve(pending.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "price-moved")
+    assert ex.reason == f"{said} Place it with /trade if you still want it."
+    assert await orders(core) == []
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    told = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER][-1]
+    assert said in told, told
+
+
 async def test_a_cancel_under_manual_approval_runs_without_waiting(core: Core) -> None:
     """Nothing to approve: a cancel places no order (and there is no draft for a card)."""
     await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
