@@ -1897,7 +1897,10 @@ class SignalService:
         return Result(
             ExecutionStatus.WAITING_APPROVAL,
             "approval-required",
-            f"Waiting for approval: {plan.summary(ctx.signal.ticker)}",
+            # /signal show says this: where to answer, and by when (it said neither).
+            f"Waiting for your approval: {plan.summary(ctx.signal.ticker)}. Approve or Reject "
+            f"it on the card in your DMs before it expires <t:{int(expires.timestamp())}:R>; "
+            "after that nothing is placed.",
             plan,
             approval_expires_at=expires,
             orders=drafts,

@@ -127,11 +127,19 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
         sizing_value="2",
         approval=True,
     )
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
     assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     assert [b.label for b in card.buttons()] == ["Approve", "Reject"]
     assert await paper_orders(h) == 0
+    # Before: /signal show said "Waiting for approval: buy 2 MSFT", not where nor by when.
+    await signal_done(h, str(body["id"]))
+    shown = (await h.reply("bob", "signal show", id=str(body["id"])[:8])).text()
+    assert re.search(
+        r"Waiting for your approval: buy 2 MSFT\. Approve or Reject it on the card in your DMs "
+        r"before it expires <t:\d+:R>; after that nothing is placed\.",
+        shown,
+    ), shown
     pressed = await h.emu.click(h.user("bob"), card, label="Approve")
     edited = await pressed.message(timeout=15)
     assert edited.buttons() == []
