@@ -219,6 +219,10 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# An order's state in /signal show, where the stored words mean nothing to a member ("→ draft").
+ORDER_STATES = {"draft": "awaiting approval", "discarded": "not placed"}
+
+
 def clock(at: datetime, day: str) -> str:
     """UTC to the millisecond; the date only when it is not the report's own day."""
     utc = at.astimezone(UTC)
@@ -746,7 +750,8 @@ class Automation(commands.Cog):
         for n, sub in enumerate(subs):
             orders = "; ".join(
                 (f"{o.leg}: " if len(sub.orders) > 1 else "")
-                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}"
+                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → "
+                + ORDER_STATES.get(o.status, o.status.replace("_", " "))
                 for o in sub.orders
             )
             extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]

@@ -140,6 +140,7 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
         r"before it expires <t:\d+:R>; after that nothing is placed\.",
         shown,
     ), shown
+    assert "buy 2 MSFT → awaiting approval" in shown and "draft" not in shown, shown
     pressed = await h.emu.click(h.user("bob"), card, label="Approve")
     edited = await pressed.message(timeout=15)
     assert edited.buttons() == []
@@ -182,7 +183,7 @@ async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord:
     h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
     url = await create_strategy(h, "bob", "Swing")
     await h.reply("bob", "subscribe", strategy="Swing", approval=True)
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
     assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
@@ -192,6 +193,8 @@ async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord:
     assert "Waiting for your approval" in answer.text()  # the card keeps what it was about
     assert h.emu.message(card.id).buttons() == []
     assert await paper_orders(h) == 0
+    shown = (await h.reply("bob", "signal show", id=str(body["id"]))).text()
+    assert "buy 1 MSFT → not placed" in shown and "discarded" not in shown, shown
 
 
 async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
