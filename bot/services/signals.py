@@ -186,6 +186,9 @@ class Leg:
     opens_position: bool = False  # an entry with no position in the ticker before it
     trail_amount: Decimal | None = None  # a trailing stop: one of these two
     trail_percent: Decimal | None = None
+    # The quote a dollar or equity sized market entry was sized at: an approval card says it,
+    # as the click may come at another price.
+    sized_at: Decimal | None = None
 
     def to_json(self) -> dict[str, Any]:
         b = self.bracket
@@ -207,6 +210,7 @@ class Leg:
             "opens_position": self.opens_position,
             "trail_amount": _s(self.trail_amount),
             "trail_percent": _s(self.trail_percent),
+            "sized_at": _s(self.sized_at),
         }
 
     @classmethod
@@ -228,6 +232,7 @@ class Leg:
             opens_position=bool(d.get("opens_position")),
             trail_amount=_d(d.get("trail_amount")),
             trail_percent=_d(d.get("trail_percent")),
+            sized_at=_d(d.get("sized_at")),
         )
 
     def describe(self, ticker: str) -> str:
@@ -370,6 +375,8 @@ class ExecContext:
     stale: str | None = None
     # When the webhook stored the signal: orders placed after it are not its to cancel.
     received_at: datetime | None = None
+    # The price the last quote-priced size was worked out at (``Leg.sized_at``).
+    sized_at: Decimal | None = None
     # What this run cancelled, for its result DM whatever the result (a refusal after the
     # cancels, an exit that did not fill): the orders get no DM of their own.
     cancelled: str | None = None
@@ -1254,6 +1261,8 @@ class SignalService:
             return
         leg = self._leg(ctx, "entry", side, quantity)
         leg.opens_position = opens
+        if leg.order_type is OrderType.MARKET:
+            leg.sized_at = ctx.sized_at
         if sig.take_profit or sig.stop_loss:
             if not adapter.capabilities.brackets:
                 plan.note_code = "brackets-unsupported"
@@ -1296,6 +1305,7 @@ class SignalService:
         """Units for an entry (or a sized exit) under the subscription's sizing."""
         sig, sub = ctx.signal, ctx.subscription
         value = sub.sizing_value
+        ctx.sized_at = None  # set below if the quote sizes it
         kind: QuantityType
         if sub.sizing == Sizing.SIGNAL:
             kind = sig.effective_quantity_type or QuantityType.FIXED_QUANTITY
@@ -1311,7 +1321,7 @@ class SignalService:
             if kind is QuantityType.PERCENT_OF_EQUITY:
                 balance = await adapter.fetch_balance(target.ref)
                 amount = balance.equity * amount / 100
-            price = await self._price(ctx, adapter, side)
+            price = ctx.sized_at = await self._price(ctx, adapter, side)
             units = amount / (price * symbols.multiplier(sig.ticker))
         asset = symbols.asset_class_of(sig.ticker)
         places = 8 if asset in adapter.capabilities.fractional else 0
@@ -2336,6 +2346,12 @@ class SignalService:
         what = _orders_text(result.orders)
         if result.status == ExecutionStatus.WAITING_APPROVAL and result.plan is not None:
             what = result.plan.summary(ctx.signal.ticker)
+            entry = result.plan.leg("entry")
+            if entry is not None and entry.sized_at is not None and not result.plan.note:
+                # Sized from the price then: the member judges whether it still holds.
+                cost = entry.quantity * entry.sized_at * symbols.multiplier(ctx.signal.ticker)
+                priced = f"sized at {price_text(entry.sized_at)}, about {money(cost)}"
+                what += f" at the market ({priced})"
             if result.approval_expires_at is not None:
                 what += f" · expires <t:{int(result.approval_expires_at.timestamp())}:R>"
         head = {

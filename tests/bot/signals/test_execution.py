@@ -1457,6 +1457,29 @@ async def test_an_approved_order_its_worker_reaches_late_is_placed_only_within_f
     assert any("Not placed" in t for t in told), told
 
 
+async def test_an_approval_card_says_the_price_a_dollar_sized_entry_was_sized_at(
+    core: Core,
+) -> None:
+    """Before: "buy 4 AAPL · expires …": approved after AAPL rose to $250, $1,000 of sizing
+    bought $1,000.40 — at $300 it would be $1,200 — and the card never said it was sized at
+    $200.10."""
+    url = await make_strategy(core)
+    sub = await subscribe(
+        core, url, OWNER, manual_approval=True, sizing="dollar_amount", sizing_value=Decimal(1000)
+    )
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL, ex.reason
+    [(_, card)] = notifier(core).dms
+    asked = (card.content or "").splitlines()[1]
+    assert asked.startswith("buy 4 AAPL at the market (sized at $200.10, about $800.40) · expires")
+    # A fixed quantity is no price's doing: nothing to say.
+    fixed = await make_strategy(core, "Fixed")
+    sub = await subscribe(core, fixed, OWNER, manual_approval=True, sizing_value=Decimal(2))
+    await run(core, fixed, sub, action="buy", ticker="MSFT")
+    asked = (notifier(core).dms[-1][1].content or "").splitlines()[1]
+    assert asked.startswith("buy 2 MSFT · expires <t:"), asked
+
+
 @pytest.mark.parametrize(
     ("signal", "said"),
     [
