@@ -1604,7 +1604,10 @@ class SignalService:
                 moved = await self._moved_past(adapter, request_of(intent))
                 if moved is not None:
                     await self._discard_drafts(ctx)
-                    return Result(ExecutionStatus.REJECTED, "price-moved", moved, plan)
+                    # An exit this run filled before the entry is still said in the result.
+                    return Result(
+                        ExecutionStatus.REJECTED, "price-moved", moved, plan, orders=result.orders
+                    )
             if unsent:
                 # The broker's own checks of the order come before any cancel: a refused order
                 # leaves the open ones (a protective stop) alone.

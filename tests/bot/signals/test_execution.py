@@ -1518,6 +1518,27 @@ async def test_an_approval_after_the_market_passed_its_prices_places_nothing(
     assert said in told, told
 
 
+async def test_a_reversal_whose_entry_the_market_passed_still_says_its_exit_filled(
+    core: Core,
+) -> None:
+    """The exit goes (it only closes), the entry does not: the result says both."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "1")
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="sell", takeProfit={"amount": 10})
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL, ex.reason
+    core.simulated_feed.set_quote("AAPL", Decimal("189.90"), Decimal("190.10"))
+    [pending] = await core.signals.pending_approvals(OWNER)
+    await core.signals.approve(pending.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "price-moved")
+    assert await position(core, OWNER, "AAPL") == 0
+    told = (notifier(core).dms[-1][1].content or "").splitlines()
+    assert told[1].startswith("Filled: sell 1 AAPL at $"), told
+    assert told[2].startswith("Not placed: AAPL is at $189.90 now, past the take-profit"), told
+
+
 async def test_a_cancel_under_manual_approval_runs_without_waiting(core: Core) -> None:
     """Nothing to approve: a cancel places no order (and there is no draft for a card)."""
     await rest(core, OWNER, "buy", OrderType.LIMIT, "150", "resting")
