@@ -76,13 +76,23 @@ def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | 
     return (
         sizing_text(settings.sizing.value, settings.sizing_value),
         SIDES_TEXT[settings.sides.value],
-        "each order waits for your approval by DM"
+        # How long it waits: a card approved after that places nothing.
+        f"each order waits {_duration(settings.approval_ttl_seconds)} for your approval by DM, "
+        "then is not placed"
         if settings.manual_approval
         else "orders are sent automatically",
         f"at most {settings.max_positions} open position{plural(settings.max_positions)}"
         if settings.max_positions
         else None,
     )
+
+
+def _duration(seconds: int) -> str:
+    """An approval's time to live as a member reads it: "5 min", "90 s", "2 h"."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def subscription_changes(before: SubscriptionInfo, after: SubscriptionInfo) -> list[str]:
@@ -181,7 +191,7 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
 SIZING_SHORT = {
     "fixed_quantity": "{} qty",
     "dollar_amount": "{}",
-    "percent_of_equity": "{}% equity",
+    "percent_of_equity": "{} equity",  # sizing_amount says "10%"
     "signal": "{}× signal",
 }
 
@@ -207,6 +217,10 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# An order's state in /signal show, where the stored words mean nothing to a member ("→ draft").
+ORDER_STATES = {"draft": "awaiting approval", "discarded": "not placed"}
 
 
 def clock(at: datetime, day: str) -> str:
@@ -736,7 +750,8 @@ class Automation(commands.Cog):
         for n, sub in enumerate(subs):
             orders = "; ".join(
                 (f"{o.leg}: " if len(sub.orders) > 1 else "")
-                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → {o.status}"
+                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → "
+                + ORDER_STATES.get(o.status, o.status.replace("_", " "))
                 for o in sub.orders
             )
             extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]

@@ -63,7 +63,14 @@ from bot.automation_models import (
     intent_key,
 )
 from bot.components import approval_buttons
-from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TradecordError
+from bot.errors import (
+    Conflict,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    PermissionDenied,
+    TradecordError,
+)
 from bot.models import (
     AuditEvent,
     Connection,
@@ -78,13 +85,15 @@ from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.strategies import WebhookAuth
-from bot.services.subscriptions import Sides, Sizing
+from bot.services.subscriptions import Sides, Sizing, sizing_amount
 from bot.services.trading import (
     ACCOUNT_CHANGED,
     PENDING_SEND_LIMIT,
     OrderInput,
+    Origin,
     all_or_first_error,
     describe_intent,
+    estimate_price,
     exit_kind,
     fill_price,
     hint_of,
@@ -98,6 +107,7 @@ from bot.services.trading import (
     send_settles_at,
     stop_passed,
 )
+from bot.services.trading import Refusal as OrderRefusal
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
 from bot.wording import plural
 
@@ -176,6 +186,9 @@ class Leg:
     opens_position: bool = False  # an entry with no position in the ticker before it
     trail_amount: Decimal | None = None  # a trailing stop: one of these two
     trail_percent: Decimal | None = None
+    # The quote a dollar or equity sized market entry was sized at: an approval card says it,
+    # as the click may come at another price.
+    sized_at: Decimal | None = None
 
     def to_json(self) -> dict[str, Any]:
         b = self.bracket
@@ -197,6 +210,7 @@ class Leg:
             "opens_position": self.opens_position,
             "trail_amount": _s(self.trail_amount),
             "trail_percent": _s(self.trail_percent),
+            "sized_at": _s(self.sized_at),
         }
 
     @classmethod
@@ -218,6 +232,7 @@ class Leg:
             opens_position=bool(d.get("opens_position")),
             trail_amount=_d(d.get("trail_amount")),
             trail_percent=_d(d.get("trail_percent")),
+            sized_at=_d(d.get("sized_at")),
         )
 
     def describe(self, ticker: str) -> str:
@@ -360,6 +375,8 @@ class ExecContext:
     stale: str | None = None
     # When the webhook stored the signal: orders placed after it are not its to cancel.
     received_at: datetime | None = None
+    # The price the last quote-priced size was worked out at (``Leg.sized_at``).
+    sized_at: Decimal | None = None
     # What this run cancelled, for its result DM whatever the result (a refusal after the
     # cancels, an exit that did not fill): the orders get no DM of their own.
     cancelled: str | None = None
@@ -464,6 +481,7 @@ class SignalService:
         core.jobs.register(JOB_SIGNAL, self._job_signal)
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
+        core.trading.origin_of = self._origin
         core.jobs.register(JOB_APPROVED, self._job_approved)
         core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
 
@@ -1243,6 +1261,8 @@ class SignalService:
             return
         leg = self._leg(ctx, "entry", side, quantity)
         leg.opens_position = opens
+        if leg.order_type is OrderType.MARKET:
+            leg.sized_at = ctx.sized_at
         if sig.take_profit or sig.stop_loss:
             if not adapter.capabilities.brackets:
                 plan.note_code = "brackets-unsupported"
@@ -1285,6 +1305,7 @@ class SignalService:
         """Units for an entry (or a sized exit) under the subscription's sizing."""
         sig, sub = ctx.signal, ctx.subscription
         value = sub.sizing_value
+        ctx.sized_at = None  # set below if the quote sizes it
         kind: QuantityType
         if sub.sizing == Sizing.SIGNAL:
             kind = sig.effective_quantity_type or QuantityType.FIXED_QUANTITY
@@ -1300,7 +1321,7 @@ class SignalService:
             if kind is QuantityType.PERCENT_OF_EQUITY:
                 balance = await adapter.fetch_balance(target.ref)
                 amount = balance.equity * amount / 100
-            price = await self._price(ctx, adapter, side)
+            price = ctx.sized_at = await self._price(ctx, adapter, side)
             units = amount / (price * symbols.multiplier(sig.ticker))
         asset = symbols.asset_class_of(sig.ticker)
         places = 8 if asset in adapter.capabilities.fractional else 0
@@ -1309,10 +1330,12 @@ class SignalService:
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
             words = kind.value.replace("_", " ")
+            # Amounts as members read them elsewhere: "$1,500.00", "10%", not a bare "1,500".
             sizing = (  # the subscription's multiplier is the member's part: said too
-                f"{qty(value)}× the signal's quantity ({qty(sig.quantity or Decimal(1))}, {words})"
+                f"{qty(value)}× the signal's quantity "
+                f"({sizing_amount(kind, sig.quantity or Decimal(1))}, {words})"
                 if sub.sizing == Sizing.SIGNAL
-                else f"The subscription's {words} sizing ({qty(value)})"
+                else f"The subscription's {words} sizing ({sizing_amount(kind, value)})"
             )
             raise _Skip(
                 "quantity-zero",
@@ -1576,6 +1599,15 @@ class SignalService:
                     )
                     break
             request = None
+            if unsent and intent is not None and ctx.approved:
+                # Priced when the signal came; the market may have moved by the click.
+                moved = await self._moved_past(adapter, request_of(intent))
+                if moved is not None:
+                    await self._discard_drafts(ctx)
+                    # An exit this run filled before the entry is still said in the result.
+                    return Result(
+                        ExecutionStatus.REJECTED, "price-moved", moved, plan, orders=result.orders
+                    )
             if unsent:
                 # The broker's own checks of the order come before any cancel: a refused order
                 # leaves the open ones (a protective stop) alone.
@@ -1743,6 +1775,41 @@ class SignalService:
             f"{'less' if buy else 'more'}."
         )
 
+    async def _moved_past(self, adapter: BrokerAdapter, request: OrderRequest) -> str | None:
+        """Why an approved order is not placed: the market has passed its stop, or its
+        bracket's take-profit or stop-loss (priced from the market when the signal came), so
+        it would trigger or exit at once. None when it may go, or with no quote to judge by."""
+        if not adapter.capabilities.quotes:
+            return None
+        try:
+            quote = await adapter.fetch_quote(request.symbol)
+        except BrokerError:
+            return None
+        sym, buy = request.symbol, request.side is Side.BUY
+        after = "Place it with /trade if you still want it."
+        now = stop_passed(request, quote)
+        if now is not None:
+            assert request.stop_price is not None
+            return (
+                f"Not placed: {sym} is at {price_text(now)} now, past the {request.side.value} "
+                f"stop at {price_text(request.stop_price)} you approved, so it would trigger at "
+                f"once and fill at the market price. {after}"
+            )
+        price, b = estimate_price(request, quote), request.bracket
+        if price is None or b is None:
+            return None
+        for name, level, above in (
+            ("take-profit", b.take_profit, buy),
+            ("stop-loss", b.stop_loss, not buy),
+        ):
+            if level is not None and ((level <= price) if above else (level >= price)):
+                return (
+                    f"Not placed: {sym} is at {price_text(price)} now, past the {name} at "
+                    f"{price_text(level)} priced when the signal came, so the {name} would "
+                    f"fill as soon as the entry did. {after}"
+                )
+        return None
+
     async def _resume(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, intent: OrderIntent
     ) -> OrderIntent:
@@ -1843,7 +1910,10 @@ class SignalService:
         return Result(
             ExecutionStatus.WAITING_APPROVAL,
             "approval-required",
-            f"Waiting for approval: {plan.summary(ctx.signal.ticker)}",
+            # /signal show says this: where to answer, and by when (it said neither).
+            f"Waiting for your approval: {plan.summary(ctx.signal.ticker)}. Approve or Reject "
+            f"it on the card in your DMs before it expires <t:{int(expires.timestamp())}:R>; "
+            "after that nothing is placed.",
             plan,
             approval_expires_at=expires,
             orders=drafts,
@@ -1854,6 +1924,13 @@ class SignalService:
         ids will do). Exactly one click wins, in any process; the orders are placed by a job."""
         ex = await self._owned_execution(intent_id, discord_user_id)
         await self._expire_if_due(ex)
+        if ex.status == ExecutionStatus.WAITING_APPROVAL:
+            # Approved while paused, the click said "being placed" and the DM after it "Not
+            # placed: your trading is paused". Refused here, the approval still waits (the
+            # card keeps its buttons) for a click once the member may trade again.
+            stopped = await self.core.trading.stopped(ex.member_id)
+            if stopped is not None:
+                raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
         async with self.core.db.transaction() as s:
             won = (
                 await s.execute(
@@ -2009,15 +2086,25 @@ class SignalService:
 
     async def _already(self, execution_id: int) -> str:
         async with self.core.db.session() as s:
-            status = await s.scalar(
-                select(SignalExecution.status).where(SignalExecution.id == execution_id)
-            )
+            row = (
+                await s.execute(
+                    select(SignalExecution.status, SignalExecution.signal_id).where(
+                        SignalExecution.id == execution_id
+                    )
+                )
+            ).first()
+        status, signal_id = row if row is not None else (None, "")
+        # A second click (another process took the first) read "already handled (it is
+        # approved)", as if something had gone wrong: it says where the order is instead.
         return {
             ExecutionStatus.EXPIRED: "This approval expired; nothing was placed.",
             ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
+            ExecutionStatus.APPROVED: "You approved this signal already: its order is being "
+            "placed, and you will get a DM with the result.",
         }.get(
             status or "",
-            f"This signal was already handled (it is {(status or 'gone').replace('_', ' ')}).",
+            f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
+            f"/signal show `{signal_id[:8]}` has every step.",
         )
 
     async def _close_approval(
@@ -2262,6 +2349,12 @@ class SignalService:
         what = _orders_text(result.orders)
         if result.status == ExecutionStatus.WAITING_APPROVAL and result.plan is not None:
             what = result.plan.summary(ctx.signal.ticker)
+            entry = result.plan.leg("entry")
+            if entry is not None and entry.sized_at is not None and not result.plan.note:
+                # Sized from the price then: the member judges whether it still holds.
+                cost = entry.quantity * entry.sized_at * symbols.multiplier(ctx.signal.ticker)
+                priced = f"sized at {price_text(entry.sized_at)}, about {money(cost)}"
+                what += f" at the market ({priced})"
             if result.approval_expires_at is not None:
                 what += f" · expires <t:{int(result.approval_expires_at.timestamp())}:R>"
         head = {
@@ -2377,6 +2470,23 @@ class SignalService:
             await self._post_digest(
                 strategy.guild_id, strategy.id, digest, f"an order update of execution {ex.id}"
             )
+
+    async def _origin(self, intent: OrderIntent) -> Origin | None:
+        """The strategy and signal a signal's order came from, for the DMs about its later
+        updates (a limit entry that fills an hour on, an order that expires at the broker):
+        "Paper order update: Filled: buy 5 AAPL" did not say which strategy bought."""
+        extra = intent.extra if isinstance(intent.extra, dict) else {}
+        if intent.source != "signal" or not extra.get("signal_id"):
+            return None
+        async with self.core.db.session() as s:
+            name = await s.scalar(
+                select(Strategy.name).where(Strategy.id == extra.get("strategy_id"))
+            )
+        short = str(extra["signal_id"])[:8]
+        return Origin(
+            f" · **{_plain(name)}**" if name else "",
+            f"\nSignal `{short}` · /signal show for every step.",
+        )
 
     async def _on_exit_filled(self, intent: OrderIntent, order: Order) -> None:
         """The take-profit or stop-loss of a signal's bracket filled: the alert channel hears
@@ -2834,6 +2944,23 @@ def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
     the same side, quantity and price, and would read as one order said twice."""
     leg = (intent.extra or {}).get("leg")
     return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
+
+
+def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str:
+    """What to do about an approval that cannot be given now (paused, the kill switch)."""
+    by = f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""
+    if stopped.code == "member-paused":
+        return (
+            "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+            f"then press Approve again{by}."
+        )
+    if stopped.code == "kill-switch":
+        return (
+            "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
+            f"its order would not be sent. Press Approve again once trading is back"
+            f"{by and ','}{by}."
+        )
+    return f"Not approved: {stopped.message}"
 
 
 def _age(seconds: float) -> str:

@@ -95,9 +95,14 @@ class SubscriptionInfo:
     previous: SubscriptionInfo | None = None  # from subscribe: as it was; None if it is new
 
 
-def sizing_amount(sizing: Sizing, value: Decimal) -> str:
-    """A sizing's value as members read it: “$1,500.00” for a dollar amount, “12,000”."""
-    return money(value) if sizing is Sizing.DOLLAR_AMOUNT else qty(value)
+def sizing_amount(sizing: Sizing | str, value: Decimal) -> str:
+    """A sizing's value as members read it: “$1,500.00” for a dollar amount, “10%” of equity,
+    “12,000”. Takes a signal's quantityType too (“50%” of the position)."""
+    if sizing == Sizing.DOLLAR_AMOUNT:
+        return money(value)
+    if sizing in (Sizing.PERCENT_OF_EQUITY, "percent_of_position"):
+        return f"{qty(value)}%"
+    return qty(value)
 
 
 # /subscribe's defaults for a new subscription: the signal's own quantity, both sides.

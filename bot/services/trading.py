@@ -293,6 +293,22 @@ def order_text(order: Order, bracket: Bracket | None = None) -> str:
     return text
 
 
+def exits_in_order(orders: Sequence[Order]) -> list[Order]:
+    """``orders`` as the broker listed them, except that a bracket's exits are named together
+    and always take-profit first, stop-loss second (brokers list them either way round)."""
+    legs: dict[str, list[Order]] = {}
+    for o in orders:
+        if o.parent_id is not None:
+            legs.setdefault(o.parent_id, []).append(o)
+    out: list[Order] = []
+    for o in orders:
+        if o.parent_id is None:
+            out.append(o)
+        elif o.parent_id in legs:  # at the first exit of its bracket: all of them, in order
+            out.extend(sorted(legs.pop(o.parent_id), key=lambda x: exit_kind(x) != "take-profit"))
+    return out
+
+
 def client_order_id(intent_id: str) -> str:
     """Deterministic and short enough for every broker (TradeStation allows 22 characters)."""
     return "tc" + hashlib.sha256(intent_id.encode()).hexdigest()[:20]
@@ -416,6 +432,16 @@ def _enum(enum: Any, text: str | None, what: str, default: Any = None) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """What placed an order, said in the DMs about its later updates (a member with several
+    strategies cannot tell them apart otherwise): ``head`` follows the DM's first words
+    (" · **NQ breakout**"), ``tail`` ends it (where to read more)."""
+
+    head: str = ""
+    tail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancelled:
     """What ``cancel_open`` did: how many cancel requests the broker took, how many of those
     it had not carried out after ``cancel_wait`` seconds, and every order known to have ended,
@@ -446,6 +472,8 @@ class TradingService:
         self.listeners: list[Callable[[OrderIntent], Awaitable[None]]] = []
         # Called after a member was told that an exit of their bracket filled.
         self.exit_listeners: list[Callable[[OrderIntent, Order], Awaitable[None]]] = []
+        # Set by the signal service: the strategy and signal a signal's order came from.
+        self.origin_of: Callable[[OrderIntent], Awaitable[Origin | None]] | None = None
 
     # -- validation and preview ---------------------------------------------------------
 
@@ -851,6 +879,12 @@ class TradingService:
         # Concurrent sends (a signal's fan-out) read the switch, members and strategies at once.
         reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
         return await reads((member_id, strategy_id))
+
+    async def stopped(self, member_id: int) -> Refusal | None:
+        """Why nothing of this member's may be sent now (the kill switch, their pause), or
+        None: checked where a click would otherwise be told its order is on its way."""
+        switch_on, member, _ = await self._pretrade_reads(member_id, None)
+        return _stopped(switch_on, member)
 
     async def _still_closes(
         self,
@@ -1733,7 +1767,7 @@ class TradingService:
             try:
                 await notifier.dm(
                     await self._discord_id(intent),
-                    Outgoing(content=describe_exit(intent, order)),
+                    Outgoing(content=describe_exit(intent, order, await self._origin(intent))),
                 )
             except Exception:
                 log.warning("Could not tell the member about an exit of intent %s", intent.id)
@@ -1816,17 +1850,21 @@ class TradingService:
         note = f" · {SIMULATED_NOTE}" if simulated and priced else ""
         try:
             if dm:
+                origin = await self._origin(intent)
                 await notifier.dm(
                     await self._discord_id(intent),
                     Outgoing(
                         content=f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} order "
-                        f"update: {describe_intent(intent)}{note}"
+                        f"update{origin.head}: {describe_intent(intent)}{note}{origin.tail}"
                     ),
                 )
         except Exception:
             log.warning("Could not tell the member about intent %s", intent.id)
         for listener in self.listeners:
             await listener(intent)
+
+    async def _origin(self, intent: OrderIntent) -> Origin:
+        return (await self.origin_of(intent) if self.origin_of else None) or Origin()
 
     async def _discord_id(self, intent: OrderIntent) -> int:
         async with self.core.db.session() as s:
@@ -1870,7 +1908,7 @@ class TradingService:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            orders = await adapter.fetch_open_orders(target.ref)
+            orders = exits_in_order(await adapter.fetch_open_orders(target.ref))
         finally:
             await adapter.close()
         return target, adapter.display_name, orders
@@ -1919,7 +1957,7 @@ class TradingService:
             settled = await asyncio.gather(
                 *(self._settled(target, adapter, oid, None, deadline) for oid in wanted)
             )
-            results = [order for order in settled if order is not None]
+            results = exits_in_order([order for order in settled if order is not None])
             for order in results:
                 await self._apply_broker_order(target, order)
         finally:
@@ -1974,7 +2012,9 @@ class TradingService:
             intent = ours.get(order.id) if order is not None else None
             if intent is not None and order is not None:
                 await self.apply_order_state(intent, order, dm=dm)
-        ended = [order for order in landed if order is not None and order.status.is_final]
+        ended = exits_in_order(
+            [order for order in landed if order is not None and order.status.is_final]
+        )
         unconfirmed = sum(
             1 for order in landed[: len(requested)] if order is None or not order.status.is_final
         )
@@ -2540,15 +2580,17 @@ def exit_kind(order: Order) -> str:
     return "take-profit" if order.order_type is OrderType.LIMIT else "stop-loss"
 
 
-def describe_exit(intent: OrderIntent, order: Order) -> str:
+def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = None) -> str:
     """A bracket's exit filled: what closed, and which order of the member's it closed."""
     price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
     note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
+    origin = origin or Origin()
     return (
-        f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled: the "
+        f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled"
+        f"{origin.head}: the "
         f"{exit_kind(order)} {order.side.value} {qty(order.filled_quantity)} {order.symbol}"
         f"{price}, the exit of your {intent.side} {qty(intent.filled_quantity)} "
-        f"{intent.symbol} (intent {intent.id[:8]}).{note}"
+        f"{intent.symbol} (intent {intent.id[:8]}).{note}{origin.tail}"
     )
 
 

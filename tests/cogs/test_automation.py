@@ -127,15 +127,54 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
         sizing_value="2",
         approval=True,
     )
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
     assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     assert [b.label for b in card.buttons()] == ["Approve", "Reject"]
     assert await paper_orders(h) == 0
+    # Before: /signal show said "Waiting for approval: buy 2 MSFT", not where nor by when.
+    await signal_done(h, str(body["id"]))
+    shown = (await h.reply("bob", "signal show", id=str(body["id"])[:8])).text()
+    assert re.search(
+        r"Waiting for your approval: buy 2 MSFT\. Approve or Reject it on the card in your DMs "
+        r"before it expires <t:\d+:R>; after that nothing is placed\.",
+        shown,
+    ), shown
+    assert "buy 2 MSFT → awaiting approval" in shown and "draft" not in shown, shown
     pressed = await h.emu.click(h.user("bob"), card, label="Approve")
     edited = await pressed.message(timeout=15)
     assert edited.buttons() == []
     await dm_to(h, "bob", "Filled: buy 2 MSFT")
+    assert await paper_orders(h) == 1
+
+
+async def test_approving_while_paused_says_what_to_do_and_keeps_the_card(
+    tradecord: Harness,
+) -> None:
+    """Before: Approve answered "Approved: the order is being placed; you will get a DM with
+    the result." and the DM said "Not placed: … Your trading is paused": the approval was
+    spent on an order bound to be refused."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
+    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    await h.reply("bob", "pause")
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    answer = await pressed.message(timeout=15)
+    assert answer.ephemeral and answer.id != card.id
+    assert answer.content.startswith(
+        "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+        "then press Approve again before it expires <t:"
+    ), answer.content
+    assert [b.label for b in h.emu.message(card.id).buttons()] == ["Approve", "Reject"]
+    assert await paper_orders(h) == 0
+    await h.reply("bob", "resume")
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    assert "Approved: the order is being placed" in (await pressed.message(timeout=15)).text()
+    await dm_to(h, "bob", "Filled: buy 1 MSFT")
     assert await paper_orders(h) == 1
 
 
@@ -144,7 +183,7 @@ async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord:
     h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
     url = await create_strategy(h, "bob", "Swing")
     await h.reply("bob", "subscribe", strategy="Swing", approval=True)
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
     assert status == 202
     card = await dm_to(h, "bob", "Waiting for your approval")
     h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
@@ -154,6 +193,8 @@ async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord:
     assert "Waiting for your approval" in answer.text()  # the card keeps what it was about
     assert h.emu.message(card.id).buttons() == []
     assert await paper_orders(h) == 0
+    shown = (await h.reply("bob", "signal show", id=str(body["id"]))).text()
+    assert "buy 1 MSFT → not placed" in shown and "discarded" not in shown, shown
 
 
 async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
@@ -350,7 +391,7 @@ async def test_subscriptions_lists_mine_privately_without_account_numbers(
     none_yet = await h.reply("hana", "subscriptions")
     assert none_yet.ephemeral and "no subscriptions in this server" in none_yet.content
     await create_strategy(h, "hana", "Trend")
-    await h.reply(
+    made = await h.reply(
         "hana",
         "subscribe",
         strategy="Trend",
@@ -359,6 +400,9 @@ async def test_subscriptions_lists_mine_privately_without_account_numbers(
         sides="long",
         approval=True,
     )
+    # Before: "each order waits for your approval by DM", not for how long.
+    waits = "each order waits 5 min for your approval by DM, then is not placed"
+    assert waits in made.content, made.content
     listing = await h.reply("hana", "subscriptions")
     text = listing.text()
     assert listing.ephemeral
@@ -711,6 +755,20 @@ async def test_a_dollar_amount_sizing_reads_as_money(tradecord: Harness) -> None
     assert "the current value, $1,500,000.00, was for dollar amount" in switch.content
     listed = (await h.reply("alice", "subscriptions")).text()
     assert "$1,500,000.00" in listed, listed
+
+
+async def test_a_percent_of_equity_sizing_reads_as_a_percent(tradecord: Harness) -> None:
+    """Only /subscriptions' table said "10% equity"; switching sizing said "the current value,
+    10, was for percent of equity", a bare number."""
+    h = tradecord
+    await create_strategy(h, "alice", "Breakout")
+    await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="percent_of_equity", sizing_value="10"
+    )
+    listed = (await h.reply("alice", "subscriptions")).text()
+    assert re.search(r"paper\s+10% equity\s+both", listed), listed
+    switch = await h.reply("alice", "subscribe", strategy="Breakout", sizing="fixed_quantity")
+    assert "the current value, 10%, was for percent of equity" in switch.content, switch.content
 
 
 async def test_turning_the_servers_alerts_off_names_the_strategies_still_posting(

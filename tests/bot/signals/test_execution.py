@@ -30,7 +30,7 @@ from bot.automation_models import (
 )
 from bot.core import Core
 from bot.db import Database
-from bot.errors import Conflict, NotFound, PermissionDenied
+from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signals import Ack, Plan
@@ -128,15 +128,37 @@ async def test_crypto_sizes_in_fractions(core: Core) -> None:
     assert sides_and_quantities(await orders(core)) == [("buy", Decimal("0.019996"))]
 
 
-async def test_a_size_below_one_share_is_skipped(core: Core) -> None:
+@pytest.mark.parametrize(
+    ("sub_settings", "signal", "said"),
+    [
+        (
+            {"sizing": "dollar_amount", "sizing_value": Decimal(1500)},
+            {},
+            "The subscription's dollar amount sizing ($1,500.00)",
+        ),
+        (
+            {"sizing": "percent_of_equity", "sizing_value": Decimal("0.001")},
+            {},
+            "The subscription's percent of equity sizing (0.001%)",
+        ),
+        (
+            {"sizing": "signal", "sizing_value": Decimal(1)},
+            {"quantity": 100, "quantityType": "dollar_amount"},
+            "1× the signal's quantity ($100.00, dollar amount)",
+        ),
+    ],
+)
+async def test_a_size_below_one_share_is_skipped_with_the_amount_as_money(
+    core: Core, sub_settings: dict[str, Any], signal: dict[str, Any], said: str
+) -> None:
+    """Before: "The subscription's dollar amount sizing (1,500)" and "(0.001)" for a percent:
+    a bare number where every other message says $1,500.00."""
+    core.simulated_feed.set_quote("AAPL", Decimal("1999.90"), Decimal("2000.10"))
     url = await make_strategy(core)
-    sub = await subscribe(core, url, OWNER, sizing="dollar_amount", sizing_value=Decimal(100))
-    ex = await run(core, url, sub, action="buy")
+    sub = await subscribe(core, url, OWNER, **sub_settings)
+    ex = await run(core, url, sub, action="buy", **signal)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "quantity-zero")
-    assert ex.reason == (
-        "The subscription's dollar amount sizing (100) comes to less than one tradable unit "
-        "of AAPL."
-    )
+    assert ex.reason == f"{said} comes to less than one tradable unit of AAPL."
     assert await orders(core) == []
 
 
@@ -889,8 +911,11 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     [(uid, dm)] = notifier(core).dms[told:]
     assert uid == OWNER
     assert (dm.content or "").startswith(
-        "📝 Paper bracket exit filled: the stop-loss sell 1 AAPL at $195.10, the exit of "
-        "your buy 1 AAPL"
+        "📝 Paper bracket exit filled · **NQ breakout**: the stop-loss sell 1 AAPL at $195.10, "
+        "the exit of your buy 1 AAPL"
+    ), dm.content
+    assert (dm.content or "").endswith(
+        f"\nSignal `{ex.signal_id[:8]}` · /signal show for every step."
     ), dm.content
     post = notifier(core).posts[-1][1].content or ""
     assert post.endswith("🎯 Stop-loss filled · A subscriber (paper): sell 1 AAPL at $195.10")
@@ -962,12 +987,43 @@ async def test_a_cancel_signal_names_the_exits_of_the_brackets_it_cancels(core: 
     told = len(notifier(core).dms)
     await run(core, url, sub, action="cancel", extras={"exits": 1})
     [(_, dm)] = notifier(core).dms[told:]
-    said, _, named = (dm.content or "").splitlines()[1].rstrip(".").partition(": ")
-    assert said == "Cancelled 2 open AAPL orders"
-    assert set(named.split("; ")) == {  # in the order the broker lists them
-        "the take-profit sell 1 AAPL limit at $210.00",
-        "the stop-loss sell 1 AAPL stop at $196.00",
-    }
+    assert (dm.content or "").splitlines()[1] == (
+        "Cancelled 2 open AAPL orders: the take-profit sell 1 AAPL limit at $210.00; the "
+        "stop-loss sell 1 AAPL stop at $196.00."
+    )
+
+
+@pytest.mark.parametrize("broker_order", ["as placed", "stop-loss first"])
+async def test_a_brackets_exits_are_named_take_profit_first_however_the_broker_lists_them(
+    core: Core, monkeypatch: pytest.MonkeyPatch, broker_order: str
+) -> None:
+    """Before: the cancelled exits were named in the broker's order, the stop-loss first when
+    the broker listed it first; /orders and /cancel all listed them so too."""
+    if broker_order == "stop-loss first":
+        listed = PaperBroker.fetch_open_orders
+
+        async def stop_loss_first(self: PaperBroker, account: Any) -> Any:
+            return sorted(await listed(self, account), key=lambda o: o.order_type != "stop")
+
+        monkeypatch.setattr(PaperBroker, "fetch_open_orders", stop_loss_first)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    brackets = {"takeProfit": {"percent": 5}, "stopLoss": {"amount": 4}}
+    entry = await run(core, url, sub, action="buy", **brackets)
+    assert entry.status == ExecutionStatus.FILLED, entry.reason
+    _, _, working = await core.trading.open_orders(OWNER, None, "paper")  # /orders
+    assert [o.order_type for o in working] == ["limit", "stop"]
+    _, cancelled = await core.trading.cancel(OWNER, None, "paper")  # /cancel all
+    assert [o.order_type for o in cancelled] == ["limit", "stop"]
+    added = await run(core, url, sub, action="add", **brackets)
+    assert added.status == ExecutionStatus.FILLED, added.reason
+    told = len(notifier(core).dms)
+    await run(core, url, sub, action="cancel")
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").splitlines()[1] == (
+        "Cancelled 2 open AAPL orders: the take-profit sell 1 AAPL limit at $210.00; the "
+        "stop-loss sell 1 AAPL stop at $196.00."
+    )
 
 
 async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_it(
@@ -989,9 +1045,41 @@ async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_
     await core.trading.apply_order_state(intent, order)
     [(_, dm)] = notifier(core).dms[told:]
     assert dm.content == (
-        "📝 Paper order update: Expired: buy 1 AAPL. Its exits (take-profit $157.50 · "
-        "stop-loss $146.00) were never placed."
+        "📝 Paper order update · **NQ breakout**: Expired: buy 1 AAPL. Its exits (take-profit "
+        "$157.50 · stop-loss $146.00) were never placed.\n"
+        f"Signal `{intent.extra['signal_id'][:8]}` · /signal show for every step."
     )
+
+
+async def test_a_later_update_of_a_signals_order_names_its_strategy_and_signal(
+    core: Core,
+) -> None:
+    """Before: "📝 Paper order update: Filled: buy 1 AAPL at $149.25." an hour after the
+    signal, for a member whose two strategies both trade AAPL: which one bought?"""
+    from bot.services.order_updates import OrderUpdates
+
+    swing, scalp = await make_strategy(core, "Swing"), await make_strategy(core, "Scalp")
+    await subscribe(core, scalp, OWNER)
+    sub = await subscribe(core, swing, OWNER)
+    ex = await run(core, swing, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    told = len(notifier(core).dms)
+    core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+    assert await OrderUpdates(core).sweep_paper() == 1
+    [(uid, dm)] = notifier(core).dms[told:]  # still one DM
+    assert uid == OWNER
+    assert dm.content == (
+        "📝 Paper order update · **Swing**: Filled: buy 1 AAPL at $149.25. · simulated prices\n"
+        f"Signal `{ex.signal_id[:8]}` · /signal show for every step."
+    )
+    # An order placed by hand says nothing of strategies.
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "140", "by hand")
+    core.simulated_feed.set_quote("AAPL", Decimal("139.00"), Decimal("139.50"))
+    told = len(notifier(core).dms)
+    assert await OrderUpdates(core).sweep_paper() == 1
+    [(_, dm)] = notifier(core).dms[told:]
+    assert (dm.content or "").startswith("📝 Paper order update: Filled: buy 1 AAPL at $")
+    assert "Signal" not in (dm.content or ""), dm.content
 
 
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
@@ -1190,11 +1278,22 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
         await core.signals.approve(draft.id, BOB)
     result = await core.signals.approve(draft.id, ALICE)
     assert result.status == ExecutionStatus.APPROVED
-    with pytest.raises(Conflict, match="already handled"):
+    # Before: "This signal was already handled (it is approved)." to a second click.
+    with pytest.raises(Conflict) as twice:
         await core.signals.approve(draft.id, ALICE)
+    assert twice.value.user_message == (
+        "You approved this signal already: its order is being placed, and you will get a DM "
+        "with the result."
+    )
     await core.jobs.drain()
     ex = await execution(core, ex.signal_id, sub)
     assert ex.status == ExecutionStatus.FILLED
+    with pytest.raises(Conflict) as after:
+        await core.signals.reject(draft.id, ALICE)
+    assert after.value.user_message == (
+        f"This signal was already handled: it is filled. /signal show `{ex.signal_id[:8]}` has "
+        "every step."
+    )
     assert sides_and_quantities(await orders(core)) == [("buy", 2)]
     assert [p["phase"] for p in ex.phases] == ["sized", "approval requested", "approved"]
 
@@ -1218,6 +1317,42 @@ async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refu
     await core.limits.resume(ALICE)
     ex = await run(core, url, sub, action="buy", quantity=3)  # once resumed, asked as before
     assert ex.status == ExecutionStatus.WAITING_APPROVAL
+
+
+@pytest.mark.parametrize("stop", ["pause", "kill switch"])
+async def test_an_approval_given_while_trading_is_stopped_waits_for_a_click_after(
+    core: Core, stop: str
+) -> None:
+    """Before: "Approved: the order is being placed", then a DM "Not placed: … paused", and
+    the approval was spent. Now the click is refused with what to do, and the approval
+    still waits."""
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    if stop == "pause":
+        await core.limits.pause(ALICE)
+    else:
+        await core.limits.set_kill_switch(True, by=OWNER)
+    with pytest.raises(LimitReached) as refused:
+        await core.signals.approve(draft.id, ALICE)
+    said = refused.value.user_message
+    assert said.startswith(
+        "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+        "then press Approve again before it expires <t:"
+        if stop == "pause"
+        else "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
+        "its order would not be sent. Press Approve again once trading is back, before it "
+        "expires <t:"
+    ), said
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.WAITING_APPROVAL
+    assert await orders(core) == []
+    if stop == "pause":
+        await core.limits.resume(ALICE)
+    else:
+        await core.limits.set_kill_switch(False, by=OWNER)
+    await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
 
 
 async def test_a_refused_order_in_the_dm_ends_its_sentence(core: Core) -> None:
@@ -1320,6 +1455,88 @@ async def test_an_approved_order_its_worker_reaches_late_is_placed_only_within_f
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
     told = [m.content or "" for uid, m in notifier(core).dms if uid == ALICE]
     assert any("Not placed" in t for t in told), told
+
+
+async def test_an_approval_card_says_the_price_a_dollar_sized_entry_was_sized_at(
+    core: Core,
+) -> None:
+    """Before: "buy 4 AAPL · expires …": approved after AAPL rose to $250, $1,000 of sizing
+    bought $1,000.40 — at $300 it would be $1,200 — and the card never said it was sized at
+    $200.10."""
+    url = await make_strategy(core)
+    sub = await subscribe(
+        core, url, OWNER, manual_approval=True, sizing="dollar_amount", sizing_value=Decimal(1000)
+    )
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL, ex.reason
+    [(_, card)] = notifier(core).dms
+    asked = (card.content or "").splitlines()[1]
+    assert asked.startswith("buy 4 AAPL at the market (sized at $200.10, about $800.40) · expires")
+    # A fixed quantity is no price's doing: nothing to say.
+    fixed = await make_strategy(core, "Fixed")
+    sub = await subscribe(core, fixed, OWNER, manual_approval=True, sizing_value=Decimal(2))
+    await run(core, fixed, sub, action="buy", ticker="MSFT")
+    asked = (notifier(core).dms[-1][1].content or "").splitlines()[1]
+    assert asked.startswith("buy 2 MSFT · expires <t:"), asked
+
+
+@pytest.mark.parametrize(
+    ("signal", "said"),
+    [
+        (
+            {"takeProfit": {"amount": 10}, "stopLoss": {"amount": 4}},
+            "Not placed: AAPL is at $210.10 now, past the take-profit at $210.00 priced when the "
+            "signal came, so the take-profit would fill as soon as the entry did.",
+        ),
+        (
+            {"orderType": "stop", "stopPrice": 205},
+            "Not placed: AAPL is at $210.10 now, past the buy stop at $205.00 you approved, so it "
+            "would trigger at once and fill at the market price.",
+        ),
+    ],
+)
+async def test_an_approval_after_the_market_passed_its_prices_places_nothing(
+    core: Core, signal: dict[str, Any], said: str
+) -> None:
+    """Before: approved once AAPL had risen past the take-profit priced from the signal's
+    market, the broker's refusal "take-profit 210 is not [above about 210]" said neither why
+    nor what to do; a buy stop the market had passed filled at once at the market."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="buy", **signal)
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL, ex.reason
+    core.simulated_feed.set_quote("AAPL", Decimal("209.90"), Decimal("210.10"))
+    [pending] = await core.signals.pending_approvals(OWNER)
+    await core.signals.approve(pending.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "price-moved")
+    assert ex.reason == f"{said} Place it with /trade if you still want it."
+    assert await orders(core) == []
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    told = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER][-1]
+    assert said in told, told
+
+
+async def test_a_reversal_whose_entry_the_market_passed_still_says_its_exit_filled(
+    core: Core,
+) -> None:
+    """The exit goes (it only closes), the entry does not: the result says both."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "1")
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    ex = await run(core, url, sub, action="sell", takeProfit={"amount": 10})
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL, ex.reason
+    core.simulated_feed.set_quote("AAPL", Decimal("189.90"), Decimal("190.10"))
+    [pending] = await core.signals.pending_approvals(OWNER)
+    await core.signals.approve(pending.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "price-moved")
+    assert await position(core, OWNER, "AAPL") == 0
+    told = (notifier(core).dms[-1][1].content or "").splitlines()
+    assert told[1].startswith("Filled: sell 1 AAPL at $"), told
+    assert told[2].startswith("Not placed: AAPL is at $189.90 now, past the take-profit"), told
 
 
 async def test_a_cancel_under_manual_approval_runs_without_waiting(core: Core) -> None:

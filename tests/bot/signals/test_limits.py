@@ -542,8 +542,9 @@ async def test_a_futures_order_is_valued_with_its_contract_multiplier(core: Core
 
 
 async def test_a_signal_order_approved_after_a_pause_is_not_sent(core: Core) -> None:
-    """Approval waits as a draft; the member pauses, then clicks Approve: the send is checked
-    when it happens, not when the signal arrived."""
+    """Approval waits as a draft; the member clicks Approve, then pauses before the order is
+    sent: the send is checked when it happens, not when the signal arrived or the click came.
+    (A click while paused is refused with what to do: test_execution.)"""
     url = await shared_with(core, ALICE)
     sub = await subscribe(core, url, ALICE, manual_approval=True, approval_ttl_seconds=120)
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
@@ -552,8 +553,8 @@ async def test_a_signal_order_approved_after_a_pause_is_not_sent(core: Core) -> 
     async with core.db.session() as s:
         draft = await s.scalar(select(OrderIntent))
     assert draft is not None and draft.status == IntentStatus.DRAFT
-    assert await core.limits.pause(ALICE)
     await core.signals.approve(draft.id, ALICE)
+    assert await core.limits.pause(ALICE)
     await core.jobs.drain()
     ex = await execution(core, ack.body["id"], sub)
     assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
