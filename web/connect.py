@@ -29,8 +29,9 @@ def _secure(core: Core) -> bool:
 
 
 def _refused(e: TradecordError) -> web.Response:
-    status = e.status if isinstance(e, LinkRefused) else 400
-    return page("Nothing was linked", [e.user_message], status=status, kind="bad")
+    if isinstance(e, LinkRefused):
+        return page(e.title, [e.user_message], status=e.status, kind="bad")
+    return page("Nothing was linked", [e.user_message], status=400, kind="bad")
 
 
 async def link_page(request: web.Request) -> web.Response:

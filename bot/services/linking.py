@@ -64,13 +64,37 @@ def digest(value: str) -> str:
 
 
 class LinkRefused(TradecordError):
-    """The flow stops here; ``user_message`` is shown on the page (and nothing was linked)."""
+    """The flow stops here; ``user_message`` is shown on the page under ``title``."""
 
     code = "link-refused"
 
-    def __init__(self, user_message: str, *, status: int = 400) -> None:
+    def __init__(
+        self, user_message: str, *, status: int = 400, title: str = "Nothing was linked"
+    ) -> None:
         super().__init__(user_message)
         self.status = status
+        self.title = title
+
+
+# A link or sign-in used once is opened again by a reload, the back button or a second click
+# on the Discord button, often after it linked the account: "Nothing was linked, run /connect
+# again" would be false then, and would add a second connection.
+def used_link() -> LinkRefused:
+    return LinkRefused(
+        "Each /connect link works once. If you finished linking with it, your connection is "
+        "already in /accounts in Discord; otherwise run /connect again for a new link.",
+        status=410,
+        title="This link was already used",
+    )
+
+
+def finished_sign_in() -> LinkRefused:
+    return LinkRefused(
+        "This page cannot be opened twice (a reload or the back button does that). If it said "
+        "your account was linked, it is: see /accounts in Discord. Otherwise run /connect "
+        "again.",
+        title="This sign-in already finished",
+    )
 
 
 @dataclass(slots=True)
@@ -236,9 +260,7 @@ class LinkingService:
                 status=410,
             )
         if link.used_at is not None:
-            raise LinkRefused(
-                "This link was already used. Run /connect again for a new one.", status=410
-            )
+            raise used_link()
         if link.expires_at <= self.now():
             raise LinkRefused(
                 "This link expired (links last 10 minutes). Run /connect again.", status=410
@@ -262,7 +284,7 @@ class LinkingService:
                 .values(used_at=now)
             )
             if spent.rowcount != 1:  # type: ignore[attr-defined]
-                raise LinkRefused("This link was already used. Run /connect again.", status=410)
+                raise used_link()
         browser = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         verifier = oauth.new_code_verifier()
@@ -341,10 +363,7 @@ class LinkingService:
                 .values(consumed_at=now)
             )
             if spent.rowcount != 1:  # type: ignore[attr-defined]
-                raise LinkRefused(
-                    "This sign-in was already completed once; it cannot be replayed. "
-                    "Run /connect again."
-                )
+                raise finished_sign_in()
         if row.expires_at <= now:
             raise LinkRefused("This sign-in took longer than 10 minutes. Run /connect again.")
         if row.kind != kind or (broker is not None and row.broker != broker):

@@ -251,6 +251,36 @@ async def test_req1_discord_sign_in_always_carries_the_s256_challenge(h: Harness
     assert query["code_challenge"] == [challenge.rstrip(b"=").decode()]
 
 
+async def test_opening_the_link_or_the_success_page_again_does_not_deny_the_link(
+    h: Harness,
+) -> None:
+    """A reload of the success page, or a second click on the Discord button once linked, said
+    "Nothing was linked … Run /connect again": false, and a second /connect adds a second
+    connection. Each now says the link is spent and where a finished one is."""
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        callback = await through_broker(b, h, await through_discord(b, h, link, alice))
+        assert (await b.get(callback)).status == 200
+        reloaded = await b.get(callback)
+        clicked_again = await b.get(link)
+        pages = [
+            (reloaded.status, await reloaded.text()),
+            (clicked_again.status, await clicked_again.text()),
+        ]
+    finally:
+        await b.close()
+    assert [status for status, _ in pages] == [400, 410]
+    for (_, text), title in zip(
+        pages, ("This sign-in already finished", "This link was already used"), strict=True
+    ):
+        assert f"<h1>{title}</h1>" in text, text
+        assert "Nothing was linked" not in text
+        assert "/accounts in Discord" in text and "run /connect again" in text, text
+    assert len(await connections(h, "alice")) == 1
+
+
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
     b = Browser()
     try:
@@ -368,7 +398,7 @@ async def test_req2_state_is_consumed_even_when_callback_has_duplicate_params(
         assert first.status == 400
         second = await b.get(url(base, state=state, code=code))
         assert second.status == 400, await second.text()
-        assert "cannot be replayed" in await second.text()
+        assert "cannot be opened twice" in await second.text()
     finally:
         await b.close()
     assert token_requests(h) == 0
@@ -386,7 +416,7 @@ async def test_discord_sign_in_state_is_consumed_even_when_callback_has_duplicat
         first = await b.get(url(base, state=[state, state], code=code))
         assert first.status == 400 and "appeared twice" in await first.text()
         second = await b.get(url(base, state=state, code=code))
-        assert second.status == 400 and "cannot be replayed" in await second.text()
+        assert second.status == 400 and "cannot be opened twice" in await second.text()
     finally:
         await b.close()
     assert await connections(h, "alice") == []
@@ -413,7 +443,7 @@ async def test_a_verifier_this_server_cannot_decrypt_is_a_clear_refusal(h: Harne
         text = await refused.text()
         assert "encryption keys may have just changed" in text and "Run /connect again" in text
         again = await b.get(callback)
-        assert again.status == 400 and "cannot be replayed" in await again.text()
+        assert again.status == 400 and "cannot be opened twice" in await again.text()
     finally:
         await b.close()
     assert await connections(h, "alice") == []
@@ -430,7 +460,7 @@ async def test_replayed_and_expired_state_and_reused_code(h: Harness) -> None:
         assert ok.status == 200
         used = token_requests(h)
         replay = await b.get(url(base, state=q["state"][0], code=q["code"][0]))
-        assert replay.status == 400 and "replayed" in await replay.text()
+        assert replay.status == 400 and "cannot be opened twice" in await replay.text()
         # A fresh state but a code that was already spent: refused before the token endpoint.
         base2, q2 = await reach_broker_callback(h, b)
         reused = await b.get(url(base2, state=q2["state"][0], code=q["code"][0]))
