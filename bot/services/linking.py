@@ -372,9 +372,10 @@ class LinkingService:
                 "linked. Run /connect again."
             )
         if browser is None or not secrets.compare_digest(row.browser_hash, digest(browser)):
+            # Its link and state are spent by now: only a new /connect can start over.
             raise LinkRefused(
-                "This sign-in was started in another browser. Open your /connect "
-                "link and finish in the same browser.",
+                "This sign-in was started in another browser. Nothing was linked. Run /connect "
+                "again in Discord and finish every step in the browser its link opens.",
                 status=403,
             )
         async with self.core.db.session() as s:

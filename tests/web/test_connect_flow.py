@@ -350,7 +350,8 @@ def url(base: str, **params: Any) -> str:
         ("duplicate_state", 400, "appeared twice"),
         ("duplicate_code", 400, "appeared twice"),
         ("wrong_iss", 400, "unexpected issuer"),
-        ("other_browser", 403, "started in another browser"),
+        # Not "open your link again": the link is spent by now, so it would only be refused.
+        ("other_browser", 403, "another browser. Nothing was linked. Run /connect again"),
         ("other_broker", 400, "wrong address"),
     ],
 )
