@@ -77,7 +77,7 @@ async def test_invalid_grant_marks_reauth_and_is_never_retried(
         ts.oauth.revoke_user_grants(DEFAULT_CLIENT_ID, "demo")
         ts.oauth.expire_access_tokens()
         adapter = await core.connections.adapter_for(await connection(core, cid))
-        with pytest.raises(AuthorizationExpired, match="/connect tradestation"):
+        with pytest.raises(AuthorizationExpired, match="/connect broker:TradeStation"):
             await adapter.fetch_accounts()
         refreshes = ts.oauth.refresh_requests
         with pytest.raises(AuthorizationExpired):
@@ -85,7 +85,7 @@ async def test_invalid_grant_marks_reauth_and_is_never_retried(
         assert ts.oauth.refresh_requests == refreshes  # not retried
         assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
         [(user, message)] = notifier.dms
-        assert user == MEMBER and "/connect tradestation" in (message.content or "")
+        assert user == MEMBER and "/connect broker:TradeStation" in (message.content or "")
         async with core.db.session() as s:
             kinds = list(
                 await s.scalars(select(AuditEvent.kind).where(AuditEvent.connection_id == cid))
@@ -392,7 +392,7 @@ async def test_a_store_that_keeps_failing_ends_in_reauth_clearly_and_without_sec
         assert owner is not None  # nothing could be written: the lease runs out on its own
         later = core.connections.clock() + LEASE + timedelta(seconds=1)
         core.connections.clock = lambda: later
-        with pytest.raises(AuthorizationExpired, match="/connect tradestation"):
+        with pytest.raises(AuthorizationExpired, match="/connect broker:TradeStation"):
             await provider.refresh(old)
         assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
         [(user, _message)] = notifier.dms

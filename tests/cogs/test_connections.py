@@ -143,3 +143,21 @@ async def test_renaming_tradecord_paper_says_it_keeps_its_name_whatever_the_new_
     await linked(h, "alice", "tradestation")
     long = await h.reply("alice", "rename", connection="TradeStation", new_name="x" * 60)
     assert long.content.startswith("A connection name has 1 to 50 characters (60 given), e.g. ")
+
+
+async def test_a_connection_to_link_again_names_connect_as_the_member_fills_it_in(
+    h: Harness,
+) -> None:
+    """It said "Run /connect tradestation": the broker's internal key, which /connect offers
+    nowhere (its broker option reads "TradeStation")."""
+    from tests.support import add_broker_connection
+
+    cid = await add_broker_connection(h, "alice", "TS")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, cid)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    refused = await h.reply("alice", "positions", connection="TS", mode="live")
+    assert refused.ephemeral
+    assert "Run /connect broker:TradeStation to link it again." in refused.content, refused.content
+    assert "tradestation" not in refused.content
