@@ -161,3 +161,27 @@ async def test_a_connection_to_link_again_names_connect_as_the_member_fills_it_i
     assert refused.ephemeral
     assert "Run /connect broker:TradeStation to link it again." in refused.content, refused.content
     assert "tradestation" not in refused.content
+
+
+async def test_a_broker_down_or_refusing_our_token_is_named(h: Harness) -> None:
+    """/positions said "The broker is not answering right now" and "Your authorization at the
+    broker has expired … Run /connect again for this broker": which one, for a member with
+    several, and /connect asks for the broker by name."""
+    from emulators.common import Fault
+
+    alice = h.user("alice")
+    await linked(h, "alice", "tradestation")
+    [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    ts = h.sandbox.emulators["tradestation"]
+    ts.faults.add(Fault(kind="status", path="/v3/", status=503, body={}))
+    down = await h.reply("alice", "positions", connection="TradeStation", mode="live")
+    assert down.content == "TradeStation is not answering right now. Try again in a minute."
+    ts.faults.clear()
+    ts.faults.add(Fault(kind="status", path="/v3/", status=401, body={}))
+    refused = await h.reply("alice", "positions", connection="TradeStation", mode="live")
+    assert refused.ephemeral
+    assert refused.content.startswith("TradeStation no longer accepts Tradecord's authorization")
+    assert "Run /connect broker:TradeStation to link it again." in refused.content
