@@ -130,13 +130,21 @@ class PretradeControls(commands.Cog):
 
     @app_commands.command(name="resume", description="Resume your trading after /pause")
     async def resume(self, interaction: discord.Interaction) -> None:
-        changed = await self.bot.core.limits.resume(interaction.user.id)
-        await interaction.response.send_message(
+        limits = self.bot.core.limits
+        changed = await limits.resume(interaction.user.id)
+        text = (
             "▶️ Your trading is resumed: new orders are sent again (within your /limits)."
             if changed
-            else "Your trading was not paused; nothing changed.",
-            ephemeral=True,
+            else "Your trading was not paused; nothing changed."
         )
+        # "Sent again" would be false while the owner's switch stops every order.
+        if (await limits.kill_switch()).on:
+            text = (
+                ("▶️ Your pause is lifted" if changed else "Your trading was not paused")
+                + ", but the bot owner's kill switch is on: no new order is sent for anyone "
+                "until they turn it off. Cancelling open orders still works."
+            )
+        await interaction.response.send_message(text, ephemeral=True)
 
     limits = app_commands.Group(name="limits", description="Your pre-trade limits")
 

@@ -127,3 +127,25 @@ async def refused_trade_of(h: Harness, symbol: str, quantity: str) -> str:
     reply = await h.reply("alice", "trade", symbol=symbol, side="buy", quantity=quantity)
     assert reply.ephemeral and reply.buttons() == [], reply.text()
     return reply.text()
+
+
+async def test_resume_while_the_kill_switch_is_on_says_orders_still_stop(
+    tradecord: Harness,
+) -> None:
+    """/resume said "new orders are sent again" while the owner's kill switch refused them."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    await h.reply("alice", "pause")
+    await h.reply(h.emu.owner.id, "killswitch", state="on")
+    resumed = await h.reply("alice", "resume")
+    assert resumed.ephemeral
+    assert resumed.text() == (
+        "▶️ Your pause is lifted, but the bot owner's kill switch is on: no new order is sent "
+        "for anyone until they turn it off. Cancelling open orders still works."
+    ), resumed.text()
+    assert "kill switch" in (await refused_trade(h, "alice")).text()
+    again = await h.reply("alice", "resume")
+    assert again.text().startswith("Your trading was not paused, but the bot owner's kill switch")
+    await h.reply(h.emu.owner.id, "killswitch", state="off")
+    await h.reply("alice", "pause")
+    assert "new orders are sent again" in (await h.reply("alice", "resume")).text()
