@@ -103,7 +103,10 @@ class PretradeControls(commands.Cog):
         # Checked at run time, not by command permissions: server admins can override those,
         # and this switch stops every member of every server.
         if not await self.bot.is_owner(interaction.user):
-            raise PermissionDenied("Only the bot's owner can use the kill switch.")
+            raise PermissionDenied(
+                "Only the bot's owner can use the kill switch. To stop your own trading, "
+                "strategy signals included, run /pause."
+            )
         limits = self.bot.core.limits
         if state == "status":
             current = await limits.kill_switch()

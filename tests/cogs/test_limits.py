@@ -54,6 +54,7 @@ async def test_only_the_bot_owner_turns_the_kill_switch_and_it_stops_everyones_o
     h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
     denied = await h.reply("alice", "killswitch", state="on")
     assert denied.ephemeral and "Only the bot's owner" in denied.text()
+    assert "To stop your own trading, strategy signals included, run /pause." in denied.text()
     owner = h.emu.owner.id
     card = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1")
     on = await h.reply(owner, "killswitch", state="on")
