@@ -288,11 +288,14 @@ class Connections(commands.Cog):
             raise PermissionDenied(
                 "Server admins cannot change their own plan; ask the bot's owner, or another admin."
             )
+        before, _, _ = await self.bot.core.linking.plan_of(member.id)
         result = await self.bot.core.members.set_plan(
             member.id, plan, self.bot.settings.plans, by=interaction.user.id
         )
         limit = self.bot.settings.plans[result]
         _, _, used = await self.bot.core.linking.plan_of(member.id)
+        # "Is now on" for a plan they had would read as a change the admin did not make.
+        now = "was already" if before == result else "is now"
         over = (
             f" They have {used}: those keep working, but /connect adds none for them until "
             f"they /disconnect {used - limit + 1}."
@@ -300,7 +303,7 @@ class Connections(commands.Cog):
             else ""
         )
         await interaction.response.send_message(
-            f"{as_text(member.display_name)} is now on the **{result}** plan "
+            f"{as_text(member.display_name)} {now} on the **{result}** plan "
             f"({limit} broker connection{plural(limit)}).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

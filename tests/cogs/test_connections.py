@@ -185,3 +185,27 @@ async def test_a_broker_down_or_refusing_our_token_is_named(h: Harness) -> None:
     assert refused.ephemeral
     assert refused.content.startswith("TradeStation no longer accepts Tradecord's authorization")
     assert "Run /connect broker:TradeStation to link it again." in refused.content
+
+
+async def test_setting_the_plan_a_member_already_has_says_nothing_changed(h: Harness) -> None:
+    """It said "bob is now on the free plan" of a member on it from the start: the admin would
+    read a change they did not make."""
+    bob = h.user("bob")
+
+    async def plan_set(plan: str) -> str:
+        done = await h.emu.slash(
+            h.emu.owner.id,
+            "plan set",
+            options={"member": bob, "plan": plan},
+            guild_id=h.guild_id,
+            channel_id=h.emu.general.id,
+        )
+        return (await done.message()).content
+
+    assert plan_set_text(await plan_set("free")) == "bob was already on the **free** plan"
+    assert plan_set_text(await plan_set("pro")) == "bob is now on the **pro** plan"
+    assert plan_set_text(await plan_set("Pro")) == "bob was already on the **pro** plan"
+
+
+def plan_set_text(content: str) -> str:
+    return content.split(" (")[0]
