@@ -94,20 +94,32 @@ async def broker_callback(request: web.Request) -> web.Response:
         )
     except TradecordError as e:
         return _refused(e)
-    await _announce(core, linked)
+    told = await _announce(core, linked)
     conn = linked.connection
     broker_name = core.linking.broker_name(conn.broker)
+    # Members who turned off DMs from server members get no message: the page must not point
+    # them to one, but to the command that does the same.
+    accounts = f"/accounts connection:{conn.name}"
     if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
         lines = [
             f"Your {broker_name} login is linked again to “{conn.name}”.",
-            "It trades in the accounts it had, with its subscriptions; Discord has a message "
-            "with the details. /accounts changes the accounts.",
+            "It trades in the accounts it had, with its subscriptions; "
+            + (
+                "Discord has a message with the details. /accounts changes the accounts."
+                if told
+                else f"{accounts} in Discord shows and changes them."
+            ),
         ]
     else:
         lines = [
             f"Your {broker_name} login is linked as “{conn.name}”.",
             "Return to Discord: in the message we sent you, choose which account to trade "
-            "(trading stays off until you do). You can also use /accounts there.",
+            "(trading stays off until you do). You can also use /accounts there."
+            if told
+            else "Return to Discord and run "
+            f"{accounts} to choose which account to trade (trading stays off until you do). "
+            "We could not send you a message there: your privacy settings may not allow "
+            "direct messages from this server's members.",
         ]
     if linked.dropped:
         lines.append(_dropped(linked))
@@ -116,15 +128,17 @@ async def broker_callback(request: web.Request) -> web.Response:
     return resp
 
 
-async def _announce(core: Core, linked: Linked) -> None:
-    """Tell the member in Discord, with menus to choose the accounts."""
+async def _announce(core: Core, linked: Linked) -> bool:
+    """Tell the member in Discord, with menus to choose the accounts; whether it was sent."""
     if core.notifier is None:
-        return
+        return False
     member = await core.connections.member_of(linked.connection)
     try:
         await core.notifier.dm(member.discord_user_id, account_choice_message(core, linked))
     except Exception:
         log.warning("Could not DM the member about connection %s", linked.connection.id)
+        return False
+    return True
 
 
 def account_choice_message(core: Core, linked: Linked) -> Outgoing:

@@ -281,6 +281,26 @@ async def test_opening_the_link_or_the_success_page_again_does_not_deny_the_link
     assert len(await connections(h, "alice")) == 1
 
 
+async def test_the_success_page_of_a_member_without_dms_points_to_accounts(h: Harness) -> None:
+    """It said "in the message we sent you, choose which account to trade" to a member whose
+    privacy settings refuse DMs from server members: there was no message to find."""
+    alice = h.user("alice")
+    h.emu.set_dms_open(alice, False)
+    b = Browser()
+    try:
+        callback = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+        )
+        done = await b.get(callback)
+        text = html.unescape(await done.text())
+    finally:
+        await b.close()
+    assert done.status == 200 and "is linked" in text
+    assert "message we sent you" not in text, text
+    assert "run /accounts connection:TradeStation to choose which account to trade" in text, text
+    assert "We could not send you a message there" in text, text
+
+
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
     b = Browser()
     try:
