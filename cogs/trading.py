@@ -155,7 +155,12 @@ class TradeButton(
         except Exception as e:
             await report_error(interaction, e)
             return
-        await update(interaction, content=None, embed=result_embed(outcome), view=None)
+        try:
+            await update(interaction, content=None, embed=result_embed(outcome), view=None)
+        except Exception as e:
+            # A dynamic item's error reaches no handler: unanswered, the member would see "This
+            # interaction failed" about an order that was sent, and might place it again.
+            await report_error(interaction, e)
 
 
 def preview_embed(p: Preview) -> discord.Embed:
