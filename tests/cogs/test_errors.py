@@ -73,7 +73,8 @@ async def test_an_error_after_an_order_was_placed_is_answered(
     tradecord: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An error in showing a confirmed order's result reached no handler (a button's, not a
-    command's): the member saw "This interaction failed" about an order that had filled."""
+    command's): the member saw "This interaction failed" about an order that had filled. Nor
+    may the answer say "Nothing was changed; try again": trying again places it twice."""
     import sys
     from decimal import Decimal
 
@@ -93,3 +94,5 @@ async def test_an_error_after_an_order_was_placed_is_answered(
     answer = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
     assert await paper_orders(h) == 1
     assert answer.ephemeral and re.search(r"incident [0-9A-F]{8}", answer.text()), answer.text()
+    assert "Nothing was changed" not in answer.text()
+    assert "check whether it was done (/orders, /accounts) before trying again" in answer.text()
