@@ -151,7 +151,7 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         text = (
             f"Something went wrong on our side (incident {incident}). If you were placing, "
             "cancelling or changing something, check whether it was done (/orders, /accounts) "
-            "before trying again. Give this id to the server admin if it keeps happening."
+            "before trying again. Give this id to the bot's owner if it keeps happening."
         )
     try:
         if interaction.response.is_done():

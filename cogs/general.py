@@ -56,7 +56,8 @@ class General(commands.Cog):
             if missing:
                 embed.add_field(
                     name="Not configured on this server",
-                    value=", ".join(missing) + "\n(an admin sets their client ids to enable them)",
+                    value=", ".join(missing)
+                    + "\n(the bot's owner enables them by setting their client ids)",
                     inline=False,
                 )
             embed.set_footer(text="Replies about your accounts are only visible to you.")

@@ -198,7 +198,7 @@ class LinkingService:
         if not self.core.settings.discord_client_id:
             raise InvalidInput(
                 "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
-                "Ask the server admin."
+                "Ask the bot's owner."
             )
         offered = get_adapter_class(broker).connect_environments
         if environment is None:
@@ -400,7 +400,7 @@ class LinkingService:
                 raise LinkRefused(
                     "Tradecord could not read back what it saved for this sign-in (its "
                     "encryption keys may have just changed). Nothing was linked. Run /connect "
-                    "again; if this keeps happening, tell the server admin.",
+                    "again; if this keeps happening, tell the bot's owner.",
                     status=500,
                 ) from None
         error = (params.get("error") or [None])[0]

@@ -146,7 +146,7 @@ class DbTokenProvider:
             log.warning("connection %s: stored %s unreadable: %s", conn.id, column, e)
             raise AuthorizationExpired(
                 f"Tradecord can no longer read its stored authorization for “{conn.name}”. "
-                f"Run {connect_command(conn.broker)} to link it again, or ask the server admin to "
+                f"Run {connect_command(conn.broker)} to link it again, or ask the bot's owner to "
                 "check the bot's encryption keys."
             ) from None
 

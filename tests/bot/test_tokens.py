@@ -261,8 +261,10 @@ async def test_a_token_no_configured_key_opens_asks_to_link_again(
             token = core.vault.decrypt(cred.access_token, binding(conn, member, "access_token"))
         core.vault = Vault(parse_keys(generate_key_spec("other")))
         adapter = await core.connections.adapter_for(await connection(core, cid))
-        with pytest.raises(AuthorizationExpired, match="can no longer read"):
+        with pytest.raises(AuthorizationExpired, match="can no longer read") as refused:
             await adapter.fetch_accounts()
+        # TRADECORD_KEYS is the deployment's: a server admin cannot check it, its owner can.
+        assert "ask the bot's owner to check the bot's encryption keys" in str(refused.value)
         assert "unreadable" in caplog.text and token not in caplog.text
     finally:
         await core.close()

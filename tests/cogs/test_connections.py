@@ -209,3 +209,17 @@ async def test_setting_the_plan_a_member_already_has_says_nothing_changed(h: Har
 
 def plan_set_text(content: str) -> str:
     return content.split(" (")[0]
+
+
+async def test_connect_without_discord_sign_in_set_up_names_who_can_fix_it(
+    settings: Settings, db: object
+) -> None:
+    """It said "Ask the server admin" of DISCORD_CLIENT_ID, a setting of the deployment that
+    no server admin can set from Discord."""
+    async with running_tradecord(settings, brokers=True, discord_client_id=None) as h:
+        refused = await h.reply("alice", "connect", broker="tradestation")
+    assert refused.ephemeral and refused.buttons() == []
+    assert refused.content == (
+        "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
+        "Ask the bot's owner."
+    )

@@ -42,6 +42,8 @@ async def test_unexpected_error_shows_only_an_incident_id(
     m = re.search(r"incident ([0-9A-F]{8})", msg.content or "")
     assert m, msg.content
     assert "hunter2" not in msg.text()
+    # The logs are the bot's owner's: a server admin of the guild cannot read them.
+    assert "Give this id to the bot's owner" in msg.text(), msg.text()
     logged = [r for r in tradecord.errors.records if m.group(1) in r.getMessage()]
     assert logged and logged[0].exc_info is not None  # the log has the traceback
 

@@ -463,6 +463,7 @@ async def test_a_verifier_this_server_cannot_decrypt_is_a_clear_refusal(h: Harne
         assert refused.headers["Cache-Control"] == "no-store"
         text = await refused.text()
         assert "encryption keys may have just changed" in text and "Run /connect again" in text
+        assert "tell the bot's owner" in html.unescape(text), text
         again = await b.get(callback)
         assert again.status == 400 and "cannot be opened twice" in await again.text()
     finally:
