@@ -250,7 +250,7 @@ class Connections(commands.Cog):
         name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
         over = (
             f" That is {used - limit} more than it allows: they keep working, but /connect "
-            f"adds no connection until you /disconnect {used - limit + 1}."
+            f"adds no connection until you /disconnect {used - limit + 1} of them."
             if used > limit
             else ""
         )
@@ -298,7 +298,7 @@ class Connections(commands.Cog):
         now = "was already" if before == result else "is now"
         over = (
             f" They have {used}: those keep working, but /connect adds none for them until "
-            f"they /disconnect {used - limit + 1}."
+            f"they /disconnect {used - limit + 1} of them."
             if used > limit
             else ""
         )

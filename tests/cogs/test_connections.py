@@ -58,10 +58,11 @@ async def test_a_plan_lowered_below_the_connections_in_use_says_what_that_means(
     )
     told = (await set_free.message()).content
     assert "They have 2: those keep working" in told, told
-    assert "until they /disconnect 2." in told, told
+    # "/disconnect 2." read as a command taking 2.
+    assert "until they /disconnect 2 of them." in told, told
     mine = (await h.reply("alice", "my-plan")).content
     assert "2 of 1 broker connection in use" in mine, mine
-    assert "until you /disconnect 2." in mine, mine
+    assert "until you /disconnect 2 of them." in mine, mine
     await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
     assert "/disconnect" not in (await h.reply("alice", "my-plan")).content
 
