@@ -693,10 +693,16 @@ class Trading(commands.Cog):
             )
             return
         view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode)
+        # One order is named: "Cancel all 1 open order" neither read well nor said which.
+        question = (
+            f"Cancel your one open {target.mode} order on {target.connection.name}, "
+            f"{order_text(orders[0])}?"
+            if len(orders) == 1
+            else f"Cancel all {len(orders)} open {target.mode} orders on {target.connection.name}?"
+        )
         view.message = await reply(
             interaction,
-            content=f"Cancel all {len(orders)} open {target.mode} order{plural(len(orders))} on "
-            f"{target.connection.name}?",
+            content=question,
             view=view,
             ephemeral=True,
             wait=True,

@@ -416,7 +416,9 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     done = await h.reply("alice", "cancel order", order=choices[0]["value"])
     assert "cancelled" in done.text()
     ask = await h.reply("alice", "cancel all")
-    assert "Cancel all 1 open paper order" in ask.text()
+    assert ask.text() == (
+        "Cancel your one open paper order on Tradecord Paper, buy 1 MSFT limit at $350.00?"
+    ), ask.text()
     confirmed = await h.emu.click(alice, ask, label="Cancel them all")
     assert "Cancelled 1 open order" in (await confirmed.message(timeout=10)).text()
     assert "Nothing here" in (await h.reply("alice", "orders")).text()
