@@ -317,9 +317,13 @@ def cancelled_text(
 
 
 class ConfirmCancelAll(ConfirmView):
-    def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
+    def __init__(
+        self, owner_id: int, bot: Tradecord, connection: str | None, mode: str, count: int
+    ) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
         self.bot, self.connection, self.mode = bot, connection, mode
+        if count == 1:
+            self.go.label, self.keep.label = "Cancel it", "Keep it"
 
     @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
@@ -692,7 +696,7 @@ class Trading(commands.Cog):
                 ephemeral=True,
             )
             return
-        view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode)
+        view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode, len(orders))
         # One order is named: "Cancel all 1 open order" neither read well nor said which.
         question = (
             f"Cancel your one open {target.mode} order on {target.connection.name}, "

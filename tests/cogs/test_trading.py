@@ -419,7 +419,8 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     assert ask.text() == (
         "Cancel your one open paper order on Tradecord Paper, buy 1 MSFT limit at $350.00?"
     ), ask.text()
-    confirmed = await h.emu.click(alice, ask, label="Cancel them all")
+    assert [b.label for b in ask.buttons()] == ["Cancel it", "Keep it"]
+    confirmed = await h.emu.click(alice, ask, label="Cancel it")
     assert "Cancelled 1 open order" in (await confirmed.message(timeout=10)).text()
     assert "Nothing here" in (await h.reply("alice", "orders")).text()
     history = await h.reply("alice", "history")
@@ -500,8 +501,8 @@ async def test_a_double_press_on_a_confirm_dialog_acts_once(
     ask = await h.reply("alice", "cancel all")
     # Both presses reach the bot before the first one has removed the buttons.
     presses = await asyncio.gather(
-        h.emu.click(alice, ask, label="Cancel them all"),
-        h.emu.click(alice, ask, label="Cancel them all"),
+        h.emu.click(alice, ask, label="Cancel it"),
+        h.emu.click(alice, ask, label="Cancel it"),
     )
     answers = [await p.message(timeout=10) for p in presses]
     assert len(calls) == 1
@@ -700,7 +701,7 @@ async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
     priced = await h.reply("alice", "orders", share=True, show_amounts=True)
     assert "350.25" in priced.text() and "TCP" not in priced.text()
     ask = await h.reply("alice", "cancel all")
-    await (await h.emu.click(alice, ask, label="Cancel them all")).message(timeout=10)
+    await (await h.emu.click(alice, ask, label="Cancel it")).message(timeout=10)
     history = await h.reply("alice", "history", share=True)
     assert not history.ephemeral
     assert "cancelled" in history.text() and "350.25" not in history.text()
