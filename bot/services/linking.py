@@ -405,12 +405,19 @@ class LinkingService:
                 ) from None
         error = (params.get("error") or [None])[0]
         if error:
-            text = (
-                "You chose not to allow access"
-                if error == "access_denied"
-                else f"The sign-in was refused ({error[:40]})"
+            # Said where: the member went through two sign-ins, Discord's and the broker's.
+            where = "Discord" if row.kind == "discord" else self.broker_name(row.broker)
+            if error == "access_denied":
+                raise LinkRefused(
+                    f"You chose not to allow Tradecord access at {where}, so nothing was "
+                    "linked. To link your account, run /connect in Discord again and allow "
+                    "access.",
+                    title="Access not allowed",
+                )
+            raise LinkRefused(
+                f"{where} refused the sign-in ({error[:40]}). Nothing was linked. Run /connect "
+                "in Discord to try again."
             )
-            raise LinkRefused(f"{text}. Nothing was linked. Run /connect to try again.")
         return row, link, member, verifier
 
     async def _spend(self, states: list[str]) -> None:

@@ -366,7 +366,13 @@ def url(base: str, **params: Any) -> str:
         ("unknown_state", 400, "not one Tradecord started"),
         ("missing_state", 400, "had no state"),
         ("missing_code", 400, "no authorization code"),
-        ("error", 400, "You chose not to allow access"),
+        (
+            "error",
+            400,
+            "<h1>Access not allowed</h1><p>You chose not to allow Tradecord access at "
+            "TradeStation, so nothing was linked. To link your account, run /connect in Discord "
+            "again and allow access.</p>",
+        ),
         ("duplicate_state", 400, "appeared twice"),
         ("duplicate_code", 400, "appeared twice"),
         ("wrong_iss", 400, "unexpected issuer"),
@@ -440,6 +446,30 @@ async def test_discord_sign_in_state_is_consumed_even_when_callback_has_duplicat
         assert second.status == 400 and "cannot be opened twice" in await second.text()
     finally:
         await b.close()
+    assert await connections(h, "alice") == []
+
+
+async def test_cancelling_the_discord_sign_in_says_where_and_what_to_do(h: Harness) -> None:
+    """ "You chose not to allow access. Nothing was linked." under the title "Nothing was
+    linked" did not say at which of the two sign-ins, nor how to link after all."""
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        page = await b.get(link)
+        started = await b.submit(link, await page.text())
+        authorize = started.headers["Location"]
+        consent = await b.get(authorize)
+        cancelled = await b.submit(
+            authorize, await consent.text(), user_id=str(h.user("alice")), action="cancel"
+        )
+        refused = await b.get(cancelled.headers["Location"])
+        text = await refused.text()
+    finally:
+        await b.close()
+    assert refused.status == 400
+    assert "<h1>Access not allowed</h1>" in text, text
+    assert "not to allow Tradecord access at Discord" in text, text
+    assert "run /connect in Discord again and allow access" in text, text
     assert await connections(h, "alice") == []
 
 
