@@ -460,7 +460,9 @@ class LinkingService:
             )
             raise LinkRefused(
                 "You signed in to Discord as a different account from the member who asked for "
-                "this link, so nothing was linked. Only the member who ran /connect can use it.",
+                "this link, so nothing was linked. Only the member who ran /connect can use it: "
+                "to link an account of your own, run /connect in Discord yourself. If the link "
+                "was yours, run /connect again and sign in to Discord as yourself.",
                 status=403,
             )
         return await self._to_broker(link, browser or "")

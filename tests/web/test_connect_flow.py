@@ -212,7 +212,11 @@ async def test_someone_elses_link_links_nothing_and_the_member_is_told(h: Harnes
         callback = await through_discord(b, h, link, as_user=alice)
         refused = await b.get(callback)
         assert refused.status == 403
-        assert "different account" in await refused.text()
+        page = await refused.text()
+        assert "different account" in page
+        # What either of them can do next: the page said only who could use the link.
+        assert "to link an account of your own, run /connect in Discord yourself" in page
+        assert "If the link was yours, run /connect again and sign in to Discord as" in page
     finally:
         await b.close()
     assert await connections(h, "mallory") == [] and await connections(h, "alice") == []
