@@ -224,3 +224,16 @@ async def test_connect_without_discord_sign_in_set_up_names_who_can_fix_it(
         "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
         "Ask the bot's owner."
     )
+
+
+async def test_accounts_names_the_connect_that_relinks_a_connection(h: Harness) -> None:
+    """/accounts said "needs re-linking (/connect)" without the broker /connect asks for."""
+    from tests.support import add_broker_connection
+
+    cid = await add_broker_connection(h, "alice", "TS")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, cid)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    shown = await h.reply("alice", "accounts")
+    assert "Status: ⛔ needs re-linking: /connect broker:TradeStation" in shown.text(), shown.text()
