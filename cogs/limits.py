@@ -49,15 +49,23 @@ def killswitch_text(state: KillSwitch, changed: bool) -> str:
     return head + body + when
 
 
-def limits_embed(m: MemberLimits, *, changed: bool = False) -> discord.Embed:
+def limits_embed(m: MemberLimits, *, changed: bool = False, stopped: bool = False) -> discord.Embed:
+    """``stopped``: the owner's kill switch is on, which holds back every order whatever
+    these limits say; the member checking why theirs are refused must read it here."""
+    description = (
+        "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
+        if m.paused
+        else "The stricter of yours and the server's applies, checked as each order is "
+        "sent (manual trades and strategy signals alike)."
+    )
+    if stopped:
+        description = (
+            "🛑 **The bot owner's kill switch is on**: no new order is sent for anyone until "
+            f"they turn it off.\n{description}"
+        )
     embed = discord.Embed(
         title="Your trading limits" + (" saved" if changed else ""),
-        description=(
-            "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
-            if m.paused
-            else "The stricter of yours and the server's applies, checked as each order is "
-            "sent (manual trades and strategy signals alike)."
-        ),
+        description=description,
         colour=OK_COLOUR if changed else discord.Colour.blurple(),
     )
     # One field a limit, one short line a value: a phone stacks fields, and three columns of
@@ -153,8 +161,12 @@ class PretradeControls(commands.Cog):
 
     @limits.command(name="show", description="Your limits per order and per day")
     async def limits_show(self, interaction: discord.Interaction) -> None:
-        result = await self.bot.core.limits.member_limits(interaction.user.id)
-        await interaction.response.send_message(embed=limits_embed(result), ephemeral=True)
+        limits = self.bot.core.limits
+        result = await limits.member_limits(interaction.user.id)
+        stopped = (await limits.kill_switch()).on
+        await interaction.response.send_message(
+            embed=limits_embed(result, stopped=stopped), ephemeral=True
+        )
 
     @limits.command(name="set", description="Set your own, stricter limits (0 removes one)")
     @app_commands.describe(
@@ -180,9 +192,11 @@ class PretradeControls(commands.Cog):
                 "Give at least one limit, e.g. /limits set max_order_notional:5000. "
                 "See yours with /limits show."
             )
-        result = await self.bot.core.limits.set_member_limits(interaction.user.id, changes)
+        limits = self.bot.core.limits
+        result = await limits.set_member_limits(interaction.user.id, changes)
+        stopped = (await limits.kill_switch()).on
         await interaction.response.send_message(
-            embed=limits_embed(result, changed=True), ephemeral=True
+            embed=limits_embed(result, changed=True, stopped=stopped), ephemeral=True
         )
 
     @limits.command(name="strategy", description="A strategy's notional limits (its owner)")

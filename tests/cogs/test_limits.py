@@ -150,3 +150,22 @@ async def test_resume_while_the_kill_switch_is_on_says_orders_still_stop(
     await h.reply(h.emu.owner.id, "killswitch", state="off")
     await h.reply("alice", "pause")
     assert "new orders are sent again" in (await h.reply("alice", "resume")).text()
+
+
+async def test_limits_show_says_when_the_kill_switch_holds_every_order(
+    tradecord: Harness,
+) -> None:
+    """/limits show, where a member looks for what stops their orders, said nothing of the
+    owner's kill switch: only the limits, which were not what refused them."""
+    h = tradecord
+    calm = await h.reply("alice", "limits show")
+    assert "kill switch" not in calm.text()
+    await h.reply(h.emu.owner.id, "killswitch", state="on")
+    for shown in (
+        await h.reply("alice", "limits show"),
+        await h.reply("alice", "limits set", max_order_quantity="10"),
+    ):
+        assert (
+            "The bot owner's kill switch is on: no new order is sent for anyone until they "
+            "turn it off." in shown.text().replace("**", "")
+        ), shown.text()
