@@ -270,14 +270,13 @@ def result_embed(outcome: Outcome) -> discord.Embed:
     return embed
 
 
-def history_footer(count: int, days: int) -> str:
-    """How many orders /history shows, and that older ones are cut when it hit the limit."""
+def history_footer(count: int, days: int, broker: str | None) -> str:
+    """How many orders /history shows, and that older ones are cut when it hit the limit.
+    ``broker``: where the full history is, None for Tradecord Paper, which has no site."""
     if count < HISTORY_LIMIT:
         return f"{count} order{plural(count)}"
-    return (
-        f"The newest {count} orders: older ones of these {days} day{plural(days)} are not shown. "
-        "Your broker's site has the full history."
-    )
+    cut = f"The newest {count} orders: older ones of these {days} day{plural(days)} are not shown."
+    return cut if broker is None else f"{cut} {broker}'s site has the full history."
 
 
 def cancelled_text(
@@ -539,7 +538,7 @@ class Trading(commands.Cog):
             fmt.order_rows(orders, fills=True),
             fmt.HISTORY_HEADERS,
             {3, 4},
-            history_footer(len(orders), days),
+            history_footer(len(orders), days, None if target.connection.builtin else broker),
         )
         await send_pages(interaction, pages)
 

@@ -747,10 +747,33 @@ async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
 
 
 def test_history_says_when_older_orders_were_cut() -> None:
-    assert history_footer(12, 7) == "12 orders"
-    assert history_footer(1, 7) == "1 order"
-    cut = history_footer(HISTORY_LIMIT, 30)
-    assert f"newest {HISTORY_LIMIT} orders" in cut and "not shown" in cut
+    assert history_footer(12, 7, None) == "12 orders"
+    assert history_footer(1, 7, "Alpaca") == "1 order"
+    cut = history_footer(HISTORY_LIMIT, 30, "TradeStation")
+    assert cut == (
+        f"The newest {HISTORY_LIMIT} orders: older ones of these 30 days are not shown. "
+        "TradeStation's site has the full history."
+    )
+    # Tradecord Paper has no site: it said "Your broker's site has the full history".
+    paper = history_footer(HISTORY_LIMIT, 30, None)
+    assert paper == f"The newest {HISTORY_LIMIT} orders: older ones of these 30 days are not shown."
+
+
+async def test_paper_history_cut_points_to_no_broker_site(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for _ in range(2):
+        card = await preview(h, "alice", symbol="AAPL", quantity="1")
+        await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    # The module the bot loaded as its extension (discord.py imports a fresh one).
+    cog = sys.modules[type(h.bot.get_cog("Trading")).__module__]
+    monkeypatch.setattr(cog, "HISTORY_LIMIT", 2)
+    footer = (await h.reply("alice", "history")).text().splitlines()[-1]
+    assert footer == "The newest 2 orders: older ones of these 7 days are not shown.", footer
 
 
 async def test_cancel_racing_a_confirm_is_told_the_order_went_ahead(
