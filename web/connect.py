@@ -121,6 +121,13 @@ async def broker_callback(request: web.Request) -> web.Response:
             "We could not send you a message there: your privacy settings may not allow "
             "direct messages from this server's members.",
         ]
+    # No menu to choose from in Discord: the page says why, and what to run instead.
+    if linked.accounts_error:
+        lines[1:] = [
+            f"We could not list your {broker_name} accounts yet: {linked.accounts_error} "
+            f"In a few minutes, run {accounts} in Discord to choose which account to trade "
+            "(trading stays off until you do)."
+        ]
     if linked.dropped:
         lines.append(_dropped(linked))
     resp = page(f"{conn.name} is linked", [*lines, "You can close this tab."], kind="ok")

@@ -305,6 +305,31 @@ async def test_the_success_page_of_a_member_without_dms_points_to_accounts(h: Ha
     assert "We could not send you a message there" in text, text
 
 
+async def test_the_success_page_says_when_the_accounts_could_not_be_listed(h: Harness) -> None:
+    """It said "in the message we sent you, choose which account to trade" when the broker
+    had not listed the accounts: the message had no menu, only that they could not be listed."""
+    from emulators.common import Fault
+
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        callback = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+        )
+        ts = h.sandbox.emulators["tradestation"]
+        ts.faults.add(Fault(kind="status", path="/v3/brokerage/accounts$", status=503, body={}))
+        done = await b.get(callback)
+        text = html.unescape(await done.text())
+    finally:
+        await b.close()
+    assert done.status == 200 and "is linked" in text
+    assert "message we sent you" not in text, text
+    assert "We could not list your TradeStation accounts yet: TradeStation is not answering" in (
+        text
+    ), text
+    assert "run /accounts connection:TradeStation in Discord to choose which account" in text
+
+
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
     b = Browser()
     try:
