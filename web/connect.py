@@ -100,7 +100,8 @@ async def broker_callback(request: web.Request) -> web.Response:
     # Members who turned off DMs from server members get no message: the page must not point
     # them to one, but to the command that does the same.
     accounts = f"/accounts connection:{conn.name}"
-    if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
+    again = linked.relinked and conn.status == ConnectionStatus.ACTIVE
+    if again:
         lines = [
             f"Your {broker_name} login is linked again to “{conn.name}”.",
             "It trades in the accounts it had, with its subscriptions; "
@@ -121,8 +122,9 @@ async def broker_callback(request: web.Request) -> web.Response:
             "We could not send you a message there: your privacy settings may not allow "
             "direct messages from this server's members.",
         ]
-    # No menu to choose from in Discord: the page says why, and what to run instead.
-    if linked.accounts_error:
+    # No menu to choose from in Discord: the page says why, and what to run instead (one
+    # linked again keeps trading in its accounts meanwhile).
+    if linked.accounts_error and not again:
         lines[1:] = [
             f"We could not list your {broker_name} accounts yet: {linked.accounts_error} "
             f"In a few minutes, run {accounts} in Discord to choose which account to trade "
@@ -150,7 +152,8 @@ async def _announce(core: Core, linked: Linked) -> bool:
 
 def account_choice_message(core: Core, linked: Linked) -> Outgoing:
     conn = linked.connection
-    if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
+    again = linked.relinked and conn.status == ConnectionStatus.ACTIVE
+    if again:
         chosen = ", ".join(f"{a.mode}: {a.label}" for a in conn.accounts)
         lines = [
             f"✅ **{conn.name}** is linked again and trades as before ({chosen}), "

@@ -330,6 +330,38 @@ async def test_the_success_page_says_when_the_accounts_could_not_be_listed(h: Ha
     assert "run /accounts connection:TradeStation in Discord to choose which account" in text
 
 
+async def test_linked_again_while_the_accounts_cannot_be_listed_keeps_trading(h: Harness) -> None:
+    """A connection linked again keeps its accounts when the broker does not list them: its
+    page must not say that trading stays off until an account is chosen."""
+    from emulators.common import Fault
+
+    alice = h.user("alice")
+
+    async def through(link: str) -> str:
+        b = Browser()
+        try:
+            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+            return html.unescape(await done.text())
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    link = await connect_link(h, "alice")
+    ts = h.sandbox.emulators["tradestation"]
+    ts.faults.add(Fault(kind="status", path="/v3/brokerage/accounts$", status=503, body={}))
+    page = await through(link)
+    assert "linked again to “TradeStation”" in page and "trades in the accounts it had" in page
+    assert "trading stays off" not in page, page
+
+
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
     b = Browser()
     try:
