@@ -205,7 +205,6 @@ class PretradeControls(commands.Cog):
         max_order_notional="Largest USD value of one entry per subscriber (0: no limit)",
         max_daily_notional="Largest USD value of entries per subscriber per UTC day (0: none)",
     )
-    @app_commands.guild_only()
     @app_commands.autocomplete(strategy=owned_strategy_names)
     async def limits_strategy(
         self,
@@ -214,7 +213,13 @@ class PretradeControls(commands.Cog):
         max_order_notional: str | None = None,
         max_daily_notional: str | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
+        # Discord offers a subcommand wherever its group is, DMs included: guild_only() on
+        # one is ignored, so this is checked here.
+        if interaction.guild_id is None:
+            raise InvalidInput(
+                "Strategies belong to a server: run /limits strategy in a channel of the "
+                "server where the strategy was created."
+            )
         service = self.bot.core.limits
         changes = {
             name: parse_limit(text, name)

@@ -169,3 +169,18 @@ async def test_limits_show_says_when_the_kill_switch_holds_every_order(
             "The bot owner's kill switch is on: no new order is sent for anyone until they "
             "turn it off." in shown.text().replace("**", "")
         ), shown.text()
+
+
+async def test_limits_strategy_in_a_dm_says_to_run_it_in_the_server(tradecord: Harness) -> None:
+    """Discord offers /limits strategy in DMs (guild_only() on a subcommand does nothing), and
+    there it failed an assertion: the member got an incident id."""
+    h = tradecord
+    await h.bot.tree.sync()  # globally, as `tradecord sync --global` does: DMs see /limits
+    done = await h.emu.slash(
+        h.user("alice"), "limits strategy", options={"strategy": "Trend"}, dm=True
+    )
+    answer = await done.message(timeout=10)
+    assert answer.text() == (
+        "Strategies belong to a server: run /limits strategy in a channel of the server where "
+        "the strategy was created."
+    ), answer.text()
