@@ -60,7 +60,12 @@ class General(commands.Cog):
                     + "\n(the bot's owner enables them by setting their client ids)",
                     inline=False,
                 )
-            embed.set_footer(text="Replies about your accounts are only visible to you.")
+            # share:true posts a summary in the channel: "only visible to you" alone was false.
+            embed.set_footer(
+                text="Replies about your accounts are only visible to you, unless you add "
+                "share:true to /positions, /balances, /orders or /history (a summary without "
+                "account numbers, amounts only with show_amounts:true)."
+            )
             self._help = embed
         return self._help
 
