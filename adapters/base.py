@@ -541,7 +541,7 @@ class HttpBrokerAdapter(BrokerAdapter):
                     await asyncio.sleep(_backoff(attempt))
                     continue
                 # A write whose connection broke may have been received and acted on.
-                raise BrokerUnavailable(maybe_sent=write) from e
+                raise BrokerUnavailable(self.not_answering, maybe_sent=write) from e
             log.debug(
                 "%s %s %s -> %s in %.1f ms",
                 self.key,
@@ -607,7 +607,11 @@ class HttpBrokerAdapter(BrokerAdapter):
         if err is not None:
             return err
         if resp.status == 401:
-            return AuthorizationExpired()
+            # A member may have several brokers: say which one, and the /connect that fixes it.
+            return AuthorizationExpired(
+                f"{self.display_name} no longer accepts Tradecord's authorization (it expired "
+                f"or was revoked). Run /connect broker:{self.display_name} to link it again."
+            )
         if resp.status == 403:
             return AuthorizationExpired(
                 f"{self.display_name} refused access. Re-link the connection with /connect, "
@@ -618,8 +622,13 @@ class HttpBrokerAdapter(BrokerAdapter):
         if resp.status == 429:
             return RateLimited(retry_after=_retry_after(resp))
         if resp.status >= 500:
-            return BrokerUnavailable(maybe_sent=write)
+            return BrokerUnavailable(self.not_answering, maybe_sent=write)
         return InvalidOrder()
+
+    @property
+    def not_answering(self) -> str:
+        """Which broker is down: "The broker" leaves a member with several guessing."""
+        return f"{self.display_name} is not answering right now. Try again in a minute."
 
 
 def _retry_after(resp: HttpResponse) -> float | None:

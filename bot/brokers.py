@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adapters.registry import all_adapters
+from adapters.registry import all_adapters, get_adapter_class
 from bot.settings import Settings
 
 
@@ -23,3 +23,9 @@ def broker_catalog(settings: Settings) -> list[BrokerInfo]:
         configured = builtin or bool(settings.broker_client_id(key))
         out.append(BrokerInfo(key, cls.display_name, configured, builtin))
     return out
+
+
+def connect_command(key: str) -> str:
+    """/connect as a member fills it in for this broker: the option by name, the broker as its
+    choice reads ("/connect broker:TradeStation", not the internal "tradestation")."""
+    return f"/connect broker:{get_adapter_class(key).display_name}"

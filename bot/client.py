@@ -146,9 +146,12 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         incident = secrets.token_hex(4).upper()
         command = interaction.command.qualified_name if interaction.command else "component"
         log.error("Incident %s in %s", incident, command, exc_info=error)
+        # Not "nothing was changed": the error may come after a broker took an order or a
+        # cancel, and a member told otherwise would place the order a second time.
         text = (
-            f"Something went wrong on our side (incident {incident}). Nothing was changed; "
-            "try again, and give this id to the server admin if it keeps happening."
+            f"Something went wrong on our side (incident {incident}). If you were placing, "
+            "cancelling or changing something, check whether it was done (/orders, /accounts) "
+            "before trying again. Give this id to the bot's owner if it keeps happening."
         )
     try:
         if interaction.response.is_done():

@@ -7,7 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from adapters.models import AccountType
-from bot.brokers import broker_catalog
+from bot.brokers import broker_catalog, connect_command
 from bot.client import Tradecord
 from bot.components import account_menus, no_accounts_text
 from bot.models import Connection, ConnectionStatus
@@ -17,15 +17,20 @@ from cogs.ui import broker_connection_names, in_time, reply
 STATUS_TEXT = {
     ConnectionStatus.ACTIVE: "✅ active",
     ConnectionStatus.NEEDS_ACCOUNT: "⚠️ choose an account to trade",
-    ConnectionStatus.NEEDS_REAUTH: "⛔ needs re-linking (/connect)",
 }
 
 
 def connection_field(conn: Connection, broker_name: str) -> tuple[str, str]:
     live, paper = conn.account("live"), conn.account("paper")
+    # The /connect that repairs it, as the other re-link messages name it.
+    status = (
+        f"⛔ needs re-linking: {connect_command(conn.broker)}"
+        if conn.status == ConnectionStatus.NEEDS_REAUTH
+        else STATUS_TEXT.get(conn.status, conn.status)
+    )
     lines = [
         f"Broker: {broker_name}",
-        f"Status: {STATUS_TEXT.get(conn.status, conn.status)}",
+        f"Status: {status}",
         f"Live account: {f'{live.label} ({live.account_type})' if live else '—'}",
         f"Paper account: {f'{paper.label} ({paper.account_type})' if paper else '—'}",
     ]

@@ -250,7 +250,7 @@ class Connections(commands.Cog):
         name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
         over = (
             f" That is {used - limit} more than it allows: they keep working, but /connect "
-            f"adds no connection until you /disconnect {used - limit + 1}."
+            f"adds no connection until you /disconnect {used - limit + 1} of them."
             if used > limit
             else ""
         )
@@ -288,19 +288,22 @@ class Connections(commands.Cog):
             raise PermissionDenied(
                 "Server admins cannot change their own plan; ask the bot's owner, or another admin."
             )
+        before, _, _ = await self.bot.core.linking.plan_of(member.id)
         result = await self.bot.core.members.set_plan(
             member.id, plan, self.bot.settings.plans, by=interaction.user.id
         )
         limit = self.bot.settings.plans[result]
         _, _, used = await self.bot.core.linking.plan_of(member.id)
+        # "Is now on" for a plan they had would read as a change the admin did not make.
+        now = "was already" if before == result else "is now"
         over = (
             f" They have {used}: those keep working, but /connect adds none for them until "
-            f"they /disconnect {used - limit + 1}."
+            f"they /disconnect {used - limit + 1} of them."
             if used > limit
             else ""
         )
         await interaction.response.send_message(
-            f"{as_text(member.display_name)} is now on the **{result}** plan "
+            f"{as_text(member.display_name)} {now} on the **{result}** plan "
             f"({limit} broker connection{plural(limit)}).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),

@@ -56,10 +56,16 @@ class General(commands.Cog):
             if missing:
                 embed.add_field(
                     name="Not configured on this server",
-                    value=", ".join(missing) + "\n(an admin sets their client ids to enable them)",
+                    value=", ".join(missing)
+                    + "\n(the bot's owner enables them by setting their client ids)",
                     inline=False,
                 )
-            embed.set_footer(text="Replies about your accounts are only visible to you.")
+            # share:true posts a summary in the channel: "only visible to you" alone was false.
+            embed.set_footer(
+                text="Replies about your accounts are only visible to you, unless you add "
+                "share:true to /positions, /balances, /orders or /history (a summary without "
+                "account numbers, amounts only with show_amounts:true)."
+            )
             self._help = embed
         return self._help
 

@@ -49,15 +49,23 @@ def killswitch_text(state: KillSwitch, changed: bool) -> str:
     return head + body + when
 
 
-def limits_embed(m: MemberLimits, *, changed: bool = False) -> discord.Embed:
+def limits_embed(m: MemberLimits, *, changed: bool = False, stopped: bool = False) -> discord.Embed:
+    """``stopped``: the owner's kill switch is on, which holds back every order whatever
+    these limits say; the member checking why theirs are refused must read it here."""
+    description = (
+        "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
+        if m.paused
+        else "The stricter of yours and the server's applies, checked as each order is "
+        "sent (manual trades and strategy signals alike)."
+    )
+    if stopped:
+        description = (
+            "🛑 **The bot owner's kill switch is on**: no new order is sent for anyone until "
+            f"they turn it off.\n{description}"
+        )
     embed = discord.Embed(
         title="Your trading limits" + (" saved" if changed else ""),
-        description=(
-            "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
-            if m.paused
-            else "The stricter of yours and the server's applies, checked as each order is "
-            "sent (manual trades and strategy signals alike)."
-        ),
+        description=description,
         colour=OK_COLOUR if changed else discord.Colour.blurple(),
     )
     # One field a limit, one short line a value: a phone stacks fields, and three columns of
@@ -103,7 +111,10 @@ class PretradeControls(commands.Cog):
         # Checked at run time, not by command permissions: server admins can override those,
         # and this switch stops every member of every server.
         if not await self.bot.is_owner(interaction.user):
-            raise PermissionDenied("Only the bot's owner can use the kill switch.")
+            raise PermissionDenied(
+                "Only the bot's owner can use the kill switch. To stop your own trading, "
+                "strategy signals included, run /pause."
+            )
         limits = self.bot.core.limits
         if state == "status":
             current = await limits.kill_switch()
@@ -130,20 +141,32 @@ class PretradeControls(commands.Cog):
 
     @app_commands.command(name="resume", description="Resume your trading after /pause")
     async def resume(self, interaction: discord.Interaction) -> None:
-        changed = await self.bot.core.limits.resume(interaction.user.id)
-        await interaction.response.send_message(
+        limits = self.bot.core.limits
+        changed = await limits.resume(interaction.user.id)
+        text = (
             "▶️ Your trading is resumed: new orders are sent again (within your /limits)."
             if changed
-            else "Your trading was not paused; nothing changed.",
-            ephemeral=True,
+            else "Your trading was not paused; nothing changed."
         )
+        # "Sent again" would be false while the owner's switch stops every order.
+        if (await limits.kill_switch()).on:
+            text = (
+                ("▶️ Your pause is lifted" if changed else "Your trading was not paused")
+                + ", but the bot owner's kill switch is on: no new order is sent for anyone "
+                "until they turn it off. Cancelling open orders still works."
+            )
+        await interaction.response.send_message(text, ephemeral=True)
 
     limits = app_commands.Group(name="limits", description="Your pre-trade limits")
 
     @limits.command(name="show", description="Your limits per order and per day")
     async def limits_show(self, interaction: discord.Interaction) -> None:
-        result = await self.bot.core.limits.member_limits(interaction.user.id)
-        await interaction.response.send_message(embed=limits_embed(result), ephemeral=True)
+        limits = self.bot.core.limits
+        result = await limits.member_limits(interaction.user.id)
+        stopped = (await limits.kill_switch()).on
+        await interaction.response.send_message(
+            embed=limits_embed(result, stopped=stopped), ephemeral=True
+        )
 
     @limits.command(name="set", description="Set your own, stricter limits (0 removes one)")
     @app_commands.describe(
@@ -169,9 +192,11 @@ class PretradeControls(commands.Cog):
                 "Give at least one limit, e.g. /limits set max_order_notional:5000. "
                 "See yours with /limits show."
             )
-        result = await self.bot.core.limits.set_member_limits(interaction.user.id, changes)
+        limits = self.bot.core.limits
+        result = await limits.set_member_limits(interaction.user.id, changes)
+        stopped = (await limits.kill_switch()).on
         await interaction.response.send_message(
-            embed=limits_embed(result, changed=True), ephemeral=True
+            embed=limits_embed(result, changed=True, stopped=stopped), ephemeral=True
         )
 
     @limits.command(name="strategy", description="A strategy's notional limits (its owner)")
@@ -180,7 +205,6 @@ class PretradeControls(commands.Cog):
         max_order_notional="Largest USD value of one entry per subscriber (0: no limit)",
         max_daily_notional="Largest USD value of entries per subscriber per UTC day (0: none)",
     )
-    @app_commands.guild_only()
     @app_commands.autocomplete(strategy=owned_strategy_names)
     async def limits_strategy(
         self,
@@ -189,7 +213,13 @@ class PretradeControls(commands.Cog):
         max_order_notional: str | None = None,
         max_daily_notional: str | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
+        # Discord offers a subcommand wherever its group is, DMs included: guild_only() on
+        # one is ignored, so this is checked here.
+        if interaction.guild_id is None:
+            raise InvalidInput(
+                "Strategies belong to a server: run /limits strategy in a channel of the "
+                "server where the strategy was created."
+            )
         service = self.bot.core.limits
         changes = {
             name: parse_limit(text, name)

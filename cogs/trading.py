@@ -155,7 +155,12 @@ class TradeButton(
         except Exception as e:
             await report_error(interaction, e)
             return
-        await update(interaction, content=None, embed=result_embed(outcome), view=None)
+        try:
+            await update(interaction, content=None, embed=result_embed(outcome), view=None)
+        except Exception as e:
+            # A dynamic item's error reaches no handler: unanswered, the member would see "This
+            # interaction failed" about an order that was sent, and might place it again.
+            await report_error(interaction, e)
 
 
 def preview_embed(p: Preview) -> discord.Embed:
@@ -265,14 +270,13 @@ def result_embed(outcome: Outcome) -> discord.Embed:
     return embed
 
 
-def history_footer(count: int, days: int) -> str:
-    """How many orders /history shows, and that older ones are cut when it hit the limit."""
+def history_footer(count: int, days: int, broker: str | None) -> str:
+    """How many orders /history shows, and that older ones are cut when it hit the limit.
+    ``broker``: where the full history is, None for Tradecord Paper, which has no site."""
     if count < HISTORY_LIMIT:
         return f"{count} order{plural(count)}"
-    return (
-        f"The newest {count} orders: older ones of these {days} day{plural(days)} are not shown. "
-        "Your broker's site has the full history."
-    )
+    cut = f"The newest {count} orders: older ones of these {days} day{plural(days)} are not shown."
+    return cut if broker is None else f"{cut} {broker}'s site has the full history."
 
 
 def cancelled_text(
@@ -312,9 +316,13 @@ def cancelled_text(
 
 
 class ConfirmCancelAll(ConfirmView):
-    def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
+    def __init__(
+        self, owner_id: int, bot: Tradecord, connection: str | None, mode: str, count: int
+    ) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
         self.bot, self.connection, self.mode = bot, connection, mode
+        if count == 1:
+            self.go.label, self.keep.label = "Cancel it", "Keep it"
 
     @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
@@ -530,7 +538,7 @@ class Trading(commands.Cog):
             fmt.order_rows(orders, fills=True),
             fmt.HISTORY_HEADERS,
             {3, 4},
-            history_footer(len(orders), days),
+            history_footer(len(orders), days, None if target.connection.builtin else broker),
         )
         await send_pages(interaction, pages)
 
@@ -687,11 +695,17 @@ class Trading(commands.Cog):
                 ephemeral=True,
             )
             return
-        view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode)
+        view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode, len(orders))
+        # One order is named: "Cancel all 1 open order" neither read well nor said which.
+        question = (
+            f"Cancel your one open {target.mode} order on {target.connection.name}, "
+            f"{order_text(orders[0])}?"
+            if len(orders) == 1
+            else f"Cancel all {len(orders)} open {target.mode} orders on {target.connection.name}?"
+        )
         view.message = await reply(
             interaction,
-            content=f"Cancel all {len(orders)} open {target.mode} order{plural(len(orders))} on "
-            f"{target.connection.name}?",
+            content=question,
             view=view,
             ephemeral=True,
             wait=True,

@@ -29,8 +29,9 @@ def _secure(core: Core) -> bool:
 
 
 def _refused(e: TradecordError) -> web.Response:
-    status = e.status if isinstance(e, LinkRefused) else 400
-    return page("Nothing was linked", [e.user_message], status=status, kind="bad")
+    if isinstance(e, LinkRefused):
+        return page(e.title, [e.user_message], status=e.status, kind="bad")
+    return page("Nothing was linked", [e.user_message], status=400, kind="bad")
 
 
 async def link_page(request: web.Request) -> web.Response:
@@ -93,20 +94,41 @@ async def broker_callback(request: web.Request) -> web.Response:
         )
     except TradecordError as e:
         return _refused(e)
-    await _announce(core, linked)
+    told = await _announce(core, linked)
     conn = linked.connection
     broker_name = core.linking.broker_name(conn.broker)
-    if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
+    # Members who turned off DMs from server members get no message: the page must not point
+    # them to one, but to the command that does the same.
+    accounts = f"/accounts connection:{conn.name}"
+    again = linked.relinked and conn.status == ConnectionStatus.ACTIVE
+    if again:
         lines = [
             f"Your {broker_name} login is linked again to “{conn.name}”.",
-            "It trades in the accounts it had, with its subscriptions; Discord has a message "
-            "with the details. /accounts changes the accounts.",
+            "It trades in the accounts it had, with its subscriptions; "
+            + (
+                "Discord has a message with the details. /accounts changes the accounts."
+                if told
+                else f"{accounts} in Discord shows and changes them."
+            ),
         ]
     else:
         lines = [
             f"Your {broker_name} login is linked as “{conn.name}”.",
             "Return to Discord: in the message we sent you, choose which account to trade "
-            "(trading stays off until you do). You can also use /accounts there.",
+            "(trading stays off until you do). You can also use /accounts there."
+            if told
+            else "Return to Discord and run "
+            f"{accounts} to choose which account to trade (trading stays off until you do). "
+            "We could not send you a message there: your privacy settings may not allow "
+            "direct messages from this server's members.",
+        ]
+    # No menu to choose from in Discord: the page says why, and what to run instead (one
+    # linked again keeps trading in its accounts meanwhile).
+    if linked.accounts_error and not again:
+        lines[1:] = [
+            f"We could not list your {broker_name} accounts yet: {linked.accounts_error} "
+            f"In a few minutes, run {accounts} in Discord to choose which account to trade "
+            "(trading stays off until you do)."
         ]
     if linked.dropped:
         lines.append(_dropped(linked))
@@ -115,20 +137,23 @@ async def broker_callback(request: web.Request) -> web.Response:
     return resp
 
 
-async def _announce(core: Core, linked: Linked) -> None:
-    """Tell the member in Discord, with menus to choose the accounts."""
+async def _announce(core: Core, linked: Linked) -> bool:
+    """Tell the member in Discord, with menus to choose the accounts; whether it was sent."""
     if core.notifier is None:
-        return
+        return False
     member = await core.connections.member_of(linked.connection)
     try:
         await core.notifier.dm(member.discord_user_id, account_choice_message(core, linked))
     except Exception:
         log.warning("Could not DM the member about connection %s", linked.connection.id)
+        return False
+    return True
 
 
 def account_choice_message(core: Core, linked: Linked) -> Outgoing:
     conn = linked.connection
-    if linked.relinked and conn.status == ConnectionStatus.ACTIVE:
+    again = linked.relinked and conn.status == ConnectionStatus.ACTIVE
+    if again:
         chosen = ", ".join(f"{a.mode}: {a.label}" for a in conn.accounts)
         lines = [
             f"✅ **{conn.name}** is linked again and trades as before ({chosen}), "

@@ -31,6 +31,7 @@ from adapters.models import Account, AccountRef, AccountType, AssetClass, Enviro
 from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import all_adapters, get_adapter_class
+from bot.brokers import connect_command
 from bot.db import lock_name
 from bot.errors import Conflict, InvalidInput, NotFound
 from bot.models import (
@@ -203,7 +204,7 @@ class ConnectionService:
         if conn.status == ConnectionStatus.NEEDS_REAUTH:
             raise InvalidInput(
                 f"“{conn.name}” needs to be re-linked: the broker no longer accepts our "
-                f"authorization. Run /connect {conn.broker} to link it again."
+                f"authorization. Run {connect_command(conn.broker)} to link it again."
             )
         account = conn.account(mode)
         if account is None:
@@ -419,8 +420,8 @@ class ConnectionService:
         if conn.status == ConnectionStatus.NEEDS_REAUTH:
             raise InvalidInput(
                 f"“{conn.name}” needs to be re-linked before its prices can be used: the broker "
-                f"no longer accepts our authorization. Run /connect {conn.broker}, or choose "
-                f"another source ({usable})."
+                "no longer accepts our authorization. Run "
+                f"{connect_command(conn.broker)}, or choose another source ({usable})."
             )
         if not self.serves_quotes(conn):
             broker = get_adapter_class(conn.broker).display_name

@@ -64,13 +64,37 @@ def digest(value: str) -> str:
 
 
 class LinkRefused(TradecordError):
-    """The flow stops here; ``user_message`` is shown on the page (and nothing was linked)."""
+    """The flow stops here; ``user_message`` is shown on the page under ``title``."""
 
     code = "link-refused"
 
-    def __init__(self, user_message: str, *, status: int = 400) -> None:
+    def __init__(
+        self, user_message: str, *, status: int = 400, title: str = "Nothing was linked"
+    ) -> None:
         super().__init__(user_message)
         self.status = status
+        self.title = title
+
+
+# A link or sign-in used once is opened again by a reload, the back button or a second click
+# on the Discord button, often after it linked the account: "Nothing was linked, run /connect
+# again" would be false then, and would add a second connection.
+def used_link() -> LinkRefused:
+    return LinkRefused(
+        "Each /connect link works once. If you finished linking with it, your connection is "
+        "already in /accounts in Discord; otherwise run /connect again for a new link.",
+        status=410,
+        title="This link was already used",
+    )
+
+
+def finished_sign_in() -> LinkRefused:
+    return LinkRefused(
+        "This page cannot be opened twice (a reload or the back button does that). If it said "
+        "your account was linked, it is: see /accounts in Discord. Otherwise run /connect "
+        "again.",
+        title="This sign-in already finished",
+    )
 
 
 @dataclass(slots=True)
@@ -174,7 +198,7 @@ class LinkingService:
         if not self.core.settings.discord_client_id:
             raise InvalidInput(
                 "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
-                "Ask the server admin."
+                "Ask the bot's owner."
             )
         offered = get_adapter_class(broker).connect_environments
         if environment is None:
@@ -236,9 +260,7 @@ class LinkingService:
                 status=410,
             )
         if link.used_at is not None:
-            raise LinkRefused(
-                "This link was already used. Run /connect again for a new one.", status=410
-            )
+            raise used_link()
         if link.expires_at <= self.now():
             raise LinkRefused(
                 "This link expired (links last 10 minutes). Run /connect again.", status=410
@@ -262,7 +284,7 @@ class LinkingService:
                 .values(used_at=now)
             )
             if spent.rowcount != 1:  # type: ignore[attr-defined]
-                raise LinkRefused("This link was already used. Run /connect again.", status=410)
+                raise used_link()
         browser = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         verifier = oauth.new_code_verifier()
@@ -341,10 +363,7 @@ class LinkingService:
                 .values(consumed_at=now)
             )
             if spent.rowcount != 1:  # type: ignore[attr-defined]
-                raise LinkRefused(
-                    "This sign-in was already completed once; it cannot be replayed. "
-                    "Run /connect again."
-                )
+                raise finished_sign_in()
         if row.expires_at <= now:
             raise LinkRefused("This sign-in took longer than 10 minutes. Run /connect again.")
         if row.kind != kind or (broker is not None and row.broker != broker):
@@ -353,9 +372,10 @@ class LinkingService:
                 "linked. Run /connect again."
             )
         if browser is None or not secrets.compare_digest(row.browser_hash, digest(browser)):
+            # Its link and state are spent by now: only a new /connect can start over.
             raise LinkRefused(
-                "This sign-in was started in another browser. Open your /connect "
-                "link and finish in the same browser.",
+                "This sign-in was started in another browser. Nothing was linked. Run /connect "
+                "again in Discord and finish every step in the browser its link opens.",
                 status=403,
             )
         async with self.core.db.session() as s:
@@ -380,17 +400,24 @@ class LinkingService:
                 raise LinkRefused(
                     "Tradecord could not read back what it saved for this sign-in (its "
                     "encryption keys may have just changed). Nothing was linked. Run /connect "
-                    "again; if this keeps happening, tell the server admin.",
+                    "again; if this keeps happening, tell the bot's owner.",
                     status=500,
                 ) from None
         error = (params.get("error") or [None])[0]
         if error:
-            text = (
-                "You chose not to allow access"
-                if error == "access_denied"
-                else f"The sign-in was refused ({error[:40]})"
+            # Said where: the member went through two sign-ins, Discord's and the broker's.
+            where = "Discord" if row.kind == "discord" else self.broker_name(row.broker)
+            if error == "access_denied":
+                raise LinkRefused(
+                    f"You chose not to allow Tradecord access at {where}, so nothing was "
+                    "linked. To link your account, run /connect in Discord again and allow "
+                    "access.",
+                    title="Access not allowed",
+                )
+            raise LinkRefused(
+                f"{where} refused the sign-in ({error[:40]}). Nothing was linked. Run /connect "
+                "in Discord to try again."
             )
-            raise LinkRefused(f"{text}. Nothing was linked. Run /connect to try again.")
         return row, link, member, verifier
 
     async def _spend(self, states: list[str]) -> None:
@@ -433,7 +460,9 @@ class LinkingService:
             )
             raise LinkRefused(
                 "You signed in to Discord as a different account from the member who asked for "
-                "this link, so nothing was linked. Only the member who ran /connect can use it.",
+                "this link, so nothing was linked. Only the member who ran /connect can use it: "
+                "to link an account of your own, run /connect in Discord yourself. If the link "
+                "was yours, run /connect again and sign in to Discord as yourself.",
                 status=403,
             )
         return await self._to_broker(link, browser or "")

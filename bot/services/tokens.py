@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.errors import AuthorizationExpired, BrokerUnavailable
 from adapters.registry import get_adapter_class
+from bot.brokers import connect_command
 from bot.db import Database, lock_row
 from bot.models import Connection, ConnectionStatus, Credential, Member
 from bot.services import audit, oauth
@@ -101,7 +102,7 @@ def _checked(row: Stored | None) -> Stored:
     conn = row[1]
     if conn.status == ConnectionStatus.NEEDS_REAUTH:
         raise AuthorizationExpired(
-            f"“{conn.name}” needs to be re-linked. Run /connect {conn.broker} again."
+            f"“{conn.name}” needs to be re-linked. Run {connect_command(conn.broker)} again."
         )
     return row
 
@@ -145,7 +146,7 @@ class DbTokenProvider:
             log.warning("connection %s: stored %s unreadable: %s", conn.id, column, e)
             raise AuthorizationExpired(
                 f"Tradecord can no longer read its stored authorization for “{conn.name}”. "
-                f"Run /connect {conn.broker} to link it again, or ask the server admin to "
+                f"Run {connect_command(conn.broker)} to link it again, or ask the bot's owner to "
                 "check the bot's encryption keys."
             ) from None
 
@@ -337,7 +338,7 @@ class DbTokenProvider:
         await self._tell_reauth(conn, member)
         return AuthorizationExpired(
             f"{conn.name}: the broker no longer accepts our authorization. "
-            f"Run /connect {conn.broker} to link it again."
+            f"Run {connect_command(conn.broker)} to link it again."
         )
 
     def store(
@@ -367,8 +368,8 @@ class DbTokenProvider:
                 member.discord_user_id,
                 Outgoing(
                     content=f"⛔ **{conn.name}** was disconnected by the broker: our authorization "
-                    f"expired or was revoked. Run `/connect {conn.broker}` to link it again. "
-                    "Nothing will be retried until you do."
+                    f"expired or was revoked. Run `{connect_command(conn.broker)}` to link it "
+                    "again. Nothing will be retried until you do."
                 ),
             )
         except Exception:
@@ -422,8 +423,8 @@ async def remind_expiring(core: Core, *, ahead: timedelta = timedelta(days=1)) -
                     content=(
                         f"⏳ Your authorization for **{conn.name}** ends in about {hours} "
                         f"hour{plural(hours)}; the broker does not let it be extended. Run "
-                        f"`/connect {conn.broker}` before then to keep trading on it without "
-                        "interruption."
+                        f"`{connect_command(conn.broker)}` before then to keep trading on it "
+                        "without interruption."
                     )
                 ),
             )

@@ -220,7 +220,7 @@ async def test_reminder_before_a_fixed_authorization_ends_is_sent_once(
         assert await remind_expiring(core) == 1
         assert await remind_expiring(core) == 0
         [(user, message)] = notifier.dms
-        assert user == MEMBER and "/connect tradestation" in (message.content or "")
+        assert user == MEMBER and "/connect broker:TradeStation" in (message.content or "")
         assert "about 23 hours" in (message.content or "")
     finally:
         await core.close()

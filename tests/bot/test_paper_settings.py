@@ -204,7 +204,7 @@ async def test_a_source_that_needs_relinking(core: Core, ts: TradeStationEmulato
             .where(Connection.id == cid)
             .values(status=ConnectionStatus.NEEDS_REAUTH)
         )
-    with pytest.raises(InvalidInput, match=r"re-linked.*/connect tradestation"):
+    with pytest.raises(InvalidInput, match=r"re-linked.*/connect broker:TradeStation"):
         await core.connections.set_paper_settings(MEMBER, quote_source="TS")
     assert await core.connections.quote_sources(MEMBER) == []
 

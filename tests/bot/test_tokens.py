@@ -77,7 +77,7 @@ async def test_invalid_grant_marks_reauth_and_is_never_retried(
         ts.oauth.revoke_user_grants(DEFAULT_CLIENT_ID, "demo")
         ts.oauth.expire_access_tokens()
         adapter = await core.connections.adapter_for(await connection(core, cid))
-        with pytest.raises(AuthorizationExpired, match="/connect tradestation"):
+        with pytest.raises(AuthorizationExpired, match="/connect broker:TradeStation"):
             await adapter.fetch_accounts()
         refreshes = ts.oauth.refresh_requests
         with pytest.raises(AuthorizationExpired):
@@ -85,7 +85,7 @@ async def test_invalid_grant_marks_reauth_and_is_never_retried(
         assert ts.oauth.refresh_requests == refreshes  # not retried
         assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
         [(user, message)] = notifier.dms
-        assert user == MEMBER and "/connect tradestation" in (message.content or "")
+        assert user == MEMBER and "/connect broker:TradeStation" in (message.content or "")
         async with core.db.session() as s:
             kinds = list(
                 await s.scalars(select(AuditEvent.kind).where(AuditEvent.connection_id == cid))
@@ -261,8 +261,10 @@ async def test_a_token_no_configured_key_opens_asks_to_link_again(
             token = core.vault.decrypt(cred.access_token, binding(conn, member, "access_token"))
         core.vault = Vault(parse_keys(generate_key_spec("other")))
         adapter = await core.connections.adapter_for(await connection(core, cid))
-        with pytest.raises(AuthorizationExpired, match="can no longer read"):
+        with pytest.raises(AuthorizationExpired, match="can no longer read") as refused:
             await adapter.fetch_accounts()
+        # TRADECORD_KEYS is the deployment's: a server admin cannot check it, its owner can.
+        assert "ask the bot's owner to check the bot's encryption keys" in str(refused.value)
         assert "unreadable" in caplog.text and token not in caplog.text
     finally:
         await core.close()
@@ -392,7 +394,7 @@ async def test_a_store_that_keeps_failing_ends_in_reauth_clearly_and_without_sec
         assert owner is not None  # nothing could be written: the lease runs out on its own
         later = core.connections.clock() + LEASE + timedelta(seconds=1)
         core.connections.clock = lambda: later
-        with pytest.raises(AuthorizationExpired, match="/connect tradestation"):
+        with pytest.raises(AuthorizationExpired, match="/connect broker:TradeStation"):
             await provider.refresh(old)
         assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
         [(user, _message)] = notifier.dms

@@ -58,10 +58,11 @@ async def test_a_plan_lowered_below_the_connections_in_use_says_what_that_means(
     )
     told = (await set_free.message()).content
     assert "They have 2: those keep working" in told, told
-    assert "until they /disconnect 2." in told, told
+    # "/disconnect 2." read as a command taking 2.
+    assert "until they /disconnect 2 of them." in told, told
     mine = (await h.reply("alice", "my-plan")).content
     assert "2 of 1 broker connection in use" in mine, mine
-    assert "until you /disconnect 2." in mine, mine
+    assert "until you /disconnect 2 of them." in mine, mine
     await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
     assert "/disconnect" not in (await h.reply("alice", "my-plan")).content
 
@@ -143,3 +144,96 @@ async def test_renaming_tradecord_paper_says_it_keeps_its_name_whatever_the_new_
     await linked(h, "alice", "tradestation")
     long = await h.reply("alice", "rename", connection="TradeStation", new_name="x" * 60)
     assert long.content.startswith("A connection name has 1 to 50 characters (60 given), e.g. ")
+
+
+async def test_a_connection_to_link_again_names_connect_as_the_member_fills_it_in(
+    h: Harness,
+) -> None:
+    """It said "Run /connect tradestation": the broker's internal key, which /connect offers
+    nowhere (its broker option reads "TradeStation")."""
+    from tests.support import add_broker_connection
+
+    cid = await add_broker_connection(h, "alice", "TS")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, cid)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    refused = await h.reply("alice", "positions", connection="TS", mode="live")
+    assert refused.ephemeral
+    assert "Run /connect broker:TradeStation to link it again." in refused.content, refused.content
+    assert "tradestation" not in refused.content
+
+
+async def test_a_broker_down_or_refusing_our_token_is_named(h: Harness) -> None:
+    """/positions said "The broker is not answering right now" and "Your authorization at the
+    broker has expired … Run /connect again for this broker": which one, for a member with
+    several, and /connect asks for the broker by name."""
+    from emulators.common import Fault
+
+    alice = h.user("alice")
+    await linked(h, "alice", "tradestation")
+    [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    ts = h.sandbox.emulators["tradestation"]
+    ts.faults.add(Fault(kind="status", path="/v3/", status=503, body={}))
+    down = await h.reply("alice", "positions", connection="TradeStation", mode="live")
+    assert down.content == "TradeStation is not answering right now. Try again in a minute."
+    ts.faults.clear()
+    ts.faults.add(Fault(kind="status", path="/v3/", status=401, body={}))
+    refused = await h.reply("alice", "positions", connection="TradeStation", mode="live")
+    assert refused.ephemeral
+    assert refused.content.startswith("TradeStation no longer accepts Tradecord's authorization")
+    assert "Run /connect broker:TradeStation to link it again." in refused.content
+
+
+async def test_setting_the_plan_a_member_already_has_says_nothing_changed(h: Harness) -> None:
+    """It said "bob is now on the free plan" of a member on it from the start: the admin would
+    read a change they did not make."""
+    bob = h.user("bob")
+
+    async def plan_set(plan: str) -> str:
+        done = await h.emu.slash(
+            h.emu.owner.id,
+            "plan set",
+            options={"member": bob, "plan": plan},
+            guild_id=h.guild_id,
+            channel_id=h.emu.general.id,
+        )
+        return (await done.message()).content
+
+    assert plan_set_text(await plan_set("free")) == "bob was already on the **free** plan"
+    assert plan_set_text(await plan_set("pro")) == "bob is now on the **pro** plan"
+    assert plan_set_text(await plan_set("Pro")) == "bob was already on the **pro** plan"
+
+
+def plan_set_text(content: str) -> str:
+    return content.split(" (")[0]
+
+
+async def test_connect_without_discord_sign_in_set_up_names_who_can_fix_it(
+    settings: Settings, db: object
+) -> None:
+    """It said "Ask the server admin" of DISCORD_CLIENT_ID, a setting of the deployment that
+    no server admin can set from Discord."""
+    async with running_tradecord(settings, brokers=True, discord_client_id=None) as h:
+        refused = await h.reply("alice", "connect", broker="tradestation")
+    assert refused.ephemeral and refused.buttons() == []
+    assert refused.content == (
+        "Linking is not set up on this server yet (DISCORD_CLIENT_ID is missing). "
+        "Ask the bot's owner."
+    )
+
+
+async def test_accounts_names_the_connect_that_relinks_a_connection(h: Harness) -> None:
+    """/accounts said "needs re-linking (/connect)" without the broker /connect asks for."""
+    from tests.support import add_broker_connection
+
+    cid = await add_broker_connection(h, "alice", "TS")
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, cid)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    shown = await h.reply("alice", "accounts")
+    assert "Status: ⛔ needs re-linking: /connect broker:TradeStation" in shown.text(), shown.text()

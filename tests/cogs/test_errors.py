@@ -42,6 +42,8 @@ async def test_unexpected_error_shows_only_an_incident_id(
     m = re.search(r"incident ([0-9A-F]{8})", msg.content or "")
     assert m, msg.content
     assert "hunter2" not in msg.text()
+    # The logs are the bot's owner's: a server admin of the guild cannot read them.
+    assert "Give this id to the bot's owner" in msg.text(), msg.text()
     logged = [r for r in tradecord.errors.records if m.group(1) in r.getMessage()]
     assert logged and logged[0].exc_info is not None  # the log has the traceback
 
@@ -67,3 +69,32 @@ def test_other_options_discord_py_cannot_convert_get_advice_too() -> None:
     stamp = app_commands.Timestamp()
     error = app_commands.TransformerError("soon", discord.AppCommandOptionType.string, stamp)
     assert "try again" in transformer_message(error)
+
+
+async def test_an_error_after_an_order_was_placed_is_answered(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in showing a confirmed order's result reached no handler (a button's, not a
+    command's): the member saw "This interaction failed" about an order that had filled. Nor
+    may the answer say "Nothing was changed; try again": trying again places it twice."""
+    import sys
+    from decimal import Decimal
+
+    from tests.cogs.test_trading import paper_orders
+
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    card = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1")
+
+    def broken(*_: object) -> discord.Embed:
+        raise RuntimeError("rendering failed")
+
+    # The module the bot loaded as its extension (discord.py imports a fresh one).
+    trading = sys.modules[type(h.bot.get_cog("Trading")).__module__]
+    monkeypatch.setattr(trading, "result_embed", broken)
+    h.errors.expect(r"Incident [0-9A-F]{8} in component")
+    answer = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    assert await paper_orders(h) == 1
+    assert answer.ephemeral and re.search(r"incident [0-9A-F]{8}", answer.text()), answer.text()
+    assert "Nothing was changed" not in answer.text()
+    assert "check whether it was done (/orders, /accounts) before trying again" in answer.text()

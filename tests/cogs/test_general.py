@@ -20,6 +20,9 @@ async def test_help_lists_every_command_and_the_brokers(tradecord: Harness) -> N
         assert f"/{command.name}" in text
     assert "Tradecord Paper" in text
     assert "Not configured on this server" in text and "TradeStation" in text
+    # Client ids are the deployment's settings: no server admin can set them from Discord.
+    assert "the bot's owner enables them by setting their client ids" in text, text
+    assert "only visible to you, unless you add share:true to /positions" in text, text
 
 
 async def test_accounts_shows_the_paper_connection_from_the_start(tradecord: Harness) -> None:

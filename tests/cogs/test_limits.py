@@ -54,6 +54,7 @@ async def test_only_the_bot_owner_turns_the_kill_switch_and_it_stops_everyones_o
     h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
     denied = await h.reply("alice", "killswitch", state="on")
     assert denied.ephemeral and "Only the bot's owner" in denied.text()
+    assert "To stop your own trading, strategy signals included, run /pause." in denied.text()
     owner = h.emu.owner.id
     card = await h.reply("alice", "trade", symbol="AAPL", side="buy", quantity="1")
     on = await h.reply(owner, "killswitch", state="on")
@@ -127,3 +128,59 @@ async def refused_trade_of(h: Harness, symbol: str, quantity: str) -> str:
     reply = await h.reply("alice", "trade", symbol=symbol, side="buy", quantity=quantity)
     assert reply.ephemeral and reply.buttons() == [], reply.text()
     return reply.text()
+
+
+async def test_resume_while_the_kill_switch_is_on_says_orders_still_stop(
+    tradecord: Harness,
+) -> None:
+    """/resume said "new orders are sent again" while the owner's kill switch refused them."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    await h.reply("alice", "pause")
+    await h.reply(h.emu.owner.id, "killswitch", state="on")
+    resumed = await h.reply("alice", "resume")
+    assert resumed.ephemeral
+    assert resumed.text() == (
+        "▶️ Your pause is lifted, but the bot owner's kill switch is on: no new order is sent "
+        "for anyone until they turn it off. Cancelling open orders still works."
+    ), resumed.text()
+    assert "kill switch" in (await refused_trade(h, "alice")).text()
+    again = await h.reply("alice", "resume")
+    assert again.text().startswith("Your trading was not paused, but the bot owner's kill switch")
+    await h.reply(h.emu.owner.id, "killswitch", state="off")
+    await h.reply("alice", "pause")
+    assert "new orders are sent again" in (await h.reply("alice", "resume")).text()
+
+
+async def test_limits_show_says_when_the_kill_switch_holds_every_order(
+    tradecord: Harness,
+) -> None:
+    """/limits show, where a member looks for what stops their orders, said nothing of the
+    owner's kill switch: only the limits, which were not what refused them."""
+    h = tradecord
+    calm = await h.reply("alice", "limits show")
+    assert "kill switch" not in calm.text()
+    await h.reply(h.emu.owner.id, "killswitch", state="on")
+    for shown in (
+        await h.reply("alice", "limits show"),
+        await h.reply("alice", "limits set", max_order_quantity="10"),
+    ):
+        assert (
+            "The bot owner's kill switch is on: no new order is sent for anyone until they "
+            "turn it off." in shown.text().replace("**", "")
+        ), shown.text()
+
+
+async def test_limits_strategy_in_a_dm_says_to_run_it_in_the_server(tradecord: Harness) -> None:
+    """Discord offers /limits strategy in DMs (guild_only() on a subcommand does nothing), and
+    there it failed an assertion: the member got an incident id."""
+    h = tradecord
+    await h.bot.tree.sync()  # globally, as `tradecord sync --global` does: DMs see /limits
+    done = await h.emu.slash(
+        h.user("alice"), "limits strategy", options={"strategy": "Trend"}, dm=True
+    )
+    answer = await done.message(timeout=10)
+    assert answer.text() == (
+        "Strategies belong to a server: run /limits strategy in a channel of the server where "
+        "the strategy was created."
+    ), answer.text()

@@ -416,8 +416,11 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     done = await h.reply("alice", "cancel order", order=choices[0]["value"])
     assert "cancelled" in done.text()
     ask = await h.reply("alice", "cancel all")
-    assert "Cancel all 1 open paper order" in ask.text()
-    confirmed = await h.emu.click(alice, ask, label="Cancel them all")
+    assert ask.text() == (
+        "Cancel your one open paper order on Tradecord Paper, buy 1 MSFT limit at $350.00?"
+    ), ask.text()
+    assert [b.label for b in ask.buttons()] == ["Cancel it", "Keep it"]
+    confirmed = await h.emu.click(alice, ask, label="Cancel it")
     assert "Cancelled 1 open order" in (await confirmed.message(timeout=10)).text()
     assert "Nothing here" in (await h.reply("alice", "orders")).text()
     history = await h.reply("alice", "history")
@@ -498,8 +501,8 @@ async def test_a_double_press_on_a_confirm_dialog_acts_once(
     ask = await h.reply("alice", "cancel all")
     # Both presses reach the bot before the first one has removed the buttons.
     presses = await asyncio.gather(
-        h.emu.click(alice, ask, label="Cancel them all"),
-        h.emu.click(alice, ask, label="Cancel them all"),
+        h.emu.click(alice, ask, label="Cancel it"),
+        h.emu.click(alice, ask, label="Cancel it"),
     )
     answers = [await p.message(timeout=10) for p in presses]
     assert len(calls) == 1
@@ -698,7 +701,7 @@ async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
     priced = await h.reply("alice", "orders", share=True, show_amounts=True)
     assert "350.25" in priced.text() and "TCP" not in priced.text()
     ask = await h.reply("alice", "cancel all")
-    await (await h.emu.click(alice, ask, label="Cancel them all")).message(timeout=10)
+    await (await h.emu.click(alice, ask, label="Cancel it")).message(timeout=10)
     history = await h.reply("alice", "history", share=True)
     assert not history.ephemeral
     assert "cancelled" in history.text() and "350.25" not in history.text()
@@ -744,10 +747,33 @@ async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
 
 
 def test_history_says_when_older_orders_were_cut() -> None:
-    assert history_footer(12, 7) == "12 orders"
-    assert history_footer(1, 7) == "1 order"
-    cut = history_footer(HISTORY_LIMIT, 30)
-    assert f"newest {HISTORY_LIMIT} orders" in cut and "not shown" in cut
+    assert history_footer(12, 7, None) == "12 orders"
+    assert history_footer(1, 7, "Alpaca") == "1 order"
+    cut = history_footer(HISTORY_LIMIT, 30, "TradeStation")
+    assert cut == (
+        f"The newest {HISTORY_LIMIT} orders: older ones of these 30 days are not shown. "
+        "TradeStation's site has the full history."
+    )
+    # Tradecord Paper has no site: it said "Your broker's site has the full history".
+    paper = history_footer(HISTORY_LIMIT, 30, None)
+    assert paper == f"The newest {HISTORY_LIMIT} orders: older ones of these 30 days are not shown."
+
+
+async def test_paper_history_cut_points_to_no_broker_site(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    for _ in range(2):
+        card = await preview(h, "alice", symbol="AAPL", quantity="1")
+        await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    # The module the bot loaded as its extension (discord.py imports a fresh one).
+    cog = sys.modules[type(h.bot.get_cog("Trading")).__module__]
+    monkeypatch.setattr(cog, "HISTORY_LIMIT", 2)
+    footer = (await h.reply("alice", "history")).text().splitlines()[-1]
+    assert footer == "The newest 2 orders: older ones of these 7 days are not shown.", footer
 
 
 async def test_cancel_racing_a_confirm_is_told_the_order_went_ahead(

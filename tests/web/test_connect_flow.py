@@ -212,7 +212,11 @@ async def test_someone_elses_link_links_nothing_and_the_member_is_told(h: Harnes
         callback = await through_discord(b, h, link, as_user=alice)
         refused = await b.get(callback)
         assert refused.status == 403
-        assert "different account" in await refused.text()
+        page = await refused.text()
+        assert "different account" in page
+        # What either of them can do next: the page said only who could use the link.
+        assert "to link an account of your own, run /connect in Discord yourself" in page
+        assert "If the link was yours, run /connect again and sign in to Discord as" in page
     finally:
         await b.close()
     assert await connections(h, "mallory") == [] and await connections(h, "alice") == []
@@ -249,6 +253,113 @@ async def test_req1_discord_sign_in_always_carries_the_s256_challenge(h: Harness
     assert 43 <= len(verifier) <= 128
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     assert query["code_challenge"] == [challenge.rstrip(b"=").decode()]
+
+
+async def test_opening_the_link_or_the_success_page_again_does_not_deny_the_link(
+    h: Harness,
+) -> None:
+    """A reload of the success page, or a second click on the Discord button once linked, said
+    "Nothing was linked … Run /connect again": false, and a second /connect adds a second
+    connection. Each now says the link is spent and where a finished one is."""
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        callback = await through_broker(b, h, await through_discord(b, h, link, alice))
+        assert (await b.get(callback)).status == 200
+        reloaded = await b.get(callback)
+        clicked_again = await b.get(link)
+        pages = [
+            (reloaded.status, await reloaded.text()),
+            (clicked_again.status, await clicked_again.text()),
+        ]
+    finally:
+        await b.close()
+    assert [status for status, _ in pages] == [400, 410]
+    for (_, text), title in zip(
+        pages, ("This sign-in already finished", "This link was already used"), strict=True
+    ):
+        assert f"<h1>{title}</h1>" in text, text
+        assert "Nothing was linked" not in text
+        assert "/accounts in Discord" in text and "run /connect again" in text, text
+    assert len(await connections(h, "alice")) == 1
+
+
+async def test_the_success_page_of_a_member_without_dms_points_to_accounts(h: Harness) -> None:
+    """It said "in the message we sent you, choose which account to trade" to a member whose
+    privacy settings refuse DMs from server members: there was no message to find."""
+    alice = h.user("alice")
+    h.emu.set_dms_open(alice, False)
+    b = Browser()
+    try:
+        callback = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+        )
+        done = await b.get(callback)
+        text = html.unescape(await done.text())
+    finally:
+        await b.close()
+    assert done.status == 200 and "is linked" in text
+    assert "message we sent you" not in text, text
+    assert "run /accounts connection:TradeStation to choose which account to trade" in text, text
+    assert "We could not send you a message there" in text, text
+
+
+async def test_the_success_page_says_when_the_accounts_could_not_be_listed(h: Harness) -> None:
+    """It said "in the message we sent you, choose which account to trade" when the broker
+    had not listed the accounts: the message had no menu, only that they could not be listed."""
+    from emulators.common import Fault
+
+    alice = h.user("alice")
+    b = Browser()
+    try:
+        callback = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), alice)
+        )
+        ts = h.sandbox.emulators["tradestation"]
+        ts.faults.add(Fault(kind="status", path="/v3/brokerage/accounts$", status=503, body={}))
+        done = await b.get(callback)
+        text = html.unescape(await done.text())
+    finally:
+        await b.close()
+    assert done.status == 200 and "is linked" in text
+    assert "message we sent you" not in text, text
+    assert "We could not list your TradeStation accounts yet: TradeStation is not answering" in (
+        text
+    ), text
+    assert "run /accounts connection:TradeStation in Discord to choose which account" in text
+
+
+async def test_linked_again_while_the_accounts_cannot_be_listed_keeps_trading(h: Harness) -> None:
+    """A connection linked again keeps its accounts when the broker does not list them: its
+    page must not say that trading stays off until an account is chosen."""
+    from emulators.common import Fault
+
+    alice = h.user("alice")
+
+    async def through(link: str) -> str:
+        b = Browser()
+        try:
+            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+            return html.unescape(await done.text())
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    async with h.core.db.transaction() as s:
+        row = await s.get(Connection, conn.id)
+        assert row is not None
+        row.status = ConnectionStatus.NEEDS_REAUTH
+    link = await connect_link(h, "alice")
+    ts = h.sandbox.emulators["tradestation"]
+    ts.faults.add(Fault(kind="status", path="/v3/brokerage/accounts$", status=503, body={}))
+    page = await through(link)
+    assert "linked again to “TradeStation”" in page and "trades in the accounts it had" in page
+    assert "trading stays off" not in page, page
 
 
 async def test_link_is_single_use_and_replaced_by_a_newer_connect(h: Harness) -> None:
@@ -316,11 +427,18 @@ def url(base: str, **params: Any) -> str:
         ("unknown_state", 400, "not one Tradecord started"),
         ("missing_state", 400, "had no state"),
         ("missing_code", 400, "no authorization code"),
-        ("error", 400, "You chose not to allow access"),
+        (
+            "error",
+            400,
+            "<h1>Access not allowed</h1><p>You chose not to allow Tradecord access at "
+            "TradeStation, so nothing was linked. To link your account, run /connect in Discord "
+            "again and allow access.</p>",
+        ),
         ("duplicate_state", 400, "appeared twice"),
         ("duplicate_code", 400, "appeared twice"),
         ("wrong_iss", 400, "unexpected issuer"),
-        ("other_browser", 403, "started in another browser"),
+        # Not "open your link again": the link is spent by now, so it would only be refused.
+        ("other_browser", 403, "another browser. Nothing was linked. Run /connect again"),
         ("other_broker", 400, "wrong address"),
     ],
 )
@@ -368,7 +486,7 @@ async def test_req2_state_is_consumed_even_when_callback_has_duplicate_params(
         assert first.status == 400
         second = await b.get(url(base, state=state, code=code))
         assert second.status == 400, await second.text()
-        assert "cannot be replayed" in await second.text()
+        assert "cannot be opened twice" in await second.text()
     finally:
         await b.close()
     assert token_requests(h) == 0
@@ -386,9 +504,33 @@ async def test_discord_sign_in_state_is_consumed_even_when_callback_has_duplicat
         first = await b.get(url(base, state=[state, state], code=code))
         assert first.status == 400 and "appeared twice" in await first.text()
         second = await b.get(url(base, state=state, code=code))
-        assert second.status == 400 and "cannot be replayed" in await second.text()
+        assert second.status == 400 and "cannot be opened twice" in await second.text()
     finally:
         await b.close()
+    assert await connections(h, "alice") == []
+
+
+async def test_cancelling_the_discord_sign_in_says_where_and_what_to_do(h: Harness) -> None:
+    """ "You chose not to allow access. Nothing was linked." under the title "Nothing was
+    linked" did not say at which of the two sign-ins, nor how to link after all."""
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        page = await b.get(link)
+        started = await b.submit(link, await page.text())
+        authorize = started.headers["Location"]
+        consent = await b.get(authorize)
+        cancelled = await b.submit(
+            authorize, await consent.text(), user_id=str(h.user("alice")), action="cancel"
+        )
+        refused = await b.get(cancelled.headers["Location"])
+        text = await refused.text()
+    finally:
+        await b.close()
+    assert refused.status == 400
+    assert "<h1>Access not allowed</h1>" in text, text
+    assert "not to allow Tradecord access at Discord" in text, text
+    assert "run /connect in Discord again and allow access" in text, text
     assert await connections(h, "alice") == []
 
 
@@ -412,8 +554,9 @@ async def test_a_verifier_this_server_cannot_decrypt_is_a_clear_refusal(h: Harne
         assert refused.headers["Cache-Control"] == "no-store"
         text = await refused.text()
         assert "encryption keys may have just changed" in text and "Run /connect again" in text
+        assert "tell the bot's owner" in html.unescape(text), text
         again = await b.get(callback)
-        assert again.status == 400 and "cannot be replayed" in await again.text()
+        assert again.status == 400 and "cannot be opened twice" in await again.text()
     finally:
         await b.close()
     assert await connections(h, "alice") == []
@@ -430,7 +573,7 @@ async def test_replayed_and_expired_state_and_reused_code(h: Harness) -> None:
         assert ok.status == 200
         used = token_requests(h)
         replay = await b.get(url(base, state=q["state"][0], code=q["code"][0]))
-        assert replay.status == 400 and "replayed" in await replay.text()
+        assert replay.status == 400 and "cannot be opened twice" in await replay.text()
         # A fresh state but a code that was already spent: refused before the token endpoint.
         base2, q2 = await reach_broker_callback(h, b)
         reused = await b.get(url(base2, state=q2["state"][0], code=q["code"][0]))
