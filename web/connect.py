@@ -130,6 +130,8 @@ async def broker_callback(request: web.Request) -> web.Response:
             f"In a few minutes, run {accounts} in Discord to choose which account to trade "
             "(trading stays off until you do)."
         ]
+    elif not linked.accounts_error and not account_menus(conn, linked.accounts, linked.held):
+        lines[1:] = [no_accounts_text(conn.name)]
     if linked.dropped:
         lines.append(_dropped(linked))
     resp = page(f"{conn.name} is linked", [*lines, "You can close this tab."], kind="ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,7 +97,10 @@ async def test_a_login_with_no_account_is_told_what_to_do(h: Harness) -> None:
         cb = await through_broker(
             b, h, await through_discord(b, h, link, h.user("alice")), broker_user="empty"
         )
-        assert (await b.get(cb)).status == 200
+        done = await b.get(cb)
+        assert done.status == 200
+        page = html.unescape(await done.text())
+        assert "has no account to choose yet" in page and "in the message we sent" not in page
     finally:
         await b.close()
     dm = await h.emu.wait_for_message(
