@@ -39,6 +39,7 @@ from cogs.ui import (
     OK_COLOUR,
     ConfirmView,
     OwnedView,
+    as_title,
     connection_names,
     in_time,
     reply,
@@ -437,7 +438,7 @@ class Trading(commands.Cog):
         embed = discord.Embed(
             # Shared, it names the broker only, as /positions and /orders do: a connection's
             # name is the member's own ("Roth IRA") and may say more than they meant to share.
-            title=f"{interaction.user.display_name}'s balances"
+            title=f"{as_title(interaction.user.display_name)}'s balances"
             if share
             else f"Balances · {pf.target.connection.name}",
             description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}",
@@ -792,7 +793,7 @@ def shared_positions(
         rows = [[p.symbol, p.side, fmt.pct(p.unrealized_pnl, p.cost_basis)] for p in pf.positions]
         right = {2}
     embed = discord.Embed(
-        title=f"{interaction.user.display_name}'s positions",
+        title=f"{as_title(interaction.user.display_name)}'s positions",
         description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}\n"
         + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else "No open positions."),
         colour=fmt.mode_colour(pf.target.mode),
@@ -831,7 +832,7 @@ def shared_orders(
         ]
         right: set[int] = set()
     embed = discord.Embed(
-        title=f"{interaction.user.display_name}'s {what}",
+        title=f"{as_title(interaction.user.display_name)}'s {what}",
         description=f"{fmt.mode_tag(mode)} · {broker}\n"
         + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else "Nothing here."),
         colour=fmt.mode_colour(mode),

@@ -708,6 +708,18 @@ async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
     assert "TCP" not in history.text()
 
 
+async def test_shared_summaries_show_a_display_name_as_typed(tradecord: Harness) -> None:
+    """A display name is the member's own text: "**Bob**" made a shared summary's title bold.
+    Embed titles render markdown but not mentions, so "<@…>" already shows as typed."""
+    h = tradecord
+    bob = h.emu.add_user("bob", global_name="**Bob** <@1575800000000000000>")
+    h.emu.add_member(h.guild_id, bob.id)
+    for command in ("positions", "balances", "orders", "history"):
+        shared = await h.reply(bob.id, command, share=True)
+        title = shared.embeds[0]["title"]
+        assert title.startswith("\\*\\*Bob\\*\\* <@1575800000000000000>'s "), title
+
+
 async def test_share_error_after_a_slow_read_stays_private(
     tradecord: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
