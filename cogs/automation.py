@@ -383,6 +383,7 @@ class Automation(commands.Cog):
             ["Name", "You", "Subs", "Sources", "Limit"],
             {2},
             "Webhook URLs are shown once; /strategy rotate-secret for a new one",
+            empty="You have no strategies here. Make one with /strategy create.",
         )
         for page in pages:
             page.colour = discord.Colour(BLURPLE)
@@ -606,6 +607,7 @@ class Automation(commands.Cog):
             {6},
             f"{len(subs)} subscription{plural(len(subs))} · change with /subscribe, stop with "
             "/unsubscribe",
+            empty="You have no subscriptions. Subscribe a connection with /subscribe.",
         )
         await send_pages(interaction, pages)
 
