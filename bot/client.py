@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,34 @@ class Tradecord(commands.Bot):
     ) -> None:
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         await report_error(interaction, original)
+
+    def add_dynamic_items(self, *items: type[discord.ui.DynamicItem[Any]]) -> None:
+        for item in items:
+            answer_errors(item)
+        super().add_dynamic_items(*items)
+
+
+_ANSWERS_ERRORS = "_tradecord_answers_errors"
+
+
+def answer_errors(item: type[discord.ui.DynamicItem[Any]]) -> None:
+    """Send an error escaping ``item``'s callback to ``report_error``, as the tree's handler
+    does for commands. discord.py only logs it ("Ignoring exception in dynamic item
+    callback"), so the member saw "This interaction failed", though the account may have been
+    chosen or the order sent."""
+    callback = item.callback
+    if getattr(callback, _ANSWERS_ERRORS, False):
+        return
+
+    @functools.wraps(callback)
+    async def answering(self: discord.ui.DynamicItem[Any], interaction: discord.Interaction) -> Any:
+        try:
+            return await callback(self, interaction)
+        except Exception as e:
+            await report_error(interaction, e)
+
+    setattr(answering, _ANSWERS_ERRORS, True)
+    item.callback = answering  # type: ignore[method-assign]
 
 
 async def report_error(interaction: discord.Interaction, error: BaseException) -> None:

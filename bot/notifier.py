@@ -7,13 +7,18 @@ or worker process never needs a bot process's memory to reach a member.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 import discord
 from discord.http import HTTPClient, handle_message_parameters
 
-from bot.services.notify import ChannelUnavailable, Outgoing
+from bot.services.notify import ChannelUnavailable, Outgoing, buttons_of, closed_card
 
 log = logging.getLogger("tradecord.notifier")
+
+# How far back close_dm_card looks for a card (Discord's largest page of history): a card with
+# more DMs after it than this is left as it is; its buttons still answer when pressed.
+RECENT_DMS = 100
 
 
 class DiscordNotifier:
@@ -23,11 +28,32 @@ class DiscordNotifier:
         self._dm_channels: dict[int, int] = {}
 
     async def dm(self, discord_user_id: int, message: Outgoing) -> None:
+        await self._send(await self._dm_channel(discord_user_id), message)
+
+    async def close_dm_card(
+        self, discord_user_id: int, custom_ids: Collection[str], outcome: str
+    ) -> bool:
+        channel_id = await self._dm_channel(discord_user_id)
+        wanted = set(custom_ids)
+        for data in await self.http.logs_from(channel_id, RECENT_DMS):
+            if not buttons_of(list(data.get("components") or [])) & wanted:
+                continue
+            with handle_message_parameters(
+                content=closed_card(data.get("content") or "", outcome),
+                allowed_mentions=discord.AllowedMentions.none(),
+            ) as params:
+                if params.payload is not None:
+                    params.payload["components"] = []  # an empty list removes the buttons
+                await self.http.edit_message(channel_id, int(data["id"]), params=params)
+            return True
+        return False
+
+    async def _dm_channel(self, discord_user_id: int) -> int:
         channel_id = self._dm_channels.get(discord_user_id)
         if channel_id is None:
             data = await self.http.start_private_message(discord_user_id)
             channel_id = self._dm_channels[discord_user_id] = int(data["id"])
-        await self._send(channel_id, message)
+        return channel_id
 
     async def post(self, channel_id: int, message: Outgoing) -> None:
         try:

@@ -19,6 +19,7 @@ from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.limits import describe_limit, without_thousands
+from bot.services.notify import closed_card
 from bot.services.signals import Phase, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
@@ -297,8 +298,7 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
     async def _close(interaction: discord.Interaction, outcome: str) -> None:
         """The card keeps its text, gains the outcome and loses its buttons."""
         card = interaction.message.content if interaction.message else ""
-        content = f"{card}\n\n**{outcome}**"
-        await interaction.response.edit_message(content=content[-2000:], view=None)
+        await interaction.response.edit_message(content=closed_card(card, outcome), view=None)
 
 
 class ConfirmDelete(ConfirmView):
@@ -383,6 +383,7 @@ class Automation(commands.Cog):
             ["Name", "You", "Subs", "Sources", "Limit"],
             {2},
             "Webhook URLs are shown once; /strategy rotate-secret for a new one",
+            empty="You have no strategies here. Make one with /strategy create.",
         )
         for page in pages:
             page.colour = discord.Colour(BLURPLE)
@@ -606,6 +607,7 @@ class Automation(commands.Cog):
             {6},
             f"{len(subs)} subscription{plural(len(subs))} · change with /subscribe, stop with "
             "/unsubscribe",
+            empty="You have no subscriptions. Subscribe a connection with /subscribe.",
         )
         await send_pages(interaction, pages)
 

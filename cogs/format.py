@@ -153,12 +153,15 @@ def paged(
     headers: list[str],
     right: set[int],
     footer: str,
+    *,
+    empty: str,
 ) -> list[discord.Embed]:
-    """Embeds of at most ``PAGE_ROWS`` rows each, numbered in the footer."""
+    """Embeds of at most ``PAGE_ROWS`` rows each, numbered in the footer; ``empty`` says what
+    there is none of ("No open orders.") when there are no rows."""
     chunks = [rows[i : i + PAGE_ROWS] for i in range(0, len(rows), PAGE_ROWS)] or [[]]
     pages = []
     for n, chunk in enumerate(chunks, 1):
-        body = table(headers, chunk, right) if chunk else "Nothing here."
+        body = table(headers, chunk, right) if chunk else empty
         embed = discord.Embed(
             title=title, description=f"{header}\n{body}", colour=mode_colour(mode)
         )

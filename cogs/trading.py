@@ -39,6 +39,7 @@ from cogs.ui import (
     OK_COLOUR,
     ConfirmView,
     OwnedView,
+    as_title,
     connection_names,
     in_time,
     reply,
@@ -58,6 +59,12 @@ PRICE_TYPES: dict[PriceType, str] = {  # as members read them
 
 def _footer(*parts: str | None) -> str:
     return " · ".join(p for p in parts if p)
+
+
+def shared_footer(command: str, amounts: bool, *parts: str | None) -> str:
+    """What a shared summary is and what it leaves out, after ``parts`` ("and 3 more")."""
+    left_out = "no account numbers" if amounts else "no account numbers or amounts"
+    return _footer(*parts, f"Shared with /{command} · {left_out}")
 
 
 class Pager(OwnedView):
@@ -409,6 +416,7 @@ class Trading(commands.Cog):
                 f"{len(pf.positions)} position{plural(len(pf.positions))}",
                 fmt.SIMULATED if pf.simulated else None,
             ),
+            empty="No open positions.",
         )
         await send_pages(interaction, pages)
 
@@ -437,7 +445,7 @@ class Trading(commands.Cog):
         embed = discord.Embed(
             # Shared, it names the broker only, as /positions and /orders do: a connection's
             # name is the member's own ("Roth IRA") and may say more than they meant to share.
-            title=f"{interaction.user.display_name}'s balances"
+            title=f"{as_title(interaction.user.display_name)}'s balances"
             if share
             else f"Balances · {pf.target.connection.name}",
             description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}",
@@ -460,7 +468,11 @@ class Trading(commands.Cog):
             from adapters.models import mask_account
 
             embed.add_field(name="Account", value=mask_account(pf.target.account.account_id))
-        embed.set_footer(text=_footer(fmt.SIMULATED if pf.simulated else None) or "\u200b")
+        simulated = fmt.SIMULATED if pf.simulated else None
+        if share:
+            embed.set_footer(text=shared_footer("balances", show_amounts, simulated))
+        elif simulated:
+            embed.set_footer(text=simulated)
         await reply(interaction, embed=embed, ephemeral=not share)
 
     @app_commands.command(name="orders", description="Your open orders")
@@ -486,7 +498,14 @@ class Trading(commands.Cog):
         )
         if share:
             embed = shared_orders(
-                interaction, "open orders", target.mode, broker, orders, show_amounts
+                interaction,
+                "orders",
+                "open orders",
+                target.mode,
+                broker,
+                orders,
+                show_amounts,
+                empty="No open orders.",
             )
             await reply(interaction, embed=embed, ephemeral=False)
             return
@@ -498,6 +517,7 @@ class Trading(commands.Cog):
             fmt.ORDER_HEADERS,
             {3},
             f"{len(orders)} open order{plural(len(orders))} · cancel with /cancel order",
+            empty="No open orders.",
         )
         await send_pages(interaction, pages)
 
@@ -524,21 +544,30 @@ class Trading(commands.Cog):
             self.bot.core.trading.history(interaction.user.id, connection, mode, days),
             ephemeral=not share,
         )
+        last = f"the last {days} day{plural(days)}"
         if share:
-            what = f"orders of the last {days} day{plural(days)}"
             embed = shared_orders(
-                interaction, what, target.mode, broker, orders, show_amounts, fills=True
+                interaction,
+                "history",
+                f"orders of {last}",
+                target.mode,
+                broker,
+                orders,
+                show_amounts,
+                empty=f"No orders in {last}.",
+                fills=True,
             )
             await reply(interaction, embed=embed, ephemeral=False)
             return
         pages = fmt.paged(
             f"Order history · {target.connection.name}",
             target.mode,
-            f"{fmt.mode_tag(target.mode)} · {broker} · last {days} day{plural(days)}",
+            f"{fmt.mode_tag(target.mode)} · {broker} · {last}",
             fmt.order_rows(orders, fills=True),
             fmt.HISTORY_HEADERS,
             {3, 4},
             history_footer(len(orders), days, None if target.connection.builtin else broker),
+            empty=f"No orders in {last}.",
         )
         await send_pages(interaction, pages)
 
@@ -792,33 +821,38 @@ def shared_positions(
         rows = [[p.symbol, p.side, fmt.pct(p.unrealized_pnl, p.cost_basis)] for p in pf.positions]
         right = {2}
     embed = discord.Embed(
-        title=f"{interaction.user.display_name}'s positions",
+        title=f"{as_title(interaction.user.display_name)}'s positions",
         description=f"{fmt.mode_tag(pf.target.mode)} · {pf.broker_name}\n"
         + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else "No open positions."),
         colour=fmt.mode_colour(pf.target.mode),
     )
     more = len(rows) - fmt.PAGE_ROWS
     embed.set_footer(
-        text=_footer(
-            f"and {more} more" if more > 0 else None, fmt.SIMULATED if pf.simulated else None
+        text=shared_footer(
+            "positions",
+            amounts,
+            f"and {more} more" if more > 0 else None,
+            fmt.SIMULATED if pf.simulated else None,
         )
-        or "\u200b"
     )
     return embed
 
 
 def shared_orders(
     interaction: discord.Interaction,
+    command: str,
     what: str,
     mode: str,
     broker: str,
     orders: list[Order],
     amounts: bool,
     *,
+    empty: str,
     fills: bool = False,
 ) -> discord.Embed:
-    """A public summary of orders: no account numbers or order ids; quantities and prices only
-    when asked for (``fills``: with the average fill price, as /history has)."""
+    """A public summary of orders (``command`` /orders or /history): no account numbers or order
+    ids; quantities and prices only when asked for (``fills``: with the average fill price, as
+    /history has); ``empty`` when there are none."""
     if amounts:
         headers = (fmt.HISTORY_HEADERS if fills else fmt.ORDER_HEADERS)[1:]
         rows = [row[1:] for row in fmt.order_rows(orders, fills=fills)]
@@ -831,13 +865,13 @@ def shared_orders(
         ]
         right: set[int] = set()
     embed = discord.Embed(
-        title=f"{interaction.user.display_name}'s {what}",
+        title=f"{as_title(interaction.user.display_name)}'s {what}",
         description=f"{fmt.mode_tag(mode)} · {broker}\n"
-        + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else "Nothing here."),
+        + (fmt.table(headers, rows[: fmt.PAGE_ROWS], right) if rows else empty),
         colour=fmt.mode_colour(mode),
     )
     more = len(rows) - fmt.PAGE_ROWS
-    embed.set_footer(text=f"and {more} more" if more > 0 else "\u200b")
+    embed.set_footer(text=shared_footer(command, amounts, f"and {more} more" if more > 0 else None))
     return embed
 
 

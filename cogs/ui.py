@@ -33,6 +33,13 @@ def as_text(name: str) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(name))
 
 
+def as_title(name: str) -> str:
+    """A member's display name as plain text in an embed title. Titles render markdown but
+    not mentions, so "<@123>" already shows as typed; escaping it as ``as_text`` does would
+    only add an invisible character to what the reader copies."""
+    return discord.utils.escape_markdown(name)
+
+
 async def in_time(
     interaction: discord.Interaction,
     work: Awaitable[T],

@@ -8,6 +8,7 @@ API as well, never through another process's memory.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,10 +30,32 @@ class ChannelUnavailable(Exception):
     retrying will not help."""
 
 
+def buttons_of(components: list[dict[str, Any]]) -> set[str]:
+    """The custom ids of the buttons in a message's action rows."""
+    return {
+        str(c["custom_id"])
+        for row in components
+        for c in row.get("components") or []
+        if c.get("custom_id")
+    }
+
+
+def closed_card(content: str, outcome: str) -> str:
+    """A card whose question has ended: its text, then the outcome (within Discord's 2000)."""
+    return f"{content}\n\n**{outcome}**"[-2000:]
+
+
 class Notifier(Protocol):
     async def dm(self, discord_user_id: int, message: Outgoing) -> None: ...
 
     async def post(self, channel_id: int, message: Outgoing) -> None: ...
+
+    async def close_dm_card(
+        self, discord_user_id: int, custom_ids: Collection[str], outcome: str
+    ) -> bool:
+        """Take the buttons off the member's recent DM that carries one of ``custom_ids`` and
+        add ``outcome`` below its text; False when none of their recent DMs carries them."""
+        ...
 
 
 async def dm_quietly(
@@ -63,3 +86,13 @@ class RecordingNotifier:
         if channel_id in self.unavailable:
             raise ChannelUnavailable(f"channel {channel_id}")
         self.posts.append((channel_id, message))
+
+    async def close_dm_card(
+        self, discord_user_id: int, custom_ids: Collection[str], outcome: str
+    ) -> bool:
+        for uid, message in reversed(self.dms):
+            if uid == discord_user_id and buttons_of(message.components) & set(custom_ids):
+                message.content = closed_card(message.content or "", outcome)
+                message.components = []
+                return True
+        return False

@@ -83,7 +83,7 @@ from bot.models import (
 from bot.services.acks import AckStore, RateLimited
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
+from bot.services.notify import ChannelUnavailable, Outgoing, buttons_of, dm_quietly
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing, sizing_amount
 from bot.services.trading import (
@@ -2108,10 +2108,18 @@ class SignalService:
         )
 
     async def _close_approval(
-        self, execution_id: int, status: str, phase: str, reason: str, *, tell: bool = True
+        self,
+        execution_id: int,
+        status: str,
+        phase: str,
+        reason: str,
+        *,
+        tell: bool = True,
+        card: str | None = None,
     ) -> bool:
         """End a waiting approval (declined or expired) and discard its drafts, once; ``tell``:
-        DM the member the reason."""
+        DM the member the reason; ``card``: the outcome to put on the Approve/Reject card in
+        their DMs in place of its buttons (a press answers that itself, so only the job does)."""
         async with self.core.db.transaction() as s:
             ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
             if ex is None:
@@ -2139,10 +2147,8 @@ class SignalService:
             drafts = OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
             # What the card asked, for a DM that may come long after it: which strategy, which
             # order. (The card is far up the DMs by then, and a member may have several.)
-            asked = [
-                f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}"
-                for i in await s.scalars(select(OrderIntent).where(*drafts))
-            ]
+            discarded = list(await s.scalars(select(OrderIntent).where(*drafts)))
+            asked = [f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}" for i in discarded]
             name = await s.scalar(
                 select(Strategy.name)
                 .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
@@ -2160,6 +2166,16 @@ class SignalService:
             what = f"**{_plain(name)}** " if name else ""
             what += f"{'; '.join(asked)}: " if asked else ""
             await self._dm(discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)")
+        if discord_id is not None and card is not None and self.core.notifier is not None:
+            # The card names any of the drafts (approval_buttons); a press on buttons left in
+            # place is still answered, so failing here only costs a log line.
+            buttons = [
+                custom_id for i in discarded for custom_id in buttons_of(approval_buttons(i.id))
+            ]
+            try:
+                await self.core.notifier.close_dm_card(discord_id, buttons, card)
+            except Exception:
+                log.warning("Could not close the approval card of %s", execution_id, exc_info=True)
         return True
 
     async def _job_expiry(self, payload: Mapping[str, Any]) -> None:
@@ -2176,6 +2192,7 @@ class SignalService:
                 ExecutionStatus.EXPIRED,
                 "expired",
                 "The approval expired; nothing was placed.",
+                card="This approval expired; nothing was placed.",
             )
         elif due is not None:
             # Not due by this process's clock yet: look again then.

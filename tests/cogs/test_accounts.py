@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import html
+import re
+import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -111,3 +114,43 @@ async def test_a_login_with_no_account_is_told_what_to_do(h: Harness) -> None:
     assert advice in dm.content, dm.content
     told = await h.reply("alice", "accounts", connection="TradeStation")
     assert advice in told.content and "/disconnect “TradeStation”" in told.content, told.content
+
+
+async def test_an_error_in_answering_an_account_choice_gets_the_incident_message(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in the reply after a member picked an account, in /accounts or in the DM sent
+    after linking, reached no handler (a menu's error, not a command's): they saw "This
+    interaction failed" though the account had been chosen."""
+    alice = h.user("alice")
+    await linked(h, "alice", "tradestation")
+    dm = await h.emu.wait_for_message(
+        lambda m: "is linked" in m.content and bool(m.selects()), include_existing=True
+    )
+    menus = await h.reply("alice", "accounts", connection="TradeStation")
+
+    async def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("sending failed")
+
+    # The module the bot loaded as its extension (discord.py imports a fresh one).
+    connections = sys.modules[type(h.bot.get_cog("Connections")).__module__]
+    monkeypatch.setattr(connections, "reply", broken)
+    h.errors.expect(r"Incident [0-9A-F]{8} in component")
+    for message in (dm, menus):
+        menu = message.selects()[0]
+        mode = menu["custom_id"].rsplit(":", 1)[1]
+        [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+        chosen = conn.account(mode)
+        # One the connection does not trade in yet, so that choosing it changes something.
+        value = next(
+            o["value"] for o in menu["options"] if chosen is None or o["value"] != chosen.account_id
+        )
+        chose = await h.emu.select(
+            alice, h.emu.message(message.id), [value], custom_id=menu["custom_id"]
+        )
+        answer = await chose.message(timeout=10)
+        assert answer.ephemeral, answer.text()
+        assert re.search(r"incident [0-9A-F]{8}", answer.text()), answer.text()
+        [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+        now = conn.account(mode)
+        assert now is not None and now.account_id == value  # chosen before the reply failed

@@ -8,13 +8,15 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
+import discord
 import pytest
 from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
-from bot.automation_models import ReceivedSignal, SignalStatus
+from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
 from bot.services.signals import Phase, SignalReport, SubscriptionReport
 from cogs.automation import joined, outcome, phase_table
@@ -195,6 +197,71 @@ async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord:
     assert await paper_orders(h) == 0
     shown = (await h.reply("bob", "signal show", id=str(body["id"]))).text()
     assert "buy 1 MSFT → not placed" in shown and "discarded" not in shown, shown
+
+
+async def past_the_approval(h: Harness) -> None:
+    """An hour on for the signals and their jobs, once no job is running (a running one's
+    lease would look lapsed and another worker would take it), then the due jobs run."""
+    for _ in range(300):
+        async with h.core.db.session() as s:
+            running = await s.scalar(
+                select(func.count()).select_from(Job).where(Job.status == JobStatus.RUNNING)
+            )
+        if not running:
+            break
+        await asyncio.sleep(0.05)
+    later = lambda: datetime.now(UTC) + timedelta(hours=1)  # noqa: E731
+    h.core.signals.clock = h.core.jobs.clock = later
+    await h.core.jobs.drain()
+
+
+async def test_an_approval_that_expires_unpressed_takes_the_buttons_off_its_card(
+    tradecord: Harness,
+) -> None:
+    """Before: the DM said it expired, but the card kept Approve and Reject until pressed."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
+    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    await h.emu.post(h.user("bob"), card.channel_id, "a DM after the card")
+    await past_the_approval(h)
+    await dm_to(h, "bob", "The approval expired; nothing was placed.")
+    closed = h.emu.message(card.id)
+    assert closed.buttons() == [], closed.text()
+    assert closed.text().startswith("🕓 Waiting for your approval"), closed.text()
+    assert closed.text().endswith("**This approval expired; nothing was placed.**")
+    assert await paper_orders(h) == 0
+
+
+class FakeResponse:
+    def __init__(self, status: int) -> None:
+        self.status, self.reason = status, "Internal Server Error"
+
+
+async def test_an_approval_card_that_cannot_be_edited_still_expires(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
+    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise discord.HTTPException(FakeResponse(500), "Discord is down")
+
+    monkeypatch.setattr(h.bot.http, "edit_message", refused)
+    await past_the_approval(h)
+    await dm_to(h, "bob", "The approval expired; nothing was placed.")
+    assert [b.label for b in h.emu.message(card.id).buttons()] == ["Approve", "Reject"]
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    assert "This approval expired" in (await pressed.message(timeout=15)).text()
+    assert await paper_orders(h) == 0
 
 
 async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(

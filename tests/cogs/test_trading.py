@@ -422,7 +422,7 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     assert [b.label for b in ask.buttons()] == ["Cancel it", "Keep it"]
     confirmed = await h.emu.click(alice, ask, label="Cancel it")
     assert "Cancelled 1 open order" in (await confirmed.message(timeout=10)).text()
-    assert "Nothing here" in (await h.reply("alice", "orders")).text()
+    assert "No open orders." in (await h.reply("alice", "orders")).text()
     history = await h.reply("alice", "history")
     assert history.text().count("cancelled") == 2
 
@@ -613,7 +613,7 @@ async def test_paper_reset_with_confirmation(tradecord: Harness) -> None:
     assert "Reset your paper account to $100,000.00" in ask.text()
     done = await h.emu.click(h.user("alice"), ask, label="Reset my paper account")
     assert "back to $100,000.00" in (await done.message(timeout=10)).text()
-    assert "Nothing here" in (await h.reply("alice", "positions")).text()
+    assert "No open positions." in (await h.reply("alice", "positions")).text()
 
 
 async def test_a_fast_answer_is_one_message_without_a_thinking_placeholder(
@@ -706,6 +706,44 @@ async def test_shared_orders_and_history_show_no_account_or_prices_unless_asked(
     assert not history.ephemeral
     assert "cancelled" in history.text() and "350.25" not in history.text()
     assert "TCP" not in history.text()
+
+
+async def test_shared_summaries_show_a_display_name_as_typed(tradecord: Harness) -> None:
+    """A display name is the member's own text: "**Bob**" made a shared summary's title bold.
+    Embed titles render markdown but not mentions, so "<@…>" already shows as typed."""
+    h = tradecord
+    bob = h.emu.add_user("bob", global_name="**Bob** <@1575800000000000000>")
+    h.emu.add_member(h.guild_id, bob.id)
+    for command in ("positions", "balances", "orders", "history"):
+        shared = await h.reply(bob.id, command, share=True)
+        title = shared.embeds[0]["title"]
+        assert title.startswith("\\*\\*Bob\\*\\* <@1575800000000000000>'s "), title
+
+
+async def test_an_empty_list_says_what_there_is_none_of_private_or_shared(
+    tradecord: Harness,
+) -> None:
+    """Empty, /positions said "Nothing here." privately and "No open positions." shared, and a
+    shared summary had a blank footer."""
+    h = tradecord
+    for command, options, empty in (
+        ("positions", {}, "No open positions."),
+        ("orders", {}, "No open orders."),
+        ("history", {"days": 1}, "No orders in the last 1 day."),
+        ("history", {}, "No orders in the last 7 days."),
+    ):
+        private = await h.reply("alice", command, **options)
+        shared = await h.reply("alice", command, share=True, **options)
+        assert empty in private.text(), private.text()
+        assert empty in shared.text(), shared.text()
+        assert "Nothing here" not in private.text() + shared.text()
+        footer = shared.embeds[0]["footer"]["text"]
+        assert f"Shared with /{command} · no account numbers or amounts" in footer, footer
+    balances = await h.reply("alice", "balances", share=True, show_amounts=True)
+    footer = balances.embeds[0]["footer"]["text"]
+    assert footer.endswith("Shared with /balances · no account numbers"), footer
+    private = await h.reply("alice", "balances")
+    assert "\u200b" not in private.embeds[0].get("footer", {}).get("text", ""), private.embeds
 
 
 async def test_share_error_after_a_slow_read_stays_private(
@@ -893,7 +931,7 @@ async def test_a_result_after_the_token_expired_goes_by_dm(
         lambda m: any(d.id == m.id for d in h.emu.dm_messages(alice)) and "Positions" in m.text(),
         timeout=10,
     )
-    assert "Nothing here" in dm.text()
+    assert "No open positions." in dm.text()
     assert result.followups == []  # nothing went to the expired interaction
 
 

@@ -1420,6 +1420,11 @@ async def test_an_expired_approval_places_nothing(core: Core, clock: FakeClock) 
         f"🕓 **NQ breakout** buy 2 AAPL: The approval expired; nothing was placed. "
         f"(signal `{ex.signal_id[:8]}`)"
     )
+    # The card that asked loses its Approve and Reject and says why.
+    dms = [m for uid, m in notifier(core).dms if uid == ALICE]
+    [card] = [m for m in dms if "Waiting for your approval" in (m.content or "")]
+    assert card.components == []
+    assert (card.content or "").endswith("**This approval expired; nothing was placed.**")
 
 
 async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
