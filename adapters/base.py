@@ -118,11 +118,15 @@ class OAuthSpec:
 
 class TokenProvider(Protocol):
     """Gives the adapter a current access token; ``refresh`` is single-flight per connection
-    (across processes) and raises ``AuthorizationExpired`` when the broker refuses it."""
+    (across processes) and raises ``AuthorizationExpired`` when the broker refuses it.
+    ``refused`` hears that the broker refused a token it had just issued (after a refresh):
+    the member is told to re-link, so the provider records that the connection needs it."""
 
     async def access_token(self) -> str: ...
 
     async def refresh(self, rejected_token: str) -> str: ...
+
+    async def refused(self, token: str) -> None: ...
 
 
 class StaticToken:
@@ -136,6 +140,9 @@ class StaticToken:
 
     async def refresh(self, rejected_token: str) -> str:
         raise AuthorizationExpired()
+
+    async def refused(self, token: str) -> None:
+        return None  # nothing stored to mark
 
 
 class Limiter(Protocol):
@@ -566,7 +573,13 @@ class HttpBrokerAdapter(BrokerAdapter):
             if retryable and attempt < attempts:
                 await asyncio.sleep(_retry_delay(resp, attempt))
                 continue
-            raise self._error_for(resp, write)
+            error = self._error_for(resp, write)
+            if resp.status == 401 and token is not None and isinstance(error, AuthorizationExpired):
+                # Refused even fresh from a refresh: its message sends the member to /connect,
+                # which repairs only a connection marked as needing it.
+                assert self.ctx.tokens is not None
+                await self.ctx.tokens.refused(token)
+            raise error
 
     async def _send(
         self,

@@ -317,6 +317,28 @@ class DbTokenProvider:
             self._mark_reauth(s, conn, member)
         raise await self._reauth_needed(conn, member)
 
+    async def refused(self, token: str) -> None:
+        """The broker refused ``token`` although it had just been issued: mark the connection
+        for re-linking, so the /connect the member is told to run repairs it instead of adding
+        a second connection. Once, under the row lock: the first process to see the refusal
+        marks, audits and tells the member; a token stored since (a refresh or re-link by
+        someone else) is left alone."""
+        self._token = None
+        query = _CREDENTIALS.where(Credential.connection_id == self.connection_id)
+        async with self.core.db.transaction() as s:
+            await lock_row(s, Credential, Credential.connection_id == self.connection_id)
+            row = (await s.execute(query.execution_options(populate_existing=True))).first()
+            if row is None:
+                return
+            cred, conn, member = row
+            if conn.status == ConnectionStatus.NEEDS_REAUTH:
+                return
+            if self._open(cred, conn, member, "access_token") != token:
+                return
+            log.warning("connection %s: the broker refused a freshly issued token", conn.id)
+            self._mark_reauth(s, conn, member)
+        await self._tell_reauth(conn, member)
+
     async def _release(self, owner: str) -> None:
         async with self.core.db.transaction() as s:
             await s.execute(
