@@ -1736,7 +1736,7 @@ class EmulatorTokenProvider:
     async def access_token(self) -> str:
         return self._access
 
-    async def refused(self, token: str) -> None:
+    async def refused(self, token: str, reason: str) -> None:
         return None  # nothing stored to mark: the test sees the error
 
     async def refresh(self, rejected_token: str) -> str:

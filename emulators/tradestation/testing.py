@@ -107,7 +107,7 @@ class EmulatorTokens:
     async def access_token(self) -> str:
         return self.access
 
-    async def refused(self, token: str) -> None:
+    async def refused(self, token: str, reason: str) -> None:
         return None  # nothing stored to mark: the test sees the error
 
     async def refresh(self, rejected_token: str) -> str:

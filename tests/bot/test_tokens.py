@@ -513,3 +513,27 @@ async def test_a_signal_order_refused_after_a_refresh_marks_reauth(
         assert sum("/connect broker:TradeStation" in t for t in told) >= 1, told
     finally:
         await core.close()
+
+
+async def test_a_scope_the_member_did_not_grant_marks_reauth_without_a_refresh(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """A 403 for a missing scope asks the member to link again granting it: marked so that
+    /connect repairs this connection, and the DM says which access to grant."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        lacking = {"Error": "Forbidden", "Message": "The access token lacks the ReadAccount scope."}
+        ts.faults.add(Fault(kind="status", path=ACCOUNTS_PATH, status=403, body=lacking))
+        before = ts.oauth.refresh_requests
+        adapter = await core.connections.adapter_for(await connection(core, cid))
+        with pytest.raises(AuthorizationExpired, match="Re-link the connection with /connect"):
+            await adapter.fetch_accounts()
+        assert ts.oauth.refresh_requests == before  # a new token would lack it too
+        assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
+        assert await _reauth_events(core, cid) == 1
+        [(_, message)] = notifier.dms
+        assert "grant account, market data and trading access" in (message.content or "")
+    finally:
+        await core.close()
