@@ -819,6 +819,7 @@ async def test_a_token_refused_during_balances_is_repaired_by_the_next_connect(
     [marked] = await connections(h, "alice")
     assert marked.status == ConnectionStatus.NEEDS_REAUTH
     ts.faults.faults.remove(refusing)  # the member re-authorizes at the broker
+    assert "**free**: 1 of 1" in (await h.reply("alice", "my-plan")).content  # at the limit
 
     page = await through(await connect_link(h, "alice"))
     assert "linked again to “TS Stocks”" in page, page
