@@ -288,7 +288,13 @@ class DbTokenProvider:
             outcome,
         )
         if tokens is None:
-            raise AuthorizationExpired()
+            # Not "run /connect" yet: the connection could not be marked, and /connect repairs
+            # only a marked one. The next refresh after our lease runs out marks it and says so.
+            raise AuthorizationExpired(
+                "The broker refused Tradecord's authorization, but Tradecord could not record "
+                "that (its database is not answering). Try again in a few minutes: you will then "
+                "be told how to link the account again."
+            )
         raise BrokerUnavailable(
             "Tradecord could not save the broker's renewed authorization (its database is not "
             "answering). Try again in a few minutes; if the broker then refuses, run /connect "

@@ -537,3 +537,45 @@ async def test_a_scope_the_member_did_not_grant_marks_reauth_without_a_refresh(
         assert "grant account, market data and trading access" in (message.content or "")
     finally:
         await core.close()
+
+
+async def test_a_refused_refresh_that_cannot_be_recorded_asks_to_retry_not_to_relink(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker refuses the refresh token while the database cannot take the mark: /connect
+    would add a second connection, so the member is asked to retry; once the lease runs out,
+    the next refresh marks the connection and only then sends them to /connect."""
+    monkeypatch.setattr(tokens, "STORE_MARGIN", LEASE - timedelta(seconds=0.3))
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    engine = core.db.engine.sync_engine
+
+    def refuse_mark(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE connections SET status"):
+            raise OperationalError(statement, None, Exception("database is locked"))
+
+    try:
+        cid = await link(core, ts)
+        provider = DbTokenProvider(core, cid)
+        old = await provider.access_token()
+        ts.oauth.revoke_user_grants(DEFAULT_CLIENT_ID, "demo")
+        event.listen(engine, "before_cursor_execute", refuse_mark)
+        try:
+            with pytest.raises(AuthorizationExpired, match="Try again in a few minutes") as e:
+                await provider.refresh(old)
+        finally:
+            event.remove(engine, "before_cursor_execute", refuse_mark)
+        assert "/connect" not in e.value.user_message
+        assert (await connection(core, cid)).status == ConnectionStatus.ACTIVE
+        assert notifier.dms == []
+        later = core.connections.clock() + LEASE + timedelta(seconds=1)
+        core.connections.clock = lambda: later
+        with pytest.raises(AuthorizationExpired, match="/connect broker:TradeStation"):
+            await provider.refresh(old)
+        assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
+        assert len(notifier.dms) == 1
+    finally:
+        await core.close()
