@@ -118,11 +118,16 @@ class OAuthSpec:
 
 class TokenProvider(Protocol):
     """Gives the adapter a current access token; ``refresh`` is single-flight per connection
-    (across processes) and raises ``AuthorizationExpired`` when the broker refuses it."""
+    (across processes) and raises ``AuthorizationExpired`` when the broker refuses it.
+    ``refused`` hears that the broker refused a current token for good (401 after a refresh,
+    or 403 for a scope not granted) and the member is told ``reason``, which asks to re-link:
+    the provider records that the connection needs it."""
 
     async def access_token(self) -> str: ...
 
     async def refresh(self, rejected_token: str) -> str: ...
+
+    async def refused(self, token: str, reason: str) -> None: ...
 
 
 class StaticToken:
@@ -136,6 +141,9 @@ class StaticToken:
 
     async def refresh(self, rejected_token: str) -> str:
         raise AuthorizationExpired()
+
+    async def refused(self, token: str, reason: str) -> None:
+        return None  # nothing stored to mark
 
 
 class Limiter(Protocol):
@@ -566,7 +574,15 @@ class HttpBrokerAdapter(BrokerAdapter):
             if retryable and attempt < attempts:
                 await asyncio.sleep(_retry_delay(resp, attempt))
                 continue
-            raise self._error_for(resp, write)
+            error = self._error_for(resp, write)
+            refused = resp.status in (401, 403) and isinstance(error, AuthorizationExpired)
+            if refused and token is not None:
+                # Refused even fresh from a refresh (401), or lacking a scope the member did
+                # not grant (403): the message sends the member to /connect, which repairs
+                # only a connection marked as needing it.
+                assert self.ctx.tokens is not None
+                await self.ctx.tokens.refused(token, error.user_message)
+            raise error
 
     async def _send(
         self,

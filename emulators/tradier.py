@@ -1736,6 +1736,9 @@ class EmulatorTokenProvider:
     async def access_token(self) -> str:
         return self._access
 
+    async def refused(self, token: str, reason: str) -> None:
+        return None  # nothing stored to mark: the test sees the error
+
     async def refresh(self, rejected_token: str) -> str:
         async with self._lock:
             if rejected_token != self._access:

@@ -239,6 +239,13 @@ async def refresh(ep: Endpoints, refresh_token: str) -> TokenSet:
         raise BrokerUnavailable(
             "The broker did not answer while renewing our authorization. Try again in a minute."
         ) from None
+    if not token.get("access_token"):
+        # authlib raises only for 5xx and an ``error`` field: a bare 4xx (a 429 without a body)
+        # comes back as an empty token. Busy, not a refusal: nothing to re-link.
+        log.warning("Refresh at %s answered without an access token", ep.refresh_url)
+        raise BrokerUnavailable(
+            "The broker did not renew our authorization just now. Try again in a minute."
+        )
     out = _token_set(dict(token), datetime.now(UTC))
     if out.refresh_token is None:
         out.refresh_token = refresh_token  # brokers that do not rotate keep the old one valid

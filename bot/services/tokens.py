@@ -288,7 +288,13 @@ class DbTokenProvider:
             outcome,
         )
         if tokens is None:
-            raise AuthorizationExpired()
+            # Not "run /connect" yet: the connection could not be marked, and /connect repairs
+            # only a marked one. The next refresh after our lease runs out marks it and says so.
+            raise AuthorizationExpired(
+                "The broker refused Tradecord's authorization, but Tradecord could not record "
+                "that (its database is not answering). Try again in a few minutes: you will then "
+                "be told how to link the account again."
+            )
         raise BrokerUnavailable(
             "Tradecord could not save the broker's renewed authorization (its database is not "
             "answering). Try again in a few minutes; if the broker then refuses, run /connect "
@@ -316,6 +322,29 @@ class DbTokenProvider:
             cred.refresh_lease_until = cred.refresh_lease_owner = None
             self._mark_reauth(s, conn, member)
         raise await self._reauth_needed(conn, member)
+
+    async def refused(self, token: str, reason: str) -> None:
+        """The broker refused ``token`` for good (401 though just refreshed, or 403 for a
+        scope the member did not grant): mark the connection for re-linking, so the /connect
+        the member is told to run repairs it instead of adding a second connection. Once,
+        under the row lock: the first process to see the refusal marks, audits and tells the
+        member (``reason``, the adapter's message); a token stored since (a refresh or re-link
+        by someone else) is left alone."""
+        self._token = None
+        query = _CREDENTIALS.where(Credential.connection_id == self.connection_id)
+        async with self.core.db.transaction() as s:
+            await lock_row(s, Credential, Credential.connection_id == self.connection_id)
+            row = (await s.execute(query.execution_options(populate_existing=True))).first()
+            if row is None:
+                return
+            cred, conn, member = row
+            if conn.status == ConnectionStatus.NEEDS_REAUTH:
+                return
+            if self._open(cred, conn, member, "access_token") != token:
+                return
+            log.warning("connection %s: the broker refused its current token", conn.id)
+            self._mark_reauth(s, conn, member)
+        await self._tell_reauth(conn, member, reason)
 
     async def _release(self, owner: str) -> None:
         async with self.core.db.transaction() as s:
@@ -359,17 +388,22 @@ class DbTokenProvider:
         # nothing over them.
         cred.refresh_lease_until = cred.refresh_lease_owner = None
 
-    async def _tell_reauth(self, conn: Connection, member: Member) -> None:
+    async def _tell_reauth(
+        self, conn: Connection, member: Member, reason: str | None = None
+    ) -> None:
         notifier = self.core.notifier
         if notifier is None:
             return
+        why = reason or (
+            "the broker no longer accepts our authorization (it expired or was revoked). "
+            f"Run `{connect_command(conn.broker)}` to link it again."
+        )
         try:
             await notifier.dm(
                 member.discord_user_id,
                 Outgoing(
-                    content=f"⛔ **{conn.name}** was disconnected by the broker: our authorization "
-                    f"expired or was revoked. Run `{connect_command(conn.broker)}` to link it "
-                    "again. Nothing will be retried until you do."
+                    content=f"⛔ **{conn.name}** was disconnected: {why} "
+                    "Nothing will be retried until you do."
                 ),
             )
         except Exception:

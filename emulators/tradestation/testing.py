@@ -107,6 +107,9 @@ class EmulatorTokens:
     async def access_token(self) -> str:
         return self.access
 
+    async def refused(self, token: str, reason: str) -> None:
+        return None  # nothing stored to mark: the test sees the error
+
     async def refresh(self, rejected_token: str) -> str:
         async with self._lock:
             if self.access != rejected_token:

@@ -11,10 +11,17 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from adapters.errors import AuthorizationExpired, BrokerUnavailable
+from adapters.errors import AuthorizationExpired, BrokerUnavailable, RateLimited
 from bot.core import Core
 from bot.db import Database
-from bot.models import AuditEvent, Connection, ConnectionStatus, Credential, Member
+from bot.models import (
+    AuditEvent,
+    Connection,
+    ConnectionAccount,
+    ConnectionStatus,
+    Credential,
+    Member,
+)
 from bot.services import tokens
 from bot.services.credentials import binding
 from bot.services.notify import RecordingNotifier
@@ -26,7 +33,7 @@ from emulators.common import Fault
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradestation.server import DEFAULT_CLIENT_ID
 from tests.bot.conftest import MEMBER, connection, link, open_cores, stored_connection
-from tests.bot.signals.conftest import make_strategy, send
+from tests.bot.signals.conftest import GUILD, make_strategy, send
 
 TOKEN_PATH = "/signin/oauth/token$"
 
@@ -399,5 +406,176 @@ async def test_a_store_that_keeps_failing_ends_in_reauth_clearly_and_without_sec
         assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
         [(user, _message)] = notifier.dms
         assert user == MEMBER
+    finally:
+        await core.close()
+
+
+ACCOUNTS_PATH = "/v3/brokerage/accounts$"
+
+
+async def _reauth_events(core: Core, cid: int) -> int:
+    async with core.db.session() as s:
+        kinds = await s.scalars(
+            select(AuditEvent.kind).where(
+                AuditEvent.connection_id == cid, AuditEvent.kind == "connection.needs_reauth"
+            )
+        )
+        return len(list(kinds))
+
+
+async def test_a_token_refused_right_after_its_refresh_marks_reauth_once_over_processes(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """The broker refreshes our token, then refuses the new one as well: the member is told to
+    run /connect, so the connection must be marked for /connect to repair it. Two processes
+    see the refusal together: one mark, one audit event, one DM."""
+    cores = await open_cores(ts_settings, 2)
+    notifiers = [RecordingNotifier(), RecordingNotifier()]
+    for c, n in zip(cores, notifiers, strict=True):
+        c.notifier = n
+    try:
+        cid = await link(cores[0], ts)
+        ts.faults.add(Fault(kind="status", path=ACCOUNTS_PATH, status=401, body={}))
+        before = ts.oauth.refresh_requests
+        adapters = [await c.connections.adapter_for(await connection(c, cid)) for c in cores]
+        outcomes = await asyncio.gather(
+            *(a.fetch_accounts() for a in adapters), return_exceptions=True
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, AuthorizationExpired), outcome
+            assert "/connect broker:TradeStation" in outcome.user_message
+        assert ts.oauth.refresh_requests - before == 1  # refreshed, and the new token refused
+        assert (await connection(cores[0], cid)).status == ConnectionStatus.NEEDS_REAUTH
+        assert await _reauth_events(cores[0], cid) == 1
+        [(user, message)] = [dm for n in notifiers for dm in n.dms]
+        assert user == MEMBER and "/connect broker:TradeStation" in (message.content or "")
+    finally:
+        for c in cores:
+            await c.close()
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_a_transient_refusal_does_not_mark_reauth(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator, status: int
+) -> None:
+    """Busy or failing brokers, and a token endpoint that does not answer, are no reason to
+    send the member to /connect: the connection stays as it is."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        ts.oauth.expire_access_tokens()
+        ts.faults.add(Fault(kind="status", path=TOKEN_PATH, status=status, body={}, times=1))
+        adapter = await core.connections.adapter_for(await connection(core, cid))
+        with pytest.raises(BrokerUnavailable):
+            await adapter.fetch_accounts()  # the refresh of the expired token fails
+        ts.faults.add(Fault(kind="status", path=ACCOUNTS_PATH, status=status, body={}))
+        with pytest.raises((BrokerUnavailable, RateLimited)) as failed:
+            await adapter.fetch_accounts()  # the broker fails the read itself
+        assert not isinstance(failed.value, AuthorizationExpired)
+        assert (await connection(core, cid)).status == ConnectionStatus.ACTIVE
+        assert await _reauth_events(core, cid) == 0
+        assert notifier.dms == []
+    finally:
+        await core.close()
+
+
+async def test_a_signal_order_refused_after_a_refresh_marks_reauth(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """The same refusal when a strategy's signal places the order: marked, member told once."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        async with core.db.transaction() as s:
+            s.add(
+                ConnectionAccount(
+                    connection_id=cid,
+                    mode="live",
+                    account_id="11827342",  # the "demo" login's live margin account
+                    account_type="margin",
+                    label="TradeStation ••7342",
+                )
+            )
+        url = await make_strategy(core, owner=MEMBER)
+        await core.subscriptions.subscribe(
+            GUILD, MEMBER, url.strategy.id, connection="TS", mode="live"
+        )
+        ts.faults.add(Fault(kind="status", path="/v3/orderexecution/", status=401, body={}))
+        ack = await send(core, url, {"ticker": "MSFT", "action": "buy", "quantity": 1})
+        assert ack.status == 202
+        await core.jobs.drain()
+        assert ts.world.orders == {}
+        assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
+        assert await _reauth_events(core, cid) == 1
+        told = [m.content or "" for _, m in notifier.dms]
+        assert sum("/connect broker:TradeStation" in t for t in told) >= 1, told
+    finally:
+        await core.close()
+
+
+async def test_a_scope_the_member_did_not_grant_marks_reauth_without_a_refresh(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """A 403 for a missing scope asks the member to link again granting it: marked so that
+    /connect repairs this connection, and the DM says which access to grant."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    try:
+        cid = await link(core, ts)
+        lacking = {"Error": "Forbidden", "Message": "The access token lacks the ReadAccount scope."}
+        ts.faults.add(Fault(kind="status", path=ACCOUNTS_PATH, status=403, body=lacking))
+        before = ts.oauth.refresh_requests
+        adapter = await core.connections.adapter_for(await connection(core, cid))
+        with pytest.raises(AuthorizationExpired, match="Re-link the connection with /connect"):
+            await adapter.fetch_accounts()
+        assert ts.oauth.refresh_requests == before  # a new token would lack it too
+        assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
+        assert await _reauth_events(core, cid) == 1
+        [(_, message)] = notifier.dms
+        assert "grant account, market data and trading access" in (message.content or "")
+    finally:
+        await core.close()
+
+
+async def test_a_refused_refresh_that_cannot_be_recorded_asks_to_retry_not_to_relink(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker refuses the refresh token while the database cannot take the mark: /connect
+    would add a second connection, so the member is asked to retry; once the lease runs out,
+    the next refresh marks the connection and only then sends them to /connect."""
+    monkeypatch.setattr(tokens, "STORE_MARGIN", LEASE - timedelta(seconds=0.3))
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    engine = core.db.engine.sync_engine
+
+    def refuse_mark(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE connections SET status"):
+            raise OperationalError(statement, None, Exception("database is locked"))
+
+    try:
+        cid = await link(core, ts)
+        provider = DbTokenProvider(core, cid)
+        old = await provider.access_token()
+        ts.oauth.revoke_user_grants(DEFAULT_CLIENT_ID, "demo")
+        event.listen(engine, "before_cursor_execute", refuse_mark)
+        try:
+            with pytest.raises(AuthorizationExpired, match="Try again in a few minutes") as e:
+                await provider.refresh(old)
+        finally:
+            event.remove(engine, "before_cursor_execute", refuse_mark)
+        assert "/connect" not in e.value.user_message
+        assert (await connection(core, cid)).status == ConnectionStatus.ACTIVE
+        assert notifier.dms == []
+        later = core.connections.clock() + LEASE + timedelta(seconds=1)
+        core.connections.clock = lambda: later
+        with pytest.raises(AuthorizationExpired, match="/connect broker:TradeStation"):
+            await provider.refresh(old)
+        assert (await connection(core, cid)).status == ConnectionStatus.NEEDS_REAUTH
+        assert len(notifier.dms) == 1
     finally:
         await core.close()

@@ -17,11 +17,13 @@ import discord
 import pytest
 from sqlalchemy import select
 
+from bot.automation_models import Subscription
 from bot.models import Connection, ConnectionStatus, Credential, Member, OAuthState
 from bot.services.credentials import binding, verifier_binding
 from bot.services.linking import digest
 from bot.settings import Settings, parse_keys
 from bot.vault import Vault, generate_key_spec
+from emulators.common import Fault
 from emulators.discord.errors import EmulatorError
 from tests.discord_harness import Harness, running_tradecord
 
@@ -308,8 +310,6 @@ async def test_the_success_page_of_a_member_without_dms_points_to_accounts(h: Ha
 async def test_the_success_page_says_when_the_accounts_could_not_be_listed(h: Harness) -> None:
     """It said "in the message we sent you, choose which account to trade" when the broker
     had not listed the accounts: the message had no menu, only that they could not be listed."""
-    from emulators.common import Fault
-
     alice = h.user("alice")
     b = Browser()
     try:
@@ -782,6 +782,56 @@ async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
         assert await adapter.fetch_accounts()  # the new tokens work
     finally:
         await adapter.close()
+
+
+async def test_a_token_refused_during_balances_is_repaired_by_the_next_connect(
+    h: Harness,
+) -> None:
+    """The broker refreshes our token, then refuses the new one while the member asks for
+    /balances. The reply says to run /connect; that /connect must repair this connection (same
+    id, name, account and subscription) though the free plan's one connection is in use."""
+    alice = h.user("alice")
+    ts = h.sandbox.emulators["tradestation"]
+
+    async def through(link: str) -> str:
+        b = Browser()
+        try:
+            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
+            return await done.text()
+        finally:
+            await b.close()
+
+    await through(await connect_link(h, "alice"))
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    await h.core.connections.rename(alice, "TradeStation", "TS Stocks")
+    url = await h.core.strategies.create(h.guild_id, alice, "ES breakout")
+    sub = await h.core.subscriptions.subscribe(
+        h.guild_id, alice, url.strategy.id, connection="TS Stocks", mode="live"
+    )
+    refusing = ts.faults.add(Fault(kind="status", path="/balances$", status=401, body={}))
+    refreshes = ts.oauth.refresh_requests
+    reply = await h.reply("alice", "balances", connection="TS Stocks", mode="live")
+    assert "/connect broker:TradeStation" in reply.text(), reply.text()
+    assert ts.oauth.refresh_requests == refreshes + 1  # refused right after a refresh
+    [marked] = await connections(h, "alice")
+    assert marked.status == ConnectionStatus.NEEDS_REAUTH
+    ts.faults.faults.remove(refusing)  # the member re-authorizes at the broker
+    assert "**free**: 1 of 1" in (await h.reply("alice", "my-plan")).content  # at the limit
+
+    page = await through(await connect_link(h, "alice"))
+    assert "linked again to “TS Stocks”" in page, page
+    [again] = await connections(h, "alice")
+    assert (again.id, again.name, again.status) == (conn.id, "TS Stocks", ConnectionStatus.ACTIVE)
+    live = again.account("live")
+    assert live is not None and live.account_id == margin.id
+    async with h.core.db.session() as s:
+        kept = await s.get(Subscription, sub.id)
+    assert kept is not None and kept.connection_id == conn.id
+    shown = await h.reply("alice", "balances", connection="TS Stocks", mode="live")
+    assert "Balances · TS Stocks" in shown.text(), shown.text()
 
 
 async def test_a_plan_no_longer_in_settings_allows_at_the_callback_what_connect_allowed(
