@@ -18,6 +18,7 @@ from web.pages import FLOW_COOKIE, origin, page, redirect
 
 log = logging.getLogger("tradecord.web.connect")
 CORE = web.AppKey("connect_core", Core)
+PATH_PREFIX = web.AppKey("connect_path_prefix", str)  # PUBLIC_URL's path, "" for none
 
 
 def _discord_origin(core: Core) -> tuple[str, ...]:
@@ -194,7 +195,7 @@ async def strict_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """An unexpected error on these pages (a bug, the database away) still answers with the
     strict headers of requirement 5, not aiohttp's bare 500. Logged by route, never by URL:
     the URL holds the one-time link token or the code and state."""
-    path = request.path.removeprefix(public_path(request.app[CORE].settings.public_url))
+    path = request.path.removeprefix(request.app[PATH_PREFIX])
     if not path.startswith(CONNECT_PREFIXES):
         return await handler(request)
     try:
@@ -214,6 +215,7 @@ async def strict_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 def setup(app: web.Application, core: Core) -> None:
     app[CORE] = core
+    app[PATH_PREFIX] = public_path(core.settings.public_url)
     app.middlewares.append(strict_errors)
     app.router.add_get("/connect/{token}", link_page)
     app.router.add_post("/connect/{token}", link_submit)
