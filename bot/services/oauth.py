@@ -219,6 +219,13 @@ async def exchange_code(
         raise BrokerUnavailable(
             "The broker did not answer while finishing the link. Run /connect again in a minute."
         ) from None
+    if not token.get("access_token"):
+        # A bare 4xx (a 429 without a body) comes back from authlib as an empty token, as in
+        # ``refresh``: the broker is busy; nothing was linked.
+        log.warning("Code exchange with %s answered no token", ep.token_url)
+        raise BrokerUnavailable(
+            "The broker was busy and did not finish the link. Run /connect again in a minute."
+        )
     return _token_set(dict(token), datetime.now(UTC))
 
 

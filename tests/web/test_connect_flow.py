@@ -969,3 +969,22 @@ async def test_an_unexpected_error_on_a_connect_page_keeps_the_strict_headers(
     assert "Nothing was linked" in body and "database went away" not in body
     logged = "\n".join(r.getMessage() + " " + str(r.args) for r in caplog.records)
     assert "c0ffee-secret" not in logged
+
+
+async def test_a_busy_token_endpoint_while_linking_says_to_try_again(h: Harness) -> None:
+    """A bare 429 from the broker's token endpoint at the code exchange (authlib returns an
+    empty token) was a KeyError: the member got "Something went wrong on our side"."""
+    h.sandbox.emulators["tradestation"].faults.add(
+        Fault(kind="status", path="/signin/oauth/token$", status=429, body={}, times=1)
+    )
+    b = Browser()
+    try:
+        link = await connect_link(h, "alice")
+        cb = await through_broker(b, h, await through_discord(b, h, link, h.user("alice")))
+        done = await b.get(cb)
+        text = html.unescape(await done.text())
+    finally:
+        await b.close()
+    assert done.status != 500 and "went wrong on our side" not in text, text
+    assert "did not finish the link. Run /connect again in a minute." in text, text
+    assert await connections(h, "alice") == []
