@@ -500,6 +500,7 @@ class Automation(commands.Cog):
         sizing_value="The number for the sizing (e.g. 10 shares, 500 dollars, 5 percent)",
         sides="Which entries to take (new: both; else unchanged)",
         approval="Ask me (by DM) before each order (new: no; else unchanged)",
+        approval_minutes="With approval: how long an order waits for it (1 to 1440; new: 5)",
         max_positions="TradersPost's max strategy positions (counts every open position); 0: none",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
@@ -514,6 +515,7 @@ class Automation(commands.Cog):
         sizing_value: str | None = None,
         sides: Literal["both", "long", "short"] | None = None,
         approval: bool | None = None,
+        approval_minutes: app_commands.Range[int, 1, 1440] | None = None,
         max_positions: app_commands.Range[int, 0, 1000] | None = None,
     ) -> None:
         # Options left out keep what the subscription has: changing one must not reset others.
@@ -536,6 +538,9 @@ class Automation(commands.Cog):
             changes["sides"] = Sides(sides)
         if approval is not None:
             changes["manual_approval"] = approval
+        if approval_minutes is not None:
+            # A day trader's signal is stale in a minute, a swing trader's in an hour.
+            changes["approval_ttl_seconds"] = approval_minutes * 60
         if max_positions is not None:
             changes["max_positions"] = max_positions or None
         info = await self.bot.core.subscriptions.subscribe(

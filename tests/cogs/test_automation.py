@@ -903,3 +903,27 @@ async def test_a_display_name_with_markdown_or_a_mention_is_shown_as_typed(
     for told in (shared.content, plan.content):
         assert "\\*\\*Bob\\*\\*" in told and "<@1575800000000000000>" not in told, told
         assert "<@\u200b1575800000000000000>" in told, told
+
+
+async def test_how_long_an_order_waits_for_approval_is_the_members_choice(
+    tradecord: Harness,
+) -> None:
+    """Every approval waited 5 minutes: a day trader's signal is stale well before, a swing
+    trader may need longer. /subscribe approval_minutes sets it."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    made = await h.reply("bob", "subscribe", strategy="Swing", approval=True, approval_minutes=1)
+    assert "each order waits 1 min for your approval by DM" in made.content, made.content
+    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    card = await dm_to(h, "bob", "Waiting for your approval")
+    h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(minutes=2)
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    assert "This approval expired" in (await pressed.message(timeout=15)).text()
+    assert await paper_orders(h) == 0
+    longer = await h.reply("bob", "subscribe", strategy="Swing", approval_minutes=90)
+    assert "Changed: each order waits 1 min for your approval by DM, then is not placed → " in (
+        longer.content
+    ), longer.content
+    assert "each order waits 90 min" in longer.content, longer.content
