@@ -55,7 +55,6 @@ class Notifier(Protocol):
     ) -> bool:
         """Take the buttons off the member's recent DM that carries one of ``custom_ids`` and
         add ``outcome`` below its text; False when none of their recent DMs carries them."""
-        ...
 
 
 async def dm_quietly(

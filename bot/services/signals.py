@@ -123,6 +123,8 @@ DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (
 JOB_SIGNAL = "signal"
 JOB_APPROVED = "signal.approved"
 JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
+# A late click, a second process's click and the expired card itself all say it alike.
+APPROVAL_EXPIRED = "This approval expired; nothing was placed."
 CHANNEL_STATUSES = {
     ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
     ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
@@ -2082,7 +2084,7 @@ class SignalService:
                 "expired",
                 "The approval expired; nothing was placed.",
             )
-            raise Conflict("This approval expired; nothing was placed.")
+            raise Conflict(APPROVAL_EXPIRED)
 
     async def _already(self, execution_id: int) -> str:
         async with self.core.db.session() as s:
@@ -2097,7 +2099,7 @@ class SignalService:
         # A second click (another process took the first) read "already handled (it is
         # approved)", as if something had gone wrong: it says where the order is instead.
         return {
-            ExecutionStatus.EXPIRED: "This approval expired; nothing was placed.",
+            ExecutionStatus.EXPIRED: APPROVAL_EXPIRED,
             ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
             ExecutionStatus.APPROVED: "You approved this signal already: its order is being "
             "placed, and you will get a DM with the result.",
@@ -2192,7 +2194,7 @@ class SignalService:
                 ExecutionStatus.EXPIRED,
                 "expired",
                 "The approval expired; nothing was placed.",
-                card="This approval expired; nothing was placed.",
+                card=APPROVAL_EXPIRED,
             )
         elif due is not None:
             # Not due by this process's clock yet: look again then.

@@ -12,7 +12,13 @@ import pytest
 
 from bot.settings import Settings
 from tests.discord_harness import Harness, running_tradecord
-from tests.web.test_connect_flow import Browser, connect_link, through_broker, through_discord
+from tests.web.test_connect_flow import (
+    Browser,
+    connect_link,
+    finish_link,
+    through_broker,
+    through_discord,
+)
 
 
 @pytest.fixture
@@ -94,18 +100,10 @@ async def test_a_login_with_no_account_is_told_what_to_do(h: Harness) -> None:
     """A login with no account (not opened yet, or the wrong login) got a DM asking to choose
     "below" above no menu, and /accounts said only "the broker lists no accounts"."""
     h.sandbox.emulators["tradestation"].add_user("empty")
-    b = Browser()
-    try:
-        link = await connect_link(h, "alice")
-        cb = await through_broker(
-            b, h, await through_discord(b, h, link, h.user("alice")), broker_user="empty"
-        )
-        done = await b.get(cb)
-        assert done.status == 200
-        page = html.unescape(await done.text())
-        assert "has no account to choose yet" in page and "in the message we sent" not in page
-    finally:
-        await b.close()
+    done = await finish_link(h, await connect_link(h, "alice"), broker_user="empty")
+    assert done.status == 200
+    page = html.unescape(await done.text())
+    assert "has no account to choose yet" in page and "in the message we sent" not in page
     dm = await h.emu.wait_for_message(
         lambda m: "**TradeStation** is linked" in m.content, include_existing=True
     )

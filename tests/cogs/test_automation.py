@@ -56,6 +56,17 @@ async def dm_to(h: Harness, user: str, text: str) -> Message:
     return await h.emu.wait_for_message(to_them, timeout=15, include_existing=True)
 
 
+async def awaiting_approval(h: Harness) -> tuple[Message, dict[str, object]]:
+    """bob's "Swing" on Tradecord Paper with manual approval, and a buy of MSFT (at
+    $399.90 × $400.10) waiting for him: the approval card and the webhook's answer."""
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    url = await create_strategy(h, "bob", "Swing")
+    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
+    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
+    assert status == 202
+    return await dm_to(h, "bob", "Waiting for your approval"), body
+
+
 async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harness) -> None:
     h = tradecord
     h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
@@ -157,12 +168,7 @@ async def test_approving_while_paused_says_what_to_do_and_keeps_the_card(
     the result." and the DM said "Not placed: … Your trading is paused": the approval was
     spent on an order bound to be refused."""
     h = tradecord
-    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
-    url = await create_strategy(h, "bob", "Swing")
-    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
-    assert status == 202
-    card = await dm_to(h, "bob", "Waiting for your approval")
+    card, _ = await awaiting_approval(h)
     await h.reply("bob", "pause")
     pressed = await h.emu.click(h.user("bob"), card, label="Approve")
     answer = await pressed.message(timeout=15)
@@ -182,12 +188,7 @@ async def test_approving_while_paused_says_what_to_do_and_keeps_the_card(
 
 async def test_an_expired_approval_card_says_so_and_loses_its_buttons(tradecord: Harness) -> None:
     h = tradecord
-    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
-    url = await create_strategy(h, "bob", "Swing")
-    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
-    status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
-    assert status == 202
-    card = await dm_to(h, "bob", "Waiting for your approval")
+    card, body = await awaiting_approval(h)
     h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
     pressed = await h.emu.click(h.user("bob"), card, label="Approve")
     answer = await pressed.message(timeout=15)
@@ -220,12 +221,7 @@ async def test_an_approval_that_expires_unpressed_takes_the_buttons_off_its_card
 ) -> None:
     """Before: the DM said it expired, but the card kept Approve and Reject until pressed."""
     h = tradecord
-    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
-    url = await create_strategy(h, "bob", "Swing")
-    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
-    assert status == 202
-    card = await dm_to(h, "bob", "Waiting for your approval")
+    card, _ = await awaiting_approval(h)
     await h.emu.post(h.user("bob"), card.channel_id, "a DM after the card")
     await past_the_approval(h)
     await dm_to(h, "bob", "The approval expired; nothing was placed.")
@@ -245,12 +241,7 @@ async def test_an_approval_card_that_cannot_be_edited_still_expires(
     tradecord: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = tradecord
-    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
-    url = await create_strategy(h, "bob", "Swing")
-    await h.reply("bob", "subscribe", strategy="Swing", approval=True)
-    status, _ = await post(url, {"ticker": "MSFT", "action": "buy"})
-    assert status == 202
-    card = await dm_to(h, "bob", "Waiting for your approval")
+    card, _ = await awaiting_approval(h)
 
     async def refused(*args: Any, **kwargs: Any) -> Any:
         raise discord.HTTPException(FakeResponse(500), "Discord is down")

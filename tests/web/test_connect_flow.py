@@ -99,6 +99,19 @@ async def through_broker(
     return approved.headers["Location"]
 
 
+async def finish_link(
+    h: Harness, link: str, user: str = "alice", broker_user: str = "demo"
+) -> aiohttp.ClientResponse:
+    """``link`` followed to the end in a browser of its own, signed in as ``user`` at Discord
+    and ``broker_user`` at the broker: our broker callback's answer (its body read)."""
+    b = Browser()
+    try:
+        discord_cb = await through_discord(b, h, link, h.user(user))
+        return await b.get(await through_broker(b, h, discord_cb, broker_user=broker_user))
+    finally:
+        await b.close()
+
+
 def token_requests(h: Harness) -> int:
     ts = h.sandbox.emulators["tradestation"]
     return int(ts.oauth.token_requests)
@@ -337,15 +350,7 @@ async def test_linked_again_while_the_accounts_cannot_be_listed_keeps_trading(h:
 
     alice = h.user("alice")
 
-    async def through(link: str) -> str:
-        b = Browser()
-        try:
-            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
-            return html.unescape(await done.text())
-        finally:
-            await b.close()
-
-    await through(await connect_link(h, "alice"))
+    await finish_link(h, await connect_link(h, "alice"))
     [conn] = await connections(h, "alice")
     _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
     margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
@@ -357,7 +362,7 @@ async def test_linked_again_while_the_accounts_cannot_be_listed_keeps_trading(h:
     link = await connect_link(h, "alice")
     ts = h.sandbox.emulators["tradestation"]
     ts.faults.add(Fault(kind="status", path="/v3/brokerage/accounts$", status=503, body={}))
-    page = await through(link)
+    page = html.unescape(await (await finish_link(h, link)).text())
     assert "linked again to “TradeStation”" in page and "trades in the accounts it had" in page
     assert "trading stays off" not in page, page
 
@@ -749,15 +754,7 @@ async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
     second one, and must not count against the plan a second time (free: 1 connection)."""
     alice = h.user("alice")
 
-    async def through(link: str) -> str:
-        b = Browser()
-        try:
-            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
-            return await done.text()
-        finally:
-            await b.close()
-
-    await through(await connect_link(h, "alice"))
+    await finish_link(h, await connect_link(h, "alice"))
     [conn] = await connections(h, "alice")
     _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
     margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
@@ -767,7 +764,7 @@ async def test_connect_again_relinks_a_connection_the_broker_stopped_accepting(
         row = await s.get(Connection, conn.id)
         assert row is not None
         row.status = ConnectionStatus.NEEDS_REAUTH  # the broker refused our refresh token
-    page = await through(await connect_link(h, "alice"))
+    page = await (await finish_link(h, await connect_link(h, "alice"))).text()
     assert "linked again to “TS Stocks”" in page
     dm = await h.emu.wait_for_message(lambda m: "linked again" in m.content, include_existing=True)
     assert "**TS Stocks**" in dm.content and "trades as before" in dm.content
@@ -793,15 +790,7 @@ async def test_a_token_refused_during_balances_is_repaired_by_the_next_connect(
     alice = h.user("alice")
     ts = h.sandbox.emulators["tradestation"]
 
-    async def through(link: str) -> str:
-        b = Browser()
-        try:
-            done = await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
-            return await done.text()
-        finally:
-            await b.close()
-
-    await through(await connect_link(h, "alice"))
+    await finish_link(h, await connect_link(h, "alice"))
     [conn] = await connections(h, "alice")
     _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
     margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
@@ -821,7 +810,7 @@ async def test_a_token_refused_during_balances_is_repaired_by_the_next_connect(
     ts.faults.faults.remove(refusing)  # the member re-authorizes at the broker
     assert "**free**: 1 of 1" in (await h.reply("alice", "my-plan")).content  # at the limit
 
-    page = await through(await connect_link(h, "alice"))
+    page = await (await finish_link(h, await connect_link(h, "alice"))).text()
     assert "linked again to “TS Stocks”" in page, page
     [again] = await connections(h, "alice")
     assert (again.id, again.name, again.status) == (conn.id, "TS Stocks", ConnectionStatus.ACTIVE)
@@ -889,17 +878,10 @@ async def test_a_link_refused_at_the_callback_revokes_the_tokens_it_was_given(h:
     alice = h.user("alice")
     await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
 
-    async def through(link: str) -> aiohttp.ClientResponse:
-        b = Browser()
-        try:
-            return await b.get(await through_broker(b, h, await through_discord(b, h, link, alice)))
-        finally:
-            await b.close()
-
-    await through(await connect_link(h, "alice"))
+    await finish_link(h, await connect_link(h, "alice"))
     link = await connect_link(h, "alice")
     await h.core.members.set_plan(alice, "free", h.core.settings.plans, by=0)  # meanwhile
-    refused = await through(link)
+    refused = await finish_link(h, link)
     assert refused.status == 403
     assert len(await connections(h, "alice")) == 1
     assert h.sandbox.emulators["tradestation"].revocations == 1
@@ -916,18 +898,7 @@ async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
     ts.add_user("other")
     ts.add_account("other", "77700001", "Margin", cash=1000)
 
-    async def through(link: str, broker_user: str) -> None:
-        b = Browser()
-        try:
-            await b.get(
-                await through_broker(
-                    b, h, await through_discord(b, h, link, alice), broker_user=broker_user
-                )
-            )
-        finally:
-            await b.close()
-
-    await through(await connect_link(h, "alice"), "demo")
+    await finish_link(h, await connect_link(h, "alice"))
     [conn] = await connections(h, "alice")
     _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
     margin = next(a for a in accounts if a.environment.value == "live" and a.type.value == "margin")
@@ -936,7 +907,7 @@ async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
         row = await s.get(Connection, conn.id)
         assert row is not None
         row.status = ConnectionStatus.NEEDS_REAUTH
-    await through(await connect_link(h, "alice"), "other")
+    await finish_link(h, await connect_link(h, "alice"), broker_user="other")
     [again] = await connections(h, "alice")
     assert again.id == conn.id and again.account("live") is None
     assert again.status == ConnectionStatus.NEEDS_ACCOUNT
@@ -977,14 +948,8 @@ async def test_a_busy_token_endpoint_while_linking_says_to_try_again(h: Harness)
     h.sandbox.emulators["tradestation"].faults.add(
         Fault(kind="status", path="/signin/oauth/token$", status=429, body={}, times=1)
     )
-    b = Browser()
-    try:
-        link = await connect_link(h, "alice")
-        cb = await through_broker(b, h, await through_discord(b, h, link, h.user("alice")))
-        done = await b.get(cb)
-        text = html.unescape(await done.text())
-    finally:
-        await b.close()
+    done = await finish_link(h, await connect_link(h, "alice"))
+    text = html.unescape(await done.text())
     assert done.status != 500 and "went wrong on our side" not in text, text
     assert "did not finish the link. Run /connect again in a minute." in text, text
     assert await connections(h, "alice") == []
