@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import discord
@@ -32,6 +32,7 @@ from bot.services.trading import (
     Preview,
     order_terms_of,
     order_text,
+    reduces,
 )
 from bot.wording import plural
 from cogs import format as fmt
@@ -191,6 +192,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
             + _bracket_line(r)
+            + closing_line(p)
             + short_line(p)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
         ),
@@ -234,6 +236,39 @@ def short_line(p: Preview) -> str:
     else:
         now = f"You hold no {r.symbol}: this sell opens"
     return f"\n⚠️ {now} a short position of {fmt.qty(short)}."
+
+
+def closing_line(p: Preview) -> str:
+    """What the order does to the position held, when it closes some or all of it."""
+    r = p.request
+    held = p.position_quantity
+    if not reduces(r, held):
+        return ""
+    verb = "sell" if r.side is Side.SELL else "buy"
+    kind = "long" if held > 0 else "short"
+    if r.quantity == abs(held):
+        return (
+            f"\nThis {verb} closes your whole {kind} position of {fmt.qty(abs(held))} {r.symbol}."
+        )
+    return (
+        f"\nThis {verb} closes {fmt.qty(r.quantity)} of your {kind} position of "
+        f"{fmt.qty(abs(held))} {r.symbol}."
+    )
+
+
+def still_working_line(orders: Sequence[Order]) -> str:
+    """/close: the symbol's open orders are left as they are; a resting exit that fires after
+    the position is gone opens a new one the other way."""
+    if not orders:
+        return ""
+    n = len(orders)
+    named = "; ".join(order_text(o) for o in orders[:3]) + ("; …" if n > 3 else "")
+    them = "it" if n == 1 else "them"
+    return (
+        f"\n⚠️ {n} open {orders[0].symbol} order{plural(n)} stay{'s' if n == 1 else ''} working: "
+        f"{named}. Once the position is closed, a fill would open a new one: cancel {them} "
+        "with /cancel order."
+    )
 
 
 def value_label(p: Preview) -> str:
@@ -625,15 +660,70 @@ class Trading(commands.Cog):
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True
         )
+        await self._card(interaction, preview_embed(preview), preview.intent_id, "/trade")
+
+    async def position_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        ns = interaction.namespace
+        try:
+            holdings = await self.bot.core.trading.holdings(
+                interaction.user.id, getattr(ns, "connection", None), getattr(ns, "mode", None)
+            )
+        except TradecordError:
+            return []
+        cur = current.casefold()
+        out = []
+        for p in holdings.positions:
+            label = f"{p.symbol} · {p.side} {fmt.qty(abs(p.quantity))}"
+            if cur in label.casefold():
+                out.append(app_commands.Choice(name=label[:100], value=p.symbol))
+        return out[:25]
+
+    @app_commands.command(
+        name="close", description="Close a position at the market (you confirm a preview first)"
+    )
+    @app_commands.describe(
+        symbol="The position (start typing to search your positions)",
+        quantity="How much of it to close (default: all of it)",
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live — live trades real money",
+    )
+    @app_commands.autocomplete(symbol=position_choices, connection=connection_names)
+    async def close(
+        self,
+        interaction: discord.Interaction,
+        symbol: str,
+        quantity: str | None = None,
+        connection: str | None = None,
+        mode: Mode = "paper",
+    ) -> None:
+        preview, working = await in_time(
+            interaction,
+            self.bot.core.trading.close_preview(
+                interaction.user.id, symbol, quantity, connection, mode
+            ),
+            ephemeral=True,
+        )
+        embed = preview_embed(preview)
+        embed.description = (embed.description or "") + still_working_line(working)
+        await self._card(interaction, embed, preview.intent_id, "/close")
+
+    async def _card(
+        self, interaction: discord.Interaction, embed: discord.Embed, intent_id: str, command: str
+    ) -> None:
+        """The preview card with its Confirm and Cancel, greyed out when it expires."""
         view = discord.ui.View(timeout=None)
-        view.add_item(TradeButton("confirm", preview.intent_id))
-        view.add_item(TradeButton("cancel", preview.intent_id))
-        await reply(interaction, embed=preview_embed(preview), view=view, ephemeral=True)
-        task = asyncio.create_task(self._expire_card(interaction, preview.intent_id))
+        view.add_item(TradeButton("confirm", intent_id))
+        view.add_item(TradeButton("cancel", intent_id))
+        await reply(interaction, embed=embed, view=view, ephemeral=True)
+        task = asyncio.create_task(self._expire_card(interaction, intent_id, command))
         self._expiries.add(task)
         task.add_done_callback(self._expiries.discard)
 
-    async def _expire_card(self, interaction: discord.Interaction, intent_id: str) -> None:
+    async def _expire_card(
+        self, interaction: discord.Interaction, intent_id: str, command: str
+    ) -> None:
         """Grey out an unanswered card when it expires (the database refuses it anyway)."""
         await asyncio.sleep(CARD_TTL)
         from bot.models import IntentStatus
@@ -642,7 +732,7 @@ class Trading(commands.Cog):
         if intent.status == IntentStatus.DRAFT:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.edit_original_response(
-                    content="This preview expired; nothing was sent. Run /trade again.",
+                    content=f"This preview expired; nothing was sent. Run {command} again.",
                     embed=None,
                     view=None,
                 )

@@ -682,6 +682,59 @@ class TradingService:
             expires_at=intent.created_at + PREVIEW_TTL,
         )
 
+    async def close_preview(
+        self,
+        discord_user_id: int,
+        symbol: str,
+        quantity: str | None,
+        connection: str | None,
+        mode: str | None,
+    ) -> tuple[Preview, list[Order]]:
+        """/close: a market order for all of a position (or ``quantity`` of it), previewed as
+        /trade previews, and the symbol's open orders, which keep working after it. The side
+        comes from the position, so a close can never open the opposite one."""
+        if not symbols.is_symbol(symbol or ""):
+            raise InvalidInput(
+                f"“{symbol}” is not a symbol. Pick one of your positions from the list, or "
+                "see them with /positions."
+            )
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            canonical = adapter.canonical_symbol(symbol)
+            position, orders = await all_or_first_error(
+                adapter.fetch_position(target.ref, canonical),
+                adapter.fetch_open_orders(target.ref),
+            )
+        finally:
+            await adapter.close()
+        where = f"{target.connection.name} ({target.mode})"
+        if position is None or position.quantity == 0:
+            raise InvalidInput(
+                f"You hold no {canonical} on {where}, so there is nothing to close. /positions "
+                "shows what you hold; /trade opens a position."
+            )
+        held = abs(position.quantity)
+        wanted = parse_decimal(quantity, "Quantity")
+        if wanted is not None and wanted > held:
+            raise InvalidInput(
+                f"You hold {qty(held)} {position.symbol} {position.side} on {where}: /close "
+                f"closes at most that. Leave quantity out to close all of it; to go "
+                f"{'short' if position.quantity > 0 else 'long'} as well, use /trade."
+            )
+        side = Side.SELL if position.quantity > 0 else Side.BUY
+        preview = await self.preview(
+            discord_user_id,
+            OrderInput(
+                position.symbol,
+                side.value,
+                str(held if wanted is None else wanted),
+                connection=connection,
+                mode=mode,
+            ),
+        )
+        return preview, [o for o in exits_in_order(orders) if o.symbol == position.symbol]
+
     async def place(
         self,
         target: Target,

@@ -1031,3 +1031,67 @@ async def test_orders_names_a_stop_limits_stop_and_limit_prices(tradecord: Harne
         # The limit goes on below the stop, in the same column, with the other cells blank.
         assert limit.strip() == "limit 212.00" and limit.index("limit") == stop.index("stop 2")
         assert " / " not in listing
+
+
+async def buy(h: Harness, symbol: str, quantity: str, **options: object) -> None:
+    card = await preview(h, "alice", symbol=symbol, quantity=quantity, **options)
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+
+
+async def test_close_sells_the_whole_position_after_a_preview(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10")
+    alice = h.user("alice")
+    choices = await h.emu.autocomplete(
+        alice, "close", options={"symbol": "aa"}, focused="symbol", guild_id=h.guild_id
+    )
+    assert choices == [{"name": "AAPL · long 10", "value": "AAPL"}]
+    card = await h.reply("alice", "close", symbol="AAPL")
+    assert card.ephemeral
+    text = card.text()
+    assert "**SELL 10 AAPL** · market" in text, text
+    assert "This sell closes your whole long position of 10 AAPL." in text
+    assert "open AAPL order" not in text  # nothing else is working on AAPL
+    done = await h.emu.click(alice, card, label="Confirm")
+    assert "Filled: sell 10 AAPL at $200.00" in (await done.message(timeout=10)).text()
+    assert "No open positions" in (await h.reply("alice", "positions")).text()
+
+
+async def test_close_covers_a_short_and_closes_part_when_asked(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10", side="sell")
+    part = (await h.reply("alice", "close", symbol="aapl", quantity="4")).text()
+    assert "**BUY 4 AAPL** · market" in part, part
+    assert "This buy closes 4 of your short position of 10 AAPL." in part
+    whole = (await h.reply("alice", "close", symbol="AAPL")).text()
+    assert "This buy closes your whole short position of 10 AAPL." in whole, whole
+
+
+async def test_close_refuses_what_it_cannot_close_and_says_what_to_do(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    none = (await h.reply("alice", "close", symbol="MSFT")).text()
+    assert "You hold no MSFT on Tradecord Paper (paper), so there is nothing to close." in none
+    assert "/positions" in none
+    await buy(h, "AAPL", "10")
+    more = (await h.reply("alice", "close", symbol="AAPL", quantity="12")).text()
+    assert "You hold 10 AAPL long on Tradecord Paper (paper): /close closes at most that." in more
+    assert "to go short as well, use /trade" in more
+    assert "not a symbol" in (await h.reply("alice", "close", symbol="not a symbol")).text()
+    assert await paper_orders(h) == 1  # only the buy: nothing was prepared or sent
+
+
+async def test_close_warns_that_a_resting_exit_keeps_working(tradecord: Harness) -> None:
+    """A stop-loss left working after the position is closed sells short when it triggers."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10", take_profit="220", stop_loss="190")
+    text = (await h.reply("alice", "close", symbol="AAPL")).text()
+    assert "⚠️ 2 open AAPL orders stay working: the take-profit sell 10 AAPL limit at $220.00; " in (
+        text
+    ), text
+    assert "cancel them with /cancel order" in text
