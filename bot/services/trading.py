@@ -593,8 +593,10 @@ class TradingService:
         *,
         source: str = "discord",
         idempotency_key: str | None = None,
+        close_only: bool = False,
     ) -> Preview:
-        """Validate, price, and store a draft intent the member can confirm for 60 seconds."""
+        """Validate, price, and store a draft intent the member can confirm for 60 seconds.
+        ``close_only``: Confirm sends it only if it still only closes a position (/close)."""
         target = await self.core.connections.resolve(discord_user_id, order.connection, order.mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
@@ -658,6 +660,7 @@ class TradingService:
                     "simulated": quote.simulated,
                     # Closing (part of) a position: risk limits do not hold it back at submit.
                     "closes_position": reduces(request, held),
+                    "close_only": close_only,
                     "bracket": bracket_json(request.bracket),
                 },
             )
@@ -732,6 +735,7 @@ class TradingService:
                 connection=connection,
                 mode=mode,
             ),
+            close_only=True,
         )
         return preview, [o for o in exits_in_order(orders) if o.symbol == position.symbol]
 
@@ -842,8 +846,9 @@ class TradingService:
         intent = await self._owned_intent(intent_id, discord_user_id)
         if intent.status == IntentStatus.DRAFT and self.clock() - intent.created_at > PREVIEW_TTL:
             await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.DISCARDED)
+            again = "/close" if intent.extra.get("close_only") is True else "/trade"
             raise Conflict(
-                "This preview expired after 60 seconds; nothing was sent. Run /trade again."
+                f"This preview expired after 60 seconds; nothing was sent. Run {again} again."
             )
         if not await self._transition(intent_id, IntentStatus.DRAFT, IntentStatus.PENDING):
             raise Conflict(self._already(await self.get_intent(intent_id)))
@@ -967,6 +972,36 @@ class TradingService:
         held = position.quantity if position is not None else Decimal(0)
         return reduces(request_of(intent), held), adapter
 
+    async def _not_closing(
+        self, intent: OrderIntent, target: Target, adapter: BrokerAdapter | None
+    ) -> tuple[Refusal | None, BrokerAdapter | None]:
+        """/close, at Confirm: the position is read again, since a close sent after it was
+        closed or cut (a stop-loss filled meanwhile) would open the other side."""
+        what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+        try:
+            adapter = adapter or await self.core.connections.adapter_for(target.connection)
+            position = await adapter.fetch_position(target.ref, intent.symbol)
+        except (BrokerError, TimeoutError):
+            return Refusal(
+                "position-unknown",
+                f"Not sent: {what} closes a position, and the broker did not answer when asked "
+                "whether you still hold it. Run /close again in a moment.",
+            ), adapter
+        held = position.quantity if position is not None else Decimal(0)
+        if reduces(request_of(intent), held):
+            return None, adapter
+        now = (
+            f"{qty(abs(held))} {intent.symbol} {'long' if held > 0 else 'short'}"
+            if held
+            else (f"no {intent.symbol}")
+        )
+        return Refusal(
+            "position-changed",
+            f"Not sent: {what} would no longer only close your position: you hold {now} now "
+            "(it filled, closed or changed after the preview). /positions shows what you "
+            "hold; run /close again.",
+        ), adapter
+
     async def _check_early(
         self, intent: OrderIntent, target: Target, adapter: BrokerAdapter
     ) -> None:
@@ -1039,6 +1074,11 @@ class TradingService:
         if stopped is not None:
             return stopped, adapter
         assert member is not None
+        if intent.extra.get("close_only") is True and not position_read:
+            gone, adapter = await self._not_closing(intent, target, adapter)
+            if gone is not None:
+                return gone, adapter
+            position_read = True
         limits = Limits(
             member.max_order_quantity, member.max_order_notional, member.max_daily_notional
         ).stricter(server_limits(self.core.settings))

@@ -1095,3 +1095,23 @@ async def test_close_warns_that_a_resting_exit_keeps_working(tradecord: Harness)
         text
     ), text
     assert "cancel them with /cancel order" in text
+
+
+async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: Harness) -> None:
+    """Two /close cards for one position (or a stop-loss that filled meanwhile): the second
+    Confirm would sell short. The position is read again at Confirm."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10")
+    alice = h.user("alice")
+    first = await h.reply("alice", "close", symbol="AAPL")
+    second = await h.reply("alice", "close", symbol="AAPL", quantity="6")
+    await (await h.emu.click(alice, first, label="Confirm")).message(timeout=10)
+    sent = await paper_orders(h)
+    result = (await (await h.emu.click(alice, second, label="Confirm")).message(timeout=10)).text()
+    assert (
+        "Not sent: sell 6 AAPL would no longer only close your position: you hold no AAPL now"
+        in result
+    ), result
+    assert await paper_orders(h) == sent
+    assert "No open positions" in (await h.reply("alice", "positions")).text()
