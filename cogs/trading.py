@@ -256,18 +256,26 @@ def closing_line(p: Preview) -> str:
     )
 
 
-def still_working_line(orders: Sequence[Order]) -> str:
+def still_working_line(p: Preview, orders: Sequence[Order]) -> str:
     """/close: the symbol's open orders are left as they are; a resting exit that fires after
-    the position is gone opens a new one the other way."""
+    the position is gone (or for more than is left) opens one the other way."""
     if not orders:
         return ""
     n = len(orders)
     named = "; ".join(order_text(o) for o in orders[:3]) + ("; …" if n > 3 else "")
     them = "it" if n == 1 else "them"
+    left = abs(p.position_quantity) - p.request.quantity
+    risk = (
+        f"You will hold {fmt.qty(left)} {p.request.symbol} after this: a fill of more than "
+        f"that would open a position the other way. Cancel or replace with /cancel order what "
+        "should not."
+        if left > 0
+        else f"Once the position is closed, a fill would open a new one: cancel {them} with "
+        "/cancel order."
+    )
     return (
         f"\n⚠️ {n} open {orders[0].symbol} order{plural(n)} stay{'s' if n == 1 else ''} working: "
-        f"{named}. Once the position is closed, a fill would open a new one: cancel {them} "
-        "with /cancel order."
+        f"{named}. {risk}"
     )
 
 
@@ -706,7 +714,7 @@ class Trading(commands.Cog):
             ephemeral=True,
         )
         embed = preview_embed(preview)
-        embed.description = (embed.description or "") + still_working_line(working)
+        embed.description = (embed.description or "") + still_working_line(preview, working)
         await self._card(interaction, embed, preview.intent_id, "/close")
 
     async def _card(

@@ -1094,7 +1094,11 @@ async def test_close_warns_that_a_resting_exit_keeps_working(tradecord: Harness)
     assert "⚠️ 2 open AAPL orders stay working: the take-profit sell 10 AAPL limit at $220.00; " in (
         text
     ), text
-    assert "cancel them with /cancel order" in text
+    assert "Once the position is closed, a fill would open a new one: cancel them" in text
+    part = (await h.reply("alice", "close", symbol="AAPL", quantity="4")).text()
+    assert "You will hold 6 AAPL after this: a fill of more than that would open a position " in (
+        part
+    ), part
 
 
 async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: Harness) -> None:
