@@ -19,13 +19,22 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters.models import AssetClass, Bracket, Order, OrderRequest, OrderStatus, Side
+from adapters.models import (
+    AssetClass,
+    Bracket,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    Position,
+    Side,
+)
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
-from bot.services.connections import SIMULATED_SOURCE, PaperSettings
+from bot.services.connections import SIMULATED_SOURCE, PaperSettings, Target
 from bot.services.trading import (
     HISTORY_LIMIT,
+    Flattened,
     Holdings,
     OrderInput,
     Outcome,
@@ -389,6 +398,78 @@ class ConfirmCancelAll(ConfirmView):
         await self.answer(interaction, "Nothing was cancelled.")
 
 
+class ConfirmFlatten(ConfirmView):
+    def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:
+        super().__init__(owner_id, timeout=CARD_TTL)
+        self.bot, self.connection, self.mode = bot, connection, mode
+
+    @discord.ui.button(label="Flatten", style=discord.ButtonStyle.danger)
+    async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        # The question's message names the press: a second one places no close twice.
+        key = str(interaction.message.id if interaction.message else interaction.id)
+        done = await in_time(
+            interaction,
+            self.bot.core.trading.flatten(interaction.user.id, self.connection, self.mode, key),
+            ephemeral=True,
+        )
+        await self.answer(interaction, flattened_text(done))
+
+    @discord.ui.button(label="Keep everything", style=discord.ButtonStyle.secondary)
+    async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        await self.answer(interaction, "Nothing was cancelled or closed.")
+
+
+def flatten_question(target: Target, positions: Sequence[Position], orders: Sequence[Order]) -> str:
+    name, mode = target.connection.name, target.mode
+    parts = []
+    if orders:
+        parts.append(f"cancels {len(orders)} open order{plural(len(orders))}")
+    if positions:
+        closes = [
+            f"{'sell' if p.quantity > 0 else 'buy'} {fmt.qty(abs(p.quantity))} {p.symbol}"
+            for p in positions[:10]
+        ]
+        more = f" and {len(positions) - 10} more" if len(positions) > 10 else ""
+        parts.append(
+            f"closes {len(positions)} position{plural(len(positions))} at the market: "
+            f"{', '.join(closes)}{more}"
+        )
+    live = "\n⚠️ **These are LIVE orders with real money.**" if mode == "live" else ""
+    return f"Flatten {name} ({mode})? This {', then '.join(parts)}.{live}"
+
+
+def flattened_text(done: Flattened) -> str:
+    name = done.target.connection.name
+    if done.not_cancelled:
+        waiting = "; ".join(order_text(o) for o in done.not_cancelled[:3])
+        return (
+            f"Not flattened: the broker had not carried out every cancel yet ({waiting}), so "
+            "no position was closed: an exit still working could sell what a close sold. "
+            "Check /orders in a moment, then run /flatten again."
+        )
+    cancelled = sum(o.status is OrderStatus.CANCELLED for o in done.cancelled)
+    lines = [f"Flattened {name}: cancelled {cancelled} open order{plural(cancelled)}."]
+    for outcome in done.closes:
+        intent = outcome.intent
+        if outcome.extra.get("duplicate"):
+            lines.append(f"• {intent.symbol}: already sent by your first press.")
+        else:
+            lines.append(f"• {'✅' if outcome.ok else '❌'} {outcome.message}")
+    for symbol, why in done.not_closed:
+        lines.append(f"• ❌ {symbol}: {why}")
+    if not done.closes and not done.not_closed:
+        lines.append("No position was open.")
+    # A message holds 2,000 characters: the rest are counted, and /history has them all.
+    shown, size = [], 0
+    for i, line in enumerate(lines):
+        if size + len(line) > 1850:
+            shown.append(f"… and {len(lines) - i} more: /history and /positions show them all.")
+            break
+        shown.append(line)
+        size += len(line) + 1
+    return "\n".join(shown)
+
+
 class ConfirmPaperReset(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
@@ -744,6 +825,38 @@ class Trading(commands.Cog):
                     embed=None,
                     view=None,
                 )
+
+    @app_commands.command(
+        name="flatten", description="Cancel every open order and close every position (you confirm)"
+    )
+    @app_commands.describe(
+        connection="Which connection (default: Tradecord Paper)", mode="paper (default) or live"
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def flatten(
+        self, interaction: discord.Interaction, connection: str | None = None, mode: Mode = "paper"
+    ) -> None:
+        target, positions, orders = await in_time(
+            interaction,
+            self.bot.core.trading.flatten_plan(interaction.user.id, connection, mode),
+            ephemeral=True,
+        )
+        if not positions and not orders:
+            await reply(
+                interaction,
+                content=f"{target.connection.name} has no open {target.mode} positions or orders: "
+                "nothing to flatten.",
+                ephemeral=True,
+            )
+            return
+        view = ConfirmFlatten(interaction.user.id, self.bot, connection, mode)
+        view.message = await reply(
+            interaction,
+            content=flatten_question(target, positions, orders),
+            view=view,
+            ephemeral=True,
+            wait=True,
+        )
 
     cancel = app_commands.Group(name="cancel", description="Cancel open orders")
 

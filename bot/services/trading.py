@@ -382,6 +382,18 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Flattened:
+    """What /flatten did: the orders it cancelled, one outcome per position it closed, and
+    cancels the broker had not carried out (then no position was closed)."""
+
+    target: Target
+    cancelled: list[Order]
+    closes: list[Outcome] = field(default_factory=list)
+    not_cancelled: list[Order] = field(default_factory=list)
+    not_closed: list[tuple[str, str]] = field(default_factory=list)  # symbol, why
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A pre-trade check that failed: nothing is sent; ``message`` is for the member."""
@@ -738,6 +750,65 @@ class TradingService:
             close_only=True,
         )
         return preview, [o for o in exits_in_order(orders) if o.symbol == position.symbol]
+
+    async def flatten_plan(
+        self, discord_user_id: int, connection: str | None, mode: str | None
+    ) -> tuple[Target, list[Position], list[Order]]:
+        """What /flatten would do: the positions it closes and the open orders it cancels."""
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            positions, orders = await all_or_first_error(
+                adapter.fetch_positions(target.ref), adapter.fetch_open_orders(target.ref)
+            )
+        finally:
+            await adapter.close()
+        return target, [p for p in positions if p.quantity != 0], orders
+
+    async def flatten(
+        self, discord_user_id: int, connection: str | None, mode: str | None, key: str
+    ) -> Flattened:
+        """Cancel every open order, then close every position at the market. The cancels come
+        first: a take-profit or stop-loss still working would sell what the close sold. If a
+        cancel is not carried out in time, no position is closed (nothing half-done). ``key``
+        names the confirmation: pressed twice, it places each close once."""
+        target, cancelled = await self.cancel(discord_user_id, connection, mode)
+        done = Flattened(target, cancelled)
+        done.not_cancelled = [o for o in cancelled if not o.status.is_final]
+        if done.not_cancelled:
+            return done
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            closes: dict[str, Awaitable[Outcome]] = {}
+            for p in await adapter.fetch_positions(target.ref):
+                if p.quantity == 0:
+                    continue
+                side = Side.SELL if p.quantity > 0 else Side.BUY
+                order = OrderInput(p.symbol, side.value, format(abs(p.quantity), "f"))
+                try:
+                    request = self.build_request(order, adapter)
+                except TradecordError as e:
+                    done.not_closed.append((p.symbol, e.user_message))
+                    continue
+                closes[p.symbol] = self.place(
+                    target,
+                    request,
+                    source="discord",
+                    idempotency_key=f"flatten:{key}:{p.symbol}",
+                    extra={"closes_position": True, "close_only": True},
+                    adapter=adapter,
+                )
+            results = await asyncio.gather(*closes.values(), return_exceptions=True)
+        finally:
+            await adapter.close()
+        for symbol, result in zip(closes, results, strict=True):
+            if isinstance(result, Outcome):
+                done.closes.append(result)
+            elif isinstance(result, TradecordError):
+                done.not_closed.append((symbol, result.user_message))
+            else:
+                raise result
+        return done
 
     async def place(
         self,

@@ -1119,3 +1119,62 @@ async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: 
     ), result
     assert await paper_orders(h) == sent
     assert "No open positions" in (await h.reply("alice", "positions")).text()
+
+
+async def test_flatten_cancels_the_orders_then_closes_every_position(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    pin(h, "MSFT", "399.90", "400.10")
+    await buy(h, "AAPL", "10", take_profit="220", stop_loss="190")
+    await buy(h, "MSFT", "3", side="sell")
+    await buy(h, "MSFT", "1", order_type="limit", limit_price="350", time_in_force="gtc")
+    ask = await h.reply("alice", "flatten")
+    assert ask.ephemeral
+    assert ask.text() == (
+        "Flatten Tradecord Paper (paper)? This cancels 3 open orders, then closes 2 positions "
+        "at the market: sell 10 AAPL, buy 3 MSFT."
+    )
+    alice = h.user("alice")
+    done = (await (await h.emu.click(alice, ask, label="Flatten")).message(timeout=10)).text()
+    assert done.startswith("Flattened Tradecord Paper: cancelled 3 open orders.\n"), done
+    assert "✅ Filled: sell 10 AAPL at $200.00." in done
+    assert "✅ Filled: buy 3 MSFT at $400.00." in done
+    assert "No open positions" in (await h.reply("alice", "positions")).text()
+    assert "No open orders." in (await h.reply("alice", "orders")).text()
+    nothing = (await h.reply("alice", "flatten")).text()
+    assert nothing == "Tradecord Paper has no open paper positions or orders: nothing to flatten."
+
+
+async def test_keep_everything_flattens_nothing(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10")
+    ask = await h.reply("alice", "flatten")
+    kept = await (await h.emu.click(h.user("alice"), ask, label="Keep everything")).message(
+        timeout=10
+    )
+    assert kept.text() == "Nothing was cancelled or closed."
+    assert "AAPL" in (await h.reply("alice", "positions")).text()
+
+
+async def test_flatten_closes_no_position_while_a_cancel_is_not_carried_out(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exit still working after the close would sell again: then nothing is closed."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10", take_profit="220")
+    ask = await h.reply("alice", "flatten")
+
+    async def refuse_cancel(self: PaperBroker, *args: Any, **kwargs: Any) -> None:
+        return None  # the broker accepts the request and has not acted on it yet
+
+    monkeypatch.setattr(PaperBroker, "cancel_order", refuse_cancel)
+    h.core.trading.cancel_wait = 0.2
+    done = (
+        await (await h.emu.click(h.user("alice"), ask, label="Flatten")).message(timeout=10)
+    ).text()
+    assert done.startswith("Not flattened: the broker had not carried out every cancel yet"), done
+    assert "take-profit sell 10 AAPL limit at $220.00" in done
+    assert "no position was closed" in done
+    assert "long" in (await h.reply("alice", "positions")).text()
