@@ -33,7 +33,8 @@ from bot.db import Database
 from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
-from bot.services.signals import Ack, Plan
+from bot.services.signal_plans import Plan
+from bot.services.signals import Ack
 from bot.services.strategies import WebhookUrl
 from bot.services.subscriptions import SubscriptionSettings
 from bot.settings import Settings
