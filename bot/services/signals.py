@@ -1,6 +1,6 @@
 """Signals: the webhook's acknowledgement, processing from the job queue, each subscription's
-execution in TradersPost's order, manual approval and alerts. The execution report
-(``/signal show``) is ``bot.services.signal_report``.
+execution in TradersPost's order, and alerts. Manual approval is ``bot.services.approvals``,
+the execution report (``/signal show``) ``bot.services.signal_report``.
 
 Acknowledgement (``receive``): the request is parsed and checked against the strategy's rules,
 then stored with its job in one transaction (``bot.services.acks``); the answer (202 with the
@@ -23,12 +23,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +65,6 @@ from bot.automation_models import (
 from bot.components import approval_buttons
 from bot.errors import (
     Conflict,
-    LimitReached,
-    NotFound,
-    PermissionDenied,
     TradecordError,
 )
 from bot.models import (
@@ -80,9 +76,16 @@ from bot.models import (
     new_uuid,
 )
 from bot.services.acks import AckStore, RateLimited
+from bot.services.approvals import (
+    JOB_APPROVAL_EXPIRY,
+    ApprovalHook,
+    ApprovalResult,
+    Approvals,
+    PendingApproval,
+)
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.notify import ChannelUnavailable, Outgoing, buttons_of, dm_quietly
+from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.signal_plans import ExecContext, Leg, Plan, Result, decimal_text
 from bot.services.signal_report import SignalReport, SignalReports
 from bot.services.strategies import WebhookAuth
@@ -107,9 +110,8 @@ from bot.services.trading import (
     send_settles_at,
     stop_passed,
 )
-from bot.services.trading import Refusal as OrderRefusal
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
-from bot.wording import plural
+from bot.wording import plain, plural
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -121,10 +123,6 @@ log = logging.getLogger("tradecord.signals")
 FANOUT_CONCURRENCY = 500
 DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
 JOB_SIGNAL = "signal"
-JOB_APPROVED = "signal.approved"
-JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
-# A late click, a second process's click and the expired card itself all say it alike.
-APPROVAL_EXPIRED = "This approval expired; nothing was placed."
 CHANNEL_STATUSES = {
     ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
     ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
@@ -181,7 +179,7 @@ class ChannelDigest:
     def __init__(self, channel_id: int, strategy_name: str) -> None:
         self.channel_id = channel_id
         self.strategy_name = strategy_name
-        self.title = f"**{_plain(strategy_name)}**"
+        self.title = f"**{plain(strategy_name)}**"
         self._lines: dict[str, int] = {}  # in arrival order
 
     def add(self, line: str) -> None:
@@ -209,32 +207,6 @@ class ChannelDigest:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class PendingApproval:
-    """An execution waiting for its member: what the approval card shows."""
-
-    execution_id: int
-    signal_id: str
-    discord_user_id: int
-    strategy_name: str
-    connection_name: str
-    mode: str
-    summary: str
-    intent_ids: tuple[str, ...]  # drafts, in placing order; approve/reject take any of them
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalResult:
-    execution_id: int
-    signal_id: str
-    status: str
-    message: str
-
-
-ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
-
-
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -253,8 +225,7 @@ class SignalService:
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
         core.trading.origin_of = self._origin
-        core.jobs.register(JOB_APPROVED, self._job_approved)
-        core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
+        self.approvals = Approvals(self)
 
     # == acknowledgement ===========================================================================
 
@@ -742,7 +713,7 @@ class SignalService:
             # send (approval switched on since): it may be at the broker already, and the
             # reconciler sends a pending one whatever the card says, so the run carries it on.
             if ctx.subscription.manual_approval and not ctx.approved and plan.legs and not started:
-                return await self._request_approval(ctx, adapter, target, plan, existing)
+                return await self.approvals.request(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:
             await adapter.close()
@@ -1646,390 +1617,17 @@ class SignalService:
 
     # -- approval -------------------------------------------------------------------------------
 
-    async def _request_approval(
-        self,
-        ctx: ExecContext,
-        adapter: BrokerAdapter,
-        target: Target,
-        plan: Plan,
-        existing: dict[str, OrderIntent],
-    ) -> Result:
-        drafts = []
-        try:
-            for leg in plan.legs:
-                drafts.append(
-                    await self._place(
-                        ctx, adapter, target, leg, plan, existing.get(leg.name), submit=False
-                    )
-                )
-        except BaseException:
-            await self._discard_drafts(ctx)  # no half-drafted plan waits for approval
-            raise
-        # As /trade's preview does: a card for an order bound to be refused (paused, the kill
-        # switch, a limit) would ask a click that places nothing.
-        for draft in drafts:
-            extra = dict(draft.extra or {})
-            refusal = await self.core.trading.refusal(
-                target, request_of(draft), adapter, source="signal", extra=extra
-            )
-            if refusal is not None:
-                await self._discard_drafts(ctx)
-                said = f"Not placed: {plan.summary(ctx.signal.ticker)}. {refusal.message}"
-                return Result(ExecutionStatus.FAILED, refusal.code, said, plan)
-        expires = self.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
-        self._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
-        return Result(
-            ExecutionStatus.WAITING_APPROVAL,
-            "approval-required",
-            # /signal show says this: where to answer, and by when (it said neither).
-            f"Waiting for your approval: {plan.summary(ctx.signal.ticker)}. Approve or Reject "
-            f"it on the card in your DMs before it expires <t:{int(expires.timestamp())}:R>; "
-            "after that nothing is placed.",
-            plan,
-            approval_expires_at=expires,
-            orders=drafts,
-        )
-
     async def approve(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
-        """The member approves the signal's orders for their subscription (any of the drafts'
-        ids will do). Exactly one click wins, in any process; the orders are placed by a job."""
-        ex = await self._owned_execution(intent_id, discord_user_id)
-        await self._expire_if_due(ex)
-        if ex.status == ExecutionStatus.WAITING_APPROVAL:
-            # Approved while paused, the click said "being placed" and the DM after it "Not
-            # placed: your trading is paused". Refused here, the approval still waits (the
-            # card keeps its buttons) for a click once the member may trade again.
-            stopped = await self.core.trading.stopped(ex.member_id)
-            if stopped is not None:
-                raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
-        async with self.core.db.transaction() as s:
-            won = (
-                await s.execute(
-                    update(SignalExecution)
-                    .where(
-                        SignalExecution.id == ex.id,
-                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                    )
-                    .values(
-                        status=ExecutionStatus.APPROVED,
-                        updated_at=self.clock(),
-                        phases=[*(ex.phases or []), self._phase_entry("approved", None)],
-                    )
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if won:
-                await s.execute(
-                    self.core.jobs.insert_statement(
-                        JOB_APPROVED, {"execution_id": ex.id}, key=f"approved:{ex.id}"
-                    )
-                )
-        if not won:
-            raise Conflict(await self._already(ex.id))
-        self.core.jobs.wake()
-        return ApprovalResult(
-            ex.id,
-            ex.signal_id,
-            ExecutionStatus.APPROVED,
-            # A reversal's card approves its exit and its entry: both are placed.
-            "Approved: the order is being placed; you will get a DM with the result."
-            if len(Plan.from_json(ex.plan or {}).legs) < 2
-            else "Approved: the exit and then the entry are being placed; you will get a DM "
-            "with the result.",
-        )
+        """``Approvals.approve``, where the cogs ask for it."""
+        return await self.approvals.approve(intent_id, discord_user_id)
 
     async def reject(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
-        """The member declines: nothing is placed."""
-        ex = await self._owned_execution(intent_id, discord_user_id)
-        await self._expire_if_due(ex)
-        if not await self._close_approval(
-            ex.id,
-            ExecutionStatus.DECLINED,
-            "declined",
-            "You declined this signal; nothing was placed.",
-            tell=False,  # the card they pressed says so: a DM on top would say it again
-        ):
-            raise Conflict(await self._already(ex.id))
-        return ApprovalResult(
-            ex.id, ex.signal_id, ExecutionStatus.DECLINED, "Declined: nothing was placed."
-        )
+        """``Approvals.reject``, where the cogs ask for it."""
+        return await self.approvals.reject(intent_id, discord_user_id)
 
     async def pending_approvals(self, discord_user_id: int) -> list[PendingApproval]:
-        member_id = await self.core.members.ensure(discord_user_id)
-        async with self.core.db.session() as s:
-            rows = (
-                (
-                    await s.execute(
-                        select(SignalExecution.id)
-                        .where(
-                            SignalExecution.member_id == member_id,
-                            SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                        )
-                        .order_by(SignalExecution.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        out = []
-        for ex_id in rows:
-            pending = await self._pending(ex_id)
-            if pending is not None:
-                out.append(pending)
-        return out
-
-    async def _pending(self, execution_id: int) -> PendingApproval | None:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(
-                        SignalExecution,
-                        Strategy.name,
-                        Member.discord_user_id,
-                        Connection.name,
-                        ReceivedSignal.ticker,
-                    )
-                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
-                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .join(Member, Member.id == SignalExecution.member_id)
-                    .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
-                    .where(SignalExecution.id == execution_id)
-                )
-            ).first()
-            if row is None:
-                return None
-            ex, sname, discord_id, cname, ticker = row
-            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
-            intents = {
-                i.idempotency_key: i.id
-                for i in await s.scalars(
-                    select(OrderIntent).where(OrderIntent.idempotency_key.in_(keys))
-                )
-            }
-        plan = Plan.from_json(ex.plan or {})
-        return PendingApproval(
-            execution_id=ex.id,
-            signal_id=ex.signal_id,
-            discord_user_id=discord_id,
-            strategy_name=sname,
-            connection_name=cname or "(removed)",
-            mode=ex.mode,
-            summary=plan.summary(ticker or ""),
-            intent_ids=tuple(intents[k] for k in keys if k in intents),
-            expires_at=ex.approval_expires_at or self.clock(),
-        )
-
-    async def _owned_execution(self, intent_id: str, discord_user_id: int) -> SignalExecution:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(OrderIntent.idempotency_key, Member.discord_user_id)
-                    .join(Member, Member.id == OrderIntent.member_id)
-                    .where(OrderIntent.id == intent_id, OrderIntent.source == "signal")
-                )
-            ).first()
-            if row is None:
-                raise NotFound("That signal order no longer exists.")
-            key, owner = row
-            if owner != discord_user_id:
-                raise PermissionDenied("This approval belongs to someone else.")
-            signal_id, _, rest = (key or "").partition(":")
-            sub_id = rest.partition(":")[0]
-            ex = await s.scalar(
-                select(SignalExecution).where(
-                    SignalExecution.signal_id == signal_id,
-                    SignalExecution.subscription_id == int(sub_id or 0),
-                )
-            )
-        if ex is None:
-            raise NotFound("That signal order no longer exists.")
-        return ex
-
-    async def _expire_if_due(self, ex: SignalExecution) -> None:
-        due = ex.approval_expires_at
-        if ex.status == ExecutionStatus.WAITING_APPROVAL and due and self.clock() >= due:
-            await self._close_approval(
-                ex.id,
-                ExecutionStatus.EXPIRED,
-                "expired",
-                "The approval expired; nothing was placed.",
-            )
-            raise Conflict(APPROVAL_EXPIRED)
-
-    async def _already(self, execution_id: int) -> str:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(SignalExecution.status, SignalExecution.signal_id).where(
-                        SignalExecution.id == execution_id
-                    )
-                )
-            ).first()
-        status, signal_id = row if row is not None else (None, "")
-        # A second click (another process took the first) read "already handled (it is
-        # approved)", as if something had gone wrong: it says where the order is instead.
-        return {
-            ExecutionStatus.EXPIRED: APPROVAL_EXPIRED,
-            ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
-            ExecutionStatus.APPROVED: "You approved this signal already: its order is being "
-            "placed, and you will get a DM with the result.",
-        }.get(
-            status or "",
-            f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
-            f"/signal show `{signal_id[:8]}` has every step.",
-        )
-
-    async def _close_approval(
-        self,
-        execution_id: int,
-        status: str,
-        phase: str,
-        reason: str,
-        *,
-        tell: bool = True,
-        card: str | None = None,
-    ) -> bool:
-        """End a waiting approval (declined or expired) and discard its drafts, once; ``tell``:
-        DM the member the reason; ``card``: the outcome to put on the Approve/Reject card in
-        their DMs in place of its buttons (a press answers that itself, so only the job does)."""
-        async with self.core.db.transaction() as s:
-            ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
-            if ex is None:
-                return False
-            won = (
-                await s.execute(
-                    update(SignalExecution)
-                    .where(
-                        SignalExecution.id == execution_id,
-                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                    )
-                    .values(
-                        status=status,
-                        reason_code=f"approval-{status}",
-                        reason=reason,
-                        notified_status=status,
-                        updated_at=self.clock(),
-                        phases=[*(ex.phases or []), self._phase_entry(phase, None)],
-                    )
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if not won:
-                return False
-            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
-            drafts = OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
-            # What the card asked, for a DM that may come long after it: which strategy, which
-            # order. (The card is far up the DMs by then, and a member may have several.)
-            discarded = list(await s.scalars(select(OrderIntent).where(*drafts)))
-            asked = [f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}" for i in discarded]
-            name = await s.scalar(
-                select(Strategy.name)
-                .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
-                .where(ReceivedSignal.id == ex.signal_id)
-            )
-            await s.execute(
-                update(OrderIntent)
-                .where(*drafts)
-                .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
-            )
-            discord_id = await s.scalar(
-                select(Member.discord_user_id).where(Member.id == ex.member_id)
-            )
-        if discord_id is not None and tell:
-            what = f"**{_plain(name)}** " if name else ""
-            what += f"{'; '.join(asked)}: " if asked else ""
-            await self._dm(discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)")
-        if discord_id is not None and card is not None and self.core.notifier is not None:
-            # The card names any of the drafts (approval_buttons); a press on buttons left in
-            # place is still answered, so failing here only costs a log line.
-            buttons = [
-                custom_id for i in discarded for custom_id in buttons_of(approval_buttons(i.id))
-            ]
-            try:
-                await self.core.notifier.close_dm_card(discord_id, buttons, card)
-            except Exception:
-                log.warning("Could not close the approval card of %s", execution_id, exc_info=True)
-        return True
-
-    async def _job_expiry(self, payload: Mapping[str, Any]) -> None:
-        execution_id = int(payload["execution_id"])
-        async with self.core.db.session() as s:
-            due = await s.scalar(
-                select(SignalExecution.approval_expires_at).where(
-                    SignalExecution.id == execution_id
-                )
-            )
-        if due is not None and self.clock() >= due:
-            await self._close_approval(
-                execution_id,
-                ExecutionStatus.EXPIRED,
-                "expired",
-                "The approval expired; nothing was placed.",
-                card=APPROVAL_EXPIRED,
-            )
-        elif due is not None:
-            # Not due by this process's clock yet: look again then.
-            await self.core.jobs.enqueue(
-                JOB_APPROVAL_EXPIRY,
-                {"execution_id": execution_id},
-                key=f"expiry:{execution_id}:{due.timestamp()}",
-                run_after=due,
-            )
-
-    async def _job_approved(self, payload: Mapping[str, Any]) -> None:
-        execution_id = int(payload["execution_id"])
-        ctx = await self._context_for(execution_id)
-        if ctx is None:
-            return
-        ctx.approved = True
-        await self._run(ctx)
-
-    async def _context_for(self, execution_id: int) -> ExecContext | None:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(
-                        SignalExecution,
-                        ReceivedSignal,
-                        Strategy,
-                        Subscription,
-                        Member.discord_user_id,
-                        AlertPreference,
-                    )
-                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
-                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .join(Subscription, Subscription.id == SignalExecution.subscription_id)
-                    .join(Member, Member.id == SignalExecution.member_id)
-                    .outerjoin(
-                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
-                    )
-                    .where(SignalExecution.id == execution_id)
-                )
-            ).first()
-            if row is None:
-                return None
-            ex, record, strategy, sub, discord_id, pref = row
-            if ex.status != ExecutionStatus.APPROVED:
-                return None
-            conn = await s.scalar(
-                select(Connection)
-                .where(Connection.id == sub.connection_id)
-                .options(selectinload(Connection.accounts))
-            )
-        return ExecContext(
-            signal_id=record.id,
-            signal=Signal.from_record(record.payload or {}),
-            strategy_id=strategy.id,
-            strategy_name=strategy.name,
-            guild_id=strategy.guild_id,
-            max_quantity=strategy.max_quantity,
-            execution_id=ex.id,
-            subscription=sub,
-            connection=conn,
-            member_discord_id=discord_id,
-            public_name=pref.display_name if pref and pref.alerts_show_name else None,
-            channel_id=await self.core.strategies.alert_channel(strategy.guild_id, strategy.id),
-            phases=list(ex.phases or []),
-            received_at=record.received_at,
-        )
+        """``Approvals.pending_approvals``, where the cogs ask for it."""
+        return await self.approvals.pending_approvals(discord_user_id)
 
     # -- finishing, alerts ----------------------------------------------------------------------
 
@@ -2125,7 +1723,7 @@ class SignalService:
         notifier = self.core.notifier
         buttons: list[dict[str, Any]] = []
         if result.status == ExecutionStatus.WAITING_APPROVAL:
-            pending = await self._pending(ctx.execution_id)
+            pending = await self.approvals.pending(ctx.execution_id)
             if pending is not None and self.on_approval_needed is not None:
                 await self.on_approval_needed(pending)
                 return
@@ -2153,7 +1751,7 @@ class SignalService:
         }.get(result.status) or " ".join(CHANNEL_STATUSES.get(result.status, ("•", result.status)))
         conn = ctx.connection.name if ctx.connection else "(removed connection)"
         lines = [
-            f"{head}: **{_plain(ctx.strategy_name)}** → {_plain(conn)} ({ctx.subscription.mode})"
+            f"{head}: **{plain(ctx.strategy_name)}** → {plain(conn)} ({ctx.subscription.mode})"
         ]
         if what:
             lines.append(what)
@@ -2272,7 +1870,7 @@ class SignalService:
             )
         short = str(extra["signal_id"])[:8]
         return Origin(
-            f" · **{_plain(name)}**" if name else "",
+            f" · **{plain(name)}**" if name else "",
             f"\nSignal `{short}` · /signal show for every step.",
         )
 
@@ -2290,7 +1888,7 @@ class SignalService:
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         if channel is None:
             return
-        who = _plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
+        who = plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
         price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
         kind = exit_kind(order)
         digest = ChannelDigest(channel, strategy.name)
@@ -2326,7 +1924,7 @@ class SignalService:
         if signal.test:
             parts.append("test, nothing will be placed")
         text = (
-            f"📡 **{_plain(strategy.name)}** signal received: {' · '.join(parts)} "
+            f"📡 **{plain(strategy.name)}** signal received: {' · '.join(parts)} "
             f"(`{record.id[:8]}`)"
         )
         await self._to_channel(
@@ -2376,7 +1974,7 @@ class SignalService:
         if owner is not None:
             await self._dm(
                 owner,
-                f"⚠️ Trade alerts for **{_plain(strategy_name)}** cannot be posted in "
+                f"⚠️ Trade alerts for **{plain(strategy_name)}** cannot be posted in "
                 f"<#{channel_id}>: the channel was deleted, or Tradecord may no longer see it "
                 "or post there. Ask a server admin to let Tradecord view and send messages "
                 "there, or to choose another channel with /alerts-channel. Signals still trade, "
@@ -2550,23 +2148,6 @@ def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
     return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
 
 
-def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str:
-    """What to do about an approval that cannot be given now (paused, the kill switch)."""
-    by = f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""
-    if stopped.code == "member-paused":
-        return (
-            "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
-            f"then press Approve again{by}."
-        )
-    if stopped.code == "kill-switch":
-        return (
-            "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
-            f"its order would not be sent. Press Approve again once trading is back"
-            f"{by and ','}{by}."
-        )
-    return f"Not approved: {stopped.message}"
-
-
 def _age(seconds: float) -> str:
     """A signal's age as a sender reads it: "301 s", "75 min", "30 h", "2522 days"."""
     for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
@@ -2600,7 +2181,7 @@ def _result_line(
     public = CHANNEL_STATUSES.get(status)
     if public is None:
         return None
-    who = _plain(public_name) if public_name else "A subscriber"
+    who = plain(public_name) if public_name else "A subscriber"
     line = f"{public[0]} {public[1]} · {who} ({mode}): {'; '.join(trades)}"
     if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
         line += f" ({reason_code or 'rejected'})"
@@ -2630,12 +2211,3 @@ def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
         both = len(plan.legs) > 1
         return [f"{leg.name}: " * both + leg.describe(signal.ticker) for leg in plan.legs]
     return [f"{signal.action.value} {signal.ticker}"]
-
-
-_MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")
-
-
-def _plain(text: str) -> str:
-    """Member-written text as inert plain text: no markdown, no mention syntax."""
-    text = _MARKDOWN.sub(r"\\\1", text)
-    return text.replace("@", "@\u200b").replace("<", "<\u200b")
