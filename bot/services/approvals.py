@@ -369,7 +369,9 @@ class Approvals:
         if discord_id is not None and tell:
             what = f"**{plain(name)}** " if name else ""
             what += f"{'; '.join(asked)}: " if asked else ""
-            await self.signals._dm(discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)")
+            await self.signals.alerts.dm(
+                discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)"
+            )
         if discord_id is not None and card is not None and self.core.notifier is not None:
             # The card names any of the drafts (approval_buttons); a press on buttons left in
             # place is still answered, so failing here only costs a log line.

@@ -18,7 +18,7 @@ from bot.signal_format import Signal
 from bot.wording import plural
 
 if TYPE_CHECKING:
-    from bot.services.signals import ChannelDigest
+    from bot.services.signal_alerts import ChannelDigest
 
 
 @dataclass(slots=True)

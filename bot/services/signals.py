@@ -1,6 +1,7 @@
 """Signals: the webhook's acknowledgement, processing from the job queue, each subscription's
-execution in TradersPost's order, and alerts. Manual approval is ``bot.services.approvals``,
-the execution report (``/signal show``) ``bot.services.signal_report``.
+execution in TradersPost's order. Manual approval is ``bot.services.approvals``, the alerts
+``bot.services.signal_alerts`` and the execution report (``/signal show``)
+``bot.services.signal_report``.
 
 Acknowledgement (``receive``): the request is parsed and checked against the strategy's rules,
 then stored with its job in one transaction (``bot.services.acks``); the answer (202 with the
@@ -62,7 +63,6 @@ from bot.automation_models import (
     Subscription,
     intent_key,
 )
-from bot.components import approval_buttons
 from bot.errors import (
     Conflict,
     TradecordError,
@@ -85,7 +85,7 @@ from bot.services.approvals import (
 )
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
+from bot.services.signal_alerts import ChannelDigest, SignalAlerts, public_order, result_line
 from bot.services.signal_plans import ExecContext, Leg, Plan, Result, decimal_text
 from bot.services.signal_report import SignalReport, SignalReports
 from bot.services.strategies import WebhookAuth
@@ -101,8 +101,6 @@ from bot.services.trading import (
     exit_kind,
     fill_price,
     hint_of,
-    intent_terms,
-    money,
     order_text,
     price_text,
     qty,
@@ -123,17 +121,6 @@ log = logging.getLogger("tradecord.signals")
 FANOUT_CONCURRENCY = 500
 DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
 JOB_SIGNAL = "signal"
-CHANNEL_STATUSES = {
-    ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
-    ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
-    ExecutionStatus.FILLED: ("✅", "Filled"),
-    ExecutionStatus.REJECTED: ("⛔", "Rejected"),
-    ExecutionStatus.FAILED: ("⛔", "Not placed"),
-    ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
-    ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
-    # Sent, the broker's answer lost: its end is posted once the reconciler settles it.
-    ExecutionStatus.UNCONFIRMED: ("⏳", "Not confirmed yet"),
-}
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
     {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
@@ -165,48 +152,6 @@ class Snapshot:
     ticker_orders: list[Order]
 
 
-class ChannelDigest:
-    """One signal's subscriber results for its alert channel, in as few posts as fit.
-
-    A fan-out to hundreds of subscribers would otherwise be hundreds of posts, which Discord's
-    per-channel rate limit (five posts per five seconds) stretches over minutes. Identical
-    lines (unnamed subscribers with the same trade) are counted instead of repeated, and each
-    post carries as many lines as one message holds.
-    """
-
-    LIMIT = 2000  # Discord's message length
-
-    def __init__(self, channel_id: int, strategy_name: str) -> None:
-        self.channel_id = channel_id
-        self.strategy_name = strategy_name
-        self.title = f"**{plain(strategy_name)}**"
-        self._lines: dict[str, int] = {}  # in arrival order
-
-    def add(self, line: str) -> None:
-        self._lines[line] = self._lines.get(line, 0) + 1
-
-    def messages(self) -> list[str]:
-        lines = [line if n == 1 else f"{line} ×{n}" for line, n in self._lines.items()]
-        if len(lines) == 1:
-            return [f"{self.title} {lines[0]}"]
-        out: list[str] = []
-        current = self.title
-        for line in lines:
-            if len(current) + 1 + len(line) > self.LIMIT:
-                out.append(current)
-                current = self.title
-            current += "\n" + line
-        if current != self.title:
-            out.append(current)
-        return out
-
-    def take(self) -> list[str]:
-        """The posts for the lines so far; the digest starts over."""
-        out = self.messages()
-        self._lines.clear()
-        return out
-
-
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -221,6 +166,7 @@ class SignalService:
         self.on_approval_needed: ApprovalHook | None = None
         self.acks = AckStore(core.db)
         self.reports = SignalReports(core)
+        self.alerts = SignalAlerts(self)
         core.jobs.register(JOB_SIGNAL, self._job_signal)
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
@@ -399,7 +345,7 @@ class SignalService:
         channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         # Posted while the subscriptions trade: Discord being slow or down (rate limits,
         # retried 5xx) must not hold up their orders. Awaited before their results' post.
-        announcing = asyncio.create_task(self._announce(record, strategy, signal, channel_id))
+        announcing = asyncio.create_task(self.alerts.announce(record, strategy, signal, channel_id))
         contexts = await self._contexts(record, strategy, signal, channel_id)
         digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
         stale = _stale(record, signal, strategy.max_lag_seconds, now)
@@ -416,7 +362,7 @@ class SignalService:
                 raise r  # the process is going down: let the job's lease bring it back
         await announcing
         if digest is not None:
-            await self._post_digest(
+            await self.alerts.post_digest(
                 strategy.guild_id, strategy.id, digest, f"signal {signal_id}'s results"
             )
         failed = [r for r in results if isinstance(r, Exception)]
@@ -444,7 +390,7 @@ class SignalService:
             if line is not None:
                 skipped = ChannelDigest(channel_id, strategy.name)
                 skipped.add(line)
-                await self._post_digest(
+                await self.alerts.post_digest(
                     strategy.guild_id, strategy.id, skipped, f"signal {signal_id}'s skips"
                 )
 
@@ -1715,100 +1661,9 @@ class SignalService:
         if not won:
             return  # another run finished it (or the member acted): it has told them
         try:
-            await self._notify(ctx, result)
+            await self.alerts.notify(ctx, result)
         except Exception:
             log.warning("Could not send alerts for execution %s", ctx.execution_id, exc_info=True)
-
-    async def _notify(self, ctx: ExecContext, result: Result) -> None:
-        notifier = self.core.notifier
-        buttons: list[dict[str, Any]] = []
-        if result.status == ExecutionStatus.WAITING_APPROVAL:
-            pending = await self.approvals.pending(ctx.execution_id)
-            if pending is not None and self.on_approval_needed is not None:
-                await self.on_approval_needed(pending)
-                return
-            if pending is not None and pending.intent_ids:
-                # Handled by the bot's dynamic buttons, in whichever process gets the click.
-                buttons = approval_buttons(pending.intent_ids[0])
-        if notifier is None:
-            return
-        what = _orders_text(result.orders)
-        if result.status == ExecutionStatus.WAITING_APPROVAL and result.plan is not None:
-            what = result.plan.summary(ctx.signal.ticker)
-            entry = result.plan.leg("entry")
-            if entry is not None and entry.sized_at is not None and not result.plan.note:
-                # Sized from the price then: the member judges whether it still holds.
-                cost = entry.quantity * entry.sized_at * symbols.multiplier(ctx.signal.ticker)
-                priced = f"sized at {price_text(entry.sized_at)}, about {money(cost)}"
-                what += f" at the market ({priced})"
-            if result.approval_expires_at is not None:
-                what += f" · expires <t:{int(result.approval_expires_at.timestamp())}:R>"
-        head = {
-            ExecutionStatus.SKIPPED: "⏭️ Skipped",
-            ExecutionStatus.TEST: "🧪 Test signal",
-            ExecutionStatus.WAITING_APPROVAL: "🕓 Waiting for your approval",
-            ExecutionStatus.DONE: "✅ Done",
-        }.get(result.status) or " ".join(CHANNEL_STATUSES.get(result.status, ("•", result.status)))
-        conn = ctx.connection.name if ctx.connection else "(removed connection)"
-        lines = [
-            f"{head}: **{plain(ctx.strategy_name)}** → {plain(conn)} ({ctx.subscription.mode})"
-        ]
-        if what:
-            lines.append(what)
-        # Not said twice: a broker's refusal is in its order's text already, and a waiting
-        # plan's summary is the line above.
-        waiting = result.status == ExecutionStatus.WAITING_APPROVAL
-        if result.reason and not waiting and result.reason.rstrip(".") not in what:
-            lines.append(result.reason)
-        if ctx.cancelled and ctx.cancelled not in (result.reason or ""):
-            lines.append(ctx.cancelled)
-        if result.status == ExecutionStatus.UNCONFIRMED and not result.reason:
-            lines.append(
-                "Tradecord never sends it twice: you will get a DM once the broker says how it "
-                "ended. See /orders meanwhile."
-            )
-        lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
-        if result.orders:
-            await self.core.trading.mark_announced(list(result.orders))
-        try:
-            await notifier.dm(
-                ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
-            )
-        except Exception:
-            # Members may close their DMs: the channel still hears the result below.
-            log.warning("Could not DM about execution %s", ctx.execution_id, exc_info=True)
-        # Refusals before the broker has any order (the order check, a changed position) are
-        # results the channel hears too; skips are not (nothing was tried).
-        refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
-        # A cancel-only run's result too: the orders it cancelled are counted, not described
-        # (they may be the member's own, placed by hand).
-        cancel_only = (
-            result.status == ExecutionStatus.DONE and ctx.cancelled_count > 0 and not result.orders
-        )
-        if ctx.channel_id is not None and (result.orders or refused or cancel_only):
-            n = ctx.cancelled_count
-            trades = (
-                [_leg_label(i, result.orders) + _public_order(i) for i in result.orders]
-                if result.orders
-                else [f"{n} open {ctx.signal.ticker} order{plural(n)}"]
-                if cancel_only
-                else _planned_trades(ctx.signal, result.plan)
-            )
-            line = _result_line(
-                ctx.public_name,
-                ctx.subscription.mode,
-                ExecutionStatus.CANCELLED if cancel_only else result.status,
-                trades,
-                result.reason_code,
-            )
-            if line is None:
-                return
-            digest = ctx.digest or ChannelDigest(ctx.channel_id, ctx.strategy_name)
-            digest.add(line)
-            if ctx.digest is None:
-                await self._post_digest(
-                    ctx.guild_id, ctx.strategy_id, digest, f"execution {ctx.execution_id}"
-                )
 
     async def _on_order_update(self, intent: OrderIntent) -> None:
         """A signal's order changed after its execution was recorded (a resting order filled,
@@ -1843,17 +1698,17 @@ class SignalService:
         if not won:
             return
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
-        line = _result_line(
+        line = result_line(
             pref.display_name if pref and pref.alerts_show_name else None,
             ex.mode,
             status,
-            [_public_order(intent)],
+            [public_order(intent)],
             intent.error_code,
         )
         if channel is not None and line is not None:
             digest = ChannelDigest(channel, strategy.name)
             digest.add(line)
-            await self._post_digest(
+            await self.alerts.post_digest(
                 strategy.guild_id, strategy.id, digest, f"an order update of execution {ex.id}"
             )
 
@@ -1896,93 +1751,9 @@ class SignalService:
             f"🎯 {kind[0].upper()}{kind[1:]} filled · {who} ({intent.mode}): "
             f"{order.side.value} {qty(order.filled_quantity)} {order.symbol}{price}"
         )
-        await self._post_digest(
+        await self.alerts.post_digest(
             strategy.guild_id, strategy.id, digest, f"an exit of execution {extra['execution_id']}"
         )
-
-    async def _announce(
-        self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
-    ) -> None:
-        """ "Signal received" in the alert channel, once per signal across re-runs."""
-        if channel_id is None or self.core.notifier is None:
-            return
-        async with self.core.db.transaction() as s:
-            won = (
-                await s.execute(
-                    update(ReceivedSignal)
-                    .where(ReceivedSignal.id == record.id, ReceivedSignal.announced.is_(False))
-                    .values(announced=True)
-                )
-            ).rowcount  # type: ignore[attr-defined]
-        if not won:
-            return
-        parts = [f"{signal.action.value.upper()} {signal.ticker}"]
-        if signal.sentiment:
-            parts.append(f"sentiment {signal.sentiment.value}")
-        if signal.reference_price is not None:
-            parts.append(f"at {money(signal.reference_price)}")
-        if signal.test:
-            parts.append("test, nothing will be placed")
-        text = (
-            f"📡 **{plain(strategy.name)}** signal received: {' · '.join(parts)} "
-            f"(`{record.id[:8]}`)"
-        )
-        await self._to_channel(
-            strategy.guild_id, strategy.id, strategy.name, channel_id, [text], "a signal"
-        )
-
-    async def _post_digest(
-        self, guild_id: int, strategy_id: str, digest: ChannelDigest, what: str
-    ) -> None:
-        texts = digest.take()
-        await self._to_channel(
-            guild_id, strategy_id, digest.strategy_name, digest.channel_id, texts, what
-        )
-
-    async def _to_channel(
-        self,
-        guild_id: int,
-        strategy_id: str,
-        strategy_name: str,
-        channel_id: int,
-        texts: Sequence[str],
-        what: str,
-    ) -> None:
-        """Post to a strategy's alert channel. Never raises: trading goes on whatever the
-        channel does. A channel that refuses posts for good (deleted, permissions taken away)
-        is reported to the strategy's owner once, until a post there works again."""
-        notifier = self.core.notifier
-        if notifier is None or not texts:
-            return
-        try:
-            for text in texts:
-                await notifier.post(channel_id, Outgoing(content=text))
-            failing = False
-        except ChannelUnavailable:
-            log.warning("Alert channel %s refuses posts (%s)", channel_id, what)
-            failing = True
-        except Exception:
-            log.warning("Could not post %s to its alert channel", what, exc_info=True)
-            return
-        try:
-            owner = await self.core.strategies.alert_channel_failing(
-                guild_id, strategy_id, channel_id, failing
-            )
-        except Exception:
-            log.warning("Could not record the state of alert channel %s", channel_id, exc_info=True)
-            return
-        if owner is not None:
-            await self._dm(
-                owner,
-                f"⚠️ Trade alerts for **{plain(strategy_name)}** cannot be posted in "
-                f"<#{channel_id}>: the channel was deleted, or Tradecord may no longer see it "
-                "or post there. Ask a server admin to let Tradecord view and send messages "
-                "there, or to choose another channel with /alerts-channel. Signals still trade, "
-                "and subscribers still get their DMs.",
-            )
-
-    async def _dm(self, discord_user_id: int, text: str) -> None:
-        await dm_quietly(self.core.notifier, discord_user_id, Outgoing(text), about="a signal")
 
     # == the report ================================================================================
 
@@ -2134,20 +1905,6 @@ def _signal_order_of(intent: OrderIntent | None, strategy_id: str) -> bool:
     )
 
 
-def _orders_text(intents: Sequence[OrderIntent]) -> str:
-    """For the member's own DM: includes the broker's reasons. A sentence, so it ends with
-    a period (a reason quoted at its end would read as cut off without one)."""
-    text = "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
-    return f"{text}." if text else text
-
-
-def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
-    """ "exit: " / "entry: " when a signal placed both (a reversal): its two orders are often
-    the same side, quantity and price, and would read as one order said twice."""
-    leg = (intent.extra or {}).get("leg")
-    return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
-
-
 def _age(seconds: float) -> str:
     """A signal's age as a sender reads it: "301 s", "75 min", "30 h", "2522 days"."""
     for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
@@ -2166,48 +1923,3 @@ def _with_alerting(execution_id: int) -> Any:
         .outerjoin(AlertPreference, AlertPreference.member_id == SignalExecution.member_id)
         .where(SignalExecution.id == execution_id)
     )
-
-
-def _result_line(
-    public_name: str | None,
-    mode: str,
-    status: str,
-    trades: Sequence[str],
-    reason_code: str | None,
-) -> str | None:
-    """A subscriber's result for the alert channel: the trades only (``_public_order``,
-    ``_planned_trades``), and the member's name only if they chose to be named. Broker
-    messages can quote balances, so never those: a refusal shows its code."""
-    public = CHANNEL_STATUSES.get(status)
-    if public is None:
-        return None
-    who = plain(public_name) if public_name else "A subscriber"
-    line = f"{public[0]} {public[1]} · {who} ({mode}): {'; '.join(trades)}"
-    if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
-        line += f" ({reason_code or 'rejected'})"
-    return line
-
-
-def _public_order(intent: OrderIntent) -> str:
-    """For a channel: the trade only. Broker messages can quote balances, so none here."""
-    text = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
-    if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
-        text += f" at {fill_price(intent.average_fill_price)}"
-    elif intent.status == IntentStatus.PARTIALLY_FILLED:
-        text += f"{intent_terms(intent)} ({qty(intent.filled_quantity)} filled)"
-    elif intent.status == IntentStatus.ACCEPTED:
-        text += intent_terms(intent)  # working: its price is what members watch for
-    elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
-        # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
-        at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""
-        text += f" ({qty(intent.filled_quantity)} filled{at})"
-    return text
-
-
-def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
-    """For a channel, when no order exists: the planned legs with their prices, named "exit: "
-    and "entry: " when both (as ``_leg_label`` does for orders), else the signal itself."""
-    if plan is not None and plan.legs:
-        both = len(plan.legs) > 1
-        return [f"{leg.name}: " * both + leg.describe(signal.ticker) for leg in plan.legs]
-    return [f"{signal.action.value} {signal.ticker}"]
