@@ -63,3 +63,12 @@ def _chars(chars: str | list[str]) -> str:
     """Each in code, so the message shows it rather than being formatted by it."""
     shown = ["the backtick" if c == "`" else f"`{c}`" for c in chars]
     return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+
+_MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")
+
+
+def plain(text: str) -> str:
+    """Member-written text as inert plain text: no markdown, no mention syntax."""
+    text = _MARKDOWN.sub(r"\\\1", text)
+    return text.replace("@", "@\u200b").replace("<", "<\u200b")

@@ -20,7 +20,7 @@ from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.services.limits import describe_limit, without_thousands
 from bot.services.notify import closed_card
-from bot.services.signals import Phase, SignalReport
+from bot.services.signal_report import Phase, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
     MAX_RATE_LIMIT,

@@ -1,5 +1,7 @@
 """Signals: the webhook's acknowledgement, processing from the job queue, each subscription's
-execution in TradersPost's order, manual approval, alerts, and the execution report.
+execution in TradersPost's order. Manual approval is ``bot.services.approvals``, the alerts
+``bot.services.signal_alerts`` and the execution report (``/signal show``)
+``bot.services.signal_report``.
 
 Acknowledgement (``receive``): the request is parsed and checked against the strategy's rules,
 then stored with its job in one transaction (``bot.services.acks``); the answer (202 with the
@@ -22,12 +24,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -62,17 +63,11 @@ from bot.automation_models import (
     Subscription,
     intent_key,
 )
-from bot.components import approval_buttons
 from bot.errors import (
     Conflict,
-    InvalidInput,
-    LimitReached,
-    NotFound,
-    PermissionDenied,
     TradecordError,
 )
 from bot.models import (
-    AuditEvent,
     Connection,
     ConnectionStatus,
     IntentStatus,
@@ -81,9 +76,18 @@ from bot.models import (
     new_uuid,
 )
 from bot.services.acks import AckStore, RateLimited
+from bot.services.approvals import (
+    JOB_APPROVAL_EXPIRY,
+    ApprovalHook,
+    ApprovalResult,
+    Approvals,
+    PendingApproval,
+)
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.notify import ChannelUnavailable, Outgoing, buttons_of, dm_quietly
+from bot.services.signal_alerts import ChannelDigest, SignalAlerts, public_order, result_line
+from bot.services.signal_plans import ExecContext, Leg, Plan, Result, decimal_text
+from bot.services.signal_report import SignalReport, SignalReports
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing, sizing_amount
 from bot.services.trading import (
@@ -97,9 +101,6 @@ from bot.services.trading import (
     exit_kind,
     fill_price,
     hint_of,
-    intent_terms,
-    money,
-    order_terms,
     order_text,
     price_text,
     qty,
@@ -107,9 +108,8 @@ from bot.services.trading import (
     send_settles_at,
     stop_passed,
 )
-from bot.services.trading import Refusal as OrderRefusal
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
-from bot.wording import plural
+from bot.wording import plain, plural
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -121,40 +121,10 @@ log = logging.getLogger("tradecord.signals")
 FANOUT_CONCURRENCY = 500
 DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
 JOB_SIGNAL = "signal"
-JOB_APPROVED = "signal.approved"
-JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
-# A late click, a second process's click and the expired card itself all say it alike.
-APPROVAL_EXPIRED = "This approval expired; nothing was placed."
-CHANNEL_STATUSES = {
-    ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
-    ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
-    ExecutionStatus.FILLED: ("✅", "Filled"),
-    ExecutionStatus.REJECTED: ("⛔", "Rejected"),
-    ExecutionStatus.FAILED: ("⛔", "Not placed"),
-    ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
-    ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
-    # Sent, the broker's answer lost: its end is posted once the reconciler settles it.
-    ExecutionStatus.UNCONFIRMED: ("⏳", "Not confirmed yet"),
-}
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
     {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
 )
-# Execution phases whose detail is the result's reason (``_finish``).
-ENDED_BY_REASON = frozenset(
-    {ExecutionStatus.SKIPPED, ExecutionStatus.REJECTED, ExecutionStatus.FAILED}
-)
-ORDER_PHASES = {
-    "order.submitted": "submitted",
-    "order.accepted": "accepted",
-    "order.filled": "filled",
-    "order.partially_filled": "partially filled",
-    "order.rejected": "rejected",
-    "order.failed": "failed",
-    "order.unknown": "unconfirmed",
-    "order.cancelled": "cancelled",
-    "order.expired": "expired",
-}
 
 
 # -- results and plans ---------------------------------------------------------------------------
@@ -176,295 +146,10 @@ class _Skip(Exception):
 
 
 @dataclass(slots=True)
-class Leg:
-    name: str  # "exit" | "entry"
-    side: Side
-    quantity: Decimal
-    order_type: OrderType = OrderType.MARKET
-    limit_price: Decimal | None = None
-    stop_price: Decimal | None = None
-    time_in_force: TimeInForce | None = None
-    bracket: Bracket | None = None
-    opens_position: bool = False  # an entry with no position in the ticker before it
-    trail_amount: Decimal | None = None  # a trailing stop: one of these two
-    trail_percent: Decimal | None = None
-    # The quote a dollar or equity sized market entry was sized at: an approval card says it,
-    # as the click may come at another price.
-    sized_at: Decimal | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        b = self.bracket
-        return {
-            "name": self.name,
-            "side": self.side.value,
-            "quantity": str(self.quantity),
-            "order_type": self.order_type.value,
-            "limit_price": _s(self.limit_price),
-            "stop_price": _s(self.stop_price),
-            "time_in_force": self.time_in_force.value if self.time_in_force else None,
-            "bracket": None
-            if b is None
-            else {
-                "take_profit": _s(b.take_profit),
-                "stop_loss": _s(b.stop_loss),
-                "stop_loss_limit": _s(b.stop_loss_limit),
-            },
-            "opens_position": self.opens_position,
-            "trail_amount": _s(self.trail_amount),
-            "trail_percent": _s(self.trail_percent),
-            "sized_at": _s(self.sized_at),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Leg:
-        b = d.get("bracket")
-        return cls(
-            name=d["name"],
-            side=Side(d["side"]),
-            quantity=Decimal(d["quantity"]),
-            order_type=OrderType(d["order_type"]),
-            limit_price=_d(d.get("limit_price")),
-            stop_price=_d(d.get("stop_price")),
-            time_in_force=TimeInForce(d["time_in_force"]) if d.get("time_in_force") else None,
-            bracket=None
-            if not b
-            else Bracket(
-                _d(b.get("take_profit")), _d(b.get("stop_loss")), _d(b.get("stop_loss_limit"))
-            ),
-            opens_position=bool(d.get("opens_position")),
-            trail_amount=_d(d.get("trail_amount")),
-            trail_percent=_d(d.get("trail_percent")),
-            sized_at=_d(d.get("sized_at")),
-        )
-
-    def describe(self, ticker: str) -> str:
-        """buy 5 AAPL; buy 5 AAPL limit at $150.00: an approval shows the price it approves."""
-        what = f"{self.side.value} {qty(self.quantity)} {ticker}"
-        if self.order_type is OrderType.MARKET:
-            return what
-        terms = order_terms(
-            self.order_type,
-            self.limit_price,
-            self.stop_price,
-            self.trail_amount,
-            self.trail_percent,
-        )
-        return f"{what} {terms}"
-
-
-@dataclass(slots=True)
-class Plan:
-    cancels: list[str] = field(default_factory=list)  # broker order ids of the ticker
-    legs: list[Leg] = field(default_factory=list)
-    # Why something the signal could have done is not done (entry refused, nothing to do).
-    note_code: str | None = None
-    note: str | None = None
-
-    def leg(self, name: str) -> Leg | None:
-        return next((leg for leg in self.legs if leg.name == name), None)
-
-    def summary(self, ticker: str) -> str:
-        parts = []
-        if self.cancels:
-            parts.append(
-                f"cancel {len(self.cancels)} open {ticker} order{plural(len(self.cancels))}"
-            )
-        for leg in self.legs:
-            parts.append(f"{'exit: ' if leg.name == 'exit' else ''}{leg.describe(ticker)}")
-        text = "; then ".join(parts) if parts else "nothing to do"
-        return f"{text} ({self.note})" if self.note and parts else (self.note or text)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cancels": list(self.cancels),
-            "legs": [leg.to_json() for leg in self.legs],
-            "note_code": self.note_code,
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Plan:
-        return cls(
-            list(d.get("cancels") or []),
-            [Leg.from_json(x) for x in d.get("legs") or []],
-            d.get("note_code"),
-            d.get("note"),
-        )
-
-
-@dataclass(slots=True)
 class Snapshot:
     positions: list[Position]
     position: Decimal  # signed quantity in the signal's ticker (crypto dust counts as none)
     ticker_orders: list[Order]
-
-
-@dataclass(slots=True)
-class Result:
-    status: str
-    reason_code: str | None = None
-    reason: str | None = None
-    plan: Plan | None = None
-    approval_expires_at: datetime | None = None
-    orders: list[OrderIntent] = field(default_factory=list)
-
-
-class ChannelDigest:
-    """One signal's subscriber results for its alert channel, in as few posts as fit.
-
-    A fan-out to hundreds of subscribers would otherwise be hundreds of posts, which Discord's
-    per-channel rate limit (five posts per five seconds) stretches over minutes. Identical
-    lines (unnamed subscribers with the same trade) are counted instead of repeated, and each
-    post carries as many lines as one message holds.
-    """
-
-    LIMIT = 2000  # Discord's message length
-
-    def __init__(self, channel_id: int, strategy_name: str) -> None:
-        self.channel_id = channel_id
-        self.strategy_name = strategy_name
-        self.title = f"**{_plain(strategy_name)}**"
-        self._lines: dict[str, int] = {}  # in arrival order
-
-    def add(self, line: str) -> None:
-        self._lines[line] = self._lines.get(line, 0) + 1
-
-    def messages(self) -> list[str]:
-        lines = [line if n == 1 else f"{line} ×{n}" for line, n in self._lines.items()]
-        if len(lines) == 1:
-            return [f"{self.title} {lines[0]}"]
-        out: list[str] = []
-        current = self.title
-        for line in lines:
-            if len(current) + 1 + len(line) > self.LIMIT:
-                out.append(current)
-                current = self.title
-            current += "\n" + line
-        if current != self.title:
-            out.append(current)
-        return out
-
-    def take(self) -> list[str]:
-        """The posts for the lines so far; the digest starts over."""
-        out = self.messages()
-        self._lines.clear()
-        return out
-
-
-@dataclass(slots=True)
-class ExecContext:
-    signal_id: str
-    signal: Signal
-    strategy_id: str
-    strategy_name: str
-    guild_id: int
-    max_quantity: Decimal | None
-    execution_id: int
-    subscription: Subscription
-    connection: Connection | None
-    member_discord_id: int
-    public_name: str | None  # set only when the member opted in
-    channel_id: int | None
-    approved: bool = False
-    phases: list[dict[str, Any]] = field(default_factory=list)
-    # Intents an earlier run left (looked up for the whole signal at once); None: look up.
-    existing: dict[str, OrderIntent] | None = None
-    # Collects the channel's result lines during a fan-out; None: post each one at once.
-    digest: ChannelDigest | None = None
-    # This run's plan once made: a refusal raised before any order still says what it was.
-    plan: Plan | None = None
-    # Why the signal is too old to start trading on now (it waited in the queue), if it is.
-    stale: str | None = None
-    # When the webhook stored the signal: orders placed after it are not its to cancel.
-    received_at: datetime | None = None
-    # The price the last quote-priced size was worked out at (``Leg.sized_at``).
-    sized_at: Decimal | None = None
-    # What this run cancelled, for its result DM whatever the result (a refusal after the
-    # cancels, an exit that did not fill): the orders get no DM of their own.
-    cancelled: str | None = None
-    cancelled_count: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PendingApproval:
-    """An execution waiting for its member: what the approval card shows."""
-
-    execution_id: int
-    signal_id: str
-    discord_user_id: int
-    strategy_name: str
-    connection_name: str
-    mode: str
-    summary: str
-    intent_ids: tuple[str, ...]  # drafts, in placing order; approve/reject take any of them
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalResult:
-    execution_id: int
-    signal_id: str
-    status: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Phase:
-    name: str
-    at: datetime
-    elapsed_ms: int  # since the signal was received
-    detail: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderLine:
-    leg: str
-    intent_id: str
-    side: str
-    quantity: Decimal
-    symbol: str
-    order_type: str
-    status: str
-    filled_quantity: Decimal
-    average_fill_price: Decimal | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionReport:
-    execution_id: int
-    subscription_id: int | None
-    member_discord_id: int
-    connection_name: str | None
-    mode: str
-    status: str
-    reason_code: str | None
-    reason: str | None
-    phases: tuple[Phase, ...]
-    orders: tuple[OrderLine, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SignalReport:
-    signal_id: str
-    strategy_id: str
-    strategy_name: str
-    viewer_is_owner: bool
-    status: str
-    ticker: str | None
-    action: str | None
-    sentiment: str | None
-    test: bool
-    message_code: str | None
-    message: str | None
-    received_at: datetime
-    signal_time: datetime | None
-    latency_ms: int | None  # from the alert's own time to our receipt
-    phases: tuple[Phase, ...]
-    subscriptions: tuple[SubscriptionReport, ...]
-
-
-ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -480,12 +165,13 @@ class SignalService:
         # Set by the Discord front end to show an approval card; else a plain DM is sent.
         self.on_approval_needed: ApprovalHook | None = None
         self.acks = AckStore(core.db)
+        self.reports = SignalReports(core)
+        self.alerts = SignalAlerts(self)
         core.jobs.register(JOB_SIGNAL, self._job_signal)
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
         core.trading.origin_of = self._origin
-        core.jobs.register(JOB_APPROVED, self._job_approved)
-        core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
+        self.approvals = Approvals(self)
 
     # == acknowledgement ===========================================================================
 
@@ -659,7 +345,7 @@ class SignalService:
         channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         # Posted while the subscriptions trade: Discord being slow or down (rate limits,
         # retried 5xx) must not hold up their orders. Awaited before their results' post.
-        announcing = asyncio.create_task(self._announce(record, strategy, signal, channel_id))
+        announcing = asyncio.create_task(self.alerts.announce(record, strategy, signal, channel_id))
         contexts = await self._contexts(record, strategy, signal, channel_id)
         digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
         stale = _stale(record, signal, strategy.max_lag_seconds, now)
@@ -676,7 +362,7 @@ class SignalService:
                 raise r  # the process is going down: let the job's lease bring it back
         await announcing
         if digest is not None:
-            await self._post_digest(
+            await self.alerts.post_digest(
                 strategy.guild_id, strategy.id, digest, f"signal {signal_id}'s results"
             )
         failed = [r for r in results if isinstance(r, Exception)]
@@ -704,7 +390,7 @@ class SignalService:
             if line is not None:
                 skipped = ChannelDigest(channel_id, strategy.name)
                 skipped.add(line)
-                await self._post_digest(
+                await self.alerts.post_digest(
                     strategy.guild_id, strategy.id, skipped, f"signal {signal_id}'s skips"
                 )
 
@@ -973,7 +659,7 @@ class SignalService:
             # send (approval switched on since): it may be at the broker already, and the
             # reconciler sends a pending one whatever the card says, so the run carries it on.
             if ctx.subscription.manual_approval and not ctx.approved and plan.legs and not started:
-                return await self._request_approval(ctx, adapter, target, plan, existing)
+                return await self.approvals.request(ctx, adapter, target, plan, existing)
             return await self._carry_out(ctx, adapter, target, plan, snapshot, existing)
         finally:
             await adapter.close()
@@ -1738,11 +1424,11 @@ class SignalService:
                 side=leg.side.value,
                 quantity=str(leg.quantity),
                 order_type=leg.order_type.value,
-                limit_price=_s(limit),
-                stop_price=_s(stop),
+                limit_price=decimal_text(limit),
+                stop_price=decimal_text(stop),
                 time_in_force=leg.time_in_force.value if leg.time_in_force else None,
-                trail_amount=_s(leg.trail_amount),
-                trail_percent=_s(leg.trail_percent),
+                trail_amount=decimal_text(leg.trail_amount),
+                trail_percent=decimal_text(leg.trail_percent),
             ),
             adapter,
         )
@@ -1877,390 +1563,17 @@ class SignalService:
 
     # -- approval -------------------------------------------------------------------------------
 
-    async def _request_approval(
-        self,
-        ctx: ExecContext,
-        adapter: BrokerAdapter,
-        target: Target,
-        plan: Plan,
-        existing: dict[str, OrderIntent],
-    ) -> Result:
-        drafts = []
-        try:
-            for leg in plan.legs:
-                drafts.append(
-                    await self._place(
-                        ctx, adapter, target, leg, plan, existing.get(leg.name), submit=False
-                    )
-                )
-        except BaseException:
-            await self._discard_drafts(ctx)  # no half-drafted plan waits for approval
-            raise
-        # As /trade's preview does: a card for an order bound to be refused (paused, the kill
-        # switch, a limit) would ask a click that places nothing.
-        for draft in drafts:
-            extra = dict(draft.extra or {})
-            refusal = await self.core.trading.refusal(
-                target, request_of(draft), adapter, source="signal", extra=extra
-            )
-            if refusal is not None:
-                await self._discard_drafts(ctx)
-                said = f"Not placed: {plan.summary(ctx.signal.ticker)}. {refusal.message}"
-                return Result(ExecutionStatus.FAILED, refusal.code, said, plan)
-        expires = self.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
-        self._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
-        return Result(
-            ExecutionStatus.WAITING_APPROVAL,
-            "approval-required",
-            # /signal show says this: where to answer, and by when (it said neither).
-            f"Waiting for your approval: {plan.summary(ctx.signal.ticker)}. Approve or Reject "
-            f"it on the card in your DMs before it expires <t:{int(expires.timestamp())}:R>; "
-            "after that nothing is placed.",
-            plan,
-            approval_expires_at=expires,
-            orders=drafts,
-        )
-
     async def approve(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
-        """The member approves the signal's orders for their subscription (any of the drafts'
-        ids will do). Exactly one click wins, in any process; the orders are placed by a job."""
-        ex = await self._owned_execution(intent_id, discord_user_id)
-        await self._expire_if_due(ex)
-        if ex.status == ExecutionStatus.WAITING_APPROVAL:
-            # Approved while paused, the click said "being placed" and the DM after it "Not
-            # placed: your trading is paused". Refused here, the approval still waits (the
-            # card keeps its buttons) for a click once the member may trade again.
-            stopped = await self.core.trading.stopped(ex.member_id)
-            if stopped is not None:
-                raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
-        async with self.core.db.transaction() as s:
-            won = (
-                await s.execute(
-                    update(SignalExecution)
-                    .where(
-                        SignalExecution.id == ex.id,
-                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                    )
-                    .values(
-                        status=ExecutionStatus.APPROVED,
-                        updated_at=self.clock(),
-                        phases=[*(ex.phases or []), self._phase_entry("approved", None)],
-                    )
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if won:
-                await s.execute(
-                    self.core.jobs.insert_statement(
-                        JOB_APPROVED, {"execution_id": ex.id}, key=f"approved:{ex.id}"
-                    )
-                )
-        if not won:
-            raise Conflict(await self._already(ex.id))
-        self.core.jobs.wake()
-        return ApprovalResult(
-            ex.id,
-            ex.signal_id,
-            ExecutionStatus.APPROVED,
-            # A reversal's card approves its exit and its entry: both are placed.
-            "Approved: the order is being placed; you will get a DM with the result."
-            if len(Plan.from_json(ex.plan or {}).legs) < 2
-            else "Approved: the exit and then the entry are being placed; you will get a DM "
-            "with the result.",
-        )
+        """``Approvals.approve``, where the cogs ask for it."""
+        return await self.approvals.approve(intent_id, discord_user_id)
 
     async def reject(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
-        """The member declines: nothing is placed."""
-        ex = await self._owned_execution(intent_id, discord_user_id)
-        await self._expire_if_due(ex)
-        if not await self._close_approval(
-            ex.id,
-            ExecutionStatus.DECLINED,
-            "declined",
-            "You declined this signal; nothing was placed.",
-            tell=False,  # the card they pressed says so: a DM on top would say it again
-        ):
-            raise Conflict(await self._already(ex.id))
-        return ApprovalResult(
-            ex.id, ex.signal_id, ExecutionStatus.DECLINED, "Declined: nothing was placed."
-        )
+        """``Approvals.reject``, where the cogs ask for it."""
+        return await self.approvals.reject(intent_id, discord_user_id)
 
     async def pending_approvals(self, discord_user_id: int) -> list[PendingApproval]:
-        member_id = await self.core.members.ensure(discord_user_id)
-        async with self.core.db.session() as s:
-            rows = (
-                (
-                    await s.execute(
-                        select(SignalExecution.id)
-                        .where(
-                            SignalExecution.member_id == member_id,
-                            SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                        )
-                        .order_by(SignalExecution.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        out = []
-        for ex_id in rows:
-            pending = await self._pending(ex_id)
-            if pending is not None:
-                out.append(pending)
-        return out
-
-    async def _pending(self, execution_id: int) -> PendingApproval | None:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(
-                        SignalExecution,
-                        Strategy.name,
-                        Member.discord_user_id,
-                        Connection.name,
-                        ReceivedSignal.ticker,
-                    )
-                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
-                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .join(Member, Member.id == SignalExecution.member_id)
-                    .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
-                    .where(SignalExecution.id == execution_id)
-                )
-            ).first()
-            if row is None:
-                return None
-            ex, sname, discord_id, cname, ticker = row
-            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
-            intents = {
-                i.idempotency_key: i.id
-                for i in await s.scalars(
-                    select(OrderIntent).where(OrderIntent.idempotency_key.in_(keys))
-                )
-            }
-        plan = Plan.from_json(ex.plan or {})
-        return PendingApproval(
-            execution_id=ex.id,
-            signal_id=ex.signal_id,
-            discord_user_id=discord_id,
-            strategy_name=sname,
-            connection_name=cname or "(removed)",
-            mode=ex.mode,
-            summary=plan.summary(ticker or ""),
-            intent_ids=tuple(intents[k] for k in keys if k in intents),
-            expires_at=ex.approval_expires_at or self.clock(),
-        )
-
-    async def _owned_execution(self, intent_id: str, discord_user_id: int) -> SignalExecution:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(OrderIntent.idempotency_key, Member.discord_user_id)
-                    .join(Member, Member.id == OrderIntent.member_id)
-                    .where(OrderIntent.id == intent_id, OrderIntent.source == "signal")
-                )
-            ).first()
-            if row is None:
-                raise NotFound("That signal order no longer exists.")
-            key, owner = row
-            if owner != discord_user_id:
-                raise PermissionDenied("This approval belongs to someone else.")
-            signal_id, _, rest = (key or "").partition(":")
-            sub_id = rest.partition(":")[0]
-            ex = await s.scalar(
-                select(SignalExecution).where(
-                    SignalExecution.signal_id == signal_id,
-                    SignalExecution.subscription_id == int(sub_id or 0),
-                )
-            )
-        if ex is None:
-            raise NotFound("That signal order no longer exists.")
-        return ex
-
-    async def _expire_if_due(self, ex: SignalExecution) -> None:
-        due = ex.approval_expires_at
-        if ex.status == ExecutionStatus.WAITING_APPROVAL and due and self.clock() >= due:
-            await self._close_approval(
-                ex.id,
-                ExecutionStatus.EXPIRED,
-                "expired",
-                "The approval expired; nothing was placed.",
-            )
-            raise Conflict(APPROVAL_EXPIRED)
-
-    async def _already(self, execution_id: int) -> str:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(SignalExecution.status, SignalExecution.signal_id).where(
-                        SignalExecution.id == execution_id
-                    )
-                )
-            ).first()
-        status, signal_id = row if row is not None else (None, "")
-        # A second click (another process took the first) read "already handled (it is
-        # approved)", as if something had gone wrong: it says where the order is instead.
-        return {
-            ExecutionStatus.EXPIRED: APPROVAL_EXPIRED,
-            ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
-            ExecutionStatus.APPROVED: "You approved this signal already: its order is being "
-            "placed, and you will get a DM with the result.",
-        }.get(
-            status or "",
-            f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
-            f"/signal show `{signal_id[:8]}` has every step.",
-        )
-
-    async def _close_approval(
-        self,
-        execution_id: int,
-        status: str,
-        phase: str,
-        reason: str,
-        *,
-        tell: bool = True,
-        card: str | None = None,
-    ) -> bool:
-        """End a waiting approval (declined or expired) and discard its drafts, once; ``tell``:
-        DM the member the reason; ``card``: the outcome to put on the Approve/Reject card in
-        their DMs in place of its buttons (a press answers that itself, so only the job does)."""
-        async with self.core.db.transaction() as s:
-            ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
-            if ex is None:
-                return False
-            won = (
-                await s.execute(
-                    update(SignalExecution)
-                    .where(
-                        SignalExecution.id == execution_id,
-                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                    )
-                    .values(
-                        status=status,
-                        reason_code=f"approval-{status}",
-                        reason=reason,
-                        notified_status=status,
-                        updated_at=self.clock(),
-                        phases=[*(ex.phases or []), self._phase_entry(phase, None)],
-                    )
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            if not won:
-                return False
-            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
-            drafts = OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
-            # What the card asked, for a DM that may come long after it: which strategy, which
-            # order. (The card is far up the DMs by then, and a member may have several.)
-            discarded = list(await s.scalars(select(OrderIntent).where(*drafts)))
-            asked = [f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}" for i in discarded]
-            name = await s.scalar(
-                select(Strategy.name)
-                .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
-                .where(ReceivedSignal.id == ex.signal_id)
-            )
-            await s.execute(
-                update(OrderIntent)
-                .where(*drafts)
-                .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
-            )
-            discord_id = await s.scalar(
-                select(Member.discord_user_id).where(Member.id == ex.member_id)
-            )
-        if discord_id is not None and tell:
-            what = f"**{_plain(name)}** " if name else ""
-            what += f"{'; '.join(asked)}: " if asked else ""
-            await self._dm(discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)")
-        if discord_id is not None and card is not None and self.core.notifier is not None:
-            # The card names any of the drafts (approval_buttons); a press on buttons left in
-            # place is still answered, so failing here only costs a log line.
-            buttons = [
-                custom_id for i in discarded for custom_id in buttons_of(approval_buttons(i.id))
-            ]
-            try:
-                await self.core.notifier.close_dm_card(discord_id, buttons, card)
-            except Exception:
-                log.warning("Could not close the approval card of %s", execution_id, exc_info=True)
-        return True
-
-    async def _job_expiry(self, payload: Mapping[str, Any]) -> None:
-        execution_id = int(payload["execution_id"])
-        async with self.core.db.session() as s:
-            due = await s.scalar(
-                select(SignalExecution.approval_expires_at).where(
-                    SignalExecution.id == execution_id
-                )
-            )
-        if due is not None and self.clock() >= due:
-            await self._close_approval(
-                execution_id,
-                ExecutionStatus.EXPIRED,
-                "expired",
-                "The approval expired; nothing was placed.",
-                card=APPROVAL_EXPIRED,
-            )
-        elif due is not None:
-            # Not due by this process's clock yet: look again then.
-            await self.core.jobs.enqueue(
-                JOB_APPROVAL_EXPIRY,
-                {"execution_id": execution_id},
-                key=f"expiry:{execution_id}:{due.timestamp()}",
-                run_after=due,
-            )
-
-    async def _job_approved(self, payload: Mapping[str, Any]) -> None:
-        execution_id = int(payload["execution_id"])
-        ctx = await self._context_for(execution_id)
-        if ctx is None:
-            return
-        ctx.approved = True
-        await self._run(ctx)
-
-    async def _context_for(self, execution_id: int) -> ExecContext | None:
-        async with self.core.db.session() as s:
-            row = (
-                await s.execute(
-                    select(
-                        SignalExecution,
-                        ReceivedSignal,
-                        Strategy,
-                        Subscription,
-                        Member.discord_user_id,
-                        AlertPreference,
-                    )
-                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
-                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .join(Subscription, Subscription.id == SignalExecution.subscription_id)
-                    .join(Member, Member.id == SignalExecution.member_id)
-                    .outerjoin(
-                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
-                    )
-                    .where(SignalExecution.id == execution_id)
-                )
-            ).first()
-            if row is None:
-                return None
-            ex, record, strategy, sub, discord_id, pref = row
-            if ex.status != ExecutionStatus.APPROVED:
-                return None
-            conn = await s.scalar(
-                select(Connection)
-                .where(Connection.id == sub.connection_id)
-                .options(selectinload(Connection.accounts))
-            )
-        return ExecContext(
-            signal_id=record.id,
-            signal=Signal.from_record(record.payload or {}),
-            strategy_id=strategy.id,
-            strategy_name=strategy.name,
-            guild_id=strategy.guild_id,
-            max_quantity=strategy.max_quantity,
-            execution_id=ex.id,
-            subscription=sub,
-            connection=conn,
-            member_discord_id=discord_id,
-            public_name=pref.display_name if pref and pref.alerts_show_name else None,
-            channel_id=await self.core.strategies.alert_channel(strategy.guild_id, strategy.id),
-            phases=list(ex.phases or []),
-            received_at=record.received_at,
-        )
+        """``Approvals.pending_approvals``, where the cogs ask for it."""
+        return await self.approvals.pending_approvals(discord_user_id)
 
     # -- finishing, alerts ----------------------------------------------------------------------
 
@@ -2348,100 +1661,9 @@ class SignalService:
         if not won:
             return  # another run finished it (or the member acted): it has told them
         try:
-            await self._notify(ctx, result)
+            await self.alerts.notify(ctx, result)
         except Exception:
             log.warning("Could not send alerts for execution %s", ctx.execution_id, exc_info=True)
-
-    async def _notify(self, ctx: ExecContext, result: Result) -> None:
-        notifier = self.core.notifier
-        buttons: list[dict[str, Any]] = []
-        if result.status == ExecutionStatus.WAITING_APPROVAL:
-            pending = await self._pending(ctx.execution_id)
-            if pending is not None and self.on_approval_needed is not None:
-                await self.on_approval_needed(pending)
-                return
-            if pending is not None and pending.intent_ids:
-                # Handled by the bot's dynamic buttons, in whichever process gets the click.
-                buttons = approval_buttons(pending.intent_ids[0])
-        if notifier is None:
-            return
-        what = _orders_text(result.orders)
-        if result.status == ExecutionStatus.WAITING_APPROVAL and result.plan is not None:
-            what = result.plan.summary(ctx.signal.ticker)
-            entry = result.plan.leg("entry")
-            if entry is not None and entry.sized_at is not None and not result.plan.note:
-                # Sized from the price then: the member judges whether it still holds.
-                cost = entry.quantity * entry.sized_at * symbols.multiplier(ctx.signal.ticker)
-                priced = f"sized at {price_text(entry.sized_at)}, about {money(cost)}"
-                what += f" at the market ({priced})"
-            if result.approval_expires_at is not None:
-                what += f" · expires <t:{int(result.approval_expires_at.timestamp())}:R>"
-        head = {
-            ExecutionStatus.SKIPPED: "⏭️ Skipped",
-            ExecutionStatus.TEST: "🧪 Test signal",
-            ExecutionStatus.WAITING_APPROVAL: "🕓 Waiting for your approval",
-            ExecutionStatus.DONE: "✅ Done",
-        }.get(result.status) or " ".join(CHANNEL_STATUSES.get(result.status, ("•", result.status)))
-        conn = ctx.connection.name if ctx.connection else "(removed connection)"
-        lines = [
-            f"{head}: **{_plain(ctx.strategy_name)}** → {_plain(conn)} ({ctx.subscription.mode})"
-        ]
-        if what:
-            lines.append(what)
-        # Not said twice: a broker's refusal is in its order's text already, and a waiting
-        # plan's summary is the line above.
-        waiting = result.status == ExecutionStatus.WAITING_APPROVAL
-        if result.reason and not waiting and result.reason.rstrip(".") not in what:
-            lines.append(result.reason)
-        if ctx.cancelled and ctx.cancelled not in (result.reason or ""):
-            lines.append(ctx.cancelled)
-        if result.status == ExecutionStatus.UNCONFIRMED and not result.reason:
-            lines.append(
-                "Tradecord never sends it twice: you will get a DM once the broker says how it "
-                "ended. See /orders meanwhile."
-            )
-        lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
-        if result.orders:
-            await self.core.trading.mark_announced(list(result.orders))
-        try:
-            await notifier.dm(
-                ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
-            )
-        except Exception:
-            # Members may close their DMs: the channel still hears the result below.
-            log.warning("Could not DM about execution %s", ctx.execution_id, exc_info=True)
-        # Refusals before the broker has any order (the order check, a changed position) are
-        # results the channel hears too; skips are not (nothing was tried).
-        refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
-        # A cancel-only run's result too: the orders it cancelled are counted, not described
-        # (they may be the member's own, placed by hand).
-        cancel_only = (
-            result.status == ExecutionStatus.DONE and ctx.cancelled_count > 0 and not result.orders
-        )
-        if ctx.channel_id is not None and (result.orders or refused or cancel_only):
-            n = ctx.cancelled_count
-            trades = (
-                [_leg_label(i, result.orders) + _public_order(i) for i in result.orders]
-                if result.orders
-                else [f"{n} open {ctx.signal.ticker} order{plural(n)}"]
-                if cancel_only
-                else _planned_trades(ctx.signal, result.plan)
-            )
-            line = _result_line(
-                ctx.public_name,
-                ctx.subscription.mode,
-                ExecutionStatus.CANCELLED if cancel_only else result.status,
-                trades,
-                result.reason_code,
-            )
-            if line is None:
-                return
-            digest = ctx.digest or ChannelDigest(ctx.channel_id, ctx.strategy_name)
-            digest.add(line)
-            if ctx.digest is None:
-                await self._post_digest(
-                    ctx.guild_id, ctx.strategy_id, digest, f"execution {ctx.execution_id}"
-                )
 
     async def _on_order_update(self, intent: OrderIntent) -> None:
         """A signal's order changed after its execution was recorded (a resting order filled,
@@ -2476,17 +1698,17 @@ class SignalService:
         if not won:
             return
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
-        line = _result_line(
+        line = result_line(
             pref.display_name if pref and pref.alerts_show_name else None,
             ex.mode,
             status,
-            [_public_order(intent)],
+            [public_order(intent)],
             intent.error_code,
         )
         if channel is not None and line is not None:
             digest = ChannelDigest(channel, strategy.name)
             digest.add(line)
-            await self._post_digest(
+            await self.alerts.post_digest(
                 strategy.guild_id, strategy.id, digest, f"an order update of execution {ex.id}"
             )
 
@@ -2503,7 +1725,7 @@ class SignalService:
             )
         short = str(extra["signal_id"])[:8]
         return Origin(
-            f" · **{_plain(name)}**" if name else "",
+            f" · **{plain(name)}**" if name else "",
             f"\nSignal `{short}` · /signal show for every step.",
         )
 
@@ -2521,7 +1743,7 @@ class SignalService:
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         if channel is None:
             return
-        who = _plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
+        who = plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
         price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
         kind = exit_kind(order)
         digest = ChannelDigest(channel, strategy.name)
@@ -2529,286 +1751,18 @@ class SignalService:
             f"🎯 {kind[0].upper()}{kind[1:]} filled · {who} ({intent.mode}): "
             f"{order.side.value} {qty(order.filled_quantity)} {order.symbol}{price}"
         )
-        await self._post_digest(
+        await self.alerts.post_digest(
             strategy.guild_id, strategy.id, digest, f"an exit of execution {extra['execution_id']}"
         )
 
-    async def _announce(
-        self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
-    ) -> None:
-        """ "Signal received" in the alert channel, once per signal across re-runs."""
-        if channel_id is None or self.core.notifier is None:
-            return
-        async with self.core.db.transaction() as s:
-            won = (
-                await s.execute(
-                    update(ReceivedSignal)
-                    .where(ReceivedSignal.id == record.id, ReceivedSignal.announced.is_(False))
-                    .values(announced=True)
-                )
-            ).rowcount  # type: ignore[attr-defined]
-        if not won:
-            return
-        parts = [f"{signal.action.value.upper()} {signal.ticker}"]
-        if signal.sentiment:
-            parts.append(f"sentiment {signal.sentiment.value}")
-        if signal.reference_price is not None:
-            parts.append(f"at {money(signal.reference_price)}")
-        if signal.test:
-            parts.append("test, nothing will be placed")
-        text = (
-            f"📡 **{_plain(strategy.name)}** signal received: {' · '.join(parts)} "
-            f"(`{record.id[:8]}`)"
-        )
-        await self._to_channel(
-            strategy.guild_id, strategy.id, strategy.name, channel_id, [text], "a signal"
-        )
-
-    async def _post_digest(
-        self, guild_id: int, strategy_id: str, digest: ChannelDigest, what: str
-    ) -> None:
-        texts = digest.take()
-        await self._to_channel(
-            guild_id, strategy_id, digest.strategy_name, digest.channel_id, texts, what
-        )
-
-    async def _to_channel(
-        self,
-        guild_id: int,
-        strategy_id: str,
-        strategy_name: str,
-        channel_id: int,
-        texts: Sequence[str],
-        what: str,
-    ) -> None:
-        """Post to a strategy's alert channel. Never raises: trading goes on whatever the
-        channel does. A channel that refuses posts for good (deleted, permissions taken away)
-        is reported to the strategy's owner once, until a post there works again."""
-        notifier = self.core.notifier
-        if notifier is None or not texts:
-            return
-        try:
-            for text in texts:
-                await notifier.post(channel_id, Outgoing(content=text))
-            failing = False
-        except ChannelUnavailable:
-            log.warning("Alert channel %s refuses posts (%s)", channel_id, what)
-            failing = True
-        except Exception:
-            log.warning("Could not post %s to its alert channel", what, exc_info=True)
-            return
-        try:
-            owner = await self.core.strategies.alert_channel_failing(
-                guild_id, strategy_id, channel_id, failing
-            )
-        except Exception:
-            log.warning("Could not record the state of alert channel %s", channel_id, exc_info=True)
-            return
-        if owner is not None:
-            await self._dm(
-                owner,
-                f"⚠️ Trade alerts for **{_plain(strategy_name)}** cannot be posted in "
-                f"<#{channel_id}>: the channel was deleted, or Tradecord may no longer see it "
-                "or post there. Ask a server admin to let Tradecord view and send messages "
-                "there, or to choose another channel with /alerts-channel. Signals still trade, "
-                "and subscribers still get their DMs.",
-            )
-
-    async def _dm(self, discord_user_id: int, text: str) -> None:
-        await dm_quietly(self.core.notifier, discord_user_id, Outgoing(text), about="a signal")
-
     # == the report ================================================================================
 
-    async def _signal_by_prefix(self, s: AsyncSession, prefix: str, member_id: int) -> str | None:
-        """The one signal whose id starts with ``prefix`` that the member may see (its
-        strategy's owner, or a subscriber it ran for); None if none; refused if several."""
-        mine = select(SignalExecution.id).where(
-            SignalExecution.signal_id == ReceivedSignal.id,
-            SignalExecution.member_id == member_id,
-        )
-        ids = list(
-            await s.scalars(
-                select(ReceivedSignal.id)
-                .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                .where(ReceivedSignal.id.startswith(prefix, autoescape=True))
-                .where((Strategy.owner_member_id == member_id) | mine.exists())
-                .limit(2)
-            )
-        )
-        if len(ids) > 1:
-            raise InvalidInput(
-                f"More than one of your signals starts with {prefix}: give the full id, from "
-                "the signal's DM or the webhook's answer."
-            )
-        return ids[0] if ids else None
-
     async def signal_report(self, signal_id: str, discord_user_id: int) -> SignalReport:
-        """Every phase of a signal with its time, like TradersPost's execution panel. The
-        strategy's owner sees every subscription; a subscriber sees their own."""
-        member_id = await self.core.members.ensure(discord_user_id)
-        nothing = NotFound(
-            "No signal with that id that you can see. Ids are in the signal's alerts and DMs."
-        )
-        wanted = signal_id.strip().lower()
-        async with self.core.db.session() as s:
-            if SHORT_ID.fullmatch(wanted):
-                # The 8-character id the alerts, DMs and this report's title show.
-                wanted = await self._signal_by_prefix(s, wanted, member_id) or wanted
-            row = (
-                await s.execute(
-                    select(ReceivedSignal, Strategy)
-                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                    .where(ReceivedSignal.id == wanted)
-                )
-            ).first()
-            if row is None:
-                raise nothing
-            record, strategy = row
-            is_owner = strategy.owner_member_id == member_id
-            query = (
-                select(SignalExecution, Member.discord_user_id, Connection.name)
-                .join(Member, Member.id == SignalExecution.member_id)
-                .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
-                .where(SignalExecution.signal_id == record.id)
-                .order_by(SignalExecution.id)
-            )
-            if not is_owner:
-                query = query.where(SignalExecution.member_id == member_id)
-            executions = (await s.execute(query)).all()
-            if not is_owner and not executions:
-                raise nothing
-            keys = {
-                intent_key(record.id, ex.subscription_id or 0, leg): (ex.id, leg)
-                for ex, _, _ in executions
-                for leg in LEGS
-            }
-            intents = (
-                list(
-                    await s.scalars(
-                        select(OrderIntent).where(OrderIntent.idempotency_key.in_(list(keys)))
-                    )
-                )
-                if keys
-                else []
-            )
-            events = (
-                list(
-                    await s.scalars(
-                        select(AuditEvent)
-                        .where(AuditEvent.intent_id.in_([i.id for i in intents]))
-                        .order_by(AuditEvent.at, AuditEvent.id)
-                    )
-                )
-                if intents
-                else []
-            )
-        t0 = record.received_at
-
-        def phase(name: str, at: datetime, detail: str | None = None) -> Phase:
-            return Phase(name, at, int((at - t0).total_seconds() * 1000), detail)
-
-        top = [phase("received", t0)]
-        if record.validated_at:
-            top.append(
-                phase(
-                    "refused" if record.status == SignalStatus.REFUSED else "validated",
-                    record.validated_at,
-                    record.message_code,
-                )
-            )
-        if record.started_at:
-            top.append(phase("processing", record.started_at))
-        if record.finished_at:
-            top.append(phase("done", record.finished_at))
-        by_intent = {i.id: i for i in intents}
-        subs = []
-        for ex, discord_id, cname in executions:
-            # Broker messages can quote a member's balance: the owner sees another member's
-            # refusals by their code, as the alert channel does.
-            own = ex.member_id == member_id
-            mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
-            lines = tuple(
-                OrderLine(
-                    leg=keys[i.idempotency_key or ""][1],
-                    intent_id=i.id,
-                    side=i.side,
-                    quantity=i.quantity,
-                    symbol=i.symbol,
-                    order_type=i.order_type,
-                    status=i.status,
-                    filled_quantity=i.filled_quantity,
-                    average_fill_price=i.average_fill_price,
-                    error=i.error_message if own else None,
-                )
-                for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
-            )
-            phases = [
-                phase(
-                    p["phase"],
-                    datetime.fromisoformat(p["at"]),
-                    p.get("detail") if own or p["phase"] not in ENDED_BY_REASON else ex.reason_code,
-                )
-                for p in ex.phases or []
-            ]
-            logged = {p.name for p in phases}
-            for e in events:
-                intent = by_intent.get(e.intent_id or "")
-                if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
-                    continue
-                leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
-                # What the execution logged itself ("exit filled" with its fill, "rejected"
-                # with the reason) is not said a second time by the order's own event.
-                if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):
-                    continue
-                detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
-                phases.append(phase(f"{leg} {word}", e.at, str(detail) if detail else None))
-            phases.sort(key=lambda p: p.at)
-            subs.append(
-                SubscriptionReport(
-                    execution_id=ex.id,
-                    subscription_id=ex.subscription_id,
-                    member_discord_id=discord_id,
-                    connection_name=cname,
-                    mode=ex.mode,
-                    status=ex.status,
-                    reason_code=ex.reason_code,
-                    reason=ex.reason if own else ex.reason_code,
-                    phases=tuple(phases),
-                    orders=lines,
-                )
-            )
-        latency = (
-            int((t0 - record.signal_time).total_seconds() * 1000) if record.signal_time else None
-        )
-        return SignalReport(
-            signal_id=record.id,
-            strategy_id=strategy.id,
-            strategy_name=strategy.name,
-            viewer_is_owner=is_owner,
-            status=record.status,
-            ticker=record.ticker,
-            action=record.action,
-            sentiment=(record.payload or {}).get("sentiment"),
-            test=record.test,
-            message_code=record.message_code,
-            message=record.message if is_owner else None,
-            received_at=t0,
-            signal_time=record.signal_time,
-            latency_ms=latency,
-            phases=tuple(top),
-            subscriptions=tuple(subs),
-        )
+        """``SignalReports.signal_report``, where the cogs ask for it."""
+        return await self.reports.signal_report(signal_id, discord_user_id)
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _s(d: Decimal | None) -> str | None:
-    return None if d is None else format(d, "f")
-
-
-def _d(v: Any) -> Decimal | None:
-    return None if v is None else Decimal(v)
 
 
 def _body_text(body: bytes) -> str:
@@ -2951,37 +1905,6 @@ def _signal_order_of(intent: OrderIntent | None, strategy_id: str) -> bool:
     )
 
 
-def _orders_text(intents: Sequence[OrderIntent]) -> str:
-    """For the member's own DM: includes the broker's reasons. A sentence, so it ends with
-    a period (a reason quoted at its end would read as cut off without one)."""
-    text = "; ".join(_leg_label(i, intents) + describe_intent(i).rstrip(".") for i in intents)
-    return f"{text}." if text else text
-
-
-def _leg_label(intent: OrderIntent, intents: Sequence[OrderIntent]) -> str:
-    """ "exit: " / "entry: " when a signal placed both (a reversal): its two orders are often
-    the same side, quantity and price, and would read as one order said twice."""
-    leg = (intent.extra or {}).get("leg")
-    return f"{leg}: " if len(intents) > 1 and leg in ("exit", "entry") else ""
-
-
-def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str:
-    """What to do about an approval that cannot be given now (paused, the kill switch)."""
-    by = f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""
-    if stopped.code == "member-paused":
-        return (
-            "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
-            f"then press Approve again{by}."
-        )
-    if stopped.code == "kill-switch":
-        return (
-            "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
-            f"its order would not be sent. Press Approve again once trading is back"
-            f"{by and ','}{by}."
-        )
-    return f"Not approved: {stopped.message}"
-
-
 def _age(seconds: float) -> str:
     """A signal's age as a sender reads it: "301 s", "75 min", "30 h", "2522 days"."""
     for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
@@ -3000,59 +1923,3 @@ def _with_alerting(execution_id: int) -> Any:
         .outerjoin(AlertPreference, AlertPreference.member_id == SignalExecution.member_id)
         .where(SignalExecution.id == execution_id)
     )
-
-
-def _result_line(
-    public_name: str | None,
-    mode: str,
-    status: str,
-    trades: Sequence[str],
-    reason_code: str | None,
-) -> str | None:
-    """A subscriber's result for the alert channel: the trades only (``_public_order``,
-    ``_planned_trades``), and the member's name only if they chose to be named. Broker
-    messages can quote balances, so never those: a refusal shows its code."""
-    public = CHANNEL_STATUSES.get(status)
-    if public is None:
-        return None
-    who = _plain(public_name) if public_name else "A subscriber"
-    line = f"{public[0]} {public[1]} · {who} ({mode}): {'; '.join(trades)}"
-    if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
-        line += f" ({reason_code or 'rejected'})"
-    return line
-
-
-def _public_order(intent: OrderIntent) -> str:
-    """For a channel: the trade only. Broker messages can quote balances, so none here."""
-    text = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
-    if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
-        text += f" at {fill_price(intent.average_fill_price)}"
-    elif intent.status == IntentStatus.PARTIALLY_FILLED:
-        text += f"{intent_terms(intent)} ({qty(intent.filled_quantity)} filled)"
-    elif intent.status == IntentStatus.ACCEPTED:
-        text += intent_terms(intent)  # working: its price is what members watch for
-    elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
-        # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
-        at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""
-        text += f" ({qty(intent.filled_quantity)} filled{at})"
-    return text
-
-
-def _planned_trades(signal: Signal, plan: Plan | None) -> list[str]:
-    """For a channel, when no order exists: the planned legs with their prices, named "exit: "
-    and "entry: " when both (as ``_leg_label`` does for orders), else the signal itself."""
-    if plan is not None and plan.legs:
-        both = len(plan.legs) > 1
-        return [f"{leg.name}: " * both + leg.describe(signal.ticker) for leg in plan.legs]
-    return [f"{signal.action.value} {signal.ticker}"]
-
-
-# A signal's id as the alerts and DMs show it: its first 8 characters (up to the full 36).
-SHORT_ID = re.compile(r"[0-9a-f-]{8,35}")
-_MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")
-
-
-def _plain(text: str) -> str:
-    """Member-written text as inert plain text: no markdown, no mention syntax."""
-    text = _MARKDOWN.sub(r"\\\1", text)
-    return text.replace("@", "@\u200b").replace("<", "<\u200b")

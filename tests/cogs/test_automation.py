@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from adapters.paper.models import PaperOrder
 from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
-from bot.services.signals import Phase, SignalReport, SubscriptionReport
+from bot.services.signal_report import Phase, SignalReport, SubscriptionReport
 from cogs.automation import joined, outcome, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError

@@ -33,7 +33,8 @@ from bot.db import Database
 from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
-from bot.services.signals import Ack, Plan
+from bot.services.signal_plans import Plan
+from bot.services.signals import Ack
 from bot.services.strategies import WebhookUrl
 from bot.services.subscriptions import SubscriptionSettings
 from bot.settings import Settings
@@ -2319,7 +2320,7 @@ async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -
 
 
 def test_a_digest_splits_at_discords_message_length_and_keeps_every_line() -> None:
-    from bot.services.signals import ChannelDigest
+    from bot.services.signal_alerts import ChannelDigest
 
     digest = ChannelDigest(777, "Scalper *v2*")
     names = [f"Member {i:03d}" for i in range(300)]

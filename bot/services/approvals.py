@@ -1,0 +1,484 @@
+"""The manual approval of a signal's orders: the drafts a subscription asks its member to
+approve, their Approve or Reject, the approvals waiting, and their expiry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
+
+from adapters.base import BrokerAdapter
+from bot.automation_models import (
+    LEGS,
+    AlertPreference,
+    ExecutionStatus,
+    ReceivedSignal,
+    SignalExecution,
+    Strategy,
+    Subscription,
+    intent_key,
+)
+from bot.components import approval_buttons
+from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
+from bot.models import Connection, IntentStatus, Member, OrderIntent
+from bot.services.connections import Target
+from bot.services.notify import buttons_of
+from bot.services.signal_plans import ExecContext, Plan, Result
+from bot.services.trading import Refusal as OrderRefusal
+from bot.services.trading import intent_terms, qty, request_of
+from bot.signal_format import Signal
+from bot.wording import plain
+
+if TYPE_CHECKING:
+    from bot.services.signals import SignalService
+
+# Its log lines are the signals', as before the flow had its own module.
+log = logging.getLogger("tradecord.signals")
+
+JOB_APPROVED = "signal.approved"
+JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
+# A late click, a second process's click and the expired card itself all say it alike.
+APPROVAL_EXPIRED = "This approval expired; nothing was placed."
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """An execution waiting for its member: what the approval card shows."""
+
+    execution_id: int
+    signal_id: str
+    discord_user_id: int
+    strategy_name: str
+    connection_name: str
+    mode: str
+    summary: str
+    intent_ids: tuple[str, ...]  # drafts, in placing order; approve/reject take any of them
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResult:
+    execution_id: int
+    signal_id: str
+    status: str
+    message: str
+
+
+ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
+
+
+class Approvals:
+    def __init__(self, signals: SignalService) -> None:
+        self.signals = signals
+        self.core = signals.core
+        self.core.jobs.register(JOB_APPROVED, self._job_approved)
+        self.core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
+
+    async def request(
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        plan: Plan,
+        existing: dict[str, OrderIntent],
+    ) -> Result:
+        drafts = []
+        try:
+            for leg in plan.legs:
+                drafts.append(
+                    await self.signals._place(
+                        ctx, adapter, target, leg, plan, existing.get(leg.name), submit=False
+                    )
+                )
+        except BaseException:
+            await self.signals._discard_drafts(ctx)  # no half-drafted plan waits for approval
+            raise
+        # As /trade's preview does: a card for an order bound to be refused (paused, the kill
+        # switch, a limit) would ask a click that places nothing.
+        for draft in drafts:
+            extra = dict(draft.extra or {})
+            refusal = await self.core.trading.refusal(
+                target, request_of(draft), adapter, source="signal", extra=extra
+            )
+            if refusal is not None:
+                await self.signals._discard_drafts(ctx)
+                said = f"Not placed: {plan.summary(ctx.signal.ticker)}. {refusal.message}"
+                return Result(ExecutionStatus.FAILED, refusal.code, said, plan)
+        expires = self.signals.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
+        self.signals._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
+        return Result(
+            ExecutionStatus.WAITING_APPROVAL,
+            "approval-required",
+            # /signal show says this: where to answer, and by when (it said neither).
+            f"Waiting for your approval: {plan.summary(ctx.signal.ticker)}. Approve or Reject "
+            f"it on the card in your DMs before it expires <t:{int(expires.timestamp())}:R>; "
+            "after that nothing is placed.",
+            plan,
+            approval_expires_at=expires,
+            orders=drafts,
+        )
+
+    async def approve(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
+        """The member approves the signal's orders for their subscription (any of the drafts'
+        ids will do). Exactly one click wins, in any process; the orders are placed by a job."""
+        ex = await self._owned_execution(intent_id, discord_user_id)
+        await self._expire_if_due(ex)
+        if ex.status == ExecutionStatus.WAITING_APPROVAL:
+            # Approved while paused, the click said "being placed" and the DM after it "Not
+            # placed: your trading is paused". Refused here, the approval still waits (the
+            # card keeps its buttons) for a click once the member may trade again.
+            stopped = await self.core.trading.stopped(ex.member_id)
+            if stopped is not None:
+                raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
+        async with self.core.db.transaction() as s:
+            won = (
+                await s.execute(
+                    update(SignalExecution)
+                    .where(
+                        SignalExecution.id == ex.id,
+                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                    )
+                    .values(
+                        status=ExecutionStatus.APPROVED,
+                        updated_at=self.signals.clock(),
+                        phases=[*(ex.phases or []), self.signals._phase_entry("approved", None)],
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if won:
+                await s.execute(
+                    self.core.jobs.insert_statement(
+                        JOB_APPROVED, {"execution_id": ex.id}, key=f"approved:{ex.id}"
+                    )
+                )
+        if not won:
+            raise Conflict(await self._already(ex.id))
+        self.core.jobs.wake()
+        return ApprovalResult(
+            ex.id,
+            ex.signal_id,
+            ExecutionStatus.APPROVED,
+            # A reversal's card approves its exit and its entry: both are placed.
+            "Approved: the order is being placed; you will get a DM with the result."
+            if len(Plan.from_json(ex.plan or {}).legs) < 2
+            else "Approved: the exit and then the entry are being placed; you will get a DM "
+            "with the result.",
+        )
+
+    async def reject(self, intent_id: str, discord_user_id: int) -> ApprovalResult:
+        """The member declines: nothing is placed."""
+        ex = await self._owned_execution(intent_id, discord_user_id)
+        await self._expire_if_due(ex)
+        if not await self._close_approval(
+            ex.id,
+            ExecutionStatus.DECLINED,
+            "declined",
+            "You declined this signal; nothing was placed.",
+            tell=False,  # the card they pressed says so: a DM on top would say it again
+        ):
+            raise Conflict(await self._already(ex.id))
+        return ApprovalResult(
+            ex.id, ex.signal_id, ExecutionStatus.DECLINED, "Declined: nothing was placed."
+        )
+
+    async def pending_approvals(self, discord_user_id: int) -> list[PendingApproval]:
+        member_id = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.session() as s:
+            rows = (
+                (
+                    await s.execute(
+                        select(SignalExecution.id)
+                        .where(
+                            SignalExecution.member_id == member_id,
+                            SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                        )
+                        .order_by(SignalExecution.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        out = []
+        for ex_id in rows:
+            pending = await self.pending(ex_id)
+            if pending is not None:
+                out.append(pending)
+        return out
+
+    async def pending(self, execution_id: int) -> PendingApproval | None:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(
+                        SignalExecution,
+                        Strategy.name,
+                        Member.discord_user_id,
+                        Connection.name,
+                        ReceivedSignal.ticker,
+                    )
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .join(Member, Member.id == SignalExecution.member_id)
+                    .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
+                    .where(SignalExecution.id == execution_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            ex, sname, discord_id, cname, ticker = row
+            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+            intents = {
+                i.idempotency_key: i.id
+                for i in await s.scalars(
+                    select(OrderIntent).where(OrderIntent.idempotency_key.in_(keys))
+                )
+            }
+        plan = Plan.from_json(ex.plan or {})
+        return PendingApproval(
+            execution_id=ex.id,
+            signal_id=ex.signal_id,
+            discord_user_id=discord_id,
+            strategy_name=sname,
+            connection_name=cname or "(removed)",
+            mode=ex.mode,
+            summary=plan.summary(ticker or ""),
+            intent_ids=tuple(intents[k] for k in keys if k in intents),
+            expires_at=ex.approval_expires_at or self.signals.clock(),
+        )
+
+    async def _owned_execution(self, intent_id: str, discord_user_id: int) -> SignalExecution:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(OrderIntent.idempotency_key, Member.discord_user_id)
+                    .join(Member, Member.id == OrderIntent.member_id)
+                    .where(OrderIntent.id == intent_id, OrderIntent.source == "signal")
+                )
+            ).first()
+            if row is None:
+                raise NotFound("That signal order no longer exists.")
+            key, owner = row
+            if owner != discord_user_id:
+                raise PermissionDenied("This approval belongs to someone else.")
+            signal_id, _, rest = (key or "").partition(":")
+            sub_id = rest.partition(":")[0]
+            ex = await s.scalar(
+                select(SignalExecution).where(
+                    SignalExecution.signal_id == signal_id,
+                    SignalExecution.subscription_id == int(sub_id or 0),
+                )
+            )
+        if ex is None:
+            raise NotFound("That signal order no longer exists.")
+        return ex
+
+    async def _expire_if_due(self, ex: SignalExecution) -> None:
+        due = ex.approval_expires_at
+        if ex.status == ExecutionStatus.WAITING_APPROVAL and due and self.signals.clock() >= due:
+            await self._close_approval(
+                ex.id,
+                ExecutionStatus.EXPIRED,
+                "expired",
+                "The approval expired; nothing was placed.",
+            )
+            raise Conflict(APPROVAL_EXPIRED)
+
+    async def _already(self, execution_id: int) -> str:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(SignalExecution.status, SignalExecution.signal_id).where(
+                        SignalExecution.id == execution_id
+                    )
+                )
+            ).first()
+        status, signal_id = row if row is not None else (None, "")
+        # A second click (another process took the first) read "already handled (it is
+        # approved)", as if something had gone wrong: it says where the order is instead.
+        return {
+            ExecutionStatus.EXPIRED: APPROVAL_EXPIRED,
+            ExecutionStatus.DECLINED: "This signal was declined; nothing was placed.",
+            ExecutionStatus.APPROVED: "You approved this signal already: its order is being "
+            "placed, and you will get a DM with the result.",
+        }.get(
+            status or "",
+            f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
+            f"/signal show `{signal_id[:8]}` has every step.",
+        )
+
+    async def _close_approval(
+        self,
+        execution_id: int,
+        status: str,
+        phase: str,
+        reason: str,
+        *,
+        tell: bool = True,
+        card: str | None = None,
+    ) -> bool:
+        """End a waiting approval (declined or expired) and discard its drafts, once; ``tell``:
+        DM the member the reason; ``card``: the outcome to put on the Approve/Reject card in
+        their DMs in place of its buttons (a press answers that itself, so only the job does)."""
+        async with self.core.db.transaction() as s:
+            ex = await s.scalar(select(SignalExecution).where(SignalExecution.id == execution_id))
+            if ex is None:
+                return False
+            won = (
+                await s.execute(
+                    update(SignalExecution)
+                    .where(
+                        SignalExecution.id == execution_id,
+                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                    )
+                    .values(
+                        status=status,
+                        reason_code=f"approval-{status}",
+                        reason=reason,
+                        notified_status=status,
+                        updated_at=self.signals.clock(),
+                        phases=[*(ex.phases or []), self.signals._phase_entry(phase, None)],
+                    )
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if not won:
+                return False
+            keys = [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+            drafts = OrderIntent.idempotency_key.in_(keys), OrderIntent.status == IntentStatus.DRAFT
+            # What the card asked, for a DM that may come long after it: which strategy, which
+            # order. (The card is far up the DMs by then, and a member may have several.)
+            discarded = list(await s.scalars(select(OrderIntent).where(*drafts)))
+            asked = [f"{i.side} {qty(i.quantity)} {i.symbol}{intent_terms(i)}" for i in discarded]
+            name = await s.scalar(
+                select(Strategy.name)
+                .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
+                .where(ReceivedSignal.id == ex.signal_id)
+            )
+            await s.execute(
+                update(OrderIntent)
+                .where(*drafts)
+                .values(status=IntentStatus.DISCARDED, updated_at=self.signals.clock())
+            )
+            discord_id = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == ex.member_id)
+            )
+        if discord_id is not None and tell:
+            what = f"**{plain(name)}** " if name else ""
+            what += f"{'; '.join(asked)}: " if asked else ""
+            await self.signals.alerts.dm(
+                discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)"
+            )
+        if discord_id is not None and card is not None and self.core.notifier is not None:
+            # The card names any of the drafts (approval_buttons); a press on buttons left in
+            # place is still answered, so failing here only costs a log line.
+            buttons = [
+                custom_id for i in discarded for custom_id in buttons_of(approval_buttons(i.id))
+            ]
+            try:
+                await self.core.notifier.close_dm_card(discord_id, buttons, card)
+            except Exception:
+                log.warning("Could not close the approval card of %s", execution_id, exc_info=True)
+        return True
+
+    async def _job_expiry(self, payload: Mapping[str, Any]) -> None:
+        execution_id = int(payload["execution_id"])
+        async with self.core.db.session() as s:
+            due = await s.scalar(
+                select(SignalExecution.approval_expires_at).where(
+                    SignalExecution.id == execution_id
+                )
+            )
+        if due is not None and self.signals.clock() >= due:
+            await self._close_approval(
+                execution_id,
+                ExecutionStatus.EXPIRED,
+                "expired",
+                "The approval expired; nothing was placed.",
+                card=APPROVAL_EXPIRED,
+            )
+        elif due is not None:
+            # Not due by this process's clock yet: look again then.
+            await self.core.jobs.enqueue(
+                JOB_APPROVAL_EXPIRY,
+                {"execution_id": execution_id},
+                key=f"expiry:{execution_id}:{due.timestamp()}",
+                run_after=due,
+            )
+
+    async def _job_approved(self, payload: Mapping[str, Any]) -> None:
+        execution_id = int(payload["execution_id"])
+        ctx = await self._context_for(execution_id)
+        if ctx is None:
+            return
+        ctx.approved = True
+        await self.signals._run(ctx)
+
+    async def _context_for(self, execution_id: int) -> ExecContext | None:
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(
+                        SignalExecution,
+                        ReceivedSignal,
+                        Strategy,
+                        Subscription,
+                        Member.discord_user_id,
+                        AlertPreference,
+                    )
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .join(Subscription, Subscription.id == SignalExecution.subscription_id)
+                    .join(Member, Member.id == SignalExecution.member_id)
+                    .outerjoin(
+                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
+                    )
+                    .where(SignalExecution.id == execution_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            ex, record, strategy, sub, discord_id, pref = row
+            if ex.status != ExecutionStatus.APPROVED:
+                return None
+            conn = await s.scalar(
+                select(Connection)
+                .where(Connection.id == sub.connection_id)
+                .options(selectinload(Connection.accounts))
+            )
+        return ExecContext(
+            signal_id=record.id,
+            signal=Signal.from_record(record.payload or {}),
+            strategy_id=strategy.id,
+            strategy_name=strategy.name,
+            guild_id=strategy.guild_id,
+            max_quantity=strategy.max_quantity,
+            execution_id=ex.id,
+            subscription=sub,
+            connection=conn,
+            member_discord_id=discord_id,
+            public_name=pref.display_name if pref and pref.alerts_show_name else None,
+            channel_id=await self.core.strategies.alert_channel(strategy.guild_id, strategy.id),
+            phases=list(ex.phases or []),
+            received_at=record.received_at,
+        )
+
+
+def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str:
+    """What to do about an approval that cannot be given now (paused, the kill switch)."""
+    by = f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""
+    if stopped.code == "member-paused":
+        return (
+            "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
+            f"then press Approve again{by}."
+        )
+    if stopped.code == "kill-switch":
+        return (
+            "Not approved: trading is stopped for everyone by the bot owner (kill switch), so "
+            f"its order would not be sent. Press Approve again once trading is back"
+            f"{by and ','}{by}."
+        )
+    return f"Not approved: {stopped.message}"

@@ -1,0 +1,190 @@
+"""What one subscription's run of a signal works with: the plan it follows (stored as JSON in
+its intents, so a re-run follows the plan it started with), its context and its result. The
+execution, its approval and its alerts share them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from adapters.models import Bracket, OrderType, Side, TimeInForce
+from bot.automation_models import Subscription
+from bot.models import Connection, OrderIntent
+from bot.services.trading import order_terms, qty
+from bot.signal_format import Signal
+from bot.wording import plural
+
+if TYPE_CHECKING:
+    from bot.services.signal_alerts import ChannelDigest
+
+
+@dataclass(slots=True)
+class Leg:
+    name: str  # "exit" | "entry"
+    side: Side
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    bracket: Bracket | None = None
+    opens_position: bool = False  # an entry with no position in the ticker before it
+    trail_amount: Decimal | None = None  # a trailing stop: one of these two
+    trail_percent: Decimal | None = None
+    # The quote a dollar or equity sized market entry was sized at: an approval card says it,
+    # as the click may come at another price.
+    sized_at: Decimal | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        b = self.bracket
+        return {
+            "name": self.name,
+            "side": self.side.value,
+            "quantity": str(self.quantity),
+            "order_type": self.order_type.value,
+            "limit_price": decimal_text(self.limit_price),
+            "stop_price": decimal_text(self.stop_price),
+            "time_in_force": self.time_in_force.value if self.time_in_force else None,
+            "bracket": None
+            if b is None
+            else {
+                "take_profit": decimal_text(b.take_profit),
+                "stop_loss": decimal_text(b.stop_loss),
+                "stop_loss_limit": decimal_text(b.stop_loss_limit),
+            },
+            "opens_position": self.opens_position,
+            "trail_amount": decimal_text(self.trail_amount),
+            "trail_percent": decimal_text(self.trail_percent),
+            "sized_at": decimal_text(self.sized_at),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Leg:
+        b = d.get("bracket")
+        return cls(
+            name=d["name"],
+            side=Side(d["side"]),
+            quantity=Decimal(d["quantity"]),
+            order_type=OrderType(d["order_type"]),
+            limit_price=_d(d.get("limit_price")),
+            stop_price=_d(d.get("stop_price")),
+            time_in_force=TimeInForce(d["time_in_force"]) if d.get("time_in_force") else None,
+            bracket=None
+            if not b
+            else Bracket(
+                _d(b.get("take_profit")), _d(b.get("stop_loss")), _d(b.get("stop_loss_limit"))
+            ),
+            opens_position=bool(d.get("opens_position")),
+            trail_amount=_d(d.get("trail_amount")),
+            trail_percent=_d(d.get("trail_percent")),
+            sized_at=_d(d.get("sized_at")),
+        )
+
+    def describe(self, ticker: str) -> str:
+        """buy 5 AAPL; buy 5 AAPL limit at $150.00: an approval shows the price it approves."""
+        what = f"{self.side.value} {qty(self.quantity)} {ticker}"
+        if self.order_type is OrderType.MARKET:
+            return what
+        terms = order_terms(
+            self.order_type,
+            self.limit_price,
+            self.stop_price,
+            self.trail_amount,
+            self.trail_percent,
+        )
+        return f"{what} {terms}"
+
+
+@dataclass(slots=True)
+class Plan:
+    cancels: list[str] = field(default_factory=list)  # broker order ids of the ticker
+    legs: list[Leg] = field(default_factory=list)
+    # Why something the signal could have done is not done (entry refused, nothing to do).
+    note_code: str | None = None
+    note: str | None = None
+
+    def leg(self, name: str) -> Leg | None:
+        return next((leg for leg in self.legs if leg.name == name), None)
+
+    def summary(self, ticker: str) -> str:
+        parts = []
+        if self.cancels:
+            parts.append(
+                f"cancel {len(self.cancels)} open {ticker} order{plural(len(self.cancels))}"
+            )
+        for leg in self.legs:
+            parts.append(f"{'exit: ' if leg.name == 'exit' else ''}{leg.describe(ticker)}")
+        text = "; then ".join(parts) if parts else "nothing to do"
+        return f"{text} ({self.note})" if self.note and parts else (self.note or text)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cancels": list(self.cancels),
+            "legs": [leg.to_json() for leg in self.legs],
+            "note_code": self.note_code,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Plan:
+        return cls(
+            list(d.get("cancels") or []),
+            [Leg.from_json(x) for x in d.get("legs") or []],
+            d.get("note_code"),
+            d.get("note"),
+        )
+
+
+@dataclass(slots=True)
+class Result:
+    status: str
+    reason_code: str | None = None
+    reason: str | None = None
+    plan: Plan | None = None
+    approval_expires_at: datetime | None = None
+    orders: list[OrderIntent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ExecContext:
+    signal_id: str
+    signal: Signal
+    strategy_id: str
+    strategy_name: str
+    guild_id: int
+    max_quantity: Decimal | None
+    execution_id: int
+    subscription: Subscription
+    connection: Connection | None
+    member_discord_id: int
+    public_name: str | None  # set only when the member opted in
+    channel_id: int | None
+    approved: bool = False
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    # Intents an earlier run left (looked up for the whole signal at once); None: look up.
+    existing: dict[str, OrderIntent] | None = None
+    # Collects the channel's result lines during a fan-out; None: post each one at once.
+    digest: ChannelDigest | None = None
+    # This run's plan once made: a refusal raised before any order still says what it was.
+    plan: Plan | None = None
+    # Why the signal is too old to start trading on now (it waited in the queue), if it is.
+    stale: str | None = None
+    # When the webhook stored the signal: orders placed after it are not its to cancel.
+    received_at: datetime | None = None
+    # The price the last quote-priced size was worked out at (``Leg.sized_at``).
+    sized_at: Decimal | None = None
+    # What this run cancelled, for its result DM whatever the result (a refusal after the
+    # cancels, an exit that did not fill): the orders get no DM of their own.
+    cancelled: str | None = None
+    cancelled_count: int = 0
+
+
+def decimal_text(d: Decimal | None) -> str | None:
+    return None if d is None else format(d, "f")
+
+
+def _d(v: Any) -> Decimal | None:
+    return None if v is None else Decimal(v)

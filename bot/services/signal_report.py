@@ -1,0 +1,288 @@
+"""The ``/signal show`` report: every phase of a signal with its time, per subscription, as its
+strategy's owner or one of its subscribers may see it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.automation_models import (
+    LEGS,
+    ExecutionStatus,
+    ReceivedSignal,
+    SignalExecution,
+    SignalStatus,
+    Strategy,
+    intent_key,
+)
+from bot.errors import InvalidInput, NotFound
+from bot.models import AuditEvent, Connection, Member, OrderIntent
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+# Execution phases whose detail is the result's reason (``_finish``).
+ENDED_BY_REASON = frozenset(
+    {ExecutionStatus.SKIPPED, ExecutionStatus.REJECTED, ExecutionStatus.FAILED}
+)
+ORDER_PHASES = {
+    "order.submitted": "submitted",
+    "order.accepted": "accepted",
+    "order.filled": "filled",
+    "order.partially_filled": "partially filled",
+    "order.rejected": "rejected",
+    "order.failed": "failed",
+    "order.unknown": "unconfirmed",
+    "order.cancelled": "cancelled",
+    "order.expired": "expired",
+}
+
+# A signal's id as the alerts and DMs show it: its first 8 characters (up to the full 36).
+SHORT_ID = re.compile(r"[0-9a-f-]{8,35}")
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    name: str
+    at: datetime
+    elapsed_ms: int  # since the signal was received
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    leg: str
+    intent_id: str
+    side: str
+    quantity: Decimal
+    symbol: str
+    order_type: str
+    status: str
+    filled_quantity: Decimal
+    average_fill_price: Decimal | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionReport:
+    execution_id: int
+    subscription_id: int | None
+    member_discord_id: int
+    connection_name: str | None
+    mode: str
+    status: str
+    reason_code: str | None
+    reason: str | None
+    phases: tuple[Phase, ...]
+    orders: tuple[OrderLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReport:
+    signal_id: str
+    strategy_id: str
+    strategy_name: str
+    viewer_is_owner: bool
+    status: str
+    ticker: str | None
+    action: str | None
+    sentiment: str | None
+    test: bool
+    message_code: str | None
+    message: str | None
+    received_at: datetime
+    signal_time: datetime | None
+    latency_ms: int | None  # from the alert's own time to our receipt
+    phases: tuple[Phase, ...]
+    subscriptions: tuple[SubscriptionReport, ...]
+
+
+class SignalReports:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def _signal_by_prefix(self, s: AsyncSession, prefix: str, member_id: int) -> str | None:
+        """The one signal whose id starts with ``prefix`` that the member may see (its
+        strategy's owner, or a subscriber it ran for); None if none; refused if several."""
+        mine = select(SignalExecution.id).where(
+            SignalExecution.signal_id == ReceivedSignal.id,
+            SignalExecution.member_id == member_id,
+        )
+        ids = list(
+            await s.scalars(
+                select(ReceivedSignal.id)
+                .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                .where(ReceivedSignal.id.startswith(prefix, autoescape=True))
+                .where((Strategy.owner_member_id == member_id) | mine.exists())
+                .limit(2)
+            )
+        )
+        if len(ids) > 1:
+            raise InvalidInput(
+                f"More than one of your signals starts with {prefix}: give the full id, from "
+                "the signal's DM or the webhook's answer."
+            )
+        return ids[0] if ids else None
+
+    async def signal_report(self, signal_id: str, discord_user_id: int) -> SignalReport:
+        """Every phase of a signal with its time, like TradersPost's execution panel. The
+        strategy's owner sees every subscription; a subscriber sees their own."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        nothing = NotFound(
+            "No signal with that id that you can see. Ids are in the signal's alerts and DMs."
+        )
+        wanted = signal_id.strip().lower()
+        async with self.core.db.session() as s:
+            if SHORT_ID.fullmatch(wanted):
+                # The 8-character id the alerts, DMs and this report's title show.
+                wanted = await self._signal_by_prefix(s, wanted, member_id) or wanted
+            row = (
+                await s.execute(
+                    select(ReceivedSignal, Strategy)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .where(ReceivedSignal.id == wanted)
+                )
+            ).first()
+            if row is None:
+                raise nothing
+            record, strategy = row
+            is_owner = strategy.owner_member_id == member_id
+            query = (
+                select(SignalExecution, Member.discord_user_id, Connection.name)
+                .join(Member, Member.id == SignalExecution.member_id)
+                .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
+                .where(SignalExecution.signal_id == record.id)
+                .order_by(SignalExecution.id)
+            )
+            if not is_owner:
+                query = query.where(SignalExecution.member_id == member_id)
+            executions = (await s.execute(query)).all()
+            if not is_owner and not executions:
+                raise nothing
+            keys = {
+                intent_key(record.id, ex.subscription_id or 0, leg): (ex.id, leg)
+                for ex, _, _ in executions
+                for leg in LEGS
+            }
+            intents = (
+                list(
+                    await s.scalars(
+                        select(OrderIntent).where(OrderIntent.idempotency_key.in_(list(keys)))
+                    )
+                )
+                if keys
+                else []
+            )
+            events = (
+                list(
+                    await s.scalars(
+                        select(AuditEvent)
+                        .where(AuditEvent.intent_id.in_([i.id for i in intents]))
+                        .order_by(AuditEvent.at, AuditEvent.id)
+                    )
+                )
+                if intents
+                else []
+            )
+        t0 = record.received_at
+
+        def phase(name: str, at: datetime, detail: str | None = None) -> Phase:
+            return Phase(name, at, int((at - t0).total_seconds() * 1000), detail)
+
+        top = [phase("received", t0)]
+        if record.validated_at:
+            top.append(
+                phase(
+                    "refused" if record.status == SignalStatus.REFUSED else "validated",
+                    record.validated_at,
+                    record.message_code,
+                )
+            )
+        if record.started_at:
+            top.append(phase("processing", record.started_at))
+        if record.finished_at:
+            top.append(phase("done", record.finished_at))
+        by_intent = {i.id: i for i in intents}
+        subs = []
+        for ex, discord_id, cname in executions:
+            # Broker messages can quote a member's balance: the owner sees another member's
+            # refusals by their code, as the alert channel does.
+            own = ex.member_id == member_id
+            mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
+            lines = tuple(
+                OrderLine(
+                    leg=keys[i.idempotency_key or ""][1],
+                    intent_id=i.id,
+                    side=i.side,
+                    quantity=i.quantity,
+                    symbol=i.symbol,
+                    order_type=i.order_type,
+                    status=i.status,
+                    filled_quantity=i.filled_quantity,
+                    average_fill_price=i.average_fill_price,
+                    error=i.error_message if own else None,
+                )
+                for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
+            )
+            phases = [
+                phase(
+                    p["phase"],
+                    datetime.fromisoformat(p["at"]),
+                    p.get("detail") if own or p["phase"] not in ENDED_BY_REASON else ex.reason_code,
+                )
+                for p in ex.phases or []
+            ]
+            logged = {p.name for p in phases}
+            for e in events:
+                intent = by_intent.get(e.intent_id or "")
+                if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
+                    continue
+                leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
+                # What the execution logged itself ("exit filled" with its fill, "rejected"
+                # with the reason) is not said a second time by the order's own event.
+                if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):
+                    continue
+                detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
+                phases.append(phase(f"{leg} {word}", e.at, str(detail) if detail else None))
+            phases.sort(key=lambda p: p.at)
+            subs.append(
+                SubscriptionReport(
+                    execution_id=ex.id,
+                    subscription_id=ex.subscription_id,
+                    member_discord_id=discord_id,
+                    connection_name=cname,
+                    mode=ex.mode,
+                    status=ex.status,
+                    reason_code=ex.reason_code,
+                    reason=ex.reason if own else ex.reason_code,
+                    phases=tuple(phases),
+                    orders=lines,
+                )
+            )
+        latency = (
+            int((t0 - record.signal_time).total_seconds() * 1000) if record.signal_time else None
+        )
+        return SignalReport(
+            signal_id=record.id,
+            strategy_id=strategy.id,
+            strategy_name=strategy.name,
+            viewer_is_owner=is_owner,
+            status=record.status,
+            ticker=record.ticker,
+            action=record.action,
+            sentiment=(record.payload or {}).get("sentiment"),
+            test=record.test,
+            message_code=record.message_code,
+            message=record.message if is_owner else None,
+            received_at=t0,
+            signal_time=record.signal_time,
+            latency_ms=latency,
+            phases=tuple(top),
+            subscriptions=tuple(subs),
+        )
