@@ -997,7 +997,11 @@ class SignalService:
         kind: QuantityType
         if sub.sizing == Sizing.SIGNAL:
             kind = sig.effective_quantity_type or QuantityType.FIXED_QUANTITY
-            amount = (sig.quantity or Decimal(1)) * value  # no quantity: 1, as TradersPost does
+            amount = sig.quantity or Decimal(1)  # no quantity: 1, as TradersPost does
+            # The multiplier scales what the strategy trades, not a share of what is held: the
+            # position was sized by it already, and "exit 100%" at 0.5× must not leave half.
+            if kind is not QuantityType.PERCENT_OF_POSITION:
+                amount *= value
         else:
             kind = QuantityType(sub.sizing)
             amount = value
@@ -1019,12 +1023,13 @@ class SignalService:
         if units <= 0:
             words = kind.value.replace("_", " ")
             # Amounts as members read them elsewhere: "$1,500.00", "10%", not a bare "1,500".
-            sizing = (  # the subscription's multiplier is the member's part: said too
-                f"{qty(value)}× the signal's quantity "
-                f"({sizing_amount(kind, sig.quantity or Decimal(1))}, {words})"
-                if sub.sizing == Sizing.SIGNAL
-                else f"The subscription's {words} sizing ({sizing_amount(kind, value)})"
-            )
+            signal_amount = sizing_amount(kind, sig.quantity or Decimal(1))
+            if sub.sizing != Sizing.SIGNAL:
+                sizing = f"The subscription's {words} sizing ({sizing_amount(kind, value)})"
+            elif kind is QuantityType.PERCENT_OF_POSITION:  # not multiplied (see above)
+                sizing = f"The signal's {signal_amount} of the position"
+            else:  # the subscription's multiplier is the member's part: said too
+                sizing = f"{qty(value)}× the signal's quantity ({signal_amount}, {words})"
             raise _Skip(
                 "quantity-zero",
                 f"{sizing} comes to less than one tradable unit of {sig.ticker}.",

@@ -393,6 +393,22 @@ async def test_partial_exit_by_percent_of_position(core: Core) -> None:
     assert await position(core, OWNER, "AAPL") == 5
 
 
+@pytest.mark.parametrize("multiplier", ["0.5", "2"])
+async def test_the_multiplier_does_not_scale_a_percent_of_the_position(
+    core: Core, multiplier: str
+) -> None:
+    """Before: at 0.5× an exit of 100% of the position sold half; at 2× 50% sold all of it."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(multiplier))
+    ex = await run(core, url, sub, action="exit", quantity=50, quantityType="percent_of_position")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 5
+    ex = await run(core, url, sub, action="exit", quantity=100, quantityType="percent_of_position")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 0
+
+
 async def test_flat_sentiment_closes_the_whole_position_whatever_the_signal_quantity(
     core: Core,
 ) -> None:
