@@ -4,7 +4,7 @@ approve, their Approve or Reject, the approvals waiting, and their expiry."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -67,9 +67,6 @@ class ApprovalResult:
     signal_id: str
     status: str
     message: str
-
-
-ApprovalHook = Callable[[PendingApproval], Awaitable[None]]
 
 
 class Approvals:

@@ -90,9 +90,6 @@ class SignalAlerts:
         buttons: list[dict[str, Any]] = []
         if result.status == ExecutionStatus.WAITING_APPROVAL:
             pending = await self.signals.approvals.pending(ctx.execution_id)
-            if pending is not None and self.signals.on_approval_needed is not None:
-                await self.signals.on_approval_needed(pending)
-                return
             if pending is not None and pending.intent_ids:
                 # Handled by the bot's dynamic buttons, in whichever process gets the click.
                 buttons = approval_buttons(pending.intent_ids[0])

@@ -78,7 +78,6 @@ from bot.models import (
 from bot.services.acks import AckStore, RateLimited
 from bot.services.approvals import (
     JOB_APPROVAL_EXPIRY,
-    ApprovalHook,
     ApprovalResult,
     Approvals,
     PendingApproval,
@@ -162,8 +161,6 @@ class SignalService:
         self.exit_timeout = 30.0  # seconds to wait for an exit to fill before not entering
         self.exit_poll_interval = 0.25
         self.fanout_concurrency = FANOUT_CONCURRENCY
-        # Set by the Discord front end to show an approval card; else a plain DM is sent.
-        self.on_approval_needed: ApprovalHook | None = None
         self.acks = AckStore(core.db)
         self.reports = SignalReports(core)
         self.alerts = SignalAlerts(self)
