@@ -86,7 +86,7 @@ from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
 from bot.services.signal_alerts import ChannelDigest, SignalAlerts, public_order, result_line
 from bot.services.signal_plans import ExecContext, Leg, Plan, Result, decimal_text
-from bot.services.signal_report import SignalReport, SignalReports
+from bot.services.signal_report import ENDED_BY_REASON, SignalReport, SignalReports
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing, sizing_amount
 from bot.services.trading import (
@@ -1586,11 +1586,7 @@ class SignalService:
         ctx.phases.append(self._phase_entry(name, detail))
 
     async def _finish(self, ctx: ExecContext, result: Result) -> None:
-        if result.status in (
-            ExecutionStatus.SKIPPED,
-            ExecutionStatus.REJECTED,
-            ExecutionStatus.FAILED,
-        ):
+        if result.status in ENDED_BY_REASON:
             self._phase(ctx, result.status, result.reason)
         from_status = ExecutionStatus.APPROVED if ctx.approved else ExecutionStatus.PENDING
         values: dict[str, Any] = dict(
