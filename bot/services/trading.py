@@ -2745,8 +2745,16 @@ def exit_kind(order: Order) -> str:
 
 
 def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = None) -> str:
-    """A bracket's exit filled: what closed, and which order of the member's it closed."""
-    price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
+    """A bracket's exit filled: what closed, which order of the member's it closed, and what
+    the round trip made (the broker's fees are not known here)."""
+    exit_price, entry_price = order.average_fill_price, intent.average_fill_price
+    price = f" at {fill_price(exit_price)}" if exit_price else ""
+    entry = f" at {fill_price(entry_price)}" if entry_price else ""
+    result = ""
+    if exit_price and entry_price:
+        per_unit = exit_price - entry_price if intent.side == Side.BUY else entry_price - exit_price
+        pnl = per_unit * order.filled_quantity * symbols.multiplier(intent.symbol)
+        result = f" P&L {'+' if pnl > 0 else ''}{money(pnl)} before fees."
     note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
     origin = origin or Origin()
     return (
@@ -2754,7 +2762,7 @@ def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = Non
         f"{origin.head}: the "
         f"{exit_kind(order)} {order.side.value} {qty(order.filled_quantity)} {order.symbol}"
         f"{price}, the exit of your {intent.side} {qty(intent.filled_quantity)} "
-        f"{intent.symbol} (intent {intent.id[:8]}).{note}{origin.tail}"
+        f"{intent.symbol}{entry} (intent {intent.id[:8]}).{result}{note}{origin.tail}"
     )
 
 

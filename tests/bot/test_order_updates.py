@@ -658,7 +658,7 @@ async def _alpaca_bracket(
 def _exit_told(out: Outcome) -> str:
     return (
         "📝 Paper bracket exit filled: the take-profit sell 5 AAPL at $1,000.50, the exit of "
-        f"your buy 5 AAPL (intent {out.intent.id[:8]})."
+        f"your buy 5 AAPL at $10.00 (intent {out.intent.id[:8]}). P&L +$4,952.50 before fees."
     )
 
 
@@ -747,7 +747,8 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
             await until_unwatched(updates)
         assert [t for t in texts(notifier) if "bracket exit" in t] == [
             "🔴 Live bracket exit filled: the take-profit sell 10 MSFT at $500.25, the exit of "
-            f"your buy 10 MSFT (intent {out.intent.id[:8]})."
+            f"your buy 10 MSFT at $300.00 (intent {out.intent.id[:8]}). P&L +$2,002.50 before "
+            "fees."
         ]
     finally:
         await core.close()
@@ -830,7 +831,7 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
             await until_unwatched(updates)
         assert [t for t in texts(notifier) if "bracket exit" in t] == [
             "🔴 Live bracket exit filled: the take-profit sell 10 F at $12.00, the exit of "
-            f"your buy 10 F (intent {out.intent.id[:8]})."
+            f"your buy 10 F at $10.45 (intent {out.intent.id[:8]}). P&L +$15.50 before fees."
         ]
         assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
     finally:

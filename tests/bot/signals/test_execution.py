@@ -931,6 +931,7 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
         "📝 Paper bracket exit filled · **NQ breakout**: the stop-loss sell 1 AAPL at $195.10, "
         "the exit of your buy 1 AAPL"
     ), dm.content
+    assert "P&L -$" in (dm.content or "") and " before fees." in (dm.content or "")  # a loss
     assert (dm.content or "").endswith(
         f"\nSignal `{ex.signal_id[:8]}` · /signal show for every step."
     ), dm.content
