@@ -763,7 +763,22 @@ class TradingService:
             )
         finally:
             await adapter.close()
-        return target, [p for p in positions if p.quantity != 0], orders
+        positions = [p for p in positions if p.quantity != 0]
+        if positions:
+            await self._may_flatten(target)
+        return target, positions, orders
+
+    async def _may_flatten(self, target: Target) -> None:
+        """Closing positions is trading: refused, before anything is cancelled, while the kill
+        switch is on or the member is paused (cancels alone still work)."""
+        gate = await self.stopped(target.connection.member_id)
+        if gate is not None:
+            refused = LimitReached(
+                gate.message.replace("nothing was sent", "nothing was cancelled or closed", 1)
+                + " /cancel all cancels your open orders."
+            )
+            refused.code = gate.code
+            raise refused
 
     async def flatten(
         self, discord_user_id: int, connection: str | None, mode: str | None, key: str
@@ -772,6 +787,8 @@ class TradingService:
         first: a take-profit or stop-loss still working would sell what the close sold. If a
         cancel is not carried out in time, no position is closed (nothing half-done). ``key``
         names the confirmation: pressed twice, it places each close once."""
+        # Read again: the kill switch may have flipped, or a pause begun, since the question.
+        await self.flatten_plan(discord_user_id, connection, mode)
         target, cancelled = await self.cancel(discord_user_id, connection, mode)
         done = Flattened(target, cancelled)
         done.not_cancelled = [o for o in cancelled if not o.status.is_final]

@@ -1178,3 +1178,21 @@ async def test_flatten_closes_no_position_while_a_cancel_is_not_carried_out(
     assert "take-profit sell 10 AAPL limit at $220.00" in done
     assert "no position was closed" in done
     assert "long" in (await h.reply("alice", "positions")).text()
+
+
+async def test_flatten_while_paused_cancels_and_closes_nothing(tradecord: Harness) -> None:
+    """Closing is trading, which a pause stops: refused before anything is cancelled, not
+    after the cancels with every close refused."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10", take_profit="220")
+    ask = await h.reply("alice", "flatten")
+    await h.reply("alice", "pause")
+    done = (
+        await (await h.emu.click(h.user("alice"), ask, label="Flatten")).message(timeout=10)
+    ).text()
+    assert "Your trading is paused, so nothing was cancelled or closed" in done, done
+    assert "/cancel all cancels your open orders." in done
+    assert "1 open order" in (await h.reply("alice", "orders")).text()
+    refused = (await h.reply("alice", "flatten")).text()
+    assert "Your trading is paused, so nothing was cancelled or closed" in refused, refused
