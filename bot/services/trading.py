@@ -605,10 +605,11 @@ class TradingService:
         *,
         source: str = "discord",
         idempotency_key: str | None = None,
-        close_only: bool = False,
+        closing: Position | None = None,
     ) -> Preview:
         """Validate, price, and store a draft intent the member can confirm for 60 seconds.
-        ``close_only``: Confirm sends it only if it still only closes a position (/close)."""
+        ``closing``: the position it closes (/close): Confirm sends it only if it still only
+        closes a position, and its result says what the position made."""
         target = await self.core.connections.resolve(discord_user_id, order.connection, order.mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
@@ -672,7 +673,8 @@ class TradingService:
                     "simulated": quote.simulated,
                     # Closing (part of) a position: risk limits do not hold it back at submit.
                     "closes_position": reduces(request, held),
-                    "close_only": close_only,
+                    "close_only": closing is not None,
+                    "position_average": str(closing.average_price) if closing else None,
                     "bracket": bracket_json(request.bracket),
                 },
             )
@@ -747,7 +749,7 @@ class TradingService:
                 connection=connection,
                 mode=mode,
             ),
-            close_only=True,
+            closing=position,
         )
         return preview, [o for o in exits_in_order(orders) if o.symbol == position.symbol]
 
@@ -812,7 +814,11 @@ class TradingService:
                     request,
                     source="discord",
                     idempotency_key=f"flatten:{key}:{p.symbol}",
-                    extra={"closes_position": True, "close_only": True},
+                    extra={
+                        "closes_position": True,
+                        "close_only": True,
+                        "position_average": str(p.average_price),
+                    },
                     adapter=adapter,
                 )
             results = await asyncio.gather(*closes.values(), return_exceptions=True)
@@ -2655,11 +2661,28 @@ def fill_price(value: Decimal) -> str:
     return price_text(value, most=4 if abs(value) >= 1 else 8)
 
 
+def pnl_text(long: bool, entry: Decimal, exit: Decimal, quantity: Decimal, symbol: str) -> str:
+    """What closing ``quantity`` of a position opened at ``entry`` made (fees unknown here)."""
+    per_unit = exit - entry if long else entry - exit
+    pnl = per_unit * quantity * symbols.multiplier(symbol)
+    return f" P&L {'+' if pnl > 0 else ''}{money(pnl)} before fees."
+
+
 def describe(intent: OrderIntent, order: Order) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     bracket = _bracket_note(intent, order.status)
     if order.status is OrderStatus.FILLED:
         price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
+        entry = (intent.extra or {}).get("position_average")  # /close: the position's cost
+        if entry and order.average_fill_price:
+            long = intent.side == Side.SELL  # it closed a long
+            result = pnl_text(
+                long, Decimal(entry), order.average_fill_price, order.filled_quantity, intent.symbol
+            )
+            return (
+                f"Filled: {what}{price}, against the position's average of "
+                f"{fill_price(Decimal(entry))}.{result}{bracket}"
+            )
         return f"Filled: {what}{price}.{bracket}"
     if order.status is OrderStatus.PARTIALLY_FILLED:
         return f"Partly filled: {qty(order.filled_quantity)} of {what}.{bracket}"
@@ -2769,9 +2792,8 @@ def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = Non
     entry = f" at {fill_price(entry_price)}" if entry_price else ""
     result = ""
     if exit_price and entry_price:
-        per_unit = exit_price - entry_price if intent.side == Side.BUY else entry_price - exit_price
-        pnl = per_unit * order.filled_quantity * symbols.multiplier(intent.symbol)
-        result = f" P&L {'+' if pnl > 0 else ''}{money(pnl)} before fees."
+        long = intent.side == Side.BUY
+        result = pnl_text(long, entry_price, exit_price, order.filled_quantity, intent.symbol)
     note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
     origin = origin or Origin()
     return (

@@ -1053,8 +1053,12 @@ async def test_close_sells_the_whole_position_after_a_preview(tradecord: Harness
     assert "**SELL 10 AAPL** · market" in text, text
     assert "This sell closes your whole long position of 10 AAPL." in text
     assert "open AAPL order" not in text  # nothing else is working on AAPL
+    pin(h, "AAPL", "209.90", "210.10")
     done = await h.emu.click(alice, card, label="Confirm")
-    assert "Filled: sell 10 AAPL at $200.00" in (await done.message(timeout=10)).text()
+    assert (
+        "Filled: sell 10 AAPL at $210.00, against the position's average of $200.00. "
+        "P&L +$100.00 before fees."
+    ) in (await done.message(timeout=10)).text()
     assert "No open positions" in (await h.reply("alice", "positions")).text()
 
 
@@ -1135,10 +1139,14 @@ async def test_flatten_cancels_the_orders_then_closes_every_position(tradecord: 
         "at the market: sell 10 AAPL, buy 3 MSFT."
     )
     alice = h.user("alice")
+    pin(h, "MSFT", "409.90", "410.10")  # the short loses
     done = (await (await h.emu.click(alice, ask, label="Flatten")).message(timeout=10)).text()
     assert done.startswith("Flattened Tradecord Paper: cancelled 3 open orders.\n"), done
-    assert "✅ Filled: sell 10 AAPL at $200.00." in done
-    assert "✅ Filled: buy 3 MSFT at $400.00." in done
+    assert "✅ Filled: sell 10 AAPL at $200.00, against the position's average of $200.00." in done
+    assert (
+        "✅ Filled: buy 3 MSFT at $410.00, against the position's average of $400.00. "
+        "P&L -$30.00 before fees."
+    ) in done
     assert "No open positions" in (await h.reply("alice", "positions")).text()
     assert "No open orders." in (await h.reply("alice", "orders")).text()
     nothing = (await h.reply("alice", "flatten")).text()
