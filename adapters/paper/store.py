@@ -355,7 +355,7 @@ async def positions_of(db: Database, account_ids: Sequence[str]) -> dict[str, li
     found: dict[str, list[Row[Any]]] = {i: [] for i in account_ids}
     async with db.engine.connect() as conn:
         for row in await conn.execute(_POSITIONS_OF, {"account_ids": list(account_ids)}):
-            found[row[0]].append(row)
+            found[row.account_id].append(row)
     return found
 
 
