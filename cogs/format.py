@@ -57,20 +57,24 @@ def mode_tag(mode: str) -> str:
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
     """A monospace table in a code block; numbers right-aligned. A cell with a newline goes on
     as many lines, the row's other cells blank below their first line."""
-    lines = [list(headers)]
+    lines: list[Sequence[str]] = [headers]
     for row in rows:
-        cells = [c.split("\n") for c in row]
-        lines.extend(
-            [c[n] if n < len(c) else "" for c in cells] for n in range(max(map(len, cells)))
-        )
-    widths = [max(len(cells[i]) for cells in lines) for i in range(len(headers))]
+        if any("\n" in c for c in row):
+            cells = [c.split("\n") for c in row]
+            lines.extend(
+                [c[n] if n < len(c) else "" for c in cells] for n in range(max(map(len, cells)))
+            )
+        else:  # most rows: one line as it is
+            lines.append(row)
+    widths = [max(map(len, column)) for column in zip(*lines, strict=True)]
+    pads = [str.rjust if i in right else str.ljust for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+            [pad(c, w) for pad, c, w in zip(pads, cells, widths, strict=True)]
         ).rstrip()
 
-    return "```\n" + "\n".join(line(cells) for cells in lines) + "\n```"
+    return "```\n" + "\n".join(map(line, lines)) + "\n```"
 
 
 def position_rows(positions: Sequence[Position]) -> list[list[str]]:

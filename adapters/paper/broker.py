@@ -269,33 +269,33 @@ class PaperBroker(BrokerAdapter):
 
     async def fetch_position(self, account: AccountRef, symbol: str) -> Position | None:
         await self._ready("read", account)
-        async with self.db.session() as s:
-            rows = await store.position_rows(s, self.account_id, symbol=symbol)
-        if not rows:
+        row = await store.position_in(self.db, self.account_id, symbol)
+        if row is None:
             return None
         quotes = await store.fetch_quotes(self.quote_source, [symbol])
-        return self._position(rows[0], quotes.get(symbol))
+        return self._position(row, quotes.get(symbol))
 
     def _position(self, row: Row[Any], quote: Quote | None) -> Position:
-        p = store.position_state(row)
+        # Unpacked: a Row's items cost less than its attributes, and a list has dozens.
+        _, symbol, asset_class, multiplier, quantity, cost_basis, realized_pnl, opened_at = row
+        average = engine.average_price(quantity, cost_basis)
         mark = engine.mark_price(quote)
-        priced = mark if mark is not None else p.average_price
-        value = p.quantity * priced * p.multiplier
-        basis = p.cost_basis * p.multiplier
+        value = quantity * (average if mark is None else mark) * multiplier
+        basis = cost_basis * multiplier
         return Position(
-            symbol=row.symbol,
-            asset_class=p.asset_class,
-            quantity=p.quantity,
-            average_price=plain(p.average_price),
+            symbol=symbol,
+            asset_class=AssetClass(asset_class),
+            quantity=quantity,
+            average_price=average,
             market_price=plain(mark) if mark is not None else None,
             market_value=_cents(value),
             cost_basis=_cents(basis),
             unrealized_pnl=_cents(value - basis) if mark is not None else None,
-            multiplier=p.multiplier,
+            multiplier=multiplier,
             info={
                 "simulated": quote.simulated if quote else self.simulated_prices,
-                "realized_pnl": str(_cents(row.realized_pnl)),
-                "opened_at": row.opened_at.isoformat(),
+                "realized_pnl": str(_cents(realized_pnl)),
+                "opened_at": opened_at.isoformat(),
                 "priced_at_average": mark is None,
             },
         )

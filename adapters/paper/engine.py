@@ -119,14 +119,18 @@ class PositionState:
 
     @property
     def average_price(self) -> Decimal:
-        if self.quantity == 0:
-            return ZERO
-        with localcontext(_EXACT):
-            return plain((self.cost_basis / self.quantity).quantize(PRICE_Q))
+        return average_price(self.quantity, self.cost_basis)
 
     @property
     def moves_cash(self) -> bool:
         return self.asset_class is not AssetClass.FUTURE
+
+
+def average_price(quantity: Decimal, cost_basis: Decimal) -> Decimal:
+    if quantity == 0:
+        return ZERO
+    with localcontext(_EXACT):
+        return plain((cost_basis / quantity).quantize(PRICE_Q))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, exists, func, select, update
+from sqlalchemy import Row, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -317,30 +317,53 @@ async def lock_accounts(s: AsyncSession, account_ids: Sequence[str]) -> dict[str
     return {row.id: row for row in rows}
 
 
-async def position_rows(
-    s: AsyncSession, account_id: str, *, symbol: str | None = None
-) -> Sequence[Row[Any]]:
-    """The account's positions (or its one in ``symbol``) as plain rows: reads and valuations
-    need no ORM objects (and skip the identity map's cost)."""
+async def position_rows(s: AsyncSession, account_id: str) -> Sequence[Row[Any]]:
+    """The account's positions as plain rows: reads and valuations need no ORM objects (and
+    skip the identity map's cost)."""
     query = select(*PaperPosition.__table__.c).where(PaperPosition.account_id == account_id)
-    if symbol is not None:
-        query = query.where(PaperPosition.symbol == symbol)
     result = await s.execute(query.order_by(PaperPosition.symbol))
     return result.all()
 
 
+# A position as reads show it (not the row's id or updated_at), in the order
+# ``broker._position`` unpacks. Its statements are built once: every fetch_positions
+# (/positions, a signal's snapshot) runs one.
+_held = PaperPosition.__table__.c
+POSITION_COLUMNS = (
+    _held.account_id,
+    _held.symbol,
+    _held.asset_class,
+    _held.multiplier,
+    _held.quantity,
+    _held.cost_basis,
+    _held.realized_pnl,
+    _held.opened_at,
+)
+_POSITIONS_OF = (
+    select(*POSITION_COLUMNS)
+    .where(_held.account_id.in_(bindparam("account_ids", expanding=True)))
+    .order_by(_held.account_id, _held.symbol)
+)
+_POSITION_IN = select(*POSITION_COLUMNS).where(
+    _held.account_id == bindparam("account_id"), _held.symbol == bindparam("symbol")
+)
+
+
 async def positions_of(db: Database, account_ids: Sequence[str]) -> dict[str, list[Row[Any]]]:
-    """``position_rows`` of several accounts, in one query."""
-    query = (
-        select(*PaperPosition.__table__.c)
-        .where(PaperPosition.account_id.in_(account_ids))
-        .order_by(PaperPosition.account_id, PaperPosition.symbol)
-    )
+    """The positions of several accounts by symbol, in one query, as ``POSITION_COLUMNS``.
+    Core on a connection: plain rows need no session."""
     found: dict[str, list[Row[Any]]] = {i: [] for i in account_ids}
-    async with db.session() as s:
-        for row in await s.execute(query):
+    async with db.engine.connect() as conn:
+        for row in await conn.execute(_POSITIONS_OF, {"account_ids": list(account_ids)}):
             found[row.account_id].append(row)
     return found
+
+
+async def position_in(db: Database, account_id: str, symbol: str) -> Row[Any] | None:
+    """The account's position in ``symbol``, as ``POSITION_COLUMNS``; None if it has none."""
+    async with db.engine.connect() as conn:
+        result = await conn.execute(_POSITION_IN, {"account_id": account_id, "symbol": symbol})
+        return result.first()
 
 
 async def open_orders_of_accounts(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -84,6 +84,16 @@ def linked_modes(conn: Connection) -> set[str]:
         return {"paper"}
     env = (conn.settings or {}).get("environment")
     return set(MODES) if env in (None, "both") else {env}
+
+
+# One query with the accounts joined: every command starts here. Built once, so each
+# command skips building the statement and its cache key.
+_CONNECTIONS_OF = (
+    select(Connection)
+    .where(Connection.member_id == bindparam("member_id"))
+    .options(joinedload(Connection.accounts))
+    .order_by(Connection.id)
+)
 
 
 @dataclass(slots=True)
@@ -160,13 +170,7 @@ class ConnectionService:
     async def list_for(self, discord_user_id: int) -> list[Connection]:
         member_id = await self.core.members.ensure(discord_user_id)
         async with self.core.db.session() as s:
-            # One query with the accounts joined: every command starts here.
-            rows = await s.scalars(
-                select(Connection)
-                .where(Connection.member_id == member_id)
-                .options(joinedload(Connection.accounts))
-                .order_by(Connection.id)
-            )
+            rows = await s.scalars(_CONNECTIONS_OF, {"member_id": member_id})
             return list(rows.unique())
 
     async def resolve(self, discord_user_id: int, name: str | None, mode: str | None) -> Target:

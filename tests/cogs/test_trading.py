@@ -1204,3 +1204,104 @@ async def test_flatten_while_paused_cancels_and_closes_nothing(tradecord: Harnes
     assert "1 open order" in (await h.reply("alice", "orders")).text()
     refused = (await h.reply("alice", "flatten")).text()
     assert "Your trading is paused, so nothing was cancelled or closed" in refused, refused
+
+
+# symbol, signed quantity, (bid, ask) at the fill, (bid, ask) now: long and short, sub-dollar,
+# a fraction of a cent, fractional crypto, and enough rows for a second page.
+HELD = [
+    ("AAPL", "10", ("199.99", "200.00"), ("201.37", "201.40")),
+    ("MSFT", "-7", ("410.10", "410.13"), ("405.00", "405.20")),
+    ("BTC/USD", "0.123", ("95000.01", "95000.37"), ("94210.55", "94212.05")),
+    ("NVDA", "1", ("0.50", "0.51"), ("0.70", "0.71")),
+    ("SPY", "3", ("500.00", "500.01"), ("500.00", "500.01")),
+    *(
+        (sym, str(i + 1), ("100.00", "100.02"), (f"{99 + i}.50", f"{99 + i}.53"))
+        for i, sym in enumerate(SYMBOLS[2:13])
+    ),
+]
+
+
+async def test_positions_show_the_same_pages_figure_for_figure(tradecord: Harness) -> None:
+    """Each page of /positions byte for byte as it was before its reads and its rendering
+    were made faster (the expected pages are that code's output): the same numbers, columns,
+    pages and buttons."""
+    from adapters.models import OrderRequest, Side, TimeInForce
+    from adapters.symbols import asset_class_of
+
+    h = tradecord
+    target = await h.core.connections.resolve(h.user("alice"), None, "paper")
+    for i, (sym, quantity, then, _) in enumerate(HELD):
+        pin(h, sym, *then)
+        side = Side.SELL if quantity.startswith("-") else Side.BUY
+        req = OrderRequest(
+            sym,
+            side,
+            abs(Decimal(quantity)),
+            asset_class=asset_class_of(sym),
+            time_in_force=TimeInForce.GTC,
+        )
+        out = await h.core.trading.place(target, req, source="test", idempotency_key=f"g{i}")
+        assert out.ok, out.message
+    for sym, _, _, now in HELD:
+        pin(h, sym, *now)
+    page = await h.reply("alice", "positions")
+    shown = []
+    for n in range(2):
+        if n:
+            page = await (await h.emu.click(h.user("alice"), page, label="Next ▶")).message()
+        buttons = [
+            (b.get("label"), b.get("style"), b.get("disabled")) for b in page.iter_components()
+        ]
+        shown.append((page.embeds, buttons))
+    footer = "16 positions · simulated prices"
+    assert shown == [
+        (
+            [embed(PAGE_1, f"Page 1/2 · {footer}")],
+            [(None, None, None), ("◀ Previous", 2, True), ("Next ▶", 2, False)],
+        ),
+        (
+            [embed(PAGE_2, f"Page 2/2 · {footer}")],
+            [(None, None, None), ("◀ Previous", 2, False), ("Next ▶", 2, True)],
+        ),
+    ]
+
+
+def embed(description: str, footer: str) -> dict[str, Any]:
+    return {
+        "title": "Positions · Tradecord Paper",
+        "description": description,
+        "footer": {"text": footer},
+        "color": discord.Colour.blurple().value,
+        "flags": 0,
+        "type": "rich",
+    }
+
+
+PAGE_1 = (
+    "📝 PAPER · Tradecord Paper\n"
+    "```\n"
+    "Symbol  Side     Qty        Avg       Last       P&L    P&L %\n"
+    "AAPL    long      10    199.995    201.385   +$13.90   +0.70%\n"
+    "ABBV    long       1     100.01     99.515    -$0.50   -0.50%\n"
+    "ABNB    long       2     100.01    100.515    +$1.01   +0.50%\n"
+    "ABT     long       3     100.01    101.515    +$4.52   +1.51%\n"
+    "ACGL    long       4     100.01    102.515   +$10.02   +2.50%\n"
+    "ACN     long       5     100.01    103.515   +$17.52   +3.50%\n"
+    "ADBE    long       6     100.01    104.515   +$27.03   +4.50%\n"
+    "ADI     long       7     100.01    105.515   +$38.54   +5.51%\n"
+    "ADM     long       8     100.01    106.515   +$52.04   +6.50%\n"
+    "ADP     long       9     100.01    107.515   +$67.54   +7.50%\n"
+    "ADSK    long      10     100.01    108.515   +$85.05   +8.50%\n"
+    "AEP     long      11     100.01    109.515  +$104.56   +9.50%\n"
+    "BTCUSD  long   0.123  95,000.19  94,211.30   -$97.03   -0.83%\n"
+    "MSFT    short      7    410.115     405.10   +$35.10   +1.22%\n"
+    "NVDA    long       1   0.505000   0.705000    +$0.20  +40.00%\n"
+    "```"
+)
+PAGE_2 = (
+    "📝 PAPER · Tradecord Paper\n"
+    "```\n"
+    "Symbol  Side  Qty      Avg     Last    P&L   P&L %\n"
+    "SPY     long    3  500.005  500.005  $0.00  +0.00%\n"
+    "```"
+)

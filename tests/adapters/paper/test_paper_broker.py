@@ -1102,3 +1102,130 @@ async def test_a_broker_that_no_longer_quotes_the_contract_leaves_settling_to_th
     assert update.fill_price == (final.bid + final.ask) / 2
     assert update.order.info["simulated"] is True
     assert await broker.fetch_positions(account.ref()) == []
+
+
+def shown(position: Any) -> tuple[Any, ...]:
+    """Every field of a position as text (``Decimal('13.90')`` is not ``Decimal('13.9')``),
+    then its info."""
+    fields = [f for f in position.__dataclass_fields__ if f != "info"]
+    return (*(repr(getattr(position, f)) for f in fields), position.info)
+
+
+async def test_positions_read_as_before_field_for_field(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """fetch_positions and fetch_position read their rows by a statement built once, with only
+    the columns a position shows; each position is the same as before to the last digit
+    (the expected reprs are the output of the previous reads) and the same from either."""
+    for symbol, side, qty, bid, ask in (
+        ("AAPL", BUY, "10", "199.99", "200.00"),
+        ("MSFT", SELL, "7", "410.10", "410.13"),
+        ("BTCUSD", BUY, "0.123", "95000.01", "95000.37"),
+        ("ESZ6", BUY, "2", "5899.75", "5900.25"),
+        ("NVDA", BUY, "1", "0.50", "0.51"),
+    ):
+        feed.set_quote(symbol, D(bid), D(ask))
+        await broker.create_order(ref, req(symbol, side, qty, MKT, GTC))
+    for symbol, bid, ask in (
+        ("AAPL", "201.37", "201.40"),
+        ("MSFT", "405.00", "405.20"),
+        ("ESZ6", "5909.75", "5910.25"),
+        ("NVDA", "0.70", "0.71"),
+    ):
+        feed.set_quote(symbol, D(bid), D(ask))
+    await broker.create_order(ref, req("AAPL", SELL, "3"))  # some P&L realized
+    positions = await broker.fetch_positions(ref)
+    assert [shown(p) for p in positions] == POSITIONS_BEFORE
+    for p in positions:
+        assert shown(await broker.fetch_position(ref, p.symbol)) == shown(p)
+    assert await broker.fetch_position(ref, "IBM") is None
+
+
+# fetch_positions of the previous reads (5b9528f), field by field.
+POSITIONS_BEFORE = [
+    (
+        "'AAPL'",
+        "<AssetClass.EQUITY: 'equity'>",
+        "Decimal('7')",
+        "Decimal('199.995')",
+        "Decimal('201.385')",
+        "Decimal('1409.7')",
+        "Decimal('1399.96')",
+        "Decimal('9.73')",
+        "Decimal('1')",
+        {
+            "simulated": True,
+            "realized_pnl": "4.17",
+            "opened_at": "2026-12-01T15:00:00+00:00",
+            "priced_at_average": False,
+        },
+    ),
+    (
+        "'BTCUSD'",
+        "<AssetClass.CRYPTO: 'crypto'>",
+        "Decimal('0.123')",
+        "Decimal('95000.19')",
+        "Decimal('95000.19')",
+        "Decimal('11685.02')",
+        "Decimal('11685.02')",
+        "Decimal('0')",
+        "Decimal('1')",
+        {
+            "simulated": True,
+            "realized_pnl": "0",
+            "opened_at": "2026-12-01T15:00:00+00:00",
+            "priced_at_average": False,
+        },
+    ),
+    (
+        "'ESZ26'",
+        "<AssetClass.FUTURE: 'future'>",
+        "Decimal('2')",
+        "Decimal('5900')",
+        "Decimal('5910')",
+        "Decimal('591000')",
+        "Decimal('590000')",
+        "Decimal('1000')",
+        "Decimal('50')",
+        {
+            "simulated": True,
+            "realized_pnl": "0",
+            "opened_at": "2026-12-01T15:00:00+00:00",
+            "priced_at_average": False,
+        },
+    ),
+    (
+        "'MSFT'",
+        "<AssetClass.EQUITY: 'equity'>",
+        "Decimal('-7')",
+        "Decimal('410.115')",
+        "Decimal('405.1')",
+        "Decimal('-2835.7')",
+        "Decimal('-2870.8')",
+        "Decimal('35.1')",
+        "Decimal('1')",
+        {
+            "simulated": True,
+            "realized_pnl": "0",
+            "opened_at": "2026-12-01T15:00:00+00:00",
+            "priced_at_average": False,
+        },
+    ),
+    (
+        "'NVDA'",
+        "<AssetClass.EQUITY: 'equity'>",
+        "Decimal('1')",
+        "Decimal('0.505')",
+        "Decimal('0.705')",
+        "Decimal('0.7')",
+        "Decimal('0.5')",
+        "Decimal('0.2')",
+        "Decimal('1')",
+        {
+            "simulated": True,
+            "realized_pnl": "0",
+            "opened_at": "2026-12-01T15:00:00+00:00",
+            "priced_at_average": False,
+        },
+    ),
+]
