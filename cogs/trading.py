@@ -537,7 +537,8 @@ class Trading(commands.Cog):
             headers,
             {2, 3, 4, 5, 6},
             _footer(
-                f"{len(pf.positions)} position{plural(len(pf.positions))}",
+                f"{len(pf.positions)} position{plural(len(pf.positions))}"
+                + (" · close with /close" if pf.positions else ""),
                 fmt.SIMULATED if pf.simulated else None,
             ),
             empty="No open positions.",

@@ -1253,7 +1253,7 @@ async def test_positions_show_the_same_pages_figure_for_figure(tradecord: Harnes
             (b.get("label"), b.get("style"), b.get("disabled")) for b in page.iter_components()
         ]
         shown.append((page.embeds, buttons))
-    footer = "16 positions · simulated prices"
+    footer = "16 positions · close with /close · simulated prices"
     assert shown == [
         (
             [embed(PAGE_1, f"Page 1/2 · {footer}")],
