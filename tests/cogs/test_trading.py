@@ -1223,8 +1223,8 @@ HELD = [
 
 async def test_positions_show_the_same_pages_figure_for_figure(tradecord: Harness) -> None:
     """Each page of /positions byte for byte as it was before its reads and its rendering
-    were made faster (the expected pages are that code's output): the same numbers, columns,
-    pages and buttons."""
+    were made faster (the expected pages are that code's output, with the footer's later
+    "close with /close"): the same numbers, columns, pages and buttons."""
     from adapters.models import OrderRequest, Side, TimeInForce
     from adapters.symbols import asset_class_of
 
