@@ -798,37 +798,41 @@ class TradingService:
             return done
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            closes: dict[str, Awaitable[Outcome]] = {}
+            closes: list[tuple[Position, OrderRequest]] = []
             for p in await adapter.fetch_positions(target.ref):
                 if p.quantity == 0:
                     continue
                 side = Side.SELL if p.quantity > 0 else Side.BUY
                 order = OrderInput(p.symbol, side.value, format(abs(p.quantity), "f"))
                 try:
-                    request = self.build_request(order, adapter)
+                    closes.append((p, self.build_request(order, adapter)))
                 except TradecordError as e:
                     done.not_closed.append((p.symbol, e.user_message))
-                    continue
-                closes[p.symbol] = self.place(
-                    target,
-                    request,
-                    source="discord",
-                    idempotency_key=f"flatten:{key}:{p.symbol}",
-                    extra={
-                        "closes_position": True,
-                        "close_only": True,
-                        "position_average": str(p.average_price),
-                    },
-                    adapter=adapter,
-                )
-            results = await asyncio.gather(*closes.values(), return_exceptions=True)
+            results = await asyncio.gather(
+                *(
+                    self.place(
+                        target,
+                        request,
+                        source="discord",
+                        idempotency_key=f"flatten:{key}:{p.symbol}",
+                        extra={
+                            "closes_position": True,
+                            "close_only": True,
+                            "position_average": str(p.average_price),
+                        },
+                        adapter=adapter,
+                    )
+                    for p, request in closes
+                ),
+                return_exceptions=True,
+            )
         finally:
             await adapter.close()
-        for symbol, result in zip(closes, results, strict=True):
+        for (p, _), result in zip(closes, results, strict=True):
             if isinstance(result, Outcome):
                 done.closes.append(result)
             elif isinstance(result, TradecordError):
-                done.not_closed.append((symbol, result.user_message))
+                done.not_closed.append((p.symbol, result.user_message))
             else:
                 raise result
         return done
@@ -1079,21 +1083,17 @@ class TradingService:
             return Refusal(
                 "position-unknown",
                 f"Not sent: {what} closes a position, and the broker did not answer when asked "
-                "whether you still hold it. Run /close again in a moment.",
+                "whether you still hold it. Try again in a moment.",
             ), adapter
         held = position.quantity if position is not None else Decimal(0)
         if reduces(request_of(intent), held):
             return None, adapter
-        now = (
-            f"{qty(abs(held))} {intent.symbol} {'long' if held > 0 else 'short'}"
-            if held
-            else (f"no {intent.symbol}")
-        )
+        now = f"{qty(abs(held))} {intent.symbol} {'long' if held > 0 else 'short'}"
         return Refusal(
             "position-changed",
-            f"Not sent: {what} would no longer only close your position: you hold {now} now "
-            "(it filled, closed or changed after the preview). /positions shows what you "
-            "hold; run /close again.",
+            f"Not sent: {what} would no longer only close your position: you hold "
+            f"{now if held else f'no {intent.symbol}'} now (it filled, closed or changed after "
+            "it was prepared). /positions shows what you hold.",
         ), adapter
 
     async def _check_early(
