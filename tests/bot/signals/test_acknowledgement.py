@@ -176,3 +176,32 @@ async def test_the_duplicate_index_migration_reverses_cleanly(empty_database_url
             assert old in (found := await conn.run_sync(indexes)) and new not in found
     finally:
         await db.close()
+
+
+@requires_sqlite
+@pytest.mark.parametrize(("frames", "restarts"), [(100, False), (20_000, True)])
+async def test_a_log_past_its_limit_is_started_over(
+    core: Core, frames: int, restarts: bool
+) -> None:
+    """A passive checkpoint under steady load never catches up, so the log was never started
+    over: it grew for as long as the load lasted. Past the limit the checkpoint waits for it."""
+    from bot.services.acks import WAL_RESTART_FRAMES
+
+    assert 100 < WAL_RESTART_FRAMES < 20_000
+    ran: list[str] = []
+
+    class Log:
+        def execute(self, sql: str) -> Any:
+            ran.append(sql)
+            return self
+
+        def fetchone(self) -> tuple[int, int, int]:
+            return (0, frames, frames - 50)  # the commits made while it copied are left
+
+    fast = core.signals.acks.fast
+    assert fast is not None
+    fast._checkpoint(Log())  # type: ignore[arg-type]
+    expected = ["PRAGMA wal_checkpoint(PASSIVE)"]
+    if restarts:
+        expected.append("PRAGMA wal_checkpoint(RESTART)")
+    assert ran == expected
