@@ -179,7 +179,7 @@ async def test_the_duplicate_index_migration_reverses_cleanly(empty_database_url
 
 
 @requires_sqlite
-@pytest.mark.parametrize(("frames", "restarts"), [(100, False), (20_000, True)])
+@pytest.mark.parametrize(("frames", "restarts"), [(100, False), (100_000, True)])
 async def test_a_log_past_its_limit_is_started_over(
     core: Core, frames: int, restarts: bool
 ) -> None:
@@ -187,7 +187,7 @@ async def test_a_log_past_its_limit_is_started_over(
     over: it grew for as long as the load lasted. Past the limit the checkpoint waits for it."""
     from bot.services.acks import WAL_RESTART_FRAMES
 
-    assert 100 < WAL_RESTART_FRAMES < 20_000
+    assert 100 < WAL_RESTART_FRAMES < 100_000
     ran: list[str] = []
 
     class Log:
