@@ -276,8 +276,8 @@ def still_working_line(p: Preview, orders: Sequence[Order]) -> str:
     left = abs(p.position_quantity) - p.request.quantity
     risk = (
         f"You will hold {fmt.qty(left)} {p.request.symbol} after this: a fill of more than "
-        f"that would open a position the other way. Cancel or replace with /cancel order what "
-        "should not."
+        "that would open a position the other way. Cancel with /cancel order any that should "
+        "not fill."
         if left > 0
         else f"Once the position is closed, a fill would open a new one: cancel {them} with "
         "/cancel order."
@@ -448,7 +448,10 @@ def flattened_text(done: Flattened) -> str:
             "Check /orders in a moment, then run /flatten again."
         )
     cancelled = sum(o.status is OrderStatus.CANCELLED for o in done.cancelled)
-    lines = [f"Flattened {name}: cancelled {cancelled} open order{plural(cancelled)}."]
+    # An exit that filled before its cancel changed the position the closes then closed.
+    ended = sum(o.status is not OrderStatus.CANCELLED for o in done.cancelled)
+    also = f" ({ended} had filled or ended before the cancel: see /history)" if ended else ""
+    lines = [f"Flattened {name}: cancelled {cancelled} open order{plural(cancelled)}{also}."]
     for outcome in done.closes:
         intent = outcome.intent
         if outcome.extra.get("duplicate"):

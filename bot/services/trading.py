@@ -758,6 +758,7 @@ class TradingService:
     ) -> tuple[Target, list[Position], list[Order]]:
         """What /flatten would do: the positions it closes and the open orders it cancels."""
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        await self._may_flatten(target)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
             positions, orders = await all_or_first_error(
@@ -765,14 +766,11 @@ class TradingService:
             )
         finally:
             await adapter.close()
-        positions = [p for p in positions if p.quantity != 0]
-        if positions:
-            await self._may_flatten(target)
-        return target, positions, orders
+        return target, [p for p in positions if p.quantity != 0], orders
 
     async def _may_flatten(self, target: Target) -> None:
-        """Closing positions is trading: refused, before anything is cancelled, while the kill
-        switch is on or the member is paused (cancels alone still work)."""
+        """Closing positions is trading: /flatten is refused, before anything is cancelled,
+        while the kill switch is on or the member is paused (/cancel all still cancels)."""
         gate = await self.stopped(target.connection.member_id)
         if gate is not None:
             refused = LimitReached(
@@ -789,8 +787,10 @@ class TradingService:
         first: a take-profit or stop-loss still working would sell what the close sold. If a
         cancel is not carried out in time, no position is closed (nothing half-done). ``key``
         names the confirmation: pressed twice, it places each close once."""
-        # Read again: the kill switch may have flipped, or a pause begun, since the question.
-        await self.flatten_plan(discord_user_id, connection, mode)
+        # Again: the kill switch may have flipped, or a pause begun, since the question.
+        await self._may_flatten(
+            await self.core.connections.resolve(discord_user_id, connection, mode)
+        )
         target, cancelled = await self.cancel(discord_user_id, connection, mode)
         done = Flattened(target, cancelled)
         done.not_cancelled = [o for o in cancelled if not o.status.is_final]
