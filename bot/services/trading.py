@@ -673,9 +673,8 @@ class TradingService:
                     "simulated": quote.simulated,
                     # Closing (part of) a position: risk limits do not hold it back at submit.
                     "closes_position": reduces(request, held),
-                    "close_only": closing is not None,
-                    "position_average": str(closing.average_price) if closing else None,
                     "bracket": bracket_json(request.bracket),
+                    **(closing_extra(closing) if closing else {}),
                 },
             )
             await self._check_early(intent, target, adapter)
@@ -815,11 +814,7 @@ class TradingService:
                         request,
                         source="discord",
                         idempotency_key=f"flatten:{key}:{p.symbol}",
-                        extra={
-                            "closes_position": True,
-                            "close_only": True,
-                            "position_average": str(p.average_price),
-                        },
+                        extra={"closes_position": True, **closing_extra(p)},
                         adapter=adapter,
                     )
                     for p, request in closes
@@ -2625,6 +2620,12 @@ async def _pretrade_rows(
         )
     on = switch is not None and switch.on
     return [(on, members.get(m), strategies.get(sid) if sid else None) for m, sid in wanted]
+
+
+def closing_extra(position: Position) -> dict[str, Any]:
+    """An order that must only close ``position`` (/close, /flatten): checked again when it is
+    sent, and its fill is told against the position's average price."""
+    return {"close_only": True, "position_average": str(position.average_price)}
 
 
 def reduces(request: OrderRequest, held: Decimal) -> bool:
