@@ -440,6 +440,11 @@ def flatten_question(target: Target, positions: Sequence[Position], orders: Sequ
 
 def flattened_text(done: Flattened) -> str:
     name = done.target.connection.name
+    if done.repeated:
+        return (
+            f"{name} was flattened by your first press already; nothing more was done. /orders "
+            "and /positions show where it stands."
+        )
     if done.not_cancelled:
         waiting = "; ".join(order_text(o) for o in done.not_cancelled[:3])
         return (

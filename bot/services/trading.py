@@ -392,6 +392,7 @@ class Flattened:
     closes: list[Outcome] = field(default_factory=list)
     not_cancelled: list[Order] = field(default_factory=list)
     not_closed: list[tuple[str, str]] = field(default_factory=list)  # symbol, why
+    repeated: bool = False  # this confirmation was carried out already: nothing was done
 
 
 @dataclass(frozen=True, slots=True)
@@ -786,10 +787,19 @@ class TradingService:
         first: a take-profit or stop-loss still working would sell what the close sold. If a
         cancel is not carried out in time, no position is closed (nothing half-done). ``key``
         names the confirmation: pressed twice, it places each close once."""
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        async with self.core.db.session() as s:
+            # A second press of one confirmation (in another process) must not cancel the
+            # closes the first one placed and that still work.
+            placed = await s.scalar(
+                select(OrderIntent.id)
+                .where(OrderIntent.idempotency_key.startswith(f"flatten:{key}:", autoescape=True))
+                .limit(1)
+            )
+        if placed is not None:
+            return Flattened(target, [], repeated=True)
         # Again: the kill switch may have flipped, or a pause begun, since the question.
-        await self._may_flatten(
-            await self.core.connections.resolve(discord_user_id, connection, mode)
-        )
+        await self._may_flatten(target)
         target, cancelled = await self.cancel(discord_user_id, connection, mode)
         done = Flattened(target, cancelled)
         done.not_cancelled = [o for o in cancelled if not o.status.is_final]

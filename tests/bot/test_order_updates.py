@@ -836,3 +836,40 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
         assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
     finally:
         await core.close()
+
+
+async def test_flatten_at_alpaca_cancels_a_brackets_exits_then_closes_the_position(
+    settings: Settings, db: Database, alpaca: AlpacaEmulator
+) -> None:
+    """/flatten at a real broker's API: the exits resting at Alpaca are cancelled first, then
+    the position is sold at the market, once per confirmation."""
+    core, _, _, entry = await _alpaca_bracket(settings, alpaca)
+    try:
+        alpaca.fill(entry.id, Decimal(5), Decimal("10"))
+        _, positions, orders = await core.trading.flatten_plan(MEMBER, "Alpaca", "paper")
+        [held] = [p for p in positions if p.symbol == "AAPL"]  # the demo account's and these 5
+        assert held.quantity >= 5
+        assert sorted(o.id for o in orders) == sorted(leg.id for leg in entry.legs)
+        done = await core.trading.flatten(MEMBER, "Alpaca", "paper", "press-1")
+        assert done.not_cancelled == [] and done.not_closed == []
+        assert {o.id for o in done.cancelled} == {leg.id for leg in entry.legs}
+        assert all(o.status.is_final for o in done.cancelled)
+        closed = {c.intent.symbol: c for c in done.closes}
+        assert len(closed) == len(positions)
+        close = closed["AAPL"]
+        assert close.ok, close.message
+        assert (close.intent.side, close.intent.quantity) == ("sell", held.quantity)
+        assert close.intent.extra["position_average"] == str(held.average_price)
+        sells = [
+            o for o in alpaca.broker.orders.values() if o.side == "sell" and o.type == "market"
+        ]
+        assert len(sells) == len(positions)
+        # A second press of the same confirmation (another process) neither cancels the
+        # closes, which may still be working, nor places more.
+        again = await core.trading.flatten(MEMBER, "Alpaca", "paper", "press-1")
+        assert again.repeated and again.cancelled == [] and again.closes == []
+        assert [o.status for o in sells if o.status == "canceled"] == []
+        every_sell = [o for o in alpaca.broker.orders.values() if o.side == "sell"]
+        assert len(every_sell) == len(sells) + len(entry.legs)
+    finally:
+        await core.close()
