@@ -331,6 +331,12 @@ class BrokerAdapter(ABC):
         ``BRK-B`` → ``BRK.B``, ``BTC/USD`` → ``BTCUSD``, ``@ES`` → ``/ES``) override this."""
         return symbols.normalize(symbol)
 
+    def keeps_exchange_hours(self) -> bool:
+        """Whether orders here wait for the exchange's sessions, as at every real broker (a
+        market order placed at night fills at the open). Tradecord Paper in its 24/7 mode
+        fills at any hour and overrides this."""
+        return True
+
     def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
         """Buying power ``request`` takes at ``price`` when it opens a position: its notional
         here; a broker that margins (the paper broker's futures) overrides this with its own

@@ -203,6 +203,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + _bracket_line(r)
             + closing_line(p)
             + short_line(p)
+            + closed_line(p)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
         ),
         colour=fmt.mode_colour(p.target.mode),
@@ -262,6 +263,18 @@ def closing_line(p: Preview) -> str:
     return (
         f"\nThis {verb} closes {fmt.qty(r.quantity)} of your {kind} position of "
         f"{fmt.qty(abs(held))} {r.symbol}."
+    )
+
+
+def closed_line(p: Preview) -> str:
+    """A market order placed at night or on a weekend fills at the open, at a price the
+    estimate may be far from."""
+    if p.market_opens_at is None:
+        return ""
+    return (
+        f"\n🌙 The market is closed until <t:{int(p.market_opens_at.timestamp())}:f>: this "
+        "market order waits for the open and fills at the opening price, which may differ "
+        "from this estimate. A limit order caps the price."
     )
 
 

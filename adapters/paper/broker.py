@@ -161,6 +161,9 @@ class PaperBroker(BrokerAdapter):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def keeps_exchange_hours(self) -> bool:
+        return self.market.fill_hours is FillHours.EXCHANGE
+
     def _now(self) -> datetime:
         return store.now_utc(self.market.clock)
 

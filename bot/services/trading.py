@@ -59,6 +59,7 @@ from adapters.models import (
     mask_account,
 )
 from adapters.paper.engine import closing_quantity
+from adapters.paper.hours import FillHours, next_open
 from bot.automation_models import Job, JobStatus, Strategy
 from bot.db import lock_row, update_later
 from bot.errors import (
@@ -348,6 +349,7 @@ class Preview:
     position_quantity: Decimal
     broker_name: str
     expires_at: datetime
+    market_opens_at: datetime | None = None  # a market order placed while the market is shut
 
     @property
     def simulated(self) -> bool:
@@ -679,6 +681,12 @@ class TradingService:
                 },
             )
             await self._check_early(intent, target, adapter)
+            opens_at = None
+            if request.order_type is OrderType.MARKET and adapter.keeps_exchange_hours():
+                # In a thread: the first calendar imports pandas and builds a year (~0.6 s).
+                opens_at = await asyncio.to_thread(
+                    next_open, request.asset_class, self.clock(), FillHours.EXCHANGE
+                )
         finally:
             await adapter.close()
         async with self.core.db.transaction() as s:
@@ -697,6 +705,7 @@ class TradingService:
             position_quantity=held,
             broker_name=adapter.display_name,
             expires_at=intent.created_at + PREVIEW_TTL,
+            market_opens_at=opens_at,
         )
 
     async def close_preview(

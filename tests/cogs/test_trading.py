@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,10 +18,11 @@ from adapters.paper.models import PaperOrder
 from adapters.paper.universe import equity_list
 from bot.models import IntentStatus
 from bot.services.trading import HISTORY_LIMIT
+from bot.settings import Settings
 from cogs import ui
 from cogs.trading import TradeButton, history_footer
 from emulators.discord import Message
-from tests.discord_harness import Harness
+from tests.discord_harness import Harness, running_tradecord
 from tests.support import FakeClock, trading_contract
 
 ES = trading_contract()
@@ -1305,3 +1307,37 @@ PAGE_2 = (
     "SPY     long    3  500.005  500.005  $0.00  +0.00%\n"
     "```"
 )
+
+
+async def test_a_market_order_while_the_market_is_shut_says_it_waits_for_the_open(
+    settings: Settings, db: object
+) -> None:
+    """A market order placed on a Saturday fills at Monday's open, at whatever price then:
+    the card says so where orders keep exchange hours (every real broker, and Tradecord
+    Paper set to them), and not where they fill at any hour."""
+    saturday = FakeClock(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))
+    monday_open = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)  # 09:30 in New York
+    shut = f"🌙 The market is closed until <t:{int(monday_open.timestamp())}:f>: this market"
+    async with running_tradecord(settings, paper_fill_hours="exchange") as h:
+        h.core.trading.clock = h.core.connections.clock = saturday
+        pin(h, "AAPL", "199.90", "200.10")
+        assert shut in (await preview(h, "alice", symbol="AAPL", quantity="1")).text()
+        limit = await preview(
+            h,
+            "alice",
+            symbol="AAPL",
+            quantity="1",
+            order_type="limit",
+            limit_price="190",
+            time_in_force="gtc",
+        )
+        assert "market is closed" not in limit.text()  # its price is capped
+        btc = await preview(h, "alice", symbol="BTCUSD", quantity="0.1")
+        assert "market is closed" not in btc.text()  # crypto never closes
+    async with running_tradecord(settings) as h:  # 24/7: it fills now
+        h.core.trading.clock = h.core.connections.clock = saturday
+        pin(h, "AAPL", "199.90", "200.10")
+        assert (
+            "market is closed"
+            not in (await preview(h, "alice", symbol="AAPL", quantity="1")).text()
+        )
