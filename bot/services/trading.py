@@ -683,10 +683,7 @@ class TradingService:
             await self._check_early(intent, target, adapter)
             opens_at = None
             if request.order_type is OrderType.MARKET and adapter.keeps_exchange_hours():
-                # In a thread: the first calendar imports pandas and builds a year (~0.6 s).
-                opens_at = await asyncio.to_thread(
-                    next_open, request.asset_class, self.clock(), FillHours.EXCHANGE
-                )
+                opens_at = await _market_opens_at(request.asset_class, self.clock())
         finally:
             await adapter.close()
         async with self.core.db.transaction() as s:
@@ -2639,6 +2636,19 @@ async def _pretrade_rows(
         )
     on = switch is not None and switch.on
     return [(on, members.get(m), strategies.get(sid) if sid else None) for m, sid in wanted]
+
+
+async def _market_opens_at(asset: AssetClass | None, now: datetime) -> datetime | None:
+    """When the exchange next opens if it is shut now; None when open, for crypto, or when the
+    calendar cannot tell (the card's line is advice: a preview never fails for it)."""
+    if asset is None:
+        return None
+    try:
+        # In a thread: the first calendar imports pandas and builds a year (~0.6 s).
+        return await asyncio.to_thread(next_open, asset, now, FillHours.EXCHANGE)
+    except Exception:
+        log.exception("No exchange calendar for %s at %s", asset, now)
+        return None
 
 
 def closing_extra(position: Position) -> dict[str, Any]:
