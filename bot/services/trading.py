@@ -729,6 +729,11 @@ class TradingService:
                 adapter.fetch_position(target.ref, canonical),
                 adapter.fetch_open_orders(target.ref),
             )
+            already: list[Order] = []
+            if position is not None and position.quantity != 0:
+                already = await self._closing_already(
+                    None, target, adapter, position.symbol, orders
+                )
         finally:
             await adapter.close()
         where = f"{target.connection.name} ({target.mode})"
@@ -744,6 +749,11 @@ class TradingService:
                 f"You hold {qty(held)} {position.symbol} {position.side} on {where}: /close "
                 f"closes at most that. Leave quantity out to close all of it; to go "
                 f"{'short' if position.quantity > 0 else 'long'} as well, use /trade."
+            )
+        if (wanted or held) > held - closing_sum(already):
+            raise InvalidInput(
+                "Nothing was prepared: "
+                + closing_already_text(already, position.quantity, position.symbol)
             )
         side = Side.SELL if position.quantity > 0 else Side.BUY
         preview = await self.preview(
@@ -1098,7 +1108,21 @@ class TradingService:
             ), adapter
         held = position.quantity if position is not None else Decimal(0)
         if reduces(request_of(intent), held):
-            return None, adapter
+            try:
+                already = await self._closing_already(intent.id, target, adapter, intent.symbol)
+            except (BrokerError, TimeoutError):
+                return Refusal(
+                    "position-unknown",
+                    f"Not sent: {what} closes a position, and the broker did not answer when "
+                    "asked which of your orders are still working. Try again in a moment.",
+                ), adapter
+            if intent.quantity <= abs(held) - closing_sum(already):
+                return None, adapter
+            return Refusal(
+                "position-closing",
+                f"Not sent: {what} would no longer only close your position: "
+                + closing_already_text(already, held, intent.symbol),
+            ), adapter
         now = f"{qty(abs(held))} {intent.symbol} {'long' if held > 0 else 'short'}"
         return Refusal(
             "position-changed",
@@ -1106,6 +1130,52 @@ class TradingService:
             f"{now if held else f'no {intent.symbol}'} now (it filled, closed or changed after "
             "it was prepared). /positions shows what you hold.",
         ), adapter
+
+    async def _closing_already(
+        self,
+        intent_id: str | None,
+        target: Target,
+        adapter: BrokerAdapter,
+        symbol: str,
+        orders: Sequence[Order] | None = None,
+    ) -> list[Order]:
+        """The member's other closes (/close, /flatten) of the position in ``symbol`` that were
+        sent and still work at the broker. At a shut market a close rests until the open with
+        the position still held, so a second close passes the position check; when both fill,
+        the second opens the other side. ``orders``: the open orders, if just read (else the
+        broker is asked, only when such a close was sent)."""
+        sent = (
+            IntentStatus.SUBMITTED,
+            IntentStatus.ACCEPTED,
+            IntentStatus.PARTIALLY_FILLED,
+            IntentStatus.UNKNOWN,
+        )
+        async with self.core.db.session() as s:
+            rows = await s.execute(
+                select(
+                    OrderIntent.client_order_id, OrderIntent.broker_order_id, OrderIntent.extra
+                ).where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.account_id == target.account.account_id,
+                    OrderIntent.symbol == symbol,
+                    OrderIntent.status.in_(sent),
+                    OrderIntent.id != (intent_id or ""),
+                )
+            )
+            ids = {
+                i
+                for client_id, broker_id, extra in rows
+                if extra.get("close_only") is True
+                for i in (client_id, broker_id)
+                if i is not None
+            }
+        if not ids:
+            return []
+        if orders is None:
+            orders = await adapter.fetch_open_orders(target.ref)
+        return [
+            o for o in orders if o.symbol == symbol and (o.id in ids or o.client_order_id in ids)
+        ]
 
     async def _check_early(
         self, intent: OrderIntent, target: Target, adapter: BrokerAdapter
@@ -2649,6 +2719,30 @@ async def _market_opens_at(asset: AssetClass | None, now: datetime) -> datetime 
     except Exception:
         log.exception("No exchange calendar for %s at %s", asset, now)
         return None
+
+
+def closing_sum(closes: Iterable[Order]) -> Decimal:
+    return sum((o.remaining_quantity for o in closes), Decimal(0))
+
+
+def closing_already_text(already: Sequence[Order], held: Decimal, symbol: str) -> str:
+    """Why a close is refused while the member's earlier closes (``already``) of the
+    position ``held`` still work, and what to do."""
+    one = len(already) == 1
+    them = "it" if one else "them"
+    left = abs(held) - closing_sum(already)
+    if left <= 0:
+        told = f"all of your {qty(abs(held))} {symbol}"
+        then = f"/orders lists {them}; cancel {them} with /cancel order to close another way."
+    else:
+        told = f"{qty(closing_sum(already))} of your {qty(abs(held))} {symbol}"
+        then = f"/close {symbol} quantity:{left.normalize():f} closes the rest."
+    return (
+        f"your earlier {'close' if one else f'{len(already)} closes'} of {symbol} "
+        f"{'is' if one else 'are'} still working at the broker and close"
+        f"{'s' if one else ''} {told} when filled (a market order placed while the market is "
+        f"shut waits for the open). {then}"
+    )
 
 
 def closing_extra(position: Position) -> dict[str, Any]:

@@ -1127,6 +1127,48 @@ async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: 
     assert "No open positions" in (await h.reply("alice", "positions")).text()
 
 
+async def test_a_second_close_beside_one_waiting_for_the_open_is_refused(
+    settings: Settings, db: object
+) -> None:
+    """At a shut market a close rests until the open and the position is still held: a second
+    close would pass the position check, and the two would sell it twice (a short) at the
+    open. Refused at the preview and at Confirm; what is not yet being closed still closes."""
+    clock = FakeClock()  # a weekday session: the buy fills
+    async with running_tradecord(settings, paper_fill_hours="exchange") as h:
+        h.core.trading.clock = h.core.connections.clock = clock
+        alice = h.user("alice")
+        pin(h, "AAPL", "199.90", "200.10")
+        await buy(h, "AAPL", "10")
+        clock.at = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)  # Saturday
+        first = await h.reply("alice", "close", symbol="AAPL", quantity="6")
+        late = await h.reply("alice", "close", symbol="AAPL")  # prepared before the first went
+        sent = (await (await h.emu.click(alice, first, label="Confirm")).message(timeout=10)).text()
+        assert "Filled" not in sent, sent  # it waits for Monday's open
+        orders = await paper_orders(h)
+        pressed = await h.emu.click(alice, late, label="Confirm")
+        result = (await pressed.message(timeout=10)).text()
+        assert (
+            "Not sent: sell 10 AAPL would no longer only close your position: your earlier "
+            "close of AAPL is still working at the broker and closes 6 of your 10 AAPL when "
+            "filled (a market order placed while the market is shut waits for the open). "
+            "/close AAPL quantity:4 closes the rest."
+        ) in result, result
+        again = (await h.reply("alice", "close", symbol="AAPL")).text()
+        assert "Nothing was prepared: your earlier close of AAPL is still working" in again
+        assert await paper_orders(h) == orders
+        rest = await h.reply("alice", "close", symbol="AAPL", quantity="4")
+        assert "This sell closes 4 of your long position of 10 AAPL." in rest.text()
+        await (await h.emu.click(alice, rest, label="Confirm")).message(timeout=10)
+        assert await paper_orders(h) == orders + 1
+        none_left = (await h.reply("alice", "close", symbol="AAPL", quantity="1")).text()
+        assert (
+            "your earlier 2 closes of AAPL are still working at the broker and close all of "
+            "your 10 AAPL when filled"
+        ) in none_left, none_left
+        assert "/orders lists them; cancel them with /cancel order" in none_left
+        assert await paper_orders(h) == orders + 1
+
+
 async def test_flatten_cancels_the_orders_then_closes_every_position(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
