@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import discord
 
-from adapters.models import Order, OrderType, Position
+from adapters.models import Order, OrderType, Position, Quote
 from bot.wording import money, qty
 from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
 
@@ -30,6 +30,27 @@ def price(value: Decimal | None) -> str:
     given = -int(value.normalize().as_tuple().exponent)
     places = max(6 if low else 2, min(8 if low else 4, given))
     return f"{value:,.{places}f}"
+
+
+def quote_embed(q: Quote, broker: str, connection: str | None) -> discord.Embed:
+    """/quote: bid, ask, last and the spread, as of the quote's time. ``connection``: its
+    name, in a private reply only (a connection's name is the member's own)."""
+    embed = discord.Embed(
+        title=q.symbol if connection is None else f"{q.symbol} · {connection}",
+        description=f"Prices from {broker}",
+        timestamp=q.time,
+    )
+    for name, value in (("Bid", q.bid), ("Ask", q.ask), ("Last", q.last)):
+        embed.add_field(name=name, value=price(value) if value > 0 else "—")
+    if q.bid > 0 and q.ask > 0:
+        spread = q.ask - q.bid
+        places = max(2, *(-int(v.normalize().as_tuple().exponent) for v in (q.bid, q.ask)))
+        share = spread / q.mid
+        of_mid = f"{share:.2%}" if share >= Decimal("0.0001") or not share else "under 0.01%"
+        embed.add_field(name="Spread", value=f"{spread:,.{places}f} ({of_mid} of the mid)")
+    if q.simulated:
+        embed.set_footer(text=f"{SIMULATED}, not a market's")
+    return embed
 
 
 def order_price(value: Decimal) -> str:

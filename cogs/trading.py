@@ -621,6 +621,30 @@ class Trading(commands.Cog):
             embed.set_footer(text=simulated)
         await reply(interaction, embed=embed, ephemeral=not share)
 
+    @app_commands.command(name="quote", description="A symbol's bid, ask and last price")
+    @app_commands.describe(
+        symbol="Ticker (AAPL), future (/ES or a contract like ESH7) or crypto pair (BTCUSD)",
+        connection="Whose prices (default: Tradecord Paper)",
+        mode="paper (default) or live",
+        share="Post it in the channel",
+    )
+    @app_commands.autocomplete(connection=connection_names)
+    async def quote(
+        self,
+        interaction: discord.Interaction,
+        symbol: str,
+        connection: str | None = None,
+        mode: Mode = "paper",
+        share: bool = False,
+    ) -> None:
+        target, broker, q = await in_time(
+            interaction,
+            self.bot.core.trading.quote(interaction.user.id, symbol, connection, mode),
+            ephemeral=not share,
+        )
+        embed = fmt.quote_embed(q, broker, None if share else target.connection.name)
+        await reply(interaction, embed=embed, ephemeral=not share)
+
     @app_commands.command(name="orders", description="Your open orders")
     @app_commands.describe(
         connection="Which connection (default: Tradecord Paper)",

@@ -2158,6 +2158,24 @@ class TradingService:
         simulated = bool(balance.info.get("simulated")) or _simulated(positions)
         return Portfolio(target, adapter.display_name, positions, simulated, balance)
 
+    async def quote(
+        self, discord_user_id: int, symbol: str, connection: str | None, mode: str | None
+    ) -> tuple[Target, str, Quote]:
+        """/quote: the bid, ask and last trade the connection's broker gives for ``symbol``
+        (Tradecord Paper: its market data source, or the simulated feed)."""
+        if not symbols.is_symbol(symbol or ""):
+            raise InvalidInput(
+                f"“{symbol}” is not a symbol: type a ticker (AAPL), a future (/ES or a contract "
+                "like ESH7) or a crypto pair (BTCUSD)."
+            )
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            quote = await adapter.fetch_quote(adapter.canonical_symbol(symbol))
+        finally:
+            await adapter.close()
+        return target, adapter.display_name, quote
+
     async def holdings(
         self, discord_user_id: int, connection: str | None, mode: str | None
     ) -> Holdings:

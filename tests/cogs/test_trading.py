@@ -549,6 +549,54 @@ async def test_shared_balances_name_the_broker_not_the_connection(
     assert "Roth IRA" in private.text()
 
 
+async def test_quote_shows_bid_ask_last_and_spread(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    pin(h, "ESZ26", "5919.00", "5919.25")
+    h.core.simulated_feed.set_quote("BTCUSD", Decimal("91296.4"), Decimal("91332.98"))
+    private = await h.reply("alice", "quote", symbol="esz26")
+    assert private.ephemeral
+    text = private.text()
+    assert "ESZ26 · Tradecord Paper" in text and "Prices from Tradecord Paper" in text, text
+    embed = private.embeds[0]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields == {
+        "Bid": "5,919.00",
+        "Ask": "5,919.25",
+        "Last": "5,919.125",  # a pinned quote trades at its mid
+        "Spread": "0.25 (under 0.01% of the mid)",
+    }, fields
+    assert embed["footer"]["text"] == "simulated prices, not a market's"
+    crypto = (await h.reply("alice", "quote", symbol="btc/usd")).embeds[0]
+    spread = next(f["value"] for f in crypto["fields"] if f["name"] == "Spread")
+    assert spread == "36.58 (0.04% of the mid)", spread
+
+    quote = h.core.trading.quote
+
+    async def named(*args: Any) -> Any:
+        target, broker, q = await quote(*args)
+        target.connection.name = "Roth IRA"
+        return target, broker, q
+
+    monkeypatch.setattr(h.core.trading, "quote", named)
+    shared = await h.reply("alice", "quote", symbol="ESZ26", share=True)
+    assert not shared.ephemeral
+    assert "Roth IRA" not in shared.text() and "Prices from Tradecord Paper" in shared.text()
+    assert "Roth IRA" in (await h.reply("alice", "quote", symbol="ESZ26")).text()
+
+
+async def test_quote_refuses_what_is_not_a_symbol_it_knows(tradecord: Harness) -> None:
+    h = tradecord
+    unknown = await h.reply("alice", "quote", symbol="ZZZZQ")
+    assert unknown.ephemeral
+    assert "Tradecord Paper does not know the symbol ZZZZQ." in unknown.text(), unknown.text()
+    typo = (await h.reply("alice", "quote", symbol="not one")).text()
+    assert "“not one” is not a symbol: type a ticker (AAPL)" in typo, typo
+    live = (await h.reply("alice", "quote", symbol="AAPL", mode="live")).text()
+    assert live.startswith("You have no connection with a live account. Link a broker"), live
+
+
 # Enough positions for two pages: any of the paper broker's stocks will do.
 SYMBOLS = sorted(equity_list().stocks)[:18]
 
