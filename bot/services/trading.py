@@ -2161,8 +2161,9 @@ class TradingService:
     async def quote(
         self, discord_user_id: int, symbol: str, connection: str | None, mode: str | None
     ) -> tuple[Target, str, Quote]:
-        """/quote: the bid, ask and last trade the connection's broker gives for ``symbol``
-        (Tradecord Paper: its market data source, or the simulated feed)."""
+        """/quote: the bid, ask and last trade the connection's broker gives for ``symbol``,
+        and where they come from (Tradecord Paper: the broker it takes its prices from, or the
+        simulated feed)."""
         if not symbols.is_symbol(symbol or ""):
             raise InvalidInput(
                 f"“{symbol}” is not a symbol: type a ticker (AAPL), a future (/ES or a contract "
@@ -2174,7 +2175,12 @@ class TradingService:
             quote = await adapter.fetch_quote(adapter.canonical_symbol(symbol))
         finally:
             await adapter.close()
-        return target, adapter.display_name, quote
+        source = adapter.display_name
+        if target.connection.builtin and not quote.simulated:
+            paper = await self.core.connections.paper_settings(discord_user_id)
+            if paper.quote_source_broker:
+                source = f"{paper.quote_source_broker}, {source}'s price source"
+        return target, source, quote
 
     async def holdings(
         self, discord_user_id: int, connection: str | None, mode: str | None

@@ -127,10 +127,17 @@ async def test_a_linked_broker_prices_paper_orders(core: Core, ts: TradeStationE
     assert await OrderUpdates(core).sweep_paper() == 1
     assert dm_texts(core) == ["📝 Paper order update: Filled: buy 1 MSFT at $288.50."]
 
+    # /quote names where the prices come from.
+    _, source, quote = await core.trading.quote(MEMBER, "msft", None, "paper")
+    assert source == "TradeStation, Tradecord Paper's price source"
+    assert (quote.bid, quote.ask, quote.simulated) == (Decimal("288.00"), Decimal("289.00"), False)
+
     # Back to the simulated feed.
     settings = await core.connections.set_paper_settings(MEMBER, quote_source="Simulated")
     assert settings.quote_source is None
     assert (await market(core, Side.BUY)).intent.average_fill_price == Decimal("100.00")
+    _, source, quote = await core.trading.quote(MEMBER, "MSFT", None, "paper")
+    assert (source, quote.bid, quote.simulated) == ("Tradecord Paper", Decimal("99.90"), True)
 
 
 async def test_a_swept_fill_at_simulated_prices_says_so(core: Core) -> None:
