@@ -469,7 +469,12 @@ def flattened_text(done: Flattened) -> str:
     # An exit that filled before its cancel changed the position the closes then closed.
     ended = sum(o.status is not OrderStatus.CANCELLED for o in done.cancelled)
     also = f" ({ended} had filled or ended before the cancel: see /history)" if ended else ""
-    lines = [f"Flattened {name}: cancelled {cancelled} open order{plural(cancelled)}{also}."]
+    what = (
+        f"cancelled {cancelled} open order{plural(cancelled)}{also}"
+        if done.cancelled
+        else "no open orders to cancel"
+    )
+    lines = [f"Flattened {name}: {what}."]
     for outcome in done.closes:
         intent = outcome.intent
         if outcome.extra.get("duplicate"):

@@ -1255,6 +1255,11 @@ async def test_keep_everything_flattens_nothing(tradecord: Harness) -> None:
     )
     assert kept.text() == "Nothing was cancelled or closed."
     assert "AAPL" in (await h.reply("alice", "positions")).text()
+    ask = await h.reply("alice", "flatten")
+    done = await (await h.emu.click(h.user("alice"), ask, label="Flatten")).message(timeout=10)
+    assert done.text().startswith("Flattened Tradecord Paper: no open orders to cancel.\n• ✅"), (
+        done.text()
+    )
 
 
 async def test_flatten_closes_no_position_while_a_cancel_is_not_carried_out(
