@@ -691,7 +691,8 @@ class Trading(commands.Cog):
             fmt.order_rows(orders),
             fmt.ORDER_HEADERS,
             {3},
-            f"{len(orders)} open order{plural(len(orders))} · cancel with /cancel order",
+            f"{len(orders)} open order{plural(len(orders))}"
+            + (" · cancel with /cancel order" if orders else ""),
             empty="No open orders.",
         )
         await send_pages(interaction, pages)
