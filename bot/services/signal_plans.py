@@ -37,6 +37,8 @@ class Leg:
     # The quote a dollar or equity sized market entry was sized at: an approval card says it,
     # as the click may come at another price.
     sized_at: Decimal | None = None
+    # An exit: the average price of the position it closes, so its fill can say the P&L.
+    position_average: Decimal | None = None
 
     def to_json(self) -> dict[str, Any]:
         b = self.bracket
@@ -59,6 +61,7 @@ class Leg:
             "trail_amount": decimal_text(self.trail_amount),
             "trail_percent": decimal_text(self.trail_percent),
             "sized_at": decimal_text(self.sized_at),
+            "position_average": decimal_text(self.position_average),
         }
 
     @classmethod
@@ -81,6 +84,7 @@ class Leg:
             trail_amount=_d(d.get("trail_amount")),
             trail_percent=_d(d.get("trail_percent")),
             sized_at=_d(d.get("sized_at")),
+            position_average=_d(d.get("position_average")),
         )
 
     def describe(self, ticker: str) -> str:

@@ -149,6 +149,7 @@ class Snapshot:
     positions: list[Position]
     position: Decimal  # signed quantity in the signal's ticker (crypto dust counts as none)
     ticker_orders: list[Order]
+    average: Decimal | None = None  # the position's average price, when it is one position
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -737,14 +738,13 @@ class SignalService:
         elif wants_orders:
             working = await adapter.fetch_open_orders(target.ref)
         key = _instrument_key(sig.ticker)
-        position = sum(
-            (p.quantity for p in positions if _instrument_key(p.symbol) == key and not _is_dust(p)),
-            Decimal(0),
-        )
+        held = [p for p in positions if _instrument_key(p.symbol) == key and not _is_dust(p)]
+        position = sum((p.quantity for p in held), Decimal(0))
         orders = [o for o in working if _instrument_key(o.symbol) == key]
         if orders and ctx.received_at is not None:
             orders = await self._older_than_signal(ctx, target, orders)
-        return Snapshot(positions, position, orders)
+        average = held[0].average_price if len(held) == 1 else None
+        return Snapshot(positions, position, orders, average)
 
     async def _older_than_signal(
         self, ctx: ExecContext, target: Target, orders: list[Order]
@@ -885,7 +885,9 @@ class SignalService:
         quantity = amount if wanted is None else min(wanted, amount)
         if quantity <= 0:
             raise _Skip("quantity-zero", "The exit quantity comes to zero.")
-        return self._leg(ctx, "exit", side, quantity)
+        leg = self._leg(ctx, "exit", side, quantity)
+        leg.position_average = snap.average
+        return leg
 
     async def _add_entry(
         self,
@@ -1403,6 +1405,12 @@ class SignalService:
                     "plan": plan.to_json(),
                     "bracket": leg.to_json()["bracket"],
                     "simulated": bool(getattr(adapter, "simulated_prices", False)),
+                    # Its fill says the P&L against this (trading.describe).
+                    **(
+                        {"position_average": str(leg.position_average)}
+                        if leg.position_average is not None
+                        else {}
+                    ),
                 },
                 submit=submit,
                 adapter=adapter,

@@ -2816,22 +2816,25 @@ def pnl_text(long: bool, entry: Decimal, exit: Decimal, quantity: Decimal, symbo
     return f" P&L {'+' if pnl > 0 else ''}{money(pnl)} before fees."
 
 
+def filled_text(intent: OrderIntent, price: Decimal | None, quantity: Decimal) -> str:
+    """ "Filled: sell 10 AAPL at $210.00.", and what the position made when the order closed
+    one whose average it knows (/close, /flatten, a signal's exit)."""
+    what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+    at = f" at {fill_price(price)}" if price else ""
+    entry = (intent.extra or {}).get("position_average")
+    if not entry or not price:
+        return f"Filled: {what}{at}."
+    long = intent.side == Side.SELL  # it closed a long
+    result = pnl_text(long, Decimal(entry), price, quantity, intent.symbol)
+    average = fill_price(Decimal(entry))
+    return f"Filled: {what}{at}, against the position's average of {average}.{result}"
+
+
 def describe(intent: OrderIntent, order: Order) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     bracket = _bracket_note(intent, order.status)
     if order.status is OrderStatus.FILLED:
-        price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
-        entry = (intent.extra or {}).get("position_average")  # /close: the position's cost
-        if entry and order.average_fill_price:
-            long = intent.side == Side.SELL  # it closed a long
-            result = pnl_text(
-                long, Decimal(entry), order.average_fill_price, order.filled_quantity, intent.symbol
-            )
-            return (
-                f"Filled: {what}{price}, against the position's average of "
-                f"{fill_price(Decimal(entry))}.{result}{bracket}"
-            )
-        return f"Filled: {what}{price}.{bracket}"
+        return filled_text(intent, order.average_fill_price, order.filled_quantity) + bracket
     if order.status is OrderStatus.PARTIALLY_FILLED:
         return f"Partly filled: {qty(order.filled_quantity)} of {what}.{bracket}"
     if order.status is OrderStatus.REJECTED:
@@ -2901,9 +2904,7 @@ def intent_terms(intent: OrderIntent) -> str:
 def describe_intent(intent: OrderIntent) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     text = {
-        IntentStatus.FILLED: f"Filled: {what}"
-        + (f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else "")
-        + ".",
+        IntentStatus.FILLED: filled_text(intent, intent.average_fill_price, intent.filled_quantity),
         IntentStatus.PARTIALLY_FILLED: f"Partly filled: {qty(intent.filled_quantity)} of {what}.",
         IntentStatus.ACCEPTED: f"Accepted by the broker: {what}{intent_terms(intent)}.",
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),

@@ -342,11 +342,22 @@ async def test_buy_when_already_long_is_skipped(core: Core) -> None:
 
 async def test_sell_with_flat_sentiment_only_exits(core: Core) -> None:
     url = await make_strategy(core)
+    core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
     await hold(core, OWNER, "AAPL", "5")
+    await core.strategies.set_alert_channel(GUILD, 777)
     sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
+    core.simulated_feed.set_quote("AAPL", Decimal("209.90"), Decimal("210.10"))
     ex = await run(core, url, sub, action="sell", sentiment="flat")
     assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "no-entry-sentiment")
     assert await position(core, OWNER, "AAPL") == 0
+    # The member's DM says what the position made; the channel's post does not.
+    told = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER][-1]
+    assert (
+        "Filled: sell 5 AAPL at $210.00, against the position's average of $200.00. "
+        "P&L +$50.00 before fees."
+    ) in told, told
+    posts = [m.content or "" for _, m in notifier(core).posts]
+    assert posts[-1] == "**NQ breakout** ✅ Filled · A subscriber (paper): sell 5 AAPL at $210.00"
 
 
 @pytest.mark.parametrize("sentiment", ["flat", "bullish"])
