@@ -491,10 +491,13 @@ async def _each(
 
 async def _place_many(requests: Sequence[_Request]) -> list[Order | BaseException]:
     db = requests[0].broker.db
-    async with db.session() as s:
-        held = await store.held_symbols(s, [r.broker.account_id for r in requests])
+    traded: dict[str, set[str]] = {}
+    for r in requests:
+        traded.setdefault(r.broker.account_id, set()).add(r.new.instrument.symbol)
+    wanted = await store.symbols_to_mark(db, traded)
     marks = await asyncio.gather(
-        *(_marks(r, held.get(r.broker.account_id, ())) for r in requests), return_exceptions=True
+        *(_marks(r, wanted.get(r.broker.account_id, ())) for r in requests),
+        return_exceptions=True,
     )
     results: dict[int, Order | BaseException] = {}
     ready: list[int] = []
@@ -520,11 +523,11 @@ async def _place_many(requests: Sequence[_Request]) -> list[Order | BaseExceptio
     return [results[i] for i in range(len(requests))]
 
 
-async def _marks(r: _Request, held: Iterable[str]) -> dict[str, Decimal]:
-    """Marks for the account's positions; other than the order's own, best effort (a symbol
-    whose quote fails is unpriced)."""
+async def _marks(r: _Request, wanted: Iterable[str]) -> dict[str, Decimal]:
+    """Marks for the order's buying power check (``wanted``: ``store.symbols_to_mark``);
+    other than the order's own, best effort (a symbol whose quote fails is unpriced)."""
     own = r.new.instrument.symbol
-    quotes = await store.fetch_quotes(r.broker.quote_source, [s for s in held if s != own])
+    quotes = await store.fetch_quotes(r.broker.quote_source, [s for s in wanted if s != own])
     quotes[own] = r.quote
     return store.marks_from(quotes)
 

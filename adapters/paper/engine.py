@@ -261,6 +261,24 @@ class Valuation:
     closing: Mapping[str, Decimal]  # by symbol: how much of the position open orders close
 
 
+def bears_on_buying_power(p: PositionState) -> bool:
+    """Whether buying power depends on ``p``'s mark. A long stock, ETF or crypto position's
+    market value is counted in equity and taken off it again (no leverage), exactly, so its
+    mark cancels out; a short's counts twice, a futures position's through P&L and margin."""
+    return p.quantity < 0 or not p.moves_cash
+
+
+def buying_power_positions(
+    positions: Iterable[PositionState], reservations: Iterable[Reservation]
+) -> list[PositionState]:
+    """The positions ``value_account``'s ``buying_power`` and ``closing`` depend on: those that
+    bear on buying power, and those open orders trade (what they close depends on the
+    quantity held). Valuing only these, with marks only for those that bear on buying power,
+    gives the same buying power: placing an order need not quote or value the rest."""
+    traded = {r.symbol for r in reservations}
+    return [p for p in positions if p.symbol in traded or bears_on_buying_power(p)]
+
+
 def mark_price(quote: Quote | None) -> Decimal | None:
     if quote is None:
         return None

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, exists, func, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from adapters import symbols
 from adapters.errors import (
@@ -382,16 +383,37 @@ async def open_orders_of_accounts(
     return found
 
 
-async def held_symbols(s: AsyncSession, account_ids: Sequence[str]) -> dict[str, list[str]]:
-    """The symbols each account holds (accounts holding none are left out)."""
-    held: dict[str, list[str]] = {}
-    for account_id, symbol in await s.execute(
-        select(PaperPosition.account_id, PaperPosition.symbol).where(
-            PaperPosition.account_id.in_(account_ids)
-        )
-    ):
-        held.setdefault(account_id, []).append(symbol)
-    return held
+# Built once, like the statements below: every order placed runs them.
+_TO_MARK = select(
+    _held.account_id,
+    _held.symbol,
+    _held.asset_class,
+    _held.quantity,
+    exists()
+    .where(
+        PaperOrder.account_id == _held.account_id,
+        PaperOrder.symbol == _held.symbol,
+        PaperOrder.status.in_(OPEN_STATUSES),
+    )
+    .label("working"),  # an open order trades it
+).where(_held.account_id.in_(bindparam("account_ids", expanding=True)))
+
+
+async def symbols_to_mark(
+    db: Database, traded: Mapping[str, Collection[str]]
+) -> dict[str, list[str]]:
+    """By account, the held symbols whose marks placing orders for ``traded`` (symbols by
+    account) needs: those of positions that bear on buying power, and those an open order or
+    the batch trades, as a fill (a sweep's meanwhile, an earlier order's in the batch) may
+    turn them into positions that do. Accounts needing none are left out."""
+    wanted: dict[str, list[str]] = {}
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(_TO_MARK, {"account_ids": list(traded)})
+    for account_id, symbol, asset_class, quantity, working in rows:
+        position = engine.PositionState(symbol, AssetClass(asset_class), quantity=quantity)
+        if working or symbol in traded[account_id] or engine.bears_on_buying_power(position):
+            wanted.setdefault(account_id, []).append(symbol)
+    return wanted
 
 
 async def open_orders_of(s: AsyncSession, account_id: str) -> list[PaperOrder]:
@@ -821,8 +843,8 @@ class NewOrder:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """One order to place in one account, priced at ``quote`` (``marks``: the account's other
-    positions)."""
+    """One order to place in one account, priced at ``quote`` (``marks``: those its buying
+    power check needs, see ``symbols_to_mark``)."""
 
     account_id: str
     new: NewOrder
@@ -830,6 +852,26 @@ class Placement:
     marks: Mapping[str, Decimal]
     market: Market
     now: datetime
+
+
+_traded = aliased(PaperPosition)
+_POSITIONS_TO_PLACE = (
+    select(
+        _held.account_id,
+        _held.symbol,
+        _held.asset_class,
+        _held.multiplier,
+        _held.quantity,
+        _held.cost_basis,
+        _held.realized_pnl,
+        _traded,
+    )
+    .outerjoin(
+        _traded,
+        and_(_traded.id == _held.id, _traded.symbol.in_(bindparam("symbols", expanding=True))),
+    )
+    .where(_held.account_id.in_(bindparam("account_ids", expanding=True)))
+)
 
 
 async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order | BrokerError]:
@@ -852,9 +894,16 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
                 )
             ):
                 placed[row.account_id, row.client_order_id] = row
+        # ORM objects only for the positions the batch trades (its fills change them), plain
+        # rows for the rest, in one statement.
         positions: dict[str, dict[str, PaperPosition]] = {i: {} for i in ids}
-        for pos in await s.scalars(select(PaperPosition).where(PaperPosition.account_id.in_(ids))):
-            positions[pos.account_id][pos.symbol] = pos
+        untraded: dict[str, list[engine.PositionState]] = {i: [] for i in ids}
+        params = {"account_ids": ids, "symbols": sorted({p.new.instrument.symbol for p in batch})}
+        for row in await s.execute(_POSITIONS_TO_PLACE, params):
+            if (pos := row[-1]) is not None:
+                positions[pos.account_id][pos.symbol] = pos
+            else:
+                untraded[row.account_id].append(position_state(row))
         working: dict[str, list[PaperOrder]] = {i: [] for i in ids}
         for row in await s.scalars(
             select(PaperOrder)
@@ -862,6 +911,11 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
             .order_by(PaperOrder.seq)
         ):
             working[row.account_id].append(row)
+        # The batch changes only the positions and open orders of the symbols it trades: of
+        # the others, those buying power depends on stay the same throughout.
+        others = {
+            i: engine.buying_power_positions(untraded[i], reservations(working[i])) for i in ids
+        }
 
         for p in batch:
             account = accounts.get(p.account_id)
@@ -874,7 +928,9 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
                     results.append(to_order(existing))
                     continue
             held = positions[p.account_id]
-            order_or_error = _place(s, account, held, working[p.account_id], p)
+            order_or_error = _place(
+                s, account, held, others[p.account_id], working[p.account_id], p
+            )
             results.append(order_or_error)
             if isinstance(order_or_error, BrokerError):
                 continue
@@ -906,10 +962,12 @@ def _place(
     s: AsyncSession,
     account: PaperAccount,
     held: Mapping[str, PaperPosition],
+    others: Sequence[engine.PositionState],
     working: list[PaperOrder],
     p: Placement,
 ) -> PaperOrder | BrokerError:
-    """The new order's row, after the buying power check."""
+    """The new order's row, after the buying power check. ``held``: the positions the batch
+    trades; ``others``: those of the rest buying power depends on."""
     new, inst = p.new, p.new.instrument
     position = held.get(inst.symbol)
     quantity = position.quantity if position is not None else Decimal(0)
@@ -922,7 +980,7 @@ def _place(
         )
     valuation = engine.value_account(
         account_state(account),
-        [position_state(row) for row in held.values()],
+        [*(position_state(row) for row in held.values()), *others],
         p.marks,
         reservations(working),
     )

@@ -522,6 +522,63 @@ async def test_a_resting_flip_reserves_what_it_opens_less_what_its_close_frees(
     assert await stored_residual(db, ref.id) == 0
 
 
+class PartlyDown:
+    """The simulated feed with some symbols' quotes failing; remembers what was asked."""
+
+    def __init__(self, feed: SimulatedFeed) -> None:
+        self.feed = feed
+        self.down: set[str] = set()
+        self.asked: list[str] = []
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        self.asked.append(symbol)
+        if symbol in self.down:
+            raise BrokerUnavailable()
+        return await self.feed.fetch_quote(symbol)
+
+
+@pytest.mark.parametrize("long_quote", ["down", "moved"])
+async def test_buying_power_is_checked_at_the_marks_of_shorts_and_futures_alone(
+    make_broker: BrokerFactory, feed: SimulatedFeed, long_quote: str
+) -> None:
+    """A long stock position's mark cancels out of buying power: placing an order does not
+    quote it, and whether its quote is gone or moved, an order that just fits is accepted and
+    one a cent over is refused, with the short and the future at their current marks and the
+    long an open order closes counted in."""
+    source = PartlyDown(feed)
+    broker = make_broker(quote_source=source)
+    [account] = await broker.fetch_accounts()
+    ref = account.ref()
+    for symbol, side, qty, price in (
+        ("AAPL", BUY, 100, "100"),  # cash 90,000
+        ("SPY", BUY, 10, "100"),  # cash 89,000
+        ("TSLA", SELL, 10, "400"),  # cash 93,000
+        ("ESZ6", BUY, 1, "5000"),
+    ):
+        feed.set_quote(symbol, D(price), D(price))
+        await broker.create_order(ref, req(symbol, side, qty))
+    # Closes the SPY held: it reserves nothing.
+    await broker.create_order(ref, req("SPY", SELL, 10, LMT, GTC, limit="150"))
+    feed.set_quote("TSLA", D(410), D(410))
+    feed.set_quote("ESZ6", D(5010), D(5010))
+    feed.set_quote("MSFT", D(500), D(500))
+    if long_quote == "down":
+        source.down.add("AAPL")
+    else:
+        feed.set_quote("AAPL", D(1000), D(1000))
+    source.asked.clear()
+    # 93,000 − 2 × 4,100 (the short) + 500 (the future's P&L) − 25,050 (its margin)
+    with pytest.raises(InsufficientBuyingPower) as e:
+        await broker.create_order(ref, req("MSFT", BUY, 125, LMT, GTC, limit="482.01"))
+    assert "needs $60,251.25" in str(e.value) and "has $60,250.00 available" in str(e.value)
+    order = await broker.create_order(ref, req("MSFT", BUY, 125, LMT, GTC, limit="482"))
+    assert order.status is OrderStatus.OPEN
+    assert set(source.asked) == {"MSFT", "TSLA", "ESZ26", "SPY"}  # not AAPL
+    balance = await broker.fetch_balance(ref)
+    assert balance.buying_power == 0
+    assert balance.info["unpriced"] == (["AAPL"] if long_quote == "down" else [])
+
+
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
@@ -986,6 +1043,32 @@ async def test_orders_for_one_account_in_one_batch_each_see_the_ones_before(
     assert await count(db, PaperOrder, account_id=ref.id) == 1
     [position] = await small.fetch_positions(ref)
     assert position.quantity == D(6) and await stored_residual(db, ref.id) == 0
+
+
+@pytest.mark.parametrize(("limit", "accepted"), [("389.80", True), ("389.81", False)])
+async def test_an_order_in_a_batch_sees_the_short_an_earlier_one_opened_at_its_mark(
+    db: Database, feed: SimulatedFeed, clock: FakeClock, limit: str, accepted: bool
+) -> None:
+    """The first order of a batch turns a long into a short: the second is checked with that
+    short at its mark (the mid), not at the bid it was sold at."""
+    [(broker, ref)] = await _brokers(db, feed, clock, 1, market_price_type="bid_ask")
+    feed.set_quote("AAPL", D("99.90"), D("100.10"))
+    await broker.create_order(ref, req("AAPL", BUY, 100))  # at 100.10: cash 89,990
+    feed.set_quote("AAPL", D("119.90"), D("120.10"))
+    feed.set_quote("MSFT", D("500.00"), D("500.20"))
+    flip, second = await asyncio.gather(
+        broker.create_order(ref, req("AAPL", SELL, 300)),
+        broker.create_order(ref, req("MSFT", BUY, 200, LMT, GTC, limit=limit)),
+        return_exceptions=True,
+    )
+    assert not isinstance(flip, BaseException) and flip.status is OrderStatus.FILLED
+    # Cash 89,990 + 300 × 119.90 = 125,960; the short of 200 at 120.00 holds 48,000.
+    if accepted:
+        assert not isinstance(second, BaseException) and second.status is OrderStatus.OPEN
+        assert (await broker.fetch_balance(ref)).buying_power == 0
+    else:
+        assert isinstance(second, InsufficientBuyingPower)
+        assert "needs $77,962.00" in str(second) and "has $77,960.00" in str(second)
 
 
 async def test_accounts_are_opened_together_and_a_missing_connection_is_its_own_error(

@@ -402,3 +402,70 @@ def test_precision_survives_huge_values() -> None:
     apply_fill(acct, pos, Side.SELL, D("3.00000001"), D("98765.43210999"))
     assert conservation_residual(acct, [pos]) == 0
     assert engine.opening_quantity(D(-3), Side.BUY, D(5)) == D(2)
+
+
+BOOK = [
+    *INSTRUMENTS,
+    ("MSFT", AssetClass.EQUITY, D(1), 0),
+    ("ETHUSD", AssetClass.CRYPTO, D(1), 8),
+    ("CLF7", AssetClass.FUTURE, D(1000), 0),
+]
+
+
+@st.composite
+def books(
+    draw: st.DrawFn,
+) -> tuple[AccountState, list[PositionState], dict[str, Decimal], list[Reservation]]:
+    """An account with long and short stock, crypto and futures positions (some unpriced),
+    and open orders on held symbols and others."""
+    cash = D(draw(st.integers(-(10**9), 10**9))).scaleb(-2)
+
+    def price() -> Decimal:
+        return D(draw(st.integers(1, 10**9))).scaleb(-draw(st.integers(0, 8)))
+
+    positions, marks = [], {}
+    for symbol, asset_class, multiplier, places in BOOK:
+        if not draw(st.booleans()):
+            continue
+        quantity = D(draw(st.integers(-(10**6), 10**6))).scaleb(-places)
+        positions.append(
+            PositionState(symbol, asset_class, multiplier, quantity, quantity * price())
+        )
+        if draw(st.booleans()):
+            marks[symbol] = price()
+    orders = []
+    for index, side, remaining in draw(
+        st.lists(
+            st.tuples(st.integers(0, len(BOOK) - 1), st.sampled_from(Side), st.integers(0, 10**6)),
+            max_size=8,
+        )
+    ):
+        symbol, asset_class, multiplier, places = BOOK[index]
+        quantity = D(remaining).scaleb(-places)
+        orders.append(Reservation(symbol, asset_class, multiplier, side, quantity, price()))
+    start = D(draw(st.integers(0, 10**9)))
+    return AccountState(start, cash), positions, marks, orders
+
+
+@settings(max_examples=500, deadline=None)
+@given(books())
+def test_buying_power_needs_only_the_positions_that_bear_on_it(
+    book: tuple[AccountState, list[PositionState], dict[str, Decimal], list[Reservation]],
+) -> None:
+    """Long stock and crypto positions that no open order trades can go unread, and every long
+    stock or crypto position unpriced: buying power and what open orders close stay exactly
+    the same (what placing an order relies on to skip them)."""
+    account, positions, marks, orders = book
+    full = value_account(account, positions, marks, orders)
+    needed = engine.buying_power_positions(positions, orders)
+    bearing = {p.symbol for p in needed if engine.bears_on_buying_power(p)}
+    part = value_account(account, needed, {s: m for s, m in marks.items() if s in bearing}, orders)
+    assert part.buying_power == full.buying_power
+    assert part.closing == full.closing
+    # And it leaves out what it can: long stock and crypto no open order trades, unread;
+    # long stock and crypto, unpriced.
+    traded = {r.symbol for r in orders}
+    for p in positions:
+        long_cash = p.moves_cash and p.quantity >= 0
+        assert (p in needed) == (not long_cash or p.symbol in traded)
+        assert (p.symbol in bearing) == (not long_cash)
