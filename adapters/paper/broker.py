@@ -219,7 +219,9 @@ class PaperBroker(BrokerAdapter):
             )
         ]
 
-    async def fetch_balance(self, account: AccountRef) -> Balance:
+    async def _holdings(
+        self, account: AccountRef
+    ) -> tuple[PaperAccount, list[engine.PositionState], list[engine.Reservation]]:
         await self._ready("read", account)
         async with self.db.session() as s:
             row = await s.get(PaperAccount, self.account_id)
@@ -227,12 +229,25 @@ class PaperBroker(BrokerAdapter):
             working = await store.open_orders_of(s, self.account_id)
         if row is None:
             raise store.AccountMissing()
+        return row, [store.position_state(p) for p in positions], store.reservations(working)
+
+    async def fetch_buying_power(self, account: AccountRef) -> Decimal:
+        # As placing an order checks it: the longs' marks cancel out, so only shorts and
+        # futures are quoted (one quote, not one per position, from a broker price source).
+        row, positions, reserved = await self._holdings(account)
+        needed = engine.buying_power_positions(positions, reserved)
+        priced = [p.symbol for p in needed if engine.bears_on_buying_power(p)]
+        quotes = await store.fetch_quotes(self.quote_source, priced)
+        v = engine.value_account(
+            store.account_state(row), needed, store.marks_from(quotes), reserved
+        )
+        return _cents(max(v.buying_power, Decimal(0)))
+
+    async def fetch_balance(self, account: AccountRef) -> Balance:
+        row, positions, reserved = await self._holdings(account)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in positions])
         v = engine.value_account(
-            store.account_state(row),
-            [store.position_state(p) for p in positions],
-            store.marks_from(quotes),
-            store.reservations(working),
+            store.account_state(row), positions, store.marks_from(quotes), reserved
         )
         return Balance(
             account_id=row.id,

@@ -631,9 +631,9 @@ class TradingService:
                     raise AssetClassNotSupported(fact + hint) from None
                 raise
             # Three reads at once: at a real broker that is one round trip of waiting, not three.
-            quote, balance, position = await all_or_first_error(
+            quote, buying_power, position = await all_or_first_error(
                 adapter.fetch_quote(request.symbol),
-                adapter.fetch_balance(target.ref),
+                adapter.fetch_buying_power(target.ref),
                 adapter.fetch_position(target.ref, request.symbol),
             )
             check_stop_side(request, quote)
@@ -655,13 +655,13 @@ class TradingService:
             held = position.quantity if position is not None else Decimal(0)
             mult = symbols.multiplier(request.symbol)
             cost = request.quantity * price * mult
-            after = buying_power_after(balance, request, held, required)
+            after = buying_power_after(buying_power, request, held, required)
             if after < 0:
                 # A flip needs only its opening part less what its closing part frees.
                 raise InsufficientBuyingPower(
                     f"Not enough buying power: this order needs about "
-                    f"{money(balance.buying_power - after)} and "
-                    f"{target.connection.name} has {money(balance.buying_power)}. "
+                    f"{money(buying_power - after)} and "
+                    f"{target.connection.name} has {money(buying_power)}. "
                     "Lower the quantity or check /balances."
                 )
             intent = self._new_intent(
@@ -697,7 +697,7 @@ class TradingService:
             estimated_price=price,
             estimated_cost=cost,
             buying_power_required=required,
-            buying_power=balance.buying_power,
+            buying_power=buying_power,
             buying_power_after=after,
             position_quantity=held,
             broker_name=adapter.display_name,
@@ -2782,7 +2782,7 @@ def reduces(request: OrderRequest, held: Decimal) -> bool:
 
 
 def buying_power_after(
-    balance: Balance, request: OrderRequest, held: Decimal, required: Decimal
+    buying_power: Decimal, request: OrderRequest, held: Decimal, required: Decimal
 ) -> Decimal:
     """Buying power left once the order fills. ``required``: what all of it takes when it opens
     (``BrokerAdapter.buying_power_required``, so much a unit at every broker). The part that
@@ -2792,7 +2792,7 @@ def buying_power_after(
     closing = closing_quantity(held, request.side, request.quantity)
     with localcontext(prec=60):  # exact: ``required`` is a multiple of the quantity
         change = required * (request.quantity - 2 * closing) / request.quantity
-    return balance.buying_power - change
+    return buying_power - change
 
 
 def price_text(value: Decimal, *, most: int = 8) -> str:

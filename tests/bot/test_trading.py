@@ -318,14 +318,13 @@ def test_a_real_brokers_preview_charges_only_what_opens(
     """Real brokers go through the same ``buying_power_after``, with their notional."""
     from adapters.alpaca import AlpacaAdapter
     from adapters.base import AdapterContext
-    from adapters.models import Balance, OrderRequest, Side
+    from adapters.models import OrderRequest, Side
     from bot.services.trading import buying_power_after
 
     adapter = AlpacaAdapter(AdapterContext())
     request = OrderRequest("AAPL", Side(side), Decimal(quantity))
     required = adapter.buying_power_required(request, Decimal(100))
-    balance = Balance("PA1", "USD", Decimal(50000), Decimal(50000), Decimal(50000))
-    assert buying_power_after(balance, request, Decimal(held), required) == Decimal(after)
+    assert buying_power_after(Decimal(50000), request, Decimal(held), required) == Decimal(after)
 
 
 @pytest.mark.parametrize(

@@ -314,6 +314,9 @@ async def test_exits_never_close_more_than_the_position_and_money_is_kept(
             groups[parent] = max(groups.get(parent, D(0)), o.remaining_quantity)
         assert sum(groups.values(), D(0)) <= abs(held)
         assert await stored_residual(db, ref.id) == 0
+        # The preview's buying power, priced from fewer quotes, is the balance's.
+        balance = await broker.fetch_balance(ref)
+        assert await broker.fetch_buying_power(ref) == balance.buying_power
 
 
 @pytest.mark.parametrize(

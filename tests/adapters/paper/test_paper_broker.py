@@ -568,6 +568,10 @@ async def test_buying_power_is_checked_at_the_marks_of_shorts_and_futures_alone(
         feed.set_quote("AAPL", D(1000), D(1000))
     source.asked.clear()
     # 93,000 − 2 × 4,100 (the short) + 500 (the future's P&L) − 25,050 (its margin)
+    # The preview's figure, priced the same way: the held long's quote is not asked.
+    assert await broker.fetch_buying_power(ref) == D("60250.00")
+    assert set(source.asked) == {"TSLA", "ESZ26"}
+    source.asked.clear()
     with pytest.raises(InsufficientBuyingPower) as e:
         await broker.create_order(ref, req("MSFT", BUY, 125, LMT, GTC, limit="482.01"))
     assert "needs $60,251.25" in str(e.value) and "has $60,250.00 available" in str(e.value)
@@ -575,7 +579,7 @@ async def test_buying_power_is_checked_at_the_marks_of_shorts_and_futures_alone(
     assert order.status is OrderStatus.OPEN
     assert set(source.asked) == {"MSFT", "TSLA", "ESZ26", "SPY"}  # not AAPL
     balance = await broker.fetch_balance(ref)
-    assert balance.buying_power == 0
+    assert balance.buying_power == 0 == await broker.fetch_buying_power(ref)
     assert balance.info["unpriced"] == (["AAPL"] if long_quote == "down" else [])
 
 
