@@ -221,15 +221,12 @@ class PaperBroker(BrokerAdapter):
 
     async def _holdings(
         self, account: AccountRef
-    ) -> tuple[PaperAccount, list[engine.PositionState], list[engine.Reservation]]:
+    ) -> tuple[Row[Any], list[engine.PositionState], list[engine.Reservation]]:
         await self._ready("read", account)
-        async with self.db.session() as s:
-            row = await s.get(PaperAccount, self.account_id)
-            positions = await store.position_rows(s, self.account_id)
-            working = await store.open_orders_of(s, self.account_id)
+        row, positions, reserved = await store.holdings(self.db, self.account_id)
         if row is None:
             raise store.AccountMissing()
-        return row, [store.position_state(p) for p in positions], store.reservations(working)
+        return row, positions, reserved
 
     async def fetch_buying_power(self, account: AccountRef) -> Decimal:
         # As placing an order checks it: the longs' marks cancel out, so only shorts and

@@ -87,7 +87,7 @@ class AccountMissing(BrokerError):
 # -- rows ↔ engine -------------------------------------------------------------------------
 
 
-def account_state(row: PaperAccount) -> engine.AccountState:
+def account_state(row: PaperAccount | Row[Any]) -> engine.AccountState:
     return engine.AccountState(row.starting_cash, row.cash, row.realized_pnl)
 
 
@@ -128,7 +128,7 @@ def ends(row: PaperOrder) -> datetime | None:
     return c.expires_at if row.expires_at is None else min(row.expires_at, c.expires_at)
 
 
-def reservation(row: PaperOrder) -> engine.Reservation:
+def reservation(row: PaperOrder | Row[Any]) -> engine.Reservation:
     return engine.Reservation(
         row.symbol,
         AssetClass(row.asset_class),
@@ -139,7 +139,7 @@ def reservation(row: PaperOrder) -> engine.Reservation:
     )
 
 
-def reservations(rows: Iterable[PaperOrder]) -> list[engine.Reservation]:
+def reservations(rows: Iterable[PaperOrder | Row[Any]]) -> list[engine.Reservation]:
     """The open orders as buying power sees them, oldest first. The exits of one bracket close
     the same position between them, one or the other: counted once."""
     seen: set[str] = set()
@@ -318,14 +318,6 @@ async def lock_accounts(s: AsyncSession, account_ids: Sequence[str]) -> dict[str
     return {row.id: row for row in rows}
 
 
-async def position_rows(s: AsyncSession, account_id: str) -> Sequence[Row[Any]]:
-    """The account's positions as plain rows: reads and valuations need no ORM objects (and
-    skip the identity map's cost)."""
-    query = select(*PaperPosition.__table__.c).where(PaperPosition.account_id == account_id)
-    result = await s.execute(query.order_by(PaperPosition.symbol))
-    return result.all()
-
-
 # A position as reads show it (not the row's id or updated_at), in the order
 # ``broker._position`` unpacks. Its statements are built once: every fetch_positions
 # (/positions, a signal's snapshot) runs one.
@@ -365,6 +357,39 @@ async def position_in(db: Database, account_id: str, symbol: str) -> Row[Any] | 
     async with db.engine.connect() as conn:
         result = await conn.execute(_POSITION_IN, {"account_id": account_id, "symbol": symbol})
         return result.first()
+
+
+_ACCOUNT = select(PaperAccount.__table__).where(PaperAccount.__table__.c.id == bindparam("id"))
+_POSITIONS = select(*POSITION_COLUMNS).where(_held.account_id == bindparam("id"))
+_working = PaperOrder.__table__.c
+# An open order as ``reservations`` reads it.
+_RESERVING = (
+    select(
+        _working.symbol,
+        _working.asset_class,
+        _working.multiplier,
+        _working.side,
+        _working.quantity,
+        _working.filled_quantity,
+        _working.reference_price,
+        _working.parent_id,
+    )
+    .where(_working.account_id == bindparam("id"), _working.status.in_(OPEN_STATUSES))
+    .order_by(_working.seq)
+)
+
+
+async def holdings(
+    db: Database, account_id: str
+) -> tuple[Row[Any] | None, list[engine.PositionState], list[engine.Reservation]]:
+    """The account's row, positions and open orders' reservations: what a balance or a
+    buying power is worked out from, read together as plain rows (no session)."""
+    async with db.engine.connect() as conn:
+        params = {"id": account_id}
+        account = (await conn.execute(_ACCOUNT, params)).first()
+        positions = [position_state(p) for p in await conn.execute(_POSITIONS, params)]
+        reserved = reservations(await conn.execute(_RESERVING, params))
+    return account, positions, reserved
 
 
 async def open_orders_of_accounts(
