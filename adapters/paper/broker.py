@@ -433,7 +433,7 @@ class PaperBroker(BrokerAdapter):
             return request.limit_price
         if request.stop_price is not None:
             return request.stop_price
-        price = engine.executable_price(quote, request.side, self.market.price_type)
+        price = engine.executable_price(quote, request.side, self.market.price_type, inst.tick)
         price = price or engine.mark_price(quote)
         if price is None:
             raise BrokerUnavailable(

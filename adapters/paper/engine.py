@@ -72,7 +72,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from enum import StrEnum
 
 from adapters.models import AssetClass, OrderType, Quote, Side, TimeInForce
@@ -370,6 +370,7 @@ class OrderState:
     trail_amount: Decimal | None = None
     trail_percent: Decimal | None = None
     watermark: Decimal | None = None  # a trailing stop's best price so far
+    tick: Decimal | None = None  # a future's price step: it fills only at whole ticks
 
     @property
     def remaining(self) -> Decimal:
@@ -412,14 +413,23 @@ class Decision:
     stop_price: Decimal | None = None
 
 
-def executable_price(quote: Quote, side: Side, price_type: PriceType) -> Decimal | None:
-    """The price an order on ``side`` executes at, or None when the quote lacks it."""
+def executable_price(
+    quote: Quote, side: Side, price_type: PriceType, tick: Decimal | None = None
+) -> Decimal | None:
+    """The price an order on ``side`` executes at, or None when the quote lacks it. ``tick``:
+    the instrument's price step (futures), to which a midpoint is rounded."""
     match price_type:
         case PriceType.MID:
             if quote.bid <= 0 or quote.ask <= 0:
                 return None
             with localcontext(_EXACT):
                 price = plain(((quote.bid + quote.ask) / 2).quantize(PRICE_Q))
+                if tick:
+                    # A future trades only at whole ticks: the mid of a one-tick spread is
+                    # not a price it can fill at. Rounded against the trader (a buy up,
+                    # towards the ask), as the market would fill it.
+                    way = ROUND_CEILING if side is Side.BUY else ROUND_FLOOR
+                    price = plain((price / tick).to_integral_value(way) * tick)
         case PriceType.BID_ASK:
             price = quote.ask if side is Side.BUY else quote.bid
         case PriceType.ASK:
@@ -512,7 +522,7 @@ def decide(
         if not stop_reached(order, quote, price_type):
             return stay("the stop price was not reached")
         triggered_now = True
-    price = executable_price(quote, order.side, price_type)
+    price = executable_price(quote, order.side, price_type, order.tick)
     if price is None:
         return stay(f"the quote had no {price_type} price", triggered_now)
     if not marketable(order, price):

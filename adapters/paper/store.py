@@ -116,7 +116,13 @@ def order_state(row: PaperOrder) -> engine.OrderState:
         row.trail_amount,
         row.trail_percent,
         row.watermark,
+        tick_of(row.symbol) if row.asset_class == AssetClass.FUTURE.value else None,
     )
+
+
+def tick_of(symbol: str) -> Decimal | None:
+    spec = symbols.future_spec(symbol)
+    return spec.tick if spec is not None else None
 
 
 def ends(row: PaperOrder) -> datetime | None:

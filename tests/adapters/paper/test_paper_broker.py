@@ -353,6 +353,17 @@ async def test_futures_multiplier_margin_and_pnl(
         await broker.create_order(ref, req("ESZ6", BUY, 1, LMT, GTC, limit="5900.10"))
 
 
+async def test_a_future_fills_at_whole_ticks(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """The midpoint of a one-tick spread (5919.125) is no price ES trades at: a market buy
+    fills at the ask, a sell at the bid, as in the market."""
+    feed.set_quote("ESZ6", D("5919.00"), D("5919.25"))
+    bought = await broker.create_order(ref, req("ESZ6", BUY, 1))
+    sold = await broker.create_order(ref, req("ESZ6", SELL, 1))
+    assert (bought.average_fill_price, sold.average_fill_price) == (D("5919.25"), D("5919.00"))
+
+
 async def test_crypto_trades_in_fractions(
     db: Database, broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
 ) -> None:

@@ -195,6 +195,27 @@ def test_market_price_types(price_type: PriceType, buy: str, sell: str) -> None:
     assert (d.action, d.price, d.quantity) == (Action.FILL, D(buy), D(10))
 
 
+@pytest.mark.parametrize(
+    ("bid", "ask", "buy", "sell"),
+    [
+        ("5919.00", "5919.25", "5919.25", "5919.00"),  # one tick wide: the mid is no price
+        ("5919.00", "5919.50", "5919.25", "5919.25"),  # two: the mid is a tick
+    ],
+)
+def test_a_futures_midpoint_fill_is_rounded_to_a_tick_against_the_trader(
+    bid: str, ask: str, buy: str, sell: str
+) -> None:
+    q = quote(bid, ask, ask)
+    tick = D("0.25")
+    assert executable_price(q, Side.BUY, PriceType.MID, tick) == D(buy)
+    assert executable_price(q, Side.SELL, PriceType.MID, tick) == D(sell)
+    assert executable_price(q, Side.BUY, PriceType.MID) == (D(bid) + D(ask)) / 2  # no tick
+    sell_at_bid = order(Side.SELL, OrderType.LIMIT, limit=bid)
+    sell_at_bid.tick = tick
+    d = decide(sell_at_bid, q, PriceType.MID, now=NOW, market_open=True)
+    assert (d.action, d.price) == (Action.FILL, D(sell))
+
+
 def test_limit_waits_until_marketable_and_fills_at_the_better_price() -> None:
     buy = order(Side.BUY, OrderType.LIMIT, limit="99.50")
     assert (
