@@ -63,8 +63,8 @@ class General(commands.Cog):
             # share:true posts a summary in the channel: "only visible to you" alone was false.
             embed.set_footer(
                 text="Replies about your accounts are only visible to you, unless you add "
-                "share:true to /positions, /balances, /orders or /history (a summary without "
-                "account numbers, amounts only with show_amounts:true)."
+                "share:true to /positions, /balances, /orders, /history or /quote (a summary "
+                "without account numbers, amounts only with show_amounts:true)."
             )
             self._help = embed
         return self._help

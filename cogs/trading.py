@@ -59,7 +59,7 @@ from cogs.ui import (
 Mode = Literal["paper", "live"]
 CARD_TTL = 60.0
 PRICE_TYPES: dict[PriceType, str] = {  # as members read them
-    PriceType.MID: "Bid/ask midpoint",
+    PriceType.MID: "Bid/ask midpoint (futures at whole ticks)",
     PriceType.BID_ASK: "Ask for buys, bid for sells",
     PriceType.ASK: "Always the ask",
     PriceType.BID: "Always the bid",
