@@ -2817,8 +2817,9 @@ def pnl_text(long: bool, entry: Decimal, exit: Decimal, quantity: Decimal, symbo
 
 
 def filled_text(intent: OrderIntent, price: Decimal | None, quantity: Decimal) -> str:
-    """ "Filled: sell 10 AAPL at $210.00.", and what the position made when the order closed
-    one whose average it knows (/close, /flatten, a signal's exit)."""
+    """A fill as members read it ("Filled: sell 10 AAPL at $210.00."), with what the position
+    made when the order closed one whose average it knows (/close, /flatten, a signal's
+    exit)."""
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     at = f" at {fill_price(price)}" if price else ""
     entry = (intent.extra or {}).get("position_average")
