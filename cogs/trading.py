@@ -13,6 +13,7 @@ import contextlib
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 import discord
@@ -201,6 +202,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
             + _bracket_line(r)
+            + amount_line(p)
             + closing_line(p)
             + short_line(p)
             + closed_line(p)
@@ -226,6 +228,23 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def amount_line(p: Preview) -> str:
+    """/trade amount: the quantity is what the amount comes to at the estimate, rounded down."""
+    if p.amount is None:
+        return ""
+    r = p.request
+    buy = r.side is Side.BUY
+    left = p.amount - p.estimated_cost
+    rest = ""
+    if r.quantity == r.quantity.to_integral_value() and left >= Decimal("0.01"):
+        units = "shares" if r.asset_class is AssetClass.EQUITY else "units"
+        rest = f" (whole {units}: {fmt.money(left)} {'not spent' if buy else 'short of it'})"
+    return (
+        f"\n💵 {fmt.money(p.amount)} {'buys' if buy else 'sells'} {fmt.qty(r.quantity)} "
+        f"{r.symbol} at the estimated price{rest}."
+    )
 
 
 def short_line(p: Preview) -> str:
@@ -753,7 +772,8 @@ class Trading(commands.Cog):
     @app_commands.describe(
         symbol="Ticker (AAPL), future (/ES or a contract like ESH7) or crypto pair (BTCUSD)",
         side="buy or sell",
-        quantity="How many shares, contracts or coins",
+        quantity="How many shares, contracts or coins (or give amount)",
+        amount="Instead of quantity: how many dollars to buy or sell for, e.g. 500",
         order_type="market (default), limit, stop, stop_limit or trailing_stop",
         limit_price="For limit and stop-limit orders",
         stop_price="For stop and stop-limit orders",
@@ -771,7 +791,8 @@ class Trading(commands.Cog):
         interaction: discord.Interaction,
         symbol: str,
         side: Literal["buy", "sell"],
-        quantity: str,
+        quantity: str | None = None,
+        amount: str | None = None,
         order_type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"] = "market",
         limit_price: str | None = None,
         stop_price: str | None = None,
@@ -786,7 +807,7 @@ class Trading(commands.Cog):
         order = OrderInput(
             symbol,
             side,
-            quantity,
+            quantity or "",
             order_type,
             limit_price,
             stop_price,
@@ -797,6 +818,7 @@ class Trading(commands.Cog):
             stop_loss,
             trail_amount,
             trail_percent,
+            amount,
         )
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -332,6 +332,7 @@ class OrderInput:
     stop_loss: str | None = None
     trail_amount: str | None = None  # a trailing stop: one of these two
     trail_percent: str | None = None
+    amount: str | None = None  # /trade: dollars to buy or sell for, instead of a quantity
 
 
 @dataclass(slots=True)
@@ -350,6 +351,7 @@ class Preview:
     broker_name: str
     expires_at: datetime
     market_opens_at: datetime | None = None  # a market order placed while the market is shut
+    amount: Decimal | None = None  # the dollars the quantity was sized from (/trade amount)
 
     @property
     def simulated(self) -> bool:
@@ -613,10 +615,18 @@ class TradingService:
         """Validate, price, and store a draft intent the member can confirm for 60 seconds.
         ``closing``: the position it closes (/close): Confirm sends it only if it still only
         closes a position, and its result says what the position made."""
+        amount = amount_of(order)
         target = await self.core.connections.resolve(discord_user_id, order.connection, order.mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            request = self.build_request(order, adapter)
+            # Sized by an amount: checked as one unit until the quote gives the quantity.
+            probe = dataclasses.replace(order, quantity="1") if amount is not None else order
+            request = self.build_request(probe, adapter)
+            if amount is not None and request.asset_class is AssetClass.FUTURE:
+                raise InvalidInput(
+                    f"{request.symbol} trades in contracts: give quantity, the number of "
+                    "contracts (amount is for stocks, ETFs and crypto)."
+                )
             try:
                 adapter.check_order(target.ref, request)
             except AssetClassNotSupported:
@@ -649,6 +659,9 @@ class TradingService:
                 )
                 no_quote.code = "no-quote"
                 raise no_quote
+            if amount is not None:
+                request = sized_by_amount(request, amount, price, adapter)
+                adapter.check_order(target.ref, request)  # fractions have rules of their own
             # What the broker holds back, not the notional: futures take only initial margin.
             required = adapter.buying_power_required(request, price)
             assert request.asset_class is not None
@@ -678,6 +691,7 @@ class TradingService:
                     "closes_position": reduces(request, held),
                     "bracket": bracket_json(request.bracket),
                     **(closing_extra(closing) if closing else {}),
+                    **({"amount": str(amount)} if amount is not None else {}),
                 },
             )
             await self._check_early(intent, target, adapter)
@@ -703,6 +717,7 @@ class TradingService:
             broker_name=adapter.display_name,
             expires_at=intent.created_at + PREVIEW_TTL,
             market_opens_at=opens_at,
+            amount=amount,
         )
 
     async def close_preview(
@@ -2659,6 +2674,60 @@ def sent_notional(intent: OrderIntent) -> Decimal:
         # Filled at a price the broker did not report: the filled share of the stamped value.
         return (intent.notional or Decimal(0)) * intent.filled_quantity / intent.quantity
     return intent.filled_quantity * intent.average_fill_price * symbols.multiplier(intent.symbol)
+
+
+def amount_of(order: OrderInput) -> Decimal | None:
+    """/trade's amount, when the order is sized by one (checked: one of quantity or amount)."""
+    if order.amount is None:
+        if not order.quantity:
+            raise InvalidInput(
+                "Give quantity (how many shares, contracts or coins) or amount (how many "
+                "dollars to buy or sell for)."
+            )
+        return None
+    if order.quantity:
+        raise InvalidInput(
+            "Give quantity or amount, not both: quantity is how many to trade, amount how many "
+            "dollars."
+        )
+    amount = parse_decimal(order.amount.strip().removeprefix("$").replace(",", ""), "Amount")
+    if amount is None or amount <= 0:
+        raise InvalidInput("Amount must be more than zero: how many dollars, e.g. 500.")
+    if amount >= MAX_NUMBER:
+        raise InvalidInput(f"Amount is too large: it must be less than {MAX_NUMBER:,}.")
+    return amount
+
+
+def sized_by_amount(
+    request: OrderRequest, amount: Decimal, price: Decimal, adapter: BrokerAdapter
+) -> OrderRequest:
+    """``request`` for as many units as ``amount`` buys (or sells for) at ``price``, rounded
+    down: whole shares, unless the broker takes fractions of this one (crypto; at Alpaca a
+    stock's simple day buy, the only fractional order it takes that opens nothing short)."""
+    asset = request.asset_class
+    fractional = asset in adapter.capabilities.fractional and (
+        asset is not AssetClass.EQUITY
+        or (
+            request.side is Side.BUY
+            and request.time_in_force is TimeInForce.DAY
+            and request.bracket is None
+        )
+    )
+    unit = symbols.multiplier(request.symbol) * price
+    with localcontext(prec=60):
+        units = (amount / unit).quantize(Decimal("1e-8") if fractional else Decimal(1), ROUND_DOWN)
+    if units <= 0:
+        what = "share" if asset is AssetClass.EQUITY else "unit"
+        raise InvalidInput(
+            f"{money(amount)} does not {request.side.value} one {what} of {request.symbol} at "
+            f"about {price_text(price)}: raise the amount to at least {money(unit)}, or give "
+            "quantity."
+        )
+    # As build_request writes a typed quantity: "4", not "4.00000000".
+    whole = units == units.to_integral_value()
+    return dataclasses.replace(
+        request, quantity=units.quantize(Decimal(1)) if whole else units.normalize()
+    )
 
 
 def estimate_price(request: OrderRequest, quote: Quote) -> Decimal | None:

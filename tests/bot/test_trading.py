@@ -1190,3 +1190,28 @@ def test_counts_read_as_words() -> None:
 
     assert [f"{n} order{plural(n)}" for n in (0, 1, 2)] == ["0 orders", "1 order", "2 orders"]
     assert f"{Decimal(1)} share{plural(Decimal(1))}" == "1 share"
+
+
+@pytest.mark.parametrize(
+    ("side", "tif", "bracket", "quantity"),
+    [
+        ("buy", "day", False, "3.33333333"),  # Alpaca takes a fraction of a share here
+        ("sell", "day", False, "3"),  # a fractional sell may not be of shares held
+        ("buy", "gtc", False, "3"),  # fractions are day orders only
+        ("buy", "day", True, "3"),  # and never bracketed
+    ],
+)
+def test_an_amount_buys_a_fraction_of_a_share_only_where_alpaca_takes_one(
+    side: str, tif: str, bracket: bool, quantity: str
+) -> None:
+    from adapters.alpaca import AlpacaAdapter
+    from adapters.base import AdapterContext
+    from adapters.models import Bracket, OrderRequest, Side, TimeInForce
+    from bot.services.trading import sized_by_amount
+
+    request = OrderRequest("AAPL", Side(side), Decimal(1), time_in_force=TimeInForce(tif))
+    request.asset_class = AssetClass.EQUITY
+    if bracket:
+        request.bracket = Bracket(take_profit=Decimal(400))
+    sized = sized_by_amount(request, Decimal(1000), Decimal(300), AlpacaAdapter(AdapterContext()))
+    assert format(sized.quantity, "f") == quantity

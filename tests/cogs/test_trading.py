@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from adapters.paper.universe import equity_list
-from bot.models import IntentStatus
+from bot.models import IntentStatus, OrderIntent
 from bot.services.trading import HISTORY_LIMIT
 from bot.settings import Settings
 from cogs import ui
@@ -548,6 +548,54 @@ async def test_shared_balances_name_the_broker_not_the_connection(
     assert "alice's balances" in shared.text()
     private = await h.reply("alice", "balances")
     assert "Roth IRA" in private.text()
+
+
+async def test_trade_by_amount_sizes_the_order_from_dollars(tradecord: Harness) -> None:
+    """ "Buy $1,000 of AAPL": the quantity is what the amount buys at the estimate (the ask,
+    or the order's limit), rounded down to whole shares where the broker takes no fraction."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", amount="$1,000")
+    text = card.text()
+    assert "**BUY 4 AAPL** · market" in text, text
+    assert "💵 $1,000.00 buys 4 AAPL at the estimated price (whole shares: $199.60 not spent)." in (
+        text
+    )
+    done = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    assert "Filled: buy 4 AAPL at $200.00." in done.text(), done.text()
+    async with h.core.db.session() as s:
+        intent = await s.scalar(select(OrderIntent).order_by(OrderIntent.created_at.desc()))
+    assert intent is not None and intent.extra["amount"] == "1000"
+
+    limit = await preview(
+        h, "alice", symbol="AAPL", side="sell", amount="500", order_type="limit", limit_price="250"
+    )
+    assert "**SELL 2 AAPL** · limit" in limit.text(), limit.text()
+    assert "💵 $500.00 sells 2 AAPL at the estimated price." in limit.text()
+    h.core.simulated_feed.set_quote("BTCUSD", Decimal("49990"), Decimal("50000"))
+    btc = (await preview(h, "alice", symbol="BTCUSD", amount="1000")).text()
+    assert "**BUY 0.02 BTCUSD** · market" in btc and "not spent" not in btc, btc
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"amount": "100"}, "$100.00 does not buy one share of AAPL at about $200.10: raise the "),
+        ({"amount": "100", "quantity": "1"}, "Give quantity or amount, not both"),
+        ({}, "Give quantity (how many shares, contracts or coins) or amount (how many dollars"),
+        ({"amount": "0"}, "Amount must be more than zero: how many dollars, e.g. 500."),
+        ({"amount": "ten"}, "Amount"),
+        ({"amount": "5000", "symbol": "ESZ26"}, "ESZ26 trades in contracts: give quantity"),
+    ],
+)
+async def test_trade_by_amount_refuses_what_it_cannot_size(
+    tradecord: Harness, options: dict[str, str], message: str
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    refused = await h.reply("alice", "trade", **({"symbol": "AAPL", "side": "buy"} | options))
+    assert refused.ephemeral and message in refused.text(), refused.text()
+    assert await paper_orders(h) == 0
 
 
 async def test_quote_shows_bid_ask_last_and_spread(
