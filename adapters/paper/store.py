@@ -887,16 +887,7 @@ class Placement:
 
 _traded = aliased(PaperPosition)
 _POSITIONS_TO_PLACE = (
-    select(
-        _held.account_id,
-        _held.symbol,
-        _held.asset_class,
-        _held.multiplier,
-        _held.quantity,
-        _held.cost_basis,
-        _held.realized_pnl,
-        _traded,
-    )
+    select(*POSITION_COLUMNS, _traded)
     .outerjoin(
         _traded,
         and_(_traded.id == _held.id, _traded.symbol.in_(bindparam("symbols", expanding=True))),
