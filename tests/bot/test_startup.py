@@ -148,7 +148,7 @@ async def test_local_mode_driven_by_a_script(
     assert "Created Bob's EMA cross." in text
     assert "! quantity is given twice" in text
     # A misspelt option is named, not taken as part of the value before it ("1 qty:3").
-    assert "! unknown option qty; options: symbol, side, quantity, order_type" in text
+    assert "! unknown option qty; options: symbol, side, quantity, amount, order_type" in text
     assert "“1 qty:3” is not" not in text
     assert "**" not in text  # markdown shows as Discord shows it
     assert "/never-run" not in text.split("you> quit")[1]
