@@ -30,6 +30,7 @@ from adapters.symbols import asset_class_of
 from adapters.tradestation import TradeStationAdapter
 from bot.core import Core
 from bot.db import Database
+from bot.errors import InvalidInput
 from bot.models import (
     Connection,
     ConnectionAccount,
@@ -834,6 +835,34 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
             f"your buy 10 F at $10.45 (intent {out.intent.id[:8]}). P&L +$15.50 before fees."
         ]
         assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
+    finally:
+        await core.close()
+
+
+async def test_a_second_close_at_alpaca_beside_one_queued_for_the_open_is_refused(
+    settings: Settings, db: Database, alpaca: AlpacaEmulator
+) -> None:
+    """With Alpaca's market shut, a /close queues until the open (accepted there, the position
+    still held): a second /close is refused, the first found among Alpaca's open orders."""
+    core, _ = await _alpaca_core(settings, alpaca)
+    try:
+        alpaca.broker.close_market()
+        # The demo account's own AAPL.
+        first, _ = await core.trading.close_preview(MEMBER, "AAPL", None, "Alpaca", "paper")
+        held = first.position_quantity
+        assert held > 0 and first.request.quantity == held
+        sent = await core.trading.confirm(first.intent_id, MEMBER)
+        assert sent.ok and sent.intent.status == IntentStatus.ACCEPTED, sent.message
+        with pytest.raises(InvalidInput) as refused:
+            await core.trading.close_preview(MEMBER, "AAPL", None, "Alpaca", "paper")
+        assert (
+            "your earlier close of AAPL is still working at the broker and closes all of your "
+            f"{held:f} AAPL when filled"
+        ) in refused.value.user_message, refused.value.user_message
+        # /quote reads Alpaca's own quote.
+        _, source, quote = await core.trading.quote(MEMBER, "msft", "Alpaca", "paper")
+        assert (source, quote.symbol, quote.simulated) == ("Alpaca", "MSFT", False)
+        assert 0 < quote.bid <= quote.ask
     finally:
         await core.close()
 
