@@ -233,6 +233,26 @@ class AlpacaAdapter(HttpBrokerAdapter):
 
     # -- checks Alpaca adds to the shared ones -------------------------------------------------
 
+    def fraction_allowed(
+        self,
+        asset: AssetClass,
+        side: Side,
+        time_in_force: TimeInForce | None,
+        *,
+        bracket: bool,
+        exiting: bool,
+    ) -> bool:
+        if asset is not AssetClass.EQUITY:
+            return super().fraction_allowed(
+                asset, side, time_in_force, bracket=bracket, exiting=exiting
+            )
+        # Fractional shares: simple day orders only (check_order), and never a short: a buy
+        # that opens or adds, or a sell of shares held. A cover, a bracket or a GTC order must
+        # be whole shares.
+        if time_in_force not in (None, TimeInForce.DAY) or bracket:
+            return False
+        return side is Side.SELL if exiting else side is Side.BUY
+
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         super().check_order(account, request)
         asset = request.asset_class

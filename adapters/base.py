@@ -47,6 +47,7 @@ from adapters.models import (
     OrderUpdate,
     Position,
     Quote,
+    Side,
     SubmissionHint,
     TimeInForce,
 )
@@ -336,6 +337,21 @@ class BrokerAdapter(ABC):
         match however the member typed it. Brokers that canonicalise (the paper broker:
         ``BRK-B`` → ``BRK.B``, ``BTC/USD`` → ``BTCUSD``, ``@ES`` → ``/ES``) override this."""
         return symbols.normalize(symbol)
+
+    def fraction_allowed(
+        self,
+        asset: AssetClass,
+        side: Side,
+        time_in_force: TimeInForce | None,
+        *,
+        bracket: bool,
+        exiting: bool,
+    ) -> bool:
+        """Whether an order on these terms may be for a fraction of a unit here, so a sizing
+        (a signal's, /trade's amount) rounds to whole units only where it must. ``exiting``:
+        it closes a position held. By the capabilities; a broker with rules of its own for
+        fractions (Alpaca's shares) overrides this."""
+        return asset in self.capabilities.fractional
 
     def keeps_exchange_hours(self) -> bool:
         """Whether orders here wait for the exchange's sessions, as at every real broker (a

@@ -48,7 +48,6 @@ from adapters.models import (
     OrderType,
     Position,
     Side,
-    TimeInForce,
     mask_account,
 )
 from bot import signal_format
@@ -1015,9 +1014,11 @@ class SignalService:
             price = ctx.sized_at = await self._price(ctx, adapter, side)
             units = amount / (price * symbols.multiplier(sig.ticker))
         asset = symbols.asset_class_of(sig.ticker)
-        places = 8 if asset in adapter.capabilities.fractional else 0
-        if asset is AssetClass.EQUITY and not _fraction_allowed(sig, side, exiting):
-            places = 0
+        bracket = not exiting and bool(sig.take_profit or sig.stop_loss)
+        fraction = adapter.fraction_allowed(
+            asset, side, sig.time_in_force, bracket=bracket, exiting=exiting
+        )
+        places = 8 if fraction else 0
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
             words = kind.value.replace("_", " ")
@@ -1778,18 +1779,6 @@ def _body_text(body: bytes) -> str:
 
 def _direction(sentiment: Sentiment | None) -> int:
     return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
-
-
-def _fraction_allowed(sig: Signal, side: Side, exiting: bool) -> bool:
-    """Whether an equity order may take a fraction of a share at a broker that has them: as
-    Alpaca does, only a simple day order that buys (an entry) or sells shares held (an exit
-    from a long). A short, a cover, a bracket or a gtc order must be whole shares, or every
-    such signal would be refused."""
-    if sig.time_in_force not in (None, TimeInForce.DAY):
-        return False
-    if exiting:
-        return side is Side.SELL
-    return side is Side.BUY and not (sig.take_profit or sig.stop_loss)
 
 
 def _sizes_position(ctx: ExecContext) -> bool:

@@ -2702,16 +2702,16 @@ def sized_by_amount(
     request: OrderRequest, amount: Decimal, price: Decimal, adapter: BrokerAdapter
 ) -> OrderRequest:
     """``request`` for as many units as ``amount`` buys (or sells for) at ``price``, rounded
-    down: whole shares, unless the broker takes fractions of this one (crypto; at Alpaca a
-    stock's simple day buy, the only fractional order it takes that opens nothing short)."""
+    down: whole units, unless the broker takes a fraction of one for this order (crypto; at
+    Alpaca a stock's simple day buy)."""
     asset = request.asset_class
-    fractional = asset in adapter.capabilities.fractional and (
-        asset is not AssetClass.EQUITY
-        or (
-            request.side is Side.BUY
-            and request.time_in_force is TimeInForce.DAY
-            and request.bracket is None
-        )
+    assert asset is not None  # build_request set it
+    fractional = adapter.fraction_allowed(
+        asset,
+        request.side,
+        request.time_in_force,
+        bracket=request.bracket is not None,
+        exiting=False,  # a sell by amount is not known to close a position: whole shares
     )
     unit = symbols.multiplier(request.symbol) * price
     with localcontext(prec=60):

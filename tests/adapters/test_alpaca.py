@@ -1088,3 +1088,28 @@ async def test_every_verb_conforms_to_the_spec(http: aiohttp.ClientSession) -> N
         assert harness.emulator.spec_violations == []
     finally:
         await harness.close()
+
+
+@pytest.mark.parametrize(
+    ("asset", "side", "tif", "bracket", "exiting", "allowed"),
+    [
+        ("us_equity", "buy", "day", False, False, True),  # a simple day buy
+        ("us_equity", "sell", "day", False, True, True),  # a sell of shares held
+        ("us_equity", "sell", "day", False, False, False),  # would sell short
+        ("us_equity", "buy", "day", False, True, False),  # a cover of a (whole) short
+        ("us_equity", "buy", "gtc", False, False, False),  # fractions are day orders only
+        ("us_equity", "buy", "day", True, False, False),  # and never bracketed
+        ("crypto", "sell", "gtc", False, False, True),  # crypto: always
+    ],
+)
+def test_which_orders_alpaca_takes_a_fraction_of_a_unit_for(
+    asset: str, side: str, tif: str, bracket: bool, exiting: bool, allowed: bool
+) -> None:
+    from adapters.models import AssetClass, Side, TimeInForce
+
+    cls = AssetClass.EQUITY if asset == "us_equity" else AssetClass.CRYPTO
+    adapter = AlpacaAdapter(AdapterContext())
+    got = adapter.fraction_allowed(
+        cls, Side(side), TimeInForce(tif), bracket=bracket, exiting=exiting
+    )
+    assert got is allowed
