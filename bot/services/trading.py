@@ -744,7 +744,7 @@ class TradingService:
                 adapter.fetch_position(target.ref, canonical),
                 adapter.fetch_open_orders(target.ref),
             )
-            already: list[Order] = []
+            already = Closing()
             if position is not None and position.quantity != 0:
                 already = await self._closing_already(
                     None, target, adapter, position.symbol, orders
@@ -765,7 +765,7 @@ class TradingService:
                 f"closes at most that. Leave quantity out to close all of it; to go "
                 f"{'short' if position.quantity > 0 else 'long'} as well, use /trade."
             )
-        if (wanted or held) > held - closing_sum(already):
+        if (wanted or held) > held - already.quantity:
             raise InvalidInput(
                 "Nothing was prepared: "
                 + closing_already_text(already, position.quantity, position.symbol)
@@ -1131,7 +1131,7 @@ class TradingService:
                     f"Not sent: {what} closes a position, and the broker did not answer when "
                     "asked which of your orders are still working. Try again in a moment.",
                 ), adapter
-            if intent.quantity <= abs(held) - closing_sum(already):
+            if intent.quantity <= abs(held) - already.quantity:
                 return None, adapter
             return Refusal(
                 "position-closing",
@@ -1153,44 +1153,58 @@ class TradingService:
         adapter: BrokerAdapter,
         symbol: str,
         orders: Sequence[Order] | None = None,
-    ) -> list[Order]:
-        """The member's other closes (/close, /flatten) of the position in ``symbol`` that were
-        sent and still work at the broker. At a shut market a close rests until the open with
-        the position still held, so a second close passes the position check; when both fill,
-        the second opens the other side. ``orders``: the open orders, if just read (else the
-        broker is asked, only when such a close was sent)."""
-        sent = (
-            IntentStatus.SUBMITTED,
-            IntentStatus.ACCEPTED,
-            IntentStatus.PARTIALLY_FILLED,
-            IntentStatus.UNKNOWN,
-        )
+    ) -> Closing:
+        """The member's other closes (/close, /flatten) of the position in ``symbol``.
+
+        Working at the broker: at a shut market a close rests until the open with the position
+        still held, so a second close passes the position check; when both fill, the second
+        opens the other side. Being sent: confirmed (or sent) but not yet answered by the
+        broker, so neither in its open orders nor in the position; two Confirms a moment apart
+        would both pass. Of two confirmed together, the one confirmed first counts for the
+        other, never both ways: exactly one goes. ``orders``: the open orders, if just read
+        (else the broker is asked, only when such a close was sent)."""
+        now = self.clock()
         async with self.core.db.session() as s:
-            rows = await s.execute(
-                select(
-                    OrderIntent.client_order_id, OrderIntent.broker_order_id, OrderIntent.extra
-                ).where(
-                    OrderIntent.connection_id == target.connection.id,
-                    OrderIntent.account_id == target.account.account_id,
-                    OrderIntent.symbol == symbol,
-                    OrderIntent.status.in_(sent),
-                    OrderIntent.id != (intent_id or ""),
+            rows = (
+                await s.execute(
+                    select(
+                        OrderIntent.id,
+                        OrderIntent.status,
+                        OrderIntent.client_order_id,
+                        OrderIntent.broker_order_id,
+                        OrderIntent.quantity,
+                        OrderIntent.updated_at,
+                        OrderIntent.extra,
+                    ).where(
+                        OrderIntent.connection_id == target.connection.id,
+                        OrderIntent.account_id == target.account.account_id,
+                        OrderIntent.symbol == symbol,
+                        OrderIntent.status.in_(CLOSING_STATUSES),
+                    )
                 )
-            )
-            ids = {
-                i
-                for client_id, broker_id, extra in rows
-                if extra.get("close_only") is True
-                for i in (client_id, broker_id)
-                if i is not None
-            }
-        if not ids:
-            return []
-        if orders is None:
-            orders = await adapter.fetch_open_orders(target.ref)
-        return [
-            o for o in orders if o.symbol == symbol and (o.id in ids or o.client_order_id in ids)
+            ).all()
+        mine = next((r for r in rows if r.id == intent_id), None)
+        others = [r for r in rows if r.id != intent_id and r.extra.get("close_only") is True]
+        sent = [r for r in others if r.status != IntentStatus.PENDING]
+        ids = {i for r in sent for i in (r.client_order_id, r.broker_order_id) if i is not None}
+        working: list[Order] = []
+        if ids:
+            if orders is None:
+                orders = await adapter.fetch_open_orders(target.ref)
+            working = [
+                o
+                for o in orders
+                if o.symbol == symbol and (o.id in ids or o.client_order_id in ids)
+            ]
+        seen = {i for o in working for i in (o.id, o.client_order_id)}
+        sending = [
+            r.quantity
+            for r in others
+            if r.client_order_id not in seen
+            and (r.broker_order_id is None or r.broker_order_id not in seen)
+            and _in_flight(r.status, r.updated_at, r.id, now, mine)
         ]
+        return Closing(working, sending)
 
     async def _check_early(
         self, intent: OrderIntent, target: Target, adapter: BrokerAdapter
@@ -2814,27 +2828,77 @@ async def _market_opens_at(asset: AssetClass | None, now: datetime) -> datetime 
         return None
 
 
-def closing_sum(closes: Iterable[Order]) -> Decimal:
-    return sum((o.remaining_quantity for o in closes), Decimal(0))
+# Statuses of a close that may still take the position: being sent, or sent and working.
+CLOSING_STATUSES = (
+    IntentStatus.PENDING,
+    IntentStatus.SUBMITTED,
+    IntentStatus.ACCEPTED,
+    IntentStatus.PARTIALLY_FILLED,
+    IntentStatus.UNKNOWN,
+)
 
 
-def closing_already_text(already: Sequence[Order], held: Decimal, symbol: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """A member's closes of one position that may still take it: ``working`` at the broker
+    (their open orders), and the quantities of those ``sending`` (no broker answer yet)."""
+
+    working: list[Order] = field(default_factory=list)
+    sending: list[Decimal] = field(default_factory=list)
+
+    @property
+    def quantity(self) -> Decimal:
+        return sum((o.remaining_quantity for o in self.working), sum(self.sending, Decimal(0)))
+
+    def __bool__(self) -> bool:
+        return bool(self.working or self.sending)
+
+
+def _in_flight(
+    status: str, updated_at: datetime, intent_id: str, now: datetime, mine: Any | None
+) -> bool:
+    """Whether another close not among the open orders is still on its way to the broker.
+    A sent one is, until its send has ended one way or the other; a confirmed one not yet sent,
+    for as long as it may be sent, if it was confirmed before this one (``mine``): of two
+    confirmed together each sees the other, and exactly one of them must give way."""
+    if status == IntentStatus.SUBMITTED:
+        return now - updated_at < SEND_SETTLED_AFTER
+    if status != IntentStatus.PENDING or now - updated_at >= PENDING_SEND_LIMIT:
+        return False
+    if mine is None or mine.status != IntentStatus.PENDING:
+        return True  # a preview, or this one is past its own check
+    return (updated_at, intent_id) < (mine.updated_at, mine.id)
+
+
+def closing_already_text(already: Closing, held: Decimal, symbol: str) -> str:
     """Why a close is refused while the member's earlier closes (``already``) of the
-    position ``held`` still work, and what to do."""
-    one = len(already) == 1
+    position ``held`` still work or are being sent, and what to do."""
+    n = len(already.working) + len(already.sending)
+    one = n == 1
     them = "it" if one else "them"
-    left = abs(held) - closing_sum(already)
+    left = abs(held) - already.quantity
     if left <= 0:
         told = f"all of your {qty(abs(held))} {symbol}"
         then = f"/orders lists {them}; cancel {them} with /cancel order to close another way."
     else:
-        told = f"{qty(closing_sum(already))} of your {qty(abs(held))} {symbol}"
+        told = f"{qty(already.quantity)} of your {qty(abs(held))} {symbol}"
         then = f"/close {symbol} quantity:{left.normalize():f} closes the rest."
+    earlier = f"your earlier {'close' if one else f'{n} closes'} of {symbol}"
+    if not already.sending:
+        return (
+            f"{earlier} {'is' if one else 'are'} still working at the broker and close"
+            f"{'s' if one else ''} {told} when filled (a market order placed while the market "
+            f"is shut waits for the open). {then}"
+        )
+    where = (
+        "being sent to the broker right now"
+        if not already.working
+        else "working at the broker or being sent to it right now"
+    )
     return (
-        f"your earlier {'close' if one else f'{len(already)} closes'} of {symbol} "
-        f"{'is' if one else 'are'} still working at the broker and close"
-        f"{'s' if one else ''} {told} when filled (a market order placed while the market is "
-        f"shut waits for the open). {then}"
+        f"{earlier} {'is' if one else 'are'} {where} and close{'s' if one else ''} {told} "
+        f"when filled. Wait a moment for the broker's answer: /orders shows what is still "
+        f"working. {then}"
     )
 
 

@@ -1266,6 +1266,40 @@ async def test_a_second_close_beside_one_waiting_for_the_open_is_refused(
         assert await paper_orders(h) == orders + 1
 
 
+async def test_two_closes_confirmed_together_send_one(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two /close cards of one position, both confirmed while the broker has not yet answered
+    the first: neither order is among the open orders or in the position yet, so each would
+    pass the other's check and the two would sell it twice (a short). Exactly one is sent."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10")
+    alice = h.user("alice")
+    first = await h.reply("alice", "close", symbol="AAPL")
+    second = await h.reply("alice", "close", symbol="AAPL")
+    real = PaperBroker.create_order
+
+    async def slow(self: PaperBroker, *args: object, **kwargs: object) -> object:
+        await asyncio.sleep(0.3)  # a broker's round trip: both checks run meanwhile
+        return await real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PaperBroker, "create_order", slow)
+    orders = await paper_orders(h)
+    pressed = await asyncio.gather(
+        h.emu.click(alice, first, label="Confirm"), h.emu.click(alice, second, label="Confirm")
+    )
+    results = [(await p.message(timeout=10)).text() for p in pressed]
+    assert await paper_orders(h) == orders + 1
+    refused = [r for r in results if "Not sent" in r]
+    assert len(refused) == 1, results
+    assert (
+        "Not sent: sell 10 AAPL would no longer only close your position: your earlier close of "
+        "AAPL is being sent to the broker right now and closes all of your 10 AAPL when filled."
+    ) in refused[0], refused[0]
+    assert "No open positions" in (await h.reply("alice", "positions")).text()
+
+
 async def test_flatten_cancels_the_orders_then_closes_every_position(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
