@@ -6,6 +6,8 @@ Secrets live only in ``credentials`` and only as vault envelopes.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -44,6 +46,27 @@ class Base(DeclarativeBase):
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def time_ordered_uuid() -> str:
+    """A UUID version 7 (RFC 9562): the Unix time in milliseconds, then 74 random bits.
+
+    For rows written on the webhook's hot path: ids that grow with time are added at the end
+    of their index, so the signals written together touch the same few pages instead of one
+    random page each (a quarter of the acknowledgement's commit time at SQLite). The random
+    part is the id's end: that is what messages show (``short_id``)."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (1 << 48) - 1) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (1 << 62) - 1
+    return str(uuid.UUID(int=value))
+
+
+def short_id(signal_id: str) -> str:
+    """The 8 characters messages show of a signal's id: its random end (``time_ordered_uuid``
+    ids of one minute share their start). /signal show takes it, or the start of an older
+    id, as messages before time-ordered ids showed."""
+    return signal_id[-8:]
 
 
 class Member(Base):

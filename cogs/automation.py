@@ -18,6 +18,7 @@ from bot.automation_models import SignalStatus
 from bot.client import Tradecord, report_error
 from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from bot.models import short_id
 from bot.services.limits import describe_limit, without_thousands
 from bot.services.notify import closed_card
 from bot.services.signal_report import Phase, SignalReport
@@ -748,7 +749,7 @@ class Automation(commands.Cog):
             code = report.message_code
             head.append(f"{code}: {report.message}" if report.message else code)
         embed = discord.Embed(
-            title=f"Signal {report.signal_id[:8]} · {report.strategy_name}"[:256],
+            title=f"Signal {short_id(report.signal_id)} · {report.strategy_name}"[:256],
             description="\n".join(head)[:4096],
             colour=BLURPLE,
         )

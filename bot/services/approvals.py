@@ -25,7 +25,7 @@ from bot.automation_models import (
 )
 from bot.components import approval_buttons
 from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
-from bot.models import Connection, IntentStatus, Member, OrderIntent
+from bot.models import Connection, IntentStatus, Member, OrderIntent, short_id
 from bot.services.connections import Target
 from bot.services.notify import buttons_of
 from bot.services.signal_plans import ExecContext, Plan, Result
@@ -305,7 +305,7 @@ class Approvals:
         }.get(
             status or "",
             f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
-            f"/signal show `{signal_id[:8]}` has every step.",
+            f"/signal show `{short_id(signal_id)}` has every step.",
         )
 
     async def _close_approval(
@@ -367,7 +367,7 @@ class Approvals:
             what = f"**{plain(name)}** " if name else ""
             what += f"{'; '.join(asked)}: " if asked else ""
             await self.signals.alerts.dm(
-                discord_id, f"🕓 {what}{reason} (signal `{ex.signal_id[:8]}`)"
+                discord_id, f"🕓 {what}{reason} (signal `{short_id(ex.signal_id)}`)"
             )
         if discord_id is not None and card is not None and self.core.notifier is not None:
             # The card names any of the drafts (approval_buttons); a press on buttons left in

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from adapters import symbols
 from bot.automation_models import ExecutionStatus, ReceivedSignal, Strategy
 from bot.components import approval_buttons
-from bot.models import IntentStatus, OrderIntent
+from bot.models import IntentStatus, OrderIntent, short_id
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.signal_plans import ExecContext, Plan, Result
 from bot.services.trading import describe_intent, fill_price, intent_terms, money, price_text, qty
@@ -198,7 +198,7 @@ class SignalAlerts:
             parts.append("test, nothing will be placed")
         text = (
             f"📡 **{plain(strategy.name)}** signal received: {' · '.join(parts)} "
-            f"(`{record.id[:8]}`)"
+            f"(`{short_id(record.id)}`)"
         )
         await self._to_channel(
             strategy.guild_id, strategy.id, strategy.name, channel_id, [text], "a signal"

@@ -107,9 +107,10 @@ class SignalReports:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def _signal_by_prefix(self, s: AsyncSession, prefix: str, member_id: int) -> str | None:
-        """The one signal whose id starts with ``prefix`` that the member may see (its
-        strategy's owner, or a subscriber it ran for); None if none; refused if several."""
+    async def _signal_by_short_id(self, s: AsyncSession, part: str, member_id: int) -> str | None:
+        """The one signal whose id ends with ``part`` (as messages show it), or starts with it
+        (as they did before time-ordered ids), that the member may see (its strategy's owner,
+        or a subscriber it ran for); None if none; refused if several."""
         mine = select(SignalExecution.id).where(
             SignalExecution.signal_id == ReceivedSignal.id,
             SignalExecution.member_id == member_id,
@@ -118,14 +119,17 @@ class SignalReports:
             await s.scalars(
                 select(ReceivedSignal.id)
                 .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-                .where(ReceivedSignal.id.startswith(prefix, autoescape=True))
+                .where(
+                    ReceivedSignal.id.endswith(part, autoescape=True)
+                    | ReceivedSignal.id.startswith(part, autoescape=True)
+                )
                 .where((Strategy.owner_member_id == member_id) | mine.exists())
                 .limit(2)
             )
         )
         if len(ids) > 1:
             raise InvalidInput(
-                f"More than one of your signals starts with {prefix}: give the full id, from "
+                f"More than one of your signals has {part} in its id: give the full id, from "
                 "the signal's DM or the webhook's answer."
             )
         return ids[0] if ids else None
@@ -141,7 +145,7 @@ class SignalReports:
         async with self.core.db.session() as s:
             if SHORT_ID.fullmatch(wanted):
                 # The 8-character id the alerts, DMs and this report's title show.
-                wanted = await self._signal_by_prefix(s, wanted, member_id) or wanted
+                wanted = await self._signal_by_short_id(s, wanted, member_id) or wanted
             row = (
                 await s.execute(
                     select(ReceivedSignal, Strategy)

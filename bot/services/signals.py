@@ -72,7 +72,8 @@ from bot.models import (
     IntentStatus,
     Member,
     OrderIntent,
-    new_uuid,
+    short_id,
+    time_ordered_uuid,
 )
 from bot.services.acks import AckStore, RateLimited
 from bot.services.approvals import (
@@ -188,7 +189,7 @@ class SignalService:
         signal = parsed if isinstance(parsed, Signal) else None
         valid = signal if refusal is None else None
         validated = self.clock()
-        signal_id = new_uuid()
+        signal_id = time_ordered_uuid()
         record = valid.to_record() if valid else None
         # The answer's echo is built before the commit: nothing may fail after a stored
         # signal and answer 500, which the sender would retry.
@@ -418,7 +419,7 @@ class SignalService:
         )
         skipped = sum(reasons.values())
         why = ", ".join(code if n == 1 else f"{code} ×{n}" for code, n in sorted(reasons.items()))
-        steps = f"/signal show `{signal_id[:8]}` has every step."
+        steps = f"/signal show `{short_id(signal_id)}` has every step."
         if not asked:
             return (
                 f"⏭️ No order placed · {skipped} subscriber{plural(skipped)} skipped this "
@@ -1730,7 +1731,7 @@ class SignalService:
             name = await s.scalar(
                 select(Strategy.name).where(Strategy.id == extra.get("strategy_id"))
             )
-        short = str(extra["signal_id"])[:8]
+        short = short_id(str(extra["signal_id"]))
         return Origin(
             f" · **{plain(name)}**" if name else "",
             f"\nSignal `{short}` · /signal show for every step.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -147,7 +148,7 @@ async def test_manual_approval_card(tradecord: Harness) -> None:
     assert await paper_orders(h) == 0
     # Before: /signal show said "Waiting for approval: buy 2 MSFT", not where nor by when.
     await signal_done(h, str(body["id"]))
-    shown = (await h.reply("bob", "signal show", id=str(body["id"])[:8])).text()
+    shown = (await h.reply("bob", "signal show", id=str(body["id"])[-8:])).text()
     assert re.search(
         r"Waiting for your approval: buy 2 MSFT\. Approve or Reject it on the card in your DMs "
         r"before it expires <t:\d+:R>; after that nothing is placed\.",
@@ -693,13 +694,37 @@ async def test_signal_show_takes_the_short_id_the_alerts_show(tradecord: Harness
     await h.reply("alice", "subscribe", strategy="Short", sizing="fixed_quantity", sizing_value="1")
     _, body = await post(url, {"ticker": "AAPL", "action": "buy"})
     await dm_to(h, "alice", "buy 1 AAPL")
-    short = str(body["id"])[:8]
+    short = str(body["id"])[-8:]
     for typed in (short, short.upper()):
         report = await h.reply("alice", "signal show", id=typed)
         assert f"Signal {short}" in report.text(), report.text()
     # Someone who can see nothing of it is told so, as for a full id.
     other = await h.reply("bob", "signal show", id=short)
     assert "No signal with that id that you can see" in other.text(), other.text()
+
+
+async def test_signals_of_one_minute_have_their_own_short_ids_and_old_ids_still_resolve(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signal ids grow with time (their start is the minute), so messages show their random
+    end. A signal stored before that, its id random throughout, is still found by the start
+    its messages showed."""
+    h = tradecord
+    url = await create_strategy(h, "alice", "Ids")
+    first, second = [
+        (await post(url, {"ticker": "AAPL", "action": "buy", "extras": {"n": n}}))[1]
+        for n in (1, 2)
+    ]
+    ids = [str(first["id"]), str(second["id"])]
+    assert ids[0][-8:] != ids[1][-8:], ids
+    for full in ids:
+        report = await h.reply("alice", "signal show", id=full[-8:])
+        assert f"Signal {full[-8:]}" in report.text(), report.text()
+    monkeypatch.setattr("bot.services.signals.time_ordered_uuid", lambda: str(uuid.uuid4()))
+    _, old = await post(url, {"ticker": "AAPL", "action": "buy", "extras": {"n": 3}})
+    start = str(old["id"])[:8]
+    report = await h.reply("alice", "signal show", id=start)
+    assert f"Signal {str(old['id'])[-8:]}" in report.text(), report.text()
 
 
 async def test_an_approval_card_shows_the_price_of_a_limit_signal(tradecord: Harness) -> None:

@@ -278,7 +278,7 @@ async def test_an_order_a_dead_worker_sent_is_followed_at_the_old_account(
         # Which strategy's order it is, and which signal (the result DM was long before).
         assert len(news) == 1, news
         assert f"Live order update · **NQ breakout**: {word}: buy 2 MSFT" in news[0], news
-        assert news[0].endswith(f"\nSignal `{signal_id[:8]}` · /signal show for every step.")
+        assert news[0].endswith(f"\nSignal `{signal_id[-8:]}` · /signal show for every step.")
         assert len(ts.world.orders) == 1
     finally:
         await second.close()

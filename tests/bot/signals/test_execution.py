@@ -944,7 +944,7 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     ), dm.content
     assert "P&L -$" in (dm.content or "") and " before fees." in (dm.content or "")  # a loss
     assert (dm.content or "").endswith(
-        f"\nSignal `{ex.signal_id[:8]}` · /signal show for every step."
+        f"\nSignal `{ex.signal_id[-8:]}` · /signal show for every step."
     ), dm.content
     post = notifier(core).posts[-1][1].content or ""
     assert post.endswith("🎯 Stop-loss filled · A subscriber (paper): sell 1 AAPL at $195.10")
@@ -1076,7 +1076,7 @@ async def test_a_bracketed_entry_that_expires_unfilled_says_its_exits_went_with_
     assert dm.content == (
         "📝 Paper order update · **NQ breakout**: Expired: buy 1 AAPL. Its exits (take-profit "
         "$157.50 · stop-loss $146.00) were never placed.\n"
-        f"Signal `{intent.extra['signal_id'][:8]}` · /signal show for every step."
+        f"Signal `{intent.extra['signal_id'][-8:]}` · /signal show for every step."
     )
 
 
@@ -1099,7 +1099,7 @@ async def test_a_later_update_of_a_signals_order_names_its_strategy_and_signal(
     assert uid == OWNER
     assert dm.content == (
         "📝 Paper order update · **Swing**: Filled: buy 1 AAPL at $149.25. · simulated prices\n"
-        f"Signal `{ex.signal_id[:8]}` · /signal show for every step."
+        f"Signal `{ex.signal_id[-8:]}` · /signal show for every step."
     )
     # An order placed by hand says nothing of strategies.
     await rest(core, OWNER, "buy", OrderType.LIMIT, "140", "by hand")
@@ -1320,7 +1320,7 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
     with pytest.raises(Conflict) as after:
         await core.signals.reject(draft.id, ALICE)
     assert after.value.user_message == (
-        f"This signal was already handled: it is filled. /signal show `{ex.signal_id[:8]}` has "
+        f"This signal was already handled: it is filled. /signal show `{ex.signal_id[-8:]}` has "
         "every step."
     )
     assert sides_and_quantities(await orders(core)) == [("buy", 2)]
@@ -1447,7 +1447,7 @@ async def test_an_expired_approval_places_nothing(core: Core, clock: FakeClock) 
     told = [m.content or "" for uid, m in notifier(core).dms if uid == ALICE][-1]
     assert told == (
         f"🕓 **NQ breakout** buy 2 AAPL: The approval expired; nothing was placed. "
-        f"(signal `{ex.signal_id[:8]}`)"
+        f"(signal `{ex.signal_id[-8:]}`)"
     )
     # The card that asked loses its Approve and Reject and says why.
     dms = [m for uid, m in notifier(core).dms if uid == ALICE]
@@ -1690,7 +1690,7 @@ async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core
     assert posts[1] == (
         "**NQ breakout** ⏭️ No order placed · 3 subscribers skipped this signal "
         "(already-in-position ×2, side-not-allowed). Each subscriber's DM says why; "
-        f"/signal show `{ack.body['id'][:8]}` has every step."
+        f"/signal show `{ack.body['id'][-8:]}` has every step."
     )
     account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
     assert "Alice" not in posts[1] and account not in posts[1]
@@ -1732,7 +1732,7 @@ async def test_a_signal_waiting_for_approval_says_so_in_the_channel(core: Core) 
     assert len(posts) == 2, posts
     assert posts[1] == (
         "**NQ breakout** 🕓 No order placed yet · 1 subscriber was asked to approve this signal "
-        f"in a DM; 1 skipped it (side-not-allowed). /signal show `{ack.body['id'][:8]}` has "
+        f"in a DM; 1 skipped it (side-not-allowed). /signal show `{ack.body['id'][-8:]}` has "
         "every step."
     )
 
