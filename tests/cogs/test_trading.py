@@ -1266,6 +1266,17 @@ async def test_a_second_close_beside_one_waiting_for_the_open_is_refused(
         assert await paper_orders(h) == orders + 1
 
 
+async def _closes_with(h: Harness, status: str, count: int) -> None:
+    """Wait until ``count`` close intents are in ``status``."""
+    for _ in range(500):
+        async with h.core.db.session() as s:
+            rows = await s.scalars(select(OrderIntent).where(OrderIntent.status == status))
+            if sum(i.extra.get("close_only") is True for i in rows) >= count:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no {count} close intents {status}")
+
+
 async def test_two_closes_confirmed_together_send_one(
     tradecord: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1279,16 +1290,17 @@ async def test_two_closes_confirmed_together_send_one(
     first = await h.reply("alice", "close", symbol="AAPL")
     second = await h.reply("alice", "close", symbol="AAPL")
     real = PaperBroker.create_order
+    answer = asyncio.Event()  # the broker's answer to an order, held back until set
 
     async def slow(self: PaperBroker, *args: object, **kwargs: object) -> object:
-        await asyncio.sleep(0.3)  # a broker's round trip: both checks run meanwhile
+        await answer.wait()
         return await real(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(PaperBroker, "create_order", slow)
     orders = await paper_orders(h)
-    pressed = await asyncio.gather(
-        h.emu.click(alice, first, label="Confirm"), h.emu.click(alice, second, label="Confirm")
-    )
+    pressed = [await h.emu.click(alice, card, label="Confirm") for card in (first, second)]
+    await _closes_with(h, IntentStatus.FAILED, 1)  # one is refused before the broker answers
+    answer.set()
     results = [(await p.message(timeout=10)).text() for p in pressed]
     assert await paper_orders(h) == orders + 1
     refused = [r for r in results if "Not sent" in r]
@@ -1298,6 +1310,20 @@ async def test_two_closes_confirmed_together_send_one(
         "AAPL is being sent to the broker right now and closes all of your 10 AAPL when filled."
     ) in refused[0], refused[0]
     assert "No open positions" in (await h.reply("alice", "positions")).text()
+    # While a close is on its way, /close prepares nothing and says why.
+    await buy(h, "AAPL", "10")
+    answer.clear()
+    card = await h.reply("alice", "close", symbol="AAPL", quantity="4")
+    sending = await h.emu.click(alice, card, label="Confirm")
+    await _closes_with(h, IntentStatus.SUBMITTED, 1)
+    meanwhile = (await h.reply("alice", "close", symbol="AAPL")).text()
+    assert (
+        "Nothing was prepared: your earlier close of AAPL is being sent to the broker right now "
+        "and closes 4 of your 10 AAPL when filled. Wait a moment for the broker's answer: "
+        "/orders shows what is still working. /close AAPL quantity:6 closes the rest."
+    ) in meanwhile, meanwhile
+    answer.set()
+    assert "Filled" in (await sending.message(timeout=10)).text()
 
 
 async def test_flatten_cancels_the_orders_then_closes_every_position(tradecord: Harness) -> None:
