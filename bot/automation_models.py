@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -98,6 +99,12 @@ class Subscription(Base):
     approval_ttl_seconds: Mapped[int] = mapped_column(Integer, default=300)
     # TradersPost's deprecated "max strategy positions": every open position counts.
     max_positions: Mapped[int | None] = mapped_column(Integer)
+    # TradersPost's "Subtract exit quantity from signal quantity": a reversal (long 5, sell 10)
+    # exits the position and enters only the rest (short 5), as a TradingView strategy's
+    # reversal alert sends the exit and the entry as one quantity.
+    subtract_exit_quantity: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -73,8 +73,15 @@ SIDES_TEXT = {
 }
 
 
-def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | None]:
-    """A subscription's sizing, sides, approval and max positions (None: no max) in words."""
+# What setting_words says for a setting left off (None there), in a list of changes.
+SETTING_OFF = (None, None, None, "no max positions", "reversals enter the whole signal quantity")
+
+
+def setting_words(
+    settings: SubscriptionSettings,
+) -> tuple[str, str, str, str | None, str | None]:
+    """A subscription's sizing, sides, approval, max positions and reversal sizing in words
+    (None: a setting left off, not said)."""
     return (
         sizing_text(settings.sizing.value, settings.sizing_value),
         SIDES_TEXT[settings.sides.value],
@@ -85,6 +92,9 @@ def setting_words(settings: SubscriptionSettings) -> tuple[str, str, str, str | 
         else "orders are sent automatically",
         f"at most {settings.max_positions} open position{plural(settings.max_positions)}"
         if settings.max_positions
+        else None,
+        "a reversal enters the signal's quantity less what it exited"
+        if settings.subtract_exit_quantity
         else None,
     )
 
@@ -99,8 +109,10 @@ def _duration(seconds: int) -> str:
 
 def subscription_changes(before: SubscriptionInfo, after: SubscriptionInfo) -> list[str]:
     """What subscribing again changed: "old → new" per setting, and a resume."""
-    words = zip(setting_words(before.settings), setting_words(after.settings), strict=True)
-    changes = [f"{a or 'no max positions'} → {b or 'no max positions'}" for a, b in words if a != b]
+    words = zip(
+        setting_words(before.settings), setting_words(after.settings), SETTING_OFF, strict=True
+    )
+    changes = [f"{a or off} → {b or off}" for a, b, off in words if a != b]
     if not before.enabled and after.enabled:
         changes.append("resumed (it was paused)")
     return changes
@@ -207,7 +219,8 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             sub.mode,
             SIZING_SHORT[sub.settings.sizing.value].format(
                 sizing_amount(sub.settings.sizing, sub.settings.sizing_value)
-            ),
+            )
+            + (" − exit" if sub.settings.subtract_exit_quantity else ""),
             sub.settings.sides.value,
             "approve" if sub.settings.manual_approval else "auto",
             str(sub.settings.max_positions or "-"),
@@ -503,6 +516,8 @@ class Automation(commands.Cog):
         approval="Ask me (by DM) before each order (new: no; else unchanged)",
         approval_minutes="With approval: how long an order waits for it (1 to 1440; new: 5)",
         max_positions="TradersPost's max strategy positions (counts every open position); 0: none",
+        subtract_exit_quantity="sizing signal: a reversal enters the signal's quantity less the "
+        "exit (long 5, sell 10: short 5)",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def subscribe(
@@ -518,6 +533,7 @@ class Automation(commands.Cog):
         approval: bool | None = None,
         approval_minutes: app_commands.Range[int, 1, 1440] | None = None,
         max_positions: app_commands.Range[int, 0, 1000] | None = None,
+        subtract_exit_quantity: bool | None = None,
     ) -> None:
         # Options left out keep what the subscription has: changing one must not reset others.
         changes: dict[str, Any] = {}
@@ -544,6 +560,8 @@ class Automation(commands.Cog):
             changes["approval_ttl_seconds"] = approval_minutes * 60
         if max_positions is not None:
             changes["max_positions"] = max_positions or None
+        if subtract_exit_quantity is not None:
+            changes["subtract_exit_quantity"] = subtract_exit_quantity
         info = await self.bot.core.subscriptions.subscribe(
             guild_of(interaction),
             interaction.user.id,

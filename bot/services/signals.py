@@ -937,6 +937,19 @@ class SignalService:
         except _Skip as e:  # an exit planned before still happens
             plan.note_code, plan.note = e.code, e.reason
             return
+        exit_leg = plan.leg("exit")
+        if exiting and exit_leg is not None and sub.subtract_exit_quantity:
+            # A TradingView strategy's reversal alert sends one quantity for the exit and the
+            # entry together (long 5, sell 10 means short 5).
+            sized, quantity = quantity, quantity - exit_leg.quantity
+            if quantity <= 0:
+                plan.note_code = "nothing-left-to-enter"
+                plan.note = (
+                    f"Exit only: the signal's {qty(sized)} less the {qty(exit_leg.quantity)} "
+                    "exited leaves nothing to enter on the other side (this subscription "
+                    "subtracts the exit quantity)."
+                )
+                return
         if ctx.max_quantity is not None and quantity > ctx.max_quantity:
             plan.note_code = "quantity-over-limit"
             plan.note = (

@@ -48,6 +48,7 @@ class SubscriptionSettings:
     manual_approval: bool = False
     approval_ttl_seconds: int = 300
     max_positions: int | None = None  # TradersPost's deprecated "max strategy positions"
+    subtract_exit_quantity: bool = False  # a reversal enters the signal's quantity less the exit
 
     def validated(self) -> SubscriptionSettings:
         sizing, sides = Sizing(self.sizing), Sides(self.sides)
@@ -70,6 +71,13 @@ class SubscriptionSettings:
             raise InvalidInput("Approvals expire after 30 seconds to 24 hours.")
         if self.max_positions is not None and not 1 <= self.max_positions <= 1000:
             raise InvalidInput("Max strategy positions must be between 1 and 1000.")
+        if self.subtract_exit_quantity and sizing is not Sizing.SIGNAL:
+            raise InvalidInput(
+                "subtract_exit_quantity takes what a reversal exited off the signal's own "
+                f"quantity, so it needs sizing:signal ({sizing.value.replace('_', ' ')} sizing "
+                "gives every entry its own size): choose sizing:signal, or "
+                "subtract_exit_quantity:false."
+            )
         return SubscriptionSettings(
             sizing,
             value,
@@ -77,6 +85,7 @@ class SubscriptionSettings:
             bool(self.manual_approval),
             int(self.approval_ttl_seconds),
             self.max_positions,
+            bool(self.subtract_exit_quantity),
         )
 
 
@@ -167,6 +176,7 @@ class SubscriptionService:
             manual_approval=s_settings.manual_approval,
             approval_ttl_seconds=s_settings.approval_ttl_seconds,
             max_positions=s_settings.max_positions,
+            subtract_exit_quantity=s_settings.subtract_exit_quantity,
             enabled=True,
             updated_at=now,
         )
@@ -388,6 +398,7 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
         manual_approval=sub.manual_approval,
         approval_ttl_seconds=sub.approval_ttl_seconds,
         max_positions=sub.max_positions,
+        subtract_exit_quantity=sub.subtract_exit_quantity,
     )
 
 

@@ -628,6 +628,23 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
     await h.reply("alice", "subscribe", strategy="Breakout", max_positions=0)
     [sub] = await h.core.subscriptions.list_for(h.user("alice"))
     assert sub.settings.max_positions is None and sub.settings.sides == "long"
+    # Subtracting the exit needs the signal's own quantity to subtract from.
+    alone = await h.reply("alice", "subscribe", strategy="Breakout", subtract_exit_quantity=True)
+    assert "it needs sizing:signal (fixed quantity sizing" in alone.content, alone.content
+    on = await h.reply(
+        "alice",
+        "subscribe",
+        strategy="Breakout",
+        sizing="signal",
+        sizing_value="1",
+        subtract_exit_quantity=True,
+    )
+    assert on.content.endswith(
+        "Changed: 3 shares/contracts per entry → 1× the signal's own quantity; reversals enter "
+        "the whole signal quantity → a reversal enters the signal's quantity less what it "
+        "exited."
+    ), on.content
+    assert "1× signal − exit" in (await h.reply("alice", "subscriptions")).text()
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(

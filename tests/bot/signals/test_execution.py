@@ -312,6 +312,53 @@ async def test_exit_fills_before_the_opposite_entry_is_placed(core: Core) -> Non
     assert exit_filled < entry_stored  # the entry did not exist until the exit had filled
 
 
+@pytest.mark.parametrize(
+    ("subtract", "multiplier", "signal_quantity", "expected"),
+    [
+        (False, "1", 10, [("sell", 5), ("sell", 10)]),  # the default: the whole quantity
+        (True, "1", 10, [("sell", 5), ("sell", 5)]),  # long 5, sell 10: short 5
+        (True, "2", 5, [("sell", 5), ("sell", 5)]),  # 2 x 5 = 10 less the 5 exited
+    ],
+)
+async def test_a_reversal_may_enter_the_signal_quantity_less_the_exit(
+    core: Core, subtract: bool, multiplier: str, signal_quantity: int, expected: list[Any]
+) -> None:
+    """TradersPost's "Subtract exit quantity from signal quantity": a TradingView strategy's
+    reversal alert carries the exit and the new position as one quantity."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(
+        core,
+        url,
+        OWNER,
+        sizing="signal",
+        sizing_value=Decimal(multiplier),
+        subtract_exit_quantity=subtract,
+    )
+    ex = await run(core, url, sub, action="sell", quantity=signal_quantity)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities((await orders(core))[1:]) == expected
+    assert await position(core, OWNER, "AAPL") == 5 - sum(q for _, q in expected)
+
+
+async def test_a_reversal_that_leaves_nothing_to_enter_only_exits(core: Core) -> None:
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing="signal", subtract_exit_quantity=True)
+    ex = await run(core, url, sub, action="sell", quantity=5)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "nothing-left-to-enter")
+    assert ex.reason == (
+        "Exit only: the signal's 5 less the 5 exited leaves nothing to enter on the other side "
+        "(this subscription subtracts the exit quantity)."
+    )
+    assert sides_and_quantities((await orders(core))[1:]) == [("sell", 5)]
+    assert await position(core, OWNER, "AAPL") == 0
+    # Nothing to exit: the entry is the signal's whole quantity.
+    ex = await run(core, url, sub, action="sell", quantity=5, extras={"bar": 2})
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == -5
+
+
 async def test_an_exit_that_does_not_fill_stops_the_entry(core: Core) -> None:
     core.signals.exit_timeout = 0.2
     url = await make_strategy(core)

@@ -132,6 +132,12 @@ async def test_subscribing_again_updates_the_settings(core: Core) -> None:
         ),
         (SubscriptionSettings(approval_ttl_seconds=5), "expire"),
         (SubscriptionSettings(max_positions=0), "Max strategy positions"),
+        (
+            SubscriptionSettings(sizing=Sizing.FIXED_QUANTITY, subtract_exit_quantity=True),
+            "subtract_exit_quantity takes what a reversal exited off the signal's own "
+            "quantity, so it needs sizing:signal (fixed quantity sizing gives every entry its "
+            "own size): choose sizing:signal, or subtract_exit_quantity:false.",
+        ),
     ],
 )
 async def test_subscription_settings_are_checked(
