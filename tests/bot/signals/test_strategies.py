@@ -336,6 +336,30 @@ async def test_the_migration_lowers_webhook_settings_saved_above_the_maximums(
     assert after == {"loose": (300, 60), "tight": (30, 10), "edge": (300, 60)}
 
 
+async def test_the_subtract_exit_migration_adds_the_setting_off_and_reverses(
+    empty_database_url: str,
+) -> None:
+    def columns(c: sa.Connection) -> dict[str, dict[str, object]]:
+        return {str(col["name"]): dict(col) for col in sa.inspect(c).get_columns("subscriptions")}
+
+    def downgrade(c: sa.Connection) -> None:
+        cfg = alembic_config(empty_database_url)
+        cfg.attributes["connection"] = c
+        command.downgrade(cfg, "0014")
+
+    db = Database(empty_database_url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, empty_database_url, "0015")
+            added = (await conn.run_sync(columns))["subtract_exit_quantity"]
+            assert added["nullable"] is False
+            assert str(added["default"]).strip("'").lower() in {"0", "false"}  # existing: off
+            await conn.run_sync(downgrade)
+            assert "subtract_exit_quantity" not in await conn.run_sync(columns)
+    finally:
+        await db.close()
+
+
 async def test_an_unknown_subscription_points_to_the_listing(core: Core) -> None:
     with pytest.raises(NotFound, match="See /subscriptions"):
         await core.subscriptions.set_enabled(OWNER, 12345, False)
