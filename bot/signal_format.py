@@ -55,6 +55,8 @@ class QuantityType(StrEnum):
     DOLLAR_AMOUNT = "dollar_amount"
     PERCENT_OF_EQUITY = "percent_of_equity"
     PERCENT_OF_POSITION = "percent_of_position"
+    # Dollars to lose if the stop loss fills: units = amount / (entry - stop) (an entry's only).
+    RISK_DOLLAR_AMOUNT = "risk_dollar_amount"
 
 
 class StopLossType(StrEnum):
@@ -71,7 +73,7 @@ SENTIMENT_WORDS = {
 }
 ORDER_TYPES = {"market", "limit", "stop", "stop_limit", "trailing_stop"}
 TIME_IN_FORCE = {"day", "gtc", "opg", "cls", "ioc", "fok"}
-QUANTITY_TYPES = {q.value for q in QuantityType} | {"risk_dollar_amount"}
+QUANTITY_TYPES = {q.value for q in QuantityType}
 OPTION_FIELDS = (
     "optionType",
     "intrinsicValue",
@@ -384,6 +386,12 @@ def _parse(obj: Any) -> Signal:
     signal_price = _price(obj, "signalPrice", "invalid-signal-price")
     take_profit = _take_profit(obj.get("takeProfit"))
     stop_loss = _stop_loss(obj.get("stopLoss"))
+    if quantity_type is QuantityType.RISK_DOLLAR_AMOUNT and stop_loss is None:
+        raise _Refused(
+            "invalid-stop-loss-value-required",
+            "quantityType risk_dollar_amount sizes the entry by its distance to the stop loss: "
+            "send stopLoss with stopPrice, percent or amount.",
+        )
     return Signal(
         ticker=ticker,
         action=action,
@@ -590,20 +598,19 @@ def _quantity(obj: Mapping[str, Any], action: Action) -> tuple[Decimal | None, Q
                 "dollar_amount, risk_dollar_amount, "
                 "percent_of_equity, or percent_of_position.",
             )
-        if word == "risk_dollar_amount":
-            raise _Refused(
-                "unsupported-quantity-type",
-                "quantityType risk_dollar_amount is not "
-                "supported yet. Use fixed_quantity, "
-                "dollar_amount, percent_of_equity or "
-                "percent_of_position.",
-            )
         assert word is not None
         qtype = QuantityType(word)
         if action is Action.CANCEL:
             raise _Refused(
                 "invalid-quantity-type-action",
                 "quantityType can only be used with action buy, sell, exit or add.",
+            )
+        if qtype is QuantityType.RISK_DOLLAR_AMOUNT and action is Action.EXIT:
+            raise _Refused(
+                "invalid-risk-dollar-amount-action",
+                "risk_dollar_amount sizes a new position by its stop loss: it can only be used "
+                "with action buy, sell or add. An exit closes the position (or send its "
+                "quantity as fixed_quantity or percent_of_position).",
             )
         if qtype is QuantityType.PERCENT_OF_POSITION and action is Action.ADD:
             raise _Refused(

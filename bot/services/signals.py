@@ -826,7 +826,12 @@ class SignalService:
         if held * direction < 0:  # a position on the other side: exit it first
             # TradersPost with the signal's quantity: below the position it is a partial exit
             # (no entry follows); flat closes it all, whatever the quantity.
-            signal_sized = ctx.subscription.sizing == Sizing.SIGNAL and sig.quantity is not None
+            # Risk dollars size the entry: the position is exited whole first.
+            signal_sized = (
+                ctx.subscription.sizing == Sizing.SIGNAL
+                and sig.quantity is not None
+                and sig.effective_quantity_type is not QuantityType.RISK_DOLLAR_AMOUNT
+            )
             partial = keeps_opposite or (signal_sized and sig.sentiment is not Sentiment.FLAT)
             exit_leg = await self._exit_leg(
                 ctx, adapter, target, snap, partial=partial, sized=keeps_opposite
@@ -880,7 +885,10 @@ class SignalService:
         amount = abs(held)
         side = Side.SELL if held > 0 else Side.BUY
         wanted: Decimal | None = None
-        if sized or (partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity):
+        by_risk = ctx.signal.effective_quantity_type is QuantityType.RISK_DOLLAR_AMOUNT
+        if not by_risk and (
+            sized or (partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity)
+        ):
             wanted = await self._size(ctx, adapter, target, snap, side, exiting=True)
         quantity = amount if wanted is None else min(wanted, amount)
         if quantity <= 0:
@@ -1021,6 +1029,8 @@ class SignalService:
             units = amount
         elif kind is QuantityType.PERCENT_OF_POSITION:
             units = abs(snap.position) * amount / 100
+        elif kind is QuantityType.RISK_DOLLAR_AMOUNT:
+            units = amount / await self._risk_per_unit(ctx, adapter, side)
         else:
             if kind is QuantityType.PERCENT_OF_EQUITY:
                 balance = await adapter.fetch_balance(target.ref)
@@ -1078,6 +1088,25 @@ class SignalService:
                 "price or signalPrice in the signal.",
             )
         return price
+
+    async def _risk_per_unit(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
+        """What one unit loses if the stop loss fills: from the entry price the bracket counts
+        from to the stop loss it places (TradersPost: quantity = risk / (entry - stop))."""
+        sig = ctx.signal
+        entry = await self._bracket_entry(ctx, adapter, side)
+        stop = await self._bracket(ctx, adapter, self._leg(ctx, "entry", side, Decimal(1)))
+        assert stop.stop_loss is not None  # the format requires a stop loss with this type
+        distance = (entry - stop.stop_loss) * (1 if side is Side.BUY else -1)
+        if distance <= 0:
+            raise _Skip(
+                "invalid-bracket",
+                f"The stop loss {price_text(stop.stop_loss)} is not "
+                f"{'below' if side is Side.BUY else 'above'} the entry price {price_text(entry)}, "
+                "so risk_dollar_amount cannot size the entry. Send a stop loss on the losing "
+                "side of the entry.",
+            )
+        ctx.sized_at = entry
+        return distance * symbols.multiplier(sig.ticker)
 
     async def _bracket_entry(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
         """The entry price relative take-profit and stop-loss prices count from. The contract:

@@ -107,7 +107,7 @@ class SubscriptionInfo:
 def sizing_amount(sizing: Sizing | str, value: Decimal) -> str:
     """A sizing's value as members read it: “$1,500.00” for a dollar amount, “10%” of equity,
     “12,000”. Takes a signal's quantityType too (“50%” of the position)."""
-    if sizing == Sizing.DOLLAR_AMOUNT:
+    if sizing in (Sizing.DOLLAR_AMOUNT, "risk_dollar_amount"):
         return money(value)
     if sizing in (Sizing.PERCENT_OF_EQUITY, "percent_of_position"):
         return f"{qty(value)}%"

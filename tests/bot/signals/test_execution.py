@@ -954,6 +954,63 @@ async def test_brackets_are_computed_from_the_entry_price(
     }
 
 
+@pytest.mark.parametrize(
+    ("ticker", "multiplier", "signal", "side", "expected"),
+    [
+        # Entry at the midpoint 200.00, stop 4 below: $100 of risk is 25 shares.
+        ("AAPL", "1", {"action": "buy", "stopLoss": {"amount": 4}}, "buy", 25),
+        ("AAPL", "1", {"action": "buy", "stopLoss": {"stopPrice": 190}}, "buy", 10),
+        ("AAPL", "1", {"action": "sell", "stopLoss": {"percent": 2.5}}, "sell", 20),
+        ("AAPL", "2", {"action": "buy", "stopLoss": {"amount": 4}}, "buy", 50),  # $200 of risk
+        # 10 points of /ES are $500 a contract: $100 of risk is none, $1,000 two.
+        (ES, "10", {"action": "buy", "stopLoss": {"amount": 10}}, "buy", 2),
+    ],
+)
+async def test_risk_dollar_amount_sizes_the_entry_by_its_stop_loss(
+    core: Core, ticker: str, multiplier: str, signal: dict[str, Any], side: str, expected: int
+) -> None:
+    """TradersPost's risk_dollar_amount: quantity = risk / (entry price - stop loss price),
+    from the same entry price the bracket's stop loss counts from."""
+    core.simulated_feed.set_quote(ES, Decimal("5000.00"), Decimal("5000.50"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(multiplier))
+    body = {"ticker": ticker, "quantityType": "risk_dollar_amount", "quantity": 100, **signal}
+    ack = await send(core, url, body)
+    assert ack.status == 202, ack.body
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry = (await orders(core))[0]
+    assert (entry.side, entry.quantity, entry.stop_loss is not None) == (side, expected, True)
+
+
+async def test_a_reversal_sized_by_risk_exits_the_whole_position_first(core: Core) -> None:
+    """Risk dollars size the new position only: the old one is closed whole, not by them."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing="signal")
+    body = {"quantityType": "risk_dollar_amount", "quantity": 100, "stopLoss": {"amount": 4}}
+    ex = await run(core, url, sub, action="sell", **body)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert sides_and_quantities((await orders(core))[1:3]) == [("sell", 5), ("sell", 25)]
+    assert await position(core, OWNER, "AAPL") == -25
+
+
+async def test_risk_dollar_amount_with_a_stop_loss_on_the_winning_side_is_skipped(
+    core: Core,
+) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="signal")
+    body = {"quantityType": "risk_dollar_amount", "quantity": 100}
+    ex = await run(core, url, sub, action="buy", stopLoss={"stopPrice": 210}, **body)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "invalid-bracket")
+    assert ex.reason == (
+        "The stop loss $210.00 is not below the entry price $200.00, so risk_dollar_amount "
+        "cannot size the entry. Send a stop loss on the losing side of the entry."
+    )
+    assert await orders(core) == []
+
+
 async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     core: Core,
 ) -> None:

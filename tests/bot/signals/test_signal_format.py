@@ -122,7 +122,19 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"quantity": "1E-60000000000"}, "invalid-quantity"),  # not a tiny nonzero quantity
         ({"action": "cancel", "quantity": 1}, "invalid-quantity"),
         ({"quantityType": "shares", "quantity": 1}, "invalid-quantity-type"),
-        ({"quantityType": "risk_dollar_amount", "quantity": 100}, "unsupported-quantity-type"),
+        (
+            {"quantityType": "risk_dollar_amount", "quantity": 100},
+            "invalid-stop-loss-value-required",
+        ),
+        (
+            {
+                "action": "exit",
+                "quantityType": "risk_dollar_amount",
+                "quantity": 100,
+                "stopLoss": {"amount": 5},
+            },
+            "invalid-risk-dollar-amount-action",
+        ),
         ({"action": "cancel", "quantityType": "fixed_quantity"}, "invalid-quantity-type-action"),
         (
             {"action": "add", "quantityType": "percent_of_position", "quantity": 5},
