@@ -20,6 +20,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters import symbols
 from adapters.models import (
     AssetClass,
     Bracket,
@@ -203,6 +204,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + f" · {r.time_in_force.value.upper()}"
             + _bracket_line(r)
             + amount_line(p)
+            + risk_line(p)
             + closing_line(p)
             + short_line(p)
             + closed_line(p)
@@ -228,6 +230,19 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def risk_line(p: Preview) -> str:
+    """/trade risk: what the quantity loses, at the estimate, if the stop-loss fills."""
+    r = p.request
+    if p.risk is None or r.bracket is None or r.bracket.stop_loss is None:
+        return ""
+    per_unit = abs(p.estimated_price - r.bracket.stop_loss) * symbols.multiplier(r.symbol)
+    return (
+        f"\n🎯 Sized for {fmt.money(p.risk)} of risk: {fmt.qty(r.quantity)} {r.symbol} lose "
+        f"{fmt.money(r.quantity * per_unit)} from the estimated price to the stop-loss at "
+        f"${fmt.order_price(r.bracket.stop_loss)}."
+    )
 
 
 def amount_line(p: Preview) -> str:
@@ -774,6 +789,7 @@ class Trading(commands.Cog):
         side="buy or sell",
         quantity="How many shares, contracts or coins (or give amount)",
         amount="Instead of quantity: how many dollars to buy or sell for, e.g. 500",
+        risk="Instead of quantity: dollars to lose if the stop_loss fills, e.g. 100 (sizes it)",
         order_type="market (default), limit, stop, stop_limit or trailing_stop",
         limit_price="For limit and stop-limit orders",
         stop_price="For stop and stop-limit orders",
@@ -803,6 +819,7 @@ class Trading(commands.Cog):
         stop_loss: str | None = None,
         trail_amount: str | None = None,
         trail_percent: str | None = None,
+        risk: str | None = None,
     ) -> None:
         order = OrderInput(
             symbol,
@@ -819,6 +836,7 @@ class Trading(commands.Cog):
             trail_amount,
             trail_percent,
             amount,
+            risk,
         )
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True

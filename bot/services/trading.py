@@ -333,6 +333,7 @@ class OrderInput:
     trail_amount: str | None = None  # a trailing stop: one of these two
     trail_percent: str | None = None
     amount: str | None = None  # /trade: dollars to buy or sell for, instead of a quantity
+    risk: str | None = None  # /trade: dollars to lose if the stop-loss fills, instead of one
 
 
 @dataclass(slots=True)
@@ -352,6 +353,7 @@ class Preview:
     expires_at: datetime
     market_opens_at: datetime | None = None  # a market order placed while the market is shut
     amount: Decimal | None = None  # the dollars the quantity was sized from (/trade amount)
+    risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
 
     @property
     def simulated(self) -> bool:
@@ -616,11 +618,13 @@ class TradingService:
         ``closing``: the position it closes (/close): Confirm sends it only if it still only
         closes a position, and its result says what the position made."""
         amount = amount_of(order)
+        risk = risk_of(order)
         target = await self.core.connections.resolve(discord_user_id, order.connection, order.mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            # Sized by an amount: checked as one unit until the quote gives the quantity.
-            probe = dataclasses.replace(order, quantity="1") if amount is not None else order
+            # Sized by dollars: checked as one unit until the quote gives the quantity.
+            sized = amount is not None or risk is not None
+            probe = dataclasses.replace(order, quantity="1") if sized else order
             request = self.build_request(probe, adapter)
             if amount is not None and request.asset_class is AssetClass.FUTURE:
                 raise InvalidInput(
@@ -662,6 +666,9 @@ class TradingService:
             if amount is not None:
                 request = sized_by_amount(request, amount, price, adapter)
                 adapter.check_order(target.ref, request)  # fractions have rules of their own
+            if risk is not None:
+                request = sized_by_risk(request, risk, price, adapter)
+                adapter.check_order(target.ref, request)
             # What the broker holds back, not the notional: futures take only initial margin.
             required = adapter.buying_power_required(request, price)
             assert request.asset_class is not None
@@ -692,6 +699,7 @@ class TradingService:
                     "bracket": bracket_json(request.bracket),
                     **(closing_extra(closing) if closing else {}),
                     **({"amount": str(amount)} if amount is not None else {}),
+                    **({"risk": str(risk)} if risk is not None else {}),
                 },
             )
             await self._check_early(intent, target, adapter)
@@ -718,6 +726,7 @@ class TradingService:
             expires_at=intent.created_at + PREVIEW_TTL,
             market_opens_at=opens_at,
             amount=amount,
+            risk=risk,
         )
 
     async def close_preview(
@@ -2691,25 +2700,78 @@ def sent_notional(intent: OrderIntent) -> Decimal:
 
 
 def amount_of(order: OrderInput) -> Decimal | None:
-    """/trade's amount, when the order is sized by one (checked: one of quantity or amount)."""
-    if order.amount is None:
-        if not order.quantity:
-            raise InvalidInput(
-                "Give quantity (how many shares, contracts or coins) or amount (how many "
-                "dollars to buy or sell for)."
-            )
-        return None
-    if order.quantity:
+    """/trade's amount, when the order is sized by one (checked: one of quantity, amount or
+    risk)."""
+    given = [n for n, v in (("quantity", order.quantity), ("amount", order.amount)) if v]
+    if order.risk:
+        given.append("risk")
+    if not given:
         raise InvalidInput(
-            "Give quantity or amount, not both: quantity is how many to trade, amount how many "
-            "dollars."
+            "Give quantity (how many shares, contracts or coins) or amount (how many "
+            "dollars to buy or sell for), or risk with a stop_loss (how many dollars to lose "
+            "if it fills)."
         )
+    if len(given) > 1:
+        raise InvalidInput(
+            f"Give {' or '.join(given)}, not both: quantity is how many to trade, amount how "
+            "many dollars, risk how many dollars to lose at the stop-loss."
+        )
+    if order.amount is None:
+        return None
     amount = parse_decimal(order.amount.strip().removeprefix("$").replace(",", ""), "Amount")
     if amount is None or amount <= 0:
         raise InvalidInput("Amount must be more than zero: how many dollars, e.g. 500.")
     if amount >= MAX_NUMBER:
         raise InvalidInput(f"Amount is too large: it must be less than {MAX_NUMBER:,}.")
     return amount
+
+
+def risk_of(order: OrderInput) -> Decimal | None:
+    """/trade's risk: the dollars to lose if the bracket's stop-loss fills (``amount_of``
+    checked it is the only size given)."""
+    if order.risk is None:
+        return None
+    risk = parse_decimal(order.risk.strip().removeprefix("$").replace(",", ""), "Risk")
+    if risk is None or risk <= 0:
+        raise InvalidInput("Risk must be more than zero: how many dollars to lose, e.g. 100.")
+    if risk >= MAX_NUMBER:
+        raise InvalidInput(f"Risk is too large: it must be less than {MAX_NUMBER:,}.")
+    if not order.stop_loss:
+        raise InvalidInput(
+            "risk sizes the order by its distance to the stop-loss: give stop_loss too, e.g. "
+            "risk:100 stop_loss:190 (a loss of $100 if it fills)."
+        )
+    return risk
+
+
+def sized_by_risk(
+    request: OrderRequest, risk: Decimal, price: Decimal, adapter: BrokerAdapter
+) -> OrderRequest:
+    """``request`` for as many units as lose ``risk`` if the bracket's stop-loss fills, from
+    the estimated entry ``price`` (``check_bracket_side`` put the stop on the losing side)."""
+    assert request.bracket is not None and request.bracket.stop_loss is not None
+    per_unit = abs(price - request.bracket.stop_loss) * symbols.multiplier(request.symbol)
+    asset = request.asset_class
+    assert asset is not None
+    fractional = adapter.fraction_allowed(
+        asset, request.side, request.time_in_force, bracket=True, exiting=False
+    )
+    with localcontext(prec=60):
+        units = (risk / per_unit).quantize(
+            Decimal("1e-8") if fractional else Decimal(1), ROUND_DOWN
+        )
+    if units <= 0:
+        what = {AssetClass.EQUITY: "share", AssetClass.FUTURE: "contract"}.get(asset, "unit")
+        raise InvalidInput(
+            f"One {what} of {request.symbol} loses about {money(per_unit)} from "
+            f"{price_text(price)} to the stop-loss at {price_text(request.bracket.stop_loss)}: "
+            f"{money(risk)} of risk does not cover it. Raise the risk to at least "
+            f"{money(per_unit)}, move the stop-loss closer, or give quantity."
+        )
+    whole = units == units.to_integral_value()
+    return dataclasses.replace(
+        request, quantity=units.quantize(Decimal(1)) if whole else units.normalize()
+    )
 
 
 def sized_by_amount(

@@ -577,6 +577,31 @@ async def test_trade_by_amount_sizes_the_order_from_dollars(tradecord: Harness) 
     assert "**BUY 0.02 BTCUSD** · market" in btc and "not spent" not in btc, btc
 
 
+async def test_trade_by_risk_sizes_the_order_from_its_stop_loss(tradecord: Harness) -> None:
+    """ "Risk $100 to a stop at $196": the quantity loses about that much if the stop-loss fills,
+    from the estimated entry (the ask for a buy), contract multipliers included."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", risk="$100", stop_loss="196")
+    text = card.text()
+    assert "**BUY 24 AAPL** · market" in text, text  # $4.10 a share to the stop
+    assert (
+        "🎯 Sized for $100.00 of risk: 24 AAPL lose $98.40 from the estimated price to the "
+        "stop-loss at $196.00."
+    ) in text, text
+    done = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    assert "Filled: buy 24 AAPL at $200.00." in done.text(), done.text()
+    async with h.core.db.session() as s:
+        intent = await s.scalar(select(OrderIntent).order_by(OrderIntent.created_at.desc()))
+    assert intent is not None and intent.extra["risk"] == "100"
+    contract = trading_contract()
+    pin(h, contract, "5000.00", "5000.50")
+    short = (
+        await preview(h, "alice", symbol=contract, side="sell", risk="1,000", stop_loss="5010")
+    ).text()
+    assert f"**SELL 2 {contract}** · market" in short, short  # 10 points of $50: $500 each
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -586,6 +611,15 @@ async def test_trade_by_amount_sizes_the_order_from_dollars(tradecord: Harness) 
         ({"amount": "0"}, "Amount must be more than zero: how many dollars, e.g. 500."),
         ({"amount": "ten"}, "Amount"),
         ({"amount": "5000", "symbol": "ESZ26"}, "ESZ26 trades in contracts: give quantity"),
+        ({"risk": "100"}, "risk sizes the order by its distance to the stop-loss: give stop_loss"),
+        ({"risk": "100", "quantity": "3", "stop_loss": "190"}, "Give quantity or risk, not both"),
+        ({"risk": "-5", "stop_loss": "190"}, "Risk must be more than zero"),
+        (
+            {"risk": "5", "stop_loss": "190"},
+            "One share of AAPL loses about $10.10 from $200.10 to the stop-loss at $190.00: "
+            "$5.00 of risk does not cover it.",
+        ),
+        ({"risk": "100", "stop_loss": "210"}, "its stop_loss must be below that, not $210.00"),
     ],
 )
 async def test_trade_by_amount_refuses_what_it_cannot_size(
