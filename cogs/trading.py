@@ -239,7 +239,7 @@ def risk_line(p: Preview) -> str:
         return ""
     per_unit = abs(p.estimated_price - r.bracket.stop_loss) * symbols.multiplier(r.symbol)
     return (
-        f"\n🎯 Sized for {fmt.money(p.risk)} of risk: {fmt.qty(r.quantity)} {r.symbol} lose "
+        f"\n🎯 Sized for {fmt.money(p.risk)} of risk: {fmt.qty(r.quantity)} {r.symbol} would lose "
         f"{fmt.money(r.quantity * per_unit)} from the estimated price to the stop-loss at "
         f"${fmt.order_price(r.bracket.stop_loss)}."
     )

@@ -586,7 +586,7 @@ async def test_trade_by_risk_sizes_the_order_from_its_stop_loss(tradecord: Harne
     text = card.text()
     assert "**BUY 24 AAPL** · market" in text, text  # $4.10 a share to the stop
     assert (
-        "🎯 Sized for $100.00 of risk: 24 AAPL lose $98.40 from the estimated price to the "
+        "🎯 Sized for $100.00 of risk: 24 AAPL would lose $98.40 from the estimated price to the "
         "stop-loss at $196.00."
     ) in text, text
     done = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
