@@ -180,6 +180,8 @@ class ExecContext:
     received_at: datetime | None = None
     # The price the last quote-priced size was worked out at (``Leg.sized_at``).
     sized_at: Decimal | None = None
+    # The bracket a risk-sized entry was sized from: placed as it is, not priced again.
+    sized_bracket: Bracket | None = None
     # What this run cancelled, for its result DM whatever the result (a refusal after the
     # cancels, an exit that did not fill): the orders get no DM of their own.
     cancelled: str | None = None

@@ -980,7 +980,7 @@ class SignalService:
                 )
                 return
             try:
-                leg.bracket = await self._bracket(ctx, adapter, leg)
+                leg.bracket = ctx.sized_bracket or await self._bracket(ctx, adapter, side)
             except _Skip as e:
                 plan.note_code, plan.note = e.code, e.reason
                 return
@@ -1013,7 +1013,7 @@ class SignalService:
         """Units for an entry (or a sized exit) under the subscription's sizing."""
         sig, sub = ctx.signal, ctx.subscription
         value = sub.sizing_value
-        ctx.sized_at = None  # set below if the quote sizes it
+        ctx.sized_at = ctx.sized_bracket = None  # set below if the quote sizes it
         kind: QuantityType
         if sub.sizing == Sizing.SIGNAL:
             kind = sig.effective_quantity_type or QuantityType.FIXED_QUANTITY
@@ -1094,18 +1094,18 @@ class SignalService:
         from to the stop loss it places (TradersPost: quantity = risk / (entry - stop))."""
         sig = ctx.signal
         entry = await self._bracket_entry(ctx, adapter, side)
-        stop = await self._bracket(ctx, adapter, self._leg(ctx, "entry", side, Decimal(1)))
-        assert stop.stop_loss is not None  # the format requires a stop loss with this type
-        distance = (entry - stop.stop_loss) * (1 if side is Side.BUY else -1)
+        bracket = await self._bracket(ctx, adapter, side, entry)
+        assert bracket.stop_loss is not None  # the format requires a stop loss with this type
+        distance = (entry - bracket.stop_loss) * (1 if side is Side.BUY else -1)
         if distance <= 0:
             raise _Skip(
                 "invalid-bracket",
-                f"The stop loss {price_text(stop.stop_loss)} is not "
+                f"The stop loss {price_text(bracket.stop_loss)} is not "
                 f"{'below' if side is Side.BUY else 'above'} the entry price {price_text(entry)}, "
                 "so risk_dollar_amount cannot size the entry. Send a stop loss on the losing "
                 "side of the entry.",
             )
-        ctx.sized_at = entry
+        ctx.sized_at, ctx.sized_bracket = entry, bracket
         return distance * symbols.multiplier(sig.ticker)
 
     async def _bracket_entry(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
@@ -1135,10 +1135,15 @@ class SignalService:
             "price or signalPrice in the signal.",
         )
 
-    async def _bracket(self, ctx: ExecContext, adapter: BrokerAdapter, leg: Leg) -> Bracket:
+    async def _bracket(
+        self, ctx: ExecContext, adapter: BrokerAdapter, side: Side, entry: Decimal | None = None
+    ) -> Bracket:
+        """The signal's take-profit and stop-loss prices, relative ones counted from ``entry``
+        (by default, ``_bracket_entry``'s)."""
         sig = ctx.signal
-        entry = await self._bracket_entry(ctx, adapter, leg.side)
-        up = 1 if leg.side is Side.BUY else -1
+        if entry is None:
+            entry = await self._bracket_entry(ctx, adapter, side)
+        up = 1 if side is Side.BUY else -1
 
         def offset(
             name: str, price_field: str, percent: Decimal | None, amount: Decimal | None, sign: int
