@@ -20,7 +20,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters import symbols
 from adapters.models import (
     AssetClass,
     Bracket,
@@ -234,13 +233,12 @@ def preview_embed(p: Preview) -> discord.Embed:
 
 def risk_line(p: Preview) -> str:
     """/trade risk: what the quantity loses, at the estimate, if the stop-loss fills."""
-    r = p.request
-    if p.risk is None or r.bracket is None or r.bracket.stop_loss is None:
+    r, loss = p.request, p.loss_at_stop
+    if p.risk is None or loss is None or r.bracket is None:
         return ""
-    per_unit = abs(p.estimated_price - r.bracket.stop_loss) * symbols.multiplier(r.symbol)
     return (
         f"\n🎯 Sized for {fmt.money(p.risk)} of risk: {fmt.qty(r.quantity)} {r.symbol} would lose "
-        f"{fmt.money(r.quantity * per_unit)} from the estimated price to the stop-loss at "
+        f"{fmt.money(loss)} from the estimated price to the stop-loss at "
         f"${fmt.order_price(r.bracket.stop_loss)}."
     )
 

@@ -359,6 +359,15 @@ class Preview:
     def simulated(self) -> bool:
         return self.quote.simulated
 
+    @property
+    def loss_at_stop(self) -> Decimal | None:
+        """What the order loses, from the estimated price, if its bracket's stop-loss fills."""
+        b = self.request.bracket
+        if b is None or b.stop_loss is None:
+            return None
+        per_unit = abs(self.estimated_price - b.stop_loss) * symbols.multiplier(self.request.symbol)
+        return self.request.quantity * per_unit
+
 
 HISTORY_LIMIT = 200  # /history's orders: a few pages, and one request at every broker
 
