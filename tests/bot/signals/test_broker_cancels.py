@@ -306,3 +306,36 @@ async def test_dollar_sizing_buys_fractional_shares_at_alpaca(
     )
     [order] = [o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT"]
     assert (order.side, order.qty) == ("buy", Decimal("2.38038562"))  # 1000 / 420.10
+
+
+async def test_risk_sizing_places_a_whole_share_bracket_at_alpaca(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    """$110 of risk to a stop $4 under the midpoint: 27 shares (27.5 rounded down: Alpaca takes
+    no fractional OTO order), sent as an OTO order (a stop-loss alone) whose leg is that stop."""
+    url, _ = await subscribed_to_alpaca(core, alpaca)
+    signal_sized = SubscriptionSettings(sizing=Sizing.SIGNAL)
+    info = await core.subscriptions.subscribe(
+        GUILD, OWNER, url.strategy.id, connection="Alpaca", settings=signal_sized
+    )
+    sub = info.id
+    alpaca.broker.set_quote("MSFT", Decimal("419.90"), Decimal("420.10"))
+    body = {
+        "ticker": "MSFT",
+        "action": "buy",
+        "quantityType": "risk_dollar_amount",
+        "quantity": 110,
+        "stopLoss": {"amount": 4},
+    }
+    ack = await send(core, url, body)
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status in (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED), (
+        ex.reason_code,
+        ex.reason,
+    )
+    [order] = [
+        o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT" and o.parent is None
+    ]
+    assert (order.side, order.qty, order.order_class) == ("buy", Decimal(27), "oto")
+    assert [leg.stop_price for leg in order.legs if leg.stop_price is not None] == [Decimal(416)]
