@@ -31,6 +31,7 @@ class Background:
         reconcile_every: float = 30.0,
         sweep_every: float = 2.0,
         remind_every: float = 3600.0,
+        purge_every: float = 3600.0,
         follow_orders: bool = True,
     ) -> None:
         self.core = core
@@ -40,6 +41,7 @@ class Background:
             ("reconcile", core.trading.reconcile, reconcile_every),
             ("paper sweep", self.updates.sweep_paper, sweep_every),
             ("authorization reminders", lambda: remind_expiring(core), remind_every),
+            ("signal log retention", core.signals.purge_log, purge_every),
         ]
         self.follow_orders = follow_orders
         self._tasks: list[asyncio.Task[None]] = []

@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     # loop stalls longer than two thirds of it may see its job run a second time (harmlessly:
     # orders are idempotent per signal and subscription, but the member would wait).
     job_lease_seconds: int = PydField(default=60, ge=10, le=3600)
+    # Days the signal log (/signal show) keeps a signal and its executions; 0 keeps them all.
+    # Without a limit every webhook request stays in the database for good.
+    signal_log_days: int = PydField(default=365, ge=0, le=36500)
 
     paper_starting_cash: Decimal = Decimal("100000")
     paper_fill_hours: str = "24/7"

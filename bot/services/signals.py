@@ -28,11 +28,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -391,6 +391,37 @@ class SignalService:
                 await self.alerts.post_digest(
                     strategy.guild_id, strategy.id, skipped, f"signal {signal_id}'s skips"
                 )
+
+    async def purge_log(self, *, batch: int = 500) -> int:
+        """Forget signals older than SIGNAL_LOG_DAYS, with their executions (cascade): the
+        signal log would otherwise keep every webhook request for good. A signal still being
+        processed, or one whose orders may still change at the broker (a resting order), stays.
+        In batches, each its own short transaction: SQLite's one writer is never held long."""
+        days = self.core.settings.signal_log_days
+        if days <= 0:
+            return 0
+        cutoff = self.clock() - timedelta(days=days)
+        live = select(SignalExecution.id).where(
+            SignalExecution.signal_id == ReceivedSignal.id, SignalExecution.status.in_(LATER)
+        )
+        old = (
+            select(ReceivedSignal.id)
+            .where(
+                ReceivedSignal.received_at < cutoff,
+                ReceivedSignal.status.not_in([SignalStatus.QUEUED, SignalStatus.PROCESSING]),
+                ~live.exists(),
+            )
+            .limit(batch)
+        )
+        gone = 0
+        while True:
+            async with self.core.db.transaction() as s:
+                ids = list(await s.scalars(old))
+                if ids:
+                    await s.execute(delete(ReceivedSignal).where(ReceivedSignal.id.in_(ids)))
+            gone += len(ids)
+            if len(ids) < batch:
+                return gone
 
     async def _nothing_placed(self, signal_id: str) -> str | None:
         """The channel's line for a signal no subscriber placed an order for: there is none,

@@ -2658,3 +2658,37 @@ async def test_a_trailing_stop_signal_rests_at_paper_and_follows_the_price(core:
     assert (order.status, order.stop_price, order.trail_percent) == ("open", 190, 5)
     leg = Plan.from_json(ex.plan or {}).legs[0]  # as an approval card would say it
     assert leg.describe("AAPL") == "sell 5 AAPL trailing stop (5% behind the best price)"
+
+
+async def test_the_signal_log_forgets_old_signals_but_not_orders_still_working(
+    core: Core, clock: FakeClock
+) -> None:
+    """SIGNAL_LOG_DAYS: without it every webhook request stayed in the database for good."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    filled = await run(core, url, sub, action="buy")
+    resting = await run(
+        core,
+        url,
+        sub,
+        ticker="MSFT",
+        action="buy",
+        orderType="limit",
+        limitPrice=300,
+        timeInForce="gtc",
+    )
+    assert (filled.status, resting.status) == (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED)
+    refused = await send(core, url, {"ticker": "AAPL", "action": "hold"})
+    assert refused.status == 400
+    clock.advance(days=core.settings.signal_log_days - 1)
+    assert await core.signals.purge_log() == 0  # not old enough yet
+    clock.advance(days=2)
+    recent = await send(core, url, {"ticker": "AAPL", "action": "buy", "extras": {"n": 2}})
+    assert await core.signals.purge_log(batch=1) == 2  # in batches: the filled one, the refused
+    async with core.db.session() as db:
+        left = set(await db.scalars(select(ReceivedSignal.id)))
+    assert left == {resting.signal_id, recent.body["id"]}
+    assert await count(core, SignalExecution, SignalExecution.signal_id == filled.signal_id) == 0
+    core.settings = core.settings.model_copy(update={"signal_log_days": 0})
+    clock.advance(days=3650)
+    assert await core.signals.purge_log() == 0  # 0 keeps everything
