@@ -266,6 +266,24 @@ async def dollar_sized(core: Core, alpaca: AlpacaEmulator) -> tuple[Any, int]:
     return url, sub.id
 
 
+async def msft_order_sent(
+    core: Core, alpaca: AlpacaEmulator, url: Any, sub: int, body: dict[str, Any]
+) -> Any:
+    """Send ``body``, run it, and return the MSFT order it placed at Alpaca (the parent of a
+    bracket's legs)."""
+    ack = await send(core, url, {"ticker": "MSFT", **body})
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status in (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED), (
+        ex.reason_code,
+        ex.reason,
+    )
+    [order] = [
+        o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT" and o.parent is None
+    ]
+    return order
+
+
 @pytest.mark.parametrize(
     ("signal", "side"),
     [
@@ -280,16 +298,7 @@ async def test_dollar_sizing_uses_whole_shares_where_alpaca_takes_no_fraction(
     """$1,000 of MSFT at 420 is 2 shares for these orders, not 2.38…: Alpaca takes
     fractional shares only as long, simple, day orders."""
     url, sub = await dollar_sized(core, alpaca)
-    ack = await send(core, url, {"ticker": "MSFT", **signal})
-    await core.jobs.drain()
-    ex = await execution(core, ack.body["id"], sub)
-    assert ex.status in (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED), (
-        ex.reason_code,
-        ex.reason,
-    )
-    [order] = [
-        o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT" and o.parent is None
-    ]
+    order = await msft_order_sent(core, alpaca, url, sub, signal)
     assert (order.side, order.qty) == (side, Decimal(2))
 
 
@@ -321,21 +330,11 @@ async def test_risk_sizing_places_a_whole_share_bracket_at_alpaca(
     sub = info.id
     alpaca.broker.set_quote("MSFT", Decimal("419.90"), Decimal("420.10"))
     body = {
-        "ticker": "MSFT",
         "action": "buy",
         "quantityType": "risk_dollar_amount",
         "quantity": 110,
         "stopLoss": {"amount": 4},
     }
-    ack = await send(core, url, body)
-    await core.jobs.drain()
-    ex = await execution(core, ack.body["id"], sub)
-    assert ex.status in (ExecutionStatus.FILLED, ExecutionStatus.ACCEPTED), (
-        ex.reason_code,
-        ex.reason,
-    )
-    [order] = [
-        o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT" and o.parent is None
-    ]
+    order = await msft_order_sent(core, alpaca, url, sub, body)
     assert (order.side, order.qty, order.order_class) == ("buy", Decimal(27), "oto")
     assert [leg.stop_price for leg in order.legs if leg.stop_price is not None] == [Decimal(416)]
