@@ -32,6 +32,7 @@ from adapters.errors import (
     BrokerUnavailable,
     InvalidOrder,
     OrderNotFound,
+    OrderNotReplaceable,
     RateLimited,
 )
 from adapters.models import (
@@ -42,6 +43,7 @@ from adapters.models import (
     Balance,
     Environment,
     Order,
+    OrderChange,
     OrderRequest,
     OrderType,
     OrderUpdate,
@@ -53,6 +55,8 @@ from adapters.models import (
 )
 
 log = logging.getLogger("tradecord.adapters")
+
+_CHANGE_WORDS = {"quantity": "quantity", "limit_price": "limit price", "stop_price": "stop price"}
 
 ASSET_WORDS = {
     AssetClass.EQUITY: "stocks and ETFs",
@@ -85,6 +89,8 @@ class Capabilities:
     quotes: bool = True
     order_stream: bool = False
     rate_limits: tuple[RateLimit, ...] = ()
+    # What ``replace_order`` can change on a working order (``OrderChange`` field names).
+    replace: frozenset[str] = frozenset()
 
     def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
         return asset_class in self.asset_classes.get(account_type, frozenset())
@@ -316,6 +322,22 @@ class BrokerAdapter(ABC):
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         """Ask the broker to cancel; ``OrderNotCancelable`` when it has already ended."""
 
+    async def replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        """Change a working order's quantity or prices (``order`` as just read). Never
+        retried: on ``BrokerUnavailable(maybe_sent=True)`` the caller reads the order again
+        before anything else. Returns the order working after the change: a new one where the
+        broker's replace makes one (Alpaca; it ``replaces`` the old one), else ``order`` as
+        the broker reports it afterwards. ``OrderNotReplaceable`` when the order has ended or
+        a change or cancel of it is still being carried out."""
+        self.check_change(order, change)
+        return await self._replace_order(account, order, change)
+
+    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        raise InvalidOrder(
+            f"{self.display_name} orders cannot be changed from Tradecord: cancel it with "
+            "/cancel and place a new one."
+        )
+
     async def stream_order_updates(
         self, accounts: list[AccountRef], *, ready: asyncio.Event | None = None
     ) -> AsyncIterator[OrderUpdate]:
@@ -401,6 +423,66 @@ class BrokerAdapter(ABC):
             raise InvalidOrder(
                 f"{self.display_name} does not support take-profit/stop-loss brackets."
             )
+
+    def check_change(self, order: Order, change: OrderChange) -> None:
+        """Refuse a change that no broker would carry out, or this one cannot, before it is
+        sent, each with what to do instead."""
+        wanted = change.fields()
+        if not wanted:
+            raise InvalidOrder("Give a new quantity, limit_price or stop_price to change.")
+        if order.status.is_final:
+            raise OrderNotReplaceable(
+                f"Order {order.id[-8:]} has ended ({order.status.value.replace('_', ' ')}): "
+                "there is nothing left to change. /orders shows what is still working."
+            )
+        if order.cancel_pending:
+            raise OrderNotReplaceable(
+                f"A cancel of order {order.id[-8:]} is being carried out: it cannot be changed."
+            )
+        missing = sorted(wanted - self.capabilities.replace)
+        if missing:
+            what = " or ".join(_CHANGE_WORDS[f] for f in missing)
+            raise InvalidOrder(
+                f"{self.display_name} cannot change an order's {what}: cancel it with /cancel "
+                "and place a new one."
+            )
+        if order.order_type is OrderType.TRAILING_STOP:
+            raise InvalidOrder(
+                "A trailing stop moves by itself and its trail cannot be changed here: cancel "
+                "it with /cancel and place a new one."
+            )
+        kind = order.order_type.value.replace("_", " ")
+        if change.limit_price is not None and order.limit_price is None:
+            raise InvalidOrder(f"Order {order.id[-8:]} is a {kind} order: it has no limit price.")
+        if change.stop_price is not None and order.stop_price is None:
+            raise InvalidOrder(f"Order {order.id[-8:]} is a {kind} order: it has no stop price.")
+        for label, price in (("limit", change.limit_price), ("stop", change.stop_price)):
+            if price is None:
+                continue
+            if not price.is_finite() or price <= 0:
+                raise InvalidOrder(f"The {label} price must be a positive number.")
+            if order.asset_class is AssetClass.EQUITY:
+                problem = symbols.sub_penny_problem(label, price, symbols.normalize(order.symbol))
+                if problem is not None:
+                    raise InvalidOrder(problem)
+        if change.quantity is not None:
+            q = change.quantity
+            if not q.is_finite() or q <= order.filled_quantity:
+                filled = (
+                    f", more than the {order.filled_quantity.normalize():f} already filled"
+                    if order.filled_quantity
+                    else ""
+                )
+                raise InvalidOrder(
+                    f"The new quantity is the order's total and must be above zero{filled}."
+                )
+            if q != q.to_integral_value() and order.asset_class not in self.capabilities.fractional:
+                raise InvalidOrder(
+                    f"{self.display_name} takes whole quantities for "
+                    f"{ASSET_WORDS[order.asset_class]}; {q.normalize():f} has a fraction."
+                )
+        if all(getattr(change, f) == getattr(order, f) for f in wanted):
+            raise InvalidOrder("The order already has that: there is nothing to change.")
 
     def check_stock_prices(self, request: OrderRequest) -> None:
         """Refuse stock prices finer than SEC Rule 612 allows (whole cents from $1, 0.0001

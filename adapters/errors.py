@@ -65,6 +65,14 @@ class OrderNotCancelable(BrokerError):
     default_message = "That order can no longer be cancelled (it has filled or already ended)."
 
 
+class OrderNotReplaceable(BrokerError):
+    code = "order-not-replaceable"
+    default_message = (
+        "That order can no longer be changed: it has filled, ended, or a change or cancel of it "
+        "is still being carried out. /orders shows what is still working."
+    )
+
+
 class RateLimited(BrokerError):
     code = "rate-limited"
     default_message = (

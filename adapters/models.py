@@ -167,6 +167,23 @@ class OrderRequest:
     trail_percent: Decimal | None = None
 
 
+CHANGE_FIELDS = ("quantity", "limit_price", "stop_price")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """A change to a working order (``replace_order``): each field given replaces the order's
+    own, None keeps it. ``quantity`` is the order's new total, its filled part included, as at
+    every broker that takes one."""
+
+    quantity: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+    def fields(self) -> frozenset[str]:
+        return frozenset(n for n in CHANGE_FIELDS if getattr(self, n) is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class SubmissionHint:
     """What was sent under a client order id, and when. The caller keeps it (in the database)
