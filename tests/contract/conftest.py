@@ -31,6 +31,7 @@ class Harness(Protocol):
     supports_tokens: bool  # the connection holds an OAuth access token
     token_refreshable: bool  # an expired access token is refreshed, not fatal
     retries_reads: bool  # a 429 on a read is retried rather than raised
+    replace_method: str  # the HTTP method of the broker's replace
 
     async def expire_token(self) -> None: ...
 

@@ -39,6 +39,7 @@ from emulators.common import Fault
 VERBS_BY_METHOD = {
     "POST": frozenset({"create_order"}),
     "DELETE": frozenset({"cancel_order"}),
+    "PUT": frozenset({"replace_order"}),
     "GET": frozenset({"read"}),
 }
 
@@ -55,6 +56,8 @@ class Harness:
     # Paper has no OAuth tokens: the suite skips its token scenarios for this harness.
     supports_tokens: bool = False
     token_refreshable: bool = False
+    # The HTTP method of the broker's replace (a fault with it hits replace_order).
+    replace_method: str = "PUT"
     # A refusal surfaces as RateLimited at once: there is no HTTP layer to retry a read.
     retries_reads: bool = False
 

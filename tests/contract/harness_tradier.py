@@ -30,6 +30,8 @@ class Harness:
     order_types: frozenset[OrderType] = field(default_factory=lambda: frozenset(OrderType))
     supports_tokens: bool = True
     token_refreshable: bool = True
+    # The HTTP method of the broker's replace (a fault with it hits replace_order).
+    replace_method: str = "PUT"
     retries_reads: bool = True  # a 429 on a read is retried (honouring Retry-After)
 
     async def expire_token(self) -> None:
