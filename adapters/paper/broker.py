@@ -35,6 +35,7 @@ from adapters.errors import (
     OrderNotFound,
 )
 from adapters.models import (
+    CHANGE_FIELDS,
     Account,
     AccountRef,
     AccountType,
@@ -42,6 +43,7 @@ from adapters.models import (
     Balance,
     Environment,
     Order,
+    OrderChange,
     OrderRequest,
     OrderType,
     OrderUpdate,
@@ -78,14 +80,24 @@ class PaperTestHooks:
     """
 
     lost_create_responses: int = 0
+    lost_replace_responses: int = 0
     refusals: list[tuple[frozenset[str] | None, BrokerError]] = field(default_factory=list)
 
     def refuse_next(self, error: BrokerError, verbs: frozenset[str] | None = None) -> None:
-        """``verbs``: "read", "create_order", "cancel_order"; None for any."""
+        """``verbs``: "read", "create_order", "cancel_order", "replace_order"; None for any."""
         self.refusals.append((verbs, error))
 
     def lose_next_create_response(self, times: int = 1) -> None:
         self.lost_create_responses += times
+
+    def lose_next_replace_response(self, times: int = 1) -> None:
+        self.lost_replace_responses += times
+
+    def take_lost_replace_response(self) -> bool:
+        if self.lost_replace_responses > 0:
+            self.lost_replace_responses -= 1
+            return True
+        return False
 
     def before(self, verb: str) -> None:
         for i, (verbs, error) in enumerate(self.refusals):
@@ -123,6 +135,7 @@ class PaperBroker(BrokerAdapter):
         environments=frozenset({Environment.PAPER}),
         quotes=True,
         order_stream=False,
+        replace=frozenset(CHANGE_FIELDS),
     )
 
     def __init__(self, context: AdapterContext) -> None:
@@ -463,6 +476,30 @@ class PaperBroker(BrokerAdapter):
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         await self._ready("cancel_order", account)
         await store.cancel(self.db, self.account_id, order_id, self._now())
+
+    async def replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        await self._ready("replace_order", account)
+        return await super().replace_order(account, order, change)
+
+    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        inst = resolve(order.symbol)
+        for label, price in (("limit", change.limit_price), ("stop", change.stop_price)):
+            if price is not None:
+                _check_price(label, price, inst)
+        if change.quantity is not None and decimals(change.quantity) > engine.PRICE_PLACES:
+            raise InvalidOrder(
+                f"Quantities take at most {engine.PRICE_PLACES} decimals; "
+                f"{change.quantity} has more."
+            )
+        reads = self.db.shared("paper.positions", partial(_each, store.positions_of, self.db))
+        held = {row.symbol for row in await reads(self.account_id)}
+        quotes = await store.fetch_quotes(self.quote_source, held | {order.symbol})
+        changed = await store.replace(
+            self.db, self.account_id, order.id, change, quotes, self.market, self._now()
+        )
+        if self.test_hooks.take_lost_replace_response():
+            raise BrokerUnavailable(maybe_sent=True)
+        return changed
 
     # -- paper-only verbs ----------------------------------------------------------------------
 

@@ -31,11 +31,13 @@ from adapters.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
 )
 from adapters.models import (
     AssetClass,
     Bracket,
     Order,
+    OrderChange,
     OrderStatus,
     OrderType,
     OrderUpdate,
@@ -1107,6 +1109,82 @@ async def cancel(db: Database, account_id: str, order_id: str, now: datetime) ->
         order.reject_reason = "Cancelled at your request."
         order.closed_at = order.updated_at = now
         await _follow_bracket(s, account, order, now, None)  # a part-filled entry's exits
+        return to_order(order)
+
+
+async def replace(
+    db: Database,
+    account_id: str,
+    order_id: str,
+    change: OrderChange,
+    quotes: Mapping[str, Quote],
+    market: Market,
+    now: datetime,
+) -> Order:
+    """Change a working order in place (same id, as Tradier and TradeStation do): the buying
+    power check of a new order for what the change asks, then the order is looked at again at
+    ``quotes`` (the order's symbol and the positions'), so a limit moved through the market
+    fills now as a new one would."""
+    async with db.transaction() as s:
+        account = await lock_account(s, account_id)
+        order = await s.scalar(
+            select(PaperOrder)
+            .where(PaperOrder.id == order_id, PaperOrder.account_id == account_id)
+            .with_for_update()
+        )
+        if order is None:
+            raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
+        if OrderStatus(order.status).is_final:
+            raise OrderNotReplaceable(
+                f"Order {order_id} has already ended ({order.status}); there is nothing to change."
+            )
+        if order.parent_id is not None and change.quantity is not None:
+            raise InvalidOrder(
+                "An exit of a take-profit/stop-loss bracket closes what its entry filled: change "
+                "its price, not its quantity."
+            )
+        quantity = change.quantity if change.quantity is not None else order.quantity
+        limit = change.limit_price if change.limit_price is not None else order.limit_price
+        stop = change.stop_price if change.stop_price is not None else order.stop_price
+        # Priced as a new order is: at its stop, else its limit (a market order keeps its own).
+        reference = stop or limit or order.reference_price
+        positions = {
+            p.symbol: p
+            for p in await s.scalars(
+                select(PaperPosition).where(PaperPosition.account_id == account_id)
+            )
+        }
+        working = await open_orders_of(s, account_id)
+        valuation = engine.value_account(
+            account_state(account),
+            [position_state(p) for p in positions.values()],
+            marks_from(quotes),
+            reservations(w for w in working if w.id != order.id),
+        )
+        held = positions.get(order.symbol)
+        need = engine.order_requirement(
+            AssetClass(order.asset_class),
+            order.multiplier,
+            held.quantity if held is not None else Decimal(0),
+            Side(order.side),
+            quantity - order.filled_quantity,
+            reference,
+            valuation.closing.get(order.symbol, Decimal(0)),
+        )
+        if need > 0 and need > valuation.buying_power:
+            inst = Instrument(order.symbol, AssetClass(order.asset_class), order.multiplier)
+            raise InsufficientBuyingPower(_bp_message(inst, need, valuation.buying_power))
+        order.quantity, order.limit_price, order.stop_price = quantity, limit, stop
+        order.reference_price = reference
+        order.updated_at = now
+        quote = quotes.get(order.symbol)
+        open_now = is_open(AssetClass(order.asset_class), now, market.fill_hours)
+        decision = engine.decide(
+            order_state(order), quote, market.price_type, now=now, market_open=open_now
+        )
+        await apply_decision(
+            s, account, order, decision, quote, now, positions=positions, working=working
+        )
         return to_order(order)
 
 

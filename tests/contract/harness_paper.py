@@ -6,12 +6,12 @@ a simulated feed the suite can move. One paper account (margin) trades stocks, c
 futures, so "equity" and "margin" are the same account and there is no separate "futures".
 
 Faults map onto the adapter's test hooks (``PaperBroker.test_hooks``):
-``lose_response`` → the next ``create_order`` commits, then raises
+``lose_response`` → the next ``create_order`` (``replace_order`` for PUT) commits, then raises
 ``BrokerUnavailable(maybe_sent=True)``; ``status`` 429 → ``RateLimited`` (``Retry-After`` from
 the fault's headers), 5xx → ``BrokerUnavailable``, raised before the verb does anything.
-The fault's ``method`` picks the verb (POST: create_order, DELETE: cancel_order, GET: reads;
-none: any); its ``path`` is an HTTP path and means nothing here. Paper faults are one-shot
-unless ``times`` says more.
+The fault's ``method`` picks the verb (POST: create_order, DELETE: cancel_order, PUT:
+replace_order, GET: reads; none: any); its ``path`` is an HTTP path and means nothing here.
+Paper faults are one-shot unless ``times`` says more.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ class Harness:
         times = fault.times or 1
         hooks = self.adapter.test_hooks
         if fault.kind == "lose_response":
-            hooks.lose_next_create_response(times)
+            if fault.method and fault.method.upper() == "PUT":
+                hooks.lose_next_replace_response(times)
+            else:
+                hooks.lose_next_create_response(times)
             return fault
         if fault.kind != "status":
             raise ValueError(f"the paper harness has no {fault.kind!r} fault")
