@@ -14,7 +14,7 @@ ABOUT = (
     "Tradecord connects your brokerage accounts to Discord so you can check them and trade "
     "from here. Every member starts with **Tradecord Paper**, a practice account with "
     "simulated money. Link a real broker with `/connect`; Tradecord can read balances, "
-    "positions and orders, and place and cancel orders. It never moves money in or out."
+    "positions and orders, and place, change and cancel orders. It never moves money in or out."
 )
 
 

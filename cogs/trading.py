@@ -24,9 +24,12 @@ from adapters.models import (
     AssetClass,
     Bracket,
     Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
+    OrderType,
     Position,
+    Quote,
     Side,
 )
 from adapters.paper.engine import PriceType
@@ -35,11 +38,13 @@ from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings, Target
 from bot.services.trading import (
     HISTORY_LIMIT,
+    Change,
     Flattened,
     Holdings,
     OrderInput,
     Outcome,
     Preview,
+    change_of,
     order_terms_of,
     order_text,
     reduces,
@@ -441,6 +446,120 @@ class ConfirmCancelAll(ConfirmView):
     @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
         await self.answer(interaction, "Nothing was cancelled.")
+
+
+_CHANGE_LABELS = (
+    ("quantity", "Quantity"),
+    ("limit_price", "Limit price"),
+    ("stop_price", "Stop price"),
+)
+
+
+def change_embed(c: Change) -> discord.Embed:
+    """/modify's card: the order as it works now, and each change, old → new."""
+    o, lines = c.before, []
+    for name, label in _CHANGE_LABELS:
+        new = getattr(c.change, name)
+        if new is None:
+            continue
+        show = fmt.qty if name == "quantity" else (lambda v: f"${fmt.order_price(v)}")
+        lines.append(f"{label}: {show(getattr(o, name))} → **{show(new)}**")
+    if c.change.quantity is not None and o.filled_quantity:
+        lines.append(
+            f"The quantity is the order's total: {fmt.qty(o.filled_quantity)} filled already, "
+            f"{fmt.qty(c.change.quantity - o.filled_quantity)} left to fill after the change."
+        )
+    at_once = fills_at_once(o, c.change, c.quote)
+    if at_once:
+        lines.append(f"⚠️ {at_once}")
+    if c.target.mode == "live":
+        lines.append("⚠️ **This is a LIVE order with real money.**")
+    embed = discord.Embed(
+        title=f"{fmt.mode_tag(c.target.mode)} change order {o.id[-8:]}",
+        description=f"**{order_text(o)}** · {o.time_in_force.value.upper()}\n" + "\n".join(lines),
+        colour=fmt.mode_colour(c.target.mode),
+    )
+    name = c.target.connection.name
+    embed.add_field(
+        name="Connection", value=name if name == c.broker_name else f"{name} ({c.broker_name})"
+    )
+    simulated = c.quote is not None and c.quote.simulated
+    embed.set_footer(
+        text=_footer("Confirm within 60 seconds", fmt.SIMULATED if simulated else None)
+    )
+    return embed
+
+
+def fills_at_once(order: Order, change: OrderChange, quote: Quote | None) -> str | None:
+    """Said on the card when the new price meets the market: a limit moved through it fills,
+    a stop moved past it triggers. None when it does not, or with no quote to tell."""
+    if quote is None or quote.bid is None or quote.ask is None:
+        return None
+    buy = order.side is Side.BUY
+    market = quote.ask if buy else quote.bid
+    where = f"the {'ask' if buy else 'bid'} (${fmt.price(market)})"
+    stop = change.stop_price
+    if stop is not None and not order.info.get("triggered_at"):
+        if (buy and stop <= market) or (not buy and stop >= market):
+            return (
+                f"A {order.side.value} stop at ${fmt.order_price(stop)} is past {where}: it "
+                "triggers at once."
+            )
+    limit = change.limit_price
+    acts_as_limit = order.order_type is OrderType.LIMIT or bool(order.info.get("triggered_at"))
+    if limit is not None and acts_as_limit:
+        if (buy and limit >= market) or (not buy and limit <= market):
+            return (
+                f"A {order.side.value} limit at ${fmt.order_price(limit)} meets {where}: it "
+                "would fill at once."
+            )
+    return None
+
+
+def changed_text(c: Change) -> str:
+    after = c.after
+    assert after is not None
+    where = c.target.connection.name
+    text = f"✅ Order {c.before.id[-8:]} on {where} changed: {order_text(after)}."
+    if after.id != c.before.id:
+        text += f" The broker replaced it with order {after.id[-8:]}, which /orders now shows."
+    if after.status is OrderStatus.FILLED:
+        text += (
+            f" It filled at once, at ${fmt.price(after.average_fill_price)}."
+            if after.average_fill_price is not None
+            else " It filled at once."
+        )
+    elif after.status is OrderStatus.PARTIALLY_FILLED:
+        text += f" {fmt.qty(after.filled_quantity)} of it has filled."
+    return text
+
+
+class ConfirmChange(ConfirmView):
+    def __init__(
+        self, owner_id: int, bot: Tradecord, connection: str | None, mode: str, preview: Change
+    ) -> None:
+        super().__init__(owner_id, timeout=CARD_TTL)
+        self.bot, self.connection, self.mode, self.preview = bot, connection, mode, preview
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
+    async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        p = self.preview
+        made = await in_time(
+            interaction,
+            self.bot.core.trading.change_order(
+                interaction.user.id, self.connection, self.mode, p.before.id, p.change
+            ),
+            ephemeral=True,
+        )
+        await self.answer(interaction, changed_text(made))
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
+        await self.answer(interaction, f"Order {self.preview.before.id[-8:]} was not changed.")
+
+    async def answer(self, interaction: discord.Interaction, content: str) -> None:
+        await update(interaction, content=content, embed=None, view=None)  # the card goes
+        self.stop()
 
 
 class ConfirmFlatten(ConfirmView):
@@ -1004,6 +1123,41 @@ class Trading(commands.Cog):
                 "requested, not yet carried out by the broker. Check /orders in a moment."
             )
         await reply(interaction, content=text, ephemeral=True)
+
+    @app_commands.command(
+        name="modify", description="Change an open order's quantity or prices (you confirm first)"
+    )
+    @app_commands.describe(
+        order="The open order (start typing to search)",
+        quantity="New total quantity, what already filled included",
+        limit_price="New limit price (limit and stop-limit orders)",
+        stop_price="New stop price (stop and stop-limit orders, a bracket's stop-loss)",
+        connection="Which connection (default: Tradecord Paper)",
+        mode="paper (default) or live",
+    )
+    @app_commands.autocomplete(order=open_order_choices, connection=connection_names)
+    async def modify(
+        self,
+        interaction: discord.Interaction,
+        order: str,
+        quantity: str | None = None,
+        limit_price: str | None = None,
+        stop_price: str | None = None,
+        connection: str | None = None,
+        mode: Mode = "paper",
+    ) -> None:
+        change = change_of(quantity, limit_price, stop_price)
+        preview = await in_time(
+            interaction,
+            self.bot.core.trading.preview_change(
+                interaction.user.id, connection, mode, order, change
+            ),
+            ephemeral=True,
+        )
+        view = ConfirmChange(interaction.user.id, self.bot, connection, mode, preview)
+        view.message = await reply(
+            interaction, embed=change_embed(preview), view=view, ephemeral=True, wait=True
+        )
 
     @cancel.command(name="all", description="Cancel every open order on a connection")
     @app_commands.describe(

@@ -38,6 +38,7 @@ from adapters.errors import (
     InsufficientBuyingPower,
     OrderNotCancelable,
     OrderNotFound,
+    OrderStateUnknown,
     RateLimited,
 )
 from adapters.models import (
@@ -47,6 +48,7 @@ from adapters.models import (
     Bracket,
     Environment,
     Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -487,6 +489,31 @@ class Cancelled:
         """The brackets of Tradecord's own orders among them, by broker order id: an entry's
         exits end with it if it never filled."""
         return _brackets(self.intents.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change of a working order: previewed (``after`` None), or made (``after``: the order
+    working now, a new one where the broker's replace makes one)."""
+
+    target: Target
+    broker_name: str
+    before: Order
+    change: OrderChange
+    after: Order | None = None
+    quote: Quote | None = None  # at the preview, where the broker gives one
+
+
+def change_of(quantity: str | None, limit_price: str | None, stop_price: str | None) -> OrderChange:
+    """What /modify asks for, as numbers."""
+    change = OrderChange(
+        parse_decimal(quantity, "Quantity"),
+        parse_decimal(limit_price, "Limit price"),
+        parse_decimal(stop_price, "Stop price"),
+    )
+    if not change.fields():
+        raise InvalidInput("Give what to change: a new quantity, limit_price or stop_price.")
+    return change
 
 
 class TradingService:
@@ -2302,6 +2329,171 @@ class TradingService:
         finally:
             await adapter.close()
         return target, results
+
+    # -- changing a working order --------------------------------------------------------
+
+    async def preview_change(
+        self,
+        discord_user_id: int,
+        connection: str | None,
+        mode: str | None,
+        order_id: str,
+        change: OrderChange,
+    ) -> Change:
+        """The open order ``order_id`` means (its id or the end /orders shows), checked for
+        ``change`` as the broker and the pre-trade checks would: nothing is sent."""
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            open_orders = {o.id: o for o in await adapter.fetch_open_orders(target.ref)}
+            order = open_orders[_open_order_id(order_id, open_orders, target)]
+            adapter.check_change(order, change)
+            await self._check_change(target, adapter, order, change, "Not allowed")
+            quote = None
+            if adapter.capabilities.quotes:
+                with contextlib.suppress(BrokerError, TimeoutError):
+                    quote = await adapter.fetch_quote(order.symbol)
+        finally:
+            await adapter.close()
+        return Change(target, adapter.display_name, order, change, quote=quote)
+
+    async def change_order(
+        self,
+        discord_user_id: int,
+        connection: str | None,
+        mode: str | None,
+        order_id: str,
+        change: OrderChange,
+    ) -> Change:
+        """Change the open order ``order_id`` (its whole id), read again first. Never resent:
+        when the broker's answer is lost, the order is read again to learn whether it changed,
+        and ``OrderStateUnknown`` says when that cannot tell. The intent of Tradecord's own
+        order follows the change."""
+        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            try:
+                before = await adapter.fetch_order(target.ref, order_id=order_id)
+            except OrderNotFound:
+                raise NotFound(
+                    f"Order {order_id[-8:]} is no longer on {target.connection.name}'s books. "
+                    "/orders lists the open ones."
+                ) from None
+            await self._check_change(target, adapter, before, change, "Not changed")
+            try:
+                after = await adapter.replace_order(target.ref, before, change)
+            except BrokerUnavailable as e:
+                if not e.maybe_sent:
+                    raise
+                after = await self._changed_meanwhile(target, adapter, before, change)
+                if after is None:
+                    raise OrderStateUnknown(
+                        f"The broker did not answer the change of order {before.id[-8:]}, and "
+                        "reading it again could not tell whether it was made. It was not sent "
+                        "again: /orders shows the order as it stands now."
+                    ) from e
+            await self._follow_change(target, before, after)
+        finally:
+            await adapter.close()
+        return Change(target, adapter.display_name, before, change, after=after)
+
+    async def _check_change(
+        self,
+        target: Target,
+        adapter: BrokerAdapter,
+        order: Order,
+        change: OrderChange,
+        verdict: str,
+    ) -> None:
+        """The pre-trade checks of a new order for the order as it would be after the change
+        (the kill switch, a pause, the per-order limits; an order that only closes a position
+        is held back by no limit). Not the daily totals: the order was counted when placed."""
+        remaining = (change.quantity or order.quantity) - order.filled_quantity
+        request = OrderRequest(
+            order.symbol,
+            order.side,
+            remaining,
+            order.order_type,
+            order.time_in_force,
+            limit_price=change.limit_price or order.limit_price,
+            stop_price=change.stop_price or order.stop_price,
+            asset_class=order.asset_class,
+        )
+        intent = self._new_intent(
+            target, request, source="discord", idempotency_key=None, status="", extra={}
+        )
+        gate, _ = await self._pretrade(intent, target, adapter)
+        if isinstance(gate, Refusal):
+            refused = LimitReached(gate.message.replace("Not sent", verdict, 1))
+            refused.code = gate.code
+            raise refused
+
+    async def _changed_meanwhile(
+        self, target: Target, adapter: BrokerAdapter, before: Order, change: OrderChange
+    ) -> Order | None:
+        """After a lost answer: the order working now if the change was made, else None."""
+        try:
+            now = await adapter.fetch_order(target.ref, order_id=before.id)
+            if now.status is OrderStatus.REPLACED and now.replaced_by:
+                return await adapter.fetch_order(target.ref, order_id=now.replaced_by)
+        except BrokerError:
+            return None
+        if all(getattr(now, f) == getattr(change, f) for f in change.fields()):
+            return now
+        return None
+
+    async def _follow_change(self, target: Target, before: Order, after: Order) -> None:
+        """Record the change; the intent of Tradecord's own order takes the new terms and, where
+        the broker made a new order, follows it."""
+        async with self.core.db.session() as s:
+            intent = await s.scalar(
+                select(OrderIntent).where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.broker_order_id == before.id,
+                )
+            )
+        changed = {
+            f: [str(getattr(before, f)), str(getattr(after, f))]
+            for f in ("quantity", "limit_price", "stop_price")
+            if getattr(before, f) != getattr(after, f)
+        }
+
+        async def write(s: AsyncSession) -> None:
+            if intent is not None and after.id == before.id:
+                update_later(
+                    s,
+                    OrderIntent,
+                    {
+                        "id": intent.id,
+                        "quantity": after.quantity,
+                        "limit_price": after.limit_price,
+                        "stop_price": after.stop_price,
+                        "updated_at": self.clock(),
+                    },
+                )
+            audit.record(
+                s,
+                "order.changed",
+                member_id=target.connection.member_id,
+                connection_id=target.connection.id,
+                intent_id=intent.id if intent is not None else None,
+                broker_order_id=before.id,
+                new_broker_order_id=after.id if after.id != before.id else None,
+                changed=changed,
+            )
+
+        await self.core.db.group_commit(write)
+        if intent is None:
+            return
+        if after.id != before.id:
+            replaced = dataclasses.replace(
+                before, status=OrderStatus.REPLACED, replaced_by=after.id
+            )
+            await self._follow_replacement(intent, replaced)
+        else:
+            intent.quantity = after.quantity
+            intent.limit_price, intent.stop_price = after.limit_price, after.stop_price
+        await self._apply_order(intent, after)
 
     async def cancel_open(
         self,

@@ -1,0 +1,179 @@
+"""/modify end to end through the local Discord, on Tradecord Paper: a card, then the change."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from adapters.errors import BrokerUnavailable
+from adapters.paper.broker import PaperBroker
+from bot.models import AuditEvent, IntentStatus, OrderIntent
+from emulators.discord import Message
+from tests.cogs.test_trading import pin, preview
+from tests.discord_harness import Harness
+
+D = Decimal
+
+
+async def confirmed(h: Harness, user: str, card: Message) -> str:
+    done = await h.emu.click(h.user(user), card, label="Confirm")
+    return (await done.message(timeout=10)).text()
+
+
+async def resting_buy(h: Harness, user: str = "alice", **options: str) -> str:
+    """A limit buy of 10 AAPL at $150, working; its broker order id."""
+    terms = {"order_type": "limit", "limit_price": "150", "time_in_force": "gtc"} | options
+    card = await preview(h, user, symbol="AAPL", quantity="10", **terms)
+    assert "Broker order id" in await confirmed(h, user, card)
+    _, _, [order] = await h.core.trading.open_orders(h.user(user), None, None)
+    return order.id
+
+
+async def intent_of(h: Harness, order_id: str) -> OrderIntent:
+    async with h.core.db.session() as s:
+        intent = await s.scalar(select(OrderIntent).where(OrderIntent.broker_order_id == order_id))
+    assert intent is not None
+    return intent
+
+
+async def test_a_limit_moved_is_previewed_then_changed(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    card = await h.reply("alice", "modify", order=oid[-8:], limit_price="160")
+    text = card.text()
+    assert card.ephemeral and f"PAPER change order {oid[-8:]}" in text, text
+    assert "buy 10 AAPL limit at $150.00" in text and "Limit price: $150.00 → **$160.00**" in text
+    assert "fill at once" not in text
+    assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"]
+    done = await confirmed(h, "alice", card)
+    assert done == f"✅ Order {oid[-8:]} on Tradecord Paper changed: buy 10 AAPL limit at $160.00."
+    intent = await intent_of(h, oid)
+    assert (intent.limit_price, intent.quantity, intent.status) == (D(160), D(10), "accepted")
+    async with h.core.db.session() as s:
+        event = await s.scalar(select(AuditEvent).where(AuditEvent.kind == "order.changed"))
+    assert event is not None and event.intent_id == intent.id
+    assert event.detail["changed"] == {"limit_price": ["150", "160"]}
+
+
+async def test_a_limit_moved_through_the_market_is_warned_and_fills(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    card = await h.reply("alice", "modify", order=oid, limit_price="201", quantity="12")
+    text = card.text()
+    assert "meets the ask ($200.10): it would fill at once" in text, text
+    assert "Quantity: 10 → **12**" in text
+    done = await confirmed(h, "alice", card)
+    assert "changed: buy 12 AAPL limit at $201.00" in done and "It filled at once" in done, done
+    intent = await intent_of(h, oid)
+    assert (intent.status, intent.filled_quantity) == (IntentStatus.FILLED, D(12))
+    assert "AAPL" in (await h.reply("alice", "positions")).text()
+
+
+async def test_cancel_on_the_card_changes_nothing(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    card = await h.reply("alice", "modify", order=oid, limit_price="160")
+    done = await h.emu.click(h.user("alice"), card, label="Cancel")
+    assert (await done.message(timeout=10)).text() == f"Order {oid[-8:]} was not changed."
+    _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert order.limit_price == D(150)
+
+
+async def test_bad_changes_say_what_to_do(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    nothing = await h.reply("alice", "modify", order=oid)
+    assert "Give what to change: a new quantity, limit_price or stop_price." in nothing.text()
+    no_stop = await h.reply("alice", "modify", order=oid, stop_price="140")
+    assert f"Order {oid[-8:]} is a limit order: it has no stop price." in no_stop.text()
+    same = await h.reply("alice", "modify", order=oid, limit_price="150.00")
+    assert "already has that: there is nothing to change" in same.text()
+    sub_penny = await h.reply("alice", "modify", order=oid, limit_price="150.001")
+    assert "150.001" in sub_penny.text() and sub_penny.buttons() == []
+    word = await h.reply("alice", "modify", order=oid, quantity="ten")
+    assert "Quantity must be a number" in word.text()
+    elsewhere = await h.reply("bob", "modify", order=oid, limit_price="160")
+    assert "is not open on" in elsewhere.text()  # Bob's account has no such order
+
+
+async def test_the_kill_switch_holds_a_change_back_at_confirm(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    card = await h.reply("alice", "modify", order=oid, limit_price="160")
+    await h.reply(h.emu.owner.id, "killswitch", state="on")
+    done = await confirmed(h, "alice", card)
+    assert "(kill switch); nothing was sent. Cancelling open orders still works." in done, done
+    _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert order.limit_price == D(150)
+    refused = await h.reply("alice", "modify", order=oid, limit_price="160")
+    assert "kill switch" in refused.text() and refused.buttons() == []
+
+
+async def test_a_brackets_stop_loss_moves_up(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="1", take_profit="220", stop_loss="190"
+    )
+    assert "Filled" in await confirmed(h, "alice", card)
+    _, _, orders = await h.core.trading.open_orders(h.user("alice"), None, None)
+    [stop] = [o for o in orders if o.stop_price is not None]
+    card = await h.reply("alice", "modify", order=stop.id, stop_price="195")
+    assert "Stop price: $190.00 → **$195.00**" in card.text()
+    done = await confirmed(h, "alice", card)
+    assert "changed: the stop-loss sell 1 AAPL stop at $195.00." in done, done
+    # The card is shown (Alpaca takes a leg's quantity); Tradecord Paper refuses it at Confirm.
+    card = await h.reply("alice", "modify", order=stop.id, quantity="2")
+    assert "change its price, not its quantity" in await confirmed(h, "alice", card)
+
+
+async def test_a_quantity_over_my_limit_is_not_allowed(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    await h.reply("alice", "limits set", max_order_quantity="11")
+    over = await h.reply("alice", "modify", order=oid, quantity="12")
+    assert over.text().startswith("Not allowed: buy 12 AAPL is over your"), over.text()
+    assert over.buttons() == []
+    card = await h.reply("alice", "modify", order=oid, quantity="11")
+    assert "changed: buy 11 AAPL limit at $150.00." in await confirmed(h, "alice", card)
+
+
+async def test_a_lost_answer_is_read_again_not_resent(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    made = PaperBroker._replace_order
+    calls = []
+
+    async def lost(self: PaperBroker, *args: Any) -> Any:
+        calls.append(args)
+        await made(self, *args)
+        raise BrokerUnavailable(maybe_sent=True)
+
+    monkeypatch.setattr(PaperBroker, "_replace_order", lost)
+    card = await h.reply("alice", "modify", order=oid, limit_price="160")
+    assert "changed: buy 10 AAPL limit at $160.00." in await confirmed(h, "alice", card)
+    assert len(calls) == 1
+
+    async def dropped(self: PaperBroker, *args: Any) -> Any:
+        calls.append(args)
+        raise BrokerUnavailable(maybe_sent=True)  # it never reached the broker
+
+    monkeypatch.setattr(PaperBroker, "_replace_order", dropped)
+    card = await h.reply("alice", "modify", order=oid, limit_price="170")
+    done = await confirmed(h, "alice", card)
+    assert "could not tell whether it was made. It was not sent again" in done, done
+    assert len(calls) == 2
+    _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert order.limit_price == D(160)
