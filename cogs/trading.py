@@ -843,7 +843,7 @@ class Trading(commands.Cog):
             fmt.ORDER_HEADERS,
             {3},
             f"{len(orders)} open order{plural(len(orders))}"
-            + (" · cancel with /cancel order" if orders else ""),
+            + (" · change with /modify, cancel with /cancel order" if orders else ""),
             empty="No open orders.",
         )
         await send_pages(interaction, pages)
