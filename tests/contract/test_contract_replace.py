@@ -113,14 +113,18 @@ async def test_an_order_cancelled_meanwhile_cannot_be_changed(harness: Harness) 
     assert old.id not in await open_ids(h)
 
 
-async def test_lost_response_on_replace_then_a_read_tells(harness: Harness) -> None:
+async def test_lost_response_on_replace_changes_it_once(harness: Harness) -> None:
+    """A change whose answer is lost: either the broker's error says it may have been made, or
+    (a PUT: HTTP clients may resend an idempotent request once on a dropped connection, as
+    RFC 9112 allows) the resend's answer comes back. Either way one order works, changed once."""
     h = harness
     needs(h, "limit_price")
     old = await resting_limit(h)
     h.inject(Fault(kind="lose_response", method=h.replace_method, path=REPLACE_PATH, times=1))
-    with pytest.raises(BrokerUnavailable) as e:
+    try:
         await h.adapter.replace_order(equity(h), old, OrderChange(limit_price=D("60")))
-    assert e.value.maybe_sent is True
+    except BrokerUnavailable as e:
+        assert e.maybe_sent is True
     mine = [o for o in await h.adapter.fetch_open_orders(equity(h)) if o.symbol == SYMBOL]
     assert [o.limit_price for o in mine] == [D("60")]
 
