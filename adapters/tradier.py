@@ -19,6 +19,7 @@ Tradier facts that shape this module (see emulators/specs/tradier/ and the resea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -51,6 +52,7 @@ from adapters.errors import (
     MarketClosed,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
     RateLimited,
     SymbolNotFound,
 )
@@ -62,6 +64,7 @@ from adapters.models import (
     Balance,
     Environment,
     Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -259,6 +262,9 @@ class TradierAdapter(HttpBrokerAdapter):
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,
+        # Tradier's modify (PUT .../orders/{id}) takes type, duration, price and stop: the
+        # quantity cannot be changed.
+        replace=frozenset({"limit_price", "stop_price"}),
         # Per access token per minute, and different on the sandbox host.
         rate_limits=(
             RateLimit("standard:live", 120, 60.0),
@@ -335,6 +341,8 @@ class TradierAdapter(HttpBrokerAdapter):
             )
         if "market" in low and "closed" in low:
             return MarketClosed(f"Tradier: {detail}", vendor_code=code)
+        if resp.method == "PUT" and "/orders/" in resp.path:
+            return InvalidOrder(f"Tradier refused the change: {detail}", vendor_code=code)
         if resp.method == "POST" and resp.path.endswith("/orders"):
             return InvalidOrder(f"Tradier rejected the order: {detail}", vendor_code=code)
         return BrokerError(f"Tradier refused the request: {detail}", vendor_code=code)
@@ -650,6 +658,50 @@ class TradierAdapter(HttpBrokerAdapter):
             stop_price=request.stop_price,
             info=raw,
         )
+
+    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        if order.parent_id is not None or order.exit_ids:
+            # Tradier documents modifying an order it answered a placement with, not an
+            # oto/otoco or one of its legs.
+            raise InvalidOrder(
+                "Tradier cannot change an order of a take-profit/stop-loss bracket from "
+                "Tradecord: cancel the bracket with /cancel and place a new one."
+            )
+        if not order.id.isdigit():
+            raise OrderNotFound(f"{order.id!r} is not a Tradier order id.")
+        # The order's own type and duration (pre and post included, which ``time_in_force``
+        # does not tell apart from day), with its prices as changed.
+        form = {
+            "type": order.order_type.value,
+            "duration": str(order.info.get("duration") or order.time_in_force.value),
+        }
+        limit = change.limit_price if change.limit_price is not None else order.limit_price
+        stop = change.stop_price if change.stop_price is not None else order.stop_price
+        _prices(form, "", order.order_type, limit=limit, stop=stop)
+        try:
+            await self.request(
+                "PUT",
+                f"/accounts/{account.id}/orders/{order.id}",
+                environment=account.environment,
+                bucket=f"trading:{account.environment}",
+                form=form,
+                write=True,
+            )
+        except InvalidOrder as e:
+            # Tradier publishes no wording for refusing an order that has ended: the order
+            # itself tells whether that was the reason.
+            now = await self._fetch_order_by_id(account, order.id)
+            if now.status.is_final:
+                raise OrderNotReplaceable(
+                    f"Tradier cannot change this order: it is {now.status.value}. See /orders."
+                ) from e
+            raise
+        try:
+            return await self._fetch_order_by_id(account, order.id)
+        except BrokerError as e:
+            # Changed, but not read back: the order as it was, with what Tradier accepted.
+            log.info("tradier: order %s changed; not read back (%s)", order.id, e.code)
+        return dataclasses.replace(order, limit_price=limit, stop_price=stop)
 
     async def _vendor_side(self, account: AccountRef, symbol: str, side: Side, qty: Decimal) -> str:
         """Tradier wants opening and closing actions; a crossing order must be split."""

@@ -583,6 +583,9 @@ class TradierEmulator(BaseEmulator):
             r.add_get(a + "/orders", self._api(env, "standard", "read", self._list_orders))
             r.add_post(a + "/orders", self._api(env, "trading", "trade", self._place_order))
             r.add_get(a + "/orders/{order_id}", self._api(env, "standard", "read", self._get_order))
+            r.add_put(
+                a + "/orders/{order_id}", self._api(env, "trading", "trade", self._modify_order)
+            )
             r.add_delete(
                 a + "/orders/{order_id}", self._api(env, "trading", "trade", self._cancel_order)
             )
@@ -1104,6 +1107,83 @@ class TradierEmulator(BaseEmulator):
             raise self._errors(ctx, [f"Order {order.id} cannot be canceled: it is {order.status}."])
         self._end(order, "canceled")
         return self._reply(ctx, {"order": {"id": order.id, "status": "ok"}})
+
+    async def _modify_order(self, request: web.Request, ctx: _Ctx) -> web.Response:
+        """Change a working order in place (``PUT .../orders/{id}``, form ``type``,
+        ``duration``, ``price``, ``stop``, each optional): the same id, answered with
+        ``{"order": {"id", "status": "ok"}}``. The quantity cannot be changed. A limit made
+        marketable fills at once, as a new one would."""
+        if request.content_type != FORM:
+            self.violation(request, f"order body must be {FORM}, not {request.content_type}")
+            raise self._errors(ctx, ["Orders must be sent form-encoded."])
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self._check_params(request, ctx, {"type", "duration", "price", "stop"}, source=form)
+        acct = self._account(ctx, request)
+        order = self._order(ctx, request, acct)
+        if isinstance(order, EmuAdvanced):
+            # Tradier documents no change of an oto/otoco as a whole; refused, not guessed at.
+            raise self._errors(
+                ctx, [f"Order {order.id} is a {order.klass} order: it cannot be changed."]
+            )
+        if order.status not in WORKING:
+            # Tradier publishes no wording for this; it says what the cancel refusal says.
+            raise self._errors(ctx, [f"Order {order.id} cannot be changed: it is {order.status}."])
+        problems = self._validate_modify_form(form, order)
+        if problems:
+            for p in problems:
+                self.violation(request, p)
+            raise self._errors(ctx, problems)
+        if not form:
+            # Not a documentation departure (every field is optional), but nothing to do.
+            raise self._errors(ctx, ["Nothing to change: send type, duration, price or stop."])
+        kind = form.get("type", order.type)
+        duration = form.get("duration", order.duration)
+        takes_price, takes_stop = kind in ("limit", "stop_limit"), kind in ("stop", "stop_limit")
+        price = (_dec(form["price"]) if "price" in form else order.price) if takes_price else None
+        stop = (_dec(form["stop"]) if "stop" in form else order.stop) if takes_stop else None
+        if duration in ("pre", "post") and kind != "limit":
+            raise self._errors(ctx, ["Extended hours orders must be limit orders."])
+        if order.side in ("buy", "sell_short"):
+            # Checked as a placement is, the order's own hold given back first (as a broker's
+            # risk check would; Tradier does not document it).
+            held = order.remaining * self._estimate(
+                order.symbol, order.side, order.type, order.price, order.stop
+            )
+            cost = order.remaining * self._estimate(order.symbol, order.side, kind, price, stop)
+            if cost > self.buying_power(acct) + held:
+                raise self._errors(ctx, ["You do not have enough buying power for this trade."])
+        if (kind, stop) != (order.type, order.stop):
+            order.triggered = False  # a new stop is looked at afresh against the quote
+        order.type, order.duration, order.price, order.stop = kind, duration, price, stop
+        order.transaction_date = iso_ms(self.clock())
+        self._emit(order)
+        self._try_fill(order)
+        return self._reply(ctx, {"order": {"id": order.id, "status": "ok"}})
+
+    def _validate_modify_form(self, form: dict[str, str], order: EmuOrder) -> list[str]:
+        """Documented values, and ``price``/``stop`` only where the order's type (as it will
+        be) takes them, as for a placement."""
+        problems: list[str] = []
+        for name, values in (("type", ORDER_TYPES), ("duration", DURATIONS)):
+            if name in form and form[name] not in values:
+                problems.append(f"{name} must be one of {', '.join(values)}, not {form[name]!r}")
+        for name in ("price", "stop"):
+            if name in form:
+                value = _dec(form[name])
+                if value is None or value <= 0:
+                    problems.append(f"{name} must be a positive number, not {form[name]!r}")
+        if problems:
+            return problems
+        kind = form.get("type", order.type)
+        for name, kinds, current in (
+            ("price", ("limit", "stop_limit"), order.price),
+            ("stop", ("stop", "stop_limit"), order.stop),
+        ):
+            if kind in kinds and name not in form and current is None:
+                problems.append(f"{name} is required for {kind} orders")
+            if kind not in kinds and name in form:
+                problems.append(f"{name} is not valid for {kind} orders")
+        return problems
 
     async def _place_order(self, request: web.Request, ctx: _Ctx) -> web.Response:
         if request.content_type != FORM:

@@ -26,6 +26,7 @@ from adapters.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
     RateLimited,
     SymbolNotFound,
 )
@@ -35,6 +36,7 @@ from adapters.models import (
     AssetClass,
     Bracket,
     Environment,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -1411,3 +1413,124 @@ async def test_every_adapter_request_conforms(emu: TradierEmulator, adapter: Tra
     await emu.drop_streams()
     await asyncio.wait_for(stream.task, 5)
     assert emu.spec_violations == []
+
+
+# -- changing a working order (PUT /accounts/{id}/orders/{order_id}) ----------------------------
+
+
+def order_puts(emu: TradierEmulator) -> list[dict[str, list[str]]]:
+    return [parse_qs(r.body.decode()) for r in emu.requests_to(r"/orders/\d+$", "PUT")]
+
+
+def test_tradier_changes_prices_not_quantities() -> None:
+    assert TradierAdapter.capabilities.replace == {"limit_price", "stop_price"}
+
+
+async def test_replace_sends_the_order_s_type_and_duration_with_its_prices_as_changed(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(
+        margin,
+        OrderRequest(
+            "F",
+            Side.BUY,
+            Decimal(10),
+            OrderType.STOP_LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("12.25"),
+            stop_price=Decimal("12"),
+        ),
+    )
+    old = await adapter.fetch_order(margin, order_id=placed.id)
+    new = await adapter.replace_order(margin, old, OrderChange(stop_price=Decimal("11.90")))
+    assert order_puts(emu) == [
+        {"type": ["stop_limit"], "duration": ["gtc"], "price": ["12.25"], "stop": ["11.90"]}
+    ]
+    assert (new.id, new.status, new.order_type) == (old.id, OrderStatus.OPEN, old.order_type)
+    assert (new.limit_price, new.stop_price, new.quantity) == (
+        Decimal("12.25"),
+        Decimal("11.9"),
+        Decimal(10),
+    )
+    # Tradier's pre and post durations are kept, though Tradecord shows them as day (a pre
+    # order placed at Tradier itself: Tradecord places day and gtc orders only).
+    placed = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
+    emu.orders[int(placed.id)].duration = "pre"
+    pre = await adapter.fetch_order(margin, order_id=placed.id)
+    assert pre.time_in_force is TimeInForce.DAY
+    await adapter.replace_order(margin, pre, OrderChange(limit_price=Decimal("12.30")))
+    assert order_puts(emu)[-1] == {"type": ["limit"], "duration": ["pre"], "price": ["12.30"]}
+    assert emu.spec_violations == []
+
+
+async def test_replacing_an_order_that_ended_meanwhile_is_order_not_replaceable(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
+    stale = await adapter.fetch_order(margin, order_id=placed.id)
+    emu.fill(placed.id, 10, "10.5")
+    with pytest.raises(OrderNotReplaceable, match="it is filled") as e:
+        await adapter.replace_order(margin, stale, OrderChange(limit_price=Decimal("10.6")))
+    assert isinstance(e.value.__cause__, InvalidOrder)
+    assert "cannot be changed: it is filled" in e.value.__cause__.user_message
+    assert len(order_puts(emu)) == 1  # sent, refused by Tradier, never resent
+
+
+async def test_a_refusal_of_a_working_order_stays_the_vendor_s_reason(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
+    old = await adapter.fetch_order(margin, order_id=placed.id)
+    emu.faults.add(
+        Fault(
+            kind="status",
+            method="PUT",
+            status=400,
+            body={"errors": {"error": "Price is too far from the market."}},
+            times=1,
+        )
+    )
+    with pytest.raises(InvalidOrder, match="Tradier refused the change: Price is too far") as e:
+        await adapter.replace_order(margin, old, OrderChange(limit_price=Decimal("10.6")))
+    assert not isinstance(e.value, OrderNotReplaceable)
+    with pytest.raises(InsufficientBuyingPower):
+        await adapter.replace_order(margin, old, OrderChange(limit_price=Decimal("99999")))
+
+
+async def test_a_change_not_read_back_is_still_returned(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    margin = ref(emu, "margin")
+    adapter.ctx.read_retries = 1
+    placed = await adapter.create_order(
+        margin,
+        OrderRequest("F", Side.BUY, Decimal(10), OrderType.LIMIT, limit_price=Decimal("10.5")),
+    )
+    old = await adapter.fetch_order(margin, order_id=placed.id)
+    emu.faults.add(Fault(kind="status", method="GET", path=r"/orders", status=503))
+    new = await adapter.replace_order(margin, old, OrderChange(limit_price=Decimal("10.6")))
+    assert (new.id, new.limit_price) == (old.id, Decimal("10.6"))
+    assert emu.orders[int(old.id)].price == Decimal("10.6")
+
+
+async def test_an_order_of_a_bracket_is_not_changed(emu: TradierEmulator, adapter: TradierAdapter):
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(margin, bracketed())
+    entry = await adapter.fetch_order(margin, order_id=placed.id)
+    exit_ = await adapter.fetch_order(margin, order_id=entry.exit_ids[0])
+    for order in (entry, exit_):
+        with pytest.raises(InvalidOrder, match="bracket"):
+            await adapter.replace_order(margin, order, OrderChange(limit_price=Decimal("10.6")))
+    assert order_puts(emu) == []

@@ -1103,3 +1103,147 @@ async def test_malformed_subscription_is_a_violation(
         assert "error" in await next_json(ws)
     assert any("unknown subscription field 'session'" in v for v in emu.spec_violations)
     assert any("events must be a list" in v for v in emu.spec_violations)
+
+
+# -- modify (PUT /accounts/{id}/orders/{order_id}) ------------------------------------------------
+
+
+async def modify(
+    http: aiohttp.ClientSession,
+    emu: TradierEmulator,
+    tok: str,
+    acct: str,
+    order_id: int,
+    **form: str,
+) -> tuple[int, Any]:
+    url = f"{emu.api_url()}/accounts/{acct}/orders/{order_id}"
+    async with http.put(url, data=form, headers=auth(tok)) as r:
+        body = await r.json() if r.content_type == "application/json" else await r.text()
+        return r.status, body
+
+
+async def test_modify_changes_the_order_in_place_and_answers_id_and_status(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    _, placed = await place(
+        http, emu, tok, margin, symbol="F", side="buy", quantity="10", type="limit", price="10.50"
+    )
+    oid = placed["order"]["id"]
+    status, body = await modify(
+        http, emu, tok, margin, oid, type="limit", duration="gtc", price="10.60"
+    )
+    assert (status, body) == (200, {"order": {"id": oid, "status": "ok"}})
+    _, read = await get(http, f"{emu.api_url()}/accounts/{margin}/orders/{oid}", tok)
+    assert (read["order"]["price"], read["order"]["duration"]) == (10.6, "gtc")
+    assert (read["order"]["status"], read["order"]["quantity"]) == ("open", 10.0)
+    assert [o.id for o in emu.orders_for(margin)] == [oid]  # the same order, not a new one
+    _, stop = await place(
+        http, emu, tok, margin, symbol="AAPL", side="sell", quantity="5", type="stop", stop="150"
+    )
+    status, _ = await modify(http, emu, tok, margin, stop["order"]["id"], stop="160")
+    assert status == 200 and emu.orders[stop["order"]["id"]].stop == Decimal(160)
+    assert emu.spec_violations == []
+
+
+async def test_a_modified_limit_that_becomes_marketable_fills_as_a_new_one_would(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    _, placed = await place(
+        http, emu, tok, margin, symbol="F", side="buy", quantity="10", type="limit", price="10.50"
+    )
+    order = emu.orders[placed["order"]["id"]]
+    status, _ = await modify(http, emu, tok, margin, order.id, type="limit", price="11.50")
+    assert status == 200
+    assert (order.status, order.avg_fill_price) == ("filled", Decimal("11.01"))  # at the ask
+    assert emu.accounts[margin].positions["F"].quantity == 10
+
+
+async def test_modifying_an_order_that_has_ended_is_refused(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    ids = []
+    for _ in range(2):
+        _, body = await place(
+            http, emu, tok, margin, symbol="F", side="buy", quantity="10", type="limit", price="10"
+        )
+        ids.append(body["order"]["id"])
+    emu.fill(ids[0], 10, "10")
+    async with http.delete(
+        f"{emu.api_url()}/accounts/{margin}/orders/{ids[1]}", headers=auth(tok)
+    ) as r:
+        assert r.status == 200
+    for oid, ended in zip(ids, ("filled", "canceled"), strict=True):
+        status, body = await modify(http, emu, tok, margin, oid, price="10.20")
+        assert status == 400
+        assert body["errors"]["error"] == f"Order {oid} cannot be changed: it is {ended}."
+    assert emu.orders[ids[1]].price == Decimal(10)
+    status, body = await modify(http, emu, tok, margin, 999999, price="10.20")
+    assert status == 404 and "not found" in body["errors"]["error"]
+    assert emu.spec_violations == []  # valid requests the broker refuses
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"stop": "10"}, "stop is not valid for limit orders"),
+        ({"type": "market", "price": "10"}, "price is not valid for market orders"),
+        ({"type": "stop_limit"}, "stop is required for stop_limit orders"),
+        ({"type": "trailing"}, "type must be one of"),
+        ({"duration": "ioc"}, "duration must be one of"),
+        ({"price": "-1"}, "price must be a positive number"),
+        ({"quantity": "5"}, "unknown parameter 'quantity'"),
+    ],
+)
+async def test_invalid_modify_forms_are_400_and_violations(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    form: dict[str, str],
+    message: str,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    _, placed = await place(
+        http, emu, tok, margin, symbol="F", side="buy", quantity="10", type="limit", price="10.50"
+    )
+    order = emu.orders[placed["order"]["id"]]
+    status, body = await modify(http, emu, tok, margin, order.id, **form)
+    assert status == 400
+    errors = body["errors"]["error"]
+    assert message in (errors if isinstance(errors, str) else " ".join(errors))
+    assert any(message in v for v in emu.spec_violations)
+    assert (order.type, order.price, order.stop) == ("limit", Decimal("10.50"), None)
+
+
+async def test_modify_is_checked_as_a_placement_is(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    _, placed = await place(
+        http,
+        emu,
+        tok,
+        margin,
+        symbol="NVDA",
+        side="buy",
+        quantity="1400",
+        type="limit",
+        price="100",
+    )
+    oid = placed["order"]["id"]
+    status, body = await modify(http, emu, tok, margin, oid, price="1000")
+    assert status == 400 and body["errors"]["error"] == (
+        "You do not have enough buying power for this trade."
+    )
+    status, body = await modify(http, emu, tok, margin, oid, type="market", duration="pre")
+    assert status == 400 and "Extended hours orders must be limit" in body["errors"]["error"]
+    assert emu.orders[oid].price == Decimal(100) and emu.spec_violations == []
+    # Its own hold is given back first: 1400 × 110 fits only beside what it frees.
+    assert emu.buying_power(emu.accounts[margin]) < 1400 * 110
+    status, _ = await modify(http, emu, tok, margin, oid, price="110")
+    assert status == 200 and emu.orders[oid].status == "open"
