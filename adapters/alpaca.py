@@ -48,6 +48,7 @@ from adapters.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
     RateLimited,
     SymbolNotFound,
 )
@@ -59,6 +60,7 @@ from adapters.models import (
     Balance,
     Environment,
     Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -130,6 +132,8 @@ _PRICE_WORDS = {
     "stop_loss.limit_price": "stop-loss limit price",
 }
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+_REPLACEMENT_RE = re.compile(r"^(.*)-r(\d+)$")
+CLIENT_ORDER_ID_MAX = 128
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -160,6 +164,36 @@ def our_symbol(symbol: str, asset_class: AssetClass) -> str:
         if pair:
             return f"{pair[0]}/{pair[1]}"
     return symbol.upper()
+
+
+def replacement_client_order_id(client_order_id: str) -> str:
+    """The client order id Tradecord gives the order that replaces one with
+    ``client_order_id``: ``-r<n>`` counts the replacements (``tc1`` -> ``tc1-r1`` ->
+    ``tc1-r2``), so the new order of a PATCH whose answer was lost can be looked up by it.
+    The base is cut where needed to stay within Alpaca's 128 characters."""
+    m = _REPLACEMENT_RE.match(client_order_id)
+    base, n = (m[1], int(m[2]) + 1) if m else (client_order_id, 1)
+    suffix = f"-r{n}"
+    return base[: CLIENT_ORDER_ID_MAX - len(suffix)] + suffix
+
+
+def replacement_qty(order: Order, change: OrderChange) -> Decimal | None:
+    """The ``qty`` a PATCH sends for ``change``, None for none. Alpaca's replacing order starts
+    unfilled, so its qty is what is left of the new total; and when no qty is sent it takes the
+    old order's original qty, its fills ignored (Alpaca-API#165), so once anything filled what
+    is left is always sent: otherwise the filled part would trade a second time."""
+    total = order.quantity if change.quantity is None else change.quantity
+    if total == order.quantity and not order.filled_quantity:
+        return None
+    return total - order.filled_quantity
+
+
+def _check_order_id(order_id: str) -> None:
+    if not _UUID_RE.match(order_id):
+        raise OrderNotFound(
+            "Alpaca order ids look like 8-4-4-4-12 hex digits; that is not one. Copy the id "
+            "from /orders."
+        )
 
 
 def _words(order_type: OrderType) -> str:
@@ -205,6 +239,8 @@ class AlpacaAdapter(HttpBrokerAdapter):
             RateLimit("trading", 200, 60.0, "account"),
             RateLimit("data", 200, 60.0, "account"),
         ),
+        # PATCH also takes time_in_force and a trailing stop's trail; Tradecord offers neither.
+        replace=frozenset({"quantity", "limit_price", "stop_price"}),
     )
     oauth = OAuthSpec(
         authorize_url="https://app.alpaca.markets/oauth/authorize",
@@ -313,6 +349,34 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 raise InvalidOrder("Alpaca brackets take time in force day or gtc.")
             if b.stop_loss_limit is not None and b.stop_loss is None:
                 raise InvalidOrder("A stop-loss limit price needs a stop-loss price too.")
+
+    def check_change(self, order: Order, change: OrderChange) -> None:
+        super().check_change(order, change)
+        if order.info.get("notional"):
+            raise InvalidOrder(
+                "Alpaca cannot change an order placed for a dollar amount: cancel it with "
+                "/cancel and place a new one."
+            )
+        qty = replacement_qty(order, change)
+        if qty is None or order.asset_class is not AssetClass.EQUITY:
+            return
+        # Alpaca changes share quantities in whole shares, and never a fractional order's.
+        if order.quantity != order.quantity.to_integral_value():
+            if change.quantity is not None:
+                raise InvalidOrder(
+                    "Alpaca cannot change the quantity of a fractional share order: cancel it "
+                    "with /cancel and place a new one."
+                )
+            raise InvalidOrder(
+                "Alpaca would replace this partly filled fractional share order for its whole "
+                "first quantity: cancel it with /cancel and place a new one for the rest."
+            )
+        if qty != qty.to_integral_value():
+            total = change.quantity if change.quantity is not None else order.quantity
+            raise InvalidOrder(
+                f"Alpaca changes share quantities in whole shares only; {total.normalize():f} "
+                "has a fraction."
+            )
 
     # -- mapping -------------------------------------------------------------------------------
 
@@ -473,6 +537,26 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 f"That order can no longer be cancelled at Alpaca{state}. See /orders.",
                 vendor_code=vcode,
             )
+        if resp.method == "PATCH" and status in (403, 422):
+            # By message: Alpaca reuses 42210000 for every refusal of a replace.
+            if "sent to exchange" in low:
+                return OrderNotReplaceable(
+                    "Alpaca cannot change that order until it has reached the exchange (it "
+                    "waits for the market to open). Try again once the market is open, or "
+                    "cancel it with /cancel and place a new one.",
+                    vendor_code=vcode,
+                )
+            if m := _STATE_RE.search(message):
+                return OrderNotReplaceable(
+                    f"That order can no longer be changed at Alpaca (it is "
+                    f"{m.group(1).replace('_', ' ')}). /orders shows what is still working.",
+                    vendor_code=vcode,
+                )
+            if "parameters are not changed" in low:
+                return InvalidOrder(
+                    "Alpaca already has the order on these terms: there is nothing to change.",
+                    vendor_code=vcode,
+                )
         if "insufficient buying power" in low:
             cost, power = dec(body.get("cost_basis")), dec(body.get("buying_power"))
             detail = (
@@ -688,11 +772,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
         return [self.map_order(o, account.id) for o in resp.body]
 
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
-        if not _UUID_RE.match(order_id):
-            raise OrderNotFound(
-                "Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
-                "one. Copy the id from /orders."
-            )
+        _check_order_id(order_id)
         resp = await self.request(
             "GET", f"/v2/orders/{order_id}", environment=account.environment, bucket="trading"
         )
@@ -816,15 +896,38 @@ class AlpacaAdapter(HttpBrokerAdapter):
         return self.map_order(resp.body, account.id)
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
-        if not _UUID_RE.match(order_id):
-            raise OrderNotFound(
-                "Alpaca order ids look like 8-4-4-4-12 hex digits; that is not "
-                "one. Copy the id from /orders."
-            )
+        _check_order_id(order_id)
         # DELETE is idempotent at Alpaca, so it may be retried like a read (security item 17).
         await self.request(
             "DELETE", f"/v2/orders/{order_id}", environment=account.environment, bucket="trading"
         )
+
+    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        """PATCH: Alpaca answers with the new order (its own id, ``replaces`` the old one);
+        the old one ends ``replaced`` naming it in ``replaced_by``."""
+        _check_order_id(order.id)
+        body: dict[str, Any] = {}
+        qty = replacement_qty(order, change)
+        if qty is not None:
+            body["qty"] = vendor_number(qty)
+        if change.limit_price is not None and change.limit_price != order.limit_price:
+            body["limit_price"] = vendor_number(change.limit_price)
+        if change.stop_price is not None and change.stop_price != order.stop_price:
+            body["stop_price"] = vendor_number(change.stop_price)
+        if order.client_order_id:
+            # Left out, Alpaca makes up a random one, which a lost answer could not be found by.
+            body["client_order_id"] = replacement_client_order_id(order.client_order_id)
+        resp = await self.request(
+            "PATCH",
+            f"/v2/orders/{order.id}",
+            environment=account.environment,
+            bucket="trading",
+            json_body=body,
+            write=True,
+        )
+        new = self.map_order(resp.body, account.id)
+        new.replaces = new.replaces or order.id
+        return new
 
     # -- the trade_updates stream ------------------------------------------------------------
 

@@ -608,11 +608,38 @@ class Broker:
             raise err(422, 42210000, f'order is already in "{old.status}" state')  # [infer]
         if old.legs or old.parent is not None or old.order_class in ADVANCED:
             raise err(422, 42210000, "replacing orders of a bracket is not emulated")
+        if old.notional is not None:
+            # [doc] "Notional orders cannot be replaced"; the message is [infer]
+            raise err(422, 42210000, "notional orders cannot be replaced")
+        if body.get("qty") and not old.asset.crypto:
+            # [doc] "You can only patch full shares" and "Qty of equity fractional orders are
+            # not allowed to change"; the messages are [infer]
+            if old.qty is not None and old.qty != old.qty.to_integral_value():
+                raise err(422, 42210000, "qty of a fractional order cannot be changed")
+            if Decimal(body["qty"]) != Decimal(body["qty"]).to_integral_value():
+                raise err(422, 42210000, "qty must be a whole number of shares")
+        trail = Decimal(body["trail"]) if body.get("trail") else None
+        if trail is not None and old.type != "trailing_stop":
+            # [doc] trail "works only for type=trailing_stop"; the message is [infer]
+            raise err(422, 42210000, f"trail is not allowed for {old.type} order")
         qty = Decimal(body["qty"]) if body.get("qty") else old.qty
         tif = str(body.get("time_in_force") or old.time_in_force)
         limit = Decimal(body["limit_price"]) if body.get("limit_price") else old.limit_price
         stop = Decimal(body["stop_price"]) if body.get("stop_price") else old.stop_price
-        if (qty, tif, limit, stop) == (old.qty, old.time_in_force, old.limit_price, old.stop_price):
+        trail_price, trail_percent = old.trail_price, old.trail_percent
+        if trail is not None:  # the new value of whichever of the two the order trails by
+            if trail_price is not None:
+                trail_price = trail
+            else:
+                trail_percent = trail
+        if (qty, tif, limit, stop, trail_price, trail_percent) == (
+            old.qty,
+            old.time_in_force,
+            old.limit_price,
+            old.stop_price,
+            old.trail_price,
+            old.trail_percent,
+        ):
             # [obs] alpaca-py#412 (422 since 2024; 403 40310000 in 2021)
             raise err(422, 42210000, "order parameters are not changed")
         if qty is not None and qty <= 0:
@@ -644,6 +671,11 @@ class Broker:
             old.extended_hours,
         )
         new.replaces, new.triggered = old.id, old.triggered
+        if old.type == "trailing_stop":
+            # The replacement trails from the mark the old order reached.
+            new.trail_price, new.trail_percent, new.hwm = trail_price, trail_percent, old.hwm
+            assert old.hwm is not None
+            new.trail_to(old.hwm)
         old.status, old.updated_at = "replaced", now
         old.replaced_at, old.replaced_by = now, new.id
         # The stream's ``replaced`` event carries the old order; the new one follows as ``new``.

@@ -5,6 +5,8 @@ response, the stream, and zero OpenAPI violations for everything the adapter sen
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +18,7 @@ import aiohttp
 import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from adapters.alpaca import AlpacaAdapter, parse_time
+from adapters.alpaca import AlpacaAdapter, parse_time, replacement_client_order_id
 from adapters.base import AdapterContext, CircuitBreaker, StaticToken
 from adapters.errors import (
     AssetClassNotSupported,
@@ -27,6 +29,7 @@ from adapters.errors import (
     InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
     RateLimited,
     SymbolNotFound,
 )
@@ -36,6 +39,8 @@ from adapters.models import (
     AssetClass,
     Bracket,
     Environment,
+    Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -1113,3 +1118,155 @@ def test_which_orders_alpaca_takes_a_fraction_of_a_unit_for(
         cls, Side(side), TimeInForce(tif), bracket=bracket, exiting=exiting
     )
     assert got is allowed
+
+
+# -- changing a working order (PATCH) -----------------------------------------------------------
+
+
+def patches(emu: AlpacaEmulator) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in emu.requests_to(r"/v2/orders/[^/]+$", "PATCH")]
+
+
+async def resting(
+    adapter: AlpacaAdapter, ref: AccountRef, qty: str = "5", cid: str | None = "tc-a"
+) -> Order:
+    placed = await adapter.create_order(
+        ref,
+        order(
+            "AAPL",
+            qty,
+            order_type=OrderType.LIMIT,
+            limit_price=D(100),
+            time_in_force=TimeInForce.DAY if "." in qty else TimeInForce.GTC,
+            client_order_id=cid,
+        ),
+    )
+    return await adapter.fetch_order(ref, order_id=placed.id)
+
+
+def test_replacement_client_order_ids_count_up_within_128_characters() -> None:
+    assert AlpacaAdapter.capabilities.replace == {"quantity", "limit_price", "stop_price"}
+    assert replacement_client_order_id("tc1") == "tc1-r1"
+    assert replacement_client_order_id("tc1-r1") == "tc1-r2"
+    assert replacement_client_order_id("tc1-r9") == "tc1-r10"
+    longest = replacement_client_order_id("x" * 128)
+    assert len(longest) == 128 and longest.endswith("x-r1")
+    assert replacement_client_order_id("y" * 125 + "-r9") == "y" * 124 + "-r10"
+
+
+async def test_replace_sends_only_the_change_and_returns_the_new_order(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    old = await resting(adapter, paper)
+    new = await adapter.replace_order(paper, old, OrderChange(limit_price=D("100.5")))
+    assert patches(emu) == [{"limit_price": "100.5", "client_order_id": "tc-a-r1"}]
+    assert new.id != old.id and new.replaces == old.id and new.client_order_id == "tc-a-r1"
+    # As of acceptance (pending_new), as POST answers.
+    assert (new.quantity, new.limit_price, new.status) == (D(5), D("100.5"), OrderStatus.PENDING)
+    assert (new.symbol, new.side, new.time_in_force) == ("AAPL", Side.BUY, TimeInForce.GTC)
+    before = await adapter.fetch_order(paper, order_id=old.id)
+    assert before.status is OrderStatus.REPLACED and before.replaced_by == new.id
+    newer = await adapter.replace_order(paper, new, OrderChange(quantity=D(7)))
+    assert patches(emu)[1] == {"qty": "7", "client_order_id": "tc-a-r2"}
+    assert (newer.quantity, newer.limit_price, newer.replaces) == (D(7), D("100.5"), new.id)
+    [working] = await adapter.fetch_open_orders(paper)
+    assert (working.id, working.status) == (newer.id, OrderStatus.OPEN)
+
+
+async def test_a_partly_filled_order_is_replaced_by_what_is_left(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    """Alpaca's new order starts unfilled and, without a qty, takes the old one's original
+    qty: the rest is always sent, and a new total becomes what is left of it."""
+    old = await resting(adapter, paper, "10")
+    emu.fill(old.id, D(4), D(100))
+    old = await adapter.fetch_order(paper, order_id=old.id)
+    new = await adapter.replace_order(paper, old, OrderChange(limit_price=D(99)))
+    assert patches(emu)[0] == {"qty": "6", "limit_price": "99", "client_order_id": "tc-a-r1"}
+    assert (new.quantity, new.filled_quantity) == (D(6), D(0))
+    emu.fill(new.id, D(1), D(99))
+    new = await adapter.fetch_order(paper, order_id=new.id)
+    newer = await adapter.replace_order(paper, new, OrderChange(quantity=D(4)))
+    assert patches(emu)[1] == {"qty": "3", "client_order_id": "tc-a-r2"}
+    assert newer.quantity == D(3)
+
+
+async def test_replace_refusals_before_sending(
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
+    http: aiohttp.ClientSession,
+) -> None:
+    whole = await resting(adapter, paper, "2", cid="w")
+    with pytest.raises(InvalidOrder, match=r"whole shares only; 1\.5 has a fraction"):
+        await adapter.replace_order(paper, whole, OrderChange(quantity=D("1.5")))
+    part = await resting(adapter, paper, "0.5", cid="p")
+    with pytest.raises(InvalidOrder, match="quantity of a fractional share order"):
+        await adapter.replace_order(paper, part, OrderChange(quantity=D(1)))
+    emu.fill(part.id, D("0.2"), D(100))
+    part = await adapter.fetch_order(paper, order_id=part.id)
+    with pytest.raises(InvalidOrder, match="partly filled fractional share order"):
+        await adapter.replace_order(paper, part, OrderChange(limit_price=D(99)))
+    async with http.post(
+        emu.api_url("paper") + "/v2/orders",
+        json={
+            "symbol": "AAPL",
+            "notional": "100",
+            "side": "buy",
+            "type": "limit",
+            "limit_price": "100",
+            "time_in_force": "day",
+        },
+        headers={"Authorization": f"Bearer {emu.issue_token('demo')}"},
+    ) as r:
+        dollars = await adapter.fetch_order(paper, order_id=(await r.json())["id"])
+    with pytest.raises(InvalidOrder, match="placed for a dollar amount"):
+        await adapter.replace_order(paper, dollars, OrderChange(limit_price=D(99)))
+    with pytest.raises(OrderNotFound, match="Copy the id from /orders"):
+        await adapter.replace_order(
+            paper, dataclasses.replace(whole, id="not-an-id"), OrderChange(limit_price=D(99))
+        )
+    assert patches(emu) == []
+
+
+async def test_alpacas_refusals_of_a_replace_become_our_errors(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    """Each order read before its state changed, so the refusal is Alpaca's."""
+    ended = await resting(adapter, paper, cid="e")
+    await adapter.cancel_order(paper, ended.id)
+    with pytest.raises(OrderNotReplaceable, match=r"\(it is canceled\)") as info:
+        await adapter.replace_order(paper, ended, OrderChange(limit_price=D(99)))
+    assert info.value.vendor_code == "42210000"
+    emu.cancel_delay = 30  # the cancel does not land during the test
+    cancelling = await resting(adapter, paper, cid="c")
+    await adapter.cancel_order(paper, cancelling.id)
+    with pytest.raises(OrderNotReplaceable, match=r"\(it is pending cancel\)"):
+        await adapter.replace_order(paper, cancelling, OrderChange(limit_price=D(99)))
+    stale = await resting(adapter, paper, cid="s")
+    with pytest.raises(InvalidOrder, match="nothing to change") as unchanged:
+        await adapter.replace_order(
+            paper, dataclasses.replace(stale, limit_price=D(98)), OrderChange(limit_price=D(100))
+        )
+    assert type(unchanged.value) is InvalidOrder
+    emu.close_market()
+    queued = await resting(adapter, paper, cid="q")
+    assert queued.status is OrderStatus.PENDING
+    with pytest.raises(OrderNotReplaceable, match="until it has reached the exchange"):
+        await adapter.replace_order(paper, queued, OrderChange(limit_price=D(99)))
+    assert len(patches(emu)) == 4
+    assert not any(o.replaces for o in await adapter.fetch_open_orders(paper))
+
+
+async def test_lost_response_on_replace_then_the_new_order_is_found_by_its_client_id(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    cid = "k" * 128  # the replacement's id stays within Alpaca's limit (no spec violation)
+    old = await resting(adapter, paper, cid=cid)
+    emu.faults.add(Fault(kind="lose_response", path=r"/v2/orders/", method="PATCH", times=1))
+    with pytest.raises(BrokerUnavailable) as info:
+        await adapter.replace_order(paper, old, OrderChange(limit_price=D(99)))
+    assert info.value.maybe_sent is True and len(patches(emu)) == 1
+    found = await adapter.fetch_order(paper, client_order_id=replacement_client_order_id(cid))
+    assert found.replaces == old.id and found.limit_price == D(99)
+    assert (await adapter.fetch_order(paper, order_id=old.id)).replaced_by == found.id

@@ -604,6 +604,53 @@ async def test_replace_before_the_order_reaches_the_exchange_is_refused(
     )
 
 
+async def test_replace_refuses_what_alpaca_documents_it_cannot_change(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    """Notional orders are not replaceable; share quantities change in whole shares and never
+    a fractional order's; ``trail`` is only for trailing stops."""
+    _, dollars = await paper.order(symbol="AAPL", notional="100", type="limit", limit_price="100")
+    _, part = await paper.order(symbol="AAPL", qty="0.5", type="limit", limit_price="100")
+    _, whole = await paper.order(symbol="AAPL", qty="2", type="limit", limit_price="100")
+    for order, body, message in (
+        (dollars, {"limit_price": "99"}, "notional orders cannot be replaced"),
+        (part, {"qty": "1"}, "qty of a fractional order cannot be changed"),
+        (whole, {"qty": "2.5"}, "qty must be a whole number of shares"),
+        (whole, {"trail": "1"}, "trail is not allowed for limit order"),
+    ):
+        status, got, _ = await paper.call("PATCH", f"/v2/orders/{order['id']}", json=body)
+        assert (status, got) == (422, {"code": 42210000, "message": message})
+    status, new, _ = await paper.call(
+        "PATCH", f"/v2/orders/{part['id']}", json={"limit_price": "99"}
+    )
+    assert status == 200 and (new["qty"], new["limit_price"]) == ("0.5", "99")
+    assert emu.spec_violations == []
+
+
+async def test_replacing_a_trailing_stop_keeps_trailing_from_its_mark(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    emu.set_quote("AAPL", Decimal("199.99"), Decimal("200.01"), Decimal("200"))
+    _, stop = await paper.order(
+        symbol="AAPL",
+        qty="4",
+        side="sell",
+        type="trailing_stop",
+        trail_price="10",
+        time_in_force="gtc",
+    )
+    emu.set_quote("AAPL", Decimal("219.99"), Decimal("220.01"), Decimal("220"))
+    status, new, _ = await paper.call("PATCH", f"/v2/orders/{stop['id']}", json={"trail": "5"})
+    assert status == 200 and new["replaces"] == stop["id"]
+    assert (new["trail_price"], new["hwm"], new["stop_price"]) == ("5", "220", "215")
+    status, newer, _ = await paper.call("PATCH", f"/v2/orders/{new['id']}", json={"qty": "3"})
+    assert status == 200 and (newer["qty"], newer["trail_price"]) == ("3", "5")
+    emu.set_quote("AAPL", Decimal("214.99"), Decimal("215.01"), Decimal("215"))
+    _, sold, _ = await paper.call("GET", f"/v2/orders/{newer['id']}")
+    assert (sold["status"], sold["filled_qty"]) == ("filled", "3")
+    assert emu.spec_violations == []
+
+
 async def test_a_cancel_that_has_not_landed_still_holds_the_shares(
     paper: Api, emu: AlpacaEmulator
 ) -> None:
