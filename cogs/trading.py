@@ -522,7 +522,13 @@ def changed_text(c: Change) -> str:
     where = c.target.connection.name
     text = f"✅ Order {c.before.id[-8:]} on {where} changed: {order_text(after)}."
     if after.id != c.before.id:
-        text += f" The broker replaced it with order {after.id[-8:]}, which /orders now shows."
+        text += f" The broker replaced it with order {after.id[-8:]}, which /orders now shows"
+        filled = c.before.filled_quantity
+        text += (
+            f": it is for the {fmt.qty(after.quantity)} left, {fmt.qty(filled)} having filled."
+            if filled
+            else "."
+        )
     if after.status is OrderStatus.FILLED:
         text += (
             f" It filled at once, at ${fmt.price(after.average_fill_price)}."

@@ -2452,10 +2452,16 @@ class TradingService:
                     OrderIntent.broker_order_id == before.id,
                 )
             )
+        # A new order (Alpaca) is for what was left to fill: the order's total adds what the
+        # old one filled.
+        earlier = before.filled_quantity if after.id != before.id else Decimal(0)
+        now = {
+            "quantity": after.quantity + earlier,
+            "limit_price": after.limit_price,
+            "stop_price": after.stop_price,
+        }
         changed = {
-            f: [str(getattr(before, f)), str(getattr(after, f))]
-            for f in ("quantity", "limit_price", "stop_price")
-            if getattr(before, f) != getattr(after, f)
+            f: [str(getattr(before, f)), str(v)] for f, v in now.items() if getattr(before, f) != v
         }
 
         async def write(s: AsyncSession) -> None:

@@ -15,7 +15,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from adapters.alpaca import AlpacaAdapter
-from adapters.models import AccountRef, OrderRequest, OrderType, OrderUpdate, Side, TimeInForce
+from adapters.models import (
+    AccountRef,
+    OrderChange,
+    OrderRequest,
+    OrderType,
+    OrderUpdate,
+    Side,
+    TimeInForce,
+)
 from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.db import Database
@@ -257,3 +265,31 @@ async def test_a_replacing_orders_reports_that_came_first_are_asked_for_again(
     intent = await core.trading.get_intent(intent_id)
     assert (intent.status, intent.broker_order_id) == (IntentStatus.FILLED, new_id)
     assert (intent.filled_quantity, intent.limit_price) == (Decimal(10), Decimal("9.5"))
+
+
+async def test_a_change_made_with_modify_is_followed_to_the_new_order(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    intent_id, _ = await placed_limit(core, alpaca)
+    old_id = (await core.trading.get_intent(intent_id)).broker_order_id
+    assert old_id
+    alpaca.fill(old_id, Decimal(4), Decimal(9))
+    change = OrderChange(quantity=Decimal(12), limit_price=Decimal("9.5"))
+    made = await core.trading.change_order(MEMBER, "Alpaca", "paper", old_id, change)
+    assert made.after is not None and made.after.replaces == old_id
+    # Alpaca's new order is for what is left: 12 in all, 4 filled, 8 to go.
+    assert (made.after.quantity, made.after.limit_price) == (Decimal(8), Decimal("9.5"))
+    intent = await core.trading.get_intent(intent_id)
+    assert (intent.broker_order_id, intent.status) == (made.after.id, IntentStatus.PARTIALLY_FILLED)
+    assert (intent.quantity, intent.limit_price, intent.filled_quantity) == (
+        Decimal(12),
+        Decimal("9.5"),
+        Decimal(4),
+    )
+    assert [e["replaced_order_id"] for e in await replaced_events(core, intent_id)] == [old_id]
+    async with core.db.session() as s:
+        changed = await s.scalar(select(AuditEvent).where(AuditEvent.kind == "order.changed"))
+    assert changed is not None and changed.detail["changed"] == {
+        "quantity": ["10", "12"],
+        "limit_price": ["9", "9.5"],
+    }
