@@ -26,7 +26,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -54,6 +54,7 @@ from adapters.errors import (
     MarketClosed,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
     OrderStateUnknown,
     SymbolNotFound,
 )
@@ -65,6 +66,7 @@ from adapters.models import (
     Balance,
     Environment,
     Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -123,6 +125,9 @@ OPEN_CODES = (
     "UCN",
 )
 CANCELED_CODES = ("CAN", "EXP", "OUT", "RJR", "SCN", "TSC", "UCH")
+# Open codes of an order whose earlier change is still being carried out ("Replace Sent",
+# "Replace Pending"): another change must wait for it.
+REPLACING_CODES = frozenset({"RSN", "RPD"})
 STATUS_MAP: dict[str, OrderStatus] = {
     **{c: OrderStatus.OPEN for c in OPEN_CODES},
     # Open-category codes of an order TradeStation holds but that does not work yet, as
@@ -469,6 +474,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,
+        # PUT /orderexecution/orders/{id} takes Quantity, LimitPrice and StopPrice (and a
+        # TrailingStop, or a change to Market, which OrderChange does not ask for).
+        replace=frozenset({"quantity", "limit_price", "stop_price"}),
         rate_limits=(
             # Published per user per API key, each over a 5-minute window (quotes: 1 minute).
             RateLimit("accounts", 250, 300.0),
@@ -1037,6 +1045,86 @@ class TradeStationAdapter(HttpBrokerAdapter):
             if order.status is OrderStatus.CANCELLED:
                 return
             raise
+
+    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        """``PUT /v3/orderexecution/orders/{id}`` with what changes. The vendor documents "a
+        modified version of that order" and an answer naming one OrderID, no successor: the
+        order that answer names (the same, we read) is read back as the one now working."""
+        if str(order.info.get("Status", "")).upper() in REPLACING_CODES:
+            raise OrderNotReplaceable(
+                f"An earlier change of order {order.id[-8:]} is still being carried out at "
+                "TradeStation: wait for it to land (see /orders), then try again."
+            )
+        body: dict[str, str] = {}
+        if change.quantity is not None:
+            body["Quantity"] = _num(change.quantity)
+        if change.limit_price is not None:
+            body["LimitPrice"] = _num(change.limit_price)
+        if change.stop_price is not None:
+            body["StopPrice"] = _num(change.stop_price)
+        try:
+            resp = await self.request(
+                "PUT",
+                f"/v3/orderexecution/orders/{quote(order.id, safe='')}",
+                environment=account.environment,
+                bucket="orderexecution",
+                json_body=body,
+                write=True,
+            )
+        except InvalidOrder as e:
+            # How TradeStation words the refusal for an ended order is not published: the
+            # order itself tells.
+            ended = await self._not_replaceable(account, order.id)
+            if ended is None:
+                raise
+            raise ended from e
+        answer = resp.body if isinstance(resp.body, dict) else {}
+        if answer.get("Error"):
+            # A refusal in a 200 OrderResponse, as for new orders; the order works on unchanged.
+            error = rejection_error(str(answer.get("Message") or answer["Error"]))
+            ended = await self._not_replaceable(account, order.id)
+            if ended is None:
+                raise error
+            raise ended from error
+        new_id = str(answer.get("OrderID") or order.id)
+        try:
+            new = await self._fetch_order_by_id(account, new_id)
+        except BrokerError:
+            # Changed for sure; the read-back failing must not look like a failed change.
+            return replace(
+                order,
+                quantity=change.quantity or order.quantity,
+                limit_price=change.limit_price or order.limit_price,
+                stop_price=change.stop_price or order.stop_price,
+                info={**order.info, "Replace": answer},
+            )
+        if new.id == order.id:
+            new.client_order_id = new.client_order_id or order.client_order_id
+        else:
+            new.replaces = order.id  # not what the vendor documents, but kept if it happens
+        return new
+
+    async def _not_replaceable(
+        self, account: AccountRef, order_id: str
+    ) -> OrderNotReplaceable | None:
+        """Why TradeStation refused a change, when the order says: it has ended, or a cancel
+        or change of it is still being carried out."""
+        try:
+            now = await self._fetch_order_by_id(account, order_id)
+        except BrokerError:
+            return None  # the vendor's own refusal says more than a failed read
+        what = str(now.info.get("StatusDescription") or now.status.value).lower()
+        if now.status.is_final:
+            return OrderNotReplaceable(
+                f"TradeStation cannot change order {order_id[-8:]}: it has ended ({what}). "
+                "/orders shows what is still working."
+            )
+        if now.cancel_pending or str(now.info.get("Status", "")).upper() in REPLACING_CODES:
+            return OrderNotReplaceable(
+                f"TradeStation cannot change order {order_id[-8:]} now: a cancel or change of "
+                f"it is still being carried out ({what})."
+            )
+        return None
 
     # -- the order stream ----------------------------------------------------------------
 

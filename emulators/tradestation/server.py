@@ -409,6 +409,7 @@ class TradeStationEmulator(BaseEmulator):
         )
         r.add_get(f"{h}/brokerage/stream/accounts/{{accounts}}/orders", self.stream_orders)
         r.add_post(f"{h}/orderexecution/orders", self.place_order)
+        r.add_put(f"{h}/orderexecution/orders/{{order_id}}", self.replace_order)
         r.add_delete(f"{h}/orderexecution/orders/{{order_id}}", self.cancel_order)
         r.add_post(f"{h}/orderexecution/ordergroups", self.place_group)
         r.add_get(f"{h}/marketdata/quotes/{{symbols}}", self.get_quotes)
@@ -686,14 +687,38 @@ class TradeStationEmulator(BaseEmulator):
             out["Errors"] = [_failed(e) for e in errors]
         return web.json_response(out)
 
-    async def cancel_order(self, request: web.Request) -> web.Response:
-        order_id = request.match_info["order_id"]
-        order = self.world.orders.get(order_id)
+    def _own_order(self, request: web.Request) -> OrderState | None:
+        """The order in the path, if it is the caller's and on this host."""
+        order = self.world.orders.get(request.match_info["order_id"])
         if (
             order is None
             or order.account.user_id != request[USER]
             or order.account.live != request[LIVE]
         ):
+            return None
+        return order
+
+    async def replace_order(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        if self._own_order(request) is None:
+            return _error(404, "NotFound", f"Order {order_id} was not found.")
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise BadRequest("The body must be a JSON object.")
+            self.world.replace_order(order_id, body)
+        except ValueError:
+            return _error(400, "BadRequest", "The body is not valid JSON.")
+        except BadRequest as e:
+            return _error(400, "BadRequest", str(e))
+        except OrderRejected as e:
+            # An OrderResponse with Error, the business-rejection envelope of order placement.
+            return web.json_response({**_failed(e), "OrderID": order_id})
+        return web.json_response({"OrderID": order_id, "Message": "Cancel/Replace order sent."})
+
+    async def cancel_order(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        if self._own_order(request) is None:
             return _error(404, "NotFound", f"Order {order_id} was not found.")
         try:
             order = self.world.cancel(order_id, pending=self.cancel_delay > 0)

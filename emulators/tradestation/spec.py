@@ -82,6 +82,11 @@ def patched_spec() -> dict[str, Any]:
     # Enums stated only in prose.
     schemas["Duration"] = {"type": "string", "pattern": _any_case(DURATIONS)}
     schemas["TradeAction"] = {"type": "string", "pattern": _any_case(TRADE_ACTIONS)}
+    # A replace "Requires at least one updated property", and "Order type can only be
+    # updated to `Market`".
+    replace = schemas["OrderReplaceRequest"]
+    replace["minProperties"] = 1
+    replace["properties"]["OrderType"] = {**replace["properties"]["OrderType"], "enum": ["Market"]}
     for path, item in spec["paths"].items():
         for op in item.values():
             for param in op.get("parameters", []):

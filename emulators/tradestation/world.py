@@ -15,7 +15,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -612,11 +612,12 @@ class World:
         price = q.last if q else spec.reference_price
         return (price * spec.multiplier * FUTURES_MARGIN_RATE).quantize(Decimal(1))
 
-    def _reserved(self, acct: AccountState) -> Decimal:
-        """Buying power held by working orders that open or add to positions."""
+    def _reserved(self, acct: AccountState, excluding: str | None = None) -> Decimal:
+        """Buying power held by working orders that open or add to positions (but the order
+        ``excluding``, whose change is being checked)."""
         total = ZERO
         for o in self.account_orders(acct.id):
-            if o.is_open and o.status != "DON":
+            if o.is_open and o.status != "DON" and o.id != excluding:
                 total += self._order_cost(acct, o.symbol, self._opening_quantity(o), o.price_for_bp)
         return total
 
@@ -625,9 +626,9 @@ class World:
             return self._initial_margin(symbol) * qty
         return qty * price
 
-    def buying_power(self, acct: AccountState) -> Decimal:
+    def buying_power(self, acct: AccountState, excluding: str | None = None) -> Decimal:
         mv, gross, pnl = self._marks(acct)
-        reserved = self._reserved(acct)
+        reserved = self._reserved(acct, excluding)
         if acct.type == "Futures":
             used = sum(
                 (self._initial_margin(p.symbol) * abs(p.quantity) for p in acct.positions.values()),
@@ -872,7 +873,7 @@ class World:
         signed = order.remaining if order.is_buy else -order.remaining
         return max(ZERO, abs(held + signed) - abs(held))
 
-    def _risk_checks(self, order: OrderState) -> None:
+    def _risk_checks(self, order: OrderState, excluding: str | None = None) -> None:
         if not self.market_open and order.order_type == "Market":
             raise OrderRejected(REASON_MARKET_CLOSED.format(symbol=order.symbol))
         opening = self._opening_quantity(order)
@@ -880,7 +881,7 @@ class World:
             return
         acct = order.account
         required = self._order_cost(acct, order.symbol, opening, order.price_for_bp)
-        available = self.buying_power(acct)
+        available = self.buying_power(acct, excluding)
         if required > available:
             raise OrderRejected(
                 REASON_BUYING_POWER.format(available=f"{available:.2f}", required=f"{required:.2f}")
@@ -954,6 +955,80 @@ class World:
         if order.is_open:
             self._close(order, "CAN")
 
+    def replace_order(self, order_id: str, body: dict[str, Any]) -> OrderState:
+        """``PUT /v3/orderexecution/orders/{orderID}``: "Replaces an active order with a
+        modified version of that order. You cannot update an order that has been filled."
+
+        The v3 OpenAPI answers with that order's ``OrderID`` and names no other, so the order
+        keeps its id and changes in place [infer]; the change lands at once (no "Replace Sent"
+        in between), as the SIM's instant fills. What the vendor does with an invalid or
+        unaffordable change is not published: a malformed one is a 400 (``BadRequest``), one
+        the account cannot carry a 200 with ``Error`` (``OrderRejected``), and either way the
+        order works on unchanged, as at any broker that refuses a cancel/replace."""
+        order = self.orders[order_id]
+        if not order.is_open or order.status in ("UCN", "RSN", "RPD"):
+            raise BadRequest(
+                f"Order {order_id} cannot be replaced: its status is {STATUS_TEXT[order.status]}."
+            )
+        documented = ("LimitPrice", "StopPrice", "OrderType", "Quantity", "AdvancedOptions")
+        if not any(body.get(k) not in (None, "") for k in documented):
+            raise BadRequest("Give at least one property to replace.")
+        new = replace(order)  # checked whole before anything changes
+        if body.get("Quantity") not in (None, ""):
+            qty = parse_decimal(body["Quantity"], "Quantity")
+            if qty <= 0 or qty != qty.to_integral_value():
+                raise BadRequest("Quantity must be a positive whole number.")
+            if qty <= order.filled:
+                raise BadRequest(f"Quantity must be more than the {s(order.filled)} filled.")
+            new.quantity = qty
+        if body.get("OrderType") not in (None, ""):
+            if body["OrderType"] != "Market":
+                raise BadRequest("OrderType can only be updated to Market.")
+            new.order_type = "Market"
+            new.limit_price = new.stop_price = None
+            new.trail_amount = new.trail_percent = new.watermark = None
+        trail_amount, trail_percent = _trailing_stop(body, new.order_type)
+        if trail_amount is not None or trail_percent is not None:
+            if not order.trailing:
+                raise BadRequest("TrailingStop can only be replaced on a trailing stop order.")
+            new.trail_amount, new.trail_percent = trail_amount, trail_percent
+            if new.watermark is not None:  # a queued exit starts trailing when it works
+                new.trail_to(new.watermark)
+        elif body.get("StopPrice") not in (None, ""):
+            # The vendor ignores StopPrice only beside a TrailingStop; alone, a trailing stop's
+            # stop cannot be pinned [infer].
+            if new.order_type not in ("StopMarket", "StopLimit") or new.trailing:
+                raise BadRequest(f"StopPrice is not valid for this {new.order_type} order.")
+            new.stop_price = parse_decimal(body["StopPrice"], "StopPrice")
+        if body.get("LimitPrice") not in (None, ""):
+            if new.order_type not in ("Limit", "StopLimit"):
+                raise BadRequest(f"LimitPrice is not valid for {new.order_type} orders.")
+            new.limit_price = parse_decimal(body["LimitPrice"], "LimitPrice")
+        for name, price in (("LimitPrice", new.limit_price), ("StopPrice", new.stop_price)):
+            if price is not None and price <= 0:
+                raise BadRequest(f"{name} must be greater than zero.")
+        q = self.quote(order.symbol)
+        touch = ((q.ask if new.is_buy else q.bid) or q.last) if q is not None else ZERO
+        new.price_for_bp = new.limit_price or new.stop_price or touch
+        if new.status != "DON":  # a queued exit is checked when its entry fills
+            if new.quantity != order.quantity and order.parent_id is None:
+                self._check_position(order.account, order.symbol, order.action, new.remaining)
+            self._risk_checks(new, excluding=order.id)
+        for name in (
+            "quantity",
+            "order_type",
+            "limit_price",
+            "stop_price",
+            "trail_amount",
+            "trail_percent",
+            "watermark",
+            "price_for_bp",
+        ):
+            setattr(order, name, getattr(new, name))
+        self._emit(order)
+        self._work(order)  # a limit moved through the market fills as a new one would
+        return order
+
     def reject(self, order_id: str, reason: str) -> OrderState:
         """Test control: the exchange rejects a working order."""
         order = self.orders[order_id]
@@ -961,10 +1036,10 @@ class World:
         return order
 
     def mark_replaced(self, order_id: str) -> OrderState:
-        """Test control: the member changed the order in TradeStation's own app, so it ends
-        "UCH" ("Replaced", a Canceled-category code in the v3 OpenAPI's status table). The
-        order that replaces it, and whether anything links the two, is not documented, so it
-        is not emulated."""
+        """Test control: TradeStation reports the order "UCH" ("Replaced", a Canceled-category
+        code in the v3 OpenAPI's status table), as after a change made elsewhere than this
+        API, whose replace (``replace_order``) keeps the order's id. The order that replaces
+        it, and whether anything links the two, is not documented, so it is not emulated."""
         order = self.orders[order_id]
         self._close(order, "UCH")
         return order

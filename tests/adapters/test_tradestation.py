@@ -30,6 +30,7 @@ from adapters.errors import (
     MarketClosed,
     OrderNotCancelable,
     OrderNotFound,
+    OrderNotReplaceable,
     OrderStateUnknown,
     RateLimited,
     SymbolNotFound,
@@ -40,6 +41,8 @@ from adapters.models import (
     AssetClass,
     Bracket,
     Environment,
+    Order,
+    OrderChange,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -1172,3 +1175,112 @@ async def test_every_adapter_request_conforms_to_the_spec(
     assert any("/historicalorders" in p for p in paths)
     assert any("/stream/" in p for p in paths)
     assert emu.spec_violations == [] and emu.response_violations == []
+
+
+# -- replace ---------------------------------------------------------------------------------
+
+
+def put_bodies(emu: TradeStationEmulator) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in emu.requests_to(r"/orderexecution/orders/\d+$", "PUT")]
+
+
+async def resting(adapter: TradeStationAdapter, qty: int = 5, price: str = "400") -> Order:
+    placed = await adapter.create_order(
+        MARGIN, buy("MSFT", qty, order_type=OrderType.LIMIT, limit_price=Decimal(price))
+    )
+    return await adapter.fetch_order(MARGIN, order_id=placed.id)
+
+
+async def test_replace_sends_the_vendor_body_and_returns_the_order_read_back(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    assert TradeStationAdapter.capabilities.replace == {"quantity", "limit_price", "stop_price"}
+    old = await resting(adapter)
+    new = await adapter.replace_order(
+        MARGIN, old, OrderChange(quantity=Decimal(7), limit_price=Decimal("401.50"))
+    )
+    assert put_bodies(emu) == [{"Quantity": "7", "LimitPrice": "401.5"}]
+    # TradeStation's replace keeps the order: same id, changed, still working.
+    assert new.id == old.id and new.status is OrderStatus.OPEN
+    assert (new.quantity, new.limit_price) == (Decimal(7), Decimal("401.5"))
+    assert [o.id for o in await adapter.fetch_open_orders(MARGIN)] == [old.id]
+    stop = await adapter.create_order(
+        MARGIN, buy("MSFT", 1, order_type=OrderType.STOP, stop_price=Decimal(450))
+    )
+    stop = await adapter.replace_order(MARGIN, stop, OrderChange(stop_price=Decimal("440.25")))
+    assert put_bodies(emu)[-1] == {"StopPrice": "440.25"}
+    assert (stop.order_type, stop.stop_price) == (OrderType.STOP, Decimal("440.25"))
+
+
+async def test_replace_of_an_order_that_ended_meanwhile_is_not_replaceable(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.auto_fill = False
+    old = await resting(adapter)
+    emu.fill(old.id, 5, "399")  # ``old`` is now a stale reading
+    with pytest.raises(OrderNotReplaceable, match=r"ended \(filled\)") as e:
+        await adapter.replace_order(MARGIN, old, OrderChange(limit_price=Decimal(398)))
+    assert isinstance(e.value.__cause__, InvalidOrder)  # the vendor's 400, translated
+    emu.cancel_delay = 60.0
+    pending = await resting(adapter)
+    await adapter.cancel_order(MARGIN, pending.id)  # "Cancel Sent": still working
+    with pytest.raises(OrderNotReplaceable, match="cancel sent"):
+        await adapter.replace_order(MARGIN, pending, OrderChange(limit_price=Decimal(398)))
+
+
+async def test_a_change_already_being_made_is_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    old = await resting(adapter)
+    emu.order(old.id).status = "RSN"  # "Replace Sent"
+    changing = await adapter.fetch_order(MARGIN, order_id=old.id)
+    assert changing.status is OrderStatus.OPEN
+    with pytest.raises(OrderNotReplaceable, match="still being carried out"):
+        await adapter.replace_order(MARGIN, changing, OrderChange(limit_price=Decimal(401)))
+    assert put_bodies(emu) == []
+
+
+async def test_replace_refusals_for_a_working_order_keep_their_meaning(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.auto_fill = False
+    old = await resting(adapter, qty=10)
+    emu.fill(old.id, 4, "400")  # more filled than ``old`` knows
+    with pytest.raises(InvalidOrder, match="more than the 4 filled") as e:
+        await adapter.replace_order(MARGIN, old, OrderChange(quantity=Decimal(3)))
+    assert not isinstance(e.value, OrderNotReplaceable)
+    # Refused in a 200 OrderResponse: what the account cannot carry.
+    with pytest.raises(InsufficientBuyingPower):
+        await adapter.replace_order(MARGIN, old, OrderChange(quantity=Decimal(5000)))
+    now = await adapter.fetch_order(MARGIN, order_id=old.id)
+    assert (now.quantity, now.status) == (Decimal(10), OrderStatus.PARTIALLY_FILLED)
+
+
+async def test_a_limit_replaced_through_the_market_fills(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    old = await resting(adapter, qty=2)
+    new = await adapter.replace_order(MARGIN, old, OrderChange(limit_price=Decimal(420)))
+    assert new.status is OrderStatus.FILLED
+    assert new.average_fill_price == Decimal("415.22")  # the ask, as for a new marketable limit
+
+
+async def test_a_replace_is_sent_once_and_a_failed_read_back_still_tells_the_change(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, tokens: EmulatorTokens
+) -> None:
+    adapter = make_adapter(emu, session, tokens, read_retries=1)
+    old = await resting(adapter)
+    emu.faults.add(
+        Fault(
+            kind="status",
+            method="GET",
+            path=r"/orders/\d+$",
+            status=503,
+            body={"Error": "ServiceUnavailable", "Message": "Service unavailable."},
+        )
+    )
+    new = await adapter.replace_order(MARGIN, old, OrderChange(limit_price=Decimal(401)))
+    assert (new.id, new.limit_price, new.quantity) == (old.id, Decimal(401), Decimal(5))
+    assert new.info["Replace"] == {"OrderID": old.id, "Message": "Cancel/Replace order sent."}
+    assert len(put_bodies(emu)) == 1
+    assert emu.order(old.id).limit_price == Decimal(401)

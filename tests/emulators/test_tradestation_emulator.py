@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
+from emulators.common import Fault
 from emulators.tradestation import (
     AUDIENCE,
     DEFAULT_CLIENT_ID,
@@ -1031,3 +1032,146 @@ async def test_order_stream_needs_auth(
     url = emu.api_url("sim") + "/v3/brokerage/stream/accounts/SIM1182734M/orders"
     async with session.get(url) as r:
         assert r.status == 401
+
+
+# -- replace (PUT /v3/orderexecution/orders/{orderID}) ------------------------------------
+
+
+async def put(
+    session: aiohttp.ClientSession,
+    emu: TradeStationEmulator,
+    token: str,
+    order_id: str,
+    body: Any,
+    env: str = "live",
+) -> tuple[int, Any]:
+    return await call(
+        session, emu, "PUT", f"/v3/orderexecution/orders/{order_id}", token, env, json=body
+    )
+
+
+async def test_replace_changes_the_order_in_place(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    oid = (await place(session, emu, token, order(qty="5", OrderType="Limit", LimitPrice="400")))[
+        "Orders"
+    ][0]["OrderID"]
+    heard: list[dict[str, Any]] = []
+    emu.world.listeners.append(lambda o: heard.append(o.payload()))
+    status, body = await put(session, emu, token, oid, {"Quantity": "7", "LimitPrice": "401.50"})
+    assert status == 200 and body == {"OrderID": oid, "Message": "Cancel/Replace order sent."}
+    payload = emu.order(oid).payload()
+    assert (payload["OrderID"], payload["Status"], payload["LimitPrice"]) == (oid, "OPN", "401.5")
+    assert payload["Legs"][0]["QuantityOrdered"] == "7"
+    assert [o.id for o in emu.orders_for(MARGIN)] == [oid]  # no second order
+    assert heard[-1]["LimitPrice"] == "401.5"  # the order stream hears the change
+    # A limit moved through the market fills at once, as a new marketable limit does.
+    status, _ = await put(session, emu, token, oid, {"LimitPrice": "420"})
+    assert status == 200
+    assert emu.order(oid).status == "FLL" and emu.order(oid).average_fill == Decimal("415.22")
+    # A stop moves; the vendor's "Convert to Market" example fills it.
+    stop = (
+        await place(session, emu, token, order(qty="2", OrderType="StopMarket", StopPrice="450"))
+    )["Orders"][0]["OrderID"]
+    assert (await put(session, emu, token, stop, {"StopPrice": "440"}))[0] == 200
+    assert emu.order(stop).stop_price == Decimal(440) and emu.order(stop).status == "OPN"
+    assert (await put(session, emu, token, stop, {"OrderType": "Market"}))[0] == 200
+    assert emu.order(stop).status == "FLL" and emu.order(stop).stop_price is None
+    assert emu.spec_violations == []
+
+
+async def test_replace_keeps_the_filled_part_and_retrails_a_trailing_stop(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.auto_fill = False
+    oid = (await place(session, emu, token, order(qty="10", OrderType="Limit", LimitPrice="400")))[
+        "Orders"
+    ][0]["OrderID"]
+    emu.fill(oid, 4, "400")
+    status, body = await put(session, emu, token, oid, {"Quantity": "4"})
+    assert status == 400 and "4 filled" in body["Message"]
+    assert (await put(session, emu, token, oid, {"Quantity": "6"}))[0] == 200
+    assert emu.order(oid).payload()["Legs"][0]["QuantityRemaining"] == "2"
+    assert emu.order(oid).status == "FPR"
+    trailing = order(
+        MARGIN,
+        "AAPL",
+        "10",
+        TradeAction="SELL",
+        OrderType="StopMarket",
+        AdvancedOptions={"TrailingStop": {"Amount": "5"}},
+    )
+    tid = (await place(session, emu, token, trailing))["Orders"][0]["OrderID"]
+    assert emu.order(tid).stop_price == Decimal("223.50")
+    body = {"Quantity": "10", "AdvancedOptions": {"TrailingStop": {"Percent": "1"}}}
+    assert (await put(session, emu, token, tid, body))[0] == 200
+    assert emu.order(tid).payload()["TrailingStop"] == {"Percent": "1"}
+    assert emu.order(tid).stop_price == Decimal("226.22")  # 1% under the 228.50 high
+
+
+async def test_replace_refuses_ended_and_unknown_orders(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    filled = (await place(session, emu, token, order()))["Orders"][0]["OrderID"]
+    status, body = await put(session, emu, token, filled, {"Quantity": "2"})
+    assert status == 400 and body["Error"] == "BadRequest"
+    assert body["Message"] == f"Order {filled} cannot be replaced: its status is Filled."
+    resting = (await place(session, emu, token, order(OrderType="Limit", LimitPrice="1")))[
+        "Orders"
+    ][0]["OrderID"]
+    status, _ = await put(session, emu, token, resting, {"LimitPrice": "2"}, "sim")
+    assert status == 404  # a LIVE order is not on the SIM host
+    status, body = await put(session, emu, token, "1", {"LimitPrice": "2"})
+    assert status == 404 and body["Error"] == "NotFound"
+    emu.cancel_delay = 60.0
+    await call(session, emu, "DELETE", f"/v3/orderexecution/orders/{resting}", token)
+    status, body = await put(session, emu, token, resting, {"LimitPrice": "2"})
+    assert status == 400 and "Cancel Sent" in body["Message"]
+    emu.world.finish_cancel(emu.order(resting))
+    status, body = await put(session, emu, token, resting, {"LimitPrice": "2"})
+    assert status == 400 and "Canceled" in body["Message"]
+    assert emu.order(resting).limit_price == Decimal(1)
+
+
+async def test_replace_bodies_are_checked(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    oid = (await place(session, emu, token, order(qty="5", OrderType="Limit", LimitPrice="400")))[
+        "Orders"
+    ][0]["OrderID"]
+    # Against the spec: "at least one updated property", strings, and only "Market".
+    for body in ({}, {"Quantity": 7}, {"OrderType": "Limit"}):
+        status, answer = await put(session, emu, token, oid, body)
+        assert status == 400 and answer["Error"] == "BadRequest", body
+    assert len(emu.spec_violations) == 3
+    # Conforming, but not for this order.
+    for body in (
+        {"StopPrice": "390"},
+        {"Quantity": "2.5"},
+        {"LimitPrice": "-1"},
+        {"AdvancedOptions": {"TrailingStop": {"Amount": "1"}}},
+    ):
+        status, answer = await put(session, emu, token, oid, body)
+        assert status == 400 and answer["Error"] == "BadRequest", body
+    assert len(emu.spec_violations) == 3
+    state = emu.order(oid)
+    assert (state.quantity, state.limit_price, state.status) == (5, Decimal(400), "OPN")
+    # More than the account can carry: refused in a 200, the order works on unchanged.
+    status, answer = await put(session, emu, token, oid, {"Quantity": "5000"})
+    assert status == 200 and answer["OrderID"] == oid and answer["Error"] == "FAILED"
+    assert answer["Message"].startswith("Order failed. Reason: Insufficient buying power.")
+    assert (state.quantity, state.status) == (5, "OPN")
+
+
+async def test_faults_apply_to_replace(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    oid = (await place(session, emu, token, order(OrderType="Limit", LimitPrice="400")))["Orders"][
+        0
+    ]["OrderID"]
+    # Every attempt: aiohttp itself sends a PUT again, once, on a dropped kept-alive connection.
+    lost = emu.faults.add(Fault(kind="lose_response", method="PUT", path=r"/orders/[^/]+$"))
+    with pytest.raises(aiohttp.ClientError):
+        await put(session, emu, token, oid, {"LimitPrice": "401"})
+    assert lost.hits >= 1
+    assert emu.order(oid).limit_price == Decimal(401)  # it happened; the answer was lost
