@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -9,8 +10,19 @@ import pytest
 from sqlalchemy import select
 
 from adapters.errors import BrokerUnavailable
+from adapters.models import (
+    Order,
+    OrderChange,
+    OrderStatus,
+    OrderType,
+    Quote,
+    Side,
+    TimeInForce,
+)
 from adapters.paper.broker import PaperBroker
 from bot.models import AuditEvent, IntentStatus, OrderIntent
+from bot.services.trading import Change
+from cogs.trading import changed_text, fills_at_once
 from emulators.discord import Message
 from tests.cogs.test_trading import pin, preview
 from tests.discord_harness import Harness
@@ -177,3 +189,39 @@ async def test_a_lost_answer_is_read_again_not_resent(
     assert len(calls) == 2
     _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
     assert order.limit_price == D(160)
+
+
+def _order(**kw: Any) -> Order:
+    base: dict[str, Any] = dict(
+        id="b0a1c2d3-0000-4000-8000-00000000a1b2",
+        account_id="PA1",
+        symbol="F",
+        side=Side.BUY,
+        quantity=D(10),
+        order_type=OrderType.LIMIT,
+        time_in_force=TimeInForce.GTC,
+        status=OrderStatus.OPEN,
+        limit_price=D(9),
+    )
+    return Order(**(base | kw))
+
+
+def test_a_replacement_order_is_named_with_what_had_filled() -> None:
+    before = _order(filled_quantity=D(4), status=OrderStatus.PARTIALLY_FILLED)
+    after = _order(id="c9d8e7f6-0000-4000-8000-00000000c3d4", quantity=D(8), limit_price=D("9.5"))
+    target: Any = type("T", (), {"connection": type("C", (), {"name": "Alpaca"})()})()
+    change = Change(target, "Alpaca", before, OrderChange(D(12), D("9.5")), after=after)
+    assert changed_text(change) == (
+        "✅ Order 0000a1b2 on Alpaca changed: buy 8 F limit at $9.50. The broker replaced it "
+        "with order 0000c3d4, which /orders now shows: it is for the 8 left, 4 having filled."
+    )
+
+
+def test_a_stop_moved_past_the_market_is_said_to_trigger() -> None:
+    quote = Quote("F", D("9.90"), D("10.00"), D("9.95"), datetime.now(UTC))
+    sell_stop = _order(side=Side.SELL, order_type=OrderType.STOP, limit_price=None, stop_price=D(9))
+    warned = fills_at_once(sell_stop, OrderChange(stop_price=D("9.95")), quote)
+    assert warned == "A sell stop at $9.95 is past the bid ($9.90): it triggers at once."
+    assert fills_at_once(sell_stop, OrderChange(stop_price=D("9.80")), quote) is None
+    assert fills_at_once(_order(), OrderChange(limit_price=D("9.99")), quote) is None
+    assert fills_at_once(_order(), OrderChange(limit_price=D(10)), None) is None
