@@ -623,9 +623,9 @@ class HttpBrokerAdapter(BrokerAdapter):
         (honouring ``Retry-After``); writes never retry here, except once after a token refresh
         on 401 (the broker refused it before acting). (aiohttp itself resends an idempotent
         PUT or DELETE once when the connection drops, as RFC 9112 allows: a cancel or a change
-        to the same terms, sent twice, is one cancel or change. A POST is never resent.) Statuses in ``allow`` come back unraised.
-        ``base_url`` sends to another host of the same vendor (Alpaca's data API) with this
-        environment's token, limiter and breaker."""
+        to the same terms, sent twice, is one cancel or change. A POST is never resent.)
+        Statuses in ``allow`` come back unraised. ``base_url`` sends to another host of the
+        same vendor (Alpaca's data API) with this environment's token, limiter and breaker."""
         base = base_url or self.ctx.api_urls.get(environment)
         if self.ctx.session is None or base is None:
             raise BrokerUnavailable(
