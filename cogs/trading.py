@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -520,7 +521,8 @@ def changed_text(c: Change) -> str:
     after = c.after
     assert after is not None
     where = c.target.connection.name
-    text = f"✅ Order {c.before.id[-8:]} on {where} changed: {order_text(after)}."
+    terms = order_text(dataclasses.replace(after, filled_quantity=Decimal(0)))  # fills: below
+    text = f"✅ Order {c.before.id[-8:]} on {where} changed: {terms}."
     if after.id != c.before.id:
         text += f" The broker replaced it with order {after.id[-8:]}, which /orders now shows"
         filled = c.before.filled_quantity
