@@ -2387,6 +2387,7 @@ class TradingService:
                     raise
                 after = await self._changed_meanwhile(target, adapter, before, change)
                 if after is None:
+                    await self._record_unknown_change(target, before, change)
                     raise OrderStateUnknown(
                         f"The broker did not answer the change of order {before.id[-8:]}, and "
                         "reading it again could not tell whether it was made. It was not sent "
@@ -2420,8 +2421,13 @@ class TradingService:
             asset_class=order.asset_class,
         )
         intent = self._new_intent(
-            target, request, source="discord", idempotency_key=None, status="", extra={}
-        )
+            target,
+            request,
+            source="discord",
+            idempotency_key=None,
+            status=IntentStatus.PENDING,
+            extra={},
+        )  # never stored: what the checks read
         gate, _ = await self._pretrade(intent, target, adapter)
         if isinstance(gate, Refusal):
             refused = LimitReached(gate.message.replace("Not sent", verdict, 1))
@@ -2441,6 +2447,23 @@ class TradingService:
         if all(getattr(now, f) == getattr(change, f) for f in change.fields()):
             return now
         return None
+
+    async def _record_unknown_change(
+        self, target: Target, before: Order, change: OrderChange
+    ) -> None:
+        asked = {f: str(getattr(change, f)) for f in sorted(change.fields())}
+
+        async def write(s: AsyncSession) -> None:
+            audit.record(
+                s,
+                "order.change_unknown",
+                member_id=target.connection.member_id,
+                connection_id=target.connection.id,
+                broker_order_id=before.id,
+                asked=asked,
+            )
+
+        await self.core.db.group_commit(write)
 
     async def _follow_change(self, target: Target, before: Order, after: Order) -> None:
         """Record the change; the intent of Tradecord's own order takes the new terms and, where

@@ -187,6 +187,11 @@ async def test_a_lost_answer_is_read_again_not_resent(
     done = await confirmed(h, "alice", card)
     assert "could not tell whether it was made. It was not sent again" in done, done
     assert len(calls) == 2
+    async with h.core.db.session() as s:
+        unknown = await s.scalar(
+            select(AuditEvent).where(AuditEvent.kind == "order.change_unknown")
+        )
+    assert unknown is not None and unknown.detail["asked"] == {"limit_price": "170"}
     _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
     assert order.limit_price == D(160)
 
