@@ -91,6 +91,8 @@ class Capabilities:
     rate_limits: tuple[RateLimit, ...] = ()
     # What ``replace_order`` can change on a working order (``OrderChange`` field names).
     replace: frozenset[str] = frozenset()
+    # Stock limit day orders that may also fill in the pre- and after-market sessions.
+    extended_hours: bool = False
 
     def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
         return asset_class in self.asset_classes.get(account_type, frozenset())
@@ -422,6 +424,37 @@ class BrokerAdapter(ABC):
         if request.bracket and not caps.brackets:
             raise InvalidOrder(
                 f"{self.display_name} does not support take-profit/stop-loss brackets."
+            )
+        if request.extended_hours:
+            self.check_extended_hours(request, asset)
+
+    def check_extended_hours(self, request: OrderRequest, asset: AssetClass) -> None:
+        """The rules every broker shares for an order that may fill outside regular hours:
+        the exchanges then take only limit orders, for the day's sessions, in stocks."""
+        if asset is not AssetClass.EQUITY:
+            raise InvalidOrder(
+                f"Extended hours are for stocks and ETFs; {symbols.normalize(request.symbol)} "
+                f"is {_article(ASSET_WORDS[asset])}. Send it without extended hours."
+            )
+        if not self.capabilities.extended_hours:
+            raise InvalidOrder(
+                f"{self.display_name} takes no extended-hours orders from Tradecord. Send it "
+                "without extended hours, for the regular session."
+            )
+        if request.order_type is not OrderType.LIMIT:
+            raise InvalidOrder(
+                "Extended-hours orders must be limit orders: before the open and after the "
+                "close the exchanges take no market or stop orders. Give a limit price."
+            )
+        if request.time_in_force is not TimeInForce.DAY:
+            raise InvalidOrder(
+                "Extended-hours orders are day orders: they work through the day's pre-market, "
+                "regular and after-hours sessions. Use time in force day."
+            )
+        if request.bracket is not None:
+            raise InvalidOrder(
+                "A take-profit/stop-loss bracket cannot be placed for extended hours: its "
+                "stop-loss would be a stop order, which works in regular hours only."
             )
 
     def check_change(self, order: Order, change: OrderChange) -> None:

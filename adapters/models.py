@@ -165,6 +165,8 @@ class OrderRequest:
     bracket: Bracket | None = None
     trail_amount: Decimal | None = None  # a trailing stop: one of these two
     trail_percent: Decimal | None = None
+    # A stock limit day order that may also fill before the open and after the close.
+    extended_hours: bool = False
 
 
 CHANGE_FIELDS = ("quantity", "limit_price", "stop_price")
@@ -225,6 +227,7 @@ class Order:
     # A trailing stop: how far it trails (stop_price is where the stop stands now).
     trail_amount: Decimal | None = None
     trail_percent: Decimal | None = None
+    extended_hours: bool = False  # may fill before the open and after the close
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -1001,7 +1001,7 @@ class TradingService:
             status=status,
             created_at=now,
             updated_at=now,
-            extra=dict(extra) | _trail_json(request),
+            extra=dict(extra) | _request_extra(request),
         )
 
     # -- confirm and submit -------------------------------------------------------------
@@ -2820,12 +2820,14 @@ def request_of(intent: OrderIntent) -> OrderRequest:
         bracket=bracket_of(intent.extra.get("bracket")),
         trail_amount=_decimal_or_none(intent.extra.get("trail_amount")),
         trail_percent=_decimal_or_none(intent.extra.get("trail_percent")),
+        extended_hours=intent.extra.get("extended_hours") is True,
     )
 
 
-def _trail_json(request: OrderRequest) -> dict[str, str]:
-    """A trailing stop's distance, kept with its intent (the columns hold fixed prices)."""
-    return {
+def _request_extra(request: OrderRequest) -> dict[str, Any]:
+    """What the columns do not hold, kept with the intent: a trailing stop's distance (the
+    columns hold fixed prices) and extended hours."""
+    kept: dict[str, Any] = {
         name: str(value)
         for name, value in (
             ("trail_amount", request.trail_amount),
@@ -2833,6 +2835,9 @@ def _trail_json(request: OrderRequest) -> dict[str, str]:
         )
         if value is not None
     }
+    if request.extended_hours:
+        kept["extended_hours"] = True
+    return kept
 
 
 def _decimal_or_none(value: Any) -> Decimal | None:
