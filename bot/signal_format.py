@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from adapters import symbols
-from adapters.models import OrderType, TimeInForce
+from adapters.models import AssetClass, OrderType, TimeInForce
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_EXTRAS_DEPTH = 16
@@ -139,6 +139,7 @@ class Signal:
     time: datetime | None = None
     test: bool = False
     extras: Mapping[str, Any] = field(default_factory=dict)
+    extended_hours: bool = False  # may fill before the open and after the close
 
     @property
     def reference_price(self) -> Decimal | None:
@@ -178,6 +179,7 @@ class Signal:
             "test": self.test,
             "takeProfit": None,
             "stopLoss": None,
+            "extendedHours": True if self.extended_hours else None,
         }
         if self.take_profit:
             tp = self.take_profit
@@ -235,6 +237,7 @@ class Signal:
             cancel=r.get("cancel"),
             time=datetime.fromisoformat(r["time"]) if r.get("time") else None,
             test=bool(r.get("test")),
+            extended_hours=r.get("extendedHours") is True,
         )
 
     def echo(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -392,6 +395,9 @@ def _parse(obj: Any) -> Signal:
             "quantityType risk_dollar_amount sizes the entry by its distance to the stop loss: "
             "send stopLoss with stopPrice, percent or amount.",
         )
+    extended = obj.get("extendedHours") is True and action is not Action.CANCEL
+    if extended:
+        _check_extended_hours(ticker, effective, tif, take_profit or stop_loss)
     return Signal(
         ticker=ticker,
         action=action,
@@ -412,7 +418,40 @@ def _parse(obj: Any) -> Signal:
         time=_time(obj.get("time")),
         test=bool(_bool(obj.get("test"), "invalid-test", "test")),
         extras=_extras(obj.get("extras")),
+        extended_hours=extended,
     )
+
+
+def _check_extended_hours(
+    ticker: str, order_type: OrderType, tif: TimeInForce | None, bracket: object
+) -> None:
+    """What an extended-hours order can be at every broker: the exchanges take only stock
+    limit orders before the open and after the close, for the day's sessions."""
+    asset = symbols.asset_class_of(ticker)
+    if asset is not AssetClass.EQUITY:
+        kind = "crypto, which trades around the clock" if asset is AssetClass.CRYPTO else "a future"
+        raise _Refused(
+            "invalid-extended-hours",
+            f"extendedHours applies to stocks and ETFs; {ticker} is {kind}. Remove it.",
+        )
+    if order_type is not OrderType.LIMIT:
+        raise _Refused(
+            "invalid-extended-hours-order-type",
+            "Extended-hours orders must be limit orders: before the open and after the close "
+            "the exchanges take no market or stop orders. Send orderType limit (with a "
+            "limitPrice, or none to trade at the market price when the signal is processed).",
+        )
+    if tif not in (None, TimeInForce.DAY):
+        raise _Refused(
+            "invalid-extended-hours-time-in-force",
+            "Extended-hours orders are day orders: send timeInForce day, or leave it out.",
+        )
+    if bracket:
+        raise _Refused(
+            "invalid-extended-hours-bracket",
+            "takeProfit/stopLoss cannot be sent with extendedHours: the stop loss would be a "
+            "stop order, which works in regular hours only. Remove one or the other.",
+        )
 
 
 def _action(value: Any) -> Action:
@@ -484,16 +523,8 @@ def _refuse_unsupported(obj: Mapping[str, Any]) -> None:
             "crypto. Remove the options fields.",
         )
     extended = obj.get("extendedHours")
-    if extended is not None:
-        if not isinstance(extended, bool):
-            raise _Refused("invalid-extended-hours", "extendedHours must be true or false.")
-        if extended:
-            raise _Refused(
-                "unsupported-extended-hours",
-                "Extended-hours orders are not "
-                "supported yet. Remove extendedHours or "
-                "set it to false.",
-            )
+    if extended is not None and not isinstance(extended, bool):
+        raise _Refused("invalid-extended-hours", "extendedHours must be true or false.")
     windows = obj.get("ignoreTradingWindows")
     if windows is not None and not isinstance(windows, bool):
         # Tradecord has no trading windows, so either boolean means the same order.

@@ -207,6 +207,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             f"**{r.side.value.upper()} {fmt.qty(r.quantity)} {r.symbol}** · {kind}"
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
+            + extended_line(r)
             + _bracket_line(r)
             + amount_line(p)
             + risk_line(p)
@@ -235,6 +236,15 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def extended_line(r: OrderRequest) -> str:
+    if not r.extended_hours:
+        return ""
+    return (
+        "\n🌙 Extended hours: may also fill in the pre-market and after-hours sessions, "
+        "where prices can move more and fewer shares trade."
+    )
 
 
 def risk_line(p: Preview) -> str:
@@ -925,6 +935,7 @@ class Trading(commands.Cog):
         stop_loss="Bracket: a stop exit at this price, placed once the order fills",
         trail_amount="Trailing stop: how far (in price) the stop trails the best price",
         trail_percent="Trailing stop: how far (in percent) the stop trails the best price",
+        extended_hours="Stock limit day orders: may also fill before the open and after the close",
     )
     @app_commands.autocomplete(connection=connection_names)
     async def trade(
@@ -945,6 +956,7 @@ class Trading(commands.Cog):
         trail_amount: str | None = None,
         trail_percent: str | None = None,
         risk: str | None = None,
+        extended_hours: bool = False,
     ) -> None:
         order = OrderInput(
             symbol,
@@ -962,6 +974,7 @@ class Trading(commands.Cog):
             trail_percent,
             amount,
             risk,
+            extended_hours,
         )
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True

@@ -136,6 +136,7 @@ class PaperBroker(BrokerAdapter):
         quotes=True,
         order_stream=False,
         replace=frozenset(CHANGE_FIELDS),
+        extended_hours=True,
     )
 
     def __init__(self, context: AdapterContext) -> None:
@@ -423,7 +424,7 @@ class PaperBroker(BrokerAdapter):
             client_order_id=request.client_order_id,
             reference_price=stop_price or self._reference_price(request, inst, quote),
             expires_at=(
-                day_order_expiry(inst.asset_class, now, hours)
+                day_order_expiry(inst.asset_class, now, hours, extended=request.extended_hours)
                 if request.time_in_force is TimeInForce.DAY
                 else None
             ),
@@ -431,6 +432,7 @@ class PaperBroker(BrokerAdapter):
             trail_amount=request.trail_amount,
             trail_percent=request.trail_percent,
             watermark=watermark,
+            extended_hours=request.extended_hours,
         )
         if request.bracket is not None:
             check_bracket_sides(request, inst, new.reference_price)

@@ -14,6 +14,10 @@ The ``PAPER_FILL_HOURS`` setting chooses between:
     A day order lives until the close of the session that is open when it is placed, or of
     the next session when it is placed while the market is closed.
 
+An extended-hours stock order (a limit day order) also fills in the pre-market and after-hours
+sessions: from 5 h 30 min before a session's open (04:00 New York) to 4 h after its close
+(20:00; 17:00 after an early close), and its day ends then; in ``24/7`` its day ends at 20:00.
+
 Crypto trades around the clock in both modes and takes no day orders (gtc, ioc, fok only).
 Outside hours, market and limit orders with day or gtc rest until the open; ioc and fok are
 refused with ``MarketClosed`` before anything is recorded, since they cannot wait.
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY_END = time(16, 0)
+EXTENDED_DAY_END = time(20, 0)
+PRE_MARKET = timedelta(hours=5, minutes=30)  # from 04:00 before a 09:30 open
+AFTER_HOURS = timedelta(hours=4)  # to 20:00 after a 16:00 close
 CALENDARS = {AssetClass.EQUITY: "XNYS", AssetClass.FUTURE: "CMES"}
 
 
@@ -56,11 +63,31 @@ def calendar_for(asset_class: AssetClass, at: datetime) -> ExchangeCalendar | No
     return _calendar(name, at.astimezone(UTC).year) if name else None
 
 
-def is_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> bool:
+def is_open(
+    asset_class: AssetClass, at: datetime, hours: FillHours, *, extended: bool = False
+) -> bool:
+    """Whether an order fills at ``at``; ``extended``: an extended-hours stock order."""
     cal = calendar_for(asset_class, at) if hours is FillHours.EXCHANGE else None
     if cal is None:
         return True
+    if extended and asset_class is AssetClass.EQUITY:
+        return _extended_session(cal, at) is not None
     return bool(cal.is_open_on_minute(at.astimezone(UTC)))
+
+
+def _extended_window(cal: ExchangeCalendar, session: object) -> tuple[datetime, datetime]:
+    opens = cal.session_open(session).to_pydatetime() - PRE_MARKET
+    return opens, cal.session_close(session).to_pydatetime() + AFTER_HOURS
+
+
+def _extended_session(cal: ExchangeCalendar, at: datetime) -> tuple[datetime, datetime] | None:
+    """The extended window (pre-market to after-hours) ``at`` falls in, if any."""
+    utc = at.astimezone(UTC)
+    for direction in ("next", "previous"):  # the session ahead (pre-market) or behind
+        window = _extended_window(cal, cal.minute_to_session(utc, direction=direction))
+        if window[0] <= utc < window[1]:
+            return window
+    return None
 
 
 def next_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> datetime | None:
@@ -72,15 +99,25 @@ def next_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> dateti
     return cal.next_open(at.astimezone(UTC)).to_pydatetime()
 
 
-def day_order_expiry(asset_class: AssetClass, placed_at: datetime, hours: FillHours) -> datetime:
-    """The end of the trading day a day order placed at ``placed_at`` belongs to."""
+def day_order_expiry(
+    asset_class: AssetClass, placed_at: datetime, hours: FillHours, *, extended: bool = False
+) -> datetime:
+    """The end of the trading day a day order placed at ``placed_at`` belongs to (its
+    after-hours session's end for an ``extended`` stock order)."""
+    extended = extended and asset_class is AssetClass.EQUITY
     cal = calendar_for(asset_class, placed_at) if hours is FillHours.EXCHANGE else None
     if cal is not None:
+        if extended:
+            window = _extended_session(cal, placed_at)
+            if window is not None:
+                return window[1]
         session = cal.minute_to_session(placed_at.astimezone(UTC), direction="next")
-        return cal.session_close(session).to_pydatetime()
+        close = cal.session_close(session).to_pydatetime()
+        return close + AFTER_HOURS if extended else close
+    day_end = EXTENDED_DAY_END if extended else DAY_END
     local = placed_at.astimezone(NEW_YORK)
-    end = datetime.combine(local.date(), DAY_END, tzinfo=NEW_YORK)
+    end = datetime.combine(local.date(), day_end, tzinfo=NEW_YORK)
     if local >= end:
-        # Combine again rather than add 24 h so a DST change keeps the end at 16:00 local.
-        end = datetime.combine(local.date() + timedelta(days=1), DAY_END, tzinfo=NEW_YORK)
+        # Combine again rather than add 24 h so a DST change keeps the end at the same hour.
+        end = datetime.combine(local.date() + timedelta(days=1), day_end, tzinfo=NEW_YORK)
     return end.astimezone(UTC)

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from bot.db_types import BigIntPK, utcnow
@@ -102,6 +102,8 @@ class PaperOrder(Base):
     trail_amount: Mapped[Decimal | None] = mapped_column()
     trail_percent: Mapped[Decimal | None] = mapped_column()
     watermark: Mapped[Decimal | None] = mapped_column()
+    # A stock limit day order that also fills in the pre-market and after-hours sessions.
+    extended_hours: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()

@@ -189,6 +189,7 @@ def to_order(row: PaperOrder) -> Order:
         parent_id=row.parent_id,
         trail_amount=row.trail_amount,
         trail_percent=row.trail_percent,
+        extended_hours=bool(row.extended_hours),
         info={
             "broker": "paper",
             "simulated": row.simulated,
@@ -872,6 +873,7 @@ class NewOrder:
     trail_amount: Decimal | None = None  # a trailing stop; stop_price is its first stop
     trail_percent: Decimal | None = None
     watermark: Decimal | None = None
+    extended_hours: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -961,7 +963,12 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
             order = order_or_error
             if order.client_order_id is not None:
                 placed[p.account_id, order.client_order_id] = order
-            open_now = is_open(p.new.instrument.asset_class, p.now, p.market.fill_hours)
+            open_now = is_open(
+                p.new.instrument.asset_class,
+                p.now,
+                p.market.fill_hours,
+                extended=p.new.extended_hours,
+            )
             decision = engine.decide(
                 order_state(order), p.quote, p.market.price_type, now=p.now, market_open=open_now
             )
@@ -1055,6 +1062,7 @@ def _place(
         trail_amount=new.trail_amount,
         trail_percent=new.trail_percent,
         watermark=new.watermark,
+        extended_hours=new.extended_hours,
         expires_at=new.expires_at,
         created_at=p.now,
         updated_at=p.now,
@@ -1178,7 +1186,9 @@ async def replace(
         order.reference_price = reference
         order.updated_at = now
         quote = quotes.get(order.symbol)
-        open_now = is_open(AssetClass(order.asset_class), now, market.fill_hours)
+        open_now = is_open(
+            AssetClass(order.asset_class), now, market.fill_hours, extended=order.extended_hours
+        )
         decision = engine.decide(
             order_state(order), quote, market.price_type, now=now, market_open=open_now
         )
@@ -1205,13 +1215,15 @@ async def sweep_account(
         o.symbol
         for o in working
         if not (o.expires_at is not None and now >= o.expires_at)
-        and is_open(AssetClass(o.asset_class), now, market.fill_hours)
+        and is_open(AssetClass(o.asset_class), now, market.fill_hours, extended=o.extended_hours)
     }
     quotes = await fetch_quotes(source, needs_quote)
     updates: list[OrderUpdate] = []
     for seen in working:
         quote = quotes.get(seen.symbol)
-        open_now = is_open(AssetClass(seen.asset_class), now, market.fill_hours)
+        open_now = is_open(
+            AssetClass(seen.asset_class), now, market.fill_hours, extended=seen.extended_hours
+        )
         first_look = engine.decide(
             order_state(seen), quote, market.price_type, now=now, market_open=open_now
         )

@@ -39,6 +39,7 @@ class Leg:
     sized_at: Decimal | None = None
     # An exit: the average price of the position it closes, so its fill can say the P&L.
     position_average: Decimal | None = None
+    extended_hours: bool = False  # may fill before the open and after the close
 
     def to_json(self) -> dict[str, Any]:
         b = self.bracket
@@ -62,6 +63,7 @@ class Leg:
             "trail_percent": decimal_text(self.trail_percent),
             "sized_at": decimal_text(self.sized_at),
             "position_average": decimal_text(self.position_average),
+            "extended_hours": self.extended_hours,
         }
 
     @classmethod
@@ -85,6 +87,7 @@ class Leg:
             trail_percent=_d(d.get("trail_percent")),
             sized_at=_d(d.get("sized_at")),
             position_average=_d(d.get("position_average")),
+            extended_hours=d.get("extended_hours") is True,
         )
 
     def describe(self, ticker: str) -> str:

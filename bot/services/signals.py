@@ -1029,6 +1029,7 @@ class SignalService:
             time_in_force=sig.time_in_force,
             trail_amount=sig.trail_amount,
             trail_percent=sig.trail_percent,
+            extended_hours=sig.extended_hours,
         )
 
     async def _size(
@@ -1523,6 +1524,7 @@ class SignalService:
             adapter,
         )
         request.bracket = leg.bracket
+        request.extended_hours = leg.extended_hours
         adapter.check_order(target.ref, request)  # refuse here, before any intent is stored
         if leg.stop_price is not None:  # a stop priced from the market is the contract's own
             await self._check_stop_side(ctx, adapter, request)

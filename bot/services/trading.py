@@ -336,6 +336,7 @@ class OrderInput:
     trail_percent: str | None = None
     amount: str | None = None  # /trade: dollars to buy or sell for, instead of a quantity
     risk: str | None = None  # /trade: dollars to lose if the stop-loss fills, instead of one
+    extended_hours: bool = False  # may also fill before the open and after the close
 
 
 @dataclass(slots=True)
@@ -639,6 +640,7 @@ class TradingService:
             bracket=bracket,
             trail_amount=trail_amount,
             trail_percent=trail_percent,
+            extended_hours=order.extended_hours,
         )
 
     async def preview(

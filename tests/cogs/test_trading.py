@@ -1579,3 +1579,25 @@ async def test_a_market_order_while_the_market_is_shut_says_it_waits_for_the_ope
             "market is closed"
             not in (await preview(h, "alice", symbol="AAPL", quantity="1")).text()
         )
+
+
+async def test_an_extended_hours_limit_is_marked_on_the_card(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h,
+        "alice",
+        symbol="AAPL",
+        quantity="1",
+        order_type="limit",
+        limit_price="150",
+        extended_hours=True,
+    )
+    assert "🌙 Extended hours: may also fill in the pre-market and after-hours" in card.text()
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Accepted: buy 1 AAPL" in (await done.message(timeout=10)).text()
+    _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert order.extended_hours
+    market = await preview(h, "alice", symbol="AAPL", quantity="1", extended_hours=True)
+    assert "Extended-hours orders must be limit orders" in market.text()
+    assert market.buttons() == []

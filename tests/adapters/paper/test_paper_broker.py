@@ -1327,3 +1327,31 @@ POSITIONS_BEFORE = [
         },
     ),
 ]
+
+
+async def test_an_extended_hours_limit_fills_in_the_pre_market_a_plain_one_waits(
+    make_broker: BrokerFactory, feed: SimulatedFeed, clock: FakeClock
+) -> None:
+    clock.at = datetime(2026, 12, 1, 12, tzinfo=UTC)  # 07:00 New York
+    broker = make_broker(fill_hours="exchange")
+    [account] = await broker.fetch_accounts()
+    ref = account.ref()
+    feed.set_quote("AAPL", D("265.00"), D("265.10"))
+    plain = await broker.create_order(ref, req("AAPL", BUY, 1, LMT, limit="266"))
+    assert plain.status is OrderStatus.OPEN and not plain.extended_hours
+    early = req("AAPL", BUY, 1, LMT, limit="266")
+    early.extended_hours = True
+    filled = await broker.create_order(ref, early)
+    assert filled.status is OrderStatus.FILLED and filled.extended_hours
+    resting = req("AAPL", BUY, 1, LMT, limit="200")
+    resting.extended_hours = True
+    waiting = await broker.create_order(ref, resting)
+    assert waiting.info["expires_at"] == "2026-12-02T01:00:00+00:00"  # 20:00 New York
+    market = req("AAPL", BUY, 1)
+    market.extended_hours = True
+    with pytest.raises(InvalidOrder, match="must be limit orders"):
+        await broker.create_order(ref, market)
+    coins = req("BTCUSD", BUY, "0.01", LMT, GTC, limit="1")
+    coins.extended_hours = True
+    with pytest.raises(InvalidOrder, match="stocks and ETFs"):
+        await broker.create_order(ref, coins)

@@ -191,3 +191,30 @@ def test_exchange_day_orders_live_until_the_session_close() -> None:
 def test_calendars_outside_the_default_range_work() -> None:
     assert is_open(AssetClass.EQUITY, utc(2031, 3, 4, 15), EXCHANGE)
     assert not is_open(AssetClass.EQUITY, utc(2031, 3, 8, 15), EXCHANGE)  # a Saturday
+
+
+def test_extended_hours_run_from_the_pre_market_to_after_hours() -> None:
+    stock = AssetClass.EQUITY
+    tuesday_7am = utc(2026, 12, 1, 12)  # 07:00 New York: pre-market
+    assert not is_open(stock, tuesday_7am, EXCHANGE)
+    assert is_open(stock, tuesday_7am, EXCHANGE, extended=True)
+    assert is_open(stock, utc(2026, 12, 1, 9), EXCHANGE, extended=True)  # 04:00 opens it
+    assert not is_open(stock, utc(2026, 12, 1, 8, 59), EXCHANGE, extended=True)
+    assert is_open(stock, utc(2026, 12, 2, 0, 59), EXCHANGE, extended=True)  # 19:59
+    assert not is_open(stock, utc(2026, 12, 2, 1), EXCHANGE, extended=True)  # 20:00 ends it
+    assert not is_open(stock, SATURDAY, EXCHANGE, extended=True)
+    # After the early close of the day after Thanksgiving (13:00), after-hours end at 17:00.
+    assert is_open(stock, utc(2026, 11, 27, 21, 30), EXCHANGE, extended=True)
+    assert not is_open(stock, utc(2026, 11, 27, 22), EXCHANGE, extended=True)
+    # Futures keep their own sessions: extended hours are a stock market's.
+    assert not is_open(AssetClass.FUTURE, SATURDAY, EXCHANGE, extended=True)
+
+
+def test_an_extended_hours_day_order_lives_until_after_hours_end() -> None:
+    stock = AssetClass.EQUITY
+    expiry = day_order_expiry(stock, utc(2026, 12, 1, 12), EXCHANGE, extended=True)
+    assert expiry == utc(2026, 12, 2, 1)  # 20:00 New York
+    # Placed at 21:00 New York: the next day's after-hours.
+    late = day_order_expiry(stock, utc(2026, 12, 2, 2), EXCHANGE, extended=True)
+    assert late == utc(2026, 12, 3, 1)
+    assert day_order_expiry(stock, WEEKDAY_SESSION, ALWAYS, extended=True) == utc(2026, 12, 2, 1)

@@ -37,6 +37,7 @@ from bot.services.signal_plans import Plan
 from bot.services.signals import Ack
 from bot.services.strategies import WebhookUrl
 from bot.services.subscriptions import SubscriptionSettings
+from bot.services.trading import request_of
 from bot.settings import Settings
 from tests.bot.signals.conftest import (
     ALICE,
@@ -2692,3 +2693,26 @@ async def test_the_signal_log_forgets_old_signals_but_not_orders_still_working(
     core.settings = core.settings.model_copy(update={"signal_log_days": 0})
     clock.advance(days=3650)
     assert await core.signals.purge_log() == 0  # 0 keeps everything
+
+
+async def test_an_extended_hours_signal_places_an_extended_hours_limit(core: Core) -> None:
+    """TradersPost's extendedHours: true was refused; it is a stock limit day order that may
+    fill before the open and after the close, kept through the plan and the intent."""
+    core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(2))
+    ex = await run(
+        core, url, sub, action="buy", orderType="limit", limitPrice=150, extendedHours=True
+    )
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason
+    [intent] = [i for i in await intents(core) if i.source == "signal"]
+    assert intent.extra["extended_hours"] is True
+    assert request_of(intent).extended_hours
+    [order] = await orders(core)
+    assert (order.order_type, order.limit_price, order.extended_hours) == ("limit", 150, True)
+    assert Plan.from_json(ex.plan or {}).legs[0].extended_hours
+    # With no limitPrice the limit is the market price when the signal is processed.
+    ex = await run(
+        core, url, sub, ticker="MSFT", action="buy", orderType="limit", extendedHours=True
+    )
+    assert ex.status == ExecutionStatus.FILLED, ex.reason

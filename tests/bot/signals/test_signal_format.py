@@ -181,7 +181,27 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"extras": "note"}, "invalid-extras"),
         ({"extras": {"a": DEEP}}, "invalid-extras"),
         ({"extendedHours": "yes"}, "invalid-extended-hours"),
-        ({"extendedHours": True}, "unsupported-extended-hours"),
+        ({"extendedHours": True}, "invalid-extended-hours-order-type"),  # a market order
+        (
+            {"extendedHours": True, "orderType": "stop", "stopPrice": 1},
+            "invalid-extended-hours-order-type",
+        ),
+        (
+            {"extendedHours": True, "orderType": "limit", "timeInForce": "gtc"},
+            "invalid-extended-hours-time-in-force",
+        ),
+        (
+            {"extendedHours": True, "orderType": "limit", "stopLoss": {"percent": 2}},
+            "invalid-extended-hours-bracket",
+        ),
+        (
+            {"extendedHours": True, "orderType": "limit", "ticker": "BTCUSD"},
+            "invalid-extended-hours",
+        ),
+        (
+            {"extendedHours": True, "orderType": "limit", "ticker": "ESZ26"},
+            "invalid-extended-hours",
+        ),
         ({"ignoreTradingWindows": "no"}, "invalid-ignore-trading-windows"),
     ],
 )
@@ -326,3 +346,16 @@ def test_thousands_separators_and_percentages_of_equity() -> None:
     # More than all the equity is margin the account may have: its buying power decides.
     leveraged = ok(base(quantity=150, quantityType="percent_of_equity"))
     assert leveraged.quantity == 150
+
+
+def test_extended_hours_is_a_limit_day_order_in_a_stock() -> None:
+    signal = parse_object(base(extendedHours=True, orderType="limit", limitPrice=190))
+    assert isinstance(signal, Signal) and signal.extended_hours
+    again = Signal.from_record(signal.to_record())
+    assert again.extended_hours and signal.echo()["extendedHours"] is True
+    plain = parse_object(base(extendedHours=False))
+    assert isinstance(plain, Signal) and not plain.extended_hours
+    assert "extendedHours" not in plain.echo()
+    # A cancel has no order to send in extended hours: the flag means nothing there.
+    cancel = parse_object({"ticker": "AAPL", "action": "cancel", "extendedHours": True})
+    assert isinstance(cancel, Signal) and not cancel.extended_hours
