@@ -102,7 +102,7 @@ class Leg:
             self.trail_amount,
             self.trail_percent,
         )
-        return f"{what} {terms}"
+        return f"{what} {terms}" + (", extended hours" if self.extended_hours else "")
 
 
 @dataclass(slots=True)

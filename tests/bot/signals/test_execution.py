@@ -2710,7 +2710,8 @@ async def test_an_extended_hours_signal_places_an_extended_hours_limit(core: Cor
     assert request_of(intent).extended_hours
     [order] = await orders(core)
     assert (order.order_type, order.limit_price, order.extended_hours) == ("limit", 150, True)
-    assert Plan.from_json(ex.plan or {}).legs[0].extended_hours
+    leg = Plan.from_json(ex.plan or {}).legs[0]  # as an approval card would say it
+    assert leg.describe("AAPL") == "buy 2 AAPL limit at $150.00, extended hours"
     # With no limitPrice the limit is the market price when the signal is processed.
     ex = await run(
         core, url, sub, ticker="MSFT", action="buy", orderType="limit", extendedHours=True
