@@ -241,6 +241,8 @@ class AlpacaAdapter(HttpBrokerAdapter):
         ),
         # PATCH also takes time_in_force and a trailing stop's trail; Tradecord offers neither.
         replace=frozenset({"quantity", "limit_price", "stop_price"}),
+        # POST's extended_hours: stock limit day orders only (the base class checks that).
+        extended_hours=True,
     )
     oauth = OAuthSpec(
         authorize_url="https://app.alpaca.markets/oauth/authorize",
@@ -471,6 +473,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
             ),
             trail_amount=dec(body.get("trail_price")),
             trail_percent=dec(body.get("trail_percent")),
+            extended_hours=body.get("extended_hours") is True,
             info=dict(body),
         )
 
@@ -867,6 +870,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
             body["trail_price"] = vendor_number(request.trail_amount)
         if request.trail_percent is not None:
             body["trail_percent"] = vendor_number(request.trail_percent)
+        if request.extended_hours:
+            # Only when asked: every other order's body stays as Alpaca has always had it.
+            body["extended_hours"] = True
         b = request.bracket
         if b is not None:
             # Both exits: a bracket; one exit: one-triggers-other.

@@ -189,6 +189,10 @@ class Order:
     trail_price: Decimal | None = None
     trail_percent: Decimal | None = None
     hwm: Decimal | None = None
+    # An extended-hours day order still working at the regular close: it works on through the
+    # after-market, whose end (8pm ET) the emulator's one closed state does not mark, so it
+    # expires when the next session opens instead.
+    past_close: bool = False
 
     def trail_to(self, mark: Decimal) -> None:
         """Move a trailing stop's water mark (only ever in its favour) and its stop price."""
@@ -505,6 +509,13 @@ class Broker:
             raise err(422, 40010001, "limit_price is required")  # [infer]
         if otype in ("stop", "stop_limit") and stop is None:
             raise err(422, 40010001, "stop_price is required")  # [infer]
+        extended = body.get("extended_hours") is True
+        if extended and (otype != "limit" or tif != "day"):
+            # [doc Create an Order] extended_hours "only works with type limit and
+            # time_in_force day"; the message is [obs] in third-party client logs with code
+            # 42210000 (2020 servers answered 40010001 'only type="limit" is allowed for
+            # extended hours orders'; newer ones "... must be DAY or GTC limit orders").
+            raise err(422, 42210000, "extended hours order must be DAY limit orders")
         if asset.crypto:
             if acct.crypto_status != "ACTIVE":
                 raise err(403, 40310000, "account is not allowed to trade crypto")  # [infer]
@@ -559,7 +570,9 @@ class Broker:
             self._check_buying_power(acct, asset, side, est_qty, price, notional)
 
         now = self.clock()
-        routed = asset.crypto or self.market_open or bool(body.get("extended_hours"))
+        # The emulator's closed market is the pre- and after-market sessions: an extended-hours
+        # order goes to the exchange at once, any other stock order queues until the open.
+        routed = asset.crypto or self.market_open or extended
         order = self._book(
             acct,
             asset,
@@ -574,7 +587,7 @@ class Broker:
             order_class,
             "pending_new" if routed else "accepted",
             now,
-            bool(body.get("extended_hours")),
+            extended,
         )
         if otype == "trailing_stop":
             order.trail_price, order.trail_percent = trail_price, trail_percent
@@ -670,7 +683,7 @@ class Broker:
             now,
             old.extended_hours,
         )
-        new.replaces, new.triggered = old.id, old.triggered
+        new.replaces, new.triggered, new.past_close = old.id, old.triggered, old.past_close
         if old.type == "trailing_stop":
             # The replacement trails from the mark the old order reached.
             new.trail_price, new.trail_percent, new.hwm = trail_price, trail_percent, old.hwm
@@ -1070,13 +1083,18 @@ class Broker:
     def open_market(self) -> None:
         self.market_open = True
         for order in sorted(self.orders.values(), key=lambda o: o.seq):
-            if order.status == "accepted":
+            if order.past_close and order.status in WORKING:
+                self._end(order, "expired")  # its day ended with the after-market
+            elif order.status == "accepted":
                 self._route(order)
             elif order.status in WORKING:
                 self._try_fill(order)
 
     def close_market(self) -> None:
-        """The session ends: working day orders expire; new equity orders queue."""
+        """The regular session ends: working day orders expire, but extended-hours ones work on
+        through the after-market ([spec TimeInForce] "if marked as eligible for extended hours,
+        the order can also execute during supported extended hours"); new stock orders queue
+        unless extended."""
         self.market_open = False
         for order in sorted(self.orders.values(), key=lambda o: o.seq):
             if (
@@ -1084,7 +1102,10 @@ class Broker:
                 and order.status in WORKING
                 and not order.asset.crypto
             ):
-                self._end(order, "expired")
+                if order.extended_hours:
+                    order.past_close = True
+                else:
+                    self._end(order, "expired")
         for acct in self.accounts.values():
             acct.opened_today.clear()
             acct.last_equity = self.figures(acct)["equity"]

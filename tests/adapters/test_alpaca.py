@@ -46,6 +46,7 @@ from adapters.models import (
     OrderType,
     OrderUpdate,
     Side,
+    SubmissionHint,
     TimeInForce,
 )
 from adapters.registry import get_adapter_class
@@ -1270,3 +1271,91 @@ async def test_lost_response_on_replace_then_the_new_order_is_found_by_its_clien
     found = await adapter.fetch_order(paper, client_order_id=replacement_client_order_id(cid))
     assert found.replaces == old.id and found.limit_price == D(99)
     assert (await adapter.fetch_order(paper, order_id=old.id)).replaced_by == found.id
+
+
+# -- extended hours ------------------------------------------------------------------------------
+
+
+def extended(symbol: str, qty: str, limit: str, **kw: Any) -> OrderRequest:
+    return order(
+        symbol, qty, order_type=OrderType.LIMIT, limit_price=D(limit), extended_hours=True, **kw
+    )
+
+
+async def test_extended_hours_is_sent_only_when_asked_and_fills_with_the_market_closed(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    assert AlpacaAdapter.capabilities.extended_hours
+    emu.close_market()
+    ext = await adapter.create_order(paper, extended("AAPL", "2", "191", client_order_id="ext"))
+    plain = await adapter.create_order(
+        paper,
+        order("MSFT", "1", order_type=OrderType.LIMIT, limit_price=D(421), client_order_id="pl"),
+    )
+    sent_ext, sent_plain = (json.loads(r.body) for r in emu.requests_to(r"/v2/orders$", "POST"))
+    assert sent_ext["extended_hours"] is True and sent_ext["type"] == "limit"
+    assert sent_ext["time_in_force"] == "day"
+    assert "extended_hours" not in sent_plain
+    assert ext.extended_hours and not plain.extended_hours
+    # The extended-hours limit fills before the open; the plain one waits for it.
+    got = await adapter.fetch_order(paper, order_id=ext.id)
+    assert (got.status, got.extended_hours) == (OrderStatus.FILLED, True)
+    assert got.average_fill_price == D("190.01")
+    waiting = await adapter.fetch_order(paper, order_id=plain.id)
+    assert (waiting.status, waiting.extended_hours) == (OrderStatus.PENDING, False)
+    # A lookup after a lost answer reads the flag back too (Alpaca needs no hint for it).
+    hint = SubmissionHint(extended("AAPL", "2", "191", client_order_id="ext"), datetime.now(UTC))
+    found = await adapter.fetch_order(paper, client_order_id="ext", hint=hint)
+    assert (found.id, found.extended_hours) == (ext.id, True)
+    emu.open_market()
+    assert (await adapter.fetch_order(paper, order_id=plain.id)).status is OrderStatus.FILLED
+
+
+async def test_a_resting_extended_hours_order_works_after_the_close_and_keeps_the_flag(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    placed = await adapter.create_order(paper, extended("TSLA", "3", "240", client_order_id="x"))
+    plain = await adapter.create_order(
+        paper, order("TSLA", "1", order_type=OrderType.LIMIT, limit_price=D(239))
+    )
+    working = await adapter.fetch_order(paper, order_id=placed.id)
+    # PATCH carries no extended_hours: Alpaca keeps what it does not override.
+    new = await adapter.replace_order(paper, working, OrderChange(limit_price=D(241)))
+    assert patches(emu) == [{"limit_price": "241", "client_order_id": "x-r1"}]
+    assert new.extended_hours
+    emu.close_market()
+    assert (await adapter.fetch_order(paper, order_id=plain.id)).status is OrderStatus.EXPIRED
+    [still] = await adapter.fetch_open_orders(paper)
+    assert (still.id, still.extended_hours) == (new.id, True)
+    emu.set_quote("TSLA", D("240.50"), D("240.90"))
+    done = await adapter.fetch_order(paper, order_id=new.id)
+    assert (done.status, done.average_fill_price) == (OrderStatus.FILLED, D("240.9"))
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            order("AAPL", "1", extended_hours=True),
+            "Extended-hours orders must be limit orders",
+        ),
+        (
+            extended("AAPL", "1", "191", time_in_force=TimeInForce.GTC),
+            "Extended-hours orders are day orders",
+        ),
+        (
+            extended("AAPL", "1", "191", bracket=Bracket(D(200), D(180))),
+            "cannot be placed for extended hours",
+        ),
+    ],
+)
+async def test_extended_hours_refused_before_sending(
+    adapter: AlpacaAdapter,
+    paper: AccountRef,
+    emu: AlpacaEmulator,
+    request_: OrderRequest,
+    message: str,
+) -> None:
+    with pytest.raises(InvalidOrder, match=re.escape(message)):
+        await adapter.create_order(paper, request_)
+    assert posts(emu) == 0

@@ -818,3 +818,86 @@ async def test_stream_refuses_a_bad_token(http: aiohttp.ClientSession, emu: Alpa
         assert msg["data"]["status"] == "unauthorized"
         closing = await ws.receive(timeout=5)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+# -- extended hours ------------------------------------------------------------------------------
+
+
+async def test_an_extended_hours_limit_fills_with_the_market_closed_a_plain_one_waits(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    emu.close_market()
+    limit = {"symbol": "AAPL", "qty": "1", "type": "limit", "limit_price": "191"}
+    status, ext = await paper.order(**limit, extended_hours=True)
+    assert status == 200 and ext["status"] == "pending_new" and ext["extended_hours"] is True
+    status, plain = await paper.order(**limit)
+    assert status == 200 and plain["status"] == "accepted" and plain["extended_hours"] is False
+    _, got, _ = await paper.call("GET", f"/v2/orders/{ext['id']}")
+    assert got["status"] == "filled" and got["filled_avg_price"] == "190.01"
+    _, got, _ = await paper.call("GET", f"/v2/orders/{plain['id']}")
+    assert got["status"] == "accepted" and got["filled_qty"] == "0"
+    # One that is not marketable rests and fills when the pre-market moves to it.
+    _, resting = await paper.order(
+        symbol="NVDA", qty="2", type="limit", limit_price="125", extended_hours=True
+    )
+    emu.set_quote("NVDA", Decimal("124.80"), Decimal("124.90"))
+    _, got, _ = await paper.call("GET", f"/v2/orders/{resting['id']}")
+    assert got["status"] == "filled" and got["filled_avg_price"] == "124.9"
+    emu.open_market()
+    _, got, _ = await paper.call("GET", f"/v2/orders/{plain['id']}")
+    assert got["status"] == "filled"
+    assert emu.spec_violations == []
+
+
+async def test_an_extended_hours_order_works_past_the_close_until_its_day_ends(
+    paper: Api, emu: AlpacaEmulator
+) -> None:
+    """Day orders expire at the regular close, extended-hours ones work on through the
+    after-market; the emulator ends their day when the next session opens."""
+    _, plain = await paper.order(symbol="AMZN", qty="1", type="limit", limit_price="100")
+    _, later = await paper.order(
+        symbol="AMZN", qty="1", type="limit", limit_price="101", extended_hours=True
+    )
+    _, unfilled = await paper.order(
+        symbol="TSLA", qty="1", type="limit", limit_price="200", extended_hours=True
+    )
+    emu.close_market()
+    _, got, _ = await paper.call("GET", f"/v2/orders/{plain['id']}")
+    assert got["status"] == "expired"
+    emu.set_quote("AMZN", Decimal("100.80"), Decimal("100.90"))
+    _, got, _ = await paper.call("GET", f"/v2/orders/{later['id']}")
+    assert got["status"] == "filled" and got["filled_avg_price"] == "100.9"
+    # Placed before the open, an extended-hours order is for the coming day: it stays.
+    _, early = await paper.order(
+        symbol="NVDA", qty="1", type="limit", limit_price="100", extended_hours=True
+    )
+    emu.open_market()
+    _, got, _ = await paper.call("GET", f"/v2/orders/{unfilled['id']}")
+    assert got["status"] == "expired" and got["expired_at"]
+    _, got, _ = await paper.call("GET", f"/v2/orders/{early['id']}")
+    assert got["status"] == "new"
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "market"},
+        {"type": "limit", "limit_price": "191", "time_in_force": "gtc"},
+        {"type": "limit", "limit_price": "191", "time_in_force": "ioc"},
+        {"type": "stop", "stop_price": "200"},
+        {"type": "stop_limit", "stop_price": "200", "limit_price": "201"},
+    ],
+)
+async def test_extended_hours_only_for_day_limit_orders(
+    paper: Api, emu: AlpacaEmulator, body: dict[str, str]
+) -> None:
+    status, refused = await paper.order(symbol="AAPL", qty="1", extended_hours=True, **body)
+    assert (status, refused) == (
+        422,
+        {"code": 42210000, "message": "extended hours order must be DAY limit orders"},
+    )
+    # Without the flag the same order is taken.
+    status, _ = await paper.order(symbol="AAPL", qty="1", extended_hours=False, **body)
+    assert status == 200
+    assert emu.spec_violations == []
