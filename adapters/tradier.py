@@ -14,6 +14,11 @@ Tradier facts that shape this module (see emulators/specs/tradier/ and the resea
   ``class=oto`` (entry and one exit), each order's fields indexed (``symbol[0]``, ``side[1]``,
   ...). Tradier answers with one order id; reading it back, the orders are its ``leg`` list in
   the order sent. Tradecord shows the entry under that id and the exits as orders of their own.
+- Extended hours are durations: ``pre`` works in the pre-market session, ``post`` in the
+  post-market session (Tradier's market calendar: premarket 07:00–09:24, open 09:30–16:00,
+  postmarket 16:00–19:55 New York). Tradecord's extended-hours day order goes out as ``pre``
+  before the open, ``day`` in regular hours and ``post`` after the close, by the time of
+  sending; when no session is left that day it is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -75,6 +81,7 @@ from adapters.models import (
     SubmissionHint,
     TimeInForce,
 )
+from adapters.paper.hours import calendar_for
 from adapters.registry import register
 
 log = logging.getLogger("tradecord.adapters.tradier")
@@ -124,6 +131,15 @@ BRACKET_CLOSES = (
     "A take-profit/stop-loss bracket needs an order that opens a position; this one closes one."
 )
 OCC_RE = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")
+# Tradier's extended sessions, measured from the exchange's open and close (its market calendar
+# gives premarket 07:00–09:24 and postmarket 16:00–19:55 around a 09:30–16:00 day), so an
+# early close brings the post-market forward with it.
+PRE_MARKET_STARTS = timedelta(hours=2, minutes=30)  # before the open
+PRE_MARKET_ENDS = timedelta(minutes=6)  # before the open
+POST_MARKET_ENDS = timedelta(hours=3, minutes=55)  # after the close
+EXTENDED_DURATIONS = frozenset({"pre", "post"})
+NEW_YORK = ZoneInfo("America/New_York")
+Clock = Callable[[], datetime]
 PAGE = 100  # orders per page when listing
 
 
@@ -180,6 +196,9 @@ def order_from(raw: dict[str, Any], account_id: str) -> Order:
         quantity=qty,
         order_type=order_type,
         time_in_force=TimeInForce.GTC if raw.get("duration") == "gtc" else TimeInForce.DAY,
+        # pre and post are day orders for one extended session; a day order sent in regular
+        # hours works in regular hours only, so it is not one.
+        extended_hours=raw.get("duration") in EXTENDED_DURATIONS,
         status=STATUSES.get(str(raw.get("status")), OrderStatus.PENDING),
         client_order_id=raw.get("tag") or None,
         asset_class=AssetClass.OPTION if is_option else AssetClass.EQUITY,
@@ -196,6 +215,35 @@ def order_from(raw: dict[str, Any], account_id: str) -> Order:
         reject_reason=raw.get("reason_description") or None,
         info=raw,
     )
+
+
+def extended_duration(at: datetime) -> str | None:
+    """The duration an extended-hours day order sent at ``at`` goes out with: ``pre`` in
+    Tradier's pre-market session, ``day`` from its end to the close (the order then works in
+    regular hours), ``post`` in the post-market session; None when no session is left that
+    New York day (overnight, weekends, holidays)."""
+    cal = calendar_for(AssetClass.EQUITY, at)
+    assert cal is not None  # stocks always have the XNYS calendar
+    today = at.astimezone(NEW_YORK).date()
+    if not cal.is_session(today):
+        return None
+    opens = cal.session_open(today).to_pydatetime()
+    closes = cal.session_close(today).to_pydatetime()
+    if opens - PRE_MARKET_STARTS <= at < opens - PRE_MARKET_ENDS:
+        return "pre"
+    if opens - PRE_MARKET_ENDS <= at < closes:
+        return "day"
+    if closes <= at < closes + POST_MARKET_ENDS:
+        return "post"
+    return None
+
+
+def next_pre_market(at: datetime) -> datetime:
+    """When Tradier's next pre-market session opens after ``at``."""
+    cal = calendar_for(AssetClass.EQUITY, at)
+    assert cal is not None
+    opens: datetime = cal.next_open(at.astimezone(UTC)).to_pydatetime()
+    return opens - PRE_MARKET_STARTS
 
 
 def legs_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -265,6 +313,8 @@ class TradierAdapter(HttpBrokerAdapter):
         # Tradier's modify (PUT .../orders/{id}) takes type, duration, price and stop: the
         # quantity cannot be changed.
         replace=frozenset({"limit_price", "stop_price"}),
+        # Durations pre and post: stock limit orders (the base class checks the rest).
+        extended_hours=True,
         # Per access token per minute, and different on the sandbox host.
         rate_limits=(
             RateLimit("standard:live", 120, 60.0),
@@ -352,6 +402,8 @@ class TradierAdapter(HttpBrokerAdapter):
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         super().check_order(account, request)
         self.check_stock_prices(request)
+        if request.extended_hours:
+            self._extended_duration()  # refused here, before an intent is stored
         b = request.bracket
         if b is None:
             return
@@ -369,6 +421,26 @@ class TradierAdapter(HttpBrokerAdapter):
                 f"stop-limit entry, not a {request.order_type.value.replace('_', ' ')} order: "
                 "give the entry a limit price (a marketable one fills at once)."
             )
+
+    def _now(self) -> datetime:
+        """The time now: ``ctx.extra["clock"]`` (a callable returning an aware datetime) when
+        a test fixes it, else the system clock."""
+        clock: Clock | None = self.ctx.extra.get("clock")
+        return clock() if clock is not None else datetime.now(UTC)
+
+    def _extended_duration(self) -> str:
+        """The duration for an extended-hours day order sent now, or ``MarketClosed``."""
+        now = self._now()
+        duration = extended_duration(now)
+        if duration is None:
+            pre = next_pre_market(now).astimezone(NEW_YORK)
+            raise MarketClosed(
+                "Tradier has no trading session open now for an extended-hours order: the next "
+                f"pre-market session opens {pre:%A} {pre.day} {pre:%B} at {pre:%H:%M} New York "
+                "time. Send it then, or send it now without extended hours, as a day or GTC "
+                "order, which waits for the open."
+            )
+        return duration
 
     # -- reads --------------------------------------------------------------------------
 
@@ -615,7 +687,10 @@ class TradierAdapter(HttpBrokerAdapter):
             "side": side,
             "quantity": str(request.quantity.quantize(Decimal(1))),
             "type": request.order_type.value,
-            "duration": request.time_in_force.value,
+            # Decided at sending: the session the order is sent in is the one it is for.
+            "duration": self._extended_duration()
+            if request.extended_hours
+            else request.time_in_force.value,
         }
         _prices(form, "", request.order_type, limit=request.limit_price, stop=request.stop_price)
         if request.bracket is not None:
@@ -656,7 +731,8 @@ class TradierAdapter(HttpBrokerAdapter):
             client_order_id=request.client_order_id,
             limit_price=request.limit_price,
             stop_price=request.stop_price,
-            info=raw,
+            extended_hours=form.get("duration") in EXTENDED_DURATIONS,
+            info={**raw, "duration": form.get("duration")},
         )
 
     async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:

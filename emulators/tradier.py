@@ -75,6 +75,18 @@ ACCOUNT_TYPES = ("cash", "margin", "pdt")
 EQUITY_SIDES = ("buy", "buy_to_cover", "sell", "sell_short")
 ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 DURATIONS = ("day", "gtc", "pre", "post")
+# The market clock's states, as GET /markets/clock names them, and the session each duration
+# works in: pre only in the pre-market, post only in the post-market, day and gtc in regular hours.
+MARKET_STATES = ("premarket", "open", "postmarket", "closed")
+SESSION_OF = {"day": "open", "gtc": "open", "pre": "premarket", "post": "postmarket"}
+# What /markets/clock says in each state (Tradier's market calendar: premarket 07:00–09:24,
+# open 09:30–16:00, postmarket 16:00–19:55); the wording outside "open" is ours.
+CLOCK_TEXT = {
+    "premarket": ("Market is in premarket hours from 07:00 to 09:24", "09:30", "open"),
+    "open": ("Market is open from 09:30 to 16:00", "16:00", "postmarket"),
+    "postmarket": ("Market is in postmarket hours from 16:00 to 19:55", "19:55", "closed"),
+    "closed": ("Market is closed", "07:00", "premarket"),
+}
 CLASSES = ("equity", "option", "multileg", "combo", "oto", "oco", "otoco")
 WORKING = ("open", "partially_filled", "pending")
 ENDED_UNFILLED = ("canceled", "expired", "rejected")
@@ -283,7 +295,8 @@ class TradierEmulator(BaseEmulator):
     """Tradier live + sandbox on one local port.
 
     Control surface for tests and local mode: ``add_user``, ``add_account``, ``add_position``,
-    ``set_quote``, ``fill``, ``reject``, ``expire_day_orders``, ``set_market_open``,
+    ``set_quote``, ``fill``, ``reject``, ``expire_day_orders``, ``set_market_state`` (or
+    ``set_market_open``; a switch, not tied to ``clock``),
     ``set_rate_limit``, ``issue_tokens``, ``expire_access_tokens``, ``send_heartbeat``,
     ``drop_streams``, ``stream_count``; state in ``users``, ``accounts``, ``orders`` (the legs
     of oto/otoco orders too, by their own ids), ``advanced`` (oto/otoco orders), ``quotes``,
@@ -334,7 +347,7 @@ class TradierEmulator(BaseEmulator):
         self.quotes: dict[str, EmuQuote] = {}
         self.sessions: dict[str, EventSession] = {}
         self.spec_violations: list[str] = []
-        self.market_open = True
+        self.market_state = "open"
         self.rate_limits = {env: dict(limits) for env, limits in DEFAULT_LIMITS.items()}
         self._windows: dict[tuple[Environment, str, str], list[float]] = {}
         self._subscribers: list[_Subscriber] = []
@@ -475,11 +488,22 @@ class TradierEmulator(BaseEmulator):
             if order.symbol == symbol:
                 self._try_fill(order)
 
+    @property
+    def market_open(self) -> bool:
+        """Regular hours."""
+        return self.market_state == "open"
+
     def set_market_open(self, is_open: bool) -> None:
-        self.market_open = is_open
-        if is_open:
-            for order in list(self.orders.values()):
-                self._try_fill(order)
+        self.set_market_state("open" if is_open else "closed")
+
+    def set_market_state(self, state: str) -> None:
+        """Move the market clock to ``premarket``, ``open``, ``postmarket`` or ``closed``;
+        orders for the session that begins fill if their prices allow."""
+        if state not in MARKET_STATES:
+            raise ValueError(f"market state must be one of {', '.join(MARKET_STATES)}")
+        self.market_state = state
+        for order in list(self.orders.values()):
+            self._try_fill(order)
 
     def set_rate_limit(
         self, bucket: str, per_minute: int, environment: Environment | None = None
@@ -1143,6 +1167,8 @@ class TradierEmulator(BaseEmulator):
         stop = (_dec(form["stop"]) if "stop" in form else order.stop) if takes_stop else None
         if duration in ("pre", "post") and kind != "limit":
             raise self._errors(ctx, ["Extended hours orders must be limit orders."])
+        if duration != order.duration:
+            self._check_session(ctx, duration)  # as a new order with that duration would be
         if order.side in ("buy", "sell_short"):
             # Checked as a placement is, the order's own hold given back first (as a broker's
             # risk check would; Tradier does not document it).
@@ -1461,6 +1487,7 @@ class TradierEmulator(BaseEmulator):
             raise self._errors(ctx, [f"Invalid parameter, {symbol}: symbol not found."])
         if duration in ("pre", "post") and type != "limit":
             raise self._errors(ctx, ["Extended hours orders must be limit orders."])
+        self._check_session(ctx, duration)
         held = acct.positions.get(symbol)
         have = held.quantity if held else Decimal(0)
         if side == "buy" and have < 0:
@@ -1479,11 +1506,23 @@ class TradierEmulator(BaseEmulator):
             if cost > self.buying_power(acct):
                 raise self._errors(ctx, ["You do not have enough buying power for this trade."])
 
+    def _check_session(self, ctx: _Ctx, duration: str) -> None:
+        """A pre order only in the pre-market session, a post order only in the post-market
+        one. Tradier publishes no wording for this refusal; this one is ours."""
+        session = SESSION_OF[duration]
+        if duration in ("pre", "post") and self.market_state != session:
+            raise self._errors(
+                ctx,
+                [f"{duration.capitalize()} orders can only be placed in the {session} session."],
+            )
+
     # -- execution ----------------------------------------------------------------------------
 
     def _try_fill(self, order: EmuOrder) -> None:
-        if order.status not in WORKING or order.waiting or not self.market_open:
+        if order.status not in WORKING or order.waiting:
             return
+        if self.market_state != SESSION_OF[order.duration]:
+            return  # not its session: it waits
         q = self.quotes.get(order.symbol)
         if q is None:
             return
@@ -1638,19 +1677,17 @@ class TradierEmulator(BaseEmulator):
     async def _clock(self, request: web.Request, ctx: _Ctx) -> web.Response:
         self._check_params(request, ctx, {"delayed"})
         now = datetime.fromtimestamp(self.clock(), UTC)
-        state = "open" if self.market_open else "closed"
+        description, next_change, next_state = CLOCK_TEXT[self.market_state]
         return self._reply(
             ctx,
             {
                 "clock": {
                     "date": now.date().isoformat(),
-                    "description": "Market is open from 09:30 to 16:00"
-                    if self.market_open
-                    else "Market is closed",
-                    "state": state,
+                    "description": description,
+                    "state": self.market_state,
                     "timestamp": int(now.timestamp()),
-                    "next_change": "16:00" if self.market_open else "09:30",
-                    "next_state": "postmarket" if self.market_open else "premarket",
+                    "next_change": next_change,
+                    "next_state": next_state,
                 }
             },
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import time
@@ -12,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -24,6 +26,7 @@ from adapters.errors import (
     BrokerUnavailable,
     InsufficientBuyingPower,
     InvalidOrder,
+    MarketClosed,
     OrderNotCancelable,
     OrderNotFound,
     OrderNotReplaceable,
@@ -45,7 +48,14 @@ from adapters.models import (
     TimeInForce,
 )
 from adapters.registry import get_adapter_class
-from adapters.tradier import TradierAdapter, error_messages, items, order_from, orders_from
+from adapters.tradier import (
+    TradierAdapter,
+    error_messages,
+    extended_duration,
+    items,
+    order_from,
+    orders_from,
+)
 from emulators.common import Fault
 from emulators.tradier import EmulatorTokenProvider, TradierEmulator
 
@@ -1534,3 +1544,144 @@ async def test_an_order_of_a_bracket_is_not_changed(emu: TradierEmulator, adapte
         with pytest.raises(InvalidOrder, match="bracket"):
             await adapter.replace_order(margin, order, OrderChange(limit_price=Decimal("10.6")))
     assert order_puts(emu) == []
+
+
+# -- extended hours -----------------------------------------------------------------------------
+
+# exchange_calendars trips a pandas deprecation inside its own code; nothing to act on here.
+CALENDAR_WARNING = pytest.mark.filterwarnings(
+    "ignore:.*drops timezone information:DeprecationWarning"
+)
+NEW_YORK_TZ = ZoneInfo("America/New_York")
+
+
+def new_york(*args: int) -> datetime:
+    return datetime(*args, tzinfo=NEW_YORK_TZ)  # type: ignore[misc]
+
+
+def extended(symbol: str = "F", limit: str = "11.50", **kw: Any) -> OrderRequest:
+    return OrderRequest(
+        symbol,
+        Side.BUY,
+        Decimal(2),
+        OrderType.LIMIT,
+        limit_price=Decimal(limit),
+        extended_hours=True,
+        **kw,
+    )
+
+
+def at(adapter: TradierAdapter, when: datetime) -> None:
+    adapter.ctx.extra["clock"] = lambda: when
+
+
+@CALENDAR_WARNING
+@pytest.mark.parametrize(
+    ("when", "duration"),
+    [
+        (new_york(2026, 12, 1, 6, 59), None),  # overnight on a trading day
+        (new_york(2026, 12, 1, 7, 0), "pre"),
+        (new_york(2026, 12, 1, 9, 23, 59), "pre"),
+        (new_york(2026, 12, 1, 9, 24), "day"),  # the pre-market is over: wait for the open
+        (new_york(2026, 12, 1, 15, 59), "day"),
+        (new_york(2026, 12, 1, 16, 0), "post"),
+        (new_york(2026, 12, 1, 19, 54, 59), "post"),
+        (new_york(2026, 12, 1, 19, 55), None),
+        (new_york(2026, 11, 27, 13, 0), "post"),  # the day after Thanksgiving closes at 13:00
+        (new_york(2026, 11, 27, 16, 55), None),
+        (new_york(2026, 11, 26, 10, 0), None),  # Thanksgiving
+        (new_york(2026, 11, 28, 10, 0), None),  # Saturday
+    ],
+)
+def test_extended_duration_by_the_session(when: datetime, duration: str | None) -> None:
+    assert extended_duration(when) == duration
+
+
+@CALENDAR_WARNING
+@pytest.mark.parametrize(
+    ("when", "state", "duration", "status"),
+    [
+        # A pre or post limit fills in its session; one sent in regular hours is a day order.
+        (new_york(2026, 12, 1, 8, 0), "premarket", "pre", OrderStatus.FILLED),
+        (new_york(2026, 12, 1, 9, 26), "premarket", "day", OrderStatus.OPEN),
+        (new_york(2026, 12, 1, 11, 0), "open", "day", OrderStatus.FILLED),
+        (new_york(2026, 12, 1, 17, 0), "postmarket", "post", OrderStatus.FILLED),
+    ],
+)
+async def test_an_extended_hours_order_goes_out_for_the_session_it_is_sent_in(
+    emu: TradierEmulator,
+    adapter: TradierAdapter,
+    when: datetime,
+    state: str,
+    duration: str,
+    status: OrderStatus,
+) -> None:
+    margin = ref(emu, "margin")
+    at(adapter, when)
+    emu.set_market_state(state)
+    order = await adapter.create_order(margin, extended(client_order_id="TC00000000000000000x1"))
+    assert order_posts(emu)[-1]["duration"] == [duration]
+    assert order.status is status
+    assert order.extended_hours is (duration != "day")
+    assert order.time_in_force is TimeInForce.DAY
+    found = await adapter.fetch_order(margin, client_order_id="TC00000000000000000x1")
+    assert (found.id, found.extended_hours) == (order.id, order.extended_hours)
+    assert emu.spec_violations == []
+
+
+@CALENDAR_WARNING
+@pytest.mark.parametrize(
+    ("when", "opens"),
+    [
+        (new_york(2026, 12, 1, 3, 0), "Tuesday 1 December at 07:00"),  # overnight
+        (new_york(2026, 12, 1, 19, 58), "Wednesday 2 December at 07:00"),  # after the post
+        (new_york(2026, 11, 28, 12, 0), "Monday 30 November at 07:00"),  # weekend
+        (new_york(2026, 11, 26, 12, 0), "Friday 27 November at 07:00"),  # Thanksgiving
+    ],
+)
+async def test_an_extended_hours_order_is_refused_when_no_session_is_left(
+    emu: TradierEmulator, adapter: TradierAdapter, when: datetime, opens: str
+) -> None:
+    margin = ref(emu, "margin")
+    at(adapter, when)
+    with pytest.raises(MarketClosed, match=f"next pre-market session opens {opens} New York"):
+        adapter.check_order(margin, extended())
+    with pytest.raises(MarketClosed, match="a day or GTC order, which waits for the open"):
+        await adapter.create_order(margin, extended())
+    assert order_posts(emu) == []
+    # Without extended hours it is an ordinary day order, left to wait for the open.
+    adapter.check_order(margin, dataclasses.replace(extended(), extended_hours=False))
+
+
+@pytest.mark.parametrize(
+    ("duration", "tif", "is_extended"),
+    [
+        ("pre", TimeInForce.DAY, True),
+        ("post", TimeInForce.DAY, True),
+        ("day", TimeInForce.DAY, False),
+        ("gtc", TimeInForce.GTC, False),
+    ],
+)
+def test_pre_and_post_read_back_as_extended_hours_day_orders(
+    duration: str, tif: TimeInForce, is_extended: bool
+) -> None:
+    raw = {"id": 7, "type": "limit", "symbol": "F", "side": "buy", "quantity": 2.0}
+    order = order_from({**raw, "price": 11.5, "duration": duration, "status": "open"}, "A1")
+    assert (order.time_in_force, order.extended_hours) == (tif, is_extended)
+
+
+@CALENDAR_WARNING
+async def test_a_pre_market_order_keeps_its_duration_when_changed(
+    emu: TradierEmulator, adapter: TradierAdapter
+) -> None:
+    margin = ref(emu, "margin")
+    at(adapter, new_york(2026, 12, 1, 8, 0))
+    emu.set_market_state("premarket")
+    placed = await adapter.create_order(margin, extended(limit="10.50"))
+    assert placed.status is OrderStatus.OPEN and placed.extended_hours
+    # The replace sends the order's own duration, whatever the clock says by then.
+    at(adapter, new_york(2026, 12, 1, 9, 0))
+    changed = await adapter.replace_order(margin, placed, OrderChange(limit_price=Decimal("10.6")))
+    assert order_puts(emu)[-1]["duration"] == ["pre"]
+    assert (changed.limit_price, changed.extended_hours) == (Decimal("10.6"), True)
+    assert emu.orders[int(placed.id)].duration == "pre"

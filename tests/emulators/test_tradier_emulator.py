@@ -1247,3 +1247,81 @@ async def test_modify_is_checked_as_a_placement_is(
     assert emu.buying_power(emu.accounts[margin]) < 1400 * 110
     status, _ = await modify(http, emu, tok, margin, oid, price="110")
     assert status == 200 and emu.orders[oid].status == "open"
+
+
+# -- extended hours (durations pre and post) ----------------------------------------------------
+
+
+async def test_pre_and_post_limits_fill_in_their_sessions_while_day_orders_wait(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    buy = {"symbol": "F", "side": "buy", "quantity": "1", "type": "limit", "price": "11.50"}
+    emu.set_market_state("premarket")
+    _, clock = await get(http, f"{emu.api_url()}/markets/clock", tok)
+    assert (clock["clock"]["state"], clock["clock"]["next_state"]) == ("premarket", "open")
+    _, day = await place(http, emu, tok, margin, **buy)
+    _, pre = await place(http, emu, tok, margin, duration="pre", **buy)
+    assert emu.orders[pre["order"]["id"]].status == "filled"
+    assert emu.orders[day["order"]["id"]].status == "open"
+    # A pre order placed but not marketable does not carry into regular hours.
+    _, waiting = await place(http, emu, tok, margin, duration="pre", **{**buy, "price": "10.00"})
+    emu.set_market_state("postmarket")
+    assert emu.orders[day["order"]["id"]].status == "open"  # a day order: regular hours only
+    _, post = await place(http, emu, tok, margin, duration="post", **buy)
+    assert emu.orders[post["order"]["id"]].status == "filled"
+    emu.set_market_state("open")
+    assert emu.orders[day["order"]["id"]].status == "filled"
+    emu.set_quote("F", "9.98", "9.99")
+    assert emu.orders[waiting["order"]["id"]].status == "open"
+    url = f"{emu.api_url()}/accounts/{margin}/orders/{post['order']['id']}"
+    assert (await get(http, url, tok))[1]["order"]["duration"] == "post"
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("state", "form", "error"),
+    [
+        ("open", {"duration": "pre"}, "Pre orders can only be placed in the premarket session."),
+        ("closed", {"duration": "pre"}, "Pre orders can only be placed in the premarket session."),
+        ("premarket", {"duration": "post"}, "Post orders can only be placed in the postmarket"),
+        ("premarket", {"duration": "pre", "type": "market"}, "must be limit orders"),
+        ("postmarket", {"duration": "post", "type": "stop", "stop": "12.00"}, "must be limit"),
+    ],
+)
+async def test_extended_durations_are_refused_outside_their_session_or_without_a_limit(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+    state: str,
+    form: dict[str, str],
+    error: str,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    emu.set_market_state(state)
+    order = {"symbol": "F", "side": "buy", "quantity": "1", "type": "limit", "price": "11.50"}
+    if form.get("type") in ("market", "stop"):
+        del order["price"]
+    status, body = await place(http, emu, tok, margin, **{**order, **form})
+    assert status == 400 and error in body["errors"]["error"]
+    assert emu.orders_for(margin) == []
+    assert emu.spec_violations == []  # a business refusal, not a departure from the docs
+
+
+async def test_a_pre_order_is_changed_in_its_session_but_not_made_one_outside_it(
+    emu: TradierEmulator,
+    http: aiohttp.ClientSession,
+):
+    tok, margin = token(emu), account(emu, LIVE, "margin")
+    emu.set_market_state("premarket")
+    limit = {"symbol": "F", "side": "buy", "quantity": "1", "type": "limit", "price": "10.00"}
+    _, pre = await place(http, emu, tok, margin, duration="pre", **limit)
+    pre_id = pre["order"]["id"]
+    assert (await modify(http, emu, tok, margin, pre_id, duration="pre", price="10.10"))[0] == 200
+    assert emu.orders[pre_id].price == Decimal("10.10")
+    emu.set_market_state("open")
+    _, day = await place(http, emu, tok, margin, **limit)
+    status, body = await modify(http, emu, tok, margin, day["order"]["id"], duration="pre")
+    assert status == 400 and "premarket session" in body["errors"]["error"]
+    assert emu.orders[day["order"]["id"]].duration == "day"
+    assert emu.spec_violations == []
