@@ -14,6 +14,8 @@ Vendor traits this module handles:
   order id matches the order's content (account, symbol, side, quantity, type, prices) within
   a time window after the submission, using a journal of what this process sent or, in a
   process that did not send it (after a restart), the ``SubmissionHint`` the caller kept.
+- Extended hours are a duration, not a flag: DYP ("Day Plus", a day order that also works in
+  the pre- and post-market); GCP and GDP are the GTC and GTD counterparts, read back as such.
 - Order history is two endpoints: today's and open orders (``/orders``) and earlier closed
   orders (``/historicalorders``, ``since`` at most 90 days back).
 """
@@ -185,7 +187,16 @@ TIF_OF = {
     "GDP": TimeInForce.GTC,
     "IOC": TimeInForce.IOC,
     "FOK": TimeInForce.FOK,
+    # The platform's own names for the "plus" durations. The v3 Order schema leaves Duration
+    # free text (its examples say "DAY" and "Day"), so read them too should the API echo them.
+    "DAY+": TimeInForce.DAY,
+    "GTC+": TimeInForce.GTC,
+    "GTD+": TimeInForce.GTC,
 }
+# The "plus" durations (v3 OpenAPI Duration): "DYP - Day Plus; valid until the end of the
+# extended trading session", GCP/GDP the same for GTC/GTD. An extended-hours order is one.
+EXTENDED_DURATION = {TimeInForce.DAY: "DYP", TimeInForce.GTC: "GCP"}
+EXTENDED_CODES = frozenset({"DYP", "GCP", "GDP", "DAY+", "GTC+", "GTD+"})
 _ALL_TIF = frozenset(TimeInForce)
 
 
@@ -207,6 +218,10 @@ def _ts(value: Any) -> datetime | None:
 def _num(value: Decimal) -> str:
     """The vendor's number strings: ``10``, ``140.5`` (no exponent, no float)."""
     return format(value.normalize(), "f")
+
+
+def _duration(o: dict[str, Any]) -> str:
+    return str(o.get("Duration") or "").upper()
 
 
 def map_status(code: str | None) -> OrderStatus:
@@ -267,10 +282,12 @@ class Submission:
     sent_at: datetime
     order_id: str | None = None
     trailing: bool = False  # a trailing stop and a plain stop are both StopMarket
+    extended: bool = False  # sent with a "plus" duration (DYP)
 
     def matches(self, o: dict[str, Any]) -> bool:
         leg = (o.get("Legs") or [{}])[0]
         opened = _ts(o.get("OpenedDateTime"))
+        duration = _duration(o)
         return (
             o.get("AccountID") == self.account_id
             and str(leg.get("Symbol", "")).upper() == self.symbol
@@ -280,6 +297,9 @@ class Submission:
             and (self.limit_price is None or dec(o.get("LimitPrice")) == self.limit_price)
             and (self.stop_price is None or dec(o.get("StopPrice")) == self.stop_price)
             and bool(o.get("TrailingStop")) == self.trailing
+            # An extended and a regular twin are told apart by the duration; a duration we do
+            # not know rules nothing out, as a miss here would read as "not placed".
+            and (duration not in TIF_OF or (duration in EXTENDED_CODES) == self.extended)
             and opened is not None
             and self.sent_at - MATCH_BEFORE <= opened <= self.sent_at + MATCH_AFTER
         )
@@ -334,6 +354,7 @@ def _submission(account: AccountRef, request: OrderRequest, sent_at: datetime) -
         request.stop_price,
         sent_at.astimezone(UTC),
         trailing=request.order_type is OrderType.TRAILING_STOP,
+        extended=request.extended_hours,
     )
 
 
@@ -409,7 +430,7 @@ def map_order(o: dict[str, Any]) -> Order:
         side=_leg_side(leg),
         quantity=quantity,
         order_type=order_type,
-        time_in_force=TIF_OF.get(str(o.get("Duration", "DAY")).upper(), TimeInForce.DAY),
+        time_in_force=TIF_OF.get(_duration(o), TimeInForce.DAY),
         status=status,
         client_order_id=JOURNAL.client_id_for(order_id),
         asset_class=_asset_class(leg.get("AssetType"), symbol),
@@ -429,6 +450,7 @@ def map_order(o: dict[str, Any]) -> Order:
         ),
         trail_amount=dec(trail.get("Amount")),
         trail_percent=dec(trail.get("Percent")),
+        extended_hours=_duration(o) in EXTENDED_CODES,
         info=o,
     )
 
@@ -477,6 +499,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
         # PUT /orderexecution/orders/{id} takes Quantity, LimitPrice and StopPrice (and a
         # TrailingStop, or a change to Market, which OrderChange does not ask for).
         replace=frozenset({"quantity", "limit_price", "stop_price"}),
+        # Duration DYP (Day Plus): stock limit day orders only (the base class checks that).
+        extended_hours=True,
         rate_limits=(
             # Published per user per API key, each over a 5-minute window (quotes: 1 minute).
             RateLimit("accounts", 250, 300.0),
@@ -863,6 +887,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         tif: TimeInForce,
         limit: Decimal | None,
         stop: Decimal | None,
+        extended: bool = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "AccountID": account.id,
@@ -870,7 +895,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
             "Quantity": _num(quantity),
             "OrderType": VENDOR_ORDER_TYPE[order_type],
             "TradeAction": action,
-            "TimeInForce": {"Duration": DURATION[tif]},
+            "TimeInForce": {"Duration": (EXTENDED_DURATION if extended else DURATION)[tif]},
             "Route": "Intelligent",
         }
         if limit is not None:
@@ -951,6 +976,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
             request.time_in_force,
             request.limit_price,
             request.stop_price,
+            request.extended_hours,
         )
         if trailing is not None:
             body["AdvancedOptions"] = {"TrailingStop": trailing}
@@ -1008,6 +1034,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
                 limit_price=request.limit_price,
                 stop_price=request.stop_price,
                 created_at=datetime.now(UTC),
+                extended_hours=request.extended_hours,
                 info={"placement": answer},
             )
         order.client_order_id = cid

@@ -329,16 +329,26 @@ class TradeStationEmulator(BaseEmulator):
     def reject(self, order_id: str, reason: str) -> OrderState:
         return self.world.reject(order_id, reason)
 
-    def expire_day_orders(self) -> list[OrderState]:
-        return self.world.expire_day_orders()
+    def expire_day_orders(self, *, regular_close: bool = False) -> list[OrderState]:
+        return self.world.expire_day_orders(regular_close=regular_close)
 
     @property
     def market_open(self) -> bool:
+        """Regular hours; setting False moves the market to ``closed`` (the night)."""
         return self.world.market_open
 
     @market_open.setter
     def market_open(self, value: bool) -> None:
         self.world.market_open = value
+
+    @property
+    def session(self) -> str:
+        return self.world.session
+
+    def set_session(self, session: str) -> None:
+        """``pre``, ``regular``, ``post`` or ``closed``: DYP/GCP stock orders also fill in the
+        pre- and post-market, other stock orders wait for regular hours."""
+        self.world.set_session(session)
 
     @property
     def auto_fill(self) -> bool:

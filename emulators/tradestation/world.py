@@ -90,6 +90,14 @@ REASON_CLOSE_LONG_FIRST = (
 )
 REASON_NO_SHORT_IN_CASH = "Short selling is not allowed in a Cash account."
 REASON_INVALID_ACCOUNT = "Invalid AccountID {account_id}."
+# TradeStation's own guide to extended hours says to "set Duration to 'Day+'" and choose Limit
+# "because that's the only kind of order that can be used in extended hours" (tradestation.com
+# Market Insights, "What Tools Can Help With Extended Hours Trading?"). The v3 API's refusal
+# text is not published, and refusing such an order at entry, rather than letting it work in
+# regular hours only, is our inference: this sentence is ours.
+REASON_EXTENDED_LIMIT_ONLY = (
+    "{duration} orders must be Limit orders: only limit orders trade in the extended sessions."
+)
 CENT = Decimal("0.01")
 
 OPENING_ACTIONS = frozenset({"BUY", "SELLSHORT"})
@@ -97,6 +105,13 @@ BUY_ACTIONS = frozenset({"BUY", "BUYTOCOVER"})
 EQUITY_ACTIONS = frozenset({"BUY", "SELL", "SELLSHORT", "BUYTOCOVER"})
 FUTURE_ACTIONS = frozenset({"BUY", "SELL"})
 ORDER_TYPES = frozenset({"Market", "Limit", "StopMarket", "StopLimit"})
+# The US stock market's sessions, switched by tests (no clock): pre-market, regular hours,
+# post-market, and the night when nothing trades.
+SESSIONS = ("pre", "regular", "post", "closed")
+# "DYP - Day Plus; valid until the end of the extended trading session" (v3 OpenAPI Duration),
+# GCP and GDP the same for GTC and GTD: these work in the pre- and post-market as well; every
+# other duration works in regular hours only.
+EXTENDED_DURATIONS = frozenset({"DYP", "GCP", "GDP"})
 # Initial margin as a share of one contract's notional: realistic orders of magnitude
 # (ES about $15k) without a per-exchange table.
 FUTURES_MARGIN_RATE = Decimal("0.05")
@@ -449,12 +464,37 @@ class World:
         self.quotes: dict[str, QuoteState] = {}
         self.confirm_ids: dict[tuple[str, str, str], str] = {}  # (api key, user, id) -> order
         self.listeners: list[Listener] = []
-        self.market_open = True
+        self.session = "regular"
         self.auto_fill = True  # the SIM's instant fills; False leaves orders for ``fill``
         # Vendor order ids are globally unique; a random start keeps two emulators apart.
         self._order_ids = itertools.count(286_000_000 + secrets.randbelow(10_000_000) * 10)
         self._position_ids = itertools.count(64_630_792)
         self._groups = itertools.count(2_706_452_145)
+
+    @property
+    def market_open(self) -> bool:
+        """Regular hours: market orders are taken, every duration works."""
+        return self.session == "regular"
+
+    @market_open.setter
+    def market_open(self, value: bool) -> None:
+        self.set_session("regular" if value else "closed")
+
+    def set_session(self, session: str) -> None:
+        """Move the stock market to ``pre``, ``regular``, ``post`` or ``closed``; the orders
+        that work in the session that begins fill if their prices allow."""
+        if session not in SESSIONS:
+            raise ValueError(f"session must be one of {', '.join(SESSIONS)}")
+        self.session = session
+        for order in list(self.orders.values()):
+            self._work(order)
+
+    def in_session(self, order: OrderState) -> bool:
+        """Whether ``order`` may fill now. Futures keep their own hours, which the emulator
+        does not model: they are always in session."""
+        if order.asset_type != "STOCK" or self.session == "regular":
+            return True
+        return self.session in ("pre", "post") and order.duration in EXTENDED_DURATIONS
 
     # -- seeding -------------------------------------------------------------------------
 
@@ -772,6 +812,8 @@ class World:
             if price is not None and price <= 0:
                 raise BadRequest(f"{name} must be greater than zero.")
         duration = str(body.get("TimeInForce", {}).get("Duration", "DAY")).upper()
+        if duration in EXTENDED_DURATIONS and order_type != "Limit":
+            raise OrderRejected(REASON_EXTENDED_LIMIT_ONLY.format(duration=duration))
         if parent is None:
             self._check_position(acct, sym, action, qty)
         order = OrderState(
@@ -984,6 +1026,9 @@ class World:
         if body.get("OrderType") not in (None, ""):
             if body["OrderType"] != "Market":
                 raise BadRequest("OrderType can only be updated to Market.")
+            if order.duration in EXTENDED_DURATIONS:
+                # What placement refuses for the duration, a change may not make.
+                raise OrderRejected(REASON_EXTENDED_LIMIT_ONLY.format(duration=order.duration))
             new.order_type = "Market"
             new.limit_price = new.stop_price = None
             new.trail_amount = new.trail_percent = new.watermark = None
@@ -1044,11 +1089,14 @@ class World:
         self._close(order, "UCH")
         return order
 
-    def expire_day_orders(self) -> list[OrderState]:
-        """Test control: the session ends; DAY orders expire."""
+    def expire_day_orders(self, *, regular_close: bool = False) -> list[OrderState]:
+        """Test control: the day's sessions end; DAY and DYP orders expire. With
+        ``regular_close`` only the regular session ends: DYP orders work on into the
+        post-market, "valid until the end of the extended trading session"."""
+        ending = ("DAY",) if regular_close else ("DAY", "DYP")
         out = []
         for order in list(self.orders.values()):
-            if order.is_open and order.duration in ("DAY", "DYP") and order.status != "DON":
+            if order.is_open and order.duration in ending and order.status != "DON":
                 self._close(order, "EXP")
                 out.append(order)
         return out
@@ -1136,7 +1184,7 @@ class World:
         q = self.quote(order.symbol)
         if q is not None and order.trailing and not order.stop_triggered:
             order.trail_to(q.last)  # the stop follows the price whether or not fills are automatic
-        if q is not None and self.auto_fill:
+        if q is not None and self.auto_fill and self.in_session(order):
             price = self._executable_price(order, q)
             if price is not None:
                 self._execute(order, order.remaining, price)

@@ -48,6 +48,7 @@ from adapters.models import (
     OrderType,
     OrderUpdate,
     Side,
+    SubmissionHint,
     TimeInForce,
 )
 from adapters.registry import get_adapter_class
@@ -1284,3 +1285,92 @@ async def test_a_replace_is_sent_once_and_a_failed_read_back_still_tells_the_cha
     assert new.info["Replace"] == {"OrderID": old.id, "Message": "Cancel/Replace order sent."}
     assert len(put_bodies(emu)) == 1
     assert emu.order(old.id).limit_price == Decimal(401)
+
+
+# -- extended hours --------------------------------------------------------------------------
+
+
+def extended(price: str = "420", **kw: Any) -> OrderRequest:
+    return buy(
+        "MSFT", 2, order_type=OrderType.LIMIT, limit_price=Decimal(price), extended_hours=True, **kw
+    )
+
+
+def test_plus_durations_read_back_as_extended_hours() -> None:
+    def read(duration: str | None) -> tuple[TimeInForce, bool]:
+        order = map_order({**_vendor_order("OPN", "10", "0"), "Duration": duration})
+        return order.time_in_force, order.extended_hours
+
+    day, gtc = TimeInForce.DAY, TimeInForce.GTC
+    assert read("DYP") == read("Day+") == (day, True)
+    assert read("GCP") == read("GDP") == read("GTC+") == (gtc, True)
+    assert read("DAY") == read("Day") == read(None) == (day, False)
+    assert read("GTC") == read("GTD") == (gtc, False)
+
+
+async def test_an_extended_hours_order_goes_out_as_day_plus(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    assert TradeStationAdapter.capabilities.extended_hours
+    emu.set_session("post")
+    plus = await adapter.create_order(MARGIN, extended())
+    plain = await adapter.create_order(
+        MARGIN, buy("MSFT", 2, order_type=OrderType.LIMIT, limit_price=Decimal(420))
+    )
+    assert [b["TimeInForce"] for b in posted(emu)] == [{"Duration": "DYP"}, {"Duration": "DAY"}]
+    # Day Plus fills after the close; the DAY order waits for the open.
+    assert (plus.status, plus.time_in_force, plus.extended_hours) == (
+        OrderStatus.FILLED,
+        TimeInForce.DAY,
+        True,
+    )
+    assert (plain.status, plain.extended_hours) == (OrderStatus.OPEN, False)
+    [waiting] = await adapter.fetch_open_orders(MARGIN)
+    assert waiting.id == plain.id and not waiting.extended_hours
+    # What TradeStation takes only as a limit is refused before sending.
+    with pytest.raises(InvalidOrder, match="must be limit orders"):
+        await adapter.create_order(MARGIN, buy("MSFT", 1, extended_hours=True))
+    assert len(posted(emu)) == 2
+
+
+async def test_an_extended_order_is_found_by_its_hint_apart_from_a_regular_twin(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=2)
+    )
+    sent_at = datetime.now(UTC)
+    plus = extended("400", client_order_id="ext2")
+    plain = replace(plus, extended_hours=False, client_order_id="reg2")
+    for request in (plus, plain):
+        with pytest.raises(BrokerUnavailable):
+            await adapter.create_order(MARGIN, request)
+    JOURNAL.clear()  # as after a restart: only the hints the caller kept
+    twin = await adapter.fetch_order(
+        MARGIN, client_order_id="reg2", hint=SubmissionHint(plain, sent_at)
+    )
+    found = await adapter.fetch_order(
+        MARGIN, client_order_id="ext2", hint=SubmissionHint(plus, sent_at)
+    )
+    durations = {o.id: o.duration for o in emu.orders_for(MARGIN.id)}
+    assert (durations[found.id], durations[twin.id]) == ("DYP", "DAY")
+    assert (found.extended_hours, twin.extended_hours) == (True, False)
+
+
+async def test_an_extended_order_changes_and_stays_extended(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    old = await adapter.create_order(MARGIN, extended("400"))
+    new = await adapter.replace_order(MARGIN, old, OrderChange(limit_price=Decimal(401)))
+    assert put_bodies(emu) == [{"LimitPrice": "401"}]  # the duration is the order's own
+    assert (new.id, new.limit_price, new.time_in_force, new.extended_hours) == (
+        old.id,
+        Decimal(401),
+        TimeInForce.DAY,
+        True,
+    )
+    assert emu.order(old.id).duration == "DYP"
+    # After the close it still works, and a limit moved through the market fills.
+    emu.set_session("post")
+    moved = await adapter.replace_order(MARGIN, new, OrderChange(limit_price=Decimal(420)))
+    assert (moved.status, moved.extended_hours) == (OrderStatus.FILLED, True)

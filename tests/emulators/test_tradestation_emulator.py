@@ -1175,3 +1175,83 @@ async def test_faults_apply_to_replace(
         await put(session, emu, token, oid, {"LimitPrice": "401"})
     assert lost.hits >= 1
     assert emu.order(oid).limit_price == Decimal(401)  # it happened; the answer was lost
+
+
+# -- extended hours: the "plus" durations ----------------------------------------------------
+
+
+def limit(duration: str, price: str = "420", **kw: Any) -> dict[str, Any]:
+    return order(OrderType="Limit", LimitPrice=price, TimeInForce={"Duration": duration}, **kw)
+
+
+async def placed_id(
+    session: aiohttp.ClientSession, emu: TradeStationEmulator, token: str, body: dict[str, Any]
+) -> str:
+    return str((await place(session, emu, token, body))["Orders"][0]["OrderID"])
+
+
+async def test_plus_durations_fill_in_the_extended_sessions_and_others_wait(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.set_session("post")
+    assert not emu.market_open
+    ids = {d: await placed_id(session, emu, token, limit(d)) for d in ("DAY", "GTC", "DYP", "GCP")}
+    payloads = {d: emu.order(i).payload() for d, i in ids.items()}
+    assert {d: p["Status"] for d, p in payloads.items()} == {
+        "DAY": "OPN",
+        "GTC": "OPN",
+        "DYP": "FLL",
+        "GCP": "FLL",
+    }
+    assert (payloads["DYP"]["Duration"], payloads["DYP"]["FilledPrice"]) == ("DYP", "415.22")
+    # A resting Day Plus limit follows the quotes in the post-market; a DAY one does not.
+    day, plus = [await placed_id(session, emu, token, limit(d, "410")) for d in ("DAY", "DYP")]
+    emu.set_quote("MSFT", "409.90", "410.00")
+    assert (emu.order(day).status, emu.order(plus).status) == ("OPN", "FLL")
+    # At night nothing trades; the pre-market is an extended session too.
+    emu.set_session("closed")
+    night = await placed_id(session, emu, token, limit("DYP"))
+    assert emu.order(night).status == "OPN"
+    emu.set_session("pre")
+    assert emu.order(night).status == "FLL" and emu.order(ids["DAY"]).status == "OPN"
+    # Regular hours: the waiting orders fill.
+    emu.set_session("regular")
+    assert {emu.order(i).status for i in (ids["DAY"], ids["GTC"], day)} == {"FLL"}
+    with pytest.raises(ValueError, match="session must be one of"):
+        emu.set_session("overnight")
+    assert emu.spec_violations == []
+
+
+async def test_plus_durations_take_limit_orders_only(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    for duration, kind in (
+        ("DYP", {"OrderType": "Market"}),
+        ("DYP", {"OrderType": "StopMarket", "StopPrice": "450"}),
+        ("GCP", {"OrderType": "StopLimit", "StopPrice": "450", "LimitPrice": "451"}),
+    ):
+        answer = await place(session, emu, token, order(TimeInForce={"Duration": duration}, **kind))
+        (err,) = answer["Errors"]
+        assert err["Error"] == "FAILED" and "OrderID" not in err
+        assert f"{duration} orders must be Limit orders" in err["Message"]
+    assert emu.orders_for(MARGIN) == []
+    # Nor may a change make one of a Day Plus limit; a new price keeps its duration.
+    oid = await placed_id(session, emu, token, limit("DYP", "400"))
+    status, answer = await put(session, emu, token, oid, {"OrderType": "Market"})
+    assert status == 200 and answer["Error"] == "FAILED"
+    assert "DYP orders must be Limit orders" in answer["Message"]
+    assert (emu.order(oid).order_type, emu.order(oid).status) == ("Limit", "OPN")
+    assert (await put(session, emu, token, oid, {"LimitPrice": "401"}))[0] == 200
+    assert emu.order(oid).payload()["Duration"] == "DYP"
+    assert emu.spec_violations == []
+
+
+async def test_day_plus_outlives_the_regular_close(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    day, plus = [await placed_id(session, emu, token, limit(d, "400")) for d in ("DAY", "DYP")]
+    assert [o.id for o in emu.expire_day_orders(regular_close=True)] == [day]
+    emu.set_session("post")
+    assert emu.order(plus).status == "OPN"
+    assert [o.id for o in emu.expire_day_orders()] == [plus]  # the post-market ended
+    assert emu.order(plus).payload()["Status"] == "EXP"
