@@ -1099,20 +1099,28 @@ def _taken_note(inst: Instrument, held: Decimal, taken: Decimal) -> str:
     return f" Your open orders already close {what}."
 
 
+async def _working_order(
+    s: AsyncSession, account_id: str, order_id: str, ended: type[BrokerError], verb: str
+) -> PaperOrder:
+    """The order, locked, if it still works; ``ended`` (nothing to ``verb``) if it has ended."""
+    order = await s.scalar(
+        select(PaperOrder)
+        .where(PaperOrder.id == order_id, PaperOrder.account_id == account_id)
+        .with_for_update()
+    )
+    if order is None:
+        raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
+    if OrderStatus(order.status).is_final:
+        raise ended(
+            f"Order {order_id} has already ended ({order.status}); there is nothing to {verb}."
+        )
+    return order
+
+
 async def cancel(db: Database, account_id: str, order_id: str, now: datetime) -> Order:
     async with db.transaction() as s:
         account = await lock_account(s, account_id)
-        order = await s.scalar(
-            select(PaperOrder)
-            .where(PaperOrder.id == order_id, PaperOrder.account_id == account_id)
-            .with_for_update()
-        )
-        if order is None:
-            raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
-        if OrderStatus(order.status).is_final:
-            raise OrderNotCancelable(
-                f"Order {order_id} has already ended ({order.status}); there is nothing to cancel."
-            )
+        order = await _working_order(s, account_id, order_id, OrderNotCancelable, "cancel")
         order.status = OrderStatus.CANCELLED.value
         order.reject_reason = "Cancelled at your request."
         order.closed_at = order.updated_at = now
@@ -1135,17 +1143,7 @@ async def replace(
     fills now as a new one would."""
     async with db.transaction() as s:
         account = await lock_account(s, account_id)
-        order = await s.scalar(
-            select(PaperOrder)
-            .where(PaperOrder.id == order_id, PaperOrder.account_id == account_id)
-            .with_for_update()
-        )
-        if order is None:
-            raise OrderNotFound(f"Tradecord Paper has no order {order_id} in this account.")
-        if OrderStatus(order.status).is_final:
-            raise OrderNotReplaceable(
-                f"Order {order_id} has already ended ({order.status}); there is nothing to change."
-            )
+        order = await _working_order(s, account_id, order_id, OrderNotReplaceable, "change")
         if order.parent_id is not None and change.quantity is not None:
             raise InvalidOrder(
                 "An exit of a take-profit/stop-loss bracket closes what its entry filled: change "
