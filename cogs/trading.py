@@ -575,10 +575,6 @@ class ConfirmChange(ConfirmView):
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
         await self.answer(interaction, f"Order {self.preview.before.id[-8:]} was not changed.")
 
-    async def answer(self, interaction: discord.Interaction, content: str) -> None:
-        await update(interaction, content=content, embed=None, view=None)  # the card goes
-        self.stop()
-
 
 class ConfirmFlatten(ConfirmView):
     def __init__(self, owner_id: int, bot: Tradecord, connection: str | None, mode: str) -> None:

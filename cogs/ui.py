@@ -289,6 +289,7 @@ class ConfirmView(OwnedView):
         await super().on_error(interaction, error, item)
 
     async def answer(self, interaction: discord.Interaction, content: str) -> None:
-        """Replace the question with its outcome, without buttons, and stop listening."""
-        await update(interaction, content=content, view=None)
+        """Replace the question (a card too) with its outcome, without buttons, and stop
+        listening."""
+        await update(interaction, content=content, embed=None, view=None)
         self.stop()
