@@ -2381,6 +2381,7 @@ class TradingService:
                     f"Order {order_id[-8:]} is no longer on {target.connection.name}'s books. "
                     "/orders lists the open ones."
                 ) from None
+            adapter.check_change(before, change)  # it may have ended since the card
             await self._check_change(target, adapter, before, change, "Not changed")
             try:
                 after = await adapter.replace_order(target.ref, before, change)

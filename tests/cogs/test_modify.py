@@ -230,3 +230,17 @@ def test_a_stop_moved_past_the_market_is_said_to_trigger() -> None:
     assert fills_at_once(sell_stop, OrderChange(stop_price=D("9.80")), quote) is None
     assert fills_at_once(_order(), OrderChange(limit_price=D("9.99")), quote) is None
     assert fills_at_once(_order(), OrderChange(limit_price=D(10)), None) is None
+
+
+async def test_an_order_that_filled_after_the_card_is_not_changed(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    card = await h.reply("alice", "modify", order=oid, limit_price="140")
+    await h.reply(h.emu.owner.id, "killswitch", state="on")  # what ended is said first
+    pin(h, "AAPL", "149.90", "149.95")
+    target = await h.core.connections.resolve(h.user("alice"), None, "paper")
+    paper = await h.core.connections.adapter_for(target.connection)
+    await paper.sweep(target.ref)  # the limit fills at the new price
+    done = await confirmed(h, "alice", card)
+    assert f"Order {oid[-8:]} has ended (filled): there is nothing left to change." in done, done
