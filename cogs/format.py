@@ -129,7 +129,8 @@ def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str
                 *([average] if fills else []),
                 _kind(o),
                 _prices(o),
-                o.time_in_force.value,
+                # Day plus, as brokers write an order that also works before and after hours.
+                o.time_in_force.value + ("+" if o.extended_hours else ""),
                 "cancel requested" if o.cancel_pending else o.status.value.replace("_", " "),
             ]
         )

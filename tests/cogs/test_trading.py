@@ -1598,6 +1598,8 @@ async def test_an_extended_hours_limit_is_marked_on_the_card(tradecord: Harness)
     assert "Accepted: buy 1 AAPL" in (await done.message(timeout=10)).text()
     _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
     assert order.extended_hours
+    listed = (await h.reply("alice", "orders")).text()
+    assert "limit  150.00  day+  open" in listed, listed  # day plus: before and after hours too
     market = await preview(h, "alice", symbol="AAPL", quantity="1", extended_hours=True)
     assert "Extended-hours orders must be limit orders" in market.text()
     assert market.buttons() == []
