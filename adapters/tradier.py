@@ -33,7 +33,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -48,6 +47,7 @@ from adapters.base import (
     RateLimit,
     dec,
 )
+from adapters.calendars import NEW_YORK, calendar_for
 from adapters.errors import (
     AssetClassNotSupported,
     AuthorizationExpired,
@@ -81,7 +81,6 @@ from adapters.models import (
     SubmissionHint,
     TimeInForce,
 )
-from adapters.paper.hours import calendar_for
 from adapters.registry import register
 
 log = logging.getLogger("tradecord.adapters.tradier")
@@ -138,7 +137,6 @@ PRE_MARKET_STARTS = timedelta(hours=2, minutes=30)  # before the open
 PRE_MARKET_ENDS = timedelta(minutes=6)  # before the open
 POST_MARKET_ENDS = timedelta(hours=3, minutes=55)  # after the close
 EXTENDED_DURATIONS = frozenset({"pre", "post"})
-NEW_YORK = ZoneInfo("America/New_York")
 Clock = Callable[[], datetime]
 PAGE = 100  # orders per page when listing
 

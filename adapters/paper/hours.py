@@ -27,40 +27,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
+from adapters.calendars import NEW_YORK, calendar_for
 from adapters.models import AssetClass
 
 if TYPE_CHECKING:
     from exchange_calendars import ExchangeCalendar
 
-NEW_YORK = ZoneInfo("America/New_York")
 DAY_END = time(16, 0)
 EXTENDED_DAY_END = time(20, 0)
 PRE_MARKET = timedelta(hours=5, minutes=30)  # from 04:00 before a 09:30 open
 AFTER_HOURS = timedelta(hours=4)  # to 20:00 after a 16:00 close
-CALENDARS = {AssetClass.EQUITY: "XNYS", AssetClass.FUTURE: "CMES"}
 
 
 class FillHours(StrEnum):
     ALWAYS = "24/7"
     EXCHANGE = "exchange"
-
-
-@lru_cache(maxsize=16)
-def _calendar(name: str, year: int) -> ExchangeCalendar:
-    # Imported here: pandas is heavy, and the default 24/7 mode never needs a calendar.
-    import exchange_calendars
-
-    # A calendar spanning the year around ``year``: building one is slow, bounds are strict.
-    return exchange_calendars.get_calendar(name, start=f"{year - 1}-01-01", end=f"{year + 1}-12-31")
-
-
-def calendar_for(asset_class: AssetClass, at: datetime) -> ExchangeCalendar | None:
-    name = CALENDARS.get(asset_class)
-    return _calendar(name, at.astimezone(UTC).year) if name else None
 
 
 def is_open(

@@ -1,0 +1,32 @@
+"""Exchange calendars (``exchange_calendars``: sessions, holidays, early closes) for the code
+that needs a market's hours: Tradecord Paper's fill hours, Tradier's extended sessions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from adapters.models import AssetClass
+
+if TYPE_CHECKING:
+    from exchange_calendars import ExchangeCalendar
+
+NEW_YORK = ZoneInfo("America/New_York")
+CALENDARS = {AssetClass.EQUITY: "XNYS", AssetClass.FUTURE: "CMES"}
+
+
+@lru_cache(maxsize=16)
+def _calendar(name: str, year: int) -> ExchangeCalendar:
+    # Imported here: pandas is heavy, and most processes never need a calendar.
+    import exchange_calendars
+
+    # A calendar spanning the year around ``year``: building one is slow, bounds are strict.
+    return exchange_calendars.get_calendar(name, start=f"{year - 1}-01-01", end=f"{year + 1}-12-31")
+
+
+def calendar_for(asset_class: AssetClass, at: datetime) -> ExchangeCalendar | None:
+    """The exchange calendar of ``asset_class`` around ``at``; None for crypto (always open)."""
+    name = CALENDARS.get(asset_class)
+    return _calendar(name, at.astimezone(UTC).year) if name else None
