@@ -28,7 +28,6 @@ from adapters.models import (
     OrderChange,
     OrderRequest,
     OrderStatus,
-    OrderType,
     Position,
     Quote,
     Side,
@@ -46,6 +45,7 @@ from bot.services.trading import (
     Outcome,
     Preview,
     change_of,
+    meets_market,
     order_terms_of,
     order_text,
     reduces,
@@ -502,29 +502,17 @@ def change_embed(c: Change) -> discord.Embed:
 
 
 def fills_at_once(order: Order, change: OrderChange, quote: Quote | None) -> str | None:
-    """Said on the card when the new price meets the market: a limit moved through it fills,
-    a stop moved past it triggers. None when it does not, or with no quote to tell."""
-    if quote is None or quote.bid is None or quote.ask is None:
+    """Said on the card when the new price meets the market (``meets_market``); None when it
+    does not, or with no quote to tell."""
+    at_once = meets_market(order, change, quote) if quote is not None else None
+    if at_once is None:
         return None
     buy = order.side is Side.BUY
-    market = quote.ask if buy else quote.bid
-    where = f"the {'ask' if buy else 'bid'} (${fmt.price(market)})"
-    stop = change.stop_price
-    if stop is not None and not order.info.get("triggered_at"):
-        if (buy and stop <= market) or (not buy and stop >= market):
-            return (
-                f"A {order.side.value} stop at ${fmt.order_price(stop)} is past {where}: it "
-                "triggers at once."
-            )
-    limit = change.limit_price
-    acts_as_limit = order.order_type is OrderType.LIMIT or bool(order.info.get("triggered_at"))
-    if limit is not None and acts_as_limit:
-        if (buy and limit >= market) or (not buy and limit <= market):
-            return (
-                f"A {order.side.value} limit at ${fmt.order_price(limit)} meets {where}: it "
-                "would fill at once."
-            )
-    return None
+    where = f"the {'ask' if buy else 'bid'} (${fmt.price(at_once.market)})"
+    price = f"${fmt.order_price(at_once.price)}"
+    if at_once.kind == "stop":
+        return f"A {order.side.value} stop at {price} is past {where}: it triggers at once."
+    return f"A {order.side.value} limit at {price} meets {where}: it would fill at once."
 
 
 def changed_text(c: Change) -> str:

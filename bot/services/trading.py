@@ -505,6 +505,38 @@ class Change:
     quote: Quote | None = None  # at the preview, where the broker gives one
 
 
+@dataclass(frozen=True, slots=True)
+class AtOnce:
+    """A change whose new price meets the market: a stop moved past it triggers at once, a
+    limit moved through it fills at once."""
+
+    kind: str  # "stop" | "limit"
+    price: Decimal  # the new price
+    market: Decimal  # the ask for a buy, the bid for a sell
+
+
+def meets_market(order: Order, change: OrderChange, quote: Quote) -> AtOnce | None:
+    """Whether ``change`` makes ``order`` trigger or fill at ``quote`` (``stop_passed``'s rule
+    for a stop; a limit at or through the ask for a buy, the bid for a sell)."""
+    if change.stop_price is not None:
+        moved = OrderRequest(
+            order.symbol,
+            order.side,
+            order.quantity,
+            order.order_type,
+            order.time_in_force,
+            stop_price=change.stop_price,
+        )
+        if (now := stop_passed(moved, quote)) is not None:
+            return AtOnce("stop", change.stop_price, now)
+    limit = change.limit_price
+    if limit is not None and order.order_type is OrderType.LIMIT:
+        now = _quote_price(quote, order.side)
+        if now is not None and ((limit >= now) if order.side is Side.BUY else (limit <= now)):
+            return AtOnce("limit", limit, now)
+    return None
+
+
 def change_of(quantity: str | None, limit_price: str | None, stop_price: str | None) -> OrderChange:
     """What /modify asks for, as numbers."""
     change = OrderChange(
