@@ -1,9 +1,10 @@
 """Exchange calendars (``exchange_calendars``: sessions, holidays, early closes) for the code
-that needs a market's hours: Tradecord Paper's fill hours, Tradier's extended sessions."""
+that needs a market's hours or trading days: Tradecord Paper's fill hours, Tradier's extended
+sessions, futures' last trading days."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -30,3 +31,11 @@ def calendar_for(asset_class: AssetClass, at: datetime) -> ExchangeCalendar | No
     """The exchange calendar of ``asset_class`` around ``at``; None for crypto (always open)."""
     name = CALENDARS.get(asset_class)
     return _calendar(name, at.astimezone(UTC).year) if name else None
+
+
+@lru_cache(maxsize=16)
+def trading_days(asset_class: AssetClass, year: int) -> frozenset[date]:
+    """The dates in ``year`` on which the exchange of ``asset_class`` has a session (no
+    weekends, no holidays); a set, since contract rules ask about many days one by one."""
+    cal = _calendar(CALENDARS[asset_class], year)
+    return frozenset(d for d in (ts.date() for ts in cal.sessions) if d.year == year)

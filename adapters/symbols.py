@@ -15,6 +15,7 @@ from decimal import ROUND_FLOOR, Decimal, localcontext
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from adapters.calendars import trading_days
 from adapters.models import AssetClass
 
 MONTH_CODES = "FGHJKMNQUVXZ"
@@ -30,19 +31,8 @@ CHICAGO = ZoneInfo("America/Chicago")
 # belongs to the next trade date, so none is a business day for these rules.
 
 
-@lru_cache(maxsize=64)
-def _holidays(year: int) -> frozenset[date]:
-    # Imported here: pandas is heavy, and only contracts with business-day rules need it.
-    import exchange_calendars
-
-    cal = exchange_calendars.get_calendar("XNYS", start=f"{year}-01-01", end=f"{year}-12-31")
-    sessions = {ts.date() for ts in cal.sessions}
-    days = (date(year, 1, 1) + timedelta(days=n) for n in range(366))
-    return frozenset(d for d in days if d.year == year and d.weekday() < 5 and d not in sessions)
-
-
 def is_business_day(day: date) -> bool:
-    return day.weekday() < 5 and day not in _holidays(day.year)
+    return day in trading_days(AssetClass.EQUITY, day.year)
 
 
 def _business_days_before(day: date, n: int) -> date:
