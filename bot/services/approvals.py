@@ -88,12 +88,12 @@ class Approvals:
         try:
             for leg in plan.legs:
                 drafts.append(
-                    await self.signals._place(
+                    await self.signals.place_leg(
                         ctx, adapter, target, leg, plan, existing.get(leg.name), submit=False
                     )
                 )
         except BaseException:
-            await self.signals._discard_drafts(ctx)  # no half-drafted plan waits for approval
+            await self.signals.discard_drafts(ctx)  # no half-drafted plan waits for approval
             raise
         # As /trade's preview does: a card for an order bound to be refused (paused, the kill
         # switch, a limit) would ask a click that places nothing.
@@ -103,11 +103,11 @@ class Approvals:
                 target, request_of(draft), adapter, source="signal", extra=extra
             )
             if refusal is not None:
-                await self.signals._discard_drafts(ctx)
+                await self.signals.discard_drafts(ctx)
                 said = f"Not placed: {plan.summary(ctx.signal.ticker)}. {refusal.message}"
                 return Result(ExecutionStatus.FAILED, refusal.code, said, plan)
         expires = self.signals.clock() + timedelta(seconds=ctx.subscription.approval_ttl_seconds)
-        self.signals._phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
+        self.signals.phase(ctx, "approval requested", plan.summary(ctx.signal.ticker))
         return Result(
             ExecutionStatus.WAITING_APPROVAL,
             "approval-required",
@@ -143,7 +143,7 @@ class Approvals:
                     .values(
                         status=ExecutionStatus.APPROVED,
                         updated_at=self.signals.clock(),
-                        phases=[*(ex.phases or []), self.signals._phase_entry("approved", None)],
+                        phases=[*(ex.phases or []), self.signals.phase_entry("approved", None)],
                     )
                 )
             ).rowcount  # type: ignore[attr-defined]
@@ -338,7 +338,7 @@ class Approvals:
                         reason=reason,
                         notified_status=status,
                         updated_at=self.signals.clock(),
-                        phases=[*(ex.phases or []), self.signals._phase_entry(phase, None)],
+                        phases=[*(ex.phases or []), self.signals.phase_entry(phase, None)],
                     )
                 )
             ).rowcount  # type: ignore[attr-defined]
@@ -412,7 +412,7 @@ class Approvals:
         if ctx is None:
             return
         ctx.approved = True
-        await self.signals._run(ctx)
+        await self.signals.execute(ctx)
 
     async def _context_for(self, execution_id: int) -> ExecContext | None:
         async with self.core.db.session() as s:

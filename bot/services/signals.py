@@ -352,7 +352,7 @@ class SignalService:
         semaphore = asyncio.Semaphore(self.fanout_concurrency)
 
         async def run(ctx: ExecContext) -> None:
-            await self._run(ctx, semaphore)
+            await self.execute(ctx, semaphore)
 
         results = await asyncio.gather(*(run(c) for c in contexts), return_exceptions=True)
         for r in results:
@@ -581,7 +581,7 @@ class SignalService:
                     found.setdefault(sub_id, {})[leg] = intent
         return found
 
-    async def _run(self, ctx: ExecContext, slot: asyncio.Semaphore | None = None) -> None:
+    async def execute(self, ctx: ExecContext, slot: asyncio.Semaphore | None = None) -> None:
         """One subscription, start to finish. Never raises an ``Exception``: what goes wrong is
         this subscription's result, not its neighbours'. ``slot`` bounds a fan-out's trading;
         the result is recorded and told outside it, so slow DMs (Discord's rate limits) do not
@@ -659,7 +659,7 @@ class SignalService:
             if ctx.approved and not started:
                 late = self._approved_too_long_ago(ctx)
                 if late is not None:
-                    await self._discard_drafts(ctx)
+                    await self.discard_drafts(ctx)
                     plan = Plan.from_json(carried) if carried is not None else None
                     return Result(ExecutionStatus.SKIPPED, "order-too-late", late, plan)
             snapshot = await self._snapshot(ctx, adapter, target)
@@ -667,7 +667,7 @@ class SignalService:
                 plan = Plan.from_json(carried)  # a re-run follows the plan it started
             else:
                 plan = await self._plan(ctx, adapter, target, snapshot)
-                self._phase(ctx, "sized", plan.summary(ctx.signal.ticker))
+                self.phase(ctx, "sized", plan.summary(ctx.signal.ticker))
             ctx.plan = plan
             if ctx.signal.test:
                 # The status says "test" (the DM's head: "Test signal"): not said again here.
@@ -744,7 +744,7 @@ class SignalService:
                 next((i.error_message for i in moved if i.error_code == ACCOUNT_CHANGED), None)
                 or changed
             )
-        self._phase(ctx, "account changed", reason)
+        self.phase(ctx, "account changed", reason)
         return Result(status, ACCOUNT_CHANGED, reason, plan, orders=moved)
 
     async def _intents(self, ctx: ExecContext) -> dict[str, OrderIntent]:
@@ -1271,7 +1271,7 @@ class SignalService:
             done = await self.core.trading.cancel_open(target, adapter, wanted, dm=False)
             cancelled = done.count
             if cancelled:
-                self._phase(
+                self.phase(
                     ctx, "cancelled", f"{cancelled} open {sig.ticker} order{plural(cancelled)}"
                 )
             # Said cancelled once the broker has carried it out: a pending one is said below.
@@ -1299,7 +1299,7 @@ class SignalService:
                 result.reason = result.reason or note
             wait = f"{self.core.trading.cancel_wait:g} s"
             if done.unconfirmed:
-                self._phase(ctx, "cancel pending", f"{done.unconfirmed} not confirmed in {wait}")
+                self.phase(ctx, "cancel pending", f"{done.unconfirmed} not confirmed in {wait}")
                 if not ordering:
                     result.reason = (
                         f"Cancel of {done.unconfirmed} open {sig.ticker} "
@@ -1347,7 +1347,7 @@ class SignalService:
             if leg.name == "exit" and unsent:
                 fresh = self._exit_against(leg, snap)
                 if intent is not None and (fresh is None or fresh.quantity < intent.quantity):
-                    await self._discard_drafts(ctx)
+                    await self.discard_drafts(ctx)
                     return Result(
                         ExecutionStatus.REJECTED,
                         "position-changed",
@@ -1355,14 +1355,14 @@ class SignalService:
                         plan,
                     )
                 if fresh is None:
-                    self._phase(ctx, "exit skipped", "the position is already closed")
+                    self.phase(ctx, "exit skipped", "the position is already closed")
                     continue
                 leg = fresh
             if leg.name == "entry" and leg.opens_position and unsent:
                 limit = ctx.subscription.max_positions
                 open_now = _open_positions(snap.positions, exclude=sig.ticker)
                 if limit is not None and open_now >= limit:
-                    await self._discard_drafts(ctx)
+                    await self.discard_drafts(ctx)
                     result.reason_code, result.reason = (
                         "max-strategy-positions",
                         (
@@ -1376,7 +1376,7 @@ class SignalService:
                 # Priced when the signal came; the market may have moved by the click.
                 moved = await self._moved_past(adapter, request_of(intent))
                 if moved is not None:
-                    await self._discard_drafts(ctx)
+                    await self.discard_drafts(ctx)
                     # An exit this run filled before the entry is still said in the result.
                     return Result(
                         ExecutionStatus.REJECTED, "price-moved", moved, plan, orders=result.orders
@@ -1391,9 +1391,9 @@ class SignalService:
                     order=request if intent is None else request_of(intent),
                 )
                 if refused is not None:
-                    await self._discard_drafts(ctx)
+                    await self.discard_drafts(ctx)
                     return refused
-            intent = await self._place(ctx, adapter, target, leg, plan, intent, request=request)
+            intent = await self.place_leg(ctx, adapter, target, leg, plan, intent, request=request)
             result.orders.append(intent)
             status, ok = _leg_status(intent)
             result.status = status
@@ -1417,7 +1417,7 @@ class SignalService:
                             "exit order is still working: see /orders (/cancel order cancels it)."
                         )
                     return result
-                self._phase(ctx, "exit filled", describe_intent(intent))
+                self.phase(ctx, "exit filled", describe_intent(intent))
                 if await self.core.trading.account_changed(intent):
                     # Chosen while the exit worked: the entry goes neither to the new account
                     # nor to the old one, as when a retaken run finds the account changed.
@@ -1435,7 +1435,8 @@ class SignalService:
             )
         return result
 
-    async def _discard_drafts(self, ctx: ExecContext) -> None:
+    async def discard_drafts(self, ctx: ExecContext) -> None:
+        """The execution's unsent drafts are dropped (a refused or expired approval)."""
         keys = [intent_key(ctx.signal_id, ctx.subscription.id, leg) for leg in LEGS]
         async with self.core.db.transaction() as s:
             await s.execute(
@@ -1456,7 +1457,7 @@ class SignalService:
         leg.quantity = min(leg.quantity, abs(held))
         return leg
 
-    async def _place(
+    async def place_leg(
         self,
         ctx: ExecContext,
         adapter: BrokerAdapter,
@@ -1669,15 +1670,16 @@ class SignalService:
 
     # -- finishing, alerts ----------------------------------------------------------------------
 
-    def _phase_entry(self, name: str, detail: str | None) -> dict[str, Any]:
+    def phase_entry(self, name: str, detail: str | None) -> dict[str, Any]:
+        """One step of /signal show's trail, stamped now."""
         return {"phase": name, "at": self.clock().isoformat(), "detail": detail}
 
-    def _phase(self, ctx: ExecContext, name: str, detail: str | None) -> None:
-        ctx.phases.append(self._phase_entry(name, detail))
+    def phase(self, ctx: ExecContext, name: str, detail: str | None) -> None:
+        ctx.phases.append(self.phase_entry(name, detail))
 
     async def _finish(self, ctx: ExecContext, result: Result) -> None:
         if result.status in ENDED_BY_REASON:
-            self._phase(ctx, result.status, result.reason)
+            self.phase(ctx, result.status, result.reason)
         from_status = ExecutionStatus.APPROVED if ctx.approved else ExecutionStatus.PENDING
         values: dict[str, Any] = dict(
             status=result.status,
@@ -1779,7 +1781,7 @@ class SignalService:
                         status=status,
                         notified_status=status,
                         updated_at=self.clock(),
-                        phases=[*(ex.phases or []), self._phase_entry(status, None)],
+                        phases=[*(ex.phases or []), self.phase_entry(status, None)],
                     )
                 )
             ).rowcount  # type: ignore[attr-defined]
