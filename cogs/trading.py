@@ -28,9 +28,11 @@ from adapters.models import (
     OrderChange,
     OrderRequest,
     OrderStatus,
+    OrderType,
     Position,
     Quote,
     Side,
+    TimeInForce,
 )
 from adapters.paper.engine import PriceType
 from bot.client import Tradecord, report_error
@@ -315,14 +317,35 @@ def closing_line(p: Preview) -> str:
 
 
 def closed_line(p: Preview) -> str:
-    """A market order placed at night or on a weekend fills at the open, at a price the
-    estimate may be far from."""
+    """An order placed at night or on a weekend waits for the open: a market order then fills
+    at the opening price, which the estimate may be far from; an IOC or FOK order cannot wait."""
     if p.market_opens_at is None:
         return ""
+    r = p.request
+    closed = f"\n🌙 The market is closed until <t:{int(p.market_opens_at.timestamp())}:f>: "
+    if r.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+        return closed + (
+            f"an {r.time_in_force.value.upper()} order cannot wait for the open, so the broker "
+            "may refuse it or cancel it unfilled. A day or GTC order waits for the open."
+        )
+    if r.order_type is OrderType.MARKET:
+        return closed + (
+            "this market order waits for the open and fills at the opening price, which may "
+            "differ from this estimate. A limit order caps the price."
+        )
+    if r.extended_hours:
+        return closed + (
+            "as an extended-hours order this may fill before then, in the after-hours or "
+            "pre-market session."
+        )
     return (
-        f"\n🌙 The market is closed until <t:{int(p.market_opens_at.timestamp())}:f>: this "
-        "market order waits for the open and fills at the opening price, which may differ "
-        "from this estimate. A limit order caps the price."
+        closed
+        + "this order works from the open."
+        + (
+            " With extended_hours:true it may also fill in the pre-market and after-hours sessions."
+            if p.could_extend
+            else ""
+        )
     )
 
 

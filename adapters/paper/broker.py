@@ -391,15 +391,6 @@ class PaperBroker(BrokerAdapter):
         # A client order id already used is found by place_orders, inside its transaction.
         now = self._now()
         hours = self.market.fill_hours
-        immediate = request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
-        if immediate and not is_open(inst.asset_class, now, hours):
-            opens = next_open(inst.asset_class, now, hours)
-            raise MarketClosed(
-                f"The market for {inst.symbol} is closed, and this paper account fills only in "
-                f"exchange hours (next open {opens:%a %d %b %H:%M} UTC). "
-                f"{request.time_in_force.upper()} orders cannot wait for the open: use a day or "
-                "GTC order, which rests until the open."
-            )
         quote = await self.quote_source.fetch_quote(inst.symbol)
         stop_price, watermark = request.stop_price, None
         if request.order_type is OrderType.TRAILING_STOP:
@@ -462,7 +453,19 @@ class PaperBroker(BrokerAdapter):
         super().check_order(account, request)
         inst = resolve(request.symbol)
         validate(request, inst)
-        check_contract(inst, self._now())
+        now = self._now()
+        check_contract(inst, now)
+        hours = self.market.fill_hours
+        immediate = request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK)
+        # Here rather than at placing: a preview refuses it before the member confirms.
+        if immediate and not is_open(inst.asset_class, now, hours):
+            opens = next_open(inst.asset_class, now, hours)
+            raise MarketClosed(
+                f"The market for {inst.symbol} is closed, and this paper account fills only in "
+                f"exchange hours (next open {opens:%a %d %b %H:%M} UTC). "
+                f"{request.time_in_force.upper()} orders cannot wait for the open: use a day or "
+                "GTC order, which rests until the open."
+            )
 
     def canonical_symbol(self, symbol: str) -> str:
         return resolve(symbol).symbol

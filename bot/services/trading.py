@@ -354,7 +354,8 @@ class Preview:
     position_quantity: Decimal
     broker_name: str
     expires_at: datetime
-    market_opens_at: datetime | None = None  # a market order placed while the market is shut
+    market_opens_at: datetime | None = None  # placed while the exchange is shut: its open
+    could_extend: bool = False  # extended hours would let it fill before market_opens_at
     amount: Decimal | None = None  # the dollars the quantity was sized from (/trade amount)
     risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
 
@@ -774,8 +775,18 @@ class TradingService:
             )
             await self._check_early(intent, target, adapter)
             opens_at = None
-            if request.order_type is OrderType.MARKET and adapter.keeps_exchange_hours():
+            if adapter.keeps_exchange_hours():
                 opens_at = await _market_opens_at(request.asset_class, self.clock())
+            # Said on the card of a stock limit day order placed while the market is shut.
+            could_extend = (
+                opens_at is not None
+                and adapter.capabilities.extended_hours
+                and request.asset_class is AssetClass.EQUITY
+                and request.order_type is OrderType.LIMIT
+                and request.time_in_force is TimeInForce.DAY
+                and request.bracket is None
+                and not request.extended_hours
+            )
         finally:
             await adapter.close()
         async with self.core.db.transaction() as s:
@@ -795,6 +806,7 @@ class TradingService:
             broker_name=adapter.display_name,
             expires_at=intent.created_at + PREVIEW_TTL,
             market_opens_at=opens_at,
+            could_extend=could_extend,
             amount=amount,
             risk=risk,
         )

@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import discord
 import pytest
 from sqlalchemy import func, select
 
+from adapters.models import OrderRequest, OrderType, Side, TimeInForce
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from adapters.paper.universe import equity_list
@@ -20,7 +22,7 @@ from bot.models import IntentStatus, OrderIntent
 from bot.services.trading import HISTORY_LIMIT
 from bot.settings import Settings
 from cogs import ui
-from cogs.trading import TradeButton, history_footer
+from cogs.trading import TradeButton, closed_line, history_footer
 from emulators.discord import Message
 from tests.discord_harness import Harness, running_tradecord
 from tests.support import FakeClock, trading_contract
@@ -1547,11 +1549,11 @@ PAGE_2 = (
 )
 
 
-async def test_a_market_order_while_the_market_is_shut_says_it_waits_for_the_open(
+async def test_an_order_while_the_market_is_shut_says_it_waits_for_the_open(
     settings: Settings, db: object
 ) -> None:
-    """A market order placed on a Saturday fills at Monday's open, at whatever price then:
-    the card says so where orders keep exchange hours (every real broker, and Tradecord
+    """An order placed on a Saturday works from Monday's open (a market order at whatever price
+    then): the card says so where orders keep exchange hours (every real broker, and Tradecord
     Paper set to them), and not where they fill at any hour."""
     saturday = FakeClock(datetime(2026, 11, 28, 15, 0, tzinfo=UTC))
     monday_open = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)  # 09:30 in New York
@@ -1569,7 +1571,39 @@ async def test_a_market_order_while_the_market_is_shut_says_it_waits_for_the_ope
             limit_price="190",
             time_in_force="gtc",
         )
-        assert "market is closed" not in limit.text()  # its price is capped
+        works = (
+            f"closed until <t:{int(monday_open.timestamp())}:f>: this order works from the open."
+        )
+        assert works in limit.text()
+        assert "extended_hours" not in limit.text()  # a GTC order cannot be extended
+        day = await preview(
+            h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="190"
+        )
+        assert works + " With extended_hours:true it may also fill in the pre-market" in (
+            day.text()
+        )
+        extended = await preview(
+            h,
+            "alice",
+            symbol="AAPL",
+            quantity="1",
+            order_type="limit",
+            limit_price="190",
+            extended_hours=True,
+        )
+        assert "as an extended-hours order this may fill before then" in extended.text()
+        # Tradecord Paper refuses an IOC that cannot wait at the card, not after Confirm.
+        ioc = await preview(
+            h,
+            "alice",
+            symbol="AAPL",
+            quantity="1",
+            order_type="limit",
+            limit_price="190",
+            time_in_force="ioc",
+        )
+        assert "IOC orders cannot wait for the open: use a day or GTC order" in ioc.text()
+        assert ioc.buttons() == []  # no card to confirm
         btc = await preview(h, "alice", symbol="BTCUSD", quantity="0.1")
         assert "market is closed" not in btc.text()  # crypto never closes
     async with running_tradecord(settings) as h:  # 24/7: it fills now
@@ -1579,6 +1613,22 @@ async def test_a_market_order_while_the_market_is_shut_says_it_waits_for_the_ope
             "market is closed"
             not in (await preview(h, "alice", symbol="AAPL", quantity="1")).text()
         )
+
+
+@pytest.mark.parametrize("tif", ["ioc", "fok"])
+def test_an_immediate_order_while_the_market_is_shut_is_said_not_to_wait(tif: str) -> None:
+    """At a real broker (Tradecord Paper refuses it at the card) an IOC or FOK order placed
+    while the market is shut cannot wait for the open: the card does not say it will."""
+    opens = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)
+    request = OrderRequest(
+        "AAPL", Side.BUY, Decimal(1), OrderType.LIMIT, TimeInForce(tif), Decimal(190)
+    )
+    p: Any = SimpleNamespace(market_opens_at=opens, request=request, could_extend=False)
+    assert closed_line(p) == (
+        f"\n🌙 The market is closed until <t:{int(opens.timestamp())}:f>: an {tif.upper()} "
+        "order cannot wait for the open, so the broker may refuse it or cancel it unfilled. A "
+        "day or GTC order waits for the open."
+    )
 
 
 async def test_an_extended_hours_limit_is_marked_on_the_card(tradecord: Harness) -> None:
