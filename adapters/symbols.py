@@ -201,6 +201,17 @@ def short_year(symbol: str) -> str:
     return symbol
 
 
+def instrument_key(symbol: str) -> str:
+    """One key per instrument however a broker writes it (BTC/USD, BTCUSD; @ES, /ES; BRK-B)."""
+    s = normalize(symbol)
+    pair = crypto_pair(s)
+    if pair:
+        return "".join(pair)
+    if future_spec(s):
+        return "/" + s[1:] if s[0] in "/@" else s
+    return s.replace("-", ".").replace("/", ".")
+
+
 def future_spec(symbol: str) -> FutureSpec | None:
     s = normalize(symbol)
     m = _FUTURE_RE.match(s)

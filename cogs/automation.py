@@ -515,7 +515,8 @@ class Automation(commands.Cog):
         sides="Which entries to take (new: both; else unchanged)",
         approval="Ask me (by DM) before each order (new: no; else unchanged)",
         approval_minutes="With approval: how long an order waits for it (1 to 1440; new: 5)",
-        max_positions="TradersPost's max strategy positions (counts every open position); 0: none",
+        max_positions="Max strategy positions: every open position on the account, and entries "
+        "sent; 0: none",
         subtract_exit_quantity="sizing signal: a reversal enters the signal's quantity less the "
         "exit (long 5, sell 10: short 5)",
     )

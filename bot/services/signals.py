@@ -150,6 +150,7 @@ class Snapshot:
     position: Decimal  # signed quantity in the signal's ticker (crypto dust counts as none)
     ticker_orders: list[Order]
     average: Decimal | None = None  # the position's average price, when it is one position
+    read_at: datetime | None = None  # when the positions were asked for
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -757,6 +758,7 @@ class SignalService:
 
     async def _snapshot(self, ctx: ExecContext, adapter: BrokerAdapter, target: Target) -> Snapshot:
         sig = ctx.signal
+        read_at = self.clock()
         positions: list[Position] = []
         working: list[Order] = []
         wants_positions, wants_orders = sig.action is not Action.CANCEL, _cancels(sig)
@@ -768,14 +770,14 @@ class SignalService:
             positions = await adapter.fetch_positions(target.ref)
         elif wants_orders:
             working = await adapter.fetch_open_orders(target.ref)
-        key = _instrument_key(sig.ticker)
-        held = [p for p in positions if _instrument_key(p.symbol) == key and not _is_dust(p)]
+        key = symbols.instrument_key(sig.ticker)
+        held = [p for p in positions if symbols.instrument_key(p.symbol) == key and not _is_dust(p)]
         position = sum((p.quantity for p in held), Decimal(0))
-        orders = [o for o in working if _instrument_key(o.symbol) == key]
+        orders = [o for o in working if symbols.instrument_key(o.symbol) == key]
         if orders and ctx.received_at is not None:
             orders = await self._older_than_signal(ctx, target, orders)
         average = held[0].average_price if len(held) == 1 else None
-        return Snapshot(positions, position, orders, average)
+        return Snapshot(positions, position, orders, average, read_at)
 
     async def _older_than_signal(
         self, ctx: ExecContext, target: Target, orders: list[Order]
@@ -1358,6 +1360,7 @@ class SignalService:
                     self.phase(ctx, "exit skipped", "the position is already closed")
                     continue
                 leg = fresh
+            cap = None
             if leg.name == "entry" and leg.opens_position and unsent:
                 limit = ctx.subscription.max_positions
                 open_now = _open_positions(snap.positions, exclude=sig.ticker)
@@ -1371,6 +1374,8 @@ class SignalService:
                         ),
                     )
                     break
+                if limit is not None:
+                    cap = _positions_cap(limit, snap, sig.ticker)
             request = None
             if unsent and intent is not None and ctx.approved:
                 # Priced when the signal came; the market may have moved by the click.
@@ -1393,7 +1398,9 @@ class SignalService:
                 if refused is not None:
                     await self.discard_drafts(ctx)
                     return refused
-            intent = await self.place_leg(ctx, adapter, target, leg, plan, intent, request=request)
+            intent = await self.place_leg(
+                ctx, adapter, target, leg, plan, intent, request=request, cap=cap
+            )
             result.orders.append(intent)
             status, ok = _leg_status(intent)
             result.status = status
@@ -1468,9 +1475,11 @@ class SignalService:
         *,
         submit: bool = True,
         request: OrderRequest | None = None,
+        cap: dict[str, Any] | None = None,
     ) -> OrderIntent:
         """Store-then-send one leg once; an intent that already exists is resumed instead.
-        ``request``: the leg's order, if the caller built (and checked) it already."""
+        ``request``: the leg's order, if the caller built (and checked) it already. ``cap``:
+        an entry's max strategy positions (``_positions_cap``), checked again as it is sent."""
         if intent is None:
             request = request or await self._request(ctx, adapter, target, leg)
             outcome = await self.core.trading.place(
@@ -1493,6 +1502,7 @@ class SignalService:
                         if leg.position_average is not None
                         else {}
                     ),
+                    **({"max_positions": cap} if cap is not None else {}),
                 },
                 submit=submit,
                 adapter=adapter,
@@ -1500,7 +1510,7 @@ class SignalService:
             if not outcome.extra.get("duplicate"):
                 return outcome.intent
             intent = outcome.intent
-        return await self._resume(ctx, adapter, target, intent) if submit else intent
+        return await self._resume(ctx, adapter, target, intent, cap) if submit else intent
 
     async def _request(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, leg: Leg
@@ -1592,12 +1602,18 @@ class SignalService:
         return None
 
     async def _resume(
-        self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, intent: OrderIntent
+        self,
+        ctx: ExecContext,
+        adapter: BrokerAdapter,
+        target: Target,
+        intent: OrderIntent,
+        cap: dict[str, Any] | None = None,
     ) -> OrderIntent:
         """Carry an intent a previous run left behind to where the broker is; never resend an
-        order the broker may have."""
+        order the broker may have. ``cap``: an approved entry's, read again at the approval."""
         trading = self.core.trading
         if intent.status == IntentStatus.DRAFT and ctx.approved:
+            extra = intent.extra if cap is None else {**intent.extra, "max_positions": cap}
             async with self.core.db.transaction() as s:
                 claimed = (
                     await s.execute(
@@ -1605,11 +1621,11 @@ class SignalService:
                         .where(
                             OrderIntent.id == intent.id, OrderIntent.status == IntentStatus.DRAFT
                         )
-                        .values(status=IntentStatus.PENDING, updated_at=self.clock())
+                        .values(status=IntentStatus.PENDING, extra=extra, updated_at=self.clock())
                     )
                 ).rowcount  # type: ignore[attr-defined]
             if claimed:
-                intent.status = IntentStatus.PENDING
+                intent.status, intent.extra = IntentStatus.PENDING, extra
                 return (await trading.submit(intent)).intent
             intent = await trading.get_intent(intent.id)
         if intent.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
@@ -1898,17 +1914,6 @@ def _cancels(sig: Signal) -> bool:
     return sig.action in (Action.BUY, Action.SELL, Action.EXIT)
 
 
-def _instrument_key(symbol: str) -> str:
-    """One key per instrument however a broker writes it (BTC/USD, BTCUSD; @ES, /ES; BRK-B)."""
-    s = symbols.normalize(symbol)
-    pair = symbols.crypto_pair(s)
-    if pair:
-        return "".join(pair)
-    if symbols.future_spec(s):
-        return "/" + s[1:] if s[0] in "/@" else s
-    return s.replace("-", ".").replace("/", ".")
-
-
 def _position_value(p: Position) -> Decimal | None:
     if p.market_value is not None:
         return abs(p.market_value)
@@ -1927,12 +1932,29 @@ def _is_dust(p: Position) -> bool:
 def _open_positions(positions: Sequence[Position], *, exclude: str) -> int:
     """Open positions as TradersPost counts them for max strategy positions: every one on the
     account, from Tradecord or not, except crypto dust; ``exclude`` is being closed."""
-    key = _instrument_key(exclude)
+    key = symbols.instrument_key(exclude)
     return sum(
         1
         for p in positions
-        if p.quantity != 0 and not _is_dust(p) and _instrument_key(p.symbol) != key
+        if p.quantity != 0 and not _is_dust(p) and symbols.instrument_key(p.symbol) != key
     )
+
+
+def _positions_cap(limit: int, snap: Snapshot, ticker: str) -> dict[str, Any]:
+    """What the trading service needs to count an entry's max strategy positions again as it
+    sends it, under the member's lock: the instruments held when the positions were read
+    (crypto dust and the entry's own instrument aside) and when that was. Entries sent since
+    (by another strategy, at the same moment) are counted from their intents."""
+    key = symbols.instrument_key(ticker)
+    held = [p for p in snap.positions if p.quantity != 0]
+    counted = {symbols.instrument_key(p.symbol) for p in held if not _is_dust(p)}
+    dust = {symbols.instrument_key(p.symbol) for p in held if _is_dust(p)}
+    return {
+        "limit": limit,
+        "held": sorted(counted - {key}),
+        "dust": sorted(dust - counted),  # held, but not a position for this rule
+        "read_at": snap.read_at.isoformat() if snap.read_at is not None else None,
+    }
 
 
 def _tick(ticker: str, price: Decimal) -> Decimal:

@@ -94,7 +94,7 @@ from bot.services.limits import (
 )
 from bot.services.notify import Outgoing
 from bot.signal_format import MAX_NUMBER
-from bot.wording import money, qty
+from bot.wording import money, plural, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -135,6 +135,13 @@ NEEDS_STOP = {OrderType.STOP, OrderType.STOP_LIMIT}
 
 # Orders sent today that count towards a daily notional limit: every one the broker may have.
 NOT_COUNTED = frozenset({IntentStatus.FAILED, IntentStatus.REJECTED, IntentStatus.DISCARDED})
+# Sent and not ended: an order on its way to the broker, in doubt, or working there.
+SENT_UNFINISHED = (
+    IntentStatus.SUBMITTED,
+    IntentStatus.UNKNOWN,
+    IntentStatus.ACCEPTED,
+    IntentStatus.PARTIALLY_FILLED,
+)
 # Ended without filling all: what did not fill never will, so only the filled part counts.
 ENDED_UNFILLED = frozenset({IntentStatus.CANCELLED, IntentStatus.EXPIRED})
 
@@ -438,6 +445,14 @@ class Gate:
     daily: list[DailyCap]
     # Only closes (part of) a position: no limit held it back, and no daily total counts it.
     closes: bool = False
+    # A strategy entry's max positions, counted again where it is sent (signals._positions_cap).
+    max_positions: dict[str, Any] | None = None
+
+    @property
+    def locked(self) -> bool:
+        """Checked where the send is claimed, under the member's lock: what orders sent at the
+        same moment (in any process) add up to."""
+        return bool(self.daily) or self.max_positions is not None
 
 
 def parse_decimal(text: str | None, what: str) -> Decimal | None:
@@ -1100,7 +1115,7 @@ class TradingService:
             if isinstance(gate, Refusal):
                 return await self._refused(intent, gate)
             adapter = adapter or await self.core.connections.adapter_for(target.connection)
-            if gate.daily:
+            if gate.locked:
                 # The daily total is read and this order added to it under the member's lock,
                 # so two orders at once (in any processes) cannot both fit in what is left.
                 marked = await self._mark_sent(intent, gate, as_read=False)
@@ -1320,9 +1335,13 @@ class TradingService:
     ) -> Refusal | None:
         """Every pre-trade check, the day's totals as they are now (without the lock)."""
         gate, _ = await self._pretrade(intent, target, adapter, position_read=position_read)
-        if isinstance(gate, Gate) and gate.daily:
+        if isinstance(gate, Gate) and gate.locked:
             async with self.core.db.session() as s:
-                gate = await self._over_daily(s, intent, gate, self.clock()) or gate
+                gate = (
+                    await self._over_daily(s, intent, gate, self.clock())
+                    or await self._over_positions(s, intent, gate)
+                    or gate
+                )
         return gate if isinstance(gate, Refusal) else None
 
     async def refusal(
@@ -1445,7 +1464,7 @@ class TradingService:
                     f"{describe_limit('max_order_notional', limit)}."
                     + (" See /limits show." if whose == "your" else ""),
                 ), adapter
-        return Gate(notional, caps), adapter
+        return Gate(notional, caps, max_positions=intent.extra.get("max_positions")), adapter
 
     async def _over_daily(
         self, s: AsyncSession, intent: OrderIntent, gate: Gate, now: datetime
@@ -1487,6 +1506,46 @@ class TradingService:
                 )
         return None
 
+    async def _over_positions(
+        self, s: AsyncSession, intent: OrderIntent, gate: Gate
+    ) -> Refusal | None:
+        """Whether this entry would open a position beyond its subscription's max strategy
+        positions, counting with the positions held when they were read the orders sent on the
+        account since: still on their way or working, or filled after the read (not yet in
+        it). Two strategies' entries at the same moment thus cannot both pass. The caller
+        holds the member's lock, which every such send takes."""
+        cap = gate.max_positions
+        if cap is None:
+            return None
+        held, mine = set(cap["held"]), symbols.instrument_key(intent.symbol)
+        since = cap.get("read_at")
+        sent = OrderIntent.status.in_(SENT_UNFINISHED)
+        if since is not None:
+            filled = (OrderIntent.filled_quantity > 0) & (
+                OrderIntent.updated_at >= datetime.fromisoformat(since)
+            )
+            sent = sent | filled
+        rows = await s.scalars(
+            select(OrderIntent.symbol).where(
+                OrderIntent.connection_id == intent.connection_id,
+                OrderIntent.account_id == intent.account_id,
+                OrderIntent.id != intent.id,
+                sent,
+            )
+        )
+        coming = {symbols.instrument_key(symbol) for symbol in rows}
+        coming -= held | set(cap.get("dust", ())) | {mine}
+        if len(held) + len(coming) < cap["limit"]:
+            return None
+        on_way = f" and {len(coming)} more on its way or just filled" if coming else ""
+        if len(coming) > 1:
+            on_way = on_way.replace("on its way", "on their way")
+        return Refusal(
+            "max-strategy-positions",
+            f"Max strategy positions reached: {len(held)} open position{plural(len(held))} on "
+            f"the account{on_way}, limit {cap['limit']}. No new position entered.",
+        )
+
     async def _mark_sent(
         self,
         intent: OrderIntent,
@@ -1495,19 +1554,21 @@ class TradingService:
         as_read: bool = True,
         reason: str | None = None,
     ) -> Refusal | bool:
-        """Check the daily limits and move the intent from pending to submitted in one
-        transaction under the member's lock: of several processes about to send it, exactly
-        one gets True. ``as_read``: only if not changed since this intent object was read."""
+        """Check the daily limits and max positions and move the intent from pending to
+        submitted in one transaction under the member's lock: of several processes about to
+        send it, exactly one gets True. ``as_read``: only if not changed since this intent
+        object was read."""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat(), "risk_off": gate.closes}
         this_one = _still_pending(intent, as_read=as_read)
         async with self.core.db.transaction() as s:
-            if gate.daily:
+            if gate.locked:
                 await lock_row(s, Member, Member.id == intent.member_id)
                 # Sent by another process meanwhile: not this caller's to refuse or send.
                 if await s.scalar(select(OrderIntent.id).where(*this_one)) is None:
                     return False
                 refusal = await self._over_daily(s, intent, gate, now)
+                refusal = refusal or await self._over_positions(s, intent, gate)
                 if refusal is not None:
                     return refusal
             claimed = (

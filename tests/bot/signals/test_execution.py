@@ -2717,3 +2717,60 @@ async def test_an_extended_hours_signal_places_an_extended_hours_limit(core: Cor
         core, url, sub, ticker="MSFT", action="buy", orderType="limit", extendedHours=True
     )
     assert ex.status == ExecutionStatus.FILLED, ex.reason
+
+
+async def test_two_strategies_entering_at_once_cannot_both_pass_max_positions(
+    core: Core,
+) -> None:
+    """Two strategies' entries on one account at the same moment: each read no position, but
+    the second sent counts the first (on its way or filled since the read), so only one
+    enters."""
+    first, second = await make_strategy(core, "AAPL"), await make_strategy(core, "MSFT")
+    subs = [await subscribe(core, url, OWNER, max_positions=1) for url in (first, second)]
+    acks = [
+        await send(core, url, {"ticker": ticker, "action": "buy"})
+        for url, ticker in ((first, "AAPL"), (second, "MSFT"))
+    ]
+    await core.jobs.drain()
+    done = [await execution(core, a.body["id"], s) for a, s in zip(acks, subs, strict=True)]
+    assert sorted(ex.reason_code or ex.status for ex in done) == [
+        ExecutionStatus.FILLED,
+        "max-strategy-positions",
+    ]
+    refused = next(ex for ex in done if ex.reason_code)
+    assert "1 more on its way or just filled" in (refused.reason or ""), refused.reason
+    assert [o.symbol for o in await orders(core)] in (["AAPL"], ["MSFT"])
+
+
+async def test_a_working_entry_counts_toward_max_positions(core: Core) -> None:
+    """An entry that is working (a limit below the market) is a position on its way: a
+    second strategy's entry is refused until it ends."""
+    first, second = await make_strategy(core, "AAPL"), await make_strategy(core, "MSFT")
+    one = await subscribe(core, first, OWNER, max_positions=1)
+    two = await subscribe(core, second, OWNER, max_positions=1)
+    ex = await run(core, first, one, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason
+    ex = await run(core, second, two, ticker="MSFT", action="buy")
+    assert ex.reason_code == "max-strategy-positions", ex.reason
+    assert await position(core, OWNER, "MSFT") == 0
+
+
+async def test_an_approved_entry_counts_the_entries_working_when_it_is_approved(
+    core: Core,
+) -> None:
+    """Max positions is counted when the member approves, with the entries sent meanwhile."""
+    first, second = await make_strategy(core, "AAPL"), await make_strategy(core, "MSFT")
+    manual = await subscribe(core, first, OWNER, manual_approval=True, max_positions=1)
+    auto = await subscribe(core, second, OWNER, max_positions=1)
+    ex = await run(core, first, manual, action="buy")
+    assert ex.status == ExecutionStatus.WAITING_APPROVAL
+    working = await run(
+        core, second, auto, ticker="MSFT", action="buy", orderType="limit", limitPrice=300
+    )
+    assert working.status == ExecutionStatus.ACCEPTED, working.reason
+    draft = next(i for i in await intents(core) if i.status == IntentStatus.DRAFT)
+    await core.signals.approve(draft.id, OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, ex.signal_id, manual)
+    assert ex.reason_code == "max-strategy-positions", ex.reason
+    assert await position(core, OWNER, "AAPL") == 0
