@@ -42,6 +42,7 @@ from adapters.models import (
     AssetClass,
     Balance,
     Environment,
+    ExtendedReach,
     Order,
     OrderChange,
     OrderRequest,
@@ -376,6 +377,12 @@ class BrokerAdapter(ABC):
         it closes a position held. By the capabilities; a broker with rules of its own for
         fractions (Alpaca's shares) overrides this."""
         return asset in self.capabilities.fractional
+
+    def extended_hours_reach(self) -> ExtendedReach | None:
+        """For an extended-hours order sent now: the one session it works in, where the broker
+        does not carry it through the day's pre-market, regular and after-hours sessions (as
+        most do); None when it does."""
+        return None
 
     def keeps_exchange_hours(self) -> bool:
         """Whether orders here wait for the exchange's sessions, as at every real broker (a

@@ -169,6 +169,15 @@ class OrderRequest:
     extended_hours: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ExtendedReach:
+    """Where a broker limits an extended-hours order to the session it is sent in: that
+    session ("pre-market" or "regular") and when it ends, the order expiring then unfilled."""
+
+    session: str
+    ends_at: datetime
+
+
 CHANGE_FIELDS = ("quantity", "limit_price", "stop_price")
 
 

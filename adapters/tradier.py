@@ -69,6 +69,7 @@ from adapters.models import (
     AssetClass,
     Balance,
     Environment,
+    ExtendedReach,
     Order,
     OrderChange,
     OrderRequest,
@@ -234,6 +235,17 @@ def extended_duration(at: datetime) -> str | None:
     if closes <= at < closes + POST_MARKET_ENDS:
         return "post"
     return None
+
+
+def session_end(at: datetime, duration: str) -> datetime:
+    """When the Tradier session an order of ``duration`` sent at ``at`` works in ends."""
+    cal = calendar_for(AssetClass.EQUITY, at)
+    assert cal is not None
+    today = at.astimezone(NEW_YORK).date()
+    if duration == "pre":
+        return cal.session_open(today).to_pydatetime() - PRE_MARKET_ENDS
+    closes = cal.session_close(today).to_pydatetime()
+    return closes + POST_MARKET_ENDS if duration == "post" else closes
 
 
 def next_pre_market(at: datetime) -> datetime:
@@ -425,6 +437,16 @@ class TradierAdapter(HttpBrokerAdapter):
         a test fixes it, else the system clock."""
         clock: Clock | None = self.ctx.extra.get("clock")
         return clock() if clock is not None else datetime.now(UTC)
+
+    def extended_hours_reach(self) -> ExtendedReach | None:
+        # A pre order expires as the pre-market ends, a day order sent in regular hours at the
+        # close: neither carries into the next session. A post order ends with the day anyway.
+        now = self._now()
+        duration = extended_duration(now)
+        if duration not in ("pre", "day"):
+            return None
+        session = "pre-market" if duration == "pre" else "regular"
+        return ExtendedReach(session, session_end(now, duration))
 
     def _extended_duration(self) -> str:
         """The duration for an extended-hours day order sent now, or ``MarketClosed``."""

@@ -209,7 +209,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             f"**{r.side.value.upper()} {fmt.qty(r.quantity)} {r.symbol}** · {kind}"
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
-            + extended_line(r)
+            + extended_line(p)
             + _bracket_line(r)
             + amount_line(p)
             + risk_line(p)
@@ -240,12 +240,21 @@ def preview_embed(p: Preview) -> discord.Embed:
     return embed
 
 
-def extended_line(r: OrderRequest) -> str:
-    if not r.extended_hours:
+def extended_line(p: Preview) -> str:
+    if not p.request.extended_hours:
         return ""
-    return (
+    line = (
         "\n🌙 Extended hours: may also fill in the pre-market and after-hours sessions, "
         "where prices can move more and fewer shares trade."
+    )
+    reach = p.extended_reach
+    if reach is None:
+        return line
+    after = "regular" if reach.session == "pre-market" else "after-hours"
+    return (
+        f"\n🌙 Extended hours: at {p.broker_name} an order sent now works in the "
+        f"{reach.session} session only. Unfilled, it expires at <t:{int(reach.ends_at.timestamp())}"
+        f":t> and does not carry into the {after} session."
     )
 
 

@@ -47,6 +47,7 @@ from adapters.models import (
     Balance,
     Bracket,
     Environment,
+    ExtendedReach,
     Order,
     OrderChange,
     OrderRequest,
@@ -363,6 +364,7 @@ class Preview:
     expires_at: datetime
     market_opens_at: datetime | None = None  # placed while the exchange is shut: its open
     could_extend: bool = False  # extended hours would let it fill before market_opens_at
+    extended_reach: ExtendedReach | None = None  # an extended order's one session, if so
     amount: Decimal | None = None  # the dollars the quantity was sized from (/trade amount)
     risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
 
@@ -792,6 +794,7 @@ class TradingService:
             opens_at = None
             if adapter.keeps_exchange_hours():
                 opens_at = await _market_opens_at(request.asset_class, self.clock())
+            reach = adapter.extended_hours_reach() if request.extended_hours else None
             # Said on the card of a stock limit day order placed while the market is shut.
             could_extend = (
                 opens_at is not None
@@ -822,6 +825,7 @@ class TradingService:
             expires_at=intent.created_at + PREVIEW_TTL,
             market_opens_at=opens_at,
             could_extend=could_extend,
+            extended_reach=reach,
             amount=amount,
             risk=risk,
         )

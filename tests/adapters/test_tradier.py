@@ -39,6 +39,7 @@ from adapters.models import (
     AssetClass,
     Bracket,
     Environment,
+    ExtendedReach,
     OrderChange,
     OrderRequest,
     OrderStatus,
@@ -1595,6 +1596,26 @@ def at(adapter: TradierAdapter, when: datetime) -> None:
 )
 def test_extended_duration_by_the_session(when: datetime, duration: str | None) -> None:
     assert extended_duration(when) == duration
+
+
+@CALENDAR_WARNING
+@pytest.mark.parametrize(
+    ("when", "reach"),
+    [
+        (new_york(2026, 12, 1, 8, 0), ExtendedReach("pre-market", new_york(2026, 12, 1, 9, 24))),
+        (new_york(2026, 12, 1, 11, 0), ExtendedReach("regular", new_york(2026, 12, 1, 16, 0))),
+        # The day after Thanksgiving closes at 13:00: so does a day order sent then.
+        (new_york(2026, 11, 27, 11, 0), ExtendedReach("regular", new_york(2026, 11, 27, 13, 0))),
+        (new_york(2026, 12, 1, 17, 0), None),  # a post order ends with the day, as elsewhere
+    ],
+)
+def test_an_extended_order_at_tradier_works_in_one_session(
+    adapter: TradierAdapter, when: datetime, reach: ExtendedReach | None
+) -> None:
+    """A pre order expires as the pre-market ends, a day order sent in regular hours at the
+    close: the card says so, since Alpaca's and TradeStation's carry on through the day."""
+    at(adapter, when)
+    assert adapter.extended_hours_reach() == reach
 
 
 @CALENDAR_WARNING

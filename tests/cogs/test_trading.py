@@ -14,7 +14,7 @@ import discord
 import pytest
 from sqlalchemy import func, select
 
-from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.models import ExtendedReach, OrderRequest, OrderType, Side, TimeInForce
 from adapters.paper.broker import PaperBroker
 from adapters.paper.models import PaperOrder
 from adapters.paper.universe import equity_list
@@ -22,7 +22,7 @@ from bot.models import IntentStatus, OrderIntent
 from bot.services.trading import HISTORY_LIMIT
 from bot.settings import Settings
 from cogs import ui
-from cogs.trading import TradeButton, closed_line, history_footer
+from cogs.trading import TradeButton, closed_line, extended_line, history_footer
 from emulators.discord import Message
 from tests.discord_harness import Harness, running_tradecord
 from tests.support import FakeClock, trading_contract
@@ -1628,6 +1628,20 @@ def test_an_immediate_order_while_the_market_is_shut_is_said_not_to_wait(tif: st
         f"\n🌙 The market is closed until <t:{int(opens.timestamp())}:f>: an {tif.upper()} "
         "order cannot wait for the open, so the broker may refuse it or cancel it unfilled. A "
         "day or GTC order waits for the open."
+    )
+
+
+def test_an_extended_order_limited_to_one_session_says_when_it_expires() -> None:
+    ends = datetime(2026, 12, 1, 14, 24, tzinfo=UTC)  # 09:24 in New York
+    request = OrderRequest("AAPL", Side.BUY, Decimal(1), OrderType.LIMIT, limit_price=Decimal(190))
+    request.extended_hours = True
+    p: Any = SimpleNamespace(
+        request=request, broker_name="Tradier", extended_reach=ExtendedReach("pre-market", ends)
+    )
+    assert extended_line(p) == (
+        "\n🌙 Extended hours: at Tradier an order sent now works in the pre-market session "
+        f"only. Unfilled, it expires at <t:{int(ends.timestamp())}:t> and does not carry into "
+        "the regular session."
     )
 
 
