@@ -41,6 +41,7 @@ from adapters.models import (
     AccountType,
     AssetClass,
     Balance,
+    Bracket,
     Environment,
     ExtendedReach,
     Order,
@@ -94,6 +95,8 @@ class Capabilities:
     replace: frozenset[str] = frozenset()
     # Stock limit day orders that may also fill in the pre- and after-market sessions.
     extended_hours: bool = False
+    # A bracket's stop-loss may be a trailing stop (Bracket.stop_loss_trail_*).
+    bracket_trailing_stop: bool = False
 
     def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
         return asset_class in self.asset_classes.get(account_type, frozenset())
@@ -432,8 +435,30 @@ class BrokerAdapter(ABC):
             raise InvalidOrder(
                 f"{self.display_name} does not support take-profit/stop-loss brackets."
             )
+        if request.bracket and request.bracket.trailing:
+            self.check_trailing_stop_loss(request.bracket)
         if request.extended_hours:
             self.check_extended_hours(request, asset)
+
+    def check_trailing_stop_loss(self, bracket: Bracket) -> None:
+        """A bracket's trailing stop-loss: where the broker takes one, trailing by one positive
+        amount or a percent under 100, as a stop (not a stop-limit)."""
+        if not self.capabilities.bracket_trailing_stop:
+            raise InvalidOrder(
+                f"{self.display_name} takes no trailing stop-loss in a take-profit/stop-loss "
+                "bracket. Send a fixed stop-loss (stopLoss type stop) instead."
+            )
+        amount, percent = bracket.stop_loss_trail_amount, bracket.stop_loss_trail_percent
+        if amount is not None and percent is not None:
+            raise InvalidOrder("A trailing stop-loss trails by an amount or a percent, not both.")
+        if bracket.stop_loss_limit is not None:
+            raise InvalidOrder("A trailing stop-loss is a stop order: it takes no limit price.")
+        if amount is not None and not amount > 0:
+            raise InvalidOrder(f"The stop-loss trail amount must be above zero, not {amount}.")
+        if percent is not None and not 0 < percent < 100:
+            raise InvalidOrder(
+                f"The stop-loss trail percent must be above 0 and below 100, not {percent}."
+            )
 
     def check_extended_hours(self, request: OrderRequest, asset: AssetClass) -> None:
         """The rules every broker shares for an order that may fill outside regular hours:

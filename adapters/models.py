@@ -147,8 +147,18 @@ class Position:
 @dataclass(slots=True)
 class Bracket:
     take_profit: Decimal | None = None  # limit price
-    stop_loss: Decimal | None = None  # stop price
+    # Stop price. For a trailing stop-loss, where it starts, from the entry's price: what the
+    # cards and risk sizing count from. Brokers are sent the trail, and set the stop
+    # themselves from the best price after the entry fills.
+    stop_loss: Decimal | None = None
     stop_loss_limit: Decimal | None = None
+    # A trailing stop-loss: it follows the best price by an amount or by a percent (one of two).
+    stop_loss_trail_amount: Decimal | None = None
+    stop_loss_trail_percent: Decimal | None = None
+
+    @property
+    def trailing(self) -> bool:
+        return self.stop_loss_trail_amount is not None or self.stop_loss_trail_percent is not None
 
 
 @dataclass(slots=True)

@@ -380,19 +380,25 @@ _BRACKET_CLOSES = (
 
 
 def _trailing_stop(request: OrderRequest) -> dict[str, str]:
-    """``AdvancedOptions.TrailingStop``: an Amount or a Percent offset from the current price,
-    mutually exclusive, as strings (the vendor's spec)."""
-    amount, percent = request.trail_amount, request.trail_percent
-    if (amount is None) == (percent is None):
-        raise InvalidOrder(
-            "A trailing stop at TradeStation trails by an amount or by a percent: give exactly "
-            "one of the two."
-        )
+    """A trailing stop order's ``AdvancedOptions.TrailingStop``."""
+    trail = _trail(request.trail_amount, request.trail_percent)
     if request.stop_price is not None or request.limit_price is not None:
         # TradeStation would ignore a StopPrice sent with a trailing stop; say so, not drop it.
         raise InvalidOrder(
             "A trailing stop at TradeStation sets its own stop price from the best price and "
             "fills at market: leave out the stop and limit prices."
+        )
+    return trail
+
+
+def _trail(amount: Decimal | None, percent: Decimal | None) -> dict[str, str]:
+    """``AdvancedOptions.TrailingStop``: an Amount or a Percent offset from the current price,
+    mutually exclusive, as strings (the vendor's spec), for a trailing stop order or a
+    bracket's trailing stop-loss alike."""
+    if (amount is None) == (percent is None):
+        raise InvalidOrder(
+            "A trailing stop at TradeStation trails by an amount or by a percent: give exactly "
+            "one of the two."
         )
     if amount is not None:
         if amount <= 0:
@@ -493,6 +499,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
         time_in_force={AssetClass.EQUITY: _ALL_TIF, AssetClass.FUTURE: _ALL_TIF},
         fractional=frozenset(),
         brackets=True,
+        # A StopMarket leg with AdvancedOptions.TrailingStop, as the vendor's OSO examples.
+        bracket_trailing_stop=True,
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,
@@ -888,6 +896,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         limit: Decimal | None,
         stop: Decimal | None,
         extended: bool = False,
+        trailing: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "AccountID": account.id,
@@ -902,6 +911,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
             body["LimitPrice"] = _num(limit)
         if stop is not None:
             body["StopPrice"] = _num(stop)
+        if trailing is not None:
+            body["AdvancedOptions"] = {"TrailingStop": trailing}
         return body
 
     def _exits(
@@ -930,7 +941,23 @@ class TradeStationAdapter(HttpBrokerAdapter):
                     None,
                 )
             )
-        if b.stop_loss is not None:
+        if b.trailing:
+            # The trail only: TradeStation sets the stop from the best price once the exit
+            # works, and would ignore a StopPrice (b.stop_loss is where Tradecord expects it).
+            legs.append(
+                self._order_body(
+                    account,
+                    symbol,
+                    exit_action,
+                    request.quantity,
+                    OrderType.TRAILING_STOP,
+                    TimeInForce.GTC,
+                    None,
+                    None,
+                    trailing=_trail(b.stop_loss_trail_amount, b.stop_loss_trail_percent),
+                )
+            )
+        elif b.stop_loss is not None:
             kind = OrderType.STOP_LIMIT if b.stop_loss_limit is not None else OrderType.STOP
             legs.append(
                 self._order_body(
@@ -977,9 +1004,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
             request.limit_price,
             request.stop_price,
             request.extended_hours,
+            trailing,
         )
-        if trailing is not None:
-            body["AdvancedOptions"] = {"TrailingStop": trailing}
         if cid is not None:
             body["OrderConfirmID"] = cid
         if request.bracket is not None:

@@ -5,10 +5,9 @@ style ``(messageCode, message)``.
 Pure: no I/O, no clock, no strategy settings (the webhook checks those: allowed tickers, the
 hook's maximum quantity, signal age). Rules:
 
-- Every field of the format is validated; a field Tradecord does not act on yet (trailing
-  stop-losses in brackets, options, extended hours, opening/closing auction orders,
-  risk-sized quantities) is refused with its own code instead of being dropped into a
-  different order.
+- Every field of the format is validated; a field Tradecord does not act on yet (options,
+  opening/closing auction orders) is refused with its own code instead of being dropped into
+  a different order.
 - Fields outside the format are ignored, as TradersPost does.
 - Numbers may come as JSON numbers or as numeric strings, because TradingView placeholders are
   often quoted (``"quantity": "{{strategy.order.contracts}}"``).
@@ -62,6 +61,7 @@ class QuantityType(StrEnum):
 class StopLossType(StrEnum):
     STOP = "stop"
     STOP_LIMIT = "stop_limit"
+    TRAILING_STOP = "trailing_stop"
 
 
 SENTIMENT_WORDS = {
@@ -116,6 +116,8 @@ class StopLoss:
     percent: Decimal | None = None
     amount: Decimal | None = None
     limit_price: Decimal | None = None
+    trail_amount: Decimal | None = None  # type trailing_stop: one of these two
+    trail_percent: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,8 @@ class Signal:
                 "percent": num(sl.percent),
                 "amount": num(sl.amount),
                 "limitPrice": num(sl.limit_price),
+                "trailAmount": num(sl.trail_amount),
+                "trailPercent": num(sl.trail_percent),
             }
         return record
 
@@ -231,6 +235,8 @@ class Signal:
                 num(sl.get("percent")),
                 num(sl.get("amount")),
                 num(sl.get("limitPrice")),
+                num(sl.get("trailAmount")),
+                num(sl.get("trailPercent")),
             )
             if sl
             else None,
@@ -792,12 +798,7 @@ def _stop_loss(value: Any) -> StopLoss | None:
         sl_type = StopLossType.STOP
     else:
         word = raw_type.strip().lower() if isinstance(raw_type, str) else None
-        if word == "trailing_stop":
-            raise _Refused(
-                "unsupported-trailing-stop",
-                "Trailing stop losses are not supported yet. Use stopLoss.type stop or stop_limit.",
-            )
-        if word not in ("stop", "stop_limit"):
+        if word not in ("stop", "stop_limit", "trailing_stop"):
             raise _Refused(
                 "invalid-stop-loss-type",
                 "The provided stopLoss.type is invalid. The "
@@ -806,10 +807,12 @@ def _stop_loss(value: Any) -> StopLoss | None:
                 "trailing_stop.",
             )
         sl_type = StopLossType(word)
+    if sl_type is StopLossType.TRAILING_STOP:
+        return _trailing_stop_loss(value)
     if value.get("trailAmount") is not None or value.get("trailPercent") is not None:
         raise _Refused(
-            "unsupported-trailing-stop",
-            "Trailing stop losses are not supported yet. Remove trailAmount/trailPercent.",
+            "invalid-stop-loss-trail-value",
+            "stopLoss.trailAmount and stopLoss.trailPercent require stopLoss.type trailing_stop.",
         )
     stop = _relative("stop-loss", value, "stopPrice")
     percent = _relative("stop-loss", value, "percent")
@@ -844,6 +847,37 @@ def _stop_loss(value: Any) -> StopLoss | None:
             "invalid-stop-loss-limit-price", "A stop_limit stop loss needs stopLoss.limitPrice."
         )
     return StopLoss(sl_type, stop, percent, amount, limit)
+
+
+def _trailing_stop_loss(value: Mapping[str, Any]) -> StopLoss:
+    """``type: trailing_stop``: the stop follows the best price since the entry filled by
+    ``trailAmount`` dollars or ``trailPercent`` percent; it has no price of its own."""
+    fixed = [k for k in ("stopPrice", "percent", "amount", "limitPrice") if k in value]
+    if fixed:
+        raise _Refused(
+            "invalid-stop-loss-trail-value",
+            f"A trailing_stop stop loss follows the price by trailAmount or trailPercent; "
+            f"remove stopLoss.{fixed[0]}.",
+        )
+    amount = _relative("stop-loss", value, "trailAmount")
+    percent = _relative("stop-loss", value, "trailPercent")
+    if percent is not None and percent >= 100:
+        raise _Refused(
+            "invalid-stop-loss-trail-percent",
+            "The provided stopLoss.trailPercent is invalid: it must be a positive number below "
+            "100.",
+        )
+    if amount is not None and percent is not None:
+        raise _Refused(
+            "invalid-stop-loss-trail-value",
+            "Send stopLoss.trailAmount or stopLoss.trailPercent, not both.",
+        )
+    if amount is None and percent is None:
+        raise _Refused(
+            "invalid-stop-loss-trail-value-required",
+            "A trailing_stop stop loss needs trailAmount (dollars) or trailPercent.",
+        )
+    return StopLoss(StopLossType.TRAILING_STOP, trail_amount=amount, trail_percent=percent)
 
 
 def _bool(value: Any, code: str, name: str) -> bool | None:

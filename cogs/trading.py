@@ -47,6 +47,7 @@ from bot.services.trading import (
     Outcome,
     Preview,
     change_of,
+    exits_words,
     meets_market,
     order_terms_of,
     order_text,
@@ -392,11 +393,7 @@ def _bracket_line(r: OrderRequest) -> str:
     b = r.bracket
     if b is None:
         return ""
-    exits = [
-        f"{name} ${fmt.order_price(price)}"
-        for name, price in (("take-profit", b.take_profit), ("stop-loss", b.stop_loss))
-        if price is not None
-    ]
+    exits = exits_words(b, lambda price: f"${fmt.order_price(price)}")
     return f"\nBracket: {' · '.join(exits)}, placed once it fills; one cancels the other"
 
 

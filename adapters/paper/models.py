@@ -96,6 +96,9 @@ class PaperOrder(Base):
     take_profit: Mapped[Decimal | None] = mapped_column()
     stop_loss: Mapped[Decimal | None] = mapped_column()
     stop_loss_limit: Mapped[Decimal | None] = mapped_column()
+    # A trailing stop-loss (one of the two); stop_loss is then where it starts.
+    stop_loss_trail_amount: Mapped[Decimal | None] = mapped_column()
+    stop_loss_trail_percent: Mapped[Decimal | None] = mapped_column()
     # On an exit of a bracket: its entry. The exits of one entry cancel each other.
     parent_id: Mapped[str | None] = mapped_column(String(40), index=True)
     # A trailing stop: how far it trails, and the best price seen (stop_price follows it).

@@ -164,7 +164,13 @@ def reservations(rows: Iterable[PaperOrder | Row[Any]]) -> list[engine.Reservati
 def bracket_of(row: PaperOrder) -> Bracket | None:
     if row.take_profit is None and row.stop_loss is None:
         return None
-    return Bracket(row.take_profit, row.stop_loss, row.stop_loss_limit)
+    return Bracket(
+        row.take_profit,
+        row.stop_loss,
+        row.stop_loss_limit,
+        row.stop_loss_trail_amount,
+        row.stop_loss_trail_percent,
+    )
 
 
 def to_order(row: PaperOrder) -> Order:
@@ -201,6 +207,8 @@ def to_order(row: PaperOrder) -> Order:
             "take_profit": plain_or_none(row.take_profit),
             "stop_loss": plain_or_none(row.stop_loss),
             "stop_loss_limit": plain_or_none(row.stop_loss_limit),
+            "stop_loss_trail_amount": plain_or_none(row.stop_loss_trail_amount),
+            "stop_loss_trail_percent": plain_or_none(row.stop_loss_trail_percent),
             "parent_id": row.parent_id,
             "trail_amount": plain_or_none(row.trail_amount),
             "trail_percent": plain_or_none(row.trail_percent),
@@ -801,13 +809,20 @@ async def _follow_bracket(
 
 def _exits(account: PaperAccount, entry: PaperOrder, now: datetime) -> list[PaperOrder]:
     """A filled entry's exits: the take-profit a limit order, the stop-loss a stop (or
-    stop-limit) order, each on the other side for what the entry filled, with its time in
-    force (a day entry's exits end with its trading day, as at Alpaca)."""
+    stop-limit, or trailing stop) order, each on the other side for what the entry filled,
+    with its time in force (a day entry's exits end with its trading day, as at Alpaca). A
+    trailing stop-loss trails from the entry's fill price, the best price seen so far."""
     side = Side.SELL if entry.side == Side.BUY.value else Side.BUY
     legs: list[tuple[OrderType, Decimal | None, Decimal | None]] = []
+    trail = entry.stop_loss_trail_amount, entry.stop_loss_trail_percent
+    watermark = None
     if entry.take_profit is not None:
         legs.append((OrderType.LIMIT, entry.take_profit, None))
-    if entry.stop_loss is not None:
+    if trail != (None, None):
+        watermark = entry.average_fill_price
+        assert watermark is not None  # the entry has filled
+        legs.append((OrderType.TRAILING_STOP, None, engine.trailing_stop(side, watermark, *trail)))
+    elif entry.stop_loss is not None:
         if entry.stop_loss_limit is not None:
             legs.append((OrderType.STOP_LIMIT, entry.stop_loss_limit, entry.stop_loss))
         else:
@@ -837,6 +852,11 @@ def _exits(account: PaperAccount, entry: PaperOrder, now: datetime) -> list[Pape
                 filled_quantity=Decimal(0),
                 simulated=False,
                 parent_id=entry.id,
+                **(
+                    dict(trail_amount=trail[0], trail_percent=trail[1], watermark=watermark)
+                    if order_type is OrderType.TRAILING_STOP
+                    else {}
+                ),
                 expires_at=entry.expires_at,
                 created_at=now,
                 updated_at=now,
@@ -1059,6 +1079,8 @@ def _place(
         take_profit=new.bracket.take_profit if new.bracket else None,
         stop_loss=new.bracket.stop_loss if new.bracket else None,
         stop_loss_limit=new.bracket.stop_loss_limit if new.bracket else None,
+        stop_loss_trail_amount=new.bracket.stop_loss_trail_amount if new.bracket else None,
+        stop_loss_trail_percent=new.bracket.stop_loss_trail_percent if new.bracket else None,
         trail_amount=new.trail_amount,
         trail_percent=new.trail_percent,
         watermark=new.watermark,

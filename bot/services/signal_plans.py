@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.models import Bracket, OrderType, Side, TimeInForce
 from bot.automation_models import Subscription
 from bot.models import Connection, OrderIntent
-from bot.services.trading import order_terms, qty
+from bot.services.trading import bracket_json, bracket_of, order_terms, qty
 from bot.signal_format import Signal
 from bot.wording import plural
 
@@ -51,13 +51,7 @@ class Leg:
             "limit_price": decimal_text(self.limit_price),
             "stop_price": decimal_text(self.stop_price),
             "time_in_force": self.time_in_force.value if self.time_in_force else None,
-            "bracket": None
-            if b is None
-            else {
-                "take_profit": decimal_text(b.take_profit),
-                "stop_loss": decimal_text(b.stop_loss),
-                "stop_loss_limit": decimal_text(b.stop_loss_limit),
-            },
+            "bracket": bracket_json(b),
             "opens_position": self.opens_position,
             "trail_amount": decimal_text(self.trail_amount),
             "trail_percent": decimal_text(self.trail_percent),
@@ -68,7 +62,6 @@ class Leg:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Leg:
-        b = d.get("bracket")
         return cls(
             name=d["name"],
             side=Side(d["side"]),
@@ -77,11 +70,7 @@ class Leg:
             limit_price=_d(d.get("limit_price")),
             stop_price=_d(d.get("stop_price")),
             time_in_force=TimeInForce(d["time_in_force"]) if d.get("time_in_force") else None,
-            bracket=None
-            if not b
-            else Bracket(
-                _d(b.get("take_profit")), _d(b.get("stop_loss")), _d(b.get("stop_loss_limit"))
-            ),
+            bracket=bracket_of(d.get("bracket")),
             opens_position=bool(d.get("opens_position")),
             trail_amount=_d(d.get("trail_amount")),
             trail_percent=_d(d.get("trail_percent")),

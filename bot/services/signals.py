@@ -1012,6 +1012,14 @@ class SignalService:
                     f"{adapter.display_name}; the entry was not placed."
                 )
                 return
+            trailing = sig.stop_loss and sig.stop_loss.type is StopLossType.TRAILING_STOP
+            if trailing and not adapter.capabilities.bracket_trailing_stop:
+                plan.note_code = "trailing-stop-loss-unsupported"
+                plan.note = (
+                    f"{adapter.display_name} takes no trailing stop-loss in a bracket; the entry "
+                    "was not placed. Send stopLoss type stop (a fixed stop-loss) for this broker."
+                )
+                return
             try:
                 leg.bracket = ctx.sized_bracket or await self._bracket(ctx, adapter, side)
             except _Skip as e:
@@ -1215,7 +1223,19 @@ class SignalService:
             bracket.take_profit = tp.limit_price or offset(
                 "take-profit", "takeProfit.limitPrice", tp.percent, tp.amount, up
             )
-        if sig.stop_loss:
+        if sig.stop_loss and sig.stop_loss.type is StopLossType.TRAILING_STOP:
+            sl = sig.stop_loss
+            bracket.stop_loss_trail_amount = sl.trail_amount
+            bracket.stop_loss_trail_percent = sl.trail_percent
+            # Where it starts, from the entry price: what risk sizing and the cards count from.
+            bracket.stop_loss = offset(
+                "trailing stop-loss",
+                "stopLoss.stopPrice (type stop)",
+                sl.trail_percent,
+                sl.trail_amount,
+                -up,
+            )
+        elif sig.stop_loss:
             sl = sig.stop_loss
             bracket.stop_loss = sl.stop_price or offset(
                 "stop-loss", "stopLoss.stopPrice", sl.percent, sl.amount, -up

@@ -2893,28 +2893,26 @@ def _brackets(intents: Iterable[OrderIntent]) -> dict[str, Bracket]:
     return out
 
 
+BRACKET_FIELDS = (
+    "take_profit",
+    "stop_loss",
+    "stop_loss_limit",
+    "stop_loss_trail_amount",
+    "stop_loss_trail_percent",
+)
+
+
 def bracket_json(bracket: Bracket | None) -> dict[str, str | None] | None:
     if bracket is None:
         return None
-    return {
-        k: None if v is None else str(v)
-        for k, v in (
-            ("take_profit", bracket.take_profit),
-            ("stop_loss", bracket.stop_loss),
-            ("stop_loss_limit", bracket.stop_loss_limit),
-        )
-    }
+    values = ((k, getattr(bracket, k)) for k in BRACKET_FIELDS)
+    return {k: None if v is None else str(v) for k, v in values}
 
 
 def bracket_of(data: Any) -> Bracket | None:
     if not data:
         return None
-    return Bracket(
-        *(
-            Decimal(data[k]) if data.get(k) else None
-            for k in ("take_profit", "stop_loss", "stop_loss_limit")
-        )
-    )
+    return Bracket(**{k: Decimal(data[k]) if data.get(k) else None for k in BRACKET_FIELDS})
 
 
 def request_of(intent: OrderIntent) -> OrderRequest:
@@ -3412,11 +3410,24 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
 
 def _exits_text(bracket: Bracket) -> str:
     """A bracket's exits with their prices: "take-profit $210.00 · stop-loss $196.00"."""
-    return " · ".join(
-        f"{name} {price_text(price)}"
-        for name, price in (("take-profit", bracket.take_profit), ("stop-loss", bracket.stop_loss))
-        if price is not None
-    )
+    return " · ".join(exits_words(bracket, price_text))
+
+
+def exits_words(bracket: Bracket, price: Callable[[Decimal], str]) -> list[str]:
+    """Each exit of ``bracket`` with its price (written by ``price``); a trailing stop-loss
+    by its trail and where it starts: "trailing stop-loss 2% behind the best price, from
+    $196.00"."""
+    words = []
+    if bracket.take_profit is not None:
+        words.append(f"take-profit {price(bracket.take_profit)}")
+    if bracket.trailing:
+        amount, percent = bracket.stop_loss_trail_amount, bracket.stop_loss_trail_percent
+        trail = f"{qty(percent)}%" if percent is not None else price(amount or Decimal(0))
+        start = f", from {price(bracket.stop_loss)}" if bracket.stop_loss is not None else ""
+        words.append(f"trailing stop-loss {trail} behind the best price{start}")
+    elif bracket.stop_loss is not None:
+        words.append(f"stop-loss {price(bracket.stop_loss)}")
+    return words
 
 
 def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -> str:

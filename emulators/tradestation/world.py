@@ -855,14 +855,19 @@ class World:
         self._register(order, user_id)
         children: list[OrderState] = []
         for oso in body.get("OSOs") or []:
-            placed, errors = self.place_group(
-                user_id,
-                client_id,
-                str(oso.get("Type", "NORMAL")),
-                list(oso.get("Orders") or []),
-                live=live,
-                parent=order,
-            )
+            try:
+                placed, errors = self.place_group(
+                    user_id,
+                    client_id,
+                    str(oso.get("Type", "NORMAL")),
+                    list(oso.get("Orders") or []),
+                    live=live,
+                    parent=order,
+                )
+            except BadRequest:
+                # A malformed exit (a bad TrailingStop, say) is a 400: no entry is left behind.
+                self._discard([order, *children], user_id)
+                raise
             children.extend(placed)
             if errors:
                 # The vendor refuses the whole request when one of its orders is invalid.
@@ -950,6 +955,10 @@ class World:
                 )
             except OrderRejected as e:
                 errors.append(e)
+            except BadRequest:
+                # A 400 places nothing: the siblings entered before the malformed one go too.
+                self._discard(placed, user_id)
+                raise
         kind = group_type.upper()
         if kind in ("BRK", "OCO") and len(placed) > 1:
             name = f"{kind} {next(self._groups)}"

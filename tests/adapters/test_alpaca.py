@@ -481,6 +481,15 @@ async def test_one_exit_is_one_triggers_other(
         ),
         (order("AAPL", "1", bracket=Bracket()), InvalidOrder, "needs a take-profit price"),
         (
+            order(
+                "AAPL",
+                "1",
+                bracket=Bracket(D(250), D(150), stop_loss_trail_percent=D(2)),
+            ),
+            InvalidOrder,
+            "Alpaca takes no trailing stop-loss in a take-profit/stop-loss bracket",
+        ),
+        (
             order("AAPL", "1", time_in_force=TimeInForce.IOC, bracket=Bracket(take_profit=D(250))),
             InvalidOrder,
             "day or gtc",

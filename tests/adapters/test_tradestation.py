@@ -169,6 +169,7 @@ def test_declarations() -> None:
     assert caps.account_types_for(AssetClass.FUTURE) == [AccountType.FUTURES]
     assert caps.account_types_for(AssetClass.EQUITY) == [AccountType.CASH, AccountType.MARGIN]
     assert caps.order_stream and caps.brackets and not caps.fractional
+    assert caps.bracket_trailing_stop
     for asset in (AssetClass.EQUITY, AssetClass.FUTURE):
         assert OrderType.TRAILING_STOP in caps.order_types_for(asset)
     limits = {r.bucket: (r.requests, r.seconds) for r in caps.rate_limits}
@@ -973,6 +974,77 @@ async def test_short_bracket_covers(
         await adapter.create_order(
             MARGIN, sell("AAPL", 1, bracket=Bracket(take_profit=Decimal("100")))
         )
+
+
+@pytest.mark.parametrize(
+    ("trail", "vendor", "first_stop", "risen_stop"),
+    [
+        ({"stop_loss_trail_amount": Decimal(2)}, {"Amount": "2"}, "96.98", "103"),
+        ({"stop_loss_trail_percent": Decimal(5)}, {"Percent": "5"}, "94.03", "99.75"),
+    ],
+)
+async def test_a_trailing_stop_loss_goes_out_as_the_trail_and_trails_from_the_entry_fill(
+    adapter: TradeStationAdapter,
+    emu: TradeStationEmulator,
+    trail: dict[str, Decimal],
+    vendor: dict[str, str],
+    first_stop: str,
+    risen_stop: str,
+) -> None:
+    emu.set_quote("AMD", "99.98", "100.02", "100")
+    # stop_loss is where Tradecord expects the stop to start: shown, never sent.
+    bracket = Bracket(take_profit=Decimal(110), stop_loss=Decimal(97), **trail)
+    request = buy("AMD", 10, order_type=OrderType.LIMIT, limit_price=Decimal(99), bracket=bracket)
+    entry = await adapter.create_order(MARGIN, request)
+    (body,) = posted(emu)
+    (oso,) = body["OSOs"]
+    assert oso["Type"] == "BRK"
+    assert oso["Orders"][1] == {
+        "AccountID": "11827342",
+        "Symbol": "AMD",
+        "Quantity": "10",
+        "OrderType": "StopMarket",
+        "TradeAction": "SELL",
+        "TimeInForce": {"Duration": "GTC"},
+        "Route": "Intelligent",
+        "AdvancedOptions": {"TrailingStop": vendor},
+    }
+    tp_id, sl_id = entry.exit_ids
+    queued = await adapter.fetch_order(MARGIN, order_id=sl_id)
+    assert (queued.status, queued.order_type) == (OrderStatus.PENDING, OrderType.TRAILING_STOP)
+    assert queued.stop_price is None  # no stop until the exit works
+    assert (queued.trail_amount, queued.trail_percent) == (
+        trail.get("stop_loss_trail_amount"),
+        trail.get("stop_loss_trail_percent"),
+    )
+
+    emu.set_quote("AMD", "98.96", "99.00", "98.98")  # the entry fills; the exits work
+    working = await adapter.fetch_order(MARGIN, order_id=sl_id)
+    assert (working.status, working.stop_price) == (OrderStatus.OPEN, Decimal(first_stop))
+    emu.set_quote("AMD", "104.98", "105.02", "105")  # up: the stop follows the high
+    working = await adapter.fetch_order(MARGIN, order_id=sl_id)
+    assert working.stop_price == Decimal(risen_stop)
+    emu.set_quote("AMD", "99.48", "99.52", "99.5")  # back through the stop: a market sell
+    stopped = await adapter.fetch_order(MARGIN, order_id=sl_id)
+    assert (stopped.status, stopped.average_fill_price) == (OrderStatus.FILLED, Decimal("99.48"))
+    assert stopped.order_type is OrderType.TRAILING_STOP
+    assert stopped.info["TrailingStop"] == vendor
+    assert (await adapter.fetch_order(MARGIN, order_id=tp_id)).status is OrderStatus.CANCELLED
+    assert "AMD" not in [p.symbol for p in await adapter.fetch_positions(MARGIN)]
+
+
+async def test_a_trailing_stop_loss_with_a_limit_price_is_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    bracket = Bracket(
+        take_profit=Decimal(110),
+        stop_loss=Decimal(97),
+        stop_loss_limit=Decimal(96),
+        stop_loss_trail_amount=Decimal(2),
+    )
+    with pytest.raises(InvalidOrder, match="takes no limit price"):
+        await adapter.create_order(MARGIN, buy("AMD", 10, bracket=bracket))
+    assert emu.requests_to(r"/v3/") == []  # not even the position read
 
 
 @pytest.mark.parametrize(("held", "side"), [(2, Side.SELL), (-2, Side.BUY)])

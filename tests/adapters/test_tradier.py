@@ -1188,6 +1188,10 @@ async def test_bracket_forms_for_each_kind_of_exit(
             "stop-loss limit price needs a stop-loss price",
         ),
         (bracketed(bracket=Bracket(Decimal(0), Decimal(10))), "more than zero"),
+        (
+            bracketed(bracket=Bracket(Decimal(12), Decimal(10), stop_loss_trail_amount=Decimal(1))),
+            "Tradier takes no trailing stop-loss in a take-profit/stop-loss bracket",
+        ),
     ],
 )
 async def test_brackets_tradier_does_not_take_are_refused_before_sending(

@@ -17,6 +17,7 @@ from adapters.errors import (
     AuthorizationExpired,
     BrokerUnavailable,
     InsufficientBuyingPower,
+    InvalidOrder,
     OrderNotFound,
     RateLimited,
     SymbolNotFound,
@@ -25,6 +26,7 @@ from adapters.models import (
     AccountRef,
     AssetClass,
     Balance,
+    Bracket,
     Order,
     OrderRequest,
     OrderStatus,
@@ -182,6 +184,32 @@ async def test_resting_limit_fills_when_the_price_comes(harness: Harness) -> Non
     assert filled.status is OrderStatus.FILLED
     assert filled.average_fill_price is not None and filled.average_fill_price <= D("99")
     assert await held(h) == before + 1
+
+
+async def test_a_trailing_stop_loss_bracket_works_or_is_refused_before_sending(
+    harness: Harness,
+) -> None:
+    """Where the broker takes a trailing stop-loss in a bracket, the entry's fill leaves a
+    trailing stop working for what it filled, by the trail sent; elsewhere the order is refused
+    before anything reaches the broker."""
+    h, adapter, ref = harness, harness.adapter, equity(harness)
+    request = buy(1, OrderType.LIMIT, limit_price=D("99"))
+    request.time_in_force = TimeInForce.GTC
+    request.bracket = Bracket(D("110"), D("97"), stop_loss_trail_amount=D("2"))
+    if not adapter.capabilities.bracket_trailing_stop:
+        count = await h.broker_order_count(ref)
+        with pytest.raises(InvalidOrder, match="takes no trailing stop-loss"):
+            await adapter.create_order(ref, request)
+        assert await h.broker_order_count(ref) == count
+        return
+    placed = await adapter.create_order(ref, request)
+    await h.move_quote(SYMBOL, D("98.90"), D("98.98"))
+    assert (await adapter.fetch_order(ref, order_id=placed.id)).status is OrderStatus.FILLED
+    working = [o for o in await adapter.fetch_open_orders(ref) if o.side is Side.SELL]
+    assert sorted(o.order_type for o in working) == [OrderType.LIMIT, OrderType.TRAILING_STOP]
+    [stop] = [o for o in working if o.order_type is OrderType.TRAILING_STOP]
+    assert (stop.side, stop.quantity, stop.trail_amount) == (Side.SELL, D(1), D(2))
+    assert stop.stop_price is not None and stop.stop_price < D("99")
 
 
 # -- rejections ----------------------------------------------------------------------------

@@ -883,6 +883,100 @@ async def test_an_oso_trailing_exit_trails_from_the_entry_fill(
     assert emu.order(stop).status == "FLL" and emu.order(stop).average_fill == Decimal("329.90")
 
 
+async def test_a_brk_trailing_stop_loss_trails_and_cancels_the_take_profit_when_it_fills(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    """A bracket whose stop-loss is the vendor's trailing StopMarket (no StopPrice): queued
+    until the entry fills, then trailing the high; its fill cancels the take-profit."""
+    exits = [
+        order(
+            qty="2",
+            OrderType="Limit",
+            LimitPrice="360",
+            TradeAction="SELL",
+            TimeInForce={"Duration": "GTC"},
+        ),
+        order(
+            qty="2",
+            OrderType="StopMarket",
+            TradeAction="SELL",
+            TimeInForce={"Duration": "GTC"},
+            AdvancedOptions={"TrailingStop": {"Percent": "5"}},
+        ),
+    ]
+    emu.set_quote("MSFT", "339.98", "340.02", "340")
+    answer = await place(
+        session,
+        emu,
+        token,
+        order(
+            qty="2", OrderType="Limit", LimitPrice="330", OSOs=[{"Type": "BRK", "Orders": exits}]
+        ),
+    )
+    entry, tp, sl = (o["OrderID"] for o in answer["Orders"])
+    assert answer["Orders"][2]["Message"] == "Sent order: Sell 2 MSFT @ Stop Market"
+    queued = emu.order(sl).payload()
+    assert (queued["Status"], queued["TrailingStop"]) == ("DON", {"Percent": "5"})
+    assert "StopPrice" not in queued
+    assert queued["ConditionalOrders"] == [{"Relationship": "BRK", "OrderID": tp}]
+    emu.set_quote("MSFT", "329.96", "330.00", "329.98")
+    assert [emu.order(i).status for i in (entry, tp, sl)] == ["FLL", "OPN", "OPN"]
+    assert emu.order(sl).payload()["StopPrice"] == "313.48"  # 5% under 329.98
+    emu.set_quote("MSFT", "349.98", "350.02", "350")  # up: the stop follows
+    assert emu.order(sl).payload()["StopPrice"] == "332.5"
+    emu.set_quote("MSFT", "339.98", "340.02", "340")  # down, above the stop: it stays
+    assert (emu.order(sl).status, emu.order(sl).payload()["StopPrice"]) == ("OPN", "332.5")
+    emu.set_quote("MSFT", "331.98", "332.02", "332")
+    assert [emu.order(i).status for i in (entry, tp, sl)] == ["FLL", "CAN", "FLL"]
+    assert emu.order(sl).average_fill == Decimal("331.98")
+    _, pos = await call(
+        session,
+        emu,
+        "GET",
+        f"/v3/brokerage/accounts/{MARGIN}/positions",
+        token,
+        params={"symbol": "MSFT"},
+    )
+    assert pos["Positions"] == []
+
+
+async def test_an_oso_trailing_exit_is_checked_and_a_bad_one_places_nothing(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    take_profit = order(
+        OrderType="Limit", LimitPrice="450", TradeAction="SELL", TimeInForce={"Duration": "GTC"}
+    )
+    bad_legs = [
+        ({"Percent": "100"}, "StopMarket", "less than 100"),
+        ({"Amount": "1", "Percent": "5"}, "StopMarket", "mutually exclusive"),
+        ({"Amount": "0"}, "StopMarket", "greater than zero"),
+        ({"Amount": "1"}, "Limit", "StopMarket orders only"),
+    ]
+    for trail, kind, message in bad_legs:
+        stop = order(
+            OrderType=kind,
+            TradeAction="SELL",
+            TimeInForce={"Duration": "GTC"},
+            AdvancedOptions={"TrailingStop": trail},
+            **({"LimitPrice": "390"} if kind == "Limit" else {}),
+        )
+        body = order(
+            OrderType="Limit",
+            LimitPrice="400",
+            OrderConfirmID="brk1",
+            OSOs=[{"Type": "BRK", "Orders": [take_profit, stop]}],
+        )
+        status, answer = await call(
+            session, emu, "POST", "/v3/orderexecution/orders", token, json=body
+        )
+        assert status == 400 and answer["Error"] == "BadRequest", answer
+        assert message in answer["Message"]
+        # Neither the entry nor the take-profit entered before the bad leg is left working.
+        assert emu.orders_for(MARGIN) == []
+    # Nor does the refused request hold its OrderConfirmID.
+    assert "Orders" in await place(session, emu, token, order(OrderConfirmID="brk1"))
+
+
 async def test_ordergroups_oco(
     emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
 ) -> None:

@@ -336,3 +336,55 @@ async def test_exit_prices_finer_than_a_cent_are_refused(
         await broker.create_order(ref, bracket_req(BUY, 1, **({"tp": "220", "sl": "190"} | prices)))
     assert "whole cents: use" in str(e.value)
     assert await broker.fetch_orders(ref) == []
+
+
+@pytest.mark.parametrize(
+    ("trail", "first_stop", "raised_stop"), [("amount", 195, 205), ("percent", 190, "199.50")]
+)
+async def test_a_trailing_stop_loss_follows_the_high_and_cancels_the_take_profit(
+    broker: PaperBroker,
+    ref: AccountRef,
+    feed: SimulatedFeed,
+    trail: str,
+    first_stop: Any,
+    raised_stop: Any,
+) -> None:
+    """The stop-loss of a bracket may trail: it starts its trail (5 dollars, 5 percent) from
+    the entry's fill, rises with the price, and filling cancels the take-profit."""
+    feed.set_quote("AAPL", D(200), D(200))
+    request = bracket_req(BUY, 10, tp="240")
+    assert request.bracket is not None
+    request.bracket.stop_loss = D(195)  # where it starts, from the estimate
+    if trail == "amount":
+        request.bracket.stop_loss_trail_amount = D(5)
+    else:
+        request.bracket.stop_loss_trail_percent = D(5)
+    entry = await broker.create_order(ref, request)
+    assert entry.status is OrderStatus.FILLED
+    assert entry.info[f"stop_loss_trail_{trail}"] == "5"
+    exits = exits_of(await broker.fetch_open_orders(ref), entry)
+    stop = exits[OrderType.TRAILING_STOP]
+    assert (stop.side, stop.quantity, stop.stop_price) == (SELL, D(10), D(first_stop))
+    feed.set_quote("AAPL", D(210), D(210))
+    await broker.sweep()
+    stop = exits_of(await broker.fetch_open_orders(ref), entry)[OrderType.TRAILING_STOP]
+    assert stop.stop_price == D(raised_stop)
+    feed.set_quote("AAPL", D(199), D(199))
+    [filled, *_] = await broker.sweep()
+    assert filled.event == "fill" and filled.order.id == stop.id
+    assert await broker.fetch_open_orders(ref) == []  # the take-profit went with it
+    assert await broker.fetch_positions(ref) == []
+
+
+async def test_a_trailing_stop_loss_is_refused_without_the_price_it_starts_from(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D(200), D(200))
+    request = bracket_req(BUY, 10, tp="240")
+    assert request.bracket is not None
+    request.bracket.stop_loss_trail_amount = D(5)
+    with pytest.raises(InvalidOrder, match="the stop price it starts from"):
+        await broker.create_order(ref, request)
+    request.bracket.stop_loss, request.bracket.stop_loss_limit = D(195), D(194)
+    with pytest.raises(InvalidOrder, match="takes no limit price"):
+        await broker.create_order(ref, request)

@@ -952,6 +952,8 @@ async def test_brackets_are_computed_from_the_entry_price(
         "take_profit": "180.00",
         "stop_loss": "205.00",
         "stop_loss_limit": "206",
+        "stop_loss_trail_amount": None,
+        "stop_loss_trail_percent": None,
     }
 
 
@@ -1057,6 +1059,74 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
     [stop] = [o for o in await orders(core) if o.order_type == "stop"]
     await core.trading.apply_update("paper", OrderUpdate(store.to_order(stop), "fill"))
     assert len(notifier(core).dms) == told + 1
+
+
+@pytest.mark.parametrize(
+    ("stop_loss", "trail", "start"),
+    [
+        ({"type": "trailing_stop", "trailAmount": 4}, "$4.00", 196),
+        ({"type": "trailing_stop", "trailPercent": 2}, "2%", 196),
+    ],
+)
+async def test_a_trailing_stop_loss_follows_the_price_after_the_entry_fills(
+    core: Core, stop_loss: dict[str, Any], trail: str, start: int
+) -> None:
+    """stopLoss type trailing_stop: the exit trails the best price since the fill by the
+    signal's amount or percent; the plan says by how much and where it starts (from the
+    entry price the bracket counts from: the quote's midpoint, 200)."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", takeProfit={"percent": 5}, stopLoss=stop_loss)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry, *exits = await orders(core)
+    assert (entry.take_profit, entry.stop_loss) == (210, start)
+    assert sorted((o.order_type, o.side, o.status) for o in exits) == [
+        ("limit", "sell", "open"),
+        ("trailing_stop", "sell", "open"),
+    ]
+    [(_, dm)] = notifier(core).dms
+    assert (
+        "Its exits are working: take-profit $210.00 · trailing stop-loss "
+        f"{trail} behind the best price, from ${start}.00 (one cancels the other)."
+    ) in (dm.content or ""), dm.content
+
+
+async def test_a_trailing_stop_loss_sizes_a_risk_dollar_amount_by_its_trail(core: Core) -> None:
+    """risk_dollar_amount counts from where the trailing stop-loss starts: $4 behind, so a
+    $100 risk is 25 shares."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    body = {
+        "ticker": "AAPL",
+        "action": "buy",
+        "quantityType": "risk_dollar_amount",
+        "quantity": 100,
+        "stopLoss": {"type": "trailing_stop", "trailAmount": 4},
+    }
+    ack = await send(core, url, body)
+    assert ack.status == 202, ack.body
+    await core.jobs.drain()
+    ex = await execution(core, ack.body["id"], sub)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert (await orders(core))[0].quantity == 25
+
+
+async def test_a_trailing_stop_loss_is_refused_where_the_broker_has_none(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caps = dataclasses.replace(PaperBroker.capabilities, bracket_trailing_stop=False)
+    monkeypatch.setattr(PaperBroker, "capabilities", caps)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(
+        core, url, sub, action="buy", stopLoss={"type": "trailing_stop", "trailPercent": 2}
+    )
+    assert (ex.status, ex.reason_code) == (
+        ExecutionStatus.SKIPPED,
+        "trailing-stop-loss-unsupported",
+    )
+    assert "Send stopLoss type stop" in (ex.reason or "")
+    assert await orders(core) == []
 
 
 async def test_an_exit_signal_after_a_bracketed_entry_leaves_no_exit_working(core: Core) -> None:

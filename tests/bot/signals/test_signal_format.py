@@ -17,6 +17,7 @@ from bot.signal_format import (
     Refusal,
     Sentiment,
     Signal,
+    StopLoss,
     StopLossType,
     normalize_ticker,
     parse,
@@ -156,8 +157,28 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"stopLoss": "tight"}, "invalid-stop-loss-value-required"),
         ({"stopLoss": {"type": "stop"}}, "invalid-stop-loss-value-required"),
         ({"stopLoss": {"type": "guaranteed", "percent": 5}}, "invalid-stop-loss-type"),
-        ({"stopLoss": {"type": "trailing_stop", "trailPercent": 5}}, "unsupported-trailing-stop"),
-        ({"stopLoss": {"trailAmount": 1, "percent": 5}}, "unsupported-trailing-stop"),
+        ({"stopLoss": {"trailAmount": 1, "percent": 5}}, "invalid-stop-loss-trail-value"),
+        ({"stopLoss": {"type": "trailing_stop"}}, "invalid-stop-loss-trail-value-required"),
+        (
+            {"stopLoss": {"type": "trailing_stop", "trailAmount": 1, "trailPercent": 2}},
+            "invalid-stop-loss-trail-value",
+        ),
+        (
+            {"stopLoss": {"type": "trailing_stop", "trailPercent": 2, "stopPrice": 190}},
+            "invalid-stop-loss-trail-value",
+        ),
+        (
+            {"stopLoss": {"type": "trailing_stop", "trailPercent": 100}},
+            "invalid-stop-loss-trail-percent",
+        ),
+        (
+            {"stopLoss": {"type": "trailing_stop", "trailAmount": 0}},
+            "invalid-stop-loss-trail-amount",
+        ),
+        (
+            {"stopLoss": {"type": "trailing_stop", "trailAmount": "x"}},
+            "invalid-stop-loss-trail-amount",
+        ),
         ({"stopLoss": {"percent": 100}}, "invalid-stop-loss-percent"),
         ({"stopLoss": {"amount": 0}}, "invalid-stop-loss-amount"),
         ({"stopLoss": {"stopPrice": -2}}, "invalid-stop-loss-stop-price"),
@@ -306,6 +327,23 @@ def test_trailing_stops_by_amount_or_percent() -> None:
     assert again.trail_percent == Decimal("2.5") and again.echo()["trailPercent"] == 2.5
     s = ok(base(orderType="trailing_stop", trailAmount=1))
     assert (s.trail_amount, s.trail_percent) == (Decimal(1), None)
+
+
+@pytest.mark.parametrize(
+    ("stop_loss", "amount", "percent"),
+    [
+        ({"type": "trailing_stop", "trailAmount": "2.5"}, Decimal("2.5"), None),
+        ({"type": "Trailing_Stop", "trailPercent": 3}, None, Decimal(3)),
+    ],
+)
+def test_a_trailing_stop_loss_by_amount_or_percent(
+    stop_loss: dict[str, Any], amount: Decimal | None, percent: Decimal | None
+) -> None:
+    s = ok(base(takeProfit={"percent": 5}, stopLoss=stop_loss))
+    assert s.stop_loss == StopLoss(
+        StopLossType.TRAILING_STOP, trail_amount=amount, trail_percent=percent
+    )
+    assert Signal.from_record(s.to_record()) == s
 
 
 def test_record_round_trip_and_echo() -> None:
