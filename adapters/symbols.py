@@ -201,6 +201,21 @@ def short_year(symbol: str) -> str:
     return symbol
 
 
+def price_tick(symbol: str, price: Decimal) -> Decimal:
+    """The step a price near ``price`` is written in: a future's tick; a stock's cent (0.0001
+    below $1, SEC Rule 612); a coin's finer steps."""
+    spec = future_spec(symbol)
+    if spec is not None:
+        return spec.tick
+    if asset_class_of(symbol) is AssetClass.CRYPTO:
+        # Coins are quoted far finer than stocks (SHIB in 0.00000001s, XRP in 0.0001s): a
+        # stock's cents or 0.0001 turned a 5 % exit of a coin at $0.000014 into $0.
+        if price >= 1000:
+            return Decimal("0.01")
+        return Decimal("0.0001") if price >= 1 else Decimal("0.00000001")
+    return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+
 def instrument_key(symbol: str) -> str:
     """One key per instrument however a broker writes it (BTC/USD, BTCUSD; @ES, /ES; BRK-B)."""
     s = normalize(symbol)

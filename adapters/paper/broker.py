@@ -686,10 +686,8 @@ def _check_bracket(request: OrderRequest, inst: Instrument) -> None:
     assert b is not None
     if b.stop_loss_limit is not None and b.stop_loss is None:
         raise InvalidOrder("A stop-loss limit price needs a stop-loss (stop) price too.")
-    if b.take_profit is None and b.stop_loss is None:
+    if b.take_profit is None and b.stop_loss is None and not b.trailing:
         raise InvalidOrder("A bracket needs a take-profit price, a stop-loss price, or both.")
-    if b.trailing and b.stop_loss is None:
-        raise InvalidOrder("A trailing stop-loss needs the stop price it starts from.")
     if request.time_in_force not in (TimeInForce.DAY, TimeInForce.GTC):
         raise InvalidOrder(
             "A take-profit/stop-loss bracket takes time in force day or gtc: its exits wait "

@@ -162,7 +162,8 @@ def reservations(rows: Iterable[PaperOrder | Row[Any]]) -> list[engine.Reservati
 
 
 def bracket_of(row: PaperOrder) -> Bracket | None:
-    if row.take_profit is None and row.stop_loss is None:
+    trailing = row.stop_loss_trail_amount is not None or row.stop_loss_trail_percent is not None
+    if row.take_profit is None and row.stop_loss is None and not trailing:
         return None
     return Bracket(
         row.take_profit,

@@ -1194,7 +1194,7 @@ class SignalService:
             raw = entry + sign * delta
             # The tick of the exit's own price (an entry under $1 may exit above it), and a
             # multiple of it: quantize alone rounds /ES to cents, not to its 0.25 ticks.
-            tick = _tick(sig.ticker, raw)
+            tick = symbols.price_tick(sig.ticker, raw)
             price = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
             given = f"{qty(percent)}%" if percent is not None else price_text(amount or Decimal(0))
             if price <= 0:
@@ -1975,19 +1975,6 @@ def _positions_cap(limit: int, snap: Snapshot, ticker: str) -> dict[str, Any]:
         "dust": sorted(dust - counted),  # held, but not a position for this rule
         "read_at": snap.read_at.isoformat() if snap.read_at is not None else None,
     }
-
-
-def _tick(ticker: str, price: Decimal) -> Decimal:
-    spec = symbols.future_spec(ticker)
-    if spec is not None:
-        return spec.tick
-    if symbols.asset_class_of(ticker) is AssetClass.CRYPTO:
-        # Coins are quoted far finer than stocks (SHIB in 0.00000001s, XRP in 0.0001s): a
-        # stock's cents or 0.0001 turned a 5 % exit of a coin at $0.000014 into $0.
-        if price >= 1000:
-            return Decimal("0.01")
-        return Decimal("0.0001") if price >= 1 else Decimal("0.00000001")
-    return Decimal("0.01") if price >= 1 else Decimal("0.0001")
 
 
 def _stored_for(intent: OrderIntent, target: Target) -> bool:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -345,6 +345,7 @@ class OrderInput:
     amount: str | None = None  # /trade: dollars to buy or sell for, instead of a quantity
     risk: str | None = None  # /trade: dollars to lose if the stop-loss fills, instead of one
     extended_hours: bool = False  # may also fill before the open and after the close
+    trailing_stop_loss: str | None = None  # a bracket's stop-loss trailing by "1.50" or "2%"
 
 
 @dataclass(slots=True)
@@ -676,8 +677,15 @@ class TradingService:
         default_tif = TimeInForce.GTC if asset is AssetClass.CRYPTO else TimeInForce.DAY
         tif = _enum(TimeInForce, order.time_in_force, "Time in force", default_tif)
         bracket = None
-        if take_profit is not None or stop_loss is not None:
-            bracket = Bracket(take_profit, stop_loss)
+        trailing = trailing_stop_loss_of(order)
+        if trailing != (None, None) and stop_loss is not None:
+            raise InvalidInput(
+                "Give stop_loss (a fixed stop price) or trailing_stop_loss (a distance that "
+                "follows the price), not both."
+            )
+        if take_profit is not None or stop_loss is not None or trailing != (None, None):
+            # A trailing stop-loss's start is set once the entry is priced (preview).
+            bracket = Bracket(take_profit, stop_loss, None, *trailing)
         return OrderRequest(
             symbol=symbol,
             side=side,
@@ -740,6 +748,9 @@ class TradingService:
             )
             check_stop_side(request, quote)
             price = estimate_price(request, quote)
+            b = request.bracket
+            if price is not None and b is not None and b.trailing and b.stop_loss is None:
+                b.stop_loss = trailing_start(request, price)
             if price is not None:
                 check_bracket_side(request, price)
             if price is None:
@@ -3081,12 +3092,47 @@ def risk_of(order: OrderInput) -> Decimal | None:
         raise InvalidInput("Risk must be more than zero: how many dollars to lose, e.g. 100.")
     if risk >= MAX_NUMBER:
         raise InvalidInput(f"Risk is too large: it must be less than {MAX_NUMBER:,}.")
-    if not order.stop_loss:
+    if not order.stop_loss and not order.trailing_stop_loss:
         raise InvalidInput(
             "risk sizes the order by its distance to the stop-loss: give stop_loss too, e.g. "
-            "risk:100 stop_loss:190 (a loss of $100 if it fills)."
+            "risk:100 stop_loss:190 (a loss of $100 if it fills), or trailing_stop_loss."
         )
     return risk
+
+
+def trailing_stop_loss_of(order: OrderInput) -> tuple[Decimal | None, Decimal | None]:
+    """/trade's trailing_stop_loss as (amount, percent): "1.50" or "$1.50" trails by a price
+    distance, "2%" by a percent of the best price."""
+    text = (order.trailing_stop_loss or "").strip()
+    if not text:
+        return None, None
+    percent = text.endswith("%")
+    value = parse_decimal(text.removesuffix("%").strip(), "trailing_stop_loss")
+    if value is None or value <= 0 or (percent and value >= 100) or value >= MAX_NUMBER:
+        raise InvalidInput(
+            "trailing_stop_loss is how far the stop-loss follows the best price: a price "
+            "distance like 1.50, or a percent under 100 like 2%."
+        )
+    return (None, value) if percent else (value, None)
+
+
+def trailing_start(request: OrderRequest, price: Decimal) -> Decimal:
+    """Where a bracket's trailing stop-loss starts if the entry fills at ``price``: its trail
+    below a buy (above a sell), at the symbol's price step."""
+    b = request.bracket
+    assert b is not None and b.trailing
+    percent = b.stop_loss_trail_percent
+    distance = price * percent / 100 if percent is not None else b.stop_loss_trail_amount
+    assert distance is not None
+    raw = price - distance if request.side is Side.BUY else price + distance
+    tick = symbols.price_tick(request.symbol, raw)
+    start = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
+    if start <= 0:
+        raise InvalidInput(
+            f"A trailing stop-loss {price_text(distance)} behind an entry at about "
+            f"{price_text(price)} would start at or below zero: trail by less."
+        )
+    return start
 
 
 def sized_by_risk(
@@ -3394,7 +3440,9 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
         return ""
     exits = _exits_text(bracket)
     if status == OrderStatus.FILLED:  # the same word for an intent
-        both = bracket.take_profit is not None and bracket.stop_loss is not None
+        both = bracket.take_profit is not None and (
+            bracket.stop_loss is not None or bracket.trailing
+        )
         return f" Its exits are working: {exits}{' (one cancels the other)' if both else ''}."
     if status in (
         OrderStatus.OPEN,

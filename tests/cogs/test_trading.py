@@ -203,6 +203,57 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     ]
 
 
+async def test_a_trade_with_a_trailing_stop_loss_trails_from_its_fill(tradecord: Harness) -> None:
+    """trailing_stop_loss: the card says by how much and where it starts from the estimate;
+    once the entry fills, the stop-loss trails the best price."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="10", take_profit="220", trailing_stop_loss="2%"
+    )
+    exits = "take-profit $220.00 · trailing stop-loss 2% behind the best price, from $196.10"
+    assert f"Bracket: {exits}, placed once it fills" in card.text(), card.text()
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    result = (await done.message(timeout=10)).text()
+    assert f"Its exits are working: {exits} (one cancels the other)." in result, result
+    async with h.core.db.session() as s:
+        exits_ = (
+            await s.scalars(select(PaperOrder).where(PaperOrder.parent_id.is_not(None)))
+        ).all()
+    assert sorted((o.order_type, o.quantity, o.trail_percent) for o in exits_) == [
+        ("limit", 10, None),
+        ("trailing_stop", 10, 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stop_loss": "190", "trailing_stop_loss": "2%"}, "not both"),
+        ({"trailing_stop_loss": "100%"}, "a percent under 100 like 2%"),
+        ({"trailing_stop_loss": "-1"}, "a price distance like 1.50"),
+        ({"trailing_stop_loss": "250"}, "would start at or below zero: trail by less"),
+    ],
+)
+async def test_a_trailing_stop_loss_that_cannot_work_says_what_to_give(
+    tradecord: Harness, options: dict[str, str], message: str
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1", **options)
+    assert message in card.text(), card.text()
+    assert card.buttons() == []
+
+
+async def test_trade_by_risk_sizes_from_where_a_trailing_stop_loss_starts(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", risk="100", trailing_stop_loss="4")
+    assert "**BUY 25 AAPL** · market" in card.text(), card.text()
+
+
 async def test_a_resting_bracketed_order_says_its_exits_wait_for_the_fill(
     tradecord: Harness,
 ) -> None:

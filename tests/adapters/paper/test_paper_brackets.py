@@ -376,15 +376,19 @@ async def test_a_trailing_stop_loss_follows_the_high_and_cancels_the_take_profit
     assert await broker.fetch_positions(ref) == []
 
 
-async def test_a_trailing_stop_loss_is_refused_without_the_price_it_starts_from(
+async def test_a_trailing_stop_loss_needs_no_start_and_takes_no_limit(
     broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
 ) -> None:
+    """It trails from the fill, so the price it was expected to start from is optional; a
+    limit price would make it a stop-limit, which it is not."""
     feed.set_quote("AAPL", D(200), D(200))
-    request = bracket_req(BUY, 10, tp="240")
+    request = bracket_req(BUY, 10)
     assert request.bracket is not None
     request.bracket.stop_loss_trail_amount = D(5)
-    with pytest.raises(InvalidOrder, match="the stop price it starts from"):
-        await broker.create_order(ref, request)
-    request.bracket.stop_loss, request.bracket.stop_loss_limit = D(195), D(194)
+    request.bracket.stop_loss_limit = D(194)
     with pytest.raises(InvalidOrder, match="takes no limit price"):
         await broker.create_order(ref, request)
+    request.bracket.stop_loss_limit = None
+    entry = await broker.create_order(ref, request)
+    [stop] = exits_of(await broker.fetch_open_orders(ref), entry).values()
+    assert (stop.order_type, stop.stop_price) == (OrderType.TRAILING_STOP, D(195))
