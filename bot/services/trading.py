@@ -1134,10 +1134,10 @@ class TradingService:
                 # The daily total is read and this order added to it under the member's lock,
                 # so two orders at once (in any processes) cannot both fit in what is left.
                 marked = await self._mark_sent(intent, gate, as_read=False)
-                if isinstance(marked, Refusal):
-                    return await self._refused(intent, marked)
             else:
                 marked = await self._mark_submitted(intent, gate)
+            if isinstance(marked, Refusal):
+                return await self._refused(intent, marked)
             if not marked:
                 # Someone else sent it meanwhile (the reconciler, after this process stalled):
                 # sending here too could place it twice. Their result reaches the member.
@@ -1147,19 +1147,21 @@ class TradingService:
             if not borrowed and adapter is not None:
                 await adapter.close()
 
-    async def _mark_submitted(self, intent: OrderIntent, gate: Gate) -> bool:
+    async def _mark_submitted(self, intent: OrderIntent, gate: Gate) -> Refusal | bool:
         """Pending -> submitted, stamping the send time, only if it is still pending: the
         compare-and-set that lets exactly one sender call the broker. Concurrent submits (a
         signal's fan-out) share one transaction, their rows read (and on PostgreSQL locked)
         together. (With a daily limit to check, ``_mark_sent`` does this under the member's
-        lock instead.)"""
+        lock instead.) The kill switch is read again here (``_switch_on``)."""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat(), "risk_off": gate.closes}
 
-        async def write(s: AsyncSession) -> bool:
+        async def write(s: AsyncSession) -> Refusal | bool:
             row = await s.get(OrderIntent, intent.id)
             if row is None or row.status != IntentStatus.PENDING:
                 return False
+            if await _switch_on(s):
+                return _kill_switch()
             row.status, row.extra, row.updated_at = IntentStatus.SUBMITTED, extra, now
             row.notional, row.submitted_at = gate.notional, now
             audit.record(
@@ -1171,8 +1173,9 @@ class TradingService:
             )
             return True
 
-        if not await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
-            return False
+        marked = await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)])
+        if marked is not True:
+            return marked
         intent.status, intent.extra, intent.updated_at = IntentStatus.SUBMITTED, extra, now
         intent.notional, intent.submitted_at = gate.notional, now
         return True
@@ -1586,6 +1589,8 @@ class TradingService:
                 refusal = refusal or await self._over_positions(s, intent, gate)
                 if refusal is not None:
                     return refusal
+            if await _switch_on(s):
+                return _kill_switch()
             claimed = (
                 await s.execute(
                     update(OrderIntent)
@@ -3226,13 +3231,17 @@ def _too_late(intent: OrderIntent, waited: timedelta) -> Refusal:
     )
 
 
+def _kill_switch() -> Refusal:
+    return Refusal(
+        "kill-switch",
+        "Trading is stopped for everyone by the bot owner (kill switch); nothing was sent. "
+        "Cancelling open orders still works.",
+    )
+
+
 def _stopped(switch_on: bool, member: Member | None) -> Refusal | None:
     if switch_on:
-        return Refusal(
-            "kill-switch",
-            "Trading is stopped for everyone by the bot owner (kill switch); nothing was "
-            "sent. Cancelling open orders still works.",
-        )
+        return _kill_switch()
     if member is None:
         return Refusal("member-gone", "Your membership was removed; nothing was sent.")
     if member.paused_at is not None:
@@ -3242,6 +3251,20 @@ def _stopped(switch_on: bool, member: Member | None) -> Refusal | None:
             "Run /resume to trade again.",
         )
     return None
+
+
+async def _switch_on(s: AsyncSession) -> bool:
+    """The kill switch, read again in the transaction that claims a send: the pre-trade checks
+    read it a moment before, and /killswitch may have gone on since. On PostgreSQL the read
+    shares the switch's row lock, so a claim commits before /killswitch on does or sees it on:
+    once /killswitch has answered, nothing more is sent. Read once per transaction (a
+    fan-out's batch of claims)."""
+    if "kill_switch_on" not in s.info:
+        on = await s.scalar(
+            select(Switch.on).where(Switch.name == KILL_SWITCH).with_for_update(read=True)
+        )
+        s.info["kill_switch_on"] = bool(on)
+    return bool(s.info["kill_switch_on"])
 
 
 async def _pretrade_rows(

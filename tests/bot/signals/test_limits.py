@@ -129,6 +129,28 @@ async def test_the_kill_switch_set_by_one_process_stops_another(
         await other.close()
 
 
+@pytest.mark.parametrize("daily_limit", [False, True])
+async def test_a_kill_switch_turned_on_after_the_checks_still_stops_the_send(
+    core: Core, monkeypatch: pytest.MonkeyPatch, daily_limit: bool
+) -> None:
+    """The pre-trade checks read the switch off; /killswitch goes on before the send is
+    claimed: the claim reads it again, so once /killswitch has answered nothing more is sent.
+    (With a daily limit the claim is the member-locked one.)"""
+    if daily_limit:
+        await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(1_000_000)})
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    checks = core.trading._pretrade
+
+    async def checked_then_switched(*args: Any, **kw: Any) -> Any:
+        gate = await checks(*args, **kw)
+        await core.limits.set_kill_switch(True, by=OWNER)
+        return gate
+
+    monkeypatch.setattr(core.trading, "_pretrade", checked_then_switched)
+    await refused(core, await core.trading.confirm(p.intent_id, ALICE), "kill-switch")
+    assert await paper_orders(core) == 0
+
+
 async def test_the_kill_switch_blocks_a_signals_order(core: Core) -> None:
     url = await shared_with(core, ALICE)
     sub = await subscribe(core, url, ALICE)
