@@ -1528,9 +1528,9 @@ class TradingService:
         self, s: AsyncSession, intent: OrderIntent, gate: Gate
     ) -> Refusal | None:
         """Whether this entry would open a position beyond its subscription's max strategy
-        positions, counting with the positions held when they were read the orders sent on the
-        account since: still on their way or working, or filled after the read (not yet in
-        it). Two strategies' entries at the same moment thus cannot both pass. The caller
+        positions. Counted: the positions held when they were read, and the orders sent on the
+        account that are still on their way or working, or that filled after the read (not in
+        it yet), so two strategies' entries at the same moment cannot both pass. The caller
         holds the member's lock, which every such send takes."""
         cap = gate.max_positions
         if cap is None:
@@ -1555,9 +1555,9 @@ class TradingService:
         coming -= held | set(cap.get("dust", ())) | {mine}
         if len(held) + len(coming) < cap["limit"]:
             return None
-        on_way = f" and {len(coming)} more on its way or just filled" if coming else ""
-        if len(coming) > 1:
-            on_way = on_way.replace("on its way", "on their way")
+        n = len(coming)
+        way = "on its way" if n == 1 else "on their way"
+        on_way = f" and {n} more {way} or just filled" if n else ""
         return Refusal(
             "max-strategy-positions",
             f"Max strategy positions reached: {len(held)} open position{plural(len(held))} on "
