@@ -105,6 +105,8 @@ class Subscription(Base):
     subtract_exit_quantity: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
+    # TradersPost's trading windows: New York times when entries may be placed (None: any).
+    trading_windows: Mapped[str | None] = mapped_column(String(200))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

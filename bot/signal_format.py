@@ -142,6 +142,7 @@ class Signal:
     test: bool = False
     extras: Mapping[str, Any] = field(default_factory=dict)
     extended_hours: bool = False  # may fill before the open and after the close
+    ignore_trading_windows: bool = False  # enter even outside the subscription's windows
 
     @property
     def reference_price(self) -> Decimal | None:
@@ -182,6 +183,7 @@ class Signal:
             "takeProfit": None,
             "stopLoss": None,
             "extendedHours": True if self.extended_hours else None,
+            "ignoreTradingWindows": True if self.ignore_trading_windows else None,
         }
         if self.take_profit:
             tp = self.take_profit
@@ -244,6 +246,7 @@ class Signal:
             time=datetime.fromisoformat(r["time"]) if r.get("time") else None,
             test=bool(r.get("test")),
             extended_hours=r.get("extendedHours") is True,
+            ignore_trading_windows=r.get("ignoreTradingWindows") is True,
         )
 
     def echo(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -425,6 +428,7 @@ def _parse(obj: Any) -> Signal:
         test=bool(_bool(obj.get("test"), "invalid-test", "test")),
         extras=_extras(obj.get("extras")),
         extended_hours=extended,
+        ignore_trading_windows=obj.get("ignoreTradingWindows") is True,
     )
 
 
@@ -533,7 +537,6 @@ def _refuse_unsupported(obj: Mapping[str, Any]) -> None:
         raise _Refused("invalid-extended-hours", "extendedHours must be true or false.")
     windows = obj.get("ignoreTradingWindows")
     if windows is not None and not isinstance(windows, bool):
-        # Tradecord has no trading windows, so either boolean means the same order.
         raise _Refused(
             "invalid-ignore-trading-windows", "ignoreTradingWindows must be true or false."
         )

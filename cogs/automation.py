@@ -74,14 +74,21 @@ SIDES_TEXT = {
 
 
 # What setting_words says for a setting left off (None there), in a list of changes.
-SETTING_OFF = (None, None, None, "no max positions", "reversals enter the whole signal quantity")
+SETTING_OFF = (
+    None,
+    None,
+    None,
+    "no max positions",
+    "reversals enter the whole signal quantity",
+    "entries at any time",
+)
 
 
 def setting_words(
     settings: SubscriptionSettings,
-) -> tuple[str, str, str, str | None, str | None]:
-    """A subscription's sizing, sides, approval, max positions and reversal sizing in words
-    (None: a setting left off, not said)."""
+) -> tuple[str, str, str, str | None, str | None, str | None]:
+    """A subscription's sizing, sides, approval, max positions, reversal sizing and trading
+    windows in words (None: a setting left off, not said)."""
     return (
         sizing_text(settings.sizing.value, settings.sizing_value),
         SIDES_TEXT[settings.sides.value],
@@ -95,6 +102,9 @@ def setting_words(
         else None,
         "a reversal enters the signal's quantity less what it exited"
         if settings.subtract_exit_quantity
+        else None,
+        f"entries only {settings.trading_windows} New York time"
+        if settings.trading_windows
         else None,
     )
 
@@ -224,6 +234,7 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             sub.settings.sides.value,
             "approve" if sub.settings.manual_approval else "auto",
             str(sub.settings.max_positions or "-"),
+            sub.settings.trading_windows or "any",
             "on" if sub.enabled else "paused",
         ]
         for sub in subs
@@ -519,6 +530,7 @@ class Automation(commands.Cog):
         "sent; 0: none",
         subtract_exit_quantity="sizing signal: a reversal enters the signal's quantity less the "
         "exit (long 5, sell 10: short 5)",
+        trading_windows="New York times entries may be placed, e.g. 09:45-15:30 (none: any time)",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def subscribe(
@@ -535,6 +547,7 @@ class Automation(commands.Cog):
         approval_minutes: app_commands.Range[int, 1, 1440] | None = None,
         max_positions: app_commands.Range[int, 0, 1000] | None = None,
         subtract_exit_quantity: bool | None = None,
+        trading_windows: str | None = None,
     ) -> None:
         # Options left out keep what the subscription has: changing one must not reset others.
         changes: dict[str, Any] = {}
@@ -563,6 +576,9 @@ class Automation(commands.Cog):
             changes["max_positions"] = max_positions or None
         if subtract_exit_quantity is not None:
             changes["subtract_exit_quantity"] = subtract_exit_quantity
+        if trading_windows is not None:
+            clear = trading_windows.strip().casefold() in CLEAR
+            changes["trading_windows"] = None if clear else trading_windows
         info = await self.bot.core.subscriptions.subscribe(
             guild_of(interaction),
             interaction.user.id,
@@ -628,7 +644,17 @@ class Automation(commands.Cog):
             "live" if live else "paper",
             "Where each strategy's signals trade, and how.",
             subscription_rows(subs),
-            ["Strategy", "Connection", "Mode", "Sizing", "Sides", "Orders", "Max", "Status"],
+            [
+                "Strategy",
+                "Connection",
+                "Mode",
+                "Sizing",
+                "Sides",
+                "Orders",
+                "Max",
+                "Entries (NY)",
+                "Status",
+            ],
             {6},
             f"{len(subs)} subscription{plural(len(subs))} · change with /subscribe, stop with "
             "/unsubscribe",

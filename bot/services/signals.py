@@ -38,6 +38,7 @@ from sqlalchemy.orm import selectinload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
+from adapters.calendars import NEW_YORK
 from adapters.errors import BrokerError, InvalidOrder, OrderNotFound
 from adapters.models import (
     AssetClass,
@@ -108,6 +109,7 @@ from bot.services.trading import (
     stop_passed,
 )
 from bot.signal_format import Action, QuantityType, Refusal, Sentiment, Signal, StopLossType
+from bot.trading_windows import in_windows, next_start, parse_windows
 from bot.wording import plain, plural
 
 if TYPE_CHECKING:
@@ -952,6 +954,10 @@ class SignalService:
                 f"{'Long' if direction > 0 else 'Short'} entries are off for this subscription."
             )
             return
+        outside = self._outside_windows(ctx)
+        if outside is not None:
+            plan.note_code, plan.note = "outside-trading-window", outside
+            return
         if _sizes_position(ctx):
             # A percent of the position is a part of it to close: as an entry size it would be
             # a percent of nothing (flat), or of the position this signal has just exited.
@@ -1461,6 +1467,25 @@ class SignalService:
                 plan,
             )
         return result
+
+    def _outside_windows(self, ctx: ExecContext) -> str | None:
+        """Why an entry is not placed now: the signal came outside the subscription's trading
+        windows (judged when it came, not when its job ran). Exits are never held back: a
+        position left open past a window would carry the very risk windows are set to avoid."""
+        text = ctx.subscription.trading_windows
+        if not text or ctx.signal.ignore_trading_windows:
+            return None
+        windows = parse_windows(text)
+        at = ctx.received_at or self.clock()
+        if in_windows(windows, at):
+            return None
+        opens = next_start(windows, at)
+        return (
+            f"The signal came at {at.astimezone(NEW_YORK):%H:%M} New York time, outside this "
+            f"subscription's trading windows ({text}); no entry was placed (exits still are). "
+            f"The next window opens {opens:%a} at {opens:%H:%M}. A signal with "
+            "ignoreTradingWindows: true enters anyway."
+        )
 
     async def discard_drafts(self, ctx: ExecContext) -> None:
         """The execution's unsent drafts are dropped (a refused or expired approval)."""

@@ -21,6 +21,7 @@ from bot.models import Connection
 from bot.services import audit
 from bot.services.connections import MODES
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER
+from bot.trading_windows import parse_windows, windows_text
 from bot.wording import money, qty
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class SubscriptionSettings:
     approval_ttl_seconds: int = 300
     max_positions: int | None = None  # TradersPost's deprecated "max strategy positions"
     subtract_exit_quantity: bool = False  # a reversal enters the signal's quantity less the exit
+    trading_windows: str | None = None  # New York times entries may be placed ("09:45-15:30")
 
     def validated(self) -> SubscriptionSettings:
         sizing, sides = Sizing(self.sizing), Sides(self.sides)
@@ -86,6 +88,7 @@ class SubscriptionSettings:
             int(self.approval_ttl_seconds),
             self.max_positions,
             bool(self.subtract_exit_quantity),
+            windows_text(parse_windows(self.trading_windows)) if self.trading_windows else None,
         )
 
 
@@ -177,6 +180,7 @@ class SubscriptionService:
             approval_ttl_seconds=s_settings.approval_ttl_seconds,
             max_positions=s_settings.max_positions,
             subtract_exit_quantity=s_settings.subtract_exit_quantity,
+            trading_windows=s_settings.trading_windows,
             enabled=True,
             updated_at=now,
         )
@@ -399,6 +403,7 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
         approval_ttl_seconds=sub.approval_ttl_seconds,
         max_positions=sub.max_positions,
         subtract_exit_quantity=sub.subtract_exit_quantity,
+        trading_windows=sub.trading_windows,
     )
 
 

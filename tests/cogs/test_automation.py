@@ -465,7 +465,7 @@ async def test_subscriptions_lists_mine_privately_without_account_numbers(
     listing = await h.reply("hana", "subscriptions")
     text = listing.text()
     assert listing.ephemeral
-    row = r"Trend\s+Tradecord Paper\s+paper\s+3 qty\s+long\s+approve\s+-\s+on\n"
+    row = r"Trend\s+Tradecord Paper\s+paper\s+3 qty\s+long\s+approve\s+-\s+any\s+on\n"
     assert re.search(row, text), text
     async with h.core.db.session() as s:
         accounts = list(await s.scalars(select(ConnectionAccount.account_id)))
@@ -645,6 +645,21 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
         "exited."
     ), on.content
     assert "1× signal − exit" in (await h.reply("alice", "subscriptions")).text()
+    # Trading windows: typed loosely, said one way, and "none" removes them.
+    bad = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="mornings")
+    assert "“mornings” is not a time window. Write trading windows as New York" in bad.content
+    windows = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="9:45-12")
+    assert "“9:45-12” is not a time window" in windows.content  # minutes are needed
+    windows = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="9:45-12:00")
+    assert windows.content.endswith(
+        "Changed: entries at any time → entries only 09:45-12:00 New York time."
+    ), windows.content
+    listed = (await h.reply("alice", "subscriptions")).text()
+    assert "Entries (NY)" in listed and "09:45-12:00" in listed, listed
+    off = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="none")
+    assert off.content.endswith(
+        "Changed: entries only 09:45-12:00 New York time → entries at any time."
+    ), off.content
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(

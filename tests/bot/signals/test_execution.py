@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
+from adapters.calendars import NEW_YORK
 from adapters.errors import BrokerUnavailable, InvalidOrder, OrderNotFound
 from adapters.models import OrderRequest, OrderStatus, OrderType, Side, TimeInForce
 from adapters.paper import PaperBroker
@@ -853,6 +854,47 @@ async def test_an_exit_bound_to_be_refused_keeps_the_protective_stop(
     ex = await run(core, url, sub, action="exit")
     assert ex.status in (ExecutionStatus.FAILED, ExecutionStatus.REJECTED), ex.status
     assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
+
+
+# -- trading windows -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hour", "ignore", "entered"),
+    [(10, None, True), (16, None, False), (16, True, True)],
+)
+async def test_entries_wait_for_the_subscriptions_trading_windows(
+    core: Core, clock: FakeClock, hour: int, ignore: bool | None, entered: bool
+) -> None:
+    """TradersPost's trading windows, judged when the signal came, in New York time; a signal's
+    ignoreTradingWindows: true enters anyway."""
+    clock.at = datetime(2026, 12, 1, hour, 0, tzinfo=NEW_YORK)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, trading_windows="9:45-15:30")
+    extra = {"ignoreTradingWindows": ignore} if ignore is not None else {}
+    ex = await run(core, url, sub, action="buy", **extra)
+    if entered:
+        assert ex.status == ExecutionStatus.FILLED, ex.reason
+        return
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
+    assert ex.reason == (
+        "The signal came at 16:00 New York time, outside this subscription's trading windows "
+        "(09:45-15:30); no entry was placed (exits still are). The next window opens Wed at "
+        "09:45. A signal with ignoreTradingWindows: true enters anyway."
+    )
+    assert await orders(core) == []
+
+
+async def test_an_exit_outside_the_trading_windows_still_closes_the_position(
+    core: Core, clock: FakeClock
+) -> None:
+    await hold(core, OWNER, "AAPL", "5")
+    clock.at = datetime(2026, 12, 1, 16, 0, tzinfo=NEW_YORK)
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, trading_windows="09:45-15:30")
+    ex = await run(core, url, sub, action="exit")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 0
 
 
 # -- max strategy positions -----------------------------------------------------------------
