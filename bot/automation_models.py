@@ -107,6 +107,10 @@ class Subscription(Base):
     )
     # TradersPost's trading windows: New York times when entries may be placed (None: any).
     trading_windows: Mapped[str | None] = mapped_column(String(200))
+    # Exits for entries whose signal has none (TradersPost's subscription take-profit and
+    # stop-loss): "5%" or "2.50" from the entry price; a stop-loss may be "trail 2%".
+    take_profit: Mapped[str | None] = mapped_column(String(40))
+    stop_loss: Mapped[str | None] = mapped_column(String(40))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

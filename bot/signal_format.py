@@ -883,6 +883,41 @@ def _trailing_stop_loss(value: Mapping[str, Any]) -> StopLoss:
     return StopLoss(StopLossType.TRAILING_STOP, trail_amount=amount, trail_percent=percent)
 
 
+def exit_default(text: str, what: str) -> TakeProfit | StopLoss:
+    """A subscription's default take-profit or stop-loss, as members type it: "5%" or "2.50"
+    (dollars) from the entry price; a stop-loss may trail: "trail 2%", "trail 1.50"."""
+    raw = text.strip().casefold()
+    trailing = what == "stop_loss" and raw.startswith("trail")
+    raw = raw.removeprefix("trail").strip() if trailing else raw
+    percent = raw.endswith("%")
+    try:
+        value = Decimal(raw.removesuffix("%").strip().removeprefix("$"))
+    except InvalidOperation:
+        value = Decimal(0)
+    if not value.is_finite() or value <= 0 or value >= MAX_NUMBER or (percent and value >= 100):
+        trail = ', or trailing: "trail 2%"' if what == "stop_loss" else ""
+        raise ValueError(
+            f"{what} is a distance from the entry price: a percent under 100 like 5%, or "
+            f"dollars like 2.50{trail}; “{text}” is not."
+        )
+    pct, amount = (value, None) if percent else (None, value)
+    if what == "take_profit":
+        return TakeProfit(percent=pct, amount=amount)
+    if trailing:
+        return StopLoss(StopLossType.TRAILING_STOP, trail_amount=amount, trail_percent=pct)
+    return StopLoss(percent=pct, amount=amount)
+
+
+def exit_default_text(exit_: TakeProfit | StopLoss) -> str:
+    """``exit_default``'s canonical text: stored, and shown to members."""
+    if isinstance(exit_, StopLoss) and exit_.type is StopLossType.TRAILING_STOP:
+        pct, amount = exit_.trail_percent, exit_.trail_amount
+        prefix = "trail "
+    else:
+        pct, amount, prefix = exit_.percent, exit_.amount, ""
+    return prefix + (f"{pct.normalize():f}%" if pct is not None else f"{amount:.2f}")
+
+
 def _bool(value: Any, code: str, name: str) -> bool | None:
     if value is None:
         return None

@@ -81,14 +81,17 @@ SETTING_OFF = (
     "no max positions",
     "reversals enter the whole signal quantity",
     "entries at any time",
+    "no default take-profit or stop-loss",
 )
 
 
 def setting_words(
     settings: SubscriptionSettings,
-) -> tuple[str, str, str, str | None, str | None, str | None]:
-    """A subscription's sizing, sides, approval, max positions, reversal sizing and trading
-    windows in words (None: a setting left off, not said)."""
+) -> tuple[str, str, str, str | None, str | None, str | None, str | None]:
+    """A subscription's sizing, sides, approval, max positions, reversal sizing, trading
+    windows and default exits in words (None: a setting left off, not said)."""
+    defaults = (("take-profit", settings.take_profit), ("stop-loss", settings.stop_loss))
+    exits = [f"{name} {value}" for name, value in defaults if value]
     return (
         sizing_text(settings.sizing.value, settings.sizing_value),
         SIDES_TEXT[settings.sides.value],
@@ -105,6 +108,9 @@ def setting_words(
         else None,
         f"entries only {settings.trading_windows} New York time"
         if settings.trading_windows
+        else None,
+        f"entries whose signal has none get a {' and a '.join(exits)} from the entry price"
+        if exits
         else None,
     )
 
@@ -531,6 +537,8 @@ class Automation(commands.Cog):
         subtract_exit_quantity="sizing signal: a reversal enters the signal's quantity less the "
         "exit (long 5, sell 10: short 5)",
         trading_windows="New York times entries may be placed, e.g. 09:45-15:30 (none: any time)",
+        take_profit="For signals without one: 5% or 2.50 from the entry price (none: no default)",
+        stop_loss="For signals without one: 2%, 1.50, or trailing: trail 2% (none: no default)",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def subscribe(
@@ -548,6 +556,8 @@ class Automation(commands.Cog):
         max_positions: app_commands.Range[int, 0, 1000] | None = None,
         subtract_exit_quantity: bool | None = None,
         trading_windows: str | None = None,
+        take_profit: str | None = None,
+        stop_loss: str | None = None,
     ) -> None:
         # Options left out keep what the subscription has: changing one must not reset others.
         changes: dict[str, Any] = {}
@@ -576,9 +586,13 @@ class Automation(commands.Cog):
             changes["max_positions"] = max_positions or None
         if subtract_exit_quantity is not None:
             changes["subtract_exit_quantity"] = subtract_exit_quantity
-        if trading_windows is not None:
-            clear = trading_windows.strip().casefold() in CLEAR
-            changes["trading_windows"] = None if clear else trading_windows
+        for name, value in (
+            ("trading_windows", trading_windows),
+            ("take_profit", take_profit),
+            ("stop_loss", stop_loss),
+        ):
+            if value is not None:
+                changes[name] = None if value.strip().casefold() in CLEAR else value
         info = await self.bot.core.subscriptions.subscribe(
             guild_of(interaction),
             interaction.user.id,

@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from adapters.models import Bracket, OrderType, Side, TimeInForce
 from bot.automation_models import Subscription
 from bot.models import Connection, OrderIntent
 from bot.services.trading import bracket_json, bracket_of, order_terms, qty
-from bot.signal_format import Signal
+from bot.signal_format import Signal, StopLoss, TakeProfit, exit_default
 from bot.wording import plural
 
 if TYPE_CHECKING:
@@ -178,6 +178,22 @@ class ExecContext:
     # cancels, an exit that did not fill): the orders get no DM of their own.
     cancelled: str | None = None
     cancelled_count: int = 0
+
+    @property
+    def take_profit(self) -> TakeProfit | None:
+        """The signal's take-profit, else the subscription's own for entries without one."""
+        default = self.subscription.take_profit
+        return self.signal.take_profit or (
+            cast(TakeProfit, exit_default(default, "take_profit")) if default else None
+        )
+
+    @property
+    def stop_loss(self) -> StopLoss | None:
+        """The signal's stop-loss, else the subscription's own for entries without one."""
+        default = self.subscription.stop_loss
+        return self.signal.stop_loss or (
+            cast(StopLoss, exit_default(default, "stop_loss")) if default else None
+        )
 
 
 def decimal_text(d: Decimal | None) -> str | None:

@@ -1010,7 +1010,7 @@ class SignalService:
         leg.opens_position = opens
         if leg.order_type is OrderType.MARKET:
             leg.sized_at = ctx.sized_at
-        if sig.take_profit or sig.stop_loss:
+        if ctx.take_profit or ctx.stop_loss:
             if not adapter.capabilities.brackets:
                 plan.note_code = "brackets-unsupported"
                 plan.note = (
@@ -1018,12 +1018,14 @@ class SignalService:
                     f"{adapter.display_name}; the entry was not placed."
                 )
                 return
-            trailing = sig.stop_loss and sig.stop_loss.type is StopLossType.TRAILING_STOP
+            sl = ctx.stop_loss
+            trailing = sl is not None and sl.type is StopLossType.TRAILING_STOP
             if trailing and not adapter.capabilities.bracket_trailing_stop:
                 plan.note_code = "trailing-stop-loss-unsupported"
                 plan.note = (
                     f"{adapter.display_name} takes no trailing stop-loss in a bracket; the entry "
-                    "was not placed. Send stopLoss type stop (a fixed stop-loss) for this broker."
+                    "was not placed. Send stopLoss type stop (a fixed stop-loss) for this "
+                    "broker."
                 )
                 return
             try:
@@ -1086,7 +1088,7 @@ class SignalService:
             price = ctx.sized_at = await self._price(ctx, adapter, side)
             units = amount / (price * symbols.multiplier(sig.ticker))
         asset = symbols.asset_class_of(sig.ticker)
-        bracket = not exiting and bool(sig.take_profit or sig.stop_loss)
+        bracket = not exiting and bool(ctx.take_profit or ctx.stop_loss)
         fraction = adapter.fraction_allowed(
             asset, side, sig.time_in_force, bracket=bracket, exiting=exiting
         )
@@ -1224,13 +1226,12 @@ class SignalService:
             return price
 
         bracket = Bracket()
-        if sig.take_profit:
-            tp = sig.take_profit
+        tp, sl = ctx.take_profit, ctx.stop_loss
+        if tp:
             bracket.take_profit = tp.limit_price or offset(
                 "take-profit", "takeProfit.limitPrice", tp.percent, tp.amount, up
             )
-        if sig.stop_loss and sig.stop_loss.type is StopLossType.TRAILING_STOP:
-            sl = sig.stop_loss
+        if sl and sl.type is StopLossType.TRAILING_STOP:
             bracket.stop_loss_trail_amount = sl.trail_amount
             bracket.stop_loss_trail_percent = sl.trail_percent
             # Where it starts, from the entry price: what risk sizing and the cards count from.
@@ -1241,8 +1242,7 @@ class SignalService:
                 sl.trail_amount,
                 -up,
             )
-        elif sig.stop_loss:
-            sl = sig.stop_loss
+        elif sl:
             bracket.stop_loss = sl.stop_price or offset(
                 "stop-loss", "stopLoss.stopPrice", sl.percent, sl.amount, -up
             )

@@ -20,7 +20,7 @@ from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
 from bot.services.connections import MODES
-from bot.signal_format import MAX_DECIMALS, MAX_NUMBER
+from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, exit_default, exit_default_text
 from bot.trading_windows import parse_windows, windows_text
 from bot.wording import money, qty
 
@@ -51,6 +51,8 @@ class SubscriptionSettings:
     max_positions: int | None = None  # TradersPost's deprecated "max strategy positions"
     subtract_exit_quantity: bool = False  # a reversal enters the signal's quantity less the exit
     trading_windows: str | None = None  # New York times entries may be placed ("09:45-15:30")
+    take_profit: str | None = None  # for entries whose signal has none: "5%", "2.50"
+    stop_loss: str | None = None  # likewise: "2%", "1.50", "trail 2%"
 
     def validated(self) -> SubscriptionSettings:
         sizing, sides = Sizing(self.sizing), Sides(self.sides)
@@ -89,7 +91,18 @@ class SubscriptionSettings:
             self.max_positions,
             bool(self.subtract_exit_quantity),
             windows_text(parse_windows(self.trading_windows)) if self.trading_windows else None,
+            _exit_text(self.take_profit, "take_profit"),
+            _exit_text(self.stop_loss, "stop_loss"),
         )
+
+
+def _exit_text(text: str | None, what: str) -> str | None:
+    if not text:
+        return None
+    try:
+        return exit_default_text(exit_default(text, what))
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +183,7 @@ class SubscriptionService:
             settings = _changed(previous.settings if previous else NEW_SUBSCRIPTION, changes)
         s_settings = (settings or SubscriptionSettings()).validated()
         _check_whole_units(s_settings, target.connection.broker)
+        _check_default_exits(s_settings, target.connection.broker)
         member_id = target.connection.member_id
         now = self.clock()
         values = dict(
@@ -181,6 +195,8 @@ class SubscriptionService:
             max_positions=s_settings.max_positions,
             subtract_exit_quantity=s_settings.subtract_exit_quantity,
             trading_windows=s_settings.trading_windows,
+            take_profit=s_settings.take_profit,
+            stop_loss=s_settings.stop_loss,
             enabled=True,
             updated_at=now,
         )
@@ -404,12 +420,32 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
         max_positions=sub.max_positions,
         subtract_exit_quantity=sub.subtract_exit_quantity,
         trading_windows=sub.trading_windows,
+        take_profit=sub.take_profit,
+        stop_loss=sub.stop_loss,
     )
 
 
 def _places(subs: list[SubscriptionInfo]) -> str:
     """Where subscriptions trade, as the member names them: “TS” (live), …"""
     return ", ".join(f"“{sub.connection_name}” ({sub.mode})" for sub in subs)
+
+
+def _check_default_exits(settings: SubscriptionSettings, broker: str) -> None:
+    """Refuse default exits the connection's broker cannot place: every entry would be skipped."""
+    if not settings.take_profit and not settings.stop_loss:
+        return
+    cls = get_adapter_class(broker)
+    if not cls.capabilities.brackets:
+        raise InvalidInput(
+            f"{cls.display_name} takes no take-profit/stop-loss brackets, so this connection "
+            "cannot have a default take_profit or stop_loss."
+        )
+    trailing = (settings.stop_loss or "").startswith("trail")
+    if trailing and not cls.capabilities.bracket_trailing_stop:
+        raise InvalidInput(
+            f"{cls.display_name} takes no trailing stop-loss in a bracket: give stop_loss as a "
+            "fixed distance (2% or 1.50) for this connection."
+        )
 
 
 def _check_whole_units(settings: SubscriptionSettings, broker: str) -> None:

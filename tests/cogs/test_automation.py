@@ -660,6 +660,21 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
     assert off.content.endswith(
         "Changed: entries only 09:45-12:00 New York time → entries at any time."
     ), off.content
+    # Exits for signals that send none: typed loosely, said one way, none removes them.
+    exits = await h.reply(
+        "alice", "subscribe", strategy="Breakout", take_profit="5 %", stop_loss="Trail $1.5"
+    )
+    assert exits.content.endswith(
+        "Changed: no default take-profit or stop-loss → entries whose signal has none get a "
+        "take-profit 5% and a stop-loss trail 1.50 from the entry price."
+    ), exits.content
+    bad = await h.reply("alice", "subscribe", strategy="Breakout", take_profit="trail 2%")
+    assert "take_profit is a distance from the entry price: a percent under 100" in bad.content
+    off = await h.reply("alice", "subscribe", strategy="Breakout", take_profit="none")
+    assert off.content.endswith(
+        "a take-profit 5% and a stop-loss trail 1.50 from the entry price → entries whose signal "
+        "has none get a stop-loss trail 1.50 from the entry price."
+    ), off.content
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(

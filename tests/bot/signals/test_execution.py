@@ -31,7 +31,7 @@ from bot.automation_models import (
 )
 from bot.core import Core
 from bot.db import Database
-from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
+from bot.errors import Conflict, InvalidInput, LimitReached, NotFound, PermissionDenied
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import Outgoing, RecordingNotifier
 from bot.services.signal_plans import Plan
@@ -895,6 +895,43 @@ async def test_an_exit_outside_the_trading_windows_still_closes_the_position(
     ex = await run(core, url, sub, action="exit")
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     assert await position(core, OWNER, "AAPL") == 0
+
+
+# -- a subscription's default exits ----------------------------------------------------------
+
+
+async def test_a_subscriptions_exits_bracket_the_entries_of_signals_without_their_own(
+    core: Core,
+) -> None:
+    """TradersPost's subscription take-profit and stop-loss: each applies where the signal
+    sends none of its own, counted from the same entry price (the quote's midpoint, 200)."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, take_profit="5%", stop_loss="trail 2%")
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    entry, *exits = await orders(core)
+    assert (entry.take_profit, entry.stop_loss, entry.stop_loss_trail_percent) == (210, 196, 2)
+    assert sorted(o.order_type for o in exits) == ["limit", "trailing_stop"]
+    # The signal's own stop-loss wins; the subscription's take-profit still applies.
+    ex = await run(core, url, sub, action="sell", stopLoss={"amount": 5}, extras={"n": 2})
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    short = [o for o in await orders(core) if o.parent_id is None and o.side == "sell"][-1]
+    assert (short.take_profit, short.stop_loss, short.stop_loss_trail_percent) == (190, 205, None)
+
+
+async def test_default_exits_a_broker_cannot_place_are_refused_when_subscribing(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caps = dataclasses.replace(PaperBroker.capabilities, bracket_trailing_stop=False)
+    monkeypatch.setattr(PaperBroker, "capabilities", caps)
+    url = await make_strategy(core)
+    with pytest.raises(InvalidInput, match="takes no trailing stop-loss in a bracket"):
+        await subscribe(core, url, OWNER, stop_loss="trail 2%")
+    without_brackets(monkeypatch)
+    with pytest.raises(InvalidInput, match="takes no take-profit/stop-loss brackets"):
+        await subscribe(core, url, OWNER, take_profit="5%")
+    with pytest.raises(InvalidInput, match="take_profit is a distance from the entry price"):
+        await subscribe(core, url, OWNER, take_profit="lots")
 
 
 # -- max strategy positions -----------------------------------------------------------------

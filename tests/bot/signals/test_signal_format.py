@@ -19,6 +19,9 @@ from bot.signal_format import (
     Signal,
     StopLoss,
     StopLossType,
+    TakeProfit,
+    exit_default,
+    exit_default_text,
     normalize_ticker,
     parse,
     parse_object,
@@ -397,3 +400,34 @@ def test_extended_hours_is_a_limit_day_order_in_a_stock() -> None:
     # A cancel has no order to send in extended hours: the flag means nothing there.
     cancel = parse_object({"ticker": "AAPL", "action": "cancel", "extendedHours": True})
     assert isinstance(cancel, Signal) and not cancel.extended_hours
+
+
+@pytest.mark.parametrize(
+    ("text", "what", "parsed", "canonical"),
+    [
+        ("5%", "take_profit", TakeProfit(percent=Decimal(5)), "5%"),
+        ("$2.5", "take_profit", TakeProfit(amount=Decimal("2.5")), "2.50"),
+        (" 1.50 ", "stop_loss", StopLoss(amount=Decimal("1.50")), "1.50"),
+        (
+            "Trail 2.50%",
+            "stop_loss",
+            StopLoss(StopLossType.TRAILING_STOP, trail_percent=Decimal("2.50")),
+            "trail 2.5%",
+        ),
+    ],
+)
+def test_a_subscriptions_default_exit_is_read_as_typed(
+    text: str, what: str, parsed: Any, canonical: str
+) -> None:
+    exit_ = exit_default(text, what)
+    assert exit_ == parsed
+    assert exit_default_text(exit_) == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [("trail 2%", "take_profit"), ("100%", "stop_loss"), ("0", "take_profit"), ("x", "stop_loss")],
+)
+def test_a_default_exit_that_cannot_be_read_says_how_to_write_it(text: str, what: str) -> None:
+    with pytest.raises(ValueError, match="is a distance from the entry price"):
+        exit_default(text, what)
