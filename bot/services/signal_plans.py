@@ -182,7 +182,7 @@ class ExecContext:
     @property
     def take_profit(self) -> TakeProfit | None:
         """The signal's take-profit, else the subscription's own for entries without one."""
-        default = self.subscription.take_profit
+        default = self._default_exit(self.subscription.take_profit)
         return self.signal.take_profit or (
             cast(TakeProfit, exit_default(default, "take_profit")) if default else None
         )
@@ -190,10 +190,15 @@ class ExecContext:
     @property
     def stop_loss(self) -> StopLoss | None:
         """The signal's stop-loss, else the subscription's own for entries without one."""
-        default = self.subscription.stop_loss
+        default = self._default_exit(self.subscription.stop_loss)
         return self.signal.stop_loss or (
             cast(StopLoss, exit_default(default, "stop_loss")) if default else None
         )
+
+    def _default_exit(self, text: str | None) -> str | None:
+        # An extended-hours order takes no bracket (the exits could not work before the open
+        # or after the close): the subscription's defaults leave it as the signal sent it.
+        return None if self.signal.extended_hours else text
 
 
 def decimal_text(d: Decimal | None) -> str | None:

@@ -919,6 +919,17 @@ async def test_a_subscriptions_exits_bracket_the_entries_of_signals_without_thei
     assert (short.take_profit, short.stop_loss, short.stop_loss_trail_percent) == (190, 205, None)
 
 
+async def test_an_extended_hours_signal_takes_no_default_exits(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, take_profit="5%", stop_loss="2%")
+    ex = await run(
+        core, url, sub, action="buy", orderType="limit", limitPrice=201, extendedHours=True
+    )
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    [entry] = await orders(core)
+    assert (entry.take_profit, entry.stop_loss, entry.extended_hours) == (None, None, True)
+
+
 async def test_default_exits_a_broker_cannot_place_are_refused_when_subscribing(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
