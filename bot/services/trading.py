@@ -3481,21 +3481,25 @@ def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
 
 def _exits_text(bracket: Bracket) -> str:
     """A bracket's exits with their prices: "take-profit $210.00 · stop-loss $196.00"."""
-    return " · ".join(exits_words(bracket, price_text))
+    return " · ".join(exits_words(bracket, price_text, start=False))
 
 
-def exits_words(bracket: Bracket, price: Callable[[Decimal], str]) -> list[str]:
+def exits_words(
+    bracket: Bracket, price: Callable[[Decimal], str], *, start: bool = True
+) -> list[str]:
     """Each exit of ``bracket`` with its price (written by ``price``); a trailing stop-loss
-    by its trail and where it starts: "trailing stop-loss 2% behind the best price, from
-    $196.00"."""
+    by its trail and, with ``start`` (a card's estimate: the broker starts it from the fill),
+    where it starts: "trailing stop-loss 2% behind the best price, from $196.00"."""
     words = []
     if bracket.take_profit is not None:
         words.append(f"take-profit {price(bracket.take_profit)}")
     if bracket.trailing:
         amount, percent = bracket.stop_loss_trail_amount, bracket.stop_loss_trail_percent
         trail = f"{qty(percent)}%" if percent is not None else price(amount or Decimal(0))
-        start = f", from {price(bracket.stop_loss)}" if bracket.stop_loss is not None else ""
-        words.append(f"trailing stop-loss {trail} behind the best price{start}")
+        where = ""
+        if start and bracket.stop_loss is not None:
+            where = f", from {price(bracket.stop_loss)}"
+        words.append(f"trailing stop-loss {trail} behind the best price{where}")
     elif bracket.stop_loss is not None:
         words.append(f"stop-loss {price(bracket.stop_loss)}")
     return words

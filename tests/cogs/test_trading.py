@@ -211,10 +211,11 @@ async def test_a_trade_with_a_trailing_stop_loss_trails_from_its_fill(tradecord:
     card = await preview(
         h, "alice", symbol="AAPL", quantity="10", take_profit="220", trailing_stop_loss="2%"
     )
-    exits = "take-profit $220.00 · trailing stop-loss 2% behind the best price, from $196.10"
-    assert f"Bracket: {exits}, placed once it fills" in card.text(), card.text()
+    exits = "take-profit $220.00 · trailing stop-loss 2% behind the best price"
+    assert f"Bracket: {exits}, from $196.10, placed once it fills" in card.text(), card.text()
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
     result = (await done.message(timeout=10)).text()
+    # Started from the fill, not the card's estimate: no start price is said once it works.
     assert f"Its exits are working: {exits} (one cancels the other)." in result, result
     async with h.core.db.session() as s:
         exits_ = (

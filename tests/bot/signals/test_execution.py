@@ -1177,7 +1177,7 @@ async def test_a_trailing_stop_loss_follows_the_price_after_the_entry_fills(
     [(_, dm)] = notifier(core).dms
     assert (
         "Its exits are working: take-profit $210.00 · trailing stop-loss "
-        f"{trail} behind the best price, from ${start}.00 (one cancels the other)."
+        f"{trail} behind the best price (one cancels the other)."
     ) in (dm.content or ""), dm.content
 
 
