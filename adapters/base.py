@@ -36,6 +36,7 @@ from adapters.errors import (
     RateLimited,
 )
 from adapters.models import (
+    AUCTIONS,
     Account,
     AccountRef,
     AccountType,
@@ -439,6 +440,35 @@ class BrokerAdapter(ABC):
             self.check_trailing_stop_loss(request.bracket)
         if request.extended_hours:
             self.check_extended_hours(request, asset)
+        if request.time_in_force in AUCTIONS:
+            self.check_auction(request, asset)
+
+    def check_auction(self, request: OrderRequest, asset: AssetClass) -> None:
+        """The rules every broker shares for an auction order (opg, cls): the stock exchanges'
+        opening and closing auctions take market and limit orders, one price for all."""
+        which = "opening" if request.time_in_force is TimeInForce.OPG else "closing"
+        a_which = "an opening" if request.time_in_force is TimeInForce.OPG else "a closing"
+        if asset is not AssetClass.EQUITY:
+            raise InvalidOrder(
+                f"Time in force {request.time_in_force} trades in a stock exchange's {which} "
+                f"auction; {symbols.normalize(request.symbol)} is "
+                f"{_article(ASSET_WORDS[asset])}. Use day or gtc."
+            )
+        if request.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise InvalidOrder(
+                f"{a_which.capitalize()}-auction order is a market or limit order, not a "
+                f"{request.order_type.value.replace('_', '-')} order."
+            )
+        if request.bracket is not None:
+            raise InvalidOrder(
+                f"A take-profit/stop-loss bracket cannot ride on {a_which}-auction order: "
+                "place the exits once it has filled, or use day or gtc."
+            )
+        if request.extended_hours:
+            raise InvalidOrder(
+                f"{a_which.capitalize()}-auction order trades in the auction only: it cannot "
+                "also be an extended-hours order."
+            )
 
     def check_trailing_stop_loss(self, bracket: Bracket) -> None:
         """A bracket's trailing stop-loss: where the broker takes one, trailing by one positive

@@ -51,6 +51,13 @@ class TimeInForce(StrEnum):
     GTC = "gtc"
     IOC = "ioc"
     FOK = "fok"
+    # Auction orders: a market or limit order that trades only in the exchange's opening
+    # (opg) or closing (cls) auction, at its price, and is cancelled unfilled otherwise.
+    OPG = "opg"
+    CLS = "cls"
+
+
+AUCTIONS = frozenset({TimeInForce.OPG, TimeInForce.CLS})
 
 
 class OrderStatus(StrEnum):

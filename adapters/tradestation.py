@@ -16,6 +16,8 @@ Vendor traits this module handles:
   process that did not send it (after a restart), the ``SubmissionHint`` the caller kept.
 - Extended hours are a duration, not a flag: DYP ("Day Plus", a day order that also works in
   the pre- and post-market); GCP and GDP are the GTC and GTD counterparts, read back as such.
+- Auction orders are durations too: OPG ("At the opening; only valid for listed stocks") is our
+  opg, CLO ("On Close") our cls. Futures take neither.
 - Order history is two endpoints: today's and open orders (``/orders``) and earlier closed
   orders (``/historicalorders``, ``since`` at most 90 days back).
 """
@@ -61,6 +63,7 @@ from adapters.errors import (
     SymbolNotFound,
 )
 from adapters.models import (
+    AUCTIONS,
     Account,
     AccountRef,
     AccountType,
@@ -172,12 +175,14 @@ DURATION = {
     TimeInForce.GTC: "GTC",
     TimeInForce.IOC: "IOC",
     TimeInForce.FOK: "FOK",
+    TimeInForce.OPG: "OPG",
+    TimeInForce.CLS: "CLO",
 }
 TIF_OF = {
     "DAY": TimeInForce.DAY,
     "DYP": TimeInForce.DAY,
-    "OPG": TimeInForce.DAY,
-    "CLO": TimeInForce.DAY,
+    "OPG": TimeInForce.OPG,
+    "CLO": TimeInForce.CLS,
     "1": TimeInForce.DAY,
     "3": TimeInForce.DAY,
     "5": TimeInForce.DAY,
@@ -197,7 +202,19 @@ TIF_OF = {
 # extended trading session", GCP/GDP the same for GTC/GTD. An extended-hours order is one.
 EXTENDED_DURATION = {TimeInForce.DAY: "DYP", TimeInForce.GTC: "GCP"}
 EXTENDED_CODES = frozenset({"DYP", "GCP", "GDP", "DAY+", "GTC+", "GTD+"})
+AUCTION_CODES = frozenset({"OPG", "CLO"})
 _ALL_TIF = frozenset(TimeInForce)
+# OPG is "only valid for listed stocks" (v3 OpenAPI Duration); CLO targets a stock exchange's
+# closing session too. Advertising them for futures would let a member pick what cannot work.
+_FUTURES_TIF = _ALL_TIF - AUCTIONS
+# Auction refusals: TradeStation does not publish its wording, so these look for the duration's
+# name, or for what the sentence is about when the order sent was an auction order.
+_AUCTION_NAMED = re.compile(r"\b(OPG|CLO)\b", re.IGNORECASE)
+_AUCTION_TOPIC = re.compile(r"duration|auction|\bopening\b|\bclosing\b|on close|at the open", re.I)
+_TOO_LATE = re.compile(
+    r"too late|passed|after the (market )?(opens?|closes?)|before the (market )?(opens?|closes?)",
+    re.IGNORECASE,
+)
 
 
 def vendor_symbol(symbol: str) -> str:
@@ -232,8 +249,9 @@ def map_status(code: str | None) -> OrderStatus:
     return status
 
 
-def rejection_error(message: str) -> BrokerError:
-    """An ``Errors`` entry of an order response as our error, by the reason's wording."""
+def rejection_error(message: str, sent: TimeInForce | None = None) -> BrokerError:
+    """An ``Errors`` entry of an order response as our error, by the reason's wording;
+    ``sent`` is the time in force of the order refused, where known."""
     reason = message.split("Reason:", 1)[1].strip() if "Reason:" in message else message.strip()
     low = reason.lower()
     if "buying power" in low:
@@ -242,6 +260,9 @@ def rejection_error(message: str) -> BrokerError:
             "Lower the quantity, or check /balances.",
             vendor_code="FAILED",
         )
+    auction = _auction_refused(reason, sent)
+    if auction is not None:
+        return InvalidOrder(_auction_message(auction, reason), vendor_code="FAILED")
     if "market is closed" in low or "market closed" in low or "trading hours" in low:
         return MarketClosed(
             f"TradeStation: {reason} Try again in trading hours, or use a GTC limit order.",
@@ -261,6 +282,34 @@ def rejection_error(message: str) -> BrokerError:
             vendor_code="FAILED",
         )
     return InvalidOrder(f"TradeStation rejected the order: {reason}", vendor_code="FAILED")
+
+
+def _auction_refused(reason: str, sent: TimeInForce | None) -> TimeInForce | None:
+    """Which auction (opg, cls) a refusal is about: the one it names, else the one sent when
+    the reason speaks of durations or auctions."""
+    named = _AUCTION_NAMED.search(reason)
+    if named:
+        return TIF_OF[named[1].upper()]
+    if sent in AUCTIONS and _AUCTION_TOPIC.search(reason):
+        return sent
+    return None
+
+
+def _auction_message(tif: TimeInForce, reason: str) -> str:
+    which = "opening" if tif is TimeInForce.OPG else "closing"
+    before = "opens" if tif is TimeInForce.OPG else "closes"
+    if _TOO_LATE.search(reason):
+        return (
+            f"Too late for today's {which} auction at TradeStation ({reason}) A {which}-auction "
+            f"({tif.value}) order must be in before the market {before}: place it again once "
+            f"today's sessions are over, for the next {which} auction, or use time in force day "
+            "to trade in the regular session."
+        )
+    return (
+        f"TradeStation refused this {which}-auction ({tif.value}) order: {reason} TradeStation "
+        "takes opening and closing auction orders for listed stocks only, as market or limit "
+        "orders."
+    )
 
 
 def _is_duplicate(message: str) -> bool:
@@ -283,6 +332,7 @@ class Submission:
     order_id: str | None = None
     trailing: bool = False  # a trailing stop and a plain stop are both StopMarket
     extended: bool = False  # sent with a "plus" duration (DYP)
+    auction: str | None = None  # sent with an auction duration: OPG or CLO
 
     def matches(self, o: dict[str, Any]) -> bool:
         leg = (o.get("Legs") or [{}])[0]
@@ -297,9 +347,10 @@ class Submission:
             and (self.limit_price is None or dec(o.get("LimitPrice")) == self.limit_price)
             and (self.stop_price is None or dec(o.get("StopPrice")) == self.stop_price)
             and bool(o.get("TrailingStop")) == self.trailing
-            # An extended and a regular twin are told apart by the duration; a duration we do
-            # not know rules nothing out, as a miss here would read as "not placed".
+            # An extended or auction order and a regular twin are told apart by the duration;
+            # a duration we do not know rules nothing out, as a miss would read as "not placed".
             and (duration not in TIF_OF or (duration in EXTENDED_CODES) == self.extended)
+            and (duration not in TIF_OF or _auction_code(duration) == self.auction)
             and opened is not None
             and self.sent_at - MATCH_BEFORE <= opened <= self.sent_at + MATCH_AFTER
         )
@@ -343,6 +394,10 @@ class SubmissionJournal:
 JOURNAL = SubmissionJournal()
 
 
+def _auction_code(duration: str) -> str | None:
+    return duration if duration in AUCTION_CODES else None
+
+
 def _submission(account: AccountRef, request: OrderRequest, sent_at: datetime) -> Submission:
     return Submission(
         account.id,
@@ -355,6 +410,7 @@ def _submission(account: AccountRef, request: OrderRequest, sent_at: datetime) -
         sent_at.astimezone(UTC),
         trailing=request.order_type is OrderType.TRAILING_STOP,
         extended=request.extended_hours,
+        auction=DURATION[request.time_in_force] if request.time_in_force in AUCTIONS else None,
     )
 
 
@@ -496,7 +552,8 @@ class TradeStationAdapter(HttpBrokerAdapter):
             AccountType.CRYPTO: frozenset(),
         },
         order_types=frozenset(OrderType),
-        time_in_force={AssetClass.EQUITY: _ALL_TIF, AssetClass.FUTURE: _ALL_TIF},
+        # Equities also take the auction durations OPG and CLO (opg, cls); futures do not.
+        time_in_force={AssetClass.EQUITY: _ALL_TIF, AssetClass.FUTURE: _FUTURES_TIF},
         fractional=frozenset(),
         brackets=True,
         # A StopMarket leg with AdvancedOptions.TrailingStop, as the vendor's OSO examples.
@@ -898,13 +955,19 @@ class TradeStationAdapter(HttpBrokerAdapter):
         extended: bool = False,
         trailing: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        duration = (EXTENDED_DURATION if extended else DURATION).get(tif)
+        if duration is None:
+            # Only DAY and GTC have a "plus" twin (the base check refuses the rest first).
+            raise InvalidOrder(
+                f"TradeStation takes extended-hours orders as day or gtc, not {tif.value}."
+            )
         body: dict[str, Any] = {
             "AccountID": account.id,
             "Symbol": symbol,
             "Quantity": _num(quantity),
             "OrderType": VENDOR_ORDER_TYPE[order_type],
             "TradeAction": action,
-            "TimeInForce": {"Duration": (EXTENDED_DURATION if extended else DURATION)[tif]},
+            "TimeInForce": {"Duration": duration},
             "Route": "Intelligent",
         }
         if limit is not None:
@@ -1032,7 +1095,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
                 return await self._existing(account, cid, err.get("OrderID"))
             if cid is not None and err.get("OrderID"):
                 JOURNAL.bind(account.id, cid, str(err["OrderID"]))
-            raise rejection_error(message)
+            raise rejection_error(message, request.time_in_force)
         order_id = str(placed[0]["OrderID"])
         if cid is not None:
             JOURNAL.bind(account.id, cid, order_id)
@@ -1134,7 +1197,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
         answer = resp.body if isinstance(resp.body, dict) else {}
         if answer.get("Error"):
             # A refusal in a 200 OrderResponse, as for new orders; the order works on unchanged.
-            error = rejection_error(str(answer.get("Message") or answer["Error"]))
+            error = rejection_error(
+                str(answer.get("Message") or answer["Error"]), order.time_in_force
+            )
             ended = await self._not_replaceable(account, order.id)
             if ended is None:
                 raise error

@@ -5,9 +5,8 @@ style ``(messageCode, message)``.
 Pure: no I/O, no clock, no strategy settings (the webhook checks those: allowed tickers, the
 hook's maximum quantity, signal age). Rules:
 
-- Every field of the format is validated; a field Tradecord does not act on yet (options,
-  opening/closing auction orders) is refused with its own code instead of being dropped into
-  a different order.
+- Every field of the format is validated; a field Tradecord does not act on yet (options) is
+  refused with its own code instead of being dropped into a different order.
 - Fields outside the format are ignored, as TradersPost does.
 - Numbers may come as JSON numbers or as numeric strings, because TradingView placeholders are
   often quoted (``"quantity": "{{strategy.order.contracts}}"``).
@@ -407,6 +406,8 @@ def _parse(obj: Any) -> Signal:
     extended = obj.get("extendedHours") is True and action is not Action.CANCEL
     if extended:
         _check_extended_hours(ticker, effective, tif, take_profit or stop_loss)
+    if tif in (TimeInForce.OPG, TimeInForce.CLS) and action is not Action.CANCEL:
+        _check_auction(ticker, effective, tif, take_profit or stop_loss, extended)
     return Signal(
         ticker=ticker,
         action=action,
@@ -461,6 +462,39 @@ def _check_extended_hours(
             "invalid-extended-hours-bracket",
             "takeProfit/stopLoss cannot be sent with extendedHours: the stop loss would be a "
             "stop order, which works in regular hours only. Remove one or the other.",
+        )
+
+
+def _check_auction(
+    ticker: str, order_type: OrderType, tif: TimeInForce, bracket: object, extended: bool
+) -> None:
+    """What an auction order (opg, cls) can be at every broker: a stock market or limit order
+    for the opening or closing auction alone."""
+    which = "opening" if tif is TimeInForce.OPG else "closing"
+    asset = symbols.asset_class_of(ticker)
+    if asset is not AssetClass.EQUITY:
+        kind = "crypto" if asset is AssetClass.CRYPTO else "a future"
+        raise _Refused(
+            "invalid-time-in-force",
+            f"timeInForce {tif} trades in a stock exchange's {which} auction; {ticker} is "
+            f"{kind}. Send day or gtc.",
+        )
+    if order_type not in (OrderType.MARKET, OrderType.LIMIT):
+        raise _Refused(
+            "invalid-time-in-force",
+            f"timeInForce {tif} takes a market or limit order (the {which} auction's price), "
+            f"not {order_type.value}.",
+        )
+    if bracket:
+        raise _Refused(
+            "invalid-time-in-force",
+            f"takeProfit/stopLoss cannot ride on a timeInForce {tif} order. Remove one or the "
+            "other.",
+        )
+    if extended:
+        raise _Refused(
+            "invalid-time-in-force",
+            f"A timeInForce {tif} order trades in the {which} auction only: remove extendedHours.",
         )
 
 
@@ -616,11 +650,6 @@ def _time_in_force(value: Any) -> TimeInForce | None:
             "invalid-time-in-force",
             "The provided timeInForce is invalid. It must "
             "be one of: day, gtc, opg, cls, ioc or fok.",
-        )
-    if word in ("opg", "cls"):
-        raise _Refused(
-            "unsupported-time-in-force",
-            f"timeInForce {word} (auction orders) is not supported yet. Use day, gtc, ioc or fok.",
         )
     return TimeInForce(word)
 

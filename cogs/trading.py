@@ -22,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from adapters.models import (
+    AUCTIONS,
     AssetClass,
     Bracket,
     Order,
@@ -211,6 +212,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + (f" ({', '.join(prices)})" if prices else "")
             + f" · {r.time_in_force.value.upper()}"
             + extended_line(p)
+            + auction_line(r)
             + _bracket_line(r)
             + amount_line(p)
             + risk_line(p)
@@ -326,10 +328,21 @@ def closing_line(p: Preview) -> str:
     )
 
 
+def auction_line(r: OrderRequest) -> str:
+    if r.time_in_force not in AUCTIONS:
+        return ""
+    which = "opening" if r.time_in_force is TimeInForce.OPG else "closing"
+    return (
+        f"\n🔔 {which.capitalize()} auction: it trades only in the next {which} auction, at the "
+        "auction's price (which may differ from this estimate), or is cancelled unfilled."
+    )
+
+
 def closed_line(p: Preview) -> str:
     """An order placed at night or on a weekend waits for the open: a market order then fills
-    at the opening price, which the estimate may be far from; an IOC or FOK order cannot wait."""
-    if p.market_opens_at is None:
+    at the opening price, which the estimate may be far from; an IOC or FOK order cannot wait.
+    (An auction order's own line says when it trades.)"""
+    if p.market_opens_at is None or p.request.time_in_force in AUCTIONS:
         return ""
     r = p.request
     closed = f"\n🌙 The market is closed until <t:{int(p.market_opens_at.timestamp())}:f>: "
@@ -941,7 +954,8 @@ class Trading(commands.Cog):
         order_type="market (default), limit, stop, stop_limit or trailing_stop",
         limit_price="For limit and stop-limit orders",
         stop_price="For stop and stop-limit orders",
-        time_in_force="day (default; gtc for crypto), gtc, ioc or fok",
+        time_in_force="day (default; gtc for crypto), gtc, ioc, fok, or opg/cls: the "
+        "opening/closing auction",
         connection="Which connection (default: Tradecord Paper)",
         mode="paper (default) or live — live trades real money",
         take_profit="Bracket: a limit exit at this price, placed once the order fills",
@@ -962,7 +976,7 @@ class Trading(commands.Cog):
         order_type: Literal["market", "limit", "stop", "stop_limit", "trailing_stop"] = "market",
         limit_price: str | None = None,
         stop_price: str | None = None,
-        time_in_force: Literal["day", "gtc", "ioc", "fok"] | None = None,
+        time_in_force: Literal["day", "gtc", "ioc", "fok", "opg", "cls"] | None = None,
         connection: str | None = None,
         mode: Mode = "paper",
         take_profit: str | None = None,

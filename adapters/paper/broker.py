@@ -35,6 +35,7 @@ from adapters.errors import (
     OrderNotFound,
 )
 from adapters.models import (
+    AUCTIONS,
     CHANGE_FIELDS,
     Account,
     AccountRef,
@@ -57,7 +58,14 @@ from adapters.models import (
 from adapters.paper import engine, store
 from adapters.paper.engine import PriceType
 from adapters.paper.feed import QuoteSource, SimulatedFeed, utcnow
-from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
+from adapters.paper.hours import (
+    AUCTION_WINDOW,
+    FillHours,
+    auction_at,
+    day_order_expiry,
+    is_open,
+    next_open,
+)
 from adapters.paper.models import PaperAccount, PaperOrder
 from adapters.paper.universe import Instrument, check_contract, resolve
 from adapters.registry import register
@@ -415,11 +423,7 @@ class PaperBroker(BrokerAdapter):
             stop_price=stop_price,
             client_order_id=request.client_order_id,
             reference_price=stop_price or self._reference_price(request, inst, quote),
-            expires_at=(
-                day_order_expiry(inst.asset_class, now, hours, extended=request.extended_hours)
-                if request.time_in_force is TimeInForce.DAY
-                else None
-            ),
+            expires_at=_expiry(request, inst, now, hours),
             bracket=request.bracket,
             trail_amount=request.trail_amount,
             trail_percent=request.trail_percent,
@@ -679,6 +683,18 @@ def _check_trail(request: OrderRequest, inst: Instrument) -> None:
         _check_price("trail amount", amount, inst)
     if percent is not None and not (0 < percent < 100):
         raise InvalidOrder(f"The trail percent must be between 0 and 100, not {percent}.")
+
+
+def _expiry(
+    request: OrderRequest, inst: Instrument, now: datetime, hours: FillHours
+) -> datetime | None:
+    """When a working order ends: a day order with its trading day, an auction order with its
+    auction's minute; gtc orders never."""
+    if request.time_in_force in AUCTIONS:
+        return auction_at(request.time_in_force, now) + AUCTION_WINDOW
+    if request.time_in_force is TimeInForce.DAY:
+        return day_order_expiry(inst.asset_class, now, hours, extended=request.extended_hours)
+    return None
 
 
 def _check_bracket(request: OrderRequest, inst: Instrument) -> None:

@@ -371,6 +371,7 @@ class OrderState:
     trail_percent: Decimal | None = None
     watermark: Decimal | None = None  # a trailing stop's best price so far
     tick: Decimal | None = None  # a future's price step: it fills only at whole ticks
+    auction_at: datetime | None = None  # an opg/cls order: when its auction trades
 
     @property
     def remaining(self) -> Decimal:
@@ -479,6 +480,23 @@ def marketable(order: OrderState, price: Decimal) -> bool:
     return price <= order.limit_price if order.side is Side.BUY else price >= order.limit_price
 
 
+def _auction(
+    order: OrderState, quote: Quote | None, price_type: PriceType, now: datetime
+) -> Decision:
+    """An opg/cls order: it waits for its auction, then trades at the auction's price (the
+    market's then) or never; the exchange's hours do not hold it back (the close is one)."""
+    if now < (order.auction_at or now):
+        return Decision(Action.WAIT, reason="it waits for its auction")
+    price = executable_price(quote, order.side, price_type, order.tick) if quote else None
+    if price is None:
+        return Decision(Action.CANCEL, reason="no price was quoted at the auction")
+    if not marketable(order, price):
+        return Decision(
+            Action.CANCEL, reason=f"the auction's price (${price:,.2f}) did not reach its limit"
+        )
+    return Decision(Action.FILL, price=price, quantity=order.remaining)
+
+
 def decide(
     order: OrderState,
     quote: Quote | None,
@@ -489,7 +507,10 @@ def decide(
 ) -> Decision:
     """What happens to a working order at this quote and moment."""
     if order.expires_at is not None and now >= order.expires_at:
-        return Decision(Action.EXPIRE, reason="the trading day ended")
+        over = "its auction is over" if order.auction_at is not None else "the trading day ended"
+        return Decision(Action.EXPIRE, reason=over)
+    if order.auction_at is not None:
+        return _auction(order, quote, price_type, now)
 
     def stay(reason: str, triggered_now: bool = False) -> Decision:
         if order.immediate:

@@ -18,6 +18,11 @@ An extended-hours stock order (a limit day order) also fills in the pre-market a
 sessions: from 5 h 30 min before a session's open (04:00 New York) to 4 h after its close
 (20:00; 17:00 after an early close), and its day ends then; in ``24/7`` its day ends at 20:00.
 
+An auction order (opg, cls: stocks) trades only in the New York Stock Exchange's opening or
+closing auction, in either mode: at the first look within a minute of the next open (opg) or
+close (cls), at the price then, or not at all (cancelled); unseen in that minute (Tradecord
+was not running), it expires.
+
 Crypto trades around the clock in both modes and takes no day orders (gtc, ioc, fok only).
 Outside hours, market and limit orders with day or gtc rest until the open; ioc and fok are
 refused with ``MarketClosed`` before anything is recorded, since they cannot wait.
@@ -30,7 +35,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from adapters.calendars import NEW_YORK, calendar_for
-from adapters.models import AssetClass
+from adapters.models import AssetClass, TimeInForce
 
 if TYPE_CHECKING:
     from exchange_calendars import ExchangeCalendar
@@ -39,6 +44,9 @@ DAY_END = time(16, 0)
 EXTENDED_DAY_END = time(20, 0)
 PRE_MARKET = timedelta(hours=5, minutes=30)  # from 04:00 before a 09:30 open
 AFTER_HOURS = timedelta(hours=4)  # to 20:00 after a 16:00 close
+
+
+AUCTION_WINDOW = timedelta(minutes=1)
 
 
 class FillHours(StrEnum):
@@ -80,6 +88,21 @@ def next_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> dateti
     cal = calendar_for(asset_class, at)
     assert cal is not None
     return cal.next_open(at.astimezone(UTC)).to_pydatetime()
+
+
+def auction_at(time_in_force: TimeInForce, placed_at: datetime) -> datetime:
+    """When the auction an opg (the next open) or cls (this session's close, or the next
+    one's when the market is shut) order placed at ``placed_at`` trades in."""
+    cal = calendar_for(AssetClass.EQUITY, placed_at)
+    assert cal is not None
+    utc = placed_at.astimezone(UTC)
+    if time_in_force is TimeInForce.OPG:
+        return cal.next_open(utc).to_pydatetime()
+    session = cal.minute_to_session(utc, direction="next")
+    close = cal.session_close(session).to_pydatetime()
+    if close <= utc:
+        close = cal.session_close(cal.next_session(session)).to_pydatetime()
+    return close
 
 
 def day_order_expiry(

@@ -34,6 +34,7 @@ from adapters.errors import (
     OrderNotReplaceable,
 )
 from adapters.models import (
+    AUCTIONS,
     AssetClass,
     Bracket,
     Order,
@@ -48,7 +49,7 @@ from adapters.models import (
 from adapters.paper import engine
 from adapters.paper.engine import Action, Decision, PriceType
 from adapters.paper.feed import Clock, QuoteSource, SimulatedFeed, utcnow
-from adapters.paper.hours import FillHours, is_open
+from adapters.paper.hours import AUCTION_WINDOW, FillHours, is_open
 from adapters.paper.models import PaperAccount, PaperFill, PaperOrder, PaperPosition
 from adapters.paper.universe import Instrument
 from bot.db import Database, flush_batched
@@ -119,7 +120,15 @@ def order_state(row: PaperOrder) -> engine.OrderState:
         row.trail_percent,
         row.watermark,
         tick_of(row.symbol) if row.asset_class == AssetClass.FUTURE.value else None,
+        _auction_of(row),
     )
+
+
+def _auction_of(row: PaperOrder) -> datetime | None:
+    """An opg/cls order's auction: its expiry is the auction's window's end."""
+    if row.time_in_force not in AUCTIONS or row.expires_at is None:
+        return None
+    return row.expires_at - AUCTION_WINDOW
 
 
 def tick_of(symbol: str) -> Decimal | None:
@@ -867,6 +876,14 @@ def _exits(account: PaperAccount, entry: PaperOrder, now: datetime) -> list[Pape
 
 
 def _reason(order: PaperOrder, decision: Decision) -> str:
+    if order.time_in_force in AUCTIONS:
+        which = "opening" if order.time_in_force == TimeInForce.OPG else "closing"
+        if decision.action is Action.EXPIRE:
+            return (
+                f"Expired: its {which} auction passed while Tradecord Paper was not pricing "
+                "orders (the bot was not running)."
+            )
+        return f"Cancelled: it trades only in the {which} auction, and {decision.reason}."
     if decision.action is Action.EXPIRE:
         end = ends(order)
         if end is not None and (order.expires_at is None or end < order.expires_at):
@@ -1236,7 +1253,10 @@ async def sweep_account(
         o.symbol
         for o in working
         if not (o.expires_at is not None and now >= o.expires_at)
-        and is_open(AssetClass(o.asset_class), now, market.fill_hours, extended=o.extended_hours)
+        and (
+            o.time_in_force in AUCTIONS  # the close is an auction's moment
+            or is_open(AssetClass(o.asset_class), now, market.fill_hours, extended=o.extended_hours)
+        )
     }
     quotes = await fetch_quotes(source, needs_quote)
     updates: list[OrderUpdate] = []

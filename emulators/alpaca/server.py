@@ -222,11 +222,18 @@ class AlpacaEmulator(BaseEmulator):
         self.broker.set_quote(symbol, bid, ask, last)
 
     def open_market(self) -> None:
-        """The session opens: queued (``accepted``) equity orders are routed and may fill."""
+        """The session opens. First its opening auction: every opg order waiting (queued or
+        working) fills in full at the symbol's last price (set it with ``set_quote`` before)
+        if it is a market order or its limit reaches that price, else it is ``canceled``.
+        Then queued (``accepted``) equity orders are routed and may fill."""
         self.broker.open_market()
 
     def close_market(self) -> None:
-        """The session ends: working day orders expire; new equity orders are queued."""
+        """The session ends. First its closing auction: every cls order working fills at the
+        symbol's last price or is ``canceled``, as opg orders at the open (a cls order queued
+        while the market was shut waits for the next session's close). Then working day
+        orders expire; new equity orders are queued. Auction orders are refused from 9:28am
+        (opg) / 3:50pm (cls) until 7:00pm ET on weekdays by the emulator's ``clock``."""
         self.broker.close_market()
 
     @property

@@ -332,9 +332,22 @@ class TradeStationEmulator(BaseEmulator):
     def expire_day_orders(self, *, regular_close: bool = False) -> list[OrderState]:
         return self.world.expire_day_orders(regular_close=regular_close)
 
+    def run_opening_auction(self) -> list[OrderState]:
+        """The opening auction now, whatever the session: every working OPG order fills in
+        full at its symbol's last price (``set_quote`` first) if it is a market order or its
+        limit reaches that price, else ends unfilled as "UROut" (``OUT``). Returns the orders
+        it ended. ``set_session("regular")`` runs it on its own (unless ``auto_fill`` is off)."""
+        return self.world.run_opening_auction()
+
+    def run_closing_auction(self) -> list[OrderState]:
+        """The closing auction now, for CLO orders, as ``run_opening_auction`` for OPG ones.
+        Leaving regular hours (``set_session``, ``market_open = False``) runs it on its own."""
+        return self.world.run_closing_auction()
+
     @property
     def market_open(self) -> bool:
-        """Regular hours; setting False moves the market to ``closed`` (the night)."""
+        """Regular hours; setting False moves the market to ``closed`` (the night), True to
+        regular hours, running the closing or opening auction as ``set_session`` does."""
         return self.world.market_open
 
     @market_open.setter
@@ -347,7 +360,14 @@ class TradeStationEmulator(BaseEmulator):
 
     def set_session(self, session: str) -> None:
         """``pre``, ``regular``, ``post`` or ``closed``: DYP/GCP stock orders also fill in the
-        pre- and post-market, other stock orders wait for regular hours."""
+        pre- and post-market, other stock orders wait for regular hours.
+
+        Auction orders: moving into ``regular`` from another session first runs the opening
+        auction (working OPG orders fill at the symbol's last price or end "UROut"), moving
+        out of it runs the closing auction (CLO orders) before the session ends; see
+        ``run_opening_auction``. With ``auto_fill`` off neither runs. OPG orders are taken in
+        ``pre`` and ``closed`` (refused in ``regular`` and ``post``: the day's opening has
+        passed), CLO orders in every session but ``post``."""
         self.world.set_session(session)
 
     @property

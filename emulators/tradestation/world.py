@@ -5,8 +5,13 @@ Payloads are rendered in the vendor's shapes: every money and quantity value is 
 timestamps are RFC 3339 with a ``Z``, order statuses are the three-letter codes.
 
 Rejection texts: TradeStation documents the envelope (``{"Error": "FAILED", "Message":
-"Order failed. Reason: ..."}`` in a 200) but not the reasons for buying power, closed markets or
-the wrong account type, so those sentences are ours; the ``REASON_*`` constants collect them.
+"Order failed. Reason: ..."}`` in a 200) but not the reasons for buying power, closed markets,
+the wrong account type or auction orders, so those sentences are ours; the ``REASON_*``
+constants collect them.
+
+Auction orders (Duration OPG, CLO) trade only in the stock exchange's opening or closing
+auction, which the emulator runs when the session moves into or out of regular hours
+(``set_session``) or when a test asks (``run_opening_auction``, ``run_closing_auction``).
 """
 
 from __future__ import annotations
@@ -98,6 +103,18 @@ REASON_INVALID_ACCOUNT = "Invalid AccountID {account_id}."
 REASON_EXTENDED_LIMIT_ONLY = (
     "{duration} orders must be Limit orders: only limit orders trade in the extended sessions."
 )
+# The auction durations' refusals. The v3 OpenAPI says OPG is "only valid for listed stocks";
+# everything else here is our inference, and every sentence is ours (the vendor publishes none):
+# CLO is refused for futures as OPG is, the auctions take Market and Limit orders only (the
+# exchanges' market-/limit-on-open and -on-close orders), and an order is refused once its
+# auction of the day has passed and until the day's sessions end (OPG in the regular session
+# and the post-market, CLO in the post-market), as at Alpaca, whose windows are published.
+REASON_AUCTION_STOCKS_ONLY = "{duration} orders are only valid for listed stocks."
+REASON_AUCTION_ORDER_TYPE = "{duration} orders must be Market or Limit orders."
+REASON_AUCTION_TOO_LATE = {
+    "OPG": "Too late for the opening: OPG orders are accepted only before the market opens.",
+    "CLO": "Too late for the close: CLO orders are accepted only before the market closes.",
+}
 CENT = Decimal("0.01")
 
 OPENING_ACTIONS = frozenset({"BUY", "SELLSHORT"})
@@ -112,6 +129,13 @@ SESSIONS = ("pre", "regular", "post", "closed")
 # GCP and GDP the same for GTC and GTD: these work in the pre- and post-market as well; every
 # other duration works in regular hours only.
 EXTENDED_DURATIONS = frozenset({"DYP", "GCP", "GDP"})
+# "OPG - At the opening; only valid for listed stocks at the opening session Price" and "CLO -
+# On Close; orders that target the closing session of an exchange" (v3 OpenAPI Duration): they
+# trade in that auction only, never in the continuous session.
+AUCTION_DURATIONS = frozenset({"OPG", "CLO"})
+AUCTION_ORDER_TYPES = frozenset({"Market", "Limit"})
+# The sessions in which each auction of the day is over and the next day's not yet taken.
+AUCTION_PASSED = {"OPG": frozenset({"regular", "post"}), "CLO": frozenset({"post"})}
 # Initial margin as a share of one contract's notional: realistic orders of magnitude
 # (ES about $15k) without a per-exchange table.
 FUTURES_MARGIN_RATE = Decimal("0.05")
@@ -482,16 +506,26 @@ class World:
 
     def set_session(self, session: str) -> None:
         """Move the stock market to ``pre``, ``regular``, ``post`` or ``closed``; the orders
-        that work in the session that begins fill if their prices allow."""
+        that work in the session that begins fill if their prices allow. Entering regular
+        hours runs the opening auction first (OPG orders), leaving them runs the closing
+        auction (CLO orders) while still open; with ``auto_fill`` off neither runs."""
         if session not in SESSIONS:
             raise ValueError(f"session must be one of {', '.join(SESSIONS)}")
+        opening = self.session != "regular" and session == "regular"
+        if self.session == "regular" and session != "regular" and self.auto_fill:
+            self.run_closing_auction()
         self.session = session
+        if opening and self.auto_fill:
+            self.run_opening_auction()
         for order in list(self.orders.values()):
             self._work(order)
 
     def in_session(self, order: OrderState) -> bool:
         """Whether ``order`` may fill now. Futures keep their own hours, which the emulator
-        does not model: they are always in session."""
+        does not model: they are always in session. An auction order (OPG, CLO) fills only in
+        its auction."""
+        if order.duration in AUCTION_DURATIONS:
+            return False
         if order.asset_type != "STOCK" or self.session == "regular":
             return True
         return self.session in ("pre", "post") and order.duration in EXTENDED_DURATIONS
@@ -814,6 +848,8 @@ class World:
         duration = str(body.get("TimeInForce", {}).get("Duration", "DAY")).upper()
         if duration in EXTENDED_DURATIONS and order_type != "Limit":
             raise OrderRejected(REASON_EXTENDED_LIMIT_ONLY.format(duration=duration))
+        if duration in AUCTION_DURATIONS:
+            self._check_auction(duration, order_type, is_future)
         if parent is None:
             self._check_position(acct, sym, action, qty)
         order = OrderState(
@@ -895,6 +931,16 @@ class World:
             if o.confirm_id is not None and o.client_id is not None:
                 self.confirm_ids.pop((o.client_id, user_id, o.confirm_id), None)
 
+    def _check_auction(self, duration: str, order_type: str, is_future: bool) -> None:
+        """An OPG or CLO order: a stock's market or limit order, placed while its auction is
+        still ahead (see the ``REASON_AUCTION_*`` constants for what is documented)."""
+        if is_future:
+            raise OrderRejected(REASON_AUCTION_STOCKS_ONLY.format(duration=duration))
+        if order_type not in AUCTION_ORDER_TYPES:
+            raise OrderRejected(REASON_AUCTION_ORDER_TYPE.format(duration=duration))
+        if self.session in AUCTION_PASSED[duration]:
+            raise OrderRejected(REASON_AUCTION_TOO_LATE[duration])
+
     def _check_position(self, acct: AccountState, sym: str, action: str, qty: Decimal) -> None:
         if acct.type == "Futures":
             return
@@ -921,7 +967,10 @@ class World:
         return max(ZERO, abs(held + signed) - abs(held))
 
     def _risk_checks(self, order: OrderState, excluding: str | None = None) -> None:
-        if not self.market_open and order.order_type == "Market":
+        # A market-on-open or -on-close order waits for its auction: it is placed while the
+        # market is shut (OPG always is).
+        auction = order.duration in AUCTION_DURATIONS
+        if not self.market_open and order.order_type == "Market" and not auction:
             raise OrderRejected(REASON_MARKET_CLOSED.format(symbol=order.symbol))
         opening = self._opening_quantity(order)
         if opening == 0:
@@ -1101,7 +1150,8 @@ class World:
     def expire_day_orders(self, *, regular_close: bool = False) -> list[OrderState]:
         """Test control: the day's sessions end; DAY and DYP orders expire. With
         ``regular_close`` only the regular session ends: DYP orders work on into the
-        post-market, "valid until the end of the extended trading session"."""
+        post-market, "valid until the end of the extended trading session". Auction orders
+        (OPG, CLO) end in their auction instead (``run_auction``)."""
         ending = ("DAY",) if regular_close else ("DAY", "DYP")
         out = []
         for order in list(self.orders.values()):
@@ -1109,6 +1159,40 @@ class World:
                 self._close(order, "EXP")
                 out.append(order)
         return out
+
+    def run_opening_auction(self) -> list[OrderState]:
+        """Test control: the opening auction (``run_auction("OPG")``)."""
+        return self.run_auction("OPG")
+
+    def run_closing_auction(self) -> list[OrderState]:
+        """Test control: the closing auction (``run_auction("CLO")``)."""
+        return self.run_auction("CLO")
+
+    def run_auction(self, duration: str) -> list[OrderState]:
+        """The stock exchanges' opening (``OPG``) or closing (``CLO``) auction: each working
+        order of that duration trades in full at the auction's one price, its symbol's last
+        price (move it with ``set_quote`` first), if it is a market order or its limit reaches
+        that price; the rest are taken out unfilled, "UROut" (``OUT``), as an IOC's leftover.
+        Returns the orders it ended. [infer] The status of an auction order left unfilled,
+        the price, and all-or-nothing (the emulator keeps no auction book to fill part of an
+        order against) are not documented by the vendor."""
+        if duration not in AUCTION_DURATIONS:
+            raise ValueError("auction duration must be OPG or CLO")
+        ended: list[OrderState] = []
+        for order in list(self.orders.values()):  # placement order
+            if not order.is_open or order.status == "DON" or order.duration != duration:
+                continue
+            q = self.quote(order.symbol)
+            price = q.last if q is not None else None
+            limit = order.limit_price
+            if price is not None and (
+                limit is None or (price <= limit if order.is_buy else price >= limit)
+            ):
+                self._execute(order, order.remaining, price)
+            else:
+                self._close(order, "OUT")
+            ended.append(order)
+        return ended
 
     def fill(
         self,

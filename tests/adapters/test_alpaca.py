@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from adapters.alpaca import AlpacaAdapter, parse_time, replacement_client_order_id
-from adapters.base import AdapterContext, CircuitBreaker, StaticToken
+from adapters.base import AdapterContext, CircuitBreaker, HttpResponse, StaticToken
 from adapters.errors import (
     AssetClassNotSupported,
     AuthorizationExpired,
@@ -1368,3 +1369,176 @@ async def test_extended_hours_refused_before_sending(
     with pytest.raises(InvalidOrder, match=re.escape(message)):
         await adapter.create_order(paper, request_)
     assert posts(emu) == 0
+
+
+# -- auction orders (opg, cls) ---------------------------------------------------------------
+
+NEW_YORK = ZoneInfo("America/New_York")
+OPG, CLS = TimeInForce.OPG, TimeInForce.CLS
+
+
+class Clock:
+    """The emulator's clock, set to a moment of Tuesday 10 March 2026 in New York time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.at(9)
+
+    def at(self, hour: int, minute: int = 0) -> None:
+        self.now = datetime(2026, 3, 10, hour, minute, tzinfo=NEW_YORK).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def timed(
+    clock: Clock, http: aiohttp.ClientSession
+) -> AsyncIterator[tuple[AlpacaEmulator, AlpacaAdapter, AccountRef]]:
+    """An emulator on ``clock`` (Alpaca's auction windows are by the time of day), an adapter
+    for the demo user, and the paper account."""
+    async with AlpacaEmulator(clock=clock) as emu:
+        assert isinstance(emu, AlpacaEmulator)
+        adapter = make_adapter(emu, http, emu.issue_token("demo", env="paper"))
+        [ref] = [a.ref() for a in await adapter.fetch_accounts()]
+        yield emu, adapter, ref
+        assert emu.spec_violations == []
+
+
+async def test_an_opg_order_is_sent_as_opg_reads_back_as_opg_and_trades_at_the_open(
+    timed: tuple[AlpacaEmulator, AlpacaAdapter, AccountRef], clock: Clock
+) -> None:
+    emu, adapter, paper = timed
+    assert {OPG, CLS} <= AlpacaAdapter.capabilities.time_in_force[AssetClass.EQUITY]
+    emu.close_market()
+    clock.at(9, 0)  # before Alpaca's 9:28am cut-off
+    moo = await adapter.create_order(paper, order("AAPL", "2", time_in_force=OPG))
+    loo = await adapter.create_order(
+        paper,
+        order("MSFT", "1", order_type=OrderType.LIMIT, limit_price=D(400), time_in_force=OPG),
+    )
+    sent = [json.loads(r.body) for r in emu.requests_to(r"/v2/orders$", "POST")]
+    assert [b["time_in_force"] for b in sent] == ["opg", "opg"]
+    assert (moo.time_in_force, moo.status) == (OPG, OrderStatus.PENDING)
+    working = {o.id: o.time_in_force for o in await adapter.fetch_open_orders(paper)}
+    assert working == {moo.id: OPG, loo.id: OPG}
+    # The auction trades at the last price: AAPL's 191.50; MSFT's 420, above the limit's 400.
+    emu.set_quote("AAPL", D("191.40"), D("191.60"), D("191.50"))
+    clock.at(9, 30)
+    emu.open_market()
+    done = await adapter.fetch_order(paper, order_id=moo.id)
+    assert (done.status, done.filled_quantity, done.average_fill_price, done.time_in_force) == (
+        OrderStatus.FILLED,
+        D(2),
+        D("191.5"),
+        OPG,
+    )
+    unfilled = await adapter.fetch_order(paper, order_id=loo.id)
+    assert (unfilled.status, unfilled.filled_quantity) == (OrderStatus.CANCELLED, D(0))
+
+
+async def test_a_cls_order_works_through_the_session_and_trades_at_the_close(
+    timed: tuple[AlpacaEmulator, AlpacaAdapter, AccountRef], clock: Clock
+) -> None:
+    emu, adapter, paper = timed
+    clock.at(10)
+    moc = await adapter.create_order(paper, order("TSLA", "3", time_in_force=CLS))
+    assert json.loads(emu.requests_to(r"/v2/orders$", "POST")[0].body)["time_in_force"] == "cls"
+    got = await adapter.fetch_order(paper, order_id=moc.id)
+    assert (got.status, got.time_in_force) == (OrderStatus.OPEN, CLS)  # not filled in session
+    clock.at(16)
+    emu.set_quote("TSLA", D("252.40"), D("252.60"), D("252.55"))
+    emu.close_market()
+    done = await adapter.fetch_order(paper, order_id=moc.id)
+    assert (done.status, done.average_fill_price, done.time_in_force) == (
+        OrderStatus.FILLED,
+        D("252.55"),
+        CLS,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tif", "hour", "minute", "message"),
+    [
+        (
+            OPG,
+            10,
+            0,
+            "Too late for today's opening auction. Alpaca takes opening-auction (opg) orders "
+            "from 7:00pm until 9:28am New York time, for the next opening auction; from 9:28am "
+            "to 7:00pm it refuses them. Place it again after 7:00pm, or use time in force day",
+        ),
+        (
+            CLS,
+            15,
+            55,
+            "Too late for today's closing auction. Alpaca takes closing-auction (cls) orders "
+            "from 7:00pm until 3:50pm New York time",
+        ),
+    ],
+)
+async def test_alpaca_refuses_an_auction_order_after_its_cut_off(
+    timed: tuple[AlpacaEmulator, AlpacaAdapter, AccountRef],
+    clock: Clock,
+    tif: TimeInForce,
+    hour: int,
+    minute: int,
+    message: str,
+) -> None:
+    emu, adapter, paper = timed
+    clock.at(hour, minute)
+    await _reject(
+        adapter,
+        paper,
+        order("AAPL", "1", time_in_force=tif),
+        InvalidOrder,
+        re.escape(message),
+        "40310000",
+    )
+    assert posts(emu) == 1  # sent: Alpaca's clock decides, not ours
+
+
+def test_alpacas_other_auction_refusals_say_what_an_auction_order_must_be() -> None:
+    adapter = AlpacaAdapter(AdapterContext())
+    refused = adapter.vendor_error(
+        HttpResponse(
+            422,
+            {},
+            {"code": 42210000, "message": "opg orders must be market or limit orders"},
+            "POST",
+            "/v2/orders",
+        )
+    )
+    assert isinstance(refused, InvalidOrder) and refused.vendor_code == "42210000"
+    assert refused.user_message == (
+        "Alpaca refused this opening-auction (opg) order: it must be a market or limit order "
+        "for a stock, without take-profit/stop-loss or extended hours. Alpaca takes "
+        "opening-auction (opg) orders from 7:00pm until 9:28am New York time, for the next "
+        "opening auction; from 9:28am to 7:00pm it refuses them."
+    )
+    # Alpaca's own times win over the documented ones (a paper log has said 3:55pm for cls).
+    late = adapter.vendor_error(
+        HttpResponse(
+            403,
+            {},
+            {
+                "code": 40310000,
+                "message": "cls orders must be submitted after 7:00pm and before 3:55pm",
+            },
+            "POST",
+            "/v2/orders",
+        )
+    )
+    assert isinstance(late, InvalidOrder) and "until 3:55pm New York time" in late.user_message
+    # A ticker named CLS is not an auction.
+    unknown = adapter.vendor_error(
+        HttpResponse(
+            422, {}, {"code": 42210000, "message": 'asset "CLS" not found'}, "POST", "/v2/orders"
+        )
+    )
+    assert isinstance(unknown, SymbolNotFound)

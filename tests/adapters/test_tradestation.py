@@ -1446,3 +1446,167 @@ async def test_an_extended_order_changes_and_stays_extended(
     emu.set_session("post")
     moved = await adapter.replace_order(MARGIN, new, OrderChange(limit_price=Decimal(420)))
     assert (moved.status, moved.extended_hours) == (OrderStatus.FILLED, True)
+
+
+# -- auction orders (opg, cls) ---------------------------------------------------------------
+
+
+def test_auction_durations_read_back_as_opg_and_cls_and_stocks_alone_take_them() -> None:
+    def read(duration: str) -> TimeInForce:
+        return map_order({**_vendor_order("OPN", "10", "0"), "Duration": duration}).time_in_force
+
+    opg, cls = TimeInForce.OPG, TimeInForce.CLS
+    assert (read("OPG"), read("CLO"), read("clo")) == (opg, cls, cls)
+    tifs = TradeStationAdapter.capabilities.time_in_force
+    assert {TimeInForce.OPG, TimeInForce.CLS} <= tifs[AssetClass.EQUITY]
+    assert not {TimeInForce.OPG, TimeInForce.CLS} & tifs[AssetClass.FUTURE]
+
+
+async def test_an_opg_market_order_goes_out_as_opg_and_fills_in_the_opening_auction(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.set_session("pre")
+    order = await adapter.create_order(
+        MARGIN, buy("MSFT", 10, time_in_force=TimeInForce.OPG, client_order_id="opg1")
+    )
+    (body,) = posted(emu)
+    assert (body["OrderType"], body["TimeInForce"]) == ("Market", {"Duration": "OPG"})
+    assert (order.status, order.time_in_force) == (OrderStatus.OPEN, TimeInForce.OPG)
+    # The pre-market trades on; the order waits for the auction, whose price is the open.
+    emu.set_quote("MSFT", "419.90", "420.10", "420")
+    assert (await adapter.fetch_order(MARGIN, order_id=order.id)).status is OrderStatus.OPEN
+    emu.set_session("regular")
+    filled = await adapter.fetch_order(MARGIN, client_order_id="opg1")
+    assert (filled.id, filled.status, filled.time_in_force) == (
+        order.id,
+        OrderStatus.FILLED,
+        TimeInForce.OPG,
+    )
+    assert filled.filled_quantity == 10 and filled.average_fill_price == Decimal(420)
+
+
+async def test_an_opg_limit_not_reached_at_the_open_ends_unfilled(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.set_session("closed")
+    request = buy(
+        "MSFT",
+        5,
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(400),
+        time_in_force=TimeInForce.OPG,
+    )
+    order = await adapter.create_order(MARGIN, request)
+    assert posted(emu)[0]["TimeInForce"] == {"Duration": "OPG"}
+    emu.set_session("regular")  # opens at 415.20, above the limit
+    ended = await adapter.fetch_order(MARGIN, order_id=order.id)
+    assert (ended.status, ended.filled_quantity) == (OrderStatus.CANCELLED, 0)
+    assert ended.time_in_force is TimeInForce.OPG
+    # Nor does it work on in the session when the price comes down to it.
+    emu.set_quote("MSFT", "399", "399.50")
+    assert await adapter.fetch_open_orders(MARGIN) == []
+
+
+async def test_a_cls_order_goes_out_as_clo_and_fills_at_the_close(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    order = await adapter.create_order(MARGIN, sell("AAPL", 4, time_in_force=TimeInForce.CLS))
+    (body,) = posted(emu)
+    assert (body["TradeAction"], body["TimeInForce"]) == ("SELL", {"Duration": "CLO"})
+    # A market order in regular hours, yet it waits for the closing auction.
+    assert (order.status, order.time_in_force) == (OrderStatus.OPEN, TimeInForce.CLS)
+    emu.set_quote("AAPL", "230.90", "231.10", "231")
+    emu.set_session("post")
+    filled = await adapter.fetch_order(MARGIN, order_id=order.id)
+    assert (filled.status, filled.average_fill_price) == (OrderStatus.FILLED, Decimal(231))
+    assert filled.time_in_force is TimeInForce.CLS
+
+
+async def test_auction_orders_tradestation_would_refuse_are_refused_before_sending(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    # Futures are not offered the auctions at all: the capability set refuses them.
+    for tif in (TimeInForce.OPG, TimeInForce.CLS):
+        with pytest.raises(InvalidOrder, match=f"take time in force .*, not {tif.value}") as e:
+            await adapter.create_order(FUTURES, buy("ESZ25", 1, time_in_force=tif))
+        assert "opg" not in e.value.user_message.split("not")[0]
+    with pytest.raises(InvalidOrder, match="market or limit"):
+        await adapter.create_order(
+            MARGIN,
+            buy(
+                "MSFT",
+                1,
+                order_type=OrderType.STOP,
+                stop_price=Decimal(450),
+                time_in_force=TimeInForce.OPG,
+            ),
+        )
+    assert posted(emu) == []
+
+
+async def test_tradestations_auction_refusals_tell_the_member_why(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    # In regular hours the day's opening has passed.
+    with pytest.raises(InvalidOrder, match="Too late for today's opening auction") as late:
+        await adapter.create_order(MARGIN, buy("MSFT", 1, time_in_force=TimeInForce.OPG))
+    assert "time in force day" in late.value.user_message
+    emu.set_session("post")
+    with pytest.raises(InvalidOrder, match="Too late for today's closing auction"):
+        await adapter.create_order(MARGIN, buy("MSFT", 1, time_in_force=TimeInForce.CLS))
+    # What the base check refuses, TradeStation refuses too when it is sent anyway.
+    emu.set_session("pre")
+    stop = buy(
+        "MSFT", 1, order_type=OrderType.STOP, stop_price=Decimal(450), time_in_force=TimeInForce.OPG
+    )
+    with pytest.raises(InvalidOrder, match="refused this opening-auction") as kind:
+        await adapter._create_order(MARGIN, stop)  # skips the capability check on purpose
+    assert "market or limit" in kind.value.user_message
+    future = buy("ESZ25", 1, time_in_force=TimeInForce.CLS, asset_class=AssetClass.FUTURE)
+    with pytest.raises(InvalidOrder, match="listed stocks"):
+        await adapter._create_order(FUTURES, future)
+    assert len(posted(emu)) == 4 and emu.orders_for(MARGIN.id) == []
+
+
+def test_auction_refusal_texts_map_to_invalid_order() -> None:
+    named = rejection_error("Order failed. Reason: Duration CLO is not valid for this route.")
+    assert type(named) is InvalidOrder and "closing-auction (cls)" in named.user_message
+    # Unnamed, the refusal is read as about the auction only when an auction order was sent.
+    vague = "Order failed. Reason: Invalid duration for this order."
+    assert "opening-auction" in rejection_error(vague, TimeInForce.OPG).user_message
+    assert "auction" not in rejection_error(vague, TimeInForce.DAY).user_message
+    assert isinstance(
+        rejection_error("Order failed. Reason: Insufficient buying power.", TimeInForce.OPG),
+        InsufficientBuyingPower,
+    )
+
+
+async def test_an_auction_order_is_found_by_its_hint_apart_from_a_day_twin(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.set_session("pre")
+    emu.faults.add(
+        Fault(kind="lose_response", path=r"/orderexecution/orders$", method="POST", times=2)
+    )
+    sent_at = datetime.now(UTC)
+    opening = buy(
+        "MSFT",
+        2,
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(400),
+        time_in_force=TimeInForce.OPG,
+        client_order_id="auc1",
+    )
+    day = replace(opening, time_in_force=TimeInForce.DAY, client_order_id="day1")
+    for request in (opening, day):
+        with pytest.raises(BrokerUnavailable):
+            await adapter.create_order(MARGIN, request)
+    JOURNAL.clear()  # as after a restart: only the hints the caller kept
+    twin = await adapter.fetch_order(
+        MARGIN, client_order_id="day1", hint=SubmissionHint(day, sent_at)
+    )
+    found = await adapter.fetch_order(
+        MARGIN, client_order_id="auc1", hint=SubmissionHint(opening, sent_at)
+    )
+    assert (found.time_in_force, twin.time_in_force) == (TimeInForce.OPG, TimeInForce.DAY)
+    assert emu.order(found.id).duration == "OPG" and emu.order(twin.id).duration == "DAY"

@@ -1697,6 +1697,23 @@ def test_an_extended_order_limited_to_one_session_says_when_it_expires() -> None
     )
 
 
+async def test_an_auction_order_says_it_trades_only_in_its_auction(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1", time_in_force="opg")
+    assert "**BUY 1 AAPL** · market · OPG" in card.text(), card.text()
+    assert (
+        "🔔 Opening auction: it trades only in the next opening auction, at the auction's "
+        "price (which may differ from this estimate), or is cancelled unfilled."
+    ) in card.text()
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Accepted: buy 1 AAPL (market, working)." in (await done.message(timeout=10)).text()
+    orders = (await h.reply("alice", "orders")).text()
+    assert "opg" in orders, orders
+    btc = await preview(h, "alice", symbol="BTCUSD", quantity="0.1", time_in_force="cls")
+    assert "take time in force" in btc.text() and btc.buttons() == []
+
+
 async def test_an_extended_hours_limit_is_marked_on_the_card(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")

@@ -9,10 +9,12 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -901,3 +903,127 @@ async def test_extended_hours_only_for_day_limit_orders(
     status, _ = await paper.order(symbol="AAPL", qty="1", extended_hours=False, **body)
     assert status == 200
     assert emu.spec_violations == []
+
+
+# -- auction orders (opg, cls) -----------------------------------------------------------------
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def new_york(hour: int, minute: int = 0, day: int = 10) -> float:
+    """A moment of March 2026 in New York time; the 10th is a Tuesday, the 14th a Saturday."""
+    return datetime(2026, 3, day, hour, minute, tzinfo=NEW_YORK).timestamp()
+
+
+async def test_opg_orders_queued_before_the_open_trade_in_the_opening_auction(
+    paper: Api, emu: AlpacaEmulator, clock: Clock
+) -> None:
+    clock.now = new_york(9)
+    emu.close_market()
+    status, moo = await paper.order(symbol="AAPL", qty="2", time_in_force="opg")
+    assert status == 200 and (moo["status"], moo["time_in_force"]) == ("accepted", "opg")
+    _, loo = await paper.order(
+        symbol="MSFT", qty="1", type="limit", limit_price="421", time_in_force="opg"
+    )
+    _, unmarketable = await paper.order(
+        symbol="MSFT", qty="1", type="limit", limit_price="400", time_in_force="opg"
+    )
+    _, day = await paper.order(symbol="NVDA", qty="1")
+    # The pre-market moves: an auction order does not trade on it.
+    emu.set_quote("AAPL", Decimal("191.40"), Decimal("191.60"), Decimal("191.50"))
+    emu.set_quote("MSFT", Decimal("419.90"), Decimal("420.30"), Decimal("420.20"))
+    _, got, _ = await paper.call("GET", f"/v2/orders/{moo['id']}")
+    assert got["status"] == "accepted"
+    clock.now = new_york(9, 30)
+    emu.open_market()
+    # One price for all: the auction's (the last trade), not the bid or ask.
+    _, got, _ = await paper.call("GET", f"/v2/orders/{moo['id']}")
+    assert (got["status"], got["filled_qty"], got["filled_avg_price"]) == ("filled", "2", "191.5")
+    _, got, _ = await paper.call("GET", f"/v2/orders/{loo['id']}")
+    assert (got["status"], got["filled_avg_price"]) == ("filled", "420.2")
+    _, got, _ = await paper.call("GET", f"/v2/orders/{unmarketable['id']}")
+    assert got["status"] == "canceled" and got["canceled_at"] and got["filled_qty"] == "0"
+    # A day order queued beside them is routed and fills at the quote, as before.
+    _, got, _ = await paper.call("GET", f"/v2/orders/{day['id']}")
+    assert (got["status"], got["time_in_force"]) == ("filled", "day")
+    assert emu.spec_violations == []
+
+
+async def test_a_cls_order_works_through_the_session_and_trades_in_the_closing_auction(
+    paper: Api, emu: AlpacaEmulator, clock: Clock
+) -> None:
+    clock.now = new_york(10)
+    status, moc = await paper.order(symbol="TSLA", qty="3", time_in_force="cls")
+    assert status == 200 and moc["time_in_force"] == "cls"
+    _, loc = await paper.order(
+        symbol="AAPL", qty="1", side="sell", type="limit", limit_price="195", time_in_force="cls"
+    )
+    _, day = await paper.order(symbol="AMZN", qty="1", type="limit", limit_price="100")
+    emu.set_quote("TSLA", Decimal("251.90"), Decimal("252.10"), Decimal("252"))
+    _, got, _ = await paper.call("GET", f"/v2/orders/{moc['id']}")
+    assert (got["status"], got["filled_qty"]) == ("new", "0")  # not in the continuous session
+    clock.now = new_york(16)
+    emu.set_quote("TSLA", Decimal("252.40"), Decimal("252.60"), Decimal("252.55"))
+    emu.close_market()
+    _, got, _ = await paper.call("GET", f"/v2/orders/{moc['id']}")
+    assert (got["status"], got["filled_avg_price"]) == ("filled", "252.55")
+    _, got, _ = await paper.call("GET", f"/v2/orders/{loc['id']}")
+    assert got["status"] == "canceled" and got["filled_qty"] == "0"  # 190 < its 195 limit
+    _, got, _ = await paper.call("GET", f"/v2/orders/{day['id']}")
+    assert got["status"] == "expired"
+    assert emu.spec_violations == []
+
+
+@pytest.mark.parametrize(
+    ("tif", "day", "hour", "minute", "refused"),
+    [
+        ("opg", 10, 9, 27, False),
+        ("opg", 10, 9, 28, True),
+        ("opg", 10, 10, 0, True),
+        ("opg", 10, 18, 59, True),
+        ("opg", 10, 19, 0, False),
+        ("opg", 14, 10, 0, False),  # a Saturday: queued for Monday's open
+        ("cls", 10, 10, 0, False),
+        ("cls", 10, 15, 50, True),
+        ("cls", 10, 15, 55, True),
+        ("cls", 10, 19, 30, False),
+    ],
+)
+async def test_auction_orders_are_refused_in_alpacas_windows(
+    paper: Api,
+    emu: AlpacaEmulator,
+    clock: Clock,
+    tif: str,
+    day: int,
+    hour: int,
+    minute: int,
+    refused: bool,
+) -> None:
+    clock.now = new_york(hour, minute, day)
+    status, body = await paper.order(symbol="AAPL", qty="1", time_in_force=tif)
+    if refused:
+        cutoff = "9:28am" if tif == "opg" else "3:50pm"
+        message = f"{tif} orders must be submitted after 7:00pm and before {cutoff}"
+        assert (status, body) == (403, {"code": 40310000, "message": message})
+        assert emu.orders(emu.account("demo", "paper")) == []
+    else:
+        assert status == 200 and body["time_in_force"] == tif
+        # Taken, it waits for its auction: no fill in the session the emulator has open.
+        _, got, _ = await paper.call("GET", f"/v2/orders/{body['id']}")
+        assert (got["status"], got["filled_qty"]) == ("new", "0")
+    assert emu.spec_violations == []
+
+
+async def test_auction_orders_are_market_or_limit_stock_orders(
+    paper: Api, emu: AlpacaEmulator, clock: Clock
+) -> None:
+    clock.now = new_york(8)
+    status, body = await paper.order(
+        symbol="AAPL", qty="1", side="sell", type="stop", stop_price="150", time_in_force="opg"
+    )
+    assert (status, body) == (
+        422,
+        {"code": 42210000, "message": "opg orders must be market or limit orders"},
+    )
+    status, body = await paper.order(symbol="BTC/USD", qty="0.1", time_in_force="cls")
+    assert (status, body) == (422, {"code": 42210000, "message": "invalid crypto time_in_force"})

@@ -1349,3 +1349,126 @@ async def test_day_plus_outlives_the_regular_close(
     assert emu.order(plus).status == "OPN"
     assert [o.id for o in emu.expire_day_orders()] == [plus]  # the post-market ended
     assert emu.order(plus).payload()["Status"] == "EXP"
+
+
+# -- auction orders: OPG and CLO -------------------------------------------------------------
+
+
+def auction(duration: str, price: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A market (or, with ``price``, limit) order for the opening or closing auction."""
+    kind = {"OrderType": "Limit", "LimitPrice": price} if price is not None else {}
+    return order(TimeInForce={"Duration": duration}, **kind, **kw)
+
+
+async def test_opg_orders_fill_in_the_opening_auction_at_its_price_or_end_unfilled(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.set_session("closed")  # a market-on-open order is placed while the market is shut
+    market = await placed_id(session, emu, token, auction("OPG", qty="3"))
+    reached = await placed_id(session, emu, token, auction("OPG", "421", qty="2"))
+    missed = await placed_id(session, emu, token, auction("OPG", "419", qty="2"))
+    day = await placed_id(session, emu, token, limit("DAY", "421"))
+    emu.set_session("pre")
+    emu.set_quote("MSFT", "419.90", "420.30", "420.10")  # the pre-market trades: they wait
+    assert {emu.order(i).status for i in (market, reached, missed)} == {"OPN"}
+    emu.set_session("regular")
+    # One price for all: the opening's, not the touch nor the limit.
+    assert [(emu.order(i).status, emu.order(i).average_fill) for i in (market, reached)] == [
+        ("FLL", Decimal("420.10")),
+        ("FLL", Decimal("420.10")),
+    ]
+    gone = emu.order(missed).payload()
+    assert (gone["Status"], gone["StatusDescription"], gone["Duration"]) == (
+        "OUT",
+        "UROut",
+        "OPG",
+    )
+    assert gone["Legs"][0]["ExecQuantity"] == "0" and "ClosedDateTime" in gone
+    assert emu.order(day).average_fill == Decimal("420.30")  # then the session trades
+    # After the open an OPG order is never worked in the session.
+    emu.set_quote("MSFT", "418", "418.10")
+    assert emu.order(missed).status == "OUT"
+    _, listed = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/orders", token)
+    assert {o["OrderID"]: o["Duration"] for o in listed["Orders"]}[market] == "OPG"
+    assert emu.spec_violations == []
+
+
+async def test_clo_orders_wait_through_the_session_and_trade_at_the_close(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    sell = {"TradeAction": "SELL", "Symbol": "AAPL"}
+    market = await placed_id(session, emu, token, auction("CLO", qty="4", **sell))
+    missed = await placed_id(session, emu, token, auction("CLO", "240", qty="4", **sell))
+    # Regular hours, marketable, and yet they wait for the closing auction.
+    emu.set_quote("AAPL", "229", "229.10")
+    assert (emu.order(market).status, emu.order(missed).status) == ("OPN", "OPN")
+    emu.set_quote("AAPL", "230.90", "231.10", "231")
+    emu.market_open = False  # the close
+    assert (emu.order(market).status, emu.order(market).average_fill) == ("FLL", Decimal(231))
+    assert emu.order(missed).status == "OUT"
+    # Placed at night, a CLO order waits through the next open for that day's close.
+    night = await placed_id(session, emu, token, auction("CLO", qty="1", **sell))
+    emu.set_session("pre")
+    emu.set_session("regular")
+    assert emu.order(night).status == "OPN"
+    emu.set_session("post")
+    assert emu.order(night).status == "FLL"
+    _, pos = await call(session, emu, "GET", f"/v3/brokerage/accounts/{MARGIN}/positions", token)
+    assert pos["Positions"][0]["Quantity"] == "5"  # 10 held, 4 + 1 sold
+
+
+async def test_auction_orders_are_refused_for_futures_other_types_and_too_late(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.set_session("pre")
+    cases = [
+        (auction("OPG", account=FUTURES, symbol="ESZ25"), "OPG orders are only valid for listed"),
+        (auction("CLO", account=FUTURES, symbol="ESZ25"), "CLO orders are only valid for listed"),
+        (auction("OPG", OrderType="StopMarket", StopPrice="450"), "must be Market or Limit"),
+        (
+            auction("CLO", OrderType="StopLimit", StopPrice="450", LimitPrice="451"),
+            "CLO orders must be Market or Limit",
+        ),
+    ]
+    for body, text in cases:
+        (err,) = (await place(session, emu, token, body))["Errors"]
+        assert err["Error"] == "FAILED" and text in err["Message"] and "OrderID" not in err
+    # Once the day's auction has passed, until its sessions end.
+    for session_now, duration, taken in (
+        ("regular", "OPG", False),
+        ("regular", "CLO", True),
+        ("post", "OPG", False),
+        ("post", "CLO", False),
+        ("closed", "OPG", True),
+        ("closed", "CLO", True),
+    ):
+        emu.set_session(session_now)
+        answer = await place(session, emu, token, auction(duration, "400"))
+        if taken:
+            assert emu.order(answer["Orders"][0]["OrderID"]).status == "OPN"
+        else:
+            (err,) = answer["Errors"]
+            assert (
+                f"Too late for the {'opening' if duration == 'OPG' else 'close'}"
+                in (err["Message"])
+            )
+    assert emu.orders_for(FUTURES) == []
+    assert emu.spec_violations == []
+
+
+async def test_auctions_run_on_demand_and_not_by_themselves_without_auto_fill(
+    emu: TradeStationEmulator, session: aiohttp.ClientSession, token: str
+) -> None:
+    emu.set_session("pre")
+    emu.auto_fill = False
+    opg = await placed_id(session, emu, token, auction("OPG"))
+    emu.set_session("regular")
+    assert emu.order(opg).status == "OPN"
+    clo = await placed_id(session, emu, token, auction("CLO"))
+    assert [o.id for o in emu.run_opening_auction()] == [opg]
+    assert (emu.order(opg).status, emu.order(clo).status) == ("FLL", "OPN")
+    assert [o.id for o in emu.run_closing_auction()] == [clo]
+    assert emu.order(clo).average_fill == Decimal("415.20")  # the last price
+    assert emu.run_closing_auction() == []
+    with pytest.raises(ValueError, match="auction duration"):
+        emu.world.run_auction("DAY")

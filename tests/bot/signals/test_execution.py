@@ -856,6 +856,15 @@ async def test_an_exit_bound_to_be_refused_keeps_the_protective_stop(
     assert [o.status for o in await orders(core) if o.order_type != "market"] == ["open"]
 
 
+async def test_an_opening_auction_signal_waits_for_the_open(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", timeInForce="opg")
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason
+    [order] = await orders(core)
+    assert (order.time_in_force, order.status) == ("opg", "open")
+
+
 # -- trading windows -------------------------------------------------------------------------
 
 

@@ -112,8 +112,13 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"orderType": "stop", "stopPrice": "abc"}, "invalid-stop-price"),
         ({"orderType": "limit", "limitPrice": 10, "stopPrice": 9}, "invalid-stop-price"),
         ({"timeInForce": "forever"}, "invalid-time-in-force"),
-        ({"timeInForce": "opg"}, "unsupported-time-in-force"),
-        ({"timeInForce": "cls"}, "unsupported-time-in-force"),
+        ({"ticker": "BTCUSD", "timeInForce": "opg"}, "invalid-time-in-force"),
+        ({"orderType": "stop", "stopPrice": 190, "timeInForce": "cls"}, "invalid-time-in-force"),
+        ({"timeInForce": "opg", "takeProfit": {"percent": 5}}, "invalid-time-in-force"),
+        (
+            {"timeInForce": "cls", "orderType": "limit", "limitPrice": 1, "extendedHours": True},
+            "invalid-extended-hours-time-in-force",
+        ),
         ({"quantity": 0}, "invalid-quantity"),
         ({"quantity": -3}, "invalid-quantity"),
         ({"quantity": "ten"}, "invalid-quantity"),
@@ -431,3 +436,10 @@ def test_a_subscriptions_default_exit_is_read_as_typed(
 def test_a_default_exit_that_cannot_be_read_says_how_to_write_it(text: str, what: str) -> None:
     with pytest.raises(ValueError, match="is a distance from the entry price"):
         exit_default(text, what)
+
+
+@pytest.mark.parametrize(("word", "tif"), [("opg", TimeInForce.OPG), ("CLS", TimeInForce.CLS)])
+def test_auction_orders_are_read(word: str, tif: TimeInForce) -> None:
+    s = ok(base(timeInForce=word, orderType="limit", limitPrice=190))
+    assert s.time_in_force is tif
+    assert Signal.from_record(s.to_record()) == s
