@@ -42,6 +42,7 @@ from adapters.errors import (
     RateLimited,
 )
 from adapters.models import (
+    AUCTIONS,
     AccountRef,
     AssetClass,
     Balance,
@@ -3452,7 +3453,11 @@ def describe(intent: OrderIntent, order: Order) -> str:
     if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
         ended = order.status.value.capitalize()
         return _ended(ended, what, order.filled_quantity, order.average_fill_price)
-    return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, working).{bracket}"
+    state = "working"
+    if intent.time_in_force in AUCTIONS:
+        which = "opening" if intent.time_in_force == TimeInForce.OPG else "closing"
+        state = f"waiting for the {which} auction"
+    return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, {state}).{bracket}"
 
 
 def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:

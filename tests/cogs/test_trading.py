@@ -1707,7 +1707,8 @@ async def test_an_auction_order_says_it_trades_only_in_its_auction(tradecord: Ha
         "price (which may differ from this estimate), or is cancelled unfilled."
     ) in card.text()
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
-    assert "Accepted: buy 1 AAPL (market, working)." in (await done.message(timeout=10)).text()
+    result = (await done.message(timeout=10)).text()
+    assert "Accepted: buy 1 AAPL (market, waiting for the opening auction)." in result, result
     orders = (await h.reply("alice", "orders")).text()
     assert "opg" in orders, orders
     btc = await preview(h, "alice", symbol="BTCUSD", quantity="0.1", time_in_force="cls")
