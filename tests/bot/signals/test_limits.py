@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, event, inspect, select
+from sqlalchemy import Connection, event, inspect, select, text
 
 from adapters.paper.broker import PaperBroker
 from bot.automation_models import ExecutionStatus
@@ -415,6 +415,29 @@ async def test_the_limits_migration_applies_and_reverses(empty_database_url: str
             assert "switches" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
         await db.upgrade()
         assert await db.current_revision() == head_revision()
+    finally:
+        await db.close()
+
+
+async def test_the_kill_switch_row_exists_off_from_the_start(
+    core: Core, empty_database_url: str
+) -> None:
+    """Seeded by migration 0020, so the claims always have a row to share the lock of; its
+    downgrade takes only a row no owner has switched."""
+    state = await core.limits.kill_switch()
+    assert (state.on, state.changed_by) == (False, None) and state.changed_at is not None
+    db = Database(empty_database_url)
+    try:
+        rows = "SELECT name FROM switches"
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0020")
+            assert (await conn.execute(text(rows))).scalars().all() == ["kill_switch"]
+            await conn.run_sync(_migrate, empty_database_url, "downgrade", "0019")
+            assert (await conn.execute(text(rows))).scalars().all() == []
+            await conn.run_sync(_migrate, empty_database_url, "upgrade", "0020")
+            await conn.execute(text("UPDATE switches SET changed_by = 1"))
+            await conn.run_sync(_migrate, empty_database_url, "downgrade", "0019")
+            assert (await conn.execute(text(rows))).scalars().all() == ["kill_switch"]
     finally:
         await db.close()
 
