@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -214,6 +214,16 @@ def price_tick(symbol: str, price: Decimal) -> Decimal:
             return Decimal("0.01")
         return Decimal("0.0001") if price >= 1 else Decimal("0.00000001")
     return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+
+def price_away(symbol: str, price: Decimal, distance: Decimal, sign: int) -> Decimal:
+    """``price`` moved ``distance`` up (``sign`` 1) or down (-1), on the symbol's price step at
+    the new price (an entry under $1 may exit above it): a bracket's exit from its entry.
+    Rounded to a multiple of the step, since quantize alone rounds /ES to cents, not 0.25s.
+    May come to zero or below; the caller says so."""
+    raw = price + sign * distance
+    tick = price_tick(symbol, raw)
+    return (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
 
 
 def instrument_key(symbol: str) -> str:

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -1199,11 +1199,7 @@ class SignalService:
             name: str, price_field: str, percent: Decimal | None, amount: Decimal | None, sign: int
         ) -> Decimal:
             delta = entry * percent / 100 if percent is not None else amount or Decimal(0)
-            raw = entry + sign * delta
-            # The tick of the exit's own price (an entry under $1 may exit above it), and a
-            # multiple of it: quantize alone rounds /ES to cents, not to its 0.25 ticks.
-            tick = symbols.price_tick(sig.ticker, raw)
-            price = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
+            price = symbols.price_away(sig.ticker, entry, delta, sign)
             given = f"{qty(percent)}%" if percent is not None else price_text(amount or Decimal(0))
             if price <= 0:
                 raise _Skip(
@@ -1218,7 +1214,8 @@ class SignalService:
                 raise _Skip(
                     "invalid-bracket",
                     f"The {name} of {given} from the entry price {price_text(entry)} rounds to "
-                    f"{price_text(price)} at {sig.ticker}'s price steps of {format(tick, 'f')}, "
+                    f"{price_text(price)} at {sig.ticker}'s price steps of "
+                    f"{format(symbols.price_tick(sig.ticker, entry + sign * delta), 'f')}, "
                     f"not {'above' if sign > 0 else 'below'} it; the bracketed entry was not "
                     "placed. "
                     f"Send a larger percent or amount, or the price itself as {price_field}.",

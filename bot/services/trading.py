@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -3130,9 +3130,9 @@ def trailing_start(request: OrderRequest, price: Decimal) -> Decimal:
     percent = b.stop_loss_trail_percent
     distance = price * percent / 100 if percent is not None else b.stop_loss_trail_amount
     assert distance is not None
-    raw = price - distance if request.side is Side.BUY else price + distance
-    tick = symbols.price_tick(request.symbol, raw)
-    start = (raw / tick).to_integral_value(ROUND_HALF_UP) * tick
+    start = symbols.price_away(
+        request.symbol, price, distance, -1 if request.side is Side.BUY else 1
+    )
     if start <= 0:
         raise InvalidInput(
             f"A trailing stop-loss {price_text(distance)} behind an entry at about "
