@@ -6,6 +6,7 @@ One ``Database`` per process. Each unit of work opens its own session
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -289,21 +290,29 @@ def _flush_batched(session: Session) -> None:
         session.execute(insert(cls.__table__), rows)
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migration scripts, read once per process: reading them runs every script's module."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    return _scripts().get_current_head()
 
 
 def _upgrade(conn: Connection, url: str) -> None:
-    cfg = alembic_config(url)
     # A database a newer Tradecord migrated (a downgrade, or an older process on shared
     # storage) has a revision this code has never heard of: refuse clearly, touch nothing.
     current = MigrationContext.configure(conn).get_current_revision()
-    scripts = ScriptDirectory.from_config(cfg)
+    scripts = _scripts()
     if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
         raise ConfigurationError(
             f"DATABASE_URL: the database is at revision {current}, newer than this Tradecord "
             f"knows (up to {scripts.get_current_head()}); run the newer Tradecord version"
         )
+    if current == scripts.get_current_head():
+        return  # Alembic would read every script again to learn there is nothing to do
+    cfg = alembic_config(url)
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
 
