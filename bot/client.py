@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -77,8 +78,10 @@ class Tradecord(commands.Bot):
         return self._core
 
     async def setup_hook(self) -> None:
-        for ext in COGS:
-            await self.load_extension(ext)
+        for name in COGS:
+            # Imported once per process, not re-run per bot as load_extension does: each
+            # test (and each shard's bot) would compile and build every command again.
+            await importlib.import_module(name).setup(self)
         if self.sync_only:
             return
         if self._core is None:
