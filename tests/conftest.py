@@ -171,6 +171,9 @@ DATABASE_FIXTURES = frozenset({"database_url", "empty_database_url", "postgres",
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests of many seconds start first: one left for the end runs alone on one core while
+    # the other workers have finished (xdist hands out tests in this order).
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)
     if TEST_DB != "postgresql":
         return
     keep, drop = [], []

@@ -46,6 +46,7 @@ async def blocked(limiter: object) -> bool:
     return False
 
 
+@pytest.mark.first
 async def test_two_processes_stay_under_one_limit_together(processes: list[Database]) -> None:
     clock = Clock()
     one, two = (SharedLimiters(p, clock) for p in processes)

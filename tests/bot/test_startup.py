@@ -18,6 +18,9 @@ from bot.settings import Settings
 from bot.vault import generate_key_spec
 from emulators.discord import DiscordEmulator
 
+# Each starts the bot in a process of its own: seconds apiece (tests/conftest.py).
+pytestmark = pytest.mark.first
+
 
 async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(

@@ -40,6 +40,9 @@ pytestmark = [
         "(run with TRADECORD_TEST_DB=postgresql)",
     ),
     pytest.mark.asyncio(loop_scope="module"),
+    # One deployment for the module: its tests on one worker (scripts/test's --dist loadgroup).
+    pytest.mark.xdist_group("scale"),
+    pytest.mark.first,
 ]
 
 TICKERS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "AMD", "NFLX", "SPY", "QQQ")

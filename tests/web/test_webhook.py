@@ -511,6 +511,7 @@ HUGE_NUMBERS = st.tuples(
 )
 
 
+@pytest.mark.first
 @settings(
     max_examples=200,
     deadline=None,

@@ -154,6 +154,7 @@ async def test_the_worker_loop_runs_jobs_and_stops(core: Core) -> None:
     assert (await jobs(core))[0].status == JobStatus.DONE
 
 
+@pytest.mark.first
 async def test_two_workers_in_two_processes_take_each_job_once(
     settings: Settings, db: Database, core: Core, clock: FakeClock
 ) -> None:
