@@ -21,7 +21,7 @@ from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import short_id
 from bot.services.limits import describe_limit, without_thousands
 from bot.services.notify import closed_card
-from bot.services.signal_report import Phase, SignalReport
+from bot.services.signal_report import Phase, SignalLine, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
     MAX_RATE_LIMIT,
@@ -271,6 +271,44 @@ def outcome(report: SignalReport) -> str:
     if len(counts) == 1:
         return next(iter(counts))
     return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def line_outcome(line: SignalLine) -> str:
+    """/signal list's outcome column: why a signal did not trade, or its results counted."""
+    if line.status == SignalStatus.REFUSED:
+        return f"refused: {line.message_code}"
+    if line.status == SignalStatus.DUPLICATE:
+        return f"duplicate of {short_id(line.duplicate_of or '')}"
+    if line.status != SignalStatus.DONE:
+        return line.status  # queued or processing
+    if not line.results:
+        return "no subscription ran it"
+    if sum(n for _, n in line.results) == 1:
+        return line.results[0][0].replace("_", " ")
+    return ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in line.results)
+
+
+async def recent_signal_ids(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete for /signal show: the member's newest signals matching what they typed
+    (an id's end, a ticker, a strategy, an outcome)."""
+    bot: Any = interaction.client
+    typed = current.strip().casefold()
+    choices = []
+    for line in await bot.core.signals.recent_signals(interaction.user.id):
+        label = (
+            f"{line.received_at.astimezone(UTC):%m-%d %H:%M} {short_id(line.signal_id)} · "
+            f"{line_signal(line)} · {line.strategy_name} · {line_outcome(line)}"
+        )
+        if typed in label.casefold() or typed in line.signal_id:
+            choices.append(app_commands.Choice(name=_cut(label, 100), value=line.signal_id))
+    return choices[:25]
+
+
+def line_signal(line: SignalLine) -> str:
+    what = " ".join(filter(None, [line.action, line.ticker])) or "unreadable"
+    return _cut(what, 18) + (" (test)" if line.test else "")
 
 
 def phase_table(phases: Sequence[Phase], day: str, budget: int) -> str:
@@ -787,8 +825,72 @@ class Automation(commands.Cog):
 
     signal = app_commands.Group(name="signal", description="Webhook signals")
 
+    @signal.command(name="list", description="The latest signals and what became of them")
+    @app_commands.describe(strategy="Only this strategy's (default: every strategy you can see)")
+    @app_commands.autocomplete(strategy=strategy_names)
+    async def list_signals(
+        self, interaction: discord.Interaction, strategy: str | None = None
+    ) -> None:
+        core = self.bot.core
+        info = (
+            await core.strategies.get(guild_of(interaction), interaction.user.id, strategy)
+            if strategy
+            else None
+        )
+        lines = await in_time(
+            interaction,
+            core.signals.recent_signals(interaction.user.id, strategy_id=info and info.id),
+            ephemeral=True,
+        )
+        names = {line.strategy_name for line in lines}
+        by_strategy = info is None and len(names) > 1
+        rows = [
+            [
+                f"{line.received_at.astimezone(UTC):%m-%d %H:%M:%S}",
+                short_id(line.signal_id),
+                line_signal(line),
+                *([_cut(line.strategy_name, 16)] if by_strategy else []),
+                _cut(line_outcome(line), 48),
+            ]
+            for line in lines
+        ]
+        if info is None:
+            header = (
+                f"The newest {len(lines)} signals of your strategies, and of shared ones "
+                "those that ran for you."
+            )
+            empty = (
+                "No signals yet. A strategy's signals arrive at its webhook URL "
+                "(/strategy list shows your strategies)."
+            )
+        else:
+            whose = "" if info.is_owner else ", those that ran for you"
+            header = f"The newest {len(lines)} signals of {as_text(info.name)}{whose}."
+            empty = (
+                f"No signals of {as_text(info.name)} yet."
+                if info.is_owner
+                else f"None of {as_text(info.name)}'s signals has run for you yet."
+            )
+        if not lines:
+            await reply(interaction, content=empty, ephemeral=True)
+            return
+        pages = fmt.paged(
+            "Signals",
+            "paper",
+            header,
+            rows,
+            ["UTC", "Id", "Signal", *(["Strategy"] if by_strategy else []), "Outcome"],
+            set(),
+            "/signal show id: every step of one signal",
+            empty=empty,
+        )
+        for page in pages:
+            page.colour = discord.Colour(BLURPLE)
+        await send_pages(interaction, pages)
+
     @signal.command(name="show", description="Every step of one signal, with timings")
     @app_commands.describe(id="The signal id (from the webhook answer or your DM)")
+    @app_commands.autocomplete(id=recent_signal_ids)
     async def show(self, interaction: discord.Interaction, id: str) -> None:
         report = await in_time(
             interaction,

@@ -3,13 +3,15 @@ strategy's owner or one of its subscribers may see it."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.automation_models import (
@@ -42,6 +44,10 @@ ORDER_PHASES = {
     "order.cancelled": "cancelled",
     "order.expired": "expired",
 }
+
+RECENT_SIGNALS = 50  # /signal list: the newest this many
+# What a refused body's own ticker and action may show of themselves: a sender wrote them.
+SHOWABLE = re.compile(r"[^A-Za-z0-9._:/!^-]")
 
 # A signal's id as the alerts and DMs show it: its first 8 characters (up to the full 36).
 SHORT_ID = re.compile(r"[0-9a-f-]{8,35}")
@@ -103,6 +109,23 @@ class SignalReport:
     subscriptions: tuple[SubscriptionReport, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SignalLine:
+    """One signal of ``/signal list``: what came in and what became of it."""
+
+    signal_id: str
+    strategy_name: str
+    received_at: datetime
+    action: str | None
+    ticker: str | None
+    test: bool
+    status: str
+    message_code: str | None
+    duplicate_of: str | None
+    # Its subscriptions' results (each execution's status), as many as the viewer may see.
+    results: tuple[tuple[str, int], ...]
+
+
 class SignalReports:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -133,6 +156,89 @@ class SignalReports:
                 "the signal's DM or the webhook's answer."
             )
         return ids[0] if ids else None
+
+    async def recent(
+        self, discord_user_id: int, *, strategy_id: str | None = None, limit: int = RECENT_SIGNALS
+    ) -> list[SignalLine]:
+        """The newest signals this member may see, newest first: every signal of a strategy
+        they own, refused ones and duplicates included (why an alert did not trade is the
+        owner's question), and of other strategies those that ran for them, with their own
+        results only, as ``signal_report`` shows them. ``strategy_id``: that strategy's only."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        query = select(
+            ReceivedSignal.id,
+            Strategy.name,
+            ReceivedSignal.received_at,
+            ReceivedSignal.action,
+            ReceivedSignal.ticker,
+            ReceivedSignal.test,
+            ReceivedSignal.status,
+            ReceivedSignal.message_code,
+            ReceivedSignal.duplicate_of,
+            ReceivedSignal.body,
+            Strategy.owner_member_id,
+        ).join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+        if strategy_id is not None:
+            query = query.where(ReceivedSignal.strategy_id == strategy_id)
+        newest = (ReceivedSignal.received_at.desc(), ReceivedSignal.id.desc())
+        ran_for_member = select(SignalExecution.signal_id).where(
+            SignalExecution.member_id == member_id
+        )
+        async with self.core.db.session() as s:
+            # Two queries, each served by an index (a strategy's signals by time; a member's
+            # executions), rather than one OR that reads every signal.
+            rows = [
+                *(
+                    await s.execute(
+                        query.where(Strategy.owner_member_id == member_id)
+                        .order_by(*newest)
+                        .limit(limit)
+                    )
+                ).all(),
+                *(
+                    await s.execute(
+                        query.where(
+                            Strategy.owner_member_id != member_id,
+                            ReceivedSignal.id.in_(ran_for_member),
+                        )
+                        .order_by(*newest)
+                        .limit(limit)
+                    )
+                ).all(),
+            ]
+            rows.sort(key=lambda r: (r.received_at, r.id), reverse=True)
+            rows = rows[:limit]
+            results: dict[str, Counter[str]] = {r.id: Counter() for r in rows}
+            for own, ids in (
+                (True, [r.id for r in rows if r.owner_member_id == member_id]),
+                (False, [r.id for r in rows if r.owner_member_id != member_id]),
+            ):
+                if not ids:
+                    continue
+                counts = (
+                    select(SignalExecution.signal_id, SignalExecution.status, func.count())
+                    .where(SignalExecution.signal_id.in_(ids))
+                    .group_by(SignalExecution.signal_id, SignalExecution.status)
+                )
+                if not own:
+                    counts = counts.where(SignalExecution.member_id == member_id)
+                for signal_id, status, n in await s.execute(counts):
+                    results[signal_id][status] += n
+        return [
+            SignalLine(
+                signal_id=r.id,
+                strategy_name=r.name,
+                received_at=r.received_at,
+                action=r.action or _as_sent(r.body, "action"),
+                ticker=r.ticker or _as_sent(r.body, "ticker"),
+                test=r.test,
+                status=r.status,
+                message_code=r.message_code,
+                duplicate_of=r.duplicate_of,
+                results=tuple(results[r.id].most_common()),
+            )
+            for r in rows
+        ]
 
     async def signal_report(self, signal_id: str, discord_user_id: int) -> SignalReport:
         """Every phase of a signal with its time, like TradersPost's execution panel. The
@@ -290,3 +396,15 @@ class SignalReports:
             phases=tuple(top),
             subscriptions=tuple(subs),
         )
+
+
+def _as_sent(body: str | None, field: str) -> str | None:
+    """A refused signal's field as its body has it, when it is a string: the owner tells
+    their alerts apart by it. Only plain characters, cut short."""
+    try:
+        value = json.loads(body or "").get(field)
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(value, str):
+        return None
+    return SHOWABLE.sub("", value)[:16] or None

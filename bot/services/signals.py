@@ -87,7 +87,13 @@ from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
 from bot.services.signal_alerts import ChannelDigest, SignalAlerts, public_order, result_line
 from bot.services.signal_plans import ExecContext, Leg, Plan, Result, decimal_text
-from bot.services.signal_report import ENDED_BY_REASON, SignalReport, SignalReports
+from bot.services.signal_report import (
+    ENDED_BY_REASON,
+    RECENT_SIGNALS,
+    SignalLine,
+    SignalReport,
+    SignalReports,
+)
 from bot.services.strategies import WebhookAuth
 from bot.services.subscriptions import Sides, Sizing, sizing_amount
 from bot.services.trading import (
@@ -1908,6 +1914,12 @@ class SignalService:
     async def signal_report(self, signal_id: str, discord_user_id: int) -> SignalReport:
         """``SignalReports.signal_report``, where the cogs ask for it."""
         return await self.reports.signal_report(signal_id, discord_user_id)
+
+    async def recent_signals(
+        self, discord_user_id: int, *, strategy_id: str | None = None, limit: int = RECENT_SIGNALS
+    ) -> list[SignalLine]:
+        """``SignalReports.recent``, where the cogs ask for it."""
+        return await self.reports.recent(discord_user_id, strategy_id=strategy_id, limit=limit)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from adapters.paper.models import PaperOrder
 from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
-from bot.services.signal_report import Phase, SignalReport, SubscriptionReport
+from bot.services.signal_report import Phase, SignalReport, SubscriptionReport, _as_sent
 from cogs.automation import joined, outcome, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
@@ -990,3 +990,68 @@ async def test_how_long_an_order_waits_for_approval_is_the_members_choice(
         longer.content
     ), longer.content
     assert "each order waits 90 min" in longer.content, longer.content
+
+
+async def test_signal_list_shows_each_member_the_signals_they_may_see(tradecord: Harness) -> None:
+    """An owner sees every signal of their strategy, refused ones and duplicates with why; a
+    subscriber of a shared strategy sees those that ran for them, with their own result."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Breakout")
+    await h.reply("alice", "strategy share", strategy="Breakout", member=h.user("bob"))
+    await h.reply("alice", "subscribe", strategy="Breakout")
+    await h.reply("bob", "subscribe", strategy="Breakout")
+    status, bought = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 1})
+    assert status == 202
+    await signal_done(h, str(bought["id"]))
+    status, refused = await post(url, {"ticker": "AAPL", "action": "hold"})
+    assert status == 400
+    status, again = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 1})
+    assert status == 200 and again["duplicate"] is True
+
+    owner = await h.reply("alice", "signal list")
+    assert owner.ephemeral
+    text = owner.text()
+    assert "The newest 3 signals of your strategies" in text
+    rows = [line for line in text.splitlines() if "AAPL" in line]
+    # Newest first: the duplicate, the refusal with its code, then both subscribers' fills.
+    assert len(rows) == 3, text
+    assert f"duplicate of {str(bought['id'])[-8:]}" in rows[0]
+    assert str(refused["logId"])[-8:] in rows[1] and "refused: invalid-action" in rows[1]
+    assert str(bought["id"])[-8:] in rows[2] and "2 filled" in rows[2]
+
+    subscriber = (await h.reply("bob", "signal list", strategy="Breakout")).text()
+    assert "The newest 1 signals of Breakout, those that ran for you." in subscriber
+    bob_rows = [line for line in subscriber.splitlines() if "AAPL" in line]
+    assert len(bob_rows) == 1 and bob_rows[0].rstrip().endswith("filled"), subscriber
+    assert "2 filled" not in subscriber  # alice's result is hers
+
+    nobody = await h.reply("carol", "signal list")
+    assert nobody.ephemeral and nobody.content.startswith("No signals yet.")
+    hidden = await h.reply("carol", "signal list", strategy="Breakout")
+    assert "Breakout" in hidden.content and not hidden.embeds  # not shared with carol
+
+    # /signal show offers them by what the member types: here an outcome.
+    choices = await h.emu.autocomplete(
+        h.user("alice"), "signal show", options={"id": "refused"}, focused="id"
+    )
+    assert [c["value"] for c in choices] == [refused["logId"]]
+    assert "buy AAPL" not in choices[0]["name"] and "hold" in choices[0]["name"]
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ('{"ticker": "ES1!", "action": "hold"}', "ES1!"),
+        ('{"ticker": "```@everyone <@1>"}', "everyone1"),  # cannot close the table's block
+        ('{"ticker": 5}', None),
+        ('{"ticker": "***"}', None),
+        ("[1, 2]", None),
+        ("not json", None),
+        (None, None),
+    ],
+)
+def test_a_refused_signal_shows_its_own_ticker_only_in_plain_characters(
+    body: str | None, shown: str | None
+) -> None:
+    assert _as_sent(body, "ticker") == shown
