@@ -1037,6 +1037,8 @@ async def test_signal_list_shows_each_member_the_signals_they_may_see(tradecord:
     )
     assert [c["value"] for c in choices] == [refused["logId"]]
     assert "buy AAPL" not in choices[0]["name"] and "hold" in choices[0]["name"]
+    shown = await h.reply("alice", "signal show", id=str(choices[0]["value"]))
+    assert shown.embeds[0]["description"].startswith("hold AAPL · refused"), shown.text()
 
 
 @pytest.mark.parametrize(
