@@ -239,12 +239,19 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             + (" − exit" if sub.settings.subtract_exit_quantity else ""),
             sub.settings.sides.value,
             "approve" if sub.settings.manual_approval else "auto",
+            default_exits(sub.settings.take_profit, sub.settings.stop_loss),
             str(sub.settings.max_positions or "-"),
             sub.settings.trading_windows or "any",
             "on" if sub.enabled else "paused",
         ]
         for sub in subs
     ]
+
+
+def default_exits(take_profit: str | None, stop_loss: str | None) -> str:
+    """/subscriptions' Exits column: the defaults an entry without its own exits gets."""
+    parts = [f"TP {take_profit}" if take_profit else "", f"SL {stop_loss}" if stop_loss else ""]
+    return " ".join(filter(None, parts)) or "-"
 
 
 def _cut(text: str, width: int) -> str:
@@ -703,11 +710,12 @@ class Automation(commands.Cog):
                 "Sizing",
                 "Sides",
                 "Orders",
+                "Exits",
                 "Max",
                 "Entries (NY)",
                 "Status",
             ],
-            {6},
+            {7},
             f"{len(subs)} subscription{plural(len(subs))} · change with /subscribe, stop with "
             "/unsubscribe",
             empty="You have no subscriptions. Subscribe a connection with /subscribe.",

@@ -465,7 +465,7 @@ async def test_subscriptions_lists_mine_privately_without_account_numbers(
     listing = await h.reply("hana", "subscriptions")
     text = listing.text()
     assert listing.ephemeral
-    row = r"Trend\s+Tradecord Paper\s+paper\s+3 qty\s+long\s+approve\s+-\s+any\s+on\n"
+    row = r"Trend\s+Tradecord Paper\s+paper\s+3 qty\s+long\s+approve\s+-\s+-\s+any\s+on\n"
     assert re.search(row, text), text
     async with h.core.db.session() as s:
         accounts = list(await s.scalars(select(ConnectionAccount.account_id)))
@@ -668,6 +668,8 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
         "Changed: no default take-profit or stop-loss → entries whose signal has none get a "
         "take-profit 5% and a stop-loss trail 1.50 from the entry price."
     ), exits.content
+    listed = (await h.reply("alice", "subscriptions")).text()
+    assert re.search(r"Exits .*\n.* TP 5% SL trail 1\.50 ", listed), listed
     bad = await h.reply("alice", "subscribe", strategy="Breakout", take_profit="trail 2%")
     assert "take_profit is a distance from the entry price: a percent under 100" in bad.content
     off = await h.reply("alice", "subscribe", strategy="Breakout", take_profit="none")
@@ -675,6 +677,7 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
         "a take-profit 5% and a stop-loss trail 1.50 from the entry price → entries whose signal "
         "has none get a stop-loss trail 1.50 from the entry price."
     ), off.content
+    assert " SL trail 1.50 " in (await h.reply("alice", "subscriptions")).text()
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(
