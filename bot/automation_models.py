@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -58,6 +59,8 @@ class Strategy(Base):
     max_daily_notional: Mapped[Decimal | None] = mapped_column()
     # Touched by every accepted request: the write that serialises one strategy's webhook.
     last_signal_at: Mapped[datetime | None] = mapped_column()
+    # When its owner was last told that signals were refused (at most one DM an hour).
+    refusals_told_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -133,6 +136,11 @@ class SignalStatus:
     REFUSED = "refused"  # invalid or stale: answered 400 with a message code
 
 
+# The predicate of ix_signals_refusals_untold, written the same in the queries that use it
+# (SQLite uses a partial index only for a query whose WHERE has its terms as written).
+REFUSALS_UNTOLD = "status = 'refused' AND announced = false"
+
+
 class ReceivedSignal(Base):
     """One authenticated webhook request (TradersPost's signal log), stored before the answer."""
 
@@ -145,6 +153,14 @@ class ReceivedSignal(Base):
             "strategy_id",
             "body_hash",
             "received_at",
+        ),
+        # Refusals not yet told to the strategy's owner (bot.services.refusals): a handful of
+        # rows, where the signal log keeps a year.
+        Index(
+            "ix_signals_refusals_untold",
+            "strategy_id",
+            sqlite_where=text(REFUSALS_UNTOLD),
+            postgresql_where=text(REFUSALS_UNTOLD),
         ),
     )
 

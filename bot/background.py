@@ -1,6 +1,6 @@
 """A process's background work: run queued signal jobs, settle orders whose state is unknown,
 sweep resting paper orders, follow working orders at brokers, remind members before fixed
-authorizations end.
+authorizations end, tell strategy owners of refused signals.
 
 Everything here reads and writes the database, so any number of processes may run it: the
 claims and compare-and-sets in the services keep each effect single.
@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from bot.services.order_updates import OrderUpdates
+from bot.services.refusals import tell_refusals
 from bot.services.tokens import remind_expiring
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Background:
         sweep_every: float = 2.0,
         remind_every: float = 3600.0,
         purge_every: float = 3600.0,
+        refusals_every: float = 60.0,
         follow_orders: bool = True,
     ) -> None:
         self.core = core
@@ -42,6 +44,7 @@ class Background:
             ("paper sweep", self.updates.sweep_paper, sweep_every),
             ("authorization reminders", lambda: remind_expiring(core), remind_every),
             ("signal log retention", core.signals.purge_log, purge_every),
+            ("refused signal notices", lambda: tell_refusals(core), refusals_every),
         ]
         self.follow_orders = follow_orders
         self._tasks: list[asyncio.Task[None]] = []

@@ -229,8 +229,8 @@ class SignalReports:
                 signal_id=r.id,
                 strategy_name=r.name,
                 received_at=r.received_at,
-                action=r.action or _as_sent(r.body, "action"),
-                ticker=r.ticker or _as_sent(r.body, "ticker"),
+                action=r.action or as_sent(r.body, "action"),
+                ticker=r.ticker or as_sent(r.body, "ticker"),
                 test=r.test,
                 status=r.status,
                 message_code=r.message_code,
@@ -384,8 +384,8 @@ class SignalReports:
             strategy_name=strategy.name,
             viewer_is_owner=is_owner,
             status=record.status,
-            ticker=record.ticker or _as_sent(record.body, "ticker"),
-            action=record.action or _as_sent(record.body, "action"),
+            ticker=record.ticker or as_sent(record.body, "ticker"),
+            action=record.action or as_sent(record.body, "action"),
             sentiment=(record.payload or {}).get("sentiment"),
             test=record.test,
             message_code=record.message_code,
@@ -398,7 +398,7 @@ class SignalReports:
         )
 
 
-def _as_sent(body: str | None, field: str) -> str | None:
+def as_sent(body: str | None, field: str) -> str | None:
     """A refused signal's field as its body has it, when it is a string: the owner tells
     their alerts apart by it. Only plain characters, cut short."""
     try:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from adapters.paper.models import PaperOrder
 from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
-from bot.services.signal_report import Phase, SignalReport, SubscriptionReport, _as_sent
+from bot.services.signal_report import Phase, SignalReport, SubscriptionReport, as_sent
 from cogs.automation import joined, outcome, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
@@ -1059,4 +1059,4 @@ async def test_signal_list_shows_each_member_the_signals_they_may_see(tradecord:
 def test_a_refused_signal_shows_its_own_ticker_only_in_plain_characters(
     body: str | None, shown: str | None
 ) -> None:
-    assert _as_sent(body, "ticker") == shown
+    assert as_sent(body, "ticker") == shown

@@ -1,0 +1,80 @@
+"""A strategy's owner hears of refused signals by DM, at most once an hour per strategy."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.core import Core
+from bot.services.refusals import tell_refusals, untold_strategies
+from tests.bot.signals.conftest import OWNER, make_strategy, notifier, open_core, send
+from tests.support import FakeClock
+
+
+async def test_the_owner_is_told_once_then_hourly_with_the_refusals_since(core: Core) -> None:
+    url = await make_strategy(core, "Breakout")
+    await make_strategy(core, "Quiet")  # nothing refused: nothing said
+    assert await tell_refusals(core) == 0
+
+    first = await send(core, url, {"ticker": "AAPL", "action": "hold"})
+    assert first.status == 400
+    assert (await send(core, url, {"ticker": "AAPL", "action": "buy"})).status == 202
+    assert await tell_refusals(core) == 1
+    [(to, dm)] = notifier(core).dms
+    assert to == OWNER and dm.content is not None
+    assert dm.content.startswith("⚠️ **Breakout** refused 1 signal since ")
+    assert "(hold AAPL): `invalid-action`: " in dm.content
+    assert "/signal list strategy:Breakout shows each one." in dm.content
+    assert await tell_refusals(core) == 0  # told: not again
+
+    # Within the hour, refusals wait; after it, they are told together, the newest first.
+    core.signals.clock.advance(minutes=10)  # type: ignore[attr-defined]
+    await send(core, url, {"ticker": "AAPL", "action": "hold", "quantity": 1})
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": -1})
+    assert await tell_refusals(core) == 0
+    core.signals.clock.advance(minutes=51)  # type: ignore[attr-defined]
+    assert await tell_refusals(core) == 1
+    later = notifier(core).dms[-1][1].content or ""
+    assert "refused 2 signals since" in later and "nothing was traded for them" in later
+    assert "(buy AAPL): `invalid-quantity`" in later, later
+    assert "Before it: `invalid-action` ×1" in later
+    assert len(notifier(core).dms) == 2
+
+
+async def test_refusals_a_day_old_are_not_news(core: Core) -> None:
+    url = await make_strategy(core, "Breakout")
+    await send(core, url, {"ticker": "AAPL", "action": "hold"})
+    core.signals.clock.advance(hours=25)  # type: ignore[attr-defined]
+    assert await tell_refusals(core) == 0
+    assert notifier(core).dms == []
+    # Marked told all the same, and the next refusal is told at once.
+    await send(core, url, {"ticker": "AAPL", "action": "hold"})
+    assert await tell_refusals(core) == 1
+    assert "refused 1 signal since" in (notifier(core).dms[0][1].content or "")
+
+
+async def test_two_processes_tell_a_refusal_once(core: Core, clock: FakeClock) -> None:
+    url = await make_strategy(core, "Breakout")
+    for _ in range(3):
+        await send(core, url, {"ticker": "AAPL", "action": "hold", "time": "x"})
+    other = await open_core(core.settings, clock)
+    try:
+        told = await asyncio.gather(tell_refusals(core), tell_refusals(other))
+    finally:
+        await other.close()
+    assert sorted(told) == [0, 1]
+    assert len(notifier(core).dms) + len(notifier(other).dms) == 1
+
+
+async def test_the_sweep_reads_the_partial_index(core: Core) -> None:
+    """The signal log keeps a year: the sweep must not read all of it every minute."""
+    if not core.db.is_sqlite:
+        return  # PostgreSQL's planner picks by statistics; the index exists (migrations test)
+    query = untold_strategies(core.signals.clock()).compile(dialect=core.db.engine.dialect)
+    async with core.db.engine.connect() as conn:
+        plan = " ".join(
+            str(row[-1])
+            for row in await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {query}", tuple(None for _ in query.positiontup or ())
+            )
+        )
+    assert "ix_signals_refusals_untold" in plan, plan
