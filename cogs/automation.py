@@ -45,6 +45,7 @@ from cogs.ui import (
     as_text,
     connection_names,
     in_time,
+    owned_strategy_names,
     reply,
     strategy_names,
 )
@@ -404,8 +405,20 @@ def url_message(name: str, url: str, verb: str, *, replaced: bool = False) -> st
     return (
         f"{verb} **{name}**. Its webhook URL, shown only now — paste it into the alert's "
         f"webhook field in TradingView and keep it secret:\n`{url}`\n{old}"
-        "Lost it? /strategy rotate-secret makes a new one (the old one stops working)."
+        "Lost it? /strategy rotate-secret makes a new one (the old one stops working).\n"
+        "The alert's message, for a TradingView strategy (an indicator's alert writes its "
+        f"own action):\n```json\n{ALERT_TEMPLATE}\n```"
+        f"/strategy test sends a test signal to **{name}** now: nothing is placed."
     )
+
+
+# TradingView's placeholders for a strategy's order fill (TradersPost's template). The time
+# makes each alert differ, so a repeated order is not taken for a duplicate.
+ALERT_TEMPLATE = (
+    '{"ticker": "{{ticker}}", "action": "{{strategy.order.action}}", '
+    '"sentiment": "{{strategy.market_position}}", '
+    '"quantity": "{{strategy.order.contracts}}", "price": "{{close}}", "time": "{{timenow}}"}'
+)
 
 
 class Automation(commands.Cog):
@@ -548,6 +561,45 @@ class Automation(commands.Cog):
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
+
+    @strategy.command(name="test", description="Send a test signal: nothing is placed")
+    @app_commands.describe(
+        strategy="Your strategy",
+        ticker="The symbol, as an alert would send it (AAPL, BTCUSD, ESZ2026)",
+        action="What the signal says to do",
+        quantity="The signal's quantity (default: each subscription's own sizing)",
+    )
+    @app_commands.autocomplete(strategy=owned_strategy_names)
+    async def test(
+        self,
+        interaction: discord.Interaction,
+        strategy: str,
+        ticker: app_commands.Range[str, 1, 32],
+        action: Literal["buy", "sell", "exit", "cancel", "add"],
+        quantity: app_commands.Range[str, 1, 20] | None = None,
+    ) -> None:
+        core = self.bot.core
+        auth = await core.strategies.owner_auth(
+            guild_of(interaction), interaction.user.id, strategy
+        )
+        ack = await core.signals.send_test(auth, ticker.strip(), action, quantity)
+        name = as_text(auth.name)
+        if ack.status == 202:
+            signal_id = short_id(str(ack.body["id"]))
+            content = (
+                f"Sent a test signal to **{name}**: {action} {ack.body['payload']['ticker']}"
+                + (f" × {quantity.strip()}" if quantity else "")
+                + ". Each subscription works out what it would do, and its member is told; "
+                f"nothing is placed. /signal show id:{signal_id} shows each step."
+            )
+        elif ack.status == 400:
+            content = (
+                f"**{name}** refused the test signal, as it would the same alert: "
+                f"`{ack.body['messageCode']}`: {ack.body['message']}"
+            )
+        else:  # 429: the strategy's signals of the last minute
+            content = str(ack.body["message"])
+        await interaction.response.send_message(content, ephemeral=True)
 
     @strategy.command(name="share", description="Let another member of this server subscribe")
     @app_commands.autocomplete(strategy=strategy_names)

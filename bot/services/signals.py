@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -275,6 +276,22 @@ class SignalService:
             202,
             {"success": True, "id": signal_id, "logId": signal_id, "payload": echo},
         )
+
+    async def send_test(
+        self, auth: WebhookAuth, ticker: str, action: str, quantity: str | None = None
+    ) -> Ack:
+        """A test signal (``"test": true``) from the strategy's owner, down the webhook's own
+        path (its checks, rate limit and log): each subscription works out what it would do
+        and its member is told; nothing is placed."""
+        body: dict[str, Any] = {
+            "ticker": ticker,
+            "action": action,
+            "test": True,
+            "time": self.clock().isoformat(),  # to the microsecond: never a duplicate
+        }
+        if quantity is not None:
+            body["quantity"] = quantity
+        return await self.receive(auth, json.dumps(body).encode(), source_ip=None)
 
     def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:
         """The strategy's own rules, after the format's."""

@@ -284,6 +284,29 @@ class StrategyService:
             )
         return [await self._info(r, member_id) for r in rows]
 
+    async def owner_auth(self, guild_id: int, discord_user_id: int, strategy: str) -> WebhookAuth:
+        """The webhook's view of a strategy, for its owner to send it a signal from Discord
+        (``/strategy test``) as the webhook would with the secret."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        row = await self._find(guild_id, strategy)
+        if row.owner_member_id != member_id:
+            if await self._is_shared(row.id, member_id):
+                raise PermissionDenied(
+                    f"Only the owner of “{row.name}” sends it test signals: they reach "
+                    "every subscriber."
+                )
+            raise NotFound(_not_found(strategy))
+        return WebhookAuth(
+            id=row.id,
+            name=row.name,
+            guild_id=row.guild_id,
+            allowed_sources=tuple(row.allowed_sources or ()),
+            allowed_tickers=frozenset(row.allowed_tickers or ()),
+            max_lag_seconds=row.max_lag_seconds,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            max_quantity=row.max_quantity,
+        )
+
     async def get(self, guild_id: int, discord_user_id: int, strategy: str) -> StrategyInfo:
         """A strategy by name or id that this member owns or was shared with them."""
         member_id = await self.core.members.ensure(discord_user_id)

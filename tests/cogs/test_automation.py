@@ -1060,3 +1060,59 @@ def test_a_refused_signal_shows_its_own_ticker_only_in_plain_characters(
     body: str | None, shown: str | None
 ) -> None:
     assert as_sent(body, "ticker") == shown
+
+
+async def test_a_new_strategy_comes_with_its_alert_message_and_a_test_signal(
+    tradecord: Harness,
+) -> None:
+    """Its TradingView alert message, pasted as is, is a signal Tradecord takes; /strategy test
+    sends a test signal down the webhook's path: subscribers hear what it would do, nothing
+    is placed, and a refusal says why as the webhook would."""
+    h = tradecord
+    made = await h.reply("alice", "strategy create", name="Breakout")
+    template = re.search(r"```json\n(.+)\n```", made.content)
+    assert template, made.content
+    # What TradingView sends once it fills in the placeholders.
+    filled = (
+        template.group(1)
+        .replace("{{ticker}}", "NASDAQ:AAPL")
+        .replace("{{strategy.order.action}}", "buy")
+        .replace("{{strategy.market_position}}", "long")
+        .replace("{{strategy.order.contracts}}", "2")
+        .replace("{{close}}", "200.05")
+        .replace("{{timenow}}", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
+    assert "{{" not in filled
+    url = made.content.split("`")[1].split("/webhook/", 1)[1]
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"http://127.0.0.1:{h.bot.web_port}/webhook/{url}", data=filled) as r,
+    ):
+        assert r.status == 202, await r.text()
+
+    h.core.simulated_feed.set_quote("MSFT", Decimal("399.90"), Decimal("400.10"))
+    await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="fixed_quantity", sizing_value="3"
+    )
+    orders_before = await paper_orders(h)
+    sent = await h.reply("alice", "strategy test", strategy="Breakout", ticker="msft", action="buy")
+    assert sent.ephemeral
+    assert sent.content.startswith("Sent a test signal to **Breakout**: buy MSFT. "), sent.content
+    dm = await dm_to(h, "alice", "Test signal")
+    assert "A real one would: buy 3 MSFT" in dm.text(), dm.text()
+    assert await paper_orders(h) == orders_before
+
+    await h.reply("alice", "strategy settings", strategy="Breakout", allowed_tickers="AAPL")
+    refused = await h.reply(
+        "alice", "strategy test", strategy="Breakout", ticker="MSFT", action="buy"
+    )
+    assert refused.content.startswith(
+        "**Breakout** refused the test signal, as it would the same alert: "
+        "`unsupported-ticker`: The ticker MSFT is not allowed"
+    ), refused.content
+    # A member it was shared with may subscribe, not test it on every subscriber.
+    await h.reply("alice", "strategy share", strategy="Breakout", member=h.user("bob"))
+    bob = await h.reply("bob", "strategy test", strategy="Breakout", ticker="AAPL", action="buy")
+    assert bob.content == (
+        "Only the owner of “Breakout” sends it test signals: they reach every subscriber."
+    )
