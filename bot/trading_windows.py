@@ -1,33 +1,57 @@
-"""A subscription's trading windows (TradersPost's): the times of day, in New York, when a
-signal may enter a position. Written as members type them, ``09:45-11:30, 13:00-15:30``; a
-window whose end is before its start runs past midnight (``18:00-02:00``)."""
+"""A subscription's trading windows (TradersPost's): the times, in New York, when a signal may
+enter a position. Written as members type them, ``09:45-11:30, 13:00-15:30``; a window whose
+end is before its start runs past midnight (``18:00-02:00``). Days may lead a window
+(``mon-fri 09:45-11:30``, ``fri``, ``weekdays``, ``daily``) and hold for the windows after it
+until other days are given; a window past midnight belongs to the day it starts."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta
+from typing import NamedTuple
 
 from adapters.calendars import NEW_YORK
 from bot.errors import InvalidInput
 
-Window = tuple[time, time]
-_WINDOW = re.compile(r"^(\d{1,2}):(\d{2})\s*[-–]\s*(\d{1,2}):(\d{2})$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+EVERY_DAY = (0, 6)
+# Days as a range from one weekday to another, both included (``fri-mon`` wraps the weekend).
+DayRange = tuple[int, int]
+_ALIASES: dict[str, DayRange] = {"weekdays": (0, 4), "weekends": (5, 6), "daily": EVERY_DAY}
+_WINDOW = re.compile(
+    r"^(?:(?P<days>[a-z]+(?:\s*-\s*[a-z]+)?)\s+)?"
+    r"(?P<h1>\d{1,2}):(?P<m1>\d{2})\s*[-–]\s*(?P<h2>\d{1,2}):(?P<m2>\d{2})$"
+)
 MAX_WINDOWS = 8
+
+
+class Window(NamedTuple):
+    start: time
+    end: time
+    days: DayRange = EVERY_DAY
+
+    def on(self, weekday: int) -> bool:
+        first, last = self.days
+        return (weekday - first) % 7 <= (last - first) % 7
 
 
 def parse_windows(text: str) -> tuple[Window, ...]:
     """``text`` as windows, or ``InvalidInput`` saying how to write them."""
-    parts = [p.strip() for p in text.split(",") if p.strip()]
+    parts = [p.strip() for p in text.lower().split(",") if p.strip()]
     if not parts:
         raise InvalidInput(_HOW)
     if len(parts) > MAX_WINDOWS:
         raise InvalidInput(f"At most {MAX_WINDOWS} trading windows. {_HOW}")
     windows = []
+    days = EVERY_DAY
     for part in parts:
         m = _WINDOW.match(part)
         if m is None:
             raise InvalidInput(f"“{part}” is not a time window. {_HOW}")
-        h1, m1, h2, m2 = (int(g) for g in m.groups())
+        if m["days"]:
+            days = _days(m["days"], part)
+        h1, m1, h2, m2 = (int(m[g]) for g in ("h1", "m1", "h2", "m2"))
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
             raise InvalidInput(f"“{part}” has a time that does not exist. {_HOW}")
         start = time(h1, m1)
@@ -37,30 +61,63 @@ def parse_windows(text: str) -> tuple[Window, ...]:
                 f"“{part}” starts and ends at the same time; for any time of day, remove the "
                 "trading windows (none)."
             )
-        windows.append((start, end))
+        windows.append(Window(start, end, days))
     return tuple(windows)
 
 
+def _day(word: str, part: str) -> int:
+    for n, (short, full) in enumerate(zip(DAYS, FULL_DAYS, strict=True)):
+        if word == short or (len(word) >= 3 and full.startswith(word)):
+            return n
+    raise InvalidInput(f"“{word}” in “{part}” is not a day. {_HOW}")
+
+
+def _days(text: str, part: str) -> DayRange:
+    if text in _ALIASES:
+        return _ALIASES[text]
+    first, _, last = (w.strip() for w in text.partition("-"))
+    a = _day(first, part)
+    b = _day(last, part) if last else a
+    # Seven days written as a range (mon-sun, tue-mon) are every day.
+    return EVERY_DAY if (b - a) % 7 == 6 else (a, b)
+
+
 _HOW = (
-    "Write trading windows as New York times, 24-hour clock, separated by commas: "
-    "09:45-11:30, 13:00-15:30."
+    "Write trading windows as New York times, 24-hour clock, separated by commas, each "
+    "optionally after its days: mon-fri 09:45-11:30, 13:00-15:30."
 )
 
 
+def _days_text(days: DayRange) -> str:
+    first, last = days
+    if days == EVERY_DAY:
+        return "daily"
+    return DAYS[first] if first == last else f"{DAYS[first]}-{DAYS[last]}"
+
+
 def windows_text(windows: tuple[Window, ...]) -> str:
-    """The canonical form: stored, and shown to members."""
-    return ", ".join(f"{a:%H:%M}-{b:%H:%M}" for a, b in windows)
+    """The canonical form: stored, and shown to members. Days are written where they change."""
+    parts = []
+    days = EVERY_DAY
+    for w in windows:
+        hours = f"{w.start:%H:%M}-{w.end:%H:%M}"
+        parts.append(hours if w.days == days else f"{_days_text(w.days)} {hours}")
+        days = w.days
+    return ", ".join(parts)
 
 
-def _contains(window: Window, t: time) -> bool:
-    start, end = window
-    if start < end:
-        return start <= t < end
-    return t >= start or t < end  # past midnight
+def _contains(window: Window, local: datetime) -> bool:
+    t, weekday = local.time().replace(tzinfo=None), local.weekday()
+    if window.start < window.end:
+        return window.on(weekday) and window.start <= t < window.end
+    # Past midnight: the evening of a day it is on, or the morning after one.
+    return (t >= window.start and window.on(weekday)) or (
+        t < window.end and window.on((weekday - 1) % 7)
+    )
 
 
 def in_windows(windows: tuple[Window, ...], at: datetime) -> bool:
-    local = at.astimezone(NEW_YORK).time().replace(tzinfo=None)
+    local = at.astimezone(NEW_YORK)
     return any(_contains(w, local) for w in windows)
 
 
@@ -68,10 +125,10 @@ def next_start(windows: tuple[Window, ...], at: datetime) -> datetime:
     """When the next window opens after ``at``, in New York time."""
     local = at.astimezone(NEW_YORK)
     starts = []
-    for day in (0, 1):
+    for day in range(8):
         date = local.date() + timedelta(days=day)
-        for start, _ in windows:
-            begin = datetime.combine(date, start, tzinfo=NEW_YORK)
-            if begin > local:
+        for w in windows:
+            begin = datetime.combine(date, w.start, tzinfo=NEW_YORK)
+            if begin > local and w.on(date.weekday()):
                 starts.append(begin)
     return min(starts)

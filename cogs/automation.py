@@ -633,7 +633,7 @@ class Automation(commands.Cog):
         "sent; 0: none",
         subtract_exit_quantity="sizing signal: a reversal enters the signal's quantity less the "
         "exit (long 5, sell 10: short 5)",
-        trading_windows="New York times entries may be placed, e.g. 09:45-15:30 (none: any time)",
+        trading_windows="New York times for entries: mon-fri 09:45-15:30 (none: any time)",
         take_profit="For signals without one: 5% or 2.50 from the entry price (none: no default)",
         stop_loss="For signals without one: 2%, 1.50, or trailing: trail 2% (none: no default)",
     )

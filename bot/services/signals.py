@@ -1501,7 +1501,8 @@ class SignalService:
             return None
         opens = next_start(windows, at)
         return (
-            f"The signal came at {at.astimezone(NEW_YORK):%H:%M} New York time, outside this "
+            f"The signal came {at.astimezone(NEW_YORK):%a} at {at.astimezone(NEW_YORK):%H:%M} "
+            "New York time, outside this "
             f"subscription's trading windows ({text}); no entry was placed (exits still are). "
             f"The next window opens {opens:%a} at {opens:%H:%M}. A signal with "
             "ignoreTradingWindows: true enters anyway."

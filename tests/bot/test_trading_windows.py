@@ -1,4 +1,5 @@
-"""Trading windows: New York times of day, a window past midnight wraps."""
+"""Trading windows: New York times of day on chosen days; a window past midnight wraps and
+belongs to the day it starts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from datetime import UTC, datetime, time
 import pytest
 
 from bot.errors import InvalidInput
-from bot.trading_windows import NEW_YORK, in_windows, next_start, parse_windows, windows_text
+from bot.trading_windows import (
+    NEW_YORK,
+    Window,
+    in_windows,
+    next_start,
+    parse_windows,
+    windows_text,
+)
 
 
 def ny(hour: int, minute: int = 0, day: int = 1) -> datetime:
@@ -16,9 +24,9 @@ def ny(hour: int, minute: int = 0, day: int = 1) -> datetime:
 
 def test_windows_are_read_as_typed_and_written_one_way() -> None:
     windows = parse_windows(" 9:45-11:30 ,13:00 – 15:30")
-    assert windows == ((time(9, 45), time(11, 30)), (time(13), time(15, 30)))
+    assert windows == (Window(time(9, 45), time(11, 30)), Window(time(13), time(15, 30)))
     assert windows_text(windows) == "09:45-11:30, 13:00-15:30"
-    assert parse_windows("20:00-24:00") == ((time(20), time(0)),)
+    assert parse_windows("20:00-24:00") == (Window(time(20), time(0)),)
 
 
 @pytest.mark.parametrize(
@@ -63,9 +71,57 @@ def test_the_next_window_is_later_today_or_tomorrow() -> None:
         ("25:00-26:00", "a time that does not exist"),
         ("09:60-10:00", "a time that does not exist"),
         ("10:00-10:00", "starts and ends at the same time"),
+        ("someday 09:00-10:00", "“someday” in “someday 09:00-10:00” is not a day"),
+        ("mo 09:00-10:00", "“mo” in “mo 09:00-10:00” is not a day"),
+        ("mon-fri-sat 09:00-10:00", "is not a time window"),
         (",".join(["09:00-09:30"] * 9), "At most 8 trading windows"),
     ],
 )
 def test_windows_that_cannot_be_read_say_how_to_write_them(text: str, says: str) -> None:
     with pytest.raises(InvalidInput, match=says):
         parse_windows(text)
+
+
+# 2026-12-04 is a Friday.
+FRIDAY = 4
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("Mon-Fri 9:45-11:30, 13:00-15:30", "mon-fri 09:45-11:30, 13:00-15:30"),
+        ("weekdays 09:45-11:30", "mon-fri 09:45-11:30"),
+        ("weekends 10:00-12:00", "sat-sun 10:00-12:00"),
+        ("thursday 09:45-11:30", "thu 09:45-11:30"),
+        ("tues-thurs 09:45-11:30", "tue-thu 09:45-11:30"),
+        ("mon-sun 09:45-11:30", "09:45-11:30"),  # every day
+        ("mon-fri 09:45-11:30, daily 13:00-15:30", "mon-fri 09:45-11:30, daily 13:00-15:30"),
+        ("fri 09:45-11:30, fri 13:00-15:30", "fri 09:45-11:30, 13:00-15:30"),
+        ("sun-thu 18:00-02:00", "sun-thu 18:00-02:00"),
+    ],
+)
+def test_days_lead_the_windows_they_hold_for(typed: str, written: str) -> None:
+    windows = parse_windows(typed)
+    assert windows_text(windows) == written
+    assert parse_windows(written) == windows  # the stored form reads back the same
+
+
+def test_days_hold_for_the_windows_after_them() -> None:
+    windows = parse_windows("mon-thu 09:45-11:30, 13:00-15:30")
+    thursday, friday = FRIDAY - 1, FRIDAY
+    assert in_windows(windows, ny(14, day=thursday))
+    assert not in_windows(windows, ny(10, day=friday))
+    assert not in_windows(windows, ny(14, day=friday))
+    # Friday after the last window: Monday morning.
+    assert next_start(windows, ny(9, day=friday)) == ny(9, 45, day=FRIDAY + 3)
+
+
+def test_a_window_past_midnight_belongs_to_the_day_it_starts() -> None:
+    futures = parse_windows("sun-thu 18:00-02:00")  # Sunday evening to Friday 2 a.m.
+    saturday, sunday = FRIDAY + 1, FRIDAY + 2
+    assert in_windows(futures, ny(1, day=FRIDAY))  # Thursday's window
+    assert not in_windows(futures, ny(19, day=FRIDAY))
+    assert not in_windows(futures, ny(1, day=saturday))
+    assert not in_windows(futures, ny(17, day=sunday))
+    assert in_windows(futures, ny(18, day=sunday))
+    assert next_start(futures, ny(3, day=FRIDAY)) == ny(18, day=sunday)

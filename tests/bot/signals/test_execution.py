@@ -887,11 +887,22 @@ async def test_entries_wait_for_the_subscriptions_trading_windows(
         return
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
     assert ex.reason == (
-        "The signal came at 16:00 New York time, outside this subscription's trading windows "
+        "The signal came Tue at 16:00 New York time, outside this subscription's trading windows "
         "(09:45-15:30); no entry was placed (exits still are). The next window opens Wed at "
         "09:45. A signal with ignoreTradingWindows: true enters anyway."
     )
     assert await orders(core) == []
+
+
+async def test_a_weekend_signal_waits_for_weekday_windows(core: Core, clock: FakeClock) -> None:
+    clock.at = datetime(2026, 12, 5, 10, 0, tzinfo=NEW_YORK)  # a Saturday, inside the hours
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, trading_windows="weekdays 9:45-15:30")
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
+    assert "Sat at 10:00 New York time" in (ex.reason or "")
+    assert "trading windows (mon-fri 09:45-15:30)" in (ex.reason or "")
+    assert "The next window opens Mon at 09:45." in (ex.reason or "")
 
 
 async def test_an_exit_outside_the_trading_windows_still_closes_the_position(
