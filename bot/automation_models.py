@@ -114,6 +114,9 @@ class Subscription(Base):
     # stop-loss): "5%" or "2.50" from the entry price; a stop-loss may be "trail 2%".
     take_profit: Mapped[str | None] = mapped_column(String(40))
     stop_loss: Mapped[str | None] = mapped_column(String(40))
+    # Entries whose signal names no order type: None, market; "limit" or "limit +0.2%" (at
+    # the quote, or up to that far past it; bot.services.subscriptions.EntryLimit).
+    entry_order: Mapped[str | None] = mapped_column(String(40))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -83,14 +83,16 @@ SETTING_OFF = (
     "reversals enter the whole signal quantity",
     "entries at any time",
     "no default take-profit or stop-loss",
+    "market entries",
 )
 
 
 def setting_words(
     settings: SubscriptionSettings,
-) -> tuple[str, str, str, str | None, str | None, str | None, str | None]:
+) -> tuple[str, str, str, str | None, str | None, str | None, str | None, str | None]:
     """A subscription's sizing, sides, approval, max positions, reversal sizing, trading
-    windows and default exits in words (None: a setting left off, not said)."""
+    windows, default exits and entry order type in words (None: a setting left off, not
+    said)."""
     defaults = (("take-profit", settings.take_profit), ("stop-loss", settings.stop_loss))
     exits = [f"{name} {value}" for name, value in defaults if value]
     return (
@@ -113,6 +115,21 @@ def setting_words(
         f"entries whose signal has none get a {' and a '.join(exits)} from the entry price"
         if exits
         else None,
+        entry_order_words(settings.entry_order),
+    )
+
+
+def entry_order_words(entry_order: str | None) -> str | None:
+    """ "limit +0.2%" in words (None: market entries)."""
+    if not entry_order:
+        return None
+    allowance = entry_order.removeprefix("limit").strip().removeprefix("+")
+    if allowance and not allowance.endswith("%"):
+        allowance = f"${allowance}"
+    past = f", or up to {allowance} past it" if allowance else ""
+    return (
+        "entries whose signal names no order type are limit orders at the quote (the ask to "
+        f"buy, the bid to sell{past})"
     )
 
 
@@ -239,7 +256,8 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             )
             + (" − exit" if sub.settings.subtract_exit_quantity else ""),
             sub.settings.sides.value,
-            "approve" if sub.settings.manual_approval else "auto",
+            ("approve" if sub.settings.manual_approval else "auto")
+            + (f", {sub.settings.entry_order}" if sub.settings.entry_order else ""),
             default_exits(sub.settings.take_profit, sub.settings.stop_loss),
             str(sub.settings.max_positions or "-"),
             sub.settings.trading_windows or "any",
@@ -636,6 +654,8 @@ class Automation(commands.Cog):
         trading_windows="New York times for entries: mon-fri 09:45-15:30 (none: any time)",
         take_profit="For signals without one: 5% or 2.50 from the entry price (none: no default)",
         stop_loss="For signals without one: 2%, 1.50, or trailing: trail 2% (none: no default)",
+        entry_order="For signals naming no order type: market (default), limit at the quote, "
+        "or limit 0.2%",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def subscribe(
@@ -655,6 +675,7 @@ class Automation(commands.Cog):
         trading_windows: str | None = None,
         take_profit: str | None = None,
         stop_loss: str | None = None,
+        entry_order: app_commands.Range[str, 1, 40] | None = None,
     ) -> None:
         # Options left out keep what the subscription has: changing one must not reset others.
         changes: dict[str, Any] = {}
@@ -687,6 +708,7 @@ class Automation(commands.Cog):
             ("trading_windows", trading_windows),
             ("take_profit", take_profit),
             ("stop_loss", stop_loss),
+            ("entry_order", entry_order),
         ):
             if value is not None:
                 changes[name] = None if value.strip().casefold() in CLEAR else value

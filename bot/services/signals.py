@@ -96,7 +96,7 @@ from bot.services.signal_report import (
     SignalReports,
 )
 from bot.services.strategies import WebhookAuth
-from bot.services.subscriptions import Sides, Sizing, sizing_amount
+from bot.services.subscriptions import Sides, Sizing, parse_entry_order, sizing_amount
 from bot.services.trading import (
     ACCOUNT_CHANGED,
     PENDING_SEND_LIMIT,
@@ -1031,6 +1031,16 @@ class SignalService:
             return
         leg = self._leg(ctx, "entry", side, quantity)
         leg.opens_position = opens
+        entry_limit = parse_entry_order(sub.entry_order)
+        if entry_limit is not None and ctx.signal.order_type is None:
+            # The subscription's entry order type, for a signal that names none.
+            quote = await self._price(ctx, adapter, side)
+            leg.order_type = OrderType.LIMIT
+            leg.limit_price = entry_limit.price(ctx.signal.ticker, quote, side is Side.BUY)
+            if leg.limit_price <= 0:
+                plan.note_code = "no-price"
+                plan.note = f"No price to place a limit entry at: the quote is {price_text(quote)}."
+                return
         if leg.order_type is OrderType.MARKET:
             leg.sized_at = ctx.sized_at
         if ctx.take_profit or ctx.stop_loss:

@@ -7,15 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from adapters import symbols
 from adapters.registry import get_adapter_class
 from bot.automation_models import AlertPreference, Strategy, StrategyShare, Subscription
+from bot.db_types import plain
 from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
@@ -53,6 +55,9 @@ class SubscriptionSettings:
     trading_windows: str | None = None  # New York times entries may be placed ("09:45-15:30")
     take_profit: str | None = None  # for entries whose signal has none: "5%", "2.50"
     stop_loss: str | None = None  # likewise: "2%", "1.50", "trail 2%"
+    # Entries whose signal names no order type (TradersPost's entry order type): None, market;
+    # "limit" at the quote; "limit +0.2%" / "limit +0.05" up to that far past it.
+    entry_order: str | None = None
 
     def validated(self) -> SubscriptionSettings:
         sizing, sides = Sizing(self.sizing), Sides(self.sides)
@@ -93,7 +98,64 @@ class SubscriptionSettings:
             windows_text(parse_windows(self.trading_windows)) if self.trading_windows else None,
             _exit_text(self.take_profit, "take_profit"),
             _exit_text(self.stop_loss, "stop_loss"),
+            entry_order_text(parse_entry_order(self.entry_order)) if self.entry_order else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLimit:
+    """Entries as limit orders at the quote (the ask to buy, the bid to sell), allowing up to
+    ``percent`` or ``amount`` past it: a market order's fill, with a cap on the slippage."""
+
+    percent: Decimal | None = None
+    amount: Decimal | None = None
+
+    def price(self, symbol: str, quote: Decimal, buy: bool) -> Decimal:
+        """The limit price: ``quote`` moved by the allowance against the member (up to buy,
+        down to sell), on the symbol's price step."""
+        allowance = self.amount or quote * (self.percent or Decimal(0)) / 100
+        return symbols.price_away(symbol, quote, allowance, 1 if buy else -1)
+
+
+MAX_ENTRY_ALLOWANCE_PERCENT = Decimal(10)
+_ENTRY_ORDER_HOW = (
+    "entry_order is market, limit (at the quote: the ask to buy, the bid to sell), or a limit "
+    "that may go past the quote by a percent or dollars: limit 0.2% or limit 0.05"
+)
+
+
+def parse_entry_order(text: str | None) -> EntryLimit | None:
+    """``entry_order`` as members type it: None for market entries."""
+    raw = (text or "").strip().casefold()
+    if raw in ("", "market"):
+        return None
+    if not raw.startswith("limit"):
+        raise InvalidInput(f"{_ENTRY_ORDER_HOW}; “{text}” is not.")
+    rest = raw.removeprefix("limit").strip().removeprefix("+").strip()
+    if not rest:
+        return EntryLimit()
+    percent = rest.endswith("%")
+    try:
+        value = Decimal(rest.removesuffix("%").strip().removeprefix("$"))
+    except InvalidOperation:
+        value = Decimal(-1)
+    limit = MAX_ENTRY_ALLOWANCE_PERCENT if percent else MAX_NUMBER
+    if not value.is_finite() or value <= 0 or value > limit:
+        most = f" (at most {MAX_ENTRY_ALLOWANCE_PERCENT}%)" if percent else ""
+        raise InvalidInput(f"{_ENTRY_ORDER_HOW}{most}; “{text}” is not.")
+    return EntryLimit(percent=value) if percent else EntryLimit(amount=value)
+
+
+def entry_order_text(limit: EntryLimit | None) -> str | None:
+    """``parse_entry_order``'s canonical text: stored, and shown to members."""
+    if limit is None:
+        return None
+    if limit.percent is not None:
+        return f"limit +{limit.percent.normalize():f}%"
+    if limit.amount is not None:
+        cents = limit.amount.quantize(Decimal("0.01"))
+        return f"limit +{cents if cents == limit.amount else plain(limit.amount)}"
+    return "limit"
 
 
 def _exit_text(text: str | None, what: str) -> str | None:
@@ -197,6 +259,7 @@ class SubscriptionService:
             trading_windows=s_settings.trading_windows,
             take_profit=s_settings.take_profit,
             stop_loss=s_settings.stop_loss,
+            entry_order=s_settings.entry_order,
             enabled=True,
             updated_at=now,
         )
@@ -422,6 +485,7 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
         trading_windows=sub.trading_windows,
         take_profit=sub.take_profit,
         stop_loss=sub.stop_loss,
+        entry_order=sub.entry_order,
     )
 
 

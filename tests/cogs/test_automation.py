@@ -678,6 +678,19 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
         "has none get a stop-loss trail 1.50 from the entry price."
     ), off.content
     assert " SL trail 1.50 " in (await h.reply("alice", "subscriptions")).text()
+    # Entries whose signal names no order type: market, or a limit at the quote.
+    limit = await h.reply("alice", "subscribe", strategy="Breakout", entry_order="Limit 0.20 %")
+    assert limit.content.endswith(
+        "Changed: market entries → entries whose signal names no order type are limit orders "
+        "at the quote (the ask to buy, the bid to sell, or up to 0.2% past it)."
+    ), limit.content
+    assert "auto, limit +0.2%" in (await h.reply("alice", "subscriptions")).text()
+    bad = await h.reply("alice", "subscribe", strategy="Breakout", entry_order="limit 20%")
+    assert "(at most 10%); “limit 20%” is not." in bad.content, bad.content
+    dollars = await h.reply("alice", "subscribe", strategy="Breakout", entry_order="limit $0.05")
+    assert "or up to $0.05 past it" in dollars.content, dollars.content
+    market = await h.reply("alice", "subscribe", strategy="Breakout", entry_order="market")
+    assert market.content.endswith("past it) → market entries."), market.content
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(

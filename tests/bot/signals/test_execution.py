@@ -2954,3 +2954,41 @@ async def test_an_approved_entry_counts_the_entries_working_when_it_is_approved(
     ex = await execution(core, ex.signal_id, manual)
     assert ex.reason_code == "max-strategy-positions", ex.reason
     assert await position(core, OWNER, "AAPL") == 0
+
+
+# -- the subscription's entry order type ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry_order", "action", "order_type", "limit"),
+    [
+        (None, "buy", "market", None),
+        ("limit", "buy", "limit", Decimal("200.10")),  # at the ask
+        ("limit 0.5%", "buy", "limit", Decimal("201.10")),  # 200.10 + 1.0005, on the cent
+        ("limit 0.25", "sell", "limit", Decimal("199.65")),  # the bid less a quarter
+    ],
+)
+async def test_entries_that_name_no_order_type_follow_the_subscription(
+    core: Core, entry_order: str | None, action: str, order_type: str, limit: Decimal | None
+) -> None:
+    """TradersPost's entry order type: a marketable limit at the quote, with an allowance past
+    it, caps what a fill may cost; it fills as a market order would while the quote holds."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, entry_order=entry_order)
+    ex = await run(core, url, sub, action=action, quantity=2)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    [order] = await orders(core)
+    assert (order.order_type, order.limit_price) == (order_type, limit)
+
+
+async def test_a_signal_that_names_its_order_type_keeps_it(core: Core) -> None:
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, entry_order="limit 1%")
+    ex = await run(core, url, sub, action="buy", orderType="market")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    ex = await run(core, url, sub, ticker="MSFT", action="buy", orderType="limit", limitPrice=390)
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason  # below the ask: it works
+    assert [(o.symbol, o.order_type, o.limit_price) for o in await orders(core)] == [
+        ("AAPL", "market", None),
+        ("MSFT", "limit", Decimal(390)),
+    ]
