@@ -15,9 +15,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
+from psycopg import sql
 from pytest_postgresql.executors.proc import PostgreSQLExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from tests.support import free_port
 
@@ -78,6 +80,12 @@ def url_of(executor: PostgreSQLExecutor, name: str) -> str:
     return f"postgresql+asyncpg://{USER}@{executor.host}:{executor.port}/{name}"
 
 
+def _admin(executor: PostgreSQLExecutor) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host=executor.host, port=executor.port, user=USER, dbname="postgres", autocommit=True
+    )
+
+
 @contextmanager
 def fresh_database(
     executor: PostgreSQLExecutor, *, template: str | None = None, as_template: bool = False
@@ -85,16 +93,24 @@ def fresh_database(
     """A new database, empty or a copy of ``template``; yields its SQLAlchemy URL and drops
     it afterwards. ``as_template`` marks it as a template others can be copied from."""
     name = f"t{os.getpid()}_{next(_counter)}"
-    janitor = DatabaseJanitor(
-        user=USER,
-        host=executor.host,
-        port=executor.port,
-        dbname=name,
-        template_dbname=template,
-        as_template=as_template,
-    )
-    janitor.init()
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        # PostgreSQL 15's default strategy writes every page of the template to the WAL: for
+        # these small databases copying the files is 2.5 times faster (26 ms to 10 ms).
+        create += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+    if as_template:
+        create += sql.SQL(" IS_TEMPLATE true")
+    with _admin(executor) as admin:
+        admin.execute(create)
     try:
         yield url_of(executor, name)
     finally:
-        janitor.drop()
+        with _admin(executor) as admin:
+            if as_template:
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(sql.Identifier(name))
+                )
+            # FORCE: a test that left a connection open must not keep its database.
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
