@@ -938,8 +938,8 @@ class Automation(commands.Cog):
         ]
         if info is None:
             header = (
-                f"The newest {len(lines)} signals of your strategies, and of shared ones "
-                "those that ran for you."
+                f"{len(lines)} signal{plural(len(lines))} of your strategies, newest first, "
+                "and of shared ones those that ran for you."
             )
             empty = (
                 "No signals yet. A strategy's signals arrive at its webhook URL "
@@ -947,7 +947,10 @@ class Automation(commands.Cog):
             )
         else:
             whose = "" if info.is_owner else ", those that ran for you"
-            header = f"The newest {len(lines)} signals of {as_text(info.name)}{whose}."
+            header = (
+                f"{len(lines)} signal{plural(len(lines))} of {as_text(info.name)}{whose}, "
+                "newest first."
+            )
             empty = (
                 f"No signals of {as_text(info.name)} yet."
                 if info.is_owner

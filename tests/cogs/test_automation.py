@@ -1028,7 +1028,7 @@ async def test_signal_list_shows_each_member_the_signals_they_may_see(tradecord:
     owner = await h.reply("alice", "signal list")
     assert owner.ephemeral
     text = owner.text()
-    assert "The newest 3 signals of your strategies" in text
+    assert "3 signals of your strategies, newest first" in text
     rows = [line for line in text.splitlines() if "AAPL" in line]
     # Newest first: the duplicate, the refusal with its code, then both subscribers' fills.
     assert len(rows) == 3, text
@@ -1037,7 +1037,7 @@ async def test_signal_list_shows_each_member_the_signals_they_may_see(tradecord:
     assert str(bought["id"])[-8:] in rows[2] and "2 filled" in rows[2]
 
     subscriber = (await h.reply("bob", "signal list", strategy="Breakout")).text()
-    assert "The newest 1 signals of Breakout, those that ran for you." in subscriber
+    assert "1 signal of Breakout, those that ran for you, newest first." in subscriber
     bob_rows = [line for line in subscriber.splitlines() if "AAPL" in line]
     assert len(bob_rows) == 1 and bob_rows[0].rstrip().endswith("filled"), subscriber
     assert "2 filled" not in subscriber  # alice's result is hers
