@@ -149,6 +149,8 @@ def subscription_changes(before: SubscriptionInfo, after: SubscriptionInfo) -> l
     changes = [f"{a or off} → {b or off}" for a, b, off in words if a != b]
     if not before.enabled and after.enabled:
         changes.append("resumed (it was paused)")
+    if before.enabled and not after.enabled:
+        changes.append("paused")
     return changes
 
 
@@ -656,6 +658,7 @@ class Automation(commands.Cog):
         stop_loss="For signals without one: 2%, 1.50, or trailing: trail 2% (none: no default)",
         entry_order="For signals naming no order type: market (default), limit at the quote, "
         "or limit 0.2%",
+        active="false pauses it (no signals; its settings are kept), true resumes it",
     )
     @app_commands.autocomplete(strategy=strategy_names, connection=connection_names)
     async def subscribe(
@@ -676,6 +679,7 @@ class Automation(commands.Cog):
         take_profit: str | None = None,
         stop_loss: str | None = None,
         entry_order: app_commands.Range[str, 1, 40] | None = None,
+        active: bool | None = None,
     ) -> None:
         # Options left out keep what the subscription has: changing one must not reset others.
         changes: dict[str, Any] = {}
@@ -719,6 +723,7 @@ class Automation(commands.Cog):
             connection=connection,
             mode=mode,
             changes=changes,
+            enabled=active,
         )
         where = f"**{info.connection_name}** ({info.mode})"
         terms = ", ".join(w for w in setting_words(info.settings) if w)
@@ -729,6 +734,11 @@ class Automation(commands.Cog):
             changed = subscription_changes(info.previous, info)
             text = f"Updated: {where} trades **{info.strategy_name}**: {terms}. " + (
                 f"Changed: {'; '.join(changed)}." if changed else "Nothing changed."
+            )
+        if not info.enabled:
+            text += (
+                " It is paused: it takes no signals until you resume it "
+                f"(/subscribe strategy:{info.strategy_name} active:true)."
             )
         await interaction.response.send_message(text, ephemeral=True)
 

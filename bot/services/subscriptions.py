@@ -224,13 +224,16 @@ class SubscriptionService:
         mode: str = "paper",
         settings: SubscriptionSettings | None = None,
         changes: Mapping[str, Any] | None = None,
+        enabled: bool | None = None,
     ) -> SubscriptionInfo:
         """Subscribe one of the member's connections (paper or live account) to a strategy the
-        member owns or that was shared with them. Subscribing again changes the settings (and
-        resumes a paused one); ``previous`` of the answer is the subscription before.
+        member owns or that was shared with them. Subscribing again changes the settings;
+        ``previous`` of the answer is the subscription before.
 
         ``settings`` replaces them all; ``changes`` (setting name → value) only those named,
-        the others keep their values (a new subscription takes NEW_SUBSCRIPTION's)."""
+        the others keep their values (a new subscription takes NEW_SUBSCRIPTION's).
+        ``enabled``: False pauses it (it takes no signals, its settings are kept), True
+        resumes it; None keeps it as it is (a new one takes signals)."""
         info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         where = (
@@ -260,7 +263,7 @@ class SubscriptionService:
             take_profit=s_settings.take_profit,
             stop_loss=s_settings.stop_loss,
             entry_order=s_settings.entry_order,
-            enabled=True,
+            enabled=enabled if enabled is not None else previous is None or previous.enabled,
             updated_at=now,
         )
         for _ in range(2):  # a concurrent subscribe may insert first: then update it

@@ -1129,3 +1129,31 @@ async def test_a_new_strategy_comes_with_its_alert_message_and_a_test_signal(
     assert bob.content == (
         "Only the owner of “Breakout” sends it test signals: they reach every subscriber."
     )
+
+
+async def test_a_subscription_is_paused_and_resumed_with_its_settings_kept(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "alice", "Breakout")
+    await h.reply(
+        "alice", "subscribe", strategy="Breakout", sizing="fixed_quantity", sizing_value="3"
+    )
+    paused = await h.reply("alice", "subscribe", strategy="Breakout", active=False)
+    assert paused.content.endswith(
+        "Changed: paused. It is paused: it takes no signals until you resume it "
+        "(/subscribe strategy:Breakout active:true)."
+    ), paused.content
+    assert re.search(r"Breakout .* paused\n", (await h.reply("alice", "subscriptions")).text())
+    status, body = await post(url, {"ticker": "AAPL", "action": "buy"})
+    assert status == 202
+    await signal_done(h, str(body["id"]))
+    assert await paper_orders(h) == 0
+    assert "no subscription ran it" in (await h.reply("alice", "signal list")).text()
+    # Changing a setting keeps it paused; resuming keeps the settings.
+    sized = await h.reply("alice", "subscribe", strategy="Breakout", sizing_value="5")
+    assert "It is paused" in sized.content and "Changed: 3 shares" in sized.content
+    resumed = await h.reply("alice", "subscribe", strategy="Breakout", active=True)
+    assert resumed.content.endswith("Changed: resumed (it was paused)."), resumed.content
+    assert "5 shares/contracts per entry" in resumed.content

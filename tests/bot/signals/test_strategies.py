@@ -103,14 +103,19 @@ async def test_subscribing_again_updates_the_settings(core: Core) -> None:
     assert first == again
     [info] = await core.subscriptions.list_for(OWNER)
     assert info.settings.sides is Sides.LONG and info.settings.max_positions == 3
-    # The answer tells a new subscription from a changed one, and a paused one it resumed.
+    # The answer tells a new subscription from a changed one. A paused one stays paused
+    # while its settings change, until it is resumed.
     await core.subscriptions.set_enabled(OWNER, info.id, False)
-    resumed = await core.subscriptions.subscribe(
+    changed = await core.subscriptions.subscribe(
         GUILD, OWNER, url.strategy.id, settings=SubscriptionSettings(sides=Sides.SHORT)
     )
-    assert resumed.previous is not None and not resumed.previous.enabled
-    assert resumed.previous.settings.sides is Sides.LONG and resumed.enabled
-    assert resumed.settings.sides is Sides.SHORT and resumed.previous.previous is None
+    assert changed.previous is not None and not changed.previous.enabled
+    assert changed.previous.settings.sides is Sides.LONG and not changed.enabled
+    assert changed.settings.sides is Sides.SHORT and changed.previous.previous is None
+    resumed = await core.subscriptions.subscribe(
+        GUILD, OWNER, url.strategy.id, changes={}, enabled=True
+    )
+    assert resumed.enabled and resumed.settings.sides is Sides.SHORT
     await core.subscriptions.unsubscribe(GUILD, OWNER, url.strategy.id)
     assert await count(core, Subscription) == 0
     with pytest.raises(NotFound):
