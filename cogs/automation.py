@@ -481,6 +481,7 @@ class Automation(commands.Cog):
                 str(i.subscriptions),
                 _cut(", ".join(i.allowed_sources) or "any", 24),
                 f"{i.rate_limit_per_minute}/min",
+                f"{i.last_signal_at.astimezone(UTC):%m-%d %H:%M}" if i.last_signal_at else "never",
             ]
             for i in infos
         ]
@@ -489,9 +490,9 @@ class Automation(commands.Cog):
             "paper",
             "Strategies you own or that were shared with you.",
             rows,
-            ["Name", "You", "Subs", "Sources", "Limit"],
+            ["Name", "You", "Subs", "Sources", "Limit", "Last signal (UTC)"],
             {2},
-            "Webhook URLs are shown once; /strategy rotate-secret for a new one",
+            "Webhook URLs are shown once; /strategy rotate-secret for a new one · /signal list",
             empty="You have no strategies here. Make one with /strategy create.",
         )
         for page in pages:

@@ -26,6 +26,7 @@ from bot.automation_models import (
     LEGS,
     AlertChannel,
     ExecutionStatus,
+    ReceivedSignal,
     SignalExecution,
     Strategy,
     StrategyShare,
@@ -173,6 +174,7 @@ class StrategyInfo:
     max_daily_notional: Decimal | None
     created_at: datetime
     secret_rotated_at: datetime
+    last_signal_at: datetime | None = None  # the newest request its webhook stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,6 +651,11 @@ class StrategyService:
                 .select_from(Subscription)
                 .where(Subscription.strategy_id == row.id)
             )
+            last_signal = await s.scalar(
+                select(func.max(ReceivedSignal.received_at)).where(
+                    ReceivedSignal.strategy_id == row.id
+                )
+            )
         is_owner = row.owner_member_id == viewer_member_id
         return StrategyInfo(
             id=row.id,
@@ -667,6 +674,7 @@ class StrategyService:
             max_daily_notional=row.max_daily_notional,
             created_at=row.created_at,
             secret_rotated_at=row.secret_rotated_at,
+            last_signal_at=last_signal,
         )
 
 

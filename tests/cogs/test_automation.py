@@ -272,6 +272,7 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     await create_strategy(h, "carol", "Mine")
     listing = await h.reply("carol", "strategy list")
     assert "Mine" in listing.text() and "/webhook/" not in listing.text()
+    assert re.search(r"Mine .* never\n", listing.text()), listing.text()  # no signal yet
     rotated = await h.reply("carol", "strategy rotate-secret", strategy="Mine")
     assert rotated.ephemeral and "/webhook/" in rotated.content
     # Before: only the new URL, and nothing said the alerts using the old one now fail.
@@ -1042,6 +1043,8 @@ async def test_signal_list_shows_each_member_the_signals_they_may_see(tradecord:
     assert len(bob_rows) == 1 and bob_rows[0].rstrip().endswith("filled"), subscriber
     assert "2 filled" not in subscriber  # alice's result is hers
 
+    listed = (await h.reply("alice", "strategy list")).text()
+    assert "Last signal (UTC)" in listed and "never" not in listed, listed
     nobody = await h.reply("carol", "signal list")
     assert nobody.ephemeral and nobody.content.startswith("No signals yet.")
     hidden = await h.reply("carol", "signal list", strategy="Breakout")
