@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.automation_models import (
@@ -175,7 +175,10 @@ class SignalReports:
             ReceivedSignal.status,
             ReceivedSignal.message_code,
             ReceivedSignal.duplicate_of,
-            ReceivedSignal.body,
+            # Only a refused signal's body is read (for its ticker): a body is up to 16 KiB.
+            case((ReceivedSignal.status == SignalStatus.REFUSED, ReceivedSignal.body)).label(
+                "body"
+            ),
             Strategy.owner_member_id,
         ).join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
         if strategy_id is not None:
