@@ -61,15 +61,10 @@ def _may_tell(now: datetime) -> ColumnElement[bool]:
 
 async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
     async with core.db.transaction() as s:
+        # A strategy refused all hour long holds thousands: bodies (16 KiB) only for the newest.
         refused = (
             await s.execute(
-                select(
-                    ReceivedSignal.id,
-                    ReceivedSignal.received_at,
-                    ReceivedSignal.message_code,
-                    ReceivedSignal.message,
-                    ReceivedSignal.body,
-                )
+                select(ReceivedSignal.id, ReceivedSignal.received_at, ReceivedSignal.message_code)
                 .where(UNTOLD, ReceivedSignal.strategy_id == strategy_id)
                 .order_by(ReceivedSignal.received_at.desc())
             )
@@ -84,11 +79,13 @@ async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return 0
-        await s.execute(
-            update(ReceivedSignal)
-            .where(ReceivedSignal.id.in_([r.id for r in refused]))
-            .values(announced=True)
-        )
+        ids = [r.id for r in refused]
+        for start in range(0, len(ids), 500):  # within any database's bound-parameter limit
+            await s.execute(
+                update(ReceivedSignal)
+                .where(ReceivedSignal.id.in_(ids[start : start + 500]))
+                .values(announced=True)
+            )
         name, owner = (
             await s.execute(
                 select(Strategy.name, Member.discord_user_id)
@@ -96,30 +93,37 @@ async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
                 .where(Strategy.id == strategy_id)
             )
         ).one()
-    if not news:
-        return 0
+        if not news:
+            return 0
+        message, body = (
+            await s.execute(
+                select(ReceivedSignal.message, ReceivedSignal.body).where(
+                    ReceivedSignal.id == news[0].id
+                )
+            )
+        ).one()
     await dm_quietly(
         core.notifier,
         owner,
-        Outgoing(content=notice(name, news)),
+        Outgoing(content=notice(name, news, message, body)),
         about=f"refused signals of strategy {strategy_id}",
     )
     return 1
 
 
-def notice(strategy_name: str, refused: Sequence[Row[Any]]) -> str:
-    """The DM, newest refusal first: how many since when, the newest one's reason, the
-    others' codes counted."""
+def notice(strategy_name: str, refused: Sequence[Row[Any]], message: str | None, body: str) -> str:
+    """The DM: how many since when (``refused``, newest first), the newest one's reason
+    (``message``) and what its ``body`` sent, the others' codes counted."""
     newest, first = refused[0], refused[-1]
     n = len(refused)
-    what = " ".join(filter(None, [as_sent(newest.body, "action"), as_sent(newest.body, "ticker")]))
+    what = " ".join(filter(None, [as_sent(body, "action"), as_sent(body, "ticker")]))
     lines = [
         f"⚠️ **{plain(strategy_name)}** refused {n} signal{plural(n)} since "
         f"{first.received_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, and nothing was traded for "
         f"{'them' if n > 1 else 'it'}: a sender such as TradingView is not told why.",
         f"Newest, at {newest.received_at.astimezone(UTC):%H:%M:%S} UTC"
         + (f" ({what})" if what else "")
-        + f": `{newest.message_code}`: {plain(newest.message or '')}",
+        + f": `{newest.message_code}`: {plain(message or '')}",
     ]
     others = Counter(r.message_code for r in refused[1:])
     if others:
