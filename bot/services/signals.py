@@ -291,7 +291,16 @@ class SignalService:
         }
         if quantity is not None:
             body["quantity"] = quantity
-        return await self.receive(auth, json.dumps(body).encode(), source_ip=None)
+        ack = await self.receive(auth, json.dumps(body).encode(), source_ip=None)
+        if ack.status == 400:
+            # Its owner reads the refusal in the answer: no DM about it a minute later.
+            async with self.core.db.transaction() as s:
+                await s.execute(
+                    update(ReceivedSignal)
+                    .where(ReceivedSignal.id == ack.body["logId"])
+                    .values(announced=True)
+                )
+        return ack
 
     def _refusal(self, signal: Signal, auth: WebhookAuth, now: datetime) -> Refusal | None:
         """The strategy's own rules, after the format's."""

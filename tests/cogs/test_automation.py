@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from adapters.paper.models import PaperOrder
 from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
+from bot.services.refusals import tell_refusals
 from bot.services.signal_report import Phase, SignalReport, SubscriptionReport, as_sent
 from cogs.automation import joined, outcome, phase_table
 from emulators.discord import Message
@@ -1126,6 +1127,7 @@ async def test_a_new_strategy_comes_with_its_alert_message_and_a_test_signal(
         "**Breakout** refused the test signal, as it would the same alert: "
         "`unsupported-ticker`: The ticker MSFT is not allowed"
     ), refused.content
+    assert await tell_refusals(h.core) == 0  # told in the answer already
     # A member it was shared with may subscribe, not test it on every subscriber.
     await h.reply("alice", "strategy share", strategy="Breakout", member=h.user("bob"))
     bob = await h.reply("bob", "strategy test", strategy="Breakout", ticker="AAPL", action="buy")
