@@ -34,6 +34,7 @@ async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
         yield harness
 
 
+@pytest.mark.first
 async def test_connect_in_a_real_browser(h: Harness, tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 

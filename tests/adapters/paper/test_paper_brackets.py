@@ -269,6 +269,7 @@ def steps(draw: st.DrawFn) -> list[tuple[str, Side, int, int]]:
     )
 
 
+@pytest.mark.first
 @settings(
     max_examples=40,
     deadline=None,

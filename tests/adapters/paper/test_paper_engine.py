@@ -468,6 +468,7 @@ def books(
     return AccountState(start, cash), positions, marks, orders
 
 
+@pytest.mark.first
 @settings(max_examples=500, deadline=None)
 @given(books())
 def test_buying_power_needs_only_the_positions_that_bear_on_it(

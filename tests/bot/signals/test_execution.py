@@ -2608,6 +2608,7 @@ async def test_the_owner_sees_no_broker_message_of_another_members_order(core: C
     assert not [t for t in shown if t and "$" in t], shown
 
 
+@pytest.mark.first
 async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -> None:
     url = await make_strategy(core, name="Momentum")
     await core.strategies.set_alert_channel(GUILD, 777)
