@@ -217,16 +217,7 @@ class StrategyService:
         matches = hmac.compare_digest(hash_secret(secret), stored)
         if row is None or not matches:
             return None
-        return WebhookAuth(
-            id=row["id"],
-            name=row["name"],
-            guild_id=row["guild_id"],
-            allowed_sources=tuple(row["allowed_sources"] or ()),
-            allowed_tickers=frozenset(row["allowed_tickers"] or ()),
-            max_lag_seconds=row["max_lag_seconds"],
-            rate_limit_per_minute=row["rate_limit_per_minute"],
-            max_quantity=row["max_quantity"],
-        )
+        return _webhook_auth(row)
 
     # -- management -------------------------------------------------------------------------------
 
@@ -298,16 +289,8 @@ class StrategyService:
                     "every subscriber."
                 )
             raise NotFound(_not_found(strategy))
-        return WebhookAuth(
-            id=row.id,
-            name=row.name,
-            guild_id=row.guild_id,
-            allowed_sources=tuple(row.allowed_sources or ()),
-            allowed_tickers=frozenset(row.allowed_tickers or ()),
-            max_lag_seconds=row.max_lag_seconds,
-            rate_limit_per_minute=row.rate_limit_per_minute,
-            max_quantity=row.max_quantity,
-        )
+        async with self.core.db.engine.connect() as conn:
+            return _webhook_auth((await conn.execute(_AUTH, {"id": row.id})).one()._mapping)
 
     async def get(self, guild_id: int, discord_user_id: int, strategy: str) -> StrategyInfo:
         """A strategy by name or id that this member owns or was shared with them."""
@@ -676,6 +659,20 @@ class StrategyService:
             secret_rotated_at=row.secret_rotated_at,
             last_signal_at=last_signal,
         )
+
+
+def _webhook_auth(row: Mapping[str, Any]) -> WebhookAuth:
+    """A row of ``_AUTH`` as the webhook needs it."""
+    return WebhookAuth(
+        id=row["id"],
+        name=row["name"],
+        guild_id=row["guild_id"],
+        allowed_sources=tuple(row["allowed_sources"] or ()),
+        allowed_tickers=frozenset(row["allowed_tickers"] or ()),
+        max_lag_seconds=row["max_lag_seconds"],
+        rate_limit_per_minute=row["rate_limit_per_minute"],
+        max_quantity=row["max_quantity"],
+    )
 
 
 def new_secret() -> str:
