@@ -912,18 +912,26 @@ def _trailing_stop_loss(value: Mapping[str, Any]) -> StopLoss:
     return StopLoss(StopLossType.TRAILING_STOP, trail_amount=amount, trail_percent=percent)
 
 
+def distance(text: str) -> tuple[Decimal, bool]:
+    """A distance from a price as members type it, "2%" or "2.50" (or "$2.50"), and whether
+    it is a percent; zero when it is not a finite number."""
+    raw = text.strip()
+    percent = raw.endswith("%")
+    try:
+        value = Decimal(raw.removesuffix("%").strip().removeprefix("$"))
+    except InvalidOperation:
+        return Decimal(0), percent
+    return (value if value.is_finite() else Decimal(0)), percent
+
+
 def exit_default(text: str, what: str) -> TakeProfit | StopLoss:
     """A subscription's default take-profit or stop-loss, as members type it: "5%" or "2.50"
     (dollars) from the entry price; a stop-loss may trail: "trail 2%", "trail 1.50"."""
     raw = text.strip().casefold()
     trailing = what == "stop_loss" and raw.startswith("trail")
     raw = raw.removeprefix("trail").strip() if trailing else raw
-    percent = raw.endswith("%")
-    try:
-        value = Decimal(raw.removesuffix("%").strip().removeprefix("$"))
-    except InvalidOperation:
-        value = Decimal(0)
-    if not value.is_finite() or value <= 0 or value >= MAX_NUMBER or (percent and value >= 100):
+    value, percent = distance(raw)
+    if value <= 0 or value >= MAX_NUMBER or (percent and value >= 100):
         trail = ', or trailing: "trail 2%"' if what == "stop_loss" else ""
         raise ValueError(
             f"{what} is a distance from the entry price: a percent under 100 like 5%, or "

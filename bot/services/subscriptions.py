@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,13 @@ from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
 from bot.services.connections import MODES
-from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, exit_default, exit_default_text
+from bot.signal_format import (
+    MAX_DECIMALS,
+    MAX_NUMBER,
+    distance,
+    exit_default,
+    exit_default_text,
+)
 from bot.trading_windows import parse_windows, windows_text
 from bot.wording import money, qty
 
@@ -134,13 +140,8 @@ def parse_entry_order(text: str | None) -> EntryLimit | None:
     rest = raw.removeprefix("limit").strip().removeprefix("+").strip()
     if not rest:
         return EntryLimit()
-    percent = rest.endswith("%")
-    try:
-        value = Decimal(rest.removesuffix("%").strip().removeprefix("$"))
-    except InvalidOperation:
-        value = Decimal(-1)
-    limit = MAX_ENTRY_ALLOWANCE_PERCENT if percent else MAX_NUMBER
-    if not value.is_finite() or value <= 0 or value > limit:
+    value, percent = distance(rest)
+    if value <= 0 or value > (MAX_ENTRY_ALLOWANCE_PERCENT if percent else MAX_NUMBER):
         most = f" (at most {MAX_ENTRY_ALLOWANCE_PERCENT}%)" if percent else ""
         raise InvalidInput(f"{_ENTRY_ORDER_HOW}{most}; “{text}” is not.")
     return EntryLimit(percent=value) if percent else EntryLimit(amount=value)
