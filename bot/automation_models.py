@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -61,6 +62,12 @@ class Strategy(Base):
     last_signal_at: Mapped[datetime | None] = mapped_column()
     # When its owner was last told that signals were refused (at most one DM an hour).
     refusals_told_at: Mapped[datetime | None] = mapped_column()
+    # Whether its owner wants those DMs (refusals are marked told either way).
+    refusal_notices: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Requests turned away over the rate limit (429) since the owner was last told: they are
+    # not in the signal log, so they are counted here, when (the first) and how many.
+    over_rate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    over_rate_since: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

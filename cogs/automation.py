@@ -230,6 +230,13 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
         f"{describe_limit('max_daily_notional', info.max_daily_notional)}",
         inline=False,
     )
+    embed.add_field(
+        name="Refusal DMs",
+        value="on: refused signals are DMed to you, at most hourly"
+        if info.refusal_notices
+        else "off: /signal list still shows refused signals",
+        inline=False,
+    )
     embed.set_footer(
         text="Change with /strategy settings (notional limits: /limits strategy); the value "
         "none removes a list or the quantity limit. Signals whose time is older than the "
@@ -539,6 +546,7 @@ class Automation(commands.Cog):
         max_lag_seconds="Refuse signals older than this (by their time, or their arrival)",
         rate_limit_per_minute="Signals accepted a minute (429 past that)",
         max_quantity="Refuse fixed quantities above this; none: no limit",
+        refusal_notices="DM you, at most hourly, when signals are refused (default: on)",
     )
     @app_commands.autocomplete(strategy=strategy_names)
     async def settings(
@@ -551,6 +559,7 @@ class Automation(commands.Cog):
         rate_limit_per_minute: app_commands.Range[int, MIN_RATE_LIMIT, MAX_RATE_LIMIT]
         | None = None,
         max_quantity: str | None = None,
+        refusal_notices: bool | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
         if allowed_sources is not None:
@@ -563,6 +572,8 @@ class Automation(commands.Cog):
             changes["rate_limit_per_minute"] = rate_limit_per_minute
         if max_quantity is not None:
             changes["max_quantity"] = quantity_option(max_quantity)
+        if refusal_notices is not None:
+            changes["refusal_notices"] = refusal_notices
         strategies = self.bot.core.strategies
         guild = guild_of(interaction)
         if changes:

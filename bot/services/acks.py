@@ -61,6 +61,7 @@ class AckStore:
         them and the ORM session per request cost more than the database work."""
         q = ACK_STATEMENTS
         received = row["received_at"]
+        status: str | None = None  # None: over the rate
         async with self.db.engine.begin() as conn:
             # The write that makes this transaction the strategy's only one (a row lock on
             # PostgreSQL): the counts below cannot race another process.
@@ -78,12 +79,18 @@ class AckStore:
                 )
             ).one()
             if count >= auth.rate_limit_per_minute:
-                raise RateLimited
-            original = original if valid else None
-            status = signal_status(row, original)
-            await conn.execute(q.insert_signal, row | {"status": status, "duplicate_of": original})
-            if status == SignalStatus.QUEUED:
-                await conn.execute(q.insert_job(self.db), job)
+                # Not stored, but counted for its owner's notice (see refusals).
+                await conn.execute(q.over_rate, {"strategy_id": auth.id, "at": received})
+            else:
+                original = original if valid else None
+                status = signal_status(row, original)
+                await conn.execute(
+                    q.insert_signal, row | {"status": status, "duplicate_of": original}
+                )
+                if status == SignalStatus.QUEUED:
+                    await conn.execute(q.insert_job(self.db), job)
+        if status is None:
+            raise RateLimited
         return status, original
 
 
@@ -124,6 +131,17 @@ class AckStatements:
             .scalar_subquery()
         )
         self.counts = select(recent, duplicate)
+        self.over_rate = (
+            update(strategies)
+            .where(strategies.c.id == bindparam("strategy_id"))
+            .values(
+                over_rate=strategies.c.over_rate + 1,
+                over_rate_since=func.coalesce(
+                    strategies.c.over_rate_since,
+                    bindparam("at", type_=strategies.c.over_rate_since.type),
+                ),
+            )
+        )
         self.insert_signal = insert(signals)
         self._insert_job: dict[str, Any] = {}
 
@@ -218,6 +236,7 @@ class SqliteAcks:
         self._job_in = processors(Job.__table__, self.JOB_COLUMNS, False)
         self._strategy_out = processors(Strategy.__table__, self.STRATEGY_COLUMNS, True)
         self._time_in = processors(ReceivedSignal.__table__, ("received_at",), False)[0]
+        self._since_in = processors(Strategy.__table__, ("over_rate_since",), False)[0]
         # Built from the constants above only; every value is a bound parameter.
         self._insert_signal = (
             f"INSERT INTO signals ({', '.join(self.SIGNAL_COLUMNS)}) "  # noqa: S608
@@ -237,6 +256,10 @@ class SqliteAcks:
             "AND received_at > ? LIMIT ?)), (SELECT id FROM signals WHERE strategy_id = ? "
             "AND body_hash = ? AND received_at > ? AND status IN (?, ?, ?) "
             "ORDER BY received_at LIMIT 1)"
+        )
+        self._over_rate = (
+            "UPDATE strategies SET over_rate = over_rate + 1, "
+            "over_rate_since = coalesce(over_rate_since, ?) WHERE id = ?"
         )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tradecord-acks")
         self._loop_conn: sqlite3.Connection | None = None  # busy_timeout 0: never waits
@@ -375,6 +398,8 @@ class SqliteAcks:
             ),
         ).fetchone()
         if count >= auth.rate_limit_per_minute:
+            # Not stored, but counted for its owner's notice (see refusals).
+            conn.execute(self._over_rate, (self._since_in(received), auth.id))
             return RateLimited()
         original = original if valid else None
         status = signal_status(row, original)

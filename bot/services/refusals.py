@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, or_, select, text, update
+from sqlalchemy import ColumnElement, CompoundSelect, Row, case, or_, select, text, union, update
 
 from bot.automation_models import REFUSALS_UNTOLD, ReceivedSignal, Strategy
 from bot.models import Member
@@ -32,27 +32,28 @@ UNTOLD = text(REFUSALS_UNTOLD)  # as the partial index has it, so the index serv
 
 
 async def tell_refusals(core: Core) -> int:
-    """DM each strategy's owner about its refused signals not yet told, where an hour has
-    passed since the last such DM; returns the number of DMs. Safe with several processes:
-    one claims each strategy's notice."""
+    """DM each strategy's owner about its refused signals (and requests turned away over its
+    rate limit) not yet told, where an hour has passed since the last such DM; returns the
+    number of DMs. Safe with several processes: one claims each strategy's notice."""
     now = core.signals.clock()
     async with core.db.session() as s:
-        strategies = list(await s.scalars(untold_strategies(now)))
+        strategies = sorted(set(await s.scalars(untold_strategies(now))))
     told = 0
     for strategy_id in strategies:
         told += await _tell(core, strategy_id, now)
     return told
 
 
-def untold_strategies(now: datetime) -> Select[tuple[str]]:
+def untold_strategies(now: datetime) -> CompoundSelect:
     """The strategies with refusals to tell now."""
-    return (
+    refused = (
         select(ReceivedSignal.strategy_id)
         .where(UNTOLD)
         .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
         .where(_may_tell(now))
-        .distinct()
     )
+    turned_away = select(Strategy.id).where(Strategy.over_rate > 0, _may_tell(now))
+    return union(refused, turned_away)
 
 
 def _may_tell(now: datetime) -> ColumnElement[bool]:
@@ -61,6 +62,20 @@ def _may_tell(now: datetime) -> ColumnElement[bool]:
 
 async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
     async with core.db.transaction() as s:
+        strategy = (
+            await s.execute(
+                select(
+                    Strategy.name,
+                    Strategy.refusal_notices,
+                    Strategy.over_rate,
+                    Strategy.over_rate_since,
+                    Strategy.rate_limit_per_minute,
+                    Member.discord_user_id,
+                )
+                .join(Member, Member.id == Strategy.owner_member_id)
+                .where(Strategy.id == strategy_id)
+            )
+        ).one()
         # A strategy refused all hour long holds thousands: bodies (16 KiB) only for the newest.
         refused = (
             await s.execute(
@@ -70,15 +85,29 @@ async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
             )
         ).all()
         news = [r for r in refused if r.received_at > now - NEWS_FOR]
-        if news:
+        since = strategy.over_rate_since
+        over = strategy.over_rate if since is not None and since > now - NEWS_FOR else 0
+        tell = strategy.refusal_notices and bool(news or over)
+        if tell:
             # Of two processes, the second finds the notice given (the row's lock) and stops.
+            # Requests turned away meanwhile stay counted for the next notice.
             claimed = await s.execute(
                 update(Strategy)
                 .where(Strategy.id == strategy_id, _may_tell(now))
-                .values(refusals_told_at=now)
+                .values(
+                    refusals_told_at=now,
+                    over_rate=Strategy.over_rate - strategy.over_rate,
+                    over_rate_since=case((Strategy.over_rate > strategy.over_rate, now)),
+                )
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return 0
+        elif strategy.over_rate:
+            await s.execute(
+                update(Strategy)
+                .where(Strategy.id == strategy_id)
+                .values(over_rate=0, over_rate_since=None)
+            )
         ids = [r.id for r in refused]
         for start in range(0, len(ids), 500):  # within any database's bound-parameter limit
             await s.execute(
@@ -86,52 +115,94 @@ async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
                 .where(ReceivedSignal.id.in_(ids[start : start + 500]))
                 .values(announced=True)
             )
-        name, owner = (
-            await s.execute(
-                select(Strategy.name, Member.discord_user_id)
-                .join(Member, Member.id == Strategy.owner_member_id)
-                .where(Strategy.id == strategy_id)
-            )
-        ).one()
-        if not news:
+        if not tell:
             return 0
-        message, body = (
-            await s.execute(
-                select(ReceivedSignal.message, ReceivedSignal.body).where(
-                    ReceivedSignal.id == news[0].id
+        message, body = None, ""
+        if news:
+            message, body = (
+                await s.execute(
+                    select(ReceivedSignal.message, ReceivedSignal.body).where(
+                        ReceivedSignal.id == news[0].id
+                    )
                 )
-            )
-        ).one()
+            ).one()
+    text_ = notice(
+        strategy.name,
+        news,
+        message,
+        body,
+        turned_away=TurnedAway(over, since, strategy.rate_limit_per_minute) if over else None,
+    )
     await dm_quietly(
         core.notifier,
-        owner,
-        Outgoing(content=notice(name, news, message, body)),
+        strategy.discord_user_id,
+        Outgoing(content=text_),
         about=f"refused signals of strategy {strategy_id}",
     )
     return 1
 
 
-def notice(strategy_name: str, refused: Sequence[Row[Any]], message: str | None, body: str) -> str:
+class TurnedAway(NamedTuple):
+    """Requests refused over the rate limit (429): not stored, only counted."""
+
+    count: int
+    since: datetime
+    rate_limit: int
+
+
+def notice(
+    strategy_name: str,
+    refused: Sequence[Row[Any]],
+    message: str | None,
+    body: str,
+    *,
+    turned_away: TurnedAway | None = None,
+) -> str:
     """The DM: how many since when (``refused``, newest first), the newest one's reason
-    (``message``) and what its ``body`` sent, the others' codes counted."""
-    newest, first = refused[0], refused[-1]
-    n = len(refused)
-    what = " ".join(filter(None, [as_sent(body, "action"), as_sent(body, "ticker")]))
-    lines = [
-        f"⚠️ **{plain(strategy_name)}** refused {n} signal{plural(n)} since "
-        f"{first.received_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, and nothing was traded for "
-        f"{'them' if n > 1 else 'it'}: a sender such as TradingView is not told why.",
-        f"Newest, at {newest.received_at.astimezone(UTC):%H:%M:%S} UTC"
-        + (f" ({what})" if what else "")
-        + f": `{newest.message_code}`: {plain(message or '')}",
-    ]
-    others = Counter(r.message_code for r in refused[1:])
-    if others:
-        lines.append(
-            "Before it: " + ", ".join(f"`{code}` ×{count}" for code, count in others.most_common())
+    (``message``) and what its ``body`` sent, the others' codes counted; and the requests
+    ``turned_away`` over the rate limit."""
+    name = plain(strategy_name)
+    lines = []
+    if refused:
+        newest, first = refused[0], refused[-1]
+        n = len(refused)
+        what = " ".join(filter(None, [as_sent(body, "action"), as_sent(body, "ticker")]))
+        lines += [
+            f"⚠️ **{name}** refused {n} signal{plural(n)} since "
+            f"{_utc(first.received_at, '%Y-%m-%d %H:%M')} UTC, and nothing was traded for "
+            f"{'them' if n > 1 else 'it'}: a sender such as TradingView is not told why.",
+            f"Newest, at {_utc(newest.received_at, '%H:%M:%S')} UTC"
+            + (f" ({what})" if what else "")
+            + f": `{newest.message_code}`: {plain(message or '')}",
+        ]
+        others = Counter(r.message_code for r in refused[1:])
+        if others:
+            lines.append(
+                "Before it: "
+                + ", ".join(f"`{code}` ×{count}" for code, count in others.most_common())
+            )
+    if turned_away is not None:
+        n = turned_away.count
+        over = (
+            f"more than its limit of {turned_away.rate_limit} a minute (`rate-limited`, 429), "
+            f"so {'they were' if n > 1 else 'it was'} not stored and nothing was traded. Send "
+            "fewer signals, or raise the limit with /strategy settings rate_limit_per_minute."
         )
+        since = f"{_utc(turned_away.since, '%Y-%m-%d %H:%M')} UTC"
+        if refused:
+            lines.append(f"Also {n} request{plural(n)} since {since} came {over}")
+        else:
+            lines.append(
+                f"⚠️ **{name}** turned away {n} signal{plural(n)} since {since}: {over} "
+                "A sender such as TradingView is not told why."
+            )
     lines.append(
-        f"/signal list strategy:{plain(strategy_name)} shows each one. Refusals are told at "
-        "most once an hour."
+        (f"/signal list strategy:{name} shows each one. " if refused else "")
+        + "Refusals are told at most once an hour; /strategy settings refusal_notices:False "
+        "turns these messages off."
     )
     return "\n".join(lines)[:2000]
+
+
+def _utc(at: datetime, pattern: str) -> str:
+    return at.astimezone(UTC).strftime(pattern)

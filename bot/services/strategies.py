@@ -175,6 +175,7 @@ class StrategyInfo:
     created_at: datetime
     secret_rotated_at: datetime
     last_signal_at: datetime | None = None  # the newest request its webhook stored
+    refusal_notices: bool = True  # whether its owner is DMed about refused signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +430,7 @@ class StrategyService:
         max_lag_seconds: int | _Unset = UNSET,
         rate_limit_per_minute: int | _Unset = UNSET,
         max_quantity: Decimal | _Unset | None = UNSET,
+        refusal_notices: bool | _Unset = UNSET,
     ) -> StrategyInfo:
         """Change the webhook's rules; arguments left out stay as they are."""
         row = await self._owned(guild_id, discord_user_id, strategy)
@@ -464,6 +466,8 @@ class StrategyService:
                     f"with at most {MAX_DECIMALS} decimals, like 100; or remove the limit."
                 )
             values["max_quantity"] = max_quantity
+        if not isinstance(refusal_notices, _Unset):
+            values["refusal_notices"] = refusal_notices
         if values:
             values["updated_at"] = self.clock()
             async with self.core.db.transaction() as s:
@@ -658,6 +662,7 @@ class StrategyService:
             created_at=row.created_at,
             secret_rotated_at=row.secret_rotated_at,
             last_signal_at=last_signal,
+            refusal_notices=row.refusal_notices,
         )
 
 

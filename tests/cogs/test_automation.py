@@ -370,6 +370,7 @@ async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     assert shown.ephemeral
     for default in ("any address", "every ticker", "300 s", "60 signals a minute", "no limit"):
         assert default in text, text
+    assert "on: refused signals are DMed to you" in text, text
     await h.reply("dave", "limits strategy", strategy="Scalper", max_order_notional="2,500")
     text = (await h.reply("dave", "strategy settings", strategy="Scalper")).text()
     assert "max notional per order: $2,500.00" in text, text
@@ -381,10 +382,11 @@ async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
         max_lag_seconds=60,
         rate_limit_per_minute=10,
         max_quantity="5",
+        refusal_notices=False,
     )
     text = changed.text()
     assert changed.ephemeral and "Saved" in text
-    for value in ("AAPL, BTC/USD", "60 s", "10 signals a minute", "any address"):
+    for value in ("AAPL, BTC/USD", "60 s", "10 signals a minute", "any address", "off: /signal"):
         assert value in text, text
     status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
     assert (status, body["messageCode"]) == (400, "unsupported-ticker")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bot.automation_models import Job, ReceivedSignal, SignalStatus
+from bot.automation_models import Job, ReceivedSignal, SignalStatus, Strategy
 from bot.core import Core
 from bot.models import OrderIntent
 from bot.signal_format import MAX_BODY_BYTES, Signal, parse
@@ -330,6 +330,9 @@ async def test_the_61st_signal_in_a_minute_gets_429(
     assert resp.headers["Retry-After"] == "60"
     assert (await resp.json())["messageCode"] == "rate-limited"
     assert await count(core, ReceivedSignal) == 60  # refused requests are not stored
+    async with core.db.session() as s:  # only counted, for the owner's notice
+        row = await s.get(Strategy, url.strategy.id)
+        assert row is not None and row.over_rate == 2 and row.over_rate_since is not None
     clock.advance(seconds=31)  # the first signals leave the window
     assert (await post(client, path(url), body(quantity=100)))[0] == 202
 

@@ -6,7 +6,7 @@ import asyncio
 
 from bot.core import Core
 from bot.services.refusals import tell_refusals, untold_strategies
-from tests.bot.signals.conftest import OWNER, make_strategy, notifier, open_core, send
+from tests.bot.signals.conftest import GUILD, OWNER, make_strategy, notifier, open_core, send
 from tests.support import FakeClock
 
 
@@ -78,3 +78,48 @@ async def test_the_sweep_reads_the_partial_index(core: Core) -> None:
             )
         )
     assert "ix_signals_refusals_untold" in plan, plan
+
+
+async def test_requests_turned_away_over_the_rate_are_counted_and_told(core: Core) -> None:
+    """A 429 stores nothing, so /signal list cannot show it: the strategy counts them, and
+    its owner hears how many, with the limit to raise."""
+    url = await make_strategy(core, "Scalper")
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, rate_limit_per_minute=2)
+    statuses = [
+        (await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": i + 1})).status
+        for i in range(5)
+    ]
+    assert statuses == [202, 202, 429, 429, 429]
+    assert await tell_refusals(core) == 1
+    [(to, dm)] = notifier(core).dms
+    content = dm.content or ""
+    assert to == OWNER and content.startswith("⚠️ **Scalper** turned away 3 signals since "), content
+    assert "more than its limit of 2 a minute (`rate-limited`, 429)" in content
+    assert "/strategy settings rate_limit_per_minute" in content
+    assert await tell_refusals(core) == 0  # the count was reset
+
+    # Told with the refusals of the next hour, as their own line.
+    core.signals.clock.advance(hours=1)  # type: ignore[attr-defined]
+    await send(core, url, {"ticker": "AAPL", "action": "hold"})
+    await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 9})
+    assert (await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 8})).status == 429
+    assert await tell_refusals(core) == 1
+    later = notifier(core).dms[-1][1].content or ""
+    assert later.startswith("⚠️ **Scalper** refused 1 signal since "), later
+    assert "Also 1 request since " in later and "it was not stored" in later, later
+
+
+async def test_an_owner_who_turned_refusal_notices_off_is_not_told(core: Core) -> None:
+    url = await make_strategy(core, "Noisy")
+    info = await core.strategies.configure(
+        GUILD, OWNER, url.strategy.id, refusal_notices=False, rate_limit_per_minute=1
+    )
+    assert info.refusal_notices is False
+    await send(core, url, {"ticker": "AAPL", "action": "hold"})
+    assert (await send(core, url, {"ticker": "AAPL", "action": "hold", "q": 1})).status == 429
+    assert await tell_refusals(core) == 0
+    assert notifier(core).dms == []
+    # What was refused meanwhile is not told later, when the notices are turned back on.
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, refusal_notices=True)
+    async with core.db.session() as s:
+        assert list(await s.scalars(untold_strategies(core.signals.clock()))) == []
