@@ -1,14 +1,18 @@
-"""A subscription's trading windows (TradersPost's): the times, in New York, when a signal may
-enter a position. Written as members type them, ``09:45-11:30, 13:00-15:30``; a window whose
-end is before its start runs past midnight (``18:00-02:00``). Days may lead a window
+"""A subscription's trading windows (TradersPost's): the times of day when a signal may enter a
+position. Written as members type them, ``09:45-11:30, 13:00-15:30``; a window whose end is
+before its start runs past midnight (``18:00-02:00``). Days may lead a window
 (``mon-fri 09:45-11:30``, ``fri``, ``weekdays``, ``daily``) and hold for the windows after it
-until other days are given; a window past midnight belongs to the day it starts."""
+until other days are given; a window past midnight belongs to the day it starts. Times are New
+York's (the US markets'), unless a time zone ends the text: ``08:00-16:30 Europe/London``,
+``london``, ``utc``, ``ct``; clocks moving for summer time move the windows with them."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta
+from functools import cache
 from typing import NamedTuple
+from zoneinfo import ZoneInfo, available_timezones
 
 from adapters.calendars import NEW_YORK
 from bot.errors import InvalidInput
@@ -26,6 +30,19 @@ _WINDOW = re.compile(
 MAX_WINDOWS = 8
 
 
+# US time zones by the abbreviations traders use (CME's products trade on Chicago time).
+_ZONE_ALIASES = {
+    "et": "America/New_York",
+    "ct": "America/Chicago",
+    "mt": "America/Denver",
+    "pt": "America/Los_Angeles",
+    "utc": "UTC",
+    "gmt": "UTC",
+}
+# The time zone after the last window, if one is written there.
+_ZONE_AT_END = re.compile(r"(?<=\d)[\s,]+(?P<zone>[a-z][a-z0-9_+\-/ ]*)$")
+
+
 class Window(NamedTuple):
     start: time
     end: time
@@ -36,9 +53,51 @@ class Window(NamedTuple):
         return (weekday - first) % 7 <= (last - first) % 7
 
 
-def parse_windows(text: str) -> tuple[Window, ...]:
+class Schedule(NamedTuple):
+    """Windows, and the time zone their times are in."""
+
+    windows: tuple[Window, ...]
+    zone: ZoneInfo = NEW_YORK
+
+    @property
+    def zone_name(self) -> str:
+        return "New York" if self.zone == NEW_YORK else self.zone.key
+
+
+@cache
+def _zones() -> dict[str, str]:
+    """Every IANA zone by its name in lower case, and by its city where only one zone has it
+    (``london``, ``new york``)."""
+    keys = sorted(available_timezones())
+    names = {k.lower(): k for k in keys}
+    cities: dict[str, list[str]] = {}
+    for k in keys:
+        if "/" in k and not k.startswith(("Etc/", "SystemV/")):
+            cities.setdefault(k.rsplit("/", 1)[1].lower().replace("_", " "), []).append(k)
+    for city, found in cities.items():
+        if len(found) == 1:
+            names.setdefault(city, found[0])
+    return names | _ZONE_ALIASES
+
+
+def _zone(word: str) -> ZoneInfo:
+    key = _zones().get(word) or _zones().get(word.replace("_", " "))
+    if key is None:
+        raise InvalidInput(
+            f"“{word}” is not a time zone. Name one as the IANA database does "
+            "(Europe/London, America/Chicago), by its city (london), or utc, et, ct, mt, pt."
+        )
+    return ZoneInfo(key)
+
+
+def parse_windows(text: str) -> Schedule:
     """``text`` as windows, or ``InvalidInput`` saying how to write them."""
-    parts = [p.strip() for p in text.lower().split(",") if p.strip()]
+    text = text.lower().strip()
+    zone = NEW_YORK
+    if found := _ZONE_AT_END.search(text):
+        zone = _zone(" ".join(found["zone"].split()))
+        text = text[: found.start()]
+    parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
         raise InvalidInput(_HOW)
     if len(parts) > MAX_WINDOWS:
@@ -62,7 +121,7 @@ def parse_windows(text: str) -> tuple[Window, ...]:
                 "trading windows (none)."
             )
         windows.append(Window(start, end, days))
-    return tuple(windows)
+    return Schedule(tuple(windows), zone)
 
 
 def _day(word: str, part: str) -> int:
@@ -83,8 +142,9 @@ def _days(text: str, part: str) -> DayRange:
 
 
 _HOW = (
-    "Write trading windows as New York times, 24-hour clock, separated by commas, each "
-    "optionally after its days: mon-fri 09:45-11:30, 13:00-15:30."
+    "Write trading windows as times on a 24-hour clock, separated by commas, each optionally "
+    "after its days, and New York's unless a time zone ends them: mon-fri 09:45-11:30, "
+    "13:00-15:30 (or: 08:00-16:30 london)."
 )
 
 
@@ -95,15 +155,23 @@ def _days_text(days: DayRange) -> str:
     return DAYS[first] if first == last else f"{DAYS[first]}-{DAYS[last]}"
 
 
-def windows_text(windows: tuple[Window, ...]) -> str:
-    """The canonical form: stored, and shown to members. Days are written where they change."""
+def windows_text(schedule: Schedule) -> str:
+    """The canonical form: stored, and shown to members. Days are written where they change;
+    a time zone other than New York's at the end."""
     parts = []
     days = EVERY_DAY
-    for w in windows:
+    for w in schedule.windows:
         hours = f"{w.start:%H:%M}-{w.end:%H:%M}"
         parts.append(hours if w.days == days else f"{_days_text(w.days)} {hours}")
         days = w.days
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    return text if schedule.zone == NEW_YORK else f"{text} {schedule.zone.key}"
+
+
+def windows_phrase(text: str) -> str:
+    """Stored windows as a sentence ends them: ``09:45-15:30 New York time``."""
+    ny = parse_windows(text).zone == NEW_YORK
+    return f"{text} New York time" if ny else f"{text} time"  # the zone ends the text
 
 
 def _contains(window: Window, local: datetime) -> bool:
@@ -116,19 +184,19 @@ def _contains(window: Window, local: datetime) -> bool:
     )
 
 
-def in_windows(windows: tuple[Window, ...], at: datetime) -> bool:
-    local = at.astimezone(NEW_YORK)
-    return any(_contains(w, local) for w in windows)
+def in_windows(schedule: Schedule, at: datetime) -> bool:
+    local = at.astimezone(schedule.zone)
+    return any(_contains(w, local) for w in schedule.windows)
 
 
-def next_start(windows: tuple[Window, ...], at: datetime) -> datetime:
-    """When the next window opens after ``at``, in New York time."""
-    local = at.astimezone(NEW_YORK)
+def next_start(schedule: Schedule, at: datetime) -> datetime:
+    """When the next window opens after ``at``, in the schedule's time zone."""
+    local = at.astimezone(schedule.zone)
     starts = []
     for day in range(8):
         date = local.date() + timedelta(days=day)
-        for w in windows:
-            begin = datetime.combine(date, w.start, tzinfo=NEW_YORK)
+        for w in schedule.windows:
+            begin = datetime.combine(date, w.start, tzinfo=schedule.zone)
             if begin > local and w.on(date.weekday()):
                 starts.append(begin)
     return min(starts)

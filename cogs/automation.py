@@ -37,6 +37,7 @@ from bot.services.subscriptions import (
     SubscriptionSettings,
     sizing_amount,
 )
+from bot.trading_windows import NEW_YORK, parse_windows, windows_phrase
 from bot.wording import plural
 from cogs import format as fmt
 from cogs.trading import send_pages
@@ -109,7 +110,7 @@ def setting_words(
         "a reversal enters the signal's quantity less what it exited"
         if settings.subtract_exit_quantity
         else None,
-        f"entries only {settings.trading_windows} New York time"
+        f"entries only {windows_phrase(settings.trading_windows)}"
         if settings.trading_windows
         else None,
         f"entries whose signal has none get a {' and a '.join(exits)} from the entry price"
@@ -253,6 +254,13 @@ SIZING_SHORT = {
 }
 
 
+def windows_column(text: str | None) -> str:
+    """A subscription's trading windows, with their time zone (New York's: NY)."""
+    if not text:
+        return "any"
+    return text if parse_windows(text).zone != NEW_YORK else f"{text} NY"
+
+
 def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
     """No account numbers: the connection's own name and the mode say where orders go."""
     return [
@@ -269,7 +277,7 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             + (f", {sub.settings.entry_order}" if sub.settings.entry_order else ""),
             default_exits(sub.settings.take_profit, sub.settings.stop_loss),
             str(sub.settings.max_positions or "-"),
-            sub.settings.trading_windows or "any",
+            windows_column(sub.settings.trading_windows),
             "on" if sub.enabled else "paused",
         ]
         for sub in subs
@@ -665,7 +673,8 @@ class Automation(commands.Cog):
         "sent; 0: none",
         subtract_exit_quantity="sizing signal: a reversal enters the signal's quantity less the "
         "exit (long 5, sell 10: short 5)",
-        trading_windows="New York times for entries: mon-fri 09:45-15:30 (none: any time)",
+        trading_windows="Times for entries: mon-fri 09:45-15:30 (New York's), or 08:00-16:30 "
+        "london; none: any",
         take_profit="For signals without one: 5% or 2.50 from the entry price (none: no default)",
         stop_loss="For signals without one: 2%, 1.50, or trailing: trail 2% (none: no default)",
         entry_order="For signals naming no order type: market (default), limit at the quote, "
@@ -808,7 +817,7 @@ class Automation(commands.Cog):
                 "Orders",
                 "Exits",
                 "Max",
-                "Entries (NY)",
+                "Entries",
                 "Status",
             ],
             {7},

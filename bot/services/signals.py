@@ -39,7 +39,6 @@ from sqlalchemy.orm import selectinload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
-from adapters.calendars import NEW_YORK
 from adapters.errors import BrokerError, InvalidOrder, OrderNotFound
 from adapters.models import (
     AssetClass,
@@ -1514,16 +1513,15 @@ class SignalService:
         text = ctx.subscription.trading_windows
         if not text or ctx.signal.ignore_trading_windows:
             return None
-        windows = parse_windows(text)
+        schedule = parse_windows(text)
         at = ctx.received_at or self.clock()
-        if in_windows(windows, at):
+        if in_windows(schedule, at):
             return None
-        opens = next_start(windows, at)
+        opens, local = next_start(schedule, at), at.astimezone(schedule.zone)
         return (
-            f"The signal came {at.astimezone(NEW_YORK):%a} at {at.astimezone(NEW_YORK):%H:%M} "
-            "New York time, outside this "
-            f"subscription's trading windows ({text}); no entry was placed (exits still are). "
-            f"The next window opens {opens:%a} at {opens:%H:%M}. A signal with "
+            f"The signal came {local:%a} at {local:%H:%M} {schedule.zone_name} time, outside "
+            f"this subscription's trading windows ({text}); no entry was placed (exits still "
+            f"are). The next window opens {opens:%a} at {opens:%H:%M}. A signal with "
             "ignoreTradingWindows: true enters anyway."
         )
 

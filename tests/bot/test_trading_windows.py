@@ -1,9 +1,10 @@
-"""Trading windows: New York times of day on chosen days; a window past midnight wraps and
-belongs to the day it starts."""
+"""Trading windows: times of day on chosen days, New York's unless a time zone is named; a
+window past midnight wraps and belongs to the day it starts."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -24,9 +25,13 @@ def ny(hour: int, minute: int = 0, day: int = 1) -> datetime:
 
 def test_windows_are_read_as_typed_and_written_one_way() -> None:
     windows = parse_windows(" 9:45-11:30 ,13:00 – 15:30")
-    assert windows == (Window(time(9, 45), time(11, 30)), Window(time(13), time(15, 30)))
+    assert windows.windows == (
+        Window(time(9, 45), time(11, 30)),
+        Window(time(13), time(15, 30)),
+    )
+    assert windows.zone == NEW_YORK
     assert windows_text(windows) == "09:45-11:30, 13:00-15:30"
-    assert parse_windows("20:00-24:00") == (Window(time(20), time(0)),)
+    assert parse_windows("20:00-24:00").windows == (Window(time(20), time(0)),)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +71,9 @@ def test_the_next_window_is_later_today_or_tomorrow() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("", "Write trading windows as New York times"),
+        ("", "Write trading windows as times on a 24-hour clock"),
+        ("09:00-10:00 mars", "“mars” is not a time zone"),
+        ("09:00-10:00 europe", "“europe” is not a time zone"),
         ("morning", "“morning” is not a time window"),
         ("25:00-26:00", "a time that does not exist"),
         ("09:60-10:00", "a time that does not exist"),
@@ -125,3 +132,41 @@ def test_a_window_past_midnight_belongs_to_the_day_it_starts() -> None:
     assert not in_windows(futures, ny(17, day=sunday))
     assert in_windows(futures, ny(18, day=sunday))
     assert next_start(futures, ny(3, day=FRIDAY)) == ny(18, day=sunday)
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("08:00-16:30 Europe/London", "08:00-16:30 Europe/London"),
+        ("mon-fri 08:00-16:30, london", "mon-fri 08:00-16:30 Europe/London"),
+        ("08:00-15:00 CT", "08:00-15:00 America/Chicago"),
+        ("08:00-15:00 new york", "08:00-15:00"),  # New York's is the default: not written
+        ("08:00-15:00 et", "08:00-15:00"),
+        ("00:00-12:00 utc", "00:00-12:00 UTC"),
+        ("09:00-17:00 Asia/Tokyo", "09:00-17:00 Asia/Tokyo"),
+    ],
+)
+def test_a_time_zone_may_end_the_windows(typed: str, written: str) -> None:
+    schedule = parse_windows(typed)
+    assert windows_text(schedule) == written
+    assert parse_windows(written) == schedule
+
+
+def test_windows_in_another_zone_follow_its_clock_and_summer_time() -> None:
+    london = parse_windows("mon-fri 08:00-16:30 london")
+    # 2026-12-01 (winter): London is UTC, five hours ahead of New York.
+    assert in_windows(london, ny(3))  # 08:00 in London
+    assert not in_windows(london, ny(2, 59))
+    assert not in_windows(london, ny(11, 30))  # 16:30 in London
+    # 2026-07-01 (summer): London is UTC+1; New York UTC-4, still five hours apart.
+    july = datetime(2026, 7, 1, 3, tzinfo=NEW_YORK)
+    assert in_windows(london, july)
+    # 2026-03-10: New York has moved its clocks and London has not yet: four hours apart.
+    march = datetime(2026, 3, 10, 4, tzinfo=NEW_YORK)  # 08:00 in London
+    assert in_windows(london, march) and not in_windows(london, march.replace(hour=3, minute=59))
+    opens = next_start(london, ny(12, day=FRIDAY))  # after Friday's window: Monday 08:00 there
+    assert (opens.weekday(), f"{opens:%H:%M}", opens.tzinfo) == (
+        0,
+        "08:00",
+        ZoneInfo("Europe/London"),
+    )

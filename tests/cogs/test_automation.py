@@ -651,7 +651,7 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
     assert "1× signal − exit" in (await h.reply("alice", "subscriptions")).text()
     # Trading windows: typed loosely, said one way, and "none" removes them.
     bad = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="mornings")
-    assert "“mornings” is not a time window. Write trading windows as New York" in bad.content
+    assert "“mornings” is not a time window. Write trading windows as times" in bad.content
     windows = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="9:45-12")
     assert "“9:45-12” is not a time window" in windows.content  # minutes are needed
     windows = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="9:45-12:00")
@@ -659,10 +659,18 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
         "Changed: entries at any time → entries only 09:45-12:00 New York time."
     ), windows.content
     listed = (await h.reply("alice", "subscriptions")).text()
-    assert "Entries (NY)" in listed and "09:45-12:00" in listed, listed
+    assert "Entries" in listed and "09:45-12:00 NY" in listed, listed
+    london = await h.reply(
+        "alice", "subscribe", strategy="Breakout", trading_windows="mon-fri 8:00-16:30 London"
+    )
+    assert london.content.endswith(
+        "Changed: entries only 09:45-12:00 New York time → entries only mon-fri 08:00-16:30 "
+        "Europe/London time."
+    ), london.content
+    assert "mon-fri 08:00-16:30 Europe/London" in (await h.reply("alice", "subscriptions")).text()
     off = await h.reply("alice", "subscribe", strategy="Breakout", trading_windows="none")
     assert off.content.endswith(
-        "Changed: entries only 09:45-12:00 New York time → entries at any time."
+        "Changed: entries only mon-fri 08:00-16:30 Europe/London time → entries at any time."
     ), off.content
     # Exits for signals that send none: typed loosely, said one way, none removes them.
     exits = await h.reply(

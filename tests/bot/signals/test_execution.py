@@ -905,6 +905,22 @@ async def test_a_weekend_signal_waits_for_weekday_windows(core: Core, clock: Fak
     assert "The next window opens Mon at 09:45." in (ex.reason or "")
 
 
+async def test_trading_windows_in_another_time_zone_say_its_time(
+    core: Core, clock: FakeClock
+) -> None:
+    clock.at = datetime(2026, 12, 1, 11, 45, tzinfo=NEW_YORK)  # 16:45 in London
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, trading_windows="mon-fri 08:00-16:30 london")
+    ex = await run(core, url, sub, action="buy")
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
+    assert "came Tue at 16:45 Europe/London time" in (ex.reason or ""), ex.reason
+    assert "(mon-fri 08:00-16:30 Europe/London)" in (ex.reason or "")
+    assert "The next window opens Wed at 08:00." in (ex.reason or "")
+    clock.at = datetime(2026, 12, 1, 11, 15, tzinfo=NEW_YORK)  # 16:15 in London
+    ex = await run(core, url, sub, action="buy", time=clock.at.isoformat())
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+
+
 async def test_an_exit_outside_the_trading_windows_still_closes_the_position(
     core: Core, clock: FakeClock
 ) -> None:
