@@ -68,6 +68,10 @@ class Strategy(Base):
     # not in the signal log, so they are counted here, when (the first) and how many.
     over_rate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     over_rate_since: Mapped[datetime | None] = mapped_column()
+    # Requests with a wrong secret (401) since the owner was last told, counted up to
+    # BAD_SECRET_CAP: an alert still sending the URL from before /strategy rotate-secret.
+    bad_secret: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bad_secret_since: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -122,5 +122,6 @@ class Core:
         return cls(settings=settings, db=db, vault=vault, http=http)
 
     async def close(self) -> None:
+        await self.strategies.settle()
         await self.http.close()
         await self.db.close()

@@ -14,7 +14,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, event, func, insert, select, update
@@ -45,6 +45,13 @@ class AckStore:
         self.db = db
         # SQLite's fast acknowledgement (see SqliteAcks); PostgreSQL goes through SQLAlchemy.
         self.fast = SqliteAcks(db) if db.is_sqlite else None
+
+    async def count_bad_secret(self, strategy_id: str, at: datetime) -> None:
+        """A request to the strategy came with a wrong secret: counted for its owner's notice."""
+        if self.fast is not None:
+            return await self.fast.count_bad_secret(strategy_id, at)
+        async with self.db.engine.begin() as conn:
+            await conn.execute(ACK_STATEMENTS.unauthorized, {"strategy_id": strategy_id, "at": at})
 
     async def store(
         self, auth: WebhookAuth, row: dict[str, Any], job: dict[str, Any], valid: bool
@@ -131,17 +138,8 @@ class AckStatements:
             .scalar_subquery()
         )
         self.counts = select(recent, duplicate)
-        self.over_rate = (
-            update(strategies)
-            .where(strategies.c.id == bindparam("strategy_id"))
-            .values(
-                over_rate=strategies.c.over_rate + 1,
-                over_rate_since=func.coalesce(
-                    strategies.c.over_rate_since,
-                    bindparam("at", type_=strategies.c.over_rate_since.type),
-                ),
-            )
-        )
+        self.over_rate = _count(strategies, "over_rate")
+        self.unauthorized = _count(strategies, "bad_secret")
         self.insert_signal = insert(signals)
         self._insert_job: dict[str, Any] = {}
 
@@ -151,6 +149,21 @@ class AckStatements:
         if stmt is None:
             stmt = self._insert_job[dialect] = insert_ignoring(db, Job, [], ["dedupe_key"])
         return stmt
+
+
+def _count(strategies: Any, column: str) -> Any:
+    """``column`` counted up on the strategy, and ``column_since`` set if it was not."""
+    since = strategies.c[f"{column}_since"]
+    return (
+        update(strategies)
+        .where(strategies.c.id == bindparam("strategy_id"))
+        .values(
+            {
+                column: strategies.c[column] + 1,
+                since: func.coalesce(since, bindparam("at", type_=since.type)),
+            }
+        )
+    )
 
 
 ACK_STATEMENTS = AckStatements()
@@ -213,6 +226,7 @@ class SqliteAcks:
         "max_lag_seconds",
         "rate_limit_per_minute",
         "max_quantity",
+        "bad_secret",
     )
 
     def __init__(self, db: Database) -> None:
@@ -260,6 +274,10 @@ class SqliteAcks:
         self._over_rate = (
             "UPDATE strategies SET over_rate = over_rate + 1, "
             "over_rate_since = coalesce(over_rate_since, ?) WHERE id = ?"
+        )
+        self._unauthorized = (
+            "UPDATE strategies SET bad_secret = bad_secret + 1, "
+            "bad_secret_since = coalesce(bad_secret_since, ?) WHERE id = ?"
         )
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tradecord-acks")
         self._loop_conn: sqlite3.Connection | None = None  # busy_timeout 0: never waits
@@ -313,6 +331,13 @@ class SqliteAcks:
 
     async def strategy(self, strategy_id: str) -> dict[str, Any] | None:
         return await self._call(self._strategy, strategy_id)  # type: ignore[no-any-return]
+
+    async def count_bad_secret(self, strategy_id: str, at: datetime) -> None:
+        await self._call(self._count_bad_secret, strategy_id, at)
+
+    def _count_bad_secret(self, conn: sqlite3.Connection, strategy_id: str, at: datetime) -> None:
+        with conn:  # its own transaction, committed
+            conn.execute(self._unauthorized, (self._since_in(at), strategy_id))
 
     def _strategy(self, conn: sqlite3.Connection, strategy_id: str) -> dict[str, Any] | None:
         found = conn.execute(self._select_strategy, (strategy_id,)).fetchone()

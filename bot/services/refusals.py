@@ -20,6 +20,7 @@ from bot.automation_models import REFUSALS_UNTOLD, ReceivedSignal, Strategy
 from bot.models import Member
 from bot.services.notify import Outgoing, dm_quietly
 from bot.services.signal_report import as_sent
+from bot.services.strategies import BAD_SECRET_CAP
 from bot.wording import plain, plural
 
 if TYPE_CHECKING:
@@ -52,7 +53,9 @@ def untold_strategies(now: datetime) -> CompoundSelect:
         .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
         .where(_may_tell(now))
     )
-    turned_away = select(Strategy.id).where(Strategy.over_rate > 0, _may_tell(now))
+    turned_away = select(Strategy.id).where(
+        or_(*(getattr(Strategy, c) > 0 for c in COUNTED)), _may_tell(now)
+    )
     return union(refused, turned_away)
 
 
@@ -60,22 +63,36 @@ def _may_tell(now: datetime) -> ColumnElement[bool]:
     return or_(Strategy.refusals_told_at.is_(None), Strategy.refusals_told_at <= now - NOTICE_EVERY)
 
 
+# Requests turned away before they are stored, counted on the strategy (with ``<name>_since``):
+# over its rate limit (429), and with a wrong secret (401).
+COUNTED = ("over_rate", "bad_secret")
+
+
+class Counted(NamedTuple):
+    count: int
+    since: datetime
+
+
 async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
     async with core.db.transaction() as s:
         strategy = (
-            await s.execute(
-                select(
-                    Strategy.name,
-                    Strategy.refusal_notices,
-                    Strategy.over_rate,
-                    Strategy.over_rate_since,
-                    Strategy.rate_limit_per_minute,
-                    Member.discord_user_id,
+            (
+                await s.execute(
+                    select(
+                        Strategy.name,
+                        Strategy.refusal_notices,
+                        Strategy.rate_limit_per_minute,
+                        Member.discord_user_id,
+                        *(getattr(Strategy, c) for c in COUNTED),
+                        *(getattr(Strategy, f"{c}_since") for c in COUNTED),
+                    )
+                    .join(Member, Member.id == Strategy.owner_member_id)
+                    .where(Strategy.id == strategy_id)
                 )
-                .join(Member, Member.id == Strategy.owner_member_id)
-                .where(Strategy.id == strategy_id)
             )
-        ).one()
+            .one()
+            ._mapping
+        )
         # A strategy refused all hour long holds thousands: bodies (16 KiB) only for the newest.
         refused = (
             await s.execute(
@@ -85,28 +102,30 @@ async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
             )
         ).all()
         news = [r for r in refused if r.received_at > now - NEWS_FOR]
-        since = strategy.over_rate_since
-        over = strategy.over_rate if since is not None and since > now - NEWS_FOR else 0
-        tell = strategy.refusal_notices and bool(news or over)
+        counts = {c: strategy[c] for c in COUNTED if strategy[c]}
+        counted = {
+            c: Counted(n, since)
+            for c, n in counts.items()
+            if (since := strategy[f"{c}_since"]) is not None and since > now - NEWS_FOR
+        }
+        tell = strategy["refusal_notices"] and bool(news or counted)
         if tell:
             # Of two processes, the second finds the notice given (the row's lock) and stops.
             # Requests turned away meanwhile stay counted for the next notice.
+            values: dict[str, Any] = {"refusals_told_at": now}
+            for c, n in counts.items():
+                column = getattr(Strategy, c)
+                values |= {c: column - n, f"{c}_since": case((column > n, now))}
             claimed = await s.execute(
-                update(Strategy)
-                .where(Strategy.id == strategy_id, _may_tell(now))
-                .values(
-                    refusals_told_at=now,
-                    over_rate=Strategy.over_rate - strategy.over_rate,
-                    over_rate_since=case((Strategy.over_rate > strategy.over_rate, now)),
-                )
+                update(Strategy).where(Strategy.id == strategy_id, _may_tell(now)).values(values)
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return 0
-        elif strategy.over_rate:
+        elif counts:
             await s.execute(
                 update(Strategy)
                 .where(Strategy.id == strategy_id)
-                .values(over_rate=0, over_rate_since=None)
+                .values({k: v for c in counts for k, v in ((c, 0), (f"{c}_since", None))})
             )
         ids = [r.id for r in refused]
         for start in range(0, len(ids), 500):  # within any database's bound-parameter limit
@@ -127,27 +146,21 @@ async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
                 )
             ).one()
     text_ = notice(
-        strategy.name,
+        strategy["name"],
         news,
         message,
         body,
-        turned_away=TurnedAway(over, since, strategy.rate_limit_per_minute) if over else None,
+        over_rate=counted.get("over_rate"),
+        rate_limit=strategy["rate_limit_per_minute"],
+        bad_secret=counted.get("bad_secret"),
     )
     await dm_quietly(
         core.notifier,
-        strategy.discord_user_id,
+        strategy["discord_user_id"],
         Outgoing(content=text_),
         about=f"refused signals of strategy {strategy_id}",
     )
     return 1
-
-
-class TurnedAway(NamedTuple):
-    """Requests refused over the rate limit (429): not stored, only counted."""
-
-    count: int
-    since: datetime
-    rate_limit: int
 
 
 def notice(
@@ -156,11 +169,13 @@ def notice(
     message: str | None,
     body: str,
     *,
-    turned_away: TurnedAway | None = None,
+    over_rate: Counted | None = None,
+    rate_limit: int = 0,
+    bad_secret: Counted | None = None,
 ) -> str:
     """The DM: how many since when (``refused``, newest first), the newest one's reason
-    (``message``) and what its ``body`` sent, the others' codes counted; and the requests
-    ``turned_away`` over the rate limit."""
+    (``message``) and what its ``body`` sent, the others' codes counted; then the requests
+    turned away unstored: ``over_rate`` (over ``rate_limit`` a minute), with a ``bad_secret``."""
     name = plain(strategy_name)
     lines = []
     if refused:
@@ -181,21 +196,33 @@ def notice(
                 "Before it: "
                 + ", ".join(f"`{code}` ×{count}" for code, count in others.most_common())
             )
-    if turned_away is not None:
-        n = turned_away.count
-        over = (
-            f"more than its limit of {turned_away.rate_limit} a minute (`rate-limited`, 429), "
-            f"so {'they were' if n > 1 else 'it was'} not stored and nothing was traded. Send "
-            "fewer signals, or raise the limit with /strategy settings rate_limit_per_minute."
-        )
-        since = f"{_utc(turned_away.since, '%Y-%m-%d %H:%M')} UTC"
-        if refused:
-            lines.append(f"Also {n} request{plural(n)} since {since} came {over}")
-        else:
-            lines.append(
-                f"⚠️ **{name}** turned away {n} signal{plural(n)} since {since}: {over} "
-                "A sender such as TradingView is not told why."
+    for counted in (over_rate, bad_secret):
+        if counted is None:
+            continue
+        n = counted.count
+        they = "they were" if n > 1 else "it was"
+        if counted is over_rate:
+            why = (
+                f"over its limit of {rate_limit} a minute (`rate-limited`, 429): {they} not "
+                "stored and nothing was traded. Send fewer signals, or raise the limit with "
+                "/strategy settings rate_limit_per_minute."
             )
+        else:
+            why = (
+                f"with a wrong secret (`invalid-password`, 401): {they} not stored and nothing "
+                "was traded. An alert may still send the URL from before /strategy "
+                "rotate-secret: give it the current one. If you sent none of them, someone "
+                "has this strategy's id but not its secret."
+            )
+        # Past the cap they are no longer counted.
+        many = f"{n} or more" if counted is bad_secret and n >= BAD_SECRET_CAP else str(n)
+        since = f"{_utc(counted.since, '%Y-%m-%d %H:%M')} UTC"
+        lines.append(
+            f"Also {many} request{plural(n)} since {since} came {why}"
+            if lines
+            else f"⚠️ **{name}** turned away {many} request{plural(n)} since {since} that "
+            f"came {why} A sender such as TradingView is not told why."
+        )
     lines.append(
         (f"/signal list strategy:{name} shows each one. " if refused else "")
         + "Refusals are told at most once an hour; /strategy settings refusal_notices:False "

@@ -8,9 +8,11 @@ digests in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +41,8 @@ from bot.services import audit
 from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
 from bot.wording import name_problem
+
+log = logging.getLogger("tradecord.strategies")
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -69,7 +73,10 @@ _AUTH = select(
     Strategy.max_lag_seconds,
     Strategy.rate_limit_per_minute,
     Strategy.max_quantity,
+    Strategy.bad_secret,
 ).where(Strategy.id == bindparam("id"))
+# Wrong-secret requests counted per strategy, at most: past it, a flood costs no writes.
+BAD_SECRET_CAP = 100
 
 
 class _Unset:
@@ -199,6 +206,7 @@ class StrategyService:
     def __init__(self, core: Core, *, clock: Callable[[], datetime] | None = None) -> None:
         self.core = core
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._counting: set[asyncio.Task[None]] = set()
 
     # -- the webhook's view ---------------------------------------------------------------------
 
@@ -216,9 +224,29 @@ class StrategyService:
                 row = found._mapping if found is not None else None
         stored = row["secret_hash"] if row is not None else _DUMMY_HASH
         matches = hmac.compare_digest(hash_secret(secret), stored)
-        if row is None or not matches:
+        if row is None:
+            return None
+        if not matches:
+            if row["bad_secret"] < BAD_SECRET_CAP:
+                # Counted after the answer, so a wrong secret is answered as fast as an
+                # unknown strategy.
+                task = asyncio.get_running_loop().create_task(
+                    self._count_bad_secret(row["id"], self.core.signals.clock())
+                )
+                self._counting.add(task)
+                task.add_done_callback(self._counting.discard)
             return None
         return _webhook_auth(row)
+
+    async def settle(self) -> None:
+        """Wait for the wrong-secret counts still being written (before the database closes)."""
+        await asyncio.gather(*self._counting)
+
+    async def _count_bad_secret(self, strategy_id: str, at: datetime) -> None:
+        try:
+            await self.core.signals.acks.count_bad_secret(strategy_id, at)
+        except Exception:  # a lost count is not worth a failed request, nor a crash
+            log.warning("Could not count a wrong-secret request", exc_info=True)
 
     # -- management -------------------------------------------------------------------------------
 

@@ -123,6 +123,10 @@ async def test_unknown_strategy_and_wrong_secret_get_the_identical_401(
     assert status == 401 and ctype == "application/json"
     assert json.loads(raw)["messageCode"] == "invalid-password"
     assert await count(core, ReceivedSignal) == 0  # nothing stored for an unauthenticated call
+    await core.strategies.settle()
+    async with core.db.session() as s:  # the strategy's wrong secrets counted, for its owner
+        row = await s.get(Strategy, strategy_id)
+        assert row is not None and row.bad_secret == 2
 
 
 async def test_a_deleted_strategys_url_is_not_told_to_rotate_its_secret_only(

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+from sqlalchemy import update
+
+from bot.automation_models import Strategy
 from bot.core import Core
 from bot.services.refusals import tell_refusals, untold_strategies
-from tests.bot.signals.conftest import GUILD, OWNER, make_strategy, notifier, open_core, send
+from bot.services.strategies import BAD_SECRET_CAP
+from tests.bot.signals.conftest import GUILD, OWNER, make_strategy, notifier, open_core, send, split
 from tests.support import FakeClock
 
 
@@ -93,8 +98,8 @@ async def test_requests_turned_away_over_the_rate_are_counted_and_told(core: Cor
     assert await tell_refusals(core) == 1
     [(to, dm)] = notifier(core).dms
     content = dm.content or ""
-    assert to == OWNER and content.startswith("⚠️ **Scalper** turned away 3 signals since "), content
-    assert "more than its limit of 2 a minute (`rate-limited`, 429)" in content
+    assert content.startswith("⚠️ **Scalper** turned away 3 requests since "), content
+    assert to == OWNER and "over its limit of 2 a minute (`rate-limited`, 429)" in content
     assert "/strategy settings rate_limit_per_minute" in content
     assert await tell_refusals(core) == 0  # the count was reset
 
@@ -123,3 +128,36 @@ async def test_an_owner_who_turned_refusal_notices_off_is_not_told(core: Core) -
     await core.strategies.configure(GUILD, OWNER, url.strategy.id, refusal_notices=True)
     async with core.db.session() as s:
         assert list(await s.scalars(untold_strategies(core.signals.clock()))) == []
+
+
+async def test_requests_with_a_wrong_secret_are_counted_and_told(core: Core) -> None:
+    """An alert left with the URL from before /strategy rotate-secret gets 401s its sender
+    never shows: its owner hears of them, and what to do."""
+    url = await make_strategy(core, "Swing")
+    strategy_id, _ = split(url)
+    for _ in range(2):
+        assert await core.strategies.authenticate(strategy_id, "an-old-secret") is None
+    assert await core.strategies.authenticate(str(uuid.uuid4()), "x") is None  # no strategy
+    await core.strategies.settle()  # counted after the answer
+    assert await tell_refusals(core) == 1
+    content = notifier(core).dms[0][1].content or ""
+    assert content.startswith("⚠️ **Swing** turned away 2 requests since "), content
+    assert "with a wrong secret (`invalid-password`, 401): they were not stored" in content
+    assert "from before /strategy rotate-secret: give it the current one" in content
+    assert await tell_refusals(core) == 0
+
+
+async def test_wrong_secrets_past_the_cap_cost_no_writes(core: Core) -> None:
+    url = await make_strategy(core, "Swing")
+    strategy_id, _ = split(url)
+    async with core.db.transaction() as s:
+        await s.execute(
+            update(Strategy)
+            .where(Strategy.id == strategy_id)
+            .values(bad_secret=BAD_SECRET_CAP, bad_secret_since=core.signals.clock())
+        )
+    assert await core.strategies.authenticate(strategy_id, "guess") is None
+    assert not core.strategies._counting  # nothing to count: no write
+    assert await tell_refusals(core) == 1
+    content = notifier(core).dms[0][1].content or ""
+    assert f"turned away {BAD_SECRET_CAP} or more requests since" in content, content
