@@ -442,13 +442,18 @@ class AlpacaAdapter(HttpBrokerAdapter):
         zero = Decimal(0)
         long_mv = dec(body.get("long_market_value"), zero) or zero
         short_mv = dec(body.get("short_market_value"), zero) or zero
+        equity = dec(body.get("equity"), zero) or zero
+        # "Equity as of previous trading day at 16:00:00 ET" [spec Account]; none (0) before
+        # an account's first close.
+        last_equity = dec(body.get("last_equity"))
         return Balance(
             account_id=account_id,
             currency=str(body.get("currency") or "USD"),
             cash=dec(body.get("cash"), zero) or zero,
             buying_power=dec(body.get("buying_power"), zero) or zero,
-            equity=dec(body.get("equity"), zero) or zero,
+            equity=equity,
             market_value=long_mv + short_mv,
+            day_pnl=equity - last_equity if last_equity else None,
             info=dict(body),
         )
 

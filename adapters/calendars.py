@@ -39,3 +39,20 @@ def trading_days(asset_class: AssetClass, year: int) -> frozenset[date]:
     weekends, no holidays); a set, since contract rules ask about many days one by one."""
     cal = _calendar(CALENDARS[asset_class], year)
     return frozenset(d for d in (ts.date() for ts in cal.sessions) if d.year == year)
+
+
+def previous_close(at: datetime) -> datetime:
+    """The close of the last US stock-market session before ``at``'s New York date: where a
+    day's profit and loss counts from (Alpaca's ``last_equity``: "equity as of previous
+    trading day at 16:00:00 ET", 13:00 after an early close)."""
+    return _previous_close(at.astimezone(NEW_YORK).date())
+
+
+@lru_cache(maxsize=64)
+def _previous_close(today: date) -> datetime:
+    import pandas as pd
+
+    cal = _calendar(CALENDARS[AssetClass.EQUITY], today.year)
+    sessions = cal.sessions
+    session = sessions[sessions.searchsorted(pd.Timestamp(today)) - 1]
+    return cal.session_close(session).to_pydatetime().astimezone(UTC)

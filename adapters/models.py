@@ -130,6 +130,8 @@ class Balance:
     market_value: Decimal = Decimal(0)
     unrealized_pnl: Decimal | None = None
     realized_pnl: Decimal | None = None
+    # Since the previous trading day's close (16:00 New York), where the broker tells it.
+    day_pnl: Decimal | None = None
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

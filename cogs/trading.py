@@ -801,6 +801,8 @@ class Trading(commands.Cog):
             embed.add_field(name="Open positions", value=str(len(pf.positions)))
             if b.unrealized_pnl is not None and b.equity:
                 embed.add_field(name="Unrealized P&L", value=fmt.pct(b.unrealized_pnl, b.equity))
+            if b.day_pnl is not None:
+                embed.add_field(name="Day P&L", value=fmt.pct(b.day_pnl, b.equity - b.day_pnl))
         else:
             embed.add_field(name="Equity", value=fmt.money(b.equity, b.currency))
             embed.add_field(name="Cash", value=fmt.money(b.cash, b.currency))
@@ -810,6 +812,13 @@ class Trading(commands.Cog):
                 embed.add_field(name="Unrealized P&L", value=fmt.signed_money(b.unrealized_pnl))
             if b.realized_pnl is not None:
                 embed.add_field(name="Realized P&L", value=fmt.signed_money(b.realized_pnl))
+            if b.day_pnl is not None:
+                # Since the previous trading day's close, as brokers show "today's" P&L.
+                embed.add_field(
+                    name="Day P&L",
+                    value=f"{fmt.signed_money(b.day_pnl)} "
+                    f"({fmt.pct(b.day_pnl, b.equity - b.day_pnl)})",
+                )
         if not share:
             from adapters.models import mask_account
 

@@ -27,6 +27,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 
 from adapters.base import AdapterContext, BrokerAdapter, Capabilities
+from adapters.calendars import previous_close
 from adapters.errors import (
     BrokerError,
     BrokerUnavailable,
@@ -266,8 +267,11 @@ class PaperBroker(BrokerAdapter):
     async def fetch_balance(self, account: AccountRef) -> Balance:
         row, positions, reserved = await self._holdings(account)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in positions])
-        v = engine.value_account(
-            store.account_state(row), positions, store.marks_from(quotes), reserved
+        marks = store.marks_from(quotes)
+        v = engine.value_account(store.account_state(row), positions, marks, reserved)
+        close = previous_close(self._now())
+        day = engine.day_pnl(
+            positions, await store.fills_since(self.db, row.id, close), marks, self._marks_at(close)
         )
         return Balance(
             account_id=row.id,
@@ -278,6 +282,7 @@ class PaperBroker(BrokerAdapter):
             market_value=_cents(v.long_market_value - v.short_market_value),
             unrealized_pnl=_cents(v.unrealized_pnl),
             realized_pnl=_cents(row.realized_pnl),
+            day_pnl=_cents(day) if day is not None else None,
             info={
                 "simulated": self._simulated(quotes.values()),
                 "starting_cash": str(row.starting_cash),
@@ -292,6 +297,23 @@ class PaperBroker(BrokerAdapter):
                 "unpriced": list(v.unpriced),
             },
         )
+
+    def _marks_at(self, at: datetime) -> Callable[[Sequence[str]], dict[str, Decimal] | None]:
+        """Marks at a past moment: the simulated feed has them; a broker's quotes are of now
+        only, so an account priced by one has no day P&L while it held positions overnight."""
+
+        def marks(symbols: Sequence[str]) -> dict[str, Decimal] | None:
+            if not isinstance(self.quote_source, SimulatedFeed):
+                return None
+            then = {}
+            for symbol in symbols:
+                try:
+                    then[symbol] = self.quote_source.quote_at(symbol, at)
+                except BrokerError:
+                    continue
+            return store.marks_from(then)
+
+        return marks
 
     def _simulated(self, quotes: Iterable[Quote]) -> bool:
         """Whether the figures were priced by simulated quotes (no quotes: by the source)."""

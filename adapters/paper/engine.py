@@ -69,11 +69,12 @@ Liquidity
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from enum import StrEnum
+from typing import NamedTuple
 
 from adapters.models import AssetClass, OrderType, Quote, Side, TimeInForce
 from bot.db_types import plain
@@ -286,6 +287,50 @@ def mark_price(quote: Quote | None) -> Decimal | None:
         with localcontext(_EXACT):
             return plain(((quote.bid + quote.ask) / 2).quantize(PRICE_Q))
     return quote.last if quote.last > 0 else None
+
+
+class DayFill(NamedTuple):
+    """A fill since the previous close, as day P&L needs it."""
+
+    symbol: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    multiplier: Decimal
+
+
+def day_pnl(
+    positions: Iterable[PositionState],
+    fills: Iterable[DayFill],
+    marks: Mapping[str, Decimal],
+    close_marks: Callable[[Sequence[str]], Mapping[str, Decimal] | None],
+) -> Decimal | None:
+    """Profit and loss since the previous close: what is held now at today's ``marks``, less
+    what was held at the close at that moment's marks (``close_marks`` of the symbols held
+    then; None when those prices cannot be had), less what today's ``fills`` paid. Whatever
+    the accounting (stocks move cash, futures only their P&L), equity changes by exactly this.
+    None when a price is missing."""
+    value = ZERO
+    held: dict[str, tuple[Decimal, Decimal]] = {}  # at the close: quantity, multiplier
+    for p in positions:
+        if p.quantity:
+            mark = marks.get(p.symbol)
+            if mark is None:
+                return None
+            value += p.quantity * mark * p.multiplier
+            held[p.symbol] = (p.quantity, p.multiplier)
+    for f in fills:
+        signed = f.quantity if f.side == "buy" else -f.quantity
+        value -= signed * f.price * f.multiplier
+        quantity, _ = held.get(f.symbol, (ZERO, f.multiplier))
+        held[f.symbol] = (quantity - signed, f.multiplier)
+    overnight = sorted(symbol for symbol, (quantity, _) in held.items() if quantity)
+    if overnight:
+        then = close_marks(overnight)
+        if then is None or any(symbol not in then for symbol in overnight):
+            return None
+        value -= sum((held[s][0] * then[s] * held[s][1] for s in overnight), ZERO)
+    return value
 
 
 def value_account(

@@ -545,6 +545,21 @@ async def fetch_quotes(source: QuoteSource, symbols: Iterable[str]) -> dict[str,
     return quotes
 
 
+async def fills_since(db: Database, account_id: str, since: datetime) -> list[engine.DayFill]:
+    """The account's fills after ``since``, for its day P&L."""
+    async with db.session() as s:
+        rows = await s.execute(
+            select(
+                PaperFill.symbol,
+                PaperFill.side,
+                PaperFill.quantity,
+                PaperFill.price,
+                PaperFill.multiplier,
+            ).where(PaperFill.account_id == account_id, PaperFill.at > since)
+        )
+        return [engine.DayFill(*row) for row in rows]
+
+
 def marks_from(quotes: Mapping[str, Quote]) -> dict[str, Decimal]:
     marks = {sym: engine.mark_price(q) for sym, q in quotes.items()}
     return {sym: m for sym, m in marks.items() if m is not None}

@@ -207,12 +207,18 @@ async def test_fetch_accounts_reads_each_host(
     assert (await cash.fetch_accounts())[0].status == "blocked"
 
 
-async def test_fetch_balance(adapter: AlpacaAdapter, paper: AccountRef) -> None:
+async def test_fetch_balance(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
     balance = await adapter.fetch_balance(paper)
     assert balance.account_id == paper.id and balance.currency == "USD"
     assert balance.cash == D(100000) and balance.equity == D(101900)
     assert balance.market_value == D(1900) and balance.buying_power == D(405700)
     assert isinstance(balance.info["cash"], str)
+    # Day P&L from the equity at the last close: 1,900 since the account opened with cash.
+    assert balance.day_pnl == D(1900)
+    emu.close_market()  # the close sets last_equity
+    assert (await adapter.fetch_balance(paper)).day_pnl == D(0)
     stale = AccountRef("PA0000000000", AccountType.MARGIN, PAPER)
     with pytest.raises(BrokerError, match=r"now reaches account ••••QW2M.*/accounts"):
         await adapter.fetch_balance(stale)

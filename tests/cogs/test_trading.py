@@ -81,6 +81,23 @@ async def test_a_fill_at_a_fraction_of_a_cent_is_shown_as_it_was_priced(
     assert "$98,000.05" in balances  # 100,000 less 10 × 199.995
 
 
+async def test_balances_show_the_day_pnl_shared_as_a_percent_only(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.99", "200.01")
+    card = await preview(h, "alice", symbol="AAPL", quantity="10")
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    pin(h, "AAPL", "204.99", "205.01")
+    [day] = [
+        f
+        for f in (await h.reply("alice", "balances")).embeds[0]["fields"]
+        if f["name"] == "Day P&L"
+    ]
+    assert day["value"] == "+$50.00 (+0.05%)"  # since the last close: the account is new
+    shared = await h.reply("alice", "balances", share=True)
+    [day] = [f for f in shared.embeds[0]["fields"] if f["name"] == "Day P&L"]
+    assert day["value"] == "+0.05%" and "$50" not in shared.text()
+
+
 async def test_the_card_names_the_paper_connection_once(tradecord: Harness) -> None:
     """Its name is its broker's: "Tradecord Paper (Tradecord Paper)" said it twice."""
     card = await preview(tradecord, "alice", symbol="AAPL", quantity="1")
