@@ -690,24 +690,42 @@ class TradeStationAdapter(HttpBrokerAdapter):
         return out
 
     async def fetch_balance(self, account: AccountRef) -> Balance:
-        body = await self._get(account, f"{self._base(account)}/balances", "balances")
+        body, day_start = await asyncio.gather(
+            self._get(account, f"{self._base(account)}/balances", "balances"),
+            self._day_start_equity(account),
+        )
         rows = [b for b in body.get("Balances") or [] if b.get("AccountID") == account.id]
         if not rows:
             raise _account_error(account, body.get("Errors"))
         b = rows[0]
         detail = b.get("BalanceDetail") or {}
         currency = ((b.get("CurrencyDetails") or [{}])[0]).get("Currency") or "USD"
+        equity = dec(b.get("Equity"), ZERO) or ZERO
         return Balance(
             account_id=account.id,
             currency=str(currency),
             cash=dec(b.get("CashBalance"), ZERO) or ZERO,
             buying_power=dec(b.get("BuyingPower"), ZERO) or ZERO,
-            equity=dec(b.get("Equity"), ZERO) or ZERO,
+            equity=equity,
             market_value=dec(b.get("MarketValue"), ZERO) or ZERO,
             unrealized_pnl=dec(detail.get("UnrealizedProfitLoss")),
             realized_pnl=dec(detail.get("RealizedProfitLoss")),
+            # Balances' own TodaysProfitLoss is "unrealized ... of all open positions": what
+            # closed today is not in it. The change from the day's starting equity is.
+            day_pnl=equity - day_start if day_start is not None else None,
             info=b,
         )
+
+    async def _day_start_equity(self, account: AccountRef) -> Decimal | None:
+        """ "The total amount of equity with which you started the current trading day"
+        [spec BODBalanceDetail]; None when it cannot be read: the balances show without it."""
+        try:
+            body = await self._get(account, f"{self._base(account)}/bodbalances", "balances")
+        except BrokerError as e:
+            log.info("tradestation: no beginning-of-day balance: %s", type(e).__name__)
+            return None
+        rows = [b for b in body.get("BODBalances") or [] if b.get("AccountID") == account.id]
+        return dec((rows[0].get("BalanceDetail") or {}).get("Equity")) if rows else None
 
     async def _positions(
         self,

@@ -430,6 +430,7 @@ class TradeStationEmulator(BaseEmulator):
         h = "/{host:live|sim}/v3"
         r.add_get(f"{h}/brokerage/accounts", self.get_accounts)
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/balances", self.get_balances)
+        r.add_get(f"{h}/brokerage/accounts/{{accounts}}/bodbalances", self.get_bod_balances)
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/positions", self.get_positions)
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/orders", self.get_orders)
         r.add_get(f"{h}/brokerage/accounts/{{accounts}}/orders/{{ids}}", self.get_orders_by_id)
@@ -557,6 +558,15 @@ class TradeStationEmulator(BaseEmulator):
         return web.json_response(
             {
                 "Balances": [self.world.balance_payload(a) for a in accounts],
+                "Errors": errors,
+            }
+        )
+
+    async def get_bod_balances(self, request: web.Request) -> web.Response:
+        accounts, errors = self._accounts(request, brokerage_only=True)
+        return web.json_response(
+            {
+                "BODBalances": [self.world.bod_balance_payload(a) for a in accounts],
                 "Errors": errors,
             }
         )

@@ -298,6 +298,8 @@ class AccountState:
     status: str = "Active"
     positions: dict[str, PositionState] = field(default_factory=dict)
     realized: Decimal = ZERO
+    # The equity the day started with (/bodbalances); an account opened today, its cash.
+    bod_equity: Decimal | None = None
 
     @property
     def brokerage(self) -> bool:
@@ -551,8 +553,54 @@ class World:
         if account_type not in ("Cash", "Margin", "Futures", "DVP", "Crypto"):
             raise ValueError(f"unknown TradeStation account type {account_type!r}")
         acct = AccountState(account_id, user_id, account_type, live, Decimal(str(cash)), alias)
+        acct.bod_equity = acct.cash
         self.accounts[account_id] = acct
         return acct
+
+    def start_day(self) -> None:
+        """A new trading day: each account's beginning-of-day balances are what it holds now."""
+        for acct in self.accounts.values():
+            acct.bod_equity = self.equity(acct)
+
+    def equity(self, acct: AccountState) -> Decimal:
+        mv, _, pnl = self._marks(acct)
+        return acct.cash + (pnl if acct.type == "Futures" else mv)
+
+    def bod_balance_payload(self, acct: AccountState) -> dict[str, Any]:
+        """[spec BODBalance]: the figures the day started with."""
+        equity = s(acct.bod_equity if acct.bod_equity is not None else acct.cash)
+        out: dict[str, Any] = {"AccountID": acct.id, "AccountType": acct.type}
+        if acct.type == "Futures":
+            out["BalanceDetail"] = {
+                "Equity": equity,
+                "CashAvailableToWithdraw": equity,
+                "NetCash": equity,
+                "OpenTradeEquity": "0",
+                "SecurityOnDeposit": "0",
+            }
+            out["CurrencyDetails"] = [
+                {
+                    "Currency": "USD",
+                    "CashBalance": equity,
+                    "AccountOpenTradeEquity": "0",
+                    "AccountSecurities": "0",
+                    "OpenTradeEquity": "0",
+                    "Securities": "0",
+                }
+            ]
+            return out
+        out["BalanceDetail"] = {
+            "AccountBalance": equity,
+            "CashAvailableToWithdraw": equity,
+            "DayTradingMarginableBuyingPower": equity,
+            "DayTrades": "0",
+            "Equity": equity,
+            "NetCash": equity,
+            "OptionBuyingPower": equity,
+            "OptionValue": "0",
+            "OvernightBuyingPower": equity,
+        }
+        return out
 
     def set_position(
         self,

@@ -316,9 +316,15 @@ async def test_balance_strings_become_decimals(
     assert bal.unrealized_pnl == Decimal("285")
     assert bal.buying_power == 2 * bal.equity - Decimal("2285")
     assert isinstance(bal.info["CashBalance"], str)
+    # The day's P&L from /bodbalances: the position came after the day started with cash.
+    assert bal.day_pnl == Decimal("2285")
     fut = await adapter.fetch_balance(FUTURES)
     assert fut.buying_power == Decimal(100_000)
     assert "InitialMargin" in fut.info["BalanceDetail"]
+    emu.world.start_day()
+    emu.set_quote("AAPL", "230.40", "230.60", "230.5")
+    assert (await adapter.fetch_balance(MARGIN)).day_pnl == 10 * Decimal(2)
+    assert (await adapter.fetch_balance(FUTURES)).day_pnl == 0
 
 
 async def test_crypto_account_is_not_served(adapter: TradeStationAdapter) -> None:
