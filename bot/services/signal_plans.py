@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from adapters.models import Bracket, OrderType, Side, TimeInForce
+from adapters.models import Bracket, OrderType, Quote, Side, TimeInForce
 from bot.automation_models import Subscription
 from bot.models import Connection, OrderIntent
 from bot.services.trading import bracket_json, bracket_of, order_terms, qty
@@ -178,6 +178,9 @@ class ExecContext:
     # cancels, an exit that did not fill): the orders get no DM of their own.
     cancelled: str | None = None
     cancelled_count: int = 0
+    # The ticker's quote while the plan is made: sizing, the bracket and an entry limit price
+    # from one moment, and one request to the broker instead of three.
+    quote: Quote | None = None
 
     @property
     def take_profit(self) -> TakeProfit | None:

@@ -48,6 +48,7 @@ from adapters.models import (
     OrderStatus,
     OrderType,
     Position,
+    Quote,
     Side,
     mask_account,
 )
@@ -839,6 +840,7 @@ class SignalService:
     async def _plan(
         self, ctx: ExecContext, adapter: BrokerAdapter, target: Target, snap: Snapshot
     ) -> Plan:
+        ctx.quote = None  # each plan prices from a quote of its own moment
         plan = await self._plan_orders(ctx, adapter, target, snap)
         # TradersPost cancels open orders "before submitting new orders": a signal that
         # submits nothing (already in position, entry refused) leaves them, or a repeated
@@ -1162,7 +1164,7 @@ class SignalService:
         price = Decimal(0)
         if adapter.capabilities.quotes:
             try:
-                quote = await adapter.fetch_quote(sig.ticker)
+                quote = await self._quote(ctx, adapter)
             except BrokerError:
                 if sig.reference_price is None:
                     raise
@@ -1179,6 +1181,12 @@ class SignalService:
                 "price or signalPrice in the signal.",
             )
         return price
+
+    async def _quote(self, ctx: ExecContext, adapter: BrokerAdapter) -> Quote:
+        """The signal's ticker's quote, asked once per plan (a failure is not kept)."""
+        if ctx.quote is None:
+            ctx.quote = await adapter.fetch_quote(ctx.signal.ticker)
+        return ctx.quote
 
     async def _risk_per_unit(self, ctx: ExecContext, adapter: BrokerAdapter, side: Side) -> Decimal:
         """What one unit loses if the stop loss fills: from the entry price the bracket counts
@@ -1208,7 +1216,7 @@ class SignalService:
             if p is not None:
                 return p
         try:
-            quote = await adapter.fetch_quote(sig.ticker)
+            quote = await self._quote(ctx, adapter)
         except BrokerError:
             if sig.reference_price is None:
                 raise

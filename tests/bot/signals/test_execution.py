@@ -2998,6 +2998,36 @@ async def test_entries_that_name_no_order_type_follow_the_subscription(
     assert (order.order_type, order.limit_price) == (order_type, limit)
 
 
+async def test_sizing_the_bracket_and_the_limit_price_from_one_quote(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dollar sizing, a bracket and a limit entry each need the quote: one request, not three
+    (a broker's rate limit is per account, and a fan-out asks for every subscriber)."""
+    asked: list[str] = []
+    fetch_quote = PaperBroker.fetch_quote
+
+    async def counted(self: PaperBroker, symbol: str) -> Any:
+        asked.append(symbol)
+        return await fetch_quote(self, symbol)
+
+    monkeypatch.setattr(PaperBroker, "fetch_quote", counted)
+    url = await make_strategy(core)
+    sub = await subscribe(
+        core,
+        url,
+        OWNER,
+        sizing="dollar_amount",
+        sizing_value=Decimal(1000),
+        entry_order="limit",
+        take_profit="5%",
+    )
+    ex = await run(core, url, sub, action="buy")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert asked == ["AAPL"]
+    [entry, *_] = await orders(core)
+    assert (entry.quantity, entry.limit_price) == (4, Decimal("200.10"))  # $1,000 at the ask
+
+
 async def test_a_signal_that_names_its_order_type_keeps_it(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, entry_order="limit 1%")
