@@ -336,8 +336,7 @@ class SqliteAcks:
         await self._call(self._count_bad_secret, strategy_id, at)
 
     def _count_bad_secret(self, conn: sqlite3.Connection, strategy_id: str, at: datetime) -> None:
-        with conn:  # its own transaction, committed
-            conn.execute(self._unauthorized, (self._since_in(at), strategy_id))
+        conn.execute(self._unauthorized, (self._since_in(at), strategy_id))  # autocommits
 
     def _strategy(self, conn: sqlite3.Connection, strategy_id: str) -> dict[str, Any] | None:
         found = conn.execute(self._select_strategy, (strategy_id,)).fetchone()

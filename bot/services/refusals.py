@@ -4,7 +4,10 @@ A sender such as TradingView shows nothing of a webhook's answer, so an alert wi
 (``"action": "hold"``), a stale time or a ticker the strategy does not allow is refused (400)
 and its owner would never know. A background sweep DMs the owner of each strategy with refused
 signals not yet told: how many, the newest one's reason, and where to see each one. At most one
-DM an hour per strategy; refusals in between are counted in the next one.
+DM an hour per strategy; refusals in between are counted in the next one. Requests turned away
+before they are stored, over the rate limit (429) or with a wrong secret (401: an alert still
+sending the URL from before /strategy rotate-secret), are only counted on the strategy, and
+told in the same DM. An owner may turn these DMs off (``Strategy.refusal_notices``).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ UNTOLD = text(REFUSALS_UNTOLD)  # as the partial index has it, so the index serv
 
 
 async def tell_refusals(core: Core) -> int:
-    """DM each strategy's owner about its refused signals (and requests turned away over its
-    rate limit) not yet told, where an hour has passed since the last such DM; returns the
-    number of DMs. Safe with several processes: one claims each strategy's notice."""
+    """DM each strategy's owner about its refused signals, and the requests turned away before
+    they were stored (``COUNTED``), not yet told, where an hour has passed since the last such
+    DM; returns the number of DMs. Safe with several processes: one claims each notice."""
     now = core.signals.clock()
     async with core.db.session() as s:
         strategies = sorted(set(await s.scalars(untold_strategies(now))))
@@ -75,24 +78,19 @@ class Counted(NamedTuple):
 
 async def _tell(core: Core, strategy_id: str, now: datetime) -> int:
     async with core.db.transaction() as s:
-        strategy = (
-            (
-                await s.execute(
-                    select(
-                        Strategy.name,
-                        Strategy.refusal_notices,
-                        Strategy.rate_limit_per_minute,
-                        Member.discord_user_id,
-                        *(getattr(Strategy, c) for c in COUNTED),
-                        *(getattr(Strategy, f"{c}_since") for c in COUNTED),
-                    )
-                    .join(Member, Member.id == Strategy.owner_member_id)
-                    .where(Strategy.id == strategy_id)
-                )
+        found = await s.execute(
+            select(
+                Strategy.name,
+                Strategy.refusal_notices,
+                Strategy.rate_limit_per_minute,
+                Member.discord_user_id,
+                *(getattr(Strategy, c) for c in COUNTED),
+                *(getattr(Strategy, f"{c}_since") for c in COUNTED),
             )
-            .one()
-            ._mapping
+            .join(Member, Member.id == Strategy.owner_member_id)
+            .where(Strategy.id == strategy_id)
         )
+        strategy = found.one()._mapping
         # A strategy refused all hour long holds thousands: bodies (16 KiB) only for the newest.
         refused = (
             await s.execute(
