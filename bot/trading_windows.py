@@ -27,6 +27,8 @@ _WINDOW = re.compile(
     r"^(?:(?P<days>[a-z]+(?:\s*-\s*[a-z]+)?)\s+)?"
     r"(?P<h1>\d{1,2}):(?P<m1>\d{2})\s*[-–]\s*(?P<h2>\d{1,2}):(?P<m2>\d{2})$"
 )
+# Written out, 8 windows of "mon-fri 09:45-11:30" and the longest zone name take 199
+# characters: within Subscription.trading_windows (200).
 MAX_WINDOWS = 8
 
 

@@ -4,7 +4,7 @@ window past midnight wraps and belongs to the day it starts."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
 
@@ -170,3 +170,9 @@ def test_windows_in_another_zone_follow_its_clock_and_summer_time() -> None:
         "08:00",
         ZoneInfo("Europe/London"),
     )
+
+
+def test_the_longest_windows_fit_where_they_are_stored() -> None:
+    longest_zone = max(available_timezones(), key=len)
+    text = ", ".join(["mon-fri 09:45-11:30", "sat-sun 09:45-11:30"] * 4) + " " + longest_zone
+    assert len(windows_text(parse_windows(text))) <= 200  # Subscription.trading_windows
