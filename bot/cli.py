@@ -132,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as e:
         print(f"tradecord: {e.user_message}", file=sys.stderr)
         return 2
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "tradecord: DISCORD_MEMBERS_INTENT: Discord refused the Server Members intent. Turn "
+            "it on for the application in the Developer Portal (Bot → Privileged Gateway "
+            "Intents), or set DISCORD_MEMBERS_INTENT=false.",
+            file=sys.stderr,
+        )
+        return 2
     except discord.LoginFailure:
         print(
             "tradecord: DISCORD_TOKEN: Discord refused this token. Copy the bot token again from "

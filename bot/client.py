@@ -58,7 +58,9 @@ class Tradecord(commands.Bot):
         role: str = "all",
         **options: Any,
     ) -> None:
-        options.setdefault("intents", discord.Intents(guilds=True))
+        options.setdefault(
+            "intents", discord.Intents(guilds=True, members=settings.discord_members_intent)
+        )
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
         self.settings = settings

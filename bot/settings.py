@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     discord_client_id: str | None = None
     discord_client_secret: SecretStr | None = None
     discord_authorize_url: str = "https://discord.com/oauth2/authorize"
+    # Ask for the Server Members intent (privileged: turn it on for the application in the
+    # Developer Portal first), so a member who leaves a server stops trading its strategies.
+    discord_members_intent: bool = False
 
     tradecord_data_dir: Path = Path("./data")
     # May hold the database password: kept out of repr (and so out of any log of the settings).

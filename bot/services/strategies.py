@@ -421,6 +421,46 @@ class StrategyService:
             pass  # already shared: sharing twice is the same as once
         return await self.get(guild_id, discord_user_id, row.id)
 
+    async def member_left(self, guild_id: int, discord_user_id: int) -> list[str]:
+        """A member left the guild, or was kicked or banned: its strategies (those of other
+        members) are no longer shared with them, and their subscriptions to them end, as a
+        paid community expects of a member it removed. Returns the names of the strategies
+        whose subscriptions ended. Their connections, orders and positions stay theirs."""
+        async with self.core.db.transaction() as s:
+            member_id = await s.scalar(
+                select(Member.id).where(Member.discord_user_id == discord_user_id)
+            )
+            if member_id is None:
+                return []
+            guilds = select(Strategy.id).where(
+                Strategy.guild_id == guild_id, Strategy.owner_member_id != member_id
+            )
+            ended = (
+                await s.execute(
+                    select(Subscription.id, Strategy.id, Strategy.name)
+                    .join(Strategy, Strategy.id == Subscription.strategy_id)
+                    .where(
+                        Subscription.member_id == member_id, Subscription.strategy_id.in_(guilds)
+                    )
+                )
+            ).all()
+            await s.execute(delete(Subscription).where(Subscription.id.in_([e[0] for e in ended])))
+            await s.execute(
+                delete(StrategyShare).where(
+                    StrategyShare.member_id == member_id, StrategyShare.strategy_id.in_(guilds)
+                )
+            )
+            names = {strategy_id: name for _, strategy_id, name in ended}
+            for strategy_id in names:
+                audit.record(
+                    s,
+                    "subscription.ended",
+                    member_id=member_id,
+                    strategy_id=strategy_id,
+                    reason="left the server",
+                )
+        return sorted(names.values(), key=str.casefold)
+
     async def unshare(
         self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int
     ) -> StrategyInfo:

@@ -246,6 +246,15 @@ class DiscordEmulator(Driver):
         )
         return role
 
+    def remove_member(self, guild_id: int, user_id: int) -> None:
+        """``user_id`` leaves the guild, or is kicked or banned: GUILD_MEMBER_REMOVE to a bot
+        with the Server Members intent."""
+        guild = self.world.guild(guild_id)
+        if guild.members.pop(user_id, None) is None:
+            raise EmulatorError(f"user {user_id} is not a member of guild {guild_id}")
+        data = {"guild_id": str(guild_id), "user": self.world.user(user_id).to_json()}
+        self.hub.dispatch_guild(guild_id, "GUILD_MEMBER_REMOVE", data, intent=GUILD_MEMBERS)
+
     def add_member(
         self,
         guild_id: int,

@@ -86,6 +86,27 @@ async def test_bad_token_is_refused_with_advice(tmp_path: Path) -> None:
     assert "a-wrong-token" not in err
 
 
+async def test_members_intent_not_turned_on_in_the_portal_is_said_in_one_line(
+    tmp_path: Path,
+) -> None:
+    async with DiscordEmulator(bot_token="the-token", privileged_intents=0) as emu:
+        env = base_env(tmp_path) | {
+            "DISCORD_TOKEN": "the-token",
+            "DISCORD_MEMBERS_INTENT": "true",
+            "TRADECORD_KEYS": generate_key_spec("k1"),
+            "DISCORD_API_BASE": emu.api_base,
+            "DISCORD_GATEWAY_URL": emu.gateway_url,
+        }
+        code, _, err = await run_cli("run", env=env, cwd=tmp_path)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "tradecord: DISCORD_MEMBERS_INTENT: Discord refused the Server Members intent. Turn it "
+        "on for the application in the Developer Portal (Bot → Privileged Gateway Intents), "
+        "or set DISCORD_MEMBERS_INTENT=false."
+    ), err
+
+
 async def test_keys_generate_prints_a_usable_key(tmp_path: Path) -> None:
     code, out, _ = await run_cli(
         "keys", "generate", "--id", "prod1", env=base_env(tmp_path), cwd=tmp_path

@@ -18,14 +18,16 @@ from sqlalchemy import func, select
 
 from adapters.paper.models import PaperOrder
 from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
+from bot.db import Database
 from bot.models import Connection, ConnectionAccount, ConnectionStatus
 from bot.services.refusals import tell_refusals
 from bot.services.signal_report import Phase, SignalReport, SubscriptionReport, as_sent
+from bot.settings import Settings
 from cogs.automation import joined, outcome, phase_table
 from emulators.discord import Message
 from emulators.discord.errors import EmulatorError
 from emulators.discord.permissions import SEND_MESSAGES
-from tests.discord_harness import Harness
+from tests.discord_harness import Harness, running_tradecord
 from tests.support import add_broker_connection
 
 
@@ -1172,3 +1174,33 @@ async def test_a_subscription_is_paused_and_resumed_with_its_settings_kept(
     resumed = await h.reply("alice", "subscribe", strategy="Breakout", active=True)
     assert resumed.content.endswith("Changed: resumed (it was paused)."), resumed.content
     assert "5 shares/contracts per entry" in resumed.content
+
+
+async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
+    settings: Settings, db: Database
+) -> None:
+    """With the Server Members intent: a paid community removes a member, and the strategies
+    shared with them stop trading for them; their own strategy, connections and positions stay."""
+    async with running_tradecord(settings, discord_members_intent=True) as h:
+        url = await create_strategy(h, "alice", "Gap fill")
+        await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
+        await h.reply("bob", "subscribe", strategy="Gap fill")
+        await create_strategy(h, "bob", "Own idea")
+        await h.reply("bob", "subscribe", strategy="Own idea")
+
+        # A bot can DM only a user it shares a server with: bob is in another one too.
+        other = h.emu.add_guild("Other server")
+        h.emu.add_member(other.id, h.user("bob"))
+        h.emu.remove_member(h.guild_id, h.user("bob"))
+        dm = await dm_to(h, "bob", "You are no longer a member of")
+        assert "your subscription to **Gap fill** ended" in dm.text(), dm.text()
+        subs = await h.core.subscriptions.list_for(h.user("bob"), h.guild_id)
+        assert [s.strategy_name for s in subs] == ["Own idea"]
+        assert await h.core.strategies.list(h.guild_id, h.user("bob")) != []
+        # The strategy's next signal places nothing for him; its owner is not touched.
+        status, body = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 1})
+        assert status == 202
+        await signal_done(h, str(body["id"]))
+        assert await paper_orders(h) == 0
+        info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
+        assert info.shared_with == ()
