@@ -114,6 +114,8 @@ class PaperOrder(Base):
 
 class PaperFill(Base):
     __tablename__ = "paper_fills"
+    # By account and time: the day's P&L reads the fills since the last close.
+    __table_args__ = (Index("ix_paper_fills_account_id_at", "account_id", "at"),)
     ids_unread: ClassVar[bool] = True  # see bot.db.flush_batched
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -122,9 +124,7 @@ class PaperFill(Base):
     order_id: Mapped[str] = mapped_column(
         ForeignKey("paper_orders.id", ondelete="CASCADE"), index=True
     )
-    account_id: Mapped[str] = mapped_column(
-        ForeignKey("paper_accounts.id", ondelete="CASCADE"), index=True
-    )
+    account_id: Mapped[str] = mapped_column(ForeignKey("paper_accounts.id", ondelete="CASCADE"))
     symbol: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(8))
     quantity: Mapped[Decimal] = mapped_column()
