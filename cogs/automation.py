@@ -172,6 +172,22 @@ def can_manage(interaction: discord.Interaction) -> bool:
     return bool(perms and (perms.manage_guild or perms.administrator))
 
 
+async def deletable_strategy_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the member's own strategies; a server admin's, all of the server's."""
+    if interaction.guild_id is None:
+        return []
+    bot: Any = interaction.client
+    cur = current.casefold()
+    if can_manage(interaction):
+        names = await bot.core.strategies.names(interaction.guild_id)
+    else:
+        infos = await bot.core.strategies.list(interaction.guild_id, interaction.user.id)
+        names = [i.name for i in infos if i.is_owner]
+    return [app_commands.Choice(name=n, value=n) for n in names if cur in n.casefold()][:25]
+
+
 def list_option(text: str, example: str) -> list[str]:
     """A list option's entries, split at commas or spaces; "none" removes the list."""
     if text.strip().casefold() in CLEAR:
@@ -414,13 +430,20 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
 
 
 class ConfirmDelete(ConfirmView):
-    def __init__(self, owner_id: int, bot: Tradecord, guild_id: int, strategy: str) -> None:
+    def __init__(
+        self, owner_id: int, bot: Tradecord, guild_id: int, strategy: str, *, moderator: bool
+    ) -> None:
         super().__init__(owner_id, timeout=60)
         self.bot, self.guild_id, self.strategy = bot, guild_id, strategy
+        self.moderator = moderator  # a server admin deleting another member's strategy
 
     @discord.ui.button(label="Delete strategy", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        await self.bot.core.strategies.delete(self.guild_id, interaction.user.id, self.strategy)
+        if self.moderator and not can_manage(interaction):  # checked again at the press
+            raise PermissionDenied("Only server admins (Manage Server) delete others' strategies.")
+        await self.bot.core.strategies.delete(
+            self.guild_id, interaction.user.id, self.strategy, moderator=self.moderator
+        )
         await self.answer(
             interaction, "Deleted: its webhook URL stops working and its subscriptions end."
         )
@@ -546,22 +569,34 @@ class Automation(commands.Cog):
             ephemeral=True,
         )
 
-    @strategy.command(name="delete", description="Delete a strategy you own")
-    @app_commands.autocomplete(strategy=strategy_names)
+    @strategy.command(
+        name="delete", description="Delete a strategy you own (server admins: any of this server's)"
+    )
+    @app_commands.autocomplete(strategy=deletable_strategy_names)
     async def delete(self, interaction: discord.Interaction, strategy: str) -> None:
+        admin = can_manage(interaction)
         info = await self.bot.core.strategies.get(
-            guild_of(interaction), interaction.user.id, strategy
+            guild_of(interaction), interaction.user.id, strategy, moderator=admin
         )
-        if not info.is_owner:
+        if not info.is_owner and not admin:
             raise PermissionDenied(
                 f"“{info.name}” was shared with you, but only its owner can delete it. To stop "
                 f"its signals trading for you: /unsubscribe strategy:{info.name}."
             )
-        view = ConfirmDelete(interaction.user.id, self.bot, guild_of(interaction), info.id)
+        whose = (
+            "" if info.is_owner else f", <@{info.owner_discord_id}>'s strategy, as a server admin"
+        )
+        view = ConfirmDelete(
+            interaction.user.id,
+            self.bot,
+            guild_of(interaction),
+            info.id,
+            moderator=not info.is_owner,
+        )
         await interaction.response.send_message(
-            f"Delete **{info.name}**? Its {info.subscriptions} "
+            f"Delete **{info.name}**{whose}? Its {info.subscriptions} "
             f"subscription{plural(info.subscriptions)} will end and its webhook URL will "
-            "stop working.",
+            "stop working" + (" and its owner is told." if not info.is_owner else "."),
             view=view,
             ephemeral=True,
         )

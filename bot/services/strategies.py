@@ -289,6 +289,17 @@ class StrategyService:
     def webhook_url(self, strategy_id: str, secret: str) -> str:
         return f"{self.core.settings.public_url.rstrip('/')}/webhook/{strategy_id}/{secret}"
 
+    async def names(self, guild_id: int) -> list[str]:
+        """Every strategy of the guild, by name (for its admins)."""
+        async with self.core.db.session() as s:
+            return list(
+                await s.scalars(
+                    select(Strategy.name)
+                    .where(Strategy.guild_id == guild_id)
+                    .order_by(Strategy.name_key)
+                )
+            )
+
     async def list(self, guild_id: int, discord_user_id: int) -> list[StrategyInfo]:
         """The guild's strategies this member owns or that were shared with them."""
         member_id = await self.core.members.ensure(discord_user_id)
@@ -321,11 +332,18 @@ class StrategyService:
         async with self.core.db.engine.connect() as conn:
             return _webhook_auth((await conn.execute(_AUTH, {"id": row.id})).one()._mapping)
 
-    async def get(self, guild_id: int, discord_user_id: int, strategy: str) -> StrategyInfo:
-        """A strategy by name or id that this member owns or was shared with them."""
+    async def get(
+        self, guild_id: int, discord_user_id: int, strategy: str, *, moderator: bool = False
+    ) -> StrategyInfo:
+        """A strategy by name or id that this member owns or was shared with them; any of the
+        guild's for a ``moderator`` (a server admin: the caller checks)."""
         member_id = await self.core.members.ensure(discord_user_id)
         row = await self._find(guild_id, strategy)
-        if row.owner_member_id != member_id and not await self._is_shared(row.id, member_id):
+        if (
+            not moderator
+            and row.owner_member_id != member_id
+            and not await self._is_shared(row.id, member_id)
+        ):
             raise NotFound(_not_found(strategy))
         return await self._info(row, member_id)
 
@@ -346,9 +364,18 @@ class StrategyService:
         info = await self.get(guild_id, discord_user_id, row.id)
         return WebhookUrl(info, self.webhook_url(row.id, secret))
 
-    async def delete(self, guild_id: int, discord_user_id: int, strategy: str) -> None:
-        """Delete with its subscriptions and signal log; approvals waiting on it are withdrawn."""
-        row = await self._owned(guild_id, discord_user_id, strategy)
+    async def delete(
+        self, guild_id: int, discord_user_id: int, strategy: str, *, moderator: bool = False
+    ) -> None:
+        """Delete with its subscriptions and signal log; approvals waiting on it are withdrawn.
+        A ``moderator`` (a server admin: the caller checks) may delete any of the guild's, for
+        one whose owner left the server or that should not be there; its owner is told."""
+        if moderator:
+            row = await self._find(guild_id, strategy)
+            by = await self.core.members.ensure(discord_user_id)
+        else:
+            row = await self._owned(guild_id, discord_user_id, strategy)
+            by = row.owner_member_id
         async with self.core.db.transaction() as s:
             waiting = (
                 await s.execute(
@@ -382,22 +409,38 @@ class StrategyService:
                     )
                 )
             )
+            owner = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == row.owner_member_id)
+            )
             await s.execute(delete(Strategy).where(Strategy.id == row.id))
             audit.record(
                 s,
                 "strategy.deleted",
-                member_id=row.owner_member_id,
+                member_id=by,
                 strategy_id=row.id,
                 name=row.name,
+                owner_member_id=row.owner_member_id,
             )
+        who = "its owner" if by == row.owner_member_id else "a server admin"
         # Its subscribers would otherwise learn it only from signals that stop coming.
         ended = Outgoing(
-            f"🗑️ The strategy “{row.name}” was deleted by its owner, so your subscription to "
+            f"🗑️ The strategy “{row.name}” was deleted by {who}, so your subscription to "
             "it has ended: its signals no longer trade for you. Orders already placed and "
             "positions stay as they are."
         )
         for discord_id in sorted(subscribers):
             await dm_quietly(self.core.notifier, discord_id, ended, about="a deleted strategy")
+        if by != row.owner_member_id and owner is not None:
+            await dm_quietly(
+                self.core.notifier,
+                owner,
+                Outgoing(
+                    f"🗑️ A server admin deleted your strategy “{row.name}”: its webhook URL "
+                    "stopped working and its subscriptions ended. Orders already placed and "
+                    "positions stay as they are."
+                ),
+                about="a strategy a server admin deleted",
+            )
 
     async def share(
         self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int

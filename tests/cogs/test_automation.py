@@ -1204,3 +1204,32 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         assert await paper_orders(h) == 0
         info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
         assert info.shared_with == ()
+
+
+async def test_a_server_admin_deletes_a_members_strategy_and_its_people_are_told(
+    tradecord: Harness,
+) -> None:
+    """One whose owner left the server, or that should not be there: only its owner could."""
+    h = tradecord
+    h.members["owner"] = h.emu.owner.id  # the server's owner: every permission
+    await create_strategy(h, "alice", "Pump signals")
+    await h.reply("alice", "strategy share", strategy="Pump signals", member=h.user("bob"))
+    await h.reply("bob", "subscribe", strategy="Pump signals")
+    # Another member can neither see it nor delete it.
+    hidden = await h.reply("carol", "strategy delete", strategy="Pump signals")
+    assert hidden.ephemeral and hidden.buttons() == []
+    shared = await h.reply("bob", "strategy delete", strategy="Pump signals")
+    assert "only its owner can delete it" in shared.content
+    choices = await h.emu.autocomplete(
+        h.emu.owner.id, "strategy delete", options={"strategy": "pump"}, focused="strategy"
+    )
+    assert [c["value"] for c in choices] == ["Pump signals"]
+
+    card = await h.reply("owner", "strategy delete", strategy="Pump signals")
+    assert card.ephemeral and "as a server admin? Its 1 subscription will end" in card.content
+    assert card.content.endswith("and its owner is told."), card.content
+    pressed = await h.emu.click(h.emu.owner.id, card, label="Delete strategy")
+    assert "Deleted" in (await pressed.message(timeout=10)).text()
+    await dm_to(h, "alice", "A server admin deleted your strategy “Pump signals”")
+    await dm_to(h, "bob", "was deleted by a server admin, so your subscription")
+    assert await h.core.strategies.names(h.guild_id) == []
