@@ -20,7 +20,7 @@ from bot.components import APPROVAL_BUTTON
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import short_id
 from bot.services.limits import describe_limit, without_thousands
-from bot.services.notify import Outgoing, closed_card, dm_quietly
+from bot.services.notify import closed_card
 from bot.services.signal_report import Phase, SignalLine, SignalReport
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
@@ -38,7 +38,7 @@ from bot.services.subscriptions import (
     sizing_amount,
 )
 from bot.trading_windows import NEW_YORK, parse_windows, windows_phrase
-from bot.wording import plain, plural
+from bot.wording import plural
 from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
@@ -489,22 +489,9 @@ class Automation(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
         """Sent only with the Server Members intent (DISCORD_MEMBERS_INTENT)."""
-        core = self.bot.core
-        ended = await core.strategies.member_left(payload.guild_id, payload.user.id)
-        if not ended:
-            return
         guild = self.bot.get_guild(payload.guild_id)
-        where = f"**{plain(guild.name)}**" if guild is not None else "a server"
-        names = ", ".join(f"**{plain(n)}**" for n in ended)
-        await dm_quietly(
-            core.notifier,
-            payload.user.id,
-            Outgoing(
-                content=f"You are no longer a member of {where}, so its strategies no longer "
-                f"trade for you: your subscription{plural(len(ended))} to {names} ended. Your "
-                "connections, open orders and positions are unchanged (/orders, /positions)."
-            ),
-            about="subscriptions ended on leaving a server",
+        await self.bot.core.strategies.member_left(
+            payload.guild_id, payload.user.id, guild.name if guild is not None else None
         )
 
     strategy = app_commands.Group(

@@ -40,7 +40,7 @@ from bot.models import IntentStatus, Member, OrderIntent
 from bot.services import audit
 from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
-from bot.wording import name_problem
+from bot.wording import name_problem, plain, plural
 
 log = logging.getLogger("tradecord.strategies")
 
@@ -464,17 +464,34 @@ class StrategyService:
             pass  # already shared: sharing twice is the same as once
         return await self.get(guild_id, discord_user_id, row.id)
 
-    async def member_left(self, guild_id: int, discord_user_id: int) -> list[str]:
+    async def member_left(
+        self, guild_id: int, discord_user_id: int, guild_name: str | None = None
+    ) -> list[str]:
         """A member left the guild, or was kicked or banned: its strategies (those of other
         members) are no longer shared with them, and their subscriptions to them end, as a
-        paid community expects of a member it removed. Returns the names of the strategies
-        whose subscriptions ended. Their connections, orders and positions stay theirs."""
+        paid community expects of a member it removed; they are told, where a DM reaches
+        them. The subscribers of strategies they own are told those go on without them.
+        Returns the names of the strategies whose subscriptions ended. Their connections,
+        orders and positions stay theirs."""
         async with self.core.db.transaction() as s:
             member_id = await s.scalar(
                 select(Member.id).where(Member.discord_user_id == discord_user_id)
             )
             if member_id is None:
                 return []
+            orphaned = (
+                await s.execute(
+                    select(Strategy.name, Member.discord_user_id)
+                    .join(Subscription, Subscription.strategy_id == Strategy.id)
+                    .join(Member, Member.id == Subscription.member_id)
+                    .where(
+                        Strategy.guild_id == guild_id,
+                        Strategy.owner_member_id == member_id,
+                        Subscription.member_id != member_id,
+                    )
+                    .distinct()
+                )
+            ).all()
             guilds = select(Strategy.id).where(
                 Strategy.guild_id == guild_id, Strategy.owner_member_id != member_id
             )
@@ -502,7 +519,33 @@ class StrategyService:
                     strategy_id=strategy_id,
                     reason="left the server",
                 )
-        return sorted(names.values(), key=str.casefold)
+        where = f"**{plain(guild_name)}**" if guild_name else "a server"
+        ended = sorted(names.values(), key=str.casefold)
+        if ended:
+            listed = ", ".join(f"**{plain(n)}**" for n in ended)
+            await dm_quietly(
+                self.core.notifier,
+                discord_user_id,
+                Outgoing(
+                    f"You are no longer a member of {where}, so its strategies no longer trade "
+                    f"for you: your subscription{plural(len(ended))} to {listed} ended. Your "
+                    "connections, open orders and positions are unchanged (/orders, /positions)."
+                ),
+                about="subscriptions ended on leaving a server",
+            )
+        for name, subscriber in orphaned:
+            await dm_quietly(
+                self.core.notifier,
+                subscriber,
+                Outgoing(
+                    f"The owner of **{plain(name)}** left {where}. Its signals still trade for "
+                    "you while its alerts send them, but nobody there can change its settings "
+                    f"now. /unsubscribe strategy:{plain(name)} stops them; a server admin can "
+                    "delete it."
+                ),
+                about="a strategy whose owner left",
+            )
+        return ended
 
     async def unshare(
         self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int

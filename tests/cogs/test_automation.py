@@ -1187,6 +1187,8 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         await h.reply("bob", "subscribe", strategy="Gap fill")
         await create_strategy(h, "bob", "Own idea")
         await h.reply("bob", "subscribe", strategy="Own idea")
+        await h.reply("bob", "strategy share", strategy="Own idea", member=h.user("alice"))
+        await h.reply("alice", "subscribe", strategy="Own idea")
 
         # A bot can DM only a user it shares a server with: bob is in another one too.
         other = h.emu.add_guild("Other server")
@@ -1194,6 +1196,9 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         h.emu.remove_member(h.guild_id, h.user("bob"))
         dm = await dm_to(h, "bob", "You are no longer a member of")
         assert "your subscription to **Gap fill** ended" in dm.text(), dm.text()
+        # His own strategy goes on for its subscribers, who hear that nobody can change it.
+        left = await dm_to(h, "alice", "The owner of **Own idea** left")
+        assert "/unsubscribe strategy:Own idea stops them; a server admin can" in left.text()
         subs = await h.core.subscriptions.list_for(h.user("bob"), h.guild_id)
         assert [s.strategy_name for s in subs] == ["Own idea"]
         assert await h.core.strategies.list(h.guild_id, h.user("bob")) != []
