@@ -487,6 +487,21 @@ class Automation(commands.Cog):
         self.bot.add_dynamic_items(ApprovalButton)
 
     @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        """Members who left while the bot was away: with the Server Members intent, discord.py
+        has every guild's member list by now (it chunks them before this event)."""
+        if self.bot.intents.members:
+            await self.reconcile_members()
+
+    async def reconcile_members(self) -> None:
+        for guild in self.bot.guilds:
+            if not guild.chunked:
+                continue  # not all of its members are known: absent is not gone
+            for user_id in await self.bot.core.strategies.followers(guild.id):
+                if guild.get_member(user_id) is None:
+                    await self.bot.core.strategies.member_left(guild.id, user_id, guild.name)
+
+    @commands.Cog.listener()
     async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
         """Sent only with the Server Members intent (DISCORD_MEMBERS_INTENT)."""
         guild = self.bot.get_guild(payload.guild_id)

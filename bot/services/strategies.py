@@ -464,6 +464,29 @@ class StrategyService:
             pass  # already shared: sharing twice is the same as once
         return await self.get(guild_id, discord_user_id, row.id)
 
+    async def followers(self, guild_id: int) -> set[int]:
+        """The members (Discord ids) the guild's strategies are shared with or that subscribe
+        to another member's: whom leaving the guild concerns."""
+        async with self.core.db.session() as s:
+            shared = select(StrategyShare.member_id).join(
+                Strategy, Strategy.id == StrategyShare.strategy_id
+            )
+            subscribed = select(Subscription.member_id).join(
+                Strategy, Strategy.id == Subscription.strategy_id
+            )
+            found = await s.scalars(
+                select(Member.discord_user_id).where(
+                    Member.id.in_(shared.where(Strategy.guild_id == guild_id))
+                    | Member.id.in_(
+                        subscribed.where(
+                            Strategy.guild_id == guild_id,
+                            Subscription.member_id != Strategy.owner_member_id,
+                        )
+                    )
+                )
+            )
+            return set(found)
+
     async def member_left(
         self, guild_id: int, discord_user_id: int, guild_name: str | None = None
     ) -> list[str]:

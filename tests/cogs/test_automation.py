@@ -1210,6 +1210,24 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
         assert info.shared_with == ()
 
+        # One who left while the bot was away is found when it is back: its READY comes with
+        # every member (chunked), and carol is not among them.
+        await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("carol"))
+        await h.reply("carol", "subscribe", strategy="Gap fill")
+        guild = h.bot.get_guild(h.guild_id)
+        assert guild is not None and guild.chunked
+        del h.emu.world.guild(h.guild_id).members[h.user("carol")]
+        # The guild as a restart finds it: carol neither in its members nor in its count.
+        guild._remove_member(guild.get_member(h.user("carol")))  # type: ignore[arg-type]
+        guild._member_count = (guild.member_count or 1) - 1
+        assert guild.chunked
+        cog = h.bot.get_cog("Automation")
+        await cog.reconcile_members()  # type: ignore[union-attr]
+        assert await h.core.subscriptions.list_for(h.user("carol"), h.guild_id) == []
+        assert [s.strategy_name for s in await h.core.subscriptions.list_for(h.user("alice"))] == [
+            "Own idea"
+        ]
+
 
 async def test_a_server_admin_deletes_a_members_strategy_and_its_people_are_told(
     tradecord: Harness,
