@@ -244,18 +244,18 @@ class PaperBroker(BrokerAdapter):
         ]
 
     async def _holdings(
-        self, account: AccountRef
-    ) -> tuple[Row[Any], list[engine.PositionState], list[engine.Reservation]]:
+        self, account: AccountRef, *, fills_since: datetime | None = None
+    ) -> store.Holdings:
         await self._ready("read", account)
-        row, positions, reserved = await store.holdings(self.db, self.account_id)
-        if row is None:
+        found = await store.holdings(self.db, self.account_id, fills_since=fills_since)
+        if found.account is None:
             raise store.AccountMissing()
-        return row, positions, reserved
+        return found
 
     async def fetch_buying_power(self, account: AccountRef) -> Decimal:
         # As placing an order checks it: the longs' marks cancel out, so only shorts and
         # futures are quoted (one quote, not one per position, from a broker price source).
-        row, positions, reserved = await self._holdings(account)
+        row, positions, reserved, _ = await self._holdings(account)
         needed = engine.buying_power_positions(positions, reserved)
         priced = [p.symbol for p in needed if engine.bears_on_buying_power(p)]
         quotes = await store.fetch_quotes(self.quote_source, priced)
@@ -265,14 +265,12 @@ class PaperBroker(BrokerAdapter):
         return _cents(max(v.buying_power, Decimal(0)))
 
     async def fetch_balance(self, account: AccountRef) -> Balance:
-        row, positions, reserved = await self._holdings(account)
+        close = previous_close(self._now())
+        row, positions, reserved, fills = await self._holdings(account, fills_since=close)
         quotes = await store.fetch_quotes(self.quote_source, [p.symbol for p in positions])
         marks = store.marks_from(quotes)
         v = engine.value_account(store.account_state(row), positions, marks, reserved)
-        close = previous_close(self._now())
-        day = engine.day_pnl(
-            positions, await store.fills_since(self.db, row.id, close), marks, self._marks_at(close)
-        )
+        day = engine.day_pnl(positions, fills, marks, self._marks_at(close))
         return Balance(
             account_id=row.id,
             currency=row.currency,

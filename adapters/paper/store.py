@@ -17,7 +17,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -406,17 +406,37 @@ _RESERVING = (
 )
 
 
+class Holdings(NamedTuple):
+    account: Row[Any] | None
+    positions: list[engine.PositionState]
+    reserved: list[engine.Reservation]
+    fills: list[engine.DayFill]  # since ``fills_since``, when asked for
+
+
 async def holdings(
-    db: Database, account_id: str
-) -> tuple[Row[Any] | None, list[engine.PositionState], list[engine.Reservation]]:
+    db: Database, account_id: str, *, fills_since: datetime | None = None
+) -> Holdings:
     """The account's row, positions and open orders' reservations: what a balance or a
-    buying power is worked out from, read together as plain rows (no session)."""
+    buying power is worked out from, read together as plain rows (no session); and for a
+    day's P&L, its fills after ``fills_since``."""
     async with db.engine.connect() as conn:
         params = {"id": account_id}
         account = (await conn.execute(_ACCOUNT, params)).first()
         positions = [position_state(p) for p in await conn.execute(_POSITIONS, params)]
         reserved = reservations(await conn.execute(_RESERVING, params))
-    return account, positions, reserved
+        fills = []
+        if fills_since is not None:
+            found = await conn.execute(_FILLS_SINCE, {"id": account_id, "since": fills_since})
+            fills = [engine.DayFill(*row) for row in found]
+    return Holdings(account, positions, reserved, fills)
+
+
+_FILLS_SINCE = select(
+    PaperFill.symbol, PaperFill.side, PaperFill.quantity, PaperFill.price, PaperFill.multiplier
+).where(
+    PaperFill.account_id == bindparam("id"),
+    PaperFill.at > bindparam("since", type_=PaperFill.__table__.c.at.type),
+)
 
 
 async def open_orders_of_accounts(
@@ -543,21 +563,6 @@ async def fetch_quotes(source: QuoteSource, symbols: Iterable[str]) -> dict[str,
         else:
             quotes[sym] = result
     return quotes
-
-
-async def fills_since(db: Database, account_id: str, since: datetime) -> list[engine.DayFill]:
-    """The account's fills after ``since``, for its day P&L."""
-    async with db.session() as s:
-        rows = await s.execute(
-            select(
-                PaperFill.symbol,
-                PaperFill.side,
-                PaperFill.quantity,
-                PaperFill.price,
-                PaperFill.multiplier,
-            ).where(PaperFill.account_id == account_id, PaperFill.at > since)
-        )
-        return [engine.DayFill(*row) for row in rows]
 
 
 def marks_from(quotes: Mapping[str, Quote]) -> dict[str, Decimal]:
