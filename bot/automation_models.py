@@ -58,7 +58,8 @@ class Strategy(Base):
     # the trading service at submit time (set with /limits strategy).
     max_order_notional: Mapped[Decimal | None] = mapped_column()
     max_daily_notional: Mapped[Decimal | None] = mapped_column()
-    # Touched by every accepted request: the write that serialises one strategy's webhook.
+    # Touched by every authenticated request (one turned away over the rate too, on PostgreSQL):
+    # the write that serialises one strategy's webhook.
     last_signal_at: Mapped[datetime | None] = mapped_column()
     # When its owner was last told that signals were refused (at most one DM an hour).
     refusals_told_at: Mapped[datetime | None] = mapped_column()
