@@ -38,7 +38,7 @@ from bot.services.subscriptions import (
     sizing_amount,
 )
 from bot.trading_windows import NEW_YORK, parse_windows, windows_phrase
-from bot.wording import plural
+from bot.wording import plain, plural
 from cogs import format as fmt
 from cogs.trading import send_pages
 from cogs.ui import (
@@ -526,7 +526,11 @@ class Automation(commands.Cog):
         )
 
     @strategy.command(name="list", description="Strategies you own or that were shared with you")
-    async def list_(self, interaction: discord.Interaction) -> None:
+    @app_commands.describe(everyone="Server admins: every strategy of this server, with its owner")
+    async def list_(self, interaction: discord.Interaction, everyone: bool = False) -> None:
+        if everyone:
+            await self._list_everyones(interaction)
+            return
         infos = await self.bot.core.strategies.list(guild_of(interaction), interaction.user.id)
         if not infos:
             await interaction.response.send_message(
@@ -558,6 +562,42 @@ class Automation(commands.Cog):
         )
         for page in pages:
             page.colour = discord.Colour(BLURPLE)
+        await send_pages(interaction, pages)
+
+    async def _list_everyones(self, interaction: discord.Interaction) -> None:
+        """For moderation: owners as mentions (shown as names, never pinging), which a table's
+        code block cannot show."""
+        if not can_manage(interaction):
+            raise PermissionDenied(
+                "Only server admins (Manage Server) see every strategy of the server; "
+                "/strategy list shows yours and those shared with you."
+            )
+        infos = await self.bot.core.strategies.list(
+            guild_of(interaction), interaction.user.id, everyone=True
+        )
+        lines = [
+            f"**{plain(i.name)}** · <@{i.owner_discord_id}> · {i.subscriptions} "
+            f"subscription{plural(i.subscriptions)} · last signal "
+            + (
+                f"{i.last_signal_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+                if i.last_signal_at
+                else "never"
+            )
+            for i in infos
+        ]
+        chunks = [lines[n : n + fmt.PAGE_ROWS] for n in range(0, len(lines), fmt.PAGE_ROWS)]
+        pages = [
+            discord.Embed(
+                title="Every strategy of this server",
+                description="\n".join(chunk) or "This server has no strategies.",
+                colour=BLURPLE,
+            ).set_footer(
+                text=f"Page {n} of {len(chunks)} · a server admin may /strategy delete any"
+                if len(chunks) > 1
+                else "A server admin may /strategy delete any of them."
+            )
+            for n, chunk in enumerate(chunks or [[]], 1)
+        ]
         await send_pages(interaction, pages)
 
     @strategy.command(name="rotate-secret", description="A new webhook URL; the old one stops")

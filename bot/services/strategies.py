@@ -300,21 +300,18 @@ class StrategyService:
                 )
             )
 
-    async def list(self, guild_id: int, discord_user_id: int) -> list[StrategyInfo]:
-        """The guild's strategies this member owns or that were shared with them."""
+    async def list(
+        self, guild_id: int, discord_user_id: int, *, everyone: bool = False
+    ) -> list[StrategyInfo]:
+        """The guild's strategies this member owns or that were shared with them; all of them
+        for a server admin who asks for ``everyone`` (the caller checks)."""
         member_id = await self.core.members.ensure(discord_user_id)
         shared = select(StrategyShare.strategy_id).where(StrategyShare.member_id == member_id)
+        query = select(Strategy).where(Strategy.guild_id == guild_id)
+        if not everyone:
+            query = query.where((Strategy.owner_member_id == member_id) | Strategy.id.in_(shared))
         async with self.core.db.session() as s:
-            rows = list(
-                await s.scalars(
-                    select(Strategy)
-                    .where(
-                        Strategy.guild_id == guild_id,
-                        (Strategy.owner_member_id == member_id) | Strategy.id.in_(shared),
-                    )
-                    .order_by(Strategy.name_key)
-                )
-            )
+            rows = list(await s.scalars(query.order_by(Strategy.name_key)))
         return [await self._info(r, member_id) for r in rows]
 
     async def owner_auth(self, guild_id: int, discord_user_id: int, strategy: str) -> WebhookAuth:

@@ -1243,6 +1243,15 @@ async def test_a_server_admin_deletes_a_members_strategy_and_its_people_are_told
     assert hidden.ephemeral and hidden.buttons() == []
     shared = await h.reply("bob", "strategy delete", strategy="Pump signals")
     assert "only its owner can delete it" in shared.content
+    denied = await h.reply("carol", "strategy list", everyone=True)
+    assert denied.ephemeral and "Only server admins (Manage Server)" in denied.content
+    await create_strategy(h, "carol", "Quiet one")
+    listed = await h.reply("owner", "strategy list", everyone=True)
+    description = listed.embeds[0]["description"]
+    assert listed.ephemeral and description.splitlines() == [
+        f"**Pump signals** · <@{h.user('alice')}> · 1 subscription · last signal never",
+        f"**Quiet one** · <@{h.user('carol')}> · 0 subscriptions · last signal never",
+    ], description
     choices = await h.emu.autocomplete(
         h.emu.owner.id, "strategy delete", options={"strategy": "pump"}, focused="strategy"
     )
@@ -1255,4 +1264,4 @@ async def test_a_server_admin_deletes_a_members_strategy_and_its_people_are_told
     assert "Deleted" in (await pressed.message(timeout=10)).text()
     await dm_to(h, "alice", "A server admin deleted your strategy “Pump signals”")
     await dm_to(h, "bob", "was deleted by a server admin, so your subscription")
-    assert await h.core.strategies.names(h.guild_id) == []
+    assert await h.core.strategies.names(h.guild_id) == ["Quiet one"]
