@@ -754,6 +754,30 @@ class Automation(commands.Cog):
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
+    @strategy.command(
+        name="transfer", description="Give a strategy to another member (server admins: any)"
+    )
+    @app_commands.describe(strategy="The strategy", member="Its new owner, a member of this server")
+    @app_commands.autocomplete(strategy=deletable_strategy_names)
+    async def transfer(
+        self, interaction: discord.Interaction, strategy: str, member: discord.Member
+    ) -> None:
+        if member.bot:
+            raise InvalidInput("A bot cannot own a strategy; pick a member.")
+        info = await self.bot.core.strategies.transfer(
+            guild_of(interaction),
+            interaction.user.id,
+            strategy,
+            member.id,
+            moderator=can_manage(interaction),
+        )
+        await interaction.response.send_message(
+            f"**{info.name}** now belongs to {as_text(member.display_name)}, who was told. Its "
+            "webhook URL, settings and subscriptions stay as they were.",
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
     @app_commands.command(
         name="subscribe", description="Route a strategy's signals to a connection"
     )

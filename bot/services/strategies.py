@@ -484,6 +484,79 @@ class StrategyService:
             )
             return set(found)
 
+    async def transfer(
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        to_discord_user_id: int,
+        *,
+        moderator: bool = False,
+    ) -> StrategyInfo:
+        """Give the strategy to another member of the guild: by its owner, or by a
+        ``moderator`` (a server admin: the caller checks) for one whose owner left. Its webhook
+        URL, settings and subscriptions stay; the former owner keeps it shared with them, so a
+        subscription of theirs goes on. Both are told."""
+        row = (
+            await self._find(guild_id, strategy)
+            if moderator
+            else await self._owned(guild_id, discord_user_id, strategy)
+        )
+        new_owner = await self.core.members.ensure(to_discord_user_id)
+        if new_owner == row.owner_member_id:
+            raise InvalidInput(f"“{row.name}” is theirs already; pick another member.")
+        by = await self.core.members.ensure(discord_user_id)
+        async with self.core.db.transaction() as s:
+            former = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == row.owner_member_id)
+            )
+            await s.execute(
+                update(Strategy)
+                .where(Strategy.id == row.id)
+                .values(owner_member_id=new_owner, updated_at=self.clock())
+            )
+            await s.execute(
+                delete(StrategyShare).where(
+                    StrategyShare.strategy_id == row.id, StrategyShare.member_id == new_owner
+                )
+            )
+            s.add(
+                StrategyShare(
+                    strategy_id=row.id, member_id=row.owner_member_id, created_at=self.clock()
+                )
+            )
+            audit.record(
+                s,
+                "strategy.transferred",
+                member_id=by,
+                strategy_id=row.id,
+                from_member_id=row.owner_member_id,
+                to_member_id=new_owner,
+            )
+        name = plain(row.name)
+        await dm_quietly(
+            self.core.notifier,
+            to_discord_user_id,
+            Outgoing(
+                f"You now own the strategy **{name}**: its settings and subscriptions are "
+                "yours to change. Its webhook URL stays as it was, so the alerts that send it "
+                "go on; /strategy rotate-secret gives you a URL of your own and stops the old "
+                "one."
+            ),
+            about="a strategy given to a member",
+        )
+        if former is not None and former != discord_user_id:
+            await dm_quietly(
+                self.core.notifier,
+                former,
+                Outgoing(
+                    f"A server admin gave your strategy **{name}** to another member. It stays "
+                    "shared with you, so your subscription to it goes on."
+                ),
+                about="a strategy a server admin gave away",
+            )
+        return await self._info(await self._find(guild_id, row.id), by)
+
     async def member_left(
         self, guild_id: int, discord_user_id: int, guild_name: str | None = None
     ) -> list[str]:

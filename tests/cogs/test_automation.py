@@ -1265,3 +1265,38 @@ async def test_a_server_admin_deletes_a_members_strategy_and_its_people_are_told
     await dm_to(h, "alice", "A server admin deleted your strategy “Pump signals”")
     await dm_to(h, "bob", "was deleted by a server admin, so your subscription")
     assert await h.core.strategies.names(h.guild_id) == ["Quiet one"]
+
+
+async def test_a_strategy_is_given_to_another_member_with_its_url_and_subscribers(
+    tradecord: Harness,
+) -> None:
+    """Its owner hands it over, or a server admin does for one whose owner left: the alerts
+    sending its URL go on, and so do its subscriptions, the former owner's included."""
+    h = tradecord
+    h.members["owner"] = h.emu.owner.id
+    url = await create_strategy(h, "alice", "Momentum")
+    await h.reply("alice", "subscribe", strategy="Momentum")
+    await h.reply("alice", "strategy share", strategy="Momentum", member=h.user("bob"))
+    await h.reply("bob", "subscribe", strategy="Momentum")
+    # Only its owner or a server admin gives it away.
+    refused = await h.reply("bob", "strategy transfer", strategy="Momentum", member=h.user("carol"))
+    assert "only its owner can change it" in refused.content, refused.content
+
+    given = await h.reply("alice", "strategy transfer", strategy="Momentum", member=h.user("bob"))
+    assert given.ephemeral and "**Momentum** now belongs to bob" in given.content
+    await dm_to(h, "bob", "You now own the strategy **Momentum**")
+    info = await h.core.strategies.get(h.guild_id, h.user("bob"), "Momentum")
+    assert info.is_owner and info.shared_with == (h.user("alice"),)
+    assert info.subscriptions == 2
+    settings = await h.reply("bob", "strategy settings", strategy="Momentum", max_lag_seconds=60)
+    assert "Saved" in settings.content
+    status, _ = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 1})
+    assert status == 202  # the URL the alerts send still works
+
+    # A server admin gives it on: its owner is told who did.
+    await h.reply("owner", "strategy transfer", strategy="Momentum", member=h.user("carol"))
+    await dm_to(h, "bob", "A server admin gave your strategy **Momentum** to another member")
+    carol = await h.core.strategies.get(h.guild_id, h.user("carol"), "Momentum")
+    assert carol.is_owner and set(carol.shared_with) == {h.user("alice"), h.user("bob")}
+    same = await h.reply("carol", "strategy transfer", strategy="Momentum", member=h.user("carol"))
+    assert "is theirs already" in same.content
