@@ -634,7 +634,7 @@ class StrategyService:
                     f"The owner of **{plain(name)}** left {where}. Its signals still trade for "
                     "you while its alerts send them, but nobody there can change its settings "
                     f"now. /unsubscribe strategy:{plain(name)} stops them; a server admin can "
-                    "delete it."
+                    "give it to another member (/strategy transfer) or delete it."
                 ),
                 about="a strategy whose owner left",
             )
