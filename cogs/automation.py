@@ -44,8 +44,10 @@ from cogs.trading import send_pages
 from cogs.ui import (
     ConfirmView,
     as_text,
+    can_manage,
     connection_names,
     in_time,
+    managed_strategy_names,
     owned_strategy_names,
     reply,
     strategy_names,
@@ -164,28 +166,6 @@ def guild_of(interaction: discord.Interaction) -> int:
     if interaction.guild_id is None:
         raise InvalidInput("Strategies belong to a server: use this command in one.")
     return interaction.guild_id
-
-
-def can_manage(interaction: discord.Interaction) -> bool:
-    """Checked at run time: server admins can override a command's default permissions."""
-    perms = getattr(interaction.user, "guild_permissions", None)
-    return bool(perms and (perms.manage_guild or perms.administrator))
-
-
-async def deletable_strategy_names(
-    interaction: discord.Interaction, current: str
-) -> list[app_commands.Choice[str]]:
-    """Autocomplete: the member's own strategies; a server admin's, all of the server's."""
-    if interaction.guild_id is None:
-        return []
-    bot: Any = interaction.client
-    cur = current.casefold()
-    if can_manage(interaction):
-        names = await bot.core.strategies.names(interaction.guild_id)
-    else:
-        infos = await bot.core.strategies.list(interaction.guild_id, interaction.user.id)
-        names = [i.name for i in infos if i.is_owner]
-    return [app_commands.Choice(name=n, value=n) for n in names if cur in n.casefold()][:25]
 
 
 def list_option(text: str, example: str) -> list[str]:
@@ -614,7 +594,7 @@ class Automation(commands.Cog):
     @strategy.command(
         name="delete", description="Delete a strategy you own (server admins: any of this server's)"
     )
-    @app_commands.autocomplete(strategy=deletable_strategy_names)
+    @app_commands.autocomplete(strategy=managed_strategy_names)
     async def delete(self, interaction: discord.Interaction, strategy: str) -> None:
         admin = can_manage(interaction)
         info = await self.bot.core.strategies.get(
@@ -758,7 +738,7 @@ class Automation(commands.Cog):
         name="transfer", description="Give a strategy to another member (server admins: any)"
     )
     @app_commands.describe(strategy="The strategy", member="Its new owner, a member of this server")
-    @app_commands.autocomplete(strategy=deletable_strategy_names)
+    @app_commands.autocomplete(strategy=managed_strategy_names)
     async def transfer(
         self, interaction: discord.Interaction, strategy: str, member: discord.Member
     ) -> None:

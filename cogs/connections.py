@@ -16,7 +16,7 @@ from bot.components import ACCOUNT_SELECT
 from bot.errors import PermissionDenied
 from bot.models import ConnectionStatus
 from bot.wording import plural
-from cogs.ui import ConfirmView, as_text, broker_connection_names, in_time, reply
+from cogs.ui import ConfirmView, as_text, broker_connection_names, can_manage, in_time, reply
 
 PLAN_HELP = "A server admin (Manage Server) can change it with /plan set."
 
@@ -276,10 +276,8 @@ class Connections(commands.Cog):
         self, interaction: discord.Interaction, member: discord.Member, plan: str
     ) -> None:
         # Checked here, at run time: default permissions can be overridden by server admins.
-        perms = getattr(interaction.user, "guild_permissions", None)
-        allowed = bool(perms and (perms.manage_guild or perms.administrator))
         owner = await self.bot.is_owner(interaction.user)
-        if not allowed and not owner:
+        if not can_manage(interaction) and not owner:
             raise PermissionDenied(
                 "Only server admins (Manage Server) or the bot owner can set plans."
             )

@@ -143,6 +143,13 @@ async def broker_connection_names(
     return [c for c in await connection_names(interaction, current) if c.name not in builtin]
 
 
+def can_manage(interaction: discord.Interaction) -> bool:
+    """Manage Server, checked at run time: server admins can override a command's default
+    permissions."""
+    perms = getattr(interaction.user, "guild_permissions", None)
+    return bool(perms and (perms.manage_guild or perms.administrator))
+
+
 async def _strategies(
     interaction: discord.Interaction, current: str, *, owned: bool
 ) -> list[app_commands.Choice[str]]:
@@ -156,6 +163,18 @@ async def _strategies(
         for i in infos
         if (i.is_owner or not owned) and cur in i.name.casefold()
     ][:25]
+
+
+async def managed_strategy_names(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the strategies the member owns; a server admin's, all of the server's."""
+    if interaction.guild_id is None or not can_manage(interaction):
+        return await _strategies(interaction, current, owned=True)
+    bot: Any = interaction.client
+    cur = current.casefold()
+    names = await bot.core.strategies.names(interaction.guild_id)
+    return [app_commands.Choice(name=n, value=n) for n in names if cur in n.casefold()][:25]
 
 
 async def strategy_names(
