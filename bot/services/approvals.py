@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from adapters.base import BrokerAdapter
@@ -44,6 +45,45 @@ JOB_APPROVED = "signal.approved"
 JOB_APPROVAL_EXPIRY = "signal.approval_expiry"
 # A late click, a second process's click and the expired card itself all say it alike.
 APPROVAL_EXPIRED = "This approval expired; nothing was placed."
+APPROVAL_WITHDRAWN = (
+    "This approval was withdrawn: its subscription ended or its connection was removed, so "
+    "nothing was placed."
+)
+
+
+async def withdraw_approvals(
+    s: AsyncSession, subscriptions: Select[tuple[int]], at: datetime
+) -> None:
+    """In the transaction that ends ``subscriptions`` (ids): their approvals waiting end and
+    their drafts are discarded. Deleting a subscription only unlinks its executions, so an
+    Approve pressed after would otherwise find no execution, and its drafts stay for ever."""
+    waiting = (
+        await s.execute(
+            update(SignalExecution)
+            .where(
+                SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                SignalExecution.subscription_id.in_(subscriptions),
+            )
+            .values(
+                status=ExecutionStatus.SKIPPED,
+                reason_code="subscription-ended",
+                reason="Its subscription ended before it was approved; nothing was placed.",
+                notified_status=ExecutionStatus.SKIPPED,
+                updated_at=at,
+            )
+            .returning(SignalExecution.signal_id, SignalExecution.subscription_id)
+        )
+    ).all()
+    keys = [intent_key(w.signal_id, w.subscription_id, leg) for w in waiting for leg in LEGS]
+    for i in range(0, len(keys), 500):
+        await s.execute(
+            update(OrderIntent)
+            .where(
+                OrderIntent.idempotency_key.in_(keys[i : i + 500]),
+                OrderIntent.status == IntentStatus.DRAFT,
+            )
+            .values(status=IntentStatus.DISCARDED, updated_at=at)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +172,20 @@ class Approvals:
             stopped = await self.core.trading.stopped(ex.member_id)
             if stopped is not None:
                 raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
+            # A paused subscription takes no signals: one waiting when it was paused neither.
+            async with self.core.db.session() as s:
+                paused = await s.scalar(
+                    select(Strategy.name)
+                    .join(Subscription, Subscription.strategy_id == Strategy.id)
+                    .where(Subscription.id == ex.subscription_id, Subscription.enabled.is_(False))
+                )
+            if paused is not None:
+                by = _before(ex.approval_expires_at)
+                raise LimitReached(
+                    f"Not approved: your subscription to **{plain(paused)}** is paused, so it "
+                    f"takes no signals. Resume it (/subscribe strategy:{plain(paused)} "
+                    f"active:true), then press Approve again{by}."
+                )
         async with self.core.db.transaction() as s:
             won = (
                 await s.execute(
@@ -252,14 +306,14 @@ class Approvals:
         async with self.core.db.session() as s:
             row = (
                 await s.execute(
-                    select(OrderIntent.idempotency_key, Member.discord_user_id)
+                    select(OrderIntent.idempotency_key, Member.discord_user_id, OrderIntent.status)
                     .join(Member, Member.id == OrderIntent.member_id)
                     .where(OrderIntent.id == intent_id, OrderIntent.source == "signal")
                 )
             ).first()
             if row is None:
                 raise NotFound("That signal order no longer exists.")
-            key, owner = row
+            key, owner, status = row
             if owner != discord_user_id:
                 raise PermissionDenied("This approval belongs to someone else.")
             signal_id, _, rest = (key or "").partition(":")
@@ -271,6 +325,8 @@ class Approvals:
                 )
             )
         if ex is None:
+            if status == IntentStatus.DISCARDED:
+                raise Conflict(APPROVAL_WITHDRAWN)
             raise NotFound("That signal order no longer exists.")
         return ex
 
@@ -466,7 +522,7 @@ class Approvals:
 
 def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str:
     """What to do about an approval that cannot be given now (paused, the kill switch)."""
-    by = f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""
+    by = _before(expires_at)
     if stopped.code == "member-paused":
         return (
             "Not approved: your trading is paused, so its order would not be sent. Run /resume, "
@@ -479,3 +535,7 @@ def _not_approved_yet(stopped: OrderRefusal, expires_at: datetime | None) -> str
             f"{by and ','}{by}."
         )
     return f"Not approved: {stopped.message}"
+
+
+def _before(expires_at: datetime | None) -> str:
+    return f" before it expires <t:{int(expires_at.timestamp())}:R>" if expires_at else ""

@@ -25,19 +25,16 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.automation_models import (
-    LEGS,
     AlertChannel,
-    ExecutionStatus,
     ReceivedSignal,
-    SignalExecution,
     Strategy,
     StrategyShare,
     Subscription,
-    intent_key,
 )
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from bot.models import IntentStatus, Member, OrderIntent
+from bot.models import Member
 from bot.services import audit
+from bot.services.approvals import withdraw_approvals
 from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
 from bot.wording import name_problem, plain, plural
@@ -374,28 +371,9 @@ class StrategyService:
             row = await self._owned(guild_id, discord_user_id, strategy)
             by = row.owner_member_id
         async with self.core.db.transaction() as s:
-            waiting = (
-                await s.execute(
-                    select(SignalExecution.signal_id, SignalExecution.subscription_id).where(
-                        SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
-                        SignalExecution.subscription_id.in_(
-                            select(Subscription.id).where(Subscription.strategy_id == row.id)
-                        ),
-                    )
-                )
-            ).all()
-            keys = [
-                intent_key(w.signal_id, w.subscription_id, leg) for w in waiting for leg in LEGS
-            ]
-            for i in range(0, len(keys), 500):
-                await s.execute(
-                    update(OrderIntent)
-                    .where(
-                        OrderIntent.idempotency_key.in_(keys[i : i + 500]),
-                        OrderIntent.status == IntentStatus.DRAFT,
-                    )
-                    .values(status=IntentStatus.DISCARDED, updated_at=self.clock())
-                )
+            await withdraw_approvals(
+                s, select(Subscription.id).where(Subscription.strategy_id == row.id), self.clock()
+            )
             subscribers = set(
                 await s.scalars(
                     select(Member.discord_user_id)
@@ -597,7 +575,11 @@ class StrategyService:
                     )
                 )
             ).all()
-            await s.execute(delete(Subscription).where(Subscription.id.in_([e[0] for e in ended])))
+            ids = [e[0] for e in ended]
+            await withdraw_approvals(
+                s, select(Subscription.id).where(Subscription.id.in_(ids)), self.clock()
+            )
+            await s.execute(delete(Subscription).where(Subscription.id.in_(ids)))
             await s.execute(
                 delete(StrategyShare).where(
                     StrategyShare.member_id == member_id, StrategyShare.strategy_id.in_(guilds)
@@ -646,17 +628,15 @@ class StrategyService:
         """Stop sharing; that member's subscriptions to it end too."""
         row = await self._owned(guild_id, discord_user_id, strategy)
         other = await self.core.members.ensure(with_discord_user_id)
+        theirs = (Subscription.strategy_id == row.id) & (Subscription.member_id == other)
         async with self.core.db.transaction() as s:
             await s.execute(
                 delete(StrategyShare).where(
                     StrategyShare.strategy_id == row.id, StrategyShare.member_id == other
                 )
             )
-            await s.execute(
-                delete(Subscription).where(
-                    Subscription.strategy_id == row.id, Subscription.member_id == other
-                )
-            )
+            await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+            await s.execute(delete(Subscription).where(theirs))
             audit.record(
                 s,
                 "strategy.unshared",

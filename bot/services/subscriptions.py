@@ -21,6 +21,7 @@ from bot.db_types import plain
 from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
+from bot.services.approvals import withdraw_approvals
 from bot.services.connections import MODES
 from bot.signal_format import (
     MAX_DECIMALS,
@@ -345,12 +346,10 @@ class SubscriptionService:
                 f"Add {add} to choose which to stop."
             )
         [sub] = matching
+        mine = (Subscription.id == sub.id) & (Subscription.member_id == member_id)
         async with self.core.db.transaction() as s:
-            result = await s.execute(
-                delete(Subscription).where(
-                    Subscription.id == sub.id, Subscription.member_id == member_id
-                )
-            )
+            await withdraw_approvals(s, select(Subscription.id).where(mine), self.clock())
+            result = await s.execute(delete(Subscription).where(mine))
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise NotFound("That subscription no longer exists. See /subscriptions.")
             audit.record(

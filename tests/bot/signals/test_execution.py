@@ -1768,6 +1768,61 @@ async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
 
 
+async def test_an_approval_waiting_when_its_subscription_is_paused_waits_for_a_resume(
+    core: Core,
+) -> None:
+    """Before: a card that arrived before /subscribe active:false still placed its order
+    when approved, though a paused subscription takes no signals."""
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    await core.subscriptions.set_enabled(ALICE, sub, False)
+    with pytest.raises(LimitReached) as refused:
+        await core.signals.approve(draft.id, ALICE)
+    assert refused.value.user_message.startswith(
+        "Not approved: your subscription to **NQ breakout** is paused, so it takes no signals. "
+        "Resume it (/subscribe strategy:NQ breakout active:true), then press Approve again "
+        "before it expires <t:"
+    ), refused.value.user_message
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.WAITING_APPROVAL
+    assert await orders(core) == []
+    await core.subscriptions.set_enabled(ALICE, sub, True)
+    await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
+
+
+@pytest.mark.parametrize("end", ["unsubscribe", "unshare", "left the server"])
+async def test_an_approval_waiting_when_its_subscription_ends_is_withdrawn(
+    core: Core, clock: FakeClock, end: str
+) -> None:
+    """Before: Approve then answered "That signal order no longer exists", the drafts stayed
+    drafts for ever, and at its deadline the member was told the approval expired."""
+    url, _, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    if end == "unsubscribe":
+        await core.subscriptions.unsubscribe(GUILD, ALICE, url.strategy.id)
+    elif end == "unshare":
+        await core.strategies.unshare(GUILD, OWNER, url.strategy.id, ALICE)
+    else:
+        await core.strategies.member_left(GUILD, ALICE)
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    with pytest.raises(Conflict) as late:
+        await core.signals.approve(draft.id, ALICE)
+    assert late.value.user_message == (
+        "This approval was withdrawn: its subscription ended or its connection was removed, so "
+        "nothing was placed."
+    )
+    async with core.db.session() as s:
+        ended = await s.scalar(select(SignalExecution).where(SignalExecution.id == ex.id))
+    assert ended is not None
+    assert (ended.status, ended.reason_code) == (ExecutionStatus.SKIPPED, "subscription-ended")
+    told = len(notifier(core).dms)
+    clock.advance(seconds=121)
+    await core.jobs.drain()  # its expiry job finds nothing waiting: no "expired" DM
+    assert notifier(core).dms[told:] == [] and await orders(core) == []
+
+
 @pytest.mark.parametrize(("minutes", "placed"), [(4, True), (6, False)])
 async def test_an_approved_order_its_worker_reaches_late_is_placed_only_within_five_minutes(
     core: Core, clock: FakeClock, minutes: int, placed: bool
