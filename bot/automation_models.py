@@ -91,6 +91,20 @@ class StrategyShare(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StrategyRoleShare(Base):
+    """A role of the guild the owner shared the strategy with: its members may subscribe, and
+    a member who loses the role (or leaves) loses the subscriptions it gave them. The guild's
+    id is its @everyone role."""
+
+    __tablename__ = "strategy_role_shares"
+
+    strategy_id: Mapped[str] = mapped_column(
+        ForeignKey("strategies.id", ondelete="CASCADE"), primary_key=True
+    )
+    role_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Subscription(Base):
     """Routes a strategy's signals to one connection of one member, with their own rules."""
 

@@ -1,6 +1,7 @@
 """A process's background work: run queued signal jobs, settle orders whose state is unknown,
 sweep resting paper orders, follow working orders at brokers, remind members before fixed
-authorizations end, tell strategy owners of refused signals.
+authorizations end, tell strategy owners of refused signals, end the subscriptions of members
+who left a guild or lost the role that gave them.
 
 Everything here reads and writes the database, so any number of processes may run it: the
 claims and compare-and-sets in the services keep each effect single.
@@ -34,6 +35,7 @@ class Background:
         remind_every: float = 3600.0,
         purge_every: float = 3600.0,
         refusals_every: float = 60.0,
+        members_every: float = 3600.0,
         follow_orders: bool = True,
     ) -> None:
         self.core = core
@@ -46,6 +48,10 @@ class Background:
             ("signal log retention", core.signals.purge_log, purge_every),
             ("refused signal notices", lambda: tell_refusals(core), refusals_every),
         ]
+        # Asks Discord about every follower: not at start, when every process starts at once.
+        self._later: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
+            ("member access", core.strategies.check_members, members_every),
+        ]
         self.follow_orders = follow_orders
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -57,12 +63,19 @@ class Background:
 
         for name, work, every in self._loops:
             self._tasks.append(asyncio.create_task(self._every(name, work, every)))
+        for name, work, every in self._later:
+            self._tasks.append(asyncio.create_task(self._every(name, work, every, wait=True)))
         # Signal jobs from the durable queue (claimed with row locks: safe in any process).
         self._tasks.append(asyncio.create_task(run_worker(self.core, stop=self.stop)))
         if self.follow_orders:
             self._tasks.append(asyncio.create_task(self.updates.supervise(self.stop)))
 
-    async def _every(self, name: str, work: Callable[[], Awaitable[object]], every: float) -> None:
+    async def _every(
+        self, name: str, work: Callable[[], Awaitable[object]], every: float, *, wait: bool = False
+    ) -> None:
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), every)
         while not self.stop.is_set():
             try:
                 await work()

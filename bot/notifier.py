@@ -19,6 +19,7 @@ log = logging.getLogger("tradecord.notifier")
 # How far back close_dm_card looks for a card (Discord's largest page of history): a card with
 # more DMs after it than this is left as it is; its buttons still answer when pressed.
 RECENT_DMS = 100
+UNKNOWN_MEMBER = 10007  # Discord's JSON error code
 
 
 class DiscordNotifier:
@@ -47,6 +48,16 @@ class DiscordNotifier:
                 await self.http.edit_message(channel_id, int(data["id"]), params=params)
             return True
         return False
+
+    async def member_roles(self, guild_id: int, discord_user_id: int) -> frozenset[int] | None:
+        # One member at a time works without the privileged Server Members intent.
+        try:
+            data = await self.http.get_member(guild_id, discord_user_id)
+        except discord.NotFound as e:
+            if e.code == UNKNOWN_MEMBER:
+                return None
+            raise  # Unknown Guild: the bot left it, which says nothing of the member
+        return frozenset({guild_id, *(int(r) for r in data.get("roles") or [])})
 
     async def _dm_channel(self, discord_user_id: int) -> int:
         channel_id = self._dm_channels.get(discord_user_id)

@@ -50,6 +50,8 @@ from cogs.ui import (
     managed_strategy_names,
     owned_strategy_names,
     reply,
+    role_text,
+    roles_of,
     strategy_names,
 )
 
@@ -205,6 +207,13 @@ def joined(items: Sequence[str], empty: str, limit: int = 1024) -> str:
     return ", ".join(shown) + f" … and {len(items) - len(shown)} more"
 
 
+def shared_with(info: StrategyInfo) -> str:
+    """Mentions (shown as names; nothing pings in an embed), @everyone for the guild's role."""
+    roles = ["@everyone" if r == info.guild_id else f"<@&{r}>" for r in info.shared_with_roles]
+    members = [f"<@{m}>" for m in info.shared_with]
+    return joined([*roles, *members], "nobody: /strategy share lets a member or a role subscribe")
+
+
 def settings_embed(info: StrategyInfo) -> discord.Embed:
     sources = [
         "TradingView (its published addresses)" if s == TRADINGVIEW else s
@@ -227,6 +236,7 @@ def settings_embed(info: StrategyInfo) -> discord.Embed:
         f"{describe_limit('max_daily_notional', info.max_daily_notional)}",
         inline=False,
     )
+    embed.add_field(name="Shared with", value=shared_with(info), inline=False)
     embed.add_field(
         name="Refusal DMs",
         value="on: refused signals are DMed to you, at most hourly"
@@ -474,12 +484,15 @@ class Automation(commands.Cog):
             await self.reconcile_members()
 
     async def reconcile_members(self) -> None:
+        """Who left, or lost a role a strategy is shared with, while the bot was away."""
+        strategies = self.bot.core.strategies
         for guild in self.bot.guilds:
             if not guild.chunked:
                 continue  # not all of its members are known: absent is not gone
-            for user_id in await self.bot.core.strategies.followers(guild.id):
-                if guild.get_member(user_id) is None:
-                    await self.bot.core.strategies.member_left(guild.id, user_id, guild.name)
+            for user_id in await strategies.followers(guild.id):
+                member = guild.get_member(user_id)
+                roles = None if member is None else frozenset(r.id for r in member.roles)
+                await strategies.reconcile_access(guild.id, user_id, roles, guild_name=guild.name)
 
     @commands.Cog.listener()
     async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
@@ -488,6 +501,17 @@ class Automation(commands.Cog):
         await self.bot.core.strategies.member_left(
             payload.guild_id, payload.user.id, guild.name if guild is not None else None
         )
+
+    @commands.Cog.listener()
+    async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
+        """Sent only with the Server Members intent: one who lost a role a strategy is shared
+        with loses the subscriptions it gave them at once (without the intent, within the
+        hour: ``StrategyService.check_members``)."""
+        roles = frozenset(r.id for r in after.roles)
+        if {r.id for r in before.roles} - roles:
+            await self.bot.core.strategies.reconcile_access(
+                after.guild.id, after.id, roles, guild_name=after.guild.name
+            )
 
     strategy = app_commands.Group(
         name="strategy", description="Webhook strategies", guild_only=True
@@ -511,7 +535,9 @@ class Automation(commands.Cog):
         if everyone:
             await self._list_everyones(interaction)
             return
-        infos = await self.bot.core.strategies.list(guild_of(interaction), interaction.user.id)
+        infos = await self.bot.core.strategies.list(
+            guild_of(interaction), interaction.user.id, roles=roles_of(interaction)
+        )
         if not infos:
             await interaction.response.send_message(
                 "You have no strategies here. Make one with /strategy create.", ephemeral=True
@@ -719,17 +745,86 @@ class Automation(commands.Cog):
             content = str(ack.body["message"])
         await interaction.response.send_message(content, ephemeral=True)
 
-    @strategy.command(name="share", description="Let another member of this server subscribe")
-    @app_commands.autocomplete(strategy=strategy_names)
+    @strategy.command(
+        name="share", description="Let a member, or the members of a role, subscribe to it"
+    )
+    @app_commands.describe(
+        strategy="A strategy you own",
+        member="A member of this server",
+        role="A role: its members may subscribe while they have it (@everyone: everyone here)",
+    )
+    @app_commands.autocomplete(strategy=owned_strategy_names)
     async def share(
-        self, interaction: discord.Interaction, strategy: str, member: discord.Member
+        self,
+        interaction: discord.Interaction,
+        strategy: str,
+        member: discord.Member | None = None,
+        role: discord.Role | None = None,
     ) -> None:
-        info = await self.bot.core.strategies.share(
-            guild_of(interaction), interaction.user.id, strategy, member.id
-        )
+        strategies = self.bot.core.strategies
+        guild = guild_of(interaction)
+        if (member is None) == (role is None):
+            raise InvalidInput("Choose a member or a role to share it with (one of them).")
+        if role is not None:
+            info = await strategies.share_role(guild, interaction.user.id, strategy, role.id)
+            text = (
+                f"**{info.name}** is shared with {role_text(role)}: its members can now "
+                "/subscribe while they have the role. One who loses it, or leaves the server, "
+                "loses their subscription and is told."
+            )
+        else:
+            assert member is not None
+            if member.bot:
+                raise InvalidInput("A bot cannot subscribe to a strategy; pick a member.")
+            info = await strategies.share(guild, interaction.user.id, strategy, member.id)
+            text = (
+                f"**{info.name}** is shared with {as_text(member.display_name)}; they can now "
+                "/subscribe."
+            )
         await interaction.response.send_message(
-            f"**{info.name}** is shared with {as_text(member.display_name)}; they can now "
-            "/subscribe.",
+            text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    @strategy.command(name="unshare", description="Stop sharing a strategy with a member or role")
+    @app_commands.describe(
+        strategy="A strategy you own",
+        member="A member it is shared with: their subscriptions to it end",
+        role="A role it is shared with: the subscriptions it gave end",
+    )
+    @app_commands.autocomplete(strategy=owned_strategy_names)
+    async def unshare(
+        self,
+        interaction: discord.Interaction,
+        strategy: str,
+        member: discord.Member | None = None,
+        role: discord.Role | None = None,
+    ) -> None:
+        strategies = self.bot.core.strategies
+        guild = guild_of(interaction)
+        if (member is None) == (role is None):
+            raise InvalidInput("Choose the member or the role to stop sharing it with.")
+        if role is not None:
+            # Each subscriber's roles are asked of Discord: slow with many of them.
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            info, lost = await strategies.unshare_role(
+                guild, interaction.user.id, strategy, role.id
+            )
+            text = f"**{info.name}** is no longer shared with {role_text(role)}. " + (
+                f"{lost} subscriber{plural(lost)} with no other way to it lost "
+                f"{'their subscriptions' if lost != 1 else 'their subscription'} and "
+                f"{'were' if lost != 1 else 'was'} told."
+                if lost
+                else "No subscriber lost it: those of the role have another way to it."
+            )
+            await interaction.followup.send(
+                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            )
+            return
+        assert member is not None
+        info = await strategies.unshare(guild, interaction.user.id, strategy, member.id)
+        await interaction.response.send_message(
+            f"**{info.name}** is no longer shared with {as_text(member.display_name)}; their "
+            "subscriptions to it ended.",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
@@ -847,6 +942,7 @@ class Automation(commands.Cog):
             mode=mode,
             changes=changes,
             enabled=active,
+            roles=roles_of(interaction),
         )
         where = f"**{info.connection_name}** ({info.mode})"
         terms = ", ".join(w for w in setting_words(info.settings) if w)
@@ -1048,7 +1144,9 @@ class Automation(commands.Cog):
     ) -> None:
         core = self.bot.core
         info = (
-            await core.strategies.get(guild_of(interaction), interaction.user.id, strategy)
+            await core.strategies.get(
+                guild_of(interaction), interaction.user.id, strategy, roles=roles_of(interaction)
+            )
             if strategy
             else None
         )

@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 DEFER_AFTER = 1.5
 
 
+def roles_of(interaction: discord.Interaction) -> frozenset[int]:
+    """The member's roles where they run the command, @everyone (the guild's id) included:
+    a strategy shared with one of them is theirs to see and subscribe to."""
+    user = interaction.user
+    return frozenset(r.id for r in user.roles) if isinstance(user, discord.Member) else frozenset()
+
+
+def role_text(role: discord.Role) -> str:
+    """A role as replies name it (with mentions disabled, a mention shows its name)."""
+    return "everyone in this server" if role.is_default() else role.mention
+
+
 def as_text(name: str) -> str:
     """A member's display name, which they write, as plain text in a message: "**Bob**" not
     bold, "<@123>" not a mention's pill (allowed_mentions only stops the ping)."""
@@ -156,7 +168,9 @@ async def _strategies(
     if interaction.guild_id is None:
         return []
     bot: Any = interaction.client
-    infos = await bot.core.strategies.list(interaction.guild_id, interaction.user.id)
+    infos = await bot.core.strategies.list(
+        interaction.guild_id, interaction.user.id, roles=roles_of(interaction)
+    )
     cur = current.casefold()
     return [
         app_commands.Choice(name=i.name, value=i.name)

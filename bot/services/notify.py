@@ -56,6 +56,10 @@ class Notifier(Protocol):
         """Take the buttons off the member's recent DM that carries one of ``custom_ids`` and
         add ``outcome`` below its text; False when none of their recent DMs carries them."""
 
+    async def member_roles(self, guild_id: int, discord_user_id: int) -> frozenset[int] | None:
+        """The member's roles in the guild, its @everyone (the guild's id) included; None when
+        they are not a member. Raises when Discord cannot say: not knowing is not gone."""
+
 
 async def dm_quietly(
     notifier: Notifier | None, discord_user_id: int, message: Outgoing, *, about: str
@@ -77,6 +81,9 @@ class RecordingNotifier:
         self.dms: list[tuple[int, Outgoing]] = []
         self.posts: list[tuple[int, Outgoing]] = []
         self.unavailable: set[int] = set()  # channels that refuse posts (tests set it)
+        # Members' roles per (guild, user), tests set them; a member not in it has none.
+        self.roles: dict[tuple[int, int], set[int]] = {}
+        self.gone: set[tuple[int, int]] = set()  # (guild, user): not a member
 
     async def dm(self, discord_user_id: int, message: Outgoing) -> None:
         self.dms.append((discord_user_id, message))
@@ -95,3 +102,8 @@ class RecordingNotifier:
                 message.components = []
                 return True
         return False
+
+    async def member_roles(self, guild_id: int, discord_user_id: int) -> frozenset[int] | None:
+        if (guild_id, discord_user_id) in self.gone:
+            return None
+        return frozenset({guild_id, *self.roles.get((guild_id, discord_user_id), ())})

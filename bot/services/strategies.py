@@ -15,19 +15,20 @@ import ipaddress
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.automation_models import (
     AlertChannel,
     ReceivedSignal,
     Strategy,
+    StrategyRoleShare,
     StrategyShare,
     Subscription,
 )
@@ -168,6 +169,7 @@ class StrategyInfo:
     owner_discord_id: int
     is_owner: bool
     shared_with: tuple[int, ...]  # Discord user ids
+    shared_with_roles: tuple[int, ...]  # Discord role ids (the guild's id: @everyone)
     subscriptions: int
     allowed_sources: tuple[str, ...]
     allowed_tickers: tuple[str, ...]
@@ -298,15 +300,19 @@ class StrategyService:
             )
 
     async def list(
-        self, guild_id: int, discord_user_id: int, *, everyone: bool = False
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        *,
+        roles: Collection[int] = (),
+        everyone: bool = False,
     ) -> list[StrategyInfo]:
-        """The guild's strategies this member owns or that were shared with them; all of them
-        for a server admin who asks for ``everyone`` (the caller checks)."""
+        """The guild's strategies this member can see (``_visible``); all of them for a server
+        admin who asks for ``everyone`` (the caller checks)."""
         member_id = await self.core.members.ensure(discord_user_id)
-        shared = select(StrategyShare.strategy_id).where(StrategyShare.member_id == member_id)
         query = select(Strategy).where(Strategy.guild_id == guild_id)
         if not everyone:
-            query = query.where((Strategy.owner_member_id == member_id) | Strategy.id.in_(shared))
+            query = query.where(_visible(member_id, roles))
         async with self.core.db.session() as s:
             rows = list(await s.scalars(query.order_by(Strategy.name_key)))
         return [await self._info(r, member_id) for r in rows]
@@ -317,7 +323,7 @@ class StrategyService:
         member_id = await self.core.members.ensure(discord_user_id)
         row = await self._find(guild_id, strategy)
         if row.owner_member_id != member_id:
-            if await self._is_shared(row.id, member_id):
+            if await self._sees(row.id, member_id):
                 raise PermissionDenied(
                     f"Only the owner of “{row.name}” sends it test signals: they reach "
                     "every subscriber."
@@ -327,16 +333,23 @@ class StrategyService:
             return _webhook_auth((await conn.execute(_AUTH, {"id": row.id})).one()._mapping)
 
     async def get(
-        self, guild_id: int, discord_user_id: int, strategy: str, *, moderator: bool = False
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        *,
+        roles: Collection[int] = (),
+        moderator: bool = False,
     ) -> StrategyInfo:
-        """A strategy by name or id that this member owns or was shared with them; any of the
-        guild's for a ``moderator`` (a server admin: the caller checks)."""
+        """A strategy by name or id that this member can see (``_visible``, with ``roles``
+        theirs in the guild); any of the guild's for a ``moderator`` (a server admin: the
+        caller checks)."""
         member_id = await self.core.members.ensure(discord_user_id)
         row = await self._find(guild_id, strategy)
         if (
             not moderator
             and row.owner_member_id != member_id
-            and not await self._is_shared(row.id, member_id)
+            and not await self._sees(row.id, member_id, roles)
         ):
             raise NotFound(_not_found(strategy))
         return await self._info(row, member_id)
@@ -438,6 +451,166 @@ class StrategyService:
         except IntegrityError:
             pass  # already shared: sharing twice is the same as once
         return await self.get(guild_id, discord_user_id, row.id)
+
+    async def share_role(
+        self, guild_id: int, discord_user_id: int, strategy: str, role_id: int
+    ) -> StrategyInfo:
+        """Let the members of a role subscribe (the guild's id: everyone in it) while they have
+        it: a paid community's role gives its members the strategy, and one who loses the role
+        loses the subscriptions it gave (``reconcile_access``)."""
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        try:
+            async with self.core.db.transaction() as s:
+                s.add(
+                    StrategyRoleShare(strategy_id=row.id, role_id=role_id, created_at=self.clock())
+                )
+                await s.flush()
+                audit.record(
+                    s,
+                    "strategy.shared",
+                    member_id=row.owner_member_id,
+                    strategy_id=row.id,
+                    with_role_id=role_id,
+                )
+        except IntegrityError:
+            pass  # already shared with it
+        return await self.get(guild_id, discord_user_id, row.id)
+
+    async def unshare_role(
+        self, guild_id: int, discord_user_id: int, strategy: str, role_id: int
+    ) -> tuple[StrategyInfo, int]:
+        """Stop sharing with a role; the subscriptions of its members who have no other way to
+        it (a share of their own, another role it is shared with) end, and they are told.
+        Returns the strategy and how many subscribers lost it."""
+        row = await self._owned(guild_id, discord_user_id, strategy)
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                delete(StrategyRoleShare).where(
+                    StrategyRoleShare.strategy_id == row.id, StrategyRoleShare.role_id == role_id
+                )
+            )
+            audit.record(
+                s,
+                "strategy.unshared",
+                member_id=row.owner_member_id,
+                strategy_id=row.id,
+                with_role_id=role_id,
+            )
+            subscribers = set(
+                await s.scalars(
+                    select(Member.discord_user_id)
+                    .join(Subscription, Subscription.member_id == Member.id)
+                    .where(
+                        Subscription.strategy_id == row.id,
+                        Subscription.member_id != row.owner_member_id,
+                    )
+                )
+            )
+        lost = 0
+        for subscriber in sorted(subscribers):
+            lost += bool(await self.check_member(guild_id, subscriber, only=row.id))
+        return await self.get(guild_id, discord_user_id, row.id), lost
+
+    async def check_members(self) -> int:
+        """Ask Discord, member by member, whether those who follow another member's strategy
+        still may: a member no longer in the guild is handled as ``member_left``, one who lost
+        a role as ``reconcile_access``. This needs no privileged intent, so it also finds what
+        a bot without the Server Members intent never hears of. Returns how many subscriptions
+        ended."""
+        async with self.core.db.session() as s:
+            guilds = list(await s.scalars(select(Strategy.guild_id).distinct()))
+        ended = 0
+        for guild_id in guilds:
+            for discord_user_id in sorted(await self.followers(guild_id)):
+                ended += len(await self.check_member(guild_id, discord_user_id))
+        return ended
+
+    async def check_member(
+        self, guild_id: int, discord_user_id: int, *, only: str | None = None
+    ) -> list[str]:
+        """``reconcile_access`` with the member's roles as Discord has them now (``only``: for
+        this strategy alone, whose role share was removed); a member Discord cannot answer for
+        is left as they are."""
+        notifier = self.core.notifier
+        if notifier is None:
+            return []
+        try:
+            roles = await notifier.member_roles(guild_id, discord_user_id)
+        except Exception:
+            log.warning("Could not read a member's roles in guild %s", guild_id, exc_info=True)
+            return []
+        return await self.reconcile_access(guild_id, discord_user_id, roles, only=only)
+
+    async def reconcile_access(
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        roles: frozenset[int] | None,
+        *,
+        guild_name: str | None = None,
+        only: str | None = None,
+    ) -> list[str]:
+        """The member's roles changed to ``roles`` (None: they are no longer a member, see
+        ``member_left``): their subscriptions to strategies shared with roles they no longer
+        have, and with them no other way, end, and they are told. Returns the names of those
+        strategies."""
+        if roles is None:
+            return await self.member_left(guild_id, discord_user_id, guild_name)
+        async with self.core.db.transaction() as s:
+            member_id = await s.scalar(
+                select(Member.id).where(Member.discord_user_id == discord_user_id)
+            )
+            if member_id is None:
+                return []
+            lost = select(Strategy.id).where(
+                Strategy.guild_id == guild_id, ~_visible(member_id, roles, subscribed=False)
+            )
+            # A strategy shared with no role: roles never gave its subscriptions (``only``
+            # names one whose role share was just removed).
+            lost = lost.where(
+                Strategy.id == only
+                if only is not None
+                else Strategy.id.in_(select(StrategyRoleShare.strategy_id))
+            )
+            theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(lost)
+            await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+            # RETURNING: of two processes that see the same change, one tells the member.
+            gone = set(
+                await s.scalars(
+                    delete(Subscription).where(theirs).returning(Subscription.strategy_id)
+                )
+            )
+            names = {
+                row.id: row.name
+                for row in await s.execute(
+                    select(Strategy.id, Strategy.name).where(Strategy.id.in_(gone))
+                )
+            }
+            for strategy_id in names:
+                audit.record(
+                    s,
+                    "subscription.ended",
+                    member_id=member_id,
+                    strategy_id=strategy_id,
+                    reason="lost the role it was shared with",
+                )
+        ended = sorted(names.values(), key=str.casefold)
+        if ended:
+            where = f" in **{plain(guild_name)}**" if guild_name else ""
+            listed = ", ".join(f"**{plain(n)}**" for n in ended)
+            await dm_quietly(
+                self.core.notifier,
+                discord_user_id,
+                Outgoing(
+                    f"You no longer have a role{where} that {listed} "
+                    f"{'is' if len(ended) == 1 else 'are'} shared with, so "
+                    f"{'its' if len(ended) == 1 else 'their'} signals no longer trade for you: "
+                    f"your subscription{plural(len(ended))} ended. Your connections, open "
+                    "orders and positions are unchanged (/orders, /positions)."
+                ),
+                about="subscriptions ended on losing a role",
+            )
+        return ended
 
     async def followers(self, guild_id: int) -> set[int]:
         """The members (Discord ids) the guild's strategies are shared with or that subscribe
@@ -566,26 +739,28 @@ class StrategyService:
             guilds = select(Strategy.id).where(
                 Strategy.guild_id == guild_id, Strategy.owner_member_id != member_id
             )
-            ended = (
-                await s.execute(
-                    select(Subscription.id, Strategy.id, Strategy.name)
-                    .join(Strategy, Strategy.id == Subscription.strategy_id)
-                    .where(
-                        Subscription.member_id == member_id, Subscription.strategy_id.in_(guilds)
-                    )
-                )
-            ).all()
-            ids = [e[0] for e in ended]
-            await withdraw_approvals(
-                s, select(Subscription.id).where(Subscription.id.in_(ids)), self.clock()
+            theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(guilds)
+            shares = (StrategyShare.member_id == member_id) & StrategyShare.strategy_id.in_(guilds)
+            had = await s.scalar(select(func.count()).where(theirs)) or await s.scalar(
+                select(func.count()).where(shares)
             )
-            await s.execute(delete(Subscription).where(Subscription.id.in_(ids)))
-            await s.execute(
-                delete(StrategyShare).where(
-                    StrategyShare.member_id == member_id, StrategyShare.strategy_id.in_(guilds)
+            await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+            # RETURNING: what this call ended, so that of two processes that find the same
+            # departure (the hourly check runs in each), one tells.
+            gone = set(
+                await s.scalars(
+                    delete(Subscription).where(theirs).returning(Subscription.strategy_id)
                 )
             )
-            names = {strategy_id: name for _, strategy_id, name in ended}
+            unshared = await s.execute(delete(StrategyShare).where(shares))
+            if had and not (gone or unshared.rowcount):  # type: ignore[attr-defined]
+                orphaned = []  # another process handled this departure as this one read it
+            names = {
+                row.id: row.name
+                for row in await s.execute(
+                    select(Strategy.id, Strategy.name).where(Strategy.id.in_(gone))
+                )
+            }
             for strategy_id in names:
                 audit.record(
                     s,
@@ -826,7 +1001,7 @@ class StrategyService:
         member_id = await self.core.members.ensure(discord_user_id)
         row = await self._find(guild_id, strategy)
         if row.owner_member_id != member_id:
-            if await self._is_shared(row.id, member_id):
+            if await self._sees(row.id, member_id):
                 raise PermissionDenied(
                     f"“{row.name}” was shared with you, but only its owner can change it. How "
                     f"your subscription trades it changes with /subscribe strategy:{row.name}."
@@ -834,18 +1009,17 @@ class StrategyService:
             raise NotFound(_not_found(strategy))
         return row
 
-    async def _is_shared(self, strategy_id: str, member_id: int) -> bool:
+    async def _sees(self, strategy_id: str, member_id: int, roles: Collection[int] = ()) -> bool:
+        """``_visible`` for one strategy: shared with them (or a role of theirs), or theirs
+        to subscribe to already."""
         async with self.core.db.session() as s:
             return (
                 await s.scalar(
-                    select(func.count())
-                    .select_from(StrategyShare)
-                    .where(
-                        StrategyShare.strategy_id == strategy_id,
-                        StrategyShare.member_id == member_id,
+                    select(Strategy.id).where(
+                        Strategy.id == strategy_id, _visible(member_id, roles)
                     )
                 )
-            ) == 1
+            ) is not None
 
     async def _info(self, row: Strategy, viewer_member_id: int) -> StrategyInfo:
         async with self.core.db.session() as s:
@@ -858,6 +1032,13 @@ class StrategyService:
                     .join(StrategyShare, StrategyShare.member_id == Member.id)
                     .where(StrategyShare.strategy_id == row.id)
                     .order_by(Member.discord_user_id)
+                )
+            )
+            roles = list(
+                await s.scalars(
+                    select(StrategyRoleShare.role_id)
+                    .where(StrategyRoleShare.strategy_id == row.id)
+                    .order_by(StrategyRoleShare.role_id)
                 )
             )
             subs = await s.scalar(
@@ -878,6 +1059,7 @@ class StrategyService:
             owner_discord_id=int(owner or 0),
             is_owner=is_owner,
             shared_with=tuple(shared) if is_owner else (),
+            shared_with_roles=tuple(roles) if is_owner else (),
             subscriptions=int(subs or 0),
             allowed_sources=tuple(row.allowed_sources or ()),
             allowed_tickers=tuple(row.allowed_tickers or ()),
@@ -891,6 +1073,26 @@ class StrategyService:
             last_signal_at=last_signal,
             refusal_notices=row.refusal_notices,
         )
+
+
+def _visible(
+    member_id: int, roles: Collection[int], *, subscribed: bool = True
+) -> ColumnElement[bool]:
+    """Which strategies a member sees: those they own, that were shared with them or with one
+    of their ``roles``, and (``subscribed``) those they subscribe to, so that one whose role
+    went away is still theirs to stop until the bot has noticed."""
+    seen = (Strategy.owner_member_id == member_id) | Strategy.id.in_(
+        select(StrategyShare.strategy_id).where(StrategyShare.member_id == member_id)
+    )
+    if roles:
+        seen |= Strategy.id.in_(
+            select(StrategyRoleShare.strategy_id).where(StrategyRoleShare.role_id.in_(roles))
+        )
+    if subscribed:
+        seen |= Strategy.id.in_(
+            select(Subscription.strategy_id).where(Subscription.member_id == member_id)
+        )
+    return seen
 
 
 def _webhook_auth(row: Mapping[str, Any]) -> WebhookAuth:

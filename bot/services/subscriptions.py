@@ -4,7 +4,7 @@ own sizing, allowed sides, approval and position rules. Also the member's alert 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import symbols
 from adapters.registry import get_adapter_class
-from bot.automation_models import AlertPreference, Strategy, StrategyShare, Subscription
+from bot.automation_models import AlertPreference, Strategy, Subscription
 from bot.db_types import plain
 from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
@@ -227,6 +227,7 @@ class SubscriptionService:
         settings: SubscriptionSettings | None = None,
         changes: Mapping[str, Any] | None = None,
         enabled: bool | None = None,
+        roles: Collection[int] = (),
     ) -> SubscriptionInfo:
         """Subscribe one of the member's connections (paper or live account) to a strategy the
         member owns or that was shared with them. Subscribing again changes the settings;
@@ -235,8 +236,9 @@ class SubscriptionService:
         ``settings`` replaces them all; ``changes`` (setting name → value) only those named,
         the others keep their values (a new subscription takes NEW_SUBSCRIPTION's).
         ``enabled``: False pauses it (it takes no signals, its settings are kept), True
-        resumes it; None keeps it as it is (a new one takes signals)."""
-        info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
+        resumes it; None keeps it as it is (a new one takes signals). ``roles``: the member's
+        in the guild, for a strategy shared with a role."""
+        info = await self.core.strategies.get(guild_id, discord_user_id, strategy, roles=roles)
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         where = (
             (Subscription.strategy_id == info.id)
@@ -391,20 +393,6 @@ class SubscriptionService:
         if not info.is_owner:
             raise PermissionDenied("Only the strategy's owner can see who subscribes to it.")
         return await self._many(Subscription.strategy_id == info.id)
-
-    async def may_subscribe(self, strategy_id: str, member_id: int) -> bool:
-        async with self.core.db.session() as s:
-            owner = await s.scalar(
-                select(Strategy.owner_member_id).where(Strategy.id == strategy_id)
-            )
-            if owner == member_id:
-                return True
-            shared = await s.scalar(
-                select(StrategyShare.member_id).where(
-                    StrategyShare.strategy_id == strategy_id, StrategyShare.member_id == member_id
-                )
-            )
-            return shared is not None
 
     # -- alert preferences ------------------------------------------------------------------------
 

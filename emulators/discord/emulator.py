@@ -255,6 +255,18 @@ class DiscordEmulator(Driver):
         data = {"guild_id": str(guild_id), "user": self.world.user(user_id).to_json()}
         self.hub.dispatch_guild(guild_id, "GUILD_MEMBER_REMOVE", data, intent=GUILD_MEMBERS)
 
+    def remove_member_role(self, guild_id: int, user_id: int, role_id: int) -> Member:
+        """A role taken from a member (by an admin, or by a paid community's billing bot):
+        GUILD_MEMBER_UPDATE to a bot with the Server Members intent."""
+        member = self.world.guild(guild_id).members.get(user_id)
+        if member is None or role_id not in member.roles:
+            raise EmulatorError(f"user {user_id} has no role {role_id} in guild {guild_id}")
+        member.roles.remove(role_id)
+        data = member.to_json(self.world)
+        data["guild_id"] = str(guild_id)
+        self.hub.dispatch_guild(guild_id, "GUILD_MEMBER_UPDATE", data, intent=GUILD_MEMBERS)
+        return member
+
     def add_member(
         self,
         guild_id: int,

@@ -1300,3 +1300,97 @@ async def test_a_strategy_is_given_to_another_member_with_its_url_and_subscriber
     assert carol.is_owner and set(carol.shared_with) == {h.user("alice"), h.user("bob")}
     same = await h.reply("carol", "strategy transfer", strategy="Momentum", member=h.user("carol"))
     assert "is theirs already" in same.content
+
+
+async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_have_it(
+    settings: Settings, db: Database
+) -> None:
+    """A paid community's role gives its members the strategy; a member whose role is taken
+    away (their payment lapsed) stops trading it at once, with the Server Members intent."""
+    async with running_tradecord(settings, discord_members_intent=True) as h:
+        premium = h.emu.add_role(h.guild_id, "Premium", 0)
+        h.emu.add_member(h.guild_id, h.user("bob"), roles=[premium.id])
+        await create_strategy(h, "alice", "Gap fill")
+        both = await h.reply("alice", "strategy share", strategy="Gap fill")
+        assert both.content == "Choose a member or a role to share it with (one of them)."
+        shared = await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
+        assert shared.ephemeral and shared.content.startswith(
+            f"**Gap fill** is shared with <@&{premium.id}>: its members can now /subscribe "
+            "while they have the role."
+        ), shared.content
+        settings_card = await h.reply("alice", "strategy settings", strategy="Gap fill")
+        field = {f["name"]: f["value"] for f in settings_card.embeds[0]["fields"]}
+        assert field["Shared with"] == f"<@&{premium.id}>"
+
+        # Without the role, it is not there to subscribe to.
+        refused = await h.reply("carol", "subscribe", strategy="Gap fill")
+        assert refused.content.startswith("No strategy “Gap fill” here that you own"), refused
+        listed = await h.reply("bob", "strategy list")
+        assert "Gap fill" in listed.text() and "shared" in listed.text()
+        choices = await h.emu.autocomplete(
+            h.user("bob"), "subscribe", options={"strategy": "gap"}, focused="strategy"
+        )
+        assert [c["value"] for c in choices] == ["Gap fill"]
+        subscribed = await h.reply("bob", "subscribe", strategy="Gap fill")
+        assert "now trades **Gap fill**" in subscribed.content, subscribed.content
+
+        h.emu.remove_member_role(h.guild_id, h.user("bob"), premium.id)
+        dm = await dm_to(h, "bob", "You no longer have a role")
+        assert dm.text().startswith(
+            f"You no longer have a role in **{h.emu.world.guild(h.guild_id).name}** that "
+            "**Gap fill** is shared with, so its signals no longer trade for you: your "
+            "subscription ended."
+        ), dm.text()
+        assert await h.core.subscriptions.list_for(h.user("bob"), h.guild_id) == []
+        gone = await h.reply("bob", "subscribe", strategy="Gap fill")
+        assert "now trades" not in gone.content
+
+        # Unsharing the role ends the subscriptions it gave, asking Discord for the roles.
+        h.emu.add_member(h.guild_id, h.user("bob"), roles=[premium.id])
+        h.emu.add_member(h.guild_id, h.user("carol"), roles=[premium.id])
+        await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("carol"))
+        for who in ("bob", "carol"):
+            assert "now trades" in (await h.reply(who, "subscribe", strategy="Gap fill")).content
+        unshared = await h.reply("alice", "strategy unshare", strategy="Gap fill", role=premium.id)
+        assert unshared.content == (
+            f"**Gap fill** is no longer shared with <@&{premium.id}>. 1 subscriber with no "
+            "other way to it lost their subscription and was told."
+        ), unshared.content
+        assert await h.core.subscriptions.list_for(h.user("bob"), h.guild_id) == []
+        assert len(await h.core.subscriptions.list_for(h.user("carol"), h.guild_id)) == 1
+        info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
+        assert (info.shared_with, info.shared_with_roles) == ((h.user("carol"),), ())
+        member_unshared = await h.reply(
+            "alice", "strategy unshare", strategy="Gap fill", member=h.user("carol")
+        )
+        assert "their subscriptions to it ended" in member_unshared.content
+        assert await h.core.subscriptions.list_for(h.user("carol"), h.guild_id) == []
+
+
+async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_departures(
+    tradecord: Harness,
+) -> None:
+    """No GUILD_MEMBER_UPDATE or REMOVE reaches a bot without the privileged intent: the
+    check asks Discord for each follower, which needs no intent."""
+    h = tradecord
+    premium = h.emu.add_role(h.guild_id, "Premium", 0)
+    for who in ("bob", "carol"):
+        h.emu.add_member(h.guild_id, h.user(who), roles=[premium.id])
+    await create_strategy(h, "alice", "Gap fill")
+    await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
+    everyone = await h.reply("alice", "strategy share", strategy="Gap fill", role=h.guild_id)
+    assert "is shared with everyone in this server" in everyone.content, everyone.content
+    await h.reply("alice", "strategy unshare", strategy="Gap fill", role=h.guild_id)
+    for who in ("bob", "carol"):
+        await h.reply(who, "subscribe", strategy="Gap fill")
+    h.emu.remove_member_role(h.guild_id, h.user("bob"), premium.id)
+    other = h.emu.add_guild("Other server")
+    h.emu.add_member(other.id, h.user("carol"))  # so that a DM still reaches her
+    h.emu.remove_member(h.guild_id, h.user("carol"))
+    assert len(await h.core.subscriptions.list_for(h.user("bob"), h.guild_id)) == 1
+    assert await h.core.strategies.check_members() == 2
+    assert await h.core.subscriptions.list_for(h.user("bob"), h.guild_id) == []
+    assert await h.core.subscriptions.list_for(h.user("carol"), h.guild_id) == []
+    await dm_to(h, "bob", "You no longer have a role that **Gap fill** is shared with")
+    await dm_to(h, "carol", "You are no longer a member of a server")
+    assert await h.core.strategies.check_members() == 0  # told once

@@ -96,6 +96,76 @@ async def test_sharing_lets_members_subscribe_and_unsharing_ends_it(core: Core) 
     assert await core.strategies.list(GUILD, ALICE) == []
 
 
+PREMIUM, VIP = 501, 502  # role ids
+
+
+async def test_a_role_share_lasts_as_long_as_a_role_that_gives_it(core: Core) -> None:
+    """Losing one role ends only the subscriptions no other role, nor a share of one's own,
+    still gives; a departure ends them all; telling happens once."""
+    gated = await make_strategy(core, "Gated")
+    both = await make_strategy(core, "Both roles")
+    direct = await make_strategy(core, "Also direct")
+    public = await make_strategy(core, "Everyone")
+    with pytest.raises(NotFound):
+        await subscribe(core, gated, ALICE)
+    for url in (gated, both, direct):
+        await core.strategies.share_role(GUILD, OWNER, url.strategy.id, PREMIUM)
+    await core.strategies.share_role(GUILD, OWNER, both.strategy.id, VIP)
+    await core.strategies.share(GUILD, OWNER, direct.strategy.id, ALICE)
+    info = await core.strategies.share_role(GUILD, OWNER, public.strategy.id, GUILD)
+    assert info.shared_with_roles == (GUILD,)
+    roles = {GUILD, PREMIUM, VIP}
+    assert [i.name for i in await core.strategies.list(GUILD, ALICE)] == ["Also direct"]
+    seen = await core.strategies.list(GUILD, ALICE, roles=roles)
+    assert [i.name for i in seen] == ["Also direct", "Both roles", "Everyone", "Gated"]
+    assert all(i.shared_with_roles == () for i in seen)  # the owner's to see
+    for url in (gated, both, direct, public):
+        info = await core.subscriptions.subscribe(GUILD, ALICE, url.strategy.id, roles=roles)
+        assert info.strategy_name == url.strategy.name
+    with pytest.raises(PermissionDenied):  # a role share gives no say over it either
+        await core.strategies.configure(GUILD, ALICE, gated.strategy.id, max_lag_seconds=10)
+
+    ended = await core.strategies.reconcile_access(GUILD, ALICE, frozenset({GUILD, VIP}))
+    assert ended == ["Gated"]
+    left = {s.strategy_name for s in await core.subscriptions.list_for(ALICE, GUILD)}
+    assert left == {"Also direct", "Both roles", "Everyone"}
+    [(_, told)] = [dm for dm in notifier(core).dms if dm[0] == ALICE]
+    assert (told.content or "").startswith(
+        "You no longer have a role that **Gated** is shared with, so its signals no longer "
+        "trade for you: your subscription ended."
+    ), told.content
+    # A subscriber still sees what they subscribe to, to stop it before the bot notices.
+    assert (await core.strategies.get(GUILD, ALICE, both.strategy.id)).name == "Both roles"
+    assert await core.strategies.reconcile_access(GUILD, ALICE, frozenset({GUILD, VIP})) == []
+    assert len(notifier(core).dms) == 1  # nothing more to tell
+    assert await core.strategies.reconcile_access(GUILD, ALICE, None) == [
+        "Also direct",
+        "Both roles",
+        "Everyone",
+    ]
+    assert await core.subscriptions.list_for(ALICE, GUILD) == []
+
+
+async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(core: Core) -> None:
+    url = await make_strategy(core)
+    await core.strategies.share_role(GUILD, OWNER, url.strategy.id, PREMIUM)
+    await core.subscriptions.subscribe(GUILD, ALICE, url.strategy.id, roles={PREMIUM})
+    recorder = notifier(core)
+
+    async def down(guild_id: int, discord_user_id: int) -> frozenset[int] | None:
+        raise ConnectionError("Discord is away")
+
+    recorder.member_roles = down  # type: ignore[method-assign]
+    assert await core.strategies.check_members() == 0
+    assert len(await core.subscriptions.list_for(ALICE, GUILD)) == 1
+    del recorder.member_roles
+    recorder.roles[(GUILD, ALICE)] = {PREMIUM}
+    assert await core.strategies.check_members() == 0
+    recorder.roles[(GUILD, ALICE)] = set()
+    assert await core.strategies.check_members() == 1
+    assert await core.subscriptions.list_for(ALICE, GUILD) == []
+
+
 async def test_subscribing_again_updates_the_settings(core: Core) -> None:
     url = await make_strategy(core)
     first = await subscribe(core, url, OWNER)
