@@ -536,8 +536,8 @@ class StrategyService:
             return []
         try:
             roles = await notifier.member_roles(guild_id, discord_user_id)
-        except Exception:
-            log.warning("Could not read a member's roles in guild %s", guild_id, exc_info=True)
+        except Exception as e:  # hourly, per member: one line, not a traceback each
+            log.warning("Could not read a member's roles in guild %s: %r", guild_id, e)
             return []
         return await self.reconcile_access(guild_id, discord_user_id, roles, only=only)
 
