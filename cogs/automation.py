@@ -503,6 +503,12 @@ class Automation(commands.Cog):
         )
 
     @commands.Cog.listener()
+    async def on_guild_role_delete(self, role: discord.Role) -> None:
+        """Its members lost it without a member update: the strategies shared with it stop
+        being, and the subscriptions it alone gave end."""
+        await self.bot.core.strategies.role_deleted(role.guild.id, role.id)
+
+    @commands.Cog.listener()
     async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
         """Sent only with the Server Members intent: one who lost a role a strategy is shared
         with loses the subscriptions it gave them at once (without the intent, within the

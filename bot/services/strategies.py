@@ -483,6 +483,28 @@ class StrategyService:
         it (a share of their own, another role it is shared with) end, and they are told.
         Returns the strategy and how many subscribers lost it."""
         row = await self._owned(guild_id, discord_user_id, strategy)
+        lost = await self._drop_role_share(row, role_id, by=row.owner_member_id)
+        return await self.get(guild_id, discord_user_id, row.id), lost
+
+    async def role_deleted(self, guild_id: int, role_id: int) -> int:
+        """A server admin deleted a role: the strategies shared with it no longer are, as with
+        ``unshare_role``. Returns how many subscribers lost a strategy."""
+        async with self.core.db.session() as s:
+            rows = list(
+                await s.scalars(
+                    select(Strategy).where(
+                        Strategy.guild_id == guild_id,
+                        Strategy.id.in_(
+                            select(StrategyRoleShare.strategy_id).where(
+                                StrategyRoleShare.role_id == role_id
+                            )
+                        ),
+                    )
+                )
+            )
+        return sum([await self._drop_role_share(row, role_id, by=None) for row in rows])
+
+    async def _drop_role_share(self, row: Strategy, role_id: int, *, by: int | None) -> int:
         async with self.core.db.transaction() as s:
             await s.execute(
                 delete(StrategyRoleShare).where(
@@ -492,9 +514,10 @@ class StrategyService:
             audit.record(
                 s,
                 "strategy.unshared",
-                member_id=row.owner_member_id,
+                member_id=by if by is not None else row.owner_member_id,
                 strategy_id=row.id,
                 with_role_id=role_id,
+                **({"reason": "the role was deleted"} if by is None else {}),
             )
             subscribers = set(
                 await s.scalars(
@@ -508,8 +531,8 @@ class StrategyService:
             )
         lost = 0
         for subscriber in sorted(subscribers):
-            lost += bool(await self.check_member(guild_id, subscriber, only=row.id))
-        return await self.get(guild_id, discord_user_id, row.id), lost
+            lost += bool(await self.check_member(row.guild_id, subscriber, only=row.id))
+        return lost
 
     async def check_members(self) -> int:
         """Ask Discord, member by member, whether those who follow another member's strategy

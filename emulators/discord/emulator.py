@@ -255,6 +255,18 @@ class DiscordEmulator(Driver):
         data = {"guild_id": str(guild_id), "user": self.world.user(user_id).to_json()}
         self.hub.dispatch_guild(guild_id, "GUILD_MEMBER_REMOVE", data, intent=GUILD_MEMBERS)
 
+    def delete_role(self, guild_id: int, role_id: int) -> None:
+        """A server admin deletes a role: its members lose it with no GUILD_MEMBER_UPDATE;
+        GUILD_ROLE_DELETE alone tells the bot."""
+        guild = self.world.guild(guild_id)
+        if role_id == guild.id or guild.roles.pop(role_id, None) is None:
+            raise EmulatorError(f"guild {guild_id} has no role {role_id} to delete")
+        for member in guild.members.values():
+            if role_id in member.roles:
+                member.roles.remove(role_id)
+        payload = {"guild_id": str(guild_id), "role_id": str(role_id)}
+        self.hub.dispatch_guild(guild_id, "GUILD_ROLE_DELETE", payload)
+
     def remove_member_role(self, guild_id: int, user_id: int, role_id: int) -> Member:
         """A role taken from a member (by an admin, or by a paid community's billing bot):
         GUILD_MEMBER_UPDATE to a bot with the Server Members intent."""

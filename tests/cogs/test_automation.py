@@ -1394,3 +1394,14 @@ async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_
     await dm_to(h, "bob", "You no longer have a role that **Gap fill** is shared with")
     await dm_to(h, "carol", "You are no longer a member of a server")
     assert await h.core.strategies.check_members() == 0  # told once
+
+    # A deleted role: GUILD_ROLE_DELETE (no privileged intent) ends what it alone gave.
+    vip = h.emu.add_role(h.guild_id, "VIP", 0)
+    h.emu.add_member(h.guild_id, h.user("dave"), roles=[vip.id])
+    await h.reply("alice", "strategy share", strategy="Gap fill", role=vip.id)
+    await h.reply("dave", "subscribe", strategy="Gap fill")
+    h.emu.delete_role(h.guild_id, vip.id)
+    await dm_to(h, "dave", "You no longer have a role that **Gap fill** is shared with")
+    assert await h.core.subscriptions.list_for(h.user("dave"), h.guild_id) == []
+    info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
+    assert info.shared_with_roles == (premium.id,)
