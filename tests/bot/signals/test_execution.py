@@ -1584,12 +1584,22 @@ async def test_a_stop_beyond_the_market_is_placed(core: Core) -> None:
 # -- manual approval ----------------------------------------------------------------------------
 
 
-async def approval_signal(core: Core) -> tuple[WebhookUrl, int, SignalExecution]:
+async def approval_signal(
+    core: Core, *, role: int | None = None
+) -> tuple[WebhookUrl, int, SignalExecution]:
+    """ALICE's approval waiting; ``role``: the strategy is shared with it, which she has."""
     url = await make_strategy(core)
-    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
-    sub = await subscribe(
-        core, url, ALICE, manual_approval=True, approval_ttl_seconds=120, sizing_value=Decimal(2)
+    if role is None:
+        await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    else:
+        await core.strategies.share_role(GUILD, OWNER, url.strategy.id, role)
+    settings = SubscriptionSettings(
+        manual_approval=True, approval_ttl_seconds=120, sizing_value=Decimal(2)
     )
+    info = await core.subscriptions.subscribe(
+        GUILD, ALICE, url.strategy.id, settings=settings, roles={role or GUILD}
+    )
+    sub = info.id
     ex = await run(core, url, sub, action="buy")
     return url, sub, ex
 
@@ -1792,15 +1802,17 @@ async def test_an_approval_waiting_when_its_subscription_is_paused_waits_for_a_r
     assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
 
 
-@pytest.mark.parametrize("end", ["unsubscribe", "unshare", "left the server"])
+@pytest.mark.parametrize("end", ["unsubscribe", "unshare", "left the server", "lost the role"])
 async def test_an_approval_waiting_when_its_subscription_ends_is_withdrawn(
     core: Core, clock: FakeClock, end: str
 ) -> None:
     """Before: Approve then answered "That signal order no longer exists", the drafts stayed
     drafts for ever, and at its deadline the member was told the approval expired."""
-    url, _, ex = await approval_signal(core)
+    url, _, ex = await approval_signal(core, role=77 if end == "lost the role" else None)
     [draft] = await intents(core)
-    if end == "unsubscribe":
+    if end == "lost the role":
+        await core.strategies.reconcile_access(GUILD, ALICE, frozenset({GUILD}))
+    elif end == "unsubscribe":
         await core.subscriptions.unsubscribe(GUILD, ALICE, url.strategy.id)
     elif end == "unshare":
         await core.strategies.unshare(GUILD, OWNER, url.strategy.id, ALICE)
