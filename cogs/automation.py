@@ -612,6 +612,41 @@ class Automation(commands.Cog):
         ]
         await send_pages(interaction, pages)
 
+    @strategy.command(
+        name="subscribers", description="Who subscribes to a strategy of yours (server admins: any)"
+    )
+    @app_commands.autocomplete(strategy=managed_strategy_names)
+    async def subscribers(self, interaction: discord.Interaction, strategy: str) -> None:
+        info, subs = await self.bot.core.strategies.subscribers(
+            guild_of(interaction), interaction.user.id, strategy, moderator=can_manage(interaction)
+        )
+        lines = [
+            f"<@{s.discord_user_id}> · {s.mode}"
+            + ("" if s.enabled else " · paused")
+            + f" · since {s.since.astimezone(UTC):%Y-%m-%d}"
+            for s in subs
+        ]
+        live = sum(s.mode == "live" for s in subs)
+        summary = (
+            f"{len(subs)} subscription{plural(len(subs))}, {live} live"
+            if subs
+            else "Nobody subscribes to it yet."
+        )
+        chunks = [lines[n : n + fmt.PAGE_ROWS] for n in range(0, len(lines), fmt.PAGE_ROWS)]
+        pages = [
+            discord.Embed(
+                title=f"Subscribers · {info.name}"[:256],
+                description="\n".join(chunk) or summary,
+                colour=BLURPLE,
+            ).set_footer(
+                text=summary
+                + (f" · page {n} of {len(chunks)}" if len(chunks) > 1 else "")
+                + " · which connection and how much is theirs alone to see"
+            )
+            for n, chunk in enumerate(chunks or [[]], 1)
+        ]
+        await send_pages(interaction, pages)
+
     @strategy.command(name="rotate-secret", description="A new webhook URL; the old one stops")
     @app_commands.autocomplete(strategy=strategy_names)
     async def rotate(self, interaction: discord.Interaction, strategy: str) -> None:

@@ -185,6 +185,17 @@ class StrategyInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscriber:
+    """One subscription to a strategy as its owner sees it: who, paper or live, whether it
+    takes signals. Which connection and how it sizes are the subscriber's own business."""
+
+    discord_user_id: int
+    mode: str
+    enabled: bool
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookUrl:
     """Returned only by ``create`` and ``rotate_secret``: show it once, privately."""
 
@@ -451,6 +462,34 @@ class StrategyService:
         except IntegrityError:
             pass  # already shared: sharing twice is the same as once
         return await self.get(guild_id, discord_user_id, row.id)
+
+    async def subscribers(
+        self, guild_id: int, discord_user_id: int, strategy: str, *, moderator: bool = False
+    ) -> tuple[StrategyInfo, list[Subscriber]]:
+        """Who subscribes to a strategy: for its owner, or a ``moderator`` (a server admin: the
+        caller checks). Oldest first."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        row = await self._find(guild_id, strategy)
+        if not moderator and row.owner_member_id != member_id:
+            if not await self._sees(row.id, member_id):
+                raise NotFound(_not_found(strategy))
+            raise PermissionDenied(
+                f"Only the owner of “{row.name}” and server admins see who subscribes to it."
+            )
+        async with self.core.db.session() as s:
+            rows = await s.execute(
+                select(
+                    Member.discord_user_id,
+                    Subscription.mode,
+                    Subscription.enabled,
+                    Subscription.created_at,
+                )
+                .join(Member, Member.id == Subscription.member_id)
+                .where(Subscription.strategy_id == row.id)
+                .order_by(Subscription.created_at, Subscription.id)
+            )
+            found = [Subscriber(*r) for r in rows]
+        return await self._info(row, member_id), found
 
     async def share_role(
         self, guild_id: int, discord_user_id: int, strategy: str, role_id: int

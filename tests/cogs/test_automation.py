@@ -1405,3 +1405,32 @@ async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_
     assert await h.core.subscriptions.list_for(h.user("dave"), h.guild_id) == []
     info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
     assert info.shared_with_roles == (premium.id,)
+
+
+async def test_a_strategy_owner_sees_who_subscribes_but_not_their_connections(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    await create_strategy(h, "alice", "Gap fill")
+    empty = await h.reply("alice", "strategy subscribers", strategy="Gap fill")
+    assert empty.embeds[0]["description"] == "Nobody subscribes to it yet."
+    await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
+    await h.reply("alice", "subscribe", strategy="Gap fill")
+    await h.reply("bob", "subscribe", strategy="Gap fill", active=False)
+    card = await h.reply("alice", "strategy subscribers", strategy="Gap fill")
+    assert card.ephemeral
+    day = r"since \d{4}-\d{2}-\d{2}"
+    first, second = card.embeds[0]["description"].splitlines()
+    assert re.fullmatch(rf"<@{h.user('alice')}> · paper · {day}", first), first
+    assert re.fullmatch(rf"<@{h.user('bob')}> · paper · paused · {day}", second), second
+    assert card.embeds[0]["footer"]["text"].startswith("2 subscriptions, 0 live")
+    assert "Tradecord Paper" not in card.text()
+    denied = await h.reply("bob", "strategy subscribers", strategy="Gap fill")
+    assert denied.content == (
+        "Only the owner of “Gap fill” and server admins see who subscribes to it."
+    )
+    hidden = await h.reply("carol", "strategy subscribers", strategy="Gap fill")
+    assert hidden.content.startswith("No strategy “Gap fill” here")
+    h.members["owner"] = h.emu.owner.id
+    admin = await h.reply("owner", "strategy subscribers", strategy="Gap fill")
+    assert len(admin.embeds[0]["description"].splitlines()) == 2
