@@ -817,7 +817,13 @@ class Automation(commands.Cog):
             assert member is not None
             if member.bot:
                 raise InvalidInput("A bot cannot subscribe to a strategy; pick a member.")
-            info = await strategies.share(guild, interaction.user.id, strategy, member.id)
+            info = await strategies.share(
+                guild,
+                interaction.user.id,
+                strategy,
+                member.id,
+                guild_name=interaction.guild.name if interaction.guild else None,
+            )
             text = (
                 f"**{info.name}** is shared with {as_text(member.display_name)}; they can now "
                 "/subscribe."

@@ -442,8 +442,15 @@ class StrategyService:
             )
 
     async def share(
-        self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        with_discord_user_id: int,
+        *,
+        guild_name: str | None = None,
     ) -> StrategyInfo:
+        """Let another member subscribe; they are told, in the guild named ``guild_name``."""
         row = await self._owned(guild_id, discord_user_id, strategy)
         if with_discord_user_id == discord_user_id:
             raise InvalidInput("You own this strategy already; share it with someone else.")
@@ -460,8 +467,25 @@ class StrategyService:
                     with_member_id=other,
                 )
         except IntegrityError:
-            pass  # already shared: sharing twice is the same as once
+            pass  # already shared: sharing twice is the same as once, and told once
+        else:
+            owner = await self._discord_id(row.owner_member_id)
+            await dm_quietly(
+                self.core.notifier,
+                with_discord_user_id,
+                Outgoing(
+                    f"<@{owner}> shared the strategy **{plain(row.name)}** with you. To trade "
+                    f"its signals, run /subscribe strategy:{plain(row.name)} in "
+                    + (f"**{plain(guild_name)}**" if guild_name else "that server")
+                    + ": you choose the connection and the size."
+                ),
+                about="a strategy shared with a member",
+            )
         return await self.get(guild_id, discord_user_id, row.id)
+
+    async def _discord_id(self, member_id: int) -> int | None:
+        async with self.core.db.session() as s:
+            return await s.scalar(select(Member.discord_user_id).where(Member.id == member_id))
 
     async def subscribers(
         self, guild_id: int, discord_user_id: int, strategy: str, *, moderator: bool = False
@@ -867,19 +891,35 @@ class StrategyService:
         other = await self.core.members.ensure(with_discord_user_id)
         theirs = (Subscription.strategy_id == row.id) & (Subscription.member_id == other)
         async with self.core.db.transaction() as s:
-            await s.execute(
+            shared = await s.execute(
                 delete(StrategyShare).where(
                     StrategyShare.strategy_id == row.id, StrategyShare.member_id == other
                 )
             )
             await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
-            await s.execute(delete(Subscription).where(theirs))
+            ended = (await s.execute(delete(Subscription).where(theirs))).rowcount  # type: ignore[attr-defined]
+            if not (shared.rowcount or ended):  # type: ignore[attr-defined]
+                raise InvalidInput(
+                    f"“{row.name}” is not shared with them. /strategy settings lists whom it "
+                    "is shared with."
+                )
             audit.record(
                 s,
                 "strategy.unshared",
                 member_id=row.owner_member_id,
                 strategy_id=row.id,
                 with_member_id=other,
+            )
+        if ended:
+            await dm_quietly(
+                self.core.notifier,
+                with_discord_user_id,
+                Outgoing(
+                    f"The owner of **{plain(row.name)}** stopped sharing it with you, so its "
+                    f"signals no longer trade for you: your subscription{plural(ended)} ended. "
+                    "Orders already placed and positions stay as they are."
+                ),
+                about="a strategy no longer shared with a member",
             )
         return await self.get(guild_id, discord_user_id, row.id)
 

@@ -1323,6 +1323,10 @@ async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_h
         assert field["Shared with"] == f"<@&{premium.id}>"
 
         # Without the role, it is not there to subscribe to.
+        await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("erin"))
+        told = await dm_to(h, "erin", "shared the strategy **Gap fill** with you")
+        server = h.emu.world.guild(h.guild_id).name
+        assert f"/subscribe strategy:Gap fill in **{server}**: you choose" in told.text()
         refused = await h.reply("carol", "subscribe", strategy="Gap fill")
         assert refused.content.startswith("No strategy “Gap fill” here that you own"), refused
         listed = await h.reply("bob", "strategy list")
@@ -1359,7 +1363,8 @@ async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_h
         assert await h.core.subscriptions.list_for(h.user("bob"), h.guild_id) == []
         assert len(await h.core.subscriptions.list_for(h.user("carol"), h.guild_id)) == 1
         info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
-        assert (info.shared_with, info.shared_with_roles) == ((h.user("carol"),), ())
+        assert set(info.shared_with) == {h.user("carol"), h.user("erin")}
+        assert info.shared_with_roles == ()
         member_unshared = await h.reply(
             "alice", "strategy unshare", strategy="Gap fill", member=h.user("carol")
         )

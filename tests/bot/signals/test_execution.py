@@ -1600,6 +1600,7 @@ async def approval_signal(
         GUILD, ALICE, url.strategy.id, settings=settings, roles={role or GUILD}
     )
     sub = info.id
+    notifier(core).dms.clear()  # "… shared the strategy with you": the tests count what follows
     ex = await run(core, url, sub, action="buy")
     return url, sub, ex
 
@@ -1645,6 +1646,7 @@ async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refu
     Approve answered "Not placed … Your trading is paused". Now the run says so at once."""
     url = await make_strategy(core)
     await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    notifier(core).dms.clear()
     sub = await subscribe(core, url, ALICE, manual_approval=True, sizing_value=Decimal(2))
     await core.limits.pause(ALICE)
     ex = await run(core, url, sub, action="buy")
@@ -2286,10 +2288,10 @@ async def test_slow_dms_do_not_hold_up_the_rest_of_a_fan_out(core: Core) -> None
             if discord_user_id == ALICE:
                 second.set()
 
-    core.notifier = SlowDms()
     core.signals.fanout_concurrency = 1
     url = await make_strategy(core)
     await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    core.notifier = SlowDms()  # after the DM that tells her it is shared
     await subscribe(core, url, OWNER)
     await subscribe(core, url, ALICE)
     await send(core, url, {"ticker": "AAPL", "action": "buy"})

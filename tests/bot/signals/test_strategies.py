@@ -94,6 +94,13 @@ async def test_sharing_lets_members_subscribe_and_unsharing_ends_it(core: Core) 
     await core.strategies.unshare(GUILD, OWNER, url.strategy.id, ALICE)
     assert await core.subscriptions.list_for(ALICE) == []
     assert await core.strategies.list(GUILD, ALICE) == []
+    told = notifier(core).dms[-1][1].content or ""
+    assert told.startswith(
+        "The owner of **NQ breakout** stopped sharing it with you, so its signals no longer "
+        "trade for you: your subscription ended."
+    ), told
+    with pytest.raises(InvalidInput, match="is not shared with them"):
+        await core.strategies.unshare(GUILD, OWNER, url.strategy.id, ALICE)
 
 
 PREMIUM, VIP = 501, 502  # role ids
@@ -112,6 +119,13 @@ async def test_a_role_share_lasts_as_long_as_a_role_that_gives_it(core: Core) ->
         await core.strategies.share_role(GUILD, OWNER, url.strategy.id, PREMIUM)
     await core.strategies.share_role(GUILD, OWNER, both.strategy.id, VIP)
     await core.strategies.share(GUILD, OWNER, direct.strategy.id, ALICE)
+    [(_, shared)] = notifier(core).dms
+    assert shared.content == (
+        f"<@{OWNER}> shared the strategy **Also direct** with you. To trade its signals, run "
+        "/subscribe strategy:Also direct in that server: you choose the connection and the size."
+    )
+    await core.strategies.share(GUILD, OWNER, direct.strategy.id, ALICE)  # told once
+    notifier(core).dms.clear()
     info = await core.strategies.share_role(GUILD, OWNER, public.strategy.id, GUILD)
     assert info.shared_with_roles == (GUILD,)
     roles = {GUILD, PREMIUM, VIP}
