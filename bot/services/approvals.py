@@ -28,7 +28,7 @@ from bot.components import approval_buttons
 from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
 from bot.models import Connection, IntentStatus, Member, OrderIntent, short_id
 from bot.services.connections import Target
-from bot.services.notify import buttons_of
+from bot.services.notify import Notifier, buttons_of
 from bot.services.signal_plans import ExecContext, Plan, Result
 from bot.services.trading import Refusal as OrderRefusal
 from bot.services.trading import intent_terms, qty, request_of
@@ -51,12 +51,17 @@ APPROVAL_WITHDRAWN = (
 )
 
 
+# The Approve/Reject cards of approvals withdrawn: (member's Discord id, their drafts' ids).
+Withdrawn = list[tuple[int, list[str]]]
+
+
 async def withdraw_approvals(
     s: AsyncSession, subscriptions: Select[tuple[int]], at: datetime
-) -> None:
+) -> Withdrawn:
     """In the transaction that ends ``subscriptions`` (ids): their approvals waiting end and
     their drafts are discarded. Deleting a subscription only unlinks its executions, so an
-    Approve pressed after would otherwise find no execution, and its drafts stay for ever."""
+    Approve pressed after would otherwise find no execution, and its drafts stay for ever.
+    Returns the cards to close once it commits (``close_withdrawn``)."""
     waiting = (
         await s.execute(
             update(SignalExecution)
@@ -75,15 +80,42 @@ async def withdraw_approvals(
         )
     ).all()
     keys = [intent_key(w.signal_id, w.subscription_id, leg) for w in waiting for leg in LEGS]
+    cards: dict[tuple[int, str], list[str]] = {}  # (member, signal) → drafts: one card each
     for i in range(0, len(keys), 500):
-        await s.execute(
+        discarded = await s.execute(
             update(OrderIntent)
             .where(
                 OrderIntent.idempotency_key.in_(keys[i : i + 500]),
                 OrderIntent.status == IntentStatus.DRAFT,
             )
             .values(status=IntentStatus.DISCARDED, updated_at=at)
+            .returning(OrderIntent.id, OrderIntent.member_id, OrderIntent.idempotency_key)
         )
+        for intent_id, member_id, key in discarded:
+            signal_id = (key or "").partition(":")[0]
+            cards.setdefault((member_id, signal_id), []).append(intent_id)
+    if not cards:
+        return []
+    found = await s.execute(
+        select(Member.id, Member.discord_user_id).where(
+            Member.id.in_({member for member, _ in cards})
+        )
+    )
+    discord_ids = {member_id: discord_id for member_id, discord_id in found}
+    return [(discord_ids[member], ids) for (member, _), ids in cards.items()]
+
+
+async def close_withdrawn(notifier: Notifier | None, withdrawn: Withdrawn) -> None:
+    """Take the buttons off the withdrawn approvals' cards, saying why (a press on one left
+    in place still answers ``APPROVAL_WITHDRAWN``, so failing here only costs a log line)."""
+    if notifier is None:
+        return
+    for discord_id, intent_ids in withdrawn:
+        buttons = [c for i in intent_ids for c in buttons_of(approval_buttons(i))]
+        try:
+            await notifier.close_dm_card(discord_id, buttons, APPROVAL_WITHDRAWN)
+        except Exception:
+            log.warning("Could not close a withdrawn approval card", exc_info=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from bot.automation_models import (
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import Member
 from bot.services import audit
-from bot.services.approvals import withdraw_approvals
+from bot.services.approvals import close_withdrawn, withdraw_approvals
 from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
 from bot.wording import name_problem, plain, plural
@@ -395,7 +395,7 @@ class StrategyService:
             row = await self._owned(guild_id, discord_user_id, strategy)
             by = row.owner_member_id
         async with self.core.db.transaction() as s:
-            await withdraw_approvals(
+            withdrawn = await withdraw_approvals(
                 s, select(Subscription.id).where(Subscription.strategy_id == row.id), self.clock()
             )
             subscribers = set(
@@ -420,6 +420,7 @@ class StrategyService:
                 name=row.name,
                 owner_member_id=row.owner_member_id,
             )
+        await close_withdrawn(self.core.notifier, withdrawn)
         who = "its owner" if by == row.owner_member_id else "a server admin"
         # Its subscribers would otherwise learn it only from signals that stop coming.
         ended = Outgoing(
@@ -659,7 +660,9 @@ class StrategyService:
                 else Strategy.id.in_(select(StrategyRoleShare.strategy_id))
             )
             theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(lost)
-            await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+            withdrawn = await withdraw_approvals(
+                s, select(Subscription.id).where(theirs), self.clock()
+            )
             # RETURNING: of two processes that see the same change, one tells the member.
             gone = set(
                 await s.scalars(
@@ -680,6 +683,7 @@ class StrategyService:
                     strategy_id=strategy_id,
                     reason="lost the role it was shared with",
                 )
+        await close_withdrawn(self.core.notifier, withdrawn)
         ended = sorted(names.values(), key=str.casefold)
         if ended:
             where = f" in **{plain(guild_name)}**" if guild_name else ""
@@ -830,7 +834,9 @@ class StrategyService:
             had = await s.scalar(select(func.count()).where(theirs)) or await s.scalar(
                 select(func.count()).where(shares)
             )
-            await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+            withdrawn = await withdraw_approvals(
+                s, select(Subscription.id).where(theirs), self.clock()
+            )
             # RETURNING: what this call ended, so that of two processes that find the same
             # departure (the hourly check runs in each), one tells.
             gone = set(
@@ -855,6 +861,7 @@ class StrategyService:
                     strategy_id=strategy_id,
                     reason="left the server",
                 )
+        await close_withdrawn(self.core.notifier, withdrawn)
         where = f"**{plain(guild_name)}**" if guild_name else "a server"
         ended = sorted(names.values(), key=str.casefold)
         if ended:
@@ -896,7 +903,9 @@ class StrategyService:
                     StrategyShare.strategy_id == row.id, StrategyShare.member_id == other
                 )
             )
-            await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+            withdrawn = await withdraw_approvals(
+                s, select(Subscription.id).where(theirs), self.clock()
+            )
             ended = (await s.execute(delete(Subscription).where(theirs))).rowcount  # type: ignore[attr-defined]
             if not (shared.rowcount or ended):  # type: ignore[attr-defined]
                 raise InvalidInput(
@@ -910,6 +919,7 @@ class StrategyService:
                 strategy_id=row.id,
                 with_member_id=other,
             )
+        await close_withdrawn(self.core.notifier, withdrawn)
         if ended:
             await dm_quietly(
                 self.core.notifier,

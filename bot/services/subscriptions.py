@@ -21,7 +21,7 @@ from bot.db_types import plain
 from bot.errors import InvalidInput, NotFound, PermissionDenied
 from bot.models import Connection
 from bot.services import audit
-from bot.services.approvals import withdraw_approvals
+from bot.services.approvals import close_withdrawn, withdraw_approvals
 from bot.services.connections import MODES
 from bot.signal_format import (
     MAX_DECIMALS,
@@ -350,7 +350,9 @@ class SubscriptionService:
         [sub] = matching
         mine = (Subscription.id == sub.id) & (Subscription.member_id == member_id)
         async with self.core.db.transaction() as s:
-            await withdraw_approvals(s, select(Subscription.id).where(mine), self.clock())
+            withdrawn = await withdraw_approvals(
+                s, select(Subscription.id).where(mine), self.clock()
+            )
             result = await s.execute(delete(Subscription).where(mine))
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise NotFound("That subscription no longer exists. See /subscriptions.")
@@ -362,6 +364,7 @@ class SubscriptionService:
                 strategy_id=info.id,
                 mode=sub.mode,
             )
+        await close_withdrawn(self.core.notifier, withdrawn)
         return sub
 
     async def set_enabled(self, discord_user_id: int, subscription_id: int, enabled: bool) -> None:

@@ -1821,6 +1821,13 @@ async def test_an_approval_waiting_when_its_subscription_ends_is_withdrawn(
     else:
         await core.strategies.member_left(GUILD, ALICE)
     assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    # Its card loses Approve and Reject, and says why.
+    [card] = [m for u, m in notifier(core).dms if "Waiting for your approval" in (m.content or "")]
+    assert card.components == []
+    assert (card.content or "").endswith(
+        "**This approval was withdrawn: its subscription ended "
+        "or its connection was removed, so nothing was placed.**"
+    )
     with pytest.raises(Conflict) as late:
         await core.signals.approve(draft.id, ALICE)
     assert late.value.user_message == (
