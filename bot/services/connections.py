@@ -755,7 +755,16 @@ class ConnectionService:
                     type(e).__name__,
                 )
                 revoked = False
+        from bot.automation_models import Subscription
+        from bot.services.approvals import close_withdrawn, withdraw_approvals
+
         async with self.core.db.transaction() as s:
+            # Its subscriptions go with it (CASCADE): their approvals waiting too.
+            withdrawn = await withdraw_approvals(
+                s,
+                select(Subscription.id).where(Subscription.connection_id == conn.id),
+                self.clock(),
+            )
             # Its unconfirmed previews go with it: deleting the connection only unlinks them
             # (SET NULL), and a Confirm would then leave a pending order nothing can send.
             discarded = await s.execute(
@@ -821,6 +830,7 @@ class ConnectionService:
                 previews_discarded=discarded.rowcount,  # type: ignore[attr-defined]
                 unsent_failed=len(unsent),
             )
+        await close_withdrawn(self.core.notifier, withdrawn)
         return DisconnectResult(conn.name, cls.display_name, revoked, len(unsent), in_doubt or 0)
 
     async def _revoke(

@@ -15,6 +15,7 @@ from adapters.tradestation import TradeStationAdapter
 from bot.automation_models import ExecutionStatus
 from bot.core import Core
 from bot.db import Database
+from bot.errors import Conflict
 from bot.models import ConnectionAccount, IntentStatus, OrderIntent
 from bot.services.subscriptions import SubscriptionSettings
 from bot.services.trading import TradingService
@@ -318,5 +319,30 @@ async def test_an_account_chosen_while_the_exit_works_stops_the_entry(
         assert (ex.status, ex.reason_code) == (ExecutionStatus.FILLED, "account-changed")
         assert "nothing more was sent" in (ex.reason or "")
         assert any("nothing more was sent" in m for m in told(core))
+    finally:
+        await core.close()
+
+
+async def test_disconnecting_withdraws_the_approvals_waiting_on_the_connection(
+    ts_settings: Settings, db: Database, clock: FakeClock, ts: TradeStationEmulator
+) -> None:
+    """Before: its drafts were discarded but the execution waited until its deadline, whose
+    DM said the approval expired, and the card kept its buttons."""
+    core = await open_core(ts_settings, clock)
+    try:
+        url, _, _ = await subscribed(core, ts, manual_approval=True)
+        await send(core, url, SIGNAL)
+        await core.jobs.drain()
+        draft = await signal_intent(core)
+        await core.connections.disconnect(MEMBER, "TS")
+        [card] = [m for _, m in notifier(core).dms if "Waiting for your approval" in m.content]
+        assert card.components == [] and "This approval was withdrawn" in card.content
+        assert (await signal_intent(core)).status == IntentStatus.DISCARDED
+        with pytest.raises(Conflict, match="withdrawn"):
+            await core.signals.approve(draft.id, MEMBER)
+        told = len(notifier(core).dms)
+        clock.advance(seconds=3600)
+        await core.jobs.drain()
+        assert notifier(core).dms[told:] == [] and ts.world.orders == {}
     finally:
         await core.close()
