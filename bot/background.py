@@ -48,9 +48,10 @@ class Background:
             ("signal log retention", core.signals.purge_log, purge_every),
             ("refused signal notices", lambda: tell_refusals(core), refusals_every),
         ]
-        # Asks Discord about every follower: not at start, when every process starts at once.
+        # Asks Discord about every follower, in one process an hour (a keyed job), and not at
+        # start, when every process starts at once.
         self._later: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
-            ("member access", core.strategies.check_members, members_every),
+            ("member access", core.strategies.schedule_member_check, members_every),
         ]
         self.follow_orders = follow_orders
         self._tasks: list[asyncio.Task[None]] = []

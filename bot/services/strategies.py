@@ -217,6 +217,7 @@ class StrategyService:
         self.core = core
         self.clock = clock or (lambda: datetime.now(UTC))
         self._counting: set[asyncio.Task[None]] = set()
+        core.jobs.register(JOB_CHECK_MEMBERS, self._job_check_members)
 
     # -- the webhook's view ---------------------------------------------------------------------
 
@@ -597,6 +598,14 @@ class StrategyService:
         for subscriber in sorted(subscribers):
             lost += bool(await self.check_member(row.guild_id, subscriber, only=row.id))
         return lost
+
+    async def schedule_member_check(self) -> bool:
+        """Queue this hour's ``check_members``: every process asks each hour, one runs it."""
+        hour = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H")
+        return await self.core.jobs.enqueue(JOB_CHECK_MEMBERS, {}, key=f"members:{hour}")
+
+    async def _job_check_members(self, payload: Mapping[str, Any]) -> None:
+        await self.check_members()
 
     async def check_members(self) -> int:
         """Ask Discord, member by member, whether those who follow another member's strategy
@@ -1185,6 +1194,9 @@ class StrategyService:
             last_signal_at=last_signal,
             refusal_notices=row.refusal_notices,
         )
+
+
+JOB_CHECK_MEMBERS = "strategies.check_members"
 
 
 def _visible(
