@@ -73,6 +73,9 @@ class Strategy(Base):
     # BAD_SECRET_CAP: an alert still sending the URL from before /strategy rotate-secret.
     bad_secret: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     bad_secret_since: Mapped[datetime | None] = mapped_column()
+    # When its owner was found gone from the guild (their subscribers were told then); cleared
+    # when it is given to another member or its owner is back.
+    owner_left_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

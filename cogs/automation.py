@@ -588,7 +588,9 @@ class Automation(commands.Cog):
             guild_of(interaction), interaction.user.id, everyone=True
         )
         lines = [
-            f"**{plain(i.name)}** · <@{i.owner_discord_id}> · {i.subscriptions} "
+            f"**{plain(i.name)}** · <@{i.owner_discord_id}>"
+            + (" (left the server)" if i.owner_left_at else "")
+            + f" · {i.subscriptions} "
             f"subscription{plural(i.subscriptions)} · last signal "
             + (
                 f"{i.last_signal_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"

@@ -182,6 +182,7 @@ class StrategyInfo:
     secret_rotated_at: datetime
     last_signal_at: datetime | None = None  # the newest request its webhook stored
     refusal_notices: bool = True  # whether its owner is DMed about refused signals
+    owner_left_at: datetime | None = None  # when its owner was found gone from the guild
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,17 +610,31 @@ class StrategyService:
 
     async def check_members(self) -> int:
         """Ask Discord, member by member, whether those who follow another member's strategy
-        still may: a member no longer in the guild is handled as ``member_left``, one who lost
-        a role as ``reconcile_access``. This needs no privileged intent, so it also finds what
-        a bot without the Server Members intent never hears of. Returns how many subscriptions
-        ended."""
+        still may, and whether those followed are still there: a member no longer in the guild
+        is handled as ``member_left``, one who lost a role as ``reconcile_access``. This needs
+        no privileged intent, so it also finds what a bot without the Server Members intent
+        never hears of. Returns how many subscriptions ended."""
         async with self.core.db.session() as s:
             guilds = list(await s.scalars(select(Strategy.guild_id).distinct()))
         ended = 0
         for guild_id in guilds:
-            for discord_user_id in sorted(await self.followers(guild_id)):
+            members = await self.followers(guild_id) | await self._followed(guild_id)
+            for discord_user_id in sorted(members):
                 ended += len(await self.check_member(guild_id, discord_user_id))
         return ended
+
+    async def _followed(self, guild_id: int) -> set[int]:
+        """The owners of the guild's strategies that other members subscribe to: whose leaving
+        their subscribers hear of."""
+        async with self.core.db.session() as s:
+            found = await s.scalars(
+                select(Member.discord_user_id)
+                .join(Strategy, Strategy.owner_member_id == Member.id)
+                .join(Subscription, Subscription.strategy_id == Strategy.id)
+                .where(Strategy.guild_id == guild_id, Subscription.member_id != Member.id)
+                .distinct()
+            )
+            return set(found)
 
     async def check_member(
         self, guild_id: int, discord_user_id: int, *, only: str | None = None
@@ -658,6 +673,15 @@ class StrategyService:
             )
             if member_id is None:
                 return []
+            await s.execute(  # a member found gone is back: their strategies have an owner
+                update(Strategy)
+                .where(
+                    Strategy.guild_id == guild_id,
+                    Strategy.owner_member_id == member_id,
+                    Strategy.owner_left_at.is_not(None),
+                )
+                .values(owner_left_at=None)
+            )
             lost = select(Strategy.id).where(
                 Strategy.guild_id == guild_id, ~_visible(member_id, roles, subscribed=False)
             )
@@ -763,7 +787,7 @@ class StrategyService:
             await s.execute(
                 update(Strategy)
                 .where(Strategy.id == row.id)
-                .values(owner_member_id=new_owner, updated_at=self.clock())
+                .values(owner_member_id=new_owner, owner_left_at=None, updated_at=self.clock())
             )
             await s.execute(
                 delete(StrategyShare).where(
@@ -822,16 +846,26 @@ class StrategyService:
             )
             if member_id is None:
                 return []
+            # RETURNING, here and below: what this call changed, so that of two processes that
+            # find the same departure (an event and the hourly check), one tells.
+            marked = list(
+                await s.scalars(
+                    update(Strategy)
+                    .where(
+                        Strategy.guild_id == guild_id,
+                        Strategy.owner_member_id == member_id,
+                        Strategy.owner_left_at.is_(None),
+                    )
+                    .values(owner_left_at=self.clock())
+                    .returning(Strategy.id)
+                )
+            )
             orphaned = (
                 await s.execute(
                     select(Strategy.name, Member.discord_user_id)
                     .join(Subscription, Subscription.strategy_id == Strategy.id)
                     .join(Member, Member.id == Subscription.member_id)
-                    .where(
-                        Strategy.guild_id == guild_id,
-                        Strategy.owner_member_id == member_id,
-                        Subscription.member_id != member_id,
-                    )
+                    .where(Strategy.id.in_(marked), Subscription.member_id != member_id)
                     .distinct()
                 )
             ).all()
@@ -840,22 +874,15 @@ class StrategyService:
             )
             theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(guilds)
             shares = (StrategyShare.member_id == member_id) & StrategyShare.strategy_id.in_(guilds)
-            had = await s.scalar(select(func.count()).where(theirs)) or await s.scalar(
-                select(func.count()).where(shares)
-            )
             withdrawn = await withdraw_approvals(
                 s, select(Subscription.id).where(theirs), self.clock()
             )
-            # RETURNING: what this call ended, so that of two processes that find the same
-            # departure (the hourly check runs in each), one tells.
             gone = set(
                 await s.scalars(
                     delete(Subscription).where(theirs).returning(Subscription.strategy_id)
                 )
             )
-            unshared = await s.execute(delete(StrategyShare).where(shares))
-            if had and not (gone or unshared.rowcount):  # type: ignore[attr-defined]
-                orphaned = []  # another process handled this departure as this one read it
+            await s.execute(delete(StrategyShare).where(shares))
             names = {
                 row.id: row.name
                 for row in await s.execute(
@@ -1193,6 +1220,7 @@ class StrategyService:
             secret_rotated_at=row.secret_rotated_at,
             last_signal_at=last_signal,
             refusal_notices=row.refusal_notices,
+            owner_left_at=row.owner_left_at,
         )
 
 

@@ -1201,6 +1201,11 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         assert "/unsubscribe strategy:Own idea stops them; a server admin can" in left.text()
         subs = await h.core.subscriptions.list_for(h.user("bob"), h.guild_id)
         assert [s.strategy_name for s in subs] == ["Own idea"]
+        h.members["owner"] = h.emu.owner.id
+        listed = await h.reply("owner", "strategy list", everyone=True)
+        assert f"**Own idea** · <@{h.user('bob')}> (left the server) · 2 subscriptions" in (
+            listed.embeds[0]["description"]
+        ), listed.embeds[0]["description"]
         assert await h.core.strategies.list(h.guild_id, h.user("bob")) != []
         # The strategy's next signal places nothing for him; its owner is not touched.
         status, body = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 1})

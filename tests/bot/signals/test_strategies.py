@@ -183,6 +183,37 @@ async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(core: 
     assert await core.subscriptions.list_for(ALICE, GUILD) == []
 
 
+async def test_subscribers_hear_once_that_an_owner_left_however_it_is_found(core: Core) -> None:
+    """The hourly check asks after the owners others follow too: without the Server Members
+    intent, nobody heard that an owner left. Told once, though the check runs every hour."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, ALICE)
+    recorder = notifier(core)
+    recorder.dms.clear()
+    recorder.gone.add((GUILD, OWNER))
+
+    def told() -> list[str]:
+        return [m.content or "" for uid, m in recorder.dms if uid == ALICE]
+
+    await core.strategies.check_members()
+    assert [m[:43] for m in told()] == ["The owner of **NQ breakout** left a server."]
+    info = await core.strategies.get(GUILD, OWNER, url.strategy.id)
+    assert info.owner_left_at is not None
+    await core.strategies.check_members()
+    await core.strategies.member_left(GUILD, OWNER)  # the event, after the check found it
+    assert len(told()) == 1
+    # Back in the server: an owner again, and a later departure is news again.
+    recorder.gone.clear()
+    await core.strategies.check_members()
+    assert (await core.strategies.get(GUILD, OWNER, url.strategy.id)).owner_left_at is None
+    await core.strategies.member_left(GUILD, OWNER)
+    assert len(told()) == 2
+    # Given to another member: it has an owner again.
+    await core.strategies.transfer(GUILD, BOB, url.strategy.id, ALICE, moderator=True)
+    assert (await core.strategies.get(GUILD, ALICE, url.strategy.id)).owner_left_at is None
+
+
 async def test_subscribing_again_updates_the_settings(core: Core) -> None:
     url = await make_strategy(core)
     first = await subscribe(core, url, OWNER)
