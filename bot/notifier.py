@@ -59,6 +59,12 @@ class DiscordNotifier:
             raise  # Unknown Guild: the bot left it, which says nothing of the member
         return frozenset({guild_id, *(int(r) for r in data.get("roles") or [])})
 
+    async def guild_name(self, guild_id: int) -> str | None:
+        try:
+            return str((await self.http.get_guild(guild_id))["name"])
+        except discord.HTTPException:
+            return None
+
     async def _dm_channel(self, discord_user_id: int) -> int:
         channel_id = self._dm_channels.get(discord_user_id)
         if channel_id is None:

@@ -60,6 +60,9 @@ class Notifier(Protocol):
         """The member's roles in the guild, its @everyone (the guild's id) included; None when
         they are not a member. Raises when Discord cannot say: not knowing is not gone."""
 
+    async def guild_name(self, guild_id: int) -> str | None:
+        """The guild's name, for a DM that names it; None when Discord cannot say."""
+
 
 async def dm_quietly(
     notifier: Notifier | None, discord_user_id: int, message: Outgoing, *, about: str
@@ -84,6 +87,7 @@ class RecordingNotifier:
         # Members' roles per (guild, user), tests set them; a member not in it has none.
         self.roles: dict[tuple[int, int], set[int]] = {}
         self.gone: set[tuple[int, int]] = set()  # (guild, user): not a member
+        self.guild_names: dict[int, str] = {}
 
     async def dm(self, discord_user_id: int, message: Outgoing) -> None:
         self.dms.append((discord_user_id, message))
@@ -107,3 +111,6 @@ class RecordingNotifier:
         if (guild_id, discord_user_id) in self.gone:
             return None
         return frozenset({guild_id, *self.roles.get((guild_id, discord_user_id), ())})
+
+    async def guild_name(self, guild_id: int) -> str | None:
+        return self.guild_names.get(guild_id)

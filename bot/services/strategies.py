@@ -219,6 +219,8 @@ class StrategyService:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._counting: set[asyncio.Task[None]] = set()
         core.jobs.register(JOB_CHECK_MEMBERS, self._job_check_members)
+        # Guild names, for DMs (they change seldom; a stale one only names the server oddly).
+        self._guild_names: dict[int, str] = {}
 
     # -- the webhook's view ---------------------------------------------------------------------
 
@@ -652,6 +654,18 @@ class StrategyService:
             return []
         return await self.reconcile_access(guild_id, discord_user_id, roles, only=only)
 
+    async def _guild_name(self, guild_id: int, given: str | None) -> str | None:
+        """``given``, or the guild's name as Discord has it, for a DM to name the server."""
+        if given is not None:
+            self._guild_names[guild_id] = given
+            return given
+        if guild_id not in self._guild_names and self.core.notifier is not None:
+            name = await self.core.notifier.guild_name(guild_id)
+            if name is None:
+                return None
+            self._guild_names[guild_id] = name
+        return self._guild_names.get(guild_id)
+
     async def reconcile_access(
         self,
         guild_id: int,
@@ -719,6 +733,7 @@ class StrategyService:
         await close_withdrawn(self.core.notifier, withdrawn)
         ended = sorted(names.values(), key=str.casefold)
         if ended:
+            guild_name = await self._guild_name(guild_id, guild_name)
             where = f" in **{plain(guild_name)}**" if guild_name else ""
             listed = ", ".join(f"**{plain(n)}**" for n in ended)
             await dm_quietly(
@@ -898,6 +913,8 @@ class StrategyService:
                     reason="left the server",
                 )
         await close_withdrawn(self.core.notifier, withdrawn)
+        if names or orphaned:
+            guild_name = await self._guild_name(guild_id, guild_name)
         where = f"**{plain(guild_name)}**" if guild_name else "a server"
         ended = sorted(names.values(), key=str.casefold)
         if ended:

@@ -1203,8 +1203,9 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         assert [s.strategy_name for s in subs] == ["Own idea"]
         h.members["owner"] = h.emu.owner.id
         listed = await h.reply("owner", "strategy list", everyone=True)
-        assert f"**Own idea** · <@{h.user('bob')}> (left the server) · 2 subscriptions" in (
-            listed.embeds[0]["description"]
+        assert (
+            f"**Own idea** · <@{h.user('bob')}> (left the server) · 2 subscriptions"
+            in (listed.embeds[0]["description"])
         ), listed.embeds[0]["description"]
         assert await h.core.strategies.list(h.guild_id, h.user("bob")) != []
         # The strategy's next signal places nothing for him; its owner is not touched.
@@ -1401,8 +1402,10 @@ async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_
     assert await h.core.strategies.check_members() == 2
     assert await h.core.subscriptions.list_for(h.user("bob"), h.guild_id) == []
     assert await h.core.subscriptions.list_for(h.user("carol"), h.guild_id) == []
-    await dm_to(h, "bob", "You no longer have a role that **Gap fill** is shared with")
-    await dm_to(h, "carol", "You are no longer a member of a server")
+    # Discord names the server for the DMs, as the events do.
+    server = h.emu.world.guild(h.guild_id).name
+    await dm_to(h, "bob", f"You no longer have a role in **{server}** that **Gap fill** is")
+    await dm_to(h, "carol", f"You are no longer a member of **{server}**")
     assert await h.core.strategies.check_members() == 0  # told once
 
     # A deleted role: GUILD_ROLE_DELETE (no privileged intent) ends what it alone gave.
@@ -1411,7 +1414,7 @@ async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_
     await h.reply("alice", "strategy share", strategy="Gap fill", role=vip.id)
     await h.reply("dave", "subscribe", strategy="Gap fill")
     h.emu.delete_role(h.guild_id, vip.id)
-    await dm_to(h, "dave", "You no longer have a role that **Gap fill** is shared with")
+    await dm_to(h, "dave", f"You no longer have a role in **{server}** that **Gap fill** is")
     assert await h.core.subscriptions.list_for(h.user("dave"), h.guild_id) == []
     info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
     assert info.shared_with_roles == (premium.id,)
