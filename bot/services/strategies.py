@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import ColumnElement, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.automation_models import (
     AlertChannel,
@@ -35,7 +36,7 @@ from bot.automation_models import (
 from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import Member
 from bot.services import audit
-from bot.services.approvals import close_withdrawn, withdraw_approvals
+from bot.services.approvals import Withdrawn, close_withdrawn, withdraw_approvals
 from bot.services.notify import Outgoing, dm_quietly
 from bot.signal_format import MAX_DECIMALS, MAX_NUMBER, normalize_ticker
 from bot.wording import name_problem, plain, plural
@@ -707,29 +708,9 @@ class StrategyService:
                 else Strategy.id.in_(select(StrategyRoleShare.strategy_id))
             )
             theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(lost)
-            withdrawn = await withdraw_approvals(
-                s, select(Subscription.id).where(theirs), self.clock()
+            names, withdrawn = await self._end(
+                s, member_id, theirs, "lost the role it was shared with"
             )
-            # RETURNING: of two processes that see the same change, one tells the member.
-            gone = set(
-                await s.scalars(
-                    delete(Subscription).where(theirs).returning(Subscription.strategy_id)
-                )
-            )
-            names = {
-                row.id: row.name
-                for row in await s.execute(
-                    select(Strategy.id, Strategy.name).where(Strategy.id.in_(gone))
-                )
-            }
-            for strategy_id in names:
-                audit.record(
-                    s,
-                    "subscription.ended",
-                    member_id=member_id,
-                    strategy_id=strategy_id,
-                    reason="lost the role it was shared with",
-                )
         await close_withdrawn(self.core.notifier, withdrawn)
         ended = sorted(names.values(), key=str.casefold)
         if ended:
@@ -889,29 +870,8 @@ class StrategyService:
             )
             theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(guilds)
             shares = (StrategyShare.member_id == member_id) & StrategyShare.strategy_id.in_(guilds)
-            withdrawn = await withdraw_approvals(
-                s, select(Subscription.id).where(theirs), self.clock()
-            )
-            gone = set(
-                await s.scalars(
-                    delete(Subscription).where(theirs).returning(Subscription.strategy_id)
-                )
-            )
+            names, withdrawn = await self._end(s, member_id, theirs, "left the server")
             await s.execute(delete(StrategyShare).where(shares))
-            names = {
-                row.id: row.name
-                for row in await s.execute(
-                    select(Strategy.id, Strategy.name).where(Strategy.id.in_(gone))
-                )
-            }
-            for strategy_id in names:
-                audit.record(
-                    s,
-                    "subscription.ended",
-                    member_id=member_id,
-                    strategy_id=strategy_id,
-                    reason="left the server",
-                )
         await close_withdrawn(self.core.notifier, withdrawn)
         if names or orphaned:
             guild_name = await self._guild_name(guild_id, guild_name)
@@ -942,6 +902,33 @@ class StrategyService:
                 about="a strategy whose owner left",
             )
         return ended
+
+    async def _end(
+        self, s: AsyncSession, member_id: int, theirs: ColumnElement[bool], reason: str
+    ) -> tuple[dict[str, str], Withdrawn]:
+        """In the caller's transaction: end the member's subscriptions ``theirs`` selects, with
+        their approvals waiting, audited. Returns the strategies' names by id, and the cards
+        to close once it commits. RETURNING: of two processes that see the same change, the
+        one that ended them tells the member."""
+        withdrawn = await withdraw_approvals(s, select(Subscription.id).where(theirs), self.clock())
+        gone = set(
+            await s.scalars(delete(Subscription).where(theirs).returning(Subscription.strategy_id))
+        )
+        names = {
+            row.id: row.name
+            for row in await s.execute(
+                select(Strategy.id, Strategy.name).where(Strategy.id.in_(gone))
+            )
+        }
+        for strategy_id in names:
+            audit.record(
+                s,
+                "subscription.ended",
+                member_id=member_id,
+                strategy_id=strategy_id,
+                reason=reason,
+            )
+        return names, withdrawn
 
     async def unshare(
         self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int
