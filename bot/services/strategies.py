@@ -9,6 +9,7 @@ digests in constant time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -472,21 +473,20 @@ class StrategyService:
                     strategy_id=row.id,
                     with_member_id=other,
                 )
-        except IntegrityError:
-            pass  # already shared: sharing twice is the same as once, and told once
-        else:
-            owner = await self._discord_id(row.owner_member_id)
-            await dm_quietly(
-                self.core.notifier,
-                with_discord_user_id,
-                Outgoing(
-                    f"<@{owner}> shared the strategy **{plain(row.name)}** with you. To trade "
-                    f"its signals, run /subscribe strategy:{plain(row.name)} in "
-                    + (f"**{plain(guild_name)}**" if guild_name else "that server")
-                    + ": you choose the connection and the size."
-                ),
-                about="a strategy shared with a member",
-            )
+        except IntegrityError:  # already shared: sharing twice is the same as once, told once
+            return await self.get(guild_id, discord_user_id, row.id)
+        owner = await self._discord_id(row.owner_member_id)
+        await dm_quietly(
+            self.core.notifier,
+            with_discord_user_id,
+            Outgoing(
+                f"<@{owner}> shared the strategy **{plain(row.name)}** with you. To trade its "
+                f"signals, run /subscribe strategy:{plain(row.name)} in "
+                + (f"**{plain(guild_name)}**" if guild_name else "that server")
+                + ": you choose the connection and the size."
+            ),
+            about="a strategy shared with a member",
+        )
         return await self.get(guild_id, discord_user_id, row.id)
 
     async def _discord_id(self, member_id: int) -> int | None:
@@ -528,7 +528,7 @@ class StrategyService:
         it: a paid community's role gives its members the strategy, and one who loses the role
         loses the subscriptions it gave (``reconcile_access``)."""
         row = await self._owned(guild_id, discord_user_id, strategy)
-        try:
+        with contextlib.suppress(IntegrityError):  # already shared with it: the same as once
             async with self.core.db.transaction() as s:
                 s.add(
                     StrategyRoleShare(strategy_id=row.id, role_id=role_id, created_at=self.clock())
@@ -541,8 +541,6 @@ class StrategyService:
                     strategy_id=row.id,
                     with_role_id=role_id,
                 )
-        except IntegrityError:
-            pass  # already shared with it
         return await self.get(guild_id, discord_user_id, row.id)
 
     async def unshare_role(
