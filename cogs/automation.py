@@ -630,20 +630,19 @@ class Automation(commands.Cog):
         ]
         live = sum(s.mode == "live" for s in subs)
         summary = (
-            f"{len(subs)} subscription{plural(len(subs))}, {live} live"
+            f"{len(subs)} subscription{plural(len(subs))}, {live} live · which connection and "
+            "how much is theirs alone to see"
             if subs
-            else "Nobody subscribes to it yet."
+            else "/strategy share lets a member or a role subscribe."
         )
         chunks = [lines[n : n + fmt.PAGE_ROWS] for n in range(0, len(lines), fmt.PAGE_ROWS)]
         pages = [
             discord.Embed(
                 title=f"Subscribers · {info.name}"[:256],
-                description="\n".join(chunk) or summary,
+                description="\n".join(chunk) or "Nobody subscribes to it yet.",
                 colour=BLURPLE,
             ).set_footer(
-                text=summary
-                + (f" · page {n} of {len(chunks)}" if len(chunks) > 1 else "")
-                + " · which connection and how much is theirs alone to see"
+                text=summary + (f" · page {n} of {len(chunks)}" if len(chunks) > 1 else "")
             )
             for n, chunk in enumerate(chunks or [[]], 1)
         ]
