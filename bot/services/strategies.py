@@ -619,9 +619,22 @@ class StrategyService:
             guilds = list(await s.scalars(select(Strategy.guild_id).distinct()))
         ended = 0
         for guild_id in guilds:
-            members = await self.followers(guild_id) | await self._followed(guild_id)
-            for discord_user_id in sorted(members):
-                ended += len(await self.check_member(guild_id, discord_user_id))
+            try:
+                ended += await self._check_guild(guild_id)
+            except Exception as e:  # e.g. the bot was removed from it: one line, next hour again
+                log.warning("Could not check the members of guild %s: %r", guild_id, e)
+        return ended
+
+    async def _check_guild(self, guild_id: int) -> int:
+        notifier = self.core.notifier
+        if notifier is None:
+            return 0
+        ended = 0
+        for discord_user_id in sorted(
+            await self.followers(guild_id) | await self._followed(guild_id)
+        ):
+            roles = await notifier.member_roles(guild_id, discord_user_id)
+            ended += len(await self.reconcile_access(guild_id, discord_user_id, roles))
         return ended
 
     async def _followed(self, guild_id: int) -> set[int]:
@@ -642,13 +655,13 @@ class StrategyService:
     ) -> list[str]:
         """``reconcile_access`` with the member's roles as Discord has them now (``only``: for
         this strategy alone, whose role share was removed); a member Discord cannot answer for
-        is left as they are."""
+        is left as they are (the hourly check asks again)."""
         notifier = self.core.notifier
         if notifier is None:
             return []
         try:
             roles = await notifier.member_roles(guild_id, discord_user_id)
-        except Exception as e:  # hourly, per member: one line, not a traceback each
+        except Exception as e:
             log.warning("Could not read a member's roles in guild %s: %r", guild_id, e)
             return []
         return await self.reconcile_access(guild_id, discord_user_id, roles, only=only)

@@ -160,10 +160,13 @@ async def test_a_role_share_lasts_as_long_as_a_role_that_gives_it(core: Core) ->
     assert await core.subscriptions.list_for(ALICE, GUILD) == []
 
 
-async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(core: Core) -> None:
+async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(
+    core: Core, caplog: pytest.LogCaptureFixture
+) -> None:
     url = await make_strategy(core)
     await core.strategies.share_role(GUILD, OWNER, url.strategy.id, PREMIUM)
     await core.subscriptions.subscribe(GUILD, ALICE, url.strategy.id, roles={PREMIUM})
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, BOB)
     recorder = notifier(core)
 
     async def down(guild_id: int, discord_user_id: int) -> frozenset[int] | None:
@@ -172,6 +175,11 @@ async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(core: 
     recorder.member_roles = down  # type: ignore[method-assign]
     assert await core.strategies.check_members() == 0
     assert len(await core.subscriptions.list_for(ALICE, GUILD)) == 1
+    # One line for the guild, not one per member every hour.
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        f"Could not check the members of guild {GUILD}: ConnectionError('Discord is away')"
+    ]
     del recorder.member_roles
     recorder.roles[(GUILD, ALICE)] = {PREMIUM}
     assert await core.strategies.check_members() == 0
