@@ -1377,6 +1377,20 @@ async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_h
         assert "their subscriptions to it ended" in member_unshared.content
         assert await h.core.subscriptions.list_for(h.user("carol"), h.guild_id) == []
 
+        # A role taken away while the bot was down: its start-up reconcile has every member's
+        # roles (the guild is chunked) and ends what the role alone gave.
+        await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
+        assert "now trades" in (await h.reply("bob", "subscribe", strategy="Gap fill")).content
+        h.emu.world.guild(h.guild_id).members[h.user("bob")].roles.remove(premium.id)
+        guild = h.bot.get_guild(h.guild_id)
+        assert guild is not None and guild.chunked
+        cached = guild.get_member(h.user("bob"))
+        assert cached is not None
+        cached._roles = discord.utils.SnowflakeList([])  # as READY would bring him now
+        cog = h.bot.get_cog("Automation")
+        await cog.reconcile_members()  # type: ignore[union-attr]
+        assert await h.core.subscriptions.list_for(h.user("bob"), h.guild_id) == []
+
 
 async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_departures(
     tradecord: Harness,
