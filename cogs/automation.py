@@ -809,10 +809,12 @@ class Automation(commands.Cog):
             raise InvalidInput("Choose a member or a role to share it with (one of them).")
         if role is not None:
             info = await strategies.share_role(guild, interaction.user.id, strategy, role.id)
+            # Without the Server Members intent the hourly check finds it (StrategyService).
+            when = "at once" if self.bot.intents.members else "within the hour"
             text = (
                 f"**{info.name}** is shared with {role_text(role)}: its members can now "
                 "/subscribe while they have the role. One who loses it, or leaves the server, "
-                "loses their subscription and is told."
+                f"loses their subscription {when} and is told."
             )
         else:
             assert member is not None

@@ -1322,7 +1322,8 @@ async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_h
         shared = await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
         assert shared.ephemeral and shared.content.startswith(
             f"**Gap fill** is shared with <@&{premium.id}>: its members can now /subscribe "
-            "while they have the role."
+            "while they have the role. One who loses it, or leaves the server, loses their "
+            "subscription at once and is told."
         ), shared.content
         settings_card = await h.reply("alice", "strategy settings", strategy="Gap fill")
         field = {f["name"]: f["value"] for f in settings_card.embeds[0]["fields"]}
@@ -1405,6 +1406,7 @@ async def test_without_the_members_intent_the_hourly_check_finds_lost_roles_and_
     await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
     everyone = await h.reply("alice", "strategy share", strategy="Gap fill", role=h.guild_id)
     assert "is shared with everyone in this server" in everyone.content, everyone.content
+    assert "loses their subscription within the hour and is told." in everyone.content
     await h.reply("alice", "strategy unshare", strategy="Gap fill", role=h.guild_id)
     for who in ("bob", "carol"):
         await h.reply(who, "subscribe", strategy="Gap fill")
