@@ -864,7 +864,7 @@ class Automation(commands.Cog):
                 f"{'their subscriptions' if lost != 1 else 'their subscription'} and "
                 f"{'were' if lost != 1 else 'was'} told."
                 if lost
-                else "No subscriber lost it: those of the role have another way to it."
+                else "No subscriber lost it: none had it through this role alone."
             )
             await interaction.followup.send(
                 text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
