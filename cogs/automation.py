@@ -484,12 +484,15 @@ class Automation(commands.Cog):
             await self.reconcile_members()
 
     async def reconcile_members(self) -> None:
-        """Who left, or lost a role a strategy is shared with, while the bot was away."""
+        """Who left, or lost a role a strategy is shared with, while the bot was away; and
+        which owners others follow left."""
         strategies = self.bot.core.strategies
         for guild in self.bot.guilds:
             if not guild.chunked:
                 continue  # not all of its members are known: absent is not gone
-            for user_id in await strategies.followers(guild.id):
+            for user_id in await strategies.followers(guild.id) | await strategies.followed(
+                guild.id
+            ):
                 member = guild.get_member(user_id)
                 roles = None if member is None else frozenset(r.id for r in member.roles)
                 await strategies.reconcile_access(guild.id, user_id, roles, guild_name=guild.name)

@@ -602,7 +602,11 @@ class StrategyService:
         return lost
 
     async def schedule_member_check(self) -> bool:
-        """Queue this hour's ``check_members``: every process asks each hour, one runs it."""
+        """Queue this hour's ``check_members``: every process asks each hour, one runs it. Not
+        with the Server Members intent: the bot then hears of every departure and role change
+        as it happens, and of those while it was away when it starts."""
+        if self.core.settings.discord_members_intent:
+            return False
         hour = self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H")
         return await self.core.jobs.enqueue(JOB_CHECK_MEMBERS, {}, key=f"members:{hour}")
 
@@ -631,13 +635,13 @@ class StrategyService:
             return 0
         ended = 0
         for discord_user_id in sorted(
-            await self.followers(guild_id) | await self._followed(guild_id)
+            await self.followers(guild_id) | await self.followed(guild_id)
         ):
             roles = await notifier.member_roles(guild_id, discord_user_id)
             ended += len(await self.reconcile_access(guild_id, discord_user_id, roles))
         return ended
 
-    async def _followed(self, guild_id: int) -> set[int]:
+    async def followed(self, guild_id: int) -> set[int]:
         """The owners of the guild's strategies that other members subscribe to: whose leaving
         their subscribers hear of."""
         async with self.core.db.session() as s:

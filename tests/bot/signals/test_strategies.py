@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -189,6 +189,11 @@ async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(
     assert not await core.strategies.schedule_member_check()
     assert await core.jobs.drain() == 1
     assert await core.subscriptions.list_for(ALICE, GUILD) == []
+    # With the Server Members intent the bot hears of it as it happens: no hourly asking.
+    core.settings = core.settings.model_copy(update={"discord_members_intent": True})
+    clock = core.strategies.clock
+    core.strategies.clock = lambda: clock() + timedelta(hours=1)
+    assert not await core.strategies.schedule_member_check()
 
 
 async def test_subscribers_hear_once_that_an_owner_left_however_it_is_found(core: Core) -> None:
