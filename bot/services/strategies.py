@@ -475,23 +475,19 @@ class StrategyService:
                 )
         except IntegrityError:  # already shared: sharing twice is the same as once, told once
             return await self.get(guild_id, discord_user_id, row.id)
-        owner = await self._discord_id(row.owner_member_id)
+        info = await self.get(guild_id, discord_user_id, row.id)
         await dm_quietly(
             self.core.notifier,
             with_discord_user_id,
             Outgoing(
-                f"<@{owner}> shared the strategy **{plain(row.name)}** with you. To trade its "
-                f"signals, run /subscribe strategy:{plain(row.name)} in "
+                f"<@{info.owner_discord_id}> shared the strategy **{plain(row.name)}** with "
+                f"you. To trade its signals, run /subscribe strategy:{plain(row.name)} in "
                 + (f"**{plain(guild_name)}**" if guild_name else "that server")
                 + ": you choose the connection and the size."
             ),
             about="a strategy shared with a member",
         )
-        return await self.get(guild_id, discord_user_id, row.id)
-
-    async def _discord_id(self, member_id: int) -> int | None:
-        async with self.core.db.session() as s:
-            return await s.scalar(select(Member.discord_user_id).where(Member.id == member_id))
+        return info
 
     async def subscribers(
         self, guild_id: int, discord_user_id: int, strategy: str, *, moderator: bool = False
