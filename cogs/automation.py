@@ -874,10 +874,21 @@ class Automation(commands.Cog):
             )
             return
         assert member is not None
-        info = await strategies.unshare(guild, interaction.user.id, strategy, member.id)
+        done = await strategies.unshare(
+            guild, interaction.user.id, strategy, member.id, roles={r.id for r in member.roles}
+        )
+        who = as_text(member.display_name)
+        if done.kept:
+            after = (
+                f"A role of theirs still has it shared, so they keep their subscription"
+                f"{plural(done.kept)}: /strategy unshare with that role ends it."
+            )
+        elif done.ended:
+            after = f"Their subscription{plural(done.ended)} to it ended, and they were told."
+        else:
+            after = "They had no subscription to it."
         await interaction.response.send_message(
-            f"**{info.name}** is no longer shared with {as_text(member.display_name)}; their "
-            "subscriptions to it ended.",
+            f"**{done.info.name}** is no longer shared with {who}. {after}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

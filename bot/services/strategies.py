@@ -164,6 +164,16 @@ class WebhookAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class Unshared:
+    """A member's direct share removed: how many of their subscriptions ``ended``, and how
+    many they ``kept`` because a role of theirs still has the strategy shared."""
+
+    info: StrategyInfo
+    ended: int
+    kept: int
+
+
+@dataclass(frozen=True, slots=True)
 class StrategyInfo:
     id: str
     name: str
@@ -942,9 +952,16 @@ class StrategyService:
         return names, withdrawn
 
     async def unshare(
-        self, guild_id: int, discord_user_id: int, strategy: str, with_discord_user_id: int
-    ) -> StrategyInfo:
-        """Stop sharing; that member's subscriptions to it end too."""
+        self,
+        guild_id: int,
+        discord_user_id: int,
+        strategy: str,
+        with_discord_user_id: int,
+        *,
+        roles: Collection[int] = (),
+    ) -> Unshared:
+        """Stop sharing with a member. Their subscriptions to it end too, unless one of their
+        ``roles`` still has it shared: then they keep them, as they could subscribe again."""
         row = await self._owned(guild_id, discord_user_id, strategy)
         other = await self.core.members.ensure(with_discord_user_id)
         theirs = (Subscription.strategy_id == row.id) & (Subscription.member_id == other)
@@ -954,21 +971,42 @@ class StrategyService:
                     StrategyShare.strategy_id == row.id, StrategyShare.member_id == other
                 )
             )
-            withdrawn = await withdraw_approvals(
-                s, select(Subscription.id).where(theirs), self.clock()
+            kept = (
+                bool(roles)
+                and await s.scalar(
+                    select(Strategy.id).where(
+                        Strategy.id == row.id, _visible(other, roles, subscribed=False)
+                    )
+                )
+                is not None
             )
-            ended = (await s.execute(delete(Subscription).where(theirs))).rowcount  # type: ignore[attr-defined]
-            if not (shared.rowcount or ended):  # type: ignore[attr-defined]
+            subscribed = await s.scalar(
+                select(func.count()).select_from(Subscription).where(theirs)
+            )
+            if not shared.rowcount and kept:  # type: ignore[attr-defined]
+                raise InvalidInput(
+                    f"“{row.name}” is shared with them only through a role they have. "
+                    "/strategy unshare with that role stops it for everyone who has it."
+                )
+            if not shared.rowcount and not subscribed:  # type: ignore[attr-defined]
                 raise InvalidInput(
                     f"“{row.name}” is not shared with them. /strategy settings lists whom it "
                     "is shared with."
                 )
+            withdrawn: Withdrawn = []
+            ended = 0
+            if not kept:
+                withdrawn = await withdraw_approvals(
+                    s, select(Subscription.id).where(theirs), self.clock()
+                )
+                ended = (await s.execute(delete(Subscription).where(theirs))).rowcount  # type: ignore[attr-defined]
             audit.record(
                 s,
                 "strategy.unshared",
                 member_id=row.owner_member_id,
                 strategy_id=row.id,
                 with_member_id=other,
+                kept_by_role=kept,
             )
         await close_withdrawn(self.core.notifier, withdrawn)
         if ended:
@@ -982,7 +1020,8 @@ class StrategyService:
                 ),
                 about="a strategy no longer shared with a member",
             )
-        return await self.get(guild_id, discord_user_id, row.id)
+        info = await self.get(guild_id, discord_user_id, row.id)
+        return Unshared(info, ended=ended, kept=subscribed if kept else 0)
 
     async def configure(
         self,

@@ -106,6 +106,28 @@ async def test_sharing_lets_members_subscribe_and_unsharing_ends_it(core: Core) 
 PREMIUM, VIP = 501, 502  # role ids
 
 
+async def test_unsharing_a_member_keeps_what_a_role_of_theirs_still_gives(core: Core) -> None:
+    url = await make_strategy(core)
+    sid = url.strategy.id
+    await core.strategies.share_role(GUILD, OWNER, sid, PREMIUM)
+    await core.strategies.share(GUILD, OWNER, sid, ALICE)
+    await subscribe(core, url, ALICE)
+    notifier(core).dms.clear()
+    done = await core.strategies.unshare(GUILD, OWNER, sid, ALICE, roles={GUILD, PREMIUM})
+    assert (done.ended, done.kept, done.info.shared_with) == (0, 1, ())
+    assert len(await core.subscriptions.list_for(ALICE)) == 1
+    assert notifier(core).dms == []
+    with pytest.raises(InvalidInput, match="only through a role they have"):
+        await core.strategies.unshare(GUILD, OWNER, sid, ALICE, roles={PREMIUM})
+    # Her role gone but not yet noticed: unsharing her ends what nothing gives any more.
+    done = await core.strategies.unshare(GUILD, OWNER, sid, ALICE, roles={GUILD})
+    assert (done.ended, done.kept) == (1, 0)
+    assert await core.subscriptions.list_for(ALICE) == []
+    await core.strategies.share(GUILD, OWNER, sid, BOB)
+    done = await core.strategies.unshare(GUILD, OWNER, sid, BOB)
+    assert (done.ended, done.kept) == (0, 0)
+
+
 async def test_a_role_share_lasts_as_long_as_a_role_that_gives_it(core: Core) -> None:
     """Losing one role ends only the subscriptions no other role, nor a share of one's own,
     still gives; a departure ends them all; telling happens once."""
