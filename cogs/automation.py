@@ -841,7 +841,7 @@ class Automation(commands.Cog):
     @strategy.command(name="unshare", description="Stop sharing a strategy with a member or role")
     @app_commands.describe(
         strategy="A strategy you own",
-        member="A member it is shared with: their subscriptions to it end",
+        member="A member it is shared with: their subscriptions end, unless a role still gives it",
         role="A role it is shared with: the subscriptions it gave end",
     )
     @app_commands.autocomplete(strategy=owned_strategy_names)
