@@ -1381,12 +1381,8 @@ async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_h
         ), member_unshared.content
         assert await h.core.subscriptions.list_for(h.user("carol"), h.guild_id) == []
 
-        # A role taken away while the bot was down: its start-up reconcile has every member's
-        # roles (the guild is chunked) and ends what the role alone gave.
-        await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
-        assert "now trades" in (await h.reply("bob", "subscribe", strategy="Gap fill")).content
-
         # Unsharing a member whose role still has it shared leaves their subscription be.
+        await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
         await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("carol"))
         assert "now trades" in (await h.reply("carol", "subscribe", strategy="Gap fill")).content
         kept = await h.reply(
@@ -1401,6 +1397,10 @@ async def test_a_strategy_shared_with_a_role_trades_for_its_members_while_they_h
             "alice", "strategy unshare", strategy="Gap fill", member=h.user("carol")
         )
         assert "is shared with them only through a role they have" in again.content
+
+        # A role taken away while the bot was down: its start-up reconcile has every member's
+        # roles (the guild is chunked) and ends what the role alone gave.
+        assert "now trades" in (await h.reply("bob", "subscribe", strategy="Gap fill")).content
         h.emu.world.guild(h.guild_id).members[h.user("bob")].roles.remove(premium.id)
         guild = h.bot.get_guild(h.guild_id)
         assert guild is not None and guild.chunked
