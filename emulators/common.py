@@ -107,7 +107,9 @@ class BaseEmulator(ABC):
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        # A broker's front end takes a fan-out's hundreds of simultaneous connections; with
+        # the default backlog of 128 the kernel drops the rest's SYNs and each waits 1 s.
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[union-attr]
