@@ -431,7 +431,12 @@ class PaperBroker(BrokerAdapter):
                     "starts from one. Try again in a moment."
                 )
             stop_price = engine.trailing_stop(
-                request.side, watermark, request.trail_amount, request.trail_percent
+                request.side,
+                watermark,
+                request.trail_amount,
+                request.trail_percent,
+                tick=inst.tick,
+                equity=inst.asset_class is AssetClass.EQUITY,
             )
         new = store.NewOrder(
             instrument=inst,

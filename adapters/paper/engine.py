@@ -77,6 +77,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from adapters.models import AssetClass, OrderType, Quote, Side, TimeInForce
+from adapters.symbols import equity_tick
 from bot.db_types import plain
 
 ZERO = Decimal(0)
@@ -417,6 +418,7 @@ class OrderState:
     watermark: Decimal | None = None  # a trailing stop's best price so far
     tick: Decimal | None = None  # a future's price step: it fills only at whole ticks
     auction_at: datetime | None = None  # an opg/cls order: when its auction trades
+    equity: bool = False  # a stock or ETF: its trailing stop moves in whole cents
 
     @property
     def remaining(self) -> Decimal:
@@ -504,18 +506,29 @@ def stop_reached(order: OrderState, quote: Quote, price_type: PriceType) -> bool
 
 
 def trailing_stop(
-    side: Side, watermark: Decimal, amount: Decimal | None, percent: Decimal | None
+    side: Side,
+    watermark: Decimal,
+    amount: Decimal | None,
+    percent: Decimal | None,
+    *,
+    tick: Decimal | None = None,
+    equity: bool = False,
 ) -> Decimal:
     """A trailing stop's stop price: ``amount`` or ``percent`` below the highest price seen
-    for a sell, above the lowest for a buy."""
+    for a sell, above the lowest for a buy. It lands on a price the market quotes (a future's
+    ``tick``; a stock's cent, or 0.0001 under $1), rounded away from the market so it never
+    trails closer than asked."""
     with localcontext(_EXACT):
         if amount is not None:
             offset = amount
         else:
             assert percent is not None
             offset = watermark * percent / 100
-        stop = watermark - offset if side is Side.SELL else watermark + offset
-        return plain(max(stop, ZERO).quantize(PRICE_Q))
+        sell = side is Side.SELL
+        stop = max(watermark - offset if sell else watermark + offset, ZERO)
+        step = tick or (equity_tick(stop) if equity else PRICE_Q)
+        way = ROUND_FLOOR if sell else ROUND_CEILING
+        return plain((stop / step).to_integral_value(way) * step)
 
 
 def marketable(order: OrderState, price: Decimal) -> bool:
@@ -576,7 +589,14 @@ def decide(
             return stay(f"the quote had no {price_type} price")
         mark = order.watermark if order.watermark is not None else seen
         mark = max(mark, seen) if order.side is Side.SELL else min(mark, seen)
-        stop = trailing_stop(order.side, mark, order.trail_amount, order.trail_percent)
+        stop = trailing_stop(
+            order.side,
+            mark,
+            order.trail_amount,
+            order.trail_percent,
+            tick=order.tick,
+            equity=order.equity,
+        )
         if mark != order.watermark:
             moved = {"watermark": mark, "stop_price": stop}
         if (seen > stop) if order.side is Side.SELL else (seen < stop):

@@ -121,6 +121,7 @@ def order_state(row: PaperOrder) -> engine.OrderState:
         row.watermark,
         tick_of(row.symbol) if row.asset_class == AssetClass.FUTURE.value else None,
         _auction_of(row),
+        row.asset_class == AssetClass.EQUITY.value,
     )
 
 
@@ -851,7 +852,14 @@ def _exits(account: PaperAccount, entry: PaperOrder, now: datetime) -> list[Pape
     if trail != (None, None):
         watermark = entry.average_fill_price
         assert watermark is not None  # the entry has filled
-        legs.append((OrderType.TRAILING_STOP, None, engine.trailing_stop(side, watermark, *trail)))
+        stop = engine.trailing_stop(
+            side,
+            watermark,
+            *trail,
+            tick=tick_of(entry.symbol),
+            equity=entry.asset_class == AssetClass.EQUITY.value,
+        )
+        legs.append((OrderType.TRAILING_STOP, None, stop))
     elif entry.stop_loss is not None:
         if entry.stop_loss_limit is not None:
             legs.append((OrderType.STOP_LIMIT, entry.stop_loss_limit, entry.stop_loss))

@@ -393,3 +393,15 @@ async def test_a_trailing_stop_loss_needs_no_start_and_takes_no_limit(
     entry = await broker.create_order(ref, request)
     [stop] = exits_of(await broker.fetch_open_orders(ref), entry).values()
     assert (stop.order_type, stop.stop_price) == (OrderType.TRAILING_STOP, D(195))
+
+
+async def test_a_trailing_stop_loss_starts_on_a_whole_cent_below_the_fill(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("AAPL", D("199.87"), D("199.87"))
+    request = bracket_req(BUY, 10)
+    assert request.bracket is not None
+    request.bracket.stop_loss_trail_percent = D("2.5")
+    entry = await broker.create_order(ref, request)
+    [stop] = exits_of(await broker.fetch_open_orders(ref), entry).values()
+    assert stop.stop_price == D("194.87")  # 194.87325 trails no closer than 2.5%

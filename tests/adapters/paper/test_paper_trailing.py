@@ -103,3 +103,33 @@ async def test_a_trailing_stop_that_cannot_work_is_refused(
     with pytest.raises(InvalidOrder) as e:
         await broker.create_order(ref, request_)
     assert message in str(e.value)
+
+
+async def test_a_percent_trailing_stop_moves_in_whole_cents_never_closer_than_asked(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    quote(feed, "199.87")
+    await broker.create_order(ref, OrderRequest("AAPL", BUY, D(10)))
+    order = await broker.create_order(ref, trailing(SELL, 10, percent="2.5"))
+    assert order.stop_price == D("194.87")  # 194.87325, down to the cent below
+    quote(feed, "201.13")
+    await broker.sweep()
+    [working] = await broker.fetch_open_orders(ref)
+    assert working.stop_price == D("196.10")  # 196.10175
+    await broker.cancel_order(ref, working.id)
+    await broker.create_order(ref, OrderRequest("AAPL", SELL, D(20)))
+    quote(feed, "123.45")
+    order = await broker.create_order(ref, trailing(BUY, 10, percent="3"))
+    assert order.stop_price == D("127.16")  # 127.1535, up to the cent above
+
+
+async def test_a_futures_trailing_stop_lands_on_a_tick(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    feed.set_quote("ESZ6", D("5000.25"), D("5000.25"))
+    await broker.create_order(ref, OrderRequest("ESZ6", BUY, D(1)))
+    request = OrderRequest(
+        "ESZ6", SELL, D(1), OrderType.TRAILING_STOP, TimeInForce.GTC, trail_percent=D(1)
+    )
+    order = await broker.create_order(ref, request)
+    assert order.stop_price == D("4950.00")  # 4950.2475, down to the quarter-point tick
