@@ -1486,10 +1486,16 @@ class TradingService:
         return Gate(notional, caps, max_positions=intent.extra.get("max_positions")), adapter
 
     async def _over_daily(
-        self, s: AsyncSession, intent: OrderIntent, gate: Gate, now: datetime
+        self,
+        s: AsyncSession,
+        intent: OrderIntent,
+        gate: Gate,
+        now: datetime,
+        counted: Decimal | None = None,
     ) -> Refusal | None:
         """Whether this order would take a daily total (UTC day) over its limit. The caller
-        holds the member's lock."""
+        holds the member's lock. ``counted``: a working order being raised, what it was counted
+        for so far."""
         start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         rows = await s.scalars(
             select(OrderIntent).where(
@@ -1502,7 +1508,7 @@ class TradingService:
         sent = [r for r in rows if r.status not in NOT_COUNTED and not r.extra.get("risk_off")]
         this = gate.notional or Decimal(0)
         for cap in gate.daily:
-            counted = [
+            counted_in = [
                 r
                 for r in sent
                 if cap.strategy_id is None
@@ -1511,14 +1517,22 @@ class TradingService:
                     and r.extra.get("leg", "entry") == "entry"
                 )
             ]
-            used = sum((sent_notional(r) for r in counted), Decimal(0))
+            used = sum((sent_notional(r) for r in counted_in), Decimal(0))
             if used + this > cap.limit:
+                what = (
+                    f"{intent.side} {qty(intent.quantity)} {intent.symbol} is about {money(this)}"
+                )
+                if counted is not None:
+                    used += counted
+                    what += f", {money(this - counted)} more than it counted for"
+                sent_today = f"{money(used)} was already sent today (UTC)"
+                if counted is not None:
+                    sent_today += ", this order included"
                 left = max(cap.limit - used, Decimal(0))
                 code = "strategy-daily-notional" if cap.strategy_id else "limit-daily-notional"
                 return Refusal(
                     code,
-                    f"Not sent: {intent.side} {qty(intent.quantity)} {intent.symbol} is about "
-                    f"{money(this)}, and {money(used)} was already sent today (UTC): over "
+                    f"Not sent: {what}, and {sent_today}: over "
                     f"{cap.what} {describe_limit('max_daily_notional', cap.limit)} "
                     f"({money(left)} left today)."
                     + (" See /limits show." if cap.strategy_id is None else ""),
@@ -2476,7 +2490,13 @@ class TradingService:
             open_orders = {o.id: o for o in await adapter.fetch_open_orders(target.ref)}
             order = open_orders[_open_order_id(order_id, open_orders, target)]
             adapter.check_change(order, change)
-            await self._check_change(target, adapter, order, change, "Not allowed")
+            own = await self._own_intent(target, order.id)
+            raised = await self._check_change(target, adapter, order, change, "Not allowed", own)
+            if raised is not None:
+                async with self.core.db.session() as s:
+                    stub, gate, counted = raised
+                    refusal = await self._over_daily(s, stub, gate, self.clock(), counted)
+                    _raise_limit(refusal, "Not allowed")
             quote = None
             if adapter.capabilities.quotes:
                 with contextlib.suppress(BrokerError, TimeoutError):
@@ -2508,11 +2528,15 @@ class TradingService:
                     "/orders lists the open ones."
                 ) from None
             adapter.check_change(before, change)  # it may have ended since the card
-            await self._check_change(target, adapter, before, change, "Not changed")
+            own = await self._own_intent(target, before.id)
+            raised = await self._check_change(target, adapter, before, change, "Not changed", own)
+            if raised is not None:
+                await self._claim_raise(*raised)
             try:
                 after = await adapter.replace_order(target.ref, before, change)
             except BrokerUnavailable as e:
                 if not e.maybe_sent:
+                    await self._release_raise(raised, own)
                     raise
                 after = await self._changed_meanwhile(target, adapter, before, change)
                 if after is None:
@@ -2522,10 +2546,23 @@ class TradingService:
                         "reading it again could not tell whether it was made. It was not sent "
                         "again: /orders shows the order as it stands now."
                     ) from e
+            except BrokerError:
+                await self._release_raise(raised, own)  # refused: the order stands as it was
+                raise
             await self._follow_change(target, before, after)
         finally:
             await adapter.close()
         return Change(target, adapter.display_name, before, change, after=after)
+
+    async def _own_intent(self, target: Target, broker_order_id: str) -> OrderIntent | None:
+        """The intent behind a broker order Tradecord placed (None: placed elsewhere)."""
+        async with self.core.db.session() as s:
+            return await s.scalar(
+                select(OrderIntent).where(
+                    OrderIntent.connection_id == target.connection.id,
+                    OrderIntent.broker_order_id == broker_order_id,
+                )
+            )
 
     async def _check_change(
         self,
@@ -2534,10 +2571,13 @@ class TradingService:
         order: Order,
         change: OrderChange,
         verdict: str,
-    ) -> None:
+        own: OrderIntent | None,
+    ) -> tuple[OrderIntent, Gate, Decimal] | None:
         """The pre-trade checks of a new order for the order as it would be after the change
-        (the kill switch, a pause, the per-order limits; an order that only closes a position
-        is held back by no limit). Not the daily totals: the order was counted when placed."""
+        (the kill switch, a pause, the per-order limits, the strategy's for a strategy's entry;
+        an order that only closes a position is held back by no limit). When the change raises
+        the value of Tradecord's own order under a daily limit, returns what the daily totals
+        must then be checked with: the order was counted when placed, at its old value."""
         remaining = (change.quantity or order.quantity) - order.filled_quantity
         request = OrderRequest(
             order.symbol,
@@ -2549,19 +2589,60 @@ class TradingService:
             stop_price=change.stop_price or order.stop_price,
             asset_class=order.asset_class,
         )
+        # Checked as the order it is: a strategy's entry under the strategy's limits too.
+        scope = {
+            k: v
+            for k, v in (own.extra if own is not None else {}).items()
+            if k in ("strategy_id", "leg", "closes_position")
+        }
         intent = self._new_intent(
             target,
             request,
-            source="discord",
+            source=own.source if own is not None else "discord",
             idempotency_key=None,
             status=IntentStatus.PENDING,
-            extra={},
+            extra=scope,
         )  # never stored: what the checks read
         gate, _ = await self._pretrade(intent, target, adapter)
-        if isinstance(gate, Refusal):
-            refused = LimitReached(gate.message.replace("Not sent", verdict, 1))
-            refused.code = gate.code
-            raise refused
+        _raise_limit(gate if isinstance(gate, Refusal) else None, verdict)
+        assert isinstance(gate, Gate)
+        if own is None or not gate.daily or gate.closes or own.extra.get("risk_off"):
+            return None
+        if own.status in NOT_COUNTED or gate.notional is None or not remaining:
+            return None
+        total = remaining + order.filled_quantity
+        value = gate.notional * total / remaining
+        if value <= sent_notional(own):
+            return None  # lowered or the same: no more of the day's allowance
+        intent.id, intent.quantity = own.id, total  # its own old value is not counted twice
+        return intent, Gate(value, gate.daily), sent_notional(own)
+
+    async def _claim_raise(self, intent: OrderIntent, gate: Gate, counted: Decimal) -> None:
+        """Check a raised order against the daily totals and stamp its new value in one
+        transaction under the member's lock, as a send is claimed: two changes or sends at
+        once cannot both pass on the same allowance."""
+        async with self.core.db.transaction() as s:
+            await lock_row(s, Member, Member.id == intent.member_id)
+            refusal = await self._over_daily(s, intent, gate, self.clock(), counted)
+            _raise_limit(refusal, "Not changed")
+            await s.execute(
+                update(OrderIntent)
+                .where(OrderIntent.id == intent.id)
+                .values(notional=gate.notional)
+            )
+
+    async def _release_raise(
+        self, raised: tuple[OrderIntent, Gate, Decimal] | None, own: OrderIntent | None
+    ) -> None:
+        """The broker refused the change: the order keeps its old value in the daily totals."""
+        if raised is None or own is None:
+            return
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                update(OrderIntent)
+                .where(OrderIntent.id == own.id, OrderIntent.notional == raised[1].notional)
+                .values(notional=own.notional)
+            )
 
     async def _changed_meanwhile(
         self, target: Target, adapter: BrokerAdapter, before: Order, change: OrderChange
@@ -3045,6 +3126,14 @@ def _quote_price(quote: Quote, side: Side) -> Decimal | None:
     if price <= 0:
         price = quote.last
     return price if price > 0 else None
+
+
+def _raise_limit(refusal: Refusal | None, verdict: str) -> None:
+    """A pre-trade refusal of a change, said as ``verdict`` ("Not allowed" at the card)."""
+    if refusal is not None:
+        refused = LimitReached(refusal.message.replace("Not sent", verdict, 1))
+        refused.code = refusal.code
+        raise refused
 
 
 def sent_notional(intent: OrderIntent) -> Decimal:

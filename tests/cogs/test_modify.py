@@ -244,3 +244,58 @@ async def test_an_order_that_filled_after_the_card_is_not_changed(tradecord: Har
     await paper.sweep(target.ref)  # the limit fills at the new price
     done = await confirmed(h, "alice", card)
     assert f"Order {oid[-8:]} has ended (filled): there is nothing left to change." in done, done
+
+
+async def test_a_change_that_raises_an_order_counts_against_my_daily_notional(
+    tradecord: Harness,
+) -> None:
+    """The order was counted at its old value when placed; a bigger order is counted again,
+    at its new value, so /modify is no way around the day's limit."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)  # 10 at $150: $1,500 of the day's allowance
+    await h.reply("alice", "limits set", max_daily_notional="2000")
+    over = await h.reply("alice", "modify", order=oid, quantity="14")
+    assert over.text() == (
+        "Not allowed: buy 14 AAPL is about $2,100.00, $600.00 more than it counted for, and "
+        "$1,500.00 was already sent today (UTC), this order included: over your max notional "
+        "per day: $2,000.00 ($500.00 left today). See /limits show."
+    )
+    assert over.buttons() == []
+    card = await h.reply("alice", "modify", order=oid, quantity="12")
+    assert "changed: buy 12 AAPL limit at $150.00." in await confirmed(h, "alice", card)
+    assert (await intent_of(h, oid)).notional == D(1800)
+    # Lowering the price asks for no more allowance, whatever the day's total.
+    card = await h.reply("alice", "modify", order=oid, limit_price="149")
+    await h.reply("alice", "limits set", max_daily_notional="1000")
+    assert "changed: buy 12 AAPL limit at $149.00." in await confirmed(h, "alice", card)
+    # Allowed at the card, refused at Confirm: the limit was lowered meanwhile.
+    await h.reply("alice", "limits set", max_daily_notional="2000")
+    card = await h.reply("alice", "modify", order=oid, quantity="13")
+    await h.reply("alice", "limits set", max_daily_notional="1900")
+    done = await confirmed(h, "alice", card)
+    assert done.startswith("Not changed: buy 13 AAPL is about $1,937.00"), done
+    _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    assert order.quantity == D(12)
+    # The new value is what the day's later orders are counted against.
+    refused = await preview(
+        h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="150"
+    )
+    assert "already sent today" in refused.text(), refused.text()
+
+
+async def test_a_raise_the_broker_refuses_gives_the_allowance_back(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)
+    await h.reply("alice", "limits set", max_daily_notional="2000")
+
+    async def refused(self: PaperBroker, *args: Any) -> Any:
+        raise BrokerUnavailable(maybe_sent=False)
+
+    monkeypatch.setattr(PaperBroker, "_replace_order", refused)
+    card = await h.reply("alice", "modify", order=oid, quantity="13")
+    await confirmed(h, "alice", card)
+    assert (await intent_of(h, oid)).notional == D(1500)
