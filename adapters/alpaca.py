@@ -119,6 +119,12 @@ STATUSES = {
     "held": OrderStatus.PENDING,  # a bracket exit waiting for its entry to fill
 }
 _WORKING = {OrderStatus.OPEN, OrderStatus.PENDING}
+
+
+class DuplicateClientOrderId(InvalidOrder):
+    """Alpaca already has an order under this client order id: this one, sent before."""
+
+
 _ASSET_RE = re.compile(r'asset "?([^"]+?)"? (?:not found|is not tradable|is not fractionable)')
 _QTY_RE = re.compile(r"requested: ([\d.]+), available: ([\d.]+)")
 _STATE_RE = re.compile(r'already in "?(\w+)"? state')
@@ -664,7 +670,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 vendor_code=vcode,
             )
         if "client_order_id must be unique" in low:
-            return InvalidOrder(
+            return DuplicateClientOrderId(
                 "Alpaca already has an order with this client order id, so it was not placed "
                 "a second time. See /orders for the existing order.",
                 vendor_code=vcode,
@@ -939,14 +945,19 @@ class AlpacaAdapter(HttpBrokerAdapter):
         if request.client_order_id is None:
             # Always send an idempotency key, so a lost response can be looked up.
             request.client_order_id = secrets.token_hex(11)
-        resp = await self.request(
-            "POST",
-            "/v2/orders",
-            environment=account.environment,
-            bucket="trading",
-            json_body=self.order_body(request),
-            write=True,
-        )
+        try:
+            resp = await self.request(
+                "POST",
+                "/v2/orders",
+                environment=account.environment,
+                bucket="trading",
+                json_body=self.order_body(request),
+                write=True,
+            )
+        except DuplicateClientOrderId:
+            # This very order, sent before (its answer lost, sent again after a lookup that
+            # came too early): the one Alpaca has is it.
+            return await self.fetch_order(account, client_order_id=request.client_order_id)
         return self.map_order(resp.body, account.id)
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:

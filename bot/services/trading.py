@@ -1675,7 +1675,9 @@ class TradingService:
         simulated = bool(intent.extra.get("simulated"))
         try:
             order = await adapter.create_order(target.ref, request)
-        except (BrokerUnavailable, TimeoutError) as e:
+        except (BrokerUnavailable, OrderStateUnknown, TimeoutError) as e:
+            # The broker answered without saying whether it took the order (OrderStateUnknown)
+            # or did not answer: looked up, never resent.
             maybe_sent = not isinstance(e, BrokerUnavailable) or e.maybe_sent
             if not maybe_sent:
                 await self._set(

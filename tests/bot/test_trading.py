@@ -17,6 +17,7 @@ from adapters.errors import (
     InsufficientBuyingPower,
     InvalidOrder,
     OrderNotFound,
+    OrderStateUnknown,
     RateLimited,
     SymbolNotFound,
 )
@@ -429,7 +430,8 @@ async def test_live_mode_needs_a_live_account(core: Core) -> None:
 
 # -- faults: at most one broker order per intent, whatever fails ---------------------------
 
-FAULTS = st.sampled_from(["ok", "refuse", "rate", "lose", "timeout_after"])
+# "unknown": the broker answers, but without saying whether it took the order.
+FAULTS = st.sampled_from(["ok", "refuse", "rate", "lose", "timeout_after", "unknown"])
 
 
 class FaultyAdapter:
@@ -473,6 +475,8 @@ class FaultyAdapter:
                 raise BrokerUnavailable(maybe_sent=True)
             if fault == "timeout_after":
                 raise TimeoutError
+            if fault == "unknown" and name == "create_order":
+                raise OrderStateUnknown
             return result
 
         return call
@@ -1120,6 +1124,24 @@ async def test_a_lost_answer_whose_lookup_fails_is_left_unknown_for_the_reconcil
     assert creates == 1 and await order_count(core, intent.client_order_id) == 1
     told = [m.content or "" for _, m in notifier.dms]
     assert len(told) == 1 and told[0].startswith("📝 Paper order update: Filled")
+
+
+async def test_an_answer_that_says_nothing_of_the_order_is_looked_up_not_rejected(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TradeStation can answer 200 with neither Orders nor Errors: the order may be there, so
+    it is looked up by client order id, like a lost answer, and never taken as rejected."""
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    place = PaperBroker.create_order
+
+    async def say_nothing(self: PaperBroker, account: Any, request: Any) -> Any:
+        await place(self, account, request)
+        raise OrderStateUnknown
+
+    monkeypatch.setattr(PaperBroker, "create_order", say_nothing)
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert out.ok and out.intent.status == IntentStatus.FILLED, out.message
+    assert await order_count(core, out.intent.client_order_id) == 1
 
 
 @pytest.mark.parametrize(
