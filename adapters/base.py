@@ -402,6 +402,26 @@ class BrokerAdapter(ABC):
 
     # -- checks every broker shares -----------------------------------------------------
 
+    def check_position(self, account: AccountRef, request: OrderRequest, held: Decimal) -> None:
+        """Refuse, at preview, an order the broker refuses given the position (``held``,
+        signed: negative is short); brokers with rules of their own add to it."""
+        if (
+            account.type is AccountType.CASH
+            and request.side is Side.SELL
+            and request.quantity > held
+        ):
+            have = f"hold {held.normalize():f}" if held > 0 else "hold no"
+            raise InvalidOrder(
+                f"You {have} {request.symbol} in this cash account, so selling "
+                f"{request.quantity.normalize():f} would sell short, which a cash account "
+                "cannot do. "
+                + (
+                    f"Sell at most {held.normalize():f}."
+                    if held > 0
+                    else "Sell short from a margin account (see /accounts)."
+                )
+            )
+
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         caps = self.capabilities
         asset = request.asset_class or symbols.asset_class_of(request.symbol)

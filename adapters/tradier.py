@@ -800,33 +800,15 @@ class TradierAdapter(HttpBrokerAdapter):
         return dataclasses.replace(order, limit_price=limit, stop_price=stop)
 
     async def _vendor_side(self, account: AccountRef, symbol: str, side: Side, qty: Decimal) -> str:
-        """Tradier wants opening and closing actions; a crossing order must be split."""
         held = ZERO
         for p in await self._positions(account):
             if p.symbol == symbol:
                 held = p.quantity
-        if side is Side.BUY:
-            if held >= 0:
-                return "buy"
-            if qty > -held:
-                raise InvalidOrder(
-                    f"You are short {-held} {symbol}; Tradier cannot cover and go long in one "
-                    f"order. Buy {-held} to cover first, then buy the rest."
-                )
-            return "buy_to_cover"
-        if held > 0:
-            if qty > held:
-                raise InvalidOrder(
-                    f"You hold {held} {symbol}; Tradier cannot sell and go short in one order. "
-                    f"Sell {held} first, then sell short the rest."
-                )
-            return "sell"
-        if account.type is AccountType.CASH:
-            raise InvalidOrder(
-                f"You hold no {symbol} in this cash account, so this sell would be a short "
-                "sale, and Tradier does not allow short selling in cash accounts."
-            )
-        return "sell_short"
+        return _vendor_side(account.type, symbol, side, qty, held)
+
+    def check_position(self, account: AccountRef, request: OrderRequest, held: Decimal) -> None:
+        super().check_position(account, request, held)
+        _vendor_side(account.type, request.symbol, request.side, request.quantity, held)
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         if not order_id.isdigit():
@@ -1095,3 +1077,29 @@ def _reset_after(resp: HttpResponse) -> float | None:
     if expiry is not None and expiry.isdigit():
         return max(0.0, int(expiry) / 1000 - time.time())
     return None
+
+
+def _vendor_side(kind: AccountType, symbol: str, side: Side, qty: Decimal, held: Decimal) -> str:
+    """Tradier wants opening and closing actions; a crossing order must be split."""
+    if side is Side.BUY:
+        if held >= 0:
+            return "buy"
+        if qty > -held:
+            raise InvalidOrder(
+                f"You are short {-held} {symbol}; Tradier cannot cover and go long in one "
+                f"order. Buy {-held} to cover first, then buy the rest."
+            )
+        return "buy_to_cover"
+    if held > 0:
+        if qty > held:
+            raise InvalidOrder(
+                f"You hold {held} {symbol}; Tradier cannot sell and go short in one order. "
+                f"Sell {held} first, then sell short the rest."
+            )
+        return "sell"
+    if kind is AccountType.CASH:
+        raise InvalidOrder(
+            f"You hold no {symbol} in this cash account, so this sell would be a short "
+            "sale, and Tradier does not allow short selling in cash accounts."
+        )
+    return "sell_short"

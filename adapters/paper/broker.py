@@ -497,6 +497,11 @@ class PaperBroker(BrokerAdapter):
                 "GTC order, which rests until the open."
             )
 
+    def check_change(self, order: Order, change: OrderChange) -> None:
+        super().check_change(order, change)
+        if order.parent_id is not None and change.quantity is not None:
+            raise InvalidOrder(store.EXIT_QUANTITY_FIXED)  # refused at the card, not Confirm
+
     def canonical_symbol(self, symbol: str) -> str:
         return resolve(symbol).symbol
 

@@ -1055,6 +1055,12 @@ async def place_orders(db: Database, batch: Sequence[Placement]) -> list[Order |
     return [to_order(r) if isinstance(r, PaperOrder) else r for r in results]
 
 
+EXIT_QUANTITY_FIXED = (
+    "An exit of a take-profit/stop-loss bracket closes what its entry filled: change its price, "
+    "not its quantity."
+)
+
+
 def _place(
     s: AsyncSession,
     account: PaperAccount,
@@ -1213,10 +1219,7 @@ async def replace(
         account = await lock_account(s, account_id)
         order = await _working_order(s, account_id, order_id, OrderNotReplaceable, "change")
         if order.parent_id is not None and change.quantity is not None:
-            raise InvalidOrder(
-                "An exit of a take-profit/stop-loss bracket closes what its entry filled: change "
-                "its price, not its quantity."
-            )
+            raise InvalidOrder(EXIT_QUANTITY_FIXED)
         quantity = change.quantity if change.quantity is not None else order.quantity
         limit = change.limit_price if change.limit_price is not None else order.limit_price
         stop = change.stop_price if change.stop_price is not None else order.stop_price

@@ -36,6 +36,7 @@ from adapters.errors import (
     BrokerError,
     BrokerUnavailable,
     InsufficientBuyingPower,
+    InvalidOrder,
     OrderNotCancelable,
     OrderNotFound,
     OrderStateUnknown,
@@ -773,6 +774,15 @@ class TradingService:
             required = adapter.buying_power_required(request, price)
             assert request.asset_class is not None
             held = position.quantity if position is not None else Decimal(0)
+            adapter.check_position(target.ref, request, held)
+            if b is not None and closing_quantity(held, request.side, request.quantity):
+                # Every broker refuses it when placed: its exits would add to the position.
+                raise InvalidOrder(
+                    "A take-profit/stop-loss bracket needs an order that opens a position, and "
+                    f"this {request.side.value} closes (part of) your {qty(abs(held))} "
+                    f"{request.symbol}. Close it without take_profit and stop_loss (or with "
+                    "/close), then place the bracketed order."
+                )
             mult = symbols.multiplier(request.symbol)
             cost = request.quantity * price * mult
             after = buying_power_after(buying_power, request, held, required)

@@ -343,6 +343,32 @@ async def test_a_bracket_on_the_wrong_side_says_which_way(tradecord: Harness) ->
     assert await paper_orders(h) == 0
 
 
+async def test_a_bracket_on_a_closing_sell_is_refused_at_the_card(tradecord: Harness) -> None:
+    """Every broker refuses it when placed (the exits would buy the position back): the card
+    says so, rather than Confirm."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    assert (
+        "Filled"
+        in (
+            await (
+                await h.emu.click(
+                    h.user("alice"),
+                    await preview(h, "alice", symbol="AAPL", quantity="5"),
+                    label="Confirm",
+                )
+            ).message(timeout=10)
+        ).text()
+    )
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="3", stop_loss="210")
+    assert card.text() == (
+        "A take-profit/stop-loss bracket needs an order that opens a position, and this sell "
+        "closes (part of) your 5 AAPL. Close it without take_profit and stop_loss (or with "
+        "/close), then place the bracketed order."
+    ), card.text()
+    assert card.buttons() == [] and await paper_orders(h) == 1
+
+
 async def test_expired_card(tradecord: Harness) -> None:
     h = tradecord
     clock = FakeClock()

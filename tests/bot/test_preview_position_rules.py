@@ -1,0 +1,95 @@
+"""A /trade preview refuses what the broker would refuse given the position, before the card:
+a short sale from a cash account, or (at Tradier) one order that crosses from long to short."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from adapters.errors import InvalidOrder
+from adapters.models import Environment
+from bot.core import Core
+from bot.db import Database
+from bot.services.oauth import TokenSet
+from bot.services.trading import OrderInput
+from bot.settings import Settings, load_settings
+from emulators.tradier import TradierEmulator
+from tests.bot.conftest import MEMBER, open_cores, stored_connection
+
+LIVE = Environment.LIVE
+
+
+@pytest.fixture
+async def tradier() -> AsyncIterator[TradierEmulator]:
+    emu = TradierEmulator(heartbeat_interval=3600)
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest.fixture
+async def core(settings: Settings, db: Database, tradier: TradierEmulator) -> AsyncIterator[Core]:
+    with_tradier = load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_tradier_client_id=tradier.client_id,
+        tradecord_tradier_client_secret=tradier.client_secret,
+        tradecord_tradier_refresh_url=tradier.refresh_url_for(LIVE),
+        tradecord_tradier_api_url=tradier.api_url(LIVE),
+    )
+    [c] = await open_cores(with_tradier, 1)
+    yield c
+    await c.close()
+
+
+async def connect(core: Core, tradier: TradierEmulator, kind: str) -> None:
+    """Connects id-demo's live ``kind`` account as "Tradier"."""
+    grant = tradier.issue_tokens("id-demo", LIVE)
+    account = next(
+        a
+        for a in tradier.accounts.values()
+        if a.environment is LIVE and a.type == kind and a.user_id == "id-demo"
+    )
+    await stored_connection(
+        core,
+        MEMBER,
+        TokenSet(grant["access_token"], grant.get("refresh_token"), None, grant["scope"]),
+        broker="tradier",
+        name="Tradier",
+        settings={"environment": "live"},
+        accounts=[
+            {"mode": "live", "account_id": account.number, "account_type": kind, "label": kind}
+        ],
+    )
+
+
+async def preview(core: Core, side: str, quantity: str) -> None:
+    order = OrderInput("F", side, quantity, connection="Tradier", mode="live")
+    await core.trading.preview(MEMBER, order)
+
+
+async def test_a_short_sale_from_a_cash_account_is_refused_at_the_card(
+    core: Core, tradier: TradierEmulator
+) -> None:
+    await connect(core, tradier, "cash")
+    with pytest.raises(InvalidOrder) as refused:
+        await preview(core, "sell", "5")
+    assert refused.value.user_message == (
+        "You hold no F in this cash account, so selling 5 would sell short, which a cash "
+        "account cannot do. Sell short from a margin account (see /accounts)."
+    )
+    await preview(core, "buy", "5")  # a buy is fine
+
+
+async def test_a_sell_through_a_long_position_is_refused_at_the_card(
+    core: Core, tradier: TradierEmulator
+) -> None:
+    await connect(core, tradier, "margin")  # holds 10 AAPL
+    with pytest.raises(InvalidOrder, match=r"cannot sell and go short in one order\. Sell 10"):
+        await core.trading.preview(
+            MEMBER, OrderInput("AAPL", "sell", "15", connection="Tradier", mode="live")
+        )
+    await core.trading.preview(
+        MEMBER, OrderInput("AAPL", "sell", "10", connection="Tradier", mode="live")
+    )
+    assert all(r.method == "GET" for r in tradier.requests), "a preview sends no order"
