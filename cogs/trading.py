@@ -373,8 +373,9 @@ def closed_line(p: Preview) -> str:
 
 
 def still_working_line(p: Preview, orders: Sequence[Order]) -> str:
-    """/close: the symbol's open orders are left as they are; a resting exit that fires after
-    the position is gone (or for more than is left) opens one the other way."""
+    """/close, or a /trade that closes: the symbol's open orders are left as they are; a resting
+    exit that fires after the position is gone (or for more than is left) opens one the other
+    way."""
     if not orders:
         return ""
     n = len(orders)
@@ -1018,7 +1019,9 @@ class Trading(commands.Cog):
         preview = await in_time(
             interaction, self.bot.core.trading.preview(interaction.user.id, order), ephemeral=True
         )
-        await self._card(interaction, preview_embed(preview), preview.intent_id, "/trade")
+        embed = preview_embed(preview)
+        embed.description = (embed.description or "") + still_working_line(preview, preview.working)
+        await self._card(interaction, embed, preview.intent_id, "/trade")
 
     async def position_choices(
         self, interaction: discord.Interaction, current: str

@@ -369,6 +369,8 @@ class Preview:
     could_extend: bool = False  # extended hours would let it fill before market_opens_at
     extended_reach: ExtendedReach | None = None  # an extended order's one session, if so
     amount: Decimal | None = None  # the dollars the quantity was sized from (/trade amount)
+    # An order that closes (part of) a position: the symbol's open orders, which keep working.
+    working: list[Order] = field(default_factory=list)
     risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
 
     @property
@@ -775,6 +777,16 @@ class TradingService:
             assert request.asset_class is not None
             held = position.quantity if position is not None else Decimal(0)
             adapter.check_position(target.ref, request, held)
+            working: list[Order] = []
+            if closing is None and reduces(request, held):
+                # A resting stop or limit on the position may fill after this closes it.
+                with contextlib.suppress(BrokerError, TimeoutError):
+                    key = symbols.instrument_key(request.symbol)
+                    working = [
+                        o
+                        for o in exits_in_order(await adapter.fetch_open_orders(target.ref))
+                        if symbols.instrument_key(o.symbol) == key
+                    ]
             if b is not None and closing_quantity(held, request.side, request.quantity):
                 # Every broker refuses it when placed: its exits would add to the position.
                 raise InvalidOrder(
@@ -850,6 +862,7 @@ class TradingService:
             extended_reach=reach,
             amount=amount,
             risk=risk,
+            working=working,
         )
 
     async def close_preview(

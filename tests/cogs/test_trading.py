@@ -1335,6 +1335,22 @@ async def test_close_warns_that_a_resting_exit_keeps_working(tradecord: Harness)
     ), part
 
 
+async def test_a_closing_trade_warns_of_orders_still_working_on_the_position(
+    tradecord: Harness,
+) -> None:
+    """/trade sell of the whole position said "closes your whole long position" and nothing of
+    the stop-loss that would then sell short: the card names it, as /close's does."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10", take_profit="220", stop_loss="190")
+    text = (await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")).text()
+    assert "This sell closes your whole long position of 10 AAPL." in text, text
+    assert "⚠️ 2 open AAPL orders stay working: the take-profit sell 10 AAPL" in text, text
+    assert "Once the position is closed, a fill would open a new one" in text
+    opening = (await preview(h, "alice", symbol="MSFT", quantity="1")).text()
+    assert "stay working" not in opening, opening
+
+
 async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: Harness) -> None:
     """Two /close cards for one position (or a stop-loss that filled meanwhile): the second
     Confirm would sell short. The position is read again at Confirm."""
