@@ -123,6 +123,8 @@ class OAuthSpec:
     revoke_url: str | None = None
     scope_separator: str = " "
     pkce: bool = False
+    # The vendor turns PKCE on per client when asked: ``TRADECORD_<BROKER>_PKCE`` says it is.
+    pkce_on_request: bool = False
     client_auth: str = "client_secret_post"  # or "client_secret_basic"
     extra_authorize_params: Mapping[str, str] = field(default_factory=dict)
     issuer: str | None = None  # RFC 9207 ``iss`` expected on the callback, when sent

@@ -581,8 +581,10 @@ class TradeStationAdapter(HttpBrokerAdapter):
         revoke_url="https://signin.tradestation.com/oauth/revoke",
         # openid is required, offline_access brings the refresh token; no scope moves money.
         scopes=("openid", "offline_access", "ReadAccount", "MarketData", "Trade"),
-        # PKCE must be enabled per API key by TradeStation; keys are confidential clients.
+        # PKCE must be enabled per API key by TradeStation (TRADECORD_TRADESTATION_PKCE=true
+        # once it is); keys are confidential clients either way.
         pkce=False,
+        pkce_on_request=True,
         client_auth="client_secret_post",
         extra_authorize_params={"audience": AUDIENCE},
     )

@@ -148,6 +148,7 @@ class BrokerConfig:
     client_id: str | None
     client_secret: str | None = field(repr=False, default=None)
     urls: dict[str, str | None] = field(default_factory=dict)
+    pkce: bool = False  # the vendor has turned PKCE on for this client
 
     def url(self, name: str, default: str | None) -> str | None:
         return self.urls.get(name) or default
@@ -215,6 +216,8 @@ class Settings(BaseSettings):
     tradecord_tradestation_revoke_url: str | None = None
     tradecord_tradestation_api_url: str | None = None
     tradecord_tradestation_paper_api_url: str | None = None
+    # TradeStation enables PKCE per API key on request: true once it has for this key.
+    tradecord_tradestation_pkce: bool = False
     tradecord_alpaca_client_id: str | None = None
     tradecord_alpaca_client_secret: SecretStr | None = None
     tradecord_alpaca_authorize_url: str | None = None
@@ -436,6 +439,7 @@ class Settings(BaseSettings):
             client_id=getattr(self, f"tradecord_{key}_client_id"),
             client_secret=secret.get_secret_value() if secret else None,
             urls=urls,
+            pkce=bool(getattr(self, f"tradecord_{key}_pkce", False)),
         )
 
     def broker_client_id(self, key: str) -> str | None:

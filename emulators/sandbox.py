@@ -78,7 +78,7 @@ def _overrides(
 async def start_sandbox_brokers(public_url: str) -> SandboxBrokers:
     """Start TradeStation, Alpaca and Tradier emulators on free local ports."""
     client_secrets = {b: secrets.token_urlsafe(24) for b in ("tradestation", "alpaca", "tradier")}
-    ts = TradeStationEmulator(host=HOST)
+    ts = TradeStationEmulator(host=HOST, pkce_enabled=True)  # as a key TradeStation enabled
     ts.register_client(
         CLIENT_ID, client_secrets["tradestation"], [callback_url(public_url, "tradestation")]
     )
@@ -116,6 +116,7 @@ async def start_sandbox_brokers(public_url: str) -> SandboxBrokers:
                 "paper_api_url": ts.api_url(Environment.PAPER),
             },
         ),
+        "tradecord_tradestation_pkce": "true",
         **_overrides(
             "alpaca",
             CLIENT_ID,

@@ -5,6 +5,7 @@ endpoints, client authentication and scopes, and turns failures into our errors.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,8 @@ def endpoints(cls: type[BrokerAdapter], settings: Settings) -> Endpoints:
     if not cfg.client_id:
         raise ValueError(f"{cls.key} is not configured")
     token_url = cfg.url("token_url", spec.token_url) or spec.token_url
+    if spec.pkce_on_request and cfg.pkce:
+        spec = dataclasses.replace(spec, pkce=True)
     return Endpoints(
         spec=spec,
         client_id=cfg.client_id,

@@ -98,3 +98,21 @@ def test_authlib_never_logs_below_info_whatever_the_log_level(level: str) -> Non
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
         authlib_log.setLevel(saved[2])
+
+
+@pytest.mark.parametrize(("enabled", "pkce"), [(None, False), ("false", False), ("true", True)])
+def test_tradestation_uses_pkce_once_the_setting_says_the_key_has_it(
+    enabled: str | None, pkce: bool
+) -> None:
+    from adapters.alpaca import AlpacaAdapter
+    from bot.settings import load_settings
+
+    given = {"tradecord_tradestation_pkce": enabled} if enabled is not None else {}
+    settings = load_settings(
+        tradecord_tradestation_client_id="ts",
+        tradecord_alpaca_client_id="alpaca",
+        tradecord_alpaca_pkce="true",  # not a setting: Alpaca has no PKCE to turn on
+        **given,
+    )
+    assert oauth.endpoints(TradeStationAdapter, settings).spec.pkce is pkce
+    assert oauth.endpoints(AlpacaAdapter, settings).spec.pkce is False

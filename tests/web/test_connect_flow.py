@@ -139,6 +139,11 @@ async def test_full_flow_links_and_choosing_an_account_turns_trading_on(h: Harne
         )  # nothing external on the page
     finally:
         await b.close()
+    # The sandbox's key has PKCE turned on (TRADECORD_TRADESTATION_PKCE): the sign-in carried an
+    # S256 challenge, and the code was exchanged only with its verifier (the emulator checks).
+    [authorize] = h.sandbox.emulators["tradestation"].requests_to(r"/authorize$", "GET")
+    assert authorize.query["code_challenge_method"] == "S256", authorize.query
+    assert len(authorize.query["code_challenge"]) == 43
     [conn] = await connections(h, "alice")
     assert conn.name == "TradeStation" and conn.status == ConnectionStatus.NEEDS_ACCOUNT
     async with h.core.db.session() as s:
