@@ -431,8 +431,13 @@ class ConfirmDelete(ConfirmView):
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
         if self.moderator and not can_manage(interaction):  # checked again at the press
             raise PermissionDenied("Only server admins (Manage Server) delete others' strategies.")
-        await self.bot.core.strategies.delete(
-            self.guild_id, interaction.user.id, self.strategy, moderator=self.moderator
+        # Its subscribers are told by DM before this returns: deferred if that runs long.
+        await in_time(
+            interaction,
+            self.bot.core.strategies.delete(
+                self.guild_id, interaction.user.id, self.strategy, moderator=self.moderator
+            ),
+            ephemeral=True,
         )
         await self.answer(
             interaction, "Deleted: its webhook URL stops working and its subscriptions end."
@@ -874,8 +879,12 @@ class Automation(commands.Cog):
             )
             return
         assert member is not None
-        done = await strategies.unshare(
-            guild, interaction.user.id, strategy, member.id, roles={r.id for r in member.roles}
+        done = await in_time(  # the member is told by DM before this returns
+            interaction,
+            strategies.unshare(
+                guild, interaction.user.id, strategy, member.id, roles={r.id for r in member.roles}
+            ),
+            ephemeral=True,
         )
         who = as_text(member.display_name)
         if done.kept:
@@ -887,9 +896,10 @@ class Automation(commands.Cog):
             after = f"Their subscription{plural(done.ended)} to it ended, and they were told."
         else:
             after = "They had no subscription to it."
-        await interaction.response.send_message(
-            f"**{done.info.name}** is no longer shared with {who}. {after}",
+        await reply(
+            interaction,
             ephemeral=True,
+            content=f"**{done.info.name}** is no longer shared with {who}. {after}",
             allowed_mentions=discord.AllowedMentions.none(),
         )
 
@@ -903,17 +913,22 @@ class Automation(commands.Cog):
     ) -> None:
         if member.bot:
             raise InvalidInput("A bot cannot own a strategy; pick a member.")
-        info = await self.bot.core.strategies.transfer(
-            guild_of(interaction),
-            interaction.user.id,
-            strategy,
-            member.id,
-            moderator=can_manage(interaction),
-        )
-        await interaction.response.send_message(
-            f"**{info.name}** now belongs to {as_text(member.display_name)}, who was told. Its "
-            "webhook URL, settings and subscriptions stay as they were.",
+        info = await in_time(  # the new owner is told by DM before this returns
+            interaction,
+            self.bot.core.strategies.transfer(
+                guild_of(interaction),
+                interaction.user.id,
+                strategy,
+                member.id,
+                moderator=can_manage(interaction),
+            ),
             ephemeral=True,
+        )
+        await reply(
+            interaction,
+            ephemeral=True,
+            content=f"**{info.name}** now belongs to {as_text(member.display_name)}, who was "
+            "told. Its webhook URL, settings and subscriptions stay as they were.",
             allowed_mentions=discord.AllowedMentions.none(),
         )
 

@@ -1482,3 +1482,35 @@ async def test_a_strategy_owner_sees_who_subscribes_but_not_their_connections(
     h.members["owner"] = h.emu.owner.id
     admin = await h.reply("owner", "strategy subscribers", strategy="Gap fill")
     assert len(admin.embeds[0]["description"].splitlines()) == 2
+
+
+async def test_what_tells_members_by_dm_is_deferred_when_the_dms_are_slow(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting, transferring and unsharing a strategy DM the people it concerns before they
+    answer: with Discord slow to take DMs, the interaction must be deferred in time (3 s)."""
+    from cogs import ui
+
+    h = tradecord
+    monkeypatch.setattr(ui, "DEFER_AFTER", 0.05)
+    await create_strategy(h, "alice", "Momentum")
+    await h.reply("alice", "subscribe", strategy="Momentum")  # told when it is deleted
+    await h.reply("alice", "strategy share", strategy="Momentum", member=h.user("bob"))
+    await h.reply("bob", "subscribe", strategy="Momentum")
+    dm = h.core.notifier.dm
+
+    async def slow_dm(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await dm(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.notifier, "dm", slow_dm)
+    unshared = await h.slash("alice", "strategy unshare", strategy="Momentum", member=h.user("bob"))
+    assert (await unshared.response()).deferred
+    assert "is no longer shared with" in (await unshared.message(timeout=10)).text()
+    given = await h.slash("alice", "strategy transfer", strategy="Momentum", member=h.user("bob"))
+    assert (await given.response()).deferred
+    assert "now belongs to" in (await given.message(timeout=10)).text()
+    card = await h.reply("bob", "strategy delete", strategy="Momentum")
+    pressed = await h.emu.click(h.user("bob"), card, label="Delete strategy")
+    assert (await pressed.response()).deferred
+    assert "Deleted" in (await pressed.message(timeout=10)).text()
