@@ -800,8 +800,9 @@ class HttpBrokerAdapter(BrokerAdapter):
             if resp.ok or resp.status in allow:
                 return resp
             retryable = resp.status == 429 or resp.status >= 500
-            if retryable and attempt < attempts:
-                await asyncio.sleep(_retry_delay(resp, attempt))
+            delay = _retry_delay(resp, attempt) if retryable and attempt < attempts else None
+            if delay is not None:
+                await asyncio.sleep(delay)
                 continue
             error = self._error_for(resp, write)
             refused = resp.status in (401, 403) and isinstance(error, AuthorizationExpired)
@@ -898,10 +899,17 @@ def _backoff(attempt: int) -> float:
     return min(4.0, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random())
 
 
-def _retry_delay(resp: HttpResponse, attempt: int) -> float:
+# The longest a broker's Retry-After is waited out inside a call (a member's command waits).
+MAX_RETRY_WAIT = 10.0
+
+
+def _retry_delay(resp: HttpResponse, attempt: int) -> float | None:
+    """How long to wait before trying again, or None: the broker asks for longer than a call
+    may wait, and a retry sooner would only be refused again."""
     after = _retry_after(resp)
-    # A 429 never causes a tight loop, and never a long sleep inside a member's command.
-    return min(10.0, after) if after is not None else _backoff(attempt)
+    if after is None:
+        return _backoff(attempt)  # a 429 never causes a tight loop
+    return after if after <= MAX_RETRY_WAIT else None
 
 
 def dec(value: Any, default: Decimal | None = None) -> Decimal | None:

@@ -86,8 +86,21 @@ class RateLimited(BrokerError):
         retry_after: float | None = None,
         vendor_code: str | None = None,
     ) -> None:
+        if user_message is None and retry_after is not None and retry_after > 10:
+            # Longer than a call waits (adapters.base.MAX_RETRY_WAIT): "a few seconds" is wrong.
+            user_message = (
+                "The broker is limiting how fast we can call it, and asks us to wait "
+                f"{_wait_text(retry_after)} before the next request. Try again then."
+            )
         super().__init__(user_message, vendor_code=vendor_code)
         self.retry_after = retry_after
+
+
+def _wait_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes" if minutes < 90 else f"{round(minutes / 60)} hours"
 
 
 class BrokerUnavailable(BrokerError):
