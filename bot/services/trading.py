@@ -1720,7 +1720,7 @@ class TradingService:
                 intent, None, f"The broker rejected the order: {e.user_message}", False, simulated
             )
         await self._apply_order(intent, order)
-        return Outcome(intent, order, describe(intent, order), True, simulated)
+        return Outcome(intent, order, describe(intent, order), placed(order), simulated)
 
     async def resend_lost(self, intent: OrderIntent, *, target: Target | None = None) -> Outcome:
         """Send again an intent stuck in SUBMITTED because the process sending it died, after
@@ -1791,7 +1791,7 @@ class TradingService:
             await self._set(intent, IntentStatus.UNKNOWN, phase="order.unknown")
             return _in_doubt(intent, simulated)
         await self._apply_order(intent, order)
-        return Outcome(intent, order, describe(intent, order), True, simulated)
+        return Outcome(intent, order, describe(intent, order), placed(order), simulated)
 
     async def _apply_order(self, intent: OrderIntent, order: Order) -> None:
         if order.exit_ids:  # a bracket's exits, named by the broker with its entry
@@ -3555,6 +3555,23 @@ def filled_text(intent: OrderIntent, price: Decimal | None, quantity: Decimal) -
     return f"Filled: {what}{at}, against the position's average of {average}.{result}"
 
 
+# Why an order that could not fill at once ended: the broker cancels it, nobody asked to.
+IMMEDIATE = {
+    TimeInForce.FOK: "A fill-or-kill order fills in full at once or not at all, and it could "
+    "not fill in full at its price just then.",
+    TimeInForce.IOC: "An immediate-or-cancel order cancels whatever does not fill at once.",
+}
+
+
+def placed(order: Order) -> bool:
+    """Whether a confirmed order went through: working or filled (even in part), not ended
+    unfilled at once (rejected, or a fill-or-kill that could not fill)."""
+    if order.status is OrderStatus.REJECTED:
+        return False
+    ended = order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+    return not (ended and not order.filled_quantity)
+
+
 def describe(intent: OrderIntent, order: Order) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     bracket = _bracket_note(intent, order.status)
@@ -3566,7 +3583,10 @@ def describe(intent: OrderIntent, order: Order) -> str:
         return f"Rejected: {what}. {order.reject_reason or ''}".strip()
     if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
         ended = order.status.value.capitalize()
-        return _ended(ended, what, order.filled_quantity, order.average_fill_price)
+        text = _ended(ended, what, order.filled_quantity, order.average_fill_price)
+        if order.filled_quantity < order.quantity and intent.time_in_force in IMMEDIATE:
+            text += " " + IMMEDIATE[TimeInForce(intent.time_in_force)]
+        return text + bracket
     state = "working"
     if intent.time_in_force in AUCTIONS:
         which = "opening" if intent.time_in_force == TimeInForce.OPG else "closing"

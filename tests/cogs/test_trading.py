@@ -1796,3 +1796,20 @@ async def test_an_extended_hours_limit_is_marked_on_the_card(tradecord: Harness)
     market = await preview(h, "alice", symbol="AAPL", quantity="1", extended_hours=True)
     assert "Extended-hours orders must be limit orders" in market.text()
     assert market.buttons() == []
+
+
+async def test_a_fill_or_kill_that_cannot_fill_says_why_and_is_no_success(
+    tradecord: Harness,
+) -> None:
+    """It said "✅ Cancelled: buy 10 AAPL." and nothing more, as if the member had cancelled."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    terms = {"order_type": "limit", "limit_price": "150", "time_in_force": "fok"}
+    card = await preview(h, "alice", symbol="AAPL", quantity="10", **terms)
+    done = await h.emu.click(h.user("alice"), card, label="Confirm")
+    result = await done.message(timeout=10)
+    assert result.embeds[0]["title"].startswith("❌"), result.embeds[0]
+    assert (
+        "Cancelled: buy 10 AAPL. A fill-or-kill order fills in full at once or not at all, and "
+        "it could not fill in full at its price just then." in result.text()
+    ), result.text()
