@@ -56,15 +56,15 @@ def quote_embed(q: Quote, broker: str, connection: str | None) -> discord.Embed:
 def order_price(value: Decimal) -> str:
     """A limit or stop price as the order carries it: every decimal typed is kept (250.123 is
     not 250.12), so the preview and /orders show the price the broker gets."""
-    default = 2 if abs(value) >= 1 else 6
-    places = min(8, max(default, -int(value.normalize().as_tuple().exponent)))
+    places = min(8, max(2, -int(value.normalize().as_tuple().exponent)))
     return f"{value:,.{places}f}"
 
 
 def pct(numerator: Decimal | None, denominator: Decimal | None) -> str:
     if numerator is None or not denominator:
         return "—"
-    return f"{numerator / abs(denominator) * 100:+.2f}%"
+    share = (numerator / abs(denominator) * 100).quantize(Decimal("0.01"))
+    return f"{share.copy_abs() if not share else share:+.2f}%"  # a tiny loss is not "-0.00%"
 
 
 def mode_colour(mode: str) -> discord.Colour:
