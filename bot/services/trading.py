@@ -605,7 +605,8 @@ class TradingService:
         if quantity is None:
             raise InvalidInput("Quantity is required.")
         if quantity <= 0:
-            raise InvalidInput("Quantity must be more than zero. To sell, use side:sell.")
+            sell = " To sell, use side:sell." if quantity < 0 and side is Side.BUY else ""
+            raise InvalidInput(f"Quantity must be more than zero.{sell}")
         if quantity >= MAX_NUMBER:
             raise InvalidInput(f"Quantity is too large: it must be less than {MAX_NUMBER:,}.")
         # Zeros after the point say nothing: "1.0" is the whole number 1, "0.50" is 0.5. With
@@ -904,6 +905,11 @@ class TradingService:
             )
         held = abs(position.quantity)
         wanted = parse_decimal(quantity, "Quantity")
+        if wanted is not None and wanted <= 0:
+            raise InvalidInput(
+                f"Quantity must be more than zero: how much of your {qty(held)} "
+                f"{position.symbol} to close. Leave it out to close all of it."
+            )
         if wanted is not None and wanted > held:
             raise InvalidInput(
                 f"You hold {qty(held)} {position.symbol} {position.side} on {where}: /close "

@@ -1316,6 +1316,14 @@ async def test_close_refuses_what_it_cannot_close_and_says_what_to_do(
     assert "You hold 10 AAPL long on Tradecord Paper (paper): /close closes at most that." in more
     assert "to go short as well, use /trade" in more
     assert "not a symbol" in (await h.reply("alice", "close", symbol="not a symbol")).text()
+    for nothing in ("0", "-2"):  # said "To sell, use side:sell", which /close does not have
+        zero = (await h.reply("alice", "close", symbol="AAPL", quantity=nothing)).text()
+        assert zero == (
+            "Quantity must be more than zero: how much of your 10 AAPL to close. Leave it out "
+            "to close all of it."
+        ), zero
+    negative = await preview(h, "alice", symbol="AAPL", quantity="-5")
+    assert negative.text() == "Quantity must be more than zero. To sell, use side:sell."
     assert await paper_orders(h) == 1  # only the buy: nothing was prepared or sent
 
 
