@@ -223,6 +223,12 @@ class Chat:
                 if user.username == wanted:
                     return user.id
             raise ChatError(f"no member @{wanted}")
+        if kind == "role":
+            wanted = value.lstrip("@").casefold()
+            for role in self.emu.world.guild(self.emu.guild.id).roles.values():
+                if role.name.lstrip("@").casefold() == wanted:  # @everyone's name has its @
+                    return role.id
+            raise ChatError(f"no role @{value.lstrip('@')}")
         return value
 
     def _components(self) -> list[Any]:

@@ -823,6 +823,10 @@ class Automation(commands.Cog):
                 f"**{info.name}** is shared with {role_text(role)}: its members can now "
                 "/subscribe while they have the role. One who loses it, or leaves the server, "
                 f"loses their subscription {when} and is told."
+                if not role.is_default()
+                else f"**{info.name}** is shared with everyone in this server: any member can "
+                f"now /subscribe. One who leaves the server loses their subscription {when} and "
+                "is told."
             )
         else:
             assert member is not None

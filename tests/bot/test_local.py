@@ -65,3 +65,18 @@ async def test_press_takes_a_buttons_label_as_well_as_its_number(
         )
         assert await chat.handle("press confirm")
         assert "Filled: buy 1 AAPL" in out.getvalue(), out.getvalue()
+
+
+async def test_a_role_option_takes_a_roles_name(settings: Settings, db: Database) -> None:
+    """Before: "role:@everyone" was sent as the text "@everyone", which Discord never sends for
+    a role option, and /strategy share failed."""
+    async with running_tradecord(settings) as h:
+        out = io.StringIO()
+        chat = Chat(h.emu, h.emu.owner.id, out)
+        assert await chat.handle("/strategy create name:Gap")
+        assert await chat.handle("/strategy share strategy:Gap role:@everyone")
+        assert "Gap is shared with everyone in this server: any member can now" in (
+            out.getvalue()
+        ), out.getvalue()
+        assert await chat.handle("/strategy share strategy:Gap role:@nobody")
+        assert out.getvalue().endswith("! no role @nobody\n"), out.getvalue()
