@@ -217,6 +217,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + amount_line(p)
             + risk_line(p)
             + closing_line(p)
+            + stop_limit_line(r)
             + short_line(p)
             + closed_line(p)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
@@ -241,6 +242,23 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def stop_limit_line(r: OrderRequest) -> str:
+    """A stop limit whose limit is on the far side of its stop (a buy's below it): once the
+    stop triggers, it fills only if the price comes back to the limit. Rarely meant."""
+    if r.order_type is not OrderType.STOP_LIMIT or r.stop_price is None or r.limit_price is None:
+        return ""
+    buy = r.side is Side.BUY
+    if (r.limit_price >= r.stop_price) if buy else (r.limit_price <= r.stop_price):
+        return ""
+    stop, limit = f"${fmt.order_price(r.stop_price)}", f"${fmt.order_price(r.limit_price)}"
+    return (
+        f"\n⚠️ Its limit ({limit}) is {'below' if buy else 'above'} its stop ({stop}): once the "
+        f"stop triggers at {stop}, it {'buys' if buy else 'sells'} only if the price comes back "
+        f"to {limit}. A {'buy' if buy else 'sell'} stop limit usually has its limit "
+        f"{'at or above' if buy else 'at or below'} the stop."
+    )
 
 
 def extended_line(p: Preview) -> str:

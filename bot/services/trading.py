@@ -758,6 +758,7 @@ class TradingService:
                 b.stop_loss = trailing_start(request, price)
             if price is not None:
                 check_bracket_side(request, price)
+                check_trail(request, price)
             if price is None:
                 # Valued at 0 it would pass every notional limit and the buying-power check.
                 no_quote = TradecordError(
@@ -3240,6 +3241,19 @@ def trailing_stop_loss_of(order: OrderInput) -> tuple[Decimal | None, Decimal | 
             "distance like 1.50, or a percent under 100 like 2%."
         )
     return (None, value) if percent else (value, None)
+
+
+def check_trail(request: OrderRequest, price: Decimal) -> None:
+    """A sell trailing stop that trails by more than the price stands at or below zero, where
+    the price can never fall to: it would never trigger."""
+    trail = request.trail_amount
+    if request.side is Side.SELL and trail is not None and trail >= price:
+        raise InvalidInput(
+            f"A sell trailing stop {price_text(trail)} behind the best price of "
+            f"{request.symbol} (about {price_text(price)} now) would stand at or below zero "
+            "and never trigger. Trail by less than the price, or by a percent with "
+            "trail_percent."
+        )
 
 
 def trailing_start(request: OrderRequest, price: Decimal) -> Decimal:

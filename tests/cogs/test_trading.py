@@ -1821,3 +1821,38 @@ async def test_a_fill_or_kill_that_cannot_fill_says_why_and_is_no_success(
         "Cancelled: buy 10 AAPL. A fill-or-kill order fills in full at once or not at all, and "
         "it could not fill in full at its price just then." in result.text()
     ), result.text()
+
+
+async def test_a_stop_limit_with_its_limit_past_its_stop_is_warned(tradecord: Harness) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    terms = {"order_type": "stop_limit", "stop_price": "210", "time_in_force": "gtc"}
+    odd = await preview(h, "alice", symbol="AAPL", quantity="1", limit_price="205", **terms)
+    assert (
+        "⚠️ Its limit ($205.00) is below its stop ($210.00): once the stop triggers at $210.00, "
+        "it buys only if the price comes back to $205.00." in odd.text()
+    ), odd.text()
+    usual = await preview(h, "alice", symbol="AAPL", quantity="1", limit_price="211", **terms)
+    assert "Its limit" not in usual.text() and usual.buttons()
+
+
+async def test_a_sell_trailing_stop_trailing_by_more_than_the_price_is_refused(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "F", "9.99", "10.01")
+    await buy(h, "F", "10")
+    card = await preview(
+        h,
+        "alice",
+        symbol="F",
+        side="sell",
+        quantity="10",
+        order_type="trailing_stop",
+        trail_amount="12",
+    )
+    assert card.text().startswith(
+        "A sell trailing stop $12.00 behind the best price of F (about $"
+    ), card.text()
+    assert "would stand at or below zero and never trigger" in card.text()
+    assert card.buttons() == []
