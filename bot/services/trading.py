@@ -802,11 +802,17 @@ class TradingService:
             after = buying_power_after(buying_power, request, held, required)
             if after < 0:
                 # A flip needs only its opening part less what its closing part frees.
+                what, lower = "this order", "Lower the quantity"
+                if risk is not None:  # the member gave no quantity: say the one worked out
+                    what = f"risking {money(risk)} sizes it at {qty(request.quantity)} {request.symbol}, which"
+                    lower = "Lower risk, or set the stop_loss farther from the price"
+                elif amount is not None:
+                    lower = "Lower the amount"
                 raise InsufficientBuyingPower(
-                    f"Not enough buying power: this order needs about "
+                    f"Not enough buying power: {what} needs about "
                     f"{money(buying_power - after)} and "
                     f"{target.connection.name} has {money(buying_power)}. "
-                    "Lower the quantity or check /balances."
+                    f"{lower}, or check /balances."
                 )
             intent = self._new_intent(
                 target,

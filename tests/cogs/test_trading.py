@@ -697,6 +697,14 @@ async def test_trade_by_risk_sizes_the_order_from_its_stop_loss(tradecord: Harne
         await preview(h, "alice", symbol=contract, side="sell", risk="1,000", stop_loss="5010")
     ).text()
     assert f"**SELL 2 {contract}** · market" in short, short  # 10 points of $50: $500 each
+    # A size the member never typed is named when it is too big, with what to change.
+    big = await preview(h, "alice", symbol="AAPL", risk="100,000", stop_loss="199")
+    assert big.text().startswith(
+        "Not enough buying power: risking $100,000.00 sizes it at 90,909 AAPL, which needs about $"
+    ), big.text()
+    assert big.text().endswith(
+        "Lower risk, or set the stop_loss farther from the price, or check /balances."
+    ), big.text()
 
 
 @pytest.mark.parametrize(
