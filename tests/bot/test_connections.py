@@ -60,6 +60,13 @@ async def test_disconnect_revokes_at_the_configured_endpoint(
         cid = await link(core, ts)
         result = await core.connections.disconnect(MEMBER, "TS")
         assert result.revoked is True and ts.revocations == 1
+        # RFC 7009: the refresh token, said to be one (security requirement 10).
+        from urllib.parse import parse_qs
+
+        [revoke] = ts.requests_to(r"/oauth/revoke$", "POST")
+        form = parse_qs(revoke.body.decode())
+        assert form["token_type_hint"] == ["refresh_token"], form
+        assert ts.oauth.tokens[form["token"][0]].kind == "refresh"
         assert not await _credential_left(core, cid)
     finally:
         await core.close()
