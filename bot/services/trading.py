@@ -804,7 +804,8 @@ class TradingService:
                 # A flip needs only its opening part less what its closing part frees.
                 what, lower = "this order", "Lower the quantity"
                 if risk is not None:  # the member gave no quantity: say the one worked out
-                    what = f"risking {money(risk)} sizes it at {qty(request.quantity)} {request.symbol}, which"
+                    sized = f"{qty(request.quantity)} {request.symbol}"
+                    what = f"risking {money(risk)} sizes it at {sized}, which"
                     lower = "Lower risk, or set the stop_loss farther from the price"
                 elif amount is not None:
                     lower = "Lower the amount"
@@ -2454,10 +2455,34 @@ class TradingService:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            orders = exits_in_order(await adapter.fetch_open_orders(target.ref))
+            orders = await adapter.fetch_open_orders(target.ref)
         finally:
             await adapter.close()
-        return target, adapter.display_name, orders
+        return target, adapter.display_name, exits_in_order(await self._parents(target, orders))
+
+    async def _parents(self, target: Target, orders: list[Order]) -> list[Order]:
+        """Exits of brackets Tradecord placed, linked to their entry where the broker's list
+        does not link them (Alpaca lists a bracket's legs flat, as orders of their own)."""
+        unlinked = [o.id for o in orders if o.parent_id is None]
+        if not unlinked:
+            return orders
+        async with self.core.db.session() as s:
+            rows = await s.execute(
+                select(BracketExit.broker_order_id, OrderIntent.broker_order_id)
+                .join(OrderIntent, BracketExit.intent_id == OrderIntent.id)
+                .where(
+                    BracketExit.broker == target.connection.broker,
+                    BracketExit.broker_order_id.in_(unlinked),
+                    OrderIntent.connection_id == target.connection.id,
+                )
+            )
+            entries = {exit_id: entry for exit_id, entry in rows.all() if entry}
+        if not entries:
+            return orders
+        return [
+            dataclasses.replace(o, parent_id=entries[o.id]) if o.id in entries else o
+            for o in orders
+        ]
 
     async def history(
         self, discord_user_id: int, connection: str | None, mode: str | None, days: int
