@@ -1359,6 +1359,7 @@ class SignalService:
                 ]
                 named = f": {'; '.join(gone)}" if gone else ""
                 note = f"Cancelled {confirmed} open {sig.ticker} order{plural(confirmed)}{named}."
+                note += _unprotected(plan, snap, done.ended)
                 # The strategy's own signal orders have their own "cancelled" line in its
                 # channel (``_on_order_update``): counted there, not again here.
                 ctx.cancelled, ctx.cancelled_count = (
@@ -1998,6 +1999,26 @@ def _stale(record: ReceivedSignal, signal: Signal, max_lag: int, now: datetime) 
         f"The signal is {int(waited)} s old by the time it could run, more than this strategy's "
         f"maximum signal age of {max_lag} s (Tradecord was down or behind): nothing was placed. "
         "A delayed signal should not trade on an old price."
+    )
+
+
+def _unprotected(plan: Plan, snap: Snapshot, ended: Sequence[Order]) -> str:
+    """A partial exit cancels the ticker's open orders first, as TradersPost does, stop-losses
+    included: the part of the position left then has none, and the member must know."""
+    leg = plan.leg("exit")
+    left = abs(snap.position) - (leg.quantity if leg is not None else abs(snap.position))
+    closing = [
+        o
+        for o in ended
+        if o.status is OrderStatus.CANCELLED and leg is not None and o.side is leg.side
+    ]
+    if left <= 0 or not closing:
+        return ""
+    return (
+        f" The {qty(left)} {closing[0].symbol} left after this exit "
+        f"{'is' if left == 1 else 'are'} no longer covered by "
+        f"{'it' if len(closing) == 1 else 'them'}: place a new stop-loss with /trade if "
+        f"{'it' if left == 1 else 'they'} should have one."
     )
 
 

@@ -453,6 +453,32 @@ async def test_partial_exit_by_percent_of_position(core: Core) -> None:
     assert await position(core, OWNER, "AAPL") == 5
 
 
+async def test_a_partial_exit_says_the_rest_lost_its_stop_loss(core: Core) -> None:
+    """The exit cancels the ticker's open orders first, as TradersPost does: the stop-loss
+    guarding the whole position goes, and the member is told what is left without one."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    await rest(core, OWNER, "sell", OrderType.STOP, "150", "stop-loss")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="exit", quantity=4)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    assert await position(core, OWNER, "AAPL") == 6
+    dm = "\n".join(m.content or "" for _, m in notifier(core).dms[told:])
+    assert (
+        "Cancelled 1 open AAPL order: sell 1 AAPL stop at $150.00. The 6 AAPL left after this "
+        "exit are no longer covered by it: place a new stop-loss with /trade if they should "
+        "have one." in dm
+    ), dm
+    # A full exit leaves nothing uncovered, and says nothing of it.
+    await rest(core, OWNER, "sell", OrderType.STOP, "150", "stop-loss 2")
+    told = len(notifier(core).dms)
+    ex = await run(core, url, sub, action="exit", sentiment="flat", extras={"again": 1})
+    assert await position(core, OWNER, "AAPL") == 0
+    dm = "\n".join(m.content or "" for _, m in notifier(core).dms[told:])
+    assert "Cancelled 1 open AAPL order" in dm and "no longer covered" not in dm, dm
+
+
 @pytest.mark.parametrize("multiplier", ["0.5", "2"])
 async def test_the_multiplier_does_not_scale_a_percent_of_the_position(
     core: Core, multiplier: str
