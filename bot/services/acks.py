@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from bot.db import Database
 
 RATE_WINDOW = timedelta(minutes=1)
-DUPLICATE_WINDOW = timedelta(hours=24)
+# The same body again this soon is the same alert delivered twice (a sender's retry, an alert
+# set up twice). Later it is a new signal: an alert without a time field (an indicator's
+# "buy") sends identical bodies on purpose, one a bar, which TradersPost trades every time.
+DUPLICATE_WINDOW = timedelta(seconds=30)
 CHECKPOINT_EVERY = 200  # SQLite acknowledgement commits between WAL checkpoints
 WAL_RESTART_FRAMES = 65536  # pages (256 MB at SQLite's default size) the log may keep
 ACTIVE_SIGNAL = (SignalStatus.QUEUED, SignalStatus.PROCESSING, SignalStatus.DONE)

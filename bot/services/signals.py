@@ -77,7 +77,7 @@ from bot.models import (
     short_id,
     time_ordered_uuid,
 )
-from bot.services.acks import AckStore, RateLimited
+from bot.services.acks import DUPLICATE_WINDOW, AckStore, RateLimited
 from bot.services.approvals import (
     JOB_APPROVAL_EXPIRY,
     ApprovalResult,
@@ -265,10 +265,10 @@ class SignalService:
                     "logId": signal_id,
                     "duplicate": True,
                     "payload": echo,
-                    "message": "The same signal was received in the last 24 hours; "
-                    "it is acknowledged and will not be traded twice. To repeat an order on "
-                    "purpose, send a time field (TradingView: {{timenow}}) so each alert "
-                    "differs.",
+                    "message": "The same signal was received in the last "
+                    f"{DUPLICATE_WINDOW.seconds} seconds; it is acknowledged and will not be "
+                    "traded twice. To repeat an order on purpose, send a time field "
+                    "(TradingView: {{timenow}}) so each alert differs.",
                 },
             )
         self.core.jobs.wake()

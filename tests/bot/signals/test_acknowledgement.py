@@ -136,9 +136,10 @@ async def test_numbers_no_decimal_holds_get_an_answer_not_an_error(
 async def test_the_duplicate_check_seeks_the_body_hash_instead_of_reading_the_day(
     core: Core,
 ) -> None:
-    """Each acknowledgement looks for an earlier signal with the same body in the last 24
-    hours. Read through the (strategy, time) index, that lookup visited every signal the
-    strategy sent that day, so acknowledgements slowed down as the strategy traded."""
+    """Each acknowledgement looks for an earlier signal with the same body in the duplicate
+    window (a day when this was found). Read through the (strategy, time) index, that lookup
+    visited every signal the strategy sent in it, so acknowledgements slowed down as the
+    strategy traded."""
     url = await make_strategy(core)
     await send(core, url, {"ticker": "AAPL", "action": "buy"})
     assert core.signals.acks.fast is not None
