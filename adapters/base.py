@@ -173,6 +173,15 @@ class Limiters(Protocol):
     def get(self, broker: str, rule: RateLimit, owner: str) -> Limiter: ...
 
 
+def bucket(rule: RateLimit) -> tuple[float, float]:
+    """The leaky bucket that keeps any ``rule.seconds`` within ``rule.requests``: its capacity
+    (a tenth of the limit, at least one) and how fast it drains (the rest, over the window).
+    A bucket the size of the whole limit sends it at once and then as much again as it drains
+    within the same window: twice the limit (TradeStation counts from the first request)."""
+    burst = max(1, rule.requests // 10)
+    return float(burst), (rule.requests - burst) / rule.seconds
+
+
 class LimiterRegistry:
     """Process-wide limiters keyed by broker, bucket and owner. Shared by all adapters so that
     many connections of one app together stay under the app's published limit."""
@@ -184,7 +193,8 @@ class LimiterRegistry:
         key = (broker, rule.bucket, owner if rule.scope == "account" else "*app*")
         limiter = self._limiters.get(key)
         if limiter is None:
-            limiter = self._limiters[key] = AsyncLimiter(rule.requests, rule.seconds)
+            capacity, per_second = bucket(rule)
+            limiter = self._limiters[key] = AsyncLimiter(capacity, capacity / per_second)
         return limiter
 
 

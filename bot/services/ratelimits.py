@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
 
-from adapters.base import RateLimit
+from adapters.base import RateLimit, bucket
 from bot.db import Database
 from bot.models import BrokerRateBucket
 from bot.services.jobs import insert_ignoring
@@ -83,7 +83,7 @@ class SharedLimiters:
 class SharedLimiter:
     def __init__(self, registry: SharedLimiters, key: str, rule: RateLimit) -> None:
         self.registry, self.key = registry, key
-        self.capacity, self.per_second = float(rule.requests), rule.requests / rule.seconds
+        self.capacity, self.per_second = bucket(rule)
 
     async def acquire(self, amount: float = 1) -> None:
         """Wait until the bucket has room for ``amount`` requests, then take it."""

@@ -9,15 +9,19 @@ import pytest
 from alembic import command
 from sqlalchemy import Connection, inspect
 
+from adapters.alpaca import AlpacaAdapter
 from adapters.base import LimiterRegistry, RateLimit
+from adapters.tradestation import TradeStationAdapter
+from adapters.tradier import TradierAdapter
 from bot.core import Core
 from bot.db import Database, alembic_config
-from bot.services.ratelimits import SharedLimiters
+from bot.services.ratelimits import SharedLimiters, _Take
 from bot.settings import Settings
 
-# 5 requests per 50 s: one request's room drains every 10 s, far longer than a check waits.
-ORDERS = RateLimit("orders", 5, 50.0)
-APP = RateLimit("orders", 5, 50.0, scope="app")
+# 50 requests per 50 s: a burst of 5, then one request's room drains every 1.1 s, longer than
+# a check waits.
+ORDERS = RateLimit("orders", 50, 50.0)
+APP = RateLimit("orders", 50, 50.0, scope="app")
 
 
 class Clock:
@@ -56,7 +60,7 @@ async def test_two_processes_stay_under_one_limit_together(processes: list[Datab
     assert await blocked(theirs) and await blocked(mine)  # 5 sent between them
     # Per account: another connection has its own bucket.
     assert not await blocked(two.get("alpaca", ORDERS, "conn-2"))
-    clock.now += 10.0  # one request's room has drained
+    clock.now += 1.2  # one request's room has drained
     assert not await blocked(theirs)
     assert await blocked(mine)
 
@@ -81,7 +85,38 @@ def test_in_one_process_an_account_limit_is_per_connection_and_an_app_limit_is_s
     assert registry.get("tradier", ORDERS, "conn-1") is not mine  # brokers apart
     app = registry.get("tradier", APP, "conn-1")
     assert registry.get("tradier", APP, "conn-2") is app
-    assert (app.max_rate, app.time_period) == (APP.requests, APP.seconds)
+    assert (app.max_rate, app.time_period) == (5, pytest.approx(50 / 45 * 5))
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [  # the largest, the smallest, and one a minute (every broker's others are alike)
+        TradeStationAdapter.capabilities.rate_limits[0],
+        TradeStationAdapter.capabilities.rate_limits[-1],
+        AlpacaAdapter.capabilities.rate_limits[0],
+        TradierAdapter.capabilities.rate_limits[-2],
+    ],
+    ids=lambda r: f"{r.bucket}-{r.requests}/{r.seconds:g}s",
+)
+async def test_a_greedy_caller_stays_within_the_published_limit_in_any_window(
+    processes: list[Database], rule: RateLimit
+) -> None:
+    """A bucket the size of the limit let through twice it in the first window (all at once,
+    then as much again as it drained): TradeStation, counting from the first request, 429s."""
+    clock = Clock()
+    limiter = SharedLimiters(processes[0], clock).get("broker", rule, "conn-1")
+    take = _Take(limiter.key, limiter.capacity, limiter.per_second, 1)
+    sent: list[float] = []
+    while clock.now < 1_000_000.0 + 2 * rule.seconds:
+        if await limiter.registry.take(take) <= 0:
+            sent.append(clock.now)
+        else:
+            clock.now += rule.seconds / 100
+    for i, start in enumerate(sent):
+        within = sum(1 for t in sent[i:] if t < start + rule.seconds)
+        assert within <= rule.requests, (start, within)
+    # ...and still sends most of it: at least 85% of the limit in the window after the first.
+    assert sum(1 for t in sent if t >= 1_000_000.0 + rule.seconds) >= 0.85 * rule.requests
 
 
 async def test_many_takes_at_once_are_one_transaction_and_each_counted(
