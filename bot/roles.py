@@ -18,7 +18,9 @@ from sqlalchemy import text
 
 from bot.client import point_at_discord
 from bot.core import Core
+from bot.errors import ConfigurationError
 from bot.notifier import DiscordNotifier
+from bot.services.credentials import key_usage, retired_keys_in_use
 from bot.settings import Settings
 
 log = logging.getLogger("tradecord.roles")
@@ -75,10 +77,28 @@ async def open_core(settings: Settings) -> Core:
                     await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
             finally:
                 await conn.close()
+        await check_keys(core)
     except BaseException:
         await core.close()
         raise
     return core
+
+
+async def check_keys(core: Core) -> None:
+    """Log how many stored ciphertexts each key encrypts, and refuse to start when some are
+    under a key TRADECORD_KEYS no longer holds (security requirement 12)."""
+    usage = await key_usage(core.db)
+    primary = core.vault.primary_key_id
+    log.info(
+        "Encryption keys in use: %s",
+        ", ".join(
+            f"{k}{' (primary)' if k == primary else ''}: {usage.get(k, 0)}"
+            for k in core.vault.key_ids
+        ),
+    )
+    problem = retired_keys_in_use(usage, core.vault)
+    if problem is not None:
+        raise ConfigurationError(problem)
 
 
 def settle_heap() -> None:

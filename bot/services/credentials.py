@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -63,6 +64,33 @@ class _Rewrap:
                 self.unreadable[key_id] += 1
         self.after[envelope_key_id(envelope)] += 1
         return envelope
+
+
+async def key_usage(db: Database) -> Counter[str]:
+    """How many stored ciphertexts each key id encrypts (credentials' tokens, sign-in states'
+    PKCE verifiers): a key may be removed from TRADECORD_KEYS only once it encrypts none."""
+    usage: Counter[str] = Counter()
+    columns = (Credential.access_token, Credential.refresh_token, OAuthState.code_verifier)
+    async with db.session() as s:
+        for column in columns:
+            for envelope in await s.scalars(select(column).where(column.is_not(None))):
+                with contextlib.suppress(VaultError):  # not ours: rotation reports those
+                    usage[envelope_key_id(envelope)] += 1
+    return usage
+
+
+def retired_keys_in_use(usage: Counter[str], vault: Vault) -> str | None:
+    """Why this process must not start: ciphertexts under keys no longer configured, which
+    nothing could read (every member behind them would have to link again). None if none."""
+    missing = {k: n for k, n in sorted(usage.items()) if k not in vault.key_ids}
+    if not missing:
+        return None
+    held = ", ".join(f"{n} under key {k}" for k, n in missing.items())
+    return (
+        f"TRADECORD_KEYS: stored broker tokens are encrypted under keys it no longer holds "
+        f"({held}). Put those keys back in TRADECORD_KEYS (after the primary), run `tradecord "
+        "keys rotate`, and remove a key only once rotate reports it unused."
+    )
 
 
 async def rotate_keys(db: Database, vault: Vault, *, batch: int = 500) -> RotationReport:

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from bot.db import Database
+from bot.errors import ConfigurationError
 from bot.models import Connection, ConnectLink, Credential, Member, OAuthState
+from bot.roles import open_core
 from bot.services.credentials import binding, rotate_keys, verifier_binding
 from bot.services.members import MemberService
-from bot.settings import parse_keys
+from bot.settings import Settings, load_settings, parse_keys
 from bot.vault import Vault, envelope_key_id, generate_key_spec
 from tests.conftest import requires_sqlite
 
@@ -193,3 +197,24 @@ async def test_req12_rotation_does_not_call_a_key_removable_while_rows_reference
     assert report.rows == {"credentials": 1, "oauth_states": 3}
     assert (report.before, report.after) == ({"old": 5}, {"new": 5})
     assert report.unused_keys == ["old"]
+
+
+async def test_req12_a_process_will_not_start_without_a_key_its_rows_still_use(
+    db: Database, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Removing a key that tokens are still encrypted under made every member behind them
+    link again, found one by one as each used their connection. Now the start says so."""
+    old_line, new_line = generate_key_spec("old"), generate_key_spec("new")
+    await _store(db, Vault(parse_keys(old_line)), 1)
+
+    def with_keys(line: str) -> Settings:
+        given = {k: v for k, v in settings.model_dump().items() if v is not None}
+        return load_settings(**(given | {"tradecord_keys": line}))
+
+    with pytest.raises(ConfigurationError) as refused:
+        await open_core(with_keys(new_line))
+    assert "encrypted under keys it no longer holds (2 under key old)" in str(refused.value)
+    caplog.set_level(logging.INFO, "tradecord.roles")
+    core = await open_core(with_keys(f"{new_line},{old_line}"))
+    await core.close()
+    assert "Encryption keys in use: new (primary): 0, old: 2" in caplog.text
