@@ -403,7 +403,13 @@ def _parse(obj: Any) -> Signal:
             "quantityType risk_dollar_amount sizes the entry by its distance to the stop loss: "
             "send stopLoss with stopPrice, percent or amount.",
         )
-    extended = obj.get("extendedHours") is True and action is not Action.CANCEL
+    # "Only applicable for stocks": one alert template shared with crypto and futures tickers
+    # carries it for them too, and is not refused for it.
+    extended = (
+        obj.get("extendedHours") is True
+        and action is not Action.CANCEL
+        and symbols.asset_class_of(ticker) is AssetClass.EQUITY
+    )
     if extended:
         _check_extended_hours(ticker, effective, tif, take_profit or stop_loss)
     if tif in (TimeInForce.OPG, TimeInForce.CLS) and action is not Action.CANCEL:
@@ -438,28 +444,21 @@ def _check_extended_hours(
 ) -> None:
     """What an extended-hours order can be at every broker: the exchanges take only stock
     limit orders before the open and after the close, for the day's sessions."""
-    asset = symbols.asset_class_of(ticker)
-    if asset is not AssetClass.EQUITY:
-        kind = "crypto, which trades around the clock" if asset is AssetClass.CRYPTO else "a future"
-        raise _Refused(
-            "invalid-extended-hours",
-            f"extendedHours applies to stocks and ETFs; {ticker} is {kind}. Remove it.",
-        )
     if order_type is not OrderType.LIMIT:
         raise _Refused(
-            "invalid-extended-hours-order-type",
+            "invalid-extended-hours",
             "Extended-hours orders must be limit orders: before the open and after the close "
             "the exchanges take no market or stop orders. Send orderType limit (with a "
             "limitPrice, or none to trade at the market price when the signal is processed).",
         )
     if tif not in (None, TimeInForce.DAY):
         raise _Refused(
-            "invalid-extended-hours-time-in-force",
+            "invalid-extended-hours",
             "Extended-hours orders are day orders: send timeInForce day, or leave it out.",
         )
     if bracket:
         raise _Refused(
-            "invalid-extended-hours-bracket",
+            "invalid-extended-hours",
             "takeProfit/stopLoss cannot be sent with extendedHours: the stop loss would be a "
             "stop order, which works in regular hours only. Remove one or the other.",
         )
@@ -614,15 +613,16 @@ def _sentiment(value: Any, action: Action) -> Sentiment | None:
             "values: bullish, bearish, or flat (TradingView's "
             "long and short are accepted).",
         )
-    # exit and cancel leave no position to be bullish or bearish about; add cannot go flat.
-    if (action in (Action.EXIT, Action.CANCEL) and sentiment is not Sentiment.FLAT) or (
+    # Cancel orders nothing to be bullish or bearish about; add cannot go flat. An exit may
+    # say what is left after it ("bullish: open position after trade should be bullish or
+    # flat"): a partial exit, as TradingView's {{strategy.market_position}} sends it.
+    if (action is Action.CANCEL and sentiment is not Sentiment.FLAT) or (
         action is Action.ADD and sentiment is Sentiment.FLAT
     ):
         raise _Refused(
             "invalid-sentiment-action",
             f"sentiment {sentiment} does not fit action "
-            f"{action}: exit and cancel take flat (or no "
-            "sentiment), add takes bullish or bearish.",
+            f"{action}: cancel takes flat (or no sentiment), add takes bullish or bearish.",
         )
     return sentiment
 

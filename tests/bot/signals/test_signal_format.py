@@ -95,7 +95,6 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"strikesAway": 1.5}, "invalid-strikes-away"),
         ({"strikePrice": "x"}, "invalid-strike-price"),
         ({"sentiment": "sideways"}, "invalid-sentiment"),
-        ({"action": "exit", "sentiment": "bullish"}, "invalid-sentiment-action"),
         ({"action": "cancel", "sentiment": "short"}, "invalid-sentiment-action"),
         ({"action": "add", "sentiment": "flat"}, "invalid-sentiment-action"),
         ({"orderType": "iceberg"}, "invalid-order-type"),
@@ -117,7 +116,7 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"timeInForce": "opg", "takeProfit": {"percent": 5}}, "invalid-time-in-force"),
         (
             {"timeInForce": "cls", "orderType": "limit", "limitPrice": 1, "extendedHours": True},
-            "invalid-extended-hours-time-in-force",
+            "invalid-extended-hours",
         ),
         ({"quantity": 0}, "invalid-quantity"),
         ({"quantity": -3}, "invalid-quantity"),
@@ -210,25 +209,17 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"extras": "note"}, "invalid-extras"),
         ({"extras": {"a": DEEP}}, "invalid-extras"),
         ({"extendedHours": "yes"}, "invalid-extended-hours"),
-        ({"extendedHours": True}, "invalid-extended-hours-order-type"),  # a market order
+        ({"extendedHours": True}, "invalid-extended-hours"),  # a market order
         (
             {"extendedHours": True, "orderType": "stop", "stopPrice": 1},
-            "invalid-extended-hours-order-type",
-        ),
-        (
-            {"extendedHours": True, "orderType": "limit", "timeInForce": "gtc"},
-            "invalid-extended-hours-time-in-force",
-        ),
-        (
-            {"extendedHours": True, "orderType": "limit", "stopLoss": {"percent": 2}},
-            "invalid-extended-hours-bracket",
-        ),
-        (
-            {"extendedHours": True, "orderType": "limit", "ticker": "BTCUSD"},
             "invalid-extended-hours",
         ),
         (
-            {"extendedHours": True, "orderType": "limit", "ticker": "ESZ26"},
+            {"extendedHours": True, "orderType": "limit", "timeInForce": "gtc"},
+            "invalid-extended-hours",
+        ),
+        (
+            {"extendedHours": True, "orderType": "limit", "stopLoss": {"percent": 2}},
             "invalid-extended-hours",
         ),
         ({"ignoreTradingWindows": "no"}, "invalid-ignore-trading-windows"),
@@ -236,6 +227,21 @@ def test_body_level_codes(body: bytes, code: str) -> None:
 )
 def test_field_codes(fields: dict[str, Any], code: str) -> None:
     assert refusal(base(**fields)) == code
+
+
+@pytest.mark.parametrize("ticker", ["BTCUSD", "ESZ26"])
+def test_extended_hours_is_ignored_where_it_does_not_apply(ticker: str) -> None:
+    """ "Only applicable for stocks": a template shared with crypto and futures tickers carries
+    it for them too, and was refused for it."""
+    sig = parse(json.dumps({"ticker": ticker, "action": "buy", "extendedHours": True}).encode())
+    assert sig.extended_hours is False
+
+
+def test_an_exit_may_say_what_is_left_after_it() -> None:
+    """TradingView's {{strategy.market_position}} after a partial exit of a long is "long":
+    "bullish: open position after trade should be bullish or flat"."""
+    sig = parse(b'{"ticker": "AAPL", "action": "exit", "sentiment": "long", "quantity": 5}')
+    assert (sig.action, sig.sentiment, sig.quantity) == (Action.EXIT, Sentiment.BULLISH, 5)
 
 
 def test_codes_follow_the_contracts_style() -> None:
