@@ -38,9 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from adapters import symbols
-from adapters.base import BrokerAdapter
+from adapters.base import ASSET_WORDS, BrokerAdapter
 from adapters.errors import BrokerError, InvalidOrder, OrderNotFound
 from adapters.models import (
+    AUCTIONS,
     AssetClass,
     Bracket,
     Order,
@@ -1612,6 +1613,19 @@ class SignalService:
             limit = await self._price(ctx, adapter, leg.side)  # the contract: market price
         if leg.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and stop is None:
             stop = await self._price(ctx, adapter, leg.side)
+        tif = leg.time_in_force
+        asset = symbols.asset_class_of(ctx.signal.ticker)
+        taken = adapter.capabilities.time_in_force.get(asset)
+        if tif is not None and tif not in AUCTIONS and taken is not None and tif not in taken:
+            # The contract: a time in force the broker does not take falls back to the default.
+            # (An auction's does not: trading now is not what an opening-auction order meant.)
+            self.phase(
+                ctx,
+                "time in force",
+                f"{tif} is not taken for {ASSET_WORDS[asset]} at {adapter.display_name}: "
+                "sent with the default",
+            )
+            tif = None
         request = self.core.trading.build_request(
             OrderInput(
                 symbol=ctx.signal.ticker,
@@ -1620,7 +1634,7 @@ class SignalService:
                 order_type=leg.order_type.value,
                 limit_price=decimal_text(limit),
                 stop_price=decimal_text(stop),
-                time_in_force=leg.time_in_force.value if leg.time_in_force else None,
+                time_in_force=tif.value if tif else None,
                 trail_amount=decimal_text(leg.trail_amount),
                 trail_percent=decimal_text(leg.trail_percent),
             ),

@@ -122,6 +122,22 @@ async def test_sizing(
     assert sides_and_quantities(await orders(core)) == [("buy", expected)]
 
 
+async def test_a_time_in_force_the_broker_does_not_take_falls_back_to_the_default(
+    core: Core,
+) -> None:
+    """The contract: "If you send a time in force not supported by your broker, it will
+    fallback to the default". A day order for crypto was refused instead."""
+    core.simulated_feed.set_quote("BTCUSD", Decimal(49990), Decimal(50010))
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, ticker="BTCUSD", action="buy", timeInForce="day")
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    [intent] = await intents(core)
+    assert intent.time_in_force == "gtc"
+    said = [p["detail"] for p in ex.phases if p["phase"] == "time in force"]
+    assert said == ["day is not taken for crypto at Tradecord Paper: sent with the default"]
+
+
 async def test_crypto_sizes_in_fractions(core: Core) -> None:
     core.simulated_feed.set_quote("BTCUSD", Decimal(49990), Decimal(50010))
     url = await make_strategy(core)
@@ -2152,8 +2168,9 @@ async def test_a_rejection_dm_gives_the_brokers_reason_once(core: Core) -> None:
 
 
 async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -> None:
-    """Refused before the broker has an order (crypto takes no day orders): the channel still
-    hears the subscriber's result, without the member's name unless they opted in."""
+    """Refused before the broker has an order (a buy stop the market is already above): the
+    channel still hears the subscriber's result, without the member's name unless they opted
+    in."""
     core.simulated_feed.set_quote("BTCUSD", Decimal(49990), Decimal(50010))
     url = await make_strategy(core)
     await core.strategies.set_alert_channel(GUILD, 777)
@@ -2161,7 +2178,8 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
     await subscribe(core, url, OWNER)
     alice = await subscribe(core, url, ALICE)
-    ack = await send(core, url, {"ticker": "BTCUSD", "action": "buy", "timeInForce": "day"})
+    stop = {"orderType": "stop", "stopPrice": 40000}
+    ack = await send(core, url, {"ticker": "BTCUSD", "action": "buy", **stop})
     await core.jobs.drain()
     ex = await execution(core, ack.body["id"], alice)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "invalid-order")
@@ -2170,8 +2188,8 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     assert len(posts) == 2, posts
     lines = sorted(posts[1].splitlines()[1:])
     assert lines == [
-        "⛔ Not placed · A subscriber (paper): buy 1 BTCUSD (invalid-order)",
-        "⛔ Not placed · Alice (paper): buy 1 BTCUSD (invalid-order)",
+        "⛔ Not placed · A subscriber (paper): buy 1 BTCUSD stop at $40,000.00 (invalid-order)",
+        "⛔ Not placed · Alice (paper): buy 1 BTCUSD stop at $40,000.00 (invalid-order)",
     ]
     account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
     assert account not in posts[1]
