@@ -117,6 +117,9 @@ class StopLoss:
     limit_price: Decimal | None = None
     trail_amount: Decimal | None = None  # type trailing_stop: one of these two
     trail_percent: Decimal | None = None
+    # The signal named its type. Unnamed, the subscription's stop-loss type applies ("type:
+    # if provided, overrides the stop loss type configured in strategy subscription settings").
+    typed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +197,7 @@ class Signal:
         if self.stop_loss:
             sl = self.stop_loss
             record["stopLoss"] = {
-                "type": sl.type.value,
+                "type": sl.type.value if sl.typed else None,
                 "stopPrice": num(sl.stop_price),
                 "percent": num(sl.percent),
                 "amount": num(sl.amount),
@@ -231,13 +234,14 @@ class Signal:
             if tp
             else None,
             stop_loss=StopLoss(
-                StopLossType(sl["type"]),
+                StopLossType(sl.get("type") or StopLossType.STOP),
                 num(sl.get("stopPrice")),
                 num(sl.get("percent")),
                 num(sl.get("amount")),
                 num(sl.get("limitPrice")),
                 num(sl.get("trailAmount")),
                 num(sl.get("trailPercent")),
+                typed=sl.get("type") is not None,
             )
             if sl
             else None,
@@ -878,7 +882,7 @@ def _stop_loss(value: Any) -> StopLoss | None:
         raise _Refused(
             "invalid-stop-loss-limit-price", "A stop_limit stop loss needs stopLoss.limitPrice."
         )
-    return StopLoss(sl_type, stop, percent, amount, limit)
+    return StopLoss(sl_type, stop, percent, amount, limit, typed=raw_type is not None)
 
 
 def _trailing_stop_loss(value: Mapping[str, Any]) -> StopLoss:

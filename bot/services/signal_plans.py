@@ -14,7 +14,7 @@ from adapters.models import Bracket, OrderType, Quote, Side, TimeInForce
 from bot.automation_models import Subscription
 from bot.models import Connection, OrderIntent
 from bot.services.trading import bracket_json, bracket_of, order_terms, qty
-from bot.signal_format import Signal, StopLoss, TakeProfit, exit_default
+from bot.signal_format import Signal, StopLoss, StopLossType, TakeProfit, exit_default
 from bot.wording import plural
 
 if TYPE_CHECKING:
@@ -192,11 +192,20 @@ class ExecContext:
 
     @property
     def stop_loss(self) -> StopLoss | None:
-        """The signal's stop-loss, else the subscription's own for entries without one."""
+        """The signal's stop-loss, else the subscription's own for entries without one. A
+        signal's distance without a type takes the subscription's type: with "trail 2%" set,
+        ``{"percent": 5}`` trails by 5%."""
         default = self._default_exit(self.subscription.stop_loss)
-        return self.signal.stop_loss or (
-            cast(StopLoss, exit_default(default, "stop_loss")) if default else None
-        )
+        own = cast(StopLoss, exit_default(default, "stop_loss")) if default else None
+        sent = self.signal.stop_loss
+        if sent is None:
+            return own
+        trails = own is not None and own.type is StopLossType.TRAILING_STOP
+        if trails and not sent.typed and sent.stop_price is None:
+            return StopLoss(
+                StopLossType.TRAILING_STOP, trail_amount=sent.amount, trail_percent=sent.percent
+            )
+        return sent
 
     def _default_exit(self, text: str | None) -> str | None:
         # An extended-hours order takes no bracket (the exits could not work before the open

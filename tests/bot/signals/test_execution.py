@@ -990,11 +990,18 @@ async def test_a_subscriptions_exits_bracket_the_entries_of_signals_without_thei
     entry, *exits = await orders(core)
     assert (entry.take_profit, entry.stop_loss, entry.stop_loss_trail_percent) == (210, 196, 2)
     assert sorted(o.order_type for o in exits) == ["limit", "trailing_stop"]
-    # The signal's own stop-loss wins; the subscription's take-profit still applies.
+    # The signal's own stop-loss distance wins, of the subscription's type (trailing) since it
+    # names none; the subscription's take-profit still applies.
     ex = await run(core, url, sub, action="sell", stopLoss={"amount": 5}, extras={"n": 2})
     assert ex.status == ExecutionStatus.FILLED, ex.reason
     short = [o for o in await orders(core) if o.parent_id is None and o.side == "sell"][-1]
-    assert (short.take_profit, short.stop_loss, short.stop_loss_trail_percent) == (190, 205, None)
+    assert (short.take_profit, short.stop_loss, short.stop_loss_trail_amount) == (190, 205, 5)
+    # A type it names is its own: a fixed stop.
+    stop = {"type": "stop", "amount": 5}
+    ex = await run(core, url, sub, action="buy", stopLoss=stop, extras={"n": 3})
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    long = [o for o in await orders(core) if o.parent_id is None and o.side == "buy"][-1]
+    assert (long.take_profit, long.stop_loss, long.stop_loss_trail_amount) == (210, 195, None)
 
 
 async def test_an_extended_hours_signal_takes_no_default_exits(core: Core) -> None:
