@@ -357,7 +357,7 @@ def _parse(obj: Any) -> Signal:
             "The payload is invalid. Both the action and ticker fields are required.",
         )
     action = _action(obj["action"])
-    ticker = _ticker(obj["ticker"])
+    ticker = _ticker(obj["ticker"], continuous=True)
     _refuse_unsupported(obj)
     sentiment = _sentiment(obj.get("sentiment"), action)
 
@@ -523,7 +523,9 @@ def normalize_ticker(value: str) -> str:
         raise ValueError(e.refusal.message) from None
 
 
-def _ticker(value: Any) -> str:
+def _ticker(value: Any, *, continuous: bool = False) -> str:
+    """``continuous``: a continuous future (``NQ1!``) means today's contract; elsewhere (a
+    strategy's allowed tickers, kept for months) it is refused, as it would not roll."""
     if not isinstance(value, str):
         raise _Refused("invalid-payload", 'The ticker field must be text, like "AAPL".')
     raw = value.strip().upper()
@@ -541,13 +543,23 @@ def _ticker(value: Any) -> str:
     ticker = _EXCHANGE_PREFIX.sub("", raw, count=1)  # TradingView's "NASDAQ:AAPL"
     ticker = symbols.short_year(ticker)  # TradingView's "MNQU2025" is the broker's MNQU25
     if _CONTINUOUS.match(ticker):
-        # TradingView's continuous "NQ1!": which contract it means depends on a roll schedule.
-        raise _Refused(
-            "ticker-does-not-exist",
-            f"{ticker} is a continuous future; send the "
-            "contract itself, like NQZ25 (TradingView: "
-            "{{syminfo.ticker}} on a contract chart).",
-        )
+        # TradingView's continuous "NQ1!" (front month) and "NQ2!" (the next): the contract,
+        # as TradersPost maps it, rolling when the front one expires as TradingView's does.
+        root, nth = ticker[:-2], int(ticker[-2])
+        if not continuous or root not in symbols.FUTURES:
+            raise _Refused(
+                "ticker-does-not-exist",
+                f"{ticker} is a continuous future"
+                + (" Tradecord does not know" if continuous else "")
+                + "; send the contract itself, like NQZ25 (TradingView: {{syminfo.ticker}} on a "
+                "contract chart).",
+            )
+        at = datetime.now(UTC)
+        ticker = symbols.front_contract(root, at)
+        if nth == 2:
+            after = symbols.contract(ticker, at)
+            assert after is not None
+            ticker = symbols.front_contract(root, after.expires_at)
     if not symbols.is_symbol(ticker):
         raise _Refused(
             "ticker-does-not-exist",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.models import OrderType, TimeInForce
+from adapters.symbols import contract, front_contract
 from bot.signal_format import (
     Action,
     QuantityType,
@@ -302,7 +303,14 @@ def test_fields_outside_the_format_are_ignored() -> None:
 
 def test_ticker_notation_from_tradingview() -> None:
     assert ok(base(ticker="NASDAQ:aapl")).ticker == "AAPL"
-    assert refusal(base(ticker="NQ1!")) == "ticker-does-not-exist"  # which contract?
+    # A continuous future is the contract it stands for today, as TradersPost maps it.
+    now = datetime.now(UTC)
+    front = front_contract("NQ", now)
+    after = contract(front, now)
+    assert after is not None
+    assert ok(base(ticker="CME_MINI:NQ1!")).ticker == front
+    assert ok(base(ticker="NQ2!")).ticker == front_contract("NQ", after.expires_at) != front
+    assert refusal(base(ticker="ZZZ1!")) == "ticker-does-not-exist"
     # TradingView's full contract year is written as brokers write it: a future, not a stock.
     assert ok(base(ticker="NQZ2025")).ticker == "NQZ25"
     assert ok(base(ticker="CME_MINI:MNQU2025")).ticker == "MNQU25"
