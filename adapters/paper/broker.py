@@ -447,7 +447,8 @@ class PaperBroker(BrokerAdapter):
             limit_price=request.limit_price,
             stop_price=stop_price,
             client_order_id=request.client_order_id,
-            reference_price=stop_price or self._reference_price(request, inst, quote),
+            reference_price=store.worst_price(stop_price, request.limit_price)
+            or self._reference_price(request, inst, quote),
             expires_at=_expiry(request, inst, now, hours),
             bracket=request.bracket,
             trail_amount=request.trail_amount,

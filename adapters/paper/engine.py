@@ -70,7 +70,7 @@ Liquidity
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from enum import StrEnum
@@ -246,6 +246,9 @@ class Reservation:
     side: Side
     remaining: Decimal
     reference_price: Decimal
+    # A bracket's exit: it closes what other orders leave of the position, since it is cut
+    # (or cancelled) whenever they trade it.
+    exit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +264,8 @@ class Valuation:
     unrealized_pnl: Decimal
     unpriced: tuple[str, ...]  # symbols marked at their average price for want of a quote
     closing: Mapping[str, Decimal]  # by symbol: how much of the position open orders close
+    # The same without brackets' exits: what a new order (or a change) cannot close again.
+    closing_firm: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 def bears_on_buying_power(p: PositionState) -> bool:
@@ -367,7 +372,11 @@ def value_account(
                 fut_margin += abs(p.quantity) * mark * p.multiplier * FUTURES_INITIAL_MARGIN
         reserved = ZERO
         closing: dict[str, Decimal] = {}
-        for r in reservations:  # oldest first: the first orders to close a position close it
+        firm: dict[str, Decimal] | None = None
+        # Oldest first: the first orders to close a position close it; brackets' exits last.
+        for r in sorted(reservations, key=lambda r: r.exit):
+            if r.exit and firm is None:
+                firm = dict(closing)
             position = held.get(r.symbol, ZERO)
             taken = closing.get(r.symbol, ZERO)
             need = order_requirement(
@@ -396,6 +405,7 @@ def value_account(
             unrealized_pnl=upnl,
             unpriced=tuple(sorted(unpriced)),
             closing=closing,
+            closing_firm=firm if firm is not None else dict(closing),
         )
 
 

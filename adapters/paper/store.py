@@ -146,6 +146,15 @@ def ends(row: PaperOrder) -> datetime | None:
     return c.expires_at if row.expires_at is None else min(row.expires_at, c.expires_at)
 
 
+def worst_price(stop: Decimal | None, limit: Decimal | None) -> Decimal | None:
+    """What a stop (limit) order is priced at for buying power: a stop order at its stop, a
+    stop limit at the higher of its stop and limit (a buy may pay up to its limit once
+    triggered); None for an order without a stop."""
+    if stop is None:
+        return None
+    return max(stop, limit) if limit is not None else stop
+
+
 def reservation(row: PaperOrder | Row[Any]) -> engine.Reservation:
     return engine.Reservation(
         row.symbol,
@@ -154,6 +163,7 @@ def reservation(row: PaperOrder | Row[Any]) -> engine.Reservation:
         Side(row.side),
         row.quantity - row.filled_quantity,
         row.reference_price,
+        exit=row.parent_id is not None,
     )
 
 
@@ -686,10 +696,12 @@ async def apply_decision(
     update_ = await _decide(s, account, order, decision, quote, now, positions, flush)
     if update_ is None:
         return None
-    if update_.fill_quantity and order.parent_id is None:
-        await _fit_exits(s, order, now, positions, working)
     if update_.order.status.is_final:
         await _follow_bracket(s, account, order, now, working)
+    if update_.fill_quantity and order.parent_id is None:
+        # After its own exits are placed: an entry that closed a position opened by hand
+        # meanwhile leaves its exits nothing (or less) to close.
+        await _fit_exits(s, order, now, positions, working)
     if flush:
         await s.flush()
     return update_
@@ -890,8 +902,11 @@ def _exits(account: PaperAccount, entry: PaperOrder, now: datetime) -> list[Pape
                 filled_quantity=Decimal(0),
                 simulated=False,
                 parent_id=entry.id,
+                # The watermark is set at its first look, from the price it would trigger at (the
+                # bid for a sell), as a trailing stop placed alone starts: from the fill, a trail
+                # under half the spread stood above the bid and fired at once.
                 **(
-                    dict(trail_amount=trail[0], trail_percent=trail[1], watermark=watermark)
+                    dict(trail_amount=trail[0], trail_percent=trail[1], watermark=None)
                     if order_type is OrderType.TRAILING_STOP
                     else {}
                 ),
@@ -1087,8 +1102,9 @@ def _place(
         p.marks,
         reservations(working),
     )
-    # What older open orders already close is not this order's to close again.
-    taken = valuation.closing.get(inst.symbol, Decimal(0))
+    # What older open orders already close is not this order's to close again; a bracket's
+    # exits are cut when this one fills (_fit_exits), so they take nothing from it.
+    taken = valuation.closing_firm.get(inst.symbol, Decimal(0))
     need = engine.order_requirement(
         inst.asset_class,
         inst.multiplier,
@@ -1223,8 +1239,8 @@ async def replace(
         quantity = change.quantity if change.quantity is not None else order.quantity
         limit = change.limit_price if change.limit_price is not None else order.limit_price
         stop = change.stop_price if change.stop_price is not None else order.stop_price
-        # Priced as a new order is: at its stop, else its limit (a market order keeps its own).
-        reference = stop or limit or order.reference_price
+        # Priced as a new order is (a market order keeps its own).
+        reference = worst_price(stop, limit) or limit or order.reference_price
         positions = {
             p.symbol: p
             for p in await s.scalars(
@@ -1246,7 +1262,7 @@ async def replace(
             Side(order.side),
             quantity - order.filled_quantity,
             reference,
-            valuation.closing.get(order.symbol, Decimal(0)),
+            valuation.closing_firm.get(order.symbol, Decimal(0)),
         )
         if need > 0 and need > valuation.buying_power:
             inst = Instrument(order.symbol, AssetClass(order.asset_class), order.multiplier)

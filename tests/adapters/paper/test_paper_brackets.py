@@ -405,3 +405,75 @@ async def test_a_trailing_stop_loss_starts_on_a_whole_cent_below_the_fill(
     entry = await broker.create_order(ref, request)
     [stop] = exits_of(await broker.fetch_open_orders(ref), entry).values()
     assert stop.stop_price == D("194.87")  # 194.87325 trails no closer than 2.5%
+
+
+async def test_a_resting_entry_that_closes_a_position_opened_meanwhile_places_no_exits(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """Its exits were placed for all it filled against a flat position: the take-profit then
+    sold 10 more, a short nobody asked for."""
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    resting = bracket_req(BUY, 10, tp="215", sl="185", order_type=OrderType.LIMIT, limit="195")
+    await broker.create_order(ref, resting)
+    await broker.create_order(ref, plain_req(SELL, 10))  # short 10, by hand
+    feed.set_quote("AAPL", D("194.00"), D("194.00"))
+    await broker.sweep()  # the entry fills: it closes the short
+    assert await broker.fetch_positions(ref) == []
+    assert await broker.fetch_open_orders(ref) == []
+    feed.set_quote("AAPL", D("216.00"), D("216.00"))
+    assert await broker.sweep() == []
+    assert await broker.fetch_positions(ref) == []
+
+
+async def test_a_position_with_exits_closes_by_hand_however_little_buying_power_is_left(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """The exits counted as closing all 490 shares, so a market sell of them was charged as
+    opening a short, and refused: the member could not get out."""
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    await broker.create_order(ref, bracket_req(BUY, 490, tp="220", sl="190"))
+    assert (await broker.fetch_balance(ref)).buying_power < 3000
+    out = await broker.create_order(ref, plain_req(SELL, 490))
+    assert out.status is OrderStatus.FILLED
+    assert await broker.fetch_positions(ref) == [] and await broker.fetch_open_orders(ref) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"), [("tp", {"limit_price": D(225)}), ("sl", {"stop_price": D(195)})]
+)
+async def test_an_exit_moves_however_little_buying_power_is_left(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed, kind: str, change: dict[str, Any]
+) -> None:
+    """Its sibling counted as closing the whole position, so the moved exit was charged as
+    opening a short, and refused."""
+    from adapters.models import OrderChange
+
+    feed.set_quote("AAPL", D("200.00"), D("200.00"))
+    await broker.create_order(ref, bracket_req(BUY, 490, tp="220", sl="190"))
+    wanted = OrderType.LIMIT if kind == "tp" else OrderType.STOP
+    [exit_] = [o for o in await broker.fetch_open_orders(ref) if o.order_type is wanted]
+    moved = await broker.replace_order(ref, exit_, OrderChange(**change))
+    assert all(getattr(moved, k) == v for k, v in change.items())
+
+
+async def test_a_trailing_stop_loss_narrower_than_the_spread_does_not_fire_at_once(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """It trailed from the midpoint fill, above the bid it sells at: the next look sold it, a
+    round trip with no price move. A trailing stop placed alone starts from the bid."""
+    feed.set_quote("BTCUSD", D("94980"), D("95020"))
+    entry = OrderRequest(
+        "BTCUSD",
+        BUY,
+        D("0.1"),
+        OrderType.MARKET,
+        TimeInForce.GTC,
+        bracket=Bracket(stop_loss_trail_amount=D(15)),
+    )
+    assert (await broker.create_order(ref, entry)).status is OrderStatus.FILLED
+    assert await broker.sweep() == []
+    [trailing] = await broker.fetch_open_orders(ref)
+    assert trailing.stop_price == D("94965")  # 15 under the bid
+    feed.set_quote("BTCUSD", D("94960"), D("95000"))
+    [stopped] = await broker.sweep()
+    assert stopped.order.status is OrderStatus.FILLED

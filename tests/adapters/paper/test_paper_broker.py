@@ -227,6 +227,24 @@ async def test_sell_stop_limit_triggers_then_waits_for_its_limit(
     assert await broker.fetch_positions(ref) == []
 
 
+async def test_a_buy_stop_limit_holds_buying_power_at_its_limit(
+    broker: PaperBroker, ref: AccountRef, feed: SimulatedFeed
+) -> None:
+    """Held at its stop ($100k of a $100k account) while it may pay up to its limit: it was
+    accepted, triggered and filled at $109, and cash went $9,000 below zero."""
+    feed.set_quote("AAPL", D("90.00"), D("90.00"))
+    too_big = req("AAPL", BUY, 1000, STPLMT, GTC, stop="100", limit="110")
+    with pytest.raises(InsufficientBuyingPower):
+        await broker.create_order(ref, too_big)
+    fits = await broker.create_order(
+        ref, req("AAPL", BUY, 900, STPLMT, GTC, stop="100", limit="110")
+    )
+    assert fits.info["reference_price"] == "110"
+    feed.set_quote("AAPL", D("109.00"), D("109.00"))
+    await broker.sweep()
+    assert (await broker.fetch_balance(ref)).cash >= 0
+
+
 # -- ioc / fok ------------------------------------------------------------------------------
 
 
