@@ -426,7 +426,10 @@ def _bracket_line(r: OrderRequest) -> str:
     if b is None:
         return ""
     exits = exits_words(b, lambda price: f"${fmt.order_price(price)}")
-    return f"\nBracket: {' · '.join(exits)}, placed once it fills; one cancels the other"
+    line = f"\nBracket: {' · '.join(exits)}, placed once it fills; one cancels the other"
+    if r.time_in_force is TimeInForce.DAY:
+        line += " (⚠️ as day orders, they end with the trading day: time_in_force:gtc keeps them)"
+    return line
 
 
 def fmt_account(p: Preview) -> str:

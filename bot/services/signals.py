@@ -1634,7 +1634,9 @@ class SignalService:
                 order_type=leg.order_type.value,
                 limit_price=decimal_text(limit),
                 stop_price=decimal_text(stop),
-                time_in_force=tif.value if tif else None,
+                # A bracket's exits take its time in force: gtc unless the signal says, so the
+                # protection does not end with the trading day.
+                time_in_force=tif.value if tif else ("gtc" if leg.bracket else None),
                 trail_amount=decimal_text(leg.trail_amount),
                 trail_percent=decimal_text(leg.trail_percent),
             ),

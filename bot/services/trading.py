@@ -679,16 +679,21 @@ class TradingService:
                 raise InvalidInput(f"{name} must be more than zero.")
             if price is not None and price >= MAX_NUMBER:
                 raise InvalidInput(f"{name} is too large: it must be less than {MAX_NUMBER:,}.")
-        default_tif = TimeInForce.GTC if asset is AssetClass.CRYPTO else TimeInForce.DAY
+        trailing = trailing_stop_loss_of(order)
+        bracketed = take_profit is not None or stop_loss is not None or trailing != (None, None)
+        # A bracket's exits take its time in force: a day order's protection would end with
+        # the trading day, without a word, while the position is still held.
+        default_tif = (
+            TimeInForce.GTC if asset is AssetClass.CRYPTO or bracketed else TimeInForce.DAY
+        )
         tif = _enum(TimeInForce, order.time_in_force, "Time in force", default_tif)
         bracket = None
-        trailing = trailing_stop_loss_of(order)
         if trailing != (None, None) and stop_loss is not None:
             raise InvalidInput(
                 "Give stop_loss (a fixed stop price) or trailing_stop_loss (a distance that "
                 "follows the price), not both."
             )
-        if take_profit is not None or stop_loss is not None or trailing != (None, None):
+        if bracketed:
             # A trailing stop-loss's start is set once the entry is priced (preview).
             bracket = Bracket(take_profit, stop_loss, None, *trailing)
         return OrderRequest(

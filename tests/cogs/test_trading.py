@@ -204,6 +204,7 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
         h, "alice", symbol="AAPL", quantity="10", take_profit="220", stop_loss="190.5"
     )
     assert "Bracket: take-profit $220.00 · stop-loss $190.50, placed once it fills" in card.text()
+    assert "· market · GTC" in card.text() and "day orders" not in card.text(), card.text()
     done = await h.emu.click(h.user("alice"), card, label="Confirm")
     result = (await done.message(timeout=10)).text()
     assert "Filled: buy 10 AAPL" in result
@@ -218,6 +219,15 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
         ("limit", "sell", 10),
         ("stop", "sell", 10),
     ]
+    # Good till cancelled unless asked: a day order's exits ended with the trading day, and
+    # the position was left without its stop-loss overnight, without a word.
+    assert {o.time_in_force for o in exits} == {"gtc"}
+    day = await preview(
+        h, "alice", symbol="AAPL", quantity="1", stop_loss="190", time_in_force="day"
+    )
+    assert "(⚠️ as day orders, they end with the trading day: time_in_force:gtc keeps them)" in (
+        day.text()
+    ), day.text()
 
 
 async def test_a_trade_with_a_trailing_stop_loss_trails_from_its_fill(tradecord: Harness) -> None:

@@ -990,6 +990,8 @@ async def test_a_subscriptions_exits_bracket_the_entries_of_signals_without_thei
     entry, *exits = await orders(core)
     assert (entry.take_profit, entry.stop_loss, entry.stop_loss_trail_percent) == (210, 196, 2)
     assert sorted(o.order_type for o in exits) == ["limit", "trailing_stop"]
+    # The signal named no time in force: gtc, so the exits outlast the trading day.
+    assert {o.time_in_force for o in (entry, *exits)} == {"gtc"}
     # The signal's own stop-loss distance wins, of the subscription's type (trailing) since it
     # names none; the subscription's take-profit still applies.
     ex = await run(core, url, sub, action="sell", stopLoss={"amount": 5}, extras={"n": 2})
