@@ -98,6 +98,9 @@ class Capabilities:
     extended_hours: bool = False
     # A bracket's stop-loss may be a trailing stop (Bracket.stop_loss_trail_*).
     bracket_trailing_stop: bool = False
+    # A bracket's exits follow the position: an order that closes some of it by hand cuts
+    # them to what is left (Tradecord Paper). Elsewhere they hold the shares they close.
+    exits_follow_position: bool = False
 
     def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
         return asset_class in self.asset_classes.get(account_type, frozenset())

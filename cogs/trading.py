@@ -336,6 +336,24 @@ def closing_line(p: Preview) -> str:
         return ""
     verb = "sell" if r.side is Side.SELL else "buy"
     kind = "long" if held > 0 else "short"
+    if p.already_closing:
+        # The broker counts older orders on this side first: past them, this one opens.
+        left = max(abs(held) - p.already_closing, Decimal(0))
+        closes = min(r.quantity, left)
+        opens = r.quantity - closes
+        does = (
+            f"closes {fmt.qty(closes)} and opens a {'short' if held > 0 else 'long'} "
+            f"position of {fmt.qty(opens)} if they fill first"
+            if closes and opens
+            else f"opens a {'short' if held > 0 else 'long'} position of {fmt.qty(opens)} if "
+            "they fill first"
+            if opens
+            else f"closes {fmt.qty(closes)} of it"
+        )
+        return (
+            f"\n⚠️ Open {verb} orders already close {fmt.qty(min(p.already_closing, abs(held)))} "
+            f"of your {kind} position of {fmt.qty(abs(held))} {r.symbol}: this {verb} {does}."
+        )
     if r.quantity == abs(held):
         return (
             f"\nThis {verb} closes your whole {kind} position of {fmt.qty(abs(held))} {r.symbol}."
@@ -394,8 +412,16 @@ def still_working_line(p: Preview, orders: Sequence[Order]) -> str:
     """/close, or a /trade that closes: the symbol's open orders are left as they are; a resting
     exit that fires after the position is gone (or for more than is left) opens one the other
     way."""
+    followed = ""
+    if p.exits_follow and any(o.parent_id for o in orders):
+        # Cut to what is left by the broker itself: nothing to cancel by hand.
+        followed = (
+            f"\nIts bracket's exits are cut to what is left of the {p.request.symbol} position "
+            "(cancelled once nothing is)."
+        )
+        orders = [o for o in orders if not o.parent_id]
     if not orders:
-        return ""
+        return followed
     n = len(orders)
     named = "; ".join(order_text(o) for o in orders[:3]) + ("; …" if n > 3 else "")
     them = "it" if n == 1 else "them"
@@ -408,7 +434,7 @@ def still_working_line(p: Preview, orders: Sequence[Order]) -> str:
         else f"Once the position is closed, a fill would open a new one: cancel {them} with "
         "/cancel order."
     )
-    return (
+    return followed + (
         f"\n⚠️ {n} open {orders[0].symbol} order{plural(n)} stay{'s' if n == 1 else ''} working: "
         f"{named}. {risk}"
     )

@@ -142,6 +142,7 @@ class PaperBroker(BrokerAdapter):
         fractional=frozenset({AssetClass.CRYPTO}),
         brackets=True,
         bracket_trailing_stop=True,
+        exits_follow_position=True,
         environments=frozenset({Environment.PAPER}),
         quotes=True,
         order_stream=False,

@@ -371,6 +371,8 @@ class Preview:
     amount: Decimal | None = None  # the dollars the quantity was sized from (/trade amount)
     # An order that closes (part of) a position: the symbol's open orders, which keep working.
     working: list[Order] = field(default_factory=list)
+    exits_follow: bool = False  # a bracket's exits are cut to what is left (Capabilities)
+    already_closing: Decimal = Decimal(0)  # of the position, by older orders on this side
     risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
 
     @property
@@ -804,7 +806,18 @@ class TradingService:
                 )
             mult = symbols.multiplier(request.symbol)
             cost = request.quantity * price * mult
-            after = buying_power_after(buying_power, request, held, required)
+            # Older orders on this side close the position first, as the broker counts them
+            # (a bracket's exits that follow the position aside: they make room).
+            follow = adapter.capabilities.exits_follow_position
+            already = sum(
+                (
+                    o.remaining_quantity
+                    for o in working
+                    if o.side is request.side and not (o.parent_id and follow)
+                ),
+                Decimal(0),
+            )
+            after = buying_power_after(buying_power, request, held, required, already)
             if after < 0:
                 # A flip needs only its opening part less what its closing part frees.
                 what, lower = "this order", "Lower the quantity"
@@ -877,6 +890,8 @@ class TradingService:
             amount=amount,
             risk=risk,
             working=working,
+            exits_follow=adapter.capabilities.exits_follow_position,
+            already_closing=already,
         )
 
     async def close_preview(
@@ -3562,14 +3577,18 @@ def reduces(request: OrderRequest, held: Decimal) -> bool:
 
 
 def buying_power_after(
-    buying_power: Decimal, request: OrderRequest, held: Decimal, required: Decimal
+    buying_power: Decimal,
+    request: OrderRequest,
+    held: Decimal,
+    required: Decimal,
+    already_closing: Decimal = Decimal(0),
 ) -> Decimal:
     """Buying power left once the order fills. ``required``: what all of it takes when it opens
     (``BrokerAdapter.buying_power_required``, so much a unit at every broker). The part that
     closes ``held`` frees as much a unit as the rest takes, so a flip is charged its opening
     part less what its closing part frees: the rule Tradecord Paper checks orders by
     (``engine.order_requirement``), split by the same ``engine.closing_quantity``."""
-    closing = closing_quantity(held, request.side, request.quantity)
+    closing = closing_quantity(held, request.side, request.quantity, already_closing)
     with localcontext(prec=60):  # exact: ``required`` is a multiple of the quantity
         change = required * (request.quantity - 2 * closing) / request.quantity
     return buying_power - change

@@ -1346,17 +1346,25 @@ async def test_close_refuses_what_it_cannot_close_and_says_what_to_do(
 
 
 async def test_close_warns_that_a_resting_exit_keeps_working(tradecord: Harness) -> None:
-    """A stop-loss left working after the position is closed sells short when it triggers."""
+    """A stop-loss placed by hand, left working after the position is closed, sells short when
+    it triggers. A bracket's exits are cut to what is left by Tradecord Paper itself: telling
+    the member to cancel them would leave what is left unprotected."""
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
     await buy(h, "AAPL", "10", take_profit="220", stop_loss="190")
+    await buy(h, "AAPL", "5")
+    await buy(
+        h, "AAPL", "15", side="sell", order_type="stop", stop_price="180", time_in_force="gtc"
+    )
     text = (await h.reply("alice", "close", symbol="AAPL")).text()
-    assert "⚠️ 2 open AAPL orders stay working: the take-profit sell 10 AAPL limit at $220.00; " in (
+    assert "Its bracket's exits are cut to what is left of the AAPL position (cancelled once " in (
         text
     ), text
-    assert "Once the position is closed, a fill would open a new one: cancel them" in text
+    assert "⚠️ 1 open AAPL order stays working: sell 15 AAPL stop at $180.00." in text, text
+    assert "take-profit" not in text.split("stays working")[1], text
+    assert "Once the position is closed, a fill would open a new one: cancel it" in text
     part = (await h.reply("alice", "close", symbol="AAPL", quantity="4")).text()
-    assert "You will hold 6 AAPL after this: a fill of more than that would open a position " in (
+    assert "You will hold 11 AAPL after this: a fill of more than that would open a position " in (
         part
     ), part
 
@@ -1368,13 +1376,25 @@ async def test_a_closing_trade_warns_of_orders_still_working_on_the_position(
     the stop-loss that would then sell short: the card names it, as /close's does."""
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
-    await buy(h, "AAPL", "10", take_profit="220", stop_loss="190")
-    text = (await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")).text()
-    assert "This sell closes your whole long position of 10 AAPL." in text, text
-    assert "⚠️ 2 open AAPL orders stay working: the take-profit sell 10 AAPL" in text, text
+    await buy(h, "AAPL", "10")
+    await buy(
+        h, "AAPL", "10", side="sell", order_type="stop", stop_price="180", time_in_force="gtc"
+    )
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")
+    text = card.text()
+    # The stop placed first closes the position first, as the broker counts it: this sell
+    # would open a short, and takes buying power instead of freeing it.
+    assert (
+        "⚠️ Open sell orders already close 10 of your long position of 10 AAPL: this sell opens "
+        "a short position of 10 if they fill first." in text
+    ), text
+    fields = {f["name"]: f["value"] for f in card.embeds[0]["fields"]}
+    money = {k: Decimal(v.strip("$").replace(",", "")) for k, v in fields.items() if "power" in k}
+    assert money["Buying power after"] < money["Buying power"], fields
+    assert "⚠️ 1 open AAPL order stays working: sell 10 AAPL stop at $180.00." in text, text
     assert "Once the position is closed, a fill would open a new one" in text
     opening = (await preview(h, "alice", symbol="MSFT", quantity="1")).text()
-    assert "stay working" not in opening, opening
+    assert "stays working" not in opening, opening
 
 
 async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: Harness) -> None:
