@@ -38,6 +38,10 @@ CHANNEL_STATUSES = {
 }
 
 
+# Refusals that are Tradecord's own safety checks at the moment of sending, not the broker's.
+HELD_BACK = frozenset({"position-changed", "cancel-pending"})
+
+
 class ChannelDigest:
     """One signal's subscriber results for its alert channel, in as few posts as fit.
 
@@ -112,6 +116,8 @@ class SignalAlerts:
             ExecutionStatus.WAITING_APPROVAL: "🕓 Waiting for your approval",
             ExecutionStatus.DONE: "✅ Done",
         }.get(result.status) or " ".join(CHANNEL_STATUSES.get(result.status, ("•", result.status)))
+        if result.status is ExecutionStatus.REJECTED and result.reason_code in HELD_BACK:
+            head = "⛔ Not placed"  # Tradecord held it back: no broker (nor member) refused it
         conn = ctx.connection.name if ctx.connection else "(removed connection)"
         lines = [
             f"{head}: **{plain(ctx.strategy_name)}** → {plain(conn)} ({ctx.subscription.mode})"

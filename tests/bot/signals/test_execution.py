@@ -2025,6 +2025,11 @@ async def test_approval_refuses_if_the_position_changed(core: Core) -> None:
     ex = await execution(core, ex.signal_id, sub)
     assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "position-changed")
     assert await position(core, OWNER, "AAPL") == 0
+    # Not "⛔ Rejected", which reads as if the member or the broker turned it down.
+    [told] = [
+        m.content or "" for u, m in notifier(core).dms if "position changed" in (m.content or "")
+    ]
+    assert told.startswith("⛔ Not placed: **"), told
 
 
 # -- fan-out, alerts, test signals --------------------------------------------------------------
