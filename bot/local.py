@@ -167,8 +167,20 @@ class Chat:
         if stored is None:
             raise ChatError(f"/{words[0]} is not a Tradecord command; try /help")
         node = stored.data
-        for word in words[1:]:
-            node = next((o for o in node.get("options", []) if o["name"] == word), node)
+        for i, word in enumerate(words[1:], start=1):
+            subs = [o for o in node.get("options", []) if o["type"] in (1, 2)]  # subcommands
+            match = next((o for o in subs if o["name"] == word), None)
+            if match is not None:
+                node = match
+                continue
+            said = "/" + " ".join(words[:i])
+            if subs:
+                names = ", ".join(o["name"] for o in subs)
+                raise ChatError(f"{said} has no subcommand {word}; its subcommands: {names}")
+            # "/killswitch on": a value typed without its option's name.
+            options = [o["name"] for o in node.get("options", []) if o["type"] in OPTION_TYPES]
+            example = f", e.g. {said} {options[0]}:{word}" if options else ""
+            raise ChatError(f"options are written name:value{example}")
         return {o["name"]: o for o in node.get("options", []) if o["type"] in OPTION_TYPES}
 
     @staticmethod

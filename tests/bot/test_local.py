@@ -80,3 +80,16 @@ async def test_a_role_option_takes_a_roles_name(settings: Settings, db: Database
         ), out.getvalue()
         assert await chat.handle("/strategy share strategy:Gap role:@nobody")
         assert out.getvalue().endswith("! no role @nobody\n"), out.getvalue()
+
+
+async def test_a_value_without_its_options_name_says_how_to_write_it(
+    settings: Settings, db: Database
+) -> None:
+    """Before: "/killswitch has no subcommand 'on'; it has []"."""
+    async with running_tradecord(settings) as h:
+        out = io.StringIO()
+        chat = Chat(h.emu, h.emu.owner.id, out)
+        assert await chat.handle("/killswitch on")
+        assert out.getvalue() == "! options are written name:value, e.g. /killswitch state:on\n"
+        assert await chat.handle("/strategy make name:x")
+        assert "! /strategy has no subcommand make; its subcommands: create," in out.getvalue()
