@@ -182,7 +182,7 @@ def bucket(rule: RateLimit) -> tuple[float, float]:
     A bucket the size of the whole limit sends it at once and then as much again as it drains
     within the same window: twice the limit (TradeStation counts from the first request)."""
     burst = max(1, rule.requests // 10)
-    return float(burst), (rule.requests - burst) / rule.seconds
+    return float(burst), max(rule.requests - burst, 1) / rule.seconds  # 1 a window: as it can
 
 
 class LimiterRegistry:
