@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from adapters.models import Environment
 from bot.core import Core
 from bot.models import Connection, ConnectionAccount, ConnectionStatus, Credential
 from bot.services.oauth import TokenSet
@@ -20,6 +21,7 @@ from bot.settings import Settings, load_settings
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradestation.server import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from emulators.tradestation.testing import sign_in
+from emulators.tradier import TradierEmulator
 
 MEMBER = 5150
 
@@ -30,6 +32,26 @@ async def ts() -> AsyncIterator[TradeStationEmulator]:
     await emu.start()
     yield emu
     await emu.stop()
+
+
+@pytest.fixture
+async def tradier() -> AsyncIterator[TradierEmulator]:
+    emu = TradierEmulator(heartbeat_interval=3600)
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+@pytest.fixture
+def tradier_settings(settings: Settings, tradier: TradierEmulator) -> Settings:
+    """Settings with Tradier's live environment at the emulator."""
+    return load_settings(
+        **{k: v for k, v in settings.model_dump().items() if v is not None},
+        tradecord_tradier_client_id=tradier.client_id,
+        tradecord_tradier_client_secret=tradier.client_secret,
+        tradecord_tradier_refresh_url=tradier.refresh_url_for(Environment.LIVE),
+        tradecord_tradier_api_url=tradier.api_url(Environment.LIVE),
+    )
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ from adapters.models import Bracket, OrderRequest, OrderType, Side, TimeInForce
 from adapters.symbols import asset_class_of
 from bot.core import Core
 from bot.models import IntentStatus
-from bot.services.oauth import TokenSet
 from cogs.format import order_rows
 from emulators.alpaca import AlpacaEmulator
-from tests.bot.conftest import MEMBER, stored_connection
+from tests.bot.conftest import MEMBER
 from tests.bot.test_order_updates import until
-from tests.bot.test_replaced_orders import ACCOUNT, alpaca, core
+from tests.bot.test_replaced_orders import alpaca, alpaca_paper_connection, core
 
 __all__ = ["alpaca", "core"]  # the fixtures
 
@@ -22,17 +21,7 @@ __all__ = ["alpaca", "core"]  # the fixtures
 async def test_orders_names_the_exits_of_a_bracket_alpaca_lists_flat(
     core: Core, alpaca: AlpacaEmulator
 ) -> None:
-    await stored_connection(
-        core,
-        MEMBER,
-        TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
-        broker="alpaca",
-        name="Alpaca",
-        settings={"environment": "paper"},
-        accounts=[
-            {"mode": "paper", "account_id": ACCOUNT, "account_type": "margin", "label": "paper"}
-        ],
-    )
+    await alpaca_paper_connection(core, alpaca)
     target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
     entry = OrderRequest(
         "F",

@@ -755,16 +755,8 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
         await core.close()
 
 
-@pytest.fixture
-async def tradier() -> AsyncIterator[TradierEmulator]:
-    emu = TradierEmulator(heartbeat_interval=3600)
-    await emu.start()
-    yield emu
-    await emu.stop()
-
-
 async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
-    settings: Settings, db: Database, tradier: TradierEmulator
+    tradier_settings: Settings, db: Database, tradier: TradierEmulator
 ) -> None:
     """Tradier answers an otoco with one id and reads it back with its legs: the entry is the
     member's order, the exits (named by their legs' ids) are told as its exits."""
@@ -772,14 +764,7 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
     from bot.models import BracketExit
 
     live = Environment.LIVE
-    with_tradier = load_settings(
-        **{k: v for k, v in settings.model_dump().items() if v is not None},
-        tradecord_tradier_client_id=tradier.client_id,
-        tradecord_tradier_client_secret=tradier.client_secret,
-        tradecord_tradier_refresh_url=tradier.refresh_url_for(live),
-        tradecord_tradier_api_url=tradier.api_url(live),
-    )
-    [core] = await open_cores(with_tradier, 1)
+    [core] = await open_cores(tradier_settings, 1)
     core.notifier = notifier = RecordingNotifier()
     try:
         grant = tradier.issue_tokens("id-demo", live)

@@ -13,7 +13,7 @@ from bot.core import Core
 from bot.db import Database
 from bot.services.oauth import TokenSet
 from bot.services.trading import OrderInput
-from bot.settings import Settings, load_settings
+from bot.settings import Settings
 from emulators.tradier import TradierEmulator
 from tests.bot.conftest import MEMBER, open_cores, stored_connection
 
@@ -21,23 +21,8 @@ LIVE = Environment.LIVE
 
 
 @pytest.fixture
-async def tradier() -> AsyncIterator[TradierEmulator]:
-    emu = TradierEmulator(heartbeat_interval=3600)
-    await emu.start()
-    yield emu
-    await emu.stop()
-
-
-@pytest.fixture
-async def core(settings: Settings, db: Database, tradier: TradierEmulator) -> AsyncIterator[Core]:
-    with_tradier = load_settings(
-        **{k: v for k, v in settings.model_dump().items() if v is not None},
-        tradecord_tradier_client_id=tradier.client_id,
-        tradecord_tradier_client_secret=tradier.client_secret,
-        tradecord_tradier_refresh_url=tradier.refresh_url_for(LIVE),
-        tradecord_tradier_api_url=tradier.api_url(LIVE),
-    )
-    [c] = await open_cores(with_tradier, 1)
+async def core(tradier_settings: Settings, db: Database) -> AsyncIterator[Core]:
+    [c] = await open_cores(tradier_settings, 1)
     yield c
     await c.close()
 

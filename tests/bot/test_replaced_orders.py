@@ -64,10 +64,9 @@ async def core(settings: Settings, db: Database, alpaca: AlpacaEmulator) -> Asyn
     await c.close()
 
 
-async def placed_limit(core: Core, alpaca: AlpacaEmulator) -> tuple[str, int]:
-    """A working buy limit of 10 F at $9, placed through Tradecord: the intent's id and its
-    connection's."""
-    cid = await stored_connection(
+async def alpaca_paper_connection(core: Core, alpaca: AlpacaEmulator) -> int:
+    """The member's "Alpaca" connection, trading the emulator's demo paper account: its id."""
+    return await stored_connection(
         core,
         MEMBER,
         TokenSet(alpaca.issue_token("demo", env="paper"), None, None, "trading data"),
@@ -78,6 +77,12 @@ async def placed_limit(core: Core, alpaca: AlpacaEmulator) -> tuple[str, int]:
             {"mode": "paper", "account_id": ACCOUNT, "account_type": "margin", "label": "paper"}
         ],
     )
+
+
+async def placed_limit(core: Core, alpaca: AlpacaEmulator) -> tuple[str, int]:
+    """A working buy limit of 10 F at $9, placed through Tradecord: the intent's id and its
+    connection's."""
+    cid = await alpaca_paper_connection(core, alpaca)
     target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
     req = OrderRequest(
         "F",
