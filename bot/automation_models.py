@@ -143,6 +143,9 @@ class Subscription(Base):
     # stop-loss): "5%" or "2.50" from the entry price; a stop-loss may be "trail 2%".
     take_profit: Mapped[str | None] = mapped_column(String(40))
     stop_loss: Mapped[str | None] = mapped_column(String(40))
+    # TradersPost's "Use signal take profit": off, a signal's takeProfit is ignored (the
+    # subscription's own, if any, applies instead).
+    signal_take_profit: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Entries whose signal names no order type: None, market; "limit" or "limit +0.2%" (at
     # the quote, or up to that far past it; bot.services.subscriptions.EntryLimit).
     entry_order: Mapped[str | None] = mapped_column(String(40))

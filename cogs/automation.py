@@ -89,12 +89,13 @@ SETTING_OFF = (
     "entries at any time",
     "no default take-profit or stop-loss",
     "market entries",
+    "a signal's takeProfit is used",
 )
 
 
 def setting_words(
     settings: SubscriptionSettings,
-) -> tuple[str, str, str, str | None, str | None, str | None, str | None, str | None]:
+) -> tuple[str, str, str, str | None, str | None, str | None, str | None, str | None, str | None]:
     """A subscription's sizing, sides, approval, max positions, reversal sizing, trading
     windows, default exits and entry order type in words (None: a setting left off, not
     said)."""
@@ -121,6 +122,7 @@ def setting_words(
         if exits
         else None,
         entry_order_words(settings.entry_order),
+        None if settings.signal_take_profit else "a signal's takeProfit is ignored",
     )
 
 
@@ -956,6 +958,8 @@ class Automation(commands.Cog):
         trading_windows="Times for entries: mon-fri 09:45-15:30 (New York's), or 08:00-16:30 "
         "london; none: any",
         take_profit="For signals without one: 5% or 2.50 from the entry price (none: no default)",
+        signal_take_profit="Use a signal's own takeProfit (TradersPost's Use signal take "
+        "profit; new: yes)",
         stop_loss="For signals without one: 2%, 1.50, or trailing: trail 2% (none: no default)",
         entry_order="For signals naming no order type: market (default), limit at the quote, "
         "or limit 0.2%",
@@ -978,6 +982,7 @@ class Automation(commands.Cog):
         subtract_exit_quantity: bool | None = None,
         trading_windows: str | None = None,
         take_profit: str | None = None,
+        signal_take_profit: bool | None = None,
         stop_loss: str | None = None,
         entry_order: app_commands.Range[str, 1, 40] | None = None,
         active: bool | None = None,
@@ -1009,6 +1014,8 @@ class Automation(commands.Cog):
             changes["max_positions"] = max_positions or None
         if subtract_exit_quantity is not None:
             changes["subtract_exit_quantity"] = subtract_exit_quantity
+        if signal_take_profit is not None:
+            changes["signal_take_profit"] = signal_take_profit
         for name, value in (
             ("trading_windows", trading_windows),
             ("take_profit", take_profit),

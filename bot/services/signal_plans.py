@@ -184,11 +184,11 @@ class ExecContext:
 
     @property
     def take_profit(self) -> TakeProfit | None:
-        """The signal's take-profit, else the subscription's own for entries without one."""
+        """The signal's take-profit (unless the subscription ignores them, as TradersPost's
+        "Use signal take profit" left off), else the subscription's own."""
         default = self._default_exit(self.subscription.take_profit)
-        return self.signal.take_profit or (
-            cast(TakeProfit, exit_default(default, "take_profit")) if default else None
-        )
+        sent = self.signal.take_profit if self.subscription.signal_take_profit else None
+        return sent or (cast(TakeProfit, exit_default(default, "take_profit")) if default else None)
 
     @property
     def stop_loss(self) -> StopLoss | None:

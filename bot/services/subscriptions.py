@@ -65,6 +65,7 @@ class SubscriptionSettings:
     # Entries whose signal names no order type (TradersPost's entry order type): None, market;
     # "limit" at the quote; "limit +0.2%" / "limit +0.05" up to that far past it.
     entry_order: str | None = None
+    signal_take_profit: bool = True  # TradersPost's "Use signal take profit"
 
     def validated(self) -> SubscriptionSettings:
         sizing, sides = Sizing(self.sizing), Sides(self.sides)
@@ -106,6 +107,7 @@ class SubscriptionSettings:
             _exit_text(self.take_profit, "take_profit"),
             _exit_text(self.stop_loss, "stop_loss"),
             entry_order_text(parse_entry_order(self.entry_order)) if self.entry_order else None,
+            bool(self.signal_take_profit),
         )
 
 
@@ -267,6 +269,7 @@ class SubscriptionService:
             take_profit=s_settings.take_profit,
             stop_loss=s_settings.stop_loss,
             entry_order=s_settings.entry_order,
+            signal_take_profit=s_settings.signal_take_profit,
             enabled=enabled if enabled is not None else previous is None or previous.enabled,
             updated_at=now,
         )
@@ -480,6 +483,7 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
         take_profit=sub.take_profit,
         stop_loss=sub.stop_loss,
         entry_order=sub.entry_order,
+        signal_take_profit=sub.signal_take_profit,
     )
 
 

@@ -705,6 +705,11 @@ async def test_subscribe_again_changes_only_what_is_given_and_says_what_changed(
     assert "or up to $0.05 past it" in dollars.content, dollars.content
     market = await h.reply("alice", "subscribe", strategy="Breakout", entry_order="market")
     assert market.content.endswith("past it) → market entries."), market.content
+    # TradersPost's "Use signal take profit", left off there by default.
+    ignored = await h.reply("alice", "subscribe", strategy="Breakout", signal_take_profit=False)
+    assert ignored.content.endswith(
+        "Changed: a signal's takeProfit is used → a signal's takeProfit is ignored."
+    ), ignored.content
 
 
 async def test_a_reversal_says_which_order_is_the_exit_and_which_the_entry(

@@ -1006,6 +1006,23 @@ async def test_a_subscriptions_exits_bracket_the_entries_of_signals_without_thei
     assert (long.take_profit, long.stop_loss, long.stop_loss_trail_amount) == (210, 195, None)
 
 
+async def test_a_subscription_may_ignore_the_signals_take_profit(core: Core) -> None:
+    """TradersPost's "Use signal take profit", off: the signal's takeProfit is ignored and the
+    subscription's own applies (none: no take-profit); its stopLoss still counts."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, take_profit="5%", signal_take_profit=False)
+    exits = {"takeProfit": {"percent": 1}, "stopLoss": {"amount": 4}}
+    ex = await run(core, url, sub, action="buy", **exits)
+    assert ex.status == ExecutionStatus.FILLED, ex.reason
+    [entry] = [o for o in await orders(core) if o.parent_id is None]
+    assert (entry.take_profit, entry.stop_loss) == (210, 196)  # 5%, not the signal's 1%
+    assert await subscribe(core, url, OWNER, signal_take_profit=False) == sub  # no default
+    ex = await run(core, url, sub, action="sell", sentiment="flat", extras={"n": 2})
+    ex = await run(core, url, sub, action="buy", extras={"n": 3}, **exits)
+    entry = [o for o in await orders(core) if o.parent_id is None and o.side == "buy"][-1]
+    assert (entry.take_profit, entry.stop_loss) == (None, 196)
+
+
 async def test_an_extended_hours_signal_takes_no_default_exits(core: Core) -> None:
     url = await make_strategy(core)
     sub = await subscribe(core, url, OWNER, take_profit="5%", stop_loss="2%")
