@@ -354,6 +354,8 @@ async def run_local(
             sandbox = await start_sandbox_brokers(settings.public_url)
             stack.push_async_callback(sandbox.stop)
             overrides.update(sandbox.settings_overrides)
+            hours = asyncio.create_task(sandbox.follow_the_exchange())
+            stack.callback(hours.cancel)
         # "Login with Discord" on the /connect pages, against the built-in Discord.
         oauth_secret = secrets.token_urlsafe(24)
         emu.register_oauth_client(

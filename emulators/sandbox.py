@@ -13,11 +13,15 @@ is on only where openapi-core (a test extra) is installed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from adapters.models import Environment
+from adapters.models import AssetClass, Environment
+from adapters.paper.hours import FillHours, is_open
 from emulators.alpaca import AlpacaEmulator
 from emulators.common import BaseEmulator
 from emulators.tradestation import TradeStationEmulator
@@ -58,6 +62,26 @@ class SandboxBrokers:
     @property
     def emulators(self) -> dict[str, BaseEmulator]:
         return {"tradestation": self.tradestation, "alpaca": self.alpaca, "tradier": self.tradier}
+
+    def set_market_open(self, is_open: bool) -> None:
+        """Open (or close) the stock market at every emulator, each as it would itself (the
+        opening and closing auctions run; queued orders route at the open)."""
+        if self.alpaca.market_open != is_open:
+            self.alpaca.open_market() if is_open else self.alpaca.close_market()
+        if self.tradier.market_open != is_open:
+            self.tradier.set_market_open(is_open)
+        if self.tradestation.market_open != is_open:
+            self.tradestation.market_open = is_open
+
+    async def follow_the_exchange(
+        self, every: float = 30.0, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        """Local mode, until cancelled: the emulators' stock market opens and closes with the
+        New York Stock Exchange, so an order placed at night waits for the open there as
+        Tradecord's card says it will. (Their own default, always open, is what tests want.)"""
+        while True:
+            self.set_market_open(is_open(AssetClass.EQUITY, now(), FillHours.EXCHANGE))
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         for emu in self.emulators.values():

@@ -3,9 +3,11 @@ callback is Tradecord's, and adapters that work through those settings."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
@@ -161,3 +163,21 @@ async def test_stop_closes_every_port() -> None:
         for url in urls:
             with pytest.raises(aiohttp.ClientConnectionError):
                 await session.get(url + "/", timeout=aiohttp.ClientTimeout(total=5))
+
+
+async def test_local_mode_s_brokers_open_and_close_with_the_exchange(
+    brokers: SandboxBrokers,
+) -> None:
+    """Local mode's card said a market order placed on a Sunday waits for Monday's open, and
+    the emulated Alpaca filled it at once: their market was always open."""
+    sunday = datetime(2026, 11, 29, 15, 0, tzinfo=UTC)
+    monday = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 10:00 in New York
+    for at, open_ in ((sunday, False), (monday, True), (sunday, False)):
+        task = asyncio.create_task(brokers.follow_the_exchange(now=lambda at=at: at))
+        await asyncio.sleep(0)
+        task.cancel()
+        assert (
+            brokers.alpaca.market_open,
+            brokers.tradier.market_open,
+            brokers.tradestation.market_open,
+        ) == (open_, open_, open_), at
