@@ -403,6 +403,11 @@ class BrokerAdapter(ABC):
         most do); None when it does."""
         return None
 
+    def market_price_type(self) -> str | None:
+        """Which quote price a market order fills at, where the account says (Tradecord
+        Paper's ``PriceType``); None at a real broker, where the market decides."""
+        return None
+
     def keeps_exchange_hours(self) -> bool:
         """Whether orders here wait for the exchange's sessions, as at every real broker (a
         market order placed at night fills at the open). Tradecord Paper in its 24/7 mode

@@ -217,6 +217,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + amount_line(p)
             + risk_line(p)
             + closing_line(p)
+            + fills_at_line(p)
             + stop_limit_line(r)
             + short_line(p)
             + closed_line(p)
@@ -242,6 +243,20 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def fills_at_line(p: Preview) -> str:
+    """A paper market order fills at the account's price type, which may not be the ask (for
+    a buy) the estimate is priced at: the fill would otherwise look like a mistake."""
+    if p.price_type is None or p.request.order_type is not OrderType.MARKET:
+        return ""
+    if p.price_type == PriceType.BID_ASK.value:
+        return ""
+    return (
+        f"\nℹ️ Your paper market orders fill at: {PRICE_TYPES[PriceType(p.price_type)].lower()} "
+        "(/paper settings); the estimate is at the "
+        f"{'ask' if p.request.side is Side.BUY else 'bid'}."
+    )
 
 
 def stop_limit_line(r: OrderRequest) -> str:

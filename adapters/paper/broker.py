@@ -189,6 +189,9 @@ class PaperBroker(BrokerAdapter):
     def keeps_exchange_hours(self) -> bool:
         return self.market.fill_hours is FillHours.EXCHANGE
 
+    def market_price_type(self) -> str | None:
+        return self.market.price_type.value
+
     def _now(self) -> datetime:
         return store.now_utc(self.market.clock)
 

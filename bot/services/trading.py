@@ -373,6 +373,7 @@ class Preview:
     working: list[Order] = field(default_factory=list)
     exits_follow: bool = False  # a bracket's exits are cut to what is left (Capabilities)
     already_closing: Decimal = Decimal(0)  # of the position, by older orders on this side
+    price_type: str | None = None  # what a paper market order fills at (PriceType)
     risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
 
     @property
@@ -892,6 +893,7 @@ class TradingService:
             working=working,
             exits_follow=adapter.capabilities.exits_follow_position,
             already_closing=already,
+            price_type=adapter.market_price_type(),
         )
 
     async def close_preview(

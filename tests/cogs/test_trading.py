@@ -1861,6 +1861,25 @@ async def test_a_fill_or_kill_that_cannot_fill_says_why_and_is_no_success(
     ), result.text()
 
 
+async def test_a_paper_market_card_says_what_the_order_fills_at(tradecord: Harness) -> None:
+    """The card estimated at the ask and the fill came at the midpoint, the paper default:
+    it looked like a mistake."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    assert (
+        "ℹ️ Your paper market orders fill at: bid/ask midpoint (futures at whole ticks) (/paper "
+        "settings); the estimate is at the ask." in card.text()
+    ), card.text()
+    await h.reply("alice", "paper settings", price_type="bid_ask")
+    card = await preview(h, "alice", symbol="AAPL", quantity="1")
+    assert "fill at" not in card.text(), card.text()
+    limit = await preview(
+        h, "alice", symbol="AAPL", quantity="1", order_type="limit", limit_price="150"
+    )
+    assert "fill at" not in limit.text()
+
+
 async def test_a_stop_limit_with_its_limit_past_its_stop_is_warned(tradecord: Harness) -> None:
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
