@@ -30,6 +30,7 @@ import aiohttp
 
 from adapters import symbols
 from adapters.base import (
+    MAX_RETRY_WAIT,
     AllReady,
     Capabilities,
     HttpBrokerAdapter,
@@ -51,6 +52,7 @@ from adapters.errors import (
     OrderNotReplaceable,
     RateLimited,
     SymbolNotFound,
+    wait_text,
 )
 from adapters.models import (
     Account,
@@ -569,10 +571,16 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 "/connect again to re-link."
             )
         if status == 429:
+            after = _retry_after(resp)
+            wait = (
+                "a few seconds"
+                if after is None or after <= MAX_RETRY_WAIT
+                else wait_text(after)  # until its window resets: a call does not wait that long
+            )
             return RateLimited(
                 "Alpaca is limiting how fast Tradecord may call it (200 requests a minute per "
-                "account). Wait a few seconds and try again.",
-                retry_after=_retry_after(resp),
+                f"account). Wait {wait} and try again.",
+                retry_after=after,
                 vendor_code=vcode,
             )
         if status == 403 and code is None:

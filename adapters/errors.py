@@ -90,13 +90,13 @@ class RateLimited(BrokerError):
             # Longer than a call waits (adapters.base.MAX_RETRY_WAIT): "a few seconds" is wrong.
             user_message = (
                 "The broker is limiting how fast we can call it, and asks us to wait "
-                f"{_wait_text(retry_after)} before the next request. Try again then."
+                f"{wait_text(retry_after)} before the next request. Try again then."
             )
         super().__init__(user_message, vendor_code=vendor_code)
         self.retry_after = retry_after
 
 
-def _wait_text(seconds: float) -> str:
+def wait_text(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} seconds"
     minutes = round(seconds / 60)

@@ -331,6 +331,15 @@ def short_line(p: Preview) -> str:
     short = r.quantity - held
     if r.side is not Side.SELL or short <= 0:
         return ""
+    if held > 0 and p.already_closing:
+        # Older sells close the position first, as the broker counts them.
+        closes = min(r.quantity, max(held - p.already_closing, Decimal(0)))
+        does = f"closes {fmt.qty(closes)} and opens" if closes else "opens"
+        return (
+            f"\n⚠️ Open sell orders already close {fmt.qty(min(p.already_closing, held))} of "
+            f"your {fmt.qty(held)} {r.symbol}: this sell {does} a short position of "
+            f"{fmt.qty(r.quantity - closes)} if they fill first."
+        )
     if held > 0:
         now = f"You hold {fmt.qty(held)} {r.symbol}: this sell closes them and opens"
     elif held < 0:

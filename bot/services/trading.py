@@ -788,15 +788,16 @@ class TradingService:
             held = position.quantity if position is not None else Decimal(0)
             adapter.check_position(target.ref, request, held)
             working: list[Order] = []
-            if closing is None and reduces(request, held):
+            if closing is None and closing_quantity(held, request.side, request.quantity):
                 # A resting stop or limit on the position may fill after this closes it.
                 with contextlib.suppress(BrokerError, TimeoutError):
                     key = symbols.instrument_key(request.symbol)
-                    working = [
-                        o
-                        for o in exits_in_order(await adapter.fetch_open_orders(target.ref))
-                        if symbols.instrument_key(o.symbol) == key
-                    ]
+                    listed = await adapter.fetch_open_orders(target.ref)
+                    working = exits_in_order(
+                        await self._parents(
+                            target, [o for o in listed if symbols.instrument_key(o.symbol) == key]
+                        )
+                    )
             if b is not None and closing_quantity(held, request.side, request.quantity):
                 # Every broker refuses it when placed: its exits would add to the position.
                 raise InvalidOrder(
@@ -807,16 +808,8 @@ class TradingService:
                 )
             mult = symbols.multiplier(request.symbol)
             cost = request.quantity * price * mult
-            # Older orders on this side close the position first, as the broker counts them
-            # (a bracket's exits that follow the position aside: they make room).
-            follow = adapter.capabilities.exits_follow_position
-            already = sum(
-                (
-                    o.remaining_quantity
-                    for o in working
-                    if o.side is request.side and not (o.parent_id and follow)
-                ),
-                Decimal(0),
+            already = already_closing(
+                working, request.side, follow=adapter.capabilities.exits_follow_position
             )
             after = buying_power_after(buying_power, request, held, required, already)
             if after < 0:
@@ -2615,13 +2608,12 @@ class TradingService:
             adapter.check_change(before, change)  # it may have ended since the card
             own = await self._own_intent(target, before.id)
             raised = await self._check_change(target, adapter, before, change, "Not changed", own)
-            if raised is not None:
-                await self._claim_raise(*raised)
+            stamped = await self._claim_raise(*raised) if raised is not None else None
             try:
                 after = await adapter.replace_order(target.ref, before, change)
             except BrokerUnavailable as e:
                 if not e.maybe_sent:
-                    await self._release_raise(raised, own)
+                    await self._release_raise(stamped, own.id if own else "")
                     raise
                 after = await self._changed_meanwhile(target, adapter, before, change)
                 if after is None:
@@ -2632,7 +2624,8 @@ class TradingService:
                         "again: /orders shows the order as it stands now."
                     ) from e
             except BrokerError:
-                await self._release_raise(raised, own)  # refused: the order stands as it was
+                # Refused: the order stands as it was.
+                await self._release_raise(stamped, own.id if own else "")
                 raise
             await self._follow_change(target, before, after)
         finally:
@@ -2702,31 +2695,39 @@ class TradingService:
         intent.id, intent.quantity = own.id, total  # its own old value is not counted twice
         return intent, Gate(value, gate.daily), sent_notional(own)
 
-    async def _claim_raise(self, intent: OrderIntent, gate: Gate, counted: Decimal) -> None:
+    async def _claim_raise(
+        self, intent: OrderIntent, gate: Gate, counted: Decimal
+    ) -> tuple[Decimal, Decimal | None]:
         """Check a raised order against the daily totals and stamp its new value in one
         transaction under the member's lock, as a send is claimed: two changes or sends at
-        once cannot both pass on the same allowance."""
+        once cannot both pass on the same allowance. The stamp and what it replaced, read
+        under the lock (another change may have stamped it since it was read)."""
         async with self.core.db.transaction() as s:
             await lock_row(s, Member, Member.id == intent.member_id)
             refusal = await self._over_daily(s, intent, gate, self.clock(), counted)
             _raise_limit(refusal, "Not changed")
+            before = await s.scalar(select(OrderIntent.notional).where(OrderIntent.id == intent.id))
             await s.execute(
                 update(OrderIntent)
                 .where(OrderIntent.id == intent.id)
                 .values(notional=gate.notional)
             )
+        assert gate.notional is not None
+        return gate.notional, before
 
     async def _release_raise(
-        self, raised: tuple[OrderIntent, Gate, Decimal] | None, own: OrderIntent | None
+        self, stamped: tuple[Decimal, Decimal | None] | None, intent_id: str
     ) -> None:
-        """The broker refused the change: the order keeps its old value in the daily totals."""
-        if raised is None or own is None:
+        """The broker refused the change: the order keeps the value it had before this claim
+        (unless another change has stamped it since)."""
+        if stamped is None:
             return
+        mine, before = stamped
         async with self.core.db.transaction() as s:
             await s.execute(
                 update(OrderIntent)
-                .where(OrderIntent.id == own.id, OrderIntent.notional == raised[1].notional)
-                .values(notional=own.notional)
+                .where(OrderIntent.id == intent_id, OrderIntent.notional == mine)
+                .values(notional=before)
             )
 
     async def _changed_meanwhile(
@@ -3392,6 +3393,11 @@ def sized_by_amount(
 
 def estimate_price(request: OrderRequest, quote: Quote) -> Decimal | None:
     """None when the quote has no price for the order's side nor a last trade."""
+    stop, limit = request.stop_price, request.limit_price
+    if request.order_type is OrderType.STOP_LIMIT and stop is not None and limit is not None:
+        # The higher of the two, as Tradecord Paper holds buying power for it: a buy may pay up
+        # to its limit once triggered; a sell is valued at its stop.
+        return max(stop, limit)
     if request.order_type in NEEDS_LIMIT and request.limit_price is not None:
         return request.limit_price
     if request.order_type is OrderType.STOP and request.stop_price is not None:
@@ -3576,6 +3582,22 @@ def reduces(request: OrderRequest, held: Decimal) -> bool:
     """Whether ``request`` only closes (part of) the position ``held``, opening nothing."""
     closing = (request.side is Side.SELL and held > 0) or (request.side is Side.BUY and held < 0)
     return closing and request.quantity <= abs(held)
+
+
+def already_closing(orders: Sequence[Order], side: Side, *, follow: bool) -> Decimal:
+    """How much of the position older open orders on ``side`` close first, as the broker
+    counts them: a bracket's exits once (one or the other fills), none of them where they
+    follow the position (``Capabilities.exits_follow_position``: they make room), and none
+    still held for their entry's fill."""
+    alone, brackets = Decimal(0), dict[str, Decimal]()
+    for o in orders:
+        if o.side is not side or o.status is OrderStatus.PENDING:
+            continue
+        if o.parent_id is None:
+            alone += o.remaining_quantity
+        elif not follow:
+            brackets[o.parent_id] = max(brackets.get(o.parent_id, Decimal(0)), o.remaining_quantity)
+    return alone + sum(brackets.values(), Decimal(0))
 
 
 def buying_power_after(

@@ -1237,3 +1237,36 @@ def test_an_amount_buys_a_fraction_of_a_share_only_where_alpaca_takes_one(
         request.bracket = Bracket(take_profit=Decimal(400))
     sized = sized_by_amount(request, Decimal(1000), Decimal(300), AlpacaAdapter(AdapterContext()))
     assert format(sized.quantity, "f") == quantity
+
+
+def test_already_closing_counts_a_brackets_exits_once_and_never_a_held_one() -> None:
+    """The card summed every open sell: a bracket's take-profit and stop-loss (listed apart,
+    each for the whole quantity) counted twice, and exits held for their entry's fill too."""
+    from adapters.models import Order, OrderStatus, Side, TimeInForce
+    from bot.services.trading import already_closing
+
+    def order(
+        qty: str,
+        *,
+        parent: str | None = None,
+        status: OrderStatus = OrderStatus.OPEN,
+        side: Side = Side.SELL,
+    ) -> Order:
+        return Order(
+            f"o{qty}{parent}{status}",
+            "A1",
+            "F",
+            side,
+            Decimal(qty),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            status,
+            parent_id=parent,
+        )
+
+    bracket = [order("10", parent="e1"), order("10", parent="e1")]
+    held_for_entry = [order("7", parent="e2", status=OrderStatus.PENDING)]
+    alone = [order("3"), order("4", side=Side.BUY)]
+    orders = bracket + held_for_entry + alone
+    assert already_closing(orders, Side.SELL, follow=False) == 13  # 10 once, and 3
+    assert already_closing(orders, Side.SELL, follow=True) == 3  # exits make room

@@ -1397,6 +1397,27 @@ async def test_a_closing_trade_warns_of_orders_still_working_on_the_position(
     assert "stays working" not in opening, opening
 
 
+async def test_a_flip_counts_the_sells_already_working_first(tradecord: Harness) -> None:
+    """Long 100 with a sell limit for 100 resting: a sell of 150 was carded as closing 100 and
+    shorting 50 (buying power up), while the broker counts the resting sell first and charges
+    all 150 as a short; Confirm then refused what the card had passed."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "100")
+    await buy(
+        h, "AAPL", "100", side="sell", order_type="limit", limit_price="250", time_in_force="gtc"
+    )
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="150")
+    text = card.text()
+    assert (
+        "⚠️ Open sell orders already close 100 of your 100 AAPL: this sell opens a short "
+        "position of 150 if they fill first." in text
+    ), text
+    fields = {f["name"]: f["value"] for f in card.embeds[0]["fields"]}
+    money = {k: Decimal(v.strip("$").replace(",", "")) for k, v in fields.items() if "power" in k}
+    assert money["Buying power"] - money["Buying power after"] > 29_000, fields  # 150 short
+
+
 async def test_a_close_confirmed_after_the_position_went_is_not_sent(tradecord: Harness) -> None:
     """Two /close cards for one position (or a stop-loss that filled meanwhile): the second
     Confirm would sell short. The position is read again at Confirm."""
@@ -1891,6 +1912,9 @@ async def test_a_stop_limit_with_its_limit_past_its_stop_is_warned(tradecord: Ha
     ), odd.text()
     usual = await preview(h, "alice", symbol="AAPL", quantity="1", limit_price="211", **terms)
     assert "Its limit" not in usual.text() and usual.buttons()
+    # Priced at the higher of its stop and limit, as Tradecord Paper holds buying power for it.
+    price = {f["name"]: f["value"] for f in odd.embeds[0]["fields"]}["Estimated price"]
+    assert price == "$210.00", price
 
 
 async def test_a_sell_trailing_stop_trailing_by_more_than_the_price_is_refused(
