@@ -220,6 +220,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + fills_at_line(p)
             + stop_limit_line(r)
             + short_line(p)
+            + cover_line(p)
             + closed_line(p)
             + ("\n⚠️ **This is a LIVE order with real money.**" if live else "")
         ),
@@ -350,6 +351,27 @@ def short_line(p: Preview) -> str:
     else:
         now = f"You hold no {r.symbol}: this sell opens"
     return f"\n⚠️ {now} a short position of {fmt.qty(short)}."
+
+
+def cover_line(p: Preview) -> str:
+    """A buy of more than a short position covers it and goes long: said as a sell that goes
+    short is (``short_line``), since a member who meant to cover would otherwise be long."""
+    r = p.request
+    short = -p.position_quantity
+    if r.side is not Side.BUY or short <= 0 or r.quantity <= short:
+        return ""
+    if p.already_closing:
+        covers = min(r.quantity, max(short - p.already_closing, Decimal(0)))
+        does = f"covers {fmt.qty(covers)} and opens" if covers else "opens"
+        return (
+            f"\n⚠️ Open buy orders already cover {fmt.qty(min(p.already_closing, short))} of "
+            f"your short {fmt.qty(short)} {r.symbol}: this buy {does} a long position of "
+            f"{fmt.qty(r.quantity - covers)} if they fill first."
+        )
+    return (
+        f"\n⚠️ You are short {fmt.qty(short)} {r.symbol}: this buy covers them and opens a "
+        f"long position of {fmt.qty(r.quantity - short)}."
+    )
 
 
 def closing_line(p: Preview) -> str:

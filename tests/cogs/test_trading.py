@@ -156,6 +156,13 @@ async def test_the_card_says_when_a_sell_opens_a_short(tradecord: Harness) -> No
     await (await h.emu.click(h.user("alice"), flip, label="Confirm")).message(timeout=10)
     more = await preview(h, "alice", symbol="AAPL", side="sell", quantity="2")
     assert "You are short 6 AAPL already: this sell adds 2 to the short." in more.text()
+    # A buy through the short goes long, and is said as the sell through a long was.
+    cover = await preview(h, "alice", symbol="AAPL", quantity="10")
+    assert "You are short 6 AAPL: this buy covers them and opens a long position of 4." in (
+        cover.text()
+    ), cover.text()
+    exact = await preview(h, "alice", symbol="AAPL", quantity="6")
+    assert "long position" not in exact.text()
 
 
 async def test_cancel_on_the_card_sends_nothing(tradecord: Harness) -> None:
