@@ -1037,7 +1037,11 @@ class Automation(commands.Cog):
         where = f"**{info.connection_name}** ({info.mode})"
         terms = ", ".join(w for w in setting_words(info.settings) if w)
         if info.previous is None:
-            text = f"{where} now trades **{info.strategy_name}**: {terms}."
+            # As at TradersPost, a position is the account's: said once, before it surprises.
+            text = (
+                f"{where} now trades **{info.strategy_name}**: {terms}. Its exits close the "
+                "account's whole position in a symbol, shares you traded yourself included."
+            )
         else:
             # It existed: say so, and list what changed (options left out kept their values).
             changed = subscription_changes(info.previous, info)

@@ -79,6 +79,7 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
         "alice", "subscribe", strategy="Breakout", sizing="fixed_quantity", sizing_value="3"
     )
     assert "now trades **Breakout**" in sub.content
+    assert "Its exits close the account's whole position in a symbol" in sub.content
     owner = h.emu.owner.id
     set_alerts = await h.emu.slash(
         owner,
