@@ -171,16 +171,22 @@ class SimulatedFeed:
     def _compute(self, instrument: Instrument, minute: int) -> Quote:
         ref = reference_price(instrument)
         day_amp, hour_amp, noise_amp = AMPLITUDES[instrument.asset_class]
-        s = instrument.symbol
+        s = seed = instrument.symbol
+        if instrument.asset_class is AssetClass.FUTURE and s.startswith("/"):
+            # A continuous contract (/ES) moves with the front month it stands for, as a
+            # chart's does: ESZ26 and /ES quote the same price at the same minute.
+            spec = symbols.future_spec(s)
+            assert spec is not None
+            seed = symbols.front_contract(spec.root, datetime.fromtimestamp(minute * 60, UTC))
         factor = (
             1
-            + day_amp * _swing(s, "day", minute, 1440)
-            + hour_amp * _swing(s, "hour", minute, 60)
-            + noise_amp * _unit(s, "minute", minute)
+            + day_amp * _swing(seed, "day", minute, 1440)
+            + hour_amp * _swing(seed, "hour", minute, 60)
+            + noise_amp * _unit(seed, "minute", minute)
         )
         mid = ref * factor
         bid, ask = self._spread(instrument, mid)
-        last = bid if _unit(s, "last", minute) < 0 else ask
+        last = bid if _unit(seed, "last", minute) < 0 else ask
         minute_start = datetime.fromtimestamp(minute * 60, UTC)
         return Quote(
             s,

@@ -119,6 +119,24 @@ def test_quotes_are_plausible_for_each_asset_class() -> None:
                 assert (q.ask - q.bid) / q.bid < D("0.002")
 
 
+def test_a_continuous_future_quotes_as_its_front_month() -> None:
+    """/ES and the contract it stands for wandered apart (each its own price path), so the
+    same position read two ways showed two prices."""
+    from adapters.symbols import front_contract
+
+    feed = SimulatedFeed()
+    for minute in range(0, 2 * 1440, 131):
+        at = WEEKDAY_SESSION + timedelta(minutes=minute)
+        front = front_contract("ES", at)
+        continuous, dated = feed.quote_at("/ES", at), feed.quote_at(front, at)
+        assert (continuous.bid, continuous.ask, continuous.last) == (
+            dated.bid,
+            dated.ask,
+            dated.last,
+        ), (at, front)
+        assert continuous.symbol == "/ES"
+
+
 def test_reference_prices_come_from_the_tables_or_a_stable_hash() -> None:
     assert reference_price(resolve("AAPL")) == equity_list().reference_prices["AAPL"]
     assert reference_price(resolve("/CL")) == FUTURES["CL"].reference_price
