@@ -35,7 +35,7 @@ from adapters.models import (
     Side,
     TimeInForce,
 )
-from adapters.paper.engine import PriceType
+from adapters.paper.engine import PriceType, closing_quantity
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings, Target
@@ -333,14 +333,7 @@ def short_line(p: Preview) -> str:
     if r.side is not Side.SELL or short <= 0:
         return ""
     if held > 0 and p.already_closing:
-        # Older sells close the position first, as the broker counts them.
-        closes = min(r.quantity, max(held - p.already_closing, Decimal(0)))
-        does = f"closes {fmt.qty(closes)} and opens" if closes else "opens"
-        return (
-            f"\n⚠️ Open sell orders already close {fmt.qty(min(p.already_closing, held))} of "
-            f"your {fmt.qty(held)} {r.symbol}: this sell {does} a short position of "
-            f"{fmt.qty(r.quantity - closes)} if they fill first."
-        )
+        return after_older_line(p, f"your {fmt.qty(held)} {r.symbol}")
     if held > 0:
         now = f"You hold {fmt.qty(held)} {r.symbol}: this sell closes them and opens"
     elif held < 0:
@@ -361,16 +354,29 @@ def cover_line(p: Preview) -> str:
     if r.side is not Side.BUY or short <= 0 or r.quantity <= short:
         return ""
     if p.already_closing:
-        covers = min(r.quantity, max(short - p.already_closing, Decimal(0)))
-        does = f"covers {fmt.qty(covers)} and opens" if covers else "opens"
-        return (
-            f"\n⚠️ Open buy orders already cover {fmt.qty(min(p.already_closing, short))} of "
-            f"your short {fmt.qty(short)} {r.symbol}: this buy {does} a long position of "
-            f"{fmt.qty(r.quantity - covers)} if they fill first."
-        )
+        return after_older_line(p, f"your short {fmt.qty(short)} {r.symbol}")
     return (
         f"\n⚠️ You are short {fmt.qty(short)} {r.symbol}: this buy covers them and opens a "
         f"long position of {fmt.qty(r.quantity - short)}."
+    )
+
+
+def after_older_line(p: Preview, yours: str) -> str:
+    """An order behind older ones on its side, which the broker counts as closing the
+    position first (``Preview.already_closing``): what is left for it to close, and what it
+    opens past that. ``yours``: the position, as the line that calls it names it."""
+    r, held = p.request, p.position_quantity
+    verb, opened = ("sell", "short") if r.side is Side.SELL else ("buy", "long")
+    closes = closing_quantity(held, r.side, r.quantity, p.already_closing)
+    opens = r.quantity - closes
+    if opens:
+        also = f"closes {fmt.qty(closes)} and opens" if closes else "opens"
+        does = f"{also} a {opened} position of {fmt.qty(opens)} if they fill first"
+    else:
+        does = f"closes {fmt.qty(closes)} of it"
+    return (
+        f"\n⚠️ Open {verb} orders already close "
+        f"{fmt.qty(min(p.already_closing, abs(held)))} of {yours}: this {verb} {does}."
     )
 
 
@@ -383,23 +389,7 @@ def closing_line(p: Preview) -> str:
     verb = "sell" if r.side is Side.SELL else "buy"
     kind = "long" if held > 0 else "short"
     if p.already_closing:
-        # The broker counts older orders on this side first: past them, this one opens.
-        left = max(abs(held) - p.already_closing, Decimal(0))
-        closes = min(r.quantity, left)
-        opens = r.quantity - closes
-        does = (
-            f"closes {fmt.qty(closes)} and opens a {'short' if held > 0 else 'long'} "
-            f"position of {fmt.qty(opens)} if they fill first"
-            if closes and opens
-            else f"opens a {'short' if held > 0 else 'long'} position of {fmt.qty(opens)} if "
-            "they fill first"
-            if opens
-            else f"closes {fmt.qty(closes)} of it"
-        )
-        return (
-            f"\n⚠️ Open {verb} orders already close {fmt.qty(min(p.already_closing, abs(held)))} "
-            f"of your {kind} position of {fmt.qty(abs(held))} {r.symbol}: this {verb} {does}."
-        )
+        return after_older_line(p, f"your {kind} position of {fmt.qty(abs(held))} {r.symbol}")
     if r.quantity == abs(held):
         return (
             f"\nThis {verb} closes your whole {kind} position of {fmt.qty(abs(held))} {r.symbol}."
