@@ -780,17 +780,24 @@ class AlpacaAdapter(HttpBrokerAdapter):
 
     async def fetch_accounts(self) -> list[Account]:
         accounts: list[Account] = []
-        refused: AuthorizationExpired | None = None
-        for env in self.environments():
+        envs = self.environments()
+        # A grant may reach one environment only (the member authorized a paper or a live
+        # account, not both): the other host's 401 is not a broken connection.
+        probe = len(envs) > 1
+        for env in envs:
             try:
-                resp = await self.request("GET", "/v2/account", environment=env, bucket="trading")
-            except AuthorizationExpired as e:
-                # A token authorized for one environment only is refused on the other host.
-                refused = e
+                resp = await self.request(
+                    "GET", "/v2/account", environment=env, bucket="trading", probe=probe
+                )
+            except AuthorizationExpired:
+                if not probe:
+                    raise
                 continue
             accounts.append(self.map_account(resp.body, env))
-        if not accounts and refused is not None:
-            raise refused
+        if not accounts and probe:
+            # Refused everywhere: the token itself is bad. Asked once more the usual way, so
+            # the connection is marked for re-linking and the member told.
+            await self.request("GET", "/v2/account", environment=envs[0], bucket="trading")
         return accounts
 
     async def fetch_balance(self, account: AccountRef) -> Balance:

@@ -753,6 +753,7 @@ class HttpBrokerAdapter(BrokerAdapter):
         write: bool = False,
         allow: tuple[int, ...] = (),
         base_url: str | None = None,
+        probe: bool = False,
     ) -> HttpResponse:
         """One logical call. Reads retry on 5xx, timeouts and 429 with capped backoff and jitter
         (honouring ``Retry-After``); writes never retry here, except once after a token refresh
@@ -760,7 +761,9 @@ class HttpBrokerAdapter(BrokerAdapter):
         PUT or DELETE once when the connection drops, as RFC 9112 allows: a cancel or a change
         to the same terms, sent twice, is one cancel or change. A POST is never resent.)
         Statuses in ``allow`` come back unraised. ``base_url`` sends to another host of the
-        same vendor (Alpaca's data API) with this environment's token, limiter and breaker."""
+        same vendor (Alpaca's data API) with this environment's token, limiter and breaker.
+        ``probe``: a 401 only says the token does not reach here (an environment the member
+        did not authorize): no refresh, and the connection is not marked for re-linking."""
         base = base_url or self.ctx.api_urls.get(environment)
         if self.ctx.session is None or base is None:
             raise BrokerUnavailable(
@@ -805,7 +808,7 @@ class HttpBrokerAdapter(BrokerAdapter):
                 resp.status,
                 (time.perf_counter() - started) * 1000,
             )
-            if resp.status == 401 and token is not None and not refreshed:
+            if resp.status == 401 and token is not None and not refreshed and not probe:
                 assert self.ctx.tokens is not None
                 refreshed = True
                 await self.ctx.tokens.refresh(token)
@@ -824,7 +827,7 @@ class HttpBrokerAdapter(BrokerAdapter):
                 continue
             error = self._error_for(resp, write)
             refused = resp.status in (401, 403) and isinstance(error, AuthorizationExpired)
-            if refused and token is not None:
+            if refused and token is not None and not probe:
                 # Refused even fresh from a refresh (401), or lacking a scope the member did
                 # not grant (403): the message sends the member to /connect, which repairs
                 # only a connection marked as needing it.

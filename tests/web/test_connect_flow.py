@@ -958,3 +958,25 @@ async def test_a_busy_token_endpoint_while_linking_says_to_try_again(h: Harness)
     assert done.status != 500 and "went wrong on our side" not in text, text
     assert "did not finish the link. Run /connect again in a minute." in text, text
     assert await connections(h, "alice") == []
+
+
+async def test_alpaca_linked_for_both_when_the_member_has_only_a_paper_account(
+    h: Harness,
+) -> None:
+    """/connect broker:alpaca asks for both environments; a member who has (or authorizes)
+    only a paper account gets a token the live host refuses. That is not a broken link: the
+    paper account is offered, and nothing says to re-link."""
+    h.sandbox.emulators["alpaca"].broker.add_account("paperonly", "paper")
+    alice = h.user("alice")
+    page = await finish_link(h, await connect_link(h, "alice", "alpaca"), broker_user="paperonly")
+    text = await page.text()
+    assert page.status == 200 and "is linked" in text and "re-link" not in text, text
+    [conn] = await connections(h, "alice")
+    assert conn.status == ConnectionStatus.NEEDS_ACCOUNT
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    [paper] = accounts
+    assert paper.environment.value == "paper"
+    await h.core.connections.choose_account(alice, conn.id, "paper", paper.id)
+    [conn] = await connections(h, "alice")
+    assert conn.status == ConnectionStatus.ACTIVE
+    assert not [m for m in h.emu.dm_messages(alice) if "disconnected" in m.content]
