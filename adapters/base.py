@@ -124,6 +124,9 @@ class OAuthSpec:
     scopes: tuple[str, ...]  # the smallest set that reads and trades; never money movement
     refresh_url: str | None = None  # where it differs from token_url (Tradier)
     revoke_url: str | None = None
+    # Revoking one refresh token revokes every refresh token of that login for our client
+    # (TradeStation): never while another connection signs in with the same login.
+    revokes_login: bool = False
     scope_separator: str = " "
     pkce: bool = False
     # The vendor turns PKCE on per client when asked: ``TRADECORD_<BROKER>_PKCE`` says it is.

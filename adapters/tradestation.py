@@ -579,6 +579,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
         authorize_url="https://signin.tradestation.com/authorize",
         token_url="https://signin.tradestation.com/oauth/token",  # noqa: S106 - a URL
         revoke_url="https://signin.tradestation.com/oauth/revoke",
+        # "Making a Refresh Token revocation request will revoke ALL Refresh Tokens for that
+        # API key": the whole grant of the login, other connections on it included.
+        revokes_login=True,
         # openid is required, offline_access brings the refresh token; no scope moves money.
         scopes=("openid", "offline_access", "ReadAccount", "MarketData", "Trade"),
         # PKCE must be enabled per API key by TradeStation (TRADECORD_TRADESTATION_PKCE=true

@@ -100,7 +100,15 @@ class ConfirmDisconnect(ConfirmView):
             self.bot.core.connections.disconnect(interaction.user.id, self.connection),
             ephemeral=True,
         )
-        if result.revoked is True:
+        if result.sharing:
+            others = ", ".join(f"“{n}”" for n in result.sharing)
+            revoke = (
+                f"Tradecord's access at {result.broker} stays authorized: {result.broker} "
+                f"withdraws it from a whole login at once, which would also cut off {others} "
+                "if it signs in with the same login. Once you no longer use Tradecord there, "
+                f"remove it in your {result.broker} account settings"
+            )
+        elif result.revoked is True:
             revoke = f"Tradecord's access at {result.broker} was revoked"
         elif result.revoked is False:
             revoke = (

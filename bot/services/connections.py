@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -120,6 +120,8 @@ class DisconnectResult:
     revoked: bool | None  # None: the broker has no revocation endpoint
     unsent: int = 0  # its orders stored but never sent, failed by the disconnect
     in_doubt: int = 0  # its orders whose sending was never settled: maybe at the broker
+    # Access left authorized: revoking would cut these, which may share the login.
+    sharing: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -744,7 +746,8 @@ class ConnectionService:
         revoked: bool | None = None
         async with self.core.db.session() as s:
             cred = await s.get(Credential, conn.id)
-        if cred is not None and cls.oauth is not None:
+        sharing = await self.sharing_login(conn.member_id, conn.broker, but=conn.id)
+        if cred is not None and cls.oauth is not None and not sharing:
             try:
                 revoked = await self._revoke(conn, cls, cred)
             except Exception as e:  # the token, keys or settings are gone: delete regardless
@@ -831,7 +834,29 @@ class ConnectionService:
                 unsent_failed=len(unsent),
             )
         await close_withdrawn(self.core.notifier, withdrawn)
-        return DisconnectResult(conn.name, cls.display_name, revoked, len(unsent), in_doubt or 0)
+        return DisconnectResult(
+            conn.name, cls.display_name, revoked, len(unsent), in_doubt or 0, sharing
+        )
+
+    async def sharing_login(self, member_id: int, broker: str, *, but: int | None) -> list[str]:
+        """The member's other connections at ``broker`` when revoking a token there revokes
+        the whole login's (``OAuthSpec.revokes_login``): they may sign in with the same login
+        (a second account, "/connect again"), which a revocation would cut off too. Empty
+        where revocation is per token."""
+        spec = get_adapter_class(broker).oauth
+        if spec is None or not spec.revokes_login:
+            return []
+        async with self.core.db.session() as s:
+            names = await s.scalars(
+                select(Connection.name)
+                .where(
+                    Connection.member_id == member_id,
+                    Connection.broker == broker,
+                    Connection.id != (but if but is not None else -1),
+                )
+                .order_by(Connection.id)
+            )
+            return list(names)
 
     async def _revoke(
         self, conn: Connection, cls: type[BrokerAdapter], cred: Credential

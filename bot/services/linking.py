@@ -507,8 +507,11 @@ class LinkingService:
         try:
             connection, relinked = await self._save(member, link, cls.display_name, tokens)
         except LinkRefused:
-            # Nothing was stored, so nothing in Tradecord could revoke this grant later.
-            if ep.revoke_url:
+            # Nothing was stored, so nothing in Tradecord could revoke this grant later;
+            # unless revoking it would also revoke a connection the member has.
+            if ep.revoke_url and not await self.core.connections.sharing_login(
+                member.id, link.broker, but=None
+            ):
                 token, hint = (
                     (tokens.refresh_token, "refresh_token")
                     if tokens.refresh_token

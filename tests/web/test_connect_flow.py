@@ -883,13 +883,71 @@ async def test_a_link_refused_at_the_callback_revokes_the_tokens_it_was_given(h:
     alice = h.user("alice")
     await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
 
-    await finish_link(h, await connect_link(h, "alice"))
+    await finish_link(h, await connect_link(h, "alice", "alpaca"))
     link = await connect_link(h, "alice")
     await h.core.members.set_plan(alice, "free", h.core.settings.plans, by=0)  # meanwhile
     refused = await finish_link(h, link)
     assert refused.status == 403
     assert len(await connections(h, "alice")) == 1
     assert h.sandbox.emulators["tradestation"].revocations == 1
+
+
+async def refreshes(h: Harness, conn: Connection) -> bool:
+    """Whether the connection's refresh token is still accepted by the broker."""
+    from bot.errors import TradecordError
+    from bot.services.tokens import DbTokenProvider
+
+    provider = DbTokenProvider(h.core, conn.id)
+    try:
+        await provider.refresh(await provider.access_token())
+    except TradecordError:
+        return False
+    return True
+
+
+async def test_disconnecting_one_of_two_tradestation_connections_keeps_the_other_working(
+    h: Harness,
+) -> None:
+    """TradeStation revokes every refresh token of a login at once. A member with two
+    connections on one login (margin and futures, as /connect suggests) who disconnects one
+    must not find the other cut off at its next refresh: nothing is revoked, and the member
+    is told to remove Tradecord at TradeStation once done with it there."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await finish_link(h, await connect_link(h, "alice"))
+    await finish_link(h, await connect_link(h, "alice"))
+    first, second = await connections(h, "alice")
+    await h.core.connections.rename(alice, second.name, "TS Futures")
+    ask = await h.reply("alice", "disconnect", connection=first.name)
+    done = await h.emu.click(alice, ask, label="Disconnect")
+    text = (await done.message(timeout=10)).text()
+    assert "stays authorized" in text and "“TS Futures”" in text, text
+    assert h.sandbox.emulators["tradestation"].revocations == 0
+    [left] = await connections(h, "alice")
+    assert left.id == second.id and await refreshes(h, left)
+    assert left.status == ConnectionStatus.NEEDS_ACCOUNT  # not marked for re-linking
+
+    # The last one is revoked as before.
+    ask = await h.reply("alice", "disconnect", connection="TS Futures")
+    done = await h.emu.click(alice, ask, label="Disconnect")
+    assert "was revoked" in (await done.message(timeout=10)).text()
+    assert h.sandbox.emulators["tradestation"].revocations == 1
+
+
+async def test_a_link_refused_at_the_callback_keeps_the_same_brokers_connection_working(
+    h: Harness,
+) -> None:
+    """Revoking the refused grant at TradeStation would revoke the member's existing
+    TradeStation connection too (same login): it is left alone."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await finish_link(h, await connect_link(h, "alice"))
+    link = await connect_link(h, "alice")
+    await h.core.members.set_plan(alice, "free", h.core.settings.plans, by=0)  # meanwhile
+    assert (await finish_link(h, link)).status == 403
+    assert h.sandbox.emulators["tradestation"].revocations == 0
+    [conn] = await connections(h, "alice")
+    assert await refreshes(h, conn)
 
 
 async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
