@@ -251,6 +251,24 @@ def future_spec(symbol: str) -> FutureSpec | None:
     return None
 
 
+def unknown_future(symbol: str) -> str | None:
+    """A message for a symbol written as a futures contract (a root, a month code and a year)
+    of a root Tradecord does not know (ZCZ25, @HGZ25); None for
+    anything else. Taken for a stock, it would be refused on the futures account it belongs
+    on and steered to a cash or margin account (no US stock has a digit in its ticker)."""
+    s = normalize(symbol)
+    m = _FUTURE_RE.match(s) or _FULL_YEAR_RE.match(s)
+    if not m or m.group("root") in FUTURES:
+        return None
+    if m.re is _FUTURE_RE and m.group("month") is None:
+        return None  # a ticker, or a prefix on one (/AAPL): not a contract
+    root = m.group("root")
+    return (
+        f"{s} is a {root} future, and Tradecord does not trade {root} futures yet. The futures "
+        f"it trades: {', '.join(FUTURES)}. Trade {root} at your broker directly."
+    )
+
+
 def crypto_pair(symbol: str) -> tuple[str, str] | None:
     m = _CRYPTO_RE.match(normalize(symbol))
     if m and m.group("base") in CRYPTO_BASES:

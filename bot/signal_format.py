@@ -560,6 +560,8 @@ def _ticker(value: Any, *, continuous: bool = False) -> str:
             after = symbols.contract(ticker, at)
             assert after is not None
             ticker = symbols.front_contract(root, after.expires_at)
+    if unknown := symbols.unknown_future(ticker):
+        raise _Refused("unsupported-ticker", unknown)
     if not symbols.is_symbol(ticker):
         raise _Refused(
             "ticker-does-not-exist",

@@ -593,6 +593,8 @@ class TradingService:
 
     def build_request(self, order: OrderInput, adapter: BrokerAdapter) -> OrderRequest:
         """Turn text into an order request, refusing anything a broker would misread."""
+        if unknown := symbols.unknown_future(order.symbol or ""):
+            raise InvalidInput(unknown)
         if not symbols.is_symbol(order.symbol or ""):
             raise InvalidInput(
                 f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like "
@@ -900,6 +902,8 @@ class TradingService:
         """/close: a market order for all of a position (or ``quantity`` of it), previewed as
         /trade previews, and the symbol's open orders, which keep working after it. The side
         comes from the position, so a close can never open the opposite one."""
+        if unknown := symbols.unknown_future(symbol or ""):
+            raise InvalidInput(unknown)
         if not symbols.is_symbol(symbol or ""):
             raise InvalidInput(
                 f"“{symbol}” is not a symbol. Pick one of your positions from the list, or "
@@ -2434,6 +2438,8 @@ class TradingService:
         """/quote: the bid, ask and last trade the connection's broker gives for ``symbol``,
         and where they come from (Tradecord Paper: the broker it takes its prices from, or the
         simulated feed)."""
+        if unknown := symbols.unknown_future(symbol or ""):
+            raise InvalidInput(unknown)
         if not symbols.is_symbol(symbol or ""):
             raise InvalidInput(
                 f"“{symbol}” is not a symbol: type a ticker (AAPL), a future (/ES or a contract "

@@ -6,7 +6,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from adapters.symbols import FUTURES, contract, front_contract, is_business_day
+from adapters.symbols import (
+    FUTURES,
+    contract,
+    front_contract,
+    is_business_day,
+    unknown_future,
+)
 
 NOV_2026 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -84,3 +90,20 @@ def test_the_front_contract_rolls_on_the_last_trading_day() -> None:
     for root in FUTURES:
         c = contract(front_contract(root, NOV_2026), NOV_2026)
         assert c is not None and c.listed and c.expires_at > NOV_2026
+
+
+@pytest.mark.parametrize("symbol", ["ZCZ25", "HGZ2025", "KEZ5", "@ZCZ25", "6BZ25"])
+def test_a_contract_of_an_unknown_future_is_named_as_a_future_not_taken_for_a_stock(
+    symbol: str,
+) -> None:
+    """Taken for a stock, corn (ZCZ25) was refused on the futures account it belongs on and
+    the member sent to the margin account."""
+    message = unknown_future(symbol)
+    assert message is not None and "future" in message and "ES" in message
+
+
+@pytest.mark.parametrize(
+    "symbol", ["AAPL", "F", "T", "BRK.B", "ESZ25", "/ES", "BTCUSD", "ZC", "/AAPL", "/ZC"]
+)
+def test_tickers_and_known_futures_are_not_unknown_futures(symbol: str) -> None:
+    assert unknown_future(symbol) is None

@@ -802,6 +802,19 @@ async def test_quote_refuses_what_is_not_a_symbol_it_knows(tradecord: Harness) -
     assert live.startswith("You have no connection with a live account. Link a broker"), live
 
 
+async def test_a_future_tradecord_does_not_know_is_not_taken_for_a_stock(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    for command, opts in (
+        ("trade", {"symbol": "ZCZ25", "side": "buy", "quantity": "1"}),
+        ("quote", {"symbol": "ZCH26"}),
+        ("close", {"symbol": "ZCZ25"}),
+    ):
+        text = (await h.reply("alice", command, **opts)).text()
+        assert "Tradecord does not trade ZC futures yet" in text, (command, text)
+
+
 # Enough positions for two pages: any of the paper broker's stocks will do.
 SYMBOLS = sorted(equity_list().stocks)[:18]
 

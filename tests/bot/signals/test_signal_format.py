@@ -87,6 +87,8 @@ def test_body_level_codes(body: bytes, code: str) -> None:
         ({"ticker": 42}, "invalid-payload"),
         ({"ticker": "$$$"}, "ticker-does-not-exist"),
         ({"ticker": "A" * 30}, "ticker-does-not-exist"),
+        ({"ticker": "ZCZ2025"}, "unsupported-ticker"),  # corn: a future Tradecord lacks
+        ({"ticker": "CBOT:ZCZ25"}, "unsupported-ticker"),
         ({"ticker": "SPY 250624C596"}, "invalid-asset-class"),
         ({"optionType": "call"}, "invalid-asset-class"),
         ({"optionType": "straddle"}, "invalid-option-type"),
@@ -320,7 +322,8 @@ def test_ticker_notation_from_tradingview() -> None:
     assert ok(base(ticker="@MESZ25")).ticker == "@MESZ25"
     assert refusal(base(ticker="/AAPL")) == "ticker-does-not-exist"
     assert normalize_ticker("cme_mini:esz2025") == "ESZ25"
-    assert normalize_ticker("ABCZ2025") == "ABCZ2025"  # no such future: left as it is
+    with pytest.raises(ValueError, match="does not trade ABC futures"):
+        normalize_ticker("ABCZ2025")  # a future Tradecord does not know: not taken for a stock
     with pytest.raises(ValueError, match="not a symbol"):
         normalize_ticker("$$$")
 
