@@ -10,10 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.models import Account, Environment
+from adapters.registry import get_adapter_class
 from bot.models import Connection
 
 ACCOUNT_SELECT = r"tc:acct:(?P<connection>\d+):(?P<mode>live|paper)"
 TYPE_WORDS = {"cash": "Cash", "margin": "Margin", "futures": "Futures", "crypto": "Crypto"}
+
+
+def tradable(broker: str, account: Account) -> bool:
+    """Whether ``broker`` lets Tradecord trade anything in an account of this type."""
+    return bool(get_adapter_class(broker).capabilities.asset_classes.get(account.type))
 
 
 def account_select_id(connection_id: int, mode: str) -> str:
@@ -35,6 +41,9 @@ def account_menus(
     ``held``: account id → the member's other connection trading in it (said, as choosing it
     here is refused)."""
     held = held or {}
+    # An account the broker's API trades nothing in (TradeStation's crypto accounts) is not
+    # offered: chosen, every order and balance there would be refused.
+    accounts = [a for a in accounts if tradable(connection.broker, a)]
     rows: list[dict[str, Any]] = []
     for env in (Environment.LIVE, Environment.PAPER):
         # The classic mistake is a margin account chosen for futures: where both are offered,

@@ -32,6 +32,7 @@ from adapters.paper.engine import PriceType
 from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import all_adapters, get_adapter_class
 from bot.brokers import connect_command
+from bot.components import tradable
 from bot.db import lock_name
 from bot.errors import Conflict, InvalidInput, NotFound
 from bot.models import (
@@ -563,6 +564,12 @@ class ConnectionService:
             raise InvalidInput(
                 f"{account.masked} is a {account.environment.value} account; "
                 f"choose it as the {account.environment.value} account."
+            )
+        if not tradable(conn.broker, account):
+            broker = get_adapter_class(conn.broker).display_name
+            raise InvalidInput(
+                f"{account.masked} is a {account.type.value} account, and {broker} does not let "
+                "apps trade in it or read it. Choose another of your accounts in /accounts."
             )
         async with self.core.db.transaction() as s:
             # Two members choosing one account at once: the second waits, then finds it taken.

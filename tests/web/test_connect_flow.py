@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.automation_models import Subscription
+from bot.errors import InvalidInput
 from bot.models import Connection, ConnectionStatus, Credential, Member, OAuthState
 from bot.services.credentials import binding, verifier_binding
 from bot.services.linking import digest
@@ -1038,3 +1039,22 @@ async def test_alpaca_linked_for_both_when_the_member_has_only_a_paper_account(
     [conn] = await connections(h, "alice")
     assert conn.status == ConnectionStatus.ACTIVE
     assert not [m for m in h.emu.dm_messages(alice) if "disconnected" in m.content]
+
+
+async def test_an_account_the_broker_trades_nothing_in_is_neither_offered_nor_taken(
+    h: Harness,
+) -> None:
+    """TradeStation lists crypto accounts but its API serves none of them: chosen, every order
+    and /balances there would fail."""
+    alice = h.user("alice")
+    await finish_link(h, await connect_link(h, "alice"))
+    dm = await h.emu.wait_for_message(
+        lambda m: "is linked" in m.content and bool(m.components), include_existing=True
+    )
+    labels = [o["label"] for menu in dm.selects() for o in menu["options"]]
+    assert labels and not [label for label in labels if "Crypto" in label], labels
+    [conn] = await connections(h, "alice")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    crypto = next(a for a in accounts if a.type.value == "crypto")
+    with pytest.raises(InvalidInput, match="does not let apps trade in it"):
+        await h.core.connections.choose_account(alice, conn.id, "live", crypto.id)
