@@ -89,9 +89,10 @@ def menus_view(rows: list[dict[str, Any]]) -> discord.ui.View:
 
 
 class ConfirmDisconnect(ConfirmView):
-    def __init__(self, owner_id: int, bot: Tradecord, connection: str) -> None:
+    def __init__(self, owner_id: int, bot: Tradecord, connection_id: int) -> None:
         super().__init__(owner_id, timeout=60)
-        self.bot, self.connection = bot, connection
+        # By id: a rename while the question is open must not aim it at another connection.
+        self.bot, self.connection = bot, connection_id
 
     @discord.ui.button(label="Disconnect", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
@@ -229,7 +230,7 @@ class Connections(commands.Cog):
                 ephemeral=True,
             )
             return
-        view = ConfirmDisconnect(interaction.user.id, self.bot, conn.name)
+        view = ConfirmDisconnect(interaction.user.id, self.bot, conn.id)
         text = (
             f"Disconnect “{conn.name}”? Tradecord will revoke its access at the broker where "
             "the broker allows it and delete the stored tokens. Open orders at the broker stay "

@@ -741,7 +741,7 @@ class ConnectionService:
             )
             return list(dict.fromkeys(names))  # one strategy may be subscribed live and paper
 
-    async def disconnect(self, discord_user_id: int, connection: str) -> DisconnectResult:
+    async def disconnect(self, discord_user_id: int, connection: str | int) -> DisconnectResult:
         """Revoke at the broker where it can (RFC 7009), then delete the credentials and the
         connection whatever the broker said; the audit trail keeps both outcomes."""
         conn = await self.owned(discord_user_id, connection)

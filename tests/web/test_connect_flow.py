@@ -1058,3 +1058,20 @@ async def test_an_account_the_broker_trades_nothing_in_is_neither_offered_nor_ta
     crypto = next(a for a in accounts if a.type.value == "crypto")
     with pytest.raises(InvalidInput, match="does not let apps trade in it"):
         await h.core.connections.choose_account(alice, conn.id, "live", crypto.id)
+
+
+async def test_disconnect_answers_the_connection_it_asked_about_after_renames(h: Harness) -> None:
+    """The question names a connection; renames while it is open (its name given to another)
+    must not turn the button against the other one."""
+    alice = h.user("alice")
+    await h.core.members.set_plan(alice, "pro", h.core.settings.plans, by=0)
+    await finish_link(h, await connect_link(h, "alice", "alpaca"))
+    await finish_link(h, await connect_link(h, "alice"))
+    asked_about, other = await connections(h, "alice")
+    ask = await h.reply("alice", "disconnect", connection=asked_about.name)
+    await h.core.connections.rename(alice, asked_about.name, "Old name")
+    await h.core.connections.rename(alice, other.name, asked_about.name)
+    done = await h.emu.click(alice, ask, label="Disconnect")
+    assert "Disconnected “Old name”" in (await done.message(timeout=10)).text()
+    [left] = await connections(h, "alice")
+    assert left.id == other.id
