@@ -659,7 +659,8 @@ class BrokerAdapter(ABC):
             return base + f" {self.display_name} does not offer {ASSET_WORDS[asset]} trading."
         return (
             base + f" At {self.display_name}, {ASSET_WORDS[asset]} trade in a {kinds} account: "
-            f"choose that account for this connection in /accounts."
+            f"choose that account for this connection in /accounts (none listed there? "
+            f"{self.display_name} must open one for you first)."
         )
 
 
