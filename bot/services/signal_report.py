@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 ENDED_BY_REASON = frozenset(
     {ExecutionStatus.SKIPPED, ExecutionStatus.REJECTED, ExecutionStatus.FAILED}
 )
+
+
+def _code_only(phase: str, reason_code: str | None) -> str | None:
+    return reason_code if phase in ENDED_BY_REASON else None
+
+
 ORDER_PHASES = {
     "order.submitted": "submitted",
     "order.accepted": "accepted",
@@ -323,8 +329,8 @@ class SignalReports:
         by_intent = {i.id: i for i in intents}
         subs = []
         for ex, discord_id, cname in executions:
-            # Broker messages can quote a member's balance: the owner sees another member's
-            # refusals by their code, as the alert channel does.
+            # Details can quote a member's balance, P&L, equity or account: the owner sees
+            # another member's phases by name and their refusals by code, as the channel does.
             own = ex.member_id == member_id
             mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
             lines = tuple(
@@ -346,7 +352,7 @@ class SignalReports:
                 phase(
                     p["phase"],
                     datetime.fromisoformat(p["at"]),
-                    p.get("detail") if own or p["phase"] not in ENDED_BY_REASON else ex.reason_code,
+                    p.get("detail") if own else _code_only(p["phase"], ex.reason_code),
                 )
                 for p in ex.phases or []
             ]

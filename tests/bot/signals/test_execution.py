@@ -2775,6 +2775,22 @@ async def test_the_owner_sees_no_broker_message_of_another_members_order(core: C
     assert not [t for t in shown if t and "$" in t], shown
 
 
+async def test_the_owner_sees_another_members_phases_by_name_only(core: Core) -> None:
+    """A reversal's "exit filled" says the member's average price and P&L; "sized" can say
+    their equity: the owner sees that the phases happened, not what they say."""
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await hold(core, ALICE, "AAPL", "5")
+    await subscribe(core, url, ALICE, sizing="percent_of_equity", sizing_value=Decimal(1))
+    ack = await send(core, url, {"ticker": "AAPL", "action": "sell"})
+    await core.jobs.drain()
+    [own] = (await core.signals.signal_report(ack.body["id"], ALICE)).subscriptions
+    assert any(p.name == "exit filled" and p.detail for p in own.phases), own.phases
+    [alice] = (await core.signals.signal_report(ack.body["id"], OWNER)).subscriptions
+    assert "exit filled" in {p.name for p in alice.phases}
+    assert [p for p in alice.phases if p.detail] == [], alice.phases
+
+
 @pytest.mark.first
 async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -> None:
     url = await make_strategy(core, name="Momentum")
