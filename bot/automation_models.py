@@ -169,6 +169,7 @@ class SignalStatus:
     DONE = "done"
     DUPLICATE = "duplicate"  # same body within the window: acknowledged, not traded
     REFUSED = "refused"  # invalid or stale: answered 400 with a message code
+    FAILED = "failed"  # its job was given up (kept failing): owner and members were told
 
 
 # The predicate of ix_signals_refusals_untold, written the same in the queries that use it

@@ -145,7 +145,7 @@ class Approvals:
     def __init__(self, signals: SignalService) -> None:
         self.signals = signals
         self.core = signals.core
-        self.core.jobs.register(JOB_APPROVED, self._job_approved)
+        self.core.jobs.register(JOB_APPROVED, self._job_approved, self._approved_gave_up)
         self.core.jobs.register(JOB_APPROVAL_EXPIRY, self._job_expiry)
 
     async def request(
@@ -501,6 +501,73 @@ class Approvals:
             return
         ctx.approved = True
         await self.signals.execute(ctx)
+
+    async def _approved_gave_up(self, payload: Mapping[str, Any], error: str) -> None:
+        """An approved order whose job kept failing: the member was told a DM would bring the
+        result, so one does. With no order stored for it, the run ends as failed."""
+        execution_id = int(payload["execution_id"])
+        log.error("Approved execution %s was given up: %s", execution_id, error)
+        reason = (
+            "Tradecord kept failing while placing this approved order and stopped trying; "
+            "nothing was placed."
+        )
+        async with self.core.db.transaction() as s:
+            row = (
+                await s.execute(
+                    select(SignalExecution, Member.discord_user_id, Strategy.name)
+                    .join(Member, Member.id == SignalExecution.member_id)
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .where(SignalExecution.id == execution_id)
+                )
+            ).first()
+            if row is None or row[0].status != ExecutionStatus.APPROVED:
+                return
+            ex, discord_id, strategy_name = row
+            keys = [intent_key(ex.signal_id, ex.subscription_id, leg) for leg in LEGS]
+            placed = await s.scalar(
+                select(OrderIntent.id)
+                .where(
+                    OrderIntent.idempotency_key.in_(keys),
+                    OrderIntent.status.not_in([IntentStatus.DRAFT, IntentStatus.DISCARDED]),
+                )
+                .limit(1)
+            )
+            if placed is None:
+                # Its drafts (the orders shown for approval) will never be sent.
+                await s.execute(
+                    update(OrderIntent)
+                    .where(
+                        OrderIntent.idempotency_key.in_(keys),
+                        OrderIntent.status == IntentStatus.DRAFT,
+                    )
+                    .values(status=IntentStatus.DISCARDED)
+                )
+                await s.execute(
+                    update(SignalExecution)
+                    .where(
+                        SignalExecution.id == execution_id,
+                        SignalExecution.status == ExecutionStatus.APPROVED,
+                    )
+                    .values(
+                        status=ExecutionStatus.FAILED,
+                        reason_code="processing-failed",
+                        reason=reason,
+                        notified_status=ExecutionStatus.FAILED,
+                        updated_at=self.signals.clock(),
+                    )
+                )
+        what = (
+            f"Your approved order for signal `{short_id(ex.signal_id)}` of "
+            f"**{plain(strategy_name)}**"
+        )
+        text = (
+            f"⚠️ {what} could not be placed: {reason[0].lower()}{reason[1:]}"
+            if placed is None
+            else f"⚠️ {what} did not finish: Tradecord stopped trying. It may have placed an "
+            "order; see /orders."
+        )
+        await self.signals.alerts.dm(discord_id, text)
 
     async def _context_for(self, execution_id: int) -> ExecContext | None:
         async with self.core.db.session() as s:

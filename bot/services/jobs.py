@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tradecord.jobs")
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[None]]
+# Called once when a job of its kind is given up, with its payload and last error.
+GaveUp = Callable[[Mapping[str, Any], str], Awaitable[None]]
 
 KEEP_FINISHED = timedelta(days=7)
 
@@ -84,11 +86,15 @@ class JobQueue:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.lease = timedelta(seconds=core.settings.job_lease_seconds)
         self.handlers: dict[str, Handler] = {}
+        self.gave_up: dict[str, GaveUp] = {}
         # Nudges a worker loop in this process right after an enqueue; other processes poll.
         self._wake = asyncio.Event()
 
-    def register(self, kind: str, handler: Handler) -> None:
+    def register(self, kind: str, handler: Handler, gave_up: GaveUp | None = None) -> None:
+        """``gave_up``: what to do (tell someone) when a job of this kind is given up."""
         self.handlers[kind] = handler
+        if gave_up is not None:
+            self.gave_up[kind] = gave_up
 
     def wake(self) -> None:
         self._wake.set()
@@ -265,7 +271,14 @@ class JobQueue:
                 "last_error": text,
             }
         values.update(lease_owner=None, lease_expires_at=None)
-        return await self._finish(job, worker, values)
+        finished = await self._finish(job, worker, values)
+        told = self.gave_up.get(job.kind)
+        if finished and values["status"] == JobStatus.FAILED and told is not None:
+            try:
+                await told(job.payload, text)
+            except Exception:  # the give-up is recorded; a lost notice is only logged
+                log.exception("Could not tell that job %s (%s) was given up", job.id, job.kind)
+        return finished
 
     async def defer(self, job: ClaimedJob, worker: str, when: datetime) -> bool:
         """Queue the job again for ``when``, giving back the attempt it just used."""

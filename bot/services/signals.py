@@ -130,6 +130,10 @@ log = logging.getLogger("tradecord.signals")
 FANOUT_CONCURRENCY = 500
 DUST_USD = Decimal("1.50")  # crypto positions worth this or less do not count (TradersPost)
 JOB_SIGNAL = "signal"
+# Tries of a signal's job before it is given up: about 13 minutes of backoff, so a database
+# busy for a while does not drop the signal. A run that comes too late trades nothing: every
+# subscription ends as stale, with the reason told (_stale).
+SIGNAL_ATTEMPTS = 10
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
     {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
@@ -176,7 +180,7 @@ class SignalService:
         self.acks = AckStore(core.db)
         self.reports = SignalReports(core)
         self.alerts = SignalAlerts(self)
-        core.jobs.register(JOB_SIGNAL, self._job_signal)
+        core.jobs.register(JOB_SIGNAL, self._job_signal, self._signal_gave_up)
         core.trading.listeners.append(self._on_order_update)
         core.trading.exit_listeners.append(self._on_exit_filled)
         core.trading.origin_of = self._origin
@@ -231,6 +235,7 @@ class SignalService:
             # A strategy's signals trade in the order they came: an exit and the entry sent
             # right after it must not run side by side, or the entry sees the old position.
             serial=f"strategy:{auth.id}",
+            max_attempts=SIGNAL_ATTEMPTS,
         )
         try:
             _, original = await self.acks.store(auth, row, job, valid is not None)
@@ -349,6 +354,70 @@ class SignalService:
 
     async def _job_signal(self, payload: Mapping[str, Any]) -> None:
         await self.process(str(payload["signal_id"]))
+
+    async def _signal_gave_up(self, payload: Mapping[str, Any], error: str) -> None:
+        """A signal whose job kept failing ends as failed, and the people waiting on it hear
+        so: its strategy's owner, the members whose run of it had not ended, and the alert
+        channel, which would otherwise end at "signal received"."""
+        signal_id = str(payload["signal_id"])
+        log.error("Signal %s was given up: %s", signal_id, error)
+        async with self.core.db.transaction() as s:
+            ended = await s.execute(
+                update(ReceivedSignal)
+                .where(
+                    ReceivedSignal.id == signal_id,
+                    ReceivedSignal.status.in_([SignalStatus.QUEUED, SignalStatus.PROCESSING]),
+                )
+                .values(status=SignalStatus.FAILED, finished_at=self.clock())
+            )
+            if not ended.rowcount:  # type: ignore[attr-defined]
+                return
+            strategy = await s.scalar(
+                select(Strategy)
+                .join(ReceivedSignal, ReceivedSignal.strategy_id == Strategy.id)
+                .where(ReceivedSignal.id == signal_id)
+            )
+            assert strategy is not None
+            owner = await s.scalar(
+                select(Member.discord_user_id).where(Member.id == strategy.owner_member_id)
+            )
+            waiting = list(
+                await s.scalars(
+                    select(Member.discord_user_id)
+                    .join(SignalExecution, SignalExecution.member_id == Member.id)
+                    .where(
+                        SignalExecution.signal_id == signal_id,
+                        SignalExecution.status == ExecutionStatus.PENDING,
+                    )
+                    .distinct()
+                )
+            )
+        name = plain(strategy.name)
+        what = f"Signal `{short_id(signal_id)}` of **{name}** could not be processed"
+        if owner is not None:
+            await self.alerts.dm(
+                owner,
+                f"⚠️ {what}: Tradecord kept failing on it (its log has the error) and stopped "
+                "trying. Subscriptions it had not reached placed nothing for it; if it still "
+                f"applies, send it again. /signal show {short_id(signal_id)} shows what ran.",
+            )
+        for member in waiting:
+            if member != owner:
+                await self.alerts.dm(
+                    member,
+                    f"⚠️ {what}, and your run of it did not finish: nothing more will be "
+                    "placed for it. See /orders for anything it had placed.",
+                )
+        channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
+        if channel_id is not None:
+            digest = ChannelDigest(channel_id, strategy.name)
+            digest.add(
+                f"⚠️ Signal `{short_id(signal_id)}` could not be processed: "
+                "subscriptions it had not reached placed nothing."
+            )
+            await self.alerts.post_digest(
+                strategy.guild_id, strategy.id, digest, f"signal {signal_id}'s failure"
+            )
 
     async def process(self, signal_id: str) -> None:
         """Run a queued signal for every enabled subscription of its strategy."""

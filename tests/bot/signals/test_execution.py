@@ -1673,6 +1673,32 @@ async def approval_signal(
     return url, sub, ex
 
 
+async def test_an_approved_order_whose_job_keeps_failing_is_told_to_its_member(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Approving says "you will get a DM with the result": a job given up must not leave
+    that unsaid, nor the run waiting as approved for ever."""
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+
+    async def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(core.signals, "execute", broken)
+    await core.signals.approve(draft.id, ALICE)
+    for _ in range(6):
+        await core.jobs.drain()
+        clock.advance(minutes=5)
+    ex = await execution(core, ex.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.FAILED, "processing-failed")
+    [(_, told)] = [
+        dm for dm in notifier(core).dms if "could not be placed" in (dm[1].content or "")
+    ]
+    assert "nothing was placed" in (told.content or "")
+    [discarded] = await intents(core)
+    assert discarded.status == IntentStatus.DISCARDED and await orders(core) == []
+
+
 async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     assert ex.status == ExecutionStatus.WAITING_APPROVAL

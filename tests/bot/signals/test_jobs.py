@@ -236,3 +236,49 @@ async def test_job_rows_are_purged_after_a_week(core: Core, clock: FakeClock) ->
 
 async def _noop(payload: Mapping[str, Any]) -> None:
     return None
+
+
+async def test_a_signal_whose_job_keeps_failing_is_retried_for_minutes_then_told(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database busy for half a minute used to drop a signal for good after five quick
+    tries, leaving it "processing" with nobody told. It is now tried for about 13 minutes (a
+    run that comes too late trades nothing, as stale); given up, it ends as failed, and its
+    owner and the alert channel hear so."""
+    from bot.automation_models import ReceivedSignal, SignalStatus
+    from tests.bot.signals.conftest import notifier
+
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER)
+    await core.strategies.set_alert_channel(555, 777)
+    failures = 0
+
+    async def busy(*_: Any) -> Any:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(core.signals, "_contexts", busy)
+    ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    for _ in range(5):  # what used to be all of its tries
+        await core.jobs.drain()
+        clock.advance(seconds=40)
+    assert failures == 5
+    async with core.db.session() as s:
+        record = await s.get(ReceivedSignal, ack.body["id"])
+        assert record is not None and record.status == SignalStatus.PROCESSING
+    assert not [m for _, m in notifier(core).dms if "could not be processed" in (m.content or "")]
+    for _ in range(10):
+        clock.advance(minutes=5)
+        await core.jobs.drain()
+    assert failures == 10
+    async with core.db.session() as s:
+        record = await s.get(ReceivedSignal, ack.body["id"])
+        assert record is not None and record.status == SignalStatus.FAILED
+    [(owner, dm)] = [
+        (u, m) for u, m in notifier(core).dms if "could not be processed" in (m.content or "")
+    ]
+    assert owner == OWNER and "send it again" in (dm.content or "")
+    assert "database is locked" not in (dm.content or "")
+    posts = [m.content or "" for c, m in notifier(core).posts if c == 777]
+    assert "could not be processed" in posts[-1], posts
