@@ -2038,7 +2038,41 @@ class TradingService:
             if (intent.status, intent.error_code) != before:
                 changed.append(intent)
                 await self._tell(intent)
+        await self.tell_untold(cutoff)
         return changed
+
+    async def tell_untold(self, cutoff: datetime) -> int:
+        """Tell what a process stored and died before telling: an order whose earlier state
+        the member heard (a signal's result, an update) and whose later one, stored before
+        ``cutoff``, they did not. Later updates do not repair it: they find no change to tell.
+        ``_tell``'s compare-and-set keeps it once across processes. Orders of the last day;
+        a state first told by a /trade card is not recorded, so its fill is not covered."""
+        async with self.core.db.session() as s:
+            rows = list(
+                await s.scalars(
+                    select(OrderIntent)
+                    .where(
+                        OrderIntent.status.in_(
+                            [
+                                IntentStatus.FILLED,
+                                IntentStatus.PARTIALLY_FILLED,
+                                IntentStatus.CANCELLED,
+                                IntentStatus.EXPIRED,
+                                IntentStatus.REJECTED,
+                            ]
+                        ),
+                        OrderIntent.notified_status.is_not(None),
+                        ~OrderIntent.notified_status.startswith(OrderIntent.status.concat(":")),
+                        OrderIntent.updated_at <= cutoff,
+                        OrderIntent.updated_at > cutoff - timedelta(days=1),
+                    )
+                    .order_by(OrderIntent.updated_at)
+                    .limit(500)
+                )
+            )
+        for intent in rows:
+            await self._tell(intent)
+        return len(rows)
 
     async def _owned_by_running_jobs(self, intents: list[OrderIntent]) -> set[str]:
         """Unsent or in-flight intents of a signal whose job has not finished: that job carries

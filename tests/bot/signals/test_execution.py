@@ -1480,6 +1480,39 @@ async def test_a_later_update_of_a_signals_order_names_its_strategy_and_signal(
     assert "Signal" not in (dm.content or ""), dm.content
 
 
+async def test_a_fill_stored_by_a_process_that_died_before_telling_it_is_told_later(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill was committed, then the process died before the DM and the channel: later
+    sweeps see no change, so only the reconciler's look at what was told can repair it."""
+    from bot.services.order_updates import OrderUpdates
+
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.ACCEPTED
+    told = len(notifier(core).dms)
+    real_tell = core.trading._tell
+
+    async def dies(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt  # the process going down right after the commit
+
+    monkeypatch.setattr(core.trading, "_tell", dies)
+    core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+    with pytest.raises(KeyboardInterrupt):
+        await OrderUpdates(core).sweep_paper()
+    monkeypatch.setattr(core.trading, "_tell", real_tell)
+    assert await OrderUpdates(core).sweep_paper() == 0  # nothing new to see
+    assert len(notifier(core).dms) == told
+    clock.advance(minutes=1)
+    await core.trading.reconcile()
+    [(uid, dm)] = notifier(core).dms[told:]
+    assert uid == OWNER and "Filled: buy 1 AAPL" in (dm.content or "")
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
+    await core.trading.reconcile()
+    assert len(notifier(core).dms) == told + 1  # once
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
