@@ -306,13 +306,15 @@ class AlertChannel(Base):
 
 
 class AlertPreference(Base):
-    """A member's choices about public alerts. Default: never named."""
+    """A member's choices about public alerts in one server. Default: never named."""
 
     __tablename__ = "alert_preferences"
 
     member_id: Mapped[int] = mapped_column(
         ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
     )
+    # Per server: named (with that server's nickname) only where the member said so.
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     alerts_show_name: Mapped[bool] = mapped_column(Boolean, default=False)
     display_name: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1218,13 +1218,15 @@ class Automation(commands.Cog):
 
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:
+        assert interaction.guild_id is not None  # a server command
         await self.bot.core.subscriptions.set_alerts_show_name(
-            interaction.user.id, show, interaction.user.display_name
+            interaction.user.id, interaction.guild_id, show, interaction.user.display_name
         )
         await interaction.response.send_message(
-            "Alerts will name you (as plain text, never a mention)."
+            "Alerts in this server will name you (as plain text, never a mention); other "
+            "servers still say “a subscriber”."
             if show
-            else "Alerts will say “a subscriber” instead of your name.",
+            else "Alerts in this server will say “a subscriber” instead of your name.",
             ephemeral=True,
         )
 

@@ -586,7 +586,9 @@ class Approvals:
                     .join(Subscription, Subscription.id == SignalExecution.subscription_id)
                     .join(Member, Member.id == SignalExecution.member_id)
                     .outerjoin(
-                        AlertPreference, AlertPreference.member_id == SignalExecution.member_id
+                        AlertPreference,
+                        (AlertPreference.member_id == SignalExecution.member_id)
+                        & (AlertPreference.guild_id == Strategy.guild_id),
                     )
                     .where(SignalExecution.id == execution_id)
                 )

@@ -587,7 +587,11 @@ class SignalService:
                 await s.execute(
                     select(Subscription, Member.discord_user_id, AlertPreference)
                     .join(Member, Member.id == Subscription.member_id)
-                    .outerjoin(AlertPreference, AlertPreference.member_id == Subscription.member_id)
+                    .outerjoin(
+                        AlertPreference,
+                        (AlertPreference.member_id == Subscription.member_id)
+                        & (AlertPreference.guild_id == strategy.guild_id),
+                    )
                     .where(
                         Subscription.strategy_id == strategy.id,
                         Subscription.enabled.is_(True) | Subscription.id.in_(under_way),
@@ -2210,6 +2214,10 @@ def _with_alerting(execution_id: int) -> Any:
         select(SignalExecution, Strategy, AlertPreference)
         .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
         .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
-        .outerjoin(AlertPreference, AlertPreference.member_id == SignalExecution.member_id)
+        .outerjoin(
+            AlertPreference,
+            (AlertPreference.member_id == SignalExecution.member_id)
+            & (AlertPreference.guild_id == Strategy.guild_id),
+        )
         .where(SignalExecution.id == execution_id)
     )

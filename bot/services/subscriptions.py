@@ -403,10 +403,10 @@ class SubscriptionService:
     # -- alert preferences ------------------------------------------------------------------------
 
     async def set_alerts_show_name(
-        self, discord_user_id: int, show: bool, display_name: str | None = None
+        self, discord_user_id: int, guild_id: int, show: bool, display_name: str | None = None
     ) -> None:
-        """Whether public trade alerts may name this member, and the name to use (plain text,
-        never a mention). Off by default."""
+        """Whether public trade alerts in this server may name this member, and the name to
+        use (plain text, never a mention). Off by default, and in every other server."""
         member_id = await self.core.members.ensure(discord_user_id)
         name = " ".join((display_name or "").split())[:64] or None
         if show and not name:
@@ -415,13 +415,14 @@ class SubscriptionService:
         async with self.core.db.transaction() as s:
             result = await s.execute(
                 update(AlertPreference)
-                .where(AlertPreference.member_id == member_id)
+                .where(AlertPreference.member_id == member_id, AlertPreference.guild_id == guild_id)
                 .values(alerts_show_name=show, display_name=name, updated_at=now)
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 s.add(
                     AlertPreference(
                         member_id=member_id,
+                        guild_id=guild_id,
                         alerts_show_name=show,
                         display_name=name,
                         updated_at=now,

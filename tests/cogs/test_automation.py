@@ -272,7 +272,7 @@ async def test_only_admins_choose_the_alert_channel_and_urls_stay_private(
     assert denied.ephemeral and "Manage Server" in denied.content
     # /alerts is not hidden from members: opting in to being named is theirs.
     named = await h.reply("carol", "alerts show-my-name", show=True)
-    assert named.ephemeral and "Alerts will name you" in named.content
+    assert named.ephemeral and "Alerts in this server will name you" in named.content
     await create_strategy(h, "carol", "Mine")
     listing = await h.reply("carol", "strategy list")
     assert "Mine" in listing.text() and "/webhook/" not in listing.text()

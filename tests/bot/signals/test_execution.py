@@ -2154,7 +2154,7 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     await core.strategies.set_alert_channel(GUILD, 777)
     for member in (ALICE, BOB):
         await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
-    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice <@999> @here")
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True, "Alice <@999> @here")
     await subscribe(core, url, ALICE)
     await subscribe(core, url, BOB, sizing_value=Decimal(100000))  # far beyond buying power
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
@@ -2180,6 +2180,34 @@ async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(co
     assert "buying power" in dms[BOB].lower()  # the member's own DM says why
 
 
+async def test_a_member_named_in_one_servers_alerts_is_a_subscriber_in_anothers(
+    core: Core,
+) -> None:
+    """Opting in in one server named the member everywhere, with that server's nickname."""
+    other_guild = GUILD + 1
+    here = await make_strategy(core, name="Here")
+    there = await core.strategies.create(other_guild, OWNER, "There")
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await core.strategies.set_alert_channel(other_guild, 888)
+    await core.strategies.share(GUILD, OWNER, here.strategy.id, ALICE)
+    await core.strategies.share(other_guild, OWNER, there.strategy.id, ALICE)
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True, "Alice (here)")
+    await subscribe(core, here, ALICE)
+    await core.subscriptions.subscribe(
+        other_guild, ALICE, there.strategy.id, settings=SubscriptionSettings()
+    )
+    for url in (here, there):
+        await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    posts = {
+        channel: m.content or ""
+        for channel, m in notifier(core).posts
+        if "Filled" in (m.content or "")
+    }
+    assert "Alice \\(here\\)" in posts[777]  # markdown escaped
+    assert "Alice" not in posts[888] and "A subscriber" in posts[888], posts[888]
+
+
 async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core) -> None:
     """Before: "signal received", then nothing: an admin could not tell skipped from stuck.
     Now one line counts the skips by reason, naming nobody (not even who opted in)."""
@@ -2187,7 +2215,7 @@ async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core
     await core.strategies.set_alert_channel(GUILD, 777)
     for member in (ALICE, BOB):
         await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
-    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True, "Alice")
     for member in (OWNER, ALICE):
         await hold(core, member, "AAPL", "5")
         await subscribe(core, url, member)
@@ -2265,7 +2293,7 @@ async def test_a_refusal_before_any_order_is_posted_to_the_channel(core: Core) -
     url = await make_strategy(core)
     await core.strategies.set_alert_channel(GUILD, 777)
     await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
-    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True, "Alice")
     await subscribe(core, url, OWNER)
     alice = await subscribe(core, url, ALICE)
     stop = {"orderType": "stop", "stopPrice": 40000}
@@ -2340,7 +2368,7 @@ async def test_a_member_who_takes_no_dms_still_has_their_result_posted(core: Cor
     url = await make_strategy(core)
     await core.strategies.set_alert_channel(GUILD, 777)
     await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
-    await core.subscriptions.set_alerts_show_name(ALICE, True, "Alice")
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True, "Alice")
     alice = await subscribe(core, url, ALICE)
     ack = await send(core, url, {"ticker": "AAPL", "action": "buy"})
     await core.jobs.drain()
@@ -2858,7 +2886,7 @@ async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -
     for member in members:
         await core.strategies.share(GUILD, OWNER, url.strategy.id, member)
         await subscribe(core, url, member)
-    await core.subscriptions.set_alerts_show_name(members[0], True, "Dana")
+    await core.subscriptions.set_alerts_show_name(members[0], GUILD, True, "Dana")
     core.simulated_feed.set_quote("AAPL", Decimal("199.85"), Decimal("199.89"))
     await send(core, url, {"ticker": "AAPL", "action": "buy"})
     await core.jobs.drain()

@@ -573,9 +573,9 @@ async def test_alert_channels_per_guild_and_per_strategy(core: Core) -> None:
 
 async def test_showing_a_name_in_alerts_needs_the_name(core: Core) -> None:
     with pytest.raises(InvalidInput):
-        await core.subscriptions.set_alerts_show_name(ALICE, True)
-    await core.subscriptions.set_alerts_show_name(ALICE, True, "  Alice   A. ")
-    await core.subscriptions.set_alerts_show_name(ALICE, False)
+        await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True)
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, True, "  Alice   A. ")
+    await core.subscriptions.set_alerts_show_name(ALICE, GUILD, False)
     from bot.automation_models import AlertPreference
 
     async with core.db.session() as s:
