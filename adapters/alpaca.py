@@ -496,7 +496,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
         if status in _WORKING and filled > 0:
             status = OrderStatus.PARTIALLY_FILLED
         if vendor_status == "calculated" and filled < qty:
-            status = OrderStatus.PARTIALLY_FILLED
+            # Done for the day with its settlement pending: partly filled, or not at all
+            # (as done_for_day: it resumes next session).
+            status = OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.OPEN
         return Order(
             id=str(body["id"]),
             account_id=account_id,
@@ -812,6 +814,18 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 f"{mask_account(account.id)}. Run /accounts to choose the account again."
             )
         return self.map_balance(body, account.id)
+
+    async def fetch_buying_power(
+        self, account: AccountRef, asset: AssetClass | None = None
+    ) -> Decimal:
+        balance = await self.fetch_balance(account)
+        if asset is AssetClass.CRYPTO:
+            # "Cryptocurrencies are not eligible assets to be used as collateral for margin
+            # accounts and will require the asset be traded using cash only" [spec Account].
+            cash_only = dec(balance.info.get("non_marginable_buying_power"))
+            if cash_only is not None:
+                return cash_only
+        return balance.buying_power
 
     async def fetch_positions(self, account: AccountRef) -> list[Position]:
         resp = await self.request(

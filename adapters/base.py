@@ -277,10 +277,12 @@ class BrokerAdapter(ABC):
     @abstractmethod
     async def fetch_balance(self, account: AccountRef) -> Balance: ...
 
-    async def fetch_buying_power(self, account: AccountRef) -> Decimal:
-        """What a new order is checked against (a preview needs no more of the balance). A
-        broker answers it with the balance; Tradecord Paper computes it without quoting the
-        positions it does not depend on."""
+    async def fetch_buying_power(
+        self, account: AccountRef, asset: AssetClass | None = None
+    ) -> Decimal:
+        """What a new order (of ``asset``) is checked against (a preview needs no more of the
+        balance). A broker answers it with the balance; Tradecord Paper computes it without
+        quoting the positions it does not depend on."""
         return (await self.fetch_balance(account)).buying_power
 
     @abstractmethod

@@ -256,7 +256,9 @@ class PaperBroker(BrokerAdapter):
             raise store.AccountMissing()
         return found
 
-    async def fetch_buying_power(self, account: AccountRef) -> Decimal:
+    async def fetch_buying_power(
+        self, account: AccountRef, asset: AssetClass | None = None
+    ) -> Decimal:
         # As placing an order checks it: the longs' marks cancel out, so only shorts and
         # futures are quoted (one quote, not one per position, from a broker price source).
         row, positions, reserved, _ = await self._holdings(account)

@@ -758,7 +758,7 @@ class TradingService:
             # Three reads at once: at a real broker that is one round trip of waiting, not three.
             quote, buying_power, position = await all_or_first_error(
                 adapter.fetch_quote(request.symbol),
-                adapter.fetch_buying_power(target.ref),
+                adapter.fetch_buying_power(target.ref, request.asset_class),
                 adapter.fetch_position(target.ref, request.symbol),
             )
             check_stop_side(request, quote)

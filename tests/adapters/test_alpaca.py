@@ -224,6 +224,40 @@ async def test_fetch_balance(
         await adapter.fetch_balance(stale)
 
 
+async def test_crypto_is_checked_against_cash_not_margin(
+    adapter: AlpacaAdapter, paper: AccountRef
+) -> None:
+    """Crypto is "traded using cash only" in a margin account [spec Account]: a preview
+    against the 4x buying power let through orders Alpaca refuses."""
+    balance = await adapter.fetch_balance(paper)
+    cash_only = D(balance.info["non_marginable_buying_power"])
+    assert cash_only < balance.buying_power
+    assert await adapter.fetch_buying_power(paper, AssetClass.CRYPTO) == cash_only
+    assert await adapter.fetch_buying_power(paper, AssetClass.EQUITY) == balance.buying_power
+
+
+def test_a_calculated_order_with_nothing_filled_is_not_partly_filled(
+    adapter: AlpacaAdapter,
+) -> None:
+    """ "calculated": done for the day, settlement pending. With no fill it is not partly
+    filled (it resumes next session, as done_for_day does)."""
+    body = {
+        "id": "o1",
+        "client_order_id": "c1",
+        "symbol": "AAPL",
+        "side": "buy",
+        "type": "limit",
+        "time_in_force": "gtc",
+        "limit_price": "100",
+        "qty": "10",
+        "status": "calculated",
+        "created_at": "2026-11-27T15:00:00Z",
+    }
+    for filled, status in (("0", OrderStatus.OPEN), ("4", OrderStatus.PARTIALLY_FILLED)):
+        order = adapter.map_order({**body, "filled_qty": filled}, "PA1")
+        assert (order.status, order.filled_quantity) == (status, D(filled))
+
+
 async def test_fetch_positions_maps_crypto_and_shorts(
     adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
 ) -> None:
