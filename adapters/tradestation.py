@@ -25,6 +25,7 @@ Vendor traits this module handles:
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 import re
@@ -1407,9 +1408,12 @@ class TradeStationAdapter(HttpBrokerAdapter):
                     if opened is not None:
                         opened()
                     decoder = json.JSONDecoder()
+                    # Chunks split anywhere, a character's UTF-8 bytes included ("–" in a
+                    # status text): decoded as one stream, never chunk by chunk.
+                    text = codecs.getincrementaldecoder("utf-8")()
                     buffer = ""
                     async for chunk in r.content.iter_any():
-                        buffer += chunk.decode()
+                        buffer += text.decode(chunk)
                         while True:
                             buffer = buffer.lstrip()
                             if not buffer:

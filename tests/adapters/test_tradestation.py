@@ -1616,3 +1616,49 @@ async def test_an_auction_order_is_found_by_its_hint_apart_from_a_day_twin(
     )
     assert (found.time_in_force, twin.time_in_force) == (TimeInForce.OPG, TimeInForce.DAY)
     assert emu.order(found.id).duration == "OPG" and emu.order(twin.id).duration == "DAY"
+
+
+async def test_a_character_split_across_stream_chunks_is_read_whole(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Chunks split anywhere; decoded one by one, the en dash of "Condition Met – …" cut in
+    two broke the stream (UnicodeDecodeError) and forced a reconnect."""
+    from aiohttp import web
+
+    from adapters.base import StaticToken
+
+    body = json.dumps(
+        {"OrderID": "1", "StatusDescription": "Condition Met – triggered"}, ensure_ascii=False
+    ).encode()
+    cut = body.index("–".encode()) + 1  # inside the character's three bytes
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/vnd.tradestation.streams.v3+json"}
+        )
+        await resp.prepare(request)
+        await resp.write(body[:cut])
+        await asyncio.sleep(0.05)
+        await resp.write(body[cut:])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v3/brokerage/stream/accounts/{ids}/orders", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        adapter = TradeStationAdapter(
+            AdapterContext(
+                session=session,
+                api_urls={LIVE: f"http://127.0.0.1:{port}"},
+                tokens=StaticToken("t"),
+            )
+        )
+        got = [obj async for obj in adapter._stream_objects(LIVE, ["1"])]
+    finally:
+        await runner.cleanup()
+    assert got == [{"OrderID": "1", "StatusDescription": "Condition Met – triggered"}]
