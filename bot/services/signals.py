@@ -1967,8 +1967,21 @@ class SignalService:
             ex, strategy, pref = row
             plan = Plan.from_json(ex.plan or {})
             last = plan.legs[-1].name if plan.legs else None
-            speaks = extra.get("leg") == last  # an exit before an entry is the run's business
-            if not speaks or ex.status not in LATER or ex.status == status:
+            if ex.status not in LATER or ex.status == status:
+                return  # while the run goes on, its orders are its own business
+            speaks = extra.get("leg") == last
+            if not speaks and last is not None:
+                # A run that ended before placing its last leg (an exit that had not filled in
+                # time: no entry) is spoken for by the order it left working.
+                later_leg = await s.scalar(
+                    select(OrderIntent.id).where(
+                        OrderIntent.idempotency_key
+                        == intent_key(ex.signal_id, ex.subscription_id, last),
+                        OrderIntent.status.not_in([IntentStatus.DRAFT, IntentStatus.DISCARDED]),
+                    )
+                )
+                speaks = later_leg is None
+            if not speaks:
                 return
             won = (
                 await s.execute(

@@ -397,6 +397,26 @@ async def test_an_exit_that_does_not_fill_stops_the_entry(core: Core) -> None:
     assert await position(core, OWNER, "AAPL") == 5
 
 
+async def test_an_exit_left_working_speaks_for_its_run_when_it_fills_later(core: Core) -> None:
+    """The run ended with its exit working and no entry: when the exit fills, the execution
+    and the channel say so. Before, only the plan's last leg (the entry, never placed) could,
+    and the channel's last word stayed "Order placed"."""
+    from bot.services.order_updates import OrderUpdates
+
+    core.signals.exit_timeout = 0.2
+    await core.strategies.set_alert_channel(GUILD, 777)
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "5")
+    sub = await subscribe(core, url, OWNER, sizing_value=Decimal(3))
+    ex = await run(core, url, sub, action="sell", orderType="limit", limitPrice=205)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.ACCEPTED, "exit-not-filled")
+    core.simulated_feed.set_quote("AAPL", Decimal("206.00"), Decimal("206.20"))
+    assert await OrderUpdates(core).sweep_paper() == 1
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FILLED
+    posts = [m.content or "" for c, m in notifier(core).posts if c == 777]
+    assert "Filled" in posts[-1] and "sell 5 AAPL" in posts[-1], posts
+
+
 async def test_buy_when_already_long_is_skipped(core: Core) -> None:
     url = await make_strategy(core)
     await hold(core, OWNER, "AAPL", "5")
