@@ -7,10 +7,10 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from adapters import symbols
-from bot.automation_models import ExecutionStatus, ReceivedSignal, Strategy
+from bot.automation_models import ExecutionStatus, ReceivedSignal, SignalExecution, Strategy
 from bot.components import approval_buttons
 from bot.models import IntentStatus, OrderIntent, short_id
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
@@ -58,9 +58,28 @@ class ChannelDigest:
         self.strategy_name = strategy_name
         self.title = f"**{plain(strategy_name)}**"
         self._lines: dict[str, int] = {}  # in arrival order
+        self._said: dict[int, tuple[str, str]] = {}  # execution -> (its line, its status)
 
-    def add(self, line: str) -> None:
+    def add(self, line: str, execution: tuple[int, str] | None = None) -> None:
+        """``execution``: the execution (id, status) the line is the result of."""
         self._lines[line] = self._lines.get(line, 0) + 1
+        if execution is not None:
+            self._said[execution[0]] = (line, execution[1])
+
+    @property
+    def executions(self) -> list[int]:
+        return list(self._said)
+
+    def drop_outdated(self, statuses: dict[int, str]) -> None:
+        """Lines whose execution has moved on since (an order update already posted its fill
+        while the fan-out went on): posted after it, "Order placed" would read as the last
+        word on an order that is filled."""
+        for execution, (line, status) in list(self._said.items()):
+            if statuses.get(execution, status) != status:
+                del self._said[execution]
+                self._lines[line] -= 1
+                if not self._lines[line]:
+                    del self._lines[line]
 
     def messages(self) -> list[str]:
         lines = [line if n == 1 else f"{line} ×{n}" for line, n in self._lines.items()]
@@ -81,6 +100,7 @@ class ChannelDigest:
         """The posts for the lines so far; the digest starts over."""
         out = self.messages()
         self._lines.clear()
+        self._said.clear()
         return out
 
 
@@ -173,7 +193,7 @@ class SignalAlerts:
             if line is None:
                 return
             digest = ctx.digest or ChannelDigest(ctx.channel_id, ctx.strategy_name)
-            digest.add(line)
+            digest.add(line, (ctx.execution_id, result.status))
             if ctx.digest is None:
                 await self.post_digest(
                     ctx.guild_id, ctx.strategy_id, digest, f"execution {ctx.execution_id}"
@@ -213,6 +233,14 @@ class SignalAlerts:
     async def post_digest(
         self, guild_id: int, strategy_id: str, digest: ChannelDigest, what: str
     ) -> None:
+        if digest.executions:
+            async with self.core.db.session() as s:
+                rows = await s.execute(
+                    select(SignalExecution.id, SignalExecution.status).where(
+                        SignalExecution.id.in_(digest.executions)
+                    )
+                )
+                digest.drop_outdated({i: status for i, status in rows})
         texts = digest.take()
         await self._to_channel(
             guild_id, strategy_id, digest.strategy_name, digest.channel_id, texts, what

@@ -417,6 +417,46 @@ async def test_an_exit_left_working_speaks_for_its_run_when_it_fills_later(core:
     assert "Filled" in posts[-1] and "sell 5 AAPL" in posts[-1], posts
 
 
+async def test_a_fill_posted_during_the_fan_out_is_not_followed_by_order_placed(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results' post waits for the whole fan-out; an order update posts at once. A limit
+    that filled meanwhile read "✅ Filled", then "📨 Order placed" as the last word."""
+    from bot.services.order_updates import OrderUpdates
+
+    await core.strategies.set_alert_channel(GUILD, 777)
+    url = await make_strategy(core)
+    await core.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(core, url, OWNER)
+    await subscribe(core, url, ALICE)
+    go_on = asyncio.Event()
+    real_execute = core.signals.execute
+
+    async def slow_for_alice(ctx: Any, *args: Any) -> None:
+        if ctx.member_discord_id == ALICE:
+            await go_on.wait()
+        await real_execute(ctx, *args)
+
+    monkeypatch.setattr(core.signals, "execute", slow_for_alice)
+    await send(
+        core, url, {"ticker": "AAPL", "action": "buy", "orderType": "limit", "limitPrice": 199}
+    )
+    draining = asyncio.create_task(core.jobs.drain())
+    for _ in range(200):
+        if await intents(core):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # OWNER's run recorded: its order rests
+    core.simulated_feed.set_quote("AAPL", Decimal("198.00"), Decimal("198.20"))
+    assert await OrderUpdates(core).sweep_paper() == 1
+    go_on.set()
+    await draining
+    posts = [m.content or "" for c, m in notifier(core).posts if c == 777]
+    filled = next(i for i, p in enumerate(posts) if "Filled" in p)
+    assert not [p for p in posts[filled:] if "Order placed" in p], posts
+    assert sum("Filled" in p for p in posts) == 2, posts  # OWNER's by the update, ALICE's
+
+
 async def test_buy_when_already_long_is_skipped(core: Core) -> None:
     url = await make_strategy(core)
     await hold(core, OWNER, "AAPL", "5")
