@@ -559,6 +559,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         brackets=True,
         # A StopMarket leg with AdvancedOptions.TrailingStop, as the vendor's OSO examples.
         bracket_trailing_stop=True,
+        bracket_exits_gtc=True,  # _exits sends them GTC
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,

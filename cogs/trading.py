@@ -213,7 +213,7 @@ def preview_embed(p: Preview) -> discord.Embed:
             + f" · {r.time_in_force.value.upper()}"
             + extended_line(p)
             + auction_line(r)
-            + _bracket_line(r)
+            + _bracket_line(r, exits_gtc=p.exits_gtc)
             + amount_line(p)
             + risk_line(p)
             + closing_line(p)
@@ -483,13 +483,15 @@ def value_label(p: Preview) -> str:
     return "Estimated proceeds" if p.request.side is Side.SELL else "Estimated cost"
 
 
-def _bracket_line(r: OrderRequest) -> str:
+def _bracket_line(r: OrderRequest, *, exits_gtc: bool = False) -> str:
     b = r.bracket
     if b is None:
         return ""
     exits = exits_words(b, lambda price: f"${fmt.order_price(price)}")
     line = f"\nBracket: {' · '.join(exits)}, placed once it fills; one cancels the other"
-    if r.time_in_force is TimeInForce.DAY:
+    if exits_gtc:
+        line += " (good till cancelled)"
+    elif r.time_in_force is TimeInForce.DAY:
         line += " (⚠️ as day orders, they end with the trading day: time_in_force:gtc keeps them)"
     return line
 

@@ -372,6 +372,7 @@ class Preview:
     # An order that closes (part of) a position: the symbol's open orders, which keep working.
     working: list[Order] = field(default_factory=list)
     exits_follow: bool = False  # a bracket's exits are cut to what is left (Capabilities)
+    exits_gtc: bool = False  # a bracket's exits are GTC whatever the entry's (Capabilities)
     already_closing: Decimal = Decimal(0)  # of the position, by older orders on this side
     price_type: str | None = None  # what a paper market order fills at (PriceType)
     risk: Decimal | None = None  # the dollars at risk it was sized from (/trade risk)
@@ -887,6 +888,7 @@ class TradingService:
             risk=risk,
             working=working,
             exits_follow=adapter.capabilities.exits_follow_position,
+            exits_gtc=adapter.capabilities.bracket_exits_gtc,
             already_closing=already,
             price_type=adapter.market_price_type(),
         )

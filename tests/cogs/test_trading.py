@@ -237,6 +237,27 @@ async def test_a_trade_with_a_bracket_rests_its_exits_once_it_fills(tradecord: H
     ), day.text()
 
 
+def test_a_day_bracket_at_a_broker_whose_exits_are_gtc_is_not_said_to_end_with_the_day() -> None:
+    """TradeStation sends a bracket's exits good till cancelled whatever the entry's time in
+    force: warning that they end with the day would be false there."""
+    from adapters.models import Bracket
+    from adapters.registry import get_adapter_class
+    from cogs.trading import _bracket_line
+
+    request = OrderRequest(
+        "AAPL",
+        Side.BUY,
+        Decimal(1),
+        time_in_force=TimeInForce.DAY,
+        bracket=Bracket(stop_loss=Decimal(190)),
+    )
+    assert get_adapter_class("tradestation").capabilities.bracket_exits_gtc
+    assert not get_adapter_class("alpaca").capabilities.bracket_exits_gtc
+    gtc = _bracket_line(request, exits_gtc=True)
+    assert "good till cancelled" in gtc and "end with the trading day" not in gtc
+    assert "end with the trading day" in _bracket_line(request)
+
+
 async def test_a_trade_with_a_trailing_stop_loss_trails_from_its_fill(tradecord: Harness) -> None:
     """trailing_stop_loss: the card says by how much and where it starts from the estimate;
     once the entry fills, the stop-loss trails the best price."""
