@@ -506,18 +506,22 @@ class LinkingService:
         )
         try:
             connection, relinked = await self._save(member, link, cls.display_name, tokens)
-        except LinkRefused:
-            # Nothing was stored, so nothing in Tradecord could revoke this grant later;
-            # unless revoking it would also revoke a connection the member has.
-            if ep.revoke_url and not await self.core.connections.sharing_login(
-                member.id, link.broker, but=None
-            ):
-                token, hint = (
-                    (tokens.refresh_token, "refresh_token")
-                    if tokens.refresh_token
-                    else (tokens.access_token, "access_token")
-                )
-                await oauth.revoke(ep, token, hint=hint)
+        except Exception:
+            # Nothing was stored (refused, or the database failed), so nothing in Tradecord
+            # could revoke this grant later; unless revoking it would also revoke a connection
+            # the member has. Best effort: the error that stopped the link is the one raised.
+            try:
+                if ep.revoke_url and not await self.core.connections.sharing_login(
+                    member.id, link.broker, but=None
+                ):
+                    token, hint = (
+                        (tokens.refresh_token, "refresh_token")
+                        if tokens.refresh_token
+                        else (tokens.access_token, "access_token")
+                    )
+                    await oauth.revoke(ep, token, hint=hint)
+            except Exception:
+                log.warning("Could not revoke an unsaved %s grant", link.broker, exc_info=True)
             raise
         linked = Linked(connection, relinked=relinked)
         adapter = await self.core.connections.adapter_for(connection)

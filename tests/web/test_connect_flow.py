@@ -1075,3 +1075,20 @@ async def test_disconnect_answers_the_connection_it_asked_about_after_renames(h:
     assert "Disconnected “Old name”" in (await done.message(timeout=10)).text()
     [left] = await connections(h, "alice")
     assert left.id == other.id
+
+
+async def test_a_link_that_fails_to_be_stored_revokes_the_tokens_it_was_given(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a refused link: one the database failed to store leaves nothing in Tradecord
+    that could revoke its grant later."""
+
+    async def fails(*_: object, **__: object) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(h.core.linking, "_save", fails)
+    h.errors.expect(r"Unexpected error on /oauth/\{broker\}/callback .*database is locked")
+    page = await finish_link(h, await connect_link(h, "alice"))
+    assert page.status == 500
+    assert await connections(h, "alice") == []
+    assert h.sandbox.emulators["tradestation"].revocations == 1
