@@ -993,8 +993,11 @@ class TradeStationAdapter(HttpBrokerAdapter):
             "OrderType": VENDOR_ORDER_TYPE[order_type],
             "TradeAction": action,
             "TimeInForce": {"Duration": duration},
-            "Route": "Intelligent",
         }
+        if symbols.asset_class_of(symbol) is not AssetClass.FUTURE:
+            # "For Stocks and Options, Route value will default to Intelligent" [spec]: a
+            # route of stocks' only; a future goes without one, to the exchange's default.
+            body["Route"] = "Intelligent"
         if limit is not None:
             body["LimitPrice"] = _num(limit)
         if stop is not None:

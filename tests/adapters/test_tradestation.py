@@ -539,6 +539,8 @@ async def test_trade_action_follows_the_position(
     await adapter.create_order(FUTURES, sell("MESZ25", 1))  # futures: plain SELL
     actions = [b["TradeAction"] for b in posted(emu)]
     assert actions == ["SELL", "SELLSHORT", "BUYTOCOVER", "SELL"]
+    # Intelligent routing is the stocks' default route [spec]; a future is sent without one.
+    assert [b.get("Route") for b in posted(emu)] == ["Intelligent"] * 3 + [None]
     assert await adapter.fetch_positions(MARGIN) == []
 
 
