@@ -1754,7 +1754,7 @@ class TradingService:
             return Outcome(
                 intent, None, f"The broker rejected the order: {e.user_message}", False, simulated
             )
-        await self._apply_order(intent, order)
+        await self._apply_order(intent, order, told=True)
         return Outcome(intent, order, describe(intent, order), placed(order), simulated)
 
     async def resend_lost(self, intent: OrderIntent, *, target: Target | None = None) -> Outcome:
@@ -1825,10 +1825,12 @@ class TradingService:
         except (BrokerError, TimeoutError):
             await self._set(intent, IntentStatus.UNKNOWN, phase="order.unknown")
             return _in_doubt(intent, simulated)
-        await self._apply_order(intent, order)
+        await self._apply_order(intent, order, told=True)
         return Outcome(intent, order, describe(intent, order), placed(order), simulated)
 
-    async def _apply_order(self, intent: OrderIntent, order: Order) -> None:
+    async def _apply_order(self, intent: OrderIntent, order: Order, *, told: bool = False) -> None:
+        """``told``: the caller's own message (a /trade card, a signal's result) says this state
+        to the member; recorded as told, so only a later state is news (see tell_untold)."""
         if order.exit_ids:  # a bracket's exits, named by the broker with its entry
             await self._record_exits(intent, order.exit_ids)
         if order.status is OrderStatus.REPLACED and order.replaced_by:
@@ -1888,6 +1890,8 @@ class TradingService:
             if unfollowed:
                 row.error_code = REPLACED_UNFOLLOWED
             row.updated_at = self.clock()
+            if told:
+                row.notified_status = f"{status}:{filled}"
             audit.record(
                 s,
                 PHASES.get(status, "order.accepted"),
@@ -2047,8 +2051,8 @@ class TradingService:
         """Tell what a process stored and died before telling: an order whose earlier state
         the member heard (a signal's result, an update) and whose later one, stored before
         ``cutoff``, they did not. Later updates do not repair it: they find no change to tell.
-        ``_tell``'s compare-and-set keeps it once across processes. Orders of the last day;
-        a state first told by a /trade card is not recorded, so its fill is not covered."""
+        ``_tell``'s compare-and-set keeps it once across processes. Orders of the last week;
+        the state a /trade card or a signal's result said is recorded with the order."""
         async with self.core.db.session() as s:
             rows = list(
                 await s.scalars(
@@ -2066,7 +2070,7 @@ class TradingService:
                         OrderIntent.notified_status.is_not(None),
                         ~OrderIntent.notified_status.startswith(OrderIntent.status.concat(":")),
                         OrderIntent.updated_at <= cutoff,
-                        OrderIntent.updated_at > cutoff - timedelta(days=1),
+                        OrderIntent.updated_at > cutoff - timedelta(days=7),
                     )
                     .order_by(OrderIntent.updated_at)
                     .limit(500)

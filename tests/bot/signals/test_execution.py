@@ -1572,6 +1572,19 @@ async def test_a_fill_stored_by_a_process_that_died_before_telling_it_is_told_la
     await core.trading.reconcile()
     assert len(notifier(core).dms) == told + 1  # once
 
+    # The same for an order placed by hand, whose acceptance only its card said.
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "140", "by hand")
+    monkeypatch.setattr(core.trading, "_tell", dies)
+    core.simulated_feed.set_quote("AAPL", Decimal("139.00"), Decimal("139.50"))
+    with pytest.raises(KeyboardInterrupt):
+        await OrderUpdates(core).sweep_paper()
+    monkeypatch.setattr(core.trading, "_tell", real_tell)
+    clock.advance(minutes=1)
+    await core.trading.reconcile()
+    (uid, dm) = notifier(core).dms[-1]
+    assert uid == OWNER and "Filled: buy 1 AAPL at $" in (dm.content or ""), dm.content
+    assert len(notifier(core).dms) == told + 2
+
 
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
