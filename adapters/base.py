@@ -104,6 +104,9 @@ class Capabilities:
     # A bracket's exits are good till cancelled whatever the entry's time in force
     # (TradeStation); elsewhere they take the entry's, and a day bracket's end with the day.
     bracket_exits_gtc: bool = False
+    # Cancelling one exit of a bracket cancels the bracket's other working orders (Tradier
+    # cancels a leg only through its bracket): the member must hear of the stop-loss going.
+    exit_cancel_takes_bracket: bool = False
 
     def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
         return asset_class in self.asset_classes.get(account_type, frozenset())

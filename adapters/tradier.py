@@ -317,6 +317,7 @@ class TradierAdapter(HttpBrokerAdapter):
         fractional=frozenset(),
         # As oto/otoco advanced orders, for stocks and ETFs in every account type.
         brackets=True,
+        exit_cancel_takes_bracket=True,  # cancel_order: a leg goes through its bracket
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
@@ -304,6 +304,19 @@ def order_text(order: Order, bracket: Bracket | None = None) -> str:
     elif bracket is not None and (exits := _exits_text(bracket)):
         text += f", with its exits ({exits})"
     return text
+
+
+def _bracket_mates(wanted: list[str], open_orders: Mapping[str, Order]) -> list[str]:
+    """The open orders of the brackets whose exits are in ``wanted`` (their entry, the other
+    exit), not already in it."""
+    parents = {
+        o.parent_id for oid in wanted if (o := open_orders.get(oid)) and o.parent_id is not None
+    }
+    return [
+        o.id
+        for o in open_orders.values()
+        if o.id not in wanted and (o.id in parents or o.parent_id in parents)
+    ]
 
 
 def exits_in_order(orders: Sequence[Order]) -> list[Order]:
@@ -2585,9 +2598,16 @@ class TradingService:
                 # One that filled or ended since the listing is reported as it ended.
                 with contextlib.suppress(OrderNotCancelable, OrderNotFound):
                     await adapter.cancel_order(target.ref, oid)
+            # Where an exit is cancelled with its whole bracket, the orders that went with it
+            # are reported too: a take-profit cancelled alone took the stop-loss along.
+            along = (
+                _bracket_mates(wanted, open_orders)
+                if adapter.capabilities.exit_cancel_takes_bracket
+                else []
+            )
             deadline = time.monotonic() + self.cancel_wait
             settled = await asyncio.gather(
-                *(self._settled(target, adapter, oid, None, deadline) for oid in wanted)
+                *(self._settled(target, adapter, oid, None, deadline) for oid in wanted + along)
             )
             results = exits_in_order([order for order in settled if order is not None])
             for order in results:

@@ -78,3 +78,32 @@ async def test_a_sell_through_a_long_position_is_refused_at_the_card(
         MEMBER, OrderInput("AAPL", "sell", "10", connection="Tradier", mode="live")
     )
     assert all(r.method == "GET" for r in tradier.requests), "a preview sends no order"
+
+
+async def test_cancelling_one_exit_at_tradier_reports_the_bracket_orders_that_went_with_it(
+    core: Core, tradier: TradierEmulator
+) -> None:
+    """Tradier cancels a leg only through its bracket: the take-profit cancelled alone takes
+    the stop-loss with it, and /cancel's answer must say so, not only "take-profit
+    cancelled"."""
+    from decimal import Decimal
+
+    await connect(core, tradier, "margin")
+    order = OrderInput(
+        "F",
+        "buy",
+        "10",
+        order_type="limit",
+        limit_price="11.05",  # marketable: it fills at once and its exits work
+        connection="Tradier",
+        mode="live",
+        take_profit="12.50",
+        stop_loss="9.50",
+    )
+    preview = await core.trading.preview(MEMBER, order)
+    await core.trading.confirm(preview.intent_id, MEMBER)
+    _, _, working = await core.trading.open_orders(MEMBER, "Tradier", "live")
+    take_profit = next(o for o in working if o.limit_price == Decimal("12.50"))
+    _, cancelled = await core.trading.cancel(MEMBER, "Tradier", "live", [take_profit.id])
+    assert {o.id for o in cancelled} == {o.id for o in working if o.parent_id}, cancelled
+    assert all(o.status.is_final for o in cancelled)
