@@ -218,6 +218,7 @@ class Approvals:
                     f"takes no signals. Resume it (/subscribe strategy:{plain(paused)} "
                     f"active:true), then press Approve again{by}."
                 )
+        now = self.signals.clock()
         async with self.core.db.transaction() as s:
             won = (
                 await s.execute(
@@ -225,6 +226,9 @@ class Approvals:
                     .where(
                         SignalExecution.id == ex.id,
                         SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                        # Its window may have closed during the checks above.
+                        SignalExecution.approval_expires_at.is_(None)
+                        | (SignalExecution.approval_expires_at > now),
                     )
                     .values(
                         status=ExecutionStatus.APPROVED,
@@ -240,6 +244,10 @@ class Approvals:
                     )
                 )
         if not won:
+            async with self.core.db.session() as s:
+                now_ex = await s.get(SignalExecution, ex.id)
+            if now_ex is not None:
+                await self._expire_if_due(now_ex)
             raise Conflict(await self._already(ex.id))
         self.core.jobs.wake()
         return ApprovalResult(

@@ -1805,6 +1805,26 @@ async def test_an_approved_order_whose_job_keeps_failing_is_told_to_its_member(
     assert discarded.status == IntentStatus.DISCARDED and await orders(core) == []
 
 
+async def test_an_approval_whose_window_closes_during_the_click_is_not_approved(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    real_stopped = core.trading.stopped
+
+    async def slow(member_id: int) -> Any:
+        clock.advance(seconds=121)  # the 120 s window closes while the click is checked
+        return await real_stopped(member_id)
+
+    monkeypatch.setattr(core.trading, "stopped", slow)
+    with pytest.raises(Conflict) as late:
+        await core.signals.approve(draft.id, ALICE)
+    assert "expired" in late.value.user_message
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.EXPIRED
+    await core.jobs.drain()
+    assert await orders(core) == []
+
+
 async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> None:
     _, sub, ex = await approval_signal(core)
     assert ex.status == ExecutionStatus.WAITING_APPROVAL
