@@ -2042,6 +2042,7 @@ class TradingService:
             if intent.id in owned:
                 continue
             before = (intent.status, intent.error_code)
+            filled_before = intent.filled_quantity
             try:
                 await self._reconcile_one(intent)
             except (BrokerError, TimeoutError) as e:
@@ -2057,6 +2058,8 @@ class TradingService:
             if (intent.status, intent.error_code) != before:
                 changed.append(intent)
                 await self._tell(intent)
+            elif intent.filled_quantity != filled_before:
+                await self._tell(intent)  # more of it filled: news, as from the stream
         await self.tell_untold(cutoff)
         return changed
 

@@ -298,3 +298,23 @@ async def test_a_change_made_with_modify_is_followed_to_the_new_order(
         "quantity": ["10", "12"],
         "limit_price": ["9", "9.5"],
     }
+
+
+async def test_the_reconciler_tells_each_further_partial_fill_it_finds(
+    core: Core, alpaca: AlpacaEmulator
+) -> None:
+    """With no stream, the reconciler is how a member hears of fills: 4 of 10, then 7 of 10
+    is news too, though the order stays partly filled."""
+    intent_id, _ = await placed_limit(core, alpaca)
+    intent = await core.trading.get_intent(intent_id)
+    assert intent.broker_order_id
+    notifier = core.notifier
+    assert isinstance(notifier, RecordingNotifier)
+    for filled in (4, 7):
+        alpaca.fill(intent.broker_order_id, Decimal(3 if filled == 7 else 4), Decimal(9))
+        await core.trading.reconcile(older_than=timedelta(seconds=-60))
+        assert texts(notifier)[-1] == (
+            f"📝 Paper order update: Partly filled: {filled} of buy 10 F."
+        ), texts(notifier)
+    intent = await core.trading.get_intent(intent_id)
+    assert (intent.status, intent.filled_quantity) == (IntentStatus.PARTIALLY_FILLED, Decimal(7))
