@@ -36,6 +36,7 @@ from adapters.models import (
     TimeInForce,
 )
 from adapters.paper.engine import PriceType, closing_quantity
+from adapters.registry import get_adapter_class
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings, Target
@@ -1255,6 +1256,11 @@ class Trading(commands.Cog):
             self.bot.core.trading.cancel(interaction.user.id, connection, mode, [order]),
             ephemeral=True,
         )
+        # The order asked for first; the others are its bracket's, cancelled along with it
+        # at a broker that cancels a bracket's exits together (Tradier).
+        asked = [r for r in results if r.id == order or r.id.endswith(order)][:1]
+        along = [r for r in results if r not in asked]
+        results = asked + along
         if not results:
             text = f"Order {order[-8:]} is no longer on {target.connection.name}'s books."
         elif results[0].status.is_final:
@@ -1264,6 +1270,17 @@ class Trading(commands.Cog):
                 f"Order {r.id[-8:]} on {target.connection.name} is now "
                 f"{r.status.value.replace('_', ' ')}: {order_text(r, brackets.get(r.id))}."
             )
+            if along:
+                broker = get_adapter_class(target.connection.broker).display_name
+                went = "; ".join(
+                    f"{o.id[-8:]} {o.status.value.replace('_', ' ')} "
+                    f"({order_text(o, brackets.get(o.id))})"
+                    for o in along
+                )
+                text += (
+                    f" {broker} cancels a bracket's exits together, so its other orders went "
+                    f"with it: {went}. Place new exits if you still want them."
+                )
         else:
             r = results[0]
             text = (

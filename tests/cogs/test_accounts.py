@@ -27,7 +27,9 @@ async def h(settings: Settings, db: object) -> AsyncIterator[Harness]:
         yield harness
 
 
-async def linked(h: Harness, user: str, broker: str, environment: str | None = None) -> None:
+async def linked(
+    h: Harness, user: str, broker: str, environment: str | None = None, broker_user: str = "demo"
+) -> None:
     b = Browser()
     try:
         if environment is None:
@@ -36,7 +38,9 @@ async def linked(h: Harness, user: str, broker: str, environment: str | None = N
             asked = await h.reply(user, "connect", broker=broker, environment=environment)
             link = str(asked.buttons()[0].url)
         done = await b.get(
-            await through_broker(b, h, await through_discord(b, h, link, h.user(user)))
+            await through_broker(
+                b, h, await through_discord(b, h, link, h.user(user)), broker_user=broker_user
+            )
         )
         assert done.status == 200, await done.text()
     finally:
@@ -152,3 +156,32 @@ async def test_an_error_in_answering_an_account_choice_gets_the_incident_message
         [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
         now = conn.account(mode)
         assert now is not None and now.account_id == value  # chosen before the reply failed
+
+
+async def test_cancelling_one_exit_at_tradier_says_the_bracket_went_with_it(h: Harness) -> None:
+    """Tradier cancels a bracket's exits together: /cancel of the take-profit alone took the
+    stop-loss along, and the answer only spoke of the take-profit."""
+    alice = h.user("alice")
+    await linked(h, "alice", "tradier", "live", broker_user="id-demo")
+    [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.type.value == "margin" and a.environment.value == "live")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="F",
+        side="buy",
+        quantity="10",
+        order_type="limit",
+        limit_price="11.05",
+        take_profit="12.50",
+        stop_loss="9.50",
+        mode="live",
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    _, _, working = await h.core.trading.open_orders(alice, None, "live")
+    take_profit = next(o for o in working if o.limit_price is not None and o.parent_id)
+    done = (await h.reply("alice", "cancel order", order=take_profit.id, mode="live")).text()
+    assert done.startswith(f"Order {take_profit.id[-8:]} on Tradier is now cancelled"), done
+    assert "Tradier cancels a bracket's exits together" in done and "stop" in done, done
