@@ -201,7 +201,8 @@ class OrderIntent(Base):
 
     __tablename__ = "order_intents"
     __table_args__ = (
-        Index("ix_order_intents_status", "status"),
+        # Status, then last update: the reconciler's windows (see migration 0030).
+        Index("ix_order_intents_status_updated_at", "status", "updated_at"),
         Index("ix_order_intents_member_id_submitted_at", "member_id", "submitted_at"),
     )
 
