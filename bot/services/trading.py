@@ -2887,7 +2887,7 @@ class TradingService:
         else:
             intent.quantity = after.quantity
             intent.limit_price, intent.stop_price = after.limit_price, after.stop_price
-        await self._apply_order(intent, after)
+        await self._apply_order(intent, after, told=True)  # /modify's answer says it
 
     async def cancel_open(
         self,
@@ -2989,7 +2989,7 @@ class TradingService:
                 )
             )
         if intent is not None:
-            await self._apply_order(intent, order)
+            await self._apply_order(intent, order, told=True)  # /cancel's answer says it
 
     async def reset_paper(self, discord_user_id: int) -> Target:
         """Back to the starting cash; open paper intents end as cancelled."""
@@ -3008,7 +3008,12 @@ class TradingService:
                     OrderIntent.connection_id == target.connection.id,
                     OrderIntent.status.in_(list(IntentStatus.OPEN)),
                 )
-                .values(status=IntentStatus.CANCELLED, updated_at=self.clock())
+                .values(
+                    status=IntentStatus.CANCELLED,
+                    # Told by /paper reset's own answer (tell_untold reads the status part).
+                    notified_status=f"{IntentStatus.CANCELLED}:",
+                    updated_at=self.clock(),
+                )
             )
             # A card previewed before the reset was priced against positions that are gone: a
             # "sell to close" confirmed after it would open a short nobody previewed.

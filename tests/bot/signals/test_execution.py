@@ -1586,6 +1586,21 @@ async def test_a_fill_stored_by_a_process_that_died_before_telling_it_is_told_la
     assert len(notifier(core).dms) == told + 2
 
 
+async def test_what_cancel_and_paper_reset_said_is_not_told_again_by_the_catch_up(
+    core: Core, clock: FakeClock
+) -> None:
+    """/cancel and /paper reset answer the member themselves: the reconciler's look for
+    states never told must not DM "Cancelled" half a minute later."""
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "140", "cancelled by hand")
+    await core.trading.cancel(OWNER, None, None)
+    await rest(core, OWNER, "buy", OrderType.LIMIT, "141", "cancelled by the reset")
+    await core.trading.reset_paper(OWNER)
+    told = len(notifier(core).dms)
+    clock.advance(minutes=1)
+    await core.trading.reconcile()
+    assert len(notifier(core).dms) == told, notifier(core).dms[told:]
+
+
 async def test_an_entry_the_broker_refuses_is_known_before_the_exit_is_sent(
     core: Core, monkeypatch: pytest.MonkeyPatch
 ) -> None:
