@@ -2023,10 +2023,16 @@ class SignalService:
             name = await s.scalar(
                 select(Strategy.name).where(Strategy.id == extra.get("strategy_id"))
             )
+            running = extra.get("execution_id") is not None and await s.scalar(
+                select(SignalExecution.status).where(
+                    SignalExecution.id == int(extra["execution_id"])
+                )
+            ) in (ExecutionStatus.PENDING, ExecutionStatus.APPROVED)
         short = short_id(str(extra["signal_id"]))
         return Origin(
             f" · **{plain(name)}**" if name else "",
             f"\nSignal `{short}` · /signal show for every step.",
+            run_tells=bool(running),
         )
 
     async def _on_exit_filled(self, intent: OrderIntent, order: Order) -> None:

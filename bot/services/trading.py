@@ -510,6 +510,9 @@ class Origin:
 
     head: str = ""
     tail: str = ""
+    # The run that placed it is still going, and its result (which reads the order again as
+    # it ends) will say this state: a DM of its own would say it twice.
+    run_tells: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -2447,8 +2450,8 @@ class TradingService:
         priced = intent.status in (IntentStatus.FILLED, IntentStatus.PARTIALLY_FILLED)
         note = f" · {SIMULATED_NOTE}" if simulated and priced else ""
         try:
-            if dm:
-                origin = await self._origin(intent)
+            origin = await self._origin(intent) if dm else None
+            if origin is not None and not origin.run_tells:
                 await notifier.dm(
                     await self._discord_id(intent),
                     Outgoing(

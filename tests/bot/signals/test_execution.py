@@ -1586,6 +1586,29 @@ async def test_a_fill_stored_by_a_process_that_died_before_telling_it_is_told_la
     assert len(notifier(core).dms) == told + 2
 
 
+async def test_a_fill_that_lands_while_its_run_finishes_is_told_once(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's result says "Filled" (it reads the order again as it finishes): an order
+    update DM for the same fill, sent while the run was still going, said it twice."""
+    from bot.services.order_updates import OrderUpdates
+
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    real_finish = core.signals._finish
+
+    async def fill_first(ctx: Any, result: Any) -> None:
+        core.simulated_feed.set_quote("AAPL", Decimal("149.00"), Decimal("149.50"))
+        assert await OrderUpdates(core).sweep_paper() == 1  # the fill lands now
+        await real_finish(ctx, result)
+
+    monkeypatch.setattr(core.signals, "_finish", fill_first)
+    ex = await run(core, url, sub, action="buy", orderType="limit", limitPrice=150)
+    assert ex.status == ExecutionStatus.FILLED
+    fills = [m.content or "" for u, m in notifier(core).dms if "Filled" in (m.content or "")]
+    assert len(fills) == 1, fills
+
+
 async def test_what_cancel_and_paper_reset_said_is_not_told_again_by_the_catch_up(
     core: Core, clock: FakeClock
 ) -> None:
