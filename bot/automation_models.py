@@ -287,6 +287,23 @@ class SignalExecution(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class ChannelLine(Base):
+    """A subscriber's result waiting for its strategy's alert channel: an outbox row, stored in
+    the transaction that records the result and deleted by whoever posts it. A fan-out cut
+    short (the process died, Discord failed) posts the lines of the subscriptions it finished
+    on its job's re-run, or the background pass's, instead of losing them."""
+
+    __tablename__ = "channel_lines"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    signal_id: Mapped[str] = mapped_column(ForeignKey("signals.id", ondelete="CASCADE"), index=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("signal_executions.id", ondelete="CASCADE"), index=True
+    )
+    line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class AlertChannel(Base):
     """Where a guild's trade alerts go: the default (scope "*") or one strategy's channel."""
 

@@ -47,6 +47,7 @@ class Background:
             ("authorization reminders", lambda: remind_expiring(core), remind_every),
             ("signal log retention", core.signals.purge_log, purge_every),
             ("refused signal notices", lambda: tell_refusals(core), refusals_every),
+            ("alert lines left over", core.signals.alerts.post_leftovers, refusals_every),
         ]
         # Asks Discord about every follower, in one process an hour (a keyed job), and not at
         # start, when every process starts at once.

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from adapters import symbols
-from bot.automation_models import ExecutionStatus, ReceivedSignal, SignalExecution, Strategy
+from bot.automation_models import ChannelLine, ExecutionStatus, ReceivedSignal, Strategy
 from bot.components import approval_buttons
 from bot.models import IntentStatus, OrderIntent, short_id
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
@@ -38,6 +39,9 @@ CHANNEL_STATUSES = {
 }
 
 
+# A waiting channel line older than this was left by a run that will not post it.
+LEFTOVER_AGE = timedelta(minutes=2)
+
 # Refusals that are Tradecord's own safety checks at the moment of sending, not the broker's.
 HELD_BACK = frozenset({"position-changed", "cancel-pending"})
 
@@ -58,28 +62,9 @@ class ChannelDigest:
         self.strategy_name = strategy_name
         self.title = f"**{plain(strategy_name)}**"
         self._lines: dict[str, int] = {}  # in arrival order
-        self._said: dict[int, tuple[str, str]] = {}  # execution -> (its line, its status)
 
-    def add(self, line: str, execution: tuple[int, str] | None = None) -> None:
-        """``execution``: the execution (id, status) the line is the result of."""
+    def add(self, line: str) -> None:
         self._lines[line] = self._lines.get(line, 0) + 1
-        if execution is not None:
-            self._said[execution[0]] = (line, execution[1])
-
-    @property
-    def executions(self) -> list[int]:
-        return list(self._said)
-
-    def drop_outdated(self, statuses: dict[int, str]) -> None:
-        """Lines whose execution has moved on since (an order update already posted its fill
-        while the fan-out went on): posted after it, "Order placed" would read as the last
-        word on an order that is filled."""
-        for execution, (line, status) in list(self._said.items()):
-            if statuses.get(execution, status) != status:
-                del self._said[execution]
-                self._lines[line] -= 1
-                if not self._lines[line]:
-                    del self._lines[line]
 
     def messages(self) -> list[str]:
         lines = [line if n == 1 else f"{line} ×{n}" for line, n in self._lines.items()]
@@ -100,7 +85,6 @@ class ChannelDigest:
         """The posts for the lines so far; the digest starts over."""
         out = self.messages()
         self._lines.clear()
-        self._said.clear()
         return out
 
 
@@ -166,38 +150,44 @@ class SignalAlerts:
         except Exception:
             # Members may close their DMs: the channel still hears the result below.
             log.warning("Could not DM about execution %s", ctx.execution_id, exc_info=True)
-        # Refusals before the broker has any order (the order check, a changed position) are
-        # results the channel hears too; skips are not (nothing was tried).
+        if not ctx.in_fanout and ctx.channel_id is not None:
+            # Alone (an approved order, a re-run): its line goes now; a fan-out's go together.
+            await self.post_lines(
+                ctx.guild_id,
+                ctx.strategy_id,
+                ctx.strategy_name,
+                ctx.signal_id,
+                f"execution {ctx.execution_id}",
+                execution_id=ctx.execution_id,
+            )
+
+    def channel_line(self, ctx: ExecContext, result: Result) -> str | None:
+        """The subscriber's result for the alert channel, if it has one. Refusals before the
+        broker has any order (the order check, a changed position) are results the channel
+        hears too; skips are not (nothing was tried)."""
         refused = result.status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED)
         # A cancel-only run's result too: the orders it cancelled are counted, not described
         # (they may be the member's own, placed by hand).
         cancel_only = (
             result.status == ExecutionStatus.DONE and ctx.cancelled_count > 0 and not result.orders
         )
-        if ctx.channel_id is not None and (result.orders or refused or cancel_only):
-            n = ctx.cancelled_count
-            trades = (
-                [_leg_label(i, result.orders) + public_order(i) for i in result.orders]
-                if result.orders
-                else [f"{n} open {ctx.signal.ticker} order{plural(n)}"]
-                if cancel_only
-                else _planned_trades(ctx.signal, result.plan)
-            )
-            line = result_line(
-                ctx.public_name,
-                ctx.subscription.mode,
-                ExecutionStatus.CANCELLED if cancel_only else result.status,
-                trades,
-                result.reason_code,
-            )
-            if line is None:
-                return
-            digest = ctx.digest or ChannelDigest(ctx.channel_id, ctx.strategy_name)
-            digest.add(line, (ctx.execution_id, result.status))
-            if ctx.digest is None:
-                await self.post_digest(
-                    ctx.guild_id, ctx.strategy_id, digest, f"execution {ctx.execution_id}"
-                )
+        if ctx.channel_id is None or not (result.orders or refused or cancel_only):
+            return None
+        n = ctx.cancelled_count
+        trades = (
+            [_leg_label(i, result.orders) + public_order(i) for i in result.orders]
+            if result.orders
+            else [f"{n} open {ctx.signal.ticker} order{plural(n)}"]
+            if cancel_only
+            else _planned_trades(ctx.signal, result.plan)
+        )
+        return result_line(
+            ctx.public_name,
+            ctx.subscription.mode,
+            ExecutionStatus.CANCELLED if cancel_only else result.status,
+            trades,
+            result.reason_code,
+        )
 
     async def announce(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
@@ -233,18 +223,71 @@ class SignalAlerts:
     async def post_digest(
         self, guild_id: int, strategy_id: str, digest: ChannelDigest, what: str
     ) -> None:
-        if digest.executions:
-            async with self.core.db.session() as s:
-                rows = await s.execute(
-                    select(SignalExecution.id, SignalExecution.status).where(
-                        SignalExecution.id.in_(digest.executions)
-                    )
-                )
-                digest.drop_outdated({i: status for i, status in rows})
         texts = digest.take()
         await self._to_channel(
             guild_id, strategy_id, digest.strategy_name, digest.channel_id, texts, what
         )
+
+    async def post_lines(
+        self,
+        guild_id: int,
+        strategy_id: str,
+        strategy_name: str,
+        signal_id: str,
+        what: str,
+        *,
+        execution_id: int | None = None,
+    ) -> None:
+        """Post a signal's waiting result lines (``ChannelLine``), or one execution's, in as
+        few messages as fit. Each is taken (deleted) before it is posted, so no two processes
+        post the same line; one whose post fails is not tried again."""
+        if self.core.notifier is None:
+            return  # left for a process that can post them
+        where = [ChannelLine.signal_id == signal_id]
+        if execution_id is not None:
+            where.append(ChannelLine.execution_id == execution_id)
+        async with self.core.db.transaction() as s:
+            taken = sorted(
+                (
+                    await s.execute(
+                        delete(ChannelLine)
+                        .where(*where)
+                        .returning(ChannelLine.id, ChannelLine.line)
+                    )
+                ).all()
+            )
+        if not taken:
+            return
+        # Where the channel is now: an admin who moved it meanwhile wants the results there.
+        channel_id = await self.core.strategies.alert_channel(guild_id, strategy_id)
+        if channel_id is None:
+            return
+        digest = ChannelDigest(channel_id, strategy_name)
+        for _, line in taken:
+            digest.add(line)
+        await self.post_digest(guild_id, strategy_id, digest, what)
+
+    async def post_leftovers(self, *, older_than: timedelta = LEFTOVER_AGE) -> int:
+        """Post the lines no run posted (its process died after recording them, and no re-run
+        of its job came): an approved order's, a fan-out's whose job was given up. Returns
+        how many signals had some."""
+        cutoff = self.signals.clock() - older_than
+        async with self.core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(Strategy.guild_id, Strategy.id, Strategy.name, ChannelLine.signal_id)
+                    .join(ReceivedSignal, ReceivedSignal.id == ChannelLine.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .where(ChannelLine.created_at < cutoff)
+                    .distinct()
+                    .limit(100)
+                )
+            ).all()
+        for guild_id, strategy_id, name, signal_id in rows:
+            await self.post_lines(
+                guild_id, strategy_id, name, signal_id, f"signal {signal_id}'s results"
+            )
+        return len(rows)
 
     async def _to_channel(
         self,

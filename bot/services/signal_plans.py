@@ -18,7 +18,7 @@ from bot.signal_format import Signal, StopLoss, StopLossType, TakeProfit, exit_d
 from bot.wording import plural
 
 if TYPE_CHECKING:
-    from bot.services.signal_alerts import ChannelDigest
+    pass
 
 
 @dataclass(slots=True)
@@ -162,8 +162,8 @@ class ExecContext:
     phases: list[dict[str, Any]] = field(default_factory=list)
     # Intents an earlier run left (looked up for the whole signal at once); None: look up.
     existing: dict[str, OrderIntent] | None = None
-    # Collects the channel's result lines during a fan-out; None: post each one at once.
-    digest: ChannelDigest | None = None
+    # Part of a fan-out, which posts its subscribers' channel lines together once all ran.
+    in_fanout: bool = False
     # This run's plan once made: a refusal raised before any order still says what it was.
     plan: Plan | None = None
     # Why the signal is too old to start trading on now (it waited in the queue), if it is.

@@ -57,6 +57,7 @@ from bot import signal_format
 from bot.automation_models import (
     LEGS,
     AlertPreference,
+    ChannelLine,
     ExecutionStatus,
     ReceivedSignal,
     SignalExecution,
@@ -408,6 +409,14 @@ class SignalService:
                     f"⚠️ {what}, and your run of it did not finish: nothing more will be "
                     "placed for it. See /orders for anything it had placed.",
                 )
+        # The results of the subscriptions it did reach first.
+        await self.alerts.post_lines(
+            strategy.guild_id,
+            strategy.id,
+            strategy.name,
+            signal_id,
+            f"signal {signal_id}'s results",
+        )
         channel_id = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)
         if channel_id is not None:
             digest = ChannelDigest(channel_id, strategy.name)
@@ -450,10 +459,9 @@ class SignalService:
         # retried 5xx) must not hold up their orders. Awaited before their results' post.
         announcing = asyncio.create_task(self.alerts.announce(record, strategy, signal, channel_id))
         contexts = await self._contexts(record, strategy, signal, channel_id)
-        digest = ChannelDigest(channel_id, strategy.name) if channel_id is not None else None
         stale = _stale(record, signal, strategy.max_lag_seconds, now)
         for ctx in contexts:
-            ctx.digest, ctx.stale = digest, stale
+            ctx.in_fanout, ctx.stale = True, stale
         semaphore = asyncio.Semaphore(self.fanout_concurrency)
 
         async def run(ctx: ExecContext) -> None:
@@ -464,10 +472,14 @@ class SignalService:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # the process is going down: let the job's lease bring it back
         await announcing
-        if digest is not None:
-            await self.alerts.post_digest(
-                strategy.guild_id, strategy.id, digest, f"signal {signal_id}'s results"
-            )
+        # Also those of a run before this one that died before posting them.
+        await self.alerts.post_lines(
+            strategy.guild_id,
+            strategy.id,
+            strategy.name,
+            signal_id,
+            f"signal {signal_id}'s results",
+        )
         failed = [r for r in results if isinstance(r, Exception)]
         later = [r.when for r in failed if isinstance(r, RunAgainAt)]
         if len(later) < len(failed):
@@ -1932,6 +1944,16 @@ class SignalService:
                         values["reason"] = result.reason[:500]
             for name, value in values.items():
                 setattr(row, name, value)
+            line = self.alerts.channel_line(ctx, result)
+            if line is not None:
+                s.add(
+                    ChannelLine(
+                        signal_id=ctx.signal_id,
+                        execution_id=ctx.execution_id,
+                        line=line,
+                        created_at=values["updated_at"],
+                    )
+                )
             if result.approval_expires_at is not None:
                 await s.execute(
                     self.core.jobs.insert_statement(
@@ -1995,6 +2017,10 @@ class SignalService:
                     )
                 )
             ).rowcount  # type: ignore[attr-defined]
+            if won:
+                # Its line waiting for the fan-out's post ("Order placed") is outdated by this
+                # one: posted after it, it would read as the last word on a filled order.
+                await s.execute(delete(ChannelLine).where(ChannelLine.execution_id == ex.id))
         if not won:
             return
         channel = await self.core.strategies.alert_channel(strategy.guild_id, strategy.id)

@@ -2762,6 +2762,62 @@ async def test_a_worker_that_died_between_storing_and_sending_is_resumed_once(
         await second.close()
 
 
+async def crash_before_the_channel_post(settings: Settings, clock: FakeClock) -> str:
+    """Two subscribers trade a signal, then the process dies before its channel post."""
+    first = await open_core(settings, clock)
+    url = await make_strategy(first)
+    await first.strategies.set_alert_channel(GUILD, 777)
+    await first.strategies.share(GUILD, OWNER, url.strategy.id, ALICE)
+    await subscribe(first, url, OWNER)
+    await subscribe(first, url, ALICE, sizing_value=Decimal(2))
+    first.signals.alerts.post_lines = die  # type: ignore[method-assign]
+    ack = await run_until_crash(first, url, {"ticker": "AAPL", "action": "buy"})
+    return str(ack.body["id"])
+
+
+def channel_lines(core: Core) -> list[str]:
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    return sorted(line for post in posts for line in post.splitlines()[1:])
+
+
+FILLED_LINES = [
+    "✅ Filled · A subscriber (paper): buy 1 AAPL at $200.00",
+    "✅ Filled · A subscriber (paper): buy 2 AAPL at $200.00",
+]
+
+
+async def test_results_recorded_before_the_process_died_are_posted_by_the_rerun(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    """Before: the lines waited in memory for the whole fan-out and died with the process;
+    the retaken job found every subscription done and posted nothing."""
+    await crash_before_the_channel_post(settings, clock)
+    second = await open_core(settings, clock)
+    try:
+        clock.advance(seconds=61)
+        assert await second.jobs.drain() == 1
+        assert channel_lines(second) == FILLED_LINES
+    finally:
+        await second.close()
+
+
+async def test_results_no_run_posted_are_posted_once_by_the_background_pass(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    await crash_before_the_channel_post(settings, clock)
+    second = await open_core(settings, clock)
+    try:
+        assert await second.signals.alerts.post_leftovers() == 0  # a run may still post them
+        clock.advance(seconds=150)
+        assert await second.signals.alerts.post_leftovers() == 1
+        assert channel_lines(second) == FILLED_LINES
+        assert await second.jobs.drain() == 1  # the retaken job has none left to post
+        assert await second.signals.alerts.post_leftovers() == 0
+        assert channel_lines(second) == FILLED_LINES
+    finally:
+        await second.close()
+
+
 async def test_an_order_stored_before_approval_was_switched_on_is_not_held_for_approval(
     settings: Settings, db: Database, clock: FakeClock
 ) -> None:
