@@ -41,6 +41,8 @@ CHANNEL_STATUSES = {
 
 # A waiting channel line older than this was left by a run that will not post it.
 LEFTOVER_AGE = timedelta(minutes=2)
+# How long lines Discord failed to take are tried again: later, they would be old news.
+RETRY_FOR = timedelta(minutes=30)
 
 # Refusals that are Tradecord's own safety checks at the moment of sending, not the broker's.
 HELD_BACK = frozenset({"position-changed", "cancel-pending"})
@@ -222,9 +224,10 @@ class SignalAlerts:
 
     async def post_digest(
         self, guild_id: int, strategy_id: str, digest: ChannelDigest, what: str
-    ) -> None:
+    ) -> bool:
+        """True when Discord failed before any of it went out (worth another try)."""
         texts = digest.take()
-        await self._to_channel(
+        return await self._to_channel(
             guild_id, strategy_id, digest.strategy_name, digest.channel_id, texts, what
         )
 
@@ -240,7 +243,9 @@ class SignalAlerts:
     ) -> None:
         """Post a signal's waiting result lines (``ChannelLine``), or one execution's, in as
         few messages as fit. Each is taken (deleted) before it is posted, so no two processes
-        post the same line; one whose post fails is not tried again."""
+        post the same line. When Discord fails before any of them went out (an outage beyond
+        discord.py's own retries), they are put back for the background pass to try again,
+        for up to ``RETRY_FOR``; a post that failed part way is not repeated."""
         if self.core.notifier is None:
             return  # left for a process that can post them
         where = [ChannelLine.signal_id == signal_id]
@@ -252,7 +257,12 @@ class SignalAlerts:
                     await s.execute(
                         delete(ChannelLine)
                         .where(*where)
-                        .returning(ChannelLine.id, ChannelLine.line)
+                        .returning(
+                            ChannelLine.id,
+                            ChannelLine.execution_id,
+                            ChannelLine.line,
+                            ChannelLine.created_at,
+                        )
                     )
                 ).all()
             )
@@ -263,9 +273,21 @@ class SignalAlerts:
         if channel_id is None:
             return
         digest = ChannelDigest(channel_id, strategy_name)
-        for _, line in taken:
+        for _, _, line, _ in taken:
             digest.add(line)
-        await self.post_digest(guild_id, strategy_id, digest, what)
+        if not await self.post_digest(guild_id, strategy_id, digest, what):
+            return
+        since = self.signals.clock() - RETRY_FOR
+        again = [
+            ChannelLine(signal_id=signal_id, execution_id=ex, line=line, created_at=at)
+            for _, ex, line, at in taken
+            if at >= since
+        ]
+        try:
+            async with self.core.db.transaction() as s:
+                s.add_all(again)
+        except Exception:  # its execution deleted meanwhile, with its signal
+            log.warning("Could not keep %s for another try", what, exc_info=True)
 
     async def post_leftovers(self, *, older_than: timedelta = LEFTOVER_AGE) -> int:
         """Post the lines no run posted (its process died after recording them, and no re-run
@@ -297,30 +319,33 @@ class SignalAlerts:
         channel_id: int,
         texts: Sequence[str],
         what: str,
-    ) -> None:
+    ) -> bool:
         """Post to a strategy's alert channel. Never raises: trading goes on whatever the
         channel does. A channel that refuses posts for good (deleted, permissions taken away)
-        is reported to the strategy's owner once, until a post there works again."""
+        is reported to the strategy's owner once, until a post there works again. True when
+        another error stopped it before any text went out."""
         notifier = self.core.notifier
         if notifier is None or not texts:
-            return
+            return False
+        posted = 0
         try:
             for text in texts:
                 await notifier.post(channel_id, Outgoing(content=text))
+                posted += 1
             failing = False
         except ChannelUnavailable:
             log.warning("Alert channel %s refuses posts (%s)", channel_id, what)
             failing = True
         except Exception:
             log.warning("Could not post %s to its alert channel", what, exc_info=True)
-            return
+            return posted == 0
         try:
             owner = await self.core.strategies.alert_channel_failing(
                 guild_id, strategy_id, channel_id, failing
             )
         except Exception:
             log.warning("Could not record the state of alert channel %s", channel_id, exc_info=True)
-            return
+            return False
         if owner is not None:
             await self.dm(
                 owner,
@@ -330,6 +355,7 @@ class SignalAlerts:
                 "there, or to choose another channel with /alerts-channel. Signals still trade, "
                 "and subscribers still get their DMs.",
             )
+        return False
 
     async def dm(self, discord_user_id: int, text: str) -> None:
         await dm_quietly(self.core.notifier, discord_user_id, Outgoing(text), about="a signal")

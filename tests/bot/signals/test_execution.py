@@ -2776,8 +2776,10 @@ async def crash_before_the_channel_post(settings: Settings, clock: FakeClock) ->
 
 
 def channel_lines(core: Core) -> list[str]:
+    """The subscribers' lines the alert channel got (one alone shares its post's first line)."""
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
-    return sorted(line for post in posts for line in post.splitlines()[1:])
+    lines = [line for post in posts for line in post.split("\n", 1)[-1].splitlines()]
+    return sorted(line.removeprefix("**NQ breakout** ") for line in lines)
 
 
 FILLED_LINES = [
@@ -2816,6 +2818,32 @@ async def test_results_no_run_posted_are_posted_once_by_the_background_pass(
         assert channel_lines(second) == FILLED_LINES
     finally:
         await second.close()
+
+
+async def test_results_discord_failed_to_take_are_tried_again_for_half_an_hour(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord down beyond discord.py's own retries: the results used to be dropped."""
+    url = await make_strategy(core)
+    await core.strategies.set_alert_channel(GUILD, 777)
+    await subscribe(core, url, OWNER)
+    recording = notifier(core)
+    posts = recording.post
+
+    async def outage(channel_id: int, message: Outgoing) -> None:
+        raise RuntimeError("503 Service Unavailable")
+
+    monkeypatch.setattr(recording, "post", outage)
+    for action in ("buy", "sell"):
+        await send(core, url, {"ticker": "AAPL", "action": action})
+        await core.jobs.drain()
+        clock.advance(minutes=20)
+    assert await core.signals.alerts.post_leftovers() == 2  # both fail again...
+    monkeypatch.setattr(recording, "post", posts)  # ...and Discord is back
+    assert await core.signals.alerts.post_leftovers() == 1  # the first, 40 minutes old, is not
+    [line] = channel_lines(core)
+    assert line.startswith("✅ Filled · A subscriber (paper): exit: sell 1 AAPL"), line
+    assert await core.signals.alerts.post_leftovers() == 0
 
 
 async def test_an_order_stored_before_approval_was_switched_on_is_not_held_for_approval(
