@@ -236,6 +236,11 @@ class Connections(commands.Cog):
             "the broker allows it and delete the stored tokens. Open orders at the broker stay "
             "open."
         )
+        if await self.bot.core.connections.prices_paper(conn.id):
+            text += (
+                " Tradecord Paper takes its prices from it: it will use simulated prices "
+                "instead (/paper settings chooses another source)."
+            )
         # Its subscriptions are deleted with it: say which strategies stop trading here.
         strategies = await self.bot.core.connections.subscribed_strategies(conn.id)
         if strategies:

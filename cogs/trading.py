@@ -83,6 +83,10 @@ def _footer(*parts: str | None) -> str:
     return " · ".join(p for p in parts if p)
 
 
+def _without(unpriced: Sequence[str]) -> str:
+    return f" (without {', '.join(unpriced)})" if unpriced else ""
+
+
 def shared_footer(command: str, amounts: bool, *parts: str | None) -> str:
     """What a shared summary is and what it leaves out, after ``parts`` ("and 3 more")."""
     left_out = "no account numbers" if amounts else "no account numbers or amounts"
@@ -875,6 +879,10 @@ class Trading(commands.Cog):
             ephemeral=not share,
         )
         b = pf.balance
+        # Positions the price source gave no quote for are valued at cost: their gain or loss
+        # is in no figure below, which must say so rather than read as flat.
+        unpriced = [str(symbol) for symbol in (b.info or {}).get("unpriced") or []]
+        unrealized = None if unpriced and len(unpriced) >= len(pf.positions) else b.unrealized_pnl
         embed = discord.Embed(
             # Shared, it names the broker only, as /positions and /orders do: a connection's
             # name is the member's own ("Roth IRA") and may say more than they meant to share.
@@ -886,8 +894,10 @@ class Trading(commands.Cog):
         )
         if share and not show_amounts:
             embed.add_field(name="Open positions", value=str(len(pf.positions)))
-            if b.unrealized_pnl is not None and b.equity:
-                embed.add_field(name="Unrealized P&L", value=fmt.pct(b.unrealized_pnl, b.equity))
+            if unrealized is not None and b.equity:
+                embed.add_field(
+                    name="Unrealized P&L", value=fmt.pct(unrealized, b.equity) + _without(unpriced)
+                )
             if b.day_pnl is not None:
                 embed.add_field(name="Day P&L", value=fmt.pct(b.day_pnl, b.equity - b.day_pnl))
         else:
@@ -895,8 +905,13 @@ class Trading(commands.Cog):
             embed.add_field(name="Cash", value=fmt.money(b.cash, b.currency))
             embed.add_field(name="Buying power", value=fmt.money(b.buying_power, b.currency))
             embed.add_field(name="Market value", value=fmt.money(b.market_value, b.currency))
-            if b.unrealized_pnl is not None:
-                embed.add_field(name="Unrealized P&L", value=fmt.signed_money(b.unrealized_pnl))
+            if unrealized is not None:
+                embed.add_field(
+                    name="Unrealized P&L",
+                    value=fmt.signed_money(unrealized) + _without(unpriced),
+                )
+            elif unpriced:
+                embed.add_field(name="Unrealized P&L", value="—")
             if b.realized_pnl is not None:
                 embed.add_field(name="Realized P&L", value=fmt.signed_money(b.realized_pnl))
             if b.day_pnl is not None:
@@ -910,6 +925,14 @@ class Trading(commands.Cog):
             from adapters.models import mask_account
 
             embed.add_field(name="Account", value=mask_account(pf.target.account.account_id))
+        if unpriced:
+            embed.add_field(
+                name="⚠️ Not priced",
+                value=f"No quote for {', '.join(unpriced)} just now: valued at what it cost, so "
+                "its gain or loss is in none of these figures. Try again in a moment; /positions "
+                "shows which prices are missing.",
+                inline=False,
+            )
         simulated = fmt.SIMULATED if pf.simulated else None
         if share:
             embed.set_footer(text=shared_footer("balances", show_amounts, simulated))

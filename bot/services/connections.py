@@ -333,6 +333,19 @@ class ConnectionService:
             and get_adapter_class(connection.broker).capabilities.quotes
         )
 
+    async def prices_paper(self, connection_id: int) -> bool:
+        """Whether the connection is its member's Tradecord Paper price source."""
+        async with self.core.db.session() as s:
+            conn = await s.get(Connection, connection_id)
+            if conn is None:
+                return False
+            paper = await s.scalar(
+                select(Connection).where(
+                    Connection.member_id == conn.member_id, Connection.builtin.is_(True)
+                )
+            )
+        return paper is not None and (paper.settings or {}).get(QUOTE_SOURCE_SETTING) == conn.id
+
     async def quote_sources(self, discord_user_id: int) -> list[Connection]:
         """The member's connections that can be their paper connection's quote source."""
         return [c for c in await self.list_for(discord_user_id) if self.serves_quotes(c)]
@@ -829,6 +842,17 @@ class ConnectionService:
             row = await s.get(Connection, conn.id)
             if row is not None:
                 await s.delete(row)
+            # Paper's price source is kept by id, and SQLite hands a freed id out again: the
+            # next connection linked would become the price source unasked.
+            paper = await s.scalar(
+                select(Connection).where(
+                    Connection.member_id == conn.member_id, Connection.builtin.is_(True)
+                )
+            )
+            if paper is not None and (paper.settings or {}).get(QUOTE_SOURCE_SETTING) == conn.id:
+                paper.settings = {
+                    k: v for k, v in (paper.settings or {}).items() if k != QUOTE_SOURCE_SETTING
+                }
             audit.record(
                 s,
                 "connection.disconnected",

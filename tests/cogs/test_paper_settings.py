@@ -59,3 +59,44 @@ async def test_paper_settings_show_change_and_price_later_orders(tradecord: Harn
 
     # Bob's settings are his own.
     assert "Bid/ask midpoint" in (await h.reply("bob", "paper settings")).text()
+
+
+async def buy_on_card(h: Harness, user: str, symbol: str, quantity: str) -> str:
+    card = await h.reply(user, "trade", side="buy", symbol=symbol, quantity=quantity)
+    done = await h.emu.click(h.user(user), card, label="Confirm")
+    return (await done.message(timeout=10)).text()
+
+
+async def test_balances_say_which_positions_could_not_be_priced(tradecord: Harness) -> None:
+    """Before: the source down, AAPL was valued at cost and /balances said "Unrealized P&L:
+    $0.00", as if the position were flat."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    await buy_on_card(h, "alice", "AAPL", "10")
+    await add_broker_connection(h, "alice", "TS")  # no stored tokens: every quote fails
+    await h.reply("alice", "paper settings", quote_source="TS")
+    positions = (await h.reply("alice", "positions")).text()
+    assert "AAPL    long   10  200.00     —    —      —" in positions, positions
+    for options in ({}, {"share": True}):
+        text = (await h.reply("alice", "balances", **options)).text()
+        assert "Unrealized P&L: —" in text or "Unrealized P&L" not in text, text
+        assert "$0.00" not in text.split("Unrealized P&L", 1)[-1].split("\n", 1)[0], text
+        assert "No quote for AAPL just now: valued at what it cost" in text, text
+
+
+async def test_disconnecting_the_paper_price_source_says_paper_goes_simulated(
+    tradecord: Harness,
+) -> None:
+    """Before: the question spoke only of the broker; and the source was kept by id, so on
+    SQLite the next connection linked (given the freed id) became the price source unasked."""
+    h = tradecord
+    alice = h.user("alice")
+    await add_broker_connection(h, "alice", "TS")
+    await h.reply("alice", "paper settings", quote_source="TS")
+    question = await h.reply("alice", "disconnect", connection="TS")
+    assert "Tradecord Paper takes its prices from it" in question.text(), question.text()
+    assert "simulated prices" in question.text()
+    await h.core.connections.disconnect(alice, "TS")
+    assert "simulated feed" in (await h.reply("alice", "paper settings")).text()
+    await add_broker_connection(h, "alice", "Futures")
+    assert "simulated feed" in (await h.reply("alice", "paper settings")).text()
