@@ -521,12 +521,15 @@ async def order_by_client_id(
 async def order_history(
     s: AsyncSession, account_id: str, since: datetime | None, limit: int
 ) -> list[PaperOrder]:
+    """Orders that ended since ``since``, the last to end first: a GTC order placed last
+    month that filled today is today's history."""
+    ended = func.coalesce(PaperOrder.closed_at, PaperOrder.updated_at)
     query = select(PaperOrder).where(
         PaperOrder.account_id == account_id, PaperOrder.status.not_in(OPEN_STATUSES)
     )
     if since is not None:
-        query = query.where(PaperOrder.created_at >= since)
-    rows = await s.scalars(query.order_by(PaperOrder.seq.desc()).limit(limit))
+        query = query.where(ended >= since)
+    rows = await s.scalars(query.order_by(ended.desc(), PaperOrder.seq.desc()).limit(limit))
     return list(rows)
 
 

@@ -722,6 +722,28 @@ async def test_cancel_lookup_and_history(
     assert [o.id for o in since] == [working.id]
 
 
+async def test_history_is_of_orders_that_ended_in_the_window_last_ended_first(
+    db: Database,
+    connection_id: int,
+    broker: PaperBroker,
+    ref: AccountRef,
+    feed: SimulatedFeed,
+    clock: FakeClock,
+) -> None:
+    """Before: by when each was placed, so a GTC limit placed 8 days ago that filled today was
+    not in /history's last 7 days."""
+    feed.set_quote("HD", D("380.00"), D("380.10"))
+    old = await broker.create_order(ref, req("HD", BUY, 1, LMT, GTC, limit="370", cid="old1"))
+    clock.advance(days=8)
+    recent = await broker.create_order(ref, req("HD", BUY, 1, cid="new1"))
+    clock.advance(minutes=5)
+    feed.set_quote("HD", D("369.90"), D("369.95"))
+    await sweep_all(db, {connection_id: feed}.get, clock=clock)
+    assert (await broker.fetch_order(ref, order_id=old.id)).status is OrderStatus.FILLED
+    week = await broker.fetch_orders(ref, since=clock() - timedelta(days=7))
+    assert [o.id for o in week] == [old.id, recent.id]
+
+
 # -- idempotency, persistence, concurrency --------------------------------------------------
 
 
