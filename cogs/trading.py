@@ -1056,7 +1056,10 @@ class Trading(commands.Cog):
             fmt.order_rows(orders, fills=True),
             fmt.HISTORY_HEADERS,
             {3, 4},
-            history_footer(len(orders), days, None if target.connection.builtin else broker),
+            _footer(
+                history_footer(len(orders), days, None if target.connection.builtin else broker),
+                fmt.SIMULATED if _simulated_fills(orders) else None,
+            ),
             empty=f"No orders in {last}.",
         )
         await send_pages(interaction, pages)
@@ -1514,8 +1517,16 @@ def shared_orders(
         colour=fmt.mode_colour(mode),
     )
     more = len(rows) - fmt.PAGE_ROWS
-    embed.set_footer(text=shared_footer(command, amounts, f"and {more} more" if more > 0 else None))
+    simulated = fmt.SIMULATED if fills and amounts and _simulated_fills(orders) else None
+    embed.set_footer(
+        text=shared_footer(command, amounts, f"and {more} more" if more > 0 else None, simulated)
+    )
     return embed
+
+
+def _simulated_fills(orders: Sequence[Order]) -> bool:
+    """Whether a fill price shown is the simulated feed's (Tradecord Paper without a source)."""
+    return any(o.filled_quantity and (o.info or {}).get("simulated") for o in orders)
 
 
 async def setup(bot: Tradecord) -> None:

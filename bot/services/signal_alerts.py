@@ -16,7 +16,15 @@ from bot.components import approval_buttons
 from bot.models import IntentStatus, OrderIntent, short_id
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.signal_plans import ExecContext, Plan, Result
-from bot.services.trading import describe_intent, fill_price, intent_terms, money, price_text, qty
+from bot.services.trading import (
+    SIMULATED_NOTE,
+    describe_intent,
+    fill_price,
+    intent_terms,
+    money,
+    price_text,
+    qty,
+)
 from bot.signal_format import Signal
 from bot.wording import plain, plural
 
@@ -127,6 +135,7 @@ class SignalAlerts:
         conn = ctx.connection.name if ctx.connection else "(removed connection)"
         lines = [
             f"{head}: **{plain(ctx.strategy_name)}** → {plain(conn)} ({ctx.subscription.mode})"
+            + simulated_note(result.orders)
         ]
         if what:
             lines.append(what)
@@ -183,13 +192,14 @@ class SignalAlerts:
             if cancel_only
             else _planned_trades(ctx.signal, result.plan)
         )
-        return result_line(
+        line = result_line(
             ctx.public_name,
             ctx.subscription.mode,
             ExecutionStatus.CANCELLED if cancel_only else result.status,
             trades,
             result.reason_code,
         )
+        return line + simulated_note(result.orders) if line is not None else None
 
     async def announce(
         self, record: ReceivedSignal, strategy: Strategy, signal: Signal, channel_id: int | None
@@ -393,6 +403,15 @@ def result_line(
     if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
         line += f" ({reason_code or 'rejected'})"
     return line
+
+
+def simulated_note(intents: Sequence[OrderIntent]) -> str:
+    """ " · simulated prices" when a fill price said is the simulated feed's (Tradecord Paper
+    with no broker for its prices), as every message priced by it says."""
+    simulated = any(
+        i.average_fill_price is not None and (i.extra or {}).get("simulated") for i in intents
+    )
+    return f" · {SIMULATED_NOTE}" if simulated else ""
 
 
 def public_order(intent: OrderIntent) -> str:

@@ -88,7 +88,13 @@ from bot.services.approvals import (
 )
 from bot.services.connections import Target
 from bot.services.jobs import RunAgainAt, insert_ignoring
-from bot.services.signal_alerts import ChannelDigest, SignalAlerts, public_order, result_line
+from bot.services.signal_alerts import (
+    ChannelDigest,
+    SignalAlerts,
+    public_order,
+    result_line,
+    simulated_note,
+)
 from bot.services.signal_plans import ExecContext, Leg, Plan, Result, decimal_text
 from bot.services.signal_report import (
     ENDED_BY_REASON,
@@ -102,6 +108,7 @@ from bot.services.subscriptions import Sides, Sizing, parse_entry_order, sizing_
 from bot.services.trading import (
     ACCOUNT_CHANGED,
     PENDING_SEND_LIMIT,
+    SIMULATED_NOTE,
     OrderInput,
     Origin,
     all_or_first_error,
@@ -2032,6 +2039,7 @@ class SignalService:
             intent.error_code,
         )
         if channel is not None and line is not None:
+            line += simulated_note([intent])
             digest = ChannelDigest(channel, strategy.name)
             digest.add(line)
             await self.alerts.post_digest(
@@ -2077,6 +2085,8 @@ class SignalService:
             return
         who = plain(pref.display_name) if pref and pref.alerts_show_name else "A subscriber"
         price = f" at {fill_price(order.average_fill_price)}" if order.average_fill_price else ""
+        if price and order.info.get("simulated"):
+            price += f" · {SIMULATED_NOTE}"
         kind = exit_kind(order)
         digest = ChannelDigest(channel, strategy.name)
         digest.add(

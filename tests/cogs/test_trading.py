@@ -1067,10 +1067,12 @@ async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
     history = (await h.reply("alice", "history")).text()
     assert "Avg fill" in history and "mkt" in history
     assert "10/10    200.00  market" in history, history
+    assert "simulated prices" in history, history  # filled at the simulated feed's price
     shared = (await h.reply("alice", "history", share=True, show_amounts=True)).text()
-    assert "10/10    200.00  market" in shared, shared
+    assert "10/10    200.00  market" in shared and "simulated prices" in shared, shared
     private = (await h.reply("alice", "history", share=True)).text()
     assert "200.00" not in private and "Avg fill" not in private
+    assert "simulated prices" not in private  # no price shown
 
 
 def test_history_says_when_older_orders_were_cut() -> None:
@@ -1100,7 +1102,8 @@ async def test_paper_history_cut_points_to_no_broker_site(
     cog = sys.modules[type(h.bot.get_cog("Trading")).__module__]
     monkeypatch.setattr(cog, "HISTORY_LIMIT", 2)
     footer = (await h.reply("alice", "history")).text().splitlines()[-1]
-    assert footer == "The newest 2 orders: older ones of these 7 days are not shown.", footer
+    cut = "The newest 2 orders: older ones of these 7 days are not shown."
+    assert footer == f"{cut} · simulated prices", footer
 
 
 async def test_cancel_racing_a_confirm_is_told_the_order_went_ahead(

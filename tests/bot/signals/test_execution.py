@@ -477,12 +477,19 @@ async def test_sell_with_flat_sentiment_only_exits(core: Core) -> None:
     assert await position(core, OWNER, "AAPL") == 0
     # The member's DM says what the position made; the channel's post does not.
     told = [m.content or "" for uid, m in notifier(core).dms if uid == OWNER][-1]
+    # Filled at the simulated feed's price, which the DM and the post say (as /trade does).
+    assert told.startswith(
+        "✅ Filled: **NQ breakout** → Tradecord Paper (paper) · simulated prices\n"
+    )
     assert (
         "Filled: sell 5 AAPL at $210.00, against the position's average of $200.00. "
         "P&L +$50.00 before fees."
     ) in told, told
     posts = [m.content or "" for _, m in notifier(core).posts]
-    assert posts[-1] == "**NQ breakout** ✅ Filled · A subscriber (paper): sell 5 AAPL at $210.00"
+    assert posts[-1] == (
+        "**NQ breakout** ✅ Filled · A subscriber (paper): sell 5 AAPL at $210.00"
+        " · simulated prices"
+    )
 
 
 @pytest.mark.parametrize("sentiment", ["flat", "bullish"])
@@ -1308,7 +1315,9 @@ async def test_a_bracketed_signal_on_paper_fills_and_leaves_its_exits_working(
         f"\nSignal `{ex.signal_id[-8:]}` · /signal show for every step."
     ), dm.content
     post = notifier(core).posts[-1][1].content or ""
-    assert post.endswith("🎯 Stop-loss filled · A subscriber (paper): sell 1 AAPL at $195.10")
+    assert post.endswith(
+        "🎯 Stop-loss filled · A subscriber (paper): sell 1 AAPL at $195.10 · simulated prices"
+    )
     # Once: the same fill seen again (another sweeper, a replay) is not news.
     [stop] = [o for o in await orders(core) if o.order_type == "stop"]
     await core.trading.apply_update("paper", OrderUpdate(store.to_order(stop), "fill"))
@@ -2783,8 +2792,8 @@ def channel_lines(core: Core) -> list[str]:
 
 
 FILLED_LINES = [
-    "✅ Filled · A subscriber (paper): buy 1 AAPL at $200.00",
-    "✅ Filled · A subscriber (paper): buy 2 AAPL at $200.00",
+    "✅ Filled · A subscriber (paper): buy 1 AAPL at $200.00 · simulated prices",
+    "✅ Filled · A subscriber (paper): buy 2 AAPL at $200.00 · simulated prices",
 ]
 
 
@@ -3111,8 +3120,8 @@ async def test_a_large_fan_out_posts_its_results_in_a_few_messages(core: Core) -
     assert lines[0] == "**Momentum**"
     assert sorted(lines[1:]) == sorted(
         [
-            "✅ Filled · Dana (paper): buy 1 AAPL at $199.87",
-            "✅ Filled · A subscriber (paper): buy 1 AAPL at $199.87 ×39",
+            "✅ Filled · Dana (paper): buy 1 AAPL at $199.87 · simulated prices",
+            "✅ Filled · A subscriber (paper): buy 1 AAPL at $199.87 · simulated prices ×39",
         ]
     )
     assert len({uid for uid, _ in notifier(core).dms}) == 40  # each member still told privately
@@ -3235,7 +3244,7 @@ async def test_a_resting_entry_cancelled_after_a_partial_fill_says_what_filled(
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL limit at $150.00 (2 filled)" in posts[-2]
     assert "🚫 Cancelled" in posts[-1]
-    assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50)"), posts[-1]
+    assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50) · simulated prices"), posts[-1]
 
 
 async def test_a_fill_before_the_execution_is_recorded_is_not_lost(
