@@ -37,8 +37,10 @@ from adapters.models import (
 )
 from adapters.paper.engine import PriceType, closing_quantity
 from adapters.registry import get_adapter_class
+from bot.brokers import connect_command
 from bot.client import Tradecord, report_error
 from bot.errors import Conflict, PermissionDenied, TradecordError
+from bot.models import ConnectionStatus
 from bot.services.connections import SIMULATED_SOURCE, PaperSettings, Target
 from bot.services.trading import (
     HISTORY_LIMIT,
@@ -1445,6 +1447,13 @@ def paper_settings_embed(settings: PaperSettings, changed: bool) -> discord.Embe
     embed.add_field(
         name="Market orders fill at", value=PRICE_TYPES[settings.price_type], inline=False
     )
+    src = settings.quote_source
+    if src is not None and src.status == ConnectionStatus.NEEDS_REAUTH:
+        # Until then paper orders can be neither priced nor filled there.
+        source += (
+            f"\n⛔ It needs to be re-linked ({connect_command(src.broker)}): until then paper "
+            "orders are neither priced nor filled. Or choose quote_source:simulated."
+        )
     embed.add_field(name="Prices from", value=source, inline=False)
     # Option syntax as other hints give it (/alerts-channel channel:#channel).
     embed.set_footer(

@@ -214,3 +214,37 @@ class SimulatedFeed:
         if bid <= 0:
             bid, ask = tick, ask + tick
         return bid, ask
+
+
+class BrokerPrices:
+    """A linked broker's quotes as Tradecord Paper's prices. Symbols of an asset class the
+    broker does not trade (crypto at TradeStation) come from the simulated feed, marked
+    simulated like any of its quotes: the broker would only answer "unknown symbol" to a
+    ticker paper trades. The broker's refusals name it as paper's price source, with the way
+    out, since the member asked Tradecord Paper, not it."""
+
+    def __init__(
+        self,
+        broker: QuoteSource,
+        name: str,
+        asset_classes: Iterable[AssetClass],
+        feed: SimulatedFeed,
+    ) -> None:
+        self.broker = broker
+        self.name = name
+        self.asset_classes = frozenset(asset_classes)
+        self.feed = feed
+
+    async def fetch_quote(self, symbol: str) -> Quote:
+        if symbols.asset_class_of(symbol) not in self.asset_classes:
+            return await self.feed.fetch_quote(symbol)
+        try:
+            return await self.broker.fetch_quote(symbol)
+        except BrokerError as e:
+            e.user_message = (
+                f"Tradecord Paper takes its prices from “{self.name}”: {e.user_message} "
+                "Meanwhile /paper settings quote_source:simulated trades paper on simulated "
+                "prices."
+            )
+            e.args = (e.user_message,)
+            raise

@@ -29,6 +29,7 @@ from adapters.base import (
 )
 from adapters.models import Account, AccountRef, AccountType, AssetClass, Environment
 from adapters.paper.engine import PriceType
+from adapters.paper.feed import BrokerPrices, QuoteSource
 from adapters.paper.store import PRICE_TYPE_SETTING
 from adapters.registry import all_adapters, get_adapter_class
 from bot.brokers import connect_command
@@ -302,19 +303,29 @@ class ConnectionService:
         if data_url:
             ctx.extra["data_url"] = data_url
 
-    async def _paper_extra(self, connection: Connection) -> dict[str, Any]:
-        settings = connection.settings or {}
-        source: Any = None
-        source_id = settings.get(QUOTE_SOURCE_SETTING)
+    async def paper_prices(self, paper: Connection) -> QuoteSource:
+        """Where a Tradecord Paper connection's prices come from: the member's chosen broker
+        (see ``BrokerPrices``), else the simulated feed."""
+        source_id = (paper.settings or {}).get(QUOTE_SOURCE_SETTING)
         if source_id:
             async with self.core.db.session() as s:
                 src = await s.get(Connection, source_id)
-            if src is not None and src.member_id == connection.member_id and not src.builtin:
-                source = await self.adapter_for(src)
+            if src is not None and src.member_id == paper.member_id and not src.builtin:
+                caps = get_adapter_class(src.broker).capabilities
+                return BrokerPrices(
+                    await self.adapter_for(src),
+                    src.name,
+                    set().union(*caps.asset_classes.values()),
+                    self.core.simulated_feed,
+                )
+        return self.core.simulated_feed
+
+    async def _paper_extra(self, connection: Connection) -> dict[str, Any]:
+        settings = connection.settings or {}
         return {
             "db": self.core.db,
             "connection_id": connection.id,
-            "quote_source": source or self.core.simulated_feed,
+            "quote_source": await self.paper_prices(connection),
             "market_price_type": settings.get(PRICE_TYPE_SETTING, "mid"),
             "starting_cash": Decimal(str(self.core.settings.paper_starting_cash)),
             "fill_hours": self.core.settings.paper_fill_hours,

@@ -69,13 +69,9 @@ class OrderUpdates:
         async def source(connection_id: int) -> Any:
             async with self.core.db.session() as s:
                 conn = await s.get(Connection, connection_id)
-            src_id = (conn.settings or {}).get("quote_source_connection_id") if conn else None
-            if src_id:
-                async with self.core.db.session() as s:
-                    src = await s.get(Connection, src_id)
-                if src is not None and conn is not None and src.member_id == conn.member_id:
-                    return await self.core.connections.adapter_for(src)
-            return self.core.simulated_feed
+            if conn is None:
+                return self.core.simulated_feed
+            return await self.core.connections.paper_prices(conn)
 
         updates = await sweep_all(
             self.core.db,

@@ -216,6 +216,54 @@ async def test_a_source_that_needs_relinking(core: Core, ts: TradeStationEmulato
     assert await core.connections.quote_sources(MEMBER) == []
 
 
+async def test_crypto_on_paper_priced_by_a_broker_without_crypto_is_simulated(
+    core: Core, ts: TradeStationEmulator
+) -> None:
+    """Before: TradeStation answered "does not know the symbol BTCUSD. Check the ticker": a
+    ticker paper trades, refused because its price source trades no crypto."""
+    await link(core, ts)
+    ts.set_quote("MSFT", "300.00", "301.00", "300.25")
+    core.simulated_feed.set_quote("BTCUSD", Decimal("49990"), Decimal("50010"))
+    await core.connections.set_paper_settings(MEMBER, quote_source="TS")
+    target = await core.connections.resolve(MEMBER, None, "paper")
+    req = OrderRequest(
+        "BTCUSD",
+        Side.BUY,
+        Decimal(1),
+        OrderType.MARKET,
+        TimeInForce.GTC,
+        asset_class=asset_class_of("BTCUSD"),
+    )
+    btc = await core.trading.place(target, req, source="discord", idempotency_key="btc")
+    assert btc.intent.average_fill_price == Decimal("50000"), btc.message
+    assert btc.order is not None and btc.order.info["simulated"] is True
+    _, _, quote = await core.trading.quote(MEMBER, "BTCUSD", None, "paper")
+    assert quote.simulated
+    msft = await market(core, Side.BUY)  # stocks still come from TradeStation
+    assert msft.order is not None and msft.order.info["simulated"] is False
+
+
+async def test_a_source_that_needs_relinking_is_named_as_paper_s_prices(
+    core: Core, ts: TradeStationEmulator
+) -> None:
+    """Before: a paper /trade said only "“TS” needs to be re-linked", never that it is paper's
+    price source nor how to trade meanwhile; /paper settings showed it as fine."""
+    cid = await link(core, ts)
+    await core.connections.set_paper_settings(MEMBER, quote_source="TS")
+    async with core.db.transaction() as s:
+        await s.execute(
+            update(Connection)
+            .where(Connection.id == cid)
+            .values(status=ConnectionStatus.NEEDS_REAUTH)
+        )
+    target = await core.connections.resolve(MEMBER, None, "paper")
+    req = OrderRequest("MSFT", Side.BUY, Decimal(1), asset_class=asset_class_of("MSFT"))
+    out = await core.trading.place(target, req, source="discord", idempotency_key="relink")
+    assert out.intent.status != IntentStatus.FILLED
+    assert "Tradecord Paper takes its prices from “TS”" in out.message, out.message
+    assert "/paper settings quote_source:simulated" in out.message
+
+
 async def test_a_broker_without_quotes(
     core: Core, ts: TradeStationEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,3 +100,23 @@ async def test_disconnecting_the_paper_price_source_says_paper_goes_simulated(
     assert "simulated feed" in (await h.reply("alice", "paper settings")).text()
     await add_broker_connection(h, "alice", "Futures")
     assert "simulated feed" in (await h.reply("alice", "paper settings")).text()
+
+
+async def test_paper_settings_say_when_the_price_source_needs_relinking(
+    tradecord: Harness,
+) -> None:
+    from sqlalchemy import update
+
+    from bot.models import Connection, ConnectionStatus
+
+    h = tradecord
+    cid = await add_broker_connection(h, "alice", "TS")
+    await h.reply("alice", "paper settings", quote_source="TS")
+    async with h.core.db.transaction() as s:
+        await s.execute(
+            update(Connection)
+            .where(Connection.id == cid)
+            .values(status=ConnectionStatus.NEEDS_REAUTH)
+        )
+    shown = (await h.reply("alice", "paper settings")).text()
+    assert "⛔ It needs to be re-linked (/connect broker:TradeStation)" in shown, shown
