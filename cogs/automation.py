@@ -209,6 +209,17 @@ def joined(items: Sequence[str], empty: str, limit: int = 1024) -> str:
     return ", ".join(shown) + f" … and {len(items) - len(shown)} more"
 
 
+def cannot_post(channel: int, since: datetime, again: str) -> str:
+    """The rest of a sentence on an alert channel posts were found to fail in (``again``: the
+    options that choose it again, after ``channel:``)."""
+    return (
+        f"but I cannot post there since {discord.utils.format_dt(since)}: the channel was "
+        "deleted, or I may no longer see it or send messages in it. Give me View Channel and "
+        f"Send Messages there and choose it again (/alerts-channel channel:<#{channel}>{again}), "
+        "or choose another channel. Signals still trade."
+    )
+
+
 def shared_with(info: StrategyInfo) -> str:
     """Mentions (shown as names; nothing pings in an embed), @everyone for the guild's role."""
     roles = ["@everyone" if r == info.guild_id else f"<@&{r}>" for r in info.shared_with_roles]
@@ -513,6 +524,17 @@ class Automation(commands.Cog):
         )
 
     @commands.Cog.listener()
+    async def on_member_join(self, member: discord.Member) -> None:
+        """Sent only with the Server Members intent: an owner who left and came back owns
+        their strategies again (no longer "left the server"), so a next departure is news."""
+        await self.bot.core.strategies.reconcile_access(
+            member.guild.id,
+            member.id,
+            frozenset(r.id for r in member.roles),
+            guild_name=member.guild.name,
+        )
+
+    @commands.Cog.listener()
     async def on_guild_role_delete(self, role: discord.Role) -> None:
         """Its members lost it without a member update: the strategies shared with it stop
         being, and the subscriptions it alone gave end."""
@@ -565,8 +587,9 @@ class Automation(commands.Cog):
             [
                 _cut(i.name, 32),
                 "owner" if i.is_owner else "shared",
-                str(i.subscriptions),
-                _cut(", ".join(i.allowed_sources) or "any", 24),
+                # Its owner's to see (/strategy settings shows them to the owner alone).
+                str(i.subscriptions) if i.is_owner else "-",
+                _cut(", ".join(i.allowed_sources) or "any", 24) if i.is_owner else "-",
                 f"{i.rate_limit_per_minute}/min",
                 f"{i.last_signal_at.astimezone(UTC):%m-%d %H:%M}" if i.last_signal_at else "never",
             ]
@@ -662,7 +685,7 @@ class Automation(commands.Cog):
     @app_commands.autocomplete(strategy=strategy_names)
     async def rotate(self, interaction: discord.Interaction, strategy: str) -> None:
         made = await self.bot.core.strategies.rotate_secret(
-            guild_of(interaction), interaction.user.id, strategy
+            guild_of(interaction), interaction.user.id, strategy, roles=roles_of(interaction)
         )
         await interaction.response.send_message(
             url_message(made.strategy.name, made.url, "New secret for", replaced=True),
@@ -675,8 +698,13 @@ class Automation(commands.Cog):
     @app_commands.autocomplete(strategy=managed_strategy_names)
     async def delete(self, interaction: discord.Interaction, strategy: str) -> None:
         admin = can_manage(interaction)
+        # With their roles: one it is shared with through a role hears it is not theirs.
         info = await self.bot.core.strategies.get(
-            guild_of(interaction), interaction.user.id, strategy, moderator=admin
+            guild_of(interaction),
+            interaction.user.id,
+            strategy,
+            roles=roles_of(interaction),
+            moderator=admin,
         )
         if not info.is_owner and not admin:
             raise PermissionDenied(
@@ -740,11 +768,14 @@ class Automation(commands.Cog):
             changes["refusal_notices"] = refusal_notices
         strategies = self.bot.core.strategies
         guild = guild_of(interaction)
+        roles = roles_of(interaction)
         if changes:
-            info = await strategies.configure(guild, interaction.user.id, strategy, **changes)
+            info = await strategies.configure(
+                guild, interaction.user.id, strategy, roles=roles, **changes
+            )
             content = "Saved; the webhook applies these from the next signal."
         else:
-            info = await strategies.get(guild, interaction.user.id, strategy)
+            info = await strategies.get(guild, interaction.user.id, strategy, roles=roles)
             if not info.is_owner:
                 raise PermissionDenied(
                     f"“{info.name}” was shared with you, but only its owner can see its webhook "
@@ -1137,7 +1168,8 @@ class Automation(commands.Cog):
         strategy="Only this strategy's alerts (default: all)",
         off="Stop posting (for a strategy: its alerts go to the server's channel again)",
     )
-    @app_commands.autocomplete(strategy=strategy_names)
+    # Any of the server's: choosing where alerts go is an admin's, not the strategy owner's.
+    @app_commands.autocomplete(strategy=managed_strategy_names)
     async def alerts_channel(
         self,
         interaction: discord.Interaction,
@@ -1184,7 +1216,7 @@ class Automation(commands.Cog):
     async def _alert_routes_text(self, guild_id: int, strategy: str | None) -> str:
         strategies = self.bot.core.strategies
         if strategy:
-            name, channel, own = await strategies.strategy_alerts(guild_id, strategy)
+            name, channel, own, failing = await strategies.strategy_alerts(guild_id, strategy)
             if channel is None:
                 return (
                     f"Trade alerts for **{name}** are not posted: it has no channel of its own "
@@ -1192,7 +1224,14 @@ class Automation(commands.Cog):
                     f"/alerts-channel channel:#channel strategy:{name}."
                 )
             whose = "its own channel" if own else "the server's alert channel"
-            return f"Trade alerts for **{name}** go to <#{channel}> ({whose})."
+            said = f"Trade alerts for **{name}** go to <#{channel}> ({whose})."
+            if failing is not None:
+                again = f" strategy:{name}" if own else ""
+                said = (
+                    f"Trade alerts for **{name}** should go to <#{channel}> ({whose}), "
+                    + cannot_post(channel, failing, again)
+                )
+            return said
         routes = await strategies.alert_routes(guild_id)
         if routes.default is None:
             posted = "only the strategies below post" if routes.strategies else "nothing is posted"
@@ -1200,13 +1239,29 @@ class Automation(commands.Cog):
                 f"This server has no alert channel: signals trade, but {posted}. "
                 "Choose one with /alerts-channel channel:#channel."
             )
+        elif routes.default in routes.failing:
+            head = f"Trade alerts should go to <#{routes.default}>, " + cannot_post(
+                routes.default, routes.failing[routes.default], ""
+            )
         else:
             head = f"Trade alerts go to <#{routes.default}>."
-        lines = [f"• **{name}** → <#{channel}>" for name, channel in routes.strategies[:15]]
-        if len(routes.strategies) > 15:  # a message holds 2,000 characters
-            lines.append(f"• and {len(routes.strategies) - 15} more")
+        lines: list[str] = []
+        flagged = False
+        for name, channel in routes.strategies:
+            line = f"• **{name}** → <#{channel}>"
+            if channel in routes.failing:
+                since = discord.utils.format_dt(routes.failing[channel])
+                line += f" ⚠️ I cannot post there since {since}"
+            # A message holds 2,000 characters: at most 15 lines, and not past 1,300 of them.
+            if len(lines) == 15 or sum(len(x) + 1 for x in lines) + len(line) > 1300:
+                lines.append(f"• and {len(routes.strategies) - len(lines)} more")
+                break
+            lines.append(line)
+            flagged |= channel in routes.failing
         if lines:
             head += "\nStrategies with a channel of their own:\n" + "\n".join(lines)
+            if flagged:
+                head += "\n/alerts-channel strategy:<name> says how to fix a channel marked ⚠️."
         if routes.default is None:
             # off:true alone would not stop a strategy's own channel.
             tail = "To stop one: /alerts-channel off:true strategy:<name>." if lines else ""

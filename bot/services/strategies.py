@@ -17,7 +17,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -180,6 +180,8 @@ class StrategyInfo:
     guild_id: int
     owner_discord_id: int
     is_owner: bool
+    # Whom it is shared with, its allow-list and (but for a server admin) its subscription
+    # count are its owner's to see: empty, or 0, for anyone else.
     shared_with: tuple[int, ...]  # Discord user ids
     shared_with_roles: tuple[int, ...]  # Discord role ids (the guild's id: @everyone)
     subscriptions: int
@@ -223,6 +225,8 @@ class WebhookUrl:
 class AlertRoutes:
     default: int | None  # the server's alert channel
     strategies: tuple[tuple[str, int], ...]  # (strategy name, its own channel), by name
+    # The channels posts were found to fail in for good, since when (until one works again).
+    failing: Mapping[int, datetime] = field(default_factory=dict)
 
 
 class StrategyService:
@@ -286,7 +290,7 @@ class StrategyService:
             guild_id=guild_id,
             owner_member_id=owner_id,
             name=clean,
-            name_key=clean.casefold(),
+            name_key=_name_key(clean),
             secret_hash=hash_secret(secret),
             secret_rotated_at=now,
             allowed_sources=[],
@@ -342,7 +346,7 @@ class StrategyService:
             query = query.where(_visible(member_id, roles))
         async with self.core.db.session() as s:
             rows = list(await s.scalars(query.order_by(Strategy.name_key)))
-        return [await self._info(r, member_id) for r in rows]
+        return [await self._info(r, member_id, moderator=everyone) for r in rows]
 
     async def owner_auth(self, guild_id: int, discord_user_id: int, strategy: str) -> WebhookAuth:
         """The webhook's view of a strategy, for its owner to send it a signal from Discord
@@ -379,11 +383,14 @@ class StrategyService:
             and not await self._sees(row.id, member_id, roles)
         ):
             raise NotFound(_not_found(strategy))
-        return await self._info(row, member_id)
+        return await self._info(row, member_id, moderator=moderator)
 
-    async def rotate_secret(self, guild_id: int, discord_user_id: int, strategy: str) -> WebhookUrl:
-        """A new secret; the old URL stops working at once."""
-        row = await self._owned(guild_id, discord_user_id, strategy)
+    async def rotate_secret(
+        self, guild_id: int, discord_user_id: int, strategy: str, *, roles: Collection[int] = ()
+    ) -> WebhookUrl:
+        """A new secret; the old URL stops working at once. (``roles``: the member's, to tell
+        one who sees it through a role that it is not theirs.)"""
+        row = await self._owned(guild_id, discord_user_id, strategy, roles)
         secret = new_secret()
         now = self.clock()
         async with self.core.db.transaction() as s:
@@ -525,7 +532,7 @@ class StrategyService:
                 .order_by(Subscription.created_at, Subscription.id)
             )
             found = [Subscriber(*r) for r in rows]
-        return await self._info(row, member_id), found
+        return await self._info(row, member_id, moderator=moderator), found
 
     async def share_role(
         self, guild_id: int, discord_user_id: int, strategy: str, role_id: int
@@ -579,11 +586,18 @@ class StrategyService:
 
     async def _drop_role_share(self, row: Strategy, role_id: int, *, by: int | None) -> int:
         async with self.core.db.transaction() as s:
-            await s.execute(
+            dropped = await s.execute(
                 delete(StrategyRoleShare).where(
                     StrategyRoleShare.strategy_id == row.id, StrategyRoleShare.role_id == role_id
                 )
             )
+            if not dropped.rowcount:  # type: ignore[attr-defined]
+                if by is None:  # a deleted role another process has already dealt with
+                    return 0
+                raise InvalidInput(
+                    f"“{row.name}” is not shared with that role. /strategy settings lists "
+                    "whom it is shared with."
+                )
             audit.record(
                 s,
                 "strategy.unshared",
@@ -698,9 +712,9 @@ class StrategyService:
         only: str | None = None,
     ) -> list[str]:
         """The member's roles changed to ``roles`` (None: they are no longer a member, see
-        ``member_left``): their subscriptions to strategies shared with roles they no longer
-        have, and with them no other way, end, and they are told. Returns the names of those
-        strategies."""
+        ``member_left``): their subscriptions to strategies nothing shares with them any more
+        (a role they no longer have, a role share removed), end, and they are told. Returns
+        the names of those strategies."""
         if roles is None:
             return await self.member_left(guild_id, discord_user_id, guild_name)
         async with self.core.db.transaction() as s:
@@ -718,16 +732,14 @@ class StrategyService:
                 )
                 .values(owner_left_at=None)
             )
+            # Every strategy they may no longer see, not only those still shared with some
+            # role: one whose last role share was removed while Discord could not say who had
+            # the role keeps its subscriptions until this finds them (``only``: just that one).
             lost = select(Strategy.id).where(
                 Strategy.guild_id == guild_id, ~_visible(member_id, roles, subscribed=False)
             )
-            # A strategy shared with no role: roles never gave its subscriptions (``only``
-            # names one whose role share was just removed).
-            lost = lost.where(
-                Strategy.id == only
-                if only is not None
-                else Strategy.id.in_(select(StrategyRoleShare.strategy_id))
-            )
+            if only is not None:
+                lost = lost.where(Strategy.id == only)
             theirs = (Subscription.member_id == member_id) & Subscription.strategy_id.in_(lost)
             names, withdrawn = await self._end(
                 s, member_id, theirs, "lost the role it was shared with"
@@ -787,7 +799,8 @@ class StrategyService:
         """Give the strategy to another member of the guild: by its owner, or by a
         ``moderator`` (a server admin: the caller checks) for one whose owner left. Its webhook
         URL, settings and subscriptions stay; the former owner keeps it shared with them, so a
-        subscription of theirs goes on. Both are told."""
+        subscription of theirs goes on, unless they left the server: then theirs ends. Both
+        are told."""
         row = (
             await self._find(guild_id, strategy)
             if moderator
@@ -811,11 +824,23 @@ class StrategyService:
                     StrategyShare.strategy_id == row.id, StrategyShare.member_id == new_owner
                 )
             )
-            s.add(
-                StrategyShare(
-                    strategy_id=row.id, member_id=row.owner_member_id, created_at=self.clock()
+            left = row.owner_left_at is not None
+            ended: dict[str, str] = {}
+            withdrawn: Withdrawn = []
+            if left:
+                # Gone from the server: as ``member_left`` would have, had it not been theirs.
+                theirs = (Subscription.member_id == row.owner_member_id) & (
+                    Subscription.strategy_id == row.id
                 )
-            )
+                ended, withdrawn = await self._end(
+                    s, row.owner_member_id, theirs, "left the server"
+                )
+            else:
+                s.add(
+                    StrategyShare(
+                        strategy_id=row.id, member_id=row.owner_member_id, created_at=self.clock()
+                    )
+                )
             audit.record(
                 s,
                 "strategy.transferred",
@@ -824,6 +849,7 @@ class StrategyService:
                 from_member_id=row.owner_member_id,
                 to_member_id=new_owner,
             )
+        await close_withdrawn(self.core.notifier, withdrawn)
         name = plain(row.name)
         await dm_quietly(
             self.core.notifier,
@@ -837,16 +863,31 @@ class StrategyService:
             about="a strategy given to a member",
         )
         if former is not None and former != discord_user_id:
+            if left:
+                guild_name = await self._guild_name(guild_id, None)
+                where = f"**{plain(guild_name)}**" if guild_name else "that server"
+                told = (
+                    f"You are no longer a member of {where}, so a server admin gave your "
+                    f"strategy **{name}** to another member"
+                    + (
+                        ", and your subscription to it ended. Your connections, open orders "
+                        "and positions are unchanged (/orders, /positions)."
+                        if ended
+                        else "."
+                    )
+                )
+            else:
+                told = (
+                    f"A server admin gave your strategy **{name}** to another member. It stays "
+                    "shared with you, so your subscription to it goes on."
+                )
             await dm_quietly(
                 self.core.notifier,
                 former,
-                Outgoing(
-                    f"A server admin gave your strategy **{name}** to another member. It stays "
-                    "shared with you, so your subscription to it goes on."
-                ),
+                Outgoing(told),
                 about="a strategy a server admin gave away",
             )
-        return await self._info(await self._find(guild_id, row.id), by)
+        return await self._info(await self._find(guild_id, row.id), by, moderator=moderator)
 
     async def member_left(
         self, guild_id: int, discord_user_id: int, guild_name: str | None = None
@@ -964,6 +1005,11 @@ class StrategyService:
         ``roles`` still has it shared: then they keep them, as they could subscribe again."""
         row = await self._owned(guild_id, discord_user_id, strategy)
         other = await self.core.members.ensure(with_discord_user_id)
+        if other == row.owner_member_id:  # else it would end the owner's own subscriptions
+            raise InvalidInput(
+                "You own this strategy, so it is not shared with you: pick a member it is "
+                f"shared with. To stop it trading for you: /unsubscribe strategy:{row.name}."
+            )
         theirs = (Subscription.strategy_id == row.id) & (Subscription.member_id == other)
         async with self.core.db.transaction() as s:
             shared = await s.execute(
@@ -1035,9 +1081,11 @@ class StrategyService:
         rate_limit_per_minute: int | _Unset = UNSET,
         max_quantity: Decimal | _Unset | None = UNSET,
         refusal_notices: bool | _Unset = UNSET,
+        roles: Collection[int] = (),
     ) -> StrategyInfo:
-        """Change the webhook's rules; arguments left out stay as they are."""
-        row = await self._owned(guild_id, discord_user_id, strategy)
+        """Change the webhook's rules; arguments left out stay as they are. (``roles``: the
+        member's, as for ``rotate_secret``.)"""
+        row = await self._owned(guild_id, discord_user_id, strategy, roles)
         values: dict[str, Any] = {}
         if not isinstance(allowed_sources, _Unset):
             values["allowed_sources"] = parse_sources(allowed_sources)
@@ -1096,7 +1144,9 @@ class StrategyService:
 
         Who may do this is the guild's business: the command checks the member's permissions.
         """
-        strategy_id = (await self._find(guild_id, strategy)).id if strategy else None
+        strategy_id = (
+            (await self._find(guild_id, strategy, any_of_guild=True)).id if strategy else None
+        )
         scope = strategy_id or "*"
         async with self.core.db.transaction() as s:
             await s.execute(
@@ -1120,23 +1170,36 @@ class StrategyService:
         """Where the guild's alerts go: its channel, and the strategies with one of their own."""
         async with self.core.db.session() as s:
             result = await s.execute(
-                select(AlertChannel.scope, AlertChannel.channel_id, Strategy.name)
+                select(
+                    AlertChannel.scope,
+                    AlertChannel.channel_id,
+                    Strategy.name,
+                    AlertChannel.failing_since,
+                )
                 .outerjoin(Strategy, Strategy.id == AlertChannel.strategy_id)
                 .where(AlertChannel.guild_id == guild_id)
                 .order_by(Strategy.name_key)
             )
             rows = list(result)
-        default = next((channel for scope, channel, _ in rows if scope == "*"), None)
-        own = tuple((name, channel) for scope, channel, name in rows if scope != "*")
-        return AlertRoutes(default, own)
+        default = next((channel for scope, channel, _, _ in rows if scope == "*"), None)
+        own = tuple((name, channel) for scope, channel, name, _ in rows if scope != "*")
+        failing: dict[int, datetime] = {}
+        for _, channel, _, since in rows:
+            if since is not None:
+                failing[channel] = min(since, failing.get(channel, since))
+        return AlertRoutes(default, own, failing)
 
-    async def strategy_alerts(self, guild_id: int, strategy: str) -> tuple[str, int | None, bool]:
-        """One strategy's alerts: its name, the channel they go to, and whether that channel
-        is the strategy's own (else the server's, or None)."""
-        row = await self._find(guild_id, strategy)
+    async def strategy_alerts(
+        self, guild_id: int, strategy: str
+    ) -> tuple[str, int | None, bool, datetime | None]:
+        """One strategy's alerts: its name, the channel they go to, whether that channel is
+        the strategy's own (else the server's, or None), and since when posts there fail."""
+        row = await self._find(guild_id, strategy, any_of_guild=True)
         routes = await self.alert_routes(guild_id)
         own = next((channel for name, channel in routes.strategies if name == row.name), None)
-        return row.name, own if own is not None else routes.default, own is not None
+        channel = own if own is not None else routes.default
+        failing = routes.failing.get(channel) if channel is not None else None
+        return row.name, channel, own is not None, failing
 
     async def alert_channel(self, guild_id: int, strategy_id: str | None = None) -> int | None:
         """The strategy's own alert channel, else the guild's, else None."""
@@ -1186,24 +1249,35 @@ class StrategyService:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    async def _find(self, guild_id: int, strategy: str) -> Strategy:
-        key = strategy.strip()
+    async def _find(self, guild_id: int, strategy: str, *, any_of_guild: bool = False) -> Strategy:
+        """By id or name. ``any_of_guild``: asked by a server admin of any of the guild's, who
+        is not to hear of their own or shared ones when there is none."""
+        key = _name_key(strategy)  # as stored: "Gap  fill" finds "Gap fill"
         async with self.core.db.session() as s:
             query = select(Strategy).where(Strategy.guild_id == guild_id)
-            if _is_uuid(key):
-                query = query.where((Strategy.id == key) | (Strategy.name_key == key.casefold()))
+            if _is_uuid(strategy.strip()):
+                query = query.where((Strategy.id == strategy.strip()) | (Strategy.name_key == key))
             else:
-                query = query.where(Strategy.name_key == key.casefold())
+                query = query.where(Strategy.name_key == key)
             row = await s.scalar(query.limit(1))
         if row is None:
+            if any_of_guild:
+                raise NotFound(
+                    f"This server has no strategy “{strategy.strip()[:60]}”. /strategy list "
+                    "everyone:true lists them all."
+                )
             raise NotFound(_not_found(strategy))
         return row
 
-    async def _owned(self, guild_id: int, discord_user_id: int, strategy: str) -> Strategy:
+    async def _owned(
+        self, guild_id: int, discord_user_id: int, strategy: str, roles: Collection[int] = ()
+    ) -> Strategy:
+        """The member's own strategy; one they see otherwise (with ``roles`` theirs in the
+        guild) is refused as not theirs to change, any other as not found."""
         member_id = await self.core.members.ensure(discord_user_id)
         row = await self._find(guild_id, strategy)
         if row.owner_member_id != member_id:
-            if await self._sees(row.id, member_id):
+            if await self._sees(row.id, member_id, roles):
                 raise PermissionDenied(
                     f"“{row.name}” was shared with you, but only its owner can change it. How "
                     f"your subscription trades it changes with /subscribe strategy:{row.name}."
@@ -1223,7 +1297,12 @@ class StrategyService:
                 )
             ) is not None
 
-    async def _info(self, row: Strategy, viewer_member_id: int) -> StrategyInfo:
+    async def _info(
+        self, row: Strategy, viewer_member_id: int, *, moderator: bool = False
+    ) -> StrategyInfo:
+        """As ``viewer_member_id`` may see it: whom it is shared with and its allow-list are
+        its owner's (as ``/strategy settings`` shows them to the owner alone); how many
+        subscribe is its owner's and a ``moderator``'s (a server admin's)."""
         async with self.core.db.session() as s:
             owner = await s.scalar(
                 select(Member.discord_user_id).where(Member.id == row.owner_member_id)
@@ -1262,8 +1341,8 @@ class StrategyService:
             is_owner=is_owner,
             shared_with=tuple(shared) if is_owner else (),
             shared_with_roles=tuple(roles) if is_owner else (),
-            subscriptions=int(subs or 0),
-            allowed_sources=tuple(row.allowed_sources or ()),
+            subscriptions=int(subs or 0) if is_owner or moderator else 0,
+            allowed_sources=tuple(row.allowed_sources or ()) if is_owner else (),
             allowed_tickers=tuple(row.allowed_tickers or ()),
             max_lag_seconds=row.max_lag_seconds,
             rate_limit_per_minute=row.rate_limit_per_minute,
@@ -1325,6 +1404,11 @@ def _clean_name(name: str) -> str:
         raise InvalidInput("Give the strategy a name, like “NQ breakout”.")
     if len(clean) > NAME_MAX:
         raise InvalidInput(f"Strategy names are at most {NAME_MAX} characters.")
+    if len(_name_key(clean)) > NAME_MAX:  # the unique key (name_key) holds NAME_MAX too
+        raise InvalidInput(
+            "That name is too long: letters like ß count as two when names are compared (ﬃ "
+            f"as three). Use at most {NAME_MAX} characters, counting those that way."
+        )
     if any(ord(c) < 32 for c in clean):
         raise InvalidInput("Strategy names cannot contain control characters.")
     # As connection names: alerts show it in the channel, and must show it as typed.
@@ -1332,6 +1416,12 @@ def _clean_name(name: str) -> str:
     if problem is not None:
         raise InvalidInput(problem)
     return clean
+
+
+def _name_key(name: str) -> str:
+    """How names are compared, when stored and when looked up: spaces collapsed, case folded.
+    (Not NFKC: existing keys would need a migration.)"""
+    return " ".join(name.split()).casefold()
 
 
 def _not_found(strategy: str | None) -> str:

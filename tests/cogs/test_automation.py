@@ -349,6 +349,66 @@ async def test_an_alert_channel_the_bot_cannot_post_in_is_flagged_to_the_admin(
     assert "Send Messages" not in ok.content, ok.content
 
 
+async def test_alerts_channel_offers_an_admin_every_strategy_of_the_server(
+    tradecord: Harness,
+) -> None:
+    """Before: only the admin's own and shared ones were offered, and an unknown one was "No
+    strategy … that you own or that was shared with you"."""
+    h = tradecord
+    owner = h.emu.owner.id
+    await create_strategy(h, "alice", "Gap fill")
+    choices = await h.emu.autocomplete(
+        owner, "alerts-channel", options={"strategy": "gap"}, focused="strategy"
+    )
+    assert [c["value"] for c in choices] == ["Gap fill"]
+    shown = await h.reply(owner, "alerts-channel", strategy="Gap fill")
+    assert "Trade alerts for **Gap fill** are not posted" in shown.content, shown.content
+    unknown = await h.reply(owner, "alerts-channel", strategy="Nope")
+    assert unknown.content == (
+        "This server has no strategy “Nope”. /strategy list everyone:true lists them all."
+    ), unknown.content
+    unknown = await h.reply(owner, "alerts-channel", strategy="Nope", channel=h.emu.general.id)
+    assert unknown.content.startswith("This server has no strategy “Nope”."), unknown.content
+
+
+async def test_alerts_channel_says_when_it_cannot_post_in_the_channel_and_what_to_do(
+    tradecord: Harness,
+) -> None:
+    """Before: "Trade alerts go to #channel." while every post there failed."""
+    h = tradecord
+    owner = h.emu.owner.id
+    strategies = h.core.strategies
+    swing = (await strategies.create(h.guild_id, owner, "Swing")).strategy.id
+    scalp = (await strategies.create(h.guild_id, owner, "Scalp")).strategy.id
+    own = h.emu.add_channel(h.guild_id, "scalp-alerts")
+    await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    await h.reply(owner, "alerts-channel", channel=own.id, strategy="Scalp")
+    await strategies.alert_channel_failing(h.guild_id, swing, h.emu.trade_alerts.id, True)
+    shown = await h.reply(owner, "alerts-channel")
+    assert shown.content.startswith(
+        f"Trade alerts should go to <#{h.emu.trade_alerts.id}>, but I cannot post there since <t:"
+    ), shown.content
+    assert (
+        "Give me View Channel and Send Messages there and choose it again (/alerts-channel "
+        f"channel:<#{h.emu.trade_alerts.id}>), or choose another channel. Signals still trade."
+    ) in shown.content, shown.content
+    assert f"**Scalp** → <#{own.id}>\n" in shown.content, shown.content
+    one = await h.reply(owner, "alerts-channel", strategy="Swing")
+    assert one.content.startswith(
+        f"Trade alerts for **Swing** should go to <#{h.emu.trade_alerts.id}> (the server's "
+        "alert channel), but I cannot post there since <t:"
+    ), one.content
+    await strategies.alert_channel_failing(h.guild_id, scalp, own.id, True)
+    shown = await h.reply(owner, "alerts-channel")
+    assert f"**Scalp** → <#{own.id}> ⚠️ I cannot post there since <t:" in shown.content
+    assert "/alerts-channel strategy:<name> says how to fix a channel marked ⚠️." in shown.content
+    one = await h.reply(owner, "alerts-channel", strategy="Scalp")
+    assert f"(/alerts-channel channel:<#{own.id}> strategy:Scalp)" in one.content, one.content
+    # Choosing it again starts afresh: posts there are tried again.
+    again = await h.reply(owner, "alerts-channel", channel=h.emu.trade_alerts.id)
+    assert again.content.startswith(f"Saved. Trade alerts go to <#{h.emu.trade_alerts.id}>.")
+
+
 async def test_a_long_strategy_list_fits_discords_embeds(tradecord: Harness) -> None:
     h = tradecord
     carol = h.user("carol")
@@ -988,6 +1048,65 @@ async def test_a_member_a_strategy_was_shared_with_is_told_what_they_can_do(
     assert len(await h.core.strategies.list(h.guild_id, h.user("alice"))) == 1
 
 
+async def test_a_shared_strategy_is_listed_without_its_owners_allow_list_or_subscribers(
+    tradecord: Harness,
+) -> None:
+    """Before: /strategy list showed a member it was merely shared with the owner's IP
+    allow-list and its subscriber count, which /strategy settings refuses them."""
+    h = tradecord
+    await create_strategy(h, "alice", "Gap fill")
+    await h.reply("alice", "strategy settings", strategy="Gap fill", allowed_sources="203.0.113.7")
+    await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
+    await h.reply("bob", "subscribe", strategy="Gap fill")
+    mine = (await h.reply("alice", "strategy list")).text()
+    assert re.search(r"Gap fill\s+owner\s+1\s+203\.0\.113\.7/32\s", mine), mine
+    theirs = (await h.reply("bob", "strategy list")).text()
+    assert "203.0.113" not in theirs, theirs
+    assert re.search(r"Gap fill\s+shared\s+-\s+-\s+60/min", theirs), theirs
+    [info] = await h.core.strategies.list(h.guild_id, h.user("bob"))
+    assert (info.allowed_sources, info.subscriptions) == ((), 0)
+
+
+async def test_a_member_with_a_strategy_through_a_role_is_told_it_is_the_owners(
+    tradecord: Harness,
+) -> None:
+    """Before: they heard "No strategy … that you own or that was shared with you"."""
+    h = tradecord
+    premium = h.emu.add_role(h.guild_id, "Premium", 0)
+    h.emu.add_member(h.guild_id, h.user("bob"), roles=[premium.id])
+    await create_strategy(h, "alice", "Gap fill")
+    await h.reply("alice", "strategy share", strategy="Gap fill", role=premium.id)
+    delete = await h.reply("bob", "strategy delete", strategy="Gap fill")
+    assert "only its owner can delete it" in delete.content, delete.content
+    assert delete.buttons() == []
+    shown = await h.reply("bob", "strategy settings", strategy="Gap fill")
+    assert "only its owner can see its webhook settings" in shown.content, shown.content
+    change = await h.reply("bob", "strategy settings", strategy="Gap fill", max_quantity="5")
+    assert "only its owner can change it" in change.content, change.content
+    rotate = await h.reply("bob", "strategy rotate-secret", strategy="Gap fill")
+    assert "only its owner can change it" in rotate.content, rotate.content
+    assert "/webhook/" not in rotate.content
+
+
+async def test_unsharing_a_role_never_shared_or_oneself_is_refused(tradecord: Harness) -> None:
+    """Before: a role it was never shared with was "no longer shared", and the owner could
+    unshare herself, ending her own subscriptions."""
+    h = tradecord
+    vip = h.emu.add_role(h.guild_id, "VIP", 0)
+    await create_strategy(h, "alice", "Gap fill")
+    await h.reply("alice", "subscribe", strategy="Gap fill")
+    role = await h.reply("alice", "strategy unshare", strategy="Gap fill", role=vip.id)
+    assert role.ephemeral and role.content == (
+        "“Gap fill” is not shared with that role. /strategy settings lists whom it is shared with."
+    ), role.content
+    me = await h.reply("alice", "strategy unshare", strategy="Gap fill", member=h.user("alice"))
+    assert me.content == (
+        "You own this strategy, so it is not shared with you: pick a member it is shared "
+        "with. To stop it trading for you: /unsubscribe strategy:Gap fill."
+    ), me.content
+    assert len(await h.core.subscriptions.list_for(h.user("alice"), h.guild_id)) == 1
+
+
 async def test_a_display_name_with_markdown_or_a_mention_is_shown_as_typed(
     tradecord: Harness,
 ) -> None:
@@ -1239,6 +1358,44 @@ async def test_a_member_who_leaves_the_server_stops_trading_its_strategies(
         assert [s.strategy_name for s in await h.core.subscriptions.list_for(h.user("alice"))] == [
             "Own idea"
         ]
+
+
+async def test_an_owner_who_rejoins_owns_her_strategy_again_and_her_next_departure_is_told(
+    settings: Settings, db: Database
+) -> None:
+    """With the Server Members intent: before, only the start-up reconcile cleared "left the
+    server", so she stayed gone, and leaving again told her subscribers nothing."""
+    async with running_tradecord(settings, discord_members_intent=True) as h:
+        await create_strategy(h, "alice", "Gap fill")
+        await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
+        await h.reply("bob", "subscribe", strategy="Gap fill")
+
+        def told() -> list[Message]:
+            return [
+                m
+                for m in h.emu.dm_messages(h.user("bob"))
+                if "The owner of **Gap fill** left" in m.text()
+            ]
+
+        async def owner_left() -> bool:
+            info = await h.core.strategies.get(h.guild_id, h.user("alice"), "Gap fill")
+            return info.owner_left_at is not None
+
+        h.emu.remove_member(h.guild_id, h.user("alice"))
+        await dm_to(h, "bob", "The owner of **Gap fill** left")
+        assert await owner_left()
+        h.emu.add_member(h.guild_id, h.user("alice"))
+        for _ in range(200):
+            if not await owner_left():
+                break
+            await asyncio.sleep(0.05)
+        assert not await owner_left()
+        h.emu.remove_member(h.guild_id, h.user("alice"))
+        for _ in range(200):
+            if len(told()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(told()) == 2
 
 
 async def test_a_server_admin_deletes_a_members_strategy_and_its_people_are_told(

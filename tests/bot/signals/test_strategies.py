@@ -70,6 +70,26 @@ async def test_names_are_unique_per_guild_ignoring_case(core: Core) -> None:
         await make_strategy(core, name="x" * 101)
 
 
+async def test_a_name_whose_compared_form_is_too_long_is_refused_with_what_to_do(
+    core: Core,
+) -> None:
+    """Before: 34 "ﬃ" (50 characters at most pass /strategy create) fold to 102, past the
+    100 of the unique key: PostgreSQL failed the insert with a DBAPIError."""
+    for name in ("\ufb03" * 34, "ß" * 51):
+        with pytest.raises(InvalidInput, match="letters like ß count as two"):
+            await make_strategy(core, name=name)
+    assert (await make_strategy(core, name="ß" * 50)).strategy.name == "ß" * 50
+
+
+async def test_a_name_is_found_as_it_was_stored_with_its_spaces_collapsed(core: Core) -> None:
+    """Before: "Gap  fill" was stored as "gap fill" but looked up as "gap  fill": not found."""
+    url = await make_strategy(core, name="Gap fill")
+    for typed in ("Gap  fill", " gap\tFILL ", "GAP fill"):
+        assert (await core.strategies.get(GUILD, OWNER, typed)).id == url.strategy.id
+    with pytest.raises(NotFound):
+        await core.strategies.get(GUILD, OWNER, "Gapfill")
+
+
 async def test_sharing_lets_members_subscribe_and_unsharing_ends_it(core: Core) -> None:
     url = await make_strategy(core)
     with pytest.raises(NotFound):
@@ -126,6 +146,23 @@ async def test_unsharing_a_member_keeps_what_a_role_of_theirs_still_gives(core: 
     await core.strategies.share(GUILD, OWNER, sid, BOB)
     done = await core.strategies.unshare(GUILD, OWNER, sid, BOB)
     assert (done.ended, done.kept) == (0, 0)
+
+
+async def test_unsharing_what_is_not_shared_is_refused_and_changes_nothing(core: Core) -> None:
+    """Before: a role never shared was "no longer shared", and unsharing the owner ended the
+    owner's own subscriptions."""
+    url = await make_strategy(core)
+    sid = url.strategy.id
+    await core.strategies.share_role(GUILD, OWNER, sid, PREMIUM)
+    with pytest.raises(InvalidInput, match="“NQ breakout” is not shared with that role"):
+        await core.strategies.unshare_role(GUILD, OWNER, sid, VIP)
+    assert (await core.strategies.get(GUILD, OWNER, sid)).shared_with_roles == (PREMIUM,)
+    await subscribe(core, url, OWNER)
+    with pytest.raises(InvalidInput, match=r"^You own this strategy, so it is not shared with"):
+        await core.strategies.unshare(GUILD, OWNER, sid, OWNER)
+    assert len(await core.subscriptions.list_for(OWNER, GUILD)) == 1
+    # A deleted role is dealt with once, by whichever process hears of it first.
+    assert await core.strategies.role_deleted(GUILD, VIP) == 0
 
 
 async def test_a_role_share_lasts_as_long_as_a_role_that_gives_it(core: Core) -> None:
@@ -218,6 +255,37 @@ async def test_the_hourly_check_leaves_a_member_discord_cannot_answer_for(
     assert not await core.strategies.schedule_member_check()
 
 
+async def test_a_role_unshare_that_discord_cannot_answer_is_caught_by_the_hourly_check(
+    core: Core,
+) -> None:
+    """Before: the hourly check looked only at strategies still shared with some role, so a
+    subscription whose last role share went while Discord was away stayed for good."""
+    url = await make_strategy(core)
+    await core.strategies.share_role(GUILD, OWNER, url.strategy.id, PREMIUM)
+    await core.subscriptions.subscribe(GUILD, ALICE, url.strategy.id, roles={PREMIUM})
+    recorder = notifier(core)
+    recorder.roles[(GUILD, ALICE)] = {PREMIUM}
+
+    async def down(guild_id: int, discord_user_id: int) -> frozenset[int] | None:
+        raise ConnectionError("Discord is away")
+
+    recorder.member_roles = down  # type: ignore[method-assign]
+    _, lost = await core.strategies.unshare_role(GUILD, OWNER, url.strategy.id, PREMIUM)
+    assert lost == 0
+    assert len(await core.subscriptions.list_for(ALICE, GUILD)) == 1
+    del recorder.member_roles
+    assert await core.strategies.check_members() == 1
+    assert await core.subscriptions.list_for(ALICE, GUILD) == []
+    # The start-up reconcile (with the Server Members intent) catches it the same way.
+    await core.strategies.share_role(GUILD, OWNER, url.strategy.id, PREMIUM)
+    await core.subscriptions.subscribe(GUILD, ALICE, url.strategy.id, roles={PREMIUM})
+    recorder.member_roles = down  # type: ignore[method-assign]
+    assert await core.strategies.role_deleted(GUILD, PREMIUM) == 0
+    del recorder.member_roles
+    ended = await core.strategies.reconcile_access(GUILD, ALICE, frozenset({GUILD, PREMIUM}))
+    assert ended == ["NQ breakout"]
+
+
 async def test_subscribers_hear_once_that_an_owner_left_however_it_is_found(core: Core) -> None:
     """The hourly check asks after the owners others follow too: without the Server Members
     intent, nobody heard that an owner left. Told once, though the check runs every hour."""
@@ -247,6 +315,31 @@ async def test_subscribers_hear_once_that_an_owner_left_however_it_is_found(core
     # Given to another member: it has an owner again.
     await core.strategies.transfer(GUILD, BOB, url.strategy.id, ALICE, moderator=True)
     assert (await core.strategies.get(GUILD, ALICE, url.strategy.id)).owner_left_at is None
+
+
+async def test_a_strategy_whose_owner_left_is_not_shared_back_with_them_when_given_away(
+    core: Core,
+) -> None:
+    """Before: the departed owner got a share of it, kept their subscription, and was told
+    "It stays shared with you, so your subscription to it goes on"."""
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER)
+    recorder = notifier(core)
+    recorder.gone.add((GUILD, OWNER))
+    await core.strategies.member_left(GUILD, OWNER)
+    recorder.dms.clear()
+    await core.strategies.transfer(GUILD, BOB, url.strategy.id, ALICE, moderator=True)
+    info = await core.strategies.get(GUILD, ALICE, url.strategy.id)
+    assert info.is_owner and OWNER not in info.shared_with
+    assert await core.subscriptions.list_for(OWNER, GUILD) == []
+    [told] = [m.content or "" for uid, m in recorder.dms if uid == OWNER]
+    assert told.startswith(
+        "You are no longer a member of that server, so a server admin gave your strategy "
+        "**NQ breakout** to another member, and your subscription to it ended."
+    ), told
+    assert "goes on" not in told
+    with pytest.raises(NotFound):
+        await core.strategies.get(GUILD, OWNER, url.strategy.id)
 
 
 async def test_subscribing_again_updates_the_settings(core: Core) -> None:
