@@ -58,7 +58,7 @@ from adapters.models import (
 )
 from adapters.paper import engine, store
 from adapters.paper.engine import PriceType
-from adapters.paper.feed import QuoteSource, SimulatedFeed, utcnow
+from adapters.paper.feed import BrokerPrices, QuoteSource, SimulatedFeed, utcnow
 from adapters.paper.hours import (
     AUCTION_WINDOW,
     FillHours,
@@ -70,7 +70,7 @@ from adapters.paper.hours import (
 from adapters.paper.models import PaperAccount, PaperOrder
 from adapters.paper.universe import Instrument, check_contract, resolve
 from adapters.registry import register
-from adapters.symbols import CENT, decimals, sub_penny_problem
+from adapters.symbols import CENT, asset_class_of, decimals, sub_penny_problem
 from bot.db import Database
 from bot.db_types import plain
 
@@ -225,6 +225,14 @@ class PaperBroker(BrokerAdapter):
         source = self.quote_source
         nested = getattr(source, "simulated_prices", False) is True
         return isinstance(source, SimulatedFeed) or nested
+
+    def simulates(self, symbol: str) -> bool:
+        """Whether ``symbol``'s prices here are made up: a broker source leaves the asset
+        classes it does not trade to the simulated feed (``BrokerPrices``)."""
+        source = self.quote_source
+        if isinstance(source, BrokerPrices):
+            return asset_class_of(symbol) not in source.asset_classes
+        return self.simulated_prices
 
     # -- reads -------------------------------------------------------------------------------
 

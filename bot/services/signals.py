@@ -53,6 +53,7 @@ from adapters.models import (
     Side,
     mask_account,
 )
+from adapters.paper import PaperBroker
 from bot import signal_format
 from bot.automation_models import (
     LEGS,
@@ -1680,7 +1681,8 @@ class SignalService:
                     "leg": leg.name,
                     "plan": plan.to_json(),
                     "bracket": leg.to_json()["bracket"],
-                    "simulated": bool(getattr(adapter, "simulated_prices", False)),
+                    "simulated": isinstance(adapter, PaperBroker)
+                    and adapter.simulates(request.symbol),
                     # Its fill says the P&L against this (trading.describe).
                     **(
                         {"position_average": str(leg.position_average)}

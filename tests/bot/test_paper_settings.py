@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from adapters.models import OrderRequest, OrderType, Side, TimeInForce
+from adapters.paper import PaperBroker
 from adapters.paper.engine import PriceType
 from adapters.symbols import asset_class_of
 from adapters.tradestation import TradeStationAdapter
@@ -241,6 +242,10 @@ async def test_crypto_on_paper_priced_by_a_broker_without_crypto_is_simulated(
     assert quote.simulated
     msft = await market(core, Side.BUY)  # stocks still come from TradeStation
     assert msft.order is not None and msft.order.info["simulated"] is False
+    # What a signal's order is marked with (its results then say "simulated prices").
+    adapter = await core.connections.adapter_for(target.connection)
+    assert isinstance(adapter, PaperBroker)
+    assert adapter.simulates("BTCUSD") and not adapter.simulates("MSFT")
 
 
 async def test_a_source_that_needs_relinking_is_named_as_paper_s_prices(
