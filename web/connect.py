@@ -14,7 +14,7 @@ from bot.models import ConnectionStatus
 from bot.services.linking import Linked, LinkRefused
 from bot.services.notify import Outgoing
 from web.app import public_path
-from web.pages import FLOW_COOKIE, origin, page, redirect
+from web.pages import FLOW_COOKIE, origin, page, redirect, security_headers
 
 log = logging.getLogger("tradecord.web.connect")
 CORE = web.AppKey("connect_core", Core)
@@ -200,7 +200,10 @@ async def strict_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     try:
         return await handler(request)
-    except web.HTTPException:
+    except web.HTTPException as e:
+        # aiohttp's own answers too (a POST to a callback: 405), which a cache must not keep.
+        for name, value in security_headers().items():
+            e.headers.setdefault(name, value)
         raise
     except Exception:
         route = request.match_info.route.resource

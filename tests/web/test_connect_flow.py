@@ -1006,6 +1006,69 @@ async def test_an_unexpected_error_on_a_connect_page_keeps_the_strict_headers(
     assert "c0ffee-secret" not in logged
 
 
+def test_the_flow_cookie_is_http_only_lax_and_secure_over_https() -> None:
+    from web.pages import FLOW_COOKIE, redirect
+
+    morsel = redirect("https://discord.com/oauth2/authorize", cookie="abc", secure=True).cookies[
+        FLOW_COOKIE
+    ]
+    assert (morsel["httponly"], morsel["secure"], morsel["samesite"]) == (True, True, "Lax")
+    assert (morsel["path"], str(morsel["max-age"])) == ("/", "600")
+
+
+async def test_a_callback_without_the_issuer_a_broker_advertises_is_refused(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requirement 4's "required when advertised": no broker's spec advertises it yet."""
+    import dataclasses
+
+    from adapters.tradestation import TradeStationAdapter
+
+    issuer = "https://signin.tradestation.example"
+    spec = dataclasses.replace(TradeStationAdapter.oauth, issuer=issuer, issuer_required=True)
+    monkeypatch.setattr(TradeStationAdapter, "oauth", spec)
+    b = Browser()
+    try:
+        back = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), h.user("alice"))
+        )
+        base, q = back.split("?")[0], parse_qs(urlsplit(back).query)
+        missing = await b.get(url(base, state=q["state"][0], code=q["code"][0]))
+        assert missing.status == 400 and "lacked its issuer" in await missing.text()
+        assert token_requests(h) == 0
+        back = await through_broker(
+            b, h, await through_discord(b, h, await connect_link(h, "alice"), h.user("alice"))
+        )
+        q = parse_qs(urlsplit(back).query)
+        ok = await b.get(url(base, state=q["state"][0], code=q["code"][0], iss=issuer))
+        assert ok.status == 200, await ok.text()
+    finally:
+        await b.close()
+
+
+async def test_aiohttp_s_own_answers_on_the_connect_pages_keep_the_strict_headers(
+    h: Harness,
+) -> None:
+    """A POST to a callback (a broker sending form_post) got aiohttp's bare 405, which a cache
+    or proxy could keep."""
+    base = f"http://127.0.0.1:{h.bot.web_port}"
+    b = Browser()
+    try:
+        for method, path in (
+            ("POST", "/oauth/tradestation/callback"),
+            ("PUT", "/connect/some-token"),
+            ("POST", "/auth/discord/callback"),
+        ):
+            async with b.session.request(method, base + path, allow_redirects=False) as r:
+                await r.read()
+            assert r.status == 405, (method, path)
+            assert r.headers.get("Cache-Control") == "no-store", (method, path)
+            assert r.headers.get("Referrer-Policy") == "no-referrer"
+            assert "default-src 'none'" in r.headers.get("Content-Security-Policy", "")
+    finally:
+        await b.close()
+
+
 async def test_a_busy_token_endpoint_while_linking_says_to_try_again(h: Harness) -> None:
     """A bare 429 from the broker's token endpoint at the code exchange (authlib returns an
     empty token) was a KeyError: the member got "Something went wrong on our side"."""

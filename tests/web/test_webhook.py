@@ -170,6 +170,23 @@ async def test_a_streamed_oversize_body_is_cut_off_while_reading(
     assert await count(core, ReceivedSignal) == 0
 
 
+async def test_a_compressed_body_is_limited_as_it_inflates(core: Core, client: TestClient) -> None:
+    """Requirement 23 against a gzip bomb: 8 MiB that travel as a few KiB."""
+    import gzip
+
+    url = await make_strategy(core)
+    inner = b'{"ticker":"AAPL","action":"buy","pad":"' + b"x" * (8 * 1024 * 1024) + b'"}'
+    packed = gzip.compress(inner)
+    assert len(packed) < MAX_BODY_BYTES
+    resp = await client.post(
+        path(url),
+        data=packed,
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
+    assert resp.status == 413
+    assert await count(core, ReceivedSignal) == 0
+
+
 async def test_a_body_of_exactly_the_limit_is_read(core: Core, client: TestClient) -> None:
     url = await make_strategy(core)
     raw = body()
