@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigurationError(f"--script: no file {script} (- reads standard input)")
             if script is not None and script.is_dir():
                 raise ConfigurationError(f"--script: {script} is a folder; name a file in it")
+            if script is not None and str(script) != "-":
+                _check_script(script)
             from bot.local import run_local
 
             # A migration's every step at the first start buries the chat's first lines.
@@ -161,6 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _check_script(script: Path) -> None:
+    """Read the script now: a file that is not UTF-8 failed with a traceback after the whole
+    of Tradecord had started."""
+    try:
+        script.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigurationError(
+            f"--script: {script} is not UTF-8 text (line {line}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigurationError(
+            f"--script: cannot read {script} ({e.strerror}); check its permissions"
+        ) from None
 
 
 async def _db_upgrade(settings: Settings) -> int:
@@ -214,7 +232,7 @@ async def _keys_rotate(settings: Settings) -> int:
 
 
 async def _sync(settings: Settings, guild_id: int | None, global_: bool) -> int:
-    from bot.client import create_bot
+    from bot.client import create_bot, sync_to_guild
 
     if settings.discord_token is None:
         raise ConfigurationError("DISCORD_TOKEN: sync needs the bot token of a real application")
@@ -226,9 +244,7 @@ async def _sync(settings: Settings, guild_id: int | None, global_: bool) -> int:
             print(f"Synced {len(synced)} commands globally (Discord may take up to an hour).")
         else:
             assert guild_id is not None
-            guild = discord.Object(guild_id)
-            bot.tree.copy_global_to(guild=guild)
-            synced = await bot.tree.sync(guild=guild)
+            synced = await sync_to_guild(bot, guild_id, "--guild")
             print(f"Synced {len(synced)} commands to guild {guild_id}.")
     return 0
 

@@ -7,6 +7,7 @@ import importlib
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import discord
 import yarl
@@ -15,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core import Core
-from bot.errors import TradecordError
+from bot.errors import ConfigurationError, TradecordError
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,22 +102,23 @@ class Tradecord(commands.Bot):
             self.background = Background(self._core)
             self.background.start()
         if self.settings.discord_dev_guild_id:
-            guild = discord.Object(self.settings.discord_dev_guild_id)
-            self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
-            log.info("Synced %d commands to dev guild %s", len(synced), guild.id)
+            guild_id = self.settings.discord_dev_guild_id
+            synced = await sync_to_guild(self, guild_id, "DISCORD_DEV_GUILD_ID")
+            log.info("Synced %d commands to dev guild %s", len(synced), guild_id)
         from bot.roles import settle_heap
 
         settle_heap()
 
     async def start_web(self) -> None:
-        from web.app import app_runner, start_site
+        from web.app import app_runner
 
         self.web_runner = app_runner(self.core)
         await self.web_runner.setup()
-        self.web_port = await start_site(
-            self.web_runner, self.settings.web_host, self.settings.web_port
-        )
+        self.web_port = await bind_web(self.web_runner, self.settings)
+        # Webhook URLs and /connect links are built from PUBLIC_URL: when it was not given,
+        # from the port actually bound, not the default's 8080.
+        self.settings = self.settings.bound_to(self.web_port)
+        self.core.settings = self.core.settings.bound_to(self.web_port)
         log.info("Web server on http://%s:%s", self.settings.web_host, self.web_port)
 
     async def close(self) -> None:
@@ -228,6 +230,53 @@ async def drop_public_placeholder(interaction: discord.Interaction) -> None:
     original = await interaction.original_response()
     if original.flags.loading and not original.flags.ephemeral:
         await interaction.delete_original_response()
+
+
+async def sync_to_guild(
+    bot: commands.Bot, guild_id: int, setting: str
+) -> list[app_commands.AppCommand]:
+    """Push the commands to one guild. A guild Discord does not know (10004) or the bot may not
+    add commands to (50001: not in it, or invited without applications.commands) is a setting
+    to fix, said in one line rather than discord.py's traceback."""
+    guild = discord.Object(guild_id)
+    bot.tree.copy_global_to(guild=guild)
+    try:
+        return await bot.tree.sync(guild=guild)
+    except (discord.NotFound, discord.Forbidden) as e:
+        why = (
+            f"Discord knows no server with id {guild_id}"
+            if isinstance(e, discord.NotFound)
+            else f"the bot may not add commands to server {guild_id}"
+        )
+        raise ConfigurationError(
+            f"{setting}: {why}. Check the id (Developer Mode on, then right-click the server → "
+            "Copy Server ID), and invite the bot there with the bot and applications.commands "
+            "scopes."
+        ) from None
+
+
+async def bind_web(runner: web.AppRunner, settings: Settings) -> int:
+    """``start_site`` on WEB_HOST:WEB_PORT; a port in use that PUBLIC_URL names too says so,
+    or the admin changes WEB_PORT alone and every link points at the old port."""
+    from web.app import start_site
+
+    try:
+        return await start_site(runner, settings.web_host, settings.web_port)
+    except ConfigurationError as e:
+        url = urlsplit(settings.public_url)
+        try:
+            public_port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+        except ValueError:
+            public_port = None
+        if (
+            "already in use" in e.user_message
+            and settings.public_url_set
+            and public_port == settings.web_port
+        ):
+            raise ConfigurationError(
+                f"{e.user_message} (PUBLIC_URL, {settings.public_url}, names it too: change both)"
+            ) from None
+        raise
 
 
 class ShardedTradecord(Tradecord, commands.AutoShardedBot):  # type: ignore[misc]

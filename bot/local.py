@@ -4,19 +4,23 @@ the terminal. Anyone can try Tradecord without a Discord application.
 Lines are slash commands as typed in Discord (``/trade symbol:AAPL side:buy quantity:10``; a
 value runs to the next option, so ``/strategy create name:EMA cross`` works),
 ``press N`` / ``select N[,M]`` (``select K N`` for menu K of several) for the components of
-the last message, ``help`` and ``quit``.
-``--script FILE`` plays a file.
+the last message, ``help`` and ``quit``. A line starting with ``#``, and a `` # `` tail, are
+notes. ``--script FILE`` plays a file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import itertools
+import os
 import re
 import secrets
 import shlex
+import socket
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,6 +29,7 @@ from pydantic import SecretStr
 
 from bot.client import create_bot
 from bot.core import Core, resolve_keys
+from bot.roles import check_keys
 from bot.settings import Settings, load_settings
 from emulators.discord import (
     DiscordEmulator,
@@ -52,6 +57,7 @@ Then:  press N        press button N of the last message (or press Confirm: its 
        select N[,M]   choose options of the last message's menu
        select K N     choose option N of menu K, when it has several
        help           this text          quit   leave"""
+TRAILING_COMMENT = re.compile(r"\s+#\s.*$", re.DOTALL)
 OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")  # as Discord allows them, lower case
 OPTION_TYPES = {
     3: "string",
@@ -119,7 +125,9 @@ class Chat:
 
     async def handle(self, line: str) -> bool:
         """Run one line; ``False`` means quit."""
-        line = line.strip()
+        # "press 1   # a note" as the README's examples write it: a " # " tail is a comment.
+        # A # with no space after it is kept, as in channel:#general.
+        line = TRAILING_COMMENT.sub("", line).strip()
         if not line or line.startswith("#"):
             return True
         word = line.split()[0].lower()
@@ -136,10 +144,10 @@ class Chat:
                 await self._slash(line[1:])
             else:
                 self.say("Commands start with / (try /help), or type help.")
+        except InteractionTimeout:  # an EmulatorError too: caught first, or never shown
+            self.say("! Tradecord did not answer in time.")
         except (ChatError, EmulatorError) as e:
             self.say(f"! {e}")
-        except InteractionTimeout:
-            self.say("! Tradecord did not answer in time.")
         return True
 
     async def _slash(self, text: str) -> None:
@@ -211,13 +219,15 @@ class Chat:
         if d is None:
             raise ChatError(f"unknown option {name}; options: {', '.join(defs) or 'none'}")
         kind = OPTION_TYPES[d["type"]]
+        if d.get("choices"):
+            return self._choice(name, value, d["choices"])
         try:
             if kind == "integer":
                 return int(value)
             if kind == "number":
                 return float(value)
         except ValueError:
-            raise ChatError(f"{name} must be a {kind}") from None
+            raise ChatError(f"{name} must be {'an' if kind == 'integer' else 'a'} {kind}") from None
         if kind == "boolean":
             word = value.lower()
             if word not in ("true", "yes", "1", "on", "false", "no", "0", "off"):
@@ -242,6 +252,18 @@ class Chat:
                     return role.id
             raise ChatError(f"no role @{value.lstrip('@')}")
         return value
+
+    @staticmethod
+    def _choice(name: str, value: str, choices: list[dict[str, Any]]) -> Any:
+        """One of an option's choices, by its value or the name Discord shows for it; else
+        what it offers, in words (the emulator's refusal shows a Python list)."""
+        wanted = value.casefold()
+        for choice in choices:
+            if wanted in (str(choice["value"]).casefold(), str(choice["name"]).casefold()):
+                return choice["value"]
+        offered = [str(c["value"]) for c in choices]
+        words = ", ".join(offered[:-1]) + " or " + offered[-1] if len(offered) > 1 else offered[0]
+        raise ChatError(f"{name} takes {words}; not {value}")
 
     def _components(self) -> list[Any]:
         if self.last is None or not components_index(self.last):
@@ -291,7 +313,10 @@ class Chat:
             menu = chosen[0]
         options = menu.component.get("options", [])
         try:
-            picks = [options[int(n) - 1]["value"] for n in words[0].split(",")]
+            numbers = [int(n) for n in words[0].split(",")]
+            if min(numbers) < 1:  # options[-1] would quietly pick the last option
+                raise IndexError
+            picks = [options[n - 1]["value"] for n in numbers]
         except (IndexError, ValueError):
             hint = f"choose numbers from 1 to {len(options)}, e.g. select 1"
             if len(menus) > 1:
@@ -316,20 +341,76 @@ class Chat:
         self.last = message if message.components else self.last
 
 
+def _free_port(host: str) -> int:
+    """A port free on ``host`` now, or 0 when ``host`` is not this machine's: binding it
+    again then refuses with its own line."""
+    try:
+        family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    except OSError:
+        return 0
+
+
+def _feed_stdin(fd: int, loop: asyncio.AbstractEventLoop, chunks: asyncio.Queue[bytes]) -> None:
+    """Read standard input on a daemon thread: asyncio.run joins its executor's threads at
+    exit, and one blocked in readline made Ctrl-C at the prompt hang. ``os.read`` holds no
+    lock of ``sys.stdin``'s, which the interpreter's shutdown would wait for."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        try:
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+        except RuntimeError:  # the loop is closed: Tradecord is stopping
+            return
+        if not chunk:
+            return
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    threading.Thread(target=_feed_stdin, args=(fd, loop, chunks), daemon=True).start()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    while True:
+        chunk = await chunks.get()
+        pending += decoder.decode(chunk, final=not chunk)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            yield line + "\n"
+        if not chunk:
+            if pending:
+                yield pending
+            return
+
+
 async def _lines(script: Path | None, out: TextIO) -> AsyncIterator[str]:
     if script is not None and str(script) != "-":
-        for line in script.read_text().splitlines():  # noqa: ASYNC240 - a small local file
+        for line in script.read_text(encoding="utf-8").splitlines():  # noqa: ASYNC240 - a small local file
             if line.strip() and not line.startswith("#"):
                 print(f"you> {line}", file=out, flush=True)
             yield line
         return
     interactive = script is None and sys.stdin.isatty()
-    loop = asyncio.get_running_loop()
-    while True:
+    lines = _stdin_lines()
+    for count in itertools.count():
         if interactive:
             print("you> ", end="", file=out, flush=True)
-        line = await loop.run_in_executor(None, sys.stdin.readline)
+        line = await anext(lines, "")
         if not line:
+            if script is None and not interactive and count == 0:
+                # Started by a service manager or with < /dev/null: it stopped at once, unsaid.
+                print(
+                    "Nothing to read: stdin is not a terminal and gave no lines. Run tradecord "
+                    "in a terminal to chat, or use --script FILE to play a file.",
+                    file=out,
+                    flush=True,
+                )
             return
         if not interactive:
             print(f"you> {line.rstrip()}", file=out, flush=True)
@@ -341,6 +422,13 @@ async def run_local(
 ) -> int:
     print(BANNER, file=out, flush=True)
     keys = resolve_keys(settings)  # creates the local key file on first start
+    public_url = settings.public_url
+    if not settings.public_url_set:
+        # The sandbox brokers and the built-in Discord take their redirect URIs before the
+        # web server binds: a port chosen now (WEB_PORT=0) lets PUBLIC_URL name it already.
+        port = settings.web_port or _free_port(settings.web_host)
+        settings = settings.model_copy(update={"web_port": port})
+        public_url = settings.bound_public_url(port)
     emu = DiscordEmulator(bot_token=LOCAL_TOKEN)
     await emu.start()
     stack = contextlib.AsyncExitStack()
@@ -351,7 +439,7 @@ async def run_local(
         except ImportError:
             start_sandbox_brokers = None  # type: ignore[assignment]
         if start_sandbox_brokers is not None:
-            sandbox = await start_sandbox_brokers(settings.public_url)
+            sandbox = await start_sandbox_brokers(public_url)
             stack.push_async_callback(sandbox.stop)
             overrides.update(sandbox.settings_overrides)
             hours = asyncio.create_task(sandbox.follow_the_exchange())
@@ -361,7 +449,7 @@ async def run_local(
         emu.register_oauth_client(
             str(emu.application_id),
             oauth_secret,
-            [f"{settings.public_url.rstrip('/')}/auth/discord/callback"],
+            [f"{public_url.rstrip('/')}/auth/discord/callback"],
         )
         overrides.update(
             discord_client_id=str(emu.application_id),
@@ -369,6 +457,8 @@ async def run_local(
             discord_authorize_url=f"{emu.base_url}/oauth2/authorize",
         )
         values = {k: v for k, v in settings.model_dump().items() if v is not None}
+        if not settings.public_url_set:
+            del values["public_url"]  # derived from the bound port (Tradecord.start_web)
         values.update(overrides)
         values.update(
             discord_api_base=emu.api_base,
@@ -380,6 +470,9 @@ async def run_local(
         local = load_settings(**values).model_copy(update={"discord_token": SecretStr(LOCAL_TOKEN)})
         core = await Core.open(local, keys=keys)
         stack.push_async_callback(core.close)
+        # As every other process checks at start (bot.roles.open_core): log the keys in use,
+        # and refuse while stored tokens are under a key no longer configured.
+        await check_keys(core)
         bot = create_bot(local, core=core, guild_ready_timeout=0.05)
         runner = asyncio.create_task(bot.start(LOCAL_TOKEN))
 

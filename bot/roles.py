@@ -16,7 +16,7 @@ import discord
 from discord.http import HTTPClient
 from sqlalchemy import text
 
-from bot.client import point_at_discord
+from bot.client import bind_web, point_at_discord
 from bot.core import Core
 from bot.errors import ConfigurationError
 from bot.notifier import DiscordNotifier
@@ -160,14 +160,15 @@ async def rest_core(settings: Settings) -> AsyncIterator[Core]:
 
 
 async def run_web(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    from web.app import app_runner, start_site
+    from web.app import app_runner
 
     stop = stop or stop_on_signals()
     async with rest_core(settings) as core:
         runner = app_runner(core)
         await runner.setup()
         try:
-            port = await start_site(runner, settings.web_host, settings.web_port)
+            port = await bind_web(runner, settings)
+            core.settings = core.settings.bound_to(port)  # PUBLIC_URL unset: the bound port
             log.info("Web role on http://%s:%s", settings.web_host, port)
             await stop.wait()
         finally:

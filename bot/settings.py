@@ -118,7 +118,14 @@ def _check_secure_url(value: str, schemes: tuple[str, str]) -> str:
 
 EXPECTATIONS: dict[str, str] = {
     "web_port": "a TCP port number between 1 and 65535 (0 picks a free port)",
-    "discord_dev_guild_id": "a Discord guild id (a number)",
+    "discord_dev_guild_id": "a Discord guild id (a positive number), or empty for none",
+    # pydantic's own words ("Input should be a valid boolean") name no value that works.
+    "discord_members_intent": "true or false",
+    "tradecord_tradestation_pkce": "true or false",
+    "job_lease_seconds": "a number of seconds from 10 to 3600",
+    "signal_log_days": "a number of days from 0 (keep them all) to 36500",
+    "database_pool_size": "a number of connections from 1 to 100",
+    "database_max_overflow": "a number of connections from 0 to 100",
     "paper_starting_cash": "a positive amount up to 1000000000000000, such as 100000",
     "limit_max_order_quantity": "a number of at least 0 (0 or empty = no limit), such as 1000",
     "limit_max_order_notional": "an amount of at least 0 in USD (0 or empty = no limit)",
@@ -236,6 +243,16 @@ class Settings(BaseSettings):
     tradecord_tradier_paper_api_url: str | None = None
     tradecord_alpaca_data_url: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_public_url_is_unset(cls, values: Any) -> Any:
+        # "PUBLIC_URL=" (as .env.example has it) means not given: the bound address is used.
+        if isinstance(values, dict):
+            for key in [k for k in values if str(k).lower() == "public_url"]:
+                if isinstance(values[key], str) and not values[key].strip():
+                    values = {k: v for k, v in values.items() if k != key}
+        return values
+
     @field_validator("discord_token", mode="before")
     @classmethod
     def _blank_token_is_none(cls, v: Any) -> Any:
@@ -245,6 +262,14 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_guild_is_none(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("discord_dev_guild_id")
+    @classmethod
+    def _positive_guild(cls, v: int | None) -> int | None:
+        # 0 quietly meant "unset" and -1 went to Discord; no guild has either id.
+        if v is not None and v <= 0:
+            raise ValueError(EXPECTATIONS["discord_dev_guild_id"])
+        return v
 
     @field_validator(
         *[f"tradecord_{b}_{u}" for b in BROKERS for u in BROKER_URLS], "tradecord_alpaca_data_url"
@@ -415,6 +440,35 @@ class Settings(BaseSettings):
         return self.discord_token is None
 
     @property
+    def public_url_set(self) -> bool:
+        """Whether PUBLIC_URL was given (environment, .env or argument), not its default."""
+        return "public_url" in self.model_fields_set
+
+    def bound_public_url(self, port: int) -> str:
+        """PUBLIC_URL as given, or else the address the web server is bound to: the default's
+        port 8080 was wrong in every webhook URL and /connect link when WEB_PORT was not."""
+        if self.public_url_set:
+            return self.public_url
+        host = self.web_host
+        # Off loopback with a real token, the default's 127.0.0.1 stays (plain http only to
+        # this machine); any address works from this machine itself.
+        if (
+            not host
+            or _is_unspecified(host)
+            or not (self.local_mode or host == "localhost" or _is_loopback(host))
+        ):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def bound_to(self, port: int) -> Settings:
+        """These settings with PUBLIC_URL derived from the bound port, when it was not given."""
+        if self.public_url_set:
+            return self
+        copy = self.model_copy(update={"public_url": self.bound_public_url(port)})
+        copy.__pydantic_fields_set__.discard("public_url")  # still not given: derived again
+        return copy
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -467,5 +521,13 @@ def load_settings(**overrides: Any) -> Settings:
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_unspecified(host: str) -> bool:
+    """0.0.0.0 or ::, every address of the machine: not one a browser can go to."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False

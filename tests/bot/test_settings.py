@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.settings import SettingsError, load_settings
@@ -36,6 +38,17 @@ def test_dotenv_is_read(tmp_path) -> None:
         ("TRADECORD_KEYS", "k1:AAAA", "TRADECORD_KEYS: key 'k1' must decode to 32 bytes"),
         ("TRADECORD_KEYS", "nocolon", "TRADECORD_KEYS: entries must look like key_id:base64key"),
         ("DISCORD_DEV_GUILD_ID", "general", "DISCORD_DEV_GUILD_ID: a Discord guild id"),
+        ("DISCORD_DEV_GUILD_ID", "-1", "DISCORD_DEV_GUILD_ID: a Discord guild id (a positive"),
+        ("DISCORD_DEV_GUILD_ID", "0", "DISCORD_DEV_GUILD_ID: a Discord guild id (a positive"),
+        ("DISCORD_MEMBERS_INTENT", "maybe", "DISCORD_MEMBERS_INTENT: true or false"),
+        ("TRADECORD_TRADESTATION_PKCE", "sure", "TRADECORD_TRADESTATION_PKCE: true or false"),
+        ("JOB_LEASE_SECONDS", "a minute", "JOB_LEASE_SECONDS: a number of seconds from 10 to 3600"),
+        ("JOB_LEASE_SECONDS", "5", "JOB_LEASE_SECONDS: a number of seconds from 10 to 3600"),
+        ("SIGNAL_LOG_DAYS", "a year", "SIGNAL_LOG_DAYS: a number of days from 0 (keep them all)"),
+        ("SIGNAL_LOG_DAYS", "-1", "SIGNAL_LOG_DAYS: a number of days from 0 (keep them all)"),
+        ("DATABASE_POOL_SIZE", "five", "DATABASE_POOL_SIZE: a number of connections from 1 to"),
+        ("DATABASE_POOL_SIZE", "0", "DATABASE_POOL_SIZE: a number of connections from 1 to 100"),
+        ("DATABASE_MAX_OVERFLOW", "101", "DATABASE_MAX_OVERFLOW: a number of connections from 0"),
         ("PLAN_LIMITS", "free=1", "PLAN_LIMITS: expected plan:limit pairs"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: expected one of"),
         ("TRUSTED_PROXIES", "10.0.0.0/8,proxy", "TRUSTED_PROXIES: expected comma-separated IP"),
@@ -171,3 +184,38 @@ def test_repr_of_settings_shows_no_secret(monkeypatch: pytest.MonkeyPatch) -> No
     for needle in ("bot-token-", "discord-client-secret", "alpaca-client-secret", "hunter2"):
         assert needle not in shown
     assert secrets["TRADECORD_KEYS"].split(":")[1] not in shown
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "http://127.0.0.1:4321"),
+        ({"WEB_HOST": "0.0.0.0"}, "http://127.0.0.1:4321"),  # noqa: S104 - a value, not a bind
+        ({"WEB_HOST": "::1"}, "http://[::1]:4321"),
+        ({"WEB_HOST": "192.168.1.50"}, "http://192.168.1.50:4321"),  # local mode, on the LAN
+        ({"WEB_HOST": "192.168.1.50", "DISCORD_TOKEN": "x" * 60}, "http://127.0.0.1:4321"),
+        ({"PUBLIC_URL": "https://trade.example.org"}, "https://trade.example.org"),
+        ({"PUBLIC_URL": "http://127.0.0.1:8080"}, "http://127.0.0.1:8080"),  # given: kept
+    ],
+)
+def test_public_url_not_given_names_the_port_bound(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    """Before: the default http://127.0.0.1:8080 whatever WEB_PORT was (0 included)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = load_settings(web_port=0)
+    assert s.public_url_set == ("PUBLIC_URL" in env)
+    assert s.bound_to(4321).public_url == expected
+    assert s.bound_to(4321).public_url_set == s.public_url_set
+
+
+def test_env_example_as_dotenv_leaves_public_url_to_the_bound_port(tmp_path) -> None:
+    """Before: .env.example's PUBLIC_URL=http://127.0.0.1:8080, copied to .env, gave every
+    link port 8080 whatever WEB_PORT was; and an empty PUBLIC_URL= was refused."""
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text().replace("WEB_PORT=8080", "WEB_PORT=9090"))
+    s = load_settings()
+    assert not s.public_url_set
+    assert s.bound_to(9090).public_url == "http://127.0.0.1:9090"
+    assert not load_settings(public_url=" ").public_url_set

@@ -6,7 +6,11 @@ import asyncio
 import io
 import logging
 import os
+import pty
+import re
+import signal
 import sys
+import time
 from pathlib import Path
 
 import discord
@@ -330,3 +334,231 @@ def test_discords_missing_voice_warning_is_not_logged(caplog: pytest.LogCaptureF
         ]
     finally:
         log.filters[:] = saved
+
+
+async def test_ctrl_c_at_the_local_chat_prompt_stops_tradecord(tmp_path: Path) -> None:
+    """Before: the prompt read stdin in asyncio's default executor, and asyncio.run waited at
+    exit for that thread, blocked in readline: Ctrl-C left Tradecord running."""
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        env=base_env(tmp_path),
+        cwd=tmp_path,
+        stdin=slave,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    os.close(slave)
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        deadline = time.monotonic() + 60
+        while b"Type help" not in seen and time.monotonic() < deadline:
+            seen += await asyncio.wait_for(proc.stdout.read(4096), 60)
+        assert b"Type help" in seen, seen
+        await asyncio.sleep(0.5)  # at the prompt, waiting for a line
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 15)
+        assert code == 130
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(master)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+async def test_local_mode_links_name_the_port_the_web_server_is_on(
+    settings: Settings, tmp_path: Path, restore_discord_urls: object, fixed: bool
+) -> None:
+    """Before: PUBLIC_URL's default, http://127.0.0.1:8080, was in every webhook URL and
+    /connect link whatever WEB_PORT was (0 included)."""
+    from tests.support import free_port
+
+    port = free_port() if fixed else 0
+    script = tmp_path / "links.txt"
+    script.write_text("/strategy create name:Breakout\n/connect broker:tradestation\n")
+    local = settings.model_copy(
+        update={"tradecord_keys": None, "discord_token": None, "web_port": port}
+    )
+    out = io.StringIO()
+    assert await run_local(local, script=script, out=out) == 0
+    text = out.getvalue()
+    if not fixed:
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/webhook/", text)
+        assert found is not None, text
+        port = int(found.group(1))
+        assert port not in (0, 8080)
+    assert f"http://127.0.0.1:{port}/webhook/" in text, text
+    assert f"http://127.0.0.1:{port}/connect/" in text, text
+    assert ":8080/" not in text
+
+
+async def test_port_in_use_names_public_url_when_it_names_that_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = base_env(tmp_path) | {
+            "WEB_PORT": str(port),
+            "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        }
+        code, _, err = await run_cli("run", "--script", os.devnull, env=env, cwd=tmp_path)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"tradecord: WEB_PORT: 127.0.0.1:{port} is already in use; stop what listens there or "
+        f"choose another port (PUBLIC_URL, http://127.0.0.1:{port}, names it too: change both)"
+    ), err
+
+
+async def test_the_bots_web_server_gives_public_url_its_bound_port(
+    settings: Settings, db: object, restore_discord_urls: object
+) -> None:
+    """The normal start (role all) too: PUBLIC_URL unset and WEB_PORT=0 gave :8080 links."""
+    from bot.client import create_bot
+    from bot.core import Core
+
+    assert not settings.public_url_set and settings.web_port == 0
+    core = await Core.open(settings, migrate=False)
+    bot = create_bot(settings, core=core)
+    try:
+        await bot.start_web()
+        assert bot.web_port not in (None, 0, 8080)
+        assert core.settings.public_url == f"http://127.0.0.1:{bot.web_port}"
+        assert core.strategies.webhook_url("1", "s").startswith(
+            f"http://127.0.0.1:{bot.web_port}/webhook/"
+        )
+    finally:
+        await bot.close()
+        await core.close()
+
+
+@pytest.mark.parametrize("args", [("sync", "--guild", "4242"), ("run",)])
+async def test_a_guild_id_discord_does_not_know_stops_with_one_line(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Before: discord.py's NotFound traceback (10004 Unknown Guild)."""
+    async with DiscordEmulator(bot_token="the-token") as emu:
+        env = base_env(tmp_path) | {
+            "DISCORD_TOKEN": "the-token",
+            "TRADECORD_KEYS": generate_key_spec("k1"),
+            "DISCORD_API_BASE": emu.api_base,
+            "DISCORD_GATEWAY_URL": emu.gateway_url,
+            "DISCORD_DEV_GUILD_ID": "4242",
+        }
+        code, _, err = await run_cli(*args, env=env, cwd=tmp_path)
+    setting = "--guild" if args[0] == "sync" else "DISCORD_DEV_GUILD_ID"
+    assert code == 2, err
+    assert "Traceback" not in err and "the-token" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"tradecord: {setting}: Discord knows no server with id 4242. Check the id (Developer "
+        "Mode on, then right-click the server → Copy Server ID), and invite the bot there with "
+        "the bot and applications.commands scopes."
+    ), err
+
+
+async def test_a_guild_the_bot_may_not_reach_stops_with_one_line(
+    settings: Settings, restore_discord_urls: object
+) -> None:
+    """Discord answers 50001 Missing Access for a server the bot is not in."""
+    from unittest import mock
+
+    from bot.client import create_bot, sync_to_guild
+    from bot.errors import ConfigurationError
+
+    bot = create_bot(settings, sync_only=True)
+    response = mock.Mock(status=403, reason="Forbidden")
+    missing = discord.Forbidden(response, {"code": 50001, "message": "Missing Access"})
+    with (
+        mock.patch.object(bot.tree, "sync", side_effect=missing),
+        pytest.raises(ConfigurationError) as refused,
+    ):
+        await sync_to_guild(bot, 4242, "--guild")
+    assert refused.value.user_message.startswith(
+        "--guild: the bot may not add commands to server 4242. Check the id"
+    )
+
+
+async def test_local_mode_checks_the_keys_as_every_process_does(
+    settings: Settings,
+    db: object,
+    tmp_path: Path,
+    restore_discord_urls: object,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: local mode opened the core without bot.roles' key check, and started with
+    tokens under a key TRADECORD_KEYS no longer held (each member found out at their turn)."""
+    from pydantic import SecretStr
+
+    from bot.db import Database
+    from bot.errors import ConfigurationError
+    from bot.settings import parse_keys
+    from bot.vault import Vault
+    from tests.bot.test_credentials import _store
+
+    assert isinstance(db, Database)
+    old, new = generate_key_spec("old"), generate_key_spec("new")
+    await _store(db, Vault(parse_keys(old)), 1)
+    out = io.StringIO()
+    script = tmp_path / "empty.txt"
+    script.write_text("")
+    local = settings.model_copy(update={"discord_token": None})
+    with pytest.raises(ConfigurationError) as refused:
+        newer = local.model_copy(update={"tradecord_keys": SecretStr(new)})
+        await run_local(newer, script=script, out=out)
+    assert "encrypted under keys it no longer holds (2 under key old)" in str(refused.value)
+    assert "Signed in as" not in out.getvalue()
+    caplog.set_level(logging.INFO, "tradecord.roles")
+    both = local.model_copy(update={"tradecord_keys": SecretStr(f"{new},{old}")})
+    assert await run_local(both, script=script, out=out) == 0
+    assert "Encryption keys in use: new (primary): 0, old: 2" in caplog.text
+
+
+async def test_a_script_that_is_not_utf8_stops_with_one_line(tmp_path: Path) -> None:
+    """Before: a UnicodeDecodeError traceback, once everything had started."""
+    (tmp_path / "demo.txt").write_bytes(b"/help\n/strategy create name:Caf\xe9\n")
+    code, out, err = await run_cli(
+        "run", "--script", "demo.txt", env=base_env(tmp_path), cwd=tmp_path
+    )
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "tradecord: --script: demo.txt is not UTF-8 text (line 2); save it as UTF-8"
+    ]
+    assert BANNER not in out  # refused before starting anything
+
+
+def readme() -> str:
+    return (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def readme_local_mode_lines() -> list[str]:
+    block = readme().split("## Local mode", 1)[1].split("```\n", 2)[1]
+    return [line.removeprefix("you> ") for line in block.splitlines()]
+
+
+async def test_the_readmes_local_mode_lines_play_as_a_script(
+    settings: Settings, tmp_path: Path, restore_discord_urls: object
+) -> None:
+    """Before: their " # ..." notes were read as part of the command ("press 1  # press the
+    first button" was refused, "amount:500  # or size it in dollars" was not a number)."""
+    lines = readme_local_mode_lines()
+    assert any(" # " in line for line in lines)  # the notes this is about
+    # Before: "/strategy settings refusal_notices:False", without the strategy it requires.
+    turn_off = re.findall(r"`(/strategy settings [^`]*refusal_notices[^`]*)`", readme())
+    assert turn_off
+    lines += ["/strategy create name:NAME", *turn_off]
+    script = tmp_path / "readme.txt"
+    script.write_text("\n".join(lines) + "\n")
+    local = settings.model_copy(update={"tradecord_keys": None, "discord_token": None})
+    out = io.StringIO()
+    assert await run_local(local, script=script, out=out) == 0
+    text = out.getvalue()
+    assert "Filled: buy 10 AAPL" in text, text  # "press 1" confirmed the first order
+    assert "! press a number" not in text and "must be a number" not in text, text
+    assert "Amount must be" not in text, text
+    assert "off: /signal list still shows refused signals" in text, text
