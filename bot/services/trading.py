@@ -2756,8 +2756,16 @@ class TradingService:
         gate, _ = await self._pretrade(intent, target, adapter)
         _raise_limit(gate if isinstance(gate, Refusal) else None, verdict)
         assert isinstance(gate, Gate)
-        if own is None or not gate.daily or gate.closes or own.extra.get("risk_off"):
+        if own is None or not gate.daily or gate.closes:
             return None
+        if own.extra.get("risk_off"):
+            # Sent as a close, it was counted against no daily limit; raised past the position
+            # it opens one, which would then count nowhere either.
+            raise LimitReached(
+                f"{verdict}: this order was placed to close your position, and so was counted "
+                "against no daily limit; changed this way it would open a new one. Keep it "
+                "closing, and place the rest as a new order with /trade."
+            )
         if own.status in NOT_COUNTED or gate.notional is None or not remaining:
             return None
         total = remaining + order.filled_quantity

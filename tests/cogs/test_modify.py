@@ -284,6 +284,35 @@ async def test_a_change_that_raises_an_order_counts_against_my_daily_notional(
     assert "already sent today" in refused.text(), refused.text()
 
 
+async def test_a_closing_sell_raised_into_a_short_is_no_way_around_the_daily_limit(
+    tradecord: Harness,
+) -> None:
+    """Before: a closing sell (counted against no limit, as it takes risk off) raised from 10
+    to 60 with /modify went through, a $12,500 short that a new /trade was refused."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await confirmed(h, "alice", await preview(h, "alice", symbol="AAPL", quantity="10"))
+    sell = await preview(
+        h,
+        "alice",
+        symbol="AAPL",
+        side="sell",
+        quantity="10",
+        order_type="limit",
+        limit_price="250",
+        time_in_force="gtc",
+    )
+    await confirmed(h, "alice", sell)
+    _, _, [order] = await h.core.trading.open_orders(h.user("alice"), None, None)
+    await h.reply("alice", "limits set", max_daily_notional="5000")
+    card = await h.reply("alice", "modify", order=order.id, quantity="60")
+    assert card.text().startswith("Not allowed: this order was placed to close your position")
+    assert card.buttons() == []
+    # Keeping it a close is still fine: no limit holds back taking risk off.
+    card = await h.reply("alice", "modify", order=order.id, limit_price="240")
+    assert "changed: sell 10 AAPL limit at $240.00." in await confirmed(h, "alice", card)
+
+
 async def test_a_raise_the_broker_refuses_gives_the_allowance_back(
     tradecord: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
