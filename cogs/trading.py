@@ -571,23 +571,41 @@ def cancelled_text(
 
 
 class ConfirmCancelAll(ConfirmView):
+    """/cancel all's question. It cancels the orders it listed: one placed since (a signal's,
+    a bracket's exits after a fill) was not in what the member agreed to."""
+
     def __init__(
-        self, owner_id: int, bot: Tradecord, connection: str | None, mode: str, count: int
+        self,
+        owner_id: int,
+        bot: Tradecord,
+        connection: str | None,
+        mode: str,
+        listed: list[str],
     ) -> None:
         super().__init__(owner_id, timeout=CARD_TTL)
-        self.bot, self.connection, self.mode = bot, connection, mode
-        if count == 1:
+        self.bot, self.connection, self.mode, self.listed = bot, connection, mode, listed
+        if len(listed) == 1:
             self.go.label, self.keep.label = "Cancel it", "Keep it"
 
     @discord.ui.button(label="Cancel them all", style=discord.ButtonStyle.danger)
     async def go(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
-        target, orders = await in_time(
+        target, orders, left = await in_time(
             interaction,
-            self.bot.core.trading.cancel(interaction.user.id, self.connection, self.mode),
+            self.bot.core.trading.cancel_listed(
+                interaction.user.id, self.connection, self.mode, self.listed
+            ),
             ephemeral=True,
         )
         brackets = await self.bot.core.trading.brackets(target, orders)
-        await self.answer(interaction, cancelled_text(target.connection.name, orders, brackets))
+        text = cancelled_text(target.connection.name, orders, brackets)
+        if left:
+            n = len(left)
+            text += (
+                f" Left open: {n} order{plural(n)} placed after the question "
+                f"({'; '.join(order_text(o) for o in left[:3])}{' …' if n > 3 else ''}). "
+                "/cancel all again cancels them too."
+            )
+        await self.answer(interaction, text)
 
     @discord.ui.button(label="Keep them", style=discord.ButtonStyle.secondary)
     async def keep(self, interaction: discord.Interaction, _: discord.ui.Button[Any]) -> None:
@@ -1372,7 +1390,9 @@ class Trading(commands.Cog):
                 ephemeral=True,
             )
             return
-        view = ConfirmCancelAll(interaction.user.id, self.bot, connection, mode, len(orders))
+        view = ConfirmCancelAll(
+            interaction.user.id, self.bot, connection, mode, [o.id for o in orders]
+        )
         # One order is named: "Cancel all 1 open order" neither read well nor said which.
         question = (
             f"Cancel your one open {target.mode} order on {target.connection.name}, "

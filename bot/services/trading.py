@@ -2591,15 +2591,37 @@ class TradingService:
 
         Returns the orders as the broker reports them afterwards.
         """
+        target, results, _ = await self._cancel(discord_user_id, connection, mode, order_ids)
+        return target, results
+
+    async def cancel_listed(
+        self, discord_user_id: int, connection: str | None, mode: str | None, listed: list[str]
+    ) -> tuple[Target, list[Order], list[Order]]:
+        """/cancel all's answer: cancel the orders its question listed (those that ended since
+        are reported as they ended), not one placed after it (a signal's, a bracket's exits
+        from a fill), which it returns third, left open."""
+        return await self._cancel(discord_user_id, connection, mode, None, listed)
+
+    async def _cancel(
+        self,
+        discord_user_id: int,
+        connection: str | None,
+        mode: str | None,
+        order_ids: list[str] | None,
+        listed: list[str] | None = None,
+    ) -> tuple[Target, list[Order], list[Order]]:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
+        left: list[Order] = []
         try:
             open_orders = {o.id: o for o in await adapter.fetch_open_orders(target.ref)}
-            wanted = (
-                list(open_orders)
-                if order_ids is None
-                else [_open_order_id(typed, open_orders, target) for typed in order_ids]
-            )
+            if listed is not None:
+                wanted = list(listed)
+                left = [o for oid, o in open_orders.items() if oid not in listed]
+            elif order_ids is None:
+                wanted = list(open_orders)
+            else:
+                wanted = [_open_order_id(typed, open_orders, target) for typed in order_ids]
             for oid in wanted:
                 # One that filled or ended since the listing is reported as it ended.
                 with contextlib.suppress(OrderNotCancelable, OrderNotFound):
@@ -2620,7 +2642,8 @@ class TradingService:
                 await self._apply_broker_order(target, order)
         finally:
             await adapter.close()
-        return target, results
+        along_ids = {o.id for o in results}
+        return target, results, [o for o in left if o.id not in along_ids]
 
     # -- changing a working order --------------------------------------------------------
 

@@ -565,6 +565,40 @@ async def test_orders_cancel_order_and_cancel_all(tradecord: Harness) -> None:
     assert history.text().count("cancelled") == 2
 
 
+async def test_cancel_all_cancels_what_its_question_named_not_an_order_placed_since(
+    tradecord: Harness,
+) -> None:
+    """Before: the order placed between the question and the press (another card, a signal's)
+    was cancelled too, though the question had named only the other."""
+    h = tradecord
+    pin(h, "MSFT", "399.90", "400.10")
+    alice = h.user("alice")
+
+    async def limit(price: str) -> None:
+        card = await preview(
+            h,
+            "alice",
+            symbol="MSFT",
+            quantity="1",
+            order_type="limit",
+            limit_price=price,
+            time_in_force="gtc",
+        )
+        await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+
+    await limit("350")
+    ask = await h.reply("alice", "cancel all")
+    assert "buy 1 MSFT limit at $350.00?" in ask.text()
+    await limit("340")
+    done = await (await h.emu.click(alice, ask, label="Cancel it")).message(timeout=10)
+    assert done.text().startswith("Cancelled 1 open order on Tradecord Paper."), done.text()
+    assert "Left open: 1 order placed after the question (buy 1 MSFT limit at $340.00)" in (
+        done.text()
+    )
+    _, _, still = await h.core.trading.open_orders(alice, None, None)
+    assert [o.limit_price for o in still] == [Decimal(340)]
+
+
 async def limit_order(h: Harness, user: str, price: str) -> None:
     """An open paper order: buy 1 MSFT at ``price``, good till cancelled."""
     pin(h, "MSFT", "399.90", "400.10")
@@ -629,13 +663,13 @@ async def test_a_double_press_on_a_confirm_dialog_acts_once(
     alice = h.user("alice")
     await limit_order(h, "alice", "350")
     calls: list[tuple[Any, ...]] = []
-    cancel = h.core.trading.cancel
+    cancel = h.core.trading.cancel_listed
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
         return await cancel(*args, **kwargs)
 
-    monkeypatch.setattr(h.core.trading, "cancel", counted)
+    monkeypatch.setattr(h.core.trading, "cancel_listed", counted)
     ask = await h.reply("alice", "cancel all")
     # Both presses reach the bot before the first one has removed the buttons.
     presses = await asyncio.gather(
