@@ -1169,7 +1169,54 @@ class TradingService:
 
     async def confirm(self, intent_id: str, discord_user_id: int) -> Outcome:
         """The member pressed Confirm. Exactly one press wins, in any process."""
-        return await self.submit(await self.claim(intent_id, discord_user_id))
+        intent = await self.claim(intent_id, discord_user_id)
+        target = await self._target_of(intent)
+        adapter = await self.core.connections.adapter_for(target.connection)
+        try:
+            moved = await self._size_outdated(intent, adapter)
+            if moved is not None:
+                return await self._refused(intent, moved)
+            return await self.submit(intent, target=target, adapter=adapter)
+        finally:
+            await adapter.close()
+
+    async def _size_outdated(self, intent: OrderIntent, adapter: BrokerAdapter) -> Refusal | None:
+        """A market order the card sized from dollars (``amount``, ``risk``) no longer holds
+        to them when the price has moved far since: "$2,000 buys 9 AAPL" at $200 is $2,700
+        at $300. Refused for a new card rather than sent at a size the member never chose."""
+        amount, risk = intent.extra.get("amount"), intent.extra.get("risk")
+        if intent.order_type != OrderType.MARKET.value or (amount is None and risk is None):
+            return None
+        try:
+            quote = await adapter.fetch_quote(intent.symbol)
+        except (BrokerError, TimeoutError):
+            return None  # no worse than the card's price to go on: the broker prices it
+        price = _quote_price(quote, Side(intent.side))
+        if price is None:
+            return None
+        mult = symbols.multiplier(intent.symbol)
+        was = price_text(Decimal(intent.extra.get("estimated_price") or price))
+        what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
+        if amount is not None:
+            given, now = Decimal(amount), intent.quantity * price * mult
+            said = f"{what} is now about {money(now)}, more than the {money(given)} you gave"
+        else:
+            stop = (intent.extra.get("bracket") or {}).get("stop_loss")
+            if stop is None:
+                return None
+            given = Decimal(risk)
+            now = intent.quantity * abs(price - Decimal(stop)) * mult
+            said = (
+                f"{what} now loses about {money(now)} if its stop-loss fills, more than the "
+                f"{money(given)} you would risk"
+            )
+        if now <= given * SIZED_SLACK:
+            return None
+        return Refusal(
+            "price-moved",
+            f"Not sent: the price moved from {was} to {price_text(price)} since the card, so "
+            f"{said}. Run /trade again to size it at this price.",
+        )
 
     async def claim(self, intent_id: str, discord_user_id: int) -> OrderIntent:
         """Move a draft to pending for its owner, once; ``Conflict`` for every later press."""
@@ -3313,6 +3360,11 @@ def stop_passed(request: OrderRequest, quote: Quote) -> Decimal | None:
         return None
     stop = request.stop_price
     return None if ((stop > now) if request.side is Side.BUY else (stop < now)) else now
+
+
+# How far a dollar-sized market order may outgrow its dollars by Confirm (prices tick while
+# the member reads the card; a jump is another order).
+SIZED_SLACK = Decimal("1.10")
 
 
 def _quote_price(quote: Quote, side: Side) -> Decimal | None:

@@ -599,6 +599,38 @@ async def test_cancel_all_cancels_what_its_question_named_not_an_order_placed_si
     assert [o.limit_price for o in still] == [Decimal(340)]
 
 
+async def test_a_dollar_sized_card_confirmed_after_a_big_move_is_not_sent(
+    tradecord: Harness,
+) -> None:
+    """Before: "$2,000 buys 9 AAPL" at $200.10, confirmed at $300, filled for $2,700; and 24
+    AAPL sized to risk $100 to a $196 stop, confirmed at $210, risked $336."""
+    h = tradecord
+    alice = h.user("alice")
+
+    async def press(card: Message) -> str:
+        return (await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)).text()
+
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", amount="2000")
+    assert "$2,000.00 buys 9 AAPL" in card.text()
+    pin(h, "AAPL", "299.90", "300.10")
+    assert (
+        "Not sent: the price moved from $200.10 to $300.10 since the card, so buy 9 AAPL is "
+        "now about $2,700.90, more than the $2,000.00 you gave. Run /trade again to size it at "
+        "this price."
+    ) in await press(card)
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", risk="100", stop_loss="196")
+    pin(h, "AAPL", "209.90", "210.10")
+    assert "now loses about $338.40 if its stop-loss fills" in await press(card)
+    assert "AAPL" not in (await h.reply("alice", "positions")).text()  # neither was sent
+    # A tick is no jump: the order goes as the card said.
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(h, "alice", symbol="AAPL", amount="2000")
+    pin(h, "AAPL", "200.90", "201.10")
+    assert "Filled: buy 9 AAPL" in await press(card)
+
+
 async def limit_order(h: Harness, user: str, price: str) -> None:
     """An open paper order: buy 1 MSFT at ``price``, good till cancelled."""
     pin(h, "MSFT", "399.90", "400.10")
