@@ -29,6 +29,7 @@ from adapters.registry import get_adapter_class
 from bot.models import (
     BracketExit,
     Connection,
+    ConnectionAccount,
     ConnectionStatus,
     IntentStatus,
     Member,
@@ -60,6 +61,9 @@ class OrderUpdates:
         self.supervise_every = supervise_every
         self.poll_start = poll_start
         self._watchers: dict[int, asyncio.Task[None]] = {}
+        # The accounts each watcher follows: an account chosen since (in any process) means a
+        # new watcher, or its orders would be neither streamed nor polled.
+        self._following: dict[int, frozenset[tuple[str, str]]] = {}
 
     # -- paper ----------------------------------------------------------------------------
 
@@ -141,19 +145,42 @@ class OrderUpdates:
             )
             return sorted({int(r) for r in rows if r is not None})
 
+    async def _accounts_of(self, connection_ids: set[int]) -> dict[int, frozenset[tuple[str, str]]]:
+        if not connection_ids:
+            return {}
+        async with self.core.db.session() as s:
+            rows = await s.execute(
+                select(
+                    ConnectionAccount.connection_id,
+                    ConnectionAccount.mode,
+                    ConnectionAccount.account_id,
+                ).where(ConnectionAccount.connection_id.in_(connection_ids))
+            )
+            found: dict[int, set[tuple[str, str]]] = {cid: set() for cid in connection_ids}
+            for cid, mode, account in rows:
+                found[cid].add((mode, account))
+        return {cid: frozenset(accounts) for cid, accounts in found.items()}
+
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Keep one watcher per connection that has working orders; stop the others."""
+        """Keep one watcher per connection that has working orders, following the accounts
+        chosen for it now; stop the others."""
         try:
             while not stop.is_set():
                 try:
                     wanted = set(await self.watched_connections())
+                    accounts = await self._accounts_of(wanted)
                 except Exception:
                     log.exception("Could not list connections with working orders")
-                    wanted = set(self._watchers)
+                    wanted, accounts = set(self._watchers), dict(self._following)
+                for cid in wanted & set(self._watchers):
+                    if accounts.get(cid) != self._following.get(cid):
+                        self._watchers.pop(cid).cancel()  # started again below
                 for cid in wanted - set(self._watchers):
                     self._watchers[cid] = asyncio.create_task(self._watch(cid))
+                    self._following[cid] = accounts.get(cid, frozenset())
                 for cid in set(self._watchers) - wanted:
                     self._watchers.pop(cid).cancel()
+                    self._following.pop(cid, None)
                 for cid, task in list(self._watchers.items()):
                     if task.done():
                         self._watchers.pop(cid)
@@ -164,19 +191,21 @@ class OrderUpdates:
                 task.cancel()
             await asyncio.gather(*self._watchers.values(), return_exceptions=True)
             self._watchers.clear()
+            self._following.clear()
 
     async def _watch(self, connection_id: int) -> None:
-        async with self.core.db.session() as s:
-            conn = await s.scalar(
-                select(Connection)
-                .where(Connection.id == connection_id)
-                .options(selectinload(Connection.accounts))
-            )
-        if conn is None:
-            return
-        streams = get_adapter_class(conn.broker).capabilities.order_stream
         backoff = self.poll_start
         while True:
+            # Read again at every reconnect: its accounts and authorization may have changed.
+            async with self.core.db.session() as s:
+                conn = await s.scalar(
+                    select(Connection)
+                    .where(Connection.id == connection_id)
+                    .options(selectinload(Connection.accounts))
+                )
+            if conn is None:
+                return
+            streams = get_adapter_class(conn.broker).capabilities.order_stream
             try:
                 adapter = await self.core.connections.adapter_for(conn)
                 try:

@@ -887,3 +887,62 @@ async def test_flatten_at_alpaca_cancels_a_brackets_exits_then_closes_the_positi
         assert len(every_sell) == len(sells) + len(entry.legs)
     finally:
         await core.close()
+
+
+async def test_an_order_in_an_account_chosen_since_is_followed_by_the_running_watcher(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """Before: a watcher kept the accounts it started with for as long as the connection had
+    working orders, so an order in the account chosen since (in /accounts, by any process)
+    was neither streamed nor polled: its fill waited for the reconciler."""
+    worker, bot = await open_cores(ts_settings, 2)
+    worker.notifier = told = RecordingNotifier()
+    bot.notifier = RecordingNotifier()
+    updates = OrderUpdates(worker, supervise_every=0.05, poll_start=0.05)
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+
+    def limit(quantity: int) -> OrderRequest:
+        return OrderRequest(
+            "MSFT",
+            Side.BUY,
+            Decimal(quantity),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("300"),
+            asset_class=asset_class_of("MSFT"),
+        )
+
+    try:
+        cid = await link(bot, ts)
+        async with bot.db.transaction() as s:
+            s.add(
+                ConnectionAccount(
+                    connection_id=cid,
+                    mode="live",
+                    account_id="11827342",
+                    account_type="margin",
+                    label="TS ••7342",
+                )
+            )
+        margin = await bot.connections.resolve(MEMBER, "TS", "live")
+        resting = await bot.trading.place(margin, limit(5), source="discord", idempotency_key="a")
+        assert resting.intent.status == IntentStatus.ACCEPTED, resting.message
+        task = asyncio.create_task(updates.supervise(stop))
+        async with asyncio.timeout(10):
+            while not ts.open_streams:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await bot.connections.choose_account(MEMBER, cid, "live", "11827341")
+        cash = await bot.connections.resolve(MEMBER, "TS", "live")
+        new = await bot.trading.place(cash, limit(3), source="discord", idempotency_key="b")
+        assert new.intent.status == IntentStatus.ACCEPTED and new.intent.broker_order_id
+        ts.fill(new.intent.broker_order_id, 3, "300")
+        async with asyncio.timeout(8):
+            while not any("Filled: buy 3 MSFT" in (m.content or "") for _, m in told.dms):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        if task is not None:
+            await task
+        await worker.close()
+        await bot.close()
