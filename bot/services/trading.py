@@ -589,6 +589,13 @@ def change_of(quantity: str | None, limit_price: str | None, stop_price: str | N
     )
     if not change.fields():
         raise InvalidInput("Give what to change: a new quantity, limit_price or stop_price.")
+    for value, name in (
+        (change.quantity, "Quantity"),
+        (change.limit_price, "Limit price"),
+        (change.stop_price, "Stop price"),
+    ):
+        if value is not None and value >= MAX_NUMBER:
+            raise InvalidInput(f"{name} is too large: it must be less than {MAX_NUMBER:,}.")
     return change
 
 
@@ -2721,9 +2728,59 @@ class TradingService:
             if adapter.capabilities.quotes:
                 with contextlib.suppress(BrokerError, TimeoutError):
                     quote = await adapter.fetch_quote(order.symbol)
+            await self._check_change_affordable(target, adapter, order, change, quote)
         finally:
             await adapter.close()
         return Change(target, adapter.display_name, order, change, quote=quote)
+
+    async def _check_change_affordable(
+        self,
+        target: Target,
+        adapter: BrokerAdapter,
+        order: Order,
+        change: OrderChange,
+        quote: Quote | None,
+    ) -> None:
+        """A change that raises what the order holds back by more than the buying power left
+        is refused before its card, as /trade refuses an order: the broker would refuse it
+        only after Confirm. Orders that close a position hold back nothing to check."""
+        if order.side is Side.SELL and order.asset_class is not AssetClass.FUTURE:
+            held = await adapter.fetch_position(target.ref, order.symbol)
+            if held is not None and held.quantity > 0:
+                return  # a sell of shares held (the rest, a short, is the broker's to judge)
+
+        def held_back(quantity: Decimal, limit: Decimal | None, stop: Decimal | None) -> Decimal:
+            request = OrderRequest(
+                order.symbol,
+                order.side,
+                quantity,
+                order.order_type,
+                order.time_in_force,
+                limit_price=limit,
+                stop_price=stop,
+                asset_class=order.asset_class,
+            )
+            price = estimate_price(request, quote) if quote is not None else None
+            price = price or request.limit_price or request.stop_price
+            return adapter.buying_power_required(request, price) if price else Decimal(0)
+
+        left = order.quantity - order.filled_quantity
+        after = (change.quantity or order.quantity) - order.filled_quantity
+        more = held_back(
+            after, change.limit_price or order.limit_price, change.stop_price or order.stop_price
+        ) - held_back(left, order.limit_price, order.stop_price)
+        if more <= 0:
+            return
+        try:
+            power = await adapter.fetch_buying_power(target.ref, order.asset_class)
+        except (BrokerError, TimeoutError):
+            return  # the broker judges it at Confirm
+        if more > power:
+            raise InsufficientBuyingPower(
+                f"Not allowed: the change holds back about {money(more)} more, and "
+                f"{target.connection.name} has {money(power)} of buying power left. Change it "
+                "less, or check /balances."
+            )
 
     async def change_order(
         self,

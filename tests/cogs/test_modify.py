@@ -313,6 +313,23 @@ async def test_a_closing_sell_raised_into_a_short_is_no_way_around_the_daily_lim
     assert "changed: sell 10 AAPL limit at $240.00." in await confirmed(h, "alice", card)
 
 
+async def test_a_raise_the_account_cannot_pay_for_is_refused_before_its_card(
+    tradecord: Harness,
+) -> None:
+    """Before: a card to confirm raising 10 to 100,000 shares ($15,000,000), refused only
+    after Confirm; and 1e13 shares went to the broker to refuse."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    oid = await resting_buy(h)  # 10 at $150
+    card = await h.reply("alice", "modify", order=oid, quantity="100000")
+    assert card.text().startswith("Not allowed: the change holds back about $14,998,500.00 more")
+    assert card.buttons() == []
+    huge = await h.reply("alice", "modify", order=oid, quantity="1e13")
+    assert "Quantity is too large" in huge.text(), huge.text()
+    card = await h.reply("alice", "modify", order=oid, quantity="20")  # affordable: a card
+    assert [b.label for b in card.buttons()] == ["Confirm", "Cancel"], card.text()
+
+
 async def test_a_raise_the_broker_refuses_gives_the_allowance_back(
     tradecord: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
