@@ -633,6 +633,23 @@ def change_embed(c: Change) -> discord.Embed:
             f"The quantity is the order's total: {fmt.qty(o.filled_quantity)} filled already, "
             f"{fmt.qty(c.change.quantity - o.filled_quantity)} left to fill after the change."
         )
+    if c.held is not None and c.change.quantity is not None:
+        # As /trade's card says it (short_line): a bigger sell may now sell short.
+        left = c.change.quantity - o.filled_quantity
+        if c.held < 0:
+            lines.append(
+                f"⚠️ You are short {fmt.qty(-c.held)} {o.symbol} already: this sell adds "
+                f"{fmt.qty(left)} to the short."
+            )
+        elif c.held == 0:
+            lines.append(
+                f"⚠️ You hold no {o.symbol}: this sell opens a short position of {fmt.qty(left)}."
+            )
+        elif left > c.held:
+            lines.append(
+                f"⚠️ You hold {fmt.qty(c.held)} {o.symbol}: once the order fills you are short "
+                f"{fmt.qty(left - c.held)}."
+            )
     at_once = fills_at_once(o, c.change, c.quote)
     if at_once:
         lines.append(f"⚠️ {at_once}")

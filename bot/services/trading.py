@@ -546,6 +546,9 @@ class Change:
     change: OrderChange
     after: Order | None = None
     quote: Quote | None = None  # at the preview, where the broker gives one
+    # The position at the preview of a raised sell (negative: short), to say whether the
+    # bigger order sells short; None when not read.
+    held: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -2729,9 +2732,14 @@ class TradingService:
                 with contextlib.suppress(BrokerError, TimeoutError):
                     quote = await adapter.fetch_quote(order.symbol)
             await self._check_change_affordable(target, adapter, order, change, quote)
+            held = None
+            if order.side is Side.SELL and change.quantity and change.quantity > order.quantity:
+                with contextlib.suppress(BrokerError, TimeoutError):
+                    position = await adapter.fetch_position(target.ref, order.symbol)
+                    held = position.quantity if position is not None else Decimal(0)
         finally:
             await adapter.close()
-        return Change(target, adapter.display_name, order, change, quote=quote)
+        return Change(target, adapter.display_name, order, change, quote=quote, held=held)
 
     async def _check_change_affordable(
         self,

@@ -308,6 +308,11 @@ async def test_a_closing_sell_raised_into_a_short_is_no_way_around_the_daily_lim
     card = await h.reply("alice", "modify", order=order.id, quantity="60")
     assert card.text().startswith("Not allowed: this order was placed to close your position")
     assert card.buttons() == []
+    # Without a daily limit the card says what the raise does, as /trade's card would.
+    await h.reply("alice", "limits set", max_daily_notional="0")
+    card = await h.reply("alice", "modify", order=order.id, quantity="60")
+    assert "⚠️ You hold 10 AAPL: once the order fills you are short 50." in card.text()
+    await h.reply("alice", "limits set", max_daily_notional="5000")
     # Keeping it a close is still fine: no limit holds back taking risk off.
     card = await h.reply("alice", "modify", order=order.id, limit_price="240")
     assert "changed: sell 10 AAPL limit at $240.00." in await confirmed(h, "alice", card)
