@@ -33,6 +33,7 @@ from adapters import symbols
 from adapters.base import BrokerAdapter
 from adapters.errors import (
     AssetClassNotSupported,
+    AuthorizationExpired,
     BrokerError,
     BrokerUnavailable,
     InsufficientBuyingPower,
@@ -1819,7 +1820,9 @@ class TradingService:
                 )
                 return Outcome(intent, None, _not_sent(e), False, simulated)
             return await self._settle_after_doubt(intent, adapter, target, simulated)
-        except RateLimited as e:
+        except (RateLimited, AuthorizationExpired) as e:
+            # Turned away before any order existed (our authorization refused, or re-linking
+            # needed before sending): no broker rejected an order.
             await self._set(intent, IntentStatus.FAILED, phase="order.failed", error=e)
             return Outcome(intent, None, f"Nothing was placed: {e.user_message}", False, simulated)
         except BrokerError as e:

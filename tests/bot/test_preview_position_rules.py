@@ -107,3 +107,29 @@ async def test_cancelling_one_exit_at_tradier_reports_the_bracket_orders_that_we
     _, cancelled = await core.trading.cancel(MEMBER, "Tradier", "live", [take_profit.id])
     assert {o.id for o in cancelled} == {o.id for o in working if o.parent_id}, cancelled
     assert all(o.status.is_final for o in cancelled)
+
+
+async def test_a_confirm_after_the_connection_needs_re_linking_says_nothing_was_placed(
+    core: Core, tradier: TradierEmulator
+) -> None:
+    """Before: "The broker rejected the order: “Tradier” needs to be re-linked", though no
+    broker saw an order: Tradecord held it back for want of an authorization."""
+    from sqlalchemy import update
+
+    from bot.models import Connection, ConnectionStatus, IntentStatus
+
+    await connect(core, tradier, "margin")
+    card = await core.trading.preview(
+        MEMBER, OrderInput("F", "buy", "1", connection="Tradier", mode="live")
+    )
+    async with core.db.transaction() as s:
+        await s.execute(
+            update(Connection)
+            .where(Connection.name == "Tradier")
+            .values(status=ConnectionStatus.NEEDS_REAUTH)
+        )
+    out = await core.trading.confirm(card.intent_id, MEMBER)
+    assert out.intent.status == IntentStatus.FAILED
+    assert out.message.startswith("Nothing was placed: “Tradier” needs to be re-linked"), (
+        out.message
+    )
