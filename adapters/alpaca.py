@@ -23,14 +23,16 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 
 from adapters import symbols
 from adapters.base import (
     MAX_RETRY_WAIT,
+    AdapterContext,
     AllReady,
     Capabilities,
     HttpBrokerAdapter,
@@ -280,6 +282,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
         },
         # Fractional shares: day orders only, no brackets (checked in check_order).
         fractional=frozenset({AssetClass.EQUITY, AssetClass.CRYPTO}),
+        # Alpaca takes quantities to 9 decimals (check_order): a crypto position bought by
+        # amount is often held to the 9th.
+        quantity_decimals={AssetClass.EQUITY: 9, AssetClass.CRYPTO: 9},
         brackets=True,
         environments=frozenset({Environment.LIVE, Environment.PAPER}),
         quotes=True,
@@ -309,6 +314,12 @@ class AlpacaAdapter(HttpBrokerAdapter):
     }
     default_data_url: ClassVar[str] = "https://data.alpaca.markets"
 
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        # Whether each stock is ``fractionable`` (GET /v2/assets/{symbol}), as looked up by
+        # this adapter: an asset's flags change rarely, an adapter lives for a command.
+        self._fractionable: dict[str, bool] = {}
+
     @classmethod
     def authorize_params(cls, environment: str | None) -> dict[str, str]:
         # Without ``env`` Alpaca asks the member for one live and one paper account.
@@ -328,25 +339,31 @@ class AlpacaAdapter(HttpBrokerAdapter):
         *,
         bracket: bool,
         exiting: bool,
+        symbol: str | None = None,
     ) -> bool:
         if asset is not AssetClass.EQUITY:
             return super().fraction_allowed(
-                asset, side, time_in_force, bracket=bracket, exiting=exiting
+                asset, side, time_in_force, bracket=bracket, exiting=exiting, symbol=symbol
             )
         # Fractional shares: simple day orders only (check_order), and never a short: a buy
         # that opens or adds, or a sell of shares held. A cover, a bracket or a GTC order must
-        # be whole shares.
+        # be whole shares. So must a stock Alpaca marks not fractionable (once looked up).
         if time_in_force not in (None, TimeInForce.DAY) or bracket:
+            return False
+        if symbol is not None and self._fractionable.get(self._asset_key(symbol)) is False:
             return False
         return side is Side.SELL if exiting else side is Side.BUY
 
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         super().check_order(account, request)
+        # Sub-penny stock prices refused before the card, as at the other brokers.
+        self.check_stock_prices(request)
         asset = request.asset_class
         if request.quantity <= 0:
             raise InvalidOrder("The quantity must be more than zero.")
-        if -int(request.quantity.normalize().as_tuple().exponent) > 9:
-            raise InvalidOrder("Alpaca takes at most 9 decimals in a quantity; round it.")
+        most = self.capabilities.max_quantity_decimals(asset or AssetClass.EQUITY)
+        if -int(request.quantity.normalize().as_tuple().exponent) > most:
+            raise InvalidOrder(f"Alpaca takes at most {most} decimals in a quantity; round it.")
         b = request.bracket
         prices = (
             request.limit_price,
@@ -376,6 +393,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
             raise InvalidOrder("The client order id must be 1-128 letters, digits, - or _.")
         fractional = request.quantity != request.quantity.to_integral_value()
         if asset is AssetClass.EQUITY and fractional:
+            self._check_fractionable(request)
             if request.time_in_force is not TimeInForce.DAY:
                 raise InvalidOrder(
                     "Alpaca takes fractional share orders as day orders only: use time in "
@@ -400,6 +418,48 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 raise InvalidOrder("Alpaca brackets take time in force day or gtc.")
             if b.stop_loss_limit is not None and b.stop_loss is None:
                 raise InvalidOrder("A stop-loss limit price needs a stop-loss price too.")
+
+    def check_position(self, account: AccountRef, request: OrderRequest, held: Decimal) -> None:
+        # The last check a preview makes, after its quote looked the asset up: a fraction of a
+        # stock that is not fractionable is refused before the card, not at Confirm.
+        self._check_fractionable(request)
+        super().check_position(account, request, held)
+
+    def _asset_key(self, symbol: str) -> str:
+        return self.vendor_symbol(symbol, AssetClass.EQUITY)
+
+    def _check_fractionable(self, request: OrderRequest) -> None:
+        q = request.quantity
+        if q == q.to_integral_value() or request.asset_class is not AssetClass.EQUITY:
+            return
+        name = self._asset_key(request.symbol)
+        if self._fractionable.get(name) is False:
+            whole = q.to_integral_value(ROUND_DOWN)
+            instead = f"{whole:f} or {whole + 1:f}" if whole else "1"
+            raise InvalidOrder(
+                f"Alpaca trades {name} in whole shares only (it is not fractionable there), "
+                f"so {q.normalize():f} cannot be sent: use a whole number of shares, such as "
+                f"{instead}."
+            )
+
+    async def _look_up_fractionable(self, symbol: str, environment: Environment) -> None:
+        """Learn whether a stock is fractionable (``GET /v2/assets/{symbol}``), once per
+        adapter. A failed lookup teaches nothing: Alpaca's own refusal then says it."""
+        name = self._asset_key(symbol)
+        if name in self._fractionable:
+            return
+        try:
+            resp = await self.request(
+                "GET",
+                f"/v2/assets/{quote(name, safe='')}",
+                environment=environment,
+                bucket="trading",
+            )
+        except BrokerError as e:
+            log.info("alpaca: no asset details for %s: %s", name, type(e).__name__)
+            return
+        if isinstance(resp.body, dict) and isinstance(resp.body.get("fractionable"), bool):
+            self._fractionable[name] = resp.body["fractionable"]
 
     def check_change(self, order: Order, change: OrderChange) -> None:
         super().check_change(order, change)
@@ -547,13 +607,14 @@ class AlpacaAdapter(HttpBrokerAdapter):
     def canonical_symbol(self, symbol: str) -> str:
         # Crypto as BASE/QUOTE, the form positions and orders are read back in: a held BTC/USD
         # is found whether the member typed BTCUSD, BTC-USD or BTC/USD.
-        text = symbols.normalize(symbol)
+        # A share class as Alpaca's assets write it: BRK.B, whether typed BRK-B or BRK/B.
+        text = symbols.share_class(symbol, self.share_class_separator)
         return our_symbol(text, symbols.asset_class_of(text))
 
     def vendor_symbol(self, symbol: str, asset: AssetClass) -> str:
         if asset is AssetClass.CRYPTO:
             return our_symbol(symbol, asset)  # Alpaca's order symbol for crypto is BTC/USD
-        return symbols.normalize(symbol)
+        return symbols.share_class(symbol, self.share_class_separator)
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -904,13 +965,17 @@ class AlpacaAdapter(HttpBrokerAdapter):
             )
             snap = (resp.body.get("snapshots") or {}).get(name)
         else:
-            resp = await self.request(
-                "GET",
-                "/v2/stocks/snapshots",
-                environment=envs[0],
-                bucket="data",
-                params={"symbols": name},
-                base_url=self.data_url,
+            # Whether it is fractionable too, at once: sizing and checks after a quote need it.
+            resp, _ = await asyncio.gather(
+                self.request(
+                    "GET",
+                    "/v2/stocks/snapshots",
+                    environment=envs[0],
+                    bucket="data",
+                    params={"symbols": name},
+                    base_url=self.data_url,
+                ),
+                self._look_up_fractionable(symbol, envs[0]),
             )
             snap = resp.body.get(name)
         if not snap:
@@ -969,6 +1034,13 @@ class AlpacaAdapter(HttpBrokerAdapter):
                     stop_loss["limit_price"] = vendor_number(b.stop_loss_limit)
                 body["stop_loss"] = stop_loss
         return body
+
+    async def create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        asset = request.asset_class or symbols.asset_class_of(request.symbol)
+        if asset is AssetClass.EQUITY and request.quantity != request.quantity.to_integral_value():
+            # Refused with what to do, before sending, where no quote looked the asset up.
+            await self._look_up_fractionable(request.symbol, account.environment)
+        return await super().create_order(account, request)
 
     async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order:
         if request.client_order_id is None:

@@ -87,6 +87,9 @@ class Capabilities:
     order_types_by_asset: Mapping[AssetClass, frozenset[OrderType]] = field(default_factory=dict)
     time_in_force: Mapping[AssetClass, frozenset[TimeInForce]] = field(default_factory=dict)
     fractional: frozenset[AssetClass] = frozenset({AssetClass.CRYPTO})
+    # Decimals a quantity of a ``fractional`` asset class may have, where the broker takes
+    # other than 8 (Alpaca: 9), so a position held to the last decimal can be closed.
+    quantity_decimals: Mapping[AssetClass, int] = field(default_factory=dict)
     brackets: bool = False
     environments: frozenset[Environment] = frozenset(Environment)
     quotes: bool = True
@@ -116,6 +119,13 @@ class Capabilities:
 
     def order_types_for(self, asset_class: AssetClass) -> frozenset[OrderType]:
         return self.order_types_by_asset.get(asset_class, self.order_types)
+
+    def max_quantity_decimals(self, asset_class: AssetClass) -> int:
+        """How many decimals a quantity of ``asset_class`` may have here: none for whole
+        units, else the broker's own figure (8 unless it says)."""
+        if asset_class not in self.fractional:
+            return 0
+        return self.quantity_decimals.get(asset_class, 8)
 
 
 @dataclass(frozen=True)
@@ -387,11 +397,18 @@ class BrokerAdapter(ABC):
 
     # -- how this broker writes and prices an order -----------------------------------------
 
+    # How this broker writes a stock's share class: BRK.B at most, BRK/B at Tradier.
+    share_class_separator: ClassVar[str] = "."
+    # Orders carry no client order id of ours, so a lost submission is found by what it
+    # was (``SubmissionHint``): the caller passes the orders other intents own.
+    finds_orders_by_content: ClassVar[bool] = False
+
     def canonical_symbol(self, symbol: str) -> str:
         """``symbol`` as this broker writes it, so an order and a position in one instrument
-        match however the member typed it. Brokers that canonicalise (the paper broker:
-        ``BRK-B`` → ``BRK.B``, ``BTC/USD`` → ``BTCUSD``, ``@ES`` → ``/ES``) override this."""
-        return symbols.normalize(symbol)
+        match however the member typed it: a share class as the broker writes it (BRK-B,
+        BRK/B and BRK.B are one stock). Brokers that canonicalise more (the paper broker:
+        ``BTC/USD`` → ``BTCUSD``, ``@ES`` → ``/ES``) override this."""
+        return symbols.share_class(symbol, self.share_class_separator)
 
     def fraction_allowed(
         self,
@@ -401,11 +418,13 @@ class BrokerAdapter(ABC):
         *,
         bracket: bool,
         exiting: bool,
+        symbol: str | None = None,
     ) -> bool:
         """Whether an order on these terms may be for a fraction of a unit here, so a sizing
         (a signal's, /trade's amount) rounds to whole units only where it must. ``exiting``:
-        it closes a position held. By the capabilities; a broker with rules of its own for
-        fractions (Alpaca's shares) overrides this."""
+        it closes a position held. ``symbol``: the instrument, where its own rules matter
+        (Alpaca's stocks that are not fractionable, once quoted). By the capabilities; a
+        broker with rules of its own for fractions (Alpaca's shares) overrides this."""
         return asset in self.capabilities.fractional
 
     def extended_hours_reach(self) -> ExtendedReach | None:

@@ -222,6 +222,9 @@ class SubmissionHint:
 
     request: OrderRequest
     sent_at: datetime  # timezone-aware
+    # Broker order ids other intents already own (their entries and bracket exits): where the
+    # order is recognised by content, an identical order of another intent is never this one.
+    claimed: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

@@ -284,6 +284,21 @@ def asset_class_of(symbol: str) -> AssetClass:
     return AssetClass.EQUITY
 
 
+# A stock's root and its share class, however typed: BRK.B, BRK-B, BRK/B.
+_SHARE_CLASS_RE = re.compile(r"^(?P<root>[A-Z]{1,5})[.\-/](?P<share>[A-Z])$")
+
+
+def share_class(symbol: str, separator: str = ".") -> str:
+    """``symbol`` with a stock's share class written with ``separator`` (BRK-B -> BRK.B), so
+    one instrument has one name at a broker; a crypto pair (BTC/USD) or a future (/ES) is
+    left as it is."""
+    s = normalize(symbol)
+    if asset_class_of(s) is not AssetClass.EQUITY:
+        return s
+    m = _SHARE_CLASS_RE.match(s)
+    return f"{m['root']}{separator}{m['share']}" if m else s
+
+
 def quantity_decimals(asset_class: AssetClass) -> int:
     """Decimals a quantity may have: crypto is fractional, contracts and shares are whole
     (fractional equities are a broker capability, checked separately)."""

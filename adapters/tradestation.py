@@ -35,12 +35,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
 
 from adapters import symbols
 from adapters.base import (
+    AdapterContext,
     AllReady,
     Capabilities,
     HttpBrokerAdapter,
@@ -84,6 +85,7 @@ from adapters.models import (
     TimeInForce,
     mask_account,
 )
+from adapters.paper.engine import unit_requirement
 from adapters.registry import register
 
 log = logging.getLogger("tradecord.adapters.tradestation")
@@ -219,8 +221,9 @@ _TOO_LATE = re.compile(
 
 
 def vendor_symbol(symbol: str) -> str:
-    """TradeStation writes continuous futures ``@ES``; members may type ``/ES``."""
-    s = symbols.normalize(symbol)
+    """TradeStation writes continuous futures ``@ES``; members may type ``/ES``. A share class
+    it writes BRK.B ("[Symbol root].[Stock class]", its stock symbology)."""
+    s = symbols.share_class(symbol, ".")
     return "@" + s[1:] if s.startswith("/") else s
 
 
@@ -544,6 +547,7 @@ _END = object()
 class TradeStationAdapter(HttpBrokerAdapter):
     key = "tradestation"
     display_name = "TradeStation"
+    finds_orders_by_content = True  # its orders carry no client order id of ours
     capabilities = Capabilities(
         asset_classes={
             AccountType.CASH: frozenset({AssetClass.EQUITY}),
@@ -598,6 +602,25 @@ class TradeStationAdapter(HttpBrokerAdapter):
         Environment.PAPER: "https://sim-api.tradestation.com",
     }
 
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        # One contract's initial margin as TradeStation reported it (a position's
+        # InitialRequirement over its quantity), by instrument, from positions read here.
+        self._margins: dict[str, Decimal] = {}
+
+    def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
+        """A future takes initial margin, not its notional (an ES contract's ~$295k would
+        refuse most futures accounts). TradeStation publishes no per-symbol margin outside an
+        order confirmation, so: its own figure where a position in the contract was just read,
+        else the rate Tradecord Paper charges; the broker's check at placement is final."""
+        asset = request.asset_class or symbols.asset_class_of(request.symbol)
+        if asset is not AssetClass.FUTURE:
+            return super().buying_power_required(request, price)
+        per = self._margins.get(symbols.instrument_key(request.symbol))
+        if per is None:
+            per = unit_requirement(asset, symbols.multiplier(request.symbol), price)
+        return request.quantity * per
+
     # -- error translation ---------------------------------------------------------------
 
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
@@ -618,6 +641,14 @@ class TradeStationAdapter(HttpBrokerAdapter):
             return AuthorizationExpired(
                 f"TradeStation refused access ({message}). Re-link the connection with /connect "
                 "and grant account, market data and trading access.",
+                vendor_code=code,
+            )
+        if resp.status == 404 and resp.path.startswith("/v3/marketdata/"):
+            # A quote or symbol lookup: the symbol is unknown, not an order.
+            sym = unquote(resp.path.rstrip("/").rsplit("/", 1)[-1])
+            return SymbolNotFound(
+                f"TradeStation does not know the symbol {sym} ({message}). Check the ticker; "
+                "futures need a contract month such as ESZ25, or the continuous @ES.",
                 vendor_code=code,
             )
         if resp.status == 404:
@@ -751,10 +782,14 @@ class TradeStationAdapter(HttpBrokerAdapter):
             qty = dec(p.get("Quantity"), ZERO) or ZERO
             if p.get("LongShort") == "Short" and qty > 0:
                 qty = -qty
+            asset = _asset_class(p.get("AssetType"), symbol)
+            margin = dec(p.get("InitialRequirement"))
+            if asset is AssetClass.FUTURE and margin and qty:
+                self._margins[symbols.instrument_key(symbol)] = margin / abs(qty)
             out.append(
                 Position(
                     symbol=symbol,
-                    asset_class=_asset_class(p.get("AssetType"), symbol),
+                    asset_class=asset,
                     quantity=qty,
                     average_price=dec(p.get("AveragePrice"), ZERO) or ZERO,
                     market_price=dec(p.get("Last")),
@@ -862,11 +897,14 @@ class TradeStationAdapter(HttpBrokerAdapter):
                 {"since": self._history_since(sub.sent_at - timedelta(days=1)).isoformat()},
                 10 * PAGE_SIZE,
             )
+        # Orders bound to another intent, by this process's journal or by the caller (the
+        # database knows them when this process does not: after a restart, or elsewhere).
+        claimed = hint.claimed if hint is not None else frozenset()
         matched: dict[str, dict[str, Any]] = {}
         for o in candidates:
             oid = str(o.get("OrderID"))
             owner = JOURNAL.client_id_for(oid)
-            if sub.matches(o) and owner in (None, client_order_id):
+            if sub.matches(o) and owner in (None, client_order_id) and oid not in claimed:
                 matched[oid] = o
         if not matched:
             raise OrderNotFound(

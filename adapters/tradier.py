@@ -305,6 +305,9 @@ def find_order(raw: dict[str, Any], order_id: str, account_id: str) -> Order | N
 class TradierAdapter(HttpBrokerAdapter):
     key = "tradier"
     display_name = "Tradier"
+    # Tradier writes share classes with a slash (BRK/B) and refuses BRK.B (not in
+    # brokers.md: seen by third-party Tradier clients, which rewrite the dot to a slash).
+    share_class_separator = "/"
     capabilities = Capabilities(
         # pdt accounts are margin accounts; Tradier has no futures or crypto.
         asset_classes={
@@ -651,7 +654,7 @@ class TradierAdapter(HttpBrokerAdapter):
         return min(matches, key=lambda o: int(o.id) if o.id.isdigit() else 0)
 
     async def fetch_quote(self, symbol: str) -> Quote:
-        sym = symbols.normalize(symbol)
+        sym = self.canonical_symbol(symbol)
         asset = symbols.asset_class_of(sym)
         if asset is not AssetClass.EQUITY:
             raise AssetClassNotSupported(
@@ -700,7 +703,7 @@ class TradierAdapter(HttpBrokerAdapter):
     # -- writes -------------------------------------------------------------------------
 
     async def _create_order(self, account: AccountRef, request: OrderRequest) -> Order:
-        sym = symbols.normalize(request.symbol)
+        sym = self.canonical_symbol(request.symbol)
         side = await self._vendor_side(account, sym, request.side, request.quantity)
         form: dict[str, str] = {
             "class": "equity",

@@ -117,7 +117,6 @@ from bot.services.trading import (
     estimate_price,
     exit_kind,
     fill_price,
-    hint_of,
     order_text,
     price_text,
     qty,
@@ -1227,9 +1226,9 @@ class SignalService:
         asset = symbols.asset_class_of(sig.ticker)
         bracket = not exiting and bool(ctx.take_profit or ctx.stop_loss)
         fraction = adapter.fraction_allowed(
-            asset, side, sig.time_in_force, bracket=bracket, exiting=exiting
+            asset, side, sig.time_in_force, bracket=bracket, exiting=exiting, symbol=sig.ticker
         )
-        places = 8 if fraction else 0
+        places = adapter.capabilities.max_quantity_decimals(asset) if fraction else 0
         units = units.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
         if units <= 0:
             words = kind.value.replace("_", " ")
@@ -1833,7 +1832,9 @@ class SignalService:
         if intent.status in (IntentStatus.PENDING, IntentStatus.SUBMITTED, IntentStatus.UNKNOWN):
             try:
                 order = await adapter.fetch_order(
-                    target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
+                    target.ref,
+                    client_order_id=intent.client_order_id,
+                    hint=await self.core.trading.hint(intent),
                 )
             except OrderNotFound:
                 if intent.status == IntentStatus.PENDING:
@@ -1864,7 +1865,9 @@ class SignalService:
             await asyncio.sleep(self.exit_poll_interval)
             try:
                 order = await adapter.fetch_order(
-                    target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
+                    target.ref,
+                    client_order_id=intent.client_order_id,
+                    hint=await self.core.trading.hint(intent),
                 )
             except BrokerError:
                 continue

@@ -66,6 +66,7 @@ from adapters.models import (
 )
 from adapters.paper.engine import closing_quantity
 from adapters.paper.hours import FillHours, next_open
+from adapters.registry import get_adapter_class
 from bot.automation_models import Job, JobStatus, Strategy
 from bot.db import lock_row, update_later
 from bot.errors import (
@@ -651,7 +652,7 @@ class TradingService:
                 quantity = quantity.normalize()
         asset = symbols.asset_class_of(symbol)
         caps = adapter.capabilities
-        max_decimals = 8 if asset in caps.fractional else 0
+        max_decimals = caps.max_quantity_decimals(asset)
         decimals = max(0, -int(quantity.as_tuple().exponent))
         if decimals > max_decimals:
             if max_decimals == 0:
@@ -1874,7 +1875,7 @@ class TradingService:
         """The broker may have the order. Look it up by client order id; never resend."""
         try:
             order = await adapter.fetch_order(
-                target.ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
+                target.ref, client_order_id=intent.client_order_id, hint=await self.hint(intent)
             )
         except OrderNotFound:
             if self._send_settled(intent):
@@ -2209,7 +2210,7 @@ class TradingService:
                 return
             try:
                 order = await adapter.fetch_order(
-                    ref, client_order_id=intent.client_order_id, hint=hint_of(intent)
+                    ref, client_order_id=intent.client_order_id, hint=await self.hint(intent)
                 )
             except OrderNotFound:
                 if intent.status == IntentStatus.PENDING:
@@ -3216,6 +3217,37 @@ class TradingService:
             return True
         return False
 
+    async def hint(self, intent: OrderIntent) -> SubmissionHint:
+        """``hint_of``, with the broker orders other intents at the account own: a broker
+        that finds an order by its content (TradeStation) must never take one of those for
+        this intent, which its memory of what it sent (gone after a restart, not shared with
+        other processes) no longer tells it."""
+        hint = hint_of(intent)
+        if not get_adapter_class(intent.broker).finds_orders_by_content:
+            return hint
+        since = hint.sent_at - timedelta(days=1)
+        async with self.core.db.session() as s:
+            entries = await s.scalars(
+                select(OrderIntent.broker_order_id).where(
+                    OrderIntent.broker == intent.broker,
+                    OrderIntent.account_id == intent.account_id,
+                    OrderIntent.id != intent.id,
+                    OrderIntent.broker_order_id.is_not(None),
+                    OrderIntent.updated_at >= since,
+                )
+            )
+            exits = await s.scalars(
+                select(BracketExit.broker_order_id)
+                .join(OrderIntent, BracketExit.intent_id == OrderIntent.id)
+                .where(
+                    OrderIntent.broker == intent.broker,
+                    OrderIntent.account_id == intent.account_id,
+                    OrderIntent.updated_at >= since,
+                )
+            )
+            claimed = frozenset(x for x in (*entries, *exits) if x)
+        return dataclasses.replace(hint, claimed=claimed)
+
     async def _target_of(self, intent: OrderIntent) -> Target:
         return self._target_in(await self._connection_of(intent), intent)
 
@@ -3567,7 +3599,12 @@ def sized_by_risk(
     asset = request.asset_class
     assert asset is not None
     fractional = adapter.fraction_allowed(
-        asset, request.side, request.time_in_force, bracket=True, exiting=False
+        asset,
+        request.side,
+        request.time_in_force,
+        bracket=True,
+        exiting=False,
+        symbol=request.symbol,
     )
     with localcontext(prec=60):
         units = (risk / per_unit).quantize(
@@ -3601,6 +3638,7 @@ def sized_by_amount(
         request.time_in_force,
         bracket=request.bracket is not None,
         exiting=False,  # a sell by amount is not known to close a position: whole shares
+        symbol=request.symbol,
     )
     unit = symbols.multiplier(request.symbol) * price
     with localcontext(prec=60):

@@ -311,6 +311,7 @@ class AlpacaEmulator(BaseEmulator):
             p = f"/{env}"
             r.add_get(p + "/v2/account", self._api(env, self._get_account))
             r.add_get(p + "/v2/clock", self._api(env, self._get_clock))
+            r.add_get(p + "/v2/assets/{symbol_or_asset_id}", self._api(env, self._get_asset))
             r.add_get(p + "/v2/positions", self._api(env, self._get_positions))
             r.add_get(p + "/v2/positions/{symbol_or_asset_id}", self._api(env, self._get_position))
             r.add_get(p + "/v2/orders", self._api(env, self._list_orders))
@@ -551,6 +552,30 @@ class AlpacaEmulator(BaseEmulator):
 
     async def _get_clock(self, request: web.Request, acct: Account) -> web.Response:
         return web.json_response(self.broker.clock_json())
+
+    async def _get_asset(self, request: web.Request, acct: Account) -> web.Response:
+        key = request.match_info["symbol_or_asset_id"]
+        asset = self.broker.resolve(key) or next(
+            (a for a in self.broker.assets.values() if a.id == key), None
+        )
+        if asset is None:
+            # The observed wording (observed-error-payloads.json).
+            raise AlpacaError(404, {"code": 40410000, "message": f"asset not found for {key}"})
+        return web.json_response(
+            {
+                "id": asset.id,
+                "class": asset.asset_class,
+                "exchange": asset.exchange,
+                "symbol": asset.symbol,
+                "name": asset.name,
+                "status": asset.status,
+                "tradable": asset.tradable,
+                "marginable": asset.marginable,
+                "shortable": asset.shortable,
+                "easy_to_borrow": asset.easy_to_borrow,
+                "fractionable": asset.fractionable,
+            }
+        )
 
     async def _get_positions(self, request: web.Request, acct: Account) -> web.Response:
         return web.json_response(

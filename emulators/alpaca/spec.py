@@ -135,6 +135,30 @@ def trading_spec() -> dict[str, Any]:
             },
         }
     }
+    # GET /v2/assets/{symbol_or_asset_id} ("Get an Asset"): documented on docs.alpaca.markets
+    # but missing from the 2022 file, whose Assets schema it answers with.
+    spec["paths"]["/v2/assets/{symbol_or_asset_id}"] = {
+        "get": {
+            "operationId": "getAsset",
+            "parameters": [
+                {
+                    "name": "symbol_or_asset_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Assets"}}
+                    },
+                },
+                "404": {"description": "Not Found"},
+            },
+        }
+    }
     return spec
 
 

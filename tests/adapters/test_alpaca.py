@@ -407,6 +407,62 @@ async def test_crypto_and_fractional_orders(adapter: AlpacaAdapter, paper: Accou
     assert positions == {"AAPL": D("10.5"), "BTC/USD": D("0.015")}
 
 
+async def test_quantities_to_nine_decimals_are_declared_and_closed(
+    adapter: AlpacaAdapter, paper: AccountRef
+) -> None:
+    # /close of 0.001049999 BTC: what build_request allows comes from the capabilities.
+    caps = AlpacaAdapter.capabilities
+    assert caps.max_quantity_decimals(AssetClass.CRYPTO) == 9
+    assert caps.max_quantity_decimals(AssetClass.EQUITY) == 9
+    held = D("0.001049999")
+    await adapter.create_order(paper, order("BTCUSD", str(held), time_in_force=TimeInForce.GTC))
+    closed = await adapter.create_order(
+        paper, order("BTC/USD", str(held), Side.SELL, time_in_force=TimeInForce.GTC)
+    )
+    assert closed.quantity == held and closed.status is not OrderStatus.REJECTED
+    with pytest.raises(InvalidOrder, match="at most 9 decimals"):
+        adapter.check_order(paper, order("BTCUSD", "0.0010499991", time_in_force=TimeInForce.GTC))
+
+
+async def test_a_share_class_is_one_stock_however_typed(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    # Alpaca's assets write Berkshire's class B BRK.B; pairs keep their slash.
+    emu.add_asset("BRK.B", exchange="NYSE", price=D(450))
+    assert adapter.canonical_symbol("BRK-B") == adapter.canonical_symbol("BRK/B") == "BRK.B"
+    assert adapter.canonical_symbol("BTC-USD") == "BTC/USD"
+    assert adapter.vendor_symbol("BRK-B", AssetClass.EQUITY) == "BRK.B"
+    await adapter.create_order(paper, order("BRK-B", "2"))
+    held = await adapter.fetch_position(paper, adapter.canonical_symbol("BRK-B"))
+    assert held is not None and held.symbol == "BRK.B" and held.quantity == 2
+
+
+async def test_sub_penny_stock_prices_are_refused_before_the_card(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    # As at TradeStation and Tradier: the preview's check_order refuses it, not Confirm.
+    with pytest.raises(InvalidOrder, match=r"limit price 150\.001 has too many decimals"):
+        adapter.check_order(
+            paper, order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D("150.001"))
+        )
+    with pytest.raises(InvalidOrder, match=r"stop-loss price 180\.001"):
+        await adapter.create_order(
+            paper, order("AAPL", "1", bracket=Bracket(take_profit=D(200), stop_loss=D("180.001")))
+        )
+    assert posts(emu) == 0
+    # Crypto prices are not stocks': finer steps go.
+    adapter.check_order(
+        paper,
+        order(
+            "BTCUSD",
+            "0.1",
+            order_type=OrderType.LIMIT,
+            limit_price=D("60000.005"),
+            time_in_force=TimeInForce.GTC,
+        ),
+    )
+
+
 async def test_market_closed_orders_wait_as_pending(
     adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
 ) -> None:
@@ -635,23 +691,17 @@ async def test_vendor_rejections_become_our_errors(
         r"wrong side of the market \(stop 150, market 190\)",
         "42210000",
     )
-    await _reject(
-        adapter,
-        paper,
-        order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D("189.999")),
-        InvalidOrder,
-        r"The limit price 189\.999 is refused: .*whole cents",
-        "42210000",
-    )
+    # Alpaca's own sub-penny refusals, should one get past check_order (it refuses them now).
+    with pytest.raises(InvalidOrder, match=r"The limit price 189\.999 is refused: .*whole cents"):
+        await adapter._create_order(
+            paper, order("AAPL", "1", order_type=OrderType.LIMIT, limit_price=D("189.999"))
+        )
     # A leg's refusal names take_profit: it was told as a take-profit on the wrong side.
-    await _reject(
-        adapter,
-        paper,
-        order("AAPL", "1", bracket=Bracket(take_profit=D("200.005"), stop_loss=D(180))),
-        InvalidOrder,
-        r"The take-profit price 200\.005 is refused: .*whole cents",
-        "42210000",
-    )
+    with pytest.raises(InvalidOrder, match=r"The take-profit price 200\.005 is refused") as e:
+        await adapter._create_order(
+            paper, order("AAPL", "1", bracket=Bracket(take_profit=D("200.005"), stop_loss=D(180)))
+        )
+    assert e.value.vendor_code == "42210000"
     await _reject(
         adapter,
         paper,
@@ -668,14 +718,10 @@ async def test_vendor_rejections_become_our_errors(
         "Not enough to sell",
         "40310000",
     )
-    await _reject(
-        adapter,
-        paper,
-        order("BRK.A", "0.01"),
-        InvalidOrder,
-        "does not take fractional quantities of BRK.A",
-        "42210000",
-    )
+    # Alpaca's own refusal, should a fraction reach it (its asset lookup failed, say).
+    with pytest.raises(InvalidOrder, match=r"does not take fractional quantities of BRK\.A") as e:
+        await adapter._create_order(paper, order("BRK.A", "0.01"))
+    assert e.value.vendor_code == "42210000"
     cash_adapter = make_adapter(emu, http, emu.issue_token("casey", env="live"))
     [cash] = [a.ref() for a in await cash_adapter.fetch_accounts()]
     await _reject(
@@ -1160,6 +1206,46 @@ def test_which_orders_alpaca_takes_a_fraction_of_a_unit_for(
         cls, Side(side), TimeInForce(tif), bracket=bracket, exiting=exiting
     )
     assert got is allowed
+
+
+async def test_a_stock_that_is_not_fractionable_takes_whole_shares(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    emu.add_asset("NOFR", exchange="NYSE", price=D(50), fractionable=False)
+
+    def allowed(symbol: str) -> bool:
+        return adapter.fraction_allowed(
+            AssetClass.EQUITY,
+            Side.BUY,
+            TimeInForce.DAY,
+            bracket=False,
+            exiting=False,
+            symbol=symbol,
+        )
+
+    # A quote looks the asset up: an amount then sizes in whole shares, a fraction is refused
+    # at the preview's checks, before the card.
+    await adapter.fetch_quote("NOFR")
+    await adapter.fetch_quote("AAPL")
+    assert not allowed("NOFR") and allowed("AAPL") and allowed("MSFT")  # MSFT: not looked up
+    typed = dataclasses.replace(order("NOFR", "2.5"), asset_class=AssetClass.EQUITY)
+    with pytest.raises(InvalidOrder, match=r"NOFR in whole shares only.*such as 2 or 3"):
+        adapter.check_position(paper, typed, D(0))
+    with pytest.raises(InvalidOrder, match="whole shares only"):
+        adapter.check_order(paper, order("NOFR", "2.5"))
+    adapter.check_position(paper, dataclasses.replace(typed, quantity=D(2)), D(0))
+    # Looked up once per adapter.
+    await adapter.fetch_quote("NOFR")
+    assert len(emu.requests_to(r"/v2/assets/NOFR$", "GET")) == 1
+    # Placed without a quote first (a signal's fixed quantity): refused before sending.
+    fresh = make_adapter(emu, adapter.ctx.session, emu.issue_token("demo"))
+    with pytest.raises(InvalidOrder, match="not fractionable"):
+        await fresh.create_order(paper, order("NOFR", "0.5"))
+    assert posts(emu) == 0
+    # A fraction of a fractionable stock still goes, and whole shares of this one too.
+    await fresh.create_order(paper, order("NOFR", "2"))
+    await fresh.create_order(paper, order("AAPL", "0.5"))
+    assert posts(emu) == 2
 
 
 # -- changing a working order (PATCH) -----------------------------------------------------------

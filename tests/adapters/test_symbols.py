@@ -11,6 +11,7 @@ from adapters.symbols import (
     contract,
     front_contract,
     is_business_day,
+    share_class,
     unknown_future,
 )
 
@@ -107,3 +108,24 @@ def test_a_contract_of_an_unknown_future_is_named_as_a_future_not_taken_for_a_st
 )
 def test_tickers_and_known_futures_are_not_unknown_futures(symbol: str) -> None:
     assert unknown_future(symbol) is None
+
+
+@pytest.mark.parametrize(
+    ("typed", "dot", "slash"),
+    [
+        ("BRK-B", "BRK.B", "BRK/B"),
+        ("brk/b", "BRK.B", "BRK/B"),
+        ("BRK.B", "BRK.B", "BRK/B"),
+        ("BF-B", "BF.B", "BF/B"),
+        ("AAPL", "AAPL", "AAPL"),
+        # Not share classes: crypto pairs and futures keep their slash or dash.
+        ("BTC/USD", "BTC/USD", "BTC/USD"),
+        ("ETH-USD", "ETH-USD", "ETH-USD"),
+        ("/ES", "/ES", "/ES"),
+        ("@ES", "@ES", "@ES"),
+        ("ESZ25", "ESZ25", "ESZ25"),
+    ],
+)
+def test_a_share_class_is_written_as_the_broker_writes_it(typed: str, dot: str, slash: str) -> None:
+    assert share_class(typed) == dot
+    assert share_class(typed, "/") == slash

@@ -169,6 +169,9 @@ def test_declarations() -> None:
     assert caps.account_types_for(AssetClass.FUTURE) == [AccountType.FUTURES]
     assert caps.account_types_for(AssetClass.EQUITY) == [AccountType.CASH, AccountType.MARGIN]
     assert caps.order_stream and caps.brackets and not caps.fractional
+    # Whole shares and contracts: a quantity takes no decimals.
+    assert caps.max_quantity_decimals(AssetClass.FUTURE) == 0
+    assert caps.max_quantity_decimals(AssetClass.EQUITY) == 0
     assert caps.bracket_trailing_stop
     for asset in (AssetClass.EQUITY, AssetClass.FUTURE):
         assert OrderType.TRAILING_STOP in caps.order_types_for(asset)
@@ -348,6 +351,39 @@ async def test_positions_long_short_and_futures(
     (es,) = await adapter.fetch_positions(FUTURES)
     assert es.asset_class is AssetClass.FUTURE and es.multiplier == 50
     assert es.unrealized_pnl == (Decimal(5900) - Decimal(5890)) * 2 * 50
+
+
+async def test_a_share_class_is_one_stock_however_typed(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    # TradeStation writes Berkshire's class B BRK.B: /close BRK-B finds the BRK.B position.
+    emu.set_position("11827342", "BRK.B", 4, "450")
+    assert adapter.canonical_symbol("BRK-B") == adapter.canonical_symbol("brk/b") == "BRK.B"
+    held = await adapter.fetch_position(MARGIN, adapter.canonical_symbol("BRK-B"))
+    assert held is not None and held.quantity == 4
+    assert vendor_symbol("BRK-B") == "BRK.B" and vendor_symbol("/ES") == "@ES"
+    assert adapter.canonical_symbol("/ES") == "/ES"
+
+
+async def test_a_market_data_404_is_an_unknown_symbol_not_an_order(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/marketdata/quotes/",
+            method="GET",
+            status=404,
+            body={"Error": "NotFound", "Message": "Resource not found."},
+            times=1,
+        )
+    )
+    with pytest.raises(SymbolNotFound, match="does not know the symbol ZZZQ") as e:
+        await adapter.fetch_quote("ZZZQ")
+    assert "order" not in e.value.user_message
+    # An order's 404 is still an order not found.
+    with pytest.raises(OrderNotFound, match="no such order"):
+        await adapter.cancel_order(MARGIN, "999999")
 
 
 async def test_quote_and_unknown_symbol(
@@ -626,6 +662,28 @@ async def test_futures_trade_in_the_futures_account(adapter: TradeStationAdapter
     assert pos.symbol == "MESZ25" and pos.quantity == 2 and pos.multiplier == 5
     sim = await adapter.create_order(SIM_FUTURES, sell("ESH6", 1))
     assert sim.status is OrderStatus.FILLED and sim.account_id == "SIM1182734F"
+
+
+async def test_a_future_needs_its_initial_margin_not_its_notional(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    # /trade /ES 1 on a $100,000 futures account: ~$295k of notional, a fraction in margin.
+    price = Decimal("5900.25")
+    es = buy("/ES", 1, asset_class=AssetClass.FUTURE)
+    needed = adapter.buying_power_required(es, price)
+    assert needed == price * 50 * Decimal("0.10")  # Tradecord Paper's rate, with no better
+    assert needed < await adapter.fetch_buying_power(FUTURES) < price * 50
+    assert adapter.buying_power_required(replace(es, quantity=Decimal(3)), price) == 3 * needed
+    # Stocks still take their notional.
+    assert adapter.buying_power_required(buy("AAPL", 10), Decimal(200)) == 2000
+    # Once TradeStation has said what a contract takes (a position's InitialRequirement),
+    # its own figure is the one used.
+    emu.set_position("11827343", "ESZ25", 2, "5890")
+    (pos,) = await adapter.fetch_positions(FUTURES)
+    per_contract = Decimal(pos.info["InitialRequirement"]) / 2
+    assert per_contract != price * 50 * Decimal("0.10")
+    more = buy("ESZ25", 1, asset_class=AssetClass.FUTURE)
+    assert adapter.buying_power_required(more, price) == per_contract
 
 
 async def test_business_rejections(adapter: TradeStationAdapter, emu: TradeStationEmulator) -> None:
@@ -1411,6 +1469,40 @@ async def test_an_extended_hours_order_goes_out_as_day_plus(
     with pytest.raises(InvalidOrder, match="must be limit orders"):
         await adapter.create_order(MARGIN, buy("MSFT", 1, extended_hours=True))
     assert len(posted(emu)) == 2
+
+
+async def test_an_order_claimed_by_another_intent_is_never_adopted_after_a_restart(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    # Two identical buys; the second's POST never reached TradeStation.
+    sent_at = datetime.now(UTC)
+    first = buy("AAPL", 3, client_order_id="twin1")
+    second = replace(first, client_order_id="twin2")
+    placed = await adapter.create_order(MARGIN, first)
+    emu.faults.add(Fault(kind="drop", path=r"/orderexecution/orders$", method="POST", times=1))
+    with pytest.raises(BrokerUnavailable):
+        await adapter.create_order(MARGIN, second)
+    JOURNAL.clear()  # another process, or after a restart: only the database remains
+    # Told the first intent owns its order, the second finds none: it was not placed.
+    claimed = SubmissionHint(second, sent_at, claimed=frozenset({placed.id}))
+    with pytest.raises(OrderNotFound, match="not placed"):
+        await adapter.fetch_order(MARGIN, client_order_id="twin2", hint=claimed)
+    # Without being told, the first's order would be taken for the second's.
+    JOURNAL.clear()
+    adopted = await adapter.fetch_order(
+        MARGIN, client_order_id="twin2", hint=SubmissionHint(second, sent_at)
+    )
+    assert adopted.id == placed.id
+    # Still fails closed when more than one unclaimed twin remains.
+    JOURNAL.clear()
+    third = await adapter.create_order(MARGIN, replace(first, client_order_id="twin3"))
+    fourth = await adapter.create_order(MARGIN, replace(first, client_order_id="twin4"))
+    JOURNAL.clear()
+    with pytest.raises(OrderStateUnknown, match="several identical orders"):
+        await adapter.fetch_order(MARGIN, client_order_id="twin2", hint=claimed)
+    # With all but one claimed, the one left is the answer.
+    only = SubmissionHint(second, sent_at, claimed=frozenset({placed.id, third.id}))
+    assert (await adapter.fetch_order(MARGIN, client_order_id="twin2", hint=only)).id == fourth.id
 
 
 async def test_an_extended_order_is_found_by_its_hint_apart_from_a_regular_twin(

@@ -253,6 +253,20 @@ async def test_fetch_quote(emu: TradierEmulator, adapter: TradierAdapter):
     assert len(emu.requests) == before
 
 
+async def test_a_share_class_is_one_stock_however_typed(
+    emu: TradierEmulator, adapter: TradierAdapter
+):
+    # Tradier writes Berkshire's class B BRK/B: BRK-B and BRK.B name it too.
+    margin = ref(emu, "margin")
+    emu.set_quote("BRK/B", "449.9", "450.1", "450")
+    assert adapter.canonical_symbol("BRK-B") == adapter.canonical_symbol("BRK.B") == "BRK/B"
+    assert (await adapter.fetch_quote("BRK.B")).symbol == "BRK/B"
+    await adapter.create_order(margin, OrderRequest("BRK.B", Side.BUY, Decimal(3)))
+    assert order_posts(emu)[-1]["symbol"] == ["BRK/B"]
+    held = await adapter.fetch_position(margin, adapter.canonical_symbol("BRK-B"))
+    assert held is not None and held.quantity == 3
+
+
 async def test_fetch_market_state(emu: TradierEmulator, adapter: TradierAdapter):
     assert await adapter.fetch_market_state() == "open"
     emu.set_market_open(False)

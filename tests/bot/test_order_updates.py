@@ -946,3 +946,50 @@ async def test_an_order_in_an_account_chosen_since_is_followed_by_the_running_wa
             await task
         await worker.close()
         await bot.close()
+
+
+async def test_an_unsent_tradestation_order_never_takes_another_intents_order_after_a_restart(
+    ts_settings: Settings, db: Database, ts: TradeStationEmulator
+) -> None:
+    """TradeStation's orders carry no id of ours: a lost submission is found by what it was,
+    and only the sending process's memory told two identical orders apart. Before: after a
+    restart, the reconciler gave the second of two identical buys (its POST dropped) the first
+    one's order, and told the member both filled."""
+    from adapters.tradestation import JOURNAL
+    from emulators.common import Fault
+
+    JOURNAL.clear()
+    [first] = await open_cores(ts_settings, 1)
+    try:
+        cid = await link(first, ts)
+        async with first.db.transaction() as s:
+            s.add(
+                ConnectionAccount(
+                    connection_id=cid,
+                    mode="live",
+                    account_id="11827342",
+                    account_type="margin",
+                    label="TS ••7342",
+                )
+            )
+        target = await first.connections.resolve(MEMBER, "TS", "live")
+        req = OrderRequest("MSFT", Side.BUY, Decimal(1), asset_class=asset_class_of("MSFT"))
+        one = await first.trading.place(target, req, source="discord", idempotency_key="one")
+        assert one.intent.broker_order_id, one.message
+        ts.faults.add(Fault(kind="drop", path=r"/orderexecution/orders$", method="POST", times=1))
+        two = await first.trading.place(target, req, source="discord", idempotency_key="two")
+        assert two.intent.status == IntentStatus.UNKNOWN, two.message
+    finally:
+        await first.close()
+    JOURNAL.clear()  # the process restarts
+    [second] = await open_cores(ts_settings, 1)
+    try:
+        later = datetime.now(UTC) + timedelta(seconds=60)  # past SEND_SETTLED_AFTER
+        second.trading.clock = second.connections.clock = lambda: later
+        await second.trading.reconcile()
+        after = await second.trading.get_intent(two.intent.id)
+        assert after.broker_order_id != one.intent.broker_order_id
+        assert after.status == IntentStatus.FAILED  # what the sending process concludes
+        assert len(ts.orders_for("11827342")) == 1
+    finally:
+        await second.close()

@@ -314,7 +314,8 @@ async def test_dollar_sizing_buys_fractional_shares_at_alpaca(
         ex.reason,
     )
     [order] = [o for o in alpaca.broker.orders.values() if o.asset.symbol == "MSFT"]
-    assert (order.side, order.qty) == ("buy", Decimal("2.38038562"))  # 1000 / 420.10
+    # 1000 / 420.10, to the 9 decimals Alpaca takes
+    assert (order.side, order.qty) == ("buy", Decimal("2.380385622"))
 
 
 async def test_risk_sizing_places_a_whole_share_bracket_at_alpaca(

@@ -1,0 +1,76 @@
+"""/trade and /close cards at the emulated brokers, in live mode: what each broker's own rules
+(margin, fractions, decimals) make of the order before the member confirms it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from bot.db import Database
+from bot.settings import Settings
+from tests.cogs.test_accounts import linked
+from tests.discord_harness import Harness, running_tradecord
+from tests.support import trading_contract
+
+
+@pytest.fixture
+async def h(settings: Settings, db: Database) -> AsyncIterator[Harness]:
+    async with running_tradecord(settings, brokers=True) as harness:
+        yield harness
+
+
+async def choose(h: Harness, name: str, kind: str | None) -> None:
+    """Alice's connection ``name`` trades live in its ``kind`` account (any, when None)."""
+    uid = h.user("alice")
+    conn = next(c for c in await h.core.connections.list_for(uid) if c.name == name)
+    _, accounts = await h.core.connections.broker_accounts(uid, conn.id)
+    account = next(
+        a
+        for a in accounts
+        if a.environment.value == "live" and (kind is None or a.type.value == kind)
+    )
+    await h.core.connections.choose_account(uid, conn.id, "live", account.id)
+
+
+async def live_trade(h: Harness, **options: str) -> str:
+    options.setdefault("side", "buy")
+    return (await h.reply("alice", "trade", mode="live", **options)).text()
+
+
+async def test_a_future_at_tradestation_needs_its_margin_not_its_notional(h: Harness) -> None:
+    """Before: "Not enough buying power: this order needs about $295,012.50" for one ES
+    contract in a futures account with $100,000: futures can hardly be traded there."""
+    await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
+    await linked(h, "alice", "tradestation")
+    await choose(h, "TradeStation", "futures")
+    for symbol in ("/ES", trading_contract()):
+        text = await live_trade(h, symbol=symbol, quantity="1")
+        assert "Not enough buying power" not in text, text
+        assert "Confirm" in text or "**BUY 1" in text, text
+
+
+async def test_amount_of_a_stock_alpaca_will_not_split_sizes_whole_shares(h: Harness) -> None:
+    """Before: "BUY 2.49875062 NOFR" on the card, refused by Alpaca at Confirm."""
+    alpaca = h.sandbox.emulators["alpaca"]
+    alpaca.add_asset("NOFR", price=Decimal(20), fractionable=False)
+    alpaca.set_quote("NOFR", Decimal("19.99"), Decimal("20.01"))
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    text = await live_trade(h, symbol="NOFR", amount="50")
+    assert "**BUY 2 NOFR**" in text, text
+
+
+async def test_an_alpaca_crypto_position_to_nine_decimals_can_be_closed(h: Harness) -> None:
+    """Before: "Quantity can have at most 8 decimals for BTC/USD." about a quantity the member
+    never typed: Alpaca holds coins to 9 decimals (its fees are taken in the coin)."""
+    alpaca = h.sandbox.emulators["alpaca"]
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    alpaca.set_position(
+        alpaca.account("demo", "live"), "BTC/USD", Decimal("0.001049999"), Decimal(95000)
+    )
+    card = await h.reply("alice", "close", symbol="BTCUSD", mode="live")
+    assert "decimals" not in card.text(), card.text()
+    assert card.buttons(), card.text()
