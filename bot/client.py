@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.core import Core
 from bot.errors import ConfigurationError, TradecordError
 from bot.settings import Settings
+from bot.wording import clip
 
 if TYPE_CHECKING:
     from bot.background import Background
@@ -169,6 +170,9 @@ def answer_errors(item: type[discord.ui.DynamicItem[Any]]) -> None:
     item.callback = answering  # type: ignore[method-assign]
 
 
+ERROR_TEXT_MAX = 1900  # under Discord's 2,000 characters a message may have
+
+
 async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
     """The one place errors meet members: domain errors as their own message, privately;
     anything else logged with an incident id, and only the id shown."""
@@ -189,6 +193,9 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
             "cancelling or changing something, check whether it was done (/orders, /accounts) "
             "before trying again. Give this id to the bot's owner if it keeps happening."
         )
+    # A broker's refusal quoted in full can pass Discord's 2,000 characters, and a message
+    # Discord refuses leaves the member with "This interaction failed".
+    text = clip(text, ERROR_TEXT_MAX)
     try:
         if interaction.response.is_done():
             await drop_public_placeholder(interaction)

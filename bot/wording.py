@@ -51,12 +51,23 @@ def name_problem(name: str, what: str, example: str) -> str | None:
         )
     if "://" in name:
         return f"{what} cannot be a link (it has “://”): alerts would show it as one, {example}."
+    if not name.isprintable() or any(c in BLANK_LETTERS for c in name):
+        # Zero-width and direction marks: "Break\u200bout" would show as "Breakout", a
+        # right-to-left override turns the rest of an alert's line around.
+        return (
+            f"{what} cannot have invisible characters (zero-width spaces, direction marks, "
+            f"blank letters): it would show as another name, or as none, {example}."
+        )
     if name[:1] in NAME_FIRST_REFUSED:
         return (
             f"{what} cannot start with {_chars(NAME_FIRST_REFUSED)} (Discord makes a line that "
             f"starts with # a heading, with - a list and with > a quote), {example}."
         )
     return None
+
+
+# Letters that print as nothing (Hangul fillers, the blank Braille pattern).
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def _chars(chars: str | list[str]) -> str:
@@ -68,7 +79,16 @@ def _chars(chars: str | list[str]) -> str:
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()])")
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut said with "…"."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def plain(text: str) -> str:
-    """Member-written text as inert plain text: no markdown, no mention syntax."""
+    """Member-written text as inert plain text: no markdown, no mention syntax, no link (a
+    display name "Free shares at https://…" shown in an alert), and nothing invisible or
+    turning the line around (a right-to-left override reverses what follows it)."""
+    text = "".join(c for c in text if c.isprintable())
     text = _MARKDOWN.sub(r"\\\1", text)
+    text = text.replace("://", ":\u200b//")
     return text.replace("@", "@\u200b").replace("<", "<\u200b")

@@ -37,6 +37,20 @@ def connection_field(conn: Connection, broker_name: str) -> tuple[str, str]:
     return conn.name, "\n".join(lines)
 
 
+SHOWN_CONNECTIONS = 12  # fields of a few lines each: well inside the embed's 6,000
+
+
+def _lines(names: list[str], prefix: str, limit: int = 700) -> str:
+    """One line per name, cut with "… and N more" to fit a field."""
+    out: list[str] = []
+    for i, name in enumerate(names):
+        line = f"{prefix}{name}"
+        if sum(len(x) + 1 for x in out) + len(line) > limit:
+            return "\n".join([*out, f"… and {len(names) - i} more"])
+        out.append(line)
+    return "\n".join(out)
+
+
 class Accounts(commands.Cog):
     def __init__(self, bot: Tradecord) -> None:
         self.bot = bot
@@ -53,14 +67,25 @@ class Accounts(commands.Cog):
         member = await self.bot.core.members.get_with_connections(interaction.user.id)
         names = {b.key: b.name for b in broker_catalog(self.bot.settings)}
         embed = discord.Embed(title="Your connections", colour=0x5865F2)
-        for conn in member.connections:
+        # Discord takes 25 fields of 1,024 characters in 6,000 in all: a pro plan's 25
+        # connections (and Tradecord Paper) do not all fit, so the rest are named.
+        shown = member.connections[:SHOWN_CONNECTIONS]
+        for conn in shown:
             name, value = connection_field(conn, names.get(conn.broker, conn.broker))
             embed.add_field(name=name, value=value, inline=False)
+        rest = member.connections[SHOWN_CONNECTIONS:]
+        if rest:
+            embed.add_field(
+                name=f"And {len(rest)} more",
+                value=_lines([c.name for c in rest], "")
+                + "\n/accounts connection:<name> shows one.",
+                inline=False,
+            )
         waiting = [c.name for c in member.connections if c.status == ConnectionStatus.NEEDS_ACCOUNT]
         if waiting:
             embed.add_field(
                 name="Trading is off until you choose an account",
-                value="\n".join(f"/accounts connection:{n}" for n in waiting),
+                value=_lines(waiting, "/accounts connection:"),
                 inline=False,
             )
         embed.set_footer(text="Link a broker with /connect · rename with /rename")

@@ -296,7 +296,7 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
             + (f", {sub.settings.entry_order}" if sub.settings.entry_order else ""),
             default_exits(sub.settings.take_profit, sub.settings.stop_loss),
             str(sub.settings.max_positions or "-"),
-            windows_column(sub.settings.trading_windows),
+            windows_column(sub.settings.trading_windows),  # wide: fmt.paged pages by size
             "on" if sub.enabled else "paused",
         ]
         for sub in subs

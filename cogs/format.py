@@ -171,6 +171,9 @@ ORDER_HEADERS = ["Id", "Side", "Symbol", "Filled", "Type", "Price", "TIF", "Stat
 HISTORY_HEADERS = [*ORDER_HEADERS[:4], "Avg fill", *ORDER_HEADERS[4:]]
 
 
+DESCRIPTION_MAX = 4096
+
+
 def paged(
     title: str,
     mode: str,
@@ -184,7 +187,17 @@ def paged(
 ) -> list[discord.Embed]:
     """Embeds of at most ``PAGE_ROWS`` rows each, numbered in the footer; ``empty`` says what
     there is none of ("No open orders.") when there are no rows."""
-    chunks = [rows[i : i + PAGE_ROWS] for i in range(0, len(rows), PAGE_ROWS)] or [[]]
+    # At most PAGE_ROWS a page, and fewer where wide rows would pass an embed description's
+    # 4,096 characters (Discord refuses the whole answer then).
+    room = DESCRIPTION_MAX - len(header) - 1
+    chunks: list[list[list[str]]] = []
+    chunk: list[list[str]] = []
+    for row in rows:
+        if chunk and (len(chunk) == PAGE_ROWS or len(table(headers, [*chunk, row], right)) > room):
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(row)
+    chunks = [*chunks, chunk] if chunk or not chunks else chunks
     pages = []
     for n, chunk in enumerate(chunks, 1):
         body = table(headers, chunk, right) if chunk else empty

@@ -26,7 +26,7 @@ from bot.services.trading import (
     qty,
 )
 from bot.signal_format import Signal
-from bot.wording import plain, plural
+from bot.wording import clip, plain, plural
 
 if TYPE_CHECKING:
     from bot.services.signals import SignalService
@@ -143,7 +143,8 @@ class SignalAlerts:
         # plan's summary is the line above.
         waiting = result.status == ExecutionStatus.WAITING_APPROVAL
         if result.reason and not waiting and result.reason.rstrip(".") not in what:
-            lines.append(result.reason)
+            # A broker's refusal quoted whole can pass a message's 2,000 characters.
+            lines.append(clip(result.reason, 800))
         if ctx.cancelled and ctx.cancelled not in (result.reason or ""):
             lines.append(ctx.cancelled)
         if result.status == ExecutionStatus.UNCONFIRMED and not result.reason:

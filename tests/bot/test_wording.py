@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.wording import money, plural, qty
+from bot.wording import money, name_problem, plain, plural, qty
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,19 @@ def test_money() -> None:
     assert money(Decimal("-12.5")) == "-$12.50"
     assert money(Decimal("-1000"), "EUR") == "-1,000.00 EUR"
     assert money(None) == "—"
+
+
+def test_plain_leaves_no_link_nor_anything_invisible() -> None:
+    """A display name shown in an alert: "https://…" was a live link in the bot's post, and a
+    right-to-left override turned the rest of the line around."""
+    assert (
+        plain("Free shares at https://evil.example") == "Free shares at https:\u200b//evil.example"
+    )
+    assert plain("Scalper \u202eLLES") == "Scalper LLES"
+    assert plain("Break\u200bout") == "Breakout"
+
+
+@pytest.mark.parametrize("name", ["Break\u200bout", "Scalper \u202e", "\u3164", "a\u2800b"])
+def test_names_with_invisible_characters_are_refused(name: str) -> None:
+    problem = name_problem(name, "A strategy name", "e.g. “NQ breakout”")
+    assert problem is not None and "invisible characters" in problem

@@ -185,3 +185,32 @@ async def test_cancelling_one_exit_at_tradier_says_the_bracket_went_with_it(h: H
     done = (await h.reply("alice", "cancel order", order=take_profit.id, mode="live")).text()
     assert done.startswith(f"Order {take_profit.id[-8:]} on Tradier is now cancelled"), done
     assert "Tradier cancels a bracket's exits together" in done and "stop" in done, done
+
+
+async def test_accounts_fits_discord_with_a_pro_plans_25_connections_waiting(
+    settings: Settings, db: object
+) -> None:
+    """Before: 25 connections and Tradecord Paper were 26 embed fields (Discord takes 25), and
+    15 long names waiting for an account passed a field's 1,024 characters: every /accounts
+    answered "Something went wrong"."""
+    from bot.models import Connection, ConnectionStatus
+
+    async with running_tradecord(settings) as h:
+        member_id = await h.core.members.ensure(h.user("alice"))
+        async with h.core.db.transaction() as s:
+            for n in range(25):
+                name = f"{n:02d} " + "x" * 47
+                s.add(
+                    Connection(
+                        member_id=member_id,
+                        broker="tradestation",
+                        name=name,
+                        name_key=name.casefold(),
+                        status=ConnectionStatus.NEEDS_ACCOUNT,
+                    )
+                )
+        answer = await h.reply("alice", "accounts")
+        text = answer.text()
+        assert "Something went wrong" not in text, text
+        assert "And 14 more" in text and "/accounts connection:<name> shows one." in text
+        assert "Trading is off until you choose an account" in text and "… and" in text

@@ -98,3 +98,24 @@ async def test_an_error_after_an_order_was_placed_is_answered(
     assert answer.ephemeral and re.search(r"incident [0-9A-F]{8}", answer.text()), answer.text()
     assert "Nothing was changed" not in answer.text()
     assert "check whether it was done (/orders, /accounts) before trying again" in answer.text()
+
+
+async def test_a_long_broker_message_still_reaches_the_member(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a broker's refusal quoted past Discord's 2,000 characters was refused by Discord,
+    and the member was left with "This interaction failed"."""
+    from typing import Any
+
+    from adapters.errors import InvalidOrder
+
+    h = tradecord
+    vendor = "; ".join(f"Leg {n}: LimitPrice must be within the price band" for n in range(60))
+
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise InvalidOrder(f"TradeStation rejected the request: {vendor}")
+
+    monkeypatch.setattr(h.core.trading, "holdings", refuse)
+    answer = await (await h.slash("alice", "positions")).message(timeout=5)
+    assert answer.text().startswith("TradeStation rejected the request: Leg 0")
+    assert answer.text().endswith("…") and len(answer.content) <= 2000

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from cogs import format as fmt
 from cogs.format import order_price, pct
 
 
@@ -39,3 +40,15 @@ def test_a_percentage_has_the_sign_of_what_it_rounds_to(
     gain: str | None, basis: str, shown: str
 ) -> None:
     assert pct(Decimal(gain) if gain else None, Decimal(basis)) == shown
+
+
+def test_pages_of_wide_rows_fit_an_embed_description() -> None:
+    """Before: fifteen rows a page whatever their width: one subscription with eight trading
+    windows widened every line past 4,096 characters, and /subscriptions failed."""
+    rows = [[f"s{n}", "x" * 300] for n in range(15)]
+    pages = fmt.paged("T", "paper", "head", rows, ["A", "B"], set(), "f", empty="none")
+    assert len(pages) > 1
+    assert all(len(p.description or "") <= 4096 for p in pages)
+    shown = "".join(p.description or "" for p in pages)
+    assert all(f"s{n} " in shown for n in range(15))  # every row on some page
+    assert pages[0].footer.text.startswith(f"Page 1/{len(pages)}")
