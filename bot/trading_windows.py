@@ -9,7 +9,7 @@ York's (the US markets'), unless a time zone ends the text: ``08:00-16:30 Europe
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from functools import cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, available_timezones
@@ -40,6 +40,16 @@ _ZONE_ALIASES = {
     "pt": "America/Los_Angeles",
     "utc": "UTC",
     "gmt": "UTC",
+    # As traders write the US zones: "09:30-16:00 EST" means the market's clock all year,
+    # not IANA's fixed EST (UTC-5), which ran every summer window an hour late.
+    "est": "America/New_York",
+    "edt": "America/New_York",
+    "cst": "America/Chicago",
+    "cdt": "America/Chicago",
+    "mst": "America/Denver",
+    "mdt": "America/Denver",
+    "pst": "America/Los_Angeles",
+    "pdt": "America/Los_Angeles",
 }
 # The time zone after the last window, if one is written there.
 _ZONE_AT_END = re.compile(r"(?<=\d)[\s,]+(?P<zone>[a-z][a-z0-9_+\-/ ]*)$")
@@ -199,6 +209,9 @@ def next_start(schedule: Schedule, at: datetime) -> datetime:
         date = local.date() + timedelta(days=day)
         for w in schedule.windows:
             begin = datetime.combine(date, w.start, tzinfo=schedule.zone)
-            if begin > local and w.on(date.weekday()):
-                starts.append(begin)
-    return min(starts)
+            # Compared as instants: a wall time in the hour the clocks go back happens twice
+            # (fold), and wall times of one zone compare as if it did not.
+            for moment in (begin, begin.replace(fold=1)):
+                if moment.astimezone(UTC) > at.astimezone(UTC) and w.on(date.weekday()):
+                    starts.append(moment)
+    return min(starts, key=lambda m: m.astimezone(UTC))

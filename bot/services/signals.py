@@ -1623,7 +1623,7 @@ class SignalService:
         return (
             f"The signal came {local:%a} at {local:%H:%M} {schedule.zone_name} time, outside "
             f"this subscription's trading windows ({text}); no entry was placed (exits still "
-            f"are). The next window opens {opens:%a} at {opens:%H:%M}. A signal with "
+            f"are). The next window opens {opens:%a %d %b} at {opens:%H:%M}. A signal with "
             "ignoreTradingWindows: true enters anyway."
         )
 

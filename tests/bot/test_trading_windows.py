@@ -176,3 +176,24 @@ def test_the_longest_windows_fit_where_they_are_stored() -> None:
     longest_zone = max(available_timezones(), key=len)
     text = ", ".join(["mon-fri 09:45-11:30", "sat-sun 09:45-11:30"] * 4) + " " + longest_zone
     assert len(windows_text(parse_windows(text))) <= 200  # Subscription.trading_windows
+
+
+def test_est_in_trading_windows_is_new_york_time_all_year() -> None:
+    """Before: IANA's fixed EST (UTC-5): "09:30-16:00 EST" opened at 10:30 New York time all
+    summer."""
+    from bot.trading_windows import NEW_YORK, in_windows, parse_windows
+
+    for written in ("mon-fri 09:30-16:00 EST", "mon-fri 08:30-15:00 cdt"):
+        schedule = parse_windows(written)
+        assert in_windows(schedule, datetime(2026, 7, 1, 9, 45, tzinfo=NEW_YORK)), written
+        assert in_windows(schedule, datetime(2026, 12, 1, 9, 45, tzinfo=NEW_YORK)), written
+
+
+def test_the_next_window_is_never_in_the_past_on_the_night_clocks_go_back() -> None:
+    """At 01:30 EST, the second 01:30 of 1 Nov 2026, "daily 01:40-01:50" opened at 01:40 EDT,
+    fifty minutes before: wall times of one zone compared as if the hour happened once."""
+    from bot.trading_windows import next_start, parse_windows
+
+    at = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+    opens = next_start(parse_windows("daily 01:40-01:50"), at)
+    assert opens.astimezone(UTC) == datetime(2026, 11, 1, 6, 40, tzinfo=UTC)

@@ -997,8 +997,8 @@ async def test_entries_wait_for_the_subscriptions_trading_windows(
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
     assert ex.reason == (
         "The signal came Tue at 16:00 New York time, outside this subscription's trading windows "
-        "(09:45-15:30); no entry was placed (exits still are). The next window opens Wed at "
-        "09:45. A signal with ignoreTradingWindows: true enters anyway."
+        "(09:45-15:30); no entry was placed (exits still are). The next window opens Wed 02 Dec "
+        "at 09:45. A signal with ignoreTradingWindows: true enters anyway."
     )
     assert await orders(core) == []
 
@@ -1011,7 +1011,7 @@ async def test_a_weekend_signal_waits_for_weekday_windows(core: Core, clock: Fak
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
     assert "Sat at 10:00 New York time" in (ex.reason or "")
     assert "trading windows (mon-fri 09:45-15:30)" in (ex.reason or "")
-    assert "The next window opens Mon at 09:45." in (ex.reason or "")
+    assert "The next window opens Mon 07 Dec at 09:45." in (ex.reason or "")
 
 
 async def test_trading_windows_in_another_time_zone_say_its_time(
@@ -1024,7 +1024,7 @@ async def test_trading_windows_in_another_time_zone_say_its_time(
     assert (ex.status, ex.reason_code) == (ExecutionStatus.SKIPPED, "outside-trading-window")
     assert "came Tue at 16:45 Europe/London time" in (ex.reason or ""), ex.reason
     assert "(mon-fri 08:00-16:30 Europe/London)" in (ex.reason or "")
-    assert "The next window opens Wed at 08:00." in (ex.reason or "")
+    assert "The next window opens Wed 02 Dec at 08:00." in (ex.reason or "")
     clock.at = datetime(2026, 12, 1, 11, 15, tzinfo=NEW_YORK)  # 16:15 in London
     ex = await run(core, url, sub, action="buy", time=clock.at.isoformat())
     assert ex.status == ExecutionStatus.FILLED, ex.reason
