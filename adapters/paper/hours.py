@@ -9,8 +9,9 @@ The ``PAPER_FILL_HOURS`` setting chooses between:
 ``exchange``
     Stocks and ETFs fill only in New York Stock Exchange sessions (exchange_calendars
     ``XNYS``: 09:30–16:00 New York, holidays and early closes included). Futures fill only in
-    CME Globex sessions (``CMES``: 17:00 Chicago on the previous day to 17:00 Chicago; the
-    calendar has no daily 16:00–17:00 maintenance break, so neither does Tradecord Paper).
+    CME Globex sessions (``CMES``: 17:00 Chicago on the previous day to 17:00 Chicago),
+    less the daily 16:00–17:00 Chicago maintenance halt the calendar leaves out: a session
+    ends at 16:00 Chicago (or its early close), when Globex stops taking orders.
     A day order lives until the close of the session that is open when it is placed, or of
     the next session when it is placed while the market is closed.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from adapters.calendars import NEW_YORK, calendar_for
 from adapters.models import AssetClass, TimeInForce
@@ -40,6 +42,8 @@ from adapters.models import AssetClass, TimeInForce
 if TYPE_CHECKING:
     from exchange_calendars import ExchangeCalendar
 
+CHICAGO = ZoneInfo("America/Chicago")
+GLOBEX_HALT = time(16, 0)  # Chicago: Globex takes no orders until its 17:00 open
 DAY_END = time(16, 0)
 EXTENDED_DAY_END = time(20, 0)
 PRE_MARKET = timedelta(hours=5, minutes=30)  # from 04:00 before a 09:30 open
@@ -63,7 +67,23 @@ def is_open(
         return True
     if extended and asset_class is AssetClass.EQUITY:
         return _extended_session(cal, at) is not None
-    return bool(cal.is_open_on_minute(at.astimezone(UTC)))
+    utc = at.astimezone(UTC)
+    if not cal.is_open_on_minute(utc):
+        return False
+    if asset_class is AssetClass.FUTURE:
+        return utc < _session_end(cal, cal.minute_to_session(utc, direction="next"), asset_class)
+    return True
+
+
+def _session_end(cal: ExchangeCalendar, session: object, asset_class: AssetClass) -> datetime:
+    """When a session stops taking orders: its close, or for Globex the 16:00 Chicago halt
+    before the calendar's 17:00 close."""
+    close: datetime = cal.session_close(session).to_pydatetime()
+    if asset_class is not AssetClass.FUTURE:
+        return close
+    local = close.astimezone(CHICAGO)
+    halt = datetime.combine(local.date(), GLOBEX_HALT, tzinfo=CHICAGO).astimezone(UTC)
+    return min(close, halt)
 
 
 def _extended_window(cal: ExchangeCalendar, session: object) -> tuple[datetime, datetime]:
@@ -87,6 +107,7 @@ def next_open(asset_class: AssetClass, at: datetime, hours: FillHours) -> dateti
         return None
     cal = calendar_for(asset_class, at)
     assert cal is not None
+    # In Globex's halt the calendar's session still runs: its next open is the next one's.
     return cal.next_open(at.astimezone(UTC)).to_pydatetime()
 
 
@@ -117,8 +138,11 @@ def day_order_expiry(
             window = _extended_session(cal, placed_at)
             if window is not None:
                 return window[1]
-        session = cal.minute_to_session(placed_at.astimezone(UTC), direction="next")
-        close = cal.session_close(session).to_pydatetime()
+        utc = placed_at.astimezone(UTC)
+        session = cal.minute_to_session(utc, direction="next")
+        close = _session_end(cal, session, asset_class)
+        if close <= utc:  # placed in Globex's halt: the next session's day
+            close = _session_end(cal, cal.next_session(session), asset_class)
         return close + AFTER_HOURS if extended else close
     day_end = EXTENDED_DAY_END if extended else DAY_END
     local = placed_at.astimezone(NEW_YORK)

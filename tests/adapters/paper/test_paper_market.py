@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from adapters.errors import SymbolNotFound
 from adapters.models import AssetClass
 from adapters.paper.feed import QuoteSource, SimulatedFeed, reference_price
-from adapters.paper.hours import FillHours, day_order_expiry, is_open, next_open
+from adapters.paper.hours import CHICAGO, FillHours, day_order_expiry, is_open, next_open
 from adapters.paper.universe import equity_list, resolve
 from adapters.symbols import FUTURES, example_contract
 
@@ -202,8 +202,29 @@ def test_exchange_day_orders_live_until_the_session_close() -> None:
     assert day_order_expiry(AssetClass.EQUITY, utc(2026, 11, 27, 15), EXCHANGE) == utc(
         2026, 11, 27, 18
     )
-    # Futures: the Globex session ends 17:00 Chicago.
-    assert day_order_expiry(AssetClass.FUTURE, WEEKDAY_SESSION, EXCHANGE) == utc(2026, 12, 1, 23)
+    # Futures: the Globex session takes orders until its 16:00 Chicago halt.
+    assert day_order_expiry(AssetClass.FUTURE, WEEKDAY_SESSION, EXCHANGE) == utc(2026, 12, 1, 22)
+    # Placed in the halt: the next session's day.
+    assert day_order_expiry(AssetClass.FUTURE, utc(2026, 12, 1, 22, 30), EXCHANGE) == utc(
+        2026, 12, 2, 22
+    )
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        utc(2026, 12, 1, 22, 30),  # Tuesday 16:30 Chicago: the daily maintenance halt
+        utc(2026, 12, 4, 22, 30),  # Friday 16:30 Chicago: Globex closed for the weekend
+        utc(2026, 3, 9, 21, 0),  # the Monday after the clocks went forward: 16:00 Chicago
+    ],
+)
+def test_paper_futures_do_not_fill_in_globex_s_halt(at: datetime) -> None:
+    """Before: CMES's sessions run 17:00 to 17:00 Chicago, and paper futures filled through
+    the daily halt and on Friday evening, after Globex had closed for the weekend."""
+    assert not is_open(AssetClass.FUTURE, at, EXCHANGE)
+    opens = next_open(AssetClass.FUTURE, at, EXCHANGE)
+    assert opens is not None and opens > at
+    assert opens.astimezone(CHICAGO).time() == time(17, 0)
 
 
 def test_calendars_outside_the_default_range_work() -> None:
