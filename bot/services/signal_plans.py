@@ -101,6 +101,8 @@ class Plan:
     # Why something the signal could have done is not done (entry refused, nothing to do).
     note_code: str | None = None
     note: str | None = None
+    # The position it was planned from: an approval clicked later must find it unchanged.
+    planned_from: Decimal | None = None
 
     def leg(self, name: str) -> Leg | None:
         return next((leg for leg in self.legs if leg.name == name), None)
@@ -122,6 +124,7 @@ class Plan:
             "legs": [leg.to_json() for leg in self.legs],
             "note_code": self.note_code,
             "note": self.note,
+            **({"planned_from": str(self.planned_from)} if self.planned_from is not None else {}),
         }
 
     @classmethod
@@ -131,6 +134,7 @@ class Plan:
             [Leg.from_json(x) for x in d.get("legs") or []],
             d.get("note_code"),
             d.get("note"),
+            Decimal(d["planned_from"]) if d.get("planned_from") is not None else None,
         )
 
 

@@ -948,7 +948,7 @@ class SignalService:
     ) -> Plan:
         """The legs (or the note saying why there are none); ``_plan`` adds the cancels."""
         sig = ctx.signal
-        plan = Plan()
+        plan = Plan(planned_from=snap.position)
         held = snap.position
         if sig.action is Action.CANCEL:
             if not snap.ticker_orders:
@@ -1495,6 +1495,21 @@ class SignalService:
             return None
 
         result = Result(ExecutionStatus.DONE, plan.note_code, plan.note, plan)
+        sent = any(
+            i.status not in (IntentStatus.DRAFT, IntentStatus.DISCARDED) for i in existing.values()
+        )
+        if ctx.approved and not sent and plan.planned_from not in (None, snap.position):
+            # The card showed orders planned from that position: another card approved first,
+            # or a trade by hand, would make them double it, close it, or turn it around.
+            await self.discard_drafts(ctx)
+            return Result(
+                ExecutionStatus.REJECTED,
+                "position-changed",
+                f"The {sig.ticker} position changed since the signal (it was "
+                f"{qty(plan.planned_from or Decimal(0))}, it is {qty(snap.position)}); nothing was "
+                "placed. The strategy's next signal trades from the position as it is.",
+                plan,
+            )
         entry = plan.leg("entry")
         if entry is not None and plan.leg("exit") is not None and "entry" not in existing:
             # The entry waits for the exit to fill, but the broker's own checks of it need not:

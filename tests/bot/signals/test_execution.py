@@ -3517,3 +3517,46 @@ async def test_a_signal_that_names_its_order_type_keeps_it(core: Core) -> None:
         ("AAPL", "market", None),
         ("MSFT", "limit", Decimal(390)),
     ]
+
+
+async def test_two_cards_of_one_subscription_approved_one_after_the_other_enter_once(
+    core: Core, clock: FakeClock
+) -> None:
+    """Before: both were placed as their cards said, and the member was long twice the size:
+    the orders were planned from a position the first approval had changed."""
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True, sizing_value=Decimal(2))
+    await run(core, url, sub, action="buy", time=clock().isoformat())
+    clock.advance(seconds=5)
+    await run(core, url, sub, action="buy", time=clock().isoformat())
+    first, second = await core.signals.pending_approvals(OWNER)
+    await core.signals.approve(first.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    await core.signals.approve(second.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    assert await position(core, OWNER, "AAPL") == 2
+    ex = await execution(core, second.signal_id, sub)
+    assert (ex.status, ex.reason_code) == (ExecutionStatus.REJECTED, "position-changed")
+    assert "(it was 0, it is 2); nothing was placed" in (ex.reason or ""), ex.reason
+    assert [
+        i.status
+        for i in await intents(core)
+        if i.idempotency_key.startswith(f"signal:{second.signal_id}")
+    ] in ([IntentStatus.DISCARDED], [])
+
+
+async def test_an_approved_reversal_after_the_long_grew_places_nothing(core: Core) -> None:
+    """Before: "exit: sell 1; then sell 1" (long 1 to short 1) approved after the member
+    bought 4 more left them long 3, told "Filled"."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "1")
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    await run(core, url, sub, action="sell")
+    [pending] = await core.signals.pending_approvals(OWNER)
+    assert pending.summary == "exit: sell 1 AAPL; then sell 1 AAPL"
+    await hold(core, OWNER, "AAPL", "4")
+    await core.signals.approve(pending.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    ex = await execution(core, pending.signal_id, sub)
+    assert ex.reason_code == "position-changed", (ex.status, ex.reason)
+    assert await position(core, OWNER, "AAPL") == 5
