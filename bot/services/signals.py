@@ -327,6 +327,10 @@ class SignalService:
             )
         if (
             auth.max_quantity is not None
+            # Only an add opens for sure: a buy or sell may first exit (a reversal), and an
+            # exit is never held back by a limit. Their entries are capped as each
+            # subscription plans them (``quantity-over-limit`` in its result).
+            and signal.action is Action.ADD
             and signal.quantity is not None
             and signal.effective_quantity_type is QuantityType.FIXED_QUANTITY
             and signal.quantity > auth.max_quantity

@@ -454,7 +454,7 @@ async def test_strategy_settings_are_shown_changed_and_cleared_by_the_owner(
     status, body = await post(url, {"ticker": "MSFT", "action": "buy"})
     assert (status, body["messageCode"]) == (400, "unsupported-ticker")
     assert "/strategy settings" in str(body["message"])
-    status, body = await post(url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
+    status, body = await post(url, {"ticker": "AAPL", "action": "add", "quantity": 6})
     assert (status, body["messageCode"]) == (400, "quantity-over-limit")
     # This test posts from 127.0.0.1: outside the allow-list, then allowed again.
     await h.reply("dave", "strategy settings", strategy="Scalper", allowed_sources="203.0.113.0/24")

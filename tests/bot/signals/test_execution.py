@@ -3560,3 +3560,29 @@ async def test_an_approved_reversal_after_the_long_grew_places_nothing(core: Cor
     ex = await execution(core, pending.signal_id, sub)
     assert ex.reason_code == "position-changed", (ex.status, ex.reason)
     assert await position(core, OWNER, "AAPL") == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action": "exit", "quantity": 10},
+        {"action": "sell", "sentiment": "flat", "quantity": 10},
+        {"action": "sell", "quantity": 10},  # a reversal: its exit is never held back
+    ],
+)
+async def test_the_strategy_s_max_quantity_never_refuses_an_exit(
+    core: Core, body: dict[str, Any]
+) -> None:
+    """Before: 400 quantity-over-limit at the webhook for any quantity over the strategy's
+    limit, so a long 10 under a limit of 3 could not be closed by its strategy."""
+    url = await make_strategy(core)
+    await core.strategies.configure(GUILD, OWNER, url.strategy.id, max_quantity=Decimal(3))
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ack = await send(core, url, {"ticker": "AAPL", **body})
+    assert ack.status == 202, ack.body
+    await core.jobs.drain()
+    assert await position(core, OWNER, "AAPL") == 0
+    ex = await execution(core, ack.body["id"], sub)
+    if body["action"] == "sell" and "sentiment" not in body:
+        assert ex.reason_code == "quantity-over-limit"  # the entry after it was capped

@@ -444,7 +444,9 @@ async def test_webhook_settings(core: Core) -> None:
             await core.strategies.configure(GUILD, OWNER, url.strategy.id, **bad)  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         await core.strategies.configure(GUILD, ALICE, url.strategy.id, max_lag_seconds=60)
-    over = await send(core, url, {"ticker": "AAPL", "action": "buy", "quantity": 6})
+    # An add opens for sure: refused at the webhook. (A buy or sell may exit first: its
+    # entry is capped by each subscription's plan, tested in test_execution.)
+    over = await send(core, url, {"ticker": "AAPL", "action": "add", "quantity": 6})
     assert (over.status, over.body["messageCode"]) == (400, "quantity-over-limit")
     # Before: "The quantity is above this strategy's limit of 5." and no way out said.
     assert over.body["message"] == (
