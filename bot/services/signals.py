@@ -963,8 +963,9 @@ class SignalService:
                 plan.note_code = "no-position-to-exit"
                 plan.note = f"No open {sig.ticker} position to exit."
                 return plan
-            # Flat: the contract wants no position left, whatever quantity the signal sends.
-            partial = sig.sentiment is not Sentiment.FLAT
+            # Flat, or the other side's sentiment ("bearish: the position after should be
+            # bearish or flat"): no position left, whatever quantity the signal sends.
+            partial = sig.sentiment is not Sentiment.FLAT and _direction(sig.sentiment) * held >= 0
             plan.legs.append(await self._exit_leg(ctx, adapter, target, snap, partial=partial))
             return plan
         if sig.action is Action.ADD:
@@ -997,7 +998,9 @@ class SignalService:
                 and sig.quantity is not None
                 and sig.effective_quantity_type is not QuantityType.RISK_DOLLAR_AMOUNT
             )
-            partial = keeps_opposite or (signal_sized and sig.sentiment is not Sentiment.FLAT)
+            # A sentiment for this side ("bullish: the position after should be bullish or
+            # flat") leaves nothing of the other side: a full exit, then the entry.
+            partial = keeps_opposite or (signal_sized and sig.sentiment is None)
             exit_leg = await self._exit_leg(
                 ctx, adapter, target, snap, partial=partial, sized=keeps_opposite
             )

@@ -3586,3 +3586,27 @@ async def test_the_strategy_s_max_quantity_never_refuses_an_exit(
     ex = await execution(core, ack.body["id"], sub)
     if body["action"] == "sell" and "sentiment" not in body:
         assert ex.reason_code == "quantity-over-limit"  # the entry after it was capped
+
+
+@pytest.mark.parametrize(
+    ("held", "signal", "after"),
+    [
+        ("-10", {"action": "buy", "sentiment": "bullish"}, 3),  # was short 7
+        ("10", {"action": "sell", "sentiment": "short"}, -3),  # was long 7
+        ("10", {"action": "exit", "sentiment": "bearish"}, 0),  # was long 7
+    ],
+)
+async def test_a_sentiment_leaves_no_position_on_the_other_side(
+    core: Core, held: str, signal: dict[str, Any], after: int
+) -> None:
+    """signal-format: "bullish - Open position after trade should be bullish or flat" (and
+    bearish the same). Before: the signal's quantity below the position made a partial exit,
+    leaving 7 on the side the sentiment ruled out."""
+    url = await make_strategy(core)
+    await hold(
+        core, OWNER, "AAPL", held.lstrip("-"), side="sell" if held.startswith("-") else "buy"
+    )
+    sub = await subscribe(core, url, OWNER, sizing="signal", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, quantity=3, **signal)
+    assert ex.status == ExecutionStatus.FILLED, (ex.reason_code, ex.reason)
+    assert await position(core, OWNER, "AAPL") == after
