@@ -902,7 +902,10 @@ def _stop_loss(value: Any) -> StopLoss | None:
 def _trailing_stop_loss(value: Mapping[str, Any]) -> StopLoss:
     """``type: trailing_stop``: the stop follows the best price since the entry filled by
     ``trailAmount`` dollars or ``trailPercent`` percent; it has no price of its own."""
-    fixed = [k for k in ("stopPrice", "percent", "amount", "limitPrice") if k in value]
+    # A null field is absent, as everywhere in the format (alert templates send them).
+    fixed = [
+        k for k in ("stopPrice", "percent", "amount", "limitPrice") if value.get(k) is not None
+    ]
     if fixed:
         raise _Refused(
             "invalid-stop-loss-trail-value",

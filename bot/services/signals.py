@@ -993,7 +993,7 @@ class SignalService:
             # TradersPost with the signal's quantity: below the position it is a partial exit
             # (no entry follows); flat closes it all, whatever the quantity.
             # Risk dollars size the entry: the position is exited whole first.
-            signal_sized = (
+            signal_sized = _percent_of_position(ctx) or (
                 ctx.subscription.sizing == Sizing.SIGNAL
                 and sig.quantity is not None
                 and sig.effective_quantity_type is not QuantityType.RISK_DOLLAR_AMOUNT
@@ -1055,7 +1055,9 @@ class SignalService:
         wanted: Decimal | None = None
         by_risk = ctx.signal.effective_quantity_type is QuantityType.RISK_DOLLAR_AMOUNT
         if not by_risk and (
-            sized or (partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity)
+            sized
+            or (partial and ctx.subscription.sizing == Sizing.SIGNAL and ctx.signal.quantity)
+            or (partial and _percent_of_position(ctx))
         ):
             wanted = await self._size(ctx, adapter, target, snap, side, exiting=True)
         quantity = amount if wanted is None else min(wanted, amount)
@@ -1208,7 +1210,10 @@ class SignalService:
         value = sub.sizing_value
         ctx.sized_at = ctx.sized_bracket = None  # set below if the quote sizes it
         kind: QuantityType
-        if sub.sizing == Sizing.SIGNAL:
+        if exiting and _percent_of_position(ctx):
+            # A part of the position, whatever sizes this subscription's entries.
+            kind, amount = QuantityType.PERCENT_OF_POSITION, sig.quantity or Decimal(100)
+        elif sub.sizing == Sizing.SIGNAL:
             kind = sig.effective_quantity_type or QuantityType.FIXED_QUANTITY
             amount = sig.quantity or Decimal(1)  # no quantity: 1, as TradersPost does
             # The multiplier scales what the strategy trades, not a share of what is held: the
@@ -2147,6 +2152,15 @@ def _body_text(body: bytes) -> str:
 
 def _direction(sentiment: Sentiment | None) -> int:
     return {Sentiment.BULLISH: 1, Sentiment.BEARISH: -1}.get(sentiment, 0) if sentiment else 0
+
+
+def _percent_of_position(ctx: ExecContext) -> bool:
+    """The signal sends a percent of the position: the part of it an exit closes, whatever
+    sizes the subscription's entries (a percent of a position does not depend on them)."""
+    return (
+        ctx.signal.quantity is not None
+        and ctx.signal.effective_quantity_type is QuantityType.PERCENT_OF_POSITION
+    )
 
 
 def _sizes_position(ctx: ExecContext) -> bool:

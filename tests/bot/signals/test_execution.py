@@ -3610,3 +3610,17 @@ async def test_a_sentiment_leaves_no_position_on_the_other_side(
     ex = await run(core, url, sub, quantity=3, **signal)
     assert ex.status == ExecutionStatus.FILLED, (ex.reason_code, ex.reason)
     assert await position(core, OWNER, "AAPL") == after
+
+
+@pytest.mark.parametrize("action", ["exit", "sell"])
+async def test_a_percent_of_the_position_exits_that_part_whatever_sizes_the_entries(
+    core: Core, action: str
+) -> None:
+    """Before: under a fixed-quantity subscription the percent was ignored: "exit 50%" sold
+    all 10, and "sell 50%" sold all 10 and then shorted 1."""
+    url = await make_strategy(core)
+    await hold(core, OWNER, "AAPL", "10")
+    sub = await subscribe(core, url, OWNER, sizing="fixed_quantity", sizing_value=Decimal(1))
+    ex = await run(core, url, sub, action=action, quantity=50, quantityType="percent_of_position")
+    assert ex.status == ExecutionStatus.FILLED, (ex.reason_code, ex.reason)
+    assert await position(core, OWNER, "AAPL") == 5

@@ -460,3 +460,18 @@ def test_auction_orders_are_read(word: str, tif: TimeInForce) -> None:
     s = ok(base(timeInForce=word, orderType="limit", limitPrice=190))
     assert s.time_in_force is tif
     assert Signal.from_record(s.to_record()) == s
+
+
+def test_a_trailing_stop_loss_with_null_fixed_prices_is_accepted() -> None:
+    """A null field counts as absent everywhere else in the format; before, a trailing stop
+    loss with "stopPrice": null was refused as having a fixed price."""
+    from bot import signal_format
+
+    parsed = signal_format.parse_object(
+        {
+            "ticker": "AAPL",
+            "action": "buy",
+            "stopLoss": {"type": "trailing_stop", "trailPercent": 2, "stopPrice": None},
+        }
+    )
+    assert isinstance(parsed, signal_format.Signal), parsed
