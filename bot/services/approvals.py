@@ -24,9 +24,10 @@ from bot.automation_models import (
     Subscription,
     intent_key,
 )
+from bot.brokers import connect_command
 from bot.components import approval_buttons
 from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
-from bot.models import Connection, IntentStatus, Member, OrderIntent, short_id
+from bot.models import Connection, ConnectionStatus, IntentStatus, Member, OrderIntent, short_id
 from bot.services.connections import Target
 from bot.services.notify import Notifier, buttons_of
 from bot.services.signal_plans import ExecContext, Plan, Result
@@ -217,6 +218,54 @@ class Approvals:
                     f"Not approved: your subscription to **{plain(paused)}** is paused, so it "
                     f"takes no signals. Resume it (/subscribe strategy:{plain(paused)} "
                     f"active:true), then press Approve again{by}."
+                )
+            # A connection to re-link would skip the run after "being placed", the approval
+            # spent; refused here, the card waits for a click once it is linked again.
+            async with self.core.db.session() as s:
+                relink = await s.scalar(
+                    select(Connection)
+                    .join(Subscription, Subscription.connection_id == Connection.id)
+                    .where(
+                        Subscription.id == ex.subscription_id,
+                        Connection.status == ConnectionStatus.NEEDS_REAUTH,
+                    )
+                )
+                drafts = list(
+                    await s.scalars(
+                        select(OrderIntent.status).where(
+                            OrderIntent.idempotency_key.in_(
+                                [intent_key(ex.signal_id, ex.subscription_id, leg) for leg in LEGS]
+                            )
+                        )
+                    )
+                )
+            if relink is not None:
+                raise LimitReached(
+                    f"Not approved yet: “{relink.name}” needs to be re-linked "
+                    f"({connect_command(relink.broker)}); then press Approve again"
+                    f"{_before(ex.approval_expires_at)}."
+                )
+            if drafts and all(d == IntentStatus.DISCARDED for d in drafts):
+                # /paper reset (or a disconnect) discarded its orders: nothing is left to place.
+                async with self.core.db.transaction() as s:
+                    await s.execute(
+                        update(SignalExecution)
+                        .where(
+                            SignalExecution.id == ex.id,
+                            SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                        )
+                        .values(
+                            status=ExecutionStatus.SKIPPED,
+                            reason_code="orders-discarded",
+                            reason="Its orders were discarded before the approval.",
+                            notified_status=ExecutionStatus.SKIPPED,
+                            updated_at=self.signals.clock(),
+                        )
+                    )
+                raise Conflict(
+                    "These orders were discarded since the card was sent (your paper account "
+                    "was reset, or its connection removed): nothing was placed. The "
+                    "strategy's next signal trades as usual."
                 )
         now = self.signals.clock()
         async with self.core.db.transaction() as s:

@@ -3624,3 +3624,41 @@ async def test_a_percent_of_the_position_exits_that_part_whatever_sizes_the_entr
     ex = await run(core, url, sub, action=action, quantity=50, quantityType="percent_of_position")
     assert ex.status == ExecutionStatus.FILLED, (ex.reason_code, ex.reason)
     assert await position(core, OWNER, "AAPL") == 5
+
+
+async def test_approving_while_the_connection_needs_re_linking_keeps_the_card_waiting(
+    core: Core,
+) -> None:
+    """Before: "being placed", then the run was skipped for the re-link, the approval spent
+    and its draft left "awaiting approval"."""
+    from sqlalchemy import update as sql_update
+
+    from bot.errors import LimitReached
+    from bot.models import Connection, ConnectionStatus
+
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    async with core.db.transaction() as s:
+        await s.execute(
+            sql_update(Connection)
+            .where(Connection.id == draft.connection_id)
+            .values(status=ConnectionStatus.NEEDS_REAUTH)
+        )
+    with pytest.raises(LimitReached, match="needs to be re-linked"):
+        await core.signals.approve(draft.id, ALICE)
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.WAITING_APPROVAL
+
+
+async def test_approving_orders_a_paper_reset_discarded_says_so(core: Core) -> None:
+    """Before: "being placed", then "⛔ Rejected … buy 2 AAPL: discarded."."""
+    from bot.errors import Conflict
+
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    await core.trading.reset_paper(ALICE)
+    with pytest.raises(Conflict, match="discarded since the card was sent"):
+        await core.signals.approve(draft.id, ALICE)
+    await core.jobs.drain()
+    ended = await execution(core, ex.signal_id, sub)
+    assert (ended.status, ended.reason_code) == (ExecutionStatus.SKIPPED, "orders-discarded")
+    assert await orders(core) == []
