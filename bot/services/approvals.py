@@ -555,6 +555,14 @@ class Approvals:
         execution_id = int(payload["execution_id"])
         ctx = await self._context_for(execution_id)
         if ctx is None:
+            # Its subscription ended between the click and this job (unsubscribed, the
+            # strategy unshared or deleted): the click promised a DM with the result.
+            await self._end_unplaced(
+                execution_id,
+                ExecutionStatus.SKIPPED,
+                "subscription-ended",
+                "Its subscription ended after the approval, so nothing was placed.",
+            )
             return
         ctx.approved = True
         await self.signals.execute(ctx)
@@ -568,6 +576,21 @@ class Approvals:
             "Tradecord kept failing while placing this approved order and stopped trying; "
             "nothing was placed."
         )
+        await self._end_unplaced(
+            execution_id, ExecutionStatus.FAILED, "processing-failed", reason, gave_up=True
+        )
+
+    async def _end_unplaced(
+        self,
+        execution_id: int,
+        status: str,
+        code: str,
+        reason: str,
+        *,
+        gave_up: bool = False,
+    ) -> None:
+        """End an approved run that will place nothing more: its drafts discarded, the run
+        ``status`` with ``reason`` (if nothing was placed), and its member told by DM."""
         async with self.core.db.transaction() as s:
             row = (
                 await s.execute(
@@ -581,11 +604,21 @@ class Approvals:
             if row is None or row[0].status != ExecutionStatus.APPROVED:
                 return
             ex, discord_id, strategy_name = row
-            keys = [intent_key(ex.signal_id, ex.subscription_id, leg) for leg in LEGS]
+            if ex.subscription_id is not None:
+                ours = OrderIntent.idempotency_key.in_(
+                    [intent_key(ex.signal_id, ex.subscription_id, leg) for leg in LEGS]
+                )
+            else:  # its subscription was deleted (SET NULL): its orders by what they were for
+                ours = (
+                    OrderIntent.idempotency_key.startswith(f"{ex.signal_id}:")
+                    & (OrderIntent.member_id == ex.member_id)
+                    & (OrderIntent.connection_id == ex.connection_id)
+                    & (OrderIntent.mode == ex.mode)
+                )
             placed = await s.scalar(
                 select(OrderIntent.id)
                 .where(
-                    OrderIntent.idempotency_key.in_(keys),
+                    ours,
                     OrderIntent.status.not_in([IntentStatus.DRAFT, IntentStatus.DISCARDED]),
                 )
                 .limit(1)
@@ -594,10 +627,7 @@ class Approvals:
                 # Its drafts (the orders shown for approval) will never be sent.
                 await s.execute(
                     update(OrderIntent)
-                    .where(
-                        OrderIntent.idempotency_key.in_(keys),
-                        OrderIntent.status == IntentStatus.DRAFT,
-                    )
+                    .where(ours, OrderIntent.status == IntentStatus.DRAFT)
                     .values(status=IntentStatus.DISCARDED)
                 )
                 await s.execute(
@@ -607,10 +637,10 @@ class Approvals:
                         SignalExecution.status == ExecutionStatus.APPROVED,
                     )
                     .values(
-                        status=ExecutionStatus.FAILED,
-                        reason_code="processing-failed",
+                        status=status,
+                        reason_code=code,
                         reason=reason,
-                        notified_status=ExecutionStatus.FAILED,
+                        notified_status=status,
                         updated_at=self.signals.clock(),
                     )
                 )
@@ -618,12 +648,15 @@ class Approvals:
             f"Your approved order for signal `{short_id(ex.signal_id)}` of "
             f"**{plain(strategy_name)}**"
         )
-        text = (
-            f"⚠️ {what} could not be placed: {reason[0].lower()}{reason[1:]}"
-            if placed is None
-            else f"⚠️ {what} did not finish: Tradecord stopped trying. It may have placed an "
-            "order; see /orders."
-        )
+        if placed is None:
+            text = f"⚠️ {what} could not be placed: {reason[0].lower()}{reason[1:]}"
+        elif gave_up:
+            text = (
+                f"⚠️ {what} did not finish: Tradecord stopped trying. It may have placed an "
+                "order; see /orders."
+            )
+        else:
+            return  # under way already: its orders' own updates tell the member
         await self.signals.alerts.dm(discord_id, text)
 
     async def _context_for(self, execution_id: int) -> ExecContext | None:

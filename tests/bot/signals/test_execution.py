@@ -3662,3 +3662,25 @@ async def test_approving_orders_a_paper_reset_discarded_says_so(core: Core) -> N
     ended = await execution(core, ex.signal_id, sub)
     assert (ended.status, ended.reason_code) == (ExecutionStatus.SKIPPED, "orders-discarded")
     assert await orders(core) == []
+
+
+async def test_a_subscription_ended_between_the_click_and_its_job_is_told_and_ended(
+    core: Core,
+) -> None:
+    """Before: the run stayed "approved" for good, its draft "awaiting approval", and the DM
+    the click had promised never came."""
+    url, _, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    approved = await core.signals.approve(draft.id, ALICE)
+    assert "you will get a DM with the result" in approved.message
+    told = len(notifier(core).dms)
+    await core.subscriptions.unsubscribe(GUILD, ALICE, url.strategy.id)
+    await core.jobs.drain()
+    async with core.db.session() as s:
+        ended = await s.get(SignalExecution, ex.id)
+    assert ended is not None
+    assert (ended.status, ended.reason_code) == (ExecutionStatus.SKIPPED, "subscription-ended")
+    assert [i.status for i in await intents(core)] == [IntentStatus.DISCARDED]
+    dms = [m.content or "" for uid, m in notifier(core).dms[told:] if uid == ALICE]
+    assert any("could not be placed: its subscription ended" in d for d in dms), dms
+    assert await orders(core) == []
