@@ -21,6 +21,7 @@ from bot.services.trading import (
     describe_intent,
     fill_price,
     intent_terms,
+    mask_account,
     money,
     price_text,
     qty,
@@ -124,6 +125,13 @@ class SignalAlerts:
                 what += f" at the market ({priced})"
             if result.approval_expires_at is not None:
                 what += f" · expires <t:{int(result.approval_expires_at.timestamp())}:R>"
+            if result.orders:
+                # Where the click sends it, as /trade's card says: a live one unmistakably.
+                where = mask_account(result.orders[0].account_id)
+                live = ctx.subscription.mode == "live"
+                what += f"\nAccount {where}" + (
+                    " · ⚠️ **LIVE: real money**" if live else " · paper"
+                )
         head = {
             ExecutionStatus.SKIPPED: "⏭️ Skipped",
             ExecutionStatus.TEST: "🧪 Test signal",

@@ -38,7 +38,7 @@ from bot.services.signal_plans import Plan
 from bot.services.signals import Ack
 from bot.services.strategies import WebhookUrl
 from bot.services.subscriptions import SubscriptionSettings
-from bot.services.trading import request_of
+from bot.services.trading import mask_account, request_of
 from bot.settings import Settings
 from tests.bot.signals.conftest import (
     ALICE,
@@ -2034,6 +2034,9 @@ async def test_an_expired_approval_places_nothing(core: Core, clock: FakeClock) 
     [card] = [m for m in dms if "Waiting for your approval" in (m.content or "")]
     assert card.components == []
     assert (card.content or "").endswith("**This approval expired; nothing was placed.**")
+    # Before, the card named no account: the click's orders go to this one.
+    [draft] = await intents(core)
+    assert f"\nAccount {mask_account(draft.account_id)} · paper" in (card.content or "")
 
 
 async def test_approval_after_the_deadline_expires_even_before_the_job_runs(
