@@ -239,10 +239,29 @@ class Approvals:
                         )
                     )
                 )
+                entry_side = await s.scalar(
+                    select(OrderIntent.side).where(
+                        OrderIntent.idempotency_key
+                        == intent_key(ex.signal_id, ex.subscription_id, "entry")
+                    )
+                )
+                sides = await s.scalar(
+                    select(Subscription.sides).where(Subscription.id == ex.subscription_id)
+                )
             if relink is not None:
                 raise LimitReached(
                     f"Not approved yet: “{relink.name}” needs to be re-linked "
                     f"({connect_command(relink.broker)}); then press Approve again"
+                    f"{_before(ex.approval_expires_at)}."
+                )
+            ruled_out = {"long": "sell", "short": "buy"}.get(sides or "both")
+            if entry_side is not None and entry_side == ruled_out:
+                # The member turned these entries off since the card (sides long or short).
+                kind = "short" if entry_side == "sell" else "long"
+                raise LimitReached(
+                    f"Not approved: this subscription takes {sides} entries only now, and the "
+                    f"card would open a {kind} position. Reject it, or allow both sides with "
+                    "/subscribe sides:both and press Approve again"
                     f"{_before(ex.approval_expires_at)}."
                 )
             if drafts and all(d == IntentStatus.DISCARDED for d in drafts):

@@ -3687,3 +3687,21 @@ async def test_a_subscription_ended_between_the_click_and_its_job_is_told_and_en
     dms = [m.content or "" for uid, m in notifier(core).dms[told:] if uid == ALICE]
     assert any("could not be placed: its subscription ended" in d for d in dms), dms
     assert await orders(core) == []
+
+
+async def test_a_card_for_an_entry_the_subscription_no_longer_takes_is_not_approved(
+    core: Core,
+) -> None:
+    """Before: a short entry's card approved after the member set sides:long still shorted."""
+    from bot.errors import LimitReached
+
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER, manual_approval=True)
+    await run(core, url, sub, action="sell")
+    [pending] = await core.signals.pending_approvals(OWNER)
+    assert pending.summary.startswith("sell 1 AAPL")
+    await subscribe(core, url, OWNER, manual_approval=True, sides="long")
+    with pytest.raises(LimitReached, match="takes long entries only now"):
+        await core.signals.approve(pending.intent_ids[0], OWNER)
+    await core.jobs.drain()
+    assert await position(core, OWNER, "AAPL") == 0
