@@ -129,9 +129,7 @@ class SignalAlerts:
                 # Where the click sends it, as /trade's card says: a live one unmistakably.
                 where = mask_account(result.orders[0].account_id)
                 live = ctx.subscription.mode == "live"
-                what += f"\nAccount {where}" + (
-                    " · ⚠️ **LIVE: real money**" if live else " · paper"
-                )
+                what += f"\nAccount {where}" + (" · ⚠️ **LIVE: real money**" if live else " · paper")
         head = {
             ExecutionStatus.SKIPPED: "⏭️ Skipped",
             ExecutionStatus.TEST: "🧪 Test signal",
