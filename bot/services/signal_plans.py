@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from adapters.models import Bracket, OrderType, Quote, Side, TimeInForce
 from bot.automation_models import Subscription
@@ -16,9 +16,6 @@ from bot.models import Connection, OrderIntent
 from bot.services.trading import bracket_json, bracket_of, order_terms, qty
 from bot.signal_format import Signal, StopLoss, StopLossType, TakeProfit, exit_default
 from bot.wording import plural
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(slots=True)
