@@ -410,7 +410,7 @@ def _parse(obj: Any) -> Signal:
     # "Only applicable for stocks": one alert template shared with crypto and futures tickers
     # carries it for them too, and is not refused for it.
     extended = (
-        obj.get("extendedHours") is True
+        _extended_hours(obj)
         and action is not Action.CANCEL
         and symbols.asset_class_of(ticker) is AssetClass.EQUITY
     )
@@ -439,7 +439,7 @@ def _parse(obj: Any) -> Signal:
         test=bool(_bool(obj.get("test"), "invalid-test", "test")),
         extras=_extras(obj.get("extras")),
         extended_hours=extended,
-        ignore_trading_windows=obj.get("ignoreTradingWindows") is True,
+        ignore_trading_windows=_ignores_windows(obj),
     )
 
 
@@ -583,14 +583,9 @@ def _refuse_unsupported(obj: Mapping[str, Any]) -> None:
             "Tradecord trades stocks, ETFs, futures and "
             "crypto. Remove the options fields.",
         )
-    extended = obj.get("extendedHours")
-    if extended is not None and not isinstance(extended, bool):
-        raise _Refused("invalid-extended-hours", "extendedHours must be true or false.")
-    windows = obj.get("ignoreTradingWindows")
-    if windows is not None and not isinstance(windows, bool):
-        raise _Refused(
-            "invalid-ignore-trading-windows", "ignoreTradingWindows must be true or false."
-        )
+    # "true" as a string too, as cancel and test take it (alert templates quote values).
+    _extended_hours(obj)
+    _ignores_windows(obj)
 
 
 def _check_option_fields(obj: Mapping[str, Any]) -> None:
@@ -974,6 +969,15 @@ def exit_default_text(exit_: TakeProfit | StopLoss) -> str:
     else:
         pct, amount, prefix = exit_.percent, exit_.amount, ""
     return prefix + (f"{pct.normalize():f}%" if pct is not None else f"{amount:.2f}")
+
+
+def _extended_hours(obj: Mapping[str, Any]) -> bool:
+    return _bool(obj.get("extendedHours"), "invalid-extended-hours", "extendedHours") is True
+
+
+def _ignores_windows(obj: Mapping[str, Any]) -> bool:
+    flag = obj.get("ignoreTradingWindows")
+    return _bool(flag, "invalid-ignore-trading-windows", "ignoreTradingWindows") is True
 
 
 def _bool(value: Any, code: str, name: str) -> bool | None:

@@ -475,3 +475,24 @@ def test_a_trailing_stop_loss_with_null_fixed_prices_is_accepted() -> None:
         }
     )
     assert isinstance(parsed, signal_format.Signal), parsed
+
+
+def test_true_and_false_may_be_quoted_in_every_flag() -> None:
+    """Before: "test": "true" and "cancel": "true" were taken, while "extendedHours": "true"
+    and "ignoreTradingWindows": "true" were refused."""
+    from bot import signal_format
+
+    parsed = signal_format.parse_object(
+        {
+            "ticker": "AAPL",
+            "action": "buy",
+            "orderType": "limit",
+            "limitPrice": 150,
+            "extendedHours": "true",
+            "ignoreTradingWindows": "TRUE",
+        }
+    )
+    assert isinstance(parsed, signal_format.Signal), parsed
+    assert parsed.extended_hours and parsed.ignore_trading_windows
+    off = signal_format.parse_object({"ticker": "AAPL", "action": "buy", "extendedHours": "false"})
+    assert isinstance(off, signal_format.Signal) and not off.extended_hours
