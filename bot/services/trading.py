@@ -658,7 +658,7 @@ class TradingService:
             if max_decimals == 0:
                 raise InvalidInput(
                     f"{symbol} trades in whole units at {adapter.display_name}: "
-                    f"use a whole number, not {quantity}."
+                    f"use a whole number, not {quantity:f}."  # 0.0000001, not 1E-7
                 )
             raise InvalidInput(f"Quantity can have at most {max_decimals} decimals for {symbol}.")
         order_type = _enum(OrderType, order.order_type, "Order type", OrderType.MARKET)

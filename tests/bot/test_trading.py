@@ -417,6 +417,12 @@ async def test_a_whole_quantity_may_be_written_with_zeros_after_the_point(
     assert str(p.request.quantity) == str(whole)
 
 
+async def test_a_fraction_of_a_share_is_refused_as_typed(core: Core) -> None:
+    """Before: "use a whole number, not 1E-7"."""
+    with pytest.raises(InvalidInput, match=r"whole number, not 0\.0000001\.$"):
+        await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "0.0000001"))
+
+
 async def test_connection_must_be_the_members(core: Core) -> None:
     await core.members.ensure(BOB)
     with pytest.raises(NotFound, match="no connection named “Bob's Alpaca”"):
