@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from decimal import Decimal
 
 import discord
@@ -132,9 +133,15 @@ def order_rows(orders: Sequence[Order], *, fills: bool = False) -> list[list[str
                 # Day plus, as brokers write an order that also works before and after hours.
                 o.time_in_force.value + ("+" if o.extended_hours else ""),
                 "cancel requested" if o.cancel_pending else o.status.value.replace("_", " "),
+                *([_ended(o)] if fills else []),
             ]
         )
     return rows
+
+
+def _ended(o: Order) -> str:
+    at = o.updated_at or o.created_at
+    return f"{at.astimezone(UTC):%m-%d %H:%M}" if at is not None else "—"
 
 
 def _prices(o: Order) -> str:
@@ -168,7 +175,9 @@ def _kind(o: Order) -> str:
 
 
 ORDER_HEADERS = ["Id", "Side", "Symbol", "Filled", "Type", "Price", "TIF", "Status"]
-HISTORY_HEADERS = [*ORDER_HEADERS[:4], "Avg fill", *ORDER_HEADERS[4:]]
+# When each ended, in UTC as /signal list writes times: a table in a code block cannot show
+# Discord's local timestamps.
+HISTORY_HEADERS = [*ORDER_HEADERS[:4], "Avg fill", *ORDER_HEADERS[4:], "Ended UTC"]
 
 
 DESCRIPTION_MAX = 4096

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -1134,6 +1135,9 @@ async def test_history_shows_what_a_fill_cost(tradecord: Harness) -> None:
     assert "Avg fill" in history and "mkt" in history
     assert "10/10    200.00  market" in history, history
     assert "simulated prices" in history, history  # filled at the simulated feed's price
+    # When it ended: before, /history showed no time at all.
+    [filled] = [line for line in history.splitlines() if "10/10" in line]
+    assert "Ended UTC" in history and re.search(r"\d\d-\d\d \d\d:\d\d$", filled), filled
     shared = (await h.reply("alice", "history", share=True, show_amounts=True)).text()
     assert "10/10    200.00  market" in shared and "simulated prices" in shared, shared
     private = (await h.reply("alice", "history", share=True)).text()
