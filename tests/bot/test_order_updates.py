@@ -889,22 +889,6 @@ async def test_flatten_at_alpaca_cancels_a_brackets_exits_then_closes_the_positi
         await core.close()
 
 
-async def ts_margin(core: Core, ts: TradeStationEmulator) -> tuple[int, Target]:
-    """A TradeStation connection trading live in its margin account: its id and target."""
-    cid = await link(core, ts)
-    async with core.db.transaction() as s:
-        s.add(
-            ConnectionAccount(
-                connection_id=cid,
-                mode="live",
-                account_id="11827342",
-                account_type="margin",
-                label="TS ••7342",
-            )
-        )
-    return cid, await core.connections.resolve(MEMBER, "TS", "live")
-
-
 async def test_an_order_in_an_account_chosen_since_is_followed_by_the_running_watcher(
     ts_settings: Settings, db: Database, ts: TradeStationEmulator
 ) -> None:
@@ -930,7 +914,8 @@ async def test_an_order_in_an_account_chosen_since_is_followed_by_the_running_wa
         )
 
     try:
-        cid, margin = await ts_margin(bot, ts)
+        margin = await linked_margin_account(bot, ts)
+        cid = margin.connection.id
         resting = await bot.trading.place(margin, limit(5), source="discord", idempotency_key="a")
         assert resting.intent.status == IntentStatus.ACCEPTED, resting.message
         task = asyncio.create_task(updates.supervise(stop))
@@ -966,7 +951,7 @@ async def test_an_unsent_tradestation_order_never_takes_another_intents_order_af
     JOURNAL.clear()
     [first] = await open_cores(ts_settings, 1)
     try:
-        _, target = await ts_margin(first, ts)
+        target = await linked_margin_account(first, ts)
         req = OrderRequest("MSFT", Side.BUY, Decimal(1), asset_class=asset_class_of("MSFT"))
         one = await first.trading.place(target, req, source="discord", idempotency_key="one")
         assert one.intent.broker_order_id, one.message
