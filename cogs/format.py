@@ -199,21 +199,24 @@ def paged(
     # At most PAGE_ROWS a page, and fewer where wide rows would pass an embed description's
     # 4,096 characters (Discord refuses the whole answer then).
     room = DESCRIPTION_MAX - len(header) - 1
-    chunks: list[list[list[str]]] = []
-    chunk: list[list[str]] = []
-    for row in rows:
-        if chunk and (len(chunk) == PAGE_ROWS or len(table(headers, [*chunk, row], right)) > room):
-            chunks.append(chunk)
-            chunk = []
-        chunk.append(row)
-    chunks = [*chunks, chunk] if chunk or not chunks else chunks
+    bodies: list[str] = []
+    start = 0
+    while start < len(rows):
+        # PAGE_ROWS rows nearly always fit; a table only grows with each row, so rows are
+        # given back one at a time until it fits (one row always makes a page).
+        end = min(start + PAGE_ROWS, len(rows))
+        body = table(headers, rows[start:end], right)
+        while end - start > 1 and len(body) > room:
+            end -= 1
+            body = table(headers, rows[start:end], right)
+        bodies.append(body)
+        start = end
     pages = []
-    for n, chunk in enumerate(chunks, 1):
-        body = table(headers, chunk, right) if chunk else empty
+    for n, body in enumerate(bodies or [empty], 1):
         embed = discord.Embed(
             title=title, description=f"{header}\n{body}", colour=mode_colour(mode)
         )
-        page = f"Page {n}/{len(chunks)} · " if len(chunks) > 1 else ""
+        page = f"Page {n}/{len(bodies)} · " if len(bodies) > 1 else ""
         embed.set_footer(text=f"{page}{footer}")
         pages.append(embed)
     return pages

@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cogs import format as fmt
 from cogs.format import order_price, pct
@@ -52,3 +54,37 @@ def test_pages_of_wide_rows_fit_an_embed_description() -> None:
     shown = "".join(p.description or "" for p in pages)
     assert all(f"s{n} " in shown for n in range(15))  # every row on some page
     assert pages[0].footer.text.startswith(f"Page 1/{len(pages)}")
+
+
+# Wide cells, some on several lines: pages near the 4,096-character limit are the ones tested.
+cells = st.one_of(
+    st.integers(0, 700).map(lambda n: "a" * n),
+    st.lists(st.integers(0, 300).map(lambda n: "b" * n), min_size=2, max_size=4).map("\n".join),
+    st.text(alphabet="ab \n", max_size=20),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(cells, min_size=2, max_size=2), max_size=40), st.text(max_size=300))
+def test_each_page_is_as_full_as_an_embed_allows(rows: list[list[str]], header: str) -> None:
+    """Pages are found without building the table once per row (that was quadratic): each
+    page still fits, and each but the last is full (its row limit, or the next row would
+    not fit)."""
+    headers, right = ["A", "B"], {1}
+    pages = fmt.paged("T", "paper", header, rows, headers, right, "f", empty="none")
+    room = fmt.DESCRIPTION_MAX - len(header) - 1
+    start = 0
+    for n, page in enumerate(pages):
+        body = (page.description or "")[len(header) + 1 :]
+        # The rows this page shows: the first run of rows whose table is its body.
+        size = next(
+            k
+            for k in range(len(rows) - start + 1)
+            if not rows or fmt.table(headers, rows[start : start + k], right) == body
+        )
+        assert len(page.description or "") <= 4096 or size == 1
+        if n < len(pages) - 1:
+            wider = fmt.table(headers, rows[start : start + size + 1], right)
+            assert size == fmt.PAGE_ROWS or len(wider) > room
+        start += size
+    assert start == len(rows)
