@@ -53,7 +53,8 @@ def limits_embed(m: MemberLimits, *, changed: bool = False, stopped: bool = Fals
     """``stopped``: the owner's kill switch is on, which holds back every order whatever
     these limits say; the member checking why theirs are refused must read it here."""
     description = (
-        "⏸️ **Your trading is paused**: no new order is sent until you run /resume."
+        "⏸️ **Your trading is paused** until you run /resume: no strategy signal trades for "
+        "you, and only your own orders that close a position are sent."
         if m.paused
         else "The stricter of yours and the server's applies, checked as each order is "
         "sent (manual trades and strategy signals alike)."
@@ -79,8 +80,9 @@ def limits_embed(m: MemberLimits, *, changed: bool = False, stopped: bool = Fals
             inline=False,
         )
     embed.set_footer(
-        text="Per day: orders sent since 00:00 UTC, except rejected or failed ones, orders "
-        "that only closed a position, and the unfilled part of cancelled or expired ones.\n"
+        text="Per day: orders sent since 00:00 UTC, paper and live counted apart, except "
+        "rejected or failed ones, orders that only closed a position, and the unfilled part "
+        "of cancelled or expired ones.\n"
         "Change yours with /limits set (0 removes one; you cannot go above the server's)."
     )
     return embed
@@ -133,9 +135,10 @@ class PretradeControls(commands.Cog):
         changed = await self.bot.core.limits.pause(interaction.user.id)
         await interaction.response.send_message(
             ("⏸️ Your trading is paused" if changed else "⏸️ Your trading was already paused")
-            + ": every new order of yours, from /trade or from strategy signals, is refused "
-            "before it reaches a broker. Open orders stay open (/cancel still works). "
-            "Run /resume to trade again.",
+            + ": no strategy signal trades for you (exits included), and no order of yours "
+            "that adds risk is sent. Orders that only close a position still go (/close, "
+            "/flatten), open orders stay open and /cancel still works. Run /resume to trade "
+            "again.",
             ephemeral=True,
         )
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 KILL_SWITCH: Final = "kill_switch"
 # Larger than any real order, small enough for every column (NUMERIC(38, 18)).
 MAX_LIMIT: Final = Decimal("1e15")
+CENT: Final = Decimal("0.01")
+# As fine as any quantity a broker takes (Alpaca: 9); the database keeps 18.
+LIMIT_DECIMALS: Final = 9
 LIMIT_NAMES: Final = ("max_order_quantity", "max_order_notional", "max_daily_notional")
 
 
@@ -115,7 +118,14 @@ def parse_limit(text: str | None, what: str) -> Decimal | None:
         ) from None
     if not value.is_finite() or value < 0 or value >= MAX_LIMIT:
         raise InvalidInput(f"{what} must be a positive number below {MAX_LIMIT:,.0f}, or 0.")
-    return None if value == 0 else value
+    if value == 0:
+        return None
+    if "notional" in what and value < CENT:
+        # It would read "$0.00" and refuse every order, though 0 means no limit.
+        raise InvalidInput(f"{what} is in USD: at least 0.01, or 0 to remove it.")
+    if int(value.as_tuple().exponent) < -LIMIT_DECIMALS:
+        raise InvalidInput(f"{what} takes at most {LIMIT_DECIMALS} decimals — “{text}” has more.")
+    return value
 
 
 class LimitsService:

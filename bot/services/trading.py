@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -1009,8 +1009,9 @@ class TradingService:
 
     async def _may_flatten(self, target: Target) -> None:
         """Closing positions is trading: /flatten is refused, before anything is cancelled,
-        while the kill switch is on or the member is paused (/cancel all still cancels)."""
-        gate = await self.stopped(target.connection.member_id)
+        while the kill switch is on (/cancel all still cancels). A pause lets it through: it
+        only takes risk off."""
+        gate = await self.stopped(target.connection.member_id, closing=True)
         if gate is not None:
             refused = LimitReached(
                 gate.message.replace("nothing was sent", "nothing was cancelled or closed", 1)
@@ -1037,7 +1038,7 @@ class TradingService:
             )
         if placed is not None:
             return Flattened(target, [], repeated=True)
-        # Again: the kill switch may have flipped, or a pause begun, since the question.
+        # Again: the kill switch may have flipped since the question.
         await self._may_flatten(target)
         target, cancelled = await self.cancel(discord_user_id, connection, mode)
         done = Flattened(target, cancelled)
@@ -1286,7 +1287,7 @@ class TradingService:
         compare-and-set that lets exactly one sender call the broker. Concurrent submits (a
         signal's fan-out) share one transaction, their rows read (and on PostgreSQL locked)
         together. (With a daily limit to check, ``_mark_sent`` does this under the member's
-        lock instead.) The kill switch is read again here (``_switch_on``)."""
+        lock instead.) The kill switch and the member's pause are read again here."""
         now = self.clock()
         extra = {**intent.extra, "sent_at": now.isoformat(), "risk_off": gate.closes}
 
@@ -1294,8 +1295,11 @@ class TradingService:
             row = await s.get(OrderIntent, intent.id)
             if row is None or row.status != IntentStatus.PENDING:
                 return False
-            if await _switch_on(s):
-                return _kill_switch()
+            stopped = await _stopped_at_claim(
+                s, intent, gate, await s.get(Member, intent.member_id)
+            )
+            if stopped is not None:
+                return stopped
             row.status, row.extra, row.updated_at = IntentStatus.SUBMITTED, extra, now
             row.notional, row.submitted_at = gate.notional, now
             audit.record(
@@ -1307,7 +1311,11 @@ class TradingService:
             )
             return True
 
-        marked = await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)])
+        # The member's row is locked with the intent's: a /pause waits for the claim, or the
+        # claim sees it (as the kill switch's row lock does for /killswitch).
+        marked = await self.core.db.group_commit(
+            write, rows=[(Member, intent.member_id), (OrderIntent, intent.id)]
+        )
         if marked is not True:
             return marked
         intent.status, intent.extra, intent.updated_at = IntentStatus.SUBMITTED, extra, now
@@ -1330,11 +1338,12 @@ class TradingService:
         reads = self.core.db.shared("trading.pretrade", partial(_pretrade_rows, self.core.db))
         return await reads((member_id, strategy_id))
 
-    async def stopped(self, member_id: int) -> Refusal | None:
+    async def stopped(self, member_id: int, *, closing: bool = False) -> Refusal | None:
         """Why nothing of this member's may be sent now (the kill switch, their pause), or
-        None: checked where a click would otherwise be told its order is on its way."""
+        None: checked where a click would otherwise be told its order is on its way.
+        ``closing``: for the member's own orders that only close (a pause lets them through)."""
         switch_on, member, _ = await self._pretrade_reads(member_id, None)
-        return _stopped(switch_on, member)
+        return _stopped(switch_on, member, closing=closing)
 
     async def _still_closes(
         self,
@@ -1344,16 +1353,20 @@ class TradingService:
         limits: Limits,
         *,
         position_read: bool = False,
+        verify: bool = False,
     ) -> tuple[bool, BrokerAdapter | None]:
         """Whether the order only closes (part of) a position now. A signal's exit was sized
         from the position just before it was sent; a /trade preview's reading may be old (two
         closing previews of one position, confirmed one after the other), so with a limit that
-        could hold it back the position is read again."""
+        could hold it back, or when ``verify`` (a pause would hold it back), the position is
+        read again."""
         if intent.extra.get("leg") == "exit":
             return True, adapter
         if intent.extra.get("closes_position") is not True:
             return False, adapter
-        if position_read or all(getattr(limits, name) is None for name in LIMIT_NAMES):
+        if position_read or (
+            not verify and all(getattr(limits, name) is None for name in LIMIT_NAMES)
+        ):
             # Read just now (at preview), or nothing to hold it back: no need to ask the broker.
             return True, adapter
         try:
@@ -1536,7 +1549,9 @@ class TradingService:
         if intent.extra.get("leg", "entry") != "entry":
             strategy_id = None
         switch_on, member, strategy = await self._pretrade_reads(intent.member_id, strategy_id)
-        stopped = _stopped(switch_on, member)
+        # Paused, only the member's own closing orders may pass: a signal's never do.
+        paused = member is not None and member.paused_at is not None
+        stopped = _stopped(switch_on, member, closing=paused and intent.source != "signal")
         if stopped is not None:
             return stopped, adapter
         assert member is not None
@@ -1549,8 +1564,10 @@ class TradingService:
             member.max_order_quantity, member.max_order_notional, member.max_daily_notional
         ).stricter(server_limits(self.core.settings))
         closes, adapter = await self._still_closes(
-            intent, target, adapter, limits, position_read=position_read
+            intent, target, adapter, limits, position_read=position_read, verify=paused
         )
+        if paused and not closes:
+            return _stopped(False, member), adapter
         if closes:
             # Limits cap the risk a member takes on; an order that only closes a position takes
             # risk off and is never held back by them: a member at a limit can always get out.
@@ -1629,10 +1646,12 @@ class TradingService:
         """Whether this order would take a daily total (UTC day) over its limit. The caller
         holds the member's lock. ``counted``: a working order being raised, what it was counted
         for so far."""
-        start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = _day_start(now)
         rows = await s.scalars(
             select(OrderIntent).where(
                 OrderIntent.member_id == intent.member_id,
+                # Paper practice uses up no live allowance, nor live trading paper's.
+                OrderIntent.mode == intent.mode,
                 OrderIntent.submitted_at >= start,
                 OrderIntent.id != intent.id,
             )
@@ -1655,11 +1674,20 @@ class TradingService:
                 what = (
                     f"{intent.side} {qty(intent.quantity)} {intent.symbol} is about {money(this)}"
                 )
+                # Raised, an order sent today was counted at its old value; one sent on an
+                # earlier day counts today at its whole new value.
+                today = counted is not None and (
+                    intent.submitted_at is None or intent.submitted_at >= start
+                )
                 if counted is not None:
-                    used += counted
                     what += f", {money(this - counted)} more than it counted for"
-                sent_today = f"{money(used)} was already sent today (UTC)"
-                if counted is not None:
+                    if not today:
+                        what += " (sent on an earlier day, it counts today at its new value)"
+                if today:
+                    assert counted is not None
+                    used += counted
+                sent_today = f"{money(used)} of {intent.mode} orders was already sent today (UTC)"
+                if today:
                     sent_today += ", this order included"
                 left = max(cap.limit - used, Decimal(0))
                 code = "strategy-daily-notional" if cap.strategy_id else "limit-daily-notional"
@@ -1691,16 +1719,25 @@ class TradingService:
                 OrderIntent.updated_at >= datetime.fromisoformat(since)
             )
             sent = sent | filled
-        rows = await s.scalars(
-            select(OrderIntent.symbol).where(
+        rows = await s.execute(
+            select(OrderIntent.symbol, OrderIntent.status, OrderIntent.extra).where(
                 OrderIntent.connection_id == intent.connection_id,
                 OrderIntent.account_id == intent.account_id,
                 OrderIntent.id != intent.id,
                 sent,
             )
         )
-        coming = {symbols.instrument_key(symbol) for symbol in rows}
-        coming -= held | set(cap.get("dust", ())) | {mine}
+        # Orders that only close open no position. One that filled about when the positions
+        # were read may be in them already, as dust; one still working on a coin held only as
+        # dust is an entry on its way like any other.
+        dust = set(cap.get("dust", ()))
+        coming = {
+            key
+            for symbol, status, extra in rows
+            if not (extra or {}).get("risk_off")
+            and ((key := symbols.instrument_key(symbol)) not in dust or status in SENT_UNFINISHED)
+        }
+        coming -= held | {mine}
         if len(held) + len(coming) < cap["limit"]:
             return None
         n = len(coming)
@@ -1737,8 +1774,12 @@ class TradingService:
                 refusal = refusal or await self._over_positions(s, intent, gate)
                 if refusal is not None:
                     return refusal
-            if await _switch_on(s):
-                return _kill_switch()
+            member = await s.scalar(
+                select(Member).where(Member.id == intent.member_id).with_for_update(read=True)
+            )
+            stopped = await _stopped_at_claim(s, intent, gate, member)
+            if stopped is not None:
+                return stopped
             claimed = (
                 await s.execute(
                     update(OrderIntent)
@@ -2726,7 +2767,7 @@ class TradingService:
             adapter.check_change(order, change)
             own = await self._own_intent(target, order.id)
             raised = await self._check_change(target, adapter, order, change, "Not allowed", own)
-            if raised is not None:
+            if raised is not None and raised[1].daily:
                 async with self.core.db.session() as s:
                     stub, gate, counted = raised
                     refusal = await self._over_daily(s, stub, gate, self.clock(), counted)
@@ -2818,8 +2859,11 @@ class TradingService:
                 ) from None
             adapter.check_change(before, change)  # it may have ended since the card
             own = await self._own_intent(target, before.id)
-            raised = await self._check_change(target, adapter, before, change, "Not changed", own)
-            stamped = await self._claim_raise(*raised) if raised is not None else None
+            revalued = await self._check_change(target, adapter, before, change, "Not changed", own)
+            lowered = revalued is not None and not revalued[1].daily
+            stamped = (
+                await self._claim_raise(*revalued) if revalued is not None and not lowered else None
+            )
             try:
                 after = await adapter.replace_order(target.ref, before, change)
             except BrokerUnavailable as e:
@@ -2839,6 +2883,8 @@ class TradingService:
                 await self._release_raise(stamped, own.id if own else "")
                 raise
             await self._follow_change(target, before, after)
+            if revalued is not None and lowered:
+                await self._claim_raise(*revalued)
         finally:
             await adapter.close()
         return Change(target, adapter.display_name, before, change, after=after)
@@ -2884,6 +2930,11 @@ class TradingService:
             for k, v in (own.extra if own is not None else {}).items()
             if k in ("strategy_id", "leg", "closes_position")
         }
+        if own is None:
+            # Not placed by Tradecord as an order of its own (a bracket's exit, an order placed
+            # at the broker): whether it closes is read from the position, as a close's is, so
+            # a member under a limit can still move the stop-loss protecting a position.
+            scope["closes_position"] = True
         intent = self._new_intent(
             target,
             request,
@@ -2896,7 +2947,7 @@ class TradingService:
         _raise_limit(gate if isinstance(gate, Refusal) else None, verdict)
         assert isinstance(gate, Gate)
         if own is None or not gate.daily or gate.closes:
-            return None
+            return None  # counted against no daily limit, or closing: nothing to re-value
         if own.extra.get("risk_off"):
             # Sent as a close, it was counted against no daily limit; raised past the position
             # it opens one, which would then count nowhere either.
@@ -2909,44 +2960,51 @@ class TradingService:
             return None
         total = remaining + order.filled_quantity
         value = gate.notional * total / remaining
-        if value <= sent_notional(own):
-            return None  # lowered or the same: no more of the day's allowance
-        intent.id, intent.quantity = own.id, total  # its own old value is not counted twice
-        return intent, Gate(value, gate.daily), sent_notional(own)
+        counted = sent_notional(own)
+        if value == counted:
+            return None
+        # Its own old value is not counted twice; when it was sent matters (another day's).
+        intent.id, intent.quantity, intent.submitted_at = own.id, total, own.submitted_at
+        # Lowered, it gives back allowance once the broker has made the change (the caller
+        # stamps it then, with no daily limit to pass).
+        return intent, Gate(value, gate.daily if value > counted else []), counted
 
-    async def _claim_raise(
-        self, intent: OrderIntent, gate: Gate, counted: Decimal
-    ) -> tuple[Decimal, Decimal | None]:
+    async def _claim_raise(self, intent: OrderIntent, gate: Gate, counted: Decimal) -> Stamp:
         """Check a raised order against the daily totals and stamp its new value in one
         transaction under the member's lock, as a send is claimed: two changes or sends at
-        once cannot both pass on the same allowance. The stamp and what it replaced, read
-        under the lock (another change may have stamped it since it was read)."""
+        once cannot both pass on the same allowance. An order sent on an earlier day counts
+        today at its new value, as ``_over_daily`` checked it. The stamp and what it replaced,
+        read under the lock (another change may have stamped it since it was read). A lowered
+        order (no daily limits in ``gate``) is only stamped."""
+        now = self.clock()
         async with self.core.db.transaction() as s:
             await lock_row(s, Member, Member.id == intent.member_id)
-            refusal = await self._over_daily(s, intent, gate, self.clock(), counted)
+            refusal = await self._over_daily(s, intent, gate, now, counted)
             _raise_limit(refusal, "Not changed")
-            before = await s.scalar(select(OrderIntent.notional).where(OrderIntent.id == intent.id))
-            await s.execute(
-                update(OrderIntent)
-                .where(OrderIntent.id == intent.id)
-                .values(notional=gate.notional)
-            )
+            notional, sent = (
+                await s.execute(
+                    select(OrderIntent.notional, OrderIntent.submitted_at).where(
+                        OrderIntent.id == intent.id
+                    )
+                )
+            ).one()
+            values: dict[str, Any] = {"notional": gate.notional}
+            if gate.daily and sent is not None and sent < _day_start(now):
+                values["submitted_at"] = now
+            await s.execute(update(OrderIntent).where(OrderIntent.id == intent.id).values(values))
         assert gate.notional is not None
-        return gate.notional, before
+        return Stamp(gate.notional, notional, sent)
 
-    async def _release_raise(
-        self, stamped: tuple[Decimal, Decimal | None] | None, intent_id: str
-    ) -> None:
-        """The broker refused the change: the order keeps the value it had before this claim
-        (unless another change has stamped it since)."""
+    async def _release_raise(self, stamped: Stamp | None, intent_id: str) -> None:
+        """The broker refused the change: the order keeps the value (and the day) it had
+        before this claim (unless another change has stamped it since)."""
         if stamped is None:
             return
-        mine, before = stamped
         async with self.core.db.transaction() as s:
             await s.execute(
                 update(OrderIntent)
-                .where(OrderIntent.id == intent_id, OrderIntent.notional == mine)
-                .values(notional=before)
+                .where(OrderIntent.id == intent_id, OrderIntent.notional == stamped.mine)
+                .values(notional=stamped.notional, submitted_at=stamped.submitted_at)
             )
 
     async def _changed_meanwhile(
@@ -3699,18 +3757,50 @@ def _kill_switch() -> Refusal:
     )
 
 
-def _stopped(switch_on: bool, member: Member | None) -> Refusal | None:
+def _stopped(switch_on: bool, member: Member | None, *, closing: bool = False) -> Refusal | None:
+    """The kill switch stops everything; a member's pause stops strategy signals and every
+    order of theirs that takes on risk. ``closing``: an order of the member's own (not a
+    signal's) that only closes positions, which a pause lets through: a member who pauses in a
+    hurry must still be able to get out."""
     if switch_on:
         return _kill_switch()
     if member is None:
         return Refusal("member-gone", "Your membership was removed; nothing was sent.")
-    if member.paused_at is not None:
+    if member.paused_at is not None and not closing:
         return Refusal(
             "member-paused",
-            "Your trading is paused, so nothing was sent (this includes strategy signals). "
+            "Your trading is paused, so nothing was sent: while paused, only your own orders "
+            "that close a position go through (/close, /flatten), and no strategy signal does. "
             "Run /resume to trade again.",
         )
     return None
+
+
+def _member_closing(intent: OrderIntent, gate: Gate) -> bool:
+    """Whether a pause lets this order through (see ``_stopped``)."""
+    return gate.closes and intent.source != "signal"
+
+
+def _day_start(now: datetime) -> datetime:
+    """Where the daily limits' day (UTC) began."""
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class Stamp(NamedTuple):
+    """A change's new value stamped on its order, and what it replaced."""
+
+    mine: Decimal
+    notional: Decimal | None
+    submitted_at: datetime | None
+
+
+async def _stopped_at_claim(
+    s: AsyncSession, intent: OrderIntent, gate: Gate, member: Member | None
+) -> Refusal | None:
+    """The kill switch and the member's pause, read again where the send is claimed: both
+    were read a moment before (with broker calls in between), and once /killswitch or /pause
+    has answered nothing it stops may be sent."""
+    return _stopped(await _switch_on(s), member, closing=_member_closing(intent, gate))
 
 
 async def _switch_on(s: AsyncSession) -> bool:

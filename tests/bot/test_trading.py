@@ -1276,3 +1276,33 @@ def test_already_closing_counts_a_brackets_exits_once_and_never_a_held_one() -> 
     orders = bracket + held_for_entry + alone
     assert already_closing(orders, Side.SELL, follow=False) == 13  # 10 once, and 3
     assert already_closing(orders, Side.SELL, follow=True) == 3  # exits make room
+
+
+async def test_paper_practice_uses_up_no_live_daily_allowance(
+    ts_settings: Settings, ts: Any
+) -> None:
+    """$4,002 of paper AAPL under a $5,000 day left $998 for live trading, and the refusal
+    did not say paper had been counted. Each mode now has its own day."""
+    from bot.errors import LimitReached
+    from tests.bot.conftest import MEMBER, link
+
+    core = await Core.open(ts_settings, migrate=False)
+    try:
+        core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+        cid = await link(core, ts)
+        _, accounts = await core.connections.broker_accounts(MEMBER, cid)
+        live = {a.type.value: a for a in accounts if a.environment.value == "live"}
+        await core.connections.choose_account(MEMBER, cid, "live", live["margin"].id)
+        await core.limits.set_member_limits(MEMBER, {"max_daily_notional": Decimal(5000)})
+        for _ in range(2):
+            p = await core.trading.preview(MEMBER, OrderInput("AAPL", "buy", "10", mode="paper"))
+            assert (await core.trading.confirm(p.intent_id, MEMBER)).ok
+        p = await core.trading.preview(
+            MEMBER, OrderInput("AAPL", "buy", "5", connection="TS", mode="live")
+        )
+        assert p.target.mode == "live"
+        with pytest.raises(LimitReached) as e:  # paper's own day is nearly used up
+            await core.trading.preview(MEMBER, OrderInput("AAPL", "buy", "5", mode="paper"))
+        assert "$4,002.00 of paper orders was already sent today" in e.value.user_message
+    finally:
+        await core.close()

@@ -85,6 +85,16 @@ async def test_my_limits_are_set_privately_and_refuse_a_larger_order(tradecord: 
     assert await paper_orders(h) == 0
 
 
+async def test_a_limit_too_fine_to_keep_is_refused_not_shown_as_zero(tradecord: Harness) -> None:
+    """0.004 was saved as "$0.00" and then refused every order, though 0 means no limit."""
+    h = tradecord
+    cents = await h.reply("alice", "limits set", max_order_notional="0.004")
+    assert "at least 0.01, or 0 to remove it" in cents.text(), cents.text()
+    fine = await h.reply("alice", "limits set", max_order_quantity="0.0000000001")
+    assert "at most 9 decimals" in fine.text(), fine.text()
+    assert "no limit" in (await h.reply("alice", "limits show")).text().lower()
+
+
 async def test_limits_read_line_by_line_on_a_phone(tradecord: Harness) -> None:
     """Three inline columns of "max notional per order: $1,500,000.00" wrapped mid-phrase on a
     phone, which stacks fields: now a field a limit, its values one short line each."""

@@ -258,7 +258,7 @@ async def test_a_change_that_raises_an_order_counts_against_my_daily_notional(
     over = await h.reply("alice", "modify", order=oid, quantity="14")
     assert over.text() == (
         "Not allowed: buy 14 AAPL is about $2,100.00, $600.00 more than it counted for, and "
-        "$1,500.00 was already sent today (UTC), this order included: over your max notional "
+        "$1,500.00 of paper orders was already sent today (UTC), this order included: over your max notional "
         "per day: $2,000.00 ($500.00 left today). See /limits show."
     )
     assert over.buttons() == []
@@ -350,3 +350,21 @@ async def test_a_raise_the_broker_refuses_gives_the_allowance_back(
     card = await h.reply("alice", "modify", order=oid, quantity="13")
     await confirmed(h, "alice", card)
     assert (await intent_of(h, oid)).notional == D(1500)
+
+
+async def test_a_brackets_stop_loss_moves_under_a_per_order_limit(tradecord: Harness) -> None:
+    """A bracket's exits are not orders of Tradecord's own: they were checked as if they
+    opened a position, and a member under a limit smaller than the position could not move
+    the stop-loss protecting it."""
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    card = await preview(
+        h, "alice", symbol="AAPL", quantity="10", take_profit="220", stop_loss="190"
+    )
+    assert "Filled" in await confirmed(h, "alice", card)
+    await h.reply("alice", "limits set", max_order_quantity="5")
+    _, _, orders = await h.core.trading.open_orders(h.user("alice"), None, None)
+    [stop] = [o for o in orders if o.stop_price is not None]
+    moved = (await h.reply("alice", "modify", order=stop.id, stop_price="195")).text()
+    assert "over your max quantity per order" not in moved, moved
+    assert "$190.00 → **$195.00**" in moved, moved

@@ -1722,9 +1722,9 @@ async def test_flatten_closes_no_position_while_a_cancel_is_not_carried_out(
     assert "long" in (await h.reply("alice", "positions")).text()
 
 
-async def test_flatten_while_paused_cancels_and_closes_nothing(tradecord: Harness) -> None:
-    """Closing is trading, which a pause stops: refused before anything is cancelled, not
-    after the cancels with every close refused."""
+async def test_flatten_while_paused_still_takes_the_risk_off(tradecord: Harness) -> None:
+    """A pause stops what adds risk; /flatten only takes it off, and a member who pauses in a
+    hurry must still be able to get out (before: refused, positions left open)."""
     h = tradecord
     pin(h, "AAPL", "199.90", "200.10")
     await buy(h, "AAPL", "10", take_profit="220")
@@ -1733,11 +1733,25 @@ async def test_flatten_while_paused_cancels_and_closes_nothing(tradecord: Harnes
     done = (
         await (await h.emu.click(h.user("alice"), ask, label="Flatten")).message(timeout=10)
     ).text()
-    assert "Your trading is paused, so nothing was cancelled or closed" in done, done
-    assert "/cancel all cancels your open orders." in done
-    assert "1 open order" in (await h.reply("alice", "orders")).text()
-    refused = (await h.reply("alice", "flatten")).text()
-    assert "Your trading is paused, so nothing was cancelled or closed" in refused, refused
+    assert "cancelled 1 open order" in done and "Filled: sell 10 AAPL" in done, done
+    assert "No open positions" in (await h.reply("alice", "positions")).text()
+
+
+async def test_a_pause_holds_back_an_order_that_adds_risk_but_not_a_close(
+    tradecord: Harness,
+) -> None:
+    h = tradecord
+    pin(h, "AAPL", "199.90", "200.10")
+    await buy(h, "AAPL", "10")
+    await h.reply("alice", "pause")
+    more = (await preview(h, "alice", symbol="AAPL", quantity="1")).text()
+    assert "only your own orders that close a position go through" in more, more
+    # A sell past the position would open a short: risk, held back.
+    past = (await preview(h, "alice", symbol="AAPL", side="sell", quantity="12")).text()
+    assert "Your trading is paused" in past, past
+    card = await preview(h, "alice", symbol="AAPL", side="sell", quantity="10")
+    out = await h.emu.click(h.user("alice"), card, label="Confirm")
+    assert "Filled: sell 10 AAPL" in (await out.message(timeout=10)).text()
 
 
 # symbol, signed quantity, (bid, ask) at the fill, (bid, ask) now: long and short, sub-dollar,

@@ -3433,6 +3433,26 @@ async def test_a_working_entry_counts_toward_max_positions(core: Core) -> None:
     assert await position(core, OWNER, "MSFT") == 0
 
 
+async def test_an_entry_working_on_a_coin_held_as_dust_counts_toward_max_positions(
+    core: Core,
+) -> None:
+    """Orders on instruments held as dust were never counted: a 1,000 DOGE entry working
+    beside $1 of DOGE let another strategy's MSFT entry through, two positions for a limit of
+    one."""
+    core.simulated_feed.set_quote("DOGEUSD", Decimal("0.10"), Decimal("0.10"))
+    await hold(core, OWNER, "DOGEUSD", "10")  # $1.00 of DOGE: dust
+    first, second = await make_strategy(core, "DOGE"), await make_strategy(core, "MSFT")
+    one = await subscribe(core, first, OWNER, sizing_value=Decimal(1000), max_positions=1)
+    two = await subscribe(core, second, OWNER, max_positions=1)
+    ex = await run(
+        core, first, one, ticker="DOGEUSD", action="buy", orderType="limit", limitPrice="0.05"
+    )
+    assert ex.status == ExecutionStatus.ACCEPTED, ex.reason
+    ex = await run(core, second, two, ticker="MSFT", action="buy")
+    assert ex.reason_code == "max-strategy-positions", (ex.status, ex.reason)
+    assert await position(core, OWNER, "MSFT") == 0
+
+
 async def test_an_approved_entry_counts_the_entries_working_when_it_is_approved(
     core: Core,
 ) -> None:

@@ -22,7 +22,7 @@ from bot.errors import InvalidInput, LimitReached, PermissionDenied, TradecordEr
 from bot.models import AuditEvent, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
 from bot.services.strategies import WebhookUrl
-from bot.services.trading import OrderInput, Outcome
+from bot.services.trading import OrderInput, Outcome, change_of
 from bot.settings import Settings, load_settings
 from tests.bot.signals.conftest import (
     GUILD,
@@ -214,6 +214,45 @@ async def test_a_paused_member_is_refused_manual_and_automated_orders_until_resu
     assert await paper_orders(core) == 2
 
 
+@pytest.mark.parametrize("daily_limit", [False, True])
+async def test_a_pause_begun_after_the_checks_still_stops_the_send(
+    core: Core, monkeypatch: pytest.MonkeyPatch, daily_limit: bool
+) -> None:
+    """As the kill switch: /pause answers "paused" between the checks and the send, and the
+    claim reads it again (before: the order was sent and filled)."""
+    if daily_limit:
+        await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(1_000_000)})
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    checks = core.trading._pretrade
+
+    async def checked_then_paused(*args: Any, **kw: Any) -> Any:
+        gate = await checks(*args, **kw)
+        assert await core.limits.pause(ALICE)
+        return gate
+
+    monkeypatch.setattr(core.trading, "_pretrade", checked_then_paused)
+    await refused(core, await core.trading.confirm(p.intent_id, ALICE), "member-paused")
+    assert await paper_orders(core) == 0
+
+
+async def test_paused_a_member_may_close_by_hand_but_no_signal_trades(core: Core) -> None:
+    """A pause stops the strategies (their exits too: the member may be managing the position
+    by hand now) and every order that adds risk; the member's own closes go through."""
+    url = await shared_with(core, ALICE)
+    sub = await subscribe(core, url, ALICE, sizing_value=Decimal(10))
+    entry = await send(core, url, {"ticker": "AAPL", "action": "buy"})
+    await core.jobs.drain()
+    assert (await execution(core, entry.body["id"], sub)).status == ExecutionStatus.FILLED
+    assert await core.limits.pause(ALICE)
+    out = await send(core, url, {"ticker": "AAPL", "action": "exit"})
+    await core.jobs.drain()
+    ex = await execution(core, out.body["id"], sub)
+    assert ex.status == ExecutionStatus.FAILED and ex.reason_code == "member-paused"
+    await refused_early(core, ALICE, "member-paused")  # a buy adds to the position
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "sell", "4"))
+    assert (await core.trading.confirm(p.intent_id, ALICE)).ok
+
+
 # -- a member's limits and the server's defaults -----------------------------------------------
 
 
@@ -237,7 +276,7 @@ async def test_per_order_quantity_and_notional_limits(core: Core) -> None:
 
 async def test_limits_never_hold_back_closing_a_position(core: Core) -> None:
     """Limits cap the risk a member takes on: at a limit they can still get out of a position
-    (by hand or by a strategy's exit), while the kill switch and a pause still stop that."""
+    (by hand or by a strategy's exit), while the kill switch still stops that."""
     assert (await trade(core, ALICE, "10")).ok  # long 10 AAPL, 2,001.00 sent today
     await core.limits.set_member_limits(
         ALICE,
@@ -293,7 +332,9 @@ async def test_the_daily_notional_counts_orders_sent_today_except_refused_or_fai
     assert rejected.intent.status == IntentStatus.REJECTED
     assert (await trade(core, ALICE, "10")).ok  # 4,002.00 sent today
     message = await refused_early(core, ALICE, "limit-daily-notional", "5")  # + 1,000.50
-    assert "$4,002.00 was already sent today" in message and "$998.00 left" in message
+    assert (
+        "$4,002.00 of paper orders was already sent today" in message and "$998.00 left" in message
+    )
     # Two cards that each fit what is left, confirmed one after the other: the second does
     # not fit once the first is sent, and Confirm refuses it.
     fits = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "4"))  # + 800.40
@@ -641,3 +682,40 @@ async def trade_order(
         member, OrderInput("AAPL", side, quantity, order_type=order_type, time_in_force="gtc", **kw)
     )
     return await core.trading.confirm(p.intent_id, member)
+
+
+async def test_raising_an_order_of_an_earlier_day_counts_it_today_and_says_so(
+    core: Core, clock: FakeClock
+) -> None:
+    """Placed yesterday for $1,500 and raised today to $2,100 under a $2,000 day: refused, and
+    the message said $1,500 "was already sent today, this order included" when nothing was.
+    Raised to $1,800 it passes and counts today at its new value (before: nowhere)."""
+    rest = await trade_order(core, ALICE, "buy", "10", "limit", limit_price="150")
+    assert rest.ok and rest.order is not None
+    clock.advance(days=1)
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(2000)})
+    with pytest.raises(LimitReached) as e:
+        await core.trading.preview_change(
+            ALICE, None, "paper", rest.order.id, change_of("14", None, None)
+        )
+    assert e.value.user_message == (
+        "Not allowed: buy 14 AAPL is about $2,100.00, $600.00 more than it counted for (sent "
+        "on an earlier day, it counts today at its new value), and $0.00 of paper orders was "
+        "already sent today (UTC): over your max notional per day: $2,000.00 ($2,000.00 left "
+        "today). See /limits show."
+    )
+    await core.trading.change_order(
+        ALICE, None, "paper", rest.order.id, change_of("12", None, None)
+    )
+    message = await refused_early(core, ALICE, "limit-daily-notional", "2")  # + 400.20
+    assert "$1,800.00 of paper orders was already sent today" in message, message
+
+
+async def test_lowering_a_working_order_gives_back_the_days_allowance(core: Core) -> None:
+    """Cancelling gave back the unfilled part; lowering gave back nothing, so the only way to
+    get it back was to cancel and place again (losing the order's place in the queue)."""
+    await core.limits.set_member_limits(ALICE, {"max_daily_notional": Decimal(2000)})
+    rest = await trade_order(core, ALICE, "buy", "10", "limit", limit_price="150")
+    assert rest.ok and rest.order is not None
+    await core.trading.change_order(ALICE, None, "paper", rest.order.id, change_of("5", None, None))
+    assert (await trade(core, ALICE, "6")).ok  # $750 + $1,200.60
