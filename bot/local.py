@@ -391,7 +391,8 @@ async def _stdin_lines() -> AsyncIterator[str]:
 
 async def _lines(script: Path | None, out: TextIO) -> AsyncIterator[str]:
     if script is not None and str(script) != "-":
-        for line in script.read_text(encoding="utf-8").splitlines():  # noqa: ASYNC240 - a small local file
+        # utf-8-sig: a script saved "UTF-8 with BOM" (Windows editors) keeps its first line.
+        for line in script.read_text(encoding="utf-8-sig").splitlines():  # noqa: ASYNC240 - a small local file
             if line.strip() and not line.startswith("#"):
                 print(f"you> {line}", file=out, flush=True)
             yield line

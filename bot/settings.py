@@ -253,6 +253,13 @@ class Settings(BaseSettings):
                     values = {k: v for k, v in values.items() if k != key}
         return values
 
+    @field_validator("web_host", mode="before")
+    @classmethod
+    def _blank_host_is_loopback(cls, v: Any) -> Any:
+        # "WEB_HOST=" reads as unset, as every blank line in .env.example does; passed on as ""
+        # it bound every interface. Listening beyond this machine takes an explicit 0.0.0.0.
+        return "127.0.0.1" if isinstance(v, str) and not v.strip() else v
+
     @field_validator("discord_token", mode="before")
     @classmethod
     def _blank_token_is_none(cls, v: Any) -> Any:

@@ -149,9 +149,11 @@ def _wrap(text: str, width: int) -> list[str]:
             inner = paragraph[3:]
             if not code and len(inner) >= 3 and inner.endswith("```"):
                 out.append(inner[:-3])  # a one-line block
-            else:
-                code = not code  # the fence line itself (and its language) is not shown
-            continue
+                continue
+            code = not code  # the fence itself (and an opening one's language) is not shown
+            if code or not inner.strip():
+                continue
+            paragraph = inner  # text right after a closing fence reads on as text
         if code:
             out.append(paragraph.rstrip())
             continue

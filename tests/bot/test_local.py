@@ -171,3 +171,12 @@ async def test_empty_stdin_that_is_not_a_terminal_says_why_it_stops(
         "Nothing to read: stdin is not a terminal and gave no lines. Run tradecord in a "
         "terminal to chat, or use --script FILE to play a file."
     )
+
+
+async def test_a_script_saved_with_a_byte_order_mark_plays_its_first_line(tmp_path: Path) -> None:
+    """Saved "UTF-8 with BOM", the first line reached the chat as "\\ufeff/help", not a command."""
+    from bot.local import _lines
+
+    script = tmp_path / "demo.txt"
+    script.write_bytes(b"\xef\xbb\xbf/help\n/accounts\n")
+    assert [line async for line in _lines(script, io.StringIO())] == ["/help", "/accounts"]

@@ -219,3 +219,11 @@ def test_env_example_as_dotenv_leaves_public_url_to_the_bound_port(tmp_path) -> 
     assert not s.public_url_set
     assert s.bound_to(9090).public_url == "http://127.0.0.1:9090"
     assert not load_settings(public_url=" ").public_url_set
+
+
+def test_a_blank_web_host_listens_on_this_machine_only() -> None:
+    """ "WEB_HOST=" bound every interface ("" to asyncio), though every other blank line of
+    .env.example means unset."""
+    assert load_settings(web_host="").web_host == "127.0.0.1"
+    assert load_settings(web_host="  ").web_host == "127.0.0.1"
+    assert load_settings(web_host="0.0.0.0").web_host == "0.0.0.0"  # noqa: S104 - said on purpose

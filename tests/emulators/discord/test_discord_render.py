@@ -162,3 +162,16 @@ def test_markdown_shows_as_a_reader_sees_it() -> None:
     commands = next(i for i, line in enumerate(lines) if "/help" in line)
     assert lines[commands] == "│ Commands  /help — help"
     assert lines[commands + 1] == "│           /trade — trade"  # a blank name shows nothing
+
+
+def test_text_right_after_a_closing_fence_is_shown() -> None:
+    """/strategy create ends its JSON template with ```/strategy test sends …: the chat
+    dropped that sentence with the fence."""
+    message = _message(
+        content='Created **X**.\n```json\n{"ticker": "{{ticker}}"}\n```/strategy test sends a '
+        "test signal to **X** now: nothing is placed."
+    )
+    text = render_message(message, author="Tradecord")
+    assert '{"ticker": "{{ticker}}"}' in text
+    assert "/strategy test sends a test signal to X now" in text, text
+    assert "json" not in text.replace('"', " ").split()  # an opening fence's language is not
