@@ -24,7 +24,7 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -80,6 +80,7 @@ from bot.errors import (
 from bot.models import (
     BracketExit,
     Connection,
+    ConnectionStatus,
     IntentStatus,
     Member,
     OrderIntent,
@@ -1981,6 +1982,18 @@ class TradingService:
                 status = IntentStatus.PARTIALLY_FILLED  # the replaced order filled some
             if _older(row, status, filled):
                 return False  # read before an update already applied (late event, slow poll)
+            if (
+                (row.status, row.filled_quantity, row.broker_order_id) == (status, filled, order.id)
+                and not unfollowed
+                and not (order.replaces and left)
+            ):
+                # Read again as it stood (a reconcile pass, a poll, another process's stream):
+                # no new phase to record, only that it was seen, so the reconciler's next pass
+                # reads the orders it has not seen for longest.
+                row.updated_at = self.clock()
+                if told:
+                    row.notified_status = f"{status}:{filled}"
+                return False
             if status != IntentStatus.ACCEPTED and row.status in (
                 IntentStatus.SUBMITTED,
                 IntentStatus.UNKNOWN,
@@ -2118,10 +2131,12 @@ class TradingService:
         Runs at start and periodically. Returns the intents whose status changed.
         """
         cutoff = self.clock() - older_than
+        working = OrderIntent.status.in_([IntentStatus.ACCEPTED, IntentStatus.PARTIALLY_FILLED])
         async with self.core.db.session() as s:
             rows = list(
                 await s.scalars(
                     select(OrderIntent)
+                    .join(Connection, Connection.id == OrderIntent.connection_id)
                     .where(
                         OrderIntent.status.in_(
                             [
@@ -2133,11 +2148,15 @@ class TradingService:
                             ]
                         ),
                         OrderIntent.updated_at <= cutoff,
-                        OrderIntent.connection_id.is_not(None),
                         # Settled as "account changed": no longer followable, nothing to add.
                         OrderIntent.error_code.is_distinct_from(ACCOUNT_CHANGED),
+                        # Nothing can be read with a lapsed sign-in (each try would only take
+                        # a slot of the broker's rate limit): /connect brings them back.
+                        Connection.status != ConnectionStatus.NEEDS_REAUTH,
                     )
-                    .order_by(OrderIntent.created_at)
+                    # Orders in doubt first (a member waits to hear), then the working orders
+                    # seen longest ago: 500 resting orders cannot hold back the rest.
+                    .order_by(case((working, 1), else_=0), OrderIntent.updated_at)
                     .limit(500)
                 )
             )
