@@ -259,6 +259,21 @@ class BracketExit(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class OrderWatcher(Base):
+    """Which process follows a connection's working orders, under a lease it renews: one
+    stream per connection, however many processes run. Tradier allows one account-events
+    session per login, and a new one ends the last: two processes watching both kept
+    knocking the other's stream offline (and re-polled every order at each reconnect)."""
+
+    __tablename__ = "order_watchers"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    holder: Mapped[str] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime] = mapped_column()
+
+
 class Switch(Base):
     """A global on/off flag (the kill switch), in the database so every process obeys it."""
 

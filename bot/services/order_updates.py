@@ -5,8 +5,10 @@ Real brokers: the vendor's order stream where it has one (TradeStation's HTTP st
 broker says the stream is subscribed to catch what happened before (Alpaca and Tradier send no
 snapshot); polling with backoff where there is no stream. Tradecord
 Paper: its resting orders are swept against moving quotes. Every update goes through
-``TradingService.apply_update``, whose compare-and-set makes each announcement happen once,
-even with several processes watching.
+``TradingService.apply_update``, whose compare-and-set makes each announcement happen once.
+With several processes, one at a time follows a connection, under a lease it renews
+(``order_watchers``): a broker may allow one stream per login (Tradier), and the reconciler
+still reads every working order meanwhile.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import asyncio
 import contextlib
 import logging
 import random
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+import sqlalchemy as sa
+from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from adapters.base import BrokerAdapter
@@ -34,8 +38,10 @@ from bot.models import (
     IntentStatus,
     Member,
     OrderIntent,
+    OrderWatcher,
 )
 from bot.services.connections import Target
+from bot.services.jobs import insert_ignoring, worker_name
 from bot.services.notify import Outgoing
 from bot.services.trading import MAX_REPLACEMENTS, SIMULATED_NOTE, fill_price, qty
 
@@ -51,6 +57,9 @@ WATCHED = [
     IntentStatus.UNKNOWN,
 ]
 MAX_BACKOFF = 30.0
+# How long a connection stays a silent process's before another follows it (renewed at every
+# supervision, a few seconds apart).
+WATCH_LEASE = timedelta(seconds=30)
 
 
 class OrderUpdates:
@@ -64,6 +73,7 @@ class OrderUpdates:
         # The accounts each watcher follows: an account chosen since (in any process) means a
         # new watcher, or its orders would be neither streamed nor polled.
         self._following: dict[int, frozenset[tuple[str, str]]] = {}
+        self.holder = worker_name()
 
     # -- paper ----------------------------------------------------------------------------
 
@@ -167,7 +177,7 @@ class OrderUpdates:
         try:
             while not stop.is_set():
                 try:
-                    wanted = set(await self.watched_connections())
+                    wanted = await self._lease(set(await self.watched_connections()))
                     accounts = await self._accounts_of(wanted)
                 except Exception:
                     log.exception("Could not list connections with working orders")
@@ -192,6 +202,40 @@ class OrderUpdates:
             await asyncio.gather(*self._watchers.values(), return_exceptions=True)
             self._watchers.clear()
             self._following.clear()
+            with contextlib.suppress(Exception):  # expired, they pass on anyway
+                await self._lease(set())
+
+    async def _lease(self, wanted: set[int]) -> set[int]:
+        """Of the connections with working orders, the ones this process follows: those whose
+        lease it holds (renewed) or takes (free, or expired with a process that stopped).
+        Leases of connections no longer wanted are given up."""
+        now = self.core.connections.clock()
+        mine = OrderWatcher.holder == self.holder
+        async with self.core.db.transaction() as s:
+            await s.execute(
+                delete(OrderWatcher).where(mine, OrderWatcher.connection_id.not_in(wanted))
+            )
+            if not wanted:
+                return set()
+            rows = [
+                {"connection_id": cid, "holder": self.holder, "lease_expires_at": now}
+                for cid in sorted(wanted)
+            ]
+            await s.execute(insert_ignoring(self.core.db, OrderWatcher, rows, ["connection_id"]))
+            await s.execute(
+                sa.update(OrderWatcher)
+                .where(
+                    OrderWatcher.connection_id.in_(wanted),
+                    mine | (OrderWatcher.lease_expires_at <= now),
+                )
+                .values(holder=self.holder, lease_expires_at=now + WATCH_LEASE)
+            )
+            held = await s.scalars(
+                select(OrderWatcher.connection_id).where(
+                    mine, OrderWatcher.connection_id.in_(wanted)
+                )
+            )
+            return set(held)
 
     async def _watch(self, connection_id: int) -> None:
         backoff = self.poll_start

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import selectinload
 
 from adapters.errors import BrokerUnavailable
@@ -972,3 +973,88 @@ async def test_an_unsent_tradestation_order_never_takes_another_intents_order_af
         assert len(ts.orders_for("11827342")) == 1
     finally:
         await second.close()
+
+
+async def test_two_processes_keep_one_tradier_event_session(
+    tradier_settings: Settings, db: Database, tradier: TradierEmulator
+) -> None:
+    """Every process streamed every connection with working orders. Tradier allows one
+    account-events session per login and a new one ends the last: two workers ended each
+    other's stream every few seconds (7 sessions in 10 s) and re-polled every order at each
+    reconnect, spending the member's 120 requests a minute."""
+    live = Environment.LIVE
+    a, b = await open_cores(tradier_settings, 2)
+    for c in (a, b):
+        c.notifier = RecordingNotifier()
+    try:
+        grant = tradier.issue_tokens("id-demo", live)
+        margin = next(
+            x
+            for x in tradier.accounts.values()
+            if x.environment is live and x.type == "margin" and x.user_id == "id-demo"
+        )
+        await stored_connection(
+            a,
+            MEMBER,
+            TokenSet(grant["access_token"], grant.get("refresh_token"), None, grant["scope"]),
+            broker="tradier",
+            name="Tradier",
+            settings={"environment": "live"},
+            accounts=[
+                {
+                    "mode": "live",
+                    "account_id": margin.number,
+                    "account_type": "margin",
+                    "label": "Tradier margin",
+                }
+            ],
+        )
+        target = await a.connections.resolve(MEMBER, "Tradier", "live")
+        request = OrderRequest(
+            "F",
+            Side.BUY,
+            Decimal(10),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("10.50"),
+            asset_class=asset_class_of("F"),
+        )
+        out = await a.trading.place(target, request, source="discord", idempotency_key="k")
+        assert out.intent.status == IntentStatus.ACCEPTED, out.message
+        stop = asyncio.Event()
+        watchers = [OrderUpdates(c, supervise_every=0.2) for c in (a, b)]
+        tasks = [asyncio.create_task(w.supervise(stop)) for w in watchers]
+        await asyncio.sleep(4)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert len(tradier.sessions) == 1, [s.superseded for s in tradier.sessions.values()]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_connection_is_followed_by_one_process_until_its_lease_lapses(
+    settings: Settings, db: Database
+) -> None:
+    """The lease behind one watcher per connection: taken by the first process to ask, kept
+    while renewed, given up when no longer wanted, and taken over once it has lapsed (a
+    process that died)."""
+    from bot.models import OrderWatcher
+
+    one, two = await open_cores(settings, 2)
+    try:
+        cid = (await one.connections.resolve(MEMBER, None, "paper")).connection.id
+        first, second = OrderUpdates(one), OrderUpdates(two)
+        assert await first._lease({cid}) == {cid}
+        assert await second._lease({cid}) == set()
+        assert await first._lease({cid}) == {cid}  # renewed
+        assert await first._lease(set()) == set()  # its orders ended: given up
+        assert await second._lease({cid}) == {cid}
+        async with one.db.transaction() as s:  # the second process stops renewing and dies
+            lapsed = datetime.now(UTC) - timedelta(seconds=1)
+            await s.execute(sa_update(OrderWatcher).values(lease_expires_at=lapsed))
+        assert await first._lease({cid}) == {cid}
+        assert await second._lease({cid}) == set()
+    finally:
+        await one.close()
+        await two.close()
