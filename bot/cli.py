@@ -98,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_keys_rotate(settings))
         if args.command == "sync":
             return asyncio.run(_sync(settings, args.guild, args.global_))
+        if args.role in ("bot", "worker") and settings.resolved_database_url.startswith("sqlite"):
+            # Processes that call brokers keep their rate-limit buckets in memory on SQLite:
+            # beside another, together they would send up to twice a broker's published limit.
+            raise ConfigurationError(
+                f"--role {args.role}: splitting Tradecord into processes needs PostgreSQL "
+                "(DATABASE_URL=postgresql+asyncpg://...); on SQLite one `tradecord run` does "
+                "everything"
+            )
         if args.role == "web":
             from bot.roles import run_web
 

@@ -213,6 +213,19 @@ async def test_web_port_in_use_stops_with_one_line(tmp_path: Path, role: str) ->
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("role", ["bot", "worker"])
+async def test_a_role_that_calls_brokers_is_refused_on_sqlite(tmp_path: Path, role: str) -> None:
+    """Each would keep its own broker rate-limit buckets in memory: beside another process on
+    the same SQLite file, together they sent up to twice a broker's published limit."""
+    env = base_env(tmp_path) | {"DISCORD_TOKEN": "MTAw.real.token"}
+    code, _, err = await run_cli("run", "--role", role, env=env, cwd=tmp_path)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"tradecord: --role {role}: splitting Tradecord into processes needs PostgreSQL "
+        "(DATABASE_URL=postgresql+asyncpg://...); on SQLite one `tradecord run` does everything"
+    )
+
+
 def closed_port() -> int:
     """A port nobody listens on: not one from port 0, where another test worker's emulator
     may be listening by now."""
