@@ -104,6 +104,9 @@ class Vault:
         return envelope_key_id(envelope) != self.primary_key_id
 
 
+LOCAL_KEY_ID = "local"  # the id of local mode's key, so a refusal can say whose it is
+
+
 def load_or_create_local_key(data_dir: Path) -> tuple[list[KeySpec], bool]:
     """Local mode only: read ``data_dir/tradecord.key`` or create it with mode 0600.
 
@@ -116,7 +119,7 @@ def load_or_create_local_key(data_dir: Path) -> tuple[list[KeySpec], bool]:
             raise VaultError(f"{path} must be readable by its owner only (chmod 600 {path})")
         return parse_keys(path.read_text().strip()), False
     data_dir.mkdir(parents=True, exist_ok=True)
-    line = generate_key_spec("local")
+    line = generate_key_spec(LOCAL_KEY_ID)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(line + "\n")

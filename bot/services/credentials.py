@@ -10,7 +10,14 @@ from sqlalchemy import select
 
 from bot.db import Database
 from bot.models import Connection, Credential, Member, OAuthState
-from bot.vault import Binding, Vault, VaultError, envelope_key_id
+from bot.vault import (
+    KEY_FILE_NAME,
+    LOCAL_KEY_ID,
+    Binding,
+    Vault,
+    VaultError,
+    envelope_key_id,
+)
 
 ENCRYPTED_COLUMNS = ("access_token", "refresh_token")
 
@@ -86,10 +93,17 @@ def retired_keys_in_use(usage: Counter[str], vault: Vault) -> str | None:
     if not missing:
         return None
     held = ", ".join(f"{n} under key {k}" for k, n in missing.items())
+    local = (
+        f" Key {LOCAL_KEY_ID} is local mode's, in {KEY_FILE_NAME} of the data directory: a "
+        "database where local mode was tried is for trying; give a real deployment a fresh "
+        "TRADECORD_DATA_DIR or DATABASE_URL."
+        if LOCAL_KEY_ID in missing
+        else ""
+    )
     return (
         f"TRADECORD_KEYS: stored broker tokens are encrypted under keys it no longer holds "
         f"({held}). Put those keys back in TRADECORD_KEYS (after the primary), run `tradecord "
-        "keys rotate`, and remove a key only once rotate reports it unused."
+        f"keys rotate`, and remove a key only once rotate reports it unused.{local}"
     )
 
 

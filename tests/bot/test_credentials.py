@@ -218,3 +218,18 @@ async def test_req12_a_process_will_not_start_without_a_key_its_rows_still_use(
     core = await open_core(with_keys(f"{new_line},{old_line}"))
     await core.close()
     assert "Encryption keys in use: new (primary): 0, old: 2" in caplog.text
+
+
+async def test_tokens_under_local_modes_key_say_where_that_key_is(
+    db: Database, settings: Settings
+) -> None:
+    """Local mode tried in the data directory, then a real start with TRADECORD_KEYS: the
+    refusal named a key "local" nobody was given. It now says whose it is and what to do."""
+    await _store(db, Vault(parse_keys(generate_key_spec("local"))), 1)
+    given = {k: v for k, v in settings.model_dump().items() if v is not None}
+    with pytest.raises(ConfigurationError) as refused:
+        await open_core(load_settings(**(given | {"tradecord_keys": generate_key_spec("prod")})))
+    message = str(refused.value)
+    assert "(2 under key local)" in message
+    assert "Key local is local mode's, in tradecord.key of the data directory" in message
+    assert "give a real deployment a fresh TRADECORD_DATA_DIR or DATABASE_URL" in message
