@@ -451,16 +451,31 @@ async def remind_expiring(core: Core, *, ahead: timedelta = timedelta(days=1)) -
         assert cred.refresh_expires_at is not None
         hours = max(0, int((cred.refresh_expires_at - now).total_seconds() // 3600))
         if core.notifier is not None:
-            await core.notifier.dm(
-                member.discord_user_id,
-                Outgoing(
-                    content=(
-                        f"⏳ Your authorization for **{conn.name}** ends in about {hours} "
-                        f"hour{plural(hours)}; the broker does not let it be extended. Run "
-                        f"`{connect_command(conn.broker)}` before then to keep trading on it "
-                        "without interruption."
+            try:
+                await core.notifier.dm(
+                    member.discord_user_id,
+                    Outgoing(
+                        content=(
+                            f"⏳ Your authorization for **{conn.name}** ends in about {hours} "
+                            f"hour{plural(hours)}; the broker does not let it be extended. Run "
+                            f"`{connect_command(conn.broker)}` before then to keep trading on "
+                            "it without interruption."
+                        )
+                    ),
+                )
+            except Exception:
+                # Discord away or DMs closed: this member's reminder is tried again next pass,
+                # and the others' are still sent in this one.
+                log.warning("Could not DM an expiry reminder; retried later", exc_info=True)
+                async with core.db.transaction() as s:
+                    await s.execute(
+                        update(Credential)
+                        .where(
+                            Credential.connection_id == cred.connection_id,
+                            Credential.refresh_reminded_at == now,
+                        )
+                        .values(refresh_reminded_at=None)
                     )
-                ),
-            )
+                continue
         sent += 1
     return sent

@@ -228,6 +228,38 @@ async def test_reminder_before_a_fixed_authorization_ends_is_sent_once(
         await core.close()
 
 
+async def test_a_reminder_discord_did_not_take_is_sent_next_pass(
+    ts_settings: Settings,
+    db: Database,
+    ts: TradeStationEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reminder was claimed, then its DM failed: that member was never reminded, and the
+    error ended the pass for the members after them."""
+    [core] = await open_cores(ts_settings, 1)
+    core.notifier = notifier = RecordingNotifier()
+    clock = FakeClock()
+    core.connections.clock = clock
+    try:
+        cid = await link(core, ts)
+        async with core.db.transaction() as s:
+            cred = await s.get(Credential, cid)
+            assert cred is not None
+            cred.refresh_expires_at = clock() + timedelta(hours=20)
+
+        async def away(*_: Any, **__: Any) -> None:
+            raise ConnectionError("Discord is away")
+
+        with monkeypatch.context() as m:
+            m.setattr(notifier, "dm", away)
+            assert await remind_expiring(core) == 0
+        clock.advance(hours=1)
+        assert await remind_expiring(core) == 1
+        assert [user for user, _ in notifier.dms] == [MEMBER]
+    finally:
+        await core.close()
+
+
 async def test_a_poll_goes_on_past_an_order_the_broker_no_longer_has(
     ts_settings: Settings,
     db: Database,
