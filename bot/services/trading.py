@@ -1277,7 +1277,7 @@ class TradingService:
             if not marked:
                 # Someone else sent it meanwhile (the reconciler, after this process stalled):
                 # sending here too could place it twice. Their result reaches the member.
-                return _in_doubt(intent, bool(intent.extra.get("simulated")))
+                return await self._moved_on(intent)
             return await self._send(intent, target, adapter)
         finally:
             if not borrowed and adapter is not None:
@@ -1327,8 +1327,18 @@ class TradingService:
         simulated = bool(intent.extra.get("simulated"))
         if not await self._refuse(intent, refusal, as_read=False):
             # No longer pending: another process sent it meanwhile, and its result stands.
-            return _in_doubt(intent, simulated)
+            return await self._moved_on(intent)
         return Outcome(intent, None, refusal.message, False, simulated)
+
+    async def _moved_on(self, intent: OrderIntent) -> Outcome:
+        """The answer for an intent another process took from pending meanwhile. Ended unsent
+        (the connection was disconnected at that moment, say), it says why: nothing else
+        will. Sent, its result reaches the member from whoever sent it."""
+        simulated = bool(intent.extra.get("simulated"))
+        now = await self.get_intent(intent.id)
+        if now.status == IntentStatus.FAILED:
+            return Outcome(now, None, now.error_message or "Nothing was placed.", False, simulated)
+        return _in_doubt(intent, simulated)
 
     # -- pre-trade checks -----------------------------------------------------------------
 

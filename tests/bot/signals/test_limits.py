@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import Connection, event, inspect, select, text
+from sqlalchemy import update as sa_update
 
 from adapters.paper.broker import PaperBroker
 from bot.automation_models import ExecutionStatus
@@ -725,3 +726,32 @@ async def test_lowering_a_working_order_gives_back_the_days_allowance(core: Core
     assert rest.ok and rest.order is not None
     await core.trading.change_order(ALICE, None, "paper", rest.order.id, change_of("5", None, None))
     assert (await trade(core, ALICE, "6")).ok  # $750 + $1,200.60
+
+
+async def test_an_order_ended_by_another_process_as_it_was_confirmed_says_why(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confirm, while another process ended the order unsent (its connection removed at that
+    moment): the answer said "we keep checking and will message you the outcome", and no
+    message ever came."""
+    p = await core.trading.preview(ALICE, OrderInput("AAPL", "buy", "1"))
+    checks = core.trading._pretrade
+
+    async def checked_then_ended(*args: Any, **kw: Any) -> Any:
+        gate = await checks(*args, **kw)
+        async with core.db.transaction() as s:
+            await s.execute(
+                sa_update(OrderIntent)
+                .where(OrderIntent.id == p.intent_id)
+                .values(
+                    status=IntentStatus.FAILED,
+                    error_code="connection-removed",
+                    error_message="Not sent: its connection was disconnected.",
+                )
+            )
+        return gate
+
+    monkeypatch.setattr(core.trading, "_pretrade", checked_then_ended)
+    out = await core.trading.confirm(p.intent_id, ALICE)
+    assert not out.ok and out.message == "Not sent: its connection was disconnected.", out.message
+    assert await paper_orders(core) == 0
