@@ -34,6 +34,9 @@ def _trades(account_type: str, futures_here: bool) -> str:
     return ""
 
 
+MENU_OPTIONS = 25  # Discord's most for a select
+
+
 def account_menus(
     connection: Connection, accounts: list[Account], held: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -67,9 +70,16 @@ def account_menus(
             }
             for a in accounts
             if a.environment is env
-        ][:25]
+        ]
         if not options:
             continue
+        # A select holds 25 options: the chosen account is kept among them, and the menu says
+        # how many are left out rather than leave a member looking for theirs.
+        left_out = len(options) - MENU_OPTIONS
+        if left_out > 0:
+            options.sort(key=lambda o: not o["default"])
+        options = options[:MENU_OPTIONS]
+        shown = f" ({MENU_OPTIONS} of {MENU_OPTIONS + left_out} shown)" if left_out > 0 else ""
         rows.append(
             {
                 "type": 1,
@@ -77,9 +87,12 @@ def account_menus(
                     {
                         "type": 3,
                         "custom_id": account_select_id(connection.id, env.value),
-                        "placeholder": f"Choose the {env.value} account for {connection.name}"[
-                            :150
-                        ],
+                        "placeholder": (
+                            f"Choose the {env.value} account for {connection.name}"[
+                                : 150 - len(shown)
+                            ]
+                            + shown
+                        ),
                         "min_values": 1,
                         "max_values": 1,
                         "options": options,

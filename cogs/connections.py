@@ -244,10 +244,14 @@ class Connections(commands.Cog):
         # Its subscriptions are deleted with it: say which strategies stop trading here.
         strategies = await self.bot.core.connections.subscribed_strategies(conn.id)
         if strategies:
+            # A few named, the rest counted: the question must fit Discord's 2,000 characters,
+            # or there would be no way to disconnect at all.
+            named = ", ".join(f"“{n}”" for n in strategies[:5])
+            more = (
+                f" and {len(strategies) - 5} more (/subscriptions)" if len(strategies) > 5 else ""
+            )
             text += (
-                " Its subscriptions end too: signals of "
-                + ", ".join(f"“{n}”" for n in strategies)
-                + " will no longer trade on it."
+                f" Its subscriptions end too: signals of {named}{more} will no longer trade on it."
             )
         await interaction.response.send_message(
             text,

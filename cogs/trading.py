@@ -64,8 +64,10 @@ from cogs.ui import (
     ConfirmView,
     OwnedView,
     as_title,
+    choices_in_time,
     connection_names,
     in_time,
+    may_post_here,
     reply,
     update,
 )
@@ -534,6 +536,9 @@ def history_footer(count: int, days: int, broker: str | None) -> str:
     return cut if broker is None else f"{cut} {broker}'s site has the full history."
 
 
+BRACKETS_NAMED = 5  # /cancel all's answer names this many bracket parts, then counts the rest
+
+
 def cancelled_text(
     connection: str, orders: list[Order], brackets: Mapping[str, Bracket] | None = None
 ) -> str:
@@ -550,7 +555,13 @@ def cancelled_text(
         and (o.parent_id is not None or (o.id in brackets and not o.filled_quantity))
     ]
     if parts:
-        text += f" Bracket orders among them: {'; '.join(parts)}."
+        # A few named, the rest counted: a book of brackets passed Discord's 2,000 characters,
+        # and the answer, after every order was cancelled, was an error.
+        shown = "; ".join(parts[:BRACKETS_NAMED])
+        more = len(parts) - BRACKETS_NAMED
+        text += f" Bracket orders among them: {shown}" + (
+            f"; and {more} more (/history lists them)." if more > 0 else "."
+        )
     waiting = sum(not o.status.is_final for o in orders)
     if waiting:
         text += (
@@ -867,6 +878,8 @@ class Trading(commands.Cog):
         share: bool = False,
         show_amounts: bool = False,
     ) -> None:
+        if share:
+            may_post_here(interaction)
         pf = await in_time(
             interaction,
             self.bot.core.trading.holdings(interaction.user.id, connection, mode),
@@ -910,6 +923,8 @@ class Trading(commands.Cog):
         share: bool = False,
         show_amounts: bool = False,
     ) -> None:
+        if share:
+            may_post_here(interaction)
         pf = await in_time(
             interaction,
             self.bot.core.trading.portfolio(interaction.user.id, connection, mode),
@@ -993,6 +1008,8 @@ class Trading(commands.Cog):
         mode: Mode = "paper",
         share: bool = False,
     ) -> None:
+        if share:
+            may_post_here(interaction)
         target, broker, q = await in_time(
             interaction,
             self.bot.core.trading.quote(interaction.user.id, symbol, connection, mode),
@@ -1017,6 +1034,8 @@ class Trading(commands.Cog):
         share: bool = False,
         show_amounts: bool = False,
     ) -> None:
+        if share:
+            may_post_here(interaction)
         target, broker, orders = await in_time(
             interaction,
             self.bot.core.trading.open_orders(interaction.user.id, connection, mode),
@@ -1066,6 +1085,8 @@ class Trading(commands.Cog):
         share: bool = False,
         show_amounts: bool = False,
     ) -> None:
+        if share:
+            may_post_here(interaction)
         target, broker, orders = await in_time(
             interaction,
             self.bot.core.trading.history(interaction.user.id, connection, mode, days),
@@ -1177,11 +1198,15 @@ class Trading(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         ns = interaction.namespace
         try:
-            holdings = await self.bot.core.trading.holdings(
-                interaction.user.id, getattr(ns, "connection", None), getattr(ns, "mode", None)
+            holdings = await choices_in_time(
+                self.bot.core.trading.holdings(
+                    interaction.user.id, getattr(ns, "connection", None), getattr(ns, "mode", None)
+                )
             )
         except TradecordError:
             return []
+        if holdings is None:
+            return []  # a slow broker: the symbol can still be typed
         cur = current.casefold()
         out = []
         for p in holdings.positions:
@@ -1286,11 +1311,16 @@ class Trading(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         ns = interaction.namespace
         try:
-            _, _, orders = await self.bot.core.trading.open_orders(
-                interaction.user.id, getattr(ns, "connection", None), getattr(ns, "mode", None)
+            found = await choices_in_time(
+                self.bot.core.trading.open_orders(
+                    interaction.user.id, getattr(ns, "connection", None), getattr(ns, "mode", None)
+                )
             )
         except TradecordError:
             return []
+        if found is None:
+            return []  # a slow broker: the order's id (or its end) can still be typed
+        _, _, orders = found
         cur = current.casefold()
         out = []
         for o in orders:

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.client import report_error
-from bot.errors import Conflict
+from bot.errors import Conflict, PermissionDenied
 
 PAPER_COLOUR = discord.Colour.blurple()
 LIVE_COLOUR = discord.Colour.red()
@@ -25,6 +25,28 @@ log = logging.getLogger(__name__)
 # Discord drops an interaction not answered within 3 s. Work done sooner is answered directly;
 # past this, the member sees "thinking…" (or the card stays as it is) until the answer comes.
 DEFER_AFTER = 1.5
+# Autocomplete cannot be deferred: an answer later than 3 s is refused and the member reads
+# "Loading options failed". Choices that need a broker give up before then.
+CHOICES_WITHIN = 2.5
+
+
+async def choices_in_time(work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None if it would come too late for an autocomplete answer."""
+    try:
+        return await asyncio.wait_for(work, CHOICES_WITHIN)
+    except TimeoutError:
+        return None
+
+
+def may_post_here(interaction: discord.Interaction) -> None:
+    """``share:true`` posts for the member in the channel: not where the server lets them send
+    no messages (a read-only channel, a mute), which the bot would otherwise post around."""
+    if interaction.guild is not None and not interaction.permissions.send_messages:
+        raise PermissionDenied(
+            "You cannot send messages in this channel, so Tradecord does not post there for "
+            "you. Run it without share:true to see it privately, or share it in a channel "
+            "where you can post."
+        )
 
 
 def roles_of(interaction: discord.Interaction) -> frozenset[int]:
