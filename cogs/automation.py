@@ -36,6 +36,7 @@ from bot.services.subscriptions import (
     SubscriptionInfo,
     SubscriptionSettings,
     sizing_amount,
+    subscribe_command,
 )
 from bot.trading_windows import NEW_YORK, parse_windows, windows_phrase
 from bot.wording import plain, plural
@@ -286,7 +287,7 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
         [
             _cut(sub.strategy_name, 24),
             _cut(sub.connection_name, 24),
-            sub.mode,
+            mode_column(sub),
             SIZING_SHORT[sub.settings.sizing.value].format(
                 sizing_amount(sub.settings.sizing, sub.settings.sizing_value)
             )
@@ -301,6 +302,12 @@ def subscription_rows(subs: Sequence[SubscriptionInfo]) -> list[list[str]]:
         ]
         for sub in subs
     ]
+
+
+def mode_column(sub: SubscriptionInfo) -> str:
+    """The mode and the account type it trades in ("live, margin"): a futures strategy in a
+    margin account is refused. Tradecord Paper's trades everything: its mode alone."""
+    return sub.account.removesuffix(" account").replace("no account chosen", "no account")
 
 
 def default_exits(take_profit: str | None, stop_loss: str | None) -> str:
@@ -975,10 +982,11 @@ class Automation(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(
         strategy="A strategy you own or that was shared with you",
-        connection="Which connection trades it (default: Tradecord Paper)",
-        mode="paper (default) or live",
+        connection="Which connection trades it (default: the one it trades on, else Tradecord "
+        "Paper)",
+        mode="paper or live (default: the one it trades in, else paper)",
         sizing="How big each entry is (new: the signal's quantity; else unchanged)",
-        sizing_value="The number for the sizing (e.g. 10 shares, 500 dollars, 5 percent)",
+        sizing_value="The number for the sizing (e.g. 10 shares, $500, 5%)",
         sides="Which entries to take (new: both; else unchanged)",
         approval="Ask me (by DM) before each order (new: no; else unchanged)",
         approval_minutes="With approval: how long an order waits for it (1 to 1440; new: 5)",
@@ -1002,7 +1010,7 @@ class Automation(commands.Cog):
         interaction: discord.Interaction,
         strategy: str,
         connection: str | None = None,
-        mode: Literal["paper", "live"] = "paper",
+        mode: Literal["paper", "live"] | None = None,
         sizing: Literal["fixed_quantity", "dollar_amount", "percent_of_equity", "signal"]
         | None = None,
         sizing_value: str | None = None,
@@ -1022,9 +1030,16 @@ class Automation(commands.Cog):
         changes: dict[str, Any] = {}
         if sizing is not None:
             changes["sizing"] = Sizing(sizing)
+        unit = None
         if sizing_value is not None:
-            # "1,500" as /subscriptions shows it; "$1,500" for a dollar amount.
-            raw = without_thousands(sizing_value.strip().removeprefix("$"), "sizing_value")
+            # "1,500" as /subscriptions shows it; "$1,500" for a dollar amount, "5%" of equity.
+            # The service checks "$" or "%" against the sizing, which only it may know.
+            raw = sizing_value.strip()
+            if raw.startswith("$"):
+                unit, raw = "$", raw.removeprefix("$").strip()
+            elif raw.endswith("%"):
+                unit, raw = "%", raw.removesuffix("%").strip()
+            raw = without_thousands(raw, "sizing_value")
             try:
                 changes["sizing_value"] = Decimal(raw)
             except InvalidOperation:
@@ -1064,8 +1079,9 @@ class Automation(commands.Cog):
             changes=changes,
             enabled=active,
             roles=roles_of(interaction),
+            sizing_unit=unit,
         )
-        where = f"**{info.connection_name}** ({info.mode})"
+        where = f"**{info.connection_name}** ({info.account})"
         terms = ", ".join(w for w in setting_words(info.settings) if w)
         if info.previous is None:
             # As at TradersPost, a position is the account's: said once, before it surprises.
@@ -1080,10 +1096,12 @@ class Automation(commands.Cog):
                 f"Changed: {'; '.join(changed)}." if changed else "Nothing changed."
             )
         if not info.enabled:
-            text += (
-                " It is paused: it takes no signals until you resume it "
-                f"(/subscribe strategy:{info.strategy_name} active:true)."
+            resume = subscribe_command(
+                info.strategy_name, info.connection_name, info.mode, "active:true"
             )
+            text += f" It is paused: it takes no signals until you resume it ({resume})."
+        if info.warning:
+            text += f"\n⚠️ {info.warning}"
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="unsubscribe", description="Stop a connection trading a strategy")
@@ -1103,7 +1121,12 @@ class Automation(commands.Cog):
         mode: Literal["paper", "live"] | None = None,
     ) -> None:
         sub = await self.bot.core.subscriptions.unsubscribe(
-            guild_of(interaction), interaction.user.id, strategy, connection=connection, mode=mode
+            guild_of(interaction),
+            interaction.user.id,
+            strategy,
+            connection=connection,
+            mode=mode,
+            roles=roles_of(interaction),
         )
         await interaction.response.send_message(
             f"Unsubscribed **{sub.connection_name}** ({sub.mode}) from **{sub.strategy_name}**; "

@@ -134,7 +134,7 @@ async def broker_callback(request: web.Request) -> web.Response:
     elif not linked.accounts_error and not account_menus(conn, linked.accounts, linked.held):
         lines[1:] = [no_accounts_text(conn.name)]
     if linked.dropped:
-        lines.append(_dropped(linked))
+        lines.append(await _dropped(core, linked))
     resp = page(f"{conn.name} is linked", [*lines, "You can close this tab."], kind="ok")
     resp.del_cookie(FLOW_COOKIE, path="/")
     return resp
@@ -146,14 +146,14 @@ async def _announce(core: Core, linked: Linked) -> bool:
         return False
     member = await core.connections.member_of(linked.connection)
     try:
-        await core.notifier.dm(member.discord_user_id, account_choice_message(core, linked))
+        await core.notifier.dm(member.discord_user_id, await account_choice_message(core, linked))
     except Exception:
         log.warning("Could not DM the member about connection %s", linked.connection.id)
         return False
     return True
 
 
-def account_choice_message(core: Core, linked: Linked) -> Outgoing:
+async def account_choice_message(core: Core, linked: Linked) -> Outgoing:
     conn = linked.connection
     again = linked.relinked and conn.status == ConnectionStatus.ACTIVE
     if again:
@@ -171,7 +171,7 @@ def account_choice_message(core: Core, linked: Linked) -> Outgoing:
     if not menus and not linked.accounts_error:
         lines = [f"✅ **{conn.name}** is linked.", no_accounts_text(conn.name)]
     if linked.dropped:
-        lines.append(_dropped(linked))
+        lines.append(await _dropped(core, linked))
     if linked.accounts_error:
         lines.append(
             f"We could not list your accounts yet: {linked.accounts_error} "
@@ -180,11 +180,20 @@ def account_choice_message(core: Core, linked: Linked) -> Outgoing:
     return Outgoing(content="\n".join(lines), components=menus)
 
 
-def _dropped(linked: Linked) -> str:
-    return (
+async def _dropped(core: Core, linked: Linked) -> str:
+    """The accounts a re-link's login cannot reach, and the subscriptions that trade nothing
+    until another is chosen: the member would otherwise find out from a signal skipped."""
+    conn = linked.connection
+    text = (
         f"The login you signed in with cannot reach {', '.join(linked.dropped)}, so "
-        f"“{linked.connection.name}” no longer trades there; choose its account again."
+        f"“{conn.name}” no longer trades there; choose its account again."
     )
+    stopped = [s for s in await core.subscriptions.on_connection(conn.id) if not s.account_type]
+    if not stopped:
+        return text
+    named = [f"“{s.strategy_name}” ({s.mode})" for s in stopped[:3]]
+    more = f" and {len(stopped) - 3} more" if len(stopped) > 3 else ""
+    return f"{text} Until you do, nothing trades for its subscriptions to {', '.join(named)}{more}."
 
 
 CONNECT_PREFIXES = ("/connect/", "/auth/discord/", "/oauth/")

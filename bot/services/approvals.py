@@ -27,7 +27,15 @@ from bot.automation_models import (
 from bot.brokers import connect_command
 from bot.components import approval_buttons
 from bot.errors import Conflict, LimitReached, NotFound, PermissionDenied
-from bot.models import Connection, ConnectionStatus, IntentStatus, Member, OrderIntent, short_id
+from bot.models import (
+    Connection,
+    ConnectionAccount,
+    ConnectionStatus,
+    IntentStatus,
+    Member,
+    OrderIntent,
+    short_id,
+)
 from bot.services.connections import Target
 from bot.services.notify import Notifier, buttons_of
 from bot.services.signal_plans import ExecContext, Plan, Result
@@ -205,31 +213,62 @@ class Approvals:
             stopped = await self.core.trading.stopped(ex.member_id)
             if stopped is not None:
                 raise LimitReached(_not_approved_yet(stopped, ex.approval_expires_at))
-            # A paused subscription takes no signals: one waiting when it was paused neither.
+            from bot.services.subscriptions import subscribe_command  # it imports this module
+
+            # The subscription, named in the hints exactly: the member may have several
+            # subscriptions to the strategy, and /subscribe without connection: and mode:
+            # changes the only one or none.
             async with self.core.db.session() as s:
-                paused = await s.scalar(
-                    select(Strategy.name)
-                    .join(Subscription, Subscription.strategy_id == Strategy.id)
-                    .where(Subscription.id == ex.subscription_id, Subscription.enabled.is_(False))
-                )
-            if paused is not None:
-                by = _before(ex.approval_expires_at)
-                raise LimitReached(
-                    f"Not approved: your subscription to **{plain(paused)}** is paused, so it "
-                    f"takes no signals. Resume it (/subscribe strategy:{plain(paused)} "
-                    f"active:true), then press Approve again{by}."
-                )
-            # A connection to re-link would skip the run after "being placed", the approval
-            # spent; refused here, the card waits for a click once it is linked again.
-            async with self.core.db.session() as s:
-                relink = await s.scalar(
-                    select(Connection)
-                    .join(Subscription, Subscription.connection_id == Connection.id)
-                    .where(
-                        Subscription.id == ex.subscription_id,
-                        Connection.status == ConnectionStatus.NEEDS_REAUTH,
+                sub = (
+                    await s.execute(
+                        select(
+                            Strategy.name,
+                            Connection.name,
+                            Connection.broker,
+                            Connection.status,
+                            Subscription.mode,
+                            Subscription.enabled,
+                            Subscription.sides,
+                            ConnectionAccount.id,
+                        )
+                        .join(Subscription, Subscription.strategy_id == Strategy.id)
+                        .join(Connection, Connection.id == Subscription.connection_id)
+                        .outerjoin(
+                            ConnectionAccount,
+                            (ConnectionAccount.connection_id == Connection.id)
+                            & (ConnectionAccount.mode == Subscription.mode),
+                        )
+                        .where(Subscription.id == ex.subscription_id)
                     )
-                )
+                ).first()
+            by = _before(ex.approval_expires_at)
+            sides = both_sides = None
+            if sub is not None:
+                strategy, conn, broker, status, mode, enabled, sides, account = sub
+                named = (plain(strategy), plain(conn), mode)
+                both_sides = subscribe_command(*named, "sides:both")
+                # A paused subscription takes no signals: one waiting when it was paused neither.
+                if not enabled:
+                    raise LimitReached(
+                        f"Not approved: your subscription to **{plain(strategy)}** is paused, "
+                        f"so it takes no signals. Resume it "
+                        f"({subscribe_command(*named, 'active:true')}), then press Approve "
+                        f"again{by}."
+                    )
+                # A connection to re-link, or with no account for the mode, would skip the run
+                # after "being placed", the approval spent; refused here, the card waits for a
+                # click once it can trade again.
+                if status == ConnectionStatus.NEEDS_REAUTH:
+                    raise LimitReached(
+                        f"Not approved yet: “{conn}” needs to be re-linked "
+                        f"({connect_command(broker)}); then press Approve again{by}."
+                    )
+                if account is None:
+                    raise LimitReached(
+                        f"Not approved yet: “{conn}” has no {mode} account chosen, so its orders "
+                        f"cannot be placed. Choose one in /accounts, then press Approve again{by}."
+                    )
+            async with self.core.db.session() as s:
                 drafts = list(
                     await s.scalars(
                         select(OrderIntent.status).where(
@@ -245,15 +284,6 @@ class Approvals:
                         == intent_key(ex.signal_id, ex.subscription_id, "entry")
                     )
                 )
-                sides = await s.scalar(
-                    select(Subscription.sides).where(Subscription.id == ex.subscription_id)
-                )
-            if relink is not None:
-                raise LimitReached(
-                    f"Not approved yet: “{relink.name}” needs to be re-linked "
-                    f"({connect_command(relink.broker)}); then press Approve again"
-                    f"{_before(ex.approval_expires_at)}."
-                )
             ruled_out = {"long": "sell", "short": "buy"}.get(sides or "both")
             if entry_side is not None and entry_side == ruled_out:
                 # The member turned these entries off since the card (sides long or short).
@@ -261,8 +291,7 @@ class Approvals:
                 raise LimitReached(
                     f"Not approved: this subscription takes {sides} entries only now, and the "
                     f"card would open a {kind} position. Reject it, or allow both sides with "
-                    "/subscribe sides:both and press Approve again"
-                    f"{_before(ex.approval_expires_at)}."
+                    f"{both_sides} and press Approve again{by}."
                 )
             if drafts and all(d == IntentStatus.DISCARDED for d in drafts):
                 # /paper reset (or a disconnect) discarded its orders: nothing is left to place.

@@ -632,7 +632,7 @@ class ConnectionService:
                     "/disconnect it if you linked the same login twice)."
                 )
             label = f"{get_adapter_class(conn.broker).display_name} {account.masked}"
-            notice = await self._moved_subscriptions(s, conn, mode, account.id, label)
+            notice = await self._moved_subscriptions(s, conn, mode, account, label)
             await s.execute(
                 delete(ConnectionAccount).where(
                     ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
@@ -669,10 +669,13 @@ class ConnectionService:
 
     @staticmethod
     async def _moved_subscriptions(
-        s: AsyncSession, conn: Connection, mode: str, account_id: str, label: str
+        s: AsyncSession, conn: Connection, mode: str, account: Account, label: str
     ) -> str | None:
-        """What to tell the member when another account replaces one that strategies trade
-        in: subscriptions route by connection and mode, so their signals follow the change."""
+        """What to tell the member when strategies' signals start trading in the chosen
+        account: subscriptions route by connection and mode, so their signals follow the
+        change. Also with no account before (a re-link's login could not reach it): they
+        were skipped meanwhile, and now trade in an account that may not suit them (a futures
+        strategy in a margin account)."""
         from bot.automation_models import Strategy, Subscription
 
         before = await s.scalar(
@@ -680,7 +683,7 @@ class ConnectionService:
                 ConnectionAccount.connection_id == conn.id, ConnectionAccount.mode == mode
             )
         )
-        if before is None or before.account_id == account_id:
+        if before is not None and before.account_id == account.id:
             return None
         names = list(
             await s.scalars(
@@ -693,10 +696,16 @@ class ConnectionService:
         if not names:
             return None
         listed = ", ".join(f"“{n}”" for n in names)
+        now = f"{label} ({account.type.value} account)"
+        if before is None:
+            return (
+                f"Signals of {listed} on “{conn.name}” ({mode}) trade again, now in {now}. If "
+                "that account cannot trade what they send, choose another, or /unsubscribe."
+            )
         return (
-            f"Signals of {listed} on “{conn.name}” ({mode}) now trade in {label} instead of "
-            f"{before.label}. If you did not mean that, choose {before.label} again, or "
-            "/unsubscribe."
+            f"Signals of {listed} on “{conn.name}” ({mode}) now trade in {now} instead of "
+            f"{before.label} ({before.account_type} account). If you did not mean that, choose "
+            f"{before.label} again, or /unsubscribe."
         )
 
     async def held_elsewhere(self, conn: Connection) -> dict[str, str]:

@@ -67,6 +67,7 @@ from bot.automation_models import (
     Subscription,
     intent_key,
 )
+from bot.brokers import connect_command
 from bot.errors import (
     Conflict,
     TradecordError,
@@ -747,7 +748,7 @@ class SignalService:
         if conn.status == ConnectionStatus.NEEDS_REAUTH:
             raise _Skip(
                 "connection-unavailable",
-                f"“{conn.name}” needs to be re-linked (/connect {conn.broker}).",
+                f"“{conn.name}” needs to be re-linked ({connect_command(conn.broker)}).",
             )
         account = conn.account(ctx.subscription.mode)
         if account is None:

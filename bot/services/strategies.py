@@ -338,12 +338,12 @@ class StrategyService:
         roles: Collection[int] = (),
         everyone: bool = False,
     ) -> list[StrategyInfo]:
-        """The guild's strategies this member can see (``_visible``); all of them for a server
+        """The guild's strategies this member can see (``visible``); all of them for a server
         admin who asks for ``everyone`` (the caller checks)."""
         member_id = await self.core.members.ensure(discord_user_id)
         query = select(Strategy).where(Strategy.guild_id == guild_id)
         if not everyone:
-            query = query.where(_visible(member_id, roles))
+            query = query.where(visible(member_id, roles))
         async with self.core.db.session() as s:
             rows = list(await s.scalars(query.order_by(Strategy.name_key)))
         return [await self._info(r, member_id, moderator=everyone) for r in rows]
@@ -372,7 +372,7 @@ class StrategyService:
         roles: Collection[int] = (),
         moderator: bool = False,
     ) -> StrategyInfo:
-        """A strategy by name or id that this member can see (``_visible``, with ``roles``
+        """A strategy by name or id that this member can see (``visible``, with ``roles``
         theirs in the guild); any of the guild's for a ``moderator`` (a server admin: the
         caller checks)."""
         member_id = await self.core.members.ensure(discord_user_id)
@@ -736,7 +736,7 @@ class StrategyService:
             # role: one whose last role share was removed while Discord could not say who had
             # the role keeps its subscriptions until this finds them (``only``: just that one).
             lost = select(Strategy.id).where(
-                Strategy.guild_id == guild_id, ~_visible(member_id, roles, subscribed=False)
+                Strategy.guild_id == guild_id, ~visible(member_id, roles, subscribed=False)
             )
             if only is not None:
                 lost = lost.where(Strategy.id == only)
@@ -1021,7 +1021,7 @@ class StrategyService:
                 bool(roles)
                 and await s.scalar(
                     select(Strategy.id).where(
-                        Strategy.id == row.id, _visible(other, roles, subscribed=False)
+                        Strategy.id == row.id, visible(other, roles, subscribed=False)
                     )
                 )
                 is not None
@@ -1286,13 +1286,13 @@ class StrategyService:
         return row
 
     async def _sees(self, strategy_id: str, member_id: int, roles: Collection[int] = ()) -> bool:
-        """``_visible`` for one strategy: shared with them (or a role of theirs), or theirs
+        """``visible`` for one strategy: shared with them (or a role of theirs), or theirs
         to subscribe to already."""
         async with self.core.db.session() as s:
             return (
                 await s.scalar(
                     select(Strategy.id).where(
-                        Strategy.id == strategy_id, _visible(member_id, roles)
+                        Strategy.id == strategy_id, visible(member_id, roles)
                     )
                 )
             ) is not None
@@ -1360,7 +1360,7 @@ class StrategyService:
 JOB_CHECK_MEMBERS = "strategies.check_members"
 
 
-def _visible(
+def visible(
     member_id: int, roles: Collection[int], *, subscribed: bool = True
 ) -> ColumnElement[bool]:
     """Which strategies a member sees: those they own, that were shared with them or with one

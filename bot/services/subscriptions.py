@@ -4,7 +4,7 @@ own sizing, allowed sides, approval and position rules. Also the member's alert 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,14 +15,17 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters import symbols
+from adapters.base import ASSET_WORDS, caps_list
+from adapters.models import AccountType, AssetClass
 from adapters.registry import get_adapter_class
 from bot.automation_models import AlertPreference, Strategy, Subscription
 from bot.db_types import plain
 from bot.errors import InvalidInput, NotFound, PermissionDenied
-from bot.models import Connection
+from bot.models import Connection, ConnectionAccount
 from bot.services import audit
 from bot.services.approvals import close_withdrawn, withdraw_approvals
-from bot.services.connections import MODES
+from bot.services.connections import MODES, Target
+from bot.services.strategies import StrategyInfo, visible
 from bot.signal_format import (
     MAX_DECIMALS,
     MAX_NUMBER,
@@ -184,6 +187,26 @@ class SubscriptionInfo:
     settings: SubscriptionSettings
     enabled: bool
     previous: SubscriptionInfo | None = None  # from subscribe: as it was; None if it is new
+    account_type: str | None = None  # of the account chosen for its mode; None: none chosen
+    builtin: bool = False  # on Tradecord Paper, whose account trades every asset class
+    warning: str | None = None  # from subscribe: tickers of the strategy it cannot trade
+
+    @property
+    def account(self) -> str:
+        """Its mode and the type of account it trades in, as replies say it: “live, margin
+        account” (a futures strategy there is refused). Tradecord Paper's type says nothing:
+        it trades everything."""
+        if self.builtin:
+            return self.mode
+        if self.account_type is None:
+            return f"{self.mode}, no account chosen"
+        return f"{self.mode}, {self.account_type} account"
+
+
+def subscribe_command(strategy: str, connection: str, mode: str, option: str) -> str:
+    """/subscribe naming one subscription exactly, as a member types it (Discord's options
+    take spaces as they are): “/subscribe strategy:Gap fill connection:TS mode:live …”."""
+    return f"/subscribe strategy:{strategy} connection:{connection} mode:{mode} {option}"
 
 
 def sizing_amount(sizing: Sizing | str, value: Decimal) -> str:
@@ -225,37 +248,62 @@ class SubscriptionService:
         strategy: str,
         *,
         connection: str | None = None,
-        mode: str = "paper",
+        mode: str | None = None,
         settings: SubscriptionSettings | None = None,
         changes: Mapping[str, Any] | None = None,
         enabled: bool | None = None,
         roles: Collection[int] = (),
+        sizing_unit: str | None = None,
     ) -> SubscriptionInfo:
         """Subscribe one of the member's connections (paper or live account) to a strategy the
         member owns or that was shared with them. Subscribing again changes the settings;
         ``previous`` of the answer is the subscription before.
 
+        Without ``connection`` and ``mode``: the member's one subscription to the strategy
+        (several: refused, naming them), else a new one on Tradecord Paper. ``mode`` alone
+        defaults to paper.
+
         ``settings`` replaces them all; ``changes`` (setting name → value) only those named,
         the others keep their values (a new subscription takes NEW_SUBSCRIPTION's).
         ``enabled``: False pauses it (it takes no signals, its settings are kept), True
         resumes it; None keeps it as it is (a new one takes signals). ``roles``: the member's
-        in the guild, for a strategy shared with a role."""
+        in the guild, for a strategy shared with a role. ``sizing_unit``: "$" or "%" as the
+        member typed the sizing value, which must then be dollars or percent of equity.
+
+        Only a new subscription, or one resumed, must be able to trade now: one on a
+        connection to re-link can still be paused or changed."""
         info = await self.core.strategies.get(guild_id, discord_user_id, strategy, roles=roles)
-        target = await self.core.connections.resolve(discord_user_id, connection, mode)
+        member_id = await self.core.members.ensure(discord_user_id)
+        tickers = await self._subscribable(info.id, info.name, member_id, roles)
+        if mode is not None:
+            mode = mode.strip().lower()
+            if mode not in MODES:
+                raise InvalidInput("Mode must be paper or live.")
+        previous = await self._existing(discord_user_id, member_id, info.id, connection, mode)
+        target: Target | None = None
+        warning = None
+        if previous is None:
+            target = await self.core.connections.resolve(discord_user_id, connection, mode)
+            warning = await self._check_tickers(discord_user_id, info, tickers, target)
+            conn_id, on_mode, broker = target.connection.id, target.mode, target.connection.broker
+        else:
+            if enabled:  # resumed: it trades from now on
+                target = await self.core.connections.resolve(
+                    discord_user_id, previous.connection_name, previous.mode
+                )
+            conn_id, on_mode, broker = previous.connection_id, previous.mode, previous.broker
         where = (
             (Subscription.strategy_id == info.id)
-            & (Subscription.connection_id == target.connection.id)
-            & (Subscription.mode == target.mode)
+            & (Subscription.connection_id == conn_id)
+            & (Subscription.mode == on_mode)
         )
-        # Only for the answer and the base of ``changes``: a concurrent subscribe changing it
-        # meanwhile is harmless (the last one wins, as it would anyway).
-        previous = next(iter(await self._many(where)), None)
         if changes is not None:
             settings = _changed(previous.settings if previous else NEW_SUBSCRIPTION, changes)
+        # The unit first: "$500" on percent sizing is no percent above 100 to refuse.
+        _check_unit(sizing_unit, settings or SubscriptionSettings())
         s_settings = (settings or SubscriptionSettings()).validated()
-        _check_whole_units(s_settings, target.connection.broker)
-        _check_default_exits(s_settings, target.connection.broker)
-        member_id = target.connection.member_id
+        _check_whole_units(s_settings, broker)
+        _check_default_exits(s_settings, broker)
         now = self.clock()
         values = dict(
             sizing=s_settings.sizing.value,
@@ -278,14 +326,16 @@ class SubscriptionService:
                 result = await s.execute(update(Subscription).where(where).values(values))
             if result.rowcount:  # type: ignore[attr-defined]
                 break
+            if target is None:  # unsubscribed meanwhile: not to be made again unchecked
+                raise NotFound("That subscription no longer exists. See /subscriptions.")
             try:
                 async with self.core.db.transaction() as s:
                     s.add(
                         Subscription(
                             strategy_id=info.id,
                             member_id=member_id,
-                            connection_id=target.connection.id,
-                            mode=target.mode,
+                            connection_id=conn_id,
+                            mode=on_mode,
                             created_at=now,
                             **values,
                         )
@@ -295,14 +345,122 @@ class SubscriptionService:
                         s,
                         "subscription.created",
                         member_id=member_id,
-                        connection_id=target.connection.id,
+                        connection_id=conn_id,
                         strategy_id=info.id,
-                        mode=target.mode,
+                        mode=on_mode,
                     )
             except IntegrityError:
                 continue
             break
-        return replace(await self._one(where), previous=previous)
+        return replace(await self._one(where), previous=previous, warning=warning)
+
+    async def _subscribable(
+        self, strategy_id: str, name: str, member_id: int, roles: Collection[int]
+    ) -> list[str]:
+        """The strategy's allowed tickers, if the member may subscribe to it now: theirs, or
+        shared with them or a role they have. A subscription alone is no access: one who lost
+        the role keeps seeing it only to /unsubscribe."""
+        async with self.core.db.session() as s:
+            row = (
+                await s.execute(
+                    select(Strategy.allowed_tickers).where(
+                        Strategy.id == strategy_id, visible(member_id, roles, subscribed=False)
+                    )
+                )
+            ).first()
+        if row is None:
+            raise PermissionDenied(
+                f"“{name}” is no longer shared with you or a role you have, so you cannot "
+                f"change or add subscriptions to it. /unsubscribe strategy:{name} stops yours."
+            )
+        return list(row[0] or ())
+
+    async def _existing(
+        self,
+        discord_user_id: int,
+        member_id: int,
+        strategy_id: str,
+        connection: str | None,
+        mode: str | None,
+    ) -> SubscriptionInfo | None:
+        """The member's subscription to the strategy that /subscribe's options name, found
+        without asking whether its connection can trade (a re-link due, an account unchosen):
+        pausing or changing one must not need that. None: there is none."""
+        subs = await self._many(
+            (Subscription.strategy_id == strategy_id) & (Subscription.member_id == member_id)
+        )
+        if connection is None and mode is None:
+            if len(subs) > 1:
+                options = " or ".join(
+                    f"connection:{sub.connection_name} mode:{sub.mode}" for sub in subs
+                )
+                raise InvalidInput(
+                    f"You subscribe to “{subs[0].strategy_name}” more than once: "
+                    f"{_places(subs)}. Give connection: and mode: to choose which: {options}."
+                )
+            return subs[0] if subs else None
+        mode = mode or "paper"
+        if connection:
+            conn: Connection | None = await self.core.connections.owned(discord_user_id, connection)
+        else:  # as ``resolve`` picks it; several or none: it says which to give
+            mine = await self.core.connections.list_for(discord_user_id)
+            if mode == "paper":
+                conn = next(c for c in mine if c.builtin)
+            else:
+                live = [c for c in mine if c.account("live")]
+                conn = live[0] if len(live) == 1 else None
+        return next(
+            (s for s in subs if conn is not None and s.connection_id == conn.id and s.mode == mode),
+            None,
+        )
+
+    async def _check_tickers(
+        self, discord_user_id: int, info: StrategyInfo, tickers: Sequence[str], target: Target
+    ) -> str | None:
+        """Refuse a new subscription whose account can trade none of the strategy's allowed
+        tickers: each signal would be refused there. When it cannot trade some, a warning.
+        Only the owner sees the allow-list, so only they are told its tickers."""
+        cls = get_adapter_class(target.connection.broker)
+        caps = cls.capabilities
+        kind = AccountType(target.account.account_type)
+        unfit: dict[AssetClass, list[str]] = {}
+        for ticker in tickers:
+            asset = symbols.asset_class_of(ticker)
+            if not caps.can_trade(kind, asset):
+                unfit.setdefault(asset, []).append(ticker)
+        if not unfit:
+            return None
+        assets = " or ".join(ASSET_WORDS[a] for a in unfit)
+        listed = [t for ts in unfit.values() for t in ts]
+        shown = f" ({', '.join(listed)})" if info.is_owner else ""
+        name, account = target.connection.name, f"{kind.value} account"
+        where = " ".join(
+            f"At {cls.display_name}, {ASSET_WORDS[a]} trade in a {caps_list(kinds)} account."
+            if (kinds := caps.account_types_for(a))
+            else f"{cls.display_name} does not offer {ASSET_WORDS[a]} trading."
+            for a in unfit
+        )
+        if len(listed) < len(tickers):
+            return (
+                f"Some tickers “{info.name}” allows are {assets}{shown}, which the {account} "
+                f"of “{name}” ({target.mode}) cannot trade: their signals will be refused "
+                f"there. {where}"
+            )
+        if any(caps.account_types_for(a) for a in unfit):
+            todo = (
+                f"Choose that account for “{name}” in /accounts, or subscribe another "
+                "connection (connection:)."
+            )
+        else:
+            todo = "Subscribe a connection at a broker that trades them (connection:)."
+        instead = await self.core.connections.trading_instead(
+            discord_user_id, target, next(iter(unfit))
+        )
+        raise InvalidInput(
+            f"“{name}” ({target.mode}) trades in a {account}, which cannot trade {assets}, and "
+            f"all the tickers “{info.name}” allows are {assets}{shown}: each of its signals "
+            f"would be refused there. {where} {todo}{instead}"
+        )
 
     async def unsubscribe(
         self,
@@ -312,13 +470,16 @@ class SubscriptionService:
         *,
         connection: str | None = None,
         mode: str | None = None,
+        roles: Collection[int] = (),
     ) -> SubscriptionInfo:
         """Stop one of the member's subscriptions to ``strategy``; the one stopped.
 
         ``connection`` and ``mode`` only narrow the choice: with one subscription to the
         strategy, neither is needed. The connection need not be tradable (an account unchosen,
-        a re-link due), since stopping is always allowed."""
-        info = await self.core.strategies.get(guild_id, discord_user_id, strategy)
+        a re-link due), since stopping is always allowed; nor the strategy still shared with
+        them. ``roles``: the member's in the guild, so that a strategy shared with one of them
+        is found (and said to have no subscription of theirs)."""
+        info = await self.core.strategies.get(guild_id, discord_user_id, strategy, roles=roles)
         if mode is not None:
             mode = mode.strip().lower()
             if mode not in MODES:
@@ -391,6 +552,10 @@ class SubscriptionService:
             cond = cond & (Strategy.guild_id == guild_id)
         return await self._many(cond)
 
+    async def on_connection(self, connection_id: int) -> list[SubscriptionInfo]:
+        """The subscriptions that trade on a connection, in either mode."""
+        return await self._many(Subscription.connection_id == connection_id)
+
     async def list_for_strategy(
         self, guild_id: int, discord_user_id: int, strategy: str
     ) -> list[SubscriptionInfo]:
@@ -447,9 +612,16 @@ class SubscriptionService:
                         Strategy.guild_id,
                         Connection.name,
                         Connection.broker,
+                        Connection.builtin,
+                        ConnectionAccount.account_type,
                     )
                     .join(Strategy, Strategy.id == Subscription.strategy_id)
                     .join(Connection, Connection.id == Subscription.connection_id)
+                    .outerjoin(
+                        ConnectionAccount,
+                        (ConnectionAccount.connection_id == Subscription.connection_id)
+                        & (ConnectionAccount.mode == Subscription.mode),
+                    )
                     .where(cond)  # type: ignore[arg-type]
                     .order_by(Strategy.name_key, Subscription.id)
                 )
@@ -466,8 +638,10 @@ class SubscriptionService:
                 mode=sub.mode,
                 settings=settings_of(sub),
                 enabled=sub.enabled,
+                account_type=account_type,
+                builtin=builtin,
             )
-            for sub, sname, gid, cname, broker in rows
+            for sub, sname, gid, cname, broker, builtin, account_type in rows
         ]
 
 
@@ -491,6 +665,36 @@ def settings_of(sub: Subscription) -> SubscriptionSettings:
 def _places(subs: list[SubscriptionInfo]) -> str:
     """Where subscriptions trade, as the member names them: “TS” (live), …"""
     return ", ".join(f"“{sub.connection_name}” ({sub.mode})" for sub in subs)
+
+
+_UNITS = {"$": Sizing.DOLLAR_AMOUNT, "%": Sizing.PERCENT_OF_EQUITY}
+_UNIT_WORDS = {"$": "dollars", "%": "a percent"}
+
+
+def _sized(sizing: Sizing, value: Decimal) -> str:
+    """What a sizing value gives, as the refusal offers it: “50% of equity”."""
+    return {
+        Sizing.FIXED_QUANTITY: f"{qty(value)} shares/contracts per entry",
+        Sizing.DOLLAR_AMOUNT: f"{money(value)} per entry",
+        Sizing.PERCENT_OF_EQUITY: f"{qty(value)}% of equity",
+        Sizing.SIGNAL: f"{qty(value)}× the signal's own quantity",
+    }[sizing]
+
+
+def _check_unit(unit: str | None, settings: SubscriptionSettings) -> None:
+    """A sizing value typed “$50” is dollars and “5%” a percent: refused with another sizing,
+    which would take the bare number (50% of equity) silently."""
+    if unit is None:
+        return
+    wanted, sizing, value = _UNITS[unit], Sizing(settings.sizing), Decimal(settings.sizing_value)
+    if sizing is wanted:
+        return
+    typed = money(value) if unit == "$" else f"{qty(value)}%"
+    raise InvalidInput(
+        f"sizing_value {typed} is {_UNIT_WORDS[unit]}, but the sizing is "
+        f"{sizing.value.replace('_', ' ')}: type {qty(value)} for {_sized(sizing, value)}, or "
+        f"give sizing:{wanted.value} for {_sized(wanted, value)}."
+    )
 
 
 def _check_default_exits(settings: SubscriptionSettings, broker: str) -> None:

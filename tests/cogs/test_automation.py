@@ -1285,7 +1285,7 @@ async def test_a_subscription_is_paused_and_resumed_with_its_settings_kept(
     paused = await h.reply("alice", "subscribe", strategy="Breakout", active=False)
     assert paused.content.endswith(
         "Changed: paused. It is paused: it takes no signals until you resume it "
-        "(/subscribe strategy:Breakout active:true)."
+        "(/subscribe strategy:Breakout connection:Tradecord Paper mode:paper active:true)."
     ), paused.content
     assert re.search(r"Breakout .* paused\n", (await h.reply("alice", "subscriptions")).text())
     status, body = await post(url, {"ticker": "AAPL", "action": "buy"})

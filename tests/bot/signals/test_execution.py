@@ -2062,7 +2062,8 @@ async def test_an_approval_waiting_when_its_subscription_is_paused_waits_for_a_r
         await core.signals.approve(draft.id, ALICE)
     assert refused.value.user_message.startswith(
         "Not approved: your subscription to **NQ breakout** is paused, so it takes no signals. "
-        "Resume it (/subscribe strategy:NQ breakout active:true), then press Approve again "
+        "Resume it (/subscribe strategy:NQ breakout connection:Tradecord Paper mode:paper "
+        "active:true), then press Approve again "
         "before it expires <t:"
     ), refused.value.user_message
     await core.jobs.drain()
