@@ -54,6 +54,7 @@ from cogs.ui import (
     role_text,
     roles_of,
     strategy_names,
+    update,
 )
 
 SIZING_HELP = {
@@ -421,7 +422,10 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
         signals = bot.core.signals
         try:
             run = signals.approve if self.action == "approve" else signals.reject
-            result = await run(self.intent_id, interaction.user.id)
+            # An expired card's press DMs "expired" before it returns: deferred if that is slow.
+            result = await in_time(
+                interaction, run(self.intent_id, interaction.user.id), ephemeral=True
+            )
         except (Conflict, NotFound) as e:
             # Expired, already decided or gone: no later press can do anything either, so the
             # card says why and loses its buttons, as an expired /trade card does.
@@ -436,7 +440,7 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=AP
     async def _close(interaction: discord.Interaction, outcome: str) -> None:
         """The card keeps its text, gains the outcome and loses its buttons."""
         card = interaction.message.content if interaction.message else ""
-        await interaction.response.edit_message(content=closed_card(card, outcome), view=None)
+        await update(interaction, content=closed_card(card, outcome), view=None)
 
 
 class ConfirmDelete(ConfirmView):
@@ -856,7 +860,11 @@ class Automation(commands.Cog):
         if (member is None) == (role is None):
             raise InvalidInput("Choose a member or a role to share it with (one of them).")
         if role is not None:
-            info = await strategies.share_role(guild, interaction.user.id, strategy, role.id)
+            info = await in_time(
+                interaction,
+                strategies.share_role(guild, interaction.user.id, strategy, role.id),
+                ephemeral=True,
+            )
             # Without the Server Members intent the hourly check finds it (StrategyService).
             when = "at once" if self.bot.intents.members else "within the hour"
             text = (
@@ -872,19 +880,27 @@ class Automation(commands.Cog):
             assert member is not None
             if member.bot:
                 raise InvalidInput("A bot cannot subscribe to a strategy; pick a member.")
-            info = await strategies.share(
-                guild,
-                interaction.user.id,
-                strategy,
-                member.id,
-                guild_name=interaction.guild.name if interaction.guild else None,
+            # The member is told by DM before this returns: deferred if that runs long.
+            info = await in_time(
+                interaction,
+                strategies.share(
+                    guild,
+                    interaction.user.id,
+                    strategy,
+                    member.id,
+                    guild_name=interaction.guild.name if interaction.guild else None,
+                ),
+                ephemeral=True,
             )
             text = (
                 f"**{info.name}** is shared with {as_text(member.display_name)}; they can now "
                 "/subscribe."
             )
-        await interaction.response.send_message(
-            text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        await reply(
+            interaction,
+            content=text,
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
         )
 
     @strategy.command(name="unshare", description="Stop sharing a strategy with a member or role")

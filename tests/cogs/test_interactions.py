@@ -140,3 +140,50 @@ def test_an_account_menu_says_how_many_accounts_it_leaves_out() -> None:
     [menu] = row["components"]
     assert menu["placeholder"].endswith("(25 of 30 shown)"), menu["placeholder"]
     assert menu["options"][0]["value"] == "SIM00029M"  # the chosen one is never left out
+
+
+async def test_sharing_a_strategy_is_answered_when_the_dm_is_slow(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member shared with is told by DM before the command answers: a DM slower than 3 s
+    (Discord's DM rate limit) left the owner with "The application did not respond", though
+    the strategy was shared."""
+    from tests.cogs.test_automation import create_strategy
+
+    h = tradecord
+    await create_strategy(h, "alice", "Trend")
+    original = h.core.notifier.dm
+
+    async def slow_dm(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(3.5)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.notifier, "dm", slow_dm)
+    result = await h.slash("alice", "strategy share", strategy="Trend", member=h.user("bob"))
+    answer = await result.message(timeout=10)
+    assert answer.ephemeral and "is shared with" in answer.text(), answer.text()
+
+
+async def test_approve_on_an_expired_card_is_answered_when_the_dm_is_slow(
+    tradecord: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pressing Approve on an expired card DMs "expired" before answering: past 3 s Discord
+    showed "This interaction failed" and the card kept its buttons."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.cogs.test_automation import awaiting_approval
+
+    h = tradecord
+    card, _ = await awaiting_approval(h)
+    h.core.signals.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
+    original = h.core.notifier.dm
+
+    async def slow_dm(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(3.5)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(h.core.notifier, "dm", slow_dm)
+    pressed = await h.emu.click(h.user("bob"), card, label="Approve")
+    answer = await pressed.message(timeout=10)
+    assert "This approval expired" in answer.text(), answer.text()
+    assert answer.buttons() == []
