@@ -48,6 +48,7 @@ class Background:
             ("signal log retention", core.signals.purge_log, purge_every),
             ("refused signal notices", lambda: tell_refusals(core), refusals_every),
             ("alert lines left over", core.signals.alerts.post_leftovers, refusals_every),
+            ("signal results left untold", core.signals.alerts.tell_untold, refusals_every),
         ]
         # Asks Discord about every follower, in one process an hour (a keyed job), and not at
         # start, when every process starts at once.

@@ -21,7 +21,13 @@ from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import short_id
 from bot.services.limits import describe_limit, without_thousands
 from bot.services.notify import closed_card
-from bot.services.signal_report import Phase, SignalLine, SignalReport
+from bot.services.signal_report import (
+    ENDED_BY_REASON,
+    Phase,
+    SignalLine,
+    SignalReport,
+    SubscriptionReport,
+)
 from bot.services.strategies import (
     MAX_LAG_SECONDS,
     MAX_RATE_LIMIT,
@@ -388,7 +394,7 @@ def phase_table(phases: Sequence[Phase], day: str, budget: int) -> str:
         [
             p.name + (f" ({_cut(p.detail, 60)})" if p.detail else ""),
             clock(p.at, day),
-            str(p.elapsed_ms),
+            since_receipt(p.elapsed_ms),
         ]
         for p in phases
     ]
@@ -399,6 +405,124 @@ def phase_table(phases: Sequence[Phase], day: str, budget: int) -> str:
         if len(text) <= budget:
             return text
     return ""
+
+
+def since_receipt(ms: int) -> str:
+    """Milliseconds up to a minute; later steps (a fill hours on) as "4 m 10 s", "4 h 0 m"."""
+    if ms < 60_000:
+        return str(ms)
+    seconds = ms // 1000
+    if seconds < 3600:
+        return f"{seconds // 60} m {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} m"
+
+
+# Discord's embed limits: characters in all, fields, a field's name and value.
+EMBED_CHARS, EMBED_FIELDS, FIELD_NAME, FIELD_VALUE = 6000, 25, 256, 1024
+
+
+def subscription_label(sub: SubscriptionReport) -> str:
+    """Whose run it is: the viewer's own by its connection; another member's never by theirs
+    (its name is the member's own, and may say who they are), only by the name they chose to
+    show in alerts, as the alert channel does."""
+    status = sub.status.replace("_", " ")
+    if sub.own:
+        return f"You · {sub.connection_name or 'removed connection'} ({sub.mode}) · {status}"
+    who = plain(sub.public_name) if sub.public_name else "A subscriber"
+    return f"{who} ({sub.mode}) · {status}"
+
+
+def subscription_field(sub: SubscriptionReport, day: str) -> tuple[str, str]:
+    """A subscription's embed field: its steps, then its orders and why it ended."""
+    orders = "; ".join(
+        (f"{o.leg}: " if len(sub.orders) > 1 else "")
+        + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → "
+        + ORDER_STATES.get(o.status, o.status.replace("_", " "))
+        # The broker's message is the member's own to see (it can quote their balance).
+        + (f" ({o.error})" if sub.own and o.error and o.error not in (sub.reason or "") else "")
+        for o in sub.orders
+    )
+    extra = _cut(orders + (f"\n{sub.reason}" if sub.reason else ""), 400 if sub.own else 300)
+    # On its own line after the table: text right after a closing ``` reads as part of the
+    # block's last line.
+    value = "\n".join(
+        filter(None, [phase_table(sub.phases, day, FIELD_VALUE - 1 - len(extra)), extra])
+    )
+    return _cut(subscription_label(sub), FIELD_NAME), value or "-"
+
+
+def grouped_field(subs: Sequence[SubscriptionReport]) -> tuple[str, str] | None:
+    """The subscriptions that did not fit one field each, counted by outcome ("18
+    subscribers · filled"), most first."""
+    if not subs:
+        return None
+    counts = Counter(
+        (
+            sub.own,
+            sub.status.replace("_", " "),
+            sub.reason_code if sub.status in ENDED_BY_REASON else None,
+        )
+        for sub in subs
+    )
+    lines = [
+        f"{n} {'of yours' if own else f'subscriber{plural(n)}'} · {status}"
+        + (f" ({code})" if code else "")
+        for (own, status, code), n in counts.most_common()
+    ]
+    value = ""
+    for shown, line in enumerate(lines):
+        more = f"\n… {len(lines) - shown} more outcomes"
+        if len(value) + 1 + len(line) + len(more) > FIELD_VALUE:
+            value += more
+            break
+        value += ("\n" if value else "") + line
+    return f"{len(subs)} more subscription{plural(len(subs))}", value
+
+
+def signal_embed(report: SignalReport) -> discord.Embed:
+    """/signal show: the signal's steps, then each subscription's, the viewer's own first (on
+    a signal with hundreds of subscribers, theirs was often among those cut); the others that
+    do not fit one field each are counted by outcome, within Discord's embed limits."""
+    day = f"{report.received_at.astimezone(UTC):%Y-%m-%d}"
+    head = [
+        f"{report.action or '?'} {report.ticker or ''} · {outcome(report)}",
+        f"Received {day} {clock(report.received_at, day)} UTC",
+    ]
+    if report.signal_time is not None:
+        head.append(f"Alert time {clock(report.signal_time, day)} UTC")
+        if report.latency_ms is not None:
+            head[-1] += f" · {report.latency_ms} ms to reach us"
+    if report.message_code:
+        code = report.message_code
+        head.append(f"{code}: {report.message}" if report.message else code)
+    if report.duplicate_of:
+        first = short_id(report.duplicate_of)
+        head.append(f"Duplicate of `{first}`: /signal show id:{first} for what it traded")
+    embed = discord.Embed(
+        title=f"Signal {short_id(report.signal_id)} · {report.strategy_name}"[:256],
+        description="\n".join(head)[:4096],
+        colour=BLURPLE,
+    )
+    embed.add_field(name="Signal", value=phase_table(report.phases, day, 1024), inline=False)
+    # The viewer's own first, the others in their order (a stable sort).
+    subs = sorted(report.subscriptions, key=lambda sub: not sub.own)
+    fields: list[tuple[str, str]] = []
+    used = len(embed)
+
+    def fits(more: Sequence[tuple[str, str] | None]) -> bool:
+        added = [*fields, *(f for f in more if f is not None)]
+        chars = used + sum(len(name) + len(value) for name, value in added)
+        return chars <= EMBED_CHARS and len(embed.fields) + len(added) <= EMBED_FIELDS
+
+    for n, sub in enumerate(subs):
+        field = subscription_field(sub, day)
+        if not fits([field, grouped_field(subs[n + 1 :])]):
+            break
+        fields.append(field)
+    rest = grouped_field(subs[len(fields) :])
+    for name, value in [*fields, *([rest] if rest else [])]:
+        embed.add_field(name=name, value=value, inline=False)
+    return embed
 
 
 class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=APPROVAL_BUTTON):
@@ -1403,52 +1527,7 @@ class Automation(commands.Cog):
             self.bot.core.signals.signal_report(id.strip(), interaction.user.id),
             ephemeral=True,
         )
-        day = f"{report.received_at.astimezone(UTC):%Y-%m-%d}"
-        head = [
-            f"{report.action or '?'} {report.ticker or ''} · {outcome(report)}",
-            f"Received {day} {clock(report.received_at, day)} UTC",
-        ]
-        if report.signal_time is not None:
-            head.append(f"Alert time {clock(report.signal_time, day)} UTC")
-            if report.latency_ms is not None:
-                head[-1] += f" · {report.latency_ms} ms to reach us"
-        if report.message_code:
-            code = report.message_code
-            head.append(f"{code}: {report.message}" if report.message else code)
-        embed = discord.Embed(
-            title=f"Signal {short_id(report.signal_id)} · {report.strategy_name}"[:256],
-            description="\n".join(head)[:4096],
-            colour=BLURPLE,
-        )
-        embed.add_field(name="Signal", value=phase_table(report.phases, day, 1024), inline=False)
-        subs = report.subscriptions[:20]
-        for n, sub in enumerate(subs):
-            orders = "; ".join(
-                (f"{o.leg}: " if len(sub.orders) > 1 else "")
-                + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → "
-                + ORDER_STATES.get(o.status, o.status.replace("_", " "))
-                for o in sub.orders
-            )
-            extra = (orders + (f"\n{sub.reason}" if sub.reason else ""))[:300]
-            name = f"{sub.connection_name or 'removed'} ({sub.mode}) · {sub.status}"[:256]
-            # On its own line after the table: text right after a closing ``` reads as part
-            # of the block's last line.
-            value = "\n".join(
-                filter(None, [phase_table(sub.phases, day, 1023 - len(extra)), extra])
-            )
-            # An embed holds 6,000 characters in all: say how many did not fit.
-            if len(embed) + len(name) + len(value) > 5900:
-                left = len(report.subscriptions) - n
-                embed.set_footer(text=f"{left} more subscription{plural(left)}")
-                break
-            embed.add_field(name=name, value=value or "-", inline=False)
-        else:
-            if len(report.subscriptions) > len(subs):
-                embed.set_footer(
-                    text=f"{len(report.subscriptions) - len(subs)} more "
-                    f"subscription{plural(len(report.subscriptions) - len(subs))}"
-                )
-        await reply(interaction, embed=embed, ephemeral=True)
+        await reply(interaction, embed=signal_embed(report), ephemeral=True)
 
 
 async def setup(bot: Tradecord) -> None:

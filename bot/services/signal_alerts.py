@@ -4,16 +4,28 @@ the result DMs to the members it ran for."""
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from adapters import symbols
-from bot.automation_models import ChannelLine, ExecutionStatus, ReceivedSignal, Strategy
+from bot.automation_models import (
+    LEGS,
+    ChannelLine,
+    ExecutionStatus,
+    ReceivedSignal,
+    SignalExecution,
+    Strategy,
+    Subscription,
+    intent_key,
+)
 from bot.components import approval_buttons
-from bot.models import IntentStatus, OrderIntent, short_id
+from bot.models import Connection, IntentStatus, Member, OrderIntent, short_id
 from bot.services.notify import ChannelUnavailable, Outgoing, dm_quietly
 from bot.services.signal_plans import ExecContext, Plan, Result
 from bot.services.trading import (
@@ -48,13 +60,29 @@ CHANNEL_STATUSES = {
 }
 
 
-# A waiting channel line older than this was left by a run that will not post it.
+# A waiting channel line older than this was left by a run that will not post it; so is a
+# result saved this long ago and not told (``tell_untold``).
 LEFTOVER_AGE = timedelta(minutes=2)
+# The signals whose untold results the background pass looks for: an approval can be answered
+# up to a day after its signal (the longest approval_ttl_seconds), and its result comes then.
+UNTOLD_WITHIN = timedelta(days=2)
+# Results a run records and then tells; PENDING and APPROVED runs are still going.
+TOLD_STATUSES = ExecutionStatus.FINAL | {ExecutionStatus.WAITING_APPROVAL}
 # How long lines Discord failed to take are tried again: later, they would be old news.
 RETRY_FOR = timedelta(minutes=30)
 
 # Refusals that are Tradecord's own safety checks at the moment of sending, not the broker's.
 HELD_BACK = frozenset({"position-changed", "cancel-pending"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A saved result to tell (``SignalAlerts._claim``): its status, and its orders' ids with
+    the state the DM says of each."""
+
+    execution_id: int
+    status: str
+    orders: tuple[tuple[str, str], ...]
 
 
 class ChannelDigest:
@@ -104,16 +132,22 @@ class SignalAlerts:
         self.signals = signals
         self.core = signals.core
 
-    async def notify(self, ctx: ExecContext, result: Result) -> None:
+    async def notify(self, ctx: ExecContext, result: Result) -> bool:
+        """DM the member the result ``_finish`` saved (an approval card with its buttons), once
+        across runs and processes: the result is saved untold, and only the one who claims it
+        (``_claim``) sends it. A run that dies before that leaves it to its job's re-run or to
+        the background pass (``tell_untold``). True when this call told it."""
         notifier = self.core.notifier
+        if notifier is None:
+            return False  # left for a process that can tell it (tell_untold)
         buttons: list[dict[str, Any]] = []
         if result.status == ExecutionStatus.WAITING_APPROVAL:
             pending = await self.signals.approvals.pending(ctx.execution_id)
             if pending is not None and pending.intent_ids:
                 # Handled by the bot's dynamic buttons, in whichever process gets the click.
                 buttons = approval_buttons(pending.intent_ids[0])
-        if notifier is None:
-            return
+        if not await self._claim(ctx.execution_id, result):
+            return False
         what = _orders_text(result.orders)
         if result.status == ExecutionStatus.WAITING_APPROVAL and result.plan is not None:
             what = result.plan.summary(ctx.signal.ticker)
@@ -159,8 +193,6 @@ class SignalAlerts:
                 "ended. See /orders meanwhile."
             )
         lines.append(f"Signal `{ctx.signal_id}` · /signal show for every step.")
-        if result.orders:
-            await self.core.trading.mark_announced(list(result.orders))
         try:
             await notifier.dm(
                 ctx.member_discord_id, Outgoing(content="\n".join(lines), components=buttons)
@@ -178,6 +210,177 @@ class SignalAlerts:
                 f"execution {ctx.execution_id}",
                 execution_id=ctx.execution_id,
             )
+        return True
+
+    async def _claim(self, execution_id: int, result: Result) -> bool:
+        """Take the telling of a saved result (compare-and-set on its ``notified_status``), so
+        no two runs or processes both DM it. Not an approval whose time ran out meanwhile: its
+        expiry's DM says what it asked. With the claim, its orders count as told in the state
+        the DM says (as ``TradingService.mark_announced`` did, in the same commit): a later
+        update in that state is not news. A fan-out's claims go together (``_claim_many``)."""
+        orders = tuple((i.id, f"{i.status}:{i.filled_quantity}") for i in result.orders)
+        claim = _Claim(execution_id, result.status, orders)
+        return await self.core.db.shared("signals.result-claims", self._claim_many)(claim)
+
+    async def _claim_many(self, claims: Sequence[_Claim]) -> list[bool]:
+        """``_claim`` for many at once, in one transaction: an ``UPDATE … RETURNING`` per status
+        claimed, and the orders' told states in one ``executemany`` (no row is loaded)."""
+        now = self.signals.clock()
+        table, intents = SignalExecution.__table__, OrderIntent.__table__
+        won: set[int] = set()
+        async with self.core.db.transaction() as s:
+            for status in sorted({c.status for c in claims}):
+                ids = sorted({c.execution_id for c in claims if c.status == status})
+                where = [
+                    table.c.id.in_(ids),
+                    table.c.status == status,  # changed since: whoever changed it tells that
+                    table.c.notified_status.is_(None) | (table.c.notified_status != status),
+                ]
+                if status == ExecutionStatus.WAITING_APPROVAL:
+                    where.append(
+                        table.c.approval_expires_at.is_(None) | (table.c.approval_expires_at > now)
+                    )
+                won.update(
+                    await s.scalars(
+                        update(table)
+                        .where(*where)
+                        # Telling it does not change the result: its time stays.
+                        .values(notified_status=status, updated_at=table.c.updated_at)
+                        .returning(table.c.id)
+                    )
+                )
+            told = [
+                {"intent": intent_id, "told": state}
+                for c in claims
+                if c.execution_id in won
+                for intent_id, state in c.orders
+            ]
+            if told:
+                await s.execute(
+                    update(intents)
+                    .where(intents.c.id == bindparam("intent"))
+                    .values(notified_status=bindparam("told")),
+                    told,
+                )
+        # Two claims of one execution in a batch (two runs at once): the first one wins.
+        first: dict[int, int] = {}
+        for n, c in enumerate(claims):
+            first.setdefault(c.execution_id, n)
+        return [c.execution_id in won and first[c.execution_id] == n for n, c in enumerate(claims)]
+
+    async def tell_untold(
+        self, *, signal_id: str | None = None, older_than: timedelta = LEFTOVER_AGE
+    ) -> int:
+        """Tell the results that runs saved and did not tell (the process died in between), each
+        once (``notify`` claims it): an approval card still waiting comes with its buttons, one
+        that expired meanwhile not at all. ``signal_id``: that signal's, whatever their age (its
+        job's re-run: the run before it is over). Else the recent signals' results saved more
+        than ``older_than`` ago: a run may still be telling a newer one. Returns how many it
+        told."""
+        if self.core.notifier is None:
+            return 0  # left for a process that can tell them
+        now = self.signals.clock()
+        untold = [
+            SignalExecution.status.in_(TOLD_STATUSES),
+            SignalExecution.notified_status.is_(None)
+            | (SignalExecution.notified_status != SignalExecution.status),
+            (SignalExecution.status != ExecutionStatus.WAITING_APPROVAL)
+            | SignalExecution.approval_expires_at.is_(None)
+            | (SignalExecution.approval_expires_at > now),
+        ]
+        if signal_id is not None:
+            untold.append(SignalExecution.signal_id == signal_id)
+        else:
+            # Along the (signal_id, subscription_id) index: signal ids grow with the time they
+            # were made (wall-clock time), and the log keeps a year of executions.
+            wall = time.time()
+            untold += [
+                SignalExecution.signal_id.between(
+                    _first_id_at(wall - UNTOLD_WITHIN.total_seconds()),
+                    _first_id_at(wall + 86400),  # another process's clock may be ahead
+                ),
+                SignalExecution.updated_at <= now - older_than,
+            ]
+        async with self.core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(
+                        SignalExecution,
+                        ReceivedSignal,
+                        Strategy,
+                        Member.discord_user_id,
+                        Subscription,
+                        Connection,
+                    )
+                    .join(ReceivedSignal, ReceivedSignal.id == SignalExecution.signal_id)
+                    .join(Strategy, Strategy.id == ReceivedSignal.strategy_id)
+                    .join(Member, Member.id == SignalExecution.member_id)
+                    .outerjoin(Subscription, Subscription.id == SignalExecution.subscription_id)
+                    .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
+                    .where(*untold)
+                    .order_by(SignalExecution.id)
+                    .limit(200)
+                )
+            ).all()
+            keys = {
+                intent_key(ex.signal_id, ex.subscription_id or 0, leg): (ex.id, leg)
+                for ex, *_ in rows
+                for leg in LEGS
+            }
+            orders: dict[int, list[OrderIntent]] = {}
+            if keys:
+                for intent in await s.scalars(
+                    select(OrderIntent)
+                    .where(OrderIntent.idempotency_key.in_(list(keys)))
+                    .where(OrderIntent.status != IntentStatus.DISCARDED)
+                ):
+                    ex_id, _ = keys[intent.idempotency_key or ""]
+                    orders.setdefault(ex_id, []).append(intent)
+        told = 0
+        for ex, record, strategy, discord_id, sub, conn in rows:
+            waiting = ex.status == ExecutionStatus.WAITING_APPROVAL
+            mine = sorted(
+                (
+                    i
+                    for i in orders.get(ex.id, [])
+                    # The drafts an approval card shows; else what was sent.
+                    if (i.status == IntentStatus.DRAFT) == waiting
+                ),
+                key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]),
+            )
+            if sub is None:
+                # Deleted since: its member still hears what it did. The DM needs its mode.
+                sub = Subscription(mode=ex.mode)
+            ctx = ExecContext(
+                signal_id=record.id,
+                signal=Signal.from_record(record.payload or {}),
+                strategy_id=strategy.id,
+                strategy_name=strategy.name,
+                guild_id=strategy.guild_id,
+                max_quantity=strategy.max_quantity,
+                execution_id=ex.id,
+                subscription=sub,
+                connection=conn,
+                member_discord_id=discord_id,
+                public_name=None,
+                channel_id=None,  # its channel line has its own outbox (post_lines)
+                in_fanout=True,
+                phases=list(ex.phases or []),
+                cancelled=_cancelled_note(ex.phases or [], ex.reason),
+            )
+            result = Result(
+                ex.status,
+                ex.reason_code,
+                ex.reason,
+                Plan.from_json(ex.plan) if ex.plan else None,
+                approval_expires_at=ex.approval_expires_at,
+                orders=mine,
+            )
+            try:
+                told += await self.notify(ctx, result)
+            except Exception:
+                log.warning("Could not tell the result of execution %s", ex.id, exc_info=True)
+        return told
 
     def channel_line(self, ctx: ExecContext, result: Result) -> str | None:
         """The subscriber's result for the alert channel, if it has one. Refusals before the
@@ -376,6 +579,24 @@ class SignalAlerts:
 
     async def dm(self, discord_user_id: int, text: str) -> None:
         await dm_quietly(self.core.notifier, discord_user_id, Outgoing(text), about="a signal")
+
+
+def _first_id_at(unix_time: float) -> str:
+    """The least signal id ``time_ordered_uuid`` makes at that time: as text, the ids made
+    before it sort before it, and those made after, after it (their time comes first)."""
+    millis = int(unix_time * 1000) & (1 << 48) - 1
+    return str(uuid.UUID(int=millis << 80))
+
+
+def _cancelled_note(phases: Sequence[Any], reason: str | None) -> str | None:
+    """What a run cancelled, for its result told later: its "cancelled" step's count (the run's
+    own note, naming the orders, lived in its memory), unless its reason is that note."""
+    if (reason or "").startswith("Cancelled "):
+        return None
+    for p in phases:
+        if isinstance(p, dict) and p.get("phase") == "cancelled" and p.get("detail"):
+            return f"Cancelled {p['detail']}."
+    return None
 
 
 def _orders_text(intents: Sequence[OrderIntent]) -> str:

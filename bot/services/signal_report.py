@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.automation_models import (
     LEGS,
+    AlertPreference,
     ExecutionStatus,
     ReceivedSignal,
     SignalExecution,
@@ -25,6 +26,8 @@ from bot.automation_models import (
 )
 from bot.errors import InvalidInput, NotFound
 from bot.models import AuditEvent, Connection, Member, OrderIntent
+from bot.services.trading import fill_price
+from bot.wording import qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -49,6 +52,19 @@ ORDER_PHASES = {
     "order.unknown": "unconfirmed",
     "order.cancelled": "cancelled",
     "order.expired": "expired",
+    # A bracket's take-profit or stop-loss: named by its kind, not by the entry's leg.
+    "order.exit_filled": "filled",
+}
+
+# The steps runs used to log for an order's later outcome (``_on_order_update``), besides the
+# order's own event that says it in words ("entry filled"): such a step is not shown again.
+LATER_STEPS = {
+    ExecutionStatus.FILLED: "filled",
+    ExecutionStatus.PARTIALLY_FILLED: "partially filled",
+    ExecutionStatus.CANCELLED: "cancelled",
+    ExecutionStatus.ORDER_EXPIRED: "expired",
+    ExecutionStatus.REJECTED: "rejected",
+    ExecutionStatus.FAILED: "failed",
 }
 
 RECENT_SIGNALS = 50  # /signal list: the newest this many
@@ -93,6 +109,9 @@ class SubscriptionReport:
     reason: str | None
     phases: tuple[Phase, ...]
     orders: tuple[OrderLine, ...]
+    own: bool = False  # the viewer's: only then are connection_name and details set
+    # The member's name in alerts, when they chose to be named there (others' only).
+    public_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,7 @@ class SignalReport:
     latency_ms: int | None  # from the alert's own time to our receipt
     phases: tuple[Phase, ...]
     subscriptions: tuple[SubscriptionReport, ...]
+    duplicate_of: str | None = None  # the signal a duplicate repeats (it traded nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,10 +291,18 @@ class SignalReports:
                 raise nothing
             record, strategy = row
             is_owner = strategy.owner_member_id == member_id
+            named = AlertPreference.display_name.label("public_name")
             query = (
-                select(SignalExecution, Member.discord_user_id, Connection.name)
+                select(SignalExecution, Member.discord_user_id, Connection.name, named)
                 .join(Member, Member.id == SignalExecution.member_id)
                 .outerjoin(Connection, Connection.id == SignalExecution.connection_id)
+                # The name a member chose to show in this server's alerts, as its channel does.
+                .outerjoin(
+                    AlertPreference,
+                    (AlertPreference.member_id == SignalExecution.member_id)
+                    & (AlertPreference.guild_id == strategy.guild_id)
+                    & AlertPreference.alerts_show_name.is_(True),
+                )
                 .where(SignalExecution.signal_id == record.id)
                 .order_by(SignalExecution.id)
             )
@@ -285,7 +313,7 @@ class SignalReports:
                 raise nothing
             keys = {
                 intent_key(record.id, ex.subscription_id or 0, leg): (ex.id, leg)
-                for ex, _, _ in executions
+                for ex, *_ in executions
                 for leg in LEGS
             }
             intents = (
@@ -325,10 +353,11 @@ class SignalReports:
         if record.started_at:
             top.append(phase("processing", record.started_at))
         if record.finished_at:
-            top.append(phase("done", record.finished_at))
+            # Named after how it ended: a signal given up is "failed", not "done".
+            top.append(phase(record.status, record.finished_at))
         by_intent = {i.id: i for i in intents}
         subs = []
-        for ex, discord_id, cname in executions:
+        for ex, discord_id, cname, public_name in executions:
             # Details can quote a member's balance, P&L, equity or account: the owner sees
             # another member's phases by name and their refusals by code, as the channel does.
             own = ex.member_id == member_id
@@ -348,6 +377,11 @@ class SignalReports:
                 )
                 for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
             )
+            said = {
+                ORDER_PHASES[e.kind]
+                for e in events
+                if e.kind in ORDER_PHASES and by_intent.get(e.intent_id or "") in mine
+            }
             phases = [
                 phase(
                     p["phase"],
@@ -355,6 +389,9 @@ class SignalReports:
                     p.get("detail") if own else _code_only(p["phase"], ex.reason_code),
                 )
                 for p in ex.phases or []
+                # Runs stored before now logged an order's later outcome as a bare step too
+                # ("filled", "partially_filled"): its order's event says it, in words.
+                if p.get("detail") is not None or LATER_STEPS.get(p["phase"]) not in said
             ]
             logged = {p.name for p in phases}
             for e in events:
@@ -362,25 +399,30 @@ class SignalReports:
                 if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
                     continue
                 leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
+                if e.kind == "order.exit_filled":
+                    leg = str(e.detail.get("kind") or "exit")
                 # What the execution logged itself ("exit filled" with its fill, "rejected"
                 # with the reason) is not said a second time by the order's own event.
                 if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):
                     continue
-                detail = (e.detail.get("reason") or e.detail.get("error")) if own else None
-                phases.append(phase(f"{leg} {word}", e.at, str(detail) if detail else None))
+                detail = _event_detail(e, intent) if own else None
+                phases.append(phase(f"{leg} {word}", e.at, detail))
             phases.sort(key=lambda p: p.at)
             subs.append(
                 SubscriptionReport(
                     execution_id=ex.id,
                     subscription_id=ex.subscription_id,
                     member_discord_id=discord_id,
-                    connection_name=cname,
+                    # Which connection is the member's own to see (its name may say who).
+                    connection_name=cname if own else None,
                     mode=ex.mode,
                     status=ex.status,
                     reason_code=ex.reason_code,
                     reason=ex.reason if own else ex.reason_code,
                     phases=tuple(phases),
                     orders=lines,
+                    own=own,
+                    public_name=None if own else public_name,
                 )
             )
         latency = (
@@ -403,7 +445,25 @@ class SignalReports:
             latency_ms=latency,
             phases=tuple(top),
             subscriptions=tuple(subs),
+            duplicate_of=record.duplicate_of,
         )
+
+
+def _event_detail(event: AuditEvent, intent: OrderIntent) -> str | None:
+    """An order event's detail, for its member: the broker's reason, or how much a partial
+    fill (or a bracket's exit) filled and at what price."""
+    d = event.detail or {}
+    if event.kind == "order.partially_filled" and d.get("filled_quantity") is not None:
+        at = d.get("average_fill_price")
+        price = f" at {fill_price(Decimal(str(at)))}" if at is not None else ""
+        filled = Decimal(str(d["filled_quantity"]))
+        return f"{qty(filled)} of {qty(intent.quantity)} filled{price}"
+    if event.kind == "order.exit_filled" and d.get("quantity") is not None:
+        at = d.get("price")
+        price = f" @ {fill_price(Decimal(str(at)))}" if at is not None else ""
+        return f"{qty(Decimal(str(d['quantity'])))}{price}"
+    detail = d.get("reason") or d.get("error")
+    return str(detail) if detail else None
 
 
 def as_sent(body: str | None, field: str) -> str | None:

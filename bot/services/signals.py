@@ -33,9 +33,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import flag_modified
 
 from adapters import symbols
 from adapters.base import ASSET_WORDS, BrokerAdapter
@@ -143,6 +144,11 @@ JOB_SIGNAL = "signal"
 # busy for a while does not drop the signal. A run that comes too late trades nothing: every
 # subscription ends as stale, with the reason told (_stale).
 SIGNAL_ATTEMPTS = 10
+# Why a run ends with its signal's job given up (``_signal_gave_up``).
+GAVE_UP_REASON = (
+    "Tradecord kept failing on this signal and stopped trying: nothing more will be placed for "
+    "it. See /orders for anything it had placed."
+)
 # Executions whose order may still change at the broker after the run recorded them.
 LATER = frozenset(
     {ExecutionStatus.ACCEPTED, ExecutionStatus.PARTIALLY_FILLED, ExecutionStatus.UNCONFIRMED}
@@ -394,17 +400,39 @@ class SignalService:
             owner = await s.scalar(
                 select(Member.discord_user_id).where(Member.id == strategy.owner_member_id)
             )
-            waiting = list(
-                await s.scalars(
-                    select(Member.discord_user_id)
-                    .join(SignalExecution, SignalExecution.member_id == Member.id)
+            pending = (
+                await s.execute(
+                    select(SignalExecution.id, SignalExecution.phases, Member.discord_user_id)
+                    .join(Member, Member.id == SignalExecution.member_id)
                     .where(
                         SignalExecution.signal_id == signal_id,
                         SignalExecution.status == ExecutionStatus.PENDING,
                     )
-                    .distinct()
                 )
-            )
+            ).all()
+            if pending:
+                # Their runs end with the signal: /signal show said "pending" for ever. Told
+                # by the DM below (notified).
+                step = self.phase_entry(ExecutionStatus.FAILED, GAVE_UP_REASON)
+                table = SignalExecution.__table__
+                await s.execute(
+                    # Core, one executemany: the ORM's bulk update takes no compare-and-set.
+                    update(table)
+                    .where(
+                        table.c.id == bindparam("execution_id"),
+                        table.c.status == ExecutionStatus.PENDING,
+                    )
+                    .values(
+                        status=ExecutionStatus.FAILED,
+                        reason_code="signal-given-up",
+                        reason=GAVE_UP_REASON,
+                        notified_status=ExecutionStatus.FAILED,
+                        updated_at=self.clock(),
+                        phases=bindparam("steps"),
+                    ),
+                    [{"execution_id": i, "steps": [*(p or []), step]} for i, p, _ in pending],
+                )
+            waiting = list(dict.fromkeys(member for _, _, member in pending))
         name = plain(strategy.name)
         what = f"Signal `{short_id(signal_id)}` of **{name}** could not be processed"
         if owner is not None:
@@ -456,6 +484,7 @@ class SignalService:
         if record.status not in (SignalStatus.QUEUED, SignalStatus.PROCESSING):
             return
         signal = Signal.from_record(record.payload or {})
+        rerun = record.status == SignalStatus.PROCESSING
         now = self.clock()
         async with self.core.db.transaction() as s:
             await s.execute(
@@ -484,6 +513,10 @@ class SignalService:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # the process is going down: let the job's lease bring it back
         await announcing
+        if rerun:
+            # Results a run before this one saved and died before telling (it is over: its
+            # lease passed to this run). A first run's results are all told or claimed by now.
+            await self.alerts.tell_untold(signal_id=signal_id)
         # Also those of a run before this one that died before posting them.
         await self.alerts.post_lines(
             strategy.guild_id,
@@ -1930,13 +1963,15 @@ class SignalService:
         if result.status in ENDED_BY_REASON:
             self.phase(ctx, result.status, result.reason)
         from_status = ExecutionStatus.APPROVED if ctx.approved else ExecutionStatus.PENDING
+        # Saved untold (notified_status as it was): told once its DM is claimed
+        # (``SignalAlerts.notify``), so a process that dies before that leaves it to the job's
+        # re-run or the background pass instead of losing it.
         values: dict[str, Any] = dict(
             status=result.status,
             reason_code=result.reason_code,
             reason=(result.reason or None) and result.reason[:500],
             phases=ctx.phases,
             updated_at=self.clock(),
-            notified_status=result.status,
         )
         if result.plan is not None:
             values["plan"] = result.plan.to_json()
@@ -1976,7 +2011,7 @@ class SignalService:
                     speaking.average_fill_price = now.average_fill_price
                     speaking.error_code, speaking.error_message = now.error_code, now.error_message
                     status, ok = _leg_status(speaking)
-                    result.status = values["status"] = values["notified_status"] = status
+                    result.status = values["status"] = status
                     if not ok:
                         result.reason_code = speaking.error_code or f"order-{status}"
                         result.reason = speaking.error_message or describe_intent(speaking)
@@ -1984,6 +2019,10 @@ class SignalService:
                         values["reason"] = result.reason[:500]
             for name, value in values.items():
                 setattr(row, name, value)
+            # Written even when equal to the stored time (a run within the same microsecond):
+            # unwritten, the column's onupdate would take the wall clock, not this service's,
+            # and the background pass's grace (tell_untold) reads it.
+            flag_modified(row, "updated_at")
             line = self.alerts.channel_line(ctx, result)
             if line is not None:
                 s.add(
@@ -2021,7 +2060,7 @@ class SignalService:
         extra = intent.extra if isinstance(intent.extra, dict) else {}
         if intent.source != "signal" or "execution_id" not in extra:
             return
-        status, _ = _leg_status(intent)
+        status, ok = _leg_status(intent)
         async with self.core.db.transaction() as s:
             row = (await s.execute(_with_alerting(int(extra["execution_id"])))).first()
             if row is None:
@@ -2045,16 +2084,20 @@ class SignalService:
                 speaks = later_leg is None
             if not speaks:
                 return
+            # No step of its own: the order's audit event is the step ("entry filled"), with
+            # the broker's reason; a second one said it twice, as a raw status.
+            values: dict[str, Any] = dict(
+                status=status, notified_status=status, updated_at=self.clock()
+            )
+            if not ok:
+                # As _finish says a refusal: the broker's reason, not an empty one.
+                values["reason_code"] = intent.error_code or f"order-{status}"
+                values["reason"] = (intent.error_message or describe_intent(intent))[:500]
             won = (
                 await s.execute(
                     update(SignalExecution)
                     .where(SignalExecution.id == ex.id, SignalExecution.status == ex.status)
-                    .values(
-                        status=status,
-                        notified_status=status,
-                        updated_at=self.clock(),
-                        phases=[*(ex.phases or []), self.phase_entry(status, None)],
-                    )
+                    .values(**values)
                 )
             ).rowcount  # type: ignore[attr-defined]
             if won:

@@ -115,7 +115,7 @@ async def test_signal_to_subscription_with_dm_and_channel_alert(tradecord: Harne
     assert re.search(r"filled\s+\d\d:\d\d:\d\d\.\d{3}\s+\d+", text), text
     # The orders line follows the phase table on a line of its own, not after its ```.
     fields = report.embeds[0]["fields"]
-    value = next(f["value"] for f in fields if f["name"].startswith("Tradecord Paper"))
+    value = next(f["value"] for f in fields if f["name"].startswith("You · Tradecord Paper"))
     assert value.endswith("```\nbuy 3 AAPL → filled"), value
     assert await paper_orders(h) == 1
 
