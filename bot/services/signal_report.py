@@ -400,7 +400,7 @@ class SignalReports:
                     continue
                 leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
                 if e.kind == "order.exit_filled":
-                    leg = str(e.detail.get("kind") or "exit")
+                    leg = str(e.detail.get("exit") or "exit")
                 # What the execution logged itself ("exit filled" with its fill, "rejected"
                 # with the reason) is not said a second time by the order's own event.
                 if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):

@@ -2492,6 +2492,20 @@ class TradingService:
                     .values(notified_status=order.status.value)
                 )
             ).rowcount  # type: ignore[attr-defined]
+            if won == 1 and order.status is OrderStatus.FILLED:
+                # A step of the entry's trail: /signal show ended at "entry filled", as if the
+                # position were still open, while the DM pointed there for every step.
+                audit.record(
+                    s,
+                    "order.exit_filled",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    broker_order_id=order.id,
+                    exit=exit_kind(order),
+                    quantity=order.filled_quantity,
+                    price=order.average_fill_price,
+                )
         if won != 1 or order.status is not OrderStatus.FILLED:
             return
         notifier = self.core.notifier

@@ -123,7 +123,7 @@ async def test_a_brackets_exit_reads_as_its_kind_with_quantity_and_price(core: C
                 member_id=entry.member_id,
                 connection_id=entry.connection_id,
                 intent_id=entry.id,
-                detail={"kind": "take-profit", "quantity": "1", "price": "210.5"},
+                detail={"exit": "take-profit", "quantity": "1", "price": "210.5"},
             )
         )
     [mine] = (await core.signals.signal_report(ack.body["id"], ALICE)).subscriptions
@@ -153,3 +153,29 @@ async def test_a_later_fill_stored_with_its_old_bare_step_is_shown_once(core: Co
     [mine] = (await core.signals.signal_report(ack.body["id"], OWNER)).subscriptions
     names = [p.name for p in mine.phases]
     assert "filled" not in names and names.count("entry filled") == 1, names
+
+
+async def test_a_brackets_exit_that_fills_is_a_step_of_the_entry(core: Core) -> None:
+    """The DM said "stop-loss filled ... /signal show for every step", and /signal show ended
+    at "entry filled", as if the position were still open."""
+    from bot.services.order_updates import OrderUpdates
+
+    url = await make_strategy(core)
+    sub = await subscribe(core, url, OWNER)
+    ack = await send(
+        core,
+        url,
+        {
+            "ticker": "AAPL",
+            "action": "buy",
+            "takeProfit": {"percent": 5},
+            "stopLoss": {"amount": 4},
+        },
+    )
+    await core.jobs.drain()
+    assert (await execution(core, ack.body["id"], sub)).status == ExecutionStatus.FILLED
+    core.simulated_feed.set_quote("AAPL", Decimal("195.00"), Decimal("195.20"))
+    assert await OrderUpdates(core).sweep_paper() == 1
+    [mine] = (await core.signals.signal_report(ack.body["id"], OWNER)).subscriptions
+    [step] = [p for p in mine.phases if p.name == "stop-loss filled"]
+    assert step.detail is not None and step.detail.startswith("1 @ $"), step
