@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -19,6 +20,12 @@ from web.pages import FLOW_COOKIE, origin, page, redirect, security_headers
 log = logging.getLogger("tradecord.web.connect")
 CORE = web.AppKey("connect_core", Core)
 PATH_PREFIX = web.AppKey("connect_path_prefix", str)  # PUBLIC_URL's path, "" for none
+# Discord messages still being sent after their success page went out: referenced here so the
+# loop does not drop them, and waited for at shutdown.
+ANNOUNCING = web.AppKey("connect_announcing", set)
+# How long the success page waits for its Discord message: a slow or rate-limited Discord must
+# not hold the page until a proxy in front gives up on it.
+ANNOUNCE_WAIT = 3.0
 
 
 def _discord_origin(core: Core) -> tuple[str, ...]:
@@ -83,7 +90,8 @@ async def discord_callback(request: web.Request) -> web.Response:
         nxt = await core.linking.finish_discord(_params(request), request.cookies.get(FLOW_COOKIE))
     except TradecordError as e:
         return _refused(e)
-    return redirect(nxt.url)
+    # Renews the flow cookie for the broker's step (see LinkingService._to_broker).
+    return redirect(nxt.url, cookie=nxt.set_cookie, secure=_secure(core))
 
 
 async def broker_callback(request: web.Request) -> web.Response:
@@ -95,7 +103,7 @@ async def broker_callback(request: web.Request) -> web.Response:
         )
     except TradecordError as e:
         return _refused(e)
-    told = await _announce(core, linked)
+    told = await _announce_in_time(request.app, core, linked)
     conn = linked.connection
     broker_name = core.linking.broker_name(conn.broker)
     # Members who turned off DMs from server members get no message: the page must not point
@@ -109,6 +117,9 @@ async def broker_callback(request: web.Request) -> web.Response:
             + (
                 "Discord has a message with the details. /accounts changes the accounts."
                 if told
+                else "a message with the details is on its way to Discord but may come late; "
+                f"{accounts} in Discord shows and changes them meanwhile."
+                if told is None
                 else f"{accounts} in Discord shows and changes them."
             ),
         ]
@@ -118,6 +129,10 @@ async def broker_callback(request: web.Request) -> web.Response:
             "Return to Discord: in the message we sent you, choose which account to trade "
             "(trading stays off until you do). You can also use /accounts there."
             if told
+            else "Return to Discord and choose which account to trade (trading stays off "
+            "until you do). Our message there may come late: "
+            f"{accounts} shows the same choice now."
+            if told is None
             else "Return to Discord and run "
             f"{accounts} to choose which account to trade (trading stays off until you do). "
             "We could not send you a message there: your privacy settings may not allow "
@@ -140,17 +155,48 @@ async def broker_callback(request: web.Request) -> web.Response:
     return resp
 
 
+async def _announce_in_time(app: web.Application, core: Core, linked: Linked) -> bool | None:
+    """Whether the Discord message was sent, waiting at most ``ANNOUNCE_WAIT``; None: it is
+    still being sent, and finishes in the background."""
+    task = asyncio.create_task(_announce(core, linked))
+    pending: set[asyncio.Task[bool]] = app[ANNOUNCING]
+    pending.add(task)
+    task.add_done_callback(pending.discard)
+    done, _ = await asyncio.wait({task}, timeout=ANNOUNCE_WAIT)
+    if task in done:
+        return task.result()
+    log.info("The message about connection %s is late; the page did not wait", linked.connection.id)
+    return None
+
+
 async def _announce(core: Core, linked: Linked) -> bool:
-    """Tell the member in Discord, with menus to choose the accounts; whether it was sent."""
+    """Tell the member in Discord, with menus to choose the accounts; whether it was sent.
+    Never raises: it may run on after the page went out, with no one to raise to."""
     if core.notifier is None:
         return False
-    member = await core.connections.member_of(linked.connection)
     try:
+        member = await core.connections.member_of(linked.connection)
         await core.notifier.dm(member.discord_user_id, await account_choice_message(core, linked))
-    except Exception:
-        log.warning("Could not DM the member about connection %s", linked.connection.id)
+    except Exception as e:
+        log.warning(
+            "Could not DM the member about connection %s (%s)",
+            linked.connection.id,
+            type(e).__name__,
+        )
         return False
     return True
+
+
+async def _finish_announcing(app: web.Application) -> None:
+    """At shutdown (before Discord closes), give late messages a moment, then stop them."""
+    pending = set(app[ANNOUNCING])
+    if not pending:
+        return
+    _, late = await asyncio.wait(pending, timeout=ANNOUNCE_WAIT)
+    for task in late:
+        log.warning("Shutting down: a message about a new connection was not sent")
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
 
 
 async def account_choice_message(core: Core, linked: Linked) -> Outgoing:
@@ -161,6 +207,12 @@ async def account_choice_message(core: Core, linked: Linked) -> Outgoing:
         lines = [
             f"✅ **{conn.name}** is linked again and trades as before ({chosen}), "
             "subscriptions included. To trade in other accounts, choose them below."
+        ]
+    elif linked.accounts_error:
+        # No menus to point "below" to: the line added further down says what to run.
+        lines = [
+            f"✅ **{conn.name}** is linked; trading on this connection stays off until you "
+            "choose its accounts."
         ]
     else:
         lines = [
@@ -228,6 +280,8 @@ async def strict_errors(request: web.Request, handler: Handler) -> web.StreamRes
 def setup(app: web.Application, core: Core) -> None:
     app[CORE] = core
     app[PATH_PREFIX] = public_path(core.settings.public_url)
+    app[ANNOUNCING] = set()
+    app.on_shutdown.append(_finish_announcing)
     app.middlewares.append(strict_errors)
     app.router.add_get("/connect/{token}", link_page)
     app.router.add_post("/connect/{token}", link_submit)

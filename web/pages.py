@@ -13,10 +13,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+# overflow-wrap: a long word (a 50-character connection name without spaces) breaks instead
+# of widening the box past a phone's screen.
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:34em;margin:3em auto;padding:0 1em;"
-    "color:#1e1f22}h1{font-size:1.4em}.box{border:1px solid #ccc;border-radius:8px;"
-    "padding:1em 1.2em}.bad{border-color:#d83c3e}.ok{border-color:#23a55a}"
+    "color:#1e1f22;overflow-wrap:anywhere}h1{font-size:1.4em}"
+    ".box{border:1px solid #ccc;border-radius:8px;padding:1em 1.2em}"
+    ".bad{border-color:#d83c3e}.ok{border-color:#23a55a}"
     "button{font-size:1em;padding:.6em 1.2em;border:0;border-radius:4px;background:#5865f2;"
     "color:#fff;cursor:pointer}"
 )

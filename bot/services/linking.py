@@ -59,8 +59,30 @@ LINK_TTL = timedelta(minutes=10)
 STATE_TTL = timedelta(minutes=10)
 
 
+# RFC 6749 4.1.2.1 errors that retrying cannot fix: the client (this bot) is registered or
+# configured wrongly at the authorization server.
+SETUP_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "unauthorized_client",
+        "invalid_scope",
+        "unsupported_response_type",
+        "invalid_client",
+    }
+)
+# The authorization server's own trouble: a later try may pass.
+BUSY_ERRORS = frozenset({"server_error", "temporarily_unavailable"})
+
+
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def printable(text: str, limit: int) -> str:
+    """Text from a request, fit for one log line: control characters removed, at most
+    ``limit`` characters (an ellipsis marks a cut)."""
+    text = "".join(c for c in text if c.isprintable())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class LinkRefused(TradecordError):
@@ -371,21 +393,35 @@ class LinkingService:
                 "This sign-in answer arrived at the wrong address. Nothing was "
                 "linked. Run /connect again."
             )
-        if browser is None or not secrets.compare_digest(row.browser_hash, digest(browser)):
-            # Its link and state are spent by now: only a new /connect can start over.
-            raise LinkRefused(
-                "This sign-in was started in another browser. Nothing was linked. Run /connect "
-                "again in Discord and finish every step in the browser its link opens.",
-                status=403,
-            )
         async with self.core.db.session() as s:
             link = await s.get(ConnectLink, row.link_id)
             member = await s.get(Member, row.member_id)
         assert link is not None and member is not None
+        # Before the browser check: a newer /connect opened in this same browser replaced the
+        # cookie, and "another browser" would be wrong. The state is proven valid and spent
+        # already, so the order tells an outsider nothing.
         if link.cancelled_at is not None:
             raise LinkRefused(
                 "This sign-in was replaced by a newer /connect. Nothing was linked. Finish the "
                 "newest one, or run /connect again."
+            )
+        # Its link and state are spent by now: only a new /connect can start over.
+        if browser is None:
+            # The cookie lasts as long as the step's state, so a valid state without it is a
+            # browser that lost it (or never had it), rarely another person.
+            raise LinkRefused(
+                "This browser did not send back the cookie Tradecord set when the sign-in "
+                "started: the sign-in took too long in this browser, or the browser did not "
+                "keep its cookie (a private window, another browser, or Discord's in-app "
+                "browser handing the page to another one). Nothing was linked. Run /connect "
+                "again in Discord and finish every step in one browser.",
+                status=403,
+            )
+        if not secrets.compare_digest(row.browser_hash, digest(browser)):
+            raise LinkRefused(
+                "This sign-in was started in another browser. Nothing was linked. Run /connect "
+                "again in Discord and finish every step in the browser its link opens.",
+                status=403,
             )
         verifier = None
         if row.code_verifier:
@@ -407,18 +443,49 @@ class LinkingService:
         if error:
             # Said where: the member went through two sign-ins, Discord's and the broker's.
             where = "Discord" if row.kind == "discord" else self.broker_name(row.broker)
-            if error == "access_denied":
-                raise LinkRefused(
-                    f"You chose not to allow Tradecord access at {where}, so nothing was "
-                    "linked. To link your account, run /connect in Discord again and allow "
-                    "access.",
-                    title="Access not allowed",
-                )
-            raise LinkRefused(
-                f"{where} refused the sign-in ({error[:40]}). Nothing was linked. Run /connect "
-                "in Discord to try again."
-            )
+            raise self._sign_in_error(row, where, error, params)
         return row, link, member, verifier
+
+    @staticmethod
+    def _sign_in_error(
+        row: OAuthState, where: str, error: str, params: Mapping[str, list[str]]
+    ) -> LinkRefused:
+        """The page for an ``error=`` answer (RFC 6749 4.1.2.1). Only access_denied is the
+        member's business; the rest are logged, since the bot's owner cannot see the page."""
+        if error == "access_denied":
+            # Not "you chose not to": the server may deny for reasons of its own too.
+            return LinkRefused(
+                f"{where} did not allow the sign-in (you declined, or {where} refused it), so "
+                "nothing was linked. To link your account, run /connect in Discord again and "
+                "allow access.",
+                title="Access not allowed",
+            )
+        code = printable(error, 40)
+        description = printable((params.get("error_description") or [""])[0], 200)
+        log.warning(
+            "Sign-in state %s: %s answered error=%s: %s",
+            row.id,
+            where,
+            code,
+            description or "(no description)",
+        )
+        if error in SETUP_ERRORS:
+            return LinkRefused(
+                f"{where} refused the sign-in ({code}): a problem with this bot's setup at "
+                f"{where}, not with your account. Nothing was linked, and trying again will not "
+                f"help: tell the bot's owner that {where} answered {code}.",
+                title="Sign-in refused",
+            )
+        if error in BUSY_ERRORS:
+            return LinkRefused(
+                f"{where} had a problem of its own and could not finish the sign-in ({code}). "
+                "Nothing was linked. Try again in a while: run /connect in Discord again.",
+                title="Sign-in did not finish",
+            )
+        return LinkRefused(
+            f"{where} refused the sign-in ({code}). Nothing was linked. Run /connect in Discord "
+            "to try again."
+        )
 
     async def _spend(self, states: list[str]) -> None:
         hashes = {digest(state) for state in states if state}
@@ -481,7 +548,9 @@ class LinkingService:
             code_verifier=verifier,
             extra=extra,
         )
-        return Redirect(url)
+        # The cookie again: set once at the link's POST, it would expire 10 minutes after that,
+        # though the broker's step has 10 minutes of its own from now.
+        return Redirect(url, set_cookie=browser)
 
     # -- step 2: the broker's answer ------------------------------------------------------
 
@@ -524,17 +593,37 @@ class LinkingService:
                 log.warning("Could not revoke an unsaved %s grant", link.broker, exc_info=True)
             raise
         linked = Linked(connection, relinked=relinked)
-        adapter = await self.core.connections.adapter_for(connection)
+        try:
+            await self._list_accounts(linked)
+        except Exception as e:
+            # The connection is saved: a "Nothing was linked" page now would be false, and the
+            # /connect it suggests would add a second connection. Choosing its accounts is all
+            # that is left, and /accounts does that later. Logged by route, never by URL: the
+            # callback's holds the code and state.
+            log.error(
+                "Unexpected %s on /oauth/%s/callback after connection %s was saved; its "
+                "accounts are left to /accounts",
+                type(e).__name__,
+                broker,
+                connection.id,
+                exc_info=True,
+            )
+            linked.accounts, linked.held = [], {}
+            linked.accounts_error = "something went wrong on our side while listing them."
+        return linked
+
+    async def _list_accounts(self, linked: Linked) -> None:
+        """The accounts the new login reaches, and which of them other connections hold."""
+        adapter = await self.core.connections.adapter_for(linked.connection)
         try:
             linked.accounts = await adapter.fetch_accounts()
         except BrokerError as e:
             linked.accounts_error = e.user_message
         finally:
             await adapter.close()
-        if relinked and linked.accounts_error is None:
+        if linked.relinked and linked.accounts_error is None:
             await self._drop_unreachable(linked)
-        linked.held = await self.core.connections.held_elsewhere(connection)
-        return linked
+        linked.held = await self.core.connections.held_elsewhere(linked.connection)
 
     async def _drop_unreachable(self, linked: Linked) -> None:
         """A connection re-linked with another login keeps no account that login cannot

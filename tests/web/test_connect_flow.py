@@ -16,6 +16,7 @@ import aiohttp
 import discord
 import pytest
 from sqlalchemy import select
+from yarl import URL
 
 from bot.automation_models import Subscription
 from bot.errors import InvalidInput
@@ -441,9 +442,10 @@ def url(base: str, **params: Any) -> str:
         (
             "error",
             400,
-            "<h1>Access not allowed</h1><p>You chose not to allow Tradecord access at "
-            "TradeStation, so nothing was linked. To link your account, run /connect in Discord "
-            "again and allow access.</p>",
+            # Not "you chose not to": the broker may deny for reasons of its own.
+            "<h1>Access not allowed</h1><p>TradeStation did not allow the sign-in (you "
+            "declined, or TradeStation refused it), so nothing was linked. To link your "
+            "account, run /connect in Discord again and allow access.</p>",
         ),
         ("duplicate_state", 400, "appeared twice"),
         ("duplicate_code", 400, "appeared twice"),
@@ -472,6 +474,8 @@ async def test_callback_refusals_make_no_token_request(
             "other_broker": url(base.replace("/tradestation/", "/alpaca/"), state=state, code=code),
         }[case]
         client = Browser() if case == "other_browser" else b
+        if case == "other_browser":  # one with a sign-in of its own under way
+            client.session.cookie_jar.update_cookies({"tc_flow": "its-own"}, URL(base))
         try:
             r = await client.get(target)
             assert r.status == status
@@ -540,7 +544,7 @@ async def test_cancelling_the_discord_sign_in_says_where_and_what_to_do(h: Harne
         await b.close()
     assert refused.status == 400
     assert "<h1>Access not allowed</h1>" in text, text
-    assert "not to allow Tradecord access at Discord" in text, text
+    assert "Discord did not allow the sign-in (you declined, or Discord refused it)" in text, text
     assert "run /connect in Discord again and allow access" in text, text
     assert await connections(h, "alice") == []
 
