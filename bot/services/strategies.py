@@ -1291,9 +1291,7 @@ class StrategyService:
         async with self.core.db.session() as s:
             return (
                 await s.scalar(
-                    select(Strategy.id).where(
-                        Strategy.id == strategy_id, visible(member_id, roles)
-                    )
+                    select(Strategy.id).where(Strategy.id == strategy_id, visible(member_id, roles))
                 )
             ) is not None
 

@@ -258,8 +258,8 @@ async def test_a_change_that_raises_an_order_counts_against_my_daily_notional(
     over = await h.reply("alice", "modify", order=oid, quantity="14")
     assert over.text() == (
         "Not allowed: buy 14 AAPL is about $2,100.00, $600.00 more than it counted for, and "
-        "$1,500.00 of paper orders was already sent today (UTC), this order included: over your max notional "
-        "per day: $2,000.00 ($500.00 left today). See /limits show."
+        "$1,500.00 of paper orders was already sent today (UTC), this order included: over "
+        "your max notional per day: $2,000.00 ($500.00 left today). See /limits show."
     )
     assert over.buttons() == []
     card = await h.reply("alice", "modify", order=oid, quantity="12")
