@@ -2722,7 +2722,8 @@ class TradingService:
             )
         finally:
             await adapter.close()
-        return target, adapter.display_name, orders
+        # Exits linked to their entry as /orders links them (TP, SL), in the order they ended.
+        return target, adapter.display_name, await self._parents(target, orders)
 
     async def cancel(
         self,

@@ -74,3 +74,37 @@ async def test_an_alpaca_crypto_position_to_nine_decimals_can_be_closed(h: Harne
     card = await h.reply("alice", "close", symbol="BTCUSD", mode="live")
     assert "decimals" not in card.text(), card.text()
     assert card.buttons(), card.text()
+
+
+async def test_history_names_a_brackets_exits_as_orders_does(h: Harness) -> None:
+    """At TradeStation /orders showed a bracket's exits as "TP limit" and "SL stop"; once
+    /flatten had cancelled them, /history listed the same orders as a plain "limit" and "stop":
+    nothing said which was the take-profit of which entry."""
+    alice = h.user("alice")
+    await linked(h, "alice", "tradestation")
+    [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(
+        a for a in accounts if a.type.value == "margin" and a.environment.value == "paper"
+    )
+    await h.core.connections.choose_account(alice, conn.id, "paper", margin.id)
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="MSFT",
+        side="buy",
+        quantity="10",
+        order_type="limit",
+        limit_price="100",
+        take_profit="900",
+        stop_loss="50",
+        connection="TradeStation",
+        mode="paper",
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    orders = (await h.reply("alice", "orders", connection="TradeStation", mode="paper")).text()
+    assert "TP limit" in orders and "SL stop" in orders, orders
+    asked = await h.reply("alice", "flatten", connection="TradeStation", mode="paper")
+    await (await h.emu.click(alice, asked, label="Flatten")).message(timeout=10)
+    history = (await h.reply("alice", "history", connection="TradeStation", mode="paper")).text()
+    assert "TP limit" in history and "SL stop" in history, history
