@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import html
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,7 +28,14 @@ from adapters.models import OrderType, Side
 from adapters.paper.models import PaperOrder
 from adapters.paper.store import paper_account_id
 from bot.automation_models import Job, JobStatus, ReceivedSignal, SignalStatus
-from bot.models import AuditEvent, Connection, ConnectionStatus, IntentStatus, OrderIntent
+from bot.models import (
+    AuditEvent,
+    Connection,
+    ConnectionStatus,
+    IntentStatus,
+    OrderIntent,
+    OrderWatcher,
+)
 from bot.services.subscriptions import Sizing, SubscriptionSettings
 from bot.services.trading import OrderInput
 from tests.conftest import TEST_DB
@@ -575,9 +583,13 @@ async def test_an_oauth_flow_started_on_one_web_process_completes_on_the_other(
     assert conn.broker == "tradestation"
 
 
-async def test_both_workers_needing_a_new_token_at_once_refresh_it_once(
+async def test_two_processes_needing_a_new_token_at_once_refresh_it_once(
     cluster: Cluster, refresh_gate: RefreshGate
 ) -> None:
+    """The worker streaming a connection's order and another process reading its orders both
+    find the access token dead at once: one refresh between them (a rotating refresh token
+    used twice would be revoked). One worker streams a connection (``order_watchers``), so
+    the second process is this test's own Core, as a bot process answering /orders."""
     cluster.check_alive()
     ts = cluster.tradestation
     workers = [p for p in cluster.by_role("worker") if p.alive]
@@ -586,7 +598,7 @@ async def test_both_workers_needing_a_new_token_at_once_refresh_it_once(
     await link_tradestation(cluster, member, "alice")
     conn = await choose_paper_account(cluster, member)
 
-    # A resting order: each worker follows it (a poll, then TradeStation's order stream).
+    # A resting order: one worker follows it (a poll, then TradeStation's order stream).
     core = cluster.core
     target = await core.connections.resolve(member, conn.name, "paper")
     adapter = await core.connections.adapter_for(target.connection)
@@ -607,28 +619,35 @@ async def test_both_workers_needing_a_new_token_at_once_refresh_it_once(
         target, request, source="test", idempotency_key=f"scale-refresh:{conn.id}"
     )
     assert outcome.intent.status == IntentStatus.ACCEPTED
-    await wait_until(
-        lambda: ts.open_streams == 2, "both workers to stream the order", watch=workers
-    )
+    await wait_until(lambda: ts.open_streams == 1, "a worker to stream the order", watch=workers)
+    async with core.db.session() as s:
+        holder = await s.scalar(
+            select(OrderWatcher.holder).where(OrderWatcher.connection_id == conn.id)
+        )
+    assert holder is not None
+    streamer = int(holder.split(":")[1])  # worker_name(): host:pid:random
+    assert streamer in {w.pid for w in workers}
 
     refreshes = ts.oauth.refresh_requests
-    refresh_gate.arm([w.pid for w in workers])
+    refresh_gate.arm([streamer, os.getpid()])
     try:
-        # Every access token dies and both streams are cut: each worker reconnects with its
-        # stored token, gets 401, and must refresh; the first refresh waits at the broker until
-        # both have been refused.
+        # Every access token dies and the stream is cut: the worker reconnects with its stored
+        # token and /orders reads with it; both get 401 and must refresh, and the first refresh
+        # waits at the broker until both have been refused.
         ts.expire_access_tokens()
         ts.drop_streams()
-        await wait_until(lambda: ts.open_streams == 0, "the streams to be cut", watch=workers)
+        reading = asyncio.create_task(core.trading.open_orders(member, conn.name, "paper"))
         await wait_until(
-            lambda: refresh_gate.held >= 1 and ts.open_streams == 2,
-            "both workers to stream again with a refreshed token",
+            lambda: refresh_gate.held >= 1 and ts.open_streams == 1 and reading.done(),
+            "the worker to stream again and /orders to read, with a refreshed token",
             timeout=60,
             watch=workers,
         )
+        _, _, orders = reading.result()
+        assert [o.id for o in orders] == [outcome.intent.broker_order_id]
     finally:
         refresh_gate.disarm()
-    assert refresh_gate.refused == {w.pid for w in workers}
+    assert refresh_gate.refused == {streamer, os.getpid()}
     assert ts.oauth.refresh_requests - refreshes == 1
     async with core.db.session() as s:
         refreshed = await s.scalar(
