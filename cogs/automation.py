@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from bot.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from bot.models import short_id
 from bot.services.limits import describe_limit, without_thousands
 from bot.services.notify import closed_card
+from bot.services.signal_alerts import outcome_words
 from bot.services.signal_report import (
     ENDED_BY_REASON,
     Phase,
@@ -327,8 +329,9 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-# An order's state in /signal show, where the stored words mean nothing to a member ("→ draft").
-ORDER_STATES = {"draft": "awaiting approval", "discarded": "not placed"}
+# An order's state in /signal show, where the stored words mean nothing to a member ("→ draft")
+# or name its run's outcome otherwise ("failed": never placed, as the DM says).
+ORDER_STATES = {"draft": "awaiting approval", "discarded": "not placed", "failed": "not placed"}
 
 
 def clock(at: datetime, day: str) -> str:
@@ -343,7 +346,7 @@ def outcome(report: SignalReport) -> str:
     when the order was rejected. Its subscriptions' results, counted when they differ."""
     if report.status != SignalStatus.DONE or not report.subscriptions:
         return report.status
-    counts = Counter(sub.status.replace("_", " ") for sub in report.subscriptions)
+    counts = Counter(outcome_words(sub.status, sub.reason_code) for sub in report.subscriptions)
     if len(counts) == 1:
         return next(iter(counts))
     return ", ".join(f"{n} {status}" for status, n in counts.items())
@@ -360,8 +363,8 @@ def line_outcome(line: SignalLine) -> str:
     if not line.results:
         return "no subscription ran it"
     if sum(n for _, n in line.results) == 1:
-        return line.results[0][0].replace("_", " ")
-    return ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in line.results)
+        return line.results[0][0]
+    return ", ".join(f"{n} {words}" for words, n in line.results)
 
 
 async def recent_signal_ids(
@@ -425,7 +428,7 @@ def subscription_label(sub: SubscriptionReport) -> str:
     """Whose run it is: the viewer's own by its connection; another member's never by theirs
     (its name is the member's own, and may say who they are), only by the name they chose to
     show in alerts, as the alert channel does."""
-    status = sub.status.replace("_", " ")
+    status = outcome_words(sub.status, sub.reason_code)
     if sub.own:
         return f"You · {sub.connection_name or 'removed connection'} ({sub.mode}) · {status}"
     who = plain(sub.public_name) if sub.public_name else "A subscriber"
@@ -433,7 +436,9 @@ def subscription_label(sub: SubscriptionReport) -> str:
 
 
 def subscription_field(sub: SubscriptionReport, day: str) -> tuple[str, str]:
-    """A subscription's embed field: its steps, then its orders and why it ended."""
+    """A subscription's embed field: its steps, then its orders and why it ended. The reason
+    is said once, in full below the steps: not also on the step it ended with ("skipped"),
+    where the table cuts it."""
     orders = "; ".join(
         (f"{o.leg}: " if len(sub.orders) > 1 else "")
         + f"{o.side} {fmt.qty(o.quantity)} {o.symbol} → "
@@ -442,12 +447,16 @@ def subscription_field(sub: SubscriptionReport, day: str) -> tuple[str, str]:
         + (f" ({o.error})" if sub.own and o.error and o.error not in (sub.reason or "") else "")
         for o in sub.orders
     )
-    extra = _cut(orders + (f"\n{sub.reason}" if sub.reason else ""), 400 if sub.own else 300)
+    reason = sub.reason
+    steps = [
+        # A stored reason is cut to 500 characters; its step's detail is not.
+        replace(p, detail=None) if reason and (p.detail or "")[:500] == reason else p
+        for p in sub.phases
+    ]
+    extra = _cut("\n".join(filter(None, [orders, reason])), 400 if sub.own else 300)
     # On its own line after the table: text right after a closing ``` reads as part of the
     # block's last line.
-    value = "\n".join(
-        filter(None, [phase_table(sub.phases, day, FIELD_VALUE - 1 - len(extra)), extra])
-    )
+    value = "\n".join(filter(None, [phase_table(steps, day, FIELD_VALUE - 1 - len(extra)), extra]))
     return _cut(subscription_label(sub), FIELD_NAME), value or "-"
 
 
@@ -459,7 +468,7 @@ def grouped_field(subs: Sequence[SubscriptionReport]) -> tuple[str, str] | None:
     counts = Counter(
         (
             sub.own,
-            sub.status.replace("_", " "),
+            outcome_words(sub.status, sub.reason_code),
             sub.reason_code if sub.status in ENDED_BY_REASON else None,
         )
         for sub in subs

@@ -47,18 +47,40 @@ if TYPE_CHECKING:
 # Its log lines are the signals', as before the alerts had their own module.
 log = logging.getLogger("tradecord.signals")
 
-CHANNEL_STATUSES = {
+# One name per outcome of a subscription's run, wherever it is said: its DM's head, the alert
+# channel's line, /signal list, /signal show and its autocomplete (``outcome``).
+OUTCOMES = {
+    ExecutionStatus.PENDING: ("⏳", "Under way"),
+    ExecutionStatus.WAITING_APPROVAL: ("🕓", "Waiting for approval"),
+    ExecutionStatus.APPROVED: ("⏳", "Approved"),
+    ExecutionStatus.SKIPPED: ("⏭️", "Skipped"),
+    ExecutionStatus.DONE: ("✅", "Done"),
     ExecutionStatus.ACCEPTED: ("📨", "Order placed"),
-    ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partly filled"),
+    ExecutionStatus.PARTIALLY_FILLED: ("🟡", "Partially filled"),
     ExecutionStatus.FILLED: ("✅", "Filled"),
     ExecutionStatus.REJECTED: ("⛔", "Rejected"),
     ExecutionStatus.FAILED: ("⛔", "Not placed"),
-    ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
-    ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
     # Sent, the broker's answer lost: its end is posted once the reconciler settles it.
     ExecutionStatus.UNCONFIRMED: ("⏳", "Not confirmed yet"),
+    ExecutionStatus.CANCELLED: ("🚫", "Cancelled"),
+    ExecutionStatus.ORDER_EXPIRED: ("⌛", "Expired"),
+    ExecutionStatus.EXPIRED: ("⌛", "Approval expired"),
+    ExecutionStatus.DECLINED: ("🚫", "Declined"),
+    ExecutionStatus.TEST: ("🧪", "Test signal"),
 }
-
+# The outcomes the alert channel hears (``result_line``).
+CHANNEL_STATUSES = frozenset(
+    {
+        ExecutionStatus.ACCEPTED,
+        ExecutionStatus.PARTIALLY_FILLED,
+        ExecutionStatus.FILLED,
+        ExecutionStatus.REJECTED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.CANCELLED,
+        ExecutionStatus.ORDER_EXPIRED,
+        ExecutionStatus.UNCONFIRMED,
+    }
+)
 
 # A waiting channel line older than this was left by a run that will not post it; so is a
 # result saved this long ago and not told (``tell_untold``).
@@ -73,6 +95,22 @@ RETRY_FOR = timedelta(minutes=30)
 
 # Refusals that are Tradecord's own safety checks at the moment of sending, not the broker's.
 HELD_BACK = frozenset({"position-changed", "cancel-pending"})
+
+
+def outcome(status: str, reason_code: str | None = None) -> tuple[str, str]:
+    """A run's result as members read it (``OUTCOMES``): its emoji and its words."""
+    if status == ExecutionStatus.REJECTED and reason_code in HELD_BACK:
+        # Tradecord held it back: no broker (nor member) refused it.
+        status = ExecutionStatus.FAILED
+    elif status == ExecutionStatus.FAILED and reason_code == "signal-given-up":
+        # It may have placed an order before Tradecord stopped trying (its DM says so).
+        return "⚠️", "Did not finish"
+    return OUTCOMES.get(status, ("•", status.replace("_", " ")))
+
+
+def outcome_words(status: str, reason_code: str | None = None) -> str:
+    """``outcome``'s words within a line or a table: "not placed"."""
+    return outcome(status, reason_code)[1].lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +202,11 @@ class SignalAlerts:
                 where = mask_account(result.orders[0].account_id)
                 live = ctx.subscription.mode == "live"
                 what += f"\nAccount {where}" + (" · ⚠️ **LIVE: real money**" if live else " · paper")
-        head = {
-            ExecutionStatus.SKIPPED: "⏭️ Skipped",
-            ExecutionStatus.TEST: "🧪 Test signal",
-            ExecutionStatus.WAITING_APPROVAL: "🕓 Waiting for your approval",
-            ExecutionStatus.DONE: "✅ Done",
-        }.get(result.status) or " ".join(CHANNEL_STATUSES.get(result.status, ("•", result.status)))
-        if result.status is ExecutionStatus.REJECTED and result.reason_code in HELD_BACK:
-            head = "⛔ Not placed"  # Tradecord held it back: no broker (nor member) refused it
+        head = (
+            "🕓 Waiting for your approval"  # theirs to give
+            if result.status == ExecutionStatus.WAITING_APPROVAL
+            else " ".join(outcome(result.status, result.reason_code))
+        )
         conn = ctx.connection.name if ctx.connection else "(removed connection)"
         lines = [
             f"{head}: **{plain(ctx.strategy_name)}** → {plain(conn)} ({ctx.subscription.mode})"
@@ -623,11 +658,11 @@ def result_line(
     """A subscriber's result for the alert channel: the trades only (``public_order``,
     ``_planned_trades``), and the member's name only if they chose to be named. Broker
     messages can quote balances, so never those: a refusal shows its code."""
-    public = CHANNEL_STATUSES.get(status)
-    if public is None:
+    if status not in CHANNEL_STATUSES:
         return None
+    emoji, words = outcome(status, reason_code)
     who = plain(public_name) if public_name else "A subscriber"
-    line = f"{public[0]} {public[1]} · {who} ({mode}): {'; '.join(trades)}"
+    line = f"{emoji} {words} · {who} ({mode}): {'; '.join(trades)}"
     if status in (ExecutionStatus.REJECTED, ExecutionStatus.FAILED):
         line += f" ({reason_code or 'rejected'})"
     return line

@@ -159,6 +159,8 @@ class ExecContext:
     member_discord_id: int
     public_name: str | None  # set only when the member opted in
     channel_id: int | None
+    # The strategy's owner (a member id), who alone sends its signals; None: not looked up.
+    owner_member_id: int | None = None
     approved: bool = False
     phases: list[dict[str, Any]] = field(default_factory=list)
     # Intents an earlier run left (looked up for the whole signal at once); None: look up.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -26,6 +27,7 @@ from bot.automation_models import (
 )
 from bot.errors import InvalidInput, NotFound
 from bot.models import AuditEvent, Connection, Member, OrderIntent
+from bot.services.signal_alerts import OUTCOMES, outcome_words
 from bot.services.trading import fill_price
 from bot.wording import qty
 
@@ -148,7 +150,8 @@ class SignalLine:
     status: str
     message_code: str | None
     duplicate_of: str | None
-    # Its subscriptions' results (each execution's status), as many as the viewer may see.
+    # Its subscriptions' results in words (``outcome_words``), counted, as many as the viewer
+    # may see: most first.
     results: tuple[tuple[str, int], ...]
 
 
@@ -243,15 +246,21 @@ class SignalReports:
             ):
                 if not ids:
                     continue
+                # By reason code too: a refusal held back by Tradecord is "not placed".
+                by = (
+                    SignalExecution.signal_id,
+                    SignalExecution.status,
+                    SignalExecution.reason_code,
+                )
                 counts = (
-                    select(SignalExecution.signal_id, SignalExecution.status, func.count())
+                    select(*by, func.count())
                     .where(SignalExecution.signal_id.in_(ids))
-                    .group_by(SignalExecution.signal_id, SignalExecution.status)
+                    .group_by(*by)
                 )
                 if not own:
                     counts = counts.where(SignalExecution.member_id == member_id)
-                for signal_id, status, n in await s.execute(counts):
-                    results[signal_id][status] += n
+                for signal_id, status, code, n in await s.execute(counts):
+                    results[signal_id][outcome_words(status, code)] += n
         return [
             SignalLine(
                 signal_id=r.id,
@@ -272,8 +281,10 @@ class SignalReports:
         """Every phase of a signal with its time, like TradersPost's execution panel. The
         strategy's owner sees every subscription; a subscriber sees their own."""
         member_id = await self.core.members.ensure(discord_user_id)
+        # Not "see its alert": the alert channel is public, the report is not.
         nothing = NotFound(
-            "No signal with that id that you can see. Ids are in the signal's alerts and DMs."
+            "No signal with that id that you can see: /signal show shows the signals of your "
+            "strategies and those that ran for you (/signal list has their ids)."
         )
         wanted = signal_id.strip().lower()
         async with self.core.db.session() as s:
@@ -311,9 +322,11 @@ class SignalReports:
             executions = (await s.execute(query)).all()
             if not is_owner and not executions:
                 raise nothing
+            runs = [ex for ex, *_ in executions]
             keys = {
-                intent_key(record.id, ex.subscription_id or 0, leg): (ex.id, leg)
-                for ex, *_ in executions
+                intent_key(record.id, ex.subscription_id, leg): (ex.id, leg)
+                for ex in runs
+                if ex.subscription_id is not None
                 for leg in LEGS
             }
             intents = (
@@ -325,6 +338,13 @@ class SignalReports:
                 if keys
                 else []
             )
+            # Intent id -> (execution id, leg): what each order was placed for.
+            placed_for = {i.id: keys[i.idempotency_key or ""] for i in intents}
+            removed = [ex for ex in runs if ex.subscription_id is None]
+            if removed:
+                found = await _intents_of_removed(s, record.id, removed, set(keys))
+                intents += [i for i, _ in found]
+                placed_for.update({i.id: of for i, of in found})
             events = (
                 list(
                     await s.scalars(
@@ -361,10 +381,13 @@ class SignalReports:
             # Details can quote a member's balance, P&L, equity or account: the owner sees
             # another member's phases by name and their refusals by code, as the channel does.
             own = ex.member_id == member_id
-            mine = [i for i in intents if keys.get(i.idempotency_key or "", (None,))[0] == ex.id]
+            mine = sorted(
+                (i for i in intents if placed_for[i.id][0] == ex.id),
+                key=lambda i: LEGS.index(placed_for[i.id][1]),
+            )
             lines = tuple(
                 OrderLine(
-                    leg=keys[i.idempotency_key or ""][1],
+                    leg=placed_for[i.id][1],
                     intent_id=i.id,
                     side=i.side,
                     quantity=i.quantity,
@@ -375,30 +398,39 @@ class SignalReports:
                     average_fill_price=i.average_fill_price,
                     error=i.error_message if own else None,
                 )
-                for i in sorted(mine, key=lambda i: LEGS.index(keys[i.idempotency_key or ""][1]))
+                for i in mine
             )
             said = {
                 ORDER_PHASES[e.kind]
                 for e in events
                 if e.kind in ORDER_PHASES and by_intent.get(e.intent_id or "") in mine
             }
-            phases = [
-                phase(
-                    p["phase"],
-                    datetime.fromisoformat(p["at"]),
-                    p.get("detail") if own else _code_only(p["phase"], ex.reason_code),
-                )
+            steps = [
+                p
                 for p in ex.phases or []
                 # Runs stored before now logged an order's later outcome as a bare step too
                 # ("filled", "partially_filled"): its order's event says it, in words.
-                if p.get("detail") is not None or LATER_STEPS.get(p["phase"]) not in said
+                if (p.get("detail") is not None or LATER_STEPS.get(p["phase"]) not in said)
+                # And "sized" for a plan with nothing to size: its note, the run's reason.
+                and not (p["phase"] == "sized" and ex.plan is not None and not ex.plan.get("legs"))
             ]
-            logged = {p.name for p in phases}
+            logged = {p["phase"] for p in steps}
+            phases = [
+                phase(
+                    # Named by the run's result ("failed"): in the words its DM says it in.
+                    outcome_words(p["phase"], ex.reason_code)
+                    if p["phase"] in OUTCOMES
+                    else p["phase"],
+                    datetime.fromisoformat(p["at"]),
+                    p.get("detail") if own else _code_only(p["phase"], ex.reason_code),
+                )
+                for p in steps
+            ]
             for e in events:
                 intent = by_intent.get(e.intent_id or "")
                 if intent is None or intent not in mine or e.kind not in ORDER_PHASES:
                     continue
-                leg, word = keys[intent.idempotency_key or ""][1], ORDER_PHASES[e.kind]
+                leg, word = placed_for[intent.id][1], ORDER_PHASES[e.kind]
                 if e.kind == "order.exit_filled":
                     leg = str(e.detail.get("exit") or "exit")
                 # What the execution logged itself ("exit filled" with its fill, "rejected"
@@ -406,6 +438,8 @@ class SignalReports:
                 if f"{leg} {word}" in logged or (word in ENDED_BY_REASON and word in logged):
                     continue
                 detail = _event_detail(e, intent) if own else None
+                if word in ENDED_BY_REASON:  # an order never placed is "not placed" too
+                    word = outcome_words(word)
                 phases.append(phase(f"{leg} {word}", e.at, detail))
             phases.sort(key=lambda p: p.at)
             subs.append(
@@ -447,6 +481,32 @@ class SignalReports:
             subscriptions=tuple(subs),
             duplicate_of=record.duplicate_of,
         )
+
+
+async def _intents_of_removed(
+    s: AsyncSession, signal_id: str, removed: Sequence[SignalExecution], known: set[str]
+) -> list[tuple[OrderIntent, tuple[int, str]]]:
+    """The orders of runs whose subscription was deleted since (/unsubscribe, /disconnect:
+    SET NULL), each with its run and leg. Their keys name a subscription id the run no longer
+    has: they are found by the signal's key prefix and the run's member, and told to their
+    run by the execution id each was placed with (two removed runs of one member may share
+    the connection, NULL once it is gone, and the mode)."""
+    candidates = await s.scalars(
+        select(OrderIntent).where(
+            OrderIntent.idempotency_key.startswith(f"{signal_id}:", autoescape=True),
+            OrderIntent.member_id.in_({ex.member_id for ex in removed}),
+        )
+    )
+    runs = {ex.id: ex for ex in removed}
+    found = []
+    for intent in candidates:
+        key = intent.idempotency_key or ""
+        leg = key.rpartition(":")[2]
+        extra = intent.extra if isinstance(intent.extra, dict) else {}
+        run = runs.get(extra.get("execution_id"))
+        if key not in known and leg in LEGS and run is not None:
+            found.append((intent, (run.id, leg)))
+    return found
 
 
 def _event_detail(event: AuditEvent, intent: OrderIntent) -> str | None:

@@ -612,18 +612,20 @@ class SignalService:
         )
         skipped = sum(reasons.values())
         why = ", ".join(code if n == 1 else f"{code} ×{n}" for code, n in sorted(reasons.items()))
-        steps = f"/signal show `{short_id(signal_id)}` has every step."
+        # A public channel: only the strategy's owner and the members it ran for can open it.
+        every_step = f"see every step with /signal show `{short_id(signal_id)}`."
         if not asked:
             return (
                 f"⏭️ No order placed · {skipped} subscriber{plural(skipped)} skipped this "
-                f"signal ({why}). Each subscriber's DM says why; {steps}"
+                f"signal ({why}). Each subscriber's DM says why; its owner and subscribers "
+                f"{every_step}"
             )
         # Approvals come long after the signal: until one is given, this is the last word.
         also = f"; {skipped} skipped it ({why})" if skipped else ""
         return (
             f"🕓 No order placed yet · {asked} subscriber{plural(asked)} "
             f"{'was' if asked == 1 else 'were'} asked to approve this signal in a DM{also}. "
-            f"{steps}"
+            f"Its owner and subscribers {every_step}"
         )
 
     async def _contexts(
@@ -720,6 +722,7 @@ class SignalService:
                     member_discord_id=discord_id,
                     public_name=pref.display_name if pref and pref.alerts_show_name else None,
                     channel_id=channel_id,
+                    owner_member_id=strategy.owner_member_id,
                     existing=left.get(sub.id, {}),
                     received_at=record.received_at,
                 )
@@ -833,7 +836,8 @@ class SignalService:
                 plan = Plan.from_json(carried)  # a re-run follows the plan it started
             else:
                 plan = await self._plan(ctx, adapter, target, snapshot)
-                self.phase(ctx, "sized", plan.summary(ctx.signal.ticker))
+                if plan.legs:  # a plan of none has only its note, which the run ends with
+                    self.phase(ctx, "sized", plan.summary(ctx.signal.ticker))
             ctx.plan = plan
             if ctx.signal.test:
                 # The status says "test" (the DM's head: "Test signal"): not said again here.
@@ -1060,10 +1064,14 @@ class SignalService:
             return plan
         if held * direction > 0:
             plan.note_code = "already-in-position"
-            plan.note = (
-                f"Already {'long' if held > 0 else 'short'} {sig.ticker}; send action "
-                "add to add to it."
-            )
+            held_side = "long" if held > 0 else "short"
+            if await self._sends_its_signals(ctx):
+                plan.note = f"Already {held_side} {sig.ticker}; send action add to add to it."
+            else:  # a subscriber has no signal to send
+                plan.note = (
+                    f"Already {held_side} {sig.ticker}: the strategy's {sig.action.value} "
+                    "signal adds nothing to a position already open."
+                )
             return plan
         if keeps_opposite or sig.sentiment is Sentiment.FLAT:
             plan.note_code = "no-position-to-exit"
@@ -1071,6 +1079,17 @@ class SignalService:
             return plan
         await self._add_entry(ctx, adapter, target, snap, plan, direction, exiting=False)
         return plan
+
+    async def _sends_its_signals(self, ctx: ExecContext) -> bool:
+        """Whether the subscription's member owns the strategy, whose signals only its owner
+        sends."""
+        owner = ctx.owner_member_id
+        if owner is None:
+            async with self.core.db.session() as s:
+                owner = await s.scalar(
+                    select(Strategy.owner_member_id).where(Strategy.id == ctx.strategy_id)
+                )
+        return owner == ctx.subscription.member_id
 
     async def _exit_leg(
         self,

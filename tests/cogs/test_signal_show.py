@@ -137,7 +137,7 @@ def test_a_thousand_subscribers_fit_the_embed() -> None:
     top = {re.sub(r"^\d+ ", "", line) for line in counted.splitlines()[:3]}
     assert top == {
         "subscribers · partially filled",
-        "subscribers · accepted",
+        "subscribers · order placed",
         "subscribers · filled",
     }, counted
 
@@ -211,3 +211,39 @@ async def test_the_owner_sees_a_subscriber_by_alert_name_never_by_connection(
     assert [f["name"] for f in his.embeds[0]["fields"]][1:] == [
         "You · Bob's IRA at Schwab (paper) · filled"
     ]
+
+
+def test_a_reason_is_said_once_below_the_steps_without_a_blank_line() -> None:
+    """Before: "skipped (no-open-orders)", then a blank line (no orders), then
+    "no-open-orders" again."""
+    skipped = replace(
+        sub(1, "skipped", reason_code="no-open-orders"),
+        phases=(Phase("skipped", T0, 0, "no-open-orders"),),
+        orders=(),
+    )
+    value = signal_embed(report(skipped)).fields[1].value or ""
+    assert value.endswith("```\nno-open-orders") and value.count("no-open-orders") == 1, value
+    assert "\n\n" not in value, value
+
+
+def test_each_outcome_has_the_words_of_the_dm_and_the_channel() -> None:
+    """Before: /signal show said "failed" where the DM and the channel said "⛔ Not placed"."""
+    embed = signal_embed(
+        report(
+            sub(1, "failed", reason_code="member-paused"),
+            sub(2, "rejected", reason_code="position-changed"),
+            sub(3, "rejected", reason_code="insufficient-funds"),
+            sub(4, "accepted"),
+            sub(5, "failed", reason_code="signal-given-up"),
+        )
+    )
+    assert names(embed)[1:] == [
+        "A subscriber (paper) · not placed",
+        "A subscriber (paper) · not placed",
+        "A subscriber (paper) · rejected",
+        "A subscriber (paper) · order placed",
+        "A subscriber (paper) · did not finish",
+    ]
+    assert (embed.description or "").startswith(
+        "buy AAPL · 2 not placed, 1 rejected, 1 order placed, 1 did not finish"
+    ), embed.description

@@ -2370,8 +2370,8 @@ async def test_a_signal_every_subscriber_skips_says_so_in_the_channel(core: Core
     assert len(posts) == 2, posts
     assert posts[1] == (
         "**NQ breakout** ⏭️ No order placed · 3 subscribers skipped this signal "
-        "(already-in-position ×2, side-not-allowed). Each subscriber's DM says why; "
-        f"/signal show `{ack.body['id'][-8:]}` has every step."
+        "(already-in-position ×2, side-not-allowed). Each subscriber's DM says why; its owner "
+        f"and subscribers see every step with /signal show `{ack.body['id'][-8:]}`."
     )
     account = (await core.connections.resolve(ALICE, None, "paper")).account.account_id
     assert "Alice" not in posts[1] and account not in posts[1]
@@ -2413,8 +2413,8 @@ async def test_a_signal_waiting_for_approval_says_so_in_the_channel(core: Core) 
     assert len(posts) == 2, posts
     assert posts[1] == (
         "**NQ breakout** 🕓 No order placed yet · 1 subscriber was asked to approve this signal "
-        f"in a DM; 1 skipped it (side-not-allowed). /signal show `{ack.body['id'][-8:]}` has "
-        "every step."
+        "in a DM; 1 skipped it (side-not-allowed). Its owner and subscribers see every step "
+        f"with /signal show `{ack.body['id'][-8:]}`."
     )
 
 
@@ -3246,7 +3246,8 @@ async def test_a_resting_entry_cancelled_after_a_partial_fill_says_what_filled(
     ex = await execution(core, ex.signal_id, sub)
     assert ex.status == ExecutionStatus.CANCELLED
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
-    assert "🟡 Partly filled" in posts[-2] and "buy 4 AAPL limit at $150.00 (2 filled)" in posts[-2]
+    assert "🟡 Partially filled" in posts[-2], posts
+    assert "buy 4 AAPL limit at $150.00 (2 filled)" in posts[-2], posts
     assert "🚫 Cancelled" in posts[-1]
     assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50) · simulated prices"), posts[-1]
 
