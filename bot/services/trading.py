@@ -4077,7 +4077,7 @@ def describe(intent: OrderIntent, order: Order) -> str:
     if order.status is OrderStatus.FILLED:
         return filled_text(intent, order.average_fill_price, order.filled_quantity) + bracket
     if order.status is OrderStatus.PARTIALLY_FILLED:
-        return f"Partly filled: {qty(order.filled_quantity)} of {what}.{bracket}"
+        return f"Partially filled: {qty(order.filled_quantity)} of {what}.{bracket}"
     if order.status is OrderStatus.REJECTED:
         return f"Rejected: {what}. {order.reject_reason or ''}".strip()
     if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
@@ -4172,7 +4172,9 @@ def describe_intent(intent: OrderIntent) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     text = {
         IntentStatus.FILLED: filled_text(intent, intent.average_fill_price, intent.filled_quantity),
-        IntentStatus.PARTIALLY_FILLED: f"Partly filled: {qty(intent.filled_quantity)} of {what}.",
+        IntentStatus.PARTIALLY_FILLED: (
+            f"Partially filled: {qty(intent.filled_quantity)} of {what}."
+        ),
         IntentStatus.ACCEPTED: f"Accepted by the broker: {what}{intent_terms(intent)}.",
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
         IntentStatus.CANCELLED: _ended(

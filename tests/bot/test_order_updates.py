@@ -189,14 +189,14 @@ async def test_stream_partial_fills_and_a_dropped_stream(
         task = asyncio.create_task(updates.supervise(stop))
         await until(lambda: bool(ts.open_streams))
         ts.fill(order_id, 4, "300")
-        await until(lambda: any("Partly filled: 4" in t for t in texts(notifier)))
+        await until(lambda: any("Partially filled: 4" in t for t in texts(notifier)))
         ts.drop_streams()
         ts.fill(order_id, 6, "300")  # fills while no stream is connected
         await until(lambda: any("Filled: buy 10 MSFT" in t for t in texts(notifier)))
         stop.set()
         await task
         kinds = [t.split(": ", 1)[1].split(":")[0] for t in texts(notifier)]
-        assert kinds == ["Partly filled", "Filled"]  # each change once, nothing twice
+        assert kinds == ["Partially filled", "Filled"]  # each change once, nothing twice
         assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
     finally:
         await core.close()
@@ -393,7 +393,7 @@ async def test_an_older_update_never_moves_an_order_backwards(
         intent = await core.trading.get_intent(out.intent.id)
         assert (intent.status, intent.filled_quantity) == (IntentStatus.PARTIALLY_FILLED, 6)
         assert [t.split(": ", 1)[1] for t in texts(notifier)] == [
-            "Partly filled: 6 of buy 10 MSFT."
+            "Partially filled: 6 of buy 10 MSFT."
         ]
     finally:
         await core.close()
@@ -507,7 +507,7 @@ async def test_a_state_overtaken_before_it_is_told_is_not_told(
     ts_settings: Settings, db: Database, ts: TradeStationEmulator
 ) -> None:
     """Two processes: one stores a partial fill of 6, the other the fill of all 10 and tells
-    it; the first then tells what it stored. The member must not hear "Partly filled" after
+    it; the first then tells what it stored. The member must not hear "Partially filled" after
     "Filled"."""
     core_a, core_b = await open_cores(ts_settings, 2)
     core_a.notifier = core_b.notifier = notifier = RecordingNotifier()
