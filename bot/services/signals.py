@@ -2093,10 +2093,12 @@ class SignalService:
             if not speaks and last is not None:
                 # A run that ended before placing its last leg (an exit that had not filled in
                 # time: no entry) is spoken for by the order it left working.
+                # The run's legs share their key but for the leg: from this order's own key,
+                # since the run's subscription may be gone (/unsubscribe sets it NULL).
+                run_key = (intent.idempotency_key or "").rsplit(":", 1)[0]
                 later_leg = await s.scalar(
                     select(OrderIntent.id).where(
-                        OrderIntent.idempotency_key
-                        == intent_key(ex.signal_id, ex.subscription_id, last),
+                        OrderIntent.idempotency_key == f"{run_key}:{last}",
                         OrderIntent.status.not_in([IntentStatus.DRAFT, IntentStatus.DISCARDED]),
                     )
                 )
