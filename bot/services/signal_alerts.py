@@ -42,6 +42,8 @@ from bot.signal_format import Signal
 from bot.wording import clip, plain, plural
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.services.signals import SignalService
 
 # Its log lines are the signals', as before the alerts had their own module.
@@ -358,8 +360,9 @@ class SignalAlerts:
                 )
             ).all()
             keys = {
-                intent_key(ex.signal_id, ex.subscription_id or 0, leg): (ex.id, leg)
+                intent_key(ex.signal_id, ex.subscription_id, leg): (ex.id, leg)
                 for ex, *_ in rows
+                if ex.subscription_id is not None
                 for leg in LEGS
             }
             orders: dict[int, list[OrderIntent]] = {}
@@ -371,6 +374,16 @@ class SignalAlerts:
                 ):
                     ex_id, _ = keys[intent.idempotency_key or ""]
                     orders.setdefault(ex_id, []).append(intent)
+            # Runs whose subscription went since (/unsubscribe): their orders' keys name it.
+            removed: dict[str, list[SignalExecution]] = {}
+            for ex, *_ in rows:
+                if ex.subscription_id is None:
+                    removed.setdefault(ex.signal_id, []).append(ex)
+            for signal_id, runs in removed.items():
+                for intent, (ex_id, leg) in await intents_of_removed(s, signal_id, runs, set()):
+                    if intent.status != IntentStatus.DISCARDED:
+                        keys[intent.idempotency_key or ""] = (ex_id, leg)
+                        orders.setdefault(ex_id, []).append(intent)
         told = 0
         for ex, record, strategy, discord_id, sub, conn in rows:
             waiting = ex.status == ExecutionStatus.WAITING_APPROVAL
@@ -614,6 +627,32 @@ class SignalAlerts:
 
     async def dm(self, discord_user_id: int, text: str) -> None:
         await dm_quietly(self.core.notifier, discord_user_id, Outgoing(text), about="a signal")
+
+
+async def intents_of_removed(
+    s: AsyncSession, signal_id: str, removed: Sequence[SignalExecution], known: set[str]
+) -> list[tuple[OrderIntent, tuple[int, str]]]:
+    """The orders of runs whose subscription was deleted since (/unsubscribe, /disconnect:
+    SET NULL), each with its run and leg. Their keys name a subscription id the run no longer
+    has: they are found by the signal's key prefix and the run's member, and told to their
+    run by the execution id each was placed with (two removed runs of one member may share
+    the connection, NULL once it is gone, and the mode)."""
+    candidates = await s.scalars(
+        select(OrderIntent).where(
+            OrderIntent.idempotency_key.startswith(f"{signal_id}:", autoescape=True),
+            OrderIntent.member_id.in_({ex.member_id for ex in removed}),
+        )
+    )
+    runs = {ex.id: ex for ex in removed}
+    found = []
+    for intent in candidates:
+        key = intent.idempotency_key or ""
+        leg = key.rpartition(":")[2]
+        extra = intent.extra if isinstance(intent.extra, dict) else {}
+        run = runs.get(extra.get("execution_id"))
+        if key not in known and leg in LEGS and run is not None:
+            found.append((intent, (run.id, leg)))
+    return found
 
 
 def _first_id_at(unix_time: float) -> str:

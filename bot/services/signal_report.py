@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +26,7 @@ from bot.automation_models import (
 )
 from bot.errors import InvalidInput, NotFound
 from bot.models import AuditEvent, Connection, Member, OrderIntent
-from bot.services.signal_alerts import OUTCOMES, outcome_words
+from bot.services.signal_alerts import OUTCOMES, intents_of_removed, outcome_words
 from bot.services.trading import fill_price
 from bot.wording import qty
 
@@ -342,7 +341,7 @@ class SignalReports:
             placed_for = {i.id: keys[i.idempotency_key or ""] for i in intents}
             removed = [ex for ex in runs if ex.subscription_id is None]
             if removed:
-                found = await _intents_of_removed(s, record.id, removed, set(keys))
+                found = await intents_of_removed(s, record.id, removed, set(keys))
                 intents += [i for i, _ in found]
                 placed_for.update({i.id: of for i, of in found})
             events = (
@@ -481,32 +480,6 @@ class SignalReports:
             subscriptions=tuple(subs),
             duplicate_of=record.duplicate_of,
         )
-
-
-async def _intents_of_removed(
-    s: AsyncSession, signal_id: str, removed: Sequence[SignalExecution], known: set[str]
-) -> list[tuple[OrderIntent, tuple[int, str]]]:
-    """The orders of runs whose subscription was deleted since (/unsubscribe, /disconnect:
-    SET NULL), each with its run and leg. Their keys name a subscription id the run no longer
-    has: they are found by the signal's key prefix and the run's member, and told to their
-    run by the execution id each was placed with (two removed runs of one member may share
-    the connection, NULL once it is gone, and the mode)."""
-    candidates = await s.scalars(
-        select(OrderIntent).where(
-            OrderIntent.idempotency_key.startswith(f"{signal_id}:", autoescape=True),
-            OrderIntent.member_id.in_({ex.member_id for ex in removed}),
-        )
-    )
-    runs = {ex.id: ex for ex in removed}
-    found = []
-    for intent in candidates:
-        key = intent.idempotency_key or ""
-        leg = key.rpartition(":")[2]
-        extra = intent.extra if isinstance(intent.extra, dict) else {}
-        run = runs.get(extra.get("execution_id"))
-        if key not in known and leg in LEGS and run is not None:
-            found.append((intent, (run.id, leg)))
-    return found
 
 
 def _event_detail(event: AuditEvent, intent: OrderIntent) -> str | None:

@@ -16,6 +16,7 @@ from bot.core import Core
 from bot.models import IntentStatus
 from bot.services.notify import Outgoing
 from tests.bot.signals.conftest import (
+    GUILD,
     OWNER,
     execution,
     intents,
@@ -108,6 +109,19 @@ async def test_a_fill_saved_by_a_run_whose_job_finished_elsewhere_is_told_by_the
     assert "buy 1 AAPL" in (dm.content or "") and f"Signal `{signal_id}`" in (dm.content or "")
     await core.jobs.drain()  # the job's re-run finds it told
     assert len(notifier(core).dms) == 1
+
+
+async def test_a_result_told_late_names_its_orders_after_an_unsubscribe(
+    core: Core, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run saved its fill and died; the member unsubscribed before the background pass
+    told it: the late DM found the run's orders by its subscription, gone, and named none."""
+    await saved_untold(core, monkeypatch, {"ticker": "AAPL", "action": "buy"})
+    await core.subscriptions.unsubscribe(GUILD, OWNER, "NQ breakout")
+    clock.advance(minutes=3)
+    assert await core.signals.alerts.tell_untold() == 1
+    [(_, dm)] = notifier(core).dms
+    assert "buy 1 AAPL" in (dm.content or ""), dm.content
 
 
 async def test_an_approved_orders_result_is_told_though_its_job_has_nothing_left_to_do(
