@@ -908,15 +908,22 @@ class AlpacaAdapter(HttpBrokerAdapter):
     async def fetch_orders(
         self, account: AccountRef, *, since: datetime | None = None, limit: int = 50
     ) -> list[Order]:
-        params = {"status": "closed", "limit": str(max(1, min(limit, 500))), "direction": "desc"}
-        if since is not None:
-            if since.tzinfo is None:
-                since = since.replace(tzinfo=UTC)
-            params["after"] = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        # Orders that ended since ``since``. Alpaca's ``after`` is by submission time, which
+        # would leave out a GTC order placed days before and filled today: the latest closed
+        # orders (as many as one page holds) are read instead, and kept by when they ended.
+        params = {"status": "closed", "limit": "500", "direction": "desc"}
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
         resp = await self.request(
             "GET", "/v2/orders", environment=account.environment, bucket="trading", params=params
         )
-        return [self.map_order(o, account.id) for o in resp.body]
+        orders = [self.map_order(o, account.id) for o in resp.body]
+        epoch = datetime.min.replace(tzinfo=UTC)
+        ended = [
+            o for o in orders if since is None or (o.updated_at or o.created_at or epoch) >= since
+        ]
+        ended.sort(key=lambda o: o.updated_at or o.created_at or epoch, reverse=True)
+        return ended[: max(1, min(limit, 500))]
 
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:
         _check_order_id(order_id)

@@ -601,15 +601,19 @@ class TradierAdapter(HttpBrokerAdapter):
     ) -> list[Order]:
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
+        epoch = datetime.min.replace(tzinfo=UTC)
+
+        def ended(o: Order) -> datetime:
+            # transaction_date, when the order last changed: for a finished order, when it
+            # ended (a GTC order placed days before and filled today belongs to today).
+            return o.updated_at or o.created_at or epoch
+
         done = [
             o
             for o in await self._all_orders(account)
-            if o.status.is_final and (since is None or (o.created_at and o.created_at >= since))
+            if o.status.is_final and (since is None or ended(o) >= since)
         ]
-        epoch = datetime.min.replace(tzinfo=UTC)
-        done.sort(
-            key=lambda o: (o.created_at or epoch, int(o.id) if o.id.isdigit() else 0), reverse=True
-        )
+        done.sort(key=lambda o: (ended(o), int(o.id) if o.id.isdigit() else 0), reverse=True)
         return done[:limit]
 
     async def _fetch_order_by_id(self, account: AccountRef, order_id: str) -> Order:

@@ -388,11 +388,37 @@ async def test_history_since_and_limit(
     second = await adapter.create_order(paper, order("F", "2"))
     third = await adapter.create_order(paper, order("F", "3"))
     assert [o.id for o in await adapter.fetch_orders(paper, limit=2)] == [third.id, second.id]
-    emu.order(first.id).submitted_at = time.time() - 7200  # placed two hours ago
+    two_hours_ago = time.time() - 7200
+    placed = emu.order(first.id)  # placed and filled two hours ago
+    placed.submitted_at = placed.updated_at = placed.filled_at = two_hours_ago
     since = datetime.now(UTC) - timedelta(hours=1)
     assert [o.id for o in await adapter.fetch_orders(paper, since=since)] == [third.id, second.id]
     naive = (datetime.now(UTC) - timedelta(days=1)).replace(tzinfo=None)  # read as UTC
     assert len(await adapter.fetch_orders(paper, since=naive)) == 3
+
+
+async def test_history_is_of_orders_that_ended_in_the_window(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    """/history days:1 left out a GTC order placed three days ago and filled today: Alpaca's
+    `after` is by submission time (GET /v2/orders: "only ones submitted after this
+    timestamp"); TradeStation's history is by close time, as /history means."""
+    placed = await adapter.create_order(
+        paper,
+        OrderRequest(
+            "F",
+            Side.BUY,
+            D(1),
+            order_type=OrderType.LIMIT,
+            limit_price=D("1.00"),
+            time_in_force=TimeInForce.GTC,
+        ),
+    )
+    three_days_ago = time.time() - 3 * 86400
+    emu.order(placed.id).submitted_at = emu.order(placed.id).created_at = three_days_ago
+    emu.fill(placed.id)  # today
+    history = await adapter.fetch_orders(paper, since=datetime.now(UTC) - timedelta(days=1))
+    assert [o.id for o in history] == [placed.id]
 
 
 async def test_crypto_and_fractional_orders(adapter: AlpacaAdapter, paper: AccountRef) -> None:

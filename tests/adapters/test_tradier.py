@@ -58,7 +58,7 @@ from adapters.tradier import (
     orders_from,
 )
 from emulators.common import Fault
-from emulators.tradier import EmulatorTokenProvider, TradierEmulator
+from emulators.tradier import EmulatorTokenProvider, TradierEmulator, iso_ms
 
 LIVE, PAPER = Environment.LIVE, Environment.PAPER
 SPEC = json.loads(
@@ -605,6 +605,30 @@ async def test_fetch_orders_is_closed_history_newest_first(
     assert [o.id for o in await adapter.fetch_orders(margin, limit=2)] == ids[:0:-1]
     future = datetime.now(UTC) + timedelta(days=1)
     assert await adapter.fetch_orders(margin, since=future) == []
+
+
+async def test_history_is_of_orders_that_ended_in_the_window(
+    emu: TradierEmulator, adapter: TradierAdapter
+) -> None:
+    """/history days:1 left out a GTC order placed three days ago and filled today: it was
+    judged by create_date, not transaction_date ("Date the order was last updated",
+    broker-specs/tradier/documented-examples.json, order_fields)."""
+    margin = ref(emu, "margin")
+    placed = await adapter.create_order(
+        margin,
+        OrderRequest(
+            "AAPL",
+            Side.BUY,
+            Decimal(1),
+            OrderType.LIMIT,
+            TimeInForce.GTC,
+            limit_price=Decimal("1.00"),
+        ),
+    )
+    emu.orders[int(placed.id)].create_date = iso_ms(time.time() - 3 * 86400)
+    emu.fill(placed.id, 1, "1.00")  # today
+    history = await adapter.fetch_orders(margin, since=datetime.now(UTC) - timedelta(days=1))
+    assert [o.id for o in history] == [placed.id]
 
 
 async def test_order_created_while_reading_back_fails_is_still_returned(
