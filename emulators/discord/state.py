@@ -930,8 +930,10 @@ class World:
             message.components = assign_component_ids(changes["components"] or [])
         if "attachments" in changes:
             message.attachments = changes["attachments"] or []
-        if "allowed_mentions" in changes:
-            message.allowed_mentions = changes["allowed_mentions"]
+        if "allowed_mentions" in changes or "content" in changes:
+            # Edit Message: new content without allowed_mentions is parsed "with default
+            # allowances", whatever the message was created with.
+            message.allowed_mentions = changes.get("allowed_mentions")
         if "flags" in changes and changes["flags"] is not None:
             # Only SUPPRESS_EMBEDS may be toggled on edit; ephemeral/V2 state is kept.
             keep = message.flags & ~FLAG_SUPPRESS_EMBEDS & ~FLAG_LOADING

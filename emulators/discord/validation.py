@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from .errors import EMPTY_MESSAGE, APIError
@@ -136,11 +137,23 @@ def validate_message(
     return flags
 
 
+def _iso8601(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
 def ensure_not_empty(message: JSON, *, has_files: bool = False) -> None:
     """Discord refuses a message with nothing to show (whitespace-only content counts as none)."""
     if has_files or message.get("attachments") or message.get("sticker_ids") or message.get("poll"):
         return
-    if int(message.get("flags") or 0) & FLAG_COMPONENTS_V2 and message.get("components"):
+    if message.get("components"):
+        # Create Message: "at least one of content, embeds, sticker_ids, components, files[n],
+        # or poll": buttons alone are a message.
         return
     if (message.get("content") or "").strip() or message.get("embeds"):
         return
@@ -225,6 +238,10 @@ def _validate_embeds(embeds: Any, errors: FormErrors, path: list[str | int]) -> 
             (["footer", "text"], footer.get("text"), 2048),
         ):
             errors.text([*p, *text_path], text, limit)
+        stamp = embed.get("timestamp")
+        if stamp is not None and not _iso8601(stamp):
+            # Embed Structure: "timestamp? | ISO8601 timestamp".
+            errors.add([*p, "timestamp"], "DATE_TIME_TYPE_INVALID", "Could not parse time.")
         color = embed.get("color")
         if color is not None and (not isinstance(color, int) or not 0 <= color <= 0xFFFFFF):
             errors.add(

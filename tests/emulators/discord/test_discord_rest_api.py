@@ -339,3 +339,46 @@ async def test_the_notifier_pings_nobody(bot: Any, emu: DiscordEmulator) -> None
         assert message.content == text
         assert message.mentions == [] and message.mention_roles == []
         assert not message.mention_everyone
+
+
+async def test_a_message_of_buttons_alone_is_not_empty(api: Any) -> None:
+    """Create Message: "apps must provide a value for at least one of content, embeds,
+    sticker_ids, components, files[n], or poll". Refused here with 50006, buttons alone would
+    fail every local test of a bot that works on Discord."""
+    emu, session = api
+    url = f"{emu.api_base}/channels/{emu.general.id}/messages"
+    status, body = await _post(session, url, {"components": [_row(_button("refresh"))]})
+    assert status == 200, body
+    status, body = await _post(session, url, {"components": []})
+    assert (status, body["code"]) == (400, 50006)
+
+
+async def test_new_content_without_allowed_mentions_is_parsed_with_default_allowances(
+    api: Any,
+) -> None:
+    """Edit Message: with no allowed_mentions in the edit, "the content will be parsed with
+    default allowances, that is, without regard to whether or not an allowed_mentions was
+    present in the request that originally created the message". The emulator kept the
+    creation's, so an edit that pings on Discord pinged no one in tests."""
+    emu, session = api
+    alice = emu.add_user("alice")
+    emu.add_member(emu.guild.id, alice.id)
+    url = f"{emu.api_base}/channels/{emu.general.id}/messages"
+    status, created = await _post(
+        session, url, {"content": f"hi <@{alice.id}>", "allowed_mentions": {"parse": []}}
+    )
+    assert status == 200 and created["mentions"] == []
+    async with session.patch(f"{url}/{created['id']}", json={"content": f"<@{alice.id}>"}) as r:
+        edited = await r.json()
+    assert [u["id"] for u in edited["mentions"]] == [str(alice.id)]
+
+
+async def test_an_embed_timestamp_must_be_iso8601(api: Any) -> None:
+    """Embed Structure: "timestamp? | ISO8601 timestamp"."""
+    emu, session = api
+    url = f"{emu.api_base}/channels/{emu.general.id}/messages"
+    status, body = await _post(session, url, {"embeds": [{"title": "Fill", "timestamp": "now"}]})
+    assert status == 400 and form_errors(body, "embeds", 0, "timestamp")
+    stamp = "2026-11-29T13:30:00.000000+00:00"  # as discord.py writes it
+    status, body = await _post(session, url, {"embeds": [{"title": "Fill", "timestamp": stamp}]})
+    assert status == 200, body
