@@ -38,6 +38,7 @@ from bot.models import (
 )
 from bot.services.connections import Target
 from bot.services.notify import Notifier, buttons_of
+from bot.services.signal_alerts import outcome_words
 from bot.services.signal_plans import ExecContext, Plan, Result
 from bot.services.trading import Refusal as OrderRefusal
 from bot.services.trading import intent_terms, qty, request_of
@@ -497,7 +498,8 @@ class Approvals:
             "placed, and you will get a DM with the result.",
         }.get(
             status or "",
-            f"This signal was already handled: it is {(status or 'gone').replace('_', ' ')}. "
+            "This signal was already handled: it is "
+            f"{outcome_words(status) if status else 'gone'}. "
             f"/signal show `{short_id(signal_id)}` has every step.",
         )
 

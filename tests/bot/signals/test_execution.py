@@ -1906,6 +1906,22 @@ async def test_manual_approval_waits_as_a_draft_until_approved(core: Core) -> No
     assert [p["phase"] for p in ex.phases] == ["sized", "approval requested", "approved"]
 
 
+async def test_a_click_on_a_run_that_ended_unplaced_says_so_in_words(core: Core) -> None:
+    """Approved, then the kill switch held the order back: a later click said "it is failed",
+    where the DM had said "Not placed"."""
+    _, sub, ex = await approval_signal(core)
+    [draft] = await intents(core)
+    await core.signals.approve(draft.id, ALICE)
+    await core.limits.set_kill_switch(True, by=OWNER)
+    await core.jobs.drain()
+    assert (await execution(core, ex.signal_id, sub)).status == ExecutionStatus.FAILED
+    with pytest.raises(Conflict) as late:
+        await core.signals.reject(draft.id, ALICE)
+    assert late.value.user_message.startswith(
+        "This signal was already handled: it is not placed."
+    ), late.value.user_message
+
+
 async def test_a_paused_member_is_not_asked_to_approve_an_order_bound_to_be_refused(
     core: Core,
 ) -> None:
