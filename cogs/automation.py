@@ -816,7 +816,7 @@ class Automation(commands.Cog):
         pages = [
             discord.Embed(
                 title=f"Subscribers · {info.name}"[:256],
-                description="\n".join(chunk) or "Nobody subscribes to it yet.",
+                description="\n".join(chunk) or "Nobody subscribes to it.",
                 colour=BLURPLE,
             ).set_footer(
                 text=summary + (f" · page {n} of {len(chunks)}" if len(chunks) > 1 else "")
@@ -1466,20 +1466,33 @@ class Automation(commands.Cog):
         self, interaction: discord.Interaction, strategy: str | None = None
     ) -> None:
         core = self.bot.core
-        info = (
-            await core.strategies.get(
-                guild_of(interaction), interaction.user.id, strategy, roles=roles_of(interaction)
-            )
-            if strategy
-            else None
-        )
+        info, gone = None, None
+        if strategy:
+            try:
+                info = await core.strategies.get(
+                    guild_of(interaction),
+                    interaction.user.id,
+                    strategy,
+                    roles=roles_of(interaction),
+                )
+            except NotFound:
+                # No longer shared with them: the signals that ran for them are still theirs
+                # to read, as /signal list without strategy: shows them.
+                gone = await core.strategies.named(guild_of(interaction), strategy)
         lines = await in_time(
             interaction,
-            core.signals.recent_signals(interaction.user.id, strategy_id=info and info.id),
+            core.signals.recent_signals(
+                interaction.user.id, strategy_id=info.id if info else gone and gone[0]
+            ),
             ephemeral=True,
         )
+        if gone is not None and not lines:
+            raise NotFound(
+                f"No strategy “{plain(strategy or '')}” here that you own or that was shared "
+                "with you, and none of its signals ran for you. See /strategy list."
+            )
         names = {line.strategy_name for line in lines}
-        by_strategy = info is None and len(names) > 1
+        by_strategy = info is None and gone is None and len(names) > 1
         rows = [
             [
                 f"{line.received_at.astimezone(UTC):%m-%d %H:%M:%S}",
@@ -1490,7 +1503,13 @@ class Automation(commands.Cog):
             ]
             for line in lines
         ]
-        if info is None:
+        if gone is not None:
+            header = (
+                f"{len(lines)} signal{plural(len(lines))} of {as_text(gone[1])} that ran for "
+                "you, newest first (it is no longer shared with you)."
+            )
+            empty = ""
+        elif info is None:
             header = (
                 f"{len(lines)} signal{plural(len(lines))} of your strategies, newest first, "
                 "and of shared ones those that ran for you."

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import flag_modified
@@ -313,13 +313,27 @@ class SignalService:
         if quantity is not None:
             body["quantity"] = quantity
         ack = await self.receive(auth, json.dumps(body).encode(), source_ip=None)
+        # Its owner reads a refusal in the answer: no DM about it later.
         if ack.status == 400:
-            # Its owner reads the refusal in the answer: no DM about it a minute later.
             async with self.core.db.transaction() as s:
                 await s.execute(
                     update(ReceivedSignal)
                     .where(ReceivedSignal.id == ack.body["logId"])
                     .values(announced=True)
+                )
+        elif ack.status == 429:
+            # Counted with the requests turned away, which the hourly notice reports as alerts
+            # lost: this one was the owner's own test, told at once.
+            async with self.core.db.transaction() as s:
+                await s.execute(
+                    update(Strategy)
+                    .where(Strategy.id == auth.id, Strategy.over_rate > 0)
+                    .values(
+                        over_rate=Strategy.over_rate - 1,
+                        over_rate_since=case(
+                            (Strategy.over_rate == 1, None), else_=Strategy.over_rate_since
+                        ),
+                    )
                 )
         return ack
 

@@ -851,14 +851,18 @@ class StrategyService:
             )
         await close_withdrawn(self.core.notifier, withdrawn)
         name = plain(row.name)
+        # Which server and who gave it: strategy names are unique only within a server.
+        guild_name = await self._guild_name(guild_id, None)
+        where = f" in **{plain(guild_name)}**" if guild_name else ""
+        giver = "A server admin" if moderator else f"<@{discord_user_id}>"
         await dm_quietly(
             self.core.notifier,
             to_discord_user_id,
             Outgoing(
-                f"You now own the strategy **{name}**: its settings and subscriptions are "
-                "yours to change. Its webhook URL stays as it was, so the alerts that send it "
-                "go on; /strategy rotate-secret gives you a URL of your own and stops the old "
-                "one."
+                f"{giver} gave you the strategy **{name}**{where}: you now own it, and its "
+                "settings and subscriptions are yours to change. Its webhook URL stays as it "
+                "was, so the alerts that send it go on; /strategy rotate-secret gives you a URL "
+                "of your own and stops the old one."
             ),
             about="a strategy given to a member",
         )
@@ -1248,6 +1252,12 @@ class StrategyService:
             return owner
 
     # -- helpers --------------------------------------------------------------------------------
+
+    async def named(self, guild_id: int, strategy: str) -> tuple[str, str]:
+        """A strategy's id and name, by id or name, whoever may see it: for what only the
+        member's own records show of it (the signals that ran for them). NotFound if none."""
+        row = await self._find(guild_id, strategy)
+        return row.id, row.name
 
     async def _find(self, guild_id: int, strategy: str, *, any_of_guild: bool = False) -> Strategy:
         """By id or name. ``any_of_guild``: asked by a server admin of any of the guild's, who

@@ -1453,7 +1453,11 @@ async def test_a_strategy_is_given_to_another_member_with_its_url_and_subscriber
 
     given = await h.reply("alice", "strategy transfer", strategy="Momentum", member=h.user("bob"))
     assert given.ephemeral and "**Momentum** now belongs to bob" in given.content
-    await dm_to(h, "bob", "You now own the strategy **Momentum**")
+    # Who gave it, and where: strategy names are unique only within a server.
+    told = await dm_to(h, "bob", "gave you the strategy **Momentum**")
+    server = h.emu.world.guild(h.guild_id).name
+    assert told.text().startswith(f"<@{h.user('alice')}> gave you"), told.text()
+    assert f"in **{server}**: you now own it" in told.text(), told.text()
     info = await h.core.strategies.get(h.guild_id, h.user("bob"), "Momentum")
     assert info.is_owner and info.shared_with == (h.user("alice"),)
     assert info.subscriptions == 2
@@ -1624,7 +1628,8 @@ async def test_a_strategy_owner_sees_who_subscribes_but_not_their_connections(
     h = tradecord
     await create_strategy(h, "alice", "Gap fill")
     empty = await h.reply("alice", "strategy subscribers", strategy="Gap fill")
-    assert empty.embeds[0]["description"] == "Nobody subscribes to it yet."
+    # Not "yet": it reads as wrong once its subscribers have left.
+    assert empty.embeds[0]["description"] == "Nobody subscribes to it."
     await h.reply("alice", "strategy share", strategy="Gap fill", member=h.user("bob"))
     await h.reply("alice", "subscribe", strategy="Gap fill")
     await h.reply("bob", "subscribe", strategy="Gap fill", active=False)

@@ -3,6 +3,7 @@ do not fit counted by outcome within Discord's limits, and what a step or an ord
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -247,3 +248,46 @@ def test_each_outcome_has_the_words_of_the_dm_and_the_channel() -> None:
     assert (embed.description or "").startswith(
         "buy AAPL · 2 not placed, 1 rejected, 1 order placed, 1 did not finish"
     ), embed.description
+
+
+async def test_a_former_subscriber_filters_the_signals_that_ran_for_them(
+    tradecord: Harness,
+) -> None:
+    """Unsubscribed and unshared: /signal list still showed the strategy's signal that ran
+    for them, and /signal list strategy: of it said there was no such strategy."""
+    h = tradecord
+    h.core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
+    url = await create_strategy(h, "olive", "Alpha")
+    await h.reply("olive", "strategy share", strategy="Alpha", member=h.user("sam"))
+    await h.reply("sam", "subscribe", strategy="Alpha")
+    status, body = await post(url, {"ticker": "AAPL", "action": "buy"})
+    assert status == 202
+    await signal_done(h, str(body["id"]))
+    await h.reply("sam", "unsubscribe", strategy="Alpha")
+    await h.reply("olive", "strategy unshare", strategy="Alpha", member=h.user("sam"))
+    filtered = (await h.reply("sam", "signal list", strategy="Alpha")).text()
+    assert str(body["id"])[-8:] in filtered, filtered
+    assert "that ran for you" in filtered and "no longer shared with you" in filtered
+    # One that never ran for them stays unknown to them.
+    await create_strategy(h, "olive", "Beta")
+    never = (await h.reply("sam", "signal list", strategy="Beta")).text()
+    assert "none of its signals ran for you" in never, never
+
+
+async def test_a_rate_limited_strategy_test_is_not_reported_as_an_alert_turned_away(
+    tradecord: Harness,
+) -> None:
+    """/strategy test over the rate limit is told in its answer; it was also counted with the
+    alerts turned away, and the hourly DM then warned of lost alerts."""
+    from bot.services.refusals import tell_refusals
+
+    h = tradecord
+    url = await create_strategy(h, "olive", "Alpha")
+    await h.reply("olive", "strategy settings", strategy="Alpha", rate_limit_per_minute=1)
+    assert (await post(url, {"ticker": "AAPL", "action": "buy"}))[0] == 202
+    answer = await h.reply("olive", "strategy test", strategy="Alpha", ticker="AAPL", action="buy")
+    assert "signals a minute" in answer.content, answer.content
+    await tell_refusals(h.core)
+    await asyncio.sleep(0.3)
+    dms = [m.text() for m in h.emu.dm_messages(h.user("olive"))]
+    assert not any("came over its limit" in t for t in dms), dms
