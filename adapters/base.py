@@ -307,7 +307,15 @@ class BrokerAdapter(ABC):
     async def fetch_position(self, account: AccountRef, symbol: str) -> Position | None:
         """The position in ``symbol``, if any. Brokers list positions in one call; a broker
         that can read one alone (the paper broker) overrides this."""
-        return next((p for p in await self.fetch_positions(account) if p.symbol == symbol), None)
+        key = symbols.instrument_key(symbol)  # however either side spells it (@ES, /ES)
+        return next(
+            (
+                p
+                for p in await self.fetch_positions(account)
+                if symbols.instrument_key(p.symbol) == key
+            ),
+            None,
+        )
 
     @abstractmethod
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]: ...

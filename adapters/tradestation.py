@@ -608,6 +608,12 @@ class TradeStationAdapter(HttpBrokerAdapter):
         # InitialRequirement over its quantity), by instrument, from positions read here.
         self._margins: dict[str, Decimal] = {}
 
+    def canonical_symbol(self, symbol: str) -> str:
+        # As TradeStation writes it (@ES, BRK.B): the position read back is then the one the
+        # order named. Bought as /MES, the position @MES was "no /MES" to /close, and a sell of
+        # part of it was announced as opening a short.
+        return vendor_symbol(symbol)
+
     def buying_power_required(self, request: OrderRequest, price: Decimal) -> Decimal:
         """A future takes initial margin, not its notional (an ES contract's ~$295k would
         refuse most futures accounts). TradeStation publishes no per-symbol margin outside an

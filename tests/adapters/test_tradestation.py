@@ -362,7 +362,8 @@ async def test_a_share_class_is_one_stock_however_typed(
     held = await adapter.fetch_position(MARGIN, adapter.canonical_symbol("BRK-B"))
     assert held is not None and held.quantity == 4
     assert vendor_symbol("BRK-B") == "BRK.B" and vendor_symbol("/ES") == "@ES"
-    assert adapter.canonical_symbol("/ES") == "/ES"
+    # A continuous future as TradeStation writes it too: orders, positions and /close agree.
+    assert adapter.canonical_symbol("/ES") == adapter.canonical_symbol("@ES") == "@ES"
 
 
 async def test_a_market_data_404_is_an_unknown_symbol_not_an_order(

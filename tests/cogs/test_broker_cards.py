@@ -108,3 +108,40 @@ async def test_history_names_a_brackets_exits_as_orders_does(h: Harness) -> None
     await (await h.emu.click(alice, asked, label="Flatten")).message(timeout=10)
     history = (await h.reply("alice", "history", connection="TradeStation", mode="paper")).text()
     assert "TP limit" in history and "SL stop" in history, history
+
+
+async def ts_futures_live(h: Harness) -> None:
+    """alice's TradeStation connection trades live in its futures account."""
+    alice = h.user("alice")
+    await linked(h, "alice", "tradestation")
+    conn = next(c for c in await h.core.connections.list_for(alice) if c.name == "TradeStation")
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    account = next(
+        a for a in accounts if a.environment.value == "live" and a.type.value == "futures"
+    )
+    await h.core.connections.choose_account(alice, conn.id, "live", account.id)
+
+
+async def test_a_future_bought_as_slash_mes_is_closed_as_slash_mes(h: Harness) -> None:
+    """TradeStation writes continuous futures @MES: bought as /MES, the position was "no /MES"
+    to /close, and selling part of it was announced as opening a short (and charged margin)."""
+    await ts_futures_live(h)
+    live = {"mode": "live", "connection": "TradeStation"}
+    card = await h.reply("alice", "trade", symbol="/MES", side="buy", quantity="3", **live)
+    done = await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    assert "Filled: buy 3 @MES" in done.text(), done.text()
+    close = await h.reply("alice", "close", symbol="/MES", quantity="1", **live)
+    assert "closes 1 of your long position of 3" in close.text(), close.text()
+    sell = await h.reply(
+        "alice",
+        "trade",
+        symbol="/MES",
+        side="sell",
+        quantity="1",
+        order_type="trailing_stop",
+        trail_amount="10",
+        **live,
+    )
+    assert "opens a short" not in sell.text() and "You hold no" not in sell.text(), sell.text()
+    positions = (await h.reply("alice", "positions", **live)).text()
+    assert "@MES" in positions and "/MES" not in positions, positions
