@@ -245,7 +245,8 @@ def preview_embed(p: Preview) -> discord.Embed:
     estimate = fmt.order_price if typed else fmt.price
     embed.add_field(name="Estimated price", value=f"${estimate(p.estimated_price)}")
     embed.add_field(name=value_label(p), value=fmt.money(p.estimated_cost))
-    if p.buying_power_required != p.estimated_cost:  # margined (futures): say what is held back
+    # Margined (futures): what is held back. Not for a close, which frees that margin.
+    if p.buying_power_required != p.estimated_cost and not reduces(r, p.position_quantity):
         embed.add_field(name="Buying power needed", value=fmt.money(p.buying_power_required))
     embed.add_field(name="Buying power", value=fmt.money(p.buying_power))
     embed.add_field(name="Buying power after", value=fmt.money(p.buying_power_after))

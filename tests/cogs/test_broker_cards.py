@@ -132,6 +132,8 @@ async def test_a_future_bought_as_slash_mes_is_closed_as_slash_mes(h: Harness) -
     assert "Filled: buy 3 @MES" in done.text(), done.text()
     close = await h.reply("alice", "close", symbol="/MES", quantity="1", **live)
     assert "closes 1 of your long position of 3" in close.text(), close.text()
+    # It frees the margin a buy would hold back: "needs" was the opening margin.
+    assert "Buying power needed" not in close.text(), close.text()
     sell = await h.reply(
         "alice",
         "trade",
