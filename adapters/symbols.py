@@ -251,12 +251,23 @@ def future_spec(symbol: str) -> FutureSpec | None:
     return None
 
 
+_CONTINUOUS = re.compile(r"^(?P<root>[A-Z0-9]{1,4})[12]!$")
+
+
 def unknown_future(symbol: str) -> str | None:
     """A message for a symbol written as a futures contract (a root, a month code and a year)
     of a root Tradecord does not know (ZCZ25, @HGZ25); None for
     anything else. Taken for a stock, it would be refused on the futures account it belongs
     on and steered to a cash or margin account (no US stock has a digit in its ticker)."""
     s = normalize(symbol)
+    if (c := _CONTINUOUS.match(s)) and c.group("root") in FUTURES:
+        # TradingView's continuous ES1!: a signal means today's contract by it (signal_format);
+        # an order typed by hand names its contract, or the broker's continuous form.
+        root = c.group("root")
+        return (
+            f"{s} is TradingView's continuous {root} future: type the contract itself, like "
+            f"{front_contract(root, datetime.now(UTC))}, or /{root}."
+        )
     m = _FUTURE_RE.match(s) or _FULL_YEAR_RE.match(s)
     if not m or m.group("root") in FUTURES:
         return None

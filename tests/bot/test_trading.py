@@ -1306,3 +1306,16 @@ async def test_paper_practice_uses_up_no_live_daily_allowance(
         assert "$4,002.00 of paper orders was already sent today" in e.value.user_message
     finally:
         await core.close()
+
+
+@pytest.mark.parametrize("typed", ["ES1!", "nq2!"])
+async def test_tradingviews_continuous_future_typed_by_hand_says_what_to_type(
+    core: Core, typed: str
+) -> None:
+    """ES1! (which signals map to today's contract) was refused in /trade as "not a symbol",
+    which read like a typo."""
+    with pytest.raises(InvalidInput) as e:
+        await core.trading.preview(ALICE, OrderInput(typed, "buy", "1"))
+    root = typed[:2].upper()
+    assert f"is TradingView's continuous {root} future" in e.value.user_message
+    assert f"or /{root}." in e.value.user_message
