@@ -132,6 +132,9 @@ class Balance:
     realized_pnl: Decimal | None = None
     # Since the previous trading day's close (16:00 New York), where the broker tells it.
     day_pnl: Decimal | None = None
+    # Futures margin in use, where the broker tells it: how near a margin call the account is.
+    initial_margin: Decimal | None = None
+    maintenance_margin: Decimal | None = None
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -757,6 +757,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
             # Balances' own TodaysProfitLoss is "unrealized ... of all open positions": what
             # closed today is not in it. The change from the day's starting equity is.
             day_pnl=equity - day_start if day_start is not None else None,
+            # A futures account's BalanceDetail [spec Balances example, Futures].
+            initial_margin=dec(detail.get("InitialMargin")),
+            maintenance_margin=dec(detail.get("MaintenanceMargin")),
             info=b,
         )
 

@@ -958,6 +958,18 @@ class Trading(commands.Cog):
             embed.add_field(name="Cash", value=fmt.money(b.cash, b.currency))
             embed.add_field(name="Buying power", value=fmt.money(b.buying_power, b.currency))
             embed.add_field(name="Market value", value=fmt.money(b.market_value, b.currency))
+            if b.initial_margin is not None:
+                # A futures account's market value is its contracts' notional: the margin they
+                # hold is what tells how near a margin call it is.
+                embed.add_field(
+                    name="Margin in use",
+                    value=f"{fmt.money(b.initial_margin, b.currency)} initial"
+                    + (
+                        f", {fmt.money(b.maintenance_margin, b.currency)} maintenance"
+                        if b.maintenance_margin is not None
+                        else ""
+                    ),
+                )
             if unrealized is not None:
                 embed.add_field(
                     name="Unrealized P&L",

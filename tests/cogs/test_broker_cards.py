@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -147,3 +148,16 @@ async def test_a_future_bought_as_slash_mes_is_closed_as_slash_mes(h: Harness) -
     assert "opens a short" not in sell.text() and "You hold no" not in sell.text(), sell.text()
     positions = (await h.reply("alice", "positions", **live)).text()
     assert "@MES" in positions and "/MES" not in positions, positions
+
+
+async def test_balances_of_a_futures_account_show_the_margin_in_use(h: Harness) -> None:
+    """Market value is the contracts' notional ($590,000 for 2 ES); the margin held, which
+    TradeStation reports, showed nowhere: how near a margin call the account is."""
+    await ts_futures_live(h)
+    live = {"mode": "live", "connection": "TradeStation"}
+    card = await h.reply("alice", "trade", symbol="/ES", side="buy", quantity="2", **live)
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+    text = (await h.reply("alice", "balances", **live)).text()
+    assert re.search(r"Margin in use:\s+\$[\d,]+\.\d\d initial, \$[\d,]+\.\d\d maintenance", text), (
+        text
+    )
