@@ -158,6 +158,6 @@ async def test_balances_of_a_futures_account_show_the_margin_in_use(h: Harness) 
     card = await h.reply("alice", "trade", symbol="/ES", side="buy", quantity="2", **live)
     await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
     text = (await h.reply("alice", "balances", **live)).text()
-    assert re.search(r"Margin in use:\s+\$[\d,]+\.\d\d initial, \$[\d,]+\.\d\d maintenance", text), (
-        text
-    )
+    assert re.search(
+        r"Margin in use:\s+\$[\d,]+\.\d\d initial, \$[\d,]+\.\d\d maintenance", text
+    ), text
