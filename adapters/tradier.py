@@ -763,14 +763,18 @@ class TradierAdapter(HttpBrokerAdapter):
             info={**raw, "duration": form.get("duration")},
         )
 
-    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+    def check_change(self, order: Order, change: OrderChange) -> None:
+        super().check_change(order, change)
         if order.parent_id is not None or order.exit_ids:
             # Tradier documents modifying an order it answered a placement with, not an
-            # oto/otoco or one of its legs.
+            # oto/otoco or one of its legs: refused before the card, not at its Confirm.
             raise InvalidOrder(
                 "Tradier cannot change an order of a take-profit/stop-loss bracket from "
                 "Tradecord: cancel the bracket with /cancel and place a new one."
             )
+
+    async def _replace_order(self, account: AccountRef, order: Order, change: OrderChange) -> Order:
+        self.check_change(order, change)
         if not order.id.isdigit():
             raise OrderNotFound(f"{order.id!r} is not a Tradier order id.")
         # The order's own type and duration (pre and post included, which ``time_in_force``

@@ -498,7 +498,8 @@ def _bracket_line(r: OrderRequest, *, exits_gtc: bool = False) -> str:
     if b is None:
         return ""
     exits = exits_words(b, lambda price: f"${fmt.order_price(price)}")
-    line = f"\nBracket: {' · '.join(exits)}, placed once it fills; one cancels the other"
+    both = "; one cancels the other" if len(exits) > 1 else ""
+    line = f"\nBracket: {' · '.join(exits)}, placed once it fills{both}"
     if exits_gtc:
         line += " (good till cancelled)"
     elif r.time_in_force is TimeInForce.DAY:

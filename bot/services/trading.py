@@ -2652,9 +2652,13 @@ class TradingService:
         target = await self.core.connections.resolve(discord_user_id, connection, mode)
         adapter = await self.core.connections.adapter_for(target.connection)
         try:
-            quote = await adapter.fetch_quote(adapter.canonical_symbol(symbol))
+            canonical = adapter.canonical_symbol(symbol)
+            quote = await adapter.fetch_quote(canonical)
         finally:
             await adapter.close()
+        # Named as this connection writes it: Tradecord Paper's BTCUSD, not its price
+        # source's BTC/USD (its cards, /positions and /history say BTCUSD).
+        quote = dataclasses.replace(quote, symbol=canonical)
         source = adapter.display_name
         if target.connection.builtin and not quote.simulated:
             paper = await self.core.connections.paper_settings(discord_user_id)

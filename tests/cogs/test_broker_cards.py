@@ -161,3 +161,60 @@ async def test_balances_of_a_futures_account_show_the_margin_in_use(h: Harness) 
     assert re.search(
         r"Margin in use:\s+\$[\d,]+\.\d\d initial, \$[\d,]+\.\d\d maintenance", text
     ), text
+
+
+async def test_modify_of_a_tradier_bracket_exit_is_refused_before_the_card(h: Harness) -> None:
+    """/modify of a Tradier bracket's stop-loss showed a LIVE change card with Confirm; only
+    Confirm said Tradier cannot change a bracket's orders, which was known before the card."""
+    alice = h.user("alice")
+    await linked(h, "alice", "tradier", "live", broker_user="id-demo")
+    [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
+    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
+    margin = next(a for a in accounts if a.type.value == "margin" and a.environment.value == "live")
+    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
+    tradier = {"mode": "live", "connection": "Tradier"}
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="F",
+        side="buy",
+        quantity="10",
+        order_type="limit",
+        limit_price="11.05",
+        take_profit="12.50",
+        stop_loss="9.50",
+        **tradier,
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    _, _, working = await h.core.trading.open_orders(alice, None, "live")
+    stop = next(o for o in working if o.parent_id and o.stop_price is not None)
+    change = await h.reply("alice", "modify", order=stop.id, stop_price="9.75", **tradier)
+    assert not change.buttons(), change.text()
+    assert "cannot change an order of a take-profit/stop-loss bracket" in change.text()
+
+
+async def test_a_bracket_of_one_exit_does_not_say_one_cancels_the_other(h: Harness) -> None:
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="AAPL",
+        side="buy",
+        risk="100",
+        stop_loss="185",
+        mode="live",
+        connection="Alpaca",
+    )
+    assert "Bracket: stop-loss $185.00, placed once it fills" in card.text(), card.text()
+    assert "one cancels the other" not in card.text(), card.text()
+
+
+async def test_a_quote_names_a_coin_as_tradecord_paper_trades_it(h: Harness) -> None:
+    """With Alpaca as Tradecord Paper's price source, /quote BTCUSD was titled "BTC/USD ·
+    Tradecord Paper" (Alpaca's spelling); the card, /positions and /history say BTCUSD."""
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    await h.reply("alice", "paper settings", quote_source="Alpaca")
+    quote = (await h.reply("alice", "quote", symbol="BTC-USD")).text()
+    assert quote.startswith("BTCUSD · Tradecord Paper"), quote
