@@ -424,6 +424,23 @@ class AlpacaAdapter(HttpBrokerAdapter):
         # stock that is not fractionable is refused before the card, not at Confirm.
         self._check_fractionable(request)
         super().check_position(account, request, held)
+        # Shorts Alpaca never takes: the card said "this sell opens a short" above Confirm,
+        # and Alpaca then refused it.
+        have = max(held, Decimal(0))
+        if request.side is not Side.SELL or request.quantity <= have:
+            return
+        holding = f"you hold {have.normalize():f}" if have else "you hold none"
+        if request.asset_class is AssetClass.CRYPTO:
+            raise InvalidOrder(
+                f"Alpaca does not sell crypto short, and {holding} of {request.symbol}: a sell "
+                "can be at most what you hold."
+            )
+        if request.quantity != request.quantity.to_integral_value():
+            raise InvalidOrder(
+                f"Alpaca does not sell a fraction of a share short, and {holding} of "
+                f"{request.symbol}: sell at most what you hold, or a whole number of shares to "
+                "go short."
+            )
 
     def _asset_key(self, symbol: str) -> str:
         return self.vendor_symbol(symbol, AssetClass.EQUITY)

@@ -218,3 +218,22 @@ async def test_a_quote_names_a_coin_as_tradecord_paper_trades_it(h: Harness) -> 
     await h.reply("alice", "paper settings", quote_source="Alpaca")
     quote = (await h.reply("alice", "quote", symbol="BTC-USD")).text()
     assert quote.startswith("BTCUSD · Tradecord Paper"), quote
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"symbol": "BTCUSD", "amount": "50"}, "Alpaca does not sell crypto short"),
+        ({"symbol": "AAPL", "quantity": "1.5"}, "Alpaca does not sell a fraction of a share short"),
+    ],
+)
+async def test_a_short_alpaca_never_takes_is_refused_before_the_card(
+    h: Harness, options: dict[str, str], said: str
+) -> None:
+    """With nothing held, the card said "this sell opens a short position" above Confirm, and
+    Confirm was rejected (for BTC, as "held by other open orders", which there were none of)."""
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    card = await h.reply("alice", "trade", side="sell", mode="live", connection="Alpaca", **options)
+    assert not card.buttons(), card.text()
+    assert said in card.text() and "you hold none" in card.text(), card.text()
