@@ -788,6 +788,33 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
         await core.close()
 
 
+async def tradier_live(core: Core, tradier: TradierEmulator) -> None:
+    """MEMBER's connection "Tradier", trading live in the demo login's margin account."""
+    live = Environment.LIVE
+    grant = tradier.issue_tokens("id-demo", live)
+    margin = next(
+        x
+        for x in tradier.accounts.values()
+        if x.environment is live and x.type == "margin" and x.user_id == "id-demo"
+    )
+    await stored_connection(
+        core,
+        MEMBER,
+        TokenSet(grant["access_token"], grant.get("refresh_token"), None, grant["scope"]),
+        broker="tradier",
+        name="Tradier",
+        settings={"environment": "live"},
+        accounts=[
+            {
+                "mode": "live",
+                "account_id": margin.number,
+                "account_type": "margin",
+                "label": "Tradier margin",
+            }
+        ],
+    )
+
+
 async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
     tradier_settings: Settings, db: Database, tradier: TradierEmulator
 ) -> None:
@@ -796,32 +823,10 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
     from adapters.models import Bracket
     from bot.models import BracketExit
 
-    live = Environment.LIVE
     [core] = await open_cores(tradier_settings, 1)
     core.notifier = notifier = RecordingNotifier()
     try:
-        grant = tradier.issue_tokens("id-demo", live)
-        margin = next(
-            a
-            for a in tradier.accounts.values()
-            if a.environment is live and a.type == "margin" and a.user_id == "id-demo"
-        )
-        await stored_connection(
-            core,
-            MEMBER,
-            TokenSet(grant["access_token"], grant.get("refresh_token"), None, grant["scope"]),
-            broker="tradier",
-            name="Tradier",
-            settings={"environment": "live"},
-            accounts=[
-                {
-                    "mode": "live",
-                    "account_id": margin.number,
-                    "account_type": "margin",
-                    "label": "Tradier margin",
-                }
-            ],
-        )
+        await tradier_live(core, tradier)
         target = await core.connections.resolve(MEMBER, "Tradier", "live")
         req = OrderRequest(
             "F",
@@ -1014,33 +1019,11 @@ async def test_two_processes_keep_one_tradier_event_session(
     account-events session per login and a new one ends the last: two workers ended each
     other's stream every few seconds (7 sessions in 10 s) and re-polled every order at each
     reconnect, spending the member's 120 requests a minute."""
-    live = Environment.LIVE
     a, b = await open_cores(tradier_settings, 2)
     for c in (a, b):
         c.notifier = RecordingNotifier()
     try:
-        grant = tradier.issue_tokens("id-demo", live)
-        margin = next(
-            x
-            for x in tradier.accounts.values()
-            if x.environment is live and x.type == "margin" and x.user_id == "id-demo"
-        )
-        await stored_connection(
-            a,
-            MEMBER,
-            TokenSet(grant["access_token"], grant.get("refresh_token"), None, grant["scope"]),
-            broker="tradier",
-            name="Tradier",
-            settings={"environment": "live"},
-            accounts=[
-                {
-                    "mode": "live",
-                    "account_id": margin.number,
-                    "account_type": "margin",
-                    "label": "Tradier margin",
-                }
-            ],
-        )
+        await tradier_live(a, tradier)
         target = await a.connections.resolve(MEMBER, "Tradier", "live")
         request = OrderRequest(
             "F",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from adapters.models import Order
 from bot.settings import Settings
 from tests.discord_harness import Harness, running_tradecord
 from tests.web.test_connect_flow import (
@@ -158,9 +159,9 @@ async def test_an_error_in_answering_an_account_choice_gets_the_incident_message
         assert now is not None and now.account_id == value  # chosen before the reply failed
 
 
-async def test_cancelling_one_exit_at_tradier_says_the_bracket_went_with_it(h: Harness) -> None:
-    """Tradier cancels a bracket's exits together: /cancel of the take-profit alone took the
-    stop-loss along, and the answer only spoke of the take-profit."""
+async def tradier_bracket(h: Harness) -> list[Order]:
+    """alice trades live at Tradier (its margin account) and has a bracketed limit buy of F
+    resting: the working orders, entry and exits."""
     alice = h.user("alice")
     await linked(h, "alice", "tradier", "live", broker_user="id-demo")
     [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
@@ -178,9 +179,17 @@ async def test_cancelling_one_exit_at_tradier_says_the_bracket_went_with_it(h: H
         take_profit="12.50",
         stop_loss="9.50",
         mode="live",
+        connection="Tradier",
     )
     await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
     _, _, working = await h.core.trading.open_orders(alice, None, "live")
+    return working
+
+
+async def test_cancelling_one_exit_at_tradier_says_the_bracket_went_with_it(h: Harness) -> None:
+    """Tradier cancels a bracket's exits together: /cancel of the take-profit alone took the
+    stop-loss along, and the answer only spoke of the take-profit."""
+    working = await tradier_bracket(h)
     take_profit = next(o for o in working if o.limit_price is not None and o.parent_id)
     done = (await h.reply("alice", "cancel order", order=take_profit.id, mode="live")).text()
     assert done.startswith(f"Order {take_profit.id[-8:]} on Tradier is now cancelled"), done

@@ -11,7 +11,7 @@ import pytest
 
 from bot.db import Database
 from bot.settings import Settings
-from tests.cogs.test_accounts import linked
+from tests.cogs.test_accounts import linked, tradier_bracket
 from tests.discord_harness import Harness, running_tradecord
 from tests.support import trading_contract
 
@@ -166,29 +166,11 @@ async def test_balances_of_a_futures_account_show_the_margin_in_use(h: Harness) 
 async def test_modify_of_a_tradier_bracket_exit_is_refused_before_the_card(h: Harness) -> None:
     """/modify of a Tradier bracket's stop-loss showed a LIVE change card with Confirm; only
     Confirm said Tradier cannot change a bracket's orders, which was known before the card."""
-    alice = h.user("alice")
-    await linked(h, "alice", "tradier", "live", broker_user="id-demo")
-    [conn] = [c for c in await h.core.connections.list_for(alice) if not c.builtin]
-    _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
-    margin = next(a for a in accounts if a.type.value == "margin" and a.environment.value == "live")
-    await h.core.connections.choose_account(alice, conn.id, "live", margin.id)
-    tradier = {"mode": "live", "connection": "Tradier"}
-    card = await h.reply(
-        "alice",
-        "trade",
-        symbol="F",
-        side="buy",
-        quantity="10",
-        order_type="limit",
-        limit_price="11.05",
-        take_profit="12.50",
-        stop_loss="9.50",
-        **tradier,
-    )
-    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
-    _, _, working = await h.core.trading.open_orders(alice, None, "live")
+    working = await tradier_bracket(h)
     stop = next(o for o in working if o.parent_id and o.stop_price is not None)
-    change = await h.reply("alice", "modify", order=stop.id, stop_price="9.75", **tradier)
+    change = await h.reply(
+        "alice", "modify", order=stop.id, stop_price="9.75", mode="live", connection="Tradier"
+    )
     assert not change.buttons(), change.text()
     assert "cannot change an order of a take-profit/stop-loss bracket" in change.text()
 
