@@ -286,6 +286,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
         # amount is often held to the 9th.
         quantity_decimals={AssetClass.EQUITY: 9, AssetClass.CRYPTO: 9},
         brackets=True,
+        open_sells_hold_shares=True,
         environments=frozenset({Environment.LIVE, Environment.PAPER}),
         quotes=True,
         order_stream=True,

@@ -104,6 +104,9 @@ class Capabilities:
     # A bracket's exits follow the position: an order that closes some of it by hand cuts
     # them to what is left (Tradecord Paper). Elsewhere they hold the shares they close.
     exits_follow_position: bool = False
+    # A sell may not take shares other open sells hold (a bracket's exits once): Alpaca
+    # sells only its "qty_available" and refuses the rest.
+    open_sells_hold_shares: bool = False
     # A bracket's exits are good till cancelled whatever the entry's time in force
     # (TradeStation); elsewhere they take the entry's, and a day bracket's end with the day.
     bracket_exits_gtc: bool = False

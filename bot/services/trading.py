@@ -980,6 +980,10 @@ class TradingService:
                 + closing_already_text(already, position.quantity, position.symbol)
             )
         side = Side.SELL if position.quantity > 0 else Side.BUY
+        if adapter.capabilities.open_sells_hold_shares:
+            await self._check_free_to_close(
+                target, adapter.display_name, position, wanted or held, side, orders
+            )
         preview = await self.preview(
             discord_user_id,
             OrderInput(
@@ -992,6 +996,32 @@ class TradingService:
             closing=position,
         )
         return preview, [o for o in exits_in_order(orders) if o.symbol == position.symbol]
+
+    async def _check_free_to_close(
+        self,
+        target: Target,
+        broker: str,
+        position: Position,
+        closing: Decimal,
+        side: Side,
+        orders: Sequence[Order],
+    ) -> None:
+        """Refuse before the card a close the broker refuses for the shares other open orders
+        hold (a bracket's exits: Confirm came back "0 AAPL can be sold now")."""
+        key = symbols.instrument_key(position.symbol)
+        same = await self._parents(
+            target, [o for o in orders if symbols.instrument_key(o.symbol) == key]
+        )
+        holding = already_closing(same, side, follow=False)
+        free = max(abs(position.quantity) - holding, Decimal(0))
+        if closing > free:
+            raise InvalidInput(
+                f"Nothing was prepared: your open {position.symbol} orders hold "
+                f"{qty(min(holding, abs(position.quantity)))} of your "
+                f"{qty(abs(position.quantity))} (a bracket's take-profit and stop-loss count "
+                f"once), and {broker} sells only what they leave free: {qty(free)}. Cancel or "
+                "lower them first (/orders lists them; /cancel order, /modify)."
+            )
 
     async def flatten_plan(
         self, discord_user_id: int, connection: str | None, mode: str | None

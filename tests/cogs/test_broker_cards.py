@@ -219,3 +219,30 @@ async def test_a_short_alpaca_never_takes_is_refused_before_the_card(
     card = await h.reply("alice", "trade", side="sell", mode="live", connection="Alpaca", **options)
     assert not card.buttons(), card.text()
     assert said in card.text() and "you hold none" in card.text(), card.text()
+
+
+async def test_closing_part_of_a_bracketed_alpaca_position_says_its_exits_hold_it(
+    h: Harness,
+) -> None:
+    """10 AAPL bought with a take-profit and a stop-loss at Alpaca: /close quantity:4 showed a
+    card, and Confirm came back "The broker rejected the order: ... 0 AAPL can be sold now":
+    Alpaca sells only the shares its open orders leave free, and the exits hold all 10."""
+    alice = h.user("alice")
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    live = {"mode": "live", "connection": "Alpaca"}
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="AAPL",
+        side="buy",
+        quantity="10",
+        take_profit="250",
+        stop_loss="150",
+        **live,
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    close = await h.reply("alice", "close", symbol="AAPL", quantity="4", **live)
+    assert not close.buttons(), close.text()
+    assert "your open AAPL orders hold 10 of your 10" in close.text(), close.text()
+    assert "sells only what they leave free: 0" in close.text(), close.text()
