@@ -2029,11 +2029,14 @@ class TradingService:
             ):
                 # Read again as it stood (a reconcile pass, a poll, another process's stream):
                 # no new phase to record, only that it was seen, so the reconciler's next pass
-                # reads the orders it has not seen for longest.
+                # reads the orders it has not seen for longest. The caller's copy still takes
+                # the row's state: another process may have stored it first (a stream's event
+                # before the placing process's own answer).
                 row.updated_at = self.clock()
                 if told:
                     row.notified_status = f"{status}:{filled}"
-                return False
+                stored.update(_followed(row))
+                return True
             if status != IntentStatus.ACCEPTED and row.status in (
                 IntentStatus.SUBMITTED,
                 IntentStatus.UNKNOWN,

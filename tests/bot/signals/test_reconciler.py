@@ -151,3 +151,23 @@ async def test_a_resting_order_read_again_records_no_new_phase(
     assert kinds["order.accepted"] == 1, kinds
     [mine] = (await core.signals.signal_report(ack.body["id"], OWNER)).subscriptions
     assert [p.name for p in mine.phases].count("entry accepted") == 1, mine.phases
+
+
+async def test_an_answer_another_process_stored_first_still_reaches_the_caller(
+    core: Core,
+) -> None:
+    """A worker's stream stored the order's acceptance before the placing process applied its
+    own answer: the answer was "nothing new" and the caller's copy stayed "submitted", so
+    /trade reported an order in doubt that was working."""
+    from bot.services.trading import OrderInput
+
+    p = await core.trading.preview(
+        OWNER, OrderInput("AAPL", "buy", "1", "limit", limit_price="150", time_in_force="gtc")
+    )
+    placed = await core.trading.confirm(p.intent_id, OWNER)
+    assert placed.intent.status == IntentStatus.ACCEPTED and placed.order is not None
+    stale = await core.trading.get_intent(p.intent_id)
+    stale.status = IntentStatus.SUBMITTED  # this process's copy, from before the answer
+    await core.trading._apply_order(stale, placed.order, told=True)
+    assert stale.status == IntentStatus.ACCEPTED
+    assert stale.broker_order_id == placed.order.id
