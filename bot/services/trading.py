@@ -830,6 +830,16 @@ class TradingService:
                             target, [o for o in listed if symbols.instrument_key(o.symbol) == key]
                         )
                     )
+                if position is not None and adapter.capabilities.open_sells_hold_shares:
+                    # As /close: a sell of shares a bracket's exits hold is refused at Confirm.
+                    await self._check_free_to_close(
+                        target,
+                        adapter.display_name,
+                        position,
+                        closing_quantity(held, request.side, request.quantity),
+                        request.side,
+                        working,
+                    )
             if b is not None and closing_quantity(held, request.side, request.quantity):
                 # Every broker refuses it when placed: its exits would add to the position.
                 raise InvalidOrder(

@@ -246,3 +246,28 @@ async def test_closing_part_of_a_bracketed_alpaca_position_says_its_exits_hold_i
     assert not close.buttons(), close.text()
     assert "your open AAPL orders hold 10 of your 10" in close.text(), close.text()
     assert "sells only what they leave free: 0" in close.text(), close.text()
+
+
+async def test_a_trade_selling_shares_a_brackets_exits_hold_is_refused_before_the_card(
+    h: Harness,
+) -> None:
+    """As /close: /trade sell 4 of 10 AAPL whose bracket's exits hold all 10 at Alpaca showed a
+    card whose Confirm Alpaca refused ("0 AAPL can be sold now")."""
+    alice = h.user("alice")
+    await linked(h, "alice", "alpaca")
+    await choose(h, "Alpaca", None)
+    live = {"mode": "live", "connection": "Alpaca"}
+    card = await h.reply(
+        "alice",
+        "trade",
+        symbol="AAPL",
+        side="buy",
+        quantity="10",
+        take_profit="250",
+        stop_loss="150",
+        **live,
+    )
+    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    sell = await h.reply("alice", "trade", symbol="AAPL", side="sell", quantity="4", **live)
+    assert not sell.buttons(), sell.text()
+    assert "sells only what they leave free: 0" in sell.text(), sell.text()
