@@ -221,16 +221,11 @@ async def test_a_short_alpaca_never_takes_is_refused_before_the_card(
     assert said in card.text() and "you hold none" in card.text(), card.text()
 
 
-async def test_closing_part_of_a_bracketed_alpaca_position_says_its_exits_hold_it(
-    h: Harness,
-) -> None:
-    """10 AAPL bought with a take-profit and a stop-loss at Alpaca: /close quantity:4 showed a
-    card, and Confirm came back "The broker rejected the order: ... 0 AAPL can be sold now":
-    Alpaca sells only the shares its open orders leave free, and the exits hold all 10."""
-    alice = h.user("alice")
+async def alpaca_bracket(h: Harness) -> None:
+    """alice trades live at Alpaca and holds 10 AAPL bought with a take-profit and a stop-loss,
+    whose exits hold all 10 shares there."""
     await linked(h, "alice", "alpaca")
     await choose(h, "Alpaca", None)
-    live = {"mode": "live", "connection": "Alpaca"}
     card = await h.reply(
         "alice",
         "trade",
@@ -239,9 +234,20 @@ async def test_closing_part_of_a_bracketed_alpaca_position_says_its_exits_hold_i
         quantity="10",
         take_profit="250",
         stop_loss="150",
-        **live,
+        mode="live",
+        connection="Alpaca",
     )
-    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
+    await (await h.emu.click(h.user("alice"), card, label="Confirm")).message(timeout=10)
+
+
+async def test_closing_part_of_a_bracketed_alpaca_position_says_its_exits_hold_it(
+    h: Harness,
+) -> None:
+    """10 AAPL bought with a take-profit and a stop-loss at Alpaca: /close quantity:4 showed a
+    card, and Confirm came back "The broker rejected the order: ... 0 AAPL can be sold now":
+    Alpaca sells only the shares its open orders leave free, and the exits hold all 10."""
+    await alpaca_bracket(h)
+    live = {"mode": "live", "connection": "Alpaca"}
     close = await h.reply("alice", "close", symbol="AAPL", quantity="4", **live)
     assert not close.buttons(), close.text()
     assert "your open AAPL orders hold 10 of your 10" in close.text(), close.text()
@@ -253,21 +259,8 @@ async def test_a_trade_selling_shares_a_brackets_exits_hold_is_refused_before_th
 ) -> None:
     """As /close: /trade sell 4 of 10 AAPL whose bracket's exits hold all 10 at Alpaca showed a
     card whose Confirm Alpaca refused ("0 AAPL can be sold now")."""
-    alice = h.user("alice")
-    await linked(h, "alice", "alpaca")
-    await choose(h, "Alpaca", None)
+    await alpaca_bracket(h)
     live = {"mode": "live", "connection": "Alpaca"}
-    card = await h.reply(
-        "alice",
-        "trade",
-        symbol="AAPL",
-        side="buy",
-        quantity="10",
-        take_profit="250",
-        stop_loss="150",
-        **live,
-    )
-    await (await h.emu.click(alice, card, label="Confirm")).message(timeout=10)
     sell = await h.reply("alice", "trade", symbol="AAPL", side="sell", quantity="4", **live)
     assert not sell.buttons(), sell.text()
     assert "sells only what they leave free: 0" in sell.text(), sell.text()
