@@ -240,7 +240,13 @@ async def _dropped(core: Core, linked: Linked) -> str:
         f"The login you signed in with cannot reach {', '.join(linked.dropped)}, so "
         f"“{conn.name}” no longer trades there; choose its account again."
     )
-    stopped = [s for s in await core.subscriptions.on_connection(conn.id) if not s.account_type]
+    try:
+        subscriptions = await core.subscriptions.on_connection(conn.id)
+    except Exception:
+        # The connection is saved: the page and the message must still say so.
+        log.warning("Could not read the subscriptions of connection %s", conn.id, exc_info=True)
+        return text
+    stopped = [s for s in subscriptions if not s.account_type]
     if not stopped:
         return text
     named = [f"“{s.strategy_name}” ({s.mode})" for s in stopped[:3]]

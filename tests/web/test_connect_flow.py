@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from yarl import URL
 
+from adapters.models import Account
 from bot.automation_models import Subscription
 from bot.errors import InvalidInput
 from bot.models import Connection, ConnectionStatus, Credential, Member, OAuthState
@@ -955,17 +956,13 @@ async def test_a_link_refused_at_the_callback_keeps_the_same_brokers_connection_
     assert await refreshes(h, conn)
 
 
-async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
-    h: Harness,
-) -> None:
-    """Re-linked with a login that cannot reach the connection's chosen account, the
-    connection must not claim to trade as before: that account is dropped and the member
-    chooses again."""
+async def linked_to_relink_elsewhere(h: Harness) -> tuple[Connection, Account]:
+    """Alice's TradeStation connection trading her live margin account, waiting to be linked
+    again, and another TradeStation login ("other") that cannot reach that account."""
     alice = h.user("alice")
     ts = h.sandbox.emulators["tradestation"]
     ts.add_user("other")
     ts.add_account("other", "77700001", "Margin", cash=1000)
-
     await finish_link(h, await connect_link(h, "alice"))
     [conn] = await connections(h, "alice")
     _, accounts = await h.core.connections.broker_accounts(alice, conn.id)
@@ -975,12 +972,41 @@ async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
         row = await s.get(Connection, conn.id)
         assert row is not None
         row.status = ConnectionStatus.NEEDS_REAUTH
+    return conn, margin
+
+
+async def test_relinking_with_another_login_drops_the_accounts_it_cannot_reach(
+    h: Harness,
+) -> None:
+    """Re-linked with a login that cannot reach the connection's chosen account, the
+    connection must not claim to trade as before: that account is dropped and the member
+    chooses again."""
+    conn, margin = await linked_to_relink_elsewhere(h)
     await finish_link(h, await connect_link(h, "alice"), broker_user="other")
     [again] = await connections(h, "alice")
     assert again.id == conn.id and again.account("live") is None
     assert again.status == ConnectionStatus.NEEDS_ACCOUNT
     dm = await h.emu.wait_for_message(lambda m: "cannot reach" in m.content, include_existing=True)
     assert margin.masked in dm.content
+
+
+async def test_the_page_after_a_relink_says_linked_when_its_subscriptions_cannot_be_read(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is saved before the page names the subscriptions a dropped account
+    stops: a failure reading them leaves that line out, not a 500 saying nothing was linked
+    (which sends the member to /connect again)."""
+
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("database went away")
+
+    await linked_to_relink_elsewhere(h)
+    monkeypatch.setattr(h.core.subscriptions, "on_connection", broken)
+    h.errors.expect(r"Could not read the subscriptions of connection")
+    page = await finish_link(h, await connect_link(h, "alice"), broker_user="other")
+    body = await page.text()
+    assert page.status == 200, body
+    assert "is linked" in body and "cannot reach" in body and "Nothing was linked" not in body
 
 
 async def test_an_unexpected_error_on_a_connect_page_keeps_the_strict_headers(
