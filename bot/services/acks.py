@@ -3,7 +3,8 @@ its job, and only then is the request answered.
 
 The transaction first writes the strategy's row, which serialises one strategy's requests
 across processes (a row lock on PostgreSQL, the single writer on SQLite), so the rate limit
-(stored requests of the last minute) and the duplicate window (same body hash within 24 h) are
+(stored requests of the last minute) and the duplicate window (same body hash, see
+``duplicate_window``) are
 exact with several web processes. On SQLite the same transaction runs on a plain ``sqlite3``
 connection (``SqliteAcks``); on PostgreSQL through SQLAlchemy Core with statements built once.
 """
@@ -34,6 +35,15 @@ DUPLICATE_WINDOW = timedelta(seconds=30)
 CHECKPOINT_EVERY = 200  # SQLite acknowledgement commits between WAL checkpoints
 WAL_RESTART_FRAMES = 65536  # pages (256 MB at SQLite's default size) the log may keep
 ACTIVE_SIGNAL = (SignalStatus.QUEUED, SignalStatus.PROCESSING, SignalStatus.DONE)
+
+
+def duplicate_window(signal_time: datetime | None, max_lag_seconds: int) -> timedelta:
+    """How long an identical body counts as the same alert. One with its own time field is
+    unique per alert, so a copy is a re-delivery (a relay's retry, a replay) for as long as the
+    time check lets that time through: ``max_lag_seconds`` either side of now."""
+    if signal_time is None:
+        return DUPLICATE_WINDOW
+    return max(DUPLICATE_WINDOW, timedelta(seconds=2 * max_lag_seconds))
 
 
 class RateLimited(Exception):
@@ -84,7 +94,8 @@ class AckStore:
                         "rate_since": received - RATE_WINDOW,
                         "rate_limit": auth.rate_limit_per_minute,
                         "body_hash": row["body_hash"],
-                        "duplicate_since": received - DUPLICATE_WINDOW,
+                        "duplicate_since": received
+                        - duplicate_window(row["signal_time"], auth.max_lag_seconds),
                     },
                 )
             ).one()
@@ -420,7 +431,9 @@ class SqliteAcks:
                 auth.rate_limit_per_minute,
                 auth.id,
                 row["body_hash"],
-                self._time_in(received - DUPLICATE_WINDOW),
+                self._time_in(
+                    received - duplicate_window(row["signal_time"], auth.max_lag_seconds)
+                ),
                 *ACTIVE_SIGNAL,
             ),
         ).fetchone()

@@ -82,7 +82,7 @@ from bot.models import (
     short_id,
     time_ordered_uuid,
 )
-from bot.services.acks import DUPLICATE_WINDOW, AckStore, RateLimited
+from bot.services.acks import AckStore, RateLimited, duplicate_window
 from bot.services.approvals import (
     JOB_APPROVAL_EXPIRY,
     ApprovalResult,
@@ -278,6 +278,19 @@ class SignalService:
             )
         assert signal is not None
         if original is not None:
+            window = duplicate_window(signal.time, auth.max_lag_seconds).total_seconds()
+            if signal.time is None:
+                message = (
+                    f"The same signal was received in the last {_age(window)}; it is "
+                    "acknowledged and will not be traded twice. To repeat an order on "
+                    "purpose, send a time field (TradingView: {{timenow}}) so each alert differs."
+                )
+            else:
+                message = (
+                    "This signal, time field included, was already received (within "
+                    f"{_age(window)}): it is acknowledged and will not be traded twice. Each "
+                    "alert's own time ({{timenow}}) makes it a new signal."
+                )
             return Ack(
                 200,
                 {
@@ -286,10 +299,7 @@ class SignalService:
                     "logId": signal_id,
                     "duplicate": True,
                     "payload": echo,
-                    "message": "The same signal was received in the last "
-                    f"{DUPLICATE_WINDOW.seconds} seconds; it is acknowledged and will not be "
-                    "traded twice. To repeat an order on purpose, send a time field "
-                    "(TradingView: {{timenow}}) so each alert differs.",
+                    "message": message,
                 },
             )
         self.core.jobs.wake()

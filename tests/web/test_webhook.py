@@ -299,6 +299,32 @@ async def test_an_identical_body_within_30_s_is_a_duplicate_without_a_second_ord
     assert later[0] == 202 and later[1]["id"] != first[1]["id"]
 
 
+async def test_a_timed_alert_delivered_again_is_a_duplicate_while_its_time_is_accepted(
+    core: Core, client: TestClient, clock: FakeClock
+) -> None:
+    """An alert with its own time is unique per alert: the same body again is a re-delivery
+    (a relay's retry, a replay), not a new signal, for as long as the time check would let
+    that time through (the strategy's maximum lag either side). It was traded again after
+    30 s."""
+    url = await make_strategy(core)
+    await subscribe(core, url, OWNER)
+    raw = body(quantity=1, time=clock().isoformat().replace("+00:00", "Z"))
+    first = await post(client, path(url), raw)
+    await core.jobs.drain()
+    clock.advance(seconds=60)
+    again = await post(client, path(url), raw)
+    await core.jobs.drain()
+    assert first[0] == 202
+    assert again[0] == 200 and again[1]["duplicate"] is True, again
+    assert again[1]["id"] == first[1]["id"]
+    assert "time field included" in again[1]["message"]
+    assert await count(core, OrderIntent) == 1
+    # Past the maximum lag (300 s) the time check refuses it as stale instead.
+    clock.advance(seconds=241)
+    late = await post(client, path(url), raw)
+    assert (late[0], late[1]["messageCode"]) == (400, "stale-signal")
+
+
 async def test_a_stale_or_future_time_is_refused(
     core: Core, client: TestClient, clock: FakeClock
 ) -> None:
