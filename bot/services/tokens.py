@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
@@ -89,7 +89,7 @@ class _Lease:
     """Our claim to refresh a connection's tokens, with what the broker call needs."""
 
     owner: str
-    refresh_token: str
+    refresh_token: str = field(repr=False)  # a repr reaches logs through any %r or traceback
     endpoints: oauth.Endpoints
     store_by: float  # time.monotonic() after which no new attempt to store the answer starts
 

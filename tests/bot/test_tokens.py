@@ -579,3 +579,14 @@ async def test_a_refused_refresh_that_cannot_be_recorded_asks_to_retry_not_to_re
         assert len(notifier.dms) == 1
     finally:
         await core.close()
+
+
+def test_a_refresh_lease_does_not_print_the_refresh_token_it_holds(ts_settings: Settings) -> None:
+    # Requirement 13: TokenSet and Endpoints hide theirs; the lease carrying the same refresh
+    # token into the broker call printed it in any %r, f-string or traceback with locals.
+    from adapters.tradestation import TradeStationAdapter
+    from bot.services import oauth
+
+    endpoints = oauth.endpoints(TradeStationAdapter, ts_settings)
+    lease = tokens._Lease("owner", "rt-plaintext-refresh-token", endpoints, 0.0)
+    assert "rt-plaintext-refresh-token" not in repr(lease) and "owner" in repr(lease)
