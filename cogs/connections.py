@@ -265,16 +265,18 @@ class Connections(commands.Cog):
         name="my-plan", description="Your plan and how many connections it allows"
     )
     async def my_plan(self, interaction: discord.Interaction) -> None:
-        name, limit, used = await self.bot.core.linking.plan_of(interaction.user.id)
+        plan = await self.bot.core.linking.plan_of(interaction.user.id)
         over = (
-            f" That is {used - limit} more than it allows: they keep working, but /connect "
-            f"adds no connection until you /disconnect {used - limit + 1} of them."
-            if used > limit
+            f" That is {plan.used - plan.limit} more than it allows: they keep working, but "
+            f"/connect adds no connection until you /disconnect {plan.to_remove} of them."
+            if plan.used > plan.limit
             else ""
         )
+        retired = f" {plan.retired_note}" if plan.retired else ""
         await interaction.response.send_message(
-            f"Your plan is **{name}**: {used} of {limit} broker connection{plural(limit)} in use "
-            f"(Tradecord Paper does not count).{over} {PLAN_HELP}",
+            f"Your plan is **{plan.name}**: {plan.used} of {plan.limit} broker "
+            f"connection{plural(plan.limit)} in use (Tradecord Paper does not count).{retired}"
+            f"{over} {PLAN_HELP}",
             ephemeral=True,
         )
 
@@ -304,23 +306,27 @@ class Connections(commands.Cog):
             raise PermissionDenied(
                 "Server admins cannot change their own plan; ask the bot's owner, or another admin."
             )
-        before, _, _ = await self.bot.core.linking.plan_of(member.id)
-        result = await self.bot.core.members.set_plan(
-            member.id, plan, self.bot.settings.plans, by=interaction.user.id
+        guild = interaction.guild  # None when Discord sent the interaction without it
+        # The member's DM goes out first: deferred if Discord is slow to take it.
+        now, changed = await in_time(
+            interaction,
+            self.bot.core.linking.set_plan(
+                member.id, plan, by=interaction.user.id, guild_name=guild.name if guild else None
+            ),
+            ephemeral=True,
         )
-        limit = self.bot.settings.plans[result]
-        _, _, used = await self.bot.core.linking.plan_of(member.id)
         # "Is now on" for a plan they had would read as a change the admin did not make.
-        now = "was already" if before == result else "is now"
+        verb = "is now" if changed else "was already"
         over = (
-            f" They have {used}: those keep working, but /connect adds none for them until "
-            f"they /disconnect {used - limit + 1} of them."
-            if used > limit
+            f" They have {now.used}: those keep working, but /connect adds none for them until "
+            f"they /disconnect {now.to_remove} of them."
+            if now.used > now.limit
             else ""
         )
-        await interaction.response.send_message(
-            f"{as_text(member.display_name)} {now} on the **{result}** plan "
-            f"({limit} broker connection{plural(limit)}).{over}",
+        await reply(
+            interaction,
+            content=f"{as_text(member.display_name)} {verb} on the **{now.name}** plan "
+            f"({now.limit} broker connection{plural(now.limit)}).{over}",
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )

@@ -48,7 +48,7 @@ from bot.services.credentials import verifier_binding
 from bot.services.notify import Outgoing, dm_quietly
 from bot.services.tokens import DbTokenProvider
 from bot.vault import VaultError
-from bot.wording import plural
+from bot.wording import plain, plural
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -119,6 +119,41 @@ def finished_sign_in() -> LinkRefused:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PlanUse:
+    """A member's plan as it counts now, and the broker connections they have."""
+
+    name: str
+    limit: int
+    used: int  # the built-in paper connection does not count
+    retired: str | None = None  # the stored plan, when the settings no longer offer it
+
+    @property
+    def to_remove(self) -> int:
+        """Connections to /disconnect before /connect adds one (0: it can now)."""
+        return max(self.used - self.limit + 1, 0)
+
+    @property
+    def retired_note(self) -> str:
+        """Says why the plan shown is not the one the member was given ("" when it is)."""
+        if self.retired is None:
+            return ""
+        return f"Your earlier plan “{self.retired}” is no longer offered, so {self.name} applies."
+
+    def full(self) -> str:
+        """Why /connect adds no connection, and the two ways to let it."""
+        n = self.to_remove
+        # Over a lowered plan one removal is not enough: a member told "one" would be refused
+        # again.
+        remove = "Remove one with /disconnect" if n == 1 else f"Remove {n} of them with /disconnect"
+        note = f"{self.retired_note} " if self.retired else ""
+        return (
+            f"{note}Your plan ({self.name}) allows {self.limit} broker "
+            f"connection{plural(self.limit)} and you have {self.used}. {remove}, or ask a server "
+            "admin to raise your plan with /plan set. (Tradecord Paper does not count.)"
+        )
+
+
 @dataclass(slots=True)
 class Redirect:
     """Where the browser goes next. Always built from settings and stored state, never from
@@ -167,8 +202,8 @@ class LinkingService:
 
     # -- /connect ------------------------------------------------------------------------
 
-    async def plan_of(self, discord_user_id: int) -> tuple[str, int, int]:
-        """(plan, limit, connections in use); the built-in paper connection does not count."""
+    async def plan_of(self, discord_user_id: int) -> PlanUse:
+        """The member's plan and connections in use; the built-in paper one does not count."""
         member_id = await self.core.members.ensure(discord_user_id)
         async with self.core.db.session() as s:
             plan = await s.scalar(select(Member.plan).where(Member.id == member_id))
@@ -177,15 +212,17 @@ class LinkingService:
                 .select_from(Connection)
                 .where(Connection.member_id == member_id, Connection.builtin.is_(False))
             )
-        name, limit = self.plan_limit(plan)
-        return name, limit, int(used or 0)
+        return self.plan_use(plan, int(used or 0))
 
-    def plan_limit(self, plan: str | None) -> tuple[str, int]:
-        """(plan, connections it allows). A plan no longer in the settings allows what the
-        default plan does: /my-plan, /connect and the callback must all agree."""
+    def plan_use(self, plan: str | None, used: int) -> PlanUse:
+        """A stored plan no longer in the settings counts as, and is shown as, the default
+        plan: /my-plan, /connect and the callback must all agree, and never name a plan an
+        admin can no longer set with another plan's limit."""
         settings = self.core.settings
-        name = plan or settings.plan_default
-        return name, settings.plans.get(name, settings.plans[settings.plan_default])
+        if plan is not None and plan in settings.plans:
+            return PlanUse(plan, settings.plans[plan], used)
+        default = settings.plan_default
+        return PlanUse(default, settings.plans[default], used, retired=plan)
 
     async def check_limit(self, discord_user_id: int, broker: str | None = None) -> None:
         """Refuse a new connection beyond the plan. Re-linking one the member was told to
@@ -195,13 +232,37 @@ class LinkingService:
             async with self.core.db.session() as s:
                 if await self._relink_target(s, member_id, broker) is not None:
                     return
-        plan, limit, used = await self.plan_of(discord_user_id)
-        if used >= limit:
-            raise LimitReached(
-                f"Your plan ({plan}) allows {limit} broker connection{plural(limit)} "
-                f"and you have {used}. Remove one with /disconnect, or ask a server admin to "
-                "raise your plan with /plan set. (Tradecord Paper does not count.)"
+        plan = await self.plan_of(discord_user_id)
+        if plan.to_remove:
+            raise LimitReached(plan.full())
+
+    async def set_plan(
+        self, discord_user_id: int, plan: str, *, by: int, guild_name: str | None
+    ) -> tuple[PlanUse, bool]:
+        """Set the member's plan as ``by`` in the server ``guild_name``: the plan now, and
+        whether it changed. The member is told by DM: it changes what /connect allows them in
+        every server, and otherwise they would learn it from a refusal."""
+        settings = self.core.settings
+        old, _ = await self.core.members.set_plan(discord_user_id, plan, settings.plans, by=by)
+        now = await self.plan_of(discord_user_id)
+        # Never set is the default plan; a retired one is not, whatever it counted as.
+        changed = (old or settings.plan_default) != now.name
+        if changed and by != discord_user_id:
+            where = f" in **{plain(guild_name)}**" if guild_name else ""
+            text = (
+                f"<@{by}> set your Tradecord plan to **{now.name}**{where}: it allows "
+                f"{now.limit} broker connection{plural(now.limit)} (Tradecord Paper does not "
+                "count)."
             )
+            if now.used > now.limit:
+                text += (
+                    f" You have {now.used}: they keep working, but /connect adds none until you "
+                    f"/disconnect {now.to_remove} of them."
+                )
+            await dm_quietly(
+                self.core.notifier, discord_user_id, Outgoing(text), about="a plan change"
+            )
+        return now, changed
 
     async def relink_target(self, discord_user_id: int, broker: str) -> Connection | None:
         """The connection a /connect for ``broker`` would link again rather than add one."""
@@ -743,13 +804,10 @@ class LinkingService:
                 .select_from(Connection)
                 .where(Connection.member_id == member.id, Connection.builtin.is_(False))
             )
-            plan, limit = self.plan_limit(member.plan)
-            if int(used or 0) >= limit:
-                raise LinkRefused(
-                    f"Your plan ({plan}) allows {limit} broker connection{plural(limit)}, "
-                    "all in use. Nothing was linked.",
-                    status=403,
-                )
+            # The plan may have been lowered since /connect checked it.
+            plan = self.plan_use(member.plan, int(used or 0))
+            if plan.to_remove:
+                raise LinkRefused(f"{plan.full()} Nothing was linked.", status=403)
             names = set(
                 await s.scalars(
                     select(Connection.name_key).where(Connection.member_id == member.id)

@@ -85,7 +85,8 @@ class MemberService:
 
     async def set_plan(
         self, discord_user_id: int, plan: str, plans: dict[str, int], *, by: int
-    ) -> str:
+    ) -> tuple[str | None, str]:
+        """(the plan stored before, None for never set; the plan now)."""
         name = plan.strip().lower()
         if name not in plans:
             raise InvalidInput(f"There is no plan “{plan}”. Plans: {', '.join(plans)}.")
@@ -97,4 +98,4 @@ class MemberService:
             audit.record(
                 s, "member.plan_set", member_id=member_id, old=old, new=name, by_discord_user_id=by
             )
-        return name
+        return old, name
