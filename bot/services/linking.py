@@ -619,6 +619,8 @@ class LinkingService:
         self, broker: str, params: Mapping[str, list[str]], browser: str | None
     ) -> Linked:
         if broker not in self.configured_brokers():
+            # Spent whatever the outcome (requirement 2), as every other refusal spends it.
+            await self._spend(params.get("state", []))
             raise LinkRefused("Unknown broker address. Nothing was linked.", status=404)
         row, link, member, verifier = await self._consume(params, "broker", broker, browser)
         iss = (params.get("iss") or [None])[0]

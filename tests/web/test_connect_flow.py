@@ -491,15 +491,20 @@ async def test_callback_refusals_make_no_token_request(
     assert await connections(h, "alice") == []
 
 
-async def test_req2_state_is_consumed_even_when_callback_has_duplicate_params(
-    h: Harness,
-) -> None:
+@pytest.mark.parametrize("refused", ["duplicate_code", "unknown_broker"])
+async def test_req2_state_is_consumed_by_a_refused_callback(h: Harness, refused: str) -> None:
+    """Whatever the outcome: duplicate parameters, or a callback path of no configured
+    broker (a mixed-up redirect URI, or someone trying captured values there first)."""
     b = Browser()
     try:
         base, q = await reach_broker_callback(h, b)
         state, code = q["state"][0], q["code"][0]
-        first = await b.get(url(base, state=state, code=[code, code]))
-        assert first.status == 400
+        first = await b.get(
+            url(base, state=state, code=[code, code])
+            if refused == "duplicate_code"
+            else url(base.replace("/tradestation/", "/nosuchbroker/"), state=state, code=code)
+        )
+        assert first.status == (400 if refused == "duplicate_code" else 404)
         second = await b.get(url(base, state=state, code=code))
         assert second.status == 400, await second.text()
         assert "cannot be opened twice" in await second.text()
