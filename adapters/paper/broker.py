@@ -43,6 +43,7 @@ from adapters.models import (
     AccountType,
     AssetClass,
     Balance,
+    Bracket,
     Environment,
     Order,
     OrderChange,
@@ -295,6 +296,8 @@ class PaperBroker(BrokerAdapter):
             unrealized_pnl=_cents(v.unrealized_pnl),
             realized_pnl=_cents(row.realized_pnl),
             day_pnl=_cents(day) if day is not None else None,
+            # Cogs show margin in use only when a broker gives it; paper has no maintenance.
+            initial_margin=_cents(v.futures_margin) if v.futures_margin else None,
             info={
                 "simulated": self._simulated(quotes.values()),
                 "starting_cash": str(row.starting_cash),
@@ -471,7 +474,9 @@ class PaperBroker(BrokerAdapter):
             extended_hours=request.extended_hours,
         )
         if request.bracket is not None:
-            check_bracket_sides(request, inst, new.reference_price)
+            store.check_bracket_sides(
+                request.side, request.bracket, inst.symbol, new.reference_price
+            )
         # Orders placed at the same moment (a signal's fan-out) share one transaction.
         place = self.db.shared("paper.place", _place_many)
         order = await place(_Request(self, new, quote, now))
@@ -516,6 +521,14 @@ class PaperBroker(BrokerAdapter):
         super().check_change(order, change)
         if order.parent_id is not None and change.quantity is not None:
             raise InvalidOrder(store.EXIT_QUANTITY_FIXED)  # refused at the card, not Confirm
+        if change.limit_price is not None or change.stop_price is not None:
+            store.check_entry_change(
+                order.side,
+                _bracket_in(order),
+                order.symbol,
+                change.limit_price if change.limit_price is not None else order.limit_price,
+                change.stop_price if change.stop_price is not None else order.stop_price,
+            )
 
     def canonical_symbol(self, symbol: str) -> str:
         return resolve(symbol).symbol
@@ -645,6 +658,14 @@ async def _placed_before(db: Database, p: store.Placement, error: IntegrityError
     return store.to_order(existing)
 
 
+def _bracket_in(order: Order) -> Bracket | None:
+    """The take-profit and stop-loss of a bracketed entry, as ``store.to_order`` gives them."""
+    tp, sl = order.info.get("take_profit"), order.info.get("stop_loss")
+    if tp is None and sl is None:
+        return None
+    return Bracket(Decimal(tp) if tp is not None else None, Decimal(sl) if sl is not None else None)
+
+
 def _cents(value: Decimal) -> Decimal:
     return plain(value.quantize(CENT))
 
@@ -764,7 +785,7 @@ def _check_bracket(request: OrderRequest, inst: Instrument) -> None:
             _check_equity_tick(label, price, inst)
     entry = request.limit_price or request.stop_price  # None for a market entry
     if entry is not None:
-        check_bracket_sides(request, inst, entry)
+        store.check_bracket_sides(request.side, b, inst.symbol, entry)
     elif b.take_profit is not None and b.stop_loss is not None:
         buy = request.side is Side.BUY
         if (b.take_profit <= b.stop_loss) if buy else (b.take_profit >= b.stop_loss):
@@ -772,26 +793,3 @@ def _check_bracket(request: OrderRequest, inst: Instrument) -> None:
                 f"For a {request.side.value}, the take-profit ({plain(b.take_profit)}) must be "
                 f"{'above' if buy else 'below'} the stop-loss ({plain(b.stop_loss)})."
             )
-
-
-def check_bracket_sides(request: OrderRequest, inst: Instrument, entry: Decimal) -> None:
-    """A buy's take-profit above its entry price and stop-loss below it; a sell's the other way
-    round. Otherwise an exit would fill at once, turning the bracket into a round trip."""
-    b = request.bracket
-    assert b is not None
-    buy = request.side is Side.BUY
-    wrong = [
-        f"{label} {plain(price)}"
-        for label, price, above in (
-            ("take-profit", b.take_profit, buy),
-            ("stop-loss", b.stop_loss, not buy),
-        )
-        if price is not None and ((price <= entry) if above else (price >= entry))
-    ]
-    if wrong:
-        verb = "is" if len(wrong) == 1 else "are"
-        raise InvalidOrder(
-            f"For a {request.side.value} of {inst.symbol} at about {plain(entry)}, the "
-            f"take-profit must be {'above' if buy else 'below'} that price and the stop-loss "
-            f"{'below' if buy else 'above'} it; {' and '.join(wrong)} {verb} not."
-        )

@@ -247,7 +247,7 @@ class Reservation:
     remaining: Decimal
     reference_price: Decimal
     # A bracket's exit: it closes what other orders leave of the position, since it is cut
-    # (or cancelled) whenever they trade it.
+    # (or cancelled) whenever they trade it, and never opens one: it reserves nothing.
     exit: bool = False
 
 
@@ -389,7 +389,10 @@ def value_account(
                 taken,
             )
             # What a resting order will free is not there until it fills: nothing to lend out.
-            reserved += max(need, ZERO)
+            # An exit is cut to what other orders leave of the position, so what looks like
+            # its opening part here never trades: it holds nothing back.
+            if not r.exit:
+                reserved += max(need, ZERO)
             closing[r.symbol] = taken + closing_quantity(position, r.side, r.remaining, taken)
         equity = account.cash + long_mv - short_mv + fut_upnl
         buying_power = equity - long_mv - short_mv - fut_margin - reserved

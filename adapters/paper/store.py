@@ -181,6 +181,41 @@ def reservations(rows: Iterable[PaperOrder | Row[Any]]) -> list[engine.Reservati
     return out
 
 
+def check_bracket_sides(side: Side, bracket: Bracket, symbol: str, entry: Decimal) -> None:
+    """A buy's take-profit above its entry price and stop-loss below it; a sell's the other way
+    round. Otherwise an exit would fill at once, turning the bracket into a round trip."""
+    buy = side is Side.BUY
+    wrong = [
+        f"{label} {plain(price)}"
+        for label, price, above in (
+            ("take-profit", bracket.take_profit, buy),
+            ("stop-loss", bracket.stop_loss, not buy),
+        )
+        if price is not None and ((price <= entry) if above else (price >= entry))
+    ]
+    if wrong:
+        verb = "is" if len(wrong) == 1 else "are"
+        raise InvalidOrder(
+            f"For a {side.value} of {symbol} at about {plain(entry)}, the "
+            f"take-profit must be {'above' if buy else 'below'} that price and the stop-loss "
+            f"{'below' if buy else 'above'} it; {' and '.join(wrong)} {verb} not."
+        )
+
+
+def check_entry_change(
+    side: Side,
+    bracket: Bracket | None,
+    symbol: str,
+    limit: Decimal | None,
+    stop: Decimal | None,
+) -> None:
+    """A bracketed entry moved to ``limit``/``stop`` (its prices after the change) must stay
+    between its exits, as placing it there must."""
+    entry = worst_price(stop, limit) or limit
+    if bracket is not None and entry is not None:
+        check_bracket_sides(side, bracket, symbol, entry)
+
+
 def bracket_of(row: PaperOrder) -> Bracket | None:
     trailing = row.stop_loss_trail_amount is not None or row.stop_loss_trail_percent is not None
     if row.take_profit is None and row.stop_loss is None and not trailing:
@@ -1146,7 +1181,9 @@ def _place(
         reference_price=new.reference_price,
         status=OrderStatus.OPEN.value,
         filled_quantity=Decimal(0),
-        simulated=p.quote.simulated,
+        # Whether its fills were at simulated prices (book_fill): the source may change
+        # before it fills.
+        simulated=False,
         take_profit=new.bracket.take_profit if new.bracket else None,
         stop_loss=new.bracket.stop_loss if new.bracket else None,
         stop_loss_limit=new.bracket.stop_loss_limit if new.bracket else None,
@@ -1242,6 +1279,8 @@ async def replace(
         quantity = change.quantity if change.quantity is not None else order.quantity
         limit = change.limit_price if change.limit_price is not None else order.limit_price
         stop = change.stop_price if change.stop_price is not None else order.stop_price
+        if change.limit_price is not None or change.stop_price is not None:
+            check_entry_change(Side(order.side), bracket_of(order), order.symbol, limit, stop)
         # Priced as a new order is (a market order keeps its own).
         reference = worst_price(stop, limit) or limit or order.reference_price
         positions = {
@@ -1310,7 +1349,10 @@ async def sweep_account(
     }
     quotes = await fetch_quotes(source, needs_quote)
     updates: list[OrderUpdate] = []
-    for seen in working:
+    # Brackets' exits last, as buying power counts them: a gap through an exit and a hand
+    # order closing the same position fills the hand order, whose fill cuts the exits
+    # (_fit_exits); the exit first would have left the hand order to open a position.
+    for seen in sorted(working, key=lambda o: o.parent_id is not None):
         quote = quotes.get(seen.symbol)
         open_now = is_open(
             AssetClass(seen.asset_class), now, market.fill_hours, extended=seen.extended_hours
