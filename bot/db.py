@@ -17,7 +17,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, bindparam, event, insert, inspect, make_url, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    event,
+    insert,
+    inspect,
+    make_url,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -37,6 +47,7 @@ T = TypeVar("T")
 _UPDATES = "tradecord.updates"  # Session.info key of update_later's rows
 _INSERTS = "tradecord.inserts"  # Session.info key of insert_later's rows
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x54726164_65636F72  # PostgreSQL advisory lock key of Database.upgrade
 
 
 def alembic_config(url: str) -> Config:
@@ -186,13 +197,48 @@ class Database:
             ) from None
 
     async def upgrade(self) -> None:
-        """Apply Alembic migrations up to head on this engine."""
+        """Apply Alembic migrations up to head on this engine: all of them or, on any error,
+        none, and one upgrader at a time (every process's start, `tradecord db upgrade`)."""
         conn = await self.connect()
         try:
-            async with conn.begin():
-                await conn.run_sync(_upgrade, self.url)
+            if self.is_sqlite:
+                await self._upgrade_sqlite(conn)
+            else:
+                async with conn.begin():
+                    # Each upgrader would otherwise read the same revision and run the same
+                    # migrations, and all but one fail. PostgreSQL's DDL is transactional.
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
+                    await conn.run_sync(_upgrade, self.url)
         finally:
             await conn.close()
+
+    async def _upgrade_sqlite(self, conn: AsyncConnection) -> None:
+        # A migration that rebuilds a table (batch mode: copy, drop, rename) must not run the
+        # ON DELETE actions of the tables referring to it: with foreign keys on, dropping the
+        # old strategies table deleted every subscription, signal and share. The pragma is a
+        # no-op inside a transaction, so it goes first, and back on for the pooled connection.
+        await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await conn.commit()
+        try:
+            async with conn.begin():
+                # Explicitly, or the driver begins only at the first INSERT, UPDATE or DELETE
+                # and each migration's DDL before it commits alone: a failure halfway left a
+                # schema no later start could migrate. IMMEDIATE: one upgrader at a time.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                if await conn.run_sync(_upgrade, self.url):
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        tables = sorted({row[0] for row in broken})
+                        raise ConfigurationError(
+                            f"The database upgrade would leave rows of {', '.join(tables)} "
+                            "pointing at rows that do not exist; nothing was changed. Please "
+                            "report this, with the Tradecord version you upgraded from."
+                        )
+        finally:
+            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await conn.commit()
 
     async def current_revision(self) -> str | None:
         async with self.engine.connect() as conn:
@@ -300,7 +346,8 @@ def head_revision() -> str | None:
     return _scripts().get_current_head()
 
 
-def _upgrade(conn: Connection, url: str) -> None:
+def _upgrade(conn: Connection, url: str) -> bool:
+    """Whether any migration ran."""
     # A database a newer Tradecord migrated (a downgrade, or an older process on shared
     # storage) has a revision this code has never heard of: refuse clearly, touch nothing.
     current = MigrationContext.configure(conn).get_current_revision()
@@ -311,10 +358,11 @@ def _upgrade(conn: Connection, url: str) -> None:
             f"knows (up to {scripts.get_current_head()}); run the newer Tradecord version"
         )
     if current == scripts.get_current_head():
-        return  # Alembic would read every script again to learn there is nothing to do
+        return False  # Alembic would read every script again to learn there is nothing to do
     cfg = alembic_config(url)
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "head")
+    return True
 
 
 async def lock_name(session: AsyncSession, name: str) -> None:
@@ -325,8 +373,6 @@ async def lock_name(session: AsyncSession, name: str) -> None:
     database: a write that changes nothing makes this transaction that writer, and its reads
     from then on see every commit before it.
     """
-    from sqlalchemy import text
-
     if session.get_bind().dialect.name == "sqlite":
         await session.execute(text("UPDATE members SET id = id WHERE 0"))
     else:

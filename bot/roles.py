@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import discord
 from discord.http import HTTPClient
-from sqlalchemy import text
 
 from bot.client import bind_web, point_at_discord
 from bot.core import Core
@@ -27,7 +26,6 @@ log = logging.getLogger("tradecord.roles")
 
 # The key of the PostgreSQL advisory lock that migrations run under; any constant works, as
 # long as every Tradecord process uses the same one.
-MIGRATION_LOCK = 0x54726164_65636F72
 # How long a web or worker process waits for Discord's API at start before going on without.
 LOGIN_TIMEOUT = 10.0
 
@@ -64,19 +62,7 @@ async def open_core(settings: Settings) -> Core:
     they all create the same tables at once, and all but one crash on a fresh database."""
     core = await Core.open(settings, migrate=False)
     try:
-        if core.db.is_sqlite:
-            await core.db.upgrade()  # SQLite's single writer serializes this already
-        else:
-            conn = await core.db.connect()
-            try:
-                key = {"key": MIGRATION_LOCK}
-                await conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
-                try:
-                    await core.db.upgrade()
-                finally:
-                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
-            finally:
-                await conn.close()
+        await core.db.upgrade()
         await check_keys(core)
     except BaseException:
         await core.close()
