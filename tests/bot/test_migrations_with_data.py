@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, table, text
 
 from bot.db import Database, alembic_config, head_revision
 
@@ -64,44 +64,45 @@ async def seed_as_0014(db: Database) -> None:
     written as Tradecord at 0014 wrote them (every column added since has a default)."""
     now = "'2026-11-27 12:00:00.000000'" if db.is_sqlite else "'2026-11-27 12:00:00+00'"
     for statement in (
-        f"INSERT INTO members (id, discord_user_id, created_at) VALUES (1, 111, {now})",
-        f"INSERT INTO members (id, discord_user_id, created_at) VALUES (2, 222, {now})",
+        "INSERT INTO members (id, discord_user_id, created_at) VALUES (1, 111, NOW)",
+        "INSERT INTO members (id, discord_user_id, created_at) VALUES (2, 222, NOW)",
         "INSERT INTO connections (id, member_id, broker, name, name_key, status, builtin, "
         "settings, created_at, updated_at) VALUES (10, 1, 'paper', 'Tradecord Paper', "
-        f"'tradecord paper', 'active', true, '{{}}', {now}, {now})",
+        "'tradecord paper', 'active', true, '{}', NOW, NOW)",
         "INSERT INTO paper_accounts (id, connection_id, currency, starting_cash, cash, "
         "realized_pnl, order_seq, revision, created_at, updated_at) VALUES ('PA1', 10, 'USD', "
-        f"'100000', '98150.25', '0', 1, 1, {now}, {now})",
+        "'100000', '98150.25', '0', 1, 1, NOW, NOW)",
         "INSERT INTO paper_orders (id, account_id, seq, client_order_id, symbol, asset_class, "
         "multiplier, side, quantity, order_type, time_in_force, reference_price, status, "
         "filled_quantity, average_fill_price, simulated, created_at, updated_at, closed_at) "
         "VALUES ('PO1', 'PA1', 1, 'c1', 'AAPL', 'equity', '1', 'buy', '10', 'market', 'day', "
-        f"'185.0', 'filled', '10', '184.975', false, {now}, {now}, {now})",
+        "'185.0', 'filled', '10', '184.975', false, NOW, NOW, NOW)",
         "INSERT INTO paper_fills (execution_id, order_id, account_id, symbol, side, quantity, "
         "price, multiplier, realized_pnl, cash_change, simulated, at) VALUES ('PO1-1', 'PO1', "
-        f"'PA1', 'AAPL', 'buy', '10', '184.975', '1', '0', '-1849.75', false, {now})",
+        "'PA1', 'AAPL', 'buy', '10', '184.975', '1', '0', '-1849.75', false, NOW)",
         "INSERT INTO strategies (id, guild_id, owner_member_id, name, name_key, secret_hash, "
         "secret_rotated_at, allowed_sources, allowed_tickers, max_lag_seconds, "
         "rate_limit_per_minute, created_at, updated_at) VALUES ('s1', 5, 1, 'Breakout', "
-        f"'breakout', 'h', {now}, '[]', '[]', 60, 30, {now}, {now})",
-        f"INSERT INTO strategy_shares VALUES ('s1', 2, {now})",
+        "'breakout', 'h', NOW, '[]', '[]', 60, 30, NOW, NOW)",
+        "INSERT INTO strategy_shares VALUES ('s1', 2, NOW)",
         "INSERT INTO alert_channels (id, guild_id, scope, strategy_id, channel_id, updated_at) "
-        f"VALUES (1, 5, 's1', 's1', 999, {now})",
+        "VALUES (1, 5, 's1', 's1', 999, NOW)",
         "INSERT INTO subscriptions (id, strategy_id, member_id, connection_id, mode, sizing, "
         "sizing_value, sides, manual_approval, approval_ttl_seconds, enabled, created_at, "
         "updated_at) VALUES (7, 's1', 1, 10, 'paper', 'fixed_quantity', '10', 'both', false, "
-        f"300, true, {now}, {now})",
+        "300, true, NOW, NOW)",
         "INSERT INTO signals (id, strategy_id, received_at, body_hash, body, status, test, "
-        f"announced) VALUES ('g1', 's1', {now}, 'bh', '{{}}', 'done', false, true)",
+        "announced) VALUES ('g1', 's1', NOW, 'bh', '{}', 'done', false, true)",
         "INSERT INTO signal_executions (id, signal_id, subscription_id, member_id, "
         "connection_id, mode, status, phases, created_at, updated_at) VALUES (3, 'g1', 7, 1, "
-        f"10, 'paper', 'placed', '[]', {now}, {now})",
+        "10, 'paper', 'placed', '[]', NOW, NOW)",
     ):
-        await sql(db, statement)
+        await sql(db, statement.replace("NOW", now))
 
 
 async def counts(db: Database) -> dict[str, int]:
-    return {t: (await rows(db, f"SELECT count(*) FROM {t}"))[0][0] for t in TABLES}
+    async with db.engine.connect() as conn:
+        return {t: await conn.scalar(select(func.count()).select_from(table(t))) for t in TABLES}
 
 
 @pytest.mark.parametrize("start", ["0014", "0027"])
