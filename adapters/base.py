@@ -113,6 +113,10 @@ class Capabilities:
     # Cancelling one exit of a bracket cancels the bracket's other working orders (Tradier
     # cancels a leg only through its bracket): the member must hear of the stop-loss going.
     exit_cancel_takes_bracket: bool = False
+    # A market order placed while the exchange is shut waits for the open (Alpaca, Tradier).
+    # TradeStation rejects it ("Market orders are not accepted outside trading hours"), save
+    # the auction durations placed for the open or the close.
+    market_orders_when_closed: bool = True
 
     def can_trade(self, account_type: AccountType, asset_class: AssetClass) -> bool:
         return asset_class in self.asset_classes.get(account_type, frozenset())

@@ -2,7 +2,8 @@
 
 Futures are written as root + month code + year (``ESZ25``, ``MESH6``), optionally with a
 ``/`` or ``@`` prefix (``/ES``, ``@ES`` for the continuous contract). Crypto pairs are written
-``BTCUSD``, ``BTC/USD`` or ``BTC-USD``. Everything else is an equity ticker.
+``BTCUSD``, ``BTC/USD`` or ``BTC-USD``. Options are OCC symbols (``AAPL250117C00150000``), as
+Tradier lists them. Everything else is an equity ticker.
 """
 
 from __future__ import annotations
@@ -178,10 +179,21 @@ CRYPTO_BASES = frozenset(
 CRYPTO_QUOTES = ("USDT", "USDC", "USD")
 _CRYPTO_RE = re.compile(r"^(?P<base>[A-Z]{2,6})[/-]?(?P<quote>USDT|USDC|USD)$")
 TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-/@]{0,19}$")
+# An OCC option symbol: root, expiry YYMMDD, call or put, strike in thousandths of a dollar.
+OCC_RE = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")
+OPTION_MULTIPLIER = Decimal(100)  # shares per standard equity option contract
 
 
 def normalize(symbol: str) -> str:
-    return short_year(symbol.strip().upper())
+    """``symbol`` upper-cased, a known future's contract with a two-digit year, as brokers
+    write it: ESZ2025 and ESZ5 (read around today, as ``contract`` reads it) are ESZ25."""
+    s = short_year(symbol.strip().upper())
+    m = _FUTURE_RE.match(s)
+    if m and m.group("year") is not None and len(m.group("year")) == 1:
+        c = _contract(s.lstrip("/@"), datetime.now(UTC).year)
+        if c is not None:
+            return s[: len(s) - len(s.lstrip("/@"))] + c.symbol
+    return s
 
 
 def is_symbol(symbol: str) -> bool:
@@ -292,6 +304,8 @@ def asset_class_of(symbol: str) -> AssetClass:
         return AssetClass.FUTURE
     if crypto_pair(symbol):
         return AssetClass.CRYPTO
+    if OCC_RE.match(normalize(symbol)):
+        return AssetClass.OPTION
     return AssetClass.EQUITY
 
 
@@ -355,7 +369,9 @@ def sub_penny_problem(label: str, price: Decimal, symbol: str) -> str | None:
 
 def multiplier(symbol: str) -> Decimal:
     spec = future_spec(symbol)
-    return spec.multiplier if spec else Decimal(1)
+    if spec:
+        return spec.multiplier
+    return OPTION_MULTIPLIER if asset_class_of(symbol) is AssetClass.OPTION else Decimal(1)
 
 
 # -- contract months -----------------------------------------------------------------------------
@@ -409,7 +425,8 @@ def contract(symbol: str, at: datetime) -> Contract | None:
     """The dated contract ``symbol`` names (``ESZ26``, ``ESZ6``, ``ESZ2026``), or None for
     anything else, a continuous ``/ES`` included. A one-digit year is read as the nearest such
     year around ``at``: ``ESZ5`` in 2026 is December 2025."""
-    return _contract(normalize(symbol).lstrip("/@"), at.year)
+    # Not ``normalize``: it reads a one-digit year around today, not around ``at``.
+    return _contract(short_year(symbol.strip().upper()).lstrip("/@"), at.year)
 
 
 def example_contract(root: str = "ES") -> str:

@@ -564,6 +564,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
         # A StopMarket leg with AdvancedOptions.TrailingStop, as the vendor's OSO examples.
         bracket_trailing_stop=True,
         bracket_exits_gtc=True,  # _exits sends them GTC
+        market_orders_when_closed=False,  # "Market is closed for …" while the exchange is shut
         environments=frozenset(Environment),
         quotes=True,
         order_stream=True,

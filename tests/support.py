@@ -6,6 +6,8 @@ import itertools
 import os
 import random
 import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,13 @@ def full_year(contract: str) -> str:
 
 # Tuesday 1 December 2026, 10:00 in New York: the NYSE and CME are open.
 WEEKDAY_SESSION = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+
+
+def in_session() -> Callable[[], datetime]:
+    """A clock running from WEEKDAY_SESSION at the real pace: for tests of orders a broker
+    takes only while the market is open (TradeStation's market orders), whenever they run."""
+    start = time.monotonic()
+    return lambda: WEEKDAY_SESSION + timedelta(seconds=time.monotonic() - start)
 
 
 class FakeClock:

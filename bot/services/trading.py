@@ -31,6 +31,7 @@ from sqlalchemy.orm import joinedload
 
 from adapters import symbols
 from adapters.base import BrokerAdapter
+from adapters.calendars import NEW_YORK
 from adapters.errors import (
     AssetClassNotSupported,
     AuthorizationExpired,
@@ -38,6 +39,7 @@ from adapters.errors import (
     BrokerUnavailable,
     InsufficientBuyingPower,
     InvalidOrder,
+    MarketClosed,
     OrderNotCancelable,
     OrderNotFound,
     OrderStateUnknown,
@@ -630,6 +632,14 @@ class TradingService:
                 f"“{order.symbol}” is not a symbol. Use a ticker like AAPL, a future like "
                 f"{symbols.example_contract()} or /ES, or a crypto pair like BTCUSD."
             )
+        if symbols.asset_class_of(order.symbol or "") is AssetClass.OPTION:
+            # Tradier lists option positions, so /close offers them; priced as shares, the card
+            # was 100 times too low and the order went as a stock's.
+            where = "at your broker" if adapter.key == "paper" else f"at {adapter.display_name}"
+            raise InvalidInput(
+                f"{symbols.normalize(order.symbol or '')} is an option, and Tradecord does not "
+                f"trade options: trade, close or manage it {where} directly."
+            )
         # Once, as the broker writes it: the position lookup, the intent and the order then all
         # name one instrument (BRK-B and BRK.B, BTC/USD and BTCUSD, @ES and /ES).
         symbol = adapter.canonical_symbol(order.symbol)
@@ -891,6 +901,21 @@ class TradingService:
             opens_at = None
             if adapter.keeps_exchange_hours():
                 opens_at = await _market_opens_at(request.asset_class, self.clock())
+            if (
+                opens_at is not None
+                and not adapter.capabilities.market_orders_when_closed
+                and request.order_type is OrderType.MARKET
+                and request.time_in_force not in AUCTIONS
+            ):
+                # The card would say it waits for the open, and Confirm would be refused.
+                ny = opens_at.astimezone(NEW_YORK)
+                raise MarketClosed(
+                    f"The market is closed for {request.symbol} until {ny:%A} {ny.day} {ny:%B} "
+                    f"at {ny:%H:%M} New York, and {adapter.display_name} does not take market "
+                    "orders while it is closed, so nothing was prepared. Place a limit order "
+                    "instead (/trade order_type:limit time_in_force:gtc: a GTC limit works from "
+                    "the open until it fills), or try again once the market is open."
+                )
             reach = adapter.extended_hours_reach() if request.extended_hours else None
             # Said on the card of a stock limit day order placed while the market is shut.
             could_extend = (

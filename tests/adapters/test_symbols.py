@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 
+from adapters.base import AdapterContext
+from adapters.models import AssetClass
 from adapters.symbols import (
     FUTURES,
+    asset_class_of,
     contract,
     front_contract,
+    instrument_key,
     is_business_day,
+    is_symbol,
+    multiplier,
     share_class,
     unknown_future,
 )
+from adapters.tradestation import TradeStationAdapter
 
 NOV_2026 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -129,3 +137,35 @@ def test_tickers_and_known_futures_are_not_unknown_futures(symbol: str) -> None:
 def test_a_share_class_is_written_as_the_broker_writes_it(typed: str, dot: str, slash: str) -> None:
     assert share_class(typed) == dot
     assert share_class(typed, "/") == slash
+
+
+OCC = "AAPL250117C00150000"  # AAPL 17 Jan 2025 150 call, as Tradier lists it
+
+
+def test_an_occ_option_symbol_is_an_option_of_100_shares() -> None:
+    assert asset_class_of(OCC) is AssetClass.OPTION
+    assert asset_class_of("SPY251219P00500000") is AssetClass.OPTION
+    assert multiplier(OCC) == Decimal(100)
+    assert is_symbol(OCC) and unknown_future(OCC) is None
+    assert asset_class_of("AAPL") is AssetClass.EQUITY and multiplier("AAPL") == 1
+
+
+@pytest.mark.parametrize(
+    ("short", "full"),
+    [("ESZ5", "ESZ25"), ("MESH6", "MESH26"), ("/ESZ5", "/ESZ25"), ("@MNQU6", "@MNQU26")],
+)
+def test_a_one_digit_year_names_the_same_contract_as_two(short: str, full: str) -> None:
+    """Bought as MESH6, a position came back from TradeStation as MESH26 and /close found
+    nothing to close."""
+    assert instrument_key(short) == instrument_key(full)
+
+
+def test_tradestation_writes_a_contract_with_a_two_digit_year() -> None:
+    adapter = TradeStationAdapter(AdapterContext())
+    assert adapter.canonical_symbol("MESH6") == "MESH26"
+    assert adapter.canonical_symbol("/ESZ5") == "@ESZ25"
+
+
+def test_a_one_digit_year_is_read_around_the_time_asked_not_today() -> None:
+    c = contract("ESZ9", datetime(2036, 6, 1, tzinfo=UTC))
+    assert c is not None and c.year == 2039 and c.symbol == "ESZ39"

@@ -14,6 +14,7 @@ from bot.settings import Settings, load_settings
 from bot.vault import Vault, generate_key_spec, parse_keys
 from emulators.tradestation import TradeStationEmulator
 from tests.bot.conftest import MEMBER, link
+from tests.support import in_session
 
 
 async def test_remote_adapters_take_every_url_from_settings(
@@ -178,6 +179,7 @@ async def test_disconnect_discards_the_connections_unconfirmed_previews(
 
     core = await Core.open(ts_settings, migrate=False)
     try:
+        core.trading.clock = in_session()  # TradeStation takes market orders in hours only
         cid = await link(core, ts)
         _, accounts = await core.connections.broker_accounts(MEMBER, cid)
         margin = next(
@@ -213,6 +215,7 @@ async def test_disconnect_fails_the_connections_orders_stored_but_never_sent(
 
     core = await Core.open(ts_settings, migrate=False)
     try:
+        core.trading.clock = in_session()  # TradeStation takes market orders in hours only
         cid = await link(core, ts)
         await core.connections.choose_account(MEMBER, cid, "live", "11827342")
         preview = await core.trading.preview(

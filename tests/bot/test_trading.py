@@ -32,7 +32,7 @@ from bot.models import AuditEvent, ConnectionAccount, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
 from bot.services.trading import OrderInput, fill_price
 from bot.settings import Settings
-from tests.support import FakeClock, trading_contract
+from tests.support import FakeClock, in_session, trading_contract
 
 ES, MES = trading_contract("ES"), trading_contract("MES")
 
@@ -1288,6 +1288,7 @@ async def test_paper_practice_uses_up_no_live_daily_allowance(
 
     core = await Core.open(ts_settings, migrate=False)
     try:
+        core.trading.clock = in_session()  # TradeStation takes market orders in hours only
         core.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
         cid = await link(core, ts)
         _, accounts = await core.connections.broker_accounts(MEMBER, cid)

@@ -13,7 +13,7 @@ from bot.db import Database
 from bot.settings import Settings
 from tests.cogs.test_accounts import linked, tradier_bracket
 from tests.discord_harness import Harness, running_tradecord
-from tests.support import trading_contract
+from tests.support import in_session, trading_contract
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ async def test_a_future_at_tradestation_needs_its_margin_not_its_notional(h: Har
     await h.core.members.set_plan(h.user("alice"), "pro", h.core.settings.plans, by=0)
     await linked(h, "alice", "tradestation")
     await choose(h, "TradeStation", "futures")
+    h.core.trading.clock = in_session()  # TradeStation takes market orders in hours only
     for symbol in ("/ES", trading_contract()):
         text = await live_trade(h, symbol=symbol, quantity="1")
         assert "Not enough buying power" not in text, text
@@ -112,7 +113,9 @@ async def test_history_names_a_brackets_exits_as_orders_does(h: Harness) -> None
 
 
 async def ts_futures_live(h: Harness) -> None:
-    """alice's TradeStation connection trades live in its futures account."""
+    """alice's TradeStation connection trades live in its futures account, in hours (it
+    takes market orders only while the market is open)."""
+    h.core.trading.clock = in_session()
     alice = h.user("alice")
     await linked(h, "alice", "tradestation")
     conn = next(c for c in await h.core.connections.list_for(alice) if c.name == "TradeStation")
