@@ -129,6 +129,23 @@ class DuplicateClientOrderId(InvalidOrder):
     """Alpaca already has an order under this client order id: this one, sent before."""
 
 
+class NotEnoughToSell(InvalidOrder):
+    """Alpaca's "insufficient qty available": a sell above what it can take now. Whether other
+    open orders hold the rest, or the sell goes past the position, only the position tells
+    (``_explain_not_enough`` reads it); this message says neither."""
+
+    def __init__(
+        self,
+        user_message: str,
+        *,
+        detail: str,
+        available: Decimal | None,
+        vendor_code: str | None,
+    ) -> None:
+        super().__init__(user_message, vendor_code=vendor_code)
+        self.detail, self.available = detail, available
+
+
 _ASSET_RE = re.compile(r'asset "?([^"]+?)"? (?:not found|is not tradable|is not fractionable)')
 _QTY_RE = re.compile(r"requested: ([\d.]+), available: ([\d.]+)")
 _STATE_RE = re.compile(r'already in "?(\w+)"? state')
@@ -239,6 +256,13 @@ def _auction_refusal(tif: str, message: str) -> str:
     )
 
 
+def _flip_refusal(held: Decimal, symbol: str) -> str:
+    return (
+        f"You hold {held.normalize():f} {symbol}; Alpaca cannot sell and go short in one order. "
+        f"Sell {held.normalize():f} first, then sell short the rest."
+    )
+
+
 def _words(order_type: OrderType) -> str:
     return order_type.value.replace("_", "-")
 
@@ -287,6 +311,10 @@ class AlpacaAdapter(HttpBrokerAdapter):
         quantity_decimals={AssetClass.EQUITY: 9, AssetClass.CRYPTO: 9},
         brackets=True,
         open_sells_hold_shares=True,
+        # A bracket's exits are one-cancels-other, a cancel too: "Canceling one leg of a
+        # bracket order will cancel the other leg too" (Alpaca staff, forum.alpaca.markets
+        # /t/bracket-order-closing-positions/11938).
+        exit_cancel_takes_bracket=True,
         environments=frozenset({Environment.LIVE, Environment.PAPER}),
         quotes=True,
         order_stream=True,
@@ -442,6 +470,9 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 f"{request.symbol}: sell at most what you hold, or a whole number of shares to "
                 "go short."
             )
+        if have:
+            # Alpaca sells at most the long ("insufficient qty available"): never a flip.
+            raise InvalidOrder(_flip_refusal(have, request.symbol))
 
     def _asset_key(self, symbol: str) -> str:
         return self.vendor_symbol(symbol, AssetClass.EQUITY)
@@ -721,9 +752,11 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 if m
                 else ""
             )
-            return InvalidOrder(
-                f"Not enough to sell at Alpaca.{detail} Quantities held by other open orders "
-                "do not count: lower the quantity, or cancel those orders in /orders.",
+            return NotEnoughToSell(
+                f"Not enough to sell at Alpaca.{detail} Lower the quantity: /positions shows "
+                "what you hold, and /orders the open orders that may hold some of it.",
+                detail=detail,
+                available=dec(m.group(2)) if m else None,
                 vendor_code=vcode,
             )
         if "wash trade" in low:
@@ -1084,7 +1117,39 @@ class AlpacaAdapter(HttpBrokerAdapter):
             # This very order, sent before (its answer lost, sent again after a lookup that
             # came too early): the one Alpaca has is it.
             return await self.fetch_order(account, client_order_id=request.client_order_id)
+        except NotEnoughToSell as e:
+            raise await self._explain_not_enough(account, request.symbol, e) from e
         return self.map_order(resp.body, account.id)
+
+    async def _explain_not_enough(
+        self, account: AccountRef, symbol: str, refusal: NotEnoughToSell
+    ) -> InvalidOrder:
+        """Alpaca's "insufficient qty available", with its reason read from the position:
+        other open orders holding part of it only when less than the position is available;
+        otherwise the sell goes past the position, which Alpaca never takes in one order.
+        Where the position does not tell, the refusal as ``vendor_error`` worded it."""
+        as_worded = InvalidOrder(refusal.user_message, vendor_code=refusal.vendor_code)
+        try:
+            position = await self.fetch_position(account, symbol)
+        except BrokerError as e:
+            log.info("alpaca: no position to explain a refused sell: %s", type(e).__name__)
+            return as_worded
+        held = position.quantity if position is not None else Decimal(0)
+        if refusal.available is None or held <= 0:
+            return as_worded
+        if refusal.available < held:
+            tail = (
+                "Quantities held by other open orders do not count: lower the quantity, or "
+                "cancel those orders in /orders."
+            )
+        elif position is not None and position.asset_class is AssetClass.CRYPTO:
+            tail = f"Alpaca does not sell crypto short: sell at most the {held.normalize():f} held."
+        else:
+            tail = _flip_refusal(held, symbol)
+        return InvalidOrder(
+            f"Not enough to sell at Alpaca.{refusal.detail} {tail}",
+            vendor_code=refusal.vendor_code,
+        )
 
     async def cancel_order(self, account: AccountRef, order_id: str) -> None:
         _check_order_id(order_id)
@@ -1108,14 +1173,17 @@ class AlpacaAdapter(HttpBrokerAdapter):
         if order.client_order_id:
             # Left out, Alpaca makes up a random one, which a lost answer could not be found by.
             body["client_order_id"] = replacement_client_order_id(order.client_order_id)
-        resp = await self.request(
-            "PATCH",
-            f"/v2/orders/{order.id}",
-            environment=account.environment,
-            bucket="trading",
-            json_body=body,
-            write=True,
-        )
+        try:
+            resp = await self.request(
+                "PATCH",
+                f"/v2/orders/{order.id}",
+                environment=account.environment,
+                bucket="trading",
+                json_body=body,
+                write=True,
+            )
+        except NotEnoughToSell as e:
+            raise await self._explain_not_enough(account, order.symbol, e) from e
         new = self.map_order(resp.body, account.id)
         new.replaces = new.replaces or order.id
         return new

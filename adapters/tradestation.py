@@ -136,6 +136,8 @@ CANCELED_CODES = ("CAN", "EXP", "OUT", "RJR", "SCN", "TSC", "UCH")
 # Open codes of an order whose earlier change is still being carried out ("Replace Sent",
 # "Replace Pending"): another change must wait for it.
 REPLACING_CODES = frozenset({"RSN", "RPD"})
+# "Cancel Sent": UCN, and CSN, its deprecated twin.
+CANCEL_SENT_CODES = frozenset({"UCN", "CSN"})
 STATUS_MAP: dict[str, OrderStatus] = {
     **{c: OrderStatus.OPEN for c in OPEN_CODES},
     # Open-category codes of an order TradeStation holds but that does not work yet, as
@@ -146,6 +148,8 @@ STATUS_MAP: dict[str, OrderStatus] = {
     "DON": OrderStatus.PENDING,
     "SUS": OrderStatus.PENDING,
     "FPR": OrderStatus.PARTIALLY_FILLED,  # "Partial Fill (Alive)"
+    # "~CSN - Cancel Sent~ (Deprecated)", an Open code as UCN: older orders may still carry it.
+    "CSN": OrderStatus.OPEN,
     **{c: OrderStatus.CANCELLED for c in CANCELED_CODES},
     "EXP": OrderStatus.EXPIRED,  # a cancel category code, but our model names it
     # "Replaced": filed under Canceled, but nothing the member meant was cancelled; another
@@ -507,13 +511,12 @@ def map_order(o: dict[str, Any]) -> Order:
         created_at=_ts(o.get("OpenedDateTime")),
         updated_at=_ts(o.get("ClosedDateTime")) or _ts(o.get("OpenedDateTime")),
         reject_reason=o.get("RejectReason") or None,
-        cancel_pending=o.get("Status") == "UCN",  # "Cancel Sent"
-        # The orders this one sends when it fills: a bracket's exits (its OSOs).
-        exit_ids=tuple(
-            str(c["OrderID"])
-            for c in o.get("ConditionalOrders") or ()
-            if isinstance(c, dict) and c.get("Relationship") == "OSO" and c.get("OrderID")
-        ),
+        cancel_pending=str(o.get("Status")).upper() in CANCEL_SENT_CODES,
+        # The orders this one sends when it fills: a bracket's exits (its OSOs); on an exit,
+        # its entry where named ("OSP (linked parent)"): the only link to it for a bracket
+        # Tradecord did not place, so holds no record of.
+        exit_ids=_related(o, "OSO"),
+        parent_id=next(iter(_related(o, "OSP")), None),
         trail_amount=dec(trail.get("Amount")),
         trail_percent=dec(trail.get("Percent")),
         extended_hours=_duration(o) in EXTENDED_CODES,
@@ -537,6 +540,83 @@ def _account_error(account: AccountRef, errors: list[dict[str, Any]] | None) -> 
     return BrokerError(
         f"TradeStation refused the request for account {mask_account(account.id)}: {message}",
         vendor_code=code,
+    )
+
+
+def _equity_action(kind: AccountType, symbol: str, side: Side, qty: Decimal, held: Decimal) -> str:
+    """A stock order's TradeAction, which opens or closes: one that would close the position
+    and open the other side must be split (the preview refuses it before its card)."""
+    if side is Side.BUY:
+        if held >= 0:
+            return "BUY"
+        if qty > -held:
+            raise InvalidOrder(
+                f"You are short {_num(-held)} {symbol}; buying {_num(qty)} would cover and "
+                "then go long, which TradeStation takes as two orders. Buy "
+                f"{_num(-held)} to cover first, then buy the rest."
+            )
+        return "BUYTOCOVER"
+    if held > 0:
+        if qty > held:
+            raise InvalidOrder(
+                f"You hold {_num(held)} {symbol}; selling {_num(qty)} would close it and open "
+                "a short, which TradeStation takes as two orders. Sell "
+                f"{_num(held)} first, then sell short the rest."
+            )
+        return "SELL"
+    if kind is AccountType.CASH:
+        raise InvalidOrder(
+            f"This cash account holds no {symbol} to sell, and cash accounts cannot sell "
+            "short. Use a margin account to sell short."
+        )
+    return "SELLSHORT"
+
+
+def _closing(order: Order) -> bool:
+    """A working stock order that closes a position (SELL or BUYTOCOVER): TradeStation takes
+    no more of it than the position. A queued exit is checked once its entry fills."""
+    if order.asset_class is not AssetClass.EQUITY or order.status is OrderStatus.PENDING:
+        return False
+    leg = (order.info.get("Legs") or [{}])[0]
+    return (
+        str(leg.get("OpenOrClose", "")).lower() == "close"
+        or str(leg.get("BuyOrSell", "")).lower() == "buytocover"
+    )
+
+
+def _check_closing_change(order: Order, change: OrderChange, held: Decimal) -> None:
+    """Refuse raising a closing order past the position (``held``, signed), which would also
+    open the other side: TradeStation takes that only as an order of its own."""
+    if change.quantity is None or not _closing(order):
+        return
+    sell = order.side is Side.SELL
+    position = max(held if sell else -held, ZERO)
+    most = position + order.filled_quantity
+    if change.quantity <= most:
+        return
+    verb, other = ("sell", "short") if sell else ("buy", "long")
+    if not position:
+        raise InvalidOrder(
+            f"TradeStation cannot raise this {verb}: the {order.symbol} position it closes is "
+            f"no longer there, so more would open a {other} position. Cancel it with /cancel, "
+            "and place a new order with /trade."
+        )
+    have = f"you hold {_num(position)}" if sell else f"you are short {_num(position)}"
+    raise InvalidOrder(
+        f"TradeStation cannot raise this {verb} to {_num(change.quantity)}: {have} "
+        f"{order.symbol}, and more would also open a {other} position, which TradeStation takes "
+        f"only as an order of its own. Keep it at {_num(most)} or less, and place the {other} "
+        "as a new order with /trade."
+    )
+
+
+def _related(o: dict[str, Any], relationship: str) -> tuple[str, ...]:
+    return tuple(
+        str(c["OrderID"])
+        for c in o.get("ConditionalOrders") or ()
+        if isinstance(c, dict)
+        and str(c.get("Relationship", "")).upper() == relationship
+        and c.get("OrderID")
     )
 
 
@@ -608,6 +688,9 @@ class TradeStationAdapter(HttpBrokerAdapter):
         # One contract's initial margin as TradeStation reported it (a position's
         # InitialRequirement over its quantity), by instrument, from positions read here.
         self._margins: dict[str, Decimal] = {}
+        # Signed positions by account and symbol, read when open orders listed here include a
+        # closing stock order: check_change (sync) holds a raise of one against them.
+        self._held_when_listed: dict[str, dict[str, Decimal]] = {}
 
     def canonical_symbol(self, symbol: str) -> str:
         # As TradeStation writes it (@ES, BRK.B): the position read back is then the one the
@@ -633,6 +716,18 @@ class TradeStationAdapter(HttpBrokerAdapter):
     def check_order(self, account: AccountRef, request: OrderRequest) -> None:
         super().check_order(account, request)
         self.check_stock_prices(request)
+
+    def check_change(self, order: Order, change: OrderChange) -> None:
+        super().check_change(order, change)
+        held = self._held_when_listed.get(order.account_id)
+        if held is not None:
+            _check_closing_change(order, change, held.get(order.symbol.upper(), ZERO))
+
+    def check_position(self, account: AccountRef, request: OrderRequest, held: Decimal) -> None:
+        super().check_position(account, request, held)
+        if (request.asset_class or symbols.asset_class_of(request.symbol)) is AssetClass.EQUITY:
+            # What _trade_action refuses when sending, refused before the card instead.
+            _equity_action(account.type, request.symbol, request.side, request.quantity, held)
 
     def vendor_error(self, resp: HttpResponse) -> BrokerError | None:
         body = resp.body if isinstance(resp.body, dict) else {}
@@ -819,6 +914,15 @@ class TradeStationAdapter(HttpBrokerAdapter):
     async def fetch_open_orders(self, account: AccountRef) -> list[Order]:
         orders = [map_order(o) for o in await self._todays_orders(account)]
         mine = [o for o in orders if not o.status.is_final and o.account_id == account.id]
+        if any(_closing(o) for o in mine):
+            try:
+                positions = await self.fetch_positions(account)
+            except BrokerError as e:
+                log.info("tradestation: no positions beside open orders: %s", type(e).__name__)
+            else:
+                self._held_when_listed[account.id] = {
+                    p.symbol.upper(): p.quantity for p in positions
+                }
         return sorted(
             mine, key=lambda o: o.created_at or datetime.min.replace(tzinfo=UTC), reverse=True
         )
@@ -989,31 +1093,7 @@ class TradeStationAdapter(HttpBrokerAdapter):
                     raise InvalidOrder(_BRACKET_CLOSES)
             return "BUY" if request.side is Side.BUY else "SELL"
         held = await self._held(account, symbol)
-        qty = request.quantity
-        if request.side is Side.BUY:
-            if held >= 0:
-                return "BUY"
-            if qty > -held:
-                raise InvalidOrder(
-                    f"You are short {_num(-held)} {symbol}; buying {_num(qty)} would cover and "
-                    "then go long, which TradeStation takes as two orders. Buy "
-                    f"{_num(-held)} to cover first, then buy the rest."
-                )
-            return "BUYTOCOVER"
-        if held > 0:
-            if qty > held:
-                raise InvalidOrder(
-                    f"You hold {_num(held)} {symbol}; selling {_num(qty)} would close it and open "
-                    "a short, which TradeStation takes as two orders. Sell "
-                    f"{_num(held)} first, then sell short the rest."
-                )
-            return "SELL"
-        if account.type is AccountType.CASH:
-            raise InvalidOrder(
-                f"This cash account holds no {symbol} to sell, and cash accounts cannot sell "
-                "short. Use a margin account to sell short."
-            )
-        return "SELLSHORT"
+        return _equity_action(account.type, symbol, request.side, request.quantity, held)
 
     def _order_body(
         self,
@@ -1247,6 +1327,13 @@ class TradeStationAdapter(HttpBrokerAdapter):
                 f"An earlier change of order {order.id[-8:]} is still being carried out at "
                 "TradeStation: wait for it to land (see /orders), then try again."
             )
+        if change.quantity is not None and change.quantity > order.quantity and _closing(order):
+            try:
+                held = await self._held(account, order.symbol.upper())
+            except BrokerError as e:
+                log.info("tradestation: no position to check a change by: %s", type(e).__name__)
+            else:
+                _check_closing_change(order, change, held)  # refused here, not sent
         body: dict[str, str] = {}
         if change.quantity is not None:
             body["Quantity"] = _num(change.quantity)

@@ -2832,7 +2832,10 @@ class TradingService:
         adapter = await self.core.connections.adapter_for(target.connection)
         left: list[Order] = []
         try:
-            open_orders = {o.id: o for o in await adapter.fetch_open_orders(target.ref)}
+            # Linked to their entries, so a bracket's mates are known where the broker lists
+            # its legs flat (Alpaca).
+            listing = await self._parents(target, await adapter.fetch_open_orders(target.ref))
+            open_orders = {o.id: o for o in listing}
             if listed is not None:
                 wanted = list(listed)
                 left = [o for oid, o in open_orders.items() if oid not in listed]

@@ -350,6 +350,7 @@ class OrderState:
     reject_reason: str | None = None
     stop_triggered: bool = False
     parent_id: str | None = None
+    names_parent: bool = False  # ConditionalOrders names parent_id as "OSP" (World flag)
     children: list[str] = field(default_factory=list)
     group_type: str | None = None  # BRK | OCO | NORMAL, for orders that belong to a group
     group_name: str | None = None
@@ -467,6 +468,8 @@ class OrderState:
         if self.duration in ("GTC", "GCP"):
             out["GoodTillDate"] = iso(self.opened + 90 * 86400)[:10] + "T00:00:00Z"
         related = [{"Relationship": "OSO", "OrderID": c} for c in self.children]
+        if self.parent_id is not None and self.names_parent:
+            related.insert(0, {"Relationship": "OSP", "OrderID": self.parent_id})
         related += [{"Relationship": self.group_type or "OCO", "OrderID": o} for o in self.siblings]
         if related:
             out["ConditionalOrders"] = related
@@ -492,6 +495,10 @@ class World:
         self.listeners: list[Listener] = []
         self.session = "regular"
         self.auto_fill = True  # the SIM's instant fills; False leaves orders for ``fill``
+        # The v3 OpenAPI lists the Relationship "OSP (linked parent)" without saying which
+        # orders carry it: off, an OSO's exits name no entry (as in the API's examples); on,
+        # each names its entry so (test control).
+        self.exits_name_entry = False
         # Vendor order ids are globally unique; a random start keeps two emulators apart.
         self._order_ids = itertools.count(286_000_000 + secrets.randbelow(10_000_000) * 10)
         self._position_ids = itertools.count(64_630_792)
@@ -916,6 +923,7 @@ class World:
             opened=self.clock(),
             route=str(body.get("Route") or "Intelligent"),
             parent_id=parent.id if parent else None,
+            names_parent=parent is not None and self.exits_name_entry,
             trail_amount=trail_amount,
             trail_percent=trail_percent,
         )

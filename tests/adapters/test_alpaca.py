@@ -685,14 +685,17 @@ async def test_vendor_rejections_become_our_errors(
         r"Alpaca does not know ZZZZNOTREAL\. Check the ticker",
         "42210000",
     )
-    await _reject(
+    # More than the 10 held, and no other order holds any: a flip, which Alpaca never takes.
+    err = await _reject(
         adapter,
         paper,
         order("AAPL", "12", Side.SELL),
         InvalidOrder,
-        r"You asked to sell 12; 10 AAPL can be sold now.*cancel those orders",
+        r"You asked to sell 12; 10 AAPL can be sold now\. You hold 10 AAPL; Alpaca cannot sell "
+        r"and go short in one order\. Sell 10 first, then sell short the rest\.",
         "40310000",
     )
+    assert "open orders" not in err.user_message
     await _reject(
         adapter,
         paper,
@@ -767,6 +770,46 @@ async def test_vendor_rejections_become_our_errors(
         "does not let this account trade",
         "40310000",
     )
+
+
+async def test_a_sell_of_shares_other_orders_hold_says_so_and_only_then(
+    adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator
+) -> None:
+    """Alpaca's "insufficient qty available" was always told as shares held by other open
+    orders; only the position tells whether they are the reason."""
+    held_back = await adapter.create_order(
+        paper, order("AAPL", "4", Side.SELL, order_type=OrderType.LIMIT, limit_price=D(999))
+    )
+    err = await _reject(
+        adapter,
+        paper,
+        order("AAPL", "8", Side.SELL),
+        InvalidOrder,
+        r"You asked to sell 8; 6 AAPL can be sold now\. Quantities held by other open orders "
+        r"do not count: lower the quantity, or cancel those orders in /orders\.",
+        "40310000",
+    )
+    assert "sell short" not in err.user_message
+    # A change (PATCH) refused so is told the same way (the emulator checks no replaced
+    # sell, so Alpaca's refusal of a new one stands in): 12 is more than the 10 held.
+    emu.faults.add(
+        Fault(
+            kind="status",
+            path=r"/v2/orders/.+",
+            method="PATCH",
+            times=1,
+            status=403,
+            body={
+                "available": "10",
+                "code": 40310000,
+                "message": "insufficient qty available for order (requested: 12, available: 10)",
+                "symbol": "AAPL",
+            },
+        )
+    )
+    with pytest.raises(InvalidOrder, match=r"Sell 10 first, then sell short the rest") as info:
+        await adapter.replace_order(paper, held_back, OrderChange(quantity=D(12)))
+    assert "open orders" not in info.value.user_message
 
 
 async def test_wash_trade(adapter: AlpacaAdapter, paper: AccountRef, emu: AlpacaEmulator) -> None:

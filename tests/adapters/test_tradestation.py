@@ -208,7 +208,8 @@ def _spec_statuses() -> dict[str, str]:
 
 def test_status_table_maps_every_vendor_code() -> None:
     statuses = _spec_statuses()
-    assert set(STATUS_MAP) == set(statuses)
+    assert set(STATUS_MAP) == set(statuses) | {"CSN"}  # and the deprecated Cancel Sent
+    statuses["CSN"] = "Open"
     pending = {"ACK", "PLA", "DON", "SUS"}  # Received, Sending, Queued, Suspended
     for code, category in statuses.items():
         if category == "Open":
@@ -263,6 +264,17 @@ def test_fills_decide_between_partial_filled_and_ended() -> None:
         assert map_order(_vendor_order(code, "10", "4")).status is OrderStatus.PARTIALLY_FILLED
     assert map_order(_vendor_order("ACK", "10", "0")).status is OrderStatus.PENDING
     assert map_order(_vendor_order("FLL", "10", "10")).status is OrderStatus.FILLED
+
+
+def test_the_deprecated_cancel_sent_code_reads_as_a_cancel_on_its_way() -> None:
+    """The deprecated "~CSN - Cancel Sent~" was logged as unknown and read as plainly open: a
+    /modify of it was then sent, not told that a cancel is being carried out."""
+    for code in ("CSN", "UCN"):
+        order = map_order(_vendor_order(code, "10", "0"))
+        assert (order.status, order.cancel_pending) == (OrderStatus.OPEN, True), code
+        partly = map_order(_vendor_order(code, "10", "4"))
+        assert (partly.status, partly.cancel_pending) == (OrderStatus.PARTIALLY_FILLED, True)
+    assert not map_order(_vendor_order("OPN", "10", "0")).cancel_pending
 
 
 def test_rejection_texts_map_to_our_errors() -> None:
@@ -579,6 +591,48 @@ async def test_trade_action_follows_the_position(
     # Intelligent routing is the stocks' default route [spec]; a future is sent without one.
     assert [b.get("Route") for b in posted(emu)] == ["Intelligent"] * 3 + [None]
     assert await adapter.fetch_positions(MARGIN) == []
+
+
+def test_a_reversal_is_refused_before_the_card(adapter: TradeStationAdapter) -> None:
+    """The preview's check, with the position it read (signed): what _trade_action refused
+    only when sending, after the card had offered Confirm."""
+    aapl = sell("AAPL", 15, asset_class=AssetClass.EQUITY)
+    with pytest.raises(InvalidOrder, match=r"You hold 10 AAPL.*Sell 10 first, then sell short"):
+        adapter.check_position(MARGIN, aapl, Decimal(10))
+    cover = buy("TSLA", 5, asset_class=AssetClass.EQUITY)
+    with pytest.raises(InvalidOrder, match="Buy 3 to cover first, then buy the rest"):
+        adapter.check_position(MARGIN, cover, Decimal(-3))
+    adapter.check_position(MARGIN, sell("AAPL", 10, asset_class=AssetClass.EQUITY), Decimal(10))
+    adapter.check_position(MARGIN, sell("TSLA", 2, asset_class=AssetClass.EQUITY), Decimal(0))
+    adapter.check_position(MARGIN, cover, Decimal(-5))
+    # Futures have no opening or closing action: one order may cross.
+    adapter.check_position(FUTURES, sell("MESZ25", 3, asset_class=AssetClass.FUTURE), Decimal(1))
+
+
+async def test_raising_a_closing_sell_past_the_position_is_refused_unsent(
+    adapter: TradeStationAdapter,
+    emu: TradeStationEmulator,
+    session: aiohttp.ClientSession,
+    tokens: EmulatorTokens,
+) -> None:
+    """/modify quantity:15 of a sell of the 10 AAPL held showed "once the order fills you are
+    short 5", and Confirm then met "Sell quantity 15 exceeds the long position of 10"."""
+    placed = await adapter.create_order(
+        MARGIN, sell("AAPL", 10, order_type=OrderType.LIMIT, limit_price=Decimal(999))
+    )
+    [order] = [o for o in await adapter.fetch_open_orders(MARGIN) if o.id == placed.id]
+    with pytest.raises(InvalidOrder, match=r"you hold 10 AAPL.*Keep it at 10 or less.*/trade"):
+        adapter.check_change(order, OrderChange(quantity=Decimal(15)))
+    adapter.check_change(order, OrderChange(limit_price=Decimal(990)))
+    adapter.check_change(order, OrderChange(quantity=Decimal(8)))
+    # Not listed first (Confirm reads the order alone): checked before the PUT, not sent.
+    fresh = make_adapter(emu, session, tokens)
+    with pytest.raises(InvalidOrder, match="Keep it at 10 or less"):
+        await fresh.replace_order(MARGIN, order, OrderChange(quantity=Decimal(15)))
+    assert emu.requests_to(r"/orderexecution/orders/", "PUT") == []
+    emu.set_position("11827342", "AAPL", 20, "200")
+    changed = await fresh.replace_order(MARGIN, order, OrderChange(quantity=Decimal(15)))
+    assert changed.quantity == 15
 
 
 async def test_reversal_and_cash_short_are_refused_before_sending(
@@ -1016,6 +1070,19 @@ async def test_bracket_is_an_oso_with_a_brk_group(
     statuses = sorted(o.status for o in emu.orders_for("11827342"))
     assert statuses == ["CAN", "FLL", "FLL"]
     assert [p.symbol for p in await adapter.fetch_positions(MARGIN)] == ["AAPL"]
+
+
+async def test_an_exit_that_names_its_entry_is_linked_to_it(
+    adapter: TradeStationAdapter, emu: TradeStationEmulator
+) -> None:
+    """An exit's ConditionalOrders "OSP" (linked parent) was ignored, so the exits of a bracket
+    placed in TradeStation's own platform, which Tradecord holds no record of, stood alone."""
+    emu.world.exits_name_entry = True
+    request = buy("AMD", 10, bracket=Bracket(take_profit=Decimal(150), stop_loss=Decimal(130)))
+    entry = await adapter.create_order(MARGIN, request)
+    exits = await adapter.fetch_open_orders(MARGIN)
+    assert len(exits) == 2 and {o.parent_id for o in exits} == {entry.id}
+    assert set(entry.exit_ids) == {o.id for o in exits}
 
 
 async def test_short_bracket_covers(
