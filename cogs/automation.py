@@ -3,6 +3,7 @@ Approve / Reject buttons of signals that wait for their member."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -64,6 +65,11 @@ from cogs.ui import (
     strategy_names,
     update,
 )
+
+log = logging.getLogger("tradecord.automation")
+
+# Members whose names are remembered per process before starting over (one statement each then).
+ALERT_NAMES_KEPT = 50_000
 
 SIZING_HELP = {
     "fixed_quantity": "shares/contracts per entry",
@@ -634,6 +640,9 @@ ALERT_TEMPLATE = (
 class Automation(commands.Cog):
     def __init__(self, bot: Tradecord) -> None:
         self.bot = bot
+        # (guild, member) -> the display name last refreshed for alerts, so that most
+        # interactions cost no statement.
+        self._alert_names: dict[tuple[int, int], str] = {}
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(ApprovalButton)
@@ -679,6 +688,26 @@ class Automation(commands.Cog):
         )
 
     @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """Tradecord was removed from the server (kicked, banned, or the server deleted):
+        nothing of its strategies may trade on, and their people hear it. Not sent for a
+        server that is only unavailable (a Discord outage)."""
+        await self.bot.core.strategies.guild_removed(guild.id, guild.name)
+
+    async def _left(self, guild_id: int) -> bool:
+        """Whether Tradecord is no longer in the guild. Asked of Discord when this process
+        does not have it: with several shards, another process may."""
+        if self.bot.get_guild(guild_id) is not None:
+            return False
+        try:
+            await self.bot.fetch_guild(guild_id)
+        except (discord.NotFound, discord.Forbidden):
+            return True
+        except discord.HTTPException:  # Discord cannot say: not known to be gone
+            return False
+        return False
+
+    @commands.Cog.listener()
     async def on_guild_role_delete(self, role: discord.Role) -> None:
         """Its members lost it without a member update: the strategies shared with it stop
         being, and the subscriptions it alone gave end."""
@@ -694,6 +723,31 @@ class Automation(commands.Cog):
             await self.bot.core.strategies.reconcile_access(
                 after.guild.id, after.id, roles, guild_name=after.guild.name
             )
+        if before.display_name != after.display_name:
+            await self._refresh_alert_name(after)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Without the Server Members intent no member update says a member renamed: each of
+        their interactions in a server carries their name there, so alerts follow it then."""
+        if isinstance(interaction.user, discord.Member):
+            try:
+                await self._refresh_alert_name(interaction.user)
+            except Exception:  # the command goes on; the next one tries again
+                log.warning("Could not refresh a member's name for alerts", exc_info=True)
+
+    async def _refresh_alert_name(self, member: discord.Member) -> None:
+        """The name alerts show for ``member`` in their guild, as it is now. A statement only
+        when the name differs from the last one this process saw for them there."""
+        key = (member.guild.id, member.id)
+        if self._alert_names.get(key) == member.display_name:
+            return
+        await self.bot.core.subscriptions.refresh_alert_name(
+            member.id, member.guild.id, member.display_name
+        )
+        if len(self._alert_names) >= ALERT_NAMES_KEPT:
+            self._alert_names.clear()
+        self._alert_names[key] = member.display_name
 
     strategy = app_commands.Group(
         name="strategy", description="Webhook strategies", guild_only=True
@@ -1253,8 +1307,8 @@ class Automation(commands.Cog):
             text += f"\n⚠️ {info.warning}"
         await interaction.response.send_message(text, ephemeral=True)
 
+    # Not guild_only: a strategy of a server Tradecord was removed from is stopped from DMs.
     @app_commands.command(name="unsubscribe", description="Stop a connection trading a strategy")
-    @app_commands.guild_only()
     @app_commands.describe(
         strategy="The strategy to stop",
         connection="Which connection stops (needed only if several trade the strategy)",
@@ -1270,12 +1324,13 @@ class Automation(commands.Cog):
         mode: Literal["paper", "live"] | None = None,
     ) -> None:
         sub = await self.bot.core.subscriptions.unsubscribe(
-            guild_of(interaction),
+            interaction.guild_id,
             interaction.user.id,
             strategy,
             connection=connection,
             mode=mode,
             roles=roles_of(interaction),
+            left=self._left,
         )
         await interaction.response.send_message(
             f"Unsubscribed **{sub.connection_name}** ({sub.mode}) from **{sub.strategy_name}**; "
@@ -1446,16 +1501,20 @@ class Automation(commands.Cog):
     @alerts.command(name="show-my-name", description="Whether alerts may name you")
     async def show_name(self, interaction: discord.Interaction, show: bool) -> None:
         assert interaction.guild_id is not None  # a server command
-        await self.bot.core.subscriptions.set_alerts_show_name(
+        name = await self.bot.core.subscriptions.set_alerts_show_name(
             interaction.user.id, interaction.guild_id, show, interaction.user.display_name
         )
-        await interaction.response.send_message(
-            "Alerts in this server will name you (as plain text, never a mention); other "
-            "servers still say “a subscriber”."
-            if show
-            else "Alerts in this server will say “a subscriber” instead of your name.",
-            ephemeral=True,
-        )
+        if name is None:
+            content = "Alerts in this server will say “a subscriber” instead of your name."
+        else:
+            # Without the Server Members intent no member update says they renamed.
+            when = "" if self.bot.intents.members else " from your next Tradecord command here"
+            content = (
+                f"Alerts in this server will name you as “{as_text(name)}”, your name here (as "
+                "plain text, never a mention). They follow it: change your server nickname and "
+                f"they show the new one{when}. Other servers still say “a subscriber”."
+            )
+        await interaction.response.send_message(content, ephemeral=True)
 
     signal = app_commands.Group(name="signal", description="Webhook signals")
 

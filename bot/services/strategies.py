@@ -46,6 +46,7 @@ log = logging.getLogger("tradecord.strategies")
 
 if TYPE_CHECKING:
     from bot.core import Core
+    from bot.db import Database
 
 # TradingView's published webhook source addresses (the "tradingview" allow-list preset).
 TRADINGVIEW_IPS: Final = ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7")
@@ -645,7 +646,12 @@ class StrategyService:
         for guild_id in guilds:
             try:
                 ended += await self._check_guild(guild_id)
-            except Exception as e:  # e.g. the bot was removed from it: one line, next hour again
+            except Exception as e:
+                if getattr(e, "code", None) in GUILD_GONE:
+                    # Removed while no process heard GUILD_DELETE: as the event would have.
+                    paused = await self.guild_removed(guild_id)
+                    log.info("Not in guild %s: %d subscriptions paused", guild_id, paused)
+                    continue
                 log.warning("Could not check the members of guild %s: %r", guild_id, e)
         return ended
 
@@ -654,9 +660,20 @@ class StrategyService:
         if notifier is None:
             return 0
         ended = 0
-        for discord_user_id in sorted(
-            await self.followers(guild_id) | await self.followed(guild_id)
-        ):
+        members = await self.followers(guild_id) | await self.followed(guild_id)
+        if not members:
+            # Only owners trading their own strategies: ask after one, which also says
+            # whether Tradecord is still in the guild.
+            async with self.core.db.session() as s:
+                owner = await s.scalar(
+                    select(Member.discord_user_id)
+                    .join(Subscription, Subscription.member_id == Member.id)
+                    .join(Strategy, Strategy.id == Subscription.strategy_id)
+                    .where(Strategy.guild_id == guild_id, Subscription.enabled.is_(True))
+                    .limit(1)
+                )
+            members = {owner} if owner is not None else set()
+        for discord_user_id in sorted(members):
             roles = await notifier.member_roles(guild_id, discord_user_id)
             ended += len(await self.reconcile_access(guild_id, discord_user_id, roles))
         return ended
@@ -969,6 +986,142 @@ class StrategyService:
             )
         return ended
 
+    async def guild_removed(self, guild_id: int, guild_name: str | None = None) -> int:
+        """Tradecord was removed from the guild (Discord no longer lets it in): every
+        subscription to its strategies is paused, so nothing trades for them, and kept, for
+        its member to remove (``subscriptions.unsubscribe`` finds it from anywhere) or, if
+        Tradecord is added back, to resume. Subscribers and owners are told. Returns how
+        many were paused: of two processes that find the same removal (the event, the
+        hourly check), the one whose update paused them tells."""
+        now = self.clock()
+        async with self.core.db.transaction() as s:
+            paused = (
+                await s.execute(
+                    update(Subscription)
+                    .where(
+                        Subscription.enabled.is_(True),
+                        Subscription.strategy_id.in_(
+                            select(Strategy.id).where(Strategy.guild_id == guild_id)
+                        ),
+                    )
+                    .values(enabled=False, updated_at=now)
+                    .returning(Subscription.member_id, Subscription.strategy_id)
+                )
+            ).all()
+            if not paused:
+                return 0
+            for member_id, strategy_id in paused:
+                audit.record(
+                    s,
+                    "subscription.paused",
+                    member_id=member_id,
+                    strategy_id=strategy_id,
+                    reason="Tradecord was removed from the server",
+                )
+            strategies = {
+                row.id: (row.name, row.owner)
+                for row in await s.execute(
+                    select(Strategy.id, Strategy.name, Member.discord_user_id.label("owner"))
+                    .join(Member, Member.id == Strategy.owner_member_id)
+                    .where(Strategy.id.in_({strategy_id for _, strategy_id in paused}))
+                )
+            }
+            people = dict(
+                (
+                    await s.execute(
+                        select(Member.id, Member.discord_user_id).where(
+                            Member.id.in_({member_id for member_id, _ in paused})
+                        )
+                    )
+                ).all()
+            )
+        guild_name = await self._guild_name(guild_id, guild_name)
+        where = f"**{plain(guild_name)}**" if guild_name else "a server"
+        # Who subscribes to what (an owner's own subscription is said in the owner's DM).
+        followed: dict[int, set[str]] = {}
+        counts: dict[str, int] = {}
+        others: dict[str, int] = {}
+        for member_id, strategy_id in paused:
+            name, owner = strategies[strategy_id]
+            counts[strategy_id] = counts.get(strategy_id, 0) + 1
+            if people[member_id] != owner:
+                others[strategy_id] = others.get(strategy_id, 0) + 1
+                followed.setdefault(people[member_id], set()).add(name)
+        how = "here in our DMs, or in any server Tradecord is in"
+        for discord_id, names in sorted(followed.items()):
+            listed = sorted(names, key=str.casefold)
+            one = len(listed) == 1
+            shown = ", ".join(f"**{plain(n)}**" for n in listed)
+            name = plain(listed[0]) if one else "<name>"
+            await dm_quietly(
+                self.core.notifier,
+                discord_id,
+                Outgoing(
+                    f"Tradecord was removed from {where}, so {shown} no longer "
+                    + (
+                        "trades for you: your subscription to it is paused."
+                        if one
+                        else "trade for you: your subscriptions to them are paused."
+                    )
+                    + " Orders already placed and positions stay as they are. To remove "
+                    + f"{'it' if one else 'one'}: /unsubscribe strategy:{name} ({how}). If "
+                    + "Tradecord is added back to that server, "
+                    + (
+                        "it stays paused until you resume it"
+                        if one
+                        else "they stay paused until you resume each"
+                    )
+                    + f" there: /subscribe strategy:{name} active:true."
+                ),
+                about="subscriptions paused when Tradecord left a server",
+            )
+        for strategy_id, count in sorted(counts.items()):
+            name, owner = strategies[strategy_id]
+            told = (
+                ", and its subscribers were told how to remove theirs"
+                if others.get(strategy_id)
+                else ""
+            )
+            yours = (
+                f" To remove yours: /unsubscribe strategy:{plain(name)} ({how})."
+                if others.get(strategy_id, 0) < count
+                else ""
+            )
+            await dm_quietly(
+                self.core.notifier,
+                owner,
+                Outgoing(
+                    f"Tradecord was removed from {where}, so your strategy **{plain(name)}** "
+                    f"no longer trades for anyone: its {count} subscription{plural(count)} "
+                    f"{'is' if count == 1 else 'are'} paused{told}.{yours} If Tradecord is "
+                    "added back to that server, each stays paused until its member resumes "
+                    f"it there (/subscribe strategy:{plain(name)} active:true)."
+                ),
+                about="a strategy paused when Tradecord left a server",
+            )
+        return len(paused)
+
+    async def subscribed_elsewhere(
+        self, discord_user_id: int, strategy: str, guild_id: int | None
+    ) -> list[tuple[str, str, int]]:
+        """The strategies named ``strategy`` (or with that id) of guilds other than
+        ``guild_id`` that the member subscribes to: (id, name, guild id). Only their own
+        subscriptions, so no other server's strategy is disclosed."""
+        member_id = await self.core.members.ensure(discord_user_id)
+        match = Strategy.name_key == _name_key(strategy)
+        if _is_uuid(strategy.strip()):
+            match |= Strategy.id == strategy.strip()
+        query = (
+            select(Strategy.id, Strategy.name, Strategy.guild_id)
+            .join(Subscription, Subscription.strategy_id == Strategy.id)
+            .where(Subscription.member_id == member_id, match)
+            .distinct()
+        )
+        if guild_id is not None:
+            query = query.where(Strategy.guild_id != guild_id)
+        async with self.core.db.session() as s:
+            return [(row.id, row.name, row.guild_id) for row in await s.execute(query)]
+
     async def _end(
         self, s: AsyncSession, member_id: int, theirs: ColumnElement[bool], reason: str
     ) -> tuple[dict[str, str], Withdrawn]:
@@ -1153,19 +1306,27 @@ class StrategyService:
         )
         scope = strategy_id or "*"
         async with self.core.db.transaction() as s:
-            await s.execute(
-                delete(AlertChannel).where(
-                    AlertChannel.guild_id == guild_id, AlertChannel.scope == scope
+            if channel_id is None:
+                await s.execute(
+                    delete(AlertChannel).where(
+                        AlertChannel.guild_id == guild_id, AlertChannel.scope == scope
+                    )
                 )
-            )
-            if channel_id is not None:
-                s.add(
-                    AlertChannel(
-                        guild_id=guild_id,
-                        scope=scope,
-                        strategy_id=strategy_id,
-                        channel_id=channel_id,
-                        updated_at=self.clock(),
+            else:
+                # One statement: two admins saving at once both succeed (a delete then an
+                # insert collided on the unique key under READ COMMITTED). A channel chosen
+                # again starts afresh: nothing known of it failing.
+                await s.execute(
+                    upsert(
+                        self.core.db,
+                        AlertChannel,
+                        {"guild_id": guild_id, "scope": scope, "strategy_id": strategy_id},
+                        {
+                            "channel_id": channel_id,
+                            "failing_since": None,
+                            "updated_at": self.clock(),
+                        },
+                        ["guild_id", "scope"],
                     )
                 )
         return await self.alert_channel(guild_id, strategy_id)
@@ -1366,6 +1527,9 @@ class StrategyService:
 
 
 JOB_CHECK_MEMBERS = "strategies.check_members"
+# Discord's JSON error codes (Unknown Guild, Missing Access) for a guild Tradecord is not in,
+# as the notifier's errors carry them.
+GUILD_GONE: Final = frozenset({10004, 50001})
 
 
 def visible(
@@ -1400,6 +1564,24 @@ def _webhook_auth(row: Mapping[str, Any]) -> WebhookAuth:
         rate_limit_per_minute=row["rate_limit_per_minute"],
         max_quantity=row["max_quantity"],
     )
+
+
+def upsert(
+    db: Database,
+    table: type[Any],
+    key: Mapping[str, Any],
+    values: Mapping[str, Any],
+    unique: list[str],
+) -> Any:
+    """INSERT of ``key`` and ``values`` that, when a row with the same ``unique`` columns
+    exists, sets ``values`` on it instead (both dialects): unlike an update, then an insert
+    if none, two at once cannot both insert."""
+    if db.is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    stmt = dialect_insert(table).values({**key, **values})
+    return stmt.on_conflict_do_update(index_elements=unique, set_=dict(values))
 
 
 def new_secret() -> str:

@@ -4,7 +4,7 @@ own sizing, allowed sides, approval and position rules. Also the member's alert 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,11 +21,11 @@ from adapters.registry import get_adapter_class
 from bot.automation_models import AlertPreference, Strategy, Subscription
 from bot.db_types import plain
 from bot.errors import InvalidInput, NotFound, PermissionDenied
-from bot.models import Connection, ConnectionAccount
+from bot.models import Connection, ConnectionAccount, Member
 from bot.services import audit
 from bot.services.approvals import close_withdrawn, withdraw_approvals
 from bot.services.connections import MODES, Target
-from bot.services.strategies import StrategyInfo, visible
+from bot.services.strategies import StrategyInfo, upsert, visible
 from bot.signal_format import (
     MAX_DECIMALS,
     MAX_NUMBER,
@@ -464,13 +464,14 @@ class SubscriptionService:
 
     async def unsubscribe(
         self,
-        guild_id: int,
+        guild_id: int | None,
         discord_user_id: int,
         strategy: str,
         *,
         connection: str | None = None,
         mode: str | None = None,
         roles: Collection[int] = (),
+        left: Callable[[int], Awaitable[bool]] | None = None,
     ) -> SubscriptionInfo:
         """Stop one of the member's subscriptions to ``strategy``; the one stopped.
 
@@ -478,8 +479,12 @@ class SubscriptionService:
         strategy, neither is needed. The connection need not be tradable (an account unchosen,
         a re-link due), since stopping is always allowed; nor the strategy still shared with
         them. ``roles``: the member's in the guild, so that a strategy shared with one of them
-        is found (and said to have no subscription of theirs)."""
-        info = await self.core.strategies.get(guild_id, discord_user_id, strategy, roles=roles)
+        is found (and said to have no subscription of theirs).
+
+        ``left`` says whether Tradecord is no longer in a guild: a strategy of such a guild
+        can no longer be unsubscribed there, so it is found from DMs (``guild_id`` None) or
+        any other guild, among the member's own subscriptions only."""
+        info = await self._to_stop(guild_id, discord_user_id, strategy, roles, left)
         if mode is not None:
             mode = mode.strip().lower()
             if mode not in MODES:
@@ -531,6 +536,49 @@ class SubscriptionService:
         await close_withdrawn(self.core.notifier, withdrawn)
         return sub
 
+    async def _to_stop(
+        self,
+        guild_id: int | None,
+        discord_user_id: int,
+        strategy: str,
+        roles: Collection[int],
+        left: Callable[[int], Awaitable[bool]] | None,
+    ) -> StrategyInfo | _Elsewhere:
+        """The strategy /unsubscribe names: the guild's, else one of a guild Tradecord left
+        that the member subscribes to."""
+        missing: NotFound | None = None
+        if guild_id is not None:
+            try:
+                return await self.core.strategies.get(
+                    guild_id, discord_user_id, strategy, roles=roles
+                )
+            except NotFound as e:
+                if left is None:
+                    raise
+                missing = e
+        found = await self.core.strategies.subscribed_elsewhere(discord_user_id, strategy, guild_id)
+        gone = [row for row in found if left is not None and await left(row[2])]
+        if len({strategy_id for strategy_id, _, _ in gone}) > 1:
+            ids = ", ".join(strategy_id for strategy_id, _, _ in gone)
+            raise InvalidInput(
+                f"You subscribe to more than one “{gone[0][1]}” of servers Tradecord was "
+                f"removed from: give its id as strategy: instead, one of {ids}."
+            )
+        if gone:
+            return _Elsewhere(gone[0][0], gone[0][1])
+        if missing is not None:
+            raise missing
+        shown = strategy.strip()[:60]
+        if found:
+            raise InvalidInput(
+                f"“{found[0][1]}” belongs to a server Tradecord is still in: run "
+                f"/unsubscribe strategy:{found[0][1]} there."
+            )
+        raise NotFound(
+            f"You have no subscription to “{shown}”. /subscriptions here lists yours in every "
+            "server."
+        )
+
     async def set_enabled(self, discord_user_id: int, subscription_id: int, enabled: bool) -> None:
         """Pause or resume a subscription (paused ones receive no signals)."""
         member_id = await self.core.members.ensure(discord_user_id)
@@ -569,30 +617,50 @@ class SubscriptionService:
 
     async def set_alerts_show_name(
         self, discord_user_id: int, guild_id: int, show: bool, display_name: str | None = None
-    ) -> None:
+    ) -> str | None:
         """Whether public trade alerts in this server may name this member, and the name to
-        use (plain text, never a mention). Off by default, and in every other server."""
+        use (plain text, never a mention). Off by default, and in every other server. Returns
+        the name alerts will show (None: none)."""
         member_id = await self.core.members.ensure(discord_user_id)
-        name = " ".join((display_name or "").split())[:64] or None
+        name = _alert_name(display_name) if show else None  # not kept when not shown
         if show and not name:
             raise InvalidInput("Give the name to show in alerts.")
-        now = self.clock()
+        async with self.core.db.transaction() as s:
+            # One statement: saved twice at once, an update then an insert both inserted.
+            await s.execute(
+                upsert(
+                    self.core.db,
+                    AlertPreference,
+                    {"member_id": member_id, "guild_id": guild_id},
+                    {"alerts_show_name": show, "display_name": name, "updated_at": self.clock()},
+                    ["member_id", "guild_id"],
+                )
+            )
+        return name
+
+    async def refresh_alert_name(
+        self, discord_user_id: int, guild_id: int, display_name: str | None
+    ) -> bool:
+        """The member's name in the guild is ``display_name`` now: alerts that name them show
+        it from now on, so one who renames to stop showing a name stops showing it. One
+        statement that changes nothing for a member not named there; True if it changed."""
+        name = _alert_name(display_name)
+        if name is None:
+            return False
         async with self.core.db.transaction() as s:
             result = await s.execute(
                 update(AlertPreference)
-                .where(AlertPreference.member_id == member_id, AlertPreference.guild_id == guild_id)
-                .values(alerts_show_name=show, display_name=name, updated_at=now)
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                s.add(
-                    AlertPreference(
-                        member_id=member_id,
-                        guild_id=guild_id,
-                        alerts_show_name=show,
-                        display_name=name,
-                        updated_at=now,
-                    )
+                .where(
+                    AlertPreference.member_id.in_(
+                        select(Member.id).where(Member.discord_user_id == discord_user_id)
+                    ),
+                    AlertPreference.guild_id == guild_id,
+                    AlertPreference.alerts_show_name.is_(True),
+                    AlertPreference.display_name != name,
                 )
+                .values(display_name=name, updated_at=self.clock())
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -643,6 +711,19 @@ class SubscriptionService:
             )
             for sub, sname, gid, cname, broker, builtin, account_type in rows
         ]
+
+
+def _alert_name(display_name: str | None) -> str | None:
+    """A display name as alerts show it: spaces collapsed, within the column's 64."""
+    return " ".join((display_name or "").split())[:64] or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Elsewhere:
+    """A strategy of a guild Tradecord was removed from, as /unsubscribe needs it."""
+
+    id: str
+    name: str
 
 
 def settings_of(sub: Subscription) -> SubscriptionSettings:
