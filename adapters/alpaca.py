@@ -39,7 +39,6 @@ from adapters.base import (
     HttpResponse,
     OAuthSpec,
     RateLimit,
-    _retry_after,
     dec,
 )
 from adapters.errors import (
@@ -52,6 +51,7 @@ from adapters.errors import (
     OrderNotCancelable,
     OrderNotFound,
     OrderNotReplaceable,
+    OrderStateUnknown,
     RateLimited,
     SymbolNotFound,
     wait_text,
@@ -683,7 +683,7 @@ class AlpacaAdapter(HttpBrokerAdapter):
                 "/connect again to re-link."
             )
         if status == 429:
-            after = _retry_after(resp)
+            after = self.rate_limit_wait(resp)
             wait = (
                 "a few seconds"
                 if after is None or after <= MAX_RETRY_WAIT
@@ -1119,6 +1119,10 @@ class AlpacaAdapter(HttpBrokerAdapter):
             return await self.fetch_order(account, client_order_id=request.client_order_id)
         except NotEnoughToSell as e:
             raise await self._explain_not_enough(account, request.symbol, e) from e
+        if not _is_order(resp.body):
+            # A 2xx that cannot be read (cut short) may still have placed it: looked up by
+            # its client order id, never taken for a rejection.
+            raise OrderStateUnknown()
         return self.map_order(resp.body, account.id)
 
     async def _explain_not_enough(
@@ -1184,6 +1188,11 @@ class AlpacaAdapter(HttpBrokerAdapter):
             )
         except NotEnoughToSell as e:
             raise await self._explain_not_enough(account, order.symbol, e) from e
+        if not _is_order(resp.body):
+            # Accepted, but the answer cannot be read: the caller reads the order again.
+            raise BrokerUnavailable(
+                "Alpaca accepted the change but its answer could not be read.", maybe_sent=True
+            )
         new = self.map_order(resp.body, account.id)
         new.replaces = new.replaces or order.id
         return new
@@ -1283,6 +1292,11 @@ class AlpacaAdapter(HttpBrokerAdapter):
 
 def _text(value: Any) -> str | None:
     return str(value) if value else None
+
+
+def _is_order(body: Any) -> bool:
+    """Whether a write's answer is an order to map (an object with its id)."""
+    return isinstance(body, dict) and bool(body.get("id"))
 
 
 async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:

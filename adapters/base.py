@@ -766,6 +766,11 @@ class HttpBrokerAdapter(BrokerAdapter):
         """Map a vendor error response to our hierarchy; ``None`` falls back to the status."""
         return None
 
+    def rate_limit_wait(self, resp: HttpResponse) -> float | None:
+        """Seconds until a 429's window lets requests through again, from the headers this
+        broker sends (``Retry-After``, or ``X-RateLimit-Reset``); None when they do not say."""
+        return _retry_after(resp)
+
     def auth_headers(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
@@ -779,6 +784,17 @@ class HttpBrokerAdapter(BrokerAdapter):
         if breaker is None:
             breaker = self.ctx.breakers[name] = CircuitBreaker()
         return breaker
+
+    async def create_order(self, account: AccountRef, request: OrderRequest) -> Order:
+        """New orders fail fast while the broker's breaker is open (requirement 19), before
+        anything is sent: a read the order starts with would otherwise close it. Cancels and
+        changes still go out: they take risk off."""
+        if self.breaker(account.environment).open:
+            raise BrokerUnavailable(
+                f"{self.display_name} has been failing; new orders are paused for a moment. "
+                "Try again in about a minute."
+            )
+        return await super().create_order(account, request)
 
     async def _acquire(self, bucket: str) -> None:
         for rule in self.capabilities.rate_limits:
@@ -816,11 +832,6 @@ class HttpBrokerAdapter(BrokerAdapter):
                 f"{self.display_name} {environment} is not available to this connection."
             )
         breaker = self.breaker(environment)
-        if write and breaker.open:
-            raise BrokerUnavailable(
-                f"{self.display_name} has been failing; new orders are paused for a moment. "
-                "Try again in about a minute."
-            )
         url = base.rstrip("/") + path
         attempts = 1 if write else max(1, self.ctx.read_retries)
         refreshed = False
@@ -854,7 +865,13 @@ class HttpBrokerAdapter(BrokerAdapter):
                 resp.status,
                 (time.perf_counter() - started) * 1000,
             )
-            if resp.status == 401 and token is not None and not refreshed and not probe:
+            if (
+                resp.status == 401
+                and token is not None
+                and not refreshed
+                and not probe
+                and not _is_html(resp)  # a proxy's page: the broker never saw the token
+            ):
                 assert self.ctx.tokens is not None
                 refreshed = True
                 await self.ctx.tokens.refresh(token)
@@ -866,8 +883,10 @@ class HttpBrokerAdapter(BrokerAdapter):
                 breaker.record(True)
             if resp.ok or resp.status in allow:
                 return resp
-            retryable = resp.status == 429 or resp.status >= 500
-            delay = _retry_delay(resp, attempt) if retryable and attempt < attempts else None
+            delay = None
+            if (resp.status == 429 or resp.status >= 500) and attempt < attempts:
+                after = self.rate_limit_wait(resp) if resp.status == 429 else _retry_after(resp)
+                delay = _retry_delay(after, attempt)
             if delay is not None:
                 await asyncio.sleep(delay)
                 continue
@@ -916,6 +935,14 @@ class HttpBrokerAdapter(BrokerAdapter):
             return HttpResponse(r.status, r.headers, body, method, path)
 
     def _error_for(self, resp: HttpResponse, write: bool) -> BrokerError:
+        if resp.status in (401, 403) and _is_html(resp):
+            # A web page, not the broker's API answering: a proxy or firewall in front of it
+            # turned the request away, which says nothing of the member's authorization.
+            return BrokerUnavailable(
+                f"Something in front of {self.display_name}'s API turned the request away "
+                f"(HTTP {resp.status}); the connection itself is fine. Try again in a minute.",
+                maybe_sent=write,
+            )
         err = self.vendor_error(resp)
         if err is not None:
             return err
@@ -933,7 +960,7 @@ class HttpBrokerAdapter(BrokerAdapter):
         if resp.status == 404:
             return OrderNotFound()
         if resp.status == 429:
-            return RateLimited(retry_after=_retry_after(resp))
+            return RateLimited(retry_after=self.rate_limit_wait(resp))
         if resp.status >= 500:
             return BrokerUnavailable(self.not_answering, maybe_sent=write)
         return InvalidOrder()
@@ -970,10 +997,18 @@ def _backoff(attempt: int) -> float:
 MAX_RETRY_WAIT = 10.0
 
 
-def _retry_delay(resp: HttpResponse, attempt: int) -> float | None:
-    """How long to wait before trying again, or None: the broker asks for longer than a call
-    may wait, and a retry sooner would only be refused again."""
-    after = _retry_after(resp)
+def _is_html(resp: HttpResponse) -> bool:
+    """Whether the answer is a web page (a proxy's or a firewall's), not an API's."""
+    if "text/html" in resp.headers.get("Content-Type", "").lower():
+        return True
+    text = resp.body.lstrip()[:15].lower() if isinstance(resp.body, str) else ""
+    return text.startswith(("<!doctype html", "<html"))
+
+
+def _retry_delay(after: float | None, attempt: int) -> float | None:
+    """How long to wait before trying again, given how long the broker asks to wait
+    (``after``), or None: it asks for longer than a call may wait, and a retry sooner would
+    only be refused again."""
     if after is None:
         return _backoff(attempt)  # a 429 never causes a tight loop
     return after if after <= MAX_RETRY_WAIT else None

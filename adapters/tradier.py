@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -59,7 +58,7 @@ from adapters.errors import (
     OrderNotCancelable,
     OrderNotFound,
     OrderNotReplaceable,
-    RateLimited,
+    OrderStateUnknown,
     SymbolNotFound,
 )
 from adapters.models import (
@@ -130,7 +129,6 @@ BRACKET_ENTRY_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP, OrderType.STOP
 BRACKET_CLOSES = (
     "A take-profit/stop-loss bracket needs an order that opens a position; this one closes one."
 )
-OCC_RE = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")
 # Tradier's extended sessions, measured from the exchange's open and close (its market calendar
 # gives premarket 07:00–09:24 and postmarket 16:00–19:55 around a 09:30–16:00 day), so an
 # early close brings the post-market forward with it.
@@ -377,8 +375,6 @@ class TradierAdapter(HttpBrokerAdapter):
                     "account you mean."
                 )
             return AuthorizationExpired()
-        if resp.status == 429:
-            return RateLimited(retry_after=_reset_after(resp))
         if resp.status >= 500:
             return None
         messages = error_messages(resp.body)
@@ -410,6 +406,9 @@ class TradierAdapter(HttpBrokerAdapter):
         if resp.method == "POST" and resp.path.endswith("/orders"):
             return InvalidOrder(f"Tradier rejected the order: {detail}", vendor_code=code)
         return BrokerError(f"Tradier refused the request: {detail}", vendor_code=code)
+
+    def rate_limit_wait(self, resp: HttpResponse) -> float | None:
+        return _reset_after(resp)
 
     # -- checks Tradier adds to the shared ones ----------------------------------------------
 
@@ -523,7 +522,7 @@ class TradierAdapter(HttpBrokerAdapter):
             qty = quantity(p.get("quantity"))
             cost = dec(p.get("cost_basis"), ZERO) or ZERO
             symbol = str(p.get("symbol", ""))
-            is_option = bool(OCC_RE.match(symbol))
+            is_option = bool(symbols.OCC_RE.match(symbol))
             multiplier = Decimal(100) if is_option else Decimal(1)
             out.append(
                 Position(
@@ -660,10 +659,11 @@ class TradierAdapter(HttpBrokerAdapter):
     async def fetch_quote(self, symbol: str) -> Quote:
         sym = self.canonical_symbol(symbol)
         asset = symbols.asset_class_of(sym)
-        if asset is not AssetClass.EQUITY:
+        if asset not in (AssetClass.EQUITY, AssetClass.OPTION):
+            # Tradier quotes options (OCC symbols) though Tradecord trades none there.
             raise AssetClassNotSupported(
-                f"{sym} is not a stock or ETF, and Tradier does not offer {ASSET_WORDS[asset]} "
-                "trading."
+                f"{sym} is not a stock, ETF or option, and Tradier does not offer "
+                f"{ASSET_WORDS[asset]} trading."
             )
         envs = self.environments()
         if not envs:
@@ -736,10 +736,11 @@ class TradierAdapter(HttpBrokerAdapter):
         raw = resp.body.get("order") if isinstance(resp.body, dict) else None
         if not isinstance(raw, dict) or "id" not in raw:
             problems = error_messages(resp.body)
-            raise InvalidOrder(
-                "Tradier did not accept the order"
-                + (f": {' '.join(problems)}" if problems else ".")
-            )
+            if not problems:
+                # A 2xx that names no order and no error (cut short, unreadable) may still
+                # have placed it: looked up by its tag, never taken for a rejection.
+                raise OrderStateUnknown()
+            raise InvalidOrder(f"Tradier did not accept the order: {' '.join(problems)}")
         order_id = str(raw["id"])
         try:
             # The placement answer holds only the id; the order itself tells the status

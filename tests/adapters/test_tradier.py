@@ -251,6 +251,10 @@ async def test_fetch_quote(emu: TradierEmulator, adapter: TradierAdapter):
     with pytest.raises(AssetClassNotSupported, match="futures"):
         await adapter.fetch_quote("ESZ25")
     assert len(emu.requests) == before
+    # Tradier quotes options by their OCC symbol.
+    emu.set_quote("AAPL250117C00150000", "40.1", "40.3", "40.2", type="option")
+    option = await adapter.fetch_quote("aapl250117c00150000")
+    assert (option.symbol, option.last) == ("AAPL250117C00150000", Decimal("40.2"))
 
 
 async def test_a_share_class_is_one_stock_however_typed(
@@ -773,18 +777,25 @@ async def test_429_with_retry_after_is_retried_on_reads(
 async def test_tradier_429_becomes_rate_limited_with_reset_time(
     emu: TradierEmulator,
     adapter: TradierAdapter,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     margin = ref(emu, "margin")
+    waits = NoWait()
+    monkeypatch.setattr(base.asyncio, "sleep", waits)
     emu.set_rate_limit("trading", 1)
     await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
     with pytest.raises(RateLimited) as info:
         await adapter.create_order(margin, OrderRequest("F", Side.BUY, Decimal(1)))
     assert info.value.retry_after is not None and 0 < info.value.retry_after <= 60
     assert len(emu.requests_to(r"/orders$", "POST")) == 2  # the write was not retried
-    emu.set_rate_limit("standard", 1)
-    with pytest.raises(RateLimited):
+    emu.set_rate_limit("standard", 1)  # already used by the orders' reads
+    with pytest.raises(RateLimited) as info:
         await adapter.fetch_balance(margin)
-    assert len(emu.requests_to("/balances$")) == adapter.ctx.read_retries
+    # Not retried into a window that X-Ratelimit-Expiry says is still closed (it would only
+    # be refused again): the member is told how long instead.
+    assert info.value.retry_after is not None and 30 < info.value.retry_after <= 60
+    assert "before the next request" in info.value.user_message
+    assert len(emu.requests_to("/balances$")) == 1 and waits.waits == []
 
 
 async def test_5xx_on_read_is_retried_and_on_write_is_not(
