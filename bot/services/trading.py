@@ -115,14 +115,22 @@ C = TypeVar("C")
 
 PREVIEW_TTL = timedelta(seconds=60)
 SIMULATED_NOTE = "simulated prices"  # said by every message priced by the simulated feed
-# A send that started this long ago has ended one way or the other (adapters time out after
-# 10 s and never retry an order): a lookup that finds nothing then proves it never arrived.
-SEND_SETTLED_AFTER = timedelta(seconds=30)
+# The longest a send may take, all of it: an adapter may read first (Tradier and TradeStation
+# read the positions before the POST), and its reads retry timeouts, 5xx and 429s, or wait on
+# a token renewal. Past it the send is abandoned, in doubt, and looked up by client order id.
+SEND_LIMIT = timedelta(seconds=20)
+# A send that started this long ago has ended one way or the other: SEND_LIMIT, plus time for a
+# broker to act on a POST it received as we gave up and for processes' clocks to disagree. A
+# lookup that finds nothing then proves the order never arrived.
+SEND_SETTLED_AFTER = SEND_LIMIT + timedelta(seconds=10)
 # A confirmed order the process never sent (it stopped first) is sent by the reconciler only
 # this long after its Confirm: later, the price the member agreed to is history.
 PENDING_SEND_LIMIT = timedelta(minutes=5)
 # The reconciler follows at most this many replacements of one order in one pass.
 MAX_REPLACEMENTS = 20
+# notified_status of an order whose update's DM failed for a while (Discord down or busy, the
+# network): no state's "status:" prefix, so the next reconcile pass tells it (tell_untold).
+UNDELIVERED = "undelivered"
 STATUS_FROM_ORDER = {
     OrderStatus.PENDING: IntentStatus.ACCEPTED,
     OrderStatus.OPEN: IntentStatus.ACCEPTED,
@@ -620,6 +628,9 @@ class TradingService:
         self.exit_listeners: list[Callable[[OrderIntent, Order], Awaitable[None]]] = []
         # Set by the signal service: the strategy and signal a signal's order came from.
         self.origin_of: Callable[[OrderIntent], Awaitable[Origin | None]] | None = None
+        # Intents this process is sending now. Its own reconciler leaves them alone whatever
+        # the time (a busy event loop can fire SEND_LIMIT late); other processes rely on it.
+        self._sending: set[str] = set()
 
     # -- validation and preview ---------------------------------------------------------
 
@@ -1921,13 +1932,25 @@ class TradingService:
     async def _send(self, intent: OrderIntent, target: Target, adapter: BrokerAdapter) -> Outcome:
         """Call the broker for an intent this caller has just moved to submitted (the caller
         closes the adapter)."""
+        self._sending.add(intent.id)
+        try:
+            return await self._send_now(intent, target, adapter)
+        finally:
+            self._sending.discard(intent.id)
+
+    async def _send_now(
+        self, intent: OrderIntent, target: Target, adapter: BrokerAdapter
+    ) -> Outcome:
         request = request_of(intent)
         simulated = bool(intent.extra.get("simulated"))
         try:
-            order = await adapter.create_order(target.ref, request)
+            # Bounded, so that SEND_SETTLED_AFTER holds: the reconciler and resend_lost take a
+            # lookup that finds nothing after it as proof the order never arrived.
+            async with asyncio.timeout(SEND_LIMIT.total_seconds()):
+                order = await adapter.create_order(target.ref, request)
         except (BrokerUnavailable, OrderStateUnknown, TimeoutError) as e:
             # The broker answered without saying whether it took the order (OrderStateUnknown)
-            # or did not answer: looked up, never resent.
+            # or did not answer (in time): looked up, never resent.
             maybe_sent = not isinstance(e, BrokerUnavailable) or e.maybe_sent
             if not maybe_sent:
                 await self._set(
@@ -1958,7 +1981,7 @@ class TradingService:
         sent_at = intent.extra.get("sent_at")
         if intent.status != IntentStatus.SUBMITTED or sent_at is None:
             raise Conflict(self._already(intent))
-        if self.clock() < send_settles_at(intent):
+        if intent.id in self._sending or self.clock() < send_settles_at(intent):
             raise Conflict("The first attempt to send this order may still be under way.")
         async with self.core.db.transaction() as s:
             claimed = (
@@ -2241,7 +2264,7 @@ class TradingService:
         owned = await self._owned_by_running_jobs(rows)
         changed: list[OrderIntent] = []
         for intent in rows:
-            if intent.id in owned:
+            if intent.id in owned or intent.id in self._sending:
                 continue
             before = (intent.status, intent.error_code)
             filled_before = intent.filled_quantity
@@ -2262,6 +2285,10 @@ class TradingService:
                 await self._tell(intent)
             elif intent.filled_quantity != filled_before:
                 await self._tell(intent)  # more of it filled: news, as from the stream
+            elif intent.notified_status == UNDELIVERED:
+                # Its DM failed in an earlier pass; a working order is read at every pass, so
+                # its row is never old enough for tell_untold.
+                await self._tell(intent)
         await self.tell_untold(cutoff)
         return changed
 
@@ -2270,7 +2297,8 @@ class TradingService:
         the member heard (a signal's result, an update) and whose later one, stored before
         ``cutoff``, they did not. Later updates do not repair it: they find no change to tell.
         ``_tell``'s compare-and-set keeps it once across processes. Orders of the last week;
-        the state a /trade card or a signal's result said is recorded with the order."""
+        the state a /trade card or a signal's result said is recorded with the order. Also any
+        order whose DM Discord failed to take (``UNDELIVERED``), whatever its state."""
         async with self.core.db.session() as s:
             rows = list(
                 await s.scalars(
@@ -2284,7 +2312,8 @@ class TradingService:
                                 IntentStatus.EXPIRED,
                                 IntentStatus.REJECTED,
                             ]
-                        ),
+                        )
+                        | (OrderIntent.notified_status == UNDELIVERED),
                         OrderIntent.notified_status.is_not(None),
                         ~OrderIntent.notified_status.startswith(OrderIntent.status.concat(":")),
                         OrderIntent.updated_at <= cutoff,
@@ -2486,8 +2515,8 @@ class TradingService:
         return bool(done)
 
     def _send_settled(self, intent: OrderIntent) -> bool:
-        """Whether the last send has surely ended (adapters give up after 10 s and never
-        retry), so that a lookup finding nothing proves the broker never got the order."""
+        """Whether the last send has surely ended (``_send`` gives up after SEND_LIMIT and never
+        retries), so that a lookup finding nothing proves the broker never got the order."""
         return self.clock() >= send_settles_at(intent)
 
     async def apply_update(
@@ -2653,7 +2682,8 @@ class TradingService:
                     OrderIntent.status == intent.status,
                     OrderIntent.filled_quantity == intent.filled_quantity,
                 )
-                .values(notified_status=key)
+                # Telling changes no state: tell_untold's window reads the state's time.
+                .values(notified_status=key, updated_at=OrderIntent.updated_at)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return
@@ -2672,10 +2702,33 @@ class TradingService:
                         f"update{origin.head}: {describe_intent(intent)}{note}{origin.tail}"
                     ),
                 )
-        except Exception:
-            log.warning("Could not tell the member about intent %s", intent.id)
+        except Exception as e:
+            # Marked told before the DM (so two processes never both send it): a failure that
+            # may pass is marked owed for the next pass to send. Not at once: Discord, down
+            # or rate limiting, would only refuse a burst of tries as well.
+            passing = not _refused_for_good(e)
+            log.warning(
+                "Could not tell the member about intent %s: %s%s",
+                intent.id,
+                type(e).__name__,
+                "; told again at the next pass" if passing else "",
+            )
+            if passing:
+                await self._owe_tell(intent, key)
         for listener in self.listeners:
             await listener(intent)
+
+    async def _owe_tell(self, intent: OrderIntent, key: str) -> None:
+        """Mark ``key``'s DM undelivered, unless a later state was told meanwhile."""
+        try:
+            async with self.core.db.transaction() as s:
+                await s.execute(
+                    update(OrderIntent)
+                    .where(OrderIntent.id == intent.id, OrderIntent.notified_status == key)
+                    .values(notified_status=UNDELIVERED, updated_at=OrderIntent.updated_at)
+                )
+        except Exception:
+            log.warning("Could not mark intent %s's update as undelivered", intent.id)
 
     async def _origin(self, intent: OrderIntent) -> Origin:
         return (await self.origin_of(intent) if self.origin_of else None) or Origin()
@@ -4311,6 +4364,14 @@ def _older(row: OrderIntent, status: str, filled: Decimal) -> bool:
     if filled != row.filled_quantity:
         return filled < row.filled_quantity
     return _PROGRESS.get(status, 0) < _PROGRESS.get(row.status, 0)
+
+
+def _refused_for_good(e: Exception) -> bool:
+    """A message refused by an answer that will not change (DMs closed, the member gone, a
+    message Discord will not take): an HTTP status of 4xx but 429, as the notifier's client
+    raises. Anything else (Discord down or busy, the network, a timeout) may pass."""
+    status = getattr(e, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status != 429
 
 
 def _in_doubt(intent: OrderIntent, simulated: bool) -> Outcome:
