@@ -222,7 +222,9 @@ async def test_a_send_past_its_limit_is_in_doubt_and_settled_by_lookup(
     SEND_LIMIT it is abandoned, and the order looked up by client order id, never failed at
     once (the broker may have it) nor sent again."""
     core.notifier = RecordingNotifier()
-    monkeypatch.setattr(trading, "SEND_LIMIT", timedelta(seconds=0.05))
+    # Long enough for the paper broker to take the order on a busy machine (PostgreSQL under
+    # the parallel suite): only the answer that never comes is to be abandoned.
+    monkeypatch.setattr(trading, "SEND_LIMIT", timedelta(seconds=2))
     place = PaperBroker.create_order
     stuck = asyncio.Event()  # never set: the send hangs until abandoned
 
