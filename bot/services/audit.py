@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,11 +19,16 @@ def record(
     member_id: int | None = None,
     connection_id: int | None = None,
     intent_id: str | None = None,
+    at: datetime | None = None,
     **detail: Any,
 ) -> None:
-    """Add an event to the caller's unit of work (it commits with the change it describes)."""
+    """Add an event to the caller's unit of work (it commits with the change it describes).
+
+    ``at``: when it happened, when that was before now (a fill the broker reports late);
+    a time ahead of ours (another clock's) is recorded as now."""
+    now = utcnow()
     values = {
-        "at": utcnow(),
+        "at": min(at, now) if at is not None else now,
         "kind": kind,
         "member_id": member_id,
         "connection_id": connection_id,

@@ -721,14 +721,18 @@ def public_order(intent: OrderIntent) -> str:
     text = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     if intent.status == IntentStatus.FILLED and intent.average_fill_price is not None:
         text += f" at {fill_price(intent.average_fill_price)}"
-    elif intent.status == IntentStatus.PARTIALLY_FILLED:
-        text += f"{intent_terms(intent)} ({qty(intent.filled_quantity)} filled)"
     elif intent.status == IntentStatus.ACCEPTED:
         text += intent_terms(intent)  # working: its price is what members watch for
-    elif intent.status in (IntentStatus.CANCELLED, IntentStatus.EXPIRED) and intent.filled_quantity:
-        # Ended after filling in part: the subscriber holds those, unlike a plain cancel.
+    elif intent.filled_quantity and intent.status in (
+        IntentStatus.PARTIALLY_FILLED,
+        IntentStatus.CANCELLED,
+        IntentStatus.EXPIRED,
+    ):
+        # Filled in part (the subscriber holds those, unlike a plain cancel): a working one
+        # still says its price too.
         at = f" at {fill_price(intent.average_fill_price)}" if intent.average_fill_price else ""
-        text += f" ({qty(intent.filled_quantity)} filled{at})"
+        working = intent_terms(intent) if intent.status == IntentStatus.PARTIALLY_FILLED else ""
+        text += f"{working} ({qty(intent.filled_quantity)} filled{at})"
     return text
 
 

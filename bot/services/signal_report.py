@@ -494,7 +494,9 @@ def _event_detail(event: AuditEvent, intent: OrderIntent) -> str | None:
     if event.kind == "order.exit_filled" and d.get("quantity") is not None:
         at = d.get("price")
         price = f" @ {fill_price(Decimal(str(at)))}" if at is not None else ""
-        return f"{qty(Decimal(str(d['quantity'])))}{price}"
+        # An exit that ended after filling part: the rest of the position was not closed.
+        ended = f", then {d['ended']}" if d.get("ended") else ""
+        return f"{qty(Decimal(str(d['quantity'])))}{price}{ended}"
     detail = d.get("reason") or d.get("error")
     return str(detail) if detail else None
 

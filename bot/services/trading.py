@@ -24,7 +24,7 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -80,6 +80,7 @@ from bot.errors import (
     TradecordError,
 )
 from bot.models import (
+    AuditEvent,
     BracketExit,
     Connection,
     ConnectionStatus,
@@ -162,6 +163,9 @@ SENT_UNFINISHED = (
 ENDED_UNFILLED = frozenset({IntentStatus.CANCELLED, IntentStatus.EXPIRED})
 
 
+# Ends whose audit event takes the broker's time: a partial fill's may be when the order
+# opened (TradeStation's, until it closes).
+ENDED_AT_BROKER = frozenset({IntentStatus.FILLED, IntentStatus.CANCELLED, IntentStatus.EXPIRED})
 PHASES = {
     IntentStatus.FILLED: "order.filled",
     IntentStatus.REJECTED: "order.rejected",
@@ -1971,8 +1975,8 @@ class TradingService:
             return Outcome(
                 intent, None, f"The broker rejected the order: {e.user_message}", False, simulated
             )
-        await self._apply_order(intent, order, told=True)
-        return Outcome(intent, order, describe(intent, order), placed(order), simulated)
+        behind = await self._apply_order(intent, order, told=True)
+        return _answered(intent, order, simulated, behind=behind)
 
     async def resend_lost(self, intent: OrderIntent, *, target: Target | None = None) -> Outcome:
         """Send again an intent stuck in SUBMITTED because the process sending it died, after
@@ -2042,12 +2046,16 @@ class TradingService:
         except (BrokerError, TimeoutError):
             await self._set(intent, IntentStatus.UNKNOWN, phase="order.unknown")
             return _in_doubt(intent, simulated)
-        await self._apply_order(intent, order, told=True)
-        return Outcome(intent, order, describe(intent, order), placed(order), simulated)
+        behind = await self._apply_order(intent, order, told=True)
+        return _answered(intent, order, simulated, behind=behind)
 
-    async def _apply_order(self, intent: OrderIntent, order: Order, *, told: bool = False) -> None:
+    async def _apply_order(self, intent: OrderIntent, order: Order, *, told: bool = False) -> bool:
         """``told``: the caller's own message (a /trade card, a signal's result) says this state
-        to the member; recorded as told, so only a later state is news (see tell_untold)."""
+        to the member; recorded as told, so only a later state is news (see tell_untold).
+
+        True when ``order`` is behind the stored state (a stream's fill stored before the
+        broker's answer to the POST): ``intent`` then holds the stored state, which is what
+        the caller's message must say."""
         if order.exit_ids:  # a bracket's exits, named by the broker with its entry
             await self._record_exits(intent, order.exit_ids)
         if order.status is OrderStatus.REPLACED and order.replaced_by:
@@ -2060,12 +2068,19 @@ class TradingService:
             log.info("Order %s replaced without a successor; no longer followed", order.id)
             order = dataclasses.replace(order, status=OrderStatus.CANCELLED)
         stored: dict[str, Any] = {}
+        behind = False
 
         async def write(s: AsyncSession) -> bool:
+            nonlocal behind
+            behind = False  # run again alone if its batch failed
             row = await s.get(OrderIntent, intent.id)
             assert row is not None
             if row.status in IntentStatus.FINAL and row.status != IntentStatus.FAILED:
-                return False  # a later update already settled it
+                # A later update already settled it; the caller's copy takes its state, or its
+                # message would describe this older one.
+                behind = True
+                stored.update(_followed(row))
+                return True
             left = _replaced_orders(row)
             if order.id in left:
                 return False  # an order this intent has already left for its replacement
@@ -2079,7 +2094,10 @@ class TradingService:
             if status == IntentStatus.ACCEPTED and filled > 0:
                 status = IntentStatus.PARTIALLY_FILLED  # the replaced order filled some
             if _older(row, status, filled):
-                return False  # read before an update already applied (late event, slow poll)
+                # Read before an update already applied (late event, slow poll).
+                behind = True
+                stored.update(_followed(row))
+                return True
             if (
                 (row.status, row.filled_quantity, row.broker_order_id) == (status, filled, order.id)
                 and not unfollowed
@@ -2095,6 +2113,8 @@ class TradingService:
                     row.notified_status = f"{status}:{filled}"
                 stored.update(_followed(row))
                 return True
+            # An order found ended late (a stream gap, a restart) ended when the broker says.
+            at = await _broker_time(s, row, order) if status in ENDED_AT_BROKER else None
             if status != IntentStatus.ACCEPTED and row.status in (
                 IntentStatus.SUBMITTED,
                 IntentStatus.UNKNOWN,
@@ -2107,6 +2127,7 @@ class TradingService:
                     member_id=row.member_id,
                     connection_id=row.connection_id,
                     intent_id=row.id,
+                    at=at,
                     broker_order_id=order.id,
                 )
             if order.replaces and left:
@@ -2130,6 +2151,7 @@ class TradingService:
                 member_id=row.member_id,
                 connection_id=row.connection_id,
                 intent_id=row.id,
+                at=at,
                 broker_order_id=order.id,
                 filled_quantity=filled,
                 average_fill_price=average,
@@ -2140,6 +2162,7 @@ class TradingService:
 
         if await self.core.db.group_commit(write, rows=[(OrderIntent, intent.id)]):
             _copy(intent, stored)
+        return behind
 
     async def _follow_replacement(self, intent: OrderIntent, old: Order) -> None:
         """The broker replaced the intent's order by a new one (a change the member made in the
@@ -2559,9 +2582,11 @@ class TradingService:
     async def _apply_exit(self, broker: str, order: Order, connection_id: int | None) -> None:
         """An order that is no intent of its own may be an exit of a bracket an intent placed.
         Its end is stored once (compare-and-set), which also stops its watching; a fill closed
-        the member's position, so they are told."""
+        the member's position, so they are told, as when it ended after filling part (those
+        shares were sold all the same)."""
         if not order.status.is_final:
             return
+        sold = order.status is OrderStatus.FILLED or order.filled_quantity > 0
         async with self.core.db.session() as s:
             intent = await s.scalar(
                 select(OrderIntent)
@@ -2589,21 +2614,24 @@ class TradingService:
                     .values(notified_status=order.status.value)
                 )
             ).rowcount  # type: ignore[attr-defined]
-            if won == 1 and order.status is OrderStatus.FILLED:
+            if won == 1 and sold:
                 # A step of the entry's trail: /signal show ended at "entry filled", as if the
                 # position were still open, while the DM pointed there for every step.
+                ended = {} if order.status is OrderStatus.FILLED else {"ended": order.status.value}
                 audit.record(
                     s,
                     "order.exit_filled",
                     member_id=intent.member_id,
                     connection_id=intent.connection_id,
                     intent_id=intent.id,
+                    at=await _broker_time(s, intent, order),
                     broker_order_id=order.id,
                     exit=exit_kind(order),
                     quantity=order.filled_quantity,
                     price=order.average_fill_price,
+                    **ended,
                 )
-        if won != 1 or order.status is not OrderStatus.FILLED:
+        if won != 1 or not sold:
             return
         notifier = self.core.notifier
         if notifier is not None:
@@ -4205,7 +4233,7 @@ def describe(intent: OrderIntent, order: Order) -> str:
     if order.status is OrderStatus.FILLED:
         return filled_text(intent, order.average_fill_price, order.filled_quantity) + bracket
     if order.status is OrderStatus.PARTIALLY_FILLED:
-        return f"Partially filled: {qty(order.filled_quantity)} of {what}.{bracket}"
+        return _partly(what, order.filled_quantity, order.average_fill_price) + bracket
     if order.status is OrderStatus.REJECTED:
         return f"Rejected: {what}. {order.reject_reason or ''}".strip()
     if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
@@ -4219,6 +4247,17 @@ def describe(intent: OrderIntent, order: Order) -> str:
         which = "opening" if intent.time_in_force == TimeInForce.OPG else "closing"
         state = f"waiting for the {which} auction"
     return f"Accepted: {what} ({intent.order_type.replace('_', ' ')}, {state}).{bracket}"
+
+
+def _answered(intent: OrderIntent, order: Order, simulated: bool, *, behind: bool) -> Outcome:
+    """The outcome of a send as the broker answered it, or, when a stream's update was stored
+    first (``behind``), as the intent now stands: the member was told that state already."""
+    if not behind:
+        return Outcome(intent, order, describe(intent, order), placed(order), simulated)
+    ok = intent.status != IntentStatus.REJECTED and not (
+        intent.status in ENDED_UNFILLED and not intent.filled_quantity
+    )
+    return Outcome(intent, order, describe_intent(intent), ok, simulated)
 
 
 def _bracket_note(intent: OrderIntent, status: OrderStatus | str) -> str:
@@ -4271,6 +4310,12 @@ def exits_words(
     return words
 
 
+def _partly(what: str, filled: Decimal, price: Decimal | None) -> str:
+    """A working order that filled in part, at the average price of what filled."""
+    at = f" at an average of {fill_price(price)}" if price else ""
+    return f"Partially filled: {qty(filled)} of {what}{at}."
+
+
 def _ended(how: str, what: str, filled: Decimal | None, price: Decimal | None) -> str:
     """A cancelled or expired order; one that filled in part first says how much (the member
     holds those shares)."""
@@ -4300,8 +4345,8 @@ def describe_intent(intent: OrderIntent) -> str:
     what = f"{intent.side} {qty(intent.quantity)} {intent.symbol}"
     text = {
         IntentStatus.FILLED: filled_text(intent, intent.average_fill_price, intent.filled_quantity),
-        IntentStatus.PARTIALLY_FILLED: (
-            f"Partially filled: {qty(intent.filled_quantity)} of {what}."
+        IntentStatus.PARTIALLY_FILLED: _partly(
+            what, intent.filled_quantity, intent.average_fill_price
         ),
         IntentStatus.ACCEPTED: f"Accepted by the broker: {what}{intent_terms(intent)}.",
         IntentStatus.REJECTED: f"Rejected: {what}. {intent.error_message or ''}".strip(),
@@ -4331,8 +4376,8 @@ def exit_kind(order: Order) -> str:
 
 
 def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = None) -> str:
-    """A bracket's exit filled: what closed, which order of the member's it closed, and what
-    the round trip made (the broker's fees are not known here)."""
+    """A bracket's exit filled (or ended after filling part): what closed, which order of the
+    member's it closed, and what the round trip made (the broker's fees are not known here)."""
     exit_price, entry_price = order.average_fill_price, intent.average_fill_price
     price = f" at {fill_price(exit_price)}" if exit_price else ""
     entry = f" at {fill_price(entry_price)}" if entry_price else ""
@@ -4342,17 +4387,36 @@ def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = Non
         result = pnl_text(long, entry_price, exit_price, order.filled_quantity, intent.symbol)
     note = f" · {SIMULATED_NOTE}" if order.info.get("simulated") is True else ""
     origin = origin or Origin()
+    head = f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit"
+    yours = f"the exit of your {intent.side} {qty(intent.filled_quantity)} {intent.symbol}{entry}"
+    kind, side, filled = exit_kind(order), order.side.value, qty(order.filled_quantity)
+    if order.status is not OrderStatus.FILLED:
+        # Ended after filling part: what it sold is closed; the rest of the position is not.
+        return (
+            f"{head} {order.status.value} after filling part{origin.head}: the {kind} {side} "
+            f"{filled} of {qty(order.quantity)} {order.symbol}{price}, {yours} "
+            f"(intent {intent.id[:8]}).{result} It fills no more: check what remains of your "
+            f"position in your broker's app.{note}{origin.tail}"
+        )
     return (
-        f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket exit filled"
-        f"{origin.head}: the "
-        f"{exit_kind(order)} {order.side.value} {qty(order.filled_quantity)} {order.symbol}"
-        f"{price}, the exit of your {intent.side} {qty(intent.filled_quantity)} "
-        f"{intent.symbol}{entry} (intent {intent.id[:8]}).{result}{note}{origin.tail}"
+        f"{head} filled{origin.head}: the {kind} {side} {filled} {order.symbol}{price}, "
+        f"{yours} (intent {intent.id[:8]}).{result}{note}{origin.tail}"
     )
 
 
 # How far a working order has come, for updates that may arrive out of order.
 _PROGRESS = {IntentStatus.ACCEPTED: 1, IntentStatus.PARTIALLY_FILLED: 2}
+
+
+async def _broker_time(s: AsyncSession, row: OrderIntent, order: Order) -> datetime | None:
+    """When the broker says ``order`` last changed, for the audit trail; never before what is
+    already recorded of the intent (its sending: the broker's clock and ours disagree a
+    little), so its steps keep their order. None: the broker did not say."""
+    at = order.updated_at
+    if at is None or at.tzinfo is None:
+        return None
+    last = await s.scalar(select(func.max(AuditEvent.at)).where(AuditEvent.intent_id == row.id))
+    return max(x for x in (at, row.submitted_at, last) if x is not None)
 
 
 def _older(row: OrderIntent, status: str, filled: Decimal) -> bool:

@@ -393,7 +393,7 @@ async def test_an_older_update_never_moves_an_order_backwards(
         intent = await core.trading.get_intent(out.intent.id)
         assert (intent.status, intent.filled_quantity) == (IntentStatus.PARTIALLY_FILLED, 6)
         assert [t.split(": ", 1)[1] for t in texts(notifier)] == [
-            "Partially filled: 6 of buy 10 MSFT."
+            "Partially filled: 6 of buy 10 MSFT at an average of $300.00."
         ]
     finally:
         await core.close()

@@ -314,7 +314,7 @@ async def test_the_reconciler_tells_each_further_partial_fill_it_finds(
         alpaca.fill(intent.broker_order_id, Decimal(3 if filled == 7 else 4), Decimal(9))
         await core.trading.reconcile(older_than=timedelta(seconds=-60))
         assert texts(notifier)[-1] == (
-            f"📝 Paper order update: Partially filled: {filled} of buy 10 F."
+            f"📝 Paper order update: Partially filled: {filled} of buy 10 F at an average of $9.00."
         ), texts(notifier)
     intent = await core.trading.get_intent(intent_id)
     assert (intent.status, intent.filled_quantity) == (IntentStatus.PARTIALLY_FILLED, Decimal(7))

@@ -3263,7 +3263,7 @@ async def test_a_resting_entry_cancelled_after_a_partial_fill_says_what_filled(
     assert ex.status == ExecutionStatus.CANCELLED
     posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
     assert "🟡 Partially filled" in posts[-2], posts
-    assert "buy 4 AAPL limit at $150.00 (2 filled)" in posts[-2], posts
+    assert "buy 4 AAPL limit at $150.00 (2 filled at $149.50)" in posts[-2], posts
     assert "🚫 Cancelled" in posts[-1]
     assert posts[-1].endswith("buy 4 AAPL (2 filled at $149.50) · simulated prices"), posts[-1]
 
