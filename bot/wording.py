@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 
 def plural(count: int | Decimal) -> str:
@@ -21,10 +21,17 @@ def money(value: Decimal | None, currency: str = "USD") -> str:
     """“$1,500,000.00”, “-$12.50”, “1,000.00 EUR”; “—” for an amount not known."""
     if value is None:
         return "—"
-    sign = "-" if value < 0 else ""
+    value = cents(value)
+    sign = "-" if value < 0 else ""  # of the cents shown: a tiny loss is "$0.00", not "-$0.00"
     if currency == "USD":
         return f"{sign}${abs(value):,.2f}"
     return f"{sign}{abs(value):,.2f} {currency}"
+
+
+def cents(value: Decimal) -> Decimal:
+    """``value`` to the cent, a half cent up as brokers and members round it (6.125 is 6.13;
+    formatting alone rounds it to even, 6.12). Zero has no sign."""
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) + 0
 
 
 # What Discord would format (bold, italics, strike-through, spoilers, code, quotes, masked

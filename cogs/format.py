@@ -4,33 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import discord
 
 from adapters.models import Order, OrderType, Position, Quote
-from bot.wording import money, qty
+from bot.wording import cents, money, qty
 from cogs.ui import LIVE_COLOUR, PAPER_COLOUR
 
 PAGE_ROWS = 15
 SIMULATED = "simulated prices"
 
 
-def signed_money(value: Decimal | None) -> str:
+def signed_money(value: Decimal | None, currency: str = "USD") -> str:
+    """A gain or loss: "+$12.50", "-3.00 CAD"; one that rounds to nothing is "$0.00"."""
     if value is None:
         return "—"
-    return ("+" if value > 0 else "") + money(value)
+    return ("+" if cents(value) > 0 else "") + money(value, currency)
 
 
 def price(value: Decimal | None) -> str:
-    """A quote or a fill: cents (6 places below $1), and the fraction of a cent a fill at the
-    midpoint has (270.285), up to 4 places (8 below $1)."""
+    """A quote or a fill as the fill DM writes it: cents, and the fraction of a cent a fill at
+    the midpoint has (270.285, 0.495), up to 4 places (8 below $1); no zeros nobody typed."""
     if value is None:
         return "—"
-    low = abs(value) < 1
-    given = -int(value.normalize().as_tuple().exponent)
-    places = max(6 if low else 2, min(8 if low else 4, given))
-    return f"{value:,.{places}f}"
+    most = 8 if abs(value) < 1 else 4
+    places = max(2, min(most, -int(value.normalize().as_tuple().exponent)))
+    shown = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return f"{shown:,.{places}f}"
 
 
 def quote_embed(q: Quote, broker: str, connection: str | None) -> discord.Embed:
@@ -64,8 +65,8 @@ def order_price(value: Decimal) -> str:
 def pct(numerator: Decimal | None, denominator: Decimal | None) -> str:
     if numerator is None or not denominator:
         return "—"
-    share = (numerator / abs(denominator) * 100).quantize(Decimal("0.01"))
-    return f"{share.copy_abs() if not share else share:+.2f}%"  # a tiny loss is not "-0.00%"
+    share = cents(numerator / abs(denominator) * 100)  # a tiny loss is "+0.00%", not "-0.00%"
+    return f"{share:+,.2f}%"
 
 
 def mode_colour(mode: str) -> discord.Colour:

@@ -24,6 +24,7 @@ from discord.ext import commands
 from adapters.models import (
     AUCTIONS,
     AssetClass,
+    Balance,
     Bracket,
     Order,
     OrderChange,
@@ -254,6 +255,16 @@ def preview_embed(p: Preview) -> discord.Embed:
         text=_footer("Confirm within 60 seconds", fmt.SIMULATED if p.simulated else None)
     )
     return embed
+
+
+def buying_power_text(b: Balance) -> str:
+    """Below zero as it is (the cards count from it), with the way back: 0 hid a deficit, and
+    a close's card then promised buying power the account would not have."""
+    shown = fmt.money(b.buying_power, b.currency)
+    if b.buying_power >= 0:
+        return shown
+    short = fmt.money(-b.buying_power, b.currency)
+    return f"{shown}\nBelow zero: close or cover about {short} of positions to open new ones."
 
 
 def fills_at_line(p: Preview) -> str:
@@ -949,15 +960,17 @@ class Trading(commands.Cog):
         if share and not show_amounts:
             embed.add_field(name="Open positions", value=str(len(pf.positions)))
             if unrealized is not None and b.equity:
+                # Of the equity before the gain, as Day P&L is: one gain reads one percentage.
                 embed.add_field(
-                    name="Unrealized P&L", value=fmt.pct(unrealized, b.equity) + _without(unpriced)
+                    name="Unrealized P&L",
+                    value=fmt.pct(unrealized, b.equity - unrealized) + _without(unpriced),
                 )
             if b.day_pnl is not None:
                 embed.add_field(name="Day P&L", value=fmt.pct(b.day_pnl, b.equity - b.day_pnl))
         else:
             embed.add_field(name="Equity", value=fmt.money(b.equity, b.currency))
             embed.add_field(name="Cash", value=fmt.money(b.cash, b.currency))
-            embed.add_field(name="Buying power", value=fmt.money(b.buying_power, b.currency))
+            embed.add_field(name="Buying power", value=buying_power_text(b))
             embed.add_field(name="Market value", value=fmt.money(b.market_value, b.currency))
             if b.initial_margin is not None:
                 # A futures account's market value is its contracts' notional: the margin they
@@ -974,17 +987,19 @@ class Trading(commands.Cog):
             if unrealized is not None:
                 embed.add_field(
                     name="Unrealized P&L",
-                    value=fmt.signed_money(unrealized) + _without(unpriced),
+                    value=fmt.signed_money(unrealized, b.currency) + _without(unpriced),
                 )
             elif unpriced:
                 embed.add_field(name="Unrealized P&L", value="—")
             if b.realized_pnl is not None:
-                embed.add_field(name="Realized P&L", value=fmt.signed_money(b.realized_pnl))
+                embed.add_field(
+                    name="Realized P&L", value=fmt.signed_money(b.realized_pnl, b.currency)
+                )
             if b.day_pnl is not None:
                 # Since the previous trading day's close, as brokers show "today's" P&L.
                 embed.add_field(
                     name="Day P&L",
-                    value=f"{fmt.signed_money(b.day_pnl)} "
+                    value=f"{fmt.signed_money(b.day_pnl, b.currency)} "
                     f"({fmt.pct(b.day_pnl, b.equity - b.day_pnl)})",
                 )
         if not share:

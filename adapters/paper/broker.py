@@ -277,7 +277,8 @@ class PaperBroker(BrokerAdapter):
         v = engine.value_account(
             store.account_state(row), needed, store.marks_from(quotes), reserved
         )
-        return _cents(max(v.buying_power, Decimal(0)))
+        # Signed: a deficit read as 0 made a close's card promise buying power it did not free.
+        return _cents(v.buying_power)
 
     async def fetch_balance(self, account: AccountRef) -> Balance:
         close = previous_close(self._now())
@@ -290,7 +291,7 @@ class PaperBroker(BrokerAdapter):
             account_id=row.id,
             currency=row.currency,
             cash=_cents(v.cash),
-            buying_power=_cents(max(v.buying_power, Decimal(0))),
+            buying_power=_cents(v.buying_power),
             equity=_cents(v.equity),
             market_value=_cents(v.long_market_value - v.short_market_value),
             unrealized_pnl=_cents(v.unrealized_pnl),
@@ -306,9 +307,6 @@ class PaperBroker(BrokerAdapter):
                 "futures_unrealized_pnl": str(_cents(v.futures_unrealized_pnl)),
                 "futures_initial_margin": str(_cents(v.futures_margin)),
                 "reserved_for_open_orders": str(_cents(v.reserved)),
-                "buying_power_deficit": str(_cents(-v.buying_power))
-                if v.buying_power < 0
-                else None,
                 "unpriced": list(v.unpriced),
             },
         )

@@ -479,7 +479,7 @@ class SignalAlerts:
         if signal.sentiment:
             parts.append(f"sentiment {signal.sentiment.value}")
         if signal.reference_price is not None:
-            parts.append(f"at {money(signal.reference_price)}")
+            parts.append(f"at {price_text(signal.reference_price)}")  # a price, not money
         if signal.test:
             parts.append("test, nothing will be placed")
         text = (

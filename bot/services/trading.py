@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_CEILING, ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
@@ -103,7 +103,7 @@ from bot.services.limits import (
 )
 from bot.services.notify import Outgoing
 from bot.signal_format import MAX_NUMBER
-from bot.wording import money, plural, qty
+from bot.wording import cents, money, plural, qty
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -879,7 +879,8 @@ class TradingService:
                 working, request.side, follow=adapter.capabilities.exits_follow_position
             )
             after = buying_power_after(buying_power, request, held, required, already)
-            if after < 0:
+            # Below zero already (a price gap), an order that frees some (a close) still goes.
+            if after < 0 and after < buying_power:
                 # A flip needs only its opening part less what its closing part frees.
                 what, lower = "this order", "Lower the quantity"
                 if risk is not None:  # the member gave no quantity: say the one worked out
@@ -3871,10 +3872,10 @@ def sized_by_risk(
     if units <= 0:
         what = {AssetClass.EQUITY: "share", AssetClass.FUTURE: "contract"}.get(asset, "unit")
         raise InvalidInput(
-            f"One {what} of {request.symbol} loses about {money(per_unit)} from "
+            f"One {what} of {request.symbol} loses about {price_text(per_unit)} from "
             f"{price_text(price)} to the stop-loss at {price_text(request.bracket.stop_loss)}: "
             f"{money(risk)} of risk does not cover it. Raise the risk to at least "
-            f"{money(per_unit)}, move the stop-loss closer, or give quantity."
+            f"{money(_cent_up(per_unit))}, move the stop-loss closer, or give quantity."
         )
     whole = units == units.to_integral_value()
     return dataclasses.replace(
@@ -3905,7 +3906,8 @@ def sized_by_amount(
         what = "share" if asset is AssetClass.EQUITY else "unit"
         raise InvalidInput(
             f"{money(amount)} does not {request.side.value} one {what} of {request.symbol} at "
-            f"about {price_text(price)}: raise the amount to at least {money(unit)}, or give "
+            f"about {price_text(price)}: raise the amount to at least {money(_cent_up(unit))}, "
+            "or give "
             "quantity."
         )
     # As build_request writes a typed quantity: "4", not "4.00000000".
@@ -4191,8 +4193,13 @@ def fill_price(value: Decimal) -> str:
 def pnl_text(long: bool, entry: Decimal, exit: Decimal, quantity: Decimal, symbol: str) -> str:
     """What closing ``quantity`` of a position opened at ``entry`` made (fees unknown here)."""
     per_unit = exit - entry if long else entry - exit
-    pnl = per_unit * quantity * symbols.multiplier(symbol)
+    pnl = cents(per_unit * quantity * symbols.multiplier(symbol))  # a tiny loss is $0.00
     return f" P&L {'+' if pnl > 0 else ''}{money(pnl)} before fees."
+
+
+def _cent_up(value: Decimal) -> Decimal:
+    """A minimum to the cent above: the nearest cent may fall short of it."""
+    return value.quantize(Decimal("0.01"), rounding=ROUND_CEILING)
 
 
 def filled_text(intent: OrderIntent, price: Decimal | None, quantity: Decimal) -> str:

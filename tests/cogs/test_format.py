@@ -88,3 +88,61 @@ def test_each_page_is_as_full_as_an_embed_allows(rows: list[list[str]], header: 
             assert size == fmt.PAGE_ROWS or len(wider) > room
         start += size
     assert start == len(rows)
+
+
+def test_a_pnl_that_rounds_to_zero_reads_zero_beside_its_percentage() -> None:
+    """Before: "-$0.00" beside "+0.00%": the sign was taken before rounding to cents."""
+    from adapters.models import AssetClass, Position
+
+    tiny = Position(
+        symbol="AAPL",
+        asset_class=AssetClass.EQUITY,
+        quantity=Decimal(10),
+        average_price=Decimal(200),
+        market_price=Decimal(200),
+        market_value=Decimal(2000),
+        cost_basis=Decimal(2000),
+        unrealized_pnl=Decimal("-0.004"),
+    )
+    [row] = fmt.position_rows([tiny])
+    assert row[-2:] == ["$0.00", "+0.00%"]
+    assert fmt.signed_money(Decimal("0.004")) == "$0.00"
+    assert fmt.money(Decimal("-0.004")) == "$0.00"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("6.125", "$6.13"),  # 0.5 × 12.25: was "$6.12", a half cent rounded to even
+        ("6.135", "$6.14"),
+        ("-6.125", "-$6.13"),
+        ("0.005", "$0.01"),
+    ],
+)
+def test_half_a_cent_rounds_up(value: str, shown: str) -> None:
+    assert fmt.money(Decimal(value)) == shown
+    assert fmt.signed_money(Decimal(value)) == ("+" if shown[0] != "-" else "") + shown
+
+
+def test_a_half_hundredth_of_a_percent_rounds_up() -> None:
+    assert pct(Decimal("0.00125"), Decimal(1)) == "+0.13%"  # was "+0.12%"
+
+
+def test_a_large_percentage_has_thousands_separators() -> None:
+    assert pct(Decimal(1000), Decimal("1")) == "+100,000.00%"  # was "+100000.00%"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("0.495", "0.495"),  # was "0.495000": zeros nobody typed
+        ("0.5", "0.50"),
+        ("0.00012345", "0.00012345"),
+        ("0.000123456789", "0.00012346"),  # at most 8 places below $1
+        ("270.285", "270.285"),
+        ("250", "250.00"),
+        ("1234.56789", "1,234.5679"),  # at most 4 places from $1
+    ],
+)
+def test_a_price_shows_cents_and_only_the_places_it_has(value: str, shown: str) -> None:
+    assert fmt.price(Decimal(value)) == shown

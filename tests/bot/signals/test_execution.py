@@ -2307,6 +2307,19 @@ async def named_before_the_rule(core: Core, url: WebhookUrl, name: str) -> None:
         )
 
 
+async def test_the_signal_received_line_gives_the_price_as_sent(core: Core) -> None:
+    """It was cut to cents as an amount of money: "at $0.00" for a coin at 0.00001234."""
+    url = await make_strategy(core, name="Meme")
+    await core.strategies.set_alert_channel(GUILD, 777)
+    for ticker, price in (("SHIBUSD", "0.00001234"), ("AAPL", "270.285")):
+        await send(core, url, {"ticker": ticker, "action": "buy", "price": price, "test": True})
+    await core.jobs.drain()
+    posts = [m.content or "" for channel, m in notifier(core).posts if channel == 777]
+    received = [p for p in posts if "signal received" in p]
+    assert len(received) == 2, posts
+    assert "at $0.00001234" in received[0] and "at $270.285" in received[1], received
+
+
 async def test_alerts_name_only_members_who_opted_in_and_leak_no_account_data(core: Core) -> None:
     url = await make_strategy(core, name="Breakout")
     # /strategy create refuses "@" now; a name saved before that must still ping nobody.
