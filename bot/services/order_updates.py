@@ -361,6 +361,8 @@ class OrderUpdates:
         otherwise leave its fill untold and the connection watched for ever)."""
         account = conn.account(intent.mode)
         if account is None or account.account_id != intent.account_id:
+            # At an account the member has since left: the reconciler follows it there, as it
+            # does intents (or tells the member to check it, if the login no longer reaches it).
             return
         try:
             order = await adapter.fetch_order(

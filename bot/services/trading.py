@@ -83,6 +83,7 @@ from bot.models import (
     AuditEvent,
     BracketExit,
     Connection,
+    ConnectionAccount,
     ConnectionStatus,
     IntentStatus,
     Member,
@@ -2313,8 +2314,111 @@ class TradingService:
                 # Its DM failed in an earlier pass; a working order is read at every pass, so
                 # its row is never old enough for tell_untold.
                 await self._tell(intent)
+        await self._reconcile_left_exits()
         await self.tell_untold(cutoff)
         return changed
+
+    async def _reconcile_left_exits(self) -> None:
+        """Follow the working exits of brackets at an account the member has since left: the
+        watcher follows the chosen accounts only, so their fill went untold and the connection
+        stayed watched for ever. Read-only at their own account, as intents are there."""
+        chosen = select(ConnectionAccount.id).where(
+            ConnectionAccount.connection_id == OrderIntent.connection_id,
+            ConnectionAccount.mode == OrderIntent.mode,
+            ConnectionAccount.account_id == OrderIntent.account_id,
+        )
+        async with self.core.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(BracketExit.broker_order_id, OrderIntent)
+                    .join(OrderIntent, OrderIntent.id == BracketExit.intent_id)
+                    .join(Connection, Connection.id == OrderIntent.connection_id)
+                    .where(
+                        BracketExit.notified_status.is_(None),
+                        OrderIntent.broker != "paper",
+                        Connection.status != ConnectionStatus.NEEDS_REAUTH,
+                        ~chosen.exists(),
+                    )
+                    .order_by(BracketExit.id)
+                    .limit(500)
+                )
+            ).all()
+        exits: dict[str, tuple[OrderIntent, list[str]]] = {}
+        for exit_id, intent in rows:
+            exits.setdefault(intent.id, (intent, []))[1].append(exit_id)
+        for intent, exit_ids in exits.values():
+            try:
+                await self._reconcile_exits(intent, exit_ids)
+            except (BrokerError, TimeoutError, NotFound) as e:
+                log.info(
+                    "Reconcile of the exits of %s deferred: %s",
+                    intent.id,
+                    getattr(e, "code", type(e).__name__),
+                )
+            except Exception as e:  # one bracket's trouble must not keep the others unread
+                log.error("Reconcile of the exits of %s failed: %s", intent.id, type(e).__name__)
+
+    async def _reconcile_exits(self, intent: OrderIntent, exit_ids: list[str]) -> None:
+        conn = await self._connection_of(intent)
+        adapter = await self.core.connections.adapter_for(conn)
+        orders: list[Order] = []
+        try:
+            ref = await _served(adapter, intent)
+            for exit_id in exit_ids if ref is not None else []:
+                try:
+                    orders.append(await adapter.fetch_order(ref, order_id=exit_id))
+                except OrderNotFound:
+                    log.info("Exit %s of intent %s not found at the broker", exit_id, intent.id)
+        finally:
+            await adapter.close()
+        if ref is None:
+            await self._strand_exits(intent, conn.name)
+        for order in orders:
+            await self.apply_update(conn.broker, OrderUpdate(order, "poll"), connection_id=conn.id)
+
+    async def _strand_exits(self, intent: OrderIntent, connection_name: str) -> None:
+        """The login no longer reaches the account of an intent's working exits: they are
+        settled (no longer watched), and the member is told once to check them there."""
+        async with self.core.db.transaction() as s:
+            stranded = (
+                await s.execute(
+                    update(BracketExit)
+                    .where(
+                        BracketExit.intent_id == intent.id, BracketExit.notified_status.is_(None)
+                    )
+                    .values(notified_status=ACCOUNT_CHANGED)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if stranded:
+                audit.record(
+                    s,
+                    "order.exit_unknown",
+                    member_id=intent.member_id,
+                    connection_id=intent.connection_id,
+                    intent_id=intent.id,
+                    error=ACCOUNT_CHANGED,
+                    reason="its account changed and the broker no longer serves the old one",
+                )
+        notifier = self.core.notifier
+        if not stranded or notifier is None:
+            return
+        head = f"{'📝 Paper' if intent.mode == 'paper' else '🔴 Live'} bracket"
+        price = intent.average_fill_price
+        entry = f" at {fill_price(price)}" if price else ""
+        content = (
+            f"{head} exit{plural(stranded)} not followed: the {intent.mode} account of "
+            f"“{connection_name}” changed, and the broker no longer shows Tradecord the old "
+            "account, so the "
+            f"exit{plural(stranded)} of your {intent.side} {qty(intent.filled_quantity)} "
+            f"{intent.symbol}{entry} (intent {intent.id[:8]}) can no longer be followed: "
+            f"{'it' if stranded == 1 else 'they'} may still be working at "
+            f"{mask_account(intent.account_id)}, and a fill there is not told. "
+            "Check that account at the broker."
+        )
+        try:
+            await notifier.dm(await self._discord_id(intent), Outgoing(content=content))
+        except Exception:  # settled either way; only the news is lost
+            log.warning("Could not tell the member about the exits of intent %s", intent.id)
 
     async def tell_untold(self, cutoff: datetime) -> int:
         """Tell what a process stored and died before telling: an order whose earlier state
