@@ -9,8 +9,7 @@ from decimal import Decimal
 import pytest
 
 from adapters.errors import InvalidOrder
-from adapters.models import Bracket, OrderChange, OrderRequest, OrderType, Side, TimeInForce
-from adapters.symbols import asset_class_of
+from adapters.models import OrderChange
 from bot.core import Core
 from bot.errors import TradecordError
 from bot.models import IntentStatus
@@ -19,7 +18,7 @@ from bot.settings import Settings
 from emulators.alpaca import AlpacaEmulator
 from emulators.tradestation import TradeStationEmulator
 from tests.bot.conftest import MEMBER, link
-from tests.bot.test_order_updates import until
+from tests.bot.test_alpaca_brackets import filled_alpaca_bracket
 from tests.bot.test_replaced_orders import alpaca, alpaca_paper_connection, core
 
 __all__ = ["alpaca", "core"]  # the fixtures
@@ -117,20 +116,7 @@ async def test_cancelling_one_exit_at_alpaca_reports_the_exit_that_went_with_it(
 ) -> None:
     """Alpaca's bracket exits are one-cancels-other: the take-profit cancelled alone takes the
     stop-loss with it, and /cancel's answer must say so, not only "take-profit cancelled"."""
-    await alpaca_paper_connection(core, alpaca)
-    target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
-    entry = OrderRequest(
-        "F",
-        Side.BUY,
-        Decimal(10),
-        OrderType.MARKET,
-        TimeInForce.GTC,
-        asset_class=asset_class_of("F"),
-        bracket=Bracket(take_profit=Decimal(20), stop_loss=Decimal(5)),
-    )
-    out = await core.trading.place(target, entry, source="discord", idempotency_key="b1")
-    assert out.intent.status == IntentStatus.ACCEPTED, out.message
-    await until(lambda: alpaca.order(out.intent.broker_order_id or "").status == "filled")
+    await filled_alpaca_bracket(core, alpaca)
     _, _, working = await core.trading.open_orders(MEMBER, "Alpaca", "paper")
     take_profit = next(o for o in working if o.limit_price == Decimal(20))
     _, cancelled = await core.trading.cancel(MEMBER, "Alpaca", "paper", [take_profit.id])

@@ -9,8 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from adapters.models import Bracket, OrderRequest, OrderType, Side, TimeInForce
-from adapters.symbols import asset_class_of
+from adapters.models import Bracket
 from bot.core import Core
 from bot.db import Database
 from bot.models import BracketExit, ConnectionAccount, IntentStatus
@@ -19,38 +18,20 @@ from bot.services.order_updates import OrderUpdates
 from bot.services.trading import Outcome
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
-from tests.bot.conftest import connection, open_cores
-from tests.bot.test_order_updates import linked_margin_account, texts
-
-
-async def _poll(core: Core, cid: int) -> None:
-    conn = await connection(core, cid)
-    adapter = await core.connections.adapter_for(conn)
-    try:
-        await OrderUpdates(core).poll(conn, adapter)
-    finally:
-        await adapter.close()
+from tests.bot.conftest import open_cores
+from tests.bot.test_order_updates import linked_margin_account, msft_limit, poll_now, texts
 
 
 async def _filled_bracket_then_left(core: Core, ts: TradeStationEmulator) -> tuple[Outcome, str]:
     """A bracket whose entry filled at the margin account, its exits working there; then the
     member chooses the cash account. Returns the entry's outcome and its take-profit's id."""
     target = await linked_margin_account(core, ts)
-    req = OrderRequest(
-        "MSFT",
-        Side.BUY,
-        Decimal(10),
-        OrderType.LIMIT,
-        TimeInForce.GTC,
-        limit_price=Decimal("300"),
-        asset_class=asset_class_of("MSFT"),
-        bracket=Bracket(Decimal("500"), Decimal("250")),
-    )
+    req = msft_limit(Bracket(Decimal("500"), Decimal("250")))
     out = await core.trading.place(target, req, source="discord", idempotency_key="tsx")
     assert out.intent.status == IntentStatus.ACCEPTED, out.message
     cid = out.intent.connection_id
     ts.fill(out.intent.broker_order_id or "", 10, "300")
-    await _poll(core, cid)
+    await poll_now(core, cid)
     assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
     async with core.db.transaction() as s:
         chosen = await s.scalar(
@@ -81,7 +62,7 @@ async def test_a_bracket_exit_at_a_left_account_is_told_when_it_fills(
         assert not [t for t in texts(notifier) if "bracket exit" in t]
         assert await updates.watched_connections() == [cid]
         ts.fill(take_profit, 10, "500.25")
-        await _poll(core, cid)
+        await poll_now(core, cid)
         await core.trading.reconcile(older_than=timedelta(0))
         assert [t for t in texts(notifier) if "bracket exit" in t] == [
             "🔴 Live bracket exit filled: the take-profit sell 10 MSFT at $500.25, the exit of "

@@ -19,6 +19,7 @@ from sqlalchemy.orm import selectinload
 from adapters.errors import BrokerUnavailable
 from adapters.models import (
     AccountRef,
+    Bracket,
     Environment,
     OrderRequest,
     OrderStatus,
@@ -343,10 +344,9 @@ async def test_a_poll_leaves_an_order_at_a_left_account_to_the_reconciler(
         await core.close()
 
 
-async def _working_msft(core: Core, ts: TradeStationEmulator, key: str) -> Outcome:
-    """A resting TradeStation limit order to buy 10 MSFT, accepted."""
-    target = await linked_margin_account(core, ts)
-    req = OrderRequest(
+def msft_limit(bracket: Bracket | None = None) -> OrderRequest:
+    """A GTC limit order to buy 10 MSFT at 300, bracketed if ``bracket``."""
+    return OrderRequest(
         "MSFT",
         Side.BUY,
         Decimal(10),
@@ -354,8 +354,24 @@ async def _working_msft(core: Core, ts: TradeStationEmulator, key: str) -> Outco
         TimeInForce.GTC,
         limit_price=Decimal("300"),
         asset_class=asset_class_of("MSFT"),
+        bracket=bracket,
     )
-    out = await core.trading.place(target, req, source="discord", idempotency_key=key)
+
+
+async def poll_now(core: Core, connection_id: int) -> None:
+    """One poll of the connection's orders, as the watcher makes after a reconnect."""
+    conn = await connection(core, connection_id)
+    adapter = await core.connections.adapter_for(conn)
+    try:
+        await OrderUpdates(core).poll(conn, adapter)
+    finally:
+        await adapter.close()
+
+
+async def _working_msft(core: Core, ts: TradeStationEmulator, key: str) -> Outcome:
+    """A resting TradeStation limit order to buy 10 MSFT, accepted."""
+    target = await linked_margin_account(core, ts)
+    out = await core.trading.place(target, msft_limit(), source="discord", idempotency_key=key)
     assert out.intent.status == IntentStatus.ACCEPTED, out.message
     assert out.order is not None
     return out
@@ -670,7 +686,6 @@ async def _alpaca_bracket(
 ) -> tuple[Core, RecordingNotifier, Outcome, Any]:
     """A core with an Alpaca paper connection and a resting bracketed buy of 5 AAPL there;
     the emulator's entry order."""
-    from adapters.models import Bracket
 
     core, notifier = await _alpaca_core(settings, alpaca)
     target = await core.connections.resolve(MEMBER, "Alpaca", "paper")
@@ -749,23 +764,13 @@ async def test_a_tradestation_bracket_exit_is_told_once_and_then_no_longer_watch
     ts_settings: Settings, db: Database, ts: TradeStationEmulator
 ) -> None:
     """TradeStation lists a bracket's exits as the entry's OSO conditional orders."""
-    from adapters.models import Bracket
     from bot.models import BracketExit
 
     [core] = await open_cores(ts_settings, 1)
     core.notifier = notifier = RecordingNotifier()
     try:
         target = await linked_margin_account(core, ts)
-        req = OrderRequest(
-            "MSFT",
-            Side.BUY,
-            Decimal(10),
-            OrderType.LIMIT,
-            TimeInForce.GTC,
-            limit_price=Decimal("300"),
-            asset_class=asset_class_of("MSFT"),
-            bracket=Bracket(Decimal("500"), Decimal("250")),
-        )
+        req = msft_limit(Bracket(Decimal("500"), Decimal("250")))
         out = await core.trading.place(target, req, source="discord", idempotency_key="tsb")
         assert out.intent.status == IntentStatus.ACCEPTED, out.message
         async with supervised(core) as updates:
@@ -820,7 +825,6 @@ async def test_a_tradier_bracket_exit_is_told_once_and_then_no_longer_watched(
 ) -> None:
     """Tradier answers an otoco with one id and reads it back with its legs: the entry is the
     member's order, the exits (named by their legs' ids) are told as its exits."""
-    from adapters.models import Bracket
     from bot.models import BracketExit
 
     [core] = await open_cores(tradier_settings, 1)

@@ -18,46 +18,19 @@ from adapters.models import (
     Order,
     OrderRequest,
     OrderStatus,
-    OrderType,
     OrderUpdate,
-    Side,
-    TimeInForce,
 )
-from adapters.symbols import asset_class_of
 from adapters.tradestation import TradeStationAdapter
 from bot.core import Core
 from bot.db import Database
 from bot.models import AuditEvent, BracketExit, IntentStatus, OrderIntent
 from bot.services.notify import RecordingNotifier
-from bot.services.order_updates import OrderUpdates
 from bot.services.signal_alerts import public_order
 from bot.services.signal_report import _event_detail
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
-from tests.bot.conftest import connection, open_cores
-from tests.bot.test_order_updates import linked_margin_account, texts
-
-
-def _msft_limit(bracket: Bracket | None = None) -> OrderRequest:
-    return OrderRequest(
-        "MSFT",
-        Side.BUY,
-        Decimal(10),
-        OrderType.LIMIT,
-        TimeInForce.GTC,
-        limit_price=Decimal("300"),
-        asset_class=asset_class_of("MSFT"),
-        bracket=bracket,
-    )
-
-
-async def _poll(core: Core, cid: int) -> None:
-    conn = await connection(core, cid)
-    adapter = await core.connections.adapter_for(conn)
-    try:
-        await OrderUpdates(core).poll(conn, adapter)
-    finally:
-        await adapter.close()
+from tests.bot.conftest import open_cores
+from tests.bot.test_order_updates import linked_margin_account, msft_limit, poll_now, texts
 
 
 async def test_a_fill_streamed_before_the_brokers_answer_is_what_the_card_says(
@@ -90,7 +63,7 @@ async def test_a_fill_streamed_before_the_brokers_answer_is_what_the_card_says(
             return order
 
         monkeypatch.setattr(TradeStationAdapter, "create_order", answered_after_the_stream)
-        out = await core.trading.place(target, _msft_limit(), source="discord", idempotency_key="k")
+        out = await core.trading.place(target, msft_limit(), source="discord", idempotency_key="k")
         assert out.intent.status == IntentStatus.FILLED
         assert "working" not in out.message
         assert out.message.startswith("Filled: buy 10 MSFT at $300.00"), out.message
@@ -118,18 +91,18 @@ async def test_a_bracket_exit_that_sold_part_and_then_ended_is_told(
         target = await linked_margin_account(core, ts)
         bracket = Bracket(Decimal("500"), Decimal("250"))
         out = await core.trading.place(
-            target, _msft_limit(bracket), source="discord", idempotency_key="tp"
+            target, msft_limit(bracket), source="discord", idempotency_key="tp"
         )
         assert out.intent.status == IntentStatus.ACCEPTED, out.message
         cid = target.connection.id
         ts.fill(out.intent.broker_order_id or "", 10, "300")
-        await _poll(core, cid)
+        await poll_now(core, cid)
         async with core.db.session() as s:
             exits = list(await s.scalars(select(BracketExit.broker_order_id)))
         take_profit = next(e for e in exits if ts.world.orders[e].limit_price == Decimal(500))
         ts.fill(take_profit, 4, "500.25")
         ts.world.cancel(take_profit)
-        await _poll(core, cid)
+        await poll_now(core, cid)
         told = [t for t in texts(notifier) if "bracket exit" in t]
         assert told == [
             "🔴 Live bracket exit cancelled after filling part: the take-profit sell 4 of 10 "
@@ -145,7 +118,7 @@ async def test_a_bracket_exit_that_sold_part_and_then_ended_is_told(
         assert [Decimal(str(e.detail["quantity"])) for e in events] == [Decimal(4)]
         # /signal show's step says it ended there.
         assert _event_detail(events[0], out.intent) == "4 @ $500.25, then cancelled"
-        await _poll(core, cid)  # ended and told: never again
+        await poll_now(core, cid)  # ended and told: never again
         assert len([t for t in texts(notifier) if "bracket exit" in t]) == 1
     finally:
         await core.close()
@@ -159,11 +132,11 @@ async def test_a_partial_fill_says_its_average_price(
     core.notifier = notifier = RecordingNotifier()
     try:
         target = await linked_margin_account(core, ts)
-        out = await core.trading.place(target, _msft_limit(), source="discord", idempotency_key="p")
+        out = await core.trading.place(target, msft_limit(), source="discord", idempotency_key="p")
         order_id = out.intent.broker_order_id or ""
         ts.fill(order_id, 2, "299")
         ts.fill(order_id, 2, "300")
-        await _poll(core, target.connection.id)
+        await poll_now(core, target.connection.id)
         assert texts(notifier) == [
             "🔴 Live order update: Partially filled: 4 of buy 10 MSFT at an average of $299.50."
         ]
@@ -206,7 +179,7 @@ async def test_a_fill_heard_late_is_recorded_at_the_brokers_time(
         recorded = {}
         for key, at in said.items():
             out = await core.trading.place(
-                target, _msft_limit(), source="discord", idempotency_key=key
+                target, msft_limit(), source="discord", idempotency_key=key
             )
             assert out.order is not None
             if key == "late":  # sent four hours ago
