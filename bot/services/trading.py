@@ -4519,13 +4519,17 @@ def describe_exit(intent: OrderIntent, order: Order, origin: Origin | None = Non
 _PROGRESS = {IntentStatus.ACCEPTED: 1, IntentStatus.PARTIALLY_FILLED: 2}
 
 
+# An update heard this long after the broker's time is recorded at the broker's time.
+HEARD_LATE = timedelta(seconds=10)
+
+
 async def _broker_time(s: AsyncSession, row: OrderIntent, order: Order) -> datetime | None:
     """When the broker says ``order`` last changed, for the audit trail; never before what is
     already recorded of the intent (its sending: the broker's clock and ours disagree a
     little), so its steps keep their order. None: the broker did not say."""
     at = order.updated_at
-    if at is None or at.tzinfo is None:
-        return None
+    if at is None or at.tzinfo is None or at > datetime.now(UTC) - HEARD_LATE:
+        return None  # heard as it happened (a fan-out's fills): now, and no query for it
     last = await s.scalar(select(func.max(AuditEvent.at)).where(AuditEvent.intent_id == row.id))
     return max(x for x in (at, row.submitted_at, last) if x is not None)
 
