@@ -77,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "keys" and args.keys_command == "generate":
+        # Before the settings: the printed line is what fixes a broken TRADECORD_KEYS, and
+        # another bad setting must not keep an admin from making the key they were told to.
+        # A line TRADECORD_KEYS would refuse at the next start is no use to print.
+        if args.key_id is not None and not KEY_ID_RE.match(args.key_id):
+            print(
+                "tradecord: --id: letters, digits, _ and - only, at most 32 characters",
+                file=sys.stderr,
+            )
+            return 2
+        print(generate_key_spec(args.key_id))
+        return 0
     try:
         settings = load_settings()
     except ConfigurationError as e:
@@ -84,20 +96,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)
     try:
-        if args.command == "keys" and args.keys_command == "generate":
-            # A line TRADECORD_KEYS would refuse at the next start is no use to print.
-            if args.key_id is not None and not KEY_ID_RE.match(args.key_id):
-                raise ConfigurationError(
-                    "--id: letters, digits, _ and - only, at most 32 characters"
-                )
-            print(generate_key_spec(args.key_id))
-            return 0
         if args.command == "db":
             return asyncio.run(_db_upgrade(settings))
         if args.command == "keys":
             return asyncio.run(_keys_rotate(settings))
         if args.command == "sync":
             return asyncio.run(_sync(settings, args.guild, args.global_))
+        # Options a role has no use for were ignored without a word: --script with a token
+        # went onto real Discord instead of local mode, and --shards with --role all had every
+        # shard process serve the web pages and run the background work too.
+        options: dict[str, object] = {"role": args.role}
+        if args.shards:
+            if args.role in ("web", "worker"):
+                raise ConfigurationError(
+                    "--shards: only with --role bot (web and worker processes own no shards)"
+                )
+            from bot.roles import parse_shards
+
+            try:
+                shard_ids, count = parse_shards(args.shards)
+            except ValueError as e:
+                raise ConfigurationError(str(e)) from None
+            if args.role == "all" and shard_ids != list(range(count)):
+                raise ConfigurationError(
+                    f"--shards {args.shards}: --role all is the only process, so it owns every "
+                    f"shard (0-{count - 1}/{count}); to split shards run --role bot processes"
+                )
+            options.update(shard_ids=shard_ids, shard_count=count)
+        if args.script is not None and not settings.local_mode:
+            raise ConfigurationError(
+                "--script: plays local mode's chat, but DISCORD_TOKEN is set; unset it "
+                "(or run without --script to go on Discord)"
+            )
+        if args.script is not None and args.role != "all":
+            raise ConfigurationError(
+                f"--script: local mode runs as one process, not --role {args.role}"
+            )
         if args.role in ("bot", "worker") and settings.resolved_database_url.startswith("sqlite"):
             # Processes that call brokers keep their rate-limit buckets in memory on SQLite:
             # beside another, together they would send up to twice a broker's published limit.
@@ -130,14 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A migration's every step at the first start buries the chat's first lines.
             logging.getLogger("alembic").setLevel(logging.WARNING)
             return asyncio.run(run_local(settings, script=script))
-        options: dict[str, object] = {"role": args.role}
-        if args.shards:
-            from bot.roles import parse_shards
-
-            try:
-                options["shard_ids"], options["shard_count"] = parse_shards(args.shards)
-            except ValueError as e:
-                raise ConfigurationError(str(e)) from None
         return asyncio.run(run_bot(settings, **options))
     except ConfigurationError as e:
         print(f"tradecord: {e.user_message}", file=sys.stderr)

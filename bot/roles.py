@@ -24,8 +24,6 @@ from bot.settings import Settings
 
 log = logging.getLogger("tradecord.roles")
 
-# The key of the PostgreSQL advisory lock that migrations run under; any constant works, as
-# long as every Tradecord process uses the same one.
 # How long a web or worker process waits for Discord's API at start before going on without.
 LOGIN_TIMEOUT = 10.0
 

@@ -9,9 +9,11 @@ row or column fails with ``InvalidTag`` instead of decrypting as someone else's 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +99,9 @@ class Vault:
         _, _, nonce, ct = envelope.split(".")
         try:
             return cipher.decrypt(_b64d(nonce), _b64d(ct), binding.aad()).decode()
-        except InvalidTag:
+        except (InvalidTag, ValueError):
+            # ValueError: base64 cut short or a nonce of the wrong length (a truncated column).
+            # Callers handle VaultError alone; any other error stopped key rotation at this row.
             raise VaultError("ciphertext does not belong to this row or was altered") from None
 
     def needs_rewrap(self, envelope: str) -> bool:
@@ -120,7 +124,21 @@ def load_or_create_local_key(data_dir: Path) -> tuple[list[KeySpec], bool]:
         return parse_keys(path.read_text().strip()), False
     data_dir.mkdir(parents=True, exist_ok=True)
     line = generate_key_spec(LOCAL_KEY_ID)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(line + "\n")
+    # Written whole under another name, then linked into place: a start killed (or out of
+    # disk) mid-write left an empty key file that every later start refused for good.
+    fd, tmp = tempfile.mkstemp(prefix=f".{KEY_FILE_NAME}.", dir=data_dir)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails, unlike a rename, if another process made one first
+        except FileExistsError:
+            return parse_keys(path.read_text().strip()), False
+        except OSError:  # a file system without hard links: no other start to race there
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return parse_keys(line), True

@@ -85,3 +85,36 @@ def test_local_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 def test_key_repr_hides_material() -> None:
     spec = parse_keys(generate_key_spec("k1"))[0]
     assert "k1" in repr(spec) and spec.key.hex() not in repr(spec)
+
+
+@pytest.mark.parametrize(
+    "mangled",
+    [
+        "tc1.test.!!!!.AAAA",  # not base64 at all
+        "tc1.test.AAAA.AAAAAAAAAAAAAAAAAAAAAAAA",  # a nonce of 3 bytes, not 12
+        "tc1.test.A.AAAA",  # base64 cut off mid-character
+    ],
+)
+def test_mangled_ciphertext_is_a_vault_error(vault: Vault, mangled: str) -> None:
+    # Callers (token use, key rotation) treat VaultError as "cannot be read: link again" and
+    # go on; a ValueError escaping instead stopped rotation at that row on every run.
+    with pytest.raises(VaultError, match="does not belong"):
+        vault.decrypt(mangled, B)
+
+
+def test_local_key_file_never_left_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A start killed (or out of disk) while writing the key left an empty tradecord.key, and
+    # every later start refused it with "restore it from a backup" though none existed.
+    def failing_fdopen(*args: object, **kwargs: object) -> object:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", failing_fdopen)
+    with pytest.raises(OSError):
+        load_or_create_local_key(tmp_path / "data")
+    monkeypatch.undo()
+    assert not (tmp_path / "data" / "tradecord.key").exists()
+    assert os.listdir(tmp_path / "data") == []
+    keys, created = load_or_create_local_key(tmp_path / "data")
+    assert created and keys[0].key_id == "local"
