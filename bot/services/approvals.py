@@ -13,6 +13,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from adapters import symbols
 from adapters.base import BrokerAdapter
 from bot.automation_models import (
     LEGS,
@@ -208,6 +209,7 @@ class Approvals:
         ex = await self._owned_execution(intent_id, discord_user_id)
         await self._expire_if_due(ex)
         if ex.status == ExecutionStatus.WAITING_APPROVAL:
+            await self._refuse_if_superseded(ex)
             # Approved while paused, the click said "being placed" and the DM after it "Not
             # placed: your trading is paused". Refused here, the approval still waits (the
             # card keeps its buttons) for a click once the member may trade again.
@@ -297,20 +299,26 @@ class Approvals:
             if drafts and all(d == IntentStatus.DISCARDED for d in drafts):
                 # /paper reset (or a disconnect) discarded its orders: nothing is left to place.
                 async with self.core.db.transaction() as s:
-                    await s.execute(
-                        update(SignalExecution)
-                        .where(
-                            SignalExecution.id == ex.id,
-                            SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                    skipped = (
+                        await s.execute(
+                            update(SignalExecution)
+                            .where(
+                                SignalExecution.id == ex.id,
+                                SignalExecution.status == ExecutionStatus.WAITING_APPROVAL,
+                            )
+                            .values(
+                                status=ExecutionStatus.SKIPPED,
+                                reason_code="orders-discarded",
+                                reason="Its orders were discarded before the approval.",
+                                notified_status=ExecutionStatus.SKIPPED,
+                                updated_at=self.signals.clock(),
+                            )
                         )
-                        .values(
-                            status=ExecutionStatus.SKIPPED,
-                            reason_code="orders-discarded",
-                            reason="Its orders were discarded before the approval.",
-                            notified_status=ExecutionStatus.SKIPPED,
-                            updated_at=self.signals.clock(),
-                        )
-                    )
+                    ).rowcount  # type: ignore[attr-defined]
+                if not skipped:
+                    # A Reject on another device, or the expiry, ended it (and discarded its
+                    # drafts) during the checks above: say that, not "your account was reset".
+                    raise Conflict(await self._already(ex.id))
                 raise Conflict(
                     "These orders were discarded since the card was sent (your paper account "
                     "was reset, or its connection removed): nothing was placed. The "
@@ -336,9 +344,19 @@ class Approvals:
                 )
             ).rowcount  # type: ignore[attr-defined]
             if won:
+                strategy_id = await s.scalar(
+                    select(ReceivedSignal.strategy_id).where(ReceivedSignal.id == ex.signal_id)
+                )
                 await s.execute(
                     self.core.jobs.insert_statement(
-                        JOB_APPROVED, {"execution_id": ex.id}, key=f"approved:{ex.id}"
+                        JOB_APPROVED,
+                        {"execution_id": ex.id},
+                        key=f"approved:{ex.id}",
+                        # In line with the strategy's signal jobs (``SignalService.receive``):
+                        # run beside its next signal, or another approved card, each saw the
+                        # position before the other traded (an exit finding nothing to close,
+                        # two entries each planned from no position).
+                        serial=f"strategy:{strategy_id}",
                     )
                 )
         if not won:
@@ -467,6 +485,84 @@ class Approvals:
                 raise Conflict(APPROVAL_WITHDRAWN)
             raise NotFound("That signal order no longer exists.")
         return ex
+
+    async def _refuse_if_superseded(self, ex: SignalExecution) -> None:
+        """End an approval whose subscription has run a newer signal of the strategy for the
+        same instrument since, without asking: its orders were planned before that signal,
+        which may have exited what this one enters (and found nothing to exit then). Approved
+        anyway, it left a position the strategy had closed, which none of its signals would
+        close."""
+        async with self.core.db.session() as s:
+            this = (
+                await s.execute(
+                    select(ReceivedSignal.ticker).where(ReceivedSignal.id == ex.signal_id)
+                )
+            ).first()
+            side = await s.scalar(
+                select(OrderIntent.side)
+                .where(
+                    OrderIntent.idempotency_key.in_(
+                        [intent_key(ex.signal_id, ex.subscription_id or 0, leg) for leg in LEGS]
+                    )
+                )
+                .limit(1)
+            )
+            if this is None or not this.ticker or ex.subscription_id is None or side is None:
+                return
+            newer = (
+                await s.execute(
+                    select(
+                        ReceivedSignal.id,
+                        ReceivedSignal.ticker,
+                        ReceivedSignal.action,
+                        SignalExecution.phases,
+                    )
+                    .join(SignalExecution, SignalExecution.signal_id == ReceivedSignal.id)
+                    .where(
+                        SignalExecution.subscription_id == ex.subscription_id,
+                        # Its runs are made by the strategy's signal jobs, one at a time in
+                        # the order the signals came: a later run is a newer signal's.
+                        SignalExecution.id > ex.id,
+                        ReceivedSignal.test.is_(False),
+                    )
+                    .order_by(SignalExecution.id)
+                )
+            ).all()
+        key = symbols.instrument_key(this.ticker)
+        # What undoes the card's orders: an exit, a cancel, or a signal the other way. One the
+        # same way (an add, a repeated buy) agrees with it.
+        against = {"exit", "cancel", "sell" if side == "buy" else "buy"}
+        later = next(
+            (
+                n
+                for n in newer
+                if n.ticker
+                and symbols.instrument_key(n.ticker) == key
+                and n.action in against
+                # A newer card is the member's to weigh: whichever is approved first trades,
+                # and the other finds the position changed. Not one that ran without asking.
+                and not any(p.get("phase") == "approval requested" for p in n.phases or [])
+            ),
+            None,
+        )
+        if later is None:
+            return
+        said = (
+            f"Not placed: a newer signal of this strategy for {this.ticker} "
+            f"({later.action or 'signal'}, `{short_id(later.id)}`) came since this card, so its "
+            "orders no longer follow the strategy. /signal show "
+            f"`{short_id(later.id)}` says what the newer signal did."
+        )
+        if not await self._close_approval(
+            ex.id,
+            ExecutionStatus.SKIPPED,
+            "superseded",
+            f"A newer signal for {this.ticker} (`{short_id(later.id)}`) came before the "
+            "approval; nothing was placed.",
+            tell=False,  # the card pressed says so
+        ):
+            raise Conflict(await self._already(ex.id))
+        raise Conflict(said)
 
     async def _expire_if_due(self, ex: SignalExecution) -> None:
         due = ex.approval_expires_at
