@@ -14,12 +14,12 @@ from adapters.models import AssetClass, OrderType
 from bot.core import Core
 from bot.db import Database
 from bot.errors import TradecordError
-from bot.models import ConnectionAccount
 from bot.services.trading import OrderInput
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
 from emulators.tradier import TradierEmulator
-from tests.bot.conftest import MEMBER, link, open_cores
+from tests.bot.conftest import MEMBER, open_cores
+from tests.bot.test_order_updates import linked_margin_account
 from tests.bot.test_preview_position_rules import connect
 from tests.support import FakeClock
 
@@ -83,17 +83,7 @@ async def test_option_positions_are_still_listed(core: Core, tradier: TradierEmu
 
 async def ts_margin_at_night(core: Core, ts: TradeStationEmulator) -> None:
     """The member's TradeStation margin account chosen for live trading, on a Saturday."""
-    cid = await link(core, ts)
-    async with core.db.transaction() as s:
-        s.add(
-            ConnectionAccount(
-                connection_id=cid,
-                mode="live",
-                account_id="11827342",
-                account_type="margin",
-                label="TS ••7342",
-            )
-        )
+    await linked_margin_account(core, ts)
     core.trading.clock = FakeClock(SATURDAY)
     ts.market_open = False
 

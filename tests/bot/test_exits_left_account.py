@@ -12,14 +12,20 @@ from sqlalchemy import select
 from adapters.models import Bracket
 from bot.core import Core
 from bot.db import Database
-from bot.models import BracketExit, ConnectionAccount, IntentStatus
+from bot.models import BracketExit, IntentStatus
 from bot.services.notify import RecordingNotifier
 from bot.services.order_updates import OrderUpdates
 from bot.services.trading import Outcome
 from bot.settings import Settings
 from emulators.tradestation import TradeStationEmulator
 from tests.bot.conftest import open_cores
-from tests.bot.test_order_updates import linked_margin_account, msft_limit, poll_now, texts
+from tests.bot.test_order_updates import (
+    choose_cash_account,
+    linked_margin_account,
+    msft_limit,
+    poll_now,
+    texts,
+)
 
 
 async def _filled_bracket_then_left(core: Core, ts: TradeStationEmulator) -> tuple[Outcome, str]:
@@ -33,14 +39,7 @@ async def _filled_bracket_then_left(core: Core, ts: TradeStationEmulator) -> tup
     ts.fill(out.intent.broker_order_id or "", 10, "300")
     await poll_now(core, cid)
     assert (await core.trading.get_intent(out.intent.id)).status == IntentStatus.FILLED
-    async with core.db.transaction() as s:
-        chosen = await s.scalar(
-            select(ConnectionAccount).where(
-                ConnectionAccount.connection_id == cid, ConnectionAccount.mode == "live"
-            )
-        )
-        assert chosen is not None
-        chosen.account_id, chosen.account_type = "11827341", "cash"
+    await choose_cash_account(core, cid)
     async with core.db.session() as s:
         exits = list(await s.scalars(select(BracketExit.broker_order_id)))
     assert len(exits) == 2, exits

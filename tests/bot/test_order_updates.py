@@ -317,14 +317,7 @@ async def test_a_poll_leaves_an_order_at_a_left_account_to_the_reconciler(
     try:
         out = await _working_msft(core, ts, "left")
         cid = out.intent.connection_id
-        async with core.db.transaction() as s:
-            chosen = await s.scalar(
-                select(ConnectionAccount).where(
-                    ConnectionAccount.connection_id == cid, ConnectionAccount.mode == "live"
-                )
-            )
-            assert chosen is not None
-            chosen.account_id, chosen.account_type = "11827341", "cash"
+        await choose_cash_account(core, cid)
         async with core.db.session() as s:
             conn = await s.scalar(
                 select(Connection)
@@ -366,6 +359,18 @@ async def poll_now(core: Core, connection_id: int) -> None:
         await OrderUpdates(core).poll(conn, adapter)
     finally:
         await adapter.close()
+
+
+async def choose_cash_account(core: Core, connection_id: int) -> None:
+    """The member switches the connection's live account to the cash one (in /accounts)."""
+    async with core.db.transaction() as s:
+        chosen = await s.scalar(
+            select(ConnectionAccount).where(
+                ConnectionAccount.connection_id == connection_id, ConnectionAccount.mode == "live"
+            )
+        )
+        assert chosen is not None
+        chosen.account_id, chosen.account_type = "11827341", "cash"
 
 
 async def _working_msft(core: Core, ts: TradeStationEmulator, key: str) -> Outcome:
