@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,19 +26,10 @@ from emulators.common import Fault
 from emulators.tradier import TradierEmulator
 from tests.bot.conftest import MEMBER, open_cores
 from tests.bot.test_preview_position_rules import connect
+from tests.bot.test_trading import ALICE, core
 from tests.support import FakeClock
 
-ALICE = 1001
-
-
-@pytest.fixture
-async def core(settings: Settings, db: Database) -> AsyncIterator[Core]:
-    c = await Core.open(settings, migrate=False)
-    clock = FakeClock()
-    c.trading.clock = c.connections.clock = c.simulated_feed.clock = clock
-    c.simulated_feed.set_quote("AAPL", Decimal("199.90"), Decimal("200.10"))
-    yield c
-    await c.close()
+__all__ = ["core"]  # the paper fixture, with its clock and AAPL quote
 
 
 class FailingDms(RecordingNotifier):
